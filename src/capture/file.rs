@@ -1,0 +1,420 @@
+//! pcap and pcapng files, plain or gzip-compressed, read without any system library.
+//!
+//! Plain files are memory-mapped and packets borrow straight from the map; gzip files are
+//! decompressed once into memory and packets borrow from that buffer. A file that ends in the
+//! middle of a record yields every packet before the damage, then one error naming the file and
+//! the byte offset of the damaged record.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use pcap_parser::pcapng::Block;
+use pcap_parser::{nom, PcapError};
+
+use super::{LinkType, Packet, PacketSource};
+
+/// Captured lengths above this are not plausible (the largest snaplen any tool writes is 256 KiB);
+/// such a record means the file is corrupt, and reading on would misframe everything after it.
+const MAX_CAPLEN: u32 = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("{path}: cannot open: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a pcap or pcapng capture ({detail})")]
+    NotACapture { path: PathBuf, detail: String },
+    #[error("{path}: truncated at byte offset {offset} after {packets} packets: {detail}")]
+    Truncated {
+        path: PathBuf,
+        offset: u64,
+        packets: u64,
+        detail: String,
+    },
+    #[error("{path}: corrupt at byte offset {offset} after {packets} packets: {detail}")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        packets: u64,
+        detail: String,
+    },
+}
+
+enum Buffer {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+    Empty,
+}
+
+impl Buffer {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Buffer::Mapped(m) => m,
+            Buffer::Owned(v) => v,
+            Buffer::Empty => &[],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Interface {
+    linktype: LinkType,
+    /// Timestamp units per second.
+    units_per_sec: u64,
+    offset_secs: i64,
+}
+
+#[derive(Debug)]
+enum Format {
+    Pcap {
+        big_endian: bool,
+        nanos: bool,
+        linktype: LinkType,
+    },
+    PcapNg {
+        big_endian: bool,
+        interfaces: Vec<Interface>,
+    },
+}
+
+/// An open capture file. Iterate with [`PacketSource::next_packet`].
+pub struct CaptureFile {
+    buf: Buffer,
+    st: ReadState,
+}
+
+/// Everything but the bytes, so that packets can borrow the buffer while the state moves on.
+struct ReadState {
+    path: PathBuf,
+    format: Format,
+    /// Byte offset of the next record in the (decompressed) data.
+    offset: usize,
+    packets: u64,
+    last_ts: i64,
+    /// Set once an error has been returned: the source is finished.
+    done: bool,
+    /// A gzip stream that broke: reported after the packets decompressed before the damage.
+    deferred: Option<CaptureError>,
+    gzip: bool,
+    file_len: u64,
+}
+
+impl CaptureFile {
+    pub fn open(path: &Path) -> Result<CaptureFile, CaptureError> {
+        let open_err = |source| CaptureError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let file = File::open(path).map_err(open_err)?;
+        let meta = file.metadata().map_err(open_err)?;
+        if meta.is_dir() {
+            return Err(open_err(std::io::Error::other("is a directory")));
+        }
+        let file_len = meta.len();
+        let not_capture = |detail: String| CaptureError::NotACapture {
+            path: path.to_owned(),
+            detail,
+        };
+        if file_len == 0 {
+            return Err(not_capture("the file is empty".into()));
+        }
+        // SAFETY: the map is read-only and private to this process. The one hazard is another
+        // process truncating the file while we read it (SIGBUS); captures being replayed are
+        // finished files, as with every mmap-based pcap reader.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(open_err)?;
+        let mut gzip = false;
+        let mut deferred = None;
+        let buf = if map.starts_with(&[0x1f, 0x8b]) {
+            gzip = true;
+            let mut out = Vec::with_capacity(map.len().saturating_mul(4));
+            let mut dec = flate2::read::MultiGzDecoder::new(&map[..]);
+            if let Err(e) = dec.read_to_end(&mut out) {
+                // Keep what decompressed cleanly; report the damage after those packets.
+                deferred = Some(CaptureError::Truncated {
+                    path: path.to_owned(),
+                    offset: out.len() as u64,
+                    packets: 0,
+                    detail: format!("gzip stream broken ({e}); offset is in the decompressed data"),
+                });
+            }
+            Buffer::Owned(out)
+        } else {
+            Buffer::Mapped(map)
+        };
+        let format = detect_format(buf.bytes()).map_err(not_capture)?;
+        let offset = match format {
+            Format::Pcap { .. } => 24,
+            Format::PcapNg { .. } => 0,
+        };
+        Ok(CaptureFile {
+            buf,
+            st: ReadState {
+                path: path.to_owned(),
+                format,
+                offset,
+                packets: 0,
+                last_ts: 0,
+                done: false,
+                deferred,
+                gzip,
+                file_len,
+            },
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.st.path
+    }
+
+    pub fn is_gzip(&self) -> bool {
+        self.st.gzip
+    }
+
+    /// Packets read so far.
+    pub fn packets(&self) -> u64 {
+        self.st.packets
+    }
+
+    /// Release the file's memory early (e.g. a large decompressed buffer) once it is read.
+    pub fn close(&mut self) {
+        self.buf = Buffer::Empty;
+        self.st.done = true;
+    }
+}
+
+impl ReadState {
+    fn fail(&mut self, truncated: bool, detail: String) -> CaptureError {
+        self.done = true;
+        let (path, offset, packets) = (self.path.clone(), self.offset as u64, self.packets);
+        if truncated {
+            CaptureError::Truncated {
+                path,
+                offset,
+                packets,
+                detail,
+            }
+        } else {
+            CaptureError::Corrupt {
+                path,
+                offset,
+                packets,
+                detail,
+            }
+        }
+    }
+
+    fn finish<'a>(&mut self) -> Option<Result<Packet<'a>, CaptureError>> {
+        self.done = true;
+        self.deferred.take().map(|mut e| {
+            if let CaptureError::Truncated { packets, .. } = &mut e {
+                *packets = self.packets;
+            }
+            Err(e)
+        })
+    }
+}
+
+fn detect_format(data: &[u8]) -> Result<Format, String> {
+    let Some(magic) = data.get(..4) else {
+        return Err(format!("only {} bytes long", data.len()));
+    };
+    let magic = [magic[0], magic[1], magic[2], magic[3]];
+    let pcap = |big_endian: bool, nanos: bool| -> Result<Format, String> {
+        let hdr = data.get(..24).ok_or("pcap header cut short")?;
+        let lt = [hdr[20], hdr[21], hdr[22], hdr[23]];
+        let linktype = if big_endian {
+            u32::from_be_bytes(lt)
+        } else {
+            u32::from_le_bytes(lt)
+        };
+        // The upper bits carry the FCS length flag (pcap 2.4 extension); the link type is the low 16.
+        Ok(Format::Pcap {
+            big_endian,
+            nanos,
+            linktype: LinkType(linktype & 0xffff),
+        })
+    };
+    match magic {
+        [0xd4, 0xc3, 0xb2, 0xa1] => pcap(false, false),
+        [0xa1, 0xb2, 0xc3, 0xd4] => pcap(true, false),
+        [0x4d, 0x3c, 0xb2, 0xa1] => pcap(false, true),
+        [0xa1, 0xb2, 0x3c, 0x4d] => pcap(true, true),
+        [0x0a, 0x0d, 0x0d, 0x0a] => Ok(Format::PcapNg {
+            big_endian: false,
+            interfaces: Vec::new(),
+        }),
+        _ => Err(format!(
+            "starts with {:02x} {:02x} {:02x} {:02x}",
+            magic[0], magic[1], magic[2], magic[3]
+        )),
+    }
+}
+
+fn describe(e: &nom::Err<PcapError<&[u8]>>) -> (bool, String) {
+    match e {
+        nom::Err::Incomplete(nom::Needed::Size(n)) => (
+            true,
+            format!("record needs {n} more bytes than the file has"),
+        ),
+        nom::Err::Incomplete(_) => (true, "record cut short".into()),
+        nom::Err::Error(e) | nom::Err::Failure(e) => match e {
+            PcapError::Incomplete(n) => (true, format!("record needs {n} more bytes")),
+            PcapError::UnexpectedEof | PcapError::Eof => (true, "record cut short".into()),
+            PcapError::NomError(_, kind) => (false, format!("invalid block ({kind:?})")),
+            other => (false, format!("{other:?}")),
+        },
+    }
+}
+
+impl PacketSource for CaptureFile {
+    fn next_packet(&mut self) -> Option<Result<Packet<'_>, CaptureError>> {
+        let data = self.buf.bytes();
+        self.st.next_in(data)
+    }
+
+    fn progress(&self) -> (u64, Option<u64>) {
+        let st = &self.st;
+        if st.gzip {
+            // Offsets are in decompressed bytes: scale them to the compressed file for the bar.
+            let total = self.buf.bytes().len().max(1) as u64;
+            let done = (st.offset as u64).saturating_mul(st.file_len) / total;
+            (done, Some(st.file_len))
+        } else {
+            (st.offset as u64, Some(st.file_len))
+        }
+    }
+}
+
+impl ReadState {
+    fn next_in<'a>(&mut self, data: &'a [u8]) -> Option<Result<Packet<'a>, CaptureError>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let Some(rest) = data.get(self.offset..).filter(|r| !r.is_empty()) else {
+                return self.finish();
+            };
+            match &mut self.format {
+                Format::Pcap {
+                    big_endian,
+                    nanos,
+                    linktype,
+                } => {
+                    let parsed = if *big_endian {
+                        pcap_parser::pcap::parse_pcap_frame_be(rest)
+                    } else {
+                        pcap_parser::pcap::parse_pcap_frame(rest)
+                    };
+                    let (nanos, linktype) = (*nanos, *linktype);
+                    match parsed {
+                        Ok((after, block)) => {
+                            if block.caplen > MAX_CAPLEN {
+                                let detail =
+                                    format!("implausible captured length {}", block.caplen);
+                                return Some(Err(self.fail(false, detail)));
+                            }
+                            let frac = if nanos {
+                                i64::from(block.ts_usec)
+                            } else {
+                                i64::from(block.ts_usec) * 1000
+                            };
+                            let ts = i64::from(block.ts_sec) * 1_000_000_000 + frac;
+                            self.offset = data.len() - after.len();
+                            self.packets += 1;
+                            self.last_ts = ts;
+                            return Some(Ok(Packet {
+                                ts_nanos: ts,
+                                frame: self.packets,
+                                linktype,
+                                orig_len: block.origlen,
+                                data: block.data,
+                            }));
+                        }
+                        Err(e) => {
+                            // A caplen larger than the rest of the file is reported by the parser as
+                            // Incomplete: say which it was.
+                            let (truncated, detail) = describe(&e);
+                            return Some(Err(self.fail(truncated, detail)));
+                        }
+                    }
+                }
+                Format::PcapNg {
+                    big_endian,
+                    interfaces,
+                } => {
+                    let parsed = if *big_endian {
+                        pcap_parser::pcapng::parse_block_be(rest)
+                    } else {
+                        pcap_parser::pcapng::parse_block_le(rest)
+                    };
+                    let (after, block) = match parsed {
+                        Ok(ok) => ok,
+                        Err(e) => {
+                            let (truncated, detail) = describe(&e);
+                            return Some(Err(self.fail(truncated, detail)));
+                        }
+                    };
+                    let next_offset = data.len() - after.len();
+                    let packet = match block {
+                        Block::SectionHeader(shb) => {
+                            *big_endian = shb.big_endian();
+                            interfaces.clear();
+                            None
+                        }
+                        Block::InterfaceDescription(idb) => {
+                            interfaces.push(Interface {
+                                linktype: LinkType(u32::from(idb.linktype.0 as u16)),
+                                units_per_sec: idb.ts_resolution().unwrap_or(1_000_000),
+                                offset_secs: idb.ts_offset(),
+                            });
+                            None
+                        }
+                        Block::EnhancedPacket(epb) => {
+                            let Some(iface) = interfaces.get(epb.if_id as usize).copied() else {
+                                let detail = format!(
+                                    "packet on interface {} which no interface block describes",
+                                    epb.if_id
+                                );
+                                return Some(Err(self.fail(false, detail)));
+                            };
+                            let ticks = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
+                            let nanos = u128::from(ticks) * 1_000_000_000
+                                / u128::from(iface.units_per_sec.max(1));
+                            let ts = i64::try_from(nanos)
+                                .unwrap_or(i64::MAX)
+                                .saturating_add(iface.offset_secs.saturating_mul(1_000_000_000));
+                            let n = (epb.caplen as usize).min(epb.data.len());
+                            Some((ts, iface.linktype, epb.origlen, &epb.data[..n]))
+                        }
+                        Block::SimplePacket(spb) => {
+                            let Some(iface) = interfaces.first().copied() else {
+                                let detail = "simple packet block before any interface block";
+                                return Some(Err(self.fail(false, detail.into())));
+                            };
+                            // SPBs carry no timestamp: keep time monotonic with the last packet.
+                            let n = (spb.origlen as usize).min(spb.data.len());
+                            Some((self.last_ts, iface.linktype, spb.origlen, &spb.data[..n]))
+                        }
+                        _ => None,
+                    };
+                    self.offset = next_offset;
+                    if let Some((ts, linktype, orig_len, data)) = packet {
+                        self.packets += 1;
+                        self.last_ts = ts;
+                        return Some(Ok(Packet {
+                            ts_nanos: ts,
+                            frame: self.packets,
+                            linktype,
+                            orig_len,
+                            data,
+                        }));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,446 @@
+//! Modbus/TCP flow state: framing over the reassembled stream, validation, resync after gaps and
+//! garbage, request/response matching by transaction id, and event building.
+//!
+//! A stream is probed before it is trusted: at its start and after every gap the first bytes must
+//! be a complete, valid ADU ([`modbus::find_resync`]), so non-Modbus bytes on port 502 produce no
+//! Modbus events. Once a flow has produced a valid ADU, later ADUs with a sane MBAP header but an
+//! invalid PDU are reported as malformed events (and counted); framing garbage is skipped, counted,
+//! and reported once per episode.
+
+use std::collections::VecDeque;
+
+use otwatch_parsers::modbus::{
+    self, AduResult, Direction, FunctionCode, MbapHeader, ModbusAdu, ModbusPdu, PduBody,
+    MBAP_HEADER_LEN,
+};
+
+use super::{Ctx, Dir};
+use crate::event::{DeviceIdObject, FileRecord, ModbusEvent, Values};
+
+/// Requests remembered per flow while waiting for their response. Modbus/TCP clients pipeline a
+/// handful at most; the oldest is forgotten (and counted) beyond this.
+pub const MAX_OUTSTANDING: usize = 64;
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    transaction_id: u16,
+    unit_id: u8,
+    function: u8,
+    address: Option<u16>,
+    quantity: Option<u16>,
+    ts_nanos: i64,
+    frame: u64,
+}
+
+#[derive(Debug)]
+pub struct ModbusFlow {
+    /// A valid ADU was seen on this flow: it is Modbus.
+    confirmed: bool,
+    /// Per direction: the next bytes must be probed before they are trusted.
+    resync: [bool; 2],
+    /// Per direction: a malformed-framing event was already emitted for the current episode.
+    garbage_reported: [bool; 2],
+    outstanding: VecDeque<Pending>,
+}
+
+impl Default for ModbusFlow {
+    fn default() -> Self {
+        ModbusFlow {
+            confirmed: false,
+            resync: [true, true],
+            garbage_reported: [false, false],
+            outstanding: VecDeque::new(),
+        }
+    }
+}
+
+fn direction(dir: Dir) -> Direction {
+    match dir {
+        Dir::ToServer => Direction::Request,
+        Dir::ToClient => Direction::Response,
+    }
+}
+
+fn function_label(fc: u8) -> std::borrow::Cow<'static, str> {
+    match FunctionCode(fc).name() {
+        Some(n) => n.into(),
+        None => format!("function_{fc}").into(),
+    }
+}
+
+impl ModbusFlow {
+    pub fn on_stream_data(&mut self, ctx: &mut Ctx<'_>, dir: Dir, data: &[u8]) -> usize {
+        let d = dir.index();
+        let mut off = 0;
+        while off < data.len() {
+            let rest = &data[off..];
+            if self.resync[d] {
+                match modbus::find_resync(rest) {
+                    Some(skip) => {
+                        self.skipped(ctx, dir, skip);
+                        off += skip;
+                        self.resync[d] = false;
+                        self.garbage_reported[d] = false;
+                    }
+                    None => {
+                        // Keep a short tail: a header may start in it.
+                        let skip = rest.len().saturating_sub(MBAP_HEADER_LEN - 1);
+                        self.skipped(ctx, dir, skip);
+                        return off + skip;
+                    }
+                }
+                continue;
+            }
+            match modbus::parse_adu(rest) {
+                AduResult::Complete { adu, consumed } => {
+                    self.on_adu(ctx, dir, &adu);
+                    off += consumed;
+                }
+                AduResult::Incomplete { .. } => break,
+                AduResult::Invalid(err) => {
+                    if self.confirmed && !self.garbage_reported[d] {
+                        self.garbage_reported[d] = true;
+                        ctx.stats
+                            .modbus
+                            .parse_errors
+                            .entry("invalid_mbap")
+                            .and_modify(|n| *n += 1)
+                            .or_insert(1);
+                        if ctx.sink.wants_events() {
+                            let mut ev = ctx.event("modbus", dir);
+                            let tid = rest
+                                .get(..2)
+                                .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+                            ev.modbus = Some(ModbusEvent {
+                                transaction_id: tid,
+                                unit_id: rest.get(6).copied().unwrap_or(0),
+                                function_code: rest.get(7).copied().unwrap_or(0) & 0x7f,
+                                error: Some(err.as_str()),
+                                ..Default::default()
+                            });
+                            ctx.sink.emit(ev);
+                            ctx.stats.events += 1;
+                        }
+                    }
+                    self.resync[d] = true;
+                }
+            }
+        }
+        off
+    }
+
+    pub fn on_datagram(&mut self, ctx: &mut Ctx<'_>, dir: Dir, data: &[u8]) {
+        // Modbus over UDP: one or more whole ADUs per datagram, never split.
+        self.resync[dir.index()] = true;
+        let used = self.on_stream_data(ctx, dir, data);
+        if used < data.len() {
+            ctx.stats.modbus.resync_skipped_bytes += (data.len() - used) as u64;
+        }
+    }
+
+    pub fn on_gap(&mut self, _ctx: &mut Ctx<'_>, dir: Dir) {
+        self.resync[dir.index()] = true;
+    }
+
+    pub fn on_close(&mut self, ctx: &mut Ctx<'_>) {
+        if !self.confirmed {
+            ctx.stats.modbus.unidentified_flows += 1;
+        }
+    }
+
+    fn skipped(&mut self, ctx: &mut Ctx<'_>, _dir: Dir, n: usize) {
+        ctx.stats.modbus.resync_skipped_bytes += n as u64;
+    }
+
+    fn on_adu(&mut self, ctx: &mut Ctx<'_>, dir: Dir, adu: &ModbusAdu<'_>) {
+        let raw_fc = adu.pdu.first().copied().unwrap_or(0);
+        let fc = raw_fc & 0x7f;
+        ctx.stats.modbus.count_pdu(&function_label(fc));
+        match modbus::parse_pdu(adu.pdu, direction(dir)) {
+            Ok(pdu) => {
+                self.confirmed = true;
+                if pdu.exception().is_some() {
+                    ctx.stats.modbus.exceptions += 1;
+                }
+                let pending = self.track(ctx, dir, adu, &pdu);
+                if ctx.sink.wants_events() {
+                    let mut ev = ctx.event("modbus", dir);
+                    ev.modbus = Some(build_event(adu, &pdu, pending.as_ref(), ctx.ts_nanos));
+                    ctx.sink.emit(ev);
+                    ctx.stats.events += 1;
+                }
+            }
+            Err(err) => {
+                *ctx.stats
+                    .modbus
+                    .parse_errors
+                    .entry(err.kind.as_str())
+                    .or_insert(0) += 1;
+                // A malformed request still gets its response matched (the server answers it,
+                // usually with an exception), so track what we can.
+                if dir == Dir::ToClient {
+                    self.take_pending(ctx, &adu.header, fc);
+                }
+                if ctx.sink.wants_events() {
+                    let mut ev = ctx.event("modbus", dir);
+                    ev.modbus = Some(ModbusEvent {
+                        transaction_id: adu.header.transaction_id,
+                        unit_id: adu.header.unit_id,
+                        function_code: fc,
+                        function: FunctionCode(fc).name(),
+                        error: Some(err.kind.as_str()),
+                        error_offset: Some(err.offset),
+                        ..Default::default()
+                    });
+                    ctx.sink.emit(ev);
+                    ctx.stats.events += 1;
+                }
+            }
+        }
+    }
+
+    /// Remember requests; find the request a response answers.
+    fn track(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        dir: Dir,
+        adu: &ModbusAdu<'_>,
+        pdu: &ModbusPdu<'_>,
+    ) -> Option<Pending> {
+        match dir {
+            Dir::ToServer => {
+                if self.outstanding.len() >= MAX_OUTSTANDING {
+                    self.outstanding.pop_front();
+                    ctx.stats.modbus.outstanding_bound_drops += 1;
+                }
+                // A retransmitted or reused transaction id replaces the older request.
+                self.outstanding
+                    .retain(|p| p.transaction_id != adu.header.transaction_id);
+                self.outstanding.push_back(Pending {
+                    transaction_id: adu.header.transaction_id,
+                    unit_id: adu.header.unit_id,
+                    function: pdu.function.0,
+                    address: pdu.address(),
+                    quantity: pdu.quantity(),
+                    ts_nanos: ctx.ts_nanos,
+                    frame: ctx.frame,
+                });
+                None
+            }
+            Dir::ToClient => self.take_pending(ctx, &adu.header, pdu.function.0),
+        }
+    }
+
+    fn take_pending(&mut self, ctx: &mut Ctx<'_>, header: &MbapHeader, fc: u8) -> Option<Pending> {
+        let i = self.outstanding.iter().position(|p| {
+            p.transaction_id == header.transaction_id
+                && p.unit_id == header.unit_id
+                && p.function == fc
+        });
+        match i.and_then(|i| self.outstanding.remove(i)) {
+            Some(p) => Some(p),
+            None => {
+                ctx.stats.modbus.unmatched_responses += 1;
+                None
+            }
+        }
+    }
+}
+
+fn hex(data: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(data.len() * 2);
+    for b in data {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn device_object_name(id: u8) -> Option<&'static str> {
+    Some(match id {
+        0x00 => "vendor_name",
+        0x01 => "product_code",
+        0x02 => "major_minor_revision",
+        0x03 => "vendor_url",
+        0x04 => "product_name",
+        0x05 => "model_name",
+        0x06 => "user_application_name",
+        _ => return None,
+    })
+}
+
+fn build_event(
+    adu: &ModbusAdu<'_>,
+    pdu: &ModbusPdu<'_>,
+    req: Option<&Pending>,
+    now: i64,
+) -> ModbusEvent {
+    let mut ev = ModbusEvent {
+        transaction_id: adu.header.transaction_id,
+        unit_id: adu.header.unit_id,
+        function_code: pdu.function.0,
+        function: pdu.function.name(),
+        address: pdu.address(),
+        quantity: pdu.quantity(),
+        ..Default::default()
+    };
+    if let Some(code) = pdu.exception() {
+        ev.exception_code = Some(code.0);
+        ev.exception = code.name();
+    }
+    if let Some(req) = req {
+        ev.request_frame = Some(req.frame);
+        ev.response_time = Some((now - req.ts_nanos) as f64 / 1e9);
+        // Responses that do not repeat the address carry their request's.
+        if ev.address.is_none() {
+            ev.address = req.address;
+        }
+        if ev.quantity.is_none() {
+            ev.quantity = req.quantity;
+        }
+    }
+    match &pdu.body {
+        PduBody::ReadBitsResponse { bits } => {
+            let bits = match req.and_then(|r| r.quantity) {
+                Some(q) => bits.with_count(usize::from(q)),
+                None => *bits,
+            };
+            ev.values = Some(Values::Bits(bits.iter().collect()));
+        }
+        PduBody::ReadRegistersResponse { registers }
+        | PduBody::ReadFifoQueueResponse { registers } => {
+            ev.values = Some(Values::Registers(registers.iter().collect()));
+        }
+        PduBody::WriteSingleCoil { value, .. } => {
+            ev.values = Some(Values::Bits(vec![*value == 0xFF00]));
+        }
+        PduBody::WriteSingleRegister { value, .. } => {
+            ev.values = Some(Values::Registers(vec![*value]));
+        }
+        PduBody::WriteMultipleCoilsRequest { bits, .. } => {
+            ev.values = Some(Values::Bits(bits.iter().collect()));
+        }
+        PduBody::WriteMultipleRegistersRequest { registers, .. } => {
+            ev.values = Some(Values::Registers(registers.iter().collect()));
+        }
+        PduBody::ReadWriteMultipleRequest {
+            write_address,
+            write_quantity,
+            registers,
+            ..
+        } => {
+            ev.write_address = Some(*write_address);
+            ev.write_quantity = Some(*write_quantity);
+            ev.values = Some(Values::Registers(registers.iter().collect()));
+        }
+        PduBody::MaskWriteRegister {
+            and_mask, or_mask, ..
+        } => {
+            ev.and_mask = Some(*and_mask);
+            ev.or_mask = Some(*or_mask);
+        }
+        PduBody::ReadExceptionStatusResponse { status } => ev.status = Some(u16::from(*status)),
+        PduBody::Diagnostics { subfunction, data } => {
+            ev.subfunction = Some(subfunction.0);
+            ev.subfunction_name = subfunction.name();
+            ev.data = Some(hex(data));
+        }
+        PduBody::CommEventCounterResponse {
+            status,
+            event_count,
+        } => {
+            ev.status = Some(*status);
+            ev.event_count = Some(*event_count);
+        }
+        PduBody::CommEventLogResponse {
+            status,
+            event_count,
+            message_count,
+            events,
+        } => {
+            ev.status = Some(*status);
+            ev.event_count = Some(*event_count);
+            ev.message_count = Some(*message_count);
+            ev.data = Some(hex(events));
+        }
+        PduBody::ReportServerIdResponse { data } | PduBody::Other { data } => {
+            ev.data = Some(hex(data))
+        }
+        PduBody::ReadFileRecordRequest { records } => {
+            ev.file_records = Some(
+                records
+                    .iter()
+                    .map(|r| FileRecord {
+                        file_number: r.file_number,
+                        record_number: r.record_number,
+                        record_length: r.record_length,
+                        values: None,
+                    })
+                    .collect(),
+            );
+        }
+        PduBody::ReadFileRecordResponse { records } => {
+            ev.file_records = Some(
+                records
+                    .iter()
+                    .map(|r| FileRecord {
+                        file_number: 0,
+                        record_number: 0,
+                        record_length: r.len() as u16,
+                        values: Some(r.iter().collect()),
+                    })
+                    .collect(),
+            );
+        }
+        PduBody::WriteFileRecord { records } => {
+            ev.file_records = Some(
+                records
+                    .iter()
+                    .map(|r| FileRecord {
+                        file_number: r.file_number,
+                        record_number: r.record_number,
+                        record_length: r.record_length,
+                        values: Some(r.data.iter().collect()),
+                    })
+                    .collect(),
+            );
+        }
+        PduBody::ReadDeviceIdRequest {
+            read_device_id_code,
+            object_id,
+        } => {
+            ev.mei_type = Some(0x0E);
+            ev.read_device_id_code = Some(*read_device_id_code);
+            ev.object_id = Some(*object_id);
+        }
+        PduBody::ReadDeviceIdResponse {
+            read_device_id_code,
+            conformity_level,
+            more_follows,
+            next_object_id,
+            objects,
+        } => {
+            ev.mei_type = Some(0x0E);
+            ev.read_device_id_code = Some(*read_device_id_code);
+            ev.conformity_level = Some(*conformity_level);
+            ev.more_follows = Some(*more_follows);
+            ev.object_id = Some(*next_object_id);
+            ev.objects = Some(
+                objects
+                    .iter()
+                    .map(|o| DeviceIdObject {
+                        id: o.id,
+                        name: device_object_name(o.id),
+                        value: String::from_utf8_lossy(o.value).into_owned(),
+                    })
+                    .collect(),
+            );
+        }
+        PduBody::EncapsulatedOther { mei_type, data } => {
+            ev.mei_type = Some(*mei_type);
+            ev.data = Some(hex(data));
+        }
+        _ => {}
+    }
+    ev
+}

@@ -1,0 +1,13 @@
+//! otwatch: a passive monitor for industrial (OT) networks.
+//!
+//! Data path (see DESIGN.md): capture → decode → flows → dissect → events.
+
+pub mod capture;
+pub mod decode;
+pub mod dissect;
+pub mod event;
+pub mod flow;
+pub mod pipeline;
+pub mod replay;
+pub mod stats;
+pub mod summary;

@@ -1,0 +1,81 @@
+//! One packet at a time through decode, defragmentation, the flow table and the dissectors.
+
+use std::sync::Arc;
+
+use crate::capture::Packet;
+use crate::decode::{self, defrag::Defragmenter, Decode};
+use crate::event::EventSink;
+use crate::flow::{FlowTable, PacketInfo};
+use crate::stats::Stats;
+
+#[derive(Default)]
+pub struct Pipeline {
+    flows: FlowTable,
+    defrag: Defragmenter,
+    pub stats: Stats,
+    last_ts: i64,
+    last_frame: u64,
+    last_source: Option<Arc<str>>,
+}
+
+impl Pipeline {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_flow_table(flows: FlowTable) -> Self {
+        Pipeline {
+            flows,
+            ..Self::default()
+        }
+    }
+
+    pub fn active_flows(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn process(&mut self, pkt: &Packet<'_>, source: &Arc<str>, sink: &mut dyn EventSink) {
+        self.stats.packets += 1;
+        self.stats.bytes += u64::from(pkt.orig_len);
+        self.last_ts = pkt.ts_nanos;
+        self.last_frame = pkt.frame;
+        if self.last_source.as_ref() != Some(source) {
+            self.last_source = Some(Arc::clone(source));
+        }
+        let info = PacketInfo {
+            ts_nanos: pkt.ts_nanos,
+            frame: pkt.frame,
+            source,
+        };
+        match decode::decode(pkt.linktype, pkt.data, &mut self.stats) {
+            Decode::Packet(d) => self.flows.process(&d, &info, &mut self.stats, sink),
+            Decode::Fragment(f) => {
+                if let Some(dg) = self.defrag.add(&f, pkt.ts_nanos, &mut self.stats) {
+                    let decoded = decode::decode_transport(
+                        dg.vlan,
+                        dg.src,
+                        dg.dst,
+                        dg.protocol,
+                        &dg.payload,
+                        &mut self.stats,
+                    );
+                    if let Decode::Packet(d) = decoded {
+                        self.flows.process(&d, &info, &mut self.stats, sink);
+                    }
+                }
+            }
+            Decode::Ignored | Decode::Error => {}
+        }
+    }
+
+    /// End of input: flush every stream (data waiting behind holes is dissected after them).
+    pub fn finish(&mut self, sink: &mut dyn EventSink) {
+        let source = self.last_source.clone().unwrap_or_else(|| Arc::from(""));
+        let info = PacketInfo {
+            ts_nanos: self.last_ts,
+            frame: self.last_frame,
+            source: &source,
+        };
+        self.flows.close_all(&info, &mut self.stats, sink);
+    }
+}

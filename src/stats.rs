@@ -1,0 +1,105 @@
+//! Counters for everything the pipeline saw, dropped or could not parse. Every bound in otwatch
+//! has a counter here, so nothing is lost without the summary (and later the metrics) saying so.
+
+use std::collections::BTreeMap;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LayerErrors {
+    pub link: u64,
+    pub ip: u64,
+    pub tcp: u64,
+    pub udp: u64,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ChecksumErrors {
+    pub ipv4: u64,
+    pub tcp: u64,
+    pub udp: u64,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DefragStats {
+    pub reassembled: u64,
+    pub timeouts: u64,
+    pub bound_drops: u64,
+    pub invalid: u64,
+    pub conflicting_overlaps: u64,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FlowStats {
+    pub created: u64,
+    pub evicted_idle: u64,
+    /// New flows refused because the table was full of active flows.
+    pub table_full_drops: u64,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TcpStats {
+    /// Streams picked up without seeing their SYN (normal on a SPAN port).
+    pub midstream_pickups: u64,
+    pub retransmitted_segments: u64,
+    /// Segments that partly overlapped data already delivered (the new part was used).
+    pub overlapping_segments: u64,
+    /// Overlaps whose bytes differ from what was delivered first (first wins).
+    pub conflicting_overlaps: u64,
+    pub out_of_order_segments: u64,
+    /// Holes skipped: data never seen in the capture.
+    pub gaps: u64,
+    pub gap_bytes: u64,
+    /// Gaps declared because the out-of-order buffer hit its bound.
+    pub ooo_bound_gaps: u64,
+    /// Unconsumed bytes discarded because a dissector's buffered tail exceeded its bound.
+    pub buffer_bound_drops: u64,
+}
+
+/// Per-protocol dissection counters.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ProtoStats {
+    /// PDUs by function name (or number when unnamed).
+    pub pdus: BTreeMap<String, u64>,
+    pub exceptions: u64,
+    /// Malformed PDUs by reason.
+    pub parse_errors: BTreeMap<&'static str, u64>,
+    /// Bytes skipped while resynchronising on a stream of this protocol.
+    pub resync_skipped_bytes: u64,
+    pub unmatched_responses: u64,
+    /// Requests forgotten because too many were outstanding on one flow.
+    pub outstanding_bound_drops: u64,
+    /// Flows on this protocol's port whose bytes never validated as the protocol.
+    pub unidentified_flows: u64,
+}
+
+impl ProtoStats {
+    pub fn total_pdus(&self) -> u64 {
+        self.pdus.values().sum()
+    }
+
+    pub fn count_pdu(&mut self, function: &str) {
+        // Avoid an allocation per PDU: the key exists after the first one of its kind.
+        if let Some(n) = self.pdus.get_mut(function) {
+            *n += 1;
+        } else {
+            self.pdus.insert(function.to_owned(), 1);
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub truncated_packets: u64,
+    pub non_ip: u64,
+    pub non_tcp_udp: u64,
+    pub unsupported_linktype: u64,
+    pub decode_errors: LayerErrors,
+    pub checksum_errors: ChecksumErrors,
+    pub ip_fragments: u64,
+    pub defrag: DefragStats,
+    pub flows: FlowStats,
+    pub tcp: TcpStats,
+    pub modbus: ProtoStats,
+    pub events: u64,
+}

@@ -1,0 +1,150 @@
+//! The one-screen summary printed at the end of a replay.
+
+use std::fmt::Write;
+
+use crate::replay::ReplayReport;
+use crate::stats::{ProtoStats, Stats};
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// "name value" pairs, skipping zeros.
+fn nonzero(pairs: &[(&str, u64)]) -> String {
+    pairs
+        .iter()
+        .filter(|(_, v)| *v > 0)
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn proto_lines(out: &mut String, name: &str, p: &ProtoStats) {
+    let total = p.total_pdus();
+    let errors: u64 = p.parse_errors.values().sum();
+    if total == 0 && errors == 0 && p.resync_skipped_bytes == 0 && p.unidentified_flows == 0 {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "  {name}: {total} PDUs, {} exceptions, {errors} malformed",
+        p.exceptions
+    );
+    if !p.pdus.is_empty() {
+        let mut by: Vec<_> = p.pdus.iter().collect();
+        by.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let list: Vec<String> = by.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(out, "    functions: {}", list.join(", "));
+    }
+    if errors > 0 {
+        let list: Vec<String> = p
+            .parse_errors
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = writeln!(out, "    malformed: {}", list.join(", "));
+    }
+    let other = nonzero(&[
+        ("unmatched responses", p.unmatched_responses),
+        ("resync skipped bytes", p.resync_skipped_bytes),
+        ("unidentified flows", p.unidentified_flows),
+        ("outstanding-request bound drops", p.outstanding_bound_drops),
+    ]);
+    if !other.is_empty() {
+        let _ = writeln!(out, "    {other}");
+    }
+}
+
+pub fn render(report: &ReplayReport) -> String {
+    let s: &Stats = &report.stats;
+    let mut out = String::new();
+    let secs = report.elapsed.as_secs_f64();
+    let pps = if secs > 0.0 {
+        s.packets as f64 / secs
+    } else {
+        0.0
+    };
+    let _ = writeln!(
+        out,
+        "otwatch replay: {} file(s), {} packets, {} in {:.3} s ({:.0} packets/s)",
+        report.files.len(),
+        s.packets,
+        human_bytes(s.bytes),
+        secs,
+        pps
+    );
+    let _ = writeln!(out, "  flows: {} ({})", s.flows.created, {
+        let t = nonzero(&[
+            ("evicted idle", s.flows.evicted_idle),
+            ("table full drops", s.flows.table_full_drops),
+            ("open at end", report.active_flows_at_end as u64),
+        ]);
+        if t.is_empty() {
+            "none open at end".into()
+        } else {
+            t
+        }
+    });
+    let _ = writeln!(out, "  events: {}", s.events);
+    proto_lines(&mut out, "modbus", &s.modbus);
+    let decode = nonzero(&[
+        ("non-IP", s.non_ip),
+        ("not TCP/UDP", s.non_tcp_udp),
+        ("unsupported link type", s.unsupported_linktype),
+        ("truncated by snaplen", s.truncated_packets),
+        ("link errors", s.decode_errors.link),
+        ("IP errors", s.decode_errors.ip),
+        ("TCP errors", s.decode_errors.tcp),
+        ("UDP errors", s.decode_errors.udp),
+        ("bad IPv4 checksums", s.checksum_errors.ipv4),
+        ("bad TCP checksums", s.checksum_errors.tcp),
+        ("bad UDP checksums", s.checksum_errors.udp),
+    ]);
+    if !decode.is_empty() {
+        let _ = writeln!(out, "  decode: {decode}");
+    }
+    let frag = nonzero(&[
+        ("fragments", s.ip_fragments),
+        ("reassembled", s.defrag.reassembled),
+        ("timed out", s.defrag.timeouts),
+        ("bound drops", s.defrag.bound_drops),
+        ("invalid", s.defrag.invalid),
+        ("conflicting overlaps", s.defrag.conflicting_overlaps),
+    ]);
+    if !frag.is_empty() {
+        let _ = writeln!(out, "  ip fragments: {frag}");
+    }
+    let tcp = nonzero(&[
+        ("mid-stream pickups", s.tcp.midstream_pickups),
+        ("retransmitted", s.tcp.retransmitted_segments),
+        ("overlapping", s.tcp.overlapping_segments),
+        ("conflicting overlaps", s.tcp.conflicting_overlaps),
+        ("out of order", s.tcp.out_of_order_segments),
+        ("gaps", s.tcp.gaps),
+        ("gap bytes", s.tcp.gap_bytes),
+        ("out-of-order bound gaps", s.tcp.ooo_bound_gaps),
+        ("buffer bound drops", s.tcp.buffer_bound_drops),
+    ]);
+    if !tcp.is_empty() {
+        let _ = writeln!(out, "  tcp: {tcp}");
+    }
+    for f in &report.files {
+        if let Some(e) = &f.error {
+            let _ = writeln!(out, "  error: {e}");
+        } else if f.packets == 0 {
+            let _ = writeln!(out, "  note: {} contains no packets", f.path.display());
+        }
+    }
+    out
+}

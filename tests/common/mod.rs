@@ -1,0 +1,134 @@
+//! Helpers for tests: Modbus ADU builders and a TCP conversation written as a real pcap file.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use etherparse::PacketBuilder;
+use otwatch::event::{Event, VecSink};
+use otwatch::pipeline::Pipeline;
+use otwatch::replay::{replay, ReplayReport};
+
+pub const CLIENT: ([u8; 4], u16) = ([10, 0, 0, 1], 50123);
+pub const SERVER: ([u8; 4], u16) = ([10, 0, 0, 2], 502);
+
+/// Read holding registers request (fc 3).
+pub fn read_holding_request(tid: u16, unit: u8, address: u16, quantity: u16) -> Vec<u8> {
+    let mut v = tid.to_be_bytes().to_vec();
+    v.extend_from_slice(&[0, 0, 0, 6, unit, 3]);
+    v.extend_from_slice(&address.to_be_bytes());
+    v.extend_from_slice(&quantity.to_be_bytes());
+    v
+}
+
+/// Read holding registers response (fc 3).
+pub fn read_holding_response(tid: u16, unit: u8, values: &[u16]) -> Vec<u8> {
+    let mut v = tid.to_be_bytes().to_vec();
+    let len = 3 + 2 * values.len() as u16;
+    v.extend_from_slice(&[0, 0]);
+    v.extend_from_slice(&len.to_be_bytes());
+    v.extend_from_slice(&[unit, 3, 2 * values.len() as u8]);
+    for x in values {
+        v.extend_from_slice(&x.to_be_bytes());
+    }
+    v
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Server,
+}
+
+/// One TCP segment of a conversation: who sends it, where in the sender's stream it starts, its bytes.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    pub from: Side,
+    pub offset: usize,
+    pub data: Vec<u8>,
+    /// False: the endpoints exchanged it, but the capture missed it (its bytes are still acked).
+    pub captured: bool,
+}
+
+pub const CLIENT_ISN: u32 = 0xffff_ff00; // wraps within the test streams
+pub const SERVER_ISN: u32 = 0x1000;
+
+/// Write a conversation as an Ethernet pcap: optional handshake, then the segments in the order
+/// given, each acknowledging everything the sender has received so far in that order.
+pub fn write_conversation(path: &Path, handshake: bool, segments: &[Segment]) {
+    let mut packets: Vec<Vec<u8>> = Vec::new();
+    let build =
+        |from: Side, seq: u32, ack: u32, syn: bool, ackf: bool, payload: &[u8]| -> Vec<u8> {
+            let (src, dst) = match from {
+                Side::Client => (CLIENT, SERVER),
+                Side::Server => (SERVER, CLIENT),
+            };
+            let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+                .ipv4(src.0, dst.0, 64)
+                .tcp(src.1, dst.1, seq, 8192);
+            let b = if syn { b.syn() } else { b };
+            let b = if ackf { b.ack(ack) } else { b };
+            let b = if payload.is_empty() { b } else { b.psh() };
+            let mut out = Vec::new();
+            b.write(&mut out, payload).expect("build packet");
+            out
+        };
+    let (cbase, sbase) = (CLIENT_ISN.wrapping_add(1), SERVER_ISN.wrapping_add(1));
+    if handshake {
+        packets.push(build(Side::Client, CLIENT_ISN, 0, true, false, &[]));
+        packets.push(build(Side::Server, SERVER_ISN, cbase, true, true, &[]));
+        packets.push(build(Side::Client, cbase, sbase, false, true, &[]));
+    }
+    // What each side has received, contiguously, in send order.
+    let (mut client_rcvd, mut server_rcvd) = (0usize, 0usize);
+    for s in segments {
+        let (seq, ack) = match s.from {
+            Side::Client => (
+                cbase.wrapping_add(s.offset as u32),
+                sbase.wrapping_add(client_rcvd as u32),
+            ),
+            Side::Server => (
+                sbase.wrapping_add(s.offset as u32),
+                cbase.wrapping_add(server_rcvd as u32),
+            ),
+        };
+        match s.from {
+            Side::Client => server_rcvd = server_rcvd.max(s.offset + s.data.len()),
+            Side::Server => client_rcvd = client_rcvd.max(s.offset + s.data.len()),
+        }
+        if s.captured {
+            packets.push(build(s.from, seq, ack, false, true, &s.data));
+        }
+    }
+    write_pcap(path, &packets);
+}
+
+pub fn write_pcap(path: &Path, packets: &[Vec<u8>]) {
+    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+    let file = std::fs::File::create(path).expect("create pcap");
+    let header = PcapHeader {
+        datalink: pcap_file::DataLink::ETHERNET,
+        ..Default::default()
+    };
+    let mut w = PcapWriter::with_header(file, header).expect("pcap header");
+    for (i, p) in packets.iter().enumerate() {
+        let ts = std::time::Duration::from_millis(1_700_000_000_000 + 10 * i as u64);
+        w.write_packet(&PcapPacket::new(ts, p.len() as u32, p))
+            .expect("write packet");
+    }
+}
+
+/// Replay one file; return its events and the report.
+pub fn replay_file(path: &Path) -> (Vec<Event>, ReplayReport) {
+    let mut sink = VecSink::default();
+    let mut pipeline = Pipeline::new();
+    let report = replay(&[path.to_path_buf()], &mut sink, &mut pipeline);
+    (sink.0, report)
+}
+
+/// A fresh scratch directory for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("otwatch-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
