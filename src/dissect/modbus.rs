@@ -75,7 +75,16 @@ impl ModbusFlow {
         while off < data.len() {
             let rest = &data[off..];
             if self.resync[d] {
-                match modbus::find_resync(rest) {
+                // Segments almost always start on an ADU boundary, so well-framed bytes at the
+                // resync point are taken as they are (their PDU may still be malformed: that is
+                // an event). Otherwise search for a complete ADU whose PDU also validates.
+                let framed = matches!(modbus::parse_adu(rest), AduResult::Complete { .. });
+                let found = if framed {
+                    Some(0)
+                } else {
+                    modbus::find_resync(rest)
+                };
+                match found {
                     Some(skip) => {
                         self.skipped(ctx, dir, skip);
                         off += skip;
@@ -188,6 +197,11 @@ impl ModbusFlow {
                         unit_id: adu.header.unit_id,
                         function_code: fc,
                         function: FunctionCode(fc).name(),
+                        address: raw_address(adu.pdu, dir),
+                        // An exception response with junk after its code still says which.
+                        exception_code: (raw_fc & 0x80 != 0)
+                            .then(|| adu.pdu.get(1).copied())
+                            .flatten(),
                         error: Some(err.kind.as_str()),
                         error_offset: Some(err.offset),
                         ..Default::default()
@@ -245,6 +259,19 @@ impl ModbusFlow {
             }
         }
     }
+}
+
+/// The start address of a PDU that failed to parse, where the function puts one at a fixed place
+/// (bytes 1-2): requests of reads and writes, and the echoing write responses. A malformed PDU
+/// still says what it was aimed at.
+fn raw_address(pdu: &[u8], dir: Dir) -> Option<u16> {
+    let fc = *pdu.first()?;
+    let has = match dir {
+        Dir::ToServer => matches!(fc, 1..=6 | 15 | 16 | 22..=24),
+        Dir::ToClient => matches!(fc, 5 | 6 | 15 | 16 | 22),
+    };
+    let b = pdu.get(1..3)?;
+    has.then(|| u16::from_be_bytes([b[0], b[1]]))
 }
 
 fn hex(data: &[u8]) -> String {

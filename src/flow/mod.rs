@@ -1,7 +1,8 @@
 //! Bounded flow table keyed by the canonical 5-tuple (+VLAN), with idle eviction by capture time.
 //!
-//! Client and server come from the SYN when it was seen, otherwise from the well-known port of a
-//! dissected protocol, otherwise the lower port is taken as the server's.
+//! Client and server come from the well-known port of a dissected protocol when exactly one side
+//! uses one, otherwise from the SYN (or SYN-ACK) when it was seen, otherwise the lower port is
+//! taken as the server's.
 
 pub mod tcp;
 
@@ -225,19 +226,24 @@ fn close_flow(mut flow: Flow, info: &PacketInfo<'_>, stats: &mut Stats, sink: &m
 }
 
 fn new_flow(pkt: &Decoded<'_>, sender: (IpAddr, u16), receiver: (IpAddr, u16)) -> Flow {
-    let sender_is_client = match pkt.transport {
-        Transport::Tcp { flags, .. } if flags.syn => !flags.ack,
-        _ => {
-            let (s, r) = (
-                App::is_server_port(sender.1),
-                App::is_server_port(receiver.1),
-            );
-            match (s, r) {
-                (false, true) => true,
-                (true, false) => false,
-                _ => receiver.1 <= sender.1,
-            }
-        }
+    // Evidence, strongest first. A dissected protocol's well-known port names the server: the
+    // protocol's roles follow the port even when the TCP connection was opened the other way
+    // (corpus: a Modbus device on port 502 that connects out and sends responses), and a capture
+    // that starts mid-connection must not be read backwards. Then a SYN names the client, a
+    // SYN-ACK the server, and failing all that the lower port is taken as the server's.
+    let flags = match pkt.transport {
+        Transport::Tcp { flags, .. } => Some(flags),
+        Transport::Udp { .. } => None,
+    };
+    let well_known = (
+        App::is_server_port(sender.1),
+        App::is_server_port(receiver.1),
+    );
+    let sender_is_client = match (well_known, flags) {
+        ((false, true), _) => true,
+        ((true, false), _) => false,
+        (_, Some(f)) if f.syn => !f.ack,
+        _ => receiver.1 <= sender.1,
     };
     let (client, server) = if sender_is_client {
         (sender, receiver)

@@ -4,14 +4,16 @@
 use core::fmt;
 
 use super::data::be_u16;
-use super::pdu::{parse_pdu, Direction, ModbusPdu, PduError};
-use super::{field, FunctionCode, MAX_PDU_LEN, MBAP_HEADER_LEN, MIN_ADU_LEN};
+use super::pdu::{parse_pdu, plausible_pdu_len, Direction, ModbusPdu, PduError};
+use super::{field, FunctionCode, MAX_FRAMED_PDU_LEN, MBAP_HEADER_LEN, MIN_ADU_LEN};
 
 /// Smallest `length`: the unit id and a function code.
 const MIN_LENGTH: u16 = 2;
-/// Largest `length`: the unit id and the largest PDU.
-const MAX_LENGTH: u16 = 254;
-const _: () = assert!(MAX_LENGTH as usize == 1 + MAX_PDU_LEN);
+/// Largest `length`: the unit id and the largest PDU framing accepts, one byte more than the
+/// specification's 253 because real devices send it (a Schneider PLC's UMAS, fc 90, with length
+/// 255 in modicon_test.pcap, which tshark decodes too).
+const MAX_LENGTH: u16 = 255;
+const _: () = assert!(MAX_LENGTH as usize == 1 + MAX_FRAMED_PDU_LEN);
 
 /// The MBAP header as read, not yet judged (see [`parse_adu`] for that).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,10 +82,8 @@ impl<'a> ModbusAdu<'a> {
 pub enum FrameError {
     /// Protocol id not 0.
     ProtocolId(u16),
-    /// Length outside 2..=254.
+    /// Length outside 2..=255.
     Length(u16),
-    /// Function code 0 or 0x80: no such function.
-    FunctionCode(u8),
 }
 
 impl FrameError {
@@ -92,7 +92,6 @@ impl FrameError {
         match self {
             Self::ProtocolId(_) => "bad_protocol_id",
             Self::Length(_) => "bad_length",
-            Self::FunctionCode(_) => "bad_function_code",
         }
     }
 }
@@ -105,7 +104,6 @@ impl fmt::Display for FrameError {
                 f,
                 "MBAP length {length} outside {MIN_LENGTH}..={MAX_LENGTH} (unit id and PDU)"
             ),
-            Self::FunctionCode(code) => write!(f, "function code {code:#04x} does not exist"),
         }
     }
 }
@@ -127,8 +125,9 @@ pub enum AduResult<'a> {
 /// Frames the ADU at the front of `input`, looking at nothing past it.
 ///
 /// Fields are judged as soon as they have arrived, in wire order: protocol id (must be 0),
-/// length (2..=254), function code (not 0 or 0x80). The unit id and the PDU are not judged
-/// here: that is [`parse_pdu`]'s job.
+/// length (2..=255). The unit id and the PDU, function code included, are not judged here:
+/// that is [`parse_pdu`]'s job. Function code 0 is framed (a function-code scan sends it, and the
+/// server answers with an exception): it is a malformed PDU, not a framing error.
 pub fn parse_adu(input: &[u8]) -> AduResult<'_> {
     if let Some(protocol_id) = be_u16(input, field::PROTOCOL_ID) {
         if protocol_id != 0 {
@@ -142,11 +141,6 @@ pub fn parse_adu(input: &[u8]) -> AduResult<'_> {
     };
     if !(MIN_LENGTH..=MAX_LENGTH).contains(&length) {
         return AduResult::Invalid(FrameError::Length(length));
-    }
-    if let Some(&code) = input.get(field::ADU_FUNCTION) {
-        if code & !FunctionCode::EXCEPTION_BIT == 0 {
-            return AduResult::Invalid(FrameError::FunctionCode(code));
-        }
     }
     let adu_len = field::LENGTH.end + usize::from(length);
     // The ADU is at least MIN_ADU_LEN bytes, so once it is all there the header splits off.
@@ -170,7 +164,8 @@ pub fn parse_adu(input: &[u8]) -> AduResult<'_> {
 /// - a complete ADU starts whose PDU decodes in at least one direction, and after which the
 ///   input either ends or continues with something [`parse_adu`] does not call invalid, or
 /// - a whole header ([`MBAP_HEADER_LEN`] bytes) with a plausible protocol id and length starts
-///   whose ADU runs past the end of the input.
+///   whose ADU runs past the end of the input, and, if its function code has arrived, the
+///   announced PDU length suits that function code in some direction.
 ///
 /// `None` when no offset qualifies: the caller then keeps at most the last
 /// `MBAP_HEADER_LEN - 1` bytes, which may hold the start of a header this could not judge.
@@ -184,6 +179,13 @@ fn plausible_start(input: &[u8]) -> bool {
     if be_u16(input, field::PROTOCOL_ID) != Some(0) {
         return false;
     }
+    // Framing accepts function code 0 (a scan sends it), but it is no evidence of Modbus.
+    if input
+        .get(field::ADU_FUNCTION)
+        .is_some_and(|&code| code & !FunctionCode::EXCEPTION_BIT == 0)
+    {
+        return false;
+    }
     match parse_adu(input) {
         AduResult::Complete { adu, consumed } => {
             let decodes = parse_pdu(adu.pdu, Direction::Request).is_ok()
@@ -193,7 +195,15 @@ fn plausible_start(input: &[u8]) -> bool {
                     .get(consumed..)
                     .is_some_and(|next| !matches!(parse_adu(next), AduResult::Invalid(_)))
         }
-        AduResult::Incomplete { .. } => input.len() >= MBAP_HEADER_LEN,
+        // A whole header, and once the function code is there, a PDU length that suits it:
+        // garbage with two zero bytes in the right place is common enough (e.g. DCE/RPC on
+        // port 502) that the header alone says little.
+        AduResult::Incomplete { .. } => MbapHeader::read(input).is_some_and(|header| {
+            let pdu_len = usize::from(header.length).saturating_sub(1);
+            input
+                .get(field::ADU_FUNCTION)
+                .is_none_or(|&code| plausible_pdu_len(code, pdu_len))
+        }),
         AduResult::Invalid(_) => false,
     }
 }
@@ -332,34 +342,32 @@ mod tests {
             parse_adu(&unit_id_only),
             AduResult::Invalid(FrameError::Length(1))
         );
-        let too_long = [0x00, 0x01, 0x00, 0x00, 0x00, 0xFF, 0x01, 0x03];
+        let too_long = [0x00, 0x01, 0x00, 0x00, 0x01, 0x00, 0x01, 0x03];
         assert_eq!(
             parse_adu(&too_long),
-            AduResult::Invalid(FrameError::Length(255))
+            AduResult::Invalid(FrameError::Length(256))
         );
         // Function code 0 and its exception form, as sent by a function code scan
-        // (modbus_test_data_part2.pcap, frames 6 and 9).
+        // (modbus_test_data_part2.pcap, frames 6 and 9): framed; the PDU judges them.
         let fc0 = [
             0x00, 0x00, 0x00, 0x00, 0x00, 0x06, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00,
         ];
-        assert_eq!(
-            parse_adu(&fc0),
-            AduResult::Invalid(FrameError::FunctionCode(0))
-        );
+        let (adu, _) = complete(&fc0);
+        assert!(parse_pdu(adu.pdu, Direction::Request).is_err());
         let fc80 = [0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x01, 0x80, 0x01];
-        assert_eq!(
-            parse_adu(&fc80),
-            AduResult::Invalid(FrameError::FunctionCode(0x80))
-        );
+        let (adu, _) = complete(&fc80);
+        let pdu = parse_pdu(adu.pdu, Direction::Response).expect("exception to fc 0");
+        assert_eq!(pdu.function, FunctionCode(0));
+        assert_eq!(pdu.exception(), Some(super::super::ExceptionCode(1)));
     }
 
     #[test]
     fn largest_adu_frames() {
-        let mut adu = vec![0x00, 0x07, 0x00, 0x00, 0x00, 0xFE, 0x01, 0x41];
+        let mut adu = vec![0x00, 0x07, 0x00, 0x00, 0x00, 0xFF, 0x01, 0x5A];
         adu.resize(MAX_ADU_LEN, 0xAA);
         let (framed, consumed) = complete(&adu);
         assert_eq!(consumed, MAX_ADU_LEN);
-        assert_eq!(framed.pdu.len(), MAX_PDU_LEN);
+        assert_eq!(framed.pdu.len(), MAX_FRAMED_PDU_LEN);
     }
 
     #[test]
@@ -370,11 +378,7 @@ mod tests {
         );
         assert_eq!(
             FrameError::Length(300).to_string(),
-            "MBAP length 300 outside 2..=254 (unit id and PDU)"
-        );
-        assert_eq!(
-            FrameError::FunctionCode(0).to_string(),
-            "function code 0x00 does not exist"
+            "MBAP length 300 outside 2..=255 (unit id and PDU)"
         );
         assert_eq!(FrameError::Length(0).as_str(), "bad_length");
     }
@@ -421,6 +425,29 @@ mod tests {
         let mut stream = READ_COILS_ADU.to_vec();
         stream.extend_from_slice(&[0x12, 0x34, 0x56, 0x78, 0x00, 0x06, 0x01, 0x03]);
         assert_eq!(find_resync(&stream), None);
+    }
+
+    #[test]
+    fn resync_rejects_a_cut_header_whose_length_does_not_suit_its_function_code() {
+        // DCE/RPC bind on port 502 (modbus-and-non-modbus-p502.pcap, frame 29): at offset 11
+        // sits a header with protocol id 0 and length 184, cut by the end of the segment, but
+        // its function code 0xB8 is an exception, which is always 2 bytes.
+        let dcerpc = [
+            0x05, 0x00, 0x0b, 0x03, 0x10, 0x00, 0x00, 0x00, 0x48, 0x00, 0x00, 0x00, 0x01, 0x00,
+            0x00, 0x00, 0xb8, 0x10, 0xb8, 0x10, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x01, 0x00, 0x08, 0x83, 0xaf, 0xe1, 0x1f, 0x5d, 0xc9, 0x11, 0x91, 0xa4,
+            0x08, 0x00, 0x2b, 0x14, 0xa0, 0xfa, 0x03, 0x00, 0x00, 0x00, 0x04, 0x5d, 0x88, 0x8a,
+            0xeb, 0x1c, 0xc9, 0x11, 0x9f, 0xe8, 0x08, 0x00, 0x2b, 0x10, 0x48, 0x60, 0x02, 0x00,
+            0x00, 0x00,
+        ];
+        assert_eq!(find_resync(&dcerpc), None);
+        // The same cut header with a function code that can be that long does qualify.
+        let mut plausible = READ_HOLDING_ADU[..7].to_vec();
+        plausible[5] = 0x20;
+        plausible.push(0x03);
+        assert_eq!(find_resync(&plausible), Some(0));
+        plausible[7] = 0x06;
+        assert_eq!(find_resync(&plausible), None);
     }
 
     #[test]

@@ -16,8 +16,6 @@
 //! V1.1b3, "TCP §x" the MODBUS Messaging on TCP/IP Implementation Guide V1.0b.
 
 mod codes;
-#[cfg(test)]
-mod corpus_tmp;
 mod data;
 mod frame;
 mod pdu;
@@ -42,8 +40,11 @@ pub use pdu::{
 pub const MBAP_HEADER_LEN: usize = 7;
 /// Largest PDU: inherited from the 256-byte serial line ADU minus address and CRC (AP §4.1).
 pub const MAX_PDU_LEN: usize = 253;
-/// Largest ADU on TCP: the header and the largest PDU.
-pub const MAX_ADU_LEN: usize = MBAP_HEADER_LEN + MAX_PDU_LEN;
+/// Largest PDU framing accepts: one more than the specification, as real devices send
+/// (Schneider UMAS, fc 90). Public function codes are still held to [`MAX_PDU_LEN`].
+pub const MAX_FRAMED_PDU_LEN: usize = MAX_PDU_LEN + 1;
+/// Largest ADU framing accepts: the header and the largest framed PDU.
+pub const MAX_ADU_LEN: usize = MBAP_HEADER_LEN + MAX_FRAMED_PDU_LEN;
 /// Smallest ADU: the header and a lone function code.
 pub const MIN_ADU_LEN: usize = MBAP_HEADER_LEN + 1;
 /// Registered TCP port of Modbus/TCP (TCP §4.2).

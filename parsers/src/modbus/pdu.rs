@@ -10,7 +10,7 @@ use super::data::{
     DeviceIdObjects, FileRecordRequests, FileRecordResponses, FileRecordWrites, Registers,
 };
 use super::field::{self, Field};
-use super::{DiagnosticSubfunction, ExceptionCode, FunctionCode, MAX_PDU_LEN};
+use super::{DiagnosticSubfunction, ExceptionCode, FunctionCode, MAX_FRAMED_PDU_LEN, MAX_PDU_LEN};
 
 /// Quantity limits of AP §6, named after the request they bound.
 pub const MAX_READ_BITS: u16 = 2000;
@@ -312,14 +312,22 @@ pub fn parse_pdu(pdu: &[u8], dir: Direction) -> Result<ModbusPdu<'_>, PduError> 
         pdu,
         function: sent.without_exception_bit(),
     };
-    if pdu.len() > MAX_PDU_LEN {
-        return Err(r.error(PduErrorKind::TrailingBytes, MAX_PDU_LEN));
+    // Functions without a public definition may use the one byte framing allows beyond the
+    // specification (Schneider UMAS, fc 90); public ones are held to it.
+    let limit = if r.function.name().is_some() {
+        MAX_PDU_LEN
+    } else {
+        MAX_FRAMED_PDU_LEN
+    };
+    if pdu.len() > limit {
+        return Err(r.error(PduErrorKind::TrailingBytes, limit));
     }
-    if r.function.0 == 0 {
-        return Err(r.error(PduErrorKind::InvalidValue, field::FUNCTION));
-    }
+    // An exception to function code 0 is a server's proper answer to a function-code scan;
+    // a request for function 0 is malformed.
     let body = if sent.is_exception() {
         exception(&r, dir)?
+    } else if r.function.0 == 0 {
+        return Err(r.error(PduErrorKind::InvalidValue, field::FUNCTION));
     } else {
         match dir {
             Direction::Request => request(&r)?,
@@ -330,6 +338,65 @@ pub fn parse_pdu(pdu: &[u8], dir: Direction) -> Result<ModbusPdu<'_>, PduError> 
         function: r.function,
         body,
     })
+}
+
+/// Whether a PDU of `len` bytes starting with function code byte `code` has a length that
+/// could decode in at least one direction. A cheap necessary condition, for judging an ADU whose
+/// PDU has not fully arrived (resynchronisation); every PDU [`parse_pdu`] accepts passes it.
+pub(super) fn plausible_pdu_len(code: u8, len: usize) -> bool {
+    let fc = FunctionCode(code);
+    if fc.is_exception() {
+        return len == field::SINGLE_BYTE + 1;
+    }
+    let (fixed, bits, regs) = (field::QUANTITY.end, field::DATA, field::DATA);
+    let max_bits = usize::from(MAX_READ_BITS).div_ceil(8);
+    let max_regs = 2 * usize::from(MAX_READ_REGISTERS);
+    let max_write_bits = usize::from(MAX_WRITE_BITS).div_ceil(8);
+    let max_write_regs = 2 * usize::from(MAX_WRITE_REGISTERS);
+    let max_rw_regs = 2 * usize::from(MAX_RW_WRITE_REGISTERS);
+    let max_fifo = 2 * usize::from(MAX_FIFO_COUNT);
+    let either = |request: core::ops::RangeInclusive<usize>,
+                  response: core::ops::RangeInclusive<usize>| {
+        request.contains(&len) || response.contains(&len)
+    };
+    match fc {
+        FunctionCode::READ_COILS | FunctionCode::READ_DISCRETE_INPUTS => {
+            either(fixed..=fixed, bits + 1..=bits + max_bits)
+        }
+        FunctionCode::READ_HOLDING_REGISTERS | FunctionCode::READ_INPUT_REGISTERS => {
+            either(fixed..=fixed, regs + 2..=regs + max_regs)
+        }
+        FunctionCode::WRITE_SINGLE_COIL | FunctionCode::WRITE_SINGLE_REGISTER => len == fixed,
+        FunctionCode::READ_EXCEPTION_STATUS => either(1..=1, 2..=2),
+        FunctionCode::DIAGNOSTICS => len >= field::DIAGNOSTIC_DATA && len % 2 == 1,
+        FunctionCode::GET_COMM_EVENT_COUNTER => either(1..=1, fixed..=fixed),
+        FunctionCode::GET_COMM_EVENT_LOG => either(
+            1..=1,
+            field::LOG_EVENTS..=field::LOG_EVENTS + MAX_COMM_EVENTS,
+        ),
+        FunctionCode::WRITE_MULTIPLE_COILS => either(
+            field::WRITE_VALUES + 1..=field::WRITE_VALUES + max_write_bits,
+            fixed..=fixed,
+        ),
+        FunctionCode::WRITE_MULTIPLE_REGISTERS => either(
+            field::WRITE_VALUES + 2..=field::WRITE_VALUES + max_write_regs,
+            fixed..=fixed,
+        ),
+        FunctionCode::MASK_WRITE_REGISTER => len == field::OR_MASK.end,
+        FunctionCode::READ_WRITE_MULTIPLE_REGISTERS => either(
+            field::RW_VALUES + 2..=field::RW_VALUES + max_rw_regs,
+            regs + 2..=regs + max_regs,
+        ),
+        FunctionCode::READ_FIFO_QUEUE => either(
+            field::ADDRESS.end..=field::ADDRESS.end,
+            field::FIFO_VALUES..=field::FIFO_VALUES + max_fifo,
+        ),
+        FunctionCode::READ_FILE_RECORD
+        | FunctionCode::WRITE_FILE_RECORD
+        | FunctionCode::ENCAPSULATED_INTERFACE => (field::DATA..=MAX_PDU_LEN).contains(&len),
+        // Other codes, and the fc 7/11/12/17 requests made of the function code alone.
+        _ => (1..=MAX_PDU_LEN).contains(&len),
+    }
 }
 
 /// The PDU being decoded, with checked accessors that turn missing bytes into errors.
@@ -855,7 +922,7 @@ fn read_device_id_response<'a>(r: &Reader<'a>) -> Result<PduBody<'a>, PduError> 
         };
         rest = next;
     }
-    let trailing_at = r.pdu.len() - rest.len();
+    let trailing_at = r.pdu.len().saturating_sub(rest.len());
     r.ensure(rest.is_empty(), PduErrorKind::TrailingBytes, trailing_at)?;
     Ok(PduBody::ReadDeviceIdResponse {
         read_device_id_code,
@@ -875,10 +942,12 @@ mod tests {
     };
 
     fn request(pdu: &[u8]) -> ModbusPdu<'_> {
+        assert!(plausible_pdu_len(pdu[0], pdu.len()), "{pdu:02x?}");
         parse_pdu(pdu, Direction::Request).unwrap_or_else(|e| panic!("request {pdu:02x?}: {e}"))
     }
 
     fn response(pdu: &[u8]) -> ModbusPdu<'_> {
+        assert!(plausible_pdu_len(pdu[0], pdu.len()), "{pdu:02x?}");
         parse_pdu(pdu, Direction::Response).unwrap_or_else(|e| panic!("response {pdu:02x?}: {e}"))
     }
 
@@ -1739,9 +1808,16 @@ mod tests {
             }
         );
         assert_eq!(req_err(&[0x00, 0x00]), (InvalidValue, 0));
-        assert_eq!(resp_err(&[0x80, 0x01]), (InvalidValue, 0));
-        let oversized = [0x41; MAX_PDU_LEN + 1];
+        // The exception a server sends back to a function-code-0 request is well formed.
+        let to_fc0 = parse_pdu(&[0x80, 0x01], Direction::Response).expect("exception to fc 0");
+        assert_eq!(to_fc0.exception(), Some(ExceptionCode(1)));
+        let mut oversized = [0x03; MAX_PDU_LEN + 1];
         assert_eq!(req_err(&oversized), (TrailingBytes, 253));
+        // Undefined function codes get the one extra byte real devices use, no more.
+        oversized[0] = 0x5A;
+        assert!(parse_pdu(&oversized, Direction::Request).is_ok());
+        let too_big = [0x5A; MAX_FRAMED_PDU_LEN + 1];
+        assert_eq!(req_err(&too_big), (TrailingBytes, 254));
     }
 
     #[test]
@@ -1774,5 +1850,75 @@ mod tests {
         );
         assert_eq!(ByteCountMismatch.to_string(), "byte count mismatch");
         assert_eq!(Direction::Request.opposite().as_str(), "response");
+    }
+
+    /// Every valid fixture above, for mutation.
+    static VALID: [&[u8]; 37] = [
+        &READ_COILS_REQUEST,
+        &READ_COILS_RESPONSE,
+        &READ_DISCRETE_INPUTS_REQUEST,
+        &READ_DISCRETE_INPUTS_RESPONSE,
+        &READ_HOLDING_REGISTERS_REQUEST,
+        &READ_HOLDING_REGISTERS_RESPONSE,
+        &READ_INPUT_REGISTERS_REQUEST,
+        &READ_INPUT_REGISTERS_RESPONSE,
+        &WRITE_SINGLE_COIL,
+        &WRITE_SINGLE_REGISTER,
+        &READ_EXCEPTION_STATUS_REQUEST,
+        &READ_EXCEPTION_STATUS_RESPONSE,
+        &DIAGNOSTICS_RETURN_QUERY_DATA,
+        &DIAGNOSTICS_FORCE_LISTEN_ONLY,
+        &GET_COMM_EVENT_COUNTER_REQUEST,
+        &GET_COMM_EVENT_COUNTER_RESPONSE,
+        &GET_COMM_EVENT_LOG_REQUEST,
+        &GET_COMM_EVENT_LOG_RESPONSE,
+        &WRITE_MULTIPLE_COILS_REQUEST,
+        &WRITE_MULTIPLE_COILS_RESPONSE,
+        &WRITE_MULTIPLE_REGISTERS_REQUEST,
+        &WRITE_MULTIPLE_REGISTERS_RESPONSE,
+        &REPORT_SERVER_ID_REQUEST,
+        &REPORT_SERVER_ID_RESPONSE,
+        &READ_FILE_RECORD_REQUEST,
+        &READ_FILE_RECORD_RESPONSE,
+        &WRITE_FILE_RECORD,
+        &MASK_WRITE_REGISTER,
+        &READ_WRITE_MULTIPLE_REGISTERS_REQUEST,
+        &READ_WRITE_MULTIPLE_REGISTERS_RESPONSE,
+        &READ_FIFO_QUEUE_REQUEST,
+        &READ_FIFO_QUEUE_RESPONSE,
+        &READ_DEVICE_ID_REQUEST,
+        &READ_DEVICE_ID_RESPONSE,
+        &READ_DEVICE_ID_RESPONSE_CAPTURED,
+        &CANOPEN_GENERAL_REFERENCE,
+        &EXCEPTION_RESPONSE,
+    ];
+
+    #[test]
+    fn every_fixture_decodes_in_some_direction() {
+        for pdu in VALID {
+            let decodes = parse_pdu(pdu, Direction::Request).is_ok()
+                || parse_pdu(pdu, Direction::Response).is_ok();
+            assert!(decodes, "{pdu:02x?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Random bytes rarely get past a byte count; valid PDUs with a byte changed, cut
+        /// short or extended reach the sub-record and object walkers.
+        #[test]
+        fn mutated_fixtures_never_panic(
+            fixture in proptest::sample::select(&VALID[..]),
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            byte in proptest::prelude::any::<u8>(),
+            keep in proptest::prelude::any::<proptest::sample::Index>(),
+            extra in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4),
+        ) {
+            let mut pdu = fixture.to_vec();
+            let at = at.index(pdu.len());
+            pdu[at] = byte;
+            pdu.truncate(1 + keep.index(pdu.len()));
+            pdu.extend_from_slice(&extra);
+            crate::modbus::proptests::walk_both_directions(&pdu);
+        }
     }
 }
