@@ -55,10 +55,10 @@ pub struct TcpStats {
 }
 
 /// Per-protocol dissection counters.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProtoStats {
-    /// PDUs by function name (or number when unnamed).
-    pub pdus: BTreeMap<String, u64>,
+    /// PDUs by function code (exception bit cleared for Modbus).
+    pub pdus: [u64; 256],
     pub exceptions: u64,
     /// Malformed PDUs by reason.
     pub parse_errors: BTreeMap<&'static str, u64>,
@@ -71,18 +71,38 @@ pub struct ProtoStats {
     pub unidentified_flows: u64,
 }
 
+impl Default for ProtoStats {
+    fn default() -> Self {
+        ProtoStats {
+            pdus: [0; 256],
+            exceptions: 0,
+            parse_errors: BTreeMap::new(),
+            resync_skipped_bytes: 0,
+            unmatched_responses: 0,
+            outstanding_bound_drops: 0,
+            unidentified_flows: 0,
+        }
+    }
+}
+
 impl ProtoStats {
     pub fn total_pdus(&self) -> u64 {
-        self.pdus.values().sum()
+        self.pdus.iter().sum()
     }
 
-    pub fn count_pdu(&mut self, function: &str) {
-        // Avoid an allocation per PDU: the key exists after the first one of its kind.
-        if let Some(n) = self.pdus.get_mut(function) {
-            *n += 1;
-        } else {
-            self.pdus.insert(function.to_owned(), 1);
-        }
+    pub fn count_pdu(&mut self, function: u8) {
+        self.pdus[usize::from(function)] += 1;
+    }
+
+    pub fn count_error(&mut self, reason: &'static str) {
+        *self.parse_errors.entry(reason).or_insert(0) += 1;
+    }
+
+    /// (function code, PDUs) for every function code seen.
+    pub fn functions(&self) -> impl Iterator<Item = (u8, u64)> + '_ {
+        (0u8..=255)
+            .zip(self.pdus.iter().copied())
+            .filter(|&(_, n)| n > 0)
     }
 }
 

@@ -30,7 +30,12 @@ fn nonzero(pairs: &[(&str, u64)]) -> String {
         .join(", ")
 }
 
-fn proto_lines(out: &mut String, name: &str, p: &ProtoStats) {
+fn proto_lines(
+    out: &mut String,
+    name: &str,
+    p: &ProtoStats,
+    fn_name: fn(u8) -> Option<&'static str>,
+) {
     let total = p.total_pdus();
     let errors: u64 = p.parse_errors.values().sum();
     if total == 0 && errors == 0 && p.resync_skipped_bytes == 0 && p.unidentified_flows == 0 {
@@ -41,10 +46,16 @@ fn proto_lines(out: &mut String, name: &str, p: &ProtoStats) {
         "  {name}: {total} PDUs, {} exceptions, {errors} malformed",
         p.exceptions
     );
-    if !p.pdus.is_empty() {
-        let mut by: Vec<_> = p.pdus.iter().collect();
-        by.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-        let list: Vec<String> = by.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    if total > 0 {
+        let mut by: Vec<(u8, u64)> = p.functions().collect();
+        by.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let list: Vec<String> = by
+            .iter()
+            .map(|&(fc, n)| match fn_name(fc) {
+                Some(name) => format!("{name} ({fc}) {n}"),
+                None => format!("function {fc} {n}"),
+            })
+            .collect();
         let _ = writeln!(out, "    functions: {}", list.join(", "));
     }
     if errors > 0 {
@@ -97,7 +108,9 @@ pub fn render(report: &ReplayReport) -> String {
         }
     });
     let _ = writeln!(out, "  events: {}", s.events);
-    proto_lines(&mut out, "modbus", &s.modbus);
+    proto_lines(&mut out, "modbus", &s.modbus, |fc| {
+        otwatch_parsers::modbus::FunctionCode(fc).name()
+    });
     let decode = nonzero(&[
         ("non-IP", s.non_ip),
         ("not TCP/UDP", s.non_tcp_udp),

@@ -61,13 +61,6 @@ fn direction(dir: Dir) -> Direction {
     }
 }
 
-fn function_label(fc: u8) -> std::borrow::Cow<'static, str> {
-    match FunctionCode(fc).name() {
-        Some(n) => n.into(),
-        None => format!("function_{fc}").into(),
-    }
-}
-
 impl ModbusFlow {
     pub fn on_stream_data(&mut self, ctx: &mut Ctx<'_>, dir: Dir, data: &[u8]) -> usize {
         let d = dir.index();
@@ -164,7 +157,7 @@ impl ModbusFlow {
     fn on_adu(&mut self, ctx: &mut Ctx<'_>, dir: Dir, adu: &ModbusAdu<'_>) {
         let raw_fc = adu.pdu.first().copied().unwrap_or(0);
         let fc = raw_fc & 0x7f;
-        ctx.stats.modbus.count_pdu(&function_label(fc));
+        ctx.stats.modbus.count_pdu(fc);
         match modbus::parse_pdu(adu.pdu, direction(dir)) {
             Ok(pdu) => {
                 self.confirmed = true;

@@ -395,7 +395,9 @@ pub(super) fn plausible_pdu_len(code: u8, len: usize) -> bool {
         | FunctionCode::WRITE_FILE_RECORD
         | FunctionCode::ENCAPSULATED_INTERFACE => (field::DATA..=MAX_PDU_LEN).contains(&len),
         // Other codes, and the fc 7/11/12/17 requests made of the function code alone.
-        _ => (1..=MAX_PDU_LEN).contains(&len),
+        _ if fc.name().is_some() => (1..=MAX_PDU_LEN).contains(&len),
+        // Undefined codes may use the extra byte framing allows (see `parse_pdu`).
+        _ => (1..=MAX_FRAMED_PDU_LEN).contains(&len),
     }
 }
 
