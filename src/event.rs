@@ -5,20 +5,72 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-/// Formats nanoseconds since the epoch as RFC 3339 UTC with microseconds, as tshark's
-/// `frame.time_epoch` rounded down to the microsecond.
-pub fn format_ts(ts_nanos: i64) -> String {
-    let secs = ts_nanos.div_euclid(1_000_000_000);
-    let nanos = ts_nanos.rem_euclid(1_000_000_000) as u32;
-    match chrono::DateTime::from_timestamp(secs, nanos) {
-        Some(t) => t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
-        None => String::from("1970-01-01T00:00:00.000000Z"),
+/// A capture timestamp: nanoseconds since the Unix epoch, UTC. Serialised as RFC 3339 with
+/// microseconds (`2016-12-15T07:26:09.123456Z`), like tshark's `frame.time_epoch` truncated to the
+/// microsecond, without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// Writes the RFC 3339 form into `buf` and returns it as text.
+    pub fn format<'b>(&self, buf: &'b mut [u8; 27]) -> &'b str {
+        let secs = self.0.div_euclid(1_000_000_000);
+        let micros = self.0.rem_euclid(1_000_000_000) / 1000;
+        let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm, proleptic Gregorian).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = (yoe + era * 400 + i64::from(month <= 2)).clamp(0, 9999);
+        let mut put = |at: usize, width: usize, mut v: i64| {
+            for i in (at..at + width).rev() {
+                buf[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, month);
+        put(8, 2, day);
+        put(11, 2, sod / 3600);
+        put(14, 2, sod / 60 % 60);
+        put(17, 2, sod % 60);
+        put(20, 6, micros);
+        for (at, c) in [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'.'),
+            (26, b'Z'),
+        ] {
+            buf[at] = c;
+        }
+        // Only ASCII digits and separators were written.
+        std::str::from_utf8(buf).unwrap_or("1970-01-01T00:00:00.000000Z")
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.format(&mut [0; 27]))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.format(&mut [0; 27]))
     }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Event {
-    pub ts: String,
+    pub ts: Timestamp,
     pub source: std::sync::Arc<str>,
     pub frame: u64,
     pub proto: &'static str,
@@ -199,10 +251,41 @@ mod tests {
 
     #[test]
     fn timestamps_are_rfc3339_utc_microseconds() {
-        assert_eq!(
-            format_ts(1_481_786_769_123_456_789),
-            "2016-12-15T07:26:09.123456Z"
-        );
-        assert_eq!(format_ts(0), "1970-01-01T00:00:00.000000Z");
+        let ts = |n: i64| Timestamp(n).to_string();
+        assert_eq!(ts(1_481_786_769_123_456_789), "2016-12-15T07:26:09.123456Z");
+        assert_eq!(ts(0), "1970-01-01T00:00:00.000000Z");
+        // Leap day, end of a leap year, before the epoch.
+        assert_eq!(ts(951_782_400_000_000_000), "2000-02-29T00:00:00.000000Z");
+        assert_eq!(ts(1_483_228_799_999_999_000), "2016-12-31T23:59:59.999999Z");
+        assert_eq!(ts(-1_000), "1969-12-31T23:59:59.999999Z");
+        // Agrees with a day-by-day calendar walk over 55 years.
+        for day in (0..20_000i64).step_by(97) {
+            let t = Timestamp(day * 86_400 * 1_000_000_000).to_string();
+            assert_eq!(t[..10], civil_reference(day), "day {day}");
+        }
+    }
+
+    /// A slow, obviously correct day-by-day walk from 1970-01-01.
+    fn civil_reference(days: i64) -> String {
+        let (mut y, mut m, mut d) = (1970i64, 1i64, 1i64);
+        let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        for _ in 0..days {
+            let len = match m {
+                2 if leap(y) => 29,
+                2 => 28,
+                4 | 6 | 9 | 11 => 30,
+                _ => 31,
+            };
+            d += 1;
+            if d > len {
+                d = 1;
+                m += 1;
+                if m > 12 {
+                    m = 1;
+                    y += 1;
+                }
+            }
+        }
+        format!("{y:04}-{m:02}-{d:02}")
     }
 }

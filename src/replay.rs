@@ -55,6 +55,9 @@ pub fn replay(
 ) -> ReplayReport {
     let start = Instant::now();
     let mut reports = Vec::with_capacity(files.len());
+    // Capture time where the previous file ended: a file that starts before it is a different
+    // capture, not a continuation, and its flows must not be stitched onto the previous ones.
+    let mut previous_end: Option<i64> = None;
     for path in files {
         let mut cap = match CaptureFile::open(path) {
             Ok(c) => c,
@@ -84,6 +87,10 @@ pub fn replay(
             match cap.next_packet() {
                 None => break,
                 Some(Ok(pkt)) => {
+                    if n == 0 && previous_end.is_some_and(|end| pkt.ts_nanos < end) {
+                        pipeline.finish(sink);
+                    }
+                    previous_end = Some(pkt.ts_nanos);
                     pipeline.process(&pkt, &source, sink);
                     n += 1;
                     if n.is_multiple_of(8192) {

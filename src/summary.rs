@@ -49,13 +49,20 @@ fn proto_lines(
     if total > 0 {
         let mut by: Vec<(u8, u64)> = p.functions().collect();
         by.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        let list: Vec<String> = by
+        // One screen: the most frequent functions, then a tally of the rest.
+        const SHOWN: usize = 12;
+        let rest: u64 = by.iter().skip(SHOWN).map(|&(_, n)| n).sum();
+        let mut list: Vec<String> = by
             .iter()
+            .take(SHOWN)
             .map(|&(fc, n)| match fn_name(fc) {
                 Some(name) => format!("{name} ({fc}) {n}"),
                 None => format!("function {fc} {n}"),
             })
             .collect();
+        if by.len() > SHOWN {
+            list.push(format!("{} other functions {rest}", by.len() - SHOWN));
+        }
         let _ = writeln!(out, "    functions: {}", list.join(", "));
     }
     if errors > 0 {

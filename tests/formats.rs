@@ -350,3 +350,17 @@ fn bad_files_are_one_line_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("contains no packets"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn unrelated_captures_in_one_run_are_not_stitched_together() {
+    // The same capture twice: the second starts before the first ended, so it is a different
+    // capture, and its flows start afresh instead of looking like retransmissions of the first.
+    let mut sink = otwatch::event::VecSink::default();
+    let mut pipeline = otwatch::pipeline::Pipeline::new();
+    let files = [PathBuf::from(FIXTURE), PathBuf::from(FIXTURE)];
+    let report = otwatch::replay::replay(&files, &mut sink, &mut pipeline);
+    assert_eq!(sink.0.len(), 2 * 48);
+    assert_eq!(report.stats.tcp.retransmitted_segments, 0);
+    assert_eq!(report.stats.tcp.gaps, 0);
+    assert_eq!(report.stats.flows.created, 4);
+}

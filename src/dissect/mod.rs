@@ -6,7 +6,7 @@ pub mod modbus;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::event::{format_ts, Event, EventSink};
+use crate::event::{Event, EventSink, Timestamp};
 use crate::stats::Stats;
 
 /// Direction of data within a flow.
@@ -48,7 +48,7 @@ impl Ctx<'_> {
             Dir::ToClient => (self.endpoints.server, self.endpoints.client, "response"),
         };
         Event {
-            ts: format_ts(self.ts_nanos),
+            ts: Timestamp(self.ts_nanos),
             source: Arc::clone(self.source),
             frame: self.frame,
             proto,

@@ -102,12 +102,7 @@ impl ModbusFlow {
                 AduResult::Invalid(err) => {
                     if self.confirmed && !self.garbage_reported[d] {
                         self.garbage_reported[d] = true;
-                        ctx.stats
-                            .modbus
-                            .parse_errors
-                            .entry("invalid_mbap")
-                            .and_modify(|n| *n += 1)
-                            .or_insert(1);
+                        ctx.stats.modbus.count_error(err.as_str());
                         if ctx.sink.wants_events() {
                             let mut ev = ctx.event("modbus", dir);
                             let tid = rest
