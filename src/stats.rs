@@ -33,6 +33,8 @@ pub struct FlowStats {
     pub evicted_idle: u64,
     /// New flows refused because the table was full of active flows.
     pub table_full_drops: u64,
+    /// Connections that reused the 5-tuple of an earlier one (new SYN): the old flow was closed.
+    pub reused: u64,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

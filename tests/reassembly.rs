@@ -309,3 +309,34 @@ fn non_modbus_bytes_on_port_502_are_not_modbus() {
     assert_eq!(report.stats.modbus.total_pdus(), 0);
     assert_eq!(report.stats.modbus.unidentified_flows, 1);
 }
+
+#[test]
+fn a_new_connection_on_the_same_ports_starts_afresh() {
+    // Two connections on one 5-tuple. The first ends with half a request buffered and one
+    // request unanswered; the second (new SYN, new sequence numbers) must not inherit either.
+    let mut first = baseline();
+    first.truncate(6);
+    let half = split(&baseline()[6], 6)[0].clone();
+    first.push(half);
+    let mut packets = conversation_packets(CLIENT_ISN, SERVER_ISN, true, &first);
+    packets.extend(conversation_packets(
+        0x7000_0000,
+        0x0900_0000,
+        true,
+        &baseline(),
+    ));
+    let dir = scratch("reuse");
+    let path = dir.join("reuse.pcap");
+    write_pcap(&path, &packets);
+    let (events, report) = replay_file(&path);
+    let _ = std::fs::remove_dir_all(dir);
+    assert_eq!(report.stats.flows.reused, 1);
+    assert_eq!(report.stats.flows.created, 2);
+    assert_eq!(events.len(), 6 + 2 * N as usize);
+    assert_eq!(summary(&events[6..]), expected(&[], &[]));
+    assert_eq!(report.stats.modbus.unmatched_responses, 0);
+    assert_eq!(
+        report.stats.tcp.gaps + report.stats.tcp.retransmitted_segments,
+        0
+    );
+}

@@ -132,11 +132,27 @@ impl FlowTable {
             }
         };
         flow.last_seen = now;
-        let dir = if sender == flow.endpoints.client {
+        let mut dir = if sender == flow.endpoints.client {
             Dir::ToServer
         } else {
             Dir::ToClient
         };
+        // A client SYN with a new initial sequence number reuses the 5-tuple for a new
+        // connection: finish the old one (its data, its protocol state) and start afresh.
+        if let Transport::Tcp { flags, seq, .. } = pkt.transport {
+            if flags.syn && !flags.ack && flow.streams[dir.index()].is_new_connection(seq) {
+                let old = std::mem::replace(flow, new_flow(pkt, sender, receiver));
+                flow.last_seen = now;
+                stats.flows.reused += 1;
+                stats.flows.created += 1;
+                close_flow(old, info, stats, sink);
+                dir = if sender == flow.endpoints.client {
+                    Dir::ToServer
+                } else {
+                    Dir::ToClient
+                };
+            }
+        }
         let mut ctx = Ctx {
             ts_nanos: now,
             frame: info.frame,

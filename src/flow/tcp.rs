@@ -39,15 +39,26 @@ pub struct TcpStream {
     ooo_bytes: usize,
     /// Highest sequence number the peer acknowledged.
     peer_ack: Option<u32>,
-    /// Whether the stream's start was seen (SYN), as opposed to picked up mid-stream.
-    pub saw_syn: bool,
+    /// Initial sequence number, when the stream's SYN was seen (as opposed to picked up mid-stream).
+    isn: Option<u32>,
 }
 
 impl TcpStream {
     /// The SYN (or SYN-ACK) of this direction: data starts at `isn + 1`.
     pub fn on_syn(&mut self, isn: u32) {
-        self.next_seq = Some(isn.wrapping_add(1));
-        self.saw_syn = true;
+        if self.isn != Some(isn) {
+            self.next_seq = Some(isn.wrapping_add(1));
+            self.isn = Some(isn);
+        }
+    }
+
+    /// A SYN with `isn` opens a new connection on this 5-tuple (port reuse), rather than
+    /// repeating the SYN of the current one.
+    pub fn is_new_connection(&self, isn: u32) -> bool {
+        match self.isn {
+            Some(current) => current != isn,
+            None => self.next_seq.is_some(),
+        }
     }
 
     pub fn is_idle(&self) -> bool {

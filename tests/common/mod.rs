@@ -55,6 +55,17 @@ pub const SERVER_ISN: u32 = 0x1000;
 /// Write a conversation as an Ethernet pcap: optional handshake, then the segments in the order
 /// given, each acknowledging everything the sender has received so far in that order.
 pub fn write_conversation(path: &Path, handshake: bool, segments: &[Segment]) {
+    let packets = conversation_packets(CLIENT_ISN, SERVER_ISN, handshake, segments);
+    write_pcap(path, &packets);
+}
+
+/// The packets of one conversation with the given initial sequence numbers.
+pub fn conversation_packets(
+    client_isn: u32,
+    server_isn: u32,
+    handshake: bool,
+    segments: &[Segment],
+) -> Vec<Vec<u8>> {
     let mut packets: Vec<Vec<u8>> = Vec::new();
     let build =
         |from: Side, seq: u32, ack: u32, syn: bool, ackf: bool, payload: &[u8]| -> Vec<u8> {
@@ -72,10 +83,10 @@ pub fn write_conversation(path: &Path, handshake: bool, segments: &[Segment]) {
             b.write(&mut out, payload).expect("build packet");
             out
         };
-    let (cbase, sbase) = (CLIENT_ISN.wrapping_add(1), SERVER_ISN.wrapping_add(1));
+    let (cbase, sbase) = (client_isn.wrapping_add(1), server_isn.wrapping_add(1));
     if handshake {
-        packets.push(build(Side::Client, CLIENT_ISN, 0, true, false, &[]));
-        packets.push(build(Side::Server, SERVER_ISN, cbase, true, true, &[]));
+        packets.push(build(Side::Client, client_isn, 0, true, false, &[]));
+        packets.push(build(Side::Server, server_isn, cbase, true, true, &[]));
         packets.push(build(Side::Client, cbase, sbase, false, true, &[]));
     }
     // What each side has received, contiguously, in send order.
@@ -99,7 +110,7 @@ pub fn write_conversation(path: &Path, handshake: bool, segments: &[Segment]) {
             packets.push(build(s.from, seq, ack, false, true, &s.data));
         }
     }
-    write_pcap(path, &packets);
+    packets
 }
 
 pub fn write_pcap(path: &Path, packets: &[Vec<u8>]) {
