@@ -232,6 +232,11 @@ impl<W: Write> JsonLinesSink<W> {
 }
 
 impl<W: Write> EventSink for JsonLinesSink<W> {
+    /// After a write error (e.g. the reader of `| head` went away) nobody reads events any more.
+    fn wants_events(&self) -> bool {
+        self.error.is_none()
+    }
+
     fn emit(&mut self, event: Event) {
         if self.error.is_some() {
             return;

@@ -13,9 +13,6 @@ pub struct Pipeline {
     flows: FlowTable,
     defrag: Defragmenter,
     pub stats: Stats,
-    last_ts: i64,
-    last_frame: u64,
-    last_source: Option<Arc<str>>,
 }
 
 impl Pipeline {
@@ -37,11 +34,6 @@ impl Pipeline {
     pub fn process(&mut self, pkt: &Packet<'_>, source: &Arc<str>, sink: &mut dyn EventSink) {
         self.stats.packets += 1;
         self.stats.bytes += u64::from(pkt.orig_len);
-        self.last_ts = pkt.ts_nanos;
-        self.last_frame = pkt.frame;
-        if self.last_source.as_ref() != Some(source) {
-            self.last_source = Some(Arc::clone(source));
-        }
         let info = PacketInfo {
             ts_nanos: pkt.ts_nanos,
             frame: pkt.frame,
@@ -70,12 +62,6 @@ impl Pipeline {
 
     /// End of input: flush every stream (data waiting behind holes is dissected after them).
     pub fn finish(&mut self, sink: &mut dyn EventSink) {
-        let source = self.last_source.clone().unwrap_or_else(|| Arc::from(""));
-        let info = PacketInfo {
-            ts_nanos: self.last_ts,
-            frame: self.last_frame,
-            source: &source,
-        };
-        self.flows.close_all(&info, &mut self.stats, sink);
+        self.flows.close_all(&mut self.stats, sink);
     }
 }

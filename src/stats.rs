@@ -33,6 +33,8 @@ pub struct FlowStats {
     pub evicted_idle: u64,
     /// New flows refused because the table was full of active flows.
     pub table_full_drops: u64,
+    /// Packets of flows no dissector is interested in (counted, not tracked).
+    pub untracked_packets: u64,
     /// Connections that reused the 5-tuple of an earlier one (new SYN): the old flow was closed.
     pub reused: u64,
 }
@@ -54,6 +56,10 @@ pub struct TcpStats {
     pub ooo_bound_gaps: u64,
     /// Unconsumed bytes discarded because a dissector's buffered tail exceeded its bound.
     pub buffer_bound_drops: u64,
+    /// Bytes of a partial PDU lost to a gap or to the end of the flow.
+    pub partial_pdu_bytes_discarded: u64,
+    /// Gauge: out-of-order bytes held across all streams right now (bounded globally).
+    pub ooo_bytes_held: u64,
 }
 
 /// Per-protocol dissection counters.
@@ -71,6 +77,8 @@ pub struct ProtoStats {
     pub outstanding_bound_drops: u64,
     /// Flows on this protocol's port whose bytes never validated as the protocol.
     pub unidentified_flows: u64,
+    /// Malformed PDUs of flows that never validated: not reported as the protocol.
+    pub unconfirmed_pdus_discarded: u64,
 }
 
 impl Default for ProtoStats {
@@ -83,6 +91,7 @@ impl Default for ProtoStats {
             unmatched_responses: 0,
             outstanding_bound_drops: 0,
             unidentified_flows: 0,
+            unconfirmed_pdus_discarded: 0,
         }
     }
 }

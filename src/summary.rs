@@ -77,6 +77,10 @@ fn proto_lines(
         ("unmatched responses", p.unmatched_responses),
         ("resync skipped bytes", p.resync_skipped_bytes),
         ("unidentified flows", p.unidentified_flows),
+        (
+            "unconfirmed PDUs not reported",
+            p.unconfirmed_pdus_discarded,
+        ),
         ("outstanding-request bound drops", p.outstanding_bound_drops),
     ]);
     if !other.is_empty() {
@@ -155,6 +159,7 @@ pub fn render(report: &ReplayReport) -> String {
         ("gap bytes", s.tcp.gap_bytes),
         ("out-of-order bound gaps", s.tcp.ooo_bound_gaps),
         ("buffer bound drops", s.tcp.buffer_bound_drops),
+        ("partial PDU bytes lost", s.tcp.partial_pdu_bytes_discarded),
     ]);
     if !tcp.is_empty() {
         let _ = writeln!(out, "  tcp: {tcp}");

@@ -174,14 +174,14 @@ fn tshark_modbus(path: &Path) -> BTreeMap<u64, Vec<Pdu>> {
 }
 
 /// otwatch's Modbus PDUs per frame, with the reference number as tshark shows it: tshark reads
-/// it from the PDU itself, so responses that do not repeat their request's address have none
-/// (otwatch's events carry the request's address there, by contract).
+/// it from the PDU itself, so responses that do not repeat their request's address (reads,
+/// exceptions) have none (otwatch's events carry the request's address there, by contract).
 fn otwatch_modbus(events: &[Event]) -> BTreeMap<u64, Vec<Pdu>> {
     let mut by_frame: BTreeMap<u64, Vec<Pdu>> = BTreeMap::new();
     for e in events {
         let Some(m) = &e.modbus else { continue };
-        let echoes_no_address =
-            e.direction == "response" && matches!(m.function_code, 1..=4 | 23 | 24);
+        let echoes_no_address = e.direction == "response"
+            && (matches!(m.function_code, 1..=4 | 23 | 24) || m.exception_code.is_some());
         let reference = if echoes_no_address { None } else { m.address };
         by_frame.entry(e.frame).or_default().push((
             m.transaction_id,

@@ -75,69 +75,90 @@ fn write_pcap_custom(path: &Path, big_endian: bool, nanos: bool, link: u32, recs
     std::fs::write(path, out).expect("write pcap");
 }
 
-fn ng_block(out: &mut Vec<u8>, kind: u32, body: &[u8]) {
-    let pad = (4 - body.len() % 4) % 4;
-    let total = (12 + body.len() + pad) as u32;
-    out.extend_from_slice(&kind.to_le_bytes());
-    out.extend_from_slice(&total.to_le_bytes());
-    out.extend_from_slice(body);
-    out.extend_from_slice(&vec![0; pad]);
-    out.extend_from_slice(&total.to_le_bytes());
+/// pcapng writer for tests, in either byte order.
+struct Ng {
+    be: bool,
+    out: Vec<u8>,
 }
 
-fn ng_shb(out: &mut Vec<u8>) {
-    let mut b = 0x1A2B_3C4Du32.to_le_bytes().to_vec();
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&0u16.to_le_bytes());
-    b.extend_from_slice(&(-1i64).to_le_bytes());
-    ng_block(out, 0x0A0D_0D0A, &b);
-}
-
-fn ng_idb(out: &mut Vec<u8>, link: u16, tsresol: u8) {
-    let mut b = link.to_le_bytes().to_vec();
-    b.extend_from_slice(&[0, 0]);
-    b.extend_from_slice(&65535u32.to_le_bytes());
-    b.extend_from_slice(&[9, 0, 1, 0, tsresol, 0, 0, 0, 0, 0, 0, 0]);
-    ng_block(out, 1, &b);
-}
-
-fn ng_epb(out: &mut Vec<u8>, if_id: u32, ticks: u64, r: &Rec) {
-    let mut b = if_id.to_le_bytes().to_vec();
-    b.extend_from_slice(&((ticks >> 32) as u32).to_le_bytes());
-    b.extend_from_slice(&(ticks as u32).to_le_bytes());
-    b.extend_from_slice(&(r.data.len() as u32).to_le_bytes());
-    b.extend_from_slice(&r.orig.max(r.data.len() as u32).to_le_bytes());
-    b.extend_from_slice(&r.data);
-    b.extend_from_slice(&vec![0; (4 - r.data.len() % 4) % 4]);
-    ng_block(out, 6, &b);
-}
-
-/// Two sections; the second has two interfaces (one unused, nanosecond resolution on the other).
-fn write_pcapng(path: &Path, recs: &[Rec]) {
-    let mut out = Vec::new();
-    let half = recs.len() / 2;
-    ng_shb(&mut out);
-    ng_idb(&mut out, 1, 6);
-    for r in &recs[..half] {
-        ng_epb(
-            &mut out,
-            0,
-            u64::from(r.sec) * 1_000_000 + u64::from(r.usec),
-            r,
-        );
+impl Ng {
+    fn u16(&self, v: u16) -> [u8; 2] {
+        if self.be {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        }
     }
-    ng_shb(&mut out);
-    ng_idb(&mut out, 228, 6);
-    ng_idb(&mut out, 1, 9);
+    fn u32(&self, v: u32) -> [u8; 4] {
+        if self.be {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        }
+    }
+    fn block(&mut self, kind: u32, body: &[u8]) {
+        let pad = (4 - body.len() % 4) % 4;
+        let total = (12 + body.len() + pad) as u32;
+        let (k, t) = (self.u32(kind), self.u32(total));
+        self.out.extend_from_slice(&k);
+        self.out.extend_from_slice(&t);
+        self.out.extend_from_slice(body);
+        self.out.extend_from_slice(&vec![0; pad]);
+        self.out.extend_from_slice(&t);
+    }
+    fn shb(&mut self) {
+        let mut b = self.u32(0x1A2B_3C4D).to_vec();
+        b.extend_from_slice(&self.u16(1));
+        b.extend_from_slice(&self.u16(0));
+        b.extend_from_slice(&[0xff; 8]);
+        self.block(0x0A0D_0D0A, &b);
+    }
+    fn idb(&mut self, link: u16, tsresol: u8) {
+        let mut b = self.u16(link).to_vec();
+        b.extend_from_slice(&[0, 0]);
+        b.extend_from_slice(&self.u32(65535));
+        b.extend_from_slice(&self.u16(9));
+        b.extend_from_slice(&self.u16(1));
+        b.extend_from_slice(&[tsresol, 0, 0, 0, 0, 0, 0, 0]);
+        self.block(1, &b);
+    }
+    fn epb(&mut self, if_id: u32, ticks: u64, r: &Rec) {
+        let mut b = self.u32(if_id).to_vec();
+        b.extend_from_slice(&self.u32((ticks >> 32) as u32));
+        b.extend_from_slice(&self.u32(ticks as u32));
+        b.extend_from_slice(&self.u32(r.data.len() as u32));
+        b.extend_from_slice(&self.u32(r.orig.max(r.data.len() as u32)));
+        b.extend_from_slice(&r.data);
+        b.extend_from_slice(&vec![0; (4 - r.data.len() % 4) % 4]);
+        self.block(6, &b);
+    }
+}
+
+/// Two sections (the second in the other byte order when `swap`); the second has two interfaces
+/// (one unused, nanosecond resolution on the other).
+fn write_pcapng(path: &Path, recs: &[Rec], first_be: bool, swap: bool) {
+    let half = recs.len() / 2;
+    let mut ng = Ng {
+        be: first_be,
+        out: Vec::new(),
+    };
+    ng.shb();
+    ng.idb(1, 6);
+    for r in &recs[..half] {
+        ng.epb(0, u64::from(r.sec) * 1_000_000 + u64::from(r.usec), r);
+    }
+    ng.be = first_be ^ swap;
+    ng.shb();
+    ng.idb(228, 6);
+    ng.idb(1, 9);
     for r in &recs[half..] {
-        ng_epb(
-            &mut out,
+        ng.epb(
             1,
             u64::from(r.sec) * 1_000_000_000 + u64::from(r.usec) * 1000,
             r,
         );
     }
-    std::fs::write(path, out).expect("write pcapng");
+    std::fs::write(path, ng.out).expect("write pcapng");
 }
 
 fn relink(recs: &[Rec], f: impl Fn(&[u8]) -> Vec<u8>) -> Vec<Rec> {
@@ -186,7 +207,9 @@ fn every_container_and_link_type_gives_the_same_events() {
     write_pcap_custom(&add("be.pcap"), true, false, 1, &recs);
     write_pcap_custom(&add("ns.pcap"), false, true, 1, &recs);
     write_pcap_custom(&add("be-ns.pcap"), true, true, 1, &recs);
-    write_pcapng(&add("multi.pcapng"), &recs);
+    write_pcapng(&add("multi.pcapng"), &recs, false, false);
+    write_pcapng(&add("multi-be.pcapng"), &recs, true, false);
+    write_pcapng(&add("mixed-order.pcapng"), &recs, false, true);
     {
         let p = add("fixture.pcap.gz");
         let mut gz = flate2::write::GzEncoder::new(
@@ -273,6 +296,18 @@ fn truncated_capture_is_read_up_to_the_damage() {
         msg.contains("cut.pcap") && msg.contains(&format!("offset {offset_40}")),
         "{msg}"
     );
+    // A record whose captured length is absurd, in the middle of the file: corruption, not
+    // truncation, reported at that record, with everything before it processed.
+    let mut bad = full.clone();
+    bad[offset_40 + 8..offset_40 + 12].copy_from_slice(&0x7fff_0000u32.to_le_bytes());
+    let corrupt = dir.join("corrupt.pcap");
+    std::fs::write(&corrupt, &bad).unwrap();
+    let (_, report) = replay_file(&corrupt);
+    assert_eq!(report.stats.packets, 39);
+    match report.errors().next() {
+        Some(CaptureError::Corrupt { offset, .. }) => assert_eq!(*offset, offset_40 as u64),
+        other => panic!("wrong error {other:?}"),
+    }
     // A gzip stream cut short: same story, offset counted in decompressed bytes.
     let gz_path = dir.join("cut.pcap.gz");
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());

@@ -340,3 +340,103 @@ fn a_new_connection_on_the_same_ports_starts_afresh() {
         0
     );
 }
+
+#[test]
+fn a_longer_second_copy_out_of_order_does_not_overwrite_the_first() {
+    let mut segs = baseline();
+    // Request 1 arrives early with its real bytes, then again longer, with a forged address and
+    // request 2 appended: the held bytes win, only the extension is taken.
+    let q1 = segs[2].clone();
+    let mut forged = q1.clone();
+    forged.data[9] ^= 0x55;
+    forged.data.extend_from_slice(&segs[4].data);
+    segs.insert(0, forged);
+    segs.insert(0, q1);
+    let (events, report) = run("conflict-longer", true, &segs);
+    assert_eq!(summary(&events), expected(&[], &[]));
+    assert_eq!(report.stats.tcp.conflicting_overlaps, 1);
+}
+
+#[test]
+fn data_freed_by_an_ack_keeps_its_own_frame() {
+    // The client sends requests 0, 1 (lost by the capture) and 2; the server's response to 0
+    // acknowledges all three. Request 2 waited out of order; once the ack proves request 1 was
+    // sent, request 2 is dissected, stamped with its own packet, not with the response's.
+    let base = baseline();
+    let mut q1 = base[2].clone();
+    q1.captured = false;
+    let segs = vec![base[0].clone(), q1, base[4].clone(), base[1].clone()];
+    let (events, report) = run("ack-skip", true, &segs);
+    assert_eq!(report.stats.tcp.gaps, 1);
+    let q2 = events
+        .iter()
+        .find(|e| e.direction == "request" && e.modbus.as_ref().unwrap().transaction_id == 102)
+        .expect("request 2");
+    // Frames: 3 handshake, 4 = request 0, 5 = request 2, 6 = response 0.
+    assert_eq!(q2.frame, 5);
+}
+
+#[test]
+fn bytes_framed_once_on_port_502_are_not_reported_as_modbus() {
+    // One well-framed but invalid ADU (function code 0) and nothing else: not evidence enough.
+    let once = Segment {
+        from: Side::Client,
+        offset: 0,
+        data: vec![0, 1, 0, 0, 0, 2, 1, 0],
+        captured: true,
+    };
+    let (events, report) = run("framed-once", true, std::slice::from_ref(&once));
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(report.stats.modbus.total_pdus(), 0);
+    assert_eq!(report.stats.modbus.unconfirmed_pdus_discarded, 1);
+    assert_eq!(report.stats.modbus.unidentified_flows, 1);
+    // Two in a row are: MBAP headers that chain are Modbus framing, and both are reported.
+    let mut twice = once.clone();
+    twice.data.extend_from_slice(&[0, 2, 0, 0, 0, 2, 1, 0]);
+    let (events, report) = run("framed-twice", true, &[twice]);
+    assert_eq!(events.len(), 2);
+    assert!(events
+        .iter()
+        .all(|e| e.modbus.as_ref().unwrap().error == Some("invalid_value")));
+    assert_eq!(report.stats.modbus.unidentified_flows, 0);
+}
+
+#[test]
+fn idle_flows_are_evicted_and_flushed_with_their_own_frames() {
+    // Flow A: request 0, then request 2 with request 1 never captured and never acknowledged
+    // (the server is silent). Ten minutes later another client polls: A is evicted, its held
+    // request 2 dissected and stamped with its own frame; then B's traffic follows.
+    let base = baseline();
+    let mut q1 = base[2].clone();
+    q1.captured = false;
+    let a = conversation_packets(
+        CLIENT_ISN,
+        SERVER_ISN,
+        true,
+        &[base[0].clone(), q1, base[4].clone()],
+    );
+    let mut timed: Vec<_> = a
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| (packet_time(i), p))
+        .collect();
+    let mut b = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 3], [2, 0, 0, 0, 0, 2])
+        .ipv4([10, 0, 0, 9], SERVER.0, 64)
+        .tcp(40000, 502, 1, 8192)
+        .write(&mut b, &read_holding_request(7, 1, 7, 1))
+        .unwrap();
+    timed.push((packet_time(0) + std::time::Duration::from_secs(700), b));
+    let dir = scratch("idle");
+    let path = dir.join("idle.pcap");
+    write_pcap_at(&path, &timed);
+    let (events, report) = replay_file(&path);
+    let _ = std::fs::remove_dir_all(dir);
+    assert_eq!(report.stats.flows.evicted_idle, 1);
+    let tids: Vec<(u16, u64)> = events
+        .iter()
+        .map(|e| (e.modbus.as_ref().unwrap().transaction_id, e.frame))
+        .collect();
+    // Handshake 1-3, request 0 = 4, request 2 = 5 (held), B = 6.
+    assert_eq!(tids, [(100, 4), (102, 5), (7, 6)]);
+}

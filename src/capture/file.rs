@@ -14,6 +14,10 @@ use pcap_parser::{nom, PcapError};
 
 use super::{LinkType, Packet, PacketSource};
 
+/// Decompressed gzip captures are held in memory: beyond this size (or for a gzip bomb) the
+/// replay stops with an error asking for the file to be decompressed first.
+pub const MAX_GZIP_DECOMPRESSED: u64 = 4 * 1024 * 1024 * 1024;
+
 /// Captured lengths above this are not plausible (the largest snaplen any tool writes is 256 KiB);
 /// such a record means the file is corrupt, and reading on would misframe everything after it.
 const MAX_CAPLEN: u32 = 256 * 1024;
@@ -131,14 +135,26 @@ impl CaptureFile {
         let buf = if map.starts_with(&[0x1f, 0x8b]) {
             gzip = true;
             let mut out = Vec::with_capacity(map.len().saturating_mul(4));
-            let mut dec = flate2::read::MultiGzDecoder::new(&map[..]);
-            if let Err(e) = dec.read_to_end(&mut out) {
+            let dec = flate2::read::MultiGzDecoder::new(&map[..]);
+            let mut limited = dec.take(MAX_GZIP_DECOMPRESSED + 1);
+            if let Err(e) = limited.read_to_end(&mut out) {
                 // Keep what decompressed cleanly; report the damage after those packets.
                 deferred = Some(CaptureError::Truncated {
                     path: path.to_owned(),
                     offset: out.len() as u64,
                     packets: 0,
                     detail: format!("gzip stream broken ({e}); offset is in the decompressed data"),
+                });
+            } else if out.len() as u64 > MAX_GZIP_DECOMPRESSED {
+                out.truncate(MAX_GZIP_DECOMPRESSED as usize);
+                deferred = Some(CaptureError::Corrupt {
+                    path: path.to_owned(),
+                    offset: out.len() as u64,
+                    packets: 0,
+                    detail: format!(
+                        "decompresses to more than {} GiB; decompress it and replay the plain file",
+                        MAX_GZIP_DECOMPRESSED >> 30
+                    ),
                 });
             }
             Buffer::Owned(out)
@@ -210,7 +226,9 @@ impl ReadState {
     fn finish<'a>(&mut self) -> Option<Result<Packet<'a>, CaptureError>> {
         self.done = true;
         self.deferred.take().map(|mut e| {
-            if let CaptureError::Truncated { packets, .. } = &mut e {
+            if let CaptureError::Truncated { packets, .. } | CaptureError::Corrupt { packets, .. } =
+                &mut e
+            {
                 *packets = self.packets;
             }
             Err(e)
@@ -251,6 +269,18 @@ fn detect_format(data: &[u8]) -> Result<Format, String> {
             "starts with {:02x} {:02x} {:02x} {:02x}",
             magic[0], magic[1], magic[2], magic[3]
         )),
+    }
+}
+
+/// Timestamp units per second from a pcapng `if_tsresol` (default 6: microseconds): 10^n, or
+/// 2^n when the top bit is set. (pcap-parser 0.17 rejects every binary resolution, so this is
+/// computed here.)
+fn ts_units_per_sec(tsresol: u8) -> Option<u64> {
+    let n = u32::from(tsresol & 0x7f);
+    if tsresol & 0x80 == 0 {
+        10u64.checked_pow(n)
+    } else {
+        1u64.checked_shl(n).filter(|_| n < 64)
     }
 }
 
@@ -304,12 +334,26 @@ impl ReadState {
                     nanos,
                     linktype,
                 } => {
-                    let parsed = if *big_endian {
+                    let (nanos, linktype, big_endian) = (*nanos, *linktype, *big_endian);
+                    // Judge the record header before its data: a corrupt length in the middle of
+                    // a file is corruption, not truncation.
+                    if let Some(b) = rest.get(8..12) {
+                        let raw = [b[0], b[1], b[2], b[3]];
+                        let caplen = if big_endian {
+                            u32::from_be_bytes(raw)
+                        } else {
+                            u32::from_le_bytes(raw)
+                        };
+                        if caplen > MAX_CAPLEN {
+                            let detail = format!("implausible captured length {caplen}");
+                            return Some(Err(self.fail(false, detail)));
+                        }
+                    }
+                    let parsed = if big_endian {
                         pcap_parser::pcap::parse_pcap_frame_be(rest)
                     } else {
                         pcap_parser::pcap::parse_pcap_frame(rest)
                     };
-                    let (nanos, linktype) = (*nanos, *linktype);
                     match parsed {
                         Ok((after, block)) => {
                             if block.caplen > MAX_CAPLEN {
@@ -366,9 +410,13 @@ impl ReadState {
                             None
                         }
                         Block::InterfaceDescription(idb) => {
+                            let Some(units_per_sec) = ts_units_per_sec(idb.if_tsresol) else {
+                                let detail = format!("invalid if_tsresol {:#04x}", idb.if_tsresol);
+                                return Some(Err(self.fail(false, detail)));
+                            };
                             interfaces.push(Interface {
                                 linktype: LinkType(u32::from(idb.linktype.0 as u16)),
-                                units_per_sec: idb.ts_resolution().unwrap_or(1_000_000),
+                                units_per_sec,
                                 offset_secs: idb.ts_offset(),
                             });
                             None
@@ -416,5 +464,22 @@ impl ReadState {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pcapng_timestamp_resolutions() {
+        assert_eq!(ts_units_per_sec(6), Some(1_000_000));
+        assert_eq!(ts_units_per_sec(9), Some(1_000_000_000));
+        assert_eq!(ts_units_per_sec(0), Some(1));
+        // Binary: 2^20 units per second (pcap-parser 0.17 rejects these).
+        assert_eq!(ts_units_per_sec(0x80 | 20), Some(1 << 20));
+        assert_eq!(ts_units_per_sec(0x80 | 63), Some(1 << 63));
+        assert_eq!(ts_units_per_sec(20), None);
+        assert_eq!(ts_units_per_sec(0x80 | 64), None);
     }
 }

@@ -151,7 +151,8 @@ impl Defragmenter {
     }
 
     fn expire(&mut self, now: i64, stats: &mut Stats) {
-        if now.saturating_sub(self.last_sweep) < 1_000_000_000 {
+        // A clock that steps back restarts the interval instead of stalling expiry.
+        if now >= self.last_sweep && now.saturating_sub(self.last_sweep) < 1_000_000_000 {
             return;
         }
         self.last_sweep = now;

@@ -15,7 +15,7 @@ use otwatch_parsers::modbus::{
 };
 
 use super::{Ctx, Dir};
-use crate::event::{DeviceIdObject, FileRecord, ModbusEvent, Values};
+use crate::event::{DeviceIdObject, Event, FileRecord, ModbusEvent, Values};
 
 /// Requests remembered per flow while waiting for their response. Modbus/TCP clients pipeline a
 /// handful at most; the oldest is forgotten (and counted) beyond this.
@@ -32,10 +32,26 @@ struct Pending {
     frame: u64,
 }
 
+/// Malformed PDUs held back before the flow proved to be Modbus, at most this many.
+pub const MAX_DEFERRED: usize = 16;
+
+/// A malformed PDU seen before the flow proved to be Modbus: reported only if it does.
+#[derive(Debug)]
+struct Deferred {
+    function: u8,
+    reason: &'static str,
+    event: Option<Event>,
+}
+
 #[derive(Debug)]
 pub struct ModbusFlow {
-    /// A valid ADU was seen on this flow: it is Modbus.
+    /// The flow is Modbus: a PDU fully validated, or two ADUs in a row were well framed in one
+    /// direction (chained MBAP headers are evidence of their own). Until then malformed PDUs are
+    /// held back, so bytes on port 502 that merely look framed once never become Modbus events.
     confirmed: bool,
+    /// Per direction: well-framed ADUs in a row since the last resync.
+    framed_in_row: [u8; 2],
+    deferred: Vec<Deferred>,
     /// Per direction: the next bytes must be probed before they are trusted.
     resync: [bool; 2],
     /// Per direction: a malformed-framing event was already emitted for the current episode.
@@ -47,6 +63,8 @@ impl Default for ModbusFlow {
     fn default() -> Self {
         ModbusFlow {
             confirmed: false,
+            framed_in_row: [0, 0],
+            deferred: Vec::new(),
             resync: [true, true],
             garbage_reported: [false, false],
             outstanding: VecDeque::new(),
@@ -120,6 +138,7 @@ impl ModbusFlow {
                         }
                     }
                     self.resync[d] = true;
+                    self.framed_in_row[d] = 0;
                 }
             }
         }
@@ -129,6 +148,7 @@ impl ModbusFlow {
     pub fn on_datagram(&mut self, ctx: &mut Ctx<'_>, dir: Dir, data: &[u8]) {
         // Modbus over UDP: one or more whole ADUs per datagram, never split.
         self.resync[dir.index()] = true;
+        self.framed_in_row[dir.index()] = 0;
         let used = self.on_stream_data(ctx, dir, data);
         if used < data.len() {
             ctx.stats.modbus.resync_skipped_bytes += (data.len() - used) as u64;
@@ -137,11 +157,22 @@ impl ModbusFlow {
 
     pub fn on_gap(&mut self, _ctx: &mut Ctx<'_>, dir: Dir) {
         self.resync[dir.index()] = true;
+        self.framed_in_row[dir.index()] = 0;
     }
 
     pub fn on_close(&mut self, ctx: &mut Ctx<'_>) {
         if !self.confirmed {
             ctx.stats.modbus.unidentified_flows += 1;
+            ctx.stats.modbus.unconfirmed_pdus_discarded += self.deferred.len() as u64;
+            self.deferred.clear();
+        }
+    }
+
+    /// The flow just proved to be Modbus: report what was held back, in order.
+    fn confirm(&mut self, ctx: &mut Ctx<'_>) {
+        self.confirmed = true;
+        for d in std::mem::take(&mut self.deferred) {
+            self.confirmed_malformed(ctx, d);
         }
     }
 
@@ -152,14 +183,27 @@ impl ModbusFlow {
     fn on_adu(&mut self, ctx: &mut Ctx<'_>, dir: Dir, adu: &ModbusAdu<'_>) {
         let raw_fc = adu.pdu.first().copied().unwrap_or(0);
         let fc = raw_fc & 0x7f;
-        ctx.stats.modbus.count_pdu(fc);
+        let row = &mut self.framed_in_row[dir.index()];
+        *row = row.saturating_add(1);
+        if *row >= 2 && !self.confirmed {
+            self.confirm(ctx);
+        }
         match modbus::parse_pdu(adu.pdu, direction(dir)) {
             Ok(pdu) => {
-                self.confirmed = true;
+                if !self.confirmed {
+                    self.confirm(ctx);
+                }
+                ctx.stats.modbus.count_pdu(fc);
                 if pdu.exception().is_some() {
                     ctx.stats.modbus.exceptions += 1;
                 }
-                let pending = self.track(ctx, dir, adu, &pdu);
+                let pending = match dir {
+                    Dir::ToServer => {
+                        self.remember(ctx, &adu.header, fc, pdu.address(), pdu.quantity());
+                        None
+                    }
+                    Dir::ToClient => self.take_pending(ctx, &adu.header, fc),
+                };
                 if ctx.sink.wants_events() {
                     let mut ev = ctx.event("modbus", dir);
                     ev.modbus = Some(build_event(adu, &pdu, pending.as_ref(), ctx.ts_nanos));
@@ -168,69 +212,85 @@ impl ModbusFlow {
                 }
             }
             Err(err) => {
-                *ctx.stats
-                    .modbus
-                    .parse_errors
-                    .entry(err.kind.as_str())
-                    .or_insert(0) += 1;
-                // A malformed request still gets its response matched (the server answers it,
-                // usually with an exception), so track what we can.
-                if dir == Dir::ToClient {
-                    self.take_pending(ctx, &adu.header, fc);
-                }
-                if ctx.sink.wants_events() {
+                let address = raw_address(adu.pdu, dir);
+                // A malformed request is still answered (usually with an exception): remember
+                // it so the answer is matched.
+                let pending = match dir {
+                    Dir::ToServer => {
+                        self.remember(ctx, &adu.header, fc, address, None);
+                        None
+                    }
+                    Dir::ToClient => self.take_pending(ctx, &adu.header, fc),
+                };
+                let event = ctx.sink.wants_events().then(|| {
                     let mut ev = ctx.event("modbus", dir);
                     ev.modbus = Some(ModbusEvent {
                         transaction_id: adu.header.transaction_id,
                         unit_id: adu.header.unit_id,
                         function_code: fc,
                         function: FunctionCode(fc).name(),
-                        address: raw_address(adu.pdu, dir),
+                        address: address.or(pending.and_then(|p| p.address)),
                         // An exception response with junk after its code still says which.
                         exception_code: (raw_fc & 0x80 != 0)
                             .then(|| adu.pdu.get(1).copied())
                             .flatten(),
+                        request_frame: pending.map(|p| p.frame),
+                        response_time: pending.map(|p| seconds_between(p.ts_nanos, ctx.ts_nanos)),
                         error: Some(err.kind.as_str()),
                         error_offset: Some(err.offset),
                         ..Default::default()
                     });
-                    ctx.sink.emit(ev);
-                    ctx.stats.events += 1;
+                    ev
+                });
+                let d = Deferred {
+                    function: fc,
+                    reason: err.kind.as_str(),
+                    event,
+                };
+                if self.confirmed {
+                    self.confirmed_malformed(ctx, d);
+                } else if self.deferred.len() < MAX_DEFERRED {
+                    self.deferred.push(d);
+                } else {
+                    ctx.stats.modbus.unconfirmed_pdus_discarded += 1;
                 }
             }
         }
     }
 
-    /// Remember requests; find the request a response answers.
-    fn track(
+    fn confirmed_malformed(&mut self, ctx: &mut Ctx<'_>, d: Deferred) {
+        ctx.stats.modbus.count_pdu(d.function);
+        ctx.stats.modbus.count_error(d.reason);
+        if let Some(ev) = d.event {
+            ctx.sink.emit(ev);
+            ctx.stats.events += 1;
+        }
+    }
+
+    /// Remember a request until its response; a reused transaction id replaces the older one.
+    fn remember(
         &mut self,
         ctx: &mut Ctx<'_>,
-        dir: Dir,
-        adu: &ModbusAdu<'_>,
-        pdu: &ModbusPdu<'_>,
-    ) -> Option<Pending> {
-        match dir {
-            Dir::ToServer => {
-                if self.outstanding.len() >= MAX_OUTSTANDING {
-                    self.outstanding.pop_front();
-                    ctx.stats.modbus.outstanding_bound_drops += 1;
-                }
-                // A retransmitted or reused transaction id replaces the older request.
-                self.outstanding
-                    .retain(|p| p.transaction_id != adu.header.transaction_id);
-                self.outstanding.push_back(Pending {
-                    transaction_id: adu.header.transaction_id,
-                    unit_id: adu.header.unit_id,
-                    function: pdu.function.0,
-                    address: pdu.address(),
-                    quantity: pdu.quantity(),
-                    ts_nanos: ctx.ts_nanos,
-                    frame: ctx.frame,
-                });
-                None
-            }
-            Dir::ToClient => self.take_pending(ctx, &adu.header, pdu.function.0),
+        header: &MbapHeader,
+        function: u8,
+        address: Option<u16>,
+        quantity: Option<u16>,
+    ) {
+        self.outstanding
+            .retain(|p| p.transaction_id != header.transaction_id);
+        if self.outstanding.len() >= MAX_OUTSTANDING {
+            self.outstanding.pop_front();
+            ctx.stats.modbus.outstanding_bound_drops += 1;
         }
+        self.outstanding.push_back(Pending {
+            transaction_id: header.transaction_id,
+            unit_id: header.unit_id,
+            function,
+            address,
+            quantity,
+            ts_nanos: ctx.ts_nanos,
+            frame: ctx.frame,
+        });
     }
 
     fn take_pending(&mut self, ctx: &mut Ctx<'_>, header: &MbapHeader, fc: u8) -> Option<Pending> {
@@ -260,6 +320,11 @@ fn raw_address(pdu: &[u8], dir: Dir) -> Option<u16> {
     };
     let b = pdu.get(1..3)?;
     has.then(|| u16::from_be_bytes([b[0], b[1]]))
+}
+
+/// Seconds from `earlier` to `later`; hostile timestamps cannot overflow it.
+fn seconds_between(earlier: i64, later: i64) -> f64 {
+    later.saturating_sub(earlier) as f64 / 1e9
 }
 
 fn hex(data: &[u8]) -> String {
@@ -305,7 +370,7 @@ fn build_event(
     }
     if let Some(req) = req {
         ev.request_frame = Some(req.frame);
-        ev.response_time = Some((now - req.ts_nanos) as f64 / 1e9);
+        ev.response_time = Some(seconds_between(req.ts_nanos, now));
         // Responses that do not repeat the address carry their request's.
         if ev.address.is_none() {
             ev.address = req.address;

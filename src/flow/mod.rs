@@ -1,8 +1,9 @@
 //! Bounded flow table keyed by the canonical 5-tuple (+VLAN), with idle eviction by capture time.
 //!
-//! Client and server come from the well-known port of a dissected protocol when exactly one side
-//! uses one, otherwise from the SYN (or SYN-ACK) when it was seen, otherwise the lower port is
-//! taken as the server's.
+//! Only flows of a dissected protocol (one side on its well-known port) are tracked; other
+//! traffic is counted and passed over, so a port scan or an IT backup cannot crowd the OT flows
+//! out of the table. Client and server come from the well-known port, which names the server
+//! even when the TCP connection was opened the other way (see [`new_flow`]).
 
 pub mod tcp;
 
@@ -21,6 +22,8 @@ pub const DEFAULT_MAX_FLOWS: usize = 100_000;
 /// Flows idle this long (capture time) are evicted. OT polling is seconds apart; 10 minutes of
 /// silence on a connection means it is gone.
 pub const DEFAULT_IDLE_TIMEOUT_NANOS: i64 = 600 * 1_000_000_000;
+/// Idle flows are looked for at most this often (capture time), also when the table is full,
+/// so a flood of new flows against a full table costs one scan per interval, not one per packet.
 const SWEEP_INTERVAL_NANOS: i64 = 10 * 1_000_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,8 +49,12 @@ impl FlowKey {
 
 #[derive(Debug)]
 pub struct Flow {
+    /// Creation order: flows are flushed in it, so output does not depend on hash order.
+    id: u64,
     pub endpoints: Endpoints,
     pub last_seen: i64,
+    last_frame: u64,
+    source: Arc<str>,
     pub app: App,
     /// Indexed by [`Dir::index`].
     streams: [TcpStream; 2],
@@ -69,6 +76,7 @@ pub struct FlowTable {
     max_flows: usize,
     idle_timeout: i64,
     last_sweep: i64,
+    next_id: u64,
 }
 
 impl Default for FlowTable {
@@ -84,6 +92,7 @@ impl FlowTable {
             max_flows: max_flows.max(1),
             idle_timeout: idle_timeout_nanos,
             last_sweep: i64::MIN,
+            next_id: 0,
         }
     }
 
@@ -95,6 +104,11 @@ impl FlowTable {
         self.flows.is_empty()
     }
 
+    fn sweep_due(&self, now: i64) -> bool {
+        // A capture whose clock steps back restarts the interval instead of stalling it.
+        now < self.last_sweep || now.saturating_sub(self.last_sweep) >= SWEEP_INTERVAL_NANOS
+    }
+
     pub fn process(
         &mut self,
         pkt: &Decoded<'_>,
@@ -103,8 +117,8 @@ impl FlowTable {
         sink: &mut dyn EventSink,
     ) {
         let now = info.ts_nanos;
-        if now.saturating_sub(self.last_sweep) >= SWEEP_INTERVAL_NANOS {
-            self.sweep(now, info, stats, sink);
+        if self.sweep_due(now) {
+            self.sweep(now, stats, sink);
         }
         let (protocol, sport, dport) = match pkt.transport {
             Transport::Tcp {
@@ -114,45 +128,44 @@ impl FlowTable {
                 src_port, dst_port, ..
             } => (17u8, src_port, dst_port),
         };
+        if !App::is_server_port(sport) && !App::is_server_port(dport) {
+            stats.flows.untracked_packets += 1;
+            return;
+        }
         let sender = (pkt.src, sport);
         let receiver = (pkt.dst, dport);
         let key = FlowKey::new(pkt.vlan, protocol, sender, receiver);
         if self.flows.len() >= self.max_flows && !self.flows.contains_key(&key) {
-            self.sweep(now, info, stats, sink);
-            if self.flows.len() >= self.max_flows {
-                stats.flows.table_full_drops += 1;
-                return;
-            }
+            stats.flows.table_full_drops += 1;
+            return;
         }
         let flow = match self.flows.entry(key) {
             Entry::Occupied(o) => o.into_mut(),
             Entry::Vacant(v) => {
                 stats.flows.created += 1;
-                v.insert(new_flow(pkt, sender, receiver))
+                self.next_id += 1;
+                v.insert(new_flow(self.next_id, pkt, sender, receiver, info))
             }
         };
         flow.last_seen = now;
-        let mut dir = if sender == flow.endpoints.client {
-            Dir::ToServer
-        } else {
-            Dir::ToClient
-        };
+        flow.last_frame = info.frame;
+        if !Arc::ptr_eq(&flow.source, info.source) {
+            flow.source = Arc::clone(info.source);
+        }
         // A client SYN with a new initial sequence number reuses the 5-tuple for a new
         // connection: finish the old one (its data, its protocol state) and start afresh.
         if let Transport::Tcp { flags, seq, .. } = pkt.transport {
+            let dir = direction(flow, sender);
             if flags.syn && !flags.ack && flow.streams[dir.index()].is_new_connection(seq) {
-                let old = std::mem::replace(flow, new_flow(pkt, sender, receiver));
-                flow.last_seen = now;
+                self.next_id += 1;
+                let old =
+                    std::mem::replace(flow, new_flow(self.next_id, pkt, sender, receiver, info));
                 stats.flows.reused += 1;
                 stats.flows.created += 1;
-                close_flow(old, info, stats, sink);
-                dir = if sender == flow.endpoints.client {
-                    Dir::ToServer
-                } else {
-                    Dir::ToClient
-                };
+                close_flow(old, stats, sink);
             }
         }
+        let dir = direction(flow, sender);
         let mut ctx = Ctx {
             ts_nanos: now,
             frame: info.frame,
@@ -170,17 +183,10 @@ impl FlowTable {
                 payload,
                 ..
             } => {
-                if flow.app.is_none() {
-                    return;
-                }
                 let [to_server, to_client] = &mut flow.streams;
-                let (this, peer) = match dir {
-                    Dir::ToServer => (to_server, to_client),
-                    Dir::ToClient => (to_client, to_server),
-                };
-                let peer_dir = match dir {
-                    Dir::ToServer => Dir::ToClient,
-                    Dir::ToClient => Dir::ToServer,
+                let (this, peer, peer_dir) = match dir {
+                    Dir::ToServer => (to_server, to_client, Dir::ToClient),
+                    Dir::ToClient => (to_client, to_server, Dir::ToServer),
                 };
                 if flags.syn {
                     this.on_syn(seq);
@@ -188,53 +194,55 @@ impl FlowTable {
                 if flags.ack {
                     peer.on_peer_ack(ack, &mut flow.app, &mut ctx, peer_dir);
                 }
-                this.on_segment(seq, payload, &mut flow.app, &mut ctx, dir);
+                this.on_segment(seq, flags.syn, payload, &mut flow.app, &mut ctx, dir);
             }
         }
     }
 
-    /// Evict idle flows, flushing their streams first.
-    fn sweep(
-        &mut self,
-        now: i64,
-        info: &PacketInfo<'_>,
-        stats: &mut Stats,
-        sink: &mut dyn EventSink,
-    ) {
+    /// Evict idle flows (oldest first), flushing their streams.
+    fn sweep(&mut self, now: i64, stats: &mut Stats, sink: &mut dyn EventSink) {
         self.last_sweep = now;
         let timeout = self.idle_timeout;
-        let idle: Vec<FlowKey> = self
+        let mut idle: Vec<(u64, FlowKey)> = self
             .flows
             .iter()
             .filter(|(_, f)| now.saturating_sub(f.last_seen) > timeout)
-            .map(|(k, _)| *k)
+            .map(|(k, f)| (f.id, *k))
             .collect();
-        for key in idle {
+        idle.sort_unstable_by_key(|&(id, _)| id);
+        for (_, key) in idle {
             if let Some(flow) = self.flows.remove(&key) {
                 stats.flows.evicted_idle += 1;
-                close_flow(flow, info, stats, sink);
+                close_flow(flow, stats, sink);
             }
         }
     }
 
-    /// End of input: flush and close every flow.
-    pub fn close_all(
-        &mut self,
-        info: &PacketInfo<'_>,
-        stats: &mut Stats,
-        sink: &mut dyn EventSink,
-    ) {
-        for (_, flow) in self.flows.drain() {
-            close_flow(flow, info, stats, sink);
+    /// End of input: flush and close every flow, in creation order.
+    pub fn close_all(&mut self, stats: &mut Stats, sink: &mut dyn EventSink) {
+        let mut flows: Vec<Flow> = self.flows.drain().map(|(_, f)| f).collect();
+        flows.sort_unstable_by_key(|f| f.id);
+        for flow in flows {
+            close_flow(flow, stats, sink);
         }
     }
 }
 
-fn close_flow(mut flow: Flow, info: &PacketInfo<'_>, stats: &mut Stats, sink: &mut dyn EventSink) {
+fn direction(flow: &Flow, sender: (IpAddr, u16)) -> Dir {
+    if sender == flow.endpoints.client {
+        Dir::ToServer
+    } else {
+        Dir::ToClient
+    }
+}
+
+/// Flush a flow's streams and end its protocol state. What this delivers is stamped with the
+/// flow's own last packet (or the held segment's), never with an unrelated packet.
+fn close_flow(mut flow: Flow, stats: &mut Stats, sink: &mut dyn EventSink) {
     let mut ctx = Ctx {
         ts_nanos: flow.last_seen,
-        frame: info.frame,
-        source: info.source,
+        frame: flow.last_frame,
+        source: &flow.source,
         endpoints: &flow.endpoints,
         stats,
         sink,
@@ -242,15 +250,23 @@ fn close_flow(mut flow: Flow, info: &PacketInfo<'_>, stats: &mut Stats, sink: &m
     let [to_server, to_client] = &mut flow.streams;
     to_server.flush(&mut flow.app, &mut ctx, Dir::ToServer);
     to_client.flush(&mut flow.app, &mut ctx, Dir::ToClient);
+    to_server.release(&mut ctx);
+    to_client.release(&mut ctx);
     flow.app.on_close(&mut ctx);
 }
 
-fn new_flow(pkt: &Decoded<'_>, sender: (IpAddr, u16), receiver: (IpAddr, u16)) -> Flow {
-    // Evidence, strongest first. A dissected protocol's well-known port names the server: the
-    // protocol's roles follow the port even when the TCP connection was opened the other way
-    // (corpus: a Modbus device on port 502 that connects out and sends responses), and a capture
-    // that starts mid-connection must not be read backwards. Then a SYN names the client, a
-    // SYN-ACK the server, and failing all that the lower port is taken as the server's.
+/// A new flow. Evidence for the roles, strongest first: a dissected protocol's well-known port
+/// names the server, because the protocol's roles follow the port even when the TCP connection
+/// was opened the other way (corpus: a Modbus device on port 502 that connects out and sends
+/// responses) and a capture that starts mid-connection must not be read backwards; then a SYN
+/// names the client, a SYN-ACK the server; failing all that, the lower port is the server's.
+fn new_flow(
+    id: u64,
+    pkt: &Decoded<'_>,
+    sender: (IpAddr, u16),
+    receiver: (IpAddr, u16),
+    info: &PacketInfo<'_>,
+) -> Flow {
     let flags = match pkt.transport {
         Transport::Tcp { flags, .. } => Some(flags),
         Transport::Udp { .. } => None,
@@ -275,12 +291,15 @@ fn new_flow(pkt: &Decoded<'_>, sender: (IpAddr, u16), receiver: (IpAddr, u16)) -
         Transport::Udp { .. } => "udp",
     };
     Flow {
+        id,
         endpoints: Endpoints {
             client,
             server,
             transport,
         },
-        last_seen: 0,
+        last_seen: info.ts_nanos,
+        last_frame: info.frame,
+        source: Arc::clone(info.source),
         app: App::for_server_port(server.1),
         streams: Default::default(),
     }

@@ -4,10 +4,14 @@
 //!   anywhere); the dissector resynchronises on its own framing.
 //! - Zero-copy fast path: a segment that is the next expected one and finds no buffered tail is
 //!   dissected straight from the packet; only the unconsumed tail of a partial PDU is copied.
-//! - Retransmissions are dropped; partial overlaps are trimmed (first wins); out-of-order segments
-//!   wait in a bounded buffer keyed by absolute stream offset (no sequence wrap issues).
-//! - Gaps: when the out-of-order buffer hits its bound, when the peer acknowledges bytes the capture
-//!   never saw, or when the flow ends, the hole is skipped and the dissector is told.
+//! - Retransmissions are dropped; overlaps are trimmed so the bytes seen first win, both against
+//!   delivered data and between out-of-order segments; differing overlaps are counted.
+//! - Out-of-order segments wait in a buffer keyed by absolute stream offset (no sequence wrap
+//!   issues), bounded per stream and across all streams of the pipeline.
+//! - Gaps: when a buffer bound is hit, when the peer acknowledges bytes the capture never saw, or
+//!   when the flow ends, the hole is skipped and the dissector is told. PDUs delivered that way
+//!   carry the frame and time of the segment that brought their bytes, not of whatever packet
+//!   made us stop waiting.
 //!
 //! Sequence numbers compare with serial-number arithmetic (RFC 1982) throughout.
 
@@ -19,11 +23,21 @@ use crate::dissect::{App, Ctx, Dir};
 pub const MAX_OOO_BYTES: usize = 256 * 1024;
 /// Out-of-order segments buffered per direction.
 pub const MAX_OOO_SEGMENTS: usize = 128;
+/// Out-of-order bytes buffered across every stream of a pipeline.
+pub const MAX_OOO_BYTES_TOTAL: usize = 64 * 1024 * 1024;
 
 /// Signed distance from `b` to `a` in sequence space.
 #[inline]
 fn seq_diff(a: u32, b: u32) -> i64 {
     i64::from(a.wrapping_sub(b) as i32)
+}
+
+/// An out-of-order segment and the packet that brought it.
+#[derive(Debug)]
+struct Held {
+    data: Vec<u8>,
+    frame: u64,
+    ts_nanos: i64,
 }
 
 #[derive(Debug, Default)]
@@ -35,7 +49,7 @@ pub struct TcpStream {
     /// Delivered bytes the dissector has not consumed yet (a partial PDU).
     tail: Vec<u8>,
     /// Out-of-order segments by absolute stream offset.
-    ooo: BTreeMap<u64, Vec<u8>>,
+    ooo: BTreeMap<u64, Held>,
     ooo_bytes: usize,
     /// Highest sequence number the peer acknowledged.
     peer_ack: Option<u32>,
@@ -44,7 +58,8 @@ pub struct TcpStream {
 }
 
 impl TcpStream {
-    /// The SYN (or SYN-ACK) of this direction: data starts at `isn + 1`.
+    /// The SYN (or SYN-ACK) of this direction: data starts at `isn + 1`. A repeated SYN with the
+    /// same ISN changes nothing.
     pub fn on_syn(&mut self, isn: u32) {
         if self.isn != Some(isn) {
             self.next_seq = Some(isn.wrapping_add(1));
@@ -88,10 +103,12 @@ impl TcpStream {
         }
     }
 
-    /// A data segment of this direction.
+    /// A data segment of this direction. `syn`: the segment carries the SYN flag, whose sequence
+    /// number is the SYN's own, one before its data (TCP Fast Open).
     pub fn on_segment(
         &mut self,
         seq: u32,
+        syn: bool,
         payload: &[u8],
         app: &mut App,
         ctx: &mut Ctx<'_>,
@@ -100,6 +117,7 @@ impl TcpStream {
         if payload.is_empty() {
             return;
         }
+        let seq = if syn { seq.wrapping_add(1) } else { seq };
         let next = match self.next_seq {
             Some(n) => n,
             None => {
@@ -122,40 +140,77 @@ impl TcpStream {
         }
         if rel == 0 {
             self.deliver(data, app, ctx, dir);
-            self.drain_ooo(app, ctx, dir);
+            self.drain_ooo(app, ctx, dir, false);
             return;
         }
-        // Out of order: hold it.
         ctx.stats.tcp.out_of_order_segments += 1;
-        let off = self.next_off + rel as u64;
-        match self.ooo.get(&off) {
-            Some(existing) => {
-                let n = existing.len().min(data.len());
-                if existing[..n] != data[..n] {
-                    ctx.stats.tcp.conflicting_overlaps += 1;
-                }
-                if data.len() > existing.len() {
-                    self.ooo_bytes += data.len() - existing.len();
-                    self.ooo.insert(off, data.to_vec());
-                }
-            }
-            None => {
-                self.ooo_bytes += data.len();
-                self.ooo.insert(off, data.to_vec());
-            }
-        }
-        while self.ooo_bytes > MAX_OOO_BYTES || self.ooo.len() > MAX_OOO_SEGMENTS {
+        self.hold(self.next_off + rel as u64, data, ctx);
+        while self.ooo_bytes > MAX_OOO_BYTES
+            || self.ooo.len() > MAX_OOO_SEGMENTS
+            || ctx.stats.tcp.ooo_bytes_held > MAX_OOO_BYTES_TOTAL as u64
+        {
             ctx.stats.tcp.ooo_bound_gaps += 1;
+            if self.ooo.is_empty() {
+                break;
+            }
             self.skip_gap(app, ctx, dir);
         }
         self.skip_acked_holes(app, ctx, dir);
     }
 
-    /// The flow ends: whatever waits behind holes is delivered after them.
+    /// Buffer an out-of-order segment. Bytes already held at an offset win over a later copy;
+    /// a longer copy only adds the bytes beyond what is held.
+    fn hold(&mut self, off: u64, data: &[u8], ctx: &mut Ctx<'_>) {
+        let (frame, ts_nanos) = (ctx.frame, ctx.ts_nanos);
+        match self.ooo.get_mut(&off) {
+            Some(held) => {
+                let n = held.data.len().min(data.len());
+                if held.data[..n] != data[..n] {
+                    ctx.stats.tcp.conflicting_overlaps += 1;
+                }
+                if data.len() > held.data.len() {
+                    let extra = &data[held.data.len()..];
+                    self.ooo_bytes += extra.len();
+                    ctx.stats.tcp.ooo_bytes_held += extra.len() as u64;
+                    held.data.extend_from_slice(extra);
+                    held.frame = frame;
+                    held.ts_nanos = ts_nanos;
+                }
+            }
+            None => {
+                self.ooo_bytes += data.len();
+                ctx.stats.tcp.ooo_bytes_held += data.len() as u64;
+                self.ooo.insert(
+                    off,
+                    Held {
+                        data: data.to_vec(),
+                        frame,
+                        ts_nanos,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The flow ends: whatever waits behind holes is delivered after them, and a partial PDU
+    /// left over is counted as lost.
     pub fn flush(&mut self, app: &mut App, ctx: &mut Ctx<'_>, dir: Dir) {
         while !self.ooo.is_empty() {
             self.skip_gap(app, ctx, dir);
         }
+        ctx.stats.tcp.partial_pdu_bytes_discarded += self.tail.len() as u64;
+        self.tail.clear();
+    }
+
+    /// Release buffered memory from the global accounting (the stream is being dropped).
+    pub fn release(&mut self, ctx: &mut Ctx<'_>) {
+        ctx.stats.tcp.ooo_bytes_held = ctx
+            .stats
+            .tcp
+            .ooo_bytes_held
+            .saturating_sub(self.ooo_bytes as u64);
+        self.ooo.clear();
+        self.ooo_bytes = 0;
     }
 
     fn deliver(&mut self, data: &[u8], app: &mut App, ctx: &mut Ctx<'_>, dir: Dir) {
@@ -184,23 +239,40 @@ impl TcpStream {
         self.next_seq = self.next_seq.map(|s| s.wrapping_add(n as u32));
     }
 
-    fn drain_ooo(&mut self, app: &mut App, ctx: &mut Ctx<'_>, dir: Dir) {
+    /// Deliver the held segments that are now in order. `own_time`: stamp what they complete with
+    /// the frame and time of the segment itself (after a skip), rather than of the packet in hand
+    /// (which filled the hole, and so completed the PDUs behind it).
+    fn drain_ooo(&mut self, app: &mut App, ctx: &mut Ctx<'_>, dir: Dir, own_time: bool) {
         while let Some(entry) = self.ooo.first_entry() {
             let off = *entry.key();
             if off > self.next_off {
                 break;
             }
-            let seg = entry.remove();
-            self.ooo_bytes -= seg.len();
+            let held = entry.remove();
+            self.ooo_bytes -= held.data.len();
+            ctx.stats.tcp.ooo_bytes_held = ctx
+                .stats
+                .tcp
+                .ooo_bytes_held
+                .saturating_sub(held.data.len() as u64);
             let behind = (self.next_off - off) as usize;
-            if behind >= seg.len() {
+            if behind >= held.data.len() {
                 ctx.stats.tcp.retransmitted_segments += 1;
                 continue;
             }
             if behind > 0 {
                 ctx.stats.tcp.overlapping_segments += 1;
             }
-            self.deliver(&seg[behind..], app, ctx, dir);
+            if own_time {
+                let (frame, ts) = (ctx.frame, ctx.ts_nanos);
+                ctx.frame = held.frame;
+                ctx.ts_nanos = held.ts_nanos;
+                self.deliver(&held.data[behind..], app, ctx, dir);
+                ctx.frame = frame;
+                ctx.ts_nanos = ts;
+            } else {
+                self.deliver(&held.data[behind..], app, ctx, dir);
+            }
         }
     }
 
@@ -213,10 +285,11 @@ impl TcpStream {
             let hole = first - self.next_off;
             ctx.stats.tcp.gaps += 1;
             ctx.stats.tcp.gap_bytes += hole;
+            ctx.stats.tcp.partial_pdu_bytes_discarded += self.tail.len() as u64;
             self.tail.clear();
             app.on_gap(ctx, dir);
             self.advance(hole as usize);
         }
-        self.drain_ooo(app, ctx, dir);
+        self.drain_ooo(app, ctx, dir, true);
     }
 }

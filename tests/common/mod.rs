@@ -113,7 +113,22 @@ pub fn conversation_packets(
     packets
 }
 
+/// Capture time of the i-th packet written by [`write_pcap`]: 10 ms apart from 2023-11-14.
+pub fn packet_time(i: usize) -> std::time::Duration {
+    std::time::Duration::from_millis(1_700_000_000_000 + 10 * i as u64)
+}
+
 pub fn write_pcap(path: &Path, packets: &[Vec<u8>]) {
+    let timed: Vec<_> = packets
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (packet_time(i), p.clone()))
+        .collect();
+    write_pcap_at(path, &timed);
+}
+
+/// Write Ethernet packets with the given capture times.
+pub fn write_pcap_at(path: &Path, packets: &[(std::time::Duration, Vec<u8>)]) {
     use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
     let file = std::fs::File::create(path).expect("create pcap");
     let header = PcapHeader {
@@ -121,9 +136,8 @@ pub fn write_pcap(path: &Path, packets: &[Vec<u8>]) {
         ..Default::default()
     };
     let mut w = PcapWriter::with_header(file, header).expect("pcap header");
-    for (i, p) in packets.iter().enumerate() {
-        let ts = std::time::Duration::from_millis(1_700_000_000_000 + 10 * i as u64);
-        w.write_packet(&PcapPacket::new(ts, p.len() as u32, p))
+    for (ts, p) in packets {
+        w.write_packet(&PcapPacket::new(*ts, p.len() as u32, p))
             .expect("write packet");
     }
 }
