@@ -9,9 +9,7 @@ pub mod defrag;
 
 use std::net::IpAddr;
 
-use etherparse::{
-    EtherType, IpNumber, LaxIpPayloadSlice, LaxNetSlice, LaxSlicedPacket, TransportSlice,
-};
+use etherparse::{IpNumber, LaxIpSlice};
 
 use crate::capture::LinkType;
 use crate::stats::Stats;
@@ -77,44 +75,67 @@ pub enum Decode<'a> {
 
 const AF_INET: u32 = 2;
 
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86DD;
+/// 802.1Q, 802.1ad (QinQ outer tag) and the pre-standard QinQ tag.
+const VLAN_TAGS: [u16; 3] = [0x8100, 0x88A8, 0x9100];
+const MAX_VLAN_TAGS: usize = 3;
+
 fn is_af_inet6(af: u32) -> bool {
     // Linux 10, the BSDs 24, FreeBSD 28, macOS 30.
     matches!(af, 10 | 24 | 28 | 30)
 }
 
-/// Decode one link-layer frame.
-pub fn decode<'a>(linktype: LinkType, data: &'a [u8], stats: &mut Stats) -> Decode<'a> {
-    let sliced = match linktype {
-        LinkType::ETHERNET => match LaxSlicedPacket::from_ethernet(data) {
-            Ok(p) => p,
-            Err(_) => {
-                stats.decode_errors.link += 1;
-                return Decode::Error;
+/// Why a frame's link layer could not be read.
+enum LinkIssue {
+    Unsupported,
+    Short,
+}
+
+/// The network-layer bytes of a frame: (outer VLAN id, ether type, bytes after the link header).
+fn link_layer(linktype: LinkType, data: &[u8]) -> Result<(u16, u16, &[u8]), LinkIssue> {
+    match linktype {
+        LinkType::ETHERNET
+        | LinkType::LINUX_SLL
+        | LinkType::LINUX_SLL2
+        | LinkType::NULL
+        | LinkType::LOOP
+        | LinkType::RAW
+        | LinkType::RAW_BSD
+        | LinkType::RAW_BSD_ALT
+        | LinkType::IPV4
+        | LinkType::IPV6 => link_header(linktype, data).ok_or(LinkIssue::Short),
+        _ => Err(LinkIssue::Unsupported),
+    }
+}
+
+/// `None` when the link header is cut short.
+fn link_header(linktype: LinkType, data: &[u8]) -> Option<(u16, u16, &[u8])> {
+    let be16 = |b: &[u8], at: usize| b.get(at..at + 2).map(|x| u16::from_be_bytes([x[0], x[1]]));
+    match linktype {
+        LinkType::ETHERNET => {
+            let mut ether_type = be16(data, 12)?;
+            let mut at = 14;
+            let mut vlan = 0;
+            for i in 0..MAX_VLAN_TAGS {
+                if !VLAN_TAGS.contains(&ether_type) {
+                    break;
+                }
+                let tci = be16(data, at)?;
+                if i == 0 {
+                    vlan = tci & 0x0fff;
+                }
+                ether_type = be16(data, at + 2)?;
+                at += 4;
             }
-        },
-        LinkType::LINUX_SLL => {
-            // 16-byte header; protocol (ether type) in the last two bytes.
-            let Some(hdr) = data.get(..16) else {
-                stats.decode_errors.link += 1;
-                return Decode::Error;
-            };
-            let et = EtherType(u16::from_be_bytes([hdr[14], hdr[15]]));
-            LaxSlicedPacket::from_ether_type(et, &data[16..])
+            Some((vlan, ether_type, data.get(at..)?))
         }
-        LinkType::LINUX_SLL2 => {
-            // 20-byte header; protocol (ether type) in the first two bytes.
-            let Some(hdr) = data.get(..20) else {
-                stats.decode_errors.link += 1;
-                return Decode::Error;
-            };
-            let et = EtherType(u16::from_be_bytes([hdr[0], hdr[1]]));
-            LaxSlicedPacket::from_ether_type(et, &data[20..])
-        }
+        // Linux cooked v1: 16-byte header, protocol (ether type) in the last two bytes.
+        LinkType::LINUX_SLL => Some((0, be16(data, 14)?, data.get(16..)?)),
+        // Linux cooked v2: 20-byte header, protocol (ether type) in the first two bytes.
+        LinkType::LINUX_SLL2 => Some((0, be16(data, 0)?, data.get(20..)?)),
         LinkType::NULL | LinkType::LOOP => {
-            let Some(hdr) = data.get(..4) else {
-                stats.decode_errors.link += 1;
-                return Decode::Error;
-            };
+            let hdr = data.get(..4)?;
             let raw = [hdr[0], hdr[1], hdr[2], hdr[3]];
             // NULL stores the family in the capturing host's byte order, LOOP in network order.
             let af = if linktype == LinkType::LOOP {
@@ -124,51 +145,57 @@ pub fn decode<'a>(linktype: LinkType, data: &'a [u8], stats: &mut Stats) -> Deco
             } else {
                 u32::from_be_bytes(raw)
             };
-            if af != AF_INET && !is_af_inet6(af) {
-                stats.non_ip += 1;
-                return Decode::Ignored;
-            }
-            match LaxSlicedPacket::from_ip(&data[4..]) {
-                Ok(p) => p,
-                Err(_) => {
-                    stats.decode_errors.ip += 1;
-                    return Decode::Error;
-                }
-            }
+            let ether_type = match af {
+                AF_INET => ETHERTYPE_IPV4,
+                af if is_af_inet6(af) => ETHERTYPE_IPV6,
+                _ => 0,
+            };
+            Some((0, ether_type, data.get(4..)?))
         }
-        LinkType::RAW
-        | LinkType::RAW_BSD
-        | LinkType::RAW_BSD_ALT
-        | LinkType::IPV4
-        | LinkType::IPV6 => match LaxSlicedPacket::from_ip(data) {
-            Ok(p) => p,
-            Err(_) => {
-                stats.decode_errors.ip += 1;
-                return Decode::Error;
-            }
-        },
+        // Raw IP: the version nibble says which.
         _ => {
+            let ether_type = match data.first()? >> 4 {
+                4 => ETHERTYPE_IPV4,
+                6 => ETHERTYPE_IPV6,
+                _ => 0,
+            };
+            Some((0, ether_type, data))
+        }
+    }
+}
+
+/// Decode one link-layer frame. The link header is sliced here (a few fixed offsets); IP and the
+/// transport header by etherparse's slices, which borrow the packet.
+pub fn decode<'a>(linktype: LinkType, data: &'a [u8], stats: &mut Stats) -> Decode<'a> {
+    let (vlan, ether_type, l3) = match link_layer(linktype, data) {
+        Ok(l) => l,
+        Err(LinkIssue::Unsupported) => {
             stats.unsupported_linktype += 1;
             return Decode::Ignored;
         }
+        Err(LinkIssue::Short) => {
+            stats.decode_errors.link += 1;
+            return Decode::Error;
+        }
     };
-    from_sliced(&sliced, stats)
-}
-
-fn from_sliced<'a>(p: &LaxSlicedPacket<'a>, stats: &mut Stats) -> Decode<'a> {
-    let vlan = p.vlan_ids().first().map_or(0, |v| v.value());
-    let (src, dst, payload, frag): (
-        IpAddr,
-        IpAddr,
-        &LaxIpPayloadSlice<'a>,
-        Option<(u32, usize, bool)>,
-    ) = match &p.net {
-        Some(LaxNetSlice::Ipv4(ip)) => {
-            let h = ip.header();
+    if ether_type != ETHERTYPE_IPV4 && ether_type != ETHERTYPE_IPV6 {
+        stats.non_ip += 1;
+        return Decode::Ignored;
+    }
+    let ip = match LaxIpSlice::from_slice(l3) {
+        Ok((ip, _)) => ip,
+        Err(_) => {
+            stats.decode_errors.ip += 1;
+            return Decode::Error;
+        }
+    };
+    let (src, dst, payload, frag) = match &ip {
+        LaxIpSlice::Ipv4(v4) => {
+            let h = v4.header();
             if !ipv4_header_checksum_ok(h.slice()) {
                 stats.checksum_errors.ipv4 += 1;
             }
-            let frag = ip.is_payload_fragmented().then(|| {
+            let frag = v4.is_payload_fragmented().then(|| {
                 (
                     u32::from(h.identification()),
                     usize::from(h.fragments_offset().value()) * 8,
@@ -178,15 +205,15 @@ fn from_sliced<'a>(p: &LaxSlicedPacket<'a>, stats: &mut Stats) -> Decode<'a> {
             (
                 IpAddr::V4(h.source_addr()),
                 IpAddr::V4(h.destination_addr()),
-                ip.payload(),
+                v4.payload(),
                 frag,
             )
         }
-        Some(LaxNetSlice::Ipv6(ip)) => {
-            let h = ip.header();
+        LaxIpSlice::Ipv6(v6) => {
+            let h = v6.header();
             let mut frag = None;
-            if ip.is_payload_fragmented() {
-                for ext in ip.extensions().clone().into_iter() {
+            if v6.is_payload_fragmented() {
+                for ext in v6.extensions().clone().into_iter() {
                     if let etherparse::Ipv6ExtensionSlice::Fragment(f) = ext {
                         frag = Some((
                             f.identification(),
@@ -199,20 +226,13 @@ fn from_sliced<'a>(p: &LaxSlicedPacket<'a>, stats: &mut Stats) -> Decode<'a> {
             (
                 IpAddr::V6(h.source_addr()),
                 IpAddr::V6(h.destination_addr()),
-                ip.payload(),
+                v6.payload(),
                 frag,
             )
         }
-        Some(LaxNetSlice::Arp(_)) | None => {
-            if p.stop_err.is_some() {
-                stats.decode_errors.ip += 1;
-                return Decode::Error;
-            }
-            stats.non_ip += 1;
-            return Decode::Ignored;
-        }
     };
-    if payload.incomplete {
+    let complete = !payload.incomplete;
+    if !complete {
         stats.truncated_packets += 1;
     }
     if let Some((id, offset, more_fragments)) = frag {
@@ -228,23 +248,15 @@ fn from_sliced<'a>(p: &LaxSlicedPacket<'a>, stats: &mut Stats) -> Decode<'a> {
             payload: payload.payload,
         });
     }
-    match &p.transport {
-        Some(t) => from_transport(vlan, src, dst, t, !payload.incomplete, stats),
-        None => match payload.ip_number {
-            IpNumber::TCP => {
-                stats.decode_errors.tcp += 1;
-                Decode::Error
-            }
-            IpNumber::UDP => {
-                stats.decode_errors.udp += 1;
-                Decode::Error
-            }
-            _ => {
-                stats.non_tcp_udp += 1;
-                Decode::Ignored
-            }
-        },
-    }
+    transport(
+        vlan,
+        src,
+        dst,
+        payload.ip_number,
+        payload.payload,
+        complete,
+        stats,
+    )
 }
 
 /// Decode the transport layer of a reassembled IP datagram.
@@ -256,40 +268,26 @@ pub fn decode_transport<'a>(
     payload: &'a [u8],
     stats: &mut Stats,
 ) -> Decode<'a> {
-    let t = match protocol {
-        IpNumber::TCP => match etherparse::TcpSlice::from_slice(payload) {
-            Ok(t) => TransportSlice::Tcp(t),
-            Err(_) => {
-                stats.decode_errors.tcp += 1;
-                return Decode::Error;
-            }
-        },
-        IpNumber::UDP => match etherparse::UdpSlice::from_slice(payload) {
-            Ok(u) => TransportSlice::Udp(u),
-            Err(_) => {
-                stats.decode_errors.udp += 1;
-                return Decode::Error;
-            }
-        },
-        _ => {
-            stats.non_tcp_udp += 1;
-            return Decode::Ignored;
-        }
-    };
-    from_transport(vlan, src, dst, &t, true, stats)
+    transport(vlan, src, dst, protocol, payload, true, stats)
 }
 
-fn from_transport<'a>(
+/// TCP or UDP. `complete`: the IP payload was captured whole, so its checksum can be verified.
+fn transport<'a>(
     vlan: u16,
     src: IpAddr,
     dst: IpAddr,
-    t: &TransportSlice<'a>,
+    protocol: IpNumber,
+    payload: &'a [u8],
     complete: bool,
     stats: &mut Stats,
 ) -> Decode<'a> {
-    let transport = match t {
-        TransportSlice::Tcp(tcp) => {
-            if complete && !tcp_checksum_ok(tcp, src, dst) {
+    let transport = match protocol {
+        IpNumber::TCP => {
+            let Ok(tcp) = etherparse::TcpSlice::from_slice(payload) else {
+                stats.decode_errors.tcp += 1;
+                return Decode::Error;
+            };
+            if complete && !tcp_checksum_ok(&tcp, src, dst) {
                 stats.checksum_errors.tcp += 1;
             }
             Transport::Tcp {
@@ -306,8 +304,18 @@ fn from_transport<'a>(
                 payload: tcp.payload(),
             }
         }
-        TransportSlice::Udp(udp) => {
-            if complete && !udp_checksum_ok(udp, src, dst) {
+        IpNumber::UDP => {
+            // Lax: a datagram cut by the snaplen keeps what was captured.
+            let parsed = if complete {
+                etherparse::UdpSlice::from_slice(payload)
+            } else {
+                etherparse::UdpSlice::from_slice_lax(payload)
+            };
+            let Ok(udp) = parsed else {
+                stats.decode_errors.udp += 1;
+                return Decode::Error;
+            };
+            if complete && !udp_checksum_ok(&udp, src, dst) {
                 stats.checksum_errors.udp += 1;
             }
             Transport::Udp {
