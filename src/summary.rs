@@ -106,19 +106,17 @@ pub fn render(report: &ReplayReport) -> String {
         secs,
         pps
     );
-    let _ = writeln!(out, "  flows: {} ({})", s.flows.created, {
-        let t = nonzero(&[
-            ("evicted idle", s.flows.evicted_idle),
-            ("table full drops", s.flows.table_full_drops),
-            ("open at end", report.active_flows_at_end as u64),
-        ]);
-        if t.is_empty() {
-            "none open at end".into()
-        } else {
-            t
-        }
-    });
-    let _ = writeln!(out, "  events: {}", s.events);
+    let flows = nonzero(&[
+        ("evicted idle", s.flows.evicted_idle),
+        ("table full drops", s.flows.table_full_drops),
+        ("5-tuple reused", s.flows.reused),
+        ("open at end", report.active_flows_at_end as u64),
+        ("packets of untracked flows", s.flows.untracked_packets),
+    ]);
+    let _ = writeln!(out, "  flows: {} tracked ({flows})", s.flows.created);
+    if s.events > 0 {
+        let _ = writeln!(out, "  events written: {}", s.events);
+    }
     proto_lines(&mut out, "modbus", &s.modbus, |fc| {
         otwatch_parsers::modbus::FunctionCode(fc).name()
     });
