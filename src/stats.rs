@@ -52,6 +52,8 @@ pub struct TcpStats {
     /// Holes skipped: data never seen in the capture.
     pub gaps: u64,
     pub gap_bytes: u64,
+    /// Segments so far from the expected position that the stream was picked up again there.
+    pub discontinuities: u64,
     /// Gaps declared because the out-of-order buffer hit its bound.
     pub ooo_bound_gaps: u64,
     /// Unconsumed bytes discarded because a dissector's buffered tail exceeded its bound.

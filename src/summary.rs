@@ -154,6 +154,7 @@ pub fn render(report: &ReplayReport) -> String {
         ("conflicting overlaps", s.tcp.conflicting_overlaps),
         ("out of order", s.tcp.out_of_order_segments),
         ("gaps", s.tcp.gaps),
+        ("discontinuities", s.tcp.discontinuities),
         ("gap bytes", s.tcp.gap_bytes),
         ("out-of-order bound gaps", s.tcp.ooo_bound_gaps),
         ("buffer bound drops", s.tcp.buffer_bound_drops),

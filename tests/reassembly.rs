@@ -513,3 +513,37 @@ fn modbus_in_fragmented_ip_is_reassembled() {
         "completed by the last fragment to arrive"
     );
 }
+
+#[test]
+fn a_stream_picked_up_again_far_away_is_not_dropped_or_waited_for() {
+    // Two sessions on one 5-tuple; the capture missed the second one's handshake. Its sequence
+    // numbers are far behind the first's (it would all look like retransmissions) or far ahead
+    // (it would all wait behind a huge hole). Either way the second session must be dissected.
+    for second_isn in [0x8000_0000u32, 0xA000_0000] {
+        let mut packets = conversation_packets(0x9000_0000, SERVER_ISN, true, &baseline()[..4]);
+        packets.extend(conversation_packets(
+            second_isn,
+            SERVER_ISN + 0x4000_0000,
+            false,
+            &baseline(),
+        ));
+        let dir = scratch("jump");
+        let path = dir.join("jump.pcap");
+        write_pcap(&path, &packets);
+        let (events, report) = replay_file(&path);
+        let _ = std::fs::remove_dir_all(dir);
+        assert_eq!(
+            events.len(),
+            4 + 2 * N as usize,
+            "second ISN {second_isn:#x}"
+        );
+        assert_eq!(
+            report.stats.tcp.discontinuities, 2,
+            "both directions jumped"
+        );
+        assert_eq!(
+            report.stats.tcp.retransmitted_segments + report.stats.tcp.gaps,
+            0
+        );
+    }
+}

@@ -25,6 +25,11 @@ pub const MAX_OOO_BYTES: usize = 256 * 1024;
 pub const MAX_OOO_SEGMENTS: usize = 128;
 /// Out-of-order bytes buffered across every stream of a pipeline.
 pub const MAX_OOO_BYTES_TOTAL: usize = 64 * 1024 * 1024;
+/// A segment further than this from the expected position, either way, is not a retransmission
+/// or a reordering within the window: the stream was lost and picked up again (a new connection
+/// on the same 5-tuple whose SYN the capture missed, a merged capture). Waiting for the bytes in
+/// between, or dropping everything behind, would lose the rest of the stream.
+pub const MAX_SEQ_JUMP: i64 = 1024 * 1024;
 
 /// Signed distance from `b` to `a` in sequence space.
 #[inline]
@@ -127,6 +132,14 @@ impl TcpStream {
             }
         };
         let mut rel = seq_diff(seq, next);
+        if rel.abs() > MAX_SEQ_JUMP {
+            ctx.stats.tcp.discontinuities += 1;
+            self.flush(app, ctx, dir);
+            app.on_gap(ctx, dir);
+            self.next_seq = Some(seq);
+            self.peer_ack = None;
+            rel = 0;
+        }
         let mut data = payload;
         if rel < 0 {
             let behind = rel.unsigned_abs() as usize;
