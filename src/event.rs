@@ -83,6 +83,14 @@ pub struct Event {
     pub direction: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub modbus: Option<ModbusEvent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dnp3: Option<crate::dissect::dnp3::Dnp3Event>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s7comm: Option<crate::dissect::s7::S7Event>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s7commplus: Option<crate::dissect::s7::S7PlusEvent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cotp: Option<crate::dissect::s7::CotpEvent>,
 }
 
 /// Values carried by a PDU: registers as numbers, coils and discrete inputs as booleans.

@@ -81,6 +81,8 @@ pub struct ProtoStats {
     pub unidentified_flows: u64,
     /// Malformed PDUs of flows that never validated: not reported as the protocol.
     pub unconfirmed_pdus_discarded: u64,
+    /// Protocol-specific counters (CRC errors, reassembly discards, ...), by name.
+    pub counters: BTreeMap<&'static str, u64>,
 }
 
 impl Default for ProtoStats {
@@ -94,6 +96,7 @@ impl Default for ProtoStats {
             outstanding_bound_drops: 0,
             unidentified_flows: 0,
             unconfirmed_pdus_discarded: 0,
+            counters: BTreeMap::new(),
         }
     }
 }
@@ -105,6 +108,10 @@ impl ProtoStats {
 
     pub fn count_pdu(&mut self, function: u8) {
         self.pdus[usize::from(function)] += 1;
+    }
+
+    pub fn count(&mut self, counter: &'static str) {
+        *self.counters.entry(counter).or_insert(0) += 1;
     }
 
     pub fn count_error(&mut self, reason: &'static str) {
@@ -134,5 +141,8 @@ pub struct Stats {
     pub flows: FlowStats,
     pub tcp: TcpStats,
     pub modbus: ProtoStats,
+    pub dnp3: ProtoStats,
+    pub s7comm: ProtoStats,
+    pub s7commplus: ProtoStats,
     pub events: u64,
 }

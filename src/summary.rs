@@ -83,6 +83,12 @@ fn proto_lines(
         ),
         ("outstanding-request bound drops", p.outstanding_bound_drops),
     ]);
+    let counters: Vec<String> = p.counters.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let other = [other, counters.join(", ")]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(", ");
     if !other.is_empty() {
         let _ = writeln!(out, "    {other}");
     }

@@ -1,7 +1,9 @@
 //! Glue between reassembled streams and the protocol parsers in `otwatch-parsers`: per-flow
 //! protocol state, request/response matching and event building.
 
+pub mod dnp3;
 pub mod modbus;
+pub mod s7;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -59,7 +61,44 @@ impl Ctx<'_> {
             dst_port: dst.1,
             direction,
             modbus: None,
+            dnp3: None,
+            s7comm: None,
+            s7commplus: None,
+            cotp: None,
         }
+    }
+
+    /// Emit an event and count it.
+    pub fn emit(&mut self, event: Event) {
+        self.sink.emit(event);
+        self.stats.events += 1;
+    }
+}
+
+/// The protocols otwatch dissects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Modbus,
+    Dnp3,
+    S7,
+}
+
+impl Proto {
+    /// The protocol whose server listens on `port`.
+    pub fn for_server_port(port: u16) -> Option<Proto> {
+        match port {
+            otwatch_parsers::modbus::DEFAULT_PORT => Some(Proto::Modbus),
+            dnp3::DEFAULT_PORT => Some(Proto::Dnp3),
+            s7::DEFAULT_PORT => Some(Proto::S7),
+            _ => None,
+        }
+    }
+
+    /// A protocol recognised from the first payload of a flow on a port that names none, and
+    /// whether the sender is the client (master). Only protocols whose framing validates itself
+    /// strongly are probed: DNP3 (start bytes and a header CRC).
+    pub fn probe(payload: &[u8]) -> Option<(Proto, bool)> {
+        dnp3::probe(payload).map(|from_master| (Proto::Dnp3, from_master))
     }
 }
 
@@ -69,15 +108,19 @@ pub enum App {
     /// Not a protocol otwatch dissects: the flow is only counted.
     None,
     Modbus(Box<modbus::ModbusFlow>),
+    Dnp3(Box<dnp3::Dnp3Flow>),
+    S7(Box<s7::S7Flow>),
 }
 
 impl App {
-    /// Choose the dissector from the server's port. Validation happens inside the dissector:
-    /// bytes on port 502 that never parse as Modbus produce no Modbus events.
-    pub fn for_server_port(port: u16) -> App {
-        match port {
-            otwatch_parsers::modbus::DEFAULT_PORT => App::Modbus(Box::default()),
-            _ => App::None,
+    /// The dissector for a protocol. Validation happens inside it: bytes on port 502 that never
+    /// parse as Modbus produce no Modbus events.
+    pub fn new(proto: Option<Proto>) -> App {
+        match proto {
+            Some(Proto::Modbus) => App::Modbus(Box::default()),
+            Some(Proto::Dnp3) => App::Dnp3(Box::default()),
+            Some(Proto::S7) => App::S7(Box::default()),
+            None => App::None,
         }
     }
 
@@ -87,7 +130,7 @@ impl App {
 
     /// Whether `port` is one a server of a dissected protocol listens on.
     pub fn is_server_port(port: u16) -> bool {
-        port == otwatch_parsers::modbus::DEFAULT_PORT
+        Proto::for_server_port(port).is_some()
     }
 
     /// Stream data in order; returns how many bytes were consumed. The rest is presented again,
@@ -96,14 +139,17 @@ impl App {
         match self {
             App::None => data.len(),
             App::Modbus(m) => m.on_stream_data(ctx, dir, data),
+            App::Dnp3(d) => d.on_stream_data(ctx, dir, data),
+            App::S7(s) => s.on_stream_data(ctx, dir, data),
         }
     }
 
     /// A datagram (UDP): every PDU is inside it.
     pub fn on_datagram(&mut self, ctx: &mut Ctx<'_>, dir: Dir, data: &[u8]) {
         match self {
-            App::None => {}
+            App::None | App::S7(_) => {}
             App::Modbus(m) => m.on_datagram(ctx, dir, data),
+            App::Dnp3(d) => d.on_datagram(ctx, dir, data),
         }
     }
 
@@ -112,6 +158,8 @@ impl App {
         match self {
             App::None => {}
             App::Modbus(m) => m.on_gap(ctx, dir),
+            App::Dnp3(d) => d.on_gap(ctx, dir),
+            App::S7(s) => s.on_gap(ctx, dir),
         }
     }
 
@@ -120,6 +168,8 @@ impl App {
         match self {
             App::None => 0,
             App::Modbus(_) => otwatch_parsers::modbus::MAX_ADU_LEN,
+            App::Dnp3(_) => dnp3::MAX_BUFFERED,
+            App::S7(_) => s7::MAX_BUFFERED,
         }
     }
 
@@ -128,6 +178,8 @@ impl App {
         match self {
             App::None => {}
             App::Modbus(m) => m.on_close(ctx),
+            App::Dnp3(d) => d.on_close(ctx),
+            App::S7(s) => s.on_close(ctx),
         }
     }
 }

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::decode::{Decoded, Transport};
-use crate::dissect::{App, Ctx, Dir, Endpoints};
+use crate::dissect::{App, Ctx, Dir, Endpoints, Proto};
 use crate::event::EventSink;
 use crate::stats::Stats;
 use tcp::TcpStream;
@@ -56,6 +56,8 @@ pub struct Flow {
     last_frame: u64,
     source: Arc<str>,
     pub app: App,
+    /// Set when the protocol was recognised by probing rather than by port.
+    probed: Option<(Proto, bool)>,
     /// Indexed by [`Dir::index`].
     streams: [TcpStream; 2],
 }
@@ -128,13 +130,27 @@ impl FlowTable {
                 src_port, dst_port, ..
             } => (17u8, src_port, dst_port),
         };
-        if !App::is_server_port(sport) && !App::is_server_port(dport) {
-            stats.flows.untracked_packets += 1;
-            return;
-        }
         let sender = (pkt.src, sport);
         let receiver = (pkt.dst, dport);
         let key = FlowKey::new(pkt.vlan, protocol, sender, receiver);
+        // The protocol from a well-known port; failing that, a flow already found by probing;
+        // failing that, probe this payload (DNP3 on a non-standard port validates itself).
+        let mut probed = None;
+        if Proto::for_server_port(dport).is_none()
+            && Proto::for_server_port(sport).is_none()
+            && !self.flows.contains_key(&key)
+        {
+            let payload = match pkt.transport {
+                Transport::Tcp { payload, .. } | Transport::Udp { payload, .. } => payload,
+            };
+            match Proto::probe(payload) {
+                Some(found) => probed = Some(found),
+                None => {
+                    stats.flows.untracked_packets += 1;
+                    return;
+                }
+            }
+        }
         if self.flows.len() >= self.max_flows && !self.flows.contains_key(&key) {
             stats.flows.table_full_drops += 1;
             return;
@@ -144,7 +160,7 @@ impl FlowTable {
             Entry::Vacant(v) => {
                 stats.flows.created += 1;
                 self.next_id += 1;
-                v.insert(new_flow(self.next_id, pkt, sender, receiver, info))
+                v.insert(new_flow(self.next_id, pkt, sender, receiver, info, probed))
             }
         };
         flow.last_seen = now;
@@ -158,8 +174,10 @@ impl FlowTable {
             let dir = direction(flow, sender);
             if flags.syn && !flags.ack && flow.streams[dir.index()].is_new_connection(seq) {
                 self.next_id += 1;
-                let old =
-                    std::mem::replace(flow, new_flow(self.next_id, pkt, sender, receiver, info));
+                // A probed protocol stays; the SYN's sender is the client.
+                let probed = flow.probed.map(|(p, _)| (p, true));
+                let fresh = new_flow(self.next_id, pkt, sender, receiver, info, probed);
+                let old = std::mem::replace(flow, fresh);
                 stats.flows.reused += 1;
                 stats.flows.created += 1;
                 close_flow(old, stats, sink);
@@ -258,14 +276,17 @@ fn close_flow(mut flow: Flow, stats: &mut Stats, sink: &mut dyn EventSink) {
 /// A new flow. Evidence for the roles, strongest first: a dissected protocol's well-known port
 /// names the server, because the protocol's roles follow the port even when the TCP connection
 /// was opened the other way (corpus: a Modbus device on port 502 that connects out and sends
-/// responses) and a capture that starts mid-connection must not be read backwards; then a SYN
-/// names the client, a SYN-ACK the server; failing all that, the lower port is the server's.
+/// responses) and a capture that starts mid-connection must not be read backwards; then the
+/// protocol's own direction bit when the flow was found by probing (DNP3's DIR: the master is the
+/// client); then a SYN names the client, a SYN-ACK the server; failing all that, the lower port is
+/// the server's.
 fn new_flow(
     id: u64,
     pkt: &Decoded<'_>,
     sender: (IpAddr, u16),
     receiver: (IpAddr, u16),
     info: &PacketInfo<'_>,
+    probed: Option<(Proto, bool)>,
 ) -> Flow {
     let flags = match pkt.transport {
         Transport::Tcp { flags, .. } => Some(flags),
@@ -275,10 +296,11 @@ fn new_flow(
         App::is_server_port(sender.1),
         App::is_server_port(receiver.1),
     );
-    let sender_is_client = match (well_known, flags) {
-        ((false, true), _) => true,
-        ((true, false), _) => false,
-        (_, Some(f)) if f.syn => !f.ack,
+    let sender_is_client = match (well_known, probed, flags) {
+        ((false, true), _, _) => true,
+        ((true, false), _, _) => false,
+        (_, Some((_, from_client)), _) => from_client,
+        (_, _, Some(f)) if f.syn => !f.ack,
         _ => receiver.1 <= sender.1,
     };
     let (client, server) = if sender_is_client {
@@ -300,7 +322,8 @@ fn new_flow(
         last_seen: info.ts_nanos,
         last_frame: info.frame,
         source: Arc::clone(info.source),
-        app: App::for_server_port(server.1),
+        app: App::new(probed.map(|(p, _)| p).or(Proto::for_server_port(server.1))),
+        probed,
         streams: Default::default(),
     }
 }
