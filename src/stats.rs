@@ -62,6 +62,10 @@ pub struct TcpStats {
     pub partial_pdu_bytes_discarded: u64,
     /// Gauge: out-of-order bytes held across all streams right now (bounded globally).
     pub ooo_bytes_held: u64,
+    /// Gauge: DNP3 transport reassembly buffer bytes across all flows (bounded globally).
+    pub dnp3_reassembly_bytes: u64,
+    /// The highest `dnp3_reassembly_bytes` reached.
+    pub dnp3_reassembly_peak: u64,
 }
 
 /// Per-protocol dissection counters.

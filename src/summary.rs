@@ -126,6 +126,9 @@ pub fn render(report: &ReplayReport) -> String {
     proto_lines(&mut out, "modbus", &s.modbus, |fc| {
         otwatch_parsers::modbus::FunctionCode(fc).name()
     });
+    proto_lines(&mut out, "dnp3", &s.dnp3, |fc| {
+        otwatch_parsers::dnp3::AppFunction(fc).name()
+    });
     let decode = nonzero(&[
         ("non-IP", s.non_ip),
         ("not TCP/UDP", s.non_tcp_udp),

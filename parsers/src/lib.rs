@@ -1,3 +1,5 @@
 #![forbid(unsafe_code)]
 
+pub mod dnp3;
 pub mod modbus;
+pub mod s7;

@@ -1,34 +1,523 @@
-//! DNP3 (IEEE 1815): flow state and events. (Being written: the parser lands in otwatch-parsers first.)
+//! DNP3 (IEEE 1815) flow state: link frames over the reassembled TCP stream (or in UDP
+//! datagrams), transport reassembly per (link source, link destination, direction), application
+//! fragments with their objects and point values, and events.
+//!
+//! One event per application fragment (stamped with the frame that completed it) and one per
+//! link frame that carries no application data (link resets, status requests, ACKs). A frame with
+//! a bad data CRC is reported (`crc_ok: false`) and counted, and its data is not used. Transport
+//! segments that complete nothing produce no event; lost or out-of-sequence segments discard the
+//! partial fragment, counted by reason.
 
+use std::collections::HashMap;
+
+use otwatch_parsers::dnp3::{
+    self, AppFragment, DiscardReason, DoubleBitState, LinkFrame, LinkResult, Object, Point,
+    PointValue, Range, Timestamp, TransportOutcome, TransportReassembler, LINK_HEADER_LEN,
+    MAX_USER_DATA_LEN,
+};
 use serde::Serialize;
 
 use super::{Ctx, Dir};
 
-/// The port its servers listen on.
-pub const DEFAULT_PORT: u16 = 20000;
-/// The most bytes the dissector may leave unconsumed (one partial frame).
-pub const MAX_BUFFERED: usize = 292;
+/// The port its servers (outstations) listen on.
+pub const DEFAULT_PORT: u16 = dnp3::DEFAULT_PORT;
+/// The most bytes the dissector may leave unconsumed: one partial link frame.
+pub const MAX_BUFFERED: usize = dnp3::MAX_LINK_FRAME_LEN;
+/// Transport reassemblers per flow (one per link source, destination and direction). A TCP
+/// connection normally carries one master-outstation pair; a gateway a handful.
+pub const MAX_CHANNELS: usize = 16;
+/// Largest application fragment reassembled. IEEE 1815 devices default to 2048 octets, but
+/// masters and outstations may be configured larger, and an oversized write is exactly what a
+/// monitor must see (the corpus has an 8200-octet one): 16 KiB, with an event when it is hit.
+pub const MAX_FRAGMENT_LEN: usize = 16 * 1024;
+/// Reassembly buffer memory across all DNP3 flows of a pipeline; beyond it, the channel that
+/// asked for more is reset (counted).
+pub const MAX_REASSEMBLY_BYTES_TOTAL: u64 = 64 * 1024 * 1024;
+/// Points listed per event; beyond this they are counted in `points_omitted`.
+pub const MAX_POINTS_PER_EVENT: usize = 1024;
 
 /// The `dnp3` object of an event (docs/events.md).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct Dnp3Event {}
-
-#[derive(Debug, Default)]
-pub struct Dnp3Flow {}
-
-impl Dnp3Flow {
-    pub fn on_stream_data(&mut self, _ctx: &mut Ctx<'_>, _dir: Dir, data: &[u8]) -> usize {
-        data.len()
-    }
-
-    pub fn on_datagram(&mut self, _ctx: &mut Ctx<'_>, _dir: Dir, _data: &[u8]) {}
-
-    pub fn on_gap(&mut self, _ctx: &mut Ctx<'_>, _dir: Dir) {}
-
-    pub fn on_close(&mut self, _ctx: &mut Ctx<'_>) {}
+pub struct Dnp3Event {
+    pub link_src: u16,
+    pub link_dst: u16,
+    /// Link function code of the frame (meaning depends on `primary`).
+    pub link_function: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_function_name: Option<&'static str>,
+    /// DIR bit: sent by the master.
+    pub from_master: bool,
+    /// PRM bit: a primary (initiating) frame.
+    pub primary: bool,
+    /// Every CRC of the frame (header and data blocks) matched.
+    pub crc_ok: bool,
+    /// Transport segments that made up the application fragment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segments: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_function: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_function_name: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_seq: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fir: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fin: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub con: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsolicited: Option<bool>,
+    /// Internal indications (responses): IIN1 in the low byte, IIN2 in the high byte.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iin: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iin_flags: Option<Vec<&'static str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub objects: Option<Vec<Dnp3Object>>,
+    /// Why the frame or fragment could not be fully decoded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_detail: Option<String>,
 }
 
-/// Whether a flow's first payload is DNP3, and if so whether it comes from the master.
-pub fn probe(_payload: &[u8]) -> Option<bool> {
-    None
+/// One object header of a fragment and its points.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Dnp3Object {
+    pub group: u8,
+    pub variation: u8,
+    pub qualifier: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub points: Vec<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub points_omitted: Option<u64>,
+}
+
+#[derive(Debug)]
+pub struct Dnp3Flow {
+    /// Per direction: the next bytes must be searched for a link header.
+    resync: [bool; 2],
+    reassemblers: HashMap<(u16, u16, bool), TransportReassembler>,
+}
+
+impl Default for Dnp3Flow {
+    fn default() -> Self {
+        Dnp3Flow {
+            resync: [true, true],
+            reassemblers: HashMap::new(),
+        }
+    }
+}
+
+/// Whether a flow's first payload is DNP3 (start octets and a valid header CRC), and if so
+/// whether it was sent by the master (DIR bit).
+pub fn probe(payload: &[u8]) -> Option<bool> {
+    match dnp3::parse_link_frame(payload) {
+        LinkResult::Complete { frame, .. } => Some(frame.header.control.dir()),
+        LinkResult::Incomplete { .. } if payload.len() >= LINK_HEADER_LEN => {
+            // The whole header is there (its CRC was checked): only the data is missing.
+            dnp3::LinkHeader::read(payload).map(|h| h.control.dir())
+        }
+        _ => None,
+    }
+}
+
+impl Dnp3Flow {
+    pub fn on_stream_data(&mut self, ctx: &mut Ctx<'_>, dir: Dir, data: &[u8]) -> usize {
+        let d = dir.index();
+        let mut off = 0;
+        while off < data.len() {
+            let rest = &data[off..];
+            if self.resync[d] {
+                match dnp3::find_link_resync(rest) {
+                    Some(skip) => {
+                        ctx.stats.dnp3.resync_skipped_bytes += skip as u64;
+                        off += skip;
+                        self.resync[d] = false;
+                    }
+                    None => {
+                        let skip = rest.len().saturating_sub(LINK_HEADER_LEN - 1);
+                        ctx.stats.dnp3.resync_skipped_bytes += skip as u64;
+                        return off + skip;
+                    }
+                }
+                continue;
+            }
+            match dnp3::parse_link_frame(rest) {
+                LinkResult::Complete { frame, consumed } => {
+                    self.on_frame(ctx, dir, &frame);
+                    off += consumed;
+                }
+                LinkResult::Incomplete { .. } => break,
+                LinkResult::Invalid(err) => {
+                    ctx.stats.dnp3.count_error(err.as_str());
+                    self.resync[d] = true;
+                }
+            }
+        }
+        off
+    }
+
+    pub fn on_datagram(&mut self, ctx: &mut Ctx<'_>, dir: Dir, data: &[u8]) {
+        // One or more whole link frames per datagram.
+        self.resync[dir.index()] = true;
+        let used = self.on_stream_data(ctx, dir, data);
+        if used < data.len() {
+            ctx.stats.dnp3.count("datagram_bytes_unframed");
+        }
+    }
+
+    pub fn on_gap(&mut self, _ctx: &mut Ctx<'_>, dir: Dir) {
+        self.resync[dir.index()] = true;
+    }
+
+    pub fn on_close(&mut self, ctx: &mut Ctx<'_>) {
+        for r in self.reassemblers.values() {
+            if r.pending_len() > 0 {
+                ctx.stats.dnp3.count("fragments_unfinished_at_close");
+            }
+            let held = &mut ctx.stats.tcp.dnp3_reassembly_bytes;
+            *held = held.saturating_sub(r.buffer_capacity() as u64);
+        }
+        self.reassemblers.clear();
+    }
+
+    fn on_frame(&mut self, ctx: &mut Ctx<'_>, dir: Dir, frame: &LinkFrame<'_>) {
+        ctx.stats.dnp3.count("link_frames");
+        let mut ev = link_event(frame);
+        if !frame.data_crc_ok {
+            ctx.stats.dnp3.count("crc_errors");
+            ev.error = Some("data_crc");
+        }
+        if !frame.carries_user_data() {
+            ctx.stats.dnp3.count("link_only_frames");
+            self.emit(ctx, dir, ev);
+            return;
+        }
+        if !frame.data_crc_ok {
+            // Corrupt bytes must not reach the application layer: report the frame alone.
+            self.emit(ctx, dir, ev);
+            return;
+        }
+        let key = (
+            frame.header.source,
+            frame.header.destination,
+            frame.header.control.dir(),
+        );
+        if !self.reassemblers.contains_key(&key) && self.reassemblers.len() >= MAX_CHANNELS {
+            ctx.stats.dnp3.count("channel_bound_drops");
+            return;
+        }
+        let mut buf = [0u8; MAX_USER_DATA_LEN];
+        let user_data = match frame.contiguous_user_data() {
+            Some(d) => d,
+            None => frame.user_data_into(&mut buf),
+        };
+        let reassembler = self
+            .reassemblers
+            .entry(key)
+            .or_insert_with(|| TransportReassembler::with_max_fragment_len(MAX_FRAGMENT_LEN));
+        let before = reassembler.buffer_capacity() as u64;
+        let outcome = reassembler.push(user_data);
+        let mut overflow = false;
+        if let Some(discard) = outcome.discard() {
+            ctx.stats.dnp3.count(discard.reason.as_str());
+            overflow = discard.reason == DiscardReason::Overflow;
+        }
+        let mut complete = None;
+        if let TransportOutcome::Complete {
+            fragment, segments, ..
+        } = outcome
+        {
+            ev.segments = Some(segments);
+            app_event(&mut ev, fragment, ctx);
+            complete = Some(ev.clone());
+        }
+        // Account the buffer's growth; past the global budget this channel starts over.
+        let after = reassembler.buffer_capacity() as u64;
+        let held = &mut ctx.stats.tcp.dnp3_reassembly_bytes;
+        *held = (*held + after).saturating_sub(before);
+        let peak = &mut ctx.stats.tcp.dnp3_reassembly_peak;
+        *peak = (*peak).max(*held);
+        let held = &mut ctx.stats.tcp.dnp3_reassembly_bytes;
+        if *held > MAX_REASSEMBLY_BYTES_TOTAL {
+            *held = held.saturating_sub(after);
+            reassembler.shrink();
+            ctx.stats.dnp3.count("reassembly_budget_drops");
+        }
+        if let Some(ev) = complete {
+            self.emit(ctx, dir, ev);
+        } else if overflow {
+            // A fragment larger than anything reassembled: say so, it may be an attack.
+            ev.error = Some("fragment_too_large");
+            self.emit(ctx, dir, ev);
+        }
+    }
+
+    fn emit(&mut self, ctx: &mut Ctx<'_>, dir: Dir, ev: Dnp3Event) {
+        if !ctx.sink.wants_events() {
+            return;
+        }
+        let mut event = ctx.event("dnp3", dir);
+        // DNP3 says who sent it: the master's frames are requests.
+        event.direction = if ev.from_master {
+            "request"
+        } else {
+            "response"
+        };
+        event.dnp3 = Some(ev);
+        ctx.emit(event);
+    }
+}
+
+fn link_event(frame: &LinkFrame<'_>) -> Dnp3Event {
+    let function = frame.function();
+    Dnp3Event {
+        link_src: frame.header.source,
+        link_dst: frame.header.destination,
+        link_function: function.code(),
+        link_function_name: function.name(),
+        from_master: frame.header.control.dir(),
+        primary: frame.header.control.prm(),
+        crc_ok: frame.data_crc_ok,
+        ..Default::default()
+    }
+}
+
+/// Decode an application fragment into the event, counting it.
+fn app_event(ev: &mut Dnp3Event, fragment: &[u8], ctx: &mut Ctx<'_>) {
+    let app: AppFragment<'_> = match dnp3::parse_app_fragment(fragment) {
+        Ok(app) => app,
+        Err(err) => {
+            ctx.stats.dnp3.count_error(err.as_str());
+            ev.error = Some(err.as_str());
+            ev.error_detail = Some(err.to_string());
+            return;
+        }
+    };
+    ctx.stats.dnp3.count_pdu(app.function.0);
+    ev.app_function = Some(app.function.0);
+    ev.app_function_name = app.function.name();
+    ev.app_seq = Some(app.control.seq());
+    ev.fir = Some(app.control.fir());
+    ev.fin = Some(app.control.fin());
+    ev.con = Some(app.control.con());
+    ev.unsolicited = Some(app.control.uns());
+    if let Some(iin) = app.iin {
+        ev.iin = Some(iin.0);
+        ev.iin_flags = Some(iin.names().collect());
+    }
+    if !ctx.sink.wants_events() {
+        // Still walk the objects: malformed ones are counted either way.
+        for obj in app.objects() {
+            if let Err(err) = obj {
+                ctx.stats.dnp3.count_error(err.as_str());
+                break;
+            }
+        }
+        return;
+    }
+    let mut objects = Vec::new();
+    let mut budget = MAX_POINTS_PER_EVENT;
+    for obj in app.objects() {
+        match obj {
+            Ok(obj) => objects.push(object_json(&obj, &mut budget)),
+            Err(err) => {
+                // Object parsing stops at the first header it cannot read.
+                ctx.stats.dnp3.count_error(err.as_str());
+                ev.error = Some(err.as_str());
+                ev.error_detail = Some(err.to_string());
+                break;
+            }
+        }
+    }
+    ev.objects = Some(objects);
+}
+
+fn object_json(obj: &Object<'_>, budget: &mut usize) -> Dnp3Object {
+    let h = &obj.header;
+    let (start, stop) = match h.range {
+        Range::StartStop { start, stop } | Range::VirtualStartStop { start, stop } => {
+            (Some(start), Some(stop))
+        }
+        _ => (None, None),
+    };
+    let mut out = Dnp3Object {
+        group: h.group,
+        variation: h.variation,
+        qualifier: h.qualifier.0,
+        start,
+        stop,
+        count: obj.count(),
+        ..Default::default()
+    };
+    if obj.has_items() {
+        let mut omitted = 0u64;
+        for point in obj.points() {
+            if *budget == 0 {
+                omitted += 1;
+                continue;
+            }
+            *budget -= 1;
+            out.points.push(point_json(&point));
+        }
+        if omitted > 0 {
+            out.points_omitted = Some(omitted);
+        }
+    }
+    out
+}
+
+fn hex(data: &[u8]) -> String {
+    use std::fmt::Write;
+    data.iter()
+        .fold(String::with_capacity(2 * data.len()), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+fn text(data: &[u8]) -> String {
+    String::from_utf8_lossy(data).into_owned()
+}
+
+/// A point as JSON: `index`, then what its object carries (`value`, `flags`, `status`, `time`...).
+fn point_json(p: &Point<'_>) -> serde_json::Value {
+    use serde_json::{json, Map, Value};
+    let mut m = Map::new();
+    m.insert("index".into(), json!(p.index));
+    let mut put = |k: &str, v: Value| {
+        m.insert(k.into(), v);
+    };
+    match &p.value {
+        PointValue::IndexOnly => {}
+        PointValue::Binary { flags, state } => {
+            put("value", json!(state));
+            if let Some(f) = flags {
+                put("flags", json!(f.0));
+            }
+        }
+        PointValue::DoubleBit { flags, state } => {
+            let name = match state {
+                DoubleBitState::Intermediate => "intermediate",
+                DoubleBitState::Off => "off",
+                DoubleBitState::On => "on",
+                DoubleBitState::Indeterminate => "indeterminate",
+            };
+            put("value", json!(name));
+            if let Some(f) = flags {
+                put("flags", json!(f.0));
+            }
+        }
+        PointValue::BinaryCommandEvent { state, status } => {
+            put("value", json!(state));
+            put("status", json!(status.0));
+        }
+        PointValue::Crob(c) => {
+            put("control_code", json!(c.control.0));
+            if let Some(op) = c.control.op_type_name() {
+                put("operation", json!(op));
+            }
+            put("count", json!(c.count));
+            put("on_time_ms", json!(c.on_time_ms));
+            put("off_time_ms", json!(c.off_time_ms));
+            put("status", json!(c.status.0));
+        }
+        PointValue::Counter { flags, value } => {
+            put("value", json!(value));
+            if let Some(f) = flags {
+                put("flags", json!(f.0));
+            }
+        }
+        PointValue::Analog { flags, value } => {
+            put("value", json!(value.as_f64()));
+            if let Some(f) = flags {
+                put("flags", json!(f.0));
+            }
+        }
+        PointValue::AnalogOutput { value, status } => {
+            put("value", json!(value.as_f64()));
+            put("status", json!(status.0));
+        }
+        PointValue::Deadband { value } => put("value", json!(value.as_f64())),
+        PointValue::Time { ms } => put("time_ms", json!(ms)),
+        PointValue::TimeAndInterval { ms, interval_ms } => {
+            put("time_ms", json!(ms));
+            put("interval_ms", json!(interval_ms));
+        }
+        PointValue::IndexedTime {
+            ms,
+            interval_count,
+            interval_units,
+        } => {
+            put("time_ms", json!(ms));
+            put("interval_count", json!(interval_count));
+            put("interval_units", json!(interval_units));
+        }
+        PointValue::Cto { ms, synchronized } => {
+            put("time_ms", json!(ms));
+            put("synchronized", json!(synchronized));
+        }
+        PointValue::TimeDelay { ms } => put("delay_ms", json!(ms)),
+        PointValue::DeviceAttribute { data_type, value } => {
+            put("data_type", json!(data_type));
+            put("value", json!(hex(value)));
+        }
+        PointValue::OctetString(d) | PointValue::VirtualTerminal(d) | PointValue::FileSpec(d) => {
+            put("value", json!(hex(d)))
+        }
+        PointValue::Raw(d) => put("raw", json!(hex(d))),
+        PointValue::FileAuthentication(f) => {
+            put("auth_key", json!(f.auth_key));
+            put("username", json!(text(f.username)));
+        }
+        PointValue::FileCommand(f) => {
+            put("file_name", json!(text(f.name)));
+            put("mode", json!(f.mode));
+            put("file_size", json!(f.file_size));
+            put("request_id", json!(f.request_id));
+        }
+        PointValue::FileCommandStatus(f) => {
+            put("handle", json!(f.handle));
+            put("file_size", json!(f.file_size));
+            put("status", json!(f.status));
+        }
+        PointValue::FileTransport(f) => {
+            put("handle", json!(f.handle));
+            put("block", json!(f.block));
+            put("last", json!(f.last));
+            put("length", json!(f.data.len()));
+        }
+        PointValue::FileTransportStatus(f) => {
+            put("handle", json!(f.handle));
+            put("block", json!(f.block));
+            put("last", json!(f.last));
+            put("status", json!(f.status));
+        }
+        PointValue::FileDescriptor(f) => {
+            put("file_name", json!(text(f.name)));
+            put("file_type", json!(f.file_type));
+            put("file_size", json!(f.file_size));
+        }
+    }
+    match p.time {
+        Some(Timestamp::Absolute(ms)) => {
+            m.insert("time_ms".into(), json!(ms));
+        }
+        Some(t @ Timestamp::Relative { offset_ms, .. }) => {
+            m.insert("relative_ms".into(), json!(offset_ms));
+            if let Some(abs) = t.absolute_ms() {
+                m.insert("time_ms".into(), json!(abs));
+            }
+        }
+        None => {}
+    }
+    Value::Object(m)
 }

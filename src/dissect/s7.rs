@@ -1,37 +1,729 @@
-//! Siemens S7 (ISO-on-TCP: TPKT, COTP, S7comm, S7comm-plus): flow state and events. (Being written: the parser lands in otwatch-parsers first.)
+//! Siemens S7 over ISO-on-TCP (port 102): TPKT framing over the reassembled stream, COTP
+//! connection setup (TSAPs, rack and slot) and data transfer with EOT reassembly, then S7comm
+//! (protocol id 0x32) or S7comm-plus (0x72) per reassembled payload.
+//!
+//! Events: one per S7comm / S7comm-plus PDU (`proto` `s7comm` / `s7commplus`), and one per COTP
+//! connect/disconnect TPDU (`proto` `cotp`: who talks to which rack and slot). Read and write
+//! jobs are remembered by PDU reference (bounded) so that their ack_data carries the items'
+//! addresses next to the values or return codes.
 
+use std::collections::VecDeque;
+
+use otwatch_parsers::s7::{
+    self, CotpBody, CotpConnection, CotpReassembler, DataItem, Reassembled, S7Body, S7Payload,
+    S7Pdu, S7PlusPdu, TpktResult, Userdata, UserdataBody, VarAddress, VarSpec,
+};
 use serde::Serialize;
 
 use super::{Ctx, Dir};
 
-/// The port its servers listen on.
-pub const DEFAULT_PORT: u16 = 102;
-/// The most bytes the dissector may leave unconsumed (one partial frame).
-pub const MAX_BUFFERED: usize = 65539;
+/// The port its servers (PLCs) listen on.
+pub const DEFAULT_PORT: u16 = s7::DEFAULT_PORT;
+/// The most bytes the dissector may leave unconsumed: one partial TPKT.
+pub const MAX_BUFFERED: usize = s7::TPKT_MAX_LEN;
+/// Jobs remembered per flow until their ack_data.
+pub const MAX_OUTSTANDING: usize = 64;
+/// Items listed per event (S7 PDUs carry at most a few dozen).
+pub const MAX_ITEMS_PER_EVENT: usize = 256;
+/// Bytes of an item's value shown (hex) in an event.
+pub const MAX_VALUE_BYTES: usize = 64;
+
+/// One item of a read/write job or of its ack_data.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct S7Item {
+    /// Syntax id of the address (0x10 S7ANY; others are kept raw).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syntax_id: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub area: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub area_name: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db: Option<u16>,
+    /// Byte address and bit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bit: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport_size: Option<u8>,
+    /// Elements of `transport_size` (jobs) or data length in bytes (data items).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub length: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub return_code: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub return_code_name: Option<&'static str>,
+    /// The data, hex (at most 64 bytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// An address with another syntax id, hex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_address: Option<String>,
+}
+
+/// A program block (OB, FB, FC, DB, SDB...) and its number.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct S7Block {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_type: Option<&'static str>,
+    pub block_number: u32,
+}
+
+/// One record of SZL 0x001C (component identification).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct S7Component {
+    pub index: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<&'static str>,
+    pub value: String,
+}
+
+/// Userdata parameters and what the data decodes to.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct S7Userdata {
+    pub group: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_name: Option<&'static str>,
+    pub subfunction: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subfunction_name: Option<&'static str>,
+    /// `request`, `response` or `push`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub r#type: Option<&'static str>,
+    pub sequence: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_data_unit: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub return_code: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub szl_id: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub szl_index: Option<u16>,
+    /// From SZL 0x0011 (module identification).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_number: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firmware_version: Option<String>,
+    /// From SZL 0x001C (component identification).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub components: Option<Vec<S7Component>>,
+    /// Block functions / time functions, briefly.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
 
 /// The `s7comm` object of an event (docs/events.md).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct S7Event {}
-
-#[derive(Debug, Default)]
-pub struct S7Flow {}
-
-impl S7Flow {
-    pub fn on_stream_data(&mut self, _ctx: &mut Ctx<'_>, _dir: Dir, data: &[u8]) -> usize {
-        data.len()
-    }
-
-    pub fn on_datagram(&mut self, _ctx: &mut Ctx<'_>, _dir: Dir, _data: &[u8]) {}
-
-    pub fn on_gap(&mut self, _ctx: &mut Ctx<'_>, _dir: Dir) {}
-
-    pub fn on_close(&mut self, _ctx: &mut Ctx<'_>) {}
+pub struct S7Event {
+    pub rosctr: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rosctr_name: Option<&'static str>,
+    pub pdu_ref: u16,
+    /// Parameter function of jobs and acks (absent on userdata).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function_name: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<u8>,
+    /// Setup communication.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pdu_length: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_amq_calling: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_amq_called: Option<u16>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<S7Item>,
+    /// Block transfer (download / upload): the block.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_number: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    /// PI service and PLC stop: the service name (`_INSE`, `_DELE`, `P_PROGRAM`...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pi_service: Option<String>,
+    /// Blocks named by `_INSE` / `_DELE`: `[{block_type, block_number}]`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pi_blocks: Vec<S7Block>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub userdata: Option<S7Userdata>,
+    /// On ack_data matched to its job: the job's frame.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_frame: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
 }
 
-/// The `s7commplus` object of an event (docs/events.md).
+/// The `s7commplus` object of an event.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct S7PlusEvent {}
+pub struct S7PlusEvent {
+    pub version: u8,
+    pub integrity_protected: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opcode: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opcode_name: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function_name: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<u32>,
+    /// `message`, `keep_alive`, `fragment`...
+    pub kind: &'static str,
+}
 
-/// The `cotp` object of an event: connection setup and teardown (docs/events.md).
+/// The `cotp` object of an event: connection setup and teardown.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct CotpEvent {}
+pub struct CotpEvent {
+    pub pdu_type: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pdu_type_name: Option<&'static str>,
+    pub dst_ref: u16,
+    pub src_ref: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calling_tsap: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub called_tsap: Option<String>,
+    /// From the called TSAP (the PLC's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rack: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tpdu_size: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<u8>,
+}
+
+#[derive(Debug, Clone)]
+struct Job {
+    pdu_ref: u16,
+    frame: u64,
+    items: Vec<S7Item>,
+}
+
+/// Largest SZL list reassembled from a response split over several userdata PDUs.
+pub const MAX_SZL_LEN: usize = 64 * 1024;
+/// Split SZL responses in progress per direction (by data unit reference).
+pub const MAX_SZL_IN_PROGRESS: usize = 8;
+
+#[derive(Debug, Default)]
+pub struct S7Flow {
+    resync: [bool; 2],
+    cotp: [CotpReassembler; 2],
+    jobs: VecDeque<Job>,
+    /// Per direction: pieces of SZL responses split over several PDUs, by data unit reference.
+    szl: [Vec<(u8, Vec<u8>)>; 2],
+}
+
+fn hex(data: &[u8]) -> String {
+    use std::fmt::Write;
+    data.iter()
+        .fold(String::with_capacity(2 * data.len()), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+fn text(data: &[u8]) -> String {
+    String::from_utf8_lossy(s7::trim_text(data)).into_owned()
+}
+
+impl S7Flow {
+    pub fn on_stream_data(&mut self, ctx: &mut Ctx<'_>, dir: Dir, data: &[u8]) -> usize {
+        let d = dir.index();
+        let mut off = 0;
+        while off < data.len() {
+            let rest = &data[off..];
+            if self.resync[d] {
+                match s7::find_tpkt_resync(rest) {
+                    Some(skip) => {
+                        ctx.stats.s7comm.resync_skipped_bytes += skip as u64;
+                        off += skip;
+                        self.resync[d] = false;
+                    }
+                    None => {
+                        let skip = rest.len().saturating_sub(s7::RESYNC_PROBE_LEN - 1);
+                        ctx.stats.s7comm.resync_skipped_bytes += skip as u64;
+                        return off + skip;
+                    }
+                }
+                continue;
+            }
+            match s7::parse_tpkt(rest) {
+                TpktResult::Complete { tpkt, consumed } => {
+                    self.on_tpdu(ctx, dir, tpkt.tpdu);
+                    off += consumed;
+                }
+                TpktResult::Incomplete { .. } => break,
+                TpktResult::Invalid(err) => {
+                    ctx.stats.s7comm.count_error(err.as_str());
+                    self.resync[d] = true;
+                }
+            }
+        }
+        off
+    }
+
+    pub fn on_gap(&mut self, _ctx: &mut Ctx<'_>, dir: Dir) {
+        self.resync[dir.index()] = true;
+        self.cotp[dir.index()].reset();
+    }
+
+    pub fn on_close(&mut self, _ctx: &mut Ctx<'_>) {}
+
+    fn on_tpdu(&mut self, ctx: &mut Ctx<'_>, dir: Dir, tpdu: &[u8]) {
+        let cotp = match s7::parse_cotp(tpdu) {
+            Ok(c) => c,
+            Err(err) => {
+                ctx.stats.s7comm.count_error(err.kind.as_str());
+                return;
+            }
+        };
+        ctx.stats.s7comm.count("cotp_tpdus");
+        let mut ev = CotpEvent {
+            pdu_type: cotp.pdu_type.0,
+            pdu_type_name: cotp.pdu_type.name(),
+            ..Default::default()
+        };
+        match cotp.body {
+            CotpBody::Data { payload, eot, .. } => {
+                let d = dir.index();
+                match self.cotp[d].push(payload, eot) {
+                    Reassembled::Complete(tsdu) => {
+                        let tsdu = tsdu.to_vec();
+                        self.on_payload(ctx, dir, &tsdu);
+                    }
+                    Reassembled::InProgress => {}
+                    Reassembled::Discarded(reason) => ctx.stats.s7comm.count(reason.as_str()),
+                }
+                return;
+            }
+            CotpBody::ConnectionRequest(c) | CotpBody::ConnectionConfirm(c) => {
+                connection(&mut ev, &c)
+            }
+            CotpBody::DisconnectRequest {
+                dst_ref,
+                src_ref,
+                reason,
+                ..
+            } => {
+                (ev.dst_ref, ev.src_ref, ev.reason) = (dst_ref, src_ref, Some(reason));
+            }
+            CotpBody::DisconnectConfirm {
+                dst_ref, src_ref, ..
+            } => {
+                (ev.dst_ref, ev.src_ref) = (dst_ref, src_ref);
+            }
+            _ => return,
+        }
+        if ctx.sink.wants_events() {
+            let mut event = ctx.event("cotp", dir);
+            event.cotp = Some(ev);
+            ctx.emit(event);
+        }
+    }
+
+    fn on_payload(&mut self, ctx: &mut Ctx<'_>, dir: Dir, payload: &[u8]) {
+        match s7::parse_s7_payload(payload) {
+            Ok(S7Payload::S7comm(pdu)) => self.on_s7comm(ctx, dir, &pdu),
+            Ok(S7Payload::S7commPlus(pdu)) => on_s7plus(ctx, dir, &pdu),
+            Ok(S7Payload::Other(_)) => ctx.stats.s7comm.count("other_iso_payloads"),
+            Err(err) => {
+                let proto = if payload.first() == Some(&s7::S7PLUS_PROTOCOL_ID) {
+                    &mut ctx.stats.s7commplus
+                } else {
+                    &mut ctx.stats.s7comm
+                };
+                proto.count_error(err.kind.as_str());
+                if ctx.sink.wants_events() && payload.first() == Some(&s7::S7COMM_PROTOCOL_ID) {
+                    let mut event = ctx.event("s7comm", dir);
+                    let header = s7::S7Header::read(payload);
+                    event.s7comm = Some(S7Event {
+                        rosctr: header.map_or(0, |h| h.rosctr.0),
+                        rosctr_name: header.and_then(|h| h.rosctr.name()),
+                        pdu_ref: header.map_or(0, |h| h.pdu_ref),
+                        error: Some(err.kind.as_str()),
+                        ..Default::default()
+                    });
+                    ctx.emit(event);
+                }
+            }
+        }
+    }
+
+    fn on_s7comm(&mut self, ctx: &mut Ctx<'_>, dir: Dir, pdu: &S7Pdu<'_>) {
+        let h = &pdu.header;
+        let function = pdu.function();
+        // PDUs by parameter function; userdata by 0x100 + group would not fit: count them
+        // under their own counter and by ROSCTR.
+        match function {
+            Some(f) => ctx.stats.s7comm.count_pdu(f.0),
+            None => ctx.stats.s7comm.count("userdata_pdus"),
+        }
+        if let Some(err) = h.error.filter(|e| e.is_error()) {
+            ctx.stats.s7comm.exceptions += 1;
+            let _ = err;
+        }
+        if !ctx.sink.wants_events() {
+            return;
+        }
+        let mut ev = S7Event {
+            rosctr: h.rosctr.0,
+            rosctr_name: h.rosctr.name(),
+            pdu_ref: h.pdu_ref,
+            function: function.map(|f| f.0),
+            function_name: function.and_then(|f| f.name()),
+            error_class: h.error.map(|e| e.class.0),
+            error_code: h.error.map(|e| e.code),
+            ..Default::default()
+        };
+        match &pdu.body {
+            S7Body::SetupCommunication(s) => {
+                ev.pdu_length = Some(s.pdu_length);
+                ev.max_amq_calling = Some(s.max_amq_calling);
+                ev.max_amq_called = Some(s.max_amq_called);
+            }
+            S7Body::ReadVarRequest { items } => {
+                ev.items = items
+                    .iter()
+                    .take(MAX_ITEMS_PER_EVENT)
+                    .map(|s| spec_item(&s))
+                    .collect();
+                self.remember(h.pdu_ref, ctx.frame, ev.items.clone());
+            }
+            S7Body::WriteVarRequest { items, values } => {
+                ev.items = items
+                    .iter()
+                    .zip(values.iter())
+                    .take(MAX_ITEMS_PER_EVENT)
+                    .map(|(s, v)| {
+                        let mut item = spec_item(&s);
+                        data_into(&mut item, &v);
+                        item
+                    })
+                    .collect();
+                let addresses: Vec<S7Item> = ev.items.iter().map(address_only).collect();
+                self.remember(h.pdu_ref, ctx.frame, addresses);
+            }
+            S7Body::ReadVarResponse { items } => {
+                let job = self.take(h.pdu_ref);
+                ev.request_frame = job.as_ref().map(|j| j.frame);
+                ev.items = items
+                    .iter()
+                    .take(MAX_ITEMS_PER_EVENT)
+                    .enumerate()
+                    .map(|(i, v)| {
+                        let mut item = job
+                            .as_ref()
+                            .and_then(|j| j.items.get(i))
+                            .map(address_only)
+                            .unwrap_or_default();
+                        data_into(&mut item, &v);
+                        item
+                    })
+                    .collect();
+            }
+            S7Body::WriteVarResponse { return_codes } => {
+                let job = self.take(h.pdu_ref);
+                ev.request_frame = job.as_ref().map(|j| j.frame);
+                ev.items = return_codes
+                    .iter()
+                    .take(MAX_ITEMS_PER_EVENT)
+                    .enumerate()
+                    .map(|(i, rc)| {
+                        let mut item = job
+                            .as_ref()
+                            .and_then(|j| j.items.get(i))
+                            .map(address_only)
+                            .unwrap_or_default();
+                        item.return_code = Some(rc.0);
+                        item.return_code_name = rc.name();
+                        item
+                    })
+                    .collect();
+            }
+            S7Body::BlockControl(b) => {
+                if let Some(file) = &b.file {
+                    ev.filename = Some(text(file.name));
+                    if let Some(block) = file.block {
+                        ev.block_type = block.block_type.name();
+                        ev.block_number = Some(block.number);
+                    }
+                }
+            }
+            S7Body::PiService(pi) => {
+                ev.pi_service = Some(text(pi.service));
+                if let Some(blocks) = pi.blocks() {
+                    ev.pi_blocks = blocks
+                        .iter()
+                        .flatten()
+                        .map(|b| S7Block {
+                            block_type: b.block_type.name(),
+                            block_number: b.number,
+                        })
+                        .collect();
+                }
+            }
+            S7Body::PlcStop(stop) => {
+                ev.pi_service = Some(text(stop.service));
+            }
+            S7Body::Userdata(u) => {
+                let mut out = userdata(u);
+                self.join_szl(ctx, dir, u, &mut out);
+                ev.userdata = Some(out);
+            }
+            _ => {}
+        }
+        let mut event = ctx.event("s7comm", dir);
+        event.s7comm = Some(ev);
+        ctx.emit(event);
+    }
+
+    /// An SZL response split over several PDUs (same data unit reference, "last data unit"
+    /// clear until the last): hold the pieces, and describe the list once, when it is whole.
+    fn join_szl(&mut self, ctx: &mut Ctx<'_>, dir: Dir, u: &Userdata<'_>, out: &mut S7Userdata) {
+        let p = &u.param;
+        let is_szl_response = p.group == s7::FunctionGroup::CPU_FUNCTIONS
+            && p.subfunction == s7::Subfunction::READ_SZL
+            && p.kind == s7::UserdataType::RESPONSE;
+        let (Some(dur), Some(data)) = (p.data_unit_ref, u.data) else {
+            return;
+        };
+        if !is_szl_response {
+            return;
+        }
+        let pieces = &mut self.szl[dir.index()];
+        let held = pieces.iter().position(|(d, _)| *d == dur);
+        let more = p.last_data_unit == Some(false);
+        match (held, more) {
+            (None, false) => {}
+            (None, true) => {
+                if pieces.len() >= MAX_SZL_IN_PROGRESS {
+                    pieces.remove(0);
+                    ctx.stats.s7comm.count("szl_reassembly_bound_drops");
+                }
+                pieces.push((dur, data.data.to_vec()));
+                clear_szl(out);
+            }
+            (Some(i), _) => {
+                let buf = &mut pieces[i].1;
+                if buf.len() + data.data.len() > MAX_SZL_LEN {
+                    pieces.remove(i);
+                    ctx.stats.s7comm.count("szl_reassembly_bound_drops");
+                    clear_szl(out);
+                    return;
+                }
+                buf.extend_from_slice(data.data);
+                clear_szl(out);
+                if !more {
+                    let (_, whole) = pieces.remove(i);
+                    if let Some(list) = s7::SzlList::parse(&whole, false) {
+                        describe_szl(out, &list);
+                    }
+                }
+            }
+        }
+    }
+
+    fn remember(&mut self, pdu_ref: u16, frame: u64, items: Vec<S7Item>) {
+        self.jobs.retain(|j| j.pdu_ref != pdu_ref);
+        if self.jobs.len() >= MAX_OUTSTANDING {
+            self.jobs.pop_front();
+        }
+        self.jobs.push_back(Job {
+            pdu_ref,
+            frame,
+            items,
+        });
+    }
+
+    fn take(&mut self, pdu_ref: u16) -> Option<Job> {
+        let i = self.jobs.iter().position(|j| j.pdu_ref == pdu_ref)?;
+        self.jobs.remove(i)
+    }
+}
+
+fn connection(ev: &mut CotpEvent, c: &CotpConnection<'_>) {
+    ev.dst_ref = c.dst_ref;
+    ev.src_ref = c.src_ref;
+    ev.calling_tsap = c.calling_tsap().map(|t| hex(t.bytes()));
+    ev.called_tsap = c.called_tsap().map(|t| hex(t.bytes()));
+    if let Some(rs) = c.called_tsap().and_then(|t| t.rack_slot()) {
+        ev.rack = Some(rs.rack);
+        ev.slot = Some(rs.slot);
+    }
+    ev.tpdu_size = c.tpdu_size();
+}
+
+fn spec_item(spec: &VarSpec<'_>) -> S7Item {
+    let mut item = S7Item {
+        syntax_id: Some(spec.syntax_id.0),
+        ..Default::default()
+    };
+    match spec.address {
+        VarAddress::Any(any) => {
+            item.area = Some(any.area.0);
+            item.area_name = any.area.name();
+            item.db = Some(any.db);
+            item.address = Some(any.byte_address());
+            item.bit = Some(any.bit());
+            item.transport_size = Some(any.transport_size.0);
+            item.length = Some(u32::from(any.count));
+        }
+        VarAddress::Raw(raw) => item.raw_address = Some(hex(raw)),
+    }
+    item
+}
+
+/// The address part of an item (for matching acks to their job).
+fn address_only(item: &S7Item) -> S7Item {
+    S7Item {
+        value: None,
+        return_code: None,
+        return_code_name: None,
+        ..item.clone()
+    }
+}
+
+fn data_into(item: &mut S7Item, data: &DataItem<'_>) {
+    item.return_code = Some(data.return_code.0);
+    item.return_code_name = data.return_code.name();
+    if !data.data.is_empty() {
+        let shown = &data.data[..data.data.len().min(MAX_VALUE_BYTES)];
+        item.value = Some(hex(shown));
+    }
+}
+
+fn userdata(u: &Userdata<'_>) -> S7Userdata {
+    let p = &u.param;
+    let mut out = S7Userdata {
+        group: p.group.0,
+        group_name: p.group.name(),
+        subfunction: p.subfunction.0,
+        subfunction_name: p.subfunction.name_in(p.group),
+        r#type: p.kind.name(),
+        sequence: p.sequence,
+        last_data_unit: p.last_data_unit,
+        error_code: p.error_code.map(|e| e.0),
+        return_code: u.data.map(|d| d.return_code.0),
+        ..Default::default()
+    };
+    match &u.body {
+        UserdataBody::SzlRequest { id, index } => {
+            out.szl_id = Some(id.0);
+            out.szl_index = Some(*index);
+        }
+        UserdataBody::SzlResponse(list) => describe_szl(&mut out, list),
+        UserdataBody::BlockInfoRequest(block) => {
+            out.detail = Some(format!(
+                "{}{}",
+                block.block_type.name().unwrap_or("block"),
+                block.number
+            ));
+        }
+        UserdataBody::Clock(t) => {
+            out.detail = Some(format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}",
+                t.year, t.month, t.day, t.hour, t.minute, t.second, t.millisecond
+            ));
+        }
+        _ => {}
+    }
+    out
+}
+
+fn clear_szl(out: &mut S7Userdata) {
+    out.szl_id = None;
+    out.szl_index = None;
+    out.order_number = None;
+    out.firmware_version = None;
+    out.components = None;
+}
+
+/// The SZL list's id and index, and the identity it reveals (module and component
+/// identification: order number, firmware, module name, serial number...).
+fn describe_szl(out: &mut S7Userdata, list: &s7::SzlList<'_>) {
+    out.szl_id = Some(list.id.0);
+    out.szl_index = Some(list.index);
+    out.order_number = list.order_number().map(text);
+    out.firmware_version = list.firmware_version().map(|v| v.to_string());
+    if let Some(records) = list.component_identification() {
+        out.components = Some(
+            records
+                .iter()
+                .map(|r| S7Component {
+                    index: r.index,
+                    name: component_name(r.index),
+                    value: text(r.text()),
+                })
+                .collect(),
+        );
+    }
+}
+
+/// Names of the SZL 0x001C component identification records.
+fn component_name(index: u16) -> Option<&'static str> {
+    Some(match index {
+        1 => "automation_system_name",
+        2 => "module_name",
+        3 => "plant_designation",
+        4 => "copyright",
+        5 => "serial_number",
+        7 => "module_type_name",
+        8 => "memory_card_serial_number",
+        9 => "manufacturer_and_profile",
+        10 => "oem_id",
+        11 => "location",
+        _ => return None,
+    })
+}
+
+fn on_s7plus(ctx: &mut Ctx<'_>, dir: Dir, pdu: &S7PlusPdu<'_>) {
+    let message = pdu.message();
+    match message.and_then(|m| m.function) {
+        Some(f) => ctx
+            .stats
+            .s7commplus
+            .count(f.name().unwrap_or("other_function")),
+        None => ctx.stats.s7commplus.count("without_function"),
+    }
+    ctx.stats
+        .s7commplus
+        .count_pdu(message.map_or(0, |m| m.opcode.0));
+    if !ctx.sink.wants_events() {
+        return;
+    }
+    let kind = match pdu.body {
+        s7::S7PlusBody::KeepAlive { .. } => "keep_alive",
+        s7::S7PlusBody::ExtendedKeepAlive(_) => "extended_keep_alive",
+        s7::S7PlusBody::Message(_) => "message",
+        s7::S7PlusBody::Fragment(_) => "fragment",
+        s7::S7PlusBody::Unrecognized(_) => "unrecognized",
+    };
+    let ev = S7PlusEvent {
+        version: pdu.version.0,
+        integrity_protected: pdu.is_integrity_protected(),
+        opcode: message.map(|m| m.opcode.0),
+        opcode_name: message.and_then(|m| m.opcode.name()),
+        function: message.and_then(|m| m.function).map(|f| f.0),
+        function_name: message.and_then(|m| m.function).and_then(|f| f.name()),
+        sequence: message.and_then(|m| m.sequence),
+        session_id: message.and_then(|m| m.session_id),
+        kind,
+    };
+    let mut event = ctx.event("s7commplus", dir);
+    event.s7commplus = Some(ev);
+    ctx.emit(event);
+}

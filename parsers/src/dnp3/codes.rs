@@ -33,7 +33,7 @@ macro_rules! open_code {
 }
 
 open_code!(
-    /// Data link function code of a primary frame (PRM = 1, §9.2.4.1.3, Table 9-1): a request
+    /// Data link function code of a primary frame (PRM = 1, clause 9): a request
     /// from the station that initiates the link transaction.
     PrimaryFunction(u8),
     "primary_function"
@@ -69,7 +69,7 @@ impl PrimaryFunction {
 }
 
 open_code!(
-    /// Data link function code of a secondary frame (PRM = 0, §9.2.4.1.3, Table 9-2): the
+    /// Data link function code of a secondary frame (PRM = 0, clause 9): the
     /// answer of the station that responds.
     SecondaryFunction(u8),
     "secondary_function"
@@ -135,7 +135,7 @@ impl fmt::Display for LinkFunction {
 }
 
 open_code!(
-    /// Application layer function code (§4.2.2.5, Table 4-3 and 4-4).
+    /// Application layer function code (§4.2.2).
     AppFunction(u8),
     "function_code"
 );
@@ -223,7 +223,7 @@ impl AppFunction {
         })
     }
 
-    /// Sent by an outstation, with internal indications after the function code (§4.2.2.5:
+    /// Sent by an outstation, with internal indications after the function code (§4.2.2:
     /// codes 129-255 are responses, of which 129-131 are defined).
     pub const fn is_response(&self) -> bool {
         self.0 >= 129
@@ -240,7 +240,7 @@ impl AppFunction {
         matches!(self.0, 13 | 14 | 16..=19 | 31)
     }
 
-    /// Whether the object headers of this function carry point data for `group` (§4.4):
+    /// Whether the object headers of this function carry point data for `group`:
     /// requests that only name points (read, freezes, class assignment, unsolicited
     /// control) carry none, except the time object of freeze-at-time. Objects with an object
     /// size prefix carry data whatever the function (e.g. a read of file transport g70v5).
@@ -257,7 +257,7 @@ impl AppFunction {
 
 open_code!(
     /// Status code of a control (CROB, analog output) and of file operations' command status
-    /// (§11.9.4, Table 11-?: "control status codes"). Seven bits on the wire; the eighth is
+    /// (the status field of g12 and g41-g43, Annex A). Seven bits on the wire; the eighth is
     /// reserved and cleared by the decoder.
     CommandStatus(u8),
     "command_status"
@@ -320,7 +320,7 @@ impl CommandStatus {
     }
 }
 
-/// Control code of a control relay output block, g12v1/g12v2 (A.12.1: operation type in bits
+/// Control code of a control relay output block, g12v1/g12v2 (Annex A: operation type in bits
 /// 0-3, queue bit 4, clear bit 5, trip-close code in bits 6-7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ControlCode(pub u8);
@@ -378,7 +378,7 @@ impl ControlCode {
     }
 }
 
-/// Quality flags of a point (§11.9.x; A.2-A.43): the low five bits mean the same for every
+/// Quality flags of a point (Annex A): the low five bits mean the same for every
 /// type, bits 5-7 depend on it (see the constants).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Flags(pub u8);
@@ -411,7 +411,7 @@ impl Flags {
     }
 }
 
-/// State of a double-bit binary (g3, g4; A.4): two bits, usually a breaker's two contacts.
+/// State of a double-bit binary (g3, g4): two bits, usually a breaker's two contacts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DoubleBitState {
     /// Neither contact: in transit.
@@ -454,8 +454,14 @@ mod tests {
             .collect();
         let expected: Vec<u8> = (0..=33).chain(129..=131).collect();
         assert_eq!(named, expected);
-        assert_eq!(AppFunction::DIRECT_OPERATE_NR.name(), Some("direct_operate_nr"));
-        assert_eq!(AppFunction::AUTHENTICATE_RESP.to_string(), "authenticate_resp");
+        assert_eq!(
+            AppFunction::DIRECT_OPERATE_NR.name(),
+            Some("direct_operate_nr")
+        );
+        assert_eq!(
+            AppFunction::AUTHENTICATE_RESP.to_string(),
+            "authenticate_resp"
+        );
         assert_eq!(AppFunction(34).to_string(), "function_code_34");
         assert_eq!(u8::from(AppFunction::from(77)), 77);
         assert!(AppFunction::RESPONSE.is_response() && AppFunction(200).is_response());
@@ -481,13 +487,22 @@ mod tests {
 
     #[test]
     fn link_function_names() {
-        assert_eq!(PrimaryFunction::RESET_LINK_STATES.name(), Some("reset_link_states"));
-        assert_eq!(PrimaryFunction::REQUEST_LINK_STATUS.to_string(), "request_link_status");
+        assert_eq!(
+            PrimaryFunction::RESET_LINK_STATES.name(),
+            Some("reset_link_states")
+        );
+        assert_eq!(
+            PrimaryFunction::REQUEST_LINK_STATUS.to_string(),
+            "request_link_status"
+        );
         assert_eq!(PrimaryFunction(7).to_string(), "primary_function_7");
         assert_eq!(SecondaryFunction::LINK_STATUS.name(), Some("link_status"));
         assert_eq!(SecondaryFunction(5).to_string(), "secondary_function_5");
         let f = LinkFunction::Secondary(SecondaryFunction::NOT_SUPPORTED);
-        assert_eq!((f.code(), f.is_primary(), f.to_string()), (15, false, "not_supported".into()));
+        assert_eq!(
+            (f.code(), f.is_primary(), f.to_string()),
+            (15, false, "not_supported".into())
+        );
         assert!(PrimaryFunction::CONFIRMED_USER_DATA.carries_user_data());
         assert!(!PrimaryFunction::TEST_LINK_STATES.carries_user_data());
     }
@@ -500,7 +515,10 @@ mod tests {
         assert_eq!(latch_on.trip_close_name(), Some("nul"));
         // Pulse on, trip, with clear: 0x81 | 0x20.
         let trip = ControlCode(0xA1);
-        assert_eq!((trip.op_type(), trip.trip_close()), (ControlCode::OP_PULSE_ON, 2));
+        assert_eq!(
+            (trip.op_type(), trip.trip_close()),
+            (ControlCode::OP_PULSE_ON, 2)
+        );
         assert!(trip.clear() && !trip.queue());
         assert_eq!(ControlCode(0xC7).op_type_name(), None);
         assert_eq!(ControlCode(0xC7).trip_close_name(), None);
@@ -509,10 +527,16 @@ mod tests {
     #[test]
     fn command_status_and_flags() {
         assert_eq!(CommandStatus::from_wire(0x84), CommandStatus::NOT_SUPPORTED);
-        assert_eq!(CommandStatus::NON_PARTICIPATING.to_string(), "non_participating");
+        assert_eq!(
+            CommandStatus::NON_PARTICIPATING.to_string(),
+            "non_participating"
+        );
         assert_eq!(CommandStatus(50).to_string(), "command_status_50");
         assert!(Flags(0x81).online() && Flags(0x81).contains(Flags::STATE));
         assert_eq!(DoubleBitState::from_bits(0b10).as_str(), "on");
-        assert_eq!(DoubleBitState::from_bits(0b111), DoubleBitState::Indeterminate);
+        assert_eq!(
+            DoubleBitState::from_bits(0b111),
+            DoubleBitState::Indeterminate
+        );
     }
 }

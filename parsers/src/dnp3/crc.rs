@@ -1,4 +1,4 @@
-//! CRC-16/DNP (§9.2.4.1.2): polynomial 0x3D65, processed LSB first (reflected 0xA6BC),
+//! CRC-16/DNP (clause 9): polynomial 0x3D65, processed LSB first (reflected 0xA6BC),
 //! initial value 0, final complement; sent least significant octet first. Table-driven: one
 //! lookup per octet, the table built at compile time.
 

@@ -1,0 +1,113 @@
+//! The protocol parsers alone, in one run so their throughputs compare: Modbus (framing + PDU
+//! decoding) and DNP3 (link frames + transport reassembly + application layer + every object and
+//! point), each over the TCP payloads of a shipped real capture, concatenated per direction as a
+//! reassembler hands them over, repeated to about 1 MiB.
+//!
+//!     cargo bench --bench parsers
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use otwatch_parsers::{dnp3, modbus};
+
+/// TCP payloads of a fixture, with whether they were sent to `server_port`, sliced with
+/// etherparse (not with otwatch's pipeline, so only the parser is measured).
+fn payloads(fixture: &str, server_port: u16) -> Vec<(bool, Vec<u8>)> {
+    let path = format!("{}/fixtures/{fixture}", env!("CARGO_MANIFEST_DIR"));
+    let data = std::fs::read(path).expect("fixture");
+    let mut out = Vec::new();
+    let mut rest = &data[24..];
+    while let Ok((after, block)) = pcap_parser::pcap::parse_pcap_frame(rest) {
+        rest = after;
+        let Ok(p) = etherparse::SlicedPacket::from_ethernet(block.data) else {
+            continue;
+        };
+        if let Some(etherparse::TransportSlice::Tcp(tcp)) = p.transport {
+            if !tcp.payload().is_empty() {
+                out.push((
+                    tcp.destination_port() == server_port,
+                    tcp.payload().to_vec(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Repeat to about 1 MiB; (stream, bytes).
+fn repeated(one: Vec<(bool, Vec<u8>)>) -> (Vec<(bool, Vec<u8>)>, u64) {
+    let len: usize = one.iter().map(|(_, b)| b.len()).sum();
+    let reps = (1 << 20) / len.max(1) + 1;
+    let stream: Vec<_> = (0..reps).flat_map(|_| one.iter().cloned()).collect();
+    let bytes = stream.iter().map(|(_, b)| b.len() as u64).sum();
+    (stream, bytes)
+}
+
+fn modbus_all(stream: &[(bool, Vec<u8>)]) -> u64 {
+    let mut n = 0u64;
+    for (to_server, bytes) in stream {
+        let dir = if *to_server {
+            modbus::Direction::Request
+        } else {
+            modbus::Direction::Response
+        };
+        let mut rest = &bytes[..];
+        while let modbus::AduResult::Complete { adu, consumed } = modbus::parse_adu(rest) {
+            if let Ok(pdu) = modbus::parse_pdu(adu.pdu, dir) {
+                n += u64::from(pdu.function.0) + u64::from(pdu.address().unwrap_or(0));
+            }
+            rest = &rest[consumed..];
+        }
+    }
+    n
+}
+
+fn dnp3_all(stream: &[(bool, Vec<u8>)]) -> u64 {
+    let mut n = 0u64;
+    let mut reassemblers = [
+        dnp3::TransportReassembler::new(),
+        dnp3::TransportReassembler::new(),
+    ];
+    let mut buf = [0u8; dnp3::MAX_USER_DATA_LEN];
+    for (to_server, bytes) in stream {
+        let r = &mut reassemblers[usize::from(*to_server)];
+        let mut rest = &bytes[..];
+        while let dnp3::LinkResult::Complete { frame, consumed } = dnp3::parse_link_frame(rest) {
+            rest = &rest[consumed..];
+            if !frame.carries_user_data() {
+                continue;
+            }
+            let data = match frame.contiguous_user_data() {
+                Some(d) => d,
+                None => frame.user_data_into(&mut buf),
+            };
+            if let Some(fragment) = r.push(data).fragment() {
+                if let Ok(app) = dnp3::parse_app_fragment(fragment) {
+                    n += u64::from(app.function.0);
+                    for obj in app.objects().flatten() {
+                        n += obj.points().map(|p| u64::from(p.index)).sum::<u64>();
+                    }
+                }
+            }
+        }
+    }
+    n
+}
+
+fn parsers(c: &mut Criterion) {
+    let mut g = c.benchmark_group("parsers");
+    let (modbus_stream, modbus_bytes) = repeated(payloads("modbus_example.pcap", 502));
+    let (dnp3_stream, dnp3_bytes) = repeated(payloads("dnp3_example.pcap", 20000));
+    g.throughput(Throughput::Bytes(modbus_bytes));
+    g.bench_function("modbus", |b| {
+        b.iter(|| black_box(modbus_all(black_box(&modbus_stream))))
+    });
+    g.throughput(Throughput::Bytes(dnp3_bytes));
+    g.bench_function("dnp3", |b| {
+        b.iter(|| black_box(dnp3_all(black_box(&dnp3_stream))))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, parsers);
+criterion_main!(benches);

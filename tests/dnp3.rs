@@ -1,0 +1,290 @@
+//! DNP3 through the whole replay path, from generated captures: a response split over several
+//! transport segments and TCP segments, a lost transport segment, a bad data CRC (also checked
+//! against tshark when it is installed), DNP3 over UDP, and the bound under a flood of
+//! FIR-without-FIN segments.
+
+mod common;
+
+use common::*;
+use otwatch::dissect::dnp3::{MAX_CHANNELS, MAX_FRAGMENT_LEN};
+use otwatch_parsers::dnp3::{encode_link_frame, LinkControl, MAX_LINK_FRAME_LEN};
+
+const MASTER: ([u8; 4], u16) = ([10, 0, 1, 1], 40001);
+const OUTSTATION: ([u8; 4], u16) = ([10, 0, 1, 2], 20000);
+
+/// Link frames for an application fragment, cut into transport segments of at most 249 octets.
+fn link_frames(
+    from_master: bool,
+    src: u16,
+    dst: u16,
+    fragment: &[u8],
+    first_seq: u8,
+) -> Vec<Vec<u8>> {
+    let control = LinkControl(if from_master { 0xC4 } else { 0x44 });
+    let chunks: Vec<&[u8]> = fragment.chunks(249).collect();
+    chunks
+        .iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut th = (first_seq.wrapping_add(i as u8)) & 0x3f;
+            if i == 0 {
+                th |= 0x40;
+            }
+            if i + 1 == chunks.len() {
+                th |= 0x80;
+            }
+            let mut user = vec![th];
+            user.extend_from_slice(chunk);
+            let mut out = [0u8; MAX_LINK_FRAME_LEN];
+            encode_link_frame(control, dst, src, &user, &mut out)
+                .expect("frame")
+                .to_vec()
+        })
+        .collect()
+}
+
+/// A class 0 read from the master.
+fn read_request(seq: u8) -> Vec<u8> {
+    vec![0xC0 | seq, 0x01, 60, 1, 0x06]
+}
+
+/// A response with `n` 32-bit analog inputs with flags (g30v1, qualifier 0x01: 16-bit start/stop).
+fn analog_response(seq: u8, n: u16) -> Vec<u8> {
+    let mut f = vec![0xC0 | seq, 0x81, 0x00, 0x00, 30, 1, 0x01];
+    f.extend_from_slice(&0u16.to_le_bytes());
+    f.extend_from_slice(&(n - 1).to_le_bytes());
+    for i in 0..n {
+        f.push(0x01);
+        f.extend_from_slice(&(i32::from(i) * 10 - 500).to_le_bytes());
+    }
+    f
+}
+
+fn tcp(from_master: bool, seq: u32, payload: &[u8]) -> Vec<u8> {
+    let (src, dst) = if from_master {
+        (MASTER, OUTSTATION)
+    } else {
+        (OUTSTATION, MASTER)
+    };
+    let mut out = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 1, 1], [2, 0, 0, 0, 1, 2])
+        .ipv4(src.0, dst.0, 64)
+        .tcp(src.1, dst.1, seq, 8192)
+        .write(&mut out, payload)
+        .unwrap();
+    out
+}
+
+fn udp(from_master: bool, payload: &[u8]) -> Vec<u8> {
+    let (src, dst) = if from_master {
+        (MASTER, OUTSTATION)
+    } else {
+        (OUTSTATION, MASTER)
+    };
+    let mut out = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 1, 1], [2, 0, 0, 0, 1, 2])
+        .ipv4(src.0, dst.0, 64)
+        .udp(src.1, dst.1)
+        .write(&mut out, payload)
+        .unwrap();
+    out
+}
+
+fn replay_packets(
+    name: &str,
+    packets: &[Vec<u8>],
+) -> (
+    Vec<otwatch::event::Event>,
+    otwatch::replay::ReplayReport,
+    std::path::PathBuf,
+) {
+    let dir = scratch(name);
+    let path = dir.join(format!("{name}.pcap"));
+    write_pcap(&path, packets);
+    let (events, report) = replay_file(&path);
+    (events, report, path)
+}
+
+#[test]
+fn response_split_over_transport_and_tcp_segments() {
+    let request: Vec<u8> = link_frames(true, 1, 10, &read_request(3), 0).concat();
+    let frames = link_frames(false, 10, 1, &analog_response(3, 100), 60);
+    assert_eq!(frames.len(), 3, "three transport segments, sequence 60..62");
+    // The outstation's bytes cut into TCP segments of 100 octets, across frame boundaries.
+    let stream = frames.concat();
+    let mut packets = vec![tcp(true, 1, &request)];
+    for (i, chunk) in stream.chunks(100).enumerate() {
+        packets.push(tcp(false, 1 + 100 * i as u32, chunk));
+    }
+    let last_frame = packets.len() as u64;
+    let (events, report, path) = replay_packets("dnp3-split", &packets);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    assert_eq!(events.len(), 2, "{events:?}");
+    let (req, resp) = (
+        events[0].dnp3.as_ref().unwrap(),
+        events[1].dnp3.as_ref().unwrap(),
+    );
+    assert_eq!(
+        (
+            req.app_function,
+            req.link_src,
+            req.link_dst,
+            req.from_master
+        ),
+        (Some(1), 1, 10, true)
+    );
+    assert_eq!(events[0].direction, "request");
+    assert_eq!(req.objects.as_ref().unwrap()[0].group, 60);
+    assert_eq!(
+        (resp.app_function, resp.segments, resp.app_seq),
+        (Some(129), Some(3), Some(3))
+    );
+    assert_eq!(events[1].direction, "response");
+    assert_eq!(
+        events[1].frame, last_frame,
+        "stamped with the TCP segment that completed it"
+    );
+    let obj = &resp.objects.as_ref().unwrap()[0];
+    assert_eq!(
+        (obj.group, obj.variation, obj.start, obj.stop),
+        (30, 1, Some(0), Some(99))
+    );
+    assert_eq!(obj.points.len(), 100);
+    assert_eq!(obj.points[7]["index"], 7);
+    assert_eq!(obj.points[7]["value"], -430.0);
+    assert_eq!(obj.points[7]["flags"], 1);
+    assert_eq!(report.stats.dnp3.pdus[129], 1);
+}
+
+#[test]
+fn a_lost_transport_segment_discards_the_fragment() {
+    let mut frames = link_frames(false, 10, 1, &analog_response(4, 100), 0);
+    frames.remove(1);
+    frames.extend(link_frames(false, 10, 1, &analog_response(5, 2), 3));
+    let mut seq = 1u32;
+    let packets: Vec<Vec<u8>> = frames
+        .iter()
+        .map(|f| {
+            let p = tcp(false, seq, f);
+            seq += f.len() as u32;
+            p
+        })
+        .collect();
+    let (events, report, path) = replay_packets("dnp3-lost", &packets);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    // The broken fragment yields nothing; the next one is whole.
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].dnp3.as_ref().unwrap().app_seq, Some(5));
+    assert_eq!(
+        report.stats.dnp3.counters.get("sequence_error"),
+        Some(&1),
+        "{:?}",
+        report.stats.dnp3.counters
+    );
+}
+
+#[test]
+fn a_bad_data_crc_is_reported_like_tshark_does() {
+    let good = link_frames(true, 1, 10, &read_request(1), 0).concat();
+    let mut bad = link_frames(true, 1, 10, &read_request(2), 1).concat();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff; // the data block's CRC
+    let packets = vec![tcp(true, 1, &good), tcp(true, 1 + good.len() as u32, &bad)];
+    let (events, report, path) = replay_packets("dnp3-crc", &packets);
+    assert_eq!(events.len(), 2);
+    let e = events[1].dnp3.as_ref().unwrap();
+    assert!(!e.crc_ok && e.app_function.is_none() && e.error == Some("data_crc"));
+    assert!(events[0].dnp3.as_ref().unwrap().crc_ok);
+    assert_eq!(report.stats.dnp3.counters.get("crc_errors"), Some(&1));
+    // tshark flags the same frame, and only it.
+    if let Ok(out) = std::process::Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(&path)
+        .args([
+            "-Y",
+            "dnp3.data_chunk.CRC.incorrect || dnp3.hdr.CRC.incorrect",
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+        ])
+        .output()
+    {
+        if out.status.success() {
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+        }
+    }
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[test]
+fn dnp3_over_udp() {
+    let request = link_frames(true, 1, 10, &read_request(6), 0).concat();
+    let response = link_frames(false, 10, 1, &analog_response(6, 3), 0).concat();
+    let (events, _, path) =
+        replay_packets("dnp3-udp", &[udp(true, &request), udp(false, &response)]);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    assert_eq!(events.len(), 2);
+    assert!(events
+        .iter()
+        .all(|e| e.transport == "udp" && e.proto == "dnp3"));
+    assert_eq!(
+        events[1].dnp3.as_ref().unwrap().objects.as_ref().unwrap()[0]
+            .points
+            .len(),
+        3
+    );
+}
+
+#[test]
+fn fir_without_fin_flood_stays_bounded() {
+    // 5,000 first segments that never finish, from 40 link addresses: every channel's buffer
+    // stays within the fragment bound and the channel count within its bound.
+    let mut stream = Vec::new();
+    for i in 0..5000u32 {
+        let src = (i % 40) as u16;
+        let mut user = vec![0x40 | (i % 64) as u8];
+        user.extend_from_slice(&[0xAA; 200]);
+        let mut out = [0u8; MAX_LINK_FRAME_LEN];
+        stream.extend_from_slice(
+            encode_link_frame(LinkControl(0x44), 1, src, &user, &mut out).unwrap(),
+        );
+    }
+    let mut seq = 1u32;
+    let packets: Vec<Vec<u8>> = stream
+        .chunks(1400)
+        .map(|c| {
+            let p = tcp(false, seq, c);
+            seq += c.len() as u32;
+            p
+        })
+        .collect();
+    let (events, report, path) = replay_packets("dnp3-flood", &packets);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    assert!(events.is_empty());
+    assert_eq!(
+        report
+            .stats
+            .dnp3
+            .counters
+            .get("channel_bound_drops")
+            .copied()
+            .unwrap_or(0),
+        5000 - 5000 / 40 * 16
+    );
+    let restarted = report
+        .stats
+        .dnp3
+        .counters
+        .get("restarted")
+        .copied()
+        .unwrap_or(0);
+    assert!(restarted > 0);
+    // Never more than one fragment per channel was held, and all of it is released at close.
+    let peak = report.stats.tcp.dnp3_reassembly_peak;
+    assert!(
+        peak > 0 && peak <= (MAX_CHANNELS * MAX_FRAGMENT_LEN) as u64,
+        "peak {peak}"
+    );
+    assert_eq!(report.stats.tcp.dnp3_reassembly_bytes, 0);
+}
