@@ -1,5 +1,5 @@
 //! The protocol parsers alone, in one run so their throughputs compare: Modbus (framing + PDU
-//! decoding) and DNP3 (link frames + transport reassembly + application layer + every object and
+//! decoding), S7 (TPKT, COTP reassembly, S7comm/S7comm-plus and read items) and DNP3 (link frames + transport reassembly + application layer + every object and
 //! point), each over the TCP payloads of a shipped real capture, concatenated per direction as a
 //! reassembler hands them over, repeated to about 1 MiB.
 //!
@@ -8,7 +8,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use otwatch_parsers::{dnp3, modbus};
+use otwatch_parsers::{dnp3, modbus, s7};
 
 /// TCP payloads of a fixture, with whether they were sent to `server_port`, sliced with
 /// etherparse (not with otwatch's pipeline, so only the parser is measured).
@@ -94,6 +94,37 @@ fn dnp3_all(stream: &[(bool, Vec<u8>)]) -> u64 {
     n
 }
 
+fn s7_all(stream: &[(bool, Vec<u8>)]) -> u64 {
+    let mut n = 0u64;
+    let mut cotp = [s7::CotpReassembler::new(), s7::CotpReassembler::new()];
+    for (to_server, bytes) in stream {
+        let r = &mut cotp[usize::from(*to_server)];
+        let mut rest = &bytes[..];
+        while let s7::TpktResult::Complete { tpkt, consumed } = s7::parse_tpkt(rest) {
+            rest = &rest[consumed..];
+            let Ok(tpdu) = s7::parse_cotp(tpkt.tpdu) else {
+                continue;
+            };
+            let Some((payload, eot)) = tpdu.body.data() else {
+                continue;
+            };
+            if let s7::Reassembled::Complete(tsdu) = r.push(payload, eot) {
+                match s7::parse_s7_payload(tsdu) {
+                    Ok(s7::S7Payload::S7comm(pdu)) => {
+                        n += u64::from(pdu.header.pdu_ref);
+                        if let s7::S7Body::ReadVarResponse { items } = pdu.body {
+                            n += items.iter().map(|i| i.data.len() as u64).sum::<u64>();
+                        }
+                    }
+                    Ok(s7::S7Payload::S7commPlus(p)) => n += u64::from(p.data_len),
+                    _ => {}
+                }
+            }
+        }
+    }
+    n
+}
+
 fn parsers(c: &mut Criterion) {
     let mut g = c.benchmark_group("parsers");
     let (modbus_stream, modbus_bytes) = repeated(payloads("modbus_example.pcap", 502));
@@ -105,6 +136,11 @@ fn parsers(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(dnp3_bytes));
     g.bench_function("dnp3", |b| {
         b.iter(|| black_box(dnp3_all(black_box(&dnp3_stream))))
+    });
+    let (s7_stream, s7_bytes) = repeated(payloads("s7comm_plus.pcap", 102));
+    g.throughput(Throughput::Bytes(s7_bytes));
+    g.bench_function("s7", |b| {
+        b.iter(|| black_box(s7_all(black_box(&s7_stream))))
     });
     g.finish();
 }

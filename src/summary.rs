@@ -129,6 +129,12 @@ pub fn render(report: &ReplayReport) -> String {
     proto_lines(&mut out, "dnp3", &s.dnp3, |fc| {
         otwatch_parsers::dnp3::AppFunction(fc).name()
     });
+    proto_lines(&mut out, "s7comm", &s.s7comm, |fc| {
+        otwatch_parsers::s7::FunctionCode(fc).name()
+    });
+    proto_lines(&mut out, "s7comm-plus (by opcode)", &s.s7commplus, |op| {
+        otwatch_parsers::s7::PlusOpcode(op).name()
+    });
     let decode = nonzero(&[
         ("non-IP", s.non_ip),
         ("not TCP/UDP", s.non_tcp_udp),
