@@ -8,7 +8,7 @@
 //! segments that complete nothing produce no event; lost or out-of-sequence segments discard the
 //! partial fragment, counted by reason.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use otwatch_parsers::dnp3::{
     self, AppFragment, DiscardReason, DoubleBitState, LinkFrame, LinkResult, Object, Point,
@@ -105,6 +105,8 @@ pub struct Dnp3Flow {
     /// Per direction: the next bytes must be searched for a link header.
     resync: [bool; 2],
     reassemblers: HashMap<(u16, u16, bool), TransportReassembler>,
+    /// Channels whose current fragment overflowed (reported once).
+    overflowing: HashSet<(u16, u16, bool)>,
 }
 
 impl Default for Dnp3Flow {
@@ -112,6 +114,7 @@ impl Default for Dnp3Flow {
         Dnp3Flow {
             resync: [true, true],
             reassemblers: HashMap::new(),
+            overflowing: HashSet::new(),
         }
     }
 }
@@ -136,10 +139,17 @@ impl Dnp3Flow {
         while off < data.len() {
             let rest = &data[off..];
             if self.resync[d] {
-                match dnp3::find_link_resync(rest) {
+                // Where a frame is expected (a segment start), a header with the right start
+                // octets but a bad CRC is a damaged frame: report it, then search past it.
+                let from = if self.bad_header_crc(ctx, dir, rest) {
+                    1
+                } else {
+                    0
+                };
+                match rest.get(from..).and_then(dnp3::find_link_resync) {
                     Some(skip) => {
-                        ctx.stats.dnp3.resync_skipped_bytes += skip as u64;
-                        off += skip;
+                        ctx.stats.dnp3.resync_skipped_bytes += (from + skip) as u64;
+                        off += from + skip;
                         self.resync[d] = false;
                     }
                     None => {
@@ -157,12 +167,44 @@ impl Dnp3Flow {
                 }
                 LinkResult::Incomplete { .. } => break,
                 LinkResult::Invalid(err) => {
-                    ctx.stats.dnp3.count_error(err.as_str());
+                    if !self.bad_header_crc(ctx, dir, rest) {
+                        ctx.stats.dnp3.count_error(err.as_str());
+                    }
                     self.resync[d] = true;
                 }
             }
         }
         off
+    }
+
+    /// `rest` starts with a link header whose start octets are right but whose CRC is not:
+    /// report the frame (`crc_ok: false`, `error: "header_crc"`) and count it.
+    fn bad_header_crc(&mut self, ctx: &mut Ctx<'_>, dir: Dir, rest: &[u8]) -> bool {
+        if !matches!(
+            dnp3::parse_link_frame(rest),
+            LinkResult::Invalid(dnp3::LinkError::HeaderCrc { .. })
+        ) {
+            return false;
+        }
+        let Some(header) = dnp3::LinkHeader::read(rest) else {
+            return false;
+        };
+        ctx.stats.dnp3.count_error("bad_header_crc");
+        ctx.stats.dnp3.count("crc_errors");
+        let function = header.control.function();
+        let ev = Dnp3Event {
+            link_src: header.source,
+            link_dst: header.destination,
+            link_function: function.code(),
+            link_function_name: function.name(),
+            from_master: header.control.dir(),
+            primary: header.control.prm(),
+            crc_ok: false,
+            error: Some("header_crc"),
+            ..Default::default()
+        };
+        self.emit(ctx, dir, ev);
+        true
     }
 
     pub fn on_datagram(&mut self, ctx: &mut Ctx<'_>, dir: Dir, data: &[u8]) {
@@ -211,15 +253,46 @@ impl Dnp3Flow {
             frame.header.destination,
             frame.header.control.dir(),
         );
-        if !self.reassemblers.contains_key(&key) && self.reassemblers.len() >= MAX_CHANNELS {
-            ctx.stats.dnp3.count("channel_bound_drops");
-            return;
-        }
         let mut buf = [0u8; MAX_USER_DATA_LEN];
         let user_data = match frame.contiguous_user_data() {
             Some(d) => d,
             None => frame.user_data_into(&mut buf),
         };
+        if !self.reassemblers.contains_key(&key) && self.reassemblers.len() >= MAX_CHANNELS {
+            // Make room: forget a channel with nothing in progress.
+            let idle = self
+                .reassemblers
+                .iter()
+                .find(|(_, r)| r.pending_len() == 0)
+                .map(|(k, _)| *k);
+            match idle {
+                Some(k) => {
+                    if let Some(r) = self.reassemblers.remove(&k) {
+                        let held = &mut ctx.stats.tcp.dnp3_reassembly_bytes;
+                        *held = held.saturating_sub(r.buffer_capacity() as u64);
+                    }
+                }
+                None => {
+                    // Every channel is mid-fragment. A whole fragment in one segment needs no
+                    // state; anything else is refused, visibly.
+                    ctx.stats.dnp3.count("channel_bound_drops");
+                    if user_data.first().is_some_and(|&th| th & 0xC0 == 0xC0) {
+                        let mut scratch = TransportReassembler::new();
+                        if let TransportOutcome::Complete {
+                            fragment, segments, ..
+                        } = scratch.push(user_data)
+                        {
+                            ev.segments = Some(segments);
+                            app_event(&mut ev, fragment, ctx);
+                        }
+                    } else {
+                        ev.error = Some("channel_bound");
+                    }
+                    self.emit(ctx, dir, ev);
+                    return;
+                }
+            }
+        }
         let reassembler = self
             .reassemblers
             .entry(key)
@@ -232,13 +305,19 @@ impl Dnp3Flow {
             overflow = discard.reason == DiscardReason::Overflow;
         }
         let mut complete = None;
-        if let TransportOutcome::Complete {
-            fragment, segments, ..
-        } = outcome
-        {
-            ev.segments = Some(segments);
-            app_event(&mut ev, fragment, ctx);
-            complete = Some(ev.clone());
+        match outcome {
+            TransportOutcome::Complete {
+                fragment, segments, ..
+            } => {
+                ev.segments = Some(segments);
+                app_event(&mut ev, fragment, ctx);
+                complete = Some(ev.clone());
+                self.overflowing.remove(&key);
+            }
+            TransportOutcome::InProgress { .. } => {
+                self.overflowing.remove(&key);
+            }
+            TransportOutcome::Discarded(_) => {}
         }
         // Account the buffer's growth; past the global budget this channel starts over.
         let after = reassembler.buffer_capacity() as u64;
@@ -254,8 +333,8 @@ impl Dnp3Flow {
         }
         if let Some(ev) = complete {
             self.emit(ctx, dir, ev);
-        } else if overflow {
-            // A fragment larger than anything reassembled: say so, it may be an attack.
+        } else if overflow && self.overflowing.insert(key) {
+            // A fragment larger than anything reassembled: say so once, it may be an attack.
             ev.error = Some("fragment_too_large");
             self.emit(ctx, dir, ev);
         }
@@ -265,13 +344,9 @@ impl Dnp3Flow {
         if !ctx.sink.wants_events() {
             return;
         }
+        // `direction` follows the flow's roles (the outstation serves); the DIR bit, which any
+        // sender can set, stays in `from_master`.
         let mut event = ctx.event("dnp3", dir);
-        // DNP3 says who sent it: the master's frames are requests.
-        event.direction = if ev.from_master {
-            "request"
-        } else {
-            "response"
-        };
         event.dnp3 = Some(ev);
         ctx.emit(event);
     }
