@@ -64,6 +64,8 @@ pub struct TcpStats {
     pub ooo_bytes_held: u64,
     /// Gauge: DNP3 transport reassembly buffer bytes across all flows (bounded globally).
     pub dnp3_reassembly_bytes: u64,
+    /// Gauge: S7 COTP and SZL reassembly bytes across all flows (bounded globally).
+    pub s7_reassembly_bytes: u64,
     /// The highest `dnp3_reassembly_bytes` reached.
     pub dnp3_reassembly_peak: u64,
 }

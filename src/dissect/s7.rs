@@ -47,9 +47,12 @@ pub struct S7Item {
     pub bit: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transport_size: Option<u8>,
-    /// Elements of `transport_size` (jobs) or data length in bytes (data items).
+    /// Elements of `transport_size` the job asks for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub length: Option<u32>,
+    /// Bytes of data carried (write jobs, read ack_data).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_length: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub return_code: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -147,6 +150,9 @@ pub struct S7Event {
     pub block_number: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filename: Option<String>,
+    /// Upload: the id the PLC gave the upload (start_upload ack), on every step of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload_id: Option<u32>,
     /// PI service and PLC stop: the service name (`_INSE`, `_DELE`, `P_PROGRAM`...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pi_service: Option<String>,
@@ -211,12 +217,19 @@ struct Job {
     pdu_ref: u16,
     frame: u64,
     items: Vec<S7Item>,
+    block: Option<(Option<&'static str>, u32)>,
 }
+
+/// Uploads in progress per flow (by upload id), so `upload` and `end_upload` say which block.
+pub const MAX_UPLOADS: usize = 16;
 
 /// Largest SZL list reassembled from a response split over several userdata PDUs.
 pub const MAX_SZL_LEN: usize = 64 * 1024;
 /// Split SZL responses in progress per direction (by data unit reference).
-pub const MAX_SZL_IN_PROGRESS: usize = 8;
+pub const MAX_SZL_IN_PROGRESS: usize = 2;
+/// COTP and SZL reassembly memory across all S7 flows of a pipeline; beyond it the message
+/// being assembled is dropped (counted).
+pub const MAX_REASSEMBLY_BYTES_TOTAL: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, Default)]
 pub struct S7Flow {
@@ -225,6 +238,8 @@ pub struct S7Flow {
     jobs: VecDeque<Job>,
     /// Per direction: pieces of SZL responses split over several PDUs, by data unit reference.
     szl: [Vec<(u8, Vec<u8>)>; 2],
+    /// Upload id -> the block being uploaded.
+    uploads: VecDeque<(u32, (Option<&'static str>, u32))>,
 }
 
 fn hex(data: &[u8]) -> String {
@@ -276,12 +291,26 @@ impl S7Flow {
         off
     }
 
-    pub fn on_gap(&mut self, _ctx: &mut Ctx<'_>, dir: Dir) {
-        self.resync[dir.index()] = true;
-        self.cotp[dir.index()].reset();
+    pub fn on_gap(&mut self, ctx: &mut Ctx<'_>, dir: Dir) {
+        let d = dir.index();
+        self.resync[d] = true;
+        self.release(ctx, d);
     }
 
-    pub fn on_close(&mut self, _ctx: &mut Ctx<'_>) {}
+    pub fn on_close(&mut self, ctx: &mut Ctx<'_>) {
+        self.release(ctx, 0);
+        self.release(ctx, 1);
+    }
+
+    /// Drop what one direction holds (a partial COTP message, SZL pieces), with its accounting.
+    fn release(&mut self, ctx: &mut Ctx<'_>, d: usize) {
+        let szl: usize = self.szl[d].iter().map(|(_, b)| b.len()).sum();
+        let held = (self.cotp[d].buffered() + szl) as u64;
+        let gauge = &mut ctx.stats.tcp.s7_reassembly_bytes;
+        *gauge = gauge.saturating_sub(held);
+        self.cotp[d] = CotpReassembler::new();
+        self.szl[d].clear();
+    }
 
     fn on_tpdu(&mut self, ctx: &mut Ctx<'_>, dir: Dir, tpdu: &[u8]) {
         let cotp = match s7::parse_cotp(tpdu) {
@@ -300,14 +329,27 @@ impl S7Flow {
         match cotp.body {
             CotpBody::Data { payload, eot, .. } => {
                 let d = dir.index();
-                match self.cotp[d].push(payload, eot) {
+                // The reassembler is taken out while its output is dissected (no copy).
+                let mut r = std::mem::take(&mut self.cotp[d]);
+                let before = r.buffered() as u64;
+                let mut release = false;
+                match r.push(payload, eot) {
                     Reassembled::Complete(tsdu) => {
-                        let tsdu = tsdu.to_vec();
-                        self.on_payload(ctx, dir, &tsdu);
+                        // A message of several TPDUs grew the buffer: give the memory back.
+                        release = tsdu.as_ptr() != payload.as_ptr();
+                        self.on_payload(ctx, dir, tsdu);
                     }
                     Reassembled::InProgress => {}
                     Reassembled::Discarded(reason) => ctx.stats.s7comm.count(reason.as_str()),
                 }
+                let held = &mut ctx.stats.tcp.s7_reassembly_bytes;
+                *held = (*held + r.buffered() as u64).saturating_sub(before);
+                if *held > MAX_REASSEMBLY_BYTES_TOTAL {
+                    *held = held.saturating_sub(r.buffered() as u64);
+                    release = true;
+                    ctx.stats.s7comm.count("reassembly_budget_drops");
+                }
+                self.cotp[d] = if release { CotpReassembler::new() } else { r };
                 return;
             }
             CotpBody::ConnectionRequest(c) | CotpBody::ConnectionConfirm(c) => {
@@ -462,6 +504,8 @@ impl S7Flow {
                         ev.block_number = Some(block.number);
                     }
                 }
+                ev.upload_id = b.upload_id;
+                self.track_upload(ctx, h.rosctr, &mut ev);
             }
             S7Body::PiService(pi) => {
                 ev.pi_service = Some(text(pi.service));
@@ -498,6 +542,16 @@ impl S7Flow {
         let is_szl_response = p.group == s7::FunctionGroup::CPU_FUNCTIONS
             && p.subfunction == s7::Subfunction::READ_SZL
             && p.kind == s7::UserdataType::RESPONSE;
+        if matches!(u.body, UserdataBody::SzlRequest { .. }) {
+            // A new request naming a list (a request for the next piece names none): pieces of
+            // an earlier answer will not be continued.
+            let other = 1 - dir.index();
+            let szl: usize = self.szl[other].iter().map(|(_, b)| b.len()).sum();
+            let gauge = &mut ctx.stats.tcp.s7_reassembly_bytes;
+            *gauge = gauge.saturating_sub(szl as u64);
+            self.szl[other].clear();
+            return;
+        }
         let (Some(dur), Some(data)) = (p.data_unit_ref, u.data) else {
             return;
         };
@@ -511,24 +565,33 @@ impl S7Flow {
             (None, false) => {}
             (None, true) => {
                 if pieces.len() >= MAX_SZL_IN_PROGRESS {
-                    pieces.remove(0);
+                    let (_, old) = pieces.remove(0);
+                    let gauge = &mut ctx.stats.tcp.s7_reassembly_bytes;
+                    *gauge = gauge.saturating_sub(old.len() as u64);
                     ctx.stats.s7comm.count("szl_reassembly_bound_drops");
                 }
                 pieces.push((dur, data.data.to_vec()));
+                ctx.stats.tcp.s7_reassembly_bytes += data.data.len() as u64;
                 clear_szl(out);
             }
             (Some(i), _) => {
                 let buf = &mut pieces[i].1;
-                if buf.len() + data.data.len() > MAX_SZL_LEN {
+                let gauge = &mut ctx.stats.tcp.s7_reassembly_bytes;
+                if buf.len() + data.data.len() > MAX_SZL_LEN || *gauge > MAX_REASSEMBLY_BYTES_TOTAL
+                {
+                    *gauge = gauge.saturating_sub(buf.len() as u64);
                     pieces.remove(i);
                     ctx.stats.s7comm.count("szl_reassembly_bound_drops");
                     clear_szl(out);
                     return;
                 }
                 buf.extend_from_slice(data.data);
+                *gauge += data.data.len() as u64;
                 clear_szl(out);
                 if !more {
                     let (_, whole) = pieces.remove(i);
+                    let gauge = &mut ctx.stats.tcp.s7_reassembly_bytes;
+                    *gauge = gauge.saturating_sub(whole.len() as u64);
                     if let Some(list) = s7::SzlList::parse(&whole, false) {
                         describe_szl(out, &list);
                     }
@@ -538,15 +601,63 @@ impl S7Flow {
     }
 
     fn remember(&mut self, pdu_ref: u16, frame: u64, items: Vec<S7Item>) {
-        self.jobs.retain(|j| j.pdu_ref != pdu_ref);
-        if self.jobs.len() >= MAX_OUTSTANDING {
-            self.jobs.pop_front();
-        }
-        self.jobs.push_back(Job {
+        self.remember_job(Job {
             pdu_ref,
             frame,
             items,
+            block: None,
         });
+    }
+
+    fn remember_job(&mut self, job: Job) {
+        self.jobs.retain(|j| j.pdu_ref != job.pdu_ref);
+        if self.jobs.len() >= MAX_OUTSTANDING {
+            self.jobs.pop_front();
+        }
+        self.jobs.push_back(job);
+    }
+
+    /// Ties the steps of an upload together: the start_upload job names the block, its ack
+    /// the upload id; upload and end_upload carry only the id.
+    fn track_upload(&mut self, ctx: &mut Ctx<'_>, rosctr: s7::Rosctr, ev: &mut S7Event) {
+        let function = ev.function.map(s7::FunctionCode);
+        match (rosctr, function) {
+            (s7::Rosctr::JOB, Some(s7::FunctionCode::START_UPLOAD)) => {
+                self.remember_job(Job {
+                    pdu_ref: ev.pdu_ref,
+                    frame: ctx.frame,
+                    items: Vec::new(),
+                    block: ev.block_number.map(|n| (ev.block_type, n)),
+                });
+            }
+            (s7::Rosctr::ACK_DATA, Some(s7::FunctionCode::START_UPLOAD)) => {
+                let job = self.take(ev.pdu_ref);
+                ev.request_frame = job.as_ref().map(|j| j.frame);
+                if let (Some(id), Some(block)) = (ev.upload_id, job.and_then(|j| j.block)) {
+                    (ev.block_type, ev.block_number) = (block.0, Some(block.1));
+                    if self.uploads.len() >= MAX_UPLOADS {
+                        self.uploads.pop_front();
+                    }
+                    self.uploads.push_back((id, block));
+                }
+            }
+            (_, Some(s7::FunctionCode::UPLOAD | s7::FunctionCode::END_UPLOAD)) => {
+                let found = ev
+                    .upload_id
+                    .and_then(|id| self.uploads.iter().find(|(u, _)| *u == id))
+                    .map(|(_, b)| *b);
+                if let (Some(block), None) = (found, ev.block_number) {
+                    (ev.block_type, ev.block_number) = (block.0, Some(block.1));
+                }
+                if rosctr == s7::Rosctr::ACK_DATA && function == Some(s7::FunctionCode::END_UPLOAD)
+                {
+                    if let Some(id) = ev.upload_id {
+                        self.uploads.retain(|(u, _)| *u != id);
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 
     fn take(&mut self, pdu_ref: u16) -> Option<Job> {
@@ -591,6 +702,7 @@ fn spec_item(spec: &VarSpec<'_>) -> S7Item {
 fn address_only(item: &S7Item) -> S7Item {
     S7Item {
         value: None,
+        data_length: None,
         return_code: None,
         return_code_name: None,
         ..item.clone()
@@ -598,6 +710,7 @@ fn address_only(item: &S7Item) -> S7Item {
 }
 
 fn data_into(item: &mut S7Item, data: &DataItem<'_>) {
+    item.data_length = Some(data.data.len() as u32);
     item.return_code = Some(data.return_code.0);
     item.return_code_name = data.return_code.name();
     if !data.data.is_empty() {
