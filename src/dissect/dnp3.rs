@@ -68,7 +68,7 @@ pub struct Dnp3Event {
     pub con: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unsolicited: Option<bool>,
-    /// Internal indications (responses): IIN1 in the low byte, IIN2 in the high byte.
+    /// Internal indications (responses): IIN1 in the high byte, IIN2 in the low byte.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub iin: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
