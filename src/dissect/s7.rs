@@ -408,15 +408,14 @@ impl S7Flow {
     fn on_s7comm(&mut self, ctx: &mut Ctx<'_>, dir: Dir, pdu: &S7Pdu<'_>) {
         let h = &pdu.header;
         let function = pdu.function();
-        // PDUs by parameter function; userdata by 0x100 + group would not fit: count them
-        // under their own counter and by ROSCTR.
-        match function {
-            Some(f) => ctx.stats.s7comm.count_pdu(f.0),
-            None => ctx.stats.s7comm.count("userdata_pdus"),
+        // PDUs by parameter function; userdata (no parameter function) and bare acks apart.
+        match (h.rosctr, function) {
+            (_, Some(f)) => ctx.stats.s7comm.count_pdu(f.0),
+            (s7::Rosctr::USERDATA, None) => ctx.stats.s7comm.count("userdata_pdus"),
+            _ => ctx.stats.s7comm.count("acks_without_parameters"),
         }
-        if let Some(err) = h.error.filter(|e| e.is_error()) {
+        if h.error.is_some_and(|e| e.is_error()) {
             ctx.stats.s7comm.exceptions += 1;
-            let _ = err;
         }
         if !ctx.sink.wants_events() {
             return;
