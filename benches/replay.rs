@@ -88,6 +88,13 @@ fn replay(c: &mut Criterion) {
             black_box(r.stats.modbus.total_pdus())
         })
     });
+    g.bench_function("otwatch_replay_2_workers", |b| {
+        b.iter(|| {
+            let r =
+                otwatch::parallel::replay_parallel(std::slice::from_ref(&path), &mut NullSink, 2);
+            black_box(r.stats.modbus.total_pdus())
+        })
+    });
     g.bench_function("otwatch_replay_json_events", |b| {
         b.iter(|| {
             let mut pipeline = Pipeline::new();

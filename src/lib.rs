@@ -7,6 +7,7 @@ pub mod decode;
 pub mod dissect;
 pub mod event;
 pub mod flow;
+pub mod parallel;
 pub mod pipeline;
 pub mod replay;
 pub mod stats;

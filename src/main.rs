@@ -30,6 +30,11 @@ enum Command {
         /// Do not print the summary on stderr.
         #[arg(long, short)]
         quiet: bool,
+        /// Dissect with N worker threads (one more thread reads). Each worker owns the flows
+        /// between the host pairs hashed to it; events of different flows may interleave
+        /// differently than with one worker.
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        workers: usize,
     },
 }
 
@@ -40,7 +45,8 @@ fn main() -> ExitCode {
             pcaps,
             events,
             quiet,
-        } => run_replay(&pcaps, events, quiet),
+            workers,
+        } => run_replay(&pcaps, events, quiet, workers),
     }
 }
 
@@ -49,17 +55,24 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn run_replay(pcaps: &[PathBuf], events: Option<PathBuf>, quiet: bool) -> ExitCode {
+fn run_replay(pcaps: &[PathBuf], events: Option<PathBuf>, quiet: bool, workers: usize) -> ExitCode {
     let mut pipeline = Pipeline::new();
+    let mut run = |sink: &mut dyn EventSink| {
+        if workers > 1 {
+            otwatch::parallel::replay_parallel(pcaps, sink, workers)
+        } else {
+            replay::replay(pcaps, sink, &mut pipeline)
+        }
+    };
     let (report, sink_result) = match events {
         None => {
             let mut sink = NullSink;
-            (replay::replay(pcaps, &mut sink, &mut pipeline), Ok(()))
+            (run(&mut sink), Ok(()))
         }
         Some(path) if path.as_os_str() == "-" => {
             let stdout = std::io::stdout().lock();
             let mut sink = JsonLinesSink::new(BufWriter::with_capacity(1 << 16, stdout));
-            let r = replay::replay(pcaps, &mut sink as &mut dyn EventSink, &mut pipeline);
+            let r = run(&mut sink);
             (r, sink.finish())
         }
         Some(path) => {
@@ -68,7 +81,7 @@ fn run_replay(pcaps: &[PathBuf], events: Option<PathBuf>, quiet: bool) -> ExitCo
                 Err(e) => return fail(format_args!("{}: cannot create: {e}", path.display())),
             };
             let mut sink = JsonLinesSink::new(BufWriter::with_capacity(1 << 16, file));
-            let r = replay::replay(pcaps, &mut sink as &mut dyn EventSink, &mut pipeline);
+            let r = run(&mut sink);
             (
                 r,
                 sink.finish()

@@ -152,3 +152,84 @@ pub struct Stats {
     pub s7commplus: ProtoStats,
     pub events: u64,
 }
+
+/// Adds another pipeline's counters into these (parallel replay merges its workers'); peaks take
+/// the larger value.
+pub trait Merge {
+    fn merge(&mut self, other: &Self);
+}
+
+macro_rules! merge_sums {
+    ($ty:ty { $($field:ident),* $(,)? } $(max { $($peak:ident),* })?) => {
+        impl Merge for $ty {
+            fn merge(&mut self, other: &Self) {
+                $( self.$field += other.$field; )*
+                $( $( self.$peak = self.$peak.max(other.$peak); )* )?
+            }
+        }
+    };
+}
+
+merge_sums!(LayerErrors { link, ip, tcp, udp });
+merge_sums!(ChecksumErrors { ipv4, tcp, udp });
+merge_sums!(DefragStats {
+    reassembled,
+    timeouts,
+    bound_drops,
+    invalid,
+    conflicting_overlaps
+});
+merge_sums!(FlowStats {
+    created,
+    evicted_idle,
+    table_full_drops,
+    untracked_packets,
+    reused
+});
+merge_sums!(TcpStats {
+    midstream_pickups, retransmitted_segments, overlapping_segments, conflicting_overlaps,
+    out_of_order_segments, gaps, gap_bytes, discontinuities, ooo_bound_gaps, buffer_bound_drops,
+    partial_pdu_bytes_discarded, ooo_bytes_held, dnp3_reassembly_bytes, s7_reassembly_bytes,
+} max { dnp3_reassembly_peak });
+
+impl Merge for ProtoStats {
+    fn merge(&mut self, other: &Self) {
+        for (a, b) in self.pdus.iter_mut().zip(other.pdus.iter()) {
+            *a += b;
+        }
+        self.exceptions += other.exceptions;
+        self.resync_skipped_bytes += other.resync_skipped_bytes;
+        self.unmatched_responses += other.unmatched_responses;
+        self.outstanding_bound_drops += other.outstanding_bound_drops;
+        self.unidentified_flows += other.unidentified_flows;
+        self.unconfirmed_pdus_discarded += other.unconfirmed_pdus_discarded;
+        for (k, v) in &other.parse_errors {
+            *self.parse_errors.entry(k).or_insert(0) += v;
+        }
+        for (k, v) in &other.counters {
+            *self.counters.entry(k).or_insert(0) += v;
+        }
+    }
+}
+
+impl Merge for Stats {
+    fn merge(&mut self, o: &Self) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.truncated_packets += o.truncated_packets;
+        self.non_ip += o.non_ip;
+        self.non_tcp_udp += o.non_tcp_udp;
+        self.unsupported_linktype += o.unsupported_linktype;
+        self.decode_errors.merge(&o.decode_errors);
+        self.checksum_errors.merge(&o.checksum_errors);
+        self.ip_fragments += o.ip_fragments;
+        self.defrag.merge(&o.defrag);
+        self.flows.merge(&o.flows);
+        self.tcp.merge(&o.tcp);
+        self.modbus.merge(&o.modbus);
+        self.dnp3.merge(&o.dnp3);
+        self.s7comm.merge(&o.s7comm);
+        self.s7commplus.merge(&o.s7commplus);
+        self.events += o.events;
+    }
+}

@@ -88,11 +88,13 @@ enum Format {
 /// An open capture file. Iterate with [`PacketSource::next_packet`].
 pub struct CaptureFile {
     buf: Buffer,
-    st: ReadState,
+    st: FileCursor,
 }
 
-/// Everything but the bytes, so that packets can borrow the buffer while the state moves on.
-struct ReadState {
+/// Everything but the bytes, so that packets can borrow the buffer while the state moves on
+/// (and so the bytes can be shared with other threads while one thread reads: see
+/// [`CaptureFile::split`]).
+pub struct FileCursor {
     path: PathBuf,
     format: Format,
     /// Byte offset of the next record in the (decompressed) data.
@@ -168,7 +170,7 @@ impl CaptureFile {
         };
         Ok(CaptureFile {
             buf,
-            st: ReadState {
+            st: FileCursor {
                 path: path.to_owned(),
                 format,
                 offset,
@@ -195,6 +197,12 @@ impl CaptureFile {
         self.st.packets
     }
 
+    /// The file's (decompressed) bytes and the reading cursor, borrowed apart: packets returned
+    /// by [`FileCursor::next_in`] borrow the bytes, which other threads may read meanwhile.
+    pub fn split(&mut self) -> (&[u8], &mut FileCursor) {
+        (self.buf.bytes(), &mut self.st)
+    }
+
     /// Release the file's memory early (e.g. a large decompressed buffer) once it is read.
     pub fn close(&mut self) {
         self.buf = Buffer::Empty;
@@ -202,7 +210,7 @@ impl CaptureFile {
     }
 }
 
-impl ReadState {
+impl FileCursor {
     fn fail(&mut self, truncated: bool, detail: String) -> CaptureError {
         self.done = true;
         let (path, offset, packets) = (self.path.clone(), self.offset as u64, self.packets);
@@ -319,8 +327,14 @@ impl PacketSource for CaptureFile {
     }
 }
 
-impl ReadState {
-    fn next_in<'a>(&mut self, data: &'a [u8]) -> Option<Result<Packet<'a>, CaptureError>> {
+impl FileCursor {
+    /// Packets read so far.
+    pub fn packets(&self) -> u64 {
+        self.packets
+    }
+
+    /// The next packet of `data`, which must be the bytes [`CaptureFile::split`] returned.
+    pub fn next_in<'a>(&mut self, data: &'a [u8]) -> Option<Result<Packet<'a>, CaptureError>> {
         if self.done {
             return None;
         }
