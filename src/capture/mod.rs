@@ -1,6 +1,7 @@
 //! Packet capture: the Bronze tier. Every source yields [`Packet`]s that borrow their bytes
 //! from the source's own buffer (a memory-mapped file, a decompressed buffer, a kernel ring).
 
+pub mod afpacket;
 pub mod file;
 
 pub use file::{CaptureError, CaptureFile};

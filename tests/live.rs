@@ -1,0 +1,573 @@
+//! Live capture through the AF_PACKET ring: two network namespaces joined by a veth pair (both
+//! ends inside the namespaces, no addresses), a sender thread in one namespace replaying the
+//! frames of a real capture into its end, `AfPacketSource` capturing on the other end. Skipped
+//! with a printed reason when not root or when `ip` is missing.
+
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::ffi::CString;
+use std::mem::{size_of, zeroed};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use otwatch::capture::afpacket::{drop_privileges, AfPacketOptions, AfPacketSource, LiveStats};
+use otwatch::capture::{CaptureFile, PacketSource};
+use otwatch::event::{Event, Timestamp, VecSink};
+use otwatch::pipeline::Pipeline;
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/modbus_example.pcap");
+/// Only there so that a broken test cannot hang; not a performance threshold.
+const SAFETY_TIMEOUT: Duration = Duration::from_secs(10);
+const CAP_IF: &str = "otwcap0";
+const PEER_IF: &str = "otwpeer0";
+
+fn skip_reason() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root (network namespaces and packet sockets need it)".into());
+    }
+    match Command::new("ip").arg("-V").output() {
+        Ok(o) if o.status.success() => None,
+        _ => Some("the `ip` command (iproute2) is missing".into()),
+    }
+}
+
+macro_rules! skip_unless_able {
+    () => {
+        if let Some(why) = skip_reason() {
+            eprintln!("skipping live capture test: {why}");
+            return;
+        }
+    };
+}
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Two namespaces joined by a veth pair; Drop deletes them (and with them the veth), so a failed
+/// test cleans up too.
+struct Veth {
+    cap_ns: String,
+    peer_ns: String,
+}
+
+impl Veth {
+    fn new(tag: &str) -> Veth {
+        let pid = std::process::id();
+        let v = Veth {
+            cap_ns: format!("otw-{pid}-{tag}-cap"),
+            peer_ns: format!("otw-{pid}-{tag}-peer"),
+        };
+        // The guard exists before anything is created: a failure below still deletes whatever
+        // was made.
+        run(&["ip", "netns", "add", &v.cap_ns]);
+        run(&["ip", "netns", "add", &v.peer_ns]);
+        // Created directly inside the namespaces: neither end ever exists in the root one.
+        run(&[
+            "ip", "-n", &v.cap_ns, "link", "add", CAP_IF, "type", "veth", "peer", "name", PEER_IF,
+            "netns", &v.peer_ns,
+        ]);
+        // No IPv6 (router solicitations, MLD, DAD), so that any packet on the wire is ours.
+        for (ns, ifname) in [(&v.cap_ns, CAP_IF), (&v.peer_ns, PEER_IF)] {
+            for key in [
+                "net.ipv6.conf.all.disable_ipv6=1".to_string(),
+                "net.ipv6.conf.default.disable_ipv6=1".to_string(),
+                format!("net.ipv6.conf.{ifname}.disable_ipv6=1"),
+            ] {
+                run(&["ip", "netns", "exec", ns, "sysctl", "-q", "-w", &key]);
+            }
+            run(&["ip", "-n", ns, "link", "set", ifname, "up"]);
+        }
+        v
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        for ns in [&self.cap_ns, &self.peer_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// Move the calling thread (only it) into the named network namespace.
+fn enter_netns(name: &str) {
+    let path = CString::new(format!("/var/run/netns/{name}")).unwrap();
+    // SAFETY: valid path; the fd is closed below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    assert!(
+        fd >= 0,
+        "open netns {name}: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: fd is a namespace file descriptor.
+    let rc = unsafe { libc::setns(fd, libc::CLONE_NEWNET) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: we own fd.
+    unsafe { libc::close(fd) };
+    assert_eq!(rc, 0, "setns {name}: {err}");
+}
+
+/// The test's own plain packet socket, bound to `ifname` in the thread's namespace (used to send
+/// on the peer end, and to count what arrives there). Not otwatch's source.
+struct RawSocket(libc::c_int);
+
+impl RawSocket {
+    fn bind(ifname: &str) -> RawSocket {
+        let c = CString::new(ifname).unwrap();
+        // SAFETY: valid C string.
+        let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) };
+        assert!(ifindex != 0, "no interface {ifname}");
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: plain socket call.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let s = RawSocket(fd);
+        // SAFETY: zeroed sockaddr_ll is valid.
+        let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto;
+        sll.sll_ifindex = ifindex as i32;
+        // SAFETY: valid address of the size passed.
+        let rc = unsafe {
+            libc::bind(
+                fd,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+        s
+    }
+
+    fn send(&self, frame: &[u8]) {
+        // SAFETY: buffer valid for its length.
+        let n = unsafe { libc::send(self.0, frame.as_ptr().cast(), frame.len(), 0) };
+        assert_eq!(
+            n,
+            frame.len() as isize,
+            "send: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// Count the frames received within `window` (the socket's own outgoing frames excluded).
+    fn count_for(&self, window: Duration) -> usize {
+        let end = Instant::now() + window;
+        let mut n = 0;
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return n;
+            }
+            let mut pfd = libc::pollfd {
+                fd: self.0,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let rc = unsafe { libc::poll(&mut pfd, 1, left.as_millis().max(1) as i32) };
+            if rc <= 0 {
+                continue;
+            }
+            // SAFETY: zeroed sockaddr_ll is valid; buffers are valid for their lengths.
+            let mut from: libc::sockaddr_ll = unsafe { zeroed() };
+            let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+            let r = unsafe {
+                libc::recvfrom(
+                    self.0,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                    (&mut from as *mut libc::sockaddr_ll).cast(),
+                    &mut len,
+                )
+            };
+            if r >= 0 && from.sll_pkttype != libc::PACKET_OUTGOING {
+                n += 1;
+            }
+        }
+    }
+}
+
+impl Drop for RawSocket {
+    fn drop(&mut self) {
+        // SAFETY: we own the fd.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// The Ethernet frames of the fixture, read with the crate's own file reader.
+fn fixture_frames() -> Vec<Vec<u8>> {
+    let mut cap = CaptureFile::open(Path::new(FIXTURE)).expect("fixture");
+    let mut out = Vec::new();
+    while let Some(p) = cap.next_packet() {
+        out.push(p.expect("fixture packet").data.to_vec());
+    }
+    assert!(!out.is_empty());
+    out
+}
+
+/// Insert an 802.1Q tag (TPID 0x8100, PCP 0, the given VID) after the MAC addresses.
+fn tag(frame: &[u8], vid: u16) -> Vec<u8> {
+    let mut v = frame[..12].to_vec();
+    v.extend_from_slice(&[0x81, 0x00]);
+    v.extend_from_slice(&vid.to_be_bytes());
+    v.extend_from_slice(&frame[12..]);
+    v
+}
+
+/// Events without the fields that legitimately differ between live capture and replay: the
+/// capture time, the source name, the frame number, and the Modbus response time (a difference
+/// of capture times; replayed at full speed, the live gaps are not the recorded ones).
+fn normalise(events: Vec<Event>) -> Vec<Event> {
+    let source: Arc<str> = Arc::from("");
+    events
+        .into_iter()
+        .map(|mut e| {
+            e.ts = Timestamp(0);
+            e.source = source.clone();
+            e.frame = 0;
+            if let Some(m) = e.modbus.as_mut() {
+                m.response_time = None;
+            }
+            e
+        })
+        .collect()
+}
+
+/// Compare event lists and name the first difference (the full lists are long).
+fn assert_events_equal(live: Vec<Event>, replayed: Vec<Event>) {
+    let (live, replayed) = (normalise(live), normalise(replayed));
+    for (i, (l, r)) in live.iter().zip(&replayed).enumerate() {
+        assert_eq!(l, r, "event {i} differs (live, replay)");
+    }
+    assert_eq!(
+        live.len(),
+        replayed.len(),
+        "number of events (live, replay)"
+    );
+}
+
+struct Captured {
+    frames: Vec<Vec<u8>>,
+    orig_lens: Vec<u32>,
+    events: Vec<Event>,
+    stats: LiveStats,
+}
+
+/// Capture `expected` frames on the capture end with `AfPacketSource` while a sender thread in
+/// the peer namespace sends `frames`; every packet goes through the pipeline.
+fn capture_while_sending(veth: &Veth, frames: Vec<Vec<u8>>) -> Captured {
+    let expected = frames.len();
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let cap_ns = veth.cap_ns.clone();
+    let capture = thread::spawn(move || {
+        enter_netns(&cap_ns);
+        let opts = AfPacketOptions {
+            block_size: 1 << 20,
+            block_count: 4,
+            block_timeout_ms: 10,
+            promiscuous: true,
+            fanout: None,
+        };
+        let mut src = AfPacketSource::open(CAP_IF, opts).expect("open live source");
+        ready_tx.send(()).unwrap();
+        let source_name: Arc<str> = Arc::from(CAP_IF);
+        let mut pipeline = Pipeline::new();
+        let mut sink = VecSink::default();
+        let mut got = Vec::new();
+        let mut orig_lens = Vec::new();
+        let deadline = Instant::now() + SAFETY_TIMEOUT;
+        while got.len() < expected && Instant::now() < deadline {
+            if let Some(pkt) = src
+                .next_packet_timeout(Duration::from_millis(100))
+                .expect("live capture")
+            {
+                got.push(pkt.data.to_vec());
+                orig_lens.push(pkt.orig_len);
+                pipeline.process(&pkt, &source_name, &mut sink);
+            }
+        }
+        pipeline.finish(&mut sink);
+        Captured {
+            frames: got,
+            orig_lens,
+            events: sink.0,
+            stats: src.stats(),
+        }
+    });
+    ready_rx
+        .recv_timeout(SAFETY_TIMEOUT)
+        .expect("capture thread did not open its source");
+    let peer_ns = veth.peer_ns.clone();
+    let sender = thread::spawn(move || {
+        enter_netns(&peer_ns);
+        let s = RawSocket::bind(PEER_IF);
+        for f in &frames {
+            s.send(f);
+        }
+    });
+    sender.join().expect("sender");
+    capture.join().expect("capture thread")
+}
+
+#[test]
+fn live_capture_matches_replay() {
+    skip_unless_able!();
+    let veth = Veth::new("plain");
+    let frames = fixture_frames();
+    let got = capture_while_sending(&veth, frames.clone());
+    assert_eq!(got.frames.len(), frames.len(), "frames received");
+    assert_eq!(
+        got.frames, frames,
+        "captured bytes differ from the sent frames"
+    );
+    assert!(got
+        .orig_lens
+        .iter()
+        .zip(&frames)
+        .all(|(l, f)| *l as usize == f.len()));
+    let (replayed, _) = common::replay_file(Path::new(FIXTURE));
+    assert!(!replayed.is_empty(), "the fixture gives events");
+    assert_events_equal(got.events, replayed);
+    assert_eq!(got.stats.kernel_drops, 0, "{:?}", got.stats);
+    assert!(got.stats.packets >= frames.len() as u64, "{:?}", got.stats);
+    assert_eq!(got.stats.delivered, frames.len() as u64);
+    assert_eq!(got.stats.vlan_restored, 0, "untagged frames are not copied");
+}
+
+#[test]
+fn live_capture_restores_vlan_tags() {
+    skip_unless_able!();
+    let veth = Veth::new("vlan");
+    let frames = fixture_frames();
+    let tagged: Vec<Vec<u8>> = frames.iter().map(|f| tag(f, 100)).collect();
+    let got = capture_while_sending(&veth, tagged.clone());
+    assert_eq!(got.frames.len(), tagged.len(), "frames received");
+    let first = &got.frames[0];
+    assert_eq!(
+        &first[12..16],
+        &[0x81, 0x00, 0x00, 100],
+        "tag of the first packet"
+    );
+    assert_eq!(first, &tagged[0]);
+    assert_eq!(
+        got.frames, tagged,
+        "captured bytes differ from the sent frames"
+    );
+    assert_eq!(got.orig_lens[0] as usize, tagged[0].len());
+    // The kernel stripped every tag and the source put it back.
+    assert_eq!(
+        got.stats.vlan_restored,
+        tagged.len() as u64,
+        "{:?}",
+        got.stats
+    );
+    let (replayed, _) = common::replay_file(Path::new(FIXTURE));
+    assert_events_equal(got.events, replayed);
+    assert_eq!(got.stats.kernel_drops, 0, "{:?}", got.stats);
+}
+
+#[test]
+fn live_capture_sends_nothing() {
+    skip_unless_able!();
+    let veth = Veth::new("quiet");
+    // Peer side: a plain counting socket, opened before otwatch's source.
+    let (peer_ready_tx, peer_ready_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let peer_ns = veth.peer_ns.clone();
+    let peer = thread::spawn(move || {
+        enter_netns(&peer_ns);
+        let s = RawSocket::bind(PEER_IF);
+        peer_ready_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        // otwatch's source is opened, configured (promiscuous, fanout) and read meanwhile.
+        let quiet = s.count_for(Duration::from_millis(500));
+        go_rx.recv().unwrap();
+        // Positive control: the capture side's test socket sends one frame now.
+        let control = s.count_for(Duration::from_millis(500));
+        (quiet, control)
+    });
+    peer_ready_rx.recv_timeout(SAFETY_TIMEOUT).unwrap();
+
+    let cap_ns = veth.cap_ns.clone();
+    let done = Arc::new(AtomicBool::new(false));
+    let done2 = done.clone();
+    let (open_tx, open_rx) = mpsc::channel::<()>();
+    let capture = thread::spawn(move || {
+        enter_netns(&cap_ns);
+        let opts = AfPacketOptions {
+            block_size: 1 << 20,
+            block_count: 2,
+            fanout: Some(0x0f7e),
+            ..AfPacketOptions::default()
+        };
+        let mut src = AfPacketSource::open(CAP_IF, opts).expect("open live source");
+        open_tx.send(()).unwrap();
+        let mut seen = 0u64;
+        while !done2.load(Ordering::Relaxed) {
+            if src
+                .next_packet_timeout(Duration::from_millis(50))
+                .expect("live capture")
+                .is_some()
+            {
+                seen += 1;
+            }
+        }
+        drop(src);
+        // Then the control frame, from the test's own socket on this end.
+        let s = RawSocket::bind(CAP_IF);
+        s.send(&fixture_frames()[0]);
+        seen
+    });
+    open_rx.recv_timeout(SAFETY_TIMEOUT).unwrap();
+    go_tx.send(()).unwrap();
+    thread::sleep(Duration::from_millis(700));
+    done.store(true, Ordering::Relaxed);
+    let seen = capture.join().expect("capture thread");
+    go_tx.send(()).unwrap();
+    let (quiet, control) = peer.join().expect("peer thread");
+    assert_eq!(seen, 0, "nothing was sent towards otwatch");
+    assert_eq!(quiet, 0, "otwatch's source put packets on the wire");
+    assert_eq!(control, 1, "the peer-side counter works");
+}
+
+#[test]
+fn open_reports_a_missing_interface() {
+    skip_unless_able!();
+    let e = AfPacketSource::open("otw-nonexistent", AfPacketOptions::default())
+        .err()
+        .expect("no such interface");
+    assert_eq!(e.to_string(), "no such interface: otw-nonexistent");
+}
+
+/// An open source keeps working after `drop_privileges`; opening another one is then refused
+/// with a clear message. Runs in a child process (this test binary, re-executed), because
+/// dropping privileges affects the whole process.
+#[test]
+fn drop_privileges_keeps_the_open_socket() {
+    skip_unless_able!();
+    const CHILD: &str = "OTWATCH_LIVE_PRIVDROP_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        let opts = AfPacketOptions {
+            block_size: 1 << 20,
+            block_count: 1,
+            ..AfPacketOptions::default()
+        };
+        let mut src = AfPacketSource::open("lo", opts).expect("open as root");
+        drop_privileges("nobody").expect("drop privileges");
+        // SAFETY: plain getters.
+        assert_eq!(
+            unsafe { (libc::geteuid(), libc::getegid()) },
+            (65534, 65534)
+        );
+        src.next_packet_timeout(Duration::from_millis(20))
+            .expect("the open socket still works");
+        let e = AfPacketSource::open("lo", opts)
+            .err()
+            .expect("opening without privileges fails");
+        assert_eq!(
+            e.to_string(),
+            "permission denied opening a packet socket on lo (needs root or CAP_NET_RAW)"
+        );
+        return;
+    }
+    let ok = Command::new("getent")
+        .args(["passwd", "nobody"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("skipping: no user `nobody`");
+        return;
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "drop_privileges_keeps_the_open_socket",
+            "--exact",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .expect("re-run the test binary");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed:\n{text}");
+    assert!(text.contains("1 passed"), "child ran no test:\n{text}");
+}
+
+/// The real binary: `otwatch live` inside the capture namespace, the fixture's frames sent from
+/// the peer, then SIGINT: it must flush every event, print its summary with zero kernel drops,
+/// and exit 0.
+#[test]
+fn otwatch_live_command_captures_and_shuts_down_cleanly_on_sigint() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let veth = Veth::new("cli");
+    let dir = std::env::temp_dir().join(format!("otwatch-live-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let events_path = dir.join("events.jsonl");
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &veth.cap_ns,
+            env!("CARGO_BIN_EXE_otwatch"),
+            "live",
+            "-i",
+            CAP_IF,
+            "--events",
+        ])
+        .arg(&events_path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start otwatch live");
+    // Wait until the ring is open (the events file is created right after).
+    let started = std::time::Instant::now();
+    while !events_path.exists() && started.elapsed() < SAFETY_TIMEOUT {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let peer = veth.peer_ns.clone();
+    std::thread::spawn(move || {
+        enter_netns(&peer);
+        let sock = RawSocket::bind(PEER_IF);
+        for f in fixture_frames() {
+            sock.send(&f);
+        }
+    })
+    .join()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let out = child.wait_with_output().expect("otwatch live exits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("otwatch live on otwcap0"), "{stderr}");
+    assert!(stderr.contains("kernel drops 0"), "{stderr}");
+    let written = std::fs::read_to_string(&events_path).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (replayed, _) = common::replay_file(Path::new(FIXTURE));
+    assert_eq!(written.lines().count(), replayed.len(), "{stderr}");
+    drop(veth);
+}
