@@ -60,6 +60,12 @@ enum Command {
         /// Do not put the interface in promiscuous mode.
         #[arg(long)]
         no_promiscuous: bool,
+        /// Capture through libpcap instead of the AF_PACKET ring (builds with `--features libpcap`).
+        #[arg(long)]
+        libpcap: bool,
+        /// BPF filter (tcpdump syntax); implies --libpcap.
+        #[arg(long, value_name = "EXPR")]
+        bpf: Option<String>,
     },
 }
 
@@ -80,6 +86,8 @@ fn main() -> ExitCode {
             ring_blocks,
             block_size,
             no_promiscuous,
+            libpcap,
+            bpf,
         } => {
             let opts = otwatch::capture::afpacket::AfPacketOptions {
                 block_size,
@@ -87,7 +95,12 @@ fn main() -> ExitCode {
                 promiscuous: !no_promiscuous,
                 ..Default::default()
             };
-            run_live(&interface, opts, events, quiet, user)
+            let source = match open_live(&interface, opts, libpcap || bpf.is_some(), bpf.as_deref())
+            {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            run_live(&interface, source, events, quiet, user)
         }
     }
 }
@@ -167,18 +180,42 @@ fn install_signal_handlers() {
     }
 }
 
-fn run_live(
+/// Where live packets come from.
+enum LiveSource {
+    Ring(otwatch::capture::afpacket::AfPacketSource),
+    #[cfg(feature = "libpcap")]
+    Pcap(otwatch::capture::libpcap::PcapSource),
+}
+
+fn open_live(
     iface: &str,
     opts: otwatch::capture::afpacket::AfPacketOptions,
+    libpcap: bool,
+    bpf: Option<&str>,
+) -> Result<LiveSource, String> {
+    if libpcap {
+        #[cfg(feature = "libpcap")]
+        return otwatch::capture::libpcap::PcapSource::open(iface, bpf, opts.promiscuous)
+            .map(LiveSource::Pcap);
+        #[cfg(not(feature = "libpcap"))]
+        {
+            let _ = bpf;
+            return Err("this build has no libpcap support (--libpcap, --bpf): rebuild with `--features libpcap`".into());
+        }
+    }
+    otwatch::capture::afpacket::AfPacketSource::open(iface, opts)
+        .map(LiveSource::Ring)
+        .map_err(|e| e.to_string())
+}
+
+fn run_live(
+    iface: &str,
+    mut source: LiveSource,
     events: Option<PathBuf>,
     quiet: bool,
     user: Option<String>,
 ) -> ExitCode {
-    use otwatch::capture::afpacket::{drop_privileges, AfPacketSource};
-    let mut source = match AfPacketSource::open(iface, opts) {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
+    use otwatch::capture::afpacket::drop_privileges;
     if let Some(user) = user {
         if let Err(e) = drop_privileges(&user) {
             return fail(e);
@@ -205,7 +242,14 @@ fn run_live(
     let start = std::time::Instant::now();
     let mut error = None;
     while !STOP.load(std::sync::atomic::Ordering::Relaxed) {
-        match source.next_packet_timeout(std::time::Duration::from_millis(100)) {
+        let next = match &mut source {
+            LiveSource::Ring(r) => r
+                .next_packet_timeout(std::time::Duration::from_millis(100))
+                .map_err(|e| e.to_string()),
+            #[cfg(feature = "libpcap")]
+            LiveSource::Pcap(p) => p.next_packet_timeout(),
+        };
+        match next {
             Ok(Some(pkt)) => pipeline.process(&pkt, &name, sink),
             Ok(None) => {}
             Err(e) => {
@@ -216,7 +260,17 @@ fn run_live(
     }
     let active = pipeline.active_flows();
     pipeline.finish(sink);
-    let live = source.stats();
+    let (captured, drops, freezes) = match &mut source {
+        LiveSource::Ring(r) => {
+            let l = r.stats();
+            (l.packets, l.kernel_drops, l.kernel_freeze_q_cnt)
+        }
+        #[cfg(feature = "libpcap")]
+        LiveSource::Pcap(p) => {
+            let l = p.stats();
+            (l.received, l.dropped + l.if_dropped, 0)
+        }
+    };
     let report = replay::ReplayReport {
         files: Vec::new(),
         stats: pipeline.stats.clone(),
@@ -226,17 +280,14 @@ fn run_live(
     let written = json.finish();
     if !quiet {
         let text = summary::render(&report).replacen(
-            "otwatch replay: 0 file(s)",
+            "otwatch replay: 0 file(s),",
             &format!("otwatch live on {iface}:"),
             1,
         );
         let _ = std::io::stderr().write_all(text.as_bytes());
         let _ = writeln!(
             std::io::stderr(),
-            "  capture: {} packets from the ring, kernel drops {}, ring freezes {}",
-            live.packets,
-            live.kernel_drops,
-            live.kernel_freeze_q_cnt
+            "  capture: {captured} packets received, kernel drops {drops}, ring freezes {freezes}"
         );
     }
     let mut code = ExitCode::SUCCESS;

@@ -119,7 +119,11 @@ pub fn render(report: &ReplayReport) -> String {
         ("open at end", report.active_flows_at_end as u64),
         ("packets of untracked flows", s.flows.untracked_packets),
     ]);
-    let _ = writeln!(out, "  flows: {} tracked ({flows})", s.flows.created);
+    if flows.is_empty() {
+        let _ = writeln!(out, "  flows: {} tracked", s.flows.created);
+    } else {
+        let _ = writeln!(out, "  flows: {} tracked ({flows})", s.flows.created);
+    }
     if s.events > 0 {
         let _ = writeln!(out, "  events written: {}", s.events);
     }

@@ -571,3 +571,77 @@ fn otwatch_live_command_captures_and_shuts_down_cleanly_on_sigint() {
     assert_eq!(written.lines().count(), replayed.len(), "{stderr}");
     drop(veth);
 }
+
+/// The libpcap backend (`--features libpcap`) with a BPF filter: only Modbus (TCP port 502)
+/// passes, and its events equal the replay's.
+#[cfg(feature = "libpcap")]
+#[test]
+fn libpcap_backend_with_a_bpf_filter() {
+    use otwatch::capture::libpcap::PcapSource;
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let veth = Veth::new("pcap");
+    let mut frames = fixture_frames();
+    // Noise the filter must drop: an ARP frame.
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&[2, 0, 0, 0, 0, 9, 0x08, 0x06]);
+    arp.extend_from_slice(&[0; 28]);
+    frames.push(arp);
+    let modbus_frames = fixture_frames().len();
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let cap_ns = veth.cap_ns.clone();
+    let capture = thread::spawn(move || {
+        enter_netns(&cap_ns);
+        let mut src = PcapSource::open(CAP_IF, Some("tcp port 502"), true).expect("open libpcap");
+        ready_tx.send(()).unwrap();
+        let name: Arc<str> = Arc::from(CAP_IF);
+        let mut pipeline = Pipeline::new();
+        let mut sink = VecSink::default();
+        let mut n = 0;
+        let deadline = Instant::now() + SAFETY_TIMEOUT;
+        // Everything the fixture has is TCP to or from port 502; wait for all of it, then a
+        // little longer for anything the filter should have dropped.
+        let mut quiet_since = None;
+        while Instant::now() < deadline {
+            match src.next_packet_timeout().expect("libpcap read") {
+                Some(pkt) => {
+                    n += 1;
+                    pipeline.process(&pkt, &name, &mut sink);
+                    quiet_since = None;
+                }
+                None if n >= modbus_frames => {
+                    let since = *quiet_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_millis(300) {
+                        break;
+                    }
+                }
+                None => {}
+            }
+        }
+        pipeline.finish(&mut sink);
+        (n, sink.0, src.stats())
+    });
+    ready_rx
+        .recv_timeout(SAFETY_TIMEOUT)
+        .expect("capture thread did not open");
+    let peer_ns = veth.peer_ns.clone();
+    thread::spawn(move || {
+        enter_netns(&peer_ns);
+        let s = RawSocket::bind(PEER_IF);
+        for f in &frames {
+            s.send(f);
+        }
+    })
+    .join()
+    .unwrap();
+    let (n, events, stats) = capture.join().unwrap();
+    assert_eq!(
+        n, modbus_frames,
+        "the ARP frame is filtered out ({stats:?})"
+    );
+    assert_eq!(stats.dropped + stats.if_dropped, 0);
+    let (replayed, _) = common::replay_file(Path::new(FIXTURE));
+    assert_events_equal(events, replayed);
+}

@@ -3,6 +3,8 @@
 
 pub mod afpacket;
 pub mod file;
+#[cfg(feature = "libpcap")]
+pub mod libpcap;
 
 pub use file::{CaptureError, CaptureFile};
 
