@@ -675,6 +675,9 @@ print("coils", r.bits[:3])
 c.close()
 "#;
 
+/// (direction, function, address, quantity, values as JSON) of a Modbus event.
+type SeenPdu = (String, u8, Option<u16>, Option<u16>, String);
+
 /// A real Modbus client and server (Debian's python3-pymodbus) across the namespaces, captured
 /// live on the server's end: otwatch's events must say exactly what the client did.
 #[test]
@@ -772,7 +775,7 @@ fn real_pymodbus_client_and_server() {
     assert!(said.contains("registers [0, 0, 4242, 0]"), "{said}");
     assert_eq!(stats.kernel_drops, 0);
     // What otwatch saw: (direction, function, address, quantity, values).
-    let seen: Vec<(String, u8, Option<u16>, Option<u16>, String)> = events
+    let seen: Vec<SeenPdu> = events
         .iter()
         .filter_map(|e| {
             let m = e.modbus.as_ref()?;
