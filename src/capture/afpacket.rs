@@ -20,7 +20,6 @@
 use std::ffi::CString;
 use std::io;
 use std::mem::{size_of, zeroed};
-use std::path::PathBuf;
 use std::ptr;
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
@@ -389,8 +388,8 @@ impl AfPacketSource {
 
     fn fail(&mut self, source: io::Error) -> CaptureError {
         self.failed = true;
-        CaptureError::Open {
-            path: PathBuf::from(&self.iface),
+        CaptureError::Live {
+            iface: self.iface.clone(),
             source,
         }
     }

@@ -46,6 +46,13 @@ pub enum CaptureError {
         packets: u64,
         detail: String,
     },
+    /// Reading from a live interface failed (it went away, the socket broke).
+    #[error("{iface}: live capture failed: {source}")]
+    Live {
+        iface: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 enum Buffer {
