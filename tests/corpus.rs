@@ -15,6 +15,19 @@ use std::process::Command;
 
 use otwatch::event::Event;
 
+/// A capture's path relative to the corpus, with forward slashes (as the KNOWN tables name it).
+fn relative(dir: &Path, path: &Path) -> String {
+    path.strip_prefix(dir)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .replace('\\', "/")
+}
+
+/// The frames of `rel` that a KNOWN table explains.
+fn known_frames(table: &[(&str, u64, &str)], rel: &str) -> BTreeSet<u64> {
+    table.iter().filter(|k| k.0 == rel).map(|k| k.1).collect()
+}
+
 fn corpus() -> Option<PathBuf> {
     match std::env::var_os("OTWATCH_CORPUS") {
         Some(p) if Path::new(&p).is_dir() => Some(PathBuf::from(p)),
@@ -231,11 +244,7 @@ fn every_capture_replays_and_modbus_agrees_with_tshark() {
     let mut seen_known = BTreeSet::new();
     let mut table = Vec::new();
     for path in &files {
-        let rel = path
-            .strip_prefix(&dir)
-            .unwrap_or(path)
-            .to_string_lossy()
-            .replace('\\', "/");
+        let rel = relative(&dir, path);
         let (events, report) = common::replay_file(path);
         if let Some(e) = report.errors().next() {
             problems.push(format!("{rel}: replay error: {e}"));
@@ -248,7 +257,7 @@ fn every_capture_replays_and_modbus_agrees_with_tshark() {
         if ours.is_empty() && theirs.is_empty() {
             continue;
         }
-        let known: BTreeSet<u64> = KNOWN.iter().filter(|k| k.0 == rel).map(|k| k.1).collect();
+        let known = known_frames(KNOWN, &rel);
         let frames: BTreeSet<u64> = ours.keys().chain(theirs.keys()).copied().collect();
         let mut agree = 0usize;
         for f in frames {
@@ -438,22 +447,14 @@ fn dnp3_agrees_with_tshark() {
     let mut problems = Vec::new();
     let mut table = Vec::new();
     for path in captures(&dir.join("dnp3")) {
-        let rel = path
-            .strip_prefix(&dir)
-            .unwrap_or(&path)
-            .to_string_lossy()
-            .replace('\\', "/");
+        let rel = relative(&dir, &path);
         let (events, report) = common::replay_file(&path);
         if let Some(e) = report.errors().next() {
             problems.push(format!("{rel}: replay error: {e}"));
         }
         let ours = otwatch_dnp3(&events);
         let theirs = tshark_dnp3(&path);
-        let known: BTreeSet<u64> = KNOWN_DNP3
-            .iter()
-            .filter(|k| k.0 == rel)
-            .map(|k| k.1)
-            .collect();
+        let known = known_frames(KNOWN_DNP3, &rel);
         let frames: BTreeSet<u64> = ours.keys().chain(theirs.keys()).copied().collect();
         let (mut fragments, mut link_only) = (0usize, 0usize);
         for f in frames {
@@ -692,22 +693,14 @@ fn s7comm_agrees_with_tshark() {
     let mut problems = Vec::new();
     let mut total = (0usize, 0usize);
     for path in files {
-        let rel = path
-            .strip_prefix(&dir)
-            .unwrap_or(&path)
-            .to_string_lossy()
-            .replace('\\', "/");
+        let rel = relative(&dir, &path);
         let (events, report) = common::replay_file(&path);
         if let Some(e) = report.errors().next() {
             problems.push(format!("{rel}: replay error: {e}"));
         }
         let ours = otwatch_s7(&events);
         let theirs = tshark_s7(&path);
-        let known: BTreeSet<u64> = KNOWN_S7
-            .iter()
-            .filter(|k| k.0 == rel)
-            .map(|k| k.1)
-            .collect();
+        let known = known_frames(KNOWN_S7, &rel);
         let frames: BTreeSet<u64> = ours.keys().chain(theirs.keys()).copied().collect();
         let (mut agree, mut tshark_pdus) = (0usize, 0usize);
         for f in frames {

@@ -17,7 +17,7 @@ use otwatch_parsers::dnp3::{
 };
 use serde::Serialize;
 
-use super::{Ctx, Dir};
+use super::{hex, lossy_text as text, Ctx, Dir};
 
 /// The port its servers (outstations) listen on.
 pub const DEFAULT_PORT: u16 = dnp3::DEFAULT_PORT;
@@ -448,19 +448,6 @@ fn object_json(obj: &Object<'_>, budget: &mut usize) -> Dnp3Object {
         }
     }
     out
-}
-
-fn hex(data: &[u8]) -> String {
-    use std::fmt::Write;
-    data.iter()
-        .fold(String::with_capacity(2 * data.len()), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
-fn text(data: &[u8]) -> String {
-    String::from_utf8_lossy(data).into_owned()
 }
 
 /// A point as JSON: `index`, then what its object carries (`value`, `flags`, `status`, `time`...).

@@ -11,6 +11,21 @@ use std::sync::Arc;
 use crate::event::{Event, EventSink, Timestamp};
 use crate::stats::Stats;
 
+/// Bytes as lowercase hex, for event fields that carry raw data.
+pub(crate) fn hex(data: &[u8]) -> String {
+    use std::fmt::Write;
+    data.iter()
+        .fold(String::with_capacity(2 * data.len()), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// Text from the wire, invalid UTF-8 replaced.
+pub(crate) fn lossy_text(data: &[u8]) -> String {
+    String::from_utf8_lossy(data).into_owned()
+}
+
 /// Direction of data within a flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dir {

@@ -14,7 +14,7 @@ use otwatch_parsers::modbus::{
     MBAP_HEADER_LEN,
 };
 
-use super::{Ctx, Dir};
+use super::{hex, Ctx, Dir};
 use crate::event::{DeviceIdObject, Event, FileRecord, ModbusEvent, Values};
 
 /// Requests remembered per flow while waiting for their response. Modbus/TCP clients pipeline a
@@ -325,15 +325,6 @@ fn raw_address(pdu: &[u8], dir: Dir) -> Option<u16> {
 /// Seconds from `earlier` to `later`; hostile timestamps cannot overflow it.
 fn seconds_between(earlier: i64, later: i64) -> f64 {
     later.saturating_sub(earlier) as f64 / 1e9
-}
-
-fn hex(data: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(data.len() * 2);
-    for b in data {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 fn device_object_name(id: u8) -> Option<&'static str> {

@@ -15,7 +15,7 @@ use otwatch_parsers::s7::{
 };
 use serde::Serialize;
 
-use super::{Ctx, Dir};
+use super::{hex, Ctx, Dir};
 
 /// The port its servers (PLCs) listen on.
 pub const DEFAULT_PORT: u16 = s7::DEFAULT_PORT;
@@ -240,15 +240,6 @@ pub struct S7Flow {
     szl: [Vec<(u8, Vec<u8>)>; 2],
     /// Upload id -> the block being uploaded.
     uploads: VecDeque<(u32, (Option<&'static str>, u32))>,
-}
-
-fn hex(data: &[u8]) -> String {
-    use std::fmt::Write;
-    data.iter()
-        .fold(String::with_capacity(2 * data.len()), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 fn text(data: &[u8]) -> String {
