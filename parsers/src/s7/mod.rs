@@ -61,7 +61,8 @@ pub use tpkt::{
 };
 pub use userdata::{
     BlockCount, BlockCounts, BlockCountsIter, BlockEntries, BlockEntriesIter, BlockEntry,
-    S7DateTime, Userdata, UserdataBody, UserdataData, UserdataParam,
+    BlockRecords, BlockRecordsIter, S7DateTime, Userdata, UserdataBody, UserdataData,
+    UserdataParam,
 };
 
 use core::fmt;

@@ -4,6 +4,7 @@
 //! PLC clock, kept raw for the rest.
 
 use core::iter::FusedIterator;
+use core::marker::PhantomData;
 
 use super::field::{data_item, ud_param as field};
 use super::s7comm::BlockRef;
@@ -244,15 +245,28 @@ impl BlockCount {
     }
 }
 
-/// The entries of a list blocks response, whole four-byte records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct BlockCounts<'a>(&'a [[u8; BLOCK_RECORD_LEN]]);
+/// A view of whole four-byte records (list blocks responses), each decoded on the fly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockRecords<'a, T>(&'a [[u8; BLOCK_RECORD_LEN]], PhantomData<T>);
 
-impl<'a> BlockCounts<'a> {
+/// The entries of a list blocks response.
+pub type BlockCounts<'a> = BlockRecords<'a, BlockCount>;
+/// The entries of a list blocks of type response.
+pub type BlockEntries<'a> = BlockRecords<'a, BlockEntry>;
+pub type BlockCountsIter<'a> = BlockRecordsIter<'a, BlockCount>;
+pub type BlockEntriesIter<'a> = BlockRecordsIter<'a, BlockEntry>;
+
+impl<T> Default for BlockRecords<'_, T> {
+    fn default() -> Self {
+        Self(&[], PhantomData)
+    }
+}
+
+impl<'a, T: From<[u8; BLOCK_RECORD_LEN]>> BlockRecords<'a, T> {
     /// `None` unless `bytes` is a whole number of records.
     pub fn new(bytes: &'a [u8]) -> Option<Self> {
         match bytes.as_chunks::<BLOCK_RECORD_LEN>() {
-            (records, []) => Some(Self(records)),
+            (records, []) => Some(Self(records, PhantomData)),
             _ => None,
         }
     }
@@ -265,30 +279,30 @@ impl<'a> BlockCounts<'a> {
         self.0.is_empty()
     }
 
-    pub fn iter(&self) -> BlockCountsIter<'a> {
-        BlockCountsIter(self.0.iter())
+    pub fn iter(&self) -> BlockRecordsIter<'a, T> {
+        BlockRecordsIter(self.0.iter(), PhantomData)
     }
 }
 
-impl<'a> IntoIterator for BlockCounts<'a> {
-    type Item = BlockCount;
-    type IntoIter = BlockCountsIter<'a>;
+impl<'a, T: From<[u8; BLOCK_RECORD_LEN]>> IntoIterator for BlockRecords<'a, T> {
+    type Item = T;
+    type IntoIter = BlockRecordsIter<'a, T>;
     fn into_iter(self) -> Self::IntoIter {
         self.iter()
     }
 }
 
 #[derive(Debug, Clone)]
-pub struct BlockCountsIter<'a>(core::slice::Iter<'a, [u8; BLOCK_RECORD_LEN]>);
+pub struct BlockRecordsIter<'a, T>(
+    core::slice::Iter<'a, [u8; BLOCK_RECORD_LEN]>,
+    PhantomData<T>,
+);
 
-impl Iterator for BlockCountsIter<'_> {
-    type Item = BlockCount;
+impl<T: From<[u8; BLOCK_RECORD_LEN]>> Iterator for BlockRecordsIter<'_, T> {
+    type Item = T;
 
-    fn next(&mut self) -> Option<BlockCount> {
-        self.0.next().map(|&[t0, t1, c0, c1]| BlockCount {
-            block_type: [t0, t1],
-            count: u16::from_be_bytes([c0, c1]),
-        })
+    fn next(&mut self) -> Option<T> {
+        self.0.next().map(|&record| T::from(record))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -296,8 +310,17 @@ impl Iterator for BlockCountsIter<'_> {
     }
 }
 
-impl ExactSizeIterator for BlockCountsIter<'_> {}
-impl FusedIterator for BlockCountsIter<'_> {}
+impl<T: From<[u8; BLOCK_RECORD_LEN]>> ExactSizeIterator for BlockRecordsIter<'_, T> {}
+impl<T: From<[u8; BLOCK_RECORD_LEN]>> FusedIterator for BlockRecordsIter<'_, T> {}
+
+impl From<[u8; BLOCK_RECORD_LEN]> for BlockCount {
+    fn from([t0, t1, c0, c1]: [u8; BLOCK_RECORD_LEN]) -> Self {
+        BlockCount {
+            block_type: [t0, t1],
+            count: u16::from_be_bytes([c0, c1]),
+        }
+    }
+}
 
 /// One entry of a list blocks of type response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -309,61 +332,15 @@ pub struct BlockEntry {
     pub language: u8,
 }
 
-/// The entries of a list blocks of type response, whole four-byte records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct BlockEntries<'a>(&'a [[u8; BLOCK_RECORD_LEN]]);
-
-impl<'a> BlockEntries<'a> {
-    /// `None` unless `bytes` is a whole number of records.
-    pub fn new(bytes: &'a [u8]) -> Option<Self> {
-        match bytes.as_chunks::<BLOCK_RECORD_LEN>() {
-            (records, []) => Some(Self(records)),
-            _ => None,
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn iter(&self) -> BlockEntriesIter<'a> {
-        BlockEntriesIter(self.0.iter())
-    }
-}
-
-impl<'a> IntoIterator for BlockEntries<'a> {
-    type Item = BlockEntry;
-    type IntoIter = BlockEntriesIter<'a>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct BlockEntriesIter<'a>(core::slice::Iter<'a, [u8; BLOCK_RECORD_LEN]>);
-
-impl Iterator for BlockEntriesIter<'_> {
-    type Item = BlockEntry;
-
-    fn next(&mut self) -> Option<BlockEntry> {
-        self.0.next().map(|&[n0, n1, flags, language]| BlockEntry {
+impl From<[u8; BLOCK_RECORD_LEN]> for BlockEntry {
+    fn from([n0, n1, flags, language]: [u8; BLOCK_RECORD_LEN]) -> Self {
+        BlockEntry {
             number: u16::from_be_bytes([n0, n1]),
             flags,
             language,
-        })
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        self.0.size_hint()
+        }
     }
 }
-
-impl ExactSizeIterator for BlockEntriesIter<'_> {}
-impl FusedIterator for BlockEntriesIter<'_> {}
 
 /// A PLC clock value: the 10-byte BCD timestamp of the time functions (a reserved byte, then
 /// century, year, month, day, hour, minute, second, milliseconds in three digits and the
