@@ -197,6 +197,8 @@ pub trait EventSink {
     fn wants_events(&self) -> bool {
         true
     }
+    /// The clock moved to `now_nanos` without a packet (a quiet live link).
+    fn tick(&mut self, _now_nanos: i64) {}
 }
 
 /// Discards events (counting still happens).

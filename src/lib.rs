@@ -4,9 +4,11 @@
 
 pub mod capture;
 pub mod decode;
+pub mod detection;
 pub mod dissect;
 pub mod event;
 pub mod flow;
+pub mod observe;
 pub mod parallel;
 pub mod pipeline;
 pub mod replay;

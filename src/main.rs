@@ -5,9 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use otwatch::detection::{parse_duration, DetectSink, Detection};
 use otwatch::event::{EventSink, JsonLinesSink, NullSink};
 use otwatch::pipeline::Pipeline;
 use otwatch::{replay, summary};
+use otwatch_models::{Baseline, Engine, EngineConfig};
 
 /// Passive monitor for industrial (OT) networks: Modbus/TCP, DNP3, S7comm.
 #[derive(Parser)]
@@ -35,6 +37,26 @@ enum Command {
         /// differently than with one worker.
         #[arg(long, default_value_t = 1, value_name = "N")]
         workers: usize,
+        #[command(flatten)]
+        detect: DetectArgs,
+    },
+    /// Learn a baseline from captures of normal operation.
+    Learn {
+        #[arg(required = true, value_name = "PCAP")]
+        pcaps: Vec<PathBuf>,
+        /// Where to write the baseline (JSON, written atomically).
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// Alerts raised while learning (commands, malformed PDUs) as JSON Lines.
+        #[arg(long, value_name = "PATH|-")]
+        alerts: Option<PathBuf>,
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Inspect a saved baseline.
+    Baseline {
+        #[command(subcommand)]
+        command: BaselineCommand,
     },
     /// Capture live from an interface (a SPAN/mirror port) through an AF_PACKET ring. Passive:
     /// the socket never transmits. Stops on SIGINT/SIGTERM, flushing events and the summary.
@@ -66,7 +88,97 @@ enum Command {
         /// BPF filter (tcpdump syntax); implies --libpcap.
         #[arg(long, value_name = "EXPR")]
         bpf: Option<String>,
+        #[command(flatten)]
+        detect: DetectArgs,
     },
+}
+
+#[derive(Subcommand)]
+enum BaselineCommand {
+    /// What a baseline holds, for a person.
+    Show {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+/// Detection options, shared by `replay` and `live`. Detection runs when any of them is given.
+#[derive(clap::Args, Default)]
+struct DetectArgs {
+    /// Write alerts (JSON Lines, docs/alerts.md) to PATH, or to stdout with `-`.
+    #[arg(long, value_name = "PATH|-")]
+    alerts: Option<PathBuf>,
+    /// Detect against this saved baseline from the first packet.
+    #[arg(long, value_name = "FILE", conflicts_with = "learn")]
+    baseline: Option<PathBuf>,
+    /// Learn from the first DURATION of capture time (e.g. 10m, 2h), then detect.
+    #[arg(long, value_name = "DURATION")]
+    learn: Option<String>,
+    /// Save the baseline in use at the end (learned, or the one loaded).
+    #[arg(long, value_name = "FILE")]
+    save_baseline: Option<PathBuf>,
+    /// Write a small pcap of the packets behind each alert into DIR.
+    #[arg(long, value_name = "DIR")]
+    evidence: Option<PathBuf>,
+}
+
+impl DetectArgs {
+    fn enabled(&self) -> bool {
+        self.alerts.is_some()
+            || self.baseline.is_some()
+            || self.learn.is_some()
+            || self.save_baseline.is_some()
+            || self.evidence.is_some()
+    }
+}
+
+/// Opens an output given as a path or `-` (stdout).
+fn open_output(path: &std::path::Path) -> Result<Box<dyn Write>, String> {
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(std::io::stdout()));
+    }
+    File::create(path)
+        .map(|f| Box::new(f) as Box<dyn Write>)
+        .map_err(|e| format!("{}: cannot create: {e}", path.display()))
+}
+
+/// The detection state the options ask for, if any.
+fn build_detection(args: &DetectArgs) -> Result<Option<Detection>, String> {
+    if !args.enabled() {
+        return Ok(None);
+    }
+    let config = EngineConfig {
+        learn_for: args.learn.as_deref().map(parse_duration).transpose()?,
+        ..EngineConfig::default()
+    };
+    let engine = match &args.baseline {
+        Some(path) => Engine::detecting(Baseline::load(path).map_err(|e| e.to_string())?, config),
+        None => Engine::learning(config),
+    };
+    let out = match &args.alerts {
+        Some(p) => {
+            Some(Box::new(BufWriter::with_capacity(1 << 16, open_output(p)?)) as Box<dyn Write>)
+        }
+        None => None,
+    };
+    Ok(Some(Detection::new(engine, out)))
+}
+
+/// Ends detection: flushes alerts, saves the baseline if asked; the summary lines.
+fn finish_detection(det: Option<&mut Detection>, args: &DetectArgs, code: &mut ExitCode) -> String {
+    let Some(det) = det else { return String::new() };
+    let (baseline, flushed) = det.finish();
+    match flushed {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => *code = fail(format_args!("writing alerts: {e}")),
+    }
+    if let (Some(path), Some(b)) = (&args.save_baseline, &baseline) {
+        if let Err(e) = b.save(path) {
+            *code = fail(e);
+        }
+    }
+    det.summary()
 }
 
 fn main() -> ExitCode {
@@ -77,7 +189,30 @@ fn main() -> ExitCode {
             events,
             quiet,
             workers,
-        } => run_replay(&pcaps, events, quiet, workers),
+            detect,
+        } => run_replay(&pcaps, events, quiet, workers, &detect),
+        Command::Learn {
+            pcaps,
+            output,
+            alerts,
+            quiet,
+        } => {
+            let detect = DetectArgs {
+                alerts,
+                save_baseline: Some(output),
+                ..DetectArgs::default()
+            };
+            run_replay(&pcaps, None, quiet, 1, &detect)
+        }
+        Command::Baseline {
+            command: BaselineCommand::Show { file },
+        } => match Baseline::load(&file) {
+            Ok(b) => {
+                print!("{}", b.describe());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
         Command::Live {
             interface,
             events,
@@ -88,6 +223,7 @@ fn main() -> ExitCode {
             no_promiscuous,
             libpcap,
             bpf,
+            detect,
         } => {
             let opts = otwatch::capture::afpacket::AfPacketOptions {
                 block_size,
@@ -100,7 +236,7 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(e) => return fail(e),
             };
-            run_live(&interface, source, events, quiet, user)
+            run_live(&interface, source, events, quiet, user, &detect)
         }
     }
 }
@@ -110,45 +246,57 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn run_replay(pcaps: &[PathBuf], events: Option<PathBuf>, quiet: bool, workers: usize) -> ExitCode {
+fn run_replay(
+    pcaps: &[PathBuf],
+    events: Option<PathBuf>,
+    quiet: bool,
+    workers: usize,
+    detect: &DetectArgs,
+) -> ExitCode {
+    let mut detection = match build_detection(detect) {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
+    if detection.is_some() && workers > 1 {
+        return fail("detection (--alerts, --baseline, --learn, --save-baseline, --evidence) runs on one worker: drop --workers");
+    }
     let mut pipeline = Pipeline::new();
-    let mut run = |sink: &mut dyn EventSink| {
-        if workers > 1 {
-            otwatch::parallel::replay_parallel(pcaps, sink, workers)
-        } else {
-            replay::replay(pcaps, sink, &mut pipeline)
+    if let (Some(det), Some(dir)) = (&mut detection, &detect.evidence) {
+        match det.with_evidence(dir) {
+            Ok(ring) => pipeline.evidence = Some(ring),
+            Err(e) => return fail(format_args!("{}: {e}", dir.display())),
         }
+    }
+    let mut json = match &events {
+        Some(p) => match open_output(p) {
+            Ok(w) => Some(JsonLinesSink::new(BufWriter::with_capacity(1 << 16, w))),
+            Err(e) => return fail(e),
+        },
+        None => None,
     };
-    let (report, sink_result) = match events {
-        None => {
-            let mut sink = NullSink;
-            (run(&mut sink), Ok(()))
-        }
-        Some(path) if path.as_os_str() == "-" => {
-            let stdout = std::io::stdout().lock();
-            let mut sink = JsonLinesSink::new(BufWriter::with_capacity(1 << 16, stdout));
-            let r = run(&mut sink);
-            (r, sink.finish())
-        }
-        Some(path) => {
-            let file = match File::create(&path) {
-                Ok(f) => f,
-                Err(e) => return fail(format_args!("{}: cannot create: {e}", path.display())),
+    let mut null = NullSink;
+    let inner: &mut dyn EventSink = match &mut json {
+        Some(j) => j,
+        None => &mut null,
+    };
+    let report = match &mut detection {
+        Some(det) => {
+            let mut sink = DetectSink {
+                detection: det,
+                inner,
             };
-            let mut sink = JsonLinesSink::new(BufWriter::with_capacity(1 << 16, file));
-            let r = run(&mut sink);
-            (
-                r,
-                sink.finish()
-                    .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
-            )
+            replay::replay(pcaps, &mut sink, &mut pipeline)
         }
+        None if workers > 1 => otwatch::parallel::replay_parallel(pcaps, inner, workers),
+        None => replay::replay(pcaps, inner, &mut pipeline),
     };
+    let mut code = ExitCode::SUCCESS;
+    let det_summary = finish_detection(detection.as_mut(), detect, &mut code);
     if !quiet {
         let _ = std::io::stderr().write_all(summary::render(&report).as_bytes());
+        let _ = std::io::stderr().write_all(det_summary.as_bytes());
     }
-    let mut code = ExitCode::SUCCESS;
-    match sink_result {
+    match json.map(|j| j.finish()).unwrap_or(Ok(())) {
         Ok(()) => {}
         // The reader went away (`| head`): not our error.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
@@ -214,8 +362,21 @@ fn run_live(
     events: Option<PathBuf>,
     quiet: bool,
     user: Option<String>,
+    detect: &DetectArgs,
 ) -> ExitCode {
     use otwatch::capture::afpacket::drop_privileges;
+    // Files are opened before privileges are dropped.
+    let mut detection = match build_detection(detect) {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
+    let mut pipeline = Pipeline::new();
+    if let (Some(det), Some(dir)) = (&mut detection, &detect.evidence) {
+        match det.with_evidence(dir) {
+            Ok(ring) => pipeline.evidence = Some(ring),
+            Err(e) => return fail(format_args!("{}: {e}", dir.display())),
+        }
+    }
     if let Some(user) = user {
         if let Err(e) = drop_privileges(&user) {
             return fail(e);
@@ -232,13 +393,23 @@ fn run_live(
     };
     let mut json = JsonLinesSink::new(BufWriter::with_capacity(1 << 16, writer));
     let mut null = NullSink;
-    let sink: &mut dyn EventSink = if events.is_some() {
+    let inner: &mut dyn EventSink = if events.is_some() {
         &mut json
     } else {
         &mut null
     };
+    let mut detect_sink;
+    let sink: &mut dyn EventSink = match &mut detection {
+        Some(det) => {
+            detect_sink = DetectSink {
+                detection: det,
+                inner,
+            };
+            &mut detect_sink
+        }
+        None => inner,
+    };
     let name: std::sync::Arc<str> = std::sync::Arc::from(format!("live:{iface}").as_str());
-    let mut pipeline = Pipeline::new();
     let start = std::time::Instant::now();
     let mut error = None;
     while !STOP.load(std::sync::atomic::Ordering::Relaxed) {
@@ -251,7 +422,13 @@ fn run_live(
         };
         match next {
             Ok(Some(pkt)) => pipeline.process(&pkt, &name, sink),
-            Ok(None) => {}
+            Ok(None) => {
+                // A quiet link: the clock still moves (timeouts, silent devices).
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as i64);
+                sink.tick(now);
+            }
             Err(e) => {
                 error = Some(e);
                 break;
@@ -277,6 +454,8 @@ fn run_live(
         elapsed: start.elapsed(),
         active_flows_at_end: active,
     };
+    let mut code = ExitCode::SUCCESS;
+    let det_summary = finish_detection(detection.as_mut(), detect, &mut code);
     let written = json.finish();
     if !quiet {
         let text = summary::render(&report).replacen(
@@ -289,8 +468,8 @@ fn run_live(
             std::io::stderr(),
             "  capture: {captured} packets received, kernel drops {drops}, ring freezes {freezes}"
         );
+        let _ = std::io::stderr().write_all(det_summary.as_bytes());
     }
-    let mut code = ExitCode::SUCCESS;
     if let Err(e) = written {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
             code = fail(format_args!("writing events: {e}"));

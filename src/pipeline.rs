@@ -1,6 +1,8 @@
 //! One packet at a time through decode, defragmentation, the flow table and the dissectors.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use crate::detection::EvidenceRing;
 
 use crate::capture::Packet;
 use crate::decode::{self, defrag::Defragmenter, Decode};
@@ -13,6 +15,8 @@ pub struct Pipeline {
     flows: FlowTable,
     defrag: Defragmenter,
     pub stats: Stats,
+    /// Recent packets per IP pair, for alert evidence (`--evidence`).
+    pub evidence: Option<Arc<Mutex<EvidenceRing>>>,
 }
 
 impl Pipeline {
@@ -40,7 +44,14 @@ impl Pipeline {
             source,
         };
         match decode::decode(pkt.linktype, pkt.data, &mut self.stats) {
-            Decode::Packet(d) => self.flows.process(&d, &info, &mut self.stats, sink),
+            Decode::Packet(d) => {
+                if let Some(ring) = &self.evidence {
+                    if let Ok(mut r) = ring.lock() {
+                        r.record(d.src, d.dst, pkt, source);
+                    }
+                }
+                self.flows.process(&d, &info, &mut self.stats, sink)
+            }
             Decode::Fragment(f) => {
                 if let Some(dg) = self.defrag.add(&f, pkt.ts_nanos, &mut self.stats) {
                     let decoded = decode::decode_transport(

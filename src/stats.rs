@@ -37,6 +37,10 @@ pub struct FlowStats {
     pub untracked_packets: u64,
     /// Connections that reused the 5-tuple of an earlier one (new SYN): the old flow was closed.
     pub reused: u64,
+    /// Conversations of undissected protocols reported once each (`tcp`/`udp` events).
+    pub talkers: u64,
+    /// New conversations not reported because the talker set was full.
+    pub talkers_full: u64,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -184,7 +188,9 @@ merge_sums!(FlowStats {
     evicted_idle,
     table_full_drops,
     untracked_packets,
-    reused
+    reused,
+    talkers,
+    talkers_full
 });
 merge_sums!(TcpStats {
     midstream_pickups, retransmitted_segments, overlapping_segments, conflicting_overlaps,

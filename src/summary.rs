@@ -118,6 +118,11 @@ pub fn render(report: &ReplayReport) -> String {
         ("5-tuple reused", s.flows.reused),
         ("open at end", report.active_flows_at_end as u64),
         ("packets of untracked flows", s.flows.untracked_packets),
+        ("conversations of other protocols", s.flows.talkers),
+        (
+            "conversations not reported, talker set full",
+            s.flows.talkers_full,
+        ),
     ]);
     if flows.is_empty() {
         let _ = writeln!(out, "  flows: {} tracked", s.flows.created);

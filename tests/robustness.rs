@@ -75,9 +75,11 @@ proptest! {
             pkt[i] = value;
         }
         let sink = run(&packets);
-        // Every event is a Modbus event with a frame inside the input.
+        // Every event is a Modbus event, or the conversation of a packet whose port was changed
+        // (`tcp`/`udp`), with a frame inside the input.
         for e in &sink.0 {
-            prop_assert!(e.modbus.is_some() && e.frame >= 1 && e.frame <= packets.len() as u64);
+            let conversation = matches!(e.proto, "tcp" | "udp") && e.modbus.is_none();
+            prop_assert!((e.modbus.is_some() || conversation) && e.frame >= 1 && e.frame <= packets.len() as u64);
         }
     }
 }

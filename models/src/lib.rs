@@ -1,1 +1,28 @@
-//! Baseline learning and scoring (see issue 6). Empty until detection lands.
+//! Baseline learning and anomaly scoring for otwatch.
+//!
+//! The dissectors' events are turned into protocol-neutral [`Observation`]s (in the `otwatch`
+//! crate); an [`Engine`] learns a [`Baseline`] from them, then scores later observations against
+//! it and raises deduplicated [`Alert`]s. Everything here runs on capture time, so a replay of a
+//! week-long capture gives the alerts a live run would have given.
+
+pub mod alert;
+pub mod baseline;
+pub mod behaviour;
+pub mod detect;
+pub mod engine;
+pub mod learn;
+pub mod obs;
+mod ranges;
+
+pub use alert::{Alert, AlertBook, AlertKind, Severity};
+pub use baseline::{Baseline, BaselineError};
+pub use engine::{Engine, EngineConfig};
+pub use obs::{Access, Channel, Command, Kind, Observation, Proto};
+
+/// Nanoseconds per second, for capture timestamps.
+pub const NANOS: i64 = 1_000_000_000;
+
+/// Seconds between two capture timestamps.
+pub fn secs(from: i64, to: i64) -> f64 {
+    (to.saturating_sub(from)) as f64 / NANOS as f64
+}

@@ -75,6 +75,7 @@ type FlowMap = HashMap<FlowKey, Flow, foldhash::fast::RandomState>;
 
 pub struct FlowTable {
     flows: FlowMap,
+    talkers: Talkers,
     max_flows: usize,
     idle_timeout: i64,
     last_sweep: i64,
@@ -91,6 +92,7 @@ impl FlowTable {
     pub fn new(max_flows: usize, idle_timeout_nanos: i64) -> FlowTable {
         FlowTable {
             flows: FlowMap::default(),
+            talkers: Talkers::default(),
             max_flows: max_flows.max(1),
             idle_timeout: idle_timeout_nanos,
             last_sweep: i64::MIN,
@@ -147,6 +149,9 @@ impl FlowTable {
                 Some(found) => probed = Some(found),
                 None => {
                     stats.flows.untracked_packets += 1;
+                    if sink.wants_events() {
+                        self.talkers.note(pkt, info, stats, sink);
+                    }
                     return;
                 }
             }
@@ -325,5 +330,74 @@ fn new_flow(
         app: App::new(probed.map(|(p, _)| p).or(Proto::for_server_port(server.1))),
         probed,
         streams: Default::default(),
+    }
+}
+
+/// Conversations of protocols otwatch does not dissect: each is reported once, as a `tcp` or
+/// `udp` event, so detection can see new talkers on the OT network (an SMB session to a PLC, a
+/// shell on port 4444) without tracking their flows.
+#[derive(Default)]
+struct Talkers {
+    seen: std::collections::HashSet<(u8, IpAddr, IpAddr, u16), foldhash::fast::RandomState>,
+}
+
+/// Conversations remembered; beyond this new ones are counted, not reported.
+pub const MAX_TALKERS: usize = 65_536;
+
+impl Talkers {
+    fn note(
+        &mut self,
+        pkt: &Decoded<'_>,
+        info: &PacketInfo<'_>,
+        stats: &mut Stats,
+        sink: &mut dyn EventSink,
+    ) {
+        let (protocol, sport, dport, syn, ack) = match pkt.transport {
+            Transport::Tcp {
+                src_port,
+                dst_port,
+                flags,
+                ..
+            } => (6u8, src_port, dst_port, flags.syn, flags.ack),
+            Transport::Udp {
+                src_port, dst_port, ..
+            } => (17u8, src_port, dst_port, false, false),
+        };
+        // Either orientation already known: the same conversation.
+        if self.seen.contains(&(protocol, pkt.src, pkt.dst, dport))
+            || self.seen.contains(&(protocol, pkt.dst, pkt.src, sport))
+        {
+            return;
+        }
+        // The server: the SYN's receiver, the SYN-ACK's sender, otherwise the lower port.
+        let to_server = if syn { !ack } else { dport <= sport };
+        let (client, server, port, client_port) = if to_server {
+            (pkt.src, pkt.dst, dport, sport)
+        } else {
+            (pkt.dst, pkt.src, sport, dport)
+        };
+        if self.seen.len() >= MAX_TALKERS {
+            stats.flows.talkers_full += 1;
+            return;
+        }
+        self.seen.insert((protocol, client, server, port));
+        stats.flows.talkers += 1;
+        sink.emit(crate::event::Event {
+            ts: crate::event::Timestamp(info.ts_nanos),
+            source: Arc::clone(info.source),
+            frame: info.frame,
+            proto: if protocol == 6 { "tcp" } else { "udp" },
+            transport: if protocol == 6 { "tcp" } else { "udp" },
+            src_ip: client,
+            src_port: client_port,
+            dst_ip: server,
+            dst_port: port,
+            direction: "request",
+            modbus: None,
+            dnp3: None,
+            s7comm: None,
+            s7commplus: None,
+            cotp: None,
+        });
     }
 }

@@ -1,0 +1,253 @@
+//! Alerts and their deduplication: one alert per cause, with a count and first/last seen, so a
+//! flood does not become a million lines.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::obs::Proto;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertKind {
+    Integrity,
+    Availability,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Alert {
+    /// Stable for one cause: a repeat line of the same cause carries the same id.
+    pub id: u64,
+    /// What makes two alerts the same cause.
+    pub key: String,
+    /// Time of the occurrence this line reports (the first, or the latest for a repeat).
+    pub ts: i64,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub count: u64,
+    /// False on the first line of a cause, true on later lines that update its count.
+    pub repeat: bool,
+    pub kind: AlertKind,
+    pub r#type: &'static str,
+    pub severity: Severity,
+    pub proto: Proto,
+    pub src_ip: IpAddr,
+    pub dst_ip: IpAddr,
+    pub source: Arc<str>,
+    /// Frames (in `source`) of the packets that caused it, e.g. a request and its response.
+    pub frames: Vec<u64>,
+    pub message: String,
+    pub learned: serde_json::Value,
+    pub observed: serde_json::Value,
+    /// Set by the caller when evidence was written.
+    pub evidence: Option<String>,
+}
+
+impl Alert {
+    /// An alert with no frames, key or message yet (set them with struct update syntax).
+    pub fn new(
+        r#type: &'static str,
+        severity: Severity,
+        proto: Proto,
+        src_ip: IpAddr,
+        dst_ip: IpAddr,
+        ts: i64,
+    ) -> Alert {
+        Alert {
+            id: 0,
+            key: String::new(),
+            ts,
+            first_seen: ts,
+            last_seen: ts,
+            count: 1,
+            repeat: false,
+            kind: Alert::kind_of(r#type),
+            r#type,
+            severity,
+            proto,
+            src_ip,
+            dst_ip,
+            source: Arc::from(""),
+            frames: Vec::new(),
+            message: String::new(),
+            learned: serde_json::Value::Object(Default::default()),
+            observed: serde_json::Value::Object(Default::default()),
+            evidence: None,
+        }
+    }
+
+    pub fn kind_of(r#type: &str) -> AlertKind {
+        match r#type {
+            "poll_cycle_broken" | "response_timeout" | "latency_shift" | "device_silent"
+            | "traffic_flood" | "device_restarted" | "behaviour_anomaly" => AlertKind::Availability,
+            _ => AlertKind::Integrity,
+        }
+    }
+}
+
+/// Alert types, for documentation and metrics.
+pub const TYPES: [&str; 22] = [
+    "new_asset",
+    "new_channel",
+    "new_function_code",
+    "address_out_of_range",
+    "unauthorized_write",
+    "value_out_of_range",
+    "plc_stop",
+    "plc_start",
+    "program_download",
+    "program_upload",
+    "device_restart_command",
+    "malformed_pdu",
+    "crc_error",
+    "exception_burst",
+    "scan",
+    "poll_cycle_broken",
+    "response_timeout",
+    "latency_shift",
+    "device_silent",
+    "traffic_flood",
+    "device_restarted",
+    "behaviour_anomaly",
+];
+
+struct Entry {
+    id: u64,
+    count: u64,
+    first_seen: i64,
+    last_seen: i64,
+    emitted_count: u64,
+    last_emitted: i64,
+    last: Alert,
+}
+
+/// Distinct causes kept per alert type; beyond this, further causes of that type share one
+/// `overflow` entry, so spoofed addresses cannot grow the book without bound.
+pub const MAX_CAUSES_PER_TYPE: usize = 4096;
+
+pub struct AlertBook {
+    entries: HashMap<String, Entry>,
+    per_type: HashMap<&'static str, usize>,
+    next_id: u64,
+    /// A cause seen again this long (capture time) after its last line gets a repeat line.
+    realert_nanos: i64,
+    pub overflowed: u64,
+}
+
+impl AlertBook {
+    pub fn new(realert_nanos: i64) -> Self {
+        AlertBook {
+            entries: HashMap::new(),
+            per_type: HashMap::new(),
+            next_id: 0,
+            realert_nanos,
+            overflowed: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Records an occurrence; returns the line to write, if any.
+    pub fn raise(&mut self, mut a: Alert) -> Option<Alert> {
+        if !self.entries.contains_key(&a.key) {
+            let n = self.per_type.entry(a.r#type).or_default();
+            if *n >= MAX_CAUSES_PER_TYPE {
+                self.overflowed += 1;
+                a.key = format!("{}:overflow", a.r#type);
+                a.message = format!(
+                    "{} (more causes of this type than the alert book keeps)",
+                    a.message
+                );
+            } else {
+                *n += 1;
+            }
+        }
+        let ts = a.ts;
+        match self.entries.get_mut(&a.key) {
+            Some(e) => {
+                e.count += 1;
+                e.first_seen = e.first_seen.min(ts);
+                e.last_seen = e.last_seen.max(ts);
+                e.last = a;
+                if ts.saturating_sub(e.last_emitted) >= self.realert_nanos {
+                    e.last_emitted = ts;
+                    e.emitted_count = e.count;
+                    Some(stamp(e, true))
+                } else {
+                    None
+                }
+            }
+            None => {
+                self.next_id += 1;
+                let e = Entry {
+                    id: self.next_id,
+                    count: 1,
+                    first_seen: ts,
+                    last_seen: ts,
+                    emitted_count: 1,
+                    last_emitted: ts,
+                    last: a,
+                };
+                let line = stamp(&e, false);
+                self.entries.insert(line.key.clone(), e);
+                Some(line)
+            }
+        }
+    }
+
+    /// End of input: a last line for every cause seen again since its last line, in id order.
+    pub fn finish(&mut self) -> Vec<Alert> {
+        let mut out: Vec<Alert> = self
+            .entries
+            .values_mut()
+            .filter(|e| e.count > e.emitted_count)
+            .map(|e| {
+                e.emitted_count = e.count;
+                stamp(e, true)
+            })
+            .collect();
+        out.sort_by_key(|a| a.id);
+        out
+    }
+}
+
+fn stamp(e: &Entry, repeat: bool) -> Alert {
+    let mut a = e.last.clone();
+    a.id = e.id;
+    a.count = e.count;
+    a.first_seen = e.first_seen;
+    a.last_seen = e.last_seen;
+    a.repeat = repeat;
+    if repeat {
+        a.ts = e.last_seen;
+    }
+    a
+}

@@ -1,0 +1,307 @@
+//! The learned baseline: what the plant did during learning, as a versioned, human-readable
+//! JSON file (written atomically).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::behaviour::BehaviourModel;
+use crate::obs::{Channel, Proto};
+use crate::ranges::Ranges;
+
+pub const FORMAT: &str = "otwatch-baseline";
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BaselineError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: not an otwatch baseline: {source}")]
+    Parse {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("{path}: baseline format {found:?} version {version} (this otwatch reads {FORMAT:?} version {VERSION})")]
+    Version {
+        path: String,
+        found: String,
+        version: u32,
+    },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Baseline {
+    pub format: String,
+    pub version: u32,
+    /// Capture time covered by learning, seconds since the Unix epoch.
+    pub learned_from: f64,
+    pub learned_until: f64,
+    pub observations: u64,
+    pub assets: Vec<Asset>,
+    pub channels: Vec<ChannelModel>,
+    /// The multivariate model over per-channel windows; absent when learning saw too few windows.
+    pub behaviour: Option<BehaviourModel>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Asset {
+    pub ip: IpAddr,
+    pub protocols: Vec<Proto>,
+    /// `client` (master, HMI) and/or `server` (PLC, RTU, outstation).
+    pub roles: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub identity: Option<String>,
+    /// Longest gap between two PDUs sent by this asset as a server, seconds; absent when it
+    /// answered fewer than three times.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub max_silence: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChannelModel {
+    #[serde(flatten)]
+    pub channel: Channel,
+    /// Requests per function code.
+    pub functions: BTreeMap<u32, u64>,
+    pub requests: u64,
+    pub responses: u64,
+    pub exceptions: u64,
+    /// The client wrote (a write function, or a state-changing command).
+    pub wrote: bool,
+    /// Address ranges read and written, per address space.
+    pub reads: BTreeMap<u32, Ranges>,
+    pub writes: BTreeMap<u32, Ranges>,
+    pub points: Vec<PointModel>,
+    pub polls: Vec<PollModel>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub latency: Option<LatencyModel>,
+    /// Most requests and exceptions in any `rate_window` seconds.
+    pub rate_window: f64,
+    pub max_requests_per_window: u64,
+    pub max_exceptions_per_window: u64,
+}
+
+/// Envelope of one point's values.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PointModel {
+    pub space: u32,
+    pub address: u32,
+    pub min: f64,
+    pub max: f64,
+    /// Largest change between two consecutive values.
+    pub max_step: f64,
+    pub samples: u64,
+}
+
+/// A request repeated on a period: same function, same address block.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PollModel {
+    pub function: u32,
+    pub space: u32,
+    pub start: u32,
+    pub count: u32,
+    /// Median interval, seconds.
+    pub period: f64,
+    /// 95th percentile of |interval − period|, seconds.
+    pub jitter: f64,
+    pub samples: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LatencyModel {
+    pub samples: u64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Baseline {
+    pub fn load(path: &Path) -> Result<Baseline, BaselineError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| BaselineError::Io {
+            path: name.clone(),
+            source,
+        })?;
+        // Check the header first, so an old or foreign file gets a version message rather than
+        // a field-level parse error.
+        #[derive(Deserialize)]
+        struct Header {
+            format: String,
+            version: u32,
+        }
+        let header: Header =
+            serde_json::from_str(&text).map_err(|source| BaselineError::Parse {
+                path: name.clone(),
+                source,
+            })?;
+        if header.format != FORMAT || header.version != VERSION {
+            return Err(BaselineError::Version {
+                path: name,
+                found: header.format,
+                version: header.version,
+            });
+        }
+        serde_json::from_str(&text).map_err(|source| BaselineError::Parse { path: name, source })
+    }
+
+    /// Writes to a temporary file beside `path`, then renames it over `path`: a reader never sees
+    /// half a baseline, and a crash leaves the old one in place.
+    pub fn save(&self, path: &Path) -> Result<(), BaselineError> {
+        let io = |source| BaselineError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut text =
+            serde_json::to_string_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
+        text.push('\n');
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(".{file_name}.tmp{}", std::process::id()));
+        let result = (|| {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result.map_err(io)
+    }
+
+    /// What was learned, for a person (`otwatch baseline show`).
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        let span = self.learned_until - self.learned_from;
+        let _ = writeln!(
+            s,
+            "Baseline ({FORMAT} v{}): {} observations over {:.1} s of capture time",
+            self.version, self.observations, span
+        );
+        let _ = writeln!(s, "\nAssets ({}):", self.assets.len());
+        for a in &self.assets {
+            let protos: Vec<&str> = a.protocols.iter().map(|p| p.name()).collect();
+            let _ = write!(
+                s,
+                "  {:<40} {:<12} {}",
+                a.ip.to_string(),
+                a.roles.join("+"),
+                protos.join(",")
+            );
+            if let Some(id) = &a.identity {
+                let _ = write!(s, "  [{id}]");
+            }
+            if let Some(gap) = a.max_silence {
+                let _ = write!(s, "  longest silence {gap:.1} s");
+            }
+            s.push('\n');
+        }
+        let _ = writeln!(s, "\nChannels ({}):", self.channels.len());
+        for c in &self.channels {
+            let _ = writeln!(
+                s,
+                "  {}: {} requests, {} responses, {} exceptions{}",
+                c.channel,
+                c.requests,
+                c.responses,
+                c.exceptions,
+                if c.wrote { ", writes" } else { "" }
+            );
+            if !c.functions.is_empty() {
+                let f: Vec<String> = c
+                    .functions
+                    .iter()
+                    .map(|(k, n)| format!("{k}×{n}"))
+                    .collect();
+                let _ = writeln!(s, "    functions: {}", f.join(" "));
+            }
+            for (what, map) in [("reads", &c.reads), ("writes", &c.writes)] {
+                for (space, r) in map {
+                    let list: Vec<String> =
+                        r.0.iter()
+                            .map(|[lo, hi]| {
+                                if lo == hi {
+                                    lo.to_string()
+                                } else {
+                                    format!("{lo}-{hi}")
+                                }
+                            })
+                            .collect();
+                    let _ = writeln!(
+                        s,
+                        "    {what} {}: {}",
+                        c.channel.proto.space_name(*space),
+                        list.join(", ")
+                    );
+                }
+            }
+            for p in &c.polls {
+                let _ = writeln!(
+                    s,
+                    "    poll: function {} {} {}+{} every {:.3} s (jitter {:.3} s, {} intervals)",
+                    p.function,
+                    c.channel.proto.space_name(p.space),
+                    p.start,
+                    p.count,
+                    p.period,
+                    p.jitter,
+                    p.samples
+                );
+            }
+            if let Some(l) = &c.latency {
+                let _ = writeln!(
+                    s,
+                    "    latency: p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} responses)",
+                    l.p50 * 1e3,
+                    l.p95 * 1e3,
+                    l.p99 * 1e3,
+                    l.max * 1e3,
+                    l.samples
+                );
+            }
+            let _ = writeln!(
+                s,
+                "    rate: at most {} requests and {} exceptions per {} s; {} points with value envelopes",
+                c.max_requests_per_window,
+                c.max_exceptions_per_window,
+                c.rate_window,
+                c.points.len()
+            );
+        }
+        match &self.behaviour {
+            Some(m) => {
+                let _ = writeln!(
+                    s,
+                    "\nBehaviour model: k-means, {} clusters over {} windows of {} s, features {}; threshold {:.3}",
+                    m.centroids.len(),
+                    m.training_windows,
+                    m.window,
+                    m.features.join(","),
+                    m.threshold
+                );
+            }
+            None => {
+                let _ = writeln!(s, "\nBehaviour model: none (too few training windows)");
+            }
+        }
+        s
+    }
+
+    pub fn channel(&self, ch: &Channel) -> Option<&ChannelModel> {
+        self.channels.iter().find(|c| &c.channel == ch)
+    }
+}

@@ -1,0 +1,232 @@
+//! The multivariate model: per-channel features over fixed windows of capture time, clustered
+//! with k-means (linfa) during learning; a window whose distance to the nearest centroid exceeds
+//! the threshold learned from the training windows is a `behaviour_anomaly`.
+
+use std::collections::HashSet;
+
+use linfa::traits::Fit;
+use linfa::DatasetBase;
+use linfa_clustering::KMeans;
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+
+pub const FEATURES: [&str; 8] = [
+    "requests",
+    "responses",
+    "exceptions",
+    "writes",
+    "functions",
+    "addresses",
+    "latency_p50_ms",
+    "latency_max_ms",
+];
+const N: usize = FEATURES.len();
+/// Fewer training windows than this and no model is built: a threshold from a handful of
+/// windows would alert on ordinary variation.
+pub const MIN_TRAINING_WINDOWS: usize = 12;
+/// Spreads below this (in log1p units) are raised to it, so a feature that never varied in
+/// training does not turn a change of one into a huge distance.
+const MIN_STD: f64 = 0.5;
+/// Distinct addresses counted per window; beyond this a window is "many" anyway.
+const MAX_ADDRESSES: usize = 4096;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BehaviourModel {
+    /// Window length, seconds.
+    pub window: f64,
+    pub features: Vec<String>,
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+    pub centroids: Vec<Vec<f64>>,
+    /// Largest distance of a training window to its centroid, and the alert threshold.
+    pub max_training_distance: f64,
+    pub threshold: f64,
+    pub training_windows: usize,
+}
+
+/// One channel's activity in the current window.
+#[derive(Debug, Default)]
+pub struct WindowAcc {
+    pub requests: u32,
+    pub responses: u32,
+    pub exceptions: u32,
+    pub writes: u32,
+    functions: HashSet<u32>,
+    addresses: HashSet<(u32, u32)>,
+    latencies: Vec<f64>,
+    pub first_frame: Option<u64>,
+    pub last_frame: u64,
+}
+
+impl WindowAcc {
+    pub fn is_empty(&self) -> bool {
+        self.requests == 0 && self.responses == 0
+    }
+
+    pub fn add(&mut self, o: &crate::Observation, latency: Option<f64>) {
+        use crate::Kind;
+        self.first_frame.get_or_insert(o.frame);
+        self.last_frame = o.frame;
+        match o.kind {
+            Kind::Request => {
+                self.requests += 1;
+                self.functions.insert(o.function);
+                if o.write {
+                    self.writes += 1;
+                }
+                for a in &o.accesses {
+                    if self.addresses.len() < MAX_ADDRESSES {
+                        self.addresses.insert((a.space, a.start));
+                    }
+                }
+            }
+            Kind::Response | Kind::Unsolicited => {
+                self.responses += 1;
+                if o.exception {
+                    self.exceptions += 1;
+                }
+            }
+            Kind::Conversation => {}
+        }
+        if let Some(l) = latency {
+            if self.latencies.len() < 4096 {
+                self.latencies.push(l);
+            }
+        }
+    }
+
+    pub fn features(&mut self) -> [f64; N] {
+        self.latencies.sort_by(f64::total_cmp);
+        let p50 = self
+            .latencies
+            .get(self.latencies.len() / 2)
+            .copied()
+            .unwrap_or(0.0);
+        let max = self.latencies.last().copied().unwrap_or(0.0);
+        [
+            f64::from(self.requests),
+            f64::from(self.responses),
+            f64::from(self.exceptions),
+            f64::from(self.writes),
+            self.functions.len() as f64,
+            self.addresses.len() as f64,
+            p50 * 1e3,
+            max * 1e3,
+        ]
+    }
+}
+
+fn transform(x: &[f64; N]) -> [f64; N] {
+    x.map(|v| v.max(0.0).ln_1p())
+}
+
+impl BehaviourModel {
+    /// Fits the model; `None` when there are too few windows.
+    pub fn train(window: f64, samples: &[[f64; N]]) -> Option<BehaviourModel> {
+        if samples.len() < MIN_TRAINING_WINDOWS {
+            return None;
+        }
+        let t: Vec<[f64; N]> = samples.iter().map(transform).collect();
+        let n = t.len() as f64;
+        let mut mean = vec![0.0; N];
+        let mut std = vec![0.0; N];
+        for row in &t {
+            for j in 0..N {
+                mean[j] += row[j] / n;
+            }
+        }
+        for row in &t {
+            for j in 0..N {
+                std[j] += (row[j] - mean[j]).powi(2) / n;
+            }
+        }
+        for s in &mut std {
+            *s = s.sqrt().max(MIN_STD);
+        }
+        let mut data = Array2::<f64>::zeros((t.len(), N));
+        for (i, row) in t.iter().enumerate() {
+            for j in 0..N {
+                data[[i, j]] = (row[j] - mean[j]) / std[j];
+            }
+        }
+        let k = (t.len() / 8).clamp(1, 6);
+        let model = KMeans::params(k)
+            .max_n_iterations(200)
+            .tolerance(1e-6)
+            .fit(&DatasetBase::from(data.clone()))
+            .ok()?;
+        let centroids: Vec<Vec<f64>> = model
+            .centroids()
+            .rows()
+            .into_iter()
+            .map(|r| r.to_vec())
+            .collect();
+        let mut m = BehaviourModel {
+            window,
+            features: FEATURES.iter().map(|s| s.to_string()).collect(),
+            mean,
+            std,
+            centroids,
+            max_training_distance: 0.0,
+            threshold: 0.0,
+            training_windows: t.len(),
+        };
+        let max = samples.iter().map(|x| m.distance(x)).fold(0.0, f64::max);
+        m.max_training_distance = max;
+        // Half as far again as the farthest training window, and at least two spreads: the
+        // model flags windows unlike any seen, not the edge of ordinary variation.
+        m.threshold = (1.5 * max).max(2.0);
+        Some(m)
+    }
+
+    /// Distance of a raw feature vector to the nearest centroid, in standardised units.
+    pub fn distance(&self, x: &[f64; N]) -> f64 {
+        let t = transform(x);
+        let z: Vec<f64> = (0..N)
+            .map(|j| {
+                (t[j] - self.mean.get(j).copied().unwrap_or(0.0))
+                    / self.std.get(j).copied().unwrap_or(1.0)
+            })
+            .collect();
+        self.centroids
+            .iter()
+            .map(|c| {
+                c.iter()
+                    .zip(&z)
+                    .map(|(a, b)| (a - b).powi(2))
+                    .sum::<f64>()
+                    .sqrt()
+            })
+            .fold(f64::INFINITY, f64::min)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(req: f64, lat: f64) -> [f64; N] {
+        [req, req, 0.0, 0.0, 2.0, 2.0, lat, lat * 1.5]
+    }
+
+    #[test]
+    fn too_few_windows_give_no_model() {
+        assert!(BehaviourModel::train(10.0, &[window(10.0, 2.0); 5]).is_none());
+    }
+
+    #[test]
+    fn ordinary_windows_pass_and_outliers_fail() {
+        let train: Vec<[f64; N]> = (0..40)
+            .map(|i| window(10.0 + f64::from(i % 3), 2.0 + f64::from(i % 2)))
+            .collect();
+        let m = BehaviourModel::train(10.0, &train).expect("model");
+        assert!(m.distance(&window(11.0, 2.5)) <= m.threshold);
+        // A flood: a hundred times the requests.
+        assert!(m.distance(&window(1000.0, 2.0)) > m.threshold);
+        // A slowed responder: fifty times the latency.
+        assert!(m.distance(&window(10.0, 100.0)) > m.threshold);
+        let json = serde_json::to_string(&m).expect("json");
+        let back: BehaviourModel = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back, m);
+    }
+}

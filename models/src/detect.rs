@@ -1,0 +1,903 @@
+//! Scoring observations against a [`Baseline`]: the baseline-relative integrity and availability
+//! checks. Commands, malformed PDUs and CRC errors are raised by the engine in every phase.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::alert::{Alert, Severity};
+use crate::baseline::{Baseline, ChannelModel, LatencyModel, PollModel};
+use crate::behaviour::WindowAcc;
+use crate::learn::{poll_key, Pending, PollKey, RateCounter};
+use crate::obs::{Channel, Kind, Observation, Proto};
+use crate::ranges::Ranges;
+use crate::{secs, NANOS};
+
+/// How long a request may wait for its response when learning gave no better bound.
+pub const MIN_RESPONSE_TIMEOUT: f64 = 2.0;
+/// A device is silent after this many times its longest learned silence (and at least
+/// [`MIN_SILENCE`]).
+const SILENCE_FACTOR: f64 = 3.0;
+const MIN_SILENCE: f64 = 5.0;
+/// Recent latencies compared with the learned distribution.
+const LATENCY_RECENT: usize = 16;
+/// Requests per rate window on a channel learning never saw before they count as a flood.
+const NEW_CHANNEL_FLOOD: u64 = 500;
+/// Scan detection: what one client does within this window, beyond what was learned.
+const SCAN_WINDOW: i64 = 60 * NANOS;
+const SCAN_UNITS: usize = 4;
+const SCAN_FUNCTIONS: usize = 4;
+const SCAN_ADDRESSES: usize = 16;
+const SCAN_PORTS: usize = 8;
+/// Timers (timeouts, missed polls, silence) are checked at most this often in capture time.
+const TICK: i64 = NANOS / 4;
+/// Bounds on runtime state for channels and clients learning never saw.
+const MAX_RUNTIME_CHANNELS: usize = 20_000;
+const MAX_SCAN_CLIENTS: usize = 10_000;
+
+struct PointEnv {
+    min: f64,
+    max: f64,
+    max_step: f64,
+    samples: u64,
+}
+
+struct PollRt {
+    model: PollModel,
+    last: Option<(i64, u64)>,
+    missing_alerted: bool,
+}
+
+#[derive(Default)]
+struct ChanRt {
+    known: Option<usize>,
+    pending: Pending,
+    recent: VecDeque<f64>,
+    req_rate: RateCounter,
+    exc_rate: RateCounter,
+    window: WindowAcc,
+    source: Option<Arc<str>>,
+}
+
+struct AssetRt {
+    threshold: f64,
+    last: i64,
+    last_frame: u64,
+    source: Option<Arc<str>>,
+    proto: Proto,
+    peer: Option<IpAddr>,
+    silent: bool,
+}
+
+#[derive(Default)]
+struct ScanRt {
+    start: i64,
+    units: HashSet<(IpAddr, u32)>,
+    functions: HashSet<(IpAddr, u32)>,
+    addresses: HashSet<(IpAddr, u32, u32)>,
+    ports: HashSet<(IpAddr, u32)>,
+    frames: Vec<u64>,
+}
+
+pub struct Detector {
+    pub baseline: Baseline,
+    channels: HashMap<Channel, usize>,
+    assets: HashSet<IpAddr>,
+    server_functions: HashMap<(Proto, IpAddr), BTreeSet<u32>>,
+    server_units: HashMap<(Proto, IpAddr), BTreeSet<u32>>,
+    server_ranges: HashMap<(Proto, IpAddr, u32, u32, bool), Ranges>,
+    writers: HashSet<(Proto, IpAddr, IpAddr)>,
+    client_servers: HashSet<(IpAddr, IpAddr, Proto, u32)>,
+    points: HashMap<(Proto, IpAddr, u32, u32, u32), PointEnv>,
+    polls: HashMap<(Channel, PollKey), PollRt>,
+    rt: HashMap<Channel, ChanRt>,
+    asset_rt: HashMap<IpAddr, AssetRt>,
+    scans: HashMap<IpAddr, ScanRt>,
+    window_nanos: i64,
+    window_index: Option<i64>,
+    last_tick: i64,
+    started: bool,
+}
+
+/// An alert about the PDU `o`.
+pub(crate) fn alert(
+    o: &Observation,
+    r#type: &'static str,
+    severity: Severity,
+    key: String,
+    message: String,
+) -> Alert {
+    Alert {
+        key,
+        message,
+        source: o.source.clone(),
+        frames: vec![o.frame],
+        ..Alert::new(r#type, severity, o.channel.proto, o.src(), o.dst(), o.ts)
+    }
+}
+
+/// An alert about a channel, raised by a timer or a window at `ts`.
+fn channel_alert(
+    ch: &Channel,
+    source: Option<&Arc<str>>,
+    ts: i64,
+    r#type: &'static str,
+    severity: Severity,
+    key: String,
+) -> Alert {
+    Alert {
+        key,
+        source: source.cloned().unwrap_or_else(|| Arc::from("")),
+        ..Alert::new(r#type, severity, ch.proto, ch.client, ch.server, ts)
+    }
+}
+
+impl Detector {
+    pub fn new(baseline: Baseline) -> Self {
+        let mut d = Detector {
+            channels: HashMap::new(),
+            assets: baseline.assets.iter().map(|a| a.ip).collect(),
+            server_functions: HashMap::new(),
+            server_units: HashMap::new(),
+            server_ranges: HashMap::new(),
+            writers: HashSet::new(),
+            client_servers: HashSet::new(),
+            points: HashMap::new(),
+            polls: HashMap::new(),
+            rt: HashMap::new(),
+            asset_rt: HashMap::new(),
+            scans: HashMap::new(),
+            window_nanos: baseline
+                .behaviour
+                .as_ref()
+                .map_or(10 * NANOS, |m| (m.window * NANOS as f64) as i64)
+                .max(NANOS),
+            window_index: None,
+            last_tick: i64::MIN,
+            started: false,
+            baseline,
+        };
+        for (i, c) in d.baseline.channels.iter().enumerate() {
+            let ch = c.channel;
+            d.channels.insert(ch, i);
+            d.server_functions
+                .entry((ch.proto, ch.server))
+                .or_default()
+                .extend(c.functions.keys());
+            d.server_units
+                .entry((ch.proto, ch.server))
+                .or_default()
+                .insert(ch.unit);
+            d.client_servers
+                .insert((ch.client, ch.server, ch.proto, ch.unit));
+            if c.wrote {
+                d.writers.insert((ch.proto, ch.client, ch.server));
+            }
+            for (write, map) in [(false, &c.reads), (true, &c.writes)] {
+                for (space, r) in map {
+                    d.server_ranges
+                        .entry((ch.proto, ch.server, ch.unit, *space, write))
+                        .or_default()
+                        .union(r);
+                }
+            }
+            for p in &c.points {
+                d.points.insert(
+                    (ch.proto, ch.server, ch.unit, p.space, p.address),
+                    PointEnv {
+                        min: p.min,
+                        max: p.max,
+                        max_step: p.max_step,
+                        samples: p.samples,
+                    },
+                );
+            }
+            for p in &c.polls {
+                d.polls.insert(
+                    (ch, (p.function, p.space, p.start, p.count)),
+                    PollRt {
+                        model: p.clone(),
+                        last: None,
+                        missing_alerted: false,
+                    },
+                );
+            }
+        }
+        d
+    }
+
+    /// Starts the silence clocks of every learned asset at `now`.
+    fn start(&mut self, now: i64) {
+        self.started = true;
+        for a in &self.baseline.assets {
+            if let Some(gap) = a.max_silence {
+                self.asset_rt.insert(
+                    a.ip,
+                    AssetRt {
+                        threshold: (SILENCE_FACTOR * gap).max(MIN_SILENCE),
+                        last: now,
+                        last_frame: 0,
+                        source: None,
+                        proto: a.protocols.first().copied().unwrap_or(Proto::Tcp),
+                        peer: None,
+                        silent: false,
+                    },
+                );
+            }
+        }
+    }
+
+    pub fn observe(&mut self, o: &Observation, out: &mut Vec<Alert>) {
+        if !self.started {
+            self.start(o.ts);
+        }
+        self.tick(o.ts, out);
+        self.roll_windows(o.ts, out);
+        let first = out.len();
+        self.observe_pdu(o, out);
+        suppress_implied(&mut out[first..]);
+        let kept: Vec<Alert> = out
+            .drain(first..)
+            .filter(|a| !a.r#type.is_empty())
+            .collect();
+        out.extend(kept);
+    }
+
+    fn observe_pdu(&mut self, o: &Observation, out: &mut Vec<Alert>) {
+        let ch = o.channel;
+        self.check_assets(o, out);
+        let known = self.channels.get(&ch).copied();
+        if known.is_none() {
+            let mut a = alert(
+                o,
+                "new_channel",
+                if ch.proto.is_ot() {
+                    Severity::High
+                } else {
+                    Severity::Medium
+                },
+                format!("new_channel:{ch}"),
+                format!("{ch}: a conversation learning never saw"),
+            );
+            a.learned = json!({
+                "server_clients": self.baseline.channels.iter()
+                    .filter(|c| c.channel.server == ch.server && c.channel.proto == ch.proto)
+                    .map(|c| c.channel.client.to_string()).collect::<BTreeSet<_>>(),
+            });
+            a.observed = json!({"client": ch.client, "server": ch.server, "proto": ch.proto, "unit": ch.unit_text()});
+            out.push(a);
+        }
+        if !self.rt.contains_key(&ch) && self.rt.len() >= MAX_RUNTIME_CHANNELS {
+            return;
+        }
+        match o.kind {
+            Kind::Request => self.request(o, known, out),
+            Kind::Response | Kind::Unsolicited => self.response(o, known, out),
+            Kind::Conversation => self.conversation(o, out),
+        }
+        if let Some(a) = self.asset_rt.get_mut(&o.src()) {
+            if a.silent {
+                a.silent = false;
+            }
+            a.last = o.ts;
+            a.last_frame = o.frame;
+            a.source = Some(o.source.clone());
+            a.peer = Some(o.dst());
+            a.proto = ch.proto;
+        }
+    }
+
+    fn check_assets(&mut self, o: &Observation, out: &mut Vec<Alert>) {
+        let ch = o.channel;
+        for (ip, role) in [(ch.client, "client"), (ch.server, "server")] {
+            if !self.assets.contains(&ip) && !is_group_address(ip) {
+                let mut a = alert(
+                    o,
+                    "new_asset",
+                    Severity::High,
+                    format!("new_asset:{ip}"),
+                    format!(
+                        "{ip}: a device learning never saw, as {} {role}",
+                        ch.proto.name()
+                    ),
+                );
+                a.learned = json!({"assets": self.baseline.assets.len()});
+                a.observed = json!({"ip": ip, "role": role, "proto": ch.proto});
+                out.push(a);
+            }
+        }
+    }
+
+    fn scan(&mut self, o: &Observation) -> &mut ScanRt {
+        let client = o.channel.client;
+        if !self.scans.contains_key(&client) && self.scans.len() >= MAX_SCAN_CLIENTS {
+            self.scans.clear();
+        }
+        let s = self.scans.entry(client).or_default();
+        if o.ts.saturating_sub(s.start) > SCAN_WINDOW || o.ts < s.start {
+            *s = ScanRt {
+                start: o.ts,
+                ..ScanRt::default()
+            };
+        }
+        if s.frames.len() < 8 {
+            s.frames.push(o.frame);
+        }
+        s
+    }
+
+    fn check_scan(&mut self, o: &Observation, out: &mut Vec<Alert>) {
+        let Some(s) = self.scans.get(&o.channel.client) else {
+            return;
+        };
+        let (u, f, a, p) = (
+            s.units.len(),
+            s.functions.len(),
+            s.addresses.len(),
+            s.ports.len(),
+        );
+        let what = if u >= SCAN_UNITS {
+            "unit ids"
+        } else if f >= SCAN_FUNCTIONS {
+            "function codes"
+        } else if a >= SCAN_ADDRESSES {
+            "addresses"
+        } else if p >= SCAN_PORTS {
+            "ports"
+        } else {
+            return;
+        };
+        let mut al = alert(
+            o,
+            "scan",
+            Severity::High,
+            format!("scan:{}", o.channel.client),
+            format!(
+                "{} is walking {what} it never used in learning",
+                o.channel.client
+            ),
+        );
+        al.frames = s.frames.clone();
+        al.learned = json!({"window_s": SCAN_WINDOW / NANOS, "thresholds": {"units": SCAN_UNITS, "functions": SCAN_FUNCTIONS, "addresses": SCAN_ADDRESSES, "ports": SCAN_PORTS}});
+        al.observed =
+            json!({"new_units": u, "new_functions": f, "new_addresses": a, "new_ports": p});
+        out.push(al);
+    }
+
+    fn conversation(&mut self, o: &Observation, out: &mut Vec<Alert>) {
+        let ch = o.channel;
+        if !self.channels.contains_key(&ch) {
+            self.scan(o).ports.insert((ch.server, ch.unit));
+            self.check_scan(o, out);
+        }
+    }
+
+    fn request(&mut self, o: &Observation, known: Option<usize>, out: &mut Vec<Alert>) {
+        // The baseline is only read here; moved out so the runtime state can be updated.
+        let base = std::mem::take(&mut self.baseline);
+        self.request_with(o, known.map(|i| &base.channels[i]), out);
+        self.baseline = base;
+    }
+
+    fn request_with(
+        &mut self,
+        o: &Observation,
+        model: Option<&ChannelModel>,
+        out: &mut Vec<Alert>,
+    ) {
+        let ch = o.channel;
+        let known = model.and_then(|_| self.channels.get(&ch).copied());
+        // Function codes: the channel's own, or for a new channel, any the server was asked.
+        let function_known = match model {
+            Some(m) => m.functions.contains_key(&o.function),
+            None => self
+                .server_functions
+                .get(&(ch.proto, ch.server))
+                .is_some_and(|f| f.contains(&o.function)),
+        };
+        let mut new_unit = false;
+        if !function_known {
+            let funcs: BTreeSet<u32> = match model {
+                Some(m) => m.functions.keys().copied().collect(),
+                None => self
+                    .server_functions
+                    .get(&(ch.proto, ch.server))
+                    .cloned()
+                    .unwrap_or_default(),
+            };
+            let mut a = alert(
+                o,
+                "new_function_code",
+                Severity::High,
+                format!("new_function_code:{ch}:{}", o.function),
+                format!(
+                    "{ch}: function {}{} never used {} in learning",
+                    o.function,
+                    o.function_name
+                        .map(|n| format!(" ({n})"))
+                        .unwrap_or_default(),
+                    if model.is_some() {
+                        "on this channel"
+                    } else {
+                        "with this server"
+                    }
+                ),
+            );
+            a.learned = json!({"functions": funcs});
+            a.observed = json!({"function": o.function, "name": o.function_name});
+            out.push(a);
+        }
+        if ch.proto.is_ot()
+            && !self
+                .server_units
+                .get(&(ch.proto, ch.server))
+                .is_some_and(|u| u.contains(&ch.unit))
+        {
+            new_unit = true;
+        }
+        if o.write && ch.proto.is_ot() && !self.writers.contains(&(ch.proto, ch.client, ch.server))
+        {
+            let mut a = alert(
+                o,
+                "unauthorized_write",
+                Severity::Critical,
+                format!(
+                    "unauthorized_write:{}:{}:{}",
+                    ch.proto.name(),
+                    ch.client,
+                    ch.server
+                ),
+                format!(
+                    "{} wrote to {} ({}{}) and never wrote to it in learning",
+                    ch.client,
+                    ch.server,
+                    ch.proto.name(),
+                    o.function_name.map(|n| format!(" {n}")).unwrap_or_default()
+                ),
+            );
+            a.learned = json!({"writers": self.writers.iter().filter(|w| w.2 == ch.server).map(|w| w.1.to_string()).collect::<BTreeSet<_>>()});
+            a.observed = json!({"function": o.function, "name": o.function_name, "accesses": accesses_json(o)});
+            out.push(a);
+        }
+        // Address ranges.
+        let mut new_addresses = Vec::new();
+        for acc in &o.accesses {
+            let hi = acc.start.saturating_add(acc.count.max(1) - 1);
+            let learned = match model {
+                Some(m) => if acc.write {
+                    m.writes.get(&acc.space)
+                } else {
+                    m.reads.get(&acc.space)
+                }
+                .cloned(),
+                None => self
+                    .server_ranges
+                    .get(&(ch.proto, ch.server, ch.unit, acc.space, acc.write))
+                    .cloned(),
+            };
+            if learned.as_ref().is_some_and(|r| r.covers(acc.start, hi)) {
+                continue;
+            }
+            new_addresses.push((acc.space, acc.start));
+            let rw = if acc.write { "write" } else { "read" };
+            let space = ch.proto.space_name(acc.space);
+            let mut a = alert(
+                o,
+                "address_out_of_range",
+                if acc.write {
+                    Severity::High
+                } else {
+                    Severity::Medium
+                },
+                format!("address_out_of_range:{ch}:{space}:{rw}"),
+                format!(
+                    "{ch}: {rw} of {space} {}..={hi} outside the learned ranges",
+                    acc.start
+                ),
+            );
+            a.learned = json!({"space": space, "ranges": learned.map(|r| r.0).unwrap_or_default()});
+            a.observed =
+                json!({"space": space, "start": acc.start, "count": acc.count, "access": rw});
+            out.push(a);
+        }
+        // Written values against the point envelopes.
+        self.check_values(o, out);
+        // Scan bookkeeping.
+        if ch.proto.is_ot() {
+            let fnew = !function_known;
+            let s = self.scan(o);
+            if new_unit {
+                s.units.insert((ch.server, ch.unit));
+            }
+            if fnew {
+                s.functions.insert((ch.server, o.function));
+            }
+            for (space, start) in new_addresses {
+                if s.addresses.len() < 4096 {
+                    s.addresses.insert((ch.server, space, start));
+                }
+            }
+            self.check_scan(o, out);
+        }
+        // Rate.
+        let rt = self.rt.entry(ch).or_default();
+        rt.known = known;
+        rt.source = Some(o.source.clone());
+        rt.pending.request(o);
+        rt.window.add(o, None);
+        let n = rt.req_rate.add(o.ts);
+        let limit = match model {
+            Some(m) => (4 * m.max_requests_per_window).max(m.max_requests_per_window + 50),
+            None => NEW_CHANNEL_FLOOD,
+        };
+        if n > limit {
+            let mut a = alert(
+                o,
+                "traffic_flood",
+                Severity::High,
+                format!("traffic_flood:{ch}"),
+                format!(
+                    "{ch}: {n} requests in {} s, learned at most {}",
+                    crate::learn::RATE_WINDOW_SECS,
+                    model.map_or(0, |m| m.max_requests_per_window)
+                ),
+            );
+            a.learned = json!({"max_requests_per_window": model.map(|m| m.max_requests_per_window), "window_s": crate::learn::RATE_WINDOW_SECS, "limit": limit});
+            a.observed = json!({"requests_in_window": n});
+            out.push(a);
+        }
+        // Polling.
+        let key = (ch, poll_key(o));
+        if let Some(p) = self.polls.get_mut(&key) {
+            if let Some((prev, prev_frame)) = p.last {
+                let gap = secs(prev, o.ts);
+                let m = &p.model;
+                let early = m.period - (4.0 * m.jitter).max(0.5 * m.period);
+                let late = m.period + (4.0 * m.jitter).max(0.5 * m.period);
+                if gap < early || (gap > late && !p.missing_alerted) {
+                    let what = if gap < early { "off-period" } else { "late" };
+                    let mut a = alert(
+                        o,
+                        "poll_cycle_broken",
+                        Severity::Medium,
+                        format!("poll_cycle_broken:{ch}:{}:{}:{}", m.function, m.space, m.start),
+                        format!(
+                            "{ch}: {what} poll of function {} {} {}+{}: {:.3} s after the previous, learned every {:.3} s",
+                            m.function,
+                            ch.proto.space_name(m.space),
+                            m.start,
+                            m.count,
+                            gap,
+                            m.period
+                        ),
+                    );
+                    a.frames = vec![prev_frame, o.frame];
+                    a.learned = json!({"period_s": m.period, "jitter_s": m.jitter});
+                    a.observed = json!({"interval_s": gap, "kind": what});
+                    out.push(a);
+                }
+            }
+            p.last = Some((o.ts, o.frame));
+            p.missing_alerted = false;
+        }
+    }
+
+    fn check_values(&mut self, o: &Observation, out: &mut Vec<Alert>) {
+        let ch = o.channel;
+        for acc in &o.accesses {
+            if ch.proto.bit_space(acc.space) || o.exception {
+                continue;
+            }
+            for (i, &v) in acc.values.iter().enumerate() {
+                let addr = acc.start.wrapping_add(i as u32);
+                let Some(p) = self
+                    .points
+                    .get(&(ch.proto, ch.server, ch.unit, acc.space, addr))
+                else {
+                    continue;
+                };
+                if p.samples < 3 {
+                    continue;
+                }
+                let margin = (0.25 * (p.max - p.min)).max(2.0 * p.max_step).max(1.0);
+                if v >= p.min - margin && v <= p.max + margin {
+                    continue;
+                }
+                let space = ch.proto.space_name(acc.space);
+                let mut a = alert(
+                    o,
+                    "value_out_of_range",
+                    if acc.write {
+                        Severity::High
+                    } else {
+                        Severity::Medium
+                    },
+                    format!(
+                        "value_out_of_range:{}:{}:{}:{space}:{addr}",
+                        ch.proto.name(),
+                        ch.server,
+                        ch.unit
+                    ),
+                    format!(
+                        "{} {space} {addr} {} {v}, learned {}..={} (step at most {})",
+                        ch.server,
+                        if acc.write { "written as" } else { "reads" },
+                        p.min,
+                        p.max,
+                        p.max_step
+                    ),
+                );
+                a.learned = json!({"min": p.min, "max": p.max, "max_step": p.max_step, "samples": p.samples, "margin": margin});
+                a.observed =
+                    json!({"space": space, "address": addr, "value": v, "write": acc.write});
+                out.push(a);
+            }
+        }
+    }
+
+    fn response(&mut self, o: &Observation, known: Option<usize>, out: &mut Vec<Alert>) {
+        let ch = o.channel;
+        self.check_values(o, out);
+        let model = known.map(|i| &self.baseline.channels[i]);
+        let rt = self.rt.entry(ch).or_default();
+        rt.known = known;
+        rt.source = Some(o.source.clone());
+        let matched = if o.kind == Kind::Response {
+            rt.pending.response(o)
+        } else {
+            None
+        };
+        rt.window.add(o, matched.map(|m| m.0));
+        if o.exception {
+            let n = rt.exc_rate.add(o.ts);
+            let learned = model.map_or(0, |m| m.max_exceptions_per_window);
+            let limit = (2 * learned).max(learned + 5);
+            if n > limit {
+                let mut a = alert(
+                    o,
+                    "exception_burst",
+                    Severity::Medium,
+                    format!("exception_burst:{ch}"),
+                    format!(
+                        "{ch}: {n} exception responses in {} s, learned at most {learned}",
+                        crate::learn::RATE_WINDOW_SECS
+                    ),
+                );
+                a.learned = json!({"max_exceptions_per_window": learned, "limit": limit});
+                a.observed = json!({"exceptions_in_window": n});
+                out.push(a);
+            }
+        }
+        let Some((latency, req_frame)) = matched else {
+            return;
+        };
+        rt.recent.push_back(latency);
+        if rt.recent.len() > LATENCY_RECENT {
+            rt.recent.pop_front();
+        }
+        let Some(l) = model.and_then(|m| m.latency.as_ref()) else {
+            return;
+        };
+        if l.samples < 20 || rt.recent.len() < LATENCY_RECENT {
+            return;
+        }
+        let mut recent: Vec<f64> = rt.recent.iter().copied().collect();
+        recent.sort_by(f64::total_cmp);
+        let median = recent[recent.len() / 2];
+        if let Some(dir) = latency_shift(l, median) {
+            let mut a = alert(
+                o,
+                "latency_shift",
+                Severity::Medium,
+                format!("latency_shift:{ch}:{dir}"),
+                format!(
+                    "{ch}: response time {dir}: median of the last {LATENCY_RECENT} is {:.1} ms, learned p50 {:.1} ms, p99 {:.1} ms",
+                    median * 1e3,
+                    l.p50 * 1e3,
+                    l.p99 * 1e3
+                ),
+            );
+            a.frames = vec![req_frame, o.frame];
+            a.learned = json!({"p50_s": l.p50, "p95_s": l.p95, "p99_s": l.p99, "max_s": l.max});
+            a.observed =
+                json!({"median_s": median, "last_s": latency, "responses": LATENCY_RECENT});
+            out.push(a);
+        }
+    }
+
+    /// Timers: response timeouts, polls that stopped, silent devices. Capture time.
+    pub fn tick(&mut self, now: i64, out: &mut Vec<Alert>) {
+        if !self.started || now.saturating_sub(self.last_tick) < TICK && now >= self.last_tick {
+            return;
+        }
+        self.last_tick = now;
+        for (ch, rt) in &mut self.rt {
+            let timeout = rt
+                .known
+                .and_then(|i| self.baseline.channels[i].latency.as_ref())
+                .map_or(MIN_RESPONSE_TIMEOUT, |l| {
+                    (5.0 * l.max).max(MIN_RESPONSE_TIMEOUT)
+                });
+            let mut expired: Vec<(u32, i64, u64)> = rt
+                .pending
+                .map
+                .iter()
+                .filter(|(_, (ts, _))| secs(*ts, now) > timeout)
+                .map(|(c, (ts, f))| (*c, *ts, *f))
+                .collect();
+            if expired.is_empty() {
+                continue;
+            }
+            expired.sort_by_key(|e| e.1);
+            for (c, _, _) in &expired {
+                rt.pending.map.remove(c);
+            }
+            let (_, ts, frame) = expired[0];
+            let mut a = channel_alert(
+                ch,
+                rt.source.as_ref(),
+                now,
+                "response_timeout",
+                Severity::High,
+                format!("response_timeout:{ch}"),
+            );
+            a.frames = expired.iter().take(8).map(|e| e.2).collect();
+            a.message = format!(
+                "{ch}: {} request(s) unanswered after {timeout:.3} s",
+                expired.len()
+            );
+            a.learned = json!({"timeout_s": timeout});
+            a.observed = json!({"unanswered": expired.len(), "first_request_frame": frame, "first_request_ts_ns": ts});
+            out.push(a);
+        }
+        for ((ch, _), p) in &mut self.polls {
+            let Some((last, frame)) = p.last else {
+                continue;
+            };
+            let m = &p.model;
+            let late = m.period + (4.0 * m.jitter).max(0.5 * m.period);
+            if !p.missing_alerted && secs(last, now) > late {
+                p.missing_alerted = true;
+                let source = self.rt.get(ch).and_then(|r| r.source.as_ref());
+                let key = format!(
+                    "poll_cycle_broken:{ch}:{}:{}:{}",
+                    m.function, m.space, m.start
+                );
+                out.push(Alert {
+                    frames: vec![frame],
+                    message: format!(
+                        "{ch}: poll of function {} {} {}+{} missing: none for {:.3} s, learned every {:.3} s",
+                        m.function,
+                        ch.proto.space_name(m.space),
+                        m.start,
+                        m.count,
+                        secs(last, now),
+                        m.period
+                    ),
+                    learned: json!({"period_s": m.period, "jitter_s": m.jitter}),
+                    observed: json!({"since_last_s": secs(last, now), "kind": "missing"}),
+                    ..channel_alert(ch, source, now, "poll_cycle_broken", Severity::Medium, key)
+                });
+            }
+        }
+        for (ip, a) in &mut self.asset_rt {
+            let quiet = secs(a.last, now);
+            if !a.silent && quiet > a.threshold {
+                a.silent = true;
+                out.push(Alert {
+                    key: format!("device_silent:{ip}"),
+                    source: a.source.clone().unwrap_or_else(|| Arc::from("")),
+                    frames: if a.last_frame > 0 {
+                        vec![a.last_frame]
+                    } else {
+                        Vec::new()
+                    },
+                    message: format!(
+                        "{ip} has sent nothing for {quiet:.1} s (alert after {:.1} s)",
+                        a.threshold
+                    ),
+                    learned: json!({"silence_threshold_s": a.threshold}),
+                    observed: json!({"silent_for_s": quiet}),
+                    ..Alert::new(
+                        "device_silent",
+                        Severity::High,
+                        a.proto,
+                        *ip,
+                        a.peer.unwrap_or(*ip),
+                        now,
+                    )
+                });
+            }
+        }
+    }
+
+    /// Behaviour windows: score the channels' windows that ended before `ts`.
+    fn roll_windows(&mut self, ts: i64, out: &mut Vec<Alert>) {
+        let idx = ts.div_euclid(self.window_nanos);
+        let cur = *self.window_index.get_or_insert(idx);
+        if idx <= cur {
+            return;
+        }
+        self.window_index = Some(idx);
+        let Some(model) = self.baseline.behaviour.as_ref() else {
+            for rt in self.rt.values_mut() {
+                rt.window = WindowAcc::default();
+            }
+            return;
+        };
+        for (ch, rt) in &mut self.rt {
+            let mut w = std::mem::take(&mut rt.window);
+            if w.is_empty() || rt.known.is_none() {
+                continue;
+            }
+            let x = w.features();
+            let d = model.distance(&x);
+            if d > model.threshold {
+                let end = (cur + 1) * self.window_nanos;
+                let key = format!("behaviour_anomaly:{ch}");
+                out.push(Alert {
+                    frames: [w.first_frame, Some(w.last_frame)].into_iter().flatten().collect(),
+                    message: format!(
+                        "{ch}: a {} s window unlike any in learning (distance {d:.2}, threshold {:.2})",
+                        model.window, model.threshold
+                    ),
+                    learned: json!({"threshold": model.threshold, "max_training_distance": model.max_training_distance}),
+                    observed: json!({"distance": d, "features": model.features.iter().zip(x).map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, serde_json::Value>>()}),
+                    ..channel_alert(ch, rt.source.as_ref(), end, "behaviour_anomaly", Severity::Low, key)
+                });
+            }
+        }
+    }
+}
+
+/// Broadcast and multicast destinations are not devices. IPv4 `x.x.x.255` is taken for a /24
+/// broadcast, the usual plant subnet.
+fn is_group_address(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_multicast() || v4.is_broadcast() || v4.octets()[3] == 255,
+        IpAddr::V6(v6) => v6.is_multicast(),
+    }
+}
+
+/// One PDU, one account: alerts implied by a stronger one on the same PDU are marked for
+/// removal (empty type). A new device makes its channel new; an unauthorized write is also a
+/// new function and a write outside the learned ranges.
+fn suppress_implied(alerts: &mut [Alert]) {
+    let has = |t: &str, a: &[Alert]| a.iter().any(|x| x.r#type == t);
+    let new_asset = has("new_asset", alerts);
+    let unauthorized = has("unauthorized_write", alerts);
+    for a in alerts.iter_mut() {
+        let implied = (new_asset && a.r#type == "new_channel")
+            || (unauthorized && a.r#type == "new_function_code")
+            || (unauthorized
+                && a.r#type == "address_out_of_range"
+                && a.observed.get("access").and_then(|v| v.as_str()) == Some("write"));
+        if implied {
+            a.r#type = "";
+        }
+    }
+}
+
+fn latency_shift(l: &LatencyModel, median: f64) -> Option<&'static str> {
+    if median > (2.0 * l.p99).max(4.0 * l.p50) && median - l.p50 > 0.005 {
+        Some("up")
+    } else if median < l.p50 / 4.0 && l.p50 - median > 0.005 {
+        Some("down")
+    } else {
+        None
+    }
+}
+
+fn accesses_json(o: &Observation) -> serde_json::Value {
+    serde_json::Value::Array(
+        o.accesses
+            .iter()
+            .map(|a| {
+                json!({"space": o.channel.proto.space_name(a.space), "start": a.start, "count": a.count,
+                       "values": a.values.iter().take(16).collect::<Vec<_>>()})
+            })
+            .collect(),
+    )
+}

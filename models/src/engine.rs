@@ -1,0 +1,231 @@
+//! Learning, then detection, over one stream of observations in capture time.
+
+use serde_json::json;
+
+use crate::alert::{Alert, AlertBook, Severity};
+use crate::baseline::Baseline;
+use crate::detect::Detector;
+use crate::learn::Learner;
+use crate::obs::{Command, Kind, Observation};
+use crate::NANOS;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Learn from the first this-many nanoseconds of capture time, then detect. `None`: learn
+    /// from everything (`otwatch learn`) unless a baseline is given.
+    pub learn_for: Option<i64>,
+    /// Behaviour-model window, seconds.
+    pub window_secs: f64,
+    /// A cause seen again this long after its last alert line gets a repeat line, seconds.
+    pub realert_secs: f64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            learn_for: None,
+            window_secs: 10.0,
+            realert_secs: 300.0,
+        }
+    }
+}
+
+enum Phase {
+    Learning(Box<Learner>),
+    Detecting(Box<Detector>),
+    /// Transient, while switching.
+    Empty,
+}
+
+pub struct Engine {
+    phase: Phase,
+    learn_until: Option<i64>,
+    config: EngineConfig,
+    book: AlertBook,
+    scratch: Vec<Alert>,
+    pub observations: u64,
+}
+
+impl Engine {
+    /// Learns (for `config.learn_for` of capture time, or from everything), then detects.
+    pub fn learning(config: EngineConfig) -> Self {
+        Engine {
+            phase: Phase::Learning(Box::new(Learner::new(config.window_secs))),
+            learn_until: None,
+            book: AlertBook::new((config.realert_secs * NANOS as f64) as i64),
+            config,
+            scratch: Vec::new(),
+            observations: 0,
+        }
+    }
+
+    /// Detects against a saved baseline from the first observation.
+    pub fn detecting(baseline: Baseline, config: EngineConfig) -> Self {
+        Engine {
+            phase: Phase::Detecting(Box::new(Detector::new(baseline))),
+            learn_until: None,
+            book: AlertBook::new((config.realert_secs * NANOS as f64) as i64),
+            config,
+            scratch: Vec::new(),
+            observations: 0,
+        }
+    }
+
+    pub fn is_learning(&self) -> bool {
+        matches!(self.phase, Phase::Learning(_))
+    }
+
+    /// The baseline in use, once learning has ended (or was loaded).
+    pub fn baseline(&self) -> Option<&Baseline> {
+        match &self.phase {
+            Phase::Detecting(d) => Some(&d.baseline),
+            _ => None,
+        }
+    }
+
+    /// Distinct alert causes so far.
+    pub fn alert_causes(&self) -> usize {
+        self.book.len()
+    }
+
+    fn switch_if_due(&mut self, now: i64) {
+        if let (Phase::Learning(_), Some(until)) = (&self.phase, self.learn_until) {
+            if now >= until {
+                if let Phase::Learning(l) = std::mem::replace(&mut self.phase, Phase::Empty) {
+                    self.phase = Phase::Detecting(Box::new(Detector::new(l.finish())));
+                }
+            }
+        }
+    }
+
+    /// One observation; alert lines to write are appended to `out`.
+    pub fn observe(&mut self, o: &Observation, out: &mut Vec<Alert>) {
+        self.observations += 1;
+        if self.learn_until.is_none() {
+            if let (Phase::Learning(_), Some(d)) = (&self.phase, self.config.learn_for) {
+                self.learn_until = Some(o.ts.saturating_add(d));
+            }
+        }
+        self.switch_if_due(o.ts);
+        let mut cands = std::mem::take(&mut self.scratch);
+        always(o, &mut cands);
+        match &mut self.phase {
+            Phase::Learning(l) => l.observe(o),
+            Phase::Detecting(d) => d.observe(o, &mut cands),
+            Phase::Empty => {}
+        }
+        for a in cands.drain(..) {
+            if let Some(line) = self.book.raise(a) {
+                out.push(line);
+            }
+        }
+        self.scratch = cands;
+    }
+
+    /// Advances the clock without an observation (live capture on a quiet link).
+    pub fn tick(&mut self, now: i64, out: &mut Vec<Alert>) {
+        self.switch_if_due(now);
+        if let Phase::Detecting(d) = &mut self.phase {
+            let mut cands = std::mem::take(&mut self.scratch);
+            d.tick(now, &mut cands);
+            for a in cands.drain(..) {
+                if let Some(line) = self.book.raise(a) {
+                    out.push(line);
+                }
+            }
+            self.scratch = cands;
+        }
+    }
+
+    /// End of input: final lines for repeated causes; the learned baseline, when learning was
+    /// still going on (or a loaded/learned one in detection).
+    pub fn finish(&mut self, out: &mut Vec<Alert>) -> Option<Baseline> {
+        out.extend(self.book.finish());
+        match std::mem::replace(&mut self.phase, Phase::Empty) {
+            Phase::Learning(l) => {
+                let b = l.finish();
+                self.phase = Phase::Detecting(Box::new(Detector::new(b.clone())));
+                Some(b)
+            }
+            Phase::Detecting(d) => {
+                let b = d.baseline.clone();
+                self.phase = Phase::Detecting(d);
+                Some(b)
+            }
+            Phase::Empty => None,
+        }
+    }
+}
+
+/// Alerts that need no baseline: commands that stop, start, reprogram or restart a device,
+/// malformed PDUs, CRC errors, and a device reporting its own restart. Raised while learning too.
+fn always(o: &Observation, out: &mut Vec<Alert>) {
+    let ch = o.channel;
+    let mk = |t: &'static str, sev: Severity, key: String, msg: String| {
+        let mut a = crate::detect::alert(o, t, sev, key, msg);
+        a.observed = json!({"function": o.function, "name": o.function_name});
+        a
+    };
+    if let (Some(cmd), Kind::Request) = (o.command, o.kind) {
+        let (t, sev, what) = match cmd {
+            Command::PlcStop => ("plc_stop", Severity::Critical, "a PLC stop"),
+            Command::PlcStart => ("plc_start", Severity::High, "a PLC start"),
+            Command::ProgramDownload => {
+                ("program_download", Severity::Critical, "a program download")
+            }
+            Command::ProgramUpload => ("program_upload", Severity::Medium, "a program upload"),
+            Command::Restart => (
+                "device_restart_command",
+                Severity::High,
+                "a restart command",
+            ),
+        };
+        let name = o
+            .function_name
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
+        out.push(mk(
+            t,
+            sev,
+            format!("{t}:{ch}"),
+            format!("{} sent {what}{name} to {}", ch.client, ch.server),
+        ));
+    }
+    if let Some(reason) = o.malformed {
+        let mut a = mk(
+            "malformed_pdu",
+            Severity::Medium,
+            format!("malformed_pdu:{ch}:{reason}"),
+            format!(
+                "{ch}: malformed {} PDU from {}: {reason}",
+                ch.proto.name(),
+                o.src()
+            ),
+        );
+        a.observed = json!({"reason": reason, "function": o.function});
+        out.push(a);
+    }
+    if o.crc_error {
+        out.push(mk(
+            "crc_error",
+            Severity::Medium,
+            format!("crc_error:{ch}"),
+            format!(
+                "{ch}: {} frame with a bad CRC from {}",
+                ch.proto.name(),
+                o.src()
+            ),
+        ));
+    }
+    if o.device_restarted && o.kind != Kind::Request {
+        out.push(mk(
+            "device_restarted",
+            Severity::High,
+            format!("device_restarted:{}:{}", ch.proto.name(), ch.server),
+            format!(
+                "{} reports that it restarted (IIN1.7 DEVICE_RESTART)",
+                ch.server
+            ),
+        ));
+    }
+}

@@ -1,0 +1,502 @@
+//! Learning: observations in, a [`Baseline`] out. Every structure is bounded; what does not fit
+//! is counted in [`Learner::dropped`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use crate::baseline::{
+    Asset, Baseline, ChannelModel, LatencyModel, PointModel, PollModel, FORMAT, VERSION,
+};
+use crate::behaviour::{BehaviourModel, WindowAcc, FEATURES};
+use crate::obs::{Channel, Kind, Observation, Proto};
+use crate::ranges::Ranges;
+use crate::{secs, NANOS};
+
+pub const MAX_CHANNELS: usize = 10_000;
+pub const MAX_ASSETS: usize = 10_000;
+pub const MAX_POINTS: usize = 200_000;
+pub const MAX_POLL_KEYS_PER_CHANNEL: usize = 1024;
+const MAX_INTERVALS: usize = 4096;
+const MAX_LATENCIES: usize = 8192;
+const MAX_WINDOW_SAMPLES: usize = 200_000;
+/// Requests awaiting their response, per channel.
+pub const MAX_PENDING: usize = 1024;
+/// Rates are counted over this many seconds.
+pub const RATE_WINDOW_SECS: i64 = 10;
+/// Fewer intervals than this and a repeated request is not called a poll.
+const MIN_POLL_INTERVALS: usize = 5;
+
+/// Requests and exceptions counted in a sliding window of whole seconds.
+#[derive(Debug, Clone, Default)]
+pub struct RateCounter {
+    buckets: [u32; RATE_WINDOW_SECS as usize],
+    /// The second of the newest bucket.
+    head: i64,
+    started: bool,
+}
+
+impl RateCounter {
+    /// Counts one event at `ts`; returns the count over the window ending at `ts`.
+    pub fn add(&mut self, ts: i64) -> u64 {
+        let sec = ts.div_euclid(NANOS);
+        let n = RATE_WINDOW_SECS;
+        if !self.started {
+            self.started = true;
+            self.head = sec;
+        }
+        if sec > self.head {
+            let steps = (sec - self.head).min(n);
+            for k in 1..=steps {
+                self.buckets[(self.head + k).rem_euclid(n) as usize] = 0;
+            }
+            self.head = sec;
+        }
+        // A packet a little older than the newest (reordering across flows) counts in its own
+        // second while that is still in the window; older still, in the oldest.
+        let at = if sec + n <= self.head {
+            self.head - n + 1
+        } else {
+            sec.min(self.head)
+        };
+        let b = &mut self.buckets[at.rem_euclid(n) as usize];
+        *b = b.saturating_add(1);
+        self.buckets.iter().map(|&c| u64::from(c)).sum()
+    }
+}
+
+/// Requests awaiting their response on one channel, by correlation id.
+#[derive(Debug, Default)]
+pub struct Pending {
+    pub map: HashMap<u32, (i64, u64)>,
+    pub overflow: u64,
+}
+
+/// DNP3 functions that get no response: confirm, direct operate without acknowledgement, and
+/// the no-ack forms of freeze.
+fn expects_response(o: &Observation) -> bool {
+    !(o.channel.proto == Proto::Dnp3 && matches!(o.function, 0 | 4 | 6 | 8 | 10))
+}
+
+impl Pending {
+    /// A request: remember it.
+    pub fn request(&mut self, o: &Observation) {
+        if let Some(c) = o.corr {
+            if !expects_response(o) {
+                return;
+            }
+            if self.map.len() >= MAX_PENDING && !self.map.contains_key(&c) {
+                self.overflow += 1;
+                return;
+            }
+            self.map.insert(c, (o.ts, o.frame));
+        }
+    }
+
+    /// A response: its latency and its request's frame, when the request was seen.
+    pub fn response(&mut self, o: &Observation) -> Option<(f64, u64)> {
+        let (ts, frame) = self.map.remove(&o.corr?)?;
+        Some((o.latency.unwrap_or_else(|| secs(ts, o.ts)), frame))
+    }
+}
+
+#[derive(Default)]
+struct AssetLearn {
+    protocols: BTreeSet<Proto>,
+    client: bool,
+    server: bool,
+    identity: Option<String>,
+    last_sent: Option<i64>,
+    sent: u64,
+    max_gap: f64,
+}
+
+struct PointAcc {
+    min: f64,
+    max: f64,
+    max_step: f64,
+    last: f64,
+    samples: u64,
+}
+
+#[derive(Default)]
+struct PollAcc {
+    last: Option<i64>,
+    intervals: Vec<f64>,
+}
+
+/// The key of a polled request: function and first address block.
+pub type PollKey = (u32, u32, u32, u32);
+
+pub fn poll_key(o: &Observation) -> PollKey {
+    match o.accesses.first() {
+        Some(a) => (o.function, a.space, a.start, a.count),
+        None => (o.function, u32::MAX, 0, 0),
+    }
+}
+
+#[derive(Default)]
+struct ChanLearn {
+    functions: BTreeMap<u32, u64>,
+    requests: u64,
+    responses: u64,
+    exceptions: u64,
+    wrote: bool,
+    reads: BTreeMap<u32, Ranges>,
+    writes: BTreeMap<u32, Ranges>,
+    polls: HashMap<PollKey, PollAcc>,
+    pending: Pending,
+    latencies: Vec<f64>,
+    latency_seen: u64,
+    req_rate: RateCounter,
+    exc_rate: RateCounter,
+    max_req: u64,
+    max_exc: u64,
+}
+
+pub struct Learner {
+    first_ts: Option<i64>,
+    last_ts: i64,
+    observations: u64,
+    assets: HashMap<IpAddr, AssetLearn>,
+    channels: HashMap<Channel, ChanLearn>,
+    /// Value envelopes per server point: `(proto, server, unit, space, address)`.
+    points: HashMap<(Proto, IpAddr, u32, u32, u32), PointAcc>,
+    windows: HashMap<Channel, WindowAcc>,
+    window_nanos: i64,
+    window_index: Option<i64>,
+    samples: Vec<[f64; FEATURES.len()]>,
+    /// Observations or facts not learned because a bound was hit.
+    pub dropped: u64,
+}
+
+impl Learner {
+    pub fn new(window_secs: f64) -> Self {
+        Learner {
+            first_ts: None,
+            last_ts: 0,
+            observations: 0,
+            assets: HashMap::new(),
+            channels: HashMap::new(),
+            points: HashMap::new(),
+            windows: HashMap::new(),
+            window_nanos: ((window_secs * NANOS as f64) as i64).max(NANOS),
+            window_index: None,
+            samples: Vec::new(),
+            dropped: 0,
+        }
+    }
+
+    pub fn observations(&self) -> u64 {
+        self.observations
+    }
+
+    pub fn observe(&mut self, o: &Observation) {
+        self.first_ts.get_or_insert(o.ts);
+        self.last_ts = self.last_ts.max(o.ts);
+        self.observations += 1;
+        self.roll_windows(o.ts);
+        let ch = o.channel;
+        // Assets: both ends, their roles; and the longest silence of whoever sent this PDU.
+        for (ip, client) in [(ch.client, true), (ch.server, false)] {
+            if !self.assets.contains_key(&ip) && self.assets.len() >= MAX_ASSETS {
+                self.dropped += 1;
+                continue;
+            }
+            let a = self.assets.entry(ip).or_default();
+            a.protocols.insert(ch.proto);
+            if client {
+                a.client = true;
+            } else {
+                a.server = true;
+            }
+        }
+        if let Some(a) = self.assets.get_mut(&o.src()) {
+            if let Some(prev) = a.last_sent {
+                a.max_gap = a.max_gap.max(secs(prev, o.ts));
+            }
+            a.last_sent = Some(o.ts);
+            a.sent += 1;
+            if let Some(id) = &o.identity {
+                a.identity = Some(id.clone());
+            }
+        }
+        if !self.channels.contains_key(&ch) && self.channels.len() >= MAX_CHANNELS {
+            self.dropped += 1;
+            return;
+        }
+        let c = self.channels.entry(ch).or_default();
+        let mut latency = None;
+        match o.kind {
+            Kind::Request => {
+                c.requests += 1;
+                *c.functions.entry(o.function).or_default() += 1;
+                c.wrote |= o.write;
+                c.pending.request(o);
+                c.max_req = c.max_req.max(c.req_rate.add(o.ts));
+                for a in &o.accesses {
+                    let map = if a.write { &mut c.writes } else { &mut c.reads };
+                    map.entry(a.space)
+                        .or_default()
+                        .insert(a.start, a.start.saturating_add(a.count.max(1) - 1));
+                }
+                let key = poll_key(o);
+                if c.polls.len() < MAX_POLL_KEYS_PER_CHANNEL || c.polls.contains_key(&key) {
+                    let p = c.polls.entry(key).or_default();
+                    if let Some(prev) = p.last {
+                        if p.intervals.len() < MAX_INTERVALS {
+                            p.intervals.push(secs(prev, o.ts));
+                        }
+                    }
+                    p.last = Some(o.ts);
+                }
+            }
+            Kind::Response | Kind::Unsolicited => {
+                c.responses += 1;
+                if o.exception {
+                    c.exceptions += 1;
+                    c.max_exc = c.max_exc.max(c.exc_rate.add(o.ts));
+                }
+                if o.kind == Kind::Response {
+                    if let Some((l, _)) = c.pending.response(o) {
+                        latency = Some(l);
+                        c.latency_seen += 1;
+                        if c.latencies.len() < MAX_LATENCIES {
+                            c.latencies.push(l);
+                        } else {
+                            // Keep a spread over the whole learning period.
+                            let i = (c.latency_seen % MAX_LATENCIES as u64) as usize;
+                            c.latencies[i] = l;
+                        }
+                    }
+                }
+            }
+            Kind::Conversation => {}
+        }
+        // Values: what a server reports, and what clients write.
+        for a in &o.accesses {
+            if o.exception || o.channel.proto.bit_space(a.space) {
+                continue;
+            }
+            for (i, &v) in a.values.iter().enumerate() {
+                let len = self.points.len();
+                let key = (
+                    ch.proto,
+                    ch.server,
+                    ch.unit,
+                    a.space,
+                    a.start.wrapping_add(i as u32),
+                );
+                match self.points.get_mut(&key) {
+                    Some(p) => {
+                        p.max_step = p.max_step.max((v - p.last).abs());
+                        p.min = p.min.min(v);
+                        p.max = p.max.max(v);
+                        p.last = v;
+                        p.samples += 1;
+                    }
+                    None if len < MAX_POINTS => {
+                        self.points.insert(
+                            key,
+                            PointAcc {
+                                min: v,
+                                max: v,
+                                max_step: 0.0,
+                                last: v,
+                                samples: 1,
+                            },
+                        );
+                    }
+                    None => self.dropped += 1,
+                }
+            }
+        }
+        if o.kind != Kind::Conversation {
+            self.windows.entry(ch).or_default().add(o, latency);
+        }
+    }
+
+    /// Closes the behaviour windows that ended before `ts`.
+    fn roll_windows(&mut self, ts: i64) {
+        let idx = ts.div_euclid(self.window_nanos);
+        match self.window_index {
+            Some(cur) if idx > cur => {
+                for (_, mut w) in self.windows.drain() {
+                    if !w.is_empty() && self.samples.len() < MAX_WINDOW_SAMPLES {
+                        self.samples.push(w.features());
+                    }
+                }
+                self.window_index = Some(idx);
+            }
+            None => self.window_index = Some(idx),
+            _ => {}
+        }
+    }
+
+    /// The baseline. Windows still open are not used: they are incomplete.
+    pub fn finish(self) -> Baseline {
+        let first = self.first_ts.unwrap_or(0);
+        let mut assets: Vec<Asset> = self
+            .assets
+            .into_iter()
+            .map(|(ip, a)| {
+                let mut roles = Vec::new();
+                if a.client {
+                    roles.push("client".to_string());
+                }
+                if a.server {
+                    roles.push("server".to_string());
+                }
+                Asset {
+                    ip,
+                    protocols: a.protocols.into_iter().collect(),
+                    roles,
+                    identity: a.identity,
+                    max_silence: (a.sent >= 3).then_some(a.max_gap),
+                }
+            })
+            .collect();
+        assets.sort_by_key(|a| a.ip);
+        let mut points_by_channel: HashMap<(Proto, IpAddr, u32), Vec<PointModel>> = HashMap::new();
+        for ((proto, server, unit, space, address), p) in self.points {
+            points_by_channel
+                .entry((proto, server, unit))
+                .or_default()
+                .push(PointModel {
+                    space,
+                    address,
+                    min: p.min,
+                    max: p.max,
+                    max_step: p.max_step,
+                    samples: p.samples,
+                });
+        }
+        let mut channels: Vec<ChannelModel> = self
+            .channels
+            .into_iter()
+            .map(|(channel, c)| {
+                let mut polls: Vec<PollModel> = c
+                    .polls
+                    .into_iter()
+                    .filter_map(|((function, space, start, count), p)| {
+                        poll_model(function, space, start, count, p.intervals)
+                    })
+                    .collect();
+                polls.sort_by(|a, b| {
+                    (a.function, a.space, a.start, a.count)
+                        .cmp(&(b.function, b.space, b.start, b.count))
+                });
+                let mut lat = c.latencies;
+                lat.sort_by(f64::total_cmp);
+                let latency = (!lat.is_empty()).then(|| LatencyModel {
+                    samples: c.latency_seen,
+                    p50: quantile(&lat, 0.5),
+                    p95: quantile(&lat, 0.95),
+                    p99: quantile(&lat, 0.99),
+                    max: lat[lat.len() - 1],
+                });
+                ChannelModel {
+                    channel,
+                    functions: c.functions,
+                    requests: c.requests,
+                    responses: c.responses,
+                    exceptions: c.exceptions,
+                    wrote: c.wrote,
+                    reads: c.reads,
+                    writes: c.writes,
+                    points: Vec::new(),
+                    polls,
+                    latency,
+                    rate_window: RATE_WINDOW_SECS as f64,
+                    max_requests_per_window: c.max_req,
+                    max_exceptions_per_window: c.max_exc,
+                }
+            })
+            .collect();
+        channels.sort_by_key(|c| c.channel);
+        // Points belong to the server: listed once, on its first channel of that unit.
+        for c in &mut channels {
+            if let Some(mut pts) =
+                points_by_channel.remove(&(c.channel.proto, c.channel.server, c.channel.unit))
+            {
+                pts.sort_by_key(|p| (p.space, p.address));
+                c.points = pts;
+            }
+        }
+        Baseline {
+            format: FORMAT.into(),
+            version: VERSION,
+            learned_from: first as f64 / NANOS as f64,
+            learned_until: self.last_ts as f64 / NANOS as f64,
+            observations: self.observations,
+            assets,
+            channels,
+            behaviour: BehaviourModel::train(
+                self.window_nanos as f64 / NANOS as f64,
+                &self.samples,
+            ),
+        }
+    }
+}
+
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// A repeated request is a poll when it came at least [`MIN_POLL_INTERVALS`] times on a steady
+/// period: the 95th percentile of its deviation from the median interval is within a quarter of
+/// that interval.
+fn poll_model(
+    function: u32,
+    space: u32,
+    start: u32,
+    count: u32,
+    mut intervals: Vec<f64>,
+) -> Option<PollModel> {
+    if intervals.len() < MIN_POLL_INTERVALS {
+        return None;
+    }
+    intervals.sort_by(f64::total_cmp);
+    let period = quantile(&intervals, 0.5);
+    let mut dev: Vec<f64> = intervals.iter().map(|i| (i - period).abs()).collect();
+    dev.sort_by(f64::total_cmp);
+    let jitter = quantile(&dev, 0.95);
+    (period >= 0.05 && jitter <= 0.25 * period).then_some(PollModel {
+        function,
+        space,
+        start,
+        count,
+        period,
+        jitter,
+        samples: intervals.len() as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_counter_slides() {
+        let mut r = RateCounter::default();
+        for i in 0..10 {
+            assert_eq!(r.add(i * NANOS), i as u64 + 1);
+        }
+        // Second 10 pushes second 0 out.
+        assert_eq!(r.add(10 * NANOS), 10);
+        // A long pause empties the window.
+        assert_eq!(r.add(100 * NANOS), 1);
+        // Old timestamps still count, in the oldest bucket.
+        assert_eq!(r.add(50 * NANOS), 2);
+    }
+
+    #[test]
+    fn polls_need_a_steady_period() {
+        assert!(poll_model(3, 4, 0, 10, vec![1.0, 1.01, 0.99, 1.0, 1.02, 0.98]).is_some());
+        assert!(poll_model(3, 4, 0, 10, vec![1.0, 5.0, 0.2, 3.0, 1.0, 9.0]).is_none());
+        assert!(poll_model(3, 4, 0, 10, vec![1.0, 1.0]).is_none());
+    }
+}

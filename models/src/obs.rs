@@ -1,0 +1,233 @@
+//! Observations: what the detector needs to know about one PDU (or one new conversation),
+//! independent of the protocol that carried it.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol of a channel. `Tcp`/`Udp` are conversations of protocols otwatch does not
+/// dissect: they are learned and flagged as talkers only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Modbus,
+    Dnp3,
+    S7comm,
+    S7commplus,
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Modbus => "modbus",
+            Proto::Dnp3 => "dnp3",
+            Proto::S7comm => "s7comm",
+            Proto::S7commplus => "s7commplus",
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+
+    /// True for the industrial protocols whose PDUs are dissected.
+    pub fn is_ot(self) -> bool {
+        !matches!(self, Proto::Tcp | Proto::Udp)
+    }
+
+    /// What `unit` means on a channel of this protocol, for messages.
+    pub fn unit_name(self) -> &'static str {
+        match self {
+            Proto::Modbus => "unit",
+            Proto::Dnp3 => "link addresses",
+            Proto::S7comm | Proto::S7commplus => "rack/slot",
+            Proto::Tcp | Proto::Udp => "port",
+        }
+    }
+
+    /// A readable name for an address space of this protocol (see [`Access::space`]).
+    pub fn space_name(self, space: u32) -> String {
+        match self {
+            Proto::Modbus => match space {
+                0 => "coils".into(),
+                1 => "discrete_inputs".into(),
+                3 => "input_registers".into(),
+                4 => "holding_registers".into(),
+                6 => "file_records".into(),
+                other => format!("space{other}"),
+            },
+            Proto::Dnp3 => format!("g{space}"),
+            Proto::S7comm | Proto::S7commplus => {
+                let (area, db) = (space >> 16, space & 0xffff);
+                let name = match area {
+                    0x81 => "I",
+                    0x82 => "Q",
+                    0x83 => "M",
+                    0x84 => return format!("DB{db}"),
+                    0x1c => "C",
+                    0x1d => "T",
+                    _ => return format!("area{area:#04x}"),
+                };
+                name.into()
+            }
+            Proto::Tcp | Proto::Udp => format!("space{space}"),
+        }
+    }
+
+    /// True where a space holds single bits, whose values are process state, not measurements.
+    pub fn bit_space(self, space: u32) -> bool {
+        matches!((self, space), (Proto::Modbus, 0 | 1))
+            || matches!((self, space), (Proto::Dnp3, 1 | 2 | 10 | 12))
+    }
+}
+
+/// A client/server pair on one protocol and one unit: Modbus unit id, DNP3 master and outstation
+/// link addresses (`master << 16 | outstation`), S7 rack and slot (`rack << 8 | slot`, or 0 when
+/// the connection setup was not seen), or the server's port for other TCP/UDP conversations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Channel {
+    pub proto: Proto,
+    pub client: IpAddr,
+    pub server: IpAddr,
+    pub unit: u32,
+}
+
+impl Channel {
+    pub fn unit_text(&self) -> String {
+        match self.proto {
+            Proto::Dnp3 => format!("{}->{}", self.unit >> 16, self.unit & 0xffff),
+            Proto::S7comm | Proto::S7commplus => format!("{}/{}", self.unit >> 8, self.unit & 0xff),
+            _ => self.unit.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} -> {} {} {}",
+            self.proto.name(),
+            self.client,
+            self.server,
+            self.proto.unit_name(),
+            self.unit_text()
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Client to server.
+    Request,
+    /// Server to client, answering a request.
+    Response,
+    /// Server to client, unasked (DNP3 unsolicited responses, S7 pushes).
+    Unsolicited,
+    /// The first packet of a conversation of an undissected protocol.
+    Conversation,
+}
+
+/// Commands that change what a controller does or runs: always worth a person's attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Command {
+    PlcStop,
+    PlcStart,
+    ProgramDownload,
+    ProgramUpload,
+    /// DNP3 cold/warm restart, Modbus restart-communications or force-listen-only.
+    Restart,
+}
+
+/// One read or write of a contiguous address range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Access {
+    /// Address space: Modbus table (0 coils, 1 discrete inputs, 3 input registers, 4 holding
+    /// registers, 6 file records), S7 `area << 16 | db`, DNP3 object group.
+    pub space: u32,
+    pub start: u32,
+    /// Number of addresses (registers, bits, bytes or points); at least 1.
+    pub count: u32,
+    pub write: bool,
+    /// Values of `start`, `start + 1`, … where the PDU carries them.
+    pub values: Vec<f64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Observation {
+    /// Capture time, nanoseconds since the Unix epoch.
+    pub ts: i64,
+    pub source: Arc<str>,
+    /// Frame number in `source` of the packet that completed the PDU.
+    pub frame: u64,
+    pub channel: Channel,
+    pub kind: Kind,
+    /// Protocol function: Modbus function code, DNP3 application function, S7 job function,
+    /// S7 userdata as `0x1000 | group << 8 | subfunction`, S7comm-plus function; for
+    /// conversations, 0.
+    pub function: u32,
+    pub function_name: Option<&'static str>,
+    /// A request that changes the server's data or state.
+    pub write: bool,
+    /// Request/response correlation: Modbus transaction id, S7 PDU reference, DNP3 sequence.
+    pub corr: Option<u32>,
+    /// Response time, when the dissector matched the request itself.
+    pub latency: Option<f64>,
+    pub accesses: Vec<Access>,
+    pub exception: bool,
+    pub malformed: Option<&'static str>,
+    pub crc_error: bool,
+    pub command: Option<Command>,
+    /// The device says it restarted (DNP3 IIN1.7).
+    pub device_restarted: bool,
+    /// Identity the device revealed (Modbus device identification, S7 order number/firmware).
+    pub identity: Option<String>,
+}
+
+impl Observation {
+    /// A bare observation, for building in converters and tests.
+    pub fn new(
+        ts: i64,
+        source: Arc<str>,
+        frame: u64,
+        channel: Channel,
+        kind: Kind,
+        function: u32,
+    ) -> Self {
+        Observation {
+            ts,
+            source,
+            frame,
+            channel,
+            kind,
+            function,
+            function_name: None,
+            write: false,
+            corr: None,
+            latency: None,
+            accesses: Vec::new(),
+            exception: false,
+            malformed: None,
+            crc_error: false,
+            command: None,
+            device_restarted: false,
+            identity: None,
+        }
+    }
+
+    /// The IP the PDU came from.
+    pub fn src(&self) -> IpAddr {
+        match self.kind {
+            Kind::Request | Kind::Conversation => self.channel.client,
+            Kind::Response | Kind::Unsolicited => self.channel.server,
+        }
+    }
+
+    pub fn dst(&self) -> IpAddr {
+        match self.kind {
+            Kind::Request | Kind::Conversation => self.channel.server,
+            Kind::Response | Kind::Unsolicited => self.channel.client,
+        }
+    }
+}

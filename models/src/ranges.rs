@@ -1,0 +1,86 @@
+//! Sets of address ranges, merged, as learned from the accesses seen.
+
+use serde::{Deserialize, Serialize};
+
+/// Inclusive, sorted, non-overlapping, non-adjacent `[lo, hi]` ranges.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Ranges(pub Vec<[u32; 2]>);
+
+/// More ranges than this in one space are collapsed into their hull: a model of thousands of
+/// scattered addresses is no tighter than its envelope, and memory stays bounded.
+const MAX_RANGES: usize = 256;
+
+impl Ranges {
+    pub fn insert(&mut self, lo: u32, hi: u32) {
+        let v = &mut self.0;
+        // First range that ends at or after lo - 1 (could merge).
+        let i = v.partition_point(|r| r[1].saturating_add(1) < lo);
+        let mut j = i;
+        let (mut nlo, mut nhi) = (lo, hi);
+        while j < v.len() && v[j][0] <= hi.saturating_add(1) {
+            nlo = nlo.min(v[j][0]);
+            nhi = nhi.max(v[j][1]);
+            j += 1;
+        }
+        v.splice(i..j, [[nlo, nhi]]);
+        if v.len() > MAX_RANGES {
+            let (first, last) = (v[0][0], v[v.len() - 1][1]);
+            v.clear();
+            v.push([first, last]);
+        }
+    }
+
+    /// True when every address of `[lo, hi]` was seen.
+    pub fn covers(&self, lo: u32, hi: u32) -> bool {
+        let i = self.0.partition_point(|r| r[1] < lo);
+        self.0.get(i).is_some_and(|r| r[0] <= lo && hi <= r[1])
+    }
+
+    pub fn union(&mut self, other: &Ranges) {
+        for r in &other.0 {
+            self.insert(r[0], r[1]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merges_overlapping_and_adjacent() {
+        let mut r = Ranges::default();
+        r.insert(10, 19);
+        r.insert(30, 39);
+        r.insert(20, 25);
+        assert_eq!(r.0, vec![[10, 25], [30, 39]]);
+        r.insert(0, 100);
+        assert_eq!(r.0, vec![[0, 100]]);
+        assert!(r.covers(0, 100));
+        assert!(!r.covers(50, 101));
+    }
+
+    #[test]
+    fn covers_only_seen_addresses() {
+        let mut r = Ranges::default();
+        r.insert(0, 9);
+        r.insert(20, 29);
+        assert!(r.covers(0, 9));
+        assert!(r.covers(21, 22));
+        assert!(!r.covers(5, 20));
+        assert!(!r.covers(10, 10));
+        assert!(!r.covers(30, 30));
+    }
+
+    #[test]
+    fn bounded() {
+        let mut r = Ranges::default();
+        for i in 0..1000u32 {
+            r.insert(i * 2, i * 2);
+        }
+        assert!(r.0.len() <= MAX_RANGES);
+        // Collapsed into hulls: everything up to the last collapse is covered.
+        assert!(r.covers(0, 1000));
+    }
+}

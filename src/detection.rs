@@ -1,0 +1,332 @@
+//! Wiring between the dissectors and the detection engine: events become observations, the
+//! engine's alerts become JSON Lines (docs/alerts.md), and each alert can get a small pcap of
+//! the packets that caused it (`--evidence DIR`).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use otwatch_models::{Alert, Engine};
+use serde_json::json;
+
+use crate::capture::{LinkType, Packet};
+use crate::event::{Event, EventSink, Timestamp};
+use crate::observe::observe;
+
+/// Packets kept per IP pair for evidence, and the pairs kept.
+pub const EVIDENCE_PACKETS_PER_PAIR: usize = 32;
+pub const EVIDENCE_PAIRS: usize = 4096;
+/// Bytes kept of each packet.
+pub const EVIDENCE_SNAPLEN: usize = 2048;
+
+struct Captured {
+    source: Arc<str>,
+    frame: u64,
+    ts: i64,
+    orig_len: u32,
+    linktype: LinkType,
+    data: Vec<u8>,
+}
+
+/// A bounded ring of recent packets per IP pair (either direction), for evidence.
+#[derive(Default)]
+pub struct EvidenceRing {
+    pairs: HashMap<(IpAddr, IpAddr), (u64, VecDeque<Captured>)>,
+    clock: u64,
+}
+
+fn pair(a: IpAddr, b: IpAddr) -> (IpAddr, IpAddr) {
+    if a <= b {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
+impl EvidenceRing {
+    pub fn record(&mut self, src: IpAddr, dst: IpAddr, pkt: &Packet<'_>, source: &Arc<str>) {
+        let key = pair(src, dst);
+        self.clock += 1;
+        if !self.pairs.contains_key(&key) && self.pairs.len() >= EVIDENCE_PAIRS {
+            // Forget the pair that has been quiet longest.
+            if let Some(oldest) = self
+                .pairs
+                .iter()
+                .min_by_key(|(_, (t, _))| *t)
+                .map(|(k, _)| *k)
+            {
+                self.pairs.remove(&oldest);
+            }
+        }
+        let (t, q) = self.pairs.entry(key).or_default();
+        *t = self.clock;
+        if q.len() >= EVIDENCE_PACKETS_PER_PAIR {
+            q.pop_front();
+        }
+        q.push_back(Captured {
+            source: Arc::clone(source),
+            frame: pkt.frame,
+            ts: pkt.ts_nanos,
+            orig_len: pkt.orig_len,
+            linktype: pkt.linktype,
+            data: pkt.data[..pkt.data.len().min(EVIDENCE_SNAPLEN)].to_vec(),
+        });
+    }
+
+    /// Writes the alert's packets as a classic pcap: the frames it names, or when none of them
+    /// is still held, the last packets between its two hosts. `Ok(false)`: nothing held.
+    fn write(&self, alert: &Alert, path: &Path) -> std::io::Result<bool> {
+        let Some((_, q)) = self.pairs.get(&pair(alert.src_ip, alert.dst_ip)) else {
+            return Ok(false);
+        };
+        let named: Vec<&Captured> = q
+            .iter()
+            .filter(|c| alert.frames.contains(&c.frame) && *c.source == *alert.source)
+            .collect();
+        let chosen: Vec<&Captured> = if named.is_empty() {
+            q.iter().rev().take(8).rev().collect()
+        } else {
+            named
+        };
+        let Some(first) = chosen.first() else {
+            return Ok(false);
+        };
+        let linktype = first.linktype;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+        // Classic pcap, nanosecond magic, so timestamps survive exactly.
+        out.write_all(&0xa1b2_3c4du32.to_le_bytes())?;
+        out.write_all(&2u16.to_le_bytes())?;
+        out.write_all(&4u16.to_le_bytes())?;
+        out.write_all(&0i32.to_le_bytes())?;
+        out.write_all(&0u32.to_le_bytes())?;
+        out.write_all(&(EVIDENCE_SNAPLEN as u32).to_le_bytes())?;
+        out.write_all(&linktype.0.to_le_bytes())?;
+        for c in chosen.iter().filter(|c| c.linktype == linktype) {
+            let secs = c.ts.div_euclid(1_000_000_000) as u32;
+            let nanos = c.ts.rem_euclid(1_000_000_000) as u32;
+            out.write_all(&secs.to_le_bytes())?;
+            out.write_all(&nanos.to_le_bytes())?;
+            out.write_all(&(c.data.len() as u32).to_le_bytes())?;
+            out.write_all(&c.orig_len.max(c.data.len() as u32).to_le_bytes())?;
+            out.write_all(&c.data)?;
+        }
+        out.flush()?;
+        Ok(true)
+    }
+}
+
+/// The JSON line of an alert (docs/alerts.md).
+pub fn alert_json(a: &Alert) -> serde_json::Value {
+    let mut v = json!({
+        "ts": Timestamp(a.ts).to_string(),
+        "id": a.id,
+        "kind": a.kind,
+        "type": a.r#type,
+        "severity": a.severity,
+        "proto": a.proto,
+        "src_ip": a.src_ip,
+        "dst_ip": a.dst_ip,
+        "source": &*a.source,
+        "frames": a.frames,
+        "message": a.message,
+        "learned": a.learned,
+        "observed": a.observed,
+        "count": a.count,
+        "first_seen": Timestamp(a.first_seen).to_string(),
+        "last_seen": Timestamp(a.last_seen).to_string(),
+        "repeat": a.repeat,
+    });
+    if let (Some(e), Some(m)) = (&a.evidence, v.as_object_mut()) {
+        m.insert("evidence".into(), json!(e));
+    }
+    v
+}
+
+/// Detection state of one run: the engine, where alerts go, evidence.
+pub struct Detection {
+    pub engine: Engine,
+    out: Option<Box<dyn Write>>,
+    error: Option<std::io::Error>,
+    evidence: Option<(PathBuf, Arc<Mutex<EvidenceRing>>)>,
+    pub evidence_written: u64,
+    pub evidence_errors: u64,
+    /// Alert lines written, by type (first lines of a cause only).
+    pub counts: BTreeMap<&'static str, u64>,
+    /// When set, every alert line is also kept here (tests, evaluation).
+    pub kept: Option<Vec<Alert>>,
+    scratch: Vec<Alert>,
+}
+
+impl Detection {
+    pub fn new(engine: Engine, out: Option<Box<dyn Write>>) -> Self {
+        Detection {
+            engine,
+            out,
+            error: None,
+            evidence: None,
+            evidence_written: 0,
+            evidence_errors: 0,
+            counts: BTreeMap::new(),
+            kept: None,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Writes evidence pcaps into `dir` (created if missing); returns the ring the pipeline must
+    /// record packets into.
+    pub fn with_evidence(&mut self, dir: &Path) -> std::io::Result<Arc<Mutex<EvidenceRing>>> {
+        std::fs::create_dir_all(dir)?;
+        let ring = Arc::new(Mutex::new(EvidenceRing::default()));
+        self.evidence = Some((dir.to_path_buf(), Arc::clone(&ring)));
+        Ok(ring)
+    }
+
+    pub fn observe_event(&mut self, ev: &Event) {
+        if let Some(o) = observe(ev) {
+            let mut lines = std::mem::take(&mut self.scratch);
+            self.engine.observe(&o, &mut lines);
+            self.write(&mut lines);
+            self.scratch = lines;
+        }
+    }
+
+    /// The clock moved with no event (a quiet live link).
+    pub fn tick(&mut self, now: i64) {
+        let mut lines = std::mem::take(&mut self.scratch);
+        self.engine.tick(now, &mut lines);
+        self.write(&mut lines);
+        self.scratch = lines;
+    }
+
+    /// End of input: last lines of repeated causes; the baseline (learned or loaded).
+    pub fn finish(&mut self) -> (Option<otwatch_models::Baseline>, std::io::Result<()>) {
+        let mut lines = Vec::new();
+        let baseline = self.engine.finish(&mut lines);
+        self.write(&mut lines);
+        let flushed = match (self.error.take(), &mut self.out) {
+            (Some(e), _) => Err(e),
+            (None, Some(out)) => out.flush(),
+            (None, None) => Ok(()),
+        };
+        (baseline, flushed)
+    }
+
+    fn write(&mut self, lines: &mut Vec<Alert>) {
+        for mut a in lines.drain(..) {
+            if !a.repeat {
+                *self.counts.entry(a.r#type).or_default() += 1;
+                if let Some((dir, ring)) = &self.evidence {
+                    let path = dir.join(format!("alert-{:06}-{}.pcap", a.id, a.r#type));
+                    let written = ring
+                        .lock()
+                        .map_err(|_| std::io::Error::other("evidence ring poisoned"))
+                        .and_then(|r| r.write(&a, &path));
+                    match written {
+                        Ok(true) => {
+                            self.evidence_written += 1;
+                            a.evidence = Some(path.display().to_string());
+                        }
+                        Ok(false) => {}
+                        Err(_) => self.evidence_errors += 1,
+                    }
+                }
+            }
+            if let (Some(out), None) = (&mut self.out, &self.error) {
+                let res = serde_json::to_writer(&mut *out, &alert_json(&a))
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| out.write_all(b"\n"));
+                if let Err(e) = res {
+                    self.error = Some(e);
+                }
+            }
+            if let Some(k) = &mut self.kept {
+                k.push(a);
+            }
+        }
+    }
+
+    /// A one-screen account of the alerts, for the summary.
+    pub fn summary(&self) -> String {
+        let learning = if self.engine.is_learning() {
+            " (still learning at the end)"
+        } else {
+            ""
+        };
+        let total: u64 = self.counts.values().sum();
+        let by: Vec<String> = self
+            .counts
+            .iter()
+            .map(|(t, n)| format!("{t} {n}"))
+            .collect();
+        let mut s = format!("  alerts: {total} causes{learning}");
+        if !by.is_empty() {
+            s.push_str(&format!(" ({})", by.join(", ")));
+        }
+        if self.evidence.is_some() {
+            s.push_str(&format!("; evidence files {}", self.evidence_written));
+        }
+        s.push('\n');
+        s
+    }
+}
+
+/// An event sink that feeds detection and passes events on to `inner`.
+pub struct DetectSink<'a> {
+    pub detection: &'a mut Detection,
+    pub inner: &'a mut dyn EventSink,
+}
+
+impl EventSink for DetectSink<'_> {
+    fn tick(&mut self, now_nanos: i64) {
+        self.detection.tick(now_nanos);
+    }
+
+    fn emit(&mut self, event: Event) {
+        self.detection.observe_event(&event);
+        if self.inner.wants_events() {
+            self.inner.emit(event);
+        }
+    }
+}
+
+/// `60`, `90s`, `15m`, `2h`, `1d` into nanoseconds.
+pub fn parse_duration(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: not a duration (e.g. 90s, 15m, 2h, 1d)"))?;
+    let mult = match unit {
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (s, m, h, d)")),
+    };
+    let nanos = n * mult * 1e9;
+    if !nanos.is_finite() || nanos < 0.0 || nanos > i64::MAX as f64 {
+        return Err(format!("{s:?}: out of range"));
+    }
+    Ok(nanos as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(90_000_000_000));
+        assert_eq!(parse_duration("90s"), Ok(90_000_000_000));
+        assert_eq!(parse_duration("1.5m"), Ok(90_000_000_000));
+        assert_eq!(parse_duration("2h"), Ok(7_200_000_000_000));
+        assert_eq!(parse_duration("1d"), Ok(86_400_000_000_000));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+}

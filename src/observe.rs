@@ -1,0 +1,409 @@
+//! Events (the dissectors' silver tier) into observations for the detection engine.
+
+use otwatch_models::{Access, Channel, Command, Kind, Observation, Proto};
+
+use crate::dissect::dnp3::Dnp3Event;
+use crate::dissect::s7::{S7Event, S7PlusEvent};
+use crate::event::{Event, ModbusEvent, Values};
+
+/// The observation an event stands for; `None` for events detection has no use for (COTP
+/// connection setup, DNP3 link-layer housekeeping with good CRCs, S7comm-plus keep-alives).
+pub fn observe(ev: &Event) -> Option<Observation> {
+    let mut o = observe_pdu(ev)?;
+    o.identity = identity(ev);
+    Some(o)
+}
+
+fn observe_pdu(ev: &Event) -> Option<Observation> {
+    let request = ev.direction == "request";
+    let (client, server) = if request {
+        (ev.src_ip, ev.dst_ip)
+    } else {
+        (ev.dst_ip, ev.src_ip)
+    };
+    let channel = |proto, unit| Channel {
+        proto,
+        client,
+        server,
+        unit,
+    };
+    let kind = if request {
+        Kind::Request
+    } else {
+        Kind::Response
+    };
+    let base = |proto, unit, kind, function| {
+        Observation::new(
+            ev.ts.0,
+            ev.source.clone(),
+            ev.frame,
+            channel(proto, unit),
+            kind,
+            function,
+        )
+    };
+    if let Some(m) = &ev.modbus {
+        let mut o = base(
+            Proto::Modbus,
+            u32::from(m.unit_id),
+            kind,
+            u32::from(m.function_code),
+        );
+        modbus(m, &mut o);
+        return Some(o);
+    }
+    if let Some(d) = &ev.dnp3 {
+        return dnp3(d, ev, base);
+    }
+    if let Some(s) = &ev.s7comm {
+        return Some(s7(s, base(Proto::S7comm, 0, kind, 0)));
+    }
+    if let Some(p) = &ev.s7commplus {
+        return s7plus(p, base(Proto::S7commplus, 0, kind, 0));
+    }
+    match ev.proto {
+        "tcp" => Some(base(
+            Proto::Tcp,
+            u32::from(ev.dst_port),
+            Kind::Conversation,
+            0,
+        )),
+        "udp" => Some(base(
+            Proto::Udp,
+            u32::from(ev.dst_port),
+            Kind::Conversation,
+            0,
+        )),
+        _ => None,
+    }
+}
+
+fn modbus(m: &ModbusEvent, o: &mut Observation) {
+    o.function_name = m.function;
+    o.corr = Some(u32::from(m.transaction_id));
+    o.latency = m.response_time;
+    o.exception = m.exception_code.is_some();
+    o.malformed = m.error;
+    let request = o.kind == Kind::Request;
+    let fc = m.function_code;
+    o.write = request && matches!(fc, 5 | 6 | 15 | 16 | 21 | 22 | 23);
+    // Diagnostics: restart communications (1) and force listen-only mode (4) take a device off
+    // the bus.
+    if request && fc == 8 && matches!(m.subfunction, Some(1 | 4)) {
+        o.command = Some(Command::Restart);
+    }
+    if o.exception || m.error.is_some() {
+        return;
+    }
+    let values: Vec<f64> = match &m.values {
+        Some(Values::Registers(r)) => r.iter().map(|&v| f64::from(v)).collect(),
+        Some(Values::Bits(b)) => b.iter().map(|&v| f64::from(u8::from(v))).collect(),
+        None => Vec::new(),
+    };
+    let space = match fc {
+        1 | 5 | 15 => 0,
+        2 => 1,
+        4 => 3,
+        3 | 6 | 16 | 22 | 23 => 4,
+        _ => return,
+    };
+    let Some(address) = m.address else { return };
+    let address = u32::from(address);
+    let write = matches!(fc, 5 | 6 | 15 | 16 | 22);
+    // Write responses echo the request: the request already told what was written.
+    if !request && write {
+        return;
+    }
+    let count = m
+        .quantity
+        .map_or(values.len().max(1) as u32, u32::from)
+        .max(1);
+    if fc == 23 {
+        if request {
+            if let (Some(wa), Some(wq)) = (m.write_address, m.write_quantity) {
+                o.accesses.push(Access {
+                    space,
+                    start: u32::from(wa),
+                    count: u32::from(wq).max(1),
+                    write: true,
+                    values,
+                });
+            }
+            o.accesses.push(Access {
+                space,
+                start: address,
+                count,
+                write: false,
+                values: Vec::new(),
+            });
+        } else {
+            o.accesses.push(Access {
+                space,
+                start: address,
+                count,
+                write: false,
+                values,
+            });
+        }
+        return;
+    }
+    o.accesses.push(Access {
+        space,
+        start: address,
+        count,
+        write,
+        values: if request && !write {
+            Vec::new()
+        } else {
+            values
+        },
+    });
+}
+
+/// Modbus device identification (43/14) objects, joined: vendor, product code, revision.
+fn modbus_identity(m: &ModbusEvent) -> Option<String> {
+    let objs = m.objects.as_ref()?;
+    let parts: Vec<&str> = objs
+        .iter()
+        .filter(|o| o.id <= 2)
+        .map(|o| o.value.as_str())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
+
+fn identity(ev: &Event) -> Option<String> {
+    if let Some(m) = &ev.modbus {
+        return modbus_identity(m);
+    }
+    let u = ev.s7comm.as_ref()?.userdata.as_ref()?;
+    match (&u.order_number, &u.firmware_version) {
+        (Some(o), Some(f)) => Some(format!("{o} firmware {f}")),
+        (Some(o), None) => Some(o.clone()),
+        (None, Some(f)) => Some(format!("firmware {f}")),
+        (None, None) => None,
+    }
+}
+
+/// DNP3 internal indications.
+const IIN_DEVICE_RESTART: u16 = 0x8000;
+/// IIN2.0–2.2: function not supported, object unknown, parameter error.
+const IIN_REQUEST_ERRORS: u16 = 0x0007;
+
+fn dnp3(
+    d: &Dnp3Event,
+    ev: &Event,
+    base: impl Fn(Proto, u32, Kind, u32) -> Observation,
+) -> Option<Observation> {
+    let (master, outstation) = if d.from_master {
+        (d.link_src, d.link_dst)
+    } else {
+        (d.link_dst, d.link_src)
+    };
+    let unit = u32::from(master) << 16 | u32::from(outstation);
+    let Some(fc) = d.app_function else {
+        // Link-only frames matter only when broken.
+        if d.crc_ok && d.error.is_none() {
+            return None;
+        }
+        let kind = if ev.direction == "request" {
+            Kind::Request
+        } else {
+            Kind::Response
+        };
+        let mut o = base(Proto::Dnp3, unit, kind, 0x100 | u32::from(d.link_function));
+        o.crc_error = !d.crc_ok;
+        o.malformed = d.error;
+        return Some(o);
+    };
+    let kind = match fc {
+        129 => Kind::Response,
+        130 => Kind::Unsolicited,
+        _ => Kind::Request,
+    };
+    let mut o = base(Proto::Dnp3, unit, kind, u32::from(fc));
+    o.function_name = d.app_function_name;
+    o.corr = if kind == Kind::Unsolicited {
+        None
+    } else {
+        d.app_seq.map(u32::from)
+    };
+    o.crc_error = !d.crc_ok;
+    o.malformed = d.error;
+    let iin = d.iin.unwrap_or(0);
+    o.device_restarted = iin & IIN_DEVICE_RESTART != 0;
+    o.exception = iin & IIN_REQUEST_ERRORS != 0;
+    let request = kind == Kind::Request;
+    o.write = request && matches!(fc, 2..=6 | 9 | 10 | 15..=19 | 25 | 27 | 31);
+    let files = d.objects.iter().flatten().any(|ob| ob.group == 70);
+    o.command = match fc {
+        13 | 14 => Some(Command::Restart),
+        18 => Some(Command::PlcStop),
+        17 => Some(Command::PlcStart),
+        25 | 27 | 31 => Some(Command::ProgramDownload),
+        2 if files => Some(Command::ProgramDownload),
+        1 if files => Some(Command::ProgramUpload),
+        _ => None,
+    };
+    if o.exception {
+        return Some(o);
+    }
+    for ob in d.objects.iter().flatten() {
+        let space = u32::from(ob.group);
+        let mut with_values = false;
+        for p in &ob.points {
+            let (Some(index), Some(value)) =
+                (p.get("index").and_then(|v| v.as_u64()), p.get("value"))
+            else {
+                continue;
+            };
+            let v = match value {
+                serde_json::Value::Number(n) => n.as_f64(),
+                serde_json::Value::Bool(b) => Some(f64::from(u8::from(*b))),
+                _ => None,
+            };
+            with_values = true;
+            o.accesses.push(Access {
+                space,
+                start: index as u32,
+                count: 1,
+                write: request && o.write,
+                values: v.into_iter().collect(),
+            });
+        }
+        if with_values {
+            continue;
+        }
+        let (start, count) = match (ob.start, ob.stop, ob.count) {
+            (Some(s), Some(e), _) if e >= s => (s, e - s + 1),
+            (_, _, Some(c)) => (ob.start.unwrap_or(0), c.min(u64::from(u32::MAX)) as u32),
+            // "All objects" of the group (class polls): one pseudo-space per group.
+            _ => {
+                o.accesses.push(Access {
+                    space: space | 0x1_0000,
+                    start: u32::from(ob.variation),
+                    count: 1,
+                    write: request && o.write,
+                    values: Vec::new(),
+                });
+                continue;
+            }
+        };
+        o.accesses.push(Access {
+            space,
+            start,
+            count: count.max(1),
+            write: request && o.write,
+            values: Vec::new(),
+        });
+    }
+    Some(o)
+}
+
+fn s7(s: &S7Event, mut o: Observation) -> Observation {
+    o.corr = Some(u32::from(s.pdu_ref));
+    o.malformed = s.error;
+    match &s.userdata {
+        Some(u) => {
+            o.function = 0x1000 | u32::from(u.group & 0xf) << 8 | u32::from(u.subfunction);
+            o.function_name = u.subfunction_name;
+            o.kind = match u.r#type {
+                Some("request" | "nc_request") => Kind::Request,
+                Some("push" | "nc_push") => Kind::Unsolicited,
+                _ => Kind::Response,
+            };
+            o.exception = u.error_code.is_some_and(|e| e != 0);
+            return o;
+        }
+        None => {
+            o.function = u32::from(s.function.unwrap_or(0));
+            o.function_name = s.function_name;
+            o.kind = match s.rosctr {
+                1 => Kind::Request,
+                _ => Kind::Response,
+            };
+        }
+    }
+    o.exception = s.error_class.is_some_and(|c| c != 0)
+        || s.items
+            .iter()
+            .any(|i| i.return_code.is_some_and(|r| r != 0xff));
+    let request = o.kind == Kind::Request;
+    let f = s.function.unwrap_or(0);
+    o.write = request && matches!(f, 0x05 | 0x1a..=0x1c | 0x28 | 0x29);
+    if request {
+        o.command = match f {
+            0x29 => Some(Command::PlcStop),
+            0x1a..=0x1c => Some(Command::ProgramDownload),
+            0x1d..=0x1f => Some(Command::ProgramUpload),
+            0x28 => match s.pi_service.as_deref() {
+                Some("P_PROGRAM") => Some(Command::PlcStart),
+                Some("_INSE" | "_DELE") => Some(Command::ProgramDownload),
+                _ => None,
+            },
+            _ => None,
+        };
+    }
+    if !matches!(f, 0x04 | 0x05) || o.exception {
+        return o;
+    }
+    let write = f == 0x05;
+    // Ack to a write: the job already told what was written.
+    if !request && write {
+        return o;
+    }
+    for item in &s.items {
+        let (Some(area), Some(address)) = (item.area, item.address) else {
+            continue;
+        };
+        let space = u32::from(area) << 16 | u32::from(item.db.unwrap_or(0));
+        let bytes = item.value.as_deref().map(unhex).unwrap_or_default();
+        let count = item.length.unwrap_or(bytes.len() as u32).max(1);
+        let values = match bytes.len() {
+            0 => Vec::new(),
+            1 => vec![f64::from(bytes[0])],
+            2 => vec![f64::from(u16::from_be_bytes([bytes[0], bytes[1]]))],
+            // Four bytes may be a REAL or a DINT; as an unsigned word the ordering of positive
+            // REALs is kept, which is what an envelope needs.
+            4 => vec![f64::from(u32::from_be_bytes([
+                bytes[0], bytes[1], bytes[2], bytes[3],
+            ]))],
+            _ => bytes.iter().map(|&b| f64::from(b)).collect(),
+        };
+        o.accesses.push(Access {
+            space,
+            start: address,
+            count,
+            write,
+            values,
+        });
+    }
+    o
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    s.as_bytes()
+        .chunks_exact(2)
+        .filter_map(|c| {
+            std::str::from_utf8(c)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect()
+}
+
+fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation> {
+    if p.kind != "message" {
+        return None;
+    }
+    o.kind = match p.opcode_name {
+        Some("request") => Kind::Request,
+        Some("notification") => Kind::Unsolicited,
+        _ => Kind::Response,
+    };
+    o.function = u32::from(p.function.unwrap_or(0));
+    o.function_name = p.function_name;
+    o.corr = p.sequence.map(u32::from);
+    o.write = o.kind == Kind::Request
+        && matches!(p.function_name, Some(n) if n.starts_with("set") || n.starts_with("delete"));
+    Some(o)
+}
