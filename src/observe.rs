@@ -239,7 +239,8 @@ fn dnp3(
         13 | 14 => Some(Command::Restart),
         18 => Some(Command::PlcStop),
         17 => Some(Command::PlcStart),
-        25 | 27 | 31 => Some(Command::ProgramDownload),
+        // Opening a file is neither yet: the reads or writes that follow say which.
+        27 | 31 => Some(Command::ProgramDownload),
         2 if files => Some(Command::ProgramDownload),
         1 if files => Some(Command::ProgramUpload),
         _ => None,

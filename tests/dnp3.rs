@@ -349,3 +349,31 @@ fn a_bad_header_crc_is_an_event_too() {
     }
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
+
+/// A bad data CRC raises `crc_error`; the same exchange with good CRCs does not.
+#[test]
+fn a_bad_crc_raises_an_alert_and_good_ones_do_not() {
+    let good = link_frames(true, 1, 10, &read_request(1), 0).concat();
+    let mut bad = link_frames(true, 1, 10, &read_request(2), 1).concat();
+    let clean = link_frames(true, 1, 10, &read_request(2), 1).concat();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    let dir = scratch("dnp3-crc-alert");
+    for (name, second, expect) in [("bad", bad, true), ("good", clean, false)] {
+        let path = dir.join(format!("{name}.pcap"));
+        write_pcap(
+            &path,
+            &[
+                tcp(true, 1, &good),
+                tcp(true, 1 + good.len() as u32, &second),
+            ],
+        );
+        let (alerts, _) = detect_files(Learn::Everything, &[(&path, &all_frames)]);
+        let crc: Vec<_> = alerts.iter().filter(|a| a.r#type == "crc_error").collect();
+        assert_eq!(!crc.is_empty(), expect, "{name}: {alerts:?}");
+        if expect {
+            assert_eq!(crc[0].frames, vec![2]);
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -10,7 +10,9 @@ use linfa_clustering::KMeans;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
-pub const FEATURES: [&str; 8] = [
+/// Latency enters as the window's median only: one slow response is not a change of behaviour
+/// (a sustained one is; `latency_shift` watches each channel for that).
+pub const FEATURES: [&str; 7] = [
     "requests",
     "responses",
     "exceptions",
@@ -18,15 +20,14 @@ pub const FEATURES: [&str; 8] = [
     "functions",
     "addresses",
     "latency_p50_ms",
-    "latency_max_ms",
 ];
 const N: usize = FEATURES.len();
 /// Fewer training windows than this and no model is built: a threshold from a handful of
 /// windows would alert on ordinary variation.
-pub const MIN_TRAINING_WINDOWS: usize = 12;
+pub const MIN_TRAINING_WINDOWS: usize = 10;
 /// Spreads below this (in log1p units) are raised to it, so a feature that never varied in
 /// training does not turn a change of one into a huge distance.
-const MIN_STD: f64 = 0.5;
+const MIN_STD: f64 = 0.75;
 /// Distinct addresses counted per window; beyond this a window is "many" anyway.
 const MAX_ADDRESSES: usize = 4096;
 
@@ -102,7 +103,6 @@ impl WindowAcc {
             .get(self.latencies.len() / 2)
             .copied()
             .unwrap_or(0.0);
-        let max = self.latencies.last().copied().unwrap_or(0.0);
         [
             f64::from(self.requests),
             f64::from(self.responses),
@@ -111,7 +111,6 @@ impl WindowAcc {
             self.functions.len() as f64,
             self.addresses.len() as f64,
             p50 * 1e3,
-            max * 1e3,
         ]
     }
 }
@@ -173,9 +172,9 @@ impl BehaviourModel {
         };
         let max = samples.iter().map(|x| m.distance(x)).fold(0.0, f64::max);
         m.max_training_distance = max;
-        // Half as far again as the farthest training window, and at least two spreads: the
+        // Half as far again as the farthest training window, and at least three spreads: the
         // model flags windows unlike any seen, not the edge of ordinary variation.
-        m.threshold = (1.5 * max).max(2.0);
+        m.threshold = (1.5 * max).max(3.0);
         Some(m)
     }
 
@@ -206,7 +205,7 @@ mod tests {
     use super::*;
 
     fn window(req: f64, lat: f64) -> [f64; N] {
-        [req, req, 0.0, 0.0, 2.0, 2.0, lat, lat * 1.5]
+        [req, req, 0.0, 0.0, 2.0, 2.0, lat]
     }
 
     #[test]

@@ -42,6 +42,8 @@ struct PointEnv {
     max: f64,
     max_step: f64,
     samples: u64,
+    /// The last value seen in detection.
+    last: Option<f64>,
 }
 
 struct PollRt {
@@ -97,6 +99,8 @@ pub struct Detector {
     scans: HashMap<IpAddr, ScanRt>,
     window_nanos: i64,
     window_index: Option<i64>,
+    /// The window detection started in: partial, so not scored.
+    first_window: Option<i64>,
     last_tick: i64,
     started: bool,
 }
@@ -155,6 +159,7 @@ impl Detector {
                 .map_or(10 * NANOS, |m| (m.window * NANOS as f64) as i64)
                 .max(NANOS),
             window_index: None,
+            first_window: None,
             last_tick: i64::MIN,
             started: false,
             baseline,
@@ -191,6 +196,7 @@ impl Detector {
                         max: p.max,
                         max_step: p.max_step,
                         samples: p.samples,
+                        last: None,
                     },
                 );
             }
@@ -491,7 +497,12 @@ impl Detector {
                 } else {
                     Severity::Medium
                 },
-                format!("address_out_of_range:{ch}:{space}:{rw}"),
+                format!(
+                    "address_out_of_range:{}:{}:{}:{space}:{rw}",
+                    ch.proto.name(),
+                    ch.client,
+                    ch.server
+                ),
                 format!(
                     "{ch}: {rw} of {space} {}..={hi} outside the learned ranges",
                     acc.start
@@ -594,17 +605,27 @@ impl Detector {
                 let addr = acc.start.wrapping_add(i as u32);
                 let Some(p) = self
                     .points
-                    .get(&(ch.proto, ch.server, ch.unit, acc.space, addr))
+                    .get_mut(&(ch.proto, ch.server, ch.unit, acc.space, addr))
                 else {
                     continue;
                 };
+                let previous = p.last.replace(v);
                 if p.samples < 3 {
                     continue;
                 }
-                let margin = (0.25 * (p.max - p.min)).max(2.0 * p.max_step).max(1.0);
-                if v >= p.min - margin && v <= p.max + margin {
+                // Outside the envelope by a soft margin, having jumped there; or outside by a
+                // hard margin however it got there. A value that drifts out in small steps (a
+                // level that learning saw only part of) is not an alarm until it is far out.
+                let range = p.max - p.min;
+                let soft = (0.5 * range).max(10.0 * p.max_step).max(1.0);
+                let hard = (2.0 * range).max(50.0 * p.max_step).max(10.0);
+                let outside = |m: f64| v < p.min - m || v > p.max + m;
+                let jumped =
+                    previous.is_none_or(|last| (v - last).abs() > 4.0 * p.max_step.max(1.0));
+                if !(outside(hard) || outside(soft) && jumped) {
                     continue;
                 }
+                let margin = soft;
                 let space = ch.proto.space_name(acc.space);
                 let mut a = alert(
                     o,
@@ -741,7 +762,12 @@ impl Detector {
                 now,
                 "response_timeout",
                 Severity::High,
-                format!("response_timeout:{ch}"),
+                format!(
+                    "response_timeout:{}:{}:{}",
+                    ch.proto.name(),
+                    ch.client,
+                    ch.server
+                ),
             );
             a.frames = expired.iter().take(8).map(|e| e.2).collect();
             a.message = format!(
@@ -817,6 +843,7 @@ impl Detector {
     fn roll_windows(&mut self, ts: i64, out: &mut Vec<Alert>) {
         let idx = ts.div_euclid(self.window_nanos);
         let cur = *self.window_index.get_or_insert(idx);
+        let first = *self.first_window.get_or_insert(idx);
         if idx <= cur {
             return;
         }
@@ -829,7 +856,7 @@ impl Detector {
         };
         for (ch, rt) in &mut self.rt {
             let mut w = std::mem::take(&mut rt.window);
-            if w.is_empty() || rt.known.is_none() {
+            if w.is_empty() || rt.known.is_none() || cur == first {
                 continue;
             }
             let x = w.features();

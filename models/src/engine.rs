@@ -24,7 +24,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             learn_for: None,
-            window_secs: 10.0,
+            window_secs: 5.0,
             realert_secs: 300.0,
         }
     }

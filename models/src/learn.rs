@@ -164,6 +164,8 @@ pub struct Learner {
     windows: HashMap<Channel, WindowAcc>,
     window_nanos: i64,
     window_index: Option<i64>,
+    /// The window learning started in: partial, so not a sample.
+    first_window: Option<i64>,
     samples: Vec<[f64; FEATURES.len()]>,
     /// Observations or facts not learned because a bound was hit.
     pub dropped: u64,
@@ -181,6 +183,7 @@ impl Learner {
             windows: HashMap::new(),
             window_nanos: ((window_secs * NANOS as f64) as i64).max(NANOS),
             window_index: None,
+            first_window: None,
             samples: Vec::new(),
             dropped: 0,
         }
@@ -320,14 +323,18 @@ impl Learner {
         let idx = ts.div_euclid(self.window_nanos);
         match self.window_index {
             Some(cur) if idx > cur => {
+                let partial = self.first_window == Some(cur);
                 for (_, mut w) in self.windows.drain() {
-                    if !w.is_empty() && self.samples.len() < MAX_WINDOW_SAMPLES {
+                    if !partial && !w.is_empty() && self.samples.len() < MAX_WINDOW_SAMPLES {
                         self.samples.push(w.features());
                     }
                 }
                 self.window_index = Some(idx);
             }
-            None => self.window_index = Some(idx),
+            None => {
+                self.window_index = Some(idx);
+                self.first_window = Some(idx);
+            }
             _ => {}
         }
     }

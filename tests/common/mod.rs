@@ -157,3 +157,88 @@ pub fn scratch(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("scratch dir");
     dir
 }
+
+/// The corpus directory from OTWATCH_CORPUS, or `None` (with the reason printed).
+pub fn corpus_dir() -> Option<PathBuf> {
+    match std::env::var_os("OTWATCH_CORPUS") {
+        Some(p) if Path::new(&p).is_dir() => Some(PathBuf::from(p)),
+        Some(p) => {
+            eprintln!("skipping: OTWATCH_CORPUS={p:?} is not a directory");
+            None
+        }
+        None => {
+            eprintln!("skipping: set OTWATCH_CORPUS to ../shared/pcaps to run the corpus tests");
+            None
+        }
+    }
+}
+
+/// How a detection run gets its baseline.
+pub enum Learn {
+    /// From the first this-many seconds of capture time, then detect.
+    For(f64),
+    /// A baseline learned beforehand.
+    Baseline(otwatch_models::Baseline),
+    /// From everything: only the alerts that need no baseline.
+    Everything,
+}
+
+/// Which frames of a file to feed (1-based frame number in, keep out).
+pub type FrameFilter<'a> = &'a dyn Fn(u64) -> bool;
+
+pub fn all_frames(_: u64) -> bool {
+    true
+}
+
+/// Replays `files` (each with a frame filter) through detection; returns every alert line and
+/// the baseline at the end.
+pub fn detect_files(
+    learn: Learn,
+    files: &[(&Path, FrameFilter<'_>)],
+) -> (Vec<otwatch_models::Alert>, Option<otwatch_models::Baseline>) {
+    use otwatch::capture::{CaptureFile, PacketSource};
+    use otwatch::detection::{DetectSink, Detection};
+    use otwatch_models::{Engine, EngineConfig};
+    let config = EngineConfig {
+        learn_for: match learn {
+            Learn::For(s) => Some((s * 1e9) as i64),
+            _ => None,
+        },
+        ..EngineConfig::default()
+    };
+    let engine = match learn {
+        Learn::Baseline(b) => Engine::detecting(b, config),
+        _ => Engine::learning(config),
+    };
+    let mut det = Detection::new(engine, None);
+    det.kept = Some(Vec::new());
+    let mut pipeline = Pipeline::new();
+    let mut inner = otwatch::event::NullSink;
+    {
+        let mut sink = DetectSink {
+            detection: &mut det,
+            inner: &mut inner,
+        };
+        for (path, keep) in files {
+            let source: std::sync::Arc<str> = std::sync::Arc::from(path.to_string_lossy().as_ref());
+            let mut cap = CaptureFile::open(path).expect("open capture");
+            while let Some(pkt) = cap.next_packet() {
+                let pkt = pkt.expect("packet");
+                if keep(pkt.frame) {
+                    pipeline.process(&pkt, &source, &mut sink);
+                }
+            }
+        }
+        pipeline.finish(&mut sink);
+    }
+    let (baseline, written) = det.finish();
+    written.expect("alerts flushed");
+    (det.kept.take().unwrap_or_default(), baseline)
+}
+
+/// Learns a baseline from `files` (everything in them that the filters keep).
+pub fn learn_files(files: &[(&Path, FrameFilter<'_>)]) -> otwatch_models::Baseline {
+    detect_files(Learn::Everything, files)
+        .1
+        .expect("a baseline")
+}

@@ -1,0 +1,384 @@
+//! Detection end to end: every alert type raised from a capture (the scenarios generated with
+//! real peers in fixtures/scenarios, real corpus captures, or a generated capture where no real
+//! one exists), and not raised by the same traffic without the anomaly (the capture cut just
+//! before it, or its clean counterpart).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use otwatch_models::Alert;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+fn types(alerts: &[Alert]) -> BTreeSet<&'static str> {
+    alerts.iter().map(|a| a.r#type).collect()
+}
+
+/// Alerts of `file` with learning or detection as given, keeping frames up to `last`.
+fn run(learn: Learn, file: &Path, last: Option<u64>) -> Vec<Alert> {
+    let keep = move |f: u64| last.is_none_or(|l| f <= l);
+    detect_files(learn, &[(file, &keep)]).0
+}
+
+fn strs(v: &serde_json::Value) -> Vec<&str> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+        .unwrap_or_default()
+}
+
+/// Capture time of a frame (`i64::MAX` past the end).
+fn frame_ts(path: &Path, frame: u64) -> i64 {
+    use otwatch::capture::{CaptureFile, PacketSource};
+    let mut cap = CaptureFile::open(path).expect("open");
+    while let Some(p) = cap.next_packet() {
+        let p = p.expect("packet");
+        if p.frame == frame {
+            return p.ts_nanos;
+        }
+    }
+    i64::MAX
+}
+
+fn labels() -> serde_json::Value {
+    let text = std::fs::read_to_string(fixture("scenarios/labels.json")).expect("labels.json");
+    serde_json::from_str(&text).expect("labels parse")
+}
+
+/// What otwatch raises instead of a labelled alert type on the same PDU (one PDU, one account:
+/// a new device's channel is new; an unauthorized write is also a new function and a write
+/// outside the learned ranges).
+fn satisfied(expected: &str, raised: &BTreeSet<&str>) -> bool {
+    raised.contains(expected)
+        || match expected {
+            "new_channel" => raised.contains("new_asset"),
+            "new_function_code" | "address_out_of_range" => raised.contains("unauthorized_write"),
+            _ => false,
+        }
+}
+
+/// Types a labelled episode may also raise beyond the label's own lists: a scan that walks unit
+/// ids reads addresses no learned channel read, and unanswered probes time out.
+fn also_acceptable(expected: &[&str]) -> &'static [&'static str] {
+    if expected.contains(&"scan") {
+        &["address_out_of_range", "response_timeout"]
+    } else {
+        &[]
+    }
+}
+
+/// Every scenario: learn the 60-s clean prefix, then every episode raises its expected alerts
+/// (within the episode, or for timers, by its end), nothing else is raised, and the capture cut
+/// before the first episode raises nothing at all.
+#[test]
+fn scenarios_raise_their_labelled_alerts_and_nothing_else() {
+    let labels = labels();
+    let caps = labels["captures"].as_object().expect("captures");
+    let mut checked = 0;
+    for (name, cap) in caps {
+        let path = fixture(&format!(
+            "scenarios/{}",
+            cap["file"].as_str().expect("file")
+        ));
+        if !name.starts_with("modbus") && !path.exists() {
+            continue;
+        }
+        let learn_for = cap["clean_prefix"]["end_s"].as_f64().expect("end_s");
+        let alerts = run(Learn::For(learn_for), &path, None);
+        let episodes = cap["episodes"].as_array().expect("episodes");
+        if episodes.is_empty() {
+            assert!(
+                alerts.is_empty(),
+                "{name}: clean capture raised {:?}",
+                types(&alerts)
+            );
+            checked += 1;
+            continue;
+        }
+        let first_episode_frame = episodes
+            .iter()
+            .filter_map(|e| e["first_frame"].as_u64())
+            .min()
+            .expect("frames");
+        let before = run(Learn::For(learn_for), &path, Some(first_episode_frame - 1));
+        assert!(
+            before.is_empty(),
+            "{name}: the traffic before the anomaly raised {:?}",
+            types(&before)
+        );
+        let mut allowed = BTreeSet::new();
+        for (i, ep) in episodes.iter().enumerate() {
+            let first = ep["first_frame"].as_u64().expect("first_frame");
+            let last = ep["last_frame"].as_u64().expect("last_frame");
+            let next_first = episodes
+                .get(i + 1)
+                .and_then(|e| e["first_frame"].as_u64())
+                .unwrap_or(u64::MAX);
+            // An alert belongs to the episode when a frame it names lies between the episode's
+            // first frame and the next episode's, or when it was raised in that time (a silence
+            // names the last frame before it).
+            let (from, to) = (frame_ts(&path, first), frame_ts(&path, next_first));
+            let raised: BTreeSet<&str> = alerts
+                .iter()
+                .filter(|a| a.frames.iter().any(|&f| f >= first && f < next_first) || (a.ts >= from && a.ts < to))
+                .map(|a| a.r#type)
+                .collect();
+            let expected = strs(&ep["expected_alerts"]);
+            for e in &expected {
+                assert!(
+                    satisfied(e, &raised),
+                    "{name} episode {i} ({first}..{last}): expected {e}, raised {raised:?}"
+                );
+            }
+            allowed.extend(expected.iter().map(|s| s.to_string()));
+            allowed.extend(strs(&ep["acceptable_alerts"]).iter().map(|s| s.to_string()));
+            allowed.extend(also_acceptable(&expected).iter().map(|s| s.to_string()));
+        }
+        for a in &alerts {
+            assert!(
+                allowed.contains(a.r#type),
+                "{name}: unexpected {} alert: {}",
+                a.r#type,
+                a.message
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 7, "only {checked} scenarios checked");
+}
+
+/// The behaviour model flags the flood's windows, and passes every window of the clean capture
+/// (learned from the clean capture's first minute).
+#[test]
+fn behaviour_anomaly_flags_the_flood_not_steady_polling() {
+    let flood = run(
+        Learn::For(60.0),
+        &fixture("scenarios/modbus_flood.pcap"),
+        None,
+    );
+    let b = flood
+        .iter()
+        .find(|a| a.r#type == "behaviour_anomaly")
+        .expect("behaviour_anomaly on the flood");
+    assert!(
+        b.observed["distance"].as_f64().unwrap_or(0.0)
+            > b.learned["threshold"].as_f64().unwrap_or(f64::MAX)
+    );
+    let steady = run(
+        Learn::For(60.0),
+        &fixture("scenarios/modbus_steady.pcap"),
+        None,
+    );
+    assert!(!types(&steady).contains("behaviour_anomaly"));
+}
+
+/// A baseline saved and loaded detects exactly as the one learned in the same run.
+#[test]
+fn a_saved_baseline_detects_like_a_learned_one() {
+    let steady = fixture("scenarios/modbus_steady.pcap");
+    let write = fixture("scenarios/modbus_write.pcap");
+    let baseline = learn_files(&[(&steady, &all_frames)]);
+    let dir = scratch("baseline-roundtrip");
+    let path = dir.join("b.json");
+    baseline.save(&path).expect("save");
+    let loaded = otwatch_models::Baseline::load(&path).expect("load");
+    assert_eq!(loaded, baseline);
+    let a = run(Learn::Baseline(baseline), &write, None);
+    let b = run(Learn::Baseline(loaded), &write, None);
+    let key = |v: &[Alert]| {
+        v.iter()
+            .map(|a| (a.r#type, a.frames.clone(), a.count))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(key(&a), key(&b));
+    assert!(types(&a).contains("unauthorized_write"));
+    // A foreign file is refused with its name in the message.
+    std::fs::write(dir.join("x.json"), "{\"format\":\"other\",\"version\":9}").expect("write");
+    let err = otwatch_models::Baseline::load(&dir.join("x.json"))
+        .expect_err("foreign file")
+        .to_string();
+    assert!(err.contains("x.json") && err.contains("version 9"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Alerts that need no baseline, from fixtures: the first frame that raises them, and the same
+/// capture cut just before that frame raises none.
+#[test]
+fn command_and_protocol_alerts_from_fixtures() {
+    for (file, kind, frame) in [
+        ("s7comm_downloading_block_db1.pcap", "program_download", 43),
+        ("s7ident.pcap", "program_upload", 20),
+        (
+            "cold_restart_and_response.pcap",
+            "device_restart_command",
+            4,
+        ),
+        ("full_exchange.pcap", "device_restarted", 4),
+        ("modbus.pcap", "malformed_pdu", 32),
+        ("modbus.pcap", "device_restart_command", 8),
+    ] {
+        check_first_frame(&fixture(file), kind, frame);
+    }
+}
+
+fn check_first_frame(path: &Path, kind: &str, frame: u64) {
+    let alerts = run(Learn::Everything, path, None);
+    let first = alerts
+        .iter()
+        .filter(|a| a.r#type == kind)
+        .map(|a| a.frames[0])
+        .min();
+    assert_eq!(first, Some(frame), "{}: first {kind}", path.display());
+    let before = run(Learn::Everything, path, Some(frame - 1));
+    assert!(
+        !types(&before).contains(kind),
+        "{}: {kind} before frame {frame}",
+        path.display()
+    );
+}
+
+/// S7 PLC stop and start, and DNP3 file transfer, from the corpus.
+#[test]
+fn plc_stop_start_and_dnp3_file_transfer_from_the_corpus() {
+    let Some(dir) = corpus_dir() else { return };
+    for (file, kind, frame) in [
+        ("s7/snap7_s300_everything.pcapng", "plc_stop", 57),
+        ("s7/snap7_s300_everything.pcapng", "plc_start", 63),
+        ("s7/step7_s300_stop.pcapng", "plc_stop", 1),
+        ("dnp3/dnp3_file_read.pcap", "program_upload", 7),
+        ("dnp3/dnp3_file_write.pcap", "program_download", 13),
+        ("dnp3/DNP3-Malformed.pcap", "malformed_pdu", 2),
+    ] {
+        let path = dir.join(file);
+        if frame == 1 {
+            let alerts = run(Learn::Everything, &path, None);
+            assert!(types(&alerts).contains(kind), "{file}: {kind}");
+        } else {
+            check_first_frame(&path, kind, frame);
+        }
+    }
+}
+
+/// Lemay's Modbus scan of RTU .104 by .101 against a baseline of the site's clean traffic: a new
+/// channel between known devices, a new function code, reads outside the learned ranges, an
+/// exception burst and a scan; and the MS08-067 exploit's new TCP conversations.
+#[test]
+fn lemay_scan_and_exploit_against_the_sites_clean_traffic() {
+    let Some(dir) = corpus_dir() else { return };
+    let l = dir.join("labelled");
+    let clean = l.join("moving_two_files_modbus_6RTU.pcap");
+    let labelled = read_lemay_labels(&l.join("moving_two_files_modbus_6RTU_labeled.csv"));
+    let keep = |f: u64| !labelled.contains(&f);
+    let baseline = learn_files(&[(&clean, &keep)]);
+    let scan = run(
+        Learn::Baseline(baseline.clone()),
+        &l.join("characterization_modbus_6RTU_with_operate.pcap"),
+        None,
+    );
+    let t = types(&scan);
+    for kind in [
+        "new_channel",
+        "new_function_code",
+        "address_out_of_range",
+        "exception_burst",
+        "scan",
+    ] {
+        assert!(
+            t.contains(kind),
+            "characterization: no {kind}; raised {t:?}"
+        );
+    }
+    let exploit = run(
+        Learn::Baseline(baseline.clone()),
+        &l.join("exploit_ms08_netapi_modbus_6RTU_with_operate.pcap"),
+        None,
+    );
+    let port_4444 = exploit
+        .iter()
+        .any(|a| a.r#type == "new_channel" && a.message.contains("port 4444"));
+    assert!(
+        port_4444,
+        "exploit: no new_channel for port 4444: {:?}",
+        types(&exploit)
+    );
+    // The clean traffic itself raises nothing against its own baseline.
+    let again = run(Learn::Baseline(baseline), &clean, None);
+    let own: Vec<&Alert> = again
+        .iter()
+        .filter(|a| a.frames.iter().all(|f| keep(*f)))
+        .collect();
+    assert!(
+        own.is_empty(),
+        "clean frames raised {:?}",
+        own.iter().map(|a| &a.message).collect::<Vec<_>>()
+    );
+}
+
+pub fn read_lemay_labels(path: &Path) -> BTreeSet<u64> {
+    let text = std::fs::read_to_string(path).expect("labels");
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.trim().split(';');
+            let frame = it.next()?.trim().parse().ok()?;
+            (it.next()?.trim() == "1").then_some(frame)
+        })
+        .collect()
+}
+
+/// Evidence: each alert's pcap holds the packets it names, readable by a pcap reader.
+#[test]
+fn evidence_pcaps_hold_the_alerts_packets() {
+    use otwatch::detection::{DetectSink, Detection};
+    use otwatch_models::{Engine, EngineConfig};
+    let dir = scratch("evidence");
+    let engine = Engine::learning(EngineConfig {
+        learn_for: Some(60_000_000_000),
+        ..EngineConfig::default()
+    });
+    let mut det = Detection::new(engine, None);
+    det.kept = Some(Vec::new());
+    let mut pipeline = otwatch::pipeline::Pipeline::new();
+    pipeline.evidence = Some(det.with_evidence(&dir).expect("evidence dir"));
+    let mut null = otwatch::event::NullSink;
+    let path = fixture("scenarios/modbus_write.pcap");
+    {
+        let mut sink = DetectSink {
+            detection: &mut det,
+            inner: &mut null,
+        };
+        otwatch::replay::replay(&[path], &mut sink, &mut pipeline);
+    }
+    let _ = det.finish();
+    let alerts = det.kept.take().unwrap_or_default();
+    let write = alerts
+        .iter()
+        .find(|a| a.r#type == "unauthorized_write")
+        .expect("unauthorized_write");
+    let file = write.evidence.as_ref().expect("evidence path");
+    let mut r = pcap_file::pcap::PcapReader::new(std::fs::File::open(file).expect("open evidence"))
+        .expect("pcap");
+    let mut n = 0;
+    while let Some(p) = r.next_packet() {
+        p.expect("packet");
+        n += 1;
+    }
+    assert_eq!(
+        n,
+        write.frames.len(),
+        "evidence holds exactly the named frames"
+    );
+    assert_eq!(
+        det.evidence_written as usize,
+        alerts
+            .iter()
+            .filter(|a| !a.repeat && a.evidence.is_some())
+            .count()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
