@@ -189,8 +189,8 @@ fn a_saved_baseline_detects_like_a_learned_one() {
     baseline.save(&path).expect("save");
     let loaded = otwatch_models::Baseline::load(&path).expect("load");
     assert_eq!(loaded, baseline);
-    let a = run(Learn::Baseline(baseline), &write, None);
-    let b = run(Learn::Baseline(loaded), &write, None);
+    let a = run(Learn::Baseline(Box::new(baseline)), &write, None);
+    let b = run(Learn::Baseline(Box::new(loaded)), &write, None);
     let key = |v: &[Alert]| {
         v.iter()
             .map(|a| (a.r#type, a.frames.clone(), a.count))
@@ -277,7 +277,7 @@ fn lemay_scan_and_exploit_against_the_sites_clean_traffic() {
     let keep = |f: u64| !labelled.contains(&f);
     let baseline = learn_files(&[(&clean, &keep)]);
     let scan = run(
-        Learn::Baseline(baseline.clone()),
+        Learn::Baseline(Box::new(baseline.clone())),
         &l.join("characterization_modbus_6RTU_with_operate.pcap"),
         None,
     );
@@ -295,7 +295,7 @@ fn lemay_scan_and_exploit_against_the_sites_clean_traffic() {
         );
     }
     let exploit = run(
-        Learn::Baseline(baseline.clone()),
+        Learn::Baseline(Box::new(baseline.clone())),
         &l.join("exploit_ms08_netapi_modbus_6RTU_with_operate.pcap"),
         None,
     );
@@ -308,7 +308,7 @@ fn lemay_scan_and_exploit_against_the_sites_clean_traffic() {
         types(&exploit)
     );
     // The clean traffic itself raises nothing against its own baseline.
-    let again = run(Learn::Baseline(baseline), &clean, None);
+    let again = run(Learn::Baseline(Box::new(baseline)), &clean, None);
     let own: Vec<&Alert> = again
         .iter()
         .filter(|a| a.frames.iter().all(|f| keep(*f)))

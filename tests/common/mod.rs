@@ -178,7 +178,7 @@ pub enum Learn {
     /// From the first this-many seconds of capture time, then detect.
     For(f64),
     /// A baseline learned beforehand.
-    Baseline(otwatch_models::Baseline),
+    Baseline(Box<otwatch_models::Baseline>),
     /// From everything: only the alerts that need no baseline.
     Everything,
 }
@@ -207,7 +207,7 @@ pub fn detect_files(
         ..EngineConfig::default()
     };
     let engine = match learn {
-        Learn::Baseline(b) => Engine::detecting(b, config),
+        Learn::Baseline(b) => Engine::detecting(*b, config),
         _ => Engine::learning(config),
     };
     let mut det = Detection::new(engine, None);
