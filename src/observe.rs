@@ -1,5 +1,6 @@
 //! Events (the dissectors' silver tier) into observations for the detection engine.
 
+use otwatch_models::obs::S7_BIT_SPACE;
 use otwatch_models::{Access, Channel, Command, Kind, Observation, Proto};
 
 use crate::dissect::dnp3::Dnp3Event;
@@ -353,32 +354,75 @@ fn s7(s: &S7Event, mut o: Observation) -> Observation {
         return o;
     }
     for item in &s.items {
-        let (Some(area), Some(address)) = (item.area, item.address) else {
-            continue;
-        };
-        let space = u32::from(area) << 16 | u32::from(item.db.unwrap_or(0));
-        let bytes = item.value.as_deref().map(unhex).unwrap_or_default();
-        let count = item.length.unwrap_or(bytes.len() as u32).max(1);
-        let values = match bytes.len() {
-            0 => Vec::new(),
-            1 => vec![f64::from(bytes[0])],
-            2 => vec![f64::from(u16::from_be_bytes([bytes[0], bytes[1]]))],
-            // Four bytes may be a REAL or a DINT; as an unsigned word the ordering of positive
-            // REALs is kept, which is what an envelope needs.
-            4 => vec![f64::from(u32::from_be_bytes([
-                bytes[0], bytes[1], bytes[2], bytes[3],
-            ]))],
-            _ => bytes.iter().map(|&b| f64::from(b)).collect(),
-        };
-        o.accesses.push(Access {
-            space,
-            start: address,
-            count,
-            write,
-            values,
-        });
+        s7_item(item, write, &mut o.accesses);
     }
     o
+}
+
+/// One S7 item as accesses: bits by bit address (`byte * 8 + bit`), other transport sizes by
+/// byte address, one access per element with its decoded value (BYTE/CHAR, WORD, INT, DWORD,
+/// DINT, REAL).
+fn s7_item(item: &crate::dissect::s7::S7Item, write: bool, out: &mut Vec<Access>) {
+    let (Some(area), Some(address)) = (item.area, item.address) else {
+        return;
+    };
+    let space = u32::from(area) << 16 | u32::from(item.db.unwrap_or(0));
+    let bytes = item.value.as_deref().map(unhex).unwrap_or_default();
+    let length = item.length.unwrap_or(1).max(1);
+    let transport = item.transport_size.unwrap_or(2);
+    if transport == 1 {
+        out.push(Access {
+            space: space | S7_BIT_SPACE,
+            start: address.saturating_mul(8) | u32::from(item.bit.unwrap_or(0) & 7),
+            count: 1,
+            write,
+            values: bytes
+                .first()
+                .map(|b| f64::from(b & 1))
+                .into_iter()
+                .collect(),
+        });
+        return;
+    }
+    let size: u32 = match transport {
+        4 | 5 => 2,
+        6..=8 => 4,
+        _ => 1,
+    };
+    let decode = |c: &[u8]| -> f64 {
+        match (transport, c) {
+            (4, [a, b]) => f64::from(u16::from_be_bytes([*a, *b])),
+            (5, [a, b]) => f64::from(i16::from_be_bytes([*a, *b])),
+            (6, [a, b, c, d]) => f64::from(u32::from_be_bytes([*a, *b, *c, *d])),
+            (7, [a, b, c, d]) => f64::from(i32::from_be_bytes([*a, *b, *c, *d])),
+            (8, [a, b, c, d]) => f64::from(f32::from_be_bytes([*a, *b, *c, *d])),
+            _ => c.first().map_or(0.0, |&b| f64::from(b)),
+        }
+    };
+    let values: Vec<f64> = bytes
+        .chunks_exact(size as usize)
+        .map(decode)
+        .filter(|v| v.is_finite())
+        .collect();
+    if values.is_empty() || values.len() > 64 {
+        out.push(Access {
+            space,
+            start: address,
+            count: length.saturating_mul(size),
+            write,
+            values: Vec::new(),
+        });
+        return;
+    }
+    for (i, v) in values.into_iter().enumerate() {
+        out.push(Access {
+            space,
+            start: address.saturating_add(i as u32 * size),
+            count: size,
+            write,
+            values: vec![v],
+        });
+    }
 }
 
 fn unhex(s: &str) -> Vec<u8> {

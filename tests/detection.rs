@@ -126,7 +126,10 @@ fn scenarios_raise_their_labelled_alerts_and_nothing_else() {
             let (from, to) = (frame_ts(&path, first), frame_ts(&path, next_first));
             let raised: BTreeSet<&str> = alerts
                 .iter()
-                .filter(|a| a.frames.iter().any(|&f| f >= first && f < next_first) || (a.ts >= from && a.ts < to))
+                .filter(|a| {
+                    a.frames.iter().any(|&f| f >= first && f < next_first)
+                        || (a.ts >= from && a.ts < to)
+                })
                 .map(|a| a.r#type)
                 .collect();
             let expected = strs(&ep["expected_alerts"]);

@@ -615,13 +615,14 @@ impl Detector {
                 }
                 // Outside the envelope by a soft margin, having jumped there; or outside by a
                 // hard margin however it got there. A value that drifts out in small steps (a
-                // level that learning saw only part of) is not an alarm until it is far out.
+                // level that learning saw only part of) is not an alarm until it is far out; nor
+                // is the first value seen, which has no step.
                 let range = p.max - p.min;
                 let soft = (0.5 * range).max(10.0 * p.max_step).max(1.0);
                 let hard = (2.0 * range).max(50.0 * p.max_step).max(10.0);
                 let outside = |m: f64| v < p.min - m || v > p.max + m;
                 let jumped =
-                    previous.is_none_or(|last| (v - last).abs() > 4.0 * p.max_step.max(1.0));
+                    previous.is_some_and(|last| (v - last).abs() > 4.0 * p.max_step.max(1.0));
                 if !(outside(hard) || outside(soft) && jumped) {
                     continue;
                 }

@@ -6,6 +6,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+/// S7 address spaces of single bits (`M10.3`, addressed `byte * 8 + bit`), apart from the byte
+/// addressing of the same area.
+pub const S7_BIT_SPACE: u32 = 1 << 31;
+
 /// The protocol of a channel. `Tcp`/`Udp` are conversations of protocols otwatch does not
 /// dissect: they are learned and flagged as talkers only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -59,17 +63,22 @@ impl Proto {
             },
             Proto::Dnp3 => format!("g{space}"),
             Proto::S7comm | Proto::S7commplus => {
-                let (area, db) = (space >> 16, space & 0xffff);
-                let name = match area {
-                    0x81 => "I",
-                    0x82 => "Q",
-                    0x83 => "M",
-                    0x84 => return format!("DB{db}"),
-                    0x1c => "C",
-                    0x1d => "T",
-                    _ => return format!("area{area:#04x}"),
+                let bits = if space & S7_BIT_SPACE != 0 {
+                    " bits"
+                } else {
+                    ""
                 };
-                name.into()
+                let (area, db) = ((space >> 16) & 0x7fff, space & 0xffff);
+                let name = match area {
+                    0x81 => "I".to_string(),
+                    0x82 => "Q".into(),
+                    0x83 => "M".into(),
+                    0x84 => format!("DB{db}"),
+                    0x1c => "C".into(),
+                    0x1d => "T".into(),
+                    _ => format!("area{area:#04x}"),
+                };
+                format!("{name}{bits}")
             }
             Proto::Tcp | Proto::Udp => format!("space{space}"),
         }
@@ -77,8 +86,12 @@ impl Proto {
 
     /// True where a space holds single bits, whose values are process state, not measurements.
     pub fn bit_space(self, space: u32) -> bool {
-        matches!((self, space), (Proto::Modbus, 0 | 1))
-            || matches!((self, space), (Proto::Dnp3, 1 | 2 | 10 | 12))
+        match self {
+            Proto::Modbus => matches!(space, 0 | 1),
+            Proto::Dnp3 => matches!(space, 1 | 2 | 10 | 12),
+            Proto::S7comm | Proto::S7commplus => space & S7_BIT_SPACE != 0,
+            Proto::Tcp | Proto::Udp => false,
+        }
     }
 }
 

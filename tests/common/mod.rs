@@ -196,6 +196,20 @@ pub fn detect_files(
     learn: Learn,
     files: &[(&Path, FrameFilter<'_>)],
 ) -> (Vec<otwatch_models::Alert>, Option<otwatch_models::Baseline>) {
+    detect_files_realert(
+        learn,
+        files,
+        otwatch_models::EngineConfig::default().realert_secs,
+    )
+}
+
+/// As [`detect_files`], with a repeat line for a cause seen again `realert_secs` after its last
+/// line (0: a line for every occurrence, for scoring against labels).
+pub fn detect_files_realert(
+    learn: Learn,
+    files: &[(&Path, FrameFilter<'_>)],
+    realert_secs: f64,
+) -> (Vec<otwatch_models::Alert>, Option<otwatch_models::Baseline>) {
     use otwatch::capture::{CaptureFile, PacketSource};
     use otwatch::detection::{DetectSink, Detection};
     use otwatch_models::{Engine, EngineConfig};
@@ -204,6 +218,7 @@ pub fn detect_files(
             Learn::For(s) => Some((s * 1e9) as i64),
             _ => None,
         },
+        realert_secs,
         ..EngineConfig::default()
     };
     let engine = match learn {
