@@ -54,6 +54,26 @@ fn bare_pcap_parser(data: &[u8]) -> (u64, u64) {
     (n, bytes)
 }
 
+/// Builds every event (as detection needs them) and drops it: the cost of events without output.
+struct BuiltAndDropped(u64);
+
+impl otwatch::event::EventSink for BuiltAndDropped {
+    fn emit(&mut self, event: otwatch::event::Event) {
+        self.0 += event.frame;
+    }
+}
+
+/// Capture time from the first packet to the last, nanoseconds.
+fn capture_span(path: &std::path::Path) -> i64 {
+    let mut cap = CaptureFile::open(path).expect("open");
+    let (mut first, mut last) = (None, 0);
+    while let Some(Ok(p)) = cap.next_packet() {
+        first.get_or_insert(p.ts_nanos);
+        last = p.ts_nanos;
+    }
+    last - first.unwrap_or(last)
+}
+
 fn replay(c: &mut Criterion) {
     let path = bench_file();
     let data = std::fs::read(&path).expect("bench pcap");
@@ -93,6 +113,35 @@ fn replay(c: &mut Criterion) {
             let r =
                 otwatch::parallel::replay_parallel(std::slice::from_ref(&path), &mut NullSink, 2);
             black_box(r.stats.modbus.total_pdus())
+        })
+    });
+    g.bench_function("otwatch_replay_events_built", |b| {
+        b.iter(|| {
+            let mut pipeline = Pipeline::new();
+            let mut sink = BuiltAndDropped(0);
+            otwatch::replay::replay(std::slice::from_ref(&path), &mut sink, &mut pipeline);
+            black_box(sink.0)
+        })
+    });
+    // Detection: learn the first half of the capture's time, detect over the second half.
+    let learn_for = capture_span(&path) / 2;
+    g.bench_function("otwatch_replay_detect", |b| {
+        b.iter(|| {
+            let mut pipeline = Pipeline::new();
+            let engine = otwatch_models::Engine::learning(otwatch_models::EngineConfig {
+                learn_for: Some(learn_for),
+                ..Default::default()
+            });
+            let mut det = otwatch::detection::Detection::new(engine, None);
+            let mut null = NullSink;
+            {
+                let mut sink = otwatch::detection::DetectSink {
+                    detection: &mut det,
+                    inner: &mut null,
+                };
+                otwatch::replay::replay(std::slice::from_ref(&path), &mut sink, &mut pipeline);
+            }
+            black_box(det.finish().0.map(|b| b.channels.len()))
         })
     });
     g.bench_function("otwatch_replay_json_events", |b| {

@@ -36,12 +36,93 @@ impl Severity {
     }
 }
 
+/// What makes two alerts the same cause: a type and what it is about. Cheap to build and hash,
+/// so a flood of occurrences costs a lookup each, not a message each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AlertKey {
+    pub r#type: &'static str,
+    pub proto: Option<Proto>,
+    pub a: IpAddr,
+    pub b: IpAddr,
+    pub unit: u32,
+    pub extra: u64,
+}
+
+const NO_IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+
+impl AlertKey {
+    /// About one channel (`extra`: what on it, e.g. a function code).
+    pub fn channel(r#type: &'static str, ch: &crate::obs::Channel, extra: u64) -> Self {
+        AlertKey {
+            r#type,
+            proto: Some(ch.proto),
+            a: ch.client,
+            b: ch.server,
+            unit: ch.unit,
+            extra,
+        }
+    }
+
+    /// About a client and a server, whatever the unit.
+    pub fn pair(
+        r#type: &'static str,
+        proto: Proto,
+        client: IpAddr,
+        server: IpAddr,
+        extra: u64,
+    ) -> Self {
+        AlertKey {
+            r#type,
+            proto: Some(proto),
+            a: client,
+            b: server,
+            unit: 0,
+            extra,
+        }
+    }
+
+    /// About one host, whatever the protocol.
+    pub fn host(r#type: &'static str, ip: IpAddr) -> Self {
+        AlertKey {
+            r#type,
+            proto: None,
+            a: ip,
+            b: NO_IP,
+            unit: 0,
+            extra: 0,
+        }
+    }
+
+    /// About a point of a server (`extra`: space and address).
+    pub fn point(r#type: &'static str, ch: &crate::obs::Channel, extra: u64) -> Self {
+        AlertKey {
+            r#type,
+            proto: Some(ch.proto),
+            a: ch.server,
+            b: NO_IP,
+            unit: ch.unit,
+            extra,
+        }
+    }
+
+    fn overflow(r#type: &'static str) -> Self {
+        AlertKey {
+            r#type,
+            proto: None,
+            a: NO_IP,
+            b: NO_IP,
+            unit: u32::MAX,
+            extra: u64::MAX,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Alert {
     /// Stable for one cause: a repeat line of the same cause carries the same id.
     pub id: u64,
     /// What makes two alerts the same cause.
-    pub key: String,
+    pub key: AlertKey,
     /// Time of the occurrence this line reports (the first, or the latest for a repeat).
     pub ts: i64,
     pub first_seen: i64,
@@ -66,18 +147,19 @@ pub struct Alert {
 }
 
 impl Alert {
-    /// An alert with no frames, key or message yet (set them with struct update syntax).
+    /// An alert with no frames or message yet; its type is the key's.
     pub fn new(
-        r#type: &'static str,
+        key: AlertKey,
         severity: Severity,
         proto: Proto,
         src_ip: IpAddr,
         dst_ip: IpAddr,
         ts: i64,
     ) -> Alert {
+        let r#type = key.r#type;
         Alert {
             id: 0,
-            key: String::new(),
+            key,
             ts,
             first_seen: ts,
             last_seen: ts,
@@ -148,8 +230,8 @@ struct Entry {
 pub const MAX_CAUSES_PER_TYPE: usize = 4096;
 
 pub struct AlertBook {
-    entries: HashMap<String, Entry>,
-    per_type: HashMap<&'static str, usize>,
+    entries: HashMap<AlertKey, Entry, foldhash::fast::RandomState>,
+    per_type: HashMap<&'static str, usize, foldhash::fast::RandomState>,
     next_id: u64,
     /// A cause seen again this long (capture time) after its last line gets a repeat line.
     realert_nanos: i64,
@@ -159,8 +241,8 @@ pub struct AlertBook {
 impl AlertBook {
     pub fn new(realert_nanos: i64) -> Self {
         AlertBook {
-            entries: HashMap::new(),
-            per_type: HashMap::new(),
+            entries: HashMap::default(),
+            per_type: HashMap::default(),
             next_id: 0,
             realert_nanos,
             overflowed: 0,
@@ -171,6 +253,11 @@ impl AlertBook {
         self.entries.len()
     }
 
+    /// True when the cause was raised before: its text need not be built again.
+    pub fn contains(&self, key: &AlertKey) -> bool {
+        self.entries.contains_key(key)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -178,10 +265,13 @@ impl AlertBook {
     /// Records an occurrence; returns the line to write, if any.
     pub fn raise(&mut self, mut a: Alert) -> Option<Alert> {
         if !self.entries.contains_key(&a.key) {
+            if a.message.is_empty() {
+                a.message = format!("{} {} -> {}", a.r#type, a.src_ip, a.dst_ip);
+            }
             let n = self.per_type.entry(a.r#type).or_default();
             if *n >= MAX_CAUSES_PER_TYPE {
                 self.overflowed += 1;
-                a.key = format!("{}:overflow", a.r#type);
+                a.key = AlertKey::overflow(a.r#type);
                 a.message = format!(
                     "{} (more causes of this type than the alert book keeps)",
                     a.message
@@ -196,7 +286,11 @@ impl AlertBook {
                 e.count += 1;
                 e.first_seen = e.first_seen.min(ts);
                 e.last_seen = e.last_seen.max(ts);
-                e.last = a;
+                // A repeat keeps the text of the cause's first line, with this occurrence's
+                // time and frames.
+                e.last.ts = a.ts;
+                e.last.frames = a.frames;
+                e.last.source = a.source;
                 if ts.saturating_sub(e.last_emitted) >= self.realert_nanos {
                     e.last_emitted = ts;
                     e.emitted_count = e.count;
@@ -217,7 +311,7 @@ impl AlertBook {
                     last: a,
                 };
                 let line = stamp(&e, false);
-                self.entries.insert(line.key.clone(), e);
+                self.entries.insert(line.key, e);
                 Some(line)
             }
         }

@@ -2,8 +2,6 @@
 //! with k-means (linfa) during learning; a window whose distance to the nearest centroid exceeds
 //! the threshold learned from the training windows is a `behaviour_anomaly`.
 
-use std::collections::HashSet;
-
 use linfa::traits::Fit;
 use linfa::DatasetBase;
 use linfa_clustering::KMeans;
@@ -52,8 +50,8 @@ pub struct WindowAcc {
     pub responses: u32,
     pub exceptions: u32,
     pub writes: u32,
-    functions: HashSet<u32>,
-    addresses: HashSet<(u32, u32)>,
+    functions: crate::learn::FastSet<u32>,
+    addresses: crate::learn::FastSet<(u32, u32)>,
     latencies: Vec<f64>,
     pub first_frame: Option<u64>,
     pub last_frame: u64,

@@ -1,16 +1,16 @@
 //! Scoring observations against a [`Baseline`]: the baseline-relative integrity and availability
 //! checks. Commands, malformed PDUs and CRC errors are raised by the engine in every phase.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::alert::{Alert, Severity};
+use crate::alert::{Alert, AlertKey, Severity};
 use crate::baseline::{Baseline, ChannelModel, LatencyModel, PollModel};
 use crate::behaviour::WindowAcc;
-use crate::learn::{poll_key, Pending, PollKey, RateCounter};
+use crate::learn::{poll_key, FastMap, FastSet, Pending, PollKey, RateCounter};
 use crate::obs::{Channel, Kind, Observation, Proto};
 use crate::ranges::Ranges;
 use crate::{secs, NANOS};
@@ -76,27 +76,29 @@ struct AssetRt {
 #[derive(Default)]
 struct ScanRt {
     start: i64,
-    units: HashSet<(IpAddr, u32)>,
-    functions: HashSet<(IpAddr, u32)>,
-    addresses: HashSet<(IpAddr, u32, u32)>,
-    ports: HashSet<(IpAddr, u32)>,
+    units: FastSet<(IpAddr, u32)>,
+    functions: FastSet<(IpAddr, u32)>,
+    addresses: FastSet<(IpAddr, u32, u32)>,
+    ports: FastSet<(IpAddr, u32)>,
     frames: Vec<u64>,
 }
 
 pub struct Detector {
     pub baseline: Baseline,
-    channels: HashMap<Channel, usize>,
-    assets: HashSet<IpAddr>,
-    server_functions: HashMap<(Proto, IpAddr), BTreeSet<u32>>,
-    server_units: HashMap<(Proto, IpAddr), BTreeSet<u32>>,
-    server_ranges: HashMap<(Proto, IpAddr, u32, u32, bool), Ranges>,
-    writers: HashSet<(Proto, IpAddr, IpAddr)>,
-    client_servers: HashSet<(IpAddr, IpAddr, Proto, u32)>,
-    points: HashMap<(Proto, IpAddr, u32, u32, u32), PointEnv>,
-    polls: HashMap<(Channel, PollKey), PollRt>,
-    rt: HashMap<Channel, ChanRt>,
-    asset_rt: HashMap<IpAddr, AssetRt>,
-    scans: HashMap<IpAddr, ScanRt>,
+    channels: FastMap<Channel, usize>,
+    assets: FastSet<IpAddr>,
+    server_functions: FastMap<(Proto, IpAddr), BTreeSet<u32>>,
+    server_units: FastMap<(Proto, IpAddr), BTreeSet<u32>>,
+    server_ranges: FastMap<(Proto, IpAddr, u32, u32, bool), Ranges>,
+    writers: FastSet<(Proto, IpAddr, IpAddr)>,
+    client_servers: FastSet<(IpAddr, IpAddr, Proto, u32)>,
+    points: FastMap<(Proto, IpAddr, u32, u32, u32), PointEnv>,
+    polls: FastMap<(Channel, PollKey), PollRt>,
+    rt: FastMap<Channel, ChanRt>,
+    asset_rt: FastMap<IpAddr, AssetRt>,
+    scans: FastMap<IpAddr, ScanRt>,
+    /// Causes raised so far (their text was built once).
+    raised: FastSet<AlertKey>,
     window_nanos: i64,
     window_index: Option<i64>,
     /// The window detection started in: partial, so not scored.
@@ -106,53 +108,61 @@ pub struct Detector {
 }
 
 /// An alert about the PDU `o`.
-pub(crate) fn alert(
-    o: &Observation,
-    r#type: &'static str,
-    severity: Severity,
-    key: String,
-    message: String,
-) -> Alert {
+/// A bare occurrence about the PDU `o` (no text yet).
+pub(crate) fn alert(o: &Observation, key: AlertKey, severity: Severity) -> Alert {
     Alert {
-        key,
-        message,
         source: o.source.clone(),
         frames: vec![o.frame],
-        ..Alert::new(r#type, severity, o.channel.proto, o.src(), o.dst(), o.ts)
+        ..Alert::new(key, severity, o.channel.proto, o.src(), o.dst(), o.ts)
     }
 }
 
-/// An alert about a channel, raised by a timer or a window at `ts`.
+/// An occurrence about a channel, raised by a timer or a window at `ts`.
 fn channel_alert(
     ch: &Channel,
     source: Option<&Arc<str>>,
     ts: i64,
-    r#type: &'static str,
+    key: AlertKey,
     severity: Severity,
-    key: String,
 ) -> Alert {
     Alert {
-        key,
         source: source.cloned().unwrap_or_else(|| Arc::from("")),
-        ..Alert::new(r#type, severity, ch.proto, ch.client, ch.server, ts)
+        ..Alert::new(key, severity, ch.proto, ch.client, ch.server, ts)
     }
+}
+
+/// The first occurrence of a cause is returned to have its text built; later ones go out bare
+/// (the alert book keeps the first one's text), so a flood costs a lookup per PDU.
+fn fresh(raised: &mut FastSet<AlertKey>, a: Alert, out: &mut Vec<Alert>) -> Option<Alert> {
+    if raised.insert(a.key) {
+        Some(a)
+    } else {
+        out.push(a);
+        None
+    }
+}
+
+/// The poll's function, space and start address in one number (for its alert key).
+fn poll_extra(m: &PollModel) -> u64 {
+    u64::from(m.function) << 48 ^ u64::from(m.space) << 16 ^ u64::from(m.start)
 }
 
 impl Detector {
     pub fn new(baseline: Baseline) -> Self {
         let mut d = Detector {
-            channels: HashMap::new(),
+            channels: FastMap::default(),
             assets: baseline.assets.iter().map(|a| a.ip).collect(),
-            server_functions: HashMap::new(),
-            server_units: HashMap::new(),
-            server_ranges: HashMap::new(),
-            writers: HashSet::new(),
-            client_servers: HashSet::new(),
-            points: HashMap::new(),
-            polls: HashMap::new(),
-            rt: HashMap::new(),
-            asset_rt: HashMap::new(),
-            scans: HashMap::new(),
+            server_functions: FastMap::default(),
+            server_units: FastMap::default(),
+            server_ranges: FastMap::default(),
+            writers: FastSet::default(),
+            client_servers: FastSet::default(),
+            points: FastMap::default(),
+            polls: FastMap::default(),
+            rt: FastMap::default(),
+            asset_rt: FastMap::default(),
+            scans: FastMap::default(),
+            raised: FastSet::default(),
             window_nanos: baseline
                 .behaviour
                 .as_ref()
@@ -241,14 +251,7 @@ impl Detector {
         }
         self.tick(o.ts, out);
         self.roll_windows(o.ts, out);
-        let first = out.len();
         self.observe_pdu(o, out);
-        suppress_implied(&mut out[first..]);
-        let kept: Vec<Alert> = out
-            .drain(first..)
-            .filter(|a| !a.r#type.is_empty())
-            .collect();
-        out.extend(kept);
     }
 
     fn observe_pdu(&mut self, o: &Observation, out: &mut Vec<Alert>) {
@@ -256,24 +259,28 @@ impl Detector {
         self.check_assets(o, out);
         let known = self.channels.get(&ch).copied();
         if known.is_none() {
-            let mut a = alert(
-                o,
-                "new_channel",
-                if ch.proto.is_ot() {
-                    Severity::High
-                } else {
-                    Severity::Medium
-                },
-                format!("new_channel:{ch}"),
-                format!("{ch}: a conversation learning never saw"),
-            );
-            a.learned = json!({
-                "server_clients": self.baseline.channels.iter()
-                    .filter(|c| c.channel.server == ch.server && c.channel.proto == ch.proto)
-                    .map(|c| c.channel.client.to_string()).collect::<BTreeSet<_>>(),
-            });
-            a.observed = json!({"client": ch.client, "server": ch.server, "proto": ch.proto, "unit": ch.unit_text()});
-            out.push(a);
+            if let Some(mut a) = fresh(
+                &mut self.raised,
+                alert(
+                    o,
+                    AlertKey::channel("new_channel", &ch, 0),
+                    if ch.proto.is_ot() {
+                        Severity::High
+                    } else {
+                        Severity::Medium
+                    },
+                ),
+                out,
+            ) {
+                a.message = format!("{ch}: a conversation learning never saw");
+                a.learned = json!({
+                    "server_clients": self.baseline.channels.iter()
+                        .filter(|c| c.channel.server == ch.server && c.channel.proto == ch.proto)
+                        .map(|c| c.channel.client.to_string()).collect::<BTreeSet<_>>(),
+                });
+                a.observed = json!({"client": ch.client, "server": ch.server, "proto": ch.proto, "unit": ch.unit_text()});
+                out.push(a);
+            }
         }
         if !self.rt.contains_key(&ch) && self.rt.len() >= MAX_RUNTIME_CHANNELS {
             return;
@@ -299,19 +306,19 @@ impl Detector {
         let ch = o.channel;
         for (ip, role) in [(ch.client, "client"), (ch.server, "server")] {
             if !self.assets.contains(&ip) && !is_group_address(ip) {
-                let mut a = alert(
-                    o,
-                    "new_asset",
-                    Severity::High,
-                    format!("new_asset:{ip}"),
-                    format!(
+                if let Some(mut a) = fresh(
+                    &mut self.raised,
+                    alert(o, AlertKey::host("new_asset", ip), Severity::High),
+                    out,
+                ) {
+                    a.message = format!(
                         "{ip}: a device learning never saw, as {} {role}",
                         ch.proto.name()
-                    ),
-                );
-                a.learned = json!({"assets": self.baseline.assets.len()});
-                a.observed = json!({"ip": ip, "role": role, "proto": ch.proto});
-                out.push(a);
+                    );
+                    a.learned = json!({"assets": self.baseline.assets.len()});
+                    a.observed = json!({"ip": ip, "role": role, "proto": ch.proto});
+                    out.push(a);
+                }
             }
         }
     }
@@ -355,21 +362,21 @@ impl Detector {
         } else {
             return;
         };
-        let mut al = alert(
-            o,
-            "scan",
-            Severity::High,
-            format!("scan:{}", o.channel.client),
-            format!(
+        if let Some(mut al) = fresh(
+            &mut self.raised,
+            alert(o, AlertKey::host("scan", o.channel.client), Severity::High),
+            out,
+        ) {
+            al.message = format!(
                 "{} is walking {what} it never used in learning",
                 o.channel.client
-            ),
-        );
-        al.frames = s.frames.clone();
-        al.learned = json!({"window_s": SCAN_WINDOW / NANOS, "thresholds": {"units": SCAN_UNITS, "functions": SCAN_FUNCTIONS, "addresses": SCAN_ADDRESSES, "ports": SCAN_PORTS}});
-        al.observed =
-            json!({"new_units": u, "new_functions": f, "new_addresses": a, "new_ports": p});
-        out.push(al);
+            );
+            al.frames = s.frames.clone();
+            al.learned = json!({"window_s": SCAN_WINDOW / NANOS, "thresholds": {"units": SCAN_UNITS, "functions": SCAN_FUNCTIONS, "addresses": SCAN_ADDRESSES, "ports": SCAN_PORTS}});
+            al.observed =
+                json!({"new_units": u, "new_functions": f, "new_addresses": a, "new_ports": p});
+            out.push(al);
+        }
     }
 
     fn conversation(&mut self, o: &Observation, out: &mut Vec<Alert>) {
@@ -413,12 +420,16 @@ impl Detector {
                     .cloned()
                     .unwrap_or_default(),
             };
-            let mut a = alert(
-                o,
-                "new_function_code",
-                Severity::High,
-                format!("new_function_code:{ch}:{}", o.function),
-                format!(
+            if let Some(mut a) = fresh(
+                &mut self.raised,
+                alert(
+                    o,
+                    AlertKey::channel("new_function_code", &ch, u64::from(o.function)),
+                    Severity::High,
+                ),
+                out,
+            ) {
+                a.message = format!(
                     "{ch}: function {}{} never used {} in learning",
                     o.function,
                     o.function_name
@@ -429,11 +440,11 @@ impl Detector {
                     } else {
                         "with this server"
                     }
-                ),
-            );
-            a.learned = json!({"functions": funcs});
-            a.observed = json!({"function": o.function, "name": o.function_name});
-            out.push(a);
+                );
+                a.learned = json!({"functions": funcs});
+                a.observed = json!({"function": o.function, "name": o.function_name});
+                out.push(a);
+            }
         }
         if ch.proto.is_ot()
             && !self
@@ -445,73 +456,79 @@ impl Detector {
         }
         if o.write && ch.proto.is_ot() && !self.writers.contains(&(ch.proto, ch.client, ch.server))
         {
-            let mut a = alert(
-                o,
-                "unauthorized_write",
-                Severity::Critical,
-                format!(
-                    "unauthorized_write:{}:{}:{}",
-                    ch.proto.name(),
-                    ch.client,
-                    ch.server
+            if let Some(mut a) = fresh(
+                &mut self.raised,
+                alert(
+                    o,
+                    AlertKey::pair("unauthorized_write", ch.proto, ch.client, ch.server, 0),
+                    Severity::Critical,
                 ),
-                format!(
+                out,
+            ) {
+                a.message = format!(
                     "{} wrote to {} ({}{}) and never wrote to it in learning",
                     ch.client,
                     ch.server,
                     ch.proto.name(),
                     o.function_name.map(|n| format!(" {n}")).unwrap_or_default()
-                ),
-            );
-            a.learned = json!({"writers": self.writers.iter().filter(|w| w.2 == ch.server).map(|w| w.1.to_string()).collect::<BTreeSet<_>>()});
-            a.observed = json!({"function": o.function, "name": o.function_name, "accesses": accesses_json(o)});
-            out.push(a);
+                );
+                a.learned = json!({"writers": self.writers.iter().filter(|w| w.2 == ch.server).map(|w| w.1.to_string()).collect::<BTreeSet<_>>()});
+                a.observed = json!({"function": o.function, "name": o.function_name, "accesses": accesses_json(o)});
+                out.push(a);
+            }
         }
         // Address ranges.
         let mut new_addresses = Vec::new();
         for acc in &o.accesses {
             let hi = acc.start.saturating_add(acc.count.max(1) - 1);
             let learned = match model {
-                Some(m) => if acc.write {
-                    m.writes.get(&acc.space)
-                } else {
-                    m.reads.get(&acc.space)
+                Some(m) => {
+                    if acc.write {
+                        m.writes.get(&acc.space)
+                    } else {
+                        m.reads.get(&acc.space)
+                    }
                 }
-                .cloned(),
                 None => self
                     .server_ranges
-                    .get(&(ch.proto, ch.server, ch.unit, acc.space, acc.write))
-                    .cloned(),
+                    .get(&(ch.proto, ch.server, ch.unit, acc.space, acc.write)),
             };
-            if learned.as_ref().is_some_and(|r| r.covers(acc.start, hi)) {
+            if learned.is_some_and(|r| r.covers(acc.start, hi)) {
                 continue;
             }
+            let learned = learned.cloned();
             new_addresses.push((acc.space, acc.start));
             let rw = if acc.write { "write" } else { "read" };
             let space = ch.proto.space_name(acc.space);
-            let mut a = alert(
-                o,
-                "address_out_of_range",
-                if acc.write {
-                    Severity::High
-                } else {
-                    Severity::Medium
-                },
-                format!(
-                    "address_out_of_range:{}:{}:{}:{space}:{rw}",
-                    ch.proto.name(),
-                    ch.client,
-                    ch.server
+            if let Some(mut a) = fresh(
+                &mut self.raised,
+                alert(
+                    o,
+                    AlertKey::pair(
+                        "address_out_of_range",
+                        ch.proto,
+                        ch.client,
+                        ch.server,
+                        u64::from(acc.space) << 1 | u64::from(acc.write),
+                    ),
+                    if acc.write {
+                        Severity::High
+                    } else {
+                        Severity::Medium
+                    },
                 ),
-                format!(
+                out,
+            ) {
+                a.message = format!(
                     "{ch}: {rw} of {space} {}..={hi} outside the learned ranges",
                     acc.start
-                ),
-            );
-            a.learned = json!({"space": space, "ranges": learned.map(|r| r.0).unwrap_or_default()});
-            a.observed =
-                json!({"space": space, "start": acc.start, "count": acc.count, "access": rw});
-            out.push(a);
+                );
+                a.learned =
+                    json!({"space": space, "ranges": learned.map(|r| r.0).unwrap_or_default()});
+                a.observed =
+                    json!({"space": space, "start": acc.start, "count": acc.count, "access": rw});
+                out.push(a);
+            }
         }
         // Written values against the point envelopes.
         self.check_values(o, out);
@@ -544,20 +561,24 @@ impl Detector {
             None => NEW_CHANNEL_FLOOD,
         };
         if n > limit {
-            let mut a = alert(
-                o,
-                "traffic_flood",
-                Severity::High,
-                format!("traffic_flood:{ch}"),
-                format!(
+            if let Some(mut a) = fresh(
+                &mut self.raised,
+                alert(
+                    o,
+                    AlertKey::channel("traffic_flood", &ch, 0),
+                    Severity::High,
+                ),
+                out,
+            ) {
+                a.message = format!(
                     "{ch}: {n} requests in {} s, learned at most {}",
                     crate::learn::RATE_WINDOW_SECS,
                     model.map_or(0, |m| m.max_requests_per_window)
-                ),
-            );
-            a.learned = json!({"max_requests_per_window": model.map(|m| m.max_requests_per_window), "window_s": crate::learn::RATE_WINDOW_SECS, "limit": limit});
-            a.observed = json!({"requests_in_window": n});
-            out.push(a);
+                );
+                a.learned = json!({"max_requests_per_window": model.map(|m| m.max_requests_per_window), "window_s": crate::learn::RATE_WINDOW_SECS, "limit": limit});
+                a.observed = json!({"requests_in_window": n});
+                out.push(a);
+            }
         }
         // Polling.
         let key = (ch, poll_key(o));
@@ -569,12 +590,16 @@ impl Detector {
                 let late = m.period + (4.0 * m.jitter).max(0.5 * m.period);
                 if gap < early || (gap > late && !p.missing_alerted) {
                     let what = if gap < early { "off-period" } else { "late" };
-                    let mut a = alert(
-                        o,
-                        "poll_cycle_broken",
-                        Severity::Medium,
-                        format!("poll_cycle_broken:{ch}:{}:{}:{}", m.function, m.space, m.start),
-                        format!(
+                    if let Some(mut a) = fresh(
+                        &mut self.raised,
+                        alert(
+                            o,
+                            AlertKey::channel("poll_cycle_broken", &ch, poll_extra(m)),
+                            Severity::Medium,
+                        ),
+                        out,
+                    ) {
+                        a.message = format!(
                             "{ch}: {what} poll of function {} {} {}+{}: {:.3} s after the previous, learned every {:.3} s",
                             m.function,
                             ch.proto.space_name(m.space),
@@ -582,12 +607,12 @@ impl Detector {
                             m.count,
                             gap,
                             m.period
-                        ),
-                    );
-                    a.frames = vec![prev_frame, o.frame];
-                    a.learned = json!({"period_s": m.period, "jitter_s": m.jitter});
-                    a.observed = json!({"interval_s": gap, "kind": what});
-                    out.push(a);
+                        );
+                        a.frames = vec![prev_frame, o.frame];
+                        a.learned = json!({"period_s": m.period, "jitter_s": m.jitter});
+                        a.observed = json!({"interval_s": gap, "kind": what});
+                        out.push(a);
+                    }
                 }
             }
             p.last = Some((o.ts, o.frame));
@@ -628,33 +653,36 @@ impl Detector {
                 }
                 let margin = soft;
                 let space = ch.proto.space_name(acc.space);
-                let mut a = alert(
-                    o,
-                    "value_out_of_range",
-                    if acc.write {
-                        Severity::High
-                    } else {
-                        Severity::Medium
-                    },
-                    format!(
-                        "value_out_of_range:{}:{}:{}:{space}:{addr}",
-                        ch.proto.name(),
-                        ch.server,
-                        ch.unit
+                if let Some(mut a) = fresh(
+                    &mut self.raised,
+                    alert(
+                        o,
+                        AlertKey::point(
+                            "value_out_of_range",
+                            &ch,
+                            u64::from(acc.space) << 32 | u64::from(addr),
+                        ),
+                        if acc.write {
+                            Severity::High
+                        } else {
+                            Severity::Medium
+                        },
                     ),
-                    format!(
+                    out,
+                ) {
+                    a.message = format!(
                         "{} {space} {addr} {} {v}, learned {}..={} (step at most {})",
                         ch.server,
                         if acc.write { "written as" } else { "reads" },
                         p.min,
                         p.max,
                         p.max_step
-                    ),
-                );
-                a.learned = json!({"min": p.min, "max": p.max, "max_step": p.max_step, "samples": p.samples, "margin": margin});
-                a.observed =
-                    json!({"space": space, "address": addr, "value": v, "write": acc.write});
-                out.push(a);
+                    );
+                    a.learned = json!({"min": p.min, "max": p.max, "max_step": p.max_step, "samples": p.samples, "margin": margin});
+                    a.observed =
+                        json!({"space": space, "address": addr, "value": v, "write": acc.write});
+                    out.push(a);
+                }
             }
         }
     }
@@ -677,19 +705,23 @@ impl Detector {
             let learned = model.map_or(0, |m| m.max_exceptions_per_window);
             let limit = (2 * learned).max(learned + 5);
             if n > limit {
-                let mut a = alert(
-                    o,
-                    "exception_burst",
-                    Severity::Medium,
-                    format!("exception_burst:{ch}"),
-                    format!(
+                if let Some(mut a) = fresh(
+                    &mut self.raised,
+                    alert(
+                        o,
+                        AlertKey::channel("exception_burst", &ch, 0),
+                        Severity::Medium,
+                    ),
+                    out,
+                ) {
+                    a.message = format!(
                         "{ch}: {n} exception responses in {} s, learned at most {learned}",
                         crate::learn::RATE_WINDOW_SECS
-                    ),
-                );
-                a.learned = json!({"max_exceptions_per_window": learned, "limit": limit});
-                a.observed = json!({"exceptions_in_window": n});
-                out.push(a);
+                    );
+                    a.learned = json!({"max_exceptions_per_window": learned, "limit": limit});
+                    a.observed = json!({"exceptions_in_window": n});
+                    out.push(a);
+                }
             }
         }
         let Some((latency, req_frame)) = matched else {
@@ -709,23 +741,27 @@ impl Detector {
         recent.sort_by(f64::total_cmp);
         let median = recent[recent.len() / 2];
         if let Some(dir) = latency_shift(l, median) {
-            let mut a = alert(
-                o,
-                "latency_shift",
-                Severity::Medium,
-                format!("latency_shift:{ch}:{dir}"),
-                format!(
+            if let Some(mut a) = fresh(
+                &mut self.raised,
+                alert(
+                    o,
+                    AlertKey::channel("latency_shift", &ch, u64::from(dir == "down")),
+                    Severity::Medium,
+                ),
+                out,
+            ) {
+                a.message = format!(
                     "{ch}: response time {dir}: median of the last {LATENCY_RECENT} is {:.1} ms, learned p50 {:.1} ms, p99 {:.1} ms",
                     median * 1e3,
                     l.p50 * 1e3,
                     l.p99 * 1e3
-                ),
-            );
-            a.frames = vec![req_frame, o.frame];
-            a.learned = json!({"p50_s": l.p50, "p95_s": l.p95, "p99_s": l.p99, "max_s": l.max});
-            a.observed =
-                json!({"median_s": median, "last_s": latency, "responses": LATENCY_RECENT});
-            out.push(a);
+                );
+                a.frames = vec![req_frame, o.frame];
+                a.learned = json!({"p50_s": l.p50, "p95_s": l.p95, "p99_s": l.p99, "max_s": l.max});
+                a.observed =
+                    json!({"median_s": median, "last_s": latency, "responses": LATENCY_RECENT});
+                out.push(a);
+            }
         }
     }
 
@@ -757,19 +793,8 @@ impl Detector {
                 rt.pending.map.remove(c);
             }
             let (_, ts, frame) = expired[0];
-            let mut a = channel_alert(
-                ch,
-                rt.source.as_ref(),
-                now,
-                "response_timeout",
-                Severity::High,
-                format!(
-                    "response_timeout:{}:{}:{}",
-                    ch.proto.name(),
-                    ch.client,
-                    ch.server
-                ),
-            );
+            let key = AlertKey::pair("response_timeout", ch.proto, ch.client, ch.server, 0);
+            let mut a = channel_alert(ch, rt.source.as_ref(), now, key, Severity::High);
             a.frames = expired.iter().take(8).map(|e| e.2).collect();
             a.message = format!(
                 "{ch}: {} request(s) unanswered after {timeout:.3} s",
@@ -788,10 +813,7 @@ impl Detector {
             if !p.missing_alerted && secs(last, now) > late {
                 p.missing_alerted = true;
                 let source = self.rt.get(ch).and_then(|r| r.source.as_ref());
-                let key = format!(
-                    "poll_cycle_broken:{ch}:{}:{}:{}",
-                    m.function, m.space, m.start
-                );
+                let key = AlertKey::channel("poll_cycle_broken", ch, poll_extra(m));
                 out.push(Alert {
                     frames: vec![frame],
                     message: format!(
@@ -805,7 +827,7 @@ impl Detector {
                     ),
                     learned: json!({"period_s": m.period, "jitter_s": m.jitter}),
                     observed: json!({"since_last_s": secs(last, now), "kind": "missing"}),
-                    ..channel_alert(ch, source, now, "poll_cycle_broken", Severity::Medium, key)
+                    ..channel_alert(ch, source, now, key, Severity::Medium)
                 });
             }
         }
@@ -814,7 +836,6 @@ impl Detector {
             if !a.silent && quiet > a.threshold {
                 a.silent = true;
                 out.push(Alert {
-                    key: format!("device_silent:{ip}"),
                     source: a.source.clone().unwrap_or_else(|| Arc::from("")),
                     frames: if a.last_frame > 0 {
                         vec![a.last_frame]
@@ -828,7 +849,7 @@ impl Detector {
                     learned: json!({"silence_threshold_s": a.threshold}),
                     observed: json!({"silent_for_s": quiet}),
                     ..Alert::new(
-                        "device_silent",
+                        AlertKey::host("device_silent", *ip),
                         Severity::High,
                         a.proto,
                         *ip,
@@ -864,7 +885,7 @@ impl Detector {
             let d = model.distance(&x);
             if d > model.threshold {
                 let end = (cur + 1) * self.window_nanos;
-                let key = format!("behaviour_anomaly:{ch}");
+                let key = AlertKey::channel("behaviour_anomaly", ch, 0);
                 out.push(Alert {
                     frames: [w.first_frame, Some(w.last_frame)].into_iter().flatten().collect(),
                     message: format!(
@@ -873,7 +894,7 @@ impl Detector {
                     ),
                     learned: json!({"threshold": model.threshold, "max_training_distance": model.max_training_distance}),
                     observed: json!({"distance": d, "features": model.features.iter().zip(x).map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, serde_json::Value>>()}),
-                    ..channel_alert(ch, rt.source.as_ref(), end, "behaviour_anomaly", Severity::Low, key)
+                    ..channel_alert(ch, rt.source.as_ref(), end, key, Severity::Low)
                 });
             }
         }
@@ -889,23 +910,29 @@ fn is_group_address(ip: IpAddr) -> bool {
     }
 }
 
-/// One PDU, one account: alerts implied by a stronger one on the same PDU are marked for
-/// removal (empty type). A new device makes its channel new; an unauthorized write is also a
-/// new function and a write outside the learned ranges.
-fn suppress_implied(alerts: &mut [Alert]) {
+/// One PDU, one account: drops the alerts a stronger one on the same PDU implies. A new device
+/// makes its channel new; an unauthorized write is also a new function and a write outside the
+/// learned ranges; a PLC stop, start, download or restart command is also a (new) write.
+pub(crate) fn suppress_implied(alerts: &mut Vec<Alert>) {
     let has = |t: &str, a: &[Alert]| a.iter().any(|x| x.r#type == t);
     let new_asset = has("new_asset", alerts);
-    let unauthorized = has("unauthorized_write", alerts);
-    for a in alerts.iter_mut() {
+    let command = [
+        "plc_stop",
+        "plc_start",
+        "program_download",
+        "program_upload",
+        "device_restart_command",
+    ]
+    .iter()
+    .any(|t| has(t, alerts));
+    let unauthorized = !command && has("unauthorized_write", alerts);
+    alerts.retain(|a| {
         let implied = (new_asset && a.r#type == "new_channel")
+            || (command && matches!(a.r#type, "unauthorized_write" | "new_function_code"))
             || (unauthorized && a.r#type == "new_function_code")
-            || (unauthorized
-                && a.r#type == "address_out_of_range"
-                && a.observed.get("access").and_then(|v| v.as_str()) == Some("write"));
-        if implied {
-            a.r#type = "";
-        }
-    }
+            || (unauthorized && a.r#type == "address_out_of_range" && a.key.extra & 1 == 1);
+        !implied
+    });
 }
 
 fn latency_shift(l: &LatencyModel, median: f64) -> Option<&'static str> {

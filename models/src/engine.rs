@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::alert::{Alert, AlertBook, Severity};
+use crate::alert::{Alert, AlertBook, AlertKey, Severity};
 use crate::baseline::Baseline;
 use crate::detect::Detector;
 use crate::learn::Learner;
@@ -108,12 +108,13 @@ impl Engine {
         }
         self.switch_if_due(o.ts);
         let mut cands = std::mem::take(&mut self.scratch);
-        always(o, &mut cands);
+        always(o, &self.book, &mut cands);
         match &mut self.phase {
             Phase::Learning(l) => l.observe(o),
             Phase::Detecting(d) => d.observe(o, &mut cands),
             Phase::Empty => {}
         }
+        crate::detect::suppress_implied(&mut cands);
         for a in cands.drain(..) {
             if let Some(line) = self.book.raise(a) {
                 out.push(line);
@@ -159,15 +160,20 @@ impl Engine {
 
 /// Alerts that need no baseline: commands that stop, start, reprogram or restart a device,
 /// malformed PDUs, CRC errors, and a device reporting its own restart. Raised while learning too.
-fn always(o: &Observation, out: &mut Vec<Alert>) {
+/// A cause already in the book goes out bare: its text was built the first time.
+fn always(o: &Observation, book: &AlertBook, out: &mut Vec<Alert>) {
     let ch = o.channel;
-    let mk = |t: &'static str, sev: Severity, key: String, msg: String| {
-        let mut a = crate::detect::alert(o, t, sev, key, msg);
-        a.observed = json!({"function": o.function, "name": o.function_name});
-        a
-    };
+    let mut push =
+        |key: AlertKey, sev: Severity, text: &dyn Fn() -> (String, serde_json::Value)| {
+            let mut a = crate::detect::alert(o, key, sev);
+            if !book.contains(&key) {
+                (a.message, a.observed) = text();
+            }
+            out.push(a);
+        };
+    let what = || json!({"function": o.function, "name": o.function_name});
     if let (Some(cmd), Kind::Request) = (o.command, o.kind) {
-        let (t, sev, what) = match cmd {
+        let (t, sev, what_cmd) = match cmd {
             Command::PlcStop => ("plc_stop", Severity::Critical, "a PLC stop"),
             Command::PlcStart => ("plc_start", Severity::High, "a PLC start"),
             Command::ProgramDownload => {
@@ -180,52 +186,57 @@ fn always(o: &Observation, out: &mut Vec<Alert>) {
                 "a restart command",
             ),
         };
-        let name = o
-            .function_name
-            .map(|n| format!(" ({n})"))
-            .unwrap_or_default();
-        out.push(mk(
-            t,
-            sev,
-            format!("{t}:{ch}"),
-            format!("{} sent {what}{name} to {}", ch.client, ch.server),
-        ));
+        push(AlertKey::channel(t, &ch, 0), sev, &|| {
+            let name = o
+                .function_name
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default();
+            (
+                format!("{} sent {what_cmd}{name} to {}", ch.client, ch.server),
+                what(),
+            )
+        });
     }
     if let Some(reason) = o.malformed {
-        let mut a = mk(
-            "malformed_pdu",
-            Severity::Medium,
-            format!("malformed_pdu:{ch}:{reason}"),
-            format!(
-                "{ch}: malformed {} PDU from {}: {reason}",
-                ch.proto.name(),
-                o.src()
-            ),
-        );
-        a.observed = json!({"reason": reason, "function": o.function});
-        out.push(a);
+        // Reasons are static strings: the address names one.
+        let key = AlertKey::channel("malformed_pdu", &ch, reason.as_ptr() as u64);
+        push(key, Severity::Medium, &|| {
+            (
+                format!(
+                    "{ch}: malformed {} PDU from {}: {reason}",
+                    ch.proto.name(),
+                    o.src()
+                ),
+                json!({"reason": reason, "function": o.function}),
+            )
+        });
     }
     if o.crc_error {
-        out.push(mk(
-            "crc_error",
+        push(
+            AlertKey::channel("crc_error", &ch, 0),
             Severity::Medium,
-            format!("crc_error:{ch}"),
-            format!(
-                "{ch}: {} frame with a bad CRC from {}",
-                ch.proto.name(),
-                o.src()
-            ),
-        ));
+            &|| {
+                (
+                    format!(
+                        "{ch}: {} frame with a bad CRC from {}",
+                        ch.proto.name(),
+                        o.src()
+                    ),
+                    what(),
+                )
+            },
+        );
     }
     if o.device_restarted && o.kind != Kind::Request {
-        out.push(mk(
-            "device_restarted",
-            Severity::High,
-            format!("device_restarted:{}:{}", ch.proto.name(), ch.server),
-            format!(
-                "{} reports that it restarted (IIN1.7 DEVICE_RESTART)",
-                ch.server
-            ),
-        ));
+        let key = AlertKey::pair("device_restarted", ch.proto, ch.server, ch.server, 0);
+        push(key, Severity::High, &|| {
+            (
+                format!(
+                    "{} reports that it restarted (IIN1.7 DEVICE_RESTART)",
+                    ch.server
+                ),
+                what(),
+            )
+        });
     }
 }

@@ -1,7 +1,12 @@
 //! Learning: observations in, a [`Baseline`] out. Every structure is bounded; what does not fit
 //! is counted in [`Learner::dropped`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+/// Hash maps keyed by what the wire says: foldhash with a per-process seed (fast, and not
+/// predictable enough to be flooded into one bucket).
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 use std::net::IpAddr;
 
 use crate::baseline::{
@@ -67,7 +72,7 @@ impl RateCounter {
 /// Requests awaiting their response on one channel, by correlation id.
 #[derive(Debug, Default)]
 pub struct Pending {
-    pub map: HashMap<u32, (i64, u64)>,
+    pub map: FastMap<u32, (i64, u64)>,
     pub overflow: u64,
 }
 
@@ -143,7 +148,7 @@ struct ChanLearn {
     wrote: bool,
     reads: BTreeMap<u32, Ranges>,
     writes: BTreeMap<u32, Ranges>,
-    polls: HashMap<PollKey, PollAcc>,
+    polls: FastMap<PollKey, PollAcc>,
     pending: Pending,
     latencies: Vec<f64>,
     latency_seen: u64,
@@ -157,11 +162,11 @@ pub struct Learner {
     first_ts: Option<i64>,
     last_ts: i64,
     observations: u64,
-    assets: HashMap<IpAddr, AssetLearn>,
-    channels: HashMap<Channel, ChanLearn>,
+    assets: FastMap<IpAddr, AssetLearn>,
+    channels: FastMap<Channel, ChanLearn>,
     /// Value envelopes per server point: `(proto, server, unit, space, address)`.
-    points: HashMap<(Proto, IpAddr, u32, u32, u32), PointAcc>,
-    windows: HashMap<Channel, WindowAcc>,
+    points: FastMap<(Proto, IpAddr, u32, u32, u32), PointAcc>,
+    windows: FastMap<Channel, WindowAcc>,
     window_nanos: i64,
     window_index: Option<i64>,
     /// The window learning started in: partial, so not a sample.
@@ -177,10 +182,10 @@ impl Learner {
             first_ts: None,
             last_ts: 0,
             observations: 0,
-            assets: HashMap::new(),
-            channels: HashMap::new(),
-            points: HashMap::new(),
-            windows: HashMap::new(),
+            assets: FastMap::default(),
+            channels: FastMap::default(),
+            points: FastMap::default(),
+            windows: FastMap::default(),
             window_nanos: ((window_secs * NANOS as f64) as i64).max(NANOS),
             window_index: None,
             first_window: None,
