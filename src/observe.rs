@@ -253,20 +253,14 @@ fn dnp3(
         let space = u32::from(ob.group);
         let mut with_values = false;
         for p in &ob.points {
-            let (Some(index), Some(value)) =
-                (p.get("index").and_then(|v| v.as_u64()), p.get("value"))
-            else {
+            let (index, v) = (p.index, p.number());
+            if p.value.is_none() {
                 continue;
-            };
-            let v = match value {
-                serde_json::Value::Number(n) => n.as_f64(),
-                serde_json::Value::Bool(b) => Some(f64::from(u8::from(*b))),
-                _ => None,
-            };
+            }
             with_values = true;
             o.accesses.push(Access {
                 space,
-                start: index as u32,
+                start: index,
                 count: 1,
                 write: request && o.write,
                 values: v.into_iter().collect(),

@@ -104,6 +104,11 @@ pub struct Detector {
     /// The window detection started in: partial, so not scored.
     first_window: Option<i64>,
     last_tick: i64,
+    /// The earliest time a timer (timeout, missing poll, silence) can fire: ticks before it
+    /// have nothing to do, so they cost a comparison, not a walk over every channel.
+    next_due: i64,
+    /// Channels whose current behaviour window has activity.
+    active_windows: Vec<Channel>,
     started: bool,
 }
 
@@ -142,6 +147,26 @@ fn fresh(raised: &mut FastSet<AlertKey>, a: Alert, out: &mut Vec<Alert>) -> Opti
     }
 }
 
+fn nanos(s: f64) -> i64 {
+    (s * NANOS as f64) as i64
+}
+
+/// How long a request on a channel may wait for its response.
+fn timeout_of(base: &Baseline, known: Option<usize>) -> f64 {
+    timeout_for(known.and_then(|i| base.channels[i].latency.as_ref()))
+}
+
+fn timeout_for(latency: Option<&LatencyModel>) -> f64 {
+    latency.map_or(MIN_RESPONSE_TIMEOUT, |l| {
+        (5.0 * l.max).max(MIN_RESPONSE_TIMEOUT)
+    })
+}
+
+/// How late a poll may be.
+fn poll_tolerance(m: &PollModel) -> f64 {
+    (4.0 * m.jitter).max(0.5 * m.period)
+}
+
 /// The poll's function, space and start address in one number (for its alert key).
 fn poll_extra(m: &PollModel) -> u64 {
     u64::from(m.function) << 48 ^ u64::from(m.space) << 16 ^ u64::from(m.start)
@@ -171,6 +196,8 @@ impl Detector {
             window_index: None,
             first_window: None,
             last_tick: i64::MIN,
+            next_due: i64::MIN,
+            active_windows: Vec::new(),
             started: false,
             baseline,
         };
@@ -296,6 +323,7 @@ impl Detector {
             }
             a.last = o.ts;
             a.last_frame = o.frame;
+            self.next_due = self.next_due.min(o.ts.saturating_add(nanos(a.threshold)));
             a.source = Some(o.source.clone());
             a.peer = Some(o.dst());
             a.proto = ch.proto;
@@ -554,7 +582,15 @@ impl Detector {
         rt.known = known;
         rt.source = Some(o.source.clone());
         rt.pending.request(o);
+        if rt.window.is_empty() {
+            self.active_windows.push(ch);
+        }
         rt.window.add(o, None);
+        if o.corr.is_some() {
+            self.next_due = self.next_due.min(
+                o.ts.saturating_add(nanos(timeout_for(model.and_then(|m| m.latency.as_ref())))),
+            );
+        }
         let n = rt.req_rate.add(o.ts);
         let limit = match model {
             Some(m) => (4 * m.max_requests_per_window).max(m.max_requests_per_window + 50),
@@ -587,7 +623,7 @@ impl Detector {
                 let gap = secs(prev, o.ts);
                 let m = &p.model;
                 let early = m.period - (4.0 * m.jitter).max(0.5 * m.period);
-                let late = m.period + (4.0 * m.jitter).max(0.5 * m.period);
+                let late = m.period + poll_tolerance(m);
                 if gap < early || (gap > late && !p.missing_alerted) {
                     let what = if gap < early { "off-period" } else { "late" };
                     if let Some(mut a) = fresh(
@@ -617,6 +653,8 @@ impl Detector {
             }
             p.last = Some((o.ts, o.frame));
             p.missing_alerted = false;
+            let late = p.model.period + poll_tolerance(&p.model);
+            self.next_due = self.next_due.min(o.ts.saturating_add(nanos(late)));
         }
     }
 
@@ -699,6 +737,9 @@ impl Detector {
         } else {
             None
         };
+        if rt.window.is_empty() {
+            self.active_windows.push(ch);
+        }
         rt.window.add(o, matched.map(|m| m.0));
         if o.exception {
             let n = rt.exc_rate.add(o.ts);
@@ -767,17 +808,24 @@ impl Detector {
 
     /// Timers: response timeouts, polls that stopped, silent devices. Capture time.
     pub fn tick(&mut self, now: i64, out: &mut Vec<Alert>) {
-        if !self.started || now.saturating_sub(self.last_tick) < TICK && now >= self.last_tick {
+        let clock_went_back = now < self.last_tick;
+        if !self.started
+            || !clock_went_back
+                && (now < self.next_due || now.saturating_sub(self.last_tick) < TICK)
+        {
             return;
         }
         self.last_tick = now;
+        // Walk every timer, fire the expired ones, and find the next one due.
+        let mut next = i64::MAX;
         for (ch, rt) in &mut self.rt {
-            let timeout = rt
-                .known
-                .and_then(|i| self.baseline.channels[i].latency.as_ref())
-                .map_or(MIN_RESPONSE_TIMEOUT, |l| {
-                    (5.0 * l.max).max(MIN_RESPONSE_TIMEOUT)
-                });
+            let timeout = timeout_of(&self.baseline, rt.known);
+            for (ts, _) in rt.pending.map.values() {
+                let due = ts.saturating_add(nanos(timeout));
+                if due >= now {
+                    next = next.min(due);
+                }
+            }
             let mut expired: Vec<(u32, i64, u64)> = rt
                 .pending
                 .map
@@ -809,7 +857,10 @@ impl Detector {
                 continue;
             };
             let m = &p.model;
-            let late = m.period + (4.0 * m.jitter).max(0.5 * m.period);
+            let late = m.period + poll_tolerance(m);
+            if !p.missing_alerted && secs(last, now) <= late {
+                next = next.min(last.saturating_add(nanos(late)));
+            }
             if !p.missing_alerted && secs(last, now) > late {
                 p.missing_alerted = true;
                 let source = self.rt.get(ch).and_then(|r| r.source.as_ref());
@@ -833,6 +884,9 @@ impl Detector {
         }
         for (ip, a) in &mut self.asset_rt {
             let quiet = secs(a.last, now);
+            if !a.silent && quiet <= a.threshold {
+                next = next.min(a.last.saturating_add(nanos(a.threshold)));
+            }
             if !a.silent && quiet > a.threshold {
                 a.silent = true;
                 out.push(Alert {
@@ -859,6 +913,7 @@ impl Detector {
                 });
             }
         }
+        self.next_due = next;
     }
 
     /// Behaviour windows: score the channels' windows that ended before `ts`.
@@ -870,13 +925,19 @@ impl Detector {
             return;
         }
         self.window_index = Some(idx);
+        let active = std::mem::take(&mut self.active_windows);
         let Some(model) = self.baseline.behaviour.as_ref() else {
-            for rt in self.rt.values_mut() {
-                rt.window = WindowAcc::default();
+            for ch in &active {
+                if let Some(rt) = self.rt.get_mut(ch) {
+                    rt.window = WindowAcc::default();
+                }
             }
             return;
         };
-        for (ch, rt) in &mut self.rt {
+        for ch in &active {
+            let Some(rt) = self.rt.get_mut(ch) else {
+                continue;
+            };
             let mut w = std::mem::take(&mut rt.window);
             if w.is_empty() || rt.known.is_none() || cur == first {
                 continue;

@@ -95,7 +95,7 @@ pub struct Dnp3Object {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub points: Vec<serde_json::Value>,
+    pub points: Vec<Dnp3Point>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub points_omitted: Option<u64>,
 }
@@ -441,7 +441,7 @@ fn object_json(obj: &Object<'_>, budget: &mut usize) -> Dnp3Object {
                 continue;
             }
             *budget -= 1;
-            out.points.push(point_json(&point));
+            out.points.push(point_record(&point));
         }
         if omitted > 0 {
             out.points_omitted = Some(omitted);
@@ -450,136 +450,208 @@ fn object_json(obj: &Object<'_>, budget: &mut usize) -> Dnp3Object {
     out
 }
 
-/// A point as JSON: `index`, then what its object carries (`value`, `flags`, `status`, `time`...).
-fn point_json(p: &Point<'_>) -> serde_json::Value {
-    use serde_json::{json, Map, Value};
-    let mut m = Map::new();
-    m.insert("index".into(), json!(p.index));
-    let mut put = |k: &str, v: Value| {
-        m.insert(k.into(), v);
+/// The value of a point, as JSON: a state, a number or a name/hex text.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum Dnp3Value {
+    Bool(bool),
+    Int(u64),
+    Float(f64),
+    Text(String),
+}
+
+/// One point: `index`, then what its object carries. A typed record rather than a JSON map, so
+/// building events for detection costs no map per point.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Dnp3Point {
+    pub index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<Dnp3Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flags: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_code: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_time_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub off_time_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relative_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval_units: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub synchronized: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_type: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_key: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_type: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handle: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub length: Option<u64>,
+}
+
+impl Dnp3Point {
+    /// The value as a number (states as 0/1), for detection.
+    pub fn number(&self) -> Option<f64> {
+        match self.value.as_ref()? {
+            Dnp3Value::Bool(b) => Some(f64::from(u8::from(*b))),
+            Dnp3Value::Int(n) => Some(*n as f64),
+            Dnp3Value::Float(f) => Some(*f),
+            Dnp3Value::Text(_) => None,
+        }
+    }
+}
+
+fn point_record(p: &Point<'_>) -> Dnp3Point {
+    use Dnp3Value::{Bool, Float, Int, Text};
+    let mut r = Dnp3Point {
+        index: p.index,
+        ..Dnp3Point::default()
     };
+    let flags = |f: &Option<_>| f.map(|f: otwatch_parsers::dnp3::Flags| f.0);
     match &p.value {
         PointValue::IndexOnly => {}
-        PointValue::Binary { flags, state } => {
-            put("value", json!(state));
-            if let Some(f) = flags {
-                put("flags", json!(f.0));
-            }
+        PointValue::Binary { flags: f, state } => {
+            r.value = Some(Bool(*state));
+            r.flags = flags(f);
         }
-        PointValue::DoubleBit { flags, state } => {
+        PointValue::DoubleBit { flags: f, state } => {
             let name = match state {
                 DoubleBitState::Intermediate => "intermediate",
                 DoubleBitState::Off => "off",
                 DoubleBitState::On => "on",
                 DoubleBitState::Indeterminate => "indeterminate",
             };
-            put("value", json!(name));
-            if let Some(f) = flags {
-                put("flags", json!(f.0));
-            }
+            r.value = Some(Text(name.into()));
+            r.flags = flags(f);
         }
         PointValue::BinaryCommandEvent { state, status } => {
-            put("value", json!(state));
-            put("status", json!(status.0));
+            r.value = Some(Bool(*state));
+            r.status = Some(u64::from(status.0));
         }
         PointValue::Crob(c) => {
-            put("control_code", json!(c.control.0));
-            if let Some(op) = c.control.op_type_name() {
-                put("operation", json!(op));
-            }
-            put("count", json!(c.count));
-            put("on_time_ms", json!(c.on_time_ms));
-            put("off_time_ms", json!(c.off_time_ms));
-            put("status", json!(c.status.0));
+            r.control_code = Some(c.control.0);
+            r.operation = c.control.op_type_name();
+            r.count = Some(u64::from(c.count));
+            r.on_time_ms = Some(u64::from(c.on_time_ms));
+            r.off_time_ms = Some(u64::from(c.off_time_ms));
+            r.status = Some(u64::from(c.status.0));
         }
-        PointValue::Counter { flags, value } => {
-            put("value", json!(value));
-            if let Some(f) = flags {
-                put("flags", json!(f.0));
-            }
+        PointValue::Counter { flags: f, value } => {
+            r.value = Some(Int(u64::from(*value)));
+            r.flags = flags(f);
         }
-        PointValue::Analog { flags, value } => {
-            put("value", json!(value.as_f64()));
-            if let Some(f) = flags {
-                put("flags", json!(f.0));
-            }
+        PointValue::Analog { flags: f, value } => {
+            r.value = Some(Float(value.as_f64()));
+            r.flags = flags(f);
         }
         PointValue::AnalogOutput { value, status } => {
-            put("value", json!(value.as_f64()));
-            put("status", json!(status.0));
+            r.value = Some(Float(value.as_f64()));
+            r.status = Some(u64::from(status.0));
         }
-        PointValue::Deadband { value } => put("value", json!(value.as_f64())),
-        PointValue::Time { ms } => put("time_ms", json!(ms)),
+        PointValue::Deadband { value } => r.value = Some(Float(value.as_f64())),
+        PointValue::Time { ms } => r.time_ms = Some(*ms),
         PointValue::TimeAndInterval { ms, interval_ms } => {
-            put("time_ms", json!(ms));
-            put("interval_ms", json!(interval_ms));
+            r.time_ms = Some(*ms);
+            r.interval_ms = Some(u64::from(*interval_ms));
         }
         PointValue::IndexedTime {
             ms,
             interval_count,
             interval_units,
         } => {
-            put("time_ms", json!(ms));
-            put("interval_count", json!(interval_count));
-            put("interval_units", json!(interval_units));
+            r.time_ms = Some(*ms);
+            r.interval_count = Some(u64::from(*interval_count));
+            r.interval_units = Some(u64::from(*interval_units));
         }
         PointValue::Cto { ms, synchronized } => {
-            put("time_ms", json!(ms));
-            put("synchronized", json!(synchronized));
+            r.time_ms = Some(*ms);
+            r.synchronized = Some(*synchronized);
         }
-        PointValue::TimeDelay { ms } => put("delay_ms", json!(ms)),
+        PointValue::TimeDelay { ms } => r.delay_ms = Some(u64::from(*ms)),
         PointValue::DeviceAttribute { data_type, value } => {
-            put("data_type", json!(data_type));
-            put("value", json!(hex(value)));
+            r.data_type = Some(u64::from(*data_type));
+            r.value = Some(Text(hex(value)));
         }
         PointValue::OctetString(d) | PointValue::VirtualTerminal(d) | PointValue::FileSpec(d) => {
-            put("value", json!(hex(d)))
+            r.value = Some(Text(hex(d)))
         }
-        PointValue::Raw(d) => put("raw", json!(hex(d))),
+        PointValue::Raw(d) => r.raw = Some(hex(d)),
         PointValue::FileAuthentication(f) => {
-            put("auth_key", json!(f.auth_key));
-            put("username", json!(text(f.username)));
+            r.auth_key = Some(u64::from(f.auth_key));
+            r.username = Some(text(f.username));
         }
         PointValue::FileCommand(f) => {
-            put("file_name", json!(text(f.name)));
-            put("mode", json!(f.mode));
-            put("file_size", json!(f.file_size));
-            put("request_id", json!(f.request_id));
+            r.file_name = Some(text(f.name));
+            r.mode = Some(u64::from(f.mode));
+            r.file_size = Some(u64::from(f.file_size));
+            r.request_id = Some(u64::from(f.request_id));
         }
         PointValue::FileCommandStatus(f) => {
-            put("handle", json!(f.handle));
-            put("file_size", json!(f.file_size));
-            put("status", json!(f.status));
+            r.handle = Some(u64::from(f.handle));
+            r.file_size = Some(u64::from(f.file_size));
+            r.status = Some(u64::from(f.status));
         }
         PointValue::FileTransport(f) => {
-            put("handle", json!(f.handle));
-            put("block", json!(f.block));
-            put("last", json!(f.last));
-            put("length", json!(f.data.len()));
+            r.handle = Some(u64::from(f.handle));
+            r.block = Some(u64::from(f.block));
+            r.last = Some(f.last);
+            r.length = Some(f.data.len() as u64);
         }
         PointValue::FileTransportStatus(f) => {
-            put("handle", json!(f.handle));
-            put("block", json!(f.block));
-            put("last", json!(f.last));
-            put("status", json!(f.status));
+            r.handle = Some(u64::from(f.handle));
+            r.block = Some(u64::from(f.block));
+            r.last = Some(f.last);
+            r.status = Some(u64::from(f.status));
         }
         PointValue::FileDescriptor(f) => {
-            put("file_name", json!(text(f.name)));
-            put("file_type", json!(f.file_type));
-            put("file_size", json!(f.file_size));
+            r.file_name = Some(text(f.name));
+            r.file_type = Some(u64::from(f.file_type));
+            r.file_size = Some(u64::from(f.file_size));
         }
     }
     match p.time {
-        Some(Timestamp::Absolute(ms)) => {
-            m.insert("time_ms".into(), json!(ms));
-        }
+        Some(Timestamp::Absolute(ms)) => r.time_ms = Some(ms),
         Some(t @ Timestamp::Relative { offset_ms, .. }) => {
-            m.insert("relative_ms".into(), json!(offset_ms));
+            r.relative_ms = Some(u64::from(offset_ms));
             if let Some(abs) = t.absolute_ms() {
-                m.insert("time_ms".into(), json!(abs));
+                r.time_ms = Some(abs);
             }
         }
         None => {}
     }
-    Value::Object(m)
+    r
 }
