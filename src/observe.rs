@@ -252,20 +252,36 @@ fn dnp3(
     for ob in d.objects.iter().flatten() {
         let space = u32::from(ob.group);
         let mut with_values = false;
+        let write = request && o.write;
+        // Consecutive indexes with numeric values make one access (a range response is one).
+        let mut run: Option<Access> = None;
         for p in &ob.points {
-            let (index, v) = (p.index, p.number());
             if p.value.is_none() {
                 continue;
             }
             with_values = true;
-            o.accesses.push(Access {
-                space,
-                start: index,
-                count: 1,
-                write: request && o.write,
-                values: v.into_iter().collect(),
-            });
+            let v = p.number();
+            match (&mut run, v) {
+                (Some(a), Some(v))
+                    if a.values.len() as u32 == a.count
+                        && a.start.wrapping_add(a.count) == p.index =>
+                {
+                    a.values.push(v);
+                    a.count += 1;
+                }
+                _ => {
+                    o.accesses.extend(run.take());
+                    run = Some(Access {
+                        space,
+                        start: p.index,
+                        count: 1,
+                        write,
+                        values: v.into_iter().collect(),
+                    });
+                }
+            }
         }
+        o.accesses.extend(run);
         if with_values {
             continue;
         }

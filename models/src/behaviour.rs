@@ -26,6 +26,8 @@ pub const MIN_TRAINING_WINDOWS: usize = 10;
 /// Spreads below this (in log1p units) are raised to it, so a feature that never varied in
 /// training does not turn a change of one into a huge distance.
 const MIN_STD: f64 = 0.75;
+/// Windows k-means is fitted on, at most.
+const MAX_FIT: usize = 4096;
 /// Distinct addresses counted per window; beyond this a window is "many" anyway.
 const MAX_ADDRESSES: usize = 4096;
 
@@ -140,17 +142,22 @@ impl BehaviourModel {
         for s in &mut std {
             *s = s.sqrt().max(MIN_STD);
         }
-        let mut data = Array2::<f64>::zeros((t.len(), N));
-        for (i, row) in t.iter().enumerate() {
+        // k-means on at most MAX_FIT windows, evenly spread over learning; the threshold below
+        // still looks at every window.
+        let stride = t.len().div_ceil(MAX_FIT).max(1);
+        let fit: Vec<usize> = (0..t.len()).step_by(stride).collect();
+        let mut data = Array2::<f64>::zeros((fit.len(), N));
+        for (r, &i) in fit.iter().enumerate() {
             for j in 0..N {
-                data[[i, j]] = (row[j] - mean[j]) / std[j];
+                data[[r, j]] = (t[i][j] - mean[j]) / std[j];
             }
         }
-        let k = (t.len() / 8).clamp(1, 6);
+        let k = (fit.len() / 8).clamp(1, 6);
         let model = KMeans::params(k)
+            .n_runs(3)
             .max_n_iterations(200)
             .tolerance(1e-6)
-            .fit(&DatasetBase::from(data.clone()))
+            .fit(&DatasetBase::from(data))
             .ok()?;
         let centroids: Vec<Vec<f64>> = model
             .centroids()
