@@ -144,6 +144,26 @@ fn replay(c: &mut Criterion) {
             black_box(det.finish().0.map(|b| b.channels.len()))
         })
     });
+    // Metrics: per-channel series, families built and published about once a second to a
+    // /metrics server on loopback (nobody scrapes it).
+    g.bench_function("otwatch_replay_metrics", |b| {
+        b.iter(|| {
+            let mut pipeline = Pipeline::new();
+            let mut hub =
+                otwatch::detection::MetricsHub::new(otwatch::metrics::DEFAULT_MAX_CHANNELS);
+            hub.server = Some(otwatch::metrics::MetricsServer::start("0").expect("listen"));
+            let mut det = otwatch::detection::Detection::metrics_only(hub);
+            let mut null = NullSink;
+            let r = {
+                let mut sink = otwatch::detection::DetectSink {
+                    detection: &mut det,
+                    inner: &mut null,
+                };
+                otwatch::replay::replay(std::slice::from_ref(&path), &mut sink, &mut pipeline)
+            };
+            black_box(det.finish_metrics(&r.stats, 0).is_ok())
+        })
+    });
     g.bench_function("otwatch_replay_json_events", |b| {
         b.iter(|| {
             let mut pipeline = Pipeline::new();

@@ -13,7 +13,58 @@ use serde_json::json;
 
 use crate::capture::{LinkType, Packet};
 use crate::event::{Event, EventSink, Timestamp};
+use crate::metrics::{
+    families, ChannelMetrics, DetectionState, Inputs, LiveCounters, MetricsServer,
+    OpenMetricsRecorder,
+};
 use crate::observe::observe;
+use crate::stats::Stats;
+
+/// The metrics are published at most this often.
+const PUBLISH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The metrics side of a run: per-channel series, the HTTP server, the OpenMetrics recorder.
+pub struct MetricsHub {
+    pub channels: ChannelMetrics,
+    pub server: Option<MetricsServer>,
+    pub recorder: Option<OpenMetricsRecorder>,
+    pub recorder_path: Option<PathBuf>,
+    pub live: Option<LiveCounters>,
+    pub workers: Vec<u64>,
+    capture_ts: i64,
+    active_flows: usize,
+    packets: u64,
+    last_publish: std::time::Instant,
+}
+
+impl MetricsHub {
+    pub fn new(max_channels: usize) -> Self {
+        MetricsHub {
+            channels: ChannelMetrics::new(max_channels),
+            server: None,
+            recorder: None,
+            recorder_path: None,
+            live: None,
+            workers: Vec::new(),
+            capture_ts: 0,
+            active_flows: 0,
+            packets: 0,
+            last_publish: std::time::Instant::now(),
+        }
+    }
+
+    fn families(&self, stats: &Stats, state: &DetectionState) -> Vec<crate::metrics::Family> {
+        families(&Inputs {
+            stats,
+            active_flows: self.active_flows,
+            capture_ts: self.capture_ts,
+            live: self.live,
+            workers: &self.workers,
+            channels: Some(&self.channels),
+            detection: state,
+        })
+    }
+}
 
 /// Packets kept per IP pair for evidence, and the pairs kept.
 pub const EVIDENCE_PACKETS_PER_PAIR: usize = 32;
@@ -146,14 +197,17 @@ pub fn alert_json(a: &Alert) -> serde_json::Value {
 
 /// Detection state of one run: the engine, where alerts go, evidence.
 pub struct Detection {
-    pub engine: Engine,
+    /// `None` when only metrics were asked for.
+    pub engine: Option<Engine>,
+    /// Metrics (`--metrics`, `--openmetrics`), fed by the same observations.
+    pub metrics: Option<MetricsHub>,
     out: Option<Box<dyn Write>>,
     error: Option<std::io::Error>,
     evidence: Option<(PathBuf, Arc<Mutex<EvidenceRing>>)>,
     pub evidence_written: u64,
     pub evidence_errors: u64,
-    /// Alert lines written, by type (first lines of a cause only).
-    pub counts: BTreeMap<&'static str, u64>,
+    /// Alert lines written, by kind, type and severity (first lines of a cause only).
+    pub counts: BTreeMap<(&'static str, &'static str, &'static str), u64>,
     /// When set, every alert line is also kept here (tests, evaluation).
     pub kept: Option<Vec<Alert>>,
     scratch: Vec<Alert>,
@@ -162,7 +216,8 @@ pub struct Detection {
 impl Detection {
     pub fn new(engine: Engine, out: Option<Box<dyn Write>>) -> Self {
         Detection {
-            engine,
+            engine: Some(engine),
+            metrics: None,
             out,
             error: None,
             evidence: None,
@@ -186,7 +241,12 @@ impl Detection {
     pub fn observe_event(&mut self, ev: &Event) {
         if let Some(o) = observe(ev) {
             let mut lines = std::mem::take(&mut self.scratch);
-            self.engine.observe(&o, &mut lines);
+            if let Some(m) = &mut self.metrics {
+                m.channels.observe(&o);
+            }
+            if let Some(e) = &mut self.engine {
+                e.observe(&o, &mut lines);
+            }
             self.write(&mut lines);
             self.scratch = lines;
         }
@@ -195,7 +255,9 @@ impl Detection {
     /// The clock moved with no event (a quiet live link).
     pub fn tick(&mut self, now: i64) {
         let mut lines = std::mem::take(&mut self.scratch);
-        self.engine.tick(now, &mut lines);
+        if let Some(e) = &mut self.engine {
+            e.tick(now, &mut lines);
+        }
         self.write(&mut lines);
         self.scratch = lines;
     }
@@ -203,7 +265,7 @@ impl Detection {
     /// End of input: last lines of repeated causes; the baseline (learned or loaded).
     pub fn finish(&mut self) -> (Option<otwatch_models::Baseline>, std::io::Result<()>) {
         let mut lines = Vec::new();
-        let baseline = self.engine.finish(&mut lines);
+        let baseline = self.engine.as_mut().and_then(|e| e.finish(&mut lines));
         self.write(&mut lines);
         let flushed = match (self.error.take(), &mut self.out) {
             (Some(e), _) => Err(e),
@@ -216,7 +278,14 @@ impl Detection {
     fn write(&mut self, lines: &mut Vec<Alert>) {
         for mut a in lines.drain(..) {
             if !a.repeat {
-                *self.counts.entry(a.r#type).or_default() += 1;
+                let kind = match a.kind {
+                    otwatch_models::AlertKind::Integrity => "integrity",
+                    otwatch_models::AlertKind::Availability => "availability",
+                };
+                *self
+                    .counts
+                    .entry((kind, a.r#type, a.severity.name()))
+                    .or_default() += 1;
                 if let Some((dir, ring)) = &self.evidence {
                     let path = dir.join(format!("alert-{:06}-{}.pcap", a.id, a.r#type));
                     let written = ring
@@ -249,26 +318,117 @@ impl Detection {
 
     /// A one-screen account of the alerts, for the summary.
     pub fn summary(&self) -> String {
-        let learning = if self.engine.is_learning() {
-            " (still learning at the end)"
-        } else {
-            ""
-        };
-        let total: u64 = self.counts.values().sum();
-        let by: Vec<String> = self
-            .counts
-            .iter()
-            .map(|(t, n)| format!("{t} {n}"))
-            .collect();
-        let mut s = format!("  alerts: {total} causes{learning}");
-        if !by.is_empty() {
-            s.push_str(&format!(" ({})", by.join(", ")));
+        let mut s = String::new();
+        if let Some(engine) = &self.engine {
+            let learning = if engine.is_learning() {
+                " (still learning at the end)"
+            } else {
+                ""
+            };
+            let mut by_type: BTreeMap<&str, u64> = BTreeMap::new();
+            for ((_, t, _), n) in &self.counts {
+                *by_type.entry(t).or_default() += n;
+            }
+            let total: u64 = by_type.values().sum();
+            let by: Vec<String> = by_type.iter().map(|(t, n)| format!("{t} {n}")).collect();
+            s.push_str(&format!("  alerts: {total} causes{learning}"));
+            if !by.is_empty() {
+                s.push_str(&format!(" ({})", by.join(", ")));
+            }
+            if self.evidence.is_some() {
+                s.push_str(&format!("; evidence files {}", self.evidence_written));
+            }
+            s.push('\n');
         }
-        if self.evidence.is_some() {
-            s.push_str(&format!("; evidence files {}", self.evidence_written));
+        if let Some(m) = &self.metrics {
+            if let Some(srv) = &m.server {
+                s.push_str(&format!(
+                    "  metrics: served on http://{}/metrics\n",
+                    srv.addr
+                ));
+            }
+            if m.channels.overflow > 0 {
+                s.push_str(&format!(
+                    "  metrics: {} observations of channels beyond --metrics-max-channels\n",
+                    m.channels.overflow
+                ));
+            }
         }
-        s.push('\n');
         s
+    }
+
+    /// Metrics only (no detection).
+    pub fn metrics_only(hub: MetricsHub) -> Self {
+        let mut d = Detection::new(Engine::learning(Default::default()), None);
+        d.engine = None;
+        d.metrics = Some(hub);
+        d
+    }
+
+    /// The detection state, for the metrics.
+    fn detection_state(&self) -> DetectionState {
+        let Some(engine) = &self.engine else {
+            return DetectionState::default();
+        };
+        let baseline = engine.baseline();
+        DetectionState {
+            enabled: true,
+            learning: engine.is_learning(),
+            learned_until: baseline.map(|b| b.learned_until),
+            baseline_channels: baseline.map_or(0, |b| b.channels.len()),
+            alerts: self.counts.clone(),
+        }
+    }
+
+    /// After each packet: publish metrics about once a second, record OpenMetrics samples when
+    /// one is due in capture time.
+    pub fn after_packet(&mut self, stats: &Stats, active_flows: usize, ts: i64) {
+        let Some(m) = &mut self.metrics else { return };
+        m.capture_ts = ts;
+        m.active_flows = active_flows;
+        m.packets += 1;
+        let publish = m.server.is_some()
+            && m.packets.is_multiple_of(16)
+            && m.last_publish.elapsed() >= PUBLISH_EVERY;
+        let record = m.recorder.as_ref().is_some_and(|r| r.due(ts));
+        if publish || record {
+            let state = self.detection_state();
+            let Some(m) = &mut self.metrics else { return };
+            let fams = m.families(stats, &state);
+            if record {
+                if let Some(r) = &mut m.recorder {
+                    r.record(ts, &fams);
+                }
+            }
+            if publish {
+                m.last_publish = std::time::Instant::now();
+                if let Some(srv) = &m.server {
+                    srv.publish(fams);
+                }
+            }
+        }
+    }
+
+    /// End of the run for the metrics: the last publication and sample, and the OpenMetrics
+    /// file written.
+    pub fn finish_metrics(&mut self, stats: &Stats, active_flows: usize) -> std::io::Result<()> {
+        let state = self.detection_state();
+        let Some(m) = &mut self.metrics else {
+            return Ok(());
+        };
+        m.active_flows = active_flows;
+        let fams = m.families(stats, &state);
+        if let Some(srv) = &m.server {
+            srv.publish_final(fams.clone());
+        }
+        if let (Some(r), Some(path)) = (&mut m.recorder, &m.recorder_path) {
+            r.record(m.capture_ts.max(1), &fams);
+            let f = std::fs::File::create(path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            r.write(&mut std::io::BufWriter::new(f))
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        }
+        Ok(())
     }
 }
 
@@ -281,6 +441,16 @@ pub struct DetectSink<'a> {
 impl EventSink for DetectSink<'_> {
     fn tick(&mut self, now_nanos: i64) {
         self.detection.tick(now_nanos);
+    }
+
+    fn after_packet(&mut self, stats: &Stats, active_flows: usize, ts: i64) {
+        self.detection.after_packet(stats, active_flows, ts);
+    }
+
+    fn live_counters(&mut self, c: LiveCounters) {
+        if let Some(m) = &mut self.detection.metrics {
+            m.live = Some(c);
+        }
     }
 
     fn emit(&mut self, event: Event) {

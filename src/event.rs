@@ -199,6 +199,10 @@ pub trait EventSink {
     }
     /// The clock moved to `now_nanos` without a packet (a quiet live link).
     fn tick(&mut self, _now_nanos: i64) {}
+    /// Called after every packet with the pipeline's counters (metrics publish from here).
+    fn after_packet(&mut self, _stats: &crate::stats::Stats, _active_flows: usize, _ts: i64) {}
+    /// Capture counters of a live source.
+    fn live_counters(&mut self, _counters: crate::metrics::LiveCounters) {}
 }
 
 /// Discards events (counting still happens).

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use otwatch::detection::{parse_duration, DetectSink, Detection};
+use otwatch::detection::{parse_duration, DetectSink, Detection, MetricsHub};
 use otwatch::event::{EventSink, JsonLinesSink, NullSink};
 use otwatch::pipeline::Pipeline;
 use otwatch::{replay, summary};
@@ -39,6 +39,20 @@ enum Command {
         workers: usize,
         #[command(flatten)]
         detect: DetectArgs,
+        #[command(flatten)]
+        metrics: MetricsArgs,
+        /// Replay pace: `max` (as fast as possible), `realtime`, or a factor (`10` = ten times
+        /// faster than the capture).
+        #[arg(long, default_value = "max", value_name = "realtime|max|FACTOR")]
+        speed: String,
+        /// Keep serving /metrics this long after the input ends (e.g. `30s`), so a scraper
+        /// sees the final values.
+        #[arg(long, value_name = "DURATION")]
+        metrics_hold: Option<String>,
+        /// Write every metric family as OpenMetrics samples with capture timestamps (every 10 s
+        /// of capture time) to FILE, for `promtool tsdb create-blocks-from openmetrics`.
+        #[arg(long, value_name = "FILE")]
+        openmetrics: Option<PathBuf>,
     },
     /// Learn a baseline from captures of normal operation.
     Learn {
@@ -90,7 +104,36 @@ enum Command {
         bpf: Option<String>,
         #[command(flatten)]
         detect: DetectArgs,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
+}
+
+/// Metrics options, shared by `replay` and `live` (docs/metrics.md).
+#[derive(clap::Args, Default)]
+struct MetricsArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics: `PORT` binds loopback, `HOST:PORT` binds
+    /// as given.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
+    /// Per-channel series at most; observations of further channels are counted in
+    /// otwatch_metrics_channels_overflow_total.
+    #[arg(long, default_value_t = otwatch::metrics::DEFAULT_MAX_CHANNELS, value_name = "N")]
+    metrics_max_channels: usize,
+}
+
+/// `realtime`, `max` or a positive factor.
+fn parse_speed(s: &str) -> Result<Option<f64>, String> {
+    match s {
+        "max" => Ok(None),
+        "realtime" => Ok(Some(1.0)),
+        f => match f.parse::<f64>() {
+            Ok(x) if x > 0.0 && x.is_finite() => Ok(Some(x)),
+            _ => Err(format!(
+                "--speed {s:?}: expected realtime, max or a positive factor"
+            )),
+        },
+    }
 }
 
 #[derive(Subcommand)]
@@ -142,6 +185,34 @@ fn open_output(path: &std::path::Path) -> Result<Box<dyn Write>, String> {
         .map_err(|e| format!("{}: cannot create: {e}", path.display()))
 }
 
+/// The detection and metrics state the options ask for, if any.
+fn build_analysis(
+    args: &DetectArgs,
+    metrics: &MetricsArgs,
+    openmetrics: Option<&PathBuf>,
+) -> Result<Option<Detection>, String> {
+    let hub = if metrics.metrics.is_some() || openmetrics.is_some() {
+        let mut hub = MetricsHub::new(metrics.metrics_max_channels);
+        if let Some(addr) = &metrics.metrics {
+            hub.server = Some(otwatch::metrics::MetricsServer::start(addr)?);
+        }
+        if let Some(path) = openmetrics {
+            hub.recorder = Some(otwatch::metrics::OpenMetricsRecorder::new(10.0));
+            hub.recorder_path = Some(path.clone());
+        }
+        Some(hub)
+    } else {
+        None
+    };
+    let mut det = build_detection(args)?;
+    match (&mut det, hub) {
+        (Some(d), hub) => d.metrics = hub,
+        (None, Some(hub)) => det = Some(Detection::metrics_only(hub)),
+        (None, None) => {}
+    }
+    Ok(det)
+}
+
 /// The detection state the options ask for, if any.
 fn build_detection(args: &DetectArgs) -> Result<Option<Detection>, String> {
     if !args.enabled() {
@@ -190,7 +261,25 @@ fn main() -> ExitCode {
             quiet,
             workers,
             detect,
-        } => run_replay(&pcaps, events, quiet, workers, &detect),
+            metrics,
+            speed,
+            metrics_hold,
+            openmetrics,
+        } => {
+            let opts = ReplayOptions {
+                speed: match parse_speed(&speed) {
+                    Ok(s) => s,
+                    Err(e) => return fail(e),
+                },
+                hold: match metrics_hold.as_deref().map(parse_duration).transpose() {
+                    Ok(h) => h,
+                    Err(e) => return fail(e),
+                },
+                openmetrics,
+                metrics,
+            };
+            run_replay(&pcaps, events, quiet, workers, &detect, &opts)
+        }
         Command::Learn {
             pcaps,
             output,
@@ -202,7 +291,7 @@ fn main() -> ExitCode {
                 save_baseline: Some(output),
                 ..DetectArgs::default()
             };
-            run_replay(&pcaps, None, quiet, 1, &detect)
+            run_replay(&pcaps, None, quiet, 1, &detect, &ReplayOptions::default())
         }
         Command::Baseline {
             command: BaselineCommand::Show { file },
@@ -224,6 +313,7 @@ fn main() -> ExitCode {
             libpcap,
             bpf,
             detect,
+            metrics,
         } => {
             let opts = otwatch::capture::afpacket::AfPacketOptions {
                 block_size,
@@ -236,7 +326,7 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(e) => return fail(e),
             };
-            run_live(&interface, source, events, quiet, user, &detect)
+            run_live(&interface, source, events, quiet, user, &detect, &metrics)
         }
     }
 }
@@ -246,19 +336,29 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// Replay options beyond detection.
+#[derive(Default)]
+struct ReplayOptions {
+    speed: Option<f64>,
+    hold: Option<i64>,
+    openmetrics: Option<PathBuf>,
+    metrics: MetricsArgs,
+}
+
 fn run_replay(
     pcaps: &[PathBuf],
     events: Option<PathBuf>,
     quiet: bool,
     workers: usize,
     detect: &DetectArgs,
+    opts: &ReplayOptions,
 ) -> ExitCode {
-    let mut detection = match build_detection(detect) {
+    let mut detection = match build_analysis(detect, &opts.metrics, opts.openmetrics.as_ref()) {
         Ok(d) => d,
         Err(e) => return fail(e),
     };
     if detection.is_some() && workers > 1 {
-        return fail("detection (--alerts, --baseline, --learn, --save-baseline, --evidence) runs on one worker: drop --workers");
+        return fail("detection and metrics (--alerts, --baseline, --learn, --save-baseline, --evidence, --metrics, --openmetrics) run on one worker: drop --workers");
     }
     let mut pipeline = Pipeline::new();
     if let (Some(det), Some(dir)) = (&mut detection, &detect.evidence) {
@@ -285,12 +385,17 @@ fn run_replay(
                 detection: det,
                 inner,
             };
-            replay::replay(pcaps, &mut sink, &mut pipeline)
+            replay::replay_paced(pcaps, &mut sink, &mut pipeline, opts.speed)
         }
         None if workers > 1 => otwatch::parallel::replay_parallel(pcaps, inner, workers),
         None => replay::replay(pcaps, inner, &mut pipeline),
     };
     let mut code = ExitCode::SUCCESS;
+    if let Some(det) = &mut detection {
+        if let Err(e) = det.finish_metrics(&report.stats, report.active_flows_at_end) {
+            code = fail(format_args!("writing metrics: {e}"));
+        }
+    }
     let det_summary = finish_detection(detection.as_mut(), detect, &mut code);
     if !quiet {
         let _ = std::io::stderr().write_all(summary::render(&report).as_bytes());
@@ -304,6 +409,12 @@ fn run_replay(
     }
     for e in report.errors() {
         code = fail(e);
+    }
+    // Keep /metrics up for the last scrapes.
+    if let (Some(hold), Some(det)) = (opts.hold, &detection) {
+        if det.metrics.as_ref().is_some_and(|m| m.server.is_some()) {
+            std::thread::sleep(std::time::Duration::from_nanos(hold.max(0) as u64));
+        }
     }
     code
 }
@@ -356,6 +467,29 @@ fn open_live(
         .map_err(|e| e.to_string())
 }
 
+/// The capture counters of a live source, for the metrics.
+fn live_counters(source: &mut LiveSource) -> otwatch::metrics::LiveCounters {
+    match source {
+        LiveSource::Ring(r) => {
+            let l = r.stats();
+            otwatch::metrics::LiveCounters {
+                kernel_drops: l.kernel_drops,
+                ring_freezes: l.kernel_freeze_q_cnt,
+                queue_drops: 0,
+            }
+        }
+        #[cfg(feature = "libpcap")]
+        LiveSource::Pcap(p) => {
+            let l = p.stats();
+            otwatch::metrics::LiveCounters {
+                kernel_drops: l.dropped + l.if_dropped,
+                ring_freezes: 0,
+                queue_drops: 0,
+            }
+        }
+    }
+}
+
 fn run_live(
     iface: &str,
     mut source: LiveSource,
@@ -363,10 +497,11 @@ fn run_live(
     quiet: bool,
     user: Option<String>,
     detect: &DetectArgs,
+    metrics: &MetricsArgs,
 ) -> ExitCode {
     use otwatch::capture::afpacket::drop_privileges;
-    // Files are opened before privileges are dropped.
-    let mut detection = match build_detection(detect) {
+    // Files and the metrics socket are opened before privileges are dropped.
+    let mut detection = match build_analysis(detect, metrics, None) {
         Ok(d) => d,
         Err(e) => return fail(e),
     };
@@ -412,7 +547,12 @@ fn run_live(
     let name: std::sync::Arc<str> = std::sync::Arc::from(format!("live:{iface}").as_str());
     let start = std::time::Instant::now();
     let mut error = None;
+    let mut last_counters = std::time::Instant::now();
     while !STOP.load(std::sync::atomic::Ordering::Relaxed) {
+        if last_counters.elapsed() >= std::time::Duration::from_secs(1) {
+            last_counters = std::time::Instant::now();
+            sink.live_counters(live_counters(&mut source));
+        }
         let next = match &mut source {
             LiveSource::Ring(r) => r
                 .next_packet_timeout(std::time::Duration::from_millis(100))
@@ -421,13 +561,17 @@ fn run_live(
             LiveSource::Pcap(p) => p.next_packet_timeout(),
         };
         match next {
-            Ok(Some(pkt)) => pipeline.process(&pkt, &name, sink),
+            Ok(Some(pkt)) => {
+                pipeline.process(&pkt, &name, sink);
+                sink.after_packet(&pipeline.stats, pipeline.active_flows(), pkt.ts_nanos);
+            }
             Ok(None) => {
                 // A quiet link: the clock still moves (timeouts, silent devices).
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos() as i64);
                 sink.tick(now);
+                sink.after_packet(&pipeline.stats, pipeline.active_flows(), now);
             }
             Err(e) => {
                 error = Some(e);
@@ -455,6 +599,11 @@ fn run_live(
         active_flows_at_end: active,
     };
     let mut code = ExitCode::SUCCESS;
+    if let Some(det) = &mut detection {
+        if let Err(e) = det.finish_metrics(&pipeline.stats, active) {
+            code = fail(format_args!("writing metrics: {e}"));
+        }
+    }
     let det_summary = finish_detection(detection.as_mut(), detect, &mut code);
     let written = json.finish();
     if !quiet {

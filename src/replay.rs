@@ -53,7 +53,20 @@ pub fn replay(
     sink: &mut dyn EventSink,
     pipeline: &mut Pipeline,
 ) -> ReplayReport {
+    replay_paced(files, sink, pipeline, None)
+}
+
+/// As [`replay`], paced by the capture's timestamps: `speed` 1.0 replays in real time, 10.0 ten
+/// times faster (`replay --speed`). `None`: as fast as possible.
+pub fn replay_paced(
+    files: &[PathBuf],
+    sink: &mut dyn EventSink,
+    pipeline: &mut Pipeline,
+    speed: Option<f64>,
+) -> ReplayReport {
     let start = Instant::now();
+    // Capture time and wall time of the first packet, for pacing.
+    let mut pace_origin: Option<(i64, Instant)> = None;
     let mut reports = Vec::with_capacity(files.len());
     // Capture time where the previous file ended: a file that starts before it is a different
     // capture, not a continuation, and its flows must not be stitched onto the previous ones.
@@ -91,7 +104,16 @@ pub fn replay(
                         pipeline.finish(sink);
                     }
                     previous_end = Some(pkt.ts_nanos);
+                    if let Some(speed) = speed.filter(|s| *s > 0.0 && s.is_finite()) {
+                        let (t0, w0) = *pace_origin.get_or_insert((pkt.ts_nanos, Instant::now()));
+                        let due = (pkt.ts_nanos.saturating_sub(t0)).max(0) as f64 / speed;
+                        let due = std::time::Duration::from_nanos(due.min(u64::MAX as f64) as u64);
+                        if let Some(wait) = due.checked_sub(w0.elapsed()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
                     pipeline.process(&pkt, &source, sink);
+                    sink.after_packet(&pipeline.stats, pipeline.active_flows(), pkt.ts_nanos);
                     n += 1;
                     if n.is_multiple_of(8192) {
                         if let Some(pb) = &pb {

@@ -154,7 +154,10 @@ fn response_split_over_transport_and_tcp_segments() {
     assert_eq!(obj.points[7].number(), Some(-430.0));
     assert_eq!(obj.points[7].flags, Some(1));
     let json = serde_json::to_value(&obj.points[7]).expect("json");
-    assert_eq!(json, serde_json::json!({"index": 7, "value": -430.0, "flags": 1}));
+    assert_eq!(
+        json,
+        serde_json::json!({"index": 7, "value": -430.0, "flags": 1})
+    );
     assert_eq!(report.stats.dnp3.pdus[129], 1);
 }
 

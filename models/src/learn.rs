@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// Hash maps keyed by what the wire says: foldhash with a per-process seed (fast, and not
 /// predictable enough to be flooded into one bucket).
-pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-pub(crate) type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+pub type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 use std::net::IpAddr;
 
 use crate::baseline::{

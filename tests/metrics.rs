@@ -1,0 +1,501 @@
+//! Metrics end to end, with a real Prometheus (Debian's `prometheus` package; `.ci/run` installs
+//! it): a scrape of `otwatch replay --speed … --metrics`, a TSDB backfilled from `--openmetrics`
+//! with promtool, and every PromQL expression of the shipped dashboards and rules checked by
+//! `promtool check rules`. Skipped, with the reason printed, where the binaries are absent.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::scratch;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn have(bin: &str) -> bool {
+    let found = Command::new(bin)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        eprintln!("skipping: {bin} not installed (Debian package prometheus)");
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A plain HTTP/1.0 GET on loopback: the status code and the body.
+fn http_get(port: u16, path: &str, accept: Option<&str>) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{accept}\r\n").ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let (head, body) = resp.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+fn urlencode(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// An instant query through Prometheus's HTTP API: (labels, value) per series.
+fn query(port: u16, q: &str, time: Option<f64>) -> Vec<(BTreeMap<String, String>, f64)> {
+    let t = time.map(|t| format!("&time={t:.3}")).unwrap_or_default();
+    let Some((200, body)) = http_get(
+        port,
+        &format!("/api/v1/query?query={}{t}", urlencode(q)),
+        None,
+    ) else {
+        return Vec::new();
+    };
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    v["data"]["result"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .map(|s| {
+                    let labels = s["metric"]
+                        .as_object()
+                        .map(|m| {
+                            m.iter()
+                                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let value = s["value"][1]
+                        .as_str()
+                        .and_then(|x| x.parse().ok())
+                        .unwrap_or(f64::NAN);
+                    (labels, value)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_prometheus(dir: &Path, config: &str, extra: &[&str]) -> (Killed, u16) {
+    let port = free_port();
+    std::fs::write(dir.join("prometheus.yml"), config).expect("config");
+    let child = Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("prometheus.log")).expect("log"))
+        .spawn()
+        .expect("start prometheus");
+    let guard = Killed(child);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if matches!(http_get(port, "/-/ready", None), Some((200, _))) {
+            return (guard, port);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!(
+        "prometheus did not become ready: {}",
+        std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
+    );
+}
+
+/// PDUs per (proto, function) as the replay itself counts them.
+fn replay_pdus(path: &Path) -> BTreeMap<(String, String), f64> {
+    let (_, report) = common::replay_file(path);
+    let mut out = BTreeMap::new();
+    for (name, p) in [
+        ("modbus", &report.stats.modbus),
+        ("s7comm", &report.stats.s7comm),
+        ("dnp3", &report.stats.dnp3),
+    ] {
+        for (fc, n) in p.functions() {
+            out.insert((name.to_string(), fc.to_string()), n as f64);
+        }
+    }
+    out
+}
+
+fn by_proto_function(
+    series: &[(BTreeMap<String, String>, f64)],
+) -> BTreeMap<(String, String), f64> {
+    series
+        .iter()
+        .map(|(l, v)| {
+            (
+                (
+                    l.get("proto").cloned().unwrap_or_default(),
+                    l.get("function").cloned().unwrap_or_default(),
+                ),
+                *v,
+            )
+        })
+        .collect()
+}
+
+/// The exporter alone: both formats by content negotiation, on loopback.
+#[test]
+fn metrics_endpoint_serves_both_formats() {
+    let port = free_port();
+    let fixture = repo().join("fixtures/scenarios/modbus_steady.pcap");
+    let child = Command::new(env!("CARGO_BIN_EXE_otwatch"))
+        .args(["replay", "-q", "--speed", "1000", "--metrics"])
+        .arg(port.to_string())
+        .args(["--metrics-hold", "3s"])
+        .arg(&fixture)
+        .spawn()
+        .expect("otwatch");
+    let _guard = Killed(child);
+    let start = Instant::now();
+    let mut text = None;
+    while start.elapsed() < Duration::from_secs(20) {
+        if let Some((200, body)) = http_get(port, "/metrics", None) {
+            if body.contains("otwatch_pdus_total{proto=\"modbus\",function=\"3\"} 240") {
+                text = Some(body);
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = text.expect("final metrics in the text format");
+    assert!(text.contains("# TYPE otwatch_packets_total counter"));
+    assert!(text.contains("otwatch_packets_total 549"));
+    assert!(!text.contains("# EOF"));
+    let (code, om) = http_get(
+        port,
+        "/metrics",
+        Some("application/openmetrics-text; version=1.0.0"),
+    )
+    .expect("openmetrics");
+    assert_eq!(code, 200);
+    assert!(
+        om.contains("# TYPE otwatch_packets counter") && om.ends_with("# EOF\n"),
+        "{om}"
+    );
+    assert_eq!(http_get(port, "/other", None).map(|r| r.0), Some(404));
+    if have("promtool") {
+        let mut p = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("promtool");
+        p.stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write");
+        let out = p.wait_with_output().expect("promtool");
+        assert!(
+            out.status.success(),
+            "promtool check metrics: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A real Prometheus scrapes a paced replay; the PDUs per function it stored equal the replay's
+/// own counts.
+#[test]
+fn prometheus_scrapes_a_paced_replay() {
+    if !have("prometheus") {
+        return;
+    }
+    let dir = scratch("prom-scrape");
+    let otw = free_port();
+    let fixture = repo().join("fixtures/scenarios/modbus_steady.pcap");
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: otwatch\n    static_configs:\n      - targets: ['127.0.0.1:{otw}']\n"
+    );
+    let (_prom, port) = start_prometheus(&dir, &config, &[]);
+    // 120 s of capture at 20× is 6 s; the hold lets the last values be scraped.
+    let status = Command::new(env!("CARGO_BIN_EXE_otwatch"))
+        .args([
+            "replay",
+            "-q",
+            "--speed",
+            "20",
+            "--learn",
+            "30s",
+            "--metrics",
+        ])
+        .arg(format!("127.0.0.1:{otw}"))
+        .args(["--metrics-hold", "4s"])
+        .arg(&fixture)
+        .status()
+        .expect("otwatch");
+    assert!(status.success());
+    let expected = replay_pdus(&fixture);
+    assert_eq!(expected.get(&("modbus".into(), "3".into())), Some(&240.0));
+    let got = by_proto_function(&query(port, "otwatch_pdus_total", None));
+    assert_eq!(got, expected, "PDUs per function in Prometheus");
+    // The series moved while the replay ran: several distinct values were scraped.
+    let over_time = query(port, "count_over_time(otwatch_packets_total[1m])", None);
+    assert!(
+        over_time.first().is_some_and(|(_, n)| *n >= 3.0),
+        "{over_time:?}"
+    );
+    let learning = query(port, "otwatch_learning", None);
+    assert_eq!(
+        learning.first().map(|s| s.1),
+        Some(0.0),
+        "learning ended after 30 s of capture"
+    );
+    let lat = query(port, "sum(otwatch_response_latency_seconds_count)", None);
+    assert_eq!(
+        lat.first().map(|s| s.1),
+        Some(180.0),
+        "every request answered and timed"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `--openmetrics` backfilled with promtool into a TSDB that Prometheus then serves: the values
+/// are there, at the capture's own times.
+#[test]
+fn openmetrics_backfill_into_prometheus() {
+    if !have("promtool") || !have("prometheus") {
+        return;
+    }
+    let dir = scratch("prom-backfill");
+    let om = dir.join("out.om");
+    let fixture = repo().join("fixtures/scenarios/modbus_flood.pcap");
+    let status = Command::new(env!("CARGO_BIN_EXE_otwatch"))
+        .args(["replay", "-q", "--learn", "60s", "--openmetrics"])
+        .arg(&om)
+        .arg(&fixture)
+        .status()
+        .expect("otwatch");
+    assert!(status.success());
+    let data = dir.join("data");
+    let out = Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&om)
+        .arg(&data)
+        .output()
+        .expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The capture's last packet time: the final sample is there.
+    let text = std::fs::read_to_string(&om).expect("om");
+    let last_ts: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("otwatch_capture_timestamp_seconds "))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .fold(0.0, f64::max);
+    assert!(last_ts > 1.7e9, "capture timestamps in the file");
+    let (_prom, port) = start_prometheus(
+        &dir,
+        "global:\n  scrape_interval: 1h\n",
+        &["--storage.tsdb.retention.time=100y"],
+    );
+    let expected = replay_pdus(&fixture);
+    let got = by_proto_function(&query(port, "otwatch_pdus_total", Some(last_ts)));
+    assert_eq!(got, expected, "PDUs per function at the capture's end");
+    // The flood shows as a rate at the capture's own time.
+    let floods = query(
+        port,
+        "otwatch_alerts_total{type=\"traffic_flood\"}",
+        Some(last_ts),
+    );
+    assert_eq!(floods.first().map(|s| s.1), Some(1.0), "{floods:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Every PromQL expression in the dashboards and rules is valid (promtool), and the dashboards
+/// are wired for import: unique uid, a Prometheus datasource variable used by every panel and
+/// target, defined variables only.
+#[test]
+fn dashboards_and_rules_are_valid() {
+    let dashboards = repo().join("grafana/dashboards");
+    let mut exprs = Vec::new();
+    let mut uids = std::collections::BTreeSet::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dashboards)
+        .expect("grafana/dashboards")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "{files:?}");
+    for f in &files {
+        let d: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f).expect("read"))
+            .expect("dashboard json");
+        let name = f.display().to_string();
+        let uid = d["uid"].as_str().unwrap_or_default();
+        assert!(
+            !uid.is_empty() && uids.insert(uid.to_string()),
+            "{name}: uid {uid:?}"
+        );
+        assert!(
+            d["title"].as_str().is_some_and(|t| !t.is_empty()),
+            "{name}: title"
+        );
+        let vars = d["templating"]["list"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let ds = vars
+            .iter()
+            .find(|v| v["type"] == "datasource")
+            .unwrap_or_else(|| panic!("{name}: no datasource variable"));
+        assert_eq!(ds["query"], "prometheus", "{name}");
+        let ds_name = ds["name"].as_str().unwrap_or_default().to_string();
+        let var_names: Vec<String> = vars
+            .iter()
+            .filter_map(|v| v["name"].as_str().map(String::from))
+            .collect();
+        let mut panels = d["panels"].as_array().cloned().unwrap_or_default();
+        let nested: Vec<serde_json::Value> = panels
+            .iter()
+            .flat_map(|p| p["panels"].as_array().cloned().unwrap_or_default())
+            .collect();
+        panels.extend(nested);
+        for p in &panels {
+            if p["type"] == "row" && p["targets"].is_null() {
+                continue;
+            }
+            let uid = p["datasource"]["uid"].as_str().unwrap_or_default();
+            assert_eq!(
+                uid,
+                format!("${{{ds_name}}}"),
+                "{name}: panel {:?} datasource",
+                p["title"]
+            );
+            for t in p["targets"].as_array().cloned().unwrap_or_default() {
+                assert_eq!(
+                    t["datasource"]["uid"].as_str(),
+                    Some(format!("${{{ds_name}}}").as_str()),
+                    "{name}: target datasource"
+                );
+                if let Some(e) = t["expr"].as_str() {
+                    for var in e.split('$').skip(1) {
+                        let v: String = var
+                            .trim_start_matches('{')
+                            .chars()
+                            .take_while(|c| c.is_alphanumeric() || *c == '_')
+                            .collect();
+                        assert!(
+                            v.starts_with("__") || var_names.contains(&v),
+                            "{name}: undefined variable ${v} in {e}"
+                        );
+                    }
+                    exprs.push(e.to_string());
+                }
+            }
+        }
+    }
+    assert!(exprs.len() >= 20, "{} expressions", exprs.len());
+    if !have("promtool") {
+        return;
+    }
+    // The dashboards' expressions as recording rules, variables substituted.
+    let mut rules = String::from("groups:\n  - name: dashboards\n    rules:\n");
+    for (i, e) in exprs.iter().enumerate() {
+        let mut q = e
+            .replace("$__rate_interval", "5m")
+            .replace("${__rate_interval}", "5m")
+            .replace("$__interval", "1m")
+            .replace("$__range", "1h");
+        // Label variables are used as `label=~"$var"`.
+        while let Some(at) = q.find('$') {
+            let end = q[at + 1..]
+                .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '{' || c == '}'))
+                .map_or(q.len(), |n| at + 1 + n);
+            q.replace_range(at..end, ".*");
+        }
+        rules.push_str(&format!(
+            "      - record: dashboard:expr_{i}\n        expr: {}\n",
+            serde_json::to_string(&q).expect("quote")
+        ));
+    }
+    let dir = scratch("dash-rules");
+    let path = dir.join("dashboards.yml");
+    std::fs::write(&path, rules).expect("rules");
+    for file in [
+        path.clone(),
+        repo().join("grafana/rules/otwatch-sensor.yml"),
+    ] {
+        let out = Command::new("promtool")
+            .args(["check", "rules"])
+            .arg(&file)
+            .output()
+            .expect("promtool");
+        assert!(
+            out.status.success(),
+            "{}: {}{}",
+            file.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(repo().join("grafana/tests/otwatch-sensor.test.yml"))
+        .current_dir(repo().join("grafana/tests"))
+        .output()
+        .expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool test rules: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("promtool")
+        .args(["check", "config"])
+        .arg(repo().join("grafana/prometheus.yml"))
+        .current_dir(repo().join("grafana"))
+        .output()
+        .expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check config: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
