@@ -447,6 +447,13 @@ impl EventSink for DetectSink<'_> {
         self.detection.after_packet(stats, active_flows, ts);
     }
 
+    fn worker_packets(&mut self, per_worker: &[u64]) {
+        if let Some(m) = &mut self.detection.metrics {
+            m.workers.clear();
+            m.workers.extend_from_slice(per_worker);
+        }
+    }
+
     fn live_counters(&mut self, c: LiveCounters) {
         if let Some(m) = &mut self.detection.metrics {
             m.live = Some(c);

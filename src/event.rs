@@ -203,6 +203,8 @@ pub trait EventSink {
     fn after_packet(&mut self, _stats: &crate::stats::Stats, _active_flows: usize, _ts: i64) {}
     /// Capture counters of a live source.
     fn live_counters(&mut self, _counters: crate::metrics::LiveCounters) {}
+    /// Packets handed to each worker so far (live fan-out).
+    fn worker_packets(&mut self, _per_worker: &[u64]) {}
 }
 
 /// Discards events (counting still happens).

@@ -102,6 +102,10 @@ enum Command {
         /// BPF filter (tcpdump syntax); implies --libpcap.
         #[arg(long, value_name = "EXPR")]
         bpf: Option<String>,
+        /// Dissect with N worker threads fed from the ring without copying (the capture thread
+        /// hashes host pairs to workers; a worker whose queue is full loses the packet, counted).
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        workers: usize,
         #[command(flatten)]
         detect: DetectArgs,
         #[command(flatten)]
@@ -312,6 +316,7 @@ fn main() -> ExitCode {
             no_promiscuous,
             libpcap,
             bpf,
+            workers,
             detect,
             metrics,
         } => {
@@ -326,7 +331,13 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(e) => return fail(e),
             };
-            run_live(&interface, source, events, quiet, user, &detect, &metrics)
+            let opts = LiveOptions {
+                user,
+                workers,
+                detect,
+                metrics,
+            };
+            run_live(&interface, source, events, quiet, &opts)
         }
     }
 }
@@ -490,15 +501,25 @@ fn live_counters(source: &mut LiveSource) -> otwatch::metrics::LiveCounters {
     }
 }
 
+/// Live options beyond the capture source.
+struct LiveOptions {
+    user: Option<String>,
+    workers: usize,
+    detect: DetectArgs,
+    metrics: MetricsArgs,
+}
+
 fn run_live(
     iface: &str,
     mut source: LiveSource,
     events: Option<PathBuf>,
     quiet: bool,
-    user: Option<String>,
-    detect: &DetectArgs,
-    metrics: &MetricsArgs,
+    opts: &LiveOptions,
 ) -> ExitCode {
+    let (user, detect, metrics) = (opts.user.clone(), &opts.detect, &opts.metrics);
+    if opts.workers > 1 && !matches!(source, LiveSource::Ring(_)) {
+        return fail("--workers needs the AF_PACKET ring (drop --libpcap/--bpf)");
+    }
     use otwatch::capture::afpacket::drop_privileges;
     // Files and the metrics socket are opened before privileges are dropped.
     let mut detection = match build_analysis(detect, metrics, None) {
@@ -547,40 +568,56 @@ fn run_live(
     let name: std::sync::Arc<str> = std::sync::Arc::from(format!("live:{iface}").as_str());
     let start = std::time::Instant::now();
     let mut error = None;
-    let mut last_counters = std::time::Instant::now();
-    while !STOP.load(std::sync::atomic::Ordering::Relaxed) {
-        if last_counters.elapsed() >= std::time::Duration::from_secs(1) {
-            last_counters = std::time::Instant::now();
-            sink.live_counters(live_counters(&mut source));
-        }
-        let next = match &mut source {
-            LiveSource::Ring(r) => r
-                .next_packet_timeout(std::time::Duration::from_millis(100))
-                .map_err(|e| e.to_string()),
-            #[cfg(feature = "libpcap")]
-            LiveSource::Pcap(p) => p.next_packet_timeout(),
-        };
-        match next {
-            Ok(Some(pkt)) => {
-                pipeline.process(&pkt, &name, sink);
-                sink.after_packet(&pipeline.stats, pipeline.active_flows(), pkt.ts_nanos);
+    let mut fanout = None;
+    if let (true, LiveSource::Ring(r)) = (opts.workers > 1, &mut source) {
+        fanout = Some(otwatch::live::run_fanout(
+            r,
+            opts.workers,
+            &name,
+            sink,
+            &STOP,
+        ));
+    } else {
+        let mut last_counters = std::time::Instant::now();
+        while !STOP.load(std::sync::atomic::Ordering::Relaxed) {
+            if last_counters.elapsed() >= std::time::Duration::from_secs(1) {
+                last_counters = std::time::Instant::now();
+                sink.live_counters(live_counters(&mut source));
             }
-            Ok(None) => {
-                // A quiet link: the clock still moves (timeouts, silent devices).
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as i64);
-                sink.tick(now);
-                sink.after_packet(&pipeline.stats, pipeline.active_flows(), now);
-            }
-            Err(e) => {
-                error = Some(e);
-                break;
+            let next = match &mut source {
+                LiveSource::Ring(r) => r
+                    .next_packet_timeout(std::time::Duration::from_millis(100))
+                    .map_err(|e| e.to_string()),
+                #[cfg(feature = "libpcap")]
+                LiveSource::Pcap(p) => p.next_packet_timeout(),
+            };
+            match next {
+                Ok(Some(pkt)) => {
+                    pipeline.process(&pkt, &name, sink);
+                    sink.after_packet(&pipeline.stats, pipeline.active_flows(), pkt.ts_nanos);
+                }
+                Ok(None) => {
+                    // A quiet link: the clock still moves (timeouts, silent devices).
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as i64);
+                    sink.tick(now);
+                    sink.after_packet(&pipeline.stats, pipeline.active_flows(), now);
+                }
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
             }
         }
     }
-    let active = pipeline.active_flows();
-    pipeline.finish(sink);
+    let active = match &fanout {
+        Some(f) => f.active_flows,
+        None => pipeline.active_flows(),
+    };
+    if fanout.is_none() {
+        pipeline.finish(sink);
+    }
     let (captured, drops, freezes) = match &mut source {
         LiveSource::Ring(r) => {
             let l = r.stats();
@@ -592,15 +629,30 @@ fn run_live(
             (l.received, l.dropped + l.if_dropped, 0)
         }
     };
+    let stats = match &mut fanout {
+        Some(f) => {
+            if let Some(e) = f.error.take() {
+                error = Some(e.to_string());
+            }
+            f.stats.clone()
+        }
+        None => pipeline.stats.clone(),
+    };
     let report = replay::ReplayReport {
         files: Vec::new(),
-        stats: pipeline.stats.clone(),
+        stats,
         elapsed: start.elapsed(),
         active_flows_at_end: active,
     };
     let mut code = ExitCode::SUCCESS;
     if let Some(det) = &mut detection {
-        if let Err(e) = det.finish_metrics(&pipeline.stats, active) {
+        if let (Some(m), Some(f)) = (&mut det.metrics, &fanout) {
+            m.workers = f.worker_packets.clone();
+            if let Some(l) = &mut m.live {
+                l.queue_drops = f.queue_drops;
+            }
+        }
+        if let Err(e) = det.finish_metrics(&report.stats, active) {
             code = fail(format_args!("writing metrics: {e}"));
         }
     }
@@ -617,6 +669,16 @@ fn run_live(
             std::io::stderr(),
             "  capture: {captured} packets received, kernel drops {drops}, ring freezes {freezes}"
         );
+        if let Some(f) = &fanout {
+            let per: Vec<String> = f.worker_packets.iter().map(|n| n.to_string()).collect();
+            let _ = writeln!(
+                std::io::stderr(),
+                "  workers: {} (packets {}), queue-full drops {}",
+                f.worker_packets.len(),
+                per.join(" / "),
+                f.queue_drops
+            );
+        }
         let _ = std::io::stderr().write_all(det_summary.as_bytes());
     }
     if let Err(e) = written {

@@ -6,7 +6,7 @@
 //! a second, and skips a publication when a scrape holds the lock. One encoder writes both the
 //! Prometheus text format and OpenMetrics (with sample timestamps, which backfilling needs).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -243,7 +243,7 @@ struct ChannelSeries {
     latency: Histogram,
     polls: Histogram,
     pending: Pending,
-    last_poll: HashMap<PollKey, i64>,
+    last_poll: FastMap<PollKey, i64>,
 }
 
 /// Per-channel series: requests, response latency, intervals between identical requests.
@@ -269,17 +269,23 @@ impl ChannelMetrics {
         }
     }
 
-    pub fn observe(&mut self, o: &Observation) {
-        let ch = o.channel;
+    fn count_assets(&mut self, ch: &Channel) {
         for ip in [ch.client, ch.server] {
             if self.assets.len() < MAX_ASSETS_COUNTED {
                 self.assets.insert(ip, ());
             }
         }
+    }
+
+    pub fn observe(&mut self, o: &Observation) {
+        let ch = o.channel;
         if o.kind == Kind::Conversation {
+            self.count_assets(&ch);
             return;
         }
         if !self.channels.contains_key(&ch) {
+            // A channel's hosts are counted once, when it is first seen.
+            self.count_assets(&ch);
             if self.channels.len() >= self.max_channels {
                 self.overflow += 1;
                 return;
@@ -291,7 +297,7 @@ impl ChannelMetrics {
             latency: Histogram::new(LATENCY_BUCKETS),
             polls: Histogram::new(POLL_BUCKETS),
             pending: Pending::default(),
-            last_poll: HashMap::new(),
+            last_poll: FastMap::default(),
         });
         match o.kind {
             Kind::Request => {

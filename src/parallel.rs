@@ -40,7 +40,7 @@ struct Desc {
 }
 
 /// Symmetric hash of the packet's IP addresses (0 when it is not IP: any worker will do).
-fn worker_of(linktype: LinkType, data: &[u8], workers: usize) -> usize {
+pub(crate) fn worker_of(linktype: LinkType, data: &[u8], workers: usize) -> usize {
     let ip = match linktype {
         LinkType::ETHERNET => {
             let mut at = 12;

@@ -21,7 +21,7 @@ use std::ffi::CString;
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::ptr;
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -122,6 +122,10 @@ pub struct AfPacketSource {
     stop: Arc<AtomicBool>,
     failed: bool,
     stats: Cell<LiveStats>,
+    /// Fan-out mode: per block, the packets handed out and not yet done, plus one while the
+    /// capture thread is still walking the block. A block goes back to the kernel when its
+    /// count reaches zero, whoever brings it there (see [`SharedRing`]).
+    deferred: Option<Arc<[AtomicU32]>>,
 }
 
 // SAFETY: the ring pointer is owned exclusively by this source (no other handle to the mapping
@@ -224,6 +228,7 @@ impl AfPacketSource {
             stop: Arc::new(AtomicBool::new(false)),
             failed: false,
             stats: Cell::new(LiveStats::default()),
+            deferred: None,
         };
 
         let version = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
@@ -368,22 +373,116 @@ impl AfPacketSource {
         unsafe { ptr::addr_of_mut!((*b).hdr.bh1.block_status) }
     }
 
-    /// Give the current block back to the kernel and move on to the next one.
+    /// Give the current block back to the kernel (in fan-out mode: drop the capture thread's
+    /// hold on it, and give it back if no worker holds a packet of it) and move on to the next.
     fn release_block(&mut self) {
-        // Every read of the block's packets happens before the kernel may overwrite it.
-        fence(Ordering::Release);
-        // SAFETY: the status word lies in the mapping, is 4-byte aligned and shared with the
-        // kernel; a volatile write keeps the compiler from eliding or reordering it. No packet
-        // borrowing this block is alive: we hold `&mut self`.
-        unsafe { ptr::write_volatile(self.block_status_ptr(self.block), libc::TP_STATUS_KERNEL) };
+        match &self.deferred {
+            None => {
+                // Every read of the block's packets happens before the kernel may overwrite it.
+                fence(Ordering::Release);
+                // SAFETY: the status word lies in the mapping, is 4-byte aligned and shared with
+                // the kernel; a volatile write keeps the compiler from eliding or reordering it.
+                // No packet borrowing this block is alive: we hold `&mut self`.
+                unsafe {
+                    ptr::write_volatile(self.block_status_ptr(self.block), libc::TP_STATUS_KERNEL)
+                };
+            }
+            Some(pending) => {
+                if pending[self.block].fetch_sub(1, Ordering::AcqRel) == 1 {
+                    // SAFETY: as above; the count reached zero, so no worker reads the block.
+                    unsafe { give_back(self.block_status_ptr(self.block)) };
+                }
+            }
+        }
         self.in_block = false;
         self.block = (self.block + 1) % self.block_count;
     }
 
     fn block_is_ours(&self) -> bool {
+        // In fan-out mode a block still held by workers from the previous lap keeps its user
+        // status: it is not new data, and must not be walked again until it was given back.
+        if let Some(pending) = &self.deferred {
+            if pending[self.block].load(Ordering::Acquire) != 0 {
+                return false;
+            }
+        }
         // SAFETY: see `release_block`; the kernel writes this word, so read it volatile.
         let status = unsafe { ptr::read_volatile(self.block_status_ptr(self.block)) };
         status & libc::TP_STATUS_USER != 0
+    }
+
+    /// Switches to fan-out mode and returns the handle workers use to read packets in place and
+    /// give their blocks back. Call before reading the first packet.
+    pub fn fanout_ring(&mut self) -> SharedRing {
+        let pending: Arc<[AtomicU32]> = (0..self.block_count).map(|_| AtomicU32::new(0)).collect();
+        self.deferred = Some(Arc::clone(&pending));
+        SharedRing {
+            ring: self.ring,
+            block_size: self.block_size,
+            block_count: self.block_count,
+            pending,
+        }
+    }
+
+    /// Fan-out mode: the next packet as a descriptor into the ring (no copy), its block held
+    /// until [`SharedRing::done`] is called for it. `Ok(None)` on timeout.
+    pub fn next_raw(&mut self, timeout: Duration) -> Result<Option<RawPacket>, CaptureError> {
+        if !self.wait_ready(timeout)? {
+            return Ok(None);
+        }
+        let Some(pending) = self.deferred.clone() else {
+            return Ok(None);
+        };
+        let base = self.block * self.block_size;
+        let off = self.pkt_offset;
+        let hdr_len = size_of::<libc::tpacket3_hdr>();
+        let hdr_ok = off + hdr_len <= self.block_size;
+        // SAFETY: as in `take_packet`: the header lies within this user-owned block.
+        let h: libc::tpacket3_hdr = if hdr_ok {
+            unsafe { ptr::read_volatile(self.ring.add(base + off).cast()) }
+        } else {
+            // SAFETY: all-zero is a valid tpacket3_hdr.
+            unsafe { zeroed() }
+        };
+        self.pkts_left -= 1;
+        if h.tp_next_offset == 0 || !hdr_ok {
+            self.pkts_left = 0;
+        } else {
+            self.pkt_offset = off + h.tp_next_offset as usize;
+        }
+        let start = (off + usize::from(h.tp_mac)).min(self.block_size);
+        let len = (h.tp_snaplen as usize).min(self.block_size - start);
+        self.frame += 1;
+        let mut s = self.stats.get();
+        s.delivered += 1;
+        let vlan = (h.tp_status & libc::TP_STATUS_VLAN_VALID != 0).then(|| {
+            let tpid = if h.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                h.hv1.tp_vlan_tpid
+            } else {
+                0x8100
+            };
+            s.vlan_restored += 1;
+            (tpid, h.hv1.tp_vlan_tci as u16)
+        });
+        self.stats.set(s);
+        pending[self.block].fetch_add(1, Ordering::AcqRel);
+        Ok(Some(RawPacket {
+            block: self.block,
+            offset: base + start,
+            len,
+            ts_nanos: i64::from(h.tp_sec) * 1_000_000_000 + i64::from(h.tp_nsec),
+            orig_len: h.tp_len,
+            frame: self.frame,
+            vlan,
+        }))
+    }
+
+    /// Fan-out mode, end of capture: drop the capture thread's hold on the block it is in. Call
+    /// once every worker has finished.
+    pub fn finish_fanout(&mut self) {
+        if self.in_block {
+            self.release_block();
+        }
     }
 
     fn fail(&mut self, source: io::Error) -> CaptureError {
@@ -420,6 +519,10 @@ impl AfPacketSource {
                     )
                 };
                 self.in_block = true;
+                if let Some(pending) = &self.deferred {
+                    // The capture thread's own hold, until it leaves the block.
+                    pending[self.block].fetch_add(1, Ordering::AcqRel);
+                }
                 self.pkts_left = num;
                 self.pkt_offset = first as usize;
                 let mut s = self.stats.get();
@@ -530,6 +633,80 @@ impl AfPacketSource {
             linktype: LinkType::ETHERNET,
             orig_len,
             data,
+        }
+    }
+}
+
+/// Writes TP_STATUS_KERNEL into a block's status word, after every read of the block.
+///
+/// # Safety
+/// `status` points to the status word of a block of a live ring mapping, and nothing reads the
+/// block's packets any more.
+unsafe fn give_back(status: *mut u32) {
+    fence(Ordering::Release);
+    // SAFETY: per the function's contract.
+    unsafe { ptr::write_volatile(status, libc::TP_STATUS_KERNEL) };
+}
+
+/// A packet in the ring, handed to a worker without copying (fan-out mode).
+#[derive(Debug, Clone, Copy)]
+pub struct RawPacket {
+    pub block: usize,
+    /// Offset of the first byte from the start of the ring.
+    pub offset: usize,
+    pub len: usize,
+    pub ts_nanos: i64,
+    pub orig_len: u32,
+    pub frame: u64,
+    /// An 802.1Q tag the kernel stripped (TPID, TCI): the worker puts it back.
+    pub vlan: Option<(u16, u16)>,
+}
+
+/// The workers' handle on the ring in fan-out mode: read a packet in place, then say it is done;
+/// the last one done with a block gives it back to the kernel.
+#[derive(Clone)]
+pub struct SharedRing {
+    ring: *mut u8,
+    block_size: usize,
+    block_count: usize,
+    pending: Arc<[AtomicU32]>,
+}
+
+// SAFETY: the mapping is shared by design; workers only read packets of blocks whose pending
+// count they hold (so the kernel does not own them), and give a block back only when the count
+// reaches zero. The mapping outlives every worker: the fan-out joins them (a thread scope)
+// before the source, which owns the mapping, can be dropped.
+unsafe impl Send for SharedRing {}
+unsafe impl Sync for SharedRing {}
+
+impl SharedRing {
+    /// The packet's bytes.
+    ///
+    /// # Safety
+    /// `p` came from [`AfPacketSource::next_raw`] of the source this ring belongs to, which is
+    /// still alive, and [`SharedRing::done`] was not yet called for it.
+    pub unsafe fn bytes(&self, p: &RawPacket) -> &[u8] {
+        let end = p.offset.saturating_add(p.len);
+        if p.block >= self.block_count || end > (p.block + 1) * self.block_size {
+            return &[];
+        }
+        // SAFETY: within the packet's block (checked), which the caller's hold keeps user-owned.
+        unsafe { std::slice::from_raw_parts(self.ring.add(p.offset), p.len) }
+    }
+
+    /// The worker is done with `p`: its block goes back to the kernel if it was the last.
+    pub fn done(&self, p: &RawPacket) {
+        let Some(count) = self.pending.get(p.block) else {
+            return;
+        };
+        if count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // SAFETY: the block index is in range (checked above) and its count reached zero:
+            // neither the capture thread nor any worker reads it.
+            unsafe {
+                let b: *mut libc::tpacket_block_desc =
+                    self.ring.add(p.block * self.block_size).cast();
+                give_back(ptr::addr_of_mut!((*b).hdr.bh1.block_status));
+            }
         }
     }
 }

@@ -369,8 +369,13 @@ impl Talkers {
         {
             return;
         }
-        // The server: the SYN's receiver, the SYN-ACK's sender, otherwise the lower port.
-        let to_server = if syn { !ack } else { dport <= sport };
+        // The server: the SYN's receiver, the SYN-ACK's sender, a broadcast or multicast
+        // destination, otherwise the lower port.
+        let group = match pkt.dst {
+            IpAddr::V4(a) => a.is_multicast() || a.is_broadcast(),
+            IpAddr::V6(a) => a.is_multicast(),
+        };
+        let to_server = if syn { !ack } else { group || dport <= sport };
         let (client, server, port, client_port) = if to_server {
             (pkt.src, pkt.dst, dport, sport)
         } else {
