@@ -823,6 +823,10 @@ fn real_pymodbus_client_and_server() {
 ///
 /// Sends the first 500,000 frames of the capture from the peer at each of several paced rates
 /// and prints, per rate, the frames received, kernel drops and the rate achieved.
+/// Run by hand: `OTWATCH_BENCH_PCAP=/tmp/bench-ics.pcap cargo test --release --test live -- \
+/// --ignored --nocapture measure_live_zero_drop_rate`. Sends the first 500 000 frames of the
+/// capture through the veth at paced rates and reports, for 1 worker (the capture thread
+/// dissects) and 2 workers (zero-copy fan-out), what otwatch received and dropped.
 #[test]
 #[ignore]
 fn measure_live_zero_drop_rate() {
@@ -836,76 +840,84 @@ fn measure_live_zero_drop_rate() {
     let mut cap = CaptureFile::open(Path::new(&path)).expect("bench pcap");
     let mut frames = Vec::new();
     while let Some(Ok(p)) = cap.next_packet() {
-        frames.push(p.data.to_vec());
+        if p.linktype == otwatch::capture::LinkType::ETHERNET && p.data.len() <= 1514 {
+            frames.push(p.data.to_vec());
+        }
         if frames.len() == 500_000 {
             break;
         }
     }
     let frames = Arc::new(frames);
-    for rate in [50_000u64, 100_000, 200_000, 400_000, 0] {
-        let veth = Veth::new("rate");
-        let (ready_tx, ready_rx) = mpsc::channel::<()>();
-        let done = Arc::new(AtomicBool::new(false));
-        let (cap_ns, done2) = (veth.cap_ns.clone(), Arc::clone(&done));
-        let capture = thread::spawn(move || {
-            enter_netns(&cap_ns);
-            let opts = AfPacketOptions::default();
-            let mut src = AfPacketSource::open(CAP_IF, opts).expect("open");
-            ready_tx.send(()).unwrap();
-            let name: Arc<str> = Arc::from(CAP_IF);
-            let mut pipeline = Pipeline::new();
-            let mut sink = otwatch::event::NullSink;
-            let mut n = 0u64;
-            let mut idle = 0;
-            loop {
-                match src
-                    .next_packet_timeout(Duration::from_millis(100))
-                    .expect("read")
-                {
-                    Some(pkt) => {
-                        n += 1;
-                        idle = 0;
-                        pipeline.process(&pkt, &name, &mut sink);
+    let rates: Vec<u64> = std::env::var("OTWATCH_LIVE_RATES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|r| r.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![100_000, 200_000, 300_000, 400_000, 0]);
+    for workers in [1usize, 2] {
+        for &rate in &rates {
+            let veth = Veth::new("rate");
+            let (ready_tx, ready_rx) = mpsc::channel::<()>();
+            let done = Arc::new(AtomicBool::new(false));
+            let (cap_ns, done2) = (veth.cap_ns.clone(), Arc::clone(&done));
+            let capture = thread::spawn(move || {
+                enter_netns(&cap_ns);
+                let mut src =
+                    AfPacketSource::open(CAP_IF, AfPacketOptions::default()).expect("open");
+                ready_tx.send(()).unwrap();
+                let name: Arc<str> = Arc::from(CAP_IF);
+                let mut sink = otwatch::event::NullSink;
+                if workers > 1 {
+                    let r = otwatch::live::run_fanout(&mut src, workers, &name, &mut sink, &done2);
+                    let got: u64 = r.worker_packets.iter().sum();
+                    return (got - r.queue_drops, r.queue_drops, src.stats());
+                }
+                let mut pipeline = Pipeline::new();
+                let mut n = 0u64;
+                loop {
+                    match src
+                        .next_packet_timeout(Duration::from_millis(100))
+                        .expect("read")
+                    {
+                        Some(pkt) => {
+                            n += 1;
+                            pipeline.process(&pkt, &name, &mut sink);
+                        }
+                        None if done2.load(Ordering::Relaxed) => break,
+                        None => {}
                     }
-                    None if done2.load(Ordering::Relaxed) => {
-                        idle += 1;
-                        if idle > 5 {
-                            break;
+                }
+                (n, 0, src.stats())
+            });
+            ready_rx.recv().unwrap();
+            let (peer_ns, frames2) = (veth.peer_ns.clone(), Arc::clone(&frames));
+            let start = Instant::now();
+            thread::spawn(move || {
+                enter_netns(&peer_ns);
+                let s = RawSocket::bind(PEER_IF);
+                for (i, f) in frames2.iter().enumerate() {
+                    if let Some(ns) = (i as u64 * 1_000_000_000).checked_div(rate) {
+                        while start.elapsed() < Duration::from_nanos(ns) {
+                            std::hint::spin_loop();
                         }
                     }
-                    None => {}
+                    s.send(f);
                 }
-            }
-            (n, src.stats())
-        });
-        ready_rx.recv().unwrap();
-        let (peer_ns, frames2) = (veth.peer_ns.clone(), Arc::clone(&frames));
-        let start = Instant::now();
-        thread::spawn(move || {
-            enter_netns(&peer_ns);
-            let s = RawSocket::bind(PEER_IF);
-            for (i, f) in frames2.iter().enumerate() {
-                if let Some(ns) = (i as u64 * 1_000_000_000).checked_div(rate) {
-                    while start.elapsed() < Duration::from_nanos(ns) {
-                        std::hint::spin_loop();
-                    }
-                }
-                s.send(f);
-            }
-        })
-        .join()
-        .unwrap();
-        let sent_in = start.elapsed();
-        done.store(true, Ordering::Relaxed);
-        let (n, stats) = capture.join().unwrap();
-        eprintln!(
-            "rate {:>7} (0 = unpaced): sent {} frames in {:.2} s ({:.0}/s), otwatch got {n}, kernel drops {}",
-            rate,
-            frames.len(),
-            sent_in.as_secs_f64(),
-            frames.len() as f64 / sent_in.as_secs_f64(),
-            stats.kernel_drops
-        );
+            })
+            .join()
+            .unwrap();
+            let sent_in = start.elapsed();
+            // Let the capture side drain, then stop it.
+            thread::sleep(Duration::from_secs(2));
+            done.store(true, Ordering::Relaxed);
+            let (n, queue_drops, stats) = capture.join().unwrap();
+            eprintln!(
+                "workers {workers} rate {:>7} (0 = unpaced): sent {} frames in {:.2} s ({:.0}/s), otwatch dissected {n}, kernel drops {}, queue drops {queue_drops}",
+                rate,
+                frames.len(),
+                sent_in.as_secs_f64(),
+                frames.len() as f64 / sent_in.as_secs_f64(),
+                stats.kernel_drops
+            );
+        }
     }
 }
 
