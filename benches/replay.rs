@@ -164,6 +164,24 @@ fn replay(c: &mut Criterion) {
             black_box(det.finish_metrics(&r.stats, 0).is_ok())
         })
     });
+    // Metrics without per-channel series: the counters only, no events built.
+    g.bench_function("otwatch_replay_metrics_counters_only", |b| {
+        b.iter(|| {
+            let mut pipeline = Pipeline::new();
+            let mut hub = otwatch::detection::MetricsHub::new(0);
+            hub.server = Some(otwatch::metrics::MetricsServer::start("0").expect("listen"));
+            let mut det = otwatch::detection::Detection::metrics_only(hub);
+            let mut null = NullSink;
+            let r = {
+                let mut sink = otwatch::detection::DetectSink {
+                    detection: &mut det,
+                    inner: &mut null,
+                };
+                otwatch::replay::replay(std::slice::from_ref(&path), &mut sink, &mut pipeline)
+            };
+            black_box(det.finish_metrics(&r.stats, 0).is_ok())
+        })
+    });
     g.bench_function("otwatch_replay_json_events", |b| {
         b.iter(|| {
             let mut pipeline = Pipeline::new();

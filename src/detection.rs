@@ -439,6 +439,18 @@ pub struct DetectSink<'a> {
 }
 
 impl EventSink for DetectSink<'_> {
+    /// Events are built when detection or per-channel metrics use them, or the output wants
+    /// them: metrics with `--metrics-max-channels 0` cost only the counters.
+    fn wants_events(&self) -> bool {
+        self.detection.engine.is_some()
+            || self
+                .detection
+                .metrics
+                .as_ref()
+                .is_some_and(|m| m.channels.enabled())
+            || self.inner.wants_events()
+    }
+
     fn tick(&mut self, now_nanos: i64) {
         self.detection.tick(now_nanos);
     }

@@ -68,6 +68,27 @@ impl Serialize for Timestamp {
     }
 }
 
+/// A MAC address, serialised as `aa:bb:cc:dd:ee:ff`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Mac(pub [u8; 6]);
+
+impl std::fmt::Display for Mac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl Serialize for Mac {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Event {
     pub ts: Timestamp,
@@ -81,6 +102,11 @@ pub struct Event {
     pub dst_port: u16,
     /// `request` (client to server) or `response`.
     pub direction: &'static str,
+    /// Ethernet addresses of the sender and receiver (Ethernet captures only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src_mac: Option<Mac>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst_mac: Option<Mac>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub modbus: Option<ModbusEvent>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -277,6 +277,11 @@ impl ChannelMetrics {
         }
     }
 
+    /// False with a cap of 0: no per-channel series (and no events needed for them).
+    pub fn enabled(&self) -> bool {
+        self.max_channels > 0
+    }
+
     pub fn observe(&mut self, o: &Observation) {
         let ch = o.channel;
         if o.kind == Kind::Conversation {

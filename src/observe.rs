@@ -12,6 +12,7 @@ use crate::event::{Event, ModbusEvent, Values};
 pub fn observe(ev: &Event) -> Option<Observation> {
     let mut o = observe_pdu(ev)?;
     o.identity = identity(ev);
+    o.src_mac = ev.src_mac.map(|m| m.0);
     Some(o)
 }
 

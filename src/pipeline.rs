@@ -38,10 +38,21 @@ impl Pipeline {
     pub fn process(&mut self, pkt: &Packet<'_>, source: &Arc<str>, sink: &mut dyn EventSink) {
         self.stats.packets += 1;
         self.stats.bytes += u64::from(pkt.orig_len);
+        let macs = match (pkt.linktype, pkt.data.get(..12)) {
+            (crate::capture::LinkType::ETHERNET, Some(h)) => {
+                let mut dst = [0u8; 6];
+                let mut src = [0u8; 6];
+                dst.copy_from_slice(&h[..6]);
+                src.copy_from_slice(&h[6..12]);
+                Some((crate::event::Mac(src), crate::event::Mac(dst)))
+            }
+            _ => None,
+        };
         let info = PacketInfo {
             ts_nanos: pkt.ts_nanos,
             frame: pkt.frame,
             source,
+            macs,
         };
         match decode::decode(pkt.linktype, pkt.data, &mut self.stats) {
             Decode::Packet(d) => {

@@ -388,3 +388,56 @@ fn evidence_pcaps_hold_the_alerts_packets() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A known device answering from another Ethernet address (replaced hardware, or someone else
+/// answering for its IP) is a `new_asset`; the unmodified capture raises nothing.
+#[test]
+fn a_known_ip_behind_a_new_mac_is_reported() {
+    use otwatch::capture::{CaptureFile, PacketSource};
+    let steady = fixture("scenarios/modbus_steady.pcap");
+    let server_mac = [0x02, 0x77, 0, 0, 0, 0x02];
+    let mut cap = CaptureFile::open(&steady).expect("open");
+    let mut first_ts = None;
+    let mut frames = Vec::new();
+    let mut changed = 0;
+    while let Some(p) = cap.next_packet() {
+        let p = p.expect("packet");
+        let t0 = *first_ts.get_or_insert(p.ts_nanos);
+        let mut data = p.data.to_vec();
+        // After the 60-s learning window, the server's frames come from another NIC.
+        if p.ts_nanos - t0 > 70_000_000_000 && data.get(6..12) == Some(&server_mac[..]) {
+            data[11] = 0x99;
+            changed += 1;
+        }
+        frames.push((std::time::Duration::from_nanos(p.ts_nanos as u64), data));
+    }
+    assert!(changed > 10);
+    let dir = scratch("mac-change");
+    let path = dir.join("mac.pcap");
+    write_pcap_at(&path, &frames);
+    let alerts: Vec<Alert> = run(Learn::For(60.0), &path, None)
+        .into_iter()
+        .filter(|a| !a.repeat)
+        .collect();
+    let mac: Vec<&Alert> = alerts.iter().filter(|a| a.r#type == "new_asset").collect();
+    assert_eq!(
+        mac.len(),
+        1,
+        "{:?}",
+        alerts.iter().map(|a| &a.message).collect::<Vec<_>>()
+    );
+    assert!(
+        mac[0].message.contains("02:77:00:00:00:99")
+            && mac[0].message.contains("02:77:00:00:00:02"),
+        "{}",
+        mac[0].message
+    );
+    assert_eq!(
+        alerts.len(),
+        1,
+        "nothing else: {:?}",
+        alerts.iter().map(|a| &a.message).collect::<Vec<_>>()
+    );
+    assert!(run(Learn::For(60.0), &steady, None).is_empty());
+    let _ = std::fs::remove_dir_all(dir);
+}

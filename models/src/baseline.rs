@@ -57,6 +57,9 @@ pub struct Asset {
     pub roles: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub identity: Option<String>,
+    /// Ethernet addresses it sent from (a router's, for hosts beyond one), at most 8.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub macs: Vec<String>,
     /// Longest gap between two PDUs sent by this asset as a server, seconds; absent when it
     /// answered fewer than three times.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -204,6 +207,9 @@ impl Baseline {
             );
             if let Some(id) = &a.identity {
                 let _ = write!(s, "  [{id}]");
+            }
+            if !a.macs.is_empty() {
+                let _ = write!(s, "  mac {}", a.macs.join(","));
             }
             if let Some(gap) = a.max_silence {
                 let _ = write!(s, "  longest silence {gap:.1} s");

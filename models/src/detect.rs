@@ -87,6 +87,8 @@ pub struct Detector {
     pub baseline: Baseline,
     channels: FastMap<Channel, usize>,
     assets: FastSet<IpAddr>,
+    /// Learned Ethernet addresses per asset (only assets learned with some).
+    asset_macs: FastMap<IpAddr, Vec<[u8; 6]>>,
     server_functions: FastMap<(Proto, IpAddr), BTreeSet<u32>>,
     server_units: FastMap<(Proto, IpAddr), BTreeSet<u32>>,
     server_ranges: FastMap<(Proto, IpAddr, u32, u32, bool), Ranges>,
@@ -177,6 +179,12 @@ impl Detector {
         let mut d = Detector {
             channels: FastMap::default(),
             assets: baseline.assets.iter().map(|a| a.ip).collect(),
+            asset_macs: baseline
+                .assets
+                .iter()
+                .filter(|a| !a.macs.is_empty())
+                .map(|a| (a.ip, a.macs.iter().filter_map(|m| parse_mac(m)).collect()))
+                .collect(),
             server_functions: FastMap::default(),
             server_units: FastMap::default(),
             server_ranges: FastMap::default(),
@@ -345,6 +353,29 @@ impl Detector {
                     );
                     a.learned = json!({"assets": self.baseline.assets.len()});
                     a.observed = json!({"ip": ip, "role": role, "proto": ch.proto});
+                    out.push(a);
+                }
+            }
+        }
+        // A known device sending from an Ethernet address it never used: replaced hardware,
+        // or someone else answering for its IP.
+        let ip = o.src();
+        if let (Some(mac), Some(learned)) = (o.src_mac, self.asset_macs.get(&ip)) {
+            if !learned.is_empty() && !learned.contains(&mac) {
+                let key = AlertKey {
+                    extra: mac.iter().fold(1u64, |acc, b| acc << 8 | u64::from(*b)),
+                    ..AlertKey::host("new_asset", ip)
+                };
+                if let Some(mut a) = fresh(&mut self.raised, alert(o, key, Severity::High), out) {
+                    let learned_text: Vec<String> =
+                        learned.iter().map(|m| crate::learn::mac_text(*m)).collect();
+                    a.message = format!(
+                        "{ip} sends from Ethernet address {}, learned {}",
+                        crate::learn::mac_text(mac),
+                        learned_text.join(", ")
+                    );
+                    a.learned = json!({"macs": learned_text});
+                    a.observed = json!({"ip": ip, "mac": crate::learn::mac_text(mac)});
                     out.push(a);
                 }
             }
@@ -994,6 +1025,15 @@ pub(crate) fn suppress_implied(alerts: &mut Vec<Alert>) {
             || (unauthorized && a.r#type == "address_out_of_range" && a.key.extra & 1 == 1);
         !implied
     });
+}
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut out {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
 }
 
 fn latency_shift(l: &LatencyModel, median: f64) -> Option<&'static str> {

@@ -110,6 +110,7 @@ struct AssetLearn {
     client: bool,
     server: bool,
     identity: Option<String>,
+    macs: BTreeSet<[u8; 6]>,
     last_sent: Option<i64>,
     sent: u64,
     max_gap: f64,
@@ -226,6 +227,11 @@ impl Learner {
             a.sent += 1;
             if let Some(id) = &o.identity {
                 a.identity = Some(id.clone());
+            }
+            if let Some(m) = o.src_mac {
+                if a.macs.len() < MAX_MACS_PER_ASSET {
+                    a.macs.insert(m);
+                }
             }
         }
         if !self.channels.contains_key(&ch) && self.channels.len() >= MAX_CHANNELS {
@@ -363,6 +369,7 @@ impl Learner {
                     protocols: a.protocols.into_iter().collect(),
                     roles,
                     identity: a.identity,
+                    macs: a.macs.iter().map(|m| mac_text(*m)).collect(),
                     max_silence: (a.sent >= 3).then_some(a.max_gap),
                 }
             })
@@ -448,6 +455,16 @@ impl Learner {
             ),
         }
     }
+}
+
+/// Ethernet addresses remembered per asset.
+pub const MAX_MACS_PER_ASSET: usize = 8;
+
+pub fn mac_text(m: [u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
 }
 
 pub fn quantile(sorted: &[f64], q: f64) -> f64 {

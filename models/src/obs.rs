@@ -196,6 +196,8 @@ pub struct Observation {
     pub device_restarted: bool,
     /// Identity the device revealed (Modbus device identification, S7 order number/firmware).
     pub identity: Option<String>,
+    /// Ethernet address the PDU was sent from (Ethernet captures only).
+    pub src_mac: Option<[u8; 6]>,
 }
 
 impl Observation {
@@ -226,6 +228,7 @@ impl Observation {
             command: None,
             device_restarted: false,
             identity: None,
+            src_mac: None,
         }
     }
 

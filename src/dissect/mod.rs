@@ -53,6 +53,8 @@ pub struct Ctx<'a> {
     pub frame: u64,
     pub source: &'a Arc<str>,
     pub endpoints: &'a Endpoints,
+    /// The current packet's sender IP and its Ethernet source and destination.
+    pub macs: Option<(IpAddr, crate::event::Mac, crate::event::Mac)>,
     pub stats: &'a mut Stats,
     pub sink: &'a mut dyn EventSink,
 }
@@ -75,6 +77,10 @@ impl Ctx<'_> {
             dst_ip: dst.0,
             dst_port: dst.1,
             direction,
+            // The packet that completed the PDU was sent by the PDU's sender, except when a
+            // flow's end flushes data (then the addresses are the other way round).
+            src_mac: self.macs.map(|(ip, s, d)| if ip == src.0 { s } else { d }),
+            dst_mac: self.macs.map(|(ip, s, d)| if ip == src.0 { d } else { s }),
             modbus: None,
             dnp3: None,
             s7comm: None,

@@ -67,6 +67,8 @@ pub struct PacketInfo<'a> {
     pub ts_nanos: i64,
     pub frame: u64,
     pub source: &'a Arc<str>,
+    /// Ethernet source and destination of the packet, when the link layer is Ethernet.
+    pub macs: Option<(crate::event::Mac, crate::event::Mac)>,
 }
 
 /// Keys are attacker-controlled on a SPAN port: a per-process random seed keeps the table from
@@ -194,6 +196,7 @@ impl FlowTable {
             frame: info.frame,
             source: info.source,
             endpoints: &flow.endpoints,
+            macs: info.macs.map(|(s, d)| (pkt.src, s, d)),
             stats,
             sink,
         };
@@ -267,6 +270,7 @@ fn close_flow(mut flow: Flow, stats: &mut Stats, sink: &mut dyn EventSink) {
         frame: flow.last_frame,
         source: &flow.source,
         endpoints: &flow.endpoints,
+        macs: None,
         stats,
         sink,
     };
@@ -398,6 +402,12 @@ impl Talkers {
             dst_ip: server,
             dst_port: port,
             direction: "request",
+            src_mac: info
+                .macs
+                .map(|(s, d)| if client == pkt.src { s } else { d }),
+            dst_mac: info
+                .macs
+                .map(|(s, d)| if client == pkt.src { d } else { s }),
             modbus: None,
             dnp3: None,
             s7comm: None,
