@@ -260,8 +260,18 @@ fn every_container_and_link_type_gives_the_same_events() {
     for (name, path) in &variants {
         let got = events_of(path);
         assert_eq!(got.len(), reference.len(), "{name}");
+        // Only Ethernet frames carry MAC addresses: the other link types have none to report.
+        let ethernet = !matches!(
+            *name,
+            "sll.pcap" | "sll2.pcap" | "null.pcap" | "raw.pcap" | "loop.pcap"
+        );
         for (a, b) in got.iter().zip(&reference) {
-            assert_eq!(a, b, "{name}");
+            let mut b = b.clone();
+            if !ethernet {
+                assert!(a.src_mac.is_none() && a.dst_mac.is_none(), "{name}");
+                (b.src_mac, b.dst_mac) = (None, None);
+            }
+            assert_eq!(a, &b, "{name}");
         }
     }
     let _ = std::fs::remove_dir_all(dir);
