@@ -20,6 +20,9 @@ use crate::metrics::{
 use crate::observe::observe;
 use crate::stats::Stats;
 
+/// The detection clock is advanced by packets at least this often (capture time).
+const TICK_EVERY_NANOS: i64 = 250_000_000;
+
 /// The metrics are published at most this often.
 const PUBLISH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -71,6 +74,8 @@ pub const EVIDENCE_PACKETS_PER_PAIR: usize = 32;
 pub const EVIDENCE_PAIRS: usize = 4096;
 /// Bytes kept of each packet.
 pub const EVIDENCE_SNAPLEN: usize = 2048;
+/// Evidence files written per run, at most (alerts beyond it get none).
+pub const EVIDENCE_MAX_FILES: u64 = 10_000;
 
 struct Captured {
     source: Arc<str>,
@@ -84,8 +89,9 @@ struct Captured {
 /// A bounded ring of recent packets per IP pair (either direction), for evidence.
 #[derive(Default)]
 pub struct EvidenceRing {
-    pairs: HashMap<(IpAddr, IpAddr), (u64, VecDeque<Captured>)>,
-    clock: u64,
+    pairs: HashMap<(IpAddr, IpAddr), VecDeque<Captured>, foldhash::fast::RandomState>,
+    /// Pairs in the order they were first kept: the oldest is forgotten first.
+    order: VecDeque<(IpAddr, IpAddr)>,
 }
 
 fn pair(a: IpAddr, b: IpAddr) -> (IpAddr, IpAddr) {
@@ -99,20 +105,16 @@ fn pair(a: IpAddr, b: IpAddr) -> (IpAddr, IpAddr) {
 impl EvidenceRing {
     pub fn record(&mut self, src: IpAddr, dst: IpAddr, pkt: &Packet<'_>, source: &Arc<str>) {
         let key = pair(src, dst);
-        self.clock += 1;
-        if !self.pairs.contains_key(&key) && self.pairs.len() >= EVIDENCE_PAIRS {
-            // Forget the pair that has been quiet longest.
-            if let Some(oldest) = self
-                .pairs
-                .iter()
-                .min_by_key(|(_, (t, _))| *t)
-                .map(|(k, _)| *k)
-            {
-                self.pairs.remove(&oldest);
+        if !self.pairs.contains_key(&key) {
+            if self.pairs.len() >= EVIDENCE_PAIRS {
+                // Forget the pair kept longest ago (constant time, whatever floods the table).
+                if let Some(oldest) = self.order.pop_front() {
+                    self.pairs.remove(&oldest);
+                }
             }
+            self.order.push_back(key);
         }
-        let (t, q) = self.pairs.entry(key).or_default();
-        *t = self.clock;
+        let q = self.pairs.entry(key).or_default();
         if q.len() >= EVIDENCE_PACKETS_PER_PAIR {
             q.pop_front();
         }
@@ -129,7 +131,7 @@ impl EvidenceRing {
     /// Writes the alert's packets as a classic pcap: the frames it names, or when none of them
     /// is still held, the last packets between its two hosts. `Ok(false)`: nothing held.
     fn write(&self, alert: &Alert, path: &Path) -> std::io::Result<bool> {
-        let Some((_, q)) = self.pairs.get(&pair(alert.src_ip, alert.dst_ip)) else {
+        let Some(q) = self.pairs.get(&pair(alert.src_ip, alert.dst_ip)) else {
             return Ok(false);
         };
         let named: Vec<&Captured> = q
@@ -211,6 +213,8 @@ pub struct Detection {
     /// When set, every alert line is also kept here (tests, evaluation).
     pub kept: Option<Vec<Alert>>,
     scratch: Vec<Alert>,
+    /// Capture time of the last tick given to the engine.
+    last_tick: i64,
 }
 
 impl Detection {
@@ -226,6 +230,7 @@ impl Detection {
             counts: BTreeMap::new(),
             kept: None,
             scratch: Vec::new(),
+            last_tick: i64::MIN,
         }
     }
 
@@ -254,6 +259,7 @@ impl Detection {
 
     /// The clock moved with no event (a quiet live link).
     pub fn tick(&mut self, now: i64) {
+        self.last_tick = now;
         let mut lines = std::mem::take(&mut self.scratch);
         if let Some(e) = &mut self.engine {
             e.tick(now, &mut lines);
@@ -276,6 +282,8 @@ impl Detection {
     }
 
     fn write(&mut self, lines: &mut Vec<Alert>) {
+        // Alerts reach the file at once: a reader tailing it (a SIEM) sees each as it is raised.
+        let flush = !lines.is_empty();
         for mut a in lines.drain(..) {
             if !a.repeat {
                 let kind = match a.kind {
@@ -286,7 +294,9 @@ impl Detection {
                     .counts
                     .entry((kind, a.r#type, a.severity.name()))
                     .or_default() += 1;
-                if let Some((dir, ring)) = &self.evidence {
+                if let (Some((dir, ring)), true) =
+                    (&self.evidence, self.evidence_written < EVIDENCE_MAX_FILES)
+                {
                     let path = dir.join(format!("alert-{:06}-{}.pcap", a.id, a.r#type));
                     let written = ring
                         .lock()
@@ -312,6 +322,11 @@ impl Detection {
             }
             if let Some(k) = &mut self.kept {
                 k.push(a);
+            }
+        }
+        if let (true, Some(out), None) = (flush, &mut self.out, &self.error) {
+            if let Err(e) = out.flush() {
+                self.error = Some(e);
             }
         }
     }
@@ -383,6 +398,11 @@ impl Detection {
     /// After each packet: publish metrics about once a second, record OpenMetrics samples when
     /// one is due in capture time.
     pub fn after_packet(&mut self, stats: &Stats, active_flows: usize, ts: i64) {
+        // The detection clock moves with every packet, not only with OT events: timers fire
+        // when the plant goes quiet while other traffic goes on.
+        if self.engine.is_some() && ts.saturating_sub(self.last_tick) >= TICK_EVERY_NANOS {
+            self.tick(ts);
+        }
         let Some(m) = &mut self.metrics else { return };
         m.capture_ts = ts;
         m.active_flows = active_flows;
@@ -406,6 +426,19 @@ impl Detection {
                     srv.publish(fams);
                 }
             }
+        }
+    }
+
+    /// Publishes the metrics now (counters merged from live workers, about once a second).
+    pub fn publish(&mut self, stats: &Stats, active_flows: usize, ts: i64) {
+        let state = self.detection_state();
+        let Some(m) = &mut self.metrics else { return };
+        m.capture_ts = ts;
+        m.active_flows = active_flows;
+        m.last_publish = std::time::Instant::now();
+        let fams = m.families(stats, &state);
+        if let Some(srv) = &m.server {
+            srv.publish(fams);
         }
     }
 
@@ -439,6 +472,10 @@ pub struct DetectSink<'a> {
 }
 
 impl EventSink for DetectSink<'_> {
+    fn publish(&mut self, stats: &Stats, active_flows: usize, ts: i64) {
+        self.detection.publish(stats, active_flows, ts);
+    }
+
     /// Events are built when detection or per-channel metrics use them, or the output wants
     /// them: metrics with `--metrics-max-channels 0` cost only the counters.
     fn wants_events(&self) -> bool {
@@ -453,6 +490,7 @@ impl EventSink for DetectSink<'_> {
 
     fn tick(&mut self, now_nanos: i64) {
         self.detection.tick(now_nanos);
+        self.inner.tick(now_nanos);
     }
 
     fn after_packet(&mut self, stats: &Stats, active_flows: usize, ts: i64) {

@@ -231,6 +231,8 @@ pub trait EventSink {
     fn live_counters(&mut self, _counters: crate::metrics::LiveCounters) {}
     /// Packets handed to each worker so far (live fan-out).
     fn worker_packets(&mut self, _per_worker: &[u64]) {}
+    /// Counters merged from several workers, about once a second (live fan-out): publish them.
+    fn publish(&mut self, _stats: &crate::stats::Stats, _active_flows: usize, _ts: i64) {}
 }
 
 /// Discards events (counting still happens).
@@ -274,6 +276,15 @@ impl<W: Write> JsonLinesSink<W> {
 }
 
 impl<W: Write> EventSink for JsonLinesSink<W> {
+    /// A quiet moment: what was written reaches the file (a live reader sees it).
+    fn tick(&mut self, _now_nanos: i64) {
+        if self.error.is_none() {
+            if let Err(e) = self.out.flush() {
+                self.error = Some(e);
+            }
+        }
+    }
+
     /// After a write error (e.g. the reader of `| head` went away) nobody reads events any more.
     fn wants_events(&self) -> bool {
         self.error.is_none()

@@ -104,9 +104,20 @@ fn worker(
     let mut null = NullSink;
     let mut vlan_buf: Vec<u8> = Vec::new();
     let mut last_stats = Instant::now();
+    let mut n: u64 = 0;
     loop {
         match queue.pop() {
             Ok(p) => {
+                n += 1;
+                // Under load the queue never runs empty: report counters from here too.
+                if n.is_multiple_of(4096) && last_stats.elapsed() >= STATS_EVERY {
+                    last_stats = Instant::now();
+                    let _ = tx.send(Msg::Stats(
+                        id,
+                        Box::new(pipeline.stats.clone()),
+                        pipeline.active_flows(),
+                    ));
+                }
                 // SAFETY: `p` came from the ring's source, which outlives this worker (the
                 // fan-out joins the workers before it returns), and `done` is called below.
                 let bytes = unsafe { ring.bytes(&p) };
@@ -130,7 +141,8 @@ fn worker(
                 };
                 let out: &mut dyn EventSink = if wanted { &mut sink } else { &mut null };
                 pipeline.process(&pkt, &name, out);
-                ring.done(&p);
+                // SAFETY: as above; the packet is not used after this.
+                unsafe { ring.done(&p) };
             }
             Err(_) => {
                 if queue.is_abandoned() {
@@ -194,7 +206,8 @@ pub fn run_fanout(
                     report.worker_packets[w] += 1;
                     if producers[w].push(p).is_err() {
                         report.queue_drops += 1;
-                        ring.done(&p);
+                        // SAFETY: the packet never reached a worker; this is its only `done`.
+                        unsafe { ring.done(&p) };
                     }
                     n += 1;
                     if n.is_multiple_of(64) {
@@ -227,7 +240,7 @@ pub fn run_fanout(
                     merged.merge(s);
                     active += a;
                 }
-                sink.after_packet(&merged, active, now_nanos());
+                sink.publish(&merged, active, now_nanos());
             }
         }
         // Workers finish what is queued, then hang up.

@@ -520,6 +520,11 @@ fn run_live(
     if opts.workers > 1 && !matches!(source, LiveSource::Ring(_)) {
         return fail("--workers needs the AF_PACKET ring (drop --libpcap/--bpf)");
     }
+    if opts.workers > 1 && detect.enabled() {
+        // Events from several workers arrive in batches; detection's clocks (timeouts,
+        // silence) need them in capture order, and evidence needs the packets on one thread.
+        return fail("detection (--alerts, --baseline, --learn, --save-baseline, --evidence) runs on one worker: drop --workers (metrics and --events work with workers)");
+    }
     use otwatch::capture::afpacket::drop_privileges;
     // Files and the metrics socket are opened before privileges are dropped.
     let mut detection = match build_analysis(detect, metrics, None) {

@@ -700,8 +700,9 @@ struct RecordedFamily {
     kind: MetricKind,
     help: &'static str,
     om_name: &'static str,
-    /// Series text (name with suffix, labels) → (capture time, value), in time order.
-    series: BTreeMap<String, Vec<(i64, f64)>>,
+    /// Per metric (its label set): the lines of each sample time, in time order. A histogram's
+    /// buckets, sum and count stay together and in bound order, as OpenMetrics wants.
+    metrics: BTreeMap<String, Vec<(i64, String)>>,
 }
 
 pub struct OpenMetricsRecorder {
@@ -737,6 +738,7 @@ impl OpenMetricsRecorder {
     /// Records every series at capture time `ts`.
     pub fn record(&mut self, ts: i64, families: &[Family]) {
         self.next = Some(ts - ts.rem_euclid(self.step_nanos) + self.step_nanos);
+        let secs = ts as f64 / 1e9;
         for f in families {
             let entry = self
                 .families
@@ -745,31 +747,23 @@ impl OpenMetricsRecorder {
                     kind: f.kind,
                     help: f.help,
                     om_name: f.om_name(),
-                    series: BTreeMap::new(),
+                    metrics: BTreeMap::new(),
                 });
             for s in &f.samples {
-                let mut lines = String::new();
-                sample_lines(f, s, None, true, &mut lines);
-                for line in lines.lines() {
-                    let Some((series, value)) = line.rsplit_once(' ') else {
-                        continue;
-                    };
-                    let v = match value {
-                        "+Inf" => f64::INFINITY,
-                        "-Inf" => f64::NEG_INFINITY,
-                        v => v.parse().unwrap_or(f64::NAN),
-                    };
-                    if self.points >= MAX_RECORDED_POINTS {
-                        self.dropped_points += 1;
-                        continue;
-                    }
-                    let pts = entry.series.entry(series.to_string()).or_default();
-                    if pts.last().is_some_and(|(t, _)| *t >= ts) {
-                        continue;
-                    }
-                    pts.push((ts, v));
-                    self.points += 1;
+                if self.points >= MAX_RECORDED_POINTS {
+                    self.dropped_points += 1;
+                    continue;
                 }
+                let mut key = String::new();
+                labels_text(&s.labels, None, &mut key);
+                let points = entry.metrics.entry(key).or_default();
+                if points.last().is_some_and(|(t, _)| *t >= ts) {
+                    continue;
+                }
+                let mut lines = String::new();
+                sample_lines(f, s, Some(secs), true, &mut lines);
+                self.points += lines.lines().count();
+                points.push((ts, lines));
             }
         }
     }
@@ -777,29 +771,20 @@ impl OpenMetricsRecorder {
     pub fn write(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
         let mut buf = String::with_capacity(1 << 20);
         for f in self.families.values() {
-            let (help, om_name, series) = (f.help, f.om_name, &f.series);
             let k = match f.kind {
                 MetricKind::Counter => "counter",
                 MetricKind::Gauge => "gauge",
                 MetricKind::Histogram => "histogram",
             };
-            let _ = writeln!(buf, "# HELP {om_name} {help}");
-            let _ = writeln!(buf, "# TYPE {om_name} {k}");
-            for (s, pts) in series {
-                for (t, v) in pts {
-                    buf.push_str(s);
-                    buf.push(' ');
-                    number(*v, &mut buf);
-                    let _ = writeln!(
-                        buf,
-                        " {}.{:03}",
-                        t.div_euclid(1_000_000_000),
-                        t.rem_euclid(1_000_000_000) / 1_000_000
-                    );
-                }
-                if buf.len() > 1 << 20 {
-                    out.write_all(buf.as_bytes())?;
-                    buf.clear();
+            let _ = writeln!(buf, "# HELP {} {}", f.om_name, f.help);
+            let _ = writeln!(buf, "# TYPE {} {k}", f.om_name);
+            for points in f.metrics.values() {
+                for (_, lines) in points {
+                    buf.push_str(lines);
+                    if buf.len() > 1 << 20 {
+                        out.write_all(buf.as_bytes())?;
+                        buf.clear();
+                    }
                 }
             }
         }
@@ -878,6 +863,15 @@ mod tests {
             ]
         );
         assert_eq!(text.matches("# TYPE otwatch_packets counter").count(), 1);
+        // A histogram's lines stay together per sample time, buckets in bound order.
+        let lat: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("otwatch_lat_seconds"))
+            .collect();
+        assert_eq!(lat.len(), 2 * 5, "{lat:?}");
+        assert!(lat[0].contains("le=\"0.1\"") && lat[2].contains("le=\"+Inf\""));
+        assert!(lat[4].starts_with("otwatch_lat_seconds_count") && lat[4].ends_with(" 5.000"));
+        assert!(lat[5].contains("le=\"0.1\"") && lat[5].ends_with(" 12.000"));
         assert!(text.ends_with("# EOF\n"));
     }
 

@@ -287,7 +287,7 @@ fn dnp3(
             continue;
         }
         let (start, count) = match (ob.start, ob.stop, ob.count) {
-            (Some(s), Some(e), _) if e >= s => (s, e - s + 1),
+            (Some(s), Some(e), _) if e >= s => (s, (e - s).saturating_add(1)),
             (_, _, Some(c)) => (ob.start.unwrap_or(0), c.min(u64::from(u32::MAX)) as u32),
             // "All objects" of the group (class polls): one pseudo-space per group.
             _ => {
@@ -415,23 +415,27 @@ fn s7_item(item: &crate::dissect::s7::S7Item, write: bool, out: &mut Vec<Access>
         .map(decode)
         .filter(|v| v.is_finite())
         .collect();
-    if values.is_empty() || values.len() > 64 {
+    // One access per decoded element (events carry at most the first 64 bytes of a value),
+    // and one without values for the rest of the item's range.
+    let total = length.saturating_mul(size);
+    let mut covered: u32 = 0;
+    for v in values {
         out.push(Access {
             space,
-            start: address,
-            count: length.saturating_mul(size),
-            write,
-            values: Vec::new(),
-        });
-        return;
-    }
-    for (i, v) in values.into_iter().enumerate() {
-        out.push(Access {
-            space,
-            start: address.saturating_add(i as u32 * size),
+            start: address.saturating_add(covered),
             count: size,
             write,
             values: vec![v],
+        });
+        covered = covered.saturating_add(size);
+    }
+    if total > covered {
+        out.push(Access {
+            space,
+            start: address.saturating_add(covered),
+            count: total - covered,
+            write,
+            values: Vec::new(),
         });
     }
 }

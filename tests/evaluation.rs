@@ -327,6 +327,20 @@ fn labelled_captures() {
                 r.capture, r.missed
             );
         }
+        // False alerts no higher than measured: the five on characterization are explained in
+        // docs/evaluation.md (operator writes and NetBIOS absent from the baseline, a new IPv6
+        // host); every other capture has none.
+        let allowed = if r.capture.starts_with("characterization") {
+            5
+        } else {
+            0
+        };
+        assert!(
+            r.false_causes.len() <= allowed,
+            "{}: false alerts {:?}",
+            r.capture,
+            r.false_causes
+        );
     }
     assert!(by_name.len() == rows.len());
     let flagged = flooding.iter().filter(|f| **f).count();

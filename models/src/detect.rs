@@ -33,6 +33,8 @@ const SCAN_ADDRESSES: usize = 16;
 const SCAN_PORTS: usize = 8;
 /// Timers (timeouts, missed polls, silence) are checked at most this often in capture time.
 const TICK: i64 = NANOS / 4;
+/// Causes whose text was built, remembered at most.
+const MAX_RAISED: usize = 100_000;
 /// Bounds on runtime state for channels and clients learning never saw.
 const MAX_RUNTIME_CHANNELS: usize = 20_000;
 const MAX_SCAN_CLIENTS: usize = 10_000;
@@ -141,6 +143,10 @@ fn channel_alert(
 /// The first occurrence of a cause is returned to have its text built; later ones go out bare
 /// (the alert book keeps the first one's text), so a flood costs a lookup per PDU.
 fn fresh(raised: &mut FastSet<AlertKey>, a: Alert, out: &mut Vec<Alert>) -> Option<Alert> {
+    // Bounded: forgetting costs only building a text again (the alert book still deduplicates).
+    if raised.len() >= MAX_RAISED && !raised.contains(&a.key) {
+        raised.clear();
+    }
     if raised.insert(a.key) {
         Some(a)
     } else {
@@ -839,6 +845,11 @@ impl Detector {
 
     /// Timers: response timeouts, polls that stopped, silent devices. Capture time.
     pub fn tick(&mut self, now: i64, out: &mut Vec<Alert>) {
+        if !self.started {
+            // Silence is measured from the first moment seen, packet or tick: a plant already
+            // down when detection starts is still reported.
+            self.start(now);
+        }
         let clock_went_back = now < self.last_tick;
         if !self.started
             || !clock_went_back

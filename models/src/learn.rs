@@ -76,10 +76,10 @@ pub struct Pending {
     pub overflow: u64,
 }
 
-/// DNP3 functions that get no response: confirm, direct operate without acknowledgement, and
-/// the no-ack forms of freeze.
+/// DNP3 functions that get no response: confirm (0), direct operate without acknowledgement
+/// (6), the no-ack freezes (8, 10, 12) and the no-ack authentication request (33).
 fn expects_response(o: &Observation) -> bool {
-    !(o.channel.proto == Proto::Dnp3 && matches!(o.function, 0 | 4 | 6 | 8 | 10))
+    !(o.channel.proto == Proto::Dnp3 && matches!(o.function, 0 | 6 | 8 | 10 | 12 | 33))
 }
 
 impl Pending {

@@ -122,10 +122,9 @@ pub struct AfPacketSource {
     stop: Arc<AtomicBool>,
     failed: bool,
     stats: Cell<LiveStats>,
-    /// Fan-out mode: per block, the packets handed out and not yet done, plus one while the
-    /// capture thread is still walking the block. A block goes back to the kernel when its
-    /// count reaches zero, whoever brings it there (see [`SharedRing`]).
-    deferred: Option<Arc<[AtomicU32]>>,
+    /// Fan-out mode: which blocks the capture thread and the workers still hold (see
+    /// [`SharedRing`]).
+    deferred: Option<Arc<BlockHolds>>,
 }
 
 // SAFETY: the ring pointer is owned exclusively by this source (no other handle to the mapping
@@ -387,24 +386,28 @@ impl AfPacketSource {
                     ptr::write_volatile(self.block_status_ptr(self.block), libc::TP_STATUS_KERNEL)
                 };
             }
-            Some(pending) => {
-                if pending[self.block].fetch_sub(1, Ordering::AcqRel) == 1 {
-                    // SAFETY: as above; the count reached zero, so no worker reads the block.
-                    unsafe { give_back(self.block_status_ptr(self.block)) };
-                }
+            Some(holds) => {
+                // SAFETY: the status word of a block of this live mapping; `drop_hold` gives the
+                // block back only when nobody holds it any more.
+                unsafe { holds.drop_hold(self.block, self.block_status_ptr(self.block)) };
             }
         }
         self.in_block = false;
         self.block = (self.block + 1) % self.block_count;
     }
 
+    /// Fan-out mode: the block is still held (by workers, from the previous lap) or its
+    /// give-back is still being written. Its status word still says user from that lap: it is
+    /// not new data, and must not be walked again until it was given back.
+    fn held_from_last_lap(&self) -> bool {
+        self.deferred
+            .as_ref()
+            .is_some_and(|h| !h.returned[self.block].load(Ordering::Acquire))
+    }
+
     fn block_is_ours(&self) -> bool {
-        // In fan-out mode a block still held by workers from the previous lap keeps its user
-        // status: it is not new data, and must not be walked again until it was given back.
-        if let Some(pending) = &self.deferred {
-            if pending[self.block].load(Ordering::Acquire) != 0 {
-                return false;
-            }
+        if self.held_from_last_lap() {
+            return false;
         }
         // SAFETY: see `release_block`; the kernel writes this word, so read it volatile.
         let status = unsafe { ptr::read_volatile(self.block_status_ptr(self.block)) };
@@ -414,25 +417,32 @@ impl AfPacketSource {
     /// Switches to fan-out mode and returns the handle workers use to read packets in place and
     /// give their blocks back. Call before reading the first packet.
     pub fn fanout_ring(&mut self) -> SharedRing {
-        let pending: Arc<[AtomicU32]> = (0..self.block_count).map(|_| AtomicU32::new(0)).collect();
-        self.deferred = Some(Arc::clone(&pending));
+        if self.deferred.is_none() {
+            // A block walked in the normal mode goes back first: its hold was never counted.
+            if self.in_block {
+                self.release_block();
+            }
+            self.deferred = Some(Arc::new(BlockHolds {
+                pending: (0..self.block_count).map(|_| AtomicU32::new(0)).collect(),
+                returned: (0..self.block_count)
+                    .map(|_| AtomicBool::new(true))
+                    .collect(),
+            }));
+        }
         SharedRing {
             ring: self.ring,
             block_size: self.block_size,
             block_count: self.block_count,
-            pending,
+            holds: Arc::clone(self.deferred.as_ref().expect("set above")),
         }
     }
 
     /// Fan-out mode: the next packet as a descriptor into the ring (no copy), its block held
     /// until [`SharedRing::done`] is called for it. `Ok(None)` on timeout.
     pub fn next_raw(&mut self, timeout: Duration) -> Result<Option<RawPacket>, CaptureError> {
-        if !self.wait_ready(timeout)? {
+        if self.deferred.is_none() || !self.wait_ready(timeout)? {
             return Ok(None);
         }
-        let Some(pending) = self.deferred.clone() else {
-            return Ok(None);
-        };
         let base = self.block * self.block_size;
         let off = self.pkt_offset;
         let hdr_len = size_of::<libc::tpacket3_hdr>();
@@ -465,7 +475,9 @@ impl AfPacketSource {
             (tpid, h.hv1.tp_vlan_tci as u16)
         });
         self.stats.set(s);
-        pending[self.block].fetch_add(1, Ordering::AcqRel);
+        if let Some(h) = &self.deferred {
+            h.pending[self.block].fetch_add(1, Ordering::AcqRel);
+        }
         Ok(Some(RawPacket {
             block: self.block,
             offset: base + start,
@@ -519,9 +531,10 @@ impl AfPacketSource {
                     )
                 };
                 self.in_block = true;
-                if let Some(pending) = &self.deferred {
+                if let Some(h) = &self.deferred {
                     // The capture thread's own hold, until it leaves the block.
-                    pending[self.block].fetch_add(1, Ordering::AcqRel);
+                    h.returned[self.block].store(false, Ordering::Relaxed);
+                    h.pending[self.block].fetch_add(1, Ordering::AcqRel);
                 }
                 self.pkts_left = num;
                 self.pkt_offset = first as usize;
@@ -533,6 +546,13 @@ impl AfPacketSource {
             let now = Instant::now();
             if now >= deadline {
                 return Ok(false);
+            }
+            if self.held_from_last_lap() {
+                // Workers still read this block: poll(2) would report the ring readable and
+                // spin. Back off briefly instead (the ring is full on our side; the kernel
+                // counts what it cannot store).
+                std::thread::sleep(Duration::from_micros(50));
+                continue;
             }
             let ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
             let mut pfd = libc::pollfd {
@@ -637,15 +657,33 @@ impl AfPacketSource {
     }
 }
 
-/// Writes TP_STATUS_KERNEL into a block's status word, after every read of the block.
-///
-/// # Safety
-/// `status` points to the status word of a block of a live ring mapping, and nothing reads the
-/// block's packets any more.
-unsafe fn give_back(status: *mut u32) {
-    fence(Ordering::Release);
-    // SAFETY: per the function's contract.
-    unsafe { ptr::write_volatile(status, libc::TP_STATUS_KERNEL) };
+/// Fan-out mode: per block, who still holds it.
+pub struct BlockHolds {
+    /// Packets of the block handed out and not yet done, plus one while the capture thread
+    /// walks it.
+    pending: Box<[AtomicU32]>,
+    /// Set once the block was given back to the kernel (its status word written) after its
+    /// holds reached zero; cleared when the capture thread takes it again. The capture thread
+    /// reads the block's status only when this is set, so it never mistakes a block of the
+    /// previous lap, whose give-back is not yet written, for new data.
+    returned: Box<[AtomicBool]>,
+}
+
+impl BlockHolds {
+    /// Drops one hold on `block`; the last one gives the block back to the kernel.
+    ///
+    /// # Safety
+    /// `status` is the status word of `block` in a live ring mapping, and the caller held one
+    /// hold on it (the capture thread's, or one packet's).
+    unsafe fn drop_hold(&self, block: usize, status: *mut u32) {
+        if self.pending[block].fetch_sub(1, Ordering::AcqRel) == 1 {
+            // Every read of the block's packets happens before the kernel may overwrite it.
+            fence(Ordering::Release);
+            // SAFETY: per the function's contract; no hold is left, so nothing reads the block.
+            unsafe { ptr::write_volatile(status, libc::TP_STATUS_KERNEL) };
+            self.returned[block].store(true, Ordering::Release);
+        }
+    }
 }
 
 /// A packet in the ring, handed to a worker without copying (fan-out mode).
@@ -669,13 +707,13 @@ pub struct SharedRing {
     ring: *mut u8,
     block_size: usize,
     block_count: usize,
-    pending: Arc<[AtomicU32]>,
+    holds: Arc<BlockHolds>,
 }
 
-// SAFETY: the mapping is shared by design; workers only read packets of blocks whose pending
-// count they hold (so the kernel does not own them), and give a block back only when the count
-// reaches zero. The mapping outlives every worker: the fan-out joins them (a thread scope)
-// before the source, which owns the mapping, can be dropped.
+// SAFETY: the mapping is shared by design; workers only read packets of blocks they hold (so the
+// kernel does not own them), and a block is given back only when its holds reach zero. The
+// mapping outlives every worker: the fan-out joins them (a thread scope) before the source, which
+// owns the mapping, can be dropped. `bytes` and `done` are unsafe and state that contract.
 unsafe impl Send for SharedRing {}
 unsafe impl Sync for SharedRing {}
 
@@ -694,19 +732,21 @@ impl SharedRing {
         unsafe { std::slice::from_raw_parts(self.ring.add(p.offset), p.len) }
     }
 
-    /// The worker is done with `p`: its block goes back to the kernel if it was the last.
-    pub fn done(&self, p: &RawPacket) {
-        let Some(count) = self.pending.get(p.block) else {
+    /// Done with `p`: its hold is dropped, and its block goes back to the kernel if it was the
+    /// last.
+    ///
+    /// # Safety
+    /// As for [`SharedRing::bytes`], and `done` is called exactly once per packet.
+    pub unsafe fn done(&self, p: &RawPacket) {
+        if p.block >= self.block_count {
             return;
-        };
-        if count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // SAFETY: the block index is in range (checked above) and its count reached zero:
-            // neither the capture thread nor any worker reads it.
-            unsafe {
-                let b: *mut libc::tpacket_block_desc =
-                    self.ring.add(p.block * self.block_size).cast();
-                give_back(ptr::addr_of_mut!((*b).hdr.bh1.block_status));
-            }
+        }
+        // SAFETY: the block index is in range, so its descriptor lies in the live mapping; the
+        // caller held one hold on it.
+        unsafe {
+            let b: *mut libc::tpacket_block_desc = self.ring.add(p.block * self.block_size).cast();
+            self.holds
+                .drop_hold(p.block, ptr::addr_of_mut!((*b).hdr.bh1.block_status));
         }
     }
 }

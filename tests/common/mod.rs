@@ -212,6 +212,7 @@ pub fn detect_files_realert(
 ) -> (Vec<otwatch_models::Alert>, Option<otwatch_models::Baseline>) {
     use otwatch::capture::{CaptureFile, PacketSource};
     use otwatch::detection::{DetectSink, Detection};
+    use otwatch::event::EventSink;
     use otwatch_models::{Engine, EngineConfig};
     let config = EngineConfig {
         learn_for: match learn {
@@ -241,6 +242,7 @@ pub fn detect_files_realert(
                 let pkt = pkt.expect("packet");
                 if keep(pkt.frame) {
                     pipeline.process(&pkt, &source, &mut sink);
+                    sink.after_packet(&pipeline.stats, pipeline.active_flows(), pkt.ts_nanos);
                 }
             }
         }
