@@ -223,6 +223,13 @@ fn dnp3(
         _ => Kind::Request,
     };
     let mut o = base(Proto::Dnp3, unit, kind, u32::from(fc));
+    // The master is the client, whoever opened the connection (an outstation dialling out to a
+    // master listening on 20000 makes the master the port's server): the DIR bit says who sent.
+    (o.channel.client, o.channel.server) = if d.from_master {
+        (ev.src_ip, ev.dst_ip)
+    } else {
+        (ev.dst_ip, ev.src_ip)
+    };
     o.function_name = d.app_function_name;
     o.corr = if kind == Kind::Unsolicited {
         None

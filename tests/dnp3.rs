@@ -382,3 +382,50 @@ fn a_bad_crc_raises_an_alert_and_good_ones_do_not() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// An outstation that dials out to a master listening on 20000 (the master is the port's
+/// server): detection still takes the master, by the DIR bit, as the channel's client.
+#[test]
+fn the_master_is_the_client_whoever_opened_the_connection() {
+    let mk = |from_master: bool, seq: u32, payload: &[u8]| {
+        // Here the master holds port 20000.
+        let (src, dst) = if from_master {
+            (([10, 0, 1, 1], 20000), ([10, 0, 1, 2], 40001))
+        } else {
+            (([10, 0, 1, 2], 40001), ([10, 0, 1, 1], 20000))
+        };
+        let mut out = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 1, 1], [2, 0, 0, 0, 1, 2])
+            .ipv4(src.0, dst.0, 64)
+            .tcp(src.1, dst.1, seq, 8192)
+            .write(&mut out, payload)
+            .unwrap();
+        out
+    };
+    let req = link_frames(true, 1, 10, &read_request(1), 0).concat();
+    let resp = link_frames(false, 10, 1, &analog_response(1, 4), 0).concat();
+    let dir = scratch("dnp3-dialout");
+    let path = dir.join("dialout.pcap");
+    write_pcap(&path, &[mk(true, 1, &req), mk(false, 1, &resp)]);
+    let baseline = learn_files(&[(&path, &all_frames)]);
+    let ch: Vec<_> = baseline
+        .channels
+        .iter()
+        .filter(|c| c.channel.proto == otwatch_models::Proto::Dnp3)
+        .collect();
+    assert_eq!(ch.len(), 1, "{:?}", baseline.channels);
+    assert_eq!(ch[0].channel.client.to_string(), "10.0.1.1", "the master");
+    assert_eq!(
+        ch[0].channel.server.to_string(),
+        "10.0.1.2",
+        "the outstation"
+    );
+    assert_eq!(ch[0].requests, 1);
+    assert_eq!(ch[0].responses, 1);
+    assert_eq!(
+        ch[0].latency.as_ref().map(|l| l.samples),
+        Some(1),
+        "the response matched its request"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
