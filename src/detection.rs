@@ -476,6 +476,11 @@ impl EventSink for DetectSink<'_> {
         self.detection.publish(stats, active_flows, ts);
     }
 
+    /// Detection reads values; per-channel metrics need only the headers.
+    fn wants_detail(&self) -> bool {
+        self.detection.engine.is_some() || self.inner.wants_detail()
+    }
+
     /// Events are built when detection or per-channel metrics use them, or the output wants
     /// them: metrics with `--metrics-max-channels 0` cost only the counters.
     fn wants_events(&self) -> bool {

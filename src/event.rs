@@ -223,6 +223,11 @@ pub trait EventSink {
     fn wants_events(&self) -> bool {
         true
     }
+    /// False when the events are used for their headers only (per-channel metrics): dissectors
+    /// then leave out point values and item data.
+    fn wants_detail(&self) -> bool {
+        self.wants_events()
+    }
     /// The clock moved to `now_nanos` without a packet (a quiet live link).
     fn tick(&mut self, _now_nanos: i64) {}
     /// Called after every packet with the pipeline's counters (metrics publish from here).

@@ -400,7 +400,12 @@ fn app_event(ev: &mut Dnp3Event, fragment: &[u8], ctx: &mut Ctx<'_>) {
         return;
     }
     let mut objects = Vec::new();
-    let mut budget = MAX_POINTS_PER_EVENT;
+    // Without detail (per-channel metrics only) the object headers are kept, not the points.
+    let mut budget = if ctx.sink.wants_detail() {
+        MAX_POINTS_PER_EVENT
+    } else {
+        0
+    };
     for obj in app.objects() {
         match obj {
             Ok(obj) => objects.push(object_json(&obj, &mut budget)),
@@ -437,6 +442,7 @@ fn object_json(obj: &Object<'_>, budget: &mut usize) -> Dnp3Object {
         let mut omitted = 0u64;
         for point in obj.points() {
             if *budget == 0 {
+                // Points beyond the budget are counted, not decoded further.
                 omitted += 1;
                 continue;
             }

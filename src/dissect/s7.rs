@@ -411,6 +411,8 @@ impl S7Flow {
         if !ctx.sink.wants_events() {
             return;
         }
+        // Item values only when something reads them (per-channel metrics need the addresses).
+        let detail = ctx.sink.wants_detail();
         let mut ev = S7Event {
             rosctr: h.rosctr.0,
             rosctr_name: h.rosctr.name(),
@@ -442,7 +444,7 @@ impl S7Flow {
                     .take(MAX_ITEMS_PER_EVENT)
                     .map(|(s, v)| {
                         let mut item = spec_item(&s);
-                        data_into(&mut item, &v);
+                        data_into(&mut item, &v, detail);
                         item
                     })
                     .collect();
@@ -462,7 +464,7 @@ impl S7Flow {
                             .and_then(|j| j.items.get(i))
                             .map(address_only)
                             .unwrap_or_default();
-                        data_into(&mut item, &v);
+                        data_into(&mut item, &v, detail);
                         item
                     })
                     .collect();
@@ -699,11 +701,11 @@ fn address_only(item: &S7Item) -> S7Item {
     }
 }
 
-fn data_into(item: &mut S7Item, data: &DataItem<'_>) {
+fn data_into(item: &mut S7Item, data: &DataItem<'_>, detail: bool) {
     item.data_length = Some(data.data.len() as u32);
     item.return_code = Some(data.return_code.0);
     item.return_code_name = data.return_code.name();
-    if !data.data.is_empty() {
+    if detail && !data.data.is_empty() {
         let shown = &data.data[..data.data.len().min(MAX_VALUE_BYTES)];
         item.value = Some(hex(shown));
     }
