@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use crate::capture::afpacket::{AfPacketSource, RawPacket, SharedRing};
+use crate::capture::afpacket::{restore_vlan, AfPacketSource, RawPacket, SharedRing};
 use crate::capture::{CaptureError, LinkType, Packet};
 use crate::event::{Event, EventSink, NullSink};
 use crate::metrics::LiveCounters;
@@ -122,15 +122,8 @@ fn worker(
                 // fan-out joins the workers before it returns), and `done` is called below.
                 let bytes = unsafe { ring.bytes(&p) };
                 let (data, orig_len) = match p.vlan {
-                    Some((tpid, tci)) if bytes.len() >= 12 => {
-                        vlan_buf.clear();
-                        vlan_buf.extend_from_slice(&bytes[..12]);
-                        vlan_buf.extend_from_slice(&tpid.to_be_bytes());
-                        vlan_buf.extend_from_slice(&tci.to_be_bytes());
-                        vlan_buf.extend_from_slice(&bytes[12..]);
-                        (&vlan_buf[..], p.orig_len.saturating_add(4))
-                    }
-                    _ => (bytes, p.orig_len),
+                    Some(tag) => restore_vlan(&mut vlan_buf, bytes, tag, p.orig_len),
+                    None => (bytes, p.orig_len),
                 };
                 let pkt = Packet {
                     ts_nanos: p.ts_nanos,

@@ -4,15 +4,20 @@
 Topology per scenario (all in network namespaces created here and removed afterwards):
 
     otws-<tag>-m  10.77.0.1  02:77:00:00:00:01  master / HMI
-    otws-<tag>-s  10.77.0.2  02:77:00:00:00:02  server (pymodbus or python-snap7)
+    otws-<tag>-s  10.77.0.2  02:77:00:00:00:02  server (pymodbus, python-snap7 or opendnp3)
     otws-<tag>-x  10.77.0.3  02:77:00:00:00:03  newcomer / attacker
     otws-<tag>-sw  bridge br0 joining the three; dumpcap listens on port p-s (the server's
                    switch port, i.e. a SPAN of the PLC port) and writes classic pcap.
 
 Usage: make_scenarios.py [--only NAME ...] [--jobs N] [--no-label]
 Afterwards label_scenarios.py (run automatically) derives labels.json from the captures.
+
+DNP3 scenarios (dnp3_*) differ in the start-up only: the outstation starts first, a short
+master session clears its IIN1.7 DEVICE_RESTART before dumpcap starts (dnp3_master.py prime),
+and T0 is put half a second off the outstation's whole-second process ticks.
 """
 import argparse
+import math
 import os
 import shutil
 import signal
@@ -24,13 +29,14 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 OUT = os.path.join(ROOT, "fixtures", "scenarios")
-PY = "/usr/bin/python3"  # Debian python: python3-pymodbus + python-snap7
+PY = "/usr/bin/python3"  # Debian python: python3-pymodbus + python-snap7 + yadnp3 (opendnp3)
 HOSTS = {"m": ("10.77.0.1", "02:77:00:00:00:01"),
          "s": ("10.77.0.2", "02:77:00:00:00:02"),
          "x": ("10.77.0.3", "02:77:00:00:00:03")}
 
 MB = [PY, os.path.join(HERE, "mb_client.py")]
 S7 = [PY, os.path.join(HERE, "s7_client.py")]
+D3 = [PY, os.path.join(HERE, "dnp3_master.py")]
 
 # Scenario = (server kind, duration of the master's polling, events).
 # Events: (t seconds after T0, kind, args); kinds: "run" (host, argv) starts a client in that
@@ -64,7 +70,11 @@ SCENARIOS = {
     "s7_write": ("s7", 100, S7 + ["poll"], [
         (70.5, "run", ("x", S7 + ["write"])),
     ]),
+    "dnp3_steady": ("dnp3", 120, D3 + ["poll"], []),
+    "dnp3_restart": ("dnp3", 100, D3 + ["poll", "--action", "70.3:cold_restart"], []),
+    "dnp3_operate": ("dnp3", 100, D3 + ["poll", "--action", "70.3:operate"], []),
 }
+SERVERS = {"modbus": "mb_server.py", "s7": "s7_server.py", "dnp3": "dnp3_outstation.py"}
 
 
 def sh(*argv, check=True):
@@ -148,6 +158,17 @@ def run_scenario(name, tag, logdir):
     procs, dump, server = [], None, None
     try:
         topo.up()
+        if kind == "dnp3":
+            # The outstation first; a short master session clears the IIN1.7 that a new opendnp3
+            # outstation reports, before the capture starts (see dnp3_master.py prime).
+            server = topo.popen("s", [PY, os.path.join(HERE, SERVERS[kind])], stdout=logf, stderr=logf)
+            time.sleep(2.0)
+            if server.poll() is not None:
+                raise RuntimeError(f"{name}: server exited early")
+            prime = topo.popen("m", D3 + ["prime"], stdout=logf, stderr=logf)
+            if prime.wait(timeout=30) != 0:
+                raise RuntimeError(f"{name}: priming the outstation failed")
+            time.sleep(1.0)
         dump = topo.popen("sw", ["/usr/bin/dumpcap", "-i", "p-s", "-P", "-q", "-w", tmp],
                           stdout=logf, stderr=logf)
         time.sleep(2.0)
@@ -155,12 +176,16 @@ def run_scenario(name, tag, logdir):
             raise RuntimeError(f"{name}: dumpcap exited early")
         if kind == "modbus":
             server = topo.popen("s", [PY, os.path.join(HERE, "mb_server.py")], stdout=logf, stderr=logf)
-        else:
+        elif kind == "s7":
             server = topo.popen("s", [PY, os.path.join(HERE, "s7_server.py")], stdout=logf, stderr=logf)
-        time.sleep(2.0)
+        if kind != "dnp3":
+            time.sleep(2.0)
         if server.poll() is not None:
             raise RuntimeError(f"{name}: server exited early")
         t0 = time.time() + 1.0
+        if kind == "dnp3":
+            # half a second off the outstation's whole-second process ticks
+            t0 = math.floor(time.time()) + 2.5
         print(f"[{name}] T0={t0:.6f}", file=logf, flush=True)
         procs.append(topo.popen("m", master + ["--start-at", f"{t0:.6f}", "--duration", str(duration)],
                                 stdout=logf, stderr=logf))

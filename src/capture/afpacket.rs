@@ -443,50 +443,11 @@ impl AfPacketSource {
         if self.deferred.is_none() || !self.wait_ready(timeout)? {
             return Ok(None);
         }
-        let base = self.block * self.block_size;
-        let off = self.pkt_offset;
-        let hdr_len = size_of::<libc::tpacket3_hdr>();
-        let hdr_ok = off + hdr_len <= self.block_size;
-        // SAFETY: as in `take_packet`: the header lies within this user-owned block.
-        let h: libc::tpacket3_hdr = if hdr_ok {
-            unsafe { ptr::read_volatile(self.ring.add(base + off).cast()) }
-        } else {
-            // SAFETY: all-zero is a valid tpacket3_hdr.
-            unsafe { zeroed() }
-        };
-        self.pkts_left -= 1;
-        if h.tp_next_offset == 0 || !hdr_ok {
-            self.pkts_left = 0;
-        } else {
-            self.pkt_offset = off + h.tp_next_offset as usize;
-        }
-        let start = (off + usize::from(h.tp_mac)).min(self.block_size);
-        let len = (h.tp_snaplen as usize).min(self.block_size - start);
-        self.frame += 1;
-        let mut s = self.stats.get();
-        s.delivered += 1;
-        let vlan = (h.tp_status & libc::TP_STATUS_VLAN_VALID != 0).then(|| {
-            let tpid = if h.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
-                h.hv1.tp_vlan_tpid
-            } else {
-                0x8100
-            };
-            s.vlan_restored += 1;
-            (tpid, h.hv1.tp_vlan_tci as u16)
-        });
-        self.stats.set(s);
+        let p = self.advance();
         if let Some(h) = &self.deferred {
             h.pending[self.block].fetch_add(1, Ordering::AcqRel);
         }
-        Ok(Some(RawPacket {
-            block: self.block,
-            offset: base + start,
-            len,
-            ts_nanos: i64::from(h.tp_sec) * 1_000_000_000 + i64::from(h.tp_nsec),
-            orig_len: h.tp_len,
-            frame: self.frame,
-            vlan,
-        }))
+        Ok(Some(p))
     }
 
     /// Fan-out mode, end of capture: drop the capture thread's hold on the block it is in. Call
@@ -594,8 +555,9 @@ impl AfPacketSource {
         }
     }
 
-    /// Hand out the packet at `pkt_offset` of the current block. `wait_ready` returned true.
-    fn take_packet(&mut self) -> Packet<'_> {
+    /// Steps over the packet at `pkt_offset` of the current block (`wait_ready` returned true)
+    /// and describes it: where its bytes are, its times and lengths, a stripped VLAN tag.
+    fn advance(&mut self) -> RawPacket {
         debug_assert!(self.in_block && self.pkts_left > 0);
         let base = self.block * self.block_size;
         let off = self.pkt_offset;
@@ -616,45 +578,71 @@ impl AfPacketSource {
         } else {
             self.pkt_offset = off + h.tp_next_offset as usize;
         }
-        let mac = usize::from(h.tp_mac);
-        let start = (off + mac).min(self.block_size);
+        let start = (off + usize::from(h.tp_mac)).min(self.block_size);
         let len = (h.tp_snaplen as usize).min(self.block_size - start);
-        // SAFETY: [base+start, base+start+len) lies within this block (clamped above), which
-        // stays mapped and owned by user space until `release_block`, which needs `&mut self`,
-        // so it cannot run while the returned packet borrows `self`.
-        let data: &[u8] = unsafe { std::slice::from_raw_parts(self.ring.add(base + start), len) };
         self.frame += 1;
         let mut s = self.stats.get();
         s.delivered += 1;
-        let ts_nanos = i64::from(h.tp_sec) * 1_000_000_000 + i64::from(h.tp_nsec);
-        let mut orig_len = h.tp_len;
-        let data = if h.tp_status & libc::TP_STATUS_VLAN_VALID != 0 && data.len() >= 12 {
+        let vlan = (h.tp_status & libc::TP_STATUS_VLAN_VALID != 0).then(|| {
             let tpid = if h.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
                 h.hv1.tp_vlan_tpid
             } else {
                 0x8100
             };
-            let tci = h.hv1.tp_vlan_tci as u16;
-            self.vlan_buf.clear();
-            self.vlan_buf.extend_from_slice(&data[..12]);
-            self.vlan_buf.extend_from_slice(&tpid.to_be_bytes());
-            self.vlan_buf.extend_from_slice(&tci.to_be_bytes());
-            self.vlan_buf.extend_from_slice(&data[12..]);
-            orig_len = orig_len.saturating_add(4);
             s.vlan_restored += 1;
-            &self.vlan_buf[..]
-        } else {
-            data
-        };
+            (tpid, h.hv1.tp_vlan_tci as u16)
+        });
         self.stats.set(s);
-        Packet {
-            ts_nanos,
+        RawPacket {
+            block: self.block,
+            offset: base + start,
+            len,
+            ts_nanos: i64::from(h.tp_sec) * 1_000_000_000 + i64::from(h.tp_nsec),
+            orig_len: h.tp_len,
             frame: self.frame,
+            vlan,
+        }
+    }
+
+    /// Hand out the packet at `pkt_offset` of the current block. `wait_ready` returned true.
+    fn take_packet(&mut self) -> Packet<'_> {
+        let p = self.advance();
+        // SAFETY: [offset, offset+len) lies within the packet's block (clamped in `advance`),
+        // which stays mapped and owned by user space until `release_block`, which needs
+        // `&mut self`, so it cannot run while the returned packet borrows `self`.
+        let data: &[u8] = unsafe { std::slice::from_raw_parts(self.ring.add(p.offset), p.len) };
+        let (data, orig_len) = match p.vlan {
+            Some(tag) => restore_vlan(&mut self.vlan_buf, data, tag, p.orig_len),
+            None => (data, p.orig_len),
+        };
+        Packet {
+            ts_nanos: p.ts_nanos,
+            frame: p.frame,
             linktype: LinkType::ETHERNET,
             orig_len,
             data,
         }
     }
+}
+
+/// A frame with the 802.1Q tag the kernel stripped put back after the MAC addresses (the only
+/// copy the live path makes), and its length on the wire with the tag. Frames too short for
+/// MAC addresses are returned as they are.
+pub fn restore_vlan<'a>(
+    buf: &'a mut Vec<u8>,
+    data: &'a [u8],
+    (tpid, tci): (u16, u16),
+    orig_len: u32,
+) -> (&'a [u8], u32) {
+    if data.len() < 12 {
+        return (data, orig_len);
+    }
+    buf.clear();
+    buf.extend_from_slice(&data[..12]);
+    buf.extend_from_slice(&tpid.to_be_bytes());
+    buf.extend_from_slice(&tci.to_be_bytes());
+    buf.extend_from_slice(&data[12..]);
+    (&buf[..], orig_len.saturating_add(4))
 }
 
 /// Fan-out mode: per block, who still holds it.
