@@ -140,6 +140,8 @@ class Cap:
             d.update({"modbus_frames": len(rows), "modbus_pdus": req + rsp, "modbus_requests": req,
                       "modbus_responses": rsp, "modbus_exception_frames": exc,
                       "modbus_pdus_by_function_code": dict(sorted(fcs.items(), key=lambda kv: int(kv[0])))})
+        elif self.name.startswith("dnp3"):
+            d.update(self.dnp3_summary())
         else:
             rows = tshark(self.path, "s7comm", ["s7comm.header.rosctr", "s7comm.param.func"])
             n = sum(len(r[0].split(",")) for r in rows)
@@ -155,7 +157,72 @@ class Cap:
         pe = self.t0 + PREFIX_S
         last_clean = tshark(self.path, f"frame.time_epoch < {pe:.6f}", ["frame.number"])[-1][0]
         d["clean_prefix"] = {"end": rfc3339(pe), "end_s": PREFIX_S, "last_frame": int(last_clean)}
+        if self.name.startswith("dnp3"):
+            d["clean_prefix"]["dnp3_pdus_by_function"] = self.dnp3_functions(f"frame.time_epoch < {pe:.6f}")
+            d["clean_prefix"]["dnp3_iin_device_restart_frames"] = len(
+                tshark(self.path, f"dnp3.al.iin.rst == 1 && frame.time_epoch < {pe:.6f}", ["frame.number"]))
         return d
+
+    # DNP3 (tshark 4.0 field names)
+    def dnp3_functions(self, flt=None):
+        rows = tshark(self.path, "dnp3.al.func" + (f" && {flt}" if flt else ""), ["dnp3.al.func"])
+        fcs = {}
+        for r in rows:
+            for fc in r[0].split(","):
+                fcs[fc] = fcs.get(fc, 0) + 1
+        return dict(sorted(fcs.items(), key=lambda kv: int(kv[0])))
+
+    def dnp3_summary(self):
+        fcs = self.dnp3_functions()
+        n = sum(fcs.values())
+        rsp = fcs.get("129", 0) + fcs.get("130", 0) + fcs.get("131", 0)
+        links = sorted({(int(r[0]), int(r[1])) for r in tshark(self.path, "dnp3 && dnp3.ctl.dir == 1",
+                                                               ["dnp3.src", "dnp3.dst"])})
+        return {"dnp3_frames": len(tshark(self.path, "dnp3", ["frame.number"])),
+                "dnp3_pdus": n, "dnp3_requests": n - rsp, "dnp3_responses": fcs.get("129", 0),
+                "dnp3_unsolicited": fcs.get("130", 0),
+                "dnp3_pdus_by_function": fcs,
+                "dnp3_link_addresses_master_to_outstation": [list(x) for x in links],
+                "dnp3_iin_device_restart_frames": [int(r[0]) for r in tshark(self.path, "dnp3.al.iin.rst == 1", ["frame.number"])],
+                "dnp3_iin_function_not_supported_responses": len(tshark(self.path, "dnp3.al.iin.fcni == 1", ["frame.number"])),
+                "tcp_connections": len({r[0] for r in tshark(self.path, "tcp.flags.syn == 1 && tcp.flags.ack == 1", ["tcp.stream"])}),
+                "analog_0_5_ranges": self.analog_ranges()}
+
+    def analog_values(self):
+        """(epoch, index, value) of every analog input the outstation reports: static g30v1 (all 6,
+        in index order) and g32v1 events (2-octet index prefix)."""
+        rows = tshark(self.path, "dnp3.al.func == 129 && (dnp3.al.obj == 0x1e01 || dnp3.al.obj == 0x2001)",
+                      ["frame.time_epoch", "dnp3.al.obj", "dnp3.al.index", "dnp3.al.ana.int"])
+        out = []
+        for t, objs, idx, vals in rows:
+            objs = objs.split(",")
+            vals = [int(v) for v in vals.split(",")]
+            idx = [int(i) for i in idx.split(",")] if idx else []
+            n_static = 6 if "0x1e01" in objs else 0
+            n_events = len(vals) - n_static
+            ev_idx = idx[len(idx) - n_events:] if n_events else []
+            # objects come in the order the outstation wrote them; g32 before g30 in these responses
+            order = []
+            for o in objs:
+                if o == "0x2001":
+                    order += ev_idx
+                elif o == "0x1e01":
+                    order += list(range(6))
+            assert len(order) == len(vals), (self.name, t, objs, idx, vals)
+            out += [(float(t), i, v) for i, v in zip(order, vals)]
+        return out
+
+    def analog_ranges(self):
+        pre, post = {}, {}
+        for t, i, v in self.analog_values():
+            d = pre if t < self.t0 + PREFIX_S else post
+            lo, hi = d.get(i, (v, v))
+            d[i] = (min(lo, v), max(hi, v))
+        out = {"prefix": [list(pre[i]) for i in range(6)], "after_prefix": [list(post[i]) for i in range(6)]}
+        out["after_prefix_within_prefix_ranges"] = all(
+            pre[i][0] <= post[i][0] and post[i][1] <= pre[i][1] for i in range(6))
+        out["note"] = "g30v1 static values and g32v1 events of analog inputs 0..5 in the outstation's responses"
+        return out
 
 
 def fmt_lat(xs):
@@ -293,8 +360,73 @@ def s7_write(c):
     return [ep], "Clean DB1 polling, then a DB1 write from a new client."
 
 
+def dnp3_steady(c):
+    return [], "Baseline: opendnp3 master 10.77.0.1 (link address 1) polls opendnp3 outstation 10.77.0.2 (TCP 20000, link address 10): session start-up (DISABLE_UNSOLICITED, integrity poll class 0123, ENABLE_UNSOLICITED; the outstation answers both unsolicited requests with IIN2.0 function not supported), then a class 0 integrity poll every 2 s and a class 1/2/3 event poll every 1 s, each event response confirmed, for 120 s. No anomaly; the whole capture is clean."
+
+
+def dnp3_pair(c, req_flt):
+    """A DNP3 request (first frame matching req_flt) and the outstation's response with the same
+    application sequence number that follows it on the same TCP stream."""
+    f, t, stream, seq = tshark(c.path, req_flt, ["frame.number", "frame.time_epoch", "tcp.stream", "dnp3.al.seq"])[0]
+    rsp = tshark(c.path, f"dnp3.al.func == 129 && tcp.stream == {stream} && dnp3.al.seq == {seq} && frame.number > {f}",
+                 ["frame.number"])[0][0]
+    return int(f), int(rsp), f"frame.number == {f} || frame.number == {rsp}"
+
+
+def dnp3_restart(c):
+    f13, r13, flt = dnp3_pair(c, "dnp3.al.func == 13")
+    delay = tshark(c.path, f"frame.number == {r13}", ["dnp3.al.obj", "dnp3.al.iin"])[0]
+    eps = [c.episode("device_restart_command", flt, MASTER, SERVER, ["device_restart_command"],
+                     ["new_function_code", "behaviour_anomaly", "poll_cycle_broken", "response_timeout", "latency_shift"],
+                     f"The polling master sends COLD_RESTART (function 13) on its own session; the outstation answers (objects {delay[0]}: g52v1 time delay coarse, IIN {delay[1]}).")]
+    # The outstation then really restarts: its whole opendnp3 stack goes down (FIN), the master's
+    # reconnects are refused (RST) until the new stack listens, and the new outstation reports
+    # IIN1.7 until the master clears it with WRITE g80v1 index 7.
+    fin = tshark(c.path, f"tcp.flags.fin == 1 && ip.src == {SERVER} && frame.number > {r13}",
+                 ["frame.number", "frame.time_epoch"])[0]
+    rst = tshark(c.path, "dnp3.al.iin.rst == 1", ["frame.number", "frame.time_epoch"])
+    if rst:
+        w, wr, _ = dnp3_pair(c, f"dnp3.al.func == 2 && frame.number > {rst[0][0]}")
+        last = max(wr, int(rst[-1][0]))
+    else:
+        w = wr = None
+        last = int(tshark(c.path, f"dnp3.al.func == 129 && frame.number > {fin[0]}", ["frame.number"])[0][0])
+    flt2 = f"tcp.port == 20000 && frame.number >= {fin[0]} && frame.number <= {last}"
+    up = tshark(c.path, f"tcp.flags.syn == 1 && tcp.flags.ack == 1 && frame.number > {fin[0]}",
+                ["frame.number", "frame.time_epoch"])
+    refused = len(tshark(c.path, f"tcp.flags.reset == 1 && ip.src == {SERVER} && {flt2}", ["frame.number"]))
+    # the last handshake before the first response with IIN1.7 is the new stack's
+    new_up = [u for u in up if not rst or int(u[0]) < int(rst[0][0])][-1]
+    eps.append(c.episode(
+        "device_restarted", flt2, SERVER, MASTER,
+        ["device_restarted"] if rst else [],
+        ["unauthorized_write", "new_function_code", "address_out_of_range", "poll_cycle_broken",
+         "response_timeout", "behaviour_anomaly", "latency_shift"],
+        (f"0.5 s after its answer the outstation restarts its whole opendnp3 stack: it closes the TCP connection (FIN), "
+         f"the master's reconnect attempts are refused ({refused} RST) until the new stack listens, and the master reconnects "
+         f"({c.rel(float(new_up[1])) - c.rel(float(fin[1])):.2f} s after the FIN). "
+         + (f"The new outstation reports IIN1.7 DEVICE_RESTART ({len(rst)} response(s), frame(s) {', '.join(r[0] for r in rst)}); "
+            f"the master clears it with WRITE (function 2) g80v1 index 7 = 0 (frame {w}, answered in {wr}), its only write in the capture, "
+            f"then repeats its session start-up (integrity poll class 0123, ENABLE_UNSOLICITED) and resumes polling. "
+            f"otwatch counts DNP3 WRITE as a write, hence unauthorized_write/new_function_code/address_out_of_range are acceptable here."
+            if rst else "No response with IIN1.7 DEVICE_RESTART appears in the capture.")),
+        iin_device_restart_frames=[int(r[0]) for r in rst], iin_clear_write_frame=w,
+        reconnects_refused=refused, outstation_down_s=round(float(new_up[1]) - float(fin[1]), 6)))
+    return eps, "Clean DNP3 polling, then a COLD_RESTART from the polling master; the outstation answers, really restarts its stack, and reports IIN1.7 DEVICE_RESTART after the master reconnects."
+
+
+def dnp3_operate(c):
+    f5, r5, flt = dnp3_pair(c, "dnp3.al.func == 5")
+    obj = tshark(c.path, f"frame.number == {f5}", ["dnp3.al.obj"])[0][0]
+    ep = c.episode("unauthorized_write", flt, MASTER, SERVER, ["unauthorized_write"],
+                   ["new_function_code", "address_out_of_range", "behaviour_anomaly"],
+                   f"The polling master, which had only read (and confirmed, and sent the start-up unsolicited enable/disable), sends DIRECT_OPERATE (function 5) of a CROB (objects {obj}: g12v1) LATCH_ON on index 0; the outstation accepts it (status SUCCESS) and echoes it.")
+    return [ep], "Clean DNP3 polling, then one DIRECT_OPERATE of a CROB on index 0 by the polling master."
+
+
 ORDER = ["modbus_steady", "modbus_write", "modbus_flood", "modbus_silent", "modbus_slow",
-         "modbus_values", "modbus_restart_scan", "s7_steady", "s7_stop", "s7_write"]
+         "modbus_values", "modbus_restart_scan", "s7_steady", "s7_stop", "s7_write",
+         "dnp3_steady", "dnp3_restart", "dnp3_operate"]
 
 
 def main():
@@ -316,7 +448,7 @@ def main():
                 raise SystemExit(f"{name}: episode {ep['type']} starts inside the clean prefix")
         d["episodes"] = eps
         out["captures"][name] = d
-        print(f"{name}: {d['frames']} frames, {d.get('modbus_pdus', d.get('s7comm_pdus'))} PDUs, "
+        print(f"{name}: {d['frames']} frames, {d.get('modbus_pdus', d.get('s7comm_pdus', d.get('dnp3_pdus')))} PDUs, "
               + "; ".join(f"{e['type']} {e['start_s']:.3f}-{e['end_s']:.3f}s" for e in eps))
     with open(os.path.join(OUT, "labels.json"), "w") as f:
         json.dump(out, f, indent=2)

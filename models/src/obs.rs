@@ -52,6 +52,10 @@ impl Proto {
 
     /// A readable name for an address space of this protocol (see [`Access::space`]).
     pub fn space_name(self, space: u32) -> String {
+        if space == u32::MAX {
+            // A request without an address (its poll key).
+            return "(no address)".into();
+        }
         match self {
             Proto::Modbus => match space {
                 0 => "coils".into(),
@@ -61,6 +65,7 @@ impl Proto {
                 6 => "file_records".into(),
                 other => format!("space{other}"),
             },
+            Proto::Dnp3 if space & 0x1_0000 != 0 => format!("g{} all", space & 0xffff),
             Proto::Dnp3 => format!("g{space}"),
             Proto::S7comm | Proto::S7commplus => {
                 let bits = if space & S7_BIT_SPACE != 0 {
