@@ -386,12 +386,24 @@ impl Detection {
             return DetectionState::default();
         };
         let baseline = engine.baseline();
+        // Every type is exported from the start, at 0, so that `increase()` sees its first
+        // alert (a series that appears with value 1 has no increase to show).
+        let mut alerts = self.counts.clone();
+        for t in otwatch_models::alert::TYPES {
+            let kind = match Alert::kind_of(t) {
+                otwatch_models::AlertKind::Integrity => "integrity",
+                otwatch_models::AlertKind::Availability => "availability",
+            };
+            alerts
+                .entry((kind, t, Alert::default_severity(t).name()))
+                .or_insert(0);
+        }
         DetectionState {
             enabled: true,
             learning: engine.is_learning(),
             learned_until: baseline.map(|b| b.learned_until),
             baseline_channels: baseline.map_or(0, |b| b.channels.len()),
-            alerts: self.counts.clone(),
+            alerts,
         }
     }
 

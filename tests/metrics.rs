@@ -282,6 +282,12 @@ fn prometheus_scrapes_a_paced_replay() {
         Some(0.0),
         "learning ended after 30 s of capture"
     );
+    // Every alert type is exported from the start (at 0 here: steady polling raises nothing).
+    let alerts = query(port, "otwatch_alerts_total", None);
+    assert!(
+        alerts.len() >= 22 && alerts.iter().all(|(_, v)| *v == 0.0),
+        "{alerts:?}"
+    );
     let lat = query(port, "sum(otwatch_response_latency_seconds_count)", None);
     assert_eq!(
         lat.first().map(|s| s.1),

@@ -146,6 +146,12 @@ pub struct Alert {
     pub evidence: Option<String>,
 }
 
+/// One shared empty source name, so building an alert allocates none.
+fn empty_source() -> Arc<str> {
+    static EMPTY: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    Arc::clone(EMPTY.get_or_init(|| Arc::from("")))
+}
+
 impl Alert {
     /// An alert with no frames or message yet; its type is the key's.
     pub fn new(
@@ -171,12 +177,31 @@ impl Alert {
             proto,
             src_ip,
             dst_ip,
-            source: Arc::from(""),
+            source: empty_source(),
             frames: Vec::new(),
             message: String::new(),
             learned: serde_json::Value::Object(Default::default()),
             observed: serde_json::Value::Object(Default::default()),
             evidence: None,
+        }
+    }
+
+    /// The severity a type is raised with (for the few raised with two, the usual one).
+    pub fn default_severity(r#type: &str) -> Severity {
+        match r#type {
+            "unauthorized_write" | "plc_stop" | "program_download" => Severity::Critical,
+            "new_asset"
+            | "new_channel"
+            | "new_function_code"
+            | "plc_start"
+            | "device_restart_command"
+            | "scan"
+            | "response_timeout"
+            | "device_silent"
+            | "traffic_flood"
+            | "device_restarted" => Severity::High,
+            "behaviour_anomaly" => Severity::Low,
+            _ => Severity::Medium,
         }
     }
 

@@ -142,16 +142,14 @@ fn channel_alert(
 
 /// The first occurrence of a cause is returned to have its text built; later ones go out bare
 /// (the alert book keeps the first one's text), so a flood costs a lookup per PDU.
+/// A cause the engine already put in the alert book goes out bare; otherwise the alert is
+/// returned to have its text built.
 fn fresh(raised: &mut FastSet<AlertKey>, a: Alert, out: &mut Vec<Alert>) -> Option<Alert> {
-    // Bounded: forgetting costs only building a text again (the alert book still deduplicates).
-    if raised.len() >= MAX_RAISED && !raised.contains(&a.key) {
-        raised.clear();
-    }
-    if raised.insert(a.key) {
-        Some(a)
-    } else {
+    if raised.contains(&a.key) {
         out.push(a);
         None
+    } else {
+        Some(a)
     }
 }
 
@@ -284,6 +282,16 @@ impl Detector {
                 );
             }
         }
+    }
+
+    /// The engine put this cause in the alert book (after dropping the alerts a stronger one
+    /// implied): its later occurrences need no text. Bounded: forgetting costs only building a
+    /// text again, the book still deduplicates.
+    pub fn mark_raised(&mut self, key: AlertKey) {
+        if self.raised.len() >= MAX_RAISED {
+            self.raised.clear();
+        }
+        self.raised.insert(key);
     }
 
     pub fn observe(&mut self, o: &Observation, out: &mut Vec<Alert>) {

@@ -115,6 +115,11 @@ impl Engine {
             Phase::Empty => {}
         }
         crate::detect::suppress_implied(&mut cands);
+        if let Phase::Detecting(d) = &mut self.phase {
+            for a in &cands {
+                d.mark_raised(a.key);
+            }
+        }
         for a in cands.drain(..) {
             if let Some(line) = self.book.raise(a) {
                 out.push(line);
