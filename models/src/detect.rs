@@ -307,7 +307,12 @@ impl Detector {
         let ch = o.channel;
         self.check_assets(o, out);
         let known = self.channels.get(&ch).copied();
-        if known.is_none() {
+        // A new device makes its channel new: only the device is reported (one PDU, one
+        // account), and no text is built for what would be dropped.
+        let new_device = [ch.client, ch.server]
+            .iter()
+            .any(|ip| !self.assets.contains(ip) && !is_group_address(*ip));
+        if known.is_none() && !new_device {
             if let Some(mut a) = fresh(
                 &mut self.raised,
                 alert(
@@ -484,7 +489,13 @@ impl Detector {
                 .is_some_and(|f| f.contains(&o.function)),
         };
         let mut new_unit = false;
-        if !function_known {
+        // A command (stop, start, download, restart) or an unauthorized write is the account of
+        // this PDU: its new function code and written range are part of it.
+        let command = o.command.is_some();
+        let unauthorized = o.write
+            && ch.proto.is_ot()
+            && !self.writers.contains(&(ch.proto, ch.client, ch.server));
+        if !function_known && !command && !unauthorized {
             let funcs: BTreeSet<u32> = match model {
                 Some(m) => m.functions.keys().copied().collect(),
                 None => self
@@ -527,8 +538,7 @@ impl Detector {
         {
             new_unit = true;
         }
-        if o.write && ch.proto.is_ot() && !self.writers.contains(&(ch.proto, ch.client, ch.server))
-        {
+        if unauthorized && !command {
             if let Some(mut a) = fresh(
                 &mut self.raised,
                 alert(
@@ -569,8 +579,11 @@ impl Detector {
             if learned.is_some_and(|r| r.covers(acc.start, hi)) {
                 continue;
             }
-            let learned = learned.cloned();
             new_addresses.push((acc.space, acc.start));
+            if acc.write && (unauthorized || command) {
+                continue;
+            }
+            let learned = learned.cloned();
             let rw = if acc.write { "write" } else { "read" };
             let space = ch.proto.space_name(acc.space);
             if let Some(mut a) = fresh(
@@ -1025,6 +1038,9 @@ fn is_group_address(ip: IpAddr) -> bool {
 /// makes its channel new; an unauthorized write is also a new function and a write outside the
 /// learned ranges; a PLC stop, start, download or restart command is also a (new) write.
 pub(crate) fn suppress_implied(alerts: &mut Vec<Alert>) {
+    if alerts.len() < 2 {
+        return;
+    }
     let has = |t: &str, a: &[Alert]| a.iter().any(|x| x.r#type == t);
     let new_asset = has("new_asset", alerts);
     let command = [
