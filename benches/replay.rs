@@ -63,6 +63,23 @@ impl otwatch::event::EventSink for BuiltAndDropped {
     }
 }
 
+/// One replay with metrics served (no scraper), `max_channels` per-channel series.
+fn replay_with_metrics(path: &std::path::Path, max_channels: usize) -> bool {
+    let mut pipeline = Pipeline::new();
+    let mut hub = otwatch::detection::MetricsHub::new(max_channels);
+    hub.server = Some(otwatch::metrics::MetricsServer::start("0").expect("listen"));
+    let mut det = otwatch::detection::Detection::metrics_only(hub);
+    let mut null = NullSink;
+    let r = {
+        let mut sink = otwatch::detection::DetectSink {
+            detection: &mut det,
+            inner: &mut null,
+        };
+        otwatch::replay::replay(&[path.to_path_buf()], &mut sink, &mut pipeline)
+    };
+    det.finish_metrics(&r.stats, 0).is_ok()
+}
+
 /// Capture time from the first packet to the last, nanoseconds.
 fn capture_span(path: &std::path::Path) -> i64 {
     let mut cap = CaptureFile::open(path).expect("open");
@@ -144,43 +161,19 @@ fn replay(c: &mut Criterion) {
             black_box(det.finish().0.map(|b| b.channels.len()))
         })
     });
-    // Metrics: per-channel series, families built and published about once a second to a
-    // /metrics server on loopback (nobody scrapes it).
+    // Metrics: families built and published about once a second to a /metrics server on
+    // loopback (nobody scrapes it), with per-channel series, and with the counters only (no
+    // events built).
     g.bench_function("otwatch_replay_metrics", |b| {
         b.iter(|| {
-            let mut pipeline = Pipeline::new();
-            let mut hub =
-                otwatch::detection::MetricsHub::new(otwatch::metrics::DEFAULT_MAX_CHANNELS);
-            hub.server = Some(otwatch::metrics::MetricsServer::start("0").expect("listen"));
-            let mut det = otwatch::detection::Detection::metrics_only(hub);
-            let mut null = NullSink;
-            let r = {
-                let mut sink = otwatch::detection::DetectSink {
-                    detection: &mut det,
-                    inner: &mut null,
-                };
-                otwatch::replay::replay(std::slice::from_ref(&path), &mut sink, &mut pipeline)
-            };
-            black_box(det.finish_metrics(&r.stats, 0).is_ok())
+            black_box(replay_with_metrics(
+                &path,
+                otwatch::metrics::DEFAULT_MAX_CHANNELS,
+            ))
         })
     });
-    // Metrics without per-channel series: the counters only, no events built.
     g.bench_function("otwatch_replay_metrics_counters_only", |b| {
-        b.iter(|| {
-            let mut pipeline = Pipeline::new();
-            let mut hub = otwatch::detection::MetricsHub::new(0);
-            hub.server = Some(otwatch::metrics::MetricsServer::start("0").expect("listen"));
-            let mut det = otwatch::detection::Detection::metrics_only(hub);
-            let mut null = NullSink;
-            let r = {
-                let mut sink = otwatch::detection::DetectSink {
-                    detection: &mut det,
-                    inner: &mut null,
-                };
-                otwatch::replay::replay(std::slice::from_ref(&path), &mut sink, &mut pipeline)
-            };
-            black_box(det.finish_metrics(&r.stats, 0).is_ok())
-        })
+        b.iter(|| black_box(replay_with_metrics(&path, 0)))
     });
     g.bench_function("otwatch_replay_json_events", |b| {
         b.iter(|| {

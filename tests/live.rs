@@ -272,6 +272,21 @@ struct Captured {
     stats: LiveStats,
 }
 
+/// Sends `frames` into the peer end of the veth, from its namespace, and returns when all are
+/// sent.
+fn send_from_peer(veth: &Veth, frames: Vec<Vec<u8>>) {
+    let peer = veth.peer_ns.clone();
+    thread::spawn(move || {
+        enter_netns(&peer);
+        let s = RawSocket::bind(PEER_IF);
+        for f in &frames {
+            s.send(f);
+        }
+    })
+    .join()
+    .expect("sender");
+}
+
 /// Capture `expected` frames on the capture end with `AfPacketSource` while a sender thread in
 /// the peer namespace sends `frames`; every packet goes through the pipeline.
 fn capture_while_sending(veth: &Veth, frames: Vec<Vec<u8>>) -> Captured {
@@ -547,16 +562,7 @@ fn otwatch_live_command_captures_and_shuts_down_cleanly_on_sigint() {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(200));
-    let peer = veth.peer_ns.clone();
-    std::thread::spawn(move || {
-        enter_netns(&peer);
-        let sock = RawSocket::bind(PEER_IF);
-        for f in fixture_frames() {
-            sock.send(&f);
-        }
-    })
-    .join()
-    .unwrap();
+    send_from_peer(&veth, fixture_frames());
     std::thread::sleep(Duration::from_millis(500));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
@@ -626,16 +632,7 @@ fn libpcap_backend_with_a_bpf_filter() {
     ready_rx
         .recv_timeout(SAFETY_TIMEOUT)
         .expect("capture thread did not open");
-    let peer_ns = veth.peer_ns.clone();
-    thread::spawn(move || {
-        enter_netns(&peer_ns);
-        let s = RawSocket::bind(PEER_IF);
-        for f in &frames {
-            s.send(f);
-        }
-    })
-    .join()
-    .unwrap();
+    send_from_peer(&veth, frames);
     let (n, events, stats) = capture.join().unwrap();
     assert_eq!(
         n, modbus_frames,
@@ -1032,17 +1029,7 @@ fn live_fanout_with_two_workers_matches_replay_on_real_captures() {
         thread::sleep(Duration::from_millis(20));
     }
     thread::sleep(Duration::from_millis(300));
-    let peer = veth.peer_ns.clone();
-    let to_send = frames.clone();
-    thread::spawn(move || {
-        enter_netns(&peer);
-        let sock = RawSocket::bind(PEER_IF);
-        for f in &to_send {
-            sock.send(f);
-        }
-    })
-    .join()
-    .unwrap();
+    send_from_peer(&veth, frames.clone());
     thread::sleep(Duration::from_millis(1500));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
@@ -1122,16 +1109,7 @@ fn fanout_on_a_small_ring_that_laps_accounts_for_every_frame() {
     ready_rx
         .recv_timeout(SAFETY_TIMEOUT)
         .expect("capture opened");
-    let peer = veth.peer_ns.clone();
-    thread::spawn(move || {
-        enter_netns(&peer);
-        let s = RawSocket::bind(PEER_IF);
-        for f in &frames {
-            s.send(f);
-        }
-    })
-    .join()
-    .unwrap();
+    send_from_peer(&veth, frames);
     thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
     let (report, stats) = capture.join().expect("capture");
