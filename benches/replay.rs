@@ -158,7 +158,7 @@ fn replay(c: &mut Criterion) {
                 };
                 otwatch::replay::replay(std::slice::from_ref(&path), &mut sink, &mut pipeline);
             }
-            black_box(det.finish().0.map(|b| b.channels.len()))
+            black_box(det.finish().map(|b| b.channels.len()))
         })
     });
     // Metrics: families built and published about once a second to a /metrics server on
@@ -178,7 +178,9 @@ fn replay(c: &mut Criterion) {
     g.bench_function("otwatch_replay_json_events", |b| {
         b.iter(|| {
             let mut pipeline = Pipeline::new();
-            let mut sink = JsonLinesSink::new(std::io::sink());
+            let mut sink = JsonLinesSink::new(otwatch::output::OutputFile::discard(
+                otwatch::output::OutputKind::Events,
+            ));
             let r = otwatch::replay::replay(std::slice::from_ref(&path), &mut sink, &mut pipeline);
             black_box(r.stats.events)
         })

@@ -2,22 +2,21 @@
 //! engine's alerts become JSON Lines (docs/alerts.md), and each alert can get a small pcap of
 //! the packets that caused it (`--evidence DIR`).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io::Write;
-use std::net::IpAddr;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use otwatch_models::{Alert, Engine};
 use serde_json::json;
 
-use crate::capture::{LinkType, Packet};
 use crate::event::{Event, EventSink, Timestamp};
 use crate::metrics::{
     families, ChannelMetrics, DetectionState, Inputs, LiveCounters, MetricsServer,
     OpenMetricsRecorder,
 };
 use crate::observe::observe;
+use crate::output::evidence::{EvidenceRing, EVIDENCE_MAX_FILES};
+use crate::output::{OutputFile, OutputHealth, OutputKind};
 use crate::stats::Stats;
 
 /// The detection clock is advanced by packets at least this often (capture time).
@@ -56,7 +55,12 @@ impl MetricsHub {
         }
     }
 
-    fn families(&self, stats: &Stats, state: &DetectionState) -> Vec<crate::metrics::Family> {
+    fn families(
+        &self,
+        stats: &Stats,
+        state: &DetectionState,
+        outputs: &OutputHealth,
+    ) -> Vec<crate::metrics::Family> {
         families(&Inputs {
             stats,
             active_flows: self.active_flows,
@@ -65,108 +69,8 @@ impl MetricsHub {
             workers: &self.workers,
             channels: Some(&self.channels),
             detection: state,
+            outputs: Some(outputs),
         })
-    }
-}
-
-/// Packets kept per IP pair for evidence, and the pairs kept.
-pub const EVIDENCE_PACKETS_PER_PAIR: usize = 32;
-pub const EVIDENCE_PAIRS: usize = 4096;
-/// Bytes kept of each packet.
-pub const EVIDENCE_SNAPLEN: usize = 2048;
-/// Evidence files written per run, at most (alerts beyond it get none).
-pub const EVIDENCE_MAX_FILES: u64 = 10_000;
-
-struct Captured {
-    source: Arc<str>,
-    frame: u64,
-    ts: i64,
-    orig_len: u32,
-    linktype: LinkType,
-    data: Vec<u8>,
-}
-
-/// A bounded ring of recent packets per IP pair (either direction), for evidence.
-#[derive(Default)]
-pub struct EvidenceRing {
-    pairs: HashMap<(IpAddr, IpAddr), VecDeque<Captured>, foldhash::fast::RandomState>,
-    /// Pairs in the order they were first kept: the oldest is forgotten first.
-    order: VecDeque<(IpAddr, IpAddr)>,
-}
-
-fn pair(a: IpAddr, b: IpAddr) -> (IpAddr, IpAddr) {
-    if a <= b {
-        (a, b)
-    } else {
-        (b, a)
-    }
-}
-
-impl EvidenceRing {
-    pub fn record(&mut self, src: IpAddr, dst: IpAddr, pkt: &Packet<'_>, source: &Arc<str>) {
-        let key = pair(src, dst);
-        if !self.pairs.contains_key(&key) {
-            if self.pairs.len() >= EVIDENCE_PAIRS {
-                // Forget the pair kept longest ago (constant time, whatever floods the table).
-                if let Some(oldest) = self.order.pop_front() {
-                    self.pairs.remove(&oldest);
-                }
-            }
-            self.order.push_back(key);
-        }
-        let q = self.pairs.entry(key).or_default();
-        if q.len() >= EVIDENCE_PACKETS_PER_PAIR {
-            q.pop_front();
-        }
-        q.push_back(Captured {
-            source: Arc::clone(source),
-            frame: pkt.frame,
-            ts: pkt.ts_nanos,
-            orig_len: pkt.orig_len,
-            linktype: pkt.linktype,
-            data: pkt.data[..pkt.data.len().min(EVIDENCE_SNAPLEN)].to_vec(),
-        });
-    }
-
-    /// Writes the alert's packets as a classic pcap: the frames it names, or when none of them
-    /// is still held, the last packets between its two hosts. `Ok(false)`: nothing held.
-    fn write(&self, alert: &Alert, path: &Path) -> std::io::Result<bool> {
-        let Some(q) = self.pairs.get(&pair(alert.src_ip, alert.dst_ip)) else {
-            return Ok(false);
-        };
-        let named: Vec<&Captured> = q
-            .iter()
-            .filter(|c| alert.frames.contains(&c.frame) && *c.source == *alert.source)
-            .collect();
-        let chosen: Vec<&Captured> = if named.is_empty() {
-            q.iter().rev().take(8).rev().collect()
-        } else {
-            named
-        };
-        let Some(first) = chosen.first() else {
-            return Ok(false);
-        };
-        let linktype = first.linktype;
-        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-        // Classic pcap, nanosecond magic, so timestamps survive exactly.
-        out.write_all(&0xa1b2_3c4du32.to_le_bytes())?;
-        out.write_all(&2u16.to_le_bytes())?;
-        out.write_all(&4u16.to_le_bytes())?;
-        out.write_all(&0i32.to_le_bytes())?;
-        out.write_all(&0u32.to_le_bytes())?;
-        out.write_all(&(EVIDENCE_SNAPLEN as u32).to_le_bytes())?;
-        out.write_all(&linktype.0.to_le_bytes())?;
-        for c in chosen.iter().filter(|c| c.linktype == linktype) {
-            let secs = c.ts.div_euclid(1_000_000_000) as u32;
-            let nanos = c.ts.rem_euclid(1_000_000_000) as u32;
-            out.write_all(&secs.to_le_bytes())?;
-            out.write_all(&nanos.to_le_bytes())?;
-            out.write_all(&(c.data.len() as u32).to_le_bytes())?;
-            out.write_all(&c.orig_len.max(c.data.len() as u32).to_le_bytes())?;
-            out.write_all(&c.data)?;
-        }
-        out.flush()?;
-        Ok(true)
     }
 }
 
@@ -203,11 +107,11 @@ pub struct Detection {
     pub engine: Option<Engine>,
     /// Metrics (`--metrics`, `--openmetrics`), fed by the same observations.
     pub metrics: Option<MetricsHub>,
-    out: Option<Box<dyn Write>>,
-    error: Option<std::io::Error>,
+    out: Option<OutputFile>,
+    /// Failures of every output of the run (alerts and evidence here).
+    pub outputs: Arc<OutputHealth>,
     evidence: Option<(PathBuf, Arc<Mutex<EvidenceRing>>)>,
     pub evidence_written: u64,
-    pub evidence_errors: u64,
     /// Alert lines written, by kind, type and severity (first lines of a cause only).
     pub counts: BTreeMap<(&'static str, &'static str, &'static str), u64>,
     /// When set, every alert line is also kept here (tests, evaluation).
@@ -218,15 +122,14 @@ pub struct Detection {
 }
 
 impl Detection {
-    pub fn new(engine: Engine, out: Option<Box<dyn Write>>) -> Self {
+    pub fn new(engine: Engine, out: Option<OutputFile>) -> Self {
         Detection {
             engine: Some(engine),
             metrics: None,
             out,
-            error: None,
+            outputs: Arc::default(),
             evidence: None,
             evidence_written: 0,
-            evidence_errors: 0,
             counts: BTreeMap::new(),
             kept: None,
             scratch: Vec::new(),
@@ -234,10 +137,11 @@ impl Detection {
         }
     }
 
-    /// Writes evidence pcaps into `dir` (created if missing); returns the ring the pipeline must
-    /// record packets into.
+    /// Writes evidence pcaps into `dir` (created if missing, and checked to take new files);
+    /// returns the ring the pipeline must record packets into.
     pub fn with_evidence(&mut self, dir: &Path) -> std::io::Result<Arc<Mutex<EvidenceRing>>> {
         std::fs::create_dir_all(dir)?;
+        crate::output::check_dir_writable(dir)?;
         let ring = Arc::new(Mutex::new(EvidenceRing::default()));
         self.evidence = Some((dir.to_path_buf(), Arc::clone(&ring)));
         Ok(ring)
@@ -269,16 +173,15 @@ impl Detection {
     }
 
     /// End of input: last lines of repeated causes; the baseline (learned or loaded).
-    pub fn finish(&mut self) -> (Option<otwatch_models::Baseline>, std::io::Result<()>) {
+    /// Alerts are flushed and fsynced; failures are in [`Detection::outputs`].
+    pub fn finish(&mut self) -> Option<otwatch_models::Baseline> {
         let mut lines = Vec::new();
         let baseline = self.engine.as_mut().and_then(|e| e.finish(&mut lines));
         self.write(&mut lines);
-        let flushed = match (self.error.take(), &mut self.out) {
-            (Some(e), _) => Err(e),
-            (None, Some(out)) => out.flush(),
-            (None, None) => Ok(()),
-        };
-        (baseline, flushed)
+        if let Some(out) = &mut self.out {
+            out.finish();
+        }
+        baseline
     }
 
     fn write(&mut self, lines: &mut Vec<Alert>) {
@@ -308,26 +211,22 @@ impl Detection {
                             a.evidence = Some(path.display().to_string());
                         }
                         Ok(false) => {}
-                        Err(_) => self.evidence_errors += 1,
+                        Err(e) => {
+                            let why = format!("{}: {e}", path.display());
+                            self.outputs.fail(OutputKind::Evidence, 1, &why);
+                        }
                     }
                 }
             }
-            if let (Some(out), None) = (&mut self.out, &self.error) {
-                let res = serde_json::to_writer(&mut *out, &alert_json(&a))
-                    .map_err(std::io::Error::from)
-                    .and_then(|()| out.write_all(b"\n"));
-                if let Err(e) = res {
-                    self.error = Some(e);
-                }
+            if let Some(out) = &mut self.out {
+                out.line(|b| serde_json::to_writer(b, &alert_json(&a)));
             }
             if let Some(k) = &mut self.kept {
                 k.push(a);
             }
         }
-        if let (true, Some(out), None) = (flush, &mut self.out, &self.error) {
-            if let Err(e) = out.flush() {
-                self.error = Some(e);
-            }
+        if let (true, Some(out)) = (flush, &mut self.out) {
+            out.flush();
         }
     }
 
@@ -354,6 +253,18 @@ impl Detection {
                 s.push_str(&format!("; evidence files {}", self.evidence_written));
             }
             s.push('\n');
+            let hit: Vec<String> = engine
+                .bounds_hit()
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(b, n)| format!("{b} {n}"))
+                .collect();
+            if !hit.is_empty() {
+                s.push_str(&format!(
+                    "  detection bounds hit (state not kept, counted): {}\n",
+                    hit.join(", ")
+                ));
+            }
         }
         if let Some(m) = &self.metrics {
             if let Some(srv) = &m.server {
@@ -404,6 +315,7 @@ impl Detection {
             learned_until: baseline.map(|b| b.learned_until),
             baseline_channels: baseline.map_or(0, |b| b.channels.len()),
             alerts,
+            bounds_hit: engine.bounds_hit().to_vec(),
         }
     }
 
@@ -426,7 +338,7 @@ impl Detection {
         if publish || record {
             let state = self.detection_state();
             let Some(m) = &mut self.metrics else { return };
-            let fams = m.families(stats, &state);
+            let fams = m.families(stats, &state, &self.outputs);
             if record {
                 if let Some(r) = &mut m.recorder {
                     r.record(ts, &fams);
@@ -448,7 +360,7 @@ impl Detection {
         m.capture_ts = ts;
         m.active_flows = active_flows;
         m.last_publish = std::time::Instant::now();
-        let fams = m.families(stats, &state);
+        let fams = m.families(stats, &state, &self.outputs);
         if let Some(srv) = &m.server {
             srv.publish(fams);
         }
@@ -462,7 +374,7 @@ impl Detection {
             return Ok(());
         };
         m.active_flows = active_flows;
-        let fams = m.families(stats, &state);
+        let fams = m.families(stats, &state, &self.outputs);
         if let Some(srv) = &m.server {
             srv.publish_final(fams.clone());
         }

@@ -1,6 +1,5 @@
 //! Silver tier: one validated protocol event per PDU, serialised as JSON Lines (docs/events.md).
 
-use std::io::Write;
 use std::net::IpAddr;
 
 use serde::Serialize;
@@ -261,50 +260,36 @@ impl EventSink for VecSink {
     }
 }
 
-/// Writes JSON Lines. The first write error is kept and reported by [`JsonLinesSink::finish`].
-pub struct JsonLinesSink<W: Write> {
-    out: W,
-    error: Option<std::io::Error>,
+/// Writes JSON Lines to an [`OutputFile`](crate::output::OutputFile), which counts what it
+/// could not write.
+pub struct JsonLinesSink {
+    pub out: crate::output::OutputFile,
 }
 
-impl<W: Write> JsonLinesSink<W> {
-    pub fn new(out: W) -> Self {
-        JsonLinesSink { out, error: None }
+impl JsonLinesSink {
+    pub fn new(out: crate::output::OutputFile) -> Self {
+        JsonLinesSink { out }
     }
 
-    pub fn finish(mut self) -> std::io::Result<()> {
-        if let Some(e) = self.error.take() {
-            return Err(e);
-        }
-        self.out.flush()
+    /// Everything flushed and fsynced.
+    pub fn finish(mut self) {
+        self.out.finish();
     }
 }
 
-impl<W: Write> EventSink for JsonLinesSink<W> {
+impl EventSink for JsonLinesSink {
     /// A quiet moment: what was written reaches the file (a live reader sees it).
     fn tick(&mut self, _now_nanos: i64) {
-        if self.error.is_none() {
-            if let Err(e) = self.out.flush() {
-                self.error = Some(e);
-            }
-        }
+        self.out.flush();
     }
 
-    /// After a write error (e.g. the reader of `| head` went away) nobody reads events any more.
+    /// When stdout's reader went away (`| head`) nobody reads events any more.
     fn wants_events(&self) -> bool {
-        self.error.is_none()
+        self.out.accepting()
     }
 
     fn emit(&mut self, event: Event) {
-        if self.error.is_some() {
-            return;
-        }
-        let res = serde_json::to_writer(&mut self.out, &event)
-            .map_err(std::io::Error::from)
-            .and_then(|()| self.out.write_all(b"\n"));
-        if let Err(e) = res {
-            self.error = Some(e);
-        }
+        self.out.line(|b| serde_json::to_writer(b, &event));
     }
 }
 

@@ -11,6 +11,7 @@ pub mod flow;
 pub mod live;
 pub mod metrics;
 pub mod observe;
+pub mod output;
 pub mod parallel;
 pub mod pipeline;
 pub mod replay;

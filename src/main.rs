@@ -1,12 +1,13 @@
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
 use otwatch::detection::{parse_duration, DetectSink, Detection, MetricsHub};
 use otwatch::event::{EventSink, JsonLinesSink, NullSink};
+use otwatch::output::{check_writable, OutputFile, OutputHealth, OutputKind};
 use otwatch::pipeline::Pipeline;
 use otwatch::{replay, summary};
 use otwatch_models::{Baseline, Engine, EngineConfig};
@@ -35,7 +36,7 @@ enum Command {
         /// Dissect with N worker threads (one more thread reads). Each worker owns the flows
         /// between the host pairs hashed to it; events of different flows may interleave
         /// differently than with one worker.
-        #[arg(long, default_value_t = 1, value_name = "N")]
+        #[arg(long, default_value_t = 1, value_name = "N", value_parser = parse_workers)]
         workers: usize,
         #[command(flatten)]
         detect: DetectArgs,
@@ -47,7 +48,7 @@ enum Command {
         speed: String,
         /// Keep serving /metrics this long after the input ends (e.g. `30s`), so a scraper
         /// sees the final values.
-        #[arg(long, value_name = "DURATION")]
+        #[arg(long, value_name = "DURATION", requires = "metrics")]
         metrics_hold: Option<String>,
         /// Write every metric family as OpenMetrics samples with capture timestamps (every 10 s
         /// of capture time) to FILE, for `promtool tsdb create-blocks-from openmetrics`.
@@ -104,13 +105,33 @@ enum Command {
         bpf: Option<String>,
         /// Dissect with N worker threads fed from the ring without copying (the capture thread
         /// hashes host pairs to workers; a worker whose queue is full loses the packet, counted).
-        #[arg(long, default_value_t = 1, value_name = "N")]
+        #[arg(long, default_value_t = 1, value_name = "N", value_parser = parse_workers)]
         workers: usize,
         #[command(flatten)]
         detect: DetectArgs,
         #[command(flatten)]
         metrics: MetricsArgs,
     },
+}
+
+/// `--workers`: at least one.
+fn parse_workers(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("0 workers would dissect nothing: give at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?}: expected a number of worker threads")),
+    }
+}
+
+/// `--learn`: a duration longer than zero.
+fn parse_learn(s: &str) -> Result<String, String> {
+    match parse_duration(s)? {
+        0 => Err(
+            "a learning window of 0 learns nothing: give a duration such as 10m, or use --baseline"
+                .into(),
+        ),
+        _ => Ok(s.to_string()),
+    }
 }
 
 /// Metrics options, shared by `replay` and `live` (docs/metrics.md).
@@ -159,7 +180,7 @@ struct DetectArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "learn")]
     baseline: Option<PathBuf>,
     /// Learn from the first DURATION of capture time (e.g. 10m, 2h), then detect.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_learn)]
     learn: Option<String>,
     /// Save the baseline in use at the end (learned, or the one loaded).
     #[arg(long, value_name = "FILE")]
@@ -179,14 +200,17 @@ impl DetectArgs {
     }
 }
 
-/// Opens an output given as a path or `-` (stdout).
-fn open_output(path: &std::path::Path) -> Result<Box<dyn Write>, String> {
-    if path.as_os_str() == "-" {
-        return Ok(Box::new(std::io::stdout()));
+/// Checks, before any input is read, that every file written at the end can be written:
+/// `--save-baseline` / `learn -o` and `--openmetrics`. (Events, alerts and evidence are opened
+/// or probed when they are set up.)
+fn check_late_outputs(detect: &DetectArgs, openmetrics: Option<&PathBuf>) -> Result<(), String> {
+    if let Some(p) = &detect.save_baseline {
+        check_writable(p, "baseline")?;
     }
-    File::create(path)
-        .map(|f| Box::new(f) as Box<dyn Write>)
-        .map_err(|e| format!("{}: cannot create: {e}", path.display()))
+    if let Some(p) = openmetrics {
+        check_writable(p, "--openmetrics")?;
+    }
+    Ok(())
 }
 
 /// The detection and metrics state the options ask for, if any.
@@ -194,6 +218,7 @@ fn build_analysis(
     args: &DetectArgs,
     metrics: &MetricsArgs,
     openmetrics: Option<&PathBuf>,
+    health: &Arc<OutputHealth>,
 ) -> Result<Option<Detection>, String> {
     let hub = if metrics.metrics.is_some() || openmetrics.is_some() {
         let mut hub = MetricsHub::new(metrics.metrics_max_channels);
@@ -208,17 +233,23 @@ fn build_analysis(
     } else {
         None
     };
-    let mut det = build_detection(args)?;
+    let mut det = build_detection(args, health)?;
     match (&mut det, hub) {
         (Some(d), hub) => d.metrics = hub,
         (None, Some(hub)) => det = Some(Detection::metrics_only(hub)),
         (None, None) => {}
     }
+    if let Some(d) = &mut det {
+        d.outputs = Arc::clone(health);
+    }
     Ok(det)
 }
 
 /// The detection state the options ask for, if any.
-fn build_detection(args: &DetectArgs) -> Result<Option<Detection>, String> {
+fn build_detection(
+    args: &DetectArgs,
+    health: &Arc<OutputHealth>,
+) -> Result<Option<Detection>, String> {
     if !args.enabled() {
         return Ok(None);
     }
@@ -231,29 +262,61 @@ fn build_detection(args: &DetectArgs) -> Result<Option<Detection>, String> {
         None => Engine::learning(config),
     };
     let out = match &args.alerts {
-        Some(p) => {
-            Some(Box::new(BufWriter::with_capacity(1 << 16, open_output(p)?)) as Box<dyn Write>)
-        }
+        Some(p) => Some(OutputFile::open(OutputKind::Alerts, p, Arc::clone(health))?),
         None => None,
     };
     Ok(Some(Detection::new(engine, out)))
 }
 
 /// Ends detection: flushes alerts, saves the baseline if asked; the summary lines.
-fn finish_detection(det: Option<&mut Detection>, args: &DetectArgs, code: &mut ExitCode) -> String {
+fn finish_detection(det: Option<&mut Detection>, args: &DetectArgs) -> String {
     let Some(det) = det else { return String::new() };
-    let (baseline, flushed) = det.finish();
-    match flushed {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-        Err(e) => *code = fail(format_args!("writing alerts: {e}")),
+    let baseline = det.finish();
+    let mut text = det.summary();
+    if let Some(line) = baseline.as_ref().and_then(|b| b.unlearned.describe()) {
+        text.push_str(&format!("  warning: baseline {line}\n"));
     }
     if let (Some(path), Some(b)) = (&args.save_baseline, &baseline) {
-        if let Err(e) = b.save(path) {
-            *code = fail(e);
+        match b.save(path) {
+            Ok(()) => text.push_str(&format!(
+                "  baseline: {} channels written to {}\n",
+                b.channels.len(),
+                path.display()
+            )),
+            Err(e) => det.outputs.fail(OutputKind::Baseline, 1, &e),
         }
     }
-    det.summary()
+    if args.alerts.is_none() && det.counts.values().any(|n| *n > 0) {
+        text.push_str(
+            "  warning: alerts were raised but not written anywhere: give --alerts PATH (or - for stdout)\n",
+        );
+    }
+    text
+}
+
+/// The summary's lines about the outputs: events written, and every output that failed.
+fn outputs_summary(events: Option<&JsonLinesSink>, health: &OutputHealth) -> String {
+    let mut s = String::new();
+    if let Some(j) = events {
+        let to = j
+            .out
+            .path()
+            .map_or_else(|| "stdout".to_string(), |p| p.display().to_string());
+        s.push_str(&format!("  events written: {} to {to}\n", j.out.lines));
+    }
+    for line in health.report() {
+        s.push_str(&format!("  FAILED: {line}\n"));
+    }
+    s
+}
+
+/// Prints to stdout; a reader that went away (`| head`) is not an error.
+fn print_stdout(text: &str) -> ExitCode {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => fail(format_args!("writing to stdout: {e}")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -282,7 +345,7 @@ fn main() -> ExitCode {
                 openmetrics,
                 metrics,
             };
-            run_replay(&pcaps, events, quiet, workers, &detect, &opts)
+            run_replay(&pcaps, events, quiet, workers, &detect, &opts, "replay")
         }
         Command::Learn {
             pcaps,
@@ -295,15 +358,20 @@ fn main() -> ExitCode {
                 save_baseline: Some(output),
                 ..DetectArgs::default()
             };
-            run_replay(&pcaps, None, quiet, 1, &detect, &ReplayOptions::default())
+            run_replay(
+                &pcaps,
+                None,
+                quiet,
+                1,
+                &detect,
+                &ReplayOptions::default(),
+                "learn",
+            )
         }
         Command::Baseline {
             command: BaselineCommand::Show { file },
         } => match Baseline::load(&file) {
-            Ok(b) => {
-                print!("{}", b.describe());
-                ExitCode::SUCCESS
-            }
+            Ok(b) => print_stdout(&b.describe()),
             Err(e) => fail(e),
         },
         Command::Live {
@@ -363,28 +431,23 @@ fn run_replay(
     workers: usize,
     detect: &DetectArgs,
     opts: &ReplayOptions,
+    command: &str,
 ) -> ExitCode {
-    let mut detection = match build_analysis(detect, &opts.metrics, opts.openmetrics.as_ref()) {
-        Ok(d) => d,
+    let health = Arc::new(OutputHealth::default());
+    let (mut detection, mut pipeline, mut json) = match open_outputs(
+        detect,
+        &opts.metrics,
+        opts.openmetrics.as_ref(),
+        events.as_ref(),
+        &health,
+    ) {
+        Ok(o) => o,
         Err(e) => return fail(e),
     };
     if detection.is_some() && workers > 1 {
         return fail("detection and metrics (--alerts, --baseline, --learn, --save-baseline, --evidence, --metrics, --openmetrics) run on one worker: drop --workers");
     }
-    let mut pipeline = Pipeline::new();
-    if let (Some(det), Some(dir)) = (&mut detection, &detect.evidence) {
-        match det.with_evidence(dir) {
-            Ok(ring) => pipeline.evidence = Some(ring),
-            Err(e) => return fail(format_args!("{}: {e}", dir.display())),
-        }
-    }
-    let mut json = match &events {
-        Some(p) => match open_output(p) {
-            Ok(w) => Some(JsonLinesSink::new(BufWriter::with_capacity(1 << 16, w))),
-            Err(e) => return fail(e),
-        },
-        None => None,
-    };
+    install_signal_handlers(false);
     let mut null = NullSink;
     let inner: &mut dyn EventSink = match &mut json {
         Some(j) => j,
@@ -404,19 +467,21 @@ fn run_replay(
     let mut code = ExitCode::SUCCESS;
     if let Some(det) = &mut detection {
         if let Err(e) = det.finish_metrics(&report.stats, report.active_flows_at_end) {
-            code = fail(format_args!("writing metrics: {e}"));
+            health.fail(OutputKind::OpenMetrics, 1, &e);
         }
     }
-    let det_summary = finish_detection(detection.as_mut(), detect, &mut code);
-    if !quiet {
-        let _ = std::io::stderr().write_all(summary::render(&report).as_bytes());
-        let _ = std::io::stderr().write_all(det_summary.as_bytes());
+    let warning = detection.as_ref().and_then(|d| learning_warning(d, detect));
+    let mut det_summary = finish_detection(detection.as_mut(), detect);
+    det_summary.push_str(warning.as_deref().unwrap_or_default());
+    if let Some(j) = &mut json {
+        j.out.finish();
     }
-    match json.map(|j| j.finish()).unwrap_or(Ok(())) {
-        Ok(()) => {}
-        // The reader went away (`| head`): not our error.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-        Err(e) => code = fail(format_args!("writing events: {e}")),
+    if !quiet {
+        let heading = format!("otwatch {command}: {} file(s),", report.files.len());
+        let mut text = summary::render(&report, &heading);
+        text.push_str(&det_summary);
+        text.push_str(&outputs_summary(json.as_ref(), &health));
+        let _ = std::io::stderr().write_all(text.as_bytes());
     }
     for e in report.errors() {
         code = fail(e);
@@ -424,27 +489,96 @@ fn run_replay(
     // Keep /metrics up for the last scrapes.
     if let (Some(hold), Some(det)) = (opts.hold, &detection) {
         if det.metrics.as_ref().is_some_and(|m| m.server.is_some()) {
-            std::thread::sleep(std::time::Duration::from_nanos(hold.max(0) as u64));
+            let until =
+                std::time::Instant::now() + std::time::Duration::from_nanos(hold.max(0) as u64);
+            while std::time::Instant::now() < until
+                && !STOP.load(std::sync::atomic::Ordering::Relaxed)
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
         }
     }
+    outputs_exit(&health, code)
+}
+
+/// Every output of a run, opened (or checked, for those written at the end) before the first
+/// packet is read: detection with its alerts, evidence and metrics, the pipeline recording
+/// evidence, the events sink.
+fn open_outputs(
+    detect: &DetectArgs,
+    metrics: &MetricsArgs,
+    openmetrics: Option<&PathBuf>,
+    events: Option<&PathBuf>,
+    health: &Arc<OutputHealth>,
+) -> Result<(Option<Detection>, Pipeline, Option<JsonLinesSink>), String> {
+    check_late_outputs(detect, openmetrics)?;
+    let mut detection = build_analysis(detect, metrics, openmetrics, health)?;
+    let mut pipeline = Pipeline::new();
+    if let (Some(det), Some(dir)) = (&mut detection, &detect.evidence) {
+        let ring = det
+            .with_evidence(dir)
+            .map_err(|e| format!("--evidence {}: {e}", dir.display()))?;
+        pipeline.evidence = Some(ring);
+    }
+    let json = match events {
+        Some(p) => Some(JsonLinesSink::new(OutputFile::open(
+            OutputKind::Events,
+            p,
+            Arc::clone(health),
+        )?)),
+        None => None,
+    };
+    Ok((detection, pipeline, json))
+}
+
+/// A run whose outputs failed exits non-zero, whatever else went well.
+fn outputs_exit(health: &OutputHealth, code: ExitCode) -> ExitCode {
+    if health.total() > 0 {
+        return fail(format_args!(
+            "{} output writes failed: {}",
+            health.total(),
+            health.report().join("; ")
+        ));
+    }
     code
+}
+
+/// A warning when the run never left its learning window: nothing was detected.
+fn learning_warning(det: &Detection, detect: &DetectArgs) -> Option<String> {
+    let engine = det.engine.as_ref()?;
+    let window = detect.learn.as_deref()?;
+    engine.is_learning().then(|| {
+        format!("  warning: the capture ended inside the learning window (--learn {window}): nothing was detected; learn for less, or learn once and detect with --baseline\n")
+    })
 }
 
 /// Set by SIGINT/SIGTERM; the capture loop checks it between packets (at least every 100 ms).
 static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+extern "C" fn on_signal(sig: libc::c_int) {
+    if sig == libc::SIGHUP {
+        // logrotate moved the files away: reopen them (between packets, in the writers).
+        otwatch::output::request_reopen();
+    } else {
+        STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
-fn install_signal_handlers() {
+/// SIGHUP reopens the output files; with `stop`, SIGINT/SIGTERM end the capture loop (a replay
+/// keeps the default: they end the process).
+fn install_signal_handlers(stop: bool) {
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe; sigaction is
     // given a zeroed, fully initialised struct.
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = on_signal as *const () as usize;
         libc::sigemptyset(&mut action.sa_mask);
-        for sig in [libc::SIGINT, libc::SIGTERM] {
+        let signals: &[libc::c_int] = if stop {
+            &[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]
+        } else {
+            &[libc::SIGHUP]
+        };
+        for &sig in signals {
             libc::sigaction(sig, &action, std::ptr::null_mut());
         }
     }
@@ -525,39 +659,29 @@ fn run_live(
         // silence) need them in capture order, and evidence needs the packets on one thread.
         return fail("detection (--alerts, --baseline, --learn, --save-baseline, --evidence) runs on one worker: drop --workers (metrics and --events work with workers)");
     }
-    use otwatch::capture::afpacket::drop_privileges;
+    let health = Arc::new(OutputHealth::default());
     // Files and the metrics socket are opened before privileges are dropped.
-    let mut detection = match build_analysis(detect, metrics, None) {
-        Ok(d) => d,
-        Err(e) => return fail(e),
-    };
-    let mut pipeline = Pipeline::new();
-    if let (Some(det), Some(dir)) = (&mut detection, &detect.evidence) {
-        match det.with_evidence(dir) {
-            Ok(ring) => pipeline.evidence = Some(ring),
-            Err(e) => return fail(format_args!("{}: {e}", dir.display())),
-        }
-    }
+    let (mut detection, mut pipeline, mut json) =
+        match open_outputs(detect, metrics, None, events.as_ref(), &health) {
+            Ok(o) => o,
+            Err(e) => return fail(e),
+        };
     if let Some(user) = user {
-        if let Err(e) = drop_privileges(&user) {
+        if let Err(e) = become_user(&user, &events, detect) {
             return fail(e);
         }
     }
-    install_signal_handlers();
-    let writer: Box<dyn Write> = match &events {
-        None => Box::new(std::io::sink()),
-        Some(p) if p.as_os_str() == "-" => Box::new(std::io::stdout()),
-        Some(p) => match File::create(p) {
-            Ok(f) => Box::new(f),
-            Err(e) => return fail(format_args!("{}: cannot create: {e}", p.display())),
-        },
-    };
-    let mut json = JsonLinesSink::new(BufWriter::with_capacity(1 << 16, writer));
+    install_signal_handlers(true);
+    if !quiet {
+        eprintln!("otwatch: capturing on {iface}");
+    }
+    if let Some(w) = otwatch::capture::afpacket::link_warning(iface) {
+        eprintln!("otwatch: warning: {w}");
+    }
     let mut null = NullSink;
-    let inner: &mut dyn EventSink = if events.is_some() {
-        &mut json
-    } else {
-        &mut null
+    let inner: &mut dyn EventSink = match &mut json {
+        Some(j) => j,
+        None => &mut null,
     };
     let mut detect_sink;
     let sink: &mut dyn EventSink = match &mut detection {
@@ -661,14 +785,12 @@ fn run_live(
             code = fail(format_args!("writing metrics: {e}"));
         }
     }
-    let det_summary = finish_detection(detection.as_mut(), detect, &mut code);
-    let written = json.finish();
+    let det_summary = finish_detection(detection.as_mut(), detect);
+    if let Some(j) = &mut json {
+        j.out.finish();
+    }
     if !quiet {
-        let text = summary::render(&report).replacen(
-            "otwatch replay: 0 file(s),",
-            &format!("otwatch live on {iface}:"),
-            1,
-        );
+        let text = summary::render(&report, &format!("otwatch live on {iface}:"));
         let _ = std::io::stderr().write_all(text.as_bytes());
         let _ = writeln!(
             std::io::stderr(),
@@ -685,14 +807,34 @@ fn run_live(
             );
         }
         let _ = std::io::stderr().write_all(det_summary.as_bytes());
-    }
-    if let Err(e) = written {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            code = fail(format_args!("writing events: {e}"));
-        }
+        let _ = std::io::stderr().write_all(outputs_summary(json.as_ref(), &health).as_bytes());
     }
     if let Some(e) = error {
         code = fail(e);
     }
-    code
+    outputs_exit(&health, code)
+}
+
+/// Drops privileges to `user`, after giving it the outputs it must write later: the events
+/// and alerts files (reopened on SIGHUP) and the evidence directory. Then checks, as that
+/// user, that every late output can still be written.
+fn become_user(user: &str, events: &Option<PathBuf>, detect: &DetectArgs) -> Result<(), String> {
+    use otwatch::capture::afpacket::{drop_privileges, lookup_user};
+    let (uid, gid) = lookup_user(user)?;
+    let files = [
+        events.as_ref(),
+        detect.alerts.as_ref(),
+        detect.evidence.as_ref(),
+    ];
+    for p in files.into_iter().flatten().filter(|p| p.as_os_str() != "-") {
+        std::os::unix::fs::chown(p, Some(uid), Some(gid))
+            .map_err(|e| format!("{}: cannot hand it to user {user}: {e}", p.display()))?;
+    }
+    drop_privileges(user)?;
+    check_late_outputs(detect, None).map_err(|e| format!("{e} (as user {user})"))?;
+    if let Some(dir) = &detect.evidence {
+        otwatch::output::check_dir_writable(dir)
+            .map_err(|e| format!("--evidence: {e} (as user {user})"))?;
+    }
+    Ok(())
 }

@@ -399,6 +399,8 @@ pub struct DetectionState {
     pub baseline_channels: usize,
     /// Alert causes by (kind, type, severity).
     pub alerts: BTreeMap<(&'static str, &'static str, &'static str), u64>,
+    /// Detection's memory bounds hit: (bound, times).
+    pub bounds_hit: Vec<(&'static str, u64)>,
 }
 
 /// Everything the families are built from.
@@ -410,6 +412,8 @@ pub struct Inputs<'a> {
     pub workers: &'a [u64],
     pub channels: Option<&'a ChannelMetrics>,
     pub detection: &'a DetectionState,
+    /// Failed writes of the run's outputs.
+    pub outputs: Option<&'a crate::output::OutputHealth>,
 }
 
 fn proto_families(stats: &Stats, out: &mut Vec<Family>) {
@@ -528,6 +532,14 @@ pub fn families(i: &Inputs<'_>) -> Vec<Family> {
         )
         .with(Vec::new(), s.flows.created as f64),
     );
+    let mut evicted = Family::new(
+        "otwatch_flows_evicted_total",
+        MetricKind::Counter,
+        "Flows evicted, by reason: idle (timeout) or full (to make room in a full table).",
+    );
+    evicted.push(vec![("reason", "idle".into())], s.flows.evicted_idle as f64);
+    evicted.push(vec![("reason", "full".into())], s.flows.evicted_full as f64);
+    out.push(evicted);
     proto_families(s, &mut out);
     if let Some(c) = i.channels {
         c.families(&mut out);
@@ -543,8 +555,28 @@ pub fn families(i: &Inputs<'_>) -> Vec<Family> {
         }
         out.push(w);
     }
+    if let Some(h) = i.outputs {
+        let mut f = Family::new(
+            "otwatch_output_errors_total",
+            MetricKind::Counter,
+            "Writes an output could not make (lines, evidence files, saves), by output.",
+        );
+        for k in crate::output::OutputKind::ALL {
+            f.push(vec![("output", k.name().to_string())], h.errors(k) as f64);
+        }
+        out.push(f);
+    }
     let d = i.detection;
     if d.enabled {
+        let mut bounds = Family::new(
+            "otwatch_detection_bound_hits_total",
+            MetricKind::Counter,
+            "Observations detection could not keep state for, by the memory bound that was hit.",
+        );
+        for (bound, n) in &d.bounds_hit {
+            bounds.push(vec![("bound", bound.to_string())], *n as f64);
+        }
+        out.push(bounds);
         let mut alerts = Family::new(
             "otwatch_alerts_total",
             MetricKind::Counter,

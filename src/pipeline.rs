@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::detection::EvidenceRing;
+use crate::output::evidence::EvidenceRing;
 
 use crate::capture::Packet;
 use crate::decode::{self, defrag::Defragmenter, Decode};

@@ -31,7 +31,9 @@ pub struct DefragStats {
 pub struct FlowStats {
     pub created: u64,
     pub evicted_idle: u64,
-    /// New flows refused because the table was full of active flows.
+    /// Flows evicted to make room when the table was full (half-open and longest-idle first).
+    pub evicted_full: u64,
+    /// New flows refused because the table was full (only when eviction freed nothing).
     pub table_full_drops: u64,
     /// Packets of flows no dissector is interested in (counted, not tracked).
     pub untracked_packets: u64,
@@ -186,6 +188,7 @@ merge_sums!(DefragStats {
 merge_sums!(FlowStats {
     created,
     evicted_idle,
+    evicted_full,
     table_full_drops,
     untracked_packets,
     reused,

@@ -94,7 +94,8 @@ fn proto_lines(
     }
 }
 
-pub fn render(report: &ReplayReport) -> String {
+/// The summary under `heading` (e.g. `otwatch replay: 2 file(s),` or `otwatch live on eth0:`).
+pub fn render(report: &ReplayReport, heading: &str) -> String {
     let s: &Stats = &report.stats;
     let mut out = String::new();
     let secs = report.elapsed.as_secs_f64();
@@ -105,8 +106,7 @@ pub fn render(report: &ReplayReport) -> String {
     };
     let _ = writeln!(
         out,
-        "otwatch replay: {} file(s), {} packets, {} in {:.3} s ({:.0} packets/s)",
-        report.files.len(),
+        "{heading} {} packets, {} in {:.3} s ({:.0} packets/s)",
         s.packets,
         human_bytes(s.bytes),
         secs,
@@ -114,6 +114,7 @@ pub fn render(report: &ReplayReport) -> String {
     );
     let flows = nonzero(&[
         ("evicted idle", s.flows.evicted_idle),
+        ("evicted to make room (table full)", s.flows.evicted_full),
         ("table full drops", s.flows.table_full_drops),
         ("5-tuple reused", s.flows.reused),
         ("open at end", report.active_flows_at_end as u64),
@@ -128,9 +129,6 @@ pub fn render(report: &ReplayReport) -> String {
         let _ = writeln!(out, "  flows: {} tracked", s.flows.created);
     } else {
         let _ = writeln!(out, "  flows: {} tracked ({flows})", s.flows.created);
-    }
-    if s.events > 0 {
-        let _ = writeln!(out, "  events written: {}", s.events);
     }
     proto_lines(&mut out, "modbus", &s.modbus, |fc| {
         otwatch_parsers::modbus::FunctionCode(fc).name()

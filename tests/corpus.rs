@@ -28,20 +28,6 @@ fn known_frames(table: &[(&str, u64, &str)], rel: &str) -> BTreeSet<u64> {
     table.iter().filter(|k| k.0 == rel).map(|k| k.1).collect()
 }
 
-fn corpus() -> Option<PathBuf> {
-    match std::env::var_os("OTWATCH_CORPUS") {
-        Some(p) if Path::new(&p).is_dir() => Some(PathBuf::from(p)),
-        Some(p) => {
-            eprintln!("skipping corpus tests: OTWATCH_CORPUS={p:?} is not a directory");
-            None
-        }
-        None => {
-            eprintln!("skipping corpus tests: set OTWATCH_CORPUS to ../shared/pcaps to run them");
-            None
-        }
-    }
-}
-
 fn captures(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -220,26 +206,19 @@ fn per_function(by_frame: &BTreeMap<u64, Vec<Pdu>>, skip: &BTreeSet<u64>) -> BTr
     counts
 }
 
-fn tshark_available() -> bool {
-    Command::new("tshark")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn every_capture_replays_and_modbus_agrees_with_tshark() {
-    let Some(dir) = corpus() else { return };
+    let Some(dir) = common::corpus_dir() else {
+        return;
+    };
     let files = captures(&dir);
     assert!(
         files.len() > 50,
         "corpus at {} looks incomplete",
         dir.display()
     );
-    let with_tshark = tshark_available();
-    if !with_tshark {
-        eprintln!("tshark not found: replaying the corpus without the field-by-field comparison");
-    }
+    // Without tshark the corpus is still replayed (no panic, no error), without the comparison.
+    let with_tshark = common::tshark_or_skip();
     let mut problems = Vec::new();
     let mut seen_known = BTreeSet::new();
     let mut table = Vec::new();
@@ -439,9 +418,10 @@ const KNOWN_DNP3: &[(&str, u64, &str)] = &[
 
 #[test]
 fn dnp3_agrees_with_tshark() {
-    let Some(dir) = corpus() else { return };
-    if !tshark_available() {
-        eprintln!("skipping: tshark not found");
+    let Some(dir) = common::corpus_dir() else {
+        return;
+    };
+    if !common::tshark_or_skip() {
         return;
     }
     let mut problems = Vec::new();
@@ -678,9 +658,10 @@ const KNOWN_S7: &[(&str, u64, &str)] = &[
 
 #[test]
 fn s7comm_agrees_with_tshark() {
-    let Some(dir) = corpus() else { return };
-    if !tshark_available() {
-        eprintln!("skipping: tshark not found");
+    let Some(dir) = common::corpus_dir() else {
+        return;
+    };
+    if !common::tshark_or_skip() {
         return;
     }
     let mut files = captures(&dir.join("s7"));

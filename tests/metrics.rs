@@ -26,7 +26,9 @@ fn have(bin: &str) -> bool {
         .status()
         .is_ok();
     if !found {
-        eprintln!("skipping: {bin} not installed (Debian package prometheus)");
+        common::skip(format_args!(
+            "{bin} not installed (Debian package prometheus)"
+        ));
     }
     found
 }

@@ -70,11 +70,7 @@ fn fixtures_give_the_same_events_with_several_workers() {
 
 #[test]
 fn every_corpus_capture_gives_the_same_events_with_several_workers() {
-    let Some(dir) = std::env::var_os("OTWATCH_CORPUS")
-        .map(PathBuf::from)
-        .filter(|d| d.is_dir())
-    else {
-        eprintln!("skipping: OTWATCH_CORPUS not set");
+    let Some(dir) = common::corpus_dir() else {
         return;
     };
     let mut stack = vec![dir];

@@ -120,15 +120,9 @@ fn s7commplus_sessions() {
     }
 }
 
-fn corpus() -> Option<PathBuf> {
-    let dir = PathBuf::from(std::env::var_os("OTWATCH_CORPUS")?);
-    dir.is_dir().then_some(dir)
-}
-
 #[test]
 fn plc_stop_upload_and_pi_services_in_the_corpus() {
-    let Some(dir) = corpus() else {
-        eprintln!("skipping: OTWATCH_CORPUS not set");
+    let Some(dir) = common::corpus_dir() else {
         return;
     };
     let s7dir = dir.join("s7");

@@ -250,6 +250,32 @@ struct Entry {
     last: Alert,
 }
 
+/// Items of a list an alert shows (`learned.server_clients`, `learned.ranges`, …): the first
+/// few, with the list's full length in a `<name>_total` field beside it. An alert copies what
+/// was learned, and a flood of clients must not make each line (and the alert book's copy) as
+/// large as the whole baseline.
+pub const ALERT_LIST_ITEMS: usize = 8;
+
+/// Inserts `name` (at most [`ALERT_LIST_ITEMS`] items) and `name_total` into `obj`.
+pub fn capped_list<T: serde::Serialize>(
+    obj: &mut serde_json::Value,
+    name: &str,
+    items: impl IntoIterator<Item = T>,
+) {
+    let mut shown = Vec::with_capacity(ALERT_LIST_ITEMS);
+    let mut total = 0usize;
+    for item in items {
+        if shown.len() < ALERT_LIST_ITEMS {
+            shown.push(serde_json::json!(item));
+        }
+        total += 1;
+    }
+    if let Some(m) = obj.as_object_mut() {
+        m.insert(name.to_string(), serde_json::Value::Array(shown));
+        m.insert(format!("{name}_total"), serde_json::json!(total));
+    }
+}
+
 /// Distinct causes kept per alert type; beyond this, further causes of that type share one
 /// `overflow` entry, so spoofed addresses cannot grow the book without bound.
 pub const MAX_CAUSES_PER_TYPE: usize = 4096;

@@ -47,6 +47,49 @@ pub struct Baseline {
     pub channels: Vec<ChannelModel>,
     /// The multivariate model over per-channel windows; absent when learning saw too few windows.
     pub behaviour: Option<BehaviourModel>,
+    /// Observations learning had to leave out because a bound was hit: a baseline that is
+    /// not the whole picture says so.
+    #[serde(default, skip_serializing_if = "Unlearned::is_empty")]
+    pub unlearned: Unlearned,
+}
+
+/// Observations not learned, by the bound that was hit.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Unlearned {
+    /// Observations of devices beyond `MAX_ASSETS` (their device was not learned).
+    pub assets: u64,
+    /// Observations of channels beyond `MAX_CHANNELS`.
+    pub channels: u64,
+    /// Values of points beyond `MAX_POINTS`.
+    pub points: u64,
+}
+
+impl Unlearned {
+    pub fn is_empty(&self) -> bool {
+        *self == Unlearned::default()
+    }
+
+    /// One line for a person, or `None` when learning kept everything.
+    pub fn describe(&self) -> Option<String> {
+        use crate::learn::{MAX_ASSETS, MAX_CHANNELS, MAX_POINTS};
+        if self.is_empty() {
+            return None;
+        }
+        let mut parts = Vec::new();
+        for (n, what, max) in [
+            (self.assets, "of devices beyond", MAX_ASSETS),
+            (self.channels, "of channels beyond", MAX_CHANNELS),
+            (self.points, "values of points beyond", MAX_POINTS),
+        ] {
+            if n > 0 {
+                parts.push(format!("{n} observations {what} the first {max}"));
+            }
+        }
+        Some(format!(
+            "INCOMPLETE: learning hit its bounds and left out {}",
+            parts.join(", ")
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -195,6 +238,9 @@ impl Baseline {
             "Baseline ({FORMAT} v{}): {} observations over {:.1} s of capture time",
             self.version, self.observations, span
         );
+        if let Some(line) = self.unlearned.describe() {
+            let _ = writeln!(s, "{line}");
+        }
         let _ = writeln!(s, "\nAssets ({}):", self.assets.len());
         for a in &self.assets {
             let protos: Vec<&str> = a.protocols.iter().map(|p| p.name()).collect();

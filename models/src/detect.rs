@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::alert::{Alert, AlertKey, Severity};
+use crate::alert::{capped_list, Alert, AlertKey, Severity};
 use crate::baseline::{Baseline, ChannelModel, LatencyModel, PollModel};
 use crate::behaviour::WindowAcc;
 use crate::learn::{poll_key, FastMap, FastSet, Pending, PollKey, RateCounter};
@@ -114,6 +114,10 @@ pub struct Detector {
     /// Channels whose current behaviour window has activity.
     active_windows: Vec<Channel>,
     started: bool,
+    /// Observations of channels beyond `MAX_RUNTIME_CHANNELS` (no timing state kept for them).
+    pub untracked_channels: u64,
+    /// Times the scan table was full and started afresh.
+    pub scan_resets: u64,
 }
 
 /// An alert about the PDU `o`.
@@ -211,6 +215,8 @@ impl Detector {
             next_due: i64::MIN,
             active_windows: Vec::new(),
             started: false,
+            untracked_channels: 0,
+            scan_resets: 0,
             baseline,
         };
         for (i, c) in d.baseline.channels.iter().enumerate() {
@@ -327,16 +333,23 @@ impl Detector {
                 out,
             ) {
                 a.message = format!("{ch}: a conversation learning never saw");
-                a.learned = json!({
-                    "server_clients": self.baseline.channels.iter()
+                a.learned = json!({});
+                capped_list(
+                    &mut a.learned,
+                    "server_clients",
+                    self.baseline
+                        .channels
+                        .iter()
                         .filter(|c| c.channel.server == ch.server && c.channel.proto == ch.proto)
-                        .map(|c| c.channel.client.to_string()).collect::<BTreeSet<_>>(),
-                });
+                        .map(|c| c.channel.client)
+                        .collect::<BTreeSet<_>>(),
+                );
                 a.observed = json!({"client": ch.client, "server": ch.server, "proto": ch.proto, "unit": ch.unit_text()});
                 out.push(a);
             }
         }
         if !self.rt.contains_key(&ch) && self.rt.len() >= MAX_RUNTIME_CHANNELS {
+            self.untracked_channels += 1;
             return;
         }
         match o.kind {
@@ -405,6 +418,7 @@ impl Detector {
         let client = o.channel.client;
         if !self.scans.contains_key(&client) && self.scans.len() >= MAX_SCAN_CLIENTS {
             self.scans.clear();
+            self.scan_resets += 1;
         }
         let s = self.scans.entry(client).or_default();
         if o.ts.saturating_sub(s.start) > SCAN_WINDOW || o.ts < s.start {
@@ -525,7 +539,8 @@ impl Detector {
                         "with this server"
                     }
                 );
-                a.learned = json!({"functions": funcs});
+                a.learned = json!({});
+                capped_list(&mut a.learned, "functions", funcs);
                 a.observed = json!({"function": o.function, "name": o.function_name});
                 out.push(a);
             }
@@ -555,7 +570,16 @@ impl Detector {
                     ch.proto.name(),
                     o.function_name.map(|n| format!(" {n}")).unwrap_or_default()
                 );
-                a.learned = json!({"writers": self.writers.iter().filter(|w| w.2 == ch.server).map(|w| w.1.to_string()).collect::<BTreeSet<_>>()});
+                a.learned = json!({});
+                capped_list(
+                    &mut a.learned,
+                    "writers",
+                    self.writers
+                        .iter()
+                        .filter(|w| w.2 == ch.server)
+                        .map(|w| w.1)
+                        .collect::<BTreeSet<_>>(),
+                );
                 a.observed = json!({"function": o.function, "name": o.function_name, "accesses": accesses_json(o)});
                 out.push(a);
             }
@@ -609,8 +633,12 @@ impl Detector {
                     "{ch}: {rw} of {space} {}..={hi} outside the learned ranges",
                     acc.start
                 );
-                a.learned =
-                    json!({"space": space, "ranges": learned.map(|r| r.0).unwrap_or_default()});
+                a.learned = json!({"space": space});
+                capped_list(
+                    &mut a.learned,
+                    "ranges",
+                    learned.map(|r| r.0).unwrap_or_default(),
+                );
                 a.observed =
                     json!({"space": space, "start": acc.start, "count": acc.count, "access": rw});
                 out.push(a);

@@ -88,6 +88,20 @@ impl Engine {
         self.book.len()
     }
 
+    /// Where a memory bound of detection was hit: (bound, times), for the summary and the
+    /// metrics. Learning's bounds are in the baseline's `unlearned`.
+    pub fn bounds_hit(&self) -> [(&'static str, u64); 3] {
+        let (channels, scans) = match &self.phase {
+            Phase::Detecting(d) => (d.untracked_channels, d.scan_resets),
+            _ => (0, 0),
+        };
+        [
+            ("runtime_channels", channels),
+            ("scan_clients", scans),
+            ("alert_causes", self.book.overflowed),
+        ]
+    }
+
     fn switch_if_due(&mut self, now: i64) {
         if let (Phase::Learning(_), Some(until)) = (&self.phase, self.learn_until) {
             if now >= until {

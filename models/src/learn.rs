@@ -173,8 +173,8 @@ pub struct Learner {
     /// The window learning started in: partial, so not a sample.
     first_window: Option<i64>,
     samples: Vec<[f64; FEATURES.len()]>,
-    /// Observations or facts not learned because a bound was hit.
-    pub dropped: u64,
+    /// What was not learned because a bound was hit.
+    pub dropped: crate::baseline::Unlearned,
 }
 
 impl Learner {
@@ -191,7 +191,7 @@ impl Learner {
             window_index: None,
             first_window: None,
             samples: Vec::new(),
-            dropped: 0,
+            dropped: Default::default(),
         }
     }
 
@@ -208,7 +208,7 @@ impl Learner {
         // Assets: both ends, their roles; and the longest silence of whoever sent this PDU.
         for (ip, client) in [(ch.client, true), (ch.server, false)] {
             if !self.assets.contains_key(&ip) && self.assets.len() >= MAX_ASSETS {
-                self.dropped += 1;
+                self.dropped.assets += 1;
                 continue;
             }
             let a = self.assets.entry(ip).or_default();
@@ -235,7 +235,7 @@ impl Learner {
             }
         }
         if !self.channels.contains_key(&ch) && self.channels.len() >= MAX_CHANNELS {
-            self.dropped += 1;
+            self.dropped.channels += 1;
             return;
         }
         let c = self.channels.entry(ch).or_default();
@@ -320,7 +320,7 @@ impl Learner {
                             },
                         );
                     }
-                    None => self.dropped += 1,
+                    None => self.dropped.points += 1,
                 }
             }
         }
@@ -449,6 +449,7 @@ impl Learner {
             observations: self.observations,
             assets,
             channels,
+            unlearned: self.dropped,
             behaviour: BehaviourModel::train(
                 self.window_nanos as f64 / NANOS as f64,
                 &self.samples,

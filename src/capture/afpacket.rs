@@ -773,9 +773,8 @@ impl Drop for AfPacketSource {
     }
 }
 
-/// Switch to `user` (its uid, gid, and no supplementary groups). Call after the socket is open:
-/// the open socket keeps working without privileges.
-pub fn drop_privileges(user: &str) -> Result<(), String> {
+/// The uid and primary gid of `user`.
+pub fn lookup_user(user: &str) -> Result<(libc::uid_t, libc::gid_t), String> {
     let cname = CString::new(user).map_err(|_| format!("invalid user name: {user:?}"))?;
     // SAFETY: sysconf has no memory-safety preconditions.
     let hint = unsafe { libc::sysconf(libc::_SC_GETPW_R_SIZE_MAX) };
@@ -809,7 +808,13 @@ pub fn drop_privileges(user: &str) -> Result<(), String> {
     if result.is_null() {
         return Err(format!("no such user: {user}"));
     }
-    let (uid, gid) = (pw.pw_uid, pw.pw_gid);
+    Ok((pw.pw_uid, pw.pw_gid))
+}
+
+/// Switch to `user` (its uid, gid, and no supplementary groups). Call after the socket is open:
+/// the open socket keeps working without privileges.
+pub fn drop_privileges(user: &str) -> Result<(), String> {
+    let (uid, gid) = lookup_user(user)?;
     // SAFETY: setgroups with an empty list.
     if unsafe { libc::setgroups(0, ptr::null()) } != 0 {
         return Err(format!(
@@ -836,4 +841,21 @@ pub fn drop_privileges(user: &str) -> Result<(), String> {
         return Err("privileges were not dropped: setuid(0) still succeeds".into());
     }
     Ok(())
+}
+
+/// Why capturing on `iface` may see nothing (administratively down, or no carrier), from
+/// /sys/class/net; `None` when it is up or its state cannot be read.
+pub fn link_warning(iface: &str) -> Option<String> {
+    let dir = std::path::Path::new("/sys/class/net").join(iface);
+    let flags = std::fs::read_to_string(dir.join("flags")).ok()?;
+    let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).ok()?;
+    if flags & libc::IFF_UP as u32 == 0 {
+        return Some(format!(
+            "{iface} is down: nothing will be captured until it is up (ip link set {iface} up)"
+        ));
+    }
+    let oper = std::fs::read_to_string(dir.join("operstate")).unwrap_or_default();
+    (oper.trim() == "down").then(|| {
+        format!("{iface} has no link (operstate down): check the SPAN/mirror cable and port")
+    })
 }

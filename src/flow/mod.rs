@@ -58,6 +58,9 @@ pub struct Flow {
     pub app: App,
     /// Set when the protocol was recognised by probing rather than by port.
     probed: Option<(Proto, bool)>,
+    /// Any payload seen: a flow without it is half-open or empty, the first to go when the
+    /// table is full.
+    carried_data: bool,
     /// Indexed by [`Dir::index`].
     streams: [TcpStream; 2],
 }
@@ -159,8 +162,12 @@ impl FlowTable {
             }
         }
         if self.flows.len() >= self.max_flows && !self.flows.contains_key(&key) {
-            stats.flows.table_full_drops += 1;
-            return;
+            // A SYN flood must not lock the plant's flows out for the idle timeout: make room.
+            self.evict_for_room(stats, sink);
+            if self.flows.len() >= self.max_flows {
+                stats.flows.table_full_drops += 1;
+                return;
+            }
         }
         let flow = match self.flows.entry(key) {
             Entry::Occupied(o) => o.into_mut(),
@@ -172,6 +179,9 @@ impl FlowTable {
         };
         flow.last_seen = now;
         flow.last_frame = info.frame;
+        flow.carried_data |= match pkt.transport {
+            Transport::Tcp { payload, .. } | Transport::Udp { payload, .. } => !payload.is_empty(),
+        };
         if !Arc::ptr_eq(&flow.source, info.source) {
             flow.source = Arc::clone(info.source);
         }
@@ -221,6 +231,30 @@ impl FlowTable {
                     peer.on_peer_ack(ack, &mut flow.app, &mut ctx, peer_dir);
                 }
                 this.on_segment(seq, flags.syn, payload, &mut flow.app, &mut ctx, dir);
+            }
+        }
+    }
+
+    /// The table is full: evict an eighth of it, flows that never carried data (half-open, a
+    /// scan's or a flood's) first, then the longest idle, as Suricata's emergency mode does. A
+    /// batch, so that a flood pays one scan of the table per many new flows, not one per packet.
+    fn evict_for_room(&mut self, stats: &mut Stats, sink: &mut dyn EventSink) {
+        let batch = (self.max_flows / 8).max(1);
+        let mut victims: Vec<(bool, i64, u64, FlowKey)> = self
+            .flows
+            .iter()
+            .map(|(k, f)| (f.carried_data, f.last_seen, f.id, *k))
+            .collect();
+        if victims.len() > batch {
+            victims.select_nth_unstable_by_key(batch - 1, |v| (v.0, v.1, v.2));
+            victims.truncate(batch);
+        }
+        // Closed in creation order, so output does not depend on hash order.
+        victims.sort_unstable_by_key(|v| v.2);
+        for (_, _, _, key) in victims {
+            if let Some(flow) = self.flows.remove(&key) {
+                stats.flows.evicted_full += 1;
+                close_flow(flow, stats, sink);
             }
         }
     }
@@ -333,6 +367,7 @@ fn new_flow(
         source: Arc::clone(info.source),
         app: App::new(probed.map(|(p, _)| p).or(Proto::for_server_port(server.1))),
         probed,
+        carried_data: false,
         streams: Default::default(),
     }
 }

@@ -158,19 +158,43 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// The corpus directory from OTWATCH_CORPUS, or `None` (with the reason printed).
+/// Says on the terminal that the calling test is skipped, and why. libtest captures `eprintln!`
+/// of passing tests, so a skip printed that way is invisible in the default `cargo test` output;
+/// a write straight to the stderr handle is not captured.
+pub fn skip(why: impl std::fmt::Display) {
+    use std::io::Write;
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {test}: {why}");
+}
+
+/// The corpus directory from OTWATCH_CORPUS, or `None` (with the skip reported).
 pub fn corpus_dir() -> Option<PathBuf> {
     match std::env::var_os("OTWATCH_CORPUS") {
         Some(p) if Path::new(&p).is_dir() => Some(PathBuf::from(p)),
         Some(p) => {
-            eprintln!("skipping: OTWATCH_CORPUS={p:?} is not a directory");
+            skip(format_args!("OTWATCH_CORPUS={p:?} is not a directory"));
             None
         }
         None => {
-            eprintln!("skipping: set OTWATCH_CORPUS to ../shared/pcaps to run the corpus tests");
+            skip("set OTWATCH_CORPUS to ../shared/pcaps to run the corpus tests");
             None
         }
     }
+}
+
+/// Whether tshark runs here; reports the skip when it does not.
+pub fn tshark_or_skip() -> bool {
+    let ok = std::process::Command::new("tshark")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        skip("tshark not found (Debian package tshark)");
+    }
+    ok
 }
 
 /// How a detection run gets its baseline.
@@ -248,8 +272,13 @@ pub fn detect_files_realert(
         }
         pipeline.finish(&mut sink);
     }
-    let (baseline, written) = det.finish();
-    written.expect("alerts flushed");
+    let baseline = det.finish();
+    assert_eq!(
+        det.outputs.total(),
+        0,
+        "outputs failed: {:?}",
+        det.outputs.report()
+    );
     (det.kept.take().unwrap_or_default(), baseline)
 }
 

@@ -1,0 +1,140 @@
+//! Evidence pcaps: the last packets of every IP pair, kept in a bounded ring, and written as a
+//! small classic pcap for each alert (`--evidence DIR`).
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use otwatch_models::Alert;
+
+use crate::capture::{LinkType, Packet};
+
+/// Packets kept per IP pair for evidence, and the pairs kept.
+pub const EVIDENCE_PACKETS_PER_PAIR: usize = 32;
+pub const EVIDENCE_PAIRS: usize = 4096;
+/// Bytes kept of each packet.
+pub const EVIDENCE_SNAPLEN: usize = 2048;
+/// Evidence files written per run, at most (alerts beyond it get none).
+pub const EVIDENCE_MAX_FILES: u64 = 10_000;
+
+struct Captured {
+    source: Arc<str>,
+    frame: u64,
+    ts: i64,
+    orig_len: u32,
+    linktype: LinkType,
+    data: Vec<u8>,
+}
+
+/// A bounded ring of recent packets per IP pair (either direction), for evidence.
+#[derive(Default)]
+pub struct EvidenceRing {
+    pairs: HashMap<(IpAddr, IpAddr), VecDeque<Captured>, foldhash::fast::RandomState>,
+    /// Pairs in the order they were first kept: the oldest is forgotten first.
+    order: VecDeque<(IpAddr, IpAddr)>,
+}
+
+fn pair(a: IpAddr, b: IpAddr) -> (IpAddr, IpAddr) {
+    if a <= b {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
+impl EvidenceRing {
+    pub fn record(&mut self, src: IpAddr, dst: IpAddr, pkt: &Packet<'_>, source: &Arc<str>) {
+        let key = pair(src, dst);
+        if !self.pairs.contains_key(&key) {
+            if self.pairs.len() >= EVIDENCE_PAIRS {
+                // Forget the pair kept longest ago (constant time, whatever floods the table).
+                if let Some(oldest) = self.order.pop_front() {
+                    self.pairs.remove(&oldest);
+                }
+            }
+            self.order.push_back(key);
+        }
+        let q = self.pairs.entry(key).or_default();
+        if q.len() >= EVIDENCE_PACKETS_PER_PAIR {
+            q.pop_front();
+        }
+        q.push_back(Captured {
+            source: Arc::clone(source),
+            frame: pkt.frame,
+            ts: pkt.ts_nanos,
+            orig_len: pkt.orig_len,
+            linktype: pkt.linktype,
+            data: pkt.data[..pkt.data.len().min(EVIDENCE_SNAPLEN)].to_vec(),
+        });
+    }
+
+    /// Writes the alert's packets as a classic pcap: the frames it names, or when none of them
+    /// is still held, the last packets between its two hosts. `Ok(false)`: nothing held.
+    pub fn write(&self, alert: &Alert, path: &Path) -> std::io::Result<bool> {
+        let Some(q) = self.pairs.get(&pair(alert.src_ip, alert.dst_ip)) else {
+            return Ok(false);
+        };
+        let named: Vec<&Captured> = q
+            .iter()
+            .filter(|c| alert.frames.contains(&c.frame) && *c.source == *alert.source)
+            .collect();
+        let chosen: Vec<&Captured> = if named.is_empty() {
+            q.iter().rev().take(8).rev().collect()
+        } else {
+            named
+        };
+        let Some(first) = chosen.first() else {
+            return Ok(false);
+        };
+        let linktype = first.linktype;
+        // A new file only, and never through a symlink: the directory may be writable by the
+        // dropped user, who must not be able to point an alert's file at something else.
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o640)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)?
+        };
+        let written = write_pcap(file, linktype, &chosen);
+        if written.is_err() {
+            // A partial file of ours (disk full): not evidence anyone should rely on.
+            let _ = std::fs::remove_file(path);
+        }
+        written?;
+        Ok(true)
+    }
+}
+
+/// A classic pcap of `packets` (those of `linktype`), nanosecond timestamps.
+fn write_pcap(
+    file: std::fs::File,
+    linktype: LinkType,
+    packets: &[&Captured],
+) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(file);
+    // Classic pcap, nanosecond magic, so timestamps survive exactly.
+    out.write_all(&0xa1b2_3c4du32.to_le_bytes())?;
+    out.write_all(&2u16.to_le_bytes())?;
+    out.write_all(&4u16.to_le_bytes())?;
+    out.write_all(&0i32.to_le_bytes())?;
+    out.write_all(&0u32.to_le_bytes())?;
+    out.write_all(&(EVIDENCE_SNAPLEN as u32).to_le_bytes())?;
+    out.write_all(&linktype.0.to_le_bytes())?;
+    for c in packets.iter().filter(|c| c.linktype == linktype) {
+        let secs = c.ts.div_euclid(1_000_000_000) as u32;
+        let nanos = c.ts.rem_euclid(1_000_000_000) as u32;
+        out.write_all(&secs.to_le_bytes())?;
+        out.write_all(&nanos.to_le_bytes())?;
+        out.write_all(&(c.data.len() as u32).to_le_bytes())?;
+        out.write_all(&c.orig_len.max(c.data.len() as u32).to_le_bytes())?;
+        out.write_all(&c.data)?;
+    }
+    out.flush()?;
+    out.get_ref().sync_all()?;
+    Ok(())
+}

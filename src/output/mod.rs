@@ -1,0 +1,425 @@
+//! Output files that never lose data quietly.
+//!
+//! Events and alerts are opened for append (a restart, e.g. by systemd, keeps the history, as
+//! Suricata's eve.json and Zeek's logs do), reopened when SIGHUP asks for it (logrotate), and
+//! flushed and fsynced on stop. Every output that fails is counted per output in
+//! [`OutputHealth`]: the summary prints it, `otwatch_output_errors_total` exports it, and the run
+//! exits non-zero.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+pub mod evidence;
+
+/// Bumped by SIGHUP: every [`OutputFile`] that saw an older value reopens its path.
+static REOPEN_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Asks every output file to reopen its path before its next write. Async-signal-safe (one
+/// atomic add), so a SIGHUP handler may call it.
+pub fn request_reopen() {
+    REOPEN_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The outputs a run can have, for the counters and their metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputKind {
+    Events,
+    Alerts,
+    Evidence,
+    Baseline,
+    OpenMetrics,
+    MetricsServer,
+}
+
+impl OutputKind {
+    pub const ALL: [OutputKind; 6] = [
+        OutputKind::Events,
+        OutputKind::Alerts,
+        OutputKind::Evidence,
+        OutputKind::Baseline,
+        OutputKind::OpenMetrics,
+        OutputKind::MetricsServer,
+    ];
+
+    /// The `output` label of `otwatch_output_errors_total`.
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputKind::Events => "events",
+            OutputKind::Alerts => "alerts",
+            OutputKind::Evidence => "evidence",
+            OutputKind::Baseline => "baseline",
+            OutputKind::OpenMetrics => "openmetrics",
+            OutputKind::MetricsServer => "metrics_server",
+        }
+    }
+}
+
+/// Failures of every output of one run, shared by the threads that write them.
+#[derive(Debug, Default)]
+pub struct OutputHealth {
+    errors: [AtomicU64; OutputKind::ALL.len()],
+    /// The first failure of each output, said once on stderr when it happens.
+    first: Mutex<[Option<String>; OutputKind::ALL.len()]>,
+}
+
+impl OutputHealth {
+    /// Counts `n` lost writes (lines, files) of `kind`; the first failure is printed at once so
+    /// an operator watching the console sees it before the summary.
+    pub fn fail(&self, kind: OutputKind, n: u64, why: &dyn std::fmt::Display) {
+        self.errors[kind as usize].fetch_add(n.max(1), Ordering::Relaxed);
+        if let Ok(mut first) = self.first.lock() {
+            let slot = &mut first[kind as usize];
+            if slot.is_none() {
+                let text = why.to_string();
+                eprintln!(
+                    "otwatch: error: {} output failed: {text} (further failures are counted)",
+                    kind.name()
+                );
+                *slot = Some(text);
+            }
+        }
+    }
+
+    pub fn errors(&self, kind: OutputKind) -> u64 {
+        self.errors[kind as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn total(&self) -> u64 {
+        OutputKind::ALL.iter().map(|k| self.errors(*k)).sum()
+    }
+
+    /// One line per failed output, for the summary and the exit status; empty when all went well.
+    pub fn report(&self) -> Vec<String> {
+        let first = self.first.lock().map(|f| f.clone()).unwrap_or_default();
+        OutputKind::ALL
+            .iter()
+            .filter(|k| self.errors(**k) > 0)
+            .map(|k| {
+                let why = first[*k as usize].as_deref().unwrap_or("failed");
+                format!(
+                    "{} output: {} failed writes (first: {why})",
+                    k.name(),
+                    self.errors(*k)
+                )
+            })
+            .collect()
+    }
+}
+
+enum Target {
+    File(File),
+    Stdout,
+    /// Benchmarks and tests: every byte accepted and dropped.
+    Discard,
+}
+
+/// Bytes held before they are written out, at most.
+const BUFFER: usize = 64 * 1024;
+
+/// A line-oriented output: a file opened for append (reopened on SIGHUP), stdout, or nothing.
+/// A line is either handed to the OS whole or counted as lost.
+pub struct OutputFile {
+    kind: OutputKind,
+    path: Option<PathBuf>,
+    target: Target,
+    buf: Vec<u8>,
+    /// Lines in `buf`.
+    pending: u64,
+    generation: u64,
+    health: std::sync::Arc<OutputHealth>,
+    /// stdout's reader went away (`| head`): what it does not read is the user's choice, not a
+    /// failure.
+    reader_gone: bool,
+    /// Lines written out.
+    pub lines: u64,
+}
+
+/// Opens `path` for append, creating it (mode 0640) if missing.
+fn open_append(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .open(path)
+}
+
+impl OutputFile {
+    /// `-` is stdout; anything else a file opened for append.
+    pub fn open(
+        kind: OutputKind,
+        path: &Path,
+        health: std::sync::Arc<OutputHealth>,
+    ) -> Result<OutputFile, String> {
+        let (path, target) = if path.as_os_str() == "-" {
+            (None, Target::Stdout)
+        } else {
+            let f = open_append(path)
+                .map_err(|e| format!("{}: cannot open for writing: {e}", path.display()))?;
+            (Some(path.to_path_buf()), Target::File(f))
+        };
+        Ok(OutputFile {
+            kind,
+            path,
+            target,
+            buf: Vec::with_capacity(BUFFER),
+            pending: 0,
+            generation: REOPEN_GENERATION.load(Ordering::Relaxed),
+            health,
+            reader_gone: false,
+            lines: 0,
+        })
+    }
+
+    /// An output that accepts everything and keeps nothing (benchmarks).
+    pub fn discard(kind: OutputKind) -> OutputFile {
+        OutputFile {
+            kind,
+            path: None,
+            target: Target::Discard,
+            buf: Vec::with_capacity(BUFFER),
+            pending: 0,
+            generation: 0,
+            health: Default::default(),
+            reader_gone: false,
+            lines: 0,
+        }
+    }
+
+    /// The file's path (`None` for stdout).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// False once nobody reads any more (stdout closed by its reader).
+    pub fn accepting(&self) -> bool {
+        !self.reader_gone
+    }
+
+    /// Appends one line: `write` serialises it into the buffer, the newline is added here.
+    pub fn line<E: std::fmt::Display>(
+        &mut self,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) {
+        if self.reader_gone {
+            return;
+        }
+        if REOPEN_GENERATION.load(Ordering::Relaxed) != self.generation {
+            // Lines written before SIGHUP go to the old file, the rest to the new one.
+            self.flush();
+        }
+        let mark = self.buf.len();
+        match write(&mut self.buf) {
+            Ok(()) => {
+                self.buf.push(b'\n');
+                self.pending += 1;
+            }
+            Err(e) => {
+                self.buf.truncate(mark);
+                self.health.fail(self.kind, 1, &e);
+                return;
+            }
+        }
+        if self.buf.len() >= BUFFER {
+            self.flush();
+        }
+    }
+
+    /// Hands the buffered lines to the OS (reopening first when SIGHUP asked for it).
+    pub fn flush(&mut self) {
+        let generation = REOPEN_GENERATION.load(Ordering::Relaxed);
+        if generation != self.generation {
+            self.generation = generation;
+            // What was written before the rotation belongs in the old file.
+            self.write_out();
+            self.reopen();
+        }
+        self.write_out();
+    }
+
+    fn write_out(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let res = match &mut self.target {
+            Target::File(f) => f.write_all(&self.buf),
+            Target::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&self.buf).and_then(|()| out.flush())
+            }
+            Target::Discard => Ok(()),
+        };
+        match res {
+            Ok(()) => self.lines += self.pending,
+            Err(e)
+                if matches!(self.target, Target::Stdout)
+                    && e.kind() == std::io::ErrorKind::BrokenPipe =>
+            {
+                self.reader_gone = true;
+            }
+            Err(e) => {
+                let what = format!("{}: {e}", self.describe());
+                self.health.fail(self.kind, self.pending, &what);
+            }
+        }
+        self.buf.clear();
+        self.pending = 0;
+    }
+
+    fn describe(&self) -> String {
+        self.path
+            .as_ref()
+            .map_or_else(|| "stdout".to_string(), |p| p.display().to_string())
+    }
+
+    /// Opens the path again (logrotate moved the file away). If the path cannot be opened the
+    /// old file stays in use, so nothing is lost; the failure is counted.
+    fn reopen(&mut self) {
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        match open_append(&path) {
+            Ok(f) => {
+                if let Target::File(old) = &self.target {
+                    let _ = old.sync_all();
+                }
+                self.target = Target::File(f);
+            }
+            Err(e) => {
+                let what = format!(
+                    "{}: cannot reopen (still writing the old file): {e}",
+                    path.display()
+                );
+                self.health.fail(self.kind, 1, &what);
+            }
+        }
+    }
+
+    /// End of run: everything written and, for a file, on disk (fsync).
+    pub fn finish(&mut self) {
+        self.flush();
+        if let Target::File(f) = &self.target {
+            if let Err(e) = f.sync_all() {
+                // Pipes and character devices cannot be synced; that is not lost data.
+                if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EROFS)) {
+                    let what = format!("{}: fsync: {e}", self.describe());
+                    self.health.fail(self.kind, 1, &what);
+                }
+            }
+        }
+    }
+}
+
+/// Checks before any input is read that a file can later be written at `path` (the baseline,
+/// the OpenMetrics file): its directory takes a new file, and the path is not a directory.
+/// The check creates and removes a probe file, so it sees read-only mounts, permissions and
+/// full inode tables as the real write will.
+pub fn check_writable(path: &Path, what: &str) -> Result<(), String> {
+    if path.is_dir() {
+        return Err(format!("{what} {}: is a directory", path.display()));
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    check_dir_writable(dir)
+        .map_err(|e| format!("{what} {}: cannot be written: {e}", path.display()))
+}
+
+/// Creates and removes a probe file in `dir`.
+pub fn check_dir_writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".otwatch-probe-{}", std::process::id()));
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+    std::fs::remove_file(&probe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("otwatch-out-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn write_lines(out: &mut OutputFile, lines: &[&str]) {
+        for l in lines {
+            out.line(|b| {
+                b.extend_from_slice(l.as_bytes());
+                Ok::<(), std::io::Error>(())
+            });
+        }
+    }
+
+    #[test]
+    fn appends_across_runs_and_reopens_on_request() {
+        let dir = scratch("append");
+        let path = dir.join("alerts.jsonl");
+        let health = Arc::new(OutputHealth::default());
+        let mut out = OutputFile::open(OutputKind::Alerts, &path, Arc::clone(&health)).unwrap();
+        write_lines(&mut out, &["one"]);
+        out.finish();
+        // A restart appends.
+        let mut out = OutputFile::open(OutputKind::Alerts, &path, Arc::clone(&health)).unwrap();
+        write_lines(&mut out, &["two"]);
+        out.flush();
+        // logrotate: move the file away, then SIGHUP.
+        let rotated = dir.join("alerts.jsonl.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        write_lines(&mut out, &["three"]);
+        request_reopen();
+        write_lines(&mut out, &["four"]);
+        out.finish();
+        assert_eq!(
+            std::fs::read_to_string(&rotated).unwrap(),
+            "one\ntwo\nthree\n"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "four\n");
+        assert_eq!(health.total(), 0);
+        assert_eq!(out.lines, 3);
+    }
+
+    #[test]
+    fn a_failed_write_is_counted_per_line() {
+        // /dev/full fails every write with ENOSPC, as a full disk does.
+        if !Path::new("/dev/full").exists() {
+            return;
+        }
+        let health = Arc::new(OutputHealth::default());
+        let mut out = OutputFile::open(
+            OutputKind::Events,
+            Path::new("/dev/full"),
+            Arc::clone(&health),
+        )
+        .unwrap();
+        write_lines(&mut out, &["a", "b", "c"]);
+        out.finish();
+        assert_eq!(health.errors(OutputKind::Events), 3);
+        assert_eq!(health.report().len(), 1);
+        assert!(
+            health.report()[0].contains("No space left"),
+            "{:?}",
+            health.report()
+        );
+    }
+
+    #[test]
+    fn writability_is_checked_before_any_input() {
+        let dir = scratch("check");
+        assert!(check_writable(&dir.join("baseline.json"), "--save-baseline").is_ok());
+        assert!(check_writable(&dir, "--save-baseline").is_err());
+        assert!(check_writable(&dir.join("missing/baseline.json"), "-o").is_err());
+        // Nothing is left behind by the probe.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,324 @@
+//! The attacks of the reliability issue, each with what must hold after it: a SYN flood does not
+//! blind the flow table, a flood of clients does not make alerts as large as the baseline, output
+//! files keep their history and failed writes fail the run, and the CLI refuses or reports what
+//! would otherwise do nothing useful.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{read_holding_request, scratch, write_pcap_at};
+use etherparse::PacketBuilder;
+
+const OTWATCH: &str = env!("CARGO_BIN_EXE_otwatch");
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/modbus_example.pcap");
+const T0: u64 = 1_700_000_000;
+
+fn otwatch(args: &[&str]) -> Output {
+    Command::new(OTWATCH)
+        .args(args)
+        .output()
+        .expect("run otwatch")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A TCP packet from `src:sport` to 192.168.1.10:502.
+fn to_plc(src: [u8; 4], sport: u16, seq: u32, syn: bool, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(src, [192, 168, 1, 10], 64)
+        .tcp(sport, 502, seq, 8192);
+    let b = if syn { b.syn() } else { b.psh().ack(1) };
+    let mut out = Vec::new();
+    b.write(&mut out, payload).expect("build packet");
+    out
+}
+
+fn at(secs: f64) -> Duration {
+    Duration::from_secs_f64(T0 as f64 + secs)
+}
+
+/// Modbus write single register (fc 6).
+fn write_register(tid: u16, unit: u8, address: u16, value: u16) -> Vec<u8> {
+    let mut v = tid.to_be_bytes().to_vec();
+    v.extend_from_slice(&[0, 0, 0, 6, unit, 6]);
+    v.extend_from_slice(&address.to_be_bytes());
+    v.extend_from_slice(&value.to_be_bytes());
+    v
+}
+
+/// The 100 000 SYNs of the issue fill the default flow table in one second; a legitimate write
+/// 300 s later (well inside the 10-minute idle timeout) must still be dissected.
+#[test]
+fn a_syn_flood_does_not_blind_the_flow_table() {
+    let n = otwatch::flow::DEFAULT_MAX_FLOWS as u32;
+    let mut packets = Vec::with_capacity(n as usize + 2);
+    for i in 0..n {
+        let src = [10, (i >> 16) as u8, (i >> 8) as u8, i as u8];
+        packets.push((
+            at(f64::from(i) / f64::from(n)),
+            to_plc(src, 1024 + (i % 60000) as u16, i, true, &[]),
+        ));
+    }
+    let client = [10, 200, 0, 1];
+    packets.push((at(300.0), to_plc(client, 40000, 1000, true, &[])));
+    packets.push((
+        at(300.01),
+        to_plc(
+            client,
+            40000,
+            1001,
+            false,
+            &write_register(1, 1, 40001, 1234),
+        ),
+    ));
+    let dir = scratch("synflood");
+    let path = dir.join("flood.pcap");
+    write_pcap_at(&path, &packets);
+    let (events, report) = common::replay_file(&path);
+    let _ = std::fs::remove_dir_all(dir);
+    let writes: Vec<_> = events
+        .iter()
+        .filter(|e| e.src_ip == std::net::IpAddr::from(client))
+        .filter_map(|e| e.modbus.as_ref())
+        .collect();
+    assert_eq!(writes.len(), 1, "the write after the flood was not seen");
+    assert_eq!(writes[0].function_code, 6);
+    assert_eq!(report.stats.flows.table_full_drops, 0);
+    assert!(report.stats.flows.evicted_full > 0, "eviction is counted");
+}
+
+/// Many clients poll unit 1 while learning, then unit 2: every `new_channel` alert names the
+/// server's learned clients, and that list must stay a few items plus a count.
+#[test]
+fn alerts_about_a_flood_of_clients_stay_small() {
+    const CLIENTS: u16 = 300;
+    let mut packets = Vec::new();
+    for (phase, (start, unit)) in [(0.0, 1u8), (11.0, 2u8)].into_iter().enumerate() {
+        for i in 0..CLIENTS {
+            let src = [10, 1, (i >> 8) as u8, i as u8];
+            let sport = 10000 + phase as u16 * 20000 + i;
+            let t = start + 9.0 * f64::from(i) / f64::from(CLIENTS);
+            packets.push((at(t), to_plc(src, sport, 0, true, &[])));
+            packets.push((
+                at(t + 0.001),
+                to_plc(src, sport, 1, false, &read_holding_request(i, unit, 0, 10)),
+            ));
+        }
+    }
+    let dir = scratch("amp");
+    let pcap = dir.join("amp.pcap");
+    write_pcap_at(&pcap, &packets);
+    let alerts = dir.join("alerts.jsonl");
+    let out = otwatch(&[
+        "replay",
+        "-q",
+        "--learn",
+        "10s",
+        "--alerts",
+        alerts.to_str().unwrap(),
+        pcap.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&alerts).expect("alerts");
+    let _ = std::fs::remove_dir_all(dir);
+    let mut new_channel = 0;
+    for line in text.lines() {
+        let a: serde_json::Value = serde_json::from_str(line).expect("alert json");
+        for part in ["learned", "observed"] {
+            let Some(obj) = a[part].as_object() else {
+                continue;
+            };
+            for (k, v) in obj {
+                if let Some(list) = v.as_array() {
+                    assert!(
+                        list.len() <= otwatch_models::alert::ALERT_LIST_ITEMS,
+                        "{part}.{k} has {} items: {line}",
+                        list.len()
+                    );
+                }
+            }
+        }
+        if a["type"] == "new_channel" {
+            new_channel += 1;
+            assert_eq!(a["learned"]["server_clients_total"], u64::from(CLIENTS));
+        }
+    }
+    assert!(new_channel > 0, "no new_channel alert: {text}");
+}
+
+fn fixture_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["replay", "-q"];
+    v.extend_from_slice(extra);
+    v.push(FIXTURE);
+    v
+}
+
+#[test]
+fn events_and_alerts_files_are_appended_not_truncated() {
+    let dir = scratch("append");
+    let events = dir.join("events.jsonl");
+    let alerts = dir.join("alerts.jsonl");
+    let (e, a) = (events.to_str().unwrap(), alerts.to_str().unwrap());
+    let mut lines = Vec::new();
+    for _ in 0..2 {
+        let out = otwatch(&fixture_args(&[
+            "--events", e, "--learn", "1s", "--alerts", a,
+        ]));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let count = |p: &Path| std::fs::read_to_string(p).unwrap().lines().count();
+        lines.push((count(&events), count(&alerts)));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    let (first, second) = (lines[0], lines[1]);
+    assert!(first.0 > 0 && first.1 > 0, "{first:?}");
+    assert_eq!(
+        second,
+        (2 * first.0, 2 * first.1),
+        "a restart kept the history"
+    );
+}
+
+#[test]
+fn a_failed_events_write_fails_the_run_and_is_reported() {
+    if !Path::new("/dev/full").exists() {
+        common::skip("no /dev/full");
+        return;
+    }
+    let out = Command::new(OTWATCH)
+        .args(["replay", "--events", "/dev/full", FIXTURE])
+        .output()
+        .expect("run");
+    let err = stderr(&out);
+    assert!(
+        !out.status.success(),
+        "exit status 0 after failed writes: {err}"
+    );
+    assert!(
+        err.contains("FAILED: events output: 48 failed writes"),
+        "{err}"
+    );
+}
+
+/// An evidence path that already exists (here a symlink an attacker planted) is never written
+/// through: the alert's evidence fails, is counted, and the run exits non-zero.
+#[test]
+fn evidence_is_never_written_through_a_symlink_and_failures_count() {
+    let dir = scratch("evidence");
+    let ev = dir.join("evidence");
+    std::fs::create_dir_all(&ev).unwrap();
+    let target = dir.join("target");
+    std::fs::write(&target, b"untouched").unwrap();
+    // The first alert of the run is id 1; plant links for every type it could have.
+    for t in otwatch_models::alert::TYPES {
+        let _ = std::os::unix::fs::symlink(&target, ev.join(format!("alert-000001-{t}.pcap")));
+    }
+    let out = otwatch(&fixture_args(&[
+        "--learn",
+        "1s",
+        "--alerts",
+        dir.join("a.jsonl").to_str().unwrap(),
+        "--evidence",
+        ev.to_str().unwrap(),
+    ]));
+    let err = stderr(&out);
+    let untouched = std::fs::read(&target).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(untouched, b"untouched");
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("evidence output: 1 failed writes"), "{err}");
+}
+
+#[test]
+fn late_outputs_are_checked_before_any_input_is_read() {
+    let dir = scratch("late");
+    let missing = dir.join("no/such/dir/baseline.json");
+    for args in [
+        vec!["learn", FIXTURE, "-o", missing.to_str().unwrap()],
+        vec![
+            "replay",
+            "--learn",
+            "1s",
+            "--save-baseline",
+            missing.to_str().unwrap(),
+            FIXTURE,
+        ],
+        vec![
+            "replay",
+            "--openmetrics",
+            missing.to_str().unwrap(),
+            FIXTURE,
+        ],
+        vec!["replay", "--openmetrics", dir.to_str().unwrap(), FIXTURE],
+    ] {
+        let out = otwatch(&args);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{args:?}: {err}");
+        // Refused up front: no packet was read, so there is no summary.
+        assert!(
+            !err.contains("packets"),
+            "{args:?} read its input first: {err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn runs_that_would_do_nothing_useful_are_refused_or_reported() {
+    for args in [
+        vec!["replay", "--learn", "0", FIXTURE],
+        vec!["replay", "--workers", "0", FIXTURE],
+        vec!["replay", "--metrics-hold", "5s", FIXTURE],
+    ] {
+        let out = otwatch(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?} was not refused");
+    }
+    // The fixture spans 64 hours of capture time; a longer learning window never detects.
+    let out = otwatch(&["replay", "--learn", "100d", FIXTURE]);
+    assert!(stderr(&out).contains("ended inside the learning window"));
+    // Alerts raised, nowhere to go.
+    let out = otwatch(&["replay", "--learn", "1s", FIXTURE]);
+    assert!(
+        stderr(&out).contains("not written anywhere"),
+        "{}",
+        stderr(&out)
+    );
+    // No --events: nothing claims to have written events.
+    let out = otwatch(&["replay", FIXTURE]);
+    assert!(!stderr(&out).contains("events written"), "{}", stderr(&out));
+}
+
+#[test]
+fn learn_says_where_the_baseline_went_and_baseline_show_survives_a_closed_pipe() {
+    let dir = scratch("learn");
+    let b = dir.join("b.json");
+    let out = otwatch(&["learn", FIXTURE, "-o", b.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.starts_with("otwatch learn:"), "{err}");
+    assert!(
+        err.contains(&format!("written to {}", b.display())),
+        "{err}"
+    );
+    // `baseline show | head`: the reader has gone before otwatch writes (a pipe whose read end
+    // is closed), so the write fails with EPIPE, which must not be a panic or a failure.
+    let mut fds = [0; 2];
+    // SAFETY: pipe fills the two-element array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: fds[0] is ours and closed once; fds[1] is handed to the child and owned there.
+    unsafe { libc::close(fds[0]) };
+    let write_end =
+        unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fds[1]) };
+    let out = Command::new(OTWATCH)
+        .args(["baseline", "show", b.to_str().unwrap()])
+        .stdout(std::process::Stdio::from(write_end))
+        .output()
+        .expect("run");
+    let _ = std::fs::remove_dir_all(dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}
