@@ -130,7 +130,7 @@ pub fn replay_parallel(
     let mut opened: Vec<Option<CaptureFile>> = Vec::with_capacity(files.len());
     let mut reports: Vec<FileReport> = Vec::with_capacity(files.len());
     for path in files {
-        match CaptureFile::open(path) {
+        match CaptureFile::open_shareable(path) {
             Ok(c) => {
                 opened.push(Some(c));
                 reports.push(FileReport {
@@ -159,7 +159,7 @@ pub fn replay_parallel(
     // Split every file into its bytes (shared with the workers) and its cursor (ours).
     let mut parts: Vec<Option<(&[u8], &mut crate::capture::file::FileCursor)>> = opened
         .iter_mut()
-        .map(|c| c.as_mut().map(|c| c.split()))
+        .map(|c| c.as_mut().and_then(|c| c.split()))
         .collect();
     let bytes: Vec<&[u8]> = parts
         .iter()

@@ -1,7 +1,9 @@
 //! pcap and pcapng files, plain or gzip-compressed, read without any system library.
 //!
-//! Plain files are memory-mapped and packets borrow straight from the map; gzip files are
-//! decompressed once into memory and packets borrow from that buffer. A file that ends in the
+//! Plain files are memory-mapped and packets borrow straight from the map. Gzip files are
+//! streamed through a bounded window (packets borrow from the window), and their format
+//! signature is checked on the first decompressed bytes, so a gzip bomb is refused at once and a
+//! large compressed capture never needs its decompressed size in memory. A file that ends in the
 //! middle of a record yields every packet before the damage, then one error naming the file and
 //! the byte offset of the damaged record.
 
@@ -14,9 +16,10 @@ use pcap_parser::{nom, PcapError};
 
 use super::{LinkType, Packet, PacketSource};
 
-/// Decompressed gzip captures are held in memory: beyond this size (or for a gzip bomb) the
-/// replay stops with an error asking for the file to be decompressed first.
-pub const MAX_GZIP_DECOMPRESSED: u64 = 4 * 1024 * 1024 * 1024;
+/// Decompressed bytes of a gzip capture kept ahead of the read position: every record up to
+/// this size is whole in the window (a packet is at most [`MAX_CAPLEN`]; pcapng blocks that
+/// are not packets are small). The window holds at most twice this.
+const GZIP_LOOKAHEAD: usize = 4 * 1024 * 1024;
 
 /// Captured lengths above this are not plausible (the largest snaplen any tool writes is 256 KiB);
 /// such a record means the file is corrupt, and reading on would misframe everything after it.
@@ -57,7 +60,7 @@ pub enum CaptureError {
 
 enum Buffer {
     Mapped(memmap2::Mmap),
-    Owned(Vec<u8>),
+    Gzip(Box<GzipWindow>),
     Empty,
 }
 
@@ -65,9 +68,73 @@ impl Buffer {
     fn bytes(&self) -> &[u8] {
         match self {
             Buffer::Mapped(m) => m,
-            Buffer::Owned(v) => v,
+            Buffer::Gzip(g) => &g.window,
             Buffer::Empty => &[],
         }
+    }
+}
+
+/// A gzip capture decompressed a window at a time.
+struct GzipWindow {
+    decoder: flate2::read::MultiGzDecoder<std::io::Cursor<memmap2::Mmap>>,
+    window: Vec<u8>,
+    /// The stream ended (cleanly or not).
+    eof: bool,
+}
+
+impl GzipWindow {
+    fn new(map: memmap2::Mmap) -> GzipWindow {
+        GzipWindow {
+            decoder: flate2::read::MultiGzDecoder::new(std::io::Cursor::new(map)),
+            window: Vec::new(),
+            eof: false,
+        }
+    }
+
+    /// Compressed bytes consumed so far (for the progress bar).
+    fn compressed_pos(&self) -> u64 {
+        self.decoder.get_ref().position()
+    }
+
+    /// Drops the `consumed` bytes before the read position and decompresses until
+    /// [`GZIP_LOOKAHEAD`] bytes are ahead of it or the stream ends. A broken stream is returned
+    /// as its error (after which the window holds what decompressed cleanly).
+    fn refill(&mut self, consumed: usize) -> std::io::Result<()> {
+        self.window.drain(..consumed.min(self.window.len()));
+        while !self.eof && self.window.len() < GZIP_LOOKAHEAD {
+            let have = self.window.len();
+            self.window.resize(GZIP_LOOKAHEAD.max(have + 64 * 1024), 0);
+            let n = match self.decoder.read(&mut self.window[have..]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+                Err(e) => {
+                    self.window.truncate(have);
+                    self.eof = true;
+                    return Err(e);
+                }
+            };
+            self.window.truncate(have + n);
+            if n == 0 {
+                self.eof = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A gzip stream error, said for a person.
+fn gzip_error(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    if text.contains("checksum") {
+        "gzip CRC check failed: the compressed file is damaged".into()
+    } else if text.contains("corrupt deflate stream") {
+        "the gzip data is corrupt (not a valid deflate stream)".into()
+    } else if text.contains("invalid gzip header") {
+        "the gzip header is damaged".into()
+    } else if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        "the gzip file is cut short".into()
+    } else {
+        format!("gzip stream broken ({text})")
     }
 }
 
@@ -104,8 +171,11 @@ pub struct CaptureFile {
 pub struct FileCursor {
     path: PathBuf,
     format: Format,
-    /// Byte offset of the next record in the (decompressed) data.
+    /// Byte offset of the next record in the bytes at hand (a gzip file's window).
     offset: usize,
+    /// Decompressed bytes of a gzip file dropped before the window: `base + offset` is the
+    /// record's offset in the decompressed capture.
+    base: u64,
     packets: u64,
     last_ts: i64,
     /// Set once an error has been returned: the source is finished.
@@ -143,30 +213,20 @@ impl CaptureFile {
         let mut deferred = None;
         let buf = if map.starts_with(&[0x1f, 0x8b]) {
             gzip = true;
-            let mut out = Vec::with_capacity(map.len().saturating_mul(4));
-            let dec = flate2::read::MultiGzDecoder::new(&map[..]);
-            let mut limited = dec.take(MAX_GZIP_DECOMPRESSED + 1);
-            if let Err(e) = limited.read_to_end(&mut out) {
+            let mut g = Box::new(GzipWindow::new(map));
+            if let Err(e) = g.refill(0) {
+                if g.window.len() < 24 {
+                    return Err(not_capture(gzip_error(&e)));
+                }
                 // Keep what decompressed cleanly; report the damage after those packets.
                 deferred = Some(CaptureError::Truncated {
                     path: path.to_owned(),
-                    offset: out.len() as u64,
+                    offset: g.window.len() as u64,
                     packets: 0,
-                    detail: format!("gzip stream broken ({e}); offset is in the decompressed data"),
-                });
-            } else if out.len() as u64 > MAX_GZIP_DECOMPRESSED {
-                out.truncate(MAX_GZIP_DECOMPRESSED as usize);
-                deferred = Some(CaptureError::Corrupt {
-                    path: path.to_owned(),
-                    offset: out.len() as u64,
-                    packets: 0,
-                    detail: format!(
-                        "decompresses to more than {} GiB; decompress it and replay the plain file",
-                        MAX_GZIP_DECOMPRESSED >> 30
-                    ),
+                    detail: format!("{}; the offset is in the decompressed data", gzip_error(&e)),
                 });
             }
-            Buffer::Owned(out)
+            Buffer::Gzip(g)
         } else {
             Buffer::Mapped(map)
         };
@@ -181,6 +241,7 @@ impl CaptureFile {
                 path: path.to_owned(),
                 format,
                 offset,
+                base: 0,
                 packets: 0,
                 last_ts: 0,
                 done: false,
@@ -189,6 +250,58 @@ impl CaptureFile {
                 file_len,
             },
         })
+    }
+
+    /// As [`CaptureFile::open`], but a gzip file is decompressed into an unlinked temporary
+    /// file and mapped, so that [`CaptureFile::split`] can share its bytes with other threads
+    /// (`replay --workers`). Memory stays bounded; the temporary file takes the disk space.
+    pub fn open_shareable(path: &Path) -> Result<CaptureFile, CaptureError> {
+        let mut cap = CaptureFile::open(path)?;
+        let Buffer::Gzip(g) = &mut cap.buf else {
+            return Ok(cap);
+        };
+        let open_err = |source| CaptureError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let tmp_path = std::env::temp_dir().join(format!(
+            ".otwatch-gunzip-{}-{}",
+            std::process::id(),
+            cap.st.file_len
+        ));
+        let mut tmp = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp_path)
+            .map_err(open_err)?;
+        // Unlinked at once: the space is given back when the map and the file are closed.
+        let _ = std::fs::remove_file(&tmp_path);
+        let mut written = 0u64;
+        loop {
+            use std::io::Write;
+            tmp.write_all(&g.window).map_err(open_err)?;
+            written += g.window.len() as u64;
+            if g.eof {
+                break;
+            }
+            let consumed = g.window.len();
+            if let Err(e) = g.refill(consumed) {
+                tmp.write_all(&g.window).map_err(open_err)?;
+                written += g.window.len() as u64;
+                cap.st.deferred = Some(CaptureError::Truncated {
+                    path: path.to_owned(),
+                    offset: written,
+                    packets: 0,
+                    detail: format!("{}; the offset is in the decompressed data", gzip_error(&e)),
+                });
+                break;
+            }
+        }
+        // SAFETY: as in `open`; the file is ours alone (unlinked, never written again).
+        let map = unsafe { memmap2::Mmap::map(&tmp) }.map_err(open_err)?;
+        cap.buf = Buffer::Mapped(map);
+        Ok(cap)
     }
 
     pub fn path(&self) -> &Path {
@@ -204,10 +317,14 @@ impl CaptureFile {
         self.st.packets
     }
 
-    /// The file's (decompressed) bytes and the reading cursor, borrowed apart: packets returned
-    /// by [`FileCursor::next_in`] borrow the bytes, which other threads may read meanwhile.
-    pub fn split(&mut self) -> (&[u8], &mut FileCursor) {
-        (self.buf.bytes(), &mut self.st)
+    /// The file's bytes and the reading cursor, borrowed apart: packets returned by
+    /// [`FileCursor::next_in`] borrow the bytes, which other threads may read meanwhile. `None`
+    /// for a gzip file, whose bytes exist only a window at a time.
+    pub fn split(&mut self) -> Option<(&[u8], &mut FileCursor)> {
+        match self.buf {
+            Buffer::Gzip(_) => None,
+            _ => Some((self.buf.bytes(), &mut self.st)),
+        }
     }
 
     /// Release the file's memory early (e.g. a large decompressed buffer) once it is read.
@@ -220,7 +337,11 @@ impl CaptureFile {
 impl FileCursor {
     fn fail(&mut self, truncated: bool, detail: String) -> CaptureError {
         self.done = true;
-        let (path, offset, packets) = (self.path.clone(), self.offset as u64, self.packets);
+        let (path, offset, packets) = (
+            self.path.clone(),
+            self.base + self.offset as u64,
+            self.packets,
+        );
         if truncated {
             CaptureError::Truncated {
                 path,
@@ -309,27 +430,51 @@ fn describe(e: &nom::Err<PcapError<&[u8]>>) -> (bool, String) {
         nom::Err::Error(e) | nom::Err::Failure(e) => match e {
             PcapError::Incomplete(n) => (true, format!("record needs {n} more bytes")),
             PcapError::UnexpectedEof | PcapError::Eof => (true, "record cut short".into()),
-            PcapError::NomError(_, kind) => (false, format!("invalid block ({kind:?})")),
-            other => (false, format!("{other:?}")),
+            PcapError::NomError(..) | PcapError::OwnedNomError(..) => (
+                false,
+                "invalid record (its length or type field is wrong)".into(),
+            ),
+            PcapError::HeaderNotRecognized => (
+                false,
+                "a section header the reader does not recognise".into(),
+            ),
+            PcapError::BufferTooSmall => (false, "a record larger than the reader allows".into()),
+            PcapError::ReadError => (false, "the file could not be read".into()),
         },
     }
 }
 
 impl PacketSource for CaptureFile {
     fn next_packet(&mut self) -> Option<Result<Packet<'_>, CaptureError>> {
+        if let Buffer::Gzip(g) = &mut self.buf {
+            let st = &mut self.st;
+            if !g.eof && g.window.len() - st.offset.min(g.window.len()) < GZIP_LOOKAHEAD {
+                let consumed = st.offset.min(g.window.len());
+                let refilled = g.refill(consumed);
+                st.base += consumed as u64;
+                st.offset -= consumed;
+                if let Err(e) = refilled {
+                    st.deferred = Some(CaptureError::Truncated {
+                        path: st.path.clone(),
+                        offset: st.base + g.window.len() as u64,
+                        packets: 0,
+                        detail: format!(
+                            "{}; the offset is in the decompressed data",
+                            gzip_error(&e)
+                        ),
+                    });
+                }
+            }
+        }
         let data = self.buf.bytes();
         self.st.next_in(data)
     }
 
     fn progress(&self) -> (u64, Option<u64>) {
-        let st = &self.st;
-        if st.gzip {
-            // Offsets are in decompressed bytes: scale them to the compressed file for the bar.
-            let total = self.buf.bytes().len().max(1) as u64;
-            let done = (st.offset as u64).saturating_mul(st.file_len) / total;
-            (done, Some(st.file_len))
-        } else {
-            (st.offset as u64, Some(st.file_len))
+        match &self.buf {
+            // Compressed bytes read, against the compressed file's size.
+            Buffer::Gzip(g) => (g.compressed_pos(), Some(self.st.file_len)),
+            _ => (self.st.offset as u64, Some(self.st.file_len)),
         }
     }
 }

@@ -1,0 +1,134 @@
+//! Gzip input under attack: a gzip bomb is refused on its first bytes, and a large compressed
+//! capture streams through bounded memory. Memory is measured per child process (wait4), as the
+//! peak resident set the kernel reports: a property of the reader, not of scheduling.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+const OTWATCH: &str = env!("CARGO_BIN_EXE_otwatch");
+/// Decompressed size of the test inputs.
+const MIB: usize = 1024 * 1024;
+const DECOMPRESSED_MIB: usize = 256;
+/// Well under the decompressed size: a reader that holds the whole stream cannot stay below.
+const PEAK_RSS_LIMIT_KIB: i64 = 96 * 1024;
+
+/// One gzip member of `data`.
+fn member(data: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(data).unwrap();
+    gz.finish().unwrap()
+}
+
+/// Runs otwatch; its exit code, stderr and peak RSS in KiB.
+fn run_measured(args: &[&str]) -> (Option<i32>, String, i64) {
+    // Reaped by wait4 below, which also gives its resource usage (Child::wait would not).
+    #[allow(clippy::zombie_processes)]
+    let child = Command::new(OTWATCH)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn otwatch");
+    let pid = child.id() as libc::pid_t;
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(rc, pid, "wait4");
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    (code, stderr, usage.ru_maxrss)
+}
+
+fn write(path: &Path, members: &[&[u8]], repeat_last: usize) {
+    let mut f = std::fs::File::create(path).unwrap();
+    for m in members {
+        f.write_all(m).unwrap();
+    }
+    for _ in 0..repeat_last {
+        f.write_all(members[members.len() - 1]).unwrap();
+    }
+}
+
+#[test]
+fn a_gzip_bomb_is_refused_on_its_first_bytes() {
+    let dir = common::scratch("gzbomb");
+    let bomb = dir.join("bomb.pcap.gz");
+    let zeros = member(&vec![0u8; MIB]);
+    write(&bomb, &[&zeros], DECOMPRESSED_MIB - 1);
+    let (code, err, rss) = run_measured(&["replay", bomb.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(dir);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("not a pcap or pcapng capture"), "{err}");
+    assert!(
+        rss < PEAK_RSS_LIMIT_KIB,
+        "peak RSS {rss} KiB for a refused bomb"
+    );
+}
+
+#[test]
+fn a_large_gzip_capture_streams_through_bounded_memory() {
+    // Classic pcap header, then records of 64 KiB zero frames (not IP: counted, not tracked).
+    let mut header = Vec::new();
+    header.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    header.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    header.extend_from_slice(&65535u32.to_le_bytes());
+    header.extend_from_slice(&1u32.to_le_bytes());
+    let caplen = 65_520u32;
+    let per_mib = MIB / (16 + caplen as usize);
+    let mut records = Vec::new();
+    for i in 0..per_mib as u32 {
+        records.extend_from_slice(&(1_700_000_000 + i).to_le_bytes());
+        records.extend_from_slice(&0u32.to_le_bytes());
+        records.extend_from_slice(&caplen.to_le_bytes());
+        records.extend_from_slice(&caplen.to_le_bytes());
+        records.resize(records.len() + caplen as usize, 0);
+    }
+    let dir = common::scratch("gzstream");
+    let path = dir.join("big.pcap.gz");
+    write(
+        &path,
+        &[&member(&header), &member(&records)],
+        DECOMPRESSED_MIB - 1,
+    );
+    let (code, err, rss) = run_measured(&["replay", path.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(dir);
+    assert_eq!(code, Some(0), "{err}");
+    let packets = per_mib * DECOMPRESSED_MIB;
+    assert!(err.contains(&format!(" {packets} packets")), "{err}");
+    assert!(
+        rss < PEAK_RSS_LIMIT_KIB,
+        "peak RSS {rss} KiB streaming {DECOMPRESSED_MIB} MiB"
+    );
+}
+
+#[test]
+fn a_damaged_gzip_is_reported_for_a_person() {
+    let mut header = Vec::new();
+    header.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    header.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    header.extend_from_slice(&65535u32.to_le_bytes());
+    header.extend_from_slice(&1u32.to_le_bytes());
+    let mut gz = member(&header);
+    // The trailer's CRC-32 is the 8 bytes before the end's last 4: flip one bit of it.
+    let at = gz.len() - 8;
+    gz[at] ^= 1;
+    let dir = common::scratch("gzcrc");
+    let path = dir.join("crc.pcap.gz");
+    std::fs::write(&path, &gz).unwrap();
+    let out = Command::new(OTWATCH)
+        .args(["replay", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("gzip CRC check failed"), "{err}");
+}
