@@ -67,7 +67,7 @@ impl otwatch::event::EventSink for BuiltAndDropped {
 fn replay_with_metrics(path: &std::path::Path, max_channels: usize) -> bool {
     let mut pipeline = Pipeline::new();
     let mut hub = otwatch::detection::MetricsHub::new(max_channels);
-    hub.server = Some(otwatch::metrics::MetricsServer::start("0").expect("listen"));
+    hub.server = Some(otwatch::metrics::MetricsServer::start("0", None).expect("listen"));
     let mut det = otwatch::detection::Detection::metrics_only(hub);
     let mut null = NullSink;
     let r = {

@@ -268,9 +268,16 @@ impl Detection {
         }
         if let Some(m) = &self.metrics {
             if let Some(srv) = &m.server {
+                let scheme = if srv.tls { "https" } else { "http" };
+                let c = &srv.counters;
+                let load =
+                    |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
                 s.push_str(&format!(
-                    "  metrics: served on http://{}/metrics\n",
-                    srv.addr
+                    "  metrics: served on {scheme}://{}/metrics (accept errors {}, connections refused at the limit {}, unauthorized {})\n",
+                    srv.addr,
+                    load(&c.accept_errors),
+                    load(&c.refused_connections),
+                    load(&c.unauthorized),
                 ));
             }
             if m.channels.overflow > 0 {

@@ -145,6 +145,15 @@ struct MetricsArgs {
     /// otwatch_metrics_channels_overflow_total.
     #[arg(long, default_value_t = otwatch::metrics::DEFAULT_MAX_CHANNELS, value_name = "N")]
     metrics_max_channels: usize,
+    /// TLS and basic auth for /metrics: a Prometheus exporter-toolkit web config (YAML, as
+    /// node_exporter's --web.config.file).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "metrics",
+        alias = "web.config.file"
+    )]
+    web_config: Option<PathBuf>,
 }
 
 /// `realtime`, `max` or a positive factor.
@@ -223,7 +232,12 @@ fn build_analysis(
     let hub = if metrics.metrics.is_some() || openmetrics.is_some() {
         let mut hub = MetricsHub::new(metrics.metrics_max_channels);
         if let Some(addr) = &metrics.metrics {
-            hub.server = Some(otwatch::metrics::MetricsServer::start(addr)?);
+            let web = metrics
+                .web_config
+                .as_deref()
+                .map(otwatch::metrics::web_config::WebConfig::load)
+                .transpose()?;
+            hub.server = Some(otwatch::metrics::MetricsServer::start(addr, web)?);
         }
         if let Some(path) = openmetrics {
             hub.recorder = Some(otwatch::metrics::OpenMetricsRecorder::new(10.0));
@@ -272,6 +286,14 @@ fn build_detection(
 fn finish_detection(det: Option<&mut Detection>, args: &DetectArgs) -> String {
     let Some(det) = det else { return String::new() };
     let baseline = det.finish();
+    if let Some(why) = det
+        .metrics
+        .as_ref()
+        .and_then(|m| m.server.as_ref())
+        .and_then(|s| s.failure())
+    {
+        det.outputs.fail(OutputKind::MetricsServer, 1, &why);
+    }
     let mut text = det.summary();
     if let Some(line) = baseline.as_ref().and_then(|b| b.unlearned.describe()) {
         text.push_str(&format!("  warning: baseline {line}\n"));

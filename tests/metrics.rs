@@ -507,3 +507,243 @@ fn dashboards_and_rules_are_valid() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// An otwatch whose /metrics stays up (a replay held open); killed when dropped.
+fn serving_otwatch(port: u16, extra: &[&str], setup: impl FnOnce(&mut Command)) -> Killed {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_otwatch"));
+    cmd.args(["replay", "-q", "--metrics", &format!("127.0.0.1:{port}")])
+        .args(["--metrics-hold", "120s"])
+        .args(extra)
+        .arg(repo().join("fixtures/modbus_example.pcap"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    setup(&mut cmd);
+    let guard = Killed(cmd.spawn().expect("start otwatch"));
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if matches!(http_get(port, "/metrics", None), Some((200, _))) {
+            return guard;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("otwatch did not serve /metrics");
+}
+
+fn proc_status(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The value of one sample of the text exposition.
+fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A 10 MB request head is refused without being held, idle connections cost no thread each,
+/// and a scrape still gets through while 200 of them are open.
+#[test]
+fn metrics_server_bounds_what_a_client_controls() {
+    let port = free_port();
+    let otw = serving_otwatch(port, &[], |_| {});
+    let pid = otw.0.id();
+    let before = proc_status(pid, "VmHWM:");
+    // 10 MB of header.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: ");
+    let chunk = vec![b'a'; 64 * 1024];
+    let mut sent = 0;
+    while sent < 10 * 1024 * 1024 {
+        // The server stops reading (and closes) long before the end: writes then fail.
+        if s.write_all(&chunk).is_err() {
+            break;
+        }
+        sent += chunk.len();
+    }
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let resp = String::from_utf8_lossy(&resp);
+    // Either the 431 arrived, or the reset the server's close caused on our unread data beat
+    // it: in both cases the head was refused, not read.
+    assert!(
+        resp.is_empty() || resp.starts_with("HTTP/1.1 431"),
+        "{resp}"
+    );
+    let after = proc_status(pid, "VmHWM:");
+    assert!(
+        after.saturating_sub(before) < 4 * 1024,
+        "peak RSS grew {} KiB on a 10 MB header",
+        after - before
+    );
+    // 200 idle connections: no thread each, and a scrape still answered.
+    let idle: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let threads = proc_status(pid, "Threads:");
+    assert!(threads <= 4, "{threads} threads with 200 idle connections");
+    let (code, body) = http_get(port, "/metrics", None).expect("scrape");
+    assert_eq!(code, 200);
+    assert!(body.contains("otwatch_metrics_server_events_total"));
+    drop(idle);
+}
+
+/// Out of file descriptors, the server backs off and serves again once they come back
+/// (tiny_http's accept thread died for good here).
+#[test]
+fn metrics_server_survives_descriptor_exhaustion() {
+    use std::os::unix::process::CommandExt;
+    let port = free_port();
+    let _otw = serving_otwatch(port, &[], |cmd| {
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child before exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                let lim = libc::rlimit {
+                    rlim_cur: 48,
+                    rlim_max: 48,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    // More connections than the process has descriptors: the kernel queues them, accept fails.
+    let hogs: Vec<TcpStream> = (0..100)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(hogs);
+    let start = Instant::now();
+    let mut last = None;
+    while start.elapsed() < SAFETY_TIMEOUT {
+        last = http_get(port, "/metrics", None);
+        if matches!(&last, Some((200, _))) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, body) = last.expect("a scrape after the descriptors came back");
+    assert_eq!(code, 200);
+    let errors = sample(
+        &body,
+        "otwatch_metrics_server_events_total{event=\"accept_error\"}",
+    );
+    assert!(
+        errors.is_some_and(|n| n > 0.0),
+        "accept errors counted: {errors:?}"
+    );
+}
+
+/// Only there so that a broken test cannot hang; not a performance threshold.
+const SAFETY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// TLS and basic auth from an exporter-toolkit web config, scraped by a real Prometheus over
+/// https with the right password (up) and with a wrong one (down, counted as unauthorized).
+#[test]
+fn prometheus_scrapes_over_tls_with_basic_auth() {
+    if !have("prometheus") {
+        return;
+    }
+    let dir = scratch("prom-tls");
+    // A CA and a server certificate for 127.0.0.1.
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "otwatch test CA");
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let mut params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    params
+        .extended_key_usages
+        .push(rcgen::ExtendedKeyUsagePurpose::ServerAuth);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("ca.crt"), ca_cert.pem()).unwrap();
+    std::fs::write(dir.join("server.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    // Relative file names: taken from the config file's directory, as exporter-toolkit does.
+    std::fs::write(
+        dir.join("web.yml"),
+        format!("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\nbasic_auth_users:\n  scraper: '{hash}'\n"),
+    )
+    .unwrap();
+    if have("promtool") {
+        let ok = Command::new("promtool")
+            .args(["check", "web-config"])
+            .arg(dir.join("web.yml"))
+            .output()
+            .expect("promtool");
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+    }
+    let otw = free_port();
+    let web = dir.join("web.yml");
+    let _otwatch = {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_otwatch"));
+        cmd.args(["replay", "-q", "--metrics", &format!("127.0.0.1:{otw}")])
+            .arg("--web-config")
+            .arg(&web)
+            .args(["--metrics-hold", "120s"])
+            .arg(repo().join("fixtures/modbus_example.pcap"))
+            .stdout(Stdio::null());
+        Killed(cmd.spawn().expect("otwatch"))
+    };
+    // Plain HTTP to a TLS port gets no metrics.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!matches!(http_get(otw, "/metrics", None), Some((200, _))));
+    let ca = dir.join("ca.crt");
+    let job = |name: &str, password: &str| {
+        format!(
+            "  - job_name: {name}\n    scheme: https\n    tls_config:\n      ca_file: {}\n    basic_auth:\n      username: scraper\n      password: {password}\n    static_configs:\n      - targets: ['127.0.0.1:{otw}']\n",
+            ca.display()
+        )
+    };
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n{}{}",
+        job("right", "s3cret"),
+        job("wrong", "guess")
+    );
+    let (_prom, port) = start_prometheus(&dir, &config, &[]);
+    let start = Instant::now();
+    let mut up = Vec::new();
+    while start.elapsed() < SAFETY_TIMEOUT {
+        up = query(port, "up", None);
+        let packets = query(port, "otwatch_packets_total{job=\"right\"}", None);
+        if up.len() == 2 && !packets.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let up_of = |job: &str| {
+        up.iter()
+            .find(|(l, _)| l.get("job").map(String::as_str) == Some(job))
+            .map(|s| s.1)
+    };
+    assert_eq!(up_of("right"), Some(1.0), "{up:?}");
+    assert_eq!(up_of("wrong"), Some(0.0), "{up:?}");
+    let packets = query(port, "otwatch_packets_total{job=\"right\"}", None);
+    assert_eq!(packets.first().map(|s| s.1), Some(100.0));
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -16,6 +16,11 @@ use otwatch_models::{Channel, Kind, Observation};
 
 use crate::stats::{ProtoStats, Stats};
 
+mod server;
+pub mod web_config;
+
+pub use server::{parse_listen, MetricsServer, ServerCounters};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricKind {
     Counter,
@@ -625,105 +630,6 @@ pub fn families(i: &Inputs<'_>) -> Vec<Family> {
 
 /// The families a scrape sees; replaced about once a second by the capture thread.
 pub type Published = Arc<Mutex<Vec<Family>>>;
-
-/// Serves `/metrics` on its own thread until the server is dropped.
-pub struct MetricsServer {
-    server: Arc<tiny_http::Server>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    pub published: Published,
-    pub addr: std::net::SocketAddr,
-}
-
-/// `9464` or `:9464` binds loopback; `host:port` binds as given.
-pub fn parse_listen(addr: &str) -> Result<String, String> {
-    let a = addr.trim();
-    if let Ok(port) = a.trim_start_matches(':').parse::<u16>() {
-        return Ok(format!("127.0.0.1:{port}"));
-    }
-    a.parse::<std::net::SocketAddr>()
-        .map(|s| s.to_string())
-        .map_err(|_| format!("--metrics {addr:?}: expected PORT or HOST:PORT"))
-}
-
-impl MetricsServer {
-    pub fn start(addr: &str) -> Result<MetricsServer, String> {
-        let listen = parse_listen(addr)?;
-        let server = tiny_http::Server::http(&listen)
-            .map_err(|e| format!("--metrics {listen}: cannot listen: {e}"))?;
-        let bound = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| format!("--metrics {listen}: not an IP socket"))?;
-        let server = Arc::new(server);
-        let published: Published = Arc::new(Mutex::new(Vec::new()));
-        let (srv, pubd) = (Arc::clone(&server), Arc::clone(&published));
-        let thread = std::thread::Builder::new()
-            .name("otwatch-metrics".into())
-            .spawn(move || serve(&srv, &pubd))
-            .map_err(|e| format!("--metrics: cannot start its thread: {e}"))?;
-        Ok(MetricsServer {
-            server,
-            thread: Some(thread),
-            published,
-            addr: bound,
-        })
-    }
-
-    /// Replaces the published families, unless a scrape is reading them right now (the next
-    /// publication will do).
-    pub fn publish(&self, families: Vec<Family>) {
-        if let Ok(mut p) = self.published.try_lock() {
-            *p = families;
-        }
-    }
-
-    /// Replaces the published families, waiting for a scrape in progress (end of run).
-    pub fn publish_final(&self, families: Vec<Family>) {
-        if let Ok(mut p) = self.published.lock() {
-            *p = families;
-        }
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.server.unblock();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve(server: &tiny_http::Server, published: &Published) {
-    for req in server.incoming_requests() {
-        let path = req.url().split('?').next().unwrap_or("");
-        if req.method() != &tiny_http::Method::Get || path != "/metrics" {
-            let body = "otwatch: see /metrics\n";
-            let code = if path == "/metrics" { 405 } else { 404 };
-            let _ = req.respond(tiny_http::Response::from_string(body).with_status_code(code));
-            continue;
-        }
-        let openmetrics = req.headers().iter().any(|h| {
-            h.field.equiv("Accept") && h.value.as_str().contains("application/openmetrics-text")
-        });
-        let body = match published.lock() {
-            Ok(f) if openmetrics => encode_openmetrics(&f),
-            Ok(f) => encode_text(&f),
-            Err(_) => String::new(),
-        };
-        let ctype = if openmetrics {
-            CONTENT_TYPE_OPENMETRICS
-        } else {
-            CONTENT_TYPE_TEXT
-        };
-        let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], ctype.as_bytes());
-        let mut resp = tiny_http::Response::from_string(body);
-        if let Ok(h) = header {
-            resp = resp.with_header(h);
-        }
-        let _ = req.respond(resp);
-    }
-}
 
 /// Samples of every series at capture-time steps, written as one OpenMetrics exposition with
 /// timestamps (family by family, series by series, in time order), for
