@@ -421,6 +421,13 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(e) => return fail(e),
             };
+            // Without root, the capabilities that opened the socket are not needed again; they
+            // are per thread, so they go before any thread (the metrics server) exists.
+            if !otwatch::capture::harden::is_root() {
+                if let Err(e) = otwatch::capture::harden::clear_capabilities() {
+                    return fail(format_args!("cannot clear capabilities: {e}"));
+                }
+            }
             let opts = LiveOptions {
                 user,
                 workers,
@@ -694,8 +701,17 @@ fn run_live(
         }
     }
     install_signal_handlers(true);
+    // From here on the capture socket cannot send, on any thread (and no-new-privileges).
+    let capture_fd = match &source {
+        LiveSource::Ring(r) => r.raw_fd(),
+        #[cfg(feature = "libpcap")]
+        LiveSource::Pcap(p) => p.raw_fd(),
+    };
+    if let Err(e) = otwatch::capture::harden::deny_transmit(&[capture_fd]) {
+        return fail(e);
+    }
     if !quiet {
-        eprintln!("otwatch: capturing on {iface}");
+        eprintln!("otwatch: capturing on {iface} (passive: transmitting on the capture socket is refused)");
     }
     if let Some(w) = otwatch::capture::afpacket::link_warning(iface) {
         eprintln!("otwatch: warning: {w}");

@@ -538,7 +538,7 @@ fn otwatch_live_command_captures_and_shuts_down_cleanly_on_sigint() {
     let dir = std::env::temp_dir().join(format!("otwatch-live-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let events_path = dir.join("events.jsonl");
-    let child = Command::new("ip")
+    let mut child = Command::new("ip")
         .args([
             "netns",
             "exec",
@@ -553,18 +553,25 @@ fn otwatch_live_command_captures_and_shuts_down_cleanly_on_sigint() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start otwatch live");
-    // Wait until the ring is open (the events file is created right after).
-    let started = std::time::Instant::now();
-    while !events_path.exists() && started.elapsed() < SAFETY_TIMEOUT {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(200));
+    // Printed once the ring is open and the filter is on, right before the capture loop.
+    let stderr = stderr_until(&mut child, "capturing on");
     send_from_peer(&veth, fixture_frames());
     std::thread::sleep(Duration::from_millis(500));
+    // Every thread of the capturing process runs under the seccomp filter, with
+    // no-new-privileges (the filter itself is checked in `the_capture_socket_cannot_send`).
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", child.id())).expect("tasks");
+    let mut threads = 0;
+    for t in tasks.flatten() {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        assert!(status.contains("Seccomp:\t2"), "{status}");
+        assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+        threads += 1;
+    }
+    assert!(threads >= 1);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     let out = child.wait_with_output().expect("otwatch live exits");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = stderr.join().expect("stderr");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("otwatch live on otwcap0"), "{stderr}");
     assert!(stderr.contains("kernel drops 0"), "{stderr}");
@@ -573,6 +580,140 @@ fn otwatch_live_command_captures_and_shuts_down_cleanly_on_sigint() {
     let (replayed, _) = common::replay_file(Path::new(FIXTURE));
     assert_eq!(written.lines().count(), replayed.len(), "{stderr}");
     drop(veth);
+}
+
+/// Reads a child's stderr on a thread: returns once a line containing `marker` arrived (or the
+/// safety timeout passed), and a handle that yields the whole text when the child has exited.
+fn stderr_until(
+    child: &mut std::process::Child,
+    marker: &'static str,
+) -> thread::JoinHandle<String> {
+    use std::io::BufRead;
+    let err = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel::<()>();
+    let reader = thread::spawn(move || {
+        let mut text = String::new();
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            if line.contains(marker) {
+                let _ = tx.send(());
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    let _ = rx.recv_timeout(SAFETY_TIMEOUT);
+    reader
+}
+
+/// `--user` when started without root but with CAP_NET_RAW (as systemd's
+/// `AmbientCapabilities=` does): it captures, then holds no capability at all, runs under the
+/// seccomp filter, and exits cleanly on SIGINT. (It failed with "setgroups EPERM" before.)
+#[test]
+fn live_as_a_user_with_cap_net_raw_drops_every_capability() {
+    skip_unless_able!();
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        common::skip("setpriv (util-linux) is missing");
+        return;
+    }
+    let veth = Veth::new("caps");
+    let dir = std::env::temp_dir().join(format!("otwatch-live-caps-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    let events_path = dir.join("events.jsonl");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &veth.cap_ns, "setpriv"])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["--inh-caps=+net_raw", "--ambient-caps=+net_raw"])
+        .args([env!("CARGO_BIN_EXE_otwatch"), "live", "-i", CAP_IF])
+        .args(["--user", "nobody", "--events"])
+        .arg(&events_path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start otwatch live");
+    // Printed once the filter is on and the capabilities are gone.
+    let stderr = stderr_until(&mut child, "capturing on");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    send_from_peer(&veth, fixture_frames());
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let out = child.wait_with_output().expect("otwatch live exits");
+    let stderr = stderr.join().expect("stderr");
+    let written = std::fs::read_to_string(&events_path).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    for line in ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"] {
+        let caps = status.lines().find(|l| l.starts_with(line)).unwrap_or("");
+        assert!(caps.ends_with("0000000000000000"), "{caps}\n{status}");
+    }
+    assert!(status.contains("Seccomp:\t2"), "{status}");
+    let (replayed, _) = common::replay_file(Path::new(FIXTURE));
+    assert_eq!(written.lines().count(), replayed.len(), "{stderr}");
+    drop(veth);
+}
+
+/// Passive, enforced: a frame sent through the capture socket reaches the peer before the
+/// filter otwatch installs (so this test can fail), and is refused with EPERM, and never
+/// arrives, once it is installed and capture has started.
+#[test]
+fn the_capture_socket_cannot_send() {
+    skip_unless_able!();
+    let veth = Veth::new("tx");
+    let (cap_ns, peer_ns) = (veth.cap_ns.clone(), veth.peer_ns.clone());
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let (sent_tx, sent_rx) = mpsc::channel::<()>();
+    let peer = thread::spawn(move || {
+        enter_netns(&peer_ns);
+        // Bound before anything is sent: what arrives waits in its queue until counted.
+        let s = RawSocket::bind(PEER_IF);
+        ready_tx.send(()).unwrap();
+        sent_rx.recv().unwrap();
+        let before = s.count_for(Duration::from_millis(500));
+        sent_rx.recv().unwrap();
+        let after = s.count_for(Duration::from_millis(500));
+        (before, after)
+    });
+    ready_rx.recv_timeout(SAFETY_TIMEOUT).expect("peer ready");
+    let frame = fixture_frames().remove(0);
+    let capture = thread::spawn(move || {
+        enter_netns(&cap_ns);
+        let mut src = AfPacketSource::open(CAP_IF, AfPacketOptions::default()).expect("open");
+        let fd = src.raw_fd();
+        let send = |fd: libc::c_int| {
+            // SAFETY: a valid buffer for its length on our own socket.
+            let n = unsafe { libc::send(fd, frame.as_ptr().cast(), frame.len(), 0) };
+            (n, std::io::Error::last_os_error().raw_os_error())
+        };
+        let unfiltered = send(fd);
+        sent_tx.send(()).unwrap();
+        src.next_packet_timeout(Duration::from_millis(10))
+            .expect("capture runs");
+        // The filter otwatch live installs, on this thread only (the test process goes on).
+        let program = otwatch::capture::harden::no_transmit_program(&[fd]).expect("filter");
+        seccompiler::apply_filter(&program).expect("install filter");
+        let filtered = send(fd);
+        sent_tx.send(()).unwrap();
+        (unfiltered, filtered)
+    });
+    // The peer counts the unfiltered frame in its first window, the filtered one in its second.
+    let ((unfiltered, filtered), (before, after)) = (
+        capture.join().expect("capture thread"),
+        peer.join().expect("peer thread"),
+    );
+    assert_eq!(unfiltered.0, frame_len(), "the unfiltered send went out");
+    assert_eq!(before, 1, "the peer saw the unfiltered frame");
+    assert_eq!(
+        filtered,
+        (-1, Some(libc::EPERM)),
+        "the filtered send was refused"
+    );
+    assert_eq!(after, 0, "nothing arrived once the filter was installed");
+    drop(veth);
+}
+
+fn frame_len() -> isize {
+    fixture_frames()[0].len() as isize
 }
 
 /// The libpcap backend (`--features libpcap`) with a BPF filter: only Modbus (TCP port 502)

@@ -322,6 +322,11 @@ impl AfPacketSource {
     }
 
     /// Capture accounting, including the kernel's counters (read and accumulated now).
+    /// The capture socket's descriptor (for the seccomp filter that keeps it from sending).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd
+    }
+
     pub fn stats(&self) -> LiveStats {
         // SAFETY: tpacket_stats_v3 is plain old data; all-zero is a valid value.
         let mut st: libc::tpacket_stats_v3 = unsafe { zeroed() };
@@ -815,6 +820,19 @@ pub fn lookup_user(user: &str) -> Result<(libc::uid_t, libc::gid_t), String> {
 /// the open socket keeps working without privileges.
 pub fn drop_privileges(user: &str) -> Result<(), String> {
     let (uid, gid) = lookup_user(user)?;
+    if !super::harden::is_root() {
+        // Started as a user with capabilities (systemd AmbientCapabilities, setcap): switching
+        // users needs root, but running as `user` already is the point.
+        // SAFETY: getuid has no preconditions.
+        let me = unsafe { libc::getuid() };
+        if me != uid {
+            return Err(format!(
+                "--user {user}: running as uid {me}, not root, so cannot switch to uid {uid}; start otwatch as {user} (with CAP_NET_RAW) or as root"
+            ));
+        }
+        return super::harden::clear_capabilities()
+            .map_err(|e| format!("cannot clear capabilities: {e}"));
+    }
     // SAFETY: setgroups with an empty list.
     if unsafe { libc::setgroups(0, ptr::null()) } != 0 {
         return Err(format!(

@@ -29,6 +29,11 @@ pub struct PcapStats {
 }
 
 impl PcapSource {
+    /// The capture's descriptor (for the seccomp filter that keeps it from sending).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd
+    }
+
     /// Open `iface`, optionally with a BPF filter (tcpdump syntax).
     pub fn open(iface: &str, bpf: Option<&str>, promiscuous: bool) -> Result<PcapSource, String> {
         let inactive = pcap::Capture::from_device(iface).map_err(|e| format!("{iface}: {e}"))?;

@@ -3,6 +3,7 @@
 
 pub mod afpacket;
 pub mod file;
+pub mod harden;
 #[cfg(feature = "libpcap")]
 pub mod libpcap;
 
