@@ -8,6 +8,7 @@ pub mod detection;
 pub mod dissect;
 pub mod event;
 pub mod flow;
+pub mod fuzzing;
 pub mod live;
 pub mod metrics;
 pub mod observe;

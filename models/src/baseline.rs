@@ -175,6 +175,11 @@ impl Baseline {
             path: name.clone(),
             source,
         })?;
+        Baseline::from_json(&text, &name)
+    }
+
+    /// A baseline from its JSON text; `name` says where it came from in errors.
+    pub fn from_json(text: &str, name: &str) -> Result<Baseline, BaselineError> {
         // Check the header first, so an old or foreign file gets a version message rather than
         // a field-level parse error.
         #[derive(Deserialize)]
@@ -182,19 +187,21 @@ impl Baseline {
             format: String,
             version: u32,
         }
-        let header: Header =
-            serde_json::from_str(&text).map_err(|source| BaselineError::Parse {
-                path: name.clone(),
-                source,
-            })?;
+        let header: Header = serde_json::from_str(text).map_err(|source| BaselineError::Parse {
+            path: name.to_string(),
+            source,
+        })?;
         if header.format != FORMAT || header.version != VERSION {
             return Err(BaselineError::Version {
-                path: name,
+                path: name.to_string(),
                 found: header.format,
                 version: header.version,
             });
         }
-        serde_json::from_str(&text).map_err(|source| BaselineError::Parse { path: name, source })
+        serde_json::from_str(text).map_err(|source| BaselineError::Parse {
+            path: name.to_string(),
+            source,
+        })
     }
 
     /// Writes to a temporary file beside `path`, then renames it over `path`: a reader never sees

@@ -60,6 +60,7 @@ pub enum CaptureError {
 
 enum Buffer {
     Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
     Gzip(Box<GzipWindow>),
     Empty,
 }
@@ -68,24 +69,40 @@ impl Buffer {
     fn bytes(&self) -> &[u8] {
         match self {
             Buffer::Mapped(m) => m,
+            Buffer::Owned(v) => v,
             Buffer::Gzip(g) => &g.window,
             Buffer::Empty => &[],
         }
     }
 }
 
+/// The bytes of a file, mapped or (in tests and fuzzing) in memory.
+enum Raw {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl AsRef<[u8]> for Raw {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Raw::Mapped(m) => m,
+            Raw::Owned(v) => v,
+        }
+    }
+}
+
 /// A gzip capture decompressed a window at a time.
 struct GzipWindow {
-    decoder: flate2::read::MultiGzDecoder<std::io::Cursor<memmap2::Mmap>>,
+    decoder: flate2::read::MultiGzDecoder<std::io::Cursor<Raw>>,
     window: Vec<u8>,
     /// The stream ended (cleanly or not).
     eof: bool,
 }
 
 impl GzipWindow {
-    fn new(map: memmap2::Mmap) -> GzipWindow {
+    fn new(raw: Raw) -> GzipWindow {
         GzipWindow {
-            decoder: flate2::read::MultiGzDecoder::new(std::io::Cursor::new(map)),
+            decoder: flate2::read::MultiGzDecoder::new(std::io::Cursor::new(raw)),
             window: Vec::new(),
             eof: false,
         }
@@ -209,11 +226,32 @@ impl CaptureFile {
         // process truncating the file while we read it (SIGBUS); captures being replayed are
         // finished files, as with every mmap-based pcap reader.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(open_err)?;
+        CaptureFile::from_raw(path, Raw::Mapped(map), file_len)
+    }
+
+    /// A capture held in memory (tests, fuzzing), read exactly as a file would be; `name`
+    /// stands for its path in errors.
+    pub fn from_bytes(name: &Path, bytes: Vec<u8>) -> Result<CaptureFile, CaptureError> {
+        if bytes.is_empty() {
+            return Err(CaptureError::NotACapture {
+                path: name.to_owned(),
+                detail: "the file is empty".into(),
+            });
+        }
+        let len = bytes.len() as u64;
+        CaptureFile::from_raw(name, Raw::Owned(bytes), len)
+    }
+
+    fn from_raw(path: &Path, raw: Raw, file_len: u64) -> Result<CaptureFile, CaptureError> {
+        let not_capture = |detail: String| CaptureError::NotACapture {
+            path: path.to_owned(),
+            detail,
+        };
         let mut gzip = false;
         let mut deferred = None;
-        let buf = if map.starts_with(&[0x1f, 0x8b]) {
+        let buf = if raw.as_ref().starts_with(&[0x1f, 0x8b]) {
             gzip = true;
-            let mut g = Box::new(GzipWindow::new(map));
+            let mut g = Box::new(GzipWindow::new(raw));
             if let Err(e) = g.refill(0) {
                 if g.window.len() < 24 {
                     return Err(not_capture(gzip_error(&e)));
@@ -228,7 +266,10 @@ impl CaptureFile {
             }
             Buffer::Gzip(g)
         } else {
-            Buffer::Mapped(map)
+            match raw {
+                Raw::Mapped(m) => Buffer::Mapped(m),
+                Raw::Owned(v) => Buffer::Owned(v),
+            }
         };
         let format = detect_format(buf.bytes()).map_err(not_capture)?;
         let offset = match format {

@@ -1,0 +1,237 @@
+//! Fuzz harnesses for everything an attacker reaches beyond the protocol parsers: the capture
+//! file reader (pcap, pcapng, gzip), decode with defragmentation, TCP reassembly and every
+//! dissector's state driven by a sequence of packets into detection, baseline loading, and the
+//! /metrics HTTP request path with its web config. Each takes arbitrary bytes and must neither
+//! panic nor hang. `fuzz/` runs them under libFuzzer (`cargo fuzz run capture` …), and
+//! `tests/fuzz.rs` runs each for a bounded number of cases inside `cargo test`.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use crate::capture::{CaptureFile, LinkType, Packet, PacketSource};
+use crate::detection::{DetectSink, Detection};
+use crate::event::{EventSink, NullSink, VecSink};
+use crate::pipeline::Pipeline;
+use otwatch_models::{Engine, EngineConfig};
+
+/// Packets read from one input at most (a tiny input can describe very many empty records).
+const MAX_PACKETS: usize = 4096;
+
+/// The capture reader on `data` as a file's bytes; every packet it yields through the pipeline.
+pub fn capture(data: &[u8]) {
+    let Ok(mut cap) = CaptureFile::from_bytes(Path::new("fuzz.pcap"), data.to_vec()) else {
+        return;
+    };
+    let source: Arc<str> = Arc::from("fuzz.pcap");
+    let mut pipeline = Pipeline::new();
+    let mut sink = VecSink::default();
+    for _ in 0..MAX_PACKETS {
+        match cap.next_packet() {
+            Some(Ok(pkt)) => pipeline.process(&pkt, &source, &mut sink),
+            Some(Err(e)) => {
+                // Errors name the file and say what is wrong, for a person.
+                let text = e.to_string();
+                assert!(text.starts_with("fuzz.pcap: "), "{text}");
+                break;
+            }
+            None => break,
+        }
+    }
+    pipeline.finish(&mut sink);
+}
+
+/// Server ports a packet can go to: every dissected protocol, and one that none dissects.
+const PORTS: [u16; 4] = [502, 20000, 102, 8080];
+
+/// Bytes read per packet record: selector, sequence delta (2), time step, payload length.
+const RECORD_HEADER: usize = 5;
+
+/// The frames of one fuzzer-described packet (two when IP-fragmented), the capture time step
+/// before it in nanoseconds, and the input left.
+type NextPacket<'a> = (Vec<Vec<u8>>, u64, &'a [u8]);
+
+/// One packet from the front of `data`: Ethernet + IPv4 + TCP or UDP between one client and
+/// one server, with the fuzzer choosing port, direction, flags, sequence jumps, time and payload;
+/// sometimes cut into IP fragments. Returns the frames and the rest of the input.
+fn next_packet<'a>(data: &'a [u8], seqs: &mut [u32; 2]) -> Option<NextPacket<'a>> {
+    let (head, rest) = data.split_at_checked(RECORD_HEADER)?;
+    let (sel, delta, step, len) = (
+        head[0],
+        i16::from_be_bytes([head[1], head[2]]),
+        head[3],
+        usize::from(head[4]),
+    );
+    let (payload, rest) = rest.split_at_checked(len).unwrap_or((rest, &[]));
+    let port = PORTS[usize::from(sel & 3)];
+    let to_server = sel & 4 == 0;
+    let udp = sel & 8 != 0;
+    let (client, server) = (([10, 0, 0, 1], 40000u16), ([10, 0, 0, 2], port));
+    let (src, dst) = if to_server {
+        (client, server)
+    } else {
+        (server, client)
+    };
+    let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(src.0, dst.0, 64);
+    let mut frame = Vec::new();
+    let built = if udp {
+        b.udp(src.1, dst.1).write(&mut frame, payload)
+    } else {
+        let dir = usize::from(!to_server);
+        let seq = seqs[dir].wrapping_add(delta as i32 as u32);
+        seqs[dir] = seq.wrapping_add(payload.len() as u32);
+        let ack = seqs[1 - dir];
+        let mut t = b.tcp(src.1, dst.1, seq, 8192);
+        if sel & 16 != 0 {
+            t = t.syn();
+        }
+        if sel & 32 != 0 {
+            t = t.fin();
+        }
+        if sel & 64 != 0 {
+            t = t.rst();
+        }
+        t.ack(ack).psh().write(&mut frame, payload)
+    };
+    built.ok()?;
+    let frames = if sel & 128 != 0 {
+        fragment(&frame)
+    } else {
+        vec![frame]
+    };
+    Some((frames, u64::from(step) * 50_000_000, rest))
+}
+
+/// An Ethernet/IPv4 frame cut into two IP fragments (when its IP payload is long enough).
+fn fragment(frame: &[u8]) -> Vec<Vec<u8>> {
+    const ETH: usize = 14;
+    const IP: usize = 20;
+    let Some(ip_payload) = frame.get(ETH + IP..) else {
+        return vec![frame.to_vec()];
+    };
+    if ip_payload.len() < 16 {
+        return vec![frame.to_vec()];
+    }
+    let cut = (ip_payload.len() / 2) & !7;
+    let mut out = Vec::new();
+    for (i, part) in [&ip_payload[..cut], &ip_payload[cut..]]
+        .into_iter()
+        .enumerate()
+    {
+        let mut f = frame[..ETH + IP].to_vec();
+        let total = (IP + part.len()) as u16;
+        f[ETH + 2..ETH + 4].copy_from_slice(&total.to_be_bytes());
+        let offset = if i == 0 { 0x2000u16 } else { (cut / 8) as u16 };
+        f[ETH + 6..ETH + 8].copy_from_slice(&offset.to_be_bytes());
+        f[ETH + 10..ETH + 12].copy_from_slice(&[0, 0]);
+        f.extend_from_slice(part);
+        out.push(f);
+    }
+    out
+}
+
+/// A sequence of packets built from `data` through decode, defragmentation, the flow table,
+/// TCP reassembly, every dissector, and detection (learning for the first second of capture
+/// time, then detecting), with evidence recorded.
+pub fn packets(data: &[u8]) {
+    let source: Arc<str> = Arc::from("fuzz");
+    let config = EngineConfig {
+        learn_for: Some(1_000_000_000),
+        ..EngineConfig::default()
+    };
+    let mut det = Detection::new(Engine::learning(config), None);
+    let mut pipeline = Pipeline::new();
+    let mut inner = NullSink;
+    let mut sink = DetectSink {
+        detection: &mut det,
+        inner: &mut inner,
+    };
+    let mut seqs = [1000u32, 5000u32];
+    let mut ts = 1_700_000_000_000_000_000i64;
+    let mut rest = data;
+    let mut frame_no = 0u64;
+    while let Some((frames, step, next)) = next_packet(rest, &mut seqs) {
+        rest = next;
+        ts = ts.saturating_add(step as i64);
+        for f in frames {
+            frame_no += 1;
+            let pkt = Packet {
+                ts_nanos: ts,
+                frame: frame_no,
+                linktype: LinkType::ETHERNET,
+                orig_len: f.len() as u32,
+                data: &f,
+            };
+            pipeline.process(&pkt, &source, &mut sink);
+            sink.after_packet(&pipeline.stats, pipeline.active_flows(), ts);
+        }
+    }
+    pipeline.finish(&mut sink);
+    let _ = det.finish();
+}
+
+/// Baseline loading on `data` as the file's text; a baseline that loads is described and
+/// detected against.
+pub fn baseline_json(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(baseline) = otwatch_models::Baseline::from_json(text, "fuzz.json") else {
+        return;
+    };
+    let _ = baseline.describe();
+    let mut engine = Engine::detecting(baseline, EngineConfig::default());
+    let mut out = Vec::new();
+    engine.tick(1_700_000_000_000_000_000, &mut out);
+    let _ = engine.finish(&mut out);
+}
+
+/// The web config parser on `data` as the file's text.
+pub fn web_config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = crate::metrics::web_config::WebConfig::parse(text, Path::new("."));
+    }
+}
+
+/// One /metrics server for the whole fuzzing process, with basic auth on (so the credentials
+/// path is reached too).
+fn server() -> Option<&'static crate::metrics::MetricsServer> {
+    static SERVER: OnceLock<Option<crate::metrics::MetricsServer>> = OnceLock::new();
+    SERVER
+        .get_or_init(|| {
+            // As every Rust program's runtime does (libFuzzer's C `main` does not): a peer that
+            // closes its end makes a write fail with EPIPE, not kill the process.
+            // SAFETY: setting a signal's disposition to ignore, before any connection exists.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+            // A bcrypt hash of "s3cret" at the lowest cost (fast checks).
+            let hash = bcrypt::hash("s3cret", 4).ok()?;
+            let web = crate::metrics::web_config::WebConfig::parse(
+                &format!("basic_auth_users:\n  scraper: '{hash}'\n"),
+                Path::new("."),
+            )
+            .ok()?;
+            crate::metrics::MetricsServer::start("127.0.0.1:0", Some(web)).ok()
+        })
+        .as_ref()
+}
+
+/// `data` as the bytes a client sends on one connection to /metrics; what the server answers
+/// is read until it closes (or a short timeout).
+pub fn http_request(data: &[u8]) {
+    use std::io::{Read, Write};
+    let Some(srv) = server() else { return };
+    let Ok(mut s) = std::net::TcpStream::connect(srv.addr) else {
+        return;
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_millis(200)));
+    let _ = s.write_all(data);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+    }
+    // The server is still there for the next connection.
+    assert!(srv.failure().is_none(), "{:?}", srv.failure());
+}
