@@ -606,6 +606,30 @@ fn stderr_until(
     reader
 }
 
+/// `otwatch live` on an interface that is down says so (and that it is capturing), instead of
+/// sitting silent.
+#[test]
+fn live_warns_when_the_interface_is_down() {
+    skip_unless_able!();
+    let veth = Veth::new("down");
+    run(&["ip", "-n", &veth.cap_ns, "link", "set", CAP_IF, "down"]);
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &veth.cap_ns, env!("CARGO_BIN_EXE_otwatch")])
+        .args(["live", "-i", CAP_IF])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start otwatch live");
+    let stderr = stderr_until(&mut child, "is down");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let status = child.wait().expect("otwatch live exits");
+    let stderr = stderr.join().expect("stderr");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("capturing on otwcap0"), "{stderr}");
+    assert!(stderr.contains("otwcap0 is down"), "{stderr}");
+    drop(veth);
+}
+
 /// `--user` when started without root but with CAP_NET_RAW (as systemd's
 /// `AmbientCapabilities=` does): it captures, then holds no capability at all, runs under the
 /// seccomp filter, and exits cleanly on SIGINT. (It failed with "setgroups EPERM" before.)
