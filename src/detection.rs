@@ -111,6 +111,8 @@ pub struct Detection {
     /// Failures of every output of the run (alerts and evidence here).
     pub outputs: Arc<OutputHealth>,
     evidence: Option<(PathBuf, Arc<Mutex<EvidenceRing>>)>,
+    /// Names this run's evidence files apart from an earlier run's (alert ids restart at 1).
+    run_tag: String,
     pub evidence_written: u64,
     /// Alert lines written, by kind, type and severity (first lines of a cause only).
     pub counts: BTreeMap<(&'static str, &'static str, &'static str), u64>,
@@ -129,6 +131,12 @@ impl Detection {
             out,
             outputs: Arc::default(),
             evidence: None,
+            run_tag: {
+                let secs = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                format!("{secs}-{}", std::process::id())
+            },
             evidence_written: 0,
             counts: BTreeMap::new(),
             kept: None,
@@ -181,7 +189,31 @@ impl Detection {
         if let Some(out) = &mut self.out {
             out.finish();
         }
+        if let Some((dir, _)) = &self.evidence {
+            // The evidence files reach the disk once, here, not one fsync per file on the
+            // capture thread.
+            if let Err(e) = crate::output::sync_dir(dir) {
+                self.outputs.fail(
+                    OutputKind::Evidence,
+                    1,
+                    &format!("{}: sync: {e}", dir.display()),
+                );
+            }
+        }
         baseline
+    }
+
+    /// Hands the alerts file and the evidence directory to `uid`/`gid` (before `--user`
+    /// drops privileges), through open descriptors, never by a path that could be a symlink.
+    pub fn chown_outputs(&self, uid: u32, gid: u32) -> std::io::Result<()> {
+        if let Some(out) = &self.out {
+            out.chown(uid, gid)?;
+        }
+        if let Some((dir, _)) = &self.evidence {
+            let d = crate::output::open_dir(dir)?;
+            std::os::unix::fs::fchown(&d, Some(uid), Some(gid))?;
+        }
+        Ok(())
     }
 
     fn write(&mut self, lines: &mut Vec<Alert>) {
@@ -200,7 +232,10 @@ impl Detection {
                 if let (Some((dir, ring)), true) =
                     (&self.evidence, self.evidence_written < EVIDENCE_MAX_FILES)
                 {
-                    let path = dir.join(format!("alert-{:06}-{}.pcap", a.id, a.r#type));
+                    let path = dir.join(format!(
+                        "alert-{}-{:06}-{}.pcap",
+                        self.run_tag, a.id, a.r#type
+                    ));
                     let written = ring
                         .lock()
                         .map_err(|_| std::io::Error::other("evidence ring poisoned"))

@@ -421,9 +421,10 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(e) => return fail(e),
             };
-            // Without root, the capabilities that opened the socket are not needed again; they
-            // are per thread, so they go before any thread (the metrics server) exists.
-            if !otwatch::capture::harden::is_root() {
+            // The capabilities that opened the socket are not needed again; they are per thread,
+            // so they go before any thread (the metrics server) exists. With `--user` from root,
+            // setuid drops them on every thread later (handing the outputs over needs them).
+            if !otwatch::capture::harden::is_root() || user.is_none() {
                 if let Err(e) = otwatch::capture::harden::clear_capabilities() {
                     return fail(format_args!("cannot clear capabilities: {e}"));
                 }
@@ -696,7 +697,7 @@ fn run_live(
             Err(e) => return fail(e),
         };
     if let Some(user) = user {
-        if let Err(e) = become_user(&user, &events, detect) {
+        if let Err(e) = become_user(&user, json.as_ref(), detection.as_ref(), detect) {
             return fail(e);
         }
     }
@@ -856,17 +857,25 @@ fn run_live(
 /// Drops privileges to `user`, after giving it the outputs it must write later: the events
 /// and alerts files (reopened on SIGHUP) and the evidence directory. Then checks, as that
 /// user, that every late output can still be written.
-fn become_user(user: &str, events: &Option<PathBuf>, detect: &DetectArgs) -> Result<(), String> {
+fn become_user(
+    user: &str,
+    events: Option<&JsonLinesSink>,
+    detection: Option<&Detection>,
+    detect: &DetectArgs,
+) -> Result<(), String> {
     use otwatch::capture::afpacket::{drop_privileges, lookup_user};
     let (uid, gid) = lookup_user(user)?;
-    let files = [
-        events.as_ref(),
-        detect.alerts.as_ref(),
-        detect.evidence.as_ref(),
-    ];
-    for p in files.into_iter().flatten().filter(|p| p.as_os_str() != "-") {
-        std::os::unix::fs::chown(p, Some(uid), Some(gid))
-            .map_err(|e| format!("{}: cannot hand it to user {user}: {e}", p.display()))?;
+    if otwatch::capture::harden::is_root() {
+        // Through the open descriptors: a path swapped for a symlink meanwhile is not followed.
+        if let Some(j) = events {
+            j.out
+                .chown(uid, gid)
+                .map_err(|e| format!("--events: cannot hand it to user {user}: {e}"))?;
+        }
+        if let Some(d) = detection {
+            d.chown_outputs(uid, gid)
+                .map_err(|e| format!("alerts/evidence: cannot hand them to user {user}: {e}"))?;
+        }
     }
     drop_privileges(user)?;
     check_late_outputs(detect, None).map_err(|e| format!("{e} (as user {user})"))?;

@@ -204,33 +204,44 @@ fn a_failed_events_write_fails_the_run_and_is_reported() {
     );
 }
 
-/// An evidence path that already exists (here a symlink an attacker planted) is never written
-/// through: the alert's evidence fails, is counted, and the run exits non-zero.
+/// Evidence on a full disk (a 4 KiB tmpfs in a mount namespace of the run's own): the files that
+/// do not fit are counted as failed, removed rather than left half-written, and the run exits 1
+/// (it exited 0 and said "evidence files 1" before).
 #[test]
-fn evidence_is_never_written_through_a_symlink_and_failures_count() {
-    let dir = scratch("evidence");
+fn evidence_on_a_full_disk_fails_the_run() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        common::skip("not root (a tmpfs in a mount namespace needs it)");
+        return;
+    }
+    let dir = scratch("evidence-full");
     let ev = dir.join("evidence");
     std::fs::create_dir_all(&ev).unwrap();
-    let target = dir.join("target");
-    std::fs::write(&target, b"untouched").unwrap();
-    // The first alert of the run is id 1; plant links for every type it could have.
-    for t in otwatch_models::alert::TYPES {
-        let _ = std::os::unix::fs::symlink(&target, ev.join(format!("alert-000001-{t}.pcap")));
-    }
-    let out = otwatch(&fixture_args(&[
-        "--learn",
-        "1s",
-        "--alerts",
-        dir.join("a.jsonl").to_str().unwrap(),
-        "--evidence",
-        ev.to_str().unwrap(),
-    ]));
+    let alerts = dir.join("a.jsonl");
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tmpfs -o size=4k tmpfs \"$1\" && exec \"$2\" replay -q --learn 1s --alerts \"$3\" --evidence \"$1\" \"$4\"")
+        .args(["sh", ev.to_str().unwrap(), OTWATCH, alerts.to_str().unwrap(), FIXTURE])
+        .output()
+        .expect("unshare");
     let err = stderr(&out);
-    let untouched = std::fs::read(&target).unwrap();
+    let lines = std::fs::read_to_string(&alerts).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(untouched, b"untouched");
-    assert!(!out.status.success(), "{err}");
-    assert!(err.contains("evidence output: 1 failed writes"), "{err}");
+    if err.contains("unshare failed") || err.contains("mount:") {
+        common::skip(format_args!("no mount namespace here: {err}"));
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("output writes failed: evidence output:"),
+        "{err}"
+    );
+    // Alerts still went out, without an evidence path for the files that failed.
+    assert!(lines.lines().count() >= 2, "{lines}");
+    assert!(
+        lines.lines().any(|l| !l.contains("\"evidence\"")),
+        "{lines}"
+    );
 }
 
 #[test]

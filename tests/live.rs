@@ -556,7 +556,8 @@ fn otwatch_live_command_captures_and_shuts_down_cleanly_on_sigint() {
     // Printed once the ring is open and the filter is on, right before the capture loop.
     let stderr = stderr_until(&mut child, "capturing on");
     send_from_peer(&veth, fixture_frames());
-    std::thread::sleep(Duration::from_millis(500));
+    let (replayed, _) = common::replay_file(Path::new(FIXTURE));
+    wait_for_lines(&events_path, replayed.len());
     // Every thread of the capturing process runs under the seccomp filter, with
     // no-new-privileges (the filter itself is checked in `the_capture_socket_cannot_send`).
     let tasks = std::fs::read_dir(format!("/proc/{}/task", child.id())).expect("tasks");
@@ -577,9 +578,21 @@ fn otwatch_live_command_captures_and_shuts_down_cleanly_on_sigint() {
     assert!(stderr.contains("kernel drops 0"), "{stderr}");
     let written = std::fs::read_to_string(&events_path).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-    let (replayed, _) = common::replay_file(Path::new(FIXTURE));
     assert_eq!(written.lines().count(), replayed.len(), "{stderr}");
     drop(veth);
+}
+
+/// Waits until `path` holds `n` lines (otwatch live flushes its events when the link goes
+/// quiet), or the safety timeout passed.
+fn wait_for_lines(path: &Path, n: usize) {
+    let start = Instant::now();
+    while start.elapsed() < SAFETY_TIMEOUT {
+        let have = std::fs::read_to_string(path).map_or(0, |t| t.lines().count());
+        if have >= n {
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Reads a child's stderr on a thread: returns once a line containing `marker` arrived (or the
@@ -659,7 +672,8 @@ fn live_as_a_user_with_cap_net_raw_drops_every_capability() {
     let stderr = stderr_until(&mut child, "capturing on");
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
     send_from_peer(&veth, fixture_frames());
-    std::thread::sleep(Duration::from_millis(500));
+    let (replayed, _) = common::replay_file(Path::new(FIXTURE));
+    wait_for_lines(&events_path, replayed.len());
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     let out = child.wait_with_output().expect("otwatch live exits");
@@ -672,7 +686,6 @@ fn live_as_a_user_with_cap_net_raw_drops_every_capability() {
         assert!(caps.ends_with("0000000000000000"), "{caps}\n{status}");
     }
     assert!(status.contains("Seccomp:\t2"), "{status}");
-    let (replayed, _) = common::replay_file(Path::new(FIXTURE));
     assert_eq!(written.lines().count(), replayed.len(), "{stderr}");
     drop(veth);
 }
@@ -693,8 +706,14 @@ fn the_capture_socket_cannot_send() {
         let s = RawSocket::bind(PEER_IF);
         ready_tx.send(()).unwrap();
         sent_rx.recv().unwrap();
-        let before = s.count_for(Duration::from_millis(500));
+        // The unfiltered frame: waited for, however late it is delivered.
+        let start = Instant::now();
+        let mut before = 0;
+        while before == 0 && start.elapsed() < SAFETY_TIMEOUT {
+            before += s.count_for(Duration::from_millis(50));
+        }
         sent_rx.recv().unwrap();
+        // The filtered one was refused by the send call itself: nothing can be in flight.
         let after = s.count_for(Duration::from_millis(500));
         (before, after)
     });

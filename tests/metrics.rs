@@ -615,11 +615,20 @@ fn metrics_server_survives_descriptor_exhaustion() {
             });
         }
     });
-    // More connections than the process has descriptors: the kernel queues them, accept fails.
+    // More connections than the process has descriptors: the kernel queues them. Once every
+    // descriptor is taken, the next accept of a queued one fails (EMFILE), at once.
     let hogs: Vec<TcpStream> = (0..100)
         .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
+    let pid = _otw.0.id();
+    let start = Instant::now();
+    while start.elapsed() < SAFETY_TIMEOUT {
+        let open = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+        if open >= 48 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     drop(hogs);
     let start = Instant::now();
     let mut last = None;
@@ -710,8 +719,13 @@ fn prometheus_scrapes_over_tls_with_basic_auth() {
             .stdout(Stdio::null());
         Killed(cmd.spawn().expect("otwatch"))
     };
-    // Plain HTTP to a TLS port gets no metrics.
-    std::thread::sleep(Duration::from_millis(300));
+    // Plain HTTP to a TLS port gets no metrics (once the port is open: it is bound before the
+    // replay starts).
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", otw)).is_err() && start.elapsed() < SAFETY_TIMEOUT {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(TcpStream::connect(("127.0.0.1", otw)).is_ok());
     assert!(!matches!(http_get(otw, "/metrics", None), Some((200, _))));
     let ca = dir.join("ca.crt");
     let job = |name: &str, password: &str| {

@@ -16,10 +16,18 @@ use pcap_parser::{nom, PcapError};
 
 use super::{LinkType, Packet, PacketSource};
 
-/// Decompressed bytes of a gzip capture kept ahead of the read position: every record up to
-/// this size is whole in the window (a packet is at most [`MAX_CAPLEN`]; pcapng blocks that
-/// are not packets are small). The window holds at most twice this.
+/// Decompressed bytes of a gzip capture kept ahead of the read position: below this the window
+/// is refilled to twice this, so each byte is moved at most once more. A pcap record is at most
+/// [`MAX_CAPLEN`]; a larger pcapng block is made whole in the window on demand, up to
+/// [`MAX_PCAPNG_BLOCK`].
 const GZIP_LOOKAHEAD: usize = 4 * 1024 * 1024;
+
+/// The largest pcapng block a gzip window grows for (a plain file maps any size).
+const MAX_PCAPNG_BLOCK: usize = 64 * 1024 * 1024;
+
+/// `replay --workers` decompresses a gzip capture to a temporary file, at most this much; one
+/// worker streams any size.
+pub const MAX_GZIP_SPILL: u64 = 4 * 1024 * 1024 * 1024;
 
 /// Captured lengths above this are not plausible (the largest snaplen any tool writes is 256 KiB);
 /// such a record means the file is corrupt, and reading on would misframe everything after it.
@@ -113,26 +121,23 @@ impl GzipWindow {
         self.decoder.get_ref().position()
     }
 
-    /// Drops the `consumed` bytes before the read position and decompresses until
-    /// [`GZIP_LOOKAHEAD`] bytes are ahead of it or the stream ends. A broken stream is returned
-    /// as its error (after which the window holds what decompressed cleanly).
-    fn refill(&mut self, consumed: usize) -> std::io::Result<()> {
+    /// Drops the `consumed` bytes before the read position and decompresses until `ahead`
+    /// bytes are in the window or the stream ends. A broken stream is returned as its error
+    /// (after which the window holds what decompressed cleanly).
+    fn refill(&mut self, consumed: usize, ahead: usize) -> std::io::Result<()> {
         self.window.drain(..consumed.min(self.window.len()));
-        while !self.eof && self.window.len() < GZIP_LOOKAHEAD {
-            let have = self.window.len();
-            self.window.resize(GZIP_LOOKAHEAD.max(have + 64 * 1024), 0);
-            let n = match self.decoder.read(&mut self.window[have..]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+        while !self.eof && self.window.len() < ahead {
+            let want = (ahead - self.window.len()) as u64;
+            // read_to_end fills spare capacity without zeroing it first, and keeps what was
+            // read before an error.
+            match (&mut self.decoder).take(want).read_to_end(&mut self.window) {
+                Ok(n) if (n as u64) < want => self.eof = true,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    self.window.truncate(have);
                     self.eof = true;
                     return Err(e);
                 }
-            };
-            self.window.truncate(have + n);
-            if n == 0 {
-                self.eof = true;
             }
         }
         Ok(())
@@ -252,7 +257,7 @@ impl CaptureFile {
         let buf = if raw.as_ref().starts_with(&[0x1f, 0x8b]) {
             gzip = true;
             let mut g = Box::new(GzipWindow::new(raw));
-            if let Err(e) = g.refill(0) {
+            if let Err(e) = g.refill(0, 2 * GZIP_LOOKAHEAD) {
                 if g.window.len() < 24 {
                     return Err(not_capture(gzip_error(&e)));
                 }
@@ -305,19 +310,7 @@ impl CaptureFile {
             path: path.to_owned(),
             source,
         };
-        let tmp_path = std::env::temp_dir().join(format!(
-            ".otwatch-gunzip-{}-{}",
-            std::process::id(),
-            cap.st.file_len
-        ));
-        let mut tmp = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&tmp_path)
-            .map_err(open_err)?;
-        // Unlinked at once: the space is given back when the map and the file are closed.
-        let _ = std::fs::remove_file(&tmp_path);
+        let mut tmp = spill_file().map_err(open_err)?;
         let mut written = 0u64;
         loop {
             use std::io::Write;
@@ -326,8 +319,20 @@ impl CaptureFile {
             if g.eof {
                 break;
             }
+            if written > MAX_GZIP_SPILL {
+                cap.st.deferred = Some(CaptureError::Corrupt {
+                    path: path.to_owned(),
+                    offset: written,
+                    packets: 0,
+                    detail: format!(
+                        "decompresses to more than {} GiB, which --workers spills to a temporary file: replay it with one worker (which streams any size), or decompress it first",
+                        MAX_GZIP_SPILL >> 30
+                    ),
+                });
+                break;
+            }
             let consumed = g.window.len();
-            if let Err(e) = g.refill(consumed) {
+            if let Err(e) = g.refill(consumed, 2 * GZIP_LOOKAHEAD) {
                 tmp.write_all(&g.window).map_err(open_err)?;
                 written += g.window.len() as u64;
                 cap.st.deferred = Some(CaptureError::Truncated {
@@ -375,8 +380,47 @@ impl CaptureFile {
     }
 }
 
+/// An anonymous temporary file (O_TMPFILE: it never has a name another process could use),
+/// or, where the file system cannot make one, a new file unlinked at once.
+fn spill_file() -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::env::temp_dir();
+    let anonymous = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o600)
+        .open(&dir);
+    if anonymous.is_ok() {
+        return anonymous;
+    }
+    let mut random = [0u8; 8];
+    // SAFETY: getrandom fills the 8-byte buffer it is given.
+    unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
+    let path = dir.join(format!(
+        ".otwatch-gunzip-{:016x}",
+        u64::from_ne_bytes(random)
+    ));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)?;
+    let _ = std::fs::remove_file(&path);
+    Ok(f)
+}
+
 impl FileCursor {
     fn fail(&mut self, truncated: bool, detail: String) -> CaptureError {
+        // A record cut short by a broken gzip stream: the stream's own error says more.
+        if truncated && self.deferred.is_some() {
+            let deferred: Option<Result<Packet<'static>, CaptureError>> = self.finish();
+            if let Some(Err(e)) = deferred {
+                return e;
+            }
+        }
         self.done = true;
         let (path, offset, packets) = (
             self.path.clone(),
@@ -489,11 +533,29 @@ impl PacketSource for CaptureFile {
     fn next_packet(&mut self) -> Option<Result<Packet<'_>, CaptureError>> {
         if let Buffer::Gzip(g) = &mut self.buf {
             let st = &mut self.st;
-            if !g.eof && g.window.len() - st.offset.min(g.window.len()) < GZIP_LOOKAHEAD {
-                let consumed = st.offset.min(g.window.len());
-                let refilled = g.refill(consumed);
-                st.base += consumed as u64;
-                st.offset -= consumed;
+            let offset = st.offset.min(g.window.len());
+            let ahead = g.window.len() - offset;
+            // A pcapng block larger than the window holds is made whole (up to a bound).
+            let block = match st.format {
+                Format::PcapNg { big_endian, .. } => g
+                    .window
+                    .get(offset + 4..offset + 8)
+                    .map(|b| {
+                        let b = [b[0], b[1], b[2], b[3]];
+                        let n = if big_endian {
+                            u32::from_be_bytes(b)
+                        } else {
+                            u32::from_le_bytes(b)
+                        };
+                        (n as usize).min(MAX_PCAPNG_BLOCK)
+                    })
+                    .unwrap_or(0),
+                Format::Pcap { .. } => 0,
+            };
+            if !g.eof && (ahead < GZIP_LOOKAHEAD || ahead < block) {
+                let refilled = g.refill(offset, (2 * GZIP_LOOKAHEAD).max(block));
+                st.base += offset as u64;
+                st.offset -= offset;
                 if let Err(e) = refilled {
                     st.deferred = Some(CaptureError::Truncated {
                         path: st.path.clone(),

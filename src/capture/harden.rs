@@ -66,9 +66,27 @@ pub fn no_transmit_program(fds: &[RawFd]) -> Result<BpfProgram, String> {
         }
     }
     rules.insert(libc::SYS_fcntl, fcntl);
+    // No new socket that can put frames or raw IP on a wire: AF_PACKET of any type, and raw or
+    // SOCK_PACKET sockets of any family (the kernel turns `socket(AF_INET, SOCK_PACKET)` into
+    // a packet socket after seccomp has seen AF_INET). The type's low four bits are the type,
+    // the rest SOCK_NONBLOCK/SOCK_CLOEXEC.
+    let sock_type = |t: i32| -> Result<SeccompRule, String> {
+        SeccompRule::new(vec![SeccompCondition::new(
+            1,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::MaskedEq(0xf),
+            t as u64,
+        )
+        .map_err(e)?])
+        .map_err(e)
+    };
     rules.insert(
         libc::SYS_socket,
-        vec![SeccompRule::new(vec![eq(0, libc::AF_PACKET as u64).map_err(e)?]).map_err(e)?],
+        vec![
+            SeccompRule::new(vec![eq(0, libc::AF_PACKET as u64).map_err(e)?]).map_err(e)?,
+            sock_type(libc::SOCK_RAW)?,
+            sock_type(SOCK_PACKET)?,
+        ],
     );
     // Unconditional: io_uring's sends never pass through seccomp; pidfd_getfd copies
     // descriptors out of other processes.
@@ -107,6 +125,9 @@ struct CapData {
 }
 
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// The obsolete `SOCK_PACKET` type (deprecated in libc, still honoured by the kernel).
+const SOCK_PACKET: i32 = 10;
 
 /// Clears every capability of the calling thread: ambient, bounding (when CAP_SETPCAP allows),
 /// effective, permitted, inheritable. Capabilities are per thread: call it before any other
@@ -206,8 +227,11 @@ mod tests {
                         std::ptr::null_mut::<u8>()
                     )));
                 }
-                // Other descriptors still work on the filtered thread.
+                // Other descriptors still work on the filtered thread, and ordinary sockets
+                // can still be made (the metrics server, syslog).
                 c.send(b"y").unwrap();
+                let tcp = std::net::TcpListener::bind("127.0.0.1:0");
+                assert!(tcp.is_ok(), "{tcp:?}");
             })
             .join()
             .unwrap();

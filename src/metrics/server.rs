@@ -267,6 +267,14 @@ async fn serve(
             }
         });
     }
+    drop(listener);
+    // Connections still open got the stop signal: each finishes the response in flight (the
+    // last scrape of a run), then closes. Every permit back means every connection is done.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(3),
+        permits.acquire_many(MAX_CONNECTIONS as u32),
+    )
+    .await;
     Ok(())
 }
 

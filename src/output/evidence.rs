@@ -91,15 +91,7 @@ impl EvidenceRing {
         let linktype = first.linktype;
         // A new file only, and never through a symlink: the directory may be writable by the
         // dropped user, who must not be able to point an alert's file at something else.
-        let file = {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o640)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(path)?
-        };
+        let file = create_new(path)?;
         let written = write_pcap(file, linktype, &chosen);
         if written.is_err() {
             // A partial file of ours (disk full): not evidence anyone should rely on.
@@ -108,6 +100,17 @@ impl EvidenceRing {
         written?;
         Ok(true)
     }
+}
+
+/// A new file at `path`: never one that exists, never through a symlink.
+fn create_new(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
 }
 
 /// A classic pcap of `packets` (those of `linktype`), nanosecond timestamps.
@@ -134,7 +137,29 @@ fn write_pcap(
         out.write_all(&c.orig_len.max(c.data.len() as u32).to_le_bytes())?;
         out.write_all(&c.data)?;
     }
+    // Synced with the rest of the directory at the end of the run (syncfs), not one fsync per
+    // file on the capture thread.
     out.flush()?;
-    out.get_ref().sync_all()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evidence_files_are_new_and_never_written_through_a_symlink() {
+        let dir = std::env::temp_dir().join(format!("otwatch-evidence-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("target");
+        std::fs::write(&target, b"untouched").unwrap();
+        let link = dir.join("alert.pcap");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(create_new(&link).is_err(), "opened through a symlink");
+        assert!(create_new(&target).is_err(), "opened an existing file");
+        assert!(create_new(&dir.join("new.pcap")).is_ok());
+        assert_eq!(std::fs::read(&target).unwrap(), b"untouched");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
