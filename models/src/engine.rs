@@ -259,3 +259,70 @@ fn always(o: &Observation, book: &AlertBook, out: &mut Vec<Alert>) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::obs::{Channel, Proto};
+
+    const T0: i64 = 1_700_000_000 * NANOS;
+
+    /// A Modbus read (fc 3) from client number `i` to one PLC.
+    fn request(i: u32, ts: i64) -> Observation {
+        let channel = Channel {
+            proto: Proto::Modbus,
+            client: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)),
+            server: IpAddr::V4(Ipv4Addr::new(192, 168, 1, 10)),
+            unit: 1,
+        };
+        Observation::new(
+            ts,
+            Arc::from("t"),
+            u64::from(i) + 1,
+            channel,
+            Kind::Request,
+            3,
+        )
+    }
+
+    #[test]
+    fn learning_says_what_its_bounds_left_out() {
+        let mut engine = Engine::learning(EngineConfig::default());
+        let mut out = Vec::new();
+        let n = crate::learn::MAX_ASSETS as u32 + 10;
+        for i in 0..n {
+            engine.observe(&request(i, T0 + i64::from(i) * 1000), &mut out);
+        }
+        let baseline = engine.finish(&mut out).expect("a baseline");
+        // The PLC and MAX_ASSETS - 1 clients fit; the other 11 clients' observations did not.
+        assert_eq!(baseline.unlearned.assets, 11);
+        assert!(baseline.unlearned.channels > 0);
+        let text = baseline.describe();
+        assert!(text.contains("INCOMPLETE"), "{text}");
+        // Saved and loaded, the baseline still says so.
+        let json = serde_json::to_string(&baseline).unwrap();
+        let loaded = Baseline::from_json(&json, "b.json").unwrap();
+        assert_eq!(loaded.unlearned, baseline.unlearned);
+    }
+
+    #[test]
+    fn detection_counts_what_its_bounds_left_out() {
+        let mut learner = Engine::learning(EngineConfig::default());
+        let mut out = Vec::new();
+        learner.observe(&request(0, T0), &mut out);
+        let baseline = learner.finish(&mut out).expect("a baseline");
+        assert!(baseline.unlearned.is_empty());
+        let mut engine = Engine::detecting(baseline, EngineConfig::default());
+        let n = 20_000 + 100;
+        for i in 1..=n {
+            engine.observe(&request(i, T0 + i64::from(i) * 1000), &mut out);
+            out.clear();
+        }
+        let hit: std::collections::BTreeMap<_, _> = engine.bounds_hit().into_iter().collect();
+        assert!(hit["runtime_channels"] > 0, "{hit:?}");
+        assert!(hit["alert_causes"] > 0, "{hit:?}");
+    }
+}
