@@ -619,6 +619,78 @@ fn stderr_until(
     reader
 }
 
+/// logrotate with `otwatch live`: the events file is moved away, SIGHUP, and what is captured
+/// next goes to a new file at the old path; nothing is lost in either. A restart then appends.
+#[test]
+fn sighup_reopens_the_events_file_after_rotation() {
+    skip_unless_able!();
+    let veth = Veth::new("hup");
+    let dir = std::env::temp_dir().join(format!("otwatch-live-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let events_path = dir.join("events.jsonl");
+    let rotated = dir.join("events.jsonl.1");
+    let (replayed, _) = common::replay_file(Path::new(FIXTURE));
+    let start = |veth: &Veth| {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &veth.cap_ns, env!("CARGO_BIN_EXE_otwatch")])
+            .args(["live", "-i", CAP_IF, "--events"])
+            .arg(&events_path)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start otwatch live");
+        let stderr = stderr_until(&mut child, "capturing on");
+        (child, stderr)
+    };
+    let (child, stderr) = start(&veth);
+    send_from_peer(&veth, fixture_frames());
+    wait_for_lines(&events_path, replayed.len());
+    std::fs::rename(&events_path, &rotated).unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGHUP) };
+    // The same conversation on another VLAN: other flows, so new events (the same frames again
+    // would be retransmissions).
+    send_from_peer(
+        &veth,
+        fixture_frames().iter().map(|f| tag(f, 100)).collect(),
+    );
+    wait_for_lines(&events_path, replayed.len());
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let out = child.wait_with_output().expect("otwatch live exits");
+    let text = stderr.join().expect("stderr");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let count = |p: &Path| std::fs::read_to_string(p).map_or(0, |t| t.lines().count());
+    assert_eq!(
+        count(&rotated),
+        replayed.len(),
+        "before the rotation: {text}"
+    );
+    assert_eq!(
+        count(&events_path),
+        replayed.len(),
+        "after the rotation: {text}"
+    );
+    // A restart appends to the file at the path.
+    let (child, stderr) = start(&veth);
+    send_from_peer(
+        &veth,
+        fixture_frames().iter().map(|f| tag(f, 200)).collect(),
+    );
+    wait_for_lines(&events_path, 2 * replayed.len());
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let out = child.wait_with_output().expect("otwatch live exits");
+    let text = stderr.join().expect("stderr");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(
+        count(&events_path),
+        2 * replayed.len(),
+        "after a restart: {text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(veth);
+}
+
 /// `otwatch live` on an interface that is down says so (and that it is capturing), instead of
 /// sitting silent.
 #[test]
