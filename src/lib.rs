@@ -16,5 +16,6 @@ pub mod output;
 pub mod parallel;
 pub mod pipeline;
 pub mod replay;
+pub mod signals;
 pub mod stats;
 pub mod summary;

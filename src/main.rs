@@ -463,6 +463,8 @@ fn run_replay(
     opts: &ReplayOptions,
     command: &str,
 ) -> ExitCode {
+    // First: a signal during setup must not kill the run half-way through opening its outputs.
+    otwatch::signals::install();
     let health = Arc::new(OutputHealth::default());
     let (mut detection, mut pipeline, mut json) = match open_outputs(
         detect,
@@ -474,10 +476,12 @@ fn run_replay(
         Ok(o) => o,
         Err(e) => return fail(e),
     };
+    if opts.speed.is_some() && workers > 1 {
+        return fail("--speed paces one worker: drop --workers");
+    }
     if detection.is_some() && workers > 1 {
         return fail("detection and metrics (--alerts, --baseline, --learn, --save-baseline, --evidence, --metrics, --openmetrics) run on one worker: drop --workers");
     }
-    install_signal_handlers(false);
     let mut null = NullSink;
     let inner: &mut dyn EventSink = match &mut json {
         Some(j) => j,
@@ -492,7 +496,7 @@ fn run_replay(
             replay::replay_paced(pcaps, &mut sink, &mut pipeline, opts.speed)
         }
         None if workers > 1 => otwatch::parallel::replay_parallel(pcaps, inner, workers),
-        None => replay::replay(pcaps, inner, &mut pipeline),
+        None => replay::replay_paced(pcaps, inner, &mut pipeline, opts.speed),
     };
     let mut code = ExitCode::SUCCESS;
     if let Some(det) = &mut detection {
@@ -516,14 +520,15 @@ fn run_replay(
     for e in report.errors() {
         code = fail(e);
     }
+    if report.interrupted {
+        code = fail("interrupted by a signal before the end of the input (what was read is in the outputs, flushed)");
+    }
     // Keep /metrics up for the last scrapes.
     if let (Some(hold), Some(det)) = (opts.hold, &detection) {
         if det.metrics.as_ref().is_some_and(|m| m.server.is_some()) {
             let until =
                 std::time::Instant::now() + std::time::Duration::from_nanos(hold.max(0) as u64);
-            while std::time::Instant::now() < until
-                && !STOP.load(std::sync::atomic::Ordering::Relaxed)
-            {
+            while std::time::Instant::now() < until && !otwatch::signals::stop_requested() {
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
         }
@@ -580,38 +585,6 @@ fn learning_warning(det: &Detection, detect: &DetectArgs) -> Option<String> {
     engine.is_learning().then(|| {
         format!("  warning: the capture ended inside the learning window (--learn {window}): nothing was detected; learn for less, or learn once and detect with --baseline\n")
     })
-}
-
-/// Set by SIGINT/SIGTERM; the capture loop checks it between packets (at least every 100 ms).
-static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-extern "C" fn on_signal(sig: libc::c_int) {
-    if sig == libc::SIGHUP {
-        // logrotate moved the files away: reopen them (between packets, in the writers).
-        otwatch::output::request_reopen();
-    } else {
-        STOP.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// SIGHUP reopens the output files; with `stop`, SIGINT/SIGTERM end the capture loop (a replay
-/// keeps the default: they end the process).
-fn install_signal_handlers(stop: bool) {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe; sigaction is
-    // given a zeroed, fully initialised struct.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = on_signal as *const () as usize;
-        libc::sigemptyset(&mut action.sa_mask);
-        let signals: &[libc::c_int] = if stop {
-            &[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]
-        } else {
-            &[libc::SIGHUP]
-        };
-        for &sig in signals {
-            libc::sigaction(sig, &action, std::ptr::null_mut());
-        }
-    }
 }
 
 /// Where live packets come from.
@@ -689,6 +662,7 @@ fn run_live(
         // silence) need them in capture order, and evidence needs the packets on one thread.
         return fail("detection (--alerts, --baseline, --learn, --save-baseline, --evidence) runs on one worker: drop --workers (metrics and --events work with workers)");
     }
+    otwatch::signals::install();
     let health = Arc::new(OutputHealth::default());
     // Files and the metrics socket are opened before privileges are dropped.
     let (mut detection, mut pipeline, mut json) =
@@ -701,7 +675,6 @@ fn run_live(
             return fail(e);
         }
     }
-    install_signal_handlers(true);
     // From here on the capture socket cannot send, on any thread (and no-new-privileges).
     let capture_fd = match &source {
         LiveSource::Ring(r) => r.raw_fd(),
@@ -743,11 +716,11 @@ fn run_live(
             opts.workers,
             &name,
             sink,
-            &STOP,
+            &otwatch::signals::STOP,
         ));
     } else {
         let mut last_counters = std::time::Instant::now();
-        while !STOP.load(std::sync::atomic::Ordering::Relaxed) {
+        while !otwatch::signals::stop_requested() {
             if last_counters.elapsed() >= std::time::Duration::from_secs(1) {
                 last_counters = std::time::Instant::now();
                 sink.live_counters(live_counters(&mut source));
@@ -807,6 +780,7 @@ fn run_live(
         None => pipeline.stats.clone(),
     };
     let report = replay::ReplayReport {
+        interrupted: false,
         files: Vec::new(),
         stats,
         elapsed: start.elapsed(),

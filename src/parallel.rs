@@ -219,6 +219,9 @@ pub fn replay_parallel(
             let Some((data, cursor)) = part else { continue };
             let mut first = true;
             loop {
+                if crate::signals::stop_requested() {
+                    break;
+                }
                 let desc = match cursor.next_in(data) {
                     None => break,
                     Some(Err(e)) => {
@@ -284,6 +287,7 @@ pub fn replay_parallel(
         }
     });
     ReplayReport {
+        interrupted: crate::signals::stop_requested(),
         files: reports,
         stats,
         elapsed: start.elapsed(),

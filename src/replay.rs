@@ -19,6 +19,8 @@ pub struct FileReport {
 
 #[derive(Debug)]
 pub struct ReplayReport {
+    /// SIGINT/SIGTERM stopped the replay before the end of its input.
+    pub interrupted: bool,
     pub files: Vec<FileReport>,
     pub stats: Stats,
     pub elapsed: Duration,
@@ -71,7 +73,11 @@ pub fn replay_paced(
     // Capture time where the previous file ended: a file that starts before it is a different
     // capture, not a continuation, and its flows must not be stitched onto the previous ones.
     let mut previous_end: Option<i64> = None;
+    let mut interrupted = false;
     for path in files {
+        if interrupted {
+            break;
+        }
         let mut cap = match CaptureFile::open(path) {
             Ok(c) => c,
             Err(e) => {
@@ -96,6 +102,10 @@ pub fn replay_paced(
         let mut error = None;
         let mut n: u64 = 0;
         loop {
+            if crate::signals::stop_requested() {
+                interrupted = true;
+                break;
+            }
             let pos = cap.progress().0;
             match cap.next_packet() {
                 None => break,
@@ -108,8 +118,12 @@ pub fn replay_paced(
                         let (t0, w0) = *pace_origin.get_or_insert((pkt.ts_nanos, Instant::now()));
                         let due = (pkt.ts_nanos.saturating_sub(t0)).max(0) as f64 / speed;
                         let due = std::time::Duration::from_nanos(due.min(u64::MAX as f64) as u64);
-                        if let Some(wait) = due.checked_sub(w0.elapsed()) {
-                            std::thread::sleep(wait);
+                        // In steps, so that a stop is not kept waiting by a long gap.
+                        while let Some(wait) = due.checked_sub(w0.elapsed()) {
+                            if crate::signals::stop_requested() {
+                                break;
+                            }
+                            std::thread::sleep(wait.min(std::time::Duration::from_millis(100)));
                         }
                     }
                     pipeline.process(&pkt, &source, sink);
@@ -141,6 +155,7 @@ pub fn replay_paced(
     let active = pipeline.active_flows();
     pipeline.finish(sink);
     ReplayReport {
+        interrupted,
         files: reports,
         stats: pipeline.stats.clone(),
         elapsed: start.elapsed(),

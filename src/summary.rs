@@ -106,11 +106,16 @@ pub fn render(report: &ReplayReport, heading: &str) -> String {
     };
     let _ = writeln!(
         out,
-        "{heading} {} packets, {} in {:.3} s ({:.0} packets/s)",
+        "{heading} {} packets, {} in {:.3} s ({:.0} packets/s){}",
         s.packets,
         human_bytes(s.bytes),
         secs,
-        pps
+        pps,
+        if report.interrupted {
+            " (interrupted by a signal)"
+        } else {
+            ""
+        }
     );
     let flows = nonzero(&[
         ("evicted idle", s.flows.evicted_idle),

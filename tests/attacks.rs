@@ -288,6 +288,10 @@ fn runs_that_would_do_nothing_useful_are_refused_or_reported() {
         let out = otwatch(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?} was not refused");
     }
+    // Pacing is one worker's: refused with several rather than ignored.
+    let out = otwatch(&["replay", "--speed", "10", "--workers", "2", FIXTURE]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--speed paces one worker"));
     // The fixture spans 64 hours of capture time; a longer learning window never detects.
     let out = otwatch(&["replay", "--learn", "100d", FIXTURE]);
     assert!(stderr(&out).contains("ended inside the learning window"));
@@ -332,4 +336,44 @@ fn learn_says_where_the_baseline_went_and_baseline_show_survives_a_closed_pipe()
     let _ = std::fs::remove_dir_all(dir);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}
+
+/// SIGTERM (or SIGINT) during a replay stops it between packets: the outputs are flushed (every
+/// line whole), the summary says it was interrupted, and the exit status says it did not finish.
+#[test]
+fn a_replay_stopped_by_a_signal_flushes_its_outputs() {
+    use std::io::BufRead;
+    let dir = scratch("sigterm");
+    let events = dir.join("events.jsonl");
+    // Real time: the fixture spans 64 hours of capture time, so the replay is still running.
+    let mut child = Command::new(OTWATCH)
+        .args(["replay", "--speed", "realtime", "--events"])
+        .arg(&events)
+        .arg(FIXTURE)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("otwatch");
+    // The events file exists once the outputs are set up and the handlers installed.
+    let start = std::time::Instant::now();
+    while !events.exists() && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let mut err = String::new();
+    if let Some(e) = child.stderr.take() {
+        for line in std::io::BufReader::new(e).lines().map_while(Result::ok) {
+            err.push_str(&line);
+            err.push('\n');
+        }
+    }
+    let status = child.wait().expect("exit");
+    let text = std::fs::read_to_string(&events).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("(interrupted by a signal)"), "{err}");
+    assert!(err.contains("events written:"), "{err}");
+    for line in text.lines() {
+        serde_json::from_str::<serde_json::Value>(line).expect("whole JSON lines");
+    }
 }
