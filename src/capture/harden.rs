@@ -70,14 +70,25 @@ pub fn no_transmit_program(fds: &[RawFd]) -> Result<BpfProgram, String> {
     // SOCK_PACKET sockets of any family (the kernel turns `socket(AF_INET, SOCK_PACKET)` into
     // a packet socket after seccomp has seen AF_INET). The type's low four bits are the type,
     // the rest SOCK_NONBLOCK/SOCK_CLOEXEC.
+    // Netlink sockets are raw too, but talk to the kernel, never to a wire (glibc's getifaddrs
+    // and libpcap use them).
     let sock_type = |t: i32| -> Result<SeccompRule, String> {
-        SeccompRule::new(vec![SeccompCondition::new(
-            1,
-            SeccompCmpArgLen::Dword,
-            SeccompCmpOp::MaskedEq(0xf),
-            t as u64,
-        )
-        .map_err(e)?])
+        SeccompRule::new(vec![
+            SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::Ne,
+                libc::AF_NETLINK as u64,
+            )
+            .map_err(e)?,
+            SeccompCondition::new(
+                1,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::MaskedEq(0xf),
+                t as u64,
+            )
+            .map_err(e)?,
+        ])
         .map_err(e)
     };
     rules.insert(
@@ -232,6 +243,12 @@ mod tests {
                 c.send(b"y").unwrap();
                 let tcp = std::net::TcpListener::bind("127.0.0.1:0");
                 assert!(tcp.is_ok(), "{tcp:?}");
+                // SAFETY: a plain socket call; the descriptor is closed at once.
+                unsafe {
+                    let nl = libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, 0);
+                    assert!(nl >= 0, "netlink: {}", std::io::Error::last_os_error());
+                    libc::close(nl);
+                }
             })
             .join()
             .unwrap();

@@ -164,6 +164,39 @@ fn link_header(linktype: LinkType, data: &[u8]) -> Option<(u16, u16, &[u8])> {
     }
 }
 
+/// The fragment header in an IPv6 extension chain: (identification, offset in bytes, more
+/// fragments). Walked here with every length checked against the bytes there are, rather than
+/// with etherparse's `Ipv6ExtensionSliceIter`: after a lax parse that stopped inside the chain,
+/// that iterator reads past the end of the slice it was given (found by fuzzing, `capture`).
+fn ipv6_fragment(first: u8, mut chain: &[u8]) -> Option<(u32, usize, bool)> {
+    const HOP_BY_HOP: u8 = 0;
+    const ROUTING: u8 = 43;
+    const FRAGMENT: u8 = 44;
+    const AUTH: u8 = 51;
+    const DEST_OPTIONS: u8 = 60;
+    let mut next = first;
+    loop {
+        let len = match next {
+            HOP_BY_HOP | ROUTING | DEST_OPTIONS => (usize::from(*chain.get(1)?) + 1) * 8,
+            FRAGMENT => 8,
+            AUTH => (usize::from(*chain.get(1)?) + 2) * 4,
+            _ => return None,
+        };
+        let header = chain.get(..len)?;
+        if next == FRAGMENT {
+            let offset_flags = u16::from_be_bytes([header[2], header[3]]);
+            let id = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+            return Some((
+                id,
+                usize::from(offset_flags >> 3) * 8,
+                offset_flags & 1 == 1,
+            ));
+        }
+        next = header[0];
+        chain = &chain[len..];
+    }
+}
+
 /// Decode one link-layer frame. The link header is sliced here (a few fixed offsets); IP and the
 /// transport header by etherparse's slices, which borrow the packet.
 pub fn decode<'a>(linktype: LinkType, data: &'a [u8], stats: &mut Stats) -> Decode<'a> {
@@ -211,18 +244,11 @@ pub fn decode<'a>(linktype: LinkType, data: &'a [u8], stats: &mut Stats) -> Deco
         }
         LaxIpSlice::Ipv6(v6) => {
             let h = v6.header();
-            let mut frag = None;
-            if v6.is_payload_fragmented() {
-                for ext in v6.extensions().clone().into_iter() {
-                    if let etherparse::Ipv6ExtensionSlice::Fragment(f) = ext {
-                        frag = Some((
-                            f.identification(),
-                            usize::from(f.fragment_offset().value()) * 8,
-                            f.more_fragments(),
-                        ));
-                    }
-                }
-            }
+            let frag = if v6.is_payload_fragmented() {
+                ipv6_fragment(h.next_header().0, v6.extensions().slice())
+            } else {
+                None
+            };
             (
                 IpAddr::V6(h.source_addr()),
                 IpAddr::V6(h.destination_addr()),
@@ -369,4 +395,44 @@ fn udp_checksum_ok(udp: &etherparse::UdpSlice<'_>, src: IpAddr, dst: IpAddr) -> 
         _ => return true,
     };
     calc.map_or(true, |c| c == stored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPv6 fragment header followed by a hop-by-hop header that is not there: etherparse's
+    /// lax parse stops inside the chain, and walking it must stay within the bytes.
+    #[test]
+    fn an_ipv6_chain_cut_after_the_fragment_header_is_walked_safely() {
+        let mut frame = vec![0u8; 12];
+        frame.extend_from_slice(&[0x86, 0xdd]);
+        // IPv6: payload length 10, next header 44 (fragment), hop limit 64.
+        frame.extend_from_slice(&[0x60, 0, 0, 0, 0, 10, 44, 64]);
+        frame.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        frame.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        // Fragment header: next 0 (hop-by-hop, only valid first), offset 8, more, id 7.
+        frame.extend_from_slice(&[0, 0, 0, 9, 0, 0, 0, 7]);
+        // Two bytes of a hop-by-hop header that claims 2048.
+        frame.extend_from_slice(&[6, 0xff]);
+        let mut stats = Stats::default();
+        let _ = decode(LinkType::ETHERNET, &frame, &mut stats);
+        assert_eq!(
+            ipv6_fragment(44, &[0, 0, 0, 9, 0, 0, 0, 7]),
+            Some((7, 8, true))
+        );
+        assert_eq!(ipv6_fragment(0, &[44, 0xff]), None);
+        assert_eq!(ipv6_fragment(0, &[]), None);
+        // Hop-by-hop (8 bytes), then the fragment header.
+        let chain = [44, 0, 0, 0, 0, 0, 0, 0, 17, 0, 0, 16, 0, 0, 1, 0];
+        assert_eq!(ipv6_fragment(0, &chain), Some((256, 16, false)));
+    }
+
+    /// The input libFuzzer found (`capture` target): it must decode without reading past
+    /// the packet.
+    #[test]
+    fn the_fuzzer_found_ipv6_chain_decodes() {
+        let data = include_bytes!("../../fuzz/regressions/capture-ipv6-ext-chain.bin");
+        crate::fuzzing::capture(data);
+    }
 }
