@@ -268,9 +268,12 @@ fn prometheus_scrapes_a_paced_replay() {
         .status()
         .expect("otwatch");
     assert!(status.success());
+    // After otwatch exits, Prometheus's next failed scrape marks its series stale, and an
+    // instant query would then find nothing: the last values scraped are asked for with
+    // last_over_time, which skips staleness markers.
     let expected = replay_pdus(&fixture);
     assert_eq!(expected.get(&("modbus".into(), "3".into())), Some(&240.0));
-    let got = by_proto_function(&query(port, "otwatch_pdus_total", None));
+    let got = by_proto_function(&query(port, "last_over_time(otwatch_pdus_total[1m])", None));
     assert_eq!(got, expected, "PDUs per function in Prometheus");
     // The series moved while the replay ran: several distinct values were scraped.
     let over_time = query(port, "count_over_time(otwatch_packets_total[1m])", None);
@@ -278,19 +281,23 @@ fn prometheus_scrapes_a_paced_replay() {
         over_time.first().is_some_and(|(_, n)| *n >= 3.0),
         "{over_time:?}"
     );
-    let learning = query(port, "otwatch_learning", None);
+    let learning = query(port, "last_over_time(otwatch_learning[1m])", None);
     assert_eq!(
         learning.first().map(|s| s.1),
         Some(0.0),
         "learning ended after 30 s of capture"
     );
     // Every alert type is exported from the start (at 0 here: steady polling raises nothing).
-    let alerts = query(port, "otwatch_alerts_total", None);
+    let alerts = query(port, "last_over_time(otwatch_alerts_total[1m])", None);
     assert!(
         alerts.len() >= 22 && alerts.iter().all(|(_, v)| *v == 0.0),
         "{alerts:?}"
     );
-    let lat = query(port, "sum(otwatch_response_latency_seconds_count)", None);
+    let lat = query(
+        port,
+        "sum(last_over_time(otwatch_response_latency_seconds_count[1m]))",
+        None,
+    );
     assert_eq!(
         lat.first().map(|s| s.1),
         Some(180.0),
