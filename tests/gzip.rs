@@ -22,6 +22,16 @@ fn member(data: &[u8]) -> Vec<u8> {
     gz.finish().unwrap()
 }
 
+/// A classic pcap file header: little-endian, microseconds, Ethernet.
+fn pcap_header() -> Vec<u8> {
+    let mut header = Vec::new();
+    header.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    header.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    header.extend_from_slice(&65535u32.to_le_bytes());
+    header.extend_from_slice(&1u32.to_le_bytes());
+    header
+}
+
 /// Runs otwatch; its exit code, stderr and peak RSS in KiB.
 fn run_measured(args: &[&str]) -> (Option<i32>, String, i64) {
     // Reaped by wait4 below, which also gives its resource usage (Child::wait would not).
@@ -76,11 +86,7 @@ fn a_gzip_bomb_is_refused_on_its_first_bytes() {
 #[test]
 fn a_large_gzip_capture_streams_through_bounded_memory() {
     // Classic pcap header, then records of 64 KiB zero frames (not IP: counted, not tracked).
-    let mut header = Vec::new();
-    header.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    header.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    header.extend_from_slice(&65535u32.to_le_bytes());
-    header.extend_from_slice(&1u32.to_le_bytes());
+    let header = pcap_header();
     let caplen = 65_520u32;
     let per_mib = MIB / (16 + caplen as usize);
     let mut records = Vec::new();
@@ -111,11 +117,7 @@ fn a_large_gzip_capture_streams_through_bounded_memory() {
 
 #[test]
 fn a_damaged_gzip_is_reported_for_a_person() {
-    let mut header = Vec::new();
-    header.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    header.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    header.extend_from_slice(&65535u32.to_le_bytes());
-    header.extend_from_slice(&1u32.to_le_bytes());
+    let header = pcap_header();
     let mut gz = member(&header);
     // The trailer's CRC-32 is the 8 bytes before the end's last 4: flip one bit of it.
     let at = gz.len() - 8;
