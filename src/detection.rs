@@ -22,6 +22,21 @@ use crate::stats::Stats;
 /// The detection clock is advanced by packets at least this often (capture time).
 const TICK_EVERY_NANOS: i64 = 250_000_000;
 
+/// When the detection clock ticks: every packet at least [`TICK_EVERY_NANOS`] of capture time
+/// after the last tick. The sharded pipeline decides the same ticks on its reader thread.
+pub struct TickClock;
+
+impl TickClock {
+    pub fn due(last_tick: &mut i64, ts: i64) -> bool {
+        if ts.saturating_sub(*last_tick) >= TICK_EVERY_NANOS {
+            *last_tick = ts;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// The metrics are published at most this often.
 const PUBLISH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -110,7 +125,9 @@ pub struct Detection {
     out: Option<OutputFile>,
     /// Failures of every output of the run (alerts and evidence here).
     pub outputs: Arc<OutputHealth>,
-    evidence: Option<(PathBuf, Arc<Mutex<EvidenceRing>>)>,
+    /// The evidence directory and the packet rings: one per worker, each holding the host
+    /// pairs that worker owns ([`crate::parallel::pair_shard`]).
+    evidence: Option<(PathBuf, Vec<Arc<Mutex<EvidenceRing>>>)>,
     /// Names this run's evidence files apart from an earlier run's (alert ids restart at 1).
     run_tag: String,
     pub evidence_written: u64,
@@ -148,25 +165,47 @@ impl Detection {
     /// Writes evidence pcaps into `dir` (created if missing, and checked to take new files);
     /// returns the ring the pipeline must record packets into.
     pub fn with_evidence(&mut self, dir: &Path) -> std::io::Result<Arc<Mutex<EvidenceRing>>> {
+        let mut rings = self.with_evidence_rings(dir, 1)?;
+        Ok(rings.remove(0))
+    }
+
+    /// As [`Detection::with_evidence`], with one ring per worker (`workers` at least 1).
+    pub fn with_evidence_rings(
+        &mut self,
+        dir: &Path,
+        workers: usize,
+    ) -> std::io::Result<Vec<Arc<Mutex<EvidenceRing>>>> {
         std::fs::create_dir_all(dir)?;
         crate::output::check_dir_writable(dir)?;
-        let ring = Arc::new(Mutex::new(EvidenceRing::default()));
-        self.evidence = Some((dir.to_path_buf(), Arc::clone(&ring)));
-        Ok(ring)
+        let rings: Vec<_> = (0..workers.max(1))
+            .map(|_| Arc::new(Mutex::new(EvidenceRing::default())))
+            .collect();
+        self.evidence = Some((dir.to_path_buf(), rings.clone()));
+        Ok(rings)
+    }
+
+    /// Whether anything reads observations: the engine, or per-channel metrics.
+    pub fn wants_observations(&self) -> bool {
+        self.engine.is_some() || self.metrics.as_ref().is_some_and(|m| m.channels.enabled())
     }
 
     pub fn observe_event(&mut self, ev: &Event) {
         if let Some(o) = observe(ev) {
-            let mut lines = std::mem::take(&mut self.scratch);
-            if let Some(m) = &mut self.metrics {
-                m.channels.observe(&o);
-            }
-            if let Some(e) = &mut self.engine {
-                e.observe(&o, &mut lines);
-            }
-            self.write(&mut lines);
-            self.scratch = lines;
+            self.observe(&o);
         }
+    }
+
+    /// One observation, in capture order.
+    pub fn observe(&mut self, o: &otwatch_models::Observation) {
+        let mut lines = std::mem::take(&mut self.scratch);
+        if let Some(m) = &mut self.metrics {
+            m.channels.observe(o);
+        }
+        if let Some(e) = &mut self.engine {
+            e.observe(o, &mut lines);
+        }
+        self.write(&mut lines);
+        self.scratch = lines;
     }
 
     /// The clock moved with no event (a quiet live link).
@@ -229,9 +268,10 @@ impl Detection {
                     .counts
                     .entry((kind, a.r#type, a.severity.name()))
                     .or_default() += 1;
-                if let (Some((dir, ring)), true) =
+                if let (Some((dir, rings)), true) =
                     (&self.evidence, self.evidence_written < EVIDENCE_MAX_FILES)
                 {
+                    let ring = &rings[crate::parallel::pair_shard(a.src_ip, a.dst_ip, rings.len())];
                     let path = dir.join(format!(
                         "alert-{}-{:06}-{}.pcap",
                         self.run_tag, a.id, a.r#type
@@ -366,20 +406,35 @@ impl Detection {
     pub fn after_packet(&mut self, stats: &Stats, active_flows: usize, ts: i64) {
         // The detection clock moves with every packet, not only with OT events: timers fire
         // when the plant goes quiet while other traffic goes on.
-        if self.engine.is_some() && ts.saturating_sub(self.last_tick) >= TICK_EVERY_NANOS {
+        if self.engine.is_some() && TickClock::due(&mut self.last_tick, ts) {
             self.tick(ts);
         }
+        self.metrics_progress(1, ts, || (stats.clone(), active_flows));
+    }
+
+    /// `packets` more packets were handled, the last at capture time `ts`: publishes the
+    /// metrics about once a second, and records an OpenMetrics sample when one is due.
+    /// `counters` gives the pipeline's counters and open flows, asked for only then.
+    pub fn metrics_progress(
+        &mut self,
+        packets: u64,
+        ts: i64,
+        counters: impl FnOnce() -> (Stats, usize),
+    ) {
         let Some(m) = &mut self.metrics else { return };
         m.capture_ts = ts;
-        m.active_flows = active_flows;
-        m.packets += 1;
+        let before = m.packets;
+        m.packets += packets;
         let publish = m.server.is_some()
-            && m.packets.is_multiple_of(16)
+            && (before / 16 != m.packets / 16)
             && m.last_publish.elapsed() >= PUBLISH_EVERY;
         let record = m.recorder.as_ref().is_some_and(|r| r.due(ts));
         if publish || record {
+            let (stats, active_flows) = counters();
+            let stats = &stats;
             let state = self.detection_state();
             let Some(m) = &mut self.metrics else { return };
+            m.active_flows = active_flows;
             let fams = m.families(stats, &state, &self.outputs);
             if record {
                 if let Some(r) = &mut m.recorder {
@@ -405,6 +460,15 @@ impl Detection {
         let fams = m.families(stats, &state, &self.outputs);
         if let Some(srv) = &m.server {
             srv.publish(fams);
+        }
+    }
+
+    /// Capture counters of a live source and the packets handed to each worker.
+    pub fn set_live(&mut self, counters: LiveCounters, per_worker: &[u64]) {
+        if let Some(m) = &mut self.metrics {
+            m.live = Some(counters);
+            m.workers.clear();
+            m.workers.extend_from_slice(per_worker);
         }
     }
 
@@ -438,10 +502,6 @@ pub struct DetectSink<'a> {
 }
 
 impl EventSink for DetectSink<'_> {
-    fn publish(&mut self, stats: &Stats, active_flows: usize, ts: i64) {
-        self.detection.publish(stats, active_flows, ts);
-    }
-
     /// Detection reads values; per-channel metrics need only the headers.
     fn wants_detail(&self) -> bool {
         self.detection.engine.is_some() || self.inner.wants_detail()
@@ -466,13 +526,6 @@ impl EventSink for DetectSink<'_> {
 
     fn after_packet(&mut self, stats: &Stats, active_flows: usize, ts: i64) {
         self.detection.after_packet(stats, active_flows, ts);
-    }
-
-    fn worker_packets(&mut self, per_worker: &[u64]) {
-        if let Some(m) = &mut self.detection.metrics {
-            m.workers.clear();
-            m.workers.extend_from_slice(per_worker);
-        }
     }
 
     fn live_counters(&mut self, c: LiveCounters) {

@@ -118,6 +118,28 @@ pub struct Event {
     pub cotp: Option<crate::dissect::s7::CotpEvent>,
 }
 
+/// The order of the events a flush delivers (the end of the input, or a capture that starts
+/// before the last one ended): capture time, frame, then flow. One worker and N deliver them in
+/// this order, so that detection sees the same sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FlushKey {
+    pub ts: i64,
+    pub frame: u64,
+    pub src: (IpAddr, u16),
+    pub dst: (IpAddr, u16),
+}
+
+impl Event {
+    pub fn flush_key(&self) -> FlushKey {
+        FlushKey {
+            ts: self.ts.0,
+            frame: self.frame,
+            src: (self.src_ip, self.src_port),
+            dst: (self.dst_ip, self.dst_port),
+        }
+    }
+}
+
 /// Values carried by a PDU: registers as numbers, coils and discrete inputs as booleans.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(untagged)]
@@ -233,10 +255,6 @@ pub trait EventSink {
     fn after_packet(&mut self, _stats: &crate::stats::Stats, _active_flows: usize, _ts: i64) {}
     /// Capture counters of a live source.
     fn live_counters(&mut self, _counters: crate::metrics::LiveCounters) {}
-    /// Packets handed to each worker so far (live fan-out).
-    fn worker_packets(&mut self, _per_worker: &[u64]) {}
-    /// Counters merged from several workers, about once a second (live fan-out): publish them.
-    fn publish(&mut self, _stats: &crate::stats::Stats, _active_flows: usize, _ts: i64) {}
 }
 
 /// Discards events (counting still happens).

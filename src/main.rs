@@ -1,3 +1,6 @@
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -466,12 +469,13 @@ fn run_replay(
     // First: a signal during setup must not kill the run half-way through opening its outputs.
     otwatch::signals::install();
     let health = Arc::new(OutputHealth::default());
-    let (mut detection, mut pipeline, mut json) = match open_outputs(
+    let (mut detection, rings, mut json) = match open_outputs(
         detect,
         &opts.metrics,
         opts.openmetrics.as_ref(),
         events.as_ref(),
         &health,
+        workers,
     ) {
         Ok(o) => o,
         Err(e) => return fail(e),
@@ -479,15 +483,21 @@ fn run_replay(
     if opts.speed.is_some() && workers > 1 {
         return fail("--speed paces one worker: drop --workers");
     }
-    if detection.is_some() && workers > 1 {
-        return fail("detection and metrics (--alerts, --baseline, --learn, --save-baseline, --evidence, --metrics, --openmetrics) run on one worker: drop --workers");
-    }
+    let mut pipeline = Pipeline::new();
+    pipeline.evidence = rings.as_ref().and_then(|r| r.first().cloned());
     let mut null = NullSink;
     let inner: &mut dyn EventSink = match &mut json {
         Some(j) => j,
         None => &mut null,
     };
     let report = match &mut detection {
+        _ if workers > 1 => {
+            let mut stage = otwatch::shards::Stage {
+                detection: detection.as_mut(),
+                events: inner,
+            };
+            otwatch::parallel::replay_sharded(pcaps, &mut stage, workers, rings)
+        }
         Some(det) => {
             let mut sink = DetectSink {
                 detection: det,
@@ -495,7 +505,6 @@ fn run_replay(
             };
             replay::replay_paced(pcaps, &mut sink, &mut pipeline, opts.speed)
         }
-        None if workers > 1 => otwatch::parallel::replay_parallel(pcaps, inner, workers),
         None => replay::replay_paced(pcaps, inner, &mut pipeline, opts.speed),
     };
     let mut code = ExitCode::SUCCESS;
@@ -537,23 +546,24 @@ fn run_replay(
 }
 
 /// Every output of a run, opened (or checked, for those written at the end) before the first
-/// packet is read: detection with its alerts, evidence and metrics, the pipeline recording
-/// evidence, the events sink.
+/// packet is read: detection with its alerts, evidence and metrics, the evidence rings the
+/// workers record into, the events sink.
 fn open_outputs(
     detect: &DetectArgs,
     metrics: &MetricsArgs,
     openmetrics: Option<&PathBuf>,
     events: Option<&PathBuf>,
     health: &Arc<OutputHealth>,
-) -> Result<(Option<Detection>, Pipeline, Option<JsonLinesSink>), String> {
+    workers: usize,
+) -> Result<RunOutputs, String> {
     check_late_outputs(detect, openmetrics)?;
     let mut detection = build_analysis(detect, metrics, openmetrics, health)?;
-    let mut pipeline = Pipeline::new();
+    let mut rings = None;
     if let (Some(det), Some(dir)) = (&mut detection, &detect.evidence) {
-        let ring = det
-            .with_evidence(dir)
-            .map_err(|e| format!("--evidence {}: {e}", dir.display()))?;
-        pipeline.evidence = Some(ring);
+        rings = Some(
+            det.with_evidence_rings(dir, workers)
+                .map_err(|e| format!("--evidence {}: {e}", dir.display()))?,
+        );
     }
     let json = match events {
         Some(p) => Some(JsonLinesSink::new(OutputFile::open(
@@ -563,8 +573,17 @@ fn open_outputs(
         )?)),
         None => None,
     };
-    Ok((detection, pipeline, json))
+    Ok((detection, rings, json))
 }
+
+/// The evidence rings of a run, one per worker.
+type EvidenceRings = Vec<Arc<std::sync::Mutex<otwatch::output::evidence::EvidenceRing>>>;
+/// Detection (with alerts, evidence and metrics), the evidence rings, the events sink.
+type RunOutputs = (
+    Option<Detection>,
+    Option<EvidenceRings>,
+    Option<JsonLinesSink>,
+);
 
 /// A run whose outputs failed exits non-zero, whatever else went well.
 fn outputs_exit(health: &OutputHealth, code: ExitCode) -> ExitCode {
@@ -657,19 +676,22 @@ fn run_live(
     if opts.workers > 1 && !matches!(source, LiveSource::Ring(_)) {
         return fail("--workers needs the AF_PACKET ring (drop --libpcap/--bpf)");
     }
-    if opts.workers > 1 && detect.enabled() {
-        // Events from several workers arrive in batches; detection's clocks (timeouts,
-        // silence) need them in capture order, and evidence needs the packets on one thread.
-        return fail("detection (--alerts, --baseline, --learn, --save-baseline, --evidence) runs on one worker: drop --workers (metrics and --events work with workers)");
-    }
     otwatch::signals::install();
     let health = Arc::new(OutputHealth::default());
     // Files and the metrics socket are opened before privileges are dropped.
-    let (mut detection, mut pipeline, mut json) =
-        match open_outputs(detect, metrics, None, events.as_ref(), &health) {
-            Ok(o) => o,
-            Err(e) => return fail(e),
-        };
+    let (mut detection, mut rings, mut json) = match open_outputs(
+        detect,
+        metrics,
+        None,
+        events.as_ref(),
+        &health,
+        opts.workers,
+    ) {
+        Ok(o) => o,
+        Err(e) => return fail(e),
+    };
+    let mut pipeline = Pipeline::new();
+    pipeline.evidence = rings.as_ref().and_then(|r| r.first().cloned());
     if let Some(user) = user {
         if let Err(e) = become_user(&user, json.as_ref(), detection.as_ref(), detect) {
             return fail(e);
@@ -695,30 +717,36 @@ fn run_live(
         Some(j) => j,
         None => &mut null,
     };
-    let mut detect_sink;
-    let sink: &mut dyn EventSink = match &mut detection {
-        Some(det) => {
-            detect_sink = DetectSink {
-                detection: det,
-                inner,
-            };
-            &mut detect_sink
-        }
-        None => inner,
-    };
     let name: std::sync::Arc<str> = std::sync::Arc::from(format!("live:{iface}").as_str());
     let start = std::time::Instant::now();
     let mut error = None;
     let mut fanout = None;
+    let mut open_at_end = 0;
     if let (true, LiveSource::Ring(r)) = (opts.workers > 1, &mut source) {
-        fanout = Some(otwatch::live::run_fanout(
+        let mut stage = otwatch::shards::Stage {
+            detection: detection.as_mut(),
+            events: inner,
+        };
+        fanout = Some(otwatch::live::run_fanout_stage(
             r,
             opts.workers,
             &name,
-            sink,
+            &mut stage,
             &otwatch::signals::STOP,
+            rings.take(),
         ));
     } else {
+        let mut detect_sink;
+        let sink: &mut dyn EventSink = match &mut detection {
+            Some(det) => {
+                detect_sink = DetectSink {
+                    detection: det,
+                    inner,
+                };
+                &mut detect_sink
+            }
+            None => inner,
+        };
         let mut last_counters = std::time::Instant::now();
         while !otwatch::signals::stop_requested() {
             if last_counters.elapsed() >= std::time::Duration::from_secs(1) {
@@ -751,14 +779,13 @@ fn run_live(
                 }
             }
         }
+        open_at_end = pipeline.active_flows();
+        pipeline.finish(sink);
     }
     let active = match &fanout {
         Some(f) => f.active_flows,
-        None => pipeline.active_flows(),
+        None => open_at_end,
     };
-    if fanout.is_none() {
-        pipeline.finish(sink);
-    }
     let (captured, drops, freezes) = match &mut source {
         LiveSource::Ring(r) => {
             let l = r.stats();

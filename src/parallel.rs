@@ -5,25 +5,25 @@
 //! a small descriptor (offset and length into the file's bytes, timestamp, frame) into that
 //! worker's lock-free single-producer single-consumer queue (`rtrb`). Workers read the packet
 //! bytes in place from the shared memory map: nothing is copied. In replay the reader waits when a
-//! queue is full (lossless); events travel back to the reader in batches over a bounded channel,
-//! which it drains while it waits, so neither side can block the other for good.
+//! queue is full (lossless), merging the workers' output while it waits; what the workers hand
+//! back (observations for detection and metrics, events) is put back in capture order by
+//! [`crate::shards`], so detection with N workers sees what it sees with one.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::capture::{CaptureFile, LinkType, Packet};
-use crate::event::{Event, EventSink, NullSink};
+use crate::event::EventSink;
+use crate::output::evidence::EvidenceRing;
 use crate::pipeline::Pipeline;
 use crate::replay::{FileReport, ReplayReport};
+use crate::shards::{run_worker, DiedGuard, Shards, Stage, Wants};
 use crate::stats::{Merge, Stats};
 
 /// Descriptors a worker's queue holds.
 pub const QUEUE_CAPACITY: usize = 8192;
-/// Events per batch sent back to the reader.
-const EVENT_BATCH: usize = 256;
 
 #[derive(Debug, Clone, Copy)]
 struct Desc {
@@ -35,8 +35,6 @@ struct Desc {
     ts_nanos: i64,
     frame: u64,
     linktype: LinkType,
-    /// A later file started before this one ended: close every flow first.
-    restart: bool,
 }
 
 /// Symmetric hash of the packet's IP addresses (0 when it is not IP: any worker will do).
@@ -78,51 +76,52 @@ pub(crate) fn worker_of(linktype: LinkType, data: &[u8], workers: usize) -> usiz
         },
         _ => return 0,
     };
+    shard_of_octets(a, b, workers)
+}
+
+/// FNV-1a over the ordered pair of addresses: cheap, and symmetric because the pair is ordered.
+fn shard_of_octets(a: &[u8], b: &[u8], workers: usize) -> usize {
     let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-    // FNV-1a over the ordered pair: cheap, and symmetric because the pair is ordered.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &byte in lo.iter().chain(hi) {
         h ^= u64::from(byte);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    (h % workers as u64) as usize
+    (h % workers.max(1) as u64) as usize
 }
 
-/// Collects a worker's events and sends them back in batches.
-struct BatchSink {
-    batch: Vec<Event>,
-    tx: mpsc::SyncSender<Vec<Event>>,
-    wanted: bool,
-}
-
-impl EventSink for BatchSink {
-    fn emit(&mut self, event: Event) {
-        self.batch.push(event);
-        if self.batch.len() >= EVENT_BATCH {
-            let full = std::mem::replace(&mut self.batch, Vec::with_capacity(EVENT_BATCH));
-            let _ = self.tx.send(full);
-        }
-    }
-
-    fn wants_events(&self) -> bool {
-        self.wanted
+/// The worker that owns the host pair `a`, `b`: the same one [`worker_of`] picks for their
+/// packets (for the evidence ring that holds them).
+pub fn pair_shard(a: std::net::IpAddr, b: std::net::IpAddr, workers: usize) -> usize {
+    use std::net::IpAddr;
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => shard_of_octets(&a.octets(), &b.octets(), workers),
+        (IpAddr::V6(a), IpAddr::V6(b)) => shard_of_octets(&a.octets(), &b.octets(), workers),
+        _ => 0,
     }
 }
 
-fn drain(rx: &mpsc::Receiver<Vec<Event>>, sink: &mut dyn EventSink) {
-    while let Ok(batch) = rx.try_recv() {
-        for e in batch {
-            sink.emit(e);
-        }
-    }
-}
-
-/// Replay `files` with `workers` threads dissecting (the calling thread reads). Events reach
-/// `sink` in no particular order across flows of different workers.
+/// Replay `files` with `workers` threads dissecting (the calling thread reads, and merges
+/// their events back into capture order).
 pub fn replay_parallel(
     files: &[PathBuf],
     sink: &mut dyn EventSink,
     workers: usize,
+) -> ReplayReport {
+    let mut stage = Stage {
+        detection: None,
+        events: sink,
+    };
+    replay_sharded(files, &mut stage, workers, None)
+}
+
+/// Replay `files` with `workers` threads dissecting, feeding detection, metrics and events in
+/// capture order (see [`crate::shards`]). `evidence`: one ring per worker.
+pub fn replay_sharded(
+    files: &[PathBuf],
+    stage: &mut Stage<'_>,
+    workers: usize,
+    evidence: Option<Vec<Arc<Mutex<EvidenceRing>>>>,
 ) -> ReplayReport {
     let workers = workers.max(1);
     let start = Instant::now();
@@ -153,7 +152,7 @@ pub fn replay_parallel(
         .iter()
         .map(|p| Arc::from(p.to_string_lossy().as_ref()))
         .collect();
-    let wanted = sink.wants_events();
+    let wants = Wants::of(stage.detection.as_deref(), &*stage.events);
     let mut stats = Stats::default();
     let mut active = 0usize;
     // Split every file into its bytes (shared with the workers) and its cursor (ours).
@@ -165,55 +164,31 @@ pub fn replay_parallel(
         .iter()
         .map(|p| p.as_ref().map_or(&[][..], |(b, _)| *b))
         .collect();
-    let (tx, rx) = mpsc::sync_channel::<Vec<Event>>(64);
-    let done = AtomicBool::new(false);
+    let (mut shards, ends) =
+        Shards::<Desc>::new(workers, QUEUE_CAPACITY, stage.detection.as_deref());
+    let died = AtomicBool::new(false);
     std::thread::scope(|scope| {
-        let mut producers = Vec::with_capacity(workers);
         let mut handles = Vec::with_capacity(workers);
-        for _ in 0..workers {
-            let (producer, mut consumer) = rtrb::RingBuffer::<Desc>::new(QUEUE_CAPACITY);
-            producers.push(producer);
-            let (bytes, sources, done, tx) = (&bytes, &sources, &done, tx.clone());
+        for (w, ends) in ends.into_iter().enumerate() {
+            let (bytes, sources, died) = (&bytes, &sources, &died);
+            let mut pipeline = Pipeline::new();
+            pipeline.evidence = evidence.as_ref().and_then(|r| r.get(w).cloned());
             handles.push(scope.spawn(move || {
-                let mut pipeline = Pipeline::new();
-                let mut sink = BatchSink {
-                    batch: Vec::with_capacity(EVENT_BATCH),
-                    tx,
-                    wanted,
-                };
-                let mut null = NullSink;
-                let out: &mut dyn EventSink = if wanted { &mut sink } else { &mut null };
-                loop {
-                    match consumer.pop() {
-                        Ok(d) => {
-                            if d.restart {
-                                // A marker, not a packet: the next file is another capture.
-                                pipeline.finish(out);
-                                continue;
-                            }
-                            let data = bytes[d.file].get(d.offset..d.offset + d.len).unwrap_or(&[]);
-                            let pkt = Packet {
-                                ts_nanos: d.ts_nanos,
-                                frame: d.frame,
-                                linktype: d.linktype,
-                                orig_len: d.orig_len,
-                                data,
-                            };
-                            pipeline.process(&pkt, &sources[d.file], out);
-                        }
-                        Err(_) if done.load(Ordering::Acquire) && consumer.is_empty() => break,
-                        Err(_) => std::thread::yield_now(),
-                    }
-                }
-                let active = pipeline.active_flows();
-                pipeline.finish(out);
-                if wanted && !sink.batch.is_empty() {
-                    let _ = sink.tx.send(std::mem::take(&mut sink.batch));
-                }
-                (pipeline.stats, active)
+                // Set if the worker panics, so the merge does not wait for it for ever.
+                let _died = DiedGuard(died);
+                run_worker(ends, pipeline, wants, |d: &Desc, pipeline, sink| {
+                    let data = bytes[d.file].get(d.offset..d.offset + d.len).unwrap_or(&[]);
+                    let pkt = Packet {
+                        ts_nanos: d.ts_nanos,
+                        frame: d.frame,
+                        linktype: d.linktype,
+                        orig_len: d.orig_len,
+                        data,
+                    };
+                    pipeline.process(&pkt, &sources[d.file], sink);
+                })
             }));
         }
-        drop(tx);
         let mut previous_end: Option<i64> = None;
         for (i, part) in parts.iter_mut().enumerate() {
             let Some((data, cursor)) = part else { continue };
@@ -222,68 +197,45 @@ pub fn replay_parallel(
                 if crate::signals::stop_requested() {
                     break;
                 }
-                let desc = match cursor.next_in(data) {
+                match cursor.next_in(data) {
                     None => break,
                     Some(Err(e)) => {
                         reports[i].error = Some(e);
                         break;
                     }
                     Some(Ok(pkt)) => {
-                        let restart = first && previous_end.is_some_and(|end| pkt.ts_nanos < end);
+                        if first && previous_end.is_some_and(|end| pkt.ts_nanos < end) {
+                            // Every worker closes its flows before the new capture's packets.
+                            shards.flush(stage);
+                        }
                         first = false;
                         previous_end = Some(pkt.ts_nanos);
                         let offset = pkt.data.as_ptr() as usize - data.as_ptr() as usize;
-                        (
-                            worker_of(pkt.linktype, pkt.data, workers),
-                            Desc {
-                                file: i,
-                                offset,
-                                len: pkt.data.len(),
-                                orig_len: pkt.orig_len,
-                                ts_nanos: pkt.ts_nanos,
-                                frame: pkt.frame,
-                                linktype: pkt.linktype,
-                                restart,
-                            },
-                        )
+                        let w = worker_of(pkt.linktype, pkt.data, workers);
+                        let d = Desc {
+                            file: i,
+                            offset,
+                            len: pkt.data.len(),
+                            orig_len: pkt.orig_len,
+                            ts_nanos: pkt.ts_nanos,
+                            frame: pkt.frame,
+                            linktype: pkt.linktype,
+                        };
+                        // Lossless: waits, merging, while the worker's queue is full.
+                        let _ = shards.push(w, d, pkt.ts_nanos, true, stage);
+                        shards.merge_sometimes(stage);
                     }
-                };
-                let (w, d) = desc;
-                if d.restart {
-                    // Every worker closes its flows before the new capture's packets.
-                    for p in producers.iter_mut() {
-                        while p.push(d).is_err() {
-                            drain(&rx, sink);
-                            std::thread::yield_now();
-                        }
-                    }
-                }
-                let mut d = d;
-                d.restart = false;
-                while let Err(rtrb::PushError::Full(back)) = producers[w].push(d) {
-                    d = back;
-                    drain(&rx, sink);
-                    std::thread::yield_now();
                 }
             }
             reports[i].packets = cursor.packets();
         }
-        done.store(true, Ordering::Release);
-        // Drain events until every worker has finished and hung up.
-        let mut results = Vec::with_capacity(workers);
-        for batch in rx.iter() {
-            for e in batch {
-                sink.emit(e);
-            }
-        }
+        shards.flush(stage);
+        shards.finish(stage, || !died.load(Ordering::Acquire));
         for h in handles {
-            if let Ok(r) = h.join() {
-                results.push(r);
+            if let Ok((s, a)) = h.join() {
+                stats.merge(&s);
+                active += a;
             }
-        }
-        for (s, a) in results {
-            stats.merge(&s);
-            active += a;
         }
     });
     ReplayReport {

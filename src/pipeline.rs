@@ -6,7 +6,7 @@ use crate::output::evidence::EvidenceRing;
 
 use crate::capture::Packet;
 use crate::decode::{self, defrag::Defragmenter, Decode};
-use crate::event::EventSink;
+use crate::event::{Event, EventSink};
 use crate::flow::{FlowTable, PacketInfo};
 use crate::stats::Stats;
 
@@ -83,7 +83,35 @@ impl Pipeline {
     }
 
     /// End of input: flush every stream (data waiting behind holes is dissected after them).
+    /// The events come out in [`crate::event::FlushKey`] order.
     pub fn finish(&mut self, sink: &mut dyn EventSink) {
-        self.flows.close_all(&mut self.stats, sink);
+        let mut sorted = SortedFlush {
+            inner: sink,
+            held: Vec::new(),
+        };
+        self.flows.close_all(&mut self.stats, &mut sorted);
+        let SortedFlush { inner, mut held } = sorted;
+        held.sort_by_key(Event::flush_key);
+        for e in held {
+            inner.emit(e);
+        }
+    }
+}
+
+/// Holds the events of a flush, to hand them on in a defined order.
+struct SortedFlush<'a> {
+    inner: &'a mut dyn EventSink,
+    held: Vec<Event>,
+}
+
+impl EventSink for SortedFlush<'_> {
+    fn emit(&mut self, event: Event) {
+        self.held.push(event);
+    }
+    fn wants_events(&self) -> bool {
+        self.inner.wants_events()
+    }
+    fn wants_detail(&self) -> bool {
+        self.inner.wants_detail()
     }
 }

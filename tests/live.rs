@@ -1375,3 +1375,111 @@ fn fanout_on_a_small_ring_that_laps_accounts_for_every_frame() {
     );
     drop(veth);
 }
+
+/// The content of the alerts that depend on what was sent, not on when: (type, source,
+/// destination) of every alert but the timers and rates, which a capture sent at full speed
+/// cannot reproduce.
+fn content_alerts(text: &str) -> std::collections::BTreeSet<(String, String, String)> {
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("alert json"))
+        .filter(|a| a["kind"] == "integrity" && a["type"] != "exception_burst")
+        .map(|a| {
+            let s = |k: &str| a[k].as_str().unwrap_or_default().to_string();
+            (s("type"), s("src_ip"), s("dst_ip"))
+        })
+        .collect()
+}
+
+/// `otwatch live --workers 2` runs detection, with alerts and evidence: with a baseline learned
+/// from a scenario's clean prefix, the scenario's frames sent through the veth raise the same
+/// content alerts (restart command, scan, new devices...) as a one-worker replay of the
+/// scenario with that baseline, and every alert line names an evidence file that exists.
+#[test]
+fn live_fanout_with_two_workers_detects_like_a_replay() {
+    use std::io::BufRead;
+    skip_unless_able!();
+    let scenario =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios/modbus_restart_scan.pcap");
+    let dir = common::scratch("live-detect");
+    let baseline = dir.join("baseline.json");
+    let reference = dir.join("reference.jsonl");
+    let otwatch = env!("CARGO_BIN_EXE_otwatch");
+    let learn = Command::new(otwatch)
+        .args(["replay", "--quiet", "--learn", "60s", "--save-baseline"])
+        .arg(&baseline)
+        .arg(&scenario)
+        .output()
+        .expect("learn");
+    assert!(learn.status.success(), "{learn:?}");
+    let replayed = Command::new(otwatch)
+        .args(["replay", "--quiet", "--baseline"])
+        .arg(&baseline)
+        .arg("--alerts")
+        .arg(&reference)
+        .arg(&scenario)
+        .output()
+        .expect("replay");
+    assert!(replayed.status.success(), "{replayed:?}");
+    let expected = content_alerts(&std::fs::read_to_string(&reference).expect("reference"));
+    let types: std::collections::BTreeSet<&str> =
+        expected.iter().map(|(t, _, _)| t.as_str()).collect();
+    assert!(
+        types.contains("device_restart_command") && types.contains("scan"),
+        "the scenario's attacks: {expected:?}"
+    );
+    let veth = Veth::new("det");
+    let alerts_path = dir.join("alerts.jsonl");
+    let evidence = dir.join("evidence");
+    let child = Command::new("ip")
+        .args(["netns", "exec", &veth.cap_ns, otwatch, "live", "-i", CAP_IF])
+        .args(["--workers", "2", "--ring-blocks", "64", "--baseline"])
+        .arg(&baseline)
+        .arg("--alerts")
+        .arg(&alerts_path)
+        .arg("--evidence")
+        .arg(&evidence)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start otwatch live");
+    let mut child = child;
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    // Capturing once it says so.
+    for line in lines.by_ref() {
+        if line.expect("stderr line").contains("capturing on") {
+            break;
+        }
+    }
+    send_from_peer(&veth, ethernet_frames(&scenario));
+    let started = Instant::now();
+    let mut live = Default::default();
+    while started.elapsed() < SAFETY_TIMEOUT {
+        live = content_alerts(&std::fs::read_to_string(&alerts_path).unwrap_or_default());
+        if live.is_superset(&expected) {
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().expect("otwatch live exits");
+    let text = std::fs::read_to_string(&alerts_path).expect("alerts");
+    let live_final = content_alerts(&text);
+    assert_eq!(status.code(), Some(0), "{}", rest.join("\n"));
+    assert!(rest.iter().any(|l| l.contains("workers: 2")), "{rest:?}");
+    assert_eq!(live_final, expected, "live alerts, then the replay's");
+    assert_eq!(live, expected);
+    for line in text.lines() {
+        let a: serde_json::Value = serde_json::from_str(line).expect("alert json");
+        if a["repeat"] == true {
+            continue;
+        }
+        let file = a["evidence"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no evidence: {a}"));
+        assert!(Path::new(file).is_file(), "{file}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(veth);
+}

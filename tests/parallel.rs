@@ -1,5 +1,6 @@
-//! `replay --workers N` gives the same events, as a multiset, as one worker: on the fixtures
-//! always, and on every corpus capture when OTWATCH_CORPUS is set.
+//! `replay --workers N` gives what one worker gives: the same events in the same order, on the
+//! fixtures always and on every corpus capture when OTWATCH_CORPUS is set; and the same alerts
+//! (a multiset, ids aside) on every scenario and labelled capture.
 
 mod common;
 
@@ -10,7 +11,8 @@ use otwatch::parallel::replay_parallel;
 use otwatch::pipeline::Pipeline;
 use otwatch::replay::replay;
 
-/// Events as sorted JSON lines (timestamps and all), and the counters that must not change.
+/// Events as JSON lines in the order they came (timestamps and all), and the counters that
+/// must not change.
 fn run(files: &[PathBuf], workers: usize) -> (Vec<String>, Vec<u64>) {
     let mut sink = VecSink::default();
     let report = if workers == 1 {
@@ -18,12 +20,11 @@ fn run(files: &[PathBuf], workers: usize) -> (Vec<String>, Vec<u64>) {
     } else {
         replay_parallel(files, &mut sink, workers)
     };
-    let mut lines: Vec<String> = sink
+    let lines: Vec<String> = sink
         .0
         .iter()
         .map(|e| serde_json::to_string(e).unwrap())
         .collect();
-    lines.sort();
     let s = &report.stats;
     let mut counters = vec![s.packets, s.bytes, s.events, s.flows.created];
     for p in [&s.modbus, &s.dnp3, &s.s7comm, &s.s7commplus] {
@@ -40,7 +41,7 @@ fn check(files: &[PathBuf]) {
         assert_eq!(one.len(), many.len(), "{files:?} with {workers} workers");
         assert!(
             one == many,
-            "{files:?}: events differ with {workers} workers"
+            "{files:?}: events differ (or come in another order) with {workers} workers"
         );
         assert_eq!(
             one_counts, many_counts,
@@ -90,4 +91,119 @@ fn every_corpus_capture_gives_the_same_events_with_several_workers() {
     for f in files {
         check(&[f]);
     }
+}
+
+/// The alert lines of a replay with detection (learning for `learn_s` seconds of capture time),
+/// with 1 or N workers: sorted, ids aside, evidence reduced to whether a file was written.
+fn alerts(files: &[PathBuf], learn_s: f64, workers: usize, evidence: &Path) -> Vec<String> {
+    use otwatch::detection::{alert_json, DetectSink, Detection};
+    use otwatch::shards::Stage;
+    use otwatch_models::{Engine, EngineConfig};
+    let config = EngineConfig {
+        learn_for: Some((learn_s * 1e9) as i64),
+        ..EngineConfig::default()
+    };
+    let mut det = Detection::new(Engine::learning(config), None);
+    det.kept = Some(Vec::new());
+    let _ = std::fs::remove_dir_all(evidence);
+    let rings = det
+        .with_evidence_rings(evidence, workers)
+        .expect("evidence dir");
+    let mut events = otwatch::event::NullSink;
+    if workers == 1 {
+        let mut pipeline = Pipeline::new();
+        pipeline.evidence = rings.first().cloned();
+        let mut sink = DetectSink {
+            detection: &mut det,
+            inner: &mut events,
+        };
+        replay(files, &mut sink, &mut pipeline);
+    } else {
+        let mut stage = Stage {
+            detection: Some(&mut det),
+            events: &mut events,
+        };
+        otwatch::parallel::replay_sharded(files, &mut stage, workers, Some(rings));
+    }
+    det.finish();
+    assert_eq!(det.outputs.total(), 0, "{:?}", det.outputs.report());
+    let mut lines: Vec<String> = det
+        .kept
+        .take()
+        .unwrap_or_default()
+        .iter()
+        .map(|a| {
+            let mut v = alert_json(a);
+            let m = v.as_object_mut().expect("object");
+            m.remove("id");
+            let written = m.remove("evidence").is_some();
+            m.insert("evidence".into(), written.into());
+            v.to_string()
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+fn check_alerts(files: &[PathBuf], learn_s: f64) -> usize {
+    let dir = common::scratch("parallel-alerts");
+    let one = alerts(files, learn_s, 1, &dir.join("1"));
+    for workers in [2, 3] {
+        let many = alerts(files, learn_s, workers, &dir.join(workers.to_string()));
+        if one != many {
+            let only_one: Vec<_> = one.iter().filter(|a| !many.contains(a)).take(3).collect();
+            let only_many: Vec<_> = many.iter().filter(|a| !one.contains(a)).take(3).collect();
+            panic!(
+                "{files:?}: {} alert lines with 1 worker, {} with {workers}; only with 1: {only_one:?}; only with {workers}: {only_many:?}",
+                one.len(),
+                many.len()
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    one.len()
+}
+
+/// Detection with N workers raises the same alerts as with one (a multiset, ids aside, evidence
+/// written for the same ones), on every scenario of fixtures/scenarios with its labelled
+/// learning window.
+#[test]
+fn scenarios_raise_the_same_alerts_with_several_workers() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios");
+    let labels: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("labels.json")).expect("labels.json"),
+    )
+    .expect("labels json");
+    let caps = labels["captures"].as_object().expect("captures");
+    let mut total = 0;
+    for cap in caps.values() {
+        let file = dir.join(cap["file"].as_str().expect("file"));
+        let learn = cap["clean_prefix"]["end_s"].as_f64().expect("end_s");
+        total += check_alerts(&[file], learn);
+    }
+    assert!(caps.len() >= 10, "{} scenarios", caps.len());
+    // Not a vacuous comparison: the scenarios' attacks raise alerts.
+    assert!(total >= 20, "{total} alert lines over the scenarios");
+}
+
+/// The same on every labelled capture of the corpus (../shared/pcaps/labelled), learning on
+/// the first 10 s.
+#[test]
+fn labelled_captures_raise_the_same_alerts_with_several_workers() {
+    let Some(corpus) = common::corpus_dir() else {
+        return;
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus.join("labelled"))
+        .expect("labelled dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 13, "{} labelled captures", files.len());
+    let mut total = 0;
+    for f in &files {
+        total += check_alerts(std::slice::from_ref(f), 10.0);
+    }
+    assert!(total > 0, "no alert over the labelled captures");
 }

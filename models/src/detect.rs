@@ -907,6 +907,7 @@ impl Detector {
             return;
         }
         self.last_tick = now;
+        let first_new = out.len();
         // Walk every timer, fire the expired ones, and find the next one due.
         let mut next = i64::MAX;
         for (ch, rt) in &mut self.rt {
@@ -1005,6 +1006,12 @@ impl Detector {
             }
         }
         self.next_due = next;
+        // The timers live in hash maps, whose order differs from run to run: the alerts of one
+        // tick go out in a defined order (the alert book keeps the last occurrence's frames).
+        out[first_new..].sort_by(|a, b| {
+            (a.r#type, a.src_ip, a.dst_ip, &a.frames, &a.message)
+                .cmp(&(b.r#type, b.src_ip, b.dst_ip, &b.frames, &b.message))
+        });
     }
 
     /// Behaviour windows: score the channels' windows that ended before `ts`.

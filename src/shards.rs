@@ -1,0 +1,535 @@
+//! N workers behind one reader, with their output put back in capture order.
+//!
+//! The reader (replay's file reader, or live's capture thread) numbers every packet (`seq`) and
+//! hands it to the worker that owns its host pair, over that worker's lock-free SPSC queue
+//! (rtrb). A worker runs its own [`Pipeline`] (flows, dissectors, evidence ring) and turns each
+//! event into what the run needs: the compact observation detection and per-channel metrics
+//! read (built on the worker, so that work is parallel too), and the event itself when an
+//! events output is on. Each goes back over a second SPSC queue, tagged with its packet's
+//! `seq`; after each packet the worker publishes the last `seq` it finished.
+//!
+//! The reader merges: an item is released once every worker has finished every packet before
+//! it, so detection sees observations in the order one worker would have produced them, and
+//! its clock ticks after the same packets (the reader decides the ticks from the timestamps of
+//! all packets, as [`crate::detection::TickClock`] does on one worker). A flush (the end of the
+//! input, or a capture that starts before the last one ended) goes to every worker under one
+//! `seq`, and its events are ordered by [`crate::event::FlushKey`], as one worker orders them.
+//!
+//! Memory is bounded by the queues: the reader is at most one queue ahead of the slowest worker,
+//! so the items it holds back for the merge are bounded too.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use otwatch_models::Observation;
+
+use crate::detection::{Detection, TickClock};
+use crate::event::{Event, EventSink, FlushKey};
+use crate::observe::observe;
+use crate::pipeline::Pipeline;
+use crate::stats::{Merge, Stats};
+
+/// Items a worker's output queue holds.
+const OUT_CAPACITY: usize = 8192;
+/// Workers publish their counters this often (metrics while running).
+const STATS_EVERY: Duration = Duration::from_secs(1);
+
+/// What a worker is asked to do.
+pub(crate) enum Job<P> {
+    Packet(u64, P),
+    /// Close every flow (end of input, or a new capture): its events under this `seq`.
+    Flush(u64),
+}
+
+/// What a worker hands back for one event.
+pub(crate) struct Item {
+    seq: u64,
+    key: FlushKey,
+    obs: Option<Box<Observation>>,
+    /// Boxed: an event is large, and most runs carry none.
+    event: Option<Box<Event>>,
+}
+
+/// What the run wants from the workers' events.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Wants {
+    /// Observations, for detection and per-channel metrics.
+    pub observations: bool,
+    /// The events themselves, for an events output.
+    pub events: bool,
+    /// Point values and item data in the events.
+    pub detail: bool,
+}
+
+impl Wants {
+    pub fn of(detection: Option<&Detection>, events: &dyn EventSink) -> Wants {
+        Wants {
+            observations: detection.is_some_and(Detection::wants_observations),
+            events: events.wants_events(),
+            detail: detection.is_some_and(|d| d.engine.is_some()) || events.wants_detail(),
+        }
+    }
+}
+
+/// The worker's event sink: events into items, pushed to the reader.
+struct ItemSink {
+    seq: u64,
+    out: rtrb::Producer<Item>,
+    wants: Wants,
+}
+
+impl EventSink for ItemSink {
+    fn emit(&mut self, event: Event) {
+        let obs = if self.wants.observations {
+            observe(&event).map(Box::new)
+        } else {
+            None
+        };
+        if obs.is_none() && !self.wants.events {
+            return;
+        }
+        let mut item = Item {
+            seq: self.seq,
+            key: event.flush_key(),
+            obs,
+            event: self.wants.events.then(|| Box::new(event)),
+        };
+        // Lossless: the reader always drains (it only ever waits by draining).
+        loop {
+            match self.out.push(item) {
+                Ok(()) => return,
+                Err(rtrb::PushError::Full(back)) => {
+                    if self.out.is_abandoned() {
+                        return;
+                    }
+                    item = back;
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+
+    fn wants_events(&self) -> bool {
+        self.wants.events || self.wants.observations
+    }
+
+    fn wants_detail(&self) -> bool {
+        self.wants.detail
+    }
+}
+
+/// Held by a worker thread: sets its flag if the thread unwinds (a panic), so that the merge
+/// stops waiting for what that worker will never finish.
+pub(crate) struct DiedGuard<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for DiedGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// A worker's ends of its queues.
+pub(crate) struct WorkerEnds<P> {
+    jobs: rtrb::Consumer<Job<P>>,
+    out: rtrb::Producer<Item>,
+    done: Arc<AtomicU64>,
+    counters: Arc<Mutex<(Stats, usize)>>,
+}
+
+/// Runs a worker until the reader hangs up and its queue is empty. `process` dissects one
+/// packet: it resolves the descriptor to bytes and calls [`Pipeline::process`] with the sink.
+pub(crate) fn run_worker<P>(
+    ends: WorkerEnds<P>,
+    mut pipeline: Pipeline,
+    wants: Wants,
+    mut process: impl FnMut(&P, &mut Pipeline, &mut dyn EventSink),
+) -> (Stats, usize) {
+    let WorkerEnds {
+        mut jobs,
+        out,
+        done,
+        counters,
+    } = ends;
+    let mut sink = ItemSink { seq: 0, out, wants };
+    let mut last_counters = Instant::now();
+    let mut n: u64 = 0;
+    let publish = |pipeline: &Pipeline| {
+        if let Ok(mut c) = counters.lock() {
+            *c = (pipeline.stats.clone(), pipeline.active_flows());
+        }
+    };
+    let mut idle = 0u32;
+    loop {
+        let job = jobs.pop();
+        if job.is_ok() {
+            idle = 0;
+        }
+        match job {
+            Ok(Job::Packet(seq, p)) => {
+                sink.seq = seq;
+                process(&p, &mut pipeline, &mut sink);
+                done.store(seq + 1, Ordering::Release);
+                n += 1;
+                if n.is_multiple_of(4096) && last_counters.elapsed() >= STATS_EVERY {
+                    last_counters = Instant::now();
+                    publish(&pipeline);
+                }
+            }
+            Ok(Job::Flush(seq)) => {
+                sink.seq = seq;
+                pipeline.finish(&mut sink);
+                done.store(seq + 1, Ordering::Release);
+            }
+            // Abandoned, then empty: nothing more can come (a job pushed between a failed pop
+            // and the hang-up is still there).
+            Err(_) if jobs.is_abandoned() && jobs.is_empty() => break,
+            Err(_) if jobs.is_abandoned() => continue,
+            Err(_) => {
+                if last_counters.elapsed() >= STATS_EVERY {
+                    last_counters = Instant::now();
+                    publish(&pipeline);
+                }
+                // Briefly polite, then asleep: an idle worker must not take a core from the
+                // reader, which runs detection.
+                idle += 1;
+                if idle < 64 {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                continue;
+            }
+        }
+    }
+    publish(&pipeline);
+    (pipeline.stats.clone(), pipeline.active_flows())
+}
+
+/// The reader's side of one worker.
+struct Lane<P> {
+    /// `None` once the reader hung up.
+    jobs: Option<rtrb::Producer<Job<P>>>,
+    out: rtrb::Consumer<Item>,
+    done: Arc<AtomicU64>,
+    counters: Arc<Mutex<(Stats, usize)>>,
+    /// `seq` and capture time of what was pushed and is not known finished, in order.
+    pending: VecDeque<(u64, i64)>,
+    /// Items taken from the worker, not yet released.
+    held: VecDeque<Item>,
+}
+
+/// Where the merged stream goes: detection (observations, ticks, metrics) and the events
+/// output.
+pub struct Stage<'a> {
+    pub detection: Option<&'a mut Detection>,
+    pub events: &'a mut dyn EventSink,
+}
+
+impl Stage<'_> {
+    /// The clock moved to `now` with no packet (a quiet live link).
+    pub fn tick(&mut self, now: i64) {
+        if let Some(d) = self.detection.as_deref_mut() {
+            d.tick(now);
+        }
+        self.events.tick(now);
+    }
+}
+
+/// The reader's side of the workers: queues out, the merge back.
+pub(crate) struct Shards<P> {
+    lanes: Vec<Lane<P>>,
+    next_seq: u64,
+    /// Packets after which detection's clock ticks (`seq`, capture time).
+    ticks: VecDeque<(u64, i64)>,
+    last_tick: i64,
+    clock: bool,
+    /// Capture time of the last packet released, and packets released since metrics last
+    /// heard.
+    released_ts: i64,
+    released: u64,
+    /// Flush items of one `seq` from several workers, being ordered.
+    batch: Vec<Item>,
+}
+
+impl<P> Shards<P> {
+    /// Queues for `workers` workers (`capacity` packets each); the ends go to the threads.
+    pub fn new(
+        workers: usize,
+        capacity: usize,
+        detection: Option<&Detection>,
+    ) -> (Shards<P>, Vec<WorkerEnds<P>>) {
+        let mut lanes = Vec::with_capacity(workers);
+        let mut ends = Vec::with_capacity(workers);
+        for _ in 0..workers.max(1) {
+            let (jobs_tx, jobs_rx) = rtrb::RingBuffer::new(capacity);
+            let (out_tx, out_rx) = rtrb::RingBuffer::new(OUT_CAPACITY);
+            let done = Arc::new(AtomicU64::new(0));
+            let counters = Arc::new(Mutex::new((Stats::default(), 0)));
+            ends.push(WorkerEnds {
+                jobs: jobs_rx,
+                out: out_tx,
+                done: Arc::clone(&done),
+                counters: Arc::clone(&counters),
+            });
+            lanes.push(Lane {
+                jobs: Some(jobs_tx),
+                out: out_rx,
+                done,
+                counters,
+                pending: VecDeque::new(),
+                held: VecDeque::new(),
+            });
+        }
+        let shards = Shards {
+            lanes,
+            next_seq: 0,
+            ticks: VecDeque::new(),
+            last_tick: i64::MIN,
+            clock: detection.is_some_and(|d| d.engine.is_some()),
+            released_ts: 0,
+            released: 0,
+            batch: Vec::new(),
+        };
+        (shards, ends)
+    }
+
+    /// Hands a packet at capture time `ts` to worker `w`. `lossless`: wait (merging) while its
+    /// queue is full; otherwise a full queue loses the packet, handed back as `Err`.
+    pub fn push(
+        &mut self,
+        w: usize,
+        p: P,
+        ts: i64,
+        lossless: bool,
+        stage: &mut Stage<'_>,
+    ) -> Result<(), P> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mut job = Job::Packet(seq, p);
+        loop {
+            let Some(jobs) = self.lanes[w].jobs.as_mut() else {
+                return Err(match job {
+                    Job::Packet(_, p) => p,
+                    Job::Flush(_) => return Ok(()),
+                });
+            };
+            match jobs.push(job) {
+                Ok(()) => break,
+                Err(rtrb::PushError::Full(back)) if lossless => {
+                    job = back;
+                    if self.merge(stage) == 0 {
+                        std::thread::yield_now();
+                    }
+                }
+                Err(rtrb::PushError::Full(Job::Packet(_, p))) => {
+                    self.tick_after(seq, ts);
+                    return Err(p);
+                }
+                Err(rtrb::PushError::Full(Job::Flush(_))) => return Ok(()),
+            }
+        }
+        self.lanes[w].pending.push_back((seq, ts));
+        self.tick_after(seq, ts);
+        Ok(())
+    }
+
+    fn tick_after(&mut self, seq: u64, ts: i64) {
+        if self.clock && TickClock::due(&mut self.last_tick, ts) {
+            self.ticks.push_back((seq, ts));
+        }
+    }
+
+    /// Every worker closes its flows, as one step of the sequence.
+    pub fn flush(&mut self, stage: &mut Stage<'_>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        for w in 0..self.lanes.len() {
+            let mut job = Job::Flush(seq);
+            while let Some(Err(rtrb::PushError::Full(back))) =
+                self.lanes[w].jobs.as_mut().map(|j| j.push(job))
+            {
+                job = back;
+                if self.merge(stage) == 0 {
+                    std::thread::yield_now();
+                }
+            }
+            let ts = self.released_ts;
+            self.lanes[w].pending.push_back((seq, ts));
+        }
+    }
+
+    /// Merges every 64 packets handed out (often enough to keep the held items few, rarely
+    /// enough to cost little).
+    pub fn merge_sometimes(&mut self, stage: &mut Stage<'_>) {
+        if self.next_seq.is_multiple_of(64) {
+            self.merge(stage);
+        }
+    }
+
+    /// Whether nothing is in flight: every packet handed out was finished and released.
+    pub fn idle(&self) -> bool {
+        self.lanes
+            .iter()
+            .all(|l| l.pending.is_empty() && l.held.is_empty())
+    }
+
+    /// The workers' counters as last published, merged, and their open flows.
+    pub fn counters(&self) -> (Stats, usize) {
+        let mut stats = Stats::default();
+        let mut active = 0;
+        for l in &self.lanes {
+            if let Ok(c) = l.counters.lock() {
+                stats.merge(&c.0);
+                active += c.1;
+            }
+        }
+        (stats, active)
+    }
+
+    /// Takes what the workers finished and releases, in order, everything no worker can still
+    /// precede. Returns the number of items and ticks released.
+    pub fn merge(&mut self, stage: &mut Stage<'_>) -> usize {
+        let mut bound = u64::MAX;
+        let mut max_ts = None;
+        for lane in &mut self.lanes {
+            // `done` first: every item of a finished packet was pushed before it was stored.
+            let done = lane.done.load(Ordering::Acquire);
+            while let Ok(item) = lane.out.pop() {
+                lane.held.push_back(item);
+            }
+            while let Some(&(seq, ts)) = lane.pending.front() {
+                if seq >= done {
+                    break;
+                }
+                max_ts = Some(max_ts.map_or(ts, |m: i64| m.max(ts)));
+                self.released += 1;
+                lane.pending.pop_front();
+            }
+            if let Some(&(seq, _)) = lane.pending.front() {
+                bound = bound.min(seq);
+            }
+        }
+        let mut n = 0;
+        loop {
+            let next_item = self
+                .lanes
+                .iter()
+                .filter_map(|l| l.held.front().map(|i| i.seq))
+                .min();
+            let next_tick = self.ticks.front().map(|t| t.0);
+            let next = match (next_item, next_tick) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => match a.or(b) {
+                    Some(s) => s,
+                    None => break,
+                },
+            };
+            if next >= bound {
+                break;
+            }
+            if next_item == Some(next) {
+                self.release_seq(next, stage);
+                n += 1;
+            }
+            if next_tick == Some(next) {
+                if let Some((_, ts)) = self.ticks.pop_front() {
+                    if let Some(d) = stage.detection.as_deref_mut() {
+                        d.tick(ts);
+                    }
+                    n += 1;
+                }
+            }
+        }
+        if let Some(ts) = max_ts {
+            self.released_ts = self.released_ts.max(ts);
+        }
+        if self.released > 0 {
+            if let Some(d) = stage.detection.as_deref_mut() {
+                let lanes = &self.lanes;
+                d.metrics_progress(self.released, self.released_ts, || {
+                    let mut stats = Stats::default();
+                    let mut active = 0;
+                    for l in lanes {
+                        if let Ok(c) = l.counters.lock() {
+                            stats.merge(&c.0);
+                            active += c.1;
+                        }
+                    }
+                    (stats, active)
+                });
+            }
+            self.released = 0;
+        }
+        n
+    }
+
+    /// Releases every held item of `seq`: from one worker (a packet's) in its order, or from
+    /// several (a flush) in flush-key order.
+    fn release_seq(&mut self, seq: u64, stage: &mut Stage<'_>) {
+        let mut lanes = self
+            .lanes
+            .iter_mut()
+            .filter(|l| l.held.front().is_some_and(|i| i.seq == seq));
+        if let (Some(lane), None) = (lanes.next(), lanes.next()) {
+            // A packet's items: one worker's, in its order.
+            while lane.held.front().is_some_and(|i| i.seq == seq) {
+                if let Some(item) = lane.held.pop_front() {
+                    Self::release(item, stage);
+                }
+            }
+            return;
+        }
+        self.batch.clear();
+        for lane in &mut self.lanes {
+            while lane.held.front().is_some_and(|i| i.seq == seq) {
+                if let Some(item) = lane.held.pop_front() {
+                    self.batch.push(item);
+                }
+            }
+        }
+        self.batch.sort_by_key(|i| i.key);
+        for item in std::mem::take(&mut self.batch) {
+            Self::release(item, stage);
+        }
+    }
+
+    fn release(item: Item, stage: &mut Stage<'_>) {
+        if let (Some(d), Some(o)) = (stage.detection.as_deref_mut(), &item.obs) {
+            d.observe(o);
+        }
+        if let Some(e) = item.event {
+            stage.events.emit(*e);
+        }
+    }
+
+    /// Hangs up on the workers, then merges until they have finished everything. `running`
+    /// says whether no worker thread has died (panicked).
+    pub fn finish(mut self, stage: &mut Stage<'_>, running: impl Fn() -> bool) {
+        for lane in &mut self.lanes {
+            lane.jobs = None;
+        }
+        loop {
+            self.merge(stage);
+            if self.idle() {
+                break;
+            }
+            if !running() {
+                // A worker died: merge what the others finished, then stop
+                // waiting for what it never will.
+                self.merge(stage);
+                for lane in &mut self.lanes {
+                    lane.pending.clear();
+                }
+                self.merge(stage);
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        // Ticks after the last item.
+        self.merge(stage);
+    }
+}
