@@ -67,6 +67,33 @@ impl Serialize for Timestamp {
     }
 }
 
+/// Bytes from the wire kept as they are, serialised as lowercase hex (only when an events
+/// output writes them: detection reads the bytes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hex(pub Vec<u8>);
+
+impl std::fmt::Display for Hex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [0u8; 128];
+        for chunk in self.0.chunks(64) {
+            for (i, b) in chunk.iter().enumerate() {
+                buf[2 * i] = DIGITS[usize::from(b >> 4)];
+                buf[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+            }
+            // Only ASCII hex digits were written.
+            f.write_str(std::str::from_utf8(&buf[..2 * chunk.len()]).unwrap_or_default())?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Hex {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// A MAC address, serialised as `aa:bb:cc:dd:ee:ff`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Mac(pub [u8; 6]);
@@ -88,6 +115,70 @@ impl Serialize for Mac {
     }
 }
 
+/// Which way a PDU travels: client to server (`request`) or back (`response`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Request,
+    Response,
+}
+
+impl Direction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Request => "request",
+            Direction::Response => "response",
+        }
+    }
+}
+
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl PartialEq<&str> for Direction {
+    fn eq(&self, other: &&str) -> bool {
+        self.name() == *other
+    }
+}
+
+impl Serialize for Direction {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+/// The typed record of one PDU: its protocol's own structure. Serialised as one member named
+/// after the protocol (`"modbus": {...}`), or none for a conversation of an undissected
+/// protocol.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pdu {
+    /// A conversation of a protocol otwatch does not dissect (`tcp`/`udp` events).
+    Conversation,
+    Modbus(ModbusEvent),
+    Dnp3(crate::dissect::dnp3::Dnp3Event),
+    S7comm(crate::dissect::s7::S7Event),
+    S7commplus(crate::dissect::s7::S7PlusEvent),
+    Cotp(crate::dissect::s7::CotpEvent),
+}
+
+impl Serialize for Pdu {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        match self {
+            Pdu::Conversation => {}
+            Pdu::Modbus(x) => m.serialize_entry("modbus", x)?,
+            Pdu::Dnp3(x) => m.serialize_entry("dnp3", x)?,
+            Pdu::S7comm(x) => m.serialize_entry("s7comm", x)?,
+            Pdu::S7commplus(x) => m.serialize_entry("s7commplus", x)?,
+            Pdu::Cotp(x) => m.serialize_entry("cotp", x)?,
+        }
+        m.end()
+    }
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Event {
     pub ts: Timestamp,
@@ -100,22 +191,53 @@ pub struct Event {
     pub dst_ip: IpAddr,
     pub dst_port: u16,
     /// `request` (client to server) or `response`.
-    pub direction: &'static str,
+    pub direction: Direction,
     /// Ethernet addresses of the sender and receiver (Ethernet captures only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub src_mac: Option<Mac>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dst_mac: Option<Mac>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub modbus: Option<ModbusEvent>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dnp3: Option<crate::dissect::dnp3::Dnp3Event>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub s7comm: Option<crate::dissect::s7::S7Event>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub s7commplus: Option<crate::dissect::s7::S7PlusEvent>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cotp: Option<crate::dissect::s7::CotpEvent>,
+    #[serde(flatten)]
+    pub pdu: Pdu,
+}
+
+impl Event {
+    pub fn modbus(&self) -> Option<&ModbusEvent> {
+        match &self.pdu {
+            Pdu::Modbus(x) => Some(x),
+            _ => None,
+        }
+    }
+    pub fn modbus_mut(&mut self) -> Option<&mut ModbusEvent> {
+        match &mut self.pdu {
+            Pdu::Modbus(x) => Some(x),
+            _ => None,
+        }
+    }
+    pub fn dnp3(&self) -> Option<&crate::dissect::dnp3::Dnp3Event> {
+        match &self.pdu {
+            Pdu::Dnp3(x) => Some(x),
+            _ => None,
+        }
+    }
+    pub fn s7comm(&self) -> Option<&crate::dissect::s7::S7Event> {
+        match &self.pdu {
+            Pdu::S7comm(x) => Some(x),
+            _ => None,
+        }
+    }
+    pub fn s7commplus(&self) -> Option<&crate::dissect::s7::S7PlusEvent> {
+        match &self.pdu {
+            Pdu::S7commplus(x) => Some(x),
+            _ => None,
+        }
+    }
+    pub fn cotp(&self) -> Option<&crate::dissect::s7::CotpEvent> {
+        match &self.pdu {
+            Pdu::Cotp(x) => Some(x),
+            _ => None,
+        }
+    }
 }
 
 /// The order of the events a flush delivers (the end of the input, or a capture that starts
@@ -314,6 +436,19 @@ impl EventSink for JsonLinesSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_lowercase_pairs() {
+        assert_eq!(Hex(vec![]).to_string(), "");
+        assert_eq!(Hex(vec![0x00, 0x0f, 0xa5, 0xff]).to_string(), "000fa5ff");
+        let long: Vec<u8> = (0..=255u8).collect();
+        let expected: String = long.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(Hex(long).to_string(), expected);
+        assert_eq!(
+            serde_json::to_string(&Hex(vec![1, 0xab])).unwrap(),
+            "\"01ab\""
+        );
+    }
 
     #[test]
     fn timestamps_are_rfc3339_utc_microseconds() {

@@ -5,7 +5,7 @@ use otwatch_models::{Access, Channel, Command, Kind, Observation, Proto};
 
 use crate::dissect::dnp3::Dnp3Event;
 use crate::dissect::s7::{S7Event, S7PlusEvent};
-use crate::event::{Event, ModbusEvent, Values};
+use crate::event::{Direction, Event, ModbusEvent, Pdu, Values};
 
 /// The observation an event stands for; `None` for events detection has no use for (COTP
 /// connection setup, DNP3 link-layer housekeeping with good CRCs, S7comm-plus keep-alives).
@@ -17,7 +17,7 @@ pub fn observe(ev: &Event) -> Option<Observation> {
 }
 
 fn observe_pdu(ev: &Event) -> Option<Observation> {
-    let request = ev.direction == "request";
+    let request = ev.direction == Direction::Request;
     let (client, server) = if request {
         (ev.src_ip, ev.dst_ip)
     } else {
@@ -44,39 +44,29 @@ fn observe_pdu(ev: &Event) -> Option<Observation> {
             function,
         )
     };
-    if let Some(m) = &ev.modbus {
-        let mut o = base(
-            Proto::Modbus,
-            u32::from(m.unit_id),
-            kind,
-            u32::from(m.function_code),
-        );
-        modbus(m, &mut o);
-        return Some(o);
-    }
-    if let Some(d) = &ev.dnp3 {
-        return dnp3(d, ev, base);
-    }
-    if let Some(s) = &ev.s7comm {
-        return Some(s7(s, base(Proto::S7comm, 0, kind, 0)));
-    }
-    if let Some(p) = &ev.s7commplus {
-        return s7plus(p, base(Proto::S7commplus, 0, kind, 0));
-    }
-    match ev.proto {
-        "tcp" => Some(base(
-            Proto::Tcp,
-            u32::from(ev.dst_port),
-            Kind::Conversation,
-            0,
-        )),
-        "udp" => Some(base(
-            Proto::Udp,
-            u32::from(ev.dst_port),
-            Kind::Conversation,
-            0,
-        )),
-        _ => None,
+    match &ev.pdu {
+        Pdu::Modbus(m) => {
+            let mut o = base(
+                Proto::Modbus,
+                u32::from(m.unit_id),
+                kind,
+                u32::from(m.function_code),
+            );
+            modbus(m, &mut o);
+            Some(o)
+        }
+        Pdu::Dnp3(d) => dnp3(d, ev, base),
+        Pdu::S7comm(s) => Some(s7(s, base(Proto::S7comm, 0, kind, 0))),
+        Pdu::S7commplus(p) => s7plus(p, base(Proto::S7commplus, 0, kind, 0)),
+        Pdu::Cotp(_) => None,
+        Pdu::Conversation => {
+            let proto = if ev.transport == "udp" {
+                Proto::Udp
+            } else {
+                Proto::Tcp
+            };
+            Some(base(proto, u32::from(ev.dst_port), Kind::Conversation, 0))
+        }
     }
 }
 
@@ -174,10 +164,11 @@ fn modbus_identity(m: &ModbusEvent) -> Option<String> {
 }
 
 fn identity(ev: &Event) -> Option<String> {
-    if let Some(m) = &ev.modbus {
-        return modbus_identity(m);
-    }
-    let u = ev.s7comm.as_ref()?.userdata.as_ref()?;
+    let u = match &ev.pdu {
+        Pdu::Modbus(m) => return modbus_identity(m),
+        Pdu::S7comm(s) => s.userdata.as_ref()?,
+        _ => return None,
+    };
     match (&u.order_number, &u.firmware_version) {
         (Some(o), Some(f)) => Some(format!("{o} firmware {f}")),
         (Some(o), None) => Some(o.clone()),
@@ -207,7 +198,7 @@ fn dnp3(
         if d.crc_ok && d.error.is_none() {
             return None;
         }
-        let kind = if ev.direction == "request" {
+        let kind = if ev.direction == Direction::Request {
             Kind::Request
         } else {
             Kind::Response
@@ -385,7 +376,7 @@ fn s7_item(item: &crate::dissect::s7::S7Item, write: bool, out: &mut Vec<Access>
         return;
     };
     let space = u32::from(area) << 16 | u32::from(item.db.unwrap_or(0));
-    let bytes = item.value.as_deref().map(unhex).unwrap_or_default();
+    let bytes: &[u8] = item.value.as_ref().map_or(&[], |h| &h.0);
     let length = item.length.unwrap_or(1).max(1);
     let transport = item.transport_size.unwrap_or(2);
     if transport == 1 {
@@ -445,17 +436,6 @@ fn s7_item(item: &crate::dissect::s7::S7Item, write: bool, out: &mut Vec<Access>
             values: Vec::new(),
         });
     }
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    s.as_bytes()
-        .chunks_exact(2)
-        .filter_map(|c| {
-            std::str::from_utf8(c)
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        })
-        .collect()
 }
 
 fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation> {

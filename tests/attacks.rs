@@ -84,7 +84,7 @@ fn a_syn_flood_does_not_blind_the_flow_table() {
     let writes: Vec<_> = events
         .iter()
         .filter(|e| e.src_ip == std::net::IpAddr::from(client))
-        .filter_map(|e| e.modbus.as_ref())
+        .filter_map(|e| e.modbus())
         .collect();
     assert_eq!(writes.len(), 1, "the write after the flood was not seen");
     assert_eq!(writes[0].function_code, 6);

@@ -178,7 +178,7 @@ fn tshark_modbus(path: &Path) -> BTreeMap<u64, Vec<Pdu>> {
 fn otwatch_modbus(events: &[Event]) -> BTreeMap<u64, Vec<Pdu>> {
     let mut by_frame: BTreeMap<u64, Vec<Pdu>> = BTreeMap::new();
     for e in events {
-        let Some(m) = &e.modbus else { continue };
+        let Some(m) = e.modbus() else { continue };
         let echoes_no_address = e.direction == "response"
             && (matches!(m.function_code, 1..=4 | 23 | 24) || m.exception_code.is_some());
         let reference = if echoes_no_address { None } else { m.address };
@@ -367,7 +367,7 @@ fn tshark_dnp3(path: &Path) -> BTreeMap<u64, Dnp3Frame> {
 fn otwatch_dnp3(events: &[Event]) -> BTreeMap<u64, Dnp3Frame> {
     let mut by_frame: BTreeMap<u64, Dnp3Frame> = BTreeMap::new();
     for e in events {
-        let Some(d) = &e.dnp3 else { continue };
+        let Some(d) = e.dnp3() else { continue };
         let f = by_frame.entry(e.frame).or_default();
         f.links.push((d.link_src, d.link_dst));
         if let Some(func) = d.app_function {
@@ -598,7 +598,7 @@ fn tshark_s7(path: &Path) -> BTreeMap<u64, S7Frame> {
 fn otwatch_s7(events: &[Event]) -> BTreeMap<u64, S7Frame> {
     let mut by_frame: BTreeMap<u64, S7Frame> = BTreeMap::new();
     for e in events {
-        let Some(s) = &e.s7comm else { continue };
+        let Some(s) = e.s7comm() else { continue };
         let f = by_frame.entry(e.frame).or_default();
         f.pdus.push((s.rosctr, s.function, s.pdu_ref));
         if s.rosctr == 1 {

@@ -120,10 +120,7 @@ fn response_split_over_transport_and_tcp_segments() {
     let (events, report, path) = replay_packets("dnp3-split", &packets);
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
     assert_eq!(events.len(), 2, "{events:?}");
-    let (req, resp) = (
-        events[0].dnp3.as_ref().unwrap(),
-        events[1].dnp3.as_ref().unwrap(),
-    );
+    let (req, resp) = (events[0].dnp3().unwrap(), events[1].dnp3().unwrap());
     assert_eq!(
         (
             req.app_function,
@@ -179,7 +176,7 @@ fn a_lost_transport_segment_discards_the_fragment() {
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
     // The broken fragment yields nothing; the next one is whole.
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0].dnp3.as_ref().unwrap().app_seq, Some(5));
+    assert_eq!(events[0].dnp3().unwrap().app_seq, Some(5));
     assert_eq!(
         report.stats.dnp3.counters.get("sequence_error"),
         Some(&1),
@@ -197,9 +194,9 @@ fn a_bad_data_crc_is_reported_like_tshark_does() {
     let packets = vec![tcp(true, 1, &good), tcp(true, 1 + good.len() as u32, &bad)];
     let (events, report, path) = replay_packets("dnp3-crc", &packets);
     assert_eq!(events.len(), 2);
-    let e = events[1].dnp3.as_ref().unwrap();
+    let e = events[1].dnp3().unwrap();
     assert!(!e.crc_ok && e.app_function.is_none() && e.error == Some("data_crc"));
-    assert!(events[0].dnp3.as_ref().unwrap().crc_ok);
+    assert!(events[0].dnp3().unwrap().crc_ok);
     assert_eq!(report.stats.dnp3.counters.get("crc_errors"), Some(&1));
     // tshark flags the same frame, and only it.
     if let Ok(out) = std::process::Command::new("tshark")
@@ -234,7 +231,7 @@ fn dnp3_over_udp() {
         .iter()
         .all(|e| e.transport == "udp" && e.proto == "dnp3"));
     assert_eq!(
-        events[1].dnp3.as_ref().unwrap().objects.as_ref().unwrap()[0]
+        events[1].dnp3().unwrap().objects.as_ref().unwrap()[0]
             .points
             .len(),
         3
@@ -285,7 +282,7 @@ fn fir_without_fin_flood_stays_bounded() {
     );
     assert!(events
         .iter()
-        .all(|e| e.dnp3.as_ref().unwrap().error == Some("fragment_too_large")));
+        .all(|e| e.dnp3().unwrap().error == Some("fragment_too_large")));
     let peak = report.stats.tcp.dnp3_reassembly_peak;
     assert!(
         peak >= (MAX_CHANNELS * MAX_FRAGMENT_LEN / 2) as u64,
@@ -334,9 +331,9 @@ fn a_bad_header_crc_is_an_event_too() {
     stream.extend(&good);
     let (events, report, path) = replay_packets("dnp3-hdrcrc", &[tcp(true, 1, &stream)]);
     assert_eq!(events.len(), 2, "{events:?}");
-    let bad = events[0].dnp3.as_ref().unwrap();
+    let bad = events[0].dnp3().unwrap();
     assert!(!bad.crc_ok && bad.error == Some("header_crc") && bad.link_dst == 10);
-    assert_eq!(events[1].dnp3.as_ref().unwrap().app_seq, Some(2));
+    assert_eq!(events[1].dnp3().unwrap().app_seq, Some(2));
     assert_eq!(report.stats.dnp3.counters.get("crc_errors"), Some(&1));
     if let Ok(out) = std::process::Command::new("tshark")
         .args(["-n", "-r"])

@@ -244,7 +244,7 @@ fn normalise(events: Vec<Event>) -> Vec<Event> {
             e.ts = Timestamp(0);
             e.source = source.clone();
             e.frame = 0;
-            if let Some(m) = e.modbus.as_mut() {
+            if let Some(m) = e.modbus_mut() {
                 m.response_time = None;
             }
             e
@@ -1022,7 +1022,7 @@ fn real_pymodbus_client_and_server() {
     let seen: Vec<SeenPdu> = events
         .iter()
         .filter_map(|e| {
-            let m = e.modbus.as_ref()?;
+            let m = e.modbus()?;
             let values = m
                 .values
                 .as_ref()
@@ -1058,7 +1058,7 @@ fn real_pymodbus_client_and_server() {
     assert!(events
         .iter()
         .filter(|e| e.direction == "response")
-        .all(|e| e.modbus.as_ref().unwrap().request_frame.is_some()));
+        .all(|e| e.modbus().unwrap().request_frame.is_some()));
 }
 
 /// Run by hand (not a test of speed, a measurement): how fast `otwatch live` keeps up on the veth.

@@ -75,7 +75,7 @@ fn summary(events: &[Event]) -> Vec<Row> {
     let mut v: Vec<_> = events
         .iter()
         .map(|e| {
-            let m = e.modbus.as_ref().expect("modbus event");
+            let m = e.modbus().expect("modbus event");
             let values = match &m.values {
                 Some(Values::Registers(r)) => Some(r.clone()),
                 _ => None,
@@ -112,7 +112,7 @@ fn in_order_with_handshake() {
     // Frame numbers: 3 handshake packets, then one packet per ADU.
     assert_eq!(events[0].frame, 4);
     assert_eq!(events[1].frame, 5);
-    assert_eq!(events[1].modbus.as_ref().unwrap().request_frame, Some(4));
+    assert_eq!(events[1].modbus().unwrap().request_frame, Some(4));
     assert_eq!(events[0].src_port, CLIENT.1);
     assert_eq!(events[0].direction, "request");
     assert_eq!(events[1].direction, "response");
@@ -182,7 +182,7 @@ fn reordered_segments_are_put_back_in_order() {
     // hole (frame 5), in stream order, before the responses.
     let firsts: Vec<(u16, u64)> = events[..3]
         .iter()
-        .map(|e| (e.modbus.as_ref().unwrap().transaction_id, e.frame))
+        .map(|e| (e.modbus().unwrap().transaction_id, e.frame))
         .collect();
     assert_eq!(firsts, [(100, 5), (101, 5), (100, 6)]);
     assert_eq!(report.stats.tcp.out_of_order_segments, u64::from(N / 2));
@@ -370,7 +370,7 @@ fn data_freed_by_an_ack_keeps_its_own_frame() {
     assert_eq!(report.stats.tcp.gaps, 1);
     let q2 = events
         .iter()
-        .find(|e| e.direction == "request" && e.modbus.as_ref().unwrap().transaction_id == 102)
+        .find(|e| e.direction == "request" && e.modbus().unwrap().transaction_id == 102)
         .expect("request 2");
     // Frames: 3 handshake, 4 = request 0, 5 = request 2, 6 = response 0.
     assert_eq!(q2.frame, 5);
@@ -397,7 +397,7 @@ fn bytes_framed_once_on_port_502_are_not_reported_as_modbus() {
     assert_eq!(events.len(), 2);
     assert!(events
         .iter()
-        .all(|e| e.modbus.as_ref().unwrap().error == Some("invalid_value")));
+        .all(|e| e.modbus().unwrap().error == Some("invalid_value")));
     assert_eq!(report.stats.modbus.unidentified_flows, 0);
 }
 
@@ -435,7 +435,7 @@ fn idle_flows_are_evicted_and_flushed_with_their_own_frames() {
     assert_eq!(report.stats.flows.evicted_idle, 1);
     let tids: Vec<(u16, u64)> = events
         .iter()
-        .map(|e| (e.modbus.as_ref().unwrap().transaction_id, e.frame))
+        .map(|e| (e.modbus().unwrap().transaction_id, e.frame))
         .collect();
     // Handshake 1-3, request 0 = 4, request 2 = 5 (held), B = 6.
     assert_eq!(tids, [(100, 4), (102, 5), (7, 6)]);
@@ -502,7 +502,7 @@ fn modbus_in_fragmented_ip_is_reassembled() {
         "the reassembled segment's checksum verifies"
     );
     assert_eq!(events.len(), 1);
-    let m = events[0].modbus.as_ref().unwrap();
+    let m = events[0].modbus().unwrap();
     assert_eq!(
         (m.function_code, m.address, m.quantity),
         (16, Some(10), Some(100))

@@ -78,8 +78,8 @@ proptest! {
         // Every event is a Modbus event, or the conversation of a packet whose port was changed
         // (`tcp`/`udp`), with a frame inside the input.
         for e in &sink.0 {
-            let conversation = matches!(e.proto, "tcp" | "udp") && e.modbus.is_none();
-            prop_assert!((e.modbus.is_some() || conversation) && e.frame >= 1 && e.frame <= packets.len() as u64);
+            let conversation = matches!(e.proto, "tcp" | "udp") && e.modbus().is_none();
+            prop_assert!((e.modbus().is_some() || conversation) && e.frame >= 1 && e.frame <= packets.len() as u64);
         }
     }
 }

@@ -16,19 +16,14 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn s7(events: &[Event]) -> impl Iterator<Item = (&Event, &otwatch::dissect::s7::S7Event)> {
-    events
-        .iter()
-        .filter_map(|e| e.s7comm.as_ref().map(|s| (e, s)))
+    events.iter().filter_map(|e| e.s7comm().map(|s| (e, s)))
 }
 
 #[test]
 fn identity_and_rack_slot_from_s7ident() {
     let (events, report) = replay_file(&fixture("s7ident.pcap"));
     assert!(report.errors().next().is_none());
-    let cr = events
-        .iter()
-        .find_map(|e| e.cotp.as_ref())
-        .expect("COTP connect");
+    let cr = events.iter().find_map(|e| e.cotp()).expect("COTP connect");
     assert_eq!(
         (cr.pdu_type_name, cr.rack, cr.slot),
         (Some("connection_request"), Some(0), Some(1))
@@ -92,10 +87,7 @@ fn block_download_says_which_block() {
 #[test]
 fn s7commplus_sessions() {
     let (events, report) = replay_file(&fixture("s7comm_plus.pcap"));
-    let plus: Vec<_> = events
-        .iter()
-        .filter_map(|e| e.s7commplus.as_ref())
-        .collect();
+    let plus: Vec<_> = events.iter().filter_map(|e| e.s7commplus()).collect();
     assert!(!plus.is_empty());
     assert!(plus.iter().any(|p| p.function_name == Some("set_variable")));
     assert!(plus.iter().all(|p| p.version >= 1));
@@ -137,5 +129,5 @@ fn plc_stop_upload_and_pi_services_in_the_corpus() {
         .any(|(_, s)| s.function_name == Some("request_download") && s.block_type == Some("ob")));
     assert!(s7(&events).any(|(_, s)| s.pi_service.as_deref() == Some("_INSE")));
     let (events, _) = replay_file(&dir.join("s7/S7-1200-Uploading-OB1-TIAV12.pcap"));
-    assert!(events.iter().any(|e| e.s7commplus.is_some()));
+    assert!(events.iter().any(|e| e.s7commplus().is_some()));
 }

@@ -347,7 +347,7 @@ impl Dnp3Flow {
         // `direction` follows the flow's roles (the outstation serves); the DIR bit, which any
         // sender can set, stays in `from_master`.
         let mut event = ctx.event("dnp3", dir);
-        event.dnp3 = Some(ev);
+        event.pdu = crate::event::Pdu::Dnp3(ev);
         ctx.emit(event);
     }
 }

@@ -63,8 +63,16 @@ impl Ctx<'_> {
     /// An event skeleton for a PDU travelling in `dir`, completed by the current packet.
     pub fn event(&self, proto: &'static str, dir: Dir) -> Event {
         let (src, dst, direction) = match dir {
-            Dir::ToServer => (self.endpoints.client, self.endpoints.server, "request"),
-            Dir::ToClient => (self.endpoints.server, self.endpoints.client, "response"),
+            Dir::ToServer => (
+                self.endpoints.client,
+                self.endpoints.server,
+                crate::event::Direction::Request,
+            ),
+            Dir::ToClient => (
+                self.endpoints.server,
+                self.endpoints.client,
+                crate::event::Direction::Response,
+            ),
         };
         Event {
             ts: Timestamp(self.ts_nanos),
@@ -81,11 +89,7 @@ impl Ctx<'_> {
             // flow's end flushes data (then the addresses are the other way round).
             src_mac: self.macs.map(|(ip, s, d)| if ip == src.0 { s } else { d }),
             dst_mac: self.macs.map(|(ip, s, d)| if ip == src.0 { d } else { s }),
-            modbus: None,
-            dnp3: None,
-            s7comm: None,
-            s7commplus: None,
-            cotp: None,
+            pdu: crate::event::Pdu::Conversation,
         }
     }
 

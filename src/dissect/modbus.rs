@@ -126,7 +126,7 @@ impl ModbusFlow {
                             let tid = rest
                                 .get(..2)
                                 .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
-                            ev.modbus = Some(ModbusEvent {
+                            ev.pdu = crate::event::Pdu::Modbus(ModbusEvent {
                                 transaction_id: tid,
                                 unit_id: rest.get(6).copied().unwrap_or(0),
                                 function_code: rest.get(7).copied().unwrap_or(0) & 0x7f,
@@ -206,7 +206,12 @@ impl ModbusFlow {
                 };
                 if ctx.sink.wants_events() {
                     let mut ev = ctx.event("modbus", dir);
-                    ev.modbus = Some(build_event(adu, &pdu, pending.as_ref(), ctx.ts_nanos));
+                    ev.pdu = crate::event::Pdu::Modbus(build_event(
+                        adu,
+                        &pdu,
+                        pending.as_ref(),
+                        ctx.ts_nanos,
+                    ));
                     ctx.sink.emit(ev);
                     ctx.stats.events += 1;
                 }
@@ -224,7 +229,7 @@ impl ModbusFlow {
                 };
                 let event = ctx.sink.wants_events().then(|| {
                     let mut ev = ctx.event("modbus", dir);
-                    ev.modbus = Some(ModbusEvent {
+                    ev.pdu = crate::event::Pdu::Modbus(ModbusEvent {
                         transaction_id: adu.header.transaction_id,
                         unit_id: adu.header.unit_id,
                         function_code: fc,

@@ -57,9 +57,9 @@ pub struct S7Item {
     pub return_code: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub return_code_name: Option<&'static str>,
-    /// The data, hex (at most 64 bytes).
+    /// The data (at most 64 bytes), written as hex.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
+    pub value: Option<crate::event::Hex>,
     /// An address with another syntax id, hex.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw_address: Option<String>,
@@ -363,7 +363,7 @@ impl S7Flow {
         }
         if ctx.sink.wants_events() {
             let mut event = ctx.event("cotp", dir);
-            event.cotp = Some(ev);
+            event.pdu = crate::event::Pdu::Cotp(ev);
             ctx.emit(event);
         }
     }
@@ -383,7 +383,7 @@ impl S7Flow {
                 if ctx.sink.wants_events() && payload.first() == Some(&s7::S7COMM_PROTOCOL_ID) {
                     let mut event = ctx.event("s7comm", dir);
                     let header = s7::S7Header::read(payload);
-                    event.s7comm = Some(S7Event {
+                    event.pdu = crate::event::Pdu::S7comm(S7Event {
                         rosctr: header.map_or(0, |h| h.rosctr.0),
                         rosctr_name: header.and_then(|h| h.rosctr.name()),
                         pdu_ref: header.map_or(0, |h| h.pdu_ref),
@@ -523,7 +523,7 @@ impl S7Flow {
             _ => {}
         }
         let mut event = ctx.event("s7comm", dir);
-        event.s7comm = Some(ev);
+        event.pdu = crate::event::Pdu::S7comm(ev);
         ctx.emit(event);
     }
 
@@ -707,7 +707,7 @@ fn data_into(item: &mut S7Item, data: &DataItem<'_>, detail: bool) {
     item.return_code_name = data.return_code.name();
     if detail && !data.data.is_empty() {
         let shown = &data.data[..data.data.len().min(MAX_VALUE_BYTES)];
-        item.value = Some(hex(shown));
+        item.value = Some(crate::event::Hex(shown.to_vec()));
     }
 }
 
@@ -829,6 +829,6 @@ fn on_s7plus(ctx: &mut Ctx<'_>, dir: Dir, pdu: &S7PlusPdu<'_>) {
         kind,
     };
     let mut event = ctx.event("s7commplus", dir);
-    event.s7commplus = Some(ev);
+    event.pdu = crate::event::Pdu::S7commplus(ev);
     ctx.emit(event);
 }

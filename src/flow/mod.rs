@@ -436,18 +436,14 @@ impl Talkers {
             src_port: client_port,
             dst_ip: server,
             dst_port: port,
-            direction: "request",
+            direction: crate::event::Direction::Request,
             src_mac: info
                 .macs
                 .map(|(s, d)| if client == pkt.src { s } else { d }),
             dst_mac: info
                 .macs
                 .map(|(s, d)| if client == pkt.src { d } else { s }),
-            modbus: None,
-            dnp3: None,
-            s7comm: None,
-            s7commplus: None,
-            cotp: None,
+            pdu: crate::event::Pdu::Conversation,
         });
     }
 }
