@@ -122,14 +122,14 @@ fn replay(c: &mut Criterion) {
             let mut pipeline = Pipeline::new();
             let r =
                 otwatch::replay::replay(std::slice::from_ref(&path), &mut NullSink, &mut pipeline);
-            black_box(r.stats.modbus.total_pdus())
+            black_box(r.stats[otwatch::dissect::registry::MODBUS].total_pdus())
         })
     });
     g.bench_function("otwatch_replay_2_workers", |b| {
         b.iter(|| {
             let r =
                 otwatch::parallel::replay_parallel(std::slice::from_ref(&path), &mut NullSink, 2);
-            black_box(r.stats.modbus.total_pdus())
+            black_box(r.stats[otwatch::dissect::registry::MODBUS].total_pdus())
         })
     });
     g.bench_function("otwatch_replay_events_built", |b| {

@@ -152,11 +152,22 @@ pub struct Stats {
     pub defrag: DefragStats,
     pub flows: FlowStats,
     pub tcp: TcpStats,
-    pub modbus: ProtoStats,
-    pub dnp3: ProtoStats,
-    pub s7comm: ProtoStats,
-    pub s7commplus: ProtoStats,
+    /// Per protocol, in registry order: `stats[MODBUS]` (see [`crate::dissect::registry`]).
+    pub protos: [ProtoStats; crate::dissect::registry::COUNT],
     pub events: u64,
+}
+
+impl std::ops::Index<crate::dissect::ProtoId> for Stats {
+    type Output = ProtoStats;
+    fn index(&self, p: crate::dissect::ProtoId) -> &ProtoStats {
+        &self.protos[p.0]
+    }
+}
+
+impl std::ops::IndexMut<crate::dissect::ProtoId> for Stats {
+    fn index_mut(&mut self, p: crate::dissect::ProtoId) -> &mut ProtoStats {
+        &mut self.protos[p.0]
+    }
 }
 
 /// Adds another pipeline's counters into these (parallel replay merges its workers'); peaks take
@@ -235,10 +246,9 @@ impl Merge for Stats {
         self.defrag.merge(&o.defrag);
         self.flows.merge(&o.flows);
         self.tcp.merge(&o.tcp);
-        self.modbus.merge(&o.modbus);
-        self.dnp3.merge(&o.dnp3);
-        self.s7comm.merge(&o.s7comm);
-        self.s7commplus.merge(&o.s7commplus);
+        for (mine, theirs) in self.protos.iter_mut().zip(&o.protos) {
+            mine.merge(theirs);
+        }
         self.events += o.events;
     }
 }

@@ -135,18 +135,10 @@ pub fn render(report: &ReplayReport, heading: &str) -> String {
     } else {
         let _ = writeln!(out, "  flows: {} tracked ({flows})", s.flows.created);
     }
-    proto_lines(&mut out, "modbus", &s.modbus, |fc| {
-        otwatch_parsers::modbus::FunctionCode(fc).name()
-    });
-    proto_lines(&mut out, "dnp3", &s.dnp3, |fc| {
-        otwatch_parsers::dnp3::AppFunction(fc).name()
-    });
-    proto_lines(&mut out, "s7comm", &s.s7comm, |fc| {
-        otwatch_parsers::s7::FunctionCode(fc).name()
-    });
-    proto_lines(&mut out, "s7comm-plus (by opcode)", &s.s7commplus, |op| {
-        otwatch_parsers::s7::PlusOpcode(op).name()
-    });
+    for p in crate::dissect::ProtoId::all() {
+        let spec = p.spec();
+        proto_lines(&mut out, spec.heading, &s[p], spec.function_name);
+    }
     let decode = nonzero(&[
         ("non-IP", s.non_ip),
         ("not TCP/UDP", s.non_tcp_udp),

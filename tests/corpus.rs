@@ -469,7 +469,7 @@ fn dnp3_agrees_with_tshark() {
         let tshark_fragments: usize = theirs.values().map(|f| f.app_functions.len()).sum();
         table.push(format!(
             "{rel}: tshark {tshark_fragments} fragments, agreeing {fragments} fragments and {link_only} link-only frames, crc errors {}",
-            report.stats.dnp3.counters.get("crc_errors").copied().unwrap_or(0)
+            report.stats[otwatch::dissect::registry::DNP3].counters.get("crc_errors").copied().unwrap_or(0)
         ));
     }
     for line in &table {

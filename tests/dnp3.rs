@@ -155,7 +155,7 @@ fn response_split_over_transport_and_tcp_segments() {
         json,
         serde_json::json!({"index": 7, "value": -430.0, "flags": 1})
     );
-    assert_eq!(report.stats.dnp3.pdus[129], 1);
+    assert_eq!(report.stats[otwatch::dissect::registry::DNP3].pdus[129], 1);
 }
 
 #[test]
@@ -178,10 +178,12 @@ fn a_lost_transport_segment_discards_the_fragment() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].dnp3().unwrap().app_seq, Some(5));
     assert_eq!(
-        report.stats.dnp3.counters.get("sequence_error"),
+        report.stats[otwatch::dissect::registry::DNP3]
+            .counters
+            .get("sequence_error"),
         Some(&1),
         "{:?}",
-        report.stats.dnp3.counters
+        report.stats[otwatch::dissect::registry::DNP3].counters
     );
 }
 
@@ -197,7 +199,12 @@ fn a_bad_data_crc_is_reported_like_tshark_does() {
     let e = events[1].dnp3().unwrap();
     assert!(!e.crc_ok && e.app_function.is_none() && e.error == Some("data_crc"));
     assert!(events[0].dnp3().unwrap().crc_ok);
-    assert_eq!(report.stats.dnp3.counters.get("crc_errors"), Some(&1));
+    assert_eq!(
+        report.stats[otwatch::dissect::registry::DNP3]
+            .counters
+            .get("crc_errors"),
+        Some(&1)
+    );
     // tshark flags the same frame, and only it.
     if let Ok(out) = std::process::Command::new("tshark")
         .args(["-n", "-r"])
@@ -315,7 +322,12 @@ fn many_outstations_on_one_link_lose_nothing() {
     let (events, report, path) = replay_packets("dnp3-gateway", &packets);
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
     assert_eq!(events.len(), 80);
-    assert_eq!(report.stats.dnp3.counters.get("channel_bound_drops"), None);
+    assert_eq!(
+        report.stats[otwatch::dissect::registry::DNP3]
+            .counters
+            .get("channel_bound_drops"),
+        None
+    );
     // Direction follows the flow's roles: the outstation side (port 20000) answers.
     assert!(events
         .iter()
@@ -334,7 +346,12 @@ fn a_bad_header_crc_is_an_event_too() {
     let bad = events[0].dnp3().unwrap();
     assert!(!bad.crc_ok && bad.error == Some("header_crc") && bad.link_dst == 10);
     assert_eq!(events[1].dnp3().unwrap().app_seq, Some(2));
-    assert_eq!(report.stats.dnp3.counters.get("crc_errors"), Some(&1));
+    assert_eq!(
+        report.stats[otwatch::dissect::registry::DNP3]
+            .counters
+            .get("crc_errors"),
+        Some(&1)
+    );
     if let Ok(out) = std::process::Command::new("tshark")
         .args(["-n", "-r"])
         .arg(&path)

@@ -147,9 +147,9 @@ fn replay_pdus(path: &Path) -> BTreeMap<(String, String), f64> {
     let (_, report) = common::replay_file(path);
     let mut out = BTreeMap::new();
     for (name, p) in [
-        ("modbus", &report.stats.modbus),
-        ("s7comm", &report.stats.s7comm),
-        ("dnp3", &report.stats.dnp3),
+        ("modbus", &report.stats[otwatch::dissect::registry::MODBUS]),
+        ("s7comm", &report.stats[otwatch::dissect::registry::S7COMM]),
+        ("dnp3", &report.stats[otwatch::dissect::registry::DNP3]),
     ] {
         for (fc, n) in p.functions() {
             out.insert((name.to_string(), fc.to_string()), n as f64);

@@ -27,7 +27,12 @@ fn run(files: &[PathBuf], workers: usize) -> (Vec<String>, Vec<u64>) {
         .collect();
     let s = &report.stats;
     let mut counters = vec![s.packets, s.bytes, s.events, s.flows.created];
-    for p in [&s.modbus, &s.dnp3, &s.s7comm, &s.s7commplus] {
+    for p in [
+        &s[otwatch::dissect::registry::MODBUS],
+        &s[otwatch::dissect::registry::DNP3],
+        &s[otwatch::dissect::registry::S7COMM],
+        &s[otwatch::dissect::registry::S7COMMPLUS],
+    ] {
         counters.extend_from_slice(&p.pdus);
         counters.push(p.parse_errors.values().sum());
     }

@@ -126,7 +126,10 @@ fn in_order_with_handshake() {
         ),
         (0, 0, 0, 0)
     );
-    assert_eq!(report.stats.modbus.unmatched_responses, 0);
+    assert_eq!(
+        report.stats[otwatch::dissect::registry::MODBUS].unmatched_responses,
+        0
+    );
 }
 
 #[test]
@@ -187,7 +190,10 @@ fn reordered_segments_are_put_back_in_order() {
     assert_eq!(firsts, [(100, 5), (101, 5), (100, 6)]);
     assert_eq!(report.stats.tcp.out_of_order_segments, u64::from(N / 2));
     assert_eq!(report.stats.tcp.gaps, 0);
-    assert_eq!(report.stats.modbus.unmatched_responses, 0);
+    assert_eq!(
+        report.stats[otwatch::dissect::registry::MODBUS].unmatched_responses,
+        0
+    );
 }
 
 #[test]
@@ -240,7 +246,10 @@ fn capture_loss_is_skipped_and_dissection_resumes() {
     assert_eq!(summary(&events), expected(&[3, 5], &[3, 5]));
     assert_eq!(report.stats.tcp.gaps, 2);
     assert_eq!(report.stats.tcp.gap_bytes, 12 + 7);
-    assert_eq!(report.stats.modbus.unmatched_responses, 2);
+    assert_eq!(
+        report.stats[otwatch::dissect::registry::MODBUS].unmatched_responses,
+        2
+    );
 }
 
 #[test]
@@ -252,7 +261,10 @@ fn midstream_pickup_resynchronises() {
     let (events, report) = run("midstream", false, &segs);
     assert_eq!(summary(&events), expected(&[0], &[0]));
     assert_eq!(report.stats.tcp.midstream_pickups, 2);
-    assert_eq!(report.stats.modbus.resync_skipped_bytes, 7);
+    assert_eq!(
+        report.stats[otwatch::dissect::registry::MODBUS].resync_skipped_bytes,
+        7
+    );
 }
 
 #[test]
@@ -306,8 +318,14 @@ fn non_modbus_bytes_on_port_502_are_not_modbus() {
     ];
     let (events, report) = run("http", true, &segs);
     assert!(events.is_empty(), "{events:?}");
-    assert_eq!(report.stats.modbus.total_pdus(), 0);
-    assert_eq!(report.stats.modbus.unidentified_flows, 1);
+    assert_eq!(
+        report.stats[otwatch::dissect::registry::MODBUS].total_pdus(),
+        0
+    );
+    assert_eq!(
+        report.stats[otwatch::dissect::registry::MODBUS].unidentified_flows,
+        1
+    );
 }
 
 #[test]
@@ -334,7 +352,10 @@ fn a_new_connection_on_the_same_ports_starts_afresh() {
     assert_eq!(report.stats.flows.created, 2);
     assert_eq!(events.len(), 6 + 2 * N as usize);
     assert_eq!(summary(&events[6..]), expected(&[], &[]));
-    assert_eq!(report.stats.modbus.unmatched_responses, 0);
+    assert_eq!(
+        report.stats[otwatch::dissect::registry::MODBUS].unmatched_responses,
+        0
+    );
     assert_eq!(
         report.stats.tcp.gaps + report.stats.tcp.retransmitted_segments,
         0
@@ -387,9 +408,18 @@ fn bytes_framed_once_on_port_502_are_not_reported_as_modbus() {
     };
     let (events, report) = run("framed-once", true, std::slice::from_ref(&once));
     assert!(events.is_empty(), "{events:?}");
-    assert_eq!(report.stats.modbus.total_pdus(), 0);
-    assert_eq!(report.stats.modbus.unconfirmed_pdus_discarded, 1);
-    assert_eq!(report.stats.modbus.unidentified_flows, 1);
+    assert_eq!(
+        report.stats[otwatch::dissect::registry::MODBUS].total_pdus(),
+        0
+    );
+    assert_eq!(
+        report.stats[otwatch::dissect::registry::MODBUS].unconfirmed_pdus_discarded,
+        1
+    );
+    assert_eq!(
+        report.stats[otwatch::dissect::registry::MODBUS].unidentified_flows,
+        1
+    );
     // Two in a row are: MBAP headers that chain are Modbus framing, and both are reported.
     let mut twice = once.clone();
     twice.data.extend_from_slice(&[0, 2, 0, 0, 0, 2, 1, 0]);
@@ -398,7 +428,10 @@ fn bytes_framed_once_on_port_502_are_not_reported_as_modbus() {
     assert!(events
         .iter()
         .all(|e| e.modbus().unwrap().error == Some("invalid_value")));
-    assert_eq!(report.stats.modbus.unidentified_flows, 0);
+    assert_eq!(
+        report.stats[otwatch::dissect::registry::MODBUS].unidentified_flows,
+        0
+    );
 }
 
 #[test]

@@ -92,9 +92,7 @@ fn s7commplus_sessions() {
     assert!(plus.iter().any(|p| p.function_name == Some("set_variable")));
     assert!(plus.iter().all(|p| p.version >= 1));
     assert!(
-        report
-            .stats
-            .s7commplus
+        report.stats[otwatch::dissect::registry::S7COMMPLUS]
             .counters
             .get("set_variable")
             .copied()

@@ -8,6 +8,7 @@
 //! segments that complete nothing produce no event; lost or out-of-sequence segments discard the
 //! partial fragment, counted by reason.
 
+use crate::dissect::registry::DNP3;
 use std::collections::{HashMap, HashSet};
 
 use otwatch_parsers::dnp3::{
@@ -132,8 +133,8 @@ pub fn probe(payload: &[u8]) -> Option<bool> {
     }
 }
 
-impl Dnp3Flow {
-    pub fn on_stream_data(&mut self, ctx: &mut Ctx<'_>, dir: Dir, data: &[u8]) -> usize {
+impl super::Dissector for Dnp3Flow {
+    fn on_stream_data(&mut self, ctx: &mut Ctx<'_>, dir: Dir, data: &[u8]) -> usize {
         let d = dir.index();
         let mut off = 0;
         while off < data.len() {
@@ -148,13 +149,13 @@ impl Dnp3Flow {
                 };
                 match rest.get(from..).and_then(dnp3::find_link_resync) {
                     Some(skip) => {
-                        ctx.stats.dnp3.resync_skipped_bytes += (from + skip) as u64;
+                        ctx.stats[DNP3].resync_skipped_bytes += (from + skip) as u64;
                         off += from + skip;
                         self.resync[d] = false;
                     }
                     None => {
                         let skip = rest.len().saturating_sub(LINK_HEADER_LEN - 1);
-                        ctx.stats.dnp3.resync_skipped_bytes += skip as u64;
+                        ctx.stats[DNP3].resync_skipped_bytes += skip as u64;
                         return off + skip;
                     }
                 }
@@ -168,7 +169,7 @@ impl Dnp3Flow {
                 LinkResult::Incomplete { .. } => break,
                 LinkResult::Invalid(err) => {
                     if !self.bad_header_crc(ctx, dir, rest) {
-                        ctx.stats.dnp3.count_error(err.as_str());
+                        ctx.stats[DNP3].count_error(err.as_str());
                     }
                     self.resync[d] = true;
                 }
@@ -177,6 +178,32 @@ impl Dnp3Flow {
         off
     }
 
+    fn on_datagram(&mut self, ctx: &mut Ctx<'_>, dir: Dir, data: &[u8]) {
+        // One or more whole link frames per datagram.
+        self.resync[dir.index()] = true;
+        let used = self.on_stream_data(ctx, dir, data);
+        if used < data.len() {
+            ctx.stats[DNP3].count("datagram_bytes_unframed");
+        }
+    }
+
+    fn on_gap(&mut self, _ctx: &mut Ctx<'_>, dir: Dir) {
+        self.resync[dir.index()] = true;
+    }
+
+    fn on_close(&mut self, ctx: &mut Ctx<'_>) {
+        for r in self.reassemblers.values() {
+            if r.pending_len() > 0 {
+                ctx.stats[DNP3].count("fragments_unfinished_at_close");
+            }
+            let held = &mut ctx.stats.tcp.dnp3_reassembly_bytes;
+            *held = held.saturating_sub(r.buffer_capacity() as u64);
+        }
+        self.reassemblers.clear();
+    }
+}
+
+impl Dnp3Flow {
     /// `rest` starts with a link header whose start octets are right but whose CRC is not:
     /// report the frame (`crc_ok: false`, `error: "header_crc"`) and count it.
     fn bad_header_crc(&mut self, ctx: &mut Ctx<'_>, dir: Dir, rest: &[u8]) -> bool {
@@ -189,8 +216,8 @@ impl Dnp3Flow {
         let Some(header) = dnp3::LinkHeader::read(rest) else {
             return false;
         };
-        ctx.stats.dnp3.count_error("bad_header_crc");
-        ctx.stats.dnp3.count("crc_errors");
+        ctx.stats[DNP3].count_error("bad_header_crc");
+        ctx.stats[DNP3].count("crc_errors");
         let function = header.control.function();
         let ev = Dnp3Event {
             link_src: header.source,
@@ -207,39 +234,15 @@ impl Dnp3Flow {
         true
     }
 
-    pub fn on_datagram(&mut self, ctx: &mut Ctx<'_>, dir: Dir, data: &[u8]) {
-        // One or more whole link frames per datagram.
-        self.resync[dir.index()] = true;
-        let used = self.on_stream_data(ctx, dir, data);
-        if used < data.len() {
-            ctx.stats.dnp3.count("datagram_bytes_unframed");
-        }
-    }
-
-    pub fn on_gap(&mut self, _ctx: &mut Ctx<'_>, dir: Dir) {
-        self.resync[dir.index()] = true;
-    }
-
-    pub fn on_close(&mut self, ctx: &mut Ctx<'_>) {
-        for r in self.reassemblers.values() {
-            if r.pending_len() > 0 {
-                ctx.stats.dnp3.count("fragments_unfinished_at_close");
-            }
-            let held = &mut ctx.stats.tcp.dnp3_reassembly_bytes;
-            *held = held.saturating_sub(r.buffer_capacity() as u64);
-        }
-        self.reassemblers.clear();
-    }
-
     fn on_frame(&mut self, ctx: &mut Ctx<'_>, dir: Dir, frame: &LinkFrame<'_>) {
-        ctx.stats.dnp3.count("link_frames");
+        ctx.stats[DNP3].count("link_frames");
         let mut ev = link_event(frame);
         if !frame.data_crc_ok {
-            ctx.stats.dnp3.count("crc_errors");
+            ctx.stats[DNP3].count("crc_errors");
             ev.error = Some("data_crc");
         }
         if !frame.carries_user_data() {
-            ctx.stats.dnp3.count("link_only_frames");
+            ctx.stats[DNP3].count("link_only_frames");
             self.emit(ctx, dir, ev);
             return;
         }
@@ -275,7 +278,7 @@ impl Dnp3Flow {
                 None => {
                     // Every channel is mid-fragment. A whole fragment in one segment needs no
                     // state; anything else is refused, visibly.
-                    ctx.stats.dnp3.count("channel_bound_drops");
+                    ctx.stats[DNP3].count("channel_bound_drops");
                     if user_data.first().is_some_and(|&th| th & 0xC0 == 0xC0) {
                         let mut scratch = TransportReassembler::new();
                         if let TransportOutcome::Complete {
@@ -301,7 +304,7 @@ impl Dnp3Flow {
         let outcome = reassembler.push(user_data);
         let mut overflow = false;
         if let Some(discard) = outcome.discard() {
-            ctx.stats.dnp3.count(discard.reason.as_str());
+            ctx.stats[DNP3].count(discard.reason.as_str());
             overflow = discard.reason == DiscardReason::Overflow;
         }
         let mut complete = None;
@@ -329,7 +332,7 @@ impl Dnp3Flow {
         if *held > MAX_REASSEMBLY_BYTES_TOTAL {
             *held = held.saturating_sub(after);
             reassembler.shrink();
-            ctx.stats.dnp3.count("reassembly_budget_drops");
+            ctx.stats[DNP3].count("reassembly_budget_drops");
         }
         if let Some(ev) = complete {
             self.emit(ctx, dir, ev);
@@ -371,13 +374,13 @@ fn app_event(ev: &mut Dnp3Event, fragment: &[u8], ctx: &mut Ctx<'_>) {
     let app: AppFragment<'_> = match dnp3::parse_app_fragment(fragment) {
         Ok(app) => app,
         Err(err) => {
-            ctx.stats.dnp3.count_error(err.as_str());
+            ctx.stats[DNP3].count_error(err.as_str());
             ev.error = Some(err.as_str());
             ev.error_detail = Some(err.to_string());
             return;
         }
     };
-    ctx.stats.dnp3.count_pdu(app.function.0);
+    ctx.stats[DNP3].count_pdu(app.function.0);
     ev.app_function = Some(app.function.0);
     ev.app_function_name = app.function.name();
     ev.app_seq = Some(app.control.seq());
@@ -393,7 +396,7 @@ fn app_event(ev: &mut Dnp3Event, fragment: &[u8], ctx: &mut Ctx<'_>) {
         // Still walk the objects: malformed ones are counted either way.
         for obj in app.objects() {
             if let Err(err) = obj {
-                ctx.stats.dnp3.count_error(err.as_str());
+                ctx.stats[DNP3].count_error(err.as_str());
                 break;
             }
         }
@@ -411,7 +414,7 @@ fn app_event(ev: &mut Dnp3Event, fragment: &[u8], ctx: &mut Ctx<'_>) {
             Ok(obj) => objects.push(object_json(&obj, &mut budget)),
             Err(err) => {
                 // Object parsing stops at the first header it cannot read.
-                ctx.stats.dnp3.count_error(err.as_str());
+                ctx.stats[DNP3].count_error(err.as_str());
                 ev.error = Some(err.as_str());
                 ev.error_detail = Some(err.to_string());
                 break;

@@ -3,7 +3,10 @@
 
 pub mod dnp3;
 pub mod modbus;
+pub mod registry;
 pub mod s7;
+
+pub use registry::{Dissector, ProtoId, ProtoSpec, PROTOCOLS};
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -100,111 +103,59 @@ impl Ctx<'_> {
     }
 }
 
-/// The protocols otwatch dissects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proto {
-    Modbus,
-    Dnp3,
-    S7,
-}
-
-impl Proto {
-    /// The protocol whose server listens on `port`.
-    pub fn for_server_port(port: u16) -> Option<Proto> {
-        match port {
-            otwatch_parsers::modbus::DEFAULT_PORT => Some(Proto::Modbus),
-            dnp3::DEFAULT_PORT => Some(Proto::Dnp3),
-            s7::DEFAULT_PORT => Some(Proto::S7),
-            _ => None,
-        }
-    }
-
-    /// A protocol recognised from the first payload of a flow on a port that names none, and
-    /// whether the sender is the client (master). Only protocols whose framing validates itself
-    /// strongly are probed: DNP3 (start bytes and a header CRC).
-    pub fn probe(payload: &[u8]) -> Option<(Proto, bool)> {
-        dnp3::probe(payload).map(|from_master| (Proto::Dnp3, from_master))
-    }
-}
-
-/// The application protocol state of one flow.
+/// The application protocol state of one flow: its protocol's dissector, or none (the flow is
+/// only counted).
 #[derive(Debug)]
-pub enum App {
-    /// Not a protocol otwatch dissects: the flow is only counted.
-    None,
-    Modbus(Box<modbus::ModbusFlow>),
-    Dnp3(Box<dnp3::Dnp3Flow>),
-    S7(Box<s7::S7Flow>),
-}
+pub struct App(Option<(ProtoId, Box<dyn Dissector>)>);
 
 impl App {
     /// The dissector for a protocol. Validation happens inside it: bytes on port 502 that never
     /// parse as Modbus produce no Modbus events.
-    pub fn new(proto: Option<Proto>) -> App {
-        match proto {
-            Some(Proto::Modbus) => App::Modbus(Box::default()),
-            Some(Proto::Dnp3) => App::Dnp3(Box::default()),
-            Some(Proto::S7) => App::S7(Box::default()),
-            None => App::None,
-        }
+    pub fn new(proto: Option<ProtoId>) -> App {
+        App(proto.and_then(|p| Some((p, (p.spec().new?)()))))
     }
 
     pub fn is_none(&self) -> bool {
-        matches!(self, App::None)
+        self.0.is_none()
     }
 
     /// Whether `port` is one a server of a dissected protocol listens on.
     pub fn is_server_port(port: u16) -> bool {
-        Proto::for_server_port(port).is_some()
+        ProtoId::for_server_port(port).is_some()
     }
 
     /// Stream data in order; returns how many bytes were consumed. The rest is presented again,
     /// followed by more data, on the next call.
     pub fn on_stream_data(&mut self, ctx: &mut Ctx<'_>, dir: Dir, data: &[u8]) -> usize {
-        match self {
-            App::None => data.len(),
-            App::Modbus(m) => m.on_stream_data(ctx, dir, data),
-            App::Dnp3(d) => d.on_stream_data(ctx, dir, data),
-            App::S7(s) => s.on_stream_data(ctx, dir, data),
+        match &mut self.0 {
+            None => data.len(),
+            Some((_, d)) => d.on_stream_data(ctx, dir, data),
         }
     }
 
     /// A datagram (UDP): every PDU is inside it.
     pub fn on_datagram(&mut self, ctx: &mut Ctx<'_>, dir: Dir, data: &[u8]) {
-        match self {
-            App::None | App::S7(_) => {}
-            App::Modbus(m) => m.on_datagram(ctx, dir, data),
-            App::Dnp3(d) => d.on_datagram(ctx, dir, data),
+        if let Some((_, d)) = &mut self.0 {
+            d.on_datagram(ctx, dir, data);
         }
     }
 
     /// Bytes of the stream in `dir` were lost: any partial PDU is gone; resynchronise.
     pub fn on_gap(&mut self, ctx: &mut Ctx<'_>, dir: Dir) {
-        match self {
-            App::None => {}
-            App::Modbus(m) => m.on_gap(ctx, dir),
-            App::Dnp3(d) => d.on_gap(ctx, dir),
-            App::S7(s) => s.on_gap(ctx, dir),
+        if let Some((_, d)) = &mut self.0 {
+            d.on_gap(ctx, dir);
         }
     }
 
     /// The most bytes the dissector may leave unconsumed (a partial PDU).
     pub fn max_buffered(&self) -> usize {
-        match self {
-            App::None => 0,
-            App::Modbus(_) => otwatch_parsers::modbus::MAX_ADU_LEN,
-            App::Dnp3(_) => dnp3::MAX_BUFFERED,
-            App::S7(_) => s7::MAX_BUFFERED,
-        }
+        self.0.as_ref().map_or(0, |(p, _)| p.spec().max_buffered)
     }
 
     /// The flow ends (evicted, or the capture is over).
     pub fn on_close(&mut self, ctx: &mut Ctx<'_>) {
-        match self {
-            App::None => {}
-            App::Modbus(m) => m.on_close(ctx),
-            App::Dnp3(d) => d.on_close(ctx),
-            App::S7(s) => s.on_close(ctx),
+        if let Some((_, d)) = &mut self.0 {
+            d.on_close(ctx);
         }
     }
 }

@@ -7,6 +7,7 @@
 //! invalid PDU are reported as malformed events (and counted); framing garbage is skipped, counted,
 //! and reported once per episode.
 
+use crate::dissect::registry::MODBUS;
 use std::collections::VecDeque;
 
 use otwatch_parsers::modbus::{
@@ -79,8 +80,8 @@ fn direction(dir: Dir) -> Direction {
     }
 }
 
-impl ModbusFlow {
-    pub fn on_stream_data(&mut self, ctx: &mut Ctx<'_>, dir: Dir, data: &[u8]) -> usize {
+impl super::Dissector for ModbusFlow {
+    fn on_stream_data(&mut self, ctx: &mut Ctx<'_>, dir: Dir, data: &[u8]) -> usize {
         let d = dir.index();
         let mut off = 0;
         while off < data.len() {
@@ -120,7 +121,7 @@ impl ModbusFlow {
                 AduResult::Invalid(err) => {
                     if self.confirmed && !self.garbage_reported[d] {
                         self.garbage_reported[d] = true;
-                        ctx.stats.modbus.count_error(err.as_str());
+                        ctx.stats[MODBUS].count_error(err.as_str());
                         if ctx.sink.wants_events() {
                             let mut ev = ctx.event("modbus", dir);
                             let tid = rest
@@ -145,29 +146,31 @@ impl ModbusFlow {
         off
     }
 
-    pub fn on_datagram(&mut self, ctx: &mut Ctx<'_>, dir: Dir, data: &[u8]) {
+    fn on_datagram(&mut self, ctx: &mut Ctx<'_>, dir: Dir, data: &[u8]) {
         // Modbus over UDP: one or more whole ADUs per datagram, never split.
         self.resync[dir.index()] = true;
         self.framed_in_row[dir.index()] = 0;
         let used = self.on_stream_data(ctx, dir, data);
         if used < data.len() {
-            ctx.stats.modbus.resync_skipped_bytes += (data.len() - used) as u64;
+            ctx.stats[MODBUS].resync_skipped_bytes += (data.len() - used) as u64;
         }
     }
 
-    pub fn on_gap(&mut self, _ctx: &mut Ctx<'_>, dir: Dir) {
+    fn on_gap(&mut self, _ctx: &mut Ctx<'_>, dir: Dir) {
         self.resync[dir.index()] = true;
         self.framed_in_row[dir.index()] = 0;
     }
 
-    pub fn on_close(&mut self, ctx: &mut Ctx<'_>) {
+    fn on_close(&mut self, ctx: &mut Ctx<'_>) {
         if !self.confirmed {
-            ctx.stats.modbus.unidentified_flows += 1;
-            ctx.stats.modbus.unconfirmed_pdus_discarded += self.deferred.len() as u64;
+            ctx.stats[MODBUS].unidentified_flows += 1;
+            ctx.stats[MODBUS].unconfirmed_pdus_discarded += self.deferred.len() as u64;
             self.deferred.clear();
         }
     }
+}
 
+impl ModbusFlow {
     /// The flow just proved to be Modbus: report what was held back, in order.
     fn confirm(&mut self, ctx: &mut Ctx<'_>) {
         self.confirmed = true;
@@ -177,7 +180,7 @@ impl ModbusFlow {
     }
 
     fn skipped(&mut self, ctx: &mut Ctx<'_>, _dir: Dir, n: usize) {
-        ctx.stats.modbus.resync_skipped_bytes += n as u64;
+        ctx.stats[MODBUS].resync_skipped_bytes += n as u64;
     }
 
     fn on_adu(&mut self, ctx: &mut Ctx<'_>, dir: Dir, adu: &ModbusAdu<'_>) {
@@ -193,9 +196,9 @@ impl ModbusFlow {
                 if !self.confirmed {
                     self.confirm(ctx);
                 }
-                ctx.stats.modbus.count_pdu(fc);
+                ctx.stats[MODBUS].count_pdu(fc);
                 if pdu.exception().is_some() {
-                    ctx.stats.modbus.exceptions += 1;
+                    ctx.stats[MODBUS].exceptions += 1;
                 }
                 let pending = match dir {
                     Dir::ToServer => {
@@ -257,15 +260,15 @@ impl ModbusFlow {
                 } else if self.deferred.len() < MAX_DEFERRED {
                     self.deferred.push(d);
                 } else {
-                    ctx.stats.modbus.unconfirmed_pdus_discarded += 1;
+                    ctx.stats[MODBUS].unconfirmed_pdus_discarded += 1;
                 }
             }
         }
     }
 
     fn confirmed_malformed(&mut self, ctx: &mut Ctx<'_>, d: Deferred) {
-        ctx.stats.modbus.count_pdu(d.function);
-        ctx.stats.modbus.count_error(d.reason);
+        ctx.stats[MODBUS].count_pdu(d.function);
+        ctx.stats[MODBUS].count_error(d.reason);
         if let Some(ev) = d.event {
             ctx.sink.emit(ev);
             ctx.stats.events += 1;
@@ -285,7 +288,7 @@ impl ModbusFlow {
             .retain(|p| p.transaction_id != header.transaction_id);
         if self.outstanding.len() >= MAX_OUTSTANDING {
             self.outstanding.pop_front();
-            ctx.stats.modbus.outstanding_bound_drops += 1;
+            ctx.stats[MODBUS].outstanding_bound_drops += 1;
         }
         self.outstanding.push_back(Pending {
             transaction_id: header.transaction_id,
@@ -307,7 +310,7 @@ impl ModbusFlow {
         match i.and_then(|i| self.outstanding.remove(i)) {
             Some(p) => Some(p),
             None => {
-                ctx.stats.modbus.unmatched_responses += 1;
+                ctx.stats[MODBUS].unmatched_responses += 1;
                 None
             }
         }

@@ -7,6 +7,7 @@
 //! jobs are remembered by PDU reference (bounded) so that their ack_data carries the items'
 //! addresses next to the values or return codes.
 
+use crate::dissect::registry::{S7COMM, S7COMMPLUS};
 use std::collections::VecDeque;
 
 use otwatch_parsers::s7::{
@@ -246,8 +247,8 @@ fn text(data: &[u8]) -> String {
     String::from_utf8_lossy(s7::trim_text(data)).into_owned()
 }
 
-impl S7Flow {
-    pub fn on_stream_data(&mut self, ctx: &mut Ctx<'_>, dir: Dir, data: &[u8]) -> usize {
+impl super::Dissector for S7Flow {
+    fn on_stream_data(&mut self, ctx: &mut Ctx<'_>, dir: Dir, data: &[u8]) -> usize {
         let d = dir.index();
         let mut off = 0;
         while off < data.len() {
@@ -255,13 +256,13 @@ impl S7Flow {
             if self.resync[d] {
                 match s7::find_tpkt_resync(rest) {
                     Some(skip) => {
-                        ctx.stats.s7comm.resync_skipped_bytes += skip as u64;
+                        ctx.stats[S7COMM].resync_skipped_bytes += skip as u64;
                         off += skip;
                         self.resync[d] = false;
                     }
                     None => {
                         let skip = rest.len().saturating_sub(s7::RESYNC_PROBE_LEN - 1);
-                        ctx.stats.s7comm.resync_skipped_bytes += skip as u64;
+                        ctx.stats[S7COMM].resync_skipped_bytes += skip as u64;
                         return off + skip;
                     }
                 }
@@ -274,7 +275,7 @@ impl S7Flow {
                 }
                 TpktResult::Incomplete { .. } => break,
                 TpktResult::Invalid(err) => {
-                    ctx.stats.s7comm.count_error(err.as_str());
+                    ctx.stats[S7COMM].count_error(err.as_str());
                     self.resync[d] = true;
                 }
             }
@@ -282,17 +283,19 @@ impl S7Flow {
         off
     }
 
-    pub fn on_gap(&mut self, ctx: &mut Ctx<'_>, dir: Dir) {
+    fn on_gap(&mut self, ctx: &mut Ctx<'_>, dir: Dir) {
         let d = dir.index();
         self.resync[d] = true;
         self.release(ctx, d);
     }
 
-    pub fn on_close(&mut self, ctx: &mut Ctx<'_>) {
+    fn on_close(&mut self, ctx: &mut Ctx<'_>) {
         self.release(ctx, 0);
         self.release(ctx, 1);
     }
+}
 
+impl S7Flow {
     /// Drop what one direction holds (a partial COTP message, SZL pieces), with its accounting.
     fn release(&mut self, ctx: &mut Ctx<'_>, d: usize) {
         let szl: usize = self.szl[d].iter().map(|(_, b)| b.len()).sum();
@@ -307,11 +310,11 @@ impl S7Flow {
         let cotp = match s7::parse_cotp(tpdu) {
             Ok(c) => c,
             Err(err) => {
-                ctx.stats.s7comm.count_error(err.kind.as_str());
+                ctx.stats[S7COMM].count_error(err.kind.as_str());
                 return;
             }
         };
-        ctx.stats.s7comm.count("cotp_tpdus");
+        ctx.stats[S7COMM].count("cotp_tpdus");
         let mut ev = CotpEvent {
             pdu_type: cotp.pdu_type.0,
             pdu_type_name: cotp.pdu_type.name(),
@@ -331,14 +334,14 @@ impl S7Flow {
                         self.on_payload(ctx, dir, tsdu);
                     }
                     Reassembled::InProgress => {}
-                    Reassembled::Discarded(reason) => ctx.stats.s7comm.count(reason.as_str()),
+                    Reassembled::Discarded(reason) => ctx.stats[S7COMM].count(reason.as_str()),
                 }
                 let held = &mut ctx.stats.tcp.s7_reassembly_bytes;
                 *held = (*held + r.buffered() as u64).saturating_sub(before);
                 if *held > MAX_REASSEMBLY_BYTES_TOTAL {
                     *held = held.saturating_sub(r.buffered() as u64);
                     release = true;
-                    ctx.stats.s7comm.count("reassembly_budget_drops");
+                    ctx.stats[S7COMM].count("reassembly_budget_drops");
                 }
                 self.cotp[d] = if release { CotpReassembler::new() } else { r };
                 return;
@@ -372,12 +375,12 @@ impl S7Flow {
         match s7::parse_s7_payload(payload) {
             Ok(S7Payload::S7comm(pdu)) => self.on_s7comm(ctx, dir, &pdu),
             Ok(S7Payload::S7commPlus(pdu)) => on_s7plus(ctx, dir, &pdu),
-            Ok(S7Payload::Other(_)) => ctx.stats.s7comm.count("other_iso_payloads"),
+            Ok(S7Payload::Other(_)) => ctx.stats[S7COMM].count("other_iso_payloads"),
             Err(err) => {
                 let proto = if payload.first() == Some(&s7::S7PLUS_PROTOCOL_ID) {
-                    &mut ctx.stats.s7commplus
+                    &mut ctx.stats[S7COMMPLUS]
                 } else {
-                    &mut ctx.stats.s7comm
+                    &mut ctx.stats[S7COMM]
                 };
                 proto.count_error(err.kind.as_str());
                 if ctx.sink.wants_events() && payload.first() == Some(&s7::S7COMM_PROTOCOL_ID) {
@@ -401,12 +404,12 @@ impl S7Flow {
         let function = pdu.function();
         // PDUs by parameter function; userdata (no parameter function) and bare acks apart.
         match (h.rosctr, function) {
-            (_, Some(f)) => ctx.stats.s7comm.count_pdu(f.0),
-            (s7::Rosctr::USERDATA, None) => ctx.stats.s7comm.count("userdata_pdus"),
-            _ => ctx.stats.s7comm.count("acks_without_parameters"),
+            (_, Some(f)) => ctx.stats[S7COMM].count_pdu(f.0),
+            (s7::Rosctr::USERDATA, None) => ctx.stats[S7COMM].count("userdata_pdus"),
+            _ => ctx.stats[S7COMM].count("acks_without_parameters"),
         }
         if h.error.is_some_and(|e| e.is_error()) {
-            ctx.stats.s7comm.exceptions += 1;
+            ctx.stats[S7COMM].exceptions += 1;
         }
         if !ctx.sink.wants_events() {
             return;
@@ -560,7 +563,7 @@ impl S7Flow {
                     let (_, old) = pieces.remove(0);
                     let gauge = &mut ctx.stats.tcp.s7_reassembly_bytes;
                     *gauge = gauge.saturating_sub(old.len() as u64);
-                    ctx.stats.s7comm.count("szl_reassembly_bound_drops");
+                    ctx.stats[S7COMM].count("szl_reassembly_bound_drops");
                 }
                 pieces.push((dur, data.data.to_vec()));
                 ctx.stats.tcp.s7_reassembly_bytes += data.data.len() as u64;
@@ -573,7 +576,7 @@ impl S7Flow {
                 {
                     *gauge = gauge.saturating_sub(buf.len() as u64);
                     pieces.remove(i);
-                    ctx.stats.s7comm.count("szl_reassembly_bound_drops");
+                    ctx.stats[S7COMM].count("szl_reassembly_bound_drops");
                     clear_szl(out);
                     return;
                 }
@@ -798,15 +801,10 @@ fn component_name(index: u16) -> Option<&'static str> {
 fn on_s7plus(ctx: &mut Ctx<'_>, dir: Dir, pdu: &S7PlusPdu<'_>) {
     let message = pdu.message();
     match message.and_then(|m| m.function) {
-        Some(f) => ctx
-            .stats
-            .s7commplus
-            .count(f.name().unwrap_or("other_function")),
-        None => ctx.stats.s7commplus.count("without_function"),
+        Some(f) => ctx.stats[S7COMMPLUS].count(f.name().unwrap_or("other_function")),
+        None => ctx.stats[S7COMMPLUS].count("without_function"),
     }
-    ctx.stats
-        .s7commplus
-        .count_pdu(message.map_or(0, |m| m.opcode.0));
+    ctx.stats[S7COMMPLUS].count_pdu(message.map_or(0, |m| m.opcode.0));
     if !ctx.sink.wants_events() {
         return;
     }

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::decode::{Decoded, Transport};
-use crate::dissect::{App, Ctx, Dir, Endpoints, Proto};
+use crate::dissect::{App, Ctx, Dir, Endpoints, ProtoId};
 use crate::event::EventSink;
 use crate::stats::Stats;
 use tcp::TcpStream;
@@ -57,7 +57,7 @@ pub struct Flow {
     source: Arc<str>,
     pub app: App,
     /// Set when the protocol was recognised by probing rather than by port.
-    probed: Option<(Proto, bool)>,
+    probed: Option<(ProtoId, bool)>,
     /// Any payload seen: a flow without it is half-open or empty, the first to go when the
     /// table is full.
     carried_data: bool,
@@ -143,14 +143,14 @@ impl FlowTable {
         // The protocol from a well-known port; failing that, a flow already found by probing;
         // failing that, probe this payload (DNP3 on a non-standard port validates itself).
         let mut probed = None;
-        if Proto::for_server_port(dport).is_none()
-            && Proto::for_server_port(sport).is_none()
+        if ProtoId::for_server_port(dport).is_none()
+            && ProtoId::for_server_port(sport).is_none()
             && !self.flows.contains_key(&key)
         {
             let payload = match pkt.transport {
                 Transport::Tcp { payload, .. } | Transport::Udp { payload, .. } => payload,
             };
-            match Proto::probe(payload) {
+            match ProtoId::probe(payload) {
                 Some(found) => probed = Some(found),
                 None => {
                     stats.flows.untracked_packets += 1;
@@ -329,7 +329,7 @@ fn new_flow(
     sender: (IpAddr, u16),
     receiver: (IpAddr, u16),
     info: &PacketInfo<'_>,
-    probed: Option<(Proto, bool)>,
+    probed: Option<(ProtoId, bool)>,
 ) -> Flow {
     let flags = match pkt.transport {
         Transport::Tcp { flags, .. } => Some(flags),
@@ -365,7 +365,11 @@ fn new_flow(
         last_seen: info.ts_nanos,
         last_frame: info.frame,
         source: Arc::clone(info.source),
-        app: App::new(probed.map(|(p, _)| p).or(Proto::for_server_port(server.1))),
+        app: App::new(
+            probed
+                .map(|(p, _)| p)
+                .or(ProtoId::for_server_port(server.1)),
+        ),
         probed,
         carried_data: false,
         streams: Default::default(),

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use otwatch_models::learn::{FastMap, Pending, PollKey};
 use otwatch_models::{Channel, Kind, Observation};
 
-use crate::stats::{ProtoStats, Stats};
+use crate::stats::Stats;
 
 mod server;
 pub mod web_config;
@@ -422,12 +422,7 @@ pub struct Inputs<'a> {
 }
 
 fn proto_families(stats: &Stats, out: &mut Vec<Family>) {
-    let protos: [(&str, &ProtoStats); 4] = [
-        ("modbus", &stats.modbus),
-        ("dnp3", &stats.dnp3),
-        ("s7comm", &stats.s7comm),
-        ("s7commplus", &stats.s7commplus),
-    ];
+    let protos = crate::dissect::ProtoId::all().map(|p| (p.spec().name, &stats[p]));
     let mut pdus = Family::new(
         "otwatch_pdus_total",
         MetricKind::Counter,

@@ -1,0 +1,162 @@
+//! The protocol registry: the one table of the protocols otwatch reports. The flow table asks it
+//! which dissector a flow gets (by server port, or by probing the first payload); the counters
+//! (`Stats`), the summary and the metrics iterate over it. Adding a protocol is a line here;
+//! docs/protocols.md has the whole recipe.
+
+use super::{Ctx, Dir};
+
+/// A protocol's per-flow state, fed in order: reassembled stream data (TCP), or datagrams (UDP).
+pub trait Dissector: std::fmt::Debug + Send {
+    /// Stream data in order; returns how many bytes were consumed. The rest is presented again,
+    /// followed by more data, on the next call.
+    fn on_stream_data(&mut self, ctx: &mut Ctx<'_>, dir: Dir, data: &[u8]) -> usize;
+    /// A datagram: every PDU is inside it. Ignored by stream-only protocols.
+    fn on_datagram(&mut self, _ctx: &mut Ctx<'_>, _dir: Dir, _data: &[u8]) {}
+    /// Bytes of the stream in `dir` were lost: any partial PDU is gone; resynchronise.
+    fn on_gap(&mut self, ctx: &mut Ctx<'_>, dir: Dir);
+    /// The flow ends (evicted, or the capture is over).
+    fn on_close(&mut self, ctx: &mut Ctx<'_>);
+}
+
+/// A protocol's place in [`PROTOCOLS`], and of its counters in `Stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProtoId(pub usize);
+
+/// Recognises a protocol in a payload: `Some(sender is the client)`.
+pub type Probe = fn(&[u8]) -> Option<bool>;
+
+/// What otwatch knows about one protocol.
+pub struct ProtoSpec {
+    /// The events' `proto` and the metrics' `proto` label.
+    pub name: &'static str,
+    /// Its lines in the summary.
+    pub heading: &'static str,
+    /// Ports its servers listen on.
+    pub ports: &'static [u16],
+    /// Recognises the protocol from a flow's first payload on any port, and says whether the
+    /// sender is the client (master). Only for protocols whose framing validates itself strongly.
+    pub probe: Option<Probe>,
+    /// The name of a function code (the code counted per PDU).
+    pub function_name: fn(u8) -> Option<&'static str>,
+    /// The most bytes its dissector may leave unconsumed (a partial PDU).
+    pub max_buffered: usize,
+    /// A dissector for a new flow; `None` for a protocol carried inside another's flows
+    /// (S7comm-plus, found by the S7 dissector on port 102).
+    pub new: Option<fn() -> Box<dyn Dissector>>,
+}
+
+pub const MODBUS: ProtoId = ProtoId(0);
+pub const DNP3: ProtoId = ProtoId(1);
+pub const S7COMM: ProtoId = ProtoId(2);
+pub const S7COMMPLUS: ProtoId = ProtoId(3);
+/// How many protocols the table holds.
+pub const COUNT: usize = 4;
+
+fn modbus_function(fc: u8) -> Option<&'static str> {
+    otwatch_parsers::modbus::FunctionCode(fc).name()
+}
+
+fn dnp3_function(fc: u8) -> Option<&'static str> {
+    otwatch_parsers::dnp3::AppFunction(fc).name()
+}
+
+fn s7_function(fc: u8) -> Option<&'static str> {
+    otwatch_parsers::s7::FunctionCode(fc).name()
+}
+
+fn s7plus_opcode(op: u8) -> Option<&'static str> {
+    otwatch_parsers::s7::PlusOpcode(op).name()
+}
+
+/// Every protocol, in [`ProtoId`] order.
+pub static PROTOCOLS: [ProtoSpec; COUNT] = [
+    ProtoSpec {
+        name: "modbus",
+        heading: "modbus",
+        ports: &[otwatch_parsers::modbus::DEFAULT_PORT],
+        probe: None,
+        function_name: modbus_function,
+        max_buffered: otwatch_parsers::modbus::MAX_ADU_LEN,
+        new: Some(|| Box::<super::modbus::ModbusFlow>::default()),
+    },
+    ProtoSpec {
+        name: "dnp3",
+        heading: "dnp3",
+        ports: &[super::dnp3::DEFAULT_PORT],
+        probe: Some(super::dnp3::probe),
+        function_name: dnp3_function,
+        max_buffered: super::dnp3::MAX_BUFFERED,
+        new: Some(|| Box::<super::dnp3::Dnp3Flow>::default()),
+    },
+    ProtoSpec {
+        name: "s7comm",
+        heading: "s7comm",
+        ports: &[super::s7::DEFAULT_PORT],
+        probe: None,
+        function_name: s7_function,
+        max_buffered: super::s7::MAX_BUFFERED,
+        new: Some(|| Box::<super::s7::S7Flow>::default()),
+    },
+    ProtoSpec {
+        name: "s7commplus",
+        heading: "s7comm-plus (by opcode)",
+        ports: &[],
+        probe: None,
+        function_name: s7plus_opcode,
+        max_buffered: 0,
+        new: None,
+    },
+];
+
+impl ProtoId {
+    pub fn spec(self) -> &'static ProtoSpec {
+        &PROTOCOLS[self.0]
+    }
+
+    /// Every protocol, in table order.
+    pub fn all() -> impl Iterator<Item = ProtoId> {
+        (0..COUNT).map(ProtoId)
+    }
+
+    /// The protocol with a dissector whose server listens on `port`.
+    pub fn for_server_port(port: u16) -> Option<ProtoId> {
+        Self::all().find(|p| p.spec().new.is_some() && p.spec().ports.contains(&port))
+    }
+
+    /// A protocol recognised from the first payload of a flow on a port that names none, and
+    /// whether the sender is the client (master).
+    pub fn probe(payload: &[u8]) -> Option<(ProtoId, bool)> {
+        Self::all().find_map(|p| {
+            let probe = p.spec().probe?;
+            probe(payload).map(|from_client| (p, from_client))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_consistent() {
+        let names: std::collections::BTreeSet<&str> = PROTOCOLS.iter().map(|p| p.name).collect();
+        assert_eq!(names.len(), COUNT, "names are unique");
+        for p in ProtoId::all() {
+            let spec = p.spec();
+            if spec.new.is_some() {
+                assert!(spec.max_buffered > 0, "{}", spec.name);
+                for port in spec.ports {
+                    assert_eq!(ProtoId::for_server_port(*port), Some(p), "{}", spec.name);
+                }
+            }
+        }
+        assert_eq!(ProtoId::for_server_port(502), Some(MODBUS));
+        assert_eq!(ProtoId::for_server_port(20000), Some(DNP3));
+        assert_eq!(ProtoId::for_server_port(102), Some(S7COMM));
+        assert_eq!(ProtoId::for_server_port(80), None);
+        assert_eq!(
+            (MODBUS.spec().function_name)(3),
+            Some("read_holding_registers")
+        );
+    }
+}
