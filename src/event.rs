@@ -149,35 +149,7 @@ impl Serialize for Direction {
     }
 }
 
-/// The typed record of one PDU: its protocol's own structure. Serialised as one member named
-/// after the protocol (`"modbus": {...}`), or none for a conversation of an undissected
-/// protocol.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Pdu {
-    /// A conversation of a protocol otwatch does not dissect (`tcp`/`udp` events).
-    Conversation,
-    Modbus(ModbusEvent),
-    Dnp3(crate::dissect::dnp3::Dnp3Event),
-    S7comm(crate::dissect::s7::S7Event),
-    S7commplus(crate::dissect::s7::S7PlusEvent),
-    Cotp(crate::dissect::s7::CotpEvent),
-}
-
-impl Serialize for Pdu {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut m = s.serialize_map(None)?;
-        match self {
-            Pdu::Conversation => {}
-            Pdu::Modbus(x) => m.serialize_entry("modbus", x)?,
-            Pdu::Dnp3(x) => m.serialize_entry("dnp3", x)?,
-            Pdu::S7comm(x) => m.serialize_entry("s7comm", x)?,
-            Pdu::S7commplus(x) => m.serialize_entry("s7commplus", x)?,
-            Pdu::Cotp(x) => m.serialize_entry("cotp", x)?,
-        }
-        m.end()
-    }
-}
+pub use crate::dissect::registry::Pdu;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Event {
@@ -199,45 +171,6 @@ pub struct Event {
     pub dst_mac: Option<Mac>,
     #[serde(flatten)]
     pub pdu: Pdu,
-}
-
-impl Event {
-    pub fn modbus(&self) -> Option<&ModbusEvent> {
-        match &self.pdu {
-            Pdu::Modbus(x) => Some(x),
-            _ => None,
-        }
-    }
-    pub fn modbus_mut(&mut self) -> Option<&mut ModbusEvent> {
-        match &mut self.pdu {
-            Pdu::Modbus(x) => Some(x),
-            _ => None,
-        }
-    }
-    pub fn dnp3(&self) -> Option<&crate::dissect::dnp3::Dnp3Event> {
-        match &self.pdu {
-            Pdu::Dnp3(x) => Some(x),
-            _ => None,
-        }
-    }
-    pub fn s7comm(&self) -> Option<&crate::dissect::s7::S7Event> {
-        match &self.pdu {
-            Pdu::S7comm(x) => Some(x),
-            _ => None,
-        }
-    }
-    pub fn s7commplus(&self) -> Option<&crate::dissect::s7::S7PlusEvent> {
-        match &self.pdu {
-            Pdu::S7commplus(x) => Some(x),
-            _ => None,
-        }
-    }
-    pub fn cotp(&self) -> Option<&crate::dissect::s7::CotpEvent> {
-        match &self.pdu {
-            Pdu::Cotp(x) => Some(x),
-            _ => None,
-        }
-    }
 }
 
 /// The order of the events a flush delivers (the end of the input, or a capture that starts

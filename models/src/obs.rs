@@ -43,10 +43,11 @@ impl Proto {
     /// What `unit` means on a channel of this protocol, for messages.
     pub fn unit_name(self) -> &'static str {
         match self {
-            Proto::Modbus => "unit",
             Proto::Dnp3 => "link addresses",
             Proto::S7comm | Proto::S7commplus => "rack/slot",
             Proto::Tcp | Proto::Udp => "port",
+            // Modbus, and a new protocol until it says otherwise.
+            _ => "unit",
         }
     }
 
@@ -85,7 +86,7 @@ impl Proto {
                 };
                 format!("{name}{bits}")
             }
-            Proto::Tcp | Proto::Udp => format!("space{space}"),
+            _ => format!("space{space}"),
         }
     }
 
@@ -95,7 +96,7 @@ impl Proto {
             Proto::Modbus => matches!(space, 0 | 1),
             Proto::Dnp3 => matches!(space, 1 | 2 | 10 | 12),
             Proto::S7comm | Proto::S7commplus => space & S7_BIT_SPACE != 0,
-            Proto::Tcp | Proto::Udp => false,
+            _ => false,
         }
     }
 }

@@ -1,7 +1,10 @@
 //! The protocol registry: the one table of the protocols otwatch reports. The flow table asks it
 //! which dissector a flow gets (by server port, or by probing the first payload); the counters
 //! (`Stats`), the summary and the metrics iterate over it. Adding a protocol is a line here;
-//! docs/protocols.md has the whole recipe.
+//! docs/protocols.md has the whole recipe. The typed records the dissectors hand on are one
+//! enum, [`Pdu`], kept here beside the table.
+
+use serde::Serialize;
 
 use super::{Ctx, Dir};
 
@@ -107,6 +110,75 @@ pub static PROTOCOLS: [ProtoSpec; COUNT] = [
         new: None,
     },
 ];
+
+/// The typed record of one PDU: its protocol's own structure. Serialised as one member named
+/// after the protocol (`"modbus": {...}`), or none for a conversation of an undissected
+/// protocol.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pdu {
+    /// A conversation of a protocol otwatch does not dissect (`tcp`/`udp` events).
+    Conversation,
+    Modbus(crate::event::ModbusEvent),
+    Dnp3(super::dnp3::Dnp3Event),
+    S7comm(super::s7::S7Event),
+    S7commplus(super::s7::S7PlusEvent),
+    Cotp(super::s7::CotpEvent),
+}
+
+impl Serialize for Pdu {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        match self {
+            Pdu::Conversation => {}
+            Pdu::Modbus(x) => m.serialize_entry("modbus", x)?,
+            Pdu::Dnp3(x) => m.serialize_entry("dnp3", x)?,
+            Pdu::S7comm(x) => m.serialize_entry("s7comm", x)?,
+            Pdu::S7commplus(x) => m.serialize_entry("s7commplus", x)?,
+            Pdu::Cotp(x) => m.serialize_entry("cotp", x)?,
+        }
+        m.end()
+    }
+}
+
+impl crate::event::Event {
+    pub fn modbus(&self) -> Option<&crate::event::ModbusEvent> {
+        match &self.pdu {
+            Pdu::Modbus(x) => Some(x),
+            _ => None,
+        }
+    }
+    pub fn modbus_mut(&mut self) -> Option<&mut crate::event::ModbusEvent> {
+        match &mut self.pdu {
+            Pdu::Modbus(x) => Some(x),
+            _ => None,
+        }
+    }
+    pub fn dnp3(&self) -> Option<&super::dnp3::Dnp3Event> {
+        match &self.pdu {
+            Pdu::Dnp3(x) => Some(x),
+            _ => None,
+        }
+    }
+    pub fn s7comm(&self) -> Option<&super::s7::S7Event> {
+        match &self.pdu {
+            Pdu::S7comm(x) => Some(x),
+            _ => None,
+        }
+    }
+    pub fn s7commplus(&self) -> Option<&super::s7::S7PlusEvent> {
+        match &self.pdu {
+            Pdu::S7commplus(x) => Some(x),
+            _ => None,
+        }
+    }
+    pub fn cotp(&self) -> Option<&super::s7::CotpEvent> {
+        match &self.pdu {
+            Pdu::Cotp(x) => Some(x),
+            _ => None,
+        }
+    }
+}
 
 impl ProtoId {
     pub fn spec(self) -> &'static ProtoSpec {
