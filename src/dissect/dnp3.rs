@@ -105,17 +105,17 @@ pub struct Dnp3Object {
 pub struct Dnp3Flow {
     /// Per direction: the next bytes must be searched for a link header.
     resync: [bool; 2],
-    reassemblers: HashMap<(u16, u16, bool), TransportReassembler>,
+    reassemblers: HashMap<(u16, u16, bool), TransportReassembler, foldhash::fast::RandomState>,
     /// Channels whose current fragment overflowed (reported once).
-    overflowing: HashSet<(u16, u16, bool)>,
+    overflowing: HashSet<(u16, u16, bool), foldhash::fast::RandomState>,
 }
 
 impl Default for Dnp3Flow {
     fn default() -> Self {
         Dnp3Flow {
             resync: [true, true],
-            reassemblers: HashMap::new(),
-            overflowing: HashSet::new(),
+            reassemblers: HashMap::default(),
+            overflowing: HashSet::default(),
         }
     }
 }

@@ -190,9 +190,19 @@ impl ProtoId {
         (0..COUNT).map(ProtoId)
     }
 
-    /// The protocol with a dissector whose server listens on `port`.
+    /// The protocol with a dissector whose server listens on `port` (asked for every packet:
+    /// a flat list of the table's ports, built once).
     pub fn for_server_port(port: u16) -> Option<ProtoId> {
-        Self::all().find(|p| p.spec().new.is_some() && p.spec().ports.contains(&port))
+        static PORTS: std::sync::OnceLock<Vec<(u16, ProtoId)>> = std::sync::OnceLock::new();
+        PORTS
+            .get_or_init(|| {
+                Self::all()
+                    .filter(|p| p.spec().new.is_some())
+                    .flat_map(|p| p.spec().ports.iter().map(move |&port| (port, p)))
+                    .collect()
+            })
+            .iter()
+            .find_map(|&(q, p)| (q == port).then_some(p))
     }
 
     /// A protocol recognised from the first payload of a flow on a port that names none, and
