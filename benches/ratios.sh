@@ -1,0 +1,47 @@
+#!/bin/sh
+# The pipeline's ratios, measured in one run as whole processes, interleaved, page cache warm:
+#   dissection / floor (pcapwalk sum), detection / dissection, 1 worker / 2 workers.
+# Absolute times drift on a shared machine; the ratios within one run are the figures.
+#
+#   benches/ratios.sh CAPTURE [LEARN] [ROUNDS]
+#
+# CAPTURE: e.g. /tmp/bench-ics.pcap (churn) or a steady-state capture (benches/README.md).
+# LEARN: the learning window for detection (default 60s). ROUNDS: default 5; medians reported.
+# Needs: a release build (cargo build --release) and pcapwalk built from ../shared/bench/pcapwalk
+# (PCAPWALK=path, default /tmp/pcapwalk/target/release/pcapwalk).
+set -eu
+cap=${1:?usage: ratios.sh CAPTURE [LEARN] [ROUNDS]}
+learn=${2:-60s}
+rounds=${3:-5}
+otw=${OTWATCH:-target/release/otwatch}
+walk=${PCAPWALK:-/tmp/pcapwalk/target/release/pcapwalk}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+secs() { # command... -> elapsed seconds on stdout
+    s=$(date +%s.%N)
+    "$@" >/dev/null 2>&1
+    e=$(date +%s.%N)
+    echo "$e - $s" | bc -l
+}
+
+"$walk" sum "$cap" >/dev/null # warm the page cache
+packets=$("$otw" replay "$cap" 2>&1 | sed -n 's/.* \([0-9]*\) packets,.*/\1/p' | head -1)
+i=0
+while [ "$i" -lt "$rounds" ]; do
+    secs "$walk" sum "$cap" >>"$tmp/walk"
+    secs "$otw" replay --quiet "$cap" >>"$tmp/dissect"
+    secs "$otw" replay --quiet --workers 2 "$cap" >>"$tmp/dissect2"
+    secs "$otw" replay --quiet --learn "$learn" --alerts /dev/null "$cap" >>"$tmp/detect"
+    secs "$otw" replay --quiet --workers 2 --learn "$learn" --alerts /dev/null "$cap" >>"$tmp/detect2"
+    i=$((i + 1))
+done
+median() { sort -n "$1" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+w=$(median "$tmp/walk"); d=$(median "$tmp/dissect"); d2=$(median "$tmp/dissect2")
+t=$(median "$tmp/detect"); t2=$(median "$tmp/detect2")
+echo "capture: $cap ($packets packets), learn $learn, medians of $rounds rounds"
+printf 'pcapwalk sum          %8.3f s  %12.0f packets/s\n' "$w" "$(echo "$packets / $w" | bc -l)"
+printf 'dissect, 1 worker     %8.3f s  %12.0f packets/s  %5.2fx the floor\n' "$d" "$(echo "$packets / $d" | bc -l)" "$(echo "$d / $w" | bc -l)"
+printf 'dissect, 2 workers    %8.3f s  %12.0f packets/s  %5.2fx faster than 1\n' "$d2" "$(echo "$packets / $d2" | bc -l)" "$(echo "$d / $d2" | bc -l)"
+printf 'detect, 1 worker      %8.3f s  %12.0f packets/s  %5.2fx dissection\n' "$t" "$(echo "$packets / $t" | bc -l)" "$(echo "$t / $d" | bc -l)"
+printf 'detect, 2 workers     %8.3f s  %12.0f packets/s  %5.2fx faster than 1\n' "$t2" "$(echo "$packets / $t2" | bc -l)" "$(echo "$t / $t2" | bc -l)"
