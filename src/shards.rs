@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use otwatch_models::Observation;
 
+use crate::detection::observe::observe;
 use crate::detection::{Detection, TickClock};
 use crate::event::{Event, EventSink, FlushKey};
-use crate::observe::observe;
 use crate::pipeline::Pipeline;
 use crate::stats::{Merge, Stats};
 

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+pub mod alerts;
 pub mod evidence;
 
 /// Bumped by SIGHUP: every [`OutputFile`] that saw an older value reopens its path.

@@ -7,17 +7,19 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use otwatch_models::{Alert, Engine};
-use serde_json::json;
 
-use crate::event::{Event, EventSink, Timestamp};
-use crate::metrics::{
-    families, ChannelMetrics, DetectionState, Inputs, LiveCounters, MetricsServer,
-    OpenMetricsRecorder,
-};
-use crate::observe::observe;
+pub use crate::output::alerts::alert_json;
+pub use hub::MetricsHub;
+
+mod hub;
+pub mod observe;
+
+use crate::event::{Event, EventSink};
+use crate::metrics::LiveCounters;
 use crate::output::evidence::{EvidenceRing, EVIDENCE_MAX_FILES};
 use crate::output::{OutputFile, OutputHealth, OutputKind};
 use crate::stats::Stats;
+use observe::observe;
 
 /// The detection clock is advanced by packets at least this often (capture time).
 const TICK_EVERY_NANOS: i64 = 250_000_000;
@@ -35,85 +37,6 @@ impl TickClock {
             false
         }
     }
-}
-
-/// The metrics are published at most this often.
-const PUBLISH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// The metrics side of a run: per-channel series, the HTTP server, the OpenMetrics recorder.
-pub struct MetricsHub {
-    pub channels: ChannelMetrics,
-    pub server: Option<MetricsServer>,
-    pub recorder: Option<OpenMetricsRecorder>,
-    pub recorder_path: Option<PathBuf>,
-    pub live: Option<LiveCounters>,
-    pub workers: Vec<u64>,
-    capture_ts: i64,
-    active_flows: usize,
-    packets: u64,
-    last_publish: std::time::Instant,
-}
-
-impl MetricsHub {
-    pub fn new(max_channels: usize) -> Self {
-        MetricsHub {
-            channels: ChannelMetrics::new(max_channels),
-            server: None,
-            recorder: None,
-            recorder_path: None,
-            live: None,
-            workers: Vec::new(),
-            capture_ts: 0,
-            active_flows: 0,
-            packets: 0,
-            last_publish: std::time::Instant::now(),
-        }
-    }
-
-    fn families(
-        &self,
-        stats: &Stats,
-        state: &DetectionState,
-        outputs: &OutputHealth,
-    ) -> Vec<crate::metrics::Family> {
-        families(&Inputs {
-            stats,
-            active_flows: self.active_flows,
-            capture_ts: self.capture_ts,
-            live: self.live,
-            workers: &self.workers,
-            channels: Some(&self.channels),
-            detection: state,
-            outputs: Some(outputs),
-        })
-    }
-}
-
-/// The JSON line of an alert (docs/alerts.md).
-pub fn alert_json(a: &Alert) -> serde_json::Value {
-    let mut v = json!({
-        "ts": Timestamp(a.ts).to_string(),
-        "id": a.id,
-        "kind": a.kind,
-        "type": a.r#type,
-        "severity": a.severity,
-        "proto": a.proto,
-        "src_ip": a.src_ip,
-        "dst_ip": a.dst_ip,
-        "source": &*a.source,
-        "frames": a.frames,
-        "message": a.message,
-        "learned": a.learned,
-        "observed": a.observed,
-        "count": a.count,
-        "first_seen": Timestamp(a.first_seen).to_string(),
-        "last_seen": Timestamp(a.last_seen).to_string(),
-        "repeat": a.repeat,
-    });
-    if let (Some(e), Some(m)) = (&a.evidence, v.as_object_mut()) {
-        m.insert("evidence".into(), json!(e));
-    }
-    v
 }
 
 /// Detection state of one run: the engine, where alerts go, evidence.
@@ -365,42 +288,6 @@ impl Detection {
         s
     }
 
-    /// Metrics only (no detection).
-    pub fn metrics_only(hub: MetricsHub) -> Self {
-        let mut d = Detection::new(Engine::learning(Default::default()), None);
-        d.engine = None;
-        d.metrics = Some(hub);
-        d
-    }
-
-    /// The detection state, for the metrics.
-    fn detection_state(&self) -> DetectionState {
-        let Some(engine) = &self.engine else {
-            return DetectionState::default();
-        };
-        let baseline = engine.baseline();
-        // Every type is exported from the start, at 0, so that `increase()` sees its first
-        // alert (a series that appears with value 1 has no increase to show).
-        let mut alerts = self.counts.clone();
-        for t in otwatch_models::alert::TYPES {
-            let kind = match Alert::kind_of(t) {
-                otwatch_models::AlertKind::Integrity => "integrity",
-                otwatch_models::AlertKind::Availability => "availability",
-            };
-            alerts
-                .entry((kind, t, Alert::default_severity(t).name()))
-                .or_insert(0);
-        }
-        DetectionState {
-            enabled: true,
-            learning: engine.is_learning(),
-            learned_until: baseline.map(|b| b.learned_until),
-            baseline_channels: baseline.map_or(0, |b| b.channels.len()),
-            alerts,
-            bounds_hit: engine.bounds_hit().to_vec(),
-        }
-    }
-
     /// After each packet: publish metrics about once a second, record OpenMetrics samples when
     /// one is due in capture time.
     pub fn after_packet(&mut self, stats: &Stats, active_flows: usize, ts: i64) {
@@ -410,88 +297,6 @@ impl Detection {
             self.tick(ts);
         }
         self.metrics_progress(1, ts, || (stats.clone(), active_flows));
-    }
-
-    /// `packets` more packets were handled, the last at capture time `ts`: publishes the
-    /// metrics about once a second, and records an OpenMetrics sample when one is due.
-    /// `counters` gives the pipeline's counters and open flows, asked for only then.
-    pub fn metrics_progress(
-        &mut self,
-        packets: u64,
-        ts: i64,
-        counters: impl FnOnce() -> (Stats, usize),
-    ) {
-        let Some(m) = &mut self.metrics else { return };
-        m.capture_ts = ts;
-        let before = m.packets;
-        m.packets += packets;
-        let publish = m.server.is_some()
-            && (before / 16 != m.packets / 16)
-            && m.last_publish.elapsed() >= PUBLISH_EVERY;
-        let record = m.recorder.as_ref().is_some_and(|r| r.due(ts));
-        if publish || record {
-            let (stats, active_flows) = counters();
-            let stats = &stats;
-            let state = self.detection_state();
-            let Some(m) = &mut self.metrics else { return };
-            m.active_flows = active_flows;
-            let fams = m.families(stats, &state, &self.outputs);
-            if record {
-                if let Some(r) = &mut m.recorder {
-                    r.record(ts, &fams);
-                }
-            }
-            if publish {
-                m.last_publish = std::time::Instant::now();
-                if let Some(srv) = &m.server {
-                    srv.publish(fams);
-                }
-            }
-        }
-    }
-
-    /// Publishes the metrics now (counters merged from live workers, about once a second).
-    pub fn publish(&mut self, stats: &Stats, active_flows: usize, ts: i64) {
-        let state = self.detection_state();
-        let Some(m) = &mut self.metrics else { return };
-        m.capture_ts = ts;
-        m.active_flows = active_flows;
-        m.last_publish = std::time::Instant::now();
-        let fams = m.families(stats, &state, &self.outputs);
-        if let Some(srv) = &m.server {
-            srv.publish(fams);
-        }
-    }
-
-    /// Capture counters of a live source and the packets handed to each worker.
-    pub fn set_live(&mut self, counters: LiveCounters, per_worker: &[u64]) {
-        if let Some(m) = &mut self.metrics {
-            m.live = Some(counters);
-            m.workers.clear();
-            m.workers.extend_from_slice(per_worker);
-        }
-    }
-
-    /// End of the run for the metrics: the last publication and sample, and the OpenMetrics
-    /// file written.
-    pub fn finish_metrics(&mut self, stats: &Stats, active_flows: usize) -> std::io::Result<()> {
-        let state = self.detection_state();
-        let Some(m) = &mut self.metrics else {
-            return Ok(());
-        };
-        m.active_flows = active_flows;
-        let fams = m.families(stats, &state, &self.outputs);
-        if let Some(srv) = &m.server {
-            srv.publish_final(fams.clone());
-        }
-        if let (Some(r), Some(path)) = (&mut m.recorder, &m.recorder_path) {
-            r.record(m.capture_ts.max(1), &fams);
-            let f = std::fs::File::create(path)
-                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-            r.write(&mut std::io::BufWriter::new(f))
-                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        }
-        Ok(())
     }
 }
 
@@ -539,45 +344,5 @@ impl EventSink for DetectSink<'_> {
         if self.inner.wants_events() {
             self.inner.emit(event);
         }
-    }
-}
-
-/// `60`, `90s`, `15m`, `2h`, `1d` into nanoseconds.
-pub fn parse_duration(s: &str) -> Result<i64, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: not a duration (e.g. 90s, 15m, 2h, 1d)"))?;
-    let mult = match unit {
-        "s" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        "d" => 86_400.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (s, m, h, d)")),
-    };
-    let nanos = n * mult * 1e9;
-    if !nanos.is_finite() || nanos < 0.0 || nanos > i64::MAX as f64 {
-        return Err(format!("{s:?}: out of range"));
-    }
-    Ok(nanos as i64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90"), Ok(90_000_000_000));
-        assert_eq!(parse_duration("90s"), Ok(90_000_000_000));
-        assert_eq!(parse_duration("1.5m"), Ok(90_000_000_000));
-        assert_eq!(parse_duration("2h"), Ok(7_200_000_000_000));
-        assert_eq!(parse_duration("1d"), Ok(86_400_000_000_000));
-        assert!(parse_duration("x").is_err());
-        assert!(parse_duration("5y").is_err());
     }
 }

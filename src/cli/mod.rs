@@ -1,0 +1,210 @@
+//! The command line: flags, and nothing else (main.rs dispatches, the other files here run
+//! the commands).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use otwatch::duration::parse_duration;
+
+pub(crate) mod live;
+pub(crate) mod outputs;
+pub(crate) mod replay;
+
+/// Passive monitor for industrial (OT) networks: Modbus/TCP, DNP3, S7comm.
+#[derive(Parser)]
+#[command(name = "otwatch", version, about)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Replay pcap/pcapng captures (plain or gzip) through the dissectors.
+    Replay {
+        /// Capture files, read in the order given (flows continue across them).
+        #[arg(required = true, value_name = "PCAP")]
+        pcaps: Vec<PathBuf>,
+        /// Write one JSON object per protocol PDU (JSON Lines) to PATH, or to stdout with `-`.
+        #[arg(long, value_name = "PATH|-")]
+        events: Option<PathBuf>,
+        /// Do not print the summary on stderr.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Dissect with N worker threads. Each owns the flows between the host pairs hashed to
+        /// it; one more thread reads, puts the workers' output back in capture order and runs
+        /// detection, so events and alerts are those of one worker.
+        #[arg(long, default_value_t = 1, value_name = "N", value_parser = parse_workers)]
+        workers: usize,
+        #[command(flatten)]
+        detect: DetectArgs,
+        #[command(flatten)]
+        metrics: MetricsArgs,
+        /// Replay pace: `max` (as fast as possible), `realtime`, or a factor (`10` = ten times
+        /// faster than the capture).
+        #[arg(long, default_value = "max", value_name = "realtime|max|FACTOR")]
+        speed: String,
+        /// Keep serving /metrics this long after the input ends (e.g. `30s`), so a scraper
+        /// sees the final values.
+        #[arg(long, value_name = "DURATION", requires = "metrics")]
+        metrics_hold: Option<String>,
+        /// Write every metric family as OpenMetrics samples with capture timestamps (every 10 s
+        /// of capture time) to FILE, for `promtool tsdb create-blocks-from openmetrics`.
+        #[arg(long, value_name = "FILE")]
+        openmetrics: Option<PathBuf>,
+    },
+    /// Learn a baseline from captures of normal operation.
+    Learn {
+        #[arg(required = true, value_name = "PCAP")]
+        pcaps: Vec<PathBuf>,
+        /// Where to write the baseline (JSON, written atomically).
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// Alerts raised while learning (commands, malformed PDUs) as JSON Lines.
+        #[arg(long, value_name = "PATH|-")]
+        alerts: Option<PathBuf>,
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Inspect a saved baseline.
+    Baseline {
+        #[command(subcommand)]
+        command: BaselineCommand,
+    },
+    /// Capture live from an interface (a SPAN/mirror port) through an AF_PACKET ring. Passive:
+    /// the socket never transmits. Stops on SIGINT/SIGTERM, flushing events and the summary.
+    Live {
+        /// Interface to capture on.
+        #[arg(short, long, value_name = "IFACE")]
+        interface: String,
+        /// Write one JSON object per protocol PDU (JSON Lines) to PATH, or to stdout with `-`.
+        #[arg(long, value_name = "PATH|-")]
+        events: Option<PathBuf>,
+        /// Do not print the summary on stderr.
+        #[arg(long, short)]
+        quiet: bool,
+        /// After opening the capture socket, drop privileges to this user.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// Ring: number of blocks (of --block-size bytes each).
+        #[arg(long, default_value_t = 16)]
+        ring_blocks: u32,
+        /// Ring block size in bytes (a multiple of the page size).
+        #[arg(long, default_value_t = 4 * 1024 * 1024)]
+        block_size: u32,
+        /// Do not put the interface in promiscuous mode.
+        #[arg(long)]
+        no_promiscuous: bool,
+        /// Capture through libpcap instead of the AF_PACKET ring (builds with `--features libpcap`).
+        #[arg(long)]
+        libpcap: bool,
+        /// BPF filter (tcpdump syntax); implies --libpcap.
+        #[arg(long, value_name = "EXPR")]
+        bpf: Option<String>,
+        /// Dissect with N worker threads fed from the ring without copying (the capture thread
+        /// hashes host pairs to workers, a worker whose queue is full loses the packet, counted;
+        /// it merges their output back into capture order and runs detection).
+        #[arg(long, default_value_t = 1, value_name = "N", value_parser = parse_workers)]
+        workers: usize,
+        #[command(flatten)]
+        detect: DetectArgs,
+        #[command(flatten)]
+        metrics: MetricsArgs,
+    },
+}
+
+/// `--workers`: at least one.
+pub(crate) fn parse_workers(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("0 workers would dissect nothing: give at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?}: expected a number of worker threads")),
+    }
+}
+
+/// `--learn`: a duration longer than zero.
+pub(crate) fn parse_learn(s: &str) -> Result<String, String> {
+    match parse_duration(s)? {
+        0 => Err(
+            "a learning window of 0 learns nothing: give a duration such as 10m, or use --baseline"
+                .into(),
+        ),
+        _ => Ok(s.to_string()),
+    }
+}
+
+/// Metrics options, shared by `replay` and `live` (docs/metrics.md).
+#[derive(clap::Args, Default)]
+pub(crate) struct MetricsArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics: `PORT` binds loopback, `HOST:PORT` binds
+    /// as given.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics: Option<String>,
+    /// Per-channel series at most; observations of further channels are counted in
+    /// otwatch_metrics_channels_overflow_total.
+    #[arg(long, default_value_t = otwatch::metrics::DEFAULT_MAX_CHANNELS, value_name = "N")]
+    pub(crate) metrics_max_channels: usize,
+    /// TLS and basic auth for /metrics: a Prometheus exporter-toolkit web config (YAML, as
+    /// node_exporter's --web.config.file).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "metrics",
+        alias = "web.config.file"
+    )]
+    pub(crate) web_config: Option<PathBuf>,
+}
+
+/// `realtime`, `max` or a positive factor.
+pub(crate) fn parse_speed(s: &str) -> Result<Option<f64>, String> {
+    match s {
+        "max" => Ok(None),
+        "realtime" => Ok(Some(1.0)),
+        f => match f.parse::<f64>() {
+            Ok(x) if x > 0.0 && x.is_finite() => Ok(Some(x)),
+            _ => Err(format!(
+                "--speed {s:?}: expected realtime, max or a positive factor"
+            )),
+        },
+    }
+}
+
+#[derive(Subcommand)]
+pub(crate) enum BaselineCommand {
+    /// What a baseline holds, for a person.
+    Show {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+/// Detection options, shared by `replay` and `live`. Detection runs when any of them is given.
+#[derive(clap::Args, Default)]
+pub(crate) struct DetectArgs {
+    /// Write alerts (JSON Lines, docs/alerts.md) to PATH, or to stdout with `-`.
+    #[arg(long, value_name = "PATH|-")]
+    pub(crate) alerts: Option<PathBuf>,
+    /// Detect against this saved baseline from the first packet.
+    #[arg(long, value_name = "FILE", conflicts_with = "learn")]
+    pub(crate) baseline: Option<PathBuf>,
+    /// Learn from the first DURATION of capture time (e.g. 10m, 2h), then detect.
+    #[arg(long, value_name = "DURATION", value_parser = parse_learn)]
+    pub(crate) learn: Option<String>,
+    /// Save the baseline in use at the end (learned, or the one loaded).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) save_baseline: Option<PathBuf>,
+    /// Write a small pcap of the packets behind each alert into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) evidence: Option<PathBuf>,
+}
+
+impl DetectArgs {
+    pub(crate) fn enabled(&self) -> bool {
+        self.alerts.is_some()
+            || self.baseline.is_some()
+            || self.learn.is_some()
+            || self.save_baseline.is_some()
+            || self.evidence.is_some()
+    }
+}

@@ -1,0 +1,215 @@
+//! Outputs of a run: opened and checked before the input, summarised and accounted for after.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use otwatch::detection::{Detection, MetricsHub};
+use otwatch::duration::parse_duration;
+use otwatch::event::JsonLinesSink;
+use otwatch::output::{check_writable, OutputFile, OutputHealth, OutputKind};
+use otwatch_models::{Baseline, Engine, EngineConfig};
+
+use super::{DetectArgs, MetricsArgs};
+
+/// Checks, before any input is read, that every file written at the end can be written:
+/// `--save-baseline` / `learn -o` and `--openmetrics`. (Events, alerts and evidence are opened
+/// or probed when they are set up.)
+pub(crate) fn check_late_outputs(
+    detect: &DetectArgs,
+    openmetrics: Option<&PathBuf>,
+) -> Result<(), String> {
+    if let Some(p) = &detect.save_baseline {
+        check_writable(p, "baseline")?;
+    }
+    if let Some(p) = openmetrics {
+        check_writable(p, "--openmetrics")?;
+    }
+    Ok(())
+}
+
+/// The detection and metrics state the options ask for, if any.
+pub(crate) fn build_analysis(
+    args: &DetectArgs,
+    metrics: &MetricsArgs,
+    openmetrics: Option<&PathBuf>,
+    health: &Arc<OutputHealth>,
+) -> Result<Option<Detection>, String> {
+    let hub = if metrics.metrics.is_some() || openmetrics.is_some() {
+        let mut hub = MetricsHub::new(metrics.metrics_max_channels);
+        if let Some(addr) = &metrics.metrics {
+            let web = metrics
+                .web_config
+                .as_deref()
+                .map(otwatch::metrics::web_config::WebConfig::load)
+                .transpose()?;
+            hub.server = Some(otwatch::metrics::MetricsServer::start(addr, web)?);
+        }
+        if let Some(path) = openmetrics {
+            hub.recorder = Some(otwatch::metrics::OpenMetricsRecorder::new(10.0));
+            hub.recorder_path = Some(path.clone());
+        }
+        Some(hub)
+    } else {
+        None
+    };
+    let mut det = build_detection(args, health)?;
+    match (&mut det, hub) {
+        (Some(d), hub) => d.metrics = hub,
+        (None, Some(hub)) => det = Some(Detection::metrics_only(hub)),
+        (None, None) => {}
+    }
+    if let Some(d) = &mut det {
+        d.outputs = Arc::clone(health);
+    }
+    Ok(det)
+}
+
+/// The detection state the options ask for, if any.
+pub(crate) fn build_detection(
+    args: &DetectArgs,
+    health: &Arc<OutputHealth>,
+) -> Result<Option<Detection>, String> {
+    if !args.enabled() {
+        return Ok(None);
+    }
+    let config = EngineConfig {
+        learn_for: args.learn.as_deref().map(parse_duration).transpose()?,
+        ..EngineConfig::default()
+    };
+    let engine = match &args.baseline {
+        Some(path) => Engine::detecting(Baseline::load(path).map_err(|e| e.to_string())?, config),
+        None => Engine::learning(config),
+    };
+    let out = match &args.alerts {
+        Some(p) => Some(OutputFile::open(OutputKind::Alerts, p, Arc::clone(health))?),
+        None => None,
+    };
+    Ok(Some(Detection::new(engine, out)))
+}
+
+/// Ends detection: flushes alerts, saves the baseline if asked; the summary lines.
+pub(crate) fn finish_detection(det: Option<&mut Detection>, args: &DetectArgs) -> String {
+    let Some(det) = det else { return String::new() };
+    let baseline = det.finish();
+    if let Some(why) = det
+        .metrics
+        .as_ref()
+        .and_then(|m| m.server.as_ref())
+        .and_then(|s| s.failure())
+    {
+        det.outputs.fail(OutputKind::MetricsServer, 1, &why);
+    }
+    let mut text = det.summary();
+    if let Some(line) = baseline.as_ref().and_then(|b| b.unlearned.describe()) {
+        text.push_str(&format!("  warning: baseline {line}\n"));
+    }
+    if let (Some(path), Some(b)) = (&args.save_baseline, &baseline) {
+        match b.save(path) {
+            Ok(()) => text.push_str(&format!(
+                "  baseline: {} channels written to {}\n",
+                b.channels.len(),
+                path.display()
+            )),
+            Err(e) => det.outputs.fail(OutputKind::Baseline, 1, &e),
+        }
+    }
+    if args.alerts.is_none() && det.counts.values().any(|n| *n > 0) {
+        text.push_str(
+            "  warning: alerts were raised but not written anywhere: give --alerts PATH (or - for stdout)\n",
+        );
+    }
+    text
+}
+
+/// The summary's lines about the outputs: events written, and every output that failed.
+pub(crate) fn outputs_summary(events: Option<&JsonLinesSink>, health: &OutputHealth) -> String {
+    let mut s = String::new();
+    if let Some(j) = events {
+        let to = j
+            .out
+            .path()
+            .map_or_else(|| "stdout".to_string(), |p| p.display().to_string());
+        s.push_str(&format!("  events written: {} to {to}\n", j.out.lines));
+    }
+    for line in health.report() {
+        s.push_str(&format!("  FAILED: {line}\n"));
+    }
+    s
+}
+
+/// Prints to stdout; a reader that went away (`| head`) is not an error.
+pub(crate) fn print_stdout(text: &str) -> ExitCode {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => fail(format_args!("writing to stdout: {e}")),
+    }
+}
+
+pub(crate) fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("otwatch: error: {msg}");
+    ExitCode::FAILURE
+}
+
+/// Every output of a run, opened (or checked, for those written at the end) before the first
+/// packet is read: detection with its alerts, evidence and metrics, the evidence rings the
+/// workers record into, the events sink.
+pub(crate) fn open_outputs(
+    detect: &DetectArgs,
+    metrics: &MetricsArgs,
+    openmetrics: Option<&PathBuf>,
+    events: Option<&PathBuf>,
+    health: &Arc<OutputHealth>,
+    workers: usize,
+) -> Result<RunOutputs, String> {
+    check_late_outputs(detect, openmetrics)?;
+    let mut detection = build_analysis(detect, metrics, openmetrics, health)?;
+    let mut rings = None;
+    if let (Some(det), Some(dir)) = (&mut detection, &detect.evidence) {
+        rings = Some(
+            det.with_evidence_rings(dir, workers)
+                .map_err(|e| format!("--evidence {}: {e}", dir.display()))?,
+        );
+    }
+    let json = match events {
+        Some(p) => Some(JsonLinesSink::new(OutputFile::open(
+            OutputKind::Events,
+            p,
+            Arc::clone(health),
+        )?)),
+        None => None,
+    };
+    Ok((detection, rings, json))
+}
+
+/// The evidence rings of a run, one per worker.
+pub(crate) type EvidenceRings = Vec<Arc<std::sync::Mutex<otwatch::output::evidence::EvidenceRing>>>;
+/// Detection (with alerts, evidence and metrics), the evidence rings, the events sink.
+pub(crate) type RunOutputs = (
+    Option<Detection>,
+    Option<EvidenceRings>,
+    Option<JsonLinesSink>,
+);
+
+/// A run whose outputs failed exits non-zero, whatever else went well.
+pub(crate) fn outputs_exit(health: &OutputHealth, code: ExitCode) -> ExitCode {
+    if health.total() > 0 {
+        return fail(format_args!(
+            "{} output writes failed: {}",
+            health.total(),
+            health.report().join("; ")
+        ));
+    }
+    code
+}
+
+/// A warning when the run never left its learning window: nothing was detected.
+pub(crate) fn learning_warning(det: &Detection, detect: &DetectArgs) -> Option<String> {
+    let engine = det.engine.as_ref()?;
+    let window = detect.learn.as_deref()?;
+    engine.is_learning().then(|| {
+        format!("  warning: the capture ended inside the learning window (--learn {window}): nothing was detected; learn for less, or learn once and detect with --baseline\n")
+    })
+}

@@ -1,0 +1,112 @@
+//! `otwatch replay` and `otwatch learn`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use otwatch::detection::DetectSink;
+use otwatch::event::{EventSink, NullSink};
+use otwatch::output::{OutputHealth, OutputKind};
+use otwatch::pipeline::Pipeline;
+use otwatch::{replay, summary};
+
+use super::outputs::*;
+use super::{DetectArgs, MetricsArgs};
+
+/// Replay options beyond detection.
+#[derive(Default)]
+pub(crate) struct ReplayOptions {
+    pub(crate) speed: Option<f64>,
+    pub(crate) hold: Option<i64>,
+    pub(crate) openmetrics: Option<PathBuf>,
+    pub(crate) metrics: MetricsArgs,
+}
+
+pub(crate) fn run_replay(
+    pcaps: &[PathBuf],
+    events: Option<PathBuf>,
+    quiet: bool,
+    workers: usize,
+    detect: &DetectArgs,
+    opts: &ReplayOptions,
+    command: &str,
+) -> ExitCode {
+    // First: a signal during setup must not kill the run half-way through opening its outputs.
+    otwatch::signals::install();
+    let health = Arc::new(OutputHealth::default());
+    let (mut detection, rings, mut json) = match open_outputs(
+        detect,
+        &opts.metrics,
+        opts.openmetrics.as_ref(),
+        events.as_ref(),
+        &health,
+        workers,
+    ) {
+        Ok(o) => o,
+        Err(e) => return fail(e),
+    };
+    if opts.speed.is_some() && workers > 1 {
+        return fail("--speed paces one worker: drop --workers");
+    }
+    let mut pipeline = Pipeline::new();
+    pipeline.evidence = rings.as_ref().and_then(|r| r.first().cloned());
+    let mut null = NullSink;
+    let inner: &mut dyn EventSink = match &mut json {
+        Some(j) => j,
+        None => &mut null,
+    };
+    let report = match &mut detection {
+        _ if workers > 1 => {
+            let mut stage = otwatch::shards::Stage {
+                detection: detection.as_mut(),
+                events: inner,
+            };
+            otwatch::parallel::replay_sharded(pcaps, &mut stage, workers, rings)
+        }
+        Some(det) => {
+            let mut sink = DetectSink {
+                detection: det,
+                inner,
+            };
+            replay::replay_paced(pcaps, &mut sink, &mut pipeline, opts.speed)
+        }
+        None => replay::replay_paced(pcaps, inner, &mut pipeline, opts.speed),
+    };
+    let mut code = ExitCode::SUCCESS;
+    if let Some(det) = &mut detection {
+        if let Err(e) = det.finish_metrics(&report.stats, report.active_flows_at_end) {
+            health.fail(OutputKind::OpenMetrics, 1, &e);
+        }
+    }
+    let warning = detection.as_ref().and_then(|d| learning_warning(d, detect));
+    let mut det_summary = finish_detection(detection.as_mut(), detect);
+    det_summary.push_str(warning.as_deref().unwrap_or_default());
+    if let Some(j) = &mut json {
+        j.out.finish();
+    }
+    if !quiet {
+        let heading = format!("otwatch {command}: {} file(s),", report.files.len());
+        let mut text = summary::render(&report, &heading);
+        text.push_str(&det_summary);
+        text.push_str(&outputs_summary(json.as_ref(), &health));
+        let _ = std::io::stderr().write_all(text.as_bytes());
+    }
+    for e in report.errors() {
+        code = fail(e);
+    }
+    if report.interrupted {
+        code = fail("interrupted by a signal before the end of the input (what was read is in the outputs, flushed)");
+    }
+    // Keep /metrics up for the last scrapes.
+    if let (Some(hold), Some(det)) = (opts.hold, &detection) {
+        if det.metrics.as_ref().is_some_and(|m| m.server.is_some()) {
+            let until =
+                std::time::Instant::now() + std::time::Duration::from_nanos(hold.max(0) as u64);
+            while std::time::Instant::now() < until && !otwatch::signals::stop_requested() {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+    outputs_exit(&health, code)
+}

@@ -1,0 +1,186 @@
+//! The metrics side of detection: per-channel series, the /metrics server and the OpenMetrics
+//! recorder, fed by the same observations as the engine, and published about once a second.
+
+use std::path::PathBuf;
+
+use otwatch_models::{Alert, Engine};
+
+use super::Detection;
+use crate::metrics::{
+    families, ChannelMetrics, DetectionState, Inputs, LiveCounters, MetricsServer,
+    OpenMetricsRecorder,
+};
+use crate::output::OutputHealth;
+use crate::stats::Stats;
+
+/// The metrics are published at most this often.
+const PUBLISH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The metrics side of a run: per-channel series, the HTTP server, the OpenMetrics recorder.
+pub struct MetricsHub {
+    pub channels: ChannelMetrics,
+    pub server: Option<MetricsServer>,
+    pub recorder: Option<OpenMetricsRecorder>,
+    pub recorder_path: Option<PathBuf>,
+    pub live: Option<LiveCounters>,
+    pub workers: Vec<u64>,
+    pub(super) capture_ts: i64,
+    pub(super) active_flows: usize,
+    pub(super) packets: u64,
+    pub(super) last_publish: std::time::Instant,
+}
+
+impl MetricsHub {
+    pub fn new(max_channels: usize) -> Self {
+        MetricsHub {
+            channels: ChannelMetrics::new(max_channels),
+            server: None,
+            recorder: None,
+            recorder_path: None,
+            live: None,
+            workers: Vec::new(),
+            capture_ts: 0,
+            active_flows: 0,
+            packets: 0,
+            last_publish: std::time::Instant::now(),
+        }
+    }
+
+    fn families(
+        &self,
+        stats: &Stats,
+        state: &DetectionState,
+        outputs: &OutputHealth,
+    ) -> Vec<crate::metrics::Family> {
+        families(&Inputs {
+            stats,
+            active_flows: self.active_flows,
+            capture_ts: self.capture_ts,
+            live: self.live,
+            workers: &self.workers,
+            channels: Some(&self.channels),
+            detection: state,
+            outputs: Some(outputs),
+        })
+    }
+}
+
+impl Detection {
+    /// Metrics only (no detection).
+    pub fn metrics_only(hub: MetricsHub) -> Self {
+        let mut d = Detection::new(Engine::learning(Default::default()), None);
+        d.engine = None;
+        d.metrics = Some(hub);
+        d
+    }
+
+    /// The detection state, for the metrics.
+    fn detection_state(&self) -> DetectionState {
+        let Some(engine) = &self.engine else {
+            return DetectionState::default();
+        };
+        let baseline = engine.baseline();
+        // Every type is exported from the start, at 0, so that `increase()` sees its first
+        // alert (a series that appears with value 1 has no increase to show).
+        let mut alerts = self.counts.clone();
+        for t in otwatch_models::alert::TYPES {
+            let kind = match Alert::kind_of(t) {
+                otwatch_models::AlertKind::Integrity => "integrity",
+                otwatch_models::AlertKind::Availability => "availability",
+            };
+            alerts
+                .entry((kind, t, Alert::default_severity(t).name()))
+                .or_insert(0);
+        }
+        DetectionState {
+            enabled: true,
+            learning: engine.is_learning(),
+            learned_until: baseline.map(|b| b.learned_until),
+            baseline_channels: baseline.map_or(0, |b| b.channels.len()),
+            alerts,
+            bounds_hit: engine.bounds_hit().to_vec(),
+        }
+    }
+
+    /// `packets` more packets were handled, the last at capture time `ts`: publishes the
+    /// metrics about once a second, and records an OpenMetrics sample when one is due.
+    /// `counters` gives the pipeline's counters and open flows, asked for only then.
+    pub fn metrics_progress(
+        &mut self,
+        packets: u64,
+        ts: i64,
+        counters: impl FnOnce() -> (Stats, usize),
+    ) {
+        let Some(m) = &mut self.metrics else { return };
+        m.capture_ts = ts;
+        let before = m.packets;
+        m.packets += packets;
+        let publish = m.server.is_some()
+            && (before / 16 != m.packets / 16)
+            && m.last_publish.elapsed() >= PUBLISH_EVERY;
+        let record = m.recorder.as_ref().is_some_and(|r| r.due(ts));
+        if publish || record {
+            let (stats, active_flows) = counters();
+            let stats = &stats;
+            let state = self.detection_state();
+            let Some(m) = &mut self.metrics else { return };
+            m.active_flows = active_flows;
+            let fams = m.families(stats, &state, &self.outputs);
+            if record {
+                if let Some(r) = &mut m.recorder {
+                    r.record(ts, &fams);
+                }
+            }
+            if publish {
+                m.last_publish = std::time::Instant::now();
+                if let Some(srv) = &m.server {
+                    srv.publish(fams);
+                }
+            }
+        }
+    }
+
+    /// Publishes the metrics now (counters merged from live workers, about once a second).
+    pub fn publish(&mut self, stats: &Stats, active_flows: usize, ts: i64) {
+        let state = self.detection_state();
+        let Some(m) = &mut self.metrics else { return };
+        m.capture_ts = ts;
+        m.active_flows = active_flows;
+        m.last_publish = std::time::Instant::now();
+        let fams = m.families(stats, &state, &self.outputs);
+        if let Some(srv) = &m.server {
+            srv.publish(fams);
+        }
+    }
+
+    /// Capture counters of a live source and the packets handed to each worker.
+    pub fn set_live(&mut self, counters: LiveCounters, per_worker: &[u64]) {
+        if let Some(m) = &mut self.metrics {
+            m.live = Some(counters);
+            m.workers.clear();
+            m.workers.extend_from_slice(per_worker);
+        }
+    }
+
+    /// End of the run for the metrics: the last publication and sample, and the OpenMetrics
+    /// file written.
+    pub fn finish_metrics(&mut self, stats: &Stats, active_flows: usize) -> std::io::Result<()> {
+        let state = self.detection_state();
+        let Some(m) = &mut self.metrics else {
+            return Ok(());
+        };
+        m.active_flows = active_flows;
+        let fams = m.families(stats, &state, &self.outputs);
+        if let Some(srv) = &m.server {
+            srv.publish_final(fams.clone());
+        }
+        if let (Some(r), Some(path)) = (&mut m.recorder, &m.recorder_path) {
+            r.record(m.capture_ts.max(1), &fams);
+            let f = std::fs::File::create(path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            r.write(&mut std::io::BufWriter::new(f))
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,33 @@
+//! Alert lines (JSON Lines, docs/alerts.md).
+
+use otwatch_models::Alert;
+use serde_json::json;
+
+use crate::event::Timestamp;
+
+/// The JSON line of an alert (docs/alerts.md).
+pub fn alert_json(a: &Alert) -> serde_json::Value {
+    let mut v = json!({
+        "ts": Timestamp(a.ts).to_string(),
+        "id": a.id,
+        "kind": a.kind,
+        "type": a.r#type,
+        "severity": a.severity,
+        "proto": a.proto,
+        "src_ip": a.src_ip,
+        "dst_ip": a.dst_ip,
+        "source": &*a.source,
+        "frames": a.frames,
+        "message": a.message,
+        "learned": a.learned,
+        "observed": a.observed,
+        "count": a.count,
+        "first_seen": Timestamp(a.first_seen).to_string(),
+        "last_seen": Timestamp(a.last_seen).to_string(),
+        "repeat": a.repeat,
+    });
+    if let (Some(e), Some(m)) = (&a.evidence, v.as_object_mut()) {
+        m.insert("evidence".into(), json!(e));
+    }
+    v
+}
