@@ -486,14 +486,33 @@ impl Detector {
         self.baseline = base;
     }
 
+    /// A request: its function, a write by a client that never wrote, the addresses it
+    /// touches, the values it writes, scanning, the request rate and the poll cycle.
     fn request_with(
         &mut self,
         o: &Observation,
         model: Option<&ChannelModel>,
         out: &mut Vec<Alert>,
     ) {
+        let known = model.and_then(|_| self.channels.get(&o.channel).copied());
+        let (function_known, new_unit, unauthorized) = self.check_function(o, model, out);
+        let new_addresses = self.check_ranges(o, model, unauthorized, out);
+        // Written values against the point envelopes.
+        self.check_values(o, out);
+        self.note_scan(o, !function_known, new_unit, new_addresses, out);
+        self.check_rate(o, model, known, out);
+        self.check_poll(o, out);
+    }
+
+    /// The function code (new on the channel, or for a new channel new to the server), a new
+    /// unit, and a write by a client that never wrote: (function known, new unit, unauthorized).
+    fn check_function(
+        &mut self,
+        o: &Observation,
+        model: Option<&ChannelModel>,
+        out: &mut Vec<Alert>,
+    ) -> (bool, bool, bool) {
         let ch = o.channel;
-        let known = model.and_then(|_| self.channels.get(&ch).copied());
         // Function codes: the channel's own, or for a new channel, any the server was asked.
         let function_known = match model {
             Some(m) => m.functions.contains_key(&o.function),
@@ -584,7 +603,19 @@ impl Detector {
                 out.push(a);
             }
         }
-        // Address ranges.
+        (function_known, new_unit, unauthorized)
+    }
+
+    /// Accesses outside the learned address ranges; returns the new (space, start) pairs.
+    fn check_ranges(
+        &mut self,
+        o: &Observation,
+        model: Option<&ChannelModel>,
+        unauthorized: bool,
+        out: &mut Vec<Alert>,
+    ) -> Vec<(u32, u32)> {
+        let ch = o.channel;
+        let command = o.command.is_some();
         let mut new_addresses = Vec::new();
         for acc in &o.accesses {
             let hi = acc.start.saturating_add(acc.count.max(1) - 1);
@@ -644,11 +675,20 @@ impl Detector {
                 out.push(a);
             }
         }
-        // Written values against the point envelopes.
-        self.check_values(o, out);
-        // Scan bookkeeping.
+        new_addresses
+    }
+
+    /// What this request adds to its client's scan window, and a scan alert when it is one.
+    fn note_scan(
+        &mut self,
+        o: &Observation,
+        fnew: bool,
+        new_unit: bool,
+        new_addresses: Vec<(u32, u32)>,
+        out: &mut Vec<Alert>,
+    ) {
+        let ch = o.channel;
         if ch.proto.is_ot() {
-            let fnew = !function_known;
             let s = self.scan(o);
             if new_unit {
                 s.units.insert((ch.server, ch.unit));
@@ -663,7 +703,17 @@ impl Detector {
             }
             self.check_scan(o, out);
         }
-        // Rate.
+    }
+
+    /// The channel's runtime state (pending requests, behaviour window) and its request rate.
+    fn check_rate(
+        &mut self,
+        o: &Observation,
+        model: Option<&ChannelModel>,
+        known: Option<usize>,
+        out: &mut Vec<Alert>,
+    ) {
+        let ch = o.channel;
         let rt = self.rt.entry(ch).or_default();
         rt.known = known;
         rt.source = Some(o.source.clone());
@@ -702,7 +752,11 @@ impl Detector {
                 out.push(a);
             }
         }
-        // Polling.
+    }
+
+    /// The poll cycle this request belongs to: early or late against the learned period.
+    fn check_poll(&mut self, o: &Observation, out: &mut Vec<Alert>) {
+        let ch = o.channel;
         let key = (ch, poll_key(o));
         if let Some(p) = self.polls.get_mut(&key) {
             if let Some((prev, prev_frame)) = p.last {
