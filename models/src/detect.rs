@@ -918,9 +918,15 @@ impl Detector {
         if l.samples < 20 || rt.recent.len() < LATENCY_RECENT {
             return;
         }
-        let mut recent: Vec<f64> = rt.recent.iter().copied().collect();
-        recent.sort_by(f64::total_cmp);
-        let median = recent[recent.len() / 2];
+        // The median of the last LATENCY_RECENT (the window is full here), by selection on a
+        // copy on the stack: this runs for every matched response.
+        let mut recent = [0.0f64; LATENCY_RECENT];
+        for (slot, v) in recent.iter_mut().zip(&rt.recent) {
+            *slot = *v;
+        }
+        let median = *recent
+            .select_nth_unstable_by(LATENCY_RECENT / 2, f64::total_cmp)
+            .1;
         if let Some(dir) = latency_shift(l, median) {
             if let Some(mut a) = fresh(
                 &mut self.raised,

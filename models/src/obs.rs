@@ -159,6 +159,9 @@ pub enum Command {
     Restart,
 }
 
+/// The values of one access.
+pub type AccessValues = smallvec::SmallVec<[f64; 2]>;
+
 /// One read or write of a contiguous address range.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Access {
@@ -169,8 +172,9 @@ pub struct Access {
     /// Number of addresses (registers, bits, bytes or points); at least 1.
     pub count: u32,
     pub write: bool,
-    /// Values of `start`, `start + 1`, … where the PDU carries them.
-    pub values: Vec<f64>,
+    /// Values of `start`, `start + 1`, … where the PDU carries them. Inline up to two (an S7
+    /// element, a Modbus write): most accesses then cost no allocation.
+    pub values: AccessValues,
 }
 
 #[derive(Debug, Clone)]

@@ -1,7 +1,7 @@
 //! Events (the dissectors' silver tier) into observations for the detection engine.
 
 use otwatch_models::obs::S7_BIT_SPACE;
-use otwatch_models::{Access, Channel, Command, Kind, Observation, Proto};
+use otwatch_models::{Access, AccessValues, Channel, Command, Kind, Observation, Proto};
 
 use crate::dissect::dnp3::Dnp3Event;
 use crate::dissect::s7::{S7Event, S7PlusEvent};
@@ -87,10 +87,10 @@ fn modbus(m: &ModbusEvent, o: &mut Observation) {
     if o.exception || m.error.is_some() {
         return;
     }
-    let values: Vec<f64> = match &m.values {
+    let values: AccessValues = match &m.values {
         Some(Values::Registers(r)) => r.iter().map(|&v| f64::from(v)).collect(),
         Some(Values::Bits(b)) => b.iter().map(|&v| f64::from(u8::from(v))).collect(),
-        None => Vec::new(),
+        None => AccessValues::new(),
     };
     let space = match fc {
         1 | 5 | 15 => 0,
@@ -126,7 +126,7 @@ fn modbus(m: &ModbusEvent, o: &mut Observation) {
                 start: address,
                 count,
                 write: false,
-                values: Vec::new(),
+                values: AccessValues::new(),
             });
         } else {
             o.accesses.push(Access {
@@ -145,7 +145,7 @@ fn modbus(m: &ModbusEvent, o: &mut Observation) {
         count,
         write,
         values: if request && !write {
-            Vec::new()
+            AccessValues::new()
         } else {
             values
         },
@@ -294,7 +294,7 @@ fn dnp3(
                     start: u32::from(ob.variation),
                     count: 1,
                     write: request && o.write,
-                    values: Vec::new(),
+                    values: AccessValues::new(),
                 });
                 continue;
             }
@@ -304,7 +304,7 @@ fn dnp3(
             start,
             count: count.max(1),
             write: request && o.write,
-            values: Vec::new(),
+            values: AccessValues::new(),
         });
     }
     Some(o)
@@ -423,7 +423,7 @@ fn s7_item(item: &crate::dissect::s7::S7Item, write: bool, out: &mut Vec<Access>
             start: address.saturating_add(covered),
             count: size,
             write,
-            values: vec![v],
+            values: AccessValues::from_elem(v, 1),
         });
         covered = covered.saturating_add(size);
     }
@@ -433,7 +433,7 @@ fn s7_item(item: &crate::dissect::s7::S7Item, write: bool, out: &mut Vec<Access>
             start: address.saturating_add(covered),
             count: total - covered,
             write,
-            values: Vec::new(),
+            values: AccessValues::new(),
         });
     }
 }
