@@ -2,6 +2,7 @@
 
 use otwatch_models::obs::S7_BIT_SPACE;
 use otwatch_models::{Access, AccessValues, Channel, Command, Kind, Observation, Proto};
+use otwatch_parsers::s7::{PlusFunction, PlusOpcode, UserdataType};
 
 use crate::dissect::dnp3::Dnp3Event;
 use crate::dissect::s7::{S7Event, S7PlusEvent};
@@ -59,12 +60,8 @@ fn observe_pdu(ev: &Event) -> Option<Observation> {
         Pdu::S7comm(s) => Some(s7(s, base(Proto::S7comm, 0, kind, 0))),
         Pdu::S7commplus(p) => s7plus(p, base(Proto::S7commplus, 0, kind, 0)),
         Pdu::Cotp(_) => None,
-        Pdu::Conversation => {
-            let proto = if ev.transport == "udp" {
-                Proto::Udp
-            } else {
-                Proto::Tcp
-            };
+        Pdu::Conversation { udp } => {
+            let proto = if *udp { Proto::Udp } else { Proto::Tcp };
             Some(base(proto, u32::from(ev.dst_port), Kind::Conversation, 0))
         }
     }
@@ -317,9 +314,9 @@ fn s7(s: &S7Event, mut o: Observation) -> Observation {
         Some(u) => {
             o.function = 0x1000 | u32::from(u.group & 0xf) << 8 | u32::from(u.subfunction);
             o.function_name = u.subfunction_name;
-            o.kind = match u.r#type {
-                Some("request" | "nc_request") => Kind::Request,
-                Some("push" | "nc_push") => Kind::Unsolicited,
+            o.kind = match u.type_code {
+                Some(UserdataType::REQUEST | UserdataType::NC_REQUEST) => Kind::Request,
+                Some(UserdataType::PUSH | UserdataType::NC_PUSH) => Kind::Unsolicited,
                 _ => Kind::Response,
             };
             o.exception = u.error_code.is_some_and(|e| e != 0);
@@ -439,18 +436,17 @@ fn s7_item(item: &crate::dissect::s7::S7Item, write: bool, out: &mut Vec<Access>
 }
 
 fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation> {
-    if p.kind != "message" {
+    if !p.is_message {
         return None;
     }
-    o.kind = match p.opcode_name {
-        Some("request") => Kind::Request,
-        Some("notification") => Kind::Unsolicited,
+    o.kind = match p.opcode.map(PlusOpcode) {
+        Some(PlusOpcode::REQUEST) => Kind::Request,
+        Some(PlusOpcode::NOTIFICATION) => Kind::Unsolicited,
         _ => Kind::Response,
     };
     o.function = u32::from(p.function.unwrap_or(0));
     o.function_name = p.function_name;
     o.corr = p.sequence.map(u32::from);
-    o.write = o.kind == Kind::Request
-        && matches!(p.function_name, Some(n) if n.starts_with("set") || n.starts_with("delete"));
+    o.write = o.kind == Kind::Request && p.function.is_some_and(|f| PlusFunction(f).is_write());
     Some(o)
 }

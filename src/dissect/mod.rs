@@ -92,7 +92,9 @@ impl Ctx<'_> {
             // flow's end flushes data (then the addresses are the other way round).
             src_mac: self.macs.map(|(ip, s, d)| if ip == src.0 { s } else { d }),
             dst_mac: self.macs.map(|(ip, s, d)| if ip == src.0 { d } else { s }),
-            pdu: crate::event::Pdu::Conversation,
+            pdu: crate::event::Pdu::Conversation {
+                udp: self.endpoints.transport == "udp",
+            },
         }
     }
 

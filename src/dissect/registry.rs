@@ -116,8 +116,11 @@ pub static PROTOCOLS: [ProtoSpec; COUNT] = [
 /// protocol.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Pdu {
-    /// A conversation of a protocol otwatch does not dissect (`tcp`/`udp` events).
-    Conversation,
+    /// A conversation of a protocol otwatch does not dissect (`tcp`/`udp` events), over UDP
+    /// (true) or TCP.
+    Conversation {
+        udp: bool,
+    },
     Modbus(crate::event::ModbusEvent),
     Dnp3(super::dnp3::Dnp3Event),
     S7comm(super::s7::S7Event),
@@ -130,7 +133,7 @@ impl Serialize for Pdu {
         use serde::ser::SerializeMap;
         let mut m = s.serialize_map(None)?;
         match self {
-            Pdu::Conversation => {}
+            Pdu::Conversation { .. } => {}
             Pdu::Modbus(x) => m.serialize_entry("modbus", x)?,
             Pdu::Dnp3(x) => m.serialize_entry("dnp3", x)?,
             Pdu::S7comm(x) => m.serialize_entry("s7comm", x)?,

@@ -95,6 +95,9 @@ pub struct S7Userdata {
     /// `request`, `response` or `push`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub r#type: Option<&'static str>,
+    /// The same, as its code (what detection reads).
+    #[serde(skip)]
+    pub type_code: Option<otwatch_parsers::s7::UserdataType>,
     pub sequence: u8,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_data_unit: Option<bool>,
@@ -188,6 +191,9 @@ pub struct S7PlusEvent {
     pub session_id: Option<u32>,
     /// `message`, `keep_alive`, `fragment`...
     pub kind: &'static str,
+    /// A message (not a keep-alive, fragment or unrecognised body).
+    #[serde(skip)]
+    pub is_message: bool,
 }
 
 /// The `cotp` object of an event: connection setup and teardown.
@@ -722,6 +728,7 @@ fn userdata(u: &Userdata<'_>) -> S7Userdata {
         subfunction: p.subfunction.0,
         subfunction_name: p.subfunction.name_in(p.group),
         r#type: p.kind.name(),
+        type_code: Some(p.kind),
         sequence: p.sequence,
         last_data_unit: p.last_data_unit,
         error_code: p.error_code.map(|e| e.0),
@@ -825,6 +832,7 @@ fn on_s7plus(ctx: &mut Ctx<'_>, dir: Dir, pdu: &S7PlusPdu<'_>) {
         sequence: message.and_then(|m| m.sequence),
         session_id: message.and_then(|m| m.session_id),
         kind,
+        is_message: message.is_some(),
     };
     let mut event = ctx.event("s7commplus", dir);
     event.pdu = crate::event::Pdu::S7commplus(ev);

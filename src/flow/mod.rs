@@ -447,7 +447,9 @@ impl Talkers {
             dst_mac: info
                 .macs
                 .map(|(s, d)| if client == pkt.src { d } else { s }),
-            pdu: crate::event::Pdu::Conversation,
+            pdu: crate::event::Pdu::Conversation {
+                udp: protocol == 17,
+            },
         });
     }
 }

@@ -690,9 +690,33 @@ code_point! {
     }
 }
 
+impl PlusFunction {
+    /// Functions that change the controller: setting variables, deleting objects.
+    pub const fn is_write(self) -> bool {
+        matches!(
+            self,
+            PlusFunction::SET_VARIABLE
+                | PlusFunction::SET_MULTI_VARIABLES
+                | PlusFunction::SET_VAR_SUB_STREAMED
+                | PlusFunction::DELETE_OBJECT
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn s7plus_writes_are_the_set_and_delete_functions() {
+        for code in 0..=u16::MAX {
+            let f = PlusFunction(code);
+            let by_name = f
+                .name()
+                .is_some_and(|n| n.starts_with("set") || n.starts_with("delete"));
+            assert_eq!(f.is_write(), by_name, "{code:#06x}");
+        }
+    }
 
     #[test]
     fn names_and_display() {
