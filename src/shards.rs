@@ -142,6 +142,8 @@ pub(crate) struct WorkerEnds<P> {
 
 /// Runs a worker until the reader hangs up and its queue is empty. `process` dissects one
 /// packet: it resolves the descriptor to bytes and calls [`Pipeline::process`] with the sink.
+/// Returns the worker's counters and the flows it had open when the input ended (before the
+/// last flush closed them).
 pub(crate) fn run_worker<P>(
     ends: WorkerEnds<P>,
     mut pipeline: Pipeline,
@@ -163,6 +165,7 @@ pub(crate) fn run_worker<P>(
         }
     };
     let mut idle = 0u32;
+    let mut open_at_flush = 0;
     loop {
         let job = jobs.pop();
         if job.is_ok() {
@@ -174,13 +177,16 @@ pub(crate) fn run_worker<P>(
                 process(&p, &mut pipeline, &mut sink);
                 done.store(seq + 1, Ordering::Release);
                 n += 1;
-                if n.is_multiple_of(4096) && last_counters.elapsed() >= STATS_EVERY {
+                // Every 4096 packets: the metrics' counters lag by at most that per worker.
+                if n.is_multiple_of(4096) {
                     last_counters = Instant::now();
                     publish(&pipeline);
                 }
             }
             Ok(Job::Flush(seq)) => {
                 sink.seq = seq;
+                // Open when the input ended (the last flush is the end's), as one worker reports.
+                open_at_flush = pipeline.active_flows();
                 pipeline.finish(&mut sink);
                 done.store(seq + 1, Ordering::Release);
             }
@@ -206,7 +212,7 @@ pub(crate) fn run_worker<P>(
         }
     }
     publish(&pipeline);
-    (pipeline.stats.clone(), pipeline.active_flows())
+    (pipeline.stats.clone(), open_at_flush)
 }
 
 /// The reader's side of one worker.

@@ -212,3 +212,80 @@ fn labelled_captures_raise_the_same_alerts_with_several_workers() {
     }
     assert!(total > 0, "no alert over the labelled captures");
 }
+
+/// The last sample of every series of an OpenMetrics file (the values at the end of the run).
+fn final_sample(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).expect("openmetrics file");
+    let samples: Vec<(&str, &str)> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .collect();
+    let last = samples
+        .iter()
+        .map(|(_, ts)| ts.parse::<f64>().expect("timestamp"))
+        .fold(f64::MIN, f64::max);
+    let mut out: Vec<String> = samples
+        .iter()
+        .filter(|(_, ts)| ts.parse::<f64>().ok() == Some(last))
+        .map(|(series, _)| series.to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+/// `replay --workers 2` with detection, alerts, evidence and metrics runs, and ends with the
+/// same metrics as one worker: every series of the last OpenMetrics sample (per-channel
+/// requests, latencies and poll intervals, alerts by type, the pipeline's counters).
+#[test]
+fn replay_with_two_workers_ends_with_the_same_metrics() {
+    let dir = common::scratch("parallel-metrics");
+    let scenario =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios/modbus_write.pcap");
+    let mut finals = Vec::new();
+    for workers in ["1", "2"] {
+        let om = dir.join(format!("metrics-{workers}.txt"));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_otwatch"))
+            .args(["replay", "--quiet", "--learn", "60s", "--workers", workers])
+            .arg("--alerts")
+            .arg(dir.join(format!("alerts-{workers}.jsonl")))
+            .arg("--evidence")
+            .arg(dir.join(format!("evidence-{workers}")))
+            .arg("--openmetrics")
+            .arg(&om)
+            .arg(&scenario)
+            .output()
+            .expect("run otwatch");
+        assert!(out.status.success(), "{out:?}");
+        finals.push(final_sample(&om));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        finals[0]
+            .iter()
+            .any(|s| s.starts_with("otwatch_requests_total{")),
+        "per-channel series: {:?}",
+        finals[0]
+    );
+    assert!(
+        finals[0]
+            .iter()
+            .any(|s| s.starts_with("otwatch_alerts_total{")
+                && s.contains("unauthorized_write")
+                && !s.ends_with(" 0")),
+        "the scenario's alert is counted: {:?}",
+        finals[0]
+    );
+    let only_one: Vec<_> = finals[0]
+        .iter()
+        .filter(|s| !finals[1].contains(s))
+        .collect();
+    let only_two: Vec<_> = finals[1]
+        .iter()
+        .filter(|s| !finals[0].contains(s))
+        .collect();
+    assert!(
+        only_one.is_empty() && only_two.is_empty(),
+        "last samples differ: with 1 worker {only_one:?}, with 2 {only_two:?}"
+    );
+}

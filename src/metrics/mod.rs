@@ -690,11 +690,19 @@ impl OpenMetricsRecorder {
                 let mut key = String::new();
                 labels_text(&s.labels, None, &mut key);
                 let points = entry.metrics.entry(key).or_default();
-                if points.last().is_some_and(|(t, _)| *t >= ts) {
+                if points.last().is_some_and(|(t, _)| *t > ts) {
                     continue;
                 }
                 let mut lines = String::new();
                 sample_lines(f, s, Some(secs), true, &mut lines);
+                // A second sample at the same time replaces the first: the end of a run records
+                // its final values at the last packet's time, which a sample may already hold.
+                if let Some(last) = points.last_mut().filter(|(t, _)| *t == ts) {
+                    self.points -= last.1.lines().count();
+                    self.points += lines.lines().count();
+                    last.1 = lines;
+                    continue;
+                }
                 self.points += lines.lines().count();
                 points.push((ts, lines));
             }
