@@ -539,3 +539,96 @@ impl<P> Shards<P> {
         self.merge(stage);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Direction, Pdu, Timestamp, VecSink};
+
+    fn event(frame: u64, k: u64) -> Event {
+        Event {
+            ts: Timestamp(frame as i64),
+            source: Arc::from("test"),
+            frame,
+            proto: "tcp",
+            transport: "tcp",
+            src_ip: std::net::IpAddr::from([10, 0, 0, 1]),
+            src_port: k as u16,
+            dst_ip: std::net::IpAddr::from([10, 0, 0, 2]),
+            dst_port: 502,
+            direction: Direction::Request,
+            src_mac: None,
+            dst_mac: None,
+            pdu: Pdu::Conversation { udp: false },
+        }
+    }
+
+    /// Workers that take random time per packet and hand back 0 to 3 events each: the merged
+    /// stream is every event, in the order the packets were handed out, whatever the
+    /// scheduling; a full queue only makes the reader wait (lossless).
+    #[test]
+    fn the_merge_restores_the_order_packets_were_handed_out() {
+        for (workers, capacity, packets) in
+            [(1, 4, 500u64), (2, 4, 2000), (3, 16, 3000), (4, 1, 500)]
+        {
+            let mut seed: u64 = 0x9e37_79b9_7f4a_7c15 ^ workers as u64;
+            let mut next = move || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed
+            };
+            let mut sink = VecSink::default();
+            let mut stage = Stage {
+                detection: None,
+                events: &mut sink,
+            };
+            let wants = Wants::of(None, &*stage.events);
+            let (mut shards, ends) = Shards::<(u64, u64, u64)>::new(workers, capacity, None);
+            let mut expected = Vec::new();
+            std::thread::scope(|scope| {
+                for ends in ends {
+                    scope.spawn(move || {
+                        run_worker(
+                            ends,
+                            Pipeline::new(),
+                            wants,
+                            |&(frame, n, spin), _, sink| {
+                                for _ in 0..spin {
+                                    std::hint::spin_loop();
+                                }
+                                if spin % 7 == 0 {
+                                    std::thread::yield_now();
+                                }
+                                for k in 0..n {
+                                    sink.emit(event(frame, k));
+                                }
+                            },
+                        )
+                    });
+                }
+                for frame in 1..=packets {
+                    let (w, n, spin) = (
+                        (next() % workers as u64) as usize,
+                        next() % 4,
+                        next() % 2000,
+                    );
+                    expected.extend((0..n).map(|k| (frame, k)));
+                    assert!(shards
+                        .push(w, (frame, n, spin), frame as i64, true, &mut stage)
+                        .is_ok());
+                    shards.merge_sometimes(&mut stage);
+                }
+                shards.flush(&mut stage);
+                shards.finish(&mut stage, || true);
+            });
+            let got: Vec<(u64, u64)> = sink
+                .0
+                .iter()
+                .map(|e| (e.frame, u64::from(e.src_port)))
+                .collect();
+            assert_eq!(got.len(), expected.len(), "{workers} workers");
+            assert!(got == expected, "{workers} workers: out of order");
+        }
+    }
+}
