@@ -405,22 +405,25 @@ fn s7_item(item: &crate::dissect::s7::S7Item, write: bool, out: &mut Vec<Access>
             _ => c.first().map_or(0.0, |&b| f64::from(b)),
         }
     };
-    let values: Vec<f64> = bytes
-        .chunks_exact(size as usize)
-        .map(decode)
-        .filter(|v| v.is_finite())
-        .collect();
     // One access per decoded element (events carry at most the first 64 bytes of a value),
-    // and one without values for the rest of the item's range.
+    // and one without values for the rest of the item's range. An element that decodes to no
+    // number (a REAL that is NaN or infinite) keeps its address, without a value.
     let total = length.saturating_mul(size);
+    let elements = bytes.chunks_exact(size as usize);
+    out.reserve(elements.len() + 1);
     let mut covered: u32 = 0;
-    for v in values {
+    for chunk in elements {
+        let v = decode(chunk);
         out.push(Access {
             space,
             start: address.saturating_add(covered),
             count: size,
             write,
-            values: AccessValues::from_elem(v, 1),
+            values: if v.is_finite() {
+                AccessValues::from_elem(v, 1)
+            } else {
+                AccessValues::new()
+            },
         });
         covered = covered.saturating_add(size);
     }
