@@ -38,8 +38,9 @@ const MAX_RAISED: usize = 100_000;
 /// Bounds on runtime state for channels and clients learning never saw.
 const MAX_RUNTIME_CHANNELS: usize = 20_000;
 const MAX_SCAN_CLIENTS: usize = 10_000;
-/// Reads whose last values are remembered (a cache: cleared when full).
-const MAX_VALUE_MEMOS: usize = 65_536;
+/// Reads whose last values are remembered (a cache: cleared when full). A memo holds at most
+/// a PDU's accesses and values (a few KiB), so this bounds the cache to a few MiB.
+const MAX_VALUE_MEMOS: usize = 4096;
 
 struct PointEnv {
     min: f64,
