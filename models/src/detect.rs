@@ -1362,4 +1362,61 @@ mod tests {
             None
         );
     }
+
+    /// A read by `client` (10.0.0.x) from one PLC of holding registers from `start`.
+    fn read(client: u8, start: u32, values: &[f64], ts: i64) -> Observation {
+        let channel = Channel {
+            proto: Proto::Modbus,
+            client: IpAddr::from([10, 0, 0, client]),
+            server: IpAddr::from([192, 168, 1, 10]),
+            unit: 1,
+        };
+        let mut o = Observation::new(ts, Arc::from("t"), 1, channel, Kind::Response, 3);
+        o.accesses.push(crate::obs::Access {
+            space: 4,
+            start,
+            count: values.len() as u32,
+            write: false,
+            values: values.iter().copied().collect(),
+        });
+        o
+    }
+
+    /// The memo of unchanged reads never hides a change: once another read (of another block,
+    /// by another client) moved the point's last value, the same values again are checked
+    /// again, and the jump raises.
+    #[test]
+    fn an_unchanged_read_is_checked_again_once_the_point_moved() {
+        use crate::engine::{Engine, EngineConfig};
+        let t0 = 1_700_000_000 * NANOS;
+        let mut learner = Engine::learning(EngineConfig::default());
+        let mut out = Vec::new();
+        for i in 0..40 {
+            // A triangle 0..=10..=0: steps of 1.
+            let k = i % 20;
+            let v = f64::from(if k <= 10 { k } else { 20 - k });
+            learner.observe(&read(1, 100, &[v], t0 + i64::from(i) * NANOS), &mut out);
+            learner.observe(
+                &read(2, 99, &[v, v], t0 + i64::from(i) * NANOS + 1000),
+                &mut out,
+            );
+        }
+        let baseline = learner.finish(&mut out).expect("a baseline");
+        let mut engine = Engine::detecting(baseline, EngineConfig::default());
+        let t1 = t0 + 100 * NANOS;
+        let raised = |o: Observation, engine: &mut Engine| {
+            let mut out = Vec::new();
+            engine.observe(&o, &mut out);
+            out.iter()
+                .filter(|a| a.r#type == "value_out_of_range")
+                .count()
+        };
+        // 25 is outside the learned 0..=10 by the soft margin only: not an alarm without a jump
+        // (no previous value), nor when it repeats.
+        assert_eq!(raised(read(1, 100, &[25.0], t1), &mut engine), 0);
+        assert_eq!(raised(read(1, 100, &[25.0], t1 + 1000), &mut engine), 0);
+        // Client 2 reads registers 99..=100 and finds 100 at 5: client 1's same 25 is now a jump.
+        assert_eq!(raised(read(2, 99, &[5.0, 5.0], t1 + 2000), &mut engine), 0);
+        assert_eq!(raised(read(1, 100, &[25.0], t1 + 3000), &mut engine), 1);
+    }
 }
