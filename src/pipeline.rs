@@ -17,6 +17,9 @@ pub struct Pipeline {
     pub stats: Stats,
     /// Recent packets per IP pair, for alert evidence (`--evidence`).
     pub evidence: Option<Arc<Mutex<EvidenceRing>>>,
+    /// Idle flows are swept when the reader says so ([`Pipeline::sweep`]), not by this
+    /// pipeline's own packets (a worker among several).
+    pub reader_sweeps: bool,
 }
 
 impl Pipeline {
@@ -36,6 +39,12 @@ impl Pipeline {
     }
 
     pub fn process(&mut self, pkt: &Packet<'_>, source: &Arc<str>, sink: &mut dyn EventSink) {
+        if !self.reader_sweeps {
+            let mut sorted = SortedFlush::new(sink);
+            self.flows
+                .sweep_if_due(pkt.ts_nanos, &mut self.stats, &mut sorted);
+            sorted.release();
+        }
         self.stats.packets += 1;
         self.stats.bytes += u64::from(pkt.orig_len);
         let macs = match (pkt.linktype, pkt.data.get(..12)) {
@@ -85,23 +94,41 @@ impl Pipeline {
     /// End of input: flush every stream (data waiting behind holes is dissected after them).
     /// The events come out in [`crate::event::FlushKey`] order.
     pub fn finish(&mut self, sink: &mut dyn EventSink) {
-        let mut sorted = SortedFlush {
-            inner: sink,
-            held: Vec::new(),
-        };
+        let mut sorted = SortedFlush::new(sink);
         self.flows.close_all(&mut self.stats, &mut sorted);
-        let SortedFlush { inner, mut held } = sorted;
+        sorted.release();
+    }
+
+    /// Closes the flows idle at `now` (the reader's sweep, with several workers); the events
+    /// in [`crate::event::FlushKey`] order, as one pipeline sweeping by itself gives them.
+    pub fn sweep(&mut self, now: i64, sink: &mut dyn EventSink) {
+        let mut sorted = SortedFlush::new(sink);
+        self.flows.sweep(now, &mut self.stats, &mut sorted);
+        sorted.release();
+    }
+}
+
+/// Holds the events of a flush (or a sweep), to hand them on in a defined order.
+struct SortedFlush<'a> {
+    inner: &'a mut dyn EventSink,
+    held: Vec<Event>,
+}
+
+impl<'a> SortedFlush<'a> {
+    fn new(inner: &'a mut dyn EventSink) -> Self {
+        SortedFlush {
+            inner,
+            held: Vec::new(),
+        }
+    }
+
+    fn release(self) {
+        let SortedFlush { inner, mut held } = self;
         held.sort_by_key(Event::flush_key);
         for e in held {
             inner.emit(e);
         }
     }
-}
-
-/// Holds the events of a flush, to hand them on in a defined order.
-struct SortedFlush<'a> {
-    inner: &'a mut dyn EventSink,
-    held: Vec<Event>,
 }
 
 impl EventSink for SortedFlush<'_> {

@@ -41,6 +41,8 @@ pub(crate) enum Job<P> {
     Packet(u64, P),
     /// Close every flow (end of input, or a new capture): its events under this `seq`.
     Flush(u64),
+    /// Close the flows idle at this capture time (the reader's sweep clock).
+    Sweep(u64, i64),
 }
 
 /// What a worker hands back for one event.
@@ -157,6 +159,8 @@ pub(crate) fn run_worker<P>(
         counters,
     } = ends;
     let mut sink = ItemSink { seq: 0, out, wants };
+    // The reader sweeps idle flows for every worker at once (Job::Sweep).
+    pipeline.reader_sweeps = true;
     let mut last_counters = Instant::now();
     let mut n: u64 = 0;
     let publish = |pipeline: &Pipeline| {
@@ -182,6 +186,11 @@ pub(crate) fn run_worker<P>(
                     last_counters = Instant::now();
                     publish(&pipeline);
                 }
+            }
+            Ok(Job::Sweep(seq, now)) => {
+                sink.seq = seq;
+                pipeline.sweep(now, &mut sink);
+                done.store(seq + 1, Ordering::Release);
             }
             Ok(Job::Flush(seq)) => {
                 sink.seq = seq;
@@ -253,6 +262,8 @@ pub(crate) struct Shards<P> {
     ticks: VecDeque<(u64, i64)>,
     last_tick: i64,
     clock: bool,
+    /// The flow tables' sweep clock, for every worker ([`crate::flow::SweepClock`]).
+    last_sweep: i64,
     /// Capture time of the last packet released, and packets released since metrics last
     /// heard.
     released_ts: i64,
@@ -296,6 +307,7 @@ impl<P> Shards<P> {
             ticks: VecDeque::new(),
             last_tick: i64::MIN,
             clock: detection.is_some_and(|d| d.engine.is_some()),
+            last_sweep: i64::MIN,
             released_ts: 0,
             released: 0,
             batch: Vec::new(),
@@ -313,6 +325,10 @@ impl<P> Shards<P> {
         lossless: bool,
         stage: &mut Stage<'_>,
     ) -> Result<(), P> {
+        if crate::flow::SweepClock::due(&mut self.last_sweep, ts) {
+            // Before the packet, as a pipeline sweeping by itself does.
+            self.broadcast(|seq| Job::Sweep(seq, ts), ts, stage);
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         let mut job = Job::Packet(seq, p);
@@ -320,7 +336,7 @@ impl<P> Shards<P> {
             let Some(jobs) = self.lanes[w].jobs.as_mut() else {
                 return Err(match job {
                     Job::Packet(_, p) => p,
-                    Job::Flush(_) => return Ok(()),
+                    Job::Flush(_) | Job::Sweep(..) => return Ok(()),
                 });
             };
             match jobs.push(job) {
@@ -335,7 +351,7 @@ impl<P> Shards<P> {
                     self.tick_after(seq, ts);
                     return Err(p);
                 }
-                Err(rtrb::PushError::Full(Job::Flush(_))) => return Ok(()),
+                Err(rtrb::PushError::Full(Job::Flush(_) | Job::Sweep(..))) => return Ok(()),
             }
         }
         self.lanes[w].pending.push_back((seq, ts));
@@ -351,10 +367,17 @@ impl<P> Shards<P> {
 
     /// Every worker closes its flows, as one step of the sequence.
     pub fn flush(&mut self, stage: &mut Stage<'_>) {
+        let ts = self.released_ts;
+        self.broadcast(Job::Flush, ts, stage);
+    }
+
+    /// One job for every worker under one `seq`, waiting (and merging) for room: a flush or a
+    /// sweep is never lost, in live capture either.
+    fn broadcast(&mut self, job: impl Fn(u64) -> Job<P>, ts: i64, stage: &mut Stage<'_>) {
         let seq = self.next_seq;
         self.next_seq += 1;
         for w in 0..self.lanes.len() {
-            let mut job = Job::Flush(seq);
+            let mut job = job(seq);
             while let Some(Err(rtrb::PushError::Full(back))) =
                 self.lanes[w].jobs.as_mut().map(|j| j.push(job))
             {
@@ -363,7 +386,6 @@ impl<P> Shards<P> {
                     std::thread::yield_now();
                 }
             }
-            let ts = self.released_ts;
             self.lanes[w].pending.push_back((seq, ts));
         }
     }

@@ -289,3 +289,78 @@ fn replay_with_two_workers_ends_with_the_same_metrics() {
         "last samples differ: with 1 worker {only_one:?}, with 2 {only_two:?}"
     );
 }
+
+/// A Modbus read request (fc 3) with transaction id `tid`.
+fn modbus_read(tid: u16) -> Vec<u8> {
+    let mut p = tid.to_be_bytes().to_vec();
+    p.extend_from_slice(&[0, 0, 0, 6, 1, 3, 0, 0, 0, 1]);
+    p
+}
+
+/// A TCP segment from `client` to a Modbus server, Ethernet-framed.
+fn segment(client: [u8; 4], server: [u8; 4], port: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(client, server, 64)
+        .tcp(port, 502, seq, 8192)
+        .psh()
+        .write(&mut out, payload)
+        .expect("build packet");
+    out
+}
+
+/// Idle flows close at the same packet with N workers as with one: the reader sweeps every
+/// worker's flow table on the one clock of all packets. A flow that goes quiet with a request
+/// held behind a hole (only its sweep delivers it) while another host pair, on the other worker,
+/// talks on for 20 minutes: the events come out in the same order, the held request at the
+/// sweep's place, not at the end.
+#[test]
+fn idle_flows_are_swept_at_the_same_packet_with_several_workers() {
+    // Two host pairs that the 2-worker hash puts on different workers.
+    let server = [192, 168, 1, 10];
+    let quiet = [10, 0, 0, 1];
+    let busy = (2..=250u8)
+        .map(|last| [10, 0, 0, last])
+        .find(|c| {
+            otwatch::parallel::pair_shard(server.into(), (*c).into(), 2)
+                != otwatch::parallel::pair_shard(server.into(), quiet.into(), 2)
+        })
+        .expect("a client on the other worker");
+    let t0 = std::time::Duration::from_secs(1_700_000_000);
+    let mut packets = vec![
+        (t0, segment(quiet, server, 40000, 1000, &modbus_read(1))),
+        // 12 bytes lost, then request 3: held behind the hole until the flow closes.
+        (
+            t0 + std::time::Duration::from_millis(10),
+            segment(quiet, server, 40000, 1024, &modbus_read(3)),
+        ),
+    ];
+    for i in 0..240u32 {
+        let at = t0 + std::time::Duration::from_secs(5 * u64::from(i) + 1);
+        packets.push((
+            at,
+            segment(busy, server, 40001, 5000 + 12 * i, &modbus_read(i as u16)),
+        ));
+    }
+    let dir = common::scratch("parallel-sweep");
+    let path = dir.join("sweep.pcap");
+    common::write_pcap_at(&path, &packets);
+    let (one, _) = run(std::slice::from_ref(&path), 1);
+    let (two, _) = run(std::slice::from_ref(&path), 2);
+    let _ = std::fs::remove_dir_all(&dir);
+    // The held request (transaction 3) comes out when the quiet flow is swept, 10 to 11
+    // minutes in: before the end of the busy flow's requests.
+    let held = one
+        .iter()
+        .position(|e| e.contains("\"transaction_id\":3,") && e.contains("\"src_port\":40000"))
+        .expect("the held request is delivered");
+    assert!(
+        held < one.len() - 10,
+        "swept before the end: at {held} of {}",
+        one.len()
+    );
+    assert!(
+        one == two,
+        "events differ (or come in another order) with 2 workers"
+    );
+}

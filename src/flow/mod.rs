@@ -26,6 +26,21 @@ pub const DEFAULT_IDLE_TIMEOUT_NANOS: i64 = 600 * 1_000_000_000;
 /// so a flood of new flows against a full table costs one scan per interval, not one per packet.
 const SWEEP_INTERVAL_NANOS: i64 = 10 * 1_000_000_000;
 
+/// When idle flows are swept: at a packet 10 s of capture time after the last sweep (or when
+/// the clock steps back, which restarts the interval instead of stalling it).
+pub struct SweepClock;
+
+impl SweepClock {
+    pub fn due(last_sweep: &mut i64, now: i64) -> bool {
+        if now < *last_sweep || now.saturating_sub(*last_sweep) >= SWEEP_INTERVAL_NANOS {
+            *last_sweep = now;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub vlan: u16,
@@ -113,9 +128,14 @@ impl FlowTable {
         self.flows.is_empty()
     }
 
-    fn sweep_due(&self, now: i64) -> bool {
-        // A capture whose clock steps back restarts the interval instead of stalling it.
-        now < self.last_sweep || now.saturating_sub(self.last_sweep) >= SWEEP_INTERVAL_NANOS
+    /// Closes the flows idle for longer than the timeout when a sweep is due at `now` (every
+    /// 10 s of capture time). The pipeline asks for every packet; with several workers the
+    /// reader decides for all of them ([`SweepClock`]), so that flows close at the same
+    /// packets as with one.
+    pub fn sweep_if_due(&mut self, now: i64, stats: &mut Stats, sink: &mut dyn EventSink) {
+        if SweepClock::due(&mut self.last_sweep, now) {
+            self.sweep(now, stats, sink);
+        }
     }
 
     pub fn process(
@@ -126,9 +146,6 @@ impl FlowTable {
         sink: &mut dyn EventSink,
     ) {
         let now = info.ts_nanos;
-        if self.sweep_due(now) {
-            self.sweep(now, stats, sink);
-        }
         let (protocol, sport, dport) = match pkt.transport {
             Transport::Tcp {
                 src_port, dst_port, ..
@@ -260,7 +277,7 @@ impl FlowTable {
     }
 
     /// Evict idle flows (oldest first), flushing their streams.
-    fn sweep(&mut self, now: i64, stats: &mut Stats, sink: &mut dyn EventSink) {
+    pub fn sweep(&mut self, now: i64, stats: &mut Stats, sink: &mut dyn EventSink) {
         self.last_sweep = now;
         let timeout = self.idle_timeout;
         let mut idle: Vec<(u64, FlowKey)> = self
