@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::capture::afpacket::{restore_vlan, AfPacketSource, RawPacket};
+use crate::capture::afpacket::{restore_vlan, AfPacketSource, RawPacket, SharedRing};
 use crate::capture::{CaptureError, LinkType, Packet};
 use crate::event::EventSink;
 use crate::metrics::LiveCounters;
@@ -92,8 +92,18 @@ pub fn run_fanout_stage(
                 let _died = DiedGuard(died);
                 let mut vlan_buf: Vec<u8> = Vec::new();
                 run_worker(ends, pipeline, wants, |p: &RawPacket, pipeline, sink| {
+                    // The packet goes back to the ring however processing ends (a panic too).
+                    struct GiveBack<'a>(&'a SharedRing, RawPacket);
+                    impl Drop for GiveBack<'_> {
+                        fn drop(&mut self) {
+                            // SAFETY: the packet is not used after this; see below.
+                            unsafe { self.0.done(&self.1) };
+                        }
+                    }
+                    let _give_back = GiveBack(&ring, *p);
                     // SAFETY: `p` came from the ring's source, which outlives this worker (the
-                    // fan-out joins the workers before it returns), and `done` is called below.
+                    // fan-out joins the workers before it returns), and `done` is called once,
+                    // by `_give_back`, after the last use of the bytes.
                     let bytes = unsafe { ring.bytes(p) };
                     let (data, orig_len) = match p.vlan {
                         Some(tag) => restore_vlan(&mut vlan_buf, bytes, tag, p.orig_len),
@@ -107,8 +117,6 @@ pub fn run_fanout_stage(
                         data,
                     };
                     pipeline.process(&pkt, &name, sink);
-                    // SAFETY: as above; the packet is not used after this.
-                    unsafe { ring.done(p) };
                 })
             }));
         }
@@ -132,7 +140,7 @@ pub fn run_fanout_stage(
                     // A quiet link: the clock still moves (timeouts, silent devices), once
                     // everything captured before has been released.
                     if shards.idle() {
-                        stage.tick(now_nanos());
+                        shards.tick_now(now_nanos(), stage);
                     }
                 }
                 Err(e) => {

@@ -15,8 +15,9 @@
 //! input, or a capture that starts before the last one ended) goes to every worker under one
 //! `seq`, and its events are ordered by [`crate::event::FlushKey`], as one worker orders them.
 //!
-//! Memory is bounded by the queues: the reader is at most one queue ahead of the slowest worker,
-//! so the items it holds back for the merge are bounded too.
+//! Memory is bounded: at most `workers × queue capacity` packets are in flight (handed out and
+//! not yet finished by every worker before them); past that, replay waits and live drops (and
+//! counts), so the items the merge holds back for a slow worker stay bounded too.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -142,6 +143,23 @@ pub(crate) struct WorkerEnds<P> {
     counters: Arc<Mutex<(Stats, usize)>>,
 }
 
+/// Runs `work` on the worker's pipeline. A panic is a bug, but must not stop the run: the
+/// worker goes on with a fresh pipeline (its counters and evidence ring kept, its flows and
+/// protocol state lost), the job still counts as finished (the merge never waits for it, the
+/// other workers' output keeps flowing), and `worker_panics` counts it for the summary and the
+/// exit status.
+fn guarded(pipeline: &mut Pipeline, work: impl FnOnce(&mut Pipeline)) {
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(pipeline)));
+    if run.is_err() {
+        let mut fresh = Pipeline::new();
+        fresh.stats = std::mem::take(&mut pipeline.stats);
+        fresh.stats.worker_panics += 1;
+        fresh.evidence = pipeline.evidence.take();
+        fresh.reader_sweeps = true;
+        *pipeline = fresh;
+    }
+}
+
 /// Runs a worker until the reader hangs up and its queue is empty. `process` dissects one
 /// packet: it resolves the descriptor to bytes and calls [`Pipeline::process`] with the sink.
 /// Returns the worker's counters and the flows it had open when the input ended (before the
@@ -178,7 +196,10 @@ pub(crate) fn run_worker<P>(
         match job {
             Ok(Job::Packet(seq, p)) => {
                 sink.seq = seq;
-                process(&p, &mut pipeline, &mut sink);
+                // A panic is a bug, but must not stop the run: the worker goes on with a fresh
+                // pipeline, and the packet still counts as finished (the merge never waits for
+                // it), so the other workers' output keeps flowing. Counted and reported.
+                guarded(&mut pipeline, |pipeline| process(&p, pipeline, &mut sink));
                 done.store(seq + 1, Ordering::Release);
                 n += 1;
                 // Every 4096 packets: the metrics' counters lag by at most that per worker.
@@ -189,14 +210,14 @@ pub(crate) fn run_worker<P>(
             }
             Ok(Job::Sweep(seq, now)) => {
                 sink.seq = seq;
-                pipeline.sweep(now, &mut sink);
+                guarded(&mut pipeline, |pipeline| pipeline.sweep(now, &mut sink));
                 done.store(seq + 1, Ordering::Release);
             }
             Ok(Job::Flush(seq)) => {
                 sink.seq = seq;
                 // Open when the input ended (the last flush is the end's), as one worker reports.
                 open_at_flush = pipeline.active_flows();
-                pipeline.finish(&mut sink);
+                guarded(&mut pipeline, |pipeline| pipeline.finish(&mut sink));
                 done.store(seq + 1, Ordering::Release);
             }
             // Abandoned, then empty: nothing more can come (a job pushed between a failed pop
@@ -264,6 +285,8 @@ pub(crate) struct Shards<P> {
     clock: bool,
     /// The flow tables' sweep clock, for every worker ([`crate::flow::SweepClock`]).
     last_sweep: i64,
+    /// Packets in flight at most (handed out, not yet finished by every earlier worker).
+    window: u64,
     /// Capture time of the last packet released, and packets released since metrics last
     /// heard.
     released_ts: i64,
@@ -308,6 +331,7 @@ impl<P> Shards<P> {
             last_tick: i64::MIN,
             clock: detection.is_some_and(|d| d.engine.is_some()),
             last_sweep: i64::MIN,
+            window: (workers.max(1) * capacity) as u64,
             released_ts: 0,
             released: 0,
             batch: Vec::new(),
@@ -325,6 +349,18 @@ impl<P> Shards<P> {
         lossless: bool,
         stage: &mut Stage<'_>,
     ) -> Result<(), P> {
+        // At most `window` packets in flight, so that what the merge holds back for a slow
+        // worker stays bounded (the per-worker queues alone would let the others run ahead).
+        while self.next_seq.saturating_sub(self.oldest_unfinished()) >= self.window {
+            self.merge(stage);
+            if self.next_seq.saturating_sub(self.oldest_unfinished()) < self.window {
+                break;
+            }
+            if !lossless {
+                return Err(p);
+            }
+            std::thread::yield_now();
+        }
         if crate::flow::SweepClock::due(&mut self.last_sweep, ts) {
             // Before the packet, as a pipeline sweeping by itself does.
             self.broadcast(|seq| Job::Sweep(seq, ts), ts, stage);
@@ -365,6 +401,15 @@ impl<P> Shards<P> {
         }
     }
 
+    /// The first packet handed out that some worker has not finished (as of the last merge).
+    fn oldest_unfinished(&self) -> u64 {
+        self.lanes
+            .iter()
+            .filter_map(|l| l.pending.front().map(|p| p.0))
+            .min()
+            .unwrap_or(self.next_seq)
+    }
+
     /// Every worker closes its flows, as one step of the sequence.
     pub fn flush(&mut self, stage: &mut Stage<'_>) {
         let ts = self.released_ts;
@@ -388,6 +433,15 @@ impl<P> Shards<P> {
             }
             self.lanes[w].pending.push_back((seq, ts));
         }
+    }
+
+    /// The clock moved to `now` without a packet (a quiet live link): detection ticks, and the
+    /// next packet-driven tick counts from here, as on one worker.
+    pub fn tick_now(&mut self, now: i64, stage: &mut Stage<'_>) {
+        if self.clock {
+            self.last_tick = now;
+        }
+        stage.tick(now);
     }
 
     /// Merges every 64 packets handed out (often enough to keep the held items few, rarely
@@ -652,5 +706,49 @@ mod tests {
             assert_eq!(got.len(), expected.len(), "{workers} workers");
             assert!(got == expected, "{workers} workers: out of order");
         }
+    }
+
+    /// A packet that makes a worker panic costs that packet's events and the worker's flows,
+    /// nothing else: the merge does not wait for it, every other event comes out in order, and
+    /// the panic is counted.
+    #[test]
+    fn a_worker_that_panics_goes_on_and_is_counted() {
+        let mut sink = VecSink::default();
+        let mut stage = Stage {
+            detection: None,
+            events: &mut sink,
+        };
+        let wants = Wants::of(None, &*stage.events);
+        let (mut shards, ends) = Shards::<u64>::new(2, 8, None);
+        let mut stats = Vec::new();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = ends
+                .into_iter()
+                .map(|ends| {
+                    scope.spawn(move || {
+                        run_worker(ends, Pipeline::new(), wants, |&frame, _, sink| {
+                            assert!(frame % 10 != 7, "a bug on frame {frame}");
+                            sink.emit(event(frame, 0));
+                        })
+                    })
+                })
+                .collect();
+            for frame in 1..=100u64 {
+                assert!(shards
+                    .push((frame % 2) as usize, frame, frame as i64, true, &mut stage)
+                    .is_ok());
+                shards.merge_sometimes(&mut stage);
+            }
+            shards.flush(&mut stage);
+            shards.finish(&mut stage, || true);
+            for h in handles {
+                stats.push(h.join().expect("the worker thread survives"));
+            }
+        });
+        let frames: Vec<u64> = sink.0.iter().map(|e| e.frame).collect();
+        let expected: Vec<u64> = (1..=100).filter(|f| f % 10 != 7).collect();
+        assert_eq!(frames, expected);
+        let panics: u64 = stats.iter().map(|(s, _)| s.worker_panics).sum();
+        assert_eq!(panics, 10);
     }
 }

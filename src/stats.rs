@@ -155,6 +155,9 @@ pub struct Stats {
     /// Per protocol, in registry order: `stats[MODBUS]` (see [`crate::dissect::registry`]).
     pub protos: [ProtoStats; crate::dissect::registry::COUNT],
     pub events: u64,
+    /// Packets whose processing panicked on a worker (a bug): the worker went on with a fresh
+    /// pipeline (its flows and protocol state lost, its counters kept).
+    pub worker_panics: u64,
 }
 
 impl std::ops::Index<crate::dissect::ProtoId> for Stats {
@@ -250,5 +253,6 @@ impl Merge for Stats {
             mine.merge(theirs);
         }
         self.events += o.events;
+        self.worker_panics += o.worker_panics;
     }
 }

@@ -117,6 +117,13 @@ pub fn render(report: &ReplayReport, heading: &str) -> String {
             ""
         }
     );
+    if s.worker_panics > 0 {
+        let _ = writeln!(
+            out,
+            "  BUG: {} packet(s) made a worker panic; it went on with fresh flows (report this)",
+            s.worker_panics
+        );
+    }
     let flows = nonzero(&[
         ("evicted idle", s.flows.evicted_idle),
         ("evicted to make room (table full)", s.flows.evicted_full),

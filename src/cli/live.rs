@@ -260,6 +260,12 @@ pub(crate) fn run_live(
     if let Some(e) = error {
         code = fail(e);
     }
+    if report.stats.worker_panics > 0 {
+        code = fail(format_args!(
+            "{} packet(s) made a worker panic (a bug: please report it); capture went on",
+            report.stats.worker_panics
+        ));
+    }
     outputs_exit(&health, code)
 }
 

@@ -95,6 +95,12 @@ pub(crate) fn run_replay(
     for e in report.errors() {
         code = fail(e);
     }
+    if report.stats.worker_panics > 0 {
+        code = fail(format_args!(
+            "{} packet(s) made a worker panic (a bug: please report it); the run went on",
+            report.stats.worker_panics
+        ));
+    }
     if report.interrupted {
         code = fail("interrupted by a signal before the end of the input (what was read is in the outputs, flushed)");
     }
