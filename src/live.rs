@@ -122,7 +122,14 @@ pub fn run_fanout_stage(
         }
         let mut last_counters = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            match source.next_raw(Duration::from_millis(100)) {
+            // While workers hold packets, wait briefly: the merge must keep running, or a worker
+            // blocked on its full output queue keeps its ring block from the kernel.
+            let wait = if shards.idle() {
+                Duration::from_millis(100)
+            } else {
+                Duration::from_millis(1)
+            };
+            match source.next_raw(wait) {
                 Ok(Some(p)) => {
                     // SAFETY: `p` is held until `done` (below, or by its worker).
                     let w = worker_of(LinkType::ETHERNET, unsafe { ring.bytes(&p) }, workers);

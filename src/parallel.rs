@@ -167,6 +167,7 @@ pub fn replay_sharded(
     let (mut shards, ends) =
         Shards::<Desc>::new(workers, QUEUE_CAPACITY, stage.detection.as_deref());
     let died = AtomicBool::new(false);
+    let mut interrupted = false;
     std::thread::scope(|scope| {
         let mut handles = Vec::with_capacity(workers);
         for (w, ends) in ends.into_iter().enumerate() {
@@ -191,10 +192,16 @@ pub fn replay_sharded(
         }
         let mut previous_end: Option<i64> = None;
         for (i, part) in parts.iter_mut().enumerate() {
+            if interrupted {
+                // Files after a stop are not read: not reported, as with one worker.
+                reports.truncate(i);
+                break;
+            }
             let Some((data, cursor)) = part else { continue };
             let mut first = true;
             loop {
                 if crate::signals::stop_requested() {
+                    interrupted = true;
                     break;
                 }
                 match cursor.next_in(data) {
@@ -239,7 +246,7 @@ pub fn replay_sharded(
         }
     });
     ReplayReport {
-        interrupted: crate::signals::stop_requested(),
+        interrupted,
         files: reports,
         stats,
         elapsed: start.elapsed(),
