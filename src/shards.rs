@@ -256,6 +256,9 @@ struct Lane<P> {
     pending: VecDeque<(u64, i64)>,
     /// Items taken from the worker, not yet released.
     held: VecDeque<Item>,
+    /// Packets the worker finished that cannot be released yet (an earlier one is unfinished
+    /// on another worker).
+    finished: VecDeque<(u64, i64)>,
 }
 
 /// Where the merged stream goes: detection (observations, ticks, metrics) and the events
@@ -322,6 +325,7 @@ impl<P> Shards<P> {
                 counters,
                 pending: VecDeque::new(),
                 held: VecDeque::new(),
+                finished: VecDeque::new(),
             });
         }
         let shards = Shards {
@@ -456,7 +460,7 @@ impl<P> Shards<P> {
     pub fn idle(&self) -> bool {
         self.lanes
             .iter()
-            .all(|l| l.pending.is_empty() && l.held.is_empty())
+            .all(|l| l.pending.is_empty() && l.held.is_empty() && l.finished.is_empty())
     }
 
     /// The workers' counters as last published, merged, and their open flows.
@@ -487,12 +491,24 @@ impl<P> Shards<P> {
                 if seq >= done {
                     break;
                 }
-                max_ts = Some(max_ts.map_or(ts, |m: i64| m.max(ts)));
-                self.released += 1;
+                lane.finished.push_back((seq, ts));
                 lane.pending.pop_front();
             }
             if let Some(&(seq, _)) = lane.pending.front() {
                 bound = bound.min(seq);
+            }
+        }
+        // Finished packets before the bound are released with their items below: the metrics
+        // hear of them (and sample at their time) only then, so a sample holds exactly what
+        // came before it.
+        for lane in &mut self.lanes {
+            while let Some(&(seq, ts)) = lane.finished.front() {
+                if seq >= bound {
+                    break;
+                }
+                max_ts = Some(max_ts.map_or(ts, |m: i64| m.max(ts)));
+                self.released += 1;
+                lane.finished.pop_front();
             }
         }
         let mut n = 0;
