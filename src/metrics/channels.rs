@@ -1,0 +1,156 @@
+//! Per-channel series (requests, response latencies, poll intervals), bounded, fed by observations.
+
+use super::*;
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const POLL_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+/// Poll keys remembered per channel for intervals.
+const POLL_KEYS_PER_CHANNEL: usize = 64;
+pub const DEFAULT_MAX_CHANNELS: usize = 256;
+
+struct ChannelSeries {
+    requests: u64,
+    latency: Histogram,
+    polls: Histogram,
+    pending: Pending,
+    last_poll: FastMap<PollKey, i64>,
+}
+
+/// Per-channel series: requests, response latency, intervals between identical requests.
+pub struct ChannelMetrics {
+    channels: FastMap<Channel, ChannelSeries>,
+    order: Vec<Channel>,
+    max_channels: usize,
+    pub overflow: u64,
+    assets: FastMap<IpAddr, ()>,
+}
+
+/// Distinct hosts counted for `otwatch_assets_seen`, at most.
+const MAX_ASSETS_COUNTED: usize = 100_000;
+
+impl ChannelMetrics {
+    pub fn new(max_channels: usize) -> Self {
+        ChannelMetrics {
+            channels: FastMap::default(),
+            order: Vec::new(),
+            max_channels,
+            overflow: 0,
+            assets: FastMap::default(),
+        }
+    }
+
+    pub(crate) fn count_assets(&mut self, ch: &Channel) {
+        for ip in [ch.client, ch.server] {
+            if self.assets.len() < MAX_ASSETS_COUNTED {
+                self.assets.insert(ip, ());
+            }
+        }
+    }
+
+    /// False with a cap of 0: no per-channel series (and no events needed for them).
+    pub fn enabled(&self) -> bool {
+        self.max_channels > 0
+    }
+
+    pub fn observe(&mut self, o: &Observation) {
+        let ch = o.channel;
+        if o.kind == Kind::Conversation {
+            self.count_assets(&ch);
+            return;
+        }
+        if !self.channels.contains_key(&ch) {
+            // A channel's hosts are counted once, when it is first seen.
+            self.count_assets(&ch);
+            if self.channels.len() >= self.max_channels {
+                self.overflow += 1;
+                return;
+            }
+            self.order.push(ch);
+        }
+        let c = self.channels.entry(ch).or_insert_with(|| ChannelSeries {
+            requests: 0,
+            latency: Histogram::new(LATENCY_BUCKETS),
+            polls: Histogram::new(POLL_BUCKETS),
+            pending: Pending::default(),
+            last_poll: FastMap::default(),
+        });
+        match o.kind {
+            Kind::Request => {
+                c.requests += 1;
+                c.pending.request(o);
+                let key = otwatch_models::learn::poll_key(o);
+                if let Some(prev) = c.last_poll.get(&key) {
+                    c.polls.observe(otwatch_models::secs(*prev, o.ts));
+                }
+                if c.last_poll.len() < POLL_KEYS_PER_CHANNEL || c.last_poll.contains_key(&key) {
+                    c.last_poll.insert(key, o.ts);
+                }
+            }
+            Kind::Response => {
+                if let Some((l, _)) = c.pending.response(o) {
+                    c.latency.observe(l);
+                }
+            }
+            Kind::Unsolicited | Kind::Conversation => {}
+        }
+    }
+
+    pub(crate) fn families(&self, out: &mut Vec<Family>) {
+        let mut req = Family::new(
+            "otwatch_requests_total",
+            MetricKind::Counter,
+            "Requests per channel.",
+        );
+        let mut lat = Family::new(
+            "otwatch_response_latency_seconds",
+            MetricKind::Histogram,
+            "Request to response time per channel.",
+        );
+        let mut polls = Family::new(
+            "otwatch_poll_interval_seconds",
+            MetricKind::Histogram,
+            "Interval between two identical requests (same function and address block) per channel.",
+        );
+        for ch in &self.order {
+            let Some(c) = self.channels.get(ch) else {
+                continue;
+            };
+            let labels = vec![
+                ("proto", ch.proto.name().to_string()),
+                ("client", ch.client.to_string()),
+                ("server", ch.server.to_string()),
+                ("unit", ch.unit_text()),
+            ];
+            req.push(labels.clone(), c.requests as f64);
+            lat.samples.push(Sample {
+                labels: labels.clone(),
+                value: Value::Histogram(c.latency.clone()),
+            });
+            polls.samples.push(Sample {
+                labels,
+                value: Value::Histogram(c.polls.clone()),
+            });
+        }
+        out.extend([req, lat, polls]);
+        out.push(
+            Family::new(
+                "otwatch_metrics_channels_overflow_total",
+                MetricKind::Counter,
+                "Observations of channels beyond the label cap (--metrics-max-channels).",
+            )
+            .with(Vec::new(), self.overflow as f64),
+        );
+        out.push(
+            Family::new(
+                "otwatch_assets_seen",
+                MetricKind::Gauge,
+                "Distinct hosts seen in dissected or reported conversations.",
+            )
+            .with(Vec::new(), self.assets.len() as f64),
+        );
+    }
+}

@@ -1,0 +1,243 @@
+//! Every family of a publication, from the pipeline's counters, the detection state and the outputs.
+
+use super::*;
+
+/// Capture counters only a live source has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LiveCounters {
+    pub kernel_drops: u64,
+    pub ring_freezes: u64,
+    pub queue_drops: u64,
+}
+
+/// The detection state, for its gauges and counters.
+#[derive(Debug, Clone, Default)]
+pub struct DetectionState {
+    pub enabled: bool,
+    pub learning: bool,
+    /// End of the learning window, capture time in seconds.
+    pub learned_until: Option<f64>,
+    pub baseline_channels: usize,
+    /// Alert causes by (kind, type, severity).
+    pub alerts: BTreeMap<(&'static str, &'static str, &'static str), u64>,
+    /// Detection's memory bounds hit: (bound, times).
+    pub bounds_hit: Vec<(&'static str, u64)>,
+}
+
+/// Everything the families are built from.
+pub struct Inputs<'a> {
+    pub stats: &'a Stats,
+    pub active_flows: usize,
+    pub capture_ts: i64,
+    pub live: Option<LiveCounters>,
+    pub workers: &'a [u64],
+    pub channels: Option<&'a ChannelMetrics>,
+    pub detection: &'a DetectionState,
+    /// Failed writes of the run's outputs.
+    pub outputs: Option<&'a crate::output::OutputHealth>,
+}
+
+fn proto_families(stats: &Stats, out: &mut Vec<Family>) {
+    let protos = crate::dissect::ProtoId::all().map(|p| (p.spec().name, &stats[p]));
+    let mut pdus = Family::new(
+        "otwatch_pdus_total",
+        MetricKind::Counter,
+        "PDUs by protocol and function code.",
+    );
+    let mut exc = Family::new(
+        "otwatch_exceptions_total",
+        MetricKind::Counter,
+        "Exception responses by protocol.",
+    );
+    let mut errs = Family::new(
+        "otwatch_parse_errors_total",
+        MetricKind::Counter,
+        "Malformed PDUs by protocol and reason.",
+    );
+    for (name, p) in protos {
+        for (fc, n) in p.functions() {
+            pdus.push(
+                vec![("proto", name.to_string()), ("function", fc.to_string())],
+                n as f64,
+            );
+        }
+        exc.push(vec![("proto", name.to_string())], p.exceptions as f64);
+        for (reason, n) in &p.parse_errors {
+            errs.push(
+                vec![("proto", name.to_string()), ("reason", reason.to_string())],
+                *n as f64,
+            );
+        }
+    }
+    out.extend([pdus, exc, errs]);
+}
+
+/// Every family, from the inputs.
+pub fn families(i: &Inputs<'_>) -> Vec<Family> {
+    let s = i.stats;
+    let mut out = Vec::with_capacity(24);
+    out.push(
+        Family::new(
+            "otwatch_build_info",
+            MetricKind::Gauge,
+            "The running build (always 1).",
+        )
+        .with(
+            vec![("version", env!("CARGO_PKG_VERSION").to_string())],
+            1.0,
+        ),
+    );
+    out.push(
+        Family::new(
+            "otwatch_packets_total",
+            MetricKind::Counter,
+            "Packets captured and processed.",
+        )
+        .with(Vec::new(), s.packets as f64),
+    );
+    out.push(
+        Family::new(
+            "otwatch_bytes_total",
+            MetricKind::Counter,
+            "Bytes on the wire of the packets processed.",
+        )
+        .with(Vec::new(), s.bytes as f64),
+    );
+    out.push(
+        Family::new(
+            "otwatch_capture_timestamp_seconds",
+            MetricKind::Gauge,
+            "Capture time of the latest packet.",
+        )
+        .with(Vec::new(), i.capture_ts as f64 / 1e9),
+    );
+    let live = i.live.unwrap_or_default();
+    let mut drops = Family::new(
+        "otwatch_drops_total",
+        MetricKind::Counter,
+        "Packets or data lost, by stage.",
+    );
+    for (stage, n) in [
+        ("kernel", live.kernel_drops),
+        ("ring", live.ring_freezes),
+        ("queue", live.queue_drops),
+        (
+            "reassembly",
+            s.tcp.ooo_bound_gaps + s.tcp.buffer_bound_drops,
+        ),
+        ("flow_table", s.flows.table_full_drops),
+        ("defrag", s.defrag.bound_drops),
+        ("talkers", s.flows.talkers_full),
+    ] {
+        drops.push(vec![("stage", stage.to_string())], n as f64);
+    }
+    out.push(drops);
+    out.push(
+        Family::new(
+            "otwatch_flows_active",
+            MetricKind::Gauge,
+            "Flows tracked now.",
+        )
+        .with(Vec::new(), i.active_flows as f64),
+    );
+    out.push(
+        Family::new(
+            "otwatch_flows_created_total",
+            MetricKind::Counter,
+            "Flows created.",
+        )
+        .with(Vec::new(), s.flows.created as f64),
+    );
+    let mut evicted = Family::new(
+        "otwatch_flows_evicted_total",
+        MetricKind::Counter,
+        "Flows evicted, by reason: idle (timeout) or full (to make room in a full table).",
+    );
+    evicted.push(vec![("reason", "idle".into())], s.flows.evicted_idle as f64);
+    evicted.push(vec![("reason", "full".into())], s.flows.evicted_full as f64);
+    out.push(evicted);
+    proto_families(s, &mut out);
+    if let Some(c) = i.channels {
+        c.families(&mut out);
+    }
+    if !i.workers.is_empty() {
+        let mut w = Family::new(
+            "otwatch_worker_packets_total",
+            MetricKind::Counter,
+            "Packets handed to each worker.",
+        );
+        for (n, p) in i.workers.iter().enumerate() {
+            w.push(vec![("worker", n.to_string())], *p as f64);
+        }
+        out.push(w);
+    }
+    if let Some(h) = i.outputs {
+        let mut f = Family::new(
+            "otwatch_output_errors_total",
+            MetricKind::Counter,
+            "Writes an output could not make (lines, evidence files, saves), by output.",
+        );
+        for k in crate::output::OutputKind::ALL {
+            f.push(vec![("output", k.name().to_string())], h.errors(k) as f64);
+        }
+        out.push(f);
+    }
+    let d = i.detection;
+    if d.enabled {
+        let mut bounds = Family::new(
+            "otwatch_detection_bound_hits_total",
+            MetricKind::Counter,
+            "Observations detection could not keep state for, by the memory bound that was hit.",
+        );
+        for (bound, n) in &d.bounds_hit {
+            bounds.push(vec![("bound", bound.to_string())], *n as f64);
+        }
+        out.push(bounds);
+        let mut alerts = Family::new(
+            "otwatch_alerts_total",
+            MetricKind::Counter,
+            "Alert causes raised, by kind, type and severity.",
+        );
+        for ((kind, t, sev), n) in &d.alerts {
+            alerts.push(
+                vec![
+                    ("kind", kind.to_string()),
+                    ("type", t.to_string()),
+                    ("severity", sev.to_string()),
+                ],
+                *n as f64,
+            );
+        }
+        out.push(alerts);
+        out.push(
+            Family::new(
+                "otwatch_learning",
+                MetricKind::Gauge,
+                "1 while learning the baseline, 0 when detecting.",
+            )
+            .with(Vec::new(), f64::from(u8::from(d.learning))),
+        );
+        if let Some(until) = d.learned_until {
+            out.push(
+                Family::new(
+                    "otwatch_baseline_age_seconds",
+                    MetricKind::Gauge,
+                    "Capture time since the end of the learning window.",
+                )
+                .with(Vec::new(), (i.capture_ts as f64 / 1e9 - until).max(0.0)),
+            );
+        }
+        out.push(
+            Family::new(
+                "otwatch_baseline_channels",
+                MetricKind::Gauge,
+                "Channels in the baseline in use.",
+            )
+            .with(Vec::new(), d.baseline_channels as f64),
+        );
+    }
+    out
+}
+
+/// The families a scrape sees; replaced about once a second by the capture thread.
+pub type Published = Arc<Mutex<Vec<Family>>>;
