@@ -38,9 +38,9 @@ const MAX_RAISED: usize = 100_000;
 /// Bounds on runtime state for channels and clients learning never saw.
 const MAX_RUNTIME_CHANNELS: usize = 20_000;
 const MAX_SCAN_CLIENTS: usize = 10_000;
-/// Reads whose last values are remembered (a cache: cleared when full). A memo holds at most
-/// a PDU's accesses and values (a few KiB), so this bounds the cache to a few MiB.
-const MAX_VALUE_MEMOS: usize = 4096;
+/// Accesses and values the value memo holds at most, in all (a cache: cleared when full); one
+/// read larger than a sixteenth of it is not remembered. At most 32 bytes an element: 8 MiB.
+const MAX_MEMO_ELEMENTS: usize = 256 * 1024;
 
 struct PointEnv {
     min: f64,
@@ -89,7 +89,6 @@ struct ScanRt {
 }
 
 /// What a read looked like when its values were last checked.
-#[derive(Default)]
 struct ValueMemo {
     epoch: u64,
     /// Space, start, count, write and number of values of every access.
@@ -116,16 +115,22 @@ impl ValueMemo {
                 .flat_map(|a| a.values.iter().map(|v| v.to_bits())))
     }
 
-    fn fill(&mut self, epoch: u64, o: &Observation) {
-        self.epoch = epoch;
-        self.layout.clear();
-        self.layout.extend(o.accesses.iter().map(Self::layout_of));
-        self.values.clear();
-        self.values.extend(
-            o.accesses
+    /// The memo of `o` (vectors of exactly its size).
+    fn of(epoch: u64, o: &Observation) -> Self {
+        ValueMemo {
+            epoch,
+            layout: o.accesses.iter().map(Self::layout_of).collect(),
+            values: o
+                .accesses
                 .iter()
-                .flat_map(|a| a.values.iter().map(|v| v.to_bits())),
-        );
+                .flat_map(|a| a.values.iter().map(|v| v.to_bits()))
+                .collect(),
+        }
+    }
+
+    /// What it holds, in elements (an access or a value), for the cache's bound.
+    fn elements(&self) -> usize {
+        self.layout.len() + self.values.len()
     }
 }
 
@@ -152,6 +157,10 @@ pub struct Detector {
     value_memo: FastMap<(Proto, IpAddr, u32, u32, u32, usize), ValueMemo>,
     /// Per server and unit: bumped whenever one of its points' last value changes.
     value_epochs: FastMap<(Proto, IpAddr, u32), u64>,
+    /// Elements held by `value_memo` (its bound).
+    memo_elements: usize,
+    /// Servers and units with learned value envelopes.
+    point_servers: FastSet<(Proto, IpAddr, u32)>,
     window_nanos: i64,
     window_index: Option<i64>,
     /// The window detection started in: partial, so not scored.
@@ -255,6 +264,8 @@ impl Detector {
             raised: FastSet::default(),
             value_memo: FastMap::default(),
             value_epochs: FastMap::default(),
+            memo_elements: 0,
+            point_servers: FastSet::default(),
             window_nanos: baseline
                 .behaviour
                 .as_ref()
@@ -293,6 +304,9 @@ impl Detector {
                         .or_default()
                         .union(r);
                 }
+            }
+            if !c.points.is_empty() {
+                d.point_servers.insert((ch.proto, ch.server, ch.unit));
             }
             for p in &c.points {
                 d.points.insert(
@@ -849,13 +863,19 @@ impl Detector {
         }
     }
 
-    /// Values against the learned envelopes. Most polls read back what they read last time: when
-    /// this read carries the same values at the same addresses as the last time it was checked,
-    /// which raised nothing, and no value of the server changed since, checking again would
-    /// change nothing and raise nothing, so it is skipped (exactly: the memo is compared in full).
+    /// Values against the learned envelopes. Most polls read back what they read last time. A
+    /// check that raised nothing and changed nothing (every point already held these values)
+    /// gives the same result when run again on the same state; so when the same read comes
+    /// again and no point of the server changed since (its epoch), it is skipped. Exact: the
+    /// memo is compared in full.
     fn check_values(&mut self, o: &Observation, out: &mut Vec<Alert>) {
         let ch = o.channel;
-        if o.exception || o.accesses.iter().all(|a| a.values.is_empty()) {
+        let server = (ch.proto, ch.server, ch.unit);
+        if o.exception
+            || o.accesses.iter().all(|a| a.values.is_empty())
+            || !self.point_servers.contains(&server)
+        {
+            // Nothing to check: no values, or no envelope learned for this server and unit.
             return;
         }
         let Some(first) = o.accesses.first() else {
@@ -869,7 +889,6 @@ impl Detector {
             first.start,
             o.accesses.len(),
         );
-        let server = (ch.proto, ch.server, ch.unit);
         let epoch = self.value_epochs.get(&server).copied().unwrap_or(0);
         if self
             .value_memo
@@ -880,22 +899,24 @@ impl Detector {
         }
         let before = out.len();
         let changed = self.check_values_now(o, out);
-        let epoch = if changed {
-            let e = self.value_epochs.entry(server).or_insert(0);
-            *e += 1;
-            *e
-        } else {
-            epoch
-        };
-        if out.len() == before {
-            if self.value_memo.len() >= MAX_VALUE_MEMOS && !self.value_memo.contains_key(&key) {
-                // Only a cache: forgetting it costs time, never a result.
-                self.value_memo.clear();
+        if changed {
+            *self.value_epochs.entry(server).or_insert(0) += 1;
+        }
+        if let Some(old) = self.value_memo.remove(&key) {
+            self.memo_elements -= old.elements();
+        }
+        if out.len() == before && !changed {
+            let memo = ValueMemo::of(epoch, o);
+            let n = memo.elements();
+            if n <= MAX_MEMO_ELEMENTS / 16 {
+                if self.memo_elements + n > MAX_MEMO_ELEMENTS {
+                    // Only a cache: forgetting it costs time, never a result.
+                    self.value_memo.clear();
+                    self.memo_elements = 0;
+                }
+                self.memo_elements += n;
+                self.value_memo.insert(key, memo);
             }
-            let memo = self.value_memo.entry(key).or_default();
-            memo.fill(epoch, o);
-        } else {
-            self.value_memo.remove(&key);
         }
     }
 
@@ -1418,5 +1439,42 @@ mod tests {
         // Client 2 reads registers 99..=100 and finds 100 at 5: client 1's same 25 is now a jump.
         assert_eq!(raised(read(2, 99, &[5.0, 5.0], t1 + 2000), &mut engine), 0);
         assert_eq!(raised(read(1, 100, &[25.0], t1 + 3000), &mut engine), 1);
+    }
+
+    /// A read that carries one point twice (overlapping S7 items, repeated DNP3 events) leaves
+    /// the point at its second value: the same read again is a jump from that value, and must
+    /// be checked, not remembered as unchanged.
+    #[test]
+    fn a_read_that_moves_its_own_point_is_checked_again() {
+        use crate::engine::{Engine, EngineConfig};
+        let t0 = 1_700_000_000 * NANOS;
+        let mut learner = Engine::learning(EngineConfig::default());
+        let mut out = Vec::new();
+        for i in 0..40 {
+            let k = i % 20;
+            let v = f64::from(if k <= 10 { k } else { 20 - k });
+            learner.observe(&read(1, 100, &[v], t0 + i64::from(i) * NANOS), &mut out);
+        }
+        let baseline = learner.finish(&mut out).expect("a baseline");
+        let mut engine = Engine::detecting(baseline, EngineConfig::default());
+        let twice = |ts: i64| {
+            let mut o = read(1, 100, &[25.0], ts);
+            let mut second = o.accesses[0].clone();
+            second.values = crate::obs::AccessValues::from_elem(0.0, 1);
+            o.accesses.push(second);
+            o
+        };
+        let t1 = t0 + 100 * NANOS;
+        let mut raised = |o: Observation| {
+            let mut out = Vec::new();
+            engine.observe(&o, &mut out);
+            out.iter()
+                .filter(|a| a.r#type == "value_out_of_range")
+                .count()
+        };
+        // 25 with no previous value: no jump. Then 0, in the envelope.
+        assert_eq!(raised(twice(t1)), 0);
+        // Again: 25 after 0 is a jump outside the soft margin.
+        assert_eq!(raised(twice(t1 + 1000)), 1);
     }
 }

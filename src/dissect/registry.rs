@@ -228,6 +228,8 @@ mod tests {
         assert_eq!(names.len(), COUNT, "names are unique");
         for p in ProtoId::all() {
             let spec = p.spec();
+            // A protocol found by probing needs a dissector for the flows it is found on.
+            assert!(spec.probe.is_none() || spec.new.is_some(), "{}", spec.name);
             if spec.new.is_some() {
                 assert!(spec.max_buffered > 0, "{}", spec.name);
                 for port in spec.ports {
