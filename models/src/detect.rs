@@ -1403,42 +1403,59 @@ mod tests {
         o
     }
 
+    const T0: i64 = 1_700_000_000 * NANOS;
+
+    /// An engine detecting against what it learned from 40 s of a triangle 0..=10..=0 (steps of
+    /// 1) read by client 1 at register 100 and, with `second`, by client 2 at 99..=100.
+    fn engine_after_a_triangle(second: bool) -> crate::engine::Engine {
+        use crate::engine::{Engine, EngineConfig};
+        let mut learner = Engine::learning(EngineConfig::default());
+        let mut out = Vec::new();
+        for i in 0..40 {
+            let k = i % 20;
+            let v = f64::from(if k <= 10 { k } else { 20 - k });
+            let ts = T0 + i64::from(i) * NANOS;
+            learner.observe(&read(1, 100, &[v], ts), &mut out);
+            if second {
+                learner.observe(&read(2, 99, &[v, v], ts + 1000), &mut out);
+            }
+        }
+        let baseline = learner.finish(&mut out).expect("a baseline");
+        Engine::detecting(baseline, EngineConfig::default())
+    }
+
+    /// Value alerts raised by one observation.
+    fn value_alerts(engine: &mut crate::engine::Engine, o: Observation) -> usize {
+        let mut out = Vec::new();
+        engine.observe(&o, &mut out);
+        out.iter()
+            .filter(|a| a.r#type == "value_out_of_range")
+            .count()
+    }
+
     /// The memo of unchanged reads never hides a change: once another read (of another block,
     /// by another client) moved the point's last value, the same values again are checked
     /// again, and the jump raises.
     #[test]
     fn an_unchanged_read_is_checked_again_once_the_point_moved() {
-        use crate::engine::{Engine, EngineConfig};
-        let t0 = 1_700_000_000 * NANOS;
-        let mut learner = Engine::learning(EngineConfig::default());
-        let mut out = Vec::new();
-        for i in 0..40 {
-            // A triangle 0..=10..=0: steps of 1.
-            let k = i % 20;
-            let v = f64::from(if k <= 10 { k } else { 20 - k });
-            learner.observe(&read(1, 100, &[v], t0 + i64::from(i) * NANOS), &mut out);
-            learner.observe(
-                &read(2, 99, &[v, v], t0 + i64::from(i) * NANOS + 1000),
-                &mut out,
-            );
-        }
-        let baseline = learner.finish(&mut out).expect("a baseline");
-        let mut engine = Engine::detecting(baseline, EngineConfig::default());
-        let t1 = t0 + 100 * NANOS;
-        let raised = |o: Observation, engine: &mut Engine| {
-            let mut out = Vec::new();
-            engine.observe(&o, &mut out);
-            out.iter()
-                .filter(|a| a.r#type == "value_out_of_range")
-                .count()
-        };
+        let mut engine = engine_after_a_triangle(true);
+        let t1 = T0 + 100 * NANOS;
         // 25 is outside the learned 0..=10 by the soft margin only: not an alarm without a jump
         // (no previous value), nor when it repeats.
-        assert_eq!(raised(read(1, 100, &[25.0], t1), &mut engine), 0);
-        assert_eq!(raised(read(1, 100, &[25.0], t1 + 1000), &mut engine), 0);
+        assert_eq!(value_alerts(&mut engine, read(1, 100, &[25.0], t1)), 0);
+        assert_eq!(
+            value_alerts(&mut engine, read(1, 100, &[25.0], t1 + 1000)),
+            0
+        );
         // Client 2 reads registers 99..=100 and finds 100 at 5: client 1's same 25 is now a jump.
-        assert_eq!(raised(read(2, 99, &[5.0, 5.0], t1 + 2000), &mut engine), 0);
-        assert_eq!(raised(read(1, 100, &[25.0], t1 + 3000), &mut engine), 1);
+        assert_eq!(
+            value_alerts(&mut engine, read(2, 99, &[5.0, 5.0], t1 + 2000)),
+            0
+        );
+        assert_eq!(
+            value_alerts(&mut engine, read(1, 100, &[25.0], t1 + 3000)),
+            1
+        );
     }
 
     /// A read that carries one point twice (overlapping S7 items, repeated DNP3 events) leaves
@@ -1446,17 +1463,7 @@ mod tests {
     /// be checked, not remembered as unchanged.
     #[test]
     fn a_read_that_moves_its_own_point_is_checked_again() {
-        use crate::engine::{Engine, EngineConfig};
-        let t0 = 1_700_000_000 * NANOS;
-        let mut learner = Engine::learning(EngineConfig::default());
-        let mut out = Vec::new();
-        for i in 0..40 {
-            let k = i % 20;
-            let v = f64::from(if k <= 10 { k } else { 20 - k });
-            learner.observe(&read(1, 100, &[v], t0 + i64::from(i) * NANOS), &mut out);
-        }
-        let baseline = learner.finish(&mut out).expect("a baseline");
-        let mut engine = Engine::detecting(baseline, EngineConfig::default());
+        let mut engine = engine_after_a_triangle(false);
         let twice = |ts: i64| {
             let mut o = read(1, 100, &[25.0], ts);
             let mut second = o.accesses[0].clone();
@@ -1464,17 +1471,10 @@ mod tests {
             o.accesses.push(second);
             o
         };
-        let t1 = t0 + 100 * NANOS;
-        let mut raised = |o: Observation| {
-            let mut out = Vec::new();
-            engine.observe(&o, &mut out);
-            out.iter()
-                .filter(|a| a.r#type == "value_out_of_range")
-                .count()
-        };
+        let t1 = T0 + 100 * NANOS;
         // 25 with no previous value: no jump. Then 0, in the envelope.
-        assert_eq!(raised(twice(t1)), 0);
+        assert_eq!(value_alerts(&mut engine, twice(t1)), 0);
         // Again: 25 after 0 is a jump outside the soft margin.
-        assert_eq!(raised(twice(t1 + 1000)), 1);
+        assert_eq!(value_alerts(&mut engine, twice(t1 + 1000)), 1);
     }
 }
