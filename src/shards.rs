@@ -261,6 +261,19 @@ struct Lane<P> {
     finished: VecDeque<(u64, i64)>,
 }
 
+/// The workers' counters as last published, added up, and their open flows.
+fn sum_counters<P>(lanes: &[Lane<P>]) -> (Stats, usize) {
+    let mut stats = Stats::default();
+    let mut active = 0;
+    for l in lanes {
+        if let Ok(c) = l.counters.lock() {
+            stats.merge(&c.0);
+            active += c.1;
+        }
+    }
+    (stats, active)
+}
+
 /// Where the merged stream goes: detection (observations, ticks, metrics) and the events
 /// output.
 pub struct Stage<'a> {
@@ -465,15 +478,7 @@ impl<P> Shards<P> {
 
     /// The workers' counters as last published, merged, and their open flows.
     pub fn counters(&self) -> (Stats, usize) {
-        let mut stats = Stats::default();
-        let mut active = 0;
-        for l in &self.lanes {
-            if let Ok(c) = l.counters.lock() {
-                stats.merge(&c.0);
-                active += c.1;
-            }
-        }
-        (stats, active)
+        sum_counters(&self.lanes)
     }
 
     /// Takes what the workers finished and releases, in order, everything no worker can still
@@ -548,17 +553,7 @@ impl<P> Shards<P> {
         if self.released > 0 {
             if let Some(d) = stage.detection.as_deref_mut() {
                 let lanes = &self.lanes;
-                d.metrics_progress(self.released, self.released_ts, || {
-                    let mut stats = Stats::default();
-                    let mut active = 0;
-                    for l in lanes {
-                        if let Ok(c) = l.counters.lock() {
-                            stats.merge(&c.0);
-                            active += c.1;
-                        }
-                    }
-                    (stats, active)
-                });
+                d.metrics_progress(self.released, self.released_ts, || sum_counters(lanes));
             }
             self.released = 0;
         }
@@ -590,9 +585,12 @@ impl<P> Shards<P> {
             }
         }
         self.batch.sort_by_key(|i| i.key);
-        for item in std::mem::take(&mut self.batch) {
+        // Drained in place: the batch keeps its allocation for the next flush.
+        let mut batch = std::mem::take(&mut self.batch);
+        for item in batch.drain(..) {
             Self::release(item, stage);
         }
+        self.batch = batch;
     }
 
     fn release(item: Item, stage: &mut Stage<'_>) {
