@@ -69,8 +69,15 @@ impl Serialize for Timestamp {
 
 /// Bytes from the wire kept as they are, serialised as lowercase hex (only when an events
 /// output writes them: detection reads the bytes).
+/// Inline up to 8 bytes (an S7 element, a REAL, a DWORD): most values cost no allocation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Hex(pub Vec<u8>);
+pub struct Hex(pub smallvec::SmallVec<[u8; 8]>);
+
+impl From<&[u8]> for Hex {
+    fn from(bytes: &[u8]) -> Self {
+        Hex(smallvec::SmallVec::from_slice(bytes))
+    }
+}
 
 impl std::fmt::Display for Hex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -372,13 +379,16 @@ mod tests {
 
     #[test]
     fn hex_is_lowercase_pairs() {
-        assert_eq!(Hex(vec![]).to_string(), "");
-        assert_eq!(Hex(vec![0x00, 0x0f, 0xa5, 0xff]).to_string(), "000fa5ff");
+        assert_eq!(Hex::from(&[][..]).to_string(), "");
+        assert_eq!(
+            Hex::from(&[0x00, 0x0f, 0xa5, 0xff][..]).to_string(),
+            "000fa5ff"
+        );
         let long: Vec<u8> = (0..=255u8).collect();
         let expected: String = long.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(Hex(long).to_string(), expected);
+        assert_eq!(Hex::from(&long[..]).to_string(), expected);
         assert_eq!(
-            serde_json::to_string(&Hex(vec![1, 0xab])).unwrap(),
+            serde_json::to_string(&Hex::from(&[1, 0xab][..])).unwrap(),
             "\"01ab\""
         );
     }

@@ -88,6 +88,22 @@ struct ScanRt {
     frames: Vec<u64>,
 }
 
+/// A server and unit with learned value envelopes.
+#[derive(Default)]
+struct ServerPoints {
+    /// Envelope per point ([`point_key`]).
+    points: FastMap<u64, PointEnv>,
+    /// Bumped whenever one of its points' last value changes.
+    epoch: u64,
+    /// The last values checked per read (first space and address, accesses), when that check
+    /// raised nothing; see [`Detector::check_values`].
+    memo: FastMap<(u32, u32, usize), ValueMemo>,
+}
+
+fn point_key(space: u32, address: u32) -> u64 {
+    u64::from(space) << 32 | u64::from(address)
+}
+
 /// What a read looked like when its values were last checked.
 struct ValueMemo {
     epoch: u64,
@@ -145,22 +161,16 @@ pub struct Detector {
     server_ranges: FastMap<(Proto, IpAddr, u32, u32, bool), Ranges>,
     writers: FastSet<(Proto, IpAddr, IpAddr)>,
     client_servers: FastSet<(IpAddr, IpAddr, Proto, u32)>,
-    points: FastMap<(Proto, IpAddr, u32, u32, u32), PointEnv>,
+    /// Per server and unit with learned value envelopes: its points, their epoch, its memo.
+    points: FastMap<(Proto, IpAddr, u32), ServerPoints>,
     polls: FastMap<(Channel, PollKey), PollRt>,
     rt: FastMap<Channel, ChanRt>,
     asset_rt: FastMap<IpAddr, AssetRt>,
     scans: FastMap<IpAddr, ScanRt>,
     /// Causes raised so far (their text was built once).
     raised: FastSet<AlertKey>,
-    /// The last values checked per read (server, unit, first address, accesses), when that
-    /// check raised nothing; see [`Detector::check_values`].
-    value_memo: FastMap<(Proto, IpAddr, u32, u32, u32, usize), ValueMemo>,
-    /// Per server and unit: bumped whenever one of its points' last value changes.
-    value_epochs: FastMap<(Proto, IpAddr, u32), u64>,
-    /// Elements held by `value_memo` (its bound).
+    /// Elements held by the servers' value memos (their bound).
     memo_elements: usize,
-    /// Servers and units with learned value envelopes.
-    point_servers: FastSet<(Proto, IpAddr, u32)>,
     window_nanos: i64,
     window_index: Option<i64>,
     /// The window detection started in: partial, so not scored.
@@ -262,10 +272,7 @@ impl Detector {
             asset_rt: FastMap::default(),
             scans: FastMap::default(),
             raised: FastSet::default(),
-            value_memo: FastMap::default(),
-            value_epochs: FastMap::default(),
             memo_elements: 0,
-            point_servers: FastSet::default(),
             window_nanos: baseline
                 .behaviour
                 .as_ref()
@@ -305,20 +312,21 @@ impl Detector {
                         .union(r);
                 }
             }
-            if !c.points.is_empty() {
-                d.point_servers.insert((ch.proto, ch.server, ch.unit));
-            }
             for p in &c.points {
-                d.points.insert(
-                    (ch.proto, ch.server, ch.unit, p.space, p.address),
-                    PointEnv {
-                        min: p.min,
-                        max: p.max,
-                        max_step: p.max_step,
-                        samples: p.samples,
-                        last: None,
-                    },
-                );
+                d.points
+                    .entry((ch.proto, ch.server, ch.unit))
+                    .or_default()
+                    .points
+                    .insert(
+                        point_key(p.space, p.address),
+                        PointEnv {
+                            min: p.min,
+                            max: p.max,
+                            max_step: p.max_step,
+                            samples: p.samples,
+                            last: None,
+                        },
+                    );
             }
             for p in &c.polls {
                 d.polls.insert(
@@ -870,39 +878,32 @@ impl Detector {
     /// memo is compared in full.
     fn check_values(&mut self, o: &Observation, out: &mut Vec<Alert>) {
         let ch = o.channel;
-        let server = (ch.proto, ch.server, ch.unit);
-        if o.exception
-            || o.accesses.iter().all(|a| a.values.is_empty())
-            || !self.point_servers.contains(&server)
-        {
-            // Nothing to check: no values, or no envelope learned for this server and unit.
+        if o.exception || o.accesses.iter().all(|a| a.values.is_empty()) {
             return;
         }
+        // Nothing to check without an envelope learned for this server and unit.
+        let Some(server) = self.points.get_mut(&(ch.proto, ch.server, ch.unit)) else {
+            return;
+        };
         let Some(first) = o.accesses.first() else {
             return;
         };
-        let key = (
-            ch.proto,
-            ch.server,
-            ch.unit,
-            first.space,
-            first.start,
-            o.accesses.len(),
-        );
-        let epoch = self.value_epochs.get(&server).copied().unwrap_or(0);
-        if self
-            .value_memo
+        let key = (first.space, first.start, o.accesses.len());
+        let epoch = server.epoch;
+        if server
+            .memo
             .get(&key)
             .is_some_and(|m| m.epoch == epoch && m.matches(o))
         {
             return;
         }
         let before = out.len();
-        let changed = self.check_values_now(o, out);
+        let changed = check_values_now(&mut server.points, &mut self.raised, o, out);
         if changed {
-            *self.value_epochs.entry(server).or_insert(0) += 1;
+            server.epoch += 1;
         }
-        if let Some(old) = self.value_memo.remove(&key) {
+        let old = server.memo.remove(&key);
+        if let Some(old) = old {
             self.memo_elements -= old.elements();
         }
         if out.len() == before && !changed {
@@ -911,84 +912,17 @@ impl Detector {
             if n <= MAX_MEMO_ELEMENTS / 16 {
                 if self.memo_elements + n > MAX_MEMO_ELEMENTS {
                     // Only a cache: forgetting it costs time, never a result.
-                    self.value_memo.clear();
+                    for s in self.points.values_mut() {
+                        s.memo.clear();
+                    }
                     self.memo_elements = 0;
                 }
                 self.memo_elements += n;
-                self.value_memo.insert(key, memo);
-            }
-        }
-    }
-
-    /// Checks every value; returns whether any point's last value changed.
-    fn check_values_now(&mut self, o: &Observation, out: &mut Vec<Alert>) -> bool {
-        let ch = o.channel;
-        let mut changed = false;
-        for acc in &o.accesses {
-            if ch.proto.bit_space(acc.space) || o.exception {
-                continue;
-            }
-            for (i, &v) in acc.values.iter().enumerate() {
-                let addr = acc.start.wrapping_add(i as u32);
-                let Some(p) = self
-                    .points
-                    .get_mut(&(ch.proto, ch.server, ch.unit, acc.space, addr))
-                else {
-                    continue;
-                };
-                let previous = p.last.replace(v);
-                changed |= previous.map(f64::to_bits) != Some(v.to_bits());
-                if p.samples < 3 {
-                    continue;
-                }
-                // Outside the envelope by a soft margin, having jumped there; or outside by a
-                // hard margin however it got there. A value that drifts out in small steps (a
-                // level that learning saw only part of) is not an alarm until it is far out; nor
-                // is the first value seen, which has no step.
-                let range = p.max - p.min;
-                let soft = (0.5 * range).max(10.0 * p.max_step).max(1.0);
-                let hard = (2.0 * range).max(50.0 * p.max_step).max(10.0);
-                let outside = |m: f64| v < p.min - m || v > p.max + m;
-                let jumped =
-                    previous.is_some_and(|last| (v - last).abs() > 4.0 * p.max_step.max(1.0));
-                if !(outside(hard) || outside(soft) && jumped) {
-                    continue;
-                }
-                let margin = soft;
-                let space = ch.proto.space_name(acc.space);
-                if let Some(mut a) = fresh(
-                    &mut self.raised,
-                    alert(
-                        o,
-                        AlertKey::point(
-                            "value_out_of_range",
-                            &ch,
-                            u64::from(acc.space) << 32 | u64::from(addr),
-                        ),
-                        if acc.write {
-                            Severity::High
-                        } else {
-                            Severity::Medium
-                        },
-                    ),
-                    out,
-                ) {
-                    a.message = format!(
-                        "{} {space} {addr} {} {v}, learned {}..={} (step at most {})",
-                        ch.server,
-                        if acc.write { "written as" } else { "reads" },
-                        p.min,
-                        p.max,
-                        p.max_step
-                    );
-                    a.learned = json!({"min": p.min, "max": p.max, "max_step": p.max_step, "samples": p.samples, "margin": margin});
-                    a.observed =
-                        json!({"space": space, "address": addr, "value": v, "write": acc.write});
-                    out.push(a);
+                if let Some(server) = self.points.get_mut(&(ch.proto, ch.server, ch.unit)) {
+                    server.memo.insert(key, memo);
                 }
             }
         }
-        changed
     }
 
     fn response(&mut self, o: &Observation, known: Option<usize>, out: &mut Vec<Alert>) {
@@ -1328,6 +1262,79 @@ fn accesses_json(o: &Observation) -> serde_json::Value {
             })
             .collect(),
     )
+}
+
+/// Checks every value of `o` against its server's points; returns whether any point's last
+/// value changed.
+fn check_values_now(
+    points: &mut FastMap<u64, PointEnv>,
+    raised: &mut FastSet<AlertKey>,
+    o: &Observation,
+    out: &mut Vec<Alert>,
+) -> bool {
+    let ch = o.channel;
+    let mut changed = false;
+    for acc in &o.accesses {
+        if ch.proto.bit_space(acc.space) || o.exception {
+            continue;
+        }
+        for (i, &v) in acc.values.iter().enumerate() {
+            let addr = acc.start.wrapping_add(i as u32);
+            let Some(p) = points.get_mut(&point_key(acc.space, addr)) else {
+                continue;
+            };
+            let previous = p.last.replace(v);
+            changed |= previous.map(f64::to_bits) != Some(v.to_bits());
+            if p.samples < 3 {
+                continue;
+            }
+            // Outside the envelope by a soft margin, having jumped there; or outside by a
+            // hard margin however it got there. A value that drifts out in small steps (a
+            // level that learning saw only part of) is not an alarm until it is far out; nor
+            // is the first value seen, which has no step.
+            let range = p.max - p.min;
+            let soft = (0.5 * range).max(10.0 * p.max_step).max(1.0);
+            let hard = (2.0 * range).max(50.0 * p.max_step).max(10.0);
+            let outside = |m: f64| v < p.min - m || v > p.max + m;
+            let jumped = previous.is_some_and(|last| (v - last).abs() > 4.0 * p.max_step.max(1.0));
+            if !(outside(hard) || outside(soft) && jumped) {
+                continue;
+            }
+            let margin = soft;
+            let space = ch.proto.space_name(acc.space);
+            if let Some(mut a) = fresh(
+                raised,
+                alert(
+                    o,
+                    AlertKey::point(
+                        "value_out_of_range",
+                        &ch,
+                        u64::from(acc.space) << 32 | u64::from(addr),
+                    ),
+                    if acc.write {
+                        Severity::High
+                    } else {
+                        Severity::Medium
+                    },
+                ),
+                out,
+            ) {
+                a.message = format!(
+                    "{} {space} {addr} {} {v}, learned {}..={} (step at most {})",
+                    ch.server,
+                    if acc.write { "written as" } else { "reads" },
+                    p.min,
+                    p.max,
+                    p.max_step
+                );
+                a.learned = json!({"min": p.min, "max": p.max, "max_step": p.max_step, "samples": p.samples, "margin": margin});
+                a.observed =
+                    json!({"space": space, "address": addr, "value": v, "write": acc.write});
+                out.push(a);
+            }
+        }
+    }
+    changed
 }
 
 #[cfg(test)]

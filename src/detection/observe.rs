@@ -409,6 +409,29 @@ fn s7_item(item: &crate::dissect::s7::S7Item, write: bool, out: &mut Vec<Access>
     // and one without values for the rest of the item's range. An element that decodes to no
     // number (a REAL that is NaN or infinite) keeps its address, without a value.
     let total = length.saturating_mul(size);
+    if size == 1 && !write && !bytes.is_empty() {
+        // Bytes read: one access for the run (a point per byte address all the same). A read's
+        // accesses serve only its values; writes keep one access per element, as their
+        // addresses are checked and counted.
+        let n = bytes.len() as u32;
+        out.push(Access {
+            space,
+            start: address,
+            count: n,
+            write,
+            values: bytes.iter().map(|&b| f64::from(b)).collect(),
+        });
+        if total > n {
+            out.push(Access {
+                space,
+                start: address.saturating_add(n),
+                count: total - n,
+                write,
+                values: AccessValues::new(),
+            });
+        }
+        return;
+    }
     let elements = bytes.chunks_exact(size as usize);
     out.reserve(elements.len() + 1);
     let mut covered: u32 = 0;
@@ -420,7 +443,7 @@ fn s7_item(item: &crate::dissect::s7::S7Item, write: bool, out: &mut Vec<Access>
             count: size,
             write,
             values: if v.is_finite() {
-                AccessValues::from_elem(v, 1)
+                smallvec::smallvec![v]
             } else {
                 AccessValues::new()
             },

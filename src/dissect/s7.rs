@@ -716,7 +716,7 @@ fn data_into(item: &mut S7Item, data: &DataItem<'_>, detail: bool) {
     item.return_code_name = data.return_code.name();
     if detail && !data.data.is_empty() {
         let shown = &data.data[..data.data.len().min(MAX_VALUE_BYTES)];
-        item.value = Some(crate::event::Hex(shown.to_vec()));
+        item.value = Some(crate::event::Hex::from(shown));
     }
 }
 
