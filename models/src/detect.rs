@@ -225,6 +225,15 @@ fn fresh(raised: &mut FastSet<AlertKey>, a: Alert, out: &mut Vec<Alert>) -> Opti
     }
 }
 
+/// An access alert: high for a write, medium for a read.
+fn write_severity(write: bool) -> Severity {
+    if write {
+        Severity::High
+    } else {
+        Severity::Medium
+    }
+}
+
 fn nanos(s: f64) -> i64 {
     (s * NANOS as f64) as i64
 }
@@ -725,11 +734,7 @@ impl Detector {
                         ch.server,
                         u64::from(acc.space) << 1 | u64::from(acc.write),
                     ),
-                    if acc.write {
-                        Severity::High
-                    } else {
-                        Severity::Medium
-                    },
+                    write_severity(acc.write),
                 ),
                 out,
             ) {
@@ -1311,11 +1316,7 @@ fn check_values_now(
                         &ch,
                         u64::from(acc.space) << 32 | u64::from(addr),
                     ),
-                    if acc.write {
-                        Severity::High
-                    } else {
-                        Severity::Medium
-                    },
+                    write_severity(acc.write),
                 ),
                 out,
             ) {
