@@ -316,19 +316,27 @@ impl AlertBook {
     /// Records an occurrence; returns the line to write, if any.
     pub fn raise(&mut self, mut a: Alert) -> Option<Alert> {
         if !self.entries.contains_key(&a.key) {
-            if a.message.is_empty() {
-                a.message = format!("{} {} -> {}", a.r#type, a.src_ip, a.dst_ip);
-            }
             let n = self.per_type.entry(a.r#type).or_default();
-            if *n >= MAX_CAUSES_PER_TYPE {
+            let overflow = *n >= MAX_CAUSES_PER_TYPE;
+            if overflow {
                 self.overflowed += 1;
                 a.key = AlertKey::overflow(a.r#type);
-                a.message = format!(
-                    "{} (more causes of this type than the alert book keeps)",
-                    a.message
-                );
             } else {
                 *n += 1;
+            }
+            // Text only for a line that starts a cause: a repeat keeps its cause's first text
+            // (under a flood of new causes, every one past the bound is a repeat of the
+            // overflow cause).
+            if !(overflow && self.entries.contains_key(&a.key)) {
+                if a.message.is_empty() {
+                    a.message = format!("{} {} -> {}", a.r#type, a.src_ip, a.dst_ip);
+                }
+                if overflow {
+                    a.message = format!(
+                        "{} (more causes of this type than the alert book keeps)",
+                        a.message
+                    );
+                }
             }
         }
         let ts = a.ts;
