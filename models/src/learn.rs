@@ -335,7 +335,11 @@ impl Learner {
         match self.window_index {
             Some(cur) if idx > cur => {
                 let partial = self.first_window == Some(cur);
-                for (_, mut w) in self.windows.drain() {
+                // In channel order: the samples' order decides k-means' start and which are
+                // kept at the bound, so hash order would make the model differ run to run.
+                let mut closed: Vec<(Channel, WindowAcc)> = self.windows.drain().collect();
+                closed.sort_unstable_by_key(|(ch, _)| *ch);
+                for (_, mut w) in closed {
                     if !partial && !w.is_empty() && self.samples.len() < MAX_WINDOW_SAMPLES {
                         self.samples.push(w.features());
                     }
@@ -521,6 +525,50 @@ mod tests {
         assert_eq!(r.add(100 * NANOS), 1);
         // Old timestamps still count, in the oldest bucket.
         assert_eq!(r.add(50 * NANOS), 2);
+    }
+
+    /// Twelve channels, each polled at its own rate, over 60 windows of 1 s.
+    fn learn_twelve_channels() -> Baseline {
+        use crate::obs::{Kind, Proto};
+        use std::net::{IpAddr, Ipv4Addr};
+        let mut l = Learner::new(1.0);
+        let source: std::sync::Arc<str> = std::sync::Arc::from("test");
+        let mut frame = 0;
+        for step in 0..600i64 {
+            for c in 0u8..12 {
+                if step % i64::from(c + 1) != 0 {
+                    continue;
+                }
+                frame += 1;
+                let ch = Channel {
+                    proto: Proto::Modbus,
+                    client: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+                    server: IpAddr::V4(Ipv4Addr::new(10, 0, 1, c)),
+                    unit: 1,
+                };
+                let ts = step * NANOS / 10 + i64::from(c);
+                l.observe(&Observation::new(
+                    ts,
+                    source.clone(),
+                    frame,
+                    ch,
+                    Kind::Request,
+                    3,
+                ));
+            }
+        }
+        l.finish()
+    }
+
+    #[test]
+    fn the_behaviour_model_does_not_depend_on_hash_order() {
+        // Every learner's maps get their own hash seed: two learners of the same traffic must
+        // still fit the same model (its windows were once taken in hash order, and the model,
+        // and so its alerts, changed from run to run).
+        let a = learn_twelve_channels().behaviour.expect("a model");
+        for _ in 0..4 {
+            assert_eq!(learn_twelve_channels().behaviour.expect("a model"), a);
+        }
     }
 
     #[test]
