@@ -1027,6 +1027,10 @@ impl Detector {
         // Walk every timer, fire the expired ones, and find the next one due.
         let mut next = i64::MAX;
         for (ch, rt) in &mut self.rt {
+            if rt.pending.map.is_empty() {
+                // Most channels wait for nothing; walking an empty map still costs its table.
+                continue;
+            }
             let timeout = timeout_of(&self.baseline, rt.known);
             for (ts, _) in rt.pending.map.values() {
                 let due = ts.saturating_add(nanos(timeout));
