@@ -367,7 +367,7 @@ fn s7(s: &S7Event, mut o: Observation) -> Observation {
 
 /// One S7 item as accesses: bits by bit address (`byte * 8 + bit`), other transport sizes by
 /// byte address, one access per element with its decoded value (BYTE/CHAR, WORD, INT, DWORD,
-/// DINT, REAL).
+/// DINT, REAL); bytes read are one access for the run.
 fn s7_item(item: &crate::dissect::s7::S7Item, write: bool, out: &mut Vec<Access>) {
     let (Some(area), Some(address)) = (item.area, item.address) else {
         return;
