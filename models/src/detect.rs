@@ -1048,7 +1048,8 @@ impl Detector {
             if expired.is_empty() {
                 continue;
             }
-            expired.sort_by_key(|e| e.1);
+            // By time, then frame and correlation: equal times must not come out in hash order.
+            expired.sort_unstable_by_key(|e| (e.1, e.2, e.0));
             for (c, _, _) in &expired {
                 rt.pending.map.remove(c);
             }
