@@ -393,13 +393,10 @@ impl Detector {
 
     fn observe_pdu(&mut self, o: &Observation, out: &mut Vec<Alert>) {
         let ch = o.channel;
-        self.check_assets(o, out);
+        let new_device = self.check_assets(o, out);
         let known = self.channels.get(&ch).copied();
         // A new device makes its channel new: only the device is reported (one PDU, one
         // account), and no text is built for what would be dropped.
-        let new_device = [ch.client, ch.server]
-            .iter()
-            .any(|ip| !self.assets.contains(ip) && !is_group_address(*ip));
         if known.is_none() && !new_device {
             if let Some(mut a) = fresh(
                 &mut self.raised,
@@ -452,10 +449,13 @@ impl Detector {
         }
     }
 
-    fn check_assets(&mut self, o: &Observation, out: &mut Vec<Alert>) {
+    /// New devices and new Ethernet addresses; returns whether either end is a new device.
+    fn check_assets(&mut self, o: &Observation, out: &mut Vec<Alert>) -> bool {
         let ch = o.channel;
+        let mut new_device = false;
         for (ip, role) in [(ch.client, "client"), (ch.server, "server")] {
             if !self.assets.contains(&ip) && !is_group_address(ip) {
+                new_device = true;
                 if let Some(mut a) = fresh(
                     &mut self.raised,
                     alert(o, AlertKey::host("new_asset", ip), Severity::High),
@@ -494,6 +494,7 @@ impl Detector {
                 }
             }
         }
+        new_device
     }
 
     fn scan(&mut self, o: &Observation) -> &mut ScanRt {
