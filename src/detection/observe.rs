@@ -409,46 +409,37 @@ fn s7_item(item: &crate::dissect::s7::S7Item, write: bool, out: &mut Vec<Access>
     // and one without values for the rest of the item's range. An element that decodes to no
     // number (a REAL that is NaN or infinite) keeps its address, without a value.
     let total = length.saturating_mul(size);
+    let mut covered: u32 = 0;
     if size == 1 && !write && !bytes.is_empty() {
         // Bytes read: one access for the run (a point per byte address all the same). A read's
         // accesses serve only its values; writes keep one access per element, as their
         // addresses are checked and counted.
-        let n = bytes.len() as u32;
+        covered = bytes.len() as u32;
         out.push(Access {
             space,
             start: address,
-            count: n,
+            count: covered,
             write,
             values: bytes.iter().map(|&b| f64::from(b)).collect(),
         });
-        if total > n {
+    } else {
+        let elements = bytes.chunks_exact(size as usize);
+        out.reserve(elements.len() + 1);
+        for chunk in elements {
+            let v = decode(chunk);
             out.push(Access {
                 space,
-                start: address.saturating_add(n),
-                count: total - n,
+                start: address.saturating_add(covered),
+                count: size,
                 write,
-                values: AccessValues::new(),
+                values: if v.is_finite() {
+                    smallvec::smallvec![v]
+                } else {
+                    AccessValues::new()
+                },
             });
+            covered = covered.saturating_add(size);
         }
-        return;
-    }
-    let elements = bytes.chunks_exact(size as usize);
-    out.reserve(elements.len() + 1);
-    let mut covered: u32 = 0;
-    for chunk in elements {
-        let v = decode(chunk);
-        out.push(Access {
-            space,
-            start: address.saturating_add(covered),
-            count: size,
-            write,
-            values: if v.is_finite() {
-                smallvec::smallvec![v]
-            } else {
-                AccessValues::new()
-            },
-        });
-        covered = covered.saturating_add(size);
     }
     if total > covered {
         out.push(Access {

@@ -197,26 +197,24 @@ pub(crate) fn header(f: &Family, openmetrics: bool, out: &mut String) {
 
 /// The Prometheus text format (version 0.0.4).
 pub fn encode_text(families: &[Family]) -> String {
-    let mut out = String::with_capacity(16 * 1024);
-    for f in families {
-        header(f, false, &mut out);
-        for s in &f.samples {
-            sample_lines(f, s, None, false, &mut out);
-        }
-    }
-    out
+    encode(families, false)
 }
 
 /// OpenMetrics 1.0 text, ending in `# EOF`.
 pub fn encode_openmetrics(families: &[Family]) -> String {
+    let mut out = encode(families, true);
+    out.push_str("# EOF\n");
+    out
+}
+
+fn encode(families: &[Family], openmetrics: bool) -> String {
     let mut out = String::with_capacity(16 * 1024);
     for f in families {
-        header(f, true, &mut out);
+        header(f, openmetrics, &mut out);
         for s in &f.samples {
-            sample_lines(f, s, None, true, &mut out);
+            sample_lines(f, s, None, openmetrics, &mut out);
         }
     }
-    out.push_str("# EOF\n");
     out
 }
 
