@@ -97,12 +97,13 @@ impl WindowAcc {
     }
 
     pub fn features(&mut self) -> [f64; N] {
-        self.latencies.sort_by(f64::total_cmp);
-        let p50 = self
-            .latencies
-            .get(self.latencies.len() / 2)
-            .copied()
-            .unwrap_or(0.0);
+        // The middle element in total order: a selection, not a sort.
+        let mid = self.latencies.len() / 2;
+        let p50 = if self.latencies.is_empty() {
+            0.0
+        } else {
+            *self.latencies.select_nth_unstable_by(mid, f64::total_cmp).1
+        };
         [
             f64::from(self.requests),
             f64::from(self.responses),

@@ -497,68 +497,12 @@ impl Detector {
         new_device
     }
 
-    fn scan(&mut self, o: &Observation) -> &mut ScanRt {
-        let client = o.channel.client;
-        if !self.scans.contains_key(&client) && self.scans.len() >= MAX_SCAN_CLIENTS {
-            self.scans.clear();
-            self.scan_resets += 1;
-        }
-        let s = self.scans.entry(client).or_default();
-        if o.ts.saturating_sub(s.start) > SCAN_WINDOW || o.ts < s.start {
-            *s = ScanRt {
-                start: o.ts,
-                ..ScanRt::default()
-            };
-        }
-        if s.frames.len() < 8 {
-            s.frames.push(o.frame);
-        }
-        s
-    }
-
-    fn check_scan(&mut self, o: &Observation, out: &mut Vec<Alert>) {
-        let Some(s) = self.scans.get(&o.channel.client) else {
-            return;
-        };
-        let (u, f, a, p) = (
-            s.units.len(),
-            s.functions.len(),
-            s.addresses.len(),
-            s.ports.len(),
-        );
-        let what = if u >= SCAN_UNITS {
-            "unit ids"
-        } else if f >= SCAN_FUNCTIONS {
-            "function codes"
-        } else if a >= SCAN_ADDRESSES {
-            "addresses"
-        } else if p >= SCAN_PORTS {
-            "ports"
-        } else {
-            return;
-        };
-        if let Some(mut al) = fresh(
-            &mut self.raised,
-            alert(o, AlertKey::host("scan", o.channel.client), Severity::High),
-            out,
-        ) {
-            al.message = format!(
-                "{} is walking {what} it never used in learning",
-                o.channel.client
-            );
-            al.frames = s.frames.clone();
-            al.learned = json!({"window_s": SCAN_WINDOW / NANOS, "thresholds": {"units": SCAN_UNITS, "functions": SCAN_FUNCTIONS, "addresses": SCAN_ADDRESSES, "ports": SCAN_PORTS}});
-            al.observed =
-                json!({"new_units": u, "new_functions": f, "new_addresses": a, "new_ports": p});
-            out.push(al);
-        }
-    }
-
     fn conversation(&mut self, o: &Observation, out: &mut Vec<Alert>) {
         let ch = o.channel;
         if !self.channels.contains_key(&ch) {
-            self.scan(o).ports.insert((ch.server, ch.unit));
-            self.check_scan(o, out);
+            let s = scan_window(&mut self.scans, &mut self.scan_resets, o);
+            s.ports.insert((ch.server, ch.unit));
+            scan_alert(s, &mut self.raised, o, out);
         }
     }
 
@@ -768,7 +712,7 @@ impl Detector {
     ) {
         let ch = o.channel;
         if ch.proto.is_ot() {
-            let s = self.scan(o);
+            let s = scan_window(&mut self.scans, &mut self.scan_resets, o);
             if new_unit {
                 s.units.insert((ch.server, ch.unit));
             }
@@ -780,7 +724,7 @@ impl Detector {
                     s.addresses.insert((ch.server, space, start));
                 }
             }
-            self.check_scan(o, out);
+            scan_alert(s, &mut self.raised, o, out);
         }
     }
 
@@ -1273,6 +1217,67 @@ fn accesses_json(o: &Observation) -> serde_json::Value {
             })
             .collect(),
     )
+}
+
+/// The client's scan window, started afresh when it has expired (or the table is full), with
+/// this PDU's frame among its first eight.
+fn scan_window<'a>(
+    scans: &'a mut FastMap<IpAddr, ScanRt>,
+    resets: &mut u64,
+    o: &Observation,
+) -> &'a mut ScanRt {
+    let client = o.channel.client;
+    if scans.len() >= MAX_SCAN_CLIENTS && !scans.contains_key(&client) {
+        scans.clear();
+        *resets += 1;
+    }
+    let s = scans.entry(client).or_default();
+    if o.ts.saturating_sub(s.start) > SCAN_WINDOW || o.ts < s.start {
+        *s = ScanRt {
+            start: o.ts,
+            ..ScanRt::default()
+        };
+    }
+    if s.frames.len() < 8 {
+        s.frames.push(o.frame);
+    }
+    s
+}
+
+/// A scan alert when the client's window holds enough new units, functions, addresses or ports.
+fn scan_alert(s: &ScanRt, raised: &mut FastSet<AlertKey>, o: &Observation, out: &mut Vec<Alert>) {
+    let (u, f, a, p) = (
+        s.units.len(),
+        s.functions.len(),
+        s.addresses.len(),
+        s.ports.len(),
+    );
+    let what = if u >= SCAN_UNITS {
+        "unit ids"
+    } else if f >= SCAN_FUNCTIONS {
+        "function codes"
+    } else if a >= SCAN_ADDRESSES {
+        "addresses"
+    } else if p >= SCAN_PORTS {
+        "ports"
+    } else {
+        return;
+    };
+    if let Some(mut al) = fresh(
+        raised,
+        alert(o, AlertKey::host("scan", o.channel.client), Severity::High),
+        out,
+    ) {
+        al.message = format!(
+            "{} is walking {what} it never used in learning",
+            o.channel.client
+        );
+        al.frames = s.frames.clone();
+        al.learned = json!({"window_s": SCAN_WINDOW / NANOS, "thresholds": {"units": SCAN_UNITS, "functions": SCAN_FUNCTIONS, "addresses": SCAN_ADDRESSES, "ports": SCAN_PORTS}});
+        al.observed =
+            json!({"new_units": u, "new_functions": f, "new_addresses": a, "new_ports": p});
+        out.push(al);
+    }
 }
 
 /// Checks every value of `o` against its server's points; returns whether any point's last
