@@ -16,6 +16,7 @@ pub mod output;
 pub mod parallel;
 pub mod pipeline;
 pub mod replay;
+pub mod run;
 pub mod shards;
 pub mod signals;
 pub mod stats;

@@ -8,34 +8,23 @@
 //! queue is full (lossless), merging the workers' output while it waits; what the workers hand
 //! back (observations for detection and metrics, events) is put back in capture order by
 //! [`crate::shards`], so detection with N workers sees what it sees with one.
+//!
+//! The reading loop is [`crate::run::packet_loop`], as for one worker; this file gives it its feed
+//! and tells a worker how to find a packet's bytes.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::capture::{CaptureFile, LinkType, Packet};
+use crate::capture::{CaptureError, CaptureFile, LinkType, Packet};
 use crate::event::EventSink;
 use crate::output::evidence::EvidenceRing;
-use crate::pipeline::Pipeline;
-use crate::replay::{FileReport, ReplayReport};
-use crate::shards::{run_worker, DiedGuard, Shards, Stage, Wants};
-use crate::stats::{Merge, Stats};
+use crate::replay::{source_names, Desc, FileFeed, ReplayReport, Slot};
+use crate::run::run_sharded;
+use crate::shards::Stage;
 
 /// Descriptors a worker's queue holds.
 pub const QUEUE_CAPACITY: usize = 8192;
-
-#[derive(Debug, Clone, Copy)]
-struct Desc {
-    /// Index of the file in the replay.
-    file: usize,
-    offset: usize,
-    len: usize,
-    orig_len: u32,
-    ts_nanos: i64,
-    frame: u64,
-    linktype: LinkType,
-}
 
 /// Symmetric hash of the packet's IP addresses (0 when it is not IP: any worker will do).
 pub(crate) fn worker_of(linktype: LinkType, data: &[u8], workers: usize) -> usize {
@@ -123,133 +112,59 @@ pub fn replay_sharded(
     workers: usize,
     evidence: Option<Vec<Arc<Mutex<EvidenceRing>>>>,
 ) -> ReplayReport {
-    let workers = workers.max(1);
     let start = Instant::now();
     // Open every file first: workers read their bytes by (file, offset) for the whole replay.
     let mut opened: Vec<Option<CaptureFile>> = Vec::with_capacity(files.len());
-    let mut reports: Vec<FileReport> = Vec::with_capacity(files.len());
+    let mut errors: Vec<Option<CaptureError>> = Vec::with_capacity(files.len());
     for path in files {
-        match CaptureFile::open_shareable(path) {
-            Ok(c) => {
-                opened.push(Some(c));
-                reports.push(FileReport {
-                    path: path.clone(),
-                    packets: 0,
-                    error: None,
-                });
-            }
-            Err(e) => {
-                opened.push(None);
-                reports.push(FileReport {
-                    path: path.clone(),
-                    packets: 0,
-                    error: Some(e),
-                });
-            }
-        }
+        let (c, e) = match CaptureFile::open_shareable(path) {
+            Ok(c) => (Some(c), None),
+            Err(e) => (None, Some(e)),
+        };
+        opened.push(c);
+        errors.push(e);
     }
-    let sources: Vec<Arc<str>> = files
-        .iter()
-        .map(|p| Arc::from(p.to_string_lossy().as_ref()))
-        .collect();
-    let wants = Wants::of(stage.detection.as_deref(), &*stage.events);
-    let mut stats = Stats::default();
-    let mut active = 0usize;
-    // Split every file into its bytes (shared with the workers) and its cursor (ours).
-    let mut parts: Vec<Option<(&[u8], &mut crate::capture::file::FileCursor)>> = opened
-        .iter_mut()
-        .map(|c| c.as_mut().and_then(|c| c.split()))
-        .collect();
-    let bytes: Vec<&[u8]> = parts
-        .iter()
-        .map(|p| p.as_ref().map_or(&[][..], |(b, _)| *b))
-        .collect();
-    let (mut shards, ends) =
-        Shards::<Desc>::new(workers, QUEUE_CAPACITY, stage.detection.as_deref());
-    let died = AtomicBool::new(false);
-    let mut interrupted = false;
-    std::thread::scope(|scope| {
-        let mut handles = Vec::with_capacity(workers);
-        for (w, ends) in ends.into_iter().enumerate() {
-            let (bytes, sources, died) = (&bytes, &sources, &died);
-            let mut pipeline = Pipeline::new();
-            pipeline.evidence = evidence.as_ref().and_then(|r| r.get(w).cloned());
-            handles.push(scope.spawn(move || {
-                // Set if the worker panics, so the merge does not wait for it for ever.
-                let _died = DiedGuard(died);
-                run_worker(ends, pipeline, wants, |d: &Desc, pipeline, sink| {
-                    let data = bytes[d.file].get(d.offset..d.offset + d.len).unwrap_or(&[]);
-                    let pkt = Packet {
-                        ts_nanos: d.ts_nanos,
-                        frame: d.frame,
-                        linktype: d.linktype,
-                        orig_len: d.orig_len,
-                        data,
-                    };
-                    pipeline.process(&pkt, &sources[d.file], sink);
-                })
-            }));
-        }
-        let mut previous_end: Option<i64> = None;
-        for (i, part) in parts.iter_mut().enumerate() {
-            if interrupted {
-                // Files after a stop are not read: not reported, as with one worker.
-                reports.truncate(i);
-                break;
-            }
-            let Some((data, cursor)) = part else { continue };
-            let mut first = true;
-            loop {
-                if crate::signals::stop_requested() {
-                    interrupted = true;
-                    break;
-                }
-                match cursor.next_in(data) {
-                    None => break,
-                    Some(Err(e)) => {
-                        reports[i].error = Some(e);
-                        break;
-                    }
-                    Some(Ok(pkt)) => {
-                        if first && previous_end.is_some_and(|end| pkt.ts_nanos < end) {
-                            // Every worker closes its flows before the new capture's packets.
-                            shards.flush(stage);
-                        }
-                        first = false;
-                        previous_end = Some(pkt.ts_nanos);
-                        let offset = pkt.data.as_ptr() as usize - data.as_ptr() as usize;
-                        let w = worker_of(pkt.linktype, pkt.data, workers);
-                        let d = Desc {
-                            file: i,
-                            offset,
-                            len: pkt.data.len(),
-                            orig_len: pkt.orig_len,
-                            ts_nanos: pkt.ts_nanos,
-                            frame: pkt.frame,
-                            linktype: pkt.linktype,
-                        };
-                        // Lossless: waits, merging, while the worker's queue is full.
-                        let _ = shards.push(w, d, pkt.ts_nanos, true, stage);
-                        shards.merge_sometimes(stage);
-                    }
-                }
-            }
-            reports[i].packets = cursor.packets();
-        }
-        shards.flush(stage);
-        shards.finish(stage, || !died.load(Ordering::Acquire));
-        for h in handles {
-            if let Ok((s, a)) = h.join() {
-                stats.merge(&s);
-                active += a;
-            }
-        }
-    });
+    let sources = source_names(files);
+    // Split every file into its bytes (shared with the workers) and its cursor (the reader's).
+    let mut bytes: Vec<&[u8]> = Vec::with_capacity(files.len());
+    let mut slots = Vec::with_capacity(files.len());
+    for (c, e) in opened.iter_mut().zip(errors) {
+        let split = match (c, e) {
+            (_, Some(e)) => Err(e),
+            (Some(c), None) => Ok(c.split()),
+            (None, None) => Ok(None),
+        };
+        bytes.push(match &split {
+            Ok(Some((b, _))) => *b,
+            _ => &[][..],
+        });
+        slots.push(Slot::Split(split));
+    }
+    let mut feed = FileFeed::new(files, &sources, slots, None);
+    let report = run_sharded(
+        &mut feed,
+        stage,
+        workers,
+        QUEUE_CAPACITY,
+        true,
+        evidence,
+        |d: &Desc, pipeline, sink, _| {
+            let data = bytes[d.file].get(d.offset..d.offset + d.len).unwrap_or(&[]);
+            let pkt = Packet {
+                ts_nanos: d.ts_nanos,
+                frame: d.frame,
+                linktype: d.linktype,
+                orig_len: d.orig_len,
+                data,
+            };
+            pipeline.process(&pkt, &sources[d.file], sink);
+        },
+    );
     ReplayReport {
-        interrupted,
-        files: reports,
-        stats,
+        interrupted: feed.interrupted,
+        files: feed.reports,
+        stats: report.stats,
         elapsed: start.elapsed(),
-        active_flows_at_end: active,
+        active_flows_at_end: report.active_flows,
     }
 }

@@ -9,6 +9,7 @@ use otwatch::detection::{DetectSink, Detection};
 use otwatch::event::{EventSink, JsonLinesSink, NullSink};
 use otwatch::output::OutputHealth;
 use otwatch::pipeline::Pipeline;
+use otwatch::run::{packet_loop, Feed, Inline, Next};
 use otwatch::{replay, summary};
 
 use super::outputs::*;
@@ -62,6 +63,55 @@ pub(crate) fn live_counters(source: &mut LiveSource) -> otwatch::metrics::LiveCo
                 queue_drops: 0,
             }
         }
+    }
+}
+
+/// A live source read on the capture thread (one worker): AF_PACKET or libpcap.
+struct LiveFeed<'a> {
+    source: &'a mut LiveSource,
+    name: &'a std::sync::Arc<str>,
+    error: Option<String>,
+}
+
+impl Feed for LiveFeed<'_> {
+    type Handle = ();
+
+    fn next<T>(&mut self, wait: std::time::Duration, mut f: T) -> bool
+    where
+        T: FnMut(Next<'_, ()>) -> Option<()>,
+    {
+        if otwatch::signals::stop_requested() {
+            return false;
+        }
+        let next = match &mut *self.source {
+            LiveSource::Ring(r) => r.next_packet_timeout(wait).map_err(|e| e.to_string()),
+            #[cfg(feature = "libpcap")]
+            LiveSource::Pcap(p) => p.next_packet_timeout(),
+        };
+        match next {
+            Ok(Some(pkt)) => {
+                f(Next::Packet {
+                    pkt,
+                    source: self.name,
+                    handle: (),
+                    restart: false,
+                });
+                true
+            }
+            Ok(None) => {
+                // A quiet link: the clock still moves (timeouts, silent devices).
+                f(Next::Idle);
+                true
+            }
+            Err(e) => {
+                self.error = Some(e);
+                false
+            }
+        }
+    }
+
+    fn counters(&mut self) -> Option<otwatch::metrics::LiveCounters> {
+        Some(live_counters(self.source))
     }
 }
 
@@ -155,38 +205,19 @@ pub(crate) fn run_live(
             }
             None => inner,
         };
-        let mut last_counters = std::time::Instant::now();
-        while !otwatch::signals::stop_requested() {
-            if last_counters.elapsed() >= std::time::Duration::from_secs(1) {
-                last_counters = std::time::Instant::now();
-                sink.live_counters(live_counters(&mut source));
-            }
-            let next = match &mut source {
-                LiveSource::Ring(r) => r
-                    .next_packet_timeout(std::time::Duration::from_millis(100))
-                    .map_err(|e| e.to_string()),
-                #[cfg(feature = "libpcap")]
-                LiveSource::Pcap(p) => p.next_packet_timeout(),
-            };
-            match next {
-                Ok(Some(pkt)) => {
-                    pipeline.process(&pkt, &name, sink);
-                    sink.after_packet(&pipeline.stats, pipeline.active_flows(), pkt.ts_nanos);
-                }
-                Ok(None) => {
-                    // A quiet link: the clock still moves (timeouts, silent devices).
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_nanos() as i64);
-                    sink.tick(now);
-                    sink.after_packet(&pipeline.stats, pipeline.active_flows(), now);
-                }
-                Err(e) => {
-                    error = Some(e);
-                    break;
-                }
-            }
-        }
+        let mut feed = LiveFeed {
+            source: &mut source,
+            name: &name,
+            error: None,
+        };
+        packet_loop(
+            &mut feed,
+            &mut Inline {
+                pipeline: &mut pipeline,
+                sink,
+            },
+        );
+        error = feed.error.take();
         open_at_end = pipeline.active_flows();
         pipeline.finish(sink);
     }

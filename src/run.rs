@@ -1,0 +1,284 @@
+//! The one packet loop. A [`Feed`] (capture files, or a live interface) hands each packet to a
+//! [`Dispatch`]: one pipeline on this thread ([`Inline`]), or N workers behind one reader
+//! ([`run_sharded`]). Replay and live, one worker or many, run [`packet_loop`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::capture::Packet;
+use crate::event::EventSink;
+use crate::metrics::LiveCounters;
+use crate::output::evidence::EvidenceRing;
+use crate::parallel::worker_of;
+use crate::pipeline::Pipeline;
+use crate::shards::{run_worker, DiedGuard, Shards, Stage, Wants};
+use crate::stats::{Merge, Stats};
+
+/// Live counters reach the metrics this often.
+const COUNTERS_EVERY: Duration = Duration::from_secs(1);
+
+/// What a feed has next.
+pub enum Next<'a, H> {
+    /// A packet, the name of its source, and what a worker needs to find its bytes. `restart`:
+    /// a new capture starts with it (its time runs before the previous one's end), so every
+    /// flow is closed first.
+    Packet {
+        pkt: Packet<'a>,
+        source: &'a Arc<str>,
+        handle: H,
+        restart: bool,
+    },
+    /// Nothing came within the wait (a quiet live link): the clock still moves.
+    Idle,
+}
+
+/// Where packets come from.
+pub trait Feed {
+    /// A packet as a worker receives it (a descriptor into bytes the worker can read).
+    type Handle: Copy + Send;
+    /// Waits up to `wait` for what comes next and hands it to `take`, which gives back a packet
+    /// it could not take (live: its worker's queue was full). False at the end of the input (or
+    /// on a stop).
+    fn next<T>(&mut self, wait: Duration, take: T) -> bool
+    where
+        T: FnMut(Next<'_, Self::Handle>) -> Option<Self::Handle>;
+    /// A live capture's counters, for the metrics (asked about once a second).
+    fn counters(&mut self) -> Option<LiveCounters> {
+        None
+    }
+}
+
+/// Where packets go.
+pub trait Dispatch<H> {
+    /// One packet; `Err` gives it back when it could not be taken.
+    fn packet(&mut self, pkt: &Packet<'_>, source: &Arc<str>, handle: H) -> Result<(), H>;
+    /// A new capture starts: close every flow.
+    fn restart(&mut self);
+    /// No packet, and the clock is at `now`.
+    fn idle(&mut self, now: i64);
+    /// Packets are held by workers: the feed should wait only briefly, so the merge runs.
+    fn busy(&self) -> bool {
+        false
+    }
+    fn counters(&mut self, counters: LiveCounters);
+}
+
+pub(crate) fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// Runs `feed` into `dispatch` until the feed ends.
+pub fn packet_loop<F: Feed, D: Dispatch<F::Handle>>(feed: &mut F, dispatch: &mut D) {
+    let mut last_counters = Instant::now();
+    let mut n: u32 = 0;
+    loop {
+        let wait = if dispatch.busy() {
+            Duration::from_millis(1)
+        } else {
+            Duration::from_millis(100)
+        };
+        let mut idle = false;
+        let more = feed.next(wait, |next| match next {
+            Next::Packet {
+                pkt,
+                source,
+                handle,
+                restart,
+            } => {
+                if restart {
+                    dispatch.restart();
+                }
+                dispatch.packet(&pkt, source, handle).err()
+            }
+            Next::Idle => {
+                idle = true;
+                dispatch.idle(now_nanos());
+                None
+            }
+        });
+        if !more {
+            break;
+        }
+        // The clock is read every 64 packets, not on each.
+        n = n.wrapping_add(1);
+        if (idle || n.is_multiple_of(64)) && last_counters.elapsed() >= COUNTERS_EVERY {
+            last_counters = Instant::now();
+            if let Some(c) = feed.counters() {
+                dispatch.counters(c);
+            }
+        }
+    }
+}
+
+/// One pipeline on the calling thread; detection, metrics and events are in `sink`.
+pub struct Inline<'a> {
+    pub pipeline: &'a mut Pipeline,
+    pub sink: &'a mut dyn EventSink,
+}
+
+impl<H> Dispatch<H> for Inline<'_> {
+    fn packet(&mut self, pkt: &Packet<'_>, source: &Arc<str>, _: H) -> Result<(), H> {
+        self.pipeline.process(pkt, source, self.sink);
+        self.sink.after_packet(
+            &self.pipeline.stats,
+            self.pipeline.active_flows(),
+            pkt.ts_nanos,
+        );
+        Ok(())
+    }
+
+    fn restart(&mut self) {
+        self.pipeline.finish(self.sink);
+    }
+
+    fn idle(&mut self, now: i64) {
+        self.sink.tick(now);
+        self.sink
+            .after_packet(&self.pipeline.stats, self.pipeline.active_flows(), now);
+    }
+
+    fn counters(&mut self, counters: LiveCounters) {
+        self.sink.live_counters(counters);
+    }
+}
+
+/// The reader's side of N workers: each packet goes to the worker its host pair hashes to, and
+/// what they hand back is merged into capture order for the stage (see [`crate::shards`]).
+struct Sharded<'r, 's, H> {
+    shards: Shards<H>,
+    stage: &'r mut Stage<'s>,
+    workers: usize,
+    lossless: bool,
+    worker_packets: Vec<u64>,
+    queue_drops: u64,
+}
+
+impl<H> Dispatch<H> for Sharded<'_, '_, H> {
+    fn packet(&mut self, pkt: &Packet<'_>, _: &Arc<str>, handle: H) -> Result<(), H> {
+        let w = worker_of(pkt.linktype, pkt.data, self.workers);
+        self.worker_packets[w] += 1;
+        // Replay waits (merging) while the worker's queue is full; live loses the packet.
+        let pushed = self
+            .shards
+            .push(w, handle, pkt.ts_nanos, self.lossless, self.stage);
+        if pushed.is_err() {
+            self.queue_drops += 1;
+        }
+        self.shards.merge_sometimes(self.stage);
+        pushed
+    }
+
+    fn restart(&mut self) {
+        // Every worker closes its flows before the new capture's packets.
+        self.shards.flush(self.stage);
+    }
+
+    fn idle(&mut self, now: i64) {
+        self.shards.merge(self.stage);
+        // The clock moves once everything captured before has been released.
+        if self.shards.idle() {
+            self.shards.tick_now(now, self.stage);
+        }
+    }
+
+    fn busy(&self) -> bool {
+        !self.shards.idle()
+    }
+
+    fn counters(&mut self, counters: LiveCounters) {
+        self.shards.merge(self.stage);
+        if let Some(d) = self.stage.detection.as_deref_mut() {
+            d.set_live(
+                LiveCounters {
+                    queue_drops: self.queue_drops,
+                    ..counters
+                },
+                &self.worker_packets,
+            );
+            let (merged, active) = self.shards.counters();
+            d.publish(&merged, active, now_nanos());
+        }
+    }
+}
+
+/// What N workers did.
+#[derive(Debug, Default)]
+pub struct ShardedReport {
+    pub stats: Stats,
+    /// Flows open when the input ended (before the last flush closed them).
+    pub active_flows: usize,
+    /// Packets handed to each worker.
+    pub worker_packets: Vec<u64>,
+    /// Packets lost because their worker's queue was full (live only).
+    pub queue_drops: u64,
+}
+
+/// Runs `feed` through `workers` worker threads (queues of `capacity` packets). `lossless`: the
+/// reader waits for a full queue (replay) instead of losing the packet (live). `process`
+/// dissects one packet on a worker: it finds the handle's bytes (with a scratch buffer of the
+/// worker's) and calls [`Pipeline::process`] with the sink. `evidence`: one ring per worker.
+pub fn run_sharded<F, P>(
+    feed: &mut F,
+    stage: &mut Stage<'_>,
+    workers: usize,
+    capacity: usize,
+    lossless: bool,
+    evidence: Option<Vec<Arc<Mutex<EvidenceRing>>>>,
+    process: P,
+) -> ShardedReport
+where
+    F: Feed,
+    P: Fn(&F::Handle, &mut Pipeline, &mut dyn EventSink, &mut Vec<u8>) + Sync,
+{
+    let workers = workers.max(1);
+    let wants = Wants::of(stage.detection.as_deref(), &*stage.events);
+    let (shards, ends) = Shards::<F::Handle>::new(workers, capacity, stage.detection.as_deref());
+    let died = AtomicBool::new(false);
+    let mut report = ShardedReport::default();
+    std::thread::scope(|scope| {
+        let mut handles = Vec::with_capacity(workers);
+        for (w, ends) in ends.into_iter().enumerate() {
+            let (process, died) = (&process, &died);
+            let mut pipeline = Pipeline::new();
+            pipeline.evidence = evidence.as_ref().and_then(|r| r.get(w).cloned());
+            handles.push(scope.spawn(move || {
+                // Set if the worker panics, so the merge does not wait for it for ever.
+                let _died = DiedGuard(died);
+                let mut scratch = Vec::new();
+                run_worker(ends, pipeline, wants, |h: &F::Handle, pipeline, sink| {
+                    process(h, pipeline, sink, &mut scratch)
+                })
+            }));
+        }
+        let mut sharded = Sharded {
+            shards,
+            stage: &mut *stage,
+            workers,
+            lossless,
+            worker_packets: vec![0; workers],
+            queue_drops: 0,
+        };
+        packet_loop(feed, &mut sharded);
+        let Sharded {
+            mut shards,
+            worker_packets,
+            queue_drops,
+            ..
+        } = sharded;
+        // Workers finish what is queued (their flows closed), then hang up.
+        shards.flush(stage);
+        shards.finish(stage, || !died.load(Ordering::Acquire));
+        report.worker_packets = worker_packets;
+        report.queue_drops = queue_drops;
+        for h in handles {
+            if let Ok((s, a)) = h.join() {
+                report.stats.merge(&s);
+                report.active_flows += a;
+            }
+        }
+    });
+    report
+}
