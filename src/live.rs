@@ -131,6 +131,7 @@ struct RingFeed<'a> {
 
 impl Feed for RingFeed<'_> {
     type Handle = RawPacket;
+    const LIVE: bool = true;
 
     fn next<T>(&mut self, wait: Duration, mut f: T) -> bool
     where
@@ -141,7 +142,9 @@ impl Feed for RingFeed<'_> {
         }
         match self.source.next_raw(wait) {
             Ok(Some(p)) => {
-                // SAFETY: `p` is held until `done` (below, or by its worker).
+                // SAFETY: the capture thread holds the block of `p` until its next `next_raw`,
+                // so these bytes stay valid while `take` runs, even once a worker has called
+                // `done` for `p`; they are read here only to pick the worker.
                 let data = unsafe { self.ring.bytes(&p) };
                 let pkt = Packet {
                     ts_nanos: p.ts_nanos,

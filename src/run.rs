@@ -37,13 +37,16 @@ pub enum Next<'a, H> {
 pub trait Feed {
     /// A packet as a worker receives it (a descriptor into bytes the worker can read).
     type Handle: Copy + Send;
+    /// A live capture: it waits for packets, and has counters for the metrics (read once a
+    /// second). A replay does neither, and its loop reads no clock.
+    const LIVE: bool = false;
     /// Waits up to `wait` for what comes next and hands it to `take`, which gives back a packet
     /// it could not take (live: its worker's queue was full). False at the end of the input (or
     /// on a stop).
     fn next<T>(&mut self, wait: Duration, take: T) -> bool
     where
         T: FnMut(Next<'_, Self::Handle>) -> Option<Self::Handle>;
-    /// A live capture's counters, for the metrics (asked about once a second).
+    /// A live capture's counters, for the metrics (asked once a second when [`Feed::LIVE`]).
     fn counters(&mut self) -> Option<LiveCounters> {
         None
     }
@@ -73,14 +76,12 @@ pub(crate) fn now_nanos() -> i64 {
 /// Runs `feed` into `dispatch` until the feed ends.
 pub fn packet_loop<F: Feed, D: Dispatch<F::Handle>>(feed: &mut F, dispatch: &mut D) {
     let mut last_counters = Instant::now();
-    let mut n: u32 = 0;
     loop {
-        let wait = if dispatch.busy() {
+        let wait = if F::LIVE && dispatch.busy() {
             Duration::from_millis(1)
         } else {
             Duration::from_millis(100)
         };
-        let mut idle = false;
         let more = feed.next(wait, |next| match next {
             Next::Packet {
                 pkt,
@@ -94,7 +95,6 @@ pub fn packet_loop<F: Feed, D: Dispatch<F::Handle>>(feed: &mut F, dispatch: &mut
                 dispatch.packet(&pkt, source, handle).err()
             }
             Next::Idle => {
-                idle = true;
                 dispatch.idle(now_nanos());
                 None
             }
@@ -102,9 +102,7 @@ pub fn packet_loop<F: Feed, D: Dispatch<F::Handle>>(feed: &mut F, dispatch: &mut
         if !more {
             break;
         }
-        // The clock is read every 64 packets, not on each.
-        n = n.wrapping_add(1);
-        if (idle || n.is_multiple_of(64)) && last_counters.elapsed() >= COUNTERS_EVERY {
+        if F::LIVE && last_counters.elapsed() >= COUNTERS_EVERY {
             last_counters = Instant::now();
             if let Some(c) = feed.counters() {
                 dispatch.counters(c);

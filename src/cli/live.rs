@@ -75,6 +75,7 @@ struct LiveFeed<'a> {
 
 impl Feed for LiveFeed<'_> {
     type Handle = ();
+    const LIVE: bool = true;
 
     fn next<T>(&mut self, wait: std::time::Duration, mut f: T) -> bool
     where
