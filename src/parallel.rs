@@ -141,14 +141,9 @@ pub fn replay_sharded(
         slots.push(Slot::Split(split));
     }
     let mut feed = FileFeed::new(files, &sources, slots, None);
-    let report = run_sharded(
-        &mut feed,
-        stage,
-        workers,
-        QUEUE_CAPACITY,
-        true,
-        evidence,
-        |d: &Desc, pipeline, sink, _| {
+    let report = run_sharded(&mut feed, stage, workers, QUEUE_CAPACITY, true, evidence, {
+        let sources = sources.clone();
+        move |d: &Desc, pipeline, sink, _| {
             let data = bytes[d.file].get(d.offset..d.offset + d.len).unwrap_or(&[]);
             let pkt = Packet {
                 ts_nanos: d.ts_nanos,
@@ -158,8 +153,8 @@ pub fn replay_sharded(
                 data,
             };
             pipeline.process(&pkt, &sources[d.file], sink);
-        },
-    );
+        }
+    });
     ReplayReport {
         interrupted: feed.interrupted,
         files: feed.reports,
