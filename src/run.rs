@@ -12,7 +12,7 @@ use crate::metrics::LiveCounters;
 use crate::output::evidence::EvidenceRing;
 use crate::parallel::worker_of;
 use crate::pipeline::Pipeline;
-use crate::shards::{run_worker, DiedGuard, Shards, Stage, Wants};
+use crate::shards::{run_worker, CachePadded, DiedGuard, Shards, Stage, Wants};
 use crate::stats::{Merge, Stats};
 
 /// Live counters reach the metrics this often.
@@ -143,13 +143,6 @@ impl<H> Dispatch<H> for Inline<'_> {
     }
 }
 
-/// A counter on a cache line of its own. The reader bumps one per packet: a small allocation
-/// beside one the workers write (their `done` counters) made every packet a cache-line transfer
-/// between cores, and replay with two workers 40% slower.
-#[derive(Clone, Copy, Default)]
-#[repr(align(64))]
-struct Padded(u64);
-
 /// The reader's side of N workers: each packet goes to the worker its host pair hashes to, and
 /// what they hand back is merged into capture order for the stage (see [`crate::shards`]).
 struct Sharded<'r, 's, H> {
@@ -158,7 +151,7 @@ struct Sharded<'r, 's, H> {
     workers: usize,
     lossless: bool,
     /// Packets handed to each worker.
-    worker_packets: Vec<Padded>,
+    worker_packets: Vec<CachePadded<u64>>,
     queue_drops: u64,
 }
 
@@ -273,7 +266,7 @@ where
             stage: &mut *stage,
             workers,
             lossless,
-            worker_packets: vec![Padded::default(); workers],
+            worker_packets: vec![CachePadded::default(); workers],
             queue_drops: 0,
         };
         packet_loop(feed, &mut sharded);

@@ -55,6 +55,13 @@ pub(crate) struct Item {
     event: Option<Box<Event>>,
 }
 
+/// A value on a cache line of its own. What one core writes for every packet must not share a
+/// line with what another core reads or writes as often: two workers' `done` counters, or the
+/// reader's packet counters beside them, made every packet a cache-line transfer between cores.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(align(64))]
+pub(crate) struct CachePadded<T>(pub T);
+
 /// What the run wants from the workers' events.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Wants {
@@ -139,7 +146,7 @@ impl Drop for DiedGuard<'_> {
 pub(crate) struct WorkerEnds<P> {
     jobs: rtrb::Consumer<Job<P>>,
     out: rtrb::Producer<Item>,
-    done: Arc<AtomicU64>,
+    done: Arc<CachePadded<AtomicU64>>,
     counters: Arc<Mutex<(Stats, usize)>>,
 }
 
@@ -200,7 +207,7 @@ pub(crate) fn run_worker<P>(
                 // pipeline, and the packet still counts as finished (the merge never waits for
                 // it), so the other workers' output keeps flowing. Counted and reported.
                 guarded(&mut pipeline, |pipeline| process(&p, pipeline, &mut sink));
-                done.store(seq + 1, Ordering::Release);
+                done.0.store(seq + 1, Ordering::Release);
                 n += 1;
                 // Every 4096 packets: the metrics' counters lag by at most that per worker.
                 if n.is_multiple_of(4096) {
@@ -211,14 +218,14 @@ pub(crate) fn run_worker<P>(
             Ok(Job::Sweep(seq, now)) => {
                 sink.seq = seq;
                 guarded(&mut pipeline, |pipeline| pipeline.sweep(now, &mut sink));
-                done.store(seq + 1, Ordering::Release);
+                done.0.store(seq + 1, Ordering::Release);
             }
             Ok(Job::Flush(seq)) => {
                 sink.seq = seq;
                 // Open when the input ended (the last flush is the end's), as one worker reports.
                 open_at_flush = pipeline.active_flows();
                 guarded(&mut pipeline, |pipeline| pipeline.finish(&mut sink));
-                done.store(seq + 1, Ordering::Release);
+                done.0.store(seq + 1, Ordering::Release);
             }
             // Abandoned, then empty: nothing more can come (a job pushed between a failed pop
             // and the hang-up is still there).
@@ -250,7 +257,7 @@ struct Lane<P> {
     /// `None` once the reader hung up.
     jobs: Option<rtrb::Producer<Job<P>>>,
     out: rtrb::Consumer<Item>,
-    done: Arc<AtomicU64>,
+    done: Arc<CachePadded<AtomicU64>>,
     counters: Arc<Mutex<(Stats, usize)>>,
     /// `seq` and capture time of what was pushed and is not known finished, in order.
     pending: VecDeque<(u64, i64)>,
@@ -323,7 +330,7 @@ impl<P> Shards<P> {
         for _ in 0..workers.max(1) {
             let (jobs_tx, jobs_rx) = rtrb::RingBuffer::new(capacity);
             let (out_tx, out_rx) = rtrb::RingBuffer::new(OUT_CAPACITY);
-            let done = Arc::new(AtomicU64::new(0));
+            let done = Arc::new(CachePadded(AtomicU64::new(0)));
             let counters = Arc::new(Mutex::new((Stats::default(), 0)));
             ends.push(WorkerEnds {
                 jobs: jobs_rx,
@@ -488,7 +495,7 @@ impl<P> Shards<P> {
         let mut max_ts = None;
         for lane in &mut self.lanes {
             // `done` first: every item of a finished packet was pushed before it was stored.
-            let done = lane.done.load(Ordering::Acquire);
+            let done = lane.done.0.load(Ordering::Acquire);
             while let Ok(item) = lane.out.pop() {
                 lane.held.push_back(item);
             }
