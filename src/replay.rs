@@ -10,6 +10,7 @@ use crate::capture::file::FileCursor;
 use crate::capture::{CaptureError, CaptureFile, PacketSource};
 use crate::event::EventSink;
 use crate::pipeline::Pipeline;
+use crate::run::Inline;
 use crate::stats::Stats;
 
 #[derive(Debug)]
@@ -72,9 +73,10 @@ pub fn replay_paced(
     let sources = source_names(files);
     let slots = files.iter().map(|p| Slot::Path(p.clone())).collect();
     let mut feed = FileFeed::new(files, &sources, slots, speed);
-    crate::run::packet_loop(&mut feed, &mut crate::run::Inline { pipeline, sink });
-    let active = pipeline.active_flows();
-    pipeline.finish(sink);
+    let mut inline = Inline::new(pipeline, sink);
+    inline.run(&mut feed);
+    let active = inline.pipeline().active_flows();
+    inline.finish();
     ReplayReport {
         interrupted: feed.interrupted,
         files: feed.reports,

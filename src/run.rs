@@ -12,7 +12,7 @@ use crate::metrics::LiveCounters;
 use crate::output::evidence::EvidenceRing;
 use crate::parallel::worker_of;
 use crate::pipeline::Pipeline;
-use crate::shards::{run_worker, CachePadded, DiedGuard, Shards, Stage, Wants};
+use crate::shards::{guarded, renew, run_worker, CachePadded, DiedGuard, Shards, Stage, Wants};
 use crate::stats::{Merge, Stats};
 
 /// Live counters reach the metrics this often.
@@ -113,12 +113,52 @@ pub fn packet_loop<F: Feed, D: Dispatch<F::Handle>>(feed: &mut F, dispatch: &mut
 
 /// One pipeline on the calling thread; detection, metrics and events are in `sink`.
 pub struct Inline<'a> {
-    pub pipeline: &'a mut Pipeline,
-    pub sink: &'a mut dyn EventSink,
+    pipeline: &'a mut Pipeline,
+    sink: &'a mut dyn EventSink,
+    /// Packets and idle ticks handed on (to tell a panic past them from one in the feed).
+    received: u64,
+}
+
+impl<'a> Inline<'a> {
+    pub fn new(pipeline: &'a mut Pipeline, sink: &'a mut dyn EventSink) -> Self {
+        Inline {
+            pipeline,
+            sink,
+            received: 0,
+        }
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        self.pipeline
+    }
+
+    /// Runs `feed` through the pipeline. A panic while a packet is processed (a bug) is
+    /// counted, and the pipeline goes on fresh with the next packet, as a worker's does
+    /// ([`crate::shards`]); the guard is around the loop, so it costs nothing per packet. A
+    /// panic in the feed itself (nothing handed on since the last one) still ends the process.
+    pub fn run<F: Feed>(&mut self, feed: &mut F) {
+        loop {
+            let before = self.received;
+            let run =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| packet_loop(feed, self)));
+            match run {
+                Ok(()) => return,
+                Err(panic) if self.received == before => std::panic::resume_unwind(panic),
+                Err(_) => renew(self.pipeline),
+            }
+        }
+    }
+
+    /// Closes every flow (a new capture, or the end of the input).
+    pub fn finish(&mut self) {
+        let sink = &mut *self.sink;
+        guarded(self.pipeline, |p| p.finish(sink));
+    }
 }
 
 impl<H> Dispatch<H> for Inline<'_> {
     fn packet(&mut self, pkt: &Packet<'_>, source: &Arc<str>, _: H) -> Result<(), H> {
+        self.received += 1;
         self.pipeline.process(pkt, source, self.sink);
         self.sink.after_packet(
             &self.pipeline.stats,
@@ -129,10 +169,11 @@ impl<H> Dispatch<H> for Inline<'_> {
     }
 
     fn restart(&mut self) {
-        self.pipeline.finish(self.sink);
+        self.finish();
     }
 
     fn idle(&mut self, now: i64) {
+        self.received += 1;
         self.sink.tick(now);
         self.sink
             .after_packet(&self.pipeline.stats, self.pipeline.active_flows(), now);
@@ -289,4 +330,45 @@ where
         }
     });
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::event::{Event, EventSink, VecSink};
+    use crate::pipeline::Pipeline;
+    use crate::replay::replay;
+
+    /// Panics on its third event, as a bug in a dissector or in detection would.
+    struct PanicsOnce(Vec<u64>);
+
+    impl EventSink for PanicsOnce {
+        fn emit(&mut self, event: Event) {
+            self.0.push(event.frame);
+            assert!(self.0.len() != 3, "a bug, on frame {}", event.frame);
+        }
+    }
+
+    /// With one worker, a panic while a packet is processed is counted, and the replay goes on
+    /// with a fresh pipeline: later packets are still dissected.
+    #[test]
+    fn a_panic_with_one_worker_is_counted_and_the_replay_goes_on() {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/modbus.pcap");
+        let mut all = VecSink::default();
+        let clean = replay(std::slice::from_ref(&file), &mut all, &mut Pipeline::new());
+        assert_eq!(clean.stats.worker_panics, 0);
+        let frames: Vec<u64> = all.0.iter().map(|e| e.frame).collect();
+        assert!(frames.len() > 10, "{} events", frames.len());
+
+        let mut buggy = PanicsOnce(Vec::new());
+        let report = replay(
+            std::slice::from_ref(&file),
+            &mut buggy,
+            &mut Pipeline::new(),
+        );
+        assert_eq!(report.stats.worker_panics, 1);
+        // Every packet was still read, and events came after the panic's.
+        assert_eq!(report.files[0].packets, clean.files[0].packets);
+        let after = buggy.0.iter().filter(|&&f| f > frames[2]).count();
+        assert!(after > 5, "{after} events after the panic: {:?}", buggy.0);
+    }
 }

@@ -150,21 +150,25 @@ pub(crate) struct WorkerEnds<P> {
     counters: Arc<Mutex<(Stats, usize)>>,
 }
 
-/// Runs `work` on the worker's pipeline. A panic is a bug, but must not stop the run: the
-/// worker goes on with a fresh pipeline (its counters and evidence ring kept, its flows and
-/// protocol state lost), the job still counts as finished (the merge never waits for it, the
-/// other workers' output keeps flowing), and `worker_panics` counts it for the summary and the
-/// exit status.
-fn guarded(pipeline: &mut Pipeline, work: impl FnOnce(&mut Pipeline)) {
+/// Runs `work` on a pipeline. A panic is a bug, but must not stop the run: the pipeline goes on
+/// fresh (its counters and evidence ring kept, its flows and protocol state lost), and
+/// `worker_panics` counts it for the summary and the exit status. On a worker the job still
+/// counts as finished (the merge never waits for it, the other workers' output keeps flowing).
+pub(crate) fn guarded(pipeline: &mut Pipeline, work: impl FnOnce(&mut Pipeline)) {
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(pipeline)));
     if run.is_err() {
-        let mut fresh = Pipeline::new();
-        fresh.stats = std::mem::take(&mut pipeline.stats);
-        fresh.stats.worker_panics += 1;
-        fresh.evidence = pipeline.evidence.take();
-        fresh.reader_sweeps = true;
-        *pipeline = fresh;
+        renew(pipeline);
     }
+}
+
+/// After a panic: a fresh pipeline with the counters (one more panic) and the evidence ring.
+pub(crate) fn renew(pipeline: &mut Pipeline) {
+    let mut fresh = Pipeline::new();
+    fresh.stats = std::mem::take(&mut pipeline.stats);
+    fresh.stats.worker_panics += 1;
+    fresh.evidence = pipeline.evidence.take();
+    fresh.reader_sweeps = pipeline.reader_sweeps;
+    *pipeline = fresh;
 }
 
 /// Runs a worker until the reader hangs up and its queue is empty. `process` dissects one

@@ -9,7 +9,7 @@ use otwatch::detection::{DetectSink, Detection};
 use otwatch::event::{EventSink, JsonLinesSink, NullSink};
 use otwatch::output::OutputHealth;
 use otwatch::pipeline::Pipeline;
-use otwatch::run::{packet_loop, Feed, Inline, Next};
+use otwatch::run::{Feed, Inline, Next};
 use otwatch::{replay, summary};
 
 use super::outputs::*;
@@ -211,16 +211,11 @@ pub(crate) fn run_live(
             name: &name,
             error: None,
         };
-        packet_loop(
-            &mut feed,
-            &mut Inline {
-                pipeline: &mut pipeline,
-                sink,
-            },
-        );
+        let mut inline = Inline::new(&mut pipeline, sink);
+        inline.run(&mut feed);
         error = feed.error.take();
-        open_at_end = pipeline.active_flows();
-        pipeline.finish(sink);
+        open_at_end = inline.pipeline().active_flows();
+        inline.finish();
     }
     let active = match &fanout {
         Some(f) => f.active_flows,
