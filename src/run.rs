@@ -115,8 +115,9 @@ pub fn packet_loop<F: Feed, D: Dispatch<F::Handle>>(feed: &mut F, dispatch: &mut
 pub struct Inline<'a> {
     pipeline: &'a mut Pipeline,
     sink: &'a mut dyn EventSink,
-    /// Packets and idle ticks handed on (to tell a panic past them from one in the feed).
-    received: u64,
+    /// Set while a packet or a tick is being handled: a panic then is the pipeline's (or the
+    /// sink's), not the feed's.
+    handling: bool,
 }
 
 impl<'a> Inline<'a> {
@@ -124,7 +125,7 @@ impl<'a> Inline<'a> {
         Inline {
             pipeline,
             sink,
-            received: 0,
+            handling: false,
         }
     }
 
@@ -135,16 +136,19 @@ impl<'a> Inline<'a> {
     /// Runs `feed` through the pipeline. A panic while a packet is processed (a bug) is
     /// counted, and the pipeline goes on fresh with the next packet, as a worker's does
     /// ([`crate::shards`]); the guard is around the loop, so it costs nothing per packet. A
-    /// panic in the feed itself (nothing handed on since the last one) still ends the process.
+    /// panic in the feed itself (the file reader, the ring), whose state it may have left half
+    /// updated, still ends the process.
     pub fn run<F: Feed>(&mut self, feed: &mut F) {
         loop {
-            let before = self.received;
             let run =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| packet_loop(feed, self)));
             match run {
                 Ok(()) => return,
-                Err(panic) if self.received == before => std::panic::resume_unwind(panic),
-                Err(_) => renew(self.pipeline),
+                Err(panic) if !self.handling => std::panic::resume_unwind(panic),
+                Err(_) => {
+                    self.handling = false;
+                    renew(self.pipeline);
+                }
             }
         }
     }
@@ -158,13 +162,14 @@ impl<'a> Inline<'a> {
 
 impl<H> Dispatch<H> for Inline<'_> {
     fn packet(&mut self, pkt: &Packet<'_>, source: &Arc<str>, _: H) -> Result<(), H> {
-        self.received += 1;
+        self.handling = true;
         self.pipeline.process(pkt, source, self.sink);
         self.sink.after_packet(
             &self.pipeline.stats,
             self.pipeline.active_flows(),
             pkt.ts_nanos,
         );
+        self.handling = false;
         Ok(())
     }
 
@@ -173,10 +178,11 @@ impl<H> Dispatch<H> for Inline<'_> {
     }
 
     fn idle(&mut self, now: i64) {
-        self.received += 1;
+        self.handling = true;
         self.sink.tick(now);
         self.sink
             .after_packet(&self.pipeline.stats, self.pipeline.active_flows(), now);
+        self.handling = false;
     }
 
     fn counters(&mut self, counters: LiveCounters) {
@@ -366,9 +372,59 @@ mod tests {
             &mut Pipeline::new(),
         );
         assert_eq!(report.stats.worker_panics, 1);
-        // Every packet was still read, and events came after the panic's.
+        // Every packet was still read and reached the pipeline, and events came after the
+        // panic's.
         assert_eq!(report.files[0].packets, clean.files[0].packets);
+        assert_eq!(report.stats.packets, clean.stats.packets);
         let after = buggy.0.iter().filter(|&&f| f > frames[2]).count();
         assert!(after > 5, "{after} events after the panic: {:?}", buggy.0);
+    }
+
+    /// Idles a few times, then panics: a bug in the feed itself.
+    struct BrokenFeed(u32);
+
+    impl super::Feed for BrokenFeed {
+        type Handle = ();
+        const LIVE: bool = true;
+
+        fn next<T>(&mut self, _: std::time::Duration, mut take: T) -> bool
+        where
+            T: FnMut(super::Next<'_, ()>) -> Option<()>,
+        {
+            self.0 += 1;
+            assert!(self.0 <= 3, "a bug in the feed");
+            take(super::Next::Idle);
+            true
+        }
+    }
+
+    /// Counts ticks, and panics on the second.
+    #[derive(Default)]
+    struct TickPanics(u32);
+
+    impl EventSink for TickPanics {
+        fn emit(&mut self, _: Event) {}
+        fn tick(&mut self, _: i64) {
+            self.0 += 1;
+            assert!(self.0 != 2, "a bug in a tick");
+        }
+    }
+
+    /// A panic in a tick (the pipeline's or the sink's side) is counted; one in the feed, whose
+    /// state it may have broken, still ends the run.
+    #[test]
+    fn a_panic_in_the_feed_is_not_survived() {
+        let mut pipeline = Pipeline::new();
+        let mut sink = TickPanics::default();
+        let mut inline = super::Inline::new(&mut pipeline, &mut sink);
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            inline.run(&mut BrokenFeed(0))
+        }));
+        assert!(run.is_err(), "the feed's panic went through");
+        assert_eq!(sink.0, 3, "every tick before the feed broke was handed on");
+        assert_eq!(
+            pipeline.stats.worker_panics, 1,
+            "the tick's panic was counted"
+        );
     }
 }

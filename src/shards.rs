@@ -161,8 +161,16 @@ pub(crate) fn guarded(pipeline: &mut Pipeline, work: impl FnOnce(&mut Pipeline))
     }
 }
 
-/// After a panic: a fresh pipeline with the counters (one more panic) and the evidence ring.
+/// After a panic: a fresh pipeline with the counters (one more panic) and the evidence ring. A
+/// ring the panic left locked (poisoned) is emptied and used again: otherwise nothing would be
+/// recorded for the rest of the run, and every alert's evidence would fail.
 pub(crate) fn renew(pipeline: &mut Pipeline) {
+    if let Some(ring) = &pipeline.evidence {
+        if let Err(poisoned) = ring.lock() {
+            *poisoned.into_inner() = crate::output::evidence::EvidenceRing::default();
+            ring.clear_poison();
+        }
+    }
     let mut fresh = Pipeline::new();
     fresh.stats = std::mem::take(&mut pipeline.stats);
     fresh.stats.worker_panics += 1;
@@ -775,5 +783,26 @@ mod tests {
         assert_eq!(frames, expected);
         let panics: u64 = stats.iter().map(|(s, _)| s.worker_panics).sum();
         assert_eq!(panics, 10);
+    }
+
+    /// A panic that left the evidence ring locked poisons it: the fresh pipeline gets it back
+    /// usable (emptied), or nothing would be recorded for the rest of the run.
+    #[test]
+    fn renew_recovers_a_poisoned_evidence_ring() {
+        let ring = Arc::new(Mutex::new(crate::output::evidence::EvidenceRing::default()));
+        let held = Arc::clone(&ring);
+        let poisoner = std::thread::spawn(move || {
+            let _guard = held.lock().expect("not poisoned yet");
+            panic!("a bug while the ring is locked");
+        });
+        assert!(poisoner.join().is_err());
+        assert!(ring.is_poisoned());
+        let mut pipeline = Pipeline::new();
+        pipeline.evidence = Some(Arc::clone(&ring));
+        renew(&mut pipeline);
+        assert_eq!(pipeline.stats.worker_panics, 1);
+        assert!(!ring.is_poisoned());
+        assert!(ring.lock().is_ok());
+        assert!(pipeline.evidence.is_some_and(|r| Arc::ptr_eq(&r, &ring)));
     }
 }

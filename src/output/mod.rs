@@ -228,7 +228,20 @@ impl OutputFile {
             self.flush();
         }
         let mark = self.buf.len();
-        match write(&mut self.buf) {
+        // A serialiser that panics (a bug) must not leave half a line for the next to follow.
+        struct Truncate<'a>(&'a mut Vec<u8>, usize, bool);
+        impl Drop for Truncate<'_> {
+            fn drop(&mut self) {
+                if !self.2 {
+                    self.0.truncate(self.1);
+                }
+            }
+        }
+        let mut guard = Truncate(&mut self.buf, mark, false);
+        let written = write(guard.0);
+        guard.2 = true;
+        drop(guard);
+        match written {
             Ok(()) => {
                 self.buf.push(b'\n');
                 self.pending += 1;
@@ -462,6 +475,26 @@ mod tests {
             "{:?}",
             health.report()
         );
+    }
+
+    #[test]
+    fn a_serialiser_that_panics_leaves_no_half_line() {
+        let dir = scratch("half-line");
+        let path = dir.join("events.jsonl");
+        let health = Arc::new(OutputHealth::default());
+        let mut out = OutputFile::open(OutputKind::Events, &path, Arc::clone(&health)).unwrap();
+        write_lines(&mut out, &["first"]);
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            out.line(|b| -> Result<(), std::io::Error> {
+                b.extend_from_slice(b"{\"half\":");
+                panic!("a bug in a serialiser")
+            })
+        }));
+        assert!(panicked.is_err());
+        write_lines(&mut out, &["second"]);
+        out.finish();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "first\nsecond\n");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
