@@ -156,6 +156,14 @@ pub fn families(i: &Inputs<'_>) -> Vec<Family> {
     evicted.push(vec![("reason", "idle".into())], s.flows.evicted_idle as f64);
     evicted.push(vec![("reason", "full".into())], s.flows.evicted_full as f64);
     out.push(evicted);
+    out.push(
+        Family::new(
+            "otwatch_panics_total",
+            MetricKind::Counter,
+            "Packets whose processing panicked (a bug): their flows were lost, the run went on.",
+        )
+        .with(Vec::new(), s.worker_panics as f64),
+    );
     proto_families(s, &mut out);
     if let Some(c) = i.channels {
         c.families(&mut out);
@@ -241,3 +249,33 @@ pub fn families(i: &Inputs<'_>) -> Vec<Family> {
 
 /// The families a scrape sees; replaced about once a second by the capture thread.
 pub type Published = Arc<Mutex<Vec<Family>>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic (counted by the pipeline) is a counter of its own, as its value.
+    #[test]
+    fn panics_are_a_metric() {
+        let stats = Stats {
+            worker_panics: 2,
+            ..Stats::default()
+        };
+        let detection = DetectionState::default();
+        let fams = families(&Inputs {
+            stats: &stats,
+            active_flows: 0,
+            capture_ts: 0,
+            live: None,
+            workers: &[],
+            channels: None,
+            detection: &detection,
+            outputs: None,
+        });
+        let text = encode_text(&fams);
+        assert!(
+            text.contains("# TYPE otwatch_panics_total counter\notwatch_panics_total 2\n"),
+            "{text}"
+        );
+    }
+}
