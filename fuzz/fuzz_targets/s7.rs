@@ -150,6 +150,9 @@ fn walk_specs(specs: VarSpecs<'_>) {
         if let Some(any) = spec.any() {
             let _ = (any.byte_address(), any.bit(), any.byte_len(), any.area.name());
         }
+        if let Some(areas) = spec.dbread_areas() {
+            let _ = areas.map(|a| usize::from(a.length)).sum::<usize>();
+        }
         n += 1;
     }
     assert_eq!(n, specs.len());

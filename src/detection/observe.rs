@@ -331,11 +331,14 @@ fn s7(s: &S7Event, mut o: Observation) -> Observation {
             };
         }
     }
-    o.exception = s.error_class.is_some_and(|c| c != 0)
-        || s.items
-            .iter()
-            .any(|i| i.return_code.is_some_and(|r| r != 0xff));
     let request = o.kind == Kind::Request;
+    // A return code is a response's: the data items of a Write Var request carry a reserved
+    // 0x00 in its place (Wireshark: "Reserved (0x00)"), which is no error.
+    o.exception = s.error_class.is_some_and(|c| c != 0)
+        || !request
+            && s.items
+                .iter()
+                .any(|i| i.return_code.is_some_and(|r| r != 0xff));
     let f = s.function.unwrap_or(0);
     o.write = request && matches!(f, 0x05 | 0x1a..=0x1c | 0x28 | 0x29);
     if request {
@@ -369,6 +372,9 @@ fn s7(s: &S7Event, mut o: Observation) -> Observation {
 /// byte address, one access per element with its decoded value (BYTE/CHAR, WORD, INT, DWORD,
 /// DINT, REAL); bytes read are one access for the run.
 fn s7_item(item: &crate::dissect::s7::S7Item, write: bool, out: &mut Vec<Access>) {
+    if !item.dbread.is_empty() {
+        return dbread(item, out);
+    }
     let (Some(area), Some(address)) = (item.area, item.address) else {
         return;
     };
@@ -448,6 +454,26 @@ fn s7_item(item: &crate::dissect::s7::S7Item, write: bool, out: &mut Vec<Access>
             count: total - covered,
             write,
             values: AccessValues::new(),
+        });
+    }
+}
+
+/// A DBREAD item (read only): one access per area, a DB's bytes from its start address, with
+/// the response's bytes shared out to the areas in order (as BYTE reads: one point per byte).
+fn dbread(item: &crate::dissect::s7::S7Item, out: &mut Vec<Access>) {
+    /// Area code of data blocks, as an S7ANY address of a DB gives it.
+    const DB_AREA: u32 = 0x84;
+    let mut bytes: &[u8] = item.value.as_ref().map_or(&[], |h| &h.0);
+    for a in &item.dbread {
+        let count = u32::from(a.length).max(1);
+        let (mine, rest) = bytes.split_at(bytes.len().min(usize::from(a.length)));
+        bytes = rest;
+        out.push(Access {
+            space: DB_AREA << 16 | u32::from(a.db),
+            start: u32::from(a.start),
+            count,
+            write: false,
+            values: mine.iter().map(|&b| f64::from(b)).collect(),
         });
     }
 }

@@ -64,6 +64,18 @@ pub struct S7Item {
     /// An address with another syntax id, hex.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw_address: Option<String>,
+    /// The areas of a DBREAD address (syntax id 0xB0), decoded from `raw_address`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dbread: Vec<S7DbRead>,
+}
+
+/// One area of a DBREAD address: `length` bytes of DB `db` from byte `start` (Wireshark's
+/// `s7comm.param.item.dbread.db`, `.startaddress`, `.length`).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct S7DbRead {
+    pub db: u16,
+    pub start: u16,
+    pub length: u8,
 }
 
 /// A program block (OB, FB, FC, DB, SDB...) and its number.
@@ -694,7 +706,18 @@ fn spec_item(spec: &VarSpec<'_>) -> S7Item {
             item.transport_size = Some(any.transport_size.0);
             item.length = Some(u32::from(any.count));
         }
-        VarAddress::Raw(raw) => item.raw_address = Some(hex(raw)),
+        VarAddress::Raw(raw) => {
+            item.raw_address = Some(hex(raw));
+            if let Some(areas) = spec.dbread_areas() {
+                item.dbread = areas
+                    .map(|a| S7DbRead {
+                        db: a.db,
+                        start: a.start,
+                        length: a.length,
+                    })
+                    .collect();
+            }
+        }
     }
     item
 }

@@ -48,8 +48,9 @@ pub use cotp::{
 };
 pub use s7comm::{
     parse_s7comm, AnyPointer, BlockControl, BlockFile, BlockRef, DataItem, DataItems,
-    DataItemsIter, HeaderError, PiBlocks, PiBlocksIter, PiService, PlcStop, ReturnCodes, S7Body,
-    S7Header, S7Pdu, SetupCommunication, VarAddress, VarSpec, VarSpecs, VarSpecsIter,
+    DataItemsIter, DbReadArea, HeaderError, PiBlocks, PiBlocksIter, PiService, PlcStop,
+    ReturnCodes, S7Body, S7Header, S7Pdu, SetupCommunication, VarAddress, VarSpec, VarSpecs,
+    VarSpecsIter,
 };
 pub use s7plus::{parse_s7plus, S7PlusBody, S7PlusMessage, S7PlusPdu};
 pub use szl::{

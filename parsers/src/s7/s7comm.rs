@@ -434,6 +434,33 @@ impl VarSpec<'_> {
             VarAddress::Raw(_) => None,
         }
     }
+
+    /// The areas of a DBREAD specification (syntax id 0xB0, as S7-400 HMIs such as WinCC
+    /// send): a count, then per area the bytes to read (1), the DB number (2) and the start
+    /// byte address (2), as Wireshark's `s7comm.param.item.dbread.*` fields. `None` for other
+    /// syntax ids, or when the count does not fill the specification exactly.
+    pub fn dbread_areas(&self) -> Option<impl Iterator<Item = DbReadArea> + '_> {
+        let VarAddress::Raw(raw) = self.address else {
+            return None;
+        };
+        let (&n, areas) = raw.split_first()?;
+        if self.syntax_id != SyntaxId::DBREAD || areas.len() != usize::from(n) * 5 {
+            return None;
+        }
+        Some(areas.chunks_exact(5).map(|a| DbReadArea {
+            length: a[0],
+            db: u16::from_be_bytes([a[1], a[2]]),
+            start: u16::from_be_bytes([a[3], a[4]]),
+        }))
+    }
+}
+
+/// One area of a DBREAD specification: `length` bytes of DB `db` from byte `start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DbReadArea {
+    pub length: u8,
+    pub db: u16,
+    pub start: u16,
 }
 
 /// The address part of a variable specification.
@@ -1309,8 +1336,18 @@ mod tests {
             specs[0].address,
             VarAddress::Raw(&[0x01, 0x02, 0x00, 0x01, 0x00, 0x10])
         );
+        let areas: Vec<DbReadArea> = specs[0].dbread_areas().unwrap().collect();
+        assert_eq!(
+            areas,
+            [DbReadArea {
+                length: 2,
+                db: 1,
+                start: 0x10
+            }]
+        );
         assert_eq!(specs[1].syntax_id, SyntaxId::S1200SYM);
         assert!(specs[1].any().is_none());
+        assert!(specs[1].dbread_areas().is_none());
     }
 
     #[test]
