@@ -207,3 +207,107 @@ fn dbread_items_carry_their_data_block_and_are_learned() {
     );
     assert_eq!(alerts.len(), 1, "{alerts:#?}");
 }
+
+/// A Modbus poll (FC3, holding 0..9) every second for `secs` seconds to `unit(i)`, answered
+/// after `latency(i)` for the i-th poll, or never (`None`), on one connection of the common
+/// client and server.
+fn modbus_polls_to(
+    path: &Path,
+    secs: u16,
+    unit: impl Fn(u16) -> u8,
+    latency: impl Fn(u16) -> Option<std::time::Duration>,
+) {
+    let t0 = std::time::Duration::from_secs(1_700_000_000);
+    let mut segments = Vec::new();
+    let mut times = Vec::new();
+    let mut sent = [0usize; 2];
+    let mut send = |from: Side, at, data: Vec<u8>| {
+        let n = &mut sent[usize::from(from == Side::Server)];
+        times.push(at);
+        segments.push(Segment {
+            from,
+            offset: *n,
+            captured: true,
+            data,
+        });
+        *n += segments.last().map_or(0, |s| s.data.len());
+    };
+    for i in 0..secs {
+        let at = t0 + std::time::Duration::from_secs(u64::from(i));
+        send(Side::Client, at, read_holding_request(i, unit(i), 0, 10));
+        if let Some(l) = latency(i) {
+            send(
+                Side::Server,
+                at + l,
+                read_holding_response(i, unit(i), &[7; 10]),
+            );
+        }
+    }
+    let packets = conversation_packets(CLIENT_ISN, SERVER_ISN, false, &segments);
+    write_pcap_at(path, &times.into_iter().zip(packets).collect::<Vec<_>>());
+}
+
+fn modbus_polls(path: &Path, secs: u16, latency: impl Fn(u16) -> std::time::Duration) {
+    modbus_polls_to(path, secs, |_| 1, |i| Some(latency(i)));
+}
+
+/// A serial gateway that answers four times faster after learning than during it is no
+/// availability risk: no `latency_shift`. A sustained slowdown still is one.
+#[test]
+fn faster_responses_are_not_an_alert_but_slower_ones_are() {
+    let dir = scratch("faster");
+    let ms = std::time::Duration::from_millis;
+    let faster = dir.join("faster.pcap");
+    modbus_polls(&faster, 180, |i| if i < 60 { ms(40) } else { ms(8) });
+    let alerts = detect_files(Learn::For(60.0), &[(&faster, &all_frames)]).0;
+    assert!(alerts.is_empty(), "{alerts:#?}");
+
+    let slower = dir.join("slower.pcap");
+    modbus_polls(&slower, 180, |i| if i < 60 { ms(8) } else { ms(120) });
+    let alerts = detect_files(Learn::For(60.0), &[(&slower, &all_frames)]).0;
+    // The behaviour model may also find the slow windows unlike learning's.
+    let types: std::collections::BTreeSet<_> = alerts.iter().map(|a| a.r#type).collect();
+    assert!(types.contains("latency_shift"), "{alerts:#?}");
+    assert!(
+        types.is_subset(&["latency_shift", "behaviour_anomaly"].into()),
+        "{alerts:#?}"
+    );
+}
+
+/// A gateway's unit that never answered in learning keeps not answering: that is its baseline,
+/// not a `response_timeout` every few minutes. One lost answer on a channel that always answers
+/// is no incident either; three within a minute are.
+#[test]
+fn timeouts_learned_or_lone_are_not_incidents() {
+    let dir = scratch("timeouts");
+    let ms = std::time::Duration::from_millis;
+    // Units 1 (answers) and 2 (never answers) polled in turn, for 20 minutes.
+    let gateway = dir.join("gateway.pcap");
+    modbus_polls_to(
+        &gateway,
+        1200,
+        |i| 1 + (i % 2) as u8,
+        |i| (i % 2 == 0).then_some(ms(20)),
+    );
+    let alerts = detect_files(Learn::For(120.0), &[(&gateway, &all_frames)]).0;
+    assert!(alerts.is_empty(), "{alerts:#?}");
+
+    // One unit, one answer missing after learning, then later three in a row.
+    let lost = dir.join("lost.pcap");
+    modbus_polls_to(
+        &lost,
+        300,
+        |_| 1,
+        |i| (i != 100 && !(200..203).contains(&i)).then_some(ms(20)),
+    );
+    let alerts = detect_files(Learn::For(60.0), &[(&lost, &all_frames)]).0;
+    let timeouts = of_type(&alerts, "response_timeout");
+    assert_eq!(timeouts.len(), 1, "{alerts:#?}");
+    // Raised for the three in a row (the first of them at 200 s), not for the lone one.
+    assert_eq!(
+        timeouts[0].observed["first_request_ts_ns"],
+        (1_700_000_000 + 200) * 1_000_000_000i64,
+        "{:?}",
+        timeouts[0]
+    );
+}

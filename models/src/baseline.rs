@@ -131,6 +131,10 @@ pub struct ChannelModel {
     pub rate_window: f64,
     pub max_requests_per_window: u64,
     pub max_exceptions_per_window: u64,
+    /// Requests that awaited a response and got none in learning (a unit behind a gateway
+    /// that never answers, a device that was off). Older baselines: 0.
+    #[serde(default)]
+    pub unanswered: u64,
 }
 
 /// Envelope of one point's values.

@@ -66,6 +66,8 @@ struct ChanRt {
     exc_rate: RateCounter,
     window: WindowAcc,
     source: Option<Arc<str>>,
+    /// Request time and frame of the channel's last `MIN_UNANSWERED` timeouts.
+    timeouts: VecDeque<(i64, u64)>,
 }
 
 struct AssetRt {
@@ -250,6 +252,18 @@ fn timeout_for(latency: Option<&LatencyModel>) -> f64 {
 }
 
 /// How late a poll may be.
+/// Unanswered requests of a channel within `UNANSWERED_WINDOW` before `response_timeout`: one
+/// lost request (a gateway dropping a frame, a retransmission the capture missed) is not an
+/// incident; a device that stopped answering a poll of a second or a minute soon is one.
+const MIN_UNANSWERED: usize = 3;
+const UNANSWERED_WINDOW: i64 = 60 * NANOS;
+
+/// A channel that left at least half of its requests unanswered in learning (a unit
+/// behind a gateway that never answers): its timeouts are its baseline, not an incident.
+fn unanswered_in_learning(m: &ChannelModel) -> bool {
+    m.unanswered > 0 && 2 * m.unanswered >= m.requests
+}
+
 fn poll_tolerance(m: &PollModel) -> f64 {
     (4.0 * m.jitter).max(0.5 * m.period)
 }
@@ -933,7 +947,7 @@ impl Detector {
                 &mut self.raised,
                 alert(
                     o,
-                    AlertKey::channel("latency_shift", &ch, u64::from(dir == "down")),
+                    AlertKey::channel("latency_shift", &ch, 0),
                     Severity::Medium,
                 ),
                 out,
@@ -998,15 +1012,38 @@ impl Detector {
             for (c, _, _) in &expired {
                 rt.pending.map.remove(c);
             }
-            let (_, ts, frame) = expired[0];
+            for e in &expired {
+                if rt.timeouts.len() == MIN_UNANSWERED {
+                    rt.timeouts.pop_front();
+                }
+                rt.timeouts.push_back((e.1, e.2));
+            }
+            let model = rt.known.map(|i| &self.baseline.channels[i]);
+            let recent = match (rt.timeouts.front(), rt.timeouts.back()) {
+                (Some(first), Some(last)) => {
+                    rt.timeouts.len() == MIN_UNANSWERED && last.0 - first.0 <= UNANSWERED_WINDOW
+                }
+                _ => false,
+            };
+            if !recent || model.is_some_and(unanswered_in_learning) {
+                continue;
+            }
+            // Evidence: the timeouts that made the incident, then this tick's others.
+            let (ts, frame) = rt.timeouts[0];
             let key = AlertKey::pair("response_timeout", ch.proto, ch.client, ch.server, 0);
             let mut a = channel_alert(ch, rt.source.as_ref(), now, key, Severity::High);
-            a.frames = expired.iter().take(8).map(|e| e.2).collect();
+            a.frames = rt.timeouts.iter().map(|t| t.1).collect();
+            for e in &expired {
+                if a.frames.len() < 8 && !a.frames.contains(&e.2) {
+                    a.frames.push(e.2);
+                }
+            }
             a.message = format!(
-                "{ch}: {} request(s) unanswered after {timeout:.3} s",
-                expired.len()
+                "{ch}: {} request(s) unanswered after {timeout:.3} s ({MIN_UNANSWERED} or more within {} s)",
+                expired.len(),
+                UNANSWERED_WINDOW / NANOS
             );
-            a.learned = json!({"timeout_s": timeout});
+            a.learned = json!({"timeout_s": timeout, "min_unanswered": MIN_UNANSWERED, "window_s": UNANSWERED_WINDOW / NANOS});
             a.observed = json!({"unanswered": expired.len(), "first_request_frame": frame, "first_request_ts_ns": ts});
             out.push(a);
         }
@@ -1172,19 +1209,13 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(out)
 }
 
-/// The shift of the median of a full window of recent latencies, and that median. "Up" holds for
-/// every value above a threshold and "down" for every value below one, so when neither the
-/// smallest nor the largest latency is a shift, the median (between them) is not either: the
-/// common case costs a pass over the window, not a selection.
+/// A slowdown of the median of a full window of recent latencies, and that median. The
+/// threshold holds for every value above it, so when the largest latency is no slowdown the
+/// median (below it) is not either: the common case costs a pass over the window, not a
+/// selection.
 fn recent_shift(l: &LatencyModel, recent: &VecDeque<f64>) -> Option<(&'static str, f64)> {
-    let (lo, hi) = recent
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
-            (lo.min(v), hi.max(v))
-        });
-    if latency_shift(l, lo).is_none() && latency_shift(l, hi).is_none() {
-        return None;
-    }
+    let hi = recent.iter().fold(f64::NEG_INFINITY, |hi, &v| hi.max(v));
+    latency_shift(l, hi)?;
     let mut window = [0.0f64; LATENCY_RECENT];
     for (slot, v) in window.iter_mut().zip(recent) {
         *slot = *v;
@@ -1197,14 +1228,13 @@ fn recent_shift(l: &LatencyModel, recent: &VecDeque<f64>) -> Option<(&'static st
     latency_shift(l, median).map(|dir| (dir, median))
 }
 
+/// What a latency alert is for: a sustained slowdown, which is what an availability problem
+/// looks like (an overloaded PLC, a congested or failing link, a gateway queueing). The median
+/// must exceed both twice the learned p99 and four times the learned p50, and by more than
+/// 5 ms. Faster answers are no risk to the process (a serial gateway answering faster after a
+/// restart raised `latency_shift` "down" 2-3 times per unit on real traffic): not an alert.
 fn latency_shift(l: &LatencyModel, median: f64) -> Option<&'static str> {
-    if median > (2.0 * l.p99).max(4.0 * l.p50) && median - l.p50 > 0.005 {
-        Some("up")
-    } else if median < l.p50 / 4.0 && l.p50 - median > 0.005 {
-        Some("down")
-    } else {
-        None
-    }
+    (median > (2.0 * l.p99).max(4.0 * l.p50) && median - l.p50 > 0.005).then_some("up")
 }
 
 fn accesses_json(o: &Observation) -> serde_json::Value {
@@ -1353,7 +1383,7 @@ fn check_values_now(
 mod tests {
     use super::*;
 
-    /// The shortcut over the window's extremes gives what the median of the sorted window
+    /// The shortcut over the window's largest value gives what the median of the sorted window
     /// gives, over random windows and models (latencies from 0.1 ms to 1 s, skewed windows
     /// included).
     #[test]

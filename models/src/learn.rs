@@ -83,18 +83,19 @@ fn expects_response(o: &Observation) -> bool {
 }
 
 impl Pending {
-    /// A request: remember it.
-    pub fn request(&mut self, o: &Observation) {
-        if let Some(c) = o.corr {
-            if !expects_response(o) {
-                return;
-            }
-            if self.map.len() >= MAX_PENDING && !self.map.contains_key(&c) {
-                self.overflow += 1;
-                return;
-            }
+    /// A request: remember it. Returns whether it awaits a response (it has a correlation id
+    /// and its function is answered).
+    pub fn request(&mut self, o: &Observation) -> bool {
+        let Some(c) = o.corr else { return false };
+        if !expects_response(o) {
+            return false;
+        }
+        if self.map.len() >= MAX_PENDING && !self.map.contains_key(&c) {
+            self.overflow += 1;
+        } else {
             self.map.insert(c, (o.ts, o.frame));
         }
+        true
     }
 
     /// A response: its latency and its request's frame, when the request was seen.
@@ -151,7 +152,10 @@ struct ChanLearn {
     writes: BTreeMap<u32, Ranges>,
     polls: FastMap<PollKey, PollAcc>,
     pending: Pending,
+    /// Requests that await a response.
+    awaited: u64,
     latencies: Vec<f64>,
+    /// Responses matched to their request.
     latency_seen: u64,
     req_rate: RateCounter,
     exc_rate: RateCounter,
@@ -245,7 +249,7 @@ impl Learner {
                 c.requests += 1;
                 *c.functions.entry(o.function).or_default() += 1;
                 c.wrote |= o.write;
-                c.pending.request(o);
+                c.awaited += u64::from(c.pending.request(o));
                 c.max_req = c.max_req.max(c.req_rate.add(o.ts));
                 for a in &o.accesses {
                     let map = if a.write { &mut c.writes } else { &mut c.reads };
@@ -432,6 +436,7 @@ impl Learner {
                     rate_window: RATE_WINDOW_SECS as f64,
                     max_requests_per_window: c.max_req,
                     max_exceptions_per_window: c.max_exc,
+                    unanswered: c.awaited.saturating_sub(c.latency_seen),
                 }
             })
             .collect();
