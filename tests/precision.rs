@@ -51,13 +51,14 @@ fn s7_write_var_requests_are_learned_and_checked() {
         "{again:#?}"
     );
 
-    // Against a baseline whose writes were learned one byte further on, every write is new.
+    // Against a baseline whose reads and writes were learned 512 bytes further on, every write
+    // is far from what the HMI wrote or read.
     let mut moved: Baseline = baseline;
     for c in &mut moved.channels {
-        for r in c.writes.values_mut() {
+        for r in c.writes.values_mut().chain(c.reads.values_mut()) {
             for range in &mut r.0 {
-                range[0] += 8;
-                range[1] += 8;
+                range[0] += 4096;
+                range[1] += 4096;
             }
         }
     }
@@ -208,16 +209,15 @@ fn dbread_items_carry_their_data_block_and_are_learned() {
     assert_eq!(alerts.len(), 1, "{alerts:#?}");
 }
 
-/// A Modbus poll (FC3, holding 0..9) every second for `secs` seconds to `unit(i)`, answered
-/// after `latency(i)` for the i-th poll, or never (`None`), on one connection of the common
-/// client and server.
-fn modbus_polls_to(
-    path: &Path,
-    secs: u16,
-    unit: impl Fn(u16) -> u8,
-    latency: impl Fn(u16) -> Option<std::time::Duration>,
-) {
-    let t0 = std::time::Duration::from_secs(1_700_000_000);
+/// Modbus requests and their answers (capture time and ADU; `None`: never answered) on one
+/// connection of the common client and server.
+type Exchange = (
+    std::time::Duration,
+    Vec<u8>,
+    Option<(std::time::Duration, Vec<u8>)>,
+);
+
+fn modbus_exchanges(path: &Path, exchanges: Vec<Exchange>) {
     let mut segments = Vec::new();
     let mut times = Vec::new();
     let mut sent = [0usize; 2];
@@ -232,19 +232,41 @@ fn modbus_polls_to(
         });
         *n += segments.last().map_or(0, |s| s.data.len());
     };
-    for i in 0..secs {
-        let at = t0 + std::time::Duration::from_secs(u64::from(i));
-        send(Side::Client, at, read_holding_request(i, unit(i), 0, 10));
-        if let Some(l) = latency(i) {
-            send(
-                Side::Server,
-                at + l,
-                read_holding_response(i, unit(i), &[7; 10]),
-            );
+    for (at, req, resp) in exchanges {
+        send(Side::Client, at, req);
+        if let Some((at, resp)) = resp {
+            send(Side::Server, at, resp);
         }
     }
     let packets = conversation_packets(CLIENT_ISN, SERVER_ISN, false, &segments);
     write_pcap_at(path, &times.into_iter().zip(packets).collect::<Vec<_>>());
+}
+
+const T0: std::time::Duration = std::time::Duration::from_secs(1_700_000_000);
+
+/// A Modbus poll (FC3, holding 0..9) every second for `secs` seconds to `unit(i)`, answered
+/// after `latency(i)` for the i-th poll, or never (`None`).
+fn poll_exchanges(
+    secs: u16,
+    unit: impl Fn(u16) -> u8,
+    latency: impl Fn(u16) -> Option<std::time::Duration>,
+) -> Vec<Exchange> {
+    (0..secs)
+        .map(|i| {
+            let at = T0 + std::time::Duration::from_secs(u64::from(i));
+            let resp = latency(i).map(|l| (at + l, read_holding_response(i, unit(i), &[7; 10])));
+            (at, read_holding_request(i, unit(i), 0, 10), resp)
+        })
+        .collect()
+}
+
+fn modbus_polls_to(
+    path: &Path,
+    secs: u16,
+    unit: impl Fn(u16) -> u8,
+    latency: impl Fn(u16) -> Option<std::time::Duration>,
+) {
+    modbus_exchanges(path, poll_exchanges(secs, unit, latency));
 }
 
 fn modbus_polls(path: &Path, secs: u16, latency: impl Fn(u16) -> std::time::Duration) {
@@ -310,4 +332,44 @@ fn timeouts_learned_or_lone_are_not_incidents() {
         "{:?}",
         timeouts[0]
     );
+}
+
+/// Write Single Register (FC6) request; the response echoes it.
+fn write_register(tid: u16, address: u16, value: u16) -> Vec<u8> {
+    let mut v = tid.to_be_bytes().to_vec();
+    v.extend_from_slice(&[0, 0, 0, 6, 1, 6]);
+    v.extend_from_slice(&address.to_be_bytes());
+    v.extend_from_slice(&value.to_be_bytes());
+    v
+}
+
+/// The master that wrote registers 20..23 in learning (an operator's setpoints) writes register
+/// 27 and then 38 of the same block after learning: operator work, no alert. A write to
+/// register 900, far from every block it wrote or read, is `address_out_of_range`.
+#[test]
+fn a_learned_writer_near_its_block_is_no_alert_far_from_it_is() {
+    let dir = scratch("near");
+    let ms = std::time::Duration::from_millis;
+    let mut exchanges = poll_exchanges(300, |_| 1, |_| Some(ms(20)));
+    let writes = [
+        (10, 20),
+        (20, 23),
+        (30, 21),
+        (120, 27),
+        (150, 38),
+        (200, 900),
+    ];
+    for (k, (at, address)) in writes.into_iter().enumerate() {
+        let at = T0 + std::time::Duration::from_secs(at) + ms(500);
+        let req = write_register(10_000 + k as u16, address, 5);
+        exchanges.push((at, req.clone(), Some((at + ms(20), req))));
+    }
+    exchanges.sort_by_key(|e| e.0);
+    let path = dir.join("near.pcap");
+    modbus_exchanges(&path, exchanges);
+    let alerts = detect_files(Learn::For(60.0), &[(&path, &all_frames)]).0;
+    let out = of_type(&alerts, "address_out_of_range");
+    assert_eq!(out.len(), 1, "{alerts:#?}");
+    assert_eq!(out[0].observed["start"], 900, "{:?}", out[0]);
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
 }

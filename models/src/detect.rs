@@ -252,6 +252,11 @@ fn timeout_for(latency: Option<&LatencyModel>) -> f64 {
 }
 
 /// How late a poll may be.
+/// The least widening of a learned block within which a learned writer's write is operator
+/// work on that block, not `address_out_of_range` (the widening is the block's own length when
+/// larger): 16 registers, coils, bytes or bits.
+const NEAR_MARGIN: u32 = 16;
+
 /// Unanswered requests of a channel within `UNANSWERED_WINDOW` before `response_timeout`: one
 /// lost request (a gateway dropping a frame, a retransmission the capture missed) is not an
 /// incident; a device that stopped answering a poll of a second or a minute soon is one.
@@ -677,6 +682,17 @@ impl Detector {
             }
             new_addresses.push((acc.space, acc.start));
             if acc.write && (unauthorized || command) {
+                continue;
+            }
+            // A learned writer (not unauthorized) touching the neighbourhood of a block it or
+            // another client wrote or read on this server: operator work on the same block.
+            if acc.write
+                && [true, false].into_iter().any(|w| {
+                    self.server_ranges
+                        .get(&(ch.proto, ch.server, ch.unit, acc.space, w))
+                        .is_some_and(|r| r.near(acc.start, hi, NEAR_MARGIN))
+                })
+            {
                 continue;
             }
             let learned = learned.cloned();

@@ -37,6 +37,16 @@ impl Ranges {
         self.0.get(i).is_some_and(|r| r[0] <= lo && hi <= r[1])
     }
 
+    /// True when `[lo, hi]` lies within one range widened on each side by its own length, at
+    /// least `min_margin`: the neighbouring points of a block (the next coils of a bank, the
+    /// other registers of a recipe).
+    pub fn near(&self, lo: u32, hi: u32, min_margin: u32) -> bool {
+        self.0.iter().any(|r| {
+            let margin = (r[1] - r[0]).saturating_add(1).max(min_margin);
+            r[0].saturating_sub(margin) <= lo && hi <= r[1].saturating_add(margin)
+        })
+    }
+
     pub fn union(&mut self, other: &Ranges) {
         for r in &other.0 {
             self.insert(r[0], r[1]);
@@ -59,6 +69,25 @@ mod tests {
         assert_eq!(r.0, vec![[0, 100]]);
         assert!(r.covers(0, 100));
         assert!(!r.covers(50, 101));
+    }
+
+    #[test]
+    fn near_is_within_a_block_widened_by_its_length() {
+        let mut r = Ranges::default();
+        r.insert(100, 109);
+        r.insert(1000, 1000);
+        assert!(r.near(90, 90, 4));
+        assert!(r.near(110, 119, 4));
+        assert!(!r.near(120, 120, 4));
+        assert!(!r.near(89, 89, 4));
+        assert!(r.near(1004, 1004, 4));
+        assert!(!r.near(1005, 1005, 4));
+        assert!(
+            !r.near(105, 1000, 4),
+            "a write spanning two blocks is near neither"
+        );
+        assert!(r.near(0, 0, 100));
+        assert!(!Ranges::default().near(0, 0, 100));
     }
 
     #[test]
