@@ -13,8 +13,20 @@ fn corpus(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// The first lines (one per cause) of type `t`.
 fn of_type<'a>(alerts: &'a [Alert], t: &str) -> Vec<&'a Alert> {
-    alerts.iter().filter(|a| a.r#type == t).collect()
+    firsts(alerts)
+        .into_iter()
+        .filter(|a| a.r#type == t)
+        .collect()
+}
+
+/// One line per cause: its first.
+fn firsts(alerts: &[Alert]) -> Vec<&Alert> {
+    alerts
+        .iter()
+        .filter(|a| a.state == otwatch_models::AlertState::First)
+        .collect()
 }
 
 /// WinCC's Write Var requests (36 bit writes to M1.x by the HMI 134.249.53.130) are learned: the
@@ -206,7 +218,7 @@ fn dbread_items_carry_their_data_block_and_are_learned() {
         "{:?}",
         out[0]
     );
-    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(firsts(&alerts).len(), 1, "{alerts:#?}");
 }
 
 /// Modbus requests and their answers (capture time and ADU; `None`: never answered) on one
@@ -371,5 +383,51 @@ fn a_learned_writer_near_its_block_is_no_alert_far_from_it_is() {
     let out = of_type(&alerts, "address_out_of_range");
     assert_eq!(out.len(), 1, "{alerts:#?}");
     assert_eq!(out[0].observed["start"], 900, "{:?}", out[0]);
-    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(firsts(&alerts).len(), 1, "{alerts:#?}");
+}
+
+/// The alert lifecycle (docs/alerts.md): every cause has one `first` line, `update` lines with
+/// its running count, and one `end` line with the final count; lines are numbered in output
+/// order and come out in capture-time order, so a SIEM can keep the latest line per `id` or
+/// deduplicate on `line`.
+#[test]
+fn alert_lines_follow_the_lifecycle_in_time_order() {
+    use otwatch_models::AlertState;
+    let flood = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios/modbus_flood.pcap");
+    let alerts = detect_files_realert(Learn::For(60.0), &[(&flood, &all_frames)], 1.0).0;
+    assert!(alerts.len() > 3, "{alerts:#?}");
+    for (n, a) in alerts.iter().enumerate() {
+        assert_eq!(a.line, n as u64 + 1, "{a:?}");
+    }
+    for w in alerts.windows(2) {
+        assert!(
+            w[0].ts <= w[1].ts,
+            "out of time order: {:?} then {:?}",
+            w[0],
+            w[1]
+        );
+    }
+    let ids: std::collections::BTreeSet<u64> = alerts.iter().map(|a| a.id).collect();
+    let mut updates = 0;
+    for id in ids {
+        let lines: Vec<&Alert> = alerts.iter().filter(|a| a.id == id).collect();
+        let states: Vec<AlertState> = lines.iter().map(|a| a.state).collect();
+        assert_eq!(states.first(), Some(&AlertState::First), "{lines:#?}");
+        assert_eq!(states.last(), Some(&AlertState::End), "{lines:#?}");
+        assert!(states[1..states.len() - 1]
+            .iter()
+            .all(|s| *s == AlertState::Update));
+        assert!(
+            lines.windows(2).all(|w| w[0].count <= w[1].count),
+            "{lines:#?}"
+        );
+        updates += states.len() - 2;
+        let json = otwatch::output::alerts::alert_json(lines[lines.len() - 1]);
+        assert_eq!(json["state"], "end");
+        assert_eq!(json["repeat"], true);
+    }
+    assert!(
+        updates > 0,
+        "the flood is seen again after 1 s: {alerts:#?}"
+    );
 }

@@ -117,10 +117,34 @@ impl AlertKey {
     }
 }
 
+/// Where a line stands in its cause's life (docs/alerts.md): the first occurrence, a later
+/// line with the running count, or the last line, at the end of input, with the final count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    First,
+    Update,
+    End,
+}
+
+impl AlertState {
+    pub fn name(self) -> &'static str {
+        match self {
+            AlertState::First => "first",
+            AlertState::Update => "update",
+            AlertState::End => "end",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Alert {
     /// Stable for one cause: a repeat line of the same cause carries the same id.
     pub id: u64,
+    /// The line's number in the run (1, 2, …, in output order): unique per line, where `id`
+    /// is shared by a cause's lines.
+    pub line: u64,
+    pub state: AlertState,
     /// What makes two alerts the same cause.
     pub key: AlertKey,
     /// Time of the occurrence this line reports (the first, or the latest for a repeat).
@@ -165,6 +189,8 @@ impl Alert {
         let r#type = key.r#type;
         Alert {
             id: 0,
+            line: 0,
+            state: AlertState::First,
             key,
             ts,
             first_seen: ts,
@@ -284,6 +310,10 @@ pub struct AlertBook {
     entries: HashMap<AlertKey, Entry, foldhash::fast::RandomState>,
     per_type: HashMap<&'static str, usize, foldhash::fast::RandomState>,
     next_id: u64,
+    /// Lines written so far.
+    lines: u64,
+    /// The latest time an occurrence was raised at: the end lines' time.
+    clock: i64,
     /// A cause seen again this long (capture time) after its last line gets a repeat line.
     realert_nanos: i64,
     pub overflowed: u64,
@@ -295,6 +325,8 @@ impl AlertBook {
             entries: HashMap::default(),
             per_type: HashMap::default(),
             next_id: 0,
+            lines: 0,
+            clock: i64::MIN,
             realert_nanos,
             overflowed: 0,
         }
@@ -340,6 +372,7 @@ impl AlertBook {
             }
         }
         let ts = a.ts;
+        self.clock = self.clock.max(ts);
         match self.entries.get_mut(&a.key) {
             Some(e) => {
                 e.count += 1;
@@ -353,7 +386,8 @@ impl AlertBook {
                 if ts.saturating_sub(e.last_emitted) >= self.realert_nanos {
                     e.last_emitted = ts;
                     e.emitted_count = e.count;
-                    Some(stamp(e, true))
+                    self.lines += 1;
+                    Some(stamp(e, AlertState::Update, self.lines))
                 } else {
                     None
                 }
@@ -369,37 +403,47 @@ impl AlertBook {
                     last_emitted: ts,
                     last: a,
                 };
-                let line = stamp(&e, false);
+                self.lines += 1;
+                let line = stamp(&e, AlertState::First, self.lines);
                 self.entries.insert(line.key, e);
                 Some(line)
             }
         }
     }
 
-    /// End of input: a last line for every cause seen again since its last line, in id order.
+    /// End of input: the last line of every cause, with its final count, in id order, at the
+    /// latest time seen (so the lines stay in capture-time order).
     pub fn finish(&mut self) -> Vec<Alert> {
+        let clock = self.clock;
         let mut out: Vec<Alert> = self
             .entries
             .values_mut()
-            .filter(|e| e.count > e.emitted_count)
             .map(|e| {
                 e.emitted_count = e.count;
-                stamp(e, true)
+                let mut a = stamp(e, AlertState::End, 0);
+                a.ts = a.ts.max(clock);
+                a
             })
             .collect();
         out.sort_by_key(|a| a.id);
+        for a in &mut out {
+            self.lines += 1;
+            a.line = self.lines;
+        }
         out
     }
 }
 
-fn stamp(e: &Entry, repeat: bool) -> Alert {
+fn stamp(e: &Entry, state: AlertState, line: u64) -> Alert {
     let mut a = e.last.clone();
     a.id = e.id;
+    a.line = line;
+    a.state = state;
     a.count = e.count;
     a.first_seen = e.first_seen;
     a.last_seen = e.last_seen;
-    a.repeat = repeat;
-    if repeat {
+    a.repeat = state != AlertState::First;
+    if a.repeat {
         a.ts = e.last_seen;
     }
     a

@@ -1171,8 +1171,9 @@ impl Detector {
                         model.window, model.threshold
                     ),
                     learned: json!({"threshold": model.threshold, "max_training_distance": model.max_training_distance}),
-                    observed: json!({"distance": d, "features": model.features.iter().zip(x).map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, serde_json::Value>>()}),
-                    ..channel_alert(ch, rt.source.as_ref(), end, key, Severity::Low)
+                    observed: json!({"distance": d, "window_end_ns": end, "features": model.features.iter().zip(x).map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, serde_json::Value>>()}),
+                    // Raised now, when the window is found closed: lines stay in time order.
+                    ..channel_alert(ch, rt.source.as_ref(), ts, key, Severity::Low)
                 });
             }
         }

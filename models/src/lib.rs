@@ -14,7 +14,7 @@ pub mod learn;
 pub mod obs;
 mod ranges;
 
-pub use alert::{Alert, AlertBook, AlertKey, AlertKind, Severity};
+pub use alert::{Alert, AlertBook, AlertKey, AlertKind, AlertState, Severity};
 pub use baseline::{Baseline, BaselineError};
 pub use engine::{Engine, EngineConfig};
 pub use obs::{Access, AccessValues, Channel, Command, Kind, Observation, Proto};

@@ -25,6 +25,8 @@ pub fn alert_json(a: &Alert) -> serde_json::Value {
         "first_seen": Timestamp(a.first_seen).to_string(),
         "last_seen": Timestamp(a.last_seen).to_string(),
         "repeat": a.repeat,
+        "state": a.state,
+        "line": a.line,
     });
     if let (Some(e), Some(m)) = (&a.evidence, v.as_object_mut()) {
         m.insert("evidence".into(), json!(e));
