@@ -327,11 +327,11 @@ fn labelled_captures() {
                 r.capture, r.missed
             );
         }
-        // False alerts no higher than measured: the five on characterization are explained in
-        // docs/evaluation.md (operator writes and NetBIOS absent from the baseline, a new IPv6
-        // host); every other capture has none.
+        // False alerts no higher than measured: the four on characterization are explained in
+        // docs/evaluation.md (operator writes and a NetBIOS session absent from the baseline, a
+        // new IPv6 host); every other capture has none.
         let allowed = if r.capture.starts_with("characterization") {
-            5
+            4
         } else {
             0
         };
@@ -348,5 +348,126 @@ fn labelled_captures() {
         "flooding captures with an availability alert: {flagged}/{}",
         flooding.len()
     );
-    assert!(flagged >= 3, "flooding: {flagged}/4");
+    // The flood on the PLC port shows on the HMI port as poll cycles skipped: twice within a
+    // minute in ConveyorBeltOff and ReactorOff; once in 15 minutes in WaterTankOnAuto (next to
+    // an operator's write) and never in ConveyorBeltOn, which a single skipped cycle does not
+    // make a broken poll (docs/alerts.md).
+    assert!(flagged >= 2, "flooding: {flagged}/4");
 }
+
+/// One capture of the clean-control evaluation: learn on the first 40% of its capture time,
+/// detect on the rest, where every alert cause is false.
+struct Clean {
+    capture: String,
+    hours: f64,
+    by_type: BTreeMap<&'static str, usize>,
+    causes: Vec<String>,
+}
+
+fn clean_control(path: &Path, keep: FrameFilter<'_>) -> Clean {
+    let times: Vec<i64> = frame_times(path)
+        .into_iter()
+        .filter(|(f, _)| keep(*f))
+        .map(|(_, t)| t)
+        .collect();
+    let (first, last) = (times[0], times[times.len() - 1]);
+    let learn = (last - first) as f64 * 0.4 / 1e9;
+    let (alerts, _) = detect_files(Learn::For(learn), &[(path, keep)]);
+    let mut by_type = BTreeMap::new();
+    let mut causes = Vec::new();
+    for a in alerts
+        .iter()
+        .filter(|a| a.state == otwatch_models::AlertState::First)
+    {
+        *by_type.entry(a.r#type).or_default() += 1;
+        causes.push(format!(
+            "{} (frames {:?}): {}",
+            a.r#type, a.frames, a.message
+        ));
+    }
+    Clean {
+        capture: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        hours: (last - first) as f64 * 0.6 / 3.6e12,
+        by_type,
+        causes,
+    }
+}
+
+/// Clean-control evaluation (docs/evaluation.md): normal operation only. Learn on the first 40%
+/// of it, count every alert on the rest as false. The set: the frames labelled normal of the
+/// three Lemay captures, the three steady scenarios, and the clean 60-s prefix of every other
+/// scenario (labels.json). The QUT captures are left out: every one of them lies inside an
+/// attack window (the HMI-port captures show the flood's effect on the HMI's polling).
+#[test]
+fn clean_control_false_alerts() {
+    let Some(dir) = corpus_dir() else { return };
+    let l = dir.join("labelled");
+    let mut rows = Vec::new();
+    for name in [
+        "moving_two_files_modbus_6RTU",
+        "characterization_modbus_6RTU_with_operate",
+        "exploit_ms08_netapi_modbus_6RTU_with_operate",
+    ] {
+        let mut labels = lemay_labels(&l.join(format!("{name}_labeled.csv")));
+        for (file, frame, _why) in LABEL_ERRATA {
+            if name == *file {
+                labels.insert(*frame);
+            }
+        }
+        let keep = |f: u64| !labels.contains(&f);
+        rows.push(clean_control(&l.join(format!("{name}.pcap")), &keep));
+    }
+    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios");
+    let text = std::fs::read_to_string(scenarios.join("labels.json")).expect("labels.json");
+    let labels: serde_json::Value = serde_json::from_str(&text).expect("labels parse");
+    let captures = labels["captures"].as_object().expect("captures");
+    for (name, c) in captures {
+        let path = scenarios.join(format!("{name}.pcap"));
+        let last = if name.ends_with("_steady") {
+            u64::MAX
+        } else {
+            c["clean_prefix"]["last_frame"]
+                .as_u64()
+                .expect("clean prefix")
+        };
+        let keep = move |f: u64| f <= last;
+        rows.push(clean_control(&path, &keep));
+    }
+
+    eprintln!("\n| capture | clean time after learning | false alerts | per hour | by type |");
+    eprintln!("|---|---|---|---|---|");
+    let (mut total, mut hours) = (0usize, 0.0);
+    for r in &rows {
+        total += r.causes.len();
+        hours += r.hours;
+        eprintln!(
+            "| {} | {:.1} s | {} | {:.1} | {:?} |",
+            r.capture,
+            r.hours * 3600.0,
+            r.causes.len(),
+            r.causes.len() as f64 / r.hours,
+            r.by_type
+        );
+    }
+    eprintln!(
+        "| all | {:.1} s | {total} | {:.1} | |",
+        hours * 3600.0,
+        total as f64 / hours
+    );
+    for r in &rows {
+        for c in &r.causes {
+            eprintln!("false: {}: {c}", r.capture);
+        }
+    }
+    // What was measured (docs/evaluation.md).
+    for r in &rows {
+        assert!(r.causes.len() <= 5, "{}: {:#?}", r.capture, r.causes);
+    }
+    assert!(total <= MEASURED_CLEAN_FALSE, "{total} false alerts");
+}
+
+/// False alert causes on the clean-control set, as measured (docs/evaluation.md).
+const MEASURED_CLEAN_FALSE: usize = 2;

@@ -230,6 +230,11 @@ type Exchange = (
 );
 
 fn modbus_exchanges(path: &Path, exchanges: Vec<Exchange>) {
+    write_pcap_at(path, &modbus_packets(exchanges));
+}
+
+/// The packets of [`modbus_exchanges`], with their capture times.
+fn modbus_packets(exchanges: Vec<Exchange>) -> Vec<(std::time::Duration, Vec<u8>)> {
     let mut segments = Vec::new();
     let mut times = Vec::new();
     let mut sent = [0usize; 2];
@@ -251,7 +256,7 @@ fn modbus_exchanges(path: &Path, exchanges: Vec<Exchange>) {
         }
     }
     let packets = conversation_packets(CLIENT_ISN, SERVER_ISN, false, &segments);
-    write_pcap_at(path, &times.into_iter().zip(packets).collect::<Vec<_>>());
+    times.into_iter().zip(packets).collect()
 }
 
 const T0: std::time::Duration = std::time::Duration::from_secs(1_700_000_000);
@@ -430,4 +435,114 @@ fn alert_lines_follow_the_lifecycle_in_time_order() {
         updates > 0,
         "the flood is seen again after 1 s: {alerts:#?}"
     );
+}
+
+/// A poll that skips one cycle (an operator's action delays it, one request is lost) is no
+/// incident. A poll that keeps skipping every other cycle is `poll_cycle_broken`, and so is one
+/// that stops (three cycles missing).
+#[test]
+fn one_skipped_poll_is_no_incident_a_broken_cycle_is() {
+    let dir = scratch("polls");
+    let ms = std::time::Duration::from_millis;
+    let mut exchanges = Vec::new();
+    for i in 0..300u16 {
+        let at = T0 + std::time::Duration::from_secs(u64::from(i));
+        // Unit 1: skips 100, every other poll from 150 to 190, and stops at 250.
+        let skipped = i == 100 || (150..190).contains(&i) && i % 2 == 1 || i >= 250;
+        if !skipped {
+            let resp = read_holding_response(i, 1, &[7; 10]);
+            exchanges.push((
+                at,
+                read_holding_request(i, 1, 0, 10),
+                Some((at + ms(20), resp)),
+            ));
+        }
+        // Unit 2, polled half a second later, goes on throughout.
+        let at = at + ms(500);
+        let tid = 1000 + i;
+        let resp = read_holding_response(tid, 2, &[7; 10]);
+        exchanges.push((
+            at,
+            read_holding_request(tid, 2, 0, 10),
+            Some((at + ms(20), resp)),
+        ));
+    }
+    let path = dir.join("polls.pcap");
+    modbus_exchanges(&path, exchanges);
+    let alerts = detect_files_realert(Learn::For(60.0), &[(&path, &all_frames)], 1.0).0;
+    let secs = |a: &Alert| (a.ts - T0.as_nanos() as i64) as f64 / 1e9;
+    let polls: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.r#type == "poll_cycle_broken" && a.state != otwatch_models::AlertState::End)
+        .collect();
+    assert!(!polls.is_empty(), "{alerts:#?}");
+    assert!((150.0..190.0).contains(&secs(polls[0])), "{:#?}", polls[0]);
+    assert_eq!(polls[0].observed["kind"], "late", "{:#?}", polls[0]);
+    // The stop: three periods and the tolerance after the last poll at 249 s (a repeat line of
+    // the same cause: it keeps the first line's text).
+    assert!(
+        polls.iter().any(|a| (252.5..260.0).contains(&secs(a))),
+        "{polls:#?}"
+    );
+    assert!(polls
+        .iter()
+        .all(|a| a.src_ip == polls[0].src_ip && secs(a) >= 150.0));
+}
+
+/// Background chatter of known devices is not a new device or conversation: the master's own
+/// IPv6 link-local address (same Ethernet address, LLMNR to ff02::1:3) and its NetBIOS
+/// datagram broadcast (UDP 138 to the subnet's .255). A link-local address behind an Ethernet
+/// address learning never saw is still a new device.
+#[test]
+fn known_devices_background_chatter_is_no_new_device() {
+    use etherparse::PacketBuilder;
+    let dir = scratch("chatter");
+    let ms = std::time::Duration::from_millis;
+    let mut packets = modbus_packets(poll_exchanges(180, |_| 1, |_| Some(ms(20))));
+    let master_mac = [2, 0, 0, 0, 0, 1];
+    let fe80 = |last: u8| {
+        let mut a = [0u8; 16];
+        a[0] = 0xfe;
+        a[1] = 0x80;
+        a[15] = last;
+        a
+    };
+    let mut ff02_1_3 = [0u8; 16];
+    ff02_1_3[0] = 0xff;
+    ff02_1_3[1] = 0x02;
+    ff02_1_3[13] = 1;
+    ff02_1_3[15] = 3;
+    for (k, at) in [100u64, 130].into_iter().enumerate() {
+        let at = T0 + std::time::Duration::from_secs(at) + ms(300);
+        let mut p = Vec::new();
+        PacketBuilder::ethernet2(master_mac, [0x33, 0x33, 0, 1, 0, 3])
+            .ipv6(fe80(1), ff02_1_3, 1)
+            .udp(50000 + k as u16, 5355)
+            .write(&mut p, b"llmnr?")
+            .unwrap();
+        packets.push((at, p));
+        let mut p = Vec::new();
+        PacketBuilder::ethernet2(master_mac, [0xff; 6])
+            .ipv4(CLIENT.0, [10, 0, 0, 255], 64)
+            .udp(138, 138)
+            .write(&mut p, b"netbios datagram")
+            .unwrap();
+        packets.push((at + ms(1), p));
+    }
+    // A stranger: link-local, from an Ethernet address nobody used in learning.
+    let mut p = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 0x66], [0x33, 0x33, 0, 1, 0, 3])
+        .ipv6(fe80(0x66), ff02_1_3, 1)
+        .udp(50100, 5355)
+        .write(&mut p, b"llmnr?")
+        .unwrap();
+    packets.push((T0 + std::time::Duration::from_secs(150), p));
+    packets.sort_by_key(|p| p.0);
+    let path = dir.join("chatter.pcap");
+    write_pcap_at(&path, &packets);
+    let alerts = detect_files(Learn::For(60.0), &[(&path, &all_frames)]).0;
+    let firsts = firsts(&alerts);
+    assert_eq!(firsts.len(), 1, "{alerts:#?}");
+    assert_eq!(firsts[0].r#type, "new_asset");
+    assert_eq!(firsts[0].src_ip.to_string(), "fe80::66");
 }

@@ -55,6 +55,8 @@ struct PollRt {
     model: PollModel,
     last: Option<(i64, u64)>,
     missing_alerted: bool,
+    /// Time and frames (previous poll, this one) of its last `POLL_BROKEN` broken intervals.
+    broken: VecDeque<(i64, u64, u64)>,
 }
 
 #[derive(Default)]
@@ -158,6 +160,8 @@ pub struct Detector {
     assets: FastSet<IpAddr>,
     /// Learned Ethernet addresses per asset (only assets learned with some).
     asset_macs: FastMap<IpAddr, Vec<[u8; 6]>>,
+    /// Every Ethernet address a learned asset sent from.
+    learned_macs: FastSet<[u8; 6]>,
     server_functions: FastMap<(Proto, IpAddr), BTreeSet<u32>>,
     server_units: FastMap<(Proto, IpAddr), BTreeSet<u32>>,
     server_ranges: FastMap<(Proto, IpAddr, u32, u32, bool), Ranges>,
@@ -273,6 +277,22 @@ fn poll_tolerance(m: &PollModel) -> f64 {
     (4.0 * m.jitter).max(0.5 * m.period)
 }
 
+/// Broken intervals (early or late) of one poll within [`poll_window`] before
+/// `poll_cycle_broken`: an operator's action that delays one cycle, or one lost request, is no
+/// incident; a poll that breaks again within the minute (a PLC too busy to answer in time, a
+/// master skipping every other cycle) is.
+const POLL_BROKEN: usize = 2;
+
+/// Ten periods, at least a minute.
+fn poll_window(m: &PollModel) -> f64 {
+    (10.0 * m.period).max(60.0)
+}
+
+/// A poll is missing (it stopped) when none came for three periods and the tolerance.
+fn poll_missing_after(m: &PollModel) -> f64 {
+    3.0 * m.period + poll_tolerance(m)
+}
+
 /// The poll's function, space and start address in one number (for its alert key).
 fn poll_extra(m: &PollModel) -> u64 {
     u64::from(m.function) << 48 ^ u64::from(m.space) << 16 ^ u64::from(m.start)
@@ -288,6 +308,11 @@ impl Detector {
                 .iter()
                 .filter(|a| !a.macs.is_empty())
                 .map(|a| (a.ip, a.macs.iter().filter_map(|m| parse_mac(m)).collect()))
+                .collect(),
+            learned_macs: baseline
+                .assets
+                .iter()
+                .flat_map(|a| a.macs.iter().filter_map(|m| parse_mac(m)))
                 .collect(),
             server_functions: FastMap::default(),
             server_units: FastMap::default(),
@@ -363,6 +388,7 @@ impl Detector {
                         model: p.clone(),
                         last: None,
                         missing_alerted: false,
+                        broken: VecDeque::new(),
                     },
                 );
             }
@@ -416,7 +442,7 @@ impl Detector {
         let known = self.channels.get(&ch).copied();
         // A new device makes its channel new: only the device is reported (one PDU, one
         // account), and no text is built for what would be dropped.
-        if known.is_none() && !new_device {
+        if known.is_none() && !new_device && !background(&ch) {
             if let Some(mut a) = fresh(
                 &mut self.raised,
                 alert(
@@ -473,7 +499,8 @@ impl Detector {
         let ch = o.channel;
         let mut new_device = false;
         for (ip, role) in [(ch.client, "client"), (ch.server, "server")] {
-            if !self.assets.contains(&ip) && !is_group_address(ip) {
+            if !self.assets.contains(&ip) && !is_group_address(ip) && !self.known_link_local(o, ip)
+            {
                 new_device = true;
                 if let Some(mut a) = fresh(
                     &mut self.raised,
@@ -516,9 +543,19 @@ impl Detector {
         new_device
     }
 
+    /// A known device under its IPv6 link-local address: `ip` sent this PDU from an Ethernet
+    /// address a learned asset used. A link-local address is never routed, so the Ethernet
+    /// address is the device's own, not a router's.
+    fn known_link_local(&self, o: &Observation, ip: IpAddr) -> bool {
+        let IpAddr::V6(v6) = ip else { return false };
+        v6.segments()[0] & 0xffc0 == 0xfe80
+            && ip == o.src()
+            && o.src_mac.is_some_and(|m| self.learned_macs.contains(&m))
+    }
+
     fn conversation(&mut self, o: &Observation, out: &mut Vec<Alert>) {
         let ch = o.channel;
-        if !self.channels.contains_key(&ch) {
+        if !self.channels.contains_key(&ch) && !background(&ch) {
             let s = scan_window(&mut self.scans, &mut self.scan_resets, o);
             s.ports.insert((ch.server, ch.unit));
             scan_alert(s, &mut self.raised, o, out);
@@ -807,7 +844,8 @@ impl Detector {
         }
     }
 
-    /// The poll cycle this request belongs to: early or late against the learned period.
+    /// The poll cycle this request belongs to: early or late against the learned period, three
+    /// times within `poll_window` (one skipped or delayed cycle is no incident).
     fn check_poll(&mut self, o: &Observation, out: &mut Vec<Alert>) {
         let ch = o.channel;
         let key = (ch, poll_key(o));
@@ -815,9 +853,23 @@ impl Detector {
             if let Some((prev, prev_frame)) = p.last {
                 let gap = secs(prev, o.ts);
                 let m = &p.model;
-                let early = m.period - (4.0 * m.jitter).max(0.5 * m.period);
+                let early = m.period - poll_tolerance(m);
                 let late = m.period + poll_tolerance(m);
                 if gap < early || (gap > late && !p.missing_alerted) {
+                    if p.broken.len() == POLL_BROKEN {
+                        p.broken.pop_front();
+                    }
+                    p.broken.push_back((o.ts, prev_frame, o.frame));
+                }
+                let sustained = match (p.broken.front(), p.broken.back()) {
+                    (Some(first), Some(last)) => {
+                        p.broken.len() == POLL_BROKEN
+                            && last.0 == o.ts
+                            && secs(first.0, last.0) <= poll_window(m)
+                    }
+                    _ => false,
+                };
+                if sustained {
                     let what = if gap < early { "off-period" } else { "late" };
                     if let Some(mut a) = fresh(
                         &mut self.raised,
@@ -829,25 +881,26 @@ impl Detector {
                         out,
                     ) {
                         a.message = format!(
-                            "{ch}: {what} poll of function {} {} {}+{}: {:.3} s after the previous, learned every {:.3} s",
+                            "{ch}: poll of function {} {} {}+{} broken {POLL_BROKEN} times within {:.0} s; the last one {what}: {:.3} s after the previous, learned every {:.3} s",
                             m.function,
                             ch.proto.space_name(m.space),
                             m.start,
                             m.count,
+                            poll_window(m),
                             gap,
                             m.period
                         );
-                        a.frames = vec![prev_frame, o.frame];
-                        a.learned = json!({"period_s": m.period, "jitter_s": m.jitter});
-                        a.observed = json!({"interval_s": gap, "kind": what});
+                        a.frames = p.broken.iter().flat_map(|b| [b.1, b.2]).collect();
+                        a.learned = json!({"period_s": m.period, "jitter_s": m.jitter, "window_s": poll_window(m)});
+                        a.observed = json!({"interval_s": gap, "kind": what, "broken_intervals": POLL_BROKEN});
                         out.push(a);
                     }
                 }
             }
             p.last = Some((o.ts, o.frame));
             p.missing_alerted = false;
-            let late = p.model.period + poll_tolerance(&p.model);
-            self.next_due = self.next_due.min(o.ts.saturating_add(nanos(late)));
+            let missing = poll_missing_after(&p.model);
+            self.next_due = self.next_due.min(o.ts.saturating_add(nanos(missing)));
         }
     }
 
@@ -1068,7 +1121,7 @@ impl Detector {
                 continue;
             };
             let m = &p.model;
-            let late = m.period + poll_tolerance(m);
+            let late = poll_missing_after(m);
             if !p.missing_alerted && secs(last, now) <= late {
                 next = next.min(last.saturating_add(nanos(late)));
             }
@@ -1182,6 +1235,13 @@ impl Detector {
 
 /// Broadcast and multicast destinations are not devices. IPv4 `x.x.x.255` is taken for a /24
 /// broadcast, the usual plant subnet.
+/// A conversation of a protocol otwatch does not dissect to a broadcast or multicast address:
+/// hosts' housekeeping (NetBIOS, LLMNR, mDNS, SSDP, DHCP), which no OT process depends on. A
+/// new device behind it is still reported (`new_asset`); the conversation itself is not.
+fn background(ch: &Channel) -> bool {
+    !ch.proto.is_ot() && is_group_address(ch.server)
+}
+
 fn is_group_address(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_multicast() || v4.is_broadcast() || v4.octets()[3] == 255,
