@@ -546,3 +546,64 @@ fn known_devices_background_chatter_is_no_new_device() {
     assert_eq!(firsts[0].r#type, "new_asset");
     assert_eq!(firsts[0].src_ip.to_string(), "fe80::66");
 }
+
+/// A read request with function code `fc` (3 holding, 4 input registers) and its response.
+fn read_exchange(at: std::time::Duration, tid: u16, unit: u8, fc: u8) -> Exchange {
+    let mut req = read_holding_request(tid, unit, 0, 10);
+    req[7] = fc;
+    let mut resp = read_holding_response(tid, unit, &[7; 10]);
+    resp[7] = fc;
+    let answered = at + std::time::Duration::from_millis(20);
+    (at, req, Some((answered, resp)))
+}
+
+/// Learning that saw too little of a channel says so: unit 2, polled every 10 s, gets 6 polls
+/// in 60 s of learning. `baseline show` lists it, and its alerts are hints: confidence low,
+/// severity one step lower. The same alert on well-learned unit 1 is not.
+#[test]
+fn under_learned_channels_raise_low_confidence_alerts() {
+    let dir = scratch("underlearned");
+    let mut exchanges = Vec::new();
+    for i in 0..120u16 {
+        let at = T0 + std::time::Duration::from_secs(u64::from(i));
+        exchanges.push(read_exchange(at, i, 1, 3));
+        if i % 10 == 5 {
+            let at = at + std::time::Duration::from_millis(500);
+            exchanges.push(read_exchange(at, 1000 + i, 2, 3));
+        }
+    }
+    // After learning, a function neither unit was asked in learning, on each.
+    for (k, unit) in [1u8, 2].into_iter().enumerate() {
+        let at = T0
+            + std::time::Duration::from_secs(90 + k as u64)
+            + std::time::Duration::from_millis(700);
+        exchanges.push(read_exchange(at, 5000 + k as u16, unit, 4));
+    }
+    exchanges.sort_by_key(|e| e.0);
+    let path = dir.join("underlearned.pcap");
+    modbus_exchanges(&path, exchanges);
+    let (alerts, baseline) = detect_files(Learn::For(60.0), &[(&path, &all_frames)]);
+    let baseline = baseline.expect("a baseline");
+    let weak: Vec<_> = baseline
+        .channels
+        .iter()
+        .filter(|c| c.under_learned())
+        .collect();
+    assert_eq!(weak.len(), 1, "{:#?}", baseline.channels);
+    assert_eq!(weak[0].channel.unit, 2);
+    assert!(
+        baseline.describe().contains("Under-learned channels (1"),
+        "{}",
+        baseline.describe()
+    );
+    let new_fc = of_type(&alerts, "new_function_code");
+    assert_eq!(new_fc.len(), 2, "{alerts:#?}");
+    for a in new_fc {
+        let unit2 = a.key.unit == 2;
+        assert_eq!(a.low_confidence, unit2, "{a:#?}");
+        let expected = if unit2 { "medium" } else { "high" };
+        assert_eq!(a.severity.name(), expected, "{a:#?}");
+        let json = otwatch::output::alerts::alert_json(a);
+        assert_eq!(json["confidence"], if unit2 { "low" } else { "normal" });
+    }
+}

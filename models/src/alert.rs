@@ -26,6 +26,15 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// One step lower (low stays low).
+    pub fn lowered(self) -> Severity {
+        match self {
+            Severity::Critical => Severity::High,
+            Severity::High => Severity::Medium,
+            Severity::Medium | Severity::Low => Severity::Low,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Severity::Low => "low",
@@ -145,6 +154,9 @@ pub struct Alert {
     /// is shared by a cause's lines.
     pub line: u64,
     pub state: AlertState,
+    /// Raised on a channel learning saw too little of (`ChannelModel::under_learned`): a hint,
+    /// with its severity lowered one step.
+    pub low_confidence: bool,
     /// What makes two alerts the same cause.
     pub key: AlertKey,
     /// Time of the occurrence this line reports (the first, or the latest for a repeat).
@@ -191,6 +203,7 @@ impl Alert {
             id: 0,
             line: 0,
             state: AlertState::First,
+            low_confidence: false,
             key,
             ts,
             first_seen: ts,

@@ -135,6 +135,26 @@ pub struct ChannelModel {
     /// that never answers, a device that was off). Older baselines: 0.
     #[serde(default)]
     pub unanswered: u64,
+    /// How many times learning saw the channel's most repeated request (function and address
+    /// block). Older baselines: unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_cycles: Option<u64>,
+}
+
+/// A channel learned from fewer PDUs than this is under-learned.
+pub const MIN_LEARNED_PDUS: u64 = 40;
+/// A channel with requests whose most repeated one came fewer times than this is under-learned:
+/// its cycle, rates and timing rest on too few samples.
+pub const MIN_LEARNED_CYCLES: u64 = 10;
+
+impl ChannelModel {
+    /// Learning saw too little of it for its alerts to be more than a hint: fewer than
+    /// [`MIN_LEARNED_PDUS`] requests and responses, or requests whose most repeated one came
+    /// fewer than [`MIN_LEARNED_CYCLES`] times.
+    pub fn under_learned(&self) -> bool {
+        self.requests + self.responses < MIN_LEARNED_PDUS
+            || self.requests > 0 && self.poll_cycles.is_some_and(|n| n < MIN_LEARNED_CYCLES)
+    }
 }
 
 /// Envelope of one point's values.
@@ -240,6 +260,15 @@ impl Baseline {
         result.map_err(io)
     }
 
+    /// The under-learned channels ([`ChannelModel::under_learned`]), as text.
+    pub fn under_learned(&self) -> Vec<String> {
+        self.channels
+            .iter()
+            .filter(|c| c.under_learned())
+            .map(|c| c.channel.to_string())
+            .collect()
+    }
+
     /// What was learned, for a person (`otwatch baseline show`).
     pub fn describe(&self) -> String {
         let mut s = String::new();
@@ -272,6 +301,17 @@ impl Baseline {
                 let _ = write!(s, "  longest silence {gap:.1} s");
             }
             s.push('\n');
+        }
+        let weak = self.under_learned();
+        if !weak.is_empty() {
+            let _ = writeln!(
+                s,
+                "Under-learned channels ({}: fewer than {MIN_LEARNED_PDUS} PDUs, or fewer than {MIN_LEARNED_CYCLES} cycles of their most repeated request; their alerts carry confidence low):",
+                weak.len()
+            );
+            for w in &weak {
+                let _ = writeln!(s, "  {w}");
+            }
         }
         let _ = writeln!(s, "\nChannels ({}):", self.channels.len());
         for c in &self.channels {

@@ -162,6 +162,10 @@ pub struct Detector {
     asset_macs: FastMap<IpAddr, Vec<[u8; 6]>>,
     /// Every Ethernet address a learned asset sent from.
     learned_macs: FastSet<[u8; 6]>,
+    /// Under-learned channels, and the (protocol, client, server) pairs all of whose channels
+    /// are: their alerts carry low confidence.
+    weak_channels: FastSet<Channel>,
+    weak_pairs: FastSet<(Proto, IpAddr, IpAddr)>,
     server_functions: FastMap<(Proto, IpAddr), BTreeSet<u32>>,
     server_units: FastMap<(Proto, IpAddr), BTreeSet<u32>>,
     server_ranges: FastMap<(Proto, IpAddr, u32, u32, bool), Ranges>,
@@ -314,6 +318,13 @@ impl Detector {
                 .iter()
                 .flat_map(|a| a.macs.iter().filter_map(|m| parse_mac(m)))
                 .collect(),
+            weak_channels: baseline
+                .channels
+                .iter()
+                .filter(|c| c.under_learned())
+                .map(|c| c.channel)
+                .collect(),
+            weak_pairs: FastSet::default(),
             server_functions: FastMap::default(),
             server_units: FastMap::default(),
             server_ranges: FastMap::default(),
@@ -341,6 +352,16 @@ impl Detector {
             scan_resets: 0,
             baseline,
         };
+        let mut strong_pairs = FastSet::default();
+        for c in &d.baseline.channels {
+            let pair = (c.channel.proto, c.channel.client, c.channel.server);
+            if c.under_learned() {
+                d.weak_pairs.insert(pair);
+            } else {
+                strong_pairs.insert(pair);
+            }
+        }
+        d.weak_pairs.retain(|p| !strong_pairs.contains(p));
         for (i, c) in d.baseline.channels.iter().enumerate() {
             let ch = c.channel;
             d.channels.insert(ch, i);
@@ -413,6 +434,28 @@ impl Detector {
                         silent: false,
                     },
                 );
+            }
+        }
+    }
+
+    /// Alerts about an under-learned channel (or a pair all of whose channels are) are hints:
+    /// low confidence, severity one step lower.
+    pub fn soften(&self, alerts: &mut [Alert]) {
+        if self.weak_channels.is_empty() {
+            return;
+        }
+        for a in alerts {
+            let k = a.key;
+            let Some(proto) = k.proto else { continue };
+            let weak = self.weak_channels.contains(&Channel {
+                proto,
+                client: k.a,
+                server: k.b,
+                unit: k.unit,
+            }) || k.unit == 0 && self.weak_pairs.contains(&(proto, k.a, k.b));
+            if weak && !a.low_confidence {
+                a.low_confidence = true;
+                a.severity = a.severity.lowered();
             }
         }
     }

@@ -130,6 +130,7 @@ impl Engine {
         }
         crate::detect::suppress_implied(&mut cands);
         if let Phase::Detecting(d) = &mut self.phase {
+            d.soften(&mut cands);
             for a in &cands {
                 d.mark_raised(a.key);
             }
@@ -148,6 +149,7 @@ impl Engine {
         if let Phase::Detecting(d) = &mut self.phase {
             let mut cands = std::mem::take(&mut self.scratch);
             d.tick(now, &mut cands);
+            d.soften(&mut cands);
             for a in cands.drain(..) {
                 if let Some(line) = self.book.raise(a) {
                     out.push(line);

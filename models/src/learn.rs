@@ -401,6 +401,13 @@ impl Learner {
             .channels
             .into_iter()
             .map(|(channel, c)| {
+                // Its most repeated request: how many cycles of it learning saw.
+                let poll_cycles = c
+                    .polls
+                    .values()
+                    .map(|p| p.intervals.len() as u64 + u64::from(p.last.is_some()))
+                    .max()
+                    .unwrap_or(0);
                 let mut polls: Vec<PollModel> = c
                     .polls
                     .into_iter()
@@ -437,6 +444,7 @@ impl Learner {
                     max_requests_per_window: c.max_req,
                     max_exceptions_per_window: c.max_exc,
                     unanswered: c.awaited.saturating_sub(c.latency_seen),
+                    poll_cycles: Some(poll_cycles),
                 }
             })
             .collect();

@@ -105,6 +105,9 @@ pub(crate) fn finish_detection(det: Option<&mut Detection>, args: &DetectArgs) -
     if let Some(line) = baseline.as_ref().and_then(|b| b.unlearned.describe()) {
         text.push_str(&format!("  warning: baseline {line}\n"));
     }
+    if let Some(b) = &baseline {
+        text.push_str(&under_learned_line(b));
+    }
     if let (Some(path), Some(b)) = (&args.save_baseline, &baseline) {
         match b.save(path) {
             Ok(()) => text.push_str(&format!(
@@ -121,6 +124,23 @@ pub(crate) fn finish_detection(det: Option<&mut Detection>, args: &DetectArgs) -
         );
     }
     text
+}
+
+/// The summary's line naming the baseline's under-learned channels (at most 5), if any.
+fn under_learned_line(b: &otwatch_models::Baseline) -> String {
+    let weak = b.under_learned();
+    if weak.is_empty() {
+        return String::new();
+    }
+    let more = weak.len().saturating_sub(5);
+    format!(
+        "  warning: {} under-learned channel(s) (fewer than {} PDUs, or fewer than {} cycles of their most repeated request, in learning; their alerts carry confidence low): {}{}\n",
+        weak.len(),
+        otwatch_models::baseline::MIN_LEARNED_PDUS,
+        otwatch_models::baseline::MIN_LEARNED_CYCLES,
+        weak[..weak.len().min(5)].join("; "),
+        if more > 0 { format!("; and {more} more") } else { String::new() }
+    )
 }
 
 /// The summary's lines about the outputs: events written, and every output that failed.

@@ -26,6 +26,7 @@ pub fn alert_json(a: &Alert) -> serde_json::Value {
         "last_seen": Timestamp(a.last_seen).to_string(),
         "repeat": a.repeat,
         "state": a.state,
+        "confidence": if a.low_confidence { "low" } else { "normal" },
         "line": a.line,
     });
     if let (Some(e), Some(m)) = (&a.evidence, v.as_object_mut()) {
