@@ -41,7 +41,8 @@ pub struct FlowStats {
     pub reused: u64,
     /// Conversations of undissected protocols reported once each (`tcp`/`udp` events).
     pub talkers: u64,
-    /// New conversations not reported because the talker set was full.
+    /// Conversations forgotten because the talker memory was full (reported again if seen
+    /// again).
     pub talkers_full: u64,
 }
 

@@ -133,7 +133,7 @@ pub fn render(report: &ReplayReport, heading: &str) -> String {
         ("packets of untracked flows", s.flows.untracked_packets),
         ("conversations of other protocols", s.flows.talkers),
         (
-            "conversations not reported, talker set full",
+            "conversations forgotten, talker memory full",
             s.flows.talkers_full,
         ),
     ]);

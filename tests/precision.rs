@@ -607,3 +607,86 @@ fn under_learned_channels_raise_low_confidence_alerts() {
         assert_eq!(json["confidence"], if unit2 { "low" } else { "normal" });
     }
 }
+
+/// A TCP SYN from `src` to `dst:port`, and the target's RST-ACK (a closed port) when `closed`.
+fn syn_probe(
+    at: std::time::Duration,
+    src: [u8; 4],
+    dst: [u8; 4],
+    port: u16,
+) -> Vec<(std::time::Duration, Vec<u8>)> {
+    use etherparse::PacketBuilder;
+    let mut syn = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, src[3]], [2, 0, 0, 0, 0, dst[3]])
+        .ipv4(src, dst, 64)
+        .tcp(40000, port, 7, 1024)
+        .syn()
+        .write(&mut syn, &[])
+        .unwrap();
+    let mut rst = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, dst[3]], [2, 0, 0, 0, 0, src[3]])
+        .ipv4(dst, src, 64)
+        .tcp(port, 40000, 0, 0)
+        .rst()
+        .ack(8)
+        .write(&mut rst, &[])
+        .unwrap();
+    vec![(at, syn), (at + std::time::Duration::from_micros(200), rst)]
+}
+
+/// Reconnaissance that never touches an OT port is still a `scan` (ATT&CK T0846): a new host's
+/// SYN scan of the PLC's ports, and a known host's sweep of one port across the subnet. The
+/// structure that remembers conversations is bounded and cannot be filled to blind it: after
+/// 200 000 probes, a new talker is still reported.
+#[test]
+fn scans_off_the_ot_ports_are_reported() {
+    let dir = scratch("scans");
+    let ms = std::time::Duration::from_millis;
+    let mut packets = modbus_packets(poll_exchanges(300, |_| 1, |_| Some(ms(20))));
+    let at = |s: u64, k: u64| {
+        T0 + std::time::Duration::from_secs(s) + std::time::Duration::from_micros(300 + 1000 * k)
+    };
+    // 10.0.0.99 first fills the conversation memory: UDP to 70 000 distinct ports and hosts.
+    for k in 0..70_000u32 {
+        use etherparse::PacketBuilder;
+        let mut p = Vec::new();
+        let dst = [10, 1, (k >> 16) as u8 + 1, (k >> 8) as u8];
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 99], [2, 0, 0, 0, 0, 98])
+            .ipv4([10, 0, 0, 99], dst, 64)
+            .udp(40000, 1 + (k & 0xff) as u16 * 100)
+            .write(&mut p, b"x")
+            .unwrap();
+        packets.push((
+            T0 + std::time::Duration::from_secs(70)
+                + std::time::Duration::from_micros(u64::from(k) * 100),
+            p,
+        ));
+    }
+    // 10.0.0.66, new: ports 1..=100 of the PLC.
+    for port in 1..=100u16 {
+        packets.extend(syn_probe(
+            at(90, u64::from(port)),
+            [10, 0, 0, 66],
+            SERVER.0,
+            port,
+        ));
+    }
+    // The master 10.0.0.1: port 445 of 10.0.0.10..=40.
+    for h in 10..=40u8 {
+        packets.extend(syn_probe(
+            at(150, u64::from(h)),
+            CLIENT.0,
+            [10, 0, 0, h],
+            445,
+        ));
+    }
+    packets.sort_by_key(|p| p.0);
+    let path = dir.join("scans.pcap");
+    write_pcap_at(&path, &packets);
+    let alerts = detect_files(Learn::For(60.0), &[(&path, &all_frames)]).0;
+    let scans: Vec<String> = of_type(&alerts, "scan")
+        .iter()
+        .map(|a| a.src_ip.to_string())
+        .collect();
+    assert_eq!(scans, ["10.0.0.99", "10.0.0.66", "10.0.0.1"], "{alerts:#?}");
+}

@@ -31,6 +31,9 @@ const SCAN_UNITS: usize = 4;
 const SCAN_FUNCTIONS: usize = 4;
 const SCAN_ADDRESSES: usize = 16;
 const SCAN_PORTS: usize = 8;
+/// What one client's scan window holds at most, per kind: past the thresholds, more is only
+/// memory a scanner could fill.
+const SCAN_SET_BOUND: usize = 4096;
 /// Timers (timeouts, missed polls, silence) are checked at most this often in capture time.
 const TICK: i64 = NANOS / 4;
 /// Causes whose text was built, remembered at most.
@@ -600,7 +603,9 @@ impl Detector {
         let ch = o.channel;
         if !self.channels.contains_key(&ch) && !background(&ch) {
             let s = scan_window(&mut self.scans, &mut self.scan_resets, o);
-            s.ports.insert((ch.server, ch.unit));
+            if s.ports.len() < SCAN_SET_BOUND {
+                s.ports.insert((ch.server, ch.unit));
+            }
             scan_alert(s, &mut self.raised, o, out);
         }
     }
@@ -830,7 +835,7 @@ impl Detector {
                 s.functions.insert((ch.server, o.function));
             }
             for (space, start) in new_addresses {
-                if s.addresses.len() < 4096 {
+                if s.addresses.len() < SCAN_SET_BOUND {
                     s.addresses.insert((ch.server, space, start));
                 }
             }

@@ -396,12 +396,20 @@ fn new_flow(
 /// Conversations of protocols otwatch does not dissect: each is reported once, as a `tcp` or
 /// `udp` event, so detection can see new talkers on the OT network (an SMB session to a PLC, a
 /// shell on port 4444) without tracking their flows.
+///
+/// The memory is two generations: when the current one is full, the older one is forgotten
+/// (counted in `talkers_full`) and the current one becomes the older. A conversation seen again
+/// after it was forgotten is reported again; a new one is always reported, so a flood of
+/// conversations cannot fill the memory and blind detection to the next talker.
 #[derive(Default)]
 struct Talkers {
-    seen: std::collections::HashSet<(u8, IpAddr, IpAddr, u16), foldhash::fast::RandomState>,
+    seen: TalkerSet,
+    older: TalkerSet,
 }
 
-/// Conversations remembered; beyond this new ones are counted, not reported.
+type TalkerSet = std::collections::HashSet<(u8, IpAddr, IpAddr, u16), foldhash::fast::RandomState>;
+
+/// Conversations remembered per generation (two are kept).
 pub const MAX_TALKERS: usize = 65_536;
 
 impl Talkers {
@@ -424,9 +432,11 @@ impl Talkers {
             } => (17u8, src_port, dst_port, false, false),
         };
         // Either orientation already known: the same conversation.
-        if self.seen.contains(&(protocol, pkt.src, pkt.dst, dport))
-            || self.seen.contains(&(protocol, pkt.dst, pkt.src, sport))
-        {
+        let known = |set: &TalkerSet| {
+            set.contains(&(protocol, pkt.src, pkt.dst, dport))
+                || set.contains(&(protocol, pkt.dst, pkt.src, sport))
+        };
+        if known(&self.seen) || !self.older.is_empty() && known(&self.older) {
             return;
         }
         // The server: the SYN's receiver, the SYN-ACK's sender, a broadcast or multicast
@@ -442,8 +452,8 @@ impl Talkers {
             (pkt.dst, pkt.src, sport, dport)
         };
         if self.seen.len() >= MAX_TALKERS {
-            stats.flows.talkers_full += 1;
-            return;
+            stats.flows.talkers_full += self.older.len() as u64;
+            self.older = std::mem::take(&mut self.seen);
         }
         self.seen.insert((protocol, client, server, port));
         stats.flows.talkers += 1;
