@@ -173,6 +173,9 @@ pub struct Detector {
     server_units: FastMap<(Proto, IpAddr), BTreeSet<u32>>,
     server_ranges: FastMap<(Proto, IpAddr, u32, u32, bool), Ranges>,
     writers: FastSet<(Proto, IpAddr, IpAddr)>,
+    /// (protocol, client, function) of every function a client used on a channel it wrote on:
+    /// the write functions of the site's masters.
+    fleet_writes: FastSet<(Proto, IpAddr, u32)>,
     client_servers: FastSet<(IpAddr, IpAddr, Proto, u32)>,
     /// Per server and unit with learned value envelopes: its points, their epoch, its memo.
     points: FastMap<(Proto, IpAddr, u32), ServerPoints>,
@@ -332,6 +335,7 @@ impl Detector {
             server_units: FastMap::default(),
             server_ranges: FastMap::default(),
             writers: FastSet::default(),
+            fleet_writes: FastSet::default(),
             client_servers: FastSet::default(),
             points: FastMap::default(),
             polls: FastMap::default(),
@@ -380,6 +384,9 @@ impl Detector {
                 .insert((ch.client, ch.server, ch.proto, ch.unit));
             if c.wrote {
                 d.writers.insert((ch.proto, ch.client, ch.server));
+                for f in c.functions.keys() {
+                    d.fleet_writes.insert((ch.proto, ch.client, *f));
+                }
             }
             for (write, map) in [(false, &c.reads), (true, &c.writes)] {
                 for (space, r) in map {
@@ -644,20 +651,30 @@ impl Detector {
         out: &mut Vec<Alert>,
     ) -> (bool, bool, bool) {
         let ch = o.channel;
+        // A master that wrote with this function to other servers in learning, writing to a
+        // server it already talks to, is the site's master at work: its write is checked for
+        // where it goes (`check_ranges`), not reported as a new function or an unknown writer.
+        let fleet_writer = o.write
+            && model.is_some()
+            && self
+                .fleet_writes
+                .contains(&(ch.proto, ch.client, o.function));
         // Function codes: the channel's own, or for a new channel, any the server was asked.
-        let function_known = match model {
-            Some(m) => m.functions.contains_key(&o.function),
-            None => self
-                .server_functions
-                .get(&(ch.proto, ch.server))
-                .is_some_and(|f| f.contains(&o.function)),
-        };
+        let function_known = fleet_writer
+            || match model {
+                Some(m) => m.functions.contains_key(&o.function),
+                None => self
+                    .server_functions
+                    .get(&(ch.proto, ch.server))
+                    .is_some_and(|f| f.contains(&o.function)),
+            };
         let mut new_unit = false;
         // A command (stop, start, download, restart) or an unauthorized write is the account of
         // this PDU: its new function code and written range are part of it.
         let command = o.command.is_some();
         let unauthorized = o.write
             && ch.proto.is_ot()
+            && !fleet_writer
             && !self.writers.contains(&(ch.proto, ch.client, ch.server));
         if !function_known && !command && !unauthorized {
             let funcs: BTreeSet<u32> = match model {
