@@ -690,3 +690,49 @@ fn scans_off_the_ot_ports_are_reported() {
         .collect();
     assert_eq!(scans, ["10.0.0.99", "10.0.0.66", "10.0.0.1"], "{alerts:#?}");
 }
+
+/// A reading learning saw constant (13880) that later reads 13872 has not left its envelope in
+/// any sense an operator cares about; one driven to 9999 has. The same poll retried 5 ms after
+/// itself (a master's retry) is no broken cycle.
+#[test]
+fn small_moves_of_a_constant_reading_and_retries_are_no_alert() {
+    let dir = scratch("constant");
+    let ms = std::time::Duration::from_millis;
+    let mut exchanges = Vec::new();
+    for i in 0..200u16 {
+        let at = T0 + std::time::Duration::from_secs(u64::from(i));
+        let value = match i {
+            100..=120 => 13872,
+            150 => 9999,
+            _ => 13880,
+        };
+        let resp = read_holding_response(i, 1, &[value; 10]);
+        exchanges.push((
+            at,
+            read_holding_request(i, 1, 0, 10),
+            Some((at + ms(20), resp)),
+        ));
+        if i % 50 == 10 && i > 60 {
+            // The master retries: the same request again, 5 ms later.
+            let tid = 5000 + i;
+            let resp = read_holding_response(tid, 1, &[value; 10]);
+            let at = at + ms(5);
+            exchanges.push((
+                at,
+                read_holding_request(tid, 1, 0, 10),
+                Some((at + ms(20), resp)),
+            ));
+        }
+    }
+    exchanges.sort_by_key(|e| e.0);
+    let path = dir.join("constant.pcap");
+    modbus_exchanges(&path, exchanges);
+    let alerts = detect_files(Learn::For(60.0), &[(&path, &all_frames)]).0;
+    let firsts = firsts(&alerts);
+    assert!(!firsts.is_empty(), "the drive to 9999 is an alert");
+    let secs = |a: &Alert| (a.ts - T0.as_nanos() as i64) / 1_000_000_000;
+    for a in &firsts {
+        assert_eq!(a.r#type, "value_out_of_range", "{a:#?}");
+        assert_eq!(secs(a), 150, "{a:#?}");
+    }
+}

@@ -920,6 +920,11 @@ impl Detector {
                 let m = &p.model;
                 let early = m.period - poll_tolerance(m);
                 let late = m.period + poll_tolerance(m);
+                // A repeat within a tenth of the period is the master retrying (or the same
+                // request twice), not a new cycle: the cycle goes on from the first.
+                if gap < 0.1 * m.period {
+                    return;
+                }
                 if gap < early || (gap > late && !p.missing_alerted) {
                     if p.broken.len() == POLL_BROKEN {
                         p.broken.pop_front();
@@ -1480,9 +1485,19 @@ fn check_values_now(
             // hard margin however it got there. A value that drifts out in small steps (a
             // level that learning saw only part of) is not an alarm until it is far out; nor
             // is the first value seen, which has no step.
+            // The margins also scale with the value's magnitude: a reading that learning saw
+            // constant at 13880 and now reads 13872 has not left its envelope in any sense an
+            // operator would care about (2% soft, 20% hard).
             let range = p.max - p.min;
-            let soft = (0.5 * range).max(10.0 * p.max_step).max(1.0);
-            let hard = (2.0 * range).max(50.0 * p.max_step).max(10.0);
+            let magnitude = p.min.abs().max(p.max.abs());
+            let soft = (0.5 * range)
+                .max(10.0 * p.max_step)
+                .max(0.02 * magnitude)
+                .max(1.0);
+            let hard = (2.0 * range)
+                .max(50.0 * p.max_step)
+                .max(0.2 * magnitude)
+                .max(10.0);
             let outside = |m: f64| v < p.min - m || v > p.max + m;
             let jumped = previous.is_some_and(|last| (v - last).abs() > 4.0 * p.max_step.max(1.0));
             if !(outside(hard) || outside(soft) && jumped) {

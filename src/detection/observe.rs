@@ -489,7 +489,14 @@ fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation> {
     };
     o.function = u32::from(p.function.unwrap_or(0));
     o.function_name = p.function_name;
-    o.corr = p.sequence.map(u32::from);
+    // An Explore (browsing the PLC's objects) is answered with a large response split into
+    // fragments, whose header otwatch does not join back (S7comm-plus is dissected by its
+    // headers): its answer cannot be matched, so it is not awaited (no timeout, no latency).
+    o.corr = if p.function == Some(PlusFunction::EXPLORE.0) {
+        None
+    } else {
+        p.sequence.map(u32::from)
+    };
     o.write = o.kind == Kind::Request && p.function.is_some_and(|f| PlusFunction(f).is_write());
     Some(o)
 }
