@@ -80,6 +80,8 @@ struct Score {
     false_causes: Vec<String>,
     hours_after_learning: f64,
     missed: Vec<String>,
+    /// The alert types that named each detected episode.
+    caught: Vec<String>,
 }
 
 fn score(
@@ -94,12 +96,16 @@ fn score(
     let end = times.values().copied().max().unwrap_or(0);
     let mut detected = 0;
     let mut missed = Vec::new();
+    let mut caught = Vec::new();
     for (i, ep) in eps.iter().enumerate() {
-        if alerts
+        let by: BTreeSet<&str> = alerts
             .iter()
-            .any(|a| a.frames.iter().any(|f| ep.contains(f)))
-        {
+            .filter(|a| a.frames.iter().any(|f| ep.contains(f)))
+            .map(|a| a.r#type)
+            .collect();
+        if !by.is_empty() {
             detected += 1;
+            caught.push(format!("episode {} by {by:?}", i + 1));
         } else {
             let (a, b) = (
                 ep.first().copied().unwrap_or(0),
@@ -131,6 +137,7 @@ fn score(
         false_causes,
         hours_after_learning: (end - detect_from).max(0) as f64 / 3.6e12,
         missed,
+        caught,
     }
 }
 
@@ -159,6 +166,9 @@ fn print(rows: &[Score]) {
         );
     }
     for r in rows {
+        for c in &r.caught {
+            eprintln!("detected: {}: {c}", r.capture);
+        }
         for m in &r.missed {
             eprintln!("missed: {}: {m}", r.capture);
         }
