@@ -72,8 +72,11 @@ fn be32(d: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([d[at], d[at + 1], d[at + 2], d[at + 3]])
 }
 
+/// The TCP segment of an Ethernet (optionally VLAN-tagged) IPv4 frame; `None` for anything
+/// else, or a frame too short for its headers.
 fn tcp(d: &[u8]) -> Option<Tcp> {
     let mut ip = 14;
+    d.get(ip + 20)?;
     let mut ethertype = be16(d, 12);
     if ethertype == 0x8100 {
         ethertype = be16(d, 16);
@@ -82,6 +85,7 @@ fn tcp(d: &[u8]) -> Option<Tcp> {
     if ethertype != 0x0800 || d.get(ip + 9) != Some(&6) {
         return None;
     }
+    d.get(ip + usize::from(d[ip] & 0x0f) * 4 + 20)?;
     let tcp = ip + usize::from(d[ip] & 0x0f) * 4;
     let payload = tcp + usize::from(d[tcp + 12] >> 4) * 4;
     // Short frames carry Ethernet padding after the IP packet.
@@ -191,16 +195,26 @@ fn edit(
         };
         let seq0 = *isn[d].get_or_insert(t.seq);
         let rel = t.seq.wrapping_sub(seq0);
-        let cur = shifts[d].last().map_or(0, |s| s.1);
         let payload = p.data[t.payload..t.end].to_vec();
-        let e = f(d == 1, p.ts, &payload);
+        let rel_end = rel.wrapping_add(payload.len() as u32);
+        // A segment that brings nothing past what was already sent (a retransmission, a pure
+        // ACK) keeps its bytes: only shifted by the edits before it.
+        let fresh = !payload.is_empty() && shifts[d].last().is_none_or(|s| rel_end > s.0);
+        let cur = shift_at(&shifts[d], rel);
+        let e = if fresh || payload.is_empty() {
+            f(d == 1, p.ts, &payload)
+        } else {
+            Edit::Keep
+        };
         let new_payload = match &e {
             Edit::Drop => Vec::new(),
             Edit::Payload(v) => v.clone(),
             Edit::Keep | Edit::Mark | Edit::Delay(_) | Edit::Later(_) => payload.clone(),
         };
-        let grown = new_payload.len() as i64 - payload.len() as i64;
-        shifts[d].push((rel.wrapping_add(payload.len() as u32), cur + grown));
+        if fresh {
+            let grown = new_payload.len() as i64 - payload.len() as i64;
+            shifts[d].push((rel_end, cur + grown));
+        }
         if matches!(e, Edit::Drop) {
             continue;
         }

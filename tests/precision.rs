@@ -445,10 +445,12 @@ fn one_skipped_poll_is_no_incident_a_broken_cycle_is() {
     let dir = scratch("polls");
     let ms = std::time::Duration::from_millis;
     let mut exchanges = Vec::new();
-    for i in 0..300u16 {
+    for i in 0..400u16 {
         let at = T0 + std::time::Duration::from_secs(u64::from(i));
-        // Unit 1: skips 100, every other poll from 150 to 190, and stops at 250.
-        let skipped = i == 100 || (150..190).contains(&i) && i % 2 == 1 || i >= 250;
+        // Unit 1: skips 100, skips every other poll from 150 to 190, is 700 ms late at 260 (a
+        // late interval, then an early one: one delayed poll), and stops at 330.
+        let skipped = i == 100 || (150..190).contains(&i) && i % 2 == 1 || i >= 330;
+        let at = if i == 260 { at + ms(700) } else { at };
         if !skipped {
             let resp = read_holding_response(i, 1, &[7; 10]);
             exchanges.push((
@@ -478,10 +480,15 @@ fn one_skipped_poll_is_no_incident_a_broken_cycle_is() {
     assert!(!polls.is_empty(), "{alerts:#?}");
     assert!((150.0..190.0).contains(&secs(polls[0])), "{:#?}", polls[0]);
     assert_eq!(polls[0].observed["kind"], "late", "{:#?}", polls[0]);
-    // The stop: three periods and the tolerance after the last poll at 249 s (a repeat line of
+    // The stop: three periods and the tolerance after the last poll at 329 s (a repeat line of
     // the same cause: it keeps the first line's text).
     assert!(
-        polls.iter().any(|a| (252.5..260.0).contains(&secs(a))),
+        polls.iter().any(|a| (332.5..340.0).contains(&secs(a))),
+        "{polls:#?}"
+    );
+    // The one delayed poll at 260 s is no incident.
+    assert!(
+        !polls.iter().any(|a| (250.0..330.0).contains(&secs(a))),
         "{polls:#?}"
     );
     assert!(polls
@@ -579,6 +586,12 @@ fn under_learned_channels_raise_low_confidence_alerts() {
             + std::time::Duration::from_millis(700);
         exchanges.push(read_exchange(at, 5000 + k as u16, unit, 4));
     }
+    // A restart command (FC8/01) on the under-learned unit: it needs no baseline, so it keeps
+    // its weight.
+    let at = T0 + std::time::Duration::from_secs(95) + std::time::Duration::from_millis(700);
+    let restart = vec![0x17, 0x70, 0, 0, 0, 6, 2, 8, 0, 1, 0, 0];
+    let echo = (at + std::time::Duration::from_millis(20), restart.clone());
+    exchanges.push((at, restart, Some(echo)));
     exchanges.sort_by_key(|e| e.0);
     let path = dir.join("underlearned.pcap");
     modbus_exchanges(&path, exchanges);
@@ -606,6 +619,10 @@ fn under_learned_channels_raise_low_confidence_alerts() {
         let json = otwatch::output::alerts::alert_json(a);
         assert_eq!(json["confidence"], if unit2 { "low" } else { "normal" });
     }
+    let restart = of_type(&alerts, "device_restart_command");
+    assert_eq!(restart.len(), 1, "{alerts:#?}");
+    assert!(!restart[0].low_confidence, "{:#?}", restart[0]);
+    assert_eq!(restart[0].severity.name(), "high");
 }
 
 /// A TCP SYN from `src` to `dst:port`, and the target's RST-ACK (a closed port) when `closed`.

@@ -325,7 +325,7 @@ pub struct AlertBook {
     next_id: u64,
     /// Lines written so far.
     lines: u64,
-    /// The latest time an occurrence was raised at: the end lines' time.
+    /// The latest time detection saw (observations, ticks, occurrences): the end lines' time.
     clock: i64,
     /// A cause seen again this long (capture time) after its last line gets a repeat line.
     realert_nanos: i64,
@@ -422,6 +422,11 @@ impl AlertBook {
                 Some(line)
             }
         }
+    }
+
+    /// Detection's clock reached `ts`: the end lines' time is the latest seen.
+    pub fn see(&mut self, ts: i64) {
+        self.clock = self.clock.max(ts);
     }
 
     /// End of input: the last line of every cause, with its final count, in id order, at the

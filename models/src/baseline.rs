@@ -148,11 +148,14 @@ pub const MIN_LEARNED_PDUS: u64 = 40;
 pub const MIN_LEARNED_CYCLES: u64 = 10;
 
 impl ChannelModel {
-    /// Learning saw too little of it for its alerts to be more than a hint: fewer than
+    /// Learning saw too little of it for its alerts to be more than a hint: some but fewer than
     /// [`MIN_LEARNED_PDUS`] requests and responses, or requests whose most repeated one came
     /// fewer than [`MIN_LEARNED_CYCLES`] times.
     pub fn under_learned(&self) -> bool {
-        self.requests + self.responses < MIN_LEARNED_PDUS
+        // A conversation of an undissected protocol has no PDUs to learn from: not a channel
+        // whose model could be thin.
+        let pdus = self.requests + self.responses;
+        pdus > 0 && pdus < MIN_LEARNED_PDUS
             || self.requests > 0 && self.poll_cycles.is_some_and(|n| n < MIN_LEARNED_CYCLES)
     }
 }

@@ -265,7 +265,6 @@ fn timeout_for(latency: Option<&LatencyModel>) -> f64 {
     })
 }
 
-/// How late a poll may be.
 /// The least widening of a learned block within which a learned writer's write is operator
 /// work on that block, not `address_out_of_range` (the widening is the block's own length when
 /// larger): 16 registers, coils, bytes or bits.
@@ -277,12 +276,22 @@ const NEAR_MARGIN: u32 = 16;
 const MIN_UNANSWERED: usize = 3;
 const UNANSWERED_WINDOW: i64 = 60 * NANOS;
 
+/// A minute, or four periods of the channel's slowest learned poll (a device polled every
+/// 30 s that stops answering is reported after its third silent poll).
+fn unanswered_window(model: Option<&ChannelModel>) -> i64 {
+    let slowest = model
+        .and_then(|m| m.polls.iter().map(|p| p.period).reduce(f64::max))
+        .unwrap_or(0.0);
+    UNANSWERED_WINDOW.max(nanos(4.0 * slowest))
+}
+
 /// A channel that left at least half of its requests unanswered in learning (a unit
 /// behind a gateway that never answers): its timeouts are its baseline, not an incident.
 fn unanswered_in_learning(m: &ChannelModel) -> bool {
-    m.unanswered > 0 && 2 * m.unanswered >= m.requests
+    m.unanswered > 0 && m.unanswered.saturating_mul(2) >= m.requests
 }
 
+/// How early or late a poll may be.
 fn poll_tolerance(m: &PollModel) -> f64 {
     (4.0 * m.jitter).max(0.5 * m.period)
 }
@@ -457,6 +466,11 @@ impl Detector {
         for a in alerts {
             let k = a.key;
             let Some(proto) = k.proto else { continue };
+            // What needs no baseline (commands, malformed PDUs, CRC errors, restarts) keeps its
+            // weight whatever learning saw.
+            if crate::engine::needs_no_baseline(a.r#type) {
+                continue;
+            }
             let weak = self.weak_channels.contains(&Channel {
                 proto,
                 client: k.a,
@@ -845,10 +859,10 @@ impl Detector {
         let ch = o.channel;
         if ch.proto.is_ot() {
             let s = scan_window(&mut self.scans, &mut self.scan_resets, o);
-            if new_unit {
+            if new_unit && s.units.len() < SCAN_SET_BOUND {
                 s.units.insert((ch.server, ch.unit));
             }
-            if fnew {
+            if fnew && s.functions.len() < SCAN_SET_BOUND {
                 s.functions.insert((ch.server, o.function));
             }
             for (space, start) in new_addresses {
@@ -909,8 +923,8 @@ impl Detector {
         }
     }
 
-    /// The poll cycle this request belongs to: early or late against the learned period, three
-    /// times within `poll_window` (one skipped or delayed cycle is no incident).
+    /// The poll cycle this request belongs to: early or late against the learned period, twice
+    /// within `poll_window` (one skipped or delayed cycle is no incident).
     fn check_poll(&mut self, o: &Observation, out: &mut Vec<Alert>) {
         let ch = o.channel;
         let key = (ch, poll_key(o));
@@ -925,7 +939,10 @@ impl Detector {
                 if gap < 0.1 * m.period {
                     return;
                 }
-                if gap < early || (gap > late && !p.missing_alerted) {
+                // One delayed poll makes two broken intervals, a late one and then an early
+                // one sharing its frame: counted once.
+                let adjacent = p.broken.back().is_some_and(|b| b.2 == prev_frame);
+                if (gap < early || (gap > late && !p.missing_alerted)) && !adjacent {
                     if p.broken.len() == POLL_BROKEN {
                         p.broken.pop_front();
                     }
@@ -1160,7 +1177,8 @@ impl Detector {
             let model = rt.known.map(|i| &self.baseline.channels[i]);
             let recent = match (rt.timeouts.front(), rt.timeouts.back()) {
                 (Some(first), Some(last)) => {
-                    rt.timeouts.len() == MIN_UNANSWERED && last.0 - first.0 <= UNANSWERED_WINDOW
+                    rt.timeouts.len() == MIN_UNANSWERED
+                        && last.0.saturating_sub(first.0) <= unanswered_window(model)
                 }
                 _ => false,
             };
@@ -1180,9 +1198,9 @@ impl Detector {
             a.message = format!(
                 "{ch}: {} request(s) unanswered after {timeout:.3} s ({MIN_UNANSWERED} or more within {} s)",
                 expired.len(),
-                UNANSWERED_WINDOW / NANOS
+                unanswered_window(model) / NANOS
             );
-            a.learned = json!({"timeout_s": timeout, "min_unanswered": MIN_UNANSWERED, "window_s": UNANSWERED_WINDOW / NANOS});
+            a.learned = json!({"timeout_s": timeout, "min_unanswered": MIN_UNANSWERED, "window_s": unanswered_window(model) / NANOS});
             a.observed = json!({"unanswered": expired.len(), "first_request_frame": frame, "first_request_ts_ns": ts});
             out.push(a);
         }
@@ -1303,15 +1321,16 @@ impl Detector {
     }
 }
 
-/// Broadcast and multicast destinations are not devices. IPv4 `x.x.x.255` is taken for a /24
-/// broadcast, the usual plant subnet.
-/// A conversation of a protocol otwatch does not dissect to a broadcast or multicast address:
-/// hosts' housekeeping (NetBIOS, LLMNR, mDNS, SSDP, DHCP), which no OT process depends on. A
-/// new device behind it is still reported (`new_asset`); the conversation itself is not.
+/// A UDP conversation of a protocol otwatch does not dissect to a broadcast or multicast
+/// address: hosts' housekeeping (NetBIOS, LLMNR, mDNS, SSDP, DHCP), which no OT process depends
+/// on. A new device behind it is still reported (`new_asset`); the conversation itself is not.
+/// (TCP cannot be broadcast: a TCP host at x.x.x.255 of a wider subnet is a host.)
 fn background(ch: &Channel) -> bool {
-    !ch.proto.is_ot() && is_group_address(ch.server)
+    ch.proto == Proto::Udp && is_group_address(ch.server)
 }
 
+/// Broadcast and multicast destinations are not devices. IPv4 `x.x.x.255` is taken for a /24
+/// broadcast, the usual plant subnet.
 fn is_group_address(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_multicast() || v4.is_broadcast() || v4.octets()[3] == 255,

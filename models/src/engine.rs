@@ -121,6 +121,7 @@ impl Engine {
             }
         }
         self.switch_if_due(o.ts);
+        self.book.see(o.ts);
         let mut cands = std::mem::take(&mut self.scratch);
         always(o, &self.book, &mut cands);
         match &mut self.phase {
@@ -145,6 +146,7 @@ impl Engine {
 
     /// Advances the clock without an observation (live capture on a quiet link).
     pub fn tick(&mut self, now: i64, out: &mut Vec<Alert>) {
+        self.book.see(now);
         self.switch_if_due(now);
         if let Phase::Detecting(d) = &mut self.phase {
             let mut cands = std::mem::take(&mut self.scratch);
@@ -177,6 +179,22 @@ impl Engine {
             Phase::Empty => None,
         }
     }
+}
+
+/// The alert types [`always`] raises: they need no baseline, so what learning saw of their
+/// channel does not lower them.
+pub(crate) fn needs_no_baseline(r#type: &str) -> bool {
+    matches!(
+        r#type,
+        "plc_stop"
+            | "plc_start"
+            | "program_download"
+            | "program_upload"
+            | "device_restart_command"
+            | "malformed_pdu"
+            | "crc_error"
+            | "device_restarted"
+    )
 }
 
 /// Alerts that need no baseline: commands that stop, start, reprogram or restart a device,

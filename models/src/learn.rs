@@ -91,10 +91,11 @@ impl Pending {
             return false;
         }
         if self.map.len() >= MAX_PENDING && !self.map.contains_key(&c) {
+            // Not awaited: its answer could not be matched, so it must not count as missing.
             self.overflow += 1;
-        } else {
-            self.map.insert(c, (o.ts, o.frame));
+            return false;
         }
+        self.map.insert(c, (o.ts, o.frame));
         true
     }
 

@@ -11,6 +11,9 @@ pub struct Ranges(pub Vec<[u32; 2]>);
 /// scattered addresses is no tighter than its envelope, and memory stays bounded.
 const MAX_RANGES: usize = 256;
 
+/// The widest neighbourhood [`Ranges::near`] gives a block, on each side.
+pub const MAX_NEAR_MARGIN: u32 = 128;
+
 impl Ranges {
     pub fn insert(&mut self, lo: u32, hi: u32) {
         let v = &mut self.0;
@@ -38,11 +41,15 @@ impl Ranges {
     }
 
     /// True when `[lo, hi]` lies within one range widened on each side by its own length, at
-    /// least `min_margin`: the neighbouring points of a block (the next coils of a bank, the
-    /// other registers of a recipe).
+    /// least `min_margin` and at most [`MAX_NEAR_MARGIN`]: the neighbouring points of a block
+    /// (the next coils of a bank, the other registers of a recipe). The cap keeps a wide block
+    /// (or the hull of a space with many ranges) from making every address near.
     pub fn near(&self, lo: u32, hi: u32, min_margin: u32) -> bool {
         self.0.iter().any(|r| {
-            let margin = (r[1] - r[0]).saturating_add(1).max(min_margin);
+            let margin = r[1]
+                .saturating_sub(r[0])
+                .saturating_add(1)
+                .clamp(min_margin, MAX_NEAR_MARGIN.max(min_margin));
             r[0].saturating_sub(margin) <= lo && hi <= r[1].saturating_add(margin)
         })
     }
@@ -88,6 +95,10 @@ mod tests {
         );
         assert!(r.near(0, 0, 100));
         assert!(!Ranges::default().near(0, 0, 100));
+        let mut wide = Ranges::default();
+        wide.insert(1000, 9000);
+        assert!(wide.near(9000 + MAX_NEAR_MARGIN, 9000 + MAX_NEAR_MARGIN, 16));
+        assert!(!wide.near(9001 + MAX_NEAR_MARGIN, 9001 + MAX_NEAR_MARGIN, 16));
     }
 
     #[test]

@@ -436,7 +436,20 @@ impl Talkers {
             set.contains(&(protocol, pkt.src, pkt.dst, dport))
                 || set.contains(&(protocol, pkt.dst, pkt.src, sport))
         };
-        if known(&self.seen) || !self.older.is_empty() && known(&self.older) {
+        if known(&self.seen) {
+            return;
+        }
+        if !self.older.is_empty() && known(&self.older) {
+            // Still talking: kept in the current generation, so it is not reported again
+            // when the older one is forgotten.
+            for key in [
+                (protocol, pkt.src, pkt.dst, dport),
+                (protocol, pkt.dst, pkt.src, sport),
+            ] {
+                if self.older.remove(&key) && self.seen.len() < MAX_TALKERS {
+                    self.seen.insert(key);
+                }
+            }
             return;
         }
         // The server: the SYN's receiver, the SYN-ACK's sender, a broadcast or multicast
