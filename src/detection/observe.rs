@@ -416,10 +416,10 @@ fn s7_item(item: &crate::dissect::s7::S7Item, write: bool, out: &mut Vec<Access>
     // number (a REAL that is NaN or infinite) keeps its address, without a value.
     let total = length.saturating_mul(size);
     let mut covered: u32 = 0;
-    if size == 1 && !write && !bytes.is_empty() {
-        // Bytes read: one access for the run (a point per byte address all the same). A read's
-        // accesses serve only its values; writes keep one access per element, as their
-        // addresses are checked and counted.
+    if size == 1 && !bytes.is_empty() {
+        // Bytes, read or written: one access for the run (a point per byte address all the
+        // same). A write's run is checked as one range and counts as one new address for
+        // scans: one write job, however many bytes it carries.
         covered = bytes.len() as u32;
         out.push(Access {
             space,
