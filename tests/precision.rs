@@ -753,3 +753,69 @@ fn small_moves_of_a_constant_reading_and_retries_are_no_alert() {
         assert_eq!(secs(a), 150, "{a:#?}");
     }
 }
+
+/// Every alert line carries the ATT&CK for ICS techniques its type evidences, and the table in
+/// docs/alerts.md says the same as the code: every alert type is in it once, with exactly the
+/// IDs and names the lines carry.
+#[test]
+fn attack_techniques_are_on_every_line_and_in_the_docs() {
+    use otwatch_models::alert::{techniques, TYPES};
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/alerts.md"))
+        .expect("docs/alerts.md");
+    let section = doc
+        .split("## MITRE ATT&CK for ICS")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("the ATT&CK section");
+    let mut documented = std::collections::BTreeMap::new();
+    for row in section.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        for t in cells[1].split(", ") {
+            let t = t.trim_matches('`');
+            let listed: Vec<String> = if cells[2] == "none" {
+                Vec::new()
+            } else {
+                cells[2].split("; ").map(String::from).collect()
+            };
+            assert!(
+                documented.insert(t.to_string(), listed).is_none(),
+                "{t} twice"
+            );
+        }
+    }
+    for t in TYPES {
+        let code: Vec<String> = techniques(t)
+            .iter()
+            .map(|(id, name)| format!("{id} {name}"))
+            .collect();
+        assert_eq!(
+            documented.get(t),
+            Some(&code),
+            "{t}: docs/alerts.md vs the code"
+        );
+    }
+    assert_eq!(documented.len(), TYPES.len(), "{documented:?}");
+    // On the line.
+    let dir = scratch("attack");
+    let path = dir.join("write.pcap");
+    let mut exchanges = poll_exchanges(120, |_| 1, |_| Some(std::time::Duration::from_millis(20)));
+    let at = T0 + std::time::Duration::from_secs(90);
+    let req = write_register(9000, 5, 1);
+    exchanges.push((
+        at,
+        req.clone(),
+        Some((at + std::time::Duration::from_millis(20), req)),
+    ));
+    exchanges.sort_by_key(|e| e.0);
+    modbus_exchanges(&path, exchanges);
+    let alerts = detect_files(Learn::For(60.0), &[(&path, &all_frames)]).0;
+    let write = of_type(&alerts, "unauthorized_write");
+    assert_eq!(write.len(), 1, "{alerts:#?}");
+    let json = otwatch::output::alerts::alert_json(write[0]);
+    assert_eq!(json["techniques"][0]["id"], "T0855");
+    assert_eq!(
+        json["techniques"][0]["name"],
+        "Unauthorized Command Message"
+    );
+    assert_eq!(json["techniques"][1]["id"], "T0836");
+}

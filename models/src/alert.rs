@@ -253,6 +253,41 @@ impl Alert {
     }
 }
 
+/// A MITRE ATT&CK for ICS technique: its ID and its name as MITRE publishes it.
+pub type Technique = (&'static str, &'static str);
+
+/// The ATT&CK for ICS techniques an alert type evidences (docs/alerts.md has the table, with
+/// why). Empty for what evidences no technique by itself (a CRC error is a noisy link as often
+/// as an attack; a behaviour anomaly says "different", not how).
+pub fn techniques(r#type: &str) -> &'static [Technique] {
+    const DOS: Technique = ("T0814", "Denial of Service");
+    const RESTART: Technique = ("T0816", "Device Restart/Shutdown");
+    const COMMAND: Technique = ("T0855", "Unauthorized Command Message");
+    const PARAMETER: Technique = ("T0836", "Modify Parameter");
+    const DISCOVERY: Technique = ("T0846", "Remote System Discovery");
+    const POINTS: Technique = ("T0861", "Point & Tag Identification");
+    const MODE: Technique = ("T0858", "Change Operating Mode");
+    match r#type {
+        "new_asset" => &[("T0848", "Rogue Master")],
+        "new_channel" => &[("T0886", "Remote Services")],
+        "new_function_code" => &[COMMAND],
+        "address_out_of_range" => &[POINTS, PARAMETER],
+        "unauthorized_write" => &[COMMAND, PARAMETER],
+        "value_out_of_range" => &[("T0831", "Manipulation of Control"), PARAMETER],
+        "plc_stop" | "plc_start" => &[MODE],
+        "program_download" => &[("T0843", "Program Download"), ("T0889", "Modify Program")],
+        "program_upload" => &[("T0845", "Program Upload")],
+        "device_restart_command" | "device_restarted" => &[RESTART],
+        "malformed_pdu" => &[("T0866", "Exploitation of Remote Services"), DOS],
+        "exception_burst" | "scan" => &[DISCOVERY, POINTS],
+        "poll_cycle_broken" => &[("T0815", "Denial of View"), DOS],
+        "response_timeout" | "latency_shift" => &[DOS],
+        "device_silent" => &[DOS, RESTART],
+        "traffic_flood" => &[DOS, ("T0806", "Brute Force I/O")],
+        _ => &[],
+    }
+}
+
 /// Alert types, for documentation and metrics.
 pub const TYPES: [&str; 22] = [
     "new_asset",

@@ -28,6 +28,10 @@ pub fn alert_json(a: &Alert) -> serde_json::Value {
         "state": a.state,
         "confidence": if a.low_confidence { "low" } else { "normal" },
         "line": a.line,
+        "techniques": otwatch_models::alert::techniques(a.r#type)
+            .iter()
+            .map(|(id, name)| json!({"id": id, "name": name}))
+            .collect::<Vec<_>>(),
     });
     if let (Some(e), Some(m)) = (&a.evidence, v.as_object_mut()) {
         m.insert("evidence".into(), json!(e));
