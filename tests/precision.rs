@@ -819,3 +819,64 @@ fn attack_techniques_are_on_every_line_and_in_the_docs() {
     );
     assert_eq!(json["techniques"][1]["id"], "T0836");
 }
+
+/// Alerts about a PDU carry its ports and the Community ID of its flow: the value Zeek,
+/// Suricata and tshark (`communityid` post-dissector) print for the same flow. Checked against
+/// tshark on every alert of a scenario, for the alert's first frame.
+#[test]
+fn alerts_carry_ports_and_the_community_id_tshark_computes() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios/modbus_write.pcap");
+    let alerts = detect_files(Learn::For(60.0), &[(&path, &all_frames)]).0;
+    let with_ports: Vec<&Alert> = firsts(&alerts)
+        .into_iter()
+        .filter(|a| a.ports.is_some())
+        .collect();
+    assert!(with_ports.len() >= 2, "{alerts:#?}");
+    // The published test vector of the Community ID specification.
+    let p = otwatch_models::Ports {
+        src: 1122,
+        dst: 3344,
+        udp: false,
+    };
+    let v = otwatch::output::alerts::community_id([1, 2, 3, 4].into(), [5, 6, 7, 8].into(), p);
+    assert_eq!(v.as_deref(), Some("1:wCb3OG7yAFWelaUydu0D+125CLM="));
+    if !tshark_or_skip() {
+        return;
+    }
+    for a in with_ports {
+        let json = otwatch::output::alerts::alert_json(a);
+        let frame = a.frames[0];
+        let out = std::process::Command::new("tshark")
+            .args([
+                "-r",
+                path.to_str().unwrap(),
+                "--enable-protocol",
+                "communityid",
+            ])
+            .args(["-Y", &format!("frame.number == {frame}"), "-T", "fields"])
+            .args([
+                "-e",
+                "ip.src",
+                "-e",
+                "tcp.srcport",
+                "-e",
+                "tcp.dstport",
+                "-e",
+                "communityid",
+            ])
+            .output()
+            .expect("tshark");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let f: Vec<&str> = text.trim().split('\t').collect();
+        assert_eq!(f.len(), 4, "{text}");
+        assert_eq!(json["community_id"], f[3], "{json}");
+        // The ports go from the alert's src_ip to its dst_ip.
+        let (src, dst) = if f[0] == a.src_ip.to_string() {
+            (f[1], f[2])
+        } else {
+            (f[2], f[1])
+        };
+        assert_eq!(json["src_port"].to_string(), src, "{json}");
+        assert_eq!(json["dst_port"].to_string(), dst, "{json}");
+    }
+}

@@ -172,6 +172,8 @@ pub struct Alert {
     pub proto: Proto,
     pub src_ip: IpAddr,
     pub dst_ip: IpAddr,
+    /// Ports from `src_ip` to `dst_ip`, when the alert is about a PDU or a channel.
+    pub ports: Option<crate::obs::Ports>,
     pub source: Arc<str>,
     /// Frames (in `source`) of the packets that caused it, e.g. a request and its response.
     pub frames: Vec<u64>,
@@ -216,6 +218,7 @@ impl Alert {
             proto,
             src_ip,
             dst_ip,
+            ports: None,
             source: empty_source(),
             frames: Vec::new(),
             message: String::new(),

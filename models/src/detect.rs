@@ -11,7 +11,7 @@ use crate::alert::{capped_list, Alert, AlertKey, Severity};
 use crate::baseline::{Baseline, ChannelModel, LatencyModel, PollModel};
 use crate::behaviour::WindowAcc;
 use crate::learn::{poll_key, FastMap, FastSet, Pending, PollKey, RateCounter};
-use crate::obs::{Channel, Kind, Observation, Proto};
+use crate::obs::{Channel, Kind, Observation, Ports, Proto};
 use crate::ranges::Ranges;
 use crate::{secs, NANOS};
 
@@ -71,6 +71,8 @@ struct ChanRt {
     exc_rate: RateCounter,
     window: WindowAcc,
     source: Option<Arc<str>>,
+    /// The ports of its last PDU, from client to server.
+    ports: Option<Ports>,
     /// Request time and frame of the channel's last `MIN_UNANSWERED` timeouts.
     timeouts: VecDeque<(i64, u64)>,
 }
@@ -209,6 +211,7 @@ pub struct Detector {
 pub(crate) fn alert(o: &Observation, key: AlertKey, severity: Severity) -> Alert {
     Alert {
         source: o.source.clone(),
+        ports: o.ports,
         frames: vec![o.frame],
         ..Alert::new(key, severity, o.channel.proto, o.src(), o.dst(), o.ts)
     }
@@ -217,13 +220,16 @@ pub(crate) fn alert(o: &Observation, key: AlertKey, severity: Severity) -> Alert
 /// An occurrence about a channel, raised by a timer or a window at `ts`.
 fn channel_alert(
     ch: &Channel,
-    source: Option<&Arc<str>>,
+    rt: Option<&ChanRt>,
     ts: i64,
     key: AlertKey,
     severity: Severity,
 ) -> Alert {
     Alert {
-        source: source.cloned().unwrap_or_else(|| Arc::from("")),
+        source: rt
+            .and_then(|r| r.source.clone())
+            .unwrap_or_else(|| Arc::from("")),
+        ports: rt.and_then(|r| r.ports),
         ..Alert::new(key, severity, ch.proto, ch.client, ch.server, ts)
     }
 }
@@ -886,6 +892,7 @@ impl Detector {
         let rt = self.rt.entry(ch).or_default();
         rt.known = known;
         rt.source = Some(o.source.clone());
+        rt.ports = o.ports.or(rt.ports);
         rt.pending.request(o);
         if rt.window.is_empty() {
             self.active_windows.push(ch);
@@ -1052,6 +1059,7 @@ impl Detector {
         let rt = self.rt.entry(ch).or_default();
         rt.known = known;
         rt.source = Some(o.source.clone());
+        rt.ports = o.ports.map(Ports::reversed).or(rt.ports);
         let matched = if o.kind == Kind::Response {
             rt.pending.response(o)
         } else {
@@ -1188,7 +1196,7 @@ impl Detector {
             // Evidence: the timeouts that made the incident, then this tick's others.
             let (ts, frame) = rt.timeouts[0];
             let key = AlertKey::pair("response_timeout", ch.proto, ch.client, ch.server, 0);
-            let mut a = channel_alert(ch, rt.source.as_ref(), now, key, Severity::High);
+            let mut a = channel_alert(ch, Some(rt), now, key, Severity::High);
             a.frames = rt.timeouts.iter().map(|t| t.1).collect();
             for e in &expired {
                 if a.frames.len() < 8 && !a.frames.contains(&e.2) {
@@ -1215,7 +1223,7 @@ impl Detector {
             }
             if !p.missing_alerted && secs(last, now) > late {
                 p.missing_alerted = true;
-                let source = self.rt.get(ch).and_then(|r| r.source.as_ref());
+                let rt = self.rt.get(ch);
                 let key = AlertKey::channel("poll_cycle_broken", ch, poll_extra(m));
                 out.push(Alert {
                     frames: vec![frame],
@@ -1230,7 +1238,7 @@ impl Detector {
                     ),
                     learned: json!({"period_s": m.period, "jitter_s": m.jitter}),
                     observed: json!({"since_last_s": secs(last, now), "kind": "missing"}),
-                    ..channel_alert(ch, source, now, key, Severity::Medium)
+                    ..channel_alert(ch, rt, now, key, Severity::Medium)
                 });
             }
         }
@@ -1314,7 +1322,7 @@ impl Detector {
                     learned: json!({"threshold": model.threshold, "max_training_distance": model.max_training_distance}),
                     observed: json!({"distance": d, "window_end_ns": end, "features": model.features.iter().zip(x).map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, serde_json::Value>>()}),
                     // Raised now, when the window is found closed: lines stay in time order.
-                    ..channel_alert(ch, rt.source.as_ref(), ts, key, Severity::Low)
+                    ..channel_alert(ch, Some(rt), ts, key, Severity::Low)
                 });
             }
         }

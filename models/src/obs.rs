@@ -235,6 +235,28 @@ pub struct Observation {
     pub identity: Option<String>,
     /// Ethernet address the PDU was sent from (Ethernet captures only).
     pub src_mac: Option<[u8; 6]>,
+    /// The transport ports of the packet, from [`Observation::src`] to [`Observation::dst`].
+    pub ports: Option<Ports>,
+}
+
+/// Transport ports of a PDU or an alert, from its source to its destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ports {
+    pub src: u16,
+    pub dst: u16,
+    /// UDP (true) or TCP.
+    pub udp: bool,
+}
+
+impl Ports {
+    /// The other direction.
+    pub fn reversed(self) -> Ports {
+        Ports {
+            src: self.dst,
+            dst: self.src,
+            udp: self.udp,
+        }
+    }
 }
 
 impl Observation {
@@ -266,6 +288,7 @@ impl Observation {
             device_restarted: false,
             identity: None,
             src_mac: None,
+            ports: None,
         }
     }
 

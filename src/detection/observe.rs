@@ -14,6 +14,19 @@ pub fn observe(ev: &Event) -> Option<Observation> {
     let mut o = observe_pdu(ev)?;
     o.identity = identity(ev);
     o.src_mac = ev.src_mac.map(|m| m.0);
+    // The event's ports go from its `src_ip` to its `dst_ip`; the observation's from `src()` to
+    // `dst()`: the same two ends, in the same order or the other.
+    let sender_first = ev.src_ip == o.src();
+    let ports = otwatch_models::Ports {
+        src: ev.src_port,
+        dst: ev.dst_port,
+        udp: ev.transport == "udp",
+    };
+    o.ports = match ev.transport {
+        "tcp" | "udp" if sender_first => Some(ports),
+        "tcp" | "udp" => Some(ports.reversed()),
+        _ => None,
+    };
     Some(o)
 }
 
