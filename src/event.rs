@@ -344,11 +344,19 @@ impl EventSink for VecSink {
 /// could not write.
 pub struct JsonLinesSink {
     pub out: crate::output::OutputFile,
+    /// The sensor's name, on every line.
+    sensor: Option<std::sync::Arc<str>>,
 }
 
 impl JsonLinesSink {
     pub fn new(out: crate::output::OutputFile) -> Self {
-        JsonLinesSink { out }
+        JsonLinesSink { out, sensor: None }
+    }
+
+    /// Every line names the sensor.
+    pub fn with_sensor(mut self, sensor: std::sync::Arc<str>) -> Self {
+        self.sensor = Some(sensor);
+        self
     }
 
     /// Everything flushed and fsynced.
@@ -369,8 +377,35 @@ impl EventSink for JsonLinesSink {
     }
 
     fn emit(&mut self, event: Event) {
-        self.out.line(|b| serde_json::to_writer(b, &event));
+        let sensor = self.sensor.as_deref();
+        self.out.line(|b| {
+            serde_json::to_writer(&mut *b, &event)?;
+            event_flow_members(b, &event, sensor);
+            Ok::<(), serde_json::Error>(())
+        });
     }
+}
+
+/// What identifies an event's flow to other tools (`community_id`, `flow_id`: TCP and UDP
+/// events), and the sensor, appended to the event's JSON object.
+fn event_flow_members(line: &mut Vec<u8>, event: &Event, sensor: Option<&str>) {
+    use crate::output::flow_ids;
+    let ports = matches!(event.transport, "tcp" | "udp").then_some(otwatch_models::Ports {
+        src: event.src_port,
+        dst: event.dst_port,
+        udp: event.transport == "udp",
+    });
+    let community = ports.and_then(|p| flow_ids::community_id(event.src_ip, event.dst_ip, p));
+    let flow = ports.and_then(|p| flow_ids::flow_id(event.src_ip, event.dst_ip, p));
+    let mut strings = Vec::with_capacity(2);
+    if let Some(c) = &community {
+        strings.push(("community_id", c.as_str()));
+    }
+    if let Some(s) = sensor {
+        strings.push(("sensor", s));
+    }
+    let numbers: Vec<(&str, u64)> = flow.map(|f| ("flow_id", f)).into_iter().collect();
+    flow_ids::append_members(line, &strings, &numbers);
 }
 
 #[cfg(test)]

@@ -838,7 +838,7 @@ fn alerts_carry_ports_and_the_community_id_tshark_computes() {
         dst: 3344,
         udp: false,
     };
-    let v = otwatch::output::alerts::community_id([1, 2, 3, 4].into(), [5, 6, 7, 8].into(), p);
+    let v = otwatch::output::flow_ids::community_id([1, 2, 3, 4].into(), [5, 6, 7, 8].into(), p);
     assert_eq!(v.as_deref(), Some("1:wCb3OG7yAFWelaUydu0D+125CLM="));
     if !tshark_or_skip() {
         return;

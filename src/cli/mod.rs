@@ -197,9 +197,24 @@ pub(crate) struct DetectArgs {
     /// Write a small pcap of the packets behind each alert into DIR.
     #[arg(long, value_name = "DIR")]
     pub(crate) evidence: Option<PathBuf>,
+    /// This sensor's name, on every alert and event line (`sensor`). Default: the host's name.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) sensor_name: Option<String>,
 }
 
 impl DetectArgs {
+    /// `--sensor-name`, or the host's name (or `otwatch` when it has none).
+    pub(crate) fn sensor(&self) -> std::sync::Arc<str> {
+        let name = self.sensor_name.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "otwatch".into())
+        });
+        std::sync::Arc::from(name)
+    }
+
     pub(crate) fn enabled(&self) -> bool {
         self.alerts.is_some()
             || self.baseline.is_some()

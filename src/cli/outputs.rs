@@ -193,12 +193,15 @@ pub(crate) fn open_outputs(
                 .map_err(|e| format!("--evidence {}: {e}", dir.display()))?,
         );
     }
+    let sensor = detect.sensor();
+    if let Some(det) = &mut detection {
+        det.sensor = Some(Arc::clone(&sensor));
+    }
     let json = match events {
-        Some(p) => Some(JsonLinesSink::new(OutputFile::open(
-            OutputKind::Events,
-            p,
-            Arc::clone(health),
-        )?)),
+        Some(p) => Some(
+            JsonLinesSink::new(OutputFile::open(OutputKind::Events, p, Arc::clone(health))?)
+                .with_sensor(sensor),
+        ),
         None => None,
     };
     Ok((detection, rings, json))

@@ -53,6 +53,8 @@ pub struct Detection {
     evidence: Option<(PathBuf, Vec<Arc<Mutex<EvidenceRing>>>)>,
     /// Names this run's evidence files apart from an earlier run's (alert ids restart at 1).
     run_tag: String,
+    /// The sensor's name, on every alert line.
+    pub sensor: Option<Arc<str>>,
     pub evidence_written: u64,
     /// Alert lines written, by kind, type and severity (first lines of a cause only).
     pub counts: BTreeMap<(&'static str, &'static str, &'static str), u64>,
@@ -71,6 +73,7 @@ impl Detection {
             out,
             outputs: Arc::default(),
             evidence: None,
+            sensor: None,
             run_tag: {
                 let secs = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -217,7 +220,11 @@ impl Detection {
                 }
             }
             if let Some(out) = &mut self.out {
-                out.line(|b| serde_json::to_writer(b, &alert_json(&a)));
+                let mut json = alert_json(&a);
+                if let (Some(s), Some(m)) = (&self.sensor, json.as_object_mut()) {
+                    m.insert("sensor".into(), serde_json::json!(&**s));
+                }
+                out.line(|b| serde_json::to_writer(b, &json));
             }
             if let Some(k) = &mut self.kept {
                 k.push(a);

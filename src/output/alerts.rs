@@ -4,6 +4,7 @@ use otwatch_models::Alert;
 use serde_json::json;
 
 use crate::event::Timestamp;
+use crate::output::flow_ids;
 
 /// The JSON line of an alert (docs/alerts.md).
 pub fn alert_json(a: &Alert) -> serde_json::Value {
@@ -36,23 +37,15 @@ pub fn alert_json(a: &Alert) -> serde_json::Value {
     if let (Some(p), Some(m)) = (a.ports, v.as_object_mut()) {
         m.insert("src_port".into(), json!(p.src));
         m.insert("dst_port".into(), json!(p.dst));
-        if let Some(id) = community_id(a.src_ip, a.dst_ip, p) {
+        if let Some(id) = flow_ids::community_id(a.src_ip, a.dst_ip, p) {
             m.insert("community_id".into(), json!(id));
+        }
+        if let Some(id) = flow_ids::flow_id(a.src_ip, a.dst_ip, p) {
+            m.insert("flow_id".into(), json!(id));
         }
     }
     if let (Some(e), Some(m)) = (&a.evidence, v.as_object_mut()) {
         m.insert("evidence".into(), json!(e));
     }
     v
-}
-
-/// The Community ID flow hash (v1, seed 0): the value Zeek and Suricata print for the same
-/// flow, whichever direction the packet went.
-pub fn community_id(
-    src: std::net::IpAddr,
-    dst: std::net::IpAddr,
-    p: otwatch_models::Ports,
-) -> Option<String> {
-    let proto = if p.udp { 17 } else { 6 };
-    community_id::calculate_community_id(0, src, dst, Some(p.src), Some(p.dst), proto, false).ok()
 }

@@ -14,6 +14,7 @@ use std::sync::Mutex;
 
 pub mod alerts;
 pub mod evidence;
+pub mod flow_ids;
 
 /// Bumped by SIGHUP: every [`OutputFile`] that saw an older value reopens its path.
 static REOPEN_GENERATION: AtomicU64 = AtomicU64::new(0);
