@@ -880,3 +880,50 @@ fn alerts_carry_ports_and_the_community_id_tshark_computes() {
         assert_eq!(json["dst_port"].to_string(), dst, "{json}");
     }
 }
+
+/// The command line names the sensor on every alert and event line, and a flow's alerts and
+/// events carry the same `community_id` and `flow_id`.
+#[test]
+fn lines_name_the_sensor_and_join_on_the_flow() {
+    let dir = scratch("sensor");
+    let capture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios/modbus_write.pcap");
+    let (events, alerts) = (dir.join("events.jsonl"), dir.join("alerts.jsonl"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_otwatch"))
+        .args(["replay", "-q", "--learn", "60s", "--sensor-name", "cell-7"])
+        .arg("--events")
+        .arg(&events)
+        .arg("--alerts")
+        .arg(&alerts)
+        .arg(&capture)
+        .output()
+        .expect("otwatch runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |p: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(p)
+            .expect("output")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect()
+    };
+    let (events, alerts) = (read(&events), read(&alerts));
+    assert!(events.len() > 100 && !alerts.is_empty());
+    let mut flows = std::collections::BTreeMap::new();
+    for e in &events {
+        assert_eq!(e["sensor"], "cell-7", "{e}");
+        flows.insert(e["community_id"].to_string(), e["flow_id"].clone());
+    }
+    let mut joined = 0;
+    for a in &alerts {
+        assert_eq!(a["sensor"], "cell-7", "{a}");
+        if let Some(flow) = flows.get(&a["community_id"].to_string()) {
+            assert_eq!(&a["flow_id"], flow, "{a}");
+            joined += 1;
+        }
+    }
+    assert!(joined > 0, "an alert about a PDU joins its flow's events");
+}
