@@ -200,6 +200,16 @@ pub(crate) struct DetectArgs {
     /// This sensor's name, on every alert and event line (`sensor`). Default: the host's name.
     #[arg(long, value_name = "NAME")]
     pub(crate) sensor_name: Option<String>,
+    /// Send every alert line to a syslog collector (RFC 5424): udp://HOST:PORT,
+    /// tcp://HOST:PORT (RFC 6587 octet counting) or tls://HOST:PORT (with --syslog-ca).
+    #[arg(long, value_name = "URL")]
+    pub(crate) syslog: Option<String>,
+    /// The CA (PEM) that signed the TLS collector's certificate.
+    #[arg(long, value_name = "FILE", requires = "syslog")]
+    pub(crate) syslog_ca: Option<PathBuf>,
+    /// The syslog message body: the alert's JSON line, or CEF.
+    #[arg(long, value_name = "json|cef", default_value = "json", value_parser = ["json", "cef"], requires = "syslog")]
+    pub(crate) syslog_format: String,
 }
 
 impl DetectArgs {
@@ -221,5 +231,6 @@ impl DetectArgs {
             || self.learn.is_some()
             || self.save_baseline.is_some()
             || self.evidence.is_some()
+            || self.syslog.is_some()
     }
 }

@@ -118,7 +118,7 @@ pub(crate) fn finish_detection(det: Option<&mut Detection>, args: &DetectArgs) -
             Err(e) => det.outputs.fail(OutputKind::Baseline, 1, &e),
         }
     }
-    if args.alerts.is_none() && det.counts.values().any(|n| *n > 0) {
+    if args.alerts.is_none() && args.syslog.is_none() && det.counts.values().any(|n| *n > 0) {
         text.push_str(
             "  warning: alerts were raised but not written anywhere: give --alerts PATH (or - for stdout)\n",
         );
@@ -196,6 +196,21 @@ pub(crate) fn open_outputs(
     let sensor = detect.sensor();
     if let Some(det) = &mut detection {
         det.sensor = Some(Arc::clone(&sensor));
+        if let Some(url) = &detect.syslog {
+            use otwatch::output::syslog::{Format, SyslogSink, Target};
+            let format = if detect.syslog_format == "cef" {
+                Format::Cef
+            } else {
+                Format::Json
+            };
+            det.syslog = Some(SyslogSink::start(
+                Target::parse(url)?,
+                detect.syslog_ca.as_deref(),
+                format,
+                Arc::clone(&sensor),
+                Arc::clone(health),
+            )?);
+        }
     }
     let json = match events {
         Some(p) => Some(

@@ -55,6 +55,8 @@ pub struct Detection {
     run_tag: String,
     /// The sensor's name, on every alert line.
     pub sensor: Option<Arc<str>>,
+    /// Alerts to a syslog collector too.
+    pub syslog: Option<crate::output::syslog::SyslogSink>,
     pub evidence_written: u64,
     /// Alert lines written, by kind, type and severity (first lines of a cause only).
     pub counts: BTreeMap<(&'static str, &'static str, &'static str), u64>,
@@ -74,6 +76,7 @@ impl Detection {
             outputs: Arc::default(),
             evidence: None,
             sensor: None,
+            syslog: None,
             run_tag: {
                 let secs = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -154,6 +157,9 @@ impl Detection {
         if let Some(out) = &mut self.out {
             out.finish();
         }
+        if let Some(s) = &mut self.syslog {
+            s.finish();
+        }
         if let Some((dir, _)) = &self.evidence {
             // The evidence files reach the disk once, here, not one fsync per file on the
             // capture thread.
@@ -219,12 +225,17 @@ impl Detection {
                     }
                 }
             }
-            if let Some(out) = &mut self.out {
+            if self.out.is_some() || self.syslog.is_some() {
                 let mut json = alert_json(&a);
                 if let (Some(s), Some(m)) = (&self.sensor, json.as_object_mut()) {
                     m.insert("sensor".into(), serde_json::json!(&**s));
                 }
-                out.line(|b| serde_json::to_writer(b, &json));
+                if let Some(out) = &mut self.out {
+                    out.line(|b| serde_json::to_writer(b, &json));
+                }
+                if let Some(s) = &mut self.syslog {
+                    s.alert(&a, &json);
+                }
             }
             if let Some(k) = &mut self.kept {
                 k.push(a);

@@ -15,6 +15,7 @@ use std::sync::Mutex;
 pub mod alerts;
 pub mod evidence;
 pub mod flow_ids;
+pub mod syslog;
 
 /// Bumped by SIGHUP: every [`OutputFile`] that saw an older value reopens its path.
 static REOPEN_GENERATION: AtomicU64 = AtomicU64::new(0);
@@ -34,16 +35,18 @@ pub enum OutputKind {
     Baseline,
     OpenMetrics,
     MetricsServer,
+    Syslog,
 }
 
 impl OutputKind {
-    pub const ALL: [OutputKind; 6] = [
+    pub const ALL: [OutputKind; 7] = [
         OutputKind::Events,
         OutputKind::Alerts,
         OutputKind::Evidence,
         OutputKind::Baseline,
         OutputKind::OpenMetrics,
         OutputKind::MetricsServer,
+        OutputKind::Syslog,
     ];
 
     /// The `output` label of `otwatch_output_errors_total`.
@@ -55,6 +58,7 @@ impl OutputKind {
             OutputKind::Baseline => "baseline",
             OutputKind::OpenMetrics => "openmetrics",
             OutputKind::MetricsServer => "metrics_server",
+            OutputKind::Syslog => "syslog",
         }
     }
 }

@@ -1,0 +1,504 @@
+//! Alerts (and events, if asked) to a SIEM over syslog: RFC 5424 messages over UDP, TCP
+//! (RFC 6587 octet counting) or TLS (rustls), carrying the alert's JSON or a CEF line.
+//!
+//! Capture never waits for the collector: messages go through a bounded queue to a sender
+//! thread, which reconnects with a backoff while the collector is down. A message that finds
+//! the queue full, or that is still undelivered when the run ends, is counted as a failure of
+//! the `syslog` output (summary, `otwatch_output_errors_total`, exit status).
+
+use std::io::Write;
+use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use otwatch_models::Alert;
+
+use super::{OutputHealth, OutputKind};
+
+/// Messages waiting for the collector at most; past this they are dropped and counted.
+pub const QUEUE: usize = 16_384;
+/// How long the end of a run waits for the queue to drain to a reachable collector.
+const DRAIN: Duration = Duration::from_secs(5);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Cef,
+}
+
+/// Where to send: `udp://HOST:PORT`, `tcp://HOST:PORT` or `tls://HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub transport: Transport,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Target {
+    pub fn parse(url: &str) -> Result<Target, String> {
+        let bad = || {
+            format!("--syslog {url}: expected udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT")
+        };
+        let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+        let transport = match scheme {
+            "udp" => Transport::Udp,
+            "tcp" => Transport::Tcp,
+            "tls" => Transport::Tls,
+            _ => return Err(bad()),
+        };
+        let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = port.parse().map_err(|_| bad())?;
+        if host.is_empty() {
+            return Err(bad());
+        }
+        Ok(Target {
+            transport,
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+/// The sending half, owned by detection; the thread does the network work.
+pub struct SyslogSink {
+    tx: Option<SyncSender<Vec<u8>>>,
+    /// Set at the end of the run: the sender gives up on an unreachable collector after DRAIN.
+    closing: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    format: Format,
+    sensor: Arc<str>,
+    health: Arc<OutputHealth>,
+}
+
+impl SyslogSink {
+    /// Starts the sender thread. A TLS target needs `ca` (PEM) to check the collector with.
+    pub fn start(
+        target: Target,
+        ca: Option<&Path>,
+        format: Format,
+        sensor: Arc<str>,
+        health: Arc<OutputHealth>,
+    ) -> Result<SyslogSink, String> {
+        let tls = match target.transport {
+            Transport::Tls => Some(tls_config(ca)?),
+            _ => None,
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let h = Arc::clone(&health);
+        let closing = Arc::new(AtomicBool::new(false));
+        let c = Arc::clone(&closing);
+        let thread = std::thread::Builder::new()
+            .name("otwatch-syslog".into())
+            .spawn(move || Sender::new(target, tls, h).run(rx, &c))
+            .map_err(|e| format!("syslog thread: {e}"))?;
+        Ok(SyslogSink {
+            tx: Some(tx),
+            closing,
+            thread: Some(thread),
+            format,
+            sensor,
+            health,
+        })
+    }
+
+    /// Queues an alert line; never blocks.
+    pub fn alert(&mut self, a: &Alert, json: &serde_json::Value) {
+        let severity = match a.severity {
+            otwatch_models::Severity::Critical => 2,
+            otwatch_models::Severity::High => 3,
+            otwatch_models::Severity::Medium => 4,
+            otwatch_models::Severity::Low => 5,
+        };
+        let body = match self.format {
+            Format::Json => json.to_string(),
+            Format::Cef => cef(a, json),
+        };
+        let msg = rfc5424(severity, a.ts, &self.sensor, a.r#type, &body);
+        self.send(msg);
+    }
+
+    /// Queues an event's JSON line (severity informational).
+    pub fn event(&mut self, ts: i64, json: &[u8]) {
+        let body = String::from_utf8_lossy(json);
+        let msg = rfc5424(6, ts, &self.sensor, "event", &body);
+        self.send(msg);
+    }
+
+    fn send(&mut self, msg: Vec<u8>) {
+        let Some(tx) = &self.tx else { return };
+        match tx.try_send(msg) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.health.fail(
+                    OutputKind::Syslog,
+                    1,
+                    &"queue full: the collector is down or too slow",
+                );
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.health
+                    .fail(OutputKind::Syslog, 1, &"sender thread gone");
+            }
+        }
+    }
+
+    /// End of the run: the queue drains to the collector for up to 5 s; what is left is
+    /// counted as failed.
+    pub fn finish(&mut self) {
+        self.closing.store(true, Ordering::Relaxed);
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                self.health
+                    .fail(OutputKind::Syslog, 1, &"sender thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for SyslogSink {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID - MSG` (facility local0).
+fn rfc5424(severity: u8, ts: i64, sensor: &str, msgid: &str, body: &str) -> Vec<u8> {
+    let pri = 16 * 8 + u32::from(severity);
+    let host: String = sensor
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(255)
+        .collect();
+    let host = if host.is_empty() { "-".into() } else { host };
+    format!(
+        "<{pri}>1 {} {host} otwatch {} {msgid} - {body}",
+        crate::event::Timestamp(ts),
+        std::process::id()
+    )
+    .into_bytes()
+}
+
+/// The alert as a CEF line: `CEF:0|otwatch|otwatch|VERSION|type|name|severity|extension`.
+pub fn cef(a: &Alert, json: &serde_json::Value) -> String {
+    // Header fields: no line breaks (one message, one line), `\` and `|` escaped.
+    let header = |s: &str| {
+        s.replace('\\', "\\\\")
+            .replace('|', "\\|")
+            .replace(['\n', '\r'], " ")
+    };
+    let value = |s: &str| {
+        s.replace('\\', "\\\\")
+            .replace('=', "\\=")
+            .replace('\n', "\\n")
+            .replace('\r', "\\r")
+    };
+    let severity = match a.severity {
+        otwatch_models::Severity::Critical => 10,
+        otwatch_models::Severity::High => 8,
+        otwatch_models::Severity::Medium => 5,
+        otwatch_models::Severity::Low => 3,
+    };
+    let techniques: Vec<&str> = otwatch_models::alert::techniques(a.r#type)
+        .iter()
+        .map(|t| t.0)
+        .collect();
+    let mut ext = vec![
+        format!("rt={}", a.ts / 1_000_000),
+        format!("src={}", a.src_ip),
+        format!("dst={}", a.dst_ip),
+        format!("app={}", value(a.proto.name())),
+        format!("externalId={}", a.id),
+        format!("cnt={}", a.count),
+        format!("act={}", a.state.name()),
+        format!("cat={}", json["kind"].as_str().unwrap_or("")),
+    ];
+    if let Some(p) = a.ports {
+        ext.push(format!("spt={}", p.src));
+        ext.push(format!("dpt={}", p.dst));
+        ext.push(format!("proto={}", if p.udp { "UDP" } else { "TCP" }));
+    }
+    if let Some(c) = json["community_id"].as_str() {
+        ext.push(format!("cs1Label=communityId cs1={}", value(c)));
+    }
+    if !techniques.is_empty() {
+        ext.push(format!(
+            "cs2Label=mitreTechniques cs2={}",
+            techniques.join(",")
+        ));
+    }
+    if let Some(s) = json["sensor"].as_str() {
+        ext.push(format!("dvchost={}", value(s)));
+    }
+    ext.push(format!("msg={}", value(&a.message)));
+    format!(
+        "CEF:0|otwatch|otwatch|{}|{}|{}|{severity}|{}",
+        header(env!("CARGO_PKG_VERSION")),
+        header(a.r#type),
+        header(&a.message),
+        ext.join(" ")
+    )
+}
+
+fn tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let ca = ca.ok_or("--syslog tls://… needs --syslog-ca FILE (the collector's CA, PEM)")?;
+    let pem = std::fs::read(ca).map_err(|e| format!("--syslog-ca {}: {e}", ca.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&pem) {
+        let c = c.map_err(|e| format!("--syslog-ca {}: {e}", ca.display()))?;
+        roots
+            .add(c)
+            .map_err(|e| format!("--syslog-ca {}: {e}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("--syslog-ca {}: no certificate", ca.display()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+enum Conn {
+    Udp(UdpSocket),
+    Tcp(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+struct Sender {
+    target: Target,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    health: Arc<OutputHealth>,
+    conn: Option<Conn>,
+    backoff: Duration,
+    next_try: Instant,
+    /// The collector is known to be unreachable (said once).
+    down: bool,
+}
+
+impl Sender {
+    fn new(
+        target: Target,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        health: Arc<OutputHealth>,
+    ) -> Self {
+        Sender {
+            target,
+            tls,
+            health,
+            conn: None,
+            backoff: Duration::from_millis(250),
+            next_try: Instant::now(),
+            down: false,
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Vec<u8>>, closing: &AtomicBool) {
+        let mut pending: Option<Vec<u8>> = None;
+        let mut deadline: Option<Instant> = None;
+        loop {
+            if pending.is_none() {
+                pending = match rx.recv_timeout(Duration::from_millis(200)) {
+                    Ok(m) => Some(m),
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                };
+            }
+            let Some(msg) = &pending else { continue };
+            if self.deliver(msg) {
+                pending = None;
+                continue;
+            }
+            // Not delivered: the collector is away. Messages wait in the queue (bounded: the
+            // sink counts what does not fit); at the end of the run they wait 5 s at most.
+            if closing.load(Ordering::Relaxed) {
+                let end = *deadline.get_or_insert_with(|| Instant::now() + DRAIN);
+                if Instant::now() >= end {
+                    let left = 1 + rx.try_iter().count() as u64;
+                    self.health.fail(
+                        OutputKind::Syslog,
+                        left,
+                        &format!(
+                            "{left} message(s) undelivered at the end: {} unreachable",
+                            self.describe()
+                        ),
+                    );
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("{}:{}", self.target.host, self.target.port)
+    }
+
+    /// Sends one message, connecting first if needed; false when it could not (retried later).
+    fn deliver(&mut self, msg: &[u8]) -> bool {
+        if self.conn.is_none() {
+            if Instant::now() < self.next_try {
+                return false;
+            }
+            match self.connect() {
+                Ok(c) => {
+                    self.down = false;
+                    self.conn = Some(c);
+                    self.backoff = Duration::from_millis(250);
+                }
+                Err(e) => {
+                    // Said once per outage; only messages that are lost count as failures.
+                    if !self.down {
+                        self.down = true;
+                        eprintln!(
+                            "otwatch: warning: syslog collector {} unreachable: {e} (retrying; messages wait in a bounded queue)",
+                            self.describe()
+                        );
+                    }
+                    self.next_try = Instant::now() + self.backoff;
+                    self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+                    return false;
+                }
+            }
+        }
+        let written = match self.conn.as_mut() {
+            Some(Conn::Udp(s)) => s.send(msg).map(|_| ()),
+            Some(Conn::Tcp(s)) => framed(s, msg),
+            Some(Conn::Tls(s)) => framed(s.as_mut(), msg),
+            None => return false,
+        };
+        match written {
+            Ok(()) => true,
+            Err(_) => {
+                self.conn = None;
+                false
+            }
+        }
+    }
+
+    fn connect(&self) -> std::io::Result<Conn> {
+        let addr = (self.target.host.as_str(), self.target.port)
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| std::io::Error::other("no address"))?;
+        if self.target.transport == Transport::Udp {
+            let bind = if addr.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            };
+            let s = UdpSocket::bind(bind)?;
+            s.connect(addr)?;
+            return Ok(Conn::Udp(s));
+        }
+        let s = TcpStream::connect_timeout(&addr, WRITE_TIMEOUT)?;
+        s.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        s.set_nodelay(true)?;
+        match &self.tls {
+            None => Ok(Conn::Tcp(s)),
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::try_from(self.target.host.clone())
+                    .map_err(std::io::Error::other)?;
+                let c = rustls::ClientConnection::new(Arc::clone(config), name)
+                    .map_err(std::io::Error::other)?;
+                let mut tls = rustls::StreamOwned::new(c, s);
+                // Handshake now, so a bad certificate is a connection failure, not a lost line.
+                while tls.conn.is_handshaking() {
+                    tls.conn.complete_io(&mut tls.sock)?;
+                }
+                Ok(Conn::Tls(Box::new(tls)))
+            }
+        }
+    }
+}
+
+/// RFC 6587 octet counting: `LEN SP MSG`.
+fn framed(w: &mut impl Write, msg: &[u8]) -> std::io::Result<()> {
+    let mut frame = format!("{} ", msg.len()).into_bytes();
+    frame.extend_from_slice(msg);
+    w.write_all(&frame)?;
+    w.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!(
+            Target::parse("tls://siem.example:6514").unwrap(),
+            Target {
+                transport: Transport::Tls,
+                host: "siem.example".into(),
+                port: 6514
+            }
+        );
+        assert_eq!(Target::parse("udp://[::1]:514").unwrap().host, "::1");
+        for bad in [
+            "siem:514",
+            "http://a:1",
+            "tcp://:514",
+            "tcp://a:port",
+            "tcp://a",
+        ] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cef_escapes_its_header_and_extension() {
+        let key = otwatch_models::AlertKey::host("scan", [10, 0, 0, 9].into());
+        let mut a = Alert::new(
+            key,
+            otwatch_models::Severity::High,
+            otwatch_models::Proto::Modbus,
+            [10, 0, 0, 9].into(),
+            [10, 0, 0, 2].into(),
+            1_700_000_000_000_000_000,
+        );
+        a.message = "a|b=c\\d\nnew".into();
+        let json = serde_json::json!({"kind": "integrity", "sensor": "s=1"});
+        let line = cef(&a, &json);
+        assert!(line.starts_with("CEF:0|otwatch|otwatch|"), "{line}");
+        assert!(line.contains("|scan|a\\|b=c\\\\d new|8|"), "{line}");
+        assert!(
+            line.contains("rt=1700000000000 src=10.0.0.9 dst=10.0.0.2 "),
+            "{line}"
+        );
+        assert!(
+            line.contains("cs2Label=mitreTechniques cs2=T0846,T0861"),
+            "{line}"
+        );
+        assert!(line.contains("dvchost=s\\=1"), "{line}");
+        assert!(line.ends_with("msg=a|b\\=c\\\\d\\nnew"), "{line}");
+    }
+
+    #[test]
+    fn rfc5424_header() {
+        let m = rfc5424(2, 1_700_000_000_000_000_000, "plant 7", "plc_stop", "{}");
+        let m = String::from_utf8(m).unwrap();
+        assert!(
+            m.starts_with("<130>1 2023-11-14T22:13:20.000000Z plant7 otwatch "),
+            "{m}"
+        );
+        assert!(m.ends_with(" plc_stop - {}"), "{m}");
+    }
+}

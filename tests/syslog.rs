@@ -1,0 +1,242 @@
+//! Alerts to a real rsyslog (Debian's rsyslogd, started by the test): over TCP with RFC 6587
+//! octet counting, as JSON and as CEF, and over TLS (rsyslog's openssl driver, a test CA). What
+//! rsyslog received is checked against the alerts file of the same run. A collector that is
+//! down loses messages, and that is counted and makes the exit status non-zero.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const OTWATCH: &str = env!("CARGO_BIN_EXE_otwatch");
+const OSSL: &str = "/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_ossl.so";
+
+fn rsyslogd() -> Option<PathBuf> {
+    ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// An rsyslogd listening on 127.0.0.1:`port` (imtcp; `tls`: the openssl driver with `dir`'s
+/// certificates), writing every message as received, one per line, to `dir/out.log`.
+struct Collector {
+    child: Child,
+    out: PathBuf,
+}
+
+impl Collector {
+    fn start(bin: &Path, dir: &Path, port: u16, tls: bool) -> Collector {
+        let d = dir.display();
+        let global = if tls {
+            format!(
+                "global(workDirectory=\"{d}\" maxMessageSize=\"64k\" defaultNetstreamDriver=\"ossl\" \
+                 defaultNetstreamDriverCAFile=\"{d}/ca.crt\" defaultNetstreamDriverCertFile=\"{d}/server.crt\" \
+                 defaultNetstreamDriverKeyFile=\"{d}/server.key\")\n\
+                 module(load=\"imtcp\" streamDriver.name=\"ossl\" streamDriver.mode=\"1\" streamDriver.authMode=\"anon\")\n"
+            )
+        } else {
+            format!(
+                "global(workDirectory=\"{d}\" maxMessageSize=\"64k\")\nmodule(load=\"imtcp\")\n"
+            )
+        };
+        let conf = format!(
+            "{global}input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\")\n\
+             template(name=\"raw\" type=\"string\" string=\"%rawmsg%\\n\")\n\
+             action(type=\"omfile\" file=\"{d}/out.log\" template=\"raw\")\n"
+        );
+        std::fs::write(dir.join("rsyslog.conf"), conf).expect("conf");
+        let child = Command::new(bin)
+            .args(["-n", "-f"])
+            .arg(dir.join("rsyslog.conf"))
+            .arg("-i")
+            .arg(dir.join("rsyslog.pid"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("rsyslogd starts");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "rsyslogd did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Collector {
+            child,
+            out: dir.join("out.log"),
+        }
+    }
+
+    /// The messages received, once there are `n` of them (or after 10 s).
+    fn received(&self, n: usize) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+            let lines: Vec<String> = text.lines().map(String::from).collect();
+            if lines.len() >= n || start.elapsed() > Duration::from_secs(10) {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn scenario() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios/modbus_write.pcap")
+}
+
+/// Runs detection on the scenario with `args`; returns the alerts file's lines and stderr.
+fn run(dir: &Path, args: &[&str]) -> (Vec<serde_json::Value>, String, Option<i32>) {
+    let alerts = dir.join("alerts.jsonl");
+    let out = Command::new(OTWATCH)
+        .args([
+            "replay",
+            "--learn",
+            "60s",
+            "--sensor-name",
+            "cell-7",
+            "--alerts",
+        ])
+        .arg(&alerts)
+        .args(args)
+        .arg(scenario())
+        .output()
+        .expect("otwatch runs");
+    let lines = std::fs::read_to_string(&alerts)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("alert json"))
+        .collect();
+    (
+        lines,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code(),
+    )
+}
+
+/// The RFC 5424 header of a message and its body.
+fn split(msg: &str) -> (&str, &str) {
+    let at = msg.find(" - ").expect("no structured data, then the body");
+    (&msg[..at], &msg[at + 3..])
+}
+
+#[test]
+fn alerts_reach_rsyslog_over_tcp_as_json_and_cef() {
+    let Some(bin) = rsyslogd() else {
+        skip("rsyslogd not found (Debian package rsyslog)");
+        return;
+    };
+    for format in ["json", "cef"] {
+        let dir = scratch(&format!("syslog-tcp-{format}"));
+        let port = free_port();
+        let collector = Collector::start(&bin, &dir, port, false);
+        let url = format!("tcp://127.0.0.1:{port}");
+        let (alerts, stderr, code) = run(&dir, &["--syslog", &url, "--syslog-format", format]);
+        assert_eq!(code, Some(0), "{stderr}");
+        assert!(alerts.len() >= 3, "{alerts:?}");
+        let got = collector.received(alerts.len());
+        assert_eq!(got.len(), alerts.len(), "{got:#?}");
+        for (msg, alert) in got.iter().zip(&alerts) {
+            let (header, body) = split(msg);
+            assert!(
+                header.starts_with('<') && header.contains(">1 "),
+                "{header}"
+            );
+            assert!(header.contains(" cell-7 otwatch "), "{header}");
+            assert!(
+                header.ends_with(alert["type"].as_str().unwrap()),
+                "{header}"
+            );
+            if format == "json" {
+                let sent: serde_json::Value = serde_json::from_str(body).expect("the alert's JSON");
+                assert_eq!(&sent, alert);
+            } else {
+                assert!(body.starts_with("CEF:0|otwatch|otwatch|"), "{body}");
+                assert!(
+                    body.contains(&format!("externalId={}", alert["id"])),
+                    "{body}"
+                );
+                if let Some(c) = alert["community_id"].as_str() {
+                    assert!(
+                        body.contains(&format!("cs1={}", c.replace('=', "\\="))),
+                        "{body}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn alerts_reach_rsyslog_over_tls_intact() {
+    let Some(bin) = rsyslogd() else {
+        skip("rsyslogd not found (Debian package rsyslog)");
+        return;
+    };
+    if !Path::new(OSSL).exists() {
+        skip("rsyslog's openssl driver not found (Debian package rsyslog-openssl)");
+        return;
+    }
+    let dir = scratch("syslog-tls");
+    write_test_certificates(&dir);
+    let port = free_port();
+    let collector = Collector::start(&bin, &dir, port, true);
+    let url = format!("tls://localhost:{port}");
+    let ca = dir.join("ca.crt");
+    let (alerts, stderr, code) = run(
+        &dir,
+        &["--syslog", &url, "--syslog-ca", ca.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let got = collector.received(alerts.len());
+    assert_eq!(got.len(), alerts.len(), "{got:#?}");
+    let mut with_flow = 0;
+    for (msg, alert) in got.iter().zip(&alerts) {
+        let sent: serde_json::Value = serde_json::from_str(split(msg).1).expect("the alert's JSON");
+        assert_eq!(&sent, alert);
+        assert!(!sent["techniques"].as_array().unwrap().is_empty(), "{sent}");
+        with_flow += usize::from(sent["community_id"].is_string());
+    }
+    assert!(
+        with_flow > 0,
+        "an alert with its Community ID went over TLS"
+    );
+}
+
+/// A collector that is down never holds up the capture: the run ends, and every alert it could
+/// not deliver is counted (summary, exit status 1).
+#[test]
+fn a_down_collector_loses_nothing_quietly() {
+    let dir = scratch("syslog-down");
+    let url = format!("tcp://127.0.0.1:{}", free_port());
+    let (alerts, stderr, code) = run(&dir, &["--syslog", &url]);
+    assert!(
+        !alerts.is_empty(),
+        "the alerts file is written all the same"
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("syslog"), "{stderr}");
+    assert!(stderr.contains("unreachable"), "{stderr}");
+    // Every alert line is accounted for.
+    let lost = format!("{} message(s) undelivered", alerts.len());
+    assert!(stderr.contains(&lost), "{lost}: {stderr}");
+}
