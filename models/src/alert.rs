@@ -434,6 +434,7 @@ impl AlertBook {
                 e.last.ts = a.ts;
                 e.last.frames = a.frames;
                 e.last.source = a.source;
+                e.last.ports = a.ports;
                 if ts.saturating_sub(e.last_emitted) >= self.realert_nanos {
                     e.last_emitted = ts;
                     e.emitted_count = e.count;

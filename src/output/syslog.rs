@@ -1,4 +1,4 @@
-//! Alerts (and events, if asked) to a SIEM over syslog: RFC 5424 messages over UDP, TCP
+//! Alerts to a SIEM over syslog: RFC 5424 messages over UDP, TCP
 //! (RFC 6587 octet counting) or TLS (rustls), carrying the alert's JSON or a CEF line.
 //!
 //! Capture never waits for the collector: messages go through a bounded queue to a sender
@@ -352,7 +352,10 @@ impl Sender {
     }
 
     /// Sends one message, connecting first if needed; false when it could not (retried later).
+    /// A message that fails on a connection made for it (too large for a datagram, say) is
+    /// dropped and counted, so it cannot hold up the ones behind it.
     fn deliver(&mut self, msg: &[u8]) -> bool {
+        let fresh = self.conn.is_none();
         if self.conn.is_none() {
             if Instant::now() < self.next_try {
                 return false;
@@ -361,7 +364,6 @@ impl Sender {
                 Ok(c) => {
                     self.down = false;
                     self.conn = Some(c);
-                    self.backoff = Duration::from_millis(250);
                 }
                 Err(e) => {
                     // Said once per outage; only messages that are lost count as failures.
@@ -385,9 +387,27 @@ impl Sender {
             None => return false,
         };
         match written {
-            Ok(()) => true,
-            Err(_) => {
+            Ok(()) => {
+                self.backoff = Duration::from_millis(250);
+                true
+            }
+            Err(e) => {
+                // A collector that accepts and then fails is retried with the same backoff as
+                // one that refuses.
                 self.conn = None;
+                self.next_try = Instant::now() + self.backoff;
+                self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+                if fresh {
+                    self.health.fail(
+                        OutputKind::Syslog,
+                        1,
+                        &format!(
+                            "{}: a message failed on a new connection: {e}",
+                            self.describe()
+                        ),
+                    );
+                    return true;
+                }
                 false
             }
         }
@@ -410,6 +430,9 @@ impl Sender {
         }
         let s = TcpStream::connect_timeout(&addr, WRITE_TIMEOUT)?;
         s.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        // TLS reads too (the handshake, and while rustls waits to write): a collector that
+        // stops answering must not hold the sender, or the end of the run, forever.
+        s.set_read_timeout(Some(WRITE_TIMEOUT))?;
         s.set_nodelay(true)?;
         match &self.tls {
             None => Ok(Conn::Tcp(s)),
