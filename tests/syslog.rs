@@ -213,7 +213,7 @@ fn alerts_reach_rsyslog_over_tls_intact() {
     for (msg, alert) in got.iter().zip(&alerts) {
         let sent: serde_json::Value = serde_json::from_str(split(msg).1).expect("the alert's JSON");
         assert_eq!(&sent, alert);
-        assert!(!sent["techniques"].as_array().unwrap().is_empty(), "{sent}");
+        assert!(!sent["attack"].as_array().unwrap().is_empty(), "{sent}");
         with_flow += usize::from(sent["community_id"].is_string());
     }
     assert!(

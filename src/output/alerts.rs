@@ -29,9 +29,11 @@ pub fn alert_json(a: &Alert) -> serde_json::Value {
         "state": a.state,
         "confidence": if a.low_confidence { "low" } else { "normal" },
         "line": a.line,
-        "techniques": otwatch_models::alert::techniques(a.r#type)
+        // The contract's `attack` (../shared/DESIGN.md): MITRE ATT&CK for ICS technique IDs;
+        // their names are in docs/alerts.md.
+        "attack": otwatch_models::alert::techniques(a.r#type)
             .iter()
-            .map(|(id, name)| json!({"id": id, "name": name}))
+            .map(|(id, _)| *id)
             .collect::<Vec<_>>(),
     });
     if let (Some(p), Some(m)) = (a.ports, v.as_object_mut()) {
