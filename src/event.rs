@@ -388,7 +388,7 @@ impl EventSink for JsonLinesSink {
 
 /// What identifies an event's flow to other tools (`community_id`, `flow_id`: TCP and UDP
 /// events), and the sensor, appended to the event's JSON object.
-fn event_flow_members(line: &mut Vec<u8>, event: &Event, sensor: Option<&str>) {
+pub(crate) fn event_flow_members(line: &mut Vec<u8>, event: &Event, sensor: Option<&str>) {
     use crate::output::flow_ids;
     let ports = matches!(event.transport, "tcp" | "udp").then_some(otwatch_models::Ports {
         src: event.src_port,

@@ -77,7 +77,7 @@ impl Wants {
     pub fn of(detection: Option<&Detection>, events: &dyn EventSink) -> Wants {
         Wants {
             observations: detection.is_some_and(Detection::wants_observations),
-            events: events.wants_events(),
+            events: events.wants_events() || detection.is_some_and(Detection::wants_event_lines),
             detail: detection.is_some_and(|d| d.engine.is_some()) || events.wants_detail(),
         }
     }
@@ -617,6 +617,9 @@ impl<P> Shards<P> {
             d.observe(o);
         }
         if let Some(e) = item.event {
+            if let Some(d) = stage.detection.as_deref_mut() {
+                d.event_out(&e);
+            }
             stage.events.emit(*e);
         }
     }

@@ -242,3 +242,46 @@ fn a_down_collector_loses_nothing_quietly() {
     let lost = format!("{} message(s) undelivered", alerts.len());
     assert!(stderr.contains(&lost), "{lost}: {stderr}");
 }
+
+/// With `--syslog-events`, every event goes to the collector too (MSGID `event`, severity
+/// informational), its body the event's line in the events file; with one worker and with two.
+#[test]
+fn events_reach_rsyslog_with_syslog_events() {
+    let Some(bin) = rsyslogd() else {
+        skip("rsyslogd not found (Debian package rsyslog)");
+        return;
+    };
+    for workers in ["1", "2"] {
+        let dir = scratch(&format!("syslog-events-{workers}"));
+        let port = free_port();
+        let collector = Collector::start(&bin, &dir, port, false);
+        let url = format!("tcp://127.0.0.1:{port}");
+        let events = dir.join("events.jsonl");
+        let ev = events.to_str().unwrap();
+        let args = [
+            "--syslog",
+            &url,
+            "--syslog-events",
+            "--events",
+            ev,
+            "--workers",
+            workers,
+        ];
+        let (alerts, stderr, code) = run(&dir, &args);
+        assert_eq!(code, Some(0), "{stderr}");
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&events)
+            .expect("events file")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("event json"))
+            .collect();
+        let got = collector.received(alerts.len() + lines.len());
+        let sent_events: Vec<serde_json::Value> = got
+            .iter()
+            .map(|m| split(m))
+            .filter(|(h, _)| h.ends_with(" event") && h.starts_with("<134>1 "))
+            .map(|(_, b)| serde_json::from_str(b).expect("the event's JSON"))
+            .collect();
+        assert_eq!(sent_events, lines, "workers {workers}");
+        assert_eq!(got.len(), alerts.len() + lines.len(), "workers {workers}");
+    }
+}

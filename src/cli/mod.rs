@@ -210,6 +210,9 @@ pub(crate) struct DetectArgs {
     /// The syslog message body: the alert's JSON line, or CEF.
     #[arg(long, value_name = "json|cef", default_value = "json", value_parser = ["json", "cef"], requires = "syslog")]
     pub(crate) syslog_format: String,
+    /// Send every event (its JSON line) to the syslog collector too, severity informational.
+    #[arg(long, requires = "syslog")]
+    pub(crate) syslog_events: bool,
 }
 
 impl DetectArgs {

@@ -210,6 +210,7 @@ pub(crate) fn open_outputs(
                 Arc::clone(&sensor),
                 Arc::clone(health),
             )?);
+            det.syslog_events = detect.syslog_events;
         }
     }
     let json = match events {

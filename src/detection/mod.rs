@@ -57,6 +57,8 @@ pub struct Detection {
     pub sensor: Option<Arc<str>>,
     /// Alerts to a syslog collector too.
     pub syslog: Option<crate::output::syslog::SyslogSink>,
+    /// Events to the syslog collector as well (`--syslog-events`).
+    pub syslog_events: bool,
     pub evidence_written: u64,
     /// Alert lines written, by kind, type and severity (first lines of a cause only).
     pub counts: BTreeMap<(&'static str, &'static str, &'static str), u64>,
@@ -77,6 +79,7 @@ impl Detection {
             evidence: None,
             sensor: None,
             syslog: None,
+            syslog_events: false,
             run_tag: {
                 let secs = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -121,6 +124,25 @@ impl Detection {
     pub fn observe_event(&mut self, ev: &Event) {
         if let Some(o) = observe(ev) {
             self.observe(&o);
+        }
+    }
+
+    /// Whether events must reach the detection stage for an output of its own (events to
+    /// syslog), whatever the events file wants.
+    pub fn wants_event_lines(&self) -> bool {
+        self.syslog_events && self.syslog.is_some()
+    }
+
+    /// An event, in capture order, for the outputs detection owns (`--syslog-events`): its
+    /// JSON line as an events file has it.
+    pub fn event_out(&mut self, ev: &Event) {
+        let (Some(s), true) = (&mut self.syslog, self.syslog_events) else {
+            return;
+        };
+        let mut line = Vec::with_capacity(512);
+        if serde_json::to_writer(&mut line, ev).is_ok() {
+            crate::event::event_flow_members(&mut line, ev, self.sensor.as_deref());
+            s.event(ev.ts.0, &line);
         }
     }
 
@@ -340,6 +362,7 @@ impl EventSink for DetectSink<'_> {
                 .as_ref()
                 .is_some_and(|m| m.channels.enabled())
             || self.inner.wants_events()
+            || self.detection.wants_event_lines()
     }
 
     fn tick(&mut self, now_nanos: i64) {
@@ -359,6 +382,7 @@ impl EventSink for DetectSink<'_> {
 
     fn emit(&mut self, event: Event) {
         self.detection.observe_event(&event);
+        self.detection.event_out(&event);
         if self.inner.wants_events() {
             self.inner.emit(event);
         }

@@ -1,4 +1,4 @@
-//! Alerts to a SIEM over syslog: RFC 5424 messages over UDP, TCP
+//! Alerts (and, with `--syslog-events`, events) to a SIEM over syslog: RFC 5424 messages over UDP, TCP
 //! (RFC 6587 octet counting) or TLS (rustls), carrying the alert's JSON or a CEF line.
 //!
 //! Capture never waits for the collector: messages go through a bounded queue to a sender
