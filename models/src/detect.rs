@@ -59,7 +59,7 @@ struct PollRt {
     last: Option<(i64, u64)>,
     missing_alerted: bool,
     /// Time and frames (previous poll, this one) of its last `POLL_BROKEN` broken intervals.
-    broken: VecDeque<(i64, u64, u64)>,
+    broken: VecDeque<(i64, (u64, u64))>,
 }
 
 #[derive(Default)]
@@ -948,21 +948,16 @@ impl Detector {
                 }
                 // One delayed poll makes two broken intervals, a late one and then an early
                 // one sharing its frame: counted once.
-                let adjacent = p.broken.back().is_some_and(|b| b.2 == prev_frame);
-                if (gap < early || (gap > late && !p.missing_alerted)) && !adjacent {
-                    if p.broken.len() == POLL_BROKEN {
-                        p.broken.pop_front();
-                    }
-                    p.broken.push_back((o.ts, prev_frame, o.frame));
-                }
-                let sustained = match (p.broken.front(), p.broken.back()) {
-                    (Some(first), Some(last)) => {
-                        p.broken.len() == POLL_BROKEN
-                            && last.0 == o.ts
-                            && secs(first.0, last.0) <= poll_window(m)
-                    }
-                    _ => false,
-                };
+                let adjacent = p.broken.back().is_some_and(|b| b.1 .1 == prev_frame);
+                let sustained = (gap < early || (gap > late && !p.missing_alerted))
+                    && !adjacent
+                    && again_within(
+                        &mut p.broken,
+                        POLL_BROKEN,
+                        nanos(poll_window(m)),
+                        o.ts,
+                        (prev_frame, o.frame),
+                    );
                 if sustained {
                     let what = if gap < early { "off-period" } else { "late" };
                     if let Some(mut a) = fresh(
@@ -984,7 +979,7 @@ impl Detector {
                             gap,
                             m.period
                         );
-                        a.frames = p.broken.iter().flat_map(|b| [b.1, b.2]).collect();
+                        a.frames = p.broken.iter().flat_map(|b| [b.1 .0, b.1 .1]).collect();
                         a.learned = json!({"period_s": m.period, "jitter_s": m.jitter, "window_s": poll_window(m)});
                         a.observed = json!({"interval_s": gap, "kind": what, "broken_intervals": POLL_BROKEN});
                         out.push(a);
@@ -1106,7 +1101,7 @@ impl Detector {
         if l.samples < 20 || rt.recent.len() < LATENCY_RECENT {
             return;
         }
-        if let Some((dir, median)) = recent_shift(l, &rt.recent) {
+        if let Some(median) = recent_slowdown(l, &rt.recent) {
             if let Some(mut a) = fresh(
                 &mut self.raised,
                 alert(
@@ -1117,7 +1112,7 @@ impl Detector {
                 out,
             ) {
                 a.message = format!(
-                    "{ch}: response time {dir}: median of the last {LATENCY_RECENT} is {:.1} ms, learned p50 {:.1} ms, p99 {:.1} ms",
+                    "{ch}: response time up: median of the last {LATENCY_RECENT} is {:.1} ms, learned p50 {:.1} ms, p99 {:.1} ms",
                     median * 1e3,
                     l.p50 * 1e3,
                     l.p99 * 1e3
@@ -1176,20 +1171,12 @@ impl Detector {
             for (c, _, _) in &expired {
                 rt.pending.map.remove(c);
             }
-            for e in &expired {
-                if rt.timeouts.len() == MIN_UNANSWERED {
-                    rt.timeouts.pop_front();
-                }
-                rt.timeouts.push_back((e.1, e.2));
-            }
             let model = rt.known.map(|i| &self.baseline.channels[i]);
-            let recent = match (rt.timeouts.front(), rt.timeouts.back()) {
-                (Some(first), Some(last)) => {
-                    rt.timeouts.len() == MIN_UNANSWERED
-                        && last.0.saturating_sub(first.0) <= unanswered_window(model)
-                }
-                _ => false,
-            };
+            let window = unanswered_window(model);
+            let mut recent = false;
+            for e in &expired {
+                recent = again_within(&mut rt.timeouts, MIN_UNANSWERED, window, e.1, e.2);
+            }
             if !recent || model.is_some_and(unanswered_in_learning) {
                 continue;
             }
@@ -1206,9 +1193,9 @@ impl Detector {
             a.message = format!(
                 "{ch}: {} request(s) unanswered after {timeout:.3} s ({MIN_UNANSWERED} or more within {} s)",
                 expired.len(),
-                unanswered_window(model) / NANOS
+                window / NANOS
             );
-            a.learned = json!({"timeout_s": timeout, "min_unanswered": MIN_UNANSWERED, "window_s": unanswered_window(model) / NANOS});
+            a.learned = json!({"timeout_s": timeout, "min_unanswered": MIN_UNANSWERED, "window_s": window / NANOS});
             a.observed = json!({"unanswered": expired.len(), "first_request_frame": frame, "first_request_ts_ns": ts});
             out.push(a);
         }
@@ -1329,6 +1316,20 @@ impl Detector {
     }
 }
 
+/// The last `n` occurrences of something (capture time first, oldest first): records one, and
+/// says whether all `n` now lie within `window` nanoseconds. Broken poll intervals and
+/// response timeouts are incidents only when they come again soon.
+fn again_within<T>(q: &mut VecDeque<(i64, T)>, n: usize, window: i64, ts: i64, what: T) -> bool {
+    if q.len() == n {
+        q.pop_front();
+    }
+    q.push_back((ts, what));
+    match (q.front(), q.back()) {
+        (Some(first), Some(last)) => q.len() == n && last.0.saturating_sub(first.0) <= window,
+        _ => false,
+    }
+}
+
 /// A UDP conversation of a protocol otwatch does not dissect to a broadcast or multicast
 /// address: hosts' housekeeping (NetBIOS, LLMNR, mDNS, SSDP, DHCP), which no OT process depends
 /// on. A new device behind it is still reported (`new_asset`); the conversation itself is not.
@@ -1387,9 +1388,11 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 /// threshold holds for every value above it, so when the largest latency is no slowdown the
 /// median (below it) is not either: the common case costs a pass over the window, not a
 /// selection.
-fn recent_shift(l: &LatencyModel, recent: &VecDeque<f64>) -> Option<(&'static str, f64)> {
+fn recent_slowdown(l: &LatencyModel, recent: &VecDeque<f64>) -> Option<f64> {
     let hi = recent.iter().fold(f64::NEG_INFINITY, |hi, &v| hi.max(v));
-    latency_shift(l, hi)?;
+    if !slowed(l, hi) {
+        return None;
+    }
     let mut window = [0.0f64; LATENCY_RECENT];
     for (slot, v) in window.iter_mut().zip(recent) {
         *slot = *v;
@@ -1399,7 +1402,7 @@ fn recent_shift(l: &LatencyModel, recent: &VecDeque<f64>) -> Option<(&'static st
         return None;
     }
     let median = *window[..n].select_nth_unstable_by(n / 2, f64::total_cmp).1;
-    latency_shift(l, median).map(|dir| (dir, median))
+    slowed(l, median).then_some(median)
 }
 
 /// What a latency alert is for: a sustained slowdown, which is what an availability problem
@@ -1407,8 +1410,8 @@ fn recent_shift(l: &LatencyModel, recent: &VecDeque<f64>) -> Option<(&'static st
 /// must exceed both twice the learned p99 and four times the learned p50, and by more than
 /// 5 ms. Faster answers are no risk to the process (a serial gateway answering faster after a
 /// restart raised `latency_shift` "down" 2-3 times per unit on real traffic): not an alert.
-fn latency_shift(l: &LatencyModel, median: f64) -> Option<&'static str> {
-    (median > (2.0 * l.p99).max(4.0 * l.p50) && median - l.p50 > 0.005).then_some("up")
+fn slowed(l: &LatencyModel, median: f64) -> bool {
+    median > (2.0 * l.p99).max(4.0 * l.p50) && median - l.p50 > 0.005
 }
 
 fn accesses_json(o: &Observation) -> serde_json::Value {
@@ -1571,7 +1574,7 @@ mod tests {
     /// gives, over random windows and models (latencies from 0.1 ms to 1 s, skewed windows
     /// included).
     #[test]
-    fn recent_shift_agrees_with_the_sorted_median() {
+    fn recent_slowdown_agrees_with_the_sorted_median() {
         let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
         let mut next = move || {
             seed ^= seed << 13;
@@ -1597,13 +1600,13 @@ mod tests {
             let mut sorted: Vec<f64> = window.iter().copied().collect();
             sorted.sort_by(f64::total_cmp);
             let median = sorted[sorted.len() / 2];
-            let expected = latency_shift(&l, median).map(|d| (d, median));
-            assert_eq!(recent_shift(&l, &window), expected, "{l:?} {window:?}");
+            let expected = slowed(&l, median).then_some(median);
+            assert_eq!(recent_slowdown(&l, &window), expected, "{l:?} {window:?}");
             shifts += usize::from(expected.is_some());
         }
         assert!(shifts > 1000, "the cases include shifts: {shifts}");
         assert_eq!(
-            recent_shift(
+            recent_slowdown(
                 &LatencyModel {
                     samples: 1,
                     p50: 0.1,
