@@ -395,16 +395,15 @@ pub(crate) fn event_flow_members(line: &mut Vec<u8>, event: &Event, sensor: Opti
         dst: event.dst_port,
         udp: event.transport == "udp",
     });
-    let community = ports.and_then(|p| flow_ids::community_id(event.src_ip, event.dst_ip, p));
-    let flow = ports.and_then(|p| flow_ids::flow_id(event.src_ip, event.dst_ip, p));
+    let ids = ports.and_then(|p| flow_ids::ids(event.src_ip, event.dst_ip, p));
     let mut strings = Vec::with_capacity(2);
-    if let Some(c) = &community {
+    if let Some((c, _)) = &ids {
         strings.push(("community_id", c.as_str()));
     }
     if let Some(s) = sensor {
         strings.push(("sensor", s));
     }
-    let numbers: Vec<(&str, u64)> = flow.map(|f| ("flow_id", f)).into_iter().collect();
+    let numbers: Vec<(&str, u64)> = ids.as_ref().map(|i| ("flow_id", i.1)).into_iter().collect();
     flow_ids::append_members(line, &strings, &numbers);
 }
 

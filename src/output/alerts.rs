@@ -39,11 +39,9 @@ pub fn alert_json(a: &Alert) -> serde_json::Value {
     if let (Some(p), Some(m)) = (a.ports, v.as_object_mut()) {
         m.insert("src_port".into(), json!(p.src));
         m.insert("dst_port".into(), json!(p.dst));
-        if let Some(id) = flow_ids::community_id(a.src_ip, a.dst_ip, p) {
-            m.insert("community_id".into(), json!(id));
-        }
-        if let Some(id) = flow_ids::flow_id(a.src_ip, a.dst_ip, p) {
-            m.insert("flow_id".into(), json!(id));
+        if let Some((community, flow)) = flow_ids::ids(a.src_ip, a.dst_ip, p) {
+            m.insert("community_id".into(), json!(community));
+            m.insert("flow_id".into(), json!(flow));
         }
     }
     if let (Some(e), Some(m)) = (&a.evidence, v.as_object_mut()) {

@@ -9,21 +9,27 @@ use otwatch_models::Ports;
 /// The Community ID flow hash (v1, seed 0) of the flow between `src` and `dst`: the value Zeek,
 /// Suricata and tshark's `communityid` give it, whichever direction a packet went.
 pub fn community_id(src: IpAddr, dst: IpAddr, p: Ports) -> Option<String> {
-    calculate(src, dst, p, false)
+    ids(src, dst, p).map(|i| i.0)
 }
 
-/// A number for the flow, the same on every event and alert line of it (and in every run and
-/// sensor): the first 53 bits of its Community ID hash, so that JSON readers that hold numbers
-/// as doubles keep it exact. Not Suricata's own `flow_id`, which is random per run.
-pub fn flow_id(src: IpAddr, dst: IpAddr, p: Ports) -> Option<u64> {
-    let hex = calculate(src, dst, p, true)?;
-    let digits = hex.strip_prefix("1:")?.get(..16)?;
-    u64::from_str_radix(digits, 16).ok().map(|v| v >> 11)
-}
-
-fn calculate(src: IpAddr, dst: IpAddr, p: Ports, hex: bool) -> Option<String> {
+/// The flow's Community ID and a number for it, from one hash. The number is the same on
+/// every event and alert line of the flow (and in every run and sensor): the first 53 bits of
+/// the Community ID hash, so that JSON readers that hold numbers as doubles keep it exact. Not
+/// Suricata's own `flow_id`, which is random per run.
+pub fn ids(src: IpAddr, dst: IpAddr, p: Ports) -> Option<(String, u64)> {
+    use base64::Engine as _;
     let proto = if p.udp { 17 } else { 6 };
-    community_id::calculate_community_id(0, src, dst, Some(p.src), Some(p.dst), proto, hex).ok()
+    let hex =
+        community_id::calculate_community_id(0, src, dst, Some(p.src), Some(p.dst), proto, true)
+            .ok()?;
+    let digits = hex.strip_prefix("1:")?;
+    let bytes: Vec<u8> = (0..digits.len() / 2)
+        .map(|i| u8::from_str_radix(digits.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect::<Option<_>>()?;
+    let first: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+    let flow = u64::from_be_bytes(first) >> 11;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    Some((format!("1:{b64}"), flow))
 }
 
 /// Appends string and number members to the JSON object just written at the end of `line`
@@ -74,8 +80,8 @@ mod tests {
         );
         // The same flow either way round.
         assert_eq!(community_id(b, a, p.reversed()), community_id(a, b, p));
-        let id = flow_id(a, b, p).unwrap();
-        assert_eq!(flow_id(b, a, p.reversed()), Some(id));
+        let id = ids(a, b, p).unwrap().1;
+        assert_eq!(ids(b, a, p.reversed()).map(|i| i.1), Some(id));
         assert!(id < 1 << 53);
         // "1:" + hex of wCb3OG7y… = c026f7386ef2…: its first 64 bits, shifted to 53.
         assert_eq!(id, 0xc026_f738_6ef2_0055 >> 11);
