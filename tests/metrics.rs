@@ -9,138 +9,16 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::services::*;
 use common::{scratch, write_test_certificates};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn have(bin: &str) -> bool {
-    let found = Command::new(bin)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        common::skip(format_args!(
-            "{bin} not installed (Debian package prometheus)"
-        ));
-    }
-    found
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A plain HTTP/1.0 GET on loopback: the status code and the body.
-fn http_get(port: u16, path: &str, accept: Option<&str>) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let accept = accept
-        .map(|a| format!("Accept: {a}\r\n"))
-        .unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{accept}\r\n").ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let (head, body) = resp.split_once("\r\n\r\n")?;
-    let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, body.to_string()))
-}
-
-fn urlencode(q: &str) -> String {
-    q.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// An instant query through Prometheus's HTTP API: (labels, value) per series.
-fn query(port: u16, q: &str, time: Option<f64>) -> Vec<(BTreeMap<String, String>, f64)> {
-    let t = time.map(|t| format!("&time={t:.3}")).unwrap_or_default();
-    let Some((200, body)) = http_get(
-        port,
-        &format!("/api/v1/query?query={}{t}", urlencode(q)),
-        None,
-    ) else {
-        return Vec::new();
-    };
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-    v["data"]["result"]
-        .as_array()
-        .map(|r| {
-            r.iter()
-                .map(|s| {
-                    let labels = s["metric"]
-                        .as_object()
-                        .map(|m| {
-                            m.iter()
-                                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let value = s["value"][1]
-                        .as_str()
-                        .and_then(|x| x.parse().ok())
-                        .unwrap_or(f64::NAN);
-                    (labels, value)
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_prometheus(dir: &Path, config: &str, extra: &[&str]) -> (Killed, u16) {
-    let port = free_port();
-    std::fs::write(dir.join("prometheus.yml"), config).expect("config");
-    let child = Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("prometheus.log")).expect("log"))
-        .spawn()
-        .expect("start prometheus");
-    let guard = Killed(child);
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        if matches!(http_get(port, "/-/ready", None), Some((200, _))) {
-            return (guard, port);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!(
-        "prometheus did not become ready: {}",
-        std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
-    );
-}
 
 /// PDUs per (proto, function) as the replay itself counts them.
 fn replay_pdus(path: &Path) -> BTreeMap<(String, String), f64> {
@@ -181,7 +59,7 @@ fn metrics_endpoint_serves_both_formats() {
     let port = free_port();
     let fixture = repo().join("fixtures/scenarios/modbus_steady.pcap");
     let child = Command::new(env!("CARGO_BIN_EXE_otwatch"))
-        .args(["replay", "-q", "--speed", "1000", "--metrics"])
+        .args(["replay", "-q", "--speed", "1000", "--sensor-name", "t", "--metrics"])
         .arg(port.to_string())
         .args(["--metrics-hold", "3s"])
         .arg(&fixture)
@@ -192,7 +70,7 @@ fn metrics_endpoint_serves_both_formats() {
     let mut text = None;
     while start.elapsed() < Duration::from_secs(20) {
         if let Some((200, body)) = http_get(port, "/metrics", None) {
-            if body.contains("otwatch_pdus_total{proto=\"modbus\",function=\"3\"} 240") {
+            if body.contains("otwatch_pdus_total{proto=\"modbus\",function=\"3\",sensor=\"t\"} 240") {
                 text = Some(body);
                 break;
             }
@@ -201,7 +79,14 @@ fn metrics_endpoint_serves_both_formats() {
     }
     let text = text.expect("final metrics in the text format");
     assert!(text.contains("# TYPE otwatch_packets_total counter"));
-    assert!(text.contains("otwatch_packets_total 549"));
+    assert!(text.contains("otwatch_packets_total{sensor=\"t\"} 549"));
+    // Every series names the sensor (--sensor-name), the server's own among them.
+    assert!(
+        text.lines()
+            .filter(|l| l.starts_with("otwatch_"))
+            .all(|l| l.contains("sensor=\"t\"")),
+        "{text}"
+    );
     assert!(!text.contains("# EOF"));
     let (code, om) = http_get(
         port,
@@ -317,7 +202,7 @@ fn openmetrics_backfill_into_prometheus() {
     let om = dir.join("out.om");
     let fixture = repo().join("fixtures/scenarios/modbus_flood.pcap");
     let status = Command::new(env!("CARGO_BIN_EXE_otwatch"))
-        .args(["replay", "-q", "--learn", "60s", "--openmetrics"])
+        .args(["replay", "-q", "--learn", "60s", "--sensor-name", "t", "--openmetrics"])
         .arg(&om)
         .arg(&fixture)
         .status()
@@ -340,7 +225,7 @@ fn openmetrics_backfill_into_prometheus() {
     let text = std::fs::read_to_string(&om).expect("om");
     let last_ts: f64 = text
         .lines()
-        .filter(|l| l.starts_with("otwatch_capture_timestamp_seconds "))
+        .filter(|l| l.starts_with("otwatch_capture_timestamp_seconds{sensor=\"t\"} "))
         .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
         .fold(0.0, f64::max);
     assert!(last_ts > 1.7e9, "capture timestamps in the file");
@@ -518,7 +403,7 @@ fn dashboards_and_rules_are_valid() {
 /// An otwatch whose /metrics stays up (a replay held open); killed when dropped.
 fn serving_otwatch(port: u16, extra: &[&str], setup: impl FnOnce(&mut Command)) -> Killed {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_otwatch"));
-    cmd.args(["replay", "-q", "--metrics", &format!("127.0.0.1:{port}")])
+    cmd.args(["replay", "-q", "--sensor-name", "t", "--metrics", &format!("127.0.0.1:{port}")])
         .args(["--metrics-hold", "120s"])
         .args(extra)
         .arg(repo().join("fixtures/modbus_example.pcap"))
@@ -650,7 +535,7 @@ fn metrics_server_survives_descriptor_exhaustion() {
     assert_eq!(code, 200);
     let errors = sample(
         &body,
-        "otwatch_metrics_server_events_total{event=\"accept_error\"}",
+        "otwatch_metrics_server_events_total{event=\"accept_error\",sensor=\"t\"}",
     );
     assert!(
         errors.is_some_and(|n| n > 0.0),
@@ -743,4 +628,93 @@ fn prometheus_scrapes_over_tls_with_basic_auth() {
     let packets = query(port, "otwatch_packets_total{job=\"right\"}", None);
     assert_eq!(packets.first().map(|s| s.1), Some(100.0));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `--remote-write` into a real Prometheus (`--web.enable-remote-write-receiver`): what arrived,
+/// queried back, is what the replay counted, every series labelled with the sensor's name.
+#[test]
+fn remote_write_reaches_a_real_prometheus() {
+    if !have("prometheus") {
+        return;
+    }
+    let dir = scratch("prom-remote-write");
+    let (_prom, port) = start_prometheus(
+        &dir,
+        "global:\n  scrape_interval: 1m\n",
+        &["--web.enable-remote-write-receiver"],
+    );
+    let fixture = repo().join("fixtures/scenarios/modbus_steady.pcap");
+    let out = Command::new(env!("CARGO_BIN_EXE_otwatch"))
+        .args(["replay", "--learn", "30s", "--sensor-name", "cell-a"])
+        .arg("--remote-write")
+        .arg(format!("http://127.0.0.1:{port}/api/v1/write"))
+        .arg(&fixture)
+        .output()
+        .expect("otwatch");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("remote-write: "), "{stderr}");
+    let expected = replay_pdus(&fixture);
+    let start = Instant::now();
+    let mut got = BTreeMap::new();
+    while start.elapsed() < SAFETY_TIMEOUT {
+        got = by_proto_function(&query(port, "otwatch_pdus_total{sensor=\"cell-a\"}", None));
+        if got == expected {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(got, expected, "PDUs per function pushed to Prometheus");
+    // Histograms arrive as their buckets, sum and count.
+    let lat = query(
+        port,
+        "sum(otwatch_response_latency_seconds_count{sensor=\"cell-a\"})",
+        None,
+    );
+    assert_eq!(lat.first().map(|s| s.1), Some(180.0));
+    let inf = query(
+        port,
+        "sum(otwatch_response_latency_seconds_bucket{sensor=\"cell-a\",le=\"+Inf\"})",
+        None,
+    );
+    assert_eq!(inf.first().map(|s| s.1), Some(180.0));
+    // Every series pushed carries the sensor label, and nothing else arrived.
+    let all = query(port, "{__name__=~\"otwatch_.+\"}", None);
+    assert!(!all.is_empty());
+    assert!(
+        all.iter()
+            .all(|(l, _)| l.get("sensor").map(String::as_str) == Some("cell-a")),
+        "{all:?}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A receiver that is not there: capture goes on to the end, every sample queued is counted as
+/// lost, and the run exits non-zero.
+#[test]
+fn remote_write_to_a_down_receiver_is_counted() {
+    let fixture = repo().join("fixtures/modbus_example.pcap");
+    // Nothing listens on a port that was just free.
+    let port = free_port();
+    let out = Command::new(env!("CARGO_BIN_EXE_otwatch"))
+        .args(["replay", "--sensor-name", "cell-a", "--remote-write"])
+        .arg(format!("http://127.0.0.1:{port}/api/v1/write"))
+        .arg(&fixture)
+        .output()
+        .expect("otwatch");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(" 100 packets"), "{stderr}");
+    // "remote-write: S samples in R requests queued for URL", and all S were lost.
+    let queued: u64 = stderr
+        .split("remote-write: ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("the remote-write summary line");
+    assert!(queued > 0);
+    assert!(
+        stderr.contains(&format!("remote_write output: {queued} failed writes")),
+        "{stderr}"
+    );
 }

@@ -6,99 +6,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use common::services::*;
 use common::*;
 
 const OTWATCH: &str = env!("CARGO_BIN_EXE_otwatch");
-const OSSL: &str = "/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_ossl.so";
-
-fn rsyslogd() -> Option<PathBuf> {
-    ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// An rsyslogd listening on 127.0.0.1:`port` (imtcp; `tls`: the openssl driver with `dir`'s
-/// certificates), writing every message as received, one per line, to `dir/out.log`.
-struct Collector {
-    child: Child,
-    out: PathBuf,
-}
-
-impl Collector {
-    fn start(bin: &Path, dir: &Path, port: u16, tls: bool) -> Collector {
-        let d = dir.display();
-        let global = if tls {
-            format!(
-                "global(workDirectory=\"{d}\" maxMessageSize=\"64k\" defaultNetstreamDriver=\"ossl\" \
-                 defaultNetstreamDriverCAFile=\"{d}/ca.crt\" defaultNetstreamDriverCertFile=\"{d}/server.crt\" \
-                 defaultNetstreamDriverKeyFile=\"{d}/server.key\")\n\
-                 module(load=\"imtcp\" streamDriver.name=\"ossl\" streamDriver.mode=\"1\" streamDriver.authMode=\"anon\")\n"
-            )
-        } else {
-            format!(
-                "global(workDirectory=\"{d}\" maxMessageSize=\"64k\")\nmodule(load=\"imtcp\")\n"
-            )
-        };
-        let conf = format!(
-            "{global}input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\")\n\
-             template(name=\"raw\" type=\"string\" string=\"%rawmsg%\\n\")\n\
-             if $app-name == \"otwatch\" then action(type=\"omfile\" file=\"{d}/out.log\" template=\"raw\")\n"
-        );
-        std::fs::write(dir.join("rsyslog.conf"), conf).expect("conf");
-        let child = Command::new(bin)
-            .args(["-n", "-f"])
-            .arg(dir.join("rsyslog.conf"))
-            .arg("-i")
-            .arg(dir.join("rsyslog.pid"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("rsyslogd starts");
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "rsyslogd did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Collector {
-            child,
-            out: dir.join("out.log"),
-        }
-    }
-
-    /// The messages received, once there are `n` of them (or after 10 s).
-    fn received(&self, n: usize) -> Vec<String> {
-        let start = Instant::now();
-        loop {
-            let text = std::fs::read_to_string(&self.out).unwrap_or_default();
-            let lines: Vec<String> = text.lines().map(String::from).collect();
-            if lines.len() >= n || start.elapsed() > Duration::from_secs(10) {
-                return lines;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn scenario() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios/modbus_write.pcap")

@@ -134,6 +134,14 @@ pub(crate) fn parse_learn(s: &str) -> Result<String, String> {
     }
 }
 
+/// A push interval: a duration longer than zero.
+pub(crate) fn parse_interval(s: &str) -> Result<String, String> {
+    match parse_duration(s)? {
+        0 => Err("an interval of 0 would push without pause: give a duration such as 15s".into()),
+        _ => Ok(s.to_string()),
+    }
+}
+
 /// Metrics options, shared by `replay` and `live` (docs/metrics.md).
 #[derive(clap::Args, Default)]
 pub(crate) struct MetricsArgs {
@@ -154,6 +162,16 @@ pub(crate) struct MetricsArgs {
         alias = "web.config.file"
     )]
     pub(crate) web_config: Option<PathBuf>,
+    /// Push the metrics to a Prometheus remote-write receiver (remote-write 1.0), e.g.
+    /// http://prometheus:9090/api/v1/write: for sensors that may not be scraped from outside.
+    #[arg(long, value_name = "URL")]
+    pub(crate) remote_write: Option<String>,
+    /// The CA (PEM) that signed an https receiver's certificate (default: the public roots).
+    #[arg(long, value_name = "FILE", requires = "remote_write")]
+    pub(crate) remote_write_ca: Option<PathBuf>,
+    /// How often to push, in wall-clock time (default 15s); the last values are pushed at the end.
+    #[arg(long, value_name = "DURATION", requires = "remote_write", value_parser = parse_interval)]
+    pub(crate) remote_write_interval: Option<String>,
 }
 
 /// `realtime`, `max` or a positive factor.

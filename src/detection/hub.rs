@@ -7,21 +7,27 @@ use otwatch_models::{Alert, Engine};
 
 use super::Detection;
 use crate::metrics::{
-    families, ChannelMetrics, DetectionState, Inputs, LiveCounters, MetricsServer,
+    families, label_all, ChannelMetrics, DetectionState, Inputs, LiveCounters, MetricsServer,
     OpenMetricsRecorder,
 };
+use crate::output::remote_write::RemoteWrite;
 use crate::output::OutputHealth;
 use crate::stats::Stats;
 
 /// The metrics are published at most this often.
 const PUBLISH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The metrics side of a run: per-channel series, the HTTP server, the OpenMetrics recorder.
+/// The metrics side of a run: per-channel series, the HTTP server, the OpenMetrics recorder,
+/// remote-write.
 pub struct MetricsHub {
     pub channels: ChannelMetrics,
     pub server: Option<MetricsServer>,
     pub recorder: Option<OpenMetricsRecorder>,
     pub recorder_path: Option<PathBuf>,
+    /// `--remote-write`: the families pushed out every interval.
+    pub remote: Option<RemoteWrite>,
+    /// The sensor's name, a label of every series.
+    pub sensor: Option<std::sync::Arc<str>>,
     pub live: Option<LiveCounters>,
     pub workers: Vec<u64>,
     pub(super) capture_ts: i64,
@@ -37,6 +43,8 @@ impl MetricsHub {
             server: None,
             recorder: None,
             recorder_path: None,
+            remote: None,
+            sensor: None,
             live: None,
             workers: Vec::new(),
             capture_ts: 0,
@@ -52,7 +60,7 @@ impl MetricsHub {
         state: &DetectionState,
         outputs: &OutputHealth,
     ) -> Vec<crate::metrics::Family> {
-        families(&Inputs {
+        let mut fams = families(&Inputs {
             stats,
             active_flows: self.active_flows,
             capture_ts: self.capture_ts,
@@ -61,7 +69,37 @@ impl MetricsHub {
             channels: Some(&self.channels),
             detection: state,
             outputs: Some(outputs),
-        })
+        });
+        if let Some(s) = &self.sensor {
+            label_all(&mut fams, s);
+        }
+        fams
+    }
+
+    /// Whether it is time to publish to the server or push to the remote-write receiver.
+    /// `tried` says whether this packet is one where the clock is read at all.
+    fn due(&self, tried: bool) -> (bool, bool) {
+        if !tried {
+            return (false, false);
+        }
+        let publish = self.server.is_some() && self.last_publish.elapsed() >= PUBLISH_EVERY;
+        let push = self.remote.as_ref().is_some_and(|r| r.due());
+        (publish, push)
+    }
+
+    /// Hands the families to the server and the remote-write queue, as `due` said.
+    fn send(&mut self, fams: Vec<crate::metrics::Family>, publish: bool, push: bool) {
+        if push {
+            if let Some(r) = &mut self.remote {
+                r.push(&fams);
+            }
+        }
+        if publish {
+            self.last_publish = std::time::Instant::now();
+            if let Some(srv) = &self.server {
+                srv.publish(fams);
+            }
+        }
     }
 }
 
@@ -115,11 +153,9 @@ impl Detection {
         m.capture_ts = ts;
         let before = m.packets;
         m.packets += packets;
-        let publish = m.server.is_some()
-            && (before / 16 != m.packets / 16)
-            && m.last_publish.elapsed() >= PUBLISH_EVERY;
+        let (publish, push) = m.due(before / 16 != m.packets / 16);
         let record = m.recorder.as_ref().is_some_and(|r| r.due(ts));
-        if publish || record {
+        if publish || push || record {
             let (stats, active_flows) = counters();
             let stats = &stats;
             let state = self.detection_state();
@@ -131,12 +167,7 @@ impl Detection {
                     r.record(ts, &fams);
                 }
             }
-            if publish {
-                m.last_publish = std::time::Instant::now();
-                if let Some(srv) = &m.server {
-                    srv.publish(fams);
-                }
-            }
+            m.send(fams, publish, push);
         }
     }
 
@@ -146,11 +177,9 @@ impl Detection {
         let Some(m) = &mut self.metrics else { return };
         m.capture_ts = ts;
         m.active_flows = active_flows;
-        m.last_publish = std::time::Instant::now();
+        let (_, push) = m.due(true);
         let fams = m.families(stats, &state, &self.outputs);
-        if let Some(srv) = &m.server {
-            srv.publish(fams);
-        }
+        m.send(fams, m.server.is_some(), push);
     }
 
     /// Capture counters of a live source and the packets handed to each worker.
@@ -171,6 +200,12 @@ impl Detection {
         };
         m.active_flows = active_flows;
         let fams = m.families(stats, &state, &self.outputs);
+        if let Some(r) = &mut m.remote {
+            // The last values, then the queue drains (10 s at most) before the summary counts
+            // what the receiver never got.
+            r.push(&fams);
+            r.finish();
+        }
         if let Some(srv) = &m.server {
             srv.publish_final(fams.clone());
         }

@@ -159,8 +159,14 @@ pub(crate) fn sample_lines(
         }
         out.push('\n');
     };
+    points(s, |suffix, extra, v| line(suffix, extra, v, out));
+}
+
+/// Every series point of one sample: (suffix, extra label, value). A number is one point; a
+/// histogram is its cumulative buckets (`_bucket`, `le`), `_sum` and `_count`.
+pub(crate) fn points(s: &Sample, mut point: impl FnMut(&str, Option<(&str, &str)>, f64)) {
     match &s.value {
-        Value::Number(v) => line("", None, *v, out),
+        Value::Number(v) => point("", None, *v),
         Value::Histogram(h) => {
             let mut cum = 0u64;
             for (i, c) in h.counts.iter().enumerate() {
@@ -176,10 +182,10 @@ pub(crate) fn sample_lines(
                     }
                     None => "+Inf".to_string(),
                 };
-                line("_bucket", Some(("le", &le)), cum as f64, out);
+                point("_bucket", Some(("le", &le)), cum as f64);
             }
-            line("_sum", None, h.sum, out);
-            line("_count", None, cum as f64, out);
+            point("_sum", None, h.sum);
+            point("_count", None, cum as f64);
         }
     }
 }

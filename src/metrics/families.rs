@@ -73,6 +73,16 @@ fn proto_families(stats: &Stats, out: &mut Vec<Family>) {
 }
 
 /// Every family, from the inputs.
+/// Adds `sensor="NAME"` to every series (`--sensor-name`): one sensor or fifty in one
+/// Prometheus, scraped or pushed, are told apart by it.
+pub fn label_all(fams: &mut [Family], sensor: &str) {
+    for f in fams {
+        for s in &mut f.samples {
+            s.labels.push(("sensor", sensor.to_string()));
+        }
+    }
+}
+
 pub fn families(i: &Inputs<'_>) -> Vec<Family> {
     let s = i.stats;
     let mut out = Vec::with_capacity(24);

@@ -55,6 +55,8 @@ pub struct ServerCounters {
     pub unauthorized: AtomicU64,
     /// Set when the server stopped serving before the run ended: the run fails.
     pub failed: Mutex<Option<String>>,
+    /// The sensor's name, a label of these series as of every other.
+    pub sensor: std::sync::OnceLock<String>,
 }
 
 impl ServerCounters {
@@ -73,6 +75,9 @@ impl ServerCounters {
                 vec![("event", event.to_string())],
                 n.load(Ordering::Relaxed) as f64,
             );
+        }
+        if let Some(s) = self.sensor.get() {
+            super::label_all(std::slice::from_mut(&mut f), s);
         }
         f
     }

@@ -15,6 +15,8 @@ use std::sync::Mutex;
 pub mod alerts;
 pub mod evidence;
 pub mod flow_ids;
+pub mod outbox;
+pub mod remote_write;
 pub mod syslog;
 
 /// Bumped by SIGHUP: every [`OutputFile`] that saw an older value reopens its path.
@@ -36,10 +38,11 @@ pub enum OutputKind {
     OpenMetrics,
     MetricsServer,
     Syslog,
+    RemoteWrite,
 }
 
 impl OutputKind {
-    pub const ALL: [OutputKind; 7] = [
+    pub const ALL: [OutputKind; 8] = [
         OutputKind::Events,
         OutputKind::Alerts,
         OutputKind::Evidence,
@@ -47,6 +50,7 @@ impl OutputKind {
         OutputKind::OpenMetrics,
         OutputKind::MetricsServer,
         OutputKind::Syslog,
+        OutputKind::RemoteWrite,
     ];
 
     /// The `output` label of `otwatch_output_errors_total`.
@@ -59,6 +63,7 @@ impl OutputKind {
             OutputKind::OpenMetrics => "openmetrics",
             OutputKind::MetricsServer => "metrics_server",
             OutputKind::Syslog => "syslog",
+            OutputKind::RemoteWrite => "remote_write",
         }
     }
 }

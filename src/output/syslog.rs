@@ -2,20 +2,19 @@
 //! (RFC 6587 octet counting) or TLS (rustls), carrying the alert's JSON or a CEF line.
 //!
 //! Capture never waits for the collector: messages go through a bounded queue to a sender
-//! thread, which reconnects with a backoff while the collector is down. A message that finds
-//! the queue full, or that is still undelivered when the run ends, is counted as a failure of
-//! the `syslog` output (summary, `otwatch_output_errors_total`, exit status).
+//! thread (`outbox.rs`), which reconnects with a backoff while the collector is down. A message
+//! that finds the queue full, or that is still undelivered when the run ends, is counted as a
+//! failure of the `syslog` output (summary, `otwatch_output_errors_total`, exit status).
 
 use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use otwatch_models::Alert;
 
+use super::outbox::{Backoff, Courier, Delivery, Outbox};
 use super::{OutputHealth, OutputKind};
 
 /// Messages waiting for the collector at most; past this they are dropped and counted.
@@ -71,15 +70,11 @@ impl Target {
     }
 }
 
-/// The sending half, owned by detection; the thread does the network work.
+/// The sending half, owned by detection; the outbox's thread does the network work.
 pub struct SyslogSink {
-    tx: Option<SyncSender<Vec<u8>>>,
-    /// Set at the end of the run: the sender gives up on an unreachable collector after DRAIN.
-    closing: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    outbox: Outbox<Vec<u8>>,
     format: Format,
     sensor: Arc<str>,
-    health: Arc<OutputHealth>,
 }
 
 impl SyslogSink {
@@ -95,21 +90,19 @@ impl SyslogSink {
             Transport::Tls => Some(tls_config(ca)?),
             _ => None,
         };
-        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
-        let h = Arc::clone(&health);
-        let closing = Arc::new(AtomicBool::new(false));
-        let c = Arc::clone(&closing);
-        let thread = std::thread::Builder::new()
-            .name("otwatch-syslog".into())
-            .spawn(move || Sender::new(target, tls, h).run(rx, &c))
-            .map_err(|e| format!("syslog thread: {e}"))?;
+        let sender = Sender::new(target, tls, Arc::clone(&health));
+        let outbox = Outbox::start(
+            sender,
+            "otwatch-syslog",
+            QUEUE,
+            DRAIN,
+            OutputKind::Syslog,
+            health,
+        )?;
         Ok(SyslogSink {
-            tx: Some(tx),
-            closing,
-            thread: Some(thread),
+            outbox,
             format,
             sensor,
-            health,
         })
     }
 
@@ -126,51 +119,20 @@ impl SyslogSink {
             Format::Cef => cef(a, json),
         };
         let msg = rfc5424(severity, a.ts, &self.sensor, a.r#type, &body);
-        self.send(msg);
+        self.outbox.push(msg);
     }
 
     /// Queues an event's JSON line (severity informational).
     pub fn event(&mut self, ts: i64, json: &[u8]) {
         let body = String::from_utf8_lossy(json);
         let msg = rfc5424(6, ts, &self.sensor, "event", &body);
-        self.send(msg);
-    }
-
-    fn send(&mut self, msg: Vec<u8>) {
-        let Some(tx) = &self.tx else { return };
-        match tx.try_send(msg) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.health.fail(
-                    OutputKind::Syslog,
-                    1,
-                    &"queue full: the collector is down or too slow",
-                );
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.health
-                    .fail(OutputKind::Syslog, 1, &"sender thread gone");
-            }
-        }
+        self.outbox.push(msg);
     }
 
     /// End of the run: the queue drains to the collector for up to 5 s; what is left is
     /// counted as failed.
     pub fn finish(&mut self) {
-        self.closing.store(true, Ordering::Relaxed);
-        self.tx = None;
-        if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
-                self.health
-                    .fail(OutputKind::Syslog, 1, &"sender thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for SyslogSink {
-    fn drop(&mut self) {
-        self.finish();
+        self.outbox.finish();
     }
 }
 
@@ -287,8 +249,7 @@ struct Sender {
     tls: Option<Arc<rustls::ClientConfig>>,
     health: Arc<OutputHealth>,
     conn: Option<Conn>,
-    backoff: Duration,
-    next_try: Instant,
+    backoff: Backoff,
     /// The collector is known to be unreachable (said once).
     down: bool,
 }
@@ -304,46 +265,8 @@ impl Sender {
             tls,
             health,
             conn: None,
-            backoff: Duration::from_millis(250),
-            next_try: Instant::now(),
+            backoff: Backoff::default(),
             down: false,
-        }
-    }
-
-    fn run(mut self, rx: Receiver<Vec<u8>>, closing: &AtomicBool) {
-        let mut pending: Option<Vec<u8>> = None;
-        let mut deadline: Option<Instant> = None;
-        loop {
-            if pending.is_none() {
-                pending = match rx.recv_timeout(Duration::from_millis(200)) {
-                    Ok(m) => Some(m),
-                    Err(RecvTimeoutError::Timeout) => continue,
-                    Err(RecvTimeoutError::Disconnected) => return,
-                };
-            }
-            let Some(msg) = &pending else { continue };
-            if self.deliver(msg) {
-                pending = None;
-                continue;
-            }
-            // Not delivered: the collector is away. Messages wait in the queue (bounded: the
-            // sink counts what does not fit); at the end of the run they wait 5 s at most.
-            if closing.load(Ordering::Relaxed) {
-                let end = *deadline.get_or_insert_with(|| Instant::now() + DRAIN);
-                if Instant::now() >= end {
-                    let left = 1 + rx.try_iter().count() as u64;
-                    self.health.fail(
-                        OutputKind::Syslog,
-                        left,
-                        &format!(
-                            "{left} message(s) undelivered at the end: {} unreachable",
-                            self.describe()
-                        ),
-                    );
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -354,10 +277,10 @@ impl Sender {
     /// Sends one message, connecting first if needed; false when it could not (retried later).
     /// A message that fails on a connection made for it (too large for a datagram, say) is
     /// dropped and counted, so it cannot hold up the ones behind it.
-    fn deliver(&mut self, msg: &[u8]) -> bool {
+    fn send(&mut self, msg: &[u8]) -> bool {
         let fresh = self.conn.is_none();
         if self.conn.is_none() {
-            if Instant::now() < self.next_try {
+            if !self.backoff.ready() {
                 return false;
             }
             match self.connect() {
@@ -374,8 +297,7 @@ impl Sender {
                             self.describe()
                         );
                     }
-                    self.next_try = Instant::now() + self.backoff;
-                    self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+                    self.backoff.failed();
                     return false;
                 }
             }
@@ -388,15 +310,14 @@ impl Sender {
         };
         match written {
             Ok(()) => {
-                self.backoff = Duration::from_millis(250);
+                self.backoff.succeeded();
                 true
             }
             Err(e) => {
                 // A collector that accepts and then fails is retried with the same backoff as
                 // one that refuses.
                 self.conn = None;
-                self.next_try = Instant::now() + self.backoff;
-                self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+                self.backoff.failed();
                 if fresh {
                     self.health.fail(
                         OutputKind::Syslog,
@@ -449,6 +370,26 @@ impl Sender {
                 Ok(Conn::Tls(Box::new(tls)))
             }
         }
+    }
+}
+
+impl Courier for Sender {
+    type Item = Vec<u8>;
+
+    fn deliver(&mut self, msg: &Vec<u8>) -> Delivery {
+        if self.send(msg) {
+            Delivery::Done
+        } else {
+            Delivery::Retry
+        }
+    }
+
+    fn units(_: &Vec<u8>) -> u64 {
+        1
+    }
+
+    fn describe(&self) -> String {
+        Sender::describe(self)
     }
 }
 

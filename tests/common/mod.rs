@@ -11,6 +11,8 @@ use otwatch::replay::{replay, ReplayReport};
 pub const CLIENT: ([u8; 4], u16) = ([10, 0, 0, 1], 50123);
 pub const SERVER: ([u8; 4], u16) = ([10, 0, 0, 2], 502);
 
+pub mod services;
+
 /// Read holding registers request (fc 3).
 pub fn read_holding_request(tid: u16, unit: u8, address: u16, quantity: u16) -> Vec<u8> {
     let mut v = tid.to_be_bytes().to_vec();
