@@ -19,7 +19,6 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-
 /// PDUs per (proto, function) as the replay itself counts them.
 fn replay_pdus(path: &Path) -> BTreeMap<(String, String), f64> {
     let (_, report) = common::replay_file(path);
@@ -59,7 +58,15 @@ fn metrics_endpoint_serves_both_formats() {
     let port = free_port();
     let fixture = repo().join("fixtures/scenarios/modbus_steady.pcap");
     let child = Command::new(env!("CARGO_BIN_EXE_otwatch"))
-        .args(["replay", "-q", "--speed", "1000", "--sensor-name", "t", "--metrics"])
+        .args([
+            "replay",
+            "-q",
+            "--speed",
+            "1000",
+            "--sensor-name",
+            "t",
+            "--metrics",
+        ])
         .arg(port.to_string())
         .args(["--metrics-hold", "3s"])
         .arg(&fixture)
@@ -70,7 +77,8 @@ fn metrics_endpoint_serves_both_formats() {
     let mut text = None;
     while start.elapsed() < Duration::from_secs(20) {
         if let Some((200, body)) = http_get(port, "/metrics", None) {
-            if body.contains("otwatch_pdus_total{proto=\"modbus\",function=\"3\",sensor=\"t\"} 240") {
+            if body.contains("otwatch_pdus_total{proto=\"modbus\",function=\"3\",sensor=\"t\"} 240")
+            {
                 text = Some(body);
                 break;
             }
@@ -202,7 +210,15 @@ fn openmetrics_backfill_into_prometheus() {
     let om = dir.join("out.om");
     let fixture = repo().join("fixtures/scenarios/modbus_flood.pcap");
     let status = Command::new(env!("CARGO_BIN_EXE_otwatch"))
-        .args(["replay", "-q", "--learn", "60s", "--sensor-name", "t", "--openmetrics"])
+        .args([
+            "replay",
+            "-q",
+            "--learn",
+            "60s",
+            "--sensor-name",
+            "t",
+            "--openmetrics",
+        ])
         .arg(&om)
         .arg(&fixture)
         .status()
@@ -403,12 +419,19 @@ fn dashboards_and_rules_are_valid() {
 /// An otwatch whose /metrics stays up (a replay held open); killed when dropped.
 fn serving_otwatch(port: u16, extra: &[&str], setup: impl FnOnce(&mut Command)) -> Killed {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_otwatch"));
-    cmd.args(["replay", "-q", "--sensor-name", "t", "--metrics", &format!("127.0.0.1:{port}")])
-        .args(["--metrics-hold", "120s"])
-        .args(extra)
-        .arg(repo().join("fixtures/modbus_example.pcap"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args([
+        "replay",
+        "-q",
+        "--sensor-name",
+        "t",
+        "--metrics",
+        &format!("127.0.0.1:{port}"),
+    ])
+    .args(["--metrics-hold", "120s"])
+    .args(extra)
+    .arg(repo().join("fixtures/modbus_example.pcap"))
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     setup(&mut cmd);
     let guard = Killed(cmd.spawn().expect("start otwatch"));
     let start = Instant::now();

@@ -37,41 +37,41 @@ pub(crate) fn build_analysis(
     health: &Arc<OutputHealth>,
 ) -> Result<Option<Detection>, String> {
     let sensor = args.sensor();
-    let hub = if metrics.metrics.is_some() || openmetrics.is_some() || metrics.remote_write.is_some()
-    {
-        let mut hub = MetricsHub::new(metrics.metrics_max_channels);
-        hub.sensor = Some(Arc::clone(&sensor));
-        if let Some(addr) = &metrics.metrics {
-            let web = metrics
-                .web_config
-                .as_deref()
-                .map(otwatch::metrics::web_config::WebConfig::load)
-                .transpose()?;
-            let server = otwatch::metrics::MetricsServer::start(addr, web)?;
-            let _ = server.counters.sensor.set(sensor.to_string());
-            hub.server = Some(server);
-        }
-        if let Some(url) = &metrics.remote_write {
-            let every = match &metrics.remote_write_interval {
-                Some(d) => std::time::Duration::from_nanos(parse_duration(d)?.unsigned_abs()),
-                None => otwatch::output::remote_write::DEFAULT_INTERVAL,
-            };
-            hub.remote = Some(otwatch::output::remote_write::RemoteWrite::start(
-                url,
-                metrics.remote_write_ca.as_deref(),
-                every,
-                Arc::clone(&sensor),
-                Arc::clone(health),
-            )?);
-        }
-        if let Some(path) = openmetrics {
-            hub.recorder = Some(otwatch::metrics::OpenMetricsRecorder::new(10.0));
-            hub.recorder_path = Some(path.clone());
-        }
-        Some(hub)
-    } else {
-        None
-    };
+    let hub =
+        if metrics.metrics.is_some() || openmetrics.is_some() || metrics.remote_write.is_some() {
+            let mut hub = MetricsHub::new(metrics.metrics_max_channels);
+            hub.sensor = Some(Arc::clone(&sensor));
+            if let Some(addr) = &metrics.metrics {
+                let web = metrics
+                    .web_config
+                    .as_deref()
+                    .map(otwatch::metrics::web_config::WebConfig::load)
+                    .transpose()?;
+                let server = otwatch::metrics::MetricsServer::start(addr, web)?;
+                let _ = server.counters.sensor.set(sensor.to_string());
+                hub.server = Some(server);
+            }
+            if let Some(url) = &metrics.remote_write {
+                let every = match &metrics.remote_write_interval {
+                    Some(d) => std::time::Duration::from_nanos(parse_duration(d)?.unsigned_abs()),
+                    None => otwatch::output::remote_write::DEFAULT_INTERVAL,
+                };
+                hub.remote = Some(otwatch::output::remote_write::RemoteWrite::start(
+                    url,
+                    metrics.remote_write_ca.as_deref(),
+                    every,
+                    Arc::clone(&sensor),
+                    Arc::clone(health),
+                )?);
+            }
+            if let Some(path) = openmetrics {
+                hub.recorder = Some(otwatch::metrics::OpenMetricsRecorder::new(10.0));
+                hub.recorder_path = Some(path.clone());
+            }
+            Some(hub)
+        } else {
+            None
+        };
     let mut det = build_detection(args, health)?;
     match (&mut det, hub) {
         (Some(d), hub) => d.metrics = hub,
