@@ -346,16 +346,28 @@ pub struct JsonLinesSink {
     pub out: crate::output::OutputFile,
     /// The sensor's name, on every line.
     sensor: Option<std::sync::Arc<str>>,
+    /// `--log-format eve`: Suricata EVE lines.
+    eve: bool,
 }
 
 impl JsonLinesSink {
     pub fn new(out: crate::output::OutputFile) -> Self {
-        JsonLinesSink { out, sensor: None }
+        JsonLinesSink {
+            out,
+            sensor: None,
+            eve: false,
+        }
     }
 
     /// Every line names the sensor.
     pub fn with_sensor(mut self, sensor: std::sync::Arc<str>) -> Self {
         self.sensor = Some(sensor);
+        self
+    }
+
+    /// Lines in Suricata's EVE format (`--log-format eve`).
+    pub fn with_eve(mut self, eve: bool) -> Self {
+        self.eve = eve;
         self
     }
 
@@ -378,6 +390,16 @@ impl EventSink for JsonLinesSink {
 
     fn emit(&mut self, event: Event) {
         let sensor = self.sensor.as_deref();
+        if self.eve {
+            let mut native = Vec::with_capacity(512);
+            if serde_json::to_writer(&mut native, &event).is_ok() {
+                event_flow_members(&mut native, &event, sensor);
+                if let Some(eve) = crate::output::eve::event(&native) {
+                    self.out.line(|b| serde_json::to_writer(b, &eve));
+                }
+            }
+            return;
+        }
         self.out.line(|b| {
             serde_json::to_writer(&mut *b, &event)?;
             event_flow_members(b, &event, sensor);

@@ -231,9 +231,18 @@ pub(crate) struct DetectArgs {
     /// Send every event (its JSON line) to the syslog collector too, severity informational.
     #[arg(long, requires = "syslog")]
     pub(crate) syslog_events: bool,
+    /// The JSON of alert and event lines (files and syslog): otwatch's own (docs/alerts.md,
+    /// docs/events.md), or Suricata EVE (docs/siem.md) for pipelines that read Suricata.
+    #[arg(long, value_name = "otwatch|eve", default_value = "otwatch", value_parser = ["otwatch", "eve"])]
+    pub(crate) log_format: String,
 }
 
 impl DetectArgs {
+    /// `--log-format eve`.
+    pub(crate) fn eve(&self) -> bool {
+        self.log_format == "eve"
+    }
+
     /// `--sensor-name`, or the host's name (or `otwatch` when it has none).
     pub(crate) fn sensor(&self) -> std::sync::Arc<str> {
         let name = self.sensor_name.clone().unwrap_or_else(|| {

@@ -217,6 +217,7 @@ pub(crate) fn open_outputs(
     let sensor = detect.sensor();
     if let Some(det) = &mut detection {
         det.sensor = Some(Arc::clone(&sensor));
+        det.eve = detect.eve();
         if let Some(url) = &detect.syslog {
             use otwatch::output::syslog::{Format, SyslogSink, Target};
             let format = if detect.syslog_format == "cef" {
@@ -237,7 +238,8 @@ pub(crate) fn open_outputs(
     let json = match events {
         Some(p) => Some(
             JsonLinesSink::new(OutputFile::open(OutputKind::Events, p, Arc::clone(health))?)
-                .with_sensor(sensor),
+                .with_sensor(sensor)
+                .with_eve(detect.eve()),
         ),
         None => None,
     };

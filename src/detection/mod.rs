@@ -55,6 +55,8 @@ pub struct Detection {
     run_tag: String,
     /// The sensor's name, on every alert line.
     pub sensor: Option<Arc<str>>,
+    /// `--log-format eve`: alert and event lines as Suricata EVE.
+    pub eve: bool,
     /// Alerts to a syslog collector too.
     pub syslog: Option<crate::output::syslog::SyslogSink>,
     /// Events to the syslog collector as well (`--syslog-events`).
@@ -78,6 +80,7 @@ impl Detection {
             outputs: Arc::default(),
             evidence: None,
             sensor: None,
+            eve: false,
             syslog: None,
             syslog_events: false,
             run_tag: {
@@ -142,6 +145,12 @@ impl Detection {
         let mut line = Vec::with_capacity(512);
         if serde_json::to_writer(&mut line, ev).is_ok() {
             crate::event::event_flow_members(&mut line, ev, self.sensor.as_deref());
+            if self.eve {
+                match crate::output::eve::event(&line).map(|v| serde_json::to_vec(&v)) {
+                    Some(Ok(eve)) => line = eve,
+                    _ => return,
+                }
+            }
             s.event(ev.ts.0, &line);
         }
     }
@@ -252,11 +261,12 @@ impl Detection {
                 if let (Some(s), Some(m)) = (&self.sensor, json.as_object_mut()) {
                     m.insert("sensor".into(), serde_json::json!(&**s));
                 }
+                let eve = self.eve.then(|| crate::output::eve::alert(&a, &json));
                 if let Some(out) = &mut self.out {
-                    out.line(|b| serde_json::to_writer(b, &json));
+                    out.line(|b| serde_json::to_writer(b, eve.as_ref().unwrap_or(&json)));
                 }
                 if let Some(s) = &mut self.syslog {
-                    s.alert(&a, &json);
+                    s.alert(&a, &json, eve.as_ref());
                 }
             }
             if let Some(k) = &mut self.kept {

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 pub mod alerts;
+pub mod eve;
 pub mod evidence;
 pub mod flow_ids;
 pub mod outbox;

@@ -27,6 +27,8 @@ pub trait Courier: Send + 'static {
     fn deliver(&mut self, item: &Self::Item) -> Delivery;
     /// How many units (messages, samples) an item counts for when it is lost.
     fn units(item: &Self::Item) -> u64;
+    /// The units' name, for messages: `message(s)`, `sample(s)`.
+    const UNITS: &'static str;
     /// The collector, for messages.
     fn describe(&self) -> String;
 }
@@ -141,7 +143,8 @@ fn run<C: Courier>(
                     kind,
                     left,
                     &format!(
-                        "{left} undelivered at the end: {} unreachable",
+                        "{left} {} undelivered at the end: {} unreachable",
+                        C::UNITS,
                         courier.describe()
                     ),
                 );

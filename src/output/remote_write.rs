@@ -291,6 +291,8 @@ impl Courier for Sender {
         }
     }
 
+    const UNITS: &'static str = "sample(s)";
+
     fn units(req: &WriteRequest) -> u64 {
         req.timeseries.iter().map(|t| t.samples.len() as u64).sum()
     }

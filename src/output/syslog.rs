@@ -106,8 +106,9 @@ impl SyslogSink {
         })
     }
 
-    /// Queues an alert line; never blocks.
-    pub fn alert(&mut self, a: &Alert, json: &serde_json::Value) {
+    /// Queues an alert line; never blocks. The JSON body is `eve` when given
+    /// (`--log-format eve`), else the native line; CEF is made from the native line.
+    pub fn alert(&mut self, a: &Alert, json: &serde_json::Value, eve: Option<&serde_json::Value>) {
         let severity = match a.severity {
             otwatch_models::Severity::Critical => 2,
             otwatch_models::Severity::High => 3,
@@ -115,7 +116,7 @@ impl SyslogSink {
             otwatch_models::Severity::Low => 5,
         };
         let body = match self.format {
-            Format::Json => json.to_string(),
+            Format::Json => eve.unwrap_or(json).to_string(),
             Format::Cef => cef(a, json),
         };
         let msg = rfc5424(severity, a.ts, &self.sensor, a.r#type, &body);
@@ -387,6 +388,8 @@ impl Courier for Sender {
     fn units(_: &Vec<u8>) -> u64 {
         1
     }
+
+    const UNITS: &'static str = "message(s)";
 
     fn describe(&self) -> String {
         Sender::describe(self)
