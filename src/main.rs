@@ -16,7 +16,13 @@ use cli::replay::{run_replay, ReplayOptions};
 use cli::{parse_speed, BaselineCommand, Cli, Command, DetectArgs};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match cli::config::expand(std::env::args_os().collect()) {
+        Ok(args) => Cli::parse_from(args),
+        Err(e) => {
+            eprintln!("otwatch: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     match cli.command {
         Command::Replay {
             pcaps,

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use otwatch::duration::parse_duration;
 
+pub(crate) mod config;
 pub(crate) mod live;
 pub(crate) mod outputs;
 pub(crate) mod replay;
@@ -200,6 +201,10 @@ pub(crate) enum BaselineCommand {
 /// Detection options, shared by `replay` and `live`. Detection runs when any of them is given.
 #[derive(clap::Args, Default)]
 pub(crate) struct DetectArgs {
+    /// Read these flags from a TOML file (contrib/otwatch.toml is the commented example); a flag
+    /// on the command line overrides the file's.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
     /// Write alerts (JSON Lines, docs/alerts.md) to PATH, or to stdout with `-`.
     #[arg(long, value_name = "PATH|-")]
     pub(crate) alerts: Option<PathBuf>,
