@@ -11,6 +11,7 @@ use otwatch::replay::{replay, ReplayReport};
 pub const CLIENT: ([u8; 4], u16) = ([10, 0, 0, 1], 50123);
 pub const SERVER: ([u8; 4], u16) = ([10, 0, 0, 2], 502);
 
+pub mod netns;
 pub mod services;
 
 /// Read holding registers request (fc 3).

@@ -101,6 +101,12 @@ impl Drop for Killed {
 }
 
 pub fn start_prometheus(dir: &Path, config: &str, extra: &[&str]) -> (Killed, u16) {
+    start_prometheus_on("127.0.0.1", dir, config, extra)
+}
+
+/// A Prometheus listening on `host` (`0.0.0.0`: reachable from the test's namespaces too), on a
+/// free port; ready when this returns.
+pub fn start_prometheus_on(host: &str, dir: &Path, config: &str, extra: &[&str]) -> (Killed, u16) {
     let port = free_port();
     std::fs::write(dir.join("prometheus.yml"), config).expect("config");
     let child = Command::new("prometheus")
@@ -112,7 +118,7 @@ pub fn start_prometheus(dir: &Path, config: &str, extra: &[&str]) -> (Killed, u1
             "--storage.tsdb.path={}",
             dir.join("data").display()
         ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg(format!("--web.listen-address={host}:{port}"))
         .args(extra)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("prometheus.log")).expect("log"))
@@ -149,6 +155,11 @@ pub struct Collector {
 
 impl Collector {
     pub fn start(bin: &Path, dir: &Path, port: u16, tls: bool) -> Collector {
+        Collector::start_on(bin, dir, "127.0.0.1", port, tls)
+    }
+
+    /// As `start`, listening on `address`.
+    pub fn start_on(bin: &Path, dir: &Path, address: &str, port: u16, tls: bool) -> Collector {
         let d = dir.display();
         let global = if tls {
             format!(
@@ -163,7 +174,7 @@ impl Collector {
             )
         };
         let conf = format!(
-            "{global}input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\")\n\
+            "{global}input(type=\"imtcp\" address=\"{address}\" port=\"{port}\")\n\
              template(name=\"raw\" type=\"string\" string=\"%rawmsg%\\n\")\n\
              if $app-name == \"otwatch\" then action(type=\"omfile\" file=\"{d}/out.log\" template=\"raw\")\n"
         );
