@@ -7,7 +7,7 @@
 //! samples).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,10 @@ pub trait Courier: Send + 'static {
     const UNITS: &'static str;
     /// The collector, for messages.
     fn describe(&self) -> String;
+    /// The queue is empty for now (a courier that batches sends what it holds).
+    fn idle(&mut self) {}
+    /// The run is over: a courier that batches sends, or counts as lost, what it holds.
+    fn close(&mut self) {}
 }
 
 /// The sending half, owned by the run; the thread does the network work.
@@ -122,10 +126,21 @@ fn run<C: Courier>(
     let mut deadline: Option<Instant> = None;
     loop {
         if pending.is_none() {
-            pending = match rx.recv_timeout(Duration::from_millis(200)) {
+            let next = match rx.try_recv() {
+                Ok(m) => Ok(m),
+                Err(TryRecvError::Empty) => {
+                    courier.idle();
+                    rx.recv_timeout(Duration::from_millis(200))
+                }
+                Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+            };
+            pending = match next {
                 Ok(m) => Some(m),
                 Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Disconnected) => {
+                    courier.close();
+                    return;
+                }
             };
         }
         let Some(item) = &pending else { continue };
@@ -139,6 +154,7 @@ fn run<C: Courier>(
             let end = *deadline.get_or_insert_with(|| Instant::now() + drain);
             if Instant::now() >= end {
                 let left = C::units(item) + rx.try_iter().map(|i| C::units(&i)).sum::<u64>();
+                courier.close();
                 health.fail(
                     kind,
                     left,

@@ -250,10 +250,21 @@ struct Sender {
     tls: Option<Arc<rustls::ClientConfig>>,
     health: Arc<OutputHealth>,
     conn: Option<Conn>,
+    /// The connection was made for the batch now in `batch` (no batch went through on it yet).
+    fresh: bool,
+    /// Framed messages not yet written (TCP, TLS): written in one go when the queue runs empty
+    /// or [`BATCH`] bytes are waiting, so that a busy run costs a system call per batch, not per
+    /// message.
+    batch: Vec<u8>,
+    /// Messages in `batch`.
+    batched: u64,
     backoff: Backoff,
     /// The collector is known to be unreachable (said once).
     down: bool,
 }
+
+/// Bytes of framed messages written at once (about: the message that passes it joins).
+const BATCH: usize = 64 * 1024;
 
 impl Sender {
     fn new(
@@ -266,6 +277,9 @@ impl Sender {
             tls,
             health,
             conn: None,
+            fresh: false,
+            batch: Vec::with_capacity(BATCH + 4096),
+            batched: 0,
             backoff: Backoff::default(),
             down: false,
         }
@@ -275,42 +289,80 @@ impl Sender {
         format!("{}:{}", self.target.host, self.target.port)
     }
 
-    /// Sends one message, connecting first if needed; false when it could not (retried later).
-    /// A message that fails on a connection made for it (too large for a datagram, say) is
-    /// dropped and counted, so it cannot hold up the ones behind it.
-    fn send(&mut self, msg: &[u8]) -> bool {
-        let fresh = self.conn.is_none();
-        if self.conn.is_none() {
-            if !self.backoff.ready() {
-                return false;
+    /// Connects if not connected; false when the collector cannot be reached (now).
+    fn ensure_connected(&mut self) -> bool {
+        if self.conn.is_some() {
+            return true;
+        }
+        if !self.backoff.ready() {
+            return false;
+        }
+        match self.connect() {
+            Ok(c) => {
+                self.down = false;
+                self.conn = Some(c);
+                self.fresh = true;
+                true
             }
-            match self.connect() {
-                Ok(c) => {
-                    self.down = false;
-                    self.conn = Some(c);
+            Err(e) => {
+                // Said once per outage; only messages that are lost count as failures.
+                if !self.down {
+                    self.down = true;
+                    eprintln!(
+                        "otwatch: warning: syslog collector {} unreachable: {e} (retrying; messages wait in a bounded queue)",
+                        self.describe()
+                    );
                 }
-                Err(e) => {
-                    // Said once per outage; only messages that are lost count as failures.
-                    if !self.down {
-                        self.down = true;
-                        eprintln!(
-                            "otwatch: warning: syslog collector {} unreachable: {e} (retrying; messages wait in a bounded queue)",
-                            self.describe()
-                        );
-                    }
-                    self.backoff.failed();
-                    return false;
-                }
+                self.backoff.failed();
+                false
             }
         }
+    }
+
+    /// Takes one message, connecting first if needed; false when it could not (retried later).
+    /// Over TCP and TLS the message joins the batch; a datagram goes at once, and one that
+    /// cannot be sent (too large, say) is dropped and counted, so it cannot hold up the rest.
+    fn send(&mut self, msg: &[u8]) -> bool {
+        if !self.ensure_connected() {
+            return false;
+        }
+        // A batch that a broken connection left goes first.
+        if !self.batch.is_empty() && !self.write_batch() {
+            return false;
+        }
+        if let Some(Conn::Udp(s)) = &self.conn {
+            if let Err(e) = s.send(msg) {
+                let why = format!("{}: a datagram could not be sent: {e}", self.describe());
+                self.health.fail(OutputKind::Syslog, 1, &why);
+            }
+            return true;
+        }
+        framed(&mut self.batch, msg);
+        self.batched += 1;
+        if self.batch.len() >= BATCH {
+            self.write_batch();
+        }
+        true
+    }
+
+    /// Writes the batch; false when the connection failed (the batch waits for the next one).
+    /// A batch that fails on a connection made for it is dropped and counted, so that a
+    /// collector that takes connections and then fails cannot hold everything up.
+    fn write_batch(&mut self) -> bool {
+        if self.batch.is_empty() {
+            return true;
+        }
         let written = match self.conn.as_mut() {
-            Some(Conn::Udp(s)) => s.send(msg).map(|_| ()),
-            Some(Conn::Tcp(s)) => framed(s, msg),
-            Some(Conn::Tls(s)) => framed(s.as_mut(), msg),
+            Some(Conn::Tcp(s)) => s.write_all(&self.batch).and_then(|()| s.flush()),
+            Some(Conn::Tls(s)) => s.write_all(&self.batch).and_then(|()| s.flush()),
+            Some(Conn::Udp(_)) => Ok(()),
             None => return false,
         };
         match written {
             Ok(()) => {
+                self.batch.clear();
+                self.batched = 0;
+                self.fresh = false;
                 self.backoff.succeeded();
                 true
             }
@@ -319,20 +371,24 @@ impl Sender {
                 // one that refuses.
                 self.conn = None;
                 self.backoff.failed();
-                if fresh {
-                    self.health.fail(
-                        OutputKind::Syslog,
-                        1,
-                        &format!(
-                            "{}: a message failed on a new connection: {e}",
-                            self.describe()
-                        ),
-                    );
-                    return true;
+                if self.fresh {
+                    self.drop_batch(&format!(
+                        "{}: {} message(s) failed on a new connection: {e}",
+                        self.describe(),
+                        self.batched
+                    ));
                 }
                 false
             }
         }
+    }
+
+    fn drop_batch(&mut self, why: &str) {
+        if self.batched > 0 {
+            self.health.fail(OutputKind::Syslog, self.batched, &why);
+        }
+        self.batch.clear();
+        self.batched = 0;
     }
 
     fn connect(&self) -> std::io::Result<Conn> {
@@ -389,6 +445,23 @@ impl Courier for Sender {
         1
     }
 
+    /// The queue ran empty: the batch goes now, so that an alert reaches the collector at once.
+    fn idle(&mut self) {
+        self.write_batch();
+    }
+
+    /// The end of the run: the batch goes, or (the collector away) is counted as lost.
+    fn close(&mut self) {
+        if !self.batch.is_empty() && !(self.ensure_connected() && self.write_batch()) {
+            let why = format!(
+                "{} message(s) undelivered at the end: {} unreachable",
+                self.batched,
+                self.describe()
+            );
+            self.drop_batch(&why);
+        }
+    }
+
     const UNITS: &'static str = "message(s)";
 
     fn describe(&self) -> String {
@@ -396,12 +469,11 @@ impl Courier for Sender {
     }
 }
 
-/// RFC 6587 octet counting: `LEN SP MSG`.
-fn framed(w: &mut impl Write, msg: &[u8]) -> std::io::Result<()> {
-    let mut frame = format!("{} ", msg.len()).into_bytes();
-    frame.extend_from_slice(msg);
-    w.write_all(&frame)?;
-    w.flush()
+/// RFC 6587 octet counting: `LEN SP MSG`, appended to `out`.
+fn framed(out: &mut Vec<u8>, msg: &[u8]) {
+    out.extend_from_slice(msg.len().to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(msg);
 }
 
 #[cfg(test)]
