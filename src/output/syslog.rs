@@ -452,7 +452,10 @@ impl Courier for Sender {
 
     /// The end of the run: the batch goes, or (the collector away) is counted as lost.
     fn close(&mut self) {
-        if !self.batch.is_empty() && !(self.ensure_connected() && self.write_batch()) {
+        if self.batch.is_empty() {
+            return;
+        }
+        if !(self.ensure_connected() && self.write_batch()) {
             let why = format!(
                 "{} message(s) undelivered at the end: {} unreachable",
                 self.batched,
