@@ -206,3 +206,49 @@ fn events_reach_rsyslog_with_syslog_events() {
         assert_eq!(got.len(), alerts.len() + lines.len(), "workers {workers}");
     }
 }
+
+/// A collector killed in the middle of a paced run: capture goes on to the end, and what the
+/// collector did not get is counted (the summary, the exit status).
+#[test]
+fn a_collector_killed_mid_run_is_counted_and_capture_goes_on() {
+    let Some(bin) = rsyslogd() else {
+        skip("rsyslogd not found (Debian package rsyslog)");
+        return;
+    };
+    let dir = scratch("syslog-killed");
+    let port = free_port();
+    let mut collector = Collector::start(&bin, &dir, port, false);
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios/modbus_steady.pcap");
+    // 120 s of capture at 30× is 4 s; every event goes to the collector.
+    let child = Command::new(OTWATCH)
+        .args([
+            "replay",
+            "--speed",
+            "30",
+            "--learn",
+            "30s",
+            "--sensor-name",
+            "k",
+        ])
+        .args([
+            "--syslog",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--syslog-events",
+        ])
+        .arg(&fixture)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("otwatch runs");
+    // Killed once some events have arrived.
+    assert!(!collector.received(10).is_empty(), "rsyslog got events");
+    collector.kill();
+    let out = child.wait_with_output().expect("otwatch ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(" 549 packets"),
+        "every packet read: {stderr}"
+    );
+    assert!(stderr.contains("FAILED: syslog output: "), "{stderr}");
+}

@@ -216,6 +216,14 @@ impl Collector {
     }
 }
 
+impl Collector {
+    /// Kills the collector now (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Collector {
     fn drop(&mut self) {
         let _ = self.child.kill();
