@@ -391,13 +391,15 @@ impl EventSink for JsonLinesSink {
     fn emit(&mut self, event: Event) {
         let sensor = self.sensor.as_deref();
         if self.eve {
-            let mut native = Vec::with_capacity(512);
-            if serde_json::to_writer(&mut native, &event).is_ok() {
+            // A line that cannot be made is counted as a failed write, as any other.
+            self.out.line(|b| {
+                let mut native = Vec::with_capacity(512);
+                serde_json::to_writer(&mut native, &event).map_err(|e| e.to_string())?;
                 event_flow_members(&mut native, &event, sensor);
-                if let Some(eve) = crate::output::eve::event(&native) {
-                    self.out.line(|b| serde_json::to_writer(b, &eve));
-                }
-            }
+                let eve = crate::output::eve::event(&native)
+                    .ok_or_else(|| "an event line that is not a JSON object".to_string())?;
+                serde_json::to_writer(b, &eve).map_err(|e| e.to_string())
+            });
             return;
         }
         self.out.line(|b| {

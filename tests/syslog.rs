@@ -207,8 +207,9 @@ fn events_reach_rsyslog_with_syslog_events() {
     }
 }
 
-/// A collector killed in the middle of a paced run: capture goes on to the end, and what the
-/// collector did not get is counted (the summary, the exit status).
+/// A collector killed in the middle of a paced run: capture goes on to the end, and the messages
+/// that could not be delivered after the kill are counted (the summary, the exit status). (Bytes
+/// the kernel took just before the kill are lost where no one can count them: docs/siem.md.)
 #[test]
 fn a_collector_killed_mid_run_is_counted_and_capture_goes_on() {
     let Some(bin) = rsyslogd() else {

@@ -91,10 +91,11 @@ pub(crate) fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
         if overridden {
             continue;
         }
-        out.push(format!("--{flag}").into());
-        if let Some(v) = value {
-            out.push(v.into());
-        }
+        // `--flag=value` in one argument: a value that starts with `-` stays a value.
+        out.push(match value {
+            Some(v) => format!("--{flag}={v}").into(),
+            None => format!("--{flag}").into(),
+        });
     }
     out.extend_from_slice(&args[2..]);
     Ok(out)
@@ -168,6 +169,7 @@ fn flags_of(text: &str, sub: &str) -> Result<Vec<(&'static str, Option<String>)>
             return Err(format!("`{section}` must be a section ([{section}])"));
         };
         for (key, value) in body {
+            let value_kind = value;
             let name = format!("{section}.{key}");
             let Some(&(_, _, flag)) = KEYS.iter().find(|(s, k, _)| s == section && k == key) else {
                 return Err(format!("unknown key `{name}`"));
@@ -176,9 +178,7 @@ fn flags_of(text: &str, sub: &str) -> Result<Vec<(&'static str, Option<String>)>
                 toml::Value::String(s) => Some(s.clone()),
                 toml::Value::Integer(i) => Some(i.to_string()),
                 toml::Value::Float(f) => Some(f.to_string()),
-                toml::Value::Boolean(true) => None,
-                // A switch that is off is the default: nothing to pass.
-                toml::Value::Boolean(false) => continue,
+                toml::Value::Boolean(_) => None,
                 _ => {
                     return Err(format!(
                         "`{name}`: expected a string, a number or a boolean"
@@ -189,6 +189,8 @@ fn flags_of(text: &str, sub: &str) -> Result<Vec<(&'static str, Option<String>)>
                 .find_subcommand(if known(flag) { sub } else { other(sub) })
                 .and_then(|c| c.get_arguments().find(|a| a.get_long() == Some(flag)))
                 .is_some_and(|a| !a.get_action().takes_values());
+            // A switch that is off is the default: nothing to pass.
+            let off = matches!(value_kind, toml::Value::Boolean(false));
             if is_switch != value.is_none() {
                 return Err(format!(
                     "`{name}`: expected {}",
@@ -199,7 +201,7 @@ fn flags_of(text: &str, sub: &str) -> Result<Vec<(&'static str, Option<String>)>
                     }
                 ));
             }
-            if known(flag) {
+            if known(flag) && !off {
                 out.push((flag, value));
             }
         }
@@ -278,6 +280,8 @@ mod tests {
         let e = flags_of("[capture]\nquiet = \"yes\"\n", "live").unwrap_err();
         assert!(e.contains("`capture.quiet`: expected true or false"), "{e}");
         let e = flags_of("[outputs]\nalerts = true\n", "live").unwrap_err();
+        assert!(e.contains("`outputs.alerts`: expected a value"), "{e}");
+        let e = flags_of("[outputs]\nalerts = false\n", "live").unwrap_err();
         assert!(e.contains("`outputs.alerts`: expected a value"), "{e}");
         assert!(flags_of("[outputs\n", "live").is_err());
     }

@@ -23,6 +23,9 @@ pub(crate) struct Cli {
 #[derive(Subcommand)]
 pub(crate) enum Command {
     /// Replay pcap/pcapng captures (plain or gzip) through the dissectors.
+    // A flag given twice takes its last value: `--config`'s flags come first, so the command
+    // line's own win.
+    #[command(args_override_self = true)]
     Replay {
         /// Capture files, read in the order given (flows continue across them).
         #[arg(required = true, value_name = "PCAP")]
@@ -73,6 +76,7 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: BaselineCommand,
     },
+    #[command(args_override_self = true)]
     /// Capture live from an interface (a SPAN/mirror port) through an AF_PACKET ring. Passive:
     /// the socket never transmits. Stops on SIGINT/SIGTERM, flushing events and the summary.
     Live {
@@ -131,6 +135,15 @@ pub(crate) fn parse_learn(s: &str) -> Result<String, String> {
             "a learning window of 0 learns nothing: give a duration such as 10m, or use --baseline"
                 .into(),
         ),
+        _ => Ok(s.to_string()),
+    }
+}
+
+/// `--sensor-name`: not empty (an empty label value is no label in Prometheus: sensors would
+/// merge).
+pub(crate) fn parse_sensor(s: &str) -> Result<String, String> {
+    match s.trim() {
+        "" => Err("the sensor's name cannot be empty".into()),
         _ => Ok(s.to_string()),
     }
 }
@@ -221,7 +234,7 @@ pub(crate) struct DetectArgs {
     #[arg(long, value_name = "DIR")]
     pub(crate) evidence: Option<PathBuf>,
     /// This sensor's name, on every alert and event line (`sensor`). Default: the host's name.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = parse_sensor)]
     pub(crate) sensor_name: Option<String>,
     /// Send every alert line to a syslog collector (RFC 5424): udp://HOST:PORT,
     /// tcp://HOST:PORT (RFC 6587 octet counting) or tls://HOST:PORT (with --syslog-ca).

@@ -143,15 +143,23 @@ impl Detection {
             return;
         };
         let mut line = Vec::with_capacity(512);
-        if serde_json::to_writer(&mut line, ev).is_ok() {
+        let made = serde_json::to_writer(&mut line, ev).is_ok() && {
             crate::event::event_flow_members(&mut line, ev, self.sensor.as_deref());
-            if self.eve {
-                match crate::output::eve::event(&line).map(|v| serde_json::to_vec(&v)) {
-                    Some(Ok(eve)) => line = eve,
-                    _ => return,
+            !self.eve
+                || match crate::output::eve::event(&line).map(|v| serde_json::to_vec(&v)) {
+                    Some(Ok(eve)) => {
+                        line = eve;
+                        true
+                    }
+                    _ => false,
                 }
-            }
+        };
+        if made {
             s.event(ev.ts.0, &line);
+        } else {
+            // Counted as any message the collector did not get.
+            let why = "an event's line could not be made";
+            self.outputs.fail(OutputKind::Syslog, 1, &why);
         }
     }
 

@@ -33,6 +33,10 @@ pub trait Courier: Send + 'static {
     fn describe(&self) -> String;
     /// The queue is empty for now (a courier that batches sends what it holds).
     fn idle(&mut self) {}
+    /// Whether the courier holds items it took but has not delivered (a batch).
+    fn holding(&self) -> bool {
+        false
+    }
     /// The run is over: a courier that batches sends, or counts as lost, what it holds.
     fn close(&mut self) {}
 }
@@ -125,12 +129,36 @@ fn run<C: Courier>(
     let mut pending: Option<C::Item> = None;
     let mut deadline: Option<Instant> = None;
     loop {
+        // The end of the run: the drain time counts from the moment it is known, however the
+        // deliveries are going (a slow collector cannot hold the end up either).
+        if closing.load(Ordering::Relaxed) {
+            let end = *deadline.get_or_insert_with(|| Instant::now() + drain);
+            if Instant::now() >= end {
+                let left = pending.as_ref().map_or(0, C::units)
+                    + rx.try_iter().map(|i| C::units(&i)).sum::<u64>();
+                // What the courier holds is sent, or counted, by it.
+                courier.close();
+                if left > 0 {
+                    health.fail(
+                        kind,
+                        left,
+                        &format!(
+                            "{left} {} undelivered at the end: {} unreachable",
+                            C::UNITS,
+                            courier.describe()
+                        ),
+                    );
+                }
+                return;
+            }
+        }
         if pending.is_none() {
             let next = match rx.try_recv() {
                 Ok(m) => Ok(m),
                 Err(TryRecvError::Empty) => {
                     courier.idle();
-                    rx.recv_timeout(Duration::from_millis(200))
+                    let wait = if courier.holding() { 50 } else { 200 };
+                    rx.recv_timeout(Duration::from_millis(wait))
                 }
                 Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
             };
@@ -138,6 +166,13 @@ fn run<C: Courier>(
                 Ok(m) => Some(m),
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => {
+                    // Everything queued went; what the courier still holds goes too, within
+                    // the drain time.
+                    courier.idle();
+                    if courier.holding() {
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
+                    }
                     courier.close();
                     return;
                 }
@@ -149,24 +184,7 @@ fn run<C: Courier>(
             continue;
         }
         // Not delivered: the collector is away. Items wait in the queue (bounded: the outbox
-        // counts what does not fit); at the end of the run they wait the drain time at most.
-        if closing.load(Ordering::Relaxed) {
-            let end = *deadline.get_or_insert_with(|| Instant::now() + drain);
-            if Instant::now() >= end {
-                let left = C::units(item) + rx.try_iter().map(|i| C::units(&i)).sum::<u64>();
-                courier.close();
-                health.fail(
-                    kind,
-                    left,
-                    &format!(
-                        "{left} {} undelivered at the end: {} unreachable",
-                        C::UNITS,
-                        courier.describe()
-                    ),
-                );
-                return;
-            }
-        }
+        // counts what does not fit).
         std::thread::sleep(Duration::from_millis(50));
     }
 }

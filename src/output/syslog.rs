@@ -258,6 +258,8 @@ struct Sender {
     batch: Vec<u8>,
     /// Messages in `batch`.
     batched: u64,
+    /// The batch outlived the connection it was for: it goes first on the next one.
+    stranded: bool,
     backoff: Backoff,
     /// The collector is known to be unreachable (said once).
     down: bool,
@@ -280,6 +282,7 @@ impl Sender {
             fresh: false,
             batch: Vec::with_capacity(BATCH + 4096),
             batched: 0,
+            stranded: false,
             backoff: Backoff::default(),
             down: false,
         }
@@ -291,6 +294,11 @@ impl Sender {
 
     /// Connects if not connected; false when the collector cannot be reached (now).
     fn ensure_connected(&mut self) -> bool {
+        // A collector that closed the connection (a restart) is noticed before writing to it:
+        // what is written to a closed connection is lost where nothing can count it.
+        if self.conn.as_mut().is_some_and(peer_closed) {
+            self.conn = None;
+        }
         if self.conn.is_some() {
             return true;
         }
@@ -327,7 +335,7 @@ impl Sender {
             return false;
         }
         // A batch that a broken connection left goes first.
-        if !self.batch.is_empty() && !self.write_batch() {
+        if self.stranded && !self.write_batch() {
             return false;
         }
         if let Some(Conn::Udp(s)) = &self.conn {
@@ -363,6 +371,7 @@ impl Sender {
                 self.batch.clear();
                 self.batched = 0;
                 self.fresh = false;
+                self.stranded = false;
                 self.backoff.succeeded();
                 true
             }
@@ -371,6 +380,7 @@ impl Sender {
                 // one that refuses.
                 self.conn = None;
                 self.backoff.failed();
+                self.stranded = true;
                 if self.fresh {
                     self.drop_batch(&format!(
                         "{}: {} message(s) failed on a new connection: {e}",
@@ -389,6 +399,7 @@ impl Sender {
         }
         self.batch.clear();
         self.batched = 0;
+        self.stranded = false;
     }
 
     fn connect(&self) -> std::io::Result<Conn> {
@@ -445,9 +456,16 @@ impl Courier for Sender {
         1
     }
 
-    /// The queue ran empty: the batch goes now, so that an alert reaches the collector at once.
+    /// The queue ran empty: the batch goes now, so that an alert reaches the collector at once
+    /// (after reconnecting, if the connection broke).
     fn idle(&mut self) {
-        self.write_batch();
+        if !self.batch.is_empty() && self.ensure_connected() {
+            self.write_batch();
+        }
+    }
+
+    fn holding(&self) -> bool {
+        !self.batch.is_empty()
     }
 
     /// The end of the run: the batch goes, or (the collector away) is counted as lost.
@@ -469,6 +487,43 @@ impl Courier for Sender {
 
     fn describe(&self) -> String {
         Sender::describe(self)
+    }
+}
+
+/// Whether the collector closed the connection (or sent something, which a syslog collector
+/// does only to close it): a non-blocking look at the socket. Over TLS what arrived goes
+/// through rustls first (a TLS 1.3 server's session tickets are not a close).
+fn peer_closed(conn: &mut Conn) -> bool {
+    fn readable(s: &TcpStream) -> Option<bool> {
+        let mut b = [0u8; 1];
+        s.set_nonblocking(true).ok()?;
+        let r = s.peek(&mut b);
+        s.set_nonblocking(false).ok()?;
+        match r {
+            Ok(0) => None,
+            Ok(_) => Some(true),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(false),
+            Err(_) => None,
+        }
+    }
+    match conn {
+        Conn::Udp(_) => false,
+        Conn::Tcp(s) => readable(s) != Some(false),
+        Conn::Tls(t) => match readable(&t.sock) {
+            None => true,
+            Some(false) => false,
+            Some(true) => {
+                if t.sock.set_nonblocking(true).is_err() {
+                    return true;
+                }
+                let read = t.conn.read_tls(&mut t.sock);
+                let closed = match (read, t.conn.process_new_packets()) {
+                    (Ok(0), _) | (Err(_), _) | (_, Err(_)) => true,
+                    (Ok(_), Ok(state)) => state.peer_has_closed(),
+                };
+                t.sock.set_nonblocking(false).is_err() || closed
+            }
+        },
     }
 }
 
