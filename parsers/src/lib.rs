@@ -1,5 +1,6 @@
 #![forbid(unsafe_code)]
 
 pub mod dnp3;
+pub mod iec104;
 pub mod modbus;
 pub mod s7;
