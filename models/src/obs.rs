@@ -21,6 +21,7 @@ pub enum Proto {
     S7commplus,
     Tcp,
     Udp,
+    Iec104,
 }
 
 impl Proto {
@@ -32,6 +33,7 @@ impl Proto {
             Proto::S7commplus => "s7commplus",
             Proto::Tcp => "tcp",
             Proto::Udp => "udp",
+            Proto::Iec104 => "iec104",
         }
     }
 
@@ -46,6 +48,7 @@ impl Proto {
             Proto::Dnp3 => "link addresses",
             Proto::S7comm | Proto::S7commplus => "rack/slot",
             Proto::Tcp | Proto::Udp => "port",
+            Proto::Iec104 => "common address",
             // Modbus, and a new protocol until it says otherwise.
             _ => "unit",
         }
@@ -68,6 +71,21 @@ impl Proto {
             },
             Proto::Dnp3 if space & 0x1_0000 != 0 => format!("g{} all", space & 0xffff),
             Proto::Dnp3 => format!("g{space}"),
+            Proto::Iec104 => match space {
+                1 => "single_points".into(),
+                3 => "double_points".into(),
+                5 => "step_positions".into(),
+                7 => "bitstrings".into(),
+                9 => "normalized_values".into(),
+                11 => "scaled_values".into(),
+                13 => "float_values".into(),
+                15 => "counters".into(),
+                45 => "single_commands".into(),
+                46 => "double_commands".into(),
+                47 => "step_commands".into(),
+                48..=50 => "setpoints".into(),
+                other => format!("type{other}"),
+            },
             Proto::S7comm | Proto::S7commplus => {
                 let bits = if space & S7_BIT_SPACE != 0 {
                     " bits"
@@ -96,6 +114,7 @@ impl Proto {
             Proto::Modbus => matches!(space, 0 | 1),
             Proto::Dnp3 => matches!(space, 1 | 2 | 10 | 12),
             Proto::S7comm | Proto::S7commplus => space & S7_BIT_SPACE != 0,
+            Proto::Iec104 => matches!(space, 1 | 3 | 45 | 46),
             _ => false,
         }
     }

@@ -52,8 +52,9 @@ pub const MODBUS: ProtoId = ProtoId(0);
 pub const DNP3: ProtoId = ProtoId(1);
 pub const S7COMM: ProtoId = ProtoId(2);
 pub const S7COMMPLUS: ProtoId = ProtoId(3);
+pub const IEC104: ProtoId = ProtoId(4);
 /// How many protocols the table holds.
-pub const COUNT: usize = 4;
+pub const COUNT: usize = 5;
 
 fn modbus_function(fc: u8) -> Option<&'static str> {
     otwatch_parsers::modbus::FunctionCode(fc).name()
@@ -65,6 +66,10 @@ fn dnp3_function(fc: u8) -> Option<&'static str> {
 
 fn s7_function(fc: u8) -> Option<&'static str> {
     otwatch_parsers::s7::FunctionCode(fc).name()
+}
+
+fn iec104_type(t: u8) -> Option<&'static str> {
+    otwatch_parsers::iec104::TypeId(t).name()
 }
 
 fn s7plus_opcode(op: u8) -> Option<&'static str> {
@@ -109,6 +114,15 @@ pub static PROTOCOLS: [ProtoSpec; COUNT] = [
         max_buffered: 0,
         new: None,
     },
+    ProtoSpec {
+        name: "iec104",
+        heading: "iec104 (I frames by type id)",
+        ports: &[super::iec104::DEFAULT_PORT],
+        probe: None,
+        function_name: iec104_type,
+        max_buffered: super::iec104::MAX_BUFFERED,
+        new: Some(|| Box::<super::iec104::Iec104Flow>::default()),
+    },
 ];
 
 /// The typed record of one PDU: its protocol's own structure. Serialised as one member named
@@ -126,6 +140,7 @@ pub enum Pdu {
     S7comm(super::s7::S7Event),
     S7commplus(super::s7::S7PlusEvent),
     Cotp(super::s7::CotpEvent),
+    Iec104(super::iec104::Iec104Event),
 }
 
 impl Serialize for Pdu {
@@ -139,6 +154,7 @@ impl Serialize for Pdu {
             Pdu::S7comm(x) => m.serialize_entry("s7comm", x)?,
             Pdu::S7commplus(x) => m.serialize_entry("s7commplus", x)?,
             Pdu::Cotp(x) => m.serialize_entry("cotp", x)?,
+            Pdu::Iec104(x) => m.serialize_entry("iec104", x)?,
         }
         m.end()
     }

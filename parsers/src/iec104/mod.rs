@@ -132,12 +132,7 @@ pub fn parse_apdu(buf: &[u8]) -> Framed<'_> {
     let asdu = &frame[6..];
     let apci = match decode_control(c) {
         Ok(a) => a,
-        Err(error) => {
-            return Framed::Invalid {
-                error,
-                skip: total,
-            }
-        }
+        Err(error) => return Framed::Invalid { error, skip: total },
     };
     let error = match (&apci, asdu.is_empty()) {
         (Apci::I { .. }, true) => Some(ApciError::MissingAsdu),
@@ -596,7 +591,10 @@ mod tests {
             }
         ));
         assert_eq!(parse_apdu(&[0x68]), Framed::Incomplete { needed: 2 });
-        assert_eq!(parse_apdu(&[0x68, 10, 0]), Framed::Incomplete { needed: 12 });
+        assert_eq!(
+            parse_apdu(&[0x68, 10, 0]),
+            Framed::Incomplete { needed: 12 }
+        );
     }
 
     #[test]

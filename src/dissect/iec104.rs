@@ -1,0 +1,496 @@
+//! IEC 60870-5-104 flow state: APDU framing over the reassembled TCP stream, resync after gaps
+//! and garbage, the send sequence number checked per direction, and one event per APDU.
+//!
+//! A stream is trusted once it framed as 104: at its start and after every gap the first bytes
+//! must be a complete APDU with a valid control field, so other bytes on port 2404 (TLS, say)
+//! produce no 104 events; they are counted as resync bytes and the flow as unidentified. Once a
+//! flow is 104, bytes that do not frame are counted and reported once per episode, and an ASDU
+//! whose objects do not match their type's length is an event with `error` (and a counter).
+//!
+//! Sequence numbers: each direction's I frames must count up by one (modulo 2^15) from the
+//! first one seen; a number that jumps ahead is a `gap`, one already seen a `duplicate`
+//! (`seq_error` on the event, and counters). A TCP gap (capture loss) forgets the expectation,
+//! so lost packets are not reported as the protocol's.
+
+use otwatch_parsers::iec104::{
+    self, Apci, Asdu, Cp56, Framed, TypeId, Value as IecValue, SEQ_MODULO,
+};
+use serde::Serialize;
+
+use super::{Ctx, Dir};
+use crate::dissect::registry::IEC104;
+
+/// The port controlled stations listen on (104 §10).
+pub const DEFAULT_PORT: u16 = 2404;
+/// The most bytes the dissector may leave unconsumed: one partial APDU.
+pub const MAX_BUFFERED: usize = 2 + iec104::MAX_LEN;
+
+/// The `iec104` object of an event (docs/events.md).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Iec104Event {
+    /// `I`, `S` or `U`.
+    pub format: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tx_seq: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rx_seq: Option<u16>,
+    /// U format: `startdt_act`, `startdt_con`, `stopdt_act`, `stopdt_con`, `testfr_act`,
+    /// `testfr_con`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub u_function: Option<&'static str>,
+    /// I format: the send sequence number is not the one expected (`gap`, `duplicate`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq_error: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub type_id: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub type_name: Option<&'static str>,
+    /// SQ: one address and consecutive elements.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sq: Option<bool>,
+    /// The number of information objects (or elements, with `sq`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u8>,
+    /// Cause of transmission, the number without the P/N and test bits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cot: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cot_name: Option<&'static str>,
+    /// P/N: a negative confirmation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub negative: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub originator: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub common_address: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub objects: Option<Vec<Iec104Object>>,
+    /// Why the APDU or its ASDU could not be decoded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
+}
+
+/// One information object.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Iec104Object {
+    pub ioa: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<ObjValue>,
+    /// The quality descriptor octet (QDS, the quality bits of SIQ/DIQ, QDP, or a counter's
+    /// sequence octet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality: Option<u8>,
+    /// A command's qualifier (QU, QL), or a system command's (QOI, QCC, QRP, COI, QPM, QPA).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qualifier: Option<u8>,
+    /// A command's S/E bit: select (true) or execute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub select: Option<bool>,
+    /// CP56Time2a, as `YYYY-MM-DDTHH:MM:SS.mmm` (the century is taken as 2000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// CP24Time2a: milliseconds within the minute and the minute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_ms: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_minute: Option<u8>,
+    /// The time tag's IV bit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_invalid: Option<bool>,
+}
+
+/// A value as JSON has it: a boolean, an integer or a number.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum ObjValue {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+}
+
+impl ObjValue {
+    pub fn number(self) -> f64 {
+        match self {
+            ObjValue::Bool(b) => f64::from(u8::from(b)),
+            ObjValue::Int(i) => i as f64,
+            ObjValue::Float(f) => f,
+        }
+    }
+}
+
+/// Objects listed per event; an ASDU holds at most 127.
+pub const MAX_OBJECTS_PER_EVENT: usize = 127;
+
+#[derive(Debug)]
+pub struct Iec104Flow {
+    /// An APDU framed well on this flow: it is 104.
+    confirmed: bool,
+    /// Per direction: the next bytes must frame before they are trusted.
+    resync: [bool; 2],
+    /// Per direction: a framing error was reported in the current episode.
+    garbage_reported: [bool; 2],
+    /// Per direction: the send sequence number the next I frame should carry.
+    expect_tx: [Option<u16>; 2],
+}
+
+impl Default for Iec104Flow {
+    fn default() -> Self {
+        Iec104Flow {
+            confirmed: false,
+            resync: [true, true],
+            garbage_reported: [false, false],
+            expect_tx: [None, None],
+        }
+    }
+}
+
+fn cp56_text(t: &Cp56) -> String {
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}",
+        2000 + u32::from(t.year),
+        t.month,
+        t.day,
+        t.hour,
+        t.minute,
+        t.ms / 1000,
+        t.ms % 1000
+    )
+}
+
+impl super::Dissector for Iec104Flow {
+    fn on_stream_data(&mut self, ctx: &mut Ctx<'_>, dir: Dir, data: &[u8]) -> usize {
+        let d = dir.index();
+        let mut off = 0;
+        while off < data.len() {
+            let rest = &data[off..];
+            if self.resync[d] {
+                // The first place where an APDU with a valid length and control field starts,
+                // which must then frame whole to be trusted.
+                let Some(at) = iec104::find_resync(rest, 0) else {
+                    // Keep the last byte: an APDU may start with it.
+                    let skip = rest.len().saturating_sub(1);
+                    ctx.stats[IEC104].resync_skipped_bytes += skip as u64;
+                    return off + skip;
+                };
+                match iec104::parse_apdu(&rest[at..]) {
+                    // Framed (a valid start, length and control field), even if its content is
+                    // not right for its format: the main loop reports that.
+                    Framed::Complete { .. }
+                    | Framed::Invalid {
+                        error:
+                            iec104::ApciError::MissingAsdu | iec104::ApciError::UnexpectedAsdu { .. },
+                        ..
+                    } => {
+                        ctx.stats[IEC104].resync_skipped_bytes += at as u64;
+                        off += at;
+                        self.resync[d] = false;
+                        self.garbage_reported[d] = false;
+                    }
+                    Framed::Incomplete { .. } => {
+                        ctx.stats[IEC104].resync_skipped_bytes += at as u64;
+                        return off + at;
+                    }
+                    Framed::Invalid { .. } => {
+                        ctx.stats[IEC104].resync_skipped_bytes += at as u64 + 1;
+                        off += at + 1;
+                    }
+                }
+                continue;
+            }
+            match iec104::parse_apdu(rest) {
+                Framed::Complete { apdu, consumed } => {
+                    self.confirmed = true;
+                    self.on_apdu(ctx, dir, &apdu);
+                    off += consumed;
+                }
+                Framed::Incomplete { .. } => break,
+                Framed::Invalid { error, skip } => {
+                    ctx.stats[IEC104].count_error(error.reason());
+                    if self.confirmed && !self.garbage_reported[d] {
+                        self.garbage_reported[d] = true;
+                        if ctx.sink.wants_events() {
+                            let mut ev = ctx.event("iec104", dir);
+                            ev.pdu = crate::event::Pdu::Iec104(malformed(rest, error));
+                            ctx.emit(ev);
+                        }
+                    }
+                    // A bad control field with a good length: skip the APDU and go on; a bad
+                    // start or length: look for the next one.
+                    match error {
+                        iec104::ApciError::BadStart(_) | iec104::ApciError::BadLength(_) => {
+                            self.resync[d] = true;
+                        }
+                        _ => off += skip.min(rest.len()),
+                    }
+                }
+            }
+        }
+        off
+    }
+
+    fn on_gap(&mut self, _ctx: &mut Ctx<'_>, dir: Dir) {
+        self.resync[dir.index()] = true;
+        self.expect_tx[dir.index()] = None;
+    }
+
+    fn on_close(&mut self, ctx: &mut Ctx<'_>) {
+        if !self.confirmed {
+            ctx.stats[IEC104].unidentified_flows += 1;
+        }
+    }
+}
+
+/// The event of bytes that did not make an APDU: what the control field says, when the frame
+/// had a valid start and length (an I frame without an ASDU, an S or U frame with one, a U
+/// frame whose function is not one bit).
+fn malformed(rest: &[u8], error: iec104::ApciError) -> Iec104Event {
+    let mut ev = Iec104Event {
+        format: "",
+        error: Some(error.reason()),
+        ..Default::default()
+    };
+    let Some(c) = rest.get(2..6) else { return ev };
+    let seq = |lo: u8, hi: u8| (u16::from(lo) >> 1) | (u16::from(hi) << 7);
+    match error {
+        iec104::ApciError::BadStart(_) | iec104::ApciError::BadLength(_) => {}
+        _ if c[0] & 0x01 == 0 => {
+            ev.format = "I";
+            ev.tx_seq = Some(seq(c[0], c[1]));
+            ev.rx_seq = Some(seq(c[2], c[3]));
+        }
+        _ if c[0] & 0x03 == 0x01 => {
+            ev.format = "S";
+            ev.rx_seq = Some(seq(c[2], c[3]));
+        }
+        _ => ev.format = "U",
+    }
+    ev
+}
+
+impl Iec104Flow {
+    fn on_apdu(&mut self, ctx: &mut Ctx<'_>, dir: Dir, apdu: &iec104::Apdu<'_>) {
+        let mut ev = Iec104Event {
+            format: apdu.apci.format(),
+            ..Default::default()
+        };
+        match apdu.apci {
+            Apci::U { function } => {
+                ctx.stats[IEC104].count(function.name().unwrap_or("u_other"));
+                ev.u_function = function.name();
+            }
+            Apci::S { rx_seq } => {
+                ctx.stats[IEC104].count("s_frames");
+                ev.rx_seq = Some(rx_seq);
+            }
+            Apci::I { tx_seq, rx_seq } => {
+                ev.tx_seq = Some(tx_seq);
+                ev.rx_seq = Some(rx_seq);
+                let d = dir.index();
+                if let Some(want) = self.expect_tx[d] {
+                    if tx_seq != want {
+                        // Behind what was expected (within half the sequence space): sent again.
+                        let behind = want.wrapping_sub(tx_seq) % SEQ_MODULO;
+                        let what = if behind < SEQ_MODULO / 2 {
+                            "duplicate"
+                        } else {
+                            "gap"
+                        };
+                        ctx.stats[IEC104].count(if what == "gap" {
+                            "seq_gaps"
+                        } else {
+                            "seq_duplicates"
+                        });
+                        ev.seq_error = Some(what);
+                    }
+                }
+                self.expect_tx[d] = Some((tx_seq + 1) % SEQ_MODULO);
+                self.asdu(ctx, apdu.asdu, &mut ev);
+            }
+        }
+        if ctx.sink.wants_events() {
+            let mut e = ctx.event("iec104", dir);
+            e.pdu = crate::event::Pdu::Iec104(ev);
+            ctx.emit(e);
+        }
+    }
+
+    fn asdu(&mut self, ctx: &mut Ctx<'_>, bytes: &[u8], ev: &mut Iec104Event) {
+        let Some(&t) = bytes.first() else { return };
+        ctx.stats[IEC104].count_pdu(t);
+        let asdu = match iec104::parse_asdu(bytes) {
+            Ok(a) => a,
+            Err(e) => {
+                ctx.stats[IEC104].count_error(e.reason());
+                ev.type_id = Some(t);
+                ev.type_name = TypeId(t).name();
+                ev.error = Some(e.reason());
+                // The header, if it is there, still says what it was.
+                if let Some(h) = bytes.get(..iec104::ASDU_HEADER) {
+                    ev.cot = Some(h[2] & 0x3f);
+                    ev.common_address = Some(u16::from_le_bytes([h[4], h[5]]));
+                }
+                return;
+            }
+        };
+        if asdu.negative {
+            ctx.stats[IEC104].exceptions += 1;
+        }
+        fill(ev, &asdu, ctx.sink.wants_detail());
+    }
+}
+
+/// The event's ASDU members; the objects only when someone reads them (`detail`).
+fn fill(ev: &mut Iec104Event, a: &Asdu<'_>, detail: bool) {
+    ev.type_id = Some(a.type_id.0);
+    ev.type_name = a.type_id.name();
+    ev.sq = Some(a.sequence);
+    ev.count = Some(a.count);
+    ev.cot = Some(a.cause.0);
+    ev.cot_name = a.cause.name();
+    ev.negative = Some(a.negative);
+    ev.test = Some(a.test);
+    ev.originator = Some(a.originator);
+    ev.common_address = Some(a.common_address);
+    if !detail || a.type_id.spec().is_none() {
+        return;
+    }
+    let objects = a
+        .objects()
+        .take(MAX_OBJECTS_PER_EVENT)
+        .map(|o| {
+            let mut obj = Iec104Object {
+                ioa: o.ioa,
+                ..Default::default()
+            };
+            if let Some(e) = iec104::decode_element(a.type_id, o.element) {
+                obj.value = e.value.map(|v| match v {
+                    IecValue::Bool(b) => ObjValue::Bool(b),
+                    IecValue::Int(i) => ObjValue::Int(i),
+                    // A short float, written as its shortest decimal (0.16875, not the
+                    // 0.16875000298023224 of its exact widening).
+                    IecValue::Float(f) => {
+                        ObjValue::Float((f as f32).to_string().parse().unwrap_or(f))
+                    }
+                });
+                obj.quality = e.quality;
+                obj.qualifier = e.qualifier;
+                obj.select = e.select;
+                if let Some(t) = e.cp56 {
+                    obj.time = Some(cp56_text(&t));
+                    obj.time_invalid = Some(t.invalid);
+                }
+                if let Some(t) = e.cp24 {
+                    obj.time_ms = Some(t.ms);
+                    obj.time_minute = Some(t.minute);
+                    obj.time_invalid = Some(t.invalid);
+                }
+            }
+            obj
+        })
+        .collect();
+    ev.objects = Some(objects);
+}
+
+/// Address spaces of IEC 104 observations: the monitor type of the information (its type id
+/// without time tag: single points 1, double points 3, step positions 5, bitstrings 7,
+/// normalized 9, scaled 11, floats 13, counters 15, …), and for commands the command type
+/// without time tag (45–51). One point answers in one space whatever its time tag.
+pub fn space(t: u8) -> u32 {
+    u32::from(match t {
+        2 | 30 => 1,
+        4 | 31 => 3,
+        6 | 32 => 5,
+        8 | 33 => 7,
+        10 | 34 | 21 => 9,
+        12 | 35 => 11,
+        14 | 36 => 13,
+        16 | 37 => 15,
+        17 | 38 => 17,
+        18 | 39 => 18,
+        19 | 40 => 19,
+        58..=64 => t - 13,
+        other => other,
+    })
+}
+
+/// The observation an IEC 104 event stands for: I frames only (S and U frames are the link's
+/// housekeeping), or a frame that did not decode.
+pub fn observe(
+    p: &Iec104Event,
+    request: bool,
+    base: impl Fn(otwatch_models::Proto, u32, otwatch_models::Kind, u32) -> otwatch_models::Observation,
+) -> Option<otwatch_models::Observation> {
+    use otwatch_models::{Access, Command, Kind, Proto};
+    let malformed = p.error.or(p.seq_error.map(|e| match e {
+        "gap" => "sequence_gap",
+        _ => "sequence_duplicate",
+    }));
+    let Some(t) = p.type_id else {
+        // A frame that did not frame: malformed, on the connection's unit 0.
+        let kind = if request {
+            Kind::Request
+        } else {
+            Kind::Response
+        };
+        return p.error.map(|e| {
+            let mut o = base(Proto::Iec104, 0, kind, 0x100);
+            o.malformed = Some(e);
+            o
+        });
+    };
+    let cot = p.cot.unwrap_or(0);
+    // From the controlling station: a request. From the controlled station: the confirmation
+    // of an activation or deactivation answers it; everything else (spontaneous, cyclic,
+    // interrogated data, termination) arrives unasked.
+    let kind = match (request, cot) {
+        (true, _) => Kind::Request,
+        (false, 7 | 9) => Kind::Response,
+        _ => Kind::Unsolicited,
+    };
+    let unit = u32::from(p.common_address.unwrap_or(0));
+    let mut o = base(Proto::Iec104, unit, kind, u32::from(t));
+    o.function_name = p.type_name;
+    o.malformed = malformed;
+    o.exception = p.negative == Some(true) || (44..=47).contains(&cot);
+    let id = TypeId(t);
+    // An activation and its confirmation: the same type and first address.
+    let first_ioa = p
+        .objects
+        .as_ref()
+        .and_then(|v| v.first())
+        .map_or(0, |ob| ob.ioa);
+    if matches!(cot, 6..=9) {
+        o.corr = Some(u32::from(t) << 24 | (first_ioa & 0x00ff_ffff));
+    }
+    o.write = request && (id.is_process_command() || id.is_parameter() || matches!(t, 103 | 105));
+    o.command = match t {
+        105 if request => Some(Command::Restart),
+        _ => None,
+    };
+    // End of initialisation: the station (re)started.
+    o.device_restarted = !request && t == 70;
+    if o.exception || p.error.is_some() {
+        return Some(o);
+    }
+    let space = space(t);
+    let measured = !request && t < 45;
+    for ob in p.objects.iter().flatten() {
+        let values = match ob.value {
+            Some(v) if measured || o.write => std::iter::once(v.number()).collect(),
+            _ => Default::default(),
+        };
+        if !measured && !o.write {
+            continue;
+        }
+        o.accesses.push(Access {
+            space,
+            start: ob.ioa,
+            count: 1,
+            write: o.write,
+            values,
+        });
+    }
+    Some(o)
+}
