@@ -40,8 +40,9 @@ pub fn capture(data: &[u8]) {
     pipeline.finish(&mut sink);
 }
 
-/// Server ports a packet can go to: every dissected protocol, and one that none dissects.
-const PORTS: [u16; 4] = [502, 20000, 102, 8080];
+/// Server ports a packet can go to: every dissected protocol, and one that none dissects
+/// (chosen by the selector's two low bits and the time step's high bit).
+const PORTS: [u16; 8] = [502, 20000, 102, 8080, 2404, 20000, 102, 2404];
 
 /// Bytes read per packet record: selector, sequence delta (2), time step, payload length.
 const RECORD_HEADER: usize = 5;
@@ -62,7 +63,7 @@ fn next_packet<'a>(data: &'a [u8], seqs: &mut [u32; 2]) -> Option<NextPacket<'a>
         usize::from(head[4]),
     );
     let (payload, rest) = rest.split_at_checked(len).unwrap_or((rest, &[]));
-    let port = PORTS[usize::from(sel & 3)];
+    let port = PORTS[usize::from(sel & 3) | usize::from(step >> 7) << 2];
     let to_server = sel & 4 == 0;
     let udp = sel & 8 != 0;
     let (client, server) = (([10, 0, 0, 1], 40000u16), ([10, 0, 0, 2], port));

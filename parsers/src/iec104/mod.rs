@@ -69,7 +69,7 @@ pub struct Apdu<'a> {
 pub enum ApciError {
     /// The first octet is not 0x68.
     BadStart(u8),
-    /// The length octet is below 4.
+    /// The length octet is below 4 or above 253.
     BadLength(u8),
     /// A U-format control field with no function bit, several, or non-zero octets 2–4.
     BadUFunction([u8; 4]),
@@ -118,7 +118,7 @@ pub fn parse_apdu(buf: &[u8]) -> Framed<'_> {
     let Some(&len) = buf.get(1) else {
         return Framed::Incomplete { needed: 2 };
     };
-    if usize::from(len) < MIN_LEN {
+    if !(MIN_LEN..=MAX_LEN).contains(&usize::from(len)) {
         return Framed::Invalid {
             error: ApciError::BadLength(len),
             skip: 2,
@@ -182,7 +182,7 @@ pub fn find_resync(buf: &[u8], from: usize) -> Option<usize> {
         buf[i] == START
             && match buf.get(i + 1) {
                 None => true,
-                Some(&len) if usize::from(len) < MIN_LEN => false,
+                Some(&len) if !(MIN_LEN..=MAX_LEN).contains(&usize::from(len)) => false,
                 Some(_) => match buf.get(i + 2..i + 6) {
                     Some(c) => decode_control([c[0], c[1], c[2], c[3]]).is_ok(),
                     None => true,
@@ -591,6 +591,14 @@ mod tests {
             }
         ));
         assert_eq!(parse_apdu(&[0x68]), Framed::Incomplete { needed: 2 });
+        // 254 and 255 are beyond the largest APDU (found by the fuzzer).
+        assert!(matches!(
+            parse_apdu(&[0x68, 0xff, 0xff, 0x68, 0x71, 0x0a, 0x2c]),
+            Framed::Invalid {
+                error: ApciError::BadLength(0xff),
+                ..
+            }
+        ));
         assert_eq!(
             parse_apdu(&[0x68, 10, 0]),
             Framed::Incomplete { needed: 12 }
