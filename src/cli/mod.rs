@@ -12,7 +12,7 @@ pub(crate) mod live;
 pub(crate) mod outputs;
 pub(crate) mod replay;
 
-/// Passive monitor for industrial (OT) networks: Modbus/TCP, DNP3, S7comm.
+/// Passive monitor for industrial (OT) networks: Modbus/TCP, DNP3, S7comm, IEC 60870-5-104.
 #[derive(Parser)]
 #[command(name = "otwatch", version, about)]
 pub(crate) struct Cli {
