@@ -37,6 +37,9 @@ HOSTS = {"m": ("10.77.0.1", "02:77:00:00:00:01"),
 MB = [PY, os.path.join(HERE, "mb_client.py")]
 S7 = [PY, os.path.join(HERE, "s7_client.py")]
 D3 = [PY, os.path.join(HERE, "dnp3_master.py")]
+# IEC 104 peers: c104 from PyPI (pip install c104), in the Python that has it.
+PY104 = os.environ.get("OTWS_PY104", shutil.which("python3") or "python3")
+I4 = [PY104, os.path.join(HERE, "iec104_master.py")]
 
 # Scenario = (server kind, duration of the master's polling, events).
 # Events: (t seconds after T0, kind, args); kinds: "run" (host, argv) starts a client in that
@@ -73,6 +76,14 @@ SCENARIOS = {
     "dnp3_steady": ("dnp3", 120, D3 + ["poll"], []),
     "dnp3_restart": ("dnp3", 100, D3 + ["poll", "--action", "70.3:cold_restart"], []),
     "dnp3_operate": ("dnp3", 100, D3 + ["poll", "--action", "70.3:operate"], []),
+    "iec104_steady": ("iec104", 120, I4 + ["poll"], []),
+    "iec104_command": ("iec104", 100, I4 + ["poll"], [
+        (70.5, "run", ("x", I4 + ["command"])),
+    ]),
+    "iec104_silent": ("iec104", 100, I4 + ["poll"], [
+        (62.3, "sig", signal.SIGSTOP),
+        (82.3, "sig", signal.SIGCONT),
+    ]),
 }
 SERVERS = {"modbus": "mb_server.py", "s7": "s7_server.py", "dnp3": "dnp3_outstation.py"}
 
@@ -178,7 +189,13 @@ def run_scenario(name, tag, logdir):
             server = topo.popen("s", [PY, os.path.join(HERE, "mb_server.py")], stdout=logf, stderr=logf)
         elif kind == "s7":
             server = topo.popen("s", [PY, os.path.join(HERE, "s7_server.py")], stdout=logf, stderr=logf)
+        elif kind == "iec104":
+            server = topo.popen("s", [PY104, os.path.join(HERE, "iec104_station.py")], stdout=logf,
+                                stderr=logf)
         if kind != "dnp3":
+            time.sleep(2.0)
+        if kind == "iec104":
+            # c104 loads a native library: give the station time to listen.
             time.sleep(2.0)
         if server.poll() is not None:
             raise RuntimeError(f"{name}: server exited early")
