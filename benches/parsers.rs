@@ -1,14 +1,16 @@
 //! The protocol parsers alone, in one run so their throughputs compare: Modbus (framing + PDU
-//! decoding), S7 (TPKT, COTP reassembly, S7comm/S7comm-plus and read items) and DNP3 (link frames + transport reassembly + application layer + every object and
-//! point), each over the TCP payloads of a shipped real capture, concatenated per direction as a
-//! reassembler hands them over, repeated to about 1 MiB.
+//! decoding), S7 (TPKT, COTP reassembly, S7comm/S7comm-plus and read items), DNP3 (link frames +
+//! transport reassembly + application layer + every object and point) and IEC 104 (APDU framing +
+//! ASDU + every information element decoded), each over the TCP payloads of a shipped capture
+//! (IEC 104: the c104 scenario capture), concatenated per direction as a reassembler hands them
+//! over, repeated to about 1 MiB.
 //!
 //!     cargo bench --bench parsers
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use otwatch_parsers::{dnp3, modbus, s7};
+use otwatch_parsers::{dnp3, iec104, modbus, s7};
 
 /// TCP payloads of a fixture, with whether they were sent to `server_port`, sliced with
 /// etherparse (not with otwatch's pipeline, so only the parser is measured).
@@ -126,6 +128,26 @@ fn s7_all(stream: &[(bool, Vec<u8>)]) -> u64 {
     n
 }
 
+fn iec104_all(stream: &[(bool, Vec<u8>)]) -> u64 {
+    let mut n = 0u64;
+    for (_, bytes) in stream {
+        let mut rest = &bytes[..];
+        while let iec104::Framed::Complete { apdu, consumed } = iec104::parse_apdu(rest) {
+            rest = &rest[consumed..];
+            let Ok(asdu) = iec104::parse_asdu(apdu.asdu) else {
+                continue;
+            };
+            n += u64::from(asdu.type_id.0);
+            for o in asdu.objects() {
+                if let Some(e) = iec104::decode_element(asdu.type_id, o.element) {
+                    n += u64::from(o.ioa) + u64::from(e.quality.unwrap_or(0));
+                }
+            }
+        }
+    }
+    n
+}
+
 fn parsers(c: &mut Criterion) {
     let mut g = c.benchmark_group("parsers");
     let (modbus_stream, modbus_bytes) = repeated(payloads("modbus_example.pcap", 502));
@@ -142,6 +164,11 @@ fn parsers(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(s7_bytes));
     g.bench_function("s7", |b| {
         b.iter(|| black_box(s7_all(black_box(&s7_stream))))
+    });
+    let (iec_stream, iec_bytes) = repeated(payloads("scenarios/iec104_steady.pcap", 2404));
+    g.throughput(Throughput::Bytes(iec_bytes));
+    g.bench_function("iec104", |b| {
+        b.iter(|| black_box(iec104_all(black_box(&iec_stream))))
     });
     g.finish();
 }
