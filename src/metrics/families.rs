@@ -54,6 +54,11 @@ fn proto_families(stats: &Stats, out: &mut Vec<Family>) {
         MetricKind::Counter,
         "Malformed PDUs by protocol and reason.",
     );
+    let mut events = Family::new(
+        "otwatch_protocol_events_total",
+        MetricKind::Counter,
+        "What a dissector counts besides PDUs, by protocol and event (IEC 104 S frames, U functions and sequence errors, DNP3 CRC errors, ...).",
+    );
     for (name, p) in protos {
         for (fc, n) in p.functions() {
             pdus.push(
@@ -68,8 +73,14 @@ fn proto_families(stats: &Stats, out: &mut Vec<Family>) {
                 *n as f64,
             );
         }
+        for (event, n) in &p.counters {
+            events.push(
+                vec![("proto", name.to_string()), ("event", event.to_string())],
+                *n as f64,
+            );
+        }
     }
-    out.extend([pdus, exc, errs]);
+    out.extend([pdus, exc, errs, events]);
 }
 
 /// Every family, from the inputs.
