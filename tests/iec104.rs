@@ -32,6 +32,21 @@ const CAPTURES: &[&str] = &[
 const KNOWN_IEC104: &[(&str, u64, &str)] = &[
     (
         "other/TestDissectIec104.pcap",
+        25,
+        "after garbage, an I frame with no ASDU followed by two stray octets: otwatch's resync trusts a start octet only when its frame is followed by another (or the end), and skips it; tshark decodes it and flags it malformed",
+    ),
+    (
+        "other/TestDissectIec104.pcap",
+        71,
+        "after garbage, an S frame with a non-zero second control octet (reserved in 104 §5.2): otwatch's resync does not trust it; tshark decodes S 3212",
+    ),
+    (
+        "other/TestDissectIec104.pcap",
+        75,
+        "the same S frame as frame 71, after more garbage",
+    ),
+    (
+        "other/TestDissectIec104.pcap",
         36,
         "U frame with two function bits (0x17) and a 1-octet ASDU: tshark shows U type 5 (<ERR>); otwatch reports bad_u_function and no function",
     ),
@@ -338,6 +353,9 @@ fn iec104_agrees_with_tshark() {
             "{rel}: agreeing {apdus} APDUs, {asdus} ASDUs, {objects} information objects; {} frames known to differ",
             known.len()
         );
+        if apdus == 0 || asdus == 0 {
+            problems.push(format!("{rel}: no APDU or ASDU compared"));
+        }
     }
     assert!(
         problems.is_empty(),
@@ -608,4 +626,82 @@ fn iec104_scenarios_with_real_peers() {
             }
         }
     }
+}
+
+/// Bytes that are not 104 on port 2404 (TLS, or anything else) give no 104 event, and after a
+/// gap inside an APDU framing comes back on the next one without inventing a frame.
+#[test]
+fn iec104_other_bytes_and_gaps() {
+    // A TLS ClientHello's record header, then pseudo-random bytes, in segments.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut random = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 24) as u8
+    };
+    let mut l = Link::new();
+    let mut t = 0;
+    for k in 0..64 {
+        let mut seg: Vec<u8> = if k == 0 {
+            vec![0x16, 0x03, 0x01, 0x02, 0x00]
+        } else {
+            Vec::new()
+        };
+        seg.extend((0..256).map(|_| random()));
+        l.send(t, MASTER, &seg);
+        t += 10;
+        let reply: Vec<u8> = (0..256).map(|_| random()).collect();
+        l.send(t, STATION, &reply);
+        t += 10;
+    }
+    let dir = common::scratch("iec104-other");
+    let path = dir.join("tls.pcap");
+    common::write_pcap_at(&path, &l.packets);
+    let (events, report) = common::replay_file(&path);
+    let iec = events
+        .iter()
+        .filter(|e| matches!(e.pdu, otwatch::event::Pdu::Iec104(_)))
+        .count();
+    assert_eq!(iec, 0, "no 104 events from other bytes");
+    assert_eq!(
+        report.stats[otwatch::dissect::registry::IEC104].unidentified_flows,
+        1
+    );
+
+    // Float reports with CP56 time tags; a segment is lost in the middle of one of them.
+    let mut l = Link::new();
+    let report_at = |l: &mut Link, t: u64, v: f32| {
+        let mut e = float(v);
+        e.extend_from_slice(&[0xe8, 0x03, 0x05, 0x0a, 0x23, 0x0b, 0x18]);
+        l.i_frame(t, STATION, &asdu(36, 3, &[(0x68_6868, e)]));
+    };
+    for k in 0..10 {
+        report_at(&mut l, k * 100, 104.0 + k as f32);
+    }
+    // Lose the middle of frame 5: keep its first 7 bytes, drop the rest of it from the capture
+    // (the sequence numbers move on as if it had been sent).
+    let lost = l.packets.remove(5);
+    let (ts, pkt) = lost;
+    let cut = pkt.len() - 20;
+    l.packets.insert(5, (ts, pkt[..cut].to_vec()));
+    let path = dir.join("gap.pcap");
+    common::write_pcap_at(&path, &l.packets);
+    let (events, _) = common::replay_file(&path);
+    let got: Vec<(Option<u16>, Option<&str>, Option<&str>)> = events
+        .iter()
+        .filter_map(|e| match &e.pdu {
+            otwatch::event::Pdu::Iec104(p) => Some((p.tx_seq, p.seq_error, p.error)),
+            _ => None,
+        })
+        .collect();
+    // Every report but the damaged one, none invented, no sequence error after the gap.
+    assert_eq!(
+        got,
+        (0..10u16)
+            .filter(|k| *k != 5)
+            .map(|k| (Some(k), None, None))
+            .collect::<Vec<_>>()
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -271,8 +271,12 @@ fn always(o: &Observation, book: &AlertBook, out: &mut Vec<Alert>) {
         push(key, Severity::High, &|| {
             (
                 format!(
-                    "{} reports that it restarted (IIN1.7 DEVICE_RESTART)",
-                    ch.server
+                    "{} reports that it restarted ({})",
+                    ch.server,
+                    match ch.proto {
+                        crate::Proto::Iec104 => "end of initialisation, M_EI_NA_1",
+                        _ => "IIN1.7 DEVICE_RESTART",
+                    }
                 ),
                 what(),
             )

@@ -114,7 +114,9 @@ impl Proto {
             Proto::Modbus => matches!(space, 0 | 1),
             Proto::Dnp3 => matches!(space, 1 | 2 | 10 | 12),
             Proto::S7comm | Proto::S7commplus => space & S7_BIT_SPACE != 0,
-            Proto::Iec104 => matches!(space, 1 | 3 | 45 | 46),
+            // Points and commands, and the bit fields: bitstrings, protection events, packed
+            // single points.
+            Proto::Iec104 => matches!(space, 1 | 3 | 7 | 17..=20 | 45 | 46 | 51),
             _ => false,
         }
     }

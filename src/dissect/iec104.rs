@@ -120,6 +120,9 @@ impl ObjValue {
     }
 }
 
+/// The global (broadcast) common address: a station answers with its own.
+pub const BROADCAST: u16 = 0xffff;
+
 /// Objects listed per event; an ASDU holds at most 127.
 pub const MAX_OBJECTS_PER_EVENT: usize = 127;
 
@@ -133,6 +136,8 @@ pub struct Iec104Flow {
     garbage_reported: [bool; 2],
     /// Per direction: the send sequence number the next I frame should carry.
     expect_tx: [Option<u16>; 2],
+    /// The common address of the flow's last ASDU, for events of frames that carry none.
+    common_address: Option<u16>,
 }
 
 impl Default for Iec104Flow {
@@ -142,6 +147,7 @@ impl Default for Iec104Flow {
             resync: [true, true],
             garbage_reported: [false, false],
             expect_tx: [None, None],
+            common_address: None,
         }
     }
 }
@@ -174,34 +180,42 @@ impl super::Dissector for Iec104Flow {
                     ctx.stats[IEC104].resync_skipped_bytes += skip as u64;
                     return off + skip;
                 };
-                match iec104::parse_apdu(&rest[at..]) {
-                    // Framed (a valid start, length and control field), even if its content is
-                    // not right for its format: the main loop reports that.
-                    Framed::Complete { .. }
-                    | Framed::Invalid {
+                let cand = &rest[at..];
+                // Followed by the next APDU's start octet, or by nothing yet.
+                let chained = |n: usize| cand.get(n).is_none_or(|&b| b == iec104::START);
+                let accept = match iec104::parse_apdu(cand) {
+                    Framed::Complete { apdu, consumed } => {
+                        chained(consumed)
+                            && (apdu.asdu.is_empty() || iec104::parse_asdu(apdu.asdu).is_ok())
+                    }
+                    // On a flow known to be 104, a frame whose content is wrong for its format,
+                    // in a chain: the main loop reports it.
+                    Framed::Invalid {
                         error:
                             iec104::ApciError::MissingAsdu | iec104::ApciError::UnexpectedAsdu { .. },
-                        ..
-                    } => {
-                        ctx.stats[IEC104].resync_skipped_bytes += at as u64;
-                        off += at;
-                        self.resync[d] = false;
-                        self.garbage_reported[d] = false;
-                    }
+                        skip,
+                    } => self.confirmed && chained(skip),
                     Framed::Incomplete { .. } => {
                         ctx.stats[IEC104].resync_skipped_bytes += at as u64;
                         return off + at;
                     }
-                    Framed::Invalid { .. } => {
-                        ctx.stats[IEC104].resync_skipped_bytes += at as u64 + 1;
-                        off += at + 1;
-                    }
+                    Framed::Invalid { .. } => false,
+                };
+                if accept {
+                    ctx.stats[IEC104].resync_skipped_bytes += at as u64;
+                    off += at;
+                    self.resync[d] = false;
+                    self.garbage_reported[d] = false;
+                } else {
+                    ctx.stats[IEC104].resync_skipped_bytes += at as u64 + 1;
+                    off += at + 1;
                 }
                 continue;
             }
             match iec104::parse_apdu(rest) {
                 Framed::Complete { apdu, consumed } => {
                     self.confirmed = true;
+                    self.garbage_reported[d] = false;
                     self.on_apdu(ctx, dir, &apdu);
                     off += consumed;
                 }
@@ -212,7 +226,9 @@ impl super::Dissector for Iec104Flow {
                         self.garbage_reported[d] = true;
                         if ctx.sink.wants_events() {
                             let mut ev = ctx.event("iec104", dir);
-                            ev.pdu = crate::event::Pdu::Iec104(malformed(rest, error));
+                            let mut m = malformed(rest, error);
+                            m.common_address = self.common_address;
+                            ev.pdu = crate::event::Pdu::Iec104(m);
                             ctx.emit(ev);
                         }
                     }
@@ -305,7 +321,9 @@ impl Iec104Flow {
                         ev.seq_error = Some(what);
                     }
                 }
-                self.expect_tx[d] = Some((tx_seq + 1) % SEQ_MODULO);
+                if ev.seq_error != Some("duplicate") {
+                    self.expect_tx[d] = Some((tx_seq + 1) % SEQ_MODULO);
+                }
                 self.asdu(ctx, apdu.asdu, &mut ev);
             }
         }
@@ -336,6 +354,9 @@ impl Iec104Flow {
         };
         if asdu.negative {
             ctx.stats[IEC104].exceptions += 1;
+        }
+        if asdu.common_address != BROADCAST {
+            self.common_address = Some(asdu.common_address);
         }
         fill(ev, &asdu, ctx.sink.wants_detail());
     }
@@ -446,7 +467,8 @@ pub fn observe(
     // interrogated data, termination) arrives unasked.
     let kind = match (request, cot) {
         (true, _) => Kind::Request,
-        (false, 7 | 9) => Kind::Response,
+        // Confirmations, and the station's negative mirrors of what it does not know.
+        (false, 7 | 9 | 44..=47) => Kind::Response,
         _ => Kind::Unsolicited,
     };
     let unit = u32::from(p.common_address.unwrap_or(0));
@@ -461,12 +483,21 @@ pub fn observe(
         .as_ref()
         .and_then(|v| v.first())
         .map_or(0, |ob| ob.ioa);
-    if matches!(cot, 6..=9) {
+    // A broadcast activation is answered by each station with its own address: it cannot be
+    // matched on the channel it was sent on.
+    if matches!(cot, 6..=9 | 44..=47) && p.common_address != Some(BROADCAST) {
         o.corr = Some(u32::from(t) << 24 | (first_ioa & 0x00ff_ffff));
     }
-    o.write = request && (id.is_process_command() || id.is_parameter() || matches!(t, 103 | 105));
-    o.command = match t {
-        105 if request => Some(Command::Restart),
+    // Clock synchronisation is routine (at every connection, or on a schedule): not a write.
+    o.write = request && (id.is_process_command() || id.is_parameter() || t == 105);
+    let qualifier = p
+        .objects
+        .as_ref()
+        .and_then(|v| v.first())
+        .and_then(|ob| ob.qualifier);
+    // Reset process: QRP 1 restarts the process; 2 only clears the event buffer.
+    o.command = match (t, qualifier) {
+        (105, Some(1)) if request => Some(Command::Restart),
         _ => None,
     };
     // End of initialisation: the station (re)started.
@@ -476,9 +507,19 @@ pub fn observe(
     }
     let space = space(t);
     let measured = !request && t < 45;
+    // Normalized values go to detection as their raw 16-bit integers, so that the envelope's
+    // margins mean the same as for scaled values; counters only grow, and have no envelope.
+    let scale = if matches!(space, 9 | 48 | 110) {
+        32768.0
+    } else {
+        1.0
+    };
     for ob in p.objects.iter().flatten() {
         let values = match ob.value {
-            Some(v) if measured || o.write => std::iter::once(v.number()).collect(),
+            _ if space == 15 => Default::default(),
+            Some(v) if (measured || o.write) && v.number().is_finite() => {
+                std::iter::once(v.number() * scale).collect()
+            }
             _ => Default::default(),
         };
         if !measured && !o.write {

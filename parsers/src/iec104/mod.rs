@@ -174,9 +174,21 @@ fn decode_control(c: [u8; 4]) -> Result<Apci, ApciError> {
     })
 }
 
+/// A control field that decodes and whose reserved bits are clear (104 §5.1: bit 1 of the
+/// third octet in I and S frames, the whole second octet of an S frame).
+fn plausible_control(c: [u8; 4]) -> bool {
+    match decode_control(c) {
+        Ok(Apci::I { .. }) => c[2] & 0x01 == 0,
+        Ok(Apci::S { .. }) => c[1] == 0 && c[2] & 0x01 == 0,
+        Ok(Apci::U { .. }) => true,
+        Err(_) => false,
+    }
+}
+
 /// Where framing can restart in `buf` after a gap or garbage: the first 0x68 from `from` on
-/// whose length octet is valid and whose control field decodes (or that is too near the end to
-/// tell). `None` when there is none.
+/// whose length octet is valid and whose control field decodes with its reserved bits clear
+/// (or that is too near the end to tell). `None` when there is none. A caller should still
+/// check that the frame there is whole and followed by another start octet (or the end).
 pub fn find_resync(buf: &[u8], from: usize) -> Option<usize> {
     (from..buf.len()).find(|&i| {
         buf[i] == START
@@ -184,7 +196,7 @@ pub fn find_resync(buf: &[u8], from: usize) -> Option<usize> {
                 None => true,
                 Some(&len) if !(MIN_LEN..=MAX_LEN).contains(&usize::from(len)) => false,
                 Some(_) => match buf.get(i + 2..i + 6) {
-                    Some(c) => decode_control([c[0], c[1], c[2], c[3]]).is_ok(),
+                    Some(c) => plausible_control([c[0], c[1], c[2], c[3]]),
                     None => true,
                 },
             }
