@@ -22,6 +22,7 @@ pub enum Proto {
     Tcp,
     Udp,
     Iec104,
+    Enip,
 }
 
 impl Proto {
@@ -34,6 +35,7 @@ impl Proto {
             Proto::Tcp => "tcp",
             Proto::Udp => "udp",
             Proto::Iec104 => "iec104",
+            Proto::Enip => "enip",
         }
     }
 

@@ -74,6 +74,7 @@ fn observe_pdu(ev: &Event) -> Option<Observation> {
         Pdu::S7commplus(p) => s7plus(p, base(Proto::S7commplus, 0, kind, 0)),
         Pdu::Cotp(_) => None,
         Pdu::Iec104(p) => crate::dissect::iec104::observe(p, request, base),
+        Pdu::Enip(p) => crate::dissect::enip::observe(p, request, base),
         Pdu::Conversation { udp } => {
             let proto = if *udp { Proto::Udp } else { Proto::Tcp };
             Some(base(proto, u32::from(ev.dst_port), Kind::Conversation, 0))

@@ -2,6 +2,7 @@
 //! protocol state, request/response matching and event building.
 
 pub mod dnp3;
+pub mod enip;
 pub mod iec104;
 pub mod modbus;
 pub mod registry;

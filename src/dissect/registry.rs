@@ -53,8 +53,9 @@ pub const DNP3: ProtoId = ProtoId(1);
 pub const S7COMM: ProtoId = ProtoId(2);
 pub const S7COMMPLUS: ProtoId = ProtoId(3);
 pub const IEC104: ProtoId = ProtoId(4);
+pub const ENIP: ProtoId = ProtoId(5);
 /// How many protocols the table holds.
-pub const COUNT: usize = 5;
+pub const COUNT: usize = 6;
 
 fn modbus_function(fc: u8) -> Option<&'static str> {
     otwatch_parsers::modbus::FunctionCode(fc).name()
@@ -70,6 +71,10 @@ fn s7_function(fc: u8) -> Option<&'static str> {
 
 fn iec104_type(t: u8) -> Option<&'static str> {
     otwatch_parsers::iec104::TypeId(t).name()
+}
+
+fn cip_service(s: u8) -> Option<&'static str> {
+    otwatch_parsers::enip::Service(s).name()
 }
 
 fn s7plus_opcode(op: u8) -> Option<&'static str> {
@@ -123,6 +128,15 @@ pub static PROTOCOLS: [ProtoSpec; COUNT] = [
         max_buffered: super::iec104::MAX_BUFFERED,
         new: Some(|| Box::<super::iec104::Iec104Flow>::default()),
     },
+    ProtoSpec {
+        name: "enip",
+        heading: "enip (CIP by service)",
+        ports: &[super::enip::DEFAULT_PORT, otwatch_parsers::enip::IO_PORT],
+        probe: None,
+        function_name: cip_service,
+        max_buffered: super::enip::MAX_BUFFERED,
+        new: Some(|| Box::<super::enip::EnipFlow>::default()),
+    },
 ];
 
 /// The typed record of one PDU: its protocol's own structure. Serialised as one member named
@@ -141,6 +155,7 @@ pub enum Pdu {
     S7commplus(super::s7::S7PlusEvent),
     Cotp(super::s7::CotpEvent),
     Iec104(super::iec104::Iec104Event),
+    Enip(super::enip::EnipEvent),
 }
 
 impl Serialize for Pdu {
@@ -155,6 +170,7 @@ impl Serialize for Pdu {
             Pdu::S7commplus(x) => m.serialize_entry("s7commplus", x)?,
             Pdu::Cotp(x) => m.serialize_entry("cotp", x)?,
             Pdu::Iec104(x) => m.serialize_entry("iec104", x)?,
+            Pdu::Enip(x) => m.serialize_entry("enip", x)?,
         }
         m.end()
     }

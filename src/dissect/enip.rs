@@ -1,0 +1,518 @@
+//! EtherNet/IP flow state: encapsulation messages over TCP 44818 (and in UDP datagrams on
+//! 44818), the CIP messages they carry (unconnected in SendRRData, connected in SendUnitData),
+//! the embedded services of Multiple Service Packet and Unconnected Send, ListIdentity's
+//! Identity, Forward Open's connection, and connected I/O on UDP 2222.
+//!
+//! A flow is ENIP only once a message framed with a known command and zero options: TLS or
+//! anything else on 44818 gives no events (its bytes are counted as skipped, the flow as
+//! unidentified). Encapsulation has no start marker, so after a gap or a bad header the flow
+//! waits for data that frames at its first byte again.
+//!
+//! A response names no path: the request's class, instance, attribute and tag are carried over,
+//! matched by the sender context (SendRRData) or the connection's sequence count (SendUnitData),
+//! from a bounded table per flow.
+
+use std::collections::VecDeque;
+
+use otwatch_parsers::enip::{self, parse_cip, Cip, Command, Framed, ItemType, Segment, Service};
+use serde::Serialize;
+
+use super::{Ctx, Dir};
+use crate::dissect::registry::ENIP;
+
+pub const DEFAULT_PORT: u16 = enip::PORT;
+/// The most bytes the dissector may leave unconsumed: one partial message.
+pub const MAX_BUFFERED: usize = enip::MAX_MESSAGE_LEN;
+/// Requests remembered per flow for their responses.
+pub const MAX_PENDING: usize = 64;
+/// Embedded services listed per event.
+pub const MAX_ITEMS: usize = 64;
+
+/// The `enip` object of an event (docs/events.md).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct EnipEvent {
+    /// Encapsulation command (absent for connected I/O on UDP 2222).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_name: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cip: Option<CipEvent>,
+    /// ListIdentity reply: the device's Identity object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentityEvent>,
+    /// Connected I/O (UDP 2222): the connection id and sequence number of the packet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub io: Option<IoEvent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
+}
+
+/// A CIP message.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct CipEvent {
+    /// The service code without the response bit.
+    pub service: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<&'static str>,
+    pub response: bool,
+    /// Responses: the general status (0 success).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attribute: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member: Option<u32>,
+    /// A symbolic path: a tag name, its segments joined with `.`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Unconnected Send: the route to the target (port/link pairs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// Forward Open: the connection it asks for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection: Option<ConnectionEvent>,
+    /// Multiple Service Packet's services, or Unconnected Send's embedded request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<CipEvent>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ConnectionEvent {
+    pub o_t_id: u32,
+    pub t_o_id: u32,
+    pub o_t_rpi_ms: f64,
+    pub t_o_rpi_ms: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct IdentityEvent {
+    pub vendor: u16,
+    pub device_type: u16,
+    pub product_code: u16,
+    pub revision: String,
+    pub serial: u32,
+    pub product_name: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct IoEvent {
+    pub connection_id: u32,
+    pub sequence: u32,
+    pub length: usize,
+}
+
+/// What a request said, for its response.
+#[derive(Debug, Clone)]
+struct Pending {
+    key: u64,
+    service: u8,
+    class: Option<u32>,
+    instance: Option<u32>,
+    attribute: Option<u32>,
+    tag: Option<String>,
+    items: Option<Vec<CipEvent>>,
+}
+
+#[derive(Debug, Default)]
+pub struct EnipFlow {
+    confirmed: bool,
+    /// Per direction: the next bytes must frame at their first byte before they are trusted.
+    resync: [bool; 2],
+    pending: VecDeque<Pending>,
+}
+
+fn name_of(service: u8, class: Option<u32>, symbolic: bool) -> Option<&'static str> {
+    let s = Service(service);
+    match class {
+        Some(6) => s.connection_manager_name().or(s.name()),
+        Some(0x6b) => s.logix_name().or(s.name()),
+        _ if symbolic => s.logix_name().or(s.name()),
+        _ => s.name(),
+    }
+}
+
+fn tag_text(parts: &[&[u8]]) -> String {
+    parts
+        .iter()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// The event of one CIP message, its embedded messages too (to `depth`).
+fn cip_event(m: &Cip<'_>, depth: u8) -> CipEvent {
+    let mut e = CipEvent {
+        service: m.service.0,
+        response: m.response,
+        status: m.general_status,
+        ..Default::default()
+    };
+    if let Some(p) = &m.path {
+        e.class = p.class();
+        e.instance = p.instance();
+        e.attribute = p.attribute();
+        e.member = p.member();
+        e.tag = p.symbol().map(|parts| tag_text(&parts));
+    }
+    e.service_name = name_of(e.service, e.class, e.tag.is_some());
+    if depth == 0 {
+        return e;
+    }
+    if m.service == Service::MULTIPLE_SERVICE_PACKET {
+        match enip::multiple_service(m.data) {
+            Some(parts) => {
+                e.items = Some(
+                    parts
+                        .iter()
+                        .take(MAX_ITEMS)
+                        .map(|p| match parse_cip(p) {
+                            Ok(inner) => cip_event(&inner, depth - 1),
+                            Err(err) => CipEvent {
+                                error: Some(err.reason()),
+                                ..Default::default()
+                            },
+                        })
+                        .collect(),
+                )
+            }
+            None => e.error = Some("embedded_length"),
+        }
+    }
+    if !m.response && m.service == Service::UNCONNECTED_SEND && e.class == Some(6) {
+        if let Some((inner, route)) = enip::unconnected_send(m.data) {
+            e.route = Some(
+                route
+                    .segments()
+                    .filter_map(|s| match s {
+                        Segment::Port { port, link } => Some(format!(
+                            "{port}/{}",
+                            link.iter()
+                                .map(|b| b.to_string())
+                                .collect::<Vec<_>>()
+                                .join(".")
+                        )),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+            if let Ok(inner) = parse_cip(inner) {
+                e.items = Some(vec![cip_event(&inner, depth - 1)]);
+            }
+        }
+    }
+    if !m.response
+        && e.class == Some(6)
+        && matches!(
+            m.service,
+            Service::FORWARD_OPEN | Service::LARGE_FORWARD_OPEN
+        )
+    {
+        if let Some(f) = enip::parse_forward_open(m.data, m.service == Service::LARGE_FORWARD_OPEN)
+        {
+            e.connection = Some(ConnectionEvent {
+                o_t_id: f.o_t_connection_id,
+                t_o_id: f.t_o_connection_id,
+                o_t_rpi_ms: f64::from(f.o_t_rpi_us) / 1000.0,
+                t_o_rpi_ms: f64::from(f.t_o_rpi_us) / 1000.0,
+            });
+        }
+    }
+    e
+}
+
+impl super::Dissector for EnipFlow {
+    fn on_stream_data(&mut self, ctx: &mut Ctx<'_>, dir: Dir, data: &[u8]) -> usize {
+        let d = dir.index();
+        let mut off = 0;
+        while off < data.len() {
+            let rest = &data[off..];
+            match enip::parse_encap(rest) {
+                Framed::Complete { encap, consumed } => {
+                    self.resync[d] = false;
+                    self.confirmed = true;
+                    self.on_message(ctx, dir, &encap);
+                    off += consumed;
+                }
+                Framed::Incomplete { .. } => break,
+                Framed::Invalid(err) => {
+                    // No start marker to look for: drop what is here and wait for data that
+                    // frames at its first byte.
+                    if self.confirmed && !self.resync[d] {
+                        ctx.stats[ENIP].count_error(err.reason());
+                        if ctx.sink.wants_events() {
+                            let mut ev = ctx.event("enip", dir);
+                            ev.pdu = crate::event::Pdu::Enip(EnipEvent {
+                                error: Some(err.reason()),
+                                ..Default::default()
+                            });
+                            ctx.emit(ev);
+                        }
+                    }
+                    self.resync[d] = true;
+                    ctx.stats[ENIP].resync_skipped_bytes += rest.len() as u64;
+                    return data.len();
+                }
+            }
+        }
+        off
+    }
+
+    fn on_datagram(&mut self, ctx: &mut Ctx<'_>, dir: Dir, data: &[u8]) {
+        if ctx.endpoints.server.1 == enip::IO_PORT {
+            self.on_io(ctx, dir, data);
+            return;
+        }
+        if let Framed::Complete { encap, .. } = enip::parse_encap(data) {
+            self.confirmed = true;
+            self.on_message(ctx, dir, &encap);
+        }
+    }
+
+    fn on_gap(&mut self, _ctx: &mut Ctx<'_>, dir: Dir) {
+        self.resync[dir.index()] = true;
+    }
+
+    fn on_close(&mut self, ctx: &mut Ctx<'_>) {
+        if !self.confirmed {
+            ctx.stats[ENIP].unidentified_flows += 1;
+        }
+    }
+}
+
+impl EnipFlow {
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, dir: Dir, encap: &enip::Encap<'_>) {
+        let mut ev = EnipEvent {
+            command: Some(encap.command.0),
+            command_name: encap.command.name(),
+            session: Some(encap.session),
+            status: Some(encap.status),
+            ..Default::default()
+        };
+        let request = dir == Dir::ToServer;
+        match encap.command {
+            Command::SEND_RR_DATA | Command::SEND_UNIT_DATA => {
+                match enip::parse_send_data(encap.data) {
+                    Ok((_, _, cpf)) => {
+                        let mut seq = None;
+                        for item in cpf.items() {
+                            let body = match item.kind {
+                                ItemType::UNCONNECTED_DATA => item.data,
+                                ItemType::CONNECTED_DATA => {
+                                    seq = item
+                                        .data
+                                        .get(..2)
+                                        .map(|s| u16::from_le_bytes([s[0], s[1]]));
+                                    item.data.get(2..).unwrap_or(&[])
+                                }
+                                _ => continue,
+                            };
+                            if body.is_empty() {
+                                continue;
+                            }
+                            let key = match seq {
+                                Some(s) => 1 << 32 | u64::from(s),
+                                None => u64::from_le_bytes(encap.context),
+                            };
+                            ev.cip = Some(match parse_cip(body) {
+                                Ok(m) => {
+                                    ctx.stats[ENIP].count_pdu(m.service.0);
+                                    if m.general_status.is_some_and(|s| s != 0) {
+                                        ctx.stats[ENIP].exceptions += 1;
+                                    }
+                                    let mut c = cip_event(&m, 2);
+                                    self.match_request(&mut c, key, request);
+                                    c
+                                }
+                                Err(e) => {
+                                    ctx.stats[ENIP].count_error(e.reason());
+                                    CipEvent {
+                                        service: body[0] & 0x7f,
+                                        response: body[0] & 0x80 != 0,
+                                        error: Some(e.reason()),
+                                        ..Default::default()
+                                    }
+                                }
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        ctx.stats[ENIP].count_error(e.reason());
+                        ev.error = Some(e.reason());
+                    }
+                }
+            }
+            Command::LIST_IDENTITY if !encap.data.is_empty() => {
+                ctx.stats[ENIP].count("list_identity");
+                if let Ok(cpf) = enip::parse_cpf(encap.data) {
+                    for item in cpf.items().filter(|i| i.kind == ItemType::IDENTITY) {
+                        if let Some(id) = enip::parse_identity(item.data) {
+                            ev.identity = Some(IdentityEvent {
+                                vendor: id.vendor,
+                                device_type: id.device_type,
+                                product_code: id.product_code,
+                                revision: format!("{}.{}", id.revision.0, id.revision.1),
+                                serial: id.serial,
+                                product_name: String::from_utf8_lossy(id.product_name).into_owned(),
+                            });
+                        }
+                    }
+                }
+            }
+            c => ctx.stats[ENIP].count(c.name().unwrap_or("other_command")),
+        }
+        if ctx.sink.wants_events() {
+            let mut e = ctx.event("enip", dir);
+            e.pdu = crate::event::Pdu::Enip(ev);
+            ctx.emit(e);
+        }
+    }
+
+    /// A request is remembered; a response takes its path (and its items' paths) from it.
+    fn match_request(&mut self, c: &mut CipEvent, key: u64, request: bool) {
+        // Only a message with the response bit answers a request (an adapter that answers
+        // without it sends, as far as CIP goes, a request of its own).
+        if !c.response {
+            if !request {
+                return;
+            }
+            if self.pending.len() >= MAX_PENDING {
+                self.pending.pop_front();
+            }
+            self.pending.push_back(Pending {
+                key,
+                service: c.service,
+                class: c.class,
+                instance: c.instance,
+                attribute: c.attribute,
+                tag: c.tag.clone(),
+                items: c.items.clone(),
+            });
+            return;
+        }
+        let Some(i) = self
+            .pending
+            .iter()
+            .position(|p| p.key == key && p.service == c.service)
+        else {
+            return;
+        };
+        let Some(p) = self.pending.remove(i) else {
+            return;
+        };
+        c.class = p.class;
+        c.instance = p.instance;
+        c.attribute = p.attribute;
+        c.tag = p.tag;
+        c.service_name = name_of(c.service, c.class, c.tag.is_some());
+        if let (Some(items), Some(req)) = (&mut c.items, &p.items) {
+            for (r, q) in items.iter_mut().zip(req) {
+                if r.service == q.service {
+                    r.class = q.class;
+                    r.instance = q.instance;
+                    r.attribute = q.attribute;
+                    r.tag = q.tag.clone();
+                    r.service_name = name_of(r.service, r.class, r.tag.is_some());
+                }
+            }
+        }
+    }
+
+    /// Connected I/O on UDP 2222: a CPF of a sequenced address item and connected data.
+    fn on_io(&mut self, ctx: &mut Ctx<'_>, dir: Dir, data: &[u8]) {
+        let Ok(cpf) = enip::parse_cpf(data) else {
+            ctx.stats[ENIP].count_error("io_cpf");
+            return;
+        };
+        self.confirmed = true;
+        ctx.stats[ENIP].count("io_packets");
+        let mut io = IoEvent::default();
+        for item in cpf.items() {
+            match item.kind {
+                ItemType::SEQUENCED_ADDRESS if item.data.len() >= 8 => {
+                    let d = item.data;
+                    io.connection_id = u32::from_le_bytes([d[0], d[1], d[2], d[3]]);
+                    io.sequence = u32::from_le_bytes([d[4], d[5], d[6], d[7]]);
+                }
+                ItemType::CONNECTED_DATA => io.length = item.data.len(),
+                _ => {}
+            }
+        }
+        if ctx.sink.wants_events() {
+            let mut e = ctx.event("enip", dir);
+            e.pdu = crate::event::Pdu::Enip(EnipEvent {
+                io: Some(io),
+                ..Default::default()
+            });
+            ctx.emit(e);
+        }
+    }
+}
+
+/// The observation an ENIP event stands for: CIP messages (the service is the function) and
+/// malformed messages; encapsulation housekeeping and I/O are not observed.
+pub fn observe(
+    p: &EnipEvent,
+    request: bool,
+    base: impl Fn(otwatch_models::Proto, u32, otwatch_models::Kind, u32) -> otwatch_models::Observation,
+) -> Option<otwatch_models::Observation> {
+    use otwatch_models::{Access, Command as Cmd, Kind, Proto};
+    let kind = if request {
+        Kind::Request
+    } else {
+        Kind::Response
+    };
+    let Some(c) = &p.cip else {
+        return p.error.map(|e| {
+            let mut o = base(Proto::Enip, 0, kind, 0x100);
+            o.malformed = Some(e);
+            o
+        });
+    };
+    let mut o = base(Proto::Enip, 0, kind, u32::from(c.service));
+    o.function_name = c.service_name;
+    o.malformed = c.error;
+    o.exception = c.status.is_some_and(|s| s != 0);
+    // The services that change a device, embedded ones included.
+    let all: Vec<&CipEvent> = std::iter::once(c).chain(c.items.iter().flatten()).collect();
+    let writes = |e: &CipEvent| {
+        let tagged = e.tag.is_some() || e.class == Some(0x6b);
+        matches!(e.service, 0x02 | 0x04 | 0x08 | 0x09 | 0x10 | 0x19)
+            || (tagged && matches!(e.service, 0x4d | 0x4e | 0x53))
+    };
+    o.write = request && all.iter().any(|e| writes(e));
+    o.command = if !request {
+        None
+    } else if all.iter().any(|e| e.service == 0x05) {
+        Some(Cmd::Restart)
+    } else if all.iter().any(|e| e.service == 0x07) {
+        Some(Cmd::PlcStop)
+    } else if all.iter().any(|e| e.service == 0x06) {
+        Some(Cmd::PlcStart)
+    } else {
+        None
+    };
+    if request {
+        for e in all.iter().filter(|e| writes(e)) {
+            o.accesses.push(Access {
+                space: e.class.unwrap_or(0),
+                start: e.instance.unwrap_or(0) << 16 | e.attribute.unwrap_or(0),
+                count: 1,
+                write: true,
+                values: Default::default(),
+            });
+        }
+    }
+    Some(o)
+}

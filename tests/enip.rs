@@ -1,0 +1,221 @@
+//! EtherNet/IP and CIP against tshark (Wireshark's dissectors), frame by frame, on every capture
+//! of ../shared/pcaps/enip: every encapsulation message's command, session and status, and the
+//! CIP services of the frame (top level, then the embedded ones of Multiple Service Packet and
+//! Unconnected Send, in order) with their response bits and, for requests, their classes and
+//! instances.
+//!
+//! Disagreements that were examined are listed in `KNOWN_ENIP` with the reason; the test fails
+//! on any other, and on a listed one that no longer happens.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+
+use otwatch::event::Event;
+
+/// Disagreements with tshark that were examined and are explained. (file, frame, reason)
+const KNOWN_ENIP: &[(&str, u64, &str)] = &[];
+
+#[derive(Debug, Default, PartialEq)]
+struct Frame {
+    /// (command, session, status) per encapsulation message.
+    encaps: Vec<(u16, u32, u32)>,
+    /// CIP services (7 bits), in order.
+    services: Vec<u8>,
+    /// Classes and instances of request paths, in order.
+    classes: Vec<u32>,
+    instances: Vec<u32>,
+}
+
+fn hex(field: &str) -> Vec<u64> {
+    field
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+        .collect()
+}
+
+fn tshark(path: &Path) -> BTreeMap<u64, Frame> {
+    let out = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(path)
+        .args([
+            "-Y",
+            "enip",
+            "-T",
+            "fields",
+            "-E",
+            "occurrence=a",
+            "-E",
+            "aggregator=,",
+        ])
+        .args(
+            [
+                "frame.number",
+                "enip.command",
+                "enip.session",
+                "enip.status",
+                "cip.sc",
+                "cip.rr",
+                "cip.class",
+                "cip.instance",
+            ]
+            .iter()
+            .flat_map(|f| ["-e", f]),
+        )
+        .output()
+        .expect("run tshark");
+    let mut by_frame = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() < 8 {
+            continue;
+        }
+        let Ok(frame) = f[0].parse::<u64>() else {
+            continue;
+        };
+        let (c, s, st) = (hex(f[1]), hex(f[2]), hex(f[3]));
+        let encaps = (0..c.len())
+            .map(|i| {
+                (
+                    c[i] as u16,
+                    s.get(i).copied().unwrap_or(0) as u32,
+                    st.get(i).copied().unwrap_or(0) as u32,
+                )
+            })
+            .collect();
+        let requests = hex(f[5]).first().is_none_or(|rr| *rr == 0);
+        by_frame.insert(
+            frame,
+            Frame {
+                encaps,
+                services: hex(f[4]).into_iter().map(|v| v as u8 & 0x7f).collect(),
+                classes: if requests {
+                    hex(f[6]).into_iter().map(|v| v as u32).collect()
+                } else {
+                    Vec::new()
+                },
+                instances: if requests {
+                    hex(f[7]).into_iter().map(|v| v as u32).collect()
+                } else {
+                    Vec::new()
+                },
+            },
+        );
+    }
+    by_frame
+}
+
+fn push_cip(c: &otwatch::dissect::enip::CipEvent, f: &mut Frame) {
+    f.services.push(c.service);
+    if !c.response {
+        f.classes.extend(c.class);
+        f.instances.extend(c.instance);
+    }
+    for i in c.items.iter().flatten() {
+        push_cip(i, f);
+    }
+}
+
+/// `a` is `b` with some entries taken out (order kept).
+fn subsequence(a: &[u32], b: &[u32]) -> bool {
+    let mut it = b.iter();
+    a.iter().all(|x| it.any(|y| y == x))
+}
+
+/// tshark shows, with a connected message and with Forward Open and Forward Close, the classes
+/// and instances of the connection's path (remembered from the Forward Open) besides the
+/// message's own; otwatch reports the message's own path. So there tshark's lists must hold
+/// otwatch's, in order; elsewhere they must be equal.
+fn agree(x: &Frame, y: &Frame) -> bool {
+    let connected = x.encaps.iter().any(|e| e.0 == 0x70)
+        || x.services
+            .first()
+            .is_some_and(|s| matches!(s, 0x4e | 0x54 | 0x5b))
+            && x.classes.first() == Some(&6);
+    x.encaps == y.encaps
+        && x.services == y.services
+        && if connected {
+            subsequence(&x.classes, &y.classes) && subsequence(&x.instances, &y.instances)
+        } else {
+            x.classes == y.classes && x.instances == y.instances
+        }
+}
+
+fn ours(events: &[Event]) -> BTreeMap<u64, Frame> {
+    let mut by_frame: BTreeMap<u64, Frame> = BTreeMap::new();
+    for e in events {
+        let otwatch::event::Pdu::Enip(p) = &e.pdu else {
+            continue;
+        };
+        let Some(command) = p.command else { continue };
+        let f = by_frame.entry(e.frame).or_default();
+        f.encaps
+            .push((command, p.session.unwrap_or(0), p.status.unwrap_or(0)));
+        if let Some(c) = &p.cip {
+            push_cip(c, f);
+        }
+    }
+    by_frame
+}
+
+#[test]
+fn enip_agrees_with_tshark() {
+    let Some(dir) = common::corpus_dir() else {
+        return;
+    };
+    if !common::tshark_or_skip() {
+        return;
+    }
+    let mut problems = Vec::new();
+    let mut names: Vec<_> = std::fs::read_dir(dir.join("enip"))
+        .expect("enip dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    names.sort();
+    for path in names {
+        let rel = format!(
+            "enip/{}",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        );
+        let (events, _) = common::replay_file(&path);
+        let (a, b) = (ours(&events), tshark(&path));
+        let known: BTreeSet<u64> = KNOWN_ENIP
+            .iter()
+            .filter(|k| k.0 == rel)
+            .map(|k| k.1)
+            .collect();
+        let (mut agreeing, mut frames) = (0, 0);
+        for f in a.keys().chain(b.keys()).copied().collect::<BTreeSet<u64>>() {
+            let empty = Frame::default();
+            let (x, y) = (a.get(&f).unwrap_or(&empty), b.get(&f).unwrap_or(&empty));
+            frames += 1;
+            if known.contains(&f) {
+                if agree(x, y) {
+                    problems.push(format!("{rel} frame {f}: listed as known but now agrees"));
+                }
+                continue;
+            }
+            if agree(x, y) {
+                agreeing += 1;
+            } else {
+                problems.push(format!(
+                    "{rel} frame {f}:\n  otwatch {x:?}\n  tshark  {y:?}"
+                ));
+            }
+        }
+        eprintln!(
+            "{rel}: {agreeing}/{frames} frames agree; {} known to differ",
+            known.len()
+        );
+    }
+    assert!(
+        problems.is_empty(),
+        "{} problem(s):\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
