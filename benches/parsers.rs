@@ -10,12 +10,16 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use otwatch_parsers::{dnp3, iec104, modbus, s7};
+use otwatch_parsers::{dnp3, enip, iec104, modbus, s7};
 
 /// TCP payloads of a fixture, with whether they were sent to `server_port`, sliced with
 /// etherparse (not with otwatch's pipeline, so only the parser is measured).
 fn payloads(fixture: &str, server_port: u16) -> Vec<(bool, Vec<u8>)> {
-    let path = format!("{}/fixtures/{fixture}", env!("CARGO_MANIFEST_DIR"));
+    let path = if fixture.starts_with('/') {
+        fixture.to_string()
+    } else {
+        format!("{}/fixtures/{fixture}", env!("CARGO_MANIFEST_DIR"))
+    };
     let data = std::fs::read(path).expect("fixture");
     let mut out = Vec::new();
     let mut rest = &data[24..];
@@ -148,6 +152,38 @@ fn iec104_all(stream: &[(bool, Vec<u8>)]) -> u64 {
     n
 }
 
+fn enip_all(stream: &[(bool, Vec<u8>)]) -> u64 {
+    let mut n = 0u64;
+    for (_, bytes) in stream {
+        let mut rest = &bytes[..];
+        while let enip::Framed::Complete { encap, consumed } = enip::parse_encap(rest) {
+            rest = &rest[consumed..];
+            let Ok((_, _, cpf)) = enip::parse_send_data(encap.data) else {
+                continue;
+            };
+            for item in cpf.items() {
+                let body = if item.kind == enip::ItemType::CONNECTED_DATA {
+                    item.data.get(2..).unwrap_or(&[])
+                } else {
+                    item.data
+                };
+                if let Ok(m) = enip::parse_cip(body) {
+                    n += u64::from(m.service.0);
+                    if let Some(p) = m.path {
+                        n += u64::from(p.class().unwrap_or(0));
+                    }
+                    if m.service == enip::Service::MULTIPLE_SERVICE_PACKET {
+                        for part in enip::multiple_service(m.data).into_iter().flatten() {
+                            n += enip::parse_cip(part).map_or(0, |x| u64::from(x.service.0));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    n
+}
+
 fn parsers(c: &mut Criterion) {
     let mut g = c.benchmark_group("parsers");
     let (modbus_stream, modbus_bytes) = repeated(payloads("modbus_example.pcap", 502));
@@ -170,6 +206,15 @@ fn parsers(c: &mut Criterion) {
     g.bench_function("iec104", |b| {
         b.iter(|| black_box(iec104_all(black_box(&iec_stream))))
     });
+    // EtherNet/IP: a corpus capture (not shipped in fixtures/), when OTWATCH_CORPUS is set.
+    if let Some(corpus) = std::env::var_os("OTWATCH_CORPUS") {
+        let path = std::path::Path::new(&corpus).join("enip/cip.pcap");
+        let (enip_stream, enip_bytes) = repeated(payloads(&path.to_string_lossy(), enip::PORT));
+        g.throughput(Throughput::Bytes(enip_bytes));
+        g.bench_function("enip", |b| {
+            b.iter(|| black_box(enip_all(black_box(&enip_stream))))
+        });
+    }
     g.finish();
 }
 

@@ -42,7 +42,7 @@ pub fn capture(data: &[u8]) {
 
 /// Server ports a packet can go to: every dissected protocol, and one that none dissects
 /// (chosen by the selector's two low bits and the time step's high bit).
-const PORTS: [u16; 8] = [502, 20000, 102, 8080, 2404, 20000, 102, 2404];
+const PORTS: [u16; 8] = [502, 20000, 102, 8080, 2404, 44818, 2222, 102];
 
 /// Bytes read per packet record: selector, sequence delta (2), time step, payload length.
 const RECORD_HEADER: usize = 5;

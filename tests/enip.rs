@@ -219,3 +219,25 @@ fn enip_agrees_with_tshark() {
         problems.join("\n")
     );
 }
+
+/// Detection on a real capture: an engineering station polls a controller for 7.6 s, then
+/// tries to change its clock (Set_Attribute_List on the Time Sync object, class 0x8B). Learning
+/// the first 5 s, that attempt is the one alert: an unauthorized write, on its frame.
+#[test]
+fn enip_change_date_attempt_is_an_unauthorized_write() {
+    let Some(dir) = common::corpus_dir() else {
+        return;
+    };
+    let path = dir.join("enip/EIP-ChangeDateAttempt.pcap");
+    let (alerts, _) = common::detect_files(common::Learn::For(5.0), &[(&path, &|_| true)]);
+    let first: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.state == otwatch_models::AlertState::First)
+        .map(|a| (a.r#type, a.frames.clone()))
+        .collect();
+    assert_eq!(
+        first,
+        vec![("unauthorized_write", vec![138])],
+        "{alerts:#?}"
+    );
+}

@@ -12,7 +12,8 @@ pub(crate) mod live;
 pub(crate) mod outputs;
 pub(crate) mod replay;
 
-/// Passive monitor for industrial (OT) networks: Modbus/TCP, DNP3, S7comm, IEC 60870-5-104.
+/// Passive monitor for industrial (OT) networks: Modbus/TCP, DNP3, S7comm, IEC 60870-5-104,
+/// EtherNet/IP.
 #[derive(Parser)]
 #[command(name = "otwatch", version, about)]
 pub(crate) struct Cli {
