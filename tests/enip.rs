@@ -241,3 +241,68 @@ fn enip_change_date_attempt_is_an_unauthorized_write() {
         "{alerts:#?}"
     );
 }
+
+/// A message with an unknown command in the middle of a stream is reported and stepped over:
+/// the write that follows it in the same segment is still seen.
+#[test]
+fn enip_an_unknown_command_does_not_hide_what_follows() {
+    let encap = |command: u16, session: u32, data: &[u8]| {
+        let mut v = command.to_le_bytes().to_vec();
+        v.extend_from_slice(&(data.len() as u16).to_le_bytes());
+        v.extend_from_slice(&session.to_le_bytes());
+        v.extend_from_slice(&[0; 16]);
+        v.extend_from_slice(data);
+        v
+    };
+    // Set_Attribute_Single class 1 instance 1 attribute 7, in SendRRData.
+    let cip = [0x10, 0x03, 0x20, 0x01, 0x24, 0x01, 0x30, 0x07, 0x41, 0x42];
+    let mut rr = vec![0, 0, 0, 0, 10, 0, 2, 0, 0, 0, 0, 0, 0xb2, 0];
+    rr.extend_from_slice(&(cip.len() as u16).to_le_bytes());
+    rr.extend_from_slice(&cip);
+    let mut seg = encap(0x00c8, 7, &[]);
+    seg.extend(encap(0x006f, 7, &rr));
+    let mut packets = Vec::new();
+    let mut seq = [1000u32, 5000u32];
+    let mut send = |t: u64, from_client: bool, payload: &[u8]| {
+        let (src, dst, sp, dp) = if from_client {
+            ([10, 0, 0, 1], [10, 0, 0, 2], 40000, 44818)
+        } else {
+            ([10, 0, 0, 2], [10, 0, 0, 1], 44818, 40000)
+        };
+        let i = usize::from(!from_client);
+        let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(src, dst, 64)
+            .tcp(sp, dp, seq[i], 8192)
+            .ack(seq[1 - i]);
+        let mut out = Vec::new();
+        b.write(&mut out, payload).expect("packet");
+        seq[i] = seq[i].wrapping_add(payload.len() as u32);
+        packets.push((std::time::Duration::from_millis(1_700_000_000_000 + t), out));
+    };
+    send(0, true, &encap(0x0065, 0, &[1, 0, 0, 0]));
+    send(10, false, &encap(0x0065, 7, &[1, 0, 0, 0]));
+    send(20, true, &seg);
+    let dir = common::scratch("enip-unknown");
+    let path = dir.join("unknown.pcap");
+    common::write_pcap_at(&path, &packets);
+    let (events, _) = common::replay_file(&path);
+    let enip: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.pdu {
+            otwatch::event::Pdu::Enip(p) => {
+                Some((p.command, p.error, p.cip.as_ref().map(|c| c.service)))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        enip,
+        vec![
+            (Some(0x65), None, None),
+            (Some(0x65), None, None),
+            (Some(0xc8), Some("unknown_command"), None),
+            (Some(0x6f), None, Some(0x10)),
+        ]
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

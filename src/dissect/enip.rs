@@ -121,7 +121,23 @@ struct Pending {
     instance: Option<u32>,
     attribute: Option<u32>,
     tag: Option<String>,
+    /// The embedded requests' paths, one level down and without their own items.
     items: Option<Vec<CipEvent>>,
+}
+
+/// A request's embedded messages as a pending entry keeps them: their paths, not their own
+/// embedded messages (bounded memory).
+fn summaries(items: &Option<Vec<CipEvent>>) -> Option<Vec<CipEvent>> {
+    items.as_ref().map(|v| {
+        v.iter()
+            .map(|i| CipEvent {
+                items: None,
+                route: None,
+                connection: None,
+                ..i.clone()
+            })
+            .collect()
+    })
 }
 
 #[derive(Debug, Default)]
@@ -150,8 +166,9 @@ fn tag_text(parts: &[&[u8]]) -> String {
         .join(".")
 }
 
-/// The event of one CIP message, its embedded messages too (to `depth`).
-fn cip_event(m: &Cip<'_>, depth: u8) -> CipEvent {
+/// The event of one CIP message, its embedded messages too (to `depth`, and at most
+/// [`MAX_ITEMS`] embedded messages in all: `budget`).
+fn cip_event(m: &Cip<'_>, depth: u8, budget: &mut usize) -> CipEvent {
     let mut e = CipEvent {
         service: m.service.0,
         response: m.response,
@@ -169,22 +186,25 @@ fn cip_event(m: &Cip<'_>, depth: u8) -> CipEvent {
     if depth == 0 {
         return e;
     }
-    if m.service == Service::MULTIPLE_SERVICE_PACKET {
+    // An error reply carries no embedded replies.
+    if m.service == Service::MULTIPLE_SERVICE_PACKET && !m.data.is_empty() {
         match enip::multiple_service(m.data) {
             Some(parts) => {
-                e.items = Some(
-                    parts
-                        .iter()
-                        .take(MAX_ITEMS)
-                        .map(|p| match parse_cip(p) {
-                            Ok(inner) => cip_event(&inner, depth - 1),
-                            Err(err) => CipEvent {
-                                error: Some(err.reason()),
-                                ..Default::default()
-                            },
-                        })
-                        .collect(),
-                )
+                let mut items = Vec::new();
+                for p in parts {
+                    if *budget == 0 {
+                        break;
+                    }
+                    *budget -= 1;
+                    items.push(match parse_cip(p) {
+                        Ok(inner) => cip_event(&inner, depth - 1, budget),
+                        Err(err) => CipEvent {
+                            error: Some(err.reason()),
+                            ..Default::default()
+                        },
+                    });
+                }
+                e.items = Some(items);
             }
             None => e.error = Some("embedded_length"),
         }
@@ -207,8 +227,9 @@ fn cip_event(m: &Cip<'_>, depth: u8) -> CipEvent {
                     .collect::<Vec<_>>()
                     .join(","),
             );
-            if let Ok(inner) = parse_cip(inner) {
-                e.items = Some(vec![cip_event(&inner, depth - 1)]);
+            if let (Ok(inner), true) = (parse_cip(inner), *budget > 0) {
+                *budget -= 1;
+                e.items = Some(vec![cip_event(&inner, depth - 1, budget)]);
             }
         }
     }
@@ -232,6 +253,15 @@ fn cip_event(m: &Cip<'_>, depth: u8) -> CipEvent {
     e
 }
 
+/// A message good enough to resynchronise on: not a NOP, and send-data with a CPF that parses.
+fn plausible(e: &enip::Encap<'_>) -> bool {
+    match e.command {
+        Command::NOP => false,
+        Command::SEND_RR_DATA | Command::SEND_UNIT_DATA => enip::parse_send_data(e.data).is_ok(),
+        _ => true,
+    }
+}
+
 impl super::Dissector for EnipFlow {
     fn on_stream_data(&mut self, ctx: &mut Ctx<'_>, dir: Dir, data: &[u8]) -> usize {
         let d = dir.index();
@@ -240,12 +270,43 @@ impl super::Dissector for EnipFlow {
             let rest = &data[off..];
             match enip::parse_encap(rest) {
                 Framed::Complete { encap, consumed } => {
+                    if self.resync[d] && !plausible(&encap) {
+                        // Resynchronising: zeros frame as NOPs, and a header by chance as
+                        // anything; wait for a message that says more.
+                        ctx.stats[ENIP].resync_skipped_bytes += rest.len() as u64;
+                        return data.len();
+                    }
                     self.resync[d] = false;
                     self.confirmed = true;
                     self.on_message(ctx, dir, &encap);
                     off += consumed;
                 }
                 Framed::Incomplete { .. } => break,
+                Framed::Invalid(err) if self.confirmed && !self.resync[d] => {
+                    // In step with a flow known to be ENIP: a message with an unknown command
+                    // or options is reported and stepped over by its length, as a target
+                    // does, so that what follows it is still seen.
+                    let Some(n) = enip::declared_len(rest) else {
+                        self.resync[d] = true;
+                        ctx.stats[ENIP].count_error(err.reason());
+                        ctx.stats[ENIP].resync_skipped_bytes += rest.len() as u64;
+                        return data.len();
+                    };
+                    if n > rest.len() {
+                        break;
+                    }
+                    ctx.stats[ENIP].count_error(err.reason());
+                    if ctx.sink.wants_events() {
+                        let mut ev = ctx.event("enip", dir);
+                        ev.pdu = crate::event::Pdu::Enip(EnipEvent {
+                            command: rest.get(..2).map(|c| u16::from_le_bytes([c[0], c[1]])),
+                            error: Some(err.reason()),
+                            ..Default::default()
+                        });
+                        ctx.emit(ev);
+                    }
+                    off += n;
+                }
                 Framed::Invalid(err) => {
                     // No start marker to look for: drop what is here and wait for data that
                     // frames at its first byte.
@@ -270,7 +331,9 @@ impl super::Dissector for EnipFlow {
     }
 
     fn on_datagram(&mut self, ctx: &mut Ctx<'_>, dir: Dir, data: &[u8]) {
-        if ctx.endpoints.server.1 == enip::IO_PORT {
+        // Encapsulation when either end is 44818; connected I/O otherwise (both ends of an I/O
+        // flow are often 2222).
+        if ctx.endpoints.server.1 != enip::PORT && ctx.endpoints.client.1 != enip::PORT {
             self.on_io(ctx, dir, data);
             return;
         }
@@ -301,8 +364,15 @@ impl EnipFlow {
             ..Default::default()
         };
         let request = dir == Dir::ToServer;
+        if encap.status != 0 {
+            // An encapsulation error reply (bad session, unsupported command): an exception,
+            // whatever it carries.
+            ctx.stats[ENIP].exceptions += 1;
+        }
         match encap.command {
-            Command::SEND_RR_DATA | Command::SEND_UNIT_DATA => {
+            Command::SEND_RR_DATA | Command::SEND_UNIT_DATA
+                if encap.status == 0 || !encap.data.is_empty() =>
+            {
                 match enip::parse_send_data(encap.data) {
                     Ok((_, _, cpf)) => {
                         let mut seq = None;
@@ -328,10 +398,12 @@ impl EnipFlow {
                             ev.cip = Some(match parse_cip(body) {
                                 Ok(m) => {
                                     ctx.stats[ENIP].count_pdu(m.service.0);
-                                    if m.general_status.is_some_and(|s| s != 0) {
+                                    // 0x06 (partial transfer) is how fragmented reads go.
+                                    if m.general_status.is_some_and(|s| s != 0 && s != 0x06) {
                                         ctx.stats[ENIP].exceptions += 1;
                                     }
-                                    let mut c = cip_event(&m, 2);
+                                    let mut budget = MAX_ITEMS;
+                                    let mut c = cip_event(&m, 2, &mut budget);
                                     self.match_request(&mut c, key, request);
                                     c
                                 }
@@ -397,20 +469,43 @@ impl EnipFlow {
                 instance: c.instance,
                 attribute: c.attribute,
                 tag: c.tag.clone(),
-                items: c.items.clone(),
+                items: summaries(&c.items),
             });
             return;
         }
+        // An Unconnected Send's reply is its embedded request's reply.
+        let unconnected = |p: &Pending| {
+            p.service == 0x52
+                && p.class == Some(6)
+                && p.items
+                    .as_ref()
+                    .and_then(|v| v.first())
+                    .is_some_and(|i| i.service == c.service)
+        };
         let Some(i) = self
             .pending
             .iter()
-            .position(|p| p.key == key && p.service == c.service)
+            .position(|p| p.key == key && (p.service == c.service || unconnected(p)))
         else {
             return;
         };
-        let Some(p) = self.pending.remove(i) else {
+        let Some(mut p) = self.pending.remove(i) else {
             return;
         };
+        // Older requests with the same key were never answered: they cannot be any more.
+        let mut k = 0;
+        self.pending.retain(|q| {
+            k += 1;
+            k > i || q.key != key
+        });
+        if unconnected(&p) {
+            if let Some(inner) = p.items.take().and_then(|v| v.into_iter().next()) {
+                p.class = inner.class;
+                p.instance = inner.instance;
+                p.attribute = inner.attribute;
+                p.tag = inner.tag;
+            }
+        }
         c.class = p.class;
         c.instance = p.instance;
         c.attribute = p.attribute;
@@ -460,8 +555,27 @@ impl EnipFlow {
     }
 }
 
-/// The observation an ENIP event stands for: CIP messages (the service is the function) and
-/// malformed messages; encapsulation housekeeping and I/O are not observed.
+/// Every message of a CIP message, the embedded ones at every depth, in order.
+fn all_messages<'e>(c: &'e CipEvent, out: &mut Vec<&'e CipEvent>) {
+    out.push(c);
+    for i in c.items.iter().flatten() {
+        all_messages(i, out);
+    }
+}
+
+/// A stable number for a tag name (FNV-1a), its address in the tag space.
+fn tag_address(tag: &str) -> u32 {
+    tag.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// Logix tags, as an address space of their own.
+pub const TAG_SPACE: u32 = 0x6b;
+
+/// The observation an ENIP event stands for: CIP messages (the function is the service of the
+/// innermost request an Unconnected Send carries, else the message's own) and malformed
+/// messages; encapsulation housekeeping and I/O are not observed.
 pub fn observe(
     p: &EnipEvent,
     request: bool,
@@ -480,34 +594,64 @@ pub fn observe(
             o
         });
     };
-    let mut o = base(Proto::Enip, 0, kind, u32::from(c.service));
-    o.function_name = c.service_name;
-    o.malformed = c.error;
-    o.exception = c.status.is_some_and(|s| s != 0);
-    // The services that change a device, embedded ones included.
-    let all: Vec<&CipEvent> = std::iter::once(c).chain(c.items.iter().flatten()).collect();
+    let mut all = Vec::new();
+    all_messages(c, &mut all);
+    // Through Unconnected Sends to the request they carry.
+    let mut inner = c;
+    while inner.service == 0x52 && inner.class == Some(6) {
+        match inner.items.as_ref().and_then(|v| v.first()) {
+            Some(i) => inner = i,
+            None => break,
+        }
+    }
+    let mut o = base(Proto::Enip, 0, kind, u32::from(inner.service));
+    o.function_name = inner.service_name;
+    o.malformed = c.error.or(all.iter().find_map(|e| e.error));
+    o.exception = c.status.is_some_and(|s| s != 0 && s != 0x06);
     let writes = |e: &CipEvent| {
-        let tagged = e.tag.is_some() || e.class == Some(0x6b);
+        let tagged = e.tag.is_some() || e.class == Some(TAG_SPACE);
         matches!(e.service, 0x02 | 0x04 | 0x08 | 0x09 | 0x10 | 0x19)
             || (tagged && matches!(e.service, 0x4d | 0x4e | 0x53))
     };
     o.write = request && all.iter().any(|e| writes(e));
+    // Reset of the Identity object restarts the device; Stop and Start of the controller
+    // object (0x8E, as Logix and the corpus's start-PLC capture use it) change its mode.
+    // The same services on other objects (a drive's Control Supervisor, say) are plain writes.
     o.command = if !request {
         None
-    } else if all.iter().any(|e| e.service == 0x05) {
+    } else if all.iter().any(|e| e.service == 0x05 && e.class == Some(1)) {
         Some(Cmd::Restart)
-    } else if all.iter().any(|e| e.service == 0x07) {
+    } else if all
+        .iter()
+        .any(|e| e.service == 0x07 && e.class == Some(0x8e))
+    {
         Some(Cmd::PlcStop)
-    } else if all.iter().any(|e| e.service == 0x06) {
+    } else if all
+        .iter()
+        .any(|e| e.service == 0x06 && e.class == Some(0x8e))
+    {
         Some(Cmd::PlcStart)
     } else {
         None
     };
+    if request && all.iter().any(|e| matches!(e.service, 0x05..=0x07)) && o.command.is_none() {
+        o.write = true;
+    }
     if request {
         for e in all.iter().filter(|e| writes(e)) {
+            let (space, start) = match &e.tag {
+                Some(t) => (TAG_SPACE, tag_address(t)),
+                None => (
+                    e.class.unwrap_or(0),
+                    match (e.instance.unwrap_or(0), e.attribute.unwrap_or(0)) {
+                        (i, a) if i <= 0xffff && a <= 0xffff => i << 16 | a,
+                        (i, a) => tag_address(&format!("{i}/{a}")),
+                    },
+                ),
+            };
             o.accesses.push(Access {
-                space: e.class.unwrap_or(0),
-                start: e.instance.unwrap_or(0) << 16 | e.attribute.unwrap_or(0),
+                space,
+                start,
                 count: 1,
                 write: true,
                 values: Default::default(),
@@ -515,4 +659,85 @@ pub fn observe(
         }
     }
     Some(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use otwatch_models::{Command as Cmd, Kind, Observation, Proto};
+
+    fn base(proto: Proto, unit: u32, kind: Kind, f: u32) -> Observation {
+        Observation::new(
+            0,
+            std::sync::Arc::from("t"),
+            1,
+            otwatch_models::Channel {
+                proto,
+                client: "10.0.0.1".parse().unwrap(),
+                server: "10.0.0.2".parse().unwrap(),
+                unit,
+            },
+            kind,
+            f,
+        )
+    }
+
+    fn msg(service: u8, class: Option<u32>, items: Option<Vec<CipEvent>>) -> CipEvent {
+        CipEvent {
+            service,
+            class,
+            instance: Some(1),
+            items,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn writes_and_commands_are_found_at_any_depth() {
+        // Unconnected Send carrying a Multiple Service Packet carrying a Write Tag.
+        let write = CipEvent {
+            service: 0x4d,
+            tag: Some("Line1.Speed".into()),
+            ..Default::default()
+        };
+        let msp = msg(0x0a, Some(2), Some(vec![msg(0x0e, Some(1), None), write]));
+        let us = msg(0x52, Some(6), Some(vec![msp]));
+        let ev = EnipEvent {
+            cip: Some(us),
+            ..Default::default()
+        };
+        let o = observe(&ev, true, base).unwrap();
+        assert!(o.write);
+        assert_eq!(
+            o.function, 0x0a,
+            "the function is the request the Unconnected Send carries"
+        );
+        assert_eq!(o.accesses.len(), 1);
+        assert_eq!(o.accesses[0].space, TAG_SPACE);
+        assert_eq!(o.accesses[0].start, tag_address("Line1.Speed"));
+        // Reset: a restart only on the Identity object; Stop: a PLC stop only on the controller.
+        let reset_identity = EnipEvent {
+            cip: Some(msg(0x05, Some(1), None)),
+            ..Default::default()
+        };
+        assert_eq!(
+            observe(&reset_identity, true, base).unwrap().command,
+            Some(Cmd::Restart)
+        );
+        let stop_drive = EnipEvent {
+            cip: Some(msg(0x07, Some(0x29), None)),
+            ..Default::default()
+        };
+        let o = observe(&stop_drive, true, base).unwrap();
+        assert_eq!(o.command, None);
+        assert!(o.write, "a drive's stop is still a write");
+        let stop_plc = EnipEvent {
+            cip: Some(msg(0x07, Some(0x8e), None)),
+            ..Default::default()
+        };
+        assert_eq!(
+            observe(&stop_plc, true, base).unwrap().command,
+            Some(Cmd::PlcStop)
+        );
+    }
 }

@@ -79,6 +79,8 @@ pub enum EncapError {
     UnknownCommand(u16),
     /// Options must be zero (Vol 2 §2-3.1).
     Options(u32),
+    /// A length beyond the 65511 octets of data a message may carry.
+    Length(u16),
 }
 
 impl EncapError {
@@ -86,6 +88,7 @@ impl EncapError {
         match self {
             EncapError::UnknownCommand(_) => "unknown_command",
             EncapError::Options(_) => "nonzero_options",
+            EncapError::Length(_) => "bad_length",
         }
     }
 }
@@ -108,6 +111,14 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes([v[0], v[1], v[2], v[3]]))
 }
 
+/// The declared length of the message whose header is at the front of `buf` (24 + data), when
+/// the header is there: a caller can step over a message it does not accept.
+pub fn declared_len(buf: &[u8]) -> Option<usize> {
+    buf.get(..HEADER_LEN)?;
+    let len = usize::from(u16_at(buf, 2)?);
+    (len <= MAX_MESSAGE_LEN - HEADER_LEN).then_some(HEADER_LEN + len)
+}
+
 /// Frames the encapsulation message at the front of `buf`.
 pub fn parse_encap(buf: &[u8]) -> Framed<'_> {
     let Some(h) = buf.get(..HEADER_LEN) else {
@@ -128,6 +139,9 @@ pub fn parse_encap(buf: &[u8]) -> Framed<'_> {
         return Framed::Invalid(EncapError::Options(options));
     }
     let len = usize::from(u16::from_le_bytes([h[2], h[3]]));
+    if len > MAX_MESSAGE_LEN - HEADER_LEN {
+        return Framed::Invalid(EncapError::Length(len as u16));
+    }
     let total = HEADER_LEN + len;
     let Some(data) = buf.get(HEADER_LEN..total) else {
         return Framed::Incomplete { needed: total };
@@ -432,13 +446,18 @@ fn segment_len(b: &[u8]) -> Result<usize, CipError> {
             n += link;
             n + (n & 1)
         }
-        // Logical segment: format in bits 0–1: 8-bit, 16-bit (padded), 32-bit (padded).
+        // Logical segment: format in bits 0–1: 8-bit, 16-bit (padded), 32-bit (padded); the
+        // electronic key (0x34) is its format octet and 8 octets of key.
+        1 if t == 0x34 => 10,
         1 => match t & 0x03 {
             0 => 2,
             1 => 4,
             2 => 6,
             _ => return Err(CipError::PathSegment(t)),
         },
+        // Network segment: one octet of data, or (0x5F) a word count and that many words.
+        2 if t == 0x5f => 2 + 2 * usize::from(*b.get(1).ok_or(CipError::PathLength)?),
+        2 => 2,
         // Data segment: simple data (word count) or ANSI extended symbol (octet count, padded).
         4 => match t {
             0x80 => 2 + 2 * usize::from(*b.get(1).ok_or(CipError::PathLength)?),
