@@ -11,7 +11,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 
 use otwatch::event::Event;
 
@@ -30,49 +29,27 @@ struct Frame {
 }
 
 fn hex(field: &str) -> Vec<u64> {
-    field
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .filter_map(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
-        .collect()
+    common::hex_list(field)
 }
 
 fn tshark(path: &Path) -> BTreeMap<u64, Frame> {
-    let out = Command::new("tshark")
-        .args(["-n", "-r"])
-        .arg(path)
-        .args([
-            "-Y",
-            "enip",
-            "-T",
-            "fields",
-            "-E",
-            "occurrence=a",
-            "-E",
-            "aggregator=,",
-        ])
-        .args(
-            [
-                "frame.number",
-                "enip.command",
-                "enip.session",
-                "enip.status",
-                "cip.sc",
-                "cip.rr",
-                "cip.class",
-                "cip.instance",
-            ]
-            .iter()
-            .flat_map(|f| ["-e", f]),
-        )
-        .output()
-        .expect("run tshark");
+    let rows = common::tshark_fields(
+        path,
+        "enip",
+        &[
+            "frame.number",
+            "enip.command",
+            "enip.session",
+            "enip.status",
+            "cip.sc",
+            "cip.rr",
+            "cip.class",
+            "cip.instance",
+        ],
+    );
     let mut by_frame = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let f: Vec<&str> = line.split('\t').collect();
-        if f.len() < 8 {
-            continue;
-        }
+    for row in &rows {
+        let f: Vec<&str> = row.iter().map(String::as_str).collect();
         let Ok(frame) = f[0].parse::<u64>() else {
             continue;
         };

@@ -12,7 +12,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 
 use otwatch::event::Event;
 
@@ -95,59 +94,40 @@ fn list<T: std::str::FromStr>(field: &str) -> Vec<T> {
 }
 
 fn hex(field: &str) -> Vec<u32> {
-    field
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .filter_map(|s| u32::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+    common::hex_list(field)
+        .into_iter()
+        .map(|v| v as u32)
         .collect()
 }
 
 fn tshark(path: &Path) -> BTreeMap<u64, Frame> {
-    let out = Command::new("tshark")
-        .args(["-n", "-r"])
-        .arg(path)
-        .args([
-            "-Y",
-            "iec60870_104",
-            "-T",
-            "fields",
-            "-E",
-            "occurrence=a",
-            "-E",
-            "aggregator=,",
-        ])
-        .args(
-            [
-                "frame.number",
-                "iec60870_104.type",
-                "iec60870_104.tx",
-                "iec60870_104.rx",
-                "iec60870_104.utype",
-                "iec60870_asdu.typeid",
-                "iec60870_asdu.causetx",
-                "iec60870_asdu.nega",
-                "iec60870_asdu.test",
-                "iec60870_asdu.oa",
-                "iec60870_asdu.addr",
-                "iec60870_asdu.numix",
-                "iec60870_asdu.ioa",
-                "iec60870_asdu.float",
-                "iec60870_asdu.normval",
-                "iec60870_asdu.scalval",
-                "iec60870_asdu.siq.spi",
-                "iec60870_asdu.diq.dpi",
-            ]
-            .iter()
-            .flat_map(|f| ["-e", f]),
-        )
-        .output()
-        .expect("run tshark");
+    let rows = common::tshark_fields(
+        path,
+        "iec60870_104",
+        &[
+            "frame.number",
+            "iec60870_104.type",
+            "iec60870_104.tx",
+            "iec60870_104.rx",
+            "iec60870_104.utype",
+            "iec60870_asdu.typeid",
+            "iec60870_asdu.causetx",
+            "iec60870_asdu.nega",
+            "iec60870_asdu.test",
+            "iec60870_asdu.oa",
+            "iec60870_asdu.addr",
+            "iec60870_asdu.numix",
+            "iec60870_asdu.ioa",
+            "iec60870_asdu.float",
+            "iec60870_asdu.normval",
+            "iec60870_asdu.scalval",
+            "iec60870_asdu.siq.spi",
+            "iec60870_asdu.diq.dpi",
+        ],
+    );
     let mut by_frame = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let f: Vec<&str> = line.split('\t').collect();
-        if f.len() < 18 {
-            continue;
-        }
+    for row in &rows {
+        let f: Vec<&str> = row.iter().map(String::as_str).collect();
         let Ok(frame) = f[0].parse::<u64>() else {
             continue;
         };

@@ -321,3 +321,38 @@ pub fn write_test_certificates(dir: &Path) {
     std::fs::write(dir.join("server.crt"), cert.pem()).unwrap();
     std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
 }
+
+/// tshark's fields of every frame matching `filter` in `path`, one row per frame (tab-separated
+/// fields, every occurrence of a field joined with `,`), rows with fewer fields dropped.
+pub fn tshark_fields(path: &Path, filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
+    let out = std::process::Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(path)
+        .args([
+            "-Y",
+            filter,
+            "-T",
+            "fields",
+            "-E",
+            "occurrence=a",
+            "-E",
+            "aggregator=,",
+        ])
+        .args(fields.iter().flat_map(|f| ["-e", f]))
+        .output()
+        .expect("run tshark");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').map(String::from).collect::<Vec<_>>())
+        .filter(|row| row.len() >= fields.len())
+        .collect()
+}
+
+/// A tshark field's `,`-joined hexadecimal values (`0x1a,0x02`).
+pub fn hex_list(field: &str) -> Vec<u64> {
+    field
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+        .collect()
+}
