@@ -1,8 +1,8 @@
 //! EtherNet/IP and CIP against tshark (Wireshark's dissectors), frame by frame, on every capture
 //! of ../shared/pcaps/enip: every encapsulation message's command, session and status, and the
 //! CIP services of the frame (top level, then the embedded ones of Multiple Service Packet and
-//! Unconnected Send, in order) with their response bits and, for requests, their classes and
-//! instances.
+//! Unconnected Send, in order) with their response bits and, for requests, their classes,
+//! instances and symbolic segments (tag names).
 //!
 //! Disagreements that were examined are listed in `KNOWN_ENIP` with the reason; the test fails
 //! on any other, and on a listed one that no longer happens.
@@ -26,6 +26,8 @@ struct Frame {
     /// Classes and instances of request paths, in order.
     classes: Vec<u32>,
     instances: Vec<u32>,
+    /// Symbolic segments (tag names) of request paths, in order.
+    symbols: Vec<String>,
 }
 
 fn hex(field: &str) -> Vec<u64> {
@@ -45,6 +47,7 @@ fn tshark(path: &Path) -> BTreeMap<u64, Frame> {
             "cip.rr",
             "cip.class",
             "cip.instance",
+            "cip.symbol",
         ],
     );
     let mut by_frame = BTreeMap::new();
@@ -79,6 +82,14 @@ fn tshark(path: &Path) -> BTreeMap<u64, Frame> {
                 } else {
                     Vec::new()
                 },
+                symbols: if requests {
+                    f[8].split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect()
+                } else {
+                    Vec::new()
+                },
             },
         );
     }
@@ -90,6 +101,8 @@ fn push_cip(c: &otwatch::dissect::enip::CipEvent, f: &mut Frame) {
     if !c.response {
         f.classes.extend(c.class);
         f.instances.extend(c.instance);
+        f.symbols
+            .extend(c.tag.iter().flat_map(|t| t.split('.').map(String::from)));
     }
     for i in c.items.iter().flatten() {
         push_cip(i, f);
@@ -114,8 +127,12 @@ fn agree(x: &Frame, y: &Frame) -> bool {
             && x.classes.first() == Some(&6);
     x.encaps == y.encaps
         && x.services == y.services
+        && x.symbols == y.symbols
         && if connected {
-            subsequence(&x.classes, &y.classes) && subsequence(&x.instances, &y.instances)
+            // Contained, and not vacuously: where tshark names classes, otwatch names some.
+            subsequence(&x.classes, &y.classes)
+                && subsequence(&x.instances, &y.instances)
+                && (y.classes.is_empty() || !x.classes.is_empty() || !x.symbols.is_empty())
         } else {
             x.classes == y.classes && x.instances == y.instances
         }

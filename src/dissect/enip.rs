@@ -307,20 +307,9 @@ impl super::Dissector for EnipFlow {
                     }
                     off += n;
                 }
-                Framed::Invalid(err) => {
-                    // No start marker to look for: drop what is here and wait for data that
-                    // frames at its first byte.
-                    if self.confirmed && !self.resync[d] {
-                        ctx.stats[ENIP].count_error(err.reason());
-                        if ctx.sink.wants_events() {
-                            let mut ev = ctx.event("enip", dir);
-                            ev.pdu = crate::event::Pdu::Enip(EnipEvent {
-                                error: Some(err.reason()),
-                                ..Default::default()
-                            });
-                            ctx.emit(ev);
-                        }
-                    }
+                Framed::Invalid(_) => {
+                    // Not in step (or not yet ENIP), and no start marker to look for: drop what
+                    // is here and wait for data that frames at its first byte.
                     self.resync[d] = true;
                     ctx.stats[ENIP].resync_skipped_bytes += rest.len() as u64;
                     return data.len();
