@@ -156,6 +156,50 @@ fn scenarios_raise_their_labelled_alerts_and_nothing_else() {
     assert_eq!(checked, caps.len(), "every scenario checked");
 }
 
+/// The real-peer scenarios of the protocols added last, IEC 104 (c104) and EtherNet/IP (cpppo):
+/// learning the clean 60 s, each raises exactly these alert types, each first raised inside its
+/// labelled episode (by a frame it names or by its time), and the steady captures raise nothing.
+#[test]
+fn iec104_and_enip_scenarios_raise_exactly_their_alerts() {
+    use otwatch_models::AlertState;
+    let labels = labels();
+    for (name, expected) in [
+        ("iec104_steady", &[][..]),
+        ("iec104_command", &["new_asset", "unauthorized_write"][..]),
+        ("iec104_silent", &["device_silent"][..]),
+        ("enip_steady", &[][..]),
+        ("enip_write", &["new_asset", "unauthorized_write"][..]),
+        ("enip_reset", &["device_restart_command"][..]),
+        ("enip_silent", &["device_silent"][..]),
+    ] {
+        let path = fixture(&format!("scenarios/{name}.pcap"));
+        let alerts = run(Learn::For(60.0), &path, None);
+        let first: Vec<&Alert> = alerts
+            .iter()
+            .filter(|a| a.state == AlertState::First)
+            .collect();
+        assert_eq!(
+            first.iter().map(|a| a.r#type).collect::<BTreeSet<_>>(),
+            expected.iter().copied().collect::<BTreeSet<_>>(),
+            "{name}: {first:#?}"
+        );
+        let episodes = labels["captures"][name]["episodes"]
+            .as_array()
+            .expect("episodes");
+        assert_eq!(episodes.len(), usize::from(!expected.is_empty()), "{name}");
+        let Some(ep) = episodes.first() else { continue };
+        let frame = |k: &str| ep[k].as_u64().expect("frame");
+        let (f0, f1) = (frame("first_frame"), frame("last_frame"));
+        let (from, to) = (frame_ts(&path, f0), frame_ts(&path, f1));
+        for a in first {
+            assert!(
+                a.frames.iter().any(|f| (f0..=f1).contains(f)) || (from..=to).contains(&a.ts),
+                "{name}: {a:?} outside frames {f0}..{f1}"
+            );
+        }
+    }
+}
+
 /// The behaviour model flags the flood's windows, and passes every window of the clean capture
 /// (learned from the clean capture's first minute).
 #[test]

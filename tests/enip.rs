@@ -14,6 +14,15 @@ use std::path::Path;
 
 use otwatch::event::Event;
 
+/// The captures of ../shared/pcaps/other that carry ENIP (tshark's `enip` filter).
+const OTHER: &[&str] = &[
+    "other/EthernetIP-CIP.pcap",
+    "other/cip_stop_plc.pcap",
+    "other/enip_cip_example.pcap",
+    "other/multiple_service_packet_cip.pcapng",
+    "other/set_attribute_single_service_cip.pcapng",
+];
+
 /// Disagreements with tshark that were examined and are explained. (file, frame, reason)
 const KNOWN_ENIP: &[(&str, u64, &str)] = &[];
 
@@ -164,19 +173,26 @@ fn enip_agrees_with_tshark() {
         return;
     }
     let mut problems = Vec::new();
-    let mut names: Vec<_> = std::fs::read_dir(dir.join("enip"))
+    // Every capture of enip/, those of other/ that carry ENIP, and the scenario captures made
+    // with cpppo (fixtures/scenarios).
+    let mut paths: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(dir.join("enip"))
         .expect("enip dir")
         .flatten()
-        .map(|e| e.path())
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (format!("enip/{name}"), e.path())
+        })
         .collect();
-    names.sort();
-    for path in names {
-        let rel = format!(
-            "enip/{}",
-            path.file_name().unwrap_or_default().to_string_lossy()
-        );
-        let (events, _) = common::replay_file(&path);
-        let (a, b) = (ours(&events), tshark(&path));
+    paths.sort();
+    paths.extend(OTHER.iter().map(|rel| (rel.to_string(), dir.join(rel))));
+    paths.extend(common::scenario_captures("enip_"));
+    for (rel, path) in &paths {
+        let rel = rel.as_str();
+        let (events, report) = common::replay_file(path);
+        if let Some(e) = report.errors().next() {
+            problems.push(format!("{rel}: replay error: {e}"));
+        }
+        let (a, b) = (ours(&events), tshark(path));
         let known: BTreeSet<u64> = KNOWN_ENIP
             .iter()
             .filter(|k| k.0 == rel)
@@ -200,6 +216,9 @@ fn enip_agrees_with_tshark() {
                     "{rel} frame {f}:\n  otwatch {x:?}\n  tshark  {y:?}"
                 ));
             }
+        }
+        if frames == 0 {
+            problems.push(format!("{rel}: no ENIP frame on either side"));
         }
         eprintln!(
             "{rel}: {agreeing}/{frames} frames agree; {} known to differ",

@@ -285,17 +285,11 @@ fn iec104_agrees_with_tshark() {
     }
     let mut problems = Vec::new();
     // The corpus's captures, and the scenario captures made with c104 (fixtures/scenarios).
-    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios");
     let mut paths: Vec<(String, std::path::PathBuf)> = CAPTURES
         .iter()
         .map(|rel| (rel.to_string(), dir.join(rel)))
         .collect();
-    for name in ["iec104_steady", "iec104_command", "iec104_silent"] {
-        paths.push((
-            format!("fixtures/scenarios/{name}.pcap"),
-            scenarios.join(format!("{name}.pcap")),
-        ));
-    }
+    paths.extend(common::scenario_captures("iec104_"));
     for (rel, path) in &paths {
         let rel = rel.as_str();
         let (events, report) = common::replay_file(path);
@@ -550,62 +544,6 @@ fn iec104_sequence_errors() {
         "{alerts:#?}"
     );
     let _ = std::fs::remove_dir_all(dir);
-}
-
-/// The IEC 104 scenario captures, made with real peers (c104 from PyPI) in network namespaces
-/// by contrib/scenarios/make_scenarios.py: learning the first 60 s, each raises exactly the
-/// alert types of its episode, and the steady capture none.
-#[test]
-fn iec104_scenarios_with_real_peers() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios");
-    for (name, expected) in [
-        ("iec104_steady", &[][..]),
-        ("iec104_command", &["new_asset", "unauthorized_write"][..]),
-        ("iec104_silent", &["device_silent"][..]),
-    ] {
-        let path = dir.join(format!("{name}.pcap"));
-        let (events, report) = common::replay_file(&path);
-        assert!(report.errors().next().is_none(), "{name}");
-        let iec = events
-            .iter()
-            .filter(|e| matches!(e.pdu, otwatch::event::Pdu::Iec104(_)))
-            .count();
-        assert!(iec > 100, "{name}: {iec} IEC 104 events");
-        let (alerts, _) = common::detect_files(common::Learn::For(60.0), &[(&path, &|_| true)]);
-        let types: BTreeSet<&str> = alerts
-            .iter()
-            .filter(|a| a.state == otwatch_models::AlertState::First)
-            .map(|a| a.r#type)
-            .collect();
-        eprintln!(
-            "{name}: {:?}",
-            alerts
-                .iter()
-                .filter(|a| a.state == otwatch_models::AlertState::First)
-                .map(|a| (a.r#type, a.message.as_str()))
-                .collect::<Vec<_>>()
-        );
-        assert_eq!(
-            types,
-            expected.iter().copied().collect::<BTreeSet<&str>>(),
-            "{name}"
-        );
-        // Each alert belongs to its episode: the newcomer's command (10.77.0.3), the station's
-        // silence (frozen 62.3 s to 82.3 s after the capture's start).
-        let start = events.first().map_or(0, |e| e.ts.0);
-        for a in alerts
-            .iter()
-            .filter(|a| a.state == otwatch_models::AlertState::First)
-        {
-            match name {
-                "iec104_command" => assert_eq!(a.src_ip.to_string(), "10.77.0.3", "{a:?}"),
-                _ => {
-                    let at = (a.ts - start) as f64 / 1e9;
-                    assert!((62.0..=90.0).contains(&at), "{name}: {at} s: {a:?}");
-                }
-            }
-        }
-    }
 }
 
 /// Bytes that are not 104 on port 2404 (TLS, or anything else) give no 104 event, and after a

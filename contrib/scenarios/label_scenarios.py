@@ -142,6 +142,26 @@ class Cap:
                       "modbus_pdus_by_function_code": dict(sorted(fcs.items(), key=lambda kv: int(kv[0])))})
         elif self.name.startswith("dnp3"):
             d.update(self.dnp3_summary())
+        elif self.name.startswith("iec104"):
+            rows = tshark(self.path, "iec60870_104", ["iec60870_104.type", "iec60870_asdu.typeid"])
+            formats, types = {}, {}
+            for r in rows:
+                for f in r[0].split(","):
+                    formats[f] = formats.get(f, 0) + 1
+                for t in filter(None, r[1].split(",")):
+                    types[t] = types.get(t, 0) + 1
+            d.update({"iec104_frames": len(rows), "iec104_apdus_by_format": formats,
+                      "iec104_asdus_by_type_id": dict(sorted(types.items(), key=lambda kv: int(kv[0])))})
+        elif self.name.startswith("enip"):
+            rows = tshark(self.path, "enip", ["enip.command", "cip.sc"])
+            commands, services = {}, {}
+            for r in rows:
+                for c in r[0].split(","):
+                    commands[c] = commands.get(c, 0) + 1
+                for sc in filter(None, r[1].split(",")):
+                    services[sc] = services.get(sc, 0) + 1
+            d.update({"enip_frames": len(rows), "enip_messages_by_command": commands,
+                      "cip_messages_by_service": services})
         else:
             rows = tshark(self.path, "s7comm", ["s7comm.header.rosctr", "s7comm.param.func"])
             n = sum(len(r[0].split(",")) for r in rows)
@@ -350,13 +370,18 @@ def s7_stop(c):
     return eps, "Clean DB1 polling, then PLC STOP and, 10 s later, a hot start from the polling client."
 
 
-def s7_write(c):
-    s = c.stream_of(f"ip.src == {NEWCOMER} && s7comm")
+def new_client(c, proto, etype, description):
+    """The newcomer's first connection that carries `proto`: a write or command by a new client."""
+    s = c.stream_of(f"ip.src == {NEWCOMER} && {proto}")
     f0, t0, f1, t1, n, flt = c.newcomer_window(s)
-    ep = c.make_episode("new_client_write", f0, t0, f1, t1, n, flt, NEWCOMER, SERVER,
-                        ["new_asset", "new_channel", "unauthorized_write"],
-                        ["new_function_code", "behaviour_anomaly"],
-                        "New host 10.77.0.3 opens ISO-on-TCP (COTP CR, rack 0 slot 1), sets up communication, writes 4 bytes 7f ff 00 00 into DB1 at byte 4 (Write Var 0x05), and disconnects (COTP DR).")
+    return c.make_episode(etype, f0, t0, f1, t1, n, flt, NEWCOMER, SERVER,
+                          ["new_asset", "new_channel", "unauthorized_write"],
+                          ["new_function_code", "behaviour_anomaly"], description)
+
+
+def s7_write(c):
+    ep = new_client(c, "s7comm", "new_client_write",
+                    "New host 10.77.0.3 opens ISO-on-TCP (COTP CR, rack 0 slot 1), sets up communication, writes 4 bytes 7f ff 00 00 into DB1 at byte 4 (Write Var 0x05), and disconnects (COTP DR).")
     return [ep], "Clean DB1 polling, then a DB1 write from a new client."
 
 
@@ -424,15 +449,72 @@ def dnp3_operate(c):
     return [ep], "Clean DNP3 polling, then one DIRECT_OPERATE of a CROB on index 0 by the polling master."
 
 
+def silence(c, proto, timeouts):
+    """A frozen server (SIGSTOP): from the last frame with its application data before the longest
+    gap in them to the first after it."""
+    rows = [(int(f), float(t)) for f, t in tshark(c.path, f"ip.src == {SERVER} && {proto} && tcp.len > 0",
+                                                   ["frame.number", "frame.time_epoch"])]
+    gap, i = max((rows[k + 1][1] - rows[k][1], k) for k in range(len(rows) - 1))
+    (f0, t0), (f1, t1) = rows[i], rows[i + 1]
+    flt = f"frame.number >= {f0} && frame.number <= {f1}"
+    n = len(tshark(c.path, flt, ["frame.number"]))
+    return c.make_episode("device_silent", f0, t0, f1, t1, n, flt, MASTER, SERVER, ["device_silent"],
+                          timeouts + ["poll_cycle_broken", "latency_shift", "behaviour_anomaly"],
+                          f"The server process is frozen (SIGSTOP) for ~20 s and then resumed (SIGCONT): it sends nothing for {gap:.1f} s while the kernel still ACKs. The episode runs from its last frame before the silence to its first after it.",
+                          silent_s=round(gap, 6))
+
+
+def iec104_steady(c):
+    return [], "Baseline: c104 master 10.77.0.1 (STARTDT, general interrogation and clock synchronisation at connection) sends a station interrogation every 10 s to c104 station 10.77.0.2:2404 (common address 1), which also reports four short floats every 2 s, for 120 s. No anomaly; the whole capture is clean."
+
+
+def iec104_command(c):
+    ep = new_client(c, "iec60870_104", "new_client_command",
+                    "New host 10.77.0.3 connects to 2404 (STARTDT only) and sends a single command C_SC_NA_1 (on, execute) to IOA 20, which the station confirms and reports (the single point at IOA 10); it disconnects 1 s later.")
+    return [ep], "Clean interrogations and periodic reports, then a single command from a new client."
+
+
+def iec104_silent(c):
+    return [silence(c, "iec60870_104", [])], "Clean interrogations and periodic reports, then the station goes silent for ~20 s, then recovers."
+
+
+def enip_steady(c):
+    return [], "Baseline: cpppo client 10.77.0.1 keeps one EtherNet/IP session (RegisterSession) with cpppo controller 10.77.0.2:44818 and reads the tags Temp[0-3] and Setpoint[0-3] (Read Tag 0x4C in SendRRData) every 1 s for 120 s. No anomaly; the whole capture is clean."
+
+
+def enip_write(c):
+    ep = new_client(c, "enip", "new_client_write",
+                    "New host 10.77.0.3 registers a session and writes Setpoint[1] = 150 (Write Tag 0x4D, INT), which the controller accepts, then disconnects.")
+    return [ep], "Clean tag polling, then a tag write from a new client."
+
+
+def enip_reset(c):
+    f, t = tshark(c.path, "cip.sc == 0x05", ["frame.number", "frame.time_epoch"])[0]
+    stream = c.stream_of(f"frame.number == {f}")
+    end = tshark(c.path, f"tcp.stream == {stream}", ["frame.number", "frame.time_epoch"])[-1]
+    flt = f"tcp.stream == {stream} && frame.number >= {f}"
+    n = len(tshark(c.path, flt, ["frame.number"]))
+    ep = c.make_episode("device_restart_command", int(f), float(t), int(end[0]), float(end[1]), n, flt,
+                        MASTER, SERVER, ["device_restart_command"],
+                        ["new_function_code", "behaviour_anomaly"],
+                        "The polling client sends Reset (service 0x05) to the Identity object (class 1, instance 1) on its session. cpppo does not implement it: it answers with encapsulation status 0x08 and closes the session; the client reconnects and polling goes on.")
+    return [ep], "Clean tag polling, then an Identity Reset from the polling client, which the controller refuses."
+
+
+def enip_silent(c):
+    return [silence(c, "enip", ["response_timeout"])], "Clean tag polling, then the controller goes silent for ~20 s; cpppo's client waits for its outstanding read, so it falls silent too; on resume the missed rounds follow in a burst."
+
+
 ORDER = ["modbus_steady", "modbus_write", "modbus_flood", "modbus_silent", "modbus_slow",
          "modbus_values", "modbus_restart_scan", "s7_steady", "s7_stop", "s7_write",
-         "dnp3_steady", "dnp3_restart", "dnp3_operate"]
+         "dnp3_steady", "dnp3_restart", "dnp3_operate", "iec104_steady", "iec104_command",
+         "iec104_silent", "enip_steady", "enip_write", "enip_reset", "enip_silent"]
 
 
 def main():
     out = {"generated_by": "contrib/scenarios/make_scenarios.py + label_scenarios.py",
            "conventions": "times UTC RFC 3339 with microseconds; *_s = seconds from the capture's first frame; frames 1-based as tshark frame.number; episode start/end = first/last frame of the anomalous traffic (tshark_filter selects it); clean_prefix = the first 60 s, contains no scenario traffic; expected_alerts = should be raised for the episode; acceptable_alerts = may also be raised without counting as a false positive",
-           "hosts": {MASTER: "master/HMI (02:77:00:00:00:01)", SERVER: "server: pymodbus on 502 / python-snap7 on 102 (02:77:00:00:00:02)",
+           "hosts": {MASTER: "master/HMI (02:77:00:00:00:01)", SERVER: "server: pymodbus on 502 / python-snap7 on 102 / opendnp3 on 20000 / c104 on 2404 / cpppo on 44818 (02:77:00:00:00:02)",
                      NEWCOMER: "host that appears only in the anomalous episodes (02:77:00:00:00:03)"},
            "captures": {}}
     for name in ORDER:
@@ -448,7 +530,7 @@ def main():
                 raise SystemExit(f"{name}: episode {ep['type']} starts inside the clean prefix")
         d["episodes"] = eps
         out["captures"][name] = d
-        print(f"{name}: {d['frames']} frames, {d.get('modbus_pdus', d.get('s7comm_pdus', d.get('dnp3_pdus')))} PDUs, "
+        print(f"{name}: {d['frames']} frames, {d.get('modbus_pdus', d.get('s7comm_pdus', d.get('dnp3_pdus', d.get('iec104_frames', d.get('enip_frames')))))} PDUs, "
               + "; ".join(f"{e['type']} {e['start_s']:.3f}-{e['end_s']:.3f}s" for e in eps))
     with open(os.path.join(OUT, "labels.json"), "w") as f:
         json.dump(out, f, indent=2)

@@ -37,9 +37,11 @@ HOSTS = {"m": ("10.77.0.1", "02:77:00:00:00:01"),
 MB = [PY, os.path.join(HERE, "mb_client.py")]
 S7 = [PY, os.path.join(HERE, "s7_client.py")]
 D3 = [PY, os.path.join(HERE, "dnp3_master.py")]
-# IEC 104 peers: c104 from PyPI (pip install c104), in the Python that has it.
-PY104 = os.environ.get("OTWS_PY104", shutil.which("python3") or "python3")
-I4 = [PY104, os.path.join(HERE, "iec104_master.py")]
+# IEC 104 and EtherNet/IP peers: c104 and cpppo from PyPI (pip install c104 cpppo), in the
+# Python that has them.
+PYPI = os.environ.get("OTWS_PYPI", shutil.which("python3") or "python3")
+I4 = [PYPI, os.path.join(HERE, "iec104_master.py")]
+EN = [PYPI, os.path.join(HERE, "enip_client.py")]
 
 # Scenario = (server kind, duration of the master's polling, events).
 # Events: (t seconds after T0, kind, args); kinds: "run" (host, argv) starts a client in that
@@ -81,6 +83,15 @@ SCENARIOS = {
         (70.5, "run", ("x", I4 + ["command"])),
     ]),
     "iec104_silent": ("iec104", 100, I4 + ["poll"], [
+        (62.3, "sig", signal.SIGSTOP),
+        (82.3, "sig", signal.SIGCONT),
+    ]),
+    "enip_steady": ("enip", 120, EN + ["poll"], []),
+    "enip_write": ("enip", 100, EN + ["poll"], [
+        (70.5, "run", ("x", EN + ["write"])),
+    ]),
+    "enip_reset": ("enip", 100, EN + ["poll", "--action", "70.5:reset"], []),
+    "enip_silent": ("enip", 100, EN + ["poll"], [
         (62.3, "sig", signal.SIGSTOP),
         (82.3, "sig", signal.SIGCONT),
     ]),
@@ -190,12 +201,15 @@ def run_scenario(name, tag, logdir):
         elif kind == "s7":
             server = topo.popen("s", [PY, os.path.join(HERE, "s7_server.py")], stdout=logf, stderr=logf)
         elif kind == "iec104":
-            server = topo.popen("s", [PY104, os.path.join(HERE, "iec104_station.py")], stdout=logf,
+            server = topo.popen("s", [PYPI, os.path.join(HERE, "iec104_station.py")], stdout=logf,
+                                stderr=logf)
+        elif kind == "enip":
+            server = topo.popen("s", [PYPI, os.path.join(HERE, "enip_server.py")], stdout=logf,
                                 stderr=logf)
         if kind != "dnp3":
             time.sleep(2.0)
-        if kind == "iec104":
-            # c104 loads a native library: give the station time to listen.
+        if kind in ("iec104", "enip"):
+            # c104 loads a native library, cpppo many modules: give the server time to listen.
             time.sleep(2.0)
         if server.poll() is not None:
             raise RuntimeError(f"{name}: server exited early")

@@ -154,6 +154,21 @@ pub fn replay_file(path: &Path) -> (Vec<Event>, ReplayReport) {
 }
 
 /// A fresh scratch directory for one test.
+/// The scenario captures of fixtures/scenarios whose names start with `prefix`, sorted, each
+/// with its path relative to the repository.
+pub fn scenario_captures(prefix: &str) -> Vec<(String, PathBuf)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios");
+    let mut v: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)
+        .expect("fixtures/scenarios")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix) && n.ends_with(".pcap"))
+        .map(|n| (format!("fixtures/scenarios/{n}"), dir.join(n)))
+        .collect();
+    v.sort();
+    v
+}
+
 pub fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("otwatch-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
