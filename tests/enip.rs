@@ -37,6 +37,9 @@ struct Frame {
     instances: Vec<u32>,
     /// Symbolic segments (tag names) of request paths, in order.
     symbols: Vec<String>,
+    /// Identities (ListIdentity, Get_Attributes_All of the Identity object): vendor, device
+    /// type, product code, serial, product name.
+    identities: Vec<(u16, u16, u16, u32, String)>,
 }
 
 fn hex(field: &str) -> Vec<u64> {
@@ -57,6 +60,16 @@ fn tshark(path: &Path) -> BTreeMap<u64, Frame> {
             "cip.class",
             "cip.instance",
             "cip.symbol",
+            "enip.lir.vendor",
+            "enip.lir.devtype",
+            "enip.lir.prodcode",
+            "enip.lir.serial",
+            "enip.lir.name",
+            "cip.id.vendor_id",
+            "cip.id.device_type",
+            "cip.id.product_code",
+            "cip.id.serial_number",
+            "cip.id.product_name",
         ],
     );
     let mut by_frame = BTreeMap::new();
@@ -76,6 +89,29 @@ fn tshark(path: &Path) -> BTreeMap<u64, Frame> {
             })
             .collect();
         let requests = hex(f[5]).first().is_none_or(|rr| *rr == 0);
+        // ListIdentity's fields, else Get_Attributes_All's. tshark prints some in hex (`0x`)
+        // and some in decimal.
+        let id = if f[9].is_empty() {
+            &f[14..19]
+        } else {
+            &f[9..14]
+        };
+        let num = |v: &str| match v.strip_prefix("0x") {
+            Some(h) => u32::from_str_radix(h, 16).ok(),
+            None => v.parse().ok(),
+        };
+        let identities = match (num(id[0]), num(id[1]), num(id[2]), num(id[3])) {
+            (Some(vendor), Some(kind), Some(code), Some(serial)) => {
+                vec![(
+                    vendor as u16,
+                    kind as u16,
+                    code as u16,
+                    serial,
+                    id[4].to_string(),
+                )]
+            }
+            _ => Vec::new(),
+        };
         by_frame.insert(
             frame,
             Frame {
@@ -99,6 +135,7 @@ fn tshark(path: &Path) -> BTreeMap<u64, Frame> {
                 } else {
                     Vec::new()
                 },
+                identities,
             },
         );
     }
@@ -136,6 +173,7 @@ fn agree(x: &Frame, y: &Frame) -> bool {
             && x.classes.first() == Some(&6);
     x.encaps == y.encaps
         && x.services == y.services
+        && x.identities == y.identities
         && x.symbols == y.symbols
         && if connected {
             // Contained, and not vacuously: where tshark names classes, otwatch names some.
@@ -160,6 +198,15 @@ fn ours(events: &[Event]) -> BTreeMap<u64, Frame> {
         if let Some(c) = &p.cip {
             push_cip(c, f);
         }
+        f.identities.extend(p.identity.iter().map(|i| {
+            (
+                i.vendor,
+                i.device_type,
+                i.product_code,
+                i.serial,
+                i.product_name.clone(),
+            )
+        }));
     }
     by_frame
 }
@@ -318,4 +365,37 @@ fn enip_an_unknown_command_does_not_hide_what_follows() {
         ]
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Who a device says it is reaches its asset in the baseline: from a ListIdentity reply
+/// (enip.pcap, TCP) and from Get_Attributes_All replies of the Identity object (cip.pcap), as
+/// tshark decodes them.
+#[test]
+fn enip_identity_on_the_asset() {
+    let Some(dir) = common::corpus_dir() else {
+        return;
+    };
+    for (file, ip, identity) in [
+        (
+            "enip/enip.pcap",
+            "192.168.166.120",
+            "1756-L61/B LOGIX5561 (vendor 1, device type 14, product code 54, revision 20.11, \
+             serial 0x006c061a)",
+        ),
+        (
+            "enip/cip.pcap",
+            "192.168.1.10",
+            "1756-L71/B LOGIX5571 (vendor 1, device type 14, product code 92, revision 20.55, \
+             serial 0x00af7b1b)",
+        ),
+    ] {
+        let path = dir.join(file);
+        let baseline = common::learn_files(&[(&path, &common::all_frames)]);
+        let asset = baseline
+            .assets
+            .iter()
+            .find(|a| a.ip.to_string() == ip)
+            .unwrap_or_else(|| panic!("{file}: no asset {ip}: {:#?}", baseline.assets));
+        assert_eq!(asset.identity.as_deref(), Some(identity), "{file}");
+    }
 }

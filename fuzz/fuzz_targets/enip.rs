@@ -1,14 +1,15 @@
 //! Fuzzes every public EtherNet/IP and CIP entry point: encapsulation framing over the input as
 //! a stream, the CPF of every message with every item walked, every CIP message with its path
 //! segments and its embedded messages (Multiple Service Packet, Unconnected Send) to depth 3,
-//! Forward Open and Identity; the raw input also goes straight to each. Any panic is a bug.
+//! Forward Open and Identity (ListIdentity, Get_Attributes_All, Get_Attribute_List); the raw input also goes straight to each. Any panic is a bug.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use otwatch_parsers::enip::{
     multiple_service, parse_cip, parse_cpf, parse_encap, parse_forward_open, parse_identity,
-    parse_send_data, unconnected_send, Epath, Framed, Service, HEADER_LEN,
+    parse_identity_attribute_list, parse_identity_attributes, parse_send_data, unconnected_send,
+    Epath, Framed, Service, HEADER_LEN,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -53,4 +54,6 @@ fn walk_cip(b: &[u8], depth: u8) {
     }
     let _ = parse_forward_open(m.data, false);
     let _ = parse_forward_open(m.data, true);
+    let _ = parse_identity_attributes(m.data);
+    let _ = parse_identity_attribute_list(m.data);
 }

@@ -178,6 +178,7 @@ fn modbus_identity(m: &ModbusEvent) -> Option<String> {
 fn identity(ev: &Event) -> Option<String> {
     let u = match &ev.pdu {
         Pdu::Modbus(m) => return modbus_identity(m),
+        Pdu::Enip(e) => return e.identity.as_ref().map(|i| i.describe()),
         Pdu::S7comm(s) => s.userdata.as_ref()?,
         _ => return None,
     };

@@ -42,7 +42,8 @@ pub struct EnipEvent {
     pub status: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cip: Option<CipEvent>,
-    /// ListIdentity reply: the device's Identity object.
+    /// The device's Identity object, from a ListIdentity reply, or a Get_Attributes_All or
+    /// Get_Attribute_List reply of the Identity object.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub identity: Option<IdentityEvent>,
     /// Connected I/O (UDP 2222): the connection id and sequence number of the packet.
@@ -103,6 +104,32 @@ pub struct IdentityEvent {
     pub revision: String,
     pub serial: u32,
     pub product_name: String,
+}
+
+fn identity_event(id: &enip::Identity<'_>) -> IdentityEvent {
+    IdentityEvent {
+        vendor: id.vendor,
+        device_type: id.device_type,
+        product_code: id.product_code,
+        revision: format!("{}.{}", id.revision.0, id.revision.1),
+        serial: id.serial,
+        product_name: String::from_utf8_lossy(id.product_name).into_owned(),
+    }
+}
+
+impl IdentityEvent {
+    /// One line for the asset: the product name, then the numbers that identify the product.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} (vendor {}, device type {}, product code {}, revision {}, serial {:#010x})",
+            self.product_name.trim(),
+            self.vendor,
+            self.device_type,
+            self.product_code,
+            self.revision,
+            self.serial
+        )
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -394,6 +421,16 @@ impl EnipFlow {
                                     let mut budget = MAX_ITEMS;
                                     let mut c = cip_event(&m, 2, &mut budget);
                                     self.match_request(&mut c, key, request);
+                                    // Get_Attributes_All or Get_Attribute_List of the
+                                    // Identity object: who the device says it is.
+                                    if c.response && c.class == Some(1) && c.status == Some(0) {
+                                        ev.identity = match c.service {
+                                            0x01 => enip::parse_identity_attributes(m.data),
+                                            0x03 => enip::parse_identity_attribute_list(m.data),
+                                            _ => None,
+                                        }
+                                        .map(|id| identity_event(&id));
+                                    }
                                     c
                                 }
                                 Err(e) => {
@@ -419,14 +456,7 @@ impl EnipFlow {
                 if let Ok(cpf) = enip::parse_cpf(encap.data) {
                     for item in cpf.items().filter(|i| i.kind == ItemType::IDENTITY) {
                         if let Some(id) = enip::parse_identity(item.data) {
-                            ev.identity = Some(IdentityEvent {
-                                vendor: id.vendor,
-                                device_type: id.device_type,
-                                product_code: id.product_code,
-                                revision: format!("{}.{}", id.revision.0, id.revision.1),
-                                serial: id.serial,
-                                product_name: String::from_utf8_lossy(id.product_name).into_owned(),
-                            });
+                            ev.identity = Some(identity_event(&id));
                         }
                     }
                 }
@@ -565,6 +595,10 @@ pub const TAG_SPACE: u32 = 0x6b;
 /// The observation an ENIP event stands for: CIP messages (the function is the service of the
 /// innermost request an Unconnected Send carries, else the message's own) and malformed
 /// messages; encapsulation housekeeping and I/O are not observed.
+/// The function of a ListIdentity reply: encapsulation commands sit above CIP's 7-bit services
+/// (0x100 is a message too broken to have one).
+const LIST_IDENTITY_FUNCTION: u32 = 0x1_0000 | 0x63;
+
 pub fn observe(
     p: &EnipEvent,
     request: bool,
@@ -577,6 +611,12 @@ pub fn observe(
         Kind::Response
     };
     let Some(c) = &p.cip else {
+        // A ListIdentity reply: the device says who it is (the asset's identity).
+        if p.identity.is_some() && !request {
+            let mut o = base(Proto::Enip, 0, Kind::Response, LIST_IDENTITY_FUNCTION);
+            o.function_name = Some("list_identity");
+            return Some(o);
+        }
         return p.error.map(|e| {
             let mut o = base(Proto::Enip, 0, kind, 0x100);
             o.malformed = Some(e);

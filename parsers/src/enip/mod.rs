@@ -649,7 +649,7 @@ pub fn parse_forward_open(data: &[u8], large: bool) -> Option<ForwardOpen> {
 }
 
 /// The Identity object as a ListIdentity reply carries it (Vol 2 §2-4.3.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Identity<'a> {
     pub vendor: u16,
     pub device_type: u16,
@@ -664,7 +664,74 @@ pub struct Identity<'a> {
 /// A ListIdentity CPF item 0x0C: encapsulation version (2), socket address (16), then the
 /// identity.
 pub fn parse_identity(item: &[u8]) -> Option<Identity<'_>> {
-    let at = 18;
+    identity_at(item, 18)
+}
+
+/// The reply to Get_Attributes_All on the Identity object (class 1): the identity's attributes
+/// 1 to 8 in order (vendor, device type, product code, revision, status, serial, product name,
+/// then the state, which not every device sends).
+pub fn parse_identity_attributes(data: &[u8]) -> Option<Identity<'_>> {
+    identity_at(data, 0)
+}
+
+/// The reply to Get_Attribute_List on the Identity object: a count, then per attribute its id,
+/// its status and (status 0) its value. The identity holds the attributes 1 to 8 found before
+/// the first one whose length is not known (attributes not in the list stay 0 or empty);
+/// `None` without vendor, product code, serial or name.
+pub fn parse_identity_attribute_list(data: &[u8]) -> Option<Identity<'_>> {
+    let count = u16_at(data, 0)?;
+    let mut id = Identity::default();
+    let mut found = false;
+    let mut at = 2;
+    for _ in 0..count {
+        let (attribute, status) = (u16_at(data, at)?, u16_at(data, at + 2)?);
+        at += 4;
+        if status != 0 {
+            continue;
+        }
+        let len = match attribute {
+            1 => {
+                id.vendor = u16_at(data, at)?;
+                2
+            }
+            2 => {
+                id.device_type = u16_at(data, at)?;
+                2
+            }
+            3 => {
+                id.product_code = u16_at(data, at)?;
+                2
+            }
+            4 => {
+                id.revision = (*data.get(at)?, *data.get(at + 1)?);
+                2
+            }
+            5 => {
+                id.status = u16_at(data, at)?;
+                2
+            }
+            6 => {
+                id.serial = u32_at(data, at)?;
+                4
+            }
+            7 => {
+                let n = usize::from(*data.get(at)?);
+                id.product_name = data.get(at + 1..at + 1 + n)?;
+                1 + n
+            }
+            8 => {
+                id.state = Some(*data.get(at)?);
+                1
+            }
+            _ => break,
+        };
+        found |= matches!(attribute, 1 | 3 | 6 | 7);
+        at += len;
+    }
+    found.then_some(id)
+}
+
+fn identity_at(item: &[u8], at: usize) -> Option<Identity<'_>> {
     let name_len = usize::from(*item.get(at + 14)?);
     Some(Identity {
         vendor: u16_at(item, at)?,
@@ -689,6 +756,44 @@ mod tests {
         v.extend_from_slice(&[0; 16]);
         v.extend_from_slice(data);
         v
+    }
+
+    #[test]
+    fn identity_from_attribute_replies() {
+        // Get_Attribute_List: vendor 1, serial (status 0x14: not supported), name "PLC",
+        // then an attribute of unknown length, after which nothing is read.
+        let list = [
+            5, 0, 1, 0, 0, 0, 1, 0, 6, 0, 0x14, 0, 7, 0, 0, 0, 3, b'P', b'L', b'C', 9, 0, 0, 0, 1,
+            2, 0, 0, 0, 7, 0,
+        ];
+        let id = parse_identity_attribute_list(&list).expect("identity");
+        assert_eq!(
+            (id.vendor, id.serial, id.product_name, id.device_type),
+            (1, 0, &b"PLC"[..], 0)
+        );
+        // A name longer than the data, or no identifying attribute: nothing.
+        assert_eq!(parse_identity_attribute_list(&list[..18]), None);
+        assert_eq!(
+            parse_identity_attribute_list(&[1, 0, 5, 0, 0, 0, 0, 0]),
+            None
+        );
+        // Get_Attributes_All: the ListIdentity layout without its first 18 octets.
+        let all = [
+            1, 0, 14, 0, 54, 0, 20, 11, 0x60, 0x30, 0x1a, 0x06, 0x6c, 0, 3, b'L', b'6', b'1',
+        ];
+        let id = parse_identity_attributes(&all).expect("identity");
+        assert_eq!(
+            (
+                id.vendor,
+                id.device_type,
+                id.product_code,
+                id.revision,
+                id.serial
+            ),
+            (1, 14, 54, (20, 11), 0x006c_061a)
+        );
+        assert_eq!((id.product_name, id.state), (&b"L61"[..], None));
+        assert_eq!(parse_identity_attributes(&all[..16]), None);
     }
 
     #[test]

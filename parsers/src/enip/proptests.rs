@@ -54,6 +54,8 @@ proptest! {
         walk_cip(&bytes, 3);
         let _ = parse_cpf(&bytes);
         let _ = parse_identity(&bytes);
+        let _ = parse_identity_attributes(&bytes);
+        let _ = parse_identity_attribute_list(&bytes);
         let _ = Epath::parse(&bytes).map(|p| p.segments().count());
     }
 
