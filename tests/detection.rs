@@ -168,7 +168,10 @@ fn iec104_and_enip_scenarios_raise_exactly_their_alerts() {
         ("iec104_command", &["new_asset", "unauthorized_write"][..]),
         ("iec104_silent", &["device_silent"][..]),
         ("enip_steady", &[][..]),
-        ("enip_write", &["new_asset", "unauthorized_write"][..]),
+        (
+            "enip_write",
+            &["new_asset", "unauthorized_write", "value_out_of_range"][..],
+        ),
         ("enip_reset", &["device_restart_command"][..]),
         ("enip_silent", &["device_silent"][..]),
     ] {

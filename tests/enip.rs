@@ -399,3 +399,41 @@ fn enip_identity_on_the_asset() {
         assert_eq!(asset.identity.as_deref(), Some(identity), "{file}");
     }
 }
+
+/// Tag values decoded from real Read Tag replies (cpppo, fixtures/scenarios/enip_steady.pcap):
+/// the controller serves Temp[i] as a sine of amplitude 0.5 + 0.1 i around 20 + i (noise
+/// ±0.05) and Setpoint as zeros (contrib/scenarios/enip_server.py).
+#[test]
+fn enip_tag_values_from_a_real_controller() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios/enip_steady.pcap");
+    let (events, _) = common::replay_file(&path);
+    let (mut temps, mut setpoints) = (0, 0);
+    for e in &events {
+        let otwatch::event::Pdu::Enip(p) = &e.pdu else {
+            continue;
+        };
+        let Some(c) = &p.cip else { continue };
+        let Some(values) = &c.values else { continue };
+        assert!(c.response, "frame {}: values on a read request", e.frame);
+        assert_eq!((values.len(), c.member), (4, Some(0)), "frame {}", e.frame);
+        match c.tag.as_deref() {
+            Some("Temp") => {
+                temps += 1;
+                for (i, v) in values.iter().enumerate() {
+                    let (mid, amp) = (20.0 + i as f64, 0.5 + 0.1 * i as f64 + 0.05);
+                    assert!(
+                        (v - mid).abs() <= amp + 1e-6,
+                        "frame {}: Temp[{i}] = {v}",
+                        e.frame
+                    );
+                }
+            }
+            Some("Setpoint") => {
+                setpoints += 1;
+                assert_eq!(values, &[0.0; 4], "frame {}", e.frame);
+            }
+            other => panic!("frame {}: values for {other:?}", e.frame),
+        }
+    }
+    assert_eq!((temps, setpoints), (120, 120));
+}

@@ -84,6 +84,10 @@ pub struct CipEvent {
     /// Multiple Service Packet's services, or Unconnected Send's embedded request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub items: Option<Vec<CipEvent>>,
+    /// The values of atomic Logix types a Write Tag request writes or a Read Tag reply of a
+    /// tag reads (the first [`MAX_TAG_VALUES`]), from the element the path names on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<f64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'static str>,
 }
@@ -147,6 +151,7 @@ struct Pending {
     class: Option<u32>,
     instance: Option<u32>,
     attribute: Option<u32>,
+    member: Option<u32>,
     tag: Option<String>,
     /// The embedded requests' paths, one level down and without their own items.
     items: Option<Vec<CipEvent>>,
@@ -161,6 +166,7 @@ fn summaries(items: &Option<Vec<CipEvent>>) -> Option<Vec<CipEvent>> {
                 items: None,
                 route: None,
                 connection: None,
+                values: None,
                 ..i.clone()
             })
             .collect()
@@ -182,6 +188,19 @@ fn name_of(service: u8, class: Option<u32>, symbolic: bool) -> Option<&'static s
         Some(0x6b) => s.logix_name().or(s.name()),
         _ if symbolic => s.logix_name().or(s.name()),
         _ => s.name(),
+    }
+}
+
+/// Values kept per message, for events and detection.
+pub const MAX_TAG_VALUES: usize = 64;
+
+/// A reply's values stay only where it answers a read of a tag (here and in its items).
+fn tagged_values(c: &mut CipEvent) {
+    if c.response && c.tag.is_none() && c.class != Some(TAG_SPACE) {
+        c.values = None;
+    }
+    for i in c.items.iter_mut().flatten() {
+        tagged_values(i);
     }
 }
 
@@ -210,6 +229,16 @@ fn cip_event(m: &Cip<'_>, depth: u8, budget: &mut usize) -> CipEvent {
         e.tag = p.symbol().map(|parts| tag_text(&parts));
     }
     e.service_name = name_of(e.service, e.class, e.tag.is_some());
+    // Tag values: a Write Tag request's; a Read Tag reply's (kept once the reply is known to
+    // answer a read of a tag: `tagged_values`).
+    let values = match (m.response, m.service.0) {
+        (false, 0x4d) if e.tag.is_some() || e.class == Some(TAG_SPACE) => {
+            enip::write_tag_values(m.data)
+        }
+        (true, 0x4c) if m.general_status == Some(0) => enip::read_tag_values(m.data),
+        _ => None,
+    };
+    e.values = values.map(|v| v.iter().take(MAX_TAG_VALUES).collect());
     if depth == 0 {
         return e;
     }
@@ -421,6 +450,7 @@ impl EnipFlow {
                                     let mut budget = MAX_ITEMS;
                                     let mut c = cip_event(&m, 2, &mut budget);
                                     self.match_request(&mut c, key, request);
+                                    tagged_values(&mut c);
                                     // Get_Attributes_All or Get_Attribute_List of the
                                     // Identity object: who the device says it is.
                                     if c.response && c.class == Some(1) && c.status == Some(0) {
@@ -487,6 +517,7 @@ impl EnipFlow {
                 class: c.class,
                 instance: c.instance,
                 attribute: c.attribute,
+                member: c.member,
                 tag: c.tag.clone(),
                 items: summaries(&c.items),
             });
@@ -522,12 +553,14 @@ impl EnipFlow {
                 p.class = inner.class;
                 p.instance = inner.instance;
                 p.attribute = inner.attribute;
+                p.member = inner.member;
                 p.tag = inner.tag;
             }
         }
         c.class = p.class;
         c.instance = p.instance;
         c.attribute = p.attribute;
+        c.member = p.member;
         c.tag = p.tag;
         c.service_name = name_of(c.service, c.class, c.tag.is_some());
         if let (Some(items), Some(req)) = (&mut c.items, &p.items) {
@@ -536,6 +569,7 @@ impl EnipFlow {
                     r.class = q.class;
                     r.instance = q.instance;
                     r.attribute = q.attribute;
+                    r.member = q.member;
                     r.tag = q.tag.clone();
                     r.service_name = name_of(r.service, r.class, r.tag.is_some());
                 }
@@ -666,26 +700,37 @@ pub fn observe(
     if request && all.iter().any(|e| matches!(e.service, 0x05..=0x07)) && o.command.is_none() {
         o.write = true;
     }
-    if request {
-        for e in all.iter().filter(|e| writes(e)) {
-            let (space, start) = match &e.tag {
-                Some(t) => (TAG_SPACE, tag_address(t)),
-                None => (
-                    e.class.unwrap_or(0),
-                    match (e.instance.unwrap_or(0), e.attribute.unwrap_or(0)) {
-                        (i, a) if i <= 0xffff && a <= 0xffff => i << 16 | a,
-                        (i, a) => tag_address(&format!("{i}/{a}")),
-                    },
-                ),
-            };
-            o.accesses.push(Access {
-                space,
-                start,
-                count: 1,
-                write: true,
-                values: Default::default(),
-            });
+    // What requests write, and the values replies report for the tags they read.
+    let carries = |e: &&&CipEvent| {
+        if request {
+            writes(e)
+        } else {
+            e.values.is_some()
         }
+    };
+    for e in all.iter().filter(carries) {
+        let (space, start) = match &e.tag {
+            // An array's element (the path's member segment) is the tag's address plus its index.
+            Some(t) => (
+                TAG_SPACE,
+                tag_address(t).wrapping_add(e.member.unwrap_or(0)),
+            ),
+            None => (
+                e.class.unwrap_or(0),
+                match (e.instance.unwrap_or(0), e.attribute.unwrap_or(0)) {
+                    (i, a) if i <= 0xffff && a <= 0xffff => i << 16 | a,
+                    (i, a) => tag_address(&format!("{i}/{a}")),
+                },
+            ),
+        };
+        let values: otwatch_models::AccessValues = e.values.iter().flatten().copied().collect();
+        o.accesses.push(Access {
+            space,
+            start,
+            count: (values.len() as u32).max(1),
+            write: request,
+            values,
+        });
     }
     Some(o)
 }
@@ -719,6 +764,49 @@ mod tests {
             items,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn tag_values_are_accesses_at_their_elements() {
+        // A Read Tag reply of Temp[2..4], and a Write Tag of Setpoint[1].
+        let read = CipEvent {
+            service: 0x4c,
+            response: true,
+            status: Some(0),
+            member: Some(2),
+            tag: Some("Temp".into()),
+            values: Some(vec![20.5, 21.5]),
+            ..Default::default()
+        };
+        let ev = EnipEvent {
+            cip: Some(read),
+            ..Default::default()
+        };
+        let o = observe(&ev, false, base).unwrap();
+        assert_eq!(o.accesses.len(), 1);
+        let a = &o.accesses[0];
+        assert_eq!(
+            (a.space, a.start, a.count, a.write),
+            (TAG_SPACE, tag_address("Temp") + 2, 2, false)
+        );
+        assert_eq!(a.values.as_slice(), [20.5, 21.5]);
+        let write = CipEvent {
+            service: 0x4d,
+            member: Some(1),
+            tag: Some("Setpoint".into()),
+            values: Some(vec![150.0]),
+            ..Default::default()
+        };
+        let ev = EnipEvent {
+            cip: Some(write),
+            ..Default::default()
+        };
+        let o = observe(&ev, true, base).unwrap();
+        let a = &o.accesses[0];
+        assert_eq!(
+            (a.start, a.count, a.write, a.values.as_slice()),
+            (tag_address("Setpoint") + 1, 1, true, &[150.0][..])
+        );
     }
 
     #[test]

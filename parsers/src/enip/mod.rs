@@ -634,6 +634,72 @@ pub struct ForwardOpen {
     pub t_o_rpi_us: u32,
 }
 
+/// Values of a Logix atomic data type (1756-PM020: BOOL 0xC1, SINT to LINT 0xC2–0xC5, USINT to
+/// ULINT 0xC6–0xC9, REAL 0xCA, LREAL 0xCB), little-endian, as numbers. Structures (0x02A0 and
+/// a handle) and other types have no values here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AtomicValues<'a> {
+    pub type_code: u16,
+    size: usize,
+    data: &'a [u8],
+}
+
+impl AtomicValues<'_> {
+    fn size(type_code: u16) -> Option<usize> {
+        Some(match type_code {
+            0xc1 | 0xc2 | 0xc6 => 1,
+            0xc3 | 0xc7 => 2,
+            0xc4 | 0xc8 | 0xca => 4,
+            0xc5 | 0xc9 | 0xcb => 8,
+            _ => return None,
+        })
+    }
+
+    /// The values, in order (a trailing partial value is left out).
+    pub fn iter(&self) -> impl Iterator<Item = f64> + '_ {
+        let t = self.type_code;
+        self.data.chunks_exact(self.size).map(move |c| {
+            let mut b = [0u8; 8];
+            b[..c.len()].copy_from_slice(c);
+            let u = u64::from_le_bytes(b);
+            match t {
+                0xc1 => f64::from(u8::from(c[0] != 0)),
+                0xc2 => f64::from(c[0] as i8),
+                0xc3 => f64::from(u as u16 as i16),
+                0xc4 => f64::from(u as u32 as i32),
+                0xc5 => u as i64 as f64,
+                0xca => f64::from(f32::from_bits(u as u32)),
+                0xcb => f64::from_bits(u),
+                _ => u as f64,
+            }
+        })
+    }
+}
+
+/// A Read Tag (0x4C) or Read Tag Fragmented (0x52) reply's data: the type, then the values.
+pub fn read_tag_values(data: &[u8]) -> Option<AtomicValues<'_>> {
+    let type_code = u16_at(data, 0)?;
+    Some(AtomicValues {
+        type_code,
+        size: AtomicValues::size(type_code)?,
+        data: data.get(2..)?,
+    })
+}
+
+/// A Write Tag (0x4D) request's data: the type, the element count, then the values (at most
+/// the count's worth).
+pub fn write_tag_values(data: &[u8]) -> Option<AtomicValues<'_>> {
+    let type_code = u16_at(data, 0)?;
+    let size = AtomicValues::size(type_code)?;
+    let count = usize::from(u16_at(data, 2)?);
+    let body = data.get(4..)?;
+    Some(AtomicValues {
+        type_code,
+        size,
+        data: &body[..body.len().min(count.saturating_mul(size))],
+    })
+}
+
 /// A Forward Open (`large`: Large Forward Open, 32-bit network parameters) request's data.
 pub fn parse_forward_open(data: &[u8], large: bool) -> Option<ForwardOpen> {
     let p = if large { 4 } else { 2 };
@@ -756,6 +822,29 @@ mod tests {
         v.extend_from_slice(&[0; 16]);
         v.extend_from_slice(data);
         v
+    }
+
+    #[test]
+    fn tag_values() {
+        // Read Tag reply: REAL 20.5, -1.0, then two stray octets.
+        let mut r = vec![0xca, 0];
+        r.extend(20.5f32.to_le_bytes());
+        r.extend((-1.0f32).to_le_bytes());
+        r.extend([1, 2]);
+        let v = read_tag_values(&r).expect("values");
+        assert_eq!(v.iter().collect::<Vec<_>>(), [20.5, -1.0]);
+        // INT and DINT signed, UINT not; a structure has no values.
+        let v = read_tag_values(&[0xc3, 0, 0xff, 0xff, 0x96, 0]).expect("int");
+        assert_eq!(v.iter().collect::<Vec<_>>(), [-1.0, 150.0]);
+        let v = read_tag_values(&[0xc7, 0, 0xff, 0xff]).expect("uint");
+        assert_eq!(v.iter().collect::<Vec<_>>(), [65535.0]);
+        let v = read_tag_values(&[0xc4, 0, 0xfe, 0xff, 0xff, 0xff]).expect("dint");
+        assert_eq!(v.iter().collect::<Vec<_>>(), [-2.0]);
+        assert_eq!(read_tag_values(&[0xa0, 0x02, 0x12, 0x34, 0, 0]), None);
+        // Write Tag: INT, 1 element, 150; what follows the count's worth is not a value.
+        let v = write_tag_values(&[0xc3, 0, 1, 0, 0x96, 0, 7, 7]).expect("write");
+        assert_eq!(v.iter().collect::<Vec<_>>(), [150.0]);
+        assert_eq!(write_tag_values(&[0xc3, 0, 1]), None);
     }
 
     #[test]
