@@ -344,11 +344,19 @@ impl Iec104Flow {
                 ev.type_id = Some(t);
                 ev.type_name = TypeId(t).name();
                 ev.error = Some(e.reason());
-                // The header, if it is there, still says what it was.
-                if let Some(h) = bytes.get(..iec104::ASDU_HEADER) {
-                    ev.cot = Some(h[2] & 0x3f);
-                    ev.common_address = Some(u16::from_le_bytes([h[4], h[5]]));
+                // What there is of the header still says what it was (as tshark shows it).
+                if let Some(&v) = bytes.get(1) {
+                    ev.sq = Some(v & 0x80 != 0);
+                    ev.count = Some(v & 0x7f);
                 }
+                if let Some(&c) = bytes.get(2) {
+                    ev.cot = Some(c & 0x3f);
+                    ev.cot_name = iec104::Cause(c & 0x3f).name();
+                    ev.negative = Some(c & 0x40 != 0);
+                    ev.test = Some(c & 0x80 != 0);
+                }
+                ev.originator = bytes.get(3).copied();
+                ev.common_address = bytes.get(4..6).map(|h| u16::from_le_bytes([h[0], h[1]]));
                 return;
             }
         };
