@@ -1,0 +1,204 @@
+//! Devices (new ones, new Ethernet addresses behind a known one) and scans: one client walking
+//! units, functions, addresses, ports or hosts beyond what learning saw.
+
+use super::*;
+
+pub(super) struct AssetRt {
+    pub(super) threshold: f64,
+    pub(super) last: i64,
+    pub(super) last_frame: u64,
+    pub(super) source: Option<Arc<str>>,
+    pub(super) proto: Proto,
+    pub(super) peer: Option<IpAddr>,
+    pub(super) silent: bool,
+}
+
+#[derive(Default)]
+pub(super) struct ScanRt {
+    pub(super) start: i64,
+    pub(super) units: FastSet<(IpAddr, u32)>,
+    pub(super) functions: FastSet<(IpAddr, u32)>,
+    pub(super) addresses: FastSet<(IpAddr, u32, u32)>,
+    pub(super) ports: FastSet<(IpAddr, u32)>,
+    pub(super) frames: Vec<u64>,
+}
+
+/// A UDP conversation of a protocol otwatch does not dissect to a broadcast or multicast
+/// address: hosts' housekeeping (NetBIOS, LLMNR, mDNS, SSDP, DHCP), which no OT process depends
+/// on. A new device behind it is still reported (`new_asset`); the conversation itself is not.
+/// (TCP cannot be broadcast: a TCP host at x.x.x.255 of a wider subnet is a host.)
+pub(super) fn background(ch: &Channel) -> bool {
+    ch.proto == Proto::Udp && is_group_address(ch.server)
+}
+
+/// Broadcast and multicast destinations are not devices. IPv4 `x.x.x.255` is taken for a /24
+/// broadcast, the usual plant subnet.
+pub(super) fn is_group_address(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_multicast() || v4.is_broadcast() || v4.octets()[3] == 255,
+        IpAddr::V6(v6) => v6.is_multicast(),
+    }
+}
+
+pub(super) fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut out {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// The client's scan window, started afresh when it has expired (or the table is full), with
+/// this PDU's frame among its first eight.
+pub(super) fn scan_window<'a>(
+    scans: &'a mut FastMap<IpAddr, ScanRt>,
+    resets: &mut u64,
+    o: &Observation,
+) -> &'a mut ScanRt {
+    let client = o.channel.client;
+    if scans.len() >= MAX_SCAN_CLIENTS && !scans.contains_key(&client) {
+        scans.clear();
+        *resets += 1;
+    }
+    let s = scans.entry(client).or_default();
+    if o.ts.saturating_sub(s.start) > SCAN_WINDOW || o.ts < s.start {
+        *s = ScanRt {
+            start: o.ts,
+            ..ScanRt::default()
+        };
+    }
+    if s.frames.len() < 8 {
+        s.frames.push(o.frame);
+    }
+    s
+}
+
+/// A scan alert when the client's window holds enough new units, functions, addresses or ports.
+pub(super) fn scan_alert(
+    s: &ScanRt,
+    raised: &mut FastSet<AlertKey>,
+    o: &Observation,
+    out: &mut Vec<Alert>,
+) {
+    let (u, f, a, p) = (
+        s.units.len(),
+        s.functions.len(),
+        s.addresses.len(),
+        s.ports.len(),
+    );
+    let what = if u >= SCAN_UNITS {
+        "unit ids"
+    } else if f >= SCAN_FUNCTIONS {
+        "function codes"
+    } else if a >= SCAN_ADDRESSES {
+        "addresses"
+    } else if p >= SCAN_PORTS {
+        "ports"
+    } else {
+        return;
+    };
+    if let Some(mut al) = fresh(
+        raised,
+        alert(o, AlertKey::host("scan", o.channel.client), Severity::High),
+        out,
+    ) {
+        al.message = format!(
+            "{} is walking {what} it never used in learning",
+            o.channel.client
+        );
+        al.frames = s.frames.clone();
+        al.learned = json!({"window_s": SCAN_WINDOW / NANOS, "thresholds": {"units": SCAN_UNITS, "functions": SCAN_FUNCTIONS, "addresses": SCAN_ADDRESSES, "ports": SCAN_PORTS}});
+        al.observed =
+            json!({"new_units": u, "new_functions": f, "new_addresses": a, "new_ports": p});
+        out.push(al);
+    }
+}
+
+impl Detector {
+    /// New devices and new Ethernet addresses; returns whether either end is a new device.
+    pub(super) fn check_assets(&mut self, o: &Observation, out: &mut Vec<Alert>) -> bool {
+        let ch = o.channel;
+        let mut new_device = false;
+        for (ip, role) in [(ch.client, "client"), (ch.server, "server")] {
+            if !self.assets.contains(&ip) && !is_group_address(ip) && !self.known_link_local(o, ip)
+            {
+                new_device = true;
+                if let Some(mut a) = fresh(
+                    &mut self.raised,
+                    alert(o, AlertKey::host("new_asset", ip), Severity::High),
+                    out,
+                ) {
+                    a.message = format!(
+                        "{ip}: a device learning never saw, as {} {role}",
+                        ch.proto.name()
+                    );
+                    a.learned = json!({"assets": self.baseline.assets.len()});
+                    a.observed = json!({"ip": ip, "role": role, "proto": ch.proto});
+                    out.push(a);
+                }
+            }
+        }
+        // A known device sending from an Ethernet address it never used: replaced hardware,
+        // or someone else answering for its IP.
+        let ip = o.src();
+        if let (Some(mac), Some(learned)) = (o.src_mac, self.asset_macs.get(&ip)) {
+            if !learned.is_empty() && !learned.contains(&mac) {
+                let key = AlertKey {
+                    extra: mac.iter().fold(1u64, |acc, b| acc << 8 | u64::from(*b)),
+                    ..AlertKey::host("new_asset", ip)
+                };
+                if let Some(mut a) = fresh(&mut self.raised, alert(o, key, Severity::High), out) {
+                    let learned_text: Vec<String> =
+                        learned.iter().map(|m| crate::learn::mac_text(*m)).collect();
+                    a.message = format!(
+                        "{ip} sends from Ethernet address {}, learned {}",
+                        crate::learn::mac_text(mac),
+                        learned_text.join(", ")
+                    );
+                    a.learned = json!({"macs": learned_text});
+                    a.observed = json!({"ip": ip, "mac": crate::learn::mac_text(mac)});
+                    out.push(a);
+                }
+            }
+        }
+        new_device
+    }
+
+    /// A known device under its IPv6 link-local address: `ip` sent this PDU from an Ethernet
+    /// address a learned asset used. A link-local address is never routed, so the Ethernet
+    /// address is the device's own, not a router's.
+    pub(super) fn known_link_local(&self, o: &Observation, ip: IpAddr) -> bool {
+        let IpAddr::V6(v6) = ip else { return false };
+        v6.segments()[0] & 0xffc0 == 0xfe80
+            && ip == o.src()
+            && o.src_mac.is_some_and(|m| self.learned_macs.contains(&m))
+    }
+
+    /// What this request adds to its client's scan window, and a scan alert when it is one.
+    pub(super) fn note_scan(
+        &mut self,
+        o: &Observation,
+        fnew: bool,
+        new_unit: bool,
+        new_addresses: Vec<(u32, u32)>,
+        out: &mut Vec<Alert>,
+    ) {
+        let ch = o.channel;
+        if ch.proto.is_ot() {
+            let s = scan_window(&mut self.scans, &mut self.scan_resets, o);
+            if new_unit && s.units.len() < SCAN_SET_BOUND {
+                s.units.insert((ch.server, ch.unit));
+            }
+            if fnew && s.functions.len() < SCAN_SET_BOUND {
+                s.functions.insert((ch.server, o.function));
+            }
+            for (space, start) in new_addresses {
+                if s.addresses.len() < SCAN_SET_BOUND {
+                    s.addresses.insert((ch.server, space, start));
+                }
+            }
+            scan_alert(s, &mut self.raised, o, out);
+        }
+    }
+}

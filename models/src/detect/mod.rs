@@ -1,0 +1,724 @@
+//! Scoring observations against a [`Baseline`]: the baseline-relative integrity and availability
+//! checks. Commands, malformed PDUs and CRC errors are raised by the engine in every phase.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::alert::{capped_list, Alert, AlertKey, Severity};
+use crate::baseline::{Baseline, ChannelModel, LatencyModel, PollModel};
+use crate::behaviour::WindowAcc;
+use crate::learn::{poll_key, FastMap, FastSet, Pending, PollKey, RateCounter};
+use crate::obs::{Channel, Kind, Observation, Ports, Proto};
+use crate::ranges::Ranges;
+use crate::{secs, NANOS};
+
+mod assets;
+mod requests;
+mod timers;
+mod values;
+
+use assets::*;
+use requests::*;
+use timers::*;
+use values::*;
+
+/// How long a request may wait for its response when learning gave no better bound.
+pub const MIN_RESPONSE_TIMEOUT: f64 = 2.0;
+
+/// A device is silent after this many times its longest learned silence (and at least
+/// [`MIN_SILENCE`]).
+const SILENCE_FACTOR: f64 = 3.0;
+
+const MIN_SILENCE: f64 = 5.0;
+
+/// Recent latencies compared with the learned distribution.
+const LATENCY_RECENT: usize = 16;
+
+/// Requests per rate window on a channel learning never saw before they count as a flood.
+const NEW_CHANNEL_FLOOD: u64 = 500;
+
+/// Scan detection: what one client does within this window, beyond what was learned.
+const SCAN_WINDOW: i64 = 60 * NANOS;
+
+const SCAN_UNITS: usize = 4;
+
+const SCAN_FUNCTIONS: usize = 4;
+
+const SCAN_ADDRESSES: usize = 16;
+
+const SCAN_PORTS: usize = 8;
+
+/// What one client's scan window holds at most, per kind: past the thresholds, more is only
+/// memory a scanner could fill.
+const SCAN_SET_BOUND: usize = 4096;
+
+/// Timers (timeouts, missed polls, silence) are checked at most this often in capture time.
+const TICK: i64 = NANOS / 4;
+
+/// Causes whose text was built, remembered at most.
+const MAX_RAISED: usize = 100_000;
+
+/// Bounds on runtime state for channels and clients learning never saw.
+const MAX_RUNTIME_CHANNELS: usize = 20_000;
+
+const MAX_SCAN_CLIENTS: usize = 10_000;
+
+/// Accesses and values the value memo holds at most, in all (a cache: cleared when full); one
+/// read larger than a sixteenth of it is not remembered. At most 32 bytes an element: 8 MiB.
+const MAX_MEMO_ELEMENTS: usize = 256 * 1024;
+
+#[derive(Default)]
+struct ChanRt {
+    known: Option<usize>,
+    pending: Pending,
+    recent: VecDeque<f64>,
+    req_rate: RateCounter,
+    exc_rate: RateCounter,
+    window: WindowAcc,
+    source: Option<Arc<str>>,
+    /// The ports of its last PDU, from client to server.
+    ports: Option<Ports>,
+    /// Request time and frame of the channel's last `MIN_UNANSWERED` timeouts.
+    timeouts: VecDeque<(i64, u64)>,
+}
+
+pub struct Detector {
+    pub baseline: Baseline,
+    channels: FastMap<Channel, usize>,
+    assets: FastSet<IpAddr>,
+    /// Learned Ethernet addresses per asset (only assets learned with some).
+    asset_macs: FastMap<IpAddr, Vec<[u8; 6]>>,
+    /// Every Ethernet address a learned asset sent from.
+    learned_macs: FastSet<[u8; 6]>,
+    /// Under-learned channels, and the (protocol, client, server) pairs all of whose channels
+    /// are: their alerts carry low confidence.
+    weak_channels: FastSet<Channel>,
+    weak_pairs: FastSet<(Proto, IpAddr, IpAddr)>,
+    server_functions: FastMap<(Proto, IpAddr), BTreeSet<u32>>,
+    server_units: FastMap<(Proto, IpAddr), BTreeSet<u32>>,
+    server_ranges: FastMap<(Proto, IpAddr, u32, u32, bool), Ranges>,
+    writers: FastSet<(Proto, IpAddr, IpAddr)>,
+    /// (protocol, client, function) of every function a client used on a channel it wrote on:
+    /// the write functions of the site's masters.
+    fleet_writes: FastSet<(Proto, IpAddr, u32)>,
+    client_servers: FastSet<(IpAddr, IpAddr, Proto, u32)>,
+    /// Per server and unit with learned value envelopes: its points, their epoch, its memo.
+    points: FastMap<(Proto, IpAddr, u32), ServerPoints>,
+    polls: FastMap<(Channel, PollKey), PollRt>,
+    rt: FastMap<Channel, ChanRt>,
+    asset_rt: FastMap<IpAddr, AssetRt>,
+    scans: FastMap<IpAddr, ScanRt>,
+    /// Causes raised so far (their text was built once).
+    raised: FastSet<AlertKey>,
+    /// Elements held by the servers' value memos (their bound).
+    memo_elements: usize,
+    window_nanos: i64,
+    window_index: Option<i64>,
+    /// The window detection started in: partial, so not scored.
+    first_window: Option<i64>,
+    last_tick: i64,
+    /// The earliest time a timer (timeout, missing poll, silence) can fire: ticks before it
+    /// have nothing to do, so they cost a comparison, not a walk over every channel.
+    next_due: i64,
+    /// Channels whose current behaviour window has activity.
+    active_windows: Vec<Channel>,
+    started: bool,
+    /// Observations of channels beyond `MAX_RUNTIME_CHANNELS` (no timing state kept for them).
+    pub untracked_channels: u64,
+    /// Times the scan table was full and started afresh.
+    pub scan_resets: u64,
+}
+
+/// An alert about the PDU `o`.
+/// A bare occurrence about the PDU `o` (no text yet).
+pub(crate) fn alert(o: &Observation, key: AlertKey, severity: Severity) -> Alert {
+    Alert {
+        source: o.source.clone(),
+        ports: o.ports,
+        frames: vec![o.frame],
+        ..Alert::new(key, severity, o.channel.proto, o.src(), o.dst(), o.ts)
+    }
+}
+
+/// An occurrence about a channel, raised by a timer or a window at `ts`.
+fn channel_alert(
+    ch: &Channel,
+    rt: Option<&ChanRt>,
+    ts: i64,
+    key: AlertKey,
+    severity: Severity,
+) -> Alert {
+    Alert {
+        source: rt
+            .and_then(|r| r.source.clone())
+            .unwrap_or_else(|| Arc::from("")),
+        ports: rt.and_then(|r| r.ports),
+        ..Alert::new(key, severity, ch.proto, ch.client, ch.server, ts)
+    }
+}
+
+/// The first occurrence of a cause is returned to have its text built; later ones go out bare
+/// (the alert book keeps the first one's text), so a flood costs a lookup per PDU.
+/// A cause the engine already put in the alert book goes out bare; otherwise the alert is
+/// returned to have its text built.
+fn fresh(raised: &mut FastSet<AlertKey>, a: Alert, out: &mut Vec<Alert>) -> Option<Alert> {
+    if raised.contains(&a.key) {
+        out.push(a);
+        None
+    } else {
+        Some(a)
+    }
+}
+
+/// An access alert: high for a write, medium for a read.
+fn write_severity(write: bool) -> Severity {
+    if write {
+        Severity::High
+    } else {
+        Severity::Medium
+    }
+}
+
+fn nanos(s: f64) -> i64 {
+    (s * NANOS as f64) as i64
+}
+
+impl Detector {
+    pub fn new(baseline: Baseline) -> Self {
+        let mut d = Detector {
+            channels: FastMap::default(),
+            assets: baseline.assets.iter().map(|a| a.ip).collect(),
+            asset_macs: baseline
+                .assets
+                .iter()
+                .filter(|a| !a.macs.is_empty())
+                .map(|a| (a.ip, a.macs.iter().filter_map(|m| parse_mac(m)).collect()))
+                .collect(),
+            learned_macs: baseline
+                .assets
+                .iter()
+                .flat_map(|a| a.macs.iter().filter_map(|m| parse_mac(m)))
+                .collect(),
+            weak_channels: baseline
+                .channels
+                .iter()
+                .filter(|c| c.under_learned())
+                .map(|c| c.channel)
+                .collect(),
+            weak_pairs: FastSet::default(),
+            server_functions: FastMap::default(),
+            server_units: FastMap::default(),
+            server_ranges: FastMap::default(),
+            writers: FastSet::default(),
+            fleet_writes: FastSet::default(),
+            client_servers: FastSet::default(),
+            points: FastMap::default(),
+            polls: FastMap::default(),
+            rt: FastMap::default(),
+            asset_rt: FastMap::default(),
+            scans: FastMap::default(),
+            raised: FastSet::default(),
+            memo_elements: 0,
+            window_nanos: baseline
+                .behaviour
+                .as_ref()
+                .map_or(10 * NANOS, |m| (m.window * NANOS as f64) as i64)
+                .max(NANOS),
+            window_index: None,
+            first_window: None,
+            last_tick: i64::MIN,
+            next_due: i64::MIN,
+            active_windows: Vec::new(),
+            started: false,
+            untracked_channels: 0,
+            scan_resets: 0,
+            baseline,
+        };
+        let mut strong_pairs = FastSet::default();
+        for c in &d.baseline.channels {
+            let pair = (c.channel.proto, c.channel.client, c.channel.server);
+            if c.under_learned() {
+                d.weak_pairs.insert(pair);
+            } else {
+                strong_pairs.insert(pair);
+            }
+        }
+        d.weak_pairs.retain(|p| !strong_pairs.contains(p));
+        for (i, c) in d.baseline.channels.iter().enumerate() {
+            let ch = c.channel;
+            d.channels.insert(ch, i);
+            d.server_functions
+                .entry((ch.proto, ch.server))
+                .or_default()
+                .extend(c.functions.keys());
+            d.server_units
+                .entry((ch.proto, ch.server))
+                .or_default()
+                .insert(ch.unit);
+            d.client_servers
+                .insert((ch.client, ch.server, ch.proto, ch.unit));
+            if c.wrote {
+                d.writers.insert((ch.proto, ch.client, ch.server));
+                for f in c.functions.keys() {
+                    d.fleet_writes.insert((ch.proto, ch.client, *f));
+                }
+            }
+            for (write, map) in [(false, &c.reads), (true, &c.writes)] {
+                for (space, r) in map {
+                    d.server_ranges
+                        .entry((ch.proto, ch.server, ch.unit, *space, write))
+                        .or_default()
+                        .union(r);
+                }
+            }
+            for p in &c.points {
+                d.points
+                    .entry((ch.proto, ch.server, ch.unit))
+                    .or_default()
+                    .points
+                    .insert(
+                        point_key(p.space, p.address),
+                        PointEnv {
+                            min: p.min,
+                            max: p.max,
+                            max_step: p.max_step,
+                            samples: p.samples,
+                            last: None,
+                        },
+                    );
+            }
+            for p in &c.polls {
+                d.polls.insert(
+                    (ch, (p.function, p.space, p.start, p.count)),
+                    PollRt {
+                        model: p.clone(),
+                        last: None,
+                        missing_alerted: false,
+                        broken: VecDeque::new(),
+                    },
+                );
+            }
+        }
+        d
+    }
+
+    /// Starts the silence clocks of every learned asset at `now`.
+    fn start(&mut self, now: i64) {
+        self.started = true;
+        for a in &self.baseline.assets {
+            if let Some(gap) = a.max_silence {
+                self.asset_rt.insert(
+                    a.ip,
+                    AssetRt {
+                        threshold: (SILENCE_FACTOR * gap).max(MIN_SILENCE),
+                        last: now,
+                        last_frame: 0,
+                        source: None,
+                        proto: a.protocols.first().copied().unwrap_or(Proto::Tcp),
+                        peer: None,
+                        silent: false,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Alerts about an under-learned channel (or a pair all of whose channels are) are hints:
+    /// low confidence, severity one step lower.
+    pub fn soften(&self, alerts: &mut [Alert]) {
+        if self.weak_channels.is_empty() {
+            return;
+        }
+        for a in alerts {
+            let k = a.key;
+            let Some(proto) = k.proto else { continue };
+            // What needs no baseline (commands, malformed PDUs, CRC errors, restarts) keeps its
+            // weight whatever learning saw.
+            if crate::engine::needs_no_baseline(a.r#type) {
+                continue;
+            }
+            let weak = self.weak_channels.contains(&Channel {
+                proto,
+                client: k.a,
+                server: k.b,
+                unit: k.unit,
+            }) || k.unit == 0 && self.weak_pairs.contains(&(proto, k.a, k.b));
+            if weak && !a.low_confidence {
+                a.low_confidence = true;
+                a.severity = a.severity.lowered();
+            }
+        }
+    }
+
+    /// The engine put this cause in the alert book (after dropping the alerts a stronger one
+    /// implied): its later occurrences need no text. Bounded: forgetting costs only building a
+    /// text again, the book still deduplicates.
+    pub fn mark_raised(&mut self, key: AlertKey) {
+        if self.raised.len() >= MAX_RAISED {
+            self.raised.clear();
+        }
+        self.raised.insert(key);
+    }
+
+    pub fn observe(&mut self, o: &Observation, out: &mut Vec<Alert>) {
+        if !self.started {
+            self.start(o.ts);
+        }
+        self.tick(o.ts, out);
+        self.roll_windows(o.ts, out);
+        self.observe_pdu(o, out);
+    }
+
+    fn observe_pdu(&mut self, o: &Observation, out: &mut Vec<Alert>) {
+        let ch = o.channel;
+        let new_device = self.check_assets(o, out);
+        let known = self.channels.get(&ch).copied();
+        // A new device makes its channel new: only the device is reported (one PDU, one
+        // account), and no text is built for what would be dropped.
+        if known.is_none() && !new_device && !background(&ch) {
+            if let Some(mut a) = fresh(
+                &mut self.raised,
+                alert(
+                    o,
+                    AlertKey::channel("new_channel", &ch, 0),
+                    if ch.proto.is_ot() {
+                        Severity::High
+                    } else {
+                        Severity::Medium
+                    },
+                ),
+                out,
+            ) {
+                a.message = format!("{ch}: a conversation learning never saw");
+                a.learned = json!({});
+                capped_list(
+                    &mut a.learned,
+                    "server_clients",
+                    self.baseline
+                        .channels
+                        .iter()
+                        .filter(|c| c.channel.server == ch.server && c.channel.proto == ch.proto)
+                        .map(|c| c.channel.client)
+                        .collect::<BTreeSet<_>>(),
+                );
+                a.observed = json!({"client": ch.client, "server": ch.server, "proto": ch.proto, "unit": ch.unit_text()});
+                out.push(a);
+            }
+        }
+        if !self.rt.contains_key(&ch) && self.rt.len() >= MAX_RUNTIME_CHANNELS {
+            self.untracked_channels += 1;
+            return;
+        }
+        match o.kind {
+            Kind::Request => self.request(o, known, out),
+            Kind::Response | Kind::Unsolicited => self.response(o, known, out),
+            Kind::Conversation => self.conversation(o, out),
+        }
+        if let Some(a) = self.asset_rt.get_mut(&o.src()) {
+            if a.silent {
+                a.silent = false;
+            }
+            a.last = o.ts;
+            a.last_frame = o.frame;
+            self.next_due = self.next_due.min(o.ts.saturating_add(nanos(a.threshold)));
+            a.source = Some(o.source.clone());
+            a.peer = Some(o.dst());
+            a.proto = ch.proto;
+        }
+    }
+
+    fn conversation(&mut self, o: &Observation, out: &mut Vec<Alert>) {
+        let ch = o.channel;
+        if !self.channels.contains_key(&ch) && !background(&ch) {
+            let s = scan_window(&mut self.scans, &mut self.scan_resets, o);
+            if s.ports.len() < SCAN_SET_BOUND {
+                s.ports.insert((ch.server, ch.unit));
+            }
+            scan_alert(s, &mut self.raised, o, out);
+        }
+    }
+
+    fn request(&mut self, o: &Observation, known: Option<usize>, out: &mut Vec<Alert>) {
+        // The baseline is only read here; moved out so the runtime state can be updated.
+        let base = std::mem::take(&mut self.baseline);
+        self.request_with(o, known.map(|i| &base.channels[i]), out);
+        self.baseline = base;
+    }
+
+    /// A request: its function, a write by a client that never wrote, the addresses it
+    /// touches, the values it writes, scanning, the request rate and the poll cycle.
+    fn request_with(
+        &mut self,
+        o: &Observation,
+        model: Option<&ChannelModel>,
+        out: &mut Vec<Alert>,
+    ) {
+        let known = model.and_then(|_| self.channels.get(&o.channel).copied());
+        let (function_known, new_unit, unauthorized) = self.check_function(o, model, out);
+        let new_addresses = self.check_ranges(o, model, unauthorized, out);
+        // Written values against the point envelopes.
+        self.check_values(o, out);
+        self.note_scan(o, !function_known, new_unit, new_addresses, out);
+        self.check_rate(o, model, known, out);
+        self.check_poll(o, out);
+    }
+
+    fn response(&mut self, o: &Observation, known: Option<usize>, out: &mut Vec<Alert>) {
+        let ch = o.channel;
+        self.check_values(o, out);
+        let model = known.map(|i| &self.baseline.channels[i]);
+        let rt = self.rt.entry(ch).or_default();
+        rt.known = known;
+        rt.source = Some(o.source.clone());
+        rt.ports = o.ports.map(Ports::reversed).or(rt.ports);
+        let matched = if o.kind == Kind::Response {
+            rt.pending.response(o)
+        } else {
+            None
+        };
+        if rt.window.is_empty() {
+            self.active_windows.push(ch);
+        }
+        rt.window.add(o, matched.map(|m| m.0));
+        if o.exception {
+            let n = rt.exc_rate.add(o.ts);
+            let learned = model.map_or(0, |m| m.max_exceptions_per_window);
+            let limit = (2 * learned).max(learned + 5);
+            if n > limit {
+                if let Some(mut a) = fresh(
+                    &mut self.raised,
+                    alert(
+                        o,
+                        AlertKey::channel("exception_burst", &ch, 0),
+                        Severity::Medium,
+                    ),
+                    out,
+                ) {
+                    a.message = format!(
+                        "{ch}: {n} exception responses in {} s, learned at most {learned}",
+                        crate::learn::RATE_WINDOW_SECS
+                    );
+                    a.learned = json!({"max_exceptions_per_window": learned, "limit": limit});
+                    a.observed = json!({"exceptions_in_window": n});
+                    out.push(a);
+                }
+            }
+        }
+        let Some((latency, req_frame)) = matched else {
+            return;
+        };
+        rt.recent.push_back(latency);
+        if rt.recent.len() > LATENCY_RECENT {
+            rt.recent.pop_front();
+        }
+        let Some(l) = model.and_then(|m| m.latency.as_ref()) else {
+            return;
+        };
+        if l.samples < 20 || rt.recent.len() < LATENCY_RECENT {
+            return;
+        }
+        if let Some(median) = recent_slowdown(l, &rt.recent) {
+            if let Some(mut a) = fresh(
+                &mut self.raised,
+                alert(
+                    o,
+                    AlertKey::channel("latency_shift", &ch, 0),
+                    Severity::Medium,
+                ),
+                out,
+            ) {
+                a.message = format!(
+                    "{ch}: response time up: median of the last {LATENCY_RECENT} is {:.1} ms, learned p50 {:.1} ms, p99 {:.1} ms",
+                    median * 1e3,
+                    l.p50 * 1e3,
+                    l.p99 * 1e3
+                );
+                a.frames = vec![req_frame, o.frame];
+                a.learned = json!({"p50_s": l.p50, "p95_s": l.p95, "p99_s": l.p99, "max_s": l.max});
+                a.observed =
+                    json!({"median_s": median, "last_s": latency, "responses": LATENCY_RECENT});
+                out.push(a);
+            }
+        }
+    }
+}
+
+/// One PDU, one account: drops the alerts a stronger one on the same PDU implies. A new device
+/// makes its channel new; an unauthorized write is also a new function and a write outside the
+/// learned ranges; a PLC stop, start, download or restart command is also a (new) write.
+pub(crate) fn suppress_implied(alerts: &mut Vec<Alert>) {
+    if alerts.len() < 2 {
+        return;
+    }
+    let has = |t: &str, a: &[Alert]| a.iter().any(|x| x.r#type == t);
+    let new_asset = has("new_asset", alerts);
+    let command = [
+        "plc_stop",
+        "plc_start",
+        "program_download",
+        "program_upload",
+        "device_restart_command",
+    ]
+    .iter()
+    .any(|t| has(t, alerts));
+    let unauthorized = !command && has("unauthorized_write", alerts);
+    alerts.retain(|a| {
+        let implied = (new_asset && a.r#type == "new_channel")
+            || (command && matches!(a.r#type, "unauthorized_write" | "new_function_code"))
+            || (unauthorized && a.r#type == "new_function_code")
+            || (unauthorized && a.r#type == "address_out_of_range" && a.key.extra & 1 == 1);
+        !implied
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shortcut over the window's largest value gives what the median of the sorted window
+    /// gives, over random windows and models (latencies from 0.1 ms to 1 s, skewed windows
+    /// included).
+    #[test]
+    fn recent_slowdown_agrees_with_the_sorted_median() {
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let mut shifts = 0;
+        for _ in 0..20_000 {
+            let p50 = 1e-4 + next() * 0.2;
+            let p99 = p50 * (1.0 + 4.0 * next());
+            let l = LatencyModel {
+                samples: 100,
+                p50,
+                p95: p99,
+                p99,
+                max: p99 * 1.5,
+            };
+            let scale = [0.01, 0.2, 1.0, 3.0, 10.0][(next() * 5.0) as usize % 5];
+            let window: VecDeque<f64> = (0..LATENCY_RECENT)
+                .map(|_| p50 * scale * (0.2 + 2.0 * next()))
+                .collect();
+            let mut sorted: Vec<f64> = window.iter().copied().collect();
+            sorted.sort_by(f64::total_cmp);
+            let median = sorted[sorted.len() / 2];
+            let expected = slowed(&l, median).then_some(median);
+            assert_eq!(recent_slowdown(&l, &window), expected, "{l:?} {window:?}");
+            shifts += usize::from(expected.is_some());
+        }
+        assert!(shifts > 1000, "the cases include shifts: {shifts}");
+        assert_eq!(
+            recent_slowdown(
+                &LatencyModel {
+                    samples: 1,
+                    p50: 0.1,
+                    p95: 0.1,
+                    p99: 0.1,
+                    max: 0.1
+                },
+                &VecDeque::new()
+            ),
+            None
+        );
+    }
+
+    /// A read by `client` (10.0.0.x) from one PLC of holding registers from `start`.
+    fn read(client: u8, start: u32, values: &[f64], ts: i64) -> Observation {
+        let channel = Channel {
+            proto: Proto::Modbus,
+            client: IpAddr::from([10, 0, 0, client]),
+            server: IpAddr::from([192, 168, 1, 10]),
+            unit: 1,
+        };
+        let mut o = Observation::new(ts, Arc::from("t"), 1, channel, Kind::Response, 3);
+        o.accesses.push(crate::obs::Access {
+            space: 4,
+            start,
+            count: values.len() as u32,
+            write: false,
+            values: values.iter().copied().collect(),
+        });
+        o
+    }
+
+    const T0: i64 = 1_700_000_000 * NANOS;
+
+    /// An engine detecting against what it learned from 40 s of a triangle 0..=10..=0 (steps of
+    /// 1) read by client 1 at register 100 and, with `second`, by client 2 at 99..=100.
+    fn engine_after_a_triangle(second: bool) -> crate::engine::Engine {
+        use crate::engine::{Engine, EngineConfig};
+        let mut learner = Engine::learning(EngineConfig::default());
+        let mut out = Vec::new();
+        for i in 0..40 {
+            let k = i % 20;
+            let v = f64::from(if k <= 10 { k } else { 20 - k });
+            let ts = T0 + i64::from(i) * NANOS;
+            learner.observe(&read(1, 100, &[v], ts), &mut out);
+            if second {
+                learner.observe(&read(2, 99, &[v, v], ts + 1000), &mut out);
+            }
+        }
+        let baseline = learner.finish(&mut out).expect("a baseline");
+        Engine::detecting(baseline, EngineConfig::default())
+    }
+
+    /// Value alerts raised by one observation.
+    fn value_alerts(engine: &mut crate::engine::Engine, o: Observation) -> usize {
+        let mut out = Vec::new();
+        engine.observe(&o, &mut out);
+        out.iter()
+            .filter(|a| a.r#type == "value_out_of_range")
+            .count()
+    }
+
+    /// The memo of unchanged reads never hides a change: once another read (of another block,
+    /// by another client) moved the point's last value, the same values again are checked
+    /// again, and the jump raises.
+    #[test]
+    fn an_unchanged_read_is_checked_again_once_the_point_moved() {
+        let mut engine = engine_after_a_triangle(true);
+        let t1 = T0 + 100 * NANOS;
+        // 25 is outside the learned 0..=10 by the soft margin only: not an alarm without a jump
+        // (no previous value), nor when it repeats.
+        assert_eq!(value_alerts(&mut engine, read(1, 100, &[25.0], t1)), 0);
+        assert_eq!(
+            value_alerts(&mut engine, read(1, 100, &[25.0], t1 + 1000)),
+            0
+        );
+        // Client 2 reads registers 99..=100 and finds 100 at 5: client 1's same 25 is now a jump.
+        assert_eq!(
+            value_alerts(&mut engine, read(2, 99, &[5.0, 5.0], t1 + 2000)),
+            0
+        );
+        assert_eq!(
+            value_alerts(&mut engine, read(1, 100, &[25.0], t1 + 3000)),
+            1
+        );
+    }
+
+    /// A read that carries one point twice (overlapping S7 items, repeated DNP3 events) leaves
+    /// the point at its second value: the same read again is a jump from that value, and must
+    /// be checked, not remembered as unchanged.
+    #[test]
+    fn a_read_that_moves_its_own_point_is_checked_again() {
+        let mut engine = engine_after_a_triangle(false);
+        let twice = |ts: i64| {
+            let mut o = read(1, 100, &[25.0], ts);
+            let mut second = o.accesses[0].clone();
+            second.values = crate::obs::AccessValues::from_elem(0.0, 1);
+            o.accesses.push(second);
+            o
+        };
+        let t1 = T0 + 100 * NANOS;
+        // 25 with no previous value: no jump. Then 0, in the envelope.
+        assert_eq!(value_alerts(&mut engine, twice(t1)), 0);
+        // Again: 25 after 0 is a jump outside the soft margin.
+        assert_eq!(value_alerts(&mut engine, twice(t1 + 1000)), 1);
+    }
+}

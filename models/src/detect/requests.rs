@@ -1,0 +1,361 @@
+//! A request's checks against its channel's model: function codes, address ranges, request
+//! rates and poll cycles.
+
+use super::*;
+
+pub(super) struct PollRt {
+    pub(super) model: PollModel,
+    pub(super) last: Option<(i64, u64)>,
+    pub(super) missing_alerted: bool,
+    /// Time and frames (previous poll, this one) of its last `POLL_BROKEN` broken intervals.
+    pub(super) broken: VecDeque<(i64, (u64, u64))>,
+}
+
+/// The least widening of a learned block within which a learned writer's write is operator
+/// work on that block, not `address_out_of_range` (the widening is the block's own length when
+/// larger): 16 registers, coils, bytes or bits.
+pub(super) const NEAR_MARGIN: u32 = 16;
+
+/// How early or late a poll may be.
+pub(super) fn poll_tolerance(m: &PollModel) -> f64 {
+    (4.0 * m.jitter).max(0.5 * m.period)
+}
+
+/// Broken intervals (early or late) of one poll within [`poll_window`] before
+/// `poll_cycle_broken`: an operator's action that delays one cycle, or one lost request, is no
+/// incident; a poll that breaks again within the minute (a PLC too busy to answer in time, a
+/// master skipping every other cycle) is.
+pub(super) const POLL_BROKEN: usize = 2;
+
+/// Ten periods, at least a minute.
+pub(super) fn poll_window(m: &PollModel) -> f64 {
+    (10.0 * m.period).max(60.0)
+}
+
+/// A poll is missing (it stopped) when none came for three periods and the tolerance.
+pub(super) fn poll_missing_after(m: &PollModel) -> f64 {
+    3.0 * m.period + poll_tolerance(m)
+}
+
+/// The poll's function, space and start address in one number (for its alert key).
+pub(super) fn poll_extra(m: &PollModel) -> u64 {
+    u64::from(m.function) << 48 ^ u64::from(m.space) << 16 ^ u64::from(m.start)
+}
+
+pub(super) fn accesses_json(o: &Observation) -> serde_json::Value {
+    serde_json::Value::Array(
+        o.accesses
+            .iter()
+            .map(|a| {
+                json!({"space": o.channel.proto.space_name(a.space), "start": a.start, "count": a.count,
+                       "values": a.values.iter().take(16).collect::<Vec<_>>()})
+            })
+            .collect(),
+    )
+}
+
+impl Detector {
+    /// The function code (new on the channel, or for a new channel new to the server), a new
+    /// unit, and a write by a client that never wrote: (function known, new unit, unauthorized).
+    pub(super) fn check_function(
+        &mut self,
+        o: &Observation,
+        model: Option<&ChannelModel>,
+        out: &mut Vec<Alert>,
+    ) -> (bool, bool, bool) {
+        let ch = o.channel;
+        // A master that wrote with this function to other servers in learning, writing to a
+        // server it already talks to, is the site's master at work: its write is checked for
+        // where it goes (`check_ranges`), not reported as a new function or an unknown writer.
+        let fleet_writer = o.write
+            && model.is_some()
+            && self
+                .fleet_writes
+                .contains(&(ch.proto, ch.client, o.function));
+        // Function codes: the channel's own, or for a new channel, any the server was asked.
+        let function_known = fleet_writer
+            || match model {
+                Some(m) => m.functions.contains_key(&o.function),
+                None => self
+                    .server_functions
+                    .get(&(ch.proto, ch.server))
+                    .is_some_and(|f| f.contains(&o.function)),
+            };
+        let mut new_unit = false;
+        // A command (stop, start, download, restart) or an unauthorized write is the account of
+        // this PDU: its new function code and written range are part of it.
+        let command = o.command.is_some();
+        let unauthorized = o.write
+            && ch.proto.is_ot()
+            && !fleet_writer
+            && !self.writers.contains(&(ch.proto, ch.client, ch.server));
+        if !function_known && !command && !unauthorized {
+            let funcs: BTreeSet<u32> = match model {
+                Some(m) => m.functions.keys().copied().collect(),
+                None => self
+                    .server_functions
+                    .get(&(ch.proto, ch.server))
+                    .cloned()
+                    .unwrap_or_default(),
+            };
+            if let Some(mut a) = fresh(
+                &mut self.raised,
+                alert(
+                    o,
+                    AlertKey::channel("new_function_code", &ch, u64::from(o.function)),
+                    Severity::High,
+                ),
+                out,
+            ) {
+                a.message = format!(
+                    "{ch}: function {}{} never used {} in learning",
+                    o.function,
+                    o.function_name
+                        .map(|n| format!(" ({n})"))
+                        .unwrap_or_default(),
+                    if model.is_some() {
+                        "on this channel"
+                    } else {
+                        "with this server"
+                    }
+                );
+                a.learned = json!({});
+                capped_list(&mut a.learned, "functions", funcs);
+                a.observed = json!({"function": o.function, "name": o.function_name});
+                out.push(a);
+            }
+        }
+        if ch.proto.is_ot()
+            && !self
+                .server_units
+                .get(&(ch.proto, ch.server))
+                .is_some_and(|u| u.contains(&ch.unit))
+        {
+            new_unit = true;
+        }
+        if unauthorized && !command {
+            if let Some(mut a) = fresh(
+                &mut self.raised,
+                alert(
+                    o,
+                    AlertKey::pair("unauthorized_write", ch.proto, ch.client, ch.server, 0),
+                    Severity::Critical,
+                ),
+                out,
+            ) {
+                a.message = format!(
+                    "{} wrote to {} ({}{}) and never wrote to it in learning",
+                    ch.client,
+                    ch.server,
+                    ch.proto.name(),
+                    o.function_name.map(|n| format!(" {n}")).unwrap_or_default()
+                );
+                a.learned = json!({});
+                capped_list(
+                    &mut a.learned,
+                    "writers",
+                    self.writers
+                        .iter()
+                        .filter(|w| w.2 == ch.server)
+                        .map(|w| w.1)
+                        .collect::<BTreeSet<_>>(),
+                );
+                a.observed = json!({"function": o.function, "name": o.function_name, "accesses": accesses_json(o)});
+                out.push(a);
+            }
+        }
+        (function_known, new_unit, unauthorized)
+    }
+
+    /// Accesses outside the learned address ranges; returns the new (space, start) pairs.
+    pub(super) fn check_ranges(
+        &mut self,
+        o: &Observation,
+        model: Option<&ChannelModel>,
+        unauthorized: bool,
+        out: &mut Vec<Alert>,
+    ) -> Vec<(u32, u32)> {
+        let ch = o.channel;
+        let command = o.command.is_some();
+        let mut new_addresses = Vec::new();
+        for acc in &o.accesses {
+            let hi = acc.start.saturating_add(acc.count.max(1) - 1);
+            let learned = match model {
+                Some(m) => {
+                    if acc.write {
+                        m.writes.get(&acc.space)
+                    } else {
+                        m.reads.get(&acc.space)
+                    }
+                }
+                None => self
+                    .server_ranges
+                    .get(&(ch.proto, ch.server, ch.unit, acc.space, acc.write)),
+            };
+            if learned.is_some_and(|r| r.covers(acc.start, hi)) {
+                continue;
+            }
+            new_addresses.push((acc.space, acc.start));
+            if acc.write && (unauthorized || command) {
+                continue;
+            }
+            // A learned writer (not unauthorized) touching the neighbourhood of a block it or
+            // another client wrote or read on this server: operator work on the same block.
+            if acc.write
+                && [true, false].into_iter().any(|w| {
+                    self.server_ranges
+                        .get(&(ch.proto, ch.server, ch.unit, acc.space, w))
+                        .is_some_and(|r| r.near(acc.start, hi, NEAR_MARGIN))
+                })
+            {
+                continue;
+            }
+            let learned = learned.cloned();
+            let rw = if acc.write { "write" } else { "read" };
+            let space = ch.proto.space_name(acc.space);
+            if let Some(mut a) = fresh(
+                &mut self.raised,
+                alert(
+                    o,
+                    AlertKey::pair(
+                        "address_out_of_range",
+                        ch.proto,
+                        ch.client,
+                        ch.server,
+                        u64::from(acc.space) << 1 | u64::from(acc.write),
+                    ),
+                    write_severity(acc.write),
+                ),
+                out,
+            ) {
+                a.message = format!(
+                    "{ch}: {rw} of {space} {}..={hi} outside the learned ranges",
+                    acc.start
+                );
+                a.learned = json!({"space": space});
+                capped_list(
+                    &mut a.learned,
+                    "ranges",
+                    learned.map(|r| r.0).unwrap_or_default(),
+                );
+                a.observed =
+                    json!({"space": space, "start": acc.start, "count": acc.count, "access": rw});
+                out.push(a);
+            }
+        }
+        new_addresses
+    }
+
+    /// The channel's runtime state (pending requests, behaviour window) and its request rate.
+    pub(super) fn check_rate(
+        &mut self,
+        o: &Observation,
+        model: Option<&ChannelModel>,
+        known: Option<usize>,
+        out: &mut Vec<Alert>,
+    ) {
+        let ch = o.channel;
+        let rt = self.rt.entry(ch).or_default();
+        rt.known = known;
+        rt.source = Some(o.source.clone());
+        rt.ports = o.ports.or(rt.ports);
+        rt.pending.request(o);
+        if rt.window.is_empty() {
+            self.active_windows.push(ch);
+        }
+        rt.window.add(o, None);
+        if o.corr.is_some() {
+            self.next_due = self.next_due.min(
+                o.ts.saturating_add(nanos(timeout_for(model.and_then(|m| m.latency.as_ref())))),
+            );
+        }
+        let n = rt.req_rate.add(o.ts);
+        let limit = match model {
+            Some(m) => (4 * m.max_requests_per_window).max(m.max_requests_per_window + 50),
+            None => NEW_CHANNEL_FLOOD,
+        };
+        if n > limit {
+            if let Some(mut a) = fresh(
+                &mut self.raised,
+                alert(
+                    o,
+                    AlertKey::channel("traffic_flood", &ch, 0),
+                    Severity::High,
+                ),
+                out,
+            ) {
+                a.message = format!(
+                    "{ch}: {n} requests in {} s, learned at most {}",
+                    crate::learn::RATE_WINDOW_SECS,
+                    model.map_or(0, |m| m.max_requests_per_window)
+                );
+                a.learned = json!({"max_requests_per_window": model.map(|m| m.max_requests_per_window), "window_s": crate::learn::RATE_WINDOW_SECS, "limit": limit});
+                a.observed = json!({"requests_in_window": n});
+                out.push(a);
+            }
+        }
+    }
+
+    /// The poll cycle this request belongs to: early or late against the learned period, twice
+    /// within `poll_window` (one skipped or delayed cycle is no incident).
+    pub(super) fn check_poll(&mut self, o: &Observation, out: &mut Vec<Alert>) {
+        let ch = o.channel;
+        let key = (ch, poll_key(o));
+        if let Some(p) = self.polls.get_mut(&key) {
+            if let Some((prev, prev_frame)) = p.last {
+                let gap = secs(prev, o.ts);
+                let m = &p.model;
+                let early = m.period - poll_tolerance(m);
+                let late = m.period + poll_tolerance(m);
+                // A repeat within a tenth of the period is the master retrying (or the same
+                // request twice), not a new cycle: the cycle goes on from the first.
+                if gap < 0.1 * m.period {
+                    return;
+                }
+                // One delayed poll makes two broken intervals, a late one and then an early
+                // one sharing its frame: counted once.
+                let adjacent = p.broken.back().is_some_and(|b| b.1 .1 == prev_frame);
+                let sustained = (gap < early || (gap > late && !p.missing_alerted))
+                    && !adjacent
+                    && again_within(
+                        &mut p.broken,
+                        POLL_BROKEN,
+                        nanos(poll_window(m)),
+                        o.ts,
+                        (prev_frame, o.frame),
+                    );
+                if sustained {
+                    let what = if gap < early { "off-period" } else { "late" };
+                    if let Some(mut a) = fresh(
+                        &mut self.raised,
+                        alert(
+                            o,
+                            AlertKey::channel("poll_cycle_broken", &ch, poll_extra(m)),
+                            Severity::Medium,
+                        ),
+                        out,
+                    ) {
+                        a.message = format!(
+                            "{ch}: poll of function {} {} {}+{} broken {POLL_BROKEN} times within {:.0} s; the last one {what}: {:.3} s after the previous, learned every {:.3} s",
+                            m.function,
+                            ch.proto.space_name(m.space),
+                            m.start,
+                            m.count,
+                            poll_window(m),
+                            gap,
+                            m.period
+                        );
+                        a.frames = p.broken.iter().flat_map(|b| [b.1 .0, b.1 .1]).collect();
+                        a.learned = json!({"period_s": m.period, "jitter_s": m.jitter, "window_s": poll_window(m)});
+                        a.observed = json!({"interval_s": gap, "kind": what, "broken_intervals": POLL_BROKEN});
+                        out.push(a);
+                    }
+                }
+            }
+            p.last = Some((o.ts, o.frame));
+            p.missing_alerted = false;
+            let missing = poll_missing_after(&p.model);
+            self.next_due = self.next_due.min(o.ts.saturating_add(nanos(missing)));
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! What fires with capture time: response timeouts, missed polls, silent devices, latency shifts
+//! and the behaviour model's windows.
+
+use super::*;
+
+/// How long a request on a channel may wait for its response.
+pub(super) fn timeout_of(base: &Baseline, known: Option<usize>) -> f64 {
+    timeout_for(known.and_then(|i| base.channels[i].latency.as_ref()))
+}
+
+pub(super) fn timeout_for(latency: Option<&LatencyModel>) -> f64 {
+    latency.map_or(MIN_RESPONSE_TIMEOUT, |l| {
+        (5.0 * l.max).max(MIN_RESPONSE_TIMEOUT)
+    })
+}
+
+/// Unanswered requests of a channel within `UNANSWERED_WINDOW` before `response_timeout`: one
+/// lost request (a gateway dropping a frame, a retransmission the capture missed) is not an
+/// incident; a device that stopped answering a poll of a second or a minute soon is one.
+pub(super) const MIN_UNANSWERED: usize = 3;
+
+pub(super) const UNANSWERED_WINDOW: i64 = 60 * NANOS;
+
+/// A minute, or four periods of the channel's slowest learned poll (a device polled every
+/// 30 s that stops answering is reported after its third silent poll).
+pub(super) fn unanswered_window(model: Option<&ChannelModel>) -> i64 {
+    let slowest = model
+        .and_then(|m| m.polls.iter().map(|p| p.period).reduce(f64::max))
+        .unwrap_or(0.0);
+    UNANSWERED_WINDOW.max(nanos(4.0 * slowest))
+}
+
+/// A channel that left at least half of its requests unanswered in learning (a unit
+/// behind a gateway that never answers): its timeouts are its baseline, not an incident.
+pub(super) fn unanswered_in_learning(m: &ChannelModel) -> bool {
+    m.unanswered > 0 && m.unanswered.saturating_mul(2) >= m.requests
+}
+
+/// The last `n` occurrences of something (capture time first, oldest first): records one, and
+/// says whether all `n` now lie within `window` nanoseconds. Broken poll intervals and
+/// response timeouts are incidents only when they come again soon.
+pub(super) fn again_within<T>(
+    q: &mut VecDeque<(i64, T)>,
+    n: usize,
+    window: i64,
+    ts: i64,
+    what: T,
+) -> bool {
+    if q.len() == n {
+        q.pop_front();
+    }
+    q.push_back((ts, what));
+    match (q.front(), q.back()) {
+        (Some(first), Some(last)) => q.len() == n && last.0.saturating_sub(first.0) <= window,
+        _ => false,
+    }
+}
+
+/// A slowdown of the median of a full window of recent latencies, and that median. The
+/// threshold holds for every value above it, so when the largest latency is no slowdown the
+/// median (below it) is not either: the common case costs a pass over the window, not a
+/// selection.
+pub(super) fn recent_slowdown(l: &LatencyModel, recent: &VecDeque<f64>) -> Option<f64> {
+    let hi = recent.iter().fold(f64::NEG_INFINITY, |hi, &v| hi.max(v));
+    if !slowed(l, hi) {
+        return None;
+    }
+    let mut window = [0.0f64; LATENCY_RECENT];
+    for (slot, v) in window.iter_mut().zip(recent) {
+        *slot = *v;
+    }
+    let n = recent.len().min(LATENCY_RECENT);
+    if n == 0 {
+        return None;
+    }
+    let median = *window[..n].select_nth_unstable_by(n / 2, f64::total_cmp).1;
+    slowed(l, median).then_some(median)
+}
+
+/// What a latency alert is for: a sustained slowdown, which is what an availability problem
+/// looks like (an overloaded PLC, a congested or failing link, a gateway queueing). The median
+/// must exceed both twice the learned p99 and four times the learned p50, and by more than
+/// 5 ms. Faster answers are no risk to the process (a serial gateway answering faster after a
+/// restart raised `latency_shift` "down" 2-3 times per unit on real traffic): not an alert.
+pub(super) fn slowed(l: &LatencyModel, median: f64) -> bool {
+    median > (2.0 * l.p99).max(4.0 * l.p50) && median - l.p50 > 0.005
+}
+
+impl Detector {
+    /// Timers: response timeouts, polls that stopped, silent devices. Capture time.
+    pub fn tick(&mut self, now: i64, out: &mut Vec<Alert>) {
+        if !self.started {
+            // Silence is measured from the first moment seen, packet or tick: a plant already
+            // down when detection starts is still reported.
+            self.start(now);
+        }
+        let clock_went_back = now < self.last_tick;
+        if !self.started
+            || !clock_went_back
+                && (now < self.next_due || now.saturating_sub(self.last_tick) < TICK)
+        {
+            return;
+        }
+        self.last_tick = now;
+        let first_new = out.len();
+        // Walk every timer, fire the expired ones, and find the next one due.
+        let mut next = i64::MAX;
+        for (ch, rt) in &mut self.rt {
+            if rt.pending.map.is_empty() {
+                // Most channels wait for nothing; walking an empty map still costs its table.
+                continue;
+            }
+            let timeout = timeout_of(&self.baseline, rt.known);
+            for (ts, _) in rt.pending.map.values() {
+                let due = ts.saturating_add(nanos(timeout));
+                if due >= now {
+                    next = next.min(due);
+                }
+            }
+            let mut expired: Vec<(u32, i64, u64)> = rt
+                .pending
+                .map
+                .iter()
+                .filter(|(_, (ts, _))| secs(*ts, now) > timeout)
+                .map(|(c, (ts, f))| (*c, *ts, *f))
+                .collect();
+            if expired.is_empty() {
+                continue;
+            }
+            // By time, then frame and correlation: equal times must not come out in hash order.
+            expired.sort_unstable_by_key(|e| (e.1, e.2, e.0));
+            for (c, _, _) in &expired {
+                rt.pending.map.remove(c);
+            }
+            let model = rt.known.map(|i| &self.baseline.channels[i]);
+            let window = unanswered_window(model);
+            let mut recent = false;
+            for e in &expired {
+                recent = again_within(&mut rt.timeouts, MIN_UNANSWERED, window, e.1, e.2);
+            }
+            if !recent || model.is_some_and(unanswered_in_learning) {
+                continue;
+            }
+            // Evidence: the timeouts that made the incident, then this tick's others.
+            let (ts, frame) = rt.timeouts[0];
+            let key = AlertKey::pair("response_timeout", ch.proto, ch.client, ch.server, 0);
+            let mut a = channel_alert(ch, Some(rt), now, key, Severity::High);
+            a.frames = rt.timeouts.iter().map(|t| t.1).collect();
+            for e in &expired {
+                if a.frames.len() < 8 && !a.frames.contains(&e.2) {
+                    a.frames.push(e.2);
+                }
+            }
+            a.message = format!(
+                "{ch}: {} request(s) unanswered after {timeout:.3} s ({MIN_UNANSWERED} or more within {} s)",
+                expired.len(),
+                window / NANOS
+            );
+            a.learned = json!({"timeout_s": timeout, "min_unanswered": MIN_UNANSWERED, "window_s": window / NANOS});
+            a.observed = json!({"unanswered": expired.len(), "first_request_frame": frame, "first_request_ts_ns": ts});
+            out.push(a);
+        }
+        for ((ch, _), p) in &mut self.polls {
+            let Some((last, frame)) = p.last else {
+                continue;
+            };
+            let m = &p.model;
+            let late = poll_missing_after(m);
+            if !p.missing_alerted && secs(last, now) <= late {
+                next = next.min(last.saturating_add(nanos(late)));
+            }
+            if !p.missing_alerted && secs(last, now) > late {
+                p.missing_alerted = true;
+                let rt = self.rt.get(ch);
+                let key = AlertKey::channel("poll_cycle_broken", ch, poll_extra(m));
+                out.push(Alert {
+                    frames: vec![frame],
+                    message: format!(
+                        "{ch}: poll of function {} {} {}+{} missing: none for {:.3} s, learned every {:.3} s",
+                        m.function,
+                        ch.proto.space_name(m.space),
+                        m.start,
+                        m.count,
+                        secs(last, now),
+                        m.period
+                    ),
+                    learned: json!({"period_s": m.period, "jitter_s": m.jitter}),
+                    observed: json!({"since_last_s": secs(last, now), "kind": "missing"}),
+                    ..channel_alert(ch, rt, now, key, Severity::Medium)
+                });
+            }
+        }
+        for (ip, a) in &mut self.asset_rt {
+            let quiet = secs(a.last, now);
+            if !a.silent && quiet <= a.threshold {
+                next = next.min(a.last.saturating_add(nanos(a.threshold)));
+            }
+            if !a.silent && quiet > a.threshold {
+                a.silent = true;
+                out.push(Alert {
+                    source: a.source.clone().unwrap_or_else(|| Arc::from("")),
+                    frames: if a.last_frame > 0 {
+                        vec![a.last_frame]
+                    } else {
+                        Vec::new()
+                    },
+                    message: format!(
+                        "{ip} has sent nothing for {quiet:.1} s (alert after {:.1} s)",
+                        a.threshold
+                    ),
+                    learned: json!({"silence_threshold_s": a.threshold}),
+                    observed: json!({"silent_for_s": quiet}),
+                    ..Alert::new(
+                        AlertKey::host("device_silent", *ip),
+                        Severity::High,
+                        a.proto,
+                        *ip,
+                        a.peer.unwrap_or(*ip),
+                        now,
+                    )
+                });
+            }
+        }
+        self.next_due = next;
+        // The timers live in hash maps, whose order differs from run to run: the alerts of one
+        // tick go out in a defined order (the alert book keeps the last occurrence's frames).
+        out[first_new..].sort_by(|a, b| {
+            (a.r#type, a.src_ip, a.dst_ip, &a.frames, &a.message)
+                .cmp(&(b.r#type, b.src_ip, b.dst_ip, &b.frames, &b.message))
+        });
+    }
+
+    /// Behaviour windows: score the channels' windows that ended before `ts`.
+    pub(super) fn roll_windows(&mut self, ts: i64, out: &mut Vec<Alert>) {
+        let idx = ts.div_euclid(self.window_nanos);
+        let cur = *self.window_index.get_or_insert(idx);
+        let first = *self.first_window.get_or_insert(idx);
+        if idx <= cur {
+            return;
+        }
+        self.window_index = Some(idx);
+        let active = std::mem::take(&mut self.active_windows);
+        let Some(model) = self.baseline.behaviour.as_ref() else {
+            for ch in &active {
+                if let Some(rt) = self.rt.get_mut(ch) {
+                    rt.window = WindowAcc::default();
+                }
+            }
+            return;
+        };
+        for ch in &active {
+            let Some(rt) = self.rt.get_mut(ch) else {
+                continue;
+            };
+            let mut w = std::mem::take(&mut rt.window);
+            if w.is_empty() || rt.known.is_none() || cur == first {
+                continue;
+            }
+            let x = w.features();
+            let d = model.distance(&x);
+            if d > model.threshold {
+                let end = (cur + 1) * self.window_nanos;
+                let key = AlertKey::channel("behaviour_anomaly", ch, 0);
+                out.push(Alert {
+                    frames: [w.first_frame, Some(w.last_frame)].into_iter().flatten().collect(),
+                    message: format!(
+                        "{ch}: a {} s window unlike any in learning (distance {d:.2}, threshold {:.2})",
+                        model.window, model.threshold
+                    ),
+                    learned: json!({"threshold": model.threshold, "max_training_distance": model.max_training_distance}),
+                    observed: json!({"distance": d, "window_end_ns": end, "features": model.features.iter().zip(x).map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, serde_json::Value>>()}),
+                    // Raised now, when the window is found closed: lines stay in time order.
+                    ..channel_alert(ch, Some(rt), ts, key, Severity::Low)
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Value envelopes: each point's learned range and step, checked on every value a PDU carries,
+//! with a per-server memo of the accesses already found inside them.
+
+use super::*;
+
+pub(super) struct PointEnv {
+    pub(super) min: f64,
+    pub(super) max: f64,
+    pub(super) max_step: f64,
+    pub(super) samples: u64,
+    /// The last value seen in detection.
+    pub(super) last: Option<f64>,
+}
+
+/// A server and unit with learned value envelopes.
+#[derive(Default)]
+pub(super) struct ServerPoints {
+    /// Envelope per point ([`point_key`]).
+    pub(super) points: FastMap<u64, PointEnv>,
+    /// Bumped whenever one of its points' last value changes.
+    pub(super) epoch: u64,
+    /// The last values checked per read (first space and address, accesses), when that check
+    /// raised nothing; see [`Detector::check_values`].
+    pub(super) memo: FastMap<(u32, u32, usize), ValueMemo>,
+}
+
+pub(super) fn point_key(space: u32, address: u32) -> u64 {
+    u64::from(space) << 32 | u64::from(address)
+}
+
+/// What a read looked like when its values were last checked.
+pub(super) struct ValueMemo {
+    pub(super) epoch: u64,
+    /// Space, start, count, write and number of values of every access.
+    pub(super) layout: Vec<(u32, u32, u32, bool, usize)>,
+    /// Every value, in order, as bits (exact comparison).
+    pub(super) values: Vec<u64>,
+}
+
+impl ValueMemo {
+    fn layout_of(a: &crate::obs::Access) -> (u32, u32, u32, bool, usize) {
+        (a.space, a.start, a.count, a.write, a.values.len())
+    }
+
+    fn matches(&self, o: &Observation) -> bool {
+        self.layout.len() == o.accesses.len()
+            && self
+                .layout
+                .iter()
+                .zip(&o.accesses)
+                .all(|(l, a)| *l == Self::layout_of(a))
+            && self.values.iter().copied().eq(o
+                .accesses
+                .iter()
+                .flat_map(|a| a.values.iter().map(|v| v.to_bits())))
+    }
+
+    /// The memo of `o` (vectors of exactly its size).
+    fn of(epoch: u64, o: &Observation) -> Self {
+        ValueMemo {
+            epoch,
+            layout: o.accesses.iter().map(Self::layout_of).collect(),
+            values: o
+                .accesses
+                .iter()
+                .flat_map(|a| a.values.iter().map(|v| v.to_bits()))
+                .collect(),
+        }
+    }
+
+    /// What it holds, in elements (an access or a value), for the cache's bound.
+    fn elements(&self) -> usize {
+        self.layout.len() + self.values.len()
+    }
+}
+
+/// Checks every value of `o` against its server's points; returns whether any point's last
+/// value changed.
+pub(super) fn check_values_now(
+    points: &mut FastMap<u64, PointEnv>,
+    raised: &mut FastSet<AlertKey>,
+    o: &Observation,
+    out: &mut Vec<Alert>,
+) -> bool {
+    let ch = o.channel;
+    let mut changed = false;
+    for acc in &o.accesses {
+        if ch.proto.bit_space(acc.space) || o.exception {
+            continue;
+        }
+        for (i, &v) in acc.values.iter().enumerate() {
+            let addr = acc.start.wrapping_add(i as u32);
+            let Some(p) = points.get_mut(&point_key(acc.space, addr)) else {
+                continue;
+            };
+            let previous = p.last.replace(v);
+            changed |= previous.map(f64::to_bits) != Some(v.to_bits());
+            if p.samples < 3 {
+                continue;
+            }
+            // Outside the envelope by a soft margin, having jumped there; or outside by a
+            // hard margin however it got there. A value that drifts out in small steps (a
+            // level that learning saw only part of) is not an alarm until it is far out; nor
+            // is the first value seen, which has no step.
+            // The margins also scale with the value's magnitude: a reading that learning saw
+            // constant at 13880 and now reads 13872 has not left its envelope in any sense an
+            // operator would care about (2% soft, 20% hard).
+            let range = p.max - p.min;
+            let magnitude = p.min.abs().max(p.max.abs());
+            let soft = (0.5 * range)
+                .max(10.0 * p.max_step)
+                .max(0.02 * magnitude)
+                .max(1.0);
+            let hard = (2.0 * range)
+                .max(50.0 * p.max_step)
+                .max(0.2 * magnitude)
+                .max(10.0);
+            let outside = |m: f64| v < p.min - m || v > p.max + m;
+            let jumped = previous.is_some_and(|last| (v - last).abs() > 4.0 * p.max_step.max(1.0));
+            if !(outside(hard) || outside(soft) && jumped) {
+                continue;
+            }
+            let margin = soft;
+            let space = ch.proto.space_name(acc.space);
+            if let Some(mut a) = fresh(
+                raised,
+                alert(
+                    o,
+                    AlertKey::point(
+                        "value_out_of_range",
+                        &ch,
+                        u64::from(acc.space) << 32 | u64::from(addr),
+                    ),
+                    write_severity(acc.write),
+                ),
+                out,
+            ) {
+                a.message = format!(
+                    "{} {space} {addr} {} {v}, learned {}..={} (step at most {})",
+                    ch.server,
+                    if acc.write { "written as" } else { "reads" },
+                    p.min,
+                    p.max,
+                    p.max_step
+                );
+                a.learned = json!({"min": p.min, "max": p.max, "max_step": p.max_step, "samples": p.samples, "margin": margin});
+                a.observed =
+                    json!({"space": space, "address": addr, "value": v, "write": acc.write});
+                out.push(a);
+            }
+        }
+    }
+    changed
+}
+
+impl Detector {
+    /// Values against the learned envelopes. Most polls read back what they read last time. A
+    /// check that raised nothing and changed nothing (every point already held these values)
+    /// gives the same result when run again on the same state; so when the same read comes
+    /// again and no point of the server changed since (its epoch), it is skipped. Exact: the
+    /// memo is compared in full.
+    pub(super) fn check_values(&mut self, o: &Observation, out: &mut Vec<Alert>) {
+        let ch = o.channel;
+        if o.exception || o.accesses.iter().all(|a| a.values.is_empty()) {
+            return;
+        }
+        // Nothing to check without an envelope learned for this server and unit.
+        let Some(server) = self.points.get_mut(&(ch.proto, ch.server, ch.unit)) else {
+            return;
+        };
+        let Some(first) = o.accesses.first() else {
+            return;
+        };
+        let key = (first.space, first.start, o.accesses.len());
+        let epoch = server.epoch;
+        if server
+            .memo
+            .get(&key)
+            .is_some_and(|m| m.epoch == epoch && m.matches(o))
+        {
+            return;
+        }
+        let before = out.len();
+        let changed = check_values_now(&mut server.points, &mut self.raised, o, out);
+        if changed {
+            server.epoch += 1;
+        }
+        let old = server.memo.remove(&key);
+        if let Some(old) = old {
+            self.memo_elements -= old.elements();
+        }
+        if out.len() == before && !changed {
+            let memo = ValueMemo::of(epoch, o);
+            let n = memo.elements();
+            if n <= MAX_MEMO_ELEMENTS / 16 {
+                if self.memo_elements + n > MAX_MEMO_ELEMENTS {
+                    // Only a cache: forgetting it costs time, never a result.
+                    for s in self.points.values_mut() {
+                        s.memo.clear();
+                    }
+                    self.memo_elements = 0;
+                }
+                self.memo_elements += n;
+                if let Some(server) = self.points.get_mut(&(ch.proto, ch.server, ch.unit)) {
+                    server.memo.insert(key, memo);
+                }
+            }
+        }
+    }
+}
