@@ -40,6 +40,8 @@ struct Frame {
     /// Identities (ListIdentity, Get_Attributes_All of the Identity object): vendor, device
     /// type, product code, serial, product name.
     identities: Vec<(u16, u16, u16, u32, String)>,
+    /// Connected I/O (UDP 2222): connection id and sequence number.
+    io: Vec<(u32, u32)>,
 }
 
 fn hex(field: &str) -> Vec<u64> {
@@ -70,6 +72,8 @@ fn tshark(path: &Path) -> BTreeMap<u64, Frame> {
             "cip.id.product_code",
             "cip.id.serial_number",
             "cip.id.product_name",
+            "enip.cpf.sai.connid",
+            "enip.cpf.sai.seq",
         ],
     );
     let mut by_frame = BTreeMap::new();
@@ -136,6 +140,11 @@ fn tshark(path: &Path) -> BTreeMap<u64, Frame> {
                     Vec::new()
                 },
                 identities,
+                io: hex(f[19])
+                    .into_iter()
+                    .zip(f[20].split(',').filter_map(|v| v.parse().ok()))
+                    .map(|(c, q)| (c as u32, q))
+                    .collect(),
             },
         );
     }
@@ -174,6 +183,7 @@ fn agree(x: &Frame, y: &Frame) -> bool {
     x.encaps == y.encaps
         && x.services == y.services
         && x.identities == y.identities
+        && x.io == y.io
         && x.symbols == y.symbols
         && if connected {
             // Contained, and not vacuously: where tshark names classes, otwatch names some.
@@ -191,6 +201,11 @@ fn ours(events: &[Event]) -> BTreeMap<u64, Frame> {
         let otwatch::event::Pdu::Enip(p) = &e.pdu else {
             continue;
         };
+        if let Some(io) = &p.io {
+            let f = by_frame.entry(e.frame).or_default();
+            f.io.push((io.connection_id, io.sequence));
+            continue;
+        }
         let Some(command) = p.command else { continue };
         let f = by_frame.entry(e.frame).or_default();
         f.encaps
@@ -436,4 +451,74 @@ fn enip_tag_values_from_a_real_controller() {
         }
     }
     assert_eq!((temps, setpoints), (120, 120));
+}
+
+/// Connected I/O is cyclic: every packet of a connection comes one RPI after the last. An
+/// adapter (10.0.0.2) produces on connection 0x1111 every 100 ms and its scanner (10.0.0.1) on
+/// 0x2222. Learning the first 60 s, the same cycles raise nothing; the adapter stopping for 2 s
+/// (while its scanner goes on) is found, on the adapter. (Cycles faster than 50 ms are not
+/// modelled as polls, docs/alerts.md: their producer's silence still is.)
+#[test]
+fn enip_io_cycles_are_learned_and_a_break_is_found() {
+    fn io(from_adapter: bool, seq: u32) -> Vec<u8> {
+        let conn: u32 = if from_adapter { 0x1111 } else { 0x2222 };
+        // CPF: a sequenced address item (connection id, sequence), connected data (its
+        // sequence count, then 4 octets of data).
+        let mut p = vec![2, 0, 0x02, 0x80, 8, 0];
+        p.extend(conn.to_le_bytes());
+        p.extend(seq.to_le_bytes());
+        p.extend([0xb1, 0, 6, 0]);
+        p.extend((seq as u16).to_le_bytes());
+        p.extend([1, 2, 3, 4]);
+        let (src, dst) = if from_adapter {
+            ([10, 0, 0, 2], [10, 0, 0, 1])
+        } else {
+            ([10, 0, 0, 1], [10, 0, 0, 2])
+        };
+        let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(src, dst, 64)
+            .udp(2222, 2222);
+        let mut out = Vec::new();
+        b.write(&mut out, &p).expect("packet");
+        out
+    }
+    let dir = common::scratch("enip-io");
+    let mut found = Vec::new();
+    for gap in [false, true] {
+        let mut packets = Vec::new();
+        for k in 0..3000u32 {
+            let t = std::time::Duration::from_millis(1_700_000_000_000 + 100 * u64::from(k));
+            packets.push((t, io(false, k)));
+            if !(gap && (2000..2020).contains(&k)) {
+                packets.push((t + std::time::Duration::from_millis(2), io(true, k)));
+            }
+        }
+        let path = dir.join(format!("io-{gap}.pcap"));
+        common::write_pcap_at(&path, &packets);
+        let (events, _) = common::replay_file(&path);
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| matches!(&e.pdu, otwatch::event::Pdu::Enip(p) if p.io.is_some()))
+                .count(),
+            packets.len()
+        );
+        let (alerts, _) =
+            common::detect_files(common::Learn::For(60.0), &[(&path, &common::all_frames)]);
+        found.push(alerts);
+    }
+    assert!(found[0].is_empty(), "steady cycles: {:#?}", found[0]);
+    let broken: Vec<_> = found[1]
+        .iter()
+        .filter(|a| a.state == otwatch_models::AlertState::First)
+        .collect();
+    assert!(!broken.is_empty(), "the adapter's silence raised nothing");
+    for a in &broken {
+        assert!(
+            matches!(a.r#type, "poll_cycle_broken" | "device_silent"),
+            "{a:?}"
+        );
+        assert_eq!(a.src_ip.to_string(), "10.0.0.2", "{a:?}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -581,6 +581,14 @@ impl EnipFlow {
     fn on_io(&mut self, ctx: &mut Ctx<'_>, dir: Dir, data: &[u8]) {
         let Ok(cpf) = enip::parse_cpf(data) else {
             ctx.stats[ENIP].count_error("io_cpf");
+            if ctx.sink.wants_events() {
+                let mut e = ctx.event("enip", dir);
+                e.pdu = crate::event::Pdu::Enip(EnipEvent {
+                    error: Some("io_cpf"),
+                    ..Default::default()
+                });
+                ctx.emit(e);
+            }
             return;
         };
         self.confirmed = true;
@@ -626,13 +634,24 @@ fn tag_address(tag: &str) -> u32 {
 /// Logix tags, as an address space of their own.
 pub const TAG_SPACE: u32 = 0x6b;
 
-/// The observation an ENIP event stands for: CIP messages (the function is the service of the
-/// innermost request an Unconnected Send carries, else the message's own) and malformed
-/// messages; encapsulation housekeeping and I/O are not observed.
 /// The function of a ListIdentity reply: encapsulation commands sit above CIP's 7-bit services
 /// (0x100 is a message too broken to have one).
 const LIST_IDENTITY_FUNCTION: u32 = 0x1_0000 | 0x63;
 
+/// The function of a connected I/O packet (UDP 2222), and the address space of its connection
+/// ids.
+const IO_FUNCTION: u32 = 0x2_0000;
+pub const IO_SPACE: u32 = 0x2222;
+
+/// The observation an ENIP event stands for: CIP messages (the function is the service of the
+/// innermost request an Unconnected Send carries, else the message's own), malformed messages,
+/// ListIdentity replies (the identity), and connected I/O packets; other encapsulation
+/// housekeeping is not observed.
+///
+/// An I/O packet is one cycle of its connection, sent by its producer: a request from the
+/// sender to the receiver that awaits no answer, addressed by its connection id, so the poll
+/// model learns each connection's period (its RPI) and a broken cycle or a silent producer is
+/// found as for a polling master.
 pub fn observe(
     p: &EnipEvent,
     request: bool,
@@ -644,6 +663,26 @@ pub fn observe(
     } else {
         Kind::Response
     };
+    if let Some(io) = &p.io {
+        let mut o = base(Proto::Enip, 0, Kind::Request, IO_FUNCTION);
+        if !request {
+            // The channel goes from the sender (both ends of an I/O flow are often 2222).
+            o.channel = otwatch_models::Channel {
+                client: o.channel.server,
+                server: o.channel.client,
+                ..o.channel
+            };
+        }
+        o.function_name = Some("io");
+        o.accesses.push(Access {
+            space: IO_SPACE,
+            start: io.connection_id,
+            count: 1,
+            write: false,
+            values: Default::default(),
+        });
+        return Some(o);
+    }
     let Some(c) = &p.cip else {
         // A ListIdentity reply: the device says who it is (the asset's identity).
         if p.identity.is_some() && !request {
