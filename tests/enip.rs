@@ -42,6 +42,9 @@ struct Frame {
     identities: Vec<(u16, u16, u16, u32, String)>,
     /// Connected I/O (UDP 2222): connection id and sequence number.
     io: Vec<(u32, u32)>,
+    /// Forward Open requests and their replies: O->T and T->O connection ids, and intervals in
+    /// µs (RPI asked for, API agreed).
+    connections: Vec<(u32, u32, u32, u32)>,
 }
 
 fn hex(field: &str) -> Vec<u64> {
@@ -74,6 +77,12 @@ fn tshark(path: &Path) -> BTreeMap<u64, Frame> {
             "cip.id.product_name",
             "enip.cpf.sai.connid",
             "enip.cpf.sai.seq",
+            "cip.cm.ot_connid",
+            "cip.cm.to_connid",
+            "cip.cm.otrpi",
+            "cip.cm.torpi",
+            "cip.cm.otapi",
+            "cip.cm.toapi",
         ],
     );
     let mut by_frame = BTreeMap::new();
@@ -140,6 +149,30 @@ fn tshark(path: &Path) -> BTreeMap<u64, Frame> {
                     Vec::new()
                 },
                 identities,
+                // Only where the frame is a Forward Open or its reply: tshark repeats a
+                // connection's ids and intervals on its later frames.
+                connections: match hex(f[4]).first().map(|s| s & 0x7f) {
+                    Some(0x54 | 0x5b) => {
+                        let (a, b) = (hex(f[21]), hex(f[22]));
+                        let us = |x: &str| {
+                            x.split(',')
+                                .filter_map(|v| v.parse().ok())
+                                .collect::<Vec<u32>>()
+                        };
+                        let (c, d) = if requests {
+                            (us(f[23]), us(f[24]))
+                        } else {
+                            (us(f[25]), us(f[26]))
+                        };
+                        match (a.first(), b.first(), c.first(), d.first()) {
+                            (Some(&a), Some(&b), Some(&c), Some(&d)) => {
+                                vec![(a as u32, b as u32, c, d)]
+                            }
+                            _ => Vec::new(),
+                        }
+                    }
+                    _ => Vec::new(),
+                },
                 io: hex(f[19])
                     .into_iter()
                     .zip(f[20].split(',').filter_map(|v| v.parse().ok()))
@@ -184,6 +217,7 @@ fn agree(x: &Frame, y: &Frame) -> bool {
         && x.services == y.services
         && x.identities == y.identities
         && x.io == y.io
+        && x.connections == y.connections
         && x.symbols == y.symbols
         && if connected {
             // Contained, and not vacuously: where tshark names classes, otwatch names some.
@@ -212,6 +246,11 @@ fn ours(events: &[Event]) -> BTreeMap<u64, Frame> {
             .push((command, p.session.unwrap_or(0), p.status.unwrap_or(0)));
         if let Some(c) = &p.cip {
             push_cip(c, f);
+            if let Some(k) = &c.connection {
+                let us = |ms: f64| (ms * 1000.0).round() as u32;
+                f.connections
+                    .push((k.o_t_id, k.t_o_id, us(k.o_t_rpi_ms), us(k.t_o_rpi_ms)));
+            }
         }
         f.identities.extend(p.identity.iter().map(|i| {
             (
@@ -521,4 +560,27 @@ fn enip_io_cycles_are_learned_and_a_break_is_found() {
         assert_eq!(a.src_ip.to_string(), "10.0.0.2", "{a:?}");
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Mode changes from the corpus: Stop (0x07) and Start (0x06) of the controller object (class
+/// 0x8E), each one frame, raise `plc_stop` and `plc_start` on it, whatever was learned.
+#[test]
+fn enip_stop_and_start_of_the_controller_from_the_corpus() {
+    let Some(dir) = common::corpus_dir() else {
+        return;
+    };
+    for (file, kind) in [
+        ("other/cip_stop_plc.pcap", "plc_stop"),
+        ("enip/cip_start_plc.pcap", "plc_start"),
+    ] {
+        let path = dir.join(file);
+        let (alerts, _) =
+            common::detect_files(common::Learn::Everything, &[(&path, &common::all_frames)]);
+        let first: Vec<_> = alerts
+            .iter()
+            .filter(|a| a.state == otwatch_models::AlertState::First)
+            .map(|a| (a.r#type, a.frames.clone()))
+            .collect();
+        assert_eq!(first, [(kind, vec![1])], "{file}");
+    }
 }

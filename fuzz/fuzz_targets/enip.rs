@@ -7,8 +7,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use otwatch_parsers::enip::{
-    multiple_service, parse_cip, parse_cpf, parse_encap, parse_forward_open, parse_identity,
-    parse_identity_attribute_list, parse_identity_attributes, parse_send_data, unconnected_send,
+    multiple_service, parse_cip, parse_cpf, parse_encap, parse_forward_open, parse_forward_open_reply,
+    parse_identity,
+    parse_identity_attribute_list, parse_identity_attributes, parse_send_data, read_tag_values, unconnected_send, write_tag_values,
     Epath, Framed, Service, HEADER_LEN,
 };
 
@@ -54,6 +55,9 @@ fn walk_cip(b: &[u8], depth: u8) {
     }
     let _ = parse_forward_open(m.data, false);
     let _ = parse_forward_open(m.data, true);
+    let _ = parse_forward_open_reply(m.data);
+    let _ = read_tag_values(m.data).map(|v| v.iter().count());
+    let _ = write_tag_values(m.data).map(|v| v.iter().count());
     let _ = parse_identity_attributes(m.data);
     let _ = parse_identity_attribute_list(m.data);
 }

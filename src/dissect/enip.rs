@@ -92,6 +92,8 @@ pub struct CipEvent {
     pub error: Option<&'static str>,
 }
 
+/// A Forward Open's connection: in the request, the ids proposed and the intervals asked for
+/// (RPI); in its successful reply, the ids in use and the intervals agreed (API).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct ConnectionEvent {
     pub o_t_id: u32,
@@ -303,6 +305,23 @@ fn cip_event(m: &Cip<'_>, depth: u8, budget: &mut usize) -> CipEvent {
                 t_o_id: f.t_o_connection_id,
                 o_t_rpi_ms: f64::from(f.o_t_rpi_us) / 1000.0,
                 t_o_rpi_ms: f64::from(f.t_o_rpi_us) / 1000.0,
+            });
+        }
+    }
+    // Its successful reply: the ids in use and the intervals agreed (API).
+    if m.response
+        && m.general_status == Some(0)
+        && matches!(
+            m.service,
+            Service::FORWARD_OPEN | Service::LARGE_FORWARD_OPEN
+        )
+    {
+        if let Some(f) = enip::parse_forward_open_reply(m.data) {
+            e.connection = Some(ConnectionEvent {
+                o_t_id: f.o_t_connection_id,
+                t_o_id: f.t_o_connection_id,
+                o_t_rpi_ms: f64::from(f.o_t_api_us) / 1000.0,
+                t_o_rpi_ms: f64::from(f.t_o_api_us) / 1000.0,
             });
         }
     }

@@ -714,6 +714,32 @@ pub fn parse_forward_open(data: &[u8], large: bool) -> Option<ForwardOpen> {
     })
 }
 
+/// A successful Forward Open or Large Forward Open reply (Vol 1 §3-5.5.2): the connection ids
+/// the two ends use, and the actual packet intervals (API) they agreed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardOpenReply {
+    pub o_t_connection_id: u32,
+    pub t_o_connection_id: u32,
+    pub connection_serial: u16,
+    pub vendor: u16,
+    pub originator_serial: u32,
+    pub o_t_api_us: u32,
+    pub t_o_api_us: u32,
+}
+
+/// A successful Forward Open reply's data (the layout is the same for Large Forward Open).
+pub fn parse_forward_open_reply(data: &[u8]) -> Option<ForwardOpenReply> {
+    Some(ForwardOpenReply {
+        o_t_connection_id: u32_at(data, 0)?,
+        t_o_connection_id: u32_at(data, 4)?,
+        connection_serial: u16_at(data, 8)?,
+        vendor: u16_at(data, 10)?,
+        originator_serial: u32_at(data, 12)?,
+        o_t_api_us: u32_at(data, 16)?,
+        t_o_api_us: u32_at(data, 20)?,
+    })
+}
+
 /// The Identity object as a ListIdentity reply carries it (Vol 2 §2-4.3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Identity<'a> {

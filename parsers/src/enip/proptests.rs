@@ -56,6 +56,9 @@ proptest! {
         let _ = parse_identity(&bytes);
         let _ = parse_identity_attributes(&bytes);
         let _ = parse_identity_attribute_list(&bytes);
+        let _ = parse_forward_open_reply(&bytes);
+        let _ = read_tag_values(&bytes).map(|v| v.iter().count());
+        let _ = write_tag_values(&bytes).map(|v| v.iter().count());
         let _ = Epath::parse(&bytes).map(|p| p.segments().count());
     }
 
