@@ -176,6 +176,14 @@ fn iec104_and_enip_scenarios_raise_exactly_their_alerts() {
         ("enip_silent", &["device_silent"][..]),
     ] {
         let path = fixture(&format!("scenarios/{name}.pcap"));
+        // Read whole, and dissected: well over 100 PDUs of the protocol.
+        let (events, report) = replay_file(&path);
+        assert!(report.errors().next().is_none(), "{name}");
+        let pdus = events
+            .iter()
+            .filter(|e| e.proto == name.split('_').next().unwrap_or_default())
+            .count();
+        assert!(pdus > 100, "{name}: {pdus} events");
         let alerts = run(Learn::For(60.0), &path, None);
         let first: Vec<&Alert> = alerts
             .iter()

@@ -107,10 +107,9 @@ impl Proto {
                 format!("{name}{bits}")
             }
             // Logix tags (the address is the tag name's FNV-1a hash plus the element), connected
-            // I/O (the address is the connection id), else the CIP class whose instance and
-            // attribute make the address.
+            // I/O's data, else the CIP class whose instance and attribute make the address.
             Proto::Enip if space == 0x6b => "tags".into(),
-            Proto::Enip if space == 0x2222 => "io_connections".into(),
+            Proto::Enip if space == 0x2222 => "io_data".into(),
             Proto::Enip => format!("class{space:#x}"),
             _ => format!("space{space}"),
         }

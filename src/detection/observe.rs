@@ -178,7 +178,14 @@ fn modbus_identity(m: &ModbusEvent) -> Option<String> {
 fn identity(ev: &Event) -> Option<String> {
     let u = match &ev.pdu {
         Pdu::Modbus(m) => return modbus_identity(m),
-        Pdu::Enip(e) => return e.identity.as_ref().map(|i| i.describe()),
+        // A routed reply's identity is a module's behind the device: not the asset's.
+        Pdu::Enip(e) => {
+            return e
+                .identity
+                .as_ref()
+                .filter(|i| !i.routed)
+                .map(|i| i.describe())
+        }
         Pdu::S7comm(s) => s.userdata.as_ref()?,
         _ => return None,
     };

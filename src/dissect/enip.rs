@@ -110,6 +110,11 @@ pub struct IdentityEvent {
     pub revision: String,
     pub serial: u32,
     pub product_name: String,
+    /// The reply came through an Unconnected Send or a connection: the identity of the module
+    /// at the route's end, which need not be the device that owns the IP address. Not put on
+    /// the asset.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub routed: bool,
 }
 
 fn identity_event(id: &enip::Identity<'_>) -> IdentityEvent {
@@ -120,6 +125,7 @@ fn identity_event(id: &enip::Identity<'_>) -> IdentityEvent {
         revision: format!("{}.{}", id.revision.0, id.revision.1),
         serial: id.serial,
         product_name: String::from_utf8_lossy(id.product_name).into_owned(),
+        routed: false,
     }
 }
 
@@ -308,24 +314,37 @@ fn cip_event(m: &Cip<'_>, depth: u8, budget: &mut usize) -> CipEvent {
             });
         }
     }
-    // Its successful reply: the ids in use and the intervals agreed (API).
-    if m.response
-        && m.general_status == Some(0)
-        && matches!(
-            m.service,
-            Service::FORWARD_OPEN | Service::LARGE_FORWARD_OPEN
-        )
-    {
-        if let Some(f) = enip::parse_forward_open_reply(m.data) {
-            e.connection = Some(ConnectionEvent {
-                o_t_id: f.o_t_connection_id,
-                t_o_id: f.t_o_connection_id,
-                o_t_rpi_ms: f64::from(f.o_t_api_us) / 1000.0,
-                t_o_rpi_ms: f64::from(f.t_o_api_us) / 1000.0,
+    e
+}
+
+/// What a successful reply says once its request is known (`c` has the request's path): who
+/// the device is (Get_Attributes_All or Get_Attribute_List of the Identity object's instance
+/// 1), or the connection a Forward Open opened (the ids in use, the intervals agreed).
+fn replied(c: &mut CipEvent, ev: &mut EnipEvent, data: &[u8], routed: bool) {
+    match (c.class, c.service) {
+        (Some(1), 0x01 | 0x03) if c.instance == Some(1) => {
+            let id = if c.service == 0x01 {
+                enip::parse_identity_attributes(data)
+            } else {
+                enip::parse_identity_attribute_list(data)
+            };
+            ev.identity = id.map(|id| IdentityEvent {
+                routed,
+                ..identity_event(&id)
             });
         }
+        (Some(6), 0x54 | 0x5b) => {
+            if let Some(f) = enip::parse_forward_open_reply(data) {
+                c.connection = Some(ConnectionEvent {
+                    o_t_id: f.o_t_connection_id,
+                    t_o_id: f.t_o_connection_id,
+                    o_t_rpi_ms: f64::from(f.o_t_api_us) / 1000.0,
+                    t_o_rpi_ms: f64::from(f.t_o_api_us) / 1000.0,
+                });
+            }
+        }
+        _ => {}
     }
-    e
 }
 
 /// A message good enough to resynchronise on: not a NOP, and send-data with a CPF that parses.
@@ -468,17 +487,14 @@ impl EnipFlow {
                                     }
                                     let mut budget = MAX_ITEMS;
                                     let mut c = cip_event(&m, 2, &mut budget);
-                                    self.match_request(&mut c, key, request);
+                                    // Through an Unconnected Send's route or a connection's
+                                    // path, the reply may come from a module behind the
+                                    // device (a backplane slot).
+                                    let routed =
+                                        self.match_request(&mut c, key, request) || seq.is_some();
                                     tagged_values(&mut c);
-                                    // Get_Attributes_All or Get_Attribute_List of the
-                                    // Identity object: who the device says it is.
-                                    if c.response && c.class == Some(1) && c.status == Some(0) {
-                                        ev.identity = match c.service {
-                                            0x01 => enip::parse_identity_attributes(m.data),
-                                            0x03 => enip::parse_identity_attribute_list(m.data),
-                                            _ => None,
-                                        }
-                                        .map(|id| identity_event(&id));
+                                    if c.response && c.status == Some(0) {
+                                        replied(&mut c, &mut ev, m.data, routed);
                                     }
                                     c
                                 }
@@ -520,12 +536,13 @@ impl EnipFlow {
     }
 
     /// A request is remembered; a response takes its path (and its items' paths) from it.
-    fn match_request(&mut self, c: &mut CipEvent, key: u64, request: bool) {
+    /// Returns whether the response answers an Unconnected Send (a routed request).
+    fn match_request(&mut self, c: &mut CipEvent, key: u64, request: bool) -> bool {
         // Only a message with the response bit answers a request (an adapter that answers
         // without it sends, as far as CIP goes, a request of its own).
         if !c.response {
             if !request {
-                return;
+                return false;
             }
             if self.pending.len() >= MAX_PENDING {
                 self.pending.pop_front();
@@ -540,7 +557,7 @@ impl EnipFlow {
                 tag: c.tag.clone(),
                 items: summaries(&c.items),
             });
-            return;
+            return false;
         }
         // An Unconnected Send's reply is its embedded request's reply.
         let unconnected = |p: &Pending| {
@@ -556,10 +573,10 @@ impl EnipFlow {
             .iter()
             .position(|p| p.key == key && (p.service == c.service || unconnected(p)))
         else {
-            return;
+            return false;
         };
         let Some(mut p) = self.pending.remove(i) else {
-            return;
+            return false;
         };
         // Older requests with the same key were never answered: they cannot be any more.
         let mut k = 0;
@@ -567,7 +584,8 @@ impl EnipFlow {
             k += 1;
             k > i || q.key != key
         });
-        if unconnected(&p) {
+        let routed = unconnected(&p);
+        if routed {
             if let Some(inner) = p.items.take().and_then(|v| v.into_iter().next()) {
                 p.class = inner.class;
                 p.instance = inner.instance;
@@ -594,6 +612,7 @@ impl EnipFlow {
                 }
             }
         }
+        routed
     }
 
     /// Connected I/O on UDP 2222: a CPF of a sequenced address item and connected data.
@@ -657,8 +676,8 @@ pub const TAG_SPACE: u32 = 0x6b;
 /// (0x100 is a message too broken to have one).
 const LIST_IDENTITY_FUNCTION: u32 = 0x1_0000 | 0x63;
 
-/// The function of a connected I/O packet (UDP 2222), and the address space of its connection
-/// ids.
+/// The function of a connected I/O packet (UDP 2222), and the address space of its data (from
+/// 0, its length).
 const IO_FUNCTION: u32 = 0x2_0000;
 pub const IO_SPACE: u32 = 0x2222;
 
@@ -668,9 +687,9 @@ pub const IO_SPACE: u32 = 0x2222;
 /// housekeeping is not observed.
 ///
 /// An I/O packet is one cycle of its connection, sent by its producer: a request from the
-/// sender to the receiver that awaits no answer, addressed by its connection id, so the poll
-/// model learns each connection's period (its RPI) and a broken cycle or a silent producer is
-/// found as for a polling master.
+/// sender to the receiver that awaits no answer, addressed by the length of its data (its
+/// connection id changes with every Forward Open), so the poll model learns each connection's
+/// period (its RPI) and a broken cycle or a silent producer is found as for a polling master.
 pub fn observe(
     p: &EnipEvent,
     request: bool,
@@ -693,10 +712,12 @@ pub fn observe(
             };
         }
         o.function_name = Some("io");
+        // Connection ids change with every Forward Open (a restart, a lost link): the size of
+        // the data is what stays, so a connection's cycle is keyed by it.
         o.accesses.push(Access {
             space: IO_SPACE,
-            start: io.connection_id,
-            count: 1,
+            start: 0,
+            count: (io.length as u32).max(1),
             write: false,
             values: Default::default(),
         });
@@ -781,14 +802,39 @@ pub fn observe(
                 },
             ),
         };
-        let values: otwatch_models::AccessValues = e.values.iter().flatten().copied().collect();
-        o.accesses.push(Access {
-            space,
-            start,
-            count: (values.len() as u32).max(1),
-            write: request,
-            values,
-        });
+        let values = e.values.as_deref().unwrap_or_default();
+        if values.is_empty() {
+            o.accesses.push(Access {
+                space,
+                start,
+                count: 1,
+                write: request,
+                values: Default::default(),
+            });
+        }
+        // Each run of finite values from its element on: a REAL that is NaN or infinite has no
+        // place in an envelope (a write of one still counts as a write of that element).
+        let mut at = 0;
+        while at < values.len() {
+            let run = values[at..]
+                .iter()
+                .take_while(|v| v.is_finite())
+                .count()
+                .max(1);
+            let finite: otwatch_models::AccessValues = values[at..at + run]
+                .iter()
+                .copied()
+                .filter(|v| v.is_finite())
+                .collect();
+            o.accesses.push(Access {
+                space,
+                start: start.wrapping_add(at as u32),
+                count: run as u32,
+                write: request,
+                values: finite,
+            });
+            at += run;
+        }
     }
     Some(o)
 }
@@ -864,6 +910,35 @@ mod tests {
         assert_eq!(
             (a.start, a.count, a.write, a.values.as_slice()),
             (tag_address("Setpoint") + 1, 1, true, &[150.0][..])
+        );
+        // NaN and infinities have no place in an envelope: the runs around them are kept.
+        let read = CipEvent {
+            service: 0x4c,
+            response: true,
+            status: Some(0),
+            tag: Some("R".into()),
+            values: Some(vec![1.0, 2.0, f64::NAN, f64::INFINITY, 5.0]),
+            ..Default::default()
+        };
+        let ev = EnipEvent {
+            cip: Some(read),
+            ..Default::default()
+        };
+        let o = observe(&ev, false, base).unwrap();
+        let r = tag_address("R");
+        let got: Vec<_> = o
+            .accesses
+            .iter()
+            .map(|a| (a.start - r, a.count, a.values.to_vec()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, 2, vec![1.0, 2.0]),
+                (2, 1, vec![]),
+                (3, 1, vec![]),
+                (4, 1, vec![5.0])
+            ]
         );
     }
 

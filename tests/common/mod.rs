@@ -153,7 +153,6 @@ pub fn replay_file(path: &Path) -> (Vec<Event>, ReplayReport) {
     (sink.0, report)
 }
 
-/// A fresh scratch directory for one test.
 /// The scenario captures of fixtures/scenarios whose names start with `prefix`, sorted, each
 /// with its path relative to the repository.
 pub fn scenario_captures(prefix: &str) -> Vec<(String, PathBuf)> {
@@ -169,6 +168,7 @@ pub fn scenario_captures(prefix: &str) -> Vec<(String, PathBuf)> {
     v
 }
 
+/// A fresh scratch directory for one test.
 pub fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("otwatch-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

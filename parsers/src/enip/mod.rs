@@ -676,7 +676,8 @@ impl AtomicValues<'_> {
     }
 }
 
-/// A Read Tag (0x4C) or Read Tag Fragmented (0x52) reply's data: the type, then the values.
+/// A Read Tag (0x4C) reply's data: the type, then the values (a Read Tag Fragmented reply has
+/// the same layout, its values from the request's byte offset).
 pub fn read_tag_values(data: &[u8]) -> Option<AtomicValues<'_>> {
     let type_code = u16_at(data, 0)?;
     Some(AtomicValues {
@@ -769,11 +770,12 @@ pub fn parse_identity_attributes(data: &[u8]) -> Option<Identity<'_>> {
 /// The reply to Get_Attribute_List on the Identity object: a count, then per attribute its id,
 /// its status and (status 0) its value. The identity holds the attributes 1 to 8 found before
 /// the first one whose length is not known (attributes not in the list stay 0 or empty);
-/// `None` without vendor, product code, serial or name.
+/// `None` unless vendor, product code, serial and name are all there (a partial list is not
+/// who the device is).
 pub fn parse_identity_attribute_list(data: &[u8]) -> Option<Identity<'_>> {
     let count = u16_at(data, 0)?;
     let mut id = Identity::default();
-    let mut found = false;
+    let mut found = 0u8;
     let mut at = 2;
     for _ in 0..count {
         let (attribute, status) = (u16_at(data, at)?, u16_at(data, at + 2)?);
@@ -817,10 +819,12 @@ pub fn parse_identity_attribute_list(data: &[u8]) -> Option<Identity<'_>> {
             }
             _ => break,
         };
-        found |= matches!(attribute, 1 | 3 | 6 | 7);
+        if let 1 | 3 | 6 | 7 = attribute {
+            found |= 1 << attribute;
+        }
         at += len;
     }
-    found.then_some(id)
+    (found == 1 << 1 | 1 << 3 | 1 << 6 | 1 << 7).then_some(id)
 }
 
 fn identity_at(item: &[u8], at: usize) -> Option<Identity<'_>> {
@@ -875,23 +879,27 @@ mod tests {
 
     #[test]
     fn identity_from_attribute_replies() {
-        // Get_Attribute_List: vendor 1, serial (status 0x14: not supported), name "PLC",
-        // then an attribute of unknown length, after which nothing is read.
-        let list = [
-            5, 0, 1, 0, 0, 0, 1, 0, 6, 0, 0x14, 0, 7, 0, 0, 0, 3, b'P', b'L', b'C', 9, 0, 0, 0, 1,
-            2, 0, 0, 0, 7, 0,
-        ];
+        // Get_Attribute_List: vendor 1, product code 54, serial, name "PLC", then an attribute
+        // of unknown length, after which nothing is read.
+        let mut list = vec![5, 0, 1, 0, 0, 0, 1, 0, 3, 0, 0, 0, 54, 0, 6, 0, 0, 0];
+        list.extend(0x1122_3344u32.to_le_bytes());
+        list.extend([7, 0, 0, 0, 3, b'P', b'L', b'C', 9, 0, 0, 0, 1, 2]);
         let id = parse_identity_attribute_list(&list).expect("identity");
         assert_eq!(
-            (id.vendor, id.serial, id.product_name, id.device_type),
-            (1, 0, &b"PLC"[..], 0)
+            (
+                id.vendor,
+                id.product_code,
+                id.serial,
+                id.product_name,
+                id.device_type
+            ),
+            (1, 54, 0x1122_3344, &b"PLC"[..], 0)
         );
-        // A name longer than the data, or no identifying attribute: nothing.
-        assert_eq!(parse_identity_attribute_list(&list[..18]), None);
-        assert_eq!(
-            parse_identity_attribute_list(&[1, 0, 5, 0, 0, 0, 0, 0]),
-            None
-        );
+        // A name longer than the data; the serial refused (status 0x14): no identity.
+        assert_eq!(parse_identity_attribute_list(&list[..29]), None);
+        let mut refused = list.clone();
+        refused[16] = 0x14;
+        assert_eq!(parse_identity_attribute_list(&refused), None);
         // Get_Attributes_All: the ListIdentity layout without its first 18 octets.
         let all = [
             1, 0, 14, 0, 54, 0, 20, 11, 0x60, 0x30, 0x1a, 0x06, 0x6c, 0, 3, b'L', b'6', b'1',
