@@ -408,9 +408,10 @@ fn clean_control(path: &Path, keep: FrameFilter<'_>) -> Clean {
 
 /// Clean-control evaluation (docs/evaluation.md): normal operation only. Learn on the first 40%
 /// of it, count every alert on the rest as false. The set: the frames labelled normal of the
-/// three Lemay captures, the three steady scenarios, and the clean 60-s prefix of every other
-/// scenario (labels.json). The QUT captures are left out: every one of them lies inside an
-/// attack window (the HMI-port captures show the flood's effect on the HMI's polling).
+/// three Lemay captures, the steady scenarios (120 s each, and an hour of each protocol), and
+/// the clean 60-s prefix of every other scenario (labels.json). The QUT captures are left out:
+/// every one of them lies inside an attack window (the HMI-port captures show the flood's
+/// effect on the HMI's polling).
 #[test]
 fn clean_control_false_alerts() {
     let Some(dir) = corpus_dir() else { return };
@@ -435,8 +436,8 @@ fn clean_control_false_alerts() {
     let labels: serde_json::Value = serde_json::from_str(&text).expect("labels parse");
     let captures = labels["captures"].as_object().expect("captures");
     for (name, c) in captures {
-        let path = scenarios.join(format!("{name}.pcap"));
-        let last = if name.ends_with("_steady") {
+        let path = scenarios.join(c["file"].as_str().expect("file"));
+        let last = if name.ends_with("_steady") || name.ends_with("_steady_hour") {
             u64::MAX
         } else {
             c["clean_prefix"]["last_frame"]

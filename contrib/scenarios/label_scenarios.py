@@ -37,7 +37,10 @@ def rfc3339(epoch):
 class Cap:
     def __init__(self, name):
         self.name = name
+        # The hour-long captures are kept gzipped (tshark reads them as they are).
         self.path = os.path.join(OUT, name + ".pcap")
+        if not os.path.exists(self.path):
+            self.path += ".gz"
         rows = tshark(self.path, None, ["frame.number", "frame.time_epoch"])
         self.frames = len(rows)
         self.t0 = float(rows[0][1])
@@ -123,7 +126,7 @@ class Cap:
     def summary(self):
         size = os.path.getsize(self.path)
         sha = hashlib.sha256(open(self.path, "rb").read()).hexdigest()
-        d = {"file": self.name + ".pcap", "bytes": size, "sha256": sha, "frames": self.frames,
+        d = {"file": os.path.basename(self.path), "bytes": size, "sha256": sha, "frames": self.frames,
              "link_type": "Ethernet (DLT_EN10MB), classic pcap, microsecond timestamps",
              "first_frame": rfc3339(self.t0), "last_frame": rfc3339(self.t_end),
              "duration_s": self.rel(self.t_end)}
@@ -508,7 +511,15 @@ def enip_silent(c):
 ORDER = ["modbus_steady", "modbus_write", "modbus_flood", "modbus_silent", "modbus_slow",
          "modbus_values", "modbus_restart_scan", "s7_steady", "s7_stop", "s7_write",
          "dnp3_steady", "dnp3_restart", "dnp3_operate", "iec104_steady", "iec104_command",
-         "iec104_silent", "enip_steady", "enip_write", "enip_reset", "enip_silent"]
+         "iec104_silent", "enip_steady", "enip_write", "enip_reset", "enip_silent",
+         "modbus_steady_hour", "s7_steady_hour", "dnp3_steady_hour", "iec104_steady_hour",
+         "enip_steady_hour"]
+
+
+def steady_hour(c):
+    """An hour of the same steady traffic as the protocol's 120-s steady capture."""
+    eps, desc = globals()[c.name[:-len("_hour")]](c)
+    return eps, desc.replace("for 120 s", "for 60 min").replace("120 s of", "60 min of")
 
 
 def main():
@@ -518,12 +529,12 @@ def main():
                      NEWCOMER: "host that appears only in the anomalous episodes (02:77:00:00:00:03)"},
            "captures": {}}
     for name in ORDER:
-        if not os.path.exists(os.path.join(OUT, name + ".pcap")):
+        if not any(os.path.exists(os.path.join(OUT, name + x)) for x in (".pcap", ".pcap.gz")):
             print(f"skip {name}: no capture", file=sys.stderr)
             continue
         c = Cap(name)
         d = c.summary()
-        eps, desc = globals()[name](c)
+        eps, desc = (steady_hour if name.endswith("_steady_hour") else globals()[name])(c)
         d["description"] = desc
         for ep in eps:
             if ep["start_s"] <= PREFIX_S:

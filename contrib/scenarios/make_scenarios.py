@@ -17,6 +17,7 @@ master session clears its IIN1.7 DEVICE_RESTART before dumpcap starts (dnp3_mast
 and T0 is put half a second off the outstation's whole-second process ticks.
 """
 import argparse
+import gzip
 import math
 import os
 import shutil
@@ -87,6 +88,12 @@ SCENARIOS = {
         (82.3, "sig", signal.SIGCONT),
     ]),
     "enip_steady": ("enip", 120, EN + ["poll"], []),
+    # An hour of each protocol's steady polling, for the clean-control evaluation (gzipped).
+    "modbus_steady_hour": ("modbus", 3600, MB + ["poll"], []),
+    "s7_steady_hour": ("s7", 3600, S7 + ["poll"], []),
+    "dnp3_steady_hour": ("dnp3", 3600, D3 + ["poll"], []),
+    "iec104_steady_hour": ("iec104", 3600, I4 + ["poll"], []),
+    "enip_steady_hour": ("enip", 3600, EN + ["poll"], []),
     "enip_write": ("enip", 100, EN + ["poll"], [
         (70.5, "run", ("x", EN + ["write"])),
     ]),
@@ -239,7 +246,13 @@ def run_scenario(name, tag, logdir):
         stop_proc(server)
         time.sleep(0.5)
         stop_proc(dump, signal.SIGINT)
-        shutil.copyfile(tmp, pcap)
+        if name.endswith("_hour"):
+            # An hour of traffic is kept gzipped (otwatch and tshark read it as it is).
+            with open(tmp, "rb") as src, gzip.open(pcap + ".gz", "wb", compresslevel=9) as dst:
+                shutil.copyfileobj(src, dst)
+            pcap += ".gz"
+        else:
+            shutil.copyfile(tmp, pcap)
         print(f"[{name}] done -> {pcap}", flush=True)
         return True
     except Exception as e:  # report and continue with the other scenarios
