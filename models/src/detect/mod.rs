@@ -132,7 +132,6 @@ pub struct Detector {
     pub scan_resets: u64,
 }
 
-/// An alert about the PDU `o`.
 /// A bare occurrence about the PDU `o` (no text yet).
 pub(crate) fn alert(o: &Observation, key: AlertKey, severity: Severity) -> Alert {
     Alert {
@@ -160,10 +159,9 @@ fn channel_alert(
     }
 }
 
-/// The first occurrence of a cause is returned to have its text built; later ones go out bare
-/// (the alert book keeps the first one's text), so a flood costs a lookup per PDU.
-/// A cause the engine already put in the alert book goes out bare; otherwise the alert is
-/// returned to have its text built.
+/// A cause the engine already put in the alert book goes out bare (the book keeps the first
+/// one's text), so a flood costs a lookup per PDU; otherwise the alert is returned to have its
+/// text built.
 fn fresh(raised: &mut FastSet<AlertKey>, a: Alert, out: &mut Vec<Alert>) -> Option<Alert> {
     if raised.contains(&a.key) {
         out.push(a);
