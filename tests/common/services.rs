@@ -24,10 +24,20 @@ pub fn have(bin: &str) -> bool {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    // Never the same port twice in one test process: tests run in parallel, and a port given
+    // back to the kernel could be handed to the next caller before the first one's server binds.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A plain HTTP/1.0 GET on loopback: the status code and the body.
@@ -176,7 +186,8 @@ impl Collector {
         let conf = format!(
             "{global}input(type=\"imtcp\" address=\"{address}\" port=\"{port}\")\n\
              template(name=\"raw\" type=\"string\" string=\"%rawmsg%\\n\")\n\
-             if $app-name == \"otwatch\" then action(type=\"omfile\" file=\"{d}/out.log\" template=\"raw\")\n"
+             if $app-name == \"otwatch\" then action(type=\"omfile\" file=\"{d}/out.log\" template=\"raw\")\n\
+             if $app-name == \"probe\" then action(type=\"omfile\" file=\"{d}/probe.log\" template=\"raw\")\n"
         );
         std::fs::write(dir.join("rsyslog.conf"), conf).expect("conf");
         let child = Command::new(bin)
@@ -188,12 +199,23 @@ impl Collector {
             .stderr(Stdio::null())
             .spawn()
             .expect("rsyslogd starts");
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        // Ready when a probe sent to the port comes out in this rsyslogd's own file: the
+        // listener is this one (not another test's on a reused port), and its output works.
+        let (start, probe) = (Instant::now(), dir.join("probe.log"));
+        let mut sent = false;
+        while !std::fs::read_to_string(&probe).is_ok_and(|t| t.contains("ready")) {
             assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "rsyslogd did not listen on {port}"
+                start.elapsed() < Duration::from_secs(20),
+                "rsyslogd on {port} did not write the probe"
             );
+            if !sent && !tls {
+                if let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) {
+                    sent = c.write_all(b"<134>1 - - probe - - - ready\n").is_ok();
+                }
+            }
+            if tls && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break; // a TLS listener takes no plain probe: listening is what can be checked
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
         Collector {

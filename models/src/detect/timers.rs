@@ -253,7 +253,10 @@ impl Detector {
                 continue;
             };
             let mut w = std::mem::take(&mut rt.window);
-            if w.is_empty() || rt.known.is_none() || cur == first {
+            // A channel learning saw too little of (under-learned: docs/alerts.md) has no
+            // behaviour to be unlike: its few learned windows say nothing of its normal spread.
+            if w.is_empty() || rt.known.is_none() || cur == first || self.weak_channels.contains(ch)
+            {
                 continue;
             }
             let x = w.features();
