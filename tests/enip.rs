@@ -396,10 +396,7 @@ fn enip_an_unknown_command_does_not_hide_what_follows() {
     send(0, true, &encap(0x0065, 0, &[1, 0, 0, 0]));
     send(10, false, &encap(0x0065, 7, &[1, 0, 0, 0]));
     send(20, true, &seg);
-    let dir = common::scratch("enip-unknown");
-    let path = dir.join("unknown.pcap");
-    common::write_pcap_at(&path, &packets);
-    let (events, _) = common::replay_file(&path);
+    let events = replay_packets("enip-unknown", &packets);
     let enip: Vec<_> = events
         .iter()
         .filter_map(|e| match &e.pdu {
@@ -418,7 +415,6 @@ fn enip_an_unknown_command_does_not_hide_what_follows() {
             (Some(0x6f), None, Some(0x10)),
         ]
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Who a device says it is reaches its asset in the baseline, from a ListIdentity reply
@@ -507,28 +503,12 @@ fn enip_tag_values_from_a_real_controller() {
 /// modelled as polls, docs/alerts.md: their producer's silence still is.)
 #[test]
 fn enip_io_cycles_are_learned_and_a_break_is_found() {
-    fn io(from_adapter: bool, seq: u32) -> Vec<u8> {
+    let io = |from_adapter: bool, seq: u32| {
         let conn: u32 = if from_adapter { 0x1111 } else { 0x2222 };
-        // CPF: a sequenced address item (connection id, sequence), connected data (its
-        // sequence count, then 4 octets of data).
-        let mut p = vec![2, 0, 0x02, 0x80, 8, 0];
-        p.extend(conn.to_le_bytes());
-        p.extend(seq.to_le_bytes());
-        p.extend([0xb1, 0, 6, 0]);
-        p.extend((seq as u16).to_le_bytes());
-        p.extend([1, 2, 3, 4]);
-        let (src, dst) = if from_adapter {
-            ([10, 0, 0, 2], [10, 0, 0, 1])
-        } else {
-            ([10, 0, 0, 1], [10, 0, 0, 2])
-        };
-        let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ipv4(src, dst, 64)
-            .udp(2222, 2222);
-        let mut out = Vec::new();
-        b.write(&mut out, &p).expect("packet");
-        out
-    }
+        let mut data = (seq as u16).to_le_bytes().to_vec();
+        data.extend([1, 2, 3, 4]);
+        io_packet(from_adapter, conn, seq, &data)
+    };
     let dir = common::scratch("enip-io");
     let mut found = Vec::new();
     for gap in [false, true] {
@@ -591,4 +571,140 @@ fn enip_stop_and_start_of_the_controller_from_the_corpus() {
             .collect();
         assert_eq!(first, [(kind, vec![1])], "{file}");
     }
+}
+
+/// A Forward Open's reply ties the connected I/O that follows to its connection: each I/O packet
+/// between the same two hosts on one of the reply's connection ids carries the interval (API)
+/// the reply agreed for its direction; an id no Forward Open opened carries none.
+#[test]
+fn enip_io_is_tied_to_its_forward_open() {
+    fn send_rr_data(cip: &[u8]) -> Vec<u8> {
+        // Interface handle, timeout, two CPF items: null address, unconnected data.
+        let mut data = vec![0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0xb2, 0];
+        data.extend((cip.len() as u16).to_le_bytes());
+        data.extend(cip);
+        let mut e = vec![0x6f, 0];
+        e.extend((data.len() as u16).to_le_bytes());
+        e.extend(7u32.to_le_bytes()); // session
+        e.extend([0; 4]); // status
+        e.extend([1, 2, 3, 4, 5, 6, 7, 8]); // sender context
+        e.extend([0; 4]); // options
+        e.extend(data);
+        e
+    }
+    // Forward Open to the Connection Manager (class 6, instance 1): the originator proposes
+    // T->O id 0x2222; RPIs of 100 ms.
+    let mut open = vec![0x54, 2, 0x20, 0x06, 0x24, 0x01, 0x0a, 0x0e];
+    open.extend(0u32.to_le_bytes());
+    open.extend(0x2222u32.to_le_bytes());
+    open.extend(7u16.to_le_bytes());
+    open.extend(1u16.to_le_bytes());
+    open.extend(99u32.to_le_bytes());
+    open.extend([1, 0, 0, 0]);
+    open.extend(100_000u32.to_le_bytes());
+    open.extend(0x4800u16.to_le_bytes());
+    open.extend(100_000u32.to_le_bytes());
+    open.extend(0x4800u16.to_le_bytes());
+    open.extend([1, 3, 0x20, 0x04, 0x24, 0x01, 0x2c, 0x65]);
+    // Its reply: the target chose O->T id 0x1111; APIs 100 ms (O->T) and 50 ms (T->O).
+    let mut reply = vec![0xd4, 0, 0, 0];
+    reply.extend(0x1111u32.to_le_bytes());
+    reply.extend(0x2222u32.to_le_bytes());
+    reply.extend(7u16.to_le_bytes());
+    reply.extend(1u16.to_le_bytes());
+    reply.extend(99u32.to_le_bytes());
+    reply.extend(100_000u32.to_le_bytes());
+    reply.extend(50_000u32.to_le_bytes());
+    reply.extend([0, 0]);
+    let (scanner, adapter) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+    let tcp = |from_scanner: bool, seq: u32, ack: u32, payload: &[u8]| {
+        let (src, dst, sp, dp) = if from_scanner {
+            (scanner, adapter, 50000, 44818)
+        } else {
+            (adapter, scanner, 44818, 50000)
+        };
+        let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(src, dst, 64)
+            .tcp(sp, dp, seq, 8192)
+            .ack(ack)
+            .psh();
+        let mut out = Vec::new();
+        b.write(&mut out, payload).expect("packet");
+        out
+    };
+    let io =
+        |from_adapter: bool, conn: u32, seq: u32| io_packet(from_adapter, conn, seq, &[1, 0, 9, 9]);
+    let (req, rep) = (send_rr_data(&open), send_rr_data(&reply));
+    let t = |ms: u64| std::time::Duration::from_millis(1_700_000_000_000 + ms);
+    let packets = vec![
+        (t(0), tcp(true, 1000, 5000, &req)),
+        (t(2), tcp(false, 5000, 1000 + req.len() as u32, &rep)),
+        (t(10), io(true, 0x2222, 1)),
+        (t(12), io(false, 0x1111, 1)),
+        (t(20), io(true, 0x3333, 1)),
+        // 0x2222 is the adapter's connection: from the scanner it is no connection of theirs.
+        (t(22), io(false, 0x2222, 2)),
+    ];
+    let events = replay_packets("enip-io-tie", &packets);
+    let opened: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.pdu {
+            otwatch::event::Pdu::Enip(p) => p.cip.as_ref()?.connection.clone(),
+            _ => None,
+        })
+        .map(|c| (c.o_t_id, c.t_o_id, c.o_t_rpi_ms, c.t_o_rpi_ms))
+        .collect();
+    assert_eq!(
+        opened,
+        [(0, 0x2222, 100.0, 100.0), (0x1111, 0x2222, 100.0, 50.0)]
+    );
+    let tied: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.pdu {
+            otwatch::event::Pdu::Enip(p) => p.io.as_ref(),
+            _ => None,
+        })
+        .map(|io| (io.connection_id, io.api_ms))
+        .collect();
+    assert_eq!(
+        tied,
+        [
+            (0x2222, Some(50.0)),
+            (0x1111, Some(100.0)),
+            (0x3333, None),
+            (0x2222, None)
+        ]
+    );
+}
+
+/// The events of a capture of `packets` (written to a scratch directory, then removed).
+fn replay_packets(name: &str, packets: &[(std::time::Duration, Vec<u8>)]) -> Vec<Event> {
+    let dir = common::scratch(name);
+    let path = dir.join("capture.pcap");
+    common::write_pcap_at(&path, packets);
+    let (events, _) = common::replay_file(&path);
+    let _ = std::fs::remove_dir_all(dir);
+    events
+}
+
+/// A connected I/O packet on UDP 2222, from the adapter 10.0.0.2 to its scanner 10.0.0.1 or the
+/// other way: a CPF of a sequenced address item (connection id, sequence) and connected data.
+fn io_packet(from_adapter: bool, conn: u32, seq: u32, data: &[u8]) -> Vec<u8> {
+    let mut p = vec![2, 0, 0x02, 0x80, 8, 0];
+    p.extend(conn.to_le_bytes());
+    p.extend(seq.to_le_bytes());
+    p.extend([0xb1, 0]);
+    p.extend((data.len() as u16).to_le_bytes());
+    p.extend(data);
+    let (src, dst) = if from_adapter {
+        ([10, 0, 0, 2], [10, 0, 0, 1])
+    } else {
+        ([10, 0, 0, 1], [10, 0, 0, 2])
+    };
+    let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(src, dst, 64)
+        .udp(2222, 2222);
+    let mut out = Vec::new();
+    b.write(&mut out, &p).expect("packet");
+    out
 }

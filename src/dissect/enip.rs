@@ -13,6 +13,7 @@
 //! from a bounded table per flow.
 
 use std::collections::VecDeque;
+use std::net::IpAddr;
 
 use otwatch_parsers::enip::{self, parse_cip, Cip, Command, Framed, ItemType, Segment, Service};
 use serde::Serialize;
@@ -149,6 +150,47 @@ pub struct IoEvent {
     pub connection_id: u32,
     pub sequence: u32,
     pub length: usize,
+    /// The interval (ms) the connection's Forward Open reply agreed for this direction (its
+    /// API), when this pipeline saw that reply between the same two hosts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_ms: Option<f64>,
+}
+
+/// Connections whose Forward Open reply was seen: (producer, consumer, connection id) to the
+/// interval agreed, in ms. At most [`MAX_CONNECTIONS`], the oldest forgotten first.
+#[derive(Debug, Default)]
+pub struct Connections {
+    api_ms: std::collections::HashMap<(IpAddr, IpAddr, u32), f64>,
+    order: VecDeque<(IpAddr, IpAddr, u32)>,
+}
+
+/// Connections remembered per pipeline.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+impl Connections {
+    fn insert(&mut self, producer: IpAddr, consumer: IpAddr, id: u32, api_ms: f64) {
+        let key = (producer, consumer, id);
+        if self.api_ms.insert(key, api_ms).is_none() {
+            self.order.push_back(key);
+            if self.order.len() > MAX_CONNECTIONS {
+                if let Some(old) = self.order.pop_front() {
+                    self.api_ms.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// The interval agreed for packets from `producer` to `consumer` on connection `id`.
+    pub fn api_ms(&self, producer: IpAddr, consumer: IpAddr, id: u32) -> Option<f64> {
+        self.api_ms.get(&(producer, consumer, id)).copied()
+    }
+
+    /// A Forward Open reply between `originator` and `target`: its O->T connection is produced
+    /// by the originator, its T->O connection by the target.
+    fn opened(&mut self, originator: IpAddr, target: IpAddr, c: &ConnectionEvent) {
+        self.insert(originator, target, c.o_t_id, c.o_t_rpi_ms);
+        self.insert(target, originator, c.t_o_id, c.t_o_rpi_ms);
+    }
 }
 
 /// What a request said, for its response.
@@ -495,6 +537,11 @@ impl EnipFlow {
                                     tagged_values(&mut c);
                                     if c.response && c.status == Some(0) {
                                         replied(&mut c, &mut ev, m.data, routed);
+                                        if let Some(k) = &c.connection {
+                                            let (o, t) =
+                                                (ctx.endpoints.client.0, ctx.endpoints.server.0);
+                                            ctx.shared.enip.opened(o, t, k);
+                                        }
                                     }
                                     c
                                 }
@@ -643,6 +690,12 @@ impl EnipFlow {
                 _ => {}
             }
         }
+        let (client, server) = (ctx.endpoints.client.0, ctx.endpoints.server.0);
+        let (from, to) = match dir {
+            Dir::ToServer => (client, server),
+            Dir::ToClient => (server, client),
+        };
+        io.api_ms = ctx.shared.enip.api_ms(from, to, io.connection_id);
         if ctx.sink.wants_events() {
             let mut e = ctx.event("enip", dir);
             e.pdu = crate::event::Pdu::Enip(EnipEvent {

@@ -52,6 +52,13 @@ pub struct Endpoints {
     pub transport: &'static str,
 }
 
+/// What dissectors know across flows, per pipeline (a worker owns its host pairs, so the flows
+/// of two hosts share one): a protocol that needs it adds its own member.
+#[derive(Default)]
+pub struct Shared {
+    pub enip: enip::Connections,
+}
+
 /// What a dissector needs to know about the packet being processed, and where its output goes.
 pub struct Ctx<'a> {
     pub ts_nanos: i64,
@@ -60,6 +67,7 @@ pub struct Ctx<'a> {
     pub endpoints: &'a Endpoints,
     /// The current packet's sender IP and its Ethernet source and destination.
     pub macs: Option<(IpAddr, crate::event::Mac, crate::event::Mac)>,
+    pub shared: &'a mut Shared,
     pub stats: &'a mut Stats,
     pub sink: &'a mut dyn EventSink,
 }

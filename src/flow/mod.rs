@@ -95,6 +95,8 @@ type FlowMap = HashMap<FlowKey, Flow, foldhash::fast::RandomState>;
 
 pub struct FlowTable {
     flows: FlowMap,
+    /// What the dissectors know across flows (a Forward Open's connection, for its UDP I/O).
+    shared: crate::dissect::Shared,
     talkers: Talkers,
     max_flows: usize,
     idle_timeout: i64,
@@ -112,6 +114,7 @@ impl FlowTable {
     pub fn new(max_flows: usize, idle_timeout_nanos: i64) -> FlowTable {
         FlowTable {
             flows: FlowMap::default(),
+            shared: Default::default(),
             talkers: Talkers::default(),
             max_flows: max_flows.max(1),
             idle_timeout: idle_timeout_nanos,
@@ -214,7 +217,7 @@ impl FlowTable {
                 let old = std::mem::replace(flow, fresh);
                 stats.flows.reused += 1;
                 stats.flows.created += 1;
-                close_flow(old, stats, sink);
+                close_flow(old, &mut self.shared, stats, sink);
             }
         }
         let dir = direction(flow, sender);
@@ -224,6 +227,7 @@ impl FlowTable {
             source: info.source,
             endpoints: &flow.endpoints,
             macs: info.macs.map(|(s, d)| (pkt.src, s, d)),
+            shared: &mut self.shared,
             stats,
             sink,
         };
@@ -271,7 +275,7 @@ impl FlowTable {
         for (_, _, _, key) in victims {
             if let Some(flow) = self.flows.remove(&key) {
                 stats.flows.evicted_full += 1;
-                close_flow(flow, stats, sink);
+                close_flow(flow, &mut self.shared, stats, sink);
             }
         }
     }
@@ -290,7 +294,7 @@ impl FlowTable {
         for (_, key) in idle {
             if let Some(flow) = self.flows.remove(&key) {
                 stats.flows.evicted_idle += 1;
-                close_flow(flow, stats, sink);
+                close_flow(flow, &mut self.shared, stats, sink);
             }
         }
     }
@@ -300,7 +304,7 @@ impl FlowTable {
         let mut flows: Vec<Flow> = self.flows.drain().map(|(_, f)| f).collect();
         flows.sort_unstable_by_key(|f| f.id);
         for flow in flows {
-            close_flow(flow, stats, sink);
+            close_flow(flow, &mut self.shared, stats, sink);
         }
     }
 }
@@ -315,13 +319,19 @@ fn direction(flow: &Flow, sender: (IpAddr, u16)) -> Dir {
 
 /// Flush a flow's streams and end its protocol state. What this delivers is stamped with the
 /// flow's own last packet (or the held segment's), never with an unrelated packet.
-fn close_flow(mut flow: Flow, stats: &mut Stats, sink: &mut dyn EventSink) {
+fn close_flow(
+    mut flow: Flow,
+    shared: &mut crate::dissect::Shared,
+    stats: &mut Stats,
+    sink: &mut dyn EventSink,
+) {
     let mut ctx = Ctx {
         ts_nanos: flow.last_seen,
         frame: flow.last_frame,
         source: &flow.source,
         endpoints: &flow.endpoints,
         macs: None,
+        shared,
         stats,
         sink,
     };
