@@ -20,18 +20,11 @@ import threading
 import time
 
 import opendnp3 as o
+from timing import sleep_until
 
 
 def log(*a):
     print(f"{time.time():.6f} dnp3_master", *a, file=sys.stderr, flush=True)
-
-
-def sleep_until(t):
-    while True:
-        d = t - time.time()
-        if d <= 0:
-            return
-        time.sleep(min(d, 0.2))
 
 
 class SOE(o.ISOEHandler):

@@ -15,20 +15,9 @@ import sys
 import time
 
 from cpppo.server.enip import client
+from timing import log, sleep_until
 
 READS = ["Temp[0-3]", "Setpoint[0-3]"]
-
-
-def log(*a):
-    print(f"{time.time():.6f}", *a, file=sys.stderr, flush=True)
-
-
-def sleep_until(t):
-    while True:
-        d = t - time.time()
-        if d <= 0:
-            return
-        time.sleep(min(d, 0.2))
 
 
 def run(conn, ops):

@@ -27,6 +27,8 @@ import sys
 import threading
 import time
 
+from timing import sleep_until
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 OUT = os.path.join(ROOT, "fixtures", "scenarios")
@@ -156,14 +158,6 @@ class Topo:
 
     def popen(self, host, argv, **kw):
         return subprocess.Popen(["ip", "netns", "exec", self.ns[host]] + argv, **kw)
-
-
-def sleep_until(t):
-    while True:
-        d = t - time.time()
-        if d <= 0:
-            return
-        time.sleep(min(d, 0.2))
 
 
 def stop_proc(p, sig=signal.SIGTERM, wait=5):

@@ -28,18 +28,7 @@ from pymodbus.mei_message import ReadDeviceInformationRequest
 from pymodbus.register_read_message import ReadHoldingRegistersRequest
 from pymodbus.register_write_message import (WriteMultipleRegistersRequest,
                                              WriteSingleRegisterRequest)
-
-
-def log(*a):
-    print(f"{time.time():.6f}", *a, file=sys.stderr, flush=True)
-
-
-def sleep_until(t):
-    while True:
-        d = t - time.time()
-        if d <= 0:
-            return
-        time.sleep(min(d, 0.5))
+from timing import log, sleep_until
 
 
 class Conn:

@@ -11,18 +11,7 @@ import sys
 import time
 
 import snap7
-
-
-def log(*a):
-    print(f"{time.time():.6f}", *a, file=sys.stderr, flush=True)
-
-
-def sleep_until(t):
-    while True:
-        d = t - time.time()
-        if d <= 0:
-            return
-        time.sleep(min(d, 0.5))
+from timing import log, sleep_until
 
 
 def main():
