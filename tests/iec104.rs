@@ -40,7 +40,7 @@ const KNOWN_IEC104: &[(&str, u64, &str)] = &[
     (
         "other/TestDissectIec104.pcap",
         36,
-        "68 05 (a U frame with two function bits and a 1-octet ASDU), then 1 stray octet",
+        "68 05 (a U frame with two function bits and a 1-octet ASDU), then 2 stray octets",
     ),
     (
         "other/TestDissectIec104.pcap",
@@ -55,7 +55,7 @@ const KNOWN_IEC104: &[(&str, u64, &str)] = &[
     (
         "other/TestDissectIec104.pcap",
         71,
-        "68 06 (an S frame of length 6, second control octet non-zero), then 4 stray octets",
+        "68 06 (an S frame of length 6, second control octet non-zero), then 3 stray octets",
     ),
     (
         "other/TestDissectIec104.pcap",

@@ -160,7 +160,7 @@ pub struct IoEvent {
 /// interval agreed, in ms. At most [`MAX_CONNECTIONS`], the oldest forgotten first.
 #[derive(Debug, Default)]
 pub struct Connections {
-    api_ms: std::collections::HashMap<(IpAddr, IpAddr, u32), f64>,
+    api_ms: std::collections::HashMap<(IpAddr, IpAddr, u32), f64, foldhash::fast::RandomState>,
     order: VecDeque<(IpAddr, IpAddr, u32)>,
 }
 
