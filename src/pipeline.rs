@@ -20,6 +20,11 @@ pub struct Pipeline {
     /// Idle flows are swept when the reader says so ([`Pipeline::sweep`]), not by this
     /// pipeline's own packets (a worker among several).
     pub reader_sweeps: bool,
+    /// The feed's name of the current capture, and this pipeline's own copy of it, which the
+    /// events and observations share. Every event holds its source; with N workers one shared
+    /// reference count would bounce between the cores on every event (it cost the reader a
+    /// seventh of its time).
+    source: Option<(Arc<str>, Arc<str>)>,
 }
 
 impl Pipeline {
@@ -39,6 +44,14 @@ impl Pipeline {
     }
 
     pub fn process(&mut self, pkt: &Packet<'_>, source: &Arc<str>, sink: &mut dyn EventSink) {
+        if !self
+            .source
+            .as_ref()
+            .is_some_and(|(feed, _)| Arc::ptr_eq(feed, source))
+        {
+            self.source = Some((Arc::clone(source), Arc::from(&**source)));
+        }
+        let source = self.source.as_ref().map_or(source, |(_, own)| own);
         if !self.reader_sweeps {
             let mut sorted = SortedFlush::new(sink);
             self.flows

@@ -142,6 +142,14 @@ pub(crate) fn alert(o: &Observation, key: AlertKey, severity: Severity) -> Alert
     }
 }
 
+/// Remembers the capture a PDU came from, cloning the name only when it changed: the reference
+/// count is shared with the dissecting thread, and touching it per PDU costs as much as a check.
+fn set_source(held: &mut Option<Arc<str>>, source: &Arc<str>) {
+    if !held.as_ref().is_some_and(|h| Arc::ptr_eq(h, source)) {
+        *held = Some(Arc::clone(source));
+    }
+}
+
 /// An occurrence about a channel, raised by a timer or a window at `ts`.
 fn channel_alert(
     ch: &Channel,
@@ -422,7 +430,7 @@ impl Detector {
             a.last = o.ts;
             a.last_frame = o.frame;
             self.next_due = self.next_due.min(o.ts.saturating_add(nanos(a.threshold)));
-            a.source = Some(o.source.clone());
+            set_source(&mut a.source, &o.source);
             a.peer = Some(o.dst());
             a.proto = ch.proto;
         }
@@ -470,7 +478,7 @@ impl Detector {
         let model = known.map(|i| &self.baseline.channels[i]);
         let rt = self.rt.entry(ch).or_default();
         rt.known = known;
-        rt.source = Some(o.source.clone());
+        set_source(&mut rt.source, &o.source);
         rt.ports = o.ports.map(Ports::reversed).or(rt.ports);
         let matched = if o.kind == Kind::Response {
             rt.pending.response(o)

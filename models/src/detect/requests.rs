@@ -257,7 +257,7 @@ impl Detector {
         let ch = o.channel;
         let rt = self.rt.entry(ch).or_default();
         rt.known = known;
-        rt.source = Some(o.source.clone());
+        set_source(&mut rt.source, &o.source);
         rt.ports = o.ports.or(rt.ports);
         rt.pending.request(o);
         if rt.window.is_empty() {
