@@ -287,13 +287,7 @@ impl Detector {
                     .points
                     .insert(
                         point_key(p.space, p.address),
-                        PointEnv {
-                            min: p.min,
-                            max: p.max,
-                            max_step: p.max_step,
-                            samples: p.samples,
-                            last: None,
-                        },
+                        PointEnv::new(p.min, p.max, p.max_step, p.samples),
                     );
             }
             for p in &c.polls {

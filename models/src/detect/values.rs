@@ -10,6 +10,46 @@ pub(super) struct PointEnv {
     pub(super) samples: u64,
     /// The last value seen in detection.
     pub(super) last: Option<f64>,
+    /// The margins, fixed once learned: see [`PointEnv::new`].
+    soft: f64,
+    soft_bounds: (f64, f64),
+    hard_bounds: (f64, f64),
+    jump: f64,
+}
+
+impl PointEnv {
+    /// A learned envelope, with the bounds that the checks compare each value with.
+    ///
+    /// A value is out of range when it is outside the envelope by a soft margin, having
+    /// jumped there, or outside by a hard margin however it got there. A value that drifts
+    /// out in small steps (a level that learning saw only part of) is not an alarm until it is
+    /// far out; nor is the first value seen, which has no step. The margins also scale with
+    /// the value's magnitude: a reading that learning saw constant at 13880 and now reads
+    /// 13872 has not left its envelope in any sense an operator would care about (2% soft,
+    /// 20% hard).
+    pub(super) fn new(min: f64, max: f64, max_step: f64, samples: u64) -> Self {
+        let range = max - min;
+        let magnitude = min.abs().max(max.abs());
+        let soft = (0.5 * range)
+            .max(10.0 * max_step)
+            .max(0.02 * magnitude)
+            .max(1.0);
+        let hard = (2.0 * range)
+            .max(50.0 * max_step)
+            .max(0.2 * magnitude)
+            .max(10.0);
+        PointEnv {
+            min,
+            max,
+            max_step,
+            samples,
+            last: None,
+            soft,
+            soft_bounds: (min - soft, max + soft),
+            hard_bounds: (min - hard, max + hard),
+            jump: 4.0 * max_step.max(1.0),
+        }
+    }
 }
 
 /// A server and unit with learned value envelopes.
@@ -98,29 +138,16 @@ pub(super) fn check_values_now(
             if p.samples < 3 {
                 continue;
             }
-            // Outside the envelope by a soft margin, having jumped there; or outside by a
-            // hard margin however it got there. A value that drifts out in small steps (a
-            // level that learning saw only part of) is not an alarm until it is far out; nor
-            // is the first value seen, which has no step.
-            // The margins also scale with the value's magnitude: a reading that learning saw
-            // constant at 13880 and now reads 13872 has not left its envelope in any sense an
-            // operator would care about (2% soft, 20% hard).
-            let range = p.max - p.min;
-            let magnitude = p.min.abs().max(p.max.abs());
-            let soft = (0.5 * range)
-                .max(10.0 * p.max_step)
-                .max(0.02 * magnitude)
-                .max(1.0);
-            let hard = (2.0 * range)
-                .max(50.0 * p.max_step)
-                .max(0.2 * magnitude)
-                .max(10.0);
-            let outside = |m: f64| v < p.min - m || v > p.max + m;
-            let jumped = previous.is_some_and(|last| (v - last).abs() > 4.0 * p.max_step.max(1.0));
-            if !(outside(hard) || outside(soft) && jumped) {
+            // The margins are explained at `PointEnv::new`.
+            let outside = |(lo, hi): (f64, f64)| v < lo || v > hi;
+            if !outside(p.soft_bounds) {
                 continue;
             }
-            let margin = soft;
+            let jumped = previous.is_some_and(|last| (v - last).abs() > p.jump);
+            if !(outside(p.hard_bounds) || jumped) {
+                continue;
+            }
+            let margin = p.soft;
             let space = ch.proto.space_name(acc.space);
             if let Some(mut a) = fresh(
                 raised,
