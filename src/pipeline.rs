@@ -52,10 +52,9 @@ impl Pipeline {
             self.source = Some((Arc::clone(source), Arc::from(&**source)));
         }
         let source = self.source.as_ref().map_or(source, |(_, own)| own);
-        if !self.reader_sweeps {
+        if !self.reader_sweeps && self.flows.sweep_due(pkt.ts_nanos) {
             let mut sorted = SortedFlush::new(sink);
-            self.flows
-                .sweep_if_due(pkt.ts_nanos, &mut self.stats, &mut sorted);
+            self.flows.sweep(pkt.ts_nanos, &mut self.stats, &mut sorted);
             sorted.release();
         }
         self.stats.packets += 1;

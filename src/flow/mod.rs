@@ -135,10 +135,10 @@ impl FlowTable {
     /// 10 s of capture time). The pipeline asks for every packet; with several workers the
     /// reader decides for all of them ([`SweepClock`]), so that flows close at the same
     /// packets as with one.
-    pub fn sweep_if_due(&mut self, now: i64, stats: &mut Stats, sink: &mut dyn EventSink) {
-        if SweepClock::due(&mut self.last_sweep, now) {
-            self.sweep(now, stats, sink);
-        }
+    /// Whether the idle flows are due to be swept at `now` (then [`FlowTable::sweep`]; the
+    /// clock counts from here).
+    pub fn sweep_due(&mut self, now: i64) -> bool {
+        SweepClock::due(&mut self.last_sweep, now)
     }
 
     pub fn process(
