@@ -47,7 +47,7 @@ impl Severity {
 
 /// What makes two alerts the same cause: a type and what it is about. Cheap to build and hash,
 /// so a flood of occurrences costs a lookup each, not a message each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Eq, Hash)]
 pub struct AlertKey {
     pub r#type: &'static str,
     pub proto: Option<Proto>,
@@ -55,6 +55,20 @@ pub struct AlertKey {
     pub b: IpAddr,
     pub unit: u32,
     pub extra: u64,
+}
+
+impl PartialEq for AlertKey {
+    fn eq(&self, other: &Self) -> bool {
+        // The type is almost always the same literal: compare where it is before what it says
+        // (a flood compares keys per PDU).
+        let same_type = std::ptr::eq(self.r#type, other.r#type) || self.r#type == other.r#type;
+        same_type
+            && self.proto == other.proto
+            && self.a == other.a
+            && self.b == other.b
+            && self.unit == other.unit
+            && self.extra == other.extra
+    }
 }
 
 const NO_IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
@@ -200,6 +214,19 @@ impl Alert {
         dst_ip: IpAddr,
         ts: i64,
     ) -> Alert {
+        Self::from_source(empty_source(), key, severity, proto, src_ip, dst_ip, ts)
+    }
+
+    /// [`Alert::new`], from the capture `source` (no name built and dropped per occurrence).
+    pub fn from_source(
+        source: Arc<str>,
+        key: AlertKey,
+        severity: Severity,
+        proto: Proto,
+        src_ip: IpAddr,
+        dst_ip: IpAddr,
+        ts: i64,
+    ) -> Alert {
         let r#type = key.r#type;
         Alert {
             id: 0,
@@ -219,7 +246,7 @@ impl Alert {
             src_ip,
             dst_ip,
             ports: None,
-            source: empty_source(),
+            source,
             frames: Vec::new(),
             message: String::new(),
             learned: serde_json::Value::Object(Default::default()),

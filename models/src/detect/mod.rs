@@ -134,12 +134,18 @@ pub struct Detector {
 
 /// A bare occurrence about the PDU `o` (no text yet).
 pub(crate) fn alert(o: &Observation, key: AlertKey, severity: Severity) -> Alert {
-    Alert {
-        source: o.source.clone(),
-        ports: o.ports,
-        frames: vec![o.frame],
-        ..Alert::new(key, severity, o.channel.proto, o.src(), o.dst(), o.ts)
-    }
+    let mut a = Alert::from_source(
+        o.source.clone(),
+        key,
+        severity,
+        o.channel.proto,
+        o.src(),
+        o.dst(),
+        o.ts,
+    );
+    a.ports = o.ports;
+    a.frames.push(o.frame);
+    a
 }
 
 /// Remembers the capture a PDU came from, cloning the name only when it changed: the reference
@@ -158,13 +164,13 @@ fn channel_alert(
     key: AlertKey,
     severity: Severity,
 ) -> Alert {
-    Alert {
-        source: rt
-            .and_then(|r| r.source.clone())
-            .unwrap_or_else(|| Arc::from("")),
-        ports: rt.and_then(|r| r.ports),
-        ..Alert::new(key, severity, ch.proto, ch.client, ch.server, ts)
-    }
+    let source = rt.and_then(|r| r.source.clone());
+    let mut a = match source {
+        Some(s) => Alert::from_source(s, key, severity, ch.proto, ch.client, ch.server, ts),
+        None => Alert::new(key, severity, ch.proto, ch.client, ch.server, ts),
+    };
+    a.ports = rt.and_then(|r| r.ports);
+    a
 }
 
 /// A cause the engine already put in the alert book goes out bare (the book keeps the first
