@@ -117,10 +117,21 @@ pub(super) fn scan_alert(
 
 impl Detector {
     /// New devices and new Ethernet addresses; returns whether either end is a new device.
-    pub(super) fn check_assets(&mut self, o: &Observation, out: &mut Vec<Alert>) -> bool {
+    /// `ends_known`: both ends are learned devices (a learned channel's, worked out once).
+    pub(super) fn check_assets(
+        &mut self,
+        o: &Observation,
+        ends_known: bool,
+        out: &mut Vec<Alert>,
+    ) -> bool {
         let ch = o.channel;
         let mut new_device = false;
-        for (ip, role) in [(ch.client, "client"), (ch.server, "server")] {
+        let ends: &[(IpAddr, &str)] = if ends_known {
+            &[]
+        } else {
+            &[(ch.client, "client"), (ch.server, "server")]
+        };
+        for &(ip, role) in ends {
             if !self.assets.contains(&ip) && !is_group_address(ip) && !self.known_link_local(o, ip)
             {
                 new_device = true;

@@ -87,7 +87,9 @@ struct ChanRt {
 
 pub struct Detector {
     pub baseline: Baseline,
-    channels: FastMap<Channel, usize>,
+    /// Learned channels: their place in the baseline, and whether both ends are learned
+    /// devices (then a PDU on the channel needs no device lookups).
+    channels: FastMap<Channel, (usize, bool)>,
     assets: FastSet<IpAddr>,
     /// Learned Ethernet addresses per asset (only assets learned with some).
     asset_macs: FastMap<IpAddr, Vec<[u8; 6]>>,
@@ -261,7 +263,8 @@ impl Detector {
         d.weak_pairs.retain(|p| !strong_pairs.contains(p));
         for (i, c) in d.baseline.channels.iter().enumerate() {
             let ch = c.channel;
-            d.channels.insert(ch, i);
+            let ends_known = d.assets.contains(&ch.client) && d.assets.contains(&ch.server);
+            d.channels.insert(ch, (i, ends_known));
             d.server_functions
                 .entry((ch.proto, ch.server))
                 .or_default()
@@ -380,8 +383,9 @@ impl Detector {
 
     fn observe_pdu(&mut self, o: &Observation, out: &mut Vec<Alert>) {
         let ch = o.channel;
-        let new_device = self.check_assets(o, out);
-        let known = self.channels.get(&ch).copied();
+        let learned = self.channels.get(&ch).copied();
+        let known = learned.map(|(i, _)| i);
+        let new_device = self.check_assets(o, learned.is_some_and(|(_, ends)| ends), out);
         // A new device makes its channel new: only the device is reported (one PDU, one
         // account), and no text is built for what would be dropped.
         if known.is_none() && !new_device && !background(&ch) {
@@ -414,14 +418,14 @@ impl Detector {
                 out.push(a);
             }
         }
-        if !self.rt.contains_key(&ch) && self.rt.len() >= MAX_RUNTIME_CHANNELS {
+        if self.rt.len() >= MAX_RUNTIME_CHANNELS && !self.rt.contains_key(&ch) {
             self.untracked_channels += 1;
             return;
         }
         match o.kind {
             Kind::Request => self.request(o, known, out),
             Kind::Response | Kind::Unsolicited => self.response(o, known, out),
-            Kind::Conversation => self.conversation(o, out),
+            Kind::Conversation => self.conversation(o, known.is_some(), out),
         }
         if let Some(a) = self.asset_rt.get_mut(&o.src()) {
             if a.silent {
@@ -436,9 +440,9 @@ impl Detector {
         }
     }
 
-    fn conversation(&mut self, o: &Observation, out: &mut Vec<Alert>) {
+    fn conversation(&mut self, o: &Observation, known: bool, out: &mut Vec<Alert>) {
         let ch = o.channel;
-        if !self.channels.contains_key(&ch) && !background(&ch) {
+        if !known && !background(&ch) {
             let s = scan_window(&mut self.scans, &mut self.scan_resets, o);
             if s.ports.len() < SCAN_SET_BOUND {
                 s.ports.insert((ch.server, ch.unit));
@@ -450,7 +454,7 @@ impl Detector {
     fn request(&mut self, o: &Observation, known: Option<usize>, out: &mut Vec<Alert>) {
         // The baseline is only read here; moved out so the runtime state can be updated.
         let base = std::mem::take(&mut self.baseline);
-        self.request_with(o, known.map(|i| &base.channels[i]), out);
+        self.request_with(o, known.map(|i| (i, &base.channels[i])), out);
         self.baseline = base;
     }
 
@@ -459,10 +463,11 @@ impl Detector {
     fn request_with(
         &mut self,
         o: &Observation,
-        model: Option<&ChannelModel>,
+        known: Option<(usize, &ChannelModel)>,
         out: &mut Vec<Alert>,
     ) {
-        let known = model.and_then(|_| self.channels.get(&o.channel).copied());
+        let model = known.map(|(_, m)| m);
+        let known = known.map(|(i, _)| i);
         let (function_known, new_unit, unauthorized) = self.check_function(o, model, out);
         let new_addresses = self.check_ranges(o, model, unauthorized, out);
         // Written values against the point envelopes.
