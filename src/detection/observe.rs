@@ -385,6 +385,7 @@ fn s7(s: &S7Event, mut o: Observation) -> Observation {
     if !request && write {
         return o;
     }
+    o.accesses.reserve(s.items.len());
     for item in &s.items {
         s7_item(item, write, &mut o.accesses);
     }

@@ -455,7 +455,7 @@ impl S7Flow {
                     .iter()
                     .take(MAX_ITEMS_PER_EVENT)
                     .map(|s| spec_item(&s))
-                    .collect();
+                    .collect_items();
                 self.remember(h.pdu_ref, ctx.frame, ev.items.clone());
             }
             S7Body::WriteVarRequest { items, values } => {
@@ -468,7 +468,7 @@ impl S7Flow {
                         data_into(&mut item, &v, detail);
                         item
                     })
-                    .collect();
+                    .collect_items();
                 let addresses: Vec<S7Item> = ev.items.iter().map(address_only).collect();
                 self.remember(h.pdu_ref, ctx.frame, addresses);
             }
@@ -488,7 +488,7 @@ impl S7Flow {
                         data_into(&mut item, &v, detail);
                         item
                     })
-                    .collect();
+                    .collect_items();
             }
             S7Body::WriteVarResponse { return_codes } => {
                 let job = self.take(h.pdu_ref);
@@ -507,7 +507,7 @@ impl S7Flow {
                         item.return_code_name = rc.name();
                         item
                     })
-                    .collect();
+                    .collect_items();
             }
             S7Body::BlockControl(b) => {
                 if let Some(file) = &b.file {
@@ -690,6 +690,20 @@ fn connection(ev: &mut CotpEvent, c: &CotpConnection<'_>) {
     }
     ev.tpdu_size = c.tpdu_size();
 }
+
+/// Collecting a PDU's items with room for them at once: the parsers' item iterators know how
+/// many the PDU claims but not how many will parse, so a plain `collect` started small and grew
+/// the vector two or three times per PDU. At most 32 are reserved before growth (a claim is the
+/// sender's).
+trait CollectItems: Iterator<Item = S7Item> + Sized {
+    fn collect_items(self) -> Vec<S7Item> {
+        let mut items = Vec::with_capacity(self.size_hint().1.unwrap_or(0).min(32));
+        items.extend(self);
+        items
+    }
+}
+
+impl<I: Iterator<Item = S7Item>> CollectItems for I {}
 
 fn spec_item(spec: &VarSpec<'_>) -> S7Item {
     let mut item = S7Item {
