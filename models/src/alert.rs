@@ -425,69 +425,52 @@ impl AlertBook {
 
     /// Records an occurrence; returns the line to write, if any.
     pub fn raise(&mut self, mut a: Alert) -> Option<Alert> {
-        if !self.entries.contains_key(&a.key) {
-            let n = self.per_type.entry(a.r#type).or_default();
-            let overflow = *n >= MAX_CAUSES_PER_TYPE;
-            if overflow {
-                self.overflowed += 1;
-                a.key = AlertKey::overflow(a.r#type);
-            } else {
-                *n += 1;
-            }
-            // Text only for a line that starts a cause: a repeat keeps its cause's first text
-            // (under a flood of new causes, every one past the bound is a repeat of the
-            // overflow cause).
-            if !(overflow && self.entries.contains_key(&a.key)) {
-                if a.message.is_empty() {
-                    a.message = format!("{} {} -> {}", a.r#type, a.src_ip, a.dst_ip);
-                }
-                if overflow {
-                    a.message = format!(
-                        "{} (more causes of this type than the alert book keeps)",
-                        a.message
-                    );
-                }
-            }
+        // A repeat of a known cause (the common case under a flood): one lookup.
+        if let Some(e) = self.entries.get_mut(&a.key) {
+            self.clock = self.clock.max(a.ts);
+            return repeat(e, a, self.realert_nanos, &mut self.lines);
+        }
+        let n = self.per_type.entry(a.r#type).or_default();
+        let overflow = *n >= MAX_CAUSES_PER_TYPE;
+        if overflow {
+            self.overflowed += 1;
+            a.key = AlertKey::overflow(a.r#type);
+        } else {
+            *n += 1;
         }
         let ts = a.ts;
         self.clock = self.clock.max(ts);
-        match self.entries.get_mut(&a.key) {
-            Some(e) => {
-                e.count += 1;
-                e.first_seen = e.first_seen.min(ts);
-                e.last_seen = e.last_seen.max(ts);
-                // A repeat keeps the text of the cause's first line, with this occurrence's
-                // time and frames.
-                e.last.ts = a.ts;
-                e.last.frames = a.frames;
-                e.last.source = a.source;
-                e.last.ports = a.ports;
-                if ts.saturating_sub(e.last_emitted) >= self.realert_nanos {
-                    e.last_emitted = ts;
-                    e.emitted_count = e.count;
-                    self.lines += 1;
-                    Some(stamp(e, AlertState::Update, self.lines))
-                } else {
-                    None
-                }
-            }
-            None => {
-                self.next_id += 1;
-                let e = Entry {
-                    id: self.next_id,
-                    count: 1,
-                    first_seen: ts,
-                    last_seen: ts,
-                    emitted_count: 1,
-                    last_emitted: ts,
-                    last: a,
-                };
-                self.lines += 1;
-                let line = stamp(&e, AlertState::First, self.lines);
-                self.entries.insert(line.key, e);
-                Some(line)
+        // Under a flood of new causes, every one past the bound is a repeat of the overflow
+        // cause, which keeps its first text.
+        if overflow {
+            if let Some(e) = self.entries.get_mut(&a.key) {
+                return repeat(e, a, self.realert_nanos, &mut self.lines);
             }
         }
+        // Text only for a line that starts a cause.
+        if a.message.is_empty() {
+            a.message = format!("{} {} -> {}", a.r#type, a.src_ip, a.dst_ip);
+        }
+        if overflow {
+            a.message = format!(
+                "{} (more causes of this type than the alert book keeps)",
+                a.message
+            );
+        }
+        self.next_id += 1;
+        let e = Entry {
+            id: self.next_id,
+            count: 1,
+            first_seen: ts,
+            last_seen: ts,
+            emitted_count: 1,
+            last_emitted: ts,
+            last: a,
+        };
+        self.lines += 1;
+        let line = stamp(&e, AlertState::First, self.lines);
+        self.entries.insert(line.key, e);
+        Some(line)
     }
 
     /// Detection's clock reached `ts`: the end lines' time is the latest seen.
@@ -515,6 +498,27 @@ impl AlertBook {
             a.line = self.lines;
         }
         out
+    }
+}
+
+/// Another occurrence of the cause `e`: it keeps the text of the cause's first line, with this
+/// occurrence's time and frames; a line when the re-alert interval has passed since the last.
+fn repeat(e: &mut Entry, a: Alert, realert_nanos: i64, lines: &mut u64) -> Option<Alert> {
+    let ts = a.ts;
+    e.count += 1;
+    e.first_seen = e.first_seen.min(ts);
+    e.last_seen = e.last_seen.max(ts);
+    e.last.ts = a.ts;
+    e.last.frames = a.frames;
+    e.last.source = a.source;
+    e.last.ports = a.ports;
+    if ts.saturating_sub(e.last_emitted) >= realert_nanos {
+        e.last_emitted = ts;
+        e.emitted_count = e.count;
+        *lines += 1;
+        Some(stamp(e, AlertState::Update, *lines))
+    } else {
+        None
     }
 }
 
