@@ -47,7 +47,7 @@ impl Severity {
 
 /// What makes two alerts the same cause: a type and what it is about. Cheap to build and hash,
 /// so a flood of occurrences costs a lookup each, not a message each.
-#[derive(Debug, Clone, Copy, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Eq)]
 pub struct AlertKey {
     pub r#type: &'static str,
     pub proto: Option<Proto>,
@@ -68,6 +68,18 @@ impl PartialEq for AlertKey {
             && self.b == other.b
             && self.unit == other.unit
             && self.extra == other.extra
+    }
+}
+
+/// The fields in order, as a derived `Hash` would: the type by what it says, as `eq` compares it.
+impl std::hash::Hash for AlertKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.r#type.hash(h);
+        self.proto.hash(h);
+        self.a.hash(h);
+        self.b.hash(h);
+        self.unit.hash(h);
+        self.extra.hash(h);
     }
 }
 
