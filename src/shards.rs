@@ -87,13 +87,23 @@ impl Wants {
 struct ItemSink {
     seq: u64,
     out: rtrb::Producer<Item>,
+    /// Observations the reader is done with, to be filled again: what they hold is then
+    /// allocated, freed and reference-counted on this worker's core only (the reader dropping
+    /// them made every observation a cross-core free and a shared reference count).
+    spare: rtrb::Consumer<Box<Observation>>,
     wants: Wants,
 }
 
 impl EventSink for ItemSink {
     fn emit(&mut self, event: Event) {
         let obs = if self.wants.observations {
-            observe(&event).map(Box::new)
+            observe(&event).map(|o| match self.spare.pop() {
+                Ok(mut b) => {
+                    *b = o;
+                    b
+                }
+                Err(_) => Box::new(o),
+            })
         } else {
             None
         };
@@ -146,6 +156,7 @@ impl Drop for DiedGuard<'_> {
 pub(crate) struct WorkerEnds<P> {
     jobs: rtrb::Consumer<Job<P>>,
     out: rtrb::Producer<Item>,
+    spare: rtrb::Consumer<Box<Observation>>,
     done: Arc<CachePadded<AtomicU64>>,
     counters: Arc<Mutex<(Stats, usize)>>,
 }
@@ -192,10 +203,16 @@ pub(crate) fn run_worker<P>(
     let WorkerEnds {
         mut jobs,
         out,
+        spare,
         done,
         counters,
     } = ends;
-    let mut sink = ItemSink { seq: 0, out, wants };
+    let mut sink = ItemSink {
+        seq: 0,
+        out,
+        spare,
+        wants,
+    };
     // The reader sweeps idle flows for every worker at once (Job::Sweep).
     pipeline.reader_sweeps = true;
     let mut last_counters = Instant::now();
@@ -269,6 +286,8 @@ struct Lane<P> {
     /// `None` once the reader hung up.
     jobs: Option<rtrb::Producer<Job<P>>>,
     out: rtrb::Consumer<Item>,
+    /// Released observations, back to the worker to be filled again (dropped here when full).
+    spare: rtrb::Producer<Box<Observation>>,
     done: Arc<CachePadded<AtomicU64>>,
     counters: Arc<Mutex<(Stats, usize)>>,
     /// `seq` and capture time of what was pushed and is not known finished, in order.
@@ -342,17 +361,20 @@ impl<P> Shards<P> {
         for _ in 0..workers.max(1) {
             let (jobs_tx, jobs_rx) = rtrb::RingBuffer::new(capacity);
             let (out_tx, out_rx) = rtrb::RingBuffer::new(OUT_CAPACITY);
+            let (spare_tx, spare_rx) = rtrb::RingBuffer::new(OUT_CAPACITY);
             let done = Arc::new(CachePadded(AtomicU64::new(0)));
             let counters = Arc::new(Mutex::new((Stats::default(), 0)));
             ends.push(WorkerEnds {
                 jobs: jobs_rx,
                 out: out_tx,
+                spare: spare_rx,
                 done: Arc::clone(&done),
                 counters: Arc::clone(&counters),
             });
             lanes.push(Lane {
                 jobs: Some(jobs_tx),
                 out: out_rx,
+                spare: spare_tx,
                 done,
                 counters,
                 pending: VecDeque::new(),
@@ -590,7 +612,10 @@ impl<P> Shards<P> {
             // A packet's items: one worker's, in its order.
             while lane.held.front().is_some_and(|i| i.seq == seq) {
                 if let Some(item) = lane.held.pop_front() {
-                    Self::release(item, stage);
+                    if let Some(o) = Self::release(item, stage) {
+                        // Full: the worker has plenty; this one is simply dropped.
+                        let _ = lane.spare.push(o);
+                    }
                 }
             }
             return;
@@ -607,12 +632,14 @@ impl<P> Shards<P> {
         // Drained in place: the batch keeps its allocation for the next flush.
         let mut batch = std::mem::take(&mut self.batch);
         for item in batch.drain(..) {
+            // A flush's items come from every worker: their observations are dropped here.
             Self::release(item, stage);
         }
         self.batch = batch;
     }
 
-    fn release(item: Item, stage: &mut Stage<'_>) {
+    /// Hands an item on; returns its observation, done with.
+    fn release(item: Item, stage: &mut Stage<'_>) -> Option<Box<Observation>> {
         if let (Some(d), Some(o)) = (stage.detection.as_deref_mut(), &item.obs) {
             d.observe(o);
         }
@@ -622,6 +649,7 @@ impl<P> Shards<P> {
             }
             stage.events.emit(*e);
         }
+        item.obs
     }
 
     /// Hangs up on the workers, then merges until they have finished everything. `running`
