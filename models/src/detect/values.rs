@@ -83,16 +83,28 @@ impl ValueMemo {
     }
 
     fn matches(&self, o: &Observation) -> bool {
-        self.layout.len() == o.accesses.len()
-            && self
+        if self.layout.len() != o.accesses.len()
+            || !self
                 .layout
                 .iter()
                 .zip(&o.accesses)
                 .all(|(l, a)| *l == Self::layout_of(a))
-            && self.values.iter().copied().eq(o
-                .accesses
-                .iter()
-                .flat_map(|a| a.values.iter().map(|v| v.to_bits())))
+        {
+            return false;
+        }
+        // The layouts agree, so the values line up access by access (each access's count of
+        // values is in its layout): compared run by run, not through one flattened iterator.
+        let mut rest = self.values.as_slice();
+        for a in &o.accesses {
+            let (mine, after) = rest.split_at(a.values.len().min(rest.len()));
+            if mine.len() != a.values.len()
+                || !mine.iter().zip(&a.values).all(|(m, v)| *m == v.to_bits())
+            {
+                return false;
+            }
+            rest = after;
+        }
+        rest.is_empty()
     }
 
     /// The memo of `o` (vectors of exactly its size).
