@@ -34,6 +34,16 @@ use crate::stats::{Merge, Stats};
 
 /// Items a worker's output queue holds.
 const OUT_CAPACITY: usize = 8192;
+/// Released observations waiting to be filled again, per worker. Each still holds what it held
+/// until then, so only small ones go back ([`small_enough_to_keep`]): at most about 6 MB per
+/// worker stay held after a burst (2048 x (16 accesses + 256 values)).
+const SPARE_CAPACITY: usize = 2048;
+
+/// Whether a released observation is small enough to wait in the spare queue; a larger one is
+/// freed by the reader.
+fn small_enough_to_keep(o: &Observation) -> bool {
+    o.accesses.len() <= 16 && o.accesses.iter().map(|a| a.values.len()).sum::<usize>() <= 256
+}
 /// Workers publish their counters this often (metrics while running).
 const STATS_EVERY: Duration = Duration::from_secs(1);
 
@@ -361,7 +371,7 @@ impl<P> Shards<P> {
         for _ in 0..workers.max(1) {
             let (jobs_tx, jobs_rx) = rtrb::RingBuffer::new(capacity);
             let (out_tx, out_rx) = rtrb::RingBuffer::new(OUT_CAPACITY);
-            let (spare_tx, spare_rx) = rtrb::RingBuffer::new(OUT_CAPACITY);
+            let (spare_tx, spare_rx) = rtrb::RingBuffer::new(SPARE_CAPACITY);
             let done = Arc::new(CachePadded(AtomicU64::new(0)));
             let counters = Arc::new(Mutex::new((Stats::default(), 0)));
             ends.push(WorkerEnds {
@@ -614,7 +624,9 @@ impl<P> Shards<P> {
                 if let Some(item) = lane.held.pop_front() {
                     if let Some(o) = Self::release(item, stage) {
                         // Full: the worker has plenty; this one is simply dropped.
-                        let _ = lane.spare.push(o);
+                        if small_enough_to_keep(&o) {
+                            let _ = lane.spare.push(o);
+                        }
                     }
                 }
             }

@@ -131,12 +131,10 @@ impl FlowTable {
         self.flows.is_empty()
     }
 
-    /// Closes the flows idle for longer than the timeout when a sweep is due at `now` (every
-    /// 10 s of capture time). The pipeline asks for every packet; with several workers the
-    /// reader decides for all of them ([`SweepClock`]), so that flows close at the same
-    /// packets as with one.
-    /// Whether the idle flows are due to be swept at `now` (then [`FlowTable::sweep`]; the
-    /// clock counts from here).
+    /// Whether the idle flows are due to be swept at `now` (every 10 s of capture time; then
+    /// [`FlowTable::sweep`], and the clock counts from here). The pipeline asks for every
+    /// packet; with several workers the reader decides for all of them ([`SweepClock`]), so
+    /// that flows close at the same packets as with one.
     pub fn sweep_due(&mut self, now: i64) -> bool {
         SweepClock::due(&mut self.last_sweep, now)
     }
