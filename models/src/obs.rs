@@ -217,6 +217,10 @@ pub enum Command {
 /// The values of one access.
 pub type AccessValues = smallvec::SmallVec<[f64; 2]>;
 
+/// The accesses of one PDU. One inline (most PDUs read or write one range): an observation
+/// then costs no allocation for them.
+pub type Accesses = smallvec::SmallVec<[Access; 1]>;
+
 /// One read or write of a contiguous address range.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Access {
@@ -252,7 +256,7 @@ pub struct Observation {
     pub corr: Option<u32>,
     /// Response time, when the dissector matched the request itself.
     pub latency: Option<f64>,
-    pub accesses: Vec<Access>,
+    pub accesses: Accesses,
     pub exception: bool,
     pub malformed: Option<&'static str>,
     pub crc_error: bool,
@@ -308,7 +312,7 @@ impl Observation {
             write: false,
             corr: None,
             latency: None,
-            accesses: Vec::new(),
+            accesses: Accesses::new(),
             exception: false,
             malformed: None,
             crc_error: false,

@@ -1,7 +1,7 @@
 //! Events (the dissectors' silver tier) into observations for the detection engine.
 
 use otwatch_models::obs::S7_BIT_SPACE;
-use otwatch_models::{Access, AccessValues, Channel, Command, Kind, Observation, Proto};
+use otwatch_models::{Access, AccessValues, Accesses, Channel, Command, Kind, Observation, Proto};
 use otwatch_parsers::s7::{PlusFunction, PlusOpcode, UserdataType};
 
 use crate::dissect::dnp3::Dnp3Event;
@@ -395,7 +395,7 @@ fn s7(s: &S7Event, mut o: Observation) -> Observation {
 /// One S7 item as accesses: bits by bit address (`byte * 8 + bit`), other transport sizes by
 /// byte address, one access per element with its decoded value (BYTE/CHAR, WORD, INT, DWORD,
 /// DINT, REAL); bytes read are one access for the run.
-fn s7_item(item: &crate::dissect::s7::S7Item, write: bool, out: &mut Vec<Access>) {
+fn s7_item(item: &crate::dissect::s7::S7Item, write: bool, out: &mut Accesses) {
     if !item.dbread.is_empty() {
         return dbread(item, out);
     }
@@ -484,7 +484,7 @@ fn s7_item(item: &crate::dissect::s7::S7Item, write: bool, out: &mut Vec<Access>
 
 /// A DBREAD item (read only): one access per area, a DB's bytes from its start address, with
 /// the response's bytes shared out to the areas in order (as BYTE reads: one point per byte).
-fn dbread(item: &crate::dissect::s7::S7Item, out: &mut Vec<Access>) {
+fn dbread(item: &crate::dissect::s7::S7Item, out: &mut Accesses) {
     /// Area code of data blocks, as an S7ANY address of a DB gives it.
     const DB_AREA: u32 = 0x84;
     let mut bytes: &[u8] = item.value.as_ref().map_or(&[], |h| &h.0);
