@@ -217,8 +217,10 @@ fn empty_source() -> Arc<str> {
 }
 
 impl Alert {
-    /// An alert with no frames or message yet; its type is the key's.
+    /// An alert with no frames or message yet; its type is the key's. `source`: the capture
+    /// it came from, when known (no name is built and dropped per occurrence).
     pub fn new(
+        source: Option<Arc<str>>,
         key: AlertKey,
         severity: Severity,
         proto: Proto,
@@ -226,19 +228,7 @@ impl Alert {
         dst_ip: IpAddr,
         ts: i64,
     ) -> Alert {
-        Self::from_source(empty_source(), key, severity, proto, src_ip, dst_ip, ts)
-    }
-
-    /// [`Alert::new`], from the capture `source` (no name built and dropped per occurrence).
-    pub fn from_source(
-        source: Arc<str>,
-        key: AlertKey,
-        severity: Severity,
-        proto: Proto,
-        src_ip: IpAddr,
-        dst_ip: IpAddr,
-        ts: i64,
-    ) -> Alert {
+        let source = source.unwrap_or_else(empty_source);
         let r#type = key.r#type;
         Alert {
             id: 0,

@@ -564,6 +564,7 @@ mod tests {
     fn cef_escapes_its_header_and_extension() {
         let key = otwatch_models::AlertKey::host("scan", [10, 0, 0, 9].into());
         let mut a = Alert::new(
+            None,
             key,
             otwatch_models::Severity::High,
             otwatch_models::Proto::Modbus,

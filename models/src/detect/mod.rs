@@ -136,8 +136,8 @@ pub struct Detector {
 
 /// A bare occurrence about the PDU `o` (no text yet).
 pub(crate) fn alert(o: &Observation, key: AlertKey, severity: Severity) -> Alert {
-    let mut a = Alert::from_source(
-        o.source.clone(),
+    let mut a = Alert::new(
+        Some(o.source.clone()),
         key,
         severity,
         o.channel.proto,
@@ -167,10 +167,7 @@ fn channel_alert(
     severity: Severity,
 ) -> Alert {
     let source = rt.and_then(|r| r.source.clone());
-    let mut a = match source {
-        Some(s) => Alert::from_source(s, key, severity, ch.proto, ch.client, ch.server, ts),
-        None => Alert::new(key, severity, ch.proto, ch.client, ch.server, ts),
-    };
+    let mut a = Alert::new(source, key, severity, ch.proto, ch.client, ch.server, ts);
     a.ports = rt.and_then(|r| r.ports);
     a
 }

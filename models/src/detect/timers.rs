@@ -198,7 +198,6 @@ impl Detector {
             if !a.silent && quiet > a.threshold {
                 a.silent = true;
                 out.push(Alert {
-                    source: a.source.clone().unwrap_or_else(|| Arc::from("")),
                     frames: if a.last_frame > 0 {
                         vec![a.last_frame]
                     } else {
@@ -211,6 +210,7 @@ impl Detector {
                     learned: json!({"silence_threshold_s": a.threshold}),
                     observed: json!({"silent_for_s": quiet}),
                     ..Alert::new(
+                        a.source.clone(),
                         AlertKey::host("device_silent", *ip),
                         Severity::High,
                         a.proto,
