@@ -623,7 +623,8 @@ impl<P> Shards<P> {
             while lane.held.front().is_some_and(|i| i.seq == seq) {
                 if let Some(item) = lane.held.pop_front() {
                     if let Some(o) = Self::release(item, stage) {
-                        // Full: the worker has plenty; this one is simply dropped.
+                        // A large one, or one that finds the queue full (the worker has
+                        // plenty), is simply dropped here.
                         if small_enough_to_keep(&o) {
                             let _ = lane.spare.push(o);
                         }

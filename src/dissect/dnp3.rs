@@ -454,8 +454,8 @@ fn object_json(obj: &Object<'_>, budget: &mut usize) -> Dnp3Object {
                 continue;
             }
             *budget -= 1;
-            // Filled where it lies: a point record is some 300 bytes, and copying it twice
-            // per point was most of a DNP3 event's cost.
+            // Filled where it lies: a point record is 432 bytes, and copying it twice per
+            // point was most of a DNP3 event's cost.
             out.points.push(Dnp3Point::default());
             if let Some(r) = out.points.last_mut() {
                 point_record(&point, r);

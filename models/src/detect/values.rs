@@ -96,10 +96,10 @@ impl ValueMemo {
         // values is in its layout): compared run by run, not through one flattened iterator.
         let mut rest = self.values.as_slice();
         for a in &o.accesses {
-            let (mine, after) = rest.split_at(a.values.len().min(rest.len()));
-            if mine.len() != a.values.len()
-                || !mine.iter().zip(&a.values).all(|(m, v)| *m == v.to_bits())
-            {
+            let Some((mine, after)) = rest.split_at_checked(a.values.len()) else {
+                return false;
+            };
+            if !mine.iter().zip(&a.values).all(|(m, v)| *m == v.to_bits()) {
                 return false;
             }
             rest = after;
