@@ -311,6 +311,30 @@ pub trait EventSink {
     fn wants_detail(&self) -> bool {
         self.wants_events()
     }
+    /// Whether detection or per-channel metrics read observations. A dissector that builds its
+    /// observations from the parser's records ([`EventSink::pdu`]) then need not build the
+    /// event when [`EventSink::wants_event_out`] is false; every other event handed to
+    /// [`EventSink::emit`] is turned into its observation by the sink.
+    fn wants_observations(&self) -> bool {
+        false
+    }
+    /// Whether the events themselves are read (an events output), not only their observations.
+    fn wants_event_out(&self) -> bool {
+        self.wants_events()
+    }
+    /// One PDU whose observation its dissector built: the observation when
+    /// [`EventSink::wants_observations`], the event when [`EventSink::wants_event_out`]; `key`
+    /// is the event's [`FlushKey`] (it orders a flush).
+    fn pdu(
+        &mut self,
+        _key: FlushKey,
+        _obs: Option<otwatch_models::Observation>,
+        event: Option<Event>,
+    ) {
+        if let Some(e) = event {
+            self.emit(e);
+        }
+    }
     /// The clock moved to `now_nanos` without a packet (a quiet live link).
     fn tick(&mut self, _now_nanos: i64) {}
     /// Called after every packet with the pipeline's counters (metrics publish from here).

@@ -6,9 +6,10 @@ use crate::output::evidence::EvidenceRing;
 
 use crate::capture::Packet;
 use crate::decode::{self, defrag::Defragmenter, Decode};
-use crate::event::{Event, EventSink};
+use crate::event::{Event, EventSink, FlushKey};
 use crate::flow::{FlowTable, PacketInfo};
 use crate::stats::Stats;
+use otwatch_models::Observation;
 
 #[derive(Default)]
 pub struct Pipeline {
@@ -123,7 +124,16 @@ impl Pipeline {
 /// Holds the events of a flush (or a sweep), to hand them on in a defined order.
 struct SortedFlush<'a> {
     inner: &'a mut dyn EventSink,
-    held: Vec<Event>,
+    held: Vec<(FlushKey, Held)>,
+}
+
+/// What a flush holds of one PDU: its event, and the observation its dissector built
+/// ([`EventSink::pdu`]), or only the event, whose observation the sink makes
+/// ([`EventSink::emit`], `pdu` false).
+struct Held {
+    obs: Option<Observation>,
+    event: Option<Event>,
+    pdu: bool,
 }
 
 impl<'a> SortedFlush<'a> {
@@ -136,21 +146,48 @@ impl<'a> SortedFlush<'a> {
 
     fn release(self) {
         let SortedFlush { inner, mut held } = self;
-        held.sort_by_key(Event::flush_key);
-        for e in held {
-            inner.emit(e);
+        held.sort_by_key(|(key, _)| *key);
+        for (key, h) in held {
+            match h {
+                Held {
+                    pdu: false,
+                    event: Some(e),
+                    ..
+                } => inner.emit(e),
+                Held { obs, event, .. } => inner.pdu(key, obs, event),
+            }
         }
     }
 }
 
 impl EventSink for SortedFlush<'_> {
     fn emit(&mut self, event: Event) {
-        self.held.push(event);
+        let key = event.flush_key();
+        let held = Held {
+            obs: None,
+            event: Some(event),
+            pdu: false,
+        };
+        self.held.push((key, held));
+    }
+    fn pdu(&mut self, key: FlushKey, obs: Option<Observation>, event: Option<Event>) {
+        let held = Held {
+            obs,
+            event,
+            pdu: true,
+        };
+        self.held.push((key, held));
     }
     fn wants_events(&self) -> bool {
         self.inner.wants_events()
     }
     fn wants_detail(&self) -> bool {
         self.inner.wants_detail()
+    }
+    fn wants_observations(&self) -> bool {
+        self.inner.wants_observations()
+    }
+    fn wants_event_out(&self) -> bool {
+        self.inner.wants_event_out()
     }
 }

@@ -107,24 +107,31 @@ struct ItemSink {
 impl EventSink for ItemSink {
     fn emit(&mut self, event: Event) {
         let obs = if self.wants.observations {
-            observe(&event).map(|o| match self.spare.pop() {
-                Ok(mut b) => {
-                    *b = o;
-                    b
-                }
-                Err(_) => Box::new(o),
-            })
+            observe(&event)
         } else {
             None
         };
-        if obs.is_none() && !self.wants.events {
+        let key = event.flush_key();
+        let event = self.wants.events.then_some(event);
+        self.pdu(key, obs, event);
+    }
+
+    fn pdu(&mut self, key: FlushKey, obs: Option<Observation>, event: Option<Event>) {
+        if obs.is_none() && event.is_none() {
             return;
         }
+        let obs = obs.map(|o| match self.spare.pop() {
+            Ok(mut b) => {
+                *b = o;
+                b
+            }
+            Err(_) => Box::new(o),
+        });
         let mut item = Item {
             seq: self.seq,
-            key: event.flush_key(),
+            key,
             obs,
-            event: self.wants.events.then(|| Box::new(event)),
+            event: event.map(Box::new),
         };
         // Lossless: the reader always drains (it only ever waits by draining).
         loop {
@@ -147,6 +154,14 @@ impl EventSink for ItemSink {
 
     fn wants_detail(&self) -> bool {
         self.wants.detail
+    }
+
+    fn wants_observations(&self) -> bool {
+        self.wants.observations
+    }
+
+    fn wants_event_out(&self) -> bool {
+        self.wants.events
     }
 }
 

@@ -29,23 +29,7 @@ fn known_frames(table: &[(&str, u64, &str)], rel: &str) -> BTreeSet<u64> {
 }
 
 fn captures(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).expect("read corpus dir").flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p
-                .extension()
-                .is_some_and(|e| e == "pcap" || e == "pcapng" || e == "gz")
-            {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
+    common::captures_under(dir, &["pcap", "pcapng", "gz"])
 }
 
 /// Disagreements with tshark that were examined and are explained. (file, frame, reason)

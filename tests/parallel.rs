@@ -79,19 +79,7 @@ fn every_corpus_capture_gives_the_same_events_with_several_workers() {
     let Some(dir) = common::corpus_dir() else {
         return;
     };
-    let mut stack = vec![dir];
-    let mut files = Vec::new();
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "pcap" || x == "pcapng") {
-                files.push(p);
-            }
-        }
-    }
-    files.sort();
+    let files = common::captures_under(&dir, &["pcap", "pcapng"]);
     assert!(files.len() > 50);
     for f in files {
         check(&[f]);

@@ -383,6 +383,14 @@ impl EventSink for DetectSink<'_> {
             || self.detection.wants_event_lines()
     }
 
+    fn wants_observations(&self) -> bool {
+        self.detection.wants_observations()
+    }
+
+    fn wants_event_out(&self) -> bool {
+        self.inner.wants_events() || self.detection.wants_event_lines()
+    }
+
     fn tick(&mut self, now_nanos: i64) {
         self.detection.tick(now_nanos);
         self.inner.tick(now_nanos);
@@ -400,6 +408,27 @@ impl EventSink for DetectSink<'_> {
 
     fn emit(&mut self, event: Event) {
         self.detection.observe_event(&event);
+        self.event_out(event);
+    }
+
+    fn pdu(
+        &mut self,
+        _key: crate::event::FlushKey,
+        obs: Option<otwatch_models::Observation>,
+        event: Option<Event>,
+    ) {
+        if let Some(o) = &obs {
+            self.detection.observe(o);
+        }
+        if let Some(e) = event {
+            self.event_out(e);
+        }
+    }
+}
+
+impl DetectSink<'_> {
+    /// An event to the outputs: detection's own (events to syslog), then the events sink.
+    fn event_out(&mut self, event: Event) {
         self.detection.event_out(&event);
         if self.inner.wants_events() {
             self.inner.emit(event);

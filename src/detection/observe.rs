@@ -1,5 +1,7 @@
 //! Events (the dissectors' silver tier) into observations for the detection engine.
 
+use std::net::IpAddr;
+
 use otwatch_models::obs::S7_BIT_SPACE;
 use otwatch_models::{Access, AccessValues, Accesses, Channel, Command, Kind, Observation, Proto};
 use otwatch_parsers::s7::{PlusFunction, PlusOpcode, UserdataType};
@@ -14,20 +16,34 @@ pub fn observe(ev: &Event) -> Option<Observation> {
     let mut o = observe_pdu(ev)?;
     o.identity = identity(ev);
     o.src_mac = ev.src_mac.map(|m| m.0);
-    // The event's ports go from its `src_ip` to its `dst_ip`; the observation's from `src()` to
-    // `dst()`: the same two ends, in the same order or the other.
-    let sender_first = ev.src_ip == o.src();
+    o.ports = ports(
+        (ev.src_ip, ev.src_port),
+        (ev.dst_ip, ev.dst_port),
+        ev.transport,
+        o.src(),
+    );
+    Some(o)
+}
+
+/// An observation's ports, from `obs_src` ([`Observation::src`]) to its other end, for a PDU
+/// sent from `src` to `dst` over `transport`: the same two ends, in the same order or the
+/// other.
+pub fn ports(
+    src: (IpAddr, u16),
+    dst: (IpAddr, u16),
+    transport: &str,
+    obs_src: IpAddr,
+) -> Option<otwatch_models::Ports> {
     let ports = otwatch_models::Ports {
-        src: ev.src_port,
-        dst: ev.dst_port,
-        udp: ev.transport == "udp",
+        src: src.1,
+        dst: dst.1,
+        udp: transport == "udp",
     };
-    o.ports = match ev.transport {
-        "tcp" | "udp" if sender_first => Some(ports),
+    match transport {
+        "tcp" | "udp" if src.0 == obs_src => Some(ports),
         "tcp" | "udp" => Some(ports.reversed()),
         _ => None,
-    };
-    Some(o)
+    }
 }
 
 fn observe_pdu(ev: &Event) -> Option<Observation> {
@@ -66,11 +82,20 @@ fn observe_pdu(ev: &Event) -> Option<Observation> {
                 kind,
                 u32::from(m.function_code),
             );
-            modbus(m, &mut o);
+            let values: AccessValues = match &m.values {
+                Some(Values::Registers(r)) => r.iter().map(|&v| f64::from(v)).collect(),
+                Some(Values::Bits(b)) => b.iter().map(|&v| f64::from(u8::from(v))).collect(),
+                None => AccessValues::new(),
+            };
+            modbus(m, values, &mut o);
             Some(o)
         }
         Pdu::Dnp3(d) => dnp3(d, ev, base),
-        Pdu::S7comm(s) => Some(s7(s, base(Proto::S7comm, 0, kind, 0))),
+        Pdu::S7comm(s) => {
+            let items: smallvec::SmallVec<[S7ItemView<'_>; 4]> =
+                s.items.iter().map(S7ItemView::of).collect();
+            Some(s7(s, &items, base(Proto::S7comm, 0, kind, 0)))
+        }
         Pdu::S7commplus(p) => s7plus(p, base(Proto::S7commplus, 0, kind, 0)),
         Pdu::Cotp(_) => None,
         Pdu::Iec104(p) => crate::dissect::iec104::observe(p, request, base),
@@ -82,7 +107,9 @@ fn observe_pdu(ev: &Event) -> Option<Observation> {
     }
 }
 
-fn modbus(m: &ModbusEvent, o: &mut Observation) {
+/// A Modbus PDU's observation from its event object, `values` being the values it carries
+/// (the event's, or the parser's when the dissector builds the observation itself).
+pub(crate) fn modbus(m: &ModbusEvent, values: AccessValues, o: &mut Observation) {
     o.function_name = m.function;
     o.corr = Some(u32::from(m.transaction_id));
     o.latency = m.response_time;
@@ -99,11 +126,6 @@ fn modbus(m: &ModbusEvent, o: &mut Observation) {
     if o.exception || m.error.is_some() {
         return;
     }
-    let values: AccessValues = match &m.values {
-        Some(Values::Registers(r)) => r.iter().map(|&v| f64::from(v)).collect(),
-        Some(Values::Bits(b)) => b.iter().map(|&v| f64::from(u8::from(v))).collect(),
-        None => AccessValues::new(),
-    };
     let space = match fc {
         1 | 5 | 15 => 0,
         2 => 1,
@@ -164,20 +186,27 @@ fn modbus(m: &ModbusEvent, o: &mut Observation) {
     });
 }
 
-/// Modbus device identification (43/14) objects, joined: vendor, product code, revision.
-fn modbus_identity(m: &ModbusEvent) -> Option<String> {
-    let objs = m.objects.as_ref()?;
-    let parts: Vec<&str> = objs
-        .iter()
-        .filter(|o| o.id <= 2)
-        .map(|o| o.value.as_str())
-        .collect();
-    (!parts.is_empty()).then(|| parts.join(" "))
+/// Modbus device identification (43/14) objects, by id and value, joined: vendor, product
+/// code, revision.
+pub(crate) fn modbus_identity<S: AsRef<str>>(
+    objects: impl Iterator<Item = (u8, S)>,
+) -> Option<String> {
+    let parts: Vec<S> = objects.filter(|(id, _)| *id <= 2).map(|(_, v)| v).collect();
+    (!parts.is_empty()).then(|| {
+        parts
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<&str>>()
+            .join(" ")
+    })
 }
 
 fn identity(ev: &Event) -> Option<String> {
     let u = match &ev.pdu {
-        Pdu::Modbus(m) => return modbus_identity(m),
+        Pdu::Modbus(m) => {
+            let objects = m.objects.as_ref()?;
+            return modbus_identity(objects.iter().map(|o| (o.id, o.value.as_str())));
+        }
         // A routed reply's identity is a module's behind the device: not the asset's.
         Pdu::Enip(e) => {
             return e
@@ -330,7 +359,40 @@ fn dnp3(
     Some(o)
 }
 
-fn s7(s: &S7Event, mut o: Observation) -> Observation {
+/// What detection reads of an S7 item: its address, its return code, and its data (the first
+/// [`crate::dissect::s7::MAX_VALUE_BYTES`], as an event shows them).
+pub(crate) struct S7ItemView<'a> {
+    pub area: Option<u8>,
+    pub db: Option<u16>,
+    pub address: Option<u32>,
+    pub bit: Option<u8>,
+    pub transport_size: Option<u8>,
+    pub length: Option<u32>,
+    pub dbread: &'a [crate::dissect::s7::S7DbRead],
+    pub return_code: Option<u8>,
+    pub bytes: &'a [u8],
+}
+
+impl<'a> S7ItemView<'a> {
+    /// An event's item.
+    pub fn of(item: &'a crate::dissect::s7::S7Item) -> Self {
+        S7ItemView {
+            area: item.area,
+            db: item.db,
+            address: item.address,
+            bit: item.bit,
+            transport_size: item.transport_size,
+            length: item.length,
+            dbread: &item.dbread,
+            return_code: item.return_code,
+            bytes: item.value.as_ref().map_or(&[], |h| &h.0),
+        }
+    }
+}
+
+/// An S7comm PDU's observation from its event object, whose items are `items` (the event's,
+/// or the parser's when the dissector builds the observation itself).
+pub(crate) fn s7(s: &S7Event, items: &[S7ItemView<'_>], mut o: Observation) -> Observation {
     o.corr = Some(u32::from(s.pdu_ref));
     o.malformed = s.error;
     match &s.userdata {
@@ -359,7 +421,7 @@ fn s7(s: &S7Event, mut o: Observation) -> Observation {
     // 0x00 in its place (Wireshark: "Reserved (0x00)"), which is no error.
     o.exception = s.error_class.is_some_and(|c| c != 0)
         || !request
-            && s.items
+            && items
                 .iter()
                 .any(|i| i.return_code.is_some_and(|r| r != 0xff));
     let f = s.function.unwrap_or(0);
@@ -385,8 +447,8 @@ fn s7(s: &S7Event, mut o: Observation) -> Observation {
     if !request && write {
         return o;
     }
-    o.accesses.reserve(s.items.len());
-    for item in &s.items {
+    o.accesses.reserve(items.len());
+    for item in items {
         s7_item(item, write, &mut o.accesses);
     }
     o
@@ -395,7 +457,7 @@ fn s7(s: &S7Event, mut o: Observation) -> Observation {
 /// One S7 item as accesses: bits by bit address (`byte * 8 + bit`), other transport sizes by
 /// byte address, one access per element with its decoded value (BYTE/CHAR, WORD, INT, DWORD,
 /// DINT, REAL); bytes read are one access for the run.
-fn s7_item(item: &crate::dissect::s7::S7Item, write: bool, out: &mut Accesses) {
+fn s7_item(item: &S7ItemView<'_>, write: bool, out: &mut Accesses) {
     if !item.dbread.is_empty() {
         return dbread(item, out);
     }
@@ -403,7 +465,7 @@ fn s7_item(item: &crate::dissect::s7::S7Item, write: bool, out: &mut Accesses) {
         return;
     };
     let space = u32::from(area) << 16 | u32::from(item.db.unwrap_or(0));
-    let bytes: &[u8] = item.value.as_ref().map_or(&[], |h| &h.0);
+    let bytes = item.bytes;
     let length = item.length.unwrap_or(1).max(1);
     let transport = item.transport_size.unwrap_or(2);
     if transport == 1 {
@@ -484,11 +546,11 @@ fn s7_item(item: &crate::dissect::s7::S7Item, write: bool, out: &mut Accesses) {
 
 /// A DBREAD item (read only): one access per area, a DB's bytes from its start address, with
 /// the response's bytes shared out to the areas in order (as BYTE reads: one point per byte).
-fn dbread(item: &crate::dissect::s7::S7Item, out: &mut Accesses) {
+fn dbread(item: &S7ItemView<'_>, out: &mut Accesses) {
     /// Area code of data blocks, as an S7ANY address of a DB gives it.
     const DB_AREA: u32 = 0x84;
-    let mut bytes: &[u8] = item.value.as_ref().map_or(&[], |h| &h.0);
-    for a in &item.dbread {
+    let mut bytes = item.bytes;
+    for a in item.dbread {
         let count = u32::from(a.length).max(1);
         let (mine, rest) = bytes.split_at(bytes.len().min(usize::from(a.length)));
         bytes = rest;

@@ -13,8 +13,9 @@ pub use registry::{Dissector, ProtoId, ProtoSpec, PROTOCOLS};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::event::{Event, EventSink, Timestamp};
+use crate::event::{Event, EventSink, FlushKey, Timestamp};
 use crate::stats::Stats;
+use otwatch_models::{Channel, Kind, Observation, Proto};
 
 /// Bytes as lowercase hex, for event fields that carry raw data.
 pub(crate) fn hex(data: &[u8]) -> String {
@@ -73,20 +74,30 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The sender's and the receiver's ends of a PDU travelling in `dir`.
+    fn ends(&self, dir: Dir) -> ((IpAddr, u16), (IpAddr, u16)) {
+        match dir {
+            Dir::ToServer => (self.endpoints.client, self.endpoints.server),
+            Dir::ToClient => (self.endpoints.server, self.endpoints.client),
+        }
+    }
+
+    /// The Ethernet addresses of a PDU sent from `src`: the packet that completed the PDU was
+    /// sent by the PDU's sender, except when a flow's end flushes data (then the addresses are
+    /// the other way round).
+    fn macs_from(&self, src: IpAddr) -> Option<(crate::event::Mac, crate::event::Mac)> {
+        self.macs
+            .map(|(ip, s, d)| if ip == src { (s, d) } else { (d, s) })
+    }
+
     /// An event skeleton for a PDU travelling in `dir`, completed by the current packet.
     pub fn event(&self, proto: &'static str, dir: Dir) -> Event {
-        let (src, dst, direction) = match dir {
-            Dir::ToServer => (
-                self.endpoints.client,
-                self.endpoints.server,
-                crate::event::Direction::Request,
-            ),
-            Dir::ToClient => (
-                self.endpoints.server,
-                self.endpoints.client,
-                crate::event::Direction::Response,
-            ),
+        let (src, dst) = self.ends(dir);
+        let direction = match dir {
+            Dir::ToServer => crate::event::Direction::Request,
+            Dir::ToClient => crate::event::Direction::Response,
         };
+        let macs = self.macs_from(src.0);
         Event {
             ts: Timestamp(self.ts_nanos),
             source: Arc::clone(self.source),
@@ -98,10 +109,8 @@ impl Ctx<'_> {
             dst_ip: dst.0,
             dst_port: dst.1,
             direction,
-            // The packet that completed the PDU was sent by the PDU's sender, except when a
-            // flow's end flushes data (then the addresses are the other way round).
-            src_mac: self.macs.map(|(ip, s, d)| if ip == src.0 { s } else { d }),
-            dst_mac: self.macs.map(|(ip, s, d)| if ip == src.0 { d } else { s }),
+            src_mac: macs.map(|m| m.0),
+            dst_mac: macs.map(|m| m.1),
             pdu: crate::event::Pdu::Conversation {
                 udp: self.endpoints.transport == "udp",
             },
@@ -111,6 +120,65 @@ impl Ctx<'_> {
     /// Emit an event and count it.
     pub fn emit(&mut self, event: Event) {
         self.sink.emit(event);
+        self.stats.events += 1;
+    }
+
+    /// Whether a PDU's record is wanted at all: its event or its observation.
+    pub fn wants_records(&self) -> bool {
+        self.sink.wants_events()
+    }
+
+    /// Whether the sink reads observations (detection, per-channel metrics).
+    pub fn wants_observations(&self) -> bool {
+        self.sink.wants_observations()
+    }
+
+    /// Whether the sink reads the events themselves (an events output).
+    pub fn wants_event_out(&self) -> bool {
+        self.sink.wants_event_out()
+    }
+
+    /// The observation of a PDU travelling in `dir`, as
+    /// [`crate::detection::observe::observe`] makes it from the event's header: the dissector
+    /// fills in the rest, then hands it to [`Ctx::emit_observed`].
+    pub fn observation(&self, proto: Proto, unit: u32, dir: Dir, function: u32) -> Observation {
+        let kind = match dir {
+            Dir::ToServer => Kind::Request,
+            Dir::ToClient => Kind::Response,
+        };
+        let channel = Channel {
+            proto,
+            client: self.endpoints.client.0,
+            server: self.endpoints.server.0,
+            unit,
+        };
+        Observation::new(
+            self.ts_nanos,
+            Arc::clone(self.source),
+            self.frame,
+            channel,
+            kind,
+            function,
+        )
+    }
+
+    /// A PDU travelling in `dir` whose observation the dissector built from the parser's
+    /// records ([`Ctx::observation`]), and its event if an events output reads it; counted as
+    /// one event, as [`Ctx::emit`] counts one.
+    pub fn emit_observed(&mut self, dir: Dir, obs: Option<Observation>, event: Option<Event>) {
+        let (src, dst) = self.ends(dir);
+        let obs = obs.map(|mut o| {
+            o.src_mac = self.macs_from(src.0).map(|m| m.0 .0);
+            o.ports = crate::detection::observe::ports(src, dst, self.endpoints.transport, o.src());
+            o
+        });
+        let key = FlushKey {
+            ts: self.ts_nanos,
+            frame: self.frame,
+            src,
+            dst,
+        };
+        self.sink.pdu(key, obs, event);
         self.stats.events += 1;
     }
 }

@@ -17,6 +17,8 @@ use otwatch_parsers::modbus::{
 
 use super::{hex, Ctx, Dir};
 use crate::event::{DeviceIdObject, Event, FileRecord, ModbusEvent, Values};
+use otwatch_models::{AccessValues, Observation};
+use otwatch_parsers::modbus::{Bits, Registers};
 
 /// Requests remembered per flow while waiting for their response. Modbus/TCP clients pipeline a
 /// handful at most; the oldest is forgotten (and counted) beyond this.
@@ -207,16 +209,18 @@ impl ModbusFlow {
                     }
                     Dir::ToClient => self.take_pending(ctx, &adu.header, fc),
                 };
-                if ctx.sink.wants_events() {
+                if !ctx.wants_records() {
+                } else if !ctx.wants_event_out() && ctx.wants_observations() {
+                    // Detection without an events output: the observation straight from the
+                    // parser's record, without the event's values, strings and lists.
+                    let o = observation(ctx, dir, adu, &pdu, pending.as_ref());
+                    ctx.emit_observed(dir, Some(o), None);
+                } else {
                     let mut ev = ctx.event("modbus", dir);
-                    ev.pdu = crate::event::Pdu::Modbus(build_event(
-                        adu,
-                        &pdu,
-                        pending.as_ref(),
-                        ctx.ts_nanos,
-                    ));
-                    ctx.sink.emit(ev);
-                    ctx.stats.events += 1;
+                    let mut m = build_event(adu, &pdu, pending.as_ref(), ctx.ts_nanos, true);
+                    m.values = carried(&pdu, pending.as_ref()).map(Carried::values);
+                    ev.pdu = crate::event::Pdu::Modbus(m);
+                    ctx.emit(ev);
                 }
             }
             Err(err) => {
@@ -348,11 +352,91 @@ fn device_object_name(id: u8) -> Option<&'static str> {
     })
 }
 
+/// The values a PDU carries, read from the packet: registers, or coils and discrete inputs.
+enum Carried<'a> {
+    Registers(Registers<'a>),
+    Bits(Bits<'a>),
+    Register(u16),
+    Coil(bool),
+}
+
+/// What `pdu` carries (a bit read response's bits narrowed to its request's quantity).
+fn carried<'a>(pdu: &ModbusPdu<'a>, req: Option<&Pending>) -> Option<Carried<'a>> {
+    Some(match pdu.body {
+        PduBody::ReadBitsResponse { bits } => Carried::Bits(match req.and_then(|r| r.quantity) {
+            Some(q) => bits.with_count(usize::from(q)),
+            None => bits,
+        }),
+        PduBody::ReadRegistersResponse { registers }
+        | PduBody::ReadFifoQueueResponse { registers }
+        | PduBody::WriteMultipleRegistersRequest { registers, .. }
+        | PduBody::ReadWriteMultipleRequest { registers, .. } => Carried::Registers(registers),
+        PduBody::WriteMultipleCoilsRequest { bits, .. } => Carried::Bits(bits),
+        PduBody::WriteSingleCoil { value, .. } => Carried::Coil(value == modbus::COIL_ON),
+        PduBody::WriteSingleRegister { value, .. } => Carried::Register(value),
+        _ => return None,
+    })
+}
+
+impl Carried<'_> {
+    /// As an event has them.
+    fn values(self) -> Values {
+        match self {
+            Carried::Registers(r) => Values::Registers(r.iter().collect()),
+            Carried::Bits(b) => Values::Bits(b.iter().collect()),
+            Carried::Register(v) => Values::Registers(vec![v]),
+            Carried::Coil(v) => Values::Bits(vec![v]),
+        }
+    }
+
+    /// As an observation has them.
+    fn numbers(self) -> AccessValues {
+        match self {
+            Carried::Registers(r) => r.iter().map(f64::from).collect(),
+            Carried::Bits(b) => b.iter().map(|v| f64::from(u8::from(v))).collect(),
+            Carried::Register(v) => smallvec::smallvec![f64::from(v)],
+            Carried::Coil(v) => smallvec::smallvec![f64::from(u8::from(v))],
+        }
+    }
+}
+
+/// The observation of a well-formed PDU, from the parser's record: what
+/// [`crate::detection::observe::observe`] makes of its event, without building the event (its
+/// values, strings and lists).
+fn observation(
+    ctx: &Ctx<'_>,
+    dir: Dir,
+    adu: &ModbusAdu<'_>,
+    pdu: &ModbusPdu<'_>,
+    req: Option<&Pending>,
+) -> Observation {
+    let m = build_event(adu, pdu, req, ctx.ts_nanos, false);
+    let mut o = ctx.observation(
+        otwatch_models::Proto::Modbus,
+        u32::from(m.unit_id),
+        dir,
+        u32::from(m.function_code),
+    );
+    let values = carried(pdu, req).map_or_else(AccessValues::new, Carried::numbers);
+    crate::detection::observe::modbus(&m, values, &mut o);
+    if let PduBody::ReadDeviceIdResponse { objects, .. } = &pdu.body {
+        o.identity = crate::detection::observe::modbus_identity(
+            objects
+                .iter()
+                .map(|ob| (ob.id, String::from_utf8_lossy(ob.value))),
+        );
+    }
+    o
+}
+
+/// A PDU's event object. `detail`: with its data as text and its lists (file records, device
+/// identification objects); values are added by the caller ([`carried`]).
 fn build_event(
     adu: &ModbusAdu<'_>,
     pdu: &ModbusPdu<'_>,
     req: Option<&Pending>,
     now: i64,
+    detail: bool,
 ) -> ModbusEvent {
     let mut ev = ModbusEvent {
         transaction_id: adu.header.transaction_id,
@@ -379,38 +463,13 @@ fn build_event(
         }
     }
     match &pdu.body {
-        PduBody::ReadBitsResponse { bits } => {
-            let bits = match req.and_then(|r| r.quantity) {
-                Some(q) => bits.with_count(usize::from(q)),
-                None => *bits,
-            };
-            ev.values = Some(Values::Bits(bits.iter().collect()));
-        }
-        PduBody::ReadRegistersResponse { registers }
-        | PduBody::ReadFifoQueueResponse { registers } => {
-            ev.values = Some(Values::Registers(registers.iter().collect()));
-        }
-        PduBody::WriteSingleCoil { value, .. } => {
-            ev.values = Some(Values::Bits(vec![*value == 0xFF00]));
-        }
-        PduBody::WriteSingleRegister { value, .. } => {
-            ev.values = Some(Values::Registers(vec![*value]));
-        }
-        PduBody::WriteMultipleCoilsRequest { bits, .. } => {
-            ev.values = Some(Values::Bits(bits.iter().collect()));
-        }
-        PduBody::WriteMultipleRegistersRequest { registers, .. } => {
-            ev.values = Some(Values::Registers(registers.iter().collect()));
-        }
         PduBody::ReadWriteMultipleRequest {
             write_address,
             write_quantity,
-            registers,
             ..
         } => {
             ev.write_address = Some(*write_address);
             ev.write_quantity = Some(*write_quantity);
-            ev.values = Some(Values::Registers(registers.iter().collect()));
         }
         PduBody::MaskWriteRegister {
             and_mask, or_mask, ..
@@ -422,7 +481,7 @@ fn build_event(
         PduBody::Diagnostics { subfunction, data } => {
             ev.subfunction = Some(subfunction.0);
             ev.subfunction_name = subfunction.name();
-            ev.data = Some(hex(data));
+            ev.data = detail.then(|| hex(data));
         }
         PduBody::CommEventCounterResponse {
             status,
@@ -440,12 +499,12 @@ fn build_event(
             ev.status = Some(*status);
             ev.event_count = Some(*event_count);
             ev.message_count = Some(*message_count);
-            ev.data = Some(hex(events));
+            ev.data = detail.then(|| hex(events));
         }
         PduBody::ReportServerIdResponse { data } | PduBody::Other { data } => {
-            ev.data = Some(hex(data))
+            ev.data = detail.then(|| hex(data))
         }
-        PduBody::ReadFileRecordRequest { records } => {
+        PduBody::ReadFileRecordRequest { records } if detail => {
             ev.file_records = Some(
                 records
                     .iter()
@@ -458,7 +517,7 @@ fn build_event(
                     .collect(),
             );
         }
-        PduBody::ReadFileRecordResponse { records } => {
+        PduBody::ReadFileRecordResponse { records } if detail => {
             ev.file_records = Some(
                 records
                     .iter()
@@ -471,7 +530,7 @@ fn build_event(
                     .collect(),
             );
         }
-        PduBody::WriteFileRecord { records } => {
+        PduBody::WriteFileRecord { records } if detail => {
             ev.file_records = Some(
                 records
                     .iter()
@@ -504,7 +563,7 @@ fn build_event(
             ev.conformity_level = Some(*conformity_level);
             ev.more_follows = Some(*more_follows);
             ev.object_id = Some(*next_object_id);
-            ev.objects = Some(
+            ev.objects = detail.then(|| {
                 objects
                     .iter()
                     .map(|o| DeviceIdObject {
@@ -512,12 +571,12 @@ fn build_event(
                         name: device_object_name(o.id),
                         value: String::from_utf8_lossy(o.value).into_owned(),
                     })
-                    .collect(),
-            );
+                    .collect()
+            });
         }
         PduBody::EncapsulatedOther { mei_type, data } => {
             ev.mei_type = Some(*mei_type);
-            ev.data = Some(hex(data));
+            ev.data = detail.then(|| hex(data));
         }
         _ => {}
     }

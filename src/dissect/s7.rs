@@ -432,6 +432,12 @@ impl S7Flow {
         if !ctx.sink.wants_events() {
             return;
         }
+        if !ctx.wants_event_out() && ctx.wants_observations() {
+            if let Some(o) = self.var_observation(ctx, dir, pdu) {
+                ctx.emit_observed(dir, Some(o), None);
+                return;
+            }
+        }
         // Item values only when something reads them (per-channel metrics need the addresses).
         let detail = ctx.sink.wants_detail();
         let mut ev = S7Event {
@@ -546,6 +552,103 @@ impl S7Flow {
         let mut event = ctx.event("s7comm", dir);
         event.pdu = crate::event::Pdu::S7comm(ev);
         ctx.emit(event);
+    }
+
+    /// The observation of a read or write job or of its ack, straight from the parser's items
+    /// (detection without an events output): what detection makes of the event, without
+    /// building the event's items. Jobs are remembered and taken as for the event. `None`, and
+    /// nothing done, for other PDUs.
+    fn var_observation(
+        &mut self,
+        ctx: &Ctx<'_>,
+        dir: Dir,
+        pdu: &S7Pdu<'_>,
+    ) -> Option<otwatch_models::Observation> {
+        use crate::detection::observe::{s7 as observe_s7, S7ItemView};
+        type Views<'v> = smallvec::SmallVec<[S7ItemView<'v>; 4]>;
+        let h = &pdu.header;
+        let function = pdu.function();
+        let head = S7Event {
+            rosctr: h.rosctr.0,
+            pdu_ref: h.pdu_ref,
+            function: function.map(|f| f.0),
+            function_name: function.and_then(|f| f.name()),
+            error_class: h.error.map(|e| e.class.0),
+            ..Default::default()
+        };
+        let detail = ctx.sink.wants_detail();
+        let shown = |data: &'_ [u8]| -> usize {
+            if detail {
+                data.len().min(MAX_VALUE_BYTES)
+            } else {
+                0
+            }
+        };
+        let base = ctx.observation(otwatch_models::Proto::S7comm, 0, dir, 0);
+        let none = S7Item::default();
+        match &pdu.body {
+            S7Body::ReadVarRequest { items } => {
+                let job = items
+                    .iter()
+                    .take(MAX_ITEMS_PER_EVENT)
+                    .map(|s| spec_item(&s))
+                    .collect_items();
+                let views: Views<'_> = job.iter().map(S7ItemView::of).collect();
+                let o = observe_s7(&head, &views, base);
+                drop(views);
+                self.remember(h.pdu_ref, ctx.frame, job);
+                Some(o)
+            }
+            S7Body::WriteVarRequest { items, values } => {
+                let job = items
+                    .iter()
+                    .zip(values.iter())
+                    .take(MAX_ITEMS_PER_EVENT)
+                    .map(|(s, _)| spec_item(&s))
+                    .collect_items();
+                let views: Views<'_> = job
+                    .iter()
+                    .zip(values.iter())
+                    .map(|(a, v)| S7ItemView {
+                        return_code: Some(v.return_code.0),
+                        bytes: &v.data[..shown(v.data)],
+                        ..S7ItemView::of(a)
+                    })
+                    .collect();
+                let o = observe_s7(&head, &views, base);
+                drop(views);
+                self.remember(h.pdu_ref, ctx.frame, job);
+                Some(o)
+            }
+            S7Body::ReadVarResponse { items } => {
+                let job = self.take(h.pdu_ref);
+                let views: Views<'_> = items
+                    .iter()
+                    .take(MAX_ITEMS_PER_EVENT)
+                    .enumerate()
+                    .map(|(i, v)| S7ItemView {
+                        return_code: Some(v.return_code.0),
+                        bytes: &v.data[..shown(v.data)],
+                        ..S7ItemView::of(job.as_ref().and_then(|j| j.items.get(i)).unwrap_or(&none))
+                    })
+                    .collect();
+                Some(observe_s7(&head, &views, base))
+            }
+            S7Body::WriteVarResponse { return_codes } => {
+                let job = self.take(h.pdu_ref);
+                let views: Views<'_> = return_codes
+                    .iter()
+                    .take(MAX_ITEMS_PER_EVENT)
+                    .enumerate()
+                    .map(|(i, rc)| S7ItemView {
+                        return_code: Some(rc.0),
+                        ..S7ItemView::of(job.as_ref().and_then(|j| j.items.get(i)).unwrap_or(&none))
+                    })
+                    .collect();
+                Some(observe_s7(&head, &views, base))
+            }
+            _ => None,
+        }
     }
 
     /// An SZL response split over several PDUs (same data unit reference, "last data unit"

@@ -201,6 +201,27 @@ pub fn corpus_dir() -> Option<PathBuf> {
     }
 }
 
+/// The captures under `dir`, at any depth, whose names end in one of `extensions`, sorted.
+pub fn captures_under(dir: &Path, extensions: &[&str]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read corpus dir").flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p
+                .extension()
+                .is_some_and(|e| extensions.iter().any(|x| e == *x))
+            {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Whether tshark runs here; reports the skip when it does not.
 pub fn tshark_or_skip() -> bool {
     let ok = std::process::Command::new("tshark")

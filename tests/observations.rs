@@ -1,0 +1,126 @@
+//! Dissectors that build observations straight from the parser's records (Modbus, S7comm
+//! reads and writes: detection without an events output) give exactly the observations that
+//! detection makes from the same PDUs' events, in the same order: on the fixtures always, and
+//! on every corpus capture when OTWATCH_CORPUS is set.
+
+mod common;
+
+use std::path::Path;
+
+use otwatch::detection::observe::observe;
+use otwatch::event::{Event, EventSink, FlushKey};
+use otwatch::pipeline::Pipeline;
+use otwatch::replay::replay;
+use otwatch_models::Observation;
+
+/// Keeps every observation, as text. With `events`, it asks for the events (with their
+/// details) and makes the observations from them; without, the dissectors that can hand it
+/// observations of their own do.
+struct Observations {
+    events: bool,
+    seen: Vec<String>,
+    /// Observations handed over by their dissectors.
+    direct: usize,
+}
+
+impl Observations {
+    fn keep(&mut self, o: &Observation) {
+        self.seen.push(format!("{o:?}"));
+    }
+}
+
+impl EventSink for Observations {
+    fn emit(&mut self, event: Event) {
+        if let Some(o) = observe(&event) {
+            self.keep(&o);
+        }
+    }
+
+    fn pdu(&mut self, _key: FlushKey, obs: Option<Observation>, event: Option<Event>) {
+        assert!(
+            event.is_none() || self.events,
+            "an event nobody asked for was built"
+        );
+        assert!(
+            !self.events,
+            "a dissector built its own observation although the events were asked for"
+        );
+        if let Some(o) = obs {
+            self.direct += 1;
+            self.keep(&o);
+        }
+    }
+
+    fn wants_events(&self) -> bool {
+        true
+    }
+    fn wants_detail(&self) -> bool {
+        true
+    }
+    fn wants_observations(&self) -> bool {
+        true
+    }
+    fn wants_event_out(&self) -> bool {
+        self.events
+    }
+}
+
+/// The observations of `file` made from events, and those of the direct path, and how many
+/// came by the direct path.
+fn both(file: &Path) -> (Vec<String>, Vec<String>, usize) {
+    let files = [file.to_path_buf()];
+    let mut from_events = Observations {
+        events: true,
+        seen: Vec::new(),
+        direct: 0,
+    };
+    replay(&files, &mut from_events, &mut Pipeline::new());
+    let mut direct = Observations {
+        events: false,
+        seen: Vec::new(),
+        direct: 0,
+    };
+    replay(&files, &mut direct, &mut Pipeline::new());
+    (from_events.seen, direct.seen, direct.direct)
+}
+
+fn check(file: &Path) -> usize {
+    let (from_events, direct, n) = both(file);
+    assert_eq!(
+        from_events.len(),
+        direct.len(),
+        "{file:?}: as many observations"
+    );
+    for (i, (a, b)) in from_events.iter().zip(&direct).enumerate() {
+        assert_eq!(a, b, "{file:?}: observation {i}");
+    }
+    n
+}
+
+#[test]
+fn direct_observations_are_those_of_the_events_on_the_fixtures() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    for (name, direct) in [
+        ("modbus_example.pcap", true),
+        ("modbus.pcap", true),
+        ("s7ident.pcap", true),
+        ("s7comm_downloading_block_db1.pcap", false),
+        ("dnp3_example.pcap", false),
+        ("s7comm_plus.pcap", true),
+    ] {
+        let n = check(&dir.join(name));
+        // The comparison must have compared something the direct path made.
+        assert_eq!(n > 0, direct, "{name}: {n} observations made directly");
+    }
+}
+
+#[test]
+fn direct_observations_are_those_of_the_events_on_the_corpus() {
+    let Some(dir) = common::corpus_dir() else {
+        return;
+    };
+    let files = common::captures_under(&dir, &["pcap", "pcapng"]);
+    assert!(files.len() > 50);
+    let direct: usize = files.iter().map(|f| check(f)).sum();
+    assert!(direct > 10_000, "{direct} observations made directly");
+}
