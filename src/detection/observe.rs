@@ -92,9 +92,9 @@ fn observe_pdu(ev: &Event) -> Option<Observation> {
         }
         Pdu::Dnp3(d) => dnp3(d, ev, base),
         Pdu::S7comm(s) => {
-            let items: smallvec::SmallVec<[S7ItemView<'_>; 4]> =
-                s.items.iter().map(S7ItemView::of).collect();
-            Some(s7(s, &items, base(Proto::S7comm, 0, kind, 0)))
+            let mut o = base(Proto::S7comm, 0, kind, 0);
+            s7(s, s.items.iter().map(S7ItemView::of), &mut o);
+            Some(o)
         }
         Pdu::S7commplus(p) => s7plus(p, base(Proto::S7commplus, 0, kind, 0)),
         Pdu::Cotp(_) => None,
@@ -392,7 +392,11 @@ impl<'a> S7ItemView<'a> {
 
 /// An S7comm PDU's observation from its event object, whose items are `items` (the event's,
 /// or the parser's when the dissector builds the observation itself).
-pub(crate) fn s7(s: &S7Event, items: &[S7ItemView<'_>], mut o: Observation) -> Observation {
+pub(crate) fn s7<'a>(
+    s: &S7Event,
+    items: impl Iterator<Item = S7ItemView<'a>> + Clone,
+    o: &mut Observation,
+) {
     o.corr = Some(u32::from(s.pdu_ref));
     o.malformed = s.error;
     match &s.userdata {
@@ -405,7 +409,7 @@ pub(crate) fn s7(s: &S7Event, items: &[S7ItemView<'_>], mut o: Observation) -> O
                 _ => Kind::Response,
             };
             o.exception = u.error_code.is_some_and(|e| e != 0);
-            return o;
+            return;
         }
         None => {
             o.function = u32::from(s.function.unwrap_or(0));
@@ -422,7 +426,7 @@ pub(crate) fn s7(s: &S7Event, items: &[S7ItemView<'_>], mut o: Observation) -> O
     o.exception = s.error_class.is_some_and(|c| c != 0)
         || !request
             && items
-                .iter()
+                .clone()
                 .any(|i| i.return_code.is_some_and(|r| r != 0xff));
     let f = s.function.unwrap_or(0);
     o.write = request && matches!(f, 0x05 | 0x1a..=0x1c | 0x28 | 0x29);
@@ -440,18 +444,17 @@ pub(crate) fn s7(s: &S7Event, items: &[S7ItemView<'_>], mut o: Observation) -> O
         };
     }
     if !matches!(f, 0x04 | 0x05) || o.exception {
-        return o;
+        return;
     }
     let write = f == 0x05;
     // Ack to a write: the job already told what was written.
     if !request && write {
-        return o;
+        return;
     }
-    o.accesses.reserve(items.len());
+    o.accesses.reserve(items.size_hint().0);
     for item in items {
-        s7_item(item, write, &mut o.accesses);
+        s7_item(&item, write, &mut o.accesses);
     }
-    o
 }
 
 /// One S7 item as accesses: bits by bit address (`byte * 8 + bit`), other transport sizes by

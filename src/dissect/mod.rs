@@ -165,13 +165,13 @@ impl Ctx<'_> {
     /// A PDU travelling in `dir` whose observation the dissector built from the parser's
     /// records ([`Ctx::observation`]), and its event if an events output reads it; counted as
     /// one event, as [`Ctx::emit`] counts one.
-    pub fn emit_observed(&mut self, dir: Dir, obs: Option<Observation>, event: Option<Event>) {
+    pub fn emit_observed(&mut self, dir: Dir, mut obs: Option<Observation>, event: Option<Event>) {
         let (src, dst) = self.ends(dir);
-        let obs = obs.map(|mut o| {
+        // Completed where it lies: an observation is large, and every move is a copy.
+        if let Some(o) = &mut obs {
             o.src_mac = self.macs_from(src.0).map(|m| m.0 .0);
             o.ports = crate::detection::observe::ports(src, dst, self.endpoints.transport, o.src());
-            o
-        });
+        }
         let key = FlushKey {
             ts: self.ts_nanos,
             frame: self.frame,

@@ -433,8 +433,9 @@ impl S7Flow {
             return;
         }
         if !ctx.wants_event_out() && ctx.wants_observations() {
-            if let Some(o) = self.var_observation(ctx, dir, pdu) {
-                ctx.emit_observed(dir, Some(o), None);
+            let obs = self.var_observation(ctx, dir, pdu);
+            if obs.is_some() {
+                ctx.emit_observed(dir, obs, None);
                 return;
             }
         }
@@ -565,7 +566,15 @@ impl S7Flow {
         pdu: &S7Pdu<'_>,
     ) -> Option<otwatch_models::Observation> {
         use crate::detection::observe::{s7 as observe_s7, S7ItemView};
-        type Views<'v> = smallvec::SmallVec<[S7ItemView<'v>; 4]>;
+        if !matches!(
+            pdu.body,
+            S7Body::ReadVarRequest { .. }
+                | S7Body::WriteVarRequest { .. }
+                | S7Body::ReadVarResponse { .. }
+                | S7Body::WriteVarResponse { .. }
+        ) {
+            return None;
+        }
         let h = &pdu.header;
         let function = pdu.function();
         let head = S7Event {
@@ -584,7 +593,7 @@ impl S7Flow {
                 0
             }
         };
-        let base = ctx.observation(otwatch_models::Proto::S7comm, 0, dir, 0);
+        let mut o = ctx.observation(otwatch_models::Proto::S7comm, 0, dir, 0);
         let none = S7Item::default();
         match &pdu.body {
             S7Body::ReadVarRequest { items } => {
@@ -593,9 +602,7 @@ impl S7Flow {
                     .take(MAX_ITEMS_PER_EVENT)
                     .map(|s| spec_item(&s))
                     .collect_items();
-                let views: Views<'_> = job.iter().map(S7ItemView::of).collect();
-                let o = observe_s7(&head, &views, base);
-                drop(views);
+                observe_s7(&head, job.iter().map(S7ItemView::of), &mut o);
                 self.remember(h.pdu_ref, ctx.frame, job);
                 Some(o)
             }
@@ -606,23 +613,18 @@ impl S7Flow {
                     .take(MAX_ITEMS_PER_EVENT)
                     .map(|(s, _)| spec_item(&s))
                     .collect_items();
-                let views: Views<'_> = job
-                    .iter()
-                    .zip(values.iter())
-                    .map(|(a, v)| S7ItemView {
-                        return_code: Some(v.return_code.0),
-                        bytes: &v.data[..shown(v.data)],
-                        ..S7ItemView::of(a)
-                    })
-                    .collect();
-                let o = observe_s7(&head, &views, base);
-                drop(views);
+                let views = job.iter().zip(values.iter()).map(|(a, v)| S7ItemView {
+                    return_code: Some(v.return_code.0),
+                    bytes: &v.data[..shown(v.data)],
+                    ..S7ItemView::of(a)
+                });
+                observe_s7(&head, views, &mut o);
                 self.remember(h.pdu_ref, ctx.frame, job);
                 Some(o)
             }
             S7Body::ReadVarResponse { items } => {
                 let job = self.take(h.pdu_ref);
-                let views: Views<'_> = items
+                let views = items
                     .iter()
                     .take(MAX_ITEMS_PER_EVENT)
                     .enumerate()
@@ -630,22 +632,22 @@ impl S7Flow {
                         return_code: Some(v.return_code.0),
                         bytes: &v.data[..shown(v.data)],
                         ..S7ItemView::of(job.as_ref().and_then(|j| j.items.get(i)).unwrap_or(&none))
-                    })
-                    .collect();
-                Some(observe_s7(&head, &views, base))
+                    });
+                observe_s7(&head, views, &mut o);
+                Some(o)
             }
             S7Body::WriteVarResponse { return_codes } => {
                 let job = self.take(h.pdu_ref);
-                let views: Views<'_> = return_codes
+                let views = return_codes
                     .iter()
                     .take(MAX_ITEMS_PER_EVENT)
                     .enumerate()
                     .map(|(i, rc)| S7ItemView {
                         return_code: Some(rc.0),
                         ..S7ItemView::of(job.as_ref().and_then(|j| j.items.get(i)).unwrap_or(&none))
-                    })
-                    .collect();
-                Some(observe_s7(&head, &views, base))
+                    });
+                observe_s7(&head, views, &mut o);
+                Some(o)
             }
             _ => None,
         }

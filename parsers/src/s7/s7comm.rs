@@ -752,7 +752,9 @@ impl<'a> ReturnCodes<'a> {
         self.0.is_empty()
     }
 
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = ReturnCode> + DoubleEndedIterator + 'a {
+    pub fn iter(
+        &self,
+    ) -> impl ExactSizeIterator<Item = ReturnCode> + DoubleEndedIterator + Clone + 'a {
         self.0.iter().map(|&code| ReturnCode(code))
     }
 }
