@@ -135,18 +135,93 @@ fn fragment(frame: &[u8]) -> Vec<Vec<u8>> {
 /// TCP reassembly, every dissector, and detection (learning for the first second of capture
 /// time, then detecting), with evidence recorded.
 pub fn packets(data: &[u8]) {
-    let source: Arc<str> = Arc::from("fuzz");
     let config = EngineConfig {
         learn_for: Some(1_000_000_000),
         ..EngineConfig::default()
     };
     let mut det = Detection::new(Engine::learning(config), None);
-    let mut pipeline = Pipeline::new();
     let mut inner = NullSink;
     let mut sink = DetectSink {
         detection: &mut det,
         inner: &mut inner,
     };
+    feed(data, &mut sink);
+    let _ = det.finish();
+}
+
+/// The two ways to an observation agree: the packets `data` describes (as for [`packets`])
+/// give the same observations, in the same order, when the dissectors build them from their
+/// events and when they build them from the parsers' records (no events output on).
+pub fn observations(data: &[u8]) {
+    let mut from_events = ObservationLog::new(true);
+    feed(data, &mut from_events);
+    let mut direct = ObservationLog::new(false);
+    feed(data, &mut direct);
+    assert_eq!(from_events.seen, direct.seen);
+}
+
+/// Keeps every observation a pipeline gives, as text. With `events` it asks for the events
+/// (with their details) and makes the observations from them; without, the dissectors that
+/// can build observations of their own hand them over ([`EventSink::pdu`]).
+pub struct ObservationLog {
+    events: bool,
+    pub seen: Vec<String>,
+    /// How many were handed over by their dissectors.
+    pub direct: usize,
+}
+
+impl ObservationLog {
+    pub fn new(events: bool) -> Self {
+        ObservationLog {
+            events,
+            seen: Vec::new(),
+            direct: 0,
+        }
+    }
+}
+
+impl EventSink for ObservationLog {
+    fn emit(&mut self, event: crate::event::Event) {
+        if let Some(o) = crate::detection::observe::observe(&event) {
+            self.seen.push(format!("{o:?}"));
+        }
+    }
+
+    fn pdu(
+        &mut self,
+        _key: crate::event::FlushKey,
+        obs: Option<otwatch_models::Observation>,
+        event: Option<crate::event::Event>,
+    ) {
+        assert!(
+            !self.events && event.is_none(),
+            "a dissector built its own observation although the events were asked for, or an \
+             event nobody asked for"
+        );
+        if let Some(o) = obs {
+            self.direct += 1;
+            self.seen.push(format!("{o:?}"));
+        }
+    }
+
+    fn wants_events(&self) -> bool {
+        true
+    }
+    fn wants_detail(&self) -> bool {
+        true
+    }
+    fn wants_observations(&self) -> bool {
+        true
+    }
+    fn wants_event_out(&self) -> bool {
+        self.events
+    }
+}
+
+/// The packets `data` describes, through one pipeline into `sink`, then the end of input.
+fn feed(data: &[u8], sink: &mut dyn EventSink) {
+    let source: Arc<str> = Arc::from("fuzz");
+    let mut pipeline = Pipeline::new();
     let mut seqs = [1000u32, 5000u32];
     let mut ts = 1_700_000_000_000_000_000i64;
     let mut rest = data;
@@ -163,12 +238,11 @@ pub fn packets(data: &[u8]) {
                 orig_len: f.len() as u32,
                 data: &f,
             };
-            pipeline.process(&pkt, &source, &mut sink);
+            pipeline.process(&pkt, &source, sink);
             sink.after_packet(&pipeline.stats, pipeline.active_flows(), ts);
         }
     }
-    pipeline.finish(&mut sink);
-    let _ = det.finish();
+    pipeline.finish(sink);
 }
 
 /// Baseline loading on `data` as the file's text; a baseline that loads is described and

@@ -91,6 +91,13 @@ proptest! {
     }
 
     #[test]
+    fn observations_from_records_and_from_events_agree(
+        data in prop::collection::vec(any::<u8>(), 0..4096),
+    ) {
+        otwatch::fuzzing::observations(&data);
+    }
+
+    #[test]
     fn baselines_damaged_and_arbitrary(
         edits in prop::collection::vec(
             (any::<usize>(), prop::sample::select(b"0123456789-.e+[]{}\",:truex ".to_vec())),

@@ -7,79 +7,17 @@ mod common;
 
 use std::path::Path;
 
-use otwatch::detection::observe::observe;
-use otwatch::event::{Event, EventSink, FlushKey};
+use otwatch::fuzzing::ObservationLog;
 use otwatch::pipeline::Pipeline;
 use otwatch::replay::replay;
-use otwatch_models::Observation;
-
-/// Keeps every observation, as text. With `events`, it asks for the events (with their
-/// details) and makes the observations from them; without, the dissectors that can hand it
-/// observations of their own do.
-struct Observations {
-    events: bool,
-    seen: Vec<String>,
-    /// Observations handed over by their dissectors.
-    direct: usize,
-}
-
-impl Observations {
-    fn keep(&mut self, o: &Observation) {
-        self.seen.push(format!("{o:?}"));
-    }
-}
-
-impl EventSink for Observations {
-    fn emit(&mut self, event: Event) {
-        if let Some(o) = observe(&event) {
-            self.keep(&o);
-        }
-    }
-
-    fn pdu(&mut self, _key: FlushKey, obs: Option<Observation>, event: Option<Event>) {
-        assert!(
-            event.is_none() || self.events,
-            "an event nobody asked for was built"
-        );
-        assert!(
-            !self.events,
-            "a dissector built its own observation although the events were asked for"
-        );
-        if let Some(o) = obs {
-            self.direct += 1;
-            self.keep(&o);
-        }
-    }
-
-    fn wants_events(&self) -> bool {
-        true
-    }
-    fn wants_detail(&self) -> bool {
-        true
-    }
-    fn wants_observations(&self) -> bool {
-        true
-    }
-    fn wants_event_out(&self) -> bool {
-        self.events
-    }
-}
 
 /// The observations of `file` made from events, and those of the direct path, and how many
 /// came by the direct path.
 fn both(file: &Path) -> (Vec<String>, Vec<String>, usize) {
     let files = [file.to_path_buf()];
-    let mut from_events = Observations {
-        events: true,
-        seen: Vec::new(),
-        direct: 0,
-    };
+    let mut from_events = ObservationLog::new(true);
     replay(&files, &mut from_events, &mut Pipeline::new());
-    let mut direct = Observations {
-        events: false,
-        seen: Vec::new(),
-        direct: 0,
-    };
+    let mut direct = ObservationLog::new(false);
     replay(&files, &mut direct, &mut Pipeline::new());
     (from_events.seen, direct.seen, direct.direct)
 }
