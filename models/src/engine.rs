@@ -78,7 +78,7 @@ impl Engine {
     /// The baseline in use, once learning has ended (or was loaded).
     pub fn baseline(&self) -> Option<&Baseline> {
         match &self.phase {
-            Phase::Detecting(d) => Some(&d.baseline),
+            Phase::Detecting(d) => Some(&*d.baseline),
             _ => None,
         }
     }
@@ -172,7 +172,7 @@ impl Engine {
                 Some(b)
             }
             Phase::Detecting(d) => {
-                let b = d.baseline.clone();
+                let b = Baseline::clone(&d.baseline);
                 self.phase = Phase::Detecting(d);
                 Some(b)
             }

@@ -75,6 +75,9 @@ struct ChanRt {
     known: Option<usize>,
     pending: Pending,
     recent: VecDeque<f64>,
+    /// How many of `recent` are a slowdown by themselves ([`timers::slowed`]): none, and their
+    /// median is none either (the common case costs no pass over the window).
+    slow_recent: usize,
     req_rate: RateCounter,
     exc_rate: RateCounter,
     window: WindowAcc,
@@ -86,7 +89,9 @@ struct ChanRt {
 }
 
 pub struct Detector {
-    pub baseline: Baseline,
+    /// Shared, so that a request can read its channel's model while the runtime state is
+    /// updated (taking it out and back cost a default baseline made and dropped per request).
+    pub baseline: std::sync::Arc<Baseline>,
     /// Learned channels: their place in the baseline, and whether both ends are learned
     /// devices (then a PDU on the channel needs no device lookups).
     channels: FastMap<Channel, (usize, bool)>,
@@ -246,7 +251,7 @@ impl Detector {
             started: false,
             untracked_channels: 0,
             scan_resets: 0,
-            baseline,
+            baseline: std::sync::Arc::new(baseline),
         };
         let mut strong_pairs = FastSet::default();
         for c in &d.baseline.channels {
@@ -449,10 +454,9 @@ impl Detector {
     }
 
     fn request(&mut self, o: &Observation, known: Option<usize>, out: &mut Vec<Alert>) {
-        // The baseline is only read here; moved out so the runtime state can be updated.
-        let base = std::mem::take(&mut self.baseline);
+        // The baseline is only read here; a second handle so the runtime state can be updated.
+        let base = std::sync::Arc::clone(&self.baseline);
         self.request_with(o, known.map(|i| (i, &base.channels[i])), out);
-        self.baseline = base;
     }
 
     /// A request: its function, a write by a client that never wrote, the addresses it
@@ -518,14 +522,20 @@ impl Detector {
         let Some((latency, req_frame)) = matched else {
             return;
         };
+        // A channel's model is the same for all its responses: each latency is classed once.
+        let l = model.and_then(|m| m.latency.as_ref());
+        let slow = |v: f64| l.is_some_and(|l| slowed(l, v));
         rt.recent.push_back(latency);
+        rt.slow_recent += usize::from(slow(latency));
         if rt.recent.len() > LATENCY_RECENT {
-            rt.recent.pop_front();
+            if let Some(v) = rt.recent.pop_front() {
+                rt.slow_recent = rt.slow_recent.saturating_sub(usize::from(slow(v)));
+            }
         }
-        let Some(l) = model.and_then(|m| m.latency.as_ref()) else {
+        let Some(l) = l else {
             return;
         };
-        if l.samples < 20 || rt.recent.len() < LATENCY_RECENT {
+        if l.samples < 20 || rt.recent.len() < LATENCY_RECENT || rt.slow_recent == 0 {
             return;
         }
         if let Some(median) = recent_slowdown(l, &rt.recent) {
