@@ -394,7 +394,7 @@ impl<'a> S7ItemView<'a> {
 /// or the parser's when the dissector builds the observation itself).
 pub(crate) fn s7<'a>(
     s: &S7Event,
-    items: impl Iterator<Item = S7ItemView<'a>> + Clone,
+    items: impl Iterator<Item = S7ItemView<'a>>,
     o: &mut Observation,
 ) {
     o.corr = Some(u32::from(s.pdu_ref));
@@ -421,13 +421,6 @@ pub(crate) fn s7<'a>(
         }
     }
     let request = o.kind == Kind::Request;
-    // A return code is a response's: the data items of a Write Var request carry a reserved
-    // 0x00 in its place (Wireshark: "Reserved (0x00)"), which is no error.
-    o.exception = s.error_class.is_some_and(|c| c != 0)
-        || !request
-            && items
-                .clone()
-                .any(|i| i.return_code.is_some_and(|r| r != 0xff));
     let f = s.function.unwrap_or(0);
     o.write = request && matches!(f, 0x05 | 0x1a..=0x1c | 0x28 | 0x29);
     if request {
@@ -443,17 +436,27 @@ pub(crate) fn s7<'a>(
             _ => None,
         };
     }
-    if !matches!(f, 0x04 | 0x05) || o.exception {
-        return;
-    }
+    // A return code is a response's: the data items of a Write Var request carry a reserved
+    // 0x00 in its place (Wireshark: "Reserved (0x00)"), which is no error.
+    let failed = |i: &S7ItemView<'_>| !request && i.return_code.is_some_and(|r| r != 0xff);
+    let header_error = s.error_class.is_some_and(|c| c != 0);
     let write = f == 0x05;
-    // Ack to a write: the job already told what was written.
-    if !request && write {
-        return;
-    }
-    o.accesses.reserve(items.size_hint().0);
-    for item in items {
-        s7_item(&item, write, &mut o.accesses);
+    // Accesses of reads and writes (an ack to a write has none: the job already told what was
+    // written), built in the same pass that looks for a failed item; none if anything failed.
+    let ack_to_write = !request && write;
+    if matches!(f, 0x04 | 0x05) && !header_error && !ack_to_write {
+        o.accesses.reserve(items.size_hint().0);
+        let mut any_failed = false;
+        for item in items {
+            any_failed |= failed(&item);
+            s7_item(&item, write, &mut o.accesses);
+        }
+        o.exception = any_failed;
+        if any_failed {
+            o.accesses.clear();
+        }
+    } else {
+        o.exception = header_error || items.into_iter().any(|i| failed(&i));
     }
 }
 
