@@ -129,16 +129,19 @@ impl Engine {
             Phase::Detecting(d) => d.observe(o, &mut cands),
             Phase::Empty => {}
         }
-        crate::detect::suppress_implied(&mut cands);
-        if let Phase::Detecting(d) = &mut self.phase {
-            d.soften(&mut cands);
-            for a in &cands {
-                d.mark_raised(a.key);
+        // Most observations raise nothing.
+        if !cands.is_empty() {
+            crate::detect::suppress_implied(&mut cands);
+            if let Phase::Detecting(d) = &mut self.phase {
+                d.soften(&mut cands);
+                for a in &cands {
+                    d.mark_raised(a.key);
+                }
             }
-        }
-        for a in cands.drain(..) {
-            if let Some(line) = self.book.raise(a) {
-                out.push(line);
+            for a in cands.drain(..) {
+                if let Some(line) = self.book.raise(a) {
+                    out.push(line);
+                }
             }
         }
         self.scratch = cands;
