@@ -295,7 +295,6 @@ impl Detector {
                 d.points
                     .entry((ch.proto, ch.server, ch.unit))
                     .or_default()
-                    .points
                     .insert(
                         point_key(p.space, p.address),
                         PointEnv::new(p.min, p.max, p.max_step, p.samples),

@@ -52,11 +52,25 @@ impl PointEnv {
     }
 }
 
+/// Addresses of looked-up runs a server keeps at most ([`ServerPoints::run`]; a cache: cleared
+/// when full). 4 bytes each: 256 KiB per server.
+const MAX_RUN_ELEMENTS: usize = 64 * 1024;
+
+/// No envelope at this address (in a run's lookup).
+const NO_POINT: u32 = u32::MAX;
+
 /// A server and unit with learned value envelopes.
 #[derive(Default)]
 pub(super) struct ServerPoints {
-    /// Envelope per point ([`point_key`]).
-    pub(super) points: FastMap<u64, PointEnv>,
+    /// The envelopes; `index` finds a point's ([`point_key`]).
+    envs: Vec<PointEnv>,
+    index: FastMap<u64, u32>,
+    /// Runs of addresses already looked up, by space, start and length: each address's place
+    /// in `envs`, or [`NO_POINT`]. A poll reads the same run again and again; its values then
+    /// cost no hash lookup each. The points are fixed once detection starts, so a run never
+    /// goes stale.
+    runs: FastMap<(u32, u32, u32), Box<[u32]>>,
+    run_elements: usize,
     /// Bumped whenever one of its points' last value changes.
     pub(super) epoch: u64,
     /// The last values checked per read (first space and address, accesses), when that check
@@ -66,6 +80,51 @@ pub(super) struct ServerPoints {
 
 pub(super) fn point_key(space: u32, address: u32) -> u64 {
     u64::from(space) << 32 | u64::from(address)
+}
+
+impl ServerPoints {
+    /// A point's envelope (a later one for the same point replaces it).
+    pub(super) fn insert(&mut self, key: u64, env: PointEnv) {
+        match self.index.get(&key) {
+            Some(&i) => self.envs[i as usize] = env,
+            None => {
+                // At most u32::MAX - 1 points: a baseline holds far fewer.
+                let Ok(i) = u32::try_from(self.envs.len()) else {
+                    return;
+                };
+                if i == NO_POINT {
+                    return;
+                }
+                self.index.insert(key, i);
+                self.envs.push(env);
+            }
+        }
+    }
+
+    /// The envelopes, and the place in them of each of `count` addresses from `start` in
+    /// `space`.
+    fn run(&mut self, space: u32, start: u32, count: u32) -> (&mut [PointEnv], &[u32]) {
+        let key = (space, start, count);
+        if !self.runs.contains_key(&key) {
+            if self.run_elements + count as usize > MAX_RUN_ELEMENTS {
+                self.runs.clear();
+                self.run_elements = 0;
+            }
+            let index = &self.index;
+            let places: Box<[u32]> = (0..count)
+                .map(|i| {
+                    let addr = start.wrapping_add(i);
+                    index
+                        .get(&point_key(space, addr))
+                        .copied()
+                        .unwrap_or(NO_POINT)
+                })
+                .collect();
+            self.run_elements += places.len();
+            self.runs.insert(key, places);
+        }
+        (&mut self.envs, self.runs.get(&key).map_or(&[], |r| r))
+    }
 }
 
 /// What a read looked like when its values were last checked.
@@ -129,7 +188,7 @@ impl ValueMemo {
 /// Checks every value of `o` against its server's points; returns whether any point's last
 /// value changed.
 pub(super) fn check_values_now(
-    points: &mut FastMap<u64, PointEnv>,
+    points: &mut ServerPoints,
     raised: &mut FastSet<AlertKey>,
     o: &Observation,
     out: &mut Vec<Alert>,
@@ -137,12 +196,15 @@ pub(super) fn check_values_now(
     let ch = o.channel;
     let mut changed = false;
     for acc in &o.accesses {
-        if ch.proto.bit_space(acc.space) || o.exception {
+        if ch.proto.bit_space(acc.space) || o.exception || acc.values.is_empty() {
             continue;
         }
-        for (i, &v) in acc.values.iter().enumerate() {
+        // Values beyond u32::MAX addresses do not exist: an access holds far fewer.
+        let count = u32::try_from(acc.values.len()).unwrap_or(u32::MAX);
+        let (envs, places) = points.run(acc.space, acc.start, count);
+        for (i, (&v, &place)) in acc.values.iter().zip(places).enumerate() {
             let addr = acc.start.wrapping_add(i as u32);
-            let Some(p) = points.get_mut(&point_key(acc.space, addr)) else {
+            let Some(p) = envs.get_mut(place as usize) else {
                 continue;
             };
             let previous = p.last.replace(v);
@@ -220,7 +282,7 @@ impl Detector {
             return;
         }
         let before = out.len();
-        let changed = check_values_now(&mut server.points, &mut self.raised, o, out);
+        let changed = check_values_now(server, &mut self.raised, o, out);
         if changed {
             server.epoch += 1;
         }
