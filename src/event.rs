@@ -324,13 +324,18 @@ pub trait EventSink {
     }
     /// One PDU whose observation its dissector built: the observation when
     /// [`EventSink::wants_observations`], the event when [`EventSink::wants_event_out`]; `key`
-    /// is the event's [`FlushKey`] (it orders a flush).
+    /// is the event's [`FlushKey`] (it orders a flush). A sink that says it wants
+    /// observations must take them here: this default drops them.
     fn pdu(
         &mut self,
         _key: FlushKey,
-        _obs: Option<otwatch_models::Observation>,
+        obs: Option<otwatch_models::Observation>,
         event: Option<Event>,
     ) {
+        debug_assert!(
+            obs.is_none() || !self.wants_observations(),
+            "a sink that wants observations must take them in `pdu`"
+        );
         if let Some(e) = event {
             self.emit(e);
         }

@@ -153,27 +153,33 @@ pub fn packets(data: &[u8]) {
 /// give the same observations, in the same order, when the dissectors build them from their
 /// events and when they build them from the parsers' records (no events output on).
 pub fn observations(data: &[u8]) {
-    let mut from_events = ObservationLog::new(true);
-    feed(data, &mut from_events);
-    let mut direct = ObservationLog::new(false);
-    feed(data, &mut direct);
-    assert_eq!(from_events.seen, direct.seen);
+    for detail in [true, false] {
+        let mut from_events = ObservationLog::new(true, detail);
+        let events = feed(data, &mut from_events);
+        let mut direct = ObservationLog::new(false, detail);
+        let counted = feed(data, &mut direct);
+        assert_eq!(from_events.seen, direct.seen);
+        assert_eq!(events, counted, "events counted");
+    }
 }
 
 /// Keeps every observation a pipeline gives, as text. With `events` it asks for the events
-/// (with their details) and makes the observations from them; without, the dissectors that
-/// can build observations of their own hand them over ([`EventSink::pdu`]).
+/// and makes the observations from them; without, the dissectors that can build observations
+/// of their own hand them over ([`EventSink::pdu`]). `detail`: values and item data wanted
+/// (detection), or not (per-channel metrics alone).
 pub struct ObservationLog {
     events: bool,
+    detail: bool,
     pub seen: Vec<String>,
     /// How many were handed over by their dissectors.
     pub direct: usize,
 }
 
 impl ObservationLog {
-    pub fn new(events: bool) -> Self {
+    pub fn new(events: bool, detail: bool) -> Self {
         ObservationLog {
             events,
+            detail,
             seen: Vec::new(),
             direct: 0,
         }
@@ -208,7 +214,7 @@ impl EventSink for ObservationLog {
         true
     }
     fn wants_detail(&self) -> bool {
-        true
+        self.detail
     }
     fn wants_observations(&self) -> bool {
         true
@@ -218,8 +224,9 @@ impl EventSink for ObservationLog {
     }
 }
 
-/// The packets `data` describes, through one pipeline into `sink`, then the end of input.
-fn feed(data: &[u8], sink: &mut dyn EventSink) {
+/// The packets `data` describes, through one pipeline into `sink`, then the end of input;
+/// returns the events the pipeline counted.
+fn feed(data: &[u8], sink: &mut dyn EventSink) -> u64 {
     let source: Arc<str> = Arc::from("fuzz");
     let mut pipeline = Pipeline::new();
     let mut seqs = [1000u32, 5000u32];
@@ -243,6 +250,7 @@ fn feed(data: &[u8], sink: &mut dyn EventSink) {
         }
     }
     pipeline.finish(sink);
+    pipeline.stats.events
 }
 
 /// Baseline loading on `data` as the file's text; a baseline that loads is described and

@@ -42,7 +42,13 @@ const SPARE_CAPACITY: usize = 2048;
 /// Whether a released observation is small enough to wait in the spare queue; a larger one is
 /// freed by the reader.
 fn small_enough_to_keep(o: &Observation) -> bool {
-    o.accesses.len() <= 16 && o.accesses.iter().map(|a| a.values.len()).sum::<usize>() <= 256
+    // By room held, not by length: an emptied list can hold much.
+    o.accesses.capacity() <= 16
+        && o.accesses
+            .iter()
+            .map(|a| a.values.capacity())
+            .sum::<usize>()
+            <= 256
 }
 /// Workers publish their counters this often (metrics while running).
 const STATS_EVERY: Duration = Duration::from_secs(1);

@@ -11,28 +11,25 @@ use otwatch::fuzzing::ObservationLog;
 use otwatch::pipeline::Pipeline;
 use otwatch::replay::replay;
 
-/// The observations of `file` made from events, and those of the direct path, and how many
-/// came by the direct path.
-fn both(file: &Path) -> (Vec<String>, Vec<String>, usize) {
+/// The observations of `file` made from events and by the direct path, with values and item
+/// data (`detail`: detection) or without (per-channel metrics alone), and the events counted
+/// each way; returns how many came by the direct path.
+fn check(file: &Path, detail: bool) -> usize {
     let files = [file.to_path_buf()];
-    let mut from_events = ObservationLog::new(true);
-    replay(&files, &mut from_events, &mut Pipeline::new());
-    let mut direct = ObservationLog::new(false);
-    replay(&files, &mut direct, &mut Pipeline::new());
-    (from_events.seen, direct.seen, direct.direct)
-}
-
-fn check(file: &Path) -> usize {
-    let (from_events, direct, n) = both(file);
+    let mut from_events = ObservationLog::new(true, detail);
+    let a = replay(&files, &mut from_events, &mut Pipeline::new());
+    let mut direct = ObservationLog::new(false, detail);
+    let b = replay(&files, &mut direct, &mut Pipeline::new());
     assert_eq!(
-        from_events.len(),
-        direct.len(),
+        from_events.seen.len(),
+        direct.seen.len(),
         "{file:?}: as many observations"
     );
-    for (i, (a, b)) in from_events.iter().zip(&direct).enumerate() {
-        assert_eq!(a, b, "{file:?}: observation {i}");
+    for (i, (x, y)) in from_events.seen.iter().zip(&direct.seen).enumerate() {
+        assert_eq!(x, y, "{file:?}: observation {i} (detail {detail})");
     }
-    n
+    assert_eq!(a.stats.events, b.stats.events, "{file:?}: events counted");
+    direct.direct
 }
 
 #[test]
@@ -46,7 +43,8 @@ fn direct_observations_are_those_of_the_events_on_the_fixtures() {
         ("dnp3_example.pcap", false),
         ("s7comm_plus.pcap", true),
     ] {
-        let n = check(&dir.join(name));
+        let n = check(&dir.join(name), true);
+        assert_eq!(check(&dir.join(name), false), n, "{name}");
         // The comparison must have compared something the direct path made.
         assert_eq!(n > 0, direct, "{name}: {n} observations made directly");
     }
@@ -57,8 +55,8 @@ fn direct_observations_are_those_of_the_events_on_the_corpus() {
     let Some(dir) = common::corpus_dir() else {
         return;
     };
-    let files = common::captures_under(&dir, &["pcap", "pcapng"]);
+    let files = common::captures_under(&dir, &["pcap", "pcapng", "gz"]);
     assert!(files.len() > 50);
-    let direct: usize = files.iter().map(|f| check(f)).sum();
+    let direct: usize = files.iter().map(|f| check(f, true) + check(f, false)).sum();
     assert!(direct > 10_000, "{direct} observations made directly");
 }

@@ -453,7 +453,9 @@ pub(crate) fn s7<'a>(
         }
         o.exception = any_failed;
         if any_failed {
-            o.accesses.clear();
+            // Dropped, not cleared: a cleared list would keep its room (a reused observation
+            // holds what it held, src/shards.rs).
+            o.accesses = Accesses::new();
         }
     } else {
         o.exception = header_error || items.into_iter().any(|i| failed(&i));
