@@ -312,7 +312,7 @@ pub trait EventSink {
         self.wants_events()
     }
     /// Whether detection or per-channel metrics read observations. A dissector that builds its
-    /// observations from the parser's records ([`EventSink::pdu`]) then need not build the
+    /// observations from the parser's records ([`EventSink::observed`]) then need not build the
     /// event when [`EventSink::wants_event_out`] is false; every other event handed to
     /// [`EventSink::emit`] is turned into its observation by the sink.
     fn wants_observations(&self) -> bool {
@@ -322,23 +322,15 @@ pub trait EventSink {
     fn wants_event_out(&self) -> bool {
         self.wants_events()
     }
-    /// One PDU whose observation its dissector built: the observation when
-    /// [`EventSink::wants_observations`], the event when [`EventSink::wants_event_out`]; `key`
-    /// is the event's [`FlushKey`] (it orders a flush). A sink that says it wants
-    /// observations must take them here: this default drops them.
-    fn pdu(
-        &mut self,
-        _key: FlushKey,
-        obs: Option<otwatch_models::Observation>,
-        event: Option<Event>,
-    ) {
+    /// One PDU whose observation its dissector built, without its event (asked for only when
+    /// [`EventSink::wants_observations`] and not [`EventSink::wants_event_out`]); `key` is the
+    /// event's [`FlushKey`] (it orders a flush). A sink that says it wants observations must
+    /// take them here: this default drops them.
+    fn observed(&mut self, _key: FlushKey, _obs: otwatch_models::Observation) {
         debug_assert!(
-            obs.is_none() || !self.wants_observations(),
-            "a sink that wants observations must take them in `pdu`"
+            !self.wants_observations(),
+            "a sink that wants observations must take them in `observed`"
         );
-        if let Some(e) = event {
-            self.emit(e);
-        }
     }
     /// The clock moved to `now_nanos` without a packet (a quiet live link).
     fn tick(&mut self, _now_nanos: i64) {}

@@ -165,7 +165,7 @@ pub fn observations(data: &[u8]) {
 
 /// Keeps every observation a pipeline gives, as text. With `events` it asks for the events
 /// and makes the observations from them; without, the dissectors that can build observations
-/// of their own hand them over ([`EventSink::pdu`]). `detail`: values and item data wanted
+/// of their own hand them over ([`EventSink::observed`]). `detail`: values and item data wanted
 /// (detection), or not (per-channel metrics alone).
 pub struct ObservationLog {
     events: bool,
@@ -193,21 +193,13 @@ impl EventSink for ObservationLog {
         }
     }
 
-    fn pdu(
-        &mut self,
-        _key: crate::event::FlushKey,
-        obs: Option<otwatch_models::Observation>,
-        event: Option<crate::event::Event>,
-    ) {
+    fn observed(&mut self, _key: crate::event::FlushKey, obs: otwatch_models::Observation) {
         assert!(
-            !self.events && event.is_none(),
-            "a dissector built its own observation although the events were asked for, or an \
-             event nobody asked for"
+            !self.events,
+            "a dissector built its own observation although the events were asked for"
         );
-        if let Some(o) = obs {
-            self.direct += 1;
-            self.seen.push(format!("{o:?}"));
-        }
+        self.direct += 1;
+        self.seen.push(format!("{obs:?}"));
     }
 
     fn wants_events(&self) -> bool {

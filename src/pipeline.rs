@@ -127,13 +127,12 @@ struct SortedFlush<'a> {
     held: Vec<(FlushKey, Held)>,
 }
 
-/// What a flush holds of one PDU: its event, and the observation its dissector built
-/// ([`EventSink::pdu`]), or only the event, whose observation the sink makes
-/// ([`EventSink::emit`], `pdu` false).
-struct Held {
-    obs: Option<Observation>,
-    event: Option<Event>,
-    pdu: bool,
+/// What a flush holds of one PDU: its event, whose observation the sink makes
+/// ([`EventSink::emit`]), or the observation its dissector built ([`EventSink::observed`]).
+enum Held {
+    /// Boxed, both: they are large, and of different sizes; flushes are rare.
+    Event(Box<Event>),
+    Observed(Box<Observation>),
 }
 
 impl<'a> SortedFlush<'a> {
@@ -149,12 +148,8 @@ impl<'a> SortedFlush<'a> {
         held.sort_by_key(|(key, _)| *key);
         for (key, h) in held {
             match h {
-                Held {
-                    pdu: false,
-                    event: Some(e),
-                    ..
-                } => inner.emit(e),
-                Held { obs, event, .. } => inner.pdu(key, obs, event),
+                Held::Event(e) => inner.emit(*e),
+                Held::Observed(o) => inner.observed(key, *o),
             }
         }
     }
@@ -162,21 +157,11 @@ impl<'a> SortedFlush<'a> {
 
 impl EventSink for SortedFlush<'_> {
     fn emit(&mut self, event: Event) {
-        let key = event.flush_key();
-        let held = Held {
-            obs: None,
-            event: Some(event),
-            pdu: false,
-        };
-        self.held.push((key, held));
+        self.held
+            .push((event.flush_key(), Held::Event(Box::new(event))));
     }
-    fn pdu(&mut self, key: FlushKey, obs: Option<Observation>, event: Option<Event>) {
-        let held = Held {
-            obs,
-            event,
-            pdu: true,
-        };
-        self.held.push((key, held));
+    fn observed(&mut self, key: FlushKey, obs: Observation) {
+        self.held.push((key, Held::Observed(Box::new(obs))));
     }
     fn wants_events(&self) -> bool {
         self.inner.wants_events()

@@ -119,10 +119,34 @@ impl EventSink for ItemSink {
         };
         let key = event.flush_key();
         let event = self.wants.events.then_some(event);
-        self.pdu(key, obs, event);
+        self.push(key, obs, event);
     }
 
-    fn pdu(&mut self, key: FlushKey, obs: Option<Observation>, event: Option<Event>) {
+    fn observed(&mut self, key: FlushKey, obs: Observation) {
+        self.push(key, Some(obs), None);
+    }
+
+    fn wants_events(&self) -> bool {
+        self.wants.events || self.wants.observations
+    }
+
+    fn wants_detail(&self) -> bool {
+        self.wants.detail
+    }
+
+    fn wants_observations(&self) -> bool {
+        self.wants.observations
+    }
+
+    fn wants_event_out(&self) -> bool {
+        self.wants.events
+    }
+}
+
+impl ItemSink {
+    /// One PDU's item to the reader: its observation (in a spare box when one is back), its
+    /// event.
+    fn push(&mut self, key: FlushKey, obs: Option<Observation>, event: Option<Event>) {
         if obs.is_none() && event.is_none() {
             return;
         }
@@ -152,22 +176,6 @@ impl EventSink for ItemSink {
                 }
             }
         }
-    }
-
-    fn wants_events(&self) -> bool {
-        self.wants.events || self.wants.observations
-    }
-
-    fn wants_detail(&self) -> bool {
-        self.wants.detail
-    }
-
-    fn wants_observations(&self) -> bool {
-        self.wants.observations
-    }
-
-    fn wants_event_out(&self) -> bool {
-        self.wants.events
     }
 }
 

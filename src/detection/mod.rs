@@ -411,18 +411,8 @@ impl EventSink for DetectSink<'_> {
         self.event_out(event);
     }
 
-    fn pdu(
-        &mut self,
-        _key: crate::event::FlushKey,
-        obs: Option<otwatch_models::Observation>,
-        event: Option<Event>,
-    ) {
-        if let Some(o) = &obs {
-            self.detection.observe(o);
-        }
-        if let Some(e) = event {
-            self.event_out(e);
-        }
+    fn observed(&mut self, _key: crate::event::FlushKey, obs: otwatch_models::Observation) {
+        self.detection.observe(&obs);
     }
 }
 

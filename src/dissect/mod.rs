@@ -163,22 +163,19 @@ impl Ctx<'_> {
     }
 
     /// A PDU travelling in `dir` whose observation the dissector built from the parser's
-    /// records ([`Ctx::observation`]), and its event if an events output reads it; counted as
-    /// one event, as [`Ctx::emit`] counts one.
-    pub fn emit_observed(&mut self, dir: Dir, mut obs: Option<Observation>, event: Option<Event>) {
+    /// records ([`Ctx::observation`]), without its event (nobody reads events); counted as one
+    /// event, as [`Ctx::emit`] counts one.
+    pub fn emit_observed(&mut self, dir: Dir, mut obs: Observation) {
         let (src, dst) = self.ends(dir);
-        // Completed where it lies: an observation is large, and every move is a copy.
-        if let Some(o) = &mut obs {
-            o.src_mac = self.macs_from(src.0).map(|m| m.0 .0);
-            o.ports = crate::detection::observe::ports(src, dst, self.endpoints.transport, o.src());
-        }
+        obs.src_mac = self.macs_from(src.0).map(|m| m.0 .0);
+        obs.ports = crate::detection::observe::ports(src, dst, self.endpoints.transport, obs.src());
         let key = FlushKey {
             ts: self.ts_nanos,
             frame: self.frame,
             src,
             dst,
         };
-        self.sink.pdu(key, obs, event);
+        self.sink.observed(key, obs);
         self.stats.events += 1;
     }
 }

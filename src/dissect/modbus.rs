@@ -214,7 +214,7 @@ impl ModbusFlow {
                     // Detection without an events output: the observation straight from the
                     // parser's record, without the event's values, strings and lists.
                     let o = observation(ctx, dir, adu, &pdu, pending.as_ref());
-                    ctx.emit_observed(dir, Some(o), None);
+                    ctx.emit_observed(dir, o);
                 } else {
                     let mut ev = ctx.event("modbus", dir);
                     let mut m = build_event(adu, &pdu, pending.as_ref(), ctx.ts_nanos, true);

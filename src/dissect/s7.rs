@@ -433,9 +433,8 @@ impl S7Flow {
             return;
         }
         if !ctx.wants_event_out() && ctx.wants_observations() {
-            let obs = self.var_observation(ctx, dir, pdu);
-            if obs.is_some() {
-                ctx.emit_observed(dir, obs, None);
+            if let Some(o) = self.var_observation(ctx, dir, pdu) {
+                ctx.emit_observed(dir, o);
                 return;
             }
         }
