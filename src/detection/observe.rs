@@ -93,7 +93,7 @@ fn observe_pdu(ev: &Event) -> Option<Observation> {
         Pdu::Dnp3(d) => dnp3(d, ev, base),
         Pdu::S7comm(s) => {
             let mut o = base(Proto::S7comm, 0, kind, 0);
-            s7(s, s.items.iter().map(S7ItemView::of), &mut o);
+            s7(&S7Head::of(s), s.items.iter().map(S7ItemView::of), &mut o);
             Some(o)
         }
         Pdu::S7commplus(p) => s7plus(p, base(Proto::S7commplus, 0, kind, 0)),
@@ -390,16 +390,44 @@ impl<'a> S7ItemView<'a> {
     }
 }
 
-/// An S7comm PDU's observation from its event object, whose items are `items` (the event's,
-/// or the parser's when the dissector builds the observation itself).
+/// What an S7comm PDU's observation reads of its event object besides the items.
+pub(crate) struct S7Head<'a> {
+    pub rosctr: u8,
+    pub pdu_ref: u16,
+    pub function: Option<u8>,
+    pub function_name: Option<&'static str>,
+    pub error_class: Option<u8>,
+    pub error: Option<&'static str>,
+    pub userdata: Option<&'a crate::dissect::s7::S7Userdata>,
+    pub pi_service: Option<&'a str>,
+}
+
+impl<'a> S7Head<'a> {
+    /// An event's.
+    pub fn of(s: &'a S7Event) -> Self {
+        S7Head {
+            rosctr: s.rosctr,
+            pdu_ref: s.pdu_ref,
+            function: s.function,
+            function_name: s.function_name,
+            error_class: s.error_class,
+            error: s.error,
+            userdata: s.userdata.as_ref(),
+            pi_service: s.pi_service.as_deref(),
+        }
+    }
+}
+
+/// An S7comm PDU's observation from its event object (`s`, the head of it, and `items`), or
+/// from the parser's records when the dissector builds the observation itself.
 pub(crate) fn s7<'a>(
-    s: &S7Event,
+    s: &S7Head<'_>,
     items: impl Iterator<Item = S7ItemView<'a>>,
     o: &mut Observation,
 ) {
     o.corr = Some(u32::from(s.pdu_ref));
     o.malformed = s.error;
-    match &s.userdata {
+    match s.userdata {
         Some(u) => {
             o.function = 0x1000 | u32::from(u.group & 0xf) << 8 | u32::from(u.subfunction);
             o.function_name = u.subfunction_name;
@@ -428,7 +456,7 @@ pub(crate) fn s7<'a>(
             0x29 => Some(Command::PlcStop),
             0x1a..=0x1c => Some(Command::ProgramDownload),
             0x1d..=0x1f => Some(Command::ProgramUpload),
-            0x28 => match s.pi_service.as_deref() {
+            0x28 => match s.pi_service {
                 Some("P_PROGRAM") => Some(Command::PlcStart),
                 Some("_INSE" | "_DELE") => Some(Command::ProgramDownload),
                 _ => None,

@@ -564,7 +564,7 @@ impl S7Flow {
         dir: Dir,
         pdu: &S7Pdu<'_>,
     ) -> Option<otwatch_models::Observation> {
-        use crate::detection::observe::{s7 as observe_s7, S7ItemView};
+        use crate::detection::observe::{s7 as observe_s7, S7Head, S7ItemView};
         if !matches!(
             pdu.body,
             S7Body::ReadVarRequest { .. }
@@ -576,13 +576,15 @@ impl S7Flow {
         }
         let h = &pdu.header;
         let function = pdu.function();
-        let head = S7Event {
+        let head = S7Head {
             rosctr: h.rosctr.0,
             pdu_ref: h.pdu_ref,
             function: function.map(|f| f.0),
             function_name: function.and_then(|f| f.name()),
             error_class: h.error.map(|e| e.class.0),
-            ..Default::default()
+            error: None,
+            userdata: None,
+            pi_service: None,
         };
         let detail = ctx.sink.wants_detail();
         let shown = |data: &'_ [u8]| -> usize {
