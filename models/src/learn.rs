@@ -170,8 +170,11 @@ pub struct Learner {
     observations: u64,
     assets: FastMap<IpAddr, AssetLearn>,
     channels: FastMap<Channel, ChanLearn>,
-    /// Value envelopes per server point: `(proto, server, unit, space, address)`.
-    points: FastMap<(Proto, IpAddr, u32, u32, u32), PointAcc>,
+    /// Value envelopes per server (`proto, server, unit`) and point (`space << 32 | address`):
+    /// one lookup of the server per access, and a word's per value.
+    points: FastMap<(Proto, IpAddr, u32), FastMap<u64, PointAcc>>,
+    /// Points in `points`, all servers together (bounded by [`MAX_POINTS`]).
+    point_count: usize,
     windows: FastMap<Channel, WindowAcc>,
     window_nanos: i64,
     window_index: Option<i64>,
@@ -191,6 +194,7 @@ impl Learner {
             assets: FastMap::default(),
             channels: FastMap::default(),
             points: FastMap::default(),
+            point_count: 0,
             windows: FastMap::default(),
             window_nanos: ((window_secs * NANOS as f64) as i64).max(NANOS),
             window_index: None,
@@ -292,40 +296,41 @@ impl Learner {
             Kind::Conversation => {}
         }
         // Values: what a server reports, and what clients write.
-        for a in &o.accesses {
-            if o.exception || o.channel.proto.bit_space(a.space) {
-                continue;
-            }
-            for (i, &v) in a.values.iter().enumerate() {
-                let len = self.points.len();
-                let key = (
-                    ch.proto,
-                    ch.server,
-                    ch.unit,
-                    a.space,
-                    a.start.wrapping_add(i as u32),
-                );
-                match self.points.get_mut(&key) {
-                    Some(p) => {
-                        p.max_step = p.max_step.max((v - p.last).abs());
-                        p.min = p.min.min(v);
-                        p.max = p.max.max(v);
-                        p.last = v;
-                        p.samples += 1;
+        let with_values = |a: &&crate::obs::Access| {
+            !o.exception && !ch.proto.bit_space(a.space) && !a.values.is_empty()
+        };
+        let mut accesses = o.accesses.iter().filter(with_values).peekable();
+        if accesses.peek().is_some() {
+            let points = self
+                .points
+                .entry((ch.proto, ch.server, ch.unit))
+                .or_default();
+            for a in accesses {
+                for (i, &v) in a.values.iter().enumerate() {
+                    let key = u64::from(a.space) << 32 | u64::from(a.start.wrapping_add(i as u32));
+                    match points.get_mut(&key) {
+                        Some(p) => {
+                            p.max_step = p.max_step.max((v - p.last).abs());
+                            p.min = p.min.min(v);
+                            p.max = p.max.max(v);
+                            p.last = v;
+                            p.samples += 1;
+                        }
+                        None if self.point_count < MAX_POINTS => {
+                            self.point_count += 1;
+                            points.insert(
+                                key,
+                                PointAcc {
+                                    min: v,
+                                    max: v,
+                                    max_step: 0.0,
+                                    last: v,
+                                    samples: 1,
+                                },
+                            );
+                        }
+                        None => self.dropped.points += 1,
                     }
-                    None if len < MAX_POINTS => {
-                        self.points.insert(
-                            key,
-                            PointAcc {
-                                min: v,
-                                max: v,
-                                max_step: 0.0,
-                                last: v,
-                                samples: 1,
-                            },
-                        );
-                    }
-                    None => self.dropped.points += 1,
                 }
             }
         }
@@ -385,18 +390,18 @@ impl Learner {
             .collect();
         assets.sort_by_key(|a| a.ip);
         let mut points_by_channel: HashMap<(Proto, IpAddr, u32), Vec<PointModel>> = HashMap::new();
-        for ((proto, server, unit, space, address), p) in self.points {
+        for (server, points) in self.points {
             points_by_channel
-                .entry((proto, server, unit))
+                .entry(server)
                 .or_default()
-                .push(PointModel {
-                    space,
-                    address,
+                .extend(points.into_iter().map(|(key, p)| PointModel {
+                    space: (key >> 32) as u32,
+                    address: key as u32,
                     min: p.min,
                     max: p.max,
                     max_step: p.max_step,
                     samples: p.samples,
-                });
+                }));
         }
         let mut channels: Vec<ChannelModel> = self
             .channels
