@@ -239,6 +239,11 @@ struct Job {
     block: Option<(Option<&'static str>, u32)>,
 }
 
+/// The `i`th item of a job (its address, for the ack's `i`th item), if the job was seen.
+fn job_item(job: &Option<Job>, i: usize) -> Option<&S7Item> {
+    job.as_ref()?.items.get(i)
+}
+
 /// Uploads in progress per flow (by upload id), so `upload` and `end_upload` say which block.
 pub const MAX_UPLOADS: usize = 16;
 
@@ -486,11 +491,7 @@ impl S7Flow {
                     .take(MAX_ITEMS_PER_EVENT)
                     .enumerate()
                     .map(|(i, v)| {
-                        let mut item = job
-                            .as_ref()
-                            .and_then(|j| j.items.get(i))
-                            .map(address_only)
-                            .unwrap_or_default();
+                        let mut item = job_item(&job, i).map(address_only).unwrap_or_default();
                         data_into(&mut item, &v, detail);
                         item
                     })
@@ -504,11 +505,7 @@ impl S7Flow {
                     .take(MAX_ITEMS_PER_EVENT)
                     .enumerate()
                     .map(|(i, rc)| {
-                        let mut item = job
-                            .as_ref()
-                            .and_then(|j| j.items.get(i))
-                            .map(address_only)
-                            .unwrap_or_default();
+                        let mut item = job_item(&job, i).map(address_only).unwrap_or_default();
                         item.return_code = Some(rc.0);
                         item.return_code_name = rc.name();
                         item
@@ -632,7 +629,7 @@ impl S7Flow {
                     .map(|(i, v)| S7ItemView {
                         return_code: Some(v.return_code.0),
                         bytes: &v.data[..shown(v.data)],
-                        ..S7ItemView::of(job.as_ref().and_then(|j| j.items.get(i)).unwrap_or(&none))
+                        ..S7ItemView::of(job_item(&job, i).unwrap_or(&none))
                     });
                 observe_s7(&head, views, &mut o);
                 Some(o)
@@ -645,7 +642,7 @@ impl S7Flow {
                     .enumerate()
                     .map(|(i, rc)| S7ItemView {
                         return_code: Some(rc.0),
-                        ..S7ItemView::of(job.as_ref().and_then(|j| j.items.get(i)).unwrap_or(&none))
+                        ..S7ItemView::of(job_item(&job, i).unwrap_or(&none))
                     });
                 observe_s7(&head, views, &mut o);
                 Some(o)
