@@ -209,18 +209,19 @@ impl ModbusFlow {
                     }
                     Dir::ToClient => self.take_pending(ctx, &adu.header, fc),
                 };
-                if !ctx.wants_records() {
-                } else if !ctx.wants_event_out() && ctx.wants_observations() {
-                    // Detection without an events output: the observation straight from the
-                    // parser's record, without the event's values, strings and lists.
-                    let o = observation(ctx, dir, adu, &pdu, pending.as_ref());
-                    ctx.emit_observed(dir, o);
-                } else {
-                    let mut ev = ctx.event("modbus", dir);
-                    let mut m = build_event(adu, &pdu, pending.as_ref(), ctx.ts_nanos, true);
-                    m.values = carried(&pdu, pending.as_ref()).map(Carried::values);
-                    ev.pdu = crate::event::Pdu::Modbus(m);
-                    ctx.emit(ev);
+                if ctx.wants_records() {
+                    if !ctx.wants_event_out() && ctx.wants_observations() {
+                        // Detection without an events output: the observation straight from
+                        // the parser's record, without the event's values, strings and lists.
+                        let o = observation(ctx, dir, adu, &pdu, pending.as_ref());
+                        ctx.emit_observed(dir, o);
+                    } else {
+                        let mut ev = ctx.event("modbus", dir);
+                        let mut m = build_event(adu, &pdu, pending.as_ref(), ctx.ts_nanos, true);
+                        m.values = carried(&pdu, pending.as_ref()).map(Carried::values);
+                        ev.pdu = crate::event::Pdu::Modbus(m);
+                        ctx.emit(ev);
+                    }
                 }
             }
             Err(err) => {

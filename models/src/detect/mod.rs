@@ -122,6 +122,9 @@ pub struct Detector {
     raised: FastSet<AlertKey>,
     /// Elements held by the servers' value memos (their bound).
     memo_elements: usize,
+    /// Addresses in the servers' caches of looked-up runs, all together (bounded by
+    /// `values::MAX_RUN_ELEMENTS`).
+    run_elements: usize,
     window_nanos: i64,
     window_index: Option<i64>,
     /// The window detection started in: partial, so not scored.
@@ -238,6 +241,7 @@ impl Detector {
             scans: FastMap::default(),
             raised: FastSet::default(),
             memo_elements: 0,
+            run_elements: 0,
             window_nanos: baseline
                 .behaviour
                 .as_ref()
@@ -670,6 +674,12 @@ mod tests {
     /// 1) read by client 1 at register 100 and, with `second`, by client 2 at 99..=100.
     fn engine_after_a_triangle(second: bool) -> crate::engine::Engine {
         use crate::engine::{Engine, EngineConfig};
+        Engine::detecting(baseline_after_a_triangle(second), EngineConfig::default())
+    }
+
+    /// The baseline of [`engine_after_a_triangle`].
+    fn baseline_after_a_triangle(second: bool) -> Baseline {
+        use crate::engine::{Engine, EngineConfig};
         let mut learner = Engine::learning(EngineConfig::default());
         let mut out = Vec::new();
         for i in 0..40 {
@@ -681,8 +691,7 @@ mod tests {
                 learner.observe(&read(2, 99, &[v, v], ts + 1000), &mut out);
             }
         }
-        let baseline = learner.finish(&mut out).expect("a baseline");
-        Engine::detecting(baseline, EngineConfig::default())
+        learner.finish(&mut out).expect("a baseline")
     }
 
     /// Value alerts raised by one observation.
@@ -737,5 +746,37 @@ mod tests {
         assert_eq!(value_alerts(&mut engine, twice(t1)), 0);
         // Again: 25 after 0 is a jump outside the soft margin.
         assert_eq!(value_alerts(&mut engine, twice(t1 + 1000)), 1);
+    }
+
+    /// The cache of looked-up address runs is bounded: reads of ever new runs fill it and it is
+    /// cleared, never held past its bound by more than one PDU's runs; and values are checked
+    /// as before once it was cleared.
+    #[test]
+    fn the_run_cache_is_bounded() {
+        let mut d = Detector::new(baseline_after_a_triangle(false));
+        let mut out = Vec::new();
+        let t1 = T0 + 100 * NANOS;
+        let eight = [1.0; 8];
+        let mut most = 0;
+        for i in 0..40_000u32 {
+            let ts = t1 + i64::from(i) * 1000;
+            d.observe(&read(1, 1000 + 8 * i, &eight, ts), &mut out);
+            most = most.max(d.run_elements);
+        }
+        assert!(most <= values::MAX_RUN_ELEMENTS + eight.len(), "{most}");
+        assert!(
+            most > values::MAX_RUN_ELEMENTS - eight.len(),
+            "{most}: it filled"
+        );
+        assert!(d.run_elements < most, "it was cleared");
+        out.clear();
+        let t2 = t1 + 100 * NANOS;
+        d.observe(&read(1, 100, &[5.0], t2), &mut out);
+        d.observe(&read(1, 100, &[25.0], t2 + 1000), &mut out);
+        let jumps = out
+            .iter()
+            .filter(|a| a.r#type == "value_out_of_range")
+            .count();
+        assert_eq!(jumps, 1);
     }
 }

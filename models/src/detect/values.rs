@@ -52,9 +52,9 @@ impl PointEnv {
     }
 }
 
-/// Addresses of looked-up runs a server keeps at most ([`ServerPoints::run`]; a cache: cleared
-/// when full). 4 bytes each: 256 KiB per server.
-const MAX_RUN_ELEMENTS: usize = 64 * 1024;
+/// Addresses of looked-up runs the servers keep at most, all together ([`ServerPoints::run`]; a
+/// cache: cleared when full, so it holds at most one PDU's runs more). 4 bytes each: 1 MiB.
+pub(super) const MAX_RUN_ELEMENTS: usize = 256 * 1024;
 
 /// No envelope at this address (in a run's lookup).
 const NO_POINT: u32 = u32::MAX;
@@ -106,10 +106,6 @@ impl ServerPoints {
     fn run(&mut self, space: u32, start: u32, count: u32) -> (&mut [PointEnv], &[u32]) {
         let key = (space, start, count);
         if !self.runs.contains_key(&key) {
-            if self.run_elements + count as usize > MAX_RUN_ELEMENTS {
-                self.runs.clear();
-                self.run_elements = 0;
-            }
             let index = &self.index;
             let places: Box<[u32]> = (0..count)
                 .map(|i| {
@@ -265,6 +261,14 @@ impl Detector {
         if o.exception || o.accesses.iter().all(|a| a.values.is_empty()) {
             return;
         }
+        if self.run_elements > MAX_RUN_ELEMENTS {
+            // Only a cache: forgetting it costs time, never a result.
+            for s in self.points.values_mut() {
+                s.runs.clear();
+                s.run_elements = 0;
+            }
+            self.run_elements = 0;
+        }
         // Nothing to check without an envelope learned for this server and unit.
         let Some(server) = self.points.get_mut(&(ch.proto, ch.server, ch.unit)) else {
             return;
@@ -282,7 +286,9 @@ impl Detector {
             return;
         }
         let before = out.len();
+        let cached = server.run_elements;
         let changed = check_values_now(server, &mut self.raised, o, out);
+        self.run_elements += server.run_elements - cached;
         if changed {
             server.epoch += 1;
         }
