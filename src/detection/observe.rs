@@ -191,14 +191,17 @@ pub(crate) fn modbus(m: &ModbusEvent, values: AccessValues, o: &mut Observation)
 pub(crate) fn modbus_identity<S: AsRef<str>>(
     objects: impl Iterator<Item = (u8, S)>,
 ) -> Option<String> {
-    let parts: Vec<S> = objects.filter(|(id, _)| *id <= 2).map(|(_, v)| v).collect();
-    (!parts.is_empty()).then(|| {
-        parts
-            .iter()
-            .map(AsRef::as_ref)
-            .collect::<Vec<&str>>()
-            .join(" ")
-    })
+    let mut joined: Option<String> = None;
+    for (_, v) in objects.filter(|(id, _)| *id <= 2) {
+        match &mut joined {
+            Some(s) => {
+                s.push(' ');
+                s.push_str(v.as_ref());
+            }
+            None => joined = Some(v.as_ref().to_owned()),
+        }
+    }
+    joined
 }
 
 fn identity(ev: &Event) -> Option<String> {
@@ -422,7 +425,7 @@ impl<'a> S7Head<'a> {
 /// from the parser's records when the dissector builds the observation itself.
 pub(crate) fn s7<'a>(
     s: &S7Head<'_>,
-    items: impl Iterator<Item = S7ItemView<'a>>,
+    mut items: impl Iterator<Item = S7ItemView<'a>>,
     o: &mut Observation,
 ) {
     o.corr = Some(u32::from(s.pdu_ref));
@@ -486,7 +489,7 @@ pub(crate) fn s7<'a>(
             o.accesses = Accesses::new();
         }
     } else {
-        o.exception = header_error || items.into_iter().any(|i| failed(&i));
+        o.exception = header_error || items.any(|i| failed(&i));
     }
 }
 
