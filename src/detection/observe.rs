@@ -603,7 +603,9 @@ fn dbread(item: &S7ItemView<'_>, out: &mut Accesses) {
     }
 }
 
-fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation> {
+/// An S7comm-plus PDU's observation, `o` being its header's ([`crate::dissect::Ctx::observation`]);
+/// none for what is not a message.
+pub(crate) fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation> {
     if !p.is_message {
         return None;
     }

@@ -974,6 +974,15 @@ fn on_s7plus(ctx: &mut Ctx<'_>, dir: Dir, pdu: &S7PlusPdu<'_>) {
         kind,
         is_message: message.is_some(),
     };
+    if !ctx.wants_event_out() && ctx.wants_observations() {
+        // Detection without an events output: the observation without the event (a PDU that
+        // makes none, a keep-alive, still goes out as an event, for what counts events).
+        let o = ctx.observation(otwatch_models::Proto::S7commplus, 0, dir, 0);
+        if let Some(o) = crate::detection::observe::s7plus(&ev, o) {
+            ctx.emit_observed(dir, o);
+            return;
+        }
+    }
     let mut event = ctx.event("s7commplus", dir);
     event.pdu = crate::event::Pdu::S7commplus(ev);
     ctx.emit(event);
