@@ -117,11 +117,13 @@ pub(super) fn scan_alert(
 
 impl Detector {
     /// New devices and new Ethernet addresses; returns whether either end is a new device.
-    /// `ends_known`: both ends are learned devices (a learned channel's, worked out once).
+    /// `ends_known`: both ends are learned devices (a learned channel's, worked out once);
+    /// `device`: the sender's place in `devices`, if it has one.
     pub(super) fn check_assets(
         &mut self,
         o: &Observation,
         ends_known: bool,
+        device: Option<usize>,
         out: &mut Vec<Alert>,
     ) -> bool {
         let ch = o.channel;
@@ -153,7 +155,8 @@ impl Detector {
         // A known device sending from an Ethernet address it never used: replaced hardware,
         // or someone else answering for its IP.
         let ip = o.src();
-        if let (Some(mac), Some(learned)) = (o.src_mac, self.asset_macs.get(&ip)) {
+        let learned = device.and_then(|d| self.devices.get(d)?.macs.as_ref());
+        if let (Some(mac), Some(learned)) = (o.src_mac, learned) {
             if !learned.is_empty() && !learned.contains(&mac) {
                 let key = AlertKey {
                     extra: mac.iter().fold(1u64, |acc, b| acc << 8 | u64::from(*b)),

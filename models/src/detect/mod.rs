@@ -88,16 +88,94 @@ struct ChanRt {
     timeouts: VecDeque<(i64, u64)>,
 }
 
+/// A learned channel: what its checks read that is fixed once detection starts, and its
+/// runtime state. One lookup per PDU (`Detector::channels`) finds all of it; the maps keyed by
+/// server, pair or device are for channels learning never saw.
+struct Slot {
+    /// Both ends are learned devices (a PDU on it needs no device lookups).
+    ends_known: bool,
+    /// The client wrote to the server in learning (`Detector::writers`).
+    writer: bool,
+    /// The functions the client used on channels it wrote on (`Detector::fleet_writes`),
+    /// sorted.
+    fleet: Vec<u32>,
+    /// Its server and unit's value envelopes, in `Detector::points`.
+    points: Option<usize>,
+    /// Its client's and its server's device state, in `Detector::devices`.
+    client_device: Option<usize>,
+    server_device: Option<usize>,
+    /// Its runtime state; `rt.known` is set once the channel has been seen.
+    rt: ChanRt,
+    /// Its learned polls, sorted by key.
+    polls: Vec<(PollKey, PollRt)>,
+}
+
+/// A learned device: its Ethernet addresses and, once detection started, its silence clock.
+struct Device {
+    ip: IpAddr,
+    macs: Option<Vec<[u8; 6]>>,
+    rt: Option<AssetRt>,
+}
+
+/// Where a channel's runtime state lives.
+#[derive(Clone, Copy)]
+enum RtAt {
+    Slot(usize),
+    Other(Channel),
+}
+
+/// The channels' runtime state: learned channels' in their slots, the others' in a map.
+struct Chans {
+    /// One per baseline channel, in its order ([`Detector::channels`] finds one).
+    slots: Vec<Slot>,
+    /// Runtime state of the channels learning never saw.
+    others: FastMap<Channel, ChanRt>,
+    /// Slots whose runtime state is in use (with `others`, what `MAX_RUNTIME_CHANNELS`
+    /// bounds).
+    seen: usize,
+}
+
+impl Chans {
+    /// A channel's runtime state (made on first use) and where it lives; `known` is its place
+    /// in `slots` when learned.
+    #[inline]
+    fn rt(&mut self, ch: Channel, known: Option<usize>) -> (RtAt, &mut ChanRt) {
+        match known.and_then(|i| self.slots.get_mut(i).map(|s| (i, s))) {
+            Some((i, s)) => {
+                if s.rt.known.is_none() {
+                    self.seen += 1;
+                    s.rt.known = Some(i);
+                }
+                (RtAt::Slot(i), &mut s.rt)
+            }
+            None => (RtAt::Other(ch), self.others.entry(ch).or_default()),
+        }
+    }
+
+    /// A channel's runtime state where it lives, if it has one, and the channel (`base` being
+    /// the baseline in use).
+    fn rt_of(&mut self, base: &Baseline, at: RtAt) -> Option<(Channel, &mut ChanRt)> {
+        match at {
+            RtAt::Slot(i) => Some((
+                base.channels.get(i)?.channel,
+                &mut self.slots.get_mut(i)?.rt,
+            )),
+            RtAt::Other(ch) => self.others.get_mut(&ch).map(|rt| (ch, rt)),
+        }
+    }
+}
+
 pub struct Detector {
     /// Shared, so that a request can read its channel's model while the runtime state is
     /// updated (taking it out and back cost a default baseline made and dropped per request).
     pub baseline: std::sync::Arc<Baseline>,
-    /// Learned channels: their place in the baseline, and whether both ends are learned
-    /// devices (then a PDU on the channel needs no device lookups).
-    channels: FastMap<Channel, (usize, bool)>,
+    /// Learned channels: their place in the baseline and in `slots`.
+    channels: FastMap<Channel, usize>,
+    chans: Chans,
     assets: FastSet<IpAddr>,
-    /// Learned Ethernet addresses per asset (only assets learned with some).
-    asset_macs: FastMap<IpAddr, Vec<[u8; 6]>>,
+    /// Learned devices with Ethernet addresses or a silence clock; `device_index` finds one.
+    devices: Vec<Device>,
+    device_index: FastMap<IpAddr, usize>,
     /// Every Ethernet address a learned asset sent from.
     learned_macs: FastSet<[u8; 6]>,
     /// Under-learned channels, and the (protocol, client, server) pairs all of whose channels
@@ -108,15 +186,11 @@ pub struct Detector {
     server_units: FastMap<(Proto, IpAddr), BTreeSet<u32>>,
     server_ranges: FastMap<(Proto, IpAddr, u32, u32, bool), Ranges>,
     writers: FastSet<(Proto, IpAddr, IpAddr)>,
-    /// (protocol, client, function) of every function a client used on a channel it wrote on:
-    /// the write functions of the site's masters.
-    fleet_writes: FastSet<(Proto, IpAddr, u32)>,
     client_servers: FastSet<(IpAddr, IpAddr, Proto, u32)>,
-    /// Per server and unit with learned value envelopes: its points, their epoch, its memo.
-    points: FastMap<(Proto, IpAddr, u32), ServerPoints>,
-    polls: FastMap<(Channel, PollKey), PollRt>,
-    rt: FastMap<Channel, ChanRt>,
-    asset_rt: FastMap<IpAddr, AssetRt>,
+    /// Per server and unit with learned value envelopes: its points, their epoch, its memo;
+    /// `point_servers` finds one.
+    points: Vec<ServerPoints>,
+    point_servers: FastMap<(Proto, IpAddr, u32), usize>,
     scans: FastMap<IpAddr, ScanRt>,
     /// Causes raised so far (their text was built once).
     raised: FastSet<AlertKey>,
@@ -134,7 +208,7 @@ pub struct Detector {
     /// have nothing to do, so they cost a comparison, not a walk over every channel.
     next_due: i64,
     /// Channels whose current behaviour window has activity.
-    active_windows: Vec<Channel>,
+    active_windows: Vec<RtAt>,
     started: bool,
     /// Observations of channels beyond `MAX_RUNTIME_CHANNELS` (no timing state kept for them).
     pub untracked_channels: u64,
@@ -209,13 +283,14 @@ impl Detector {
     pub fn new(baseline: Baseline) -> Self {
         let mut d = Detector {
             channels: FastMap::default(),
+            chans: Chans {
+                slots: Vec::with_capacity(baseline.channels.len()),
+                others: FastMap::default(),
+                seen: 0,
+            },
             assets: baseline.assets.iter().map(|a| a.ip).collect(),
-            asset_macs: baseline
-                .assets
-                .iter()
-                .filter(|a| !a.macs.is_empty())
-                .map(|a| (a.ip, a.macs.iter().filter_map(|m| parse_mac(m)).collect()))
-                .collect(),
+            devices: Vec::new(),
+            device_index: FastMap::default(),
             learned_macs: baseline
                 .assets
                 .iter()
@@ -232,12 +307,9 @@ impl Detector {
             server_units: FastMap::default(),
             server_ranges: FastMap::default(),
             writers: FastSet::default(),
-            fleet_writes: FastSet::default(),
             client_servers: FastSet::default(),
-            points: FastMap::default(),
-            polls: FastMap::default(),
-            rt: FastMap::default(),
-            asset_rt: FastMap::default(),
+            points: Vec::new(),
+            point_servers: FastMap::default(),
             scans: FastMap::default(),
             raised: FastSet::default(),
             memo_elements: 0,
@@ -257,8 +329,20 @@ impl Detector {
             scan_resets: 0,
             baseline: std::sync::Arc::new(baseline),
         };
+        let base = Arc::clone(&d.baseline);
+        // Devices with learned Ethernet addresses (a later entry for the same address replaces
+        // an earlier one) or a silence clock (made when detection starts).
+        for a in &base.assets {
+            if a.macs.is_empty() && a.max_silence.is_none() {
+                continue;
+            }
+            let dev = d.device(a.ip);
+            if !a.macs.is_empty() {
+                d.devices[dev].macs = Some(a.macs.iter().filter_map(|m| parse_mac(m)).collect());
+            }
+        }
         let mut strong_pairs = FastSet::default();
-        for c in &d.baseline.channels {
+        for c in &base.channels {
             let pair = (c.channel.proto, c.channel.client, c.channel.server);
             if c.under_learned() {
                 d.weak_pairs.insert(pair);
@@ -267,10 +351,12 @@ impl Detector {
             }
         }
         d.weak_pairs.retain(|p| !strong_pairs.contains(p));
-        for (i, c) in d.baseline.channels.iter().enumerate() {
+        // (protocol, client, function) of every function a client used on a channel it wrote
+        // on: the write functions of the site's masters.
+        let mut fleet_writes: FastMap<(Proto, IpAddr), BTreeSet<u32>> = FastMap::default();
+        for (i, c) in base.channels.iter().enumerate() {
             let ch = c.channel;
-            let ends_known = d.assets.contains(&ch.client) && d.assets.contains(&ch.server);
-            d.channels.insert(ch, (i, ends_known));
+            d.channels.insert(ch, i);
             d.server_functions
                 .entry((ch.proto, ch.server))
                 .or_default()
@@ -283,9 +369,10 @@ impl Detector {
                 .insert((ch.client, ch.server, ch.proto, ch.unit));
             if c.wrote {
                 d.writers.insert((ch.proto, ch.client, ch.server));
-                for f in c.functions.keys() {
-                    d.fleet_writes.insert((ch.proto, ch.client, *f));
-                }
+                fleet_writes
+                    .entry((ch.proto, ch.client))
+                    .or_default()
+                    .extend(c.functions.keys());
             }
             for (write, map) in [(false, &c.reads), (true, &c.writes)] {
                 for (space, r) in map {
@@ -296,27 +383,76 @@ impl Detector {
                 }
             }
             for p in &c.points {
-                d.points
+                let next = d.points.len();
+                let at = *d
+                    .point_servers
                     .entry((ch.proto, ch.server, ch.unit))
-                    .or_default()
-                    .insert(
-                        point_key(p.space, p.address),
-                        PointEnv::new(p.min, p.max, p.max_step, p.samples),
-                    );
-            }
-            for p in &c.polls {
-                d.polls.insert(
-                    (ch, (p.function, p.space, p.start, p.count)),
-                    PollRt {
-                        model: p.clone(),
-                        last: None,
-                        missing_alerted: false,
-                        broken: VecDeque::new(),
-                    },
+                    .or_insert(next);
+                if at == next {
+                    d.points.push(ServerPoints::default());
+                }
+                d.points[at].insert(
+                    point_key(p.space, p.address),
+                    PointEnv::new(p.min, p.max, p.max_step, p.samples),
                 );
             }
         }
+        for c in &base.channels {
+            let ch = c.channel;
+            let slot = Slot {
+                ends_known: d.assets.contains(&ch.client) && d.assets.contains(&ch.server),
+                writer: d.writers.contains(&(ch.proto, ch.client, ch.server)),
+                fleet: fleet_writes
+                    .get(&(ch.proto, ch.client))
+                    .map(|f| f.iter().copied().collect())
+                    .unwrap_or_default(),
+                points: d
+                    .point_servers
+                    .get(&(ch.proto, ch.server, ch.unit))
+                    .copied(),
+                client_device: d.device_index.get(&ch.client).copied(),
+                server_device: d.device_index.get(&ch.server).copied(),
+                rt: ChanRt::default(),
+                polls: Vec::new(),
+            };
+            d.chans.slots.push(slot);
+        }
+        // A channel's polls go to the slot its PDUs find (the last of a channel listed twice),
+        // a later poll with the same key replacing an earlier one.
+        for c in &base.channels {
+            let Some(&i) = d.channels.get(&c.channel) else {
+                continue;
+            };
+            let polls = &mut d.chans.slots[i].polls;
+            for p in &c.polls {
+                let key = (p.function, p.space, p.start, p.count);
+                let rt = PollRt {
+                    model: p.clone(),
+                    last: None,
+                    missing_alerted: false,
+                    broken: VecDeque::new(),
+                };
+                match polls.binary_search_by(|(k, _)| k.cmp(&key)) {
+                    Ok(at) => polls[at].1 = rt,
+                    Err(at) => polls.insert(at, (key, rt)),
+                }
+            }
+        }
         d
+    }
+
+    /// A device's place in `devices`, made if new.
+    fn device(&mut self, ip: IpAddr) -> usize {
+        let next = self.devices.len();
+        let at = *self.device_index.entry(ip).or_insert(next);
+        if at == next {
+            self.devices.push(Device {
+                ip,
+                macs: None,
+                rt: None,
+            });
+        }
+        at
     }
 
     /// Starts the silence clocks of every learned asset at `now`.
@@ -324,18 +460,18 @@ impl Detector {
         self.started = true;
         for a in &self.baseline.assets {
             if let Some(gap) = a.max_silence {
-                self.asset_rt.insert(
-                    a.ip,
-                    AssetRt {
-                        threshold: (SILENCE_FACTOR * gap).max(MIN_SILENCE),
-                        last: now,
-                        last_frame: 0,
-                        source: None,
-                        proto: a.protocols.first().copied().unwrap_or(Proto::Tcp),
-                        peer: None,
-                        silent: false,
-                    },
-                );
+                let Some(&dev) = self.device_index.get(&a.ip) else {
+                    continue;
+                };
+                self.devices[dev].rt = Some(AssetRt {
+                    threshold: (SILENCE_FACTOR * gap).max(MIN_SILENCE),
+                    last: now,
+                    last_frame: 0,
+                    source: None,
+                    proto: a.protocols.first().copied().unwrap_or(Proto::Tcp),
+                    peer: None,
+                    silent: false,
+                });
             }
         }
     }
@@ -388,9 +524,20 @@ impl Detector {
 
     fn observe_pdu(&mut self, o: &Observation, out: &mut Vec<Alert>) {
         let ch = o.channel;
-        let learned = self.channels.get(&ch).copied();
-        let known = learned.map(|(i, _)| i);
-        let new_device = self.check_assets(o, learned.is_some_and(|(_, ends)| ends), out);
+        let known = self.channels.get(&ch).copied();
+        let slot = known.and_then(|i| self.chans.slots.get(i));
+        let ends_known = slot.is_some_and(|s| s.ends_known);
+        // The device that sent it, when it is a learned one with a state.
+        let device = match slot {
+            Some(s) if o.src() == ch.client => s.client_device,
+            Some(s) => s.server_device,
+            None => self.device_index.get(&o.src()).copied(),
+        };
+        let has_rt = match slot {
+            Some(s) => s.rt.known.is_some(),
+            None => self.chans.others.contains_key(&ch),
+        };
+        let new_device = self.check_assets(o, ends_known, device, out);
         // A new device makes its channel new: only the device is reported (one PDU, one
         // account), and no text is built for what would be dropped.
         if known.is_none() && !new_device && !background(&ch) {
@@ -423,7 +570,7 @@ impl Detector {
                 out.push(a);
             }
         }
-        if self.rt.len() >= MAX_RUNTIME_CHANNELS && !self.rt.contains_key(&ch) {
+        if self.chans.others.len() + self.chans.seen >= MAX_RUNTIME_CHANNELS && !has_rt {
             self.untracked_channels += 1;
             return;
         }
@@ -432,7 +579,7 @@ impl Detector {
             Kind::Response | Kind::Unsolicited => self.response(o, known, out),
             Kind::Conversation => self.conversation(o, known.is_some(), out),
         }
-        if let Some(a) = self.asset_rt.get_mut(&o.src()) {
+        if let Some(a) = device.and_then(|d| self.devices.get_mut(d)?.rt.as_mut()) {
             if a.silent {
                 a.silent = false;
             }
@@ -472,21 +619,21 @@ impl Detector {
     ) {
         let model = known.map(|(_, m)| m);
         let known = known.map(|(i, _)| i);
-        let (function_known, new_unit, unauthorized) = self.check_function(o, model, out);
+        let (function_known, new_unit, unauthorized) = self.check_function(o, known, model, out);
         let new_addresses = self.check_ranges(o, model, unauthorized, out);
         // Written values against the point envelopes.
-        self.check_values(o, out);
+        self.check_values(o, known, out);
         self.note_scan(o, !function_known, new_unit, new_addresses, out);
         self.check_rate(o, model, known, out);
-        self.check_poll(o, out);
+        self.check_poll(o, known, out);
     }
 
     fn response(&mut self, o: &Observation, known: Option<usize>, out: &mut Vec<Alert>) {
         let ch = o.channel;
-        self.check_values(o, out);
-        let model = known.map(|i| &self.baseline.channels[i]);
-        let rt = self.rt.entry(ch).or_default();
-        rt.known = known;
+        self.check_values(o, known, out);
+        let base = Arc::clone(&self.baseline);
+        let model = known.map(|i| &base.channels[i]);
+        let (at, rt) = self.chans.rt(ch, known);
         set_source(&mut rt.source, &o.source);
         rt.ports = o.ports.map(Ports::reversed).or(rt.ports);
         let matched = if o.kind == Kind::Response {
@@ -495,7 +642,7 @@ impl Detector {
             None
         };
         if rt.window.is_empty() {
-            self.active_windows.push(ch);
+            self.active_windows.push(at);
         }
         rt.window.add(o, matched.map(|m| m.0));
         if o.exception {

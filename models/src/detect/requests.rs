@@ -60,18 +60,18 @@ impl Detector {
     pub(super) fn check_function(
         &mut self,
         o: &Observation,
+        known: Option<usize>,
         model: Option<&ChannelModel>,
         out: &mut Vec<Alert>,
     ) -> (bool, bool, bool) {
         let ch = o.channel;
+        let slot = known.and_then(|i| self.chans.slots.get(i));
         // A master that wrote with this function to other servers in learning, writing to a
         // server it already talks to, is the site's master at work: its write is checked for
         // where it goes (`check_ranges`), not reported as a new function or an unknown writer.
         let fleet_writer = o.write
             && model.is_some()
-            && self
-                .fleet_writes
-                .contains(&(ch.proto, ch.client, o.function));
+            && slot.is_some_and(|s| s.fleet.binary_search(&o.function).is_ok());
         // Function codes: the channel's own, or for a new channel, any the server was asked.
         let function_known = fleet_writer
             || match model {
@@ -88,7 +88,10 @@ impl Detector {
         let unauthorized = o.write
             && ch.proto.is_ot()
             && !fleet_writer
-            && !self.writers.contains(&(ch.proto, ch.client, ch.server));
+            && !match slot {
+                Some(s) => s.writer,
+                None => self.writers.contains(&(ch.proto, ch.client, ch.server)),
+            };
         if !function_known && !command && !unauthorized {
             let funcs: BTreeSet<u32> = match model {
                 Some(m) => m.functions.keys().copied().collect(),
@@ -125,7 +128,9 @@ impl Detector {
                 out.push(a);
             }
         }
+        // A learned channel's unit is one its server was learned with.
         if ch.proto.is_ot()
+            && slot.is_none()
             && !self
                 .server_units
                 .get(&(ch.proto, ch.server))
@@ -255,13 +260,12 @@ impl Detector {
         out: &mut Vec<Alert>,
     ) {
         let ch = o.channel;
-        let rt = self.rt.entry(ch).or_default();
-        rt.known = known;
+        let (at, rt) = self.chans.rt(ch, known);
         set_source(&mut rt.source, &o.source);
         rt.ports = o.ports.or(rt.ports);
         rt.pending.request(o);
         if rt.window.is_empty() {
-            self.active_windows.push(ch);
+            self.active_windows.push(at);
         }
         rt.window.add(o, None);
         if o.corr.is_some() {
@@ -298,10 +302,22 @@ impl Detector {
 
     /// The poll cycle this request belongs to: early or late against the learned period, twice
     /// within `poll_window` (one skipped or delayed cycle is no incident).
-    pub(super) fn check_poll(&mut self, o: &Observation, out: &mut Vec<Alert>) {
+    pub(super) fn check_poll(
+        &mut self,
+        o: &Observation,
+        known: Option<usize>,
+        out: &mut Vec<Alert>,
+    ) {
         let ch = o.channel;
-        let key = (ch, poll_key(o));
-        if let Some(p) = self.polls.get_mut(&key) {
+        let key = poll_key(o);
+        let Some(polls) = known
+            .and_then(|i| self.chans.slots.get_mut(i))
+            .map(|s| &mut s.polls)
+        else {
+            return;
+        };
+        if let Ok(at) = polls.binary_search_by(|(k, _)| k.cmp(&key)) {
+            let p = &mut polls[at].1;
             if let Some((prev, prev_frame)) = p.last {
                 let gap = secs(prev, o.ts);
                 let m = &p.model;

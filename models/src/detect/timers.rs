@@ -105,7 +105,14 @@ impl Detector {
         let first_new = out.len();
         // Walk every timer, fire the expired ones, and find the next one due.
         let mut next = i64::MAX;
-        for (ch, rt) in &mut self.rt {
+        let base = Arc::clone(&self.baseline);
+        let learned = self
+            .chans
+            .slots
+            .iter_mut()
+            .zip(&base.channels)
+            .map(|(s, c)| (&c.channel, &mut s.rt));
+        for (ch, rt) in learned.chain(&mut self.chans.others) {
             if rt.pending.map.is_empty() {
                 // Most channels wait for nothing; walking an empty map still costs its table.
                 continue;
@@ -160,7 +167,17 @@ impl Detector {
             a.observed = json!({"unanswered": expired.len(), "first_request_frame": frame, "first_request_ts_ns": ts});
             out.push(a);
         }
-        for ((ch, _), p) in &mut self.polls {
+        let polls = self
+            .chans
+            .slots
+            .iter_mut()
+            .zip(&base.channels)
+            .flat_map(|(s, c)| {
+                // A slot's state is there once its channel was seen.
+                let rt = s.rt.known.is_some().then_some(&s.rt);
+                s.polls.iter_mut().map(move |(_, p)| (&c.channel, rt, p))
+            });
+        for (ch, rt, p) in polls {
             let Some((last, frame)) = p.last else {
                 continue;
             };
@@ -171,7 +188,6 @@ impl Detector {
             }
             if !p.missing_alerted && secs(last, now) > late {
                 p.missing_alerted = true;
-                let rt = self.rt.get(ch);
                 let key = AlertKey::channel("poll_cycle_broken", ch, poll_extra(m));
                 out.push(Alert {
                     frames: vec![frame],
@@ -190,7 +206,11 @@ impl Detector {
                 });
             }
         }
-        for (ip, a) in &mut self.asset_rt {
+        for (ip, a) in self
+            .devices
+            .iter_mut()
+            .filter_map(|d| Some((&d.ip, d.rt.as_mut()?)))
+        {
             let quiet = secs(a.last, now);
             if !a.silent && quiet <= a.threshold {
                 next = next.min(a.last.saturating_add(nanos(a.threshold)));
@@ -240,16 +260,17 @@ impl Detector {
         }
         self.window_index = Some(idx);
         let active = std::mem::take(&mut self.active_windows);
-        let Some(model) = self.baseline.behaviour.as_ref() else {
-            for ch in &active {
-                if let Some(rt) = self.rt.get_mut(ch) {
+        let base = Arc::clone(&self.baseline);
+        let Some(model) = base.behaviour.as_ref() else {
+            for &at in &active {
+                if let Some((_, rt)) = self.chans.rt_of(&base, at) {
                     rt.window = WindowAcc::default();
                 }
             }
             return;
         };
-        for ch in &active {
-            let Some(rt) = self.rt.get_mut(ch) else {
+        for &at in &active {
+            let Some((ref ch, rt)) = self.chans.rt_of(&base, at) else {
                 continue;
             };
             let mut w = std::mem::take(&mut rt.window);

@@ -256,21 +256,34 @@ impl Detector {
     /// gives the same result when run again on the same state; so when the same read comes
     /// again and no point of the server changed since (its epoch), it is skipped. Exact: the
     /// memo is compared in full.
-    pub(super) fn check_values(&mut self, o: &Observation, out: &mut Vec<Alert>) {
+    /// `known`: the channel's place in `slots`, if learned.
+    pub(super) fn check_values(
+        &mut self,
+        o: &Observation,
+        known: Option<usize>,
+        out: &mut Vec<Alert>,
+    ) {
         let ch = o.channel;
         if o.exception || o.accesses.iter().all(|a| a.values.is_empty()) {
             return;
         }
         if self.run_elements > MAX_RUN_ELEMENTS {
             // Only a cache: forgetting it costs time, never a result.
-            for s in self.points.values_mut() {
+            for s in &mut self.points {
                 s.runs.clear();
                 s.run_elements = 0;
             }
             self.run_elements = 0;
         }
         // Nothing to check without an envelope learned for this server and unit.
-        let Some(server) = self.points.get_mut(&(ch.proto, ch.server, ch.unit)) else {
+        let at = match known.and_then(|i| self.chans.slots.get(i)) {
+            Some(s) => s.points,
+            None => self
+                .point_servers
+                .get(&(ch.proto, ch.server, ch.unit))
+                .copied(),
+        };
+        let Some(server) = at.and_then(|i| self.points.get_mut(i)) else {
             return;
         };
         let Some(first) = o.accesses.first() else {
@@ -302,13 +315,13 @@ impl Detector {
             if n <= MAX_MEMO_ELEMENTS / 16 {
                 if self.memo_elements + n > MAX_MEMO_ELEMENTS {
                     // Only a cache: forgetting it costs time, never a result.
-                    for s in self.points.values_mut() {
+                    for s in &mut self.points {
                         s.memo.clear();
                     }
                     self.memo_elements = 0;
                 }
                 self.memo_elements += n;
-                if let Some(server) = self.points.get_mut(&(ch.proto, ch.server, ch.unit)) {
+                if let Some(server) = at.and_then(|i| self.points.get_mut(i)) {
                     server.memo.insert(key, memo);
                 }
             }
