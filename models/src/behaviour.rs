@@ -45,6 +45,52 @@ pub struct BehaviourModel {
     pub training_windows: usize,
 }
 
+/// Distinct values, counted. A window of a channel sees a few functions and addresses: they are
+/// held in place and compared one by one (no hashing, no allocation), and in a hash set once
+/// there are more than [`Distinct::FEW`].
+#[derive(Debug)]
+enum Distinct<T> {
+    Few(smallvec::SmallVec<[T; 8]>),
+    Many(crate::learn::FastSet<T>),
+}
+
+impl<T> Default for Distinct<T> {
+    fn default() -> Self {
+        Distinct::Few(smallvec::SmallVec::new())
+    }
+}
+
+impl<T: Copy + Eq + std::hash::Hash> Distinct<T> {
+    const FEW: usize = 8;
+
+    fn insert(&mut self, v: T) {
+        match self {
+            Distinct::Few(few) => {
+                if few.contains(&v) {
+                    return;
+                }
+                if few.len() < Self::FEW {
+                    few.push(v);
+                } else {
+                    let mut many: crate::learn::FastSet<T> = few.iter().copied().collect();
+                    many.insert(v);
+                    *self = Distinct::Many(many);
+                }
+            }
+            Distinct::Many(many) => {
+                many.insert(v);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Distinct::Few(few) => few.len(),
+            Distinct::Many(many) => many.len(),
+        }
+    }
+}
+
 /// One channel's activity in the current window.
 #[derive(Debug, Default)]
 pub struct WindowAcc {
@@ -52,8 +98,8 @@ pub struct WindowAcc {
     pub responses: u32,
     pub exceptions: u32,
     pub writes: u32,
-    functions: crate::learn::FastSet<u32>,
-    addresses: crate::learn::FastSet<(u32, u32)>,
+    functions: Distinct<u32>,
+    addresses: Distinct<(u32, u32)>,
     latencies: Vec<f64>,
     pub first_frame: Option<u64>,
     pub last_frame: u64,
@@ -209,6 +255,26 @@ impl BehaviourModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Distinct values are counted once, in place and past the move to a hash set.
+    #[test]
+    fn distinct_counts_each_value_once() {
+        let mut d = Distinct::default();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut seed: u32 = 7;
+        for _ in 0..500 {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            // Few values at first, then more: both forms are exercised.
+            let v = (seed >> 16) % (seen.len() as u32 + 2);
+            d.insert(v);
+            seen.insert(v);
+            assert_eq!(d.len(), seen.len());
+        }
+        assert!(
+            matches!(d, Distinct::Many(_)),
+            "it grew past the short list"
+        );
+    }
 
     fn window(req: f64, lat: f64) -> [f64; N] {
         [req, req, 0.0, 0.0, 2.0, 2.0, lat]

@@ -227,8 +227,10 @@ impl Detection {
     }
 
     fn write(&mut self, lines: &mut Vec<Alert>) {
-        // Alerts reach the file at once: a reader tailing it (a SIEM) sees each as it is raised.
-        let flush = !lines.is_empty();
+        // Most observations raise nothing.
+        if lines.is_empty() {
+            return;
+        }
         for mut a in lines.drain(..) {
             if !a.repeat {
                 let kind = match a.kind {
@@ -281,7 +283,8 @@ impl Detection {
                 k.push(a);
             }
         }
-        if let (true, Some(out)) = (flush, &mut self.out) {
+        // Alerts reach the file at once: a reader tailing it (a SIEM) sees each as it is raised.
+        if let Some(out) = &mut self.out {
             out.flush();
         }
     }
