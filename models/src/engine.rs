@@ -102,6 +102,7 @@ impl Engine {
         ]
     }
 
+    #[inline]
     fn switch_if_due(&mut self, now: i64) {
         if let (Phase::Learning(_), Some(until)) = (&self.phase, self.learn_until) {
             if now >= until {

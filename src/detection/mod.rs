@@ -226,11 +226,15 @@ impl Detection {
         Ok(())
     }
 
+    #[inline]
     fn write(&mut self, lines: &mut Vec<Alert>) {
         // Most observations raise nothing.
-        if lines.is_empty() {
-            return;
+        if !lines.is_empty() {
+            self.write_lines(lines);
         }
+    }
+
+    fn write_lines(&mut self, lines: &mut Vec<Alert>) {
         for mut a in lines.drain(..) {
             if !a.repeat {
                 let kind = match a.kind {

@@ -88,7 +88,20 @@ pub(super) fn slowed(l: &LatencyModel, median: f64) -> bool {
 
 impl Detector {
     /// Timers: response timeouts, polls that stopped, silent devices. Capture time.
+    #[inline]
     pub fn tick(&mut self, now: i64, out: &mut Vec<Alert>) {
+        // Most calls (one per observation) come before the next tick or the next timer due:
+        // the same test as below, without a call.
+        if self.started
+            && now >= self.last_tick
+            && (now < self.next_due || now.saturating_sub(self.last_tick) < TICK)
+        {
+            return;
+        }
+        self.tick_due(now, out);
+    }
+
+    fn tick_due(&mut self, now: i64, out: &mut Vec<Alert>) {
         if !self.started {
             // Silence is measured from the first moment seen, packet or tick: a plant already
             // down when detection starts is still reported.
