@@ -72,8 +72,91 @@ impl RateCounter {
 /// Requests awaiting their response on one channel, by correlation id.
 #[derive(Debug, Default)]
 pub struct Pending {
-    pub map: FastMap<u32, (i64, u64)>,
+    pub map: CorrMap,
     pub overflow: u64,
+}
+
+/// A request's time and frame, by its correlation id. A channel waits for one or a few answers
+/// at a time: they are held in place and found by comparison (no hashing, no allocation), and
+/// in a hash map while there are more than [`CorrMap::FEW`].
+#[derive(Debug)]
+pub enum CorrMap {
+    Few(smallvec::SmallVec<[(u32, (i64, u64)); 4]>),
+    Many(FastMap<u32, (i64, u64)>),
+}
+
+impl Default for CorrMap {
+    fn default() -> Self {
+        CorrMap::Few(smallvec::SmallVec::new())
+    }
+}
+
+impl CorrMap {
+    pub const FEW: usize = 4;
+
+    pub fn len(&self) -> usize {
+        match self {
+            CorrMap::Few(few) => few.len(),
+            CorrMap::Many(many) => many.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn contains_key(&self, c: &u32) -> bool {
+        match self {
+            CorrMap::Few(few) => few.iter().any(|(k, _)| k == c),
+            CorrMap::Many(many) => many.contains_key(c),
+        }
+    }
+
+    /// Remembers `v` for `c` (replacing what `c` held).
+    pub fn insert(&mut self, c: u32, v: (i64, u64)) {
+        match self {
+            CorrMap::Few(few) => {
+                if let Some(slot) = few.iter_mut().find(|(k, _)| *k == c) {
+                    slot.1 = v;
+                } else if few.len() < Self::FEW {
+                    few.push((c, v));
+                } else {
+                    let mut many: FastMap<u32, (i64, u64)> = few.iter().copied().collect();
+                    many.insert(c, v);
+                    *self = CorrMap::Many(many);
+                }
+            }
+            CorrMap::Many(many) => {
+                many.insert(c, v);
+            }
+        }
+    }
+
+    pub fn remove(&mut self, c: &u32) -> Option<(i64, u64)> {
+        match self {
+            CorrMap::Few(few) => {
+                let at = few.iter().position(|(k, _)| k == c)?;
+                Some(few.remove(at).1)
+            }
+            CorrMap::Many(many) => {
+                let v = many.remove(c);
+                if many.is_empty() {
+                    // Back in place once the burst is answered (the map's room is freed).
+                    *self = CorrMap::default();
+                }
+                v
+            }
+        }
+    }
+
+    /// Every id and what it holds, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, (i64, u64))> + '_ {
+        let (few, many) = match self {
+            CorrMap::Few(few) => (Some(few.iter().copied()), None),
+            CorrMap::Many(many) => (None, Some(many.iter().map(|(k, v)| (*k, *v)))),
+        };
+        few.into_iter().flatten().chain(many.into_iter().flatten())
+    }
 }
 
 /// DNP3 functions that get no response: confirm (0), direct operate without acknowledgement
@@ -531,6 +614,39 @@ fn poll_model(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pending map answers as a hash map does, over random inserts and removes of a few
+    /// ids and of bursts of many (in place, past it, and back).
+    #[test]
+    fn corr_map_is_a_map() {
+        let mut m = CorrMap::default();
+        let mut model: HashMap<u32, (i64, u64)> = HashMap::new();
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut went_many = false;
+        for step in 0..20_000i64 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            // Phases of few ids and of many.
+            let ids = if (step / 2000) % 2 == 0 { 6 } else { 40 };
+            let c = (seed % ids) as u32;
+            if seed >> 60 < 9 {
+                m.insert(c, (step, seed));
+                model.insert(c, (step, seed));
+            } else {
+                assert_eq!(m.remove(&c), model.remove(&c));
+            }
+            went_many |= matches!(m, CorrMap::Many(_));
+            assert_eq!(m.len(), model.len());
+            assert_eq!(m.contains_key(&c), model.contains_key(&c));
+            let mut all: Vec<_> = m.iter().collect();
+            all.sort_unstable();
+            let mut want: Vec<_> = model.iter().map(|(k, v)| (*k, *v)).collect();
+            want.sort_unstable();
+            assert_eq!(all, want);
+        }
+        assert!(went_many, "bursts moved it to the hash map");
+    }
 
     #[test]
     fn rate_counter_slides() {

@@ -131,7 +131,7 @@ impl Detector {
                 continue;
             }
             let timeout = timeout_of(&self.baseline, rt.known);
-            for (ts, _) in rt.pending.map.values() {
+            for (_, (ts, _)) in rt.pending.map.iter() {
                 let due = ts.saturating_add(nanos(timeout));
                 if due >= now {
                     next = next.min(due);
@@ -142,7 +142,7 @@ impl Detector {
                 .map
                 .iter()
                 .filter(|(_, (ts, _))| secs(*ts, now) > timeout)
-                .map(|(c, (ts, f))| (*c, *ts, *f))
+                .map(|(c, (ts, f))| (c, ts, f))
                 .collect();
             if expired.is_empty() {
                 continue;
