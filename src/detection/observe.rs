@@ -87,7 +87,7 @@ fn observe_pdu(ev: &Event) -> Option<Observation> {
                 Some(Values::Bits(b)) => b.iter().map(|&v| f64::from(u8::from(v))).collect(),
                 None => AccessValues::new(),
             };
-            modbus(m, values, &mut o);
+            modbus(&ModbusHead::of(m), values, &mut o);
             Some(o)
         }
         Pdu::Dnp3(d) => dnp3(d, ev, base),
@@ -107,13 +107,47 @@ fn observe_pdu(ev: &Event) -> Option<Observation> {
     }
 }
 
-/// A Modbus PDU's observation from its event object, `values` being the values it carries
-/// (the event's, or the parser's when the dissector builds the observation itself).
-pub(crate) fn modbus(m: &ModbusEvent, values: AccessValues, o: &mut Observation) {
+/// What a Modbus PDU's observation reads: its event object's header fields, or the same made
+/// from the parser's record when the dissector builds the observation itself.
+pub(crate) struct ModbusHead {
+    pub function_code: u8,
+    pub function: Option<&'static str>,
+    pub transaction_id: u16,
+    pub response_time: Option<f64>,
+    pub exception: bool,
+    pub error: Option<&'static str>,
+    pub subfunction: Option<u16>,
+    pub address: Option<u16>,
+    pub quantity: Option<u16>,
+    pub write_address: Option<u16>,
+    pub write_quantity: Option<u16>,
+}
+
+impl ModbusHead {
+    pub(crate) fn of(m: &ModbusEvent) -> Self {
+        ModbusHead {
+            function_code: m.function_code,
+            function: m.function,
+            transaction_id: m.transaction_id,
+            response_time: m.response_time,
+            exception: m.exception_code.is_some(),
+            error: m.error,
+            subfunction: m.subfunction,
+            address: m.address,
+            quantity: m.quantity,
+            write_address: m.write_address,
+            write_quantity: m.write_quantity,
+        }
+    }
+}
+
+/// A Modbus PDU's observation from its head, `values` being the values it carries (the
+/// event's, or the parser's when the dissector builds the observation itself).
+pub(crate) fn modbus(m: &ModbusHead, values: AccessValues, o: &mut Observation) {
     o.function_name = m.function;
     o.corr = Some(u32::from(m.transaction_id));
     o.latency = m.response_time;
-    o.exception = m.exception_code.is_some();
+    o.exception = m.exception;
     o.malformed = m.error;
     let request = o.kind == Kind::Request;
     let fc = m.function_code;
@@ -493,6 +527,16 @@ pub(crate) fn s7<'a>(
     }
 }
 
+/// Bytes as values: a run longer than the inline room is collected into a vector of its exact
+/// length and handed over (one allocation, no growth).
+fn byte_values(bytes: &[u8]) -> AccessValues {
+    if bytes.len() <= AccessValues::new().inline_size() {
+        bytes.iter().map(|&b| f64::from(b)).collect()
+    } else {
+        AccessValues::from_vec(bytes.iter().map(|&b| f64::from(b)).collect())
+    }
+}
+
 /// One S7 item as accesses: bits by bit address (`byte * 8 + bit`), other transport sizes by
 /// byte address, one access per element with its decoded value (BYTE/CHAR, WORD, INT, DWORD,
 /// DINT, REAL); bytes read are one access for the run.
@@ -551,7 +595,7 @@ fn s7_item(item: &S7ItemView<'_>, write: bool, out: &mut Accesses) {
             start: address,
             count: covered,
             write,
-            values: bytes.iter().map(|&b| f64::from(b)).collect(),
+            values: byte_values(bytes),
         });
     } else {
         let elements = bytes.chunks_exact(size as usize);
@@ -598,7 +642,7 @@ fn dbread(item: &S7ItemView<'_>, out: &mut Accesses) {
             start: u32::from(a.start),
             count,
             write: false,
-            values: mine.iter().map(|&b| f64::from(b)).collect(),
+            values: byte_values(mine),
         });
     }
 }

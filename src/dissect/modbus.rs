@@ -411,10 +411,10 @@ fn observation(
     pdu: &ModbusPdu<'_>,
     req: Option<&Pending>,
 ) -> Observation {
-    let m = build_event(adu, pdu, req, ctx.ts_nanos, false);
+    let m = head(adu, pdu, req, ctx.ts_nanos);
     let mut o = ctx.observation(
         otwatch_models::Proto::Modbus,
-        u32::from(m.unit_id),
+        u32::from(adu.header.unit_id),
         dir,
         u32::from(m.function_code),
     );
@@ -428,6 +428,40 @@ fn observation(
         );
     }
     o
+}
+
+/// What the observation of a well-formed PDU reads: what [`build_event`] puts in those fields.
+fn head(
+    adu: &ModbusAdu<'_>,
+    pdu: &ModbusPdu<'_>,
+    req: Option<&Pending>,
+    now: i64,
+) -> crate::detection::observe::ModbusHead {
+    let (write_address, write_quantity) = match &pdu.body {
+        PduBody::ReadWriteMultipleRequest {
+            write_address,
+            write_quantity,
+            ..
+        } => (Some(*write_address), Some(*write_quantity)),
+        _ => (None, None),
+    };
+    crate::detection::observe::ModbusHead {
+        function_code: pdu.function.0,
+        function: pdu.function.name(),
+        transaction_id: adu.header.transaction_id,
+        response_time: req.map(|r| seconds_between(r.ts_nanos, now)),
+        exception: pdu.exception().is_some(),
+        error: None,
+        subfunction: match &pdu.body {
+            PduBody::Diagnostics { subfunction, .. } => Some(subfunction.0),
+            _ => None,
+        },
+        // Responses that do not repeat the address carry their request's.
+        address: pdu.address().or(req.and_then(|r| r.address)),
+        quantity: pdu.quantity().or(req.and_then(|r| r.quantity)),
+        write_address,
+        write_quantity,
+    }
 }
 
 /// A PDU's event object. `detail`: with its data as text and its lists (file records, device

@@ -7,7 +7,6 @@
 
 pub mod tcp;
 
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -187,12 +186,16 @@ impl FlowTable {
                 return;
             }
         }
-        let flow = match self.flows.entry(key) {
-            Entry::Occupied(o) => o.into_mut(),
-            Entry::Vacant(v) => {
+        // Nearly every packet finds its flow: a plain lookup, and an entry only for a new one.
+        let flow = match self.flows.get_mut(&key) {
+            Some(flow) => flow,
+            None => {
                 stats.flows.created += 1;
                 self.next_id += 1;
-                v.insert(new_flow(self.next_id, pkt, sender, receiver, info, probed))
+                let id = self.next_id;
+                self.flows
+                    .entry(key)
+                    .or_insert_with(|| new_flow(id, pkt, sender, receiver, info, probed))
             }
         };
         flow.last_seen = now;
