@@ -209,6 +209,119 @@ struct PointAcc {
     samples: u64,
 }
 
+/// A device's place in `assets` (`index` finds it), made for a new one; none past
+/// [`MAX_ASSETS`] (counted in `dropped`).
+fn asset_place(
+    assets: &mut Vec<(IpAddr, AssetLearn)>,
+    index: &mut FastMap<IpAddr, usize>,
+    dropped: &mut u64,
+    ip: IpAddr,
+) -> Option<usize> {
+    if let Some(&at) = index.get(&ip) {
+        return Some(at);
+    }
+    if assets.len() >= MAX_ASSETS {
+        *dropped += 1;
+        return None;
+    }
+    index.insert(ip, assets.len());
+    assets.push((ip, AssetLearn::default()));
+    Some(assets.len() - 1)
+}
+
+/// Addresses of looked-up runs the servers keep at most, all together (a cache: cleared when
+/// full). 4 bytes each: 1 MiB.
+const MAX_RUN_ELEMENTS: usize = 256 * 1024;
+
+/// No point at this address (in a run's lookup): the bound on points was reached.
+const NO_POINT: u32 = u32::MAX;
+
+/// One server's value envelopes being learned.
+#[derive(Default)]
+struct ServerLearn {
+    /// By point (`space << 32 | address`); `index` finds one.
+    points: Vec<(u64, PointAcc)>,
+    index: FastMap<u64, u32>,
+    /// Runs of addresses already looked up, by space, start and length: each address's place
+    /// in `points`, or [`NO_POINT`]. A poll reads the same run again and again; its values
+    /// then cost no hash lookup each. A place never changes once made.
+    runs: FastMap<(u32, u32, u32), Box<[u32]>>,
+}
+
+impl ServerLearn {
+    /// Learns `values`, of consecutive addresses from `start` in `space`. `count` and
+    /// `dropped` are the bound on points, all servers together, and what it turned away.
+    fn learn(
+        &mut self,
+        space: u32,
+        start: u32,
+        values: &[f64],
+        count: &mut usize,
+        run_elements: &mut usize,
+        dropped: &mut u64,
+    ) {
+        let len = u32::try_from(values.len()).unwrap_or(u32::MAX);
+        if let Some(places) = self.runs.get(&(space, start, len)) {
+            for (&v, &place) in values.iter().zip(places.iter()) {
+                match self.points.get_mut(place as usize) {
+                    Some((_, p)) => p.add(v),
+                    None => *dropped += 1,
+                }
+            }
+            return;
+        }
+        let mut places = Vec::with_capacity(values.len());
+        for (i, &v) in values.iter().enumerate() {
+            let key = u64::from(space) << 32 | u64::from(start.wrapping_add(i as u32));
+            let place = match self.index.get(&key) {
+                Some(&at) => {
+                    if let Some((_, p)) = self.points.get_mut(at as usize) {
+                        p.add(v);
+                    }
+                    at
+                }
+                // At most MAX_POINTS points: far fewer than u32::MAX.
+                None => match u32::try_from(self.points.len()) {
+                    Ok(at) if *count < MAX_POINTS && at != NO_POINT => {
+                        *count += 1;
+                        self.index.insert(key, at);
+                        self.points.push((key, PointAcc::new(v)));
+                        at
+                    }
+                    _ => {
+                        *dropped += 1;
+                        NO_POINT
+                    }
+                },
+            };
+            places.push(place);
+        }
+        *run_elements += places.len();
+        self.runs
+            .insert((space, start, len), places.into_boxed_slice());
+    }
+}
+
+impl PointAcc {
+    fn new(v: f64) -> Self {
+        PointAcc {
+            min: v,
+            max: v,
+            max_step: 0.0,
+            last: v,
+            samples: 1,
+        }
+    }
+
+    fn add(&mut self, v: f64) {
+        self.max_step = self.max_step.max((v - self.last).abs());
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        self.last = v;
+        self.samples += 1;
+    }
+}
+
 #[derive(Default)]
 struct PollAcc {
     last: Option<i64>,
@@ -227,6 +340,11 @@ pub fn poll_key(o: &Observation) -> PollKey {
 
 #[derive(Default)]
 struct ChanLearn {
+    /// Its client's and its server's places in `Learner::assets`, once both have one.
+    ends: Option<(usize, usize)>,
+    /// Its behaviour window now (`Learner::active` lists the channels whose window has
+    /// activity).
+    window: WindowAcc,
     functions: BTreeMap<u32, u64>,
     requests: u64,
     responses: u64,
@@ -251,14 +369,20 @@ pub struct Learner {
     first_ts: Option<i64>,
     last_ts: i64,
     observations: u64,
-    assets: FastMap<IpAddr, AssetLearn>,
+    /// Devices; `asset_index` finds one.
+    assets: Vec<(IpAddr, AssetLearn)>,
+    asset_index: FastMap<IpAddr, usize>,
     channels: FastMap<Channel, ChanLearn>,
-    /// Value envelopes per server (`proto, server, unit`) and point (`space << 32 | address`):
-    /// one lookup of the server per access, and a word's per value.
-    points: FastMap<(Proto, IpAddr, u32), FastMap<u64, PointAcc>>,
+    /// Value envelopes per server (`proto, server, unit`): one lookup of the server per
+    /// observation, and of a polled run of addresses once ([`ServerLearn::run`]).
+    points: FastMap<(Proto, IpAddr, u32), ServerLearn>,
     /// Points in `points`, all servers together (bounded by [`MAX_POINTS`]).
     point_count: usize,
-    windows: FastMap<Channel, WindowAcc>,
+    /// Addresses in the servers' caches of looked-up runs, all together (bounded by
+    /// [`MAX_RUN_ELEMENTS`]).
+    run_elements: usize,
+    /// Channels whose behaviour window has activity.
+    active: Vec<Channel>,
     window_nanos: i64,
     window_index: Option<i64>,
     /// The window learning started in: partial, so not a sample.
@@ -274,11 +398,13 @@ impl Learner {
             first_ts: None,
             last_ts: 0,
             observations: 0,
-            assets: FastMap::default(),
+            assets: Vec::new(),
+            asset_index: FastMap::default(),
             channels: FastMap::default(),
             points: FastMap::default(),
             point_count: 0,
-            windows: FastMap::default(),
+            run_elements: 0,
+            active: Vec::new(),
             window_nanos: ((window_secs * NANOS as f64) as i64).max(NANOS),
             window_index: None,
             first_window: None,
@@ -297,13 +423,28 @@ impl Learner {
         self.observations += 1;
         self.roll_windows(o.ts);
         let ch = o.channel;
-        // Assets: both ends, their roles; and the longest silence of whoever sent this PDU.
-        for (ip, client) in [(ch.client, true), (ch.server, false)] {
-            if !self.assets.contains_key(&ip) && self.assets.len() >= MAX_ASSETS {
-                self.dropped.assets += 1;
-                continue;
+        // One lookup finds the channel, and with it its ends' places once both have one.
+        let full = self.channels.len() >= MAX_CHANNELS;
+        let chan = self.channels.get_mut(&ch);
+        let ends = match chan.as_ref().and_then(|c| c.ends) {
+            Some((client, server)) => (Some(client), Some(server)),
+            None => {
+                let mut asset = |ip| {
+                    asset_place(
+                        &mut self.assets,
+                        &mut self.asset_index,
+                        &mut self.dropped.assets,
+                        ip,
+                    )
+                };
+                (asset(ch.client), asset(ch.server))
             }
-            let a = self.assets.entry(ip).or_default();
+        };
+        // Assets: both ends, their roles; and the longest silence of whoever sent this PDU.
+        for (at, client) in [(ends.0, true), (ends.1, false)] {
+            let Some((_, a)) = at.and_then(|i| self.assets.get_mut(i)) else {
+                continue;
+            };
             a.protocols.insert(ch.proto);
             if client {
                 a.client = true;
@@ -311,7 +452,8 @@ impl Learner {
                 a.server = true;
             }
         }
-        if let Some(a) = self.assets.get_mut(&o.src()) {
+        let sender = if o.src() == ch.client { ends.0 } else { ends.1 };
+        if let Some((_, a)) = sender.and_then(|i| self.assets.get_mut(i)) {
             if let Some(prev) = a.last_sent {
                 a.max_gap = a.max_gap.max(secs(prev, o.ts));
             }
@@ -326,11 +468,17 @@ impl Learner {
                 }
             }
         }
-        if !self.channels.contains_key(&ch) && self.channels.len() >= MAX_CHANNELS {
-            self.dropped.channels += 1;
-            return;
+        let c = match chan {
+            Some(c) => c,
+            None if full => {
+                self.dropped.channels += 1;
+                return;
+            }
+            None => self.channels.entry(ch).or_default(),
+        };
+        if let (None, (Some(client), Some(server))) = (c.ends, ends) {
+            c.ends = Some((client, server));
         }
-        let c = self.channels.entry(ch).or_default();
         let mut latency = None;
         match o.kind {
             Kind::Request => {
@@ -384,41 +532,33 @@ impl Learner {
         };
         let mut accesses = o.accesses.iter().filter(with_values).peekable();
         if accesses.peek().is_some() {
-            let points = self
+            if self.run_elements > MAX_RUN_ELEMENTS {
+                // Only a cache: forgetting it costs time, never a result.
+                for s in self.points.values_mut() {
+                    s.runs.clear();
+                }
+                self.run_elements = 0;
+            }
+            let server = self
                 .points
                 .entry((ch.proto, ch.server, ch.unit))
                 .or_default();
             for a in accesses {
-                for (i, &v) in a.values.iter().enumerate() {
-                    let key = u64::from(a.space) << 32 | u64::from(a.start.wrapping_add(i as u32));
-                    match points.get_mut(&key) {
-                        Some(p) => {
-                            p.max_step = p.max_step.max((v - p.last).abs());
-                            p.min = p.min.min(v);
-                            p.max = p.max.max(v);
-                            p.last = v;
-                            p.samples += 1;
-                        }
-                        None if self.point_count < MAX_POINTS => {
-                            self.point_count += 1;
-                            points.insert(
-                                key,
-                                PointAcc {
-                                    min: v,
-                                    max: v,
-                                    max_step: 0.0,
-                                    last: v,
-                                    samples: 1,
-                                },
-                            );
-                        }
-                        None => self.dropped.points += 1,
-                    }
-                }
+                server.learn(
+                    a.space,
+                    a.start,
+                    &a.values,
+                    &mut self.point_count,
+                    &mut self.run_elements,
+                    &mut self.dropped.points,
+                );
             }
         }
         if o.kind != Kind::Conversation {
-            self.windows.entry(ch).or_default().add(o, latency);
+            if c.window.is_empty() {
+                self.active.push(ch);
+            }
+            c.window.add(o, latency);
         }
     }
 
@@ -430,13 +570,20 @@ impl Learner {
                 let partial = self.first_window == Some(cur);
                 // In channel order: the samples' order decides k-means' start and which are
                 // kept at the bound, so hash order would make the model differ run to run.
-                let mut closed: Vec<(Channel, WindowAcc)> = self.windows.drain().collect();
-                closed.sort_unstable_by_key(|(ch, _)| *ch);
-                for (_, mut w) in closed {
+                let mut closed = std::mem::take(&mut self.active);
+                closed.sort_unstable();
+                for ch in &closed {
+                    let Some(c) = self.channels.get_mut(ch) else {
+                        continue;
+                    };
+                    let mut w = std::mem::take(&mut c.window);
                     if !partial && !w.is_empty() && self.samples.len() < MAX_WINDOW_SAMPLES {
                         self.samples.push(w.features());
                     }
                 }
+                // Its room is used again next window.
+                closed.clear();
+                self.active = closed;
                 self.window_index = Some(idx);
             }
             None => {
@@ -473,11 +620,11 @@ impl Learner {
             .collect();
         assets.sort_by_key(|a| a.ip);
         let mut points_by_channel: HashMap<(Proto, IpAddr, u32), Vec<PointModel>> = HashMap::new();
-        for (server, points) in self.points {
+        for (server, learned) in self.points {
             points_by_channel
                 .entry(server)
                 .or_default()
-                .extend(points.into_iter().map(|(key, p)| PointModel {
+                .extend(learned.points.into_iter().map(|(key, p)| PointModel {
                     space: (key >> 32) as u32,
                     address: key as u32,
                     min: p.min,
@@ -614,6 +761,41 @@ fn poll_model(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Points past the bound are counted, every time their values come; the points learned
+    /// go on learning, through the run cache and after it was cleared (the bound on runs is
+    /// passed too), and a point's envelope is the same whichever way its values came.
+    #[test]
+    fn points_are_bounded_and_learned_through_the_run_cache() {
+        let read = |start, values: &[f64], ts| crate::obs::register_read(1, start, values, ts);
+        let mut l = Learner::new(5.0);
+        let run = [1.0; 1000];
+        // 280 runs of 1000 registers: 80 000 values past the bound, in the last 80 runs; more
+        // addresses than the run cache holds.
+        for pass in 0..2 {
+            for i in 0..280u32 {
+                l.observe(&read(1000 * i, &run, i64::from(pass * 1000 + i) * NANOS));
+            }
+        }
+        // One point read alone, and as part of its run, moves the same envelope.
+        l.observe(&read(5, &[7.0], 3000 * NANOS));
+        l.observe(&read(0, &[-3.0; 1000], 3001 * NANOS));
+        assert!(
+            l.run_elements <= MAX_RUN_ELEMENTS + 1000,
+            "{}",
+            l.run_elements
+        );
+        assert!(l.run_elements < 280 * 1000, "the run cache was cleared");
+        let b = l.finish();
+        assert_eq!(b.unlearned.points, 2 * 80_000);
+        let points: Vec<_> = b.channels.iter().flat_map(|c| &c.points).collect();
+        assert_eq!(points.len(), MAX_POINTS);
+        let p5 = points.iter().find(|p| p.address == 5).expect("point 5");
+        assert_eq!((p5.min, p5.max, p5.samples), (-3.0, 7.0, 4));
+        assert_eq!(p5.max_step, 10.0);
+        let p6 = points.iter().find(|p| p.address == 6).expect("point 6");
+        assert_eq!((p6.min, p6.max, p6.samples), (-3.0, 1.0, 3));
+    }
 
     /// The pending map answers as a hash map does, over random inserts and removes of a few
     /// ids and of bursts of many (in place, past it, and back).

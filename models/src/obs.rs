@@ -151,6 +151,7 @@ fn ip_bits(ip: IpAddr) -> u128 {
 /// Channels key the detector's hot maps: hashed as three words (the derived hash feeds an
 /// address byte by byte, with its length and variant, and cost a fifth of a lookup).
 impl std::hash::Hash for Channel {
+    #[inline]
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         match (self.client, self.server) {
             (IpAddr::V4(c), IpAddr::V4(s)) => state.write_u128(
@@ -338,4 +339,25 @@ impl Observation {
             Kind::Response | Kind::Unsolicited => self.channel.client,
         }
     }
+}
+
+/// For tests: a Modbus response of client `10.0.0.<client>` from server 192.168.1.10 (unit 1)
+/// reading `values` from holding register `start`, at `ts`.
+#[cfg(test)]
+pub(crate) fn register_read(client: u8, start: u32, values: &[f64], ts: i64) -> Observation {
+    let channel = Channel {
+        proto: Proto::Modbus,
+        client: IpAddr::from([10, 0, 0, client]),
+        server: IpAddr::from([192, 168, 1, 10]),
+        unit: 1,
+    };
+    let mut o = Observation::new(ts, Arc::from("t"), 1, channel, Kind::Response, 3);
+    o.accesses.push(Access {
+        space: 4,
+        start,
+        count: values.len() as u32,
+        write: false,
+        values: values.iter().copied().collect(),
+    });
+    o
 }

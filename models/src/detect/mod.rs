@@ -797,23 +797,7 @@ mod tests {
     }
 
     /// A read by `client` (10.0.0.x) from one PLC of holding registers from `start`.
-    fn read(client: u8, start: u32, values: &[f64], ts: i64) -> Observation {
-        let channel = Channel {
-            proto: Proto::Modbus,
-            client: IpAddr::from([10, 0, 0, client]),
-            server: IpAddr::from([192, 168, 1, 10]),
-            unit: 1,
-        };
-        let mut o = Observation::new(ts, Arc::from("t"), 1, channel, Kind::Response, 3);
-        o.accesses.push(crate::obs::Access {
-            space: 4,
-            start,
-            count: values.len() as u32,
-            write: false,
-            values: values.iter().copied().collect(),
-        });
-        o
-    }
+    use crate::obs::register_read as read;
 
     const T0: i64 = 1_700_000_000 * NANOS;
 
