@@ -399,27 +399,41 @@ fn dnp3(
 /// What detection reads of an S7 item: its address, its return code, and its data (the first
 /// [`crate::dissect::s7::MAX_VALUE_BYTES`], as an event shows them).
 pub(crate) struct S7ItemView<'a> {
+    pub addr: S7Address,
+    pub dbread: &'a [crate::dissect::s7::S7DbRead],
+    pub return_code: Option<u8>,
+    pub bytes: &'a [u8],
+}
+
+/// Where an S7 item points (an S7ANY address), as its event's item says.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct S7Address {
     pub area: Option<u8>,
     pub db: Option<u16>,
     pub address: Option<u32>,
     pub bit: Option<u8>,
     pub transport_size: Option<u8>,
     pub length: Option<u32>,
-    pub dbread: &'a [crate::dissect::s7::S7DbRead],
-    pub return_code: Option<u8>,
-    pub bytes: &'a [u8],
 }
 
-impl<'a> S7ItemView<'a> {
-    /// An event's item.
-    pub fn of(item: &'a crate::dissect::s7::S7Item) -> Self {
-        S7ItemView {
+impl S7Address {
+    pub fn of(item: &crate::dissect::s7::S7Item) -> Self {
+        S7Address {
             area: item.area,
             db: item.db,
             address: item.address,
             bit: item.bit,
             transport_size: item.transport_size,
             length: item.length,
+        }
+    }
+}
+
+impl<'a> S7ItemView<'a> {
+    /// An event's item.
+    pub fn of(item: &'a crate::dissect::s7::S7Item) -> Self {
+        S7ItemView {
+            addr: S7Address::of(item),
             dbread: &item.dbread,
             return_code: item.return_code,
             bytes: item.value.as_ref().map_or(&[], |h| &h.0),
@@ -544,17 +558,18 @@ fn s7_item(item: &S7ItemView<'_>, write: bool, out: &mut Accesses) {
     if !item.dbread.is_empty() {
         return dbread(item, out);
     }
-    let (Some(area), Some(address)) = (item.area, item.address) else {
+    let a = &item.addr;
+    let (Some(area), Some(address)) = (a.area, a.address) else {
         return;
     };
-    let space = u32::from(area) << 16 | u32::from(item.db.unwrap_or(0));
+    let space = u32::from(area) << 16 | u32::from(a.db.unwrap_or(0));
     let bytes = item.bytes;
-    let length = item.length.unwrap_or(1).max(1);
-    let transport = item.transport_size.unwrap_or(2);
+    let length = a.length.unwrap_or(1).max(1);
+    let transport = a.transport_size.unwrap_or(2);
     if transport == 1 {
         out.push(Access {
             space: space | S7_BIT_SPACE,
-            start: address.saturating_mul(8) | u32::from(item.bit.unwrap_or(0) & 7),
+            start: address.saturating_mul(8) | u32::from(a.bit.unwrap_or(0) & 7),
             count: 1,
             write,
             values: bytes

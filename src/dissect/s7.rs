@@ -7,6 +7,7 @@
 //! jobs are remembered by PDU reference (bounded) so that their ack_data carries the items'
 //! addresses next to the values or return codes.
 
+use crate::detection::observe::S7Address;
 use crate::dissect::registry::{S7COMM, S7COMMPLUS};
 use std::collections::VecDeque;
 
@@ -235,12 +236,102 @@ pub struct CotpEvent {
 struct Job {
     pdu_ref: u16,
     frame: u64,
-    items: Vec<S7Item>,
+    items: JobItems,
     block: Option<(Option<&'static str>, u32)>,
 }
 
+/// A job's items, held in place for the usual one or two.
+type JobItems = smallvec::SmallVec<[JobItem; 2]>;
+
+/// What an ack needs of its job's item: where it points (an ack's items carry no address). A
+/// job is remembered for every read and write until its ack: compact, not an event's item.
+#[derive(Debug, Clone, Default)]
+struct JobItem {
+    syntax_id: Option<u8>,
+    addr: S7Address,
+    /// A raw address (not S7ANY; rare): its text, and the DB reads it names.
+    raw: Option<Box<(Option<String>, Vec<S7DbRead>)>>,
+}
+
+impl JobItem {
+    /// A request's item specification.
+    fn spec(spec: &VarSpec<'_>) -> Self {
+        let mut item = JobItem {
+            syntax_id: Some(spec.syntax_id.0),
+            ..Default::default()
+        };
+        match spec.address {
+            VarAddress::Any(any) => {
+                item.addr = S7Address {
+                    area: Some(any.area.0),
+                    db: Some(any.db),
+                    address: Some(any.byte_address()),
+                    bit: Some(any.bit()),
+                    transport_size: Some(any.transport_size.0),
+                    length: Some(u32::from(any.count)),
+                };
+            }
+            VarAddress::Raw(raw) => {
+                let dbread = spec.dbread_areas().map_or_else(Vec::new, |areas| {
+                    areas
+                        .map(|a| S7DbRead {
+                            db: a.db,
+                            start: a.start,
+                            length: a.length,
+                        })
+                        .collect()
+                });
+                item.raw = Some(Box::new((Some(hex(raw)), dbread)));
+            }
+        }
+        item
+    }
+
+    /// The address part of an event's item.
+    fn of(item: &S7Item) -> Self {
+        JobItem {
+            syntax_id: item.syntax_id,
+            addr: S7Address::of(item),
+            raw: (item.raw_address.is_some() || !item.dbread.is_empty())
+                .then(|| Box::new((item.raw_address.clone(), item.dbread.clone()))),
+        }
+    }
+
+    /// As an event's item, with its address only.
+    fn item(&self) -> S7Item {
+        let (raw_address, dbread) = match &self.raw {
+            Some(raw) => (raw.0.clone(), raw.1.clone()),
+            None => (None, Vec::new()),
+        };
+        let a = self.addr;
+        S7Item {
+            syntax_id: self.syntax_id,
+            area: a.area,
+            area_name: a.area.and_then(|a| s7::Area(a).name()),
+            db: a.db,
+            address: a.address,
+            bit: a.bit,
+            transport_size: a.transport_size,
+            length: a.length,
+            raw_address,
+            dbread,
+            ..Default::default()
+        }
+    }
+
+    /// As an observation reads an item.
+    fn view(&self) -> crate::detection::observe::S7ItemView<'_> {
+        crate::detection::observe::S7ItemView {
+            addr: self.addr,
+            dbread: self.raw.as_ref().map_or(&[], |r| &r.1),
+            return_code: None,
+            bytes: &[],
+        }
+    }
+}
+
 /// The `i`th item of a job (its address, for the ack's `i`th item), if the job was seen.
-fn job_item(job: &Option<Job>, i: usize) -> Option<&S7Item> {
+fn job_item(job: &Option<Job>, i: usize) -> Option<&JobItem> {
     job.as_ref()?.items.get(i)
 }
 
@@ -467,7 +558,11 @@ impl S7Flow {
                     .take(MAX_ITEMS_PER_EVENT)
                     .map(|s| spec_item(&s))
                     .collect_items();
-                self.remember(h.pdu_ref, ctx.frame, ev.items.clone());
+                self.remember(
+                    h.pdu_ref,
+                    ctx.frame,
+                    ev.items.iter().map(JobItem::of).collect(),
+                );
             }
             S7Body::WriteVarRequest { items, values } => {
                 ev.items = items
@@ -480,7 +575,7 @@ impl S7Flow {
                         item
                     })
                     .collect_items();
-                let addresses: Vec<S7Item> = ev.items.iter().map(address_only).collect();
+                let addresses = ev.items.iter().map(JobItem::of).collect();
                 self.remember(h.pdu_ref, ctx.frame, addresses);
             }
             S7Body::ReadVarResponse { items } => {
@@ -491,7 +586,7 @@ impl S7Flow {
                     .take(MAX_ITEMS_PER_EVENT)
                     .enumerate()
                     .map(|(i, v)| {
-                        let mut item = job_item(&job, i).map(address_only).unwrap_or_default();
+                        let mut item = job_item(&job, i).map(JobItem::item).unwrap_or_default();
                         data_into(&mut item, &v, detail);
                         item
                     })
@@ -505,7 +600,7 @@ impl S7Flow {
                     .take(MAX_ITEMS_PER_EVENT)
                     .enumerate()
                     .map(|(i, rc)| {
-                        let mut item = job_item(&job, i).map(address_only).unwrap_or_default();
+                        let mut item = job_item(&job, i).map(JobItem::item).unwrap_or_default();
                         item.return_code = Some(rc.0);
                         item.return_code_name = rc.name();
                         item
@@ -592,29 +687,29 @@ impl S7Flow {
             }
         };
         let mut o = ctx.observation(otwatch_models::Proto::S7comm, 0, dir, 0);
-        let none = S7Item::default();
+        let none = JobItem::default();
         match &pdu.body {
             S7Body::ReadVarRequest { items } => {
-                let job = items
+                let job: JobItems = items
                     .iter()
                     .take(MAX_ITEMS_PER_EVENT)
-                    .map(|s| spec_item(&s))
-                    .collect_items();
-                observe_s7(&head, job.iter().map(S7ItemView::of), &mut o);
+                    .map(|s| JobItem::spec(&s))
+                    .collect();
+                observe_s7(&head, job.iter().map(JobItem::view), &mut o);
                 self.remember(h.pdu_ref, ctx.frame, job);
                 Some(o)
             }
             S7Body::WriteVarRequest { items, values } => {
-                let job = items
+                let job: JobItems = items
                     .iter()
                     .zip(values.iter())
                     .take(MAX_ITEMS_PER_EVENT)
-                    .map(|(s, _)| spec_item(&s))
-                    .collect_items();
+                    .map(|(s, _)| JobItem::spec(&s))
+                    .collect();
                 let views = job.iter().zip(values.iter()).map(|(a, v)| S7ItemView {
                     return_code: Some(v.return_code.0),
                     bytes: &v.data[..shown(v.data)],
-                    ..S7ItemView::of(a)
+                    ..a.view()
                 });
                 observe_s7(&head, views, &mut o);
                 self.remember(h.pdu_ref, ctx.frame, job);
@@ -629,7 +724,7 @@ impl S7Flow {
                     .map(|(i, v)| S7ItemView {
                         return_code: Some(v.return_code.0),
                         bytes: &v.data[..shown(v.data)],
-                        ..S7ItemView::of(job_item(&job, i).unwrap_or(&none))
+                        ..job_item(&job, i).unwrap_or(&none).view()
                     });
                 observe_s7(&head, views, &mut o);
                 Some(o)
@@ -642,7 +737,7 @@ impl S7Flow {
                     .enumerate()
                     .map(|(i, rc)| S7ItemView {
                         return_code: Some(rc.0),
-                        ..S7ItemView::of(job_item(&job, i).unwrap_or(&none))
+                        ..job_item(&job, i).unwrap_or(&none).view()
                     });
                 observe_s7(&head, views, &mut o);
                 Some(o)
@@ -716,7 +811,7 @@ impl S7Flow {
         }
     }
 
-    fn remember(&mut self, pdu_ref: u16, frame: u64, items: Vec<S7Item>) {
+    fn remember(&mut self, pdu_ref: u16, frame: u64, items: JobItems) {
         self.remember_job(Job {
             pdu_ref,
             frame,
@@ -742,7 +837,7 @@ impl S7Flow {
                 self.remember_job(Job {
                     pdu_ref: ev.pdu_ref,
                     frame: ctx.frame,
-                    items: Vec::new(),
+                    items: JobItems::new(),
                     block: ev.block_number.map(|n| (ev.block_type, n)),
                 });
             }
@@ -808,46 +903,9 @@ trait CollectItems: Iterator<Item = S7Item> + Sized {
 
 impl<I: Iterator<Item = S7Item>> CollectItems for I {}
 
+/// An event's item for a request's item specification: its address.
 fn spec_item(spec: &VarSpec<'_>) -> S7Item {
-    let mut item = S7Item {
-        syntax_id: Some(spec.syntax_id.0),
-        ..Default::default()
-    };
-    match spec.address {
-        VarAddress::Any(any) => {
-            item.area = Some(any.area.0);
-            item.area_name = any.area.name();
-            item.db = Some(any.db);
-            item.address = Some(any.byte_address());
-            item.bit = Some(any.bit());
-            item.transport_size = Some(any.transport_size.0);
-            item.length = Some(u32::from(any.count));
-        }
-        VarAddress::Raw(raw) => {
-            item.raw_address = Some(hex(raw));
-            if let Some(areas) = spec.dbread_areas() {
-                item.dbread = areas
-                    .map(|a| S7DbRead {
-                        db: a.db,
-                        start: a.start,
-                        length: a.length,
-                    })
-                    .collect();
-            }
-        }
-    }
-    item
-}
-
-/// The address part of an item (for matching acks to their job).
-fn address_only(item: &S7Item) -> S7Item {
-    S7Item {
-        value: None,
-        data_length: None,
-        return_code: None,
-        return_code_name: None,
-        ..item.clone()
-    }
+    JobItem::spec(spec).item()
 }
 
 fn data_into(item: &mut S7Item, data: &DataItem<'_>, detail: bool) {
