@@ -143,6 +143,7 @@ impl Detection {
     /// `packets` more packets were handled, the last at capture time `ts`: publishes the
     /// metrics about once a second, and records an OpenMetrics sample when one is due.
     /// `counters` gives the pipeline's counters and open flows, asked for only then.
+    #[inline(never)]
     pub fn metrics_progress(
         &mut self,
         packets: u64,

@@ -631,8 +631,7 @@ impl Detector {
     fn response(&mut self, o: &Observation, known: Option<usize>, out: &mut Vec<Alert>) {
         let ch = o.channel;
         self.check_values(o, known, out);
-        let base = Arc::clone(&self.baseline);
-        let model = known.map(|i| &base.channels[i]);
+        let model = known.map(|i| &self.baseline.channels[i]);
         let (at, rt) = self.chans.rt(ch, known);
         set_source(&mut rt.source, &o.source);
         rt.ports = o.ports.map(Ports::reversed).or(rt.ports);
