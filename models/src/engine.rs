@@ -353,4 +353,39 @@ mod tests {
         assert!(hit["runtime_channels"] > 0, "{hit:?}");
         assert!(hit["alert_causes"] > 0, "{hit:?}");
     }
+
+    /// The bound on runtime state counts learned channels once they were seen, as the others:
+    /// past it, a learned channel seen before keeps its state, and one never seen is counted
+    /// as left out, as is a new one.
+    #[test]
+    fn the_runtime_bound_counts_learned_channels_once_seen() {
+        let mut learner = Engine::learning(EngineConfig::default());
+        let mut out = Vec::new();
+        for client in 0..3 {
+            learner.observe(&request(client, T0), &mut out);
+        }
+        let baseline = learner.finish(&mut out).expect("a baseline");
+        assert_eq!(baseline.channels.len(), 3);
+        let mut engine = Engine::detecting(baseline, EngineConfig::default());
+        let mut ts = T0 + 1000;
+        let mut see = |engine: &mut Engine, client: u32| {
+            ts += 1000;
+            engine.observe(&request(client, ts), &mut out);
+            out.clear();
+            engine.bounds_hit()[0].1
+        };
+        // Learned client 0, then new clients up to the bound.
+        assert_eq!(see(&mut engine, 0), 0);
+        let max = crate::detect::MAX_RUNTIME_CHANNELS as u32;
+        for client in 1000..1000 + max - 1 {
+            assert_eq!(see(&mut engine, client), 0, "client {client}");
+        }
+        // Full: client 0 keeps its state; learned client 1, never seen, and a new client
+        // are left out, each time they come.
+        assert_eq!(see(&mut engine, 0), 0);
+        assert_eq!(see(&mut engine, 1), 1);
+        assert_eq!(see(&mut engine, 1), 2);
+        assert_eq!(see(&mut engine, 900), 3);
+        assert_eq!(see(&mut engine, 0), 3);
+    }
 }

@@ -374,7 +374,7 @@ pub struct Learner {
     asset_index: FastMap<IpAddr, usize>,
     channels: FastMap<Channel, ChanLearn>,
     /// Value envelopes per server (`proto, server, unit`): one lookup of the server per
-    /// observation, and of a polled run of addresses once ([`ServerLearn::run`]).
+    /// observation, and of a polled run of addresses once ([`ServerLearn::learn`]).
     points: FastMap<(Proto, IpAddr, u32), ServerLearn>,
     /// Points in `points`, all servers together (bounded by [`MAX_POINTS`]).
     point_count: usize,
@@ -769,13 +769,17 @@ mod tests {
     fn points_are_bounded_and_learned_through_the_run_cache() {
         let read = |start, values: &[f64], ts| crate::obs::register_read(1, start, values, ts);
         let mut l = Learner::new(5.0);
-        let run = [1.0; 1000];
-        // 280 runs of 1000 registers: 80 000 values past the bound, in the last 80 runs; more
-        // addresses than the run cache holds.
+        let run = [1.0; 1500];
+        // 180 runs of 1500 registers, more addresses than the run cache holds: 70 000 values
+        // past the bound, from the middle of run 133 on (that run, cached, is part learned).
         for pass in 0..2 {
-            for i in 0..280u32 {
-                l.observe(&read(1000 * i, &run, i64::from(pass * 1000 + i) * NANOS));
+            for i in 0..180u32 {
+                l.observe(&read(1500 * i, &run, i64::from(pass * 1000 + i) * NANOS));
             }
+        }
+        // The run across the bound twice more: at least once from the cache.
+        for k in 0..2 {
+            l.observe(&read(1500 * 133, &run, (2500 + k) * NANOS));
         }
         // One point read alone, and as part of its run, moves the same envelope.
         l.observe(&read(5, &[7.0], 3000 * NANOS));
@@ -785,9 +789,9 @@ mod tests {
             "{}",
             l.run_elements
         );
-        assert!(l.run_elements < 280 * 1000, "the run cache was cleared");
+        assert!(l.run_elements < 180 * 1500, "the run cache was cleared");
         let b = l.finish();
-        assert_eq!(b.unlearned.points, 2 * 80_000);
+        assert_eq!(b.unlearned.points, 2 * 70_000 + 2 * 1000);
         let points: Vec<_> = b.channels.iter().flat_map(|c| &c.points).collect();
         assert_eq!(points.len(), MAX_POINTS);
         let p5 = points.iter().find(|p| p.address == 5).expect("point 5");
@@ -795,6 +799,13 @@ mod tests {
         assert_eq!(p5.max_step, 10.0);
         let p6 = points.iter().find(|p| p.address == 6).expect("point 6");
         assert_eq!((p6.min, p6.max, p6.samples), (-3.0, 1.0, 3));
+        // Both sides of the bound in the run that crosses it.
+        let last = points
+            .iter()
+            .find(|p| p.address == 199_999)
+            .expect("the last point");
+        assert_eq!(last.samples, 4);
+        assert!(points.iter().all(|p| p.address < 200_000));
     }
 
     /// The pending map answers as a hash map does, over random inserts and removes of a few

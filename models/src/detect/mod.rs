@@ -62,7 +62,7 @@ const TICK: i64 = NANOS / 4;
 const MAX_RAISED: usize = 100_000;
 
 /// Bounds on runtime state for channels and clients learning never saw.
-const MAX_RUNTIME_CHANNELS: usize = 20_000;
+pub(crate) const MAX_RUNTIME_CHANNELS: usize = 20_000;
 
 const MAX_SCAN_CLIENTS: usize = 10_000;
 
