@@ -172,6 +172,29 @@ fn dbread_items_carry_their_data_block_and_are_learned() {
     assert_eq!(ours.len(), 91);
     assert_eq!(ours[0], (5, 10, 4));
     assert_eq!(ours[81], (9, 10, 4));
+    // Each ack's item carries its job's address (the ack itself has none), raw address and
+    // DBREAD areas included.
+    let address = |i: &otwatch::dissect::s7::S7Item| {
+        (
+            i.syntax_id,
+            i.area,
+            i.area_name,
+            i.raw_address.clone(),
+            i.dbread.clone(),
+        )
+    };
+    let of = |rosctr: u8| -> Vec<_> {
+        events
+            .iter()
+            .filter_map(|e| e.s7comm())
+            .filter(|s| s.rosctr == rosctr)
+            .flat_map(|s| s.items.iter().map(address))
+            .collect()
+    };
+    let (jobs, acks) = (of(1), of(3));
+    assert_eq!(jobs.len(), 91);
+    assert!(jobs[0].3.is_some(), "a raw address: {:?}", jobs[0]);
+    assert_eq!(acks, jobs);
     if tshark_or_skip() {
         let out = std::process::Command::new("tshark")
             .args(["-r", path.to_str().unwrap(), "-d", "tcp.port==102,tpkt"])
