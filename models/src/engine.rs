@@ -354,6 +354,114 @@ mod tests {
         assert!(hit["alert_causes"] > 0, "{hit:?}");
     }
 
+    /// A learned device is followed whichever channel it speaks on: a new Ethernet address is
+    /// reported on the client side of a learned channel and on a channel learning never saw,
+    /// a server still speaking (on a new channel) is not silent while a client that stopped
+    /// is, and the missing poll of that client names its capture and its ports.
+    #[test]
+    fn devices_and_polls_are_followed_on_learned_and_new_channels() {
+        use crate::obs::Ports;
+        let client: IpAddr = [10, 0, 0, 1].into();
+        let server: IpAddr = [192, 168, 1, 10].into();
+        let source: Arc<str> = Arc::from("cap");
+        let pdu = |unit: u32, kind: Kind, at: i64, mac: u8| {
+            let channel = Channel {
+                proto: Proto::Modbus,
+                client,
+                server,
+                unit,
+            };
+            let ts = T0 + at;
+            let mut o = Observation::new(ts, source.clone(), (at / 1000) as u64, channel, kind, 3);
+            o.src_mac = Some([2, 0, 0, 0, 0, mac]);
+            o.corr = Some((at / NANOS) as u32);
+            let ports = Ports {
+                src: 50_000,
+                dst: 502,
+                udp: false,
+            };
+            o.ports = Some(if kind == Kind::Request {
+                ports
+            } else {
+                ports.reversed()
+            });
+            o
+        };
+        let config = EngineConfig {
+            learn_for: Some(20 * NANOS),
+            ..EngineConfig::default()
+        };
+        let mut engine = Engine::learning(config);
+        let mut out = Vec::new();
+        // Learning: the client (MAC ..01) polls the server (MAC ..02) every second on unit 1.
+        for s in 0..20 {
+            engine.observe(&pdu(1, Kind::Request, s * NANOS, 1), &mut out);
+            engine.observe(
+                &pdu(1, Kind::Response, s * NANOS + NANOS / 100, 2),
+                &mut out,
+            );
+        }
+        assert!(out.is_empty());
+        // Detection: one poll from another NIC, then the client is quiet; the server answers
+        // on unit 2, which learning never saw, from another NIC too, every second.
+        engine.observe(&pdu(1, Kind::Request, 20 * NANOS, 0x91), &mut out);
+        for s in 21..40 {
+            engine.observe(&pdu(2, Kind::Response, s * NANOS, 0x92), &mut out);
+        }
+        let firsts: Vec<&Alert> = out.iter().filter(|a| !a.repeat).collect();
+        let of = |t: &str, ip: IpAddr| {
+            firsts
+                .iter()
+                .filter(|a| a.r#type == t && a.src_ip == ip)
+                .count()
+        };
+        let texts: Vec<&str> = firsts.iter().map(|a| a.message.as_str()).collect();
+        assert_eq!(of("new_asset", client), 1, "{texts:?}");
+        assert_eq!(of("new_asset", server), 1, "{texts:?}");
+        assert_eq!(of("device_silent", client), 1, "{texts:?}");
+        assert_eq!(of("device_silent", server), 0, "{texts:?}");
+        // Each new address is compared with that device's own learned one, and the client's
+        // silence counts from its own last frame.
+        let first = |t: &str, ip: IpAddr| {
+            firsts
+                .iter()
+                .find(|a| a.r#type == t && a.src_ip == ip)
+                .map(|a| (a.message.clone(), a.frames.clone()))
+                .unwrap_or_default()
+        };
+        let (client_mac, _) = first("new_asset", client);
+        assert!(
+            client_mac.contains("learned 02:00:00:00:00:01"),
+            "{client_mac}"
+        );
+        let (server_mac, _) = first("new_asset", server);
+        assert!(
+            server_mac.contains("learned 02:00:00:00:00:02"),
+            "{server_mac}"
+        );
+        let (_, silent_frames) = first("device_silent", client);
+        assert_eq!(silent_frames, vec![(20 * NANOS / 1000) as u64]);
+        let missing: Vec<&&Alert> = firsts
+            .iter()
+            .filter(|a| a.r#type == "poll_cycle_broken")
+            .collect();
+        assert_eq!(missing.len(), 1, "{texts:?}");
+        assert!(
+            missing[0].message.contains("missing"),
+            "{}",
+            missing[0].message
+        );
+        assert_eq!(&*missing[0].source, "cap");
+        assert_eq!(
+            missing[0].ports,
+            Some(Ports {
+                src: 50_000,
+                dst: 502,
+                udp: false
+            })
+        );
+    }
+
     /// The bound on runtime state counts learned channels once they were seen, as the others:
     /// past it, a learned channel seen before keeps its state, and one never seen is counted
     /// as left out, as is a new one.
