@@ -354,6 +354,114 @@ mod tests {
         assert!(hit["alert_causes"] > 0, "{hit:?}");
     }
 
+    /// A hand-edited baseline that lists a channel or a device twice: the channel's polls of
+    /// both entries are watched (a later poll of the same key would replace an earlier one),
+    /// and the device's last entry says which Ethernet address it has.
+    #[test]
+    fn a_channel_or_device_listed_twice_merges_as_before() {
+        let client: IpAddr = [10, 0, 0, 1].into();
+        let server: IpAddr = [192, 168, 1, 10].into();
+        let poll = |start: u32, at: i64, mac: u8| {
+            let channel = Channel {
+                proto: Proto::Modbus,
+                client,
+                server,
+                unit: 1,
+            };
+            let mut o = Observation::new(T0 + at, Arc::from("t"), 1, channel, Kind::Request, 3);
+            o.src_mac = Some([2, 0, 0, 0, 0, mac]);
+            o.accesses.push(crate::obs::Access {
+                space: 4,
+                start,
+                count: 10,
+                write: false,
+                values: Default::default(),
+            });
+            o
+        };
+        let mut learner = Engine::learning(EngineConfig::default());
+        let mut out = Vec::new();
+        for s in 0..20 {
+            learner.observe(&poll(0, s * NANOS, 1), &mut out);
+            learner.observe(&poll(100, s * NANOS + NANOS / 2, 1), &mut out);
+        }
+        let mut baseline = learner.finish(&mut out).expect("a baseline");
+        assert_eq!(baseline.channels.len(), 1);
+        assert_eq!(baseline.channels[0].polls.len(), 2);
+        // The channel twice, each entry with one of its polls; the client twice, the second
+        // entry with another Ethernet address.
+        let mut first = baseline.channels[0].clone();
+        let mut second = first.clone();
+        first.polls.retain(|p| p.start == 0);
+        second.polls.retain(|p| p.start == 100);
+        baseline.channels = vec![first, second];
+        let at = baseline
+            .assets
+            .iter()
+            .position(|a| a.ip == client)
+            .expect("the client");
+        let mut again = baseline.assets[at].clone();
+        again.macs = vec!["02:00:00:00:00:09".into()];
+        baseline.assets.push(again);
+        let mut engine = Engine::detecting(baseline, EngineConfig::default());
+        // Both polls go on from the learned NIC, then the poll of 0..9 stops.
+        for s in 20..30 {
+            engine.observe(&poll(0, s * NANOS, 1), &mut out);
+            engine.observe(&poll(100, s * NANOS + NANOS / 2, 1), &mut out);
+        }
+        for s in 30..40 {
+            engine.observe(&poll(100, s * NANOS + NANOS / 2, 1), &mut out);
+        }
+        let firsts: Vec<&Alert> = out.iter().filter(|a| !a.repeat).collect();
+        let texts: Vec<&str> = firsts.iter().map(|a| a.message.as_str()).collect();
+        let missing: Vec<&str> = firsts
+            .iter()
+            .filter(|a| a.r#type == "poll_cycle_broken")
+            .map(|a| a.message.as_str())
+            .collect();
+        assert_eq!(missing.len(), 1, "{texts:?}");
+        assert!(
+            missing[0].contains("holding_registers 0+10 missing"),
+            "{texts:?}"
+        );
+        let mac: Vec<&str> = firsts
+            .iter()
+            .filter(|a| a.r#type == "new_asset")
+            .map(|a| a.message.as_str())
+            .collect();
+        assert_eq!(mac.len(), 1, "{texts:?}");
+        assert!(mac[0].contains("learned 02:00:00:00:00:09"), "{texts:?}");
+    }
+
+    /// A channel whose client found no room among the assets is still learned, and each of its
+    /// observations counts the client left out again (its ends are looked up each time, not
+    /// taken from the channel).
+    #[test]
+    fn a_channel_with_an_end_left_out_counts_it_each_time() {
+        let mut engine = Engine::learning(EngineConfig::default());
+        let mut out = Vec::new();
+        // The server and MAX_ASSETS - 1 clients fill the assets; one channel short of the bound.
+        let full = crate::learn::MAX_ASSETS as u32 - 1;
+        for i in 0..full {
+            engine.observe(&request(i, T0 + i64::from(i) * 1000), &mut out);
+        }
+        let late = full + 5;
+        for k in 0..3 {
+            engine.observe(&request(late, T0 + NANOS + k * 1000), &mut out);
+        }
+        let baseline = engine.finish(&mut out).expect("a baseline");
+        assert_eq!(baseline.unlearned.assets, 3);
+        assert_eq!(baseline.unlearned.channels, 0);
+        assert_eq!(baseline.assets.len(), crate::learn::MAX_ASSETS);
+        let client = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + late));
+        let channel = baseline
+            .channels
+            .iter()
+            .find(|c| c.channel.client == client)
+            .expect("the late client's channel is learned");
+        assert_eq!(channel.requests, 3);
+    }
+
     /// A learned device is followed whichever channel it speaks on: a new Ethernet address is
     /// reported on the client side of a learned channel and on a channel learning never saw,
     /// a server still speaking (on a new channel) is not silent while a client that stopped
