@@ -354,6 +354,60 @@ mod tests {
         assert!(hit["alert_causes"] > 0, "{hit:?}");
     }
 
+    /// A learned channel remembers where its client's scan window is; once the full table
+    /// started afresh, that place belongs to someone else, and the client gets a window of its
+    /// own: its scan alert carries its own frames.
+    #[test]
+    fn a_scan_window_remembered_by_a_channel_goes_stale_with_the_table() {
+        let mut learner = Engine::learning(EngineConfig::default());
+        let mut out = Vec::new();
+        let read = |client: u32, start: u32, frame: u64, ts: i64| {
+            let mut o = request(client, ts);
+            o.frame = frame;
+            o.accesses.push(crate::obs::Access {
+                space: 4,
+                start,
+                count: 1,
+                write: false,
+                values: Default::default(),
+            });
+            o
+        };
+        learner.observe(&read(1, 0, 1, T0), &mut out);
+        let baseline = learner.finish(&mut out).expect("a baseline");
+        let mut engine = Engine::detecting(baseline, EngineConfig::default());
+        let mut ts = T0 + NANOS;
+        engine.observe(&read(1, 0, 2, ts), &mut out);
+        // As many new clients as the table holds: it is full, and starts afresh once.
+        let max = crate::detect::MAX_SCAN_CLIENTS as u32;
+        for client in 2..=max + 1 {
+            ts += 1000;
+            engine.observe(&request(client, ts), &mut out);
+        }
+        assert_eq!(engine.bounds_hit()[1], ("scan_clients", 1));
+        out.clear();
+        // The learned client reads 16 addresses it never read: a scan, in its own window.
+        for k in 0..16u32 {
+            ts += 1000;
+            engine.observe(
+                &read(1, 1000 + 10 * k, 900_000 + u64::from(k), ts),
+                &mut out,
+            );
+        }
+        let scans: Vec<&Alert> = out.iter().filter(|a| a.r#type == "scan").collect();
+        assert_eq!(
+            scans.len(),
+            1,
+            "{:?}",
+            out.iter().map(|a| &a.message).collect::<Vec<_>>()
+        );
+        assert!(
+            scans[0].frames.iter().all(|&f| f >= 900_000),
+            "{:?}",
+            scans[0].frames
+        );
+    }
+
     /// A hand-edited baseline that lists a channel or a device twice: the channel's polls of
     /// both entries are watched (a later poll of the same key would replace an earlier one),
     /// and the device's last entry says which Ethernet address it has.

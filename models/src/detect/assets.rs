@@ -49,19 +49,50 @@ pub(super) fn parse_mac(s: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(out)
 }
 
+/// The clients' scan windows; `index` finds one. `generation` counts the times the table was
+/// full and started afresh: a place remembered from an older generation is stale.
+#[derive(Default)]
+pub(super) struct Scans {
+    windows: Vec<ScanRt>,
+    index: FastMap<IpAddr, usize>,
+    generation: u64,
+}
+
+/// Where a learned channel's client last found its scan window: (generation, place).
+pub(super) type ScanPlace = Option<(u64, usize)>;
+
 /// The client's scan window, started afresh when it has expired (or the table is full), with
-/// this PDU's frame among its first eight.
+/// this PDU's frame among its first eight. `place`: where this channel found it last (kept up
+/// to date here), so that a learned channel's request needs no lookup.
 pub(super) fn scan_window<'a>(
-    scans: &'a mut FastMap<IpAddr, ScanRt>,
+    scans: &'a mut Scans,
     resets: &mut u64,
     o: &Observation,
+    place: &mut ScanPlace,
 ) -> &'a mut ScanRt {
     let client = o.channel.client;
-    if scans.len() >= MAX_SCAN_CLIENTS && !scans.contains_key(&client) {
-        scans.clear();
-        *resets += 1;
-    }
-    let s = scans.entry(client).or_default();
+    let at = match *place {
+        Some((generation, at)) if generation == scans.generation => at,
+        _ => {
+            let at = match scans.index.get(&client) {
+                Some(&at) => at,
+                None => {
+                    if scans.windows.len() >= MAX_SCAN_CLIENTS {
+                        scans.windows.clear();
+                        scans.index.clear();
+                        scans.generation += 1;
+                        *resets += 1;
+                    }
+                    scans.index.insert(client, scans.windows.len());
+                    scans.windows.push(ScanRt::default());
+                    scans.windows.len() - 1
+                }
+            };
+            *place = Some((scans.generation, at));
+            at
+        }
+    };
+    let s = &mut scans.windows[at];
     if o.ts.saturating_sub(s.start) > SCAN_WINDOW || o.ts < s.start {
         *s = ScanRt {
             start: o.ts,
@@ -193,6 +224,7 @@ impl Detector {
     pub(super) fn note_scan(
         &mut self,
         o: &Observation,
+        known: Option<usize>,
         fnew: bool,
         new_unit: bool,
         new_addresses: Vec<(u32, u32)>,
@@ -200,7 +232,12 @@ impl Detector {
     ) {
         let ch = o.channel;
         if ch.proto.is_ot() {
-            let s = scan_window(&mut self.scans, &mut self.scan_resets, o);
+            let mut none = None;
+            let place = match known.and_then(|i| self.chans.slots.get_mut(i)) {
+                Some(slot) => &mut slot.scan,
+                None => &mut none,
+            };
+            let s = scan_window(&mut self.scans, &mut self.scan_resets, o, place);
             if new_unit && s.units.len() < SCAN_SET_BOUND {
                 s.units.insert((ch.server, ch.unit));
             }

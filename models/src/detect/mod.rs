@@ -64,7 +64,7 @@ const MAX_RAISED: usize = 100_000;
 /// Bounds on runtime state for channels and clients learning never saw.
 pub(crate) const MAX_RUNTIME_CHANNELS: usize = 20_000;
 
-const MAX_SCAN_CLIENTS: usize = 10_000;
+pub(crate) const MAX_SCAN_CLIENTS: usize = 10_000;
 
 /// Accesses and values the value memo holds at most, in all (a cache: cleared when full); one
 /// read larger than a sixteenth of it is not remembered. At most 32 bytes an element: 8 MiB.
@@ -108,6 +108,8 @@ struct Slot {
     rt: ChanRt,
     /// Its learned polls, sorted by key.
     polls: Vec<(PollKey, PollRt)>,
+    /// Where its client's scan window was last found.
+    scan: ScanPlace,
 }
 
 /// A learned device: its Ethernet addresses and, once detection started, its silence clock.
@@ -191,7 +193,7 @@ pub struct Detector {
     /// `point_servers` finds one.
     points: Vec<ServerPoints>,
     point_servers: FastMap<(Proto, IpAddr, u32), usize>,
-    scans: FastMap<IpAddr, ScanRt>,
+    scans: Scans,
     /// Causes raised so far (their text was built once).
     raised: FastSet<AlertKey>,
     /// Elements held by the servers' value memos (their bound).
@@ -310,7 +312,7 @@ impl Detector {
             client_servers: FastSet::default(),
             points: Vec::new(),
             point_servers: FastMap::default(),
-            scans: FastMap::default(),
+            scans: Scans::default(),
             raised: FastSet::default(),
             memo_elements: 0,
             run_elements: 0,
@@ -414,6 +416,7 @@ impl Detector {
                 server_device: d.device_index.get(&ch.server).copied(),
                 rt: ChanRt::default(),
                 polls: Vec::new(),
+                scan: None,
             };
             d.chans.slots.push(slot);
         }
@@ -595,7 +598,7 @@ impl Detector {
     fn conversation(&mut self, o: &Observation, known: bool, out: &mut Vec<Alert>) {
         let ch = o.channel;
         if !known && !background(&ch) {
-            let s = scan_window(&mut self.scans, &mut self.scan_resets, o);
+            let s = scan_window(&mut self.scans, &mut self.scan_resets, o, &mut None);
             if s.ports.len() < SCAN_SET_BOUND {
                 s.ports.insert((ch.server, ch.unit));
             }
@@ -623,7 +626,7 @@ impl Detector {
         let new_addresses = self.check_ranges(o, model, unauthorized, out);
         // Written values against the point envelopes.
         self.check_values(o, known, out);
-        self.note_scan(o, !function_known, new_unit, new_addresses, out);
+        self.note_scan(o, known, !function_known, new_unit, new_addresses, out);
         self.check_rate(o, model, known, out);
         self.check_poll(o, known, out);
     }
