@@ -46,50 +46,8 @@ pub struct BehaviourModel {
 }
 
 /// Distinct values, counted. A window of a channel sees a few functions and addresses: they are
-/// held in place and compared one by one (no hashing, no allocation), and in a hash set once
-/// there are more than [`Distinct::FEW`].
-#[derive(Debug)]
-enum Distinct<T> {
-    Few(smallvec::SmallVec<[T; 8]>),
-    Many(crate::learn::FastSet<T>),
-}
-
-impl<T> Default for Distinct<T> {
-    fn default() -> Self {
-        Distinct::Few(smallvec::SmallVec::new())
-    }
-}
-
-impl<T: Copy + Eq + std::hash::Hash> Distinct<T> {
-    const FEW: usize = 8;
-
-    fn insert(&mut self, v: T) {
-        match self {
-            Distinct::Few(few) => {
-                if few.contains(&v) {
-                    return;
-                }
-                if few.len() < Self::FEW {
-                    few.push(v);
-                } else {
-                    let mut many: crate::learn::FastSet<T> = few.iter().copied().collect();
-                    many.insert(v);
-                    *self = Distinct::Many(many);
-                }
-            }
-            Distinct::Many(many) => {
-                many.insert(v);
-            }
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Distinct::Few(few) => few.len(),
-            Distinct::Many(many) => many.len(),
-        }
-    }
-}
+/// held in place while there are at most eight.
+type Distinct<T> = crate::small::SmallMap<T, (), 8>;
 
 /// One channel's activity in the current window.
 #[derive(Debug, Default)]
@@ -117,13 +75,13 @@ impl WindowAcc {
         match o.kind {
             Kind::Request => {
                 self.requests += 1;
-                self.functions.insert(o.function);
+                self.functions.insert(o.function, ());
                 if o.write {
                     self.writes += 1;
                 }
                 for a in &o.accesses {
                     if self.addresses.len() < MAX_ADDRESSES {
-                        self.addresses.insert((a.space, a.start));
+                        self.addresses.insert((a.space, a.start), ());
                     }
                 }
             }
@@ -266,7 +224,7 @@ mod tests {
             seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
             // Few values at first, then more: both forms are exercised.
             let v = (seed >> 16) % (seen.len() as u32 + 2);
-            d.insert(v);
+            d.insert(v, ());
             seen.insert(v);
             assert_eq!(d.len(), seen.len());
         }

@@ -77,87 +77,8 @@ pub struct Pending {
 }
 
 /// A request's time and frame, by its correlation id. A channel waits for one or a few answers
-/// at a time: they are held in place and found by comparison (no hashing, no allocation), and
-/// in a hash map while there are more than [`CorrMap::FEW`].
-#[derive(Debug)]
-pub enum CorrMap {
-    Few(smallvec::SmallVec<[(u32, (i64, u64)); 4]>),
-    Many(FastMap<u32, (i64, u64)>),
-}
-
-impl Default for CorrMap {
-    fn default() -> Self {
-        CorrMap::Few(smallvec::SmallVec::new())
-    }
-}
-
-impl CorrMap {
-    pub const FEW: usize = 4;
-
-    pub fn len(&self) -> usize {
-        match self {
-            CorrMap::Few(few) => few.len(),
-            CorrMap::Many(many) => many.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn contains_key(&self, c: &u32) -> bool {
-        match self {
-            CorrMap::Few(few) => few.iter().any(|(k, _)| k == c),
-            CorrMap::Many(many) => many.contains_key(c),
-        }
-    }
-
-    /// Remembers `v` for `c` (replacing what `c` held).
-    pub fn insert(&mut self, c: u32, v: (i64, u64)) {
-        match self {
-            CorrMap::Few(few) => {
-                if let Some(slot) = few.iter_mut().find(|(k, _)| *k == c) {
-                    slot.1 = v;
-                } else if few.len() < Self::FEW {
-                    few.push((c, v));
-                } else {
-                    let mut many: FastMap<u32, (i64, u64)> = few.iter().copied().collect();
-                    many.insert(c, v);
-                    *self = CorrMap::Many(many);
-                }
-            }
-            CorrMap::Many(many) => {
-                many.insert(c, v);
-            }
-        }
-    }
-
-    pub fn remove(&mut self, c: &u32) -> Option<(i64, u64)> {
-        match self {
-            CorrMap::Few(few) => {
-                let at = few.iter().position(|(k, _)| k == c)?;
-                Some(few.remove(at).1)
-            }
-            CorrMap::Many(many) => {
-                let v = many.remove(c);
-                if many.is_empty() {
-                    // Back in place once the burst is answered (the map's room is freed).
-                    *self = CorrMap::default();
-                }
-                v
-            }
-        }
-    }
-
-    /// Every id and what it holds, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (u32, (i64, u64))> + '_ {
-        let (few, many) = match self {
-            CorrMap::Few(few) => (Some(few.iter().copied()), None),
-            CorrMap::Many(many) => (None, Some(many.iter().map(|(k, v)| (*k, *v)))),
-        };
-        few.into_iter().flatten().chain(many.into_iter().flatten())
-    }
-}
+/// at a time: they are held in place while there are at most four.
+pub type CorrMap = crate::small::SmallMap<u32, (i64, u64), 4>;
 
 /// DNP3 functions that get no response: confirm (0), direct operate without acknowledgement
 /// (6), the no-ack freezes (8, 10, 12) and the no-ack authentication request (33).
@@ -229,12 +150,14 @@ fn asset_place(
     Some(assets.len() - 1)
 }
 
-/// Addresses of looked-up runs the servers keep at most, all together (a cache: cleared when
-/// full). 4 bytes each: 1 MiB.
-const MAX_RUN_ELEMENTS: usize = 256 * 1024;
+/// Addresses of looked-up runs the servers keep at most, all together, in learning and in
+/// detection (`detect::values`) alike: a cache, cleared when full, so it holds at most one
+/// PDU's runs more. 4 bytes each: 1 MiB.
+pub(crate) const MAX_RUN_ELEMENTS: usize = 256 * 1024;
 
-/// No point at this address (in a run's lookup): the bound on points was reached.
-const NO_POINT: u32 = u32::MAX;
+/// No point at this address (in a run's lookup): none was learned, or the bound on points was
+/// reached.
+pub(crate) const NO_POINT: u32 = u32::MAX;
 
 /// One server's value envelopes being learned.
 #[derive(Default)]

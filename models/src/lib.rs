@@ -13,6 +13,7 @@ pub mod engine;
 pub mod learn;
 pub mod obs;
 mod ranges;
+pub mod small;
 
 pub use alert::{Alert, AlertBook, AlertKey, AlertKind, AlertState, Severity};
 pub use baseline::{Baseline, BaselineError};

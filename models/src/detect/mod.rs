@@ -536,10 +536,6 @@ impl Detector {
             Some(s) => s.server_device,
             None => self.device_index.get(&o.src()).copied(),
         };
-        let has_rt = match slot {
-            Some(s) => s.rt.known.is_some(),
-            None => self.chans.others.contains_key(&ch),
-        };
         let new_device = self.check_assets(o, ends_known, device, out);
         // A new device makes its channel new: only the device is reported (one PDU, one
         // account), and no text is built for what would be dropped.
@@ -573,7 +569,14 @@ impl Detector {
                 out.push(a);
             }
         }
-        if self.chans.others.len() + self.chans.seen >= MAX_RUNTIME_CHANNELS && !has_rt {
+        // At the bound, only a channel that already has runtime state goes on (a lookup then,
+        // not for every PDU).
+        let full = self.chans.others.len() + self.chans.seen >= MAX_RUNTIME_CHANNELS;
+        let has_rt = || match known.and_then(|i| self.chans.slots.get(i)) {
+            Some(s) => s.rt.known.is_some(),
+            None => self.chans.others.contains_key(&ch),
+        };
+        if full && !has_rt() {
             self.untracked_channels += 1;
             return;
         }

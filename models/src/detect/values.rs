@@ -52,12 +52,9 @@ impl PointEnv {
     }
 }
 
-/// Addresses of looked-up runs the servers keep at most, all together ([`ServerPoints::run`]; a
-/// cache: cleared when full, so it holds at most one PDU's runs more). 4 bytes each: 1 MiB.
-pub(super) const MAX_RUN_ELEMENTS: usize = 256 * 1024;
-
-/// No envelope at this address (in a run's lookup).
-const NO_POINT: u32 = u32::MAX;
+/// The bound on the servers' runs of looked-up addresses ([`ServerPoints::run`]), and the place
+/// of an address without an envelope: learning's.
+pub(super) use crate::learn::{MAX_RUN_ELEMENTS, NO_POINT};
 
 /// A server and unit with learned value envelopes.
 #[derive(Default)]
