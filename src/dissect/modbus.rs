@@ -430,7 +430,7 @@ fn observation(
     o
 }
 
-/// What the observation of a well-formed PDU reads: what [`build_event`] puts in those fields.
+/// What the observation of a well-formed PDU reads; [`build_event`] starts from it too.
 fn head(
     adu: &ModbusAdu<'_>,
     pdu: &ModbusPdu<'_>,
@@ -473,39 +473,27 @@ fn build_event(
     now: i64,
     detail: bool,
 ) -> ModbusEvent {
+    // What an observation reads, made once for both (`head`).
+    let h = head(adu, pdu, req, now);
     let mut ev = ModbusEvent {
-        transaction_id: adu.header.transaction_id,
+        transaction_id: h.transaction_id,
         unit_id: adu.header.unit_id,
-        function_code: pdu.function.0,
-        function: pdu.function.name(),
-        address: pdu.address(),
-        quantity: pdu.quantity(),
+        function_code: h.function_code,
+        function: h.function,
+        address: h.address,
+        quantity: h.quantity,
+        response_time: h.response_time,
+        request_frame: req.map(|r| r.frame),
+        write_address: h.write_address,
+        write_quantity: h.write_quantity,
+        subfunction: h.subfunction,
         ..Default::default()
     };
     if let Some(code) = pdu.exception() {
         ev.exception_code = Some(code.0);
         ev.exception = code.name();
     }
-    if let Some(req) = req {
-        ev.request_frame = Some(req.frame);
-        ev.response_time = Some(seconds_between(req.ts_nanos, now));
-        // Responses that do not repeat the address carry their request's.
-        if ev.address.is_none() {
-            ev.address = req.address;
-        }
-        if ev.quantity.is_none() {
-            ev.quantity = req.quantity;
-        }
-    }
     match &pdu.body {
-        PduBody::ReadWriteMultipleRequest {
-            write_address,
-            write_quantity,
-            ..
-        } => {
-            ev.write_address = Some(*write_address);
-            ev.write_quantity = Some(*write_quantity);
-        }
         PduBody::MaskWriteRegister {
             and_mask, or_mask, ..
         } => {
@@ -514,7 +502,6 @@ fn build_event(
         }
         PduBody::ReadExceptionStatusResponse { status } => ev.status = Some(u16::from(*status)),
         PduBody::Diagnostics { subfunction, data } => {
-            ev.subfunction = Some(subfunction.0);
             ev.subfunction_name = subfunction.name();
             ev.data = detail.then(|| hex(data));
         }
