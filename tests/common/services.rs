@@ -23,21 +23,42 @@ pub fn have(bin: &str) -> bool {
     found
 }
 
+/// A port for a test's server, free when this returns and never one the kernel hands out to
+/// outgoing connections: it comes from below the ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`). A port from `bind(":0")` is an ephemeral one,
+/// and any connection another test opens meanwhile (an otwatch reaching its own collector) can
+/// take it as its local end before the server binds it: the server then cannot listen, and the
+/// test waits for it in vain.
 pub fn free_port() -> u16 {
-    // Never the same port twice in one test process: tests run in parallel, and a port given
-    // back to the kernel could be handed to the next caller before the first one's server binds.
+    // Never the same port twice in one test process: tests run in parallel, and a port found
+    // free could be handed to the next caller before the first one's server binds.
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if !given.contains(&port) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = if ephemeral_low > 12000 {
+        (10000, ephemeral_low)
+    } else {
+        (1024, ephemeral_low.max(2048)) // an unusual range: below it as far as there is room
+    };
+    let span = u32::from(high - low);
+    // Each test process starts somewhere else in the range (test binaries run one after
+    // another, and their servers' ports may linger in TIME_WAIT).
+    let seed = std::process::id().wrapping_mul(2654435761);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for step in 0..span {
+        let port = low + ((seed.wrapping_add(step.wrapping_mul(7919))) % span) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        // Free on every address, as a server on 0.0.0.0 needs it.
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
             given.push(port);
             return port;
         }
     }
+    panic!("no free port in {low}..{high}");
 }
 
 /// A plain HTTP/1.0 GET on loopback: the status code and the body.
@@ -190,31 +211,48 @@ impl Collector {
              if $app-name == \"probe\" then action(type=\"omfile\" file=\"{d}/probe.log\" template=\"raw\")\n"
         );
         std::fs::write(dir.join("rsyslog.conf"), conf).expect("conf");
-        let child = Command::new(bin)
+        let log = dir.join("rsyslogd.log");
+        let mut child = Command::new(bin)
             .args(["-n", "-f"])
             .arg(dir.join("rsyslog.conf"))
             .arg("-i")
             .arg(dir.join("rsyslog.pid"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("rsyslogd's log"))
             .spawn()
             .expect("rsyslogd starts");
         // Ready when a probe sent to the port comes out in this rsyslogd's own file: the
         // listener is this one (not another test's on a reused port), and its output works.
+        // The probe goes again each second until it comes out (a connection accepted while
+        // rsyslogd is starting is not promised to be read).
         let (start, probe) = (Instant::now(), dir.join("probe.log"));
-        let mut sent = false;
+        let mut last_sent: Option<Instant> = None;
         while !std::fs::read_to_string(&probe).is_ok_and(|t| t.contains("ready")) {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "rsyslogd on {port} did not write the probe"
-            );
-            if !sent && !tls {
-                if let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) {
-                    sent = c.write_all(b"<134>1 - - probe - - - ready\n").is_ok();
-                }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "rsyslogd on {address}:{port} ended ({status}): {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
             }
-            if tls && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break; // a TLS listener takes no plain probe: listening is what can be checked
+            if start.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "rsyslogd on {address}:{port} did not write the probe in 60 s (probe sent: {}): {}",
+                    last_sent.is_some(),
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            if tls {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    break; // a TLS listener takes no plain probe: listening is what can be checked
+                }
+            } else if last_sent.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                if let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) {
+                    if c.write_all(b"<134>1 - - probe - - - ready\n").is_ok() {
+                        last_sent = Some(Instant::now());
+                    }
+                }
             }
             std::thread::sleep(Duration::from_millis(50));
         }
