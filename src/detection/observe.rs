@@ -524,7 +524,11 @@ pub(crate) fn s7<'a>(
     // written), built in the same pass that looks for a failed item; none if anything failed.
     let ack_to_write = !request && write;
     if matches!(f, 0x04 | 0x05) && !header_error && !ack_to_write {
-        o.accesses.reserve(items.size_hint().0);
+        // Room for one access per item the PDU claims, at once: the parsers' item iterators
+        // know the claim, not how many will parse (at most 32 reserved: a claim is the
+        // sender's). An item of several elements reserves its own.
+        let (least, claimed) = items.size_hint();
+        o.accesses.reserve(claimed.unwrap_or(least).min(32));
         let mut any_failed = false;
         for item in items {
             any_failed |= failed(&item);
@@ -605,6 +609,8 @@ fn s7_item(item: &S7ItemView<'_>, write: bool, out: &mut Accesses) {
         // same). A write's run is checked as one range and counts as one new address for
         // scans: one write job, however many bytes it carries.
         covered = bytes.len() as u32;
+        // Room for the rest of the range too (values shown are at most the first 64 bytes).
+        out.reserve(1 + usize::from(total > covered));
         out.push(Access {
             space,
             start: address,

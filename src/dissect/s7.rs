@@ -690,22 +690,18 @@ impl S7Flow {
         let none = JobItem::default();
         match &pdu.body {
             S7Body::ReadVarRequest { items } => {
-                let job: JobItems = items
-                    .iter()
-                    .take(MAX_ITEMS_PER_EVENT)
-                    .map(|s| JobItem::spec(&s))
-                    .collect();
+                let job = job_items(items.iter().map(|s| JobItem::spec(&s)));
                 observe_s7(&head, job.iter().map(JobItem::view), &mut o);
                 self.remember(h.pdu_ref, ctx.frame, job);
                 Some(o)
             }
             S7Body::WriteVarRequest { items, values } => {
-                let job: JobItems = items
-                    .iter()
-                    .zip(values.iter())
-                    .take(MAX_ITEMS_PER_EVENT)
-                    .map(|(s, _)| JobItem::spec(&s))
-                    .collect();
+                let job = job_items(
+                    items
+                        .iter()
+                        .zip(values.iter())
+                        .map(|(s, _)| JobItem::spec(&s)),
+                );
                 let views = job.iter().zip(values.iter()).map(|(a, v)| S7ItemView {
                     return_code: Some(v.return_code.0),
                     bytes: &v.data[..shown(v.data)],
@@ -887,6 +883,15 @@ fn connection(ev: &mut CotpEvent, c: &CotpConnection<'_>) {
         ev.slot = Some(rs.slot);
     }
     ev.tpdu_size = c.tpdu_size();
+}
+
+/// A job's items (at most `MAX_ITEMS_PER_EVENT`), with room for as many as the PDU claims at
+/// once, as `collect_items` below does.
+fn job_items(items: impl Iterator<Item = JobItem>) -> JobItems {
+    let (least, claimed) = items.size_hint();
+    let mut job = JobItems::with_capacity(claimed.unwrap_or(least).min(32));
+    job.extend(items.take(MAX_ITEMS_PER_EVENT));
+    job
 }
 
 /// Collecting a PDU's items with room for them at once: the parsers' item iterators know how
