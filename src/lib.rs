@@ -2,6 +2,7 @@
 //!
 //! Data path (see DESIGN.md): capture → decode → flows → dissect → events.
 
+pub mod alloc;
 pub mod capture;
 pub mod decode;
 pub mod detection;

@@ -1,5 +1,5 @@
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: otwatch::alloc::MiMalloc = otwatch::alloc::MiMalloc;
 
 use std::process::ExitCode;
 
