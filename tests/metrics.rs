@@ -68,7 +68,7 @@ fn metrics_endpoint_serves_both_formats() {
             "--metrics",
         ])
         .arg(port.to_string())
-        .args(["--metrics-hold", "3s"])
+        .args(["--metrics-hold", "120s"]) // killed when the test ends (the guard)
         .arg(&fixture)
         .spawn()
         .expect("otwatch");

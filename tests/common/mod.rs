@@ -170,7 +170,11 @@ pub fn scenario_captures(prefix: &str) -> Vec<(String, PathBuf)> {
 
 /// A fresh scratch directory for one test.
 pub fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("otwatch-test-{}-{name}", std::process::id()));
+    // A directory of its own for every call: tests run in parallel, and two that asked for the
+    // same name (one helper called by two tests) would delete each other's files.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("otwatch-test-{}-{n}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir");
     dir
