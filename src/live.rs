@@ -28,6 +28,35 @@ use crate::stats::Stats;
 /// Descriptors a worker's queue holds.
 pub const QUEUE_CAPACITY: usize = 65_536;
 
+/// How long a stopped live capture goes on reading what the kernel had already put in the ring.
+pub const STOP_DRAIN: Duration = Duration::from_millis(500);
+
+/// A live capture asked to stop (SIGINT/SIGTERM) first reads the frames the kernel had already
+/// captured into the ring, without waiting for more: they were seen, and an operator stopping
+/// the sensor expects them in the outputs and the summary, not dropped uncounted. The drain
+/// ends when the ring has nothing ready, or after [`STOP_DRAIN`] on a link that keeps it full.
+#[derive(Debug, Default)]
+pub struct StopDrain {
+    since: Option<std::time::Instant>,
+}
+
+impl StopDrain {
+    /// How long the next read may wait for a frame: `wait` while running; zero while draining;
+    /// `None` once the drain is over (stop reading).
+    pub fn wait(&mut self, stop: bool, wait: Duration) -> Option<Duration> {
+        if !stop {
+            return Some(wait);
+        }
+        let since = *self.since.get_or_insert_with(std::time::Instant::now);
+        (since.elapsed() < STOP_DRAIN).then_some(Duration::ZERO)
+    }
+
+    /// Whether the capture is draining: a read that found nothing then ends it.
+    pub fn draining(&self) -> bool {
+        self.since.is_some()
+    }
+}
+
 /// What a fan-out capture did.
 #[derive(Debug, Default)]
 pub struct FanoutReport {
@@ -71,6 +100,7 @@ pub fn run_fanout_stage(
         ring: ring.clone(),
         name,
         stop,
+        drain: StopDrain::default(),
         error: None,
     };
     let report = run_sharded(
@@ -126,6 +156,7 @@ struct RingFeed<'a> {
     ring: SharedRing,
     name: &'a Arc<str>,
     stop: &'a AtomicBool,
+    drain: StopDrain,
     error: Option<CaptureError>,
 }
 
@@ -137,9 +168,9 @@ impl Feed for RingFeed<'_> {
     where
         T: FnMut(Next<'_, RawPacket>) -> Option<RawPacket>,
     {
-        if self.stop.load(Ordering::Relaxed) {
+        let Some(wait) = self.drain.wait(self.stop.load(Ordering::Relaxed), wait) else {
             return false;
-        }
+        };
         match self.source.next_raw(wait) {
             Ok(Some(p)) => {
                 // SAFETY: the capture thread holds the block of `p` until its next `next_raw`,
@@ -165,6 +196,7 @@ impl Feed for RingFeed<'_> {
                 }
                 true
             }
+            Ok(None) if self.drain.draining() => false,
             Ok(None) => {
                 f(Next::Idle);
                 true
@@ -183,5 +215,26 @@ impl Feed for RingFeed<'_> {
             ring_freezes: l.kernel_freeze_q_cnt,
             queue_drops: 0,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Running: reads wait as asked. Stopped: reads take what is ready without waiting, until
+    /// the drain's time is up (then no more reads), however often they are asked for.
+    #[test]
+    fn a_stopped_capture_drains_without_waiting_then_ends() {
+        let mut d = StopDrain::default();
+        let wait = Duration::from_millis(100);
+        assert_eq!(d.wait(false, wait), Some(wait));
+        assert!(!d.draining());
+        assert_eq!(d.wait(true, wait), Some(Duration::ZERO));
+        assert!(d.draining());
+        assert_eq!(d.wait(true, wait), Some(Duration::ZERO));
+        std::thread::sleep(STOP_DRAIN + Duration::from_millis(50));
+        assert_eq!(d.wait(true, wait), None);
+        assert_eq!(d.wait(true, wait), None);
     }
 }

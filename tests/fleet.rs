@@ -94,10 +94,7 @@ impl Site {
         let ns = self.ns.clone();
         std::thread::spawn(move || {
             enter_netns(&ns);
-            let s = RawSocket::bind("feed");
-            for f in &frames {
-                s.send(f);
-            }
+            RawSocket::bind("feed").send_all(&frames);
         })
         .join()
         .expect("sender");

@@ -148,9 +148,7 @@ fn send_from_peer(veth: &Veth, frames: Vec<Vec<u8>>) {
     thread::spawn(move || {
         enter_netns(&peer);
         let s = RawSocket::bind(PEER_IF);
-        for f in &frames {
-            s.send(f);
-        }
+        s.send_all(&frames);
     })
     .join()
     .expect("sender");
@@ -203,10 +201,7 @@ fn capture_while_sending(veth: &Veth, frames: Vec<Vec<u8>>) -> Captured {
     let peer_ns = veth.peer_ns.clone();
     let sender = thread::spawn(move || {
         enter_netns(&peer_ns);
-        let s = RawSocket::bind(PEER_IF);
-        for f in &frames {
-            s.send(f);
-        }
+        RawSocket::bind(PEER_IF).send_all(&frames);
     });
     sender.join().expect("sender");
     capture.join().expect("capture thread")
@@ -1057,6 +1052,80 @@ fn json_multiset(events: impl Iterator<Item = serde_json::Value>) -> Vec<String>
 /// `otwatch live --workers 2` (zero-copy fan-out) on fixtures and, with OTWATCH_CORPUS, real
 /// corpus captures sent at full speed: the events (as a multiset; workers interleave) equal
 /// those of a replay of the same frames, with no kernel or queue drop reported.
+/// Stopped (SIGINT) while frames it has not read yet sit in its ring, otwatch live reads them
+/// before it ends: they are in the events and the summary, with one worker and with two. The
+/// process is paused (SIGSTOP) while the frames arrive, so they are all waiting in the ring when
+/// the stop comes; the test's own socket on the same interface says when they have all arrived.
+#[test]
+fn a_stopped_live_capture_reads_what_its_ring_already_holds() {
+    skip_unless_able!();
+    let frames = fixture_frames();
+    let (replayed, _) = common::replay_file(Path::new(FIXTURE));
+    for workers in ["1", "2"] {
+        let veth = Veth::new(&format!("drain{workers}"));
+        let dir = common::scratch("live-drain");
+        let events_path = dir.join("events.jsonl");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &veth.cap_ns])
+            .arg(env!("CARGO_BIN_EXE_otwatch"))
+            .args(["live", "-i", CAP_IF, "--workers", workers, "--events"])
+            .arg(&events_path)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start otwatch live");
+        // The socket is open before the outputs are: once the events file exists, the ring
+        // takes frames.
+        let started = Instant::now();
+        while !events_path.exists() && started.elapsed() < SAFETY_TIMEOUT {
+            thread::sleep(Duration::from_millis(20));
+        }
+        let pid = child.id() as libc::pid_t;
+        // SAFETY: signalling our own child (`ip netns exec` execs otwatch in place).
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        let cap_ns = veth.cap_ns.clone();
+        let expected = frames.len();
+        let (tap_ready, tap_open) = mpsc::channel::<()>();
+        let tap = thread::spawn(move || {
+            enter_netns(&cap_ns);
+            let s = RawSocket::bind(CAP_IF);
+            tap_ready.send(()).expect("test thread");
+            let (mut seen, start) = (0, Instant::now());
+            while seen < expected && start.elapsed() < SAFETY_TIMEOUT {
+                seen += s.count_for(Duration::from_millis(100));
+            }
+            seen
+        });
+        tap_open.recv_timeout(SAFETY_TIMEOUT).expect("tap socket");
+        send_from_peer(&veth, frames.clone());
+        assert_eq!(
+            tap.join().expect("tap"),
+            expected,
+            "frames on the capture end"
+        );
+        // Delivered to every packet socket of the interface in the same pass as to the tap.
+        thread::sleep(Duration::from_millis(100));
+        // SAFETY: as above; the stop is pending when the process resumes.
+        unsafe {
+            libc::kill(pid, libc::SIGINT);
+            libc::kill(pid, libc::SIGCONT);
+        }
+        let out = child.wait_with_output().expect("otwatch live exits");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert!(
+            stderr.contains(&format!("otwatch live on {CAP_IF}: {expected} packets,")),
+            "workers {workers}: every frame read: {stderr}"
+        );
+        let written = std::fs::read_to_string(&events_path).expect("events");
+        assert_eq!(
+            written.lines().count(),
+            replayed.len(),
+            "workers {workers}: {stderr}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 #[test]
 fn live_fanout_with_two_workers_matches_replay_on_real_captures() {
     skip_unless_able!();

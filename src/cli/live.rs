@@ -70,6 +70,7 @@ pub(crate) fn live_counters(source: &mut LiveSource) -> otwatch::metrics::LiveCo
 struct LiveFeed<'a> {
     source: &'a mut LiveSource,
     name: &'a std::sync::Arc<str>,
+    drain: otwatch::live::StopDrain,
     error: Option<String>,
 }
 
@@ -81,9 +82,9 @@ impl Feed for LiveFeed<'_> {
     where
         T: FnMut(Next<'_, ()>) -> Option<()>,
     {
-        if otwatch::signals::stop_requested() {
+        let Some(wait) = self.drain.wait(otwatch::signals::stop_requested(), wait) else {
             return false;
-        }
+        };
         let next = match &mut *self.source {
             LiveSource::Ring(r) => r.next_packet_timeout(wait).map_err(|e| e.to_string()),
             #[cfg(feature = "libpcap")]
@@ -99,6 +100,7 @@ impl Feed for LiveFeed<'_> {
                 });
                 true
             }
+            Ok(None) if self.drain.draining() => false,
             Ok(None) => {
                 // A quiet link: the clock still moves (timeouts, silent devices).
                 f(Next::Idle);
@@ -209,6 +211,7 @@ pub(crate) fn run_live(
         let mut feed = LiveFeed {
             source: &mut source,
             name: &name,
+            drain: otwatch::live::StopDrain::default(),
             error: None,
         };
         let mut inline = Inline::new(&mut pipeline, sink);

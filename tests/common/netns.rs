@@ -93,6 +93,18 @@ impl RawSocket {
         );
     }
 
+    /// Sends every frame, in bursts of 256 with a pause between: a veth hands each frame to
+    /// the peer's per-CPU backlog, which holds 1000 (netdev_max_backlog) and drops the rest,
+    /// uncounted by any capture, when the softirq that empties it falls behind the sender.
+    pub fn send_all<F: AsRef<[u8]>>(&self, frames: &[F]) {
+        for (i, f) in frames.iter().enumerate() {
+            self.send(f.as_ref());
+            if i % 256 == 255 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
     /// Count the frames received within `window` (the socket's own outgoing frames excluded).
     pub fn count_for(&self, window: Duration) -> usize {
         let end = Instant::now() + window;
