@@ -268,9 +268,14 @@ fn live_capture_restores_vlan_tags() {
 fn live_capture_sends_nothing() {
     skip_unless_able!();
     let veth = Veth::new("quiet");
-    // Peer side: a plain counting socket, opened before otwatch's source.
+    // Peer side: a plain counting socket, opened before otwatch's source. The quiet window
+    // lasts from before the source is opened until after it is closed, whatever the threads'
+    // timing: it ends when the capture thread says the source is gone, and the control frame
+    // is sent only once the peer has stopped counting quiet frames.
     let (peer_ready_tx, peer_ready_rx) = mpsc::channel::<()>();
     let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (closed_tx, closed_rx) = mpsc::channel::<()>();
+    let (counted_tx, counted_rx) = mpsc::channel::<()>();
     let peer_ns = veth.peer_ns.clone();
     let peer = thread::spawn(move || {
         enter_netns(&peer_ns);
@@ -278,10 +283,18 @@ fn live_capture_sends_nothing() {
         peer_ready_tx.send(()).unwrap();
         go_rx.recv().unwrap();
         // otwatch's source is opened, configured (promiscuous, fanout) and read meanwhile.
-        let quiet = s.count_for(Duration::from_millis(500));
-        go_rx.recv().unwrap();
+        let mut quiet = 0;
+        while closed_rx.try_recv().is_err() {
+            quiet += s.count_for(Duration::from_millis(50));
+        }
+        // Anything the source sent before it closed has arrived by now (and is counted).
+        quiet += s.count_for(Duration::from_millis(200));
+        counted_tx.send(()).unwrap();
         // Positive control: the capture side's test socket sends one frame now.
-        let control = s.count_for(Duration::from_millis(500));
+        let (mut control, start) = (0, Instant::now());
+        while control == 0 && start.elapsed() < SAFETY_TIMEOUT {
+            control += s.count_for(Duration::from_millis(100));
+        }
         (quiet, control)
     });
     peer_ready_rx.recv_timeout(SAFETY_TIMEOUT).unwrap();
@@ -311,17 +324,21 @@ fn live_capture_sends_nothing() {
             }
         }
         drop(src);
+        closed_tx.send(()).unwrap();
+        counted_rx
+            .recv_timeout(SAFETY_TIMEOUT)
+            .expect("the peer ends its quiet count");
         // Then the control frame, from the test's own socket on this end.
         let s = RawSocket::bind(CAP_IF);
         s.send(&fixture_frames()[0]);
         seen
     });
-    open_rx.recv_timeout(SAFETY_TIMEOUT).unwrap();
     go_tx.send(()).unwrap();
-    thread::sleep(Duration::from_millis(700));
+    open_rx.recv_timeout(SAFETY_TIMEOUT).unwrap();
+    // The source is read for a while (its reads are what could send, if anything did).
+    thread::sleep(Duration::from_millis(500));
     done.store(true, Ordering::Relaxed);
     let seen = capture.join().expect("capture thread");
-    go_tx.send(()).unwrap();
     let (quiet, control) = peer.join().expect("peer thread");
     assert_eq!(seen, 0, "nothing was sent towards otwatch");
     assert_eq!(quiet, 0, "otwatch's source put packets on the wire");
