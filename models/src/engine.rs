@@ -205,7 +205,7 @@ pub(crate) fn needs_no_baseline(r#type: &str) -> bool {
 /// malformed PDUs, CRC errors, and a device reporting its own restart. Raised while learning too.
 /// A cause already in the book goes out bare: its text was built the first time.
 fn always(o: &Observation, book: &AlertBook, out: &mut Vec<Alert>) {
-    let ch = o.channel;
+    let ch = &o.channel;
     let mut push =
         |key: AlertKey, sev: Severity, text: &dyn Fn() -> (String, serde_json::Value)| {
             let mut a = crate::detect::alert(o, key, sev);
@@ -229,7 +229,7 @@ fn always(o: &Observation, book: &AlertBook, out: &mut Vec<Alert>) {
                 "a restart command",
             ),
         };
-        push(AlertKey::channel(t, &ch, 0), sev, &|| {
+        push(AlertKey::channel(t, ch, 0), sev, &|| {
             let name = o
                 .function_name
                 .map(|n| format!(" ({n})"))
@@ -242,7 +242,7 @@ fn always(o: &Observation, book: &AlertBook, out: &mut Vec<Alert>) {
     }
     if let Some(reason) = o.malformed {
         // Reasons are static strings: the address names one.
-        let key = AlertKey::channel("malformed_pdu", &ch, reason.as_ptr() as u64);
+        let key = AlertKey::channel("malformed_pdu", ch, reason.as_ptr() as u64);
         push(key, Severity::Medium, &|| {
             (
                 format!(
@@ -256,7 +256,7 @@ fn always(o: &Observation, book: &AlertBook, out: &mut Vec<Alert>) {
     }
     if o.crc_error {
         push(
-            AlertKey::channel("crc_error", &ch, 0),
+            AlertKey::channel("crc_error", ch, 0),
             Severity::Medium,
             &|| {
                 (

@@ -157,7 +157,7 @@ impl Detector {
         device: Option<usize>,
         out: &mut Vec<Alert>,
     ) -> bool {
-        let ch = o.channel;
+        let ch = &o.channel;
         let mut new_device = false;
         let ends: &[(IpAddr, &str)] = if ends_known {
             &[]
@@ -230,7 +230,7 @@ impl Detector {
         new_addresses: Vec<(u32, u32)>,
         out: &mut Vec<Alert>,
     ) {
-        let ch = o.channel;
+        let ch = &o.channel;
         if ch.proto.is_ot() {
             let mut none = None;
             let place = match known.and_then(|i| self.chans.slots.get_mut(i)) {

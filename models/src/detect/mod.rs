@@ -141,7 +141,7 @@ impl Chans {
     /// A channel's runtime state (made on first use) and where it lives; `known` is its place
     /// in `slots` when learned.
     #[inline]
-    fn rt(&mut self, ch: Channel, known: Option<usize>) -> (RtAt, &mut ChanRt) {
+    fn rt(&mut self, ch: &Channel, known: Option<usize>) -> (RtAt, &mut ChanRt) {
         match known.and_then(|i| self.slots.get_mut(i).map(|s| (i, s))) {
             Some((i, s)) => {
                 if s.rt.known.is_none() {
@@ -150,7 +150,7 @@ impl Chans {
                 }
                 (RtAt::Slot(i), &mut s.rt)
             }
-            None => (RtAt::Other(ch), self.others.entry(ch).or_default()),
+            None => (RtAt::Other(*ch), self.others.entry(*ch).or_default()),
         }
     }
 
@@ -526,8 +526,8 @@ impl Detector {
     }
 
     fn observe_pdu(&mut self, o: &Observation, out: &mut Vec<Alert>) {
-        let ch = o.channel;
-        let known = self.channels.get(&ch).copied();
+        let ch = &o.channel;
+        let known = self.channels.get(ch).copied();
         let slot = known.and_then(|i| self.chans.slots.get(i));
         let ends_known = slot.is_some_and(|s| s.ends_known);
         // The device that sent it, when it is a learned one with a state.
@@ -539,12 +539,12 @@ impl Detector {
         let new_device = self.check_assets(o, ends_known, device, out);
         // A new device makes its channel new: only the device is reported (one PDU, one
         // account), and no text is built for what would be dropped.
-        if known.is_none() && !new_device && !background(&ch) {
+        if known.is_none() && !new_device && !background(ch) {
             if let Some(mut a) = fresh(
                 &mut self.raised,
                 alert(
                     o,
-                    AlertKey::channel("new_channel", &ch, 0),
+                    AlertKey::channel("new_channel", ch, 0),
                     if ch.proto.is_ot() {
                         Severity::High
                     } else {
@@ -574,7 +574,7 @@ impl Detector {
         let full = self.chans.others.len() + self.chans.seen >= MAX_RUNTIME_CHANNELS;
         let has_rt = || match known.and_then(|i| self.chans.slots.get(i)) {
             Some(s) => s.rt.known.is_some(),
-            None => self.chans.others.contains_key(&ch),
+            None => self.chans.others.contains_key(ch),
         };
         if full && !has_rt() {
             self.untracked_channels += 1;
@@ -599,8 +599,8 @@ impl Detector {
     }
 
     fn conversation(&mut self, o: &Observation, known: bool, out: &mut Vec<Alert>) {
-        let ch = o.channel;
-        if !known && !background(&ch) {
+        let ch = &o.channel;
+        if !known && !background(ch) {
             let s = scan_window(&mut self.scans, &mut self.scan_resets, o, &mut None);
             if s.ports.len() < SCAN_SET_BOUND {
                 s.ports.insert((ch.server, ch.unit));
@@ -635,7 +635,7 @@ impl Detector {
     }
 
     fn response(&mut self, o: &Observation, known: Option<usize>, out: &mut Vec<Alert>) {
-        let ch = o.channel;
+        let ch = &o.channel;
         self.check_values(o, known, out);
         let model = known.map(|i| &self.baseline.channels[i]);
         let (at, rt) = self.chans.rt(ch, known);
@@ -659,7 +659,7 @@ impl Detector {
                     &mut self.raised,
                     alert(
                         o,
-                        AlertKey::channel("exception_burst", &ch, 0),
+                        AlertKey::channel("exception_burst", ch, 0),
                         Severity::Medium,
                     ),
                     out,
@@ -698,7 +698,7 @@ impl Detector {
                 &mut self.raised,
                 alert(
                     o,
-                    AlertKey::channel("latency_shift", &ch, 0),
+                    AlertKey::channel("latency_shift", ch, 0),
                     Severity::Medium,
                 ),
                 out,

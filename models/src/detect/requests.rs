@@ -64,7 +64,7 @@ impl Detector {
         model: Option<&ChannelModel>,
         out: &mut Vec<Alert>,
     ) -> (bool, bool, bool) {
-        let ch = o.channel;
+        let ch = &o.channel;
         let slot = known.and_then(|i| self.chans.slots.get(i));
         // A master that wrote with this function to other servers in learning, writing to a
         // server it already talks to, is the site's master at work: its write is checked for
@@ -105,7 +105,7 @@ impl Detector {
                 &mut self.raised,
                 alert(
                     o,
-                    AlertKey::channel("new_function_code", &ch, u64::from(o.function)),
+                    AlertKey::channel("new_function_code", ch, u64::from(o.function)),
                     Severity::High,
                 ),
                 out,
@@ -180,7 +180,7 @@ impl Detector {
         unauthorized: bool,
         out: &mut Vec<Alert>,
     ) -> Vec<(u32, u32)> {
-        let ch = o.channel;
+        let ch = &o.channel;
         let command = o.command.is_some();
         let mut new_addresses = Vec::new();
         for acc in &o.accesses {
@@ -259,7 +259,7 @@ impl Detector {
         known: Option<usize>,
         out: &mut Vec<Alert>,
     ) {
-        let ch = o.channel;
+        let ch = &o.channel;
         let (at, rt) = self.chans.rt(ch, known);
         set_source(&mut rt.source, &o.source);
         rt.ports = o.ports.or(rt.ports);
@@ -283,7 +283,7 @@ impl Detector {
                 &mut self.raised,
                 alert(
                     o,
-                    AlertKey::channel("traffic_flood", &ch, 0),
+                    AlertKey::channel("traffic_flood", ch, 0),
                     Severity::High,
                 ),
                 out,
@@ -308,7 +308,7 @@ impl Detector {
         known: Option<usize>,
         out: &mut Vec<Alert>,
     ) {
-        let ch = o.channel;
+        let ch = &o.channel;
         let key = poll_key(o);
         let Some(polls) = known
             .and_then(|i| self.chans.slots.get_mut(i))
@@ -346,7 +346,7 @@ impl Detector {
                         &mut self.raised,
                         alert(
                             o,
-                            AlertKey::channel("poll_cycle_broken", &ch, poll_extra(m)),
+                            AlertKey::channel("poll_cycle_broken", ch, poll_extra(m)),
                             Severity::Medium,
                         ),
                         out,

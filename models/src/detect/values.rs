@@ -151,7 +151,13 @@ impl ValueMemo {
             let Some((mine, after)) = rest.split_at_checked(a.values.len()) else {
                 return false;
             };
-            if !mine.iter().zip(&a.values).all(|(m, v)| *m == v.to_bits()) {
+            // Without an early exit, so that the compiler compares several values at once:
+            // the runs are polls' values, and a run that differs is the rarer case.
+            let differ = mine
+                .iter()
+                .zip(&a.values)
+                .fold(0u64, |d, (m, v)| d | (m ^ v.to_bits()));
+            if differ != 0 {
                 return false;
             }
             rest = after;
@@ -186,7 +192,7 @@ pub(super) fn check_values_now(
     o: &Observation,
     out: &mut Vec<Alert>,
 ) -> bool {
-    let ch = o.channel;
+    let ch = &o.channel;
     let mut changed = false;
     for acc in &o.accesses {
         if ch.proto.bit_space(acc.space) || o.exception || acc.values.is_empty() {
@@ -222,7 +228,7 @@ pub(super) fn check_values_now(
                     o,
                     AlertKey::point(
                         "value_out_of_range",
-                        &ch,
+                        ch,
                         u64::from(acc.space) << 32 | u64::from(addr),
                     ),
                     write_severity(acc.write),
@@ -260,7 +266,7 @@ impl Detector {
         known: Option<usize>,
         out: &mut Vec<Alert>,
     ) {
-        let ch = o.channel;
+        let ch = &o.channel;
         if o.exception || o.accesses.iter().all(|a| a.values.is_empty()) {
             return;
         }
