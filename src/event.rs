@@ -299,6 +299,32 @@ pub struct ModbusEvent {
     pub error_offset: Option<usize>,
 }
 
+/// Takes a lent observation ([`EventSink::observed`]) into `keep` (a recycled box), leaving
+/// `keep`'s old contents in its place; without a box, a new one, and an empty observation of
+/// the same channel left behind.
+pub fn take_observation(
+    obs: &mut otwatch_models::Observation,
+    keep: Option<Box<otwatch_models::Observation>>,
+) -> Box<otwatch_models::Observation> {
+    match keep {
+        Some(mut b) => {
+            std::mem::swap(&mut *b, obs);
+            b
+        }
+        None => {
+            let empty = otwatch_models::Observation::new(
+                0,
+                std::sync::Arc::clone(&obs.source),
+                0,
+                obs.channel,
+                obs.kind,
+                0,
+            );
+            Box::new(std::mem::replace(obs, empty))
+        }
+    }
+}
+
 /// Where events go. The pipeline calls `emit` in capture order.
 pub trait EventSink {
     fn emit(&mut self, event: Event);
@@ -325,8 +351,10 @@ pub trait EventSink {
     /// One PDU whose observation its dissector built, without its event (asked for only when
     /// [`EventSink::wants_observations`] and not [`EventSink::wants_event_out`]); `key` is the
     /// event's [`FlushKey`] (it orders a flush). A sink that says it wants observations must
-    /// take them here: this default drops them.
-    fn observed(&mut self, _key: FlushKey, _obs: otwatch_models::Observation) {
+    /// take them here: this default drops them. Lent, not given: a sink that only reads it
+    /// (detection on the capture thread) costs no move of it; a sink that keeps it takes it
+    /// ([`take_observation`]), and the dissector drops what is left.
+    fn observed(&mut self, _key: FlushKey, _obs: &mut otwatch_models::Observation) {
         debug_assert!(
             !self.wants_observations(),
             "a sink that wants observations must take them in `observed`"

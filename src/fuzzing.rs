@@ -193,7 +193,7 @@ impl EventSink for ObservationLog {
         }
     }
 
-    fn observed(&mut self, _key: crate::event::FlushKey, obs: otwatch_models::Observation) {
+    fn observed(&mut self, _key: crate::event::FlushKey, obs: &mut otwatch_models::Observation) {
         assert!(
             !self.events,
             "a dissector built its own observation although the events were asked for"

@@ -149,7 +149,7 @@ impl<'a> SortedFlush<'a> {
         for (key, h) in held {
             match h {
                 Held::Event(e) => inner.emit(*e),
-                Held::Observed(o) => inner.observed(key, *o),
+                Held::Observed(mut o) => inner.observed(key, &mut o),
             }
         }
     }
@@ -160,8 +160,9 @@ impl EventSink for SortedFlush<'_> {
         self.held
             .push((event.flush_key(), Held::Event(Box::new(event))));
     }
-    fn observed(&mut self, key: FlushKey, obs: Observation) {
-        self.held.push((key, Held::Observed(Box::new(obs))));
+    fn observed(&mut self, key: FlushKey, obs: &mut Observation) {
+        let obs = crate::event::take_observation(obs, None);
+        self.held.push((key, Held::Observed(obs)));
     }
     fn wants_events(&self) -> bool {
         self.inner.wants_events()

@@ -127,8 +127,9 @@ impl EventSink for ItemSink {
         self.push(key, obs, event);
     }
 
-    fn observed(&mut self, key: FlushKey, obs: Observation) {
-        self.push(key, Some(obs), None);
+    fn observed(&mut self, key: FlushKey, obs: &mut Observation) {
+        let obs = crate::event::take_observation(obs, self.spare.pop().ok());
+        self.push_boxed(key, Some(obs), None);
     }
 
     fn wants_events(&self) -> bool {
@@ -162,6 +163,10 @@ impl ItemSink {
             }
             Err(_) => Box::new(o),
         });
+        self.push_boxed(key, obs, event);
+    }
+
+    fn push_boxed(&mut self, key: FlushKey, obs: Option<Box<Observation>>, event: Option<Event>) {
         let mut item = Item {
             seq: self.seq,
             key,

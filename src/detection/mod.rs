@@ -421,8 +421,8 @@ impl EventSink for DetectSink<'_> {
         self.event_out(event);
     }
 
-    fn observed(&mut self, _key: crate::event::FlushKey, obs: otwatch_models::Observation) {
-        self.detection.observe(&obs);
+    fn observed(&mut self, _key: crate::event::FlushKey, obs: &mut otwatch_models::Observation) {
+        self.detection.observe(obs);
     }
 }
 

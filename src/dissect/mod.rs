@@ -165,7 +165,7 @@ impl Ctx<'_> {
     /// A PDU travelling in `dir` whose observation the dissector built from the parser's
     /// records ([`Ctx::observation`]), without its event (nobody reads events); counted as one
     /// event, as [`Ctx::emit`] counts one.
-    pub fn emit_observed(&mut self, dir: Dir, mut obs: Observation) {
+    pub fn emit_observed(&mut self, dir: Dir, obs: &mut Observation) {
         let (src, dst) = self.ends(dir);
         obs.src_mac = self.macs_from(src.0).map(|m| m.0 .0);
         obs.ports = crate::detection::observe::ports(src, dst, self.endpoints.transport, obs.src());

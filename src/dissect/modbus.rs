@@ -213,8 +213,8 @@ impl ModbusFlow {
                     if !ctx.wants_event_out() && ctx.wants_observations() {
                         // Detection without an events output: the observation straight from
                         // the parser's record, without the event's values, strings and lists.
-                        let o = observation(ctx, dir, adu, &pdu, pending.as_ref());
-                        ctx.emit_observed(dir, o);
+                        let mut o = observation(ctx, dir, adu, &pdu, pending.as_ref());
+                        ctx.emit_observed(dir, &mut o);
                     } else {
                         let mut ev = ctx.event("modbus", dir);
                         let mut m = build_event(adu, &pdu, pending.as_ref(), ctx.ts_nanos, true);

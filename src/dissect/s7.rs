@@ -528,11 +528,9 @@ impl S7Flow {
         if !ctx.sink.wants_events() {
             return;
         }
-        if !ctx.wants_event_out() && ctx.wants_observations() {
-            if let Some(o) = self.var_observation(ctx, dir, pdu) {
-                ctx.emit_observed(dir, o);
-                return;
-            }
+        if !ctx.wants_event_out() && ctx.wants_observations() && self.var_observation(ctx, dir, pdu)
+        {
+            return;
         }
         // Item values only when something reads them (per-channel metrics need the addresses).
         let detail = ctx.sink.wants_detail();
@@ -647,15 +645,10 @@ impl S7Flow {
     }
 
     /// The observation of a read or write job or of its ack, straight from the parser's items
-    /// (detection without an events output): what detection makes of the event, without
-    /// building the event's items. Jobs are remembered and taken as for the event. `None`, and
-    /// nothing done, for other PDUs.
-    fn var_observation(
-        &mut self,
-        ctx: &Ctx<'_>,
-        dir: Dir,
-        pdu: &S7Pdu<'_>,
-    ) -> Option<otwatch_models::Observation> {
+    /// (detection without an events output), handed to the sink: what detection makes of the
+    /// event, without building the event's items. Jobs are remembered and taken as for the
+    /// event. `false`, and nothing done, for other PDUs.
+    fn var_observation(&mut self, ctx: &mut Ctx<'_>, dir: Dir, pdu: &S7Pdu<'_>) -> bool {
         use crate::detection::observe::{s7 as observe_s7, S7Head, S7ItemView};
         if !matches!(
             pdu.body,
@@ -664,7 +657,7 @@ impl S7Flow {
                 | S7Body::ReadVarResponse { .. }
                 | S7Body::WriteVarResponse { .. }
         ) {
-            return None;
+            return false;
         }
         let h = &pdu.header;
         let function = pdu.function();
@@ -693,7 +686,8 @@ impl S7Flow {
                 let job = job_items(items.iter().map(|s| JobItem::spec(&s)));
                 observe_s7(&head, job.iter().map(JobItem::view), &mut o);
                 self.remember(h.pdu_ref, ctx.frame, job);
-                Some(o)
+                ctx.emit_observed(dir, &mut o);
+                true
             }
             S7Body::WriteVarRequest { items, values } => {
                 let job = job_items(
@@ -709,7 +703,8 @@ impl S7Flow {
                 });
                 observe_s7(&head, views, &mut o);
                 self.remember(h.pdu_ref, ctx.frame, job);
-                Some(o)
+                ctx.emit_observed(dir, &mut o);
+                true
             }
             S7Body::ReadVarResponse { items } => {
                 let job = self.take(h.pdu_ref);
@@ -723,7 +718,8 @@ impl S7Flow {
                         ..job_item(&job, i).unwrap_or(&none).view()
                     });
                 observe_s7(&head, views, &mut o);
-                Some(o)
+                ctx.emit_observed(dir, &mut o);
+                true
             }
             S7Body::WriteVarResponse { return_codes } => {
                 let job = self.take(h.pdu_ref);
@@ -736,9 +732,10 @@ impl S7Flow {
                         ..job_item(&job, i).unwrap_or(&none).view()
                     });
                 observe_s7(&head, views, &mut o);
-                Some(o)
+                ctx.emit_observed(dir, &mut o);
+                true
             }
-            _ => None,
+            _ => false,
         }
     }
 
@@ -1041,8 +1038,8 @@ fn on_s7plus(ctx: &mut Ctx<'_>, dir: Dir, pdu: &S7PlusPdu<'_>) {
         // Detection without an events output: the observation without the event (a PDU that
         // makes none, a keep-alive, still goes out as an event, for what counts events).
         let o = ctx.observation(otwatch_models::Proto::S7commplus, 0, dir, 0);
-        if let Some(o) = crate::detection::observe::s7plus(&ev, o) {
-            ctx.emit_observed(dir, o);
+        if let Some(mut o) = crate::detection::observe::s7plus(&ev, o) {
+            ctx.emit_observed(dir, &mut o);
             return;
         }
     }

@@ -281,11 +281,7 @@ impl Detector {
         if n > limit {
             if let Some(mut a) = fresh(
                 &mut self.raised,
-                alert(
-                    o,
-                    AlertKey::channel("traffic_flood", ch, 0),
-                    Severity::High,
-                ),
+                alert(o, AlertKey::channel("traffic_flood", ch, 0), Severity::High),
                 out,
             ) {
                 a.message = format!(
