@@ -123,15 +123,15 @@ impl Engine {
         }
         self.switch_if_due(o.ts);
         self.book.see(o.ts);
-        let mut cands = std::mem::take(&mut self.scratch);
-        always(o, &self.book, &mut cands);
+        always(o, &self.book, &mut self.scratch);
         match &mut self.phase {
             Phase::Learning(l) => l.observe(o),
-            Phase::Detecting(d) => d.observe(o, &mut cands),
+            Phase::Detecting(d) => d.observe(o, &mut self.scratch),
             Phase::Empty => {}
         }
         // Most observations raise nothing.
-        if !cands.is_empty() {
+        if !self.scratch.is_empty() {
+            let mut cands = std::mem::take(&mut self.scratch);
             crate::detect::suppress_implied(&mut cands);
             if let Phase::Detecting(d) = &mut self.phase {
                 d.soften(&mut cands);
@@ -144,8 +144,8 @@ impl Engine {
                     out.push(line);
                 }
             }
+            self.scratch = cands;
         }
-        self.scratch = cands;
     }
 
     /// Advances the clock without an observation (live capture on a quiet link).

@@ -165,15 +165,18 @@ impl Detection {
 
     /// One observation, in capture order.
     pub fn observe(&mut self, o: &otwatch_models::Observation) {
-        let mut lines = std::mem::take(&mut self.scratch);
         if let Some(m) = &mut self.metrics {
             m.channels.observe(o);
         }
         if let Some(e) = &mut self.engine {
-            e.observe(o, &mut lines);
+            e.observe(o, &mut self.scratch);
         }
-        self.write(&mut lines);
-        self.scratch = lines;
+        // Most observations raise nothing.
+        if !self.scratch.is_empty() {
+            let mut lines = std::mem::take(&mut self.scratch);
+            self.write_lines(&mut lines);
+            self.scratch = lines;
+        }
     }
 
     /// The clock moved with no event (a quiet live link).

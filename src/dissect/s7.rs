@@ -237,7 +237,9 @@ struct Job {
     pdu_ref: u16,
     frame: u64,
     items: JobItems,
-    block: Option<(Option<&'static str>, u32)>,
+    /// A start_upload job's block (type, number); boxed, as only uploads have one: a job is
+    /// moved into the list and out again for every read and write.
+    block: Option<Box<(Option<&'static str>, u32)>>,
 }
 
 /// A job's items, held in place for the usual one or two.
@@ -831,13 +833,15 @@ impl S7Flow {
                     pdu_ref: ev.pdu_ref,
                     frame: ctx.frame,
                     items: JobItems::new(),
-                    block: ev.block_number.map(|n| (ev.block_type, n)),
+                    block: ev.block_number.map(|n| Box::new((ev.block_type, n))),
                 });
             }
             (s7::Rosctr::ACK_DATA, Some(s7::FunctionCode::START_UPLOAD)) => {
                 let job = self.take(ev.pdu_ref);
                 ev.request_frame = job.as_ref().map(|j| j.frame);
-                if let (Some(id), Some(block)) = (ev.upload_id, job.and_then(|j| j.block)) {
+                if let (Some(id), Some(block)) =
+                    (ev.upload_id, job.and_then(|j| j.block.map(|b| *b)))
+                {
                     (ev.block_type, ev.block_number) = (block.0, Some(block.1));
                     if self.uploads.len() >= MAX_UPLOADS {
                         self.uploads.pop_front();
