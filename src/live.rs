@@ -14,7 +14,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::capture::afpacket::{restore_vlan, AfPacketSource, RawPacket, SharedRing};
 use crate::capture::{CaptureError, LinkType, Packet};
@@ -28,32 +28,53 @@ use crate::stats::Stats;
 /// Descriptors a worker's queue holds.
 pub const QUEUE_CAPACITY: usize = 65_536;
 
-/// How long a stopped live capture goes on reading what the kernel had already put in the ring.
+/// How long a stopped live capture goes on reading what the kernel had already captured, at
+/// most (a link that keeps the ring full).
 pub const STOP_DRAIN: Duration = Duration::from_millis(500);
 
+/// A stopped capture's ring is drained once it has given nothing for this long: longer than a
+/// ring block's timeout (10 ms: the kernel hands a block over when it is full or that old) and
+/// than libpcap's read timeout (100 ms), so frames captured just before the stop are still
+/// handed over.
+pub const DRAIN_QUIET: Duration = Duration::from_millis(150);
+
+/// The longest a read waits while draining.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+
 /// A live capture asked to stop (SIGINT/SIGTERM) first reads the frames the kernel had already
-/// captured into the ring, without waiting for more: they were seen, and an operator stopping
-/// the sensor expects them in the outputs and the summary, not dropped uncounted. The drain
-/// ends when the ring has nothing ready, or after [`STOP_DRAIN`] on a link that keeps it full.
+/// captured: they were seen, and an operator stopping the sensor expects them in the outputs
+/// and the summary, not dropped uncounted. The drain ends once the ring has been quiet for
+/// [`DRAIN_QUIET`], or after [`STOP_DRAIN`] on a link that keeps it busy.
 #[derive(Debug, Default)]
 pub struct StopDrain {
-    since: Option<std::time::Instant>,
+    since: Option<Instant>,
+    last_frame: Option<Instant>,
 }
 
 impl StopDrain {
-    /// How long the next read may wait for a frame: `wait` while running; zero while draining;
-    /// `None` once the drain is over (stop reading).
+    /// How long the next read may wait for a frame: `wait` while running; a short poll while
+    /// draining; `None` once the drain is over (stop reading).
     pub fn wait(&mut self, stop: bool, wait: Duration) -> Option<Duration> {
         if !stop {
             return Some(wait);
         }
-        let since = *self.since.get_or_insert_with(std::time::Instant::now);
-        (since.elapsed() < STOP_DRAIN).then_some(Duration::ZERO)
+        self.wait_at(Instant::now(), wait)
     }
 
-    /// Whether the capture is draining: a read that found nothing then ends it.
-    pub fn draining(&self) -> bool {
-        self.since.is_some()
+    fn wait_at(&mut self, now: Instant, wait: Duration) -> Option<Duration> {
+        let since = *self.since.get_or_insert(now);
+        let quiet_from = self.last_frame.map_or(since, |f| f.max(since));
+        let over = now.saturating_duration_since(since) >= STOP_DRAIN
+            || now.saturating_duration_since(quiet_from) >= DRAIN_QUIET;
+        (!over).then_some(wait.min(DRAIN_POLL))
+    }
+
+    /// A frame was read (only noted while draining).
+    #[inline]
+    pub fn frame(&mut self) {
+        if self.since.is_some() {
+            self.last_frame = Some(Instant::now());
+        }
     }
 }
 
@@ -173,6 +194,7 @@ impl Feed for RingFeed<'_> {
         };
         match self.source.next_raw(wait) {
             Ok(Some(p)) => {
+                self.drain.frame();
                 // SAFETY: the capture thread holds the block of `p` until its next `next_raw`,
                 // so these bytes stay valid while `take` runs, even once a worker has called
                 // `done` for `p`; they are read here only to pick the worker.
@@ -196,7 +218,6 @@ impl Feed for RingFeed<'_> {
                 }
                 true
             }
-            Ok(None) if self.drain.draining() => false,
             Ok(None) => {
                 f(Next::Idle);
                 true
@@ -222,19 +243,46 @@ impl Feed for RingFeed<'_> {
 mod tests {
     use super::*;
 
-    /// Running: reads wait as asked. Stopped: reads take what is ready without waiting, until
-    /// the drain's time is up (then no more reads), however often they are asked for.
+    /// Running: reads wait as asked. Stopped: reads poll briefly, and go on while frames come
+    /// (each one restarts the quiet time) until the drain's time is up; a ring quiet for
+    /// `DRAIN_QUIET` ends it sooner. Instants are given, so nothing here depends on the clock.
     #[test]
-    fn a_stopped_capture_drains_without_waiting_then_ends() {
+    fn a_stopped_capture_drains_until_quiet_or_its_time_is_up() {
+        let ms = Duration::from_millis;
+        let wait = ms(100);
+        let t0 = Instant::now();
         let mut d = StopDrain::default();
-        let wait = Duration::from_millis(100);
         assert_eq!(d.wait(false, wait), Some(wait));
-        assert!(!d.draining());
-        assert_eq!(d.wait(true, wait), Some(Duration::ZERO));
-        assert!(d.draining());
-        assert_eq!(d.wait(true, wait), Some(Duration::ZERO));
-        std::thread::sleep(STOP_DRAIN + Duration::from_millis(50));
-        assert_eq!(d.wait(true, wait), None);
-        assert_eq!(d.wait(true, wait), None);
+        assert_eq!(d.wait_at(t0, wait), Some(DRAIN_POLL));
+        assert_eq!(d.wait_at(t0 + ms(100), wait), Some(DRAIN_POLL));
+        assert_eq!(
+            d.wait_at(t0 + DRAIN_QUIET, wait),
+            None,
+            "quiet since the stop"
+        );
+
+        // Frames keep coming: going on past the quiet time, ended by the drain's limit.
+        let mut d = StopDrain::default();
+        assert_eq!(d.wait_at(t0, wait), Some(DRAIN_POLL));
+        let mut t = t0;
+        while t < t0 + STOP_DRAIN {
+            d.last_frame = Some(t);
+            assert_eq!(d.wait_at(t + ms(1), wait), Some(DRAIN_POLL), "{:?}", t - t0);
+            t += ms(100);
+        }
+        d.last_frame = Some(t0 + STOP_DRAIN - ms(1));
+        assert_eq!(d.wait_at(t0 + STOP_DRAIN, wait), None, "the drain's limit");
+
+        // Quiet after the last frame.
+        let mut d = StopDrain::default();
+        d.wait_at(t0, wait);
+        d.last_frame = Some(t0 + ms(200));
+        assert_eq!(d.wait_at(t0 + ms(300), wait), Some(DRAIN_POLL));
+        assert_eq!(d.wait_at(t0 + ms(200) + DRAIN_QUIET, wait), None);
+
+        // Not noted while running.
+        let mut d = StopDrain::default();
+        d.frame();
+        assert!(d.last_frame.is_none());
     }
 }

@@ -284,7 +284,7 @@ fn live_capture_sends_nothing() {
         go_rx.recv().unwrap();
         // otwatch's source is opened, configured (promiscuous, fanout) and read meanwhile.
         let mut quiet = 0;
-        while closed_rx.try_recv().is_err() {
+        while matches!(closed_rx.try_recv(), Err(mpsc::TryRecvError::Empty)) {
             quiet += s.count_for(Duration::from_millis(50));
         }
         // Anything the source sent before it closed has arrived by now (and is counted).
@@ -1066,9 +1066,6 @@ fn json_multiset(events: impl Iterator<Item = serde_json::Value>) -> Vec<String>
     v
 }
 
-/// `otwatch live --workers 2` (zero-copy fan-out) on fixtures and, with OTWATCH_CORPUS, real
-/// corpus captures sent at full speed: the events (as a multiset; workers interleave) equal
-/// those of a replay of the same frames, with no kernel or queue drop reported.
 /// Stopped (SIGINT) while frames it has not read yet sit in its ring, otwatch live reads them
 /// before it ends: they are in the events and the summary, with one worker and with two. The
 /// process is paused (SIGSTOP) while the frames arrive, so they are all waiting in the ring when
@@ -1143,6 +1140,9 @@ fn a_stopped_live_capture_reads_what_its_ring_already_holds() {
     }
 }
 
+/// `otwatch live --workers 2` (zero-copy fan-out) on fixtures and, with OTWATCH_CORPUS, real
+/// corpus captures sent at full speed: the events (as a multiset; workers interleave) equal
+/// those of a replay of the same frames, with no kernel or queue drop reported.
 #[test]
 fn live_fanout_with_two_workers_matches_replay_on_real_captures() {
     skip_unless_able!();

@@ -123,6 +123,11 @@ impl Engine {
         }
         self.switch_if_due(o.ts);
         self.book.see(o.ts);
+        // Empty but for a panic caught mid-observation (the capture loop goes on after one):
+        // its candidates must not be raised with this observation's.
+        if !self.scratch.is_empty() {
+            self.scratch.clear();
+        }
         always(o, &self.book, &mut self.scratch);
         match &mut self.phase {
             Phase::Learning(l) => l.observe(o),

@@ -92,6 +92,7 @@ impl Feed for LiveFeed<'_> {
         };
         match next {
             Ok(Some(pkt)) => {
+                self.drain.frame();
                 f(Next::Packet {
                     pkt,
                     source: self.name,
@@ -100,7 +101,6 @@ impl Feed for LiveFeed<'_> {
                 });
                 true
             }
-            Ok(None) if self.drain.draining() => false,
             Ok(None) => {
                 // A quiet link: the clock still moves (timeouts, silent devices).
                 f(Next::Idle);

@@ -165,6 +165,10 @@ impl Detection {
 
     /// One observation, in capture order.
     pub fn observe(&mut self, o: &otwatch_models::Observation) {
+        // Empty but for a panic caught mid-observation (the capture loop goes on after one).
+        if !self.scratch.is_empty() {
+            self.scratch.clear();
+        }
         if let Some(m) = &mut self.metrics {
             m.channels.observe(o);
         }

@@ -892,6 +892,10 @@ fn job_items(items: impl Iterator<Item = JobItem>) -> JobItems {
     let (least, claimed) = items.size_hint();
     let mut job = JobItems::with_capacity(claimed.unwrap_or(least).min(32));
     job.extend(items.take(MAX_ITEMS_PER_EVENT));
+    // A job is kept until its ack: no room kept for items a PDU claimed and did not carry.
+    if job.spilled() && job.len() < job.capacity() {
+        job.shrink_to_fit();
+    }
     job
 }
 

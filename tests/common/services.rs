@@ -42,13 +42,14 @@ pub fn free_port() -> u16 {
     } else {
         (1024, ephemeral_low.max(2048)) // an unusual range: below it as far as there is room
     };
-    let span = u32::from(high - low);
+    let span = u64::from(high - low);
     // Each test process starts somewhere else in the range (test binaries run one after
-    // another, and their servers' ports may linger in TIME_WAIT).
-    let seed = std::process::id().wrapping_mul(2654435761);
+    // another, and their servers' ports may linger in TIME_WAIT); the steps (7919, a prime
+    // not dividing the span) visit every port of the range once.
+    let seed = u64::from(std::process::id()).wrapping_mul(2654435761);
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     for step in 0..span {
-        let port = low + ((seed.wrapping_add(step.wrapping_mul(7919))) % span) as u16;
+        let port = low + ((seed + step * 7919) % span) as u16;
         if given.contains(&port) {
             continue;
         }
