@@ -1066,6 +1066,27 @@ fn json_multiset(events: impl Iterator<Item = serde_json::Value>) -> Vec<String>
     v
 }
 
+/// `otwatch live` on the capture end with `args` and an events file, started: its socket is
+/// open before its outputs are, so once the events file exists the ring takes frames. Its
+/// stderr is piped (the summary).
+fn start_live_with_events(veth: &Veth, args: &[&str], events: &Path) -> std::process::Child {
+    let child = Command::new("ip")
+        .args(["netns", "exec", &veth.cap_ns])
+        .arg(env!("CARGO_BIN_EXE_otwatch"))
+        .args(["live", "-i", CAP_IF])
+        .args(args)
+        .arg("--events")
+        .arg(events)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start otwatch live");
+    let started = Instant::now();
+    while !events.exists() && started.elapsed() < SAFETY_TIMEOUT {
+        thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
 /// Stopped (SIGINT) while frames it has not read yet sit in its ring, otwatch live reads them
 /// before it ends: they are in the events and the summary, with one worker and with two. The
 /// process is paused (SIGSTOP) while the frames arrive, so they are all waiting in the ring when
@@ -1079,20 +1100,7 @@ fn a_stopped_live_capture_reads_what_its_ring_already_holds() {
         let veth = Veth::new(&format!("drain{workers}"));
         let dir = common::scratch("live-drain");
         let events_path = dir.join("events.jsonl");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &veth.cap_ns])
-            .arg(env!("CARGO_BIN_EXE_otwatch"))
-            .args(["live", "-i", CAP_IF, "--workers", workers, "--events"])
-            .arg(&events_path)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start otwatch live");
-        // The socket is open before the outputs are: once the events file exists, the ring
-        // takes frames.
-        let started = Instant::now();
-        while !events_path.exists() && started.elapsed() < SAFETY_TIMEOUT {
-            thread::sleep(Duration::from_millis(20));
-        }
+        let child = start_live_with_events(&veth, &["--workers", workers], &events_path);
         let pid = child.id() as libc::pid_t;
         // SAFETY: signalling our own child (`ip netns exec` execs otwatch in place).
         unsafe { libc::kill(pid, libc::SIGSTOP) };
@@ -1185,29 +1193,11 @@ fn live_fanout_with_two_workers_matches_replay_on_real_captures() {
     let (replayed, _) = common::replay_file(&sent);
     let veth = Veth::new("fan");
     let events_path = dir.join("events.jsonl");
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &veth.cap_ns,
-            env!("CARGO_BIN_EXE_otwatch"),
-            "live",
-            "-i",
-            CAP_IF,
-            "--workers",
-            "2",
-            "--ring-blocks",
-            "64",
-            "--events",
-        ])
-        .arg(&events_path)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start otwatch live");
-    let started = Instant::now();
-    while !events_path.exists() && started.elapsed() < SAFETY_TIMEOUT {
-        thread::sleep(Duration::from_millis(20));
-    }
+    let child = start_live_with_events(
+        &veth,
+        &["--workers", "2", "--ring-blocks", "64"],
+        &events_path,
+    );
     thread::sleep(Duration::from_millis(300));
     send_from_peer(&veth, frames.clone());
     thread::sleep(Duration::from_millis(1500));
