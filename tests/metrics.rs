@@ -544,6 +544,10 @@ fn metrics_server_survives_descriptor_exhaustion() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Held a while longer: the server's next accept fails at once, and it retries (backoff
+    // from 10 ms) while the hogs hold every descriptor; released at once, their hang-ups could
+    // free descriptors before the server's thread got to that accept.
+    std::thread::sleep(Duration::from_millis(500));
     drop(hogs);
     let start = Instant::now();
     let mut last = None;
