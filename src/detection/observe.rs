@@ -524,11 +524,10 @@ pub(crate) fn s7<'a>(
     // written), built in the same pass that looks for a failed item; none if anything failed.
     let ack_to_write = !request && write;
     if matches!(f, 0x04 | 0x05) && !header_error && !ack_to_write {
-        // Room for one access per item the PDU claims, at once: the parsers' item iterators
-        // know the claim, not how many will parse (at most 32 reserved: a claim is the
-        // sender's). An item of several elements reserves its own.
-        let (least, claimed) = items.size_hint();
-        o.accesses.reserve(claimed.unwrap_or(least).min(32));
+        // Room for one access per item the PDU claims, at once; an item of several elements
+        // reserves its own.
+        o.accesses
+            .reserve(crate::dissect::s7::claimed_room(items.size_hint()));
         let mut any_failed = false;
         for item in items {
             any_failed |= failed(&item);

@@ -688,8 +688,6 @@ impl S7Flow {
                 let job = job_items(items.iter().map(|s| JobItem::spec(&s)));
                 observe_s7(&head, job.iter().map(JobItem::view), &mut o);
                 self.remember(h.pdu_ref, ctx.frame, job);
-                ctx.emit_observed(dir, &mut o);
-                true
             }
             S7Body::WriteVarRequest { items, values } => {
                 let job = job_items(
@@ -705,8 +703,6 @@ impl S7Flow {
                 });
                 observe_s7(&head, views, &mut o);
                 self.remember(h.pdu_ref, ctx.frame, job);
-                ctx.emit_observed(dir, &mut o);
-                true
             }
             S7Body::ReadVarResponse { items } => {
                 let job = self.take(h.pdu_ref);
@@ -720,8 +716,6 @@ impl S7Flow {
                         ..job_item(&job, i).unwrap_or(&none).view()
                     });
                 observe_s7(&head, views, &mut o);
-                ctx.emit_observed(dir, &mut o);
-                true
             }
             S7Body::WriteVarResponse { return_codes } => {
                 let job = self.take(h.pdu_ref);
@@ -734,11 +728,11 @@ impl S7Flow {
                         ..job_item(&job, i).unwrap_or(&none).view()
                     });
                 observe_s7(&head, views, &mut o);
-                ctx.emit_observed(dir, &mut o);
-                true
             }
-            _ => false,
+            _ => return false,
         }
+        ctx.emit_observed(dir, &mut o);
+        true
     }
 
     /// An SZL response split over several PDUs (same data unit reference, "last data unit"
@@ -886,11 +880,17 @@ fn connection(ev: &mut CotpEvent, c: &CotpConnection<'_>) {
     ev.tpdu_size = c.tpdu_size();
 }
 
-/// A job's items (at most `MAX_ITEMS_PER_EVENT`), with room for as many as the PDU claims at
-/// once, as `collect_items` below does.
+/// Room to make at once for the items of a PDU whose item iterator hints `hint`: the parsers'
+/// item iterators know how many the PDU claims but not how many will parse, so a plain
+/// `collect` started small and grew two or three times per PDU. At most 32 (a claim is the
+/// sender's). Used for events' items, jobs' items and observations' accesses.
+pub(crate) fn claimed_room(hint: (usize, Option<usize>)) -> usize {
+    hint.1.unwrap_or(hint.0).min(32)
+}
+
+/// A job's items (at most `MAX_ITEMS_PER_EVENT`), with room for as many as the PDU claims.
 fn job_items(items: impl Iterator<Item = JobItem>) -> JobItems {
-    let (least, claimed) = items.size_hint();
-    let mut job = JobItems::with_capacity(claimed.unwrap_or(least).min(32));
+    let mut job = JobItems::with_capacity(claimed_room(items.size_hint()));
     job.extend(items.take(MAX_ITEMS_PER_EVENT));
     // A job is kept until its ack: no room kept for items a PDU claimed and did not carry.
     if job.spilled() && job.len() < job.capacity() {
@@ -899,13 +899,10 @@ fn job_items(items: impl Iterator<Item = JobItem>) -> JobItems {
     job
 }
 
-/// Collecting a PDU's items with room for them at once: the parsers' item iterators know how
-/// many the PDU claims but not how many will parse, so a plain `collect` started small and grew
-/// the vector two or three times per PDU. At most 32 are reserved before growth (a claim is the
-/// sender's).
+/// Collecting a PDU's items with room for them at once ([`claimed_room`]).
 trait CollectItems: Iterator<Item = S7Item> + Sized {
     fn collect_items(self) -> Vec<S7Item> {
-        let mut items = Vec::with_capacity(self.size_hint().1.unwrap_or(0).min(32));
+        let mut items = Vec::with_capacity(claimed_room(self.size_hint()));
         items.extend(self);
         items
     }
