@@ -131,6 +131,12 @@ fn fragment(frame: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
+/// IPv4 and TCP headers as otwatch reads them by hand agree with etherparse's reading of the
+/// same bytes: `data` as an IP packet and as a TCP segment.
+pub fn decode(data: &[u8]) {
+    crate::decode::assert_agrees_with_etherparse(data);
+}
+
 /// A sequence of packets built from `data` through decode, defragmentation, the flow table,
 /// TCP reassembly, every dissector, and detection (learning for the first second of capture
 /// time, then detecting), with evidence recorded.

@@ -1,5 +1,10 @@
 //! L2-L4 decode: link layer (Ethernet with 802.1Q/QinQ, Linux SLL/SLL2, NULL/loop, raw IP), IPv4/IPv6
-//! and TCP/UDP, with `etherparse` doing the slicing. Nothing is copied: the result borrows the packet.
+//! and TCP/UDP. Nothing is copied: the result borrows the packet.
+//!
+//! IPv4 and TCP headers, every packet's first steps, are read here (`ipv4_layer`,
+//! `tcp_segment`), by etherparse's rules: a property test and the `decode` fuzz target hold
+//! them to etherparse's slices of the same bytes. IPv6 with its extension chain, IPv4 with an
+//! authentication header, and UDP are sliced by etherparse.
 //!
 //! Truncated packets (snaplen) are decoded laxly: the transport payload is what was captured, and
 //! the flow layer sees the missing tail as a gap. Checksums are verified and counted, never used to
@@ -22,7 +27,7 @@ pub struct TcpFlags {
     pub rst: bool,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport<'a> {
     Tcp {
         src_port: u16,
@@ -197,8 +202,129 @@ fn ipv6_fragment(first: u8, mut chain: &[u8]) -> Option<(u32, usize, bool)> {
     }
 }
 
-/// Decode one link-layer frame. The link header is sliced here (a few fixed offsets); IP and the
-/// transport header by etherparse's slices, which borrow the packet.
+/// What the IP layer of a packet gave: its addresses, the protocol it carries and those bytes,
+/// whether they were captured whole, whether the IPv4 header checksum is right, and where a
+/// fragment goes (identification, offset in bytes, more fragments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct IpLayer<'a> {
+    src: IpAddr,
+    dst: IpAddr,
+    protocol: IpNumber,
+    payload: &'a [u8],
+    complete: bool,
+    header_checksum_ok: bool,
+    frag: Option<(u32, usize, bool)>,
+}
+
+/// The IP layer of `l3`; `None` when it is damaged beyond use.
+#[inline(always)]
+fn ip_layer(l3: &[u8]) -> Option<IpLayer<'_>> {
+    match ipv4_layer(l3) {
+        Some(layer) => layer,
+        None => ip_layer_sliced(l3),
+    }
+}
+
+/// IPv4 read here, by the same rules as etherparse's lax slice (`ip_layer_sliced`, which the
+/// tests and the `decode` fuzz target hold this to), at a fifth of its cost: this is every
+/// packet's first step. `None` for what it leaves to etherparse: not IPv4, or an
+/// authentication header after it.
+#[inline(always)]
+fn ipv4_layer(l3: &[u8]) -> Option<Option<IpLayer<'_>>> {
+    let first = *l3.first()?;
+    if first >> 4 != 4 {
+        return None;
+    }
+    let header_len = usize::from(first & 0x0f) * 4;
+    let Some(header) = l3.get(..header_len).filter(|_| header_len >= 20) else {
+        return Some(None);
+    };
+    let protocol = IpNumber(header[9]);
+    if protocol == IpNumber::AUTHENTICATION_HEADER {
+        return None;
+    }
+    let total_len = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    // A total length shorter than the header (0 from segmentation offload) is ignored and the
+    // captured bytes taken; a longer one than was captured leaves the payload incomplete.
+    let (end, complete) = if total_len < header_len {
+        (l3.len(), true)
+    } else if l3.len() < total_len {
+        (l3.len(), false)
+    } else {
+        (total_len, true)
+    };
+    let flags_offset = u16::from_be_bytes([header[6], header[7]]);
+    let (more_fragments, offset) = (flags_offset & 0x2000 != 0, flags_offset & 0x1fff);
+    let word = |at: usize| [header[at], header[at + 1], header[at + 2], header[at + 3]];
+    Some(Some(IpLayer {
+        src: IpAddr::V4(word(12).into()),
+        dst: IpAddr::V4(word(16).into()),
+        protocol,
+        payload: &l3[header_len..end],
+        complete,
+        header_checksum_ok: fold(sum_le(header)) == 0xffff,
+        frag: (more_fragments || offset != 0).then(|| {
+            (
+                u32::from(u16::from_be_bytes([header[4], header[5]])),
+                usize::from(offset) * 8,
+                more_fragments,
+            )
+        }),
+    }))
+}
+
+/// The IP layer by etherparse's lax slice: IPv6 with its extension chain, IPv4 with an
+/// authentication header, and the reference `ipv4_layer` is held to.
+fn ip_layer_sliced(l3: &[u8]) -> Option<IpLayer<'_>> {
+    let (ip, _) = LaxIpSlice::from_slice(l3).ok()?;
+    let (src, dst, payload, header_checksum_ok, frag) = match &ip {
+        LaxIpSlice::Ipv4(v4) => {
+            let h = v4.header();
+            let frag = v4.is_payload_fragmented().then(|| {
+                (
+                    u32::from(h.identification()),
+                    usize::from(h.fragments_offset().value()) * 8,
+                    h.more_fragments(),
+                )
+            });
+            (
+                IpAddr::V4(h.source_addr()),
+                IpAddr::V4(h.destination_addr()),
+                v4.payload(),
+                ipv4_header_checksum_ok(h.slice()),
+                frag,
+            )
+        }
+        LaxIpSlice::Ipv6(v6) => {
+            let h = v6.header();
+            let frag = if v6.is_payload_fragmented() {
+                ipv6_fragment(h.next_header().0, v6.extensions().slice())
+            } else {
+                None
+            };
+            (
+                IpAddr::V6(h.source_addr()),
+                IpAddr::V6(h.destination_addr()),
+                v6.payload(),
+                true,
+                frag,
+            )
+        }
+    };
+    Some(IpLayer {
+        src,
+        dst,
+        protocol: payload.ip_number,
+        payload: payload.payload,
+        complete: !payload.incomplete,
+        header_checksum_ok,
+        frag,
+    })
+}
+
+/// Decode one link-layer frame. The link header is sliced here (a few fixed offsets), IPv4 and
+/// TCP too (`ipv4_layer`, `tcp_segment`); IPv6 and UDP by etherparse's slices. Nothing is
+/// copied: the result borrows the packet.
 pub fn decode<'a>(linktype: LinkType, data: &'a [u8], stats: &mut Stats) -> Decode<'a> {
     let (vlan, ether_type, l3) = match link_layer(linktype, data) {
         Ok(l) => l,
@@ -215,72 +341,36 @@ pub fn decode<'a>(linktype: LinkType, data: &'a [u8], stats: &mut Stats) -> Deco
         stats.non_ip += 1;
         return Decode::Ignored;
     }
-    let ip = match LaxIpSlice::from_slice(l3) {
-        Ok((ip, _)) => ip,
-        Err(_) => {
-            stats.decode_errors.ip += 1;
-            return Decode::Error;
-        }
+    let Some(ip) = ip_layer(l3) else {
+        stats.decode_errors.ip += 1;
+        return Decode::Error;
     };
-    let (src, dst, payload, frag) = match &ip {
-        LaxIpSlice::Ipv4(v4) => {
-            let h = v4.header();
-            if !ipv4_header_checksum_ok(h.slice()) {
-                stats.checksum_errors.ipv4 += 1;
-            }
-            let frag = v4.is_payload_fragmented().then(|| {
-                (
-                    u32::from(h.identification()),
-                    usize::from(h.fragments_offset().value()) * 8,
-                    h.more_fragments(),
-                )
-            });
-            (
-                IpAddr::V4(h.source_addr()),
-                IpAddr::V4(h.destination_addr()),
-                v4.payload(),
-                frag,
-            )
-        }
-        LaxIpSlice::Ipv6(v6) => {
-            let h = v6.header();
-            let frag = if v6.is_payload_fragmented() {
-                ipv6_fragment(h.next_header().0, v6.extensions().slice())
-            } else {
-                None
-            };
-            (
-                IpAddr::V6(h.source_addr()),
-                IpAddr::V6(h.destination_addr()),
-                v6.payload(),
-                frag,
-            )
-        }
-    };
-    let complete = !payload.incomplete;
-    if !complete {
+    if !ip.header_checksum_ok {
+        stats.checksum_errors.ipv4 += 1;
+    }
+    if !ip.complete {
         stats.truncated_packets += 1;
     }
-    if let Some((id, offset, more_fragments)) = frag {
+    if let Some((id, offset, more_fragments)) = ip.frag {
         stats.ip_fragments += 1;
         return Decode::Fragment(Fragment {
             vlan,
-            src,
-            dst,
+            src: ip.src,
+            dst: ip.dst,
             id,
-            protocol: payload.ip_number,
+            protocol: ip.protocol,
             offset,
             more_fragments,
-            payload: payload.payload,
+            payload: ip.payload,
         });
     }
     transport(
         vlan,
-        src,
-        dst,
-        payload.ip_number,
-        payload.payload,
-        complete,
+        ip.src,
+        ip.dst,
+        ip.protocol,
+        ip.payload,
+        ip.complete,
         stats,
     )
 }
@@ -298,6 +388,7 @@ pub fn decode_transport<'a>(
 }
 
 /// TCP or UDP. `complete`: the IP payload was captured whole, so its checksum can be verified.
+#[inline(always)]
 fn transport<'a>(
     vlan: u16,
     src: IpAddr,
@@ -309,26 +400,14 @@ fn transport<'a>(
 ) -> Decode<'a> {
     let transport = match protocol {
         IpNumber::TCP => {
-            let Ok(tcp) = etherparse::TcpSlice::from_slice(payload) else {
+            let Some(tcp) = tcp_segment(payload) else {
                 stats.decode_errors.tcp += 1;
                 return Decode::Error;
             };
-            if complete && !tcp_checksum_ok(&tcp, src, dst) {
+            if complete && !transport_checksum_ok(payload, 6, src, dst) {
                 stats.checksum_errors.tcp += 1;
             }
-            Transport::Tcp {
-                src_port: tcp.source_port(),
-                dst_port: tcp.destination_port(),
-                seq: tcp.sequence_number(),
-                ack: tcp.acknowledgment_number(),
-                flags: TcpFlags {
-                    syn: tcp.syn(),
-                    ack: tcp.ack(),
-                    fin: tcp.fin(),
-                    rst: tcp.rst(),
-                },
-                payload: tcp.payload(),
-            }
+            tcp
         }
         IpNumber::UDP => {
             // Lax: a datagram cut by the snaplen keeps what was captured.
@@ -370,54 +449,112 @@ fn ipv4_header_checksum_ok(header: &[u8]) -> bool {
         == 0
 }
 
-/// One's-complement sum (RFC 1071) of `data` added to `acc`: 32-bit big-endian words into a
-/// 64-bit accumulator (folded once at the end), which gives the same folded sum as 16-bit words
-/// at a quarter of the additions. An odd last byte is padded with zero.
-fn ones_sum(mut acc: u64, data: &[u8]) -> u64 {
-    let mut words = data.chunks_exact(4);
-    for w in &mut words {
-        acc += u64::from(u32::from_be_bytes(w.try_into().unwrap_or([0; 4])));
+/// The one's-complement sum (RFC 1071) of `data` read as little-endian 64-bit words, into a
+/// 128-bit accumulator that loses no carry (folded by [`fold`]). An odd last byte is padded with
+/// zero, as the RFC says.
+///
+/// Little-endian: the sum of 16-bit words is independent of byte order except that it comes out
+/// byte-swapped (RFC 1071 section 2(B)), and a checksum is right when the sum is all ones, which
+/// reads the same both ways. So the bytes are summed as they lie in memory, with no swap per word.
+#[inline(always)]
+fn sum_le(data: &[u8]) -> u128 {
+    let (words, rest) = data.as_chunks::<8>();
+    let mut acc: u128 = 0;
+    for w in words {
+        acc += u128::from(u64::from_le_bytes(*w));
     }
-    let rest = words.remainder();
-    let mut pairs = rest.chunks_exact(2);
-    for p in &mut pairs {
-        acc += u64::from(u16::from_be_bytes(p.try_into().unwrap_or([0; 2])));
+    // The last 0-7 bytes, in place: a 4-, a 2- and a 1-byte piece.
+    let (mut tail, mut at, mut shift) = (0u64, 0, 0);
+    if rest.len() & 4 != 0 {
+        tail = u64::from(u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]));
+        (at, shift) = (4, 32);
     }
-    if let [last] = pairs.remainder() {
-        acc += u64::from(*last) << 8;
+    if rest.len() & 2 != 0 {
+        tail |= u64::from(u16::from_le_bytes([rest[at], rest[at + 1]])) << shift;
+        (at, shift) = (at + 2, shift + 16);
     }
-    acc
+    if rest.len() & 1 != 0 {
+        tail |= u64::from(rest[at]) << shift;
+    }
+    acc + u128::from(tail)
 }
 
-/// Folds a sum to 16 bits (end-around carry).
-fn fold(mut acc: u64) -> u16 {
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
+/// Folds a sum to 16 bits (end-around carry), in a fixed number of steps.
+#[inline(always)]
+fn fold(acc: u128) -> u16 {
+    let (s, carry) = (acc as u64).overflowing_add((acc >> 64) as u64);
+    // `s` is at most 2^64 - 2 after a carry out, so adding the carry back cannot overflow.
+    let s = s + u64::from(carry);
+    let s = (s & 0xffff_ffff) + (s >> 32);
+    let s = (s & 0xffff) + (s >> 16);
+    let s = (s & 0xffff) + (s >> 16);
+    let s = (s & 0xffff) + (s >> 16);
+    s as u16
 }
 
 /// Whether a TCP or UDP segment (`segment`: header and payload, checksum field included) sums to
-/// all ones with its pseudo-header, i.e. its checksum is right.
+/// all ones with its pseudo-header, i.e. its checksum is right. The pseudo-header's fields are
+/// added as little-endian words of where they would lie ([`sum_le`]).
+#[inline(always)]
 fn transport_checksum_ok(segment: &[u8], protocol: u8, src: IpAddr, dst: IpAddr) -> bool {
-    let len = segment.len() as u64;
-    let acc = match (src, dst) {
+    let len = segment.len() as u32;
+    let pseudo = match (src, dst) {
+        // Source, destination, then a zero byte, the protocol and the 16-bit length.
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let acc = ones_sum(0, &s.octets());
-            ones_sum(acc, &d.octets()) + u64::from(protocol) + len
+            u128::from(u32::from_le_bytes(s.octets()))
+                + u128::from(u32::from_le_bytes(d.octets()))
+                + (u128::from(protocol) << 8)
+                + u128::from((len as u16).swap_bytes())
         }
+        // Source, destination, the 32-bit length, three zero bytes and the next header.
         (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let acc = ones_sum(0, &s.octets());
-            // The length is 32 bits here: its two halves are words of the sum.
-            ones_sum(acc, &d.octets()) + u64::from(protocol) + (len >> 16) + (len & 0xffff)
+            let words = |a: [u8; 16]| {
+                let w = u128::from_le_bytes(a);
+                u128::from(w as u64) + (w >> 64)
+            };
+            words(s.octets())
+                + words(d.octets())
+                + u128::from(len.swap_bytes())
+                + (u128::from(protocol) << 24)
         }
         _ => return true,
     };
-    fold(ones_sum(acc, segment)) == 0xffff
+    fold(pseudo + sum_le(segment)) == 0xffff
 }
 
+#[cfg(test)]
 fn tcp_checksum_ok(tcp: &etherparse::TcpSlice<'_>, src: IpAddr, dst: IpAddr) -> bool {
     transport_checksum_ok(tcp.slice(), 6, src, dst)
+}
+
+/// A TCP segment's header fields and payload, read by the rules of etherparse's
+/// `TcpSlice::from_slice` (which the tests hold this to): at least 20 bytes, a data offset of at
+/// least 5 words, and the header's options all there.
+#[inline(always)]
+fn tcp_segment(segment: &[u8]) -> Option<Transport<'_>> {
+    let fixed = segment.get(..20)?;
+    let header_len = usize::from(fixed[12] >> 4) * 4;
+    if header_len < 20 {
+        return None;
+    }
+    let payload = segment.get(header_len..)?;
+    let be16 = |at: usize| u16::from_be_bytes([fixed[at], fixed[at + 1]]);
+    let be32 =
+        |at: usize| u32::from_be_bytes([fixed[at], fixed[at + 1], fixed[at + 2], fixed[at + 3]]);
+    let flags = fixed[13];
+    Some(Transport::Tcp {
+        src_port: be16(0),
+        dst_port: be16(2),
+        seq: be32(4),
+        ack: be32(8),
+        flags: TcpFlags {
+            syn: flags & 0x02 != 0,
+            ack: flags & 0x10 != 0,
+            fin: flags & 0x01 != 0,
+            rst: flags & 0x04 != 0,
+        },
+        payload,
+    })
 }
 
 fn udp_checksum_ok(udp: &etherparse::UdpSlice<'_>, src: IpAddr, dst: IpAddr) -> bool {
@@ -426,6 +563,37 @@ fn udp_checksum_ok(udp: &etherparse::UdpSlice<'_>, src: IpAddr, dst: IpAddr) -> 
         return true;
     }
     transport_checksum_ok(udp.slice(), 17, src, dst)
+}
+
+/// Panics unless `bytes` read as an IP packet give the same by `ipv4_layer` as by etherparse's
+/// lax slice, and read as a TCP segment the same by `tcp_segment` as by etherparse's
+/// `TcpSlice` (`otwatch::fuzzing::decode`, under libFuzzer and in `tests/fuzz.rs`).
+#[doc(hidden)]
+pub fn assert_agrees_with_etherparse(bytes: &[u8]) {
+    match ipv4_layer(bytes) {
+        Some(mine) => assert_eq!(mine, ip_layer_sliced(bytes), "IPv4 {bytes:02x?}"),
+        // Left to etherparse: not IPv4, or IPv4 with an authentication header.
+        None => assert!(
+            bytes.first().is_none_or(|b| b >> 4 != 4) || bytes.get(9) == Some(&51),
+            "{bytes:02x?}"
+        ),
+    }
+    let theirs = etherparse::TcpSlice::from_slice(bytes)
+        .ok()
+        .map(|tcp| Transport::Tcp {
+            src_port: tcp.source_port(),
+            dst_port: tcp.destination_port(),
+            seq: tcp.sequence_number(),
+            ack: tcp.acknowledgment_number(),
+            flags: TcpFlags {
+                syn: tcp.syn(),
+                ack: tcp.ack(),
+                fin: tcp.fin(),
+                rst: tcp.rst(),
+            },
+            payload: tcp.payload(),
+        });
+    assert_eq!(tcp_segment(bytes), theirs, "TCP {bytes:02x?}");
 }
 
 #[cfg(test)]
@@ -459,6 +627,41 @@ mod tests {
         assert_eq!(ipv6_fragment(0, &chain), Some((256, 16, false)));
     }
 
+    /// The little-endian 64-bit sum, folded, is the byte swap of the plain big-endian 16-bit
+    /// one's-complement sum (RFC 1071), for every length up to 600 and for the extremes: all
+    /// zeros, all ones (the most carries), and random bytes.
+    #[test]
+    fn the_wide_sum_is_the_plain_sum_byte_swapped() {
+        fn plain(data: &[u8]) -> u16 {
+            let mut acc: u64 = 0;
+            for pair in data.chunks(2) {
+                acc += u64::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
+            }
+            while acc >> 16 != 0 {
+                acc = (acc & 0xffff) + (acc >> 16);
+            }
+            acc as u16
+        }
+        let mut seed: u32 = 0x9e37_79b9;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed as u8
+        };
+        for len in 0..600usize {
+            let random: Vec<u8> = (0..len).map(|_| next()).collect();
+            for data in [vec![0u8; len], vec![0xffu8; len], random] {
+                assert_eq!(
+                    fold(sum_le(&data)),
+                    plain(&data).swap_bytes(),
+                    "{data:02x?}"
+                );
+            }
+        }
+        assert_eq!(fold(u128::MAX), 0xffff);
+    }
+
     /// The word-wise checksum agrees with etherparse's 16-bit one on segments of every length
     /// up to 64 and random contents, for TCP and UDP over IPv4 and IPv6, right and wrong.
     #[test]
@@ -471,7 +674,7 @@ mod tests {
             seed ^= seed << 5;
             seed
         };
-        for len in 0..64usize {
+        for len in (0..80usize).chain([255, 256, 1459, 1460, 1461]) {
             let payload: Vec<u8> = (0..len).map(|_| next() as u8).collect();
             let (a4, b4) = ([10, 0, 0, next() as u8], [192, 168, 1, next() as u8]);
             let (a6, b6) = ([next() as u8; 16], [next() as u8; 16]);
@@ -537,6 +740,43 @@ mod tests {
             };
             let (s, d) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
             assert!(udp_checksum_ok(udp, s, d), "udp len {len}");
+            // UDP over IPv6, right and with one byte wrong.
+            let (s6, d6) = (
+                [
+                    0xfe,
+                    0x80,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    next() as u8,
+                ],
+                [next() as u8; 16],
+            );
+            let mut frame = Vec::new();
+            PacketBuilder::ipv6(s6, d6, 64)
+                .udp(20000, 40000)
+                .write(&mut frame, &payload)
+                .expect("build");
+            let (s, d) = (IpAddr::from(s6), IpAddr::from(d6));
+            let segment = &frame[40..];
+            assert!(transport_checksum_ok(segment, 17, s, d), "udp6 len {len}");
+            let mut bad = segment.to_vec();
+            let at = next() as usize % bad.len();
+            bad[at] ^= 0x01;
+            assert!(
+                !transport_checksum_ok(&bad, 17, s, d),
+                "udp6 len {len}, byte {at}"
+            );
         }
     }
 
