@@ -84,11 +84,20 @@ pub struct Counts(Vec<(&'static str, u64)>);
 
 impl Counts {
     /// Adds `n` to the counter `name`.
+    #[inline]
     pub fn add(&mut self, name: &'static str, n: u64) {
         if let Some((_, v)) = self.0.iter_mut().find(|(k, _)| std::ptr::eq(*k, name)) {
             *v += n;
             return;
         }
+        self.add_by_name(name, n);
+    }
+
+    /// [`Counts::add`] for a name not found at its address: a new counter, or the name of one
+    /// at another address.
+    #[cold]
+    #[inline(never)]
+    fn add_by_name(&mut self, name: &'static str, n: u64) {
         match self.0.binary_search_by(|(k, _)| (*k).cmp(name)) {
             Ok(i) => self.0[i].1 += n,
             Err(i) => self.0.insert(i, (name, n)),

@@ -254,14 +254,6 @@ fn tagged_values(c: &mut CipEvent) {
     }
 }
 
-fn tag_text(parts: &[&[u8]]) -> String {
-    parts
-        .iter()
-        .map(|p| String::from_utf8_lossy(p).into_owned())
-        .collect::<Vec<_>>()
-        .join(".")
-}
-
 /// The event of one CIP message, its embedded messages too (to `depth`, and at most
 /// [`MAX_ITEMS`] embedded messages in all: `budget`).
 fn cip_event(m: &Cip<'_>, depth: u8, budget: &mut usize) -> CipEvent {
@@ -272,11 +264,20 @@ fn cip_event(m: &Cip<'_>, depth: u8, budget: &mut usize) -> CipEvent {
         ..Default::default()
     };
     if let Some(p) = &m.path {
-        e.class = p.class();
-        e.instance = p.instance();
-        e.attribute = p.attribute();
-        e.member = p.member();
-        e.tag = p.symbol().map(|parts| tag_text(&parts));
+        // The tag: the symbolic segments joined with `.` (`Program:Main.Counter`).
+        let mut tag: Option<String> = None;
+        let l = p.logical(|part| {
+            let text = String::from_utf8_lossy(part);
+            match &mut tag {
+                Some(t) => {
+                    t.push('.');
+                    t.push_str(&text);
+                }
+                None => tag = Some(text.into_owned()),
+            }
+        });
+        (e.class, e.instance, e.attribute, e.member) = (l.class, l.instance, l.attribute, l.member);
+        e.tag = tag;
     }
     e.service_name = name_of(e.service, e.class, e.tag.is_some());
     // Tag values: a Write Tag request's; a Read Tag reply's (kept once the reply is known to

@@ -225,17 +225,31 @@ impl ProtoId {
         (0..COUNT).map(ProtoId)
     }
 
-    /// The protocol with a dissector whose server listens on `port` (asked for every packet:
-    /// a flat list of the table's ports, built once).
+    /// The protocol with a dissector whose server listens on `port`. Asked twice for every
+    /// packet, and most ports (a client's) name none: a bitmap of the table's ports answers
+    /// those, and a flat list of (port, protocol) the rest. Both built once.
     pub fn for_server_port(port: u16) -> Option<ProtoId> {
-        static PORTS: std::sync::OnceLock<Vec<(u16, ProtoId)>> = std::sync::OnceLock::new();
-        PORTS
-            .get_or_init(|| {
-                Self::all()
-                    .filter(|p| p.spec().new.is_some())
-                    .flat_map(|p| p.spec().ports.iter().map(move |&port| (port, p)))
-                    .collect()
-            })
+        struct Ports {
+            any: Box<[u64; 1024]>,
+            list: Vec<(u16, ProtoId)>,
+        }
+        static PORTS: std::sync::OnceLock<Ports> = std::sync::OnceLock::new();
+        let ports = PORTS.get_or_init(|| {
+            let list: Vec<(u16, ProtoId)> = Self::all()
+                .filter(|p| p.spec().new.is_some())
+                .flat_map(|p| p.spec().ports.iter().map(move |&port| (port, p)))
+                .collect();
+            let mut any = Box::new([0u64; 1024]);
+            for &(q, _) in &list {
+                any[usize::from(q >> 6)] |= 1 << (q & 63);
+            }
+            Ports { any, list }
+        });
+        if ports.any[usize::from(port >> 6)] & (1 << (port & 63)) == 0 {
+            return None;
+        }
+        ports
+            .list
             .iter()
             .find_map(|&(q, p)| (q == port).then_some(p))
     }
@@ -273,6 +287,12 @@ mod tests {
         assert_eq!(ProtoId::for_server_port(20000), Some(DNP3));
         assert_eq!(ProtoId::for_server_port(102), Some(S7COMM));
         assert_eq!(ProtoId::for_server_port(80), None);
+        // Every port answers as the table says (the bitmap has no stray bit and misses none).
+        for port in 0..=u16::MAX {
+            let listed =
+                ProtoId::all().find(|p| p.spec().new.is_some() && p.spec().ports.contains(&port));
+            assert_eq!(ProtoId::for_server_port(port), listed, "port {port}");
+        }
         assert_eq!(
             (MODBUS.spec().function_name)(3),
             Some("read_holding_registers")

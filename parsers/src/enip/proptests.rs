@@ -11,13 +11,14 @@ fn walk_cip(b: &[u8], depth: u8) {
     if let Some(p) = m.path {
         let n = p.segments().count();
         assert!(n <= p.bytes().len());
-        let _ = (
-            p.class(),
-            p.instance(),
-            p.attribute(),
-            p.member(),
-            p.symbol(),
+        // One walk gives what the accessors give one walk each.
+        let mut parts = Vec::new();
+        let l = p.logical(|n| parts.push(n));
+        assert_eq!(
+            (l.class, l.instance, l.attribute, l.member),
+            (p.class(), p.instance(), p.attribute(), p.member())
         );
+        assert_eq!((!parts.is_empty()).then_some(parts), p.symbol());
     }
     if depth == 0 {
         return;
