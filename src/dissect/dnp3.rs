@@ -391,7 +391,9 @@ fn app_event(ev: &mut Dnp3Event, fragment: &[u8], ctx: &mut Ctx<'_>) {
     ev.unsolicited = Some(app.control.uns());
     if let Some(iin) = app.iin {
         ev.iin = Some(iin.0);
-        ev.iin_flags = Some(iin.names().collect());
+        if ctx.sink.wants_events() {
+            ev.iin_flags = Some(iin.names().collect());
+        }
     }
     if !ctx.sink.wants_events() {
         // Still walk the objects: malformed ones are counted either way.

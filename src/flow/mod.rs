@@ -128,6 +128,9 @@ pub struct FlowTable {
     max_flows: usize,
     idle_timeout: i64,
     last_sweep: i64,
+    /// No flow was last seen before this (`i64::MAX` with none): a sweep before it is a timeout
+    /// away finds nothing idle, and skips its scan of the table.
+    seen_since: i64,
     next_id: u64,
 }
 
@@ -146,6 +149,7 @@ impl FlowTable {
             max_flows: max_flows.max(1),
             idle_timeout: idle_timeout_nanos,
             last_sweep: i64::MIN,
+            seen_since: i64::MAX,
             next_id: 0,
         }
     }
@@ -227,6 +231,8 @@ impl FlowTable {
             }
         };
         flow.last_seen = now;
+        // The capture clock can step back (a later file's packets are older).
+        self.seen_since = self.seen_since.min(now);
         flow.last_frame = info.frame;
         flow.carried_data |= match pkt.transport {
             Transport::Tcp { payload, .. } | Transport::Udp { payload, .. } => !payload.is_empty(),
@@ -313,12 +319,21 @@ impl FlowTable {
     pub fn sweep(&mut self, now: i64, stats: &mut Stats, sink: &mut dyn EventSink) {
         self.last_sweep = now;
         let timeout = self.idle_timeout;
-        let mut idle: Vec<(u64, FlowKey)> = self
-            .flows
-            .iter()
-            .filter(|(_, f)| now.saturating_sub(f.last_seen) > timeout)
-            .map(|(k, f)| (f.id, *k))
-            .collect();
+        // Busy flows only grow newer: while the oldest is within the timeout, no scan (on a
+        // site whose flows all stay busy, one scan in 60 instead of one every 10 s).
+        if now.saturating_sub(self.seen_since) <= timeout {
+            return;
+        }
+        let mut idle: Vec<(u64, FlowKey)> = Vec::new();
+        let mut oldest_kept = i64::MAX;
+        for (k, f) in &self.flows {
+            if now.saturating_sub(f.last_seen) > timeout {
+                idle.push((f.id, *k));
+            } else {
+                oldest_kept = oldest_kept.min(f.last_seen);
+            }
+        }
+        self.seen_since = oldest_kept;
         idle.sort_unstable_by_key(|&(id, _)| id);
         for (_, key) in idle {
             if let Some(flow) = self.flows.remove(&key) {
@@ -330,6 +345,7 @@ impl FlowTable {
 
     /// End of input: flush and close every flow, in creation order.
     pub fn close_all(&mut self, stats: &mut Stats, sink: &mut dyn EventSink) {
+        self.seen_since = i64::MAX;
         let mut flows: Vec<Flow> = self.flows.drain().map(|(_, f)| f).collect();
         flows.sort_unstable_by_key(|f| f.id);
         for flow in flows {
@@ -535,8 +551,58 @@ impl Talkers {
 
 #[cfg(test)]
 mod tests {
-    use super::FlowKey;
+    use super::{FlowKey, FlowTable, PacketInfo};
+    use crate::decode::{Decoded, Transport};
+    use crate::event::NullSink;
+    use crate::stats::Stats;
     use std::net::IpAddr;
+    use std::sync::Arc;
+
+    /// Sweeps skip their scan while no flow can be idle, and still close exactly the idle
+    /// flows, also after the capture clock stepped back.
+    #[test]
+    fn sweeps_close_the_idle_flows_and_only_them() {
+        const S: i64 = 1_000_000_000;
+        let mut table = FlowTable::new(100, 600 * S);
+        let (mut stats, mut sink) = (Stats::default(), NullSink);
+        let source: Arc<str> = Arc::from("t");
+        let mut packet = |table: &mut FlowTable, stats: &mut Stats, client: &str, t: i64| {
+            let d = Decoded {
+                vlan: 0,
+                src: ip(client),
+                dst: ip("10.0.0.100"),
+                transport: Transport::Udp {
+                    src_port: 40000,
+                    dst_port: 20000,
+                    payload: &[],
+                },
+            };
+            let info = PacketInfo {
+                ts_nanos: t * S,
+                frame: 1,
+                source: &source,
+                macs: None,
+            };
+            table.process(&d, &info, stats, &mut NullSink);
+        };
+        packet(&mut table, &mut stats, "10.0.0.1", 1000);
+        packet(&mut table, &mut stats, "10.0.0.2", 1000);
+        table.sweep(1005 * S, &mut stats, &mut sink);
+        packet(&mut table, &mut stats, "10.0.0.2", 1500);
+        table.sweep(1599 * S, &mut stats, &mut sink);
+        assert_eq!((table.len(), stats.flows.evicted_idle), (2, 0));
+        table.sweep(1601 * S, &mut stats, &mut sink);
+        assert_eq!((table.len(), stats.flows.evicted_idle), (1, 1));
+        // The clock steps back: a flow last seen at 100 s is idle at 701 s, though the
+        // newest flow was seen at 1500 s.
+        packet(&mut table, &mut stats, "10.0.0.3", 100);
+        table.sweep(650 * S, &mut stats, &mut sink);
+        assert_eq!((table.len(), stats.flows.evicted_idle), (2, 1));
+        table.sweep(701 * S, &mut stats, &mut sink);
+        assert_eq!((table.len(), stats.flows.evicted_idle), (1, 2));
+        table.sweep(2101 * S, &mut stats, &mut sink);
+        assert_eq!((table.len(), stats.flows.evicted_idle), (0, 3));
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
