@@ -566,7 +566,7 @@ mod tests {
         let mut table = FlowTable::new(100, 600 * S);
         let (mut stats, mut sink) = (Stats::default(), NullSink);
         let source: Arc<str> = Arc::from("t");
-        let mut packet = |table: &mut FlowTable, stats: &mut Stats, client: &str, t: i64| {
+        let packet = |table: &mut FlowTable, stats: &mut Stats, client: &str, t: i64| {
             let d = Decoded {
                 vlan: 0,
                 src: ip(client),
