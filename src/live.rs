@@ -1,5 +1,5 @@
 //! `live --workers N`: one capture thread reads the AF_PACKET ring and hands each packet, as a
-//! descriptor into the ring (no copy), to the worker its host pair hashes to, over one lock-free
+//! descriptor into the ring (no copy), to the worker that owns its host pair, over one lock-free
 //! SPSC queue per worker. Workers own their flow tables. A ring block goes back to the kernel
 //! when the capture thread and every worker are done with its packets.
 //!

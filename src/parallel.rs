@@ -1,7 +1,8 @@
 //! `replay --workers N`: one reader thread hands packets to N workers, each owning its flows.
 //!
-//! The reader hashes each packet's IP address pair symmetrically (both directions, and every
-//! fragment of a datagram, go to the same worker; so do all flows between two hosts) and pushes
+//! The reader finds the worker that owns each packet's host pair ([`PairOwners`]: both
+//! directions, and every fragment of a datagram, go to the same worker; so do all flows between
+//! two hosts) and pushes
 //! a small descriptor (offset and length into the file's bytes, timestamp, frame) into that
 //! worker's lock-free single-producer single-consumer queue (`rtrb`). Workers read the packet
 //! bytes in place from the shared memory map: nothing is copied. In replay the reader waits when a
@@ -12,6 +13,7 @@
 //! The reading loop is [`crate::run::packet_loop`], as for one worker; this file gives it its feed
 //! and tells a worker how to find a packet's bytes.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -26,8 +28,9 @@ use crate::shards::Stage;
 /// Descriptors a worker's queue holds.
 pub const QUEUE_CAPACITY: usize = 8192;
 
-/// Symmetric hash of the packet's IP addresses (0 when it is not IP: any worker will do).
-pub(crate) fn worker_of(linktype: LinkType, data: &[u8], workers: usize) -> usize {
+/// The packet's host pair: its two IP addresses as numbers (IPv4 in the low 32 bits) in order,
+/// and whether they are IPv6. `None` when it is not IP, or cut short.
+fn host_pair(linktype: LinkType, data: &[u8]) -> Option<(u128, u128, bool)> {
     let ip = match linktype {
         LinkType::ETHERNET => {
             let mut at = 12;
@@ -52,50 +55,97 @@ pub(crate) fn worker_of(linktype: LinkType, data: &[u8], workers: usize) -> usiz
         LinkType::LINUX_SLL2 => data.get(20..),
         LinkType::NULL | LinkType::LOOP => data.get(4..),
         _ => Some(data),
-    };
-    let Some(ip) = ip else { return 0 };
-    let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    }?;
+    let be32 = |b: &[u8]| u128::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
     let be128 = |b: &[u8]| {
         let mut w = [0u8; 16];
         w.copy_from_slice(&b[..16]);
         u128::from_be_bytes(w)
     };
-    match ip.first().map(|v| v >> 4) {
-        Some(4) => match ip.get(12..20) {
-            Some(a) => shard_of_words(be32(a).into(), be32(&a[4..]).into(), workers),
-            None => 0,
-        },
-        Some(6) => match ip.get(8..40) {
-            Some(a) => shard_of_words(be128(a), be128(&a[16..]), workers),
-            None => 0,
-        },
-        _ => 0,
+    let (a, b, v6) = match ip.first()? >> 4 {
+        4 => {
+            let a = ip.get(12..20)?;
+            (be32(a), be32(&a[4..]), false)
+        }
+        6 => {
+            let a = ip.get(8..40)?;
+            (be128(a), be128(&a[16..]), true)
+        }
+        _ => return None,
+    };
+    Some(if a <= b { (a, b, v6) } else { (b, a, v6) })
+}
+
+/// Host pairs given a worker, at most; a pair first seen beyond it goes by hash.
+pub const MAX_OWNED_PAIRS: usize = 65_536;
+
+/// Which worker owns each host pair. A pair is given one at its first packet, the worker handed
+/// the fewest packets so far, and keeps it: both directions and every fragment go to it, and so
+/// do all flows between the two hosts. A plant has few host pairs of very different weight (a
+/// SCADA master polling a handful of PLCs), and a hash put steady-site's two heavy pairs on one
+/// worker as often as not; first sight to the least loaded spreads them. The table is bounded
+/// ([`MAX_OWNED_PAIRS`]): a flood of new pairs goes by a symmetric hash instead, so a pair's
+/// worker never changes. Not IP: worker 0.
+#[derive(Default)]
+pub(crate) struct PairOwners {
+    owners: HashMap<(u128, u128, bool), u16, foldhash::fast::RandomState>,
+    /// The owners of recent pairs, direct-mapped by [`pair_hash`]: a hit costs a compare, where
+    /// the map's lookup cost the reader 70 instructions a packet (bench-ics).
+    recent: Vec<Option<((u128, u128, bool), u16)>>,
+}
+
+/// Entries of [`PairOwners::recent`].
+const RECENT: usize = 256;
+
+impl PairOwners {
+    /// The worker, of `workers`, for this packet; `load(w)`: packets handed to worker `w` so far.
+    pub fn owner(
+        &mut self,
+        linktype: LinkType,
+        data: &[u8],
+        workers: usize,
+        load: impl Fn(usize) -> u64,
+    ) -> usize {
+        let Some(pair) = host_pair(linktype, data) else {
+            return 0;
+        };
+        if self.recent.is_empty() {
+            self.recent = vec![None; RECENT];
+        }
+        let slot = (pair_hash(pair.0, pair.1) >> 56) as usize % RECENT;
+        if let Some((p, w)) = self.recent[slot] {
+            if p == pair {
+                return usize::from(w);
+            }
+        }
+        let w = match self.owners.get(&pair) {
+            Some(&w) => usize::from(w),
+            None if self.owners.len() >= MAX_OWNED_PAIRS || workers > usize::from(u16::MAX) => {
+                return shard_of_words(pair.0, pair.1, workers);
+            }
+            None => {
+                let w = (0..workers).min_by_key(|&w| load(w)).unwrap_or(0);
+                self.owners.insert(pair, w as u16);
+                w
+            }
+        };
+        self.recent[slot] = Some((pair, w as u16));
+        w
     }
 }
 
-/// A symmetric hash of two addresses (as numbers; IPv4 in the low 32 bits): the pair ordered,
-/// each folded to 64 bits, two multiplies, and the worker from the high bits of the hash times
-/// the number of workers (no division). The reader hashes every packet: FNV-1a over the bytes
-/// cost it 128 instructions a packet (bench-ics, two workers), this a few.
+/// The worker for a pair by hash: the high bits of [`pair_hash`] times the number of workers
+/// (no division).
 fn shard_of_words(a: u128, b: u128, workers: usize) -> usize {
+    ((u128::from(pair_hash(a, b)) * workers.max(1) as u128) >> 64) as usize
+}
+
+/// A symmetric 64-bit hash of two addresses: each folded to 64 bits, two multiplies; its high
+/// bits are the well-mixed ones.
+fn pair_hash(a: u128, b: u128) -> u64 {
     let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
     let fold = |x: u128| x as u64 ^ (x >> 64) as u64;
-    let h = (fold(lo).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ fold(hi))
-        .wrapping_mul(0xd6e8_feb8_6659_fd93);
-    ((u128::from(h) * workers.max(1) as u128) >> 64) as usize
-}
-
-/// The worker that owns the host pair `a`, `b`: the same one [`worker_of`] picks for their
-/// packets (for the evidence ring that holds them).
-pub fn pair_shard(a: std::net::IpAddr, b: std::net::IpAddr, workers: usize) -> usize {
-    use std::net::IpAddr;
-    match (a, b) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => {
-            shard_of_words(a.to_bits().into(), b.to_bits().into(), workers)
-        }
-        (IpAddr::V6(a), IpAddr::V6(b)) => shard_of_words(a.to_bits(), b.to_bits(), workers),
-        _ => 0,
-    }
+    (fold(lo).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ fold(hi)).wrapping_mul(0xd6e8_feb8_6659_fd93)
 }
 
 /// Replay `files` with `workers` threads dissecting (the calling thread reads, and merges
@@ -201,50 +251,67 @@ mod tests {
         f
     }
 
-    /// Both directions of a host pair go to one worker, the one `pair_shard` names (the
-    /// evidence ring's), and host pairs spread over the workers.
+    fn v4(i: u32) -> IpAddr {
+        IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 | i))
+    }
+
+    /// A host pair takes the least-loaded worker at its first packet and keeps it, both
+    /// directions, with or without VLAN tags, IPv4 and IPv6.
     #[test]
-    fn a_host_pair_has_one_worker_and_pairs_spread() {
-        for workers in [1, 2, 3, 4, 8] {
-            let mut per = vec![0usize; workers];
-            for i in 0..4096u32 {
-                let (a, b): (IpAddr, IpAddr) = if i % 4 == 3 {
-                    (
-                        IpAddr::V6(std::net::Ipv6Addr::from(u128::from(i) << 64 | 1)),
-                        IpAddr::V6(std::net::Ipv6Addr::from(0xfe80 << 112 | u128::from(i))),
-                    )
-                } else {
-                    (
-                        IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 | i)),
-                        IpAddr::V4(std::net::Ipv4Addr::from(0xc0a8_0100 | (i % 7))),
-                    )
-                };
-                let w = pair_shard(a, b, workers);
-                assert!(w < workers);
-                assert_eq!(pair_shard(b, a, workers), w);
-                for vlans in [0, 2] {
-                    assert_eq!(
-                        worker_of(LinkType::ETHERNET, &frame(a, b, vlans), workers),
-                        w
-                    );
-                    assert_eq!(
-                        worker_of(LinkType::ETHERNET, &frame(b, a, vlans), workers),
-                        w
-                    );
-                }
-                per[w] += 1;
-            }
-            let fair = 4096 / workers;
-            for (w, n) in per.iter().enumerate() {
-                assert!(
-                    *n > fair * 8 / 10 && *n < fair * 12 / 10,
-                    "{workers} workers: worker {w} has {n} of 4096 pairs"
-                );
-            }
+    fn a_host_pair_keeps_the_worker_it_got_at_first_sight() {
+        let mut owners = PairOwners::default();
+        let mut loads = [0u64; 3];
+        let server = v4(1000);
+        let owner = |owners: &mut PairOwners, loads: &mut [u64; 3], a, b, vlans| {
+            let snapshot = *loads;
+            let w = owners.owner(LinkType::ETHERNET, &frame(a, b, vlans), 3, |w| snapshot[w]);
+            loads[w] += 1;
+            w
+        };
+        // Three pairs, one after another: workers 0, 1, 2.
+        assert_eq!(owner(&mut owners, &mut loads, v4(1), server, 0), 0);
+        assert_eq!(owner(&mut owners, &mut loads, server, v4(1), 0), 0);
+        assert_eq!(owner(&mut owners, &mut loads, v4(2), server, 2), 1);
+        assert_eq!(owner(&mut owners, &mut loads, v4(3), server, 0), 2);
+        // Worker 0 busy with its pair: the next new pair goes to the least loaded (1 or 2).
+        for _ in 0..10 {
+            assert_eq!(owner(&mut owners, &mut loads, server, v4(1), 1), 0);
         }
-        // Not IP, or cut short: worker 0.
-        assert_eq!(worker_of(LinkType::ETHERNET, &[0u8; 20], 4), 0);
-        let v4 = frame("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap(), 0);
-        assert_eq!(worker_of(LinkType::ETHERNET, &v4[..30], 4), 0);
+        assert_eq!(owner(&mut owners, &mut loads, v4(4), server, 0), 1);
+        // An old pair keeps its worker whatever the loads.
+        assert_eq!(owner(&mut owners, &mut loads, server, v4(3), 2), 2);
+        let (a6, b6): (IpAddr, IpAddr) = ("fe80::1".parse().unwrap(), "fe80::2".parse().unwrap());
+        let w6 = owner(&mut owners, &mut loads, a6, b6, 0);
+        assert_eq!(owner(&mut owners, &mut loads, b6, a6, 1), w6);
+        // Not IP, or cut short: worker 0, and nothing remembered.
+        assert_eq!(owners.owner(LinkType::ETHERNET, &[0u8; 20], 3, |_| 9), 0);
+        let cut = frame(v4(7), server, 0);
+        assert_eq!(owners.owner(LinkType::ETHERNET, &cut[..30], 3, |_| 9), 0);
+        assert_eq!(owners.owners.len(), 5);
+    }
+
+    /// Past the table's bound a new pair goes by a symmetric hash: the same worker every time
+    /// and both ways, and the pairs spread.
+    #[test]
+    fn pairs_beyond_the_bound_go_by_hash() {
+        let mut owners = PairOwners::default();
+        for i in 0..MAX_OWNED_PAIRS as u32 {
+            owners.owner(LinkType::ETHERNET, &frame(v4(i), v4(1 << 20), 0), 4, |_| 0);
+        }
+        assert_eq!(owners.owners.len(), MAX_OWNED_PAIRS);
+        let mut per = [0usize; 4];
+        for i in 0..4096u32 {
+            let (a, b) = (v4(1 << 21 | i), v4((1 << 22) | (i % 7)));
+            let w = owners.owner(LinkType::ETHERNET, &frame(a, b, 0), 4, |_| 0);
+            assert_eq!(
+                owners.owner(LinkType::ETHERNET, &frame(b, a, 1), 4, |_| 5),
+                w
+            );
+            per[w] += 1;
+        }
+        assert_eq!(owners.owners.len(), MAX_OWNED_PAIRS);
+        for (w, n) in per.iter().enumerate() {
+            assert!(*n > 800 && *n < 1250, "worker {w} has {n} of 4096 pairs");
+        }
     }
 }

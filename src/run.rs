@@ -10,7 +10,7 @@ use crate::capture::Packet;
 use crate::event::EventSink;
 use crate::metrics::LiveCounters;
 use crate::output::evidence::EvidenceRing;
-use crate::parallel::worker_of;
+use crate::parallel::PairOwners;
 use crate::pipeline::Pipeline;
 use crate::shards::{guarded, renew, run_worker, CachePadded, DiedGuard, Shards, Stage, Wants};
 use crate::stats::{Merge, Stats};
@@ -199,6 +199,8 @@ struct Sharded<'r, 's, H> {
     lossless: bool,
     /// Packets handed to each worker.
     worker_packets: Vec<CachePadded<u64>>,
+    /// Which worker owns each host pair.
+    owners: PairOwners,
     queue_drops: u64,
 }
 
@@ -210,7 +212,10 @@ impl<H> Sharded<'_, '_, H> {
 
 impl<H> Dispatch<H> for Sharded<'_, '_, H> {
     fn packet(&mut self, pkt: &Packet<'_>, _: &Arc<str>, handle: H) -> Result<(), H> {
-        let w = worker_of(pkt.linktype, pkt.data, self.workers);
+        let packets = &self.worker_packets;
+        let w = self
+            .owners
+            .owner(pkt.linktype, pkt.data, self.workers, |w| packets[w].0);
         self.worker_packets[w].0 += 1;
         // Replay waits (merging) while the worker's queue is full; live loses the packet.
         let pushed = self
@@ -314,6 +319,7 @@ where
             workers,
             lossless,
             worker_packets: vec![CachePadded::default(); workers],
+            owners: PairOwners::default(),
             queue_drops: 0,
         };
         packet_loop(feed, &mut sharded);

@@ -37,8 +37,9 @@ pub(crate) enum Command {
         /// Do not print the summary on stderr.
         #[arg(long, short)]
         quiet: bool,
-        /// Dissect with N worker threads. Each owns the flows between the host pairs hashed to
-        /// it; one more thread reads, puts the workers' output back in capture order and runs
+        /// Dissect with N worker threads. Each owns the flows between the host pairs given to
+        /// it (at a pair's first packet, the least-loaded worker); one more thread reads, puts
+        /// the workers' output back in capture order and runs
         /// detection, so events and alerts are those of one worker.
         #[arg(long, default_value_t = 1, value_name = "N", value_parser = parse_workers)]
         workers: usize,
@@ -109,7 +110,7 @@ pub(crate) enum Command {
         #[arg(long, value_name = "EXPR")]
         bpf: Option<String>,
         /// Dissect with N worker threads fed from the ring without copying (the capture thread
-        /// hashes host pairs to workers, a worker whose queue is full loses the packet, counted;
+        /// gives each host pair a worker, a worker whose queue is full loses the packet, counted;
         /// it merges their output back into capture order and runs detection).
         #[arg(long, default_value_t = 1, value_name = "N", value_parser = parse_workers)]
         workers: usize,

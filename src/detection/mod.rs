@@ -49,7 +49,7 @@ pub struct Detection {
     /// Failures of every output of the run (alerts and evidence here).
     pub outputs: Arc<OutputHealth>,
     /// The evidence directory and the packet rings: one per worker, each holding the host
-    /// pairs that worker owns ([`crate::parallel::pair_shard`]).
+    /// pairs that worker owns ([`crate::parallel::PairOwners`]).
     evidence: Option<(PathBuf, Vec<Arc<Mutex<EvidenceRing>>>)>,
     /// Names this run's evidence files apart from an earlier run's (alert ids restart at 1).
     run_tag: String,
@@ -255,15 +255,26 @@ impl Detection {
                 if let (Some((dir, rings)), true) =
                     (&self.evidence, self.evidence_written < EVIDENCE_MAX_FILES)
                 {
-                    let ring = &rings[crate::parallel::pair_shard(a.src_ip, a.dst_ip, rings.len())];
                     let path = dir.join(format!(
                         "alert-{}-{:06}-{}.pcap",
                         self.run_tag, a.id, a.r#type
                     ));
-                    let written = ring
-                        .lock()
-                        .map_err(|_| std::io::Error::other("evidence ring poisoned"))
-                        .and_then(|r| r.write(&a, &path));
+                    // The ring of the worker that owns the host pair: the only one holding its
+                    // packets (a pair keeps its worker, `parallel::PairOwners`).
+                    let (mut written, mut poisoned) = (Ok(false), false);
+                    for ring in rings {
+                        let Ok(r) = ring.lock() else {
+                            poisoned = true;
+                            continue;
+                        };
+                        written = r.write(&a, &path);
+                        if !matches!(written, Ok(false)) {
+                            break;
+                        }
+                    }
+                    if poisoned && matches!(written, Ok(false)) {
+                        written = Err(std::io::Error::other("evidence ring poisoned"));
+                    }
                     match written {
                         Ok(true) => {
                             self.evidence_written += 1;
