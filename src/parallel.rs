@@ -29,30 +29,31 @@ use crate::shards::Stage;
 pub const QUEUE_CAPACITY: usize = 8192;
 
 /// The packet's host pair: its two IP addresses as numbers (IPv4 in the low 32 bits) in order,
-/// and whether they are IPv6. `None` when it is not IP, or cut short.
+/// and whether they are IPv6. `None` when it is not IP (by its ether type where the link layer
+/// has one: an IEC 61850 or PROFINET frame whose payload starts with a 4 must not take a place
+/// in [`PairOwners`]), or cut short.
 fn host_pair(linktype: LinkType, data: &[u8]) -> Option<(u128, u128, bool)> {
+    let be16 = |at: usize| {
+        data.get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    let ip_type = |et: u16| matches!(et, 0x0800 | 0x86DD);
     let ip = match linktype {
         LinkType::ETHERNET => {
             let mut at = 12;
-            let mut et = u16::from_be_bytes([
-                data.get(at).copied().unwrap_or(0),
-                data.get(at + 1).copied().unwrap_or(0),
-            ]);
+            let mut et = be16(at)?;
             at += 2;
             for _ in 0..3 {
                 if !matches!(et, 0x8100 | 0x88A8 | 0x9100) {
                     break;
                 }
-                et = u16::from_be_bytes([
-                    data.get(at + 2).copied().unwrap_or(0),
-                    data.get(at + 3).copied().unwrap_or(0),
-                ]);
+                et = be16(at + 2)?;
                 at += 4;
             }
-            data.get(at..)
+            data.get(at..).filter(|_| ip_type(et))
         }
-        LinkType::LINUX_SLL => data.get(16..),
-        LinkType::LINUX_SLL2 => data.get(20..),
+        LinkType::LINUX_SLL => data.get(16..).filter(|_| be16(14).is_some_and(ip_type)),
+        LinkType::LINUX_SLL2 => data.get(20..).filter(|_| be16(0).is_some_and(ip_type)),
         LinkType::NULL | LinkType::LOOP => data.get(4..),
         _ => Some(data),
     }?;
@@ -283,8 +284,15 @@ mod tests {
         let (a6, b6): (IpAddr, IpAddr) = ("fe80::1".parse().unwrap(), "fe80::2".parse().unwrap());
         let w6 = owner(&mut owners, &mut loads, a6, b6, 0);
         assert_eq!(owner(&mut owners, &mut loads, b6, a6, 1), w6);
-        // Not IP, or cut short: worker 0, and nothing remembered.
+        // Not IP, or cut short: worker 0, and nothing remembered. A frame of another ether
+        // type whose payload looks like an IPv4 header is not IP either.
         assert_eq!(owners.owner(LinkType::ETHERNET, &[0u8; 20], 3, |_| 9), 0);
+        let mut sampled_values = frame(v4(8), server, 0);
+        sampled_values[12..14].copy_from_slice(&[0x88, 0xba]);
+        assert_eq!(
+            owners.owner(LinkType::ETHERNET, &sampled_values, 3, |_| 9),
+            0
+        );
         let cut = frame(v4(7), server, 0);
         assert_eq!(owners.owner(LinkType::ETHERNET, &cut[..30], 3, |_| 9), 0);
         assert_eq!(owners.owners.len(), 5);

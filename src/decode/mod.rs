@@ -499,12 +499,14 @@ fn fold(acc: u128) -> u16 {
 fn transport_checksum_ok(segment: &[u8], protocol: u8, src: IpAddr, dst: IpAddr) -> bool {
     let len = segment.len() as u32;
     let pseudo = match (src, dst) {
-        // Source, destination, then a zero byte, the protocol and the 16-bit length.
+        // Source, destination, then a zero byte, the protocol and the 16-bit length. The length
+        // is added as a 32-bit word: the same as 16 bits below 64 KiB, and beyond (a captured
+        // offload segment whose IP total length is 0) the sum the 16-bit field cannot hold.
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             u128::from(u32::from_le_bytes(s.octets()))
                 + u128::from(u32::from_le_bytes(d.octets()))
                 + (u128::from(protocol) << 8)
-                + u128::from((len as u16).swap_bytes())
+                + u128::from(len.swap_bytes())
         }
         // Source, destination, the 32-bit length, three zero bytes and the next header.
         (IpAddr::V6(s), IpAddr::V6(d)) => {
@@ -660,6 +662,21 @@ mod tests {
             }
         }
         assert_eq!(fold(u128::MAX), 0xffff);
+        // A segment longer than a 16-bit length holds (a captured offload segment): the length
+        // counts in full, as a 32-bit word would.
+        let (src, dst): (IpAddr, IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let mut segment: Vec<u8> = (0..70_001u32).map(|i| (i * 7 + 3) as u8).collect();
+        segment[16..18].fill(0);
+        let mut acc: u64 = plain(&[10, 0, 0, 1, 10, 0, 0, 2]).into();
+        acc += 6 + segment.len() as u64 + u64::from(plain(&segment));
+        while acc >> 16 != 0 {
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+        segment[16..18].copy_from_slice(&(!(acc as u16)).to_be_bytes());
+        assert!(transport_checksum_ok(&segment, 6, src, dst));
+        segment[16] ^= 1;
+        assert!(!transport_checksum_ok(&segment, 6, src, dst));
     }
 
     /// The word-wise checksum agrees with etherparse's 16-bit one on segments of every length
