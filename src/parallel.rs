@@ -32,7 +32,7 @@ pub const QUEUE_CAPACITY: usize = 8192;
 /// and whether they are IPv6. `None` when it is not IP (by its ether type where the link layer
 /// has one: an IEC 61850 or PROFINET frame whose payload starts with a 4 must not take a place
 /// in [`PairOwners`]), or cut short.
-fn host_pair(linktype: LinkType, data: &[u8]) -> Option<(u128, u128, bool)> {
+fn host_pair(linktype: LinkType, data: &[u8]) -> Option<HostPair> {
     let be16 = |at: usize| {
         data.get(at..at + 2)
             .map(|b| u16::from_be_bytes([b[0], b[1]]))
@@ -89,11 +89,14 @@ pub const MAX_OWNED_PAIRS: usize = 65_536;
 /// worker never changes. Not IP: worker 0.
 #[derive(Default)]
 pub(crate) struct PairOwners {
-    owners: HashMap<(u128, u128, bool), u16, foldhash::fast::RandomState>,
+    owners: HashMap<HostPair, u16, foldhash::fast::RandomState>,
     /// The owners of recent pairs, direct-mapped by [`pair_hash`]: a hit costs a compare, where
     /// the map's lookup cost the reader 70 instructions a packet (bench-ics).
-    recent: Vec<Option<((u128, u128, bool), u16)>>,
+    recent: Vec<Option<(HostPair, u16)>>,
 }
+
+/// Two addresses in order, and whether they are IPv6 ([`host_pair`]).
+type HostPair = (u128, u128, bool);
 
 /// Entries of [`PairOwners::recent`].
 const RECENT: usize = 256;
