@@ -29,40 +29,18 @@ use crate::shards::Stage;
 pub const QUEUE_CAPACITY: usize = 8192;
 
 /// The packet's host pair: its two IP addresses as numbers (IPv4 in the low 32 bits) in order,
-/// and whether they are IPv6. `None` when it is not IP (by its ether type where the link layer
-/// has one: an IEC 61850 or PROFINET frame whose payload starts with a 4 must not take a place
-/// in [`PairOwners`]), or cut short.
+/// and whether they are IPv6. `None` when it is not IP by its link layer (an IEC 61850 or
+/// PROFINET frame whose payload starts like an IP header must not take a place in
+/// [`PairOwners`]), or cut short.
 fn host_pair(linktype: LinkType, data: &[u8]) -> Option<HostPair> {
-    let be16 = |at: usize| {
-        data.get(at..at + 2)
-            .map(|b| u16::from_be_bytes([b[0], b[1]]))
-    };
-    let ip_type = |et: u16| matches!(et, 0x0800 | 0x86DD);
-    let ip = match linktype {
-        LinkType::ETHERNET => {
-            let mut at = 12;
-            let mut et = be16(at)?;
-            at += 2;
-            for _ in 0..3 {
-                if !matches!(et, 0x8100 | 0x88A8 | 0x9100) {
-                    break;
-                }
-                et = be16(at + 2)?;
-                at += 4;
-            }
-            data.get(at..).filter(|_| ip_type(et))
-        }
-        LinkType::LINUX_SLL => data.get(16..).filter(|_| be16(14).is_some_and(ip_type)),
-        LinkType::LINUX_SLL2 => data.get(20..).filter(|_| be16(0).is_some_and(ip_type)),
-        LinkType::NULL | LinkType::LOOP => data.get(4..),
-        _ => Some(data),
-    }?;
+    let ip = crate::decode::ip_bytes(linktype, data)?;
     let be32 = |b: &[u8]| u128::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
     let be128 = |b: &[u8]| {
         let mut w = [0u8; 16];
         w.copy_from_slice(&b[..16]);
         u128::from_be_bytes(w)
     };
+    // The IP header's own version decides, as decode's does.
     let (a, b, v6) = match ip.first()? >> 4 {
         4 => {
             let a = ip.get(12..20)?;

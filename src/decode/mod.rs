@@ -114,6 +114,16 @@ fn link_layer(linktype: LinkType, data: &[u8]) -> Result<(u16, u16, &[u8]), Link
     }
 }
 
+/// The IP bytes of a frame, past its link header (and VLAN tags); `None` when the frame is not
+/// IP by its link layer, or the link layer is cut short or not one otwatch reads. For the
+/// reader of N workers, which only needs the addresses.
+pub(crate) fn ip_bytes(linktype: LinkType, data: &[u8]) -> Option<&[u8]> {
+    match link_layer(linktype, data).ok()? {
+        (_, ETHERTYPE_IPV4 | ETHERTYPE_IPV6, l3) => Some(l3),
+        _ => None,
+    }
+}
+
 /// `None` when the link header is cut short.
 fn link_header(linktype: LinkType, data: &[u8]) -> Option<(u16, u16, &[u8])> {
     let be16 = |b: &[u8], at: usize| b.get(at..at + 2).map(|x| u16::from_be_bytes([x[0], x[1]]));
@@ -226,9 +236,8 @@ fn ip_layer(l3: &[u8]) -> Option<IpLayer<'_>> {
 }
 
 /// IPv4 read here, by the same rules as etherparse's lax slice (`ip_layer_sliced`, which the
-/// tests and the `decode` fuzz target hold this to), at a fifth of its cost: this is every
-/// packet's first step. `None` for what it leaves to etherparse: not IPv4, or an
-/// authentication header after it.
+/// tests and the `decode` fuzz target hold this to): this is every packet's first step.
+/// `None` for what it leaves to etherparse: not IPv4, or an authentication header after it.
 #[inline(always)]
 fn ipv4_layer(l3: &[u8]) -> Option<Option<IpLayer<'_>>> {
     let first = *l3.first()?;
