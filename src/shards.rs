@@ -331,24 +331,25 @@ pub(crate) fn run_worker<P>(
 }
 
 /// The reader waits for a worker (replay: its queue is full, or the packets in flight are at
-/// the bound): `waited` counts the pauses of this wait. First a yield, for a wait that is
-/// short, as it is when the reader only reads and a worker frees a slot in a moment (two
+/// the bound); `waited` is when this wait began. For its first 50 µs a yield, for a wait that
+/// is short, as it is when the reader only reads and a worker frees a slot in a moment (two
 /// workers, dissection: sleeping from the first pause took steady-site from 62 to 76 ms). Then
 /// a sleep: on two cores the reader and two workers are three threads, and a reader yielding
-/// in a loop through a long wait keeps a core from the worker it waits for (with detection,
-/// steady-site took 151 ms with yields only, 127 ms with the sleep). 20 µs asked; with Linux's
-/// default timer slack about 70 µs, far less than a worker's queue holds.
-fn reader_pause(waited: &mut u32) {
-    *waited += 1;
-    if *waited <= READER_YIELDS {
+/// through a long wait keeps a core from the worker it waits for (with detection, steady-site
+/// took 151 ms with yields only, 127 ms with the sleep; bench-ics, dissection: 677 ms when the
+/// yields ended after 32 of them, 560 ms after 50 µs). 20 µs asked; with Linux's default timer
+/// slack about 70 µs, far less than a worker's queue holds.
+fn reader_pause(waited: &mut Option<Instant>) {
+    let since = *waited.get_or_insert_with(Instant::now);
+    if since.elapsed() < READER_YIELDING {
         std::thread::yield_now();
     } else {
         std::thread::sleep(Duration::from_micros(20));
     }
 }
 
-/// Yields before the reader sleeps in one wait.
-const READER_YIELDS: u32 = 32;
+/// How long the reader yields in one wait before it sleeps.
+const READER_YIELDING: Duration = Duration::from_micros(50);
 
 /// The reader's side of one worker.
 struct Lane<P> {
@@ -478,7 +479,7 @@ impl<P> Shards<P> {
     ) -> Result<(), P> {
         // At most `window` packets in flight, so that what the merge holds back for a slow
         // worker stays bounded (the per-worker queues alone would let the others run ahead).
-        let mut waited = 0;
+        let mut waited = None;
         while self.next_seq.saturating_sub(self.oldest_unfinished()) >= self.window {
             self.merge(stage);
             if self.next_seq.saturating_sub(self.oldest_unfinished()) < self.window {
