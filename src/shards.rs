@@ -508,8 +508,18 @@ impl<P> Shards<P> {
                 Ok(()) => break,
                 Err(rtrb::PushError::Full(back)) if lossless => {
                     job = back;
-                    if self.merge(stage) == 0 {
-                        reader_pause(&mut waited);
+                    // Push again once an eighth of the queue is free, not at each freed slot:
+                    // pushing one job per slot the worker frees bounced the queue's indices
+                    // between the two cores for every packet.
+                    loop {
+                        if self.merge(stage) == 0 {
+                            reader_pause(&mut waited);
+                        }
+                        match self.lanes[w].jobs.as_ref() {
+                            Some(j)
+                                if !j.is_abandoned() && j.slots() < j.buffer().capacity() / 8 => {}
+                            _ => break,
+                        }
                     }
                 }
                 Err(rtrb::PushError::Full(Job::Packet(_, p))) => {
