@@ -65,7 +65,6 @@ pub const MAX_OWNED_PAIRS: usize = 65_536;
 /// worker as often as not; first sight to the least loaded spreads them. The table is bounded
 /// ([`MAX_OWNED_PAIRS`]): a flood of new pairs goes by a symmetric hash instead, so a pair's
 /// worker never changes. Not IP: worker 0.
-#[derive(Default)]
 pub(crate) struct PairOwners {
     owners: HashMap<HostPair, u16, foldhash::fast::RandomState>,
     /// The owners of recent pairs, direct-mapped by [`pair_hash`]: a hit costs a compare, where
@@ -79,6 +78,15 @@ type HostPair = (u128, u128, bool);
 /// Entries of [`PairOwners::recent`].
 const RECENT: usize = 256;
 
+impl Default for PairOwners {
+    fn default() -> Self {
+        PairOwners {
+            owners: HashMap::default(),
+            recent: vec![None; RECENT],
+        }
+    }
+}
+
 impl PairOwners {
     /// The worker, of `workers`, for this packet; `load(w)`: packets handed to worker `w` so far.
     pub fn owner(
@@ -91,9 +99,6 @@ impl PairOwners {
         let Some(pair) = host_pair(linktype, data) else {
             return 0;
         };
-        if self.recent.is_empty() {
-            self.recent = vec![None; RECENT];
-        }
         let slot = (pair_hash(pair.0, pair.1) >> 56) as usize % RECENT;
         if let Some((p, w)) = self.recent[slot] {
             if p == pair {

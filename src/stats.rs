@@ -116,10 +116,6 @@ impl Counts {
     pub fn values(&self) -> impl Iterator<Item = &u64> {
         self.0.iter().map(|(_, v)| v)
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 impl<'a> IntoIterator for &'a Counts {
