@@ -8,8 +8,6 @@ pub(super) struct PointEnv {
     pub(super) max: f64,
     pub(super) max_step: f64,
     pub(super) samples: u64,
-    /// The last value seen in detection.
-    pub(super) last: Option<f64>,
     /// The margins, fixed once learned: see [`PointEnv::new`].
     soft: f64,
     soft_bounds: (f64, f64),
@@ -43,11 +41,37 @@ impl PointEnv {
             max,
             max_step,
             samples,
-            last: None,
             soft,
             soft_bounds: (min - soft, max + soft),
             hard_bounds: (min - hard, max + hard),
             jump: 4.0 * max_step.max(1.0),
+        }
+    }
+}
+
+/// What every value checked reads and writes of its point, apart from the rest of the
+/// envelope ([`PointEnv`], read only for a value outside the soft bounds): a value costs one
+/// short load and store.
+#[derive(Clone, Copy)]
+struct PointHot {
+    /// The last value seen in detection, as bits; meaningful once `seen`.
+    last: u64,
+    seen: bool,
+    /// The soft bounds, or none (infinite) for a point learned from fewer than three samples,
+    /// which is never checked.
+    soft_bounds: (f64, f64),
+}
+
+impl PointHot {
+    fn of(env: &PointEnv) -> Self {
+        PointHot {
+            last: 0,
+            seen: false,
+            soft_bounds: if env.samples < 3 {
+                (f64::NEG_INFINITY, f64::INFINITY)
+            } else {
+                env.soft_bounds
+            },
         }
     }
 }
@@ -59,8 +83,10 @@ pub(super) use crate::learn::{MAX_RUN_ELEMENTS, NO_POINT};
 /// A server and unit with learned value envelopes.
 #[derive(Default)]
 pub(super) struct ServerPoints {
-    /// The envelopes; `index` finds a point's ([`point_key`]).
+    /// The envelopes; `index` finds a point's ([`point_key`]). `hot` holds the same points'
+    /// last values and soft bounds, in the same places.
     envs: Vec<PointEnv>,
+    hot: Vec<PointHot>,
     index: FastMap<u64, u32>,
     /// Runs of addresses already looked up, by space, start and length: each address's place
     /// in `envs`, or [`NO_POINT`]. A poll reads the same run again and again; its values then
@@ -83,7 +109,10 @@ impl ServerPoints {
     /// A point's envelope (a later one for the same point replaces it).
     pub(super) fn insert(&mut self, key: u64, env: PointEnv) {
         match self.index.get(&key) {
-            Some(&i) => self.envs[i as usize] = env,
+            Some(&i) => {
+                self.hot[i as usize] = PointHot::of(&env);
+                self.envs[i as usize] = env;
+            }
             None => {
                 // At most u32::MAX - 1 points: a baseline holds far fewer.
                 let Ok(i) = u32::try_from(self.envs.len()) else {
@@ -93,14 +122,20 @@ impl ServerPoints {
                     return;
                 }
                 self.index.insert(key, i);
+                self.hot.push(PointHot::of(&env));
                 self.envs.push(env);
             }
         }
     }
 
-    /// The envelopes, and the place in them of each of `count` addresses from `start` in
-    /// `space`.
-    fn run(&mut self, space: u32, start: u32, count: u32) -> (&mut [PointEnv], &[u32]) {
+    /// The envelopes (each point's hot part and the rest), and the place in them of each of
+    /// `count` addresses from `start` in `space`.
+    fn run(
+        &mut self,
+        space: u32,
+        start: u32,
+        count: u32,
+    ) -> (&mut [PointHot], &[PointEnv], &[u32]) {
         let key = (space, start, count);
         if !self.runs.contains_key(&key) {
             let index = &self.index;
@@ -116,7 +151,11 @@ impl ServerPoints {
             self.run_elements += places.len();
             self.runs.insert(key, places);
         }
-        (&mut self.envs, self.runs.get(&key).map_or(&[], |r| r))
+        (
+            &mut self.hot,
+            &self.envs,
+            self.runs.get(&key).map_or(&[], |r| r),
+        )
     }
 }
 
@@ -184,6 +223,59 @@ impl ValueMemo {
     }
 }
 
+/// A value outside its point's soft bounds ([`next_outside`]).
+struct Outside {
+    index: usize,
+    value: f64,
+    place: u32,
+    /// The point's value before it.
+    previous: Option<f64>,
+}
+
+/// Records the values from `*from` on as their points' last (`changed` set if one differs),
+/// up to the first that is outside its point's soft bounds, with `*from` moved past it. `None` once every value is recorded. The margins are
+/// explained at [`PointEnv::new`]; a point learned from fewer than three samples has no
+/// bounds. Apart from the checks that follow, so that this loop, run for every value, stays
+/// short.
+#[inline(never)]
+fn next_outside(
+    hot: &mut [PointHot],
+    values: &[f64],
+    places: &[u32],
+    from: &mut usize,
+    changed: &mut bool,
+) -> Option<Outside> {
+    let n = values.len().min(places.len());
+    let mut any = false;
+    let mut i = *from;
+    while i < n {
+        let (v, place) = (values[i], places[i]);
+        i += 1;
+        let Some(h) = hot.get_mut(place as usize) else {
+            continue;
+        };
+        let bits = v.to_bits();
+        any |= !h.seen | (h.last != bits);
+        let previous = (h.seen, h.last);
+        h.last = bits;
+        h.seen = true;
+        let (lo, hi) = h.soft_bounds;
+        if v < lo || v > hi {
+            *from = i;
+            *changed |= any;
+            return Some(Outside {
+                index: i - 1,
+                value: v,
+                place,
+                previous: previous.0.then_some(f64::from_bits(previous.1)),
+            });
+        }
+    }
+    *from = n;
+    *changed |= any;
+    None
+}
+
 /// Checks every value of `o` against its server's points; returns whether any point's last
 /// value changed.
 pub(super) fn check_values_now(
@@ -200,22 +292,21 @@ pub(super) fn check_values_now(
         }
         // Values beyond u32::MAX addresses do not exist: an access holds far fewer.
         let count = u32::try_from(acc.values.len()).unwrap_or(u32::MAX);
-        let (envs, places) = points.run(acc.space, acc.start, count);
-        for (i, (&v, &place)) in acc.values.iter().zip(places).enumerate() {
-            let addr = acc.start.wrapping_add(i as u32);
-            let Some(p) = envs.get_mut(place as usize) else {
+        let (hot, envs, places) = points.run(acc.space, acc.start, count);
+        let values: &[f64] = &acc.values;
+        let mut from = 0;
+        while let Some(Outside {
+            index: i,
+            value: v,
+            place,
+            previous,
+        }) = next_outside(hot, values, places, &mut from, &mut changed)
+        {
+            let Some(p) = envs.get(place as usize) else {
                 continue;
             };
-            let previous = p.last.replace(v);
-            changed |= previous.map(f64::to_bits) != Some(v.to_bits());
-            if p.samples < 3 {
-                continue;
-            }
-            // The margins are explained at `PointEnv::new`.
+            let addr = acc.start.wrapping_add(i as u32);
             let outside = |(lo, hi): (f64, f64)| v < lo || v > hi;
-            if !outside(p.soft_bounds) {
-                continue;
-            }
             let jumped = previous.is_some_and(|last| (v - last).abs() > p.jump);
             if !(outside(p.hard_bounds) || jumped) {
                 continue;
