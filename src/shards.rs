@@ -38,14 +38,16 @@ const OUT_CAPACITY: usize = 8192;
 /// queue holds. With fewer, the worker ran out of spares while the reader held many (a window of
 /// packets in flight), made new ones, and the reader freed the surplus when they came back: on
 /// steady-site with two workers, 86 000 observations freed across cores (mimalloc's cross-thread
-/// free on the reader, the thread that bounds two workers); with as many, a few hundred. Each
-/// still holds what it held until it is filled again, so only small ones go back
-/// ([`small_enough_to_keep`]): at most about 12 MB per worker stay held after a burst (8192 x
-/// (about 300 bytes + 4 accesses + 128 values)).
+/// free on the reader, the thread that bounds two workers); with as many, a few hundred. The
+/// reader hands back every observation it is done with (the queue's room bounds them); the
+/// worker takes them all back whenever it needs one and when idle, keeps the small ones
+/// ([`small_enough_to_keep`]) and frees the others on its own core. Each kept one still holds
+/// what it held until it is filled again: at most about 12 MB per worker stay held after a
+/// burst (8192 x (about 300 bytes + 4 accesses + 128 values)).
 const SPARE_CAPACITY: usize = OUT_CAPACITY;
 
-/// Whether a released observation is small enough to wait in the spare queue; a larger one is
-/// freed by the reader.
+/// Whether a released observation is small enough to be kept to be filled again; a larger one
+/// is freed by the worker when it comes back.
 fn small_enough_to_keep(o: &Observation) -> bool {
     // By room held, not by length: an emptied list can hold much.
     o.accesses.capacity() <= 4
@@ -112,6 +114,10 @@ struct ItemSink {
     /// allocated, freed and reference-counted on this worker's core only (the reader dropping
     /// them made every observation a cross-core free and a shared reference count).
     spare: rtrb::Consumer<Box<Observation>>,
+    /// The small ones taken back, at most [`SPARE_CAPACITY`]; boxed, because the box itself
+    /// is what goes to the reader again.
+    #[allow(clippy::vec_box)]
+    kept: Vec<Box<Observation>>,
     wants: Wants,
 }
 
@@ -128,7 +134,7 @@ impl EventSink for ItemSink {
     }
 
     fn observed(&mut self, key: FlushKey, obs: &mut Observation) {
-        let obs = crate::event::take_observation(obs, self.spare.pop().ok());
+        let obs = crate::event::take_observation(obs, self.spare_box());
         self.push_boxed(key, Some(obs), None);
     }
 
@@ -150,18 +156,34 @@ impl EventSink for ItemSink {
 }
 
 impl ItemSink {
+    /// An observation to fill again, if one came back.
+    fn spare_box(&mut self) -> Option<Box<Observation>> {
+        self.take_back();
+        self.kept.pop()
+    }
+
+    /// Takes back every observation the reader returned: the small ones are kept (the first
+    /// [`SPARE_CAPACITY`]), the others freed here, on the core that allocated what they hold.
+    fn take_back(&mut self) {
+        while let Ok(b) = self.spare.pop() {
+            if self.kept.len() < SPARE_CAPACITY && small_enough_to_keep(&b) {
+                self.kept.push(b);
+            }
+        }
+    }
+
     /// One PDU's item to the reader: its observation (in a spare box when one is back), its
     /// event.
     fn push(&mut self, key: FlushKey, obs: Option<Observation>, event: Option<Event>) {
         if obs.is_none() && event.is_none() {
             return;
         }
-        let obs = obs.map(|o| match self.spare.pop() {
-            Ok(mut b) => {
+        let obs = obs.map(|o| match self.spare_box() {
+            Some(mut b) => {
                 *b = o;
                 b
             }
-            Err(_) => Box::new(o),
+            None => Box::new(o),
         });
         self.push_boxed(key, obs, event);
     }
@@ -260,6 +282,7 @@ pub(crate) fn run_worker<P>(
         seq: 0,
         out,
         spare,
+        kept: Vec::new(),
         wants,
     };
     // The reader sweeps idle flows for every worker at once (Job::Sweep).
@@ -314,6 +337,8 @@ pub(crate) fn run_worker<P>(
                     last_counters = Instant::now();
                     publish(&pipeline);
                 }
+                // What came back while the worker had nothing to fill: large ones freed now.
+                sink.take_back();
                 // Briefly polite, then asleep: an idle worker must not take a core from the
                 // reader, which runs detection.
                 idle += 1;
@@ -360,14 +385,19 @@ struct Lane<P> {
     spare: rtrb::Producer<Box<Observation>>,
     done: Arc<CachePadded<AtomicU64>>,
     counters: Arc<Mutex<(Stats, usize)>>,
-    /// `seq` and capture time of what was pushed and is not known finished, in order.
-    pending: VecDeque<(u64, i64)>,
     /// Items taken from the worker, not yet released.
     held: VecDeque<Item>,
-    /// Packets the worker finished that cannot be released yet (an earlier one is unfinished
-    /// on another worker).
-    finished: VecDeque<(u64, i64)>,
+    /// The worker's `done` as the last merge read it.
+    done_seen: u64,
 }
+
+/// The lane of a job handed to every worker ([`InFlight`]).
+const EVERY_LANE: u32 = u32::MAX;
+
+/// A job handed out and not yet released: its `seq`, capture time and lane (or
+/// [`EVERY_LANE`]). One queue for all lanes, in `seq` order: the first that is unfinished is
+/// the bound of what can be released, and everything before it is finished.
+type InFlight = (u64, i64, u32);
 
 /// The workers' counters as last published, added up, and their open flows.
 fn sum_counters<P>(lanes: &[Lane<P>]) -> (Stats, usize) {
@@ -402,6 +432,8 @@ impl Stage<'_> {
 /// The reader's side of the workers: queues out, the merge back.
 pub(crate) struct Shards<P> {
     lanes: Vec<Lane<P>>,
+    /// Jobs handed out and not released, in `seq` order.
+    in_flight: VecDeque<InFlight>,
     next_seq: u64,
     /// Packets after which detection's clock ticks (`seq`, capture time).
     ticks: VecDeque<(u64, i64)>,
@@ -447,13 +479,13 @@ impl<P> Shards<P> {
                 spare: spare_tx,
                 done,
                 counters,
-                pending: VecDeque::new(),
                 held: VecDeque::new(),
-                finished: VecDeque::new(),
+                done_seen: 0,
             });
         }
         let shards = Shards {
             lanes,
+            in_flight: VecDeque::new(),
             next_seq: 0,
             ticks: VecDeque::new(),
             last_tick: i64::MIN,
@@ -529,7 +561,8 @@ impl<P> Shards<P> {
                 Err(rtrb::PushError::Full(Job::Flush(_) | Job::Sweep(..))) => return Ok(()),
             }
         }
-        self.lanes[w].pending.push_back((seq, ts));
+        // At most u32::MAX - 1 workers.
+        self.in_flight.push_back((seq, ts, w as u32));
         self.tick_after(seq, ts);
         Ok(())
     }
@@ -540,13 +573,10 @@ impl<P> Shards<P> {
         }
     }
 
-    /// The first packet handed out that some worker has not finished (as of the last merge).
+    /// The first packet handed out that some worker has not finished (as of the last merge,
+    /// which releases every finished one before it).
     fn oldest_unfinished(&self) -> u64 {
-        self.lanes
-            .iter()
-            .filter_map(|l| l.pending.front().map(|p| p.0))
-            .min()
-            .unwrap_or(self.next_seq)
+        self.in_flight.front().map_or(self.next_seq, |j| j.0)
     }
 
     /// Every worker closes its flows, as one step of the sequence.
@@ -570,8 +600,8 @@ impl<P> Shards<P> {
                     std::thread::yield_now();
                 }
             }
-            self.lanes[w].pending.push_back((seq, ts));
         }
+        self.in_flight.push_back((seq, ts, EVERY_LANE));
     }
 
     /// The clock moved to `now` without a packet (a quiet live link): detection ticks, and the
@@ -593,9 +623,7 @@ impl<P> Shards<P> {
 
     /// Whether nothing is in flight: every packet handed out was finished and released.
     pub fn idle(&self) -> bool {
-        self.lanes
-            .iter()
-            .all(|l| l.pending.is_empty() && l.held.is_empty() && l.finished.is_empty())
+        self.in_flight.is_empty() && self.lanes.iter().all(|l| l.held.is_empty())
     }
 
     /// The workers' counters as last published, merged, and their open flows.
@@ -606,38 +634,32 @@ impl<P> Shards<P> {
     /// Takes what the workers finished and releases, in order, everything no worker can still
     /// precede. Returns the number of items and ticks released.
     pub fn merge(&mut self, stage: &mut Stage<'_>) -> usize {
-        let mut bound = u64::MAX;
-        let mut max_ts = None;
         for lane in &mut self.lanes {
             // `done` first: every item of a finished packet was pushed before it was stored.
-            let done = lane.done.0.load(Ordering::Acquire);
+            lane.done_seen = lane.done.0.load(Ordering::Acquire);
             while let Ok(item) = lane.out.pop() {
                 lane.held.push_back(item);
             }
-            while let Some(&(seq, ts)) = lane.pending.front() {
-                if seq >= done {
-                    break;
-                }
-                lane.finished.push_back((seq, ts));
-                lane.pending.pop_front();
-            }
-            if let Some(&(seq, _)) = lane.pending.front() {
-                bound = bound.min(seq);
-            }
         }
-        // Finished packets before the bound are released with their items below: the metrics
-        // hear of them (and sample at their time) only then, so a sample holds exactly what
-        // came before it.
-        for lane in &mut self.lanes {
-            while let Some(&(seq, ts)) = lane.finished.front() {
-                if seq >= bound {
-                    break;
-                }
-                max_ts = Some(max_ts.map_or(ts, |m: i64| m.max(ts)));
-                self.released += 1;
-                lane.finished.pop_front();
+        // Finished jobs before the first unfinished one are released with their items below:
+        // the metrics hear of the packets (and sample at their time) only then, so a sample
+        // holds exactly what came before it.
+        let mut max_ts = None;
+        while let Some(&(seq, ts, w)) = self.in_flight.front() {
+            if !Self::finished(&self.lanes, seq, w) {
+                break;
             }
+            max_ts = Some(max_ts.map_or(ts, |m: i64| m.max(ts)));
+            // A job for every worker counts once per worker, as it did when each worker's
+            // jobs were counted apart (the metrics read the count only to pace their clock).
+            self.released += if w == EVERY_LANE {
+                self.lanes.len() as u64
+            } else {
+                1
+            };
+            self.in_flight.pop_front();
         }
+        let bound = self.in_flight.front().map_or(u64::MAX, |j| j.0);
         let mut n = 0;
         loop {
             let next_item = self
@@ -682,6 +704,15 @@ impl<P> Shards<P> {
         n
     }
 
+    /// Whether the job `seq` handed to lane `w` (or to every lane) is finished, as the last
+    /// merge read the workers' `done`.
+    fn finished(lanes: &[Lane<P>], seq: u64, w: u32) -> bool {
+        match lanes.get(w as usize) {
+            Some(lane) => seq < lane.done_seen,
+            None => lanes.iter().all(|l| seq < l.done_seen),
+        }
+    }
+
     /// Releases every held item of `seq`: from one worker (a packet's) in its order, or from
     /// several (a flush) in flush-key order.
     fn release_seq(&mut self, seq: u64, stage: &mut Stage<'_>) {
@@ -694,11 +725,9 @@ impl<P> Shards<P> {
             while lane.held.front().is_some_and(|i| i.seq == seq) {
                 if let Some(item) = lane.held.pop_front() {
                     if let Some(o) = Self::release(item, stage) {
-                        // A large one, or one that finds the queue full (the worker has
-                        // plenty), is simply dropped here.
-                        if small_enough_to_keep(&o) {
-                            let _ = lane.spare.push(o);
-                        }
+                        // Back to its worker, which keeps it or frees it; one that finds the
+                        // queue full (the worker has plenty) is dropped here.
+                        let _ = lane.spare.push(o);
                     }
                 }
             }
@@ -751,9 +780,9 @@ impl<P> Shards<P> {
                 // A worker died: merge what the others finished, then stop
                 // waiting for what it never will.
                 self.merge(stage);
-                for lane in &mut self.lanes {
-                    lane.pending.clear();
-                }
+                let lanes = &self.lanes;
+                self.in_flight
+                    .retain(|&(seq, _, w)| Self::finished(lanes, seq, w));
                 self.merge(stage);
                 break;
             }
@@ -769,10 +798,8 @@ mod tests {
     use super::*;
     use crate::event::{Direction, Pdu, Timestamp, VecSink};
 
-    /// A spare is judged by the room it holds, not by what it holds now: a read of many
-    /// values, or of many accesses, emptied, still goes back to the reader's allocator.
-    #[test]
-    fn only_small_observations_wait_as_spares() {
+    /// A Modbus read of `accesses` accesses of `values` values each.
+    fn read(accesses: usize, values: usize) -> Observation {
         use otwatch_models::{Access, Channel, Kind, Proto};
         let channel = Channel {
             proto: Proto::Modbus,
@@ -780,19 +807,23 @@ mod tests {
             server: [10, 0, 0, 2].into(),
             unit: 1,
         };
-        let read = |accesses: usize, values: usize| {
-            let mut o = Observation::new(0, "t".into(), 1, channel, Kind::Response, 3);
-            for i in 0..accesses {
-                o.accesses.push(Access {
-                    space: 4,
-                    start: i as u32,
-                    count: values as u32,
-                    write: false,
-                    values: std::iter::repeat_n(1.0, values).collect(),
-                });
-            }
-            o
-        };
+        let mut o = Observation::new(0, "t".into(), 1, channel, Kind::Response, 3);
+        for i in 0..accesses {
+            o.accesses.push(Access {
+                space: 4,
+                start: i as u32,
+                count: values as u32,
+                write: false,
+                values: std::iter::repeat_n(1.0, values).collect(),
+            });
+        }
+        o
+    }
+
+    /// A spare is judged by the room it holds, not by what it holds now: a read of many
+    /// values, or of many accesses, emptied, is still freed when it comes back.
+    #[test]
+    fn only_small_observations_are_kept_as_spares() {
         // An S7 read of 76 bytes, a Modbus read of 125 registers: kept.
         assert!(small_enough_to_keep(&read(1, 76)));
         assert!(small_enough_to_keep(&read(1, 125)));
@@ -802,6 +833,44 @@ mod tests {
         let mut emptied = read(1, 1000);
         emptied.accesses[0].values.clear();
         assert!(!small_enough_to_keep(&emptied), "its room is still held");
+    }
+
+    /// The worker takes back everything the reader returned, keeps the small ones (at most
+    /// `SPARE_CAPACITY`) and frees the large ones: none of them waits in the queue.
+    #[test]
+    fn a_worker_takes_back_every_spare_and_keeps_only_small_ones() {
+        let (mut back, spare) = rtrb::RingBuffer::new(SPARE_CAPACITY);
+        let (out, _out_rx) = rtrb::RingBuffer::new(4);
+        let mut sink = ItemSink {
+            seq: 0,
+            out,
+            spare,
+            kept: Vec::new(),
+            wants: Wants {
+                observations: true,
+                events: false,
+                detail: false,
+            },
+        };
+        for (accesses, values) in [(5, 1), (1, 2), (1, 1000), (2, 3)] {
+            assert!(back.push(Box::new(read(accesses, values))).is_ok());
+        }
+        let first = sink.spare_box().expect("a small one was returned");
+        assert_eq!(back.slots(), SPARE_CAPACITY, "all were taken back");
+        assert_eq!(sink.kept.len(), 1, "the two large ones were freed");
+        let second = sink.spare_box().expect("the other small one");
+        let sizes = |o: &Observation| (o.accesses.len(), o.accesses[0].values.len());
+        let mut got = [sizes(&first), sizes(&second)];
+        got.sort_unstable();
+        assert_eq!(got, [(1, 2), (2, 3)]);
+        assert!(sink.spare_box().is_none());
+        // At most SPARE_CAPACITY are kept; the rest of a full queue is freed.
+        for _ in 0..2 {
+            while back.push(Box::new(read(1, 1))).is_ok() {}
+            sink.take_back();
+        }
+        assert_eq!(sink.kept.len(), SPARE_CAPACITY);
+        assert_eq!(back.slots(), SPARE_CAPACITY);
     }
 
     fn event(frame: u64, k: u64) -> Event {
@@ -889,6 +958,93 @@ mod tests {
             assert_eq!(got.len(), expected.len(), "{workers} workers");
             assert!(got == expected, "{workers} workers: out of order");
         }
+    }
+
+    /// Played step by step (the test is both workers): a packet is released only once every
+    /// earlier one is finished, and a flush only once every worker finished it, its items then
+    /// in flush-key order.
+    #[test]
+    fn the_merge_waits_for_every_worker_of_a_flush() {
+        let mut sink = VecSink::default();
+        let wants = Wants::of(None, &sink);
+        let (mut shards, ends) = Shards::<u64>::new(2, 8, None);
+        type Worker = (
+            rtrb::Consumer<Job<u64>>,
+            ItemSink,
+            Arc<CachePadded<AtomicU64>>,
+        );
+        let mut workers: Vec<Worker> = ends
+            .into_iter()
+            .map(|e| {
+                let sink = ItemSink {
+                    seq: 0,
+                    out: e.out,
+                    spare: e.spare,
+                    kept: Vec::new(),
+                    wants,
+                };
+                (e.jobs, sink, e.done)
+            })
+            .collect();
+        // Worker `w` does its next packet or flush (and the sweeps before it): one event per
+        // packet (its frame, port 0); for a flush, one event whose port is 10 - w (worker 1's
+        // sorts first).
+        let mut step = |w: usize| {
+            let (jobs, sink, done) = &mut workers[w];
+            loop {
+                let job = jobs.pop().expect("a job is waiting");
+                let (seq, ev) = match job {
+                    Job::Packet(seq, frame) => (seq, Some(event(frame, 0))),
+                    Job::Flush(seq) => (seq, Some(event(100, 10 - w as u64))),
+                    Job::Sweep(seq, _) => (seq, None),
+                };
+                sink.seq = seq;
+                let last = ev.is_some();
+                if let Some(ev) = ev {
+                    sink.emit(ev);
+                }
+                done.0.store(seq + 1, Ordering::Release);
+                if last {
+                    break;
+                }
+            }
+        };
+        // The reader's side, one step at a time; returns what was released so far.
+        let mut reader = |sink: &mut VecSink, act: &dyn Fn(&mut Shards<u64>, &mut Stage<'_>)| {
+            let mut stage = Stage {
+                detection: None,
+                events: sink,
+            };
+            act(&mut shards, &mut stage);
+            let got: Vec<(u64, u16)> = sink.0.iter().map(|e| (e.frame, e.src_port)).collect();
+            (got, shards.idle())
+        };
+        reader(&mut sink, &|s, st| {
+            assert!(s.push(0, 1, 1, true, st).is_ok());
+            assert!(s.push(1, 2, 2, true, st).is_ok());
+            s.flush(st);
+        });
+        // Packet 2 finished first: nothing goes before packet 1.
+        step(1);
+        let (got, idle) = reader(&mut sink, &|s, st| {
+            s.merge(st);
+        });
+        assert!(got.is_empty() && !idle);
+        // Worker 0 finished packet 1 and the flush, worker 1 not the flush: the packets go,
+        // the flush waits.
+        step(0);
+        step(0);
+        let (got, idle) = reader(&mut sink, &|s, st| {
+            s.merge(st);
+        });
+        assert_eq!(got, [(1, 0), (2, 0)]);
+        assert!(!idle);
+        step(1);
+        let (got, idle) = reader(&mut sink, &|s, st| {
+            s.merge(st);
+        });
+        assert_eq!(got, [(1, 0), (2, 0), (100, 9), (100, 10)]);
+        assert!(idle);
     }
 
     /// A packet that makes a worker panic costs that packet's events and the worker's flows,
