@@ -251,7 +251,7 @@ fn a_saved_baseline_detects_like_a_learned_one() {
     let b = run(Learn::Baseline(Box::new(loaded)), &write, None);
     let key = |v: &[Alert]| {
         v.iter()
-            .map(|a| (a.r#type, a.frames.clone(), a.count))
+            .map(|a| (a.r#type, a.frames.to_vec(), a.count))
             .collect::<Vec<_>>()
     };
     assert_eq!(key(&a), key(&b));

@@ -391,7 +391,7 @@ fn a_bad_crc_raises_an_alert_and_good_ones_do_not() {
         let crc: Vec<_> = alerts.iter().filter(|a| a.r#type == "crc_error").collect();
         assert_eq!(!crc.is_empty(), expect, "{name}: {alerts:?}");
         if expect {
-            assert_eq!(crc[0].frames, vec![2]);
+            assert_eq!(crc[0].frames.as_slice(), [2]);
         }
     }
     let _ = std::fs::remove_dir_all(dir);

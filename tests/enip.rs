@@ -347,7 +347,7 @@ fn enip_change_date_attempt_is_an_unauthorized_write() {
     let first: Vec<_> = alerts
         .iter()
         .filter(|a| a.state == otwatch_models::AlertState::First)
-        .map(|a| (a.r#type, a.frames.clone()))
+        .map(|a| (a.r#type, a.frames.to_vec()))
         .collect();
     assert_eq!(
         first,
@@ -567,7 +567,7 @@ fn enip_stop_and_start_of_the_controller_from_the_corpus() {
         let first: Vec<_> = alerts
             .iter()
             .filter(|a| a.state == otwatch_models::AlertState::First)
-            .map(|a| (a.r#type, a.frames.clone()))
+            .map(|a| (a.r#type, a.frames.to_vec()))
             .collect();
         assert_eq!(first, [(kind, vec![1])], "{file}");
     }

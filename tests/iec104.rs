@@ -478,7 +478,7 @@ fn iec104_detection() {
         "alerts: {:?}",
         first
             .iter()
-            .map(|a| (a.r#type, a.frames.clone()))
+            .map(|a| (a.r#type, a.frames.to_vec()))
             .collect::<Vec<_>>()
     );
     let caught = |frame: u64, t: &str| {

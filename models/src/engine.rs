@@ -607,7 +607,7 @@ mod tests {
             "{server_mac}"
         );
         let (_, silent_frames) = first("device_silent", client);
-        assert_eq!(silent_frames, vec![(20 * NANOS / 1000) as u64]);
+        assert_eq!(silent_frames.as_slice(), [(20 * NANOS / 1000) as u64]);
         let missing: Vec<&&Alert> = firsts
             .iter()
             .filter(|a| a.r#type == "poll_cycle_broken")

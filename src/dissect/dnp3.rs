@@ -446,9 +446,11 @@ fn object_json(obj: &Object<'_>, budget: &mut usize) -> Dnp3Object {
     };
     if obj.has_items() {
         let mut omitted = 0u64;
-        // The count is the sender's claim: room for a few points at most, then growth.
-        let claimed = obj.count().unwrap_or(0).min(64) as usize;
-        out.points.reserve(claimed.min(*budget));
+        // Room for every point at once, up to the budget: the parser holds the count to the
+        // object's bytes (its points are there), and a point record is large, so growing the
+        // list step by step copied each event's points several times over.
+        out.points
+            .reserve(obj.points().size_hint().1.unwrap_or(0).min(*budget));
         for point in obj.points() {
             if *budget == 0 {
                 // Points beyond the budget are counted, not decoded further.

@@ -18,7 +18,7 @@ pub fn alert_json(a: &Alert) -> serde_json::Value {
         "src_ip": a.src_ip,
         "dst_ip": a.dst_ip,
         "source": &*a.source,
-        "frames": a.frames,
+        "frames": a.frames.as_slice(),
         "message": a.message,
         "learned": a.learned,
         "observed": a.observed,

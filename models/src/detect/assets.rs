@@ -138,7 +138,7 @@ pub(super) fn scan_alert(
             "{} is walking {what} it never used in learning",
             o.channel.client
         );
-        al.frames = s.frames.clone();
+        al.frames = s.frames.iter().copied().collect();
         al.learned = json!({"window_s": SCAN_WINDOW / NANOS, "thresholds": {"units": SCAN_UNITS, "functions": SCAN_FUNCTIONS, "addresses": SCAN_ADDRESSES, "ports": SCAN_PORTS}});
         al.observed =
             json!({"new_units": u, "new_functions": f, "new_addresses": a, "new_ports": p});

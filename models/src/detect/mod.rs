@@ -709,7 +709,7 @@ impl Detector {
                     l.p50 * 1e3,
                     l.p99 * 1e3
                 );
-                a.frames = vec![req_frame, o.frame];
+                a.frames = smallvec::smallvec![req_frame, o.frame];
                 a.learned = json!({"p50_s": l.p50, "p95_s": l.p95, "p99_s": l.p99, "max_s": l.max});
                 a.observed =
                     json!({"median_s": median, "last_s": latency, "responses": LATENCY_RECENT});

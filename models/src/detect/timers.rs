@@ -203,7 +203,7 @@ impl Detector {
                 p.missing_alerted = true;
                 let key = AlertKey::channel("poll_cycle_broken", ch, poll_extra(m));
                 out.push(Alert {
-                    frames: vec![frame],
+                    frames: smallvec::smallvec![frame],
                     message: format!(
                         "{ch}: poll of function {} {} {}+{} missing: none for {:.3} s, learned every {:.3} s",
                         m.function,
@@ -232,9 +232,9 @@ impl Detector {
                 a.silent = true;
                 out.push(Alert {
                     frames: if a.last_frame > 0 {
-                        vec![a.last_frame]
+                        smallvec::smallvec![a.last_frame]
                     } else {
-                        Vec::new()
+                        crate::alert::Frames::new()
                     },
                     message: format!(
                         "{ip} has sent nothing for {quiet:.1} s (alert after {:.1} s)",
