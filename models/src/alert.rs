@@ -246,6 +246,7 @@ fn empty_source() -> Arc<str> {
 impl Alert {
     /// An alert with no frames or message yet; its type is the key's. `source`: the capture
     /// it came from, when known (no name is built and dropped per occurrence).
+    #[inline]
     pub fn new(
         source: Option<Arc<str>>,
         key: AlertKey,
@@ -452,8 +453,10 @@ impl AlertBook {
         self.entries.is_empty()
     }
 
-    /// Records an occurrence; returns the line to write, if any.
-    pub fn raise(&mut self, mut a: Alert) -> Option<Alert> {
+    /// Records an occurrence; returns the line to write, if any. What the book keeps of `a` is
+    /// moved out of it (an alert is large, and a flood raises one per PDU): the caller drops
+    /// what is left.
+    pub fn raise(&mut self, a: &mut Alert) -> Option<Alert> {
         // A repeat of a known cause (the common case under a flood): one lookup.
         if let Some(e) = self.entries.get_mut(&a.key) {
             self.clock = self.clock.max(a.ts);
@@ -487,6 +490,7 @@ impl AlertBook {
             );
         }
         self.next_id += 1;
+        let spent = Alert::new(None, a.key, a.severity, a.proto, a.src_ip, a.dst_ip, ts);
         let e = Entry {
             id: self.next_id,
             count: 1,
@@ -494,7 +498,7 @@ impl AlertBook {
             last_seen: ts,
             emitted_count: 1,
             last_emitted: ts,
-            last: a,
+            last: std::mem::replace(a, spent),
         };
         self.lines += 1;
         let line = stamp(&e, AlertState::First, self.lines);
@@ -532,14 +536,14 @@ impl AlertBook {
 
 /// Another occurrence of the cause `e`: it keeps the text of the cause's first line, with this
 /// occurrence's time and frames; a line when the re-alert interval has passed since the last.
-fn repeat(e: &mut Entry, a: Alert, realert_nanos: i64, lines: &mut u64) -> Option<Alert> {
+fn repeat(e: &mut Entry, a: &mut Alert, realert_nanos: i64, lines: &mut u64) -> Option<Alert> {
     let ts = a.ts;
     e.count += 1;
     e.first_seen = e.first_seen.min(ts);
     e.last_seen = e.last_seen.max(ts);
     e.last.ts = a.ts;
-    e.last.frames = a.frames;
-    e.last.source = a.source;
+    e.last.frames = std::mem::take(&mut a.frames);
+    std::mem::swap(&mut e.last.source, &mut a.source);
     e.last.ports = a.ports;
     if ts.saturating_sub(e.last_emitted) >= realert_nanos {
         e.last_emitted = ts;
@@ -583,7 +587,12 @@ mod tests {
             server: [10, 0, 0, 2].into(),
             unit: 1,
         };
-        for name in ["x", "new_channel", "value_out_of_range", "a_type_of_sixteen"] {
+        for name in [
+            "x",
+            "new_channel",
+            "value_out_of_range",
+            "a_type_of_sixteen",
+        ] {
             let elsewhere: &'static str = Box::leak(name.to_string().into_boxed_str());
             let (k1, k2) = (
                 AlertKey::channel(name, &ch, 7),
@@ -599,12 +608,25 @@ mod tests {
             AlertKey::channel("value_out_of_rangf", &ch, 7),
             AlertKey::channel("walue_out_of_range", &ch, 7),
             AlertKey::channel("value_out_of_range", &ch, 8),
-            AlertKey { proto: None, ..base },
-            AlertKey { proto: Some(Proto::Dnp3), ..base },
-            AlertKey { a: ch.server, b: ch.client, ..base },
+            AlertKey {
+                proto: None,
+                ..base
+            },
+            AlertKey {
+                proto: Some(Proto::Dnp3),
+                ..base
+            },
+            AlertKey {
+                a: ch.server,
+                b: ch.client,
+                ..base
+            },
             AlertKey { a: v6, ..base },
             AlertKey { unit: 2, ..base },
-            AlertKey { extra: 7 << 40, ..base },
+            AlertKey {
+                extra: 7 << 40,
+                ..base
+            },
         ];
         for other in others {
             assert_ne!(base, other);

@@ -144,11 +144,14 @@ impl Engine {
                     d.mark_raised(a.key);
                 }
             }
-            for a in cands.drain(..) {
+            // Raised in place (an alert is large, and a flood has one per PDU): what the book
+            // keeps is moved out of the candidates, which are then cleared.
+            for a in &mut cands {
                 if let Some(line) = self.book.raise(a) {
                     out.push(line);
                 }
             }
+            cands.clear();
             self.scratch = cands;
         }
     }
@@ -161,11 +164,12 @@ impl Engine {
             let mut cands = std::mem::take(&mut self.scratch);
             d.tick(now, &mut cands);
             d.soften(&mut cands);
-            for a in cands.drain(..) {
+            for a in &mut cands {
                 if let Some(line) = self.book.raise(a) {
                     out.push(line);
                 }
             }
+            cands.clear();
             self.scratch = cands;
         }
     }

@@ -219,6 +219,7 @@ pub struct Detector {
 }
 
 /// A bare occurrence about the PDU `o` (no text yet).
+#[inline]
 pub(crate) fn alert(o: &Observation, key: AlertKey, severity: Severity) -> Alert {
     let mut a = Alert::new(
         Some(o.source.clone()),
@@ -259,6 +260,7 @@ fn channel_alert(
 /// A cause the engine already put in the alert book goes out bare (the book keeps the first
 /// one's text), so a flood costs a lookup per PDU; otherwise the alert is returned to have its
 /// text built.
+#[inline]
 fn fresh(raised: &mut FastSet<AlertKey>, a: Alert, out: &mut Vec<Alert>) -> Option<Alert> {
     if raised.contains(&a.key) {
         out.push(a);
