@@ -512,6 +512,10 @@ impl Detector {
     /// implied): its later occurrences need no text. Bounded: forgetting costs only building a
     /// text again, the book still deduplicates.
     pub fn mark_raised(&mut self, key: AlertKey) {
+        // Mostly a cause already marked (a flood): a lookup costs half an insert.
+        if self.raised.contains(&key) {
+            return;
+        }
         if self.raised.len() >= MAX_RAISED {
             self.raised.clear();
         }
