@@ -294,12 +294,7 @@ fn dnp3(
         o.malformed = d.error;
         return Some(o);
     };
-    let kind = match fc {
-        129 => Kind::Response,
-        130 => Kind::Unsolicited,
-        _ => Kind::Request,
-    };
-    let mut o = base(Proto::Dnp3, unit, kind, u32::from(fc));
+    let mut o = base(Proto::Dnp3, unit, dnp3_kind(fc), u32::from(fc));
     // The master is the client, whoever opened the connection (an outstation dialling out to a
     // master listening on 20000 makes the master the port's server): the DIR bit says who sent.
     (o.channel.client, o.channel.server) = if d.from_master {
@@ -307,20 +302,86 @@ fn dnp3(
     } else {
         (ev.dst_ip, ev.src_ip)
     };
-    o.function_name = d.app_function_name;
+    let head = Dnp3Head {
+        function_name: d.app_function_name,
+        seq: d.app_seq,
+        crc_ok: d.crc_ok,
+        error: d.error,
+        iin: d.iin,
+    };
+    let objects = d.objects.iter().flatten();
+    let files = objects.clone().any(|ob| ob.group == 70);
+    let views = objects.map(|ob| Dnp3ObjectView {
+        group: ob.group,
+        variation: ob.variation,
+        start: ob.start,
+        stop: ob.stop,
+        count: ob.count,
+        points: ob
+            .points
+            .iter()
+            .map(|p| (p.index, p.value.as_ref().map(|_| p.number()))),
+    });
+    dnp3_app(&head, files, views, &mut o);
+    Some(o)
+}
+
+/// The kind of a DNP3 application PDU by its function.
+pub(crate) fn dnp3_kind(fc: u8) -> Kind {
+    match fc {
+        129 => Kind::Response,
+        130 => Kind::Unsolicited,
+        _ => Kind::Request,
+    }
+}
+
+/// What a DNP3 application PDU's observation reads of it besides its objects: from its event,
+/// or from the parser's records when the dissector builds the observation itself.
+pub(crate) struct Dnp3Head {
+    pub function_name: Option<&'static str>,
+    pub seq: Option<u8>,
+    pub crc_ok: bool,
+    pub error: Option<&'static str>,
+    pub iin: Option<u16>,
+}
+
+/// One DNP3 object as its observation reads it: the header's group, variation and range, and
+/// each point's index and value (`None`: no value; `Some(None)`: a value that is not a
+/// number, such as a double-bit state).
+pub(crate) struct Dnp3ObjectView<P> {
+    pub group: u8,
+    pub variation: u8,
+    pub start: Option<u32>,
+    pub stop: Option<u32>,
+    pub count: Option<u64>,
+    pub points: P,
+}
+
+/// Fills in the observation of a DNP3 application PDU, `o` being its header's (its function
+/// code, [`dnp3_kind`], the master as client): `files` says whether an object is of group 70.
+pub(crate) fn dnp3_app<P>(
+    h: &Dnp3Head,
+    files: bool,
+    objects: impl Iterator<Item = Dnp3ObjectView<P>>,
+    o: &mut Observation,
+) where
+    P: Iterator<Item = (u32, Option<Option<f64>>)>,
+{
+    let fc = o.function;
+    let kind = o.kind;
+    o.function_name = h.function_name;
     o.corr = if kind == Kind::Unsolicited {
         None
     } else {
-        d.app_seq.map(u32::from)
+        h.seq.map(u32::from)
     };
-    o.crc_error = !d.crc_ok;
-    o.malformed = d.error;
-    let iin = d.iin.unwrap_or(0);
+    o.crc_error = !h.crc_ok;
+    o.malformed = h.error;
+    let iin = h.iin.unwrap_or(0);
     o.device_restarted = iin & IIN_DEVICE_RESTART != 0;
     o.exception = iin & IIN_REQUEST_ERRORS != 0;
     let request = kind == Kind::Request;
     o.write = request && matches!(fc, 2..=6 | 9 | 10 | 15..=19 | 25 | 27 | 31);
-    let files = d.objects.iter().flatten().any(|ob| ob.group == 70);
     o.command = match fc {
         13 | 14 => Some(Command::Restart),
         18 => Some(Command::PlcStop),
@@ -332,24 +393,23 @@ fn dnp3(
         _ => None,
     };
     if o.exception {
-        return Some(o);
+        return;
     }
-    for ob in d.objects.iter().flatten() {
+    for ob in objects {
         let space = u32::from(ob.group);
         let mut with_values = false;
         let write = request && o.write;
         // Consecutive indexes with numeric values make one access (a range response is one).
         let mut run: Option<Access> = None;
-        for p in &ob.points {
-            if p.value.is_none() {
+        for (index, value) in ob.points {
+            let Some(v) = value else {
                 continue;
-            }
+            };
             with_values = true;
-            let v = p.number();
             match (&mut run, v) {
                 (Some(a), Some(v))
                     if a.values.len() as u32 == a.count
-                        && a.start.wrapping_add(a.count) == p.index =>
+                        && a.start.wrapping_add(a.count) == index =>
                 {
                     a.values.push(v);
                     a.count += 1;
@@ -358,7 +418,7 @@ fn dnp3(
                     o.accesses.extend(run.take());
                     run = Some(Access {
                         space,
-                        start: p.index,
+                        start: index,
                         count: 1,
                         write,
                         values: v.into_iter().collect(),
@@ -393,7 +453,6 @@ fn dnp3(
             values: AccessValues::new(),
         });
     }
-    Some(o)
 }
 
 /// What detection reads of an S7 item: its address, its return code, and its data (the first

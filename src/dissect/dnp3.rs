@@ -18,6 +18,8 @@ use otwatch_parsers::dnp3::{
 };
 use serde::Serialize;
 
+use otwatch_models::{Observation, Proto};
+
 use super::{hex, lossy_text as text, Ctx, Dir};
 
 /// The port its servers (outstations) listen on.
@@ -230,7 +232,7 @@ impl Dnp3Flow {
             error: Some("header_crc"),
             ..Default::default()
         };
-        self.emit(ctx, dir, ev);
+        self.emit(ctx, dir, ev, None);
         true
     }
 
@@ -243,12 +245,12 @@ impl Dnp3Flow {
         }
         if !frame.carries_user_data() {
             ctx.stats[DNP3].count("link_only_frames");
-            self.emit(ctx, dir, ev);
+            self.emit(ctx, dir, ev, None);
             return;
         }
         if !frame.data_crc_ok {
             // Corrupt bytes must not reach the application layer: report the frame alone.
-            self.emit(ctx, dir, ev);
+            self.emit(ctx, dir, ev, None);
             return;
         }
         let key = (
@@ -281,17 +283,19 @@ impl Dnp3Flow {
                     ctx.stats[DNP3].count("channel_bound_drops");
                     if user_data.first().is_some_and(|&th| th & 0xC0 == 0xC0) {
                         let mut scratch = TransportReassembler::new();
+                        let mut direct = None;
                         if let TransportOutcome::Complete {
                             fragment, segments, ..
                         } = scratch.push(user_data)
                         {
                             ev.segments = Some(segments);
-                            app_event(&mut ev, fragment, ctx);
+                            direct = app_event(&mut ev, fragment, ctx, dir);
                         }
+                        self.emit(ctx, dir, ev, direct);
                     } else {
                         ev.error = Some("channel_bound");
+                        self.emit(ctx, dir, ev, None);
                     }
-                    self.emit(ctx, dir, ev);
                     return;
                 }
             }
@@ -313,9 +317,9 @@ impl Dnp3Flow {
                 fragment, segments, ..
             } => {
                 ev.segments = Some(segments);
-                app_event(&mut ev, fragment, ctx);
+                let direct = app_event(&mut ev, fragment, ctx, dir);
                 // Moved, not cloned: the fragment borrows the reassembler until below.
-                complete = Some(std::mem::take(&mut ev));
+                complete = Some((std::mem::take(&mut ev), direct));
                 self.overflowing.remove(&key);
             }
             TransportOutcome::InProgress { .. } => {
@@ -335,17 +339,22 @@ impl Dnp3Flow {
             reassembler.shrink();
             ctx.stats[DNP3].count("reassembly_budget_drops");
         }
-        if let Some(ev) = complete {
-            self.emit(ctx, dir, ev);
+        if let Some((ev, direct)) = complete {
+            self.emit(ctx, dir, ev, direct);
         } else if overflow && self.overflowing.insert(key) {
             // A fragment larger than anything reassembled: say so once, it may be an attack.
             ev.error = Some("fragment_too_large");
-            self.emit(ctx, dir, ev);
+            self.emit(ctx, dir, ev, None);
         }
     }
 
-    fn emit(&mut self, ctx: &mut Ctx<'_>, dir: Dir, ev: Dnp3Event) {
+    /// The event of a frame, or `direct`, the observation [`app_event`] built in its place.
+    fn emit(&mut self, ctx: &mut Ctx<'_>, dir: Dir, ev: Dnp3Event, direct: Option<Observation>) {
         if !ctx.sink.wants_events() {
+            return;
+        }
+        if let Some(mut o) = direct {
+            ctx.emit_observed(dir, &mut o);
             return;
         }
         // `direction` follows the flow's roles (the outstation serves); the DIR bit, which any
@@ -370,15 +379,22 @@ fn link_event(frame: &LinkFrame<'_>) -> Dnp3Event {
     }
 }
 
-/// Decode an application fragment into the event, counting it.
-fn app_event(ev: &mut Dnp3Event, fragment: &[u8], ctx: &mut Ctx<'_>) {
+/// Decode an application fragment into the event, counting it. Detection without an events
+/// output gets the PDU's observation instead of the event's objects and points: returned, to
+/// be emitted in the event's place ([`app_observation`]).
+fn app_event(
+    ev: &mut Dnp3Event,
+    fragment: &[u8],
+    ctx: &mut Ctx<'_>,
+    dir: Dir,
+) -> Option<Observation> {
     let app: AppFragment<'_> = match dnp3::parse_app_fragment(fragment) {
         Ok(app) => app,
         Err(err) => {
             ctx.stats[DNP3].count_error(err.as_str());
             ev.error = Some(err.as_str());
             ev.error_detail = Some(err.to_string());
-            return;
+            return None;
         }
     };
     ctx.stats[DNP3].count_pdu(app.function.0);
@@ -389,21 +405,26 @@ fn app_event(ev: &mut Dnp3Event, fragment: &[u8], ctx: &mut Ctx<'_>) {
     ev.fin = Some(app.control.fin());
     ev.con = Some(app.control.con());
     ev.unsolicited = Some(app.control.uns());
+    let direct = ctx.wants_observations() && !ctx.wants_event_out();
     if let Some(iin) = app.iin {
         ev.iin = Some(iin.0);
-        if ctx.sink.wants_events() {
+        if ctx.sink.wants_events() && !direct {
             ev.iin_flags = Some(iin.names().collect());
         }
     }
-    if !ctx.sink.wants_events() {
+    if !ctx.sink.wants_events() || direct {
         // Still walk the objects: malformed ones are counted either way.
+        let mut whole = 0;
         for obj in app.objects() {
             if let Err(err) = obj {
                 ctx.stats[DNP3].count_error(err.as_str());
+                ev.error = Some(err.as_str());
+                ev.error_detail = Some(err.to_string());
                 break;
             }
+            whole += 1;
         }
-        return;
+        return direct.then(|| app_observation(ev, &app, whole, ctx, dir));
     }
     let mut objects = Vec::new();
     // Without detail (per-channel metrics only) the object headers are kept, not the points.
@@ -425,6 +446,118 @@ fn app_event(ev: &mut Dnp3Event, fragment: &[u8], ctx: &mut Ctx<'_>) {
         }
     }
     ev.objects = Some(objects);
+    None
+}
+
+/// The observation of an application PDU (its event's header `ev`, its first `whole` objects,
+/// those before any that does not parse), as [`crate::detection::observe`] makes it of the
+/// event: the points straight from the parser, at most [`MAX_POINTS_PER_EVENT`] as the event
+/// lists, without the event's point records.
+fn app_observation(
+    ev: &Dnp3Event,
+    app: &AppFragment<'_>,
+    whole: usize,
+    ctx: &Ctx<'_>,
+    dir: Dir,
+) -> Observation {
+    use crate::detection::observe::{dnp3_app, dnp3_kind, Dnp3Head, Dnp3ObjectView};
+    let (master, outstation) = if ev.from_master {
+        (ev.link_src, ev.link_dst)
+    } else {
+        (ev.link_dst, ev.link_src)
+    };
+    let unit = u32::from(master) << 16 | u32::from(outstation);
+    let fc = app.function.0;
+    let mut o = ctx.observation(Proto::Dnp3, unit, dir, u32::from(fc));
+    o.kind = dnp3_kind(fc);
+    // The master is the client, as the DIR bit says (see `observe`).
+    let sender = match dir {
+        Dir::ToServer => (ctx.endpoints.client.0, ctx.endpoints.server.0),
+        Dir::ToClient => (ctx.endpoints.server.0, ctx.endpoints.client.0),
+    };
+    (o.channel.client, o.channel.server) = if ev.from_master {
+        sender
+    } else {
+        (sender.1, sender.0)
+    };
+    let head = Dnp3Head {
+        function_name: ev.app_function_name,
+        seq: ev.app_seq,
+        crc_ok: ev.crc_ok,
+        error: ev.error,
+        iin: ev.iin,
+    };
+    let objects = || app.objects().take(whole).filter_map(Result::ok);
+    let files = objects().any(|obj| obj.header.group == 70);
+    // Points beyond the event's budget are not listed, so not observed either.
+    let budget = std::cell::Cell::new(if ctx.sink.wants_detail() {
+        MAX_POINTS_PER_EVENT
+    } else {
+        0
+    });
+    let budget = &budget;
+    let views = objects().map(|obj| {
+        let h = &obj.header;
+        let (start, stop) = match h.range {
+            Range::StartStop { start, stop } | Range::VirtualStartStop { start, stop } => {
+                (Some(start), Some(stop))
+            }
+            _ => (None, None),
+        };
+        let points = obj.has_items().then(|| obj.points()).into_iter().flatten();
+        Dnp3ObjectView {
+            group: h.group,
+            variation: h.variation,
+            start,
+            stop,
+            count: obj.count(),
+            points: points
+                .filter(move |_| match budget.get() {
+                    0 => false,
+                    n => {
+                        budget.set(n - 1);
+                        true
+                    }
+                })
+                .map(|p| (p.index, point_number(&p.value))),
+        }
+    });
+    dnp3_app(&head, files, views, &mut o);
+    o
+}
+
+/// Whether a point has a value in its event, and the number detection reads of it: what
+/// [`point_record`] puts in `value`, as [`Dnp3Point::number`] reads it back. `None`: no
+/// value; `Some(None)`: a value that is not a number (a double-bit state, octets).
+fn point_number(v: &PointValue<'_>) -> Option<Option<f64>> {
+    match v {
+        PointValue::Binary { state, .. } | PointValue::BinaryCommandEvent { state, .. } => {
+            Some(Some(f64::from(u8::from(*state))))
+        }
+        PointValue::Counter { value, .. } => Some(Some(u64::from(*value) as f64)),
+        PointValue::Analog { value, .. }
+        | PointValue::AnalogOutput { value, .. }
+        | PointValue::Deadband { value } => Some(Some(value.as_f64())),
+        PointValue::DoubleBit { .. }
+        | PointValue::DeviceAttribute { .. }
+        | PointValue::OctetString(_)
+        | PointValue::VirtualTerminal(_)
+        | PointValue::FileSpec(_) => Some(None),
+        PointValue::IndexOnly
+        | PointValue::Crob(_)
+        | PointValue::Time { .. }
+        | PointValue::TimeAndInterval { .. }
+        | PointValue::IndexedTime { .. }
+        | PointValue::Cto { .. }
+        | PointValue::TimeDelay { .. }
+        | PointValue::Raw(_)
+        | PointValue::FileAuthentication(_)
+        | PointValue::FileCommand(_)
+        | PointValue::FileCommandStatus(_)
+        | PointValue::FileTransport(_)
+        | PointValue::FileTransportStatus(_)
+        | PointValue::FileDescriptor(_) => None,
+    }
 }
 
 fn object_json(obj: &Object<'_>, budget: &mut usize) -> Dnp3Object {
