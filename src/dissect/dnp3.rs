@@ -349,7 +349,13 @@ impl Dnp3Flow {
     }
 
     /// The event of a frame, or `direct`, the observation [`app_event`] built in its place.
-    fn emit(&mut self, ctx: &mut Ctx<'_>, dir: Dir, ev: Dnp3Event, direct: Option<Observation>) {
+    fn emit(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        dir: Dir,
+        ev: Dnp3Event,
+        direct: Option<Box<Observation>>,
+    ) {
         if !ctx.sink.wants_events() {
             return;
         }
@@ -387,7 +393,7 @@ fn app_event(
     fragment: &[u8],
     ctx: &mut Ctx<'_>,
     dir: Dir,
-) -> Option<Observation> {
+) -> Option<Box<Observation>> {
     let app: AppFragment<'_> = match dnp3::parse_app_fragment(fragment) {
         Ok(app) => app,
         Err(err) => {
@@ -413,18 +419,20 @@ fn app_event(
         }
     }
     if !ctx.sink.wants_events() || direct {
-        // Still walk the objects: malformed ones are counted either way.
+        // Still walk the objects: malformed ones are counted either way (and the observation
+        // says so, as the event would).
         let mut whole = 0;
         for obj in app.objects() {
             if let Err(err) = obj {
                 ctx.stats[DNP3].count_error(err.as_str());
-                ev.error = Some(err.as_str());
-                ev.error_detail = Some(err.to_string());
+                if direct {
+                    ev.error = Some(err.as_str());
+                }
                 break;
             }
             whole += 1;
         }
-        return direct.then(|| app_observation(ev, &app, whole, ctx, dir));
+        return direct.then(|| Box::new(app_observation(ev, &app, whole, ctx, dir)));
     }
     let mut objects = Vec::new();
     // Without detail (per-channel metrics only) the object headers are kept, not the points.
