@@ -288,7 +288,11 @@ impl Detection {
                     }
                 }
             }
-            if self.out.is_some() || self.syslog.is_some() {
+            if let (Some(out), false, None) = (&mut self.out, self.eve, &self.syslog) {
+                // The alerts file alone: the line written straight from the alert.
+                let sensor = self.sensor.as_deref();
+                out.line(|b| crate::output::alerts::write_alert_line(b, &a, sensor));
+            } else if self.out.is_some() || self.syslog.is_some() {
                 let mut json = alert_json(&a);
                 if let (Some(s), Some(m)) = (&self.sensor, json.as_object_mut()) {
                     m.insert("sensor".into(), serde_json::json!(&**s));
