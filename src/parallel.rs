@@ -258,8 +258,6 @@ mod tests {
         IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 | i))
     }
 
-    /// A host pair takes the least-loaded worker at its first packet and keeps it, both
-    /// directions, with or without VLAN tags, IPv4 and IPv6.
     /// The short way for Ethernet and IPv4 finds what the general way finds: on frames of
     /// every length up to 80 bytes, built around the fields it reads (type, version, VLAN tags,
     /// IPv6), with the rest random.
@@ -310,6 +308,8 @@ mod tests {
         assert!(short_way > 800, "the short way was taken {short_way} times");
     }
 
+    /// A host pair takes the least-loaded worker at its first packet and keeps it, both
+    /// directions, with or without VLAN tags, IPv4 and IPv6.
     #[test]
     fn a_host_pair_keeps_the_worker_it_got_at_first_sight() {
         let mut owners = PairOwners::default();

@@ -40,10 +40,11 @@ const OUT_CAPACITY: usize = 8192;
 /// steady-site with two workers, 86 000 observations freed across cores (mimalloc's cross-thread
 /// free on the reader, the thread that bounds two workers); with as many, a few hundred. The
 /// reader hands back every observation it is done with (the queue's room bounds them); the
-/// worker takes them all back whenever it needs one and when idle, keeps the small ones
-/// ([`small_enough_to_keep`]) and frees the others on its own core. Each kept one still holds
-/// what it held until it is filled again: at most about 12 MB per worker stay held after a
-/// burst (8192 x (about 300 bytes + 4 accesses + 128 values)).
+/// worker takes them all back whenever it needs one, when idle and every 4096 packets, keeps
+/// the small ones ([`small_enough_to_keep`]) and frees the others on its own core. Each kept
+/// one still holds what it held until it is filled again: at most about 12 MB per worker stay
+/// held after a burst (8192 x (about 300 bytes + 4 accesses + 128 values)); between two
+/// take-backs the queue's 8192 slots can hold large ones too, as the output queue can.
 const SPARE_CAPACITY: usize = OUT_CAPACITY;
 
 /// Whether a released observation is small enough to be kept to be filled again; a larger one
@@ -310,10 +311,13 @@ pub(crate) fn run_worker<P>(
                 guarded(&mut pipeline, |pipeline| process(&p, pipeline, &mut sink));
                 done.0.store(seq + 1, Ordering::Release);
                 n += 1;
-                // Every 4096 packets: the metrics' counters lag by at most that per worker.
+                // Every 4096 packets: the metrics' counters lag by at most that per worker; and
+                // what the reader handed back is taken back (large ones freed), should no
+                // observation have asked for a spare since.
                 if n.is_multiple_of(4096) {
                     last_counters = Instant::now();
                     publish(&pipeline);
+                    sink.take_back();
                 }
             }
             Ok(Job::Sweep(seq, now)) => {
@@ -780,7 +784,16 @@ impl<P> Shards<P> {
                 // A worker died: merge what the others finished, then stop
                 // waiting for what it never will.
                 self.merge(stage);
+                // A job for every worker that the live ones finished counts for each of them,
+                // as when each worker's jobs were counted apart; the rest is dropped.
                 let lanes = &self.lanes;
+                for &(seq, ts, w) in &self.in_flight {
+                    let done = lanes.iter().filter(|l| seq < l.done_seen).count() as u64;
+                    if w == EVERY_LANE && done > 0 && done < lanes.len() as u64 {
+                        self.released += done;
+                        self.released_ts = self.released_ts.max(ts);
+                    }
+                }
                 self.in_flight
                     .retain(|&(seq, _, w)| Self::finished(lanes, seq, w));
                 self.merge(stage);

@@ -588,8 +588,9 @@ fn object_json(obj: &Object<'_>, budget: &mut usize) -> Dnp3Object {
     if obj.has_items() {
         let mut omitted = 0u64;
         // Room for every point at once, up to the budget: the parser holds the count to the
-        // object's bytes (its points are there), and a point record is large, so growing the
-        // list step by step copied each event's points several times over.
+        // object's bytes (zero-length objects are ruled out there), and a point record is
+        // large, so growing the list step by step copied each event's points several times
+        // over. At most the budget's 1024 records (about 440 KB) whatever the count says.
         out.points
             .reserve(obj.points().size_hint().1.unwrap_or(0).min(*budget));
         for point in obj.points() {
