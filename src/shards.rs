@@ -565,7 +565,7 @@ impl<P> Shards<P> {
                 Err(rtrb::PushError::Full(Job::Flush(_) | Job::Sweep(..))) => return Ok(()),
             }
         }
-        // At most u32::MAX - 1 workers.
+        // A lane's number fits (at most `cli::MAX_WORKERS` workers).
         self.in_flight.push_back((seq, ts, w as u32));
         self.tick_after(seq, ts);
         Ok(())

@@ -121,10 +121,17 @@ pub(crate) enum Command {
     },
 }
 
-/// `--workers`: at least one.
+/// The most `--workers`: each has queues of its own (two of 8192 items), and a worker is a
+/// thread that wants a core.
+pub const MAX_WORKERS: usize = 1024;
+
+/// `--workers`: at least one, at most [`MAX_WORKERS`].
 pub(crate) fn parse_workers(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(0) => Err("0 workers would dissect nothing: give at least 1".into()),
+        Ok(n) if n > MAX_WORKERS => Err(format!(
+            "{n} workers: at most {MAX_WORKERS} (more threads than cores only wait on each other)"
+        )),
         Ok(n) => Ok(n),
         Err(_) => Err(format!("{s:?}: expected a number of worker threads")),
     }
@@ -282,5 +289,21 @@ impl DetectArgs {
             || self.save_baseline.is_some()
             || self.evidence.is_some()
             || self.syslog.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_are_between_one_and_the_bound() {
+        assert_eq!(parse_workers("1"), Ok(1));
+        assert_eq!(parse_workers("1024"), Ok(MAX_WORKERS));
+        assert!(parse_workers("0").is_err());
+        let too_many = parse_workers("1025").expect_err("refused");
+        assert!(too_many.contains("at most 1024"), "{too_many}");
+        assert!(parse_workers("4294967297").is_err());
+        assert!(parse_workers("two").is_err());
     }
 }
