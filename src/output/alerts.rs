@@ -1,14 +1,13 @@
 //! Alert lines (JSON Lines, docs/alerts.md).
 
 use otwatch_models::Alert;
-use serde_json::json;
 
 use crate::event::Timestamp;
 use crate::output::flow_ids;
 
-/// An alert's JSON line as [`alert_json`] makes it, with the sensor's name last as the alerts
-/// file has it, written straight from the alert: no `Value` is built (a flood writes many).
-/// The members, their order and their text are `alert_json`'s: a test holds the two together.
+/// An alert's JSON line (docs/alerts.md): its members in the contract's order, the sensor's
+/// name last as the alerts file has it. Written straight from the alert, no `Value` built (a
+/// flood writes many); [`alert_json`] makes its value from the same struct.
 #[derive(serde::Serialize)]
 struct AlertLine<'a> {
     ts: String,
@@ -61,12 +60,17 @@ pub fn write_alert_line(
     a: &Alert,
     sensor: Option<&str>,
 ) -> serde_json::Result<()> {
+    serde_json::to_writer(w, &line_of(a, sensor))
+}
+
+/// The members of `a`'s line, in the contract's order.
+fn line_of<'a>(a: &'a Alert, sensor: Option<&'a str>) -> AlertLine<'a> {
     let ids = a.ports.and_then(|p| flow_ids::ids(a.src_ip, a.dst_ip, p));
     let (community_id, flow_id) = match ids {
         Some((c, f)) => (Some(c), Some(f)),
         None => (None, None),
     };
-    let line = AlertLine {
+    AlertLine {
         ts: Timestamp(a.ts).to_string(),
         id: a.id,
         kind: a.kind,
@@ -94,52 +98,13 @@ pub fn write_alert_line(
         flow_id,
         evidence: a.evidence.as_deref(),
         sensor,
-    };
-    serde_json::to_writer(w, &line)
+    }
 }
 
-/// The JSON line of an alert (docs/alerts.md).
+/// The JSON line of an alert (docs/alerts.md), as a value (EVE and syslog rework it): the
+/// members [`write_alert_line`] writes, without the sensor's.
 pub fn alert_json(a: &Alert) -> serde_json::Value {
-    let mut v = json!({
-        "ts": Timestamp(a.ts).to_string(),
-        "id": a.id,
-        "kind": a.kind,
-        "type": a.r#type,
-        "severity": a.severity,
-        "proto": a.proto,
-        "src_ip": a.src_ip,
-        "dst_ip": a.dst_ip,
-        "source": &*a.source,
-        "frames": a.frames.as_slice(),
-        "message": a.message,
-        "learned": a.learned,
-        "observed": a.observed,
-        "count": a.count,
-        "first_seen": Timestamp(a.first_seen).to_string(),
-        "last_seen": Timestamp(a.last_seen).to_string(),
-        "repeat": a.repeat,
-        "state": a.state,
-        "confidence": if a.low_confidence { "low" } else { "normal" },
-        "line": a.line,
-        // The contract's `attack` (../shared/DESIGN.md): MITRE ATT&CK for ICS technique IDs;
-        // their names are in docs/alerts.md.
-        "attack": otwatch_models::alert::techniques(a.r#type)
-            .iter()
-            .map(|(id, _)| *id)
-            .collect::<Vec<_>>(),
-    });
-    if let (Some(p), Some(m)) = (a.ports, v.as_object_mut()) {
-        m.insert("src_port".into(), json!(p.src));
-        m.insert("dst_port".into(), json!(p.dst));
-        if let Some((community, flow)) = flow_ids::ids(a.src_ip, a.dst_ip, p) {
-            m.insert("community_id".into(), json!(community));
-            m.insert("flow_id".into(), json!(flow));
-        }
-    }
-    if let (Some(e), Some(m)) = (&a.evidence, v.as_object_mut()) {
-        m.insert("evidence".into(), json!(e));
-    }
-    v
+    serde_json::to_value(line_of(a, None)).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -148,9 +113,55 @@ mod tests {
     use otwatch_models::alert::{AlertKey, AlertState, Severity};
     use otwatch_models::obs::{Channel, Ports};
     use otwatch_models::Proto;
+    use serde_json::json;
 
-    /// The line written straight from an alert is, byte for byte, the serialised
-    /// `alert_json` with the sensor's name appended: with and without ports, evidence, a
+    /// The contract's members spelt out with `json!`, apart from the struct: the reference the
+    /// lines are held to.
+    fn contract_json(a: &Alert) -> serde_json::Value {
+        let mut v = json!({
+            "ts": Timestamp(a.ts).to_string(),
+            "id": a.id,
+            "kind": a.kind,
+            "type": a.r#type,
+            "severity": a.severity,
+            "proto": a.proto,
+            "src_ip": a.src_ip,
+            "dst_ip": a.dst_ip,
+            "source": &*a.source,
+            "frames": a.frames.as_slice(),
+            "message": a.message,
+            "learned": a.learned,
+            "observed": a.observed,
+            "count": a.count,
+            "first_seen": Timestamp(a.first_seen).to_string(),
+            "last_seen": Timestamp(a.last_seen).to_string(),
+            "repeat": a.repeat,
+            "state": a.state,
+            "confidence": if a.low_confidence { "low" } else { "normal" },
+            "line": a.line,
+            // The contract's `attack` (../shared/DESIGN.md): MITRE ATT&CK for ICS technique IDs;
+            // their names are in docs/alerts.md.
+            "attack": otwatch_models::alert::techniques(a.r#type)
+                .iter()
+                .map(|(id, _)| *id)
+                .collect::<Vec<_>>(),
+        });
+        if let (Some(p), Some(m)) = (a.ports, v.as_object_mut()) {
+            m.insert("src_port".into(), json!(p.src));
+            m.insert("dst_port".into(), json!(p.dst));
+            if let Some((community, flow)) = flow_ids::ids(a.src_ip, a.dst_ip, p) {
+                m.insert("community_id".into(), json!(community));
+                m.insert("flow_id".into(), json!(flow));
+            }
+        }
+        if let (Some(e), Some(m)) = (&a.evidence, v.as_object_mut()) {
+            m.insert("evidence".into(), json!(e));
+        }
+        v
+    }
+
+    /// The line written straight from an alert, and `alert_json`'s value serialised, are byte
+    /// for byte the contract's members spelt out with `json!`, the sensor's name appended: with and without ports, evidence, a
     /// sensor, a lowered confidence, a repeat, text with characters to escape, and types with
     /// and without ATT&CK techniques.
     #[test]
@@ -210,18 +221,20 @@ mod tests {
                     a.state = AlertState::Update;
                 }
                 for sensor in [None, Some("plant-7 \"north\"")] {
-                    let mut v = alert_json(&a);
-                    if let (Some(s), Some(m)) = (sensor, v.as_object_mut()) {
-                        m.insert("sensor".into(), serde_json::json!(s));
-                    }
-                    with_flow_ids += usize::from(v.get("flow_id").is_some());
-                    let expected = serde_json::to_vec(&v).expect("serialised");
+                    let with_sensor = |mut v: serde_json::Value| {
+                        if let (Some(s), Some(m)) = (sensor, v.as_object_mut()) {
+                            m.insert("sensor".into(), json!(s));
+                        }
+                        String::from_utf8_lossy(&serde_json::to_vec(&v).expect("serialised"))
+                            .into_owned()
+                    };
+                    let expected = with_sensor(contract_json(&a));
+                    with_flow_ids += usize::from(expected.contains("\"flow_id\""));
                     let mut got = Vec::new();
                     write_alert_line(&mut got, &a, sensor).expect("written");
-                    assert_eq!(
-                        String::from_utf8_lossy(&got),
-                        String::from_utf8_lossy(&expected)
-                    );
+                    assert_eq!(String::from_utf8_lossy(&got), expected);
+                    // The value EVE and syslog rework holds the same members.
+                    assert_eq!(with_sensor(alert_json(&a)), expected);
                     n += 1;
                 }
             }

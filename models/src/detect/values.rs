@@ -233,10 +233,10 @@ struct Outside {
 }
 
 /// Records the values from `*from` on as their points' last (`changed` set if one differs),
-/// up to the first that is outside its point's soft bounds, with `*from` moved past it. `None` once every value is recorded. The margins are
-/// explained at [`PointEnv::new`]; a point learned from fewer than three samples has no
-/// bounds. Apart from the checks that follow, so that this loop, run for every value, stays
-/// short.
+/// up to the first that is outside its point's soft bounds, with `*from` moved past it; `None`
+/// once every value is recorded. The margins are explained at [`PointEnv::new`]; a point
+/// learned from fewer than three samples has no bounds. Apart from the checks that follow, so
+/// that this loop, run for every value, stays short.
 #[inline(never)]
 fn next_outside(
     hot: &mut [PointHot],
@@ -255,8 +255,8 @@ fn next_outside(
             continue;
         };
         let bits = v.to_bits();
+        let previous = h.seen.then_some(f64::from_bits(h.last));
         any |= !h.seen | (h.last != bits);
-        let previous = (h.seen, h.last);
         h.last = bits;
         h.seen = true;
         let (lo, hi) = h.soft_bounds;
@@ -267,7 +267,7 @@ fn next_outside(
                 index: i - 1,
                 value: v,
                 place,
-                previous: previous.0.then_some(f64::from_bits(previous.1)),
+                previous,
             });
         }
     }
