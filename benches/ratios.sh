@@ -1,6 +1,9 @@
 #!/bin/sh
 # The pipeline's ratios, measured in one run as whole processes, interleaved, page cache warm:
-#   dissection / floor (pcapwalk sum), detection / dissection, 1 worker / 2 workers.
+#   dissection / floor (pcapwalk sum), detection / dissection, 1 worker / 2 workers, and the
+#   machine's own ceiling for two: two one-worker runs at once against one alone (two jobs
+#   that share nothing; on a machine whose cores share execution units or memory bandwidth it
+#   is well under 2, and no design of two workers can beat it).
 # Absolute times drift on a shared machine; the ratios within one run are the figures.
 #
 #   benches/ratios.sh CAPTURE [LEARN] [ROUNDS]
@@ -25,6 +28,15 @@ secs() { # command... -> elapsed seconds on stdout
     echo "$e - $s" | bc -l
 }
 
+secs_two() { # command... -> elapsed seconds of two copies run at once
+    s=$(date +%s.%N)
+    "$@" >/dev/null 2>&1 &
+    "$@" >/dev/null 2>&1
+    wait
+    e=$(date +%s.%N)
+    echo "$e - $s" | bc -l
+}
+
 "$walk" sum "$cap" >/dev/null # warm the page cache
 packets=$("$otw" replay "$cap" 2>&1 | sed -n 's/.* \([0-9]*\) packets,.*/\1/p' | head -1)
 i=0
@@ -34,14 +46,16 @@ while [ "$i" -lt "$rounds" ]; do
     secs "$otw" replay --quiet --workers 2 "$cap" >>"$tmp/dissect2"
     secs "$otw" replay --quiet --learn "$learn" --alerts /dev/null "$cap" >>"$tmp/detect"
     secs "$otw" replay --quiet --workers 2 --learn "$learn" --alerts /dev/null "$cap" >>"$tmp/detect2"
+    secs_two "$otw" replay --quiet --learn "$learn" --alerts /dev/null "$cap" >>"$tmp/pair"
     i=$((i + 1))
 done
 median() { sort -n "$1" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 w=$(median "$tmp/walk"); d=$(median "$tmp/dissect"); d2=$(median "$tmp/dissect2")
-t=$(median "$tmp/detect"); t2=$(median "$tmp/detect2")
+t=$(median "$tmp/detect"); t2=$(median "$tmp/detect2"); p=$(median "$tmp/pair")
 echo "capture: $cap ($packets packets), learn $learn, medians of $rounds rounds"
 printf 'pcapwalk sum          %8.3f s  %12.0f packets/s\n' "$w" "$(echo "$packets / $w" | bc -l)"
 printf 'dissect, 1 worker     %8.3f s  %12.0f packets/s  %5.2fx the floor\n' "$d" "$(echo "$packets / $d" | bc -l)" "$(echo "$d / $w" | bc -l)"
 printf 'dissect, 2 workers    %8.3f s  %12.0f packets/s  %5.2fx faster than 1\n' "$d2" "$(echo "$packets / $d2" | bc -l)" "$(echo "$d / $d2" | bc -l)"
 printf 'detect, 1 worker      %8.3f s  %12.0f packets/s  %5.2fx dissection\n' "$t" "$(echo "$packets / $t" | bc -l)" "$(echo "$t / $d" | bc -l)"
 printf 'detect, 2 workers     %8.3f s  %12.0f packets/s  %5.2fx faster than 1\n' "$t2" "$(echo "$packets / $t2" | bc -l)" "$(echo "$t / $t2" | bc -l)"
+printf 'ceiling for two       %8.3f s  (two 1-worker detections at once) %5.2fx: 2 workers reach %.0f%% of it\n' "$p" "$(echo "2 * $t / $p" | bc -l)" "$(echo "100 * ($t / $t2) / (2 * $t / $p)" | bc -l)"

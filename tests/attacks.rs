@@ -247,6 +247,52 @@ fn evidence_on_a_full_disk_fails_the_run() {
     );
 }
 
+/// An output file on a full disk (a 4 KiB tmpfs): a write that only partly went out is cut
+/// off again, so the file holds whole lines only and the next line is not glued to half of
+/// one. The fixture's events are larger than the disk, and go out in one write at the end.
+#[test]
+fn a_write_cut_short_by_a_full_disk_leaves_no_half_line() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        common::skip("not root (a tmpfs in a mount namespace needs it)");
+        return;
+    }
+    let dir = scratch("events-full");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(concat!(
+            "mount -t tmpfs -o size=4k tmpfs \"$1\" && \"$2\" replay -q --events \"$1/e.jsonl\" \"$3\"; ",
+            "s=$?; wc -c < \"$1/e.jsonl\"; tail -c 1 \"$1/e.jsonl\" | od -An -c; exit $s"
+        ))
+        .args(["sh", dir.to_str().unwrap(), OTWATCH, FIXTURE])
+        .output();
+    let Ok(out) = out else {
+        common::skip("unshare (util-linux) is missing");
+        return;
+    };
+    let err = stderr(&out);
+    let _ = std::fs::remove_dir_all(&dir);
+    if err.contains("unshare failed") || err.contains("mount:") {
+        common::skip(format_args!("no mount namespace here: {err}"));
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("output writes failed: events output:"),
+        "{err}"
+    );
+    // The file's length, then its last byte: empty, or ending in a newline.
+    let shown = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut words = shown.split_whitespace();
+    let len: u64 = words.next().and_then(|w| w.parse().ok()).expect(&shown);
+    assert!(
+        len == 0 || words.next() == Some("\\n"),
+        "a half line was left: {shown}"
+    );
+    assert!(len < 4096, "more than the disk holds: {shown}");
+}
+
 #[test]
 fn late_outputs_are_checked_before_any_input_is_read() {
     let dir = scratch("late");
