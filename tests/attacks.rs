@@ -204,36 +204,53 @@ fn a_failed_events_write_fails_the_run_and_is_reported() {
     );
 }
 
+/// Runs `script` under `sh` with a 4 KiB tmpfs mounted at `$1` (in a mount namespace of its
+/// own) and `args` as `$2`...; `None` (the test skipped, and why said) where that cannot be
+/// done here.
+fn on_a_full_disk(tmpfs: &Path, script: &str, args: &[&str]) -> Option<Output> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        common::skip("not root (a tmpfs in a mount namespace needs it)");
+        return None;
+    }
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs -o size=4k tmpfs \"$1\" && {script}"
+        ))
+        .args(["sh", tmpfs.to_str().unwrap()])
+        .args(args)
+        .output();
+    let Ok(out) = out else {
+        common::skip("unshare (util-linux) is missing");
+        return None;
+    };
+    let err = stderr(&out);
+    if err.contains("unshare failed") || err.contains("mount:") {
+        common::skip(format_args!("no mount namespace here: {err}"));
+        return None;
+    }
+    Some(out)
+}
+
 /// Evidence on a full disk (a 4 KiB tmpfs in a mount namespace of the run's own): the files that
 /// do not fit are counted as failed, removed rather than left half-written, and the run exits 1
 /// (it exited 0 and said "evidence files 1" before).
 #[test]
 fn evidence_on_a_full_disk_fails_the_run() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        common::skip("not root (a tmpfs in a mount namespace needs it)");
-        return;
-    }
     let dir = scratch("evidence-full");
     let ev = dir.join("evidence");
     std::fs::create_dir_all(&ev).unwrap();
     let alerts = dir.join("a.jsonl");
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg("mount -t tmpfs -o size=4k tmpfs \"$1\" && exec \"$2\" replay -q --learn 1s --alerts \"$3\" --evidence \"$1\" \"$4\"")
-        .args(["sh", ev.to_str().unwrap(), OTWATCH, alerts.to_str().unwrap(), FIXTURE])
-        .output();
-    let Ok(out) = out else {
-        common::skip("unshare (util-linux) is missing");
-        return;
-    };
-    let err = stderr(&out);
+    let out = on_a_full_disk(
+        &ev,
+        "exec \"$2\" replay -q --learn 1s --alerts \"$3\" --evidence \"$1\" \"$4\"",
+        &[OTWATCH, alerts.to_str().unwrap(), FIXTURE],
+    );
     let lines = std::fs::read_to_string(&alerts).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
-    if err.contains("unshare failed") || err.contains("mount:") {
-        common::skip(format_args!("no mount namespace here: {err}"));
-        return;
-    }
+    let Some(out) = out else { return };
+    let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains("output writes failed: evidence output:"),
@@ -252,31 +269,19 @@ fn evidence_on_a_full_disk_fails_the_run() {
 /// one. The fixture's events are larger than the disk, and go out in one write at the end.
 #[test]
 fn a_write_cut_short_by_a_full_disk_leaves_no_half_line() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        common::skip("not root (a tmpfs in a mount namespace needs it)");
-        return;
-    }
     let dir = scratch("events-full");
     std::fs::create_dir_all(&dir).unwrap();
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg(concat!(
-            "mount -t tmpfs -o size=4k tmpfs \"$1\" && \"$2\" replay -q --events \"$1/e.jsonl\" \"$3\"; ",
-            "s=$?; wc -c < \"$1/e.jsonl\"; tail -c 1 \"$1/e.jsonl\" | od -An -c; exit $s"
-        ))
-        .args(["sh", dir.to_str().unwrap(), OTWATCH, FIXTURE])
-        .output();
-    let Ok(out) = out else {
-        common::skip("unshare (util-linux) is missing");
-        return;
-    };
-    let err = stderr(&out);
+    let out = on_a_full_disk(
+        &dir,
+        concat!(
+            "\"$2\" replay -q --events \"$1/e.jsonl\" \"$3\"; s=$?; ",
+            "wc -c < \"$1/e.jsonl\"; tail -c 1 \"$1/e.jsonl\" | od -An -c; exit $s"
+        ),
+        &[OTWATCH, FIXTURE],
+    );
     let _ = std::fs::remove_dir_all(&dir);
-    if err.contains("unshare failed") || err.contains("mount:") {
-        common::skip(format_args!("no mount namespace here: {err}"));
-        return;
-    }
+    let Some(out) = out else { return };
+    let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains("output writes failed: events output:"),
