@@ -457,6 +457,15 @@ impl AlertBook {
     /// moved out of it (an alert is large, and a flood raises one per PDU): the caller drops
     /// what is left.
     pub fn raise(&mut self, a: &mut Alert) -> Option<Alert> {
+        self.raise_with(a, |_| ())
+    }
+
+    /// As [`AlertBook::raise`], calling `first` on the alert (with its own key) just before
+    /// it starts an entry of the book: a new cause, or the first past the bound of its type.
+    /// An occurrence of an entry already there (most of them, under a flood) is only counted:
+    /// it keeps the severity and text of the entry's first line, so what `first` does is for
+    /// first lines only.
+    pub fn raise_with(&mut self, a: &mut Alert, first: impl FnOnce(&mut Alert)) -> Option<Alert> {
         // A repeat of a known cause (the common case under a flood): one lookup.
         if let Some(e) = self.entries.get_mut(&a.key) {
             self.clock = self.clock.max(a.ts);
@@ -464,10 +473,7 @@ impl AlertBook {
         }
         let n = self.per_type.entry(a.r#type).or_default();
         let overflow = *n >= MAX_CAUSES_PER_TYPE;
-        if overflow {
-            self.overflowed += 1;
-            a.key = AlertKey::overflow(a.r#type);
-        } else {
+        if !overflow {
             *n += 1;
         }
         let ts = a.ts;
@@ -475,9 +481,16 @@ impl AlertBook {
         // Under a flood of new causes, every one past the bound is a repeat of the overflow
         // cause, which keeps its first text.
         if overflow {
-            if let Some(e) = self.entries.get_mut(&a.key) {
+            self.overflowed += 1;
+            let key = AlertKey::overflow(a.r#type);
+            if let Some(e) = self.entries.get_mut(&key) {
+                a.key = key;
                 return repeat(e, a, self.realert_nanos, &mut self.lines);
             }
+            first(a);
+            a.key = key;
+        } else {
+            first(a);
         }
         // Text only for a line that starts a cause.
         if a.message.is_empty() {
@@ -574,6 +587,57 @@ fn stamp(e: &Entry, state: AlertState, line: u64) -> Alert {
 mod tests {
     use super::*;
     use std::hash::BuildHasher;
+
+    /// `first` runs once per entry the book starts, with the occurrence's own key: for a new
+    /// cause, and for the first cause past its type's bound (which starts the overflow entry);
+    /// never for an occurrence counted into an entry already there. What it does to the alert
+    /// is the entry's first line.
+    #[test]
+    fn raise_with_calls_first_only_for_the_lines_that_start_an_entry() {
+        let mut book = AlertBook::new(i64::MAX);
+        let occurrence = |n: u32, ts: i64| {
+            let server = std::net::Ipv4Addr::from(0x0a00_0000 + n).into();
+            let key = AlertKey::host("new_asset", server);
+            let mut a = Alert::new(None, key, Severity::High, Proto::Modbus, server, NO_IP, ts);
+            a.message = format!("host {n}");
+            a
+        };
+        let mut firsts = Vec::new();
+        let mut lines = Vec::new();
+        // Every cause up to the bound, each twice; then two past it, twice each.
+        let causes = MAX_CAUSES_PER_TYPE as u32 + 2;
+        for round in 0..2 {
+            for n in 0..causes {
+                let mut a = occurrence(n, i64::from(round * causes + n));
+                let line = book.raise_with(&mut a, |a| {
+                    firsts.push(a.key);
+                    a.severity = Severity::Low;
+                });
+                lines.extend(line);
+            }
+        }
+        // One per cause kept, and one for the first past the bound (with its own key).
+        assert_eq!(firsts.len(), MAX_CAUSES_PER_TYPE + 1);
+        assert_eq!(
+            firsts[MAX_CAUSES_PER_TYPE].a,
+            occurrence(MAX_CAUSES_PER_TYPE as u32, 0).key.a
+        );
+        assert!(firsts
+            .iter()
+            .all(|k| k.r#type == "new_asset" && k.proto.is_none()));
+        // Only first lines (the re-alert interval never passes), each as `first` left it.
+        assert_eq!(lines.len(), MAX_CAUSES_PER_TYPE + 1);
+        assert!(lines
+            .iter()
+            .all(|l| l.severity == Severity::Low && !l.repeat));
+        assert_eq!(book.overflowed, 2 * 2);
+        let end = book.finish();
+        let overflow = end
+            .iter()
+            .find(|l| l.key == AlertKey::overflow("new_asset"));
+        // The overflow entry counts all four occurrences past the bound.
+        assert_eq!(overflow.map(|l| l.count), Some(4));
+    }
 
     /// Keys that are equal hash the same, wherever their type's text lies (the same type named
     /// at two places of the code); keys that differ in one field hash apart.

@@ -138,16 +138,29 @@ impl Engine {
         if !self.scratch.is_empty() {
             let mut cands = std::mem::take(&mut self.scratch);
             crate::detect::suppress_implied(&mut cands);
-            if let Phase::Detecting(d) = &mut self.phase {
-                d.soften(&mut cands);
-                for a in &cands {
-                    d.mark_raised(a.key);
-                }
-            }
             // Raised in place (an alert is large, and a flood has one per PDU): what the book
             // keeps is moved out of the candidates, which are then cleared.
             for a in &mut cands {
-                if let Some(line) = self.book.raise(a) {
+                let mut detector = match &mut self.phase {
+                    Phase::Detecting(d) => Some(d),
+                    _ => None,
+                };
+                let (key, text) = (a.key, !a.message.is_empty());
+                let mut started = false;
+                let line = self.book.raise_with(a, |a| {
+                    started = true;
+                    if let Some(d) = detector.as_deref_mut() {
+                        d.soften(std::slice::from_mut(a));
+                        d.mark_raised(a.key);
+                    }
+                });
+                // An occurrence of an entry already in the book keeps its first line's severity
+                // (no softening); it is marked raised only if its text was built, i.e. the
+                // detector had forgotten it (its set of raised causes is bounded).
+                if let (false, true, Some(d)) = (started, text, detector) {
+                    d.mark_raised(key);
+                }
+                if let Some(line) = line {
                     out.push(line);
                 }
             }
