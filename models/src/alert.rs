@@ -231,6 +231,9 @@ pub struct Alert {
     /// Frames (in `source`) of the packets that caused it, e.g. a request and its response.
     pub frames: Frames,
     pub message: String,
+    /// What learning saw and what was observed, as JSON objects; `Null` (written as an empty
+    /// object) until a check fills them: an occurrence of a cause already raised (a flood:
+    /// one per PDU) then builds and drops no map.
     pub learned: serde_json::Value,
     pub observed: serde_json::Value,
     /// Set by the caller when evidence was written.
@@ -279,8 +282,8 @@ impl Alert {
             source,
             frames: Frames::new(),
             message: String::new(),
-            learned: serde_json::Value::Object(Default::default()),
-            observed: serde_json::Value::Object(Default::default()),
+            learned: serde_json::Value::Null,
+            observed: serde_json::Value::Null,
             evidence: None,
         }
     }
