@@ -232,7 +232,8 @@ fn always(o: &Observation, book: &AlertBook, out: &mut Vec<Alert>) {
         |key: AlertKey, sev: Severity, text: &dyn Fn() -> (String, serde_json::Value)| {
             let mut a = crate::detect::alert(o, key, sev);
             if !book.contains(&key) {
-                (a.message, a.observed) = text();
+                let (message, observed) = text();
+                (a.message, a.observed) = (message, observed.into());
             }
             out.push(a);
         };

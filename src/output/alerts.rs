@@ -21,8 +21,8 @@ struct AlertLine<'a> {
     source: &'a str,
     frames: &'a [u64],
     message: &'a str,
-    learned: Members<'a>,
-    observed: Members<'a>,
+    learned: Object<'a>,
+    observed: Object<'a>,
     count: u64,
     first_seen: String,
     last_seen: String,
@@ -82,8 +82,8 @@ fn line_of<'a>(a: &'a Alert, sensor: Option<&'a str>) -> AlertLine<'a> {
         source: &a.source,
         frames: &a.frames,
         message: &a.message,
-        learned: Members(&a.learned),
-        observed: Members(&a.observed),
+        learned: Object(&a.learned),
+        observed: Object(&a.observed),
         count: a.count,
         first_seen: Timestamp(a.first_seen).to_string(),
         last_seen: Timestamp(a.last_seen).to_string(),
@@ -103,9 +103,9 @@ fn line_of<'a>(a: &'a Alert, sensor: Option<&'a str>) -> AlertLine<'a> {
 
 /// An alert's `learned` or `observed`: always an object in the line; an alert no check filled
 /// them for holds `Null` (`Alert::new`), written as `{}`.
-struct Members<'a>(&'a serde_json::Value);
+struct Object<'a>(&'a serde_json::Value);
 
-impl serde::Serialize for Members<'_> {
+impl serde::Serialize for Object<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.0 {
             serde_json::Value::Null => serde::ser::SerializeMap::end(s.serialize_map(Some(0))?),
@@ -144,8 +144,8 @@ mod tests {
             "source": &*a.source,
             "frames": a.frames.as_slice(),
             "message": a.message,
-            "learned": if a.learned.is_null() { json!({}) } else { a.learned.clone() },
-            "observed": if a.observed.is_null() { json!({}) } else { a.observed.clone() },
+            "learned": if a.learned.is_null() { json!({}) } else { (*a.learned).clone() },
+            "observed": if a.observed.is_null() { json!({}) } else { (*a.observed).clone() },
             "count": a.count,
             "first_seen": Timestamp(a.first_seen).to_string(),
             "last_seen": Timestamp(a.last_seen).to_string(),
@@ -221,8 +221,8 @@ mod tests {
                 a.message = format!("{type} \u{1}\t\"é\" {variant}", type = r#type);
                 // Half the alerts with no members filled: written as empty objects.
                 if variant < 4 {
-                    a.learned = serde_json::json!({"min": 1.5, "max": 1e300, "list": [1, "x"]});
-                    a.observed = serde_json::json!({"value": -0.0, "write": true});
+                    *a.learned = serde_json::json!({"min": 1.5, "max": 1e300, "list": [1, "x"]});
+                    *a.observed = serde_json::json!({"value": -0.0, "write": true});
                 }
                 if variant & 1 == 1 {
                     a.ports = Some(Ports {

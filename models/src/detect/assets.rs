@@ -139,8 +139,8 @@ pub(super) fn scan_alert(
             o.channel.client
         );
         al.frames = s.frames.iter().copied().collect();
-        al.learned = json!({"window_s": SCAN_WINDOW / NANOS, "thresholds": {"units": SCAN_UNITS, "functions": SCAN_FUNCTIONS, "addresses": SCAN_ADDRESSES, "ports": SCAN_PORTS}});
-        al.observed =
+        *al.learned = json!({"window_s": SCAN_WINDOW / NANOS, "thresholds": {"units": SCAN_UNITS, "functions": SCAN_FUNCTIONS, "addresses": SCAN_ADDRESSES, "ports": SCAN_PORTS}});
+        *al.observed =
             json!({"new_units": u, "new_functions": f, "new_addresses": a, "new_ports": p});
         out.push(al);
     }
@@ -177,8 +177,8 @@ impl Detector {
                         "{ip}: a device learning never saw, as {} {role}",
                         ch.proto.name()
                     );
-                    a.learned = json!({"assets": self.baseline.assets.len()});
-                    a.observed = json!({"ip": ip, "role": role, "proto": ch.proto});
+                    *a.learned = json!({"assets": self.baseline.assets.len()});
+                    *a.observed = json!({"ip": ip, "role": role, "proto": ch.proto});
                     out.push(a);
                 }
             }
@@ -201,8 +201,8 @@ impl Detector {
                         crate::learn::mac_text(mac),
                         learned_text.join(", ")
                     );
-                    a.learned = json!({"macs": learned_text});
-                    a.observed = json!({"ip": ip, "mac": crate::learn::mac_text(mac)});
+                    *a.learned = json!({"macs": learned_text});
+                    *a.observed = json!({"ip": ip, "mac": crate::learn::mac_text(mac)});
                     out.push(a);
                 }
             }

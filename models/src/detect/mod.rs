@@ -560,7 +560,7 @@ impl Detector {
                 out,
             ) {
                 a.message = format!("{ch}: a conversation learning never saw");
-                a.learned = json!({});
+                *a.learned = json!({});
                 capped_list(
                     &mut a.learned,
                     "server_clients",
@@ -571,7 +571,7 @@ impl Detector {
                         .map(|c| c.channel.client)
                         .collect::<BTreeSet<_>>(),
                 );
-                a.observed = json!({"client": ch.client, "server": ch.server, "proto": ch.proto, "unit": ch.unit_text()});
+                *a.observed = json!({"client": ch.client, "server": ch.server, "proto": ch.proto, "unit": ch.unit_text()});
                 out.push(a);
             }
         }
@@ -674,8 +674,8 @@ impl Detector {
                         "{ch}: {n} exception responses in {} s, learned at most {learned}",
                         crate::learn::RATE_WINDOW_SECS
                     );
-                    a.learned = json!({"max_exceptions_per_window": learned, "limit": limit});
-                    a.observed = json!({"exceptions_in_window": n});
+                    *a.learned = json!({"max_exceptions_per_window": learned, "limit": limit});
+                    *a.observed = json!({"exceptions_in_window": n});
                     out.push(a);
                 }
             }
@@ -716,8 +716,9 @@ impl Detector {
                     l.p99 * 1e3
                 );
                 a.frames = smallvec::smallvec![req_frame, o.frame];
-                a.learned = json!({"p50_s": l.p50, "p95_s": l.p95, "p99_s": l.p99, "max_s": l.max});
-                a.observed =
+                *a.learned =
+                    json!({"p50_s": l.p50, "p95_s": l.p95, "p99_s": l.p99, "max_s": l.max});
+                *a.observed =
                     json!({"median_s": median, "last_s": latency, "responses": LATENCY_RECENT});
                 out.push(a);
             }

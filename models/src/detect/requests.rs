@@ -122,9 +122,9 @@ impl Detector {
                         "with this server"
                     }
                 );
-                a.learned = json!({});
+                *a.learned = json!({});
                 capped_list(&mut a.learned, "functions", funcs);
-                a.observed = json!({"function": o.function, "name": o.function_name});
+                *a.observed = json!({"function": o.function, "name": o.function_name});
                 out.push(a);
             }
         }
@@ -155,7 +155,7 @@ impl Detector {
                     ch.proto.name(),
                     o.function_name.map(|n| format!(" {n}")).unwrap_or_default()
                 );
-                a.learned = json!({});
+                *a.learned = json!({});
                 capped_list(
                     &mut a.learned,
                     "writers",
@@ -165,7 +165,7 @@ impl Detector {
                         .map(|w| w.1)
                         .collect::<BTreeSet<_>>(),
                 );
-                a.observed = json!({"function": o.function, "name": o.function_name, "accesses": accesses_json(o)});
+                *a.observed = json!({"function": o.function, "name": o.function_name, "accesses": accesses_json(o)});
                 out.push(a);
             }
         }
@@ -237,13 +237,13 @@ impl Detector {
                     "{ch}: {rw} of {space} {}..={hi} outside the learned ranges",
                     acc.start
                 );
-                a.learned = json!({"space": space});
+                *a.learned = json!({"space": space});
                 capped_list(
                     &mut a.learned,
                     "ranges",
                     learned.map(|r| r.0).unwrap_or_default(),
                 );
-                a.observed =
+                *a.observed =
                     json!({"space": space, "start": acc.start, "count": acc.count, "access": rw});
                 out.push(a);
             }
@@ -289,8 +289,8 @@ impl Detector {
                     crate::learn::RATE_WINDOW_SECS,
                     model.map_or(0, |m| m.max_requests_per_window)
                 );
-                a.learned = json!({"max_requests_per_window": model.map(|m| m.max_requests_per_window), "window_s": crate::learn::RATE_WINDOW_SECS, "limit": limit});
-                a.observed = json!({"requests_in_window": n});
+                *a.learned = json!({"max_requests_per_window": model.map(|m| m.max_requests_per_window), "window_s": crate::learn::RATE_WINDOW_SECS, "limit": limit});
+                *a.observed = json!({"requests_in_window": n});
                 out.push(a);
             }
         }
@@ -358,8 +358,8 @@ impl Detector {
                             m.period
                         );
                         a.frames = p.broken.iter().flat_map(|b| [b.1 .0, b.1 .1]).collect();
-                        a.learned = json!({"period_s": m.period, "jitter_s": m.jitter, "window_s": poll_window(m)});
-                        a.observed = json!({"interval_s": gap, "kind": what, "broken_intervals": POLL_BROKEN});
+                        *a.learned = json!({"period_s": m.period, "jitter_s": m.jitter, "window_s": poll_window(m)});
+                        *a.observed = json!({"interval_s": gap, "kind": what, "broken_intervals": POLL_BROKEN});
                         out.push(a);
                     }
                 }

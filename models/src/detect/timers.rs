@@ -176,8 +176,8 @@ impl Detector {
                 expired.len(),
                 window / NANOS
             );
-            a.learned = json!({"timeout_s": timeout, "min_unanswered": MIN_UNANSWERED, "window_s": window / NANOS});
-            a.observed = json!({"unanswered": expired.len(), "first_request_frame": frame, "first_request_ts_ns": ts});
+            *a.learned = json!({"timeout_s": timeout, "min_unanswered": MIN_UNANSWERED, "window_s": window / NANOS});
+            *a.observed = json!({"unanswered": expired.len(), "first_request_frame": frame, "first_request_ts_ns": ts});
             out.push(a);
         }
         let polls = self
@@ -213,8 +213,8 @@ impl Detector {
                         secs(last, now),
                         m.period
                     ),
-                    learned: json!({"period_s": m.period, "jitter_s": m.jitter}),
-                    observed: json!({"since_last_s": secs(last, now), "kind": "missing"}),
+                    learned: json!({"period_s": m.period, "jitter_s": m.jitter}).into(),
+                    observed: json!({"since_last_s": secs(last, now), "kind": "missing"}).into(),
                     ..channel_alert(ch, rt, now, key, Severity::Medium)
                 });
             }
@@ -240,8 +240,8 @@ impl Detector {
                         "{ip} has sent nothing for {quiet:.1} s (alert after {:.1} s)",
                         a.threshold
                     ),
-                    learned: json!({"silence_threshold_s": a.threshold}),
-                    observed: json!({"silent_for_s": quiet}),
+                    learned: json!({"silence_threshold_s": a.threshold}).into(),
+                    observed: json!({"silent_for_s": quiet}).into(),
                     ..Alert::new(
                         a.source.clone(),
                         AlertKey::host("device_silent", *ip),
@@ -304,8 +304,8 @@ impl Detector {
                         "{ch}: a {} s window unlike any in learning (distance {d:.2}, threshold {:.2})",
                         model.window, model.threshold
                     ),
-                    learned: json!({"threshold": model.threshold, "max_training_distance": model.max_training_distance}),
-                    observed: json!({"distance": d, "window_end_ns": end, "features": model.features.iter().zip(x).map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, serde_json::Value>>()}),
+                    learned: json!({"threshold": model.threshold, "max_training_distance": model.max_training_distance}).into(),
+                    observed: json!({"distance": d, "window_end_ns": end, "features": model.features.iter().zip(x).map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, serde_json::Value>>()}).into(),
                     // Raised now, when the window is found closed: lines stay in time order.
                     ..channel_alert(ch, Some(rt), ts, key, Severity::Low)
                 });

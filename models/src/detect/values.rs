@@ -334,8 +334,8 @@ pub(super) fn check_values_now(
                     p.max,
                     p.max_step
                 );
-                a.learned = json!({"min": p.min, "max": p.max, "max_step": p.max_step, "samples": p.samples, "margin": margin});
-                a.observed =
+                *a.learned = json!({"min": p.min, "max": p.max, "max_step": p.max_step, "samples": p.samples, "margin": margin});
+                *a.observed =
                     json!({"space": space, "address": addr, "value": v, "write": acc.write});
                 out.push(a);
             }
