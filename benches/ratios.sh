@@ -1,9 +1,10 @@
 #!/bin/sh
 # The pipeline's ratios, measured in one run as whole processes, interleaved, page cache warm:
 #   dissection / floor (pcapwalk sum), detection / dissection, 1 worker / 2 workers, and the
-#   machine's own ceiling for two: two one-worker runs at once against one alone (two jobs
-#   that share nothing; on a machine whose cores share execution units or memory bandwidth it
-#   is well under 2, and no design of two workers can beat it).
+#   machine's ceiling for two: two one-worker detections at once against one alone (what two
+#   jobs that share nothing reach here; under 2 where the cores share execution units or
+#   memory bandwidth). A reference to read the 2-worker figure against, not a strict bound,
+#   and as noisy as the rest on a shared machine.
 # Absolute times drift on a shared machine; the ratios within one run are the figures.
 #
 #   benches/ratios.sh CAPTURE [LEARN] [ROUNDS]
@@ -32,7 +33,7 @@ secs_two() { # command... -> elapsed seconds of two copies run at once
     s=$(date +%s.%N)
     "$@" >/dev/null 2>&1 &
     "$@" >/dev/null 2>&1
-    wait
+    wait $!
     e=$(date +%s.%N)
     echo "$e - $s" | bc -l
 }

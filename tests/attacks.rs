@@ -216,7 +216,7 @@ fn on_a_full_disk(tmpfs: &Path, script: &str, args: &[&str]) -> Option<Output> {
     let out = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-c"])
         .arg(format!(
-            "mount -t tmpfs -o size=4k tmpfs \"$1\" && {script}"
+            "mount -t tmpfs -o size=4k tmpfs \"$1\" && {{ {script}; }}"
         ))
         .args(["sh", tmpfs.to_str().unwrap()])
         .args(args)
@@ -266,36 +266,47 @@ fn evidence_on_a_full_disk_fails_the_run() {
 
 /// An output file on a full disk (a 4 KiB tmpfs): a write that only partly went out is cut
 /// off again, so the file holds whole lines only and the next line is not glued to half of
-/// one. The fixture's events are larger than the disk, and go out in one write at the end.
+/// one. Alerts are written batch by batch: the first lines fit, then one write goes out in
+/// part; exactly the lines not counted as failed are left, whole.
 #[test]
 fn a_write_cut_short_by_a_full_disk_leaves_no_half_line() {
-    let dir = scratch("events-full");
-    std::fs::create_dir_all(&dir).unwrap();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/modbus.pcap");
+    let dir = scratch("alerts-full");
+    let disk = dir.join("disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    // All the lines, on a disk with room.
+    let all = dir.join("all.jsonl");
+    let run = ["replay", "-q", "--learn", "30s", "--alerts"];
+    let whole = otwatch(&[&run[..], &[all.to_str().unwrap(), fixture]].concat());
+    assert!(whole.status.success(), "{}", stderr(&whole));
+    let total = std::fs::read_to_string(&all).unwrap().lines().count();
     let out = on_a_full_disk(
-        &dir,
+        &disk,
         concat!(
-            "\"$2\" replay -q --events \"$1/e.jsonl\" \"$3\"; s=$?; ",
-            "wc -c < \"$1/e.jsonl\"; tail -c 1 \"$1/e.jsonl\" | od -An -c; exit $s"
+            "\"$2\" replay -q --learn 30s --alerts \"$1/a.jsonl\" \"$3\"; s=$?; ",
+            "wc -l < \"$1/a.jsonl\"; wc -c < \"$1/a.jsonl\"; ",
+            "tail -c 1 \"$1/a.jsonl\" | od -An -c; exit $s"
         ),
-        &[OTWATCH, FIXTURE],
+        &[OTWATCH, fixture],
     );
     let _ = std::fs::remove_dir_all(&dir);
     let Some(out) = out else { return };
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("output writes failed: events output:"),
-        "{err}"
-    );
-    // The file's length, then its last byte: empty, or ending in a newline.
+    let failed: usize = err
+        .split("alerts output: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next()?.parse().ok())
+        .expect(&err);
+    // The file's lines, its length, then its last byte.
     let shown = String::from_utf8_lossy(&out.stdout).to_string();
-    let mut words = shown.split_whitespace();
-    let len: u64 = words.next().and_then(|w| w.parse().ok()).expect(&shown);
-    assert!(
-        len == 0 || words.next() == Some("\\n"),
-        "a half line was left: {shown}"
-    );
-    assert!(len < 4096, "more than the disk holds: {shown}");
+    let words: Vec<&str> = shown.split_whitespace().collect();
+    let lines: usize = words[0].parse().expect(&shown);
+    let bytes: u64 = words[1].parse().expect(&shown);
+    assert!(lines > 0 && failed > 0, "{shown} {err}");
+    assert_eq!(lines + failed, total, "lines kept and lost: {shown} {err}");
+    assert_eq!(words.get(2), Some(&"\\n"), "a half line was left: {shown}");
+    assert!(bytes < 4096, "more than the disk holds: {shown}");
 }
 
 #[test]

@@ -237,6 +237,9 @@ pub struct Alert {
     pub observed: Members,
     /// Set by the caller when evidence was written.
     pub evidence: Option<String>,
+    /// Set by the detector when it built this occurrence without its text, its cause being
+    /// marked raised already: marking it again would change nothing.
+    pub text_skipped: bool,
 }
 
 /// An alert's `learned` or `observed` members: a JSON value (an object once filled; `Null`,
@@ -313,6 +316,7 @@ impl Alert {
             learned: Members::default(),
             observed: Members::default(),
             evidence: None,
+            text_skipped: false,
         }
     }
 

@@ -140,12 +140,19 @@ impl Engine {
             crate::detect::suppress_implied(&mut cands);
             // Raised in place (an alert is large, and a flood has one per PDU): what the book
             // keeps is moved out of the candidates, which are then cleared.
+            // The detector's set of causes marked raised evolves as when every candidate was
+            // marked in turn: a mark is skipped only where it would change nothing (a bare
+            // occurrence whose cause the detector found marked, with no clear of the set since).
+            let clears = match &self.phase {
+                Phase::Detecting(d) => d.raised_clears(),
+                _ => 0,
+            };
             for a in &mut cands {
                 let mut detector = match &mut self.phase {
                     Phase::Detecting(d) => Some(d),
                     _ => None,
                 };
-                let (key, text) = (a.key, !a.message.is_empty());
+                let (key, skipped) = (a.key, a.text_skipped);
                 let mut started = false;
                 let line = self.book.raise_with(a, |a| {
                     started = true;
@@ -154,11 +161,12 @@ impl Engine {
                         d.mark_raised(a.key);
                     }
                 });
-                // An occurrence of an entry already in the book keeps its first line's severity
-                // (no softening); it is marked raised only if its text was built, i.e. the
-                // detector had forgotten it (its set of raised causes is bounded).
-                if let (false, true, Some(d)) = (started, text, detector) {
-                    d.mark_raised(key);
+                // An occurrence of an entry already in the book keeps its first line's
+                // severity: it is not softened.
+                if let (false, Some(d)) = (started, detector) {
+                    if !(skipped && d.raised_clears() == clears) {
+                        d.mark_raised(key);
+                    }
                 }
                 if let Some(line) = line {
                     out.push(line);

@@ -196,6 +196,7 @@ pub struct Detector {
     scans: Scans,
     /// Causes raised so far (their text was built once).
     raised: FastSet<AlertKey>,
+    raised_clears: u64,
     /// Elements held by the servers' value memos (their bound).
     memo_elements: usize,
     /// Addresses in the servers' caches of looked-up runs, all together (bounded by
@@ -261,8 +262,9 @@ fn channel_alert(
 /// one's text), so a flood costs a lookup per PDU; otherwise the alert is returned to have its
 /// text built.
 #[inline]
-fn fresh(raised: &mut FastSet<AlertKey>, a: Alert, out: &mut Vec<Alert>) -> Option<Alert> {
+fn fresh(raised: &mut FastSet<AlertKey>, mut a: Alert, out: &mut Vec<Alert>) -> Option<Alert> {
     if raised.contains(&a.key) {
+        a.text_skipped = true;
         out.push(a);
         None
     } else {
@@ -316,6 +318,7 @@ impl Detector {
             point_servers: FastMap::default(),
             scans: Scans::default(),
             raised: FastSet::default(),
+            raised_clears: 0,
             memo_elements: 0,
             run_elements: 0,
             window_nanos: baseline
@@ -518,8 +521,14 @@ impl Detector {
         }
         if self.raised.len() >= MAX_RAISED {
             self.raised.clear();
+            self.raised_clears += 1;
         }
         self.raised.insert(key);
+    }
+
+    /// How many times the set of causes marked raised was full and started afresh.
+    pub fn raised_clears(&self) -> u64 {
+        self.raised_clears
     }
 
     pub fn observe(&mut self, o: &Observation, out: &mut Vec<Alert>) {
