@@ -139,10 +139,10 @@ impl Engine {
             let mut cands = std::mem::take(&mut self.scratch);
             crate::detect::suppress_implied(&mut cands);
             // Raised in place (an alert is large, and a flood has one per PDU): what the book
-            // keeps is moved out of the candidates, which are then cleared.
-            // The detector's set of causes marked raised evolves as when every candidate was
-            // marked in turn: a mark is skipped only where it would change nothing (a bare
-            // occurrence whose cause the detector found marked, with no clear of the set since).
+            // keeps is moved out of the candidates, which are then cleared. The detector's set
+            // of causes marked raised evolves as when every candidate was marked in turn: a
+            // mark is skipped only where it would change nothing (a bare occurrence whose
+            // cause the detector found marked, with no clear of the set since).
             let clears = match &self.phase {
                 Phase::Detecting(d) => d.raised_clears(),
                 _ => 0,
