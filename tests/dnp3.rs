@@ -96,13 +96,19 @@ fn replay_packets(
 ) -> (
     Vec<otwatch::event::Event>,
     otwatch::replay::ReplayReport,
-    std::path::PathBuf,
+    Written,
 ) {
     let dir = scratch(name);
     let path = dir.join(format!("{name}.pcap"));
     write_pcap(&path, packets);
     let (events, report) = replay_file(&path);
-    (events, report, path)
+    (events, report, Written { path, _dir: dir })
+}
+
+/// A capture written for a test: its path, and its scratch directory, removed with it.
+struct Written {
+    path: std::path::PathBuf,
+    _dir: common::Scratch,
 }
 
 #[test]
@@ -117,8 +123,7 @@ fn response_split_over_transport_and_tcp_segments() {
         packets.push(tcp(false, 1 + 100 * i as u32, chunk));
     }
     let last_frame = packets.len() as u64;
-    let (events, report, path) = replay_packets("dnp3-split", &packets);
-    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    let (events, report, _capture) = replay_packets("dnp3-split", &packets);
     assert_eq!(events.len(), 2, "{events:?}");
     let (req, resp) = (events[0].dnp3().unwrap(), events[1].dnp3().unwrap());
     assert_eq!(
@@ -172,8 +177,7 @@ fn a_lost_transport_segment_discards_the_fragment() {
             p
         })
         .collect();
-    let (events, report, path) = replay_packets("dnp3-lost", &packets);
-    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    let (events, report, _capture) = replay_packets("dnp3-lost", &packets);
     // The broken fragment yields nothing; the next one is whole.
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].dnp3().unwrap().app_seq, Some(5));
@@ -208,7 +212,7 @@ fn a_bad_data_crc_is_reported_like_tshark_does() {
     // tshark flags the same frame, and only it.
     if let Ok(out) = std::process::Command::new("tshark")
         .args(["-n", "-r"])
-        .arg(&path)
+        .arg(&path.path)
         .args([
             "-Y",
             "dnp3.data_chunk.CRC.incorrect || dnp3.hdr.CRC.incorrect",
@@ -223,16 +227,14 @@ fn a_bad_data_crc_is_reported_like_tshark_does() {
             assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
         }
     }
-    let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
 #[test]
 fn dnp3_over_udp() {
     let request = link_frames(true, 1, 10, &read_request(6), 0).concat();
     let response = link_frames(false, 10, 1, &analog_response(6, 3), 0).concat();
-    let (events, _, path) =
+    let (events, _, _capture) =
         replay_packets("dnp3-udp", &[udp(true, &request), udp(false, &response)]);
-    let _ = std::fs::remove_dir_all(path.parent().unwrap());
     assert_eq!(events.len(), 2);
     assert!(events
         .iter()
@@ -280,8 +282,7 @@ fn fir_without_fin_flood_stays_bounded() {
             stream.extend(segment_frame(src, (i % 64) as u8, 249));
         }
     }
-    let (events, report, path) = replay_packets("dnp3-flood", &stream_packets(false, &stream));
-    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    let (events, report, _capture) = replay_packets("dnp3-flood", &stream_packets(false, &stream));
     assert_eq!(
         events.len(),
         MAX_CHANNELS,
@@ -319,8 +320,7 @@ fn many_outstations_on_one_link_lose_nothing() {
     }
     let mut packets = stream_packets(true, &master);
     packets.extend(stream_packets(false, &outstations));
-    let (events, report, path) = replay_packets("dnp3-gateway", &packets);
-    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    let (events, report, _capture) = replay_packets("dnp3-gateway", &packets);
     assert_eq!(events.len(), 80);
     assert_eq!(
         report.stats[otwatch::dissect::registry::DNP3]
@@ -354,7 +354,7 @@ fn a_bad_header_crc_is_an_event_too() {
     );
     if let Ok(out) = std::process::Command::new("tshark")
         .args(["-n", "-r"])
-        .arg(&path)
+        .arg(&path.path)
         .args(["-Y", "dnp3", "-T", "fields", "-e", "frame.number"])
         .output()
     {
@@ -366,7 +366,6 @@ fn a_bad_header_crc_is_an_event_too() {
             assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "");
         }
     }
-    let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
 /// A bad data CRC raises `crc_error`; the same exchange with good CRCs does not.

@@ -474,6 +474,7 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "four\n");
         assert_eq!(health.total(), 0);
         assert_eq!(out.lines, 3);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -532,5 +533,6 @@ mod tests {
         assert!(check_writable(&dir.join("missing/baseline.json"), "-o").is_err());
         // Nothing is left behind by the probe.
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

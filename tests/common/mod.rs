@@ -168,8 +168,10 @@ pub fn scenario_captures(prefix: &str) -> Vec<(String, PathBuf)> {
     v
 }
 
-/// A fresh scratch directory for one test.
-pub fn scratch(name: &str) -> PathBuf {
+/// A fresh scratch directory for one test, removed when the test is done with it (when the
+/// guard is dropped) unless the test is failing: then it is kept, and its path printed, for a
+/// look at what the test left.
+pub fn scratch(name: &str) -> Scratch {
     // A directory of its own for every call: tests run in parallel, and two that asked for the
     // same name (one helper called by two tests) would delete each other's files.
     static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -177,7 +179,35 @@ pub fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("otwatch-test-{}-{n}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
+    Scratch(dir)
+}
+
+/// A test's scratch directory ([`scratch`]): a path, removed with its contents on drop.
+#[derive(Debug)]
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr().lock(), "kept {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// Says on the terminal that the calling test is skipped, and why. libtest captures `eprintln!`
