@@ -980,6 +980,31 @@ mod tests {
         assert_eq!(value_alerts(&mut engine, twice(t1 + 1000)), 1);
     }
 
+    /// A value outside its point's bounds is a candidate every time it is read, however often
+    /// it repeats; the same value inside them again (which the check passes over:
+    /// `PointHot::quiet`) raises nothing, and a value that then leaves them raises at once.
+    #[test]
+    fn a_value_outside_is_raised_each_time_it_is_read() {
+        let mut d = Detector::new(baseline_after_a_triangle(false));
+        let t1 = T0 + 100 * NANOS;
+        let mut candidates = |v: f64, k: i64| {
+            let mut out = Vec::new();
+            d.observe(&read(1, 100, &[v], t1 + k * 1000), &mut out);
+            out.iter()
+                .filter(|a| a.r#type == "value_out_of_range")
+                .count()
+        };
+        assert_eq!(candidates(5.0, 0), 0);
+        assert_eq!(candidates(5.0, 1), 0);
+        for k in 2..5 {
+            assert_eq!(candidates(500.0, k), 1, "read {k}");
+        }
+        // Back inside: a jump is looked for only outside the soft bounds.
+        assert_eq!(candidates(5.0, 5), 0);
+        assert_eq!(candidates(5.0, 6), 0);
+        assert_eq!(candidates(-500.0, 7), 1);
+    }
+
     /// The cache of looked-up address runs is bounded: reads of ever new runs fill it and it is
     /// cleared, never held past its bound by more than one PDU's runs; and values are checked
     /// as before once it was cleared.

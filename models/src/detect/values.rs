@@ -51,12 +51,16 @@ impl PointEnv {
 
 /// What every value checked reads and writes of its point, apart from the rest of the
 /// envelope ([`PointEnv`], read only for a value outside the soft bounds): a value costs one
-/// short load and store.
+/// short load and store, and a value that repeats the point's last one inside its bounds
+/// (most of a poll's values) only the load.
 #[derive(Clone, Copy)]
 struct PointHot {
     /// The last value seen in detection, as bits; meaningful once `seen`.
     last: u64,
     seen: bool,
+    /// Seen, and its last value was inside the soft bounds: the same value again needs
+    /// neither recording nor checking.
+    quiet: bool,
     /// The soft bounds, or none (infinite) for a point learned from fewer than three samples,
     /// which is never checked.
     soft_bounds: (f64, f64),
@@ -67,6 +71,7 @@ impl PointHot {
         PointHot {
             last: 0,
             seen: false,
+            quiet: false,
             soft_bounds: if env.samples < 3 {
                 (f64::NEG_INFINITY, f64::INFINITY)
             } else {
@@ -255,12 +260,18 @@ fn next_outside(
             continue;
         };
         let bits = v.to_bits();
+        if h.quiet & (h.last == bits) {
+            // What a point's next value most often is: the same, inside its bounds again.
+            continue;
+        }
         let previous = h.seen.then_some(f64::from_bits(h.last));
         any |= !h.seen | (h.last != bits);
         h.last = bits;
         h.seen = true;
         let (lo, hi) = h.soft_bounds;
-        if v < lo || v > hi {
+        let outside = v < lo || v > hi;
+        h.quiet = !outside;
+        if outside {
             *from = i;
             *changed |= any;
             return Some(Outside {
