@@ -102,14 +102,21 @@ impl Engine {
         ]
     }
 
+    /// Ends learning once `now` reached its end: one comparison while learning, none after.
     #[inline]
     fn switch_if_due(&mut self, now: i64) {
-        if let (Phase::Learning(_), Some(until)) = (&self.phase, self.learn_until) {
-            if now >= until {
-                if let Phase::Learning(l) = std::mem::replace(&mut self.phase, Phase::Empty) {
-                    self.phase = Phase::Detecting(Box::new(Detector::new(l.finish())));
-                }
-            }
+        if self.learn_until.is_some_and(|until| now >= until) {
+            self.switch();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn switch(&mut self) {
+        // Learning's end is passed: nothing more to compare (it is set only while learning).
+        self.learn_until = None;
+        if let Phase::Learning(l) = std::mem::replace(&mut self.phase, Phase::Empty) {
+            self.phase = Phase::Detecting(Box::new(Detector::new(l.finish())));
         }
     }
 
