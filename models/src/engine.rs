@@ -662,11 +662,12 @@ mod tests {
         );
     }
 
-    /// The bound on runtime state counts learned channels once they were seen, as the others:
-    /// past it, a learned channel seen before keeps its state, and one never seen is counted
-    /// as left out, as is a new one.
+    /// The bound on runtime state is for channels learning never saw: past it, a learned
+    /// channel (seen before or not) keeps its state, and a new one is counted as left out each
+    /// time it comes, but is still checked against the baseline: a flood of new clients does
+    /// not blind the integrity checks (a write by a client that never wrote is raised).
     #[test]
-    fn the_runtime_bound_counts_learned_channels_once_seen() {
+    fn the_runtime_bound_leaves_out_only_new_channels_and_not_their_checks() {
         let mut learner = Engine::learning(EngineConfig::default());
         let mut out = Vec::new();
         for client in 0..3 {
@@ -676,24 +677,37 @@ mod tests {
         assert_eq!(baseline.channels.len(), 3);
         let mut engine = Engine::detecting(baseline, EngineConfig::default());
         let mut ts = T0 + 1000;
-        let mut see = |engine: &mut Engine, client: u32| {
-            ts += 1000;
-            engine.observe(&request(client, ts), &mut out);
+        let mut types = Vec::new();
+        let mut see = |engine: &mut Engine, o: Observation| {
+            engine.observe(&o, &mut out);
+            types = out.iter().map(|a| a.r#type).collect::<Vec<_>>();
             out.clear();
             engine.bounds_hit()[0].1
         };
+        let mut next = |client: u32| {
+            ts += 1000;
+            request(client, ts)
+        };
         // Learned client 0, then new clients up to the bound.
-        assert_eq!(see(&mut engine, 0), 0);
+        assert_eq!(see(&mut engine, next(0)), 0);
         let max = crate::detect::MAX_RUNTIME_CHANNELS as u32;
-        for client in 1000..1000 + max - 1 {
-            assert_eq!(see(&mut engine, client), 0, "client {client}");
+        for client in 1000..1000 + max {
+            assert_eq!(see(&mut engine, next(client)), 0, "client {client}");
         }
-        // Full: client 0 keeps its state; learned client 1, never seen, and a new client
-        // are left out, each time they come.
-        assert_eq!(see(&mut engine, 0), 0);
-        assert_eq!(see(&mut engine, 1), 1);
-        assert_eq!(see(&mut engine, 1), 2);
-        assert_eq!(see(&mut engine, 900), 3);
-        assert_eq!(see(&mut engine, 0), 3);
+        // Full: learned clients keep or get their state; a new client is left out, each
+        // time it comes.
+        assert_eq!(see(&mut engine, next(0)), 0);
+        assert_eq!(see(&mut engine, next(1)), 0);
+        assert_eq!(see(&mut engine, next(1)), 0);
+        assert_eq!(see(&mut engine, next(900)), 1);
+        assert_eq!(see(&mut engine, next(900)), 2);
+        // Left out, and still checked: learned client 2 writes (fc 6) on a new unit, over a
+        // channel with no state.
+        let mut write = next(2);
+        write.channel.unit = 7;
+        write.function = 6;
+        write.write = true;
+        assert_eq!(see(&mut engine, write), 3);
+        assert!(types.contains(&"unauthorized_write"), "{types:?}");
     }
 }

@@ -130,11 +130,8 @@ enum RtAt {
 struct Chans {
     /// One per baseline channel, in its order ([`Detector::channels`] finds one).
     slots: Vec<Slot>,
-    /// Runtime state of the channels learning never saw.
+    /// Runtime state of the channels learning never saw (at most `MAX_RUNTIME_CHANNELS`).
     others: FastMap<Channel, ChanRt>,
-    /// Slots whose runtime state is in use (with `others`, what `MAX_RUNTIME_CHANNELS`
-    /// bounds).
-    seen: usize,
 }
 
 impl Chans {
@@ -145,7 +142,6 @@ impl Chans {
         match known.and_then(|i| self.slots.get_mut(i).map(|s| (i, s))) {
             Some((i, s)) => {
                 if s.rt.known.is_none() {
-                    self.seen += 1;
                     s.rt.known = Some(i);
                 }
                 (RtAt::Slot(i), &mut s.rt)
@@ -213,7 +209,8 @@ pub struct Detector {
     /// Channels whose current behaviour window has activity.
     active_windows: Vec<RtAt>,
     started: bool,
-    /// Observations of channels beyond `MAX_RUNTIME_CHANNELS` (no timing state kept for them).
+    /// PDUs of channels learning never saw beyond `MAX_RUNTIME_CHANNELS` (checked against the
+    /// baseline, with no timing state kept for them).
     pub untracked_channels: u64,
     /// Times the scan table was full and started afresh.
     pub scan_resets: u64,
@@ -292,7 +289,6 @@ impl Detector {
             chans: Chans {
                 slots: Vec::with_capacity(baseline.channels.len()),
                 others: FastMap::default(),
-                seen: 0,
             },
             assets: baseline.assets.iter().map(|a| a.ip).collect(),
             devices: Vec::new(),
@@ -584,20 +580,20 @@ impl Detector {
                 out.push(a);
             }
         }
-        // At the bound, only a channel that already has runtime state goes on (a lookup then,
-        // not for every PDU).
-        let full = self.chans.others.len() + self.chans.seen >= MAX_RUNTIME_CHANNELS;
-        let has_rt = || match known.and_then(|i| self.chans.slots.get(i)) {
-            Some(s) => s.rt.known.is_some(),
-            None => self.chans.others.contains_key(ch),
-        };
-        if full && !has_rt() {
+        // A learned channel always keeps runtime state (the baseline bounds them). Past the
+        // bound, a channel learning never saw and that has none is checked against the
+        // baseline all the same (functions, ranges, values, scans): only its timing (rates,
+        // timeouts, latency, behaviour window) is not kept. A flood of new clients must not
+        // blind the integrity checks.
+        let tracked = known.is_some()
+            || self.chans.others.len() < MAX_RUNTIME_CHANNELS
+            || self.chans.others.contains_key(ch);
+        if !tracked {
             self.untracked_channels += 1;
-            return;
         }
         match o.kind {
-            Kind::Request => self.request(o, known, out),
-            Kind::Response | Kind::Unsolicited => self.response(o, known, out),
+            Kind::Request => self.request(o, known, tracked, out),
+            Kind::Response | Kind::Unsolicited => self.response(o, known, tracked, out),
             Kind::Conversation => self.conversation(o, known.is_some(), out),
         }
         if let Some(a) = device.and_then(|d| self.devices.get_mut(d)?.rt.as_mut()) {
@@ -624,18 +620,26 @@ impl Detector {
         }
     }
 
-    fn request(&mut self, o: &Observation, known: Option<usize>, out: &mut Vec<Alert>) {
+    fn request(
+        &mut self,
+        o: &Observation,
+        known: Option<usize>,
+        tracked: bool,
+        out: &mut Vec<Alert>,
+    ) {
         // The baseline is only read here; a second handle so the runtime state can be updated.
         let base = std::sync::Arc::clone(&self.baseline);
-        self.request_with(o, known.map(|i| (i, &base.channels[i])), out);
+        self.request_with(o, known.map(|i| (i, &base.channels[i])), tracked, out);
     }
 
     /// A request: its function, a write by a client that never wrote, the addresses it
-    /// touches, the values it writes, scanning, the request rate and the poll cycle.
+    /// touches, the values it writes, scanning, the request rate and the poll cycle (the rate
+    /// only for a channel with runtime state, `tracked`).
     fn request_with(
         &mut self,
         o: &Observation,
         known: Option<(usize, &ChannelModel)>,
+        tracked: bool,
         out: &mut Vec<Alert>,
     ) {
         let model = known.map(|(_, m)| m);
@@ -645,13 +649,26 @@ impl Detector {
         // Written values against the point envelopes.
         self.check_values(o, known, out);
         self.note_scan(o, known, !function_known, new_unit, new_addresses, out);
-        self.check_rate(o, model, known, out);
+        if tracked {
+            self.check_rate(o, model, known, out);
+        }
         self.check_poll(o, known, out);
     }
 
-    fn response(&mut self, o: &Observation, known: Option<usize>, out: &mut Vec<Alert>) {
+    /// A response: its values, then (`tracked`: a channel with runtime state) what it answers,
+    /// exception bursts and latency.
+    fn response(
+        &mut self,
+        o: &Observation,
+        known: Option<usize>,
+        tracked: bool,
+        out: &mut Vec<Alert>,
+    ) {
         let ch = &o.channel;
         self.check_values(o, known, out);
+        if !tracked {
+            return;
+        }
         let model = known.map(|i| &self.baseline.channels[i]);
         let (at, rt) = self.chans.rt(ch, known);
         set_source(&mut rt.source, &o.source);
