@@ -369,6 +369,58 @@ fn a_bad_header_crc_is_an_event_too() {
 }
 
 /// A bad data CRC raises `crc_error`; the same exchange with good CRCs does not.
+/// A response of short floats with flags (g30v5, qualifier 0x01) at indexes 0...
+fn float_response(seq: u8, values: &[f32]) -> Vec<u8> {
+    let mut f = vec![0xC0 | seq, 0x81, 0x00, 0x00, 30, 5, 0x01];
+    f.extend_from_slice(&0u16.to_le_bytes());
+    f.extend_from_slice(&(values.len() as u16 - 1).to_le_bytes());
+    for v in values {
+        f.push(0x01);
+        f.extend_from_slice(&v.to_le_bytes());
+    }
+    f
+}
+
+/// An analog float that is infinite or NaN (the encoding allows both) is no sample: learning
+/// makes envelopes of the finite values only, and the baseline saved from it loads again (a
+/// saved infinity was written as `null`, which no longer loaded).
+#[test]
+fn non_finite_floats_are_not_learned_and_the_baseline_loads_again() {
+    let mut packets = Vec::new();
+    let (mut master, mut outstation) = (1u32, 1u32);
+    for i in 0..20u8 {
+        let request = link_frames(true, 1, 10, &read_request(i & 0x0f), i & 0x3f).concat();
+        let v = f32::from(i);
+        let response = link_frames(
+            false,
+            10,
+            1,
+            &float_response(i & 0x0f, &[v, f32::INFINITY, f32::NAN, -v]),
+            i & 0x3f,
+        )
+        .concat();
+        packets.push(tcp(true, master, &request));
+        packets.push(tcp(false, outstation, &response));
+        master += request.len() as u32;
+        outstation += response.len() as u32;
+    }
+    let dir = scratch("dnp3-float");
+    let path = dir.join("floats.pcap");
+    write_pcap(&path, &packets);
+    let baseline = learn_files(&[(&path, &all_frames)]);
+    let points: Vec<_> = baseline
+        .channels
+        .iter()
+        .flat_map(|c| c.points.iter())
+        .map(|p| (p.address, p.min, p.max))
+        .collect();
+    assert_eq!(points, [(0, 0.0, 19.0), (3, -19.0, 0.0)], "{points:?}");
+    let saved = dir.join("baseline.json");
+    baseline.save(&saved).expect("saved");
+    let loaded = otwatch_models::Baseline::load(&saved).expect("loads again");
+    assert_eq!(loaded.channels.len(), baseline.channels.len());
+}
+
 #[test]
 fn a_bad_crc_raises_an_alert_and_good_ones_do_not() {
     let good = link_frames(true, 1, 10, &read_request(1), 0).concat();

@@ -184,24 +184,35 @@ impl ServerLearn {
         dropped: &mut u64,
     ) {
         let len = u32::try_from(values.len()).unwrap_or(u32::MAX);
+        // A value that is not a finite number (the dissectors hand on none) is no sample: an
+        // envelope holds finite bounds, and a saved baseline could not hold others.
         if let Some(places) = self.runs.get(&(space, start, len)) {
             for (&v, &place) in values.iter().zip(places.iter()) {
                 match self.points.get_mut(place as usize) {
-                    Some((_, p)) => p.add(v),
+                    Some((_, p)) if v.is_finite() => p.add(v),
+                    Some(_) => {}
                     None => *dropped += 1,
                 }
             }
             return;
         }
         let mut places = Vec::with_capacity(values.len());
+        // A run with such a value is not remembered: its address may get a point later.
+        let mut hole = false;
         for (i, &v) in values.iter().enumerate() {
             let key = u64::from(space) << 32 | u64::from(start.wrapping_add(i as u32));
             let place = match self.index.get(&key) {
                 Some(&at) => {
                     if let Some((_, p)) = self.points.get_mut(at as usize) {
-                        p.add(v);
+                        if v.is_finite() {
+                            p.add(v);
+                        }
                     }
                     at
+                }
+                None if !v.is_finite() => {
+                    hole = true;
+                    NO_POINT
                 }
                 // At most MAX_POINTS points: far fewer than u32::MAX.
                 None => match u32::try_from(self.points.len()) {
@@ -218,6 +229,9 @@ impl ServerLearn {
                 },
             };
             places.push(place);
+        }
+        if hole {
+            return;
         }
         *run_elements += places.len();
         self.runs
@@ -684,6 +698,30 @@ fn poll_model(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A value that is not a finite number is no sample, whether its point is new, known, or
+    /// read through the run cache; a point whose first values were such gets its envelope
+    /// from the first finite one.
+    #[test]
+    fn non_finite_values_are_no_samples() {
+        let read = |values: &[f64], ts| crate::obs::register_read(1, 0, values, ts);
+        let mut l = Learner::new(5.0);
+        l.observe(&read(&[f64::INFINITY, 1.0, f64::NAN], 0));
+        l.observe(&read(&[f64::INFINITY, 1.0, f64::NAN], NANOS));
+        l.observe(&read(&[2.0, f64::NEG_INFINITY, 5.0], 2 * NANOS));
+        l.observe(&read(&[3.0, 4.0, f64::NAN], 3 * NANOS));
+        let b = l.finish();
+        let points: Vec<_> = b
+            .channels
+            .iter()
+            .flat_map(|c| &c.points)
+            .map(|p| (p.address, p.min, p.max, p.samples))
+            .collect();
+        assert_eq!(
+            points,
+            [(0, 2.0, 3.0, 2), (1, 1.0, 4.0, 3), (2, 5.0, 5.0, 1)]
+        );
+    }
 
     /// Points past the bound are counted, every time their values come; the points learned
     /// go on learning, through the run cache and after it was cleared (the bound on runs is

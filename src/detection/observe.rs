@@ -405,6 +405,10 @@ pub(crate) fn dnp3_app<P>(
             let Some(v) = value else {
                 continue;
             };
+            // A float that is not a number (NaN, infinite: an analog's own encoding allows
+            // them) keeps its address, without a value, as an S7 REAL does: it has no place in
+            // an envelope, and a baseline could not hold it.
+            let v = v.filter(|x| x.is_finite());
             with_values = true;
             match (&mut run, v) {
                 (Some(a), Some(v))
