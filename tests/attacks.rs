@@ -309,6 +309,68 @@ fn a_write_cut_short_by_a_full_disk_leaves_no_half_line() {
     assert!(bytes < 4096, "more than the disk holds: {shown}");
 }
 
+/// Outputs that fail as the run ends (here every line of the events file, flushed at the end)
+/// are in the last metrics as well as in the summary and the exit status: the final values
+/// are taken after every other output has finished.
+#[test]
+fn failures_at_the_end_of_a_run_are_in_the_last_metrics() {
+    if !std::path::Path::new("/dev/full").exists() {
+        common::skip("no /dev/full");
+        return;
+    }
+    let dir = scratch("end-metrics");
+    let om = dir.join("metrics.om");
+    let out = otwatch(&[
+        "replay",
+        "--events",
+        "/dev/full",
+        "--openmetrics",
+        om.to_str().unwrap(),
+        FIXTURE,
+    ]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("FAILED: events output"), "{err}");
+    let text = std::fs::read_to_string(&om).expect("the OpenMetrics file");
+    let last = text
+        .lines()
+        .rfind(|l| l.starts_with("otwatch_output_errors_total{output=\"events\""))
+        .expect("an events errors series");
+    let value: u64 = last
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect(last);
+    assert!(value > 0, "the last sample: {last}");
+}
+
+/// Alerts to a stdout whose reader is gone are lost, and counted as such (summary, exit
+/// status); events to such a reader are not (`--events - | head` looks at the first ones).
+/// The reader is gone before the run starts: stdout is a pipe whose read end is closed.
+#[test]
+fn alerts_to_a_reader_that_went_away_are_counted_as_lost() {
+    let scenario = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/scenarios/modbus_restart_scan.pcap"
+    );
+    for (output, lost) in [("--alerts", true), ("--events", false)] {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let out = Command::new(OTWATCH)
+            .args(["replay", "--learn", "60s", output, "-", scenario])
+            .stdout(writer)
+            .output()
+            .expect("run otwatch");
+        let err = stderr(&out);
+        assert_eq!(out.status.success(), !lost, "{output}: {err}");
+        assert_eq!(
+            err.contains("FAILED: alerts output"),
+            lost,
+            "{output}: {err}"
+        );
+    }
+}
+
 #[test]
 fn late_outputs_are_checked_before_any_input_is_read() {
     let dir = scratch("late");

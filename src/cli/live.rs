@@ -259,14 +259,15 @@ pub(crate) fn run_live(
                 l.queue_drops = f.queue_drops;
             }
         }
-        if let Err(e) = det.finish_metrics(&report.stats, active) {
-            code = fail(format_args!("writing metrics: {e}"));
-        }
     }
-    let det_summary = finish_detection(detection.as_mut(), detect);
-    if let Some(j) = &mut json {
-        j.out.finish();
-    }
+    let det_summary = finish_outputs(
+        detection.as_mut(),
+        json.as_mut(),
+        detect,
+        &report.stats,
+        active,
+        &health,
+    );
     if !quiet {
         let text = summary::render(&report, &format!("otwatch live on {iface}:"));
         let _ = std::io::stderr().write_all(text.as_bytes());

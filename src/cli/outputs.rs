@@ -108,7 +108,34 @@ pub(crate) fn build_detection(
 }
 
 /// Ends detection: flushes alerts, saves the baseline if asked; the summary lines.
-pub(crate) fn finish_detection(det: Option<&mut Detection>, args: &DetectArgs) -> String {
+/// The end of a run's outputs, in the order that lets the last metrics count every failure:
+/// detection's (the last alert lines, the syslog drain, the evidence sync, the baseline saved),
+/// the events file, then the metrics (remote-write's last push, the final publication, the
+/// OpenMetrics file). Returns the summary's lines for them.
+pub(crate) fn finish_outputs(
+    mut det: Option<&mut Detection>,
+    events: Option<&mut JsonLinesSink>,
+    args: &DetectArgs,
+    stats: &otwatch::stats::Stats,
+    active_flows: usize,
+    health: &OutputHealth,
+) -> String {
+    let mut text = finish_detection(det.as_deref_mut(), args);
+    if let Some(j) = events {
+        j.out.finish();
+    }
+    if let Some(det) = det {
+        if let Err(e) = det.finish_metrics(stats, active_flows) {
+            health.fail(OutputKind::OpenMetrics, 1, &e);
+        }
+        if let Some(r) = det.metrics.as_ref().and_then(|m| m.remote.as_ref()) {
+            text.push_str(&r.summary());
+        }
+    }
+    text
+}
+
+fn finish_detection(det: Option<&mut Detection>, args: &DetectArgs) -> String {
     let Some(det) = det else { return String::new() };
     let baseline = det.finish();
     if let Some(why) = det
@@ -120,9 +147,6 @@ pub(crate) fn finish_detection(det: Option<&mut Detection>, args: &DetectArgs) -
         det.outputs.fail(OutputKind::MetricsServer, 1, &why);
     }
     let mut text = det.summary();
-    if let Some(r) = det.metrics.as_ref().and_then(|m| m.remote.as_ref()) {
-        text.push_str(&r.summary());
-    }
     if let Some(line) = baseline.as_ref().and_then(|b| b.unlearned.describe()) {
         text.push_str(&format!("  warning: baseline {line}\n"));
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use otwatch::detection::DetectSink;
 use otwatch::event::{EventSink, NullSink};
-use otwatch::output::{OutputHealth, OutputKind};
+use otwatch::output::OutputHealth;
 use otwatch::pipeline::Pipeline;
 use otwatch::{replay, summary};
 
@@ -74,17 +74,16 @@ pub(crate) fn run_replay(
         None => replay::replay_paced(pcaps, inner, &mut pipeline, opts.speed),
     };
     let mut code = ExitCode::SUCCESS;
-    if let Some(det) = &mut detection {
-        if let Err(e) = det.finish_metrics(&report.stats, report.active_flows_at_end) {
-            health.fail(OutputKind::OpenMetrics, 1, &e);
-        }
-    }
     let warning = detection.as_ref().and_then(|d| learning_warning(d, detect));
-    let mut det_summary = finish_detection(detection.as_mut(), detect);
+    let mut det_summary = finish_outputs(
+        detection.as_mut(),
+        json.as_mut(),
+        detect,
+        &report.stats,
+        report.active_flows_at_end,
+        &health,
+    );
     det_summary.push_str(warning.as_deref().unwrap_or_default());
-    if let Some(j) = &mut json {
-        j.out.finish();
-    }
     if !quiet {
         let heading = format!("otwatch {command}: {} file(s),", report.files.len());
         let mut text = summary::render(&report, &heading);

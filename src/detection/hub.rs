@@ -11,7 +11,7 @@ use crate::metrics::{
     OpenMetricsRecorder,
 };
 use crate::output::remote_write::RemoteWrite;
-use crate::output::OutputHealth;
+use crate::output::{OutputHealth, OutputKind};
 use crate::stats::Stats;
 
 /// The metrics are published at most this often.
@@ -193,30 +193,64 @@ impl Detection {
     }
 
     /// End of the run for the metrics: the last publication and sample, and the OpenMetrics
-    /// file written.
+    /// file written (and synced). Called after every other output has finished, so that the
+    /// last values count all their failures; remote-write's last push goes first, and what it
+    /// could not deliver is counted in the values published and recorded after it (not in
+    /// that push itself).
     pub fn finish_metrics(&mut self, stats: &Stats, active_flows: usize) -> std::io::Result<()> {
         let state = self.detection_state();
         let Some(m) = &mut self.metrics else {
             return Ok(());
         };
         m.active_flows = active_flows;
-        let fams = m.families(stats, &state, &self.outputs);
+        let recorded_drops = m.recorder.as_ref().map_or(0, |r| r.dropped_points);
+        if recorded_drops > 0 {
+            self.outputs
+                .fail(OutputKind::OpenMetrics, recorded_drops, &RecorderFull);
+        }
+        let mut fams = m.families(stats, &state, &self.outputs);
         if let Some(r) = &mut m.remote {
             // The last values, then the queue drains (10 s at most) before the summary counts
             // what the receiver never got.
             r.push(&fams);
             r.finish();
+            fams = m.families(stats, &state, &self.outputs);
         }
         if let Some(srv) = &m.server {
             srv.publish_final(fams.clone());
         }
         if let (Some(r), Some(path)) = (&mut m.recorder, &m.recorder_path) {
             r.record(m.capture_ts.max(1), &fams);
-            let f = std::fs::File::create(path)
-                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-            r.write(&mut std::io::BufWriter::new(f))
-                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            let more = r.dropped_points - recorded_drops;
+            if more > 0 {
+                self.outputs
+                    .fail(OutputKind::OpenMetrics, more, &RecorderFull);
+            }
+            let named = |e: std::io::Error| {
+                std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+            };
+            let f = std::fs::File::create(path).map_err(named)?;
+            let mut w = std::io::BufWriter::new(f);
+            r.write(&mut w).map_err(named)?;
+            // An error that shows only when the data reaches the disk is one too.
+            w.into_inner()
+                .map_err(|e| e.into_error())
+                .and_then(|f| f.sync_all())
+                .map_err(named)?;
         }
         Ok(())
+    }
+}
+
+/// The OpenMetrics recorder's bound was reached: samples past it are not in the file.
+struct RecorderFull;
+
+impl std::fmt::Display for RecorderFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the OpenMetrics file holds at most {} sample lines: later samples are not in it",
+            crate::metrics::MAX_RECORDED_POINTS
+        )
     }
 }

@@ -22,6 +22,7 @@ pub mod web_config;
 pub use server::{parse_listen, MetricsServer, ServerCounters};
 
 mod backfill;
+pub use backfill::MAX_RECORDED_POINTS;
 mod channels;
 mod encode;
 mod families;

@@ -259,6 +259,7 @@ impl OutputFile {
         write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) {
         if self.reader_gone {
+            self.lost_to_gone_reader(1);
             return;
         }
         if REOPEN_GENERATION.load(Ordering::Relaxed) != self.generation {
@@ -325,7 +326,10 @@ impl OutputFile {
                 if matches!(self.target, Target::Stdout)
                     && e.kind() == std::io::ErrorKind::BrokenPipe =>
             {
+                // Events to a reader that went away (`| head`) are no longer wanted; any
+                // other output's lines are lost, and counted, from here on.
                 self.reader_gone = true;
+                self.lost_to_gone_reader(self.pending);
             }
             Err(e) => {
                 let what = format!("{}: {e}", self.describe());
@@ -334,6 +338,15 @@ impl OutputFile {
         }
         self.buf.clear();
         self.pending = 0;
+    }
+
+    /// `n` lines that stdout's reader, gone, will not get: a failure for every output but
+    /// events (`--events - | head` is a way to look at the first events).
+    fn lost_to_gone_reader(&self, n: u64) {
+        if self.kind != OutputKind::Events {
+            self.health
+                .fail(self.kind, n, &"stdout: its reader went away (broken pipe)");
+        }
     }
 
     fn describe(&self) -> String {
@@ -351,7 +364,9 @@ impl OutputFile {
         match open_append(&path) {
             Ok(f) => {
                 if let Target::File(old) = &self.target {
-                    let _ = old.sync_all();
+                    // The lines written before the rotation reach the disk, or are counted as
+                    // they are at the end of a run.
+                    self.sync(old);
                 }
                 self.target = Target::File(f);
             }
@@ -369,12 +384,17 @@ impl OutputFile {
     pub fn finish(&mut self) {
         self.flush();
         if let Target::File(f) = &self.target {
-            if let Err(e) = f.sync_all() {
-                // Pipes and character devices cannot be synced; that is not lost data.
-                if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EROFS)) {
-                    let what = format!("{}: fsync: {e}", self.describe());
-                    self.health.fail(self.kind, 1, &what);
-                }
+            self.sync(f);
+        }
+    }
+
+    /// fsync, a failure counted (pipes and character devices cannot be synced: that is not
+    /// lost data).
+    fn sync(&self, f: &std::fs::File) {
+        if let Err(e) = f.sync_all() {
+            if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EROFS)) {
+                let what = format!("{}: fsync: {e}", self.describe());
+                self.health.fail(self.kind, 1, &what);
             }
         }
     }
