@@ -447,10 +447,15 @@ pub(crate) struct Shards<P> {
     last_sweep: i64,
     /// Packets in flight at most (handed out, not yet finished by every earlier worker).
     window: u64,
-    /// Capture time of the last packet released, and packets released since metrics last
-    /// heard.
+    /// Capture time of the last packet released; and, when a worker died, the packets of jobs
+    /// only the others finished, for the metrics.
     released_ts: i64,
     released: u64,
+    /// Finished jobs the metrics have not heard of yet, with metrics on: `seq`, capture time,
+    /// whether that time is a packet's (not a flush's or a sweep's), packets.
+    heard: VecDeque<(u64, i64, bool, u64)>,
+    /// The capture time the metrics last heard.
+    heard_ts: Option<i64>,
     /// Flush items of one `seq` from several workers, being ordered.
     batch: Vec<Item>,
 }
@@ -498,6 +503,8 @@ impl<P> Shards<P> {
             window: (workers.max(1) * capacity) as u64,
             released_ts: 0,
             released: 0,
+            heard: VecDeque::new(),
+            heard_ts: None,
             batch: Vec::new(),
         };
         (shards, ends)
@@ -594,6 +601,10 @@ impl<P> Shards<P> {
     fn broadcast(&mut self, job: impl Fn(u64) -> Job<P>, ts: i64, stage: &mut Stage<'_>) {
         let seq = self.next_seq;
         self.next_seq += 1;
+        // In flight before any worker has it: while the reader waits for a full queue below it
+        // merges, and a worker that already did the job must not have its items released
+        // ahead of the others' (with nothing earlier unfinished, nothing else would hold them).
+        self.in_flight.push_back((seq, ts, EVERY_LANE));
         for w in 0..self.lanes.len() {
             let mut job = job(seq);
             while let Some(Err(rtrb::PushError::Full(back))) =
@@ -605,7 +616,6 @@ impl<P> Shards<P> {
                 }
             }
         }
-        self.in_flight.push_back((seq, ts, EVERY_LANE));
     }
 
     /// The clock moved to `now` without a packet (a quiet live link): detection ticks, and the
@@ -645,22 +655,33 @@ impl<P> Shards<P> {
                 lane.held.push_back(item);
             }
         }
-        // Finished jobs before the first unfinished one are released with their items below:
-        // the metrics hear of the packets (and sample at their time) only then, so a sample
-        // holds exactly what came before it.
+        // Finished jobs before the first unfinished one are released with their items below.
+        // With metrics, each job is heard of in `seq` order with the items (after its own,
+        // before the next job's), at its own capture time, as one worker's metrics hear of each
+        // packet after its events: a sample holds exactly what came before it, and samples fall
+        // at the times one worker's do.
+        let metrics = stage
+            .detection
+            .as_ref()
+            .is_some_and(|d| d.metrics.is_some());
         let mut max_ts = None;
         while let Some(&(seq, ts, w)) = self.in_flight.front() {
             if !Self::finished(&self.lanes, seq, w) {
                 break;
             }
             max_ts = Some(max_ts.map_or(ts, |m: i64| m.max(ts)));
-            // A job for every worker counts once per worker, as it did when each worker's
-            // jobs were counted apart (the metrics read the count only to pace their clock).
-            self.released += if w == EVERY_LANE {
-                self.lanes.len() as u64
-            } else {
-                1
-            };
+            if metrics {
+                // A job for every worker counts once per worker, as it did when each worker's
+                // jobs were counted apart (the metrics read the count only to pace their clock).
+                // A job for every worker (a flush, a sweep) has no packet's time of its own:
+                // the metrics keep the last packet's ([`Shards::hear_until`]).
+                let (own, count) = if w == EVERY_LANE {
+                    (false, self.lanes.len() as u64)
+                } else {
+                    (true, 1)
+                };
+                self.heard.push_back((seq, ts, own, count));
+            }
             self.in_flight.pop_front();
         }
         let bound = self.in_flight.front().map_or(u64::MAX, |j| j.0);
@@ -682,6 +703,9 @@ impl<P> Shards<P> {
             if next >= bound {
                 break;
             }
+            if metrics {
+                self.hear_until(next, stage);
+            }
             if next_item == Some(next) {
                 self.release_seq(next, stage);
                 n += 1;
@@ -695,10 +719,14 @@ impl<P> Shards<P> {
                 }
             }
         }
+        if metrics {
+            self.hear_until(u64::MAX, stage);
+        }
         if let Some(ts) = max_ts {
             self.released_ts = self.released_ts.max(ts);
         }
         if self.released > 0 {
+            // What `finish` carried for a worker that died.
             if let Some(d) = stage.detection.as_deref_mut() {
                 let lanes = &self.lanes;
                 d.metrics_progress(self.released, self.released_ts, || sum_counters(lanes));
@@ -706,6 +734,25 @@ impl<P> Shards<P> {
             self.released = 0;
         }
         n
+    }
+
+    /// The metrics hear of the finished jobs before `seq` (see [`Shards::merge`]).
+    fn hear_until(&mut self, seq: u64, stage: &mut Stage<'_>) {
+        while let Some(&(job, ts, own, count)) = self.heard.front() {
+            if job >= seq {
+                break;
+            }
+            self.heard.pop_front();
+            let ts = match (own, self.heard_ts) {
+                (false, Some(last)) => last,
+                _ => ts,
+            };
+            self.heard_ts = Some(ts);
+            if let Some(d) = stage.detection.as_deref_mut() {
+                let lanes = &self.lanes;
+                d.metrics_progress(count, ts, || sum_counters(lanes));
+            }
+        }
     }
 
     /// Whether the job `seq` handed to lane `w` (or to every lane) is finished, as the last

@@ -193,7 +193,7 @@ pub fn families(i: &Inputs<'_>) -> Vec<Family> {
         let mut w = Family::new(
             "otwatch_worker_packets_total",
             MetricKind::Counter,
-            "Packets handed to each worker.",
+            "Packets given to each worker, including those then lost to its full queue.",
         );
         for (n, p) in i.workers.iter().enumerate() {
             w.push(vec![("worker", n.to_string())], *p as f64);
