@@ -62,6 +62,9 @@ pub struct Unlearned {
     pub channels: u64,
     /// Values of points beyond `MAX_POINTS`.
     pub points: u64,
+    /// Accesses of address spaces beyond `MAX_SPACES` (their addresses were not learned).
+    #[serde(default)]
+    pub spaces: u64,
 }
 
 impl Unlearned {
@@ -71,18 +74,23 @@ impl Unlearned {
 
     /// One line for a person, or `None` when learning kept everything.
     pub fn describe(&self) -> Option<String> {
-        use crate::learn::{MAX_ASSETS, MAX_CHANNELS, MAX_POINTS};
+        use crate::learn::{MAX_ASSETS, MAX_CHANNELS, MAX_POINTS, MAX_SPACES};
         if self.is_empty() {
             return None;
         }
         let mut parts = Vec::new();
         for (n, what, max) in [
-            (self.assets, "of devices beyond", MAX_ASSETS),
-            (self.channels, "of channels beyond", MAX_CHANNELS),
+            (self.assets, "observations of devices beyond", MAX_ASSETS),
+            (
+                self.channels,
+                "observations of channels beyond",
+                MAX_CHANNELS,
+            ),
             (self.points, "values of points beyond", MAX_POINTS),
+            (self.spaces, "accesses of address spaces beyond", MAX_SPACES),
         ] {
             if n > 0 {
-                parts.push(format!("{n} observations {what} the first {max}"));
+                parts.push(format!("{n} {what} the first {max}"));
             }
         }
         Some(format!(

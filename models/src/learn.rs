@@ -20,6 +20,10 @@ use crate::{secs, NANOS};
 pub const MAX_CHANNELS: usize = 10_000;
 pub const MAX_ASSETS: usize = 10_000;
 pub const MAX_POINTS: usize = 200_000;
+/// Address spaces (a Modbus table, an S7 area and DB, a DNP3 group, a CIP class) learned per
+/// channel and direction, all channels together: each holds up to `ranges::MAX_RANGES`
+/// ranges.
+pub const MAX_SPACES: usize = 100_000;
 pub const MAX_POLL_KEYS_PER_CHANNEL: usize = 1024;
 const MAX_INTERVALS: usize = 4096;
 const MAX_LATENCIES: usize = 8192;
@@ -315,6 +319,8 @@ pub struct Learner {
     points: FastMap<(Proto, IpAddr, u32), ServerLearn>,
     /// Points in `points`, all servers together (bounded by [`MAX_POINTS`]).
     point_count: usize,
+    /// Address spaces learned, all channels together (bounded by `MAX_SPACES`).
+    space_count: usize,
     /// Addresses in the servers' caches of looked-up runs, all together (bounded by
     /// [`MAX_RUN_ELEMENTS`]).
     run_elements: usize,
@@ -340,6 +346,7 @@ impl Learner {
             channels: FastMap::default(),
             points: FastMap::default(),
             point_count: 0,
+            space_count: 0,
             run_elements: 0,
             active: Vec::new(),
             window_nanos: ((window_secs * NANOS as f64) as i64).max(NANOS),
@@ -426,9 +433,15 @@ impl Learner {
                 c.max_req = c.max_req.max(c.req_rate.add(o.ts));
                 for a in &o.accesses {
                     let map = if a.write { &mut c.writes } else { &mut c.reads };
-                    map.entry(a.space)
-                        .or_default()
-                        .insert(a.start, a.start.saturating_add(a.count.max(1) - 1));
+                    let end = a.start.saturating_add(a.count.max(1) - 1);
+                    match map.get_mut(&a.space) {
+                        Some(r) => r.insert(a.start, end),
+                        None if self.space_count < MAX_SPACES => {
+                            self.space_count += 1;
+                            map.entry(a.space).or_default().insert(a.start, end);
+                        }
+                        None => self.dropped.spaces += 1,
+                    }
                 }
                 let key = poll_key(o);
                 if c.polls.len() < MAX_POLL_KEYS_PER_CHANNEL || c.polls.contains_key(&key) {
@@ -698,6 +711,37 @@ fn poll_model(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Address spaces are bounded over all channels: the accesses past the bound are counted
+    /// as not learned, and the spaces learned before it go on learning their ranges.
+    #[test]
+    fn address_spaces_are_bounded() {
+        let request = |space: u32, start: u32, ts| {
+            let mut o = crate::obs::register_read(1, start, &[], ts);
+            o.kind = Kind::Request;
+            o.accesses[0].space = space;
+            o.accesses[0].count = 1;
+            o
+        };
+        let mut l = Learner::new(5.0);
+        let extra = 10;
+        for i in 0..(MAX_SPACES + extra) as u32 {
+            l.observe(&request(1000 + i, 0, i64::from(i)));
+        }
+        l.observe(&request(1000, 7, NANOS));
+        let b = l.finish();
+        assert_eq!(b.unlearned.spaces, extra as u64);
+        let reads = &b.channels[0].reads;
+        assert_eq!(reads.len(), MAX_SPACES);
+        assert_eq!(
+            reads.get(&1000).map(|r| r.0.clone()),
+            Some(vec![[0, 0], [7, 7]])
+        );
+        assert!(b
+            .unlearned
+            .describe()
+            .is_some_and(|d| d.contains("address spaces")));
+    }
 
     /// A value that is not a finite number is no sample, whether its point is new, known, or
     /// read through the run cache; a point whose first values were such gets its envelope

@@ -685,7 +685,7 @@ impl Detector {
         if o.exception {
             let n = rt.exc_rate.add(o.ts);
             let learned = model.map_or(0, |m| m.max_exceptions_per_window);
-            let limit = (2 * learned).max(learned + 5);
+            let limit = learned.saturating_mul(2).max(learned.saturating_add(5));
             if n > limit {
                 if let Some(mut a) = fresh(
                     &mut self.raised,

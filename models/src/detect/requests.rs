@@ -275,7 +275,8 @@ impl Detector {
         }
         let n = rt.req_rate.add(o.ts);
         let limit = match model {
-            Some(m) => (4 * m.max_requests_per_window).max(m.max_requests_per_window + 50),
+            Some(m) => (m.max_requests_per_window.saturating_mul(4))
+                .max(m.max_requests_per_window.saturating_add(50)),
             None => NEW_CHANNEL_FLOOD,
         };
         if n > limit {
