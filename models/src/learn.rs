@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 pub type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::baseline::{
     Asset, Baseline, ChannelModel, LatencyModel, PointModel, PollModel, FORMAT, VERSION,
@@ -121,7 +122,8 @@ struct AssetLearn {
     server: bool,
     identity: Option<String>,
     macs: BTreeSet<[u8; 6]>,
-    last_sent: Option<i64>,
+    /// The capture (its generation: [`Learner::generation`]) and time of its last PDU.
+    last_sent: Option<(u32, i64)>,
     sent: u64,
     max_gap: f64,
 }
@@ -265,7 +267,8 @@ impl PointAcc {
 
 #[derive(Default)]
 struct PollAcc {
-    last: Option<i64>,
+    /// The capture (its generation) and time of the last request.
+    last: Option<(u32, i64)>,
     intervals: Vec<f64>,
 }
 
@@ -308,6 +311,10 @@ struct ChanLearn {
 
 pub struct Learner {
     first_ts: Option<i64>,
+    /// The capture of the last observation, and how many times it changed: gaps (a device's
+    /// silence, a poll's interval) are measured within one capture.
+    source: Option<Arc<str>>,
+    generation: u32,
     last_ts: i64,
     observations: u64,
     /// Devices; `asset_index` finds one.
@@ -339,6 +346,8 @@ impl Learner {
     pub fn new(window_secs: f64) -> Self {
         Learner {
             first_ts: None,
+            source: None,
+            generation: 0,
             last_ts: 0,
             observations: 0,
             assets: Vec::new(),
@@ -363,6 +372,16 @@ impl Learner {
 
     pub fn observe(&mut self, o: &Observation) {
         self.first_ts.get_or_insert(o.ts);
+        // The same capture: the same name (workers each hold their own copy of it).
+        match &self.source {
+            Some(s) if Arc::ptr_eq(s, &o.source) || **s == *o.source => {}
+            held => {
+                if held.is_some() {
+                    self.generation = self.generation.wrapping_add(1);
+                }
+                self.source = Some(Arc::clone(&o.source));
+            }
+        }
         self.last_ts = self.last_ts.max(o.ts);
         self.observations += 1;
         self.roll_windows(o.ts);
@@ -398,10 +417,14 @@ impl Learner {
         }
         let sender = if o.src() == ch.client { ends.0 } else { ends.1 };
         if let Some((_, a)) = sender.and_then(|i| self.assets.get_mut(i)) {
-            if let Some(prev) = a.last_sent {
-                a.max_gap = a.max_gap.max(secs(prev, o.ts));
+            // A gap is measured within one capture: the time between two captures learned
+            // one after the other (yesterday's and today's) is no silence of the device.
+            if let Some((generation, prev)) = a.last_sent {
+                if generation == self.generation {
+                    a.max_gap = a.max_gap.max(secs(prev, o.ts));
+                }
             }
-            a.last_sent = Some(o.ts);
+            a.last_sent = Some((self.generation, o.ts));
             a.sent += 1;
             if let Some(id) = &o.identity {
                 a.identity = Some(id.clone());
@@ -446,12 +469,12 @@ impl Learner {
                 let key = poll_key(o);
                 if c.polls.len() < MAX_POLL_KEYS_PER_CHANNEL || c.polls.contains_key(&key) {
                     let p = c.polls.entry(key).or_default();
-                    if let Some(prev) = p.last {
-                        if p.intervals.len() < MAX_INTERVALS {
+                    if let Some((generation, prev)) = p.last {
+                        if p.intervals.len() < MAX_INTERVALS && generation == self.generation {
                             p.intervals.push(secs(prev, o.ts));
                         }
                     }
-                    p.last = Some(o.ts);
+                    p.last = Some((self.generation, o.ts));
                 }
             }
             Kind::Response | Kind::Unsolicited => {
@@ -711,6 +734,37 @@ fn poll_model(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Captures learned one after the other: the time between them is neither a device's
+    /// silence nor a poll's interval. The same capture's name held in another copy (a worker's)
+    /// is the same capture.
+    #[test]
+    fn gaps_are_measured_within_one_capture() {
+        let request = |source: &str, ts: i64| {
+            let mut o = crate::obs::register_read(1, 0, &[], ts);
+            o.kind = Kind::Request;
+            o.accesses[0].count = 1;
+            o.source = Arc::from(source);
+            o
+        };
+        let mut l = Learner::new(5.0);
+        let day = 86_400 * NANOS;
+        for (source, from) in [("day1.pcap", 0), ("day2.pcap", day)] {
+            for i in 0..20 {
+                l.observe(&request(source, from + i * 2 * NANOS));
+            }
+        }
+        // A copy of day 2's name: no new capture.
+        l.observe(&request("day2.pcap", day + 40 * NANOS));
+        let b = l.finish();
+        let client = b
+            .assets
+            .iter()
+            .find(|a| a.ip == IpAddr::from([10, 0, 0, 1]));
+        assert_eq!(client.and_then(|a| a.max_silence), Some(2.0));
+        let poll = &b.channels[0].polls[0];
+        assert_eq!((poll.period, poll.samples), (2.0, 39), "{poll:?}");
+    }
 
     /// Address spaces are bounded over all channels: the accesses past the bound are counted
     /// as not learned, and the spaces learned before it go on learning their ranges.
