@@ -458,6 +458,8 @@ pub(crate) struct Shards<P> {
     heard_ts: Option<i64>,
     /// Flush items of one `seq` from several workers, being ordered.
     batch: Vec<Item>,
+    /// Panics in the stage caught by the merge.
+    stage_panics: u64,
 }
 
 impl<P> Shards<P> {
@@ -506,6 +508,7 @@ impl<P> Shards<P> {
             heard: VecDeque::new(),
             heard_ts: None,
             batch: Vec::new(),
+            stage_panics: 0,
         };
         (shards, ends)
     }
@@ -646,8 +649,24 @@ impl<P> Shards<P> {
     }
 
     /// Takes what the workers finished and releases, in order, everything no worker can still
-    /// precede. Returns the number of items and ticks released.
+    /// precede. Returns the number of items and ticks released. A panic in the stage (a bug in
+    /// detection or an output) is counted (`finish` returns the count) and the merge goes on with
+    /// what follows, as one worker goes on after a panic in its sink; the guard is around the
+    /// whole merge, so it costs nothing per item.
     pub fn merge(&mut self, stage: &mut Stage<'_>) -> usize {
+        let mut n = 0;
+        loop {
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.merge_guarded(stage, &mut n)
+            }));
+            match run {
+                Ok(()) => return n,
+                Err(_) => self.stage_panics += 1,
+            }
+        }
+    }
+
+    fn merge_guarded(&mut self, stage: &mut Stage<'_>, n: &mut usize) {
         for lane in &mut self.lanes {
             // `done` first: every item of a finished packet was pushed before it was stored.
             lane.done_seen = lane.done.0.load(Ordering::Acquire);
@@ -685,7 +704,6 @@ impl<P> Shards<P> {
             self.in_flight.pop_front();
         }
         let bound = self.in_flight.front().map_or(u64::MAX, |j| j.0);
-        let mut n = 0;
         loop {
             let next_item = self
                 .lanes
@@ -708,14 +726,14 @@ impl<P> Shards<P> {
             }
             if next_item == Some(next) {
                 self.release_seq(next, stage);
-                n += 1;
+                *n += 1;
             }
             if next_tick == Some(next) {
                 if let Some((_, ts)) = self.ticks.pop_front() {
                     if let Some(d) = stage.detection.as_deref_mut() {
                         d.tick(ts);
                     }
-                    n += 1;
+                    *n += 1;
                 }
             }
         }
@@ -733,7 +751,6 @@ impl<P> Shards<P> {
             }
             self.released = 0;
         }
-        n
     }
 
     /// The metrics hear of the finished jobs before `seq` (see [`Shards::merge`]).
@@ -817,8 +834,9 @@ impl<P> Shards<P> {
     }
 
     /// Hangs up on the workers, then merges until they have finished everything. `running`
-    /// says whether no worker thread has died (panicked).
-    pub fn finish(mut self, stage: &mut Stage<'_>, running: impl Fn() -> bool) {
+    /// says whether no worker thread has died (panicked). Returns the panics the merge caught
+    /// in the stage.
+    pub fn finish(mut self, stage: &mut Stage<'_>, running: impl Fn() -> bool) -> u64 {
         for lane in &mut self.lanes {
             lane.jobs = None;
         }
@@ -850,6 +868,7 @@ impl<P> Shards<P> {
         }
         // Ticks after the last item.
         self.merge(stage);
+        self.stage_panics
     }
 }
 
