@@ -357,6 +357,13 @@ fn bad_files_are_one_line_errors() {
     ));
     let (_, r) = replay_file(&missing);
     assert!(matches!(r.errors().next(), Some(CaptureError::Open { .. })));
+    // A pipe or a device is not read as an empty file: it is named for what it is.
+    let (_, r) = replay_file(std::path::Path::new("/dev/zero"));
+    let e = r.errors().next().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        e.contains("/dev/zero") && e.contains("not a regular file"),
+        "{e}"
+    );
     let (ev, r) = replay_file(&header_only);
     assert!(r.errors().next().is_none() && ev.is_empty() && r.stats.packets == 0);
 

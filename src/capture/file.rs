@@ -219,6 +219,13 @@ impl CaptureFile {
         if meta.is_dir() {
             return Err(open_err(std::io::Error::other("is a directory")));
         }
+        if !meta.is_file() {
+            // A pipe, a socket, a device (`replay <(zcat …)`): captures are read mapped, in
+            // place, and a stream has no length to map.
+            return Err(open_err(std::io::Error::other(
+                "not a regular file (a pipe or a device): write the capture to a file first (.pcap.gz is read as it is)",
+            )));
+        }
         let file_len = meta.len();
         let not_capture = |detail: String| CaptureError::NotACapture {
             path: path.to_owned(),
