@@ -697,6 +697,33 @@ mod tests {
         );
     }
 
+    /// After the clock stepped back, a learned poll is followed from where it went: one that
+    /// then stops is found missing (it was blind until the clock caught up with the poll's
+    /// last time before the step).
+    #[test]
+    fn a_poll_is_followed_across_a_clock_that_steps_back() {
+        let mut engine = Engine::learning(EngineConfig {
+            learn_for: Some(60 * NANOS),
+            ..EngineConfig::default()
+        });
+        let mut poll = |clients: &[u32], secs: std::ops::Range<i64>| {
+            let mut out = Vec::new();
+            for t in secs {
+                for &client in clients {
+                    engine.observe(&request(client, T0 + t * NANOS), &mut out);
+                }
+            }
+            out.iter().map(|a| a.r#type).collect::<Vec<_>>()
+        };
+        // Clients 0 and 1 poll every second for 100 s; then the clock is back at 40 s, client
+        // 0 polls for 20 s more and stops, client 1 goes on.
+        let before = poll(&[0, 1], 0..100);
+        assert!(before.is_empty(), "{before:?}");
+        let mut types = poll(&[0, 1], 40..60);
+        types.extend(poll(&[1], 60..90));
+        assert!(types.contains(&"poll_cycle_broken"), "{types:?}");
+    }
+
     /// The bound on runtime state is for channels learning never saw: past it, a learned
     /// channel (seen before or not) keeps its state, and a new one is counted as left out each
     /// time it comes, but is still checked against the baseline: a flood of new clients does

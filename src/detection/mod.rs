@@ -30,7 +30,11 @@ pub struct TickClock;
 
 impl TickClock {
     pub fn due(last_tick: &mut i64, ts: i64) -> bool {
-        if ts.saturating_sub(*last_tick) >= TICK_EVERY_NANOS {
+        // Also when the clock stepped back by more than a tick (a capture that starts before
+        // the last one ended): ticking would otherwise stop until it caught up. A packet only
+        // a little older (reordering across flows) is no step.
+        let step = ts.saturating_sub(*last_tick);
+        if step >= TICK_EVERY_NANOS || step <= -TICK_EVERY_NANOS {
             *last_tick = ts;
             true
         } else {
@@ -455,5 +459,28 @@ impl DetectSink<'_> {
         if self.inner.wants_events() {
             self.inner.emit(event);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{TickClock, TICK_EVERY_NANOS as TICK};
+
+    /// The clock ticks a tick after the last, and when capture time steps back by more than a
+    /// tick (it would otherwise stop until it caught up); not for a packet a little older.
+    #[test]
+    fn the_tick_clock_follows_a_step_back() {
+        let mut last = i64::MIN;
+        assert!(TickClock::due(&mut last, 100 * TICK));
+        assert!(!TickClock::due(&mut last, 100 * TICK + TICK / 2));
+        assert!(TickClock::due(&mut last, 101 * TICK));
+        assert!(
+            !TickClock::due(&mut last, 101 * TICK - TICK / 2),
+            "a reordered packet"
+        );
+        assert!(TickClock::due(&mut last, 50 * TICK), "a step back");
+        assert_eq!(last, 50 * TICK);
+        assert!(!TickClock::due(&mut last, 50 * TICK + TICK / 2));
+        assert!(TickClock::due(&mut last, 51 * TICK));
     }
 }
