@@ -541,6 +541,10 @@ impl Learner {
     /// Closes the behaviour windows that ended before `ts`.
     fn roll_windows(&mut self, ts: i64) {
         let idx = ts.div_euclid(self.window_nanos);
+        if self.window_index == Some(idx) {
+            // Most observations: the window goes on.
+            return;
+        }
         if self
             .window_index
             .is_some_and(|cur| idx.saturating_add(1) < cur)

@@ -266,6 +266,10 @@ impl Detector {
     /// Behaviour windows: score the channels' windows that ended before `ts`.
     pub(super) fn roll_windows(&mut self, ts: i64, out: &mut Vec<Alert>) {
         let idx = ts.div_euclid(self.window_nanos);
+        if self.window_index == Some(idx) {
+            // Most observations: the window goes on.
+            return;
+        }
         if self
             .window_index
             .is_some_and(|cur| idx.saturating_add(1) < cur)
