@@ -368,7 +368,6 @@ fn a_bad_header_crc_is_an_event_too() {
     }
 }
 
-/// A bad data CRC raises `crc_error`; the same exchange with good CRCs does not.
 /// A response of short floats with flags (g30v5, qualifier 0x01) at indexes 0...
 fn float_response(seq: u8, values: &[f32]) -> Vec<u8> {
     let mut f = vec![0xC0 | seq, 0x81, 0x00, 0x00, 30, 5, 0x01];
@@ -421,6 +420,23 @@ fn non_finite_floats_are_not_learned_and_the_baseline_loads_again() {
     assert_eq!(loaded.channels.len(), baseline.channels.len());
 }
 
+/// A damaged header met in step (after a good frame, in the same segment) is one event and
+/// one CRC error, not two: the search for the next frame starts past it.
+#[test]
+fn a_bad_header_crc_after_a_good_frame_is_reported_once() {
+    let first = link_frames(true, 1, 10, &read_request(1), 0).concat();
+    let mut bad = link_frames(true, 1, 10, &read_request(2), 1).concat();
+    bad[8] ^= 0x01; // header CRC
+    let last = link_frames(true, 1, 10, &read_request(3), 2).concat();
+    let stream = [first, bad, last].concat();
+    let (events, report, _capture) = replay_packets("dnp3-hdrcrc2", &[tcp(true, 1, &stream)]);
+    let errors: Vec<_> = events.iter().map(|e| e.dnp3().unwrap().error).collect();
+    assert_eq!(errors, [None, Some("header_crc"), None], "{events:?}");
+    let counters = &report.stats[otwatch::dissect::registry::DNP3].counters;
+    assert_eq!(counters.get("crc_errors"), Some(&1));
+}
+
+/// A bad data CRC raises `crc_error`; the same exchange with good CRCs does not.
 #[test]
 fn a_bad_crc_raises_an_alert_and_good_ones_do_not() {
     let good = link_frames(true, 1, 10, &read_request(1), 0).concat();

@@ -170,7 +170,12 @@ impl super::Dissector for Dnp3Flow {
                 }
                 LinkResult::Incomplete { .. } => break,
                 LinkResult::Invalid(err) => {
-                    if !self.bad_header_crc(ctx, dir, rest) {
+                    if self.bad_header_crc(ctx, dir, rest) {
+                        // Reported: the search starts past its first octet, where it would
+                        // otherwise find and report the same header again.
+                        ctx.stats[DNP3].resync_skipped_bytes += 1;
+                        off += 1;
+                    } else {
                         ctx.stats[DNP3].count_error(err.as_str());
                     }
                     self.resync[d] = true;
