@@ -547,6 +547,70 @@ fn modbus_in_fragmented_ip_is_reassembled() {
     );
 }
 
+/// IPv6 fragments whose fragmentable part starts with an extension header (Destination
+/// Options, RFC 8200 4.5): each fragment's data is what follows its Fragment header, and the
+/// reassembled datagram's headers are walked to TCP. The write is seen (a monitor that could
+/// not put these together would miss a write an attacker hid this way).
+#[test]
+fn ipv6_fragments_with_options_after_the_fragment_header_are_reassembled() {
+    let values: Vec<u16> = (0..20).collect();
+    let mut adu = vec![0, 9, 0, 0];
+    adu.extend_from_slice(&(7 + 40u16).to_be_bytes());
+    adu.extend_from_slice(&[1, 16, 0, 10, 0, 20, 40]);
+    for v in &values {
+        adu.extend_from_slice(&v.to_be_bytes());
+    }
+    let (src, dst) = ([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], {
+        let mut d = [0u8; 16];
+        d[0] = 0xfd;
+        d[15] = 2;
+        d
+    });
+    let mut whole = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv6(src, dst, 64)
+        .tcp(CLIENT.1, SERVER.1, 1000, 8192)
+        .write(&mut whole, &adu)
+        .unwrap();
+    let (eth, rest) = whole.split_at(14);
+    let tcp = &rest[40..];
+    // The fragmentable part: Destination Options (8 bytes: a PadN option), then TCP.
+    let mut part = vec![6, 0, 1, 4, 0, 0, 0, 0];
+    part.extend_from_slice(tcp);
+    let mut frags = Vec::new();
+    for (k, chunk) in part.chunks(32).enumerate() {
+        let more = (k + 1) * 32 < part.len();
+        let mut p = eth.to_vec();
+        p.extend_from_slice(&[0x60, 0, 0, 0]);
+        p.extend_from_slice(&(8 + chunk.len() as u16).to_be_bytes());
+        p.extend_from_slice(&[44, 64]);
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&dst);
+        let offset = ((k * 32 / 8) as u16) << 3 | u16::from(more);
+        p.extend_from_slice(&[60, 0]);
+        p.extend_from_slice(&offset.to_be_bytes());
+        p.extend_from_slice(&77u32.to_be_bytes());
+        p.extend_from_slice(chunk);
+        frags.push(p);
+    }
+    assert_eq!(frags.len(), 3);
+    frags.rotate_right(1);
+    let dir = scratch("frag6");
+    let path = dir.join("frag6.pcap");
+    write_pcap(&path, &frags);
+    let (events, report) = replay_file(&path);
+    assert_eq!(report.stats.ip_fragments, 3);
+    assert_eq!(report.stats.defrag.reassembled, 1);
+    assert_eq!(report.stats.checksum_errors.tcp, 0);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let m = events[0].modbus().unwrap();
+    assert_eq!(
+        (m.function_code, m.address, m.quantity),
+        (16, Some(10), Some(20))
+    );
+    assert_eq!(m.values, Some(Values::Registers(values)));
+}
+
 #[test]
 fn a_stream_picked_up_again_far_away_is_not_dropped_or_waited_for() {
     // Two sessions on one 5-tuple; the capture missed the second one's handshake. Its sequence

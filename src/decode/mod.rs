@@ -183,33 +183,70 @@ fn link_header(linktype: LinkType, data: &[u8]) -> Option<(u16, u16, &[u8])> {
 /// fragments). Walked here with every length checked against the bytes there are, rather than
 /// with etherparse's `Ipv6ExtensionSliceIter`: after a lax parse that stopped inside the chain,
 /// that iterator reads past the end of the slice it was given (found by fuzzing, `capture`).
-fn ipv6_fragment(first: u8, mut chain: &[u8]) -> Option<(u32, usize, bool)> {
+/// An IPv6 Fragment header found in an extension chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ipv6Fragment {
+    id: u32,
+    /// Offset of the fragment's data in the datagram's fragmentable part, in bytes.
+    offset: usize,
+    more: bool,
+    /// The header the fragmentable part starts with (an extension header or the transport).
+    next: u8,
+    /// Bytes of the chain up to the end of the Fragment header: the fragment's data follows.
+    data_at: usize,
+}
+
+/// The Fragment header of an extension chain that starts with header `first`, walking the
+/// headers before it (RFC 8200 4.5).
+fn ipv6_fragment_header(first: u8, chain: &[u8]) -> Option<Ipv6Fragment> {
+    let mut next = first;
+    let mut at = 0;
+    loop {
+        let rest = chain.get(at..)?;
+        if next == IPV6_FRAGMENT {
+            let header = rest.get(..8)?;
+            let offset_flags = u16::from_be_bytes([header[2], header[3]]);
+            return Some(Ipv6Fragment {
+                id: u32::from_be_bytes([header[4], header[5], header[6], header[7]]),
+                offset: usize::from(offset_flags >> 3) * 8,
+                more: offset_flags & 1 == 1,
+                next: header[0],
+                data_at: at + 8,
+            });
+        }
+        let len = ipv6_extension_len(next, rest)?;
+        next = *rest.first()?;
+        at += len;
+    }
+}
+
+const IPV6_FRAGMENT: u8 = 44;
+
+/// The length of the IPv6 extension header `kind` at the start of `bytes`, or `None` when
+/// `kind` is no extension header (or the bytes are too few to say).
+fn ipv6_extension_len(kind: u8, bytes: &[u8]) -> Option<usize> {
     const HOP_BY_HOP: u8 = 0;
     const ROUTING: u8 = 43;
-    const FRAGMENT: u8 = 44;
     const AUTH: u8 = 51;
     const DEST_OPTIONS: u8 = 60;
-    let mut next = first;
-    loop {
-        let len = match next {
-            HOP_BY_HOP | ROUTING | DEST_OPTIONS => (usize::from(*chain.get(1)?) + 1) * 8,
-            FRAGMENT => 8,
-            AUTH => (usize::from(*chain.get(1)?) + 2) * 4,
-            _ => return None,
-        };
-        let header = chain.get(..len)?;
-        if next == FRAGMENT {
-            let offset_flags = u16::from_be_bytes([header[2], header[3]]);
-            let id = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-            return Some((
-                id,
-                usize::from(offset_flags >> 3) * 8,
-                offset_flags & 1 == 1,
-            ));
-        }
-        next = header[0];
-        chain = &chain[len..];
+    let len = match kind {
+        HOP_BY_HOP | ROUTING | DEST_OPTIONS => (usize::from(*bytes.get(1)?) + 1) * 8,
+        IPV6_FRAGMENT => 8,
+        AUTH => (usize::from(*bytes.get(1)?) + 2) * 4,
+        _ => return None,
+    };
+    (bytes.len() >= len).then_some(len)
+}
+
+/// The transport header an IPv6 datagram's extension headers lead to, and its bytes: how a
+/// reassembled datagram, whose fragmentable part may start with extension headers (those
+/// after the Fragment header, such as Destination Options), is read.
+fn ipv6_transport(mut next: u8, mut data: &[u8]) -> (u8, &[u8]) {
+    while let Some(len) = ipv6_extension_len(next, data) {
+        next = data[0];
+        data = &data[len..];
     }
+    (next, data)
 }
 
 /// What the IP layer of a packet gave: its addresses, the protocol it carries and those bytes,
@@ -282,9 +319,41 @@ fn ipv4_layer(l3: &[u8]) -> Option<Option<IpLayer<'_>>> {
     }))
 }
 
+/// An IPv6 fragment, read here: its data is what follows its Fragment header, whatever that
+/// starts with. etherparse reads on past that header (Destination Options that belong to the
+/// datagram's fragmentable part, or a later fragment's data taken for a header), which loses
+/// the fragment or its bytes. `None` when `l3` is no IPv6 fragment.
+fn ipv6_fragment_layer(l3: &[u8]) -> Option<IpLayer<'_>> {
+    const FIXED: usize = 40;
+    let header = l3.get(..FIXED)?;
+    if header[0] >> 4 != 6 {
+        return None;
+    }
+    let f = ipv6_fragment_header(header[6], &l3[FIXED..])?;
+    let address = |at: usize| {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&header[at..at + 16]);
+        IpAddr::from(a)
+    };
+    let end = FIXED + usize::from(u16::from_be_bytes([header[4], header[5]]));
+    let start = FIXED + f.data_at;
+    Some(IpLayer {
+        src: address(8),
+        dst: address(24),
+        protocol: IpNumber(f.next),
+        payload: l3.get(start..end.min(l3.len())).unwrap_or_default(),
+        complete: end <= l3.len(),
+        header_checksum_ok: true,
+        frag: Some((f.id, f.offset, f.more)),
+    })
+}
+
 /// The IP layer by etherparse's lax slice: IPv6 with its extension chain, IPv4 with an
 /// authentication header, and the reference `ipv4_layer` is held to.
 fn ip_layer_sliced(l3: &[u8]) -> Option<IpLayer<'_>> {
+    if let Some(fragment) = ipv6_fragment_layer(l3) {
+        return Some(fragment);
+    }
     let (ip, _) = LaxIpSlice::from_slice(l3).ok()?;
     let (src, dst, payload, header_checksum_ok, frag) = match &ip {
         LaxIpSlice::Ipv4(v4) => {
@@ -306,17 +375,12 @@ fn ip_layer_sliced(l3: &[u8]) -> Option<IpLayer<'_>> {
         }
         LaxIpSlice::Ipv6(v6) => {
             let h = v6.header();
-            let frag = if v6.is_payload_fragmented() {
-                ipv6_fragment(h.next_header().0, v6.extensions().slice())
-            } else {
-                None
-            };
             (
                 IpAddr::V6(h.source_addr()),
                 IpAddr::V6(h.destination_addr()),
                 v6.payload(),
                 true,
-                frag,
+                None,
             )
         }
     };
@@ -393,6 +457,14 @@ pub fn decode_transport<'a>(
     payload: &'a [u8],
     stats: &mut Stats,
 ) -> Decode<'a> {
+    // An IPv6 datagram's fragmentable part may start with extension headers.
+    let (protocol, payload) = match src {
+        IpAddr::V6(_) => {
+            let (next, data) = ipv6_transport(protocol.0, payload);
+            (IpNumber(next), data)
+        }
+        IpAddr::V4(_) => (protocol, payload),
+    };
     transport(vlan, src, dst, protocol, payload, true, stats)
 }
 
@@ -627,15 +699,25 @@ mod tests {
         frame.extend_from_slice(&[6, 0xff]);
         let mut stats = Stats::default();
         let _ = decode(LinkType::ETHERNET, &frame, &mut stats);
+        let fragment = |first, chain: &[u8]| {
+            ipv6_fragment_header(first, chain).map(|f| (f.id, f.offset, f.more, f.next, f.data_at))
+        };
         assert_eq!(
-            ipv6_fragment(44, &[0, 0, 0, 9, 0, 0, 0, 7]),
-            Some((7, 8, true))
+            fragment(44, &[0, 0, 0, 9, 0, 0, 0, 7]),
+            Some((7, 8, true, 0, 8))
         );
-        assert_eq!(ipv6_fragment(0, &[44, 0xff]), None);
-        assert_eq!(ipv6_fragment(0, &[]), None);
+        assert_eq!(fragment(0, &[44, 0xff]), None);
+        assert_eq!(fragment(0, &[]), None);
         // Hop-by-hop (8 bytes), then the fragment header.
         let chain = [44, 0, 0, 0, 0, 0, 0, 0, 17, 0, 0, 16, 0, 0, 1, 0];
-        assert_eq!(ipv6_fragment(0, &chain), Some((256, 16, false)));
+        assert_eq!(fragment(0, &chain), Some((256, 16, false, 17, 16)));
+        // What the fragmentable part starts with is walked after reassembly: Destination
+        // Options (8 bytes), then TCP.
+        let part = [6, 0, 1, 4, 0, 0, 0, 0, 0xaa];
+        assert_eq!(ipv6_transport(60, &part), (6, &part[8..]));
+        assert_eq!(ipv6_transport(6, &part), (6, &part[..]));
+        // A header that claims more than is there is left as it is.
+        assert_eq!(ipv6_transport(60, &part[..4]), (60, &part[..4]));
     }
 
     /// The little-endian 64-bit sum, folded, is the byte swap of the plain big-endian 16-bit
