@@ -820,6 +820,12 @@ pub fn lookup_user(user: &str) -> Result<(libc::uid_t, libc::gid_t), String> {
 /// the open socket keeps working without privileges.
 pub fn drop_privileges(user: &str) -> Result<(), String> {
     let (uid, gid) = lookup_user(user)?;
+    if uid == 0 {
+        // setuid(0) drops nothing: a uid-0 account would keep every capability.
+        return Err(format!(
+            "--user {user}: that account is uid 0, which keeps every privilege; name an unprivileged account (or leave --user out: otwatch then stays root but holds no capability)"
+        ));
+    }
     if !super::harden::is_root() {
         // Started as a user with capabilities (systemd AmbientCapabilities, setcap): switching
         // users needs root, but running as `user` already is the point.
@@ -855,7 +861,7 @@ pub fn drop_privileges(user: &str) -> Result<(), String> {
         ));
     }
     // SAFETY: as above. Regaining root must now be impossible.
-    if uid != 0 && unsafe { libc::setuid(0) } == 0 {
+    if unsafe { libc::setuid(0) } == 0 {
         return Err("privileges were not dropped: setuid(0) still succeeds".into());
     }
     Ok(())
@@ -876,4 +882,15 @@ pub fn link_warning(iface: &str) -> Option<String> {
     (oper.trim() == "down").then(|| {
         format!("{iface} has no link (operstate down): check the SPAN/mirror cable and port")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// `--user` naming a uid-0 account is refused before anything changes: setuid(0) would
+    /// drop nothing, and the run would keep every capability.
+    #[test]
+    fn a_uid_0_user_is_refused() {
+        let e = super::drop_privileges("root").expect_err("root is refused");
+        assert!(e.contains("uid 0") || e.contains("not root"), "{e}");
+    }
 }
