@@ -463,6 +463,88 @@ fn otwatch_live_command_captures_and_shuts_down_cleanly_on_sigint() {
     drop(veth);
 }
 
+/// The capture interface removed while otwatch captures (a USB NIC unplugged, a VLAN or veth
+/// deleted): the socket, bound to it, would receive nothing for ever. otwatch says so and exits
+/// non-zero (for a supervisor to restart it), not quietly blind. A link that only goes down is
+/// not fatal (`the_link_going_down_and_up_loses_no_capture`).
+#[test]
+fn a_removed_capture_interface_ends_the_run_with_an_error() {
+    skip_unless_able!();
+    let veth = Veth::new("gone");
+    let mut child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &veth.cap_ns,
+            env!("CARGO_BIN_EXE_otwatch"),
+            "live",
+            "-i",
+            CAP_IF,
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start otwatch live");
+    let stderr = stderr_until(&mut child, "capturing on");
+    run(&["ip", "-n", &veth.cap_ns, "link", "del", CAP_IF]);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if start.elapsed() > SAFETY_TIMEOUT {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+            break None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let _ = child.wait();
+    let stderr = stderr.join().expect("stderr");
+    let status = status.expect("otwatch live ended by itself");
+    assert_ne!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("the interface was removed"), "{stderr}");
+    drop(veth);
+}
+
+/// A link that goes down and comes back (a SPAN cable replugged) does not end the capture: the
+/// frames sent after it came back are captured.
+#[test]
+fn the_link_going_down_and_up_loses_no_capture() {
+    skip_unless_able!();
+    let veth = Veth::new("flap");
+    let dir = common::scratch("live-flap");
+    let events_path = dir.join("events.jsonl");
+    let mut child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &veth.cap_ns,
+            env!("CARGO_BIN_EXE_otwatch"),
+            "live",
+            "-i",
+            CAP_IF,
+            "--events",
+        ])
+        .arg(&events_path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start otwatch live");
+    let stderr = stderr_until(&mut child, "capturing on");
+    run(&["ip", "-n", &veth.cap_ns, "link", "set", CAP_IF, "down"]);
+    run(&["ip", "-n", &veth.cap_ns, "link", "set", CAP_IF, "up"]);
+    send_from_peer(&veth, fixture_frames());
+    let (replayed, _) = common::replay_file(Path::new(FIXTURE));
+    wait_for_lines(&events_path, replayed.len());
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let out = child.wait_with_output().expect("otwatch live exits");
+    let stderr = stderr.join().expect("stderr");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let written = std::fs::read_to_string(&events_path).unwrap_or_default();
+    assert_eq!(written.lines().count(), replayed.len(), "{stderr}");
+    drop(veth);
+}
+
 /// Waits until `path` holds `n` lines (otwatch live flushes its events when the link goes
 /// quiet), or the safety timeout passed.
 fn wait_for_lines(path: &Path, n: usize) {

@@ -103,6 +103,10 @@ pub struct LiveStats {
 /// A live AF_PACKET TPACKET_V3 capture on one interface. See the module documentation.
 pub struct AfPacketSource {
     iface: String,
+    /// The interface's index when the socket was bound: a device removed and made again (a
+    /// USB NIC replugged, a VLAN or veth recreated) has another, and the socket, bound to the
+    /// old one, never receives again.
+    ifindex: u32,
     fd: libc::c_int,
     ring: *mut u8,
     ring_len: usize,
@@ -213,6 +217,7 @@ impl AfPacketSource {
         // From here on, `src` owns the fd (and later the mapping): Drop cleans up on error.
         let mut src = AfPacketSource {
             iface: iface.to_string(),
+            ifindex,
             fd,
             ring: ptr::null_mut(),
             ring_len: 0,
@@ -463,6 +468,30 @@ impl AfPacketSource {
         }
     }
 
+    /// Why the socket's device is gone, if it is: no device of its name any more, or one made
+    /// again with another index (asked of the kernel in otwatch's own network namespace, as
+    /// the socket was bound; a plain datagram socket's ioctl, which the seccomp filter allows).
+    fn device_gone(&self) -> Option<String> {
+        let name = CString::new(self.iface.as_str()).ok()?;
+        // SAFETY: `name` is a valid NUL-terminated string.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if index == self.ifindex {
+            return None;
+        }
+        let errno = io::Error::last_os_error().raw_os_error();
+        Some(match index {
+            0 if errno == Some(libc::ENODEV) => {
+                "the interface was removed: the capture socket receives nothing; restart otwatch once it is back".into()
+            }
+            // Not known (the lookup itself failed): not called gone.
+            0 => return None,
+            _ => format!(
+                "the interface was removed and made again (index {} is now {index}): the capture socket, bound to the old one, receives nothing; restart otwatch",
+                self.ifindex
+            ),
+        })
+    }
+
     fn fail(&mut self, source: io::Error) -> CaptureError {
         self.failed = true;
         CaptureError::Live {
@@ -552,8 +581,18 @@ impl AfPacketSource {
                     )
                 };
                 // The link going down (a SPAN cable replugged) is not fatal: the socket stays
-                // bound and receives again when the link comes back.
-                if err != 0 && err != libc::ENETDOWN {
+                // bound and receives again when the link comes back. The device itself gone
+                // (removed, or made again under its name with another index) is: the socket
+                // would stay silent for ever.
+                if err == libc::ENETDOWN {
+                    if let Some(why) = self.device_gone() {
+                        return Err(self.fail(io::Error::new(io::ErrorKind::NotFound, why)));
+                    }
+                    eprintln!(
+                        "otwatch: warning: {}: the link went down; capture goes on when it is back",
+                        self.iface
+                    );
+                } else if err != 0 {
                     return Err(self.fail(io::Error::from_raw_os_error(err)));
                 }
             }
