@@ -252,12 +252,16 @@ pub(crate) fn run_live(
         active_flows_at_end: active,
     };
     let mut code = ExitCode::SUCCESS;
-    if let Some(det) = &mut detection {
-        if let (Some(m), Some(f)) = (&mut det.metrics, &fanout) {
+    if let Some(m) = detection.as_mut().and_then(|d| d.metrics.as_mut()) {
+        // The capture's final counters, whatever the last once-a-second update held: the end
+        // of the run's publication, push and file count every drop the summary does.
+        m.live = Some(otwatch::metrics::LiveCounters {
+            kernel_drops: drops,
+            ring_freezes: freezes,
+            queue_drops: fanout.as_ref().map_or(0, |f| f.queue_drops),
+        });
+        if let Some(f) = &fanout {
             m.workers = f.worker_packets.clone();
-            if let Some(l) = &mut m.live {
-                l.queue_drops = f.queue_drops;
-            }
         }
     }
     let det_summary = finish_outputs(
