@@ -240,14 +240,17 @@ impl FlowTable {
         if !Arc::ptr_eq(&flow.source, info.source) {
             flow.source = Arc::clone(info.source);
         }
-        // A client SYN with a new initial sequence number reuses the 5-tuple for a new
-        // connection: finish the old one (its data, its protocol state) and start afresh.
+        // A SYN with a new initial sequence number reuses the 5-tuple for a new connection:
+        // finish the old one (its data, its protocol state) and start afresh. A SYN-ACK too,
+        // for the capture may have missed the client's SYN: the old connection's partial PDU
+        // must not be glued to the new one's first.
         if let Transport::Tcp { flags, seq, .. } = pkt.transport {
             let dir = direction(flow, sender);
-            if flags.syn && !flags.ack && flow.streams[dir.index()].is_new_connection(seq) {
+            if flags.syn && flow.streams[dir.index()].is_new_connection(seq) {
                 self.next_id += 1;
-                // A probed protocol stays; the SYN's sender is the client.
-                let probed = flow.probed.map(|(p, _)| (p, true));
+                // A probed protocol stays; a SYN's sender is the client, a SYN-ACK's the
+                // server.
+                let probed = flow.probed.map(|(p, _)| (p, !flags.ack));
                 let fresh = new_flow(self.next_id, pkt, sender, receiver, info, probed);
                 let old = std::mem::replace(flow, fresh);
                 stats.flows.reused += 1;
