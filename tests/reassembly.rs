@@ -367,6 +367,23 @@ fn a_new_connection_starts_afresh(client_syn: bool) {
     );
 }
 
+/// Request 1's second half arrives early with its real bytes, then the whole request with a
+/// forged address in that half, starting before it: the bytes held first win there too, and
+/// the conflict is counted.
+#[test]
+fn a_copy_that_starts_earlier_does_not_overwrite_the_bytes_held_first() {
+    let mut segs = baseline();
+    let q1 = segs[2].clone();
+    let [_, second_half] = split(&q1, 8);
+    let mut forged = q1.clone();
+    forged.data[9] ^= 0x55;
+    segs.insert(0, forged);
+    segs.insert(0, second_half);
+    let (events, report) = run("conflict-earlier", true, &segs);
+    assert_eq!(summary(&events), expected(&[], &[]));
+    assert_eq!(report.stats.tcp.conflicting_overlaps, 1);
+}
+
 #[test]
 fn a_longer_second_copy_out_of_order_does_not_overwrite_the_first() {
     let mut segs = baseline();

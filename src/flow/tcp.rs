@@ -162,46 +162,62 @@ impl TcpStream {
             || self.ooo.len() > MAX_OOO_SEGMENTS
             || ctx.stats.tcp.ooo_bytes_held > MAX_OOO_BYTES_TOTAL as u64
         {
-            ctx.stats.tcp.ooo_bound_gaps += 1;
+            // Over the total (other streams' bytes) with nothing of this stream's held: no gap.
             if self.ooo.is_empty() {
                 break;
             }
+            ctx.stats.tcp.ooo_bound_gaps += 1;
             self.skip_gap(app, ctx, dir);
         }
         self.skip_acked_holes(app, ctx, dir);
     }
 
-    /// Buffer an out-of-order segment. Bytes already held at an offset win over a later copy;
-    /// a longer copy only adds the bytes beyond what is held.
+    /// Buffer an out-of-order segment. Bytes already held win over a later copy wherever the
+    /// two overlap, whichever starts first: only the parts of `data` that no held segment
+    /// covers are kept (so the held segments never overlap), and a copy whose overlapping
+    /// bytes differ is counted as a conflict.
     fn hold(&mut self, off: u64, data: &[u8], ctx: &mut Ctx<'_>) {
         let (frame, ts_nanos) = (ctx.frame, ctx.ts_nanos);
-        match self.ooo.get_mut(&off) {
-            Some(held) => {
-                let n = held.data.len().min(data.len());
-                if held.data[..n] != data[..n] {
-                    ctx.stats.tcp.conflicting_overlaps += 1;
-                }
-                if data.len() > held.data.len() {
-                    let extra = &data[held.data.len()..];
-                    self.ooo_bytes += extra.len();
-                    ctx.stats.tcp.ooo_bytes_held += extra.len() as u64;
-                    held.data.extend_from_slice(extra);
-                    held.frame = frame;
-                    held.ts_nanos = ts_nanos;
-                }
+        let end = off + data.len() as u64;
+        // The held segment that starts at or before `off` may reach over it.
+        let from = self.ooo.range(..=off).next_back().map_or(off, |(&k, _)| k);
+        let mut pos = off;
+        let mut uncovered: Vec<(u64, u64)> = Vec::new();
+        let mut conflict = false;
+        for (&k, held) in self.ooo.range(from..end) {
+            let held_end = k + held.data.len() as u64;
+            if held_end <= pos {
+                continue;
             }
-            None => {
-                self.ooo_bytes += data.len();
-                ctx.stats.tcp.ooo_bytes_held += data.len() as u64;
-                self.ooo.insert(
-                    off,
-                    Held {
-                        data: data.to_vec(),
-                        frame,
-                        ts_nanos,
-                    },
-                );
+            if k > pos {
+                uncovered.push((pos, k));
             }
+            let (a, b) = (k.max(pos), held_end.min(end));
+            let mine = &data[(a - off) as usize..(b - off) as usize];
+            conflict |= held.data[(a - k) as usize..(b - k) as usize] != *mine;
+            pos = b;
+            if pos >= end {
+                break;
+            }
+        }
+        if pos < end {
+            uncovered.push((pos, end));
+        }
+        if conflict {
+            ctx.stats.tcp.conflicting_overlaps += 1;
+        }
+        for (a, b) in uncovered {
+            let piece = &data[(a - off) as usize..(b - off) as usize];
+            self.ooo_bytes += piece.len();
+            ctx.stats.tcp.ooo_bytes_held += piece.len() as u64;
+            self.ooo.insert(
+                a,
+                Held {
+                    data: piece.to_vec(),
+                    frame,
+                    ts_nanos,
+                },
+            );
         }
     }
 
