@@ -67,12 +67,17 @@ pub struct TcpStats {
     pub partial_pdu_bytes_discarded: u64,
     /// Gauge: out-of-order bytes held across all streams right now (bounded globally).
     pub ooo_bytes_held: u64,
+    /// Gauge: bytes of partial PDUs held across all streams right now (past
+    /// `flow::tcp::MAX_TAIL_BYTES_TOTAL`, only small ones are kept).
+    pub tail_bytes_held: u64,
     /// Gauge: DNP3 transport reassembly buffer bytes across all flows (bounded globally).
     pub dnp3_reassembly_bytes: u64,
     /// Gauge: S7 COTP and SZL reassembly bytes across all flows (bounded globally).
     pub s7_reassembly_bytes: u64,
     /// The highest `dnp3_reassembly_bytes` reached.
     pub dnp3_reassembly_peak: u64,
+    /// The highest `tail_bytes_held` reached.
+    pub tail_bytes_peak: u64,
 }
 
 /// Counters by name, in name order: a protocol has a handful, and some are counted on every
@@ -265,8 +270,9 @@ merge_sums!(FlowStats {
 merge_sums!(TcpStats {
     midstream_pickups, retransmitted_segments, overlapping_segments, conflicting_overlaps,
     out_of_order_segments, gaps, gap_bytes, discontinuities, ooo_bound_gaps, buffer_bound_drops,
-    partial_pdu_bytes_discarded, ooo_bytes_held, dnp3_reassembly_bytes, s7_reassembly_bytes,
-} max { dnp3_reassembly_peak });
+    partial_pdu_bytes_discarded, ooo_bytes_held, tail_bytes_held, dnp3_reassembly_bytes,
+    s7_reassembly_bytes,
+} max { dnp3_reassembly_peak, tail_bytes_peak });
 
 impl Merge for ProtoStats {
     fn merge(&mut self, other: &Self) {

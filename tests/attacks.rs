@@ -92,6 +92,52 @@ fn a_syn_flood_does_not_blind_the_flow_table() {
     assert!(report.stats.flows.evicted_full > 0, "eviction is counted");
 }
 
+/// Many flows each start a large S7 PDU (a TPKT announcing 65 535 bytes) and never finish it:
+/// what the pipeline holds of such partial PDUs stays under its total bound (each flow's own
+/// bound is 64 KiB; the flow table holds 100 000), and the ones dropped are counted.
+#[test]
+fn unfinished_large_pdus_of_many_flows_are_bounded() {
+    use otwatch::flow::tcp::{MAX_TAIL_BYTES_TOTAL, TAIL_KEPT_UNDER_PRESSURE};
+    let chunk = 60_000usize;
+    let flows = MAX_TAIL_BYTES_TOTAL / chunk + 100;
+    let build = |src: [u8; 4], sport: u16, seq: u32, payload: &[u8]| {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(src, [192, 168, 1, 20], 64)
+            .tcp(sport, 102, seq, 8192)
+            .psh()
+            .ack(1)
+            .write(&mut out, payload)
+            .unwrap();
+        out
+    };
+    let mut big = vec![0x03, 0x00, 0xff, 0xff];
+    big.resize(chunk, 0);
+    let mut packets = Vec::new();
+    for i in 0..flows {
+        let src = [10, 1, (i >> 8) as u8, i as u8];
+        packets.push(build(src, 40_000, 1, &big));
+    }
+    let dir = scratch("big-tails");
+    let path = dir.join("tails.pcap");
+    common::write_pcap(&path, &packets);
+    drop(packets);
+    let (_, report) = common::replay_file(&path);
+    let tcp = &report.stats.tcp;
+    assert!(
+        tcp.tail_bytes_peak <= (MAX_TAIL_BYTES_TOTAL + chunk) as u64,
+        "{} bytes held at most",
+        tcp.tail_bytes_peak
+    );
+    assert!(tcp.tail_bytes_peak > (MAX_TAIL_BYTES_TOTAL - chunk) as u64);
+    assert!(tcp.buffer_bound_drops >= (100 * chunk) as u64, "{tcp:?}");
+    assert_eq!(
+        tcp.tail_bytes_held, 0,
+        "every flow's bytes given back at its end"
+    );
+    assert!(TAIL_KEPT_UNDER_PRESSURE < chunk);
+}
+
 /// Many clients poll unit 1 while learning, then unit 2: every `new_channel` alert names the
 /// server's learned clients, and that list must stay a few items plus a count.
 #[test]

@@ -25,6 +25,15 @@ pub const MAX_OOO_BYTES: usize = 256 * 1024;
 pub const MAX_OOO_SEGMENTS: usize = 128;
 /// Out-of-order bytes buffered across every stream of a pipeline.
 pub const MAX_OOO_BYTES_TOTAL: usize = 64 * 1024 * 1024;
+/// Bytes of partial PDUs (a dissector's unconsumed tail) held across every stream of a
+/// pipeline before only small ones are kept: each stream's own bound is its dissector's
+/// largest PDU (64 KiB for S7 and ENIP), which a flood of flows each sending an unfinished
+/// large PDU would otherwise multiply by the flow table's 100 000 flows.
+pub const MAX_TAIL_BYTES_TOTAL: usize = 64 * 1024 * 1024;
+/// Past [`MAX_TAIL_BYTES_TOTAL`], a stream whose partial PDU is larger than this drops it (and
+/// resynchronises); a plant's PDUs are smaller (Modbus 260 bytes, DNP3 292, IEC 104 255, an S7
+/// PDU at most the 960 most devices negotiate).
+pub const TAIL_KEPT_UNDER_PRESSURE: usize = 4096;
 /// A segment further than this from the expected position, either way, is not a retransmission
 /// or a reordering within the window: the stream was lost and picked up again (a new connection
 /// on the same 5-tuple whose SYN the capture missed, a merged capture). Waiting for the bytes in
@@ -228,11 +237,20 @@ impl TcpStream {
             self.skip_gap(app, ctx, dir);
         }
         ctx.stats.tcp.partial_pdu_bytes_discarded += self.tail.len() as u64;
+        self.drop_tail(ctx);
+    }
+
+    /// Drops the partial PDU, and its bytes from the pipeline's gauge.
+    fn drop_tail(&mut self, ctx: &mut Ctx<'_>) {
+        let gauge = &mut ctx.stats.tcp.tail_bytes_held;
+        *gauge = gauge.saturating_sub(self.tail.len() as u64);
         self.tail.clear();
+        self.tail.shrink_to(TAIL_KEPT_UNDER_PRESSURE);
     }
 
     /// Release buffered memory from the global accounting (the stream is being dropped).
     pub fn release(&mut self, ctx: &mut Ctx<'_>) {
+        self.drop_tail(ctx);
         ctx.stats.tcp.ooo_bytes_held = ctx
             .stats
             .tcp
@@ -244,6 +262,7 @@ impl TcpStream {
 
     fn deliver(&mut self, data: &[u8], app: &mut App, ctx: &mut Ctx<'_>, dir: Dir) {
         self.advance(data.len());
+        let before = self.tail.len();
         if self.tail.is_empty() {
             // Fast path: dissect straight from the packet.
             let used = app.on_stream_data(ctx, dir, data).min(data.len());
@@ -255,10 +274,29 @@ impl TcpStream {
                 .min(self.tail.len());
             self.tail.drain(..used);
         }
-        if self.tail.len() > app.max_buffered() {
-            // The dissector keeps at most one partial PDU; more means it is confused. Drop and resync.
+        if self.tail.len() == before {
+            // Most segments: no partial PDU before or after.
+            return;
+        }
+        if self.tail.len() < TAIL_KEPT_UNDER_PRESSURE
+            && self.tail.capacity() > TAIL_KEPT_UNDER_PRESSURE
+        {
+            // A large PDU is done: its room goes back (flows that each once carried one would
+            // otherwise keep it all).
+            self.tail.shrink_to(TAIL_KEPT_UNDER_PRESSURE);
+        }
+        let tcp = &mut ctx.stats.tcp;
+        tcp.tail_bytes_held =
+            (tcp.tail_bytes_held + self.tail.len() as u64).saturating_sub(before as u64);
+        tcp.tail_bytes_peak = tcp.tail_bytes_peak.max(tcp.tail_bytes_held);
+        let gauge = &tcp.tail_bytes_held;
+        let crowded =
+            *gauge > MAX_TAIL_BYTES_TOTAL as u64 && self.tail.len() > TAIL_KEPT_UNDER_PRESSURE;
+        if self.tail.len() > app.max_buffered() || crowded {
+            // The dissector keeps at most one partial PDU; more means it is confused. Or the
+            // pipeline holds too many large ones. Drop and resync.
             ctx.stats.tcp.buffer_bound_drops += self.tail.len() as u64;
-            self.tail.clear();
+            self.drop_tail(ctx);
             app.on_gap(ctx, dir);
         }
     }
@@ -315,7 +353,7 @@ impl TcpStream {
             ctx.stats.tcp.gaps += 1;
             ctx.stats.tcp.gap_bytes += hole;
             ctx.stats.tcp.partial_pdu_bytes_discarded += self.tail.len() as u64;
-            self.tail.clear();
+            self.drop_tail(ctx);
             app.on_gap(ctx, dir);
             self.advance(hole as usize);
         }
