@@ -770,6 +770,14 @@ impl S7Flow {
                     *gauge = gauge.saturating_sub(old.len() as u64);
                     ctx.stats[S7COMM].count("szl_reassembly_bound_drops");
                 }
+                // The first piece counts against the total as the ones after it do.
+                if data.data.len() > MAX_SZL_LEN
+                    || ctx.stats.tcp.s7_reassembly_bytes > MAX_REASSEMBLY_BYTES_TOTAL
+                {
+                    ctx.stats[S7COMM].count("szl_reassembly_bound_drops");
+                    clear_szl(out);
+                    return;
+                }
                 pieces.push((dur, data.data.to_vec()));
                 ctx.stats.tcp.s7_reassembly_bytes += data.data.len() as u64;
                 clear_szl(out);
