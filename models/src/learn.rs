@@ -62,15 +62,12 @@ impl RateCounter {
             self.head = sec;
         }
         // A packet a little older than the newest (reordering across flows) counts in its own
-        // second while that is still in the window. Older still, the capture's clock stepped
-        // back (a capture that starts before the last one ended, a clock set back): counting
-        // starts afresh from there, or every PDU until the clock caught up would pile into the
-        // window and look like a flood.
-        if sec + n <= self.head {
-            self.buckets = [0; RATE_WINDOW_SECS as usize];
-            self.head = sec;
-        }
-        let at = sec.min(self.head);
+        // second while that is still in the window; older still, in the oldest.
+        let at = if sec + n <= self.head {
+            self.head - n + 1
+        } else {
+            sec.min(self.head)
+        };
         let b = &mut self.buckets[at.rem_euclid(n) as usize];
         *b = b.saturating_add(1);
         self.buckets.iter().map(|&c| u64::from(c)).sum()
@@ -541,24 +538,6 @@ impl Learner {
     /// Closes the behaviour windows that ended before `ts`.
     fn roll_windows(&mut self, ts: i64) {
         let idx = ts.div_euclid(self.window_nanos);
-        if self.window_index == Some(idx) {
-            // Most observations: the window goes on.
-            return;
-        }
-        if self
-            .window_index
-            .is_some_and(|cur| idx.saturating_add(1) < cur)
-        {
-            // The clock stepped back more than a window: what the open windows hold is no
-            // window's worth (it would go on until the clock caught up); they are dropped, and
-            // learning goes on from the window it stepped into, partial.
-            for ch in std::mem::take(&mut self.active) {
-                if let Some(c) = self.channels.get_mut(&ch) {
-                    c.window = WindowAcc::default();
-                }
-            }
-            self.window_index = None;
-        }
         match self.window_index {
             Some(cur) if idx > cur => {
                 let partial = self.first_window == Some(cur);
@@ -931,12 +910,8 @@ mod tests {
         assert_eq!(r.add(10 * NANOS), 10);
         // A long pause empties the window.
         assert_eq!(r.add(100 * NANOS), 1);
-        // A little older (reordering) counts in its own second.
-        assert_eq!(r.add(95 * NANOS), 2);
-        // Older than the window: the clock stepped back, and counting starts afresh there.
-        assert_eq!(r.add(50 * NANOS), 1);
-        assert_eq!(r.add(51 * NANOS), 2);
-        assert_eq!(r.add(60 * NANOS), 2);
+        // Old timestamps still count, in the oldest bucket.
+        assert_eq!(r.add(50 * NANOS), 2);
     }
 
     /// Twelve channels, each polled at its own rate, over 60 windows of 1 s.

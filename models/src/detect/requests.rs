@@ -317,58 +317,51 @@ impl Detector {
             let p = &mut polls[at].1;
             if let Some((prev, prev_frame)) = p.last {
                 let gap = secs(prev, o.ts);
-                if gap < 0.0 {
-                    // The clock stepped back (a capture that starts before the last one ended):
-                    // the cycle goes on from this request, or it would be blind until the clock
-                    // caught up.
-                    p.broken.clear();
-                } else {
-                    let m = &p.model;
-                    let early = m.period - poll_tolerance(m);
-                    let late = m.period + poll_tolerance(m);
-                    // A repeat within a tenth of the period is the master retrying (or the same
-                    // request twice), not a new cycle: the cycle goes on from the first.
-                    if gap < 0.1 * m.period {
-                        return;
-                    }
-                    // One delayed poll makes two broken intervals, a late one and then an early
-                    // one sharing its frame: counted once.
-                    let adjacent = p.broken.back().is_some_and(|b| b.1 .1 == prev_frame);
-                    let sustained = (gap < early || (gap > late && !p.missing_alerted))
-                        && !adjacent
-                        && again_within(
-                            &mut p.broken,
-                            POLL_BROKEN,
-                            nanos(poll_window(m)),
-                            o.ts,
-                            (prev_frame, o.frame),
+                let m = &p.model;
+                let early = m.period - poll_tolerance(m);
+                let late = m.period + poll_tolerance(m);
+                // A repeat within a tenth of the period is the master retrying (or the same
+                // request twice), not a new cycle: the cycle goes on from the first.
+                if gap < 0.1 * m.period {
+                    return;
+                }
+                // One delayed poll makes two broken intervals, a late one and then an early
+                // one sharing its frame: counted once.
+                let adjacent = p.broken.back().is_some_and(|b| b.1 .1 == prev_frame);
+                let sustained = (gap < early || (gap > late && !p.missing_alerted))
+                    && !adjacent
+                    && again_within(
+                        &mut p.broken,
+                        POLL_BROKEN,
+                        nanos(poll_window(m)),
+                        o.ts,
+                        (prev_frame, o.frame),
+                    );
+                if sustained {
+                    let what = if gap < early { "off-period" } else { "late" };
+                    if let Some(mut a) = fresh(
+                        &mut self.raised,
+                        alert(
+                            o,
+                            AlertKey::channel("poll_cycle_broken", ch, poll_extra(m)),
+                            Severity::Medium,
+                        ),
+                        out,
+                    ) {
+                        a.message = format!(
+                            "{ch}: poll of function {} {} {}+{} broken {POLL_BROKEN} times within {:.0} s; the last one {what}: {:.3} s after the previous, learned every {:.3} s",
+                            m.function,
+                            ch.proto.space_name(m.space),
+                            m.start,
+                            m.count,
+                            poll_window(m),
+                            gap,
+                            m.period
                         );
-                    if sustained {
-                        let what = if gap < early { "off-period" } else { "late" };
-                        if let Some(mut a) = fresh(
-                            &mut self.raised,
-                            alert(
-                                o,
-                                AlertKey::channel("poll_cycle_broken", ch, poll_extra(m)),
-                                Severity::Medium,
-                            ),
-                            out,
-                        ) {
-                            a.message = format!(
-                                "{ch}: poll of function {} {} {}+{} broken {POLL_BROKEN} times within {:.0} s; the last one {what}: {:.3} s after the previous, learned every {:.3} s",
-                                m.function,
-                                ch.proto.space_name(m.space),
-                                m.start,
-                                m.count,
-                                poll_window(m),
-                                gap,
-                                m.period
-                            );
-                            a.frames = p.broken.iter().flat_map(|b| [b.1 .0, b.1 .1]).collect();
-                            *a.learned = json!({"period_s": m.period, "jitter_s": m.jitter, "window_s": poll_window(m)});
-                            *a.observed = json!({"interval_s": gap, "kind": what, "broken_intervals": POLL_BROKEN});
-                            out.push(a);
-                        }
+                        a.frames = p.broken.iter().flat_map(|b| [b.1 .0, b.1 .1]).collect();
+                        *a.learned = json!({"period_s": m.period, "jitter_s": m.jitter, "window_s": poll_window(m)});
+                        *a.observed = json!({"interval_s": gap, "kind": what, "broken_intervals": POLL_BROKEN});
+                        out.push(a);
                     }
                 }
             }

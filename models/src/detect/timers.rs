@@ -266,27 +266,6 @@ impl Detector {
     /// Behaviour windows: score the channels' windows that ended before `ts`.
     pub(super) fn roll_windows(&mut self, ts: i64, out: &mut Vec<Alert>) {
         let idx = ts.div_euclid(self.window_nanos);
-        if self.window_index == Some(idx) {
-            // Most observations: the window goes on.
-            return;
-        }
-        if self
-            .window_index
-            .is_some_and(|cur| idx.saturating_add(1) < cur)
-        {
-            // The clock stepped back more than a window: the open windows are dropped unscored
-            // (they would go on until the clock caught up), and the window it stepped into is
-            // partial, as the first one is.
-            let base = Arc::clone(&self.baseline);
-            for at in std::mem::take(&mut self.active_windows) {
-                if let Some((_, rt)) = self.chans.rt_of(&base, at) {
-                    rt.window = WindowAcc::default();
-                }
-            }
-            self.window_index = Some(idx);
-            self.first_window = Some(idx);
-            return;
-        }
         let cur = *self.window_index.get_or_insert(idx);
         let first = *self.first_window.get_or_insert(idx);
         if idx <= cur {
