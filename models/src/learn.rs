@@ -25,6 +25,9 @@ pub const MAX_POINTS: usize = 200_000;
 /// channel and direction, all channels together: each holds up to `ranges::MAX_RANGES`
 /// ranges.
 pub const MAX_SPACES: usize = 100_000;
+/// A capture file whose first PDU comes at most this long after the last file's last one
+/// continues it (a rotated capture): the silences and intervals across the two are learned.
+const CAPTURE_GAP: i64 = 300 * NANOS;
 pub const MAX_POLL_KEYS_PER_CHANNEL: usize = 1024;
 const MAX_INTERVALS: usize = 4096;
 const MAX_LATENCIES: usize = 8192;
@@ -372,11 +375,15 @@ impl Learner {
 
     pub fn observe(&mut self, o: &Observation) {
         self.first_ts.get_or_insert(o.ts);
-        // The same capture: the same name (workers each hold their own copy of it).
+        // Another capture file: the same capture still if it follows on (a rotated capture, the
+        // next file taking over within `CAPTURE_GAP`); another one if it starts long after the
+        // last ended, or before (yesterday's and today's). The name is compared (workers each
+        // hold their own copy of it).
         match &self.source {
             Some(s) if Arc::ptr_eq(s, &o.source) || **s == *o.source => {}
             held => {
-                if held.is_some() {
+                let follows_on = o.ts >= self.last_ts && o.ts - self.last_ts <= CAPTURE_GAP;
+                if held.is_some() && !follows_on {
                     self.generation = self.generation.wrapping_add(1);
                 }
                 self.source = Some(Arc::clone(&o.source));
@@ -737,7 +744,7 @@ mod tests {
 
     /// Captures learned one after the other: the time between them is neither a device's
     /// silence nor a poll's interval. The same capture's name held in another copy (a worker's)
-    /// is the same capture.
+    /// is the same capture, and so is a next file that follows on (a rotated capture).
     #[test]
     fn gaps_are_measured_within_one_capture() {
         let request = |source: &str, ts: i64| {
@@ -754,16 +761,18 @@ mod tests {
                 l.observe(&request(source, from + i * 2 * NANOS));
             }
         }
-        // A copy of day 2's name: no new capture.
+        // A copy of day 2's name: no new capture. Then day 2's capture rotated: the next file
+        // follows on, 4 s later, and that silence is learned.
         l.observe(&request("day2.pcap", day + 40 * NANOS));
+        l.observe(&request("day2-1.pcap", day + 44 * NANOS));
         let b = l.finish();
         let client = b
             .assets
             .iter()
             .find(|a| a.ip == IpAddr::from([10, 0, 0, 1]));
-        assert_eq!(client.and_then(|a| a.max_silence), Some(2.0));
+        assert_eq!(client.and_then(|a| a.max_silence), Some(4.0));
         let poll = &b.channels[0].polls[0];
-        assert_eq!((poll.period, poll.samples), (2.0, 39), "{poll:?}");
+        assert_eq!((poll.period, poll.samples), (2.0, 40), "{poll:?}");
     }
 
     /// Address spaces are bounded over all channels: the accesses past the bound are counted
