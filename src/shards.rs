@@ -257,6 +257,13 @@ pub(crate) fn renew(pipeline: &mut Pipeline) {
     let mut fresh = Pipeline::new();
     fresh.stats = std::mem::take(&mut pipeline.stats);
     fresh.stats.worker_panics += 1;
+    // The old flows, and what they held, are gone with the old pipeline: the gauges of what
+    // flows hold start again from nothing (their bounds would otherwise bite early).
+    let tcp = &mut fresh.stats.tcp;
+    tcp.ooo_bytes_held = 0;
+    tcp.tail_bytes_held = 0;
+    tcp.dnp3_reassembly_bytes = 0;
+    tcp.s7_reassembly_bytes = 0;
     fresh.evidence = pipeline.evidence.take();
     fresh.reader_sweeps = pipeline.reader_sweeps;
     *pipeline = fresh;
@@ -744,12 +751,13 @@ impl<P> Shards<P> {
             self.released_ts = self.released_ts.max(ts);
         }
         if self.released > 0 {
-            // What `finish` carried for a worker that died.
+            // What `finish` carried for a worker that died (taken first: a panic below must not
+            // leave it to be handed on again and again).
+            let released = std::mem::take(&mut self.released);
             if let Some(d) = stage.detection.as_deref_mut() {
                 let lanes = &self.lanes;
-                d.metrics_progress(self.released, self.released_ts, || sum_counters(lanes));
+                d.metrics_progress(released, self.released_ts, || sum_counters(lanes));
             }
-            self.released = 0;
         }
     }
 
@@ -1168,6 +1176,23 @@ mod tests {
         assert_eq!(frames, expected);
         let panics: u64 = stats.iter().map(|(s, _)| s.worker_panics).sum();
         assert_eq!(panics, 10);
+    }
+
+    /// A fresh pipeline after a panic keeps the counters, but the gauges of what the lost
+    /// flows held start again from nothing.
+    #[test]
+    fn renew_zeroes_the_gauges_of_what_flows_held() {
+        let mut p = Pipeline::new();
+        p.stats.packets = 7;
+        p.stats.tcp.tail_bytes_held = 100;
+        p.stats.tcp.ooo_bytes_held = 200;
+        renew(&mut p);
+        assert_eq!(p.stats.packets, 7);
+        assert_eq!(p.stats.worker_panics, 1);
+        assert_eq!(
+            (p.stats.tcp.tail_bytes_held, p.stats.tcp.ooo_bytes_held),
+            (0, 0)
+        );
     }
 
     /// A panic that left the evidence ring locked poisons it: the fresh pipeline gets it back

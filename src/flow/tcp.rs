@@ -30,8 +30,8 @@ pub const MAX_OOO_BYTES_TOTAL: usize = 64 * 1024 * 1024;
 /// largest PDU (64 KiB for S7 and ENIP), which a flood of flows each sending an unfinished
 /// large PDU would otherwise multiply by the flow table's 100 000 flows.
 pub const MAX_TAIL_BYTES_TOTAL: usize = 64 * 1024 * 1024;
-/// Past [`MAX_TAIL_BYTES_TOTAL`], a stream whose partial PDU is larger than this drops it (and
-/// resynchronises); a plant's PDUs are smaller (Modbus 260 bytes, DNP3 292, IEC 104 255, an S7
+/// Past [`MAX_TAIL_BYTES_TOTAL`], a stream whose partial PDU is this large or larger drops it
+/// (and resynchronises); a plant's PDUs are smaller (Modbus 260 bytes, DNP3 292, IEC 104 255, an S7
 /// PDU at most the 960 most devices negotiate).
 pub const TAIL_KEPT_UNDER_PRESSURE: usize = 4096;
 /// A segment further than this from the expected position, either way, is not a retransmission
@@ -278,12 +278,12 @@ impl TcpStream {
             // Most segments: no partial PDU before or after.
             return;
         }
-        if self.tail.len() < TAIL_KEPT_UNDER_PRESSURE
-            && self.tail.capacity() > TAIL_KEPT_UNDER_PRESSURE
-        {
-            // A large PDU is done: its room goes back (flows that each once carried one would
-            // otherwise keep it all).
-            self.tail.shrink_to(TAIL_KEPT_UNDER_PRESSURE);
+        let room = self.tail.len().max(TAIL_KEPT_UNDER_PRESSURE);
+        if self.tail.capacity() > 2 * room {
+            // A large PDU is done, or most of it: its room goes back, so that a stream holds at
+            // most about twice what the gauge counts (flows that each once carried a large PDU
+            // would otherwise keep all of it).
+            self.tail.shrink_to(room);
         }
         let tcp = &mut ctx.stats.tcp;
         tcp.tail_bytes_held =
@@ -291,7 +291,7 @@ impl TcpStream {
         tcp.tail_bytes_peak = tcp.tail_bytes_peak.max(tcp.tail_bytes_held);
         let gauge = &tcp.tail_bytes_held;
         let crowded =
-            *gauge > MAX_TAIL_BYTES_TOTAL as u64 && self.tail.len() > TAIL_KEPT_UNDER_PRESSURE;
+            *gauge > MAX_TAIL_BYTES_TOTAL as u64 && self.tail.len() >= TAIL_KEPT_UNDER_PRESSURE;
         if self.tail.len() > app.max_buffered() || crowded {
             // The dissector keeps at most one partial PDU; more means it is confused. Or the
             // pipeline holds too many large ones. Drop and resync.
