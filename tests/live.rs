@@ -419,23 +419,7 @@ fn otwatch_live_command_captures_and_shuts_down_cleanly_on_sigint() {
     let dir = std::env::temp_dir().join(format!("otwatch-live-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let events_path = dir.join("events.jsonl");
-    let mut child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &veth.cap_ns,
-            env!("CARGO_BIN_EXE_otwatch"),
-            "live",
-            "-i",
-            CAP_IF,
-            "--events",
-        ])
-        .arg(&events_path)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start otwatch live");
-    // Printed once the ring is open and the filter is on, right before the capture loop.
-    let stderr = stderr_until(&mut child, "capturing on");
+    let (child, stderr) = start_live(&veth, &["--events".as_ref(), events_path.as_ref()]);
     send_from_peer(&veth, fixture_frames());
     let (replayed, _) = common::replay_file(Path::new(FIXTURE));
     wait_for_lines(&events_path, replayed.len());
@@ -471,20 +455,7 @@ fn otwatch_live_command_captures_and_shuts_down_cleanly_on_sigint() {
 fn a_removed_capture_interface_ends_the_run_with_an_error() {
     skip_unless_able!();
     let veth = Veth::new("gone");
-    let mut child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &veth.cap_ns,
-            env!("CARGO_BIN_EXE_otwatch"),
-            "live",
-            "-i",
-            CAP_IF,
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start otwatch live");
-    let stderr = stderr_until(&mut child, "capturing on");
+    let (mut child, stderr) = start_live(&veth, &[]);
     run(&["ip", "-n", &veth.cap_ns, "link", "del", CAP_IF]);
     let start = Instant::now();
     let status = loop {
@@ -514,22 +485,7 @@ fn the_link_going_down_and_up_loses_no_capture() {
     let veth = Veth::new("flap");
     let dir = common::scratch("live-flap");
     let events_path = dir.join("events.jsonl");
-    let mut child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &veth.cap_ns,
-            env!("CARGO_BIN_EXE_otwatch"),
-            "live",
-            "-i",
-            CAP_IF,
-            "--events",
-        ])
-        .arg(&events_path)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start otwatch live");
-    let stderr = stderr_until(&mut child, "capturing on");
+    let (child, stderr) = start_live(&veth, &["--events".as_ref(), events_path.as_ref()]);
     run(&["ip", "-n", &veth.cap_ns, "link", "set", CAP_IF, "down"]);
     run(&["ip", "-n", &veth.cap_ns, "link", "set", CAP_IF, "up"]);
     send_from_peer(&veth, fixture_frames());
@@ -580,6 +536,24 @@ fn stderr_until(
     });
     let _ = rx.recv_timeout(SAFETY_TIMEOUT);
     reader
+}
+
+/// `otwatch live -i CAP_IF` with `args` inside the capture namespace, once it says it captures;
+/// the handle hands back all its stderr when it has exited.
+fn start_live(
+    veth: &Veth,
+    args: &[&std::ffi::OsStr],
+) -> (std::process::Child, thread::JoinHandle<String>) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &veth.cap_ns, env!("CARGO_BIN_EXE_otwatch")])
+        .args(["live", "-i", CAP_IF])
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start otwatch live");
+    // Printed once the ring is open and the filter is on, right before the capture loop.
+    let stderr = stderr_until(&mut child, "capturing on");
+    (child, stderr)
 }
 
 /// logrotate with `otwatch live`: the events file is moved away, SIGHUP, and what is captured
