@@ -408,12 +408,48 @@ async fn authorized(state: &State, h: &HeaderMap) -> bool {
             .unwrap_or(false);
     let ok = verified && known;
     if let Ok(mut cache) = state.auth_cache.lock() {
-        if cache.len() >= AUTH_CACHE {
-            if let Some(k) = cache.keys().next().cloned() {
-                cache.remove(&k);
-            }
-        }
-        cache.insert(key, ok);
+        remember(&mut cache, key, ok);
     }
     ok
+}
+
+/// Remembers a check's verdict, at most `AUTH_CACHE` of them. A full cache makes room by
+/// forgetting a refused pair before an accepted one: a flood of wrong passwords must not evict
+/// the scraper's own credentials, which would cost it a bcrypt check (behind the flood's) again.
+fn remember(cache: &mut HashMap<(String, String), bool>, key: (String, String), ok: bool) {
+    if cache.len() >= AUTH_CACHE && !cache.contains_key(&key) {
+        let victim = cache
+            .iter()
+            .find(|(_, &accepted)| !accepted)
+            .or_else(|| cache.iter().next())
+            .map(|(k, _)| k.clone());
+        if let Some(k) = victim {
+            cache.remove(&k);
+        }
+    }
+    cache.insert(key, ok);
+}
+
+#[cfg(test)]
+mod auth_tests {
+    use super::*;
+
+    /// A full cache makes room by forgetting a refused pair: the accepted ones all stay, however
+    /// many refused ones come.
+    #[test]
+    fn refused_pairs_are_forgotten_before_accepted_ones() {
+        let mut cache = HashMap::new();
+        let pair = |i: usize| ("user".to_string(), format!("pass{i}"));
+        for i in 0..AUTH_CACHE - 1 {
+            remember(&mut cache, pair(i), true);
+        }
+        for i in AUTH_CACHE..AUTH_CACHE + 50 {
+            remember(&mut cache, pair(i), false);
+            assert_eq!(cache.len(), AUTH_CACHE);
+            assert!(
+                (0..AUTH_CACHE - 1).all(|a| cache.get(&pair(a)) == Some(&true)),
+                "an accepted pair was forgotten"
+            );
+        }
+    }
 }
