@@ -420,9 +420,7 @@ fn otwatch_live_command_captures_and_shuts_down_cleanly_on_sigint() {
     std::fs::create_dir_all(&dir).unwrap();
     let events_path = dir.join("events.jsonl");
     let (child, stderr) = start_live(&veth, &["--events".as_ref(), events_path.as_ref()]);
-    send_from_peer(&veth, fixture_frames());
-    let (replayed, _) = common::replay_file(Path::new(FIXTURE));
-    wait_for_lines(&events_path, replayed.len());
+    let expected = send_fixture_and_wait(&veth, &events_path);
     // Every thread of the capturing process runs under the seccomp filter, with
     // no-new-privileges (the filter itself is checked in `the_capture_socket_cannot_send`).
     let tasks = std::fs::read_dir(format!("/proc/{}/task", child.id())).expect("tasks");
@@ -434,16 +432,13 @@ fn otwatch_live_command_captures_and_shuts_down_cleanly_on_sigint() {
         threads += 1;
     }
     assert!(threads >= 1);
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-    let out = child.wait_with_output().expect("otwatch live exits");
-    let stderr = stderr.join().expect("stderr");
+    let (out, stderr) = interrupt(child, stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("otwatch live on otwcap0"), "{stderr}");
     assert!(stderr.contains("kernel drops 0"), "{stderr}");
     let written = std::fs::read_to_string(&events_path).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(written.lines().count(), replayed.len(), "{stderr}");
+    assert_eq!(written.lines().count(), expected, "{stderr}");
     drop(veth);
 }
 
@@ -488,16 +483,11 @@ fn the_link_going_down_and_up_loses_no_capture() {
     let (child, stderr) = start_live(&veth, &["--events".as_ref(), events_path.as_ref()]);
     run(&["ip", "-n", &veth.cap_ns, "link", "set", CAP_IF, "down"]);
     run(&["ip", "-n", &veth.cap_ns, "link", "set", CAP_IF, "up"]);
-    send_from_peer(&veth, fixture_frames());
-    let (replayed, _) = common::replay_file(Path::new(FIXTURE));
-    wait_for_lines(&events_path, replayed.len());
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-    let out = child.wait_with_output().expect("otwatch live exits");
-    let stderr = stderr.join().expect("stderr");
+    let expected = send_fixture_and_wait(&veth, &events_path);
+    let (out, stderr) = interrupt(child, stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let written = std::fs::read_to_string(&events_path).unwrap_or_default();
-    assert_eq!(written.lines().count(), replayed.len(), "{stderr}");
+    assert_eq!(written.lines().count(), expected, "{stderr}");
     drop(veth);
 }
 
@@ -554,6 +544,26 @@ fn start_live(
     // Printed once the ring is open and the filter is on, right before the capture loop.
     let stderr = stderr_until(&mut child, "capturing on");
     (child, stderr)
+}
+
+/// Sends the fixture's frames from the peer and waits until otwatch wrote one event line for
+/// each event a replay of them gives; returns that number.
+fn send_fixture_and_wait(veth: &Veth, events_path: &Path) -> usize {
+    send_from_peer(veth, fixture_frames());
+    let (replayed, _) = common::replay_file(Path::new(FIXTURE));
+    wait_for_lines(events_path, replayed.len());
+    replayed.len()
+}
+
+/// SIGINT to `otwatch live`, then its exit and all its stderr.
+fn interrupt(
+    child: std::process::Child,
+    stderr: thread::JoinHandle<String>,
+) -> (std::process::Output, String) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let out = child.wait_with_output().expect("otwatch live exits");
+    (out, stderr.join().expect("stderr"))
 }
 
 /// logrotate with `otwatch live`: the events file is moved away, SIGHUP, and what is captured
@@ -680,13 +690,8 @@ fn live_as_a_user_with_cap_net_raw_drops_every_capability() {
     // Printed once the filter is on and the capabilities are gone.
     let stderr = stderr_until(&mut child, "capturing on");
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
-    send_from_peer(&veth, fixture_frames());
-    let (replayed, _) = common::replay_file(Path::new(FIXTURE));
-    wait_for_lines(&events_path, replayed.len());
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-    let out = child.wait_with_output().expect("otwatch live exits");
-    let stderr = stderr.join().expect("stderr");
+    let expected = send_fixture_and_wait(&veth, &events_path);
+    let (out, stderr) = interrupt(child, stderr);
     let written = std::fs::read_to_string(&events_path).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
@@ -695,7 +700,7 @@ fn live_as_a_user_with_cap_net_raw_drops_every_capability() {
         assert!(caps.ends_with("0000000000000000"), "{caps}\n{status}");
     }
     assert!(status.contains("Seccomp:\t2"), "{status}");
-    assert_eq!(written.lines().count(), replayed.len(), "{stderr}");
+    assert_eq!(written.lines().count(), expected, "{stderr}");
     drop(veth);
 }
 
