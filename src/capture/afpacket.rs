@@ -107,6 +107,10 @@ pub struct AfPacketSource {
     /// USB NIC replugged, a VLAN or veth recreated) has another, and the socket, bound to the
     /// old one, never receives again.
     ifindex: u32,
+    /// The link went down (ENETDOWN) and no block came since: while so, every wait that times
+    /// out asks whether the device is gone (the kernel reports the link down before the device
+    /// is unregistered, so the first ask may find it still there).
+    link_down: bool,
     fd: libc::c_int,
     ring: *mut u8,
     ring_len: usize,
@@ -218,6 +222,7 @@ impl AfPacketSource {
         let mut src = AfPacketSource {
             iface: iface.to_string(),
             ifindex,
+            link_down: false,
             fd,
             ring: ptr::null_mut(),
             ring_len: 0,
@@ -533,6 +538,7 @@ impl AfPacketSource {
                 }
                 self.pkts_left = num;
                 self.pkt_offset = first as usize;
+                self.link_down = false;
                 let mut s = self.stats.get();
                 s.blocks += 1;
                 self.stats.set(s);
@@ -540,6 +546,11 @@ impl AfPacketSource {
             }
             let now = Instant::now();
             if now >= deadline {
+                if self.link_down {
+                    if let Some(why) = self.device_gone() {
+                        return Err(self.fail(io::Error::new(io::ErrorKind::NotFound, why)));
+                    }
+                }
                 return Ok(false);
             }
             if self.held_from_last_lap() {
@@ -588,10 +599,13 @@ impl AfPacketSource {
                     if let Some(why) = self.device_gone() {
                         return Err(self.fail(io::Error::new(io::ErrorKind::NotFound, why)));
                     }
-                    eprintln!(
-                        "otwatch: warning: {}: the link went down; capture goes on when it is back",
-                        self.iface
-                    );
+                    if !self.link_down {
+                        eprintln!(
+                            "otwatch: warning: {}: the link went down; capture goes on when it is back",
+                            self.iface
+                        );
+                    }
+                    self.link_down = true;
                 } else if err != 0 {
                     return Err(self.fail(io::Error::from_raw_os_error(err)));
                 }
