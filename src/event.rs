@@ -362,6 +362,8 @@ pub trait EventSink {
     }
     /// The clock moved to `now_nanos` without a packet (a quiet live link).
     fn tick(&mut self, _now_nanos: i64) {}
+    /// Called before a packet's PDUs (after the flows idle before it are swept) with its time.
+    fn before_packet(&mut self, _ts: i64) {}
     /// Called after every packet with the pipeline's counters (metrics publish from here).
     fn after_packet(&mut self, _stats: &crate::stats::Stats, _active_flows: usize, _ts: i64) {}
     /// Capture counters of a live source.

@@ -58,6 +58,7 @@ impl Pipeline {
             self.flows.sweep(pkt.ts_nanos, &mut self.stats, &mut sorted);
             sorted.release();
         }
+        sink.before_packet(pkt.ts_nanos);
         self.stats.packets += 1;
         self.stats.bytes += u64::from(pkt.orig_len);
         let macs = match (pkt.linktype, pkt.data.get(..12)) {

@@ -547,6 +547,13 @@ impl<P> Shards<P> {
             // Before the packet, as a pipeline sweeping by itself does.
             self.broadcast(|seq| Job::Sweep(seq, ts), ts, stage);
         }
+        // A step back ticks after what came before (the sweep included) and before this packet,
+        // as on one worker.
+        if self.clock && TickClock::back(&mut self.last_tick, ts) {
+            if let Some(before) = self.next_seq.checked_sub(1) {
+                self.ticks.push_back((before, ts));
+            }
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         let mut job = Job::Packet(seq, p);

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::Learn;
 use std::path::{Path, PathBuf};
 
 use otwatch::event::VecSink;
@@ -88,15 +89,19 @@ fn every_corpus_capture_gives_the_same_events_with_several_workers() {
 
 /// The alert lines of a replay with detection (learning for `learn_s` seconds of capture time),
 /// with 1 or N workers: sorted, ids aside, evidence reduced to whether a file was written.
-fn alerts(files: &[PathBuf], learn_s: f64, workers: usize, evidence: &Path) -> Vec<String> {
+fn alerts(files: &[PathBuf], learn: &Learn, workers: usize, evidence: &Path) -> Vec<String> {
     use otwatch::detection::{alert_json, DetectSink, Detection};
     use otwatch::shards::Stage;
     use otwatch_models::{Engine, EngineConfig};
-    let config = EngineConfig {
-        learn_for: Some((learn_s * 1e9) as i64),
-        ..EngineConfig::default()
+    let engine = match learn {
+        Learn::For(learn_s) => Engine::learning(EngineConfig {
+            learn_for: Some((learn_s * 1e9) as i64),
+            ..EngineConfig::default()
+        }),
+        Learn::Baseline(b) => Engine::detecting(b.as_ref().clone(), EngineConfig::default()),
+        Learn::Everything => Engine::learning(EngineConfig::default()),
     };
-    let mut det = Detection::new(Engine::learning(config), None);
+    let mut det = Detection::new(engine, None);
     det.kept = Some(Vec::new());
     let _ = std::fs::remove_dir_all(evidence);
     let rings = det
@@ -139,10 +144,14 @@ fn alerts(files: &[PathBuf], learn_s: f64, workers: usize, evidence: &Path) -> V
 }
 
 fn check_alerts(files: &[PathBuf], learn_s: f64) -> usize {
+    check_alerts_with(files, &Learn::For(learn_s))
+}
+
+fn check_alerts_with(files: &[PathBuf], learn: &Learn) -> usize {
     let dir = common::scratch("parallel-alerts");
-    let one = alerts(files, learn_s, 1, &dir.join("1"));
+    let one = alerts(files, learn, 1, &dir.join("1"));
     for workers in [2, 3] {
-        let many = alerts(files, learn_s, workers, &dir.join(workers.to_string()));
+        let many = alerts(files, learn, workers, &dir.join(workers.to_string()));
         if one != many {
             let only_one: Vec<_> = one.iter().filter(|a| !many.contains(a)).take(3).collect();
             let only_many: Vec<_> = many.iter().filter(|a| !one.contains(a)).take(3).collect();
@@ -199,6 +208,52 @@ fn labelled_captures_raise_the_same_alerts_with_several_workers() {
         total += check_alerts(std::slice::from_ref(f), 10.0);
     }
     assert!(total > 0, "no alert over the labelled captures");
+}
+
+/// A capture's first and last packet times.
+fn time_span(path: &Path) -> (i64, i64) {
+    use otwatch::capture::{CaptureFile, PacketSource};
+    let mut cap = CaptureFile::open(path).expect("open capture");
+    let (mut first, mut last) = (None, 0);
+    while let Some(pkt) = cap.next_packet() {
+        let ts = pkt.expect("packet").ts_nanos;
+        first.get_or_insert(ts);
+        last = ts;
+    }
+    (first.expect("a packet"), last)
+}
+
+/// A steady capture replayed right after itself: the second file starts before the first
+/// ended, so the capture clock steps back by the capture's length. Against the baseline learned
+/// from it, the two raise nothing: the second's requests do not count in the rate windows of
+/// the time before the step (every channel a `traffic_flood`), nor do polls, timeouts,
+/// silences and behaviour windows span the step. The same with 1 and N workers.
+#[test]
+fn a_capture_clock_that_steps_back_raises_nothing_on_steady_traffic() {
+    let steady: Vec<_> = common::scenario_captures("")
+        .into_iter()
+        .filter(|(name, _)| name.contains("_steady"))
+        .collect();
+    assert!(steady.len() >= 5, "{} steady scenarios", steady.len());
+    for (name, file) in steady {
+        let (first, last) = time_span(&file);
+        assert!(
+            last - first > 60_000_000_000,
+            "{name}: too short to step back"
+        );
+        let baseline = common::learn_files(&[(&file, &common::all_frames)]);
+        let learn = Learn::Baseline(Box::new(baseline));
+        assert_eq!(
+            check_alerts_with(std::slice::from_ref(&file), &learn),
+            0,
+            "{name}"
+        );
+        let lines = check_alerts_with(&[file.clone(), file], &learn);
+        assert_eq!(
+            lines, 0,
+            "{name} replayed after itself raised {lines} alert lines"
+        );
+    }
 }
 
 /// The last sample of every series of an OpenMetrics file (the values at the end of the run).

@@ -554,6 +554,14 @@ impl AlertBook {
         Some(line)
     }
 
+    /// The capture clock stepped back to `now`: a cause's re-alert interval counts from the
+    /// step at the latest (it would otherwise wait for the clock to catch up).
+    pub fn clock_back(&mut self, now: i64) {
+        for e in self.entries.values_mut() {
+            e.last_emitted = e.last_emitted.min(now);
+        }
+    }
+
     /// Detection's clock reached `ts`: the end lines' time is the latest seen.
     pub fn see(&mut self, ts: i64) {
         self.clock = self.clock.max(ts);

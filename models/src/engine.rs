@@ -44,7 +44,17 @@ pub struct Engine {
     book: AlertBook,
     scratch: Vec<Alert>,
     pub observations: u64,
+    /// The latest time the clock ticked to since it last stepped back.
+    tick_high: i64,
+    /// Times the capture clock stepped back by more than [`CLOCK_STEP_BACK`].
+    pub clock_steps: u64,
 }
+
+/// The clock ticking back by more than this is a step of the capture clock (a capture that
+/// starts before the last one ended, a live sensor's clock stepped by NTP), not packets
+/// reordered across flows: what detection measures over time starts again
+/// ([`Engine::tick`]).
+pub const CLOCK_STEP_BACK: i64 = NANOS;
 
 impl Engine {
     /// Learns (for `config.learn_for` of capture time, or from everything), then detects.
@@ -56,6 +66,8 @@ impl Engine {
             config,
             scratch: Vec::new(),
             observations: 0,
+            tick_high: i64::MIN,
+            clock_steps: 0,
         }
     }
 
@@ -68,6 +80,8 @@ impl Engine {
             config,
             scratch: Vec::new(),
             observations: 0,
+            tick_high: i64::MIN,
+            clock_steps: 0,
         }
     }
 
@@ -184,8 +198,15 @@ impl Engine {
         }
     }
 
-    /// Advances the clock without an observation (live capture on a quiet link).
+    /// Advances the clock without an observation (live capture on a quiet link). The clock
+    /// is the capture's, from packets (or, live, the wall clock on a quiet link): a tick more
+    /// than [`CLOCK_STEP_BACK`] before the latest is a step back. Observations do not move it
+    /// back (a PDU out of a TCP hole carries its own, older time).
     pub fn tick(&mut self, now: i64, out: &mut Vec<Alert>) {
+        if now < self.tick_high.saturating_sub(CLOCK_STEP_BACK) {
+            self.clock_stepped_back(now);
+        }
+        self.tick_high = self.tick_high.max(now);
         self.book.see(now);
         self.switch_if_due(now);
         if let Phase::Detecting(d) = &mut self.phase {
@@ -199,6 +220,24 @@ impl Engine {
             }
             cands.clear();
             self.scratch = cands;
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn clock_stepped_back(&mut self, now: i64) {
+        self.clock_steps += 1;
+        // Learning lasts its duration of capture time: the step is not part of it.
+        let step = self.tick_high.saturating_sub(now);
+        if let Some(until) = &mut self.learn_until {
+            *until = until.saturating_sub(step);
+        }
+        self.tick_high = now;
+        self.book.clock_back(now);
+        match &mut self.phase {
+            Phase::Learning(l) => l.clock_back(),
+            Phase::Detecting(d) => d.clock_back(now),
+            Phase::Empty => {}
         }
     }
 
@@ -709,5 +748,107 @@ mod tests {
         write.write = true;
         assert_eq!(see(&mut engine, write), 3);
         assert!(types.contains(&"unauthorized_write"), "{types:?}");
+    }
+}
+
+#[cfg(test)]
+mod clock_step_tests {
+    use super::*;
+    use crate::obs::{Access, Channel, Kind, Observation, Proto};
+    use std::net::IpAddr;
+    use std::sync::Arc;
+
+    const T0: i64 = 1_700_000_000 * NANOS;
+
+    /// A Modbus poll of holding registers 0..9 at `at` after `T0`, and its answer 10 ms later.
+    fn poll(at: i64) -> [Observation; 2] {
+        let channel = Channel {
+            proto: Proto::Modbus,
+            client: IpAddr::from([10, 0, 0, 1]),
+            server: IpAddr::from([192, 168, 1, 10]),
+            unit: 1,
+        };
+        let mut req = Observation::new(T0 + at, Arc::from("t"), 1, channel, Kind::Request, 3);
+        req.corr = Some(at as u32);
+        req.accesses.push(Access {
+            space: 4,
+            start: 0,
+            count: 10,
+            write: false,
+            values: Default::default(),
+        });
+        let mut resp = req.clone();
+        resp.kind = Kind::Response;
+        resp.ts += NANOS / 100;
+        resp.accesses.clear();
+        [req, resp]
+    }
+
+    /// The clock steps back 25 s (a capture that starts before the last one ended): the poll
+    /// goes on at its period in the new time and is not broken, and when it stops it is
+    /// reported missing in the new time, not once the clock has caught up with the old. The
+    /// learning window is shifted back by the step too.
+    #[test]
+    fn a_clock_step_back_starts_polls_again_in_the_new_time() {
+        let config = EngineConfig {
+            learn_for: Some(20 * NANOS),
+            ..EngineConfig::default()
+        };
+        let mut engine = Engine::learning(config);
+        let mut out = Vec::new();
+        let run = |engine: &mut Engine, from: i64, to: i64, out: &mut Vec<Alert>| {
+            for s in from..to {
+                for o in poll(s * NANOS) {
+                    engine.observe(&o, out);
+                }
+                engine.tick(T0 + s * NANOS + NANOS / 2, out);
+            }
+        };
+        run(&mut engine, 0, 15, &mut out);
+        // Back to 5 s from 14.5 s, when 5.5 s of learning were left: learning lasts to 10.5 s.
+        engine.tick(T0 + 5 * NANOS, &mut out);
+        assert_eq!(engine.clock_steps, 1);
+        run(&mut engine, 5, 10, &mut out);
+        assert!(engine.is_learning(), "learning is shifted by the step");
+        run(&mut engine, 10, 11, &mut out);
+        assert!(
+            !engine.is_learning(),
+            "learning lasted its 20 s of capture time"
+        );
+        run(&mut engine, 11, 40, &mut out);
+        assert!(!engine.is_learning());
+        assert!(
+            out.is_empty(),
+            "{:?}",
+            out.iter().map(|a| &a.message).collect::<Vec<_>>()
+        );
+        // Back 25 s; the poll goes on for 10 s in the new time, then stops.
+        engine.tick(T0 + 15 * NANOS, &mut out);
+        assert_eq!(engine.clock_steps, 2);
+        run(&mut engine, 15, 25, &mut out);
+        assert!(
+            out.is_empty(),
+            "{:?}",
+            out.iter().map(|a| &a.message).collect::<Vec<_>>()
+        );
+        for s in 25..35 {
+            engine.tick(T0 + s * NANOS, &mut out);
+        }
+        let missing: Vec<&Alert> = out
+            .iter()
+            .filter(|a| a.r#type == "poll_cycle_broken")
+            .collect();
+        assert_eq!(
+            missing.len(),
+            1,
+            "{:?}",
+            out.iter().map(|a| &a.message).collect::<Vec<_>>()
+        );
+        assert!(
+            missing[0].message.contains("missing"),
+            "{}",
+            missing[0].message
+        );
+        assert!(missing[0].ts < T0 + 35 * NANOS, "reported in the new time");
     }
 }

@@ -542,6 +542,24 @@ impl Learner {
         }
     }
 
+    /// The capture clock stepped back (a capture that starts before the last one ended, a live
+    /// sensor's clock stepped by NTP): what was measured over time starts again. Gaps are not
+    /// measured across the step, rates count afresh, requests awaiting an answer are dropped
+    /// (an older answer is not theirs) and the open behaviour windows are dropped, the next one
+    /// being partial.
+    pub fn clock_back(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+        for c in self.channels.values_mut() {
+            c.req_rate = RateCounter::default();
+            c.exc_rate = RateCounter::default();
+            c.window = WindowAcc::default();
+            c.awaited = c.awaited.saturating_sub(c.pending.map.len() as u64);
+            c.pending.map = CorrMap::default();
+        }
+        self.active.clear();
+        self.window_index = None;
+    }
+
     /// Closes the behaviour windows that ended before `ts`.
     fn roll_windows(&mut self, ts: i64) {
         let idx = ts.div_euclid(self.window_nanos);

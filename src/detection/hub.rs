@@ -137,6 +137,7 @@ impl Detection {
             baseline_channels: baseline.map_or(0, |b| b.channels.len()),
             alerts,
             bounds_hit: engine.bounds_hit().to_vec(),
+            clock_steps: engine.clock_steps,
         }
     }
 

@@ -29,6 +29,21 @@ const TICK_EVERY_NANOS: i64 = 250_000_000;
 pub struct TickClock;
 
 impl TickClock {
+    /// Before a packet: the capture clock stepped back by a tick or more (a capture that
+    /// starts before the last one ended, a live sensor's clock stepped by NTP). The clock ticks
+    /// back before the packet's PDUs are seen (after the PDUs of flows swept before it, which
+    /// belong to the time before the step), so that they count after the step. A packet only a
+    /// little older (reordering across flows) is no step.
+    pub fn back(last_tick: &mut i64, ts: i64) -> bool {
+        if ts <= last_tick.saturating_sub(TICK_EVERY_NANOS) {
+            *last_tick = ts;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// After a packet: the clock ticks a tick after the last tick.
     pub fn due(last_tick: &mut i64, ts: i64) -> bool {
         // Also when the clock stepped back by more than a tick (a capture that starts before
         // the last one ended): ticking would otherwise stop until it caught up. A packet only
@@ -354,6 +369,12 @@ impl Detection {
                     hit.join(", ")
                 ));
             }
+            if engine.clock_steps > 0 {
+                s.push_str(&format!(
+                    "  detection: the capture clock stepped back {} time(s); rates, timers and behaviour windows started again there\n",
+                    engine.clock_steps
+                ));
+            }
         }
         if let Some(m) = &self.metrics {
             if let Some(srv) = &m.server {
@@ -377,6 +398,14 @@ impl Detection {
             }
         }
         s
+    }
+
+    /// Before a packet's PDUs: the clock ticks back to it if it stepped back
+    /// ([`TickClock::back`]).
+    pub fn before_packet(&mut self, ts: i64) {
+        if self.engine.is_some() && TickClock::back(&mut self.last_tick, ts) {
+            self.tick(ts);
+        }
     }
 
     /// After each packet: publish metrics about once a second, record OpenMetrics samples when
@@ -430,6 +459,10 @@ impl EventSink for DetectSink<'_> {
     fn tick(&mut self, now_nanos: i64) {
         self.detection.tick(now_nanos);
         self.inner.tick(now_nanos);
+    }
+
+    fn before_packet(&mut self, ts: i64) {
+        self.detection.before_packet(ts);
     }
 
     fn after_packet(&mut self, stats: &Stats, active_flows: usize, ts: i64) {

@@ -83,7 +83,8 @@ impl ChannelMetrics {
                 c.requests += 1;
                 c.pending.request(o);
                 let key = otwatch_models::learn::poll_key(o);
-                if let Some(prev) = c.last_poll.get(&key) {
+                // Not across a step back of the clock (a histogram's sum must not decrease).
+                if let Some(prev) = c.last_poll.get(&key).filter(|&&prev| prev <= o.ts) {
                     c.polls.observe(otwatch_models::secs(*prev, o.ts));
                 }
                 if c.last_poll.len() < POLL_KEYS_PER_CHANNEL || c.last_poll.contains_key(&key) {
@@ -91,7 +92,7 @@ impl ChannelMetrics {
                 }
             }
             Kind::Response => {
-                if let Some((l, _)) = c.pending.response(o) {
+                if let Some((l, _)) = c.pending.response(o).filter(|(l, _)| *l >= 0.0) {
                     c.latency.observe(l);
                 }
             }
@@ -152,5 +153,43 @@ impl ChannelMetrics {
             )
             .with(Vec::new(), self.assets.len() as f64),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// After the capture clock steps back (a file replayed after itself), a poll's interval
+    /// and a response's latency across the step are not observed: a histogram's sum never
+    /// decreases (Prometheus would read a counter reset).
+    #[test]
+    fn no_negative_interval_or_latency_across_a_clock_step() {
+        let ch = Channel {
+            proto: otwatch_models::Proto::Modbus,
+            client: IpAddr::from([10, 0, 0, 1]),
+            server: IpAddr::from([10, 0, 0, 2]),
+            unit: 1,
+        };
+        let request = |ts: i64, tid: u32| {
+            let mut o = Observation::new(ts, Arc::from("t"), 1, ch, Kind::Request, 3);
+            o.corr = Some(tid);
+            o
+        };
+        let mut m = ChannelMetrics::new(8);
+        let s = otwatch_models::NANOS;
+        m.observe(&request(100 * s, 1));
+        m.observe(&request(101 * s, 2));
+        // Back 60 s: tid 2's answer (another exchange reusing the id) and the same poll.
+        let mut answer = request(41 * s, 2);
+        answer.kind = Kind::Response;
+        m.observe(&answer);
+        m.observe(&request(42 * s, 3));
+        m.observe(&request(43 * s, 4));
+        let c = &m.channels[&ch];
+        assert_eq!(c.polls.count(), 2, "100 -> 101 and 42 -> 43 s");
+        assert_eq!(c.polls.sum, 2.0);
+        assert_eq!(c.latency.count(), 0);
     }
 }

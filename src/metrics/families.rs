@@ -22,6 +22,8 @@ pub struct DetectionState {
     pub alerts: BTreeMap<(&'static str, &'static str, &'static str), u64>,
     /// Detection's memory bounds hit: (bound, times).
     pub bounds_hit: Vec<(&'static str, u64)>,
+    /// Times the capture clock stepped back (detection's time-based state started again).
+    pub clock_steps: u64,
 }
 
 /// Everything the families are built from.
@@ -222,6 +224,13 @@ pub fn families(i: &Inputs<'_>) -> Vec<Family> {
             bounds.push(vec![("bound", bound.to_string())], *n as f64);
         }
         out.push(bounds);
+        let mut steps = Family::new(
+            "otwatch_detection_clock_steps_total",
+            MetricKind::Counter,
+            "Times the capture clock stepped back by more than a second; rates, timers and behaviour windows started again.",
+        );
+        steps.push(vec![], d.clock_steps as f64);
+        out.push(steps);
         let mut alerts = Family::new(
             "otwatch_alerts_total",
             MetricKind::Counter,

@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::alert::{capped_list, Alert, AlertKey, Severity};
 use crate::baseline::{Baseline, ChannelModel, LatencyModel, PollModel};
 use crate::behaviour::WindowAcc;
-use crate::learn::{poll_key, FastMap, FastSet, Pending, PollKey, RateCounter};
+use crate::learn::{poll_key, CorrMap, FastMap, FastSet, Pending, PollKey, RateCounter};
 use crate::obs::{Channel, Kind, Observation, Ports, Proto};
 use crate::ranges::Ranges;
 use crate::{secs, NANOS};
@@ -600,8 +600,11 @@ impl Detector {
             if a.silent {
                 a.silent = false;
             }
-            a.last = o.ts;
-            a.last_frame = o.frame;
+            // A PDU out of a TCP hole carries its own, older time: the device was heard later.
+            if o.ts >= a.last {
+                a.last = o.ts;
+                a.last_frame = o.frame;
+            }
             self.next_due = self.next_due.min(o.ts.saturating_add(nanos(a.threshold)));
             set_source(&mut a.source, &o.source);
             a.peer = Some(o.dst());

@@ -263,6 +263,38 @@ impl Detector {
         });
     }
 
+    /// The capture clock stepped back to `now` (a capture that starts before the last one
+    /// ended, a live sensor's clock stepped by NTP): what is measured over time starts again
+    /// there. Request rates count afresh; requests awaiting an answer and recent timeouts are
+    /// dropped (an answer from before is not theirs, and they would all lie "within" any
+    /// window); polls start again at their next request; the open behaviour windows are
+    /// dropped, the next one being partial; a device's silence counts from the step at the
+    /// latest.
+    pub fn clock_back(&mut self, now: i64) {
+        let learned = self.chans.slots.iter_mut().map(|s| &mut s.rt);
+        for rt in learned.chain(self.chans.others.values_mut()) {
+            rt.req_rate = RateCounter::default();
+            rt.exc_rate = RateCounter::default();
+            rt.window = WindowAcc::default();
+            rt.pending.map = CorrMap::default();
+            rt.timeouts.clear();
+        }
+        for s in &mut self.chans.slots {
+            for (_, p) in &mut s.polls {
+                p.last = None;
+                p.missing_alerted = false;
+                p.broken.clear();
+            }
+        }
+        for a in self.devices.iter_mut().filter_map(|d| d.rt.as_mut()) {
+            a.last = a.last.min(now);
+        }
+        self.active_windows.clear();
+        self.window_index = None;
+        self.first_window = None;
+        self.next_due = i64::MIN;
+    }
+
     /// Behaviour windows: score the channels' windows that ended before `ts`.
     pub(super) fn roll_windows(&mut self, ts: i64, out: &mut Vec<Alert>) {
         let idx = ts.div_euclid(self.window_nanos);
