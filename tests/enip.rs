@@ -358,30 +358,42 @@ fn enip_change_date_attempt_is_an_unauthorized_write() {
 
 /// A message with an unknown command in the middle of a stream is reported and stepped over:
 /// the write that follows it in the same segment is still seen.
-#[test]
-fn enip_an_unknown_command_does_not_hide_what_follows() {
-    let encap = |command: u16, session: u32, data: &[u8]| {
-        let mut v = command.to_le_bytes().to_vec();
-        v.extend_from_slice(&(data.len() as u16).to_le_bytes());
-        v.extend_from_slice(&session.to_le_bytes());
-        v.extend_from_slice(&[0; 16]);
-        v.extend_from_slice(data);
-        v
-    };
-    // Set_Attribute_Single class 1 instance 1 attribute 7, in SendRRData.
-    let cip = [0x10, 0x03, 0x20, 0x01, 0x24, 0x01, 0x30, 0x07, 0x41, 0x42];
-    let mut rr = vec![0, 0, 0, 0, 10, 0, 2, 0, 0, 0, 0, 0, 0xb2, 0];
-    rr.extend_from_slice(&(cip.len() as u16).to_le_bytes());
-    rr.extend_from_slice(&cip);
-    let mut seg = encap(0x00c8, 7, &[]);
-    seg.extend(encap(0x006f, 7, &rr));
+/// An encapsulation message: command, session handle, data (status 0, zero context).
+fn encap(command: u16, session: u32, data: &[u8]) -> Vec<u8> {
+    let mut v = command.to_le_bytes().to_vec();
+    v.extend_from_slice(&(data.len() as u16).to_le_bytes());
+    v.extend_from_slice(&session.to_le_bytes());
+    v.extend_from_slice(&[0; 16]);
+    v.extend_from_slice(data);
+    v
+}
+
+/// A SendRRData CPF: a null address item and one unconnected data item per message.
+fn send_rr(cips: &[&[u8]]) -> Vec<u8> {
+    let mut rr = vec![0, 0, 0, 0, 10, 0];
+    rr.extend_from_slice(&(1 + cips.len() as u16).to_le_bytes());
+    rr.extend_from_slice(&[0, 0, 0, 0]);
+    for cip in cips {
+        rr.extend_from_slice(&[0xb2, 0]);
+        rr.extend_from_slice(&(cip.len() as u16).to_le_bytes());
+        rr.extend_from_slice(cip);
+    }
+    rr
+}
+
+/// The packets of one TCP conversation between 10.0.0.1:40000 and 10.0.0.2:`port`, with no
+/// handshake: (milliseconds, from the client, payload).
+fn tcp_session(
+    port: u16,
+    segments: &[(u64, bool, Vec<u8>)],
+) -> Vec<(std::time::Duration, Vec<u8>)> {
     let mut packets = Vec::new();
     let mut seq = [1000u32, 5000u32];
-    let mut send = |t: u64, from_client: bool, payload: &[u8]| {
-        let (src, dst, sp, dp) = if from_client {
-            ([10, 0, 0, 1], [10, 0, 0, 2], 40000, 44818)
+    for (t, from_client, payload) in segments {
+        let (src, dst, sp, dp) = if *from_client {
+            ([10, 0, 0, 1], [10, 0, 0, 2], 40000, port)
         } else {
-            ([10, 0, 0, 2], [10, 0, 0, 1], 44818, 40000)
+            ([10, 0, 0, 2], [10, 0, 0, 1], port, 40000)
         };
         let i = usize::from(!from_client);
         let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
@@ -392,20 +404,25 @@ fn enip_an_unknown_command_does_not_hide_what_follows() {
         b.write(&mut out, payload).expect("packet");
         seq[i] = seq[i].wrapping_add(payload.len() as u32);
         packets.push((std::time::Duration::from_millis(1_700_000_000_000 + t), out));
-    };
-    send(0, true, &encap(0x0065, 0, &[1, 0, 0, 0]));
-    send(10, false, &encap(0x0065, 7, &[1, 0, 0, 0]));
-    send(20, true, &seg);
-    let events = replay_packets("enip-unknown", &packets);
-    let enip: Vec<_> = events
-        .iter()
-        .filter_map(|e| match &e.pdu {
-            otwatch::event::Pdu::Enip(p) => {
-                Some((p.command, p.error, p.cip.as_ref().map(|c| c.service)))
-            }
-            _ => None,
-        })
-        .collect();
+    }
+    packets
+}
+
+#[test]
+fn enip_an_unknown_command_does_not_hide_what_follows() {
+    // Set_Attribute_Single class 1 instance 1 attribute 7, in SendRRData.
+    let cip = [0x10, 0x03, 0x20, 0x01, 0x24, 0x01, 0x30, 0x07, 0x41, 0x42];
+    let mut seg = encap(0x00c8, 7, &[]);
+    seg.extend(encap(0x006f, 7, &send_rr(&[&cip])));
+    let packets = tcp_session(
+        44818,
+        &[
+            (0, true, encap(0x0065, 0, &[1, 0, 0, 0])),
+            (10, false, encap(0x0065, 7, &[1, 0, 0, 0])),
+            (20, true, seg),
+        ],
+    );
+    let enip = enip_events("enip-unknown", &packets);
     assert_eq!(
         enip,
         vec![
@@ -707,4 +724,84 @@ fn io_packet(from_adapter: bool, conn: u32, seq: u32, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     b.write(&mut out, &p).expect("packet");
     out
+}
+
+/// The ENIP events of `packets`: (command, error, CIP service).
+fn enip_events(
+    name: &str,
+    packets: &[(std::time::Duration, Vec<u8>)],
+) -> Vec<(Option<u16>, Option<&'static str>, Option<u8>)> {
+    replay_packets(name, packets)
+        .iter()
+        .filter_map(|e| match &e.pdu {
+            otwatch::event::Pdu::Enip(p) => {
+                Some((p.command, p.error, p.cip.as_ref().map(|c| c.service)))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A flow picked up mid-stream (no handshake seen) whose first segment starts with zeros and
+/// a chance header, then real replies: the zeros are not taken for NOPs that lock the flow onto
+/// the garbage (a made-up length swallowed half the replies and raised a false malformed PDU).
+#[test]
+fn enip_a_flow_picked_up_mid_stream_resynchronises_on_real_messages() {
+    // Read Tag reply (success, DINT 42).
+    let reply = [0xcc, 0, 0, 0, 0xc4, 0, 42, 0, 0, 0];
+    let mut first = vec![0u8; 48];
+    first.extend([0x6f, 0, 0x1b, 0x04, 9, 9, 9, 9, 1, 2, 3, 4, 5, 6, 7, 8]);
+    let mut segments = vec![(0, false, first)];
+    for i in 1..=20u64 {
+        segments.push((10 * i, false, encap(0x6f, 7, &send_rr(&[&reply]))));
+    }
+    let enip = enip_events("enip-midstream", &tcp_session(44818, &segments));
+    assert_eq!(enip, vec![(Some(0x6f), None, Some(0x4c)); 20]);
+}
+
+/// TCP port 2222 is not EtherNet/IP (its connected I/O is UDP only): an SSH session to a
+/// device's port 2222 is a conversation of its own, a new talker, as on port 2223.
+#[test]
+fn enip_tcp_2222_is_a_conversation_of_its_own() {
+    for port in [2222, 2223] {
+        let packets = tcp_session(
+            port,
+            &[
+                (0, false, b"SSH-2.0-OpenSSH_9.2p1\r\n".to_vec()),
+                (10, true, b"SSH-2.0-OpenSSH_9.6\r\n".to_vec()),
+            ],
+        );
+        let events = replay_packets("enip-tcp-2222", &packets);
+        assert!(
+            events.len() == 1
+                && matches!(
+                    events[0].pdu,
+                    otwatch::event::Pdu::Conversation { udp: false }
+                ),
+            "port {port}: {events:?}"
+        );
+    }
+}
+
+/// A SendRRData with two data items (a client sends one), a Stop of the controller in the
+/// first and a harmless read in the second: malformed, and the Stop is still seen.
+#[test]
+fn enip_a_stop_in_an_extra_data_item_is_seen() {
+    let stop = [0x07, 0x02, 0x20, 0x8e, 0x24, 0x01];
+    let get = [0x0e, 0x03, 0x20, 0x01, 0x24, 0x01, 0x30, 0x07];
+    let packets = tcp_session(
+        44818,
+        &[
+            (0, true, encap(0x0065, 0, &[1, 0, 0, 0])),
+            (10, false, encap(0x0065, 7, &[1, 0, 0, 0])),
+            (20, true, encap(0x006f, 7, &send_rr(&[&stop, &get]))),
+        ],
+    );
+    let dir = common::scratch("enip-two-items");
+    let path = dir.join("capture.pcap");
+    common::write_pcap_at(&path, &packets);
+    let (alerts, _) =
+        common::detect_files(common::Learn::Everything, &[(&path, &common::all_frames)]);
+    let types: BTreeSet<&str> = alerts.iter().map(|a| a.r#type).collect();
+    assert_eq!(types, BTreeSet::from(["plc_stop", "malformed_pdu"]));
 }

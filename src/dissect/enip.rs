@@ -15,7 +15,9 @@
 use std::collections::VecDeque;
 use std::net::IpAddr;
 
-use otwatch_parsers::enip::{self, parse_cip, Cip, Command, Framed, ItemType, Segment, Service};
+use otwatch_parsers::enip::{
+    self, parse_cip, Cip, Command, Epath, Framed, ItemType, Segment, Service,
+};
 use serde::Serialize;
 
 use super::{Ctx, Dir};
@@ -85,6 +87,11 @@ pub struct CipEvent {
     /// Multiple Service Packet's services, or Unconnected Send's embedded request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub items: Option<Vec<CipEvent>>,
+    /// Embedded messages past what `items` lists (beyond [`MAX_ITEMS`] in all, or nested
+    /// deeper than events show), flattened and without values: for detection only, so that a
+    /// Stop or a write behind 64 harmless services is still seen. Not in events.
+    #[serde(skip)]
+    pub hidden: Vec<CipEvent>,
     /// The values of atomic Logix types a Write Tag request writes or a Read Tag reply of a
     /// tag reads (the first [`MAX_TAG_VALUES`]), from the element the path names on.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -223,12 +230,24 @@ fn summaries(items: &Option<Vec<CipEvent>>) -> Option<Vec<CipEvent>> {
     })
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EnipFlow {
     confirmed: bool,
     /// Per direction: the next bytes must frame at their first byte before they are trusted.
+    /// Set from the start: a flow picked up mid-stream (no handshake seen) may start anywhere
+    /// in a message, and zeros or a chance header must not lock it onto garbage.
     resync: [bool; 2],
     pending: VecDeque<Pending>,
+}
+
+impl Default for EnipFlow {
+    fn default() -> Self {
+        EnipFlow {
+            confirmed: false,
+            resync: [true; 2],
+            pending: VecDeque::new(),
+        }
+    }
 }
 
 fn name_of(service: u8, class: Option<u32>, symbolic: bool) -> Option<&'static str> {
@@ -254,9 +273,118 @@ fn tagged_values(c: &mut CipEvent) {
     }
 }
 
-/// The event of one CIP message, its embedded messages too (to `depth`, and at most
-/// [`MAX_ITEMS`] embedded messages in all: `budget`).
-fn cip_event(m: &Cip<'_>, depth: u8, budget: &mut usize) -> CipEvent {
+/// What walking a message's embedded messages may still list in the event (`items`) and
+/// keep for detection beyond that (`hidden`).
+struct Budget {
+    items: usize,
+    hidden: usize,
+}
+
+/// Embedded messages kept for detection past what the event lists, per PDU in all: beyond it,
+/// or nested deeper than [`HIDDEN_DEPTH`], the message is malformed (`too_many_items`,
+/// `too_deep`). A 64 KiB message holds at most about 16 000 embedded messages.
+pub const MAX_HIDDEN: usize = 16_384;
+
+/// Levels of embedding walked for detection past the two the event lists (ten below the
+/// message in all): no real device nests Multiple Service Packets and Unconnected Sends this
+/// deep.
+pub const HIDDEN_DEPTH: u8 = 8;
+
+/// A message's embedded messages: Multiple Service Packet's services (requests and replies) and
+/// an Unconnected Send request's message, with its route path. `Err` names what is malformed
+/// (with the messages still found: an Unconnected Send whose route does not parse still
+/// carries its request, as a target that ignores the route would run it).
+type Embedded<'a> = (Vec<&'a [u8]>, Option<Epath<'a>>);
+
+fn embedded<'a>(
+    m: &Cip<'a>,
+    class: Option<u32>,
+) -> Result<Embedded<'a>, (&'static str, Embedded<'a>)> {
+    if m.service == Service::MULTIPLE_SERVICE_PACKET && !m.data.is_empty() {
+        // (An error reply carries no embedded replies.)
+        return enip::multiple_service(m.data)
+            .map(|parts| (parts, None))
+            .ok_or(("embedded_length", (Vec::new(), None)));
+    }
+    if !m.response && m.service == Service::UNCONNECTED_SEND && class == Some(6) {
+        return match enip::unconnected_send(m.data) {
+            Some((inner, route)) => Ok((vec![inner], Some(route))),
+            None => Err((
+                "unconnected_send",
+                (
+                    enip::unconnected_send_message(m.data).into_iter().collect(),
+                    None,
+                ),
+            )),
+        };
+    }
+    Ok((Vec::new(), None))
+}
+
+/// The event of a message that failed to parse inside another.
+fn unparsed(body: &[u8], err: enip::CipError) -> CipEvent {
+    CipEvent {
+        service: body.first().map_or(0, |b| b & 0x7f),
+        response: body.first().is_some_and(|b| b & 0x80 != 0),
+        error: Some(err.reason()),
+        ..Default::default()
+    }
+}
+
+/// Embedded messages past what the event lists go to `out`, flattened and without values:
+/// what detection needs of them (their services, classes and tags: a Stop or a write behind
+/// 64 harmless services is still seen). Returns what is malformed among them.
+fn hidden_messages(
+    parts: &[&[u8]],
+    levels: u8,
+    budget: &mut Budget,
+    out: &mut Vec<CipEvent>,
+) -> Option<&'static str> {
+    let mut err = None;
+    for p in parts {
+        if budget.hidden == 0 {
+            return Some("too_many_items");
+        }
+        budget.hidden -= 1;
+        let inner = match parse_cip(p) {
+            Ok(inner) => inner,
+            Err(e) => {
+                out.push(unparsed(p, e));
+                continue;
+            }
+        };
+        let mut e = cip_event(
+            &inner,
+            0,
+            &mut Budget {
+                items: 0,
+                hidden: 0,
+            },
+        );
+        e.values = None;
+        let nested = match embedded(&inner, e.class) {
+            Ok((nested, _)) => nested,
+            Err((x, (nested, _))) => {
+                err = err.or(Some(x));
+                nested
+            }
+        };
+        if !nested.is_empty() {
+            if levels == 0 {
+                err = err.or(Some("too_deep"));
+            } else {
+                err = err.or(hidden_messages(&nested, levels - 1, budget, out));
+            }
+        }
+        out.push(e);
+    }
+    err
+}
+
+/// The event of one CIP message, its embedded messages too (listed to `depth`, and at most
+/// [`MAX_ITEMS`] embedded messages in all: `budget.items`; those past that are kept for
+/// detection only, in `hidden`).
+fn cip_event(m: &Cip<'_>, depth: u8, budget: &mut Budget) -> CipEvent {
     let mut e = CipEvent {
         service: m.service.0,
         response: m.response,
@@ -290,54 +418,60 @@ fn cip_event(m: &Cip<'_>, depth: u8, budget: &mut usize) -> CipEvent {
         _ => None,
     };
     e.values = values.map(|v| v.iter().take(MAX_TAG_VALUES).collect());
-    if depth == 0 {
+    if budget.hidden == 0 && budget.items == 0 {
+        // A message kept for detection only ([`hidden_messages`] walks its embedded ones).
         return e;
     }
-    // An error reply carries no embedded replies.
-    if m.service == Service::MULTIPLE_SERVICE_PACKET && !m.data.is_empty() {
-        match enip::multiple_service(m.data) {
-            Some(parts) => {
-                let mut items = Vec::new();
-                for p in parts {
-                    if *budget == 0 {
-                        break;
-                    }
-                    *budget -= 1;
-                    items.push(match parse_cip(p) {
-                        Ok(inner) => cip_event(&inner, depth - 1, budget),
-                        Err(err) => CipEvent {
-                            error: Some(err.reason()),
-                            ..Default::default()
-                        },
-                    });
-                }
-                e.items = Some(items);
-            }
-            None => e.error = Some("embedded_length"),
+    let (parts, route) = match embedded(m, e.class) {
+        Ok(found) => found,
+        Err((err, found)) => {
+            e.error = Some(err);
+            found
         }
+    };
+    if let Some(route) = route {
+        e.route = Some(
+            route
+                .segments()
+                .filter_map(|s| match s {
+                    Segment::Port { port, link } => Some(format!(
+                        "{port}/{}",
+                        link.iter()
+                            .map(|b| b.to_string())
+                            .collect::<Vec<_>>()
+                            .join(".")
+                    )),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+        );
     }
-    if !m.response && m.service == Service::UNCONNECTED_SEND && e.class == Some(6) {
-        if let Some((inner, route)) = enip::unconnected_send(m.data) {
-            e.route = Some(
-                route
-                    .segments()
-                    .filter_map(|s| match s {
-                        Segment::Port { port, link } => Some(format!(
-                            "{port}/{}",
-                            link.iter()
-                                .map(|b| b.to_string())
-                                .collect::<Vec<_>>()
-                                .join(".")
-                        )),
-                        _ => None,
-                    })
-                    .collect::<Vec<_>>()
-                    .join(","),
-            );
-            if let (Ok(inner), true) = (parse_cip(inner), *budget > 0) {
-                *budget -= 1;
-                e.items = Some(vec![cip_event(&inner, depth - 1, budget)]);
+    if !parts.is_empty() {
+        let mut items = Vec::new();
+        let mut rest: &[&[u8]] = &[];
+        if depth == 0 {
+            rest = &parts;
+        } else {
+            for (i, p) in parts.iter().enumerate() {
+                if budget.items == 0 {
+                    rest = &parts[i..];
+                    break;
+                }
+                budget.items -= 1;
+                items.push(match parse_cip(p) {
+                    Ok(inner) => cip_event(&inner, depth - 1, budget),
+                    Err(err) => unparsed(p, err),
+                });
             }
+            e.items = Some(items);
+        }
+        if !rest.is_empty() {
+            let mut hidden = Vec::new();
+            // The levels past those the event lists, the first of them being `rest`.
+            let err = hidden_messages(rest, HIDDEN_DEPTH - 1, budget, &mut hidden);
+            e.error = e.error.or(err);
+            e.hidden = hidden;
         }
     }
     if !m.response
@@ -521,14 +655,17 @@ impl EnipFlow {
                                 Some(s) => 1 << 32 | u64::from(s),
                                 None => u64::from_le_bytes(encap.context),
                             };
-                            ev.cip = Some(match parse_cip(body) {
+                            let c = match parse_cip(body) {
                                 Ok(m) => {
                                     ctx.stats[ENIP].count_pdu(m.service.0);
                                     // 0x06 (partial transfer) is how fragmented reads go.
                                     if m.general_status.is_some_and(|s| s != 0 && s != 0x06) {
                                         ctx.stats[ENIP].exceptions += 1;
                                     }
-                                    let mut budget = MAX_ITEMS;
+                                    let mut budget = Budget {
+                                        items: MAX_ITEMS,
+                                        hidden: MAX_HIDDEN,
+                                    };
                                     let mut c = cip_event(&m, 2, &mut budget);
                                     // Through an Unconnected Send's route or a connection's
                                     // path, the reply may come from a module behind the
@@ -548,12 +685,27 @@ impl EnipFlow {
                                 }
                                 Err(e) => {
                                     ctx.stats[ENIP].count_error(e.reason());
-                                    CipEvent {
-                                        service: body[0] & 0x7f,
-                                        response: body[0] & 0x80 != 0,
-                                        error: Some(e.reason()),
-                                        ..Default::default()
-                                    }
+                                    unparsed(body, e)
+                                }
+                            };
+                            ev.cip = Some(match ev.cip.take() {
+                                None => c,
+                                Some(earlier) => {
+                                    // A second data item (a CPF carries one): not what a
+                                    // client sends. The event shows the last, detection sees
+                                    // them all.
+                                    ctx.stats[ENIP].count_error("several_data_items");
+                                    let mut c = c;
+                                    c.error = c.error.or(Some("several_data_items"));
+                                    let mut all = Vec::new();
+                                    all_messages(&earlier, &mut all);
+                                    let flat = all.into_iter().map(|m| CipEvent {
+                                        items: None,
+                                        hidden: Vec::new(),
+                                        ..m.clone()
+                                    });
+                                    c.hidden.extend(flat.collect::<Vec<_>>());
+                                    c
                                 }
                             });
                         }
@@ -714,6 +866,7 @@ fn all_messages<'e>(c: &'e CipEvent, out: &mut Vec<&'e CipEvent>) {
     for i in c.items.iter().flatten() {
         all_messages(i, out);
     }
+    out.extend(&c.hidden);
 }
 
 /// A stable number for a tag name (FNV-1a), its address in the tag space.
@@ -784,6 +937,21 @@ pub fn observe(
             o.function_name = Some("list_identity");
             return Some(o);
         }
+        // An encapsulation error reply (a bad session handle, an unsupported command or
+        // protocol version: what session guessing gets back): an exception of its command.
+        if let (false, Some(status), Some(command)) = (request, p.status, p.command) {
+            if status != 0 && p.error.is_none() {
+                let mut o = base(
+                    Proto::Enip,
+                    0,
+                    Kind::Response,
+                    0x1_0000 | u32::from(command),
+                );
+                o.function_name = p.command_name;
+                o.exception = true;
+                return Some(o);
+            }
+        }
         return p.error.map(|e| {
             let mut o = base(Proto::Enip, 0, kind, 0x100);
             o.malformed = Some(e);
@@ -803,7 +971,8 @@ pub fn observe(
     let mut o = base(Proto::Enip, 0, kind, u32::from(inner.service));
     o.function_name = inner.service_name;
     o.malformed = c.error.or(all.iter().find_map(|e| e.error));
-    o.exception = c.status.is_some_and(|s| s != 0 && s != 0x06);
+    o.exception = c.status.is_some_and(|s| s != 0 && s != 0x06)
+        || !request && p.status.is_some_and(|s| s != 0);
     let writes = |e: &CipEvent| {
         let tagged = e.tag.is_some() || e.class == Some(TAG_SPACE);
         matches!(e.service, 0x02 | 0x04 | 0x08 | 0x09 | 0x10 | 0x19)
@@ -1043,5 +1212,124 @@ mod tests {
             observe(&stop_plc, true, base).unwrap().command,
             Some(Cmd::PlcStop)
         );
+    }
+    /// A CIP request: service, path (class, instance), data.
+    fn req(service: u8, class: u8, data: &[u8]) -> Vec<u8> {
+        let mut v = vec![service, 2, 0x20, class, 0x24, 1];
+        v.extend_from_slice(data);
+        v
+    }
+
+    /// A Multiple Service Packet (to the Message Router) of `parts`.
+    fn msp(parts: &[Vec<u8>]) -> Vec<u8> {
+        let mut d = (parts.len() as u16).to_le_bytes().to_vec();
+        let mut at = 2 + 2 * parts.len();
+        for p in parts {
+            d.extend((at as u16).to_le_bytes());
+            at += p.len();
+        }
+        for p in parts {
+            d.extend(p);
+        }
+        req(0x0a, 2, &d)
+    }
+
+    /// An Unconnected Send of `msg` through `route` (padded, as a word count).
+    fn us(msg: &[u8], route: &[u8]) -> Vec<u8> {
+        let mut d = vec![0x0a, 0x0e];
+        d.extend((msg.len() as u16).to_le_bytes());
+        d.extend(msg);
+        if msg.len() % 2 == 1 {
+            d.push(0);
+        }
+        d.extend([(route.len() / 2) as u8, 0]);
+        d.extend(route);
+        req(0x52, 6, &d)
+    }
+
+    /// What detection makes of a request message of `bytes`, walked as the dissector does.
+    fn observed(bytes: &[u8]) -> Observation {
+        let m = parse_cip(bytes).expect("a CIP message");
+        let mut budget = Budget {
+            items: MAX_ITEMS,
+            hidden: MAX_HIDDEN,
+        };
+        let ev = EnipEvent {
+            cip: Some(cip_event(&m, 2, &mut budget)),
+            ..Default::default()
+        };
+        observe(&ev, true, base).expect("an observation")
+    }
+
+    /// A Stop of the controller behind 64 harmless services, or nested deeper than events
+    /// show (Multiple Service Packets in each other, Unconnected Sends in each other), is
+    /// still a PLC stop; nesting past eight levels is malformed; an Unconnected Send whose
+    /// route does not parse is malformed and its request still seen. The events list no more
+    /// than before.
+    #[test]
+    fn a_stop_behind_the_events_limits_is_still_seen() {
+        let stop = req(0x07, 0x8e, &[]);
+        let get = req(0x0e, 1, &[0x30, 7]);
+        let mut parts = vec![get.clone(); MAX_ITEMS];
+        parts.push(stop.clone());
+        let o = observed(&msp(&parts));
+        assert_eq!(o.command, Some(Cmd::PlcStop));
+        assert_eq!(o.malformed, None);
+        let bytes = msp(&parts);
+        let m = parse_cip(&bytes).unwrap();
+        let mut budget = Budget {
+            items: MAX_ITEMS,
+            hidden: MAX_HIDDEN,
+        };
+        let e = cip_event(&m, 2, &mut budget);
+        assert_eq!(e.items.as_ref().map(Vec::len), Some(MAX_ITEMS));
+        assert!(!serde_json::to_string(&e).unwrap().contains("hidden"));
+
+        let nested = msp(&[msp(&[msp(&[get.clone(), stop.clone()])])]);
+        assert_eq!(observed(&nested).command, Some(Cmd::PlcStop));
+        let routed = us(&us(&msp(std::slice::from_ref(&stop)), &[1, 0]), &[1, 0]);
+        let o = observed(&routed);
+        assert_eq!((o.command, o.malformed), (Some(Cmd::PlcStop), None));
+
+        // Eleven levels below the top: the Stop at the bottom is past the walk; the message
+        // is malformed.
+        let mut deep = stop.clone();
+        for _ in 0..11 {
+            deep = msp(&[deep]);
+        }
+        assert_eq!(observed(&deep).malformed, Some("too_deep"));
+        // Ten levels below the top one are walked (2 listed, 8 more).
+        let mut fits = stop.clone();
+        for _ in 0..10 {
+            fits = msp(&[fits]);
+        }
+        let o = observed(&fits);
+        assert_eq!((o.command, o.malformed), (Some(Cmd::PlcStop), None));
+
+        // A route path with a reserved segment type (0xE0).
+        let o = observed(&us(&stop, &[1, 0, 0xe0, 0]));
+        assert_eq!(o.command, Some(Cmd::PlcStop));
+        assert_eq!(o.malformed, Some("unconnected_send"));
+    }
+
+    /// An encapsulation error reply (status 0x64, invalid session handle: what session
+    /// guessing gets back) is an exception of its command.
+    #[test]
+    fn an_encapsulation_error_reply_is_an_exception() {
+        let ev = EnipEvent {
+            command: Some(0x6f),
+            command_name: Some("send_rr_data"),
+            session: Some(0x1234),
+            status: Some(0x64),
+            ..Default::default()
+        };
+        let o = observe(&ev, false, base).expect("an observation");
+        assert!(o.exception);
+        assert_eq!((o.kind, o.function), (Kind::Response, 0x1_006f));
+        let ok = EnipEvent {
+            status: Some(0),
+            ..ev
+        };
+        assert!(observe(&ok, false, base).is_none());
     }
 }

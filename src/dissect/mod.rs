@@ -196,9 +196,10 @@ impl App {
         self.0.is_none()
     }
 
-    /// Whether `port` is one a server of a dissected protocol listens on.
-    pub fn is_server_port(port: u16) -> bool {
-        ProtoId::for_server_port(port).is_some()
+    /// Whether `port` is one a server of a dissected protocol listens on (over UDP when
+    /// `udp`).
+    pub fn is_server_port(port: u16, udp: bool) -> bool {
+        ProtoId::for_server_port(port, udp).is_some()
     }
 
     /// Stream data in order; returns how many bytes were consumed. The rest is presented again,

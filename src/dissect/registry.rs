@@ -34,8 +34,11 @@ pub struct ProtoSpec {
     pub name: &'static str,
     /// Its lines in the summary.
     pub heading: &'static str,
-    /// Ports its servers listen on.
+    /// Ports its servers listen on (TCP and UDP).
     pub ports: &'static [u16],
+    /// Ports its servers listen on over UDP only (EtherNet/IP's I/O on 2222: a TCP session to
+    /// 2222, an SSH server say, is a conversation of its own, reported as a new talker).
+    pub udp_ports: &'static [u16],
     /// Recognises the protocol from a flow's first payload on any port, and says whether the
     /// sender is the client (master). Only for protocols whose framing validates itself strongly.
     pub probe: Option<Probe>,
@@ -87,6 +90,7 @@ pub static PROTOCOLS: [ProtoSpec; COUNT] = [
         name: "modbus",
         heading: "modbus",
         ports: &[otwatch_parsers::modbus::DEFAULT_PORT],
+        udp_ports: &[],
         probe: None,
         function_name: modbus_function,
         max_buffered: otwatch_parsers::modbus::MAX_ADU_LEN,
@@ -96,6 +100,7 @@ pub static PROTOCOLS: [ProtoSpec; COUNT] = [
         name: "dnp3",
         heading: "dnp3",
         ports: &[super::dnp3::DEFAULT_PORT],
+        udp_ports: &[],
         probe: Some(super::dnp3::probe),
         function_name: dnp3_function,
         max_buffered: super::dnp3::MAX_BUFFERED,
@@ -105,6 +110,7 @@ pub static PROTOCOLS: [ProtoSpec; COUNT] = [
         name: "s7comm",
         heading: "s7comm",
         ports: &[super::s7::DEFAULT_PORT],
+        udp_ports: &[],
         probe: None,
         function_name: s7_function,
         max_buffered: super::s7::MAX_BUFFERED,
@@ -114,6 +120,7 @@ pub static PROTOCOLS: [ProtoSpec; COUNT] = [
         name: "s7commplus",
         heading: "s7comm-plus (by opcode)",
         ports: &[],
+        udp_ports: &[],
         probe: None,
         function_name: s7plus_opcode,
         max_buffered: 0,
@@ -123,6 +130,7 @@ pub static PROTOCOLS: [ProtoSpec; COUNT] = [
         name: "iec104",
         heading: "iec104 (I frames by type id)",
         ports: &[super::iec104::DEFAULT_PORT],
+        udp_ports: &[],
         probe: None,
         function_name: iec104_type,
         max_buffered: super::iec104::MAX_BUFFERED,
@@ -131,7 +139,8 @@ pub static PROTOCOLS: [ProtoSpec; COUNT] = [
     ProtoSpec {
         name: "enip",
         heading: "enip (CIP by service)",
-        ports: &[super::enip::DEFAULT_PORT, otwatch_parsers::enip::IO_PORT],
+        ports: &[super::enip::DEFAULT_PORT],
+        udp_ports: &[otwatch_parsers::enip::IO_PORT],
         probe: None,
         function_name: cip_service,
         max_buffered: super::enip::MAX_BUFFERED,
@@ -225,22 +234,27 @@ impl ProtoId {
         (0..COUNT).map(ProtoId)
     }
 
-    /// The protocol with a dissector whose server listens on `port`. Asked twice for every
-    /// packet, and most ports (a client's) name none: a bitmap of the table's ports answers
-    /// those, and a flat list of (port, protocol) the rest. Both built once.
-    pub fn for_server_port(port: u16) -> Option<ProtoId> {
+    /// The protocol with a dissector whose server listens on `port` (over UDP when `udp`).
+    /// Asked twice for every packet, and most ports (a client's) name none: a bitmap of the
+    /// table's ports answers those, and a flat list of (port, UDP only, protocol) the rest.
+    /// Both built once.
+    pub fn for_server_port(port: u16, udp: bool) -> Option<ProtoId> {
         struct Ports {
             any: Box<[u64; 1024]>,
-            list: Vec<(u16, ProtoId)>,
+            list: Vec<(u16, bool, ProtoId)>,
         }
         static PORTS: std::sync::OnceLock<Ports> = std::sync::OnceLock::new();
         let ports = PORTS.get_or_init(|| {
-            let list: Vec<(u16, ProtoId)> = Self::all()
+            let list: Vec<(u16, bool, ProtoId)> = Self::all()
                 .filter(|p| p.spec().new.is_some())
-                .flat_map(|p| p.spec().ports.iter().map(move |&port| (port, p)))
+                .flat_map(|p| {
+                    let spec = p.spec();
+                    let both = spec.ports.iter().map(move |&port| (port, false, p));
+                    both.chain(spec.udp_ports.iter().map(move |&port| (port, true, p)))
+                })
                 .collect();
             let mut any = Box::new([0u64; 1024]);
-            for &(q, _) in &list {
+            for &(q, _, _) in &list {
                 any[usize::from(q >> 6)] |= 1 << (q & 63);
             }
             Ports { any, list }
@@ -251,7 +265,7 @@ impl ProtoId {
         ports
             .list
             .iter()
-            .find_map(|&(q, p)| (q == port).then_some(p))
+            .find_map(|&(q, udp_only, p)| (q == port && (udp || !udp_only)).then_some(p))
     }
 
     /// A protocol recognised from the first payload of a flow on a port that names none, and
@@ -279,19 +293,49 @@ mod tests {
             if spec.new.is_some() {
                 assert!(spec.max_buffered > 0, "{}", spec.name);
                 for port in spec.ports {
-                    assert_eq!(ProtoId::for_server_port(*port), Some(p), "{}", spec.name);
+                    assert_eq!(
+                        ProtoId::for_server_port(*port, false),
+                        Some(p),
+                        "{}",
+                        spec.name
+                    );
+                    assert_eq!(
+                        ProtoId::for_server_port(*port, true),
+                        Some(p),
+                        "{}",
+                        spec.name
+                    );
+                }
+                for port in spec.udp_ports {
+                    assert_eq!(
+                        ProtoId::for_server_port(*port, true),
+                        Some(p),
+                        "{}",
+                        spec.name
+                    );
                 }
             }
         }
-        assert_eq!(ProtoId::for_server_port(502), Some(MODBUS));
-        assert_eq!(ProtoId::for_server_port(20000), Some(DNP3));
-        assert_eq!(ProtoId::for_server_port(102), Some(S7COMM));
-        assert_eq!(ProtoId::for_server_port(80), None);
+        assert_eq!(ProtoId::for_server_port(502, false), Some(MODBUS));
+        assert_eq!(ProtoId::for_server_port(20000, true), Some(DNP3));
+        assert_eq!(ProtoId::for_server_port(102, false), Some(S7COMM));
+        assert_eq!(ProtoId::for_server_port(80, false), None);
+        assert_eq!(ProtoId::for_server_port(2222, true), Some(ENIP));
+        assert_eq!(
+            ProtoId::for_server_port(2222, false),
+            None,
+            "I/O is UDP only"
+        );
         // Every port answers as the table says (the bitmap has no stray bit and misses none).
         for port in 0..=u16::MAX {
-            let listed =
-                ProtoId::all().find(|p| p.spec().new.is_some() && p.spec().ports.contains(&port));
-            assert_eq!(ProtoId::for_server_port(port), listed, "port {port}");
+            for udp in [false, true] {
+                let listed = ProtoId::all().find(|p| {
+                    let spec = p.spec();
+                    spec.new.is_some()
+                        && (spec.ports.contains(&port) || udp && spec.udp_ports.contains(&port))
+                });
+                assert_eq!(ProtoId::for_server_port(port, udp), listed, "port {port}");
+            }
         }
         assert_eq!(
             (MODBUS.spec().function_name)(3),

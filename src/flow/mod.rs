@@ -192,8 +192,9 @@ impl FlowTable {
         // The protocol from a well-known port; failing that, a flow already found by probing;
         // failing that, probe this payload (DNP3 on a non-standard port validates itself).
         let mut probed = None;
-        if ProtoId::for_server_port(dport).is_none()
-            && ProtoId::for_server_port(sport).is_none()
+        let udp = protocol == 17;
+        if ProtoId::for_server_port(dport, udp).is_none()
+            && ProtoId::for_server_port(sport, udp).is_none()
             && !self.flows.contains_key(&key)
         {
             let payload = match pkt.transport {
@@ -410,9 +411,10 @@ fn new_flow(
         Transport::Tcp { flags, .. } => Some(flags),
         Transport::Udp { .. } => None,
     };
+    let udp = matches!(pkt.transport, Transport::Udp { .. });
     let well_known = (
-        App::is_server_port(sender.1),
-        App::is_server_port(receiver.1),
+        App::is_server_port(sender.1, udp),
+        App::is_server_port(receiver.1, udp),
     );
     let sender_is_client = match (well_known, probed, flags) {
         ((false, true), _, _) => true,
@@ -443,7 +445,7 @@ fn new_flow(
         app: App::new(
             probed
                 .map(|(p, _)| p)
-                .or(ProtoId::for_server_port(server.1)),
+                .or(ProtoId::for_server_port(server.1, udp)),
         ),
         probed,
         carried_data: false,

@@ -405,7 +405,8 @@ pub enum Segment<'a> {
     Attribute(u32),
     Member(u32),
     ConnectionPoint(u32),
-    /// A symbolic segment (ANSI extended symbol, 0x91): a tag name.
+    /// A symbolic segment (ANSI extended symbol 0x91, or an ASCII symbolic segment
+    /// 0x61-0x7F): a tag name.
     Symbol(&'a [u8]),
     /// A port segment: the port and its link address.
     Port {
@@ -458,6 +459,30 @@ fn segment_len(b: &[u8]) -> Result<usize, CipError> {
         // Network segment: one octet of data, or (0x5F) a word count and that many words.
         2 if t == 0x5f => 2 + 2 * usize::from(*b.get(1).ok_or(CipError::PathLength)?),
         2 => 2,
+        // Symbolic segment (Vol 1 C-1.4.5): its size in the low 5 bits and that many
+        // octets; size 0: an extended format octet (double- or triple-byte characters and
+        // their count, or a numeric symbol of 1, 2 or 4 octets). Padded to even.
+        3 => {
+            let n = match usize::from(t & 0x1f) {
+                0 => {
+                    let ext = *b.get(1).ok_or(CipError::PathLength)?;
+                    let count = usize::from(ext & 0x1f);
+                    2 + match ext >> 5 {
+                        1 => 2 * count,
+                        2 => 3 * count,
+                        6 => match count {
+                            6 => 1,
+                            7 => 2,
+                            8 => 4,
+                            _ => return Err(CipError::PathSegment(t)),
+                        },
+                        _ => return Err(CipError::PathSegment(t)),
+                    }
+                }
+                size => 1 + size,
+            };
+            n + (n & 1)
+        }
         // Data segment: simple data (word count) or ANSI extended symbol (octet count, padded).
         4 => match t {
             0x80 => 2 + 2 * usize::from(*b.get(1).ok_or(CipError::PathLength)?),
@@ -613,6 +638,7 @@ fn decode_segment(s: &[u8]) -> Segment<'_> {
                 _ => Segment::Other { kind: t, bytes: s },
             }
         }
+        3 if t & 0x1f != 0 => Segment::Symbol(s.get(1..1 + usize::from(t & 0x1f)).unwrap_or(&[])),
         _ if t == 0x91 => {
             let n = usize::from(s[1]);
             Segment::Symbol(s.get(2..2 + n).unwrap_or(&[]))
@@ -640,10 +666,16 @@ pub fn multiple_service(data: &[u8]) -> Option<Vec<&[u8]>> {
     Some(out)
 }
 
+/// The embedded request of an Unconnected Send, whatever its route path.
+pub fn unconnected_send_message(data: &[u8]) -> Option<&[u8]> {
+    let size = usize::from(u16_at(data, 2)?);
+    data.get(4..4 + size)
+}
+
 /// The embedded request and route path of an Unconnected Send (Vol 1 §3-5.5.2).
 pub fn unconnected_send(data: &[u8]) -> Option<(&[u8], Epath<'_>)> {
-    let size = usize::from(u16_at(data, 2)?);
-    let msg = data.get(4..4 + size)?;
+    let msg = unconnected_send_message(data)?;
+    let size = msg.len();
     let at = 4 + size + (size & 1);
     let words = usize::from(*data.get(at)?);
     let route = data.get(at + 2..at + 2 + 2 * words)?;
@@ -1028,6 +1060,22 @@ mod tests {
         );
         // A truncated 16-bit logical segment.
         assert_eq!(Epath::parse(&[0x21, 0x00, 0x6b]), Err(CipError::PathLength));
+        // ASCII symbolic segments (Vol 1 C-1.4.5) are padded to even, as tshark reads them:
+        // class 0x8e, instance 1, "AB" and a pad; then "ABC" (no pad), a numeric UINT symbol
+        // and a double-byte one of one character.
+        let e = Epath::parse(&[0x20, 0x8e, 0x24, 0x01, 0x62, b'A', b'B', 0]).unwrap();
+        assert_eq!(e.class(), Some(0x8e));
+        assert_eq!(e.symbol(), Some(vec![&b"AB"[..]]));
+        let e = Epath::parse(&[
+            0x63, b'A', b'B', b'C', 0x60, 0xc7, 1, 0, 0x60, 0x21, 0, 0x41,
+        ])
+        .unwrap();
+        assert_eq!(e.segments().count(), 3);
+        assert_eq!(Epath::parse(&[0x63, b'A', b'B']), Err(CipError::PathLength));
+        assert_eq!(
+            Epath::parse(&[0x60, 0xc9, 1, 0]),
+            Err(CipError::PathSegment(0x60))
+        );
     }
 
     #[test]
