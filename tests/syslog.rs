@@ -255,3 +255,140 @@ fn a_collector_killed_mid_run_is_counted_and_capture_goes_on() {
     );
     assert!(stderr.contains("FAILED: syslog output: "), "{stderr}");
 }
+
+/// The number in the summary's `syslog output: N failed writes`.
+fn syslog_failures(stderr: &str) -> u64 {
+    let Some(at) = stderr.find("syslog output: ") else {
+        return 0;
+    };
+    stderr[at + "syslog output: ".len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A collector that accepts each connection and closes it at once (a load balancer with no
+/// backend, a collector at its session limit): the writes go into the kernel and the collector
+/// resets them. That is counted (not every message need be: a reset says data was discarded,
+/// not how much), and the run fails.
+#[test]
+fn a_collector_that_accepts_and_closes_is_counted() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("port").port();
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            drop(c);
+        }
+    });
+    let dir = scratch("syslog-accept-close");
+    let url = format!("tcp://127.0.0.1:{port}");
+    let (alerts, stderr, code) = run(&dir, &["--syslog", &url]);
+    assert!(!alerts.is_empty());
+    assert_eq!(code, Some(1), "{stderr}");
+    let failed = syslog_failures(&stderr);
+    assert!(
+        failed >= 1 && failed <= alerts.len() as u64,
+        "{failed} of {}: {stderr}",
+        alerts.len()
+    );
+}
+
+/// A collector that takes the connection and never reads (its queue or disk full): the
+/// messages it did not acknowledge are counted as lost, and the run fails and ends. Before,
+/// the sender dropped the connection with megabytes unsent and exited 0.
+#[test]
+fn a_collector_that_stops_reading_is_counted() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("port").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming() {
+            held.push(c);
+        }
+    });
+    let dir = scratch("syslog-stalled");
+    let events = dir.join("events.jsonl");
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios/modbus_steady_hour.pcap.gz");
+    let out = Command::new(OTWATCH)
+        .args(["replay", "--syslog", &format!("tcp://127.0.0.1:{port}")])
+        .arg("--syslog-events")
+        .arg("--events")
+        .arg(&events)
+        .arg(&fixture)
+        .output()
+        .expect("otwatch runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let sent = std::fs::read_to_string(&events)
+        .expect("events")
+        .lines()
+        .count() as u64;
+    let failed = syslog_failures(&stderr);
+    // What the collector's kernel acknowledged into its receive buffer is not known to be
+    // lost: most of the messages, not all, are counted.
+    assert!(
+        failed > sent / 2 && failed <= sent,
+        "{failed} of {sent}: {stderr}"
+    );
+}
+
+/// A TLS collector that trickles its handshake (a byte every half second, a record that never
+/// completes): the connection is given up within its deadline, the alerts are counted, and the
+/// run ends. Before, the handshake's per-read timeout never fired and the run never ended.
+#[test]
+fn a_tls_collector_that_trickles_its_handshake_does_not_hold_the_run() {
+    use std::io::Write as _;
+    let dir = scratch("syslog-trickle");
+    write_test_certificates(&dir);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("port").port();
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            let Ok(mut c) = c else { continue };
+            std::thread::spawn(move || {
+                // A handshake record header announcing 16 KiB, then a byte now and then.
+                let _ = c.write_all(&[0x16, 0x03, 0x03, 0x40, 0x00]);
+                while c.write_all(&[0]).is_ok() {
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+            });
+        }
+    });
+    let url = format!("tls://127.0.0.1:{port}");
+    let ca = dir.join("ca.crt");
+    let alerts = dir.join("alerts.jsonl");
+    let mut child = Command::new(OTWATCH)
+        .args(["replay", "--learn", "60s", "--alerts"])
+        .arg(&alerts)
+        .args(["--syslog", &url, "--syslog-ca"])
+        .arg(&ca)
+        .arg(scenario())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("otwatch runs");
+    // A guard against a hang, not a measure of speed: the run ends within seconds.
+    let mut waited = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if waited >= 240 {
+            let _ = child.kill();
+            panic!("otwatch did not end with a trickling TLS collector");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        waited += 1;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let lines = std::fs::read_to_string(&alerts)
+        .expect("alerts")
+        .lines()
+        .count() as u64;
+    assert!(lines > 0);
+    assert_eq!(syslog_failures(&stderr), lines, "{stderr}");
+}

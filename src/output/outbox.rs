@@ -37,8 +37,9 @@ pub trait Courier: Send + 'static {
     fn holding(&self) -> bool {
         false
     }
-    /// The run is over: a courier that batches sends, or counts as lost, what it holds.
-    fn close(&mut self) {}
+    /// The run is over: a courier that batches sends, or counts as lost, what it holds, by
+    /// `deadline`.
+    fn close(&mut self, _deadline: Instant) {}
 }
 
 /// The sending half, owned by the run; the thread does the network work.
@@ -51,6 +52,7 @@ pub struct Outbox<T: Send + 'static> {
     kind: OutputKind,
     health: Arc<OutputHealth>,
     units: fn(&T) -> u64,
+    drain: Duration,
 }
 
 impl<T: Send + 'static> Outbox<T> {
@@ -79,6 +81,7 @@ impl<T: Send + 'static> Outbox<T> {
             kind,
             health,
             units: C::units,
+            drain,
         })
     }
 
@@ -105,6 +108,19 @@ impl<T: Send + 'static> Outbox<T> {
         self.closing.store(true, Ordering::Relaxed);
         self.tx = None;
         if let Some(t) = self.thread.take() {
+            let limit = Instant::now() + self.drain + JOIN_GRACE;
+            while !t.is_finished() {
+                if Instant::now() >= limit {
+                    // Left behind (the process ends soon); what it held is not known.
+                    self.health.fail(
+                        self.kind,
+                        1,
+                        &"the sender thread did not finish in time: what it held may be lost",
+                    );
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
             if t.join().is_err() {
                 self.health.fail(self.kind, 1, &"sender thread panicked");
             }
@@ -117,6 +133,14 @@ impl<T: Send + 'static> Drop for Outbox<T> {
         self.finish();
     }
 }
+
+/// What a courier has past the drain time to finish what it holds (a last batch, its
+/// acknowledgement).
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// How long the end of the run waits for the sender thread past its drain time: every network
+/// operation it makes has a deadline, so this is a last guard, not a wait that happens.
+const JOIN_GRACE: Duration = Duration::from_secs(15);
 
 fn run<C: Courier>(
     mut courier: C,
@@ -137,7 +161,7 @@ fn run<C: Courier>(
                 let left = pending.as_ref().map_or(0, C::units)
                     + rx.try_iter().map(|i| C::units(&i)).sum::<u64>();
                 // What the courier holds is sent, or counted, by it.
-                courier.close();
+                courier.close(end + CLOSE_GRACE);
                 if left > 0 {
                     health.fail(
                         kind,
@@ -173,7 +197,9 @@ fn run<C: Courier>(
                         std::thread::sleep(Duration::from_millis(50));
                         continue;
                     }
-                    courier.close();
+                    courier.close(
+                        deadline.map_or_else(|| Instant::now() + drain, |d| d + CLOSE_GRACE),
+                    );
                     return;
                 }
             };

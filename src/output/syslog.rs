@@ -6,11 +6,13 @@
 //! that finds the queue full, or that is still undelivered when the run ends, is counted as a
 //! failure of the `syslog` output (summary, `otwatch_output_errors_total`, exit status).
 
-use std::io::Write;
+use std::collections::VecDeque;
+use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use otwatch_models::Alert;
 
@@ -21,7 +23,16 @@ use super::{OutputHealth, OutputKind};
 pub const QUEUE: usize = 16_384;
 /// How long the end of a run waits for the queue to drain to a reachable collector.
 const DRAIN: Duration = Duration::from_secs(5);
+/// A socket operation that makes no progress this long fails.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A connection (TCP, and the TLS handshake) is made within this, however slowly the collector
+/// trickles: nothing on the sender thread waits without a bound.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(5);
+/// A batch is written within this, or the connection is given up.
+const BATCH_DEADLINE: Duration = Duration::from_secs(10);
+/// The send buffer asked of the kernel: what the collector has not acknowledged when a
+/// connection breaks is counted as lost, and a small buffer keeps that window small.
+const SEND_BUFFER: libc::c_int = 256 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -239,10 +250,89 @@ fn tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
     Ok(Arc::new(config))
 }
 
+/// The socket under TCP and TLS: counts the bytes written to it, and bounds every read and
+/// write on it by the deadline of the operation it serves (a handshake, a batch), so that a
+/// collector that trickles a byte now and then cannot hold the sender, or the end of the run.
+struct Wire {
+    s: TcpStream,
+    written: u64,
+    deadline: Option<Instant>,
+}
+
+impl Wire {
+    fn arm(&self, read: bool) -> std::io::Result<()> {
+        let timeout = match self.deadline {
+            None => WRITE_TIMEOUT,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the collector is too slow",
+                    ));
+                }
+                left.min(WRITE_TIMEOUT)
+            }
+        };
+        if read {
+            self.s.set_read_timeout(Some(timeout))
+        } else {
+            self.s.set_write_timeout(Some(timeout))
+        }
+    }
+
+    /// Bytes written that the collector has not acknowledged (Linux `SIOCOUTQ`).
+    fn unacked(&self) -> Option<u64> {
+        let mut n: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int through the pointer, on a socket we own.
+        let r = unsafe { libc::ioctl(self.s.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+        (r == 0).then_some(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+impl Read for Wire {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.arm(true)?;
+        self.s.read(buf)
+    }
+}
+
+impl Write for Wire {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.arm(false)?;
+        let n = self.s.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.s.flush()
+    }
+}
+
 enum Conn {
     Udp(UdpSocket),
-    Tcp(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    Tcp(Wire),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, Wire>>),
+}
+
+impl Conn {
+    fn wire(&mut self) -> Option<&mut Wire> {
+        match self {
+            Conn::Udp(_) => None,
+            Conn::Tcp(w) => Some(w),
+            Conn::Tls(t) => Some(&mut t.sock),
+        }
+    }
+}
+
+/// What a look at a connection found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    Open,
+    Closed,
+    /// The collector reset the connection: it discarded data it had not read.
+    Reset,
 }
 
 struct Sender {
@@ -263,7 +353,19 @@ struct Sender {
     backoff: Backoff,
     /// The collector is known to be unreachable (said once).
     down: bool,
+    /// Batches written on the connection that the collector has not acknowledged yet: the
+    /// connection's byte count at each one's end, and its messages.
+    inflight: VecDeque<(u64, u64)>,
+    /// When the batches found acknowledged in the last [`RESET_WINDOW`] were, and their
+    /// messages (a reset may have discarded them).
+    recent_acked: VecDeque<(Instant, u64)>,
 }
+
+/// A collector that resets a connection discarded what it had acknowledged and not read yet:
+/// the messages acknowledged this long before the reset was noticed, and the last batch
+/// acknowledged in any case, are counted as lost (a working collector reads what arrives well
+/// within it; one that accepts and closes at once read none of it).
+const RESET_WINDOW: Duration = Duration::from_secs(1);
 
 /// Bytes of framed messages written at once (about: the message that passes it joins).
 const BATCH: usize = 64 * 1024;
@@ -285,6 +387,8 @@ impl Sender {
             stranded: false,
             backoff: Backoff::default(),
             down: false,
+            inflight: VecDeque::new(),
+            recent_acked: VecDeque::new(),
         }
     }
 
@@ -296,8 +400,10 @@ impl Sender {
     fn ensure_connected(&mut self) -> bool {
         // A collector that closed the connection (a restart) is noticed before writing to it:
         // what is written to a closed connection is lost where nothing can count it.
-        if self.conn.as_mut().is_some_and(peer_closed) {
-            self.conn = None;
+        match self.conn.as_mut().map(peer_state) {
+            Some(Peer::Closed) => self.drop_conn(false, "closed by the collector"),
+            Some(Peer::Reset) => self.drop_conn(true, "reset by the collector"),
+            _ => {}
         }
         if self.conn.is_some() {
             return true;
@@ -340,8 +446,15 @@ impl Sender {
         }
         if let Some(Conn::Udp(s)) = &self.conn {
             if let Err(e) = s.send(msg) {
+                // Refused: the ICMP port unreachable of an earlier datagram came back, and
+                // this one was not sent either.
+                let n = if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                    2
+                } else {
+                    1
+                };
                 let why = format!("{}: a datagram could not be sent: {e}", self.describe());
-                self.health.fail(OutputKind::Syslog, 1, &why);
+                self.health.fail(OutputKind::Syslog, n, &why);
             }
             return true;
         }
@@ -360,25 +473,46 @@ impl Sender {
         if self.batch.is_empty() {
             return true;
         }
-        let written = match self.conn.as_mut() {
-            Some(Conn::Tcp(s)) => s.write_all(&self.batch).and_then(|()| s.flush()),
-            Some(Conn::Tls(s)) => s.write_all(&self.batch).and_then(|()| s.flush()),
-            Some(Conn::Udp(_)) => Ok(()),
-            None => return false,
+        let Some(conn) = self.conn.as_mut() else {
+            return false;
         };
+        if let Some(w) = conn.wire() {
+            w.deadline = Some(Instant::now() + BATCH_DEADLINE);
+        }
+        let written = match conn {
+            Conn::Tcp(s) => s.write_all(&self.batch).and_then(|()| s.flush()),
+            Conn::Tls(s) => s.write_all(&self.batch).and_then(|()| s.flush()),
+            Conn::Udp(_) => Ok(()),
+        };
+        let end = conn.wire().map(|w| {
+            w.deadline = None;
+            w.written
+        });
         match written {
             Ok(()) => {
+                if let Some(end) = end {
+                    self.inflight.push_back((end, self.batched));
+                }
                 self.batch.clear();
                 self.batched = 0;
                 self.fresh = false;
                 self.stranded = false;
                 self.backoff.succeeded();
+                self.settle();
                 true
             }
             Err(e) => {
                 // A collector that accepts and then fails is retried with the same backoff as
-                // one that refuses.
-                self.conn = None;
+                // one that refuses. The batch goes again whole on the next connection (what
+                // of it went through may arrive twice).
+                let reset = e.kind() == std::io::ErrorKind::ConnectionReset;
+                let why = match e.kind() {
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                        "the collector stopped reading".to_string()
+                    }
+                    _ => e.to_string(),
+                };
+                self.drop_conn(reset, &why);
                 self.backoff.failed();
                 self.stranded = true;
                 if self.fresh {
@@ -393,6 +527,102 @@ impl Sender {
         }
     }
 
+    /// Forgets the batches the collector acknowledged.
+    fn settle(&mut self) {
+        let Some(w) = self.conn.as_mut().and_then(Conn::wire) else {
+            return;
+        };
+        let Some(acked) = w.unacked().map(|q| w.written.saturating_sub(q)) else {
+            return;
+        };
+        let now = Instant::now();
+        while let Some(&(end, units)) = self.inflight.front() {
+            if end > acked {
+                break;
+            }
+            self.recent_acked.push_back((now, units));
+            self.inflight.pop_front();
+        }
+        // The last one stays, however old (a reset counts it at least).
+        while self.recent_acked.len() > 1
+            && self
+                .recent_acked
+                .front()
+                .is_some_and(|&(at, _)| now.duration_since(at) > RESET_WINDOW)
+        {
+            self.recent_acked.pop_front();
+        }
+    }
+
+    /// Gives the connection up: the batches written on it that the collector did not
+    /// acknowledge are counted as lost (a collector that stopped reading, that accepts and
+    /// closes, that went away), and after a reset those acknowledged within [`RESET_WINDOW`]
+    /// too: the collector discarded data it had acknowledged and not read.
+    fn drop_conn(&mut self, reset: bool, why: &str) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let acked = conn
+            .wire()
+            .and_then(|w| w.unacked().map(|q| w.written.saturating_sub(q)));
+        let mut lost: u64 = self
+            .inflight
+            .drain(..)
+            .filter(|&(end, _)| acked.is_none_or(|a| end > a))
+            .map(|(_, units)| units)
+            .sum();
+        let recent = std::mem::take(&mut self.recent_acked);
+        if reset {
+            // The last batch acknowledged at least, however long ago.
+            let now = Instant::now();
+            let last = recent.len().saturating_sub(1);
+            lost += recent
+                .iter()
+                .enumerate()
+                .filter(|&(i, &(at, _))| i == last || now.duration_since(at) <= RESET_WINDOW)
+                .map(|(_, &(_, units))| units)
+                .sum::<u64>();
+        }
+        if lost > 0 {
+            let why = format!(
+                "{}: {lost} message(s) written but not known to be received when the connection ended ({why})",
+                self.describe()
+            );
+            self.health.fail(OutputKind::Syslog, lost, &why);
+        }
+    }
+
+    /// Everything written was acknowledged: the connection is closed politely (TLS
+    /// close_notify, then the write side), and the collector's own close awaited until
+    /// `deadline`: a reset instead says it discarded data it had acknowledged (a collector that
+    /// accepts and closes at once), counted as lost; no answer by then is taken for a close.
+    fn shut_down(&mut self, deadline: Instant) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        if let Conn::Tls(t) = conn {
+            t.conn.send_close_notify();
+            t.sock.deadline = Some(Instant::now() + WRITE_TIMEOUT);
+            let _ = t.conn.write_tls(&mut t.sock);
+        }
+        if let Some(w) = conn.wire() {
+            let _ = w.s.shutdown(std::net::Shutdown::Write);
+        }
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return;
+            };
+            match peer_state(conn) {
+                Peer::Reset => return self.drop_conn(true, "reset by the collector at the end"),
+                Peer::Closed => break,
+                Peer::Open if Instant::now() >= deadline => break,
+                Peer::Open => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        self.conn = None;
+        self.recent_acked.clear();
+    }
+
     fn drop_batch(&mut self, why: &str) {
         if self.batched > 0 {
             self.health.fail(OutputKind::Syslog, self.batched, &why);
@@ -403,10 +633,21 @@ impl Sender {
     }
 
     fn connect(&self) -> std::io::Result<Conn> {
-        let addr = (self.target.host.as_str(), self.target.port)
+        let addrs: Vec<_> = (self.target.host.as_str(), self.target.port)
             .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| std::io::Error::other("no address"))?;
+            .collect();
+        let mut last = std::io::Error::other("no address");
+        // Every address the name has (a dual-stack name whose first is unreachable).
+        for addr in addrs {
+            match self.connect_to(addr) {
+                Ok(c) => return Ok(c),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn connect_to(&self, addr: std::net::SocketAddr) -> std::io::Result<Conn> {
         if self.target.transport == Transport::Udp {
             let bind = if addr.is_ipv4() {
                 "0.0.0.0:0"
@@ -418,23 +659,39 @@ impl Sender {
             return Ok(Conn::Udp(s));
         }
         let s = TcpStream::connect_timeout(&addr, WRITE_TIMEOUT)?;
-        s.set_write_timeout(Some(WRITE_TIMEOUT))?;
-        // TLS reads too (the handshake, and while rustls waits to write): a collector that
-        // stops answering must not hold the sender, or the end of the run, forever.
-        s.set_read_timeout(Some(WRITE_TIMEOUT))?;
         s.set_nodelay(true)?;
+        // SAFETY: SO_SNDBUF takes one int, read from the pointer, on a socket we own.
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&SEND_BUFFER as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        let mut wire = Wire {
+            s,
+            written: 0,
+            // TLS reads too (the handshake): within the connection's deadline.
+            deadline: Some(Instant::now() + CONNECT_DEADLINE),
+        };
         match &self.tls {
-            None => Ok(Conn::Tcp(s)),
+            None => {
+                wire.deadline = None;
+                Ok(Conn::Tcp(wire))
+            }
             Some(config) => {
                 let name = rustls::pki_types::ServerName::try_from(self.target.host.clone())
                     .map_err(std::io::Error::other)?;
                 let c = rustls::ClientConnection::new(Arc::clone(config), name)
                     .map_err(std::io::Error::other)?;
-                let mut tls = rustls::StreamOwned::new(c, s);
+                let mut tls = rustls::StreamOwned::new(c, wire);
                 // Handshake now, so a bad certificate is a connection failure, not a lost line.
                 while tls.conn.is_handshaking() {
                     tls.conn.complete_io(&mut tls.sock)?;
                 }
+                tls.sock.deadline = None;
                 Ok(Conn::Tls(Box::new(tls)))
             }
         }
@@ -468,18 +725,46 @@ impl Courier for Sender {
         !self.batch.is_empty()
     }
 
-    /// The end of the run: the batch goes, or (the collector away) is counted as lost.
-    fn close(&mut self) {
-        if self.batch.is_empty() {
-            return;
-        }
-        if !(self.ensure_connected() && self.write_batch()) {
+    /// The end of the run: the batch goes, or (the collector away) is counted as lost; then
+    /// the collector has until `deadline` to acknowledge what was written, and what it has not
+    /// is counted as lost.
+    fn close(&mut self, deadline: Instant) {
+        let sent = self.batch.is_empty() || self.ensure_connected() && self.write_batch();
+        if !sent {
             let why = format!(
                 "{} message(s) undelivered at the end: {} unreachable",
                 self.batched,
                 self.describe()
             );
             self.drop_batch(&why);
+        }
+        loop {
+            self.settle();
+            let Some(conn) = self.conn.as_mut() else {
+                return;
+            };
+            if let Conn::Udp(s) = conn {
+                // The last datagram's port unreachable, if it came back.
+                if let Ok(Some(e)) = s.take_error() {
+                    let why = format!("{}: a datagram could not be sent: {e}", self.describe());
+                    self.health.fail(OutputKind::Syslog, 1, &why);
+                }
+                return;
+            }
+            match peer_state(conn) {
+                Peer::Closed if !self.inflight.is_empty() => {
+                    return self.drop_conn(false, "closed by the collector");
+                }
+                Peer::Reset => return self.drop_conn(true, "reset by the collector"),
+                _ => {}
+            }
+            if self.inflight.is_empty() {
+                return self.shut_down(deadline);
+            }
+            if Instant::now() >= deadline {
+                return self.drop_conn(false, "not acknowledged within the drain time");
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -490,38 +775,56 @@ impl Courier for Sender {
     }
 }
 
-/// Whether the collector closed the connection (or sent something, which a syslog collector
-/// does only to close it): a non-blocking look at the socket. Over TLS what arrived goes
-/// through rustls first (a TLS 1.3 server's session tickets are not a close).
-fn peer_closed(conn: &mut Conn) -> bool {
-    fn readable(s: &TcpStream) -> Option<bool> {
+/// Whether the collector closed or reset the connection (or sent something, which a syslog
+/// collector does only to close it): a non-blocking look at the socket. Over TLS what arrived
+/// goes through rustls first (a TLS 1.3 server's session tickets are not a close).
+fn peer_state(conn: &mut Conn) -> Peer {
+    /// `Some(true)`: bytes to read; `Some(false)`: nothing yet; `None`: closed or reset.
+    fn readable(s: &TcpStream) -> Result<bool, Peer> {
         let mut b = [0u8; 1];
-        s.set_nonblocking(true).ok()?;
+        if s.set_nonblocking(true).is_err() {
+            return Err(Peer::Closed);
+        }
         let r = s.peek(&mut b);
-        s.set_nonblocking(false).ok()?;
+        if s.set_nonblocking(false).is_err() {
+            return Err(Peer::Closed);
+        }
         match r {
-            Ok(0) => None,
-            Ok(_) => Some(true),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(false),
-            Err(_) => None,
+            Ok(0) => Err(Peer::Closed),
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Err(Peer::Reset),
+            Err(_) => Err(Peer::Closed),
         }
     }
     match conn {
-        Conn::Udp(_) => false,
-        Conn::Tcp(s) => readable(s) != Some(false),
-        Conn::Tls(t) => match readable(&t.sock) {
-            None => true,
-            Some(false) => false,
-            Some(true) => {
-                if t.sock.set_nonblocking(true).is_err() {
-                    return true;
+        Conn::Udp(_) => Peer::Open,
+        Conn::Tcp(w) => match readable(&w.s) {
+            Ok(false) => Peer::Open,
+            Ok(true) => Peer::Closed,
+            Err(p) => p,
+        },
+        Conn::Tls(t) => match readable(&t.sock.s) {
+            Err(p) => p,
+            Ok(false) => Peer::Open,
+            Ok(true) => {
+                if t.sock.s.set_nonblocking(true).is_err() {
+                    return Peer::Closed;
                 }
-                let read = t.conn.read_tls(&mut t.sock);
+                let read = t.conn.read_tls(&mut t.sock.s);
                 let closed = match (read, t.conn.process_new_packets()) {
+                    (Err(e), _) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                        let _ = t.sock.s.set_nonblocking(false);
+                        return Peer::Reset;
+                    }
                     (Ok(0), _) | (Err(_), _) | (_, Err(_)) => true,
                     (Ok(_), Ok(state)) => state.peer_has_closed(),
                 };
-                t.sock.set_nonblocking(false).is_err() || closed
+                if t.sock.s.set_nonblocking(false).is_err() || closed {
+                    Peer::Closed
+                } else {
+                    Peer::Open
+                }
             }
         },
     }
