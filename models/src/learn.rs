@@ -84,9 +84,28 @@ pub struct Pending {
     pub overflow: u64,
 }
 
-/// A request's time and frame, by its correlation id. A channel waits for one or a few answers
-/// at a time: they are held in place while there are at most four.
-pub type CorrMap = crate::small::SmallMap<u32, (i64, u64), 4>;
+/// A request's time, frame and connection ([`connection`]), by its correlation id. A channel
+/// waits for one or a few answers at a time: they are held in place while there are at most
+/// four.
+pub type CorrMap = crate::small::SmallMap<u32, (i64, u64, u32), 4>;
+
+/// A request older than this is no longer answered: a response with its correlation id (a
+/// transaction id reused after a request the capture saw unanswered) is not its answer.
+pub const MAX_ANSWER_AGE: i64 = 60 * NANOS;
+
+/// The connection of a PDU, as its ports from client to server packed in one number (0 when
+/// not known): a response answers a request of its own connection only. A channel (client,
+/// server, unit) has several connections, and transaction ids repeat across them.
+fn connection(o: &Observation) -> u32 {
+    o.ports.map_or(0, |p| {
+        let (client, server) = if o.kind == Kind::Request {
+            (p.src, p.dst)
+        } else {
+            (p.dst, p.src)
+        };
+        u32::from(client) << 16 | u32::from(server)
+    })
+}
 
 /// DNP3 functions that get no response: confirm (0), direct operate without acknowledgement
 /// (6), the no-ack freezes (8, 10, 12) and the no-ack authentication request (33).
@@ -107,13 +126,24 @@ impl Pending {
             self.overflow += 1;
             return false;
         }
-        self.map.insert(c, (o.ts, o.frame));
+        self.map.insert(c, (o.ts, o.frame, connection(o)));
         true
     }
 
-    /// A response: its latency and its request's frame, when the request was seen.
+    /// A response: its latency and its request's frame, when the request was seen on its
+    /// connection, less than [`MAX_ANSWER_AGE`] before (an older one is dropped: it will not be
+    /// answered any more).
     pub fn response(&mut self, o: &Observation) -> Option<(f64, u64)> {
-        let (ts, frame) = self.map.remove(&o.corr?)?;
+        let c = o.corr?;
+        let &(ts, frame, conn) = self.map.get(&c)?;
+        let own = connection(o);
+        if conn != 0 && own != 0 && conn != own {
+            return None;
+        }
+        self.map.remove(&c);
+        if o.ts.saturating_sub(ts) > MAX_ANSWER_AGE && o.latency.is_none() {
+            return None;
+        }
         Some((o.latency.unwrap_or_else(|| secs(ts, o.ts)), frame))
     }
 }
@@ -899,7 +929,7 @@ mod tests {
     #[test]
     fn corr_map_is_a_map() {
         let mut m = CorrMap::default();
-        let mut model: HashMap<u32, (i64, u64)> = HashMap::new();
+        let mut model: HashMap<u32, (i64, u64, u32)> = HashMap::new();
         let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut went_many = false;
         for step in 0..20_000i64 {
@@ -910,8 +940,9 @@ mod tests {
             let ids = if (step / 2000) % 2 == 0 { 6 } else { 40 };
             let c = (seed % ids) as u32;
             if seed >> 60 < 9 {
-                m.insert(c, (step, seed));
-                model.insert(c, (step, seed));
+                m.insert(c, (step, seed, 0));
+                model.insert(c, (step, seed, 0));
+                assert_eq!(m.get(&c), model.get(&c));
             } else {
                 assert_eq!(m.remove(&c), model.remove(&c));
             }
@@ -925,6 +956,48 @@ mod tests {
             assert_eq!(all, want);
         }
         assert!(went_many, "bursts moved it to the hash map");
+    }
+
+    /// A response answers a request of its own connection, sent less than a minute before:
+    /// a transaction id reused on another connection of the channel, or after a request the
+    /// capture saw unanswered 19 minutes earlier (fixtures/modbus.pcap), is no answer. Before,
+    /// such a pair was learned as a latency of 1170 s.
+    #[test]
+    fn a_response_answers_its_own_connections_recent_request() {
+        let ch = Channel {
+            proto: Proto::Modbus,
+            client: IpAddr::from([10, 0, 0, 57]),
+            server: IpAddr::from([10, 0, 0, 8]),
+            unit: 1,
+        };
+        let pdu = |ts: i64, kind: Kind, client_port: u16| {
+            let mut o = Observation::new(ts, Arc::from("t"), 1, ch, kind, 3);
+            o.corr = Some(1);
+            let (src, dst) = if kind == Kind::Request {
+                (client_port, 502)
+            } else {
+                (502, client_port)
+            };
+            o.ports = Some(crate::obs::Ports {
+                src,
+                dst,
+                udp: false,
+            });
+            o
+        };
+        let mut p = Pending::default();
+        assert!(p.request(&pdu(0, Kind::Request, 2579)));
+        // Another connection's response with the same id: not this request's.
+        assert_eq!(p.response(&pdu(NANOS, Kind::Response, 4446)), None);
+        // Its own, 2 ms later.
+        let (latency, _) = p
+            .response(&pdu(2_000_000, Kind::Response, 2579))
+            .expect("answered");
+        assert!((latency - 0.002).abs() < 1e-9);
+        // Unanswered, and the id comes back 1170 s later on the same connection.
+        p.request(&pdu(10 * NANOS, Kind::Request, 2579));
+        assert_eq!(p.response(&pdu(1180 * NANOS, Kind::Response, 2579)), None);
+        assert!(p.map.is_empty(), "a stale request is dropped");
     }
 
     #[test]

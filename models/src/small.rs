@@ -36,6 +36,13 @@ impl<K: Copy + Eq + std::hash::Hash, V: Copy, const N: usize> SmallMap<K, V, N> 
         }
     }
 
+    pub fn get(&self, k: &K) -> Option<&V> {
+        match self {
+            SmallMap::Few(few) => few.iter().find(|(x, _)| x == k).map(|(_, v)| v),
+            SmallMap::Many(many) => many.get(k),
+        }
+    }
+
     /// Holds `v` for `k` (replacing what `k` held).
     pub fn insert(&mut self, k: K, v: V) {
         match self {

@@ -131,7 +131,7 @@ impl Detector {
                 continue;
             }
             let timeout = timeout_of(&self.baseline, rt.known);
-            for (_, (ts, _)) in rt.pending.map.iter() {
+            for (_, (ts, _, _)) in rt.pending.map.iter() {
                 let due = ts.saturating_add(nanos(timeout));
                 if due >= now {
                     next = next.min(due);
@@ -141,8 +141,8 @@ impl Detector {
                 .pending
                 .map
                 .iter()
-                .filter(|(_, (ts, _))| secs(*ts, now) > timeout)
-                .map(|(c, (ts, f))| (c, ts, f))
+                .filter(|(_, (ts, _, _))| secs(*ts, now) > timeout)
+                .map(|(c, (ts, f, _))| (c, ts, f))
                 .collect();
             if expired.is_empty() {
                 continue;
