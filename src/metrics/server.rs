@@ -41,8 +41,11 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECTION_LIFE: Duration = Duration::from_secs(60);
 /// Successful and failed password checks remembered (bcrypt is slow on purpose).
 const AUTH_CACHE: usize = 100;
-/// Verified against when the user is unknown, so timing does not tell which users exist.
-const FAKE_HASH: &str = "$2b$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi";
+/// Password checks waiting or running at once, in all and per client address: past them a
+/// request is answered 429 at once, so that a flood of wrong passwords from one host cannot
+/// queue the scraper's check behind seconds of bcrypt.
+const MAX_PENDING_CHECKS: usize = 8;
+const MAX_PENDING_CHECKS_PER_CLIENT: usize = 1;
 
 /// What the server went through, for the metrics and the summary.
 #[derive(Debug, Default)]
@@ -53,6 +56,10 @@ pub struct ServerCounters {
     pub refused_connections: AtomicU64,
     /// Requests refused for missing or wrong credentials.
     pub unauthorized: AtomicU64,
+    /// Idle connections closed to make room for a new one at the limit.
+    pub evicted_connections: AtomicU64,
+    /// Requests answered 429: too many password checks pending.
+    pub throttled: AtomicU64,
     /// Set when the server stopped serving before the run ended: the run fails.
     pub failed: Mutex<Option<String>>,
     /// The sensor's name, a label of these series as of every other.
@@ -64,12 +71,14 @@ impl ServerCounters {
         let mut f = super::Family::new(
             "otwatch_metrics_server_events_total",
             super::MetricKind::Counter,
-            "The /metrics server: accepts that failed (e.g. no descriptors left), connections refused at the limit, requests refused for credentials.",
+            "The /metrics server: accepts that failed (e.g. no descriptors left), connections refused at the limit, idle connections closed to make room for a new one, requests refused for credentials, requests answered 429 while password checks were pending.",
         );
         for (event, n) in [
             ("accept_error", &self.accept_errors),
             ("connection_refused", &self.refused_connections),
+            ("connection_evicted", &self.evicted_connections),
             ("unauthorized", &self.unauthorized),
+            ("throttled", &self.throttled),
         ] {
             f.push(
                 vec![("event", event.to_string())],
@@ -86,9 +95,22 @@ impl ServerCounters {
 struct State {
     published: Published,
     users: std::collections::BTreeMap<String, String>,
+    /// Verified against when the user is unknown, at the users' highest cost, so that timing
+    /// does not tell which users exist.
+    fake_hash: String,
     headers: Vec<(header::HeaderName, header::HeaderValue)>,
     auth_cache: Mutex<HashMap<(String, String), bool>>,
+    /// Password checks pending, per client address.
+    checking: Mutex<HashMap<std::net::IpAddr, usize>>,
     counters: Arc<ServerCounters>,
+    /// Open connections: when each opened, whether a request is in flight on it, and how to
+    /// close it (the oldest idle one makes room for a new one at the limit).
+    open: Mutex<std::collections::BTreeMap<u64, OpenConn>>,
+}
+
+struct OpenConn {
+    busy: Arc<std::sync::atomic::AtomicBool>,
+    close: Arc<tokio::sync::Notify>,
 }
 
 /// Serves `/metrics` on its own thread until the server is dropped.
@@ -101,15 +123,23 @@ pub struct MetricsServer {
     pub counters: Arc<ServerCounters>,
 }
 
-/// `9464` or `:9464` binds loopback; `host:port` binds as given.
+/// `9464` or `:9464` binds loopback (a sensor's metrics are not for every network it sees);
+/// `HOST:PORT` binds as given, a host name resolved (`0.0.0.0:9464` for every interface).
 pub fn parse_listen(addr: &str) -> Result<String, String> {
     let a = addr.trim();
     if let Ok(port) = a.trim_start_matches(':').parse::<u16>() {
         return Ok(format!("127.0.0.1:{port}"));
     }
-    a.parse::<SocketAddr>()
-        .map(|s| s.to_string())
-        .map_err(|_| format!("--metrics {addr:?}: expected PORT or HOST:PORT"))
+    if let Ok(s) = a.parse::<SocketAddr>() {
+        return Ok(s.to_string());
+    }
+    use std::net::ToSocketAddrs;
+    match a.to_socket_addrs().map(|mut it| it.next()) {
+        Ok(Some(s)) => Ok(s.to_string()),
+        _ => Err(format!(
+            "--metrics {addr:?}: expected PORT or HOST:PORT (a host name that resolves)"
+        )),
+    }
 }
 
 impl MetricsServer {
@@ -128,12 +158,27 @@ impl MetricsServer {
         let web = web.unwrap_or_default();
         let published: Published = Arc::new(Mutex::new(Vec::new()));
         let counters = Arc::new(ServerCounters::default());
+        let cost = web
+            .users
+            .values()
+            .filter_map(|h| h.parse::<bcrypt::HashParts>().ok())
+            .map(|p| p.get_cost())
+            .max()
+            .unwrap_or(4);
+        let fake_hash = if web.users.is_empty() {
+            String::new()
+        } else {
+            bcrypt::hash("no such user", cost).map_err(|e| format!("--web-config: {e}"))?
+        };
         let state = Arc::new(State {
             published: Arc::clone(&published),
             users: web.users,
+            fake_hash,
             headers: web.headers,
             auth_cache: Mutex::new(HashMap::new()),
+            checking: Mutex::new(HashMap::new()),
             counters: Arc::clone(&counters),
+            open: Mutex::new(std::collections::BTreeMap::new()),
         });
         let tls = web.tls.map(tokio_rustls::TlsAcceptor::from);
         let is_tls = tls.is_some();
@@ -221,14 +266,15 @@ async fn serve(
         .keep_alive(true);
     let http = Arc::new(http);
     let mut backoff = Duration::from_millis(10);
+    let mut next_id = 0u64;
     loop {
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             biased;
             _ = stop.changed() => break,
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => {
+                Ok(accepted) => {
                     backoff = Duration::from_millis(10);
-                    tcp
+                    accepted
                 }
                 Err(e) => {
                     use std::io::ErrorKind::*;
@@ -243,7 +289,21 @@ async fn serve(
                 }
             },
         };
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+        let permit = match Arc::clone(&permits).try_acquire_owned() {
+            Ok(p) => Some(p),
+            // At the limit: the oldest connection with no request in flight (one that sent
+            // nothing, or a keep-alive between scrapes) is closed to make room, so that idle
+            // connections held open by anyone cannot lock the scraper out.
+            Err(_) if evict_idle(&state) => {
+                let wait = Arc::clone(&permits).acquire_owned();
+                tokio::time::timeout(Duration::from_millis(500), wait)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+            Err(_) => None,
+        };
+        let Some(permit) = permit else {
             state
                 .counters
                 .refused_connections
@@ -252,24 +312,48 @@ async fn serve(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let (state, http, tls, stop) = (
-            Arc::clone(&state),
-            Arc::clone(&http),
-            tls.clone(),
-            stop.clone(),
-        );
+        let id = next_id;
+        next_id += 1;
+        let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let close = Arc::new(tokio::sync::Notify::new());
+        if let Ok(mut open) = state.open.lock() {
+            open.insert(
+                id,
+                OpenConn {
+                    busy: Arc::clone(&busy),
+                    close: Arc::clone(&close),
+                },
+            );
+        }
+        let conn = Conn {
+            state: Arc::clone(&state),
+            peer: peer.ip(),
+            busy,
+            stop: stop.clone(),
+        };
+        let (http, tls) = (Arc::clone(&http), tls.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            match tls {
-                None => serve_connection(&http, TokioIo::new(tcp), state, stop).await,
-                Some(acceptor) => {
-                    if let Ok(Ok(s)) =
-                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-                    {
-                        serve_connection(&http, TokioIo::new(s), state, stop).await;
+            let state = Arc::clone(&conn.state);
+            let served = async move {
+                match tls {
+                    None => serve_connection(&http, TokioIo::new(tcp), conn).await,
+                    Some(acceptor) => {
+                        if let Ok(Ok(s)) =
+                            tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+                        {
+                            serve_connection(&http, TokioIo::new(s), conn).await;
+                        }
                     }
                 }
+            };
+            tokio::select! {
+                _ = served => {}
+                _ = close.notified() => {}
             }
+            if let Ok(mut open) = state.open.lock() {
+                open.remove(&id);
+            };
         });
     }
     drop(listener);
@@ -283,17 +367,58 @@ async fn serve(
     Ok(())
 }
 
-async fn serve_connection<I>(
-    http: &http1::Builder,
-    io: I,
+/// Closes the oldest open connection with no request in flight; false when every one is busy.
+fn evict_idle(state: &State) -> bool {
+    let Ok(open) = state.open.lock() else {
+        return false;
+    };
+    let Some(c) = open.values().find(|c| !c.busy.load(Ordering::Relaxed)) else {
+        return false;
+    };
+    // Stored, so that a connection whose task has not reached its wait yet closes all the same.
+    c.close.notify_one();
+    state
+        .counters
+        .evicted_connections
+        .fetch_add(1, Ordering::Relaxed);
+    true
+}
+
+/// One connection: the server's state, the client's address, whether a request is in flight.
+struct Conn {
     state: Arc<State>,
-    mut stop: watch::Receiver<bool>,
-) where
+    peer: std::net::IpAddr,
+    busy: Arc<std::sync::atomic::AtomicBool>,
+    stop: watch::Receiver<bool>,
+}
+
+/// Marks a connection busy while a request is handled (dropped with the request's future).
+struct Busy(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
+async fn serve_connection<I>(http: &http1::Builder, io: I, c: Conn)
+where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let Conn {
+        state,
+        peer,
+        busy,
+        mut stop,
+    } = c;
     let service = service_fn(move |req| {
         let state = Arc::clone(&state);
-        async move { Ok::<_, Infallible>(handle(&state, req).await) }
+        let busy = Arc::clone(&busy);
+        async move {
+            busy.store(true, Ordering::Relaxed);
+            let _busy = Busy(busy);
+            Ok::<_, Infallible>(handle(&state, peer, req).await)
+        }
     });
     let conn = http.serve_connection(io, service);
     let mut conn = std::pin::pin!(conn);
@@ -316,17 +441,37 @@ fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     r
 }
 
-async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let mut resp = if !state.users.is_empty() && !authorized(state, req.headers()).await {
-        state.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
-        let mut r = plain(StatusCode::UNAUTHORIZED, "Unauthorized\n");
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Basic"),
-        );
-        r
+async fn handle(
+    state: &Arc<State>,
+    peer: std::net::IpAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let verdict = if state.users.is_empty() {
+        Some(true)
     } else {
-        metrics_response(state, &req)
+        authorized(state, peer, req.headers()).await
+    };
+    let mut resp = match verdict {
+        Some(true) => metrics_response(state, &req),
+        Some(false) => {
+            state.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
+            let mut r = plain(StatusCode::UNAUTHORIZED, "Unauthorized\n");
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic"),
+            );
+            r
+        }
+        None => {
+            state.counters.throttled.fetch_add(1, Ordering::Relaxed);
+            let mut r = plain(
+                StatusCode::TOO_MANY_REQUESTS,
+                "otwatch: too many password checks pending\n",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            r
+        }
     };
     for (k, v) in &state.headers {
         resp.headers_mut().insert(k.clone(), v.clone());
@@ -339,7 +484,10 @@ fn metrics_response(state: &State, req: &Request<Incoming>) -> Response<Full<Byt
         return plain(StatusCode::NOT_FOUND, "otwatch: see /metrics\n");
     }
     if req.method() != hyper::Method::GET && req.method() != hyper::Method::HEAD {
-        return plain(StatusCode::METHOD_NOT_ALLOWED, "otwatch: see /metrics\n");
+        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "otwatch: see /metrics\n");
+        r.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return r;
     }
     let openmetrics = req.headers().get_all(header::ACCEPT).iter().any(|v| {
         v.to_str()
@@ -385,13 +533,15 @@ fn basic_credentials(h: &HeaderMap) -> Option<(String, String)> {
     Some((u.to_owned(), p.to_owned()))
 }
 
-async fn authorized(state: &State, h: &HeaderMap) -> bool {
+/// Whether the request's credentials are a user's; `None` when too many checks are pending
+/// (in all, or from this client) to start another: the request is answered 429.
+async fn authorized(state: &Arc<State>, peer: std::net::IpAddr, h: &HeaderMap) -> Option<bool> {
     let Some((user, pass)) = basic_credentials(h) else {
-        return false;
+        return Some(false);
     };
     let (hash, known) = match state.users.get(&user) {
         Some(hash) => (hash.clone(), true),
-        None => (FAKE_HASH.to_owned(), false),
+        None => (state.fake_hash.clone(), false),
     };
     let key = (user, pass.clone());
     if let Some(ok) = state
@@ -400,17 +550,37 @@ async fn authorized(state: &State, h: &HeaderMap) -> bool {
         .ok()
         .and_then(|c| c.get(&key).copied())
     {
-        return ok;
+        return Some(ok);
     }
-    let verified =
-        tokio::task::spawn_blocking(move || bcrypt::verify(pass, &hash).unwrap_or(false))
-            .await
-            .unwrap_or(false);
-    let ok = verified && known;
-    if let Ok(mut cache) = state.auth_cache.lock() {
-        remember(&mut cache, key, ok);
+    {
+        let mut checking = state.checking.lock().ok()?;
+        let all: usize = checking.values().sum();
+        let mine = checking.entry(peer).or_default();
+        if all >= MAX_PENDING_CHECKS || *mine >= MAX_PENDING_CHECKS_PER_CLIENT {
+            return None;
+        }
+        *mine += 1;
     }
-    ok
+    // The verdict is remembered by the check itself, so that a client that gave up waiting
+    // (the scraper's timeout) finds it when it asks again.
+    let st = Arc::clone(state);
+    tokio::task::spawn_blocking(move || {
+        let ok = bcrypt::verify(pass, &hash).unwrap_or(false) && known;
+        if let Ok(mut cache) = st.auth_cache.lock() {
+            remember(&mut cache, key, ok);
+        }
+        if let Ok(mut checking) = st.checking.lock() {
+            if let Some(n) = checking.get_mut(&peer) {
+                *n -= 1;
+                if *n == 0 {
+                    checking.remove(&peer);
+                }
+            }
+        }
+        ok
+    })
+    .await
+    .ok()
 }
 
 /// Remembers a check's verdict, at most `AUTH_CACHE` of them. A full cache makes room by

@@ -102,8 +102,17 @@ impl WebConfig {
         }
         let mut cfg = WebConfig::default();
         for (user, hash) in raw.basic_auth_users.unwrap_or_default() {
-            hash.parse::<bcrypt::HashParts>()
+            let parts = hash
+                .parse::<bcrypt::HashParts>()
                 .map_err(|e| format!("basic_auth_users: {user}: not a bcrypt hash ({e})"))?;
+            // bcrypt refuses to check a cost outside 4-31 (every password would be refused,
+            // silently); past 16 one check takes seconds on the server's one checking thread.
+            let cost = parts.get_cost();
+            if !(4..=16).contains(&cost) {
+                return Err(format!(
+                    "basic_auth_users: {user}: bcrypt cost {cost}: use 4 to 16 (htpasswd -B -C 10)"
+                ));
+            }
             cfg.users.insert(user, hash);
         }
         if let Some(http) = raw.http_server_config {
