@@ -265,6 +265,84 @@ fn a_saved_baseline_detects_like_a_learned_one() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A hand-edited baseline is checked when it is read: it loads as detection can use it, or is
+/// refused with what is wrong. Ranges in any order are merged (before, `[[100,200],[0,9]]`
+/// raised `address_out_of_range` for reads of 0..9); a misspelt key (`lateny`, which dropped
+/// the latency model), a channel listed twice (the last entry won), a range that ends before it
+/// starts and a behaviour model without centroids (an anomaly on every window) are refused.
+#[test]
+fn a_hand_edited_baseline_is_checked_when_read() {
+    let steady = fixture("scenarios/modbus_steady.pcap");
+    let baseline = learn_files(&[(&steady, &all_frames)]);
+    let text = serde_json::to_value(&baseline).expect("json");
+    let edited = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = text.clone();
+        edit(&mut v);
+        otwatch_models::Baseline::from_json(&v.to_string(), "edited.json")
+    };
+    let with_reads = |v: &mut serde_json::Value| -> usize {
+        let channels = v["channels"].as_array().expect("channels");
+        channels
+            .iter()
+            .position(|c| c["reads"].as_object().is_some_and(|r| !r.is_empty()))
+            .expect("a channel with reads")
+    };
+    // Reads listed out of order and overlapping: the same set once merged.
+    let b = edited(&|v| {
+        let i = with_reads(v);
+        let reads = v["channels"][i]["reads"].as_object_mut().expect("reads");
+        for r in reads.values_mut() {
+            let mut ranges = r.as_array().expect("ranges").clone();
+            ranges.reverse();
+            ranges.extend(ranges.clone());
+            *r = serde_json::Value::Array(ranges);
+        }
+    })
+    .expect("ranges in any order load");
+    assert_eq!(b, baseline);
+    let refused = |edit: &dyn Fn(&mut serde_json::Value), says: &str| {
+        let err = edited(edit).expect_err(says).to_string();
+        assert!(
+            err.contains("edited.json") && err.contains(says),
+            "{says}: {err}"
+        );
+    };
+    refused(
+        &|v| {
+            let i = with_reads(v);
+            let c = v["channels"][i].as_object_mut().expect("channel");
+            let latency = c
+                .remove("latency")
+                .unwrap_or(serde_json::json!({"p50": 0.001}));
+            c.insert("lateny".into(), latency);
+        },
+        "lateny",
+    );
+    refused(
+        &|v| {
+            let first = v["channels"][0].clone();
+            v["channels"].as_array_mut().expect("channels").push(first);
+        },
+        "listed twice",
+    );
+    refused(
+        &|v| {
+            let i = with_reads(v);
+            let reads = v["channels"][i]["reads"].as_object_mut().expect("reads");
+            for r in reads.values_mut() {
+                *r = serde_json::json!([[9, 0]]);
+            }
+        },
+        "ends before it starts",
+    );
+    if baseline.behaviour.is_some() {
+        refused(
+            &|v| v["behaviour"]["centroids"] = serde_json::json!([]),
+            "centroid",
+        );
+    }
+}
+
 /// Alerts that need no baseline, from fixtures: the first frame that raises them, and the same
 /// capture cut just before that frame raises none.
 #[test]

@@ -33,6 +33,55 @@ pub enum BaselineError {
         found: String,
         version: u32,
     },
+    /// It parses, but detection could not use it as written (a hand edit, another version).
+    #[error("{path}: {what}")]
+    Invalid { path: String, what: String },
+}
+
+/// Keys of `input` (the file's JSON) that the baseline read back has no place for: a typo
+/// (`lateny`) would silently drop the model it names. Maps keyed by numbers are not compared
+/// key by key (`"03"` reads as 3); a key whose value is null or empty is what an absent optional
+/// member reads as.
+fn unknown_keys(
+    input: &serde_json::Value,
+    known: &serde_json::Value,
+    at: &str,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    match (input, known) {
+        (Value::Object(i), Value::Object(k)) => {
+            let map = !i.is_empty() && i.keys().all(|key| key.parse::<u64>().is_ok());
+            for (key, v) in i {
+                let here = if at.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{at}.{key}")
+                };
+                match k.get(key) {
+                    Some(kv) => unknown_keys(v, kv, &here, out),
+                    None if map => {}
+                    None => {
+                        let empty = match v {
+                            Value::Null => true,
+                            Value::Array(a) => a.is_empty(),
+                            Value::Object(o) => o.is_empty(),
+                            _ => false,
+                        };
+                        if !empty && out.len() < 8 {
+                            out.push(here);
+                        }
+                    }
+                }
+            }
+        }
+        (Value::Array(i), Value::Array(k)) => {
+            for (n, (iv, kv)) in i.iter().zip(k).enumerate() {
+                unknown_keys(iv, kv, &format!("{at}[{n}]"), out);
+            }
+        }
+        _ => {}
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -233,10 +282,108 @@ impl Baseline {
                 version: header.version,
             });
         }
-        serde_json::from_str(text).map_err(|source| BaselineError::Parse {
+        let input: serde_json::Value =
+            serde_json::from_str(text).map_err(|source| BaselineError::Parse {
+                path: name.to_string(),
+                source,
+            })?;
+        let mut b: Baseline =
+            serde_json::from_value(input.clone()).map_err(|source| BaselineError::Parse {
+                path: name.to_string(),
+                source,
+            })?;
+        let invalid = |what: String| BaselineError::Invalid {
             path: name.to_string(),
-            source,
-        })
+            what,
+        };
+        let known = serde_json::to_value(&b).map_err(|e| invalid(e.to_string()))?;
+        let mut unknown = Vec::new();
+        unknown_keys(&input, &known, "", &mut unknown);
+        if !unknown.is_empty() {
+            return Err(invalid(format!(
+                "unknown key(s) {} (a typo, or a baseline of another otwatch: learn again)",
+                unknown.join(", ")
+            )));
+        }
+        b.check().map_err(invalid)?;
+        Ok(b)
+    }
+
+    /// What detection needs of a baseline that JSON alone does not say: address ranges sorted
+    /// and merged (a hand edit may list them in any order; each must start before it ends), each
+    /// channel and device listed once, and a behaviour model of this otwatch's features with
+    /// finite, positive scales.
+    fn check(&mut self) -> Result<(), String> {
+        let mut seen = std::collections::HashSet::new();
+        for c in &mut self.channels {
+            let ch = c.channel;
+            if !seen.insert(ch) {
+                return Err(format!(
+                    "channel {:?} {} -> {} unit {} listed twice (merge the entries)",
+                    ch.proto, ch.client, ch.server, ch.unit
+                ));
+            }
+            for (write, map) in [(false, &mut c.reads), (true, &mut c.writes)] {
+                for (space, r) in map.iter_mut() {
+                    let mut merged = Ranges::default();
+                    for &[lo, hi] in &r.0 {
+                        if lo > hi {
+                            return Err(format!(
+                                "channel {:?} {} -> {}: {} range [{lo}, {hi}] of space {space} ends before it starts",
+                                ch.proto,
+                                ch.client,
+                                ch.server,
+                                if write { "write" } else { "read" }
+                            ));
+                        }
+                        merged.insert(lo, hi);
+                    }
+                    *r = merged;
+                }
+            }
+        }
+        let mut ips = std::collections::HashSet::new();
+        for a in &self.assets {
+            if !ips.insert(a.ip) {
+                return Err(format!("asset {} listed twice (merge the entries)", a.ip));
+            }
+        }
+        if let Some(m) = &self.behaviour {
+            let n = crate::behaviour::FEATURES.len();
+            let features_ok = m.features.len() == n
+                && m.features
+                    .iter()
+                    .zip(crate::behaviour::FEATURES)
+                    .all(|(a, b)| a == b);
+            if !features_ok {
+                return Err(format!(
+                    "behaviour model features {:?}: this otwatch's are {:?} (learn again)",
+                    m.features,
+                    crate::behaviour::FEATURES
+                ));
+            }
+            let scales_ok = m.mean.len() == n
+                && m.std.len() == n
+                && m.mean.iter().all(|v| v.is_finite())
+                && m.std.iter().all(|v| v.is_finite() && *v > 0.0);
+            let centroids_ok = !m.centroids.is_empty()
+                && m.centroids
+                    .iter()
+                    .all(|c| c.len() == n && c.iter().all(|v| v.is_finite()));
+            if !scales_ok || !centroids_ok {
+                return Err(
+                    "behaviour model: mean, std (each above 0) and centroids must have one finite value per feature, and there must be a centroid".into(),
+                );
+            }
+            let window_ok = (1.0..=3600.0).contains(&m.window);
+            if !window_ok || !m.threshold.is_finite() || m.threshold <= 0.0 {
+                return Err(format!(
+                    "behaviour model: window {} s (1 to 3600) and threshold {} (above 0) out of range",
+                    m.window, m.threshold
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Writes to a temporary file beside `path`, then renames it over `path`: a reader never sees
