@@ -250,7 +250,8 @@ pub(crate) fn guarded(pipeline: &mut Pipeline, work: impl FnOnce(&mut Pipeline))
 pub(crate) fn renew(pipeline: &mut Pipeline) {
     if let Some(ring) = &pipeline.evidence {
         if let Err(poisoned) = ring.lock() {
-            *poisoned.into_inner() = crate::output::evidence::EvidenceRing::default();
+            let mut r = poisoned.into_inner();
+            r.empty();
             ring.clear_poison();
         }
     }

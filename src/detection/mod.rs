@@ -81,6 +81,9 @@ pub struct Detection {
     /// Events to the syslog collector as well (`--syslog-events`).
     pub syslog_events: bool,
     pub evidence_written: u64,
+    /// Alerts that got no evidence file: past [`EVIDENCE_MAX_FILES`], and with no packet of
+    /// their pair still held (forgotten at a ring's bound, or never seen).
+    pub evidence_skipped: (u64, u64),
     /// Alert lines written, by kind, type and severity (first lines of a cause only).
     pub counts: BTreeMap<(&'static str, &'static str, &'static str), u64>,
     /// When set, every alert line is also kept here (tests, evaluation).
@@ -109,6 +112,7 @@ impl Detection {
                 format!("{secs}-{}", std::process::id())
             },
             evidence_written: 0,
+            evidence_skipped: (0, 0),
             counts: BTreeMap::new(),
             kept: None,
             scratch: Vec::new(),
@@ -131,8 +135,10 @@ impl Detection {
     ) -> std::io::Result<Vec<Arc<Mutex<EvidenceRing>>>> {
         std::fs::create_dir_all(dir)?;
         crate::output::check_dir_writable(dir)?;
+        // One byte budget for all the workers together, each ring its share.
+        let share = crate::output::evidence::EVIDENCE_BYTES / workers.max(1);
         let rings: Vec<_> = (0..workers.max(1))
-            .map(|_| Arc::new(Mutex::new(EvidenceRing::default())))
+            .map(|_| Arc::new(Mutex::new(EvidenceRing::with_budget(share))))
             .collect();
         self.evidence = Some((dir.to_path_buf(), rings.clone()));
         Ok(rings)
@@ -271,6 +277,9 @@ impl Detection {
                     .counts
                     .entry((kind, a.r#type, a.severity.name()))
                     .or_default() += 1;
+                if self.evidence.is_some() && self.evidence_written >= EVIDENCE_MAX_FILES {
+                    self.evidence_skipped.0 += 1;
+                }
                 if let (Some((dir, rings)), true) =
                     (&self.evidence, self.evidence_written < EVIDENCE_MAX_FILES)
                 {
@@ -299,7 +308,7 @@ impl Detection {
                             self.evidence_written += 1;
                             a.evidence = Some(path.display().to_string());
                         }
-                        Ok(false) => {}
+                        Ok(false) => self.evidence_skipped.1 += 1,
                         Err(e) => {
                             let why = format!("{}: {e}", path.display());
                             self.outputs.fail(OutputKind::Evidence, 1, &why);
@@ -355,6 +364,13 @@ impl Detection {
             }
             if self.evidence.is_some() {
                 s.push_str(&format!("; evidence files {}", self.evidence_written));
+                let (bound, gone) = self.evidence_skipped;
+                if bound + gone > 0 {
+                    s.push_str(&format!(
+                        " (none for {} alerts: {bound} past the {EVIDENCE_MAX_FILES}-file bound, {gone} whose packets were no longer held)",
+                        bound + gone
+                    ));
+                }
             }
             s.push('\n');
             let hit: Vec<String> = engine

@@ -18,6 +18,11 @@ pub const EVIDENCE_PAIRS: usize = 4096;
 pub const EVIDENCE_SNAPLEN: usize = 2048;
 /// Evidence files written per run, at most (alerts beyond it get none).
 pub const EVIDENCE_MAX_FILES: u64 = 10_000;
+/// Bytes the rings hold at most, all workers together (each ring its share): past it the pairs
+/// kept longest ago are forgotten. 4096 pairs of 32 full-size packets would be 256 MiB a ring.
+pub const EVIDENCE_BYTES: usize = 64 * 1024 * 1024;
+/// What a packet kept costs beside its bytes (its record and allocation), for the budget.
+const PACKET_OVERHEAD: usize = 96;
 
 struct Captured {
     source: Arc<str>,
@@ -29,11 +34,24 @@ struct Captured {
 }
 
 /// A bounded ring of recent packets per IP pair (either direction), for evidence.
-#[derive(Default)]
 pub struct EvidenceRing {
     pairs: HashMap<(IpAddr, IpAddr), VecDeque<Captured>, foldhash::fast::RandomState>,
     /// Pairs in the order they were first kept: the oldest is forgotten first.
     order: VecDeque<(IpAddr, IpAddr)>,
+    /// What the packets kept cost ([`PACKET_OVERHEAD`] each beside their bytes), and the most
+    /// they may.
+    bytes: usize,
+    budget: usize,
+}
+
+impl Default for EvidenceRing {
+    fn default() -> Self {
+        EvidenceRing::with_budget(EVIDENCE_BYTES)
+    }
+}
+
+fn cost(c: &Captured) -> usize {
+    c.data.len() + PACKET_OVERHEAD
 }
 
 fn pair(a: IpAddr, b: IpAddr) -> (IpAddr, IpAddr) {
@@ -45,29 +63,63 @@ fn pair(a: IpAddr, b: IpAddr) -> (IpAddr, IpAddr) {
 }
 
 impl EvidenceRing {
+    /// A ring that holds at most `budget` bytes (a worker's share of [`EVIDENCE_BYTES`]).
+    pub fn with_budget(budget: usize) -> Self {
+        EvidenceRing {
+            pairs: HashMap::default(),
+            order: VecDeque::new(),
+            bytes: 0,
+            budget,
+        }
+    }
+
+    /// Forgets the pair kept longest ago (constant time, whatever floods the table).
+    fn forget_oldest(&mut self) {
+        if let Some(oldest) = self.order.pop_front() {
+            if let Some(q) = self.pairs.remove(&oldest) {
+                self.bytes -= q.iter().map(cost).sum::<usize>();
+            }
+        }
+    }
+
     pub fn record(&mut self, src: IpAddr, dst: IpAddr, pkt: &Packet<'_>, source: &Arc<str>) {
         let key = pair(src, dst);
         if !self.pairs.contains_key(&key) {
             if self.pairs.len() >= EVIDENCE_PAIRS {
-                // Forget the pair kept longest ago (constant time, whatever floods the table).
-                if let Some(oldest) = self.order.pop_front() {
-                    self.pairs.remove(&oldest);
-                }
+                self.forget_oldest();
             }
             self.order.push_back(key);
         }
-        let q = self.pairs.entry(key).or_default();
-        if q.len() >= EVIDENCE_PACKETS_PER_PAIR {
-            q.pop_front();
-        }
-        q.push_back(Captured {
+        let c = Captured {
             source: Arc::clone(source),
             frame: pkt.frame,
             ts: pkt.ts_nanos,
             orig_len: pkt.orig_len,
             linktype: pkt.linktype,
             data: pkt.data[..pkt.data.len().min(EVIDENCE_SNAPLEN)].to_vec(),
-        });
+        };
+        self.bytes += cost(&c);
+        let q = self.pairs.entry(key).or_default();
+        if q.len() >= EVIDENCE_PACKETS_PER_PAIR {
+            if let Some(old) = q.pop_front() {
+                self.bytes -= cost(&old);
+            }
+        }
+        q.push_back(c);
+        // Over the byte budget: the pairs kept longest ago go (this one last of all).
+        while self.bytes > self.budget && self.order.len() > 1 {
+            self.forget_oldest();
+        }
+    }
+
+    /// Forgets every packet (its budget stays).
+    pub fn empty(&mut self) {
+        *self = EvidenceRing::with_budget(self.budget);
+    }
+
+    /// Bytes the ring holds (its packets and their records).
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Writes the alert's packets as a classic pcap: the frames it names, or when none of them
@@ -146,6 +198,40 @@ fn write_pcap(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Full-size packets of many pairs: the ring holds its byte budget at most, forgetting the
+    /// pairs kept longest ago, and still has the newest pair's packets. Before, 4096 pairs of 32
+    /// packets of 2 KiB held 256 MiB per worker.
+    #[test]
+    fn the_ring_holds_its_byte_budget() {
+        let budget = 4 * 1024 * 1024;
+        let mut ring = EvidenceRing::with_budget(budget);
+        let source: Arc<str> = Arc::from("t");
+        let data = vec![0u8; 4000];
+        for i in 0..4000u32 {
+            let src = IpAddr::from([10, 0, (i >> 8) as u8, i as u8]);
+            let dst = IpAddr::from([10, 1, 0, 1]);
+            for k in 0..4 {
+                let pkt = Packet {
+                    ts_nanos: i64::from(i) * 1000 + k,
+                    frame: u64::from(i) * 4 + k as u64,
+                    orig_len: 4000,
+                    linktype: LinkType::ETHERNET,
+                    data: &data,
+                };
+                ring.record(src, dst, &pkt, &source);
+            }
+            assert!(ring.bytes() <= budget, "{} bytes", ring.bytes());
+        }
+        assert_eq!(
+            ring.bytes(),
+            ring.pairs.values().flatten().map(cost).sum::<usize>(),
+            "the count is the packets'"
+        );
+        let newest = pair(IpAddr::from([10, 0, 15, 159]), IpAddr::from([10, 1, 0, 1]));
+        assert_eq!(ring.pairs.get(&newest).map(VecDeque::len), Some(4));
+        assert!(ring.pairs.len() < 4000);
+    }
 
     #[test]
     fn evidence_files_are_new_and_never_written_through_a_symlink() {
