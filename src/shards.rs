@@ -449,7 +449,8 @@ pub(crate) struct Shards<P> {
     next_seq: u64,
     /// Packets after which detection's clock ticks (`seq`, capture time).
     ticks: VecDeque<(u64, i64)>,
-    last_tick: i64,
+    /// When detection's clock ticks, decided here as on one worker.
+    tick_clock: TickClock,
     clock: bool,
     /// The flow tables' sweep clock, for every worker ([`crate::flow::SweepClock`]).
     last_sweep: i64,
@@ -507,7 +508,7 @@ impl<P> Shards<P> {
             in_flight: VecDeque::new(),
             next_seq: 0,
             ticks: VecDeque::new(),
-            last_tick: i64::MIN,
+            tick_clock: TickClock::default(),
             clock: detection.is_some_and(|d| d.engine.is_some()),
             last_sweep: i64::MIN,
             window: (workers.max(1) * capacity) as u64,
@@ -550,7 +551,7 @@ impl<P> Shards<P> {
         }
         // A step back ticks after what came before (the sweep included) and before this packet,
         // as on one worker.
-        if self.clock && TickClock::back(&mut self.last_tick, ts) {
+        if self.clock && self.tick_clock.back(ts) {
             if let Some(before) = self.next_seq.checked_sub(1) {
                 self.ticks.push_back((before, ts));
             }
@@ -597,7 +598,7 @@ impl<P> Shards<P> {
     }
 
     fn tick_after(&mut self, seq: u64, ts: i64) {
-        if self.clock && TickClock::due(&mut self.last_tick, ts) {
+        if self.clock && self.tick_clock.due(ts) {
             self.ticks.push_back((seq, ts));
         }
     }
@@ -640,7 +641,7 @@ impl<P> Shards<P> {
     /// next packet-driven tick counts from here, as on one worker.
     pub fn tick_now(&mut self, now: i64, stage: &mut Stage<'_>) {
         if self.clock {
-            self.last_tick = now;
+            self.tick_clock.last = now;
         }
         stage.tick(now);
     }

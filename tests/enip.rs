@@ -382,13 +382,47 @@ fn send_rr(cips: &[&[u8]]) -> Vec<u8> {
 }
 
 /// The packets of one TCP conversation between 10.0.0.1:40000 and 10.0.0.2:`port`, with no
-/// handshake: (milliseconds, from the client, payload).
+/// handshake (picked up mid-stream): (milliseconds, from the client, payload).
 fn tcp_session(
     port: u16,
     segments: &[(u64, bool, Vec<u8>)],
 ) -> Vec<(std::time::Duration, Vec<u8>)> {
+    tcp_conversation(port, false, segments)
+}
+
+/// As [`tcp_session`], with the handshake first when `handshake`.
+fn tcp_conversation(
+    port: u16,
+    handshake: bool,
+    segments: &[(u64, bool, Vec<u8>)],
+) -> Vec<(std::time::Duration, Vec<u8>)> {
     let mut packets = Vec::new();
     let mut seq = [1000u32, 5000u32];
+    if handshake {
+        // SYN, SYN-ACK, ACK: each side's data starts one after its ISN.
+        let (c, v) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+        let base = || etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let steps = [
+            base()
+                .ipv4(c, v, 64)
+                .tcp(40000, port, seq[0] - 1, 8192)
+                .syn(),
+            base()
+                .ipv4(v, c, 64)
+                .tcp(port, 40000, seq[1] - 1, 8192)
+                .syn()
+                .ack(seq[0]),
+            base()
+                .ipv4(c, v, 64)
+                .tcp(40000, port, seq[0], 8192)
+                .ack(seq[1]),
+        ];
+        for b in steps {
+            let mut out = Vec::new();
+            b.write(&mut out, &[]).expect("packet");
+            packets.push((std::time::Duration::from_millis(1_700_000_000_000), out));
+        }
+    }
     for (t, from_client, payload) in segments {
         let (src, dst, sp, dp) = if *from_client {
             ([10, 0, 0, 1], [10, 0, 0, 2], 40000, port)
@@ -804,4 +838,28 @@ fn enip_a_stop_in_an_extra_data_item_is_seen() {
         common::detect_files(common::Learn::Everything, &[(&path, &common::all_frames)]);
     let types: BTreeSet<&str> = alerts.iter().map(|a| a.r#type).collect();
     assert_eq!(types, BTreeSet::from(["plc_stop", "malformed_pdu"]));
+}
+
+/// On a connection whose handshake was seen, the stream starts at a message: a NOP first (a
+/// target ignores it), then RegisterSession and a Stop of the controller, in one segment, raise
+/// the PLC stop (a flow picked up mid-stream resynchronises; this one need not).
+#[test]
+fn enip_a_stop_after_a_nop_on_a_new_connection_is_seen() {
+    let stop = [0x07, 0x02, 0x20, 0x8e, 0x24, 0x01];
+    let mut seg = encap(0x0000, 0, &[]);
+    seg.extend(encap(0x0065, 0, &[1, 0, 0, 0]));
+    seg.extend(encap(0x006f, 7, &send_rr(&[&stop])));
+    let packets = tcp_conversation(44818, true, &[(10, true, seg)]);
+    let dir = common::scratch("enip-nop-first");
+    let path = dir.join("capture.pcap");
+    common::write_pcap_at(&path, &packets);
+    let (_, report) = common::replay_file(&path);
+    assert_eq!(
+        report.stats.tcp.midstream_pickups, 0,
+        "the handshake was seen"
+    );
+    let (alerts, _) =
+        common::detect_files(common::Learn::Everything, &[(&path, &common::all_frames)]);
+    let types: BTreeSet<&str> = alerts.iter().map(|a| a.r#type).collect();
+    assert_eq!(types, BTreeSet::from(["plc_stop"]));
 }

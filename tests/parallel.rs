@@ -256,6 +256,34 @@ fn a_capture_clock_that_steps_back_raises_nothing_on_steady_traffic() {
     }
 }
 
+/// One packet of a steady capture copied with a time a day earlier (a glitch of the capture
+/// clock, not a step: the next packet is back in time): against the baseline learned from the
+/// capture, nothing is raised, with 1 and N workers. Taken for a step there and back, it made
+/// every device silent for a day.
+#[test]
+fn one_packet_a_day_early_is_no_clock_step() {
+    use otwatch::capture::{CaptureFile, PacketSource};
+    let (_, file) = common::scenario_captures("modbus_steady")
+        .into_iter()
+        .next()
+        .expect("modbus_steady");
+    let mut packets = Vec::new();
+    let mut cap = CaptureFile::open(&file).expect("open");
+    while let Some(pkt) = cap.next_packet() {
+        let pkt = pkt.expect("packet");
+        let at = std::time::Duration::from_nanos(pkt.ts_nanos as u64);
+        packets.push((at, pkt.data.to_vec()));
+    }
+    let (at, data) = packets[400].clone();
+    packets.insert(401, (at - std::time::Duration::from_secs(86_400), data));
+    let dir = common::scratch("clock-glitch");
+    let glitch = dir.join("glitch.pcap");
+    common::write_pcap_at(&glitch, &packets);
+    let baseline = common::learn_files(&[(&file, &common::all_frames)]);
+    let learn = Learn::Baseline(Box::new(baseline));
+    assert_eq!(check_alerts_with(&[glitch], &learn), 0);
+}
+
 /// The last sample of every series of an OpenMetrics file (the values at the end of the run).
 fn final_sample(path: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).expect("openmetrics file");

@@ -95,7 +95,9 @@ pub const MAX_ANSWER_AGE: i64 = 60 * NANOS;
 
 /// The connection of a PDU, as its ports from client to server packed in one number (0 when
 /// not known): a response answers a request of its own connection only. A channel (client,
-/// server, unit) has several connections, and transaction ids repeat across them.
+/// server, unit) has several TCP connections, and transaction ids repeat across them. Over UDP
+/// only the server's port counts: a DNP3 outstation may answer to a fixed port, not to the one
+/// the request came from.
 fn connection(o: &Observation) -> u32 {
     o.ports.map_or(0, |p| {
         let (client, server) = if o.kind == Kind::Request {
@@ -103,7 +105,8 @@ fn connection(o: &Observation) -> u32 {
         } else {
             (p.dst, p.src)
         };
-        u32::from(client) << 16 | u32::from(server)
+        let client = if p.udp { 0 } else { client };
+        u32::from(client) << 16 | u32::from(server) | 1 << 31
     })
 }
 
@@ -994,6 +997,18 @@ mod tests {
             .response(&pdu(2_000_000, Kind::Response, 2579))
             .expect("answered");
         assert!((latency - 0.002).abs() < 1e-9);
+        // Over UDP a response to another port of the client answers it (a DNP3 outstation
+        // answering to a fixed port).
+        let udp = |mut o: Observation| {
+            if let Some(ports) = &mut o.ports {
+                ports.udp = true;
+            }
+            o
+        };
+        p.request(&udp(pdu(3 * NANOS, Kind::Request, 30000)));
+        assert!(p
+            .response(&udp(pdu(3 * NANOS + 1000, Kind::Response, 20000)))
+            .is_some());
         // Unanswered, and the id comes back 1170 s later on the same connection.
         p.request(&pdu(10 * NANOS, Kind::Request, 2579));
         assert_eq!(p.response(&pdu(1180 * NANOS, Kind::Response, 2579)), None);

@@ -25,32 +25,50 @@ use observe::observe;
 const TICK_EVERY_NANOS: i64 = 250_000_000;
 
 /// When the detection clock ticks: every packet at least [`TICK_EVERY_NANOS`] of capture time
-/// after the last tick. The sharded pipeline decides the same ticks on its reader thread.
-pub struct TickClock;
+/// after the last tick, and back when capture time stepped back. The sharded pipeline decides
+/// the same ticks on its reader thread.
+#[derive(Debug, Clone, Copy)]
+pub struct TickClock {
+    /// Capture time of the last tick.
+    pub last: i64,
+    /// The last packet was a tick or more before `last`: a step back if the next one is too.
+    back_seen: bool,
+}
+
+impl Default for TickClock {
+    fn default() -> Self {
+        TickClock {
+            last: i64::MIN,
+            back_seen: false,
+        }
+    }
+}
 
 impl TickClock {
     /// Before a packet: the capture clock stepped back by a tick or more (a capture that
-    /// starts before the last one ended, a live sensor's clock stepped by NTP). The clock ticks
-    /// back before the packet's PDUs are seen (after the PDUs of flows swept before it, which
-    /// belong to the time before the step), so that they count after the step. A packet only a
-    /// little older (reordering across flows) is no step.
-    pub fn back(last_tick: &mut i64, ts: i64) -> bool {
-        if ts <= last_tick.saturating_sub(TICK_EVERY_NANOS) {
-            *last_tick = ts;
-            true
-        } else {
-            false
+    /// starts before the last one ended, a live sensor's clock stepped by NTP), the packet
+    /// before this one having too: one packet with a wrong time (a glitch) is no step, and the
+    /// clock does not follow it there and back. The clock ticks back before the packet's PDUs
+    /// are seen (after the PDUs of flows swept before it, which belong to the time before the
+    /// step), so that they count after the step. A packet only a little older (reordering
+    /// across flows) is no step.
+    pub fn back(&mut self, ts: i64) -> bool {
+        if ts > self.last.saturating_sub(TICK_EVERY_NANOS) {
+            self.back_seen = false;
+            return false;
         }
+        if !std::mem::replace(&mut self.back_seen, true) {
+            return false;
+        }
+        self.back_seen = false;
+        self.last = ts;
+        true
     }
 
     /// After a packet: the clock ticks a tick after the last tick.
-    pub fn due(last_tick: &mut i64, ts: i64) -> bool {
-        // Also when the clock stepped back by more than a tick (a capture that starts before
-        // the last one ended): ticking would otherwise stop until it caught up. A packet only
-        // a little older (reordering across flows) is no step.
-        let step = ts.saturating_sub(*last_tick);
-        if step >= TICK_EVERY_NANOS || step <= -TICK_EVERY_NANOS {
-            *last_tick = ts;
+    pub fn due(&mut self, ts: i64) -> bool {
+        if ts.saturating_sub(self.last) >= TICK_EVERY_NANOS {
+            self.last = ts;
             true
         } else {
             false
@@ -89,8 +107,8 @@ pub struct Detection {
     /// When set, every alert line is also kept here (tests, evaluation).
     pub kept: Option<Vec<Alert>>,
     scratch: Vec<Alert>,
-    /// Capture time of the last tick given to the engine.
-    last_tick: i64,
+    /// When the engine's clock ticks.
+    clock: TickClock,
 }
 
 impl Detection {
@@ -116,7 +134,7 @@ impl Detection {
             counts: BTreeMap::new(),
             kept: None,
             scratch: Vec::new(),
-            last_tick: i64::MIN,
+            clock: TickClock::default(),
         }
     }
 
@@ -210,7 +228,7 @@ impl Detection {
 
     /// The clock moved with no event (a quiet live link).
     pub fn tick(&mut self, now: i64) {
-        self.last_tick = now;
+        self.clock.last = now;
         let mut lines = std::mem::take(&mut self.scratch);
         if let Some(e) = &mut self.engine {
             e.tick(now, &mut lines);
@@ -419,7 +437,7 @@ impl Detection {
     /// Before a packet's PDUs: the clock ticks back to it if it stepped back
     /// ([`TickClock::back`]).
     pub fn before_packet(&mut self, ts: i64) {
-        if self.engine.is_some() && TickClock::back(&mut self.last_tick, ts) {
+        if self.engine.is_some() && self.clock.back(ts) {
             self.tick(ts);
         }
     }
@@ -429,7 +447,7 @@ impl Detection {
     pub fn after_packet(&mut self, stats: &Stats, active_flows: usize, ts: i64) {
         // The detection clock moves with every packet, not only with OT events: timers fire
         // when the plant goes quiet while other traffic goes on.
-        if self.engine.is_some() && TickClock::due(&mut self.last_tick, ts) {
+        if self.engine.is_some() && self.clock.due(ts) {
             self.tick(ts);
         }
         // Only metrics read the counters: without them a packet costs two comparisons here.
@@ -515,21 +533,28 @@ impl DetectSink<'_> {
 mod tests {
     use super::{TickClock, TICK_EVERY_NANOS as TICK};
 
-    /// The clock ticks a tick after the last, and when capture time steps back by more than a
-    /// tick (it would otherwise stop until it caught up); not for a packet a little older.
+    /// The clock ticks a tick after the last, not for a packet a little older (reordering), and
+    /// back before the second packet in a row a tick or more before it (a step back); one such
+    /// packet alone (a glitch) is no step.
     #[test]
-    fn the_tick_clock_follows_a_step_back() {
-        let mut last = i64::MIN;
-        assert!(TickClock::due(&mut last, 100 * TICK));
-        assert!(!TickClock::due(&mut last, 100 * TICK + TICK / 2));
-        assert!(TickClock::due(&mut last, 101 * TICK));
-        assert!(
-            !TickClock::due(&mut last, 101 * TICK - TICK / 2),
-            "a reordered packet"
-        );
-        assert!(TickClock::due(&mut last, 50 * TICK), "a step back");
-        assert_eq!(last, 50 * TICK);
-        assert!(!TickClock::due(&mut last, 50 * TICK + TICK / 2));
-        assert!(TickClock::due(&mut last, 51 * TICK));
+    fn the_tick_clock_follows_a_step_back_not_a_glitch() {
+        let mut c = TickClock::default();
+        assert!(c.due(100 * TICK));
+        assert!(!c.due(100 * TICK + TICK / 2));
+        assert!(c.due(101 * TICK));
+        assert!(!c.back(101 * TICK - TICK / 2), "a reordered packet");
+        assert!(!c.due(101 * TICK - TICK / 2));
+        // A glitch: one packet a day back, then the clock goes on.
+        assert!(!c.back(101 * TICK - 345_600 * TICK));
+        assert!(!c.due(101 * TICK - 345_600 * TICK));
+        assert!(!c.back(101 * TICK + TICK / 2));
+        assert!(c.due(102 * TICK));
+        // A step: two packets in a row.
+        assert!(!c.back(50 * TICK));
+        assert!(!c.due(50 * TICK));
+        assert!(c.back(50 * TICK + TICK / 4), "a step back");
+        assert_eq!(c.last, 50 * TICK + TICK / 4);
+        assert!(!c.due(50 * TICK + TICK / 2));
+        assert!(c.due(51 * TICK + TICK / 4));
     }
 }

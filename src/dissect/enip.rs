@@ -230,24 +230,15 @@ fn summaries(items: &Option<Vec<CipEvent>>) -> Option<Vec<CipEvent>> {
     })
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct EnipFlow {
     confirmed: bool,
     /// Per direction: the next bytes must frame at their first byte before they are trusted.
-    /// Set from the start: a flow picked up mid-stream (no handshake seen) may start anywhere
-    /// in a message, and zeros or a chance header must not lock it onto garbage.
+    /// Set after a gap, and from the start of a stream picked up mid-stream (no handshake seen:
+    /// it may start anywhere in a message, and zeros or a chance header must not lock it onto
+    /// garbage). A stream whose SYN was seen starts at a message.
     resync: [bool; 2],
     pending: VecDeque<Pending>,
-}
-
-impl Default for EnipFlow {
-    fn default() -> Self {
-        EnipFlow {
-            confirmed: false,
-            resync: [true; 2],
-            pending: VecDeque::new(),
-        }
-    }
 }
 
 fn name_of(service: u8, class: Option<u32>, symbolic: bool) -> Option<&'static str> {
@@ -339,8 +330,29 @@ fn hidden_messages(
     levels: u8,
     budget: &mut Budget,
     out: &mut Vec<CipEvent>,
+    seen: &mut HiddenSeen,
 ) -> Option<&'static str> {
     let mut err = None;
+    // Kept when detection reads it, once (thousands of the same write in one packet are one
+    // write for detection); the others are only walked.
+    let keep = |e: CipEvent, out: &mut Vec<CipEvent>, seen: &mut HiddenSeen| {
+        if !matters(&e) {
+            return;
+        }
+        let key = (
+            e.service,
+            e.response,
+            e.class,
+            e.instance,
+            e.attribute,
+            e.member,
+            e.tag.clone(),
+            e.error,
+        );
+        if seen.insert(key) {
+            out.push(e);
+        }
+    };
     for p in parts {
         if budget.hidden == 0 {
             return Some("too_many_items");
@@ -349,7 +361,7 @@ fn hidden_messages(
         let inner = match parse_cip(p) {
             Ok(inner) => inner,
             Err(e) => {
-                out.push(unparsed(p, e));
+                keep(unparsed(p, e), out, seen);
                 continue;
             }
         };
@@ -369,14 +381,14 @@ fn hidden_messages(
                 nested
             }
         };
+        keep(e, out, seen);
         if !nested.is_empty() {
             if levels == 0 {
                 err = err.or(Some("too_deep"));
             } else {
-                err = err.or(hidden_messages(&nested, levels - 1, budget, out));
+                err = err.or(hidden_messages(&nested, levels - 1, budget, out, seen));
             }
         }
-        out.push(e);
     }
     err
 }
@@ -469,7 +481,8 @@ fn cip_event(m: &Cip<'_>, depth: u8, budget: &mut Budget) -> CipEvent {
         if !rest.is_empty() {
             let mut hidden = Vec::new();
             // The levels past those the event lists, the first of them being `rest`.
-            let err = hidden_messages(rest, HIDDEN_DEPTH - 1, budget, &mut hidden);
+            let mut seen = HiddenSeen::default();
+            let err = hidden_messages(rest, HIDDEN_DEPTH - 1, budget, &mut hidden, &mut seen);
             e.error = e.error.or(err);
             e.hidden = hidden;
         }
@@ -604,6 +617,10 @@ impl super::Dissector for EnipFlow {
     }
 
     fn on_gap(&mut self, _ctx: &mut Ctx<'_>, dir: Dir) {
+        self.resync[dir.index()] = true;
+    }
+
+    fn on_midstream(&mut self, dir: Dir) {
         self.resync[dir.index()] = true;
     }
 
@@ -861,6 +878,36 @@ impl EnipFlow {
 }
 
 /// Every message of a CIP message, the embedded ones at every depth, in order.
+/// A message that writes: Set_Attribute_Single/All/List, Create, Delete, Set_Member, and the
+/// Logix tag writes.
+fn writes(e: &CipEvent) -> bool {
+    let tagged = e.tag.is_some() || e.class == Some(TAG_SPACE);
+    matches!(e.service, 0x02 | 0x04 | 0x08 | 0x09 | 0x10 | 0x19)
+        || (tagged && matches!(e.service, 0x4d | 0x4e | 0x53))
+}
+
+/// What detection reads of a message kept for it only ([`hidden_messages`]): a request's write
+/// or command (0x05-0x07: reset, start, stop, or a write on other objects), or an error.
+fn matters(e: &CipEvent) -> bool {
+    e.error.is_some() || !e.response && (writes(e) || matches!(e.service, 0x05..=0x07))
+}
+
+/// The hidden messages kept so far, by identity: the same one again adds nothing for
+/// detection.
+type HiddenSeen = std::collections::HashSet<HiddenKey, foldhash::fast::RandomState>;
+
+/// A hidden message's identity.
+type HiddenKey = (
+    u8,
+    bool,
+    Option<u32>,
+    Option<u32>,
+    Option<u32>,
+    Option<u32>,
+    Option<String>,
+    Option<&'static str>,
+);
+
 fn all_messages<'e>(c: &'e CipEvent, out: &mut Vec<&'e CipEvent>) {
     out.push(c);
     for i in c.items.iter().flatten() {
@@ -973,11 +1020,6 @@ pub fn observe(
     o.malformed = c.error.or(all.iter().find_map(|e| e.error));
     o.exception = c.status.is_some_and(|s| s != 0 && s != 0x06)
         || !request && p.status.is_some_and(|s| s != 0);
-    let writes = |e: &CipEvent| {
-        let tagged = e.tag.is_some() || e.class == Some(TAG_SPACE);
-        matches!(e.service, 0x02 | 0x04 | 0x08 | 0x09 | 0x10 | 0x19)
-            || (tagged && matches!(e.service, 0x4d | 0x4e | 0x53))
-    };
     o.write = request && all.iter().any(|e| writes(e));
     // Reset of the Identity object restarts the device; Stop and Start of the controller
     // object (0x8E, as Logix and the corpus's start-PLC capture use it) change its mode.
@@ -1010,6 +1052,7 @@ pub fn observe(
             e.values.is_some()
         }
     };
+    let mut bare = std::collections::HashSet::new();
     for e in all.iter().filter(carries) {
         let (space, start) = match &e.tag {
             // An array's element (the path's member segment) is the tag's address plus its index.
@@ -1026,7 +1069,9 @@ pub fn observe(
             ),
         };
         let values = e.values.as_deref().unwrap_or_default();
-        if values.is_empty() {
+        // An access without values already there (thousands of the same write packed in one
+        // Multiple Service Packet) is not repeated: one check says what all would.
+        if values.is_empty() && bare.insert((space, start)) {
             o.accesses.push(Access {
                 space,
                 start,

@@ -218,6 +218,13 @@ impl App {
         }
     }
 
+    /// The stream in `dir` was picked up mid-stream (its SYN not seen).
+    pub fn on_midstream(&mut self, dir: Dir) {
+        if let Some((_, d)) = &mut self.0 {
+            d.on_midstream(dir);
+        }
+    }
+
     /// Bytes of the stream in `dir` were lost: any partial PDU is gone; resynchronise.
     pub fn on_gap(&mut self, ctx: &mut Ctx<'_>, dir: Dir) {
         if let Some((_, d)) = &mut self.0 {

@@ -17,6 +17,9 @@ pub trait Dissector: std::fmt::Debug + Send {
     fn on_datagram(&mut self, _ctx: &mut Ctx<'_>, _dir: Dir, _data: &[u8]) {}
     /// Bytes of the stream in `dir` were lost: any partial PDU is gone; resynchronise.
     fn on_gap(&mut self, ctx: &mut Ctx<'_>, dir: Dir);
+    /// The stream in `dir` was picked up mid-stream (its SYN not seen): its first bytes may
+    /// start anywhere in a PDU. A protocol with no start marker may want to resynchronise.
+    fn on_midstream(&mut self, _dir: Dir) {}
     /// The flow ends (evicted, or the capture is over).
     fn on_close(&mut self, ctx: &mut Ctx<'_>);
 }

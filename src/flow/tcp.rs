@@ -136,6 +136,7 @@ impl TcpStream {
             Some(n) => n,
             None => {
                 ctx.stats.tcp.midstream_pickups += 1;
+                app.on_midstream(dir);
                 self.next_seq = Some(seq);
                 seq
             }

@@ -103,13 +103,13 @@ struct State {
     /// Password checks pending, per client address.
     checking: Mutex<HashMap<std::net::IpAddr, usize>>,
     counters: Arc<ServerCounters>,
-    /// Open connections: when each opened, whether a request is in flight on it, and how to
-    /// close it (the oldest idle one makes room for a new one at the limit).
+    /// Open connections, in the order they opened: whether a request came on each, and how to
+    /// close it (the oldest that never sent one makes room for a new one at the limit).
     open: Mutex<std::collections::BTreeMap<u64, OpenConn>>,
 }
 
 struct OpenConn {
-    busy: Arc<std::sync::atomic::AtomicBool>,
+    served: Arc<std::sync::atomic::AtomicBool>,
     close: Arc<tokio::sync::Notify>,
 }
 
@@ -291,9 +291,11 @@ async fn serve(
         };
         let permit = match Arc::clone(&permits).try_acquire_owned() {
             Ok(p) => Some(p),
-            // At the limit: the oldest connection with no request in flight (one that sent
-            // nothing, or a keep-alive between scrapes) is closed to make room, so that idle
-            // connections held open by anyone cannot lock the scraper out.
+            // At the limit: the oldest connection that never sent a request (held open, or
+            // sending its head slowly) is closed to make room, so that idle connections held
+            // open by anyone cannot lock the scraper out. One that sent a request is a client
+            // (its response may still be on its way out); between requests it is closed after
+            // the head timeout, and after a 401 at once.
             Err(_) if evict_idle(&state) => {
                 let wait = Arc::clone(&permits).acquire_owned();
                 tokio::time::timeout(Duration::from_millis(500), wait)
@@ -314,13 +316,13 @@ async fn serve(
         let _ = tcp.set_nodelay(true);
         let id = next_id;
         next_id += 1;
-        let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let served = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let close = Arc::new(tokio::sync::Notify::new());
         if let Ok(mut open) = state.open.lock() {
             open.insert(
                 id,
                 OpenConn {
-                    busy: Arc::clone(&busy),
+                    served: Arc::clone(&served),
                     close: Arc::clone(&close),
                 },
             );
@@ -328,7 +330,7 @@ async fn serve(
         let conn = Conn {
             state: Arc::clone(&state),
             peer: peer.ip(),
-            busy,
+            served,
             stop: stop.clone(),
         };
         let (http, tls) = (Arc::clone(&http), tls.clone());
@@ -367,12 +369,12 @@ async fn serve(
     Ok(())
 }
 
-/// Closes the oldest open connection with no request in flight; false when every one is busy.
+/// Closes the oldest open connection that never sent a request; false when there is none.
 fn evict_idle(state: &State) -> bool {
     let Ok(open) = state.open.lock() else {
         return false;
     };
-    let Some(c) = open.values().find(|c| !c.busy.load(Ordering::Relaxed)) else {
+    let Some(c) = open.values().find(|c| !c.served.load(Ordering::Relaxed)) else {
         return false;
     };
     // Stored, so that a connection whose task has not reached its wait yet closes all the same.
@@ -384,21 +386,12 @@ fn evict_idle(state: &State) -> bool {
     true
 }
 
-/// One connection: the server's state, the client's address, whether a request is in flight.
+/// One connection: the server's state, the client's address, whether a request came on it.
 struct Conn {
     state: Arc<State>,
     peer: std::net::IpAddr,
-    busy: Arc<std::sync::atomic::AtomicBool>,
+    served: Arc<std::sync::atomic::AtomicBool>,
     stop: watch::Receiver<bool>,
-}
-
-/// Marks a connection busy while a request is handled (dropped with the request's future).
-struct Busy(Arc<std::sync::atomic::AtomicBool>);
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Relaxed);
-    }
 }
 
 async fn serve_connection<I>(http: &http1::Builder, io: I, c: Conn)
@@ -408,17 +401,13 @@ where
     let Conn {
         state,
         peer,
-        busy,
+        served,
         mut stop,
     } = c;
     let service = service_fn(move |req| {
         let state = Arc::clone(&state);
-        let busy = Arc::clone(&busy);
-        async move {
-            busy.store(true, Ordering::Relaxed);
-            let _busy = Busy(busy);
-            Ok::<_, Infallible>(handle(&state, peer, req).await)
-        }
+        served.store(true, Ordering::Relaxed);
+        async move { Ok::<_, Infallible>(handle(&state, peer, req).await) }
     });
     let conn = http.serve_connection(io, service);
     let mut conn = std::pin::pin!(conn);
@@ -459,6 +448,11 @@ async fn handle(
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Basic"),
+            );
+            // Not kept open: a connection that sent a request is not evicted at the limit.
+            r.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
             );
             r
         }

@@ -364,8 +364,9 @@ struct Sender {
 /// A collector that resets a connection discarded what it had acknowledged and not read yet:
 /// the messages acknowledged this long before the reset was noticed, and the last batch
 /// acknowledged in any case, are counted as lost (a working collector reads what arrives well
-/// within it; one that accepts and closes at once read none of it).
-const RESET_WINDOW: Duration = Duration::from_secs(1);
+/// within it; one that accepts and closes at once read none of it). An upper bound: a
+/// collector restarted in the middle of a stream had read most of them.
+const RESET_WINDOW: Duration = Duration::from_millis(250);
 
 /// Bytes of framed messages written at once (about: the message that passes it joins).
 const BATCH: usize = 64 * 1024;
@@ -585,7 +586,7 @@ impl Sender {
         }
         if lost > 0 {
             let why = format!(
-                "{}: {lost} message(s) written but not known to be received when the connection ended ({why})",
+                "{}: {lost} message(s) written but not known to be received when the connection ended ({why}; some may have arrived)",
                 self.describe()
             );
             self.health.fail(OutputKind::Syslog, lost, &why);
