@@ -108,6 +108,7 @@ impl Pipeline {
     /// End of input: flush every stream (data waiting behind holes is dissected after them).
     /// The events come out in [`crate::event::FlushKey`] order.
     pub fn finish(&mut self, sink: &mut dyn EventSink) {
+        self.defrag.clear(&mut self.stats);
         let mut sorted = SortedFlush::new(sink);
         self.flows.close_all(&mut self.stats, &mut sorted);
         sorted.release();

@@ -20,6 +20,9 @@ pub struct ChecksumErrors {
 pub struct DefragStats {
     pub reassembled: u64,
     pub timeouts: u64,
+    /// Datagrams still incomplete at the end of input or of a capture (a later file that starts
+    /// earlier): dropped, their fragments never joined to another capture's.
+    pub unfinished: u64,
     pub bound_drops: u64,
     pub invalid: u64,
     pub conflicting_overlaps: u64,
@@ -253,6 +256,7 @@ merge_sums!(ChecksumErrors { ipv4, tcp, udp });
 merge_sums!(DefragStats {
     reassembled,
     timeouts,
+    unfinished,
     bound_drops,
     invalid,
     conflicting_overlaps

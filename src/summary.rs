@@ -166,6 +166,7 @@ pub fn render(report: &ReplayReport, heading: &str) -> String {
         ("fragments", s.ip_fragments),
         ("reassembled", s.defrag.reassembled),
         ("timed out", s.defrag.timeouts),
+        ("unfinished", s.defrag.unfinished),
         ("bound drops", s.defrag.bound_drops),
         ("invalid", s.defrag.invalid),
         ("conflicting overlaps", s.defrag.conflicting_overlaps),

@@ -511,6 +511,63 @@ fn learn_says_where_the_baseline_went_and_baseline_show_survives_a_closed_pipe()
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
 }
 
+/// `learn` with a mistyped capture name, or a capture with no packets, does not replace a good
+/// baseline with an empty one: it says so and fails, and the file is untouched. Before, the
+/// baseline was overwritten (and the empty capture's run exited 0).
+#[test]
+fn learn_never_replaces_a_baseline_with_an_empty_one() {
+    let dir = scratch("learn-empty");
+    let b = dir.join("b.json");
+    let out = otwatch(&["learn", FIXTURE, "-o", b.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let good = std::fs::read(&b).expect("baseline");
+    let empty = dir.join("empty.pcap");
+    common::write_pcap(&empty, &[]);
+    let typo = dir.join("no-such.pcap");
+    for input in [&typo, &empty] {
+        let out = otwatch(&["learn", input.to_str().unwrap(), "-o", b.to_str().unwrap()]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("not written"), "{err}");
+        assert_eq!(std::fs::read(&b).expect("baseline"), good, "{err}");
+    }
+}
+
+/// A FIFO given as a capture or a baseline is refused at once (before, opening it waited for a
+/// writer, and SIGINT and SIGTERM could not stop it).
+#[test]
+fn a_fifo_is_refused_not_waited_on() {
+    let dir = scratch("fifo");
+    let fifo = dir.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads the NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    for args in [
+        vec!["replay", "-q", fifo.to_str().unwrap()],
+        vec!["baseline", "show", fifo.to_str().unwrap()],
+    ] {
+        let mut child = Command::new(OTWATCH)
+            .args(&args)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run");
+        // A guard against the hang, not a measure of speed.
+        let mut waited = 0;
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break s;
+            }
+            if waited == 600 {
+                let _ = child.kill();
+                panic!("{args:?} waited on the FIFO");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            waited += 1;
+        };
+        assert_eq!(status.code(), Some(1), "{args:?}");
+    }
+}
+
 /// SIGTERM (or SIGINT) during a replay stops it between packets: the outputs are flushed (every
 /// line whole), the summary says it was interrupted, and the exit status says it did not finish.
 #[test]

@@ -255,10 +255,16 @@ pub struct LatencyModel {
 impl Baseline {
     pub fn load(path: &Path) -> Result<Baseline, BaselineError> {
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| BaselineError::Io {
+        let io = |source| BaselineError::Io {
             path: name.clone(),
             source,
-        })?;
+        };
+        // A FIFO or a device would block the read (a FIFO, waiting for a writer, out of reach
+        // of SIGINT): a baseline is a file.
+        if !std::fs::metadata(path).map_err(io)?.is_file() {
+            return Err(io(std::io::Error::other("not a regular file")));
+        }
+        let text = std::fs::read_to_string(path).map_err(io)?;
         Baseline::from_json(&text, &name)
     }
 

@@ -7,7 +7,6 @@
 //! middle of a record yields every packet before the damage, then one error naming the file and
 //! the byte offset of the damaged record.
 
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -166,6 +165,52 @@ struct Interface {
     /// Timestamp units per second.
     units_per_sec: u64,
     offset_secs: i64,
+    /// The most bytes of a packet captured (0: no limit).
+    snaplen: u32,
+}
+
+/// An interface's `if_tsoffset` (option 14), in the section's byte order (pcap-parser reads it
+/// little-endian whatever the section).
+fn ts_offset(idb: &pcap_parser::InterfaceDescriptionBlock<'_>, big_endian: bool) -> i64 {
+    idb.options
+        .iter()
+        .find(|o| o.code.0 == 14)
+        .and_then(|o| o.as_bytes().ok())
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, |b| {
+            if big_endian {
+                i64::from_be_bytes(b)
+            } else {
+                i64::from_le_bytes(b)
+            }
+        })
+}
+
+/// An obsolete Packet Block (type 2, still written by old tools): interface id and drops
+/// (2 bytes each), timestamp (high, low), captured and original lengths, the data.
+fn obsolete_packet(body: &[u8], big_endian: bool) -> Option<(u16, u64, u32, &[u8])> {
+    let u16_at = |at: usize| {
+        let b = <[u8; 2]>::try_from(body.get(at..at + 2)?).ok()?;
+        Some(if big_endian {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        })
+    };
+    let u32_at = |at: usize| {
+        let b = <[u8; 4]>::try_from(body.get(at..at + 4)?).ok()?;
+        Some(if big_endian {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        })
+    };
+    let if_id = u16_at(0)?;
+    let ticks = u64::from(u32_at(4)?) << 32 | u64::from(u32_at(8)?);
+    let caplen = u32_at(12)? as usize;
+    let origlen = u32_at(16)?;
+    let data = body.get(20..20 + caplen)?;
+    Some((if_id, ticks, origlen, data))
 }
 
 #[derive(Debug)]
@@ -214,7 +259,16 @@ impl CaptureFile {
             path: path.to_owned(),
             source,
         };
-        let file = File::open(path).map_err(open_err)?;
+        // Non-blocking: opening a FIFO would otherwise wait for a writer, out of reach of
+        // SIGINT and SIGTERM (the open is retried after the signal). Reads are of a map.
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+                .map_err(open_err)?
+        };
         let meta = file.metadata().map_err(open_err)?;
         if meta.is_dir() {
             return Err(open_err(std::io::Error::other("is a directory")));
@@ -693,26 +747,35 @@ impl FileCursor {
                             interfaces.push(Interface {
                                 linktype: LinkType(u32::from(idb.linktype.0 as u16)),
                                 units_per_sec,
-                                offset_secs: idb.ts_offset(),
+                                offset_secs: ts_offset(&idb, *big_endian),
+                                snaplen: idb.snaplen,
                             });
                             None
                         }
                         Block::EnhancedPacket(epb) => {
-                            let Some(iface) = interfaces.get(epb.if_id as usize).copied() else {
-                                let detail = format!(
-                                    "packet on interface {} which no interface block describes",
-                                    epb.if_id
-                                );
+                            let ticks = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
+                            let n = (epb.caplen as usize).min(epb.data.len());
+                            let packet = (epb.if_id, ticks, epb.origlen, &epb.data[..n]);
+                            match timed(interfaces, packet) {
+                                Ok(p) => Some(p),
+                                Err(detail) => return Some(Err(self.fail(false, detail))),
+                            }
+                        }
+                        // (pcap-parser keeps an unknown block's type as read little-endian.)
+                        Block::Unknown(b)
+                            if b.block_type == 2
+                                || *big_endian && b.block_type.swap_bytes() == 2 =>
+                        {
+                            let Some((if_id, ticks, origlen, data)) =
+                                obsolete_packet(b.data, *big_endian)
+                            else {
+                                let detail = "a packet block whose lengths overrun it".to_string();
                                 return Some(Err(self.fail(false, detail)));
                             };
-                            let ticks = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
-                            let nanos = u128::from(ticks) * 1_000_000_000
-                                / u128::from(iface.units_per_sec.max(1));
-                            let ts = i64::try_from(nanos)
-                                .unwrap_or(i64::MAX)
-                                .saturating_add(iface.offset_secs.saturating_mul(1_000_000_000));
-                            let n = (epb.caplen as usize).min(epb.data.len());
-                            Some((ts, iface.linktype, epb.origlen, &epb.data[..n]))
+                            match timed(interfaces, (u32::from(if_id), ticks, origlen, data)) {
+                                Ok(p) => Some(p),
+                                Err(detail) => return Some(Err(self.fail(false, detail))),
+                            }
                         }
                         Block::SimplePacket(spb) => {
                             let Some(iface) = interfaces.first().copied() else {
@@ -720,7 +783,12 @@ impl FileCursor {
                                 return Some(Err(self.fail(false, detail.into())));
                             };
                             // SPBs carry no timestamp: keep time monotonic with the last packet.
-                            let n = (spb.origlen as usize).min(spb.data.len());
+                            // The data is padded to 32 bits and cut at the interface's snaplen.
+                            let snap = match iface.snaplen {
+                                0 => usize::MAX,
+                                n => n as usize,
+                            };
+                            let n = (spb.origlen as usize).min(snap).min(spb.data.len());
                             Some((self.last_ts, iface.linktype, spb.origlen, &spb.data[..n]))
                         }
                         _ => None,
@@ -743,6 +811,24 @@ impl FileCursor {
     }
 }
 
+/// A packet of an interface's (its id, timestamp ticks, original length, data) with its time
+/// in nanoseconds and its link type; `Err` names an interface no block describes.
+fn timed<'a>(
+    interfaces: &[Interface],
+    (if_id, ticks, origlen, data): (u32, u64, u32, &'a [u8]),
+) -> Result<(i64, LinkType, u32, &'a [u8]), String> {
+    let Some(iface) = interfaces.get(if_id as usize) else {
+        return Err(format!(
+            "packet on interface {if_id} which no interface block describes"
+        ));
+    };
+    let nanos = u128::from(ticks) * 1_000_000_000 / u128::from(iface.units_per_sec.max(1));
+    let ts = i64::try_from(nanos)
+        .unwrap_or(i64::MAX)
+        .saturating_add(iface.offset_secs.saturating_mul(1_000_000_000));
+    Ok((ts, iface.linktype, origlen, data))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -757,5 +843,115 @@ mod tests {
         assert_eq!(ts_units_per_sec(0x80 | 63), Some(1 << 63));
         assert_eq!(ts_units_per_sec(20), None);
         assert_eq!(ts_units_per_sec(0x80 | 64), None);
+    }
+
+    /// A pcapng block in the section's byte order: type, length, body (padded), length.
+    fn block(be: bool, kind: u32, body: &[u8]) -> Vec<u8> {
+        let w = |v: u32| if be { v.to_be_bytes() } else { v.to_le_bytes() };
+        let mut body = body.to_vec();
+        while !body.len().is_multiple_of(4) {
+            body.push(0);
+        }
+        let len = 12 + body.len() as u32;
+        let mut b = Vec::new();
+        b.extend(w(kind));
+        b.extend(w(len));
+        b.extend(body);
+        b.extend(w(len));
+        b
+    }
+
+    /// A pcapng file: a section header, one Ethernet interface (snaplen, `if_tsoffset` seconds),
+    /// then `packets` (each a block type and its body after the interface's).
+    fn pcapng(be: bool, snaplen: u32, offset: i64, packets: &[(u32, Vec<u8>)]) -> Vec<u8> {
+        let w16 = |v: u16| if be { v.to_be_bytes() } else { v.to_le_bytes() };
+        let w32 = |v: u32| if be { v.to_be_bytes() } else { v.to_le_bytes() };
+        let mut shb = w32(0x1a2b_3c4d).to_vec();
+        shb.extend(w16(1));
+        shb.extend(w16(0));
+        shb.extend([0xff; 8]);
+        let mut idb = w16(1).to_vec();
+        idb.extend(w16(0));
+        idb.extend(w32(snaplen));
+        if offset != 0 {
+            idb.extend(w16(14));
+            idb.extend(w16(8));
+            idb.extend(if be {
+                offset.to_be_bytes()
+            } else {
+                offset.to_le_bytes()
+            });
+            idb.extend([0; 4]);
+        }
+        let mut out = block(be, 0x0a0d_0d0a, &shb);
+        out.extend(block(be, 1, &idb));
+        for (kind, body) in packets {
+            out.extend(block(be, *kind, body));
+        }
+        out
+    }
+
+    /// A packet block's body: interface (and, for the obsolete block, drops), the timestamp
+    /// in microseconds, the lengths, the data.
+    fn packet_body(be: bool, obsolete: bool, ts_us: u64, data: &[u8]) -> Vec<u8> {
+        let w16 = |v: u16| if be { v.to_be_bytes() } else { v.to_le_bytes() };
+        let w32 = |v: u32| if be { v.to_be_bytes() } else { v.to_le_bytes() };
+        let mut b = if obsolete {
+            let mut b = w16(0).to_vec();
+            b.extend(w16(0));
+            b
+        } else {
+            w32(0).to_vec()
+        };
+        b.extend(w32((ts_us >> 32) as u32));
+        b.extend(w32(ts_us as u32));
+        b.extend(w32(data.len() as u32));
+        b.extend(w32(data.len() as u32));
+        b.extend(data);
+        b
+    }
+
+    fn read_all(bytes: Vec<u8>) -> Vec<(i64, u64, Vec<u8>)> {
+        let mut cap = CaptureFile::from_bytes(Path::new("t.pcapng"), bytes).expect("a capture");
+        let mut out = Vec::new();
+        while let Some(p) = cap.next_packet() {
+            let p = p.expect("a packet");
+            out.push((p.ts_nanos, p.frame, p.data.to_vec()));
+        }
+        out
+    }
+
+    /// As tshark reads them: an obsolete Packet Block (type 2) is a packet, numbered as one;
+    /// `if_tsoffset` is in the section's byte order; a Simple Packet Block's data stops at the
+    /// interface's snaplen, its padding never read as packet bytes.
+    #[test]
+    fn pcapng_obsolete_blocks_offsets_and_simple_packets() {
+        let data: Vec<u8> = (0..66).collect();
+        for be in [false, true] {
+            let packets = [
+                (6, packet_body(be, false, 1_000_000, &data)),
+                (2, packet_body(be, true, 2_000_000, &data)),
+                (6, packet_body(be, false, 3_000_000, &data)),
+            ];
+            let got = read_all(pcapng(be, 0, 1000, &packets));
+            let times: Vec<(i64, u64)> = got.iter().map(|p| (p.0, p.1)).collect();
+            assert_eq!(
+                times,
+                [(1001, 1), (1002, 2), (1003, 3)].map(|(s, f)| (s * 1_000_000_000, f)),
+                "big-endian {be}"
+            );
+            assert!(got.iter().all(|p| p.2 == data));
+            // A Simple Packet Block: 66 bytes under a snaplen of 65 (padded to 68 on disk).
+            let mut spb = if be {
+                66u32.to_be_bytes()
+            } else {
+                66u32.to_le_bytes()
+            }
+            .to_vec();
+            spb.extend(&data[..65]);
+            let got = read_all(pcapng(be, 65, 0, &[(3, spb)]));
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].2, data[..65]);
+        }
     }
 }

@@ -271,6 +271,7 @@ pub(crate) fn run_live(
         &report.stats,
         active,
         &health,
+        &[],
     );
     if !quiet {
         let text = summary::render(&report, &format!("otwatch live on {iface}:"));

@@ -112,6 +112,8 @@ pub(crate) fn build_detection(
 /// detection's (the last alert lines, the syslog drain, the evidence sync, the baseline saved),
 /// the events file, then the metrics (remote-write's last push, the final publication, the
 /// OpenMetrics file). Returns the summary's lines for them.
+/// `unread`: input files that could not be read at all (their names): a baseline learned
+/// without them is not saved.
 pub(crate) fn finish_outputs(
     mut det: Option<&mut Detection>,
     events: Option<&mut JsonLinesSink>,
@@ -119,8 +121,9 @@ pub(crate) fn finish_outputs(
     stats: &otwatch::stats::Stats,
     active_flows: usize,
     health: &OutputHealth,
+    unread: &[String],
 ) -> String {
-    let mut text = finish_detection(det.as_deref_mut(), args);
+    let mut text = finish_detection(det.as_deref_mut(), args, unread);
     if let Some(j) = events {
         j.out.finish();
     }
@@ -135,7 +138,7 @@ pub(crate) fn finish_outputs(
     text
 }
 
-fn finish_detection(det: Option<&mut Detection>, args: &DetectArgs) -> String {
+fn finish_detection(det: Option<&mut Detection>, args: &DetectArgs, unread: &[String]) -> String {
     let Some(det) = det else { return String::new() };
     let baseline = det.finish();
     if let Some(why) = det
@@ -154,13 +157,28 @@ fn finish_detection(det: Option<&mut Detection>, args: &DetectArgs) -> String {
         text.push_str(&under_learned_line(b));
     }
     if let (Some(path), Some(b)) = (&args.save_baseline, &baseline) {
-        match b.save(path) {
-            Ok(()) => text.push_str(&format!(
-                "  baseline: {} channels written to {}\n",
-                b.channels.len(),
+        // A mistyped capture name must not replace a good baseline with an empty one.
+        if let Some(name) = unread.first() {
+            let why = format!(
+                "{}: not written: {name} could not be read, and a baseline learned without it is not the one asked for",
                 path.display()
-            )),
-            Err(e) => det.outputs.fail(OutputKind::Baseline, 1, &e),
+            );
+            det.outputs.fail(OutputKind::Baseline, 1, &why);
+        } else if b.observations == 0 {
+            let why = format!(
+                "{}: not written: learning saw no OT traffic (nothing to learn)",
+                path.display()
+            );
+            det.outputs.fail(OutputKind::Baseline, 1, &why);
+        } else {
+            match b.save(path) {
+                Ok(()) => text.push_str(&format!(
+                    "  baseline: {} channels written to {}\n",
+                    b.channels.len(),
+                    path.display()
+                )),
+                Err(e) => det.outputs.fail(OutputKind::Baseline, 1, &e),
+            }
         }
     }
     if args.alerts.is_none() && args.syslog.is_none() && det.counts.values().any(|n| *n > 0) {

@@ -75,6 +75,12 @@ pub(crate) fn run_replay(
     };
     let mut code = ExitCode::SUCCESS;
     let warning = detection.as_ref().and_then(|d| learning_warning(d, detect));
+    let unread: Vec<String> = report
+        .files
+        .iter()
+        .filter(|f| f.error.is_some() && f.packets == 0)
+        .map(|f| f.path.display().to_string())
+        .collect();
     let mut det_summary = finish_outputs(
         detection.as_mut(),
         json.as_mut(),
@@ -82,6 +88,7 @@ pub(crate) fn run_replay(
         &report.stats,
         report.active_flows_at_end,
         &health,
+        &unread,
     );
     det_summary.push_str(warning.as_deref().unwrap_or_default());
     if !quiet {

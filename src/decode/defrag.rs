@@ -157,9 +157,17 @@ impl Defragmenter {
         }
         self.last_sweep = now;
         let before = self.pending.len();
+        // Also a datagram whose fragments are from far later (the clock stepped back).
         self.pending
-            .retain(|_, d| now.saturating_sub(d.last_seen) <= TIMEOUT_NANOS);
+            .retain(|_, d| now.saturating_sub(d.last_seen).saturating_abs() <= TIMEOUT_NANOS);
         stats.defrag.timeouts += (before - self.pending.len()) as u64;
+    }
+
+    /// The end of input, or of a capture (the next file starts earlier): the datagrams still
+    /// incomplete are dropped and counted, never joined to fragments of another capture.
+    pub fn clear(&mut self, stats: &mut Stats) {
+        stats.defrag.unfinished += self.pending.len() as u64;
+        self.pending.clear();
     }
 }
 
@@ -219,5 +227,25 @@ mod tests {
         // Oversized datagrams are refused.
         assert!(d.add(&frag(65_528, false, &[0; 16]), 0, &mut s).is_none());
         assert_eq!(s.defrag.invalid, 1);
+    }
+
+    /// A first fragment, then the clock steps back (a later file that starts earlier): it
+    /// expires instead of waiting for its time to come again, and at the end of a capture what
+    /// is still incomplete is dropped and counted, never joined to another capture's fragments.
+    #[test]
+    fn a_clock_step_or_the_end_drops_what_is_incomplete() {
+        let mut d = Defragmenter::new();
+        let mut s = Stats::default();
+        let day = 86_400_000_000_000;
+        assert!(d.add(&frag(0, true, &[1; 8]), day, &mut s).is_none());
+        let mut other = frag(0, true, &[2; 8]);
+        other.id = 8;
+        assert!(d.add(&other, 0, &mut s).is_none());
+        assert_eq!(s.defrag.timeouts, 1, "the fragment from a day later");
+        assert_eq!(d.in_progress(), 1);
+        d.clear(&mut s);
+        assert_eq!((d.in_progress(), s.defrag.unfinished), (0, 1));
+        // The last fragment of the dropped datagram makes nothing.
+        assert!(d.add(&frag(8, false, &[3; 8]), 0, &mut s).is_none());
     }
 }
