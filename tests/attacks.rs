@@ -551,19 +551,7 @@ fn a_fifo_is_refused_not_waited_on() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("run");
-        // A guard against the hang, not a measure of speed.
-        let mut waited = 0;
-        let status = loop {
-            if let Some(s) = child.try_wait().expect("wait") {
-                break s;
-            }
-            if waited == 600 {
-                let _ = child.kill();
-                panic!("{args:?} waited on the FIFO");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            waited += 1;
-        };
+        let status = common::wait_or_kill(&mut child, &format!("{args:?} on a FIFO"));
         assert_eq!(status.code(), Some(1), "{args:?}");
     }
 }

@@ -368,19 +368,7 @@ fn a_tls_collector_that_trickles_its_handshake_does_not_hold_the_run() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("otwatch runs");
-    // A guard against a hang, not a measure of speed: the run ends within seconds.
-    let mut waited = 0;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if waited >= 240 {
-            let _ = child.kill();
-            panic!("otwatch did not end with a trickling TLS collector");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        waited += 1;
-    };
+    let status = wait_or_kill(&mut child, "otwatch with a trickling TLS collector");
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
         .expect("stderr");

@@ -426,3 +426,16 @@ pub fn hex_list(field: &str) -> Vec<u64> {
         .filter_map(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
         .collect()
 }
+
+/// Waits for `child` to end, killing it and failing with `what` if it has not after a minute or
+/// two: a guard against a hang, not a measure of speed.
+pub fn wait_or_kill(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
+    for _ in 0..1200 {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    panic!("{what}: still running after two minutes");
+}
