@@ -380,3 +380,64 @@ fn a_tls_collector_that_trickles_its_handshake_does_not_hold_the_run() {
     assert!(lines > 0);
     assert_eq!(syslog_failures(&stderr), lines, "{stderr}");
 }
+
+/// A message over `--syslog-max-size` is not sent (a collector would split it into pieces that
+/// are no longer JSON) and is counted: every event either reaches the collector whole, within
+/// the size, or is counted as failed.
+#[test]
+fn a_message_over_the_size_the_collector_takes_is_counted_not_sent() {
+    use std::io::Read as _;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("port").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    let reader = std::thread::spawn(move || {
+        // No connection at all (nothing small enough to send) must not hang the test.
+        let mut c = None;
+        for _ in 0..1200 {
+            if let Ok((conn, _)) = listener.accept() {
+                c = Some(conn);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let mut all = Vec::new();
+        if let Some(mut c) = c {
+            c.set_nonblocking(false).expect("blocking");
+            let _ = c.read_to_end(&mut all);
+        }
+        // RFC 6587 octet counting: LEN SP MSG.
+        let mut sizes = Vec::new();
+        let mut at = 0;
+        while let Some(sp) = all[at..].iter().position(|&b| b == b' ') {
+            let len: usize = std::str::from_utf8(&all[at..at + sp])
+                .expect("length")
+                .parse()
+                .expect("length");
+            sizes.push(len);
+            at += sp + 1 + len;
+        }
+        sizes
+    });
+    let dir = scratch("syslog-max-size");
+    let events = dir.join("events.jsonl");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/dnp3_example.pcap");
+    let out = Command::new(OTWATCH)
+        .args(["replay", "--syslog", &format!("tcp://127.0.0.1:{port}")])
+        .args(["--syslog-events", "--syslog-max-size", "780", "--events"])
+        .arg(&events)
+        .arg(&fixture)
+        .output()
+        .expect("otwatch runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let sizes = reader.join().expect("reader");
+    let sent = std::fs::read_to_string(&events)
+        .expect("events")
+        .lines()
+        .count();
+    let failed = syslog_failures(&stderr) as usize;
+    assert!(failed > 0 && !sizes.is_empty(), "{stderr}");
+    assert!(sizes.iter().all(|&n| n <= 780), "{sizes:?}");
+    assert_eq!(sizes.len() + failed, sent, "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--syslog-max-size 780"), "{stderr}");
+}

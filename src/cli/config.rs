@@ -42,6 +42,7 @@ pub(crate) const KEYS: &[(&str, &str, &str)] = &[
     ("syslog", "ca", "syslog-ca"),
     ("syslog", "format", "syslog-format"),
     ("syslog", "events", "syslog-events"),
+    ("syslog", "max_size", "syslog-max-size"),
     ("remote_write", "url", "remote-write"),
     ("remote_write", "ca", "remote-write-ca"),
     ("remote_write", "interval", "remote-write-interval"),

@@ -258,6 +258,10 @@ pub(crate) struct DetectArgs {
     /// Send every event (its JSON line) to the syslog collector too, severity informational.
     #[arg(long, requires = "syslog")]
     pub(crate) syslog_events: bool,
+    /// The largest syslog message (bytes) the collector takes whole: a larger one is not sent,
+    /// and counted as a failure (rsyslog takes 8 KiB by default and splits longer ones).
+    #[arg(long, value_name = "BYTES", default_value_t = otwatch::output::syslog::DEFAULT_MAX_SIZE, value_parser = clap::value_parser!(u32).range(480..), requires = "syslog")]
+    pub(crate) syslog_max_size: u32,
     /// The JSON of alert and event lines (files and syslog): otwatch's own (docs/alerts.md,
     /// docs/events.md), or Suricata EVE (docs/siem.md) for pipelines that read Suricata.
     #[arg(long, value_name = "otwatch|eve", default_value = "otwatch", value_parser = ["otwatch", "eve"])]

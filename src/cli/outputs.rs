@@ -271,6 +271,7 @@ pub(crate) fn open_outputs(
                 Target::parse(url)?,
                 detect.syslog_ca.as_deref(),
                 format,
+                detect.syslog_max_size as usize,
                 Arc::clone(&sensor),
                 Arc::clone(health),
             )?);

@@ -81,11 +81,18 @@ impl Target {
     }
 }
 
+/// The largest message sent by default: what rsyslog takes whole (its `maxMessageSize`; RFC
+/// 5425 asks receivers for 8 KiB at least). A collector splits a longer one into fragments that
+/// are no longer JSON: such a message is not sent, and counted.
+pub const DEFAULT_MAX_SIZE: u32 = 8192;
+
 /// The sending half, owned by detection; the outbox's thread does the network work.
 pub struct SyslogSink {
     outbox: Outbox<Vec<u8>>,
     format: Format,
     sensor: Arc<str>,
+    max_size: usize,
+    health: Arc<OutputHealth>,
 }
 
 impl SyslogSink {
@@ -94,6 +101,7 @@ impl SyslogSink {
         target: Target,
         ca: Option<&Path>,
         format: Format,
+        max_size: usize,
         sensor: Arc<str>,
         health: Arc<OutputHealth>,
     ) -> Result<SyslogSink, String> {
@@ -108,13 +116,29 @@ impl SyslogSink {
             QUEUE,
             DRAIN,
             OutputKind::Syslog,
-            health,
+            Arc::clone(&health),
         )?;
         Ok(SyslogSink {
             outbox,
             format,
             sensor,
+            max_size,
+            health,
         })
+    }
+
+    /// Queues a message, or counts it as failed when it is over the size the collector takes.
+    fn push(&mut self, msg: Vec<u8>) {
+        if msg.len() > self.max_size {
+            let why = format!(
+                "a {}-byte message is over --syslog-max-size {}: not sent (raise it to what the collector takes)",
+                msg.len(),
+                self.max_size
+            );
+            self.health.fail(OutputKind::Syslog, 1, &why);
+            return;
+        }
+        self.outbox.push(msg);
     }
 
     /// Queues an alert line; never blocks. The JSON body is `eve` when given
@@ -131,14 +155,14 @@ impl SyslogSink {
             Format::Cef => cef(a, json),
         };
         let msg = rfc5424(severity, a.ts, &self.sensor, a.r#type, &body);
-        self.outbox.push(msg);
+        self.push(msg);
     }
 
     /// Queues an event's JSON line (severity informational).
     pub fn event(&mut self, ts: i64, json: &[u8]) {
         let body = String::from_utf8_lossy(json);
         let msg = rfc5424(6, ts, &self.sensor, "event", &body);
-        self.outbox.push(msg);
+        self.push(msg);
     }
 
     /// End of the run: the queue drains to the collector for up to 5 s; what is left is
