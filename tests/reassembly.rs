@@ -569,6 +569,48 @@ fn modbus_in_fragmented_ip_is_reassembled() {
     );
 }
 
+/// A fragment cut by the snaplen never completes its datagram (tshark does not reassemble it
+/// either): the datagram is left unfinished and counted, and no PDU is made of what the cut
+/// fragment's length claimed. Before, the last fragment's claimed length made a datagram with
+/// a bad checksum and a partial PDU.
+#[test]
+fn a_fragment_cut_by_the_snaplen_completes_nothing() {
+    let adu = [0, 9, 0, 0, 0, 6, 1, 3, 0, 0, 0, 10].repeat(12);
+    let mut whole = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(CLIENT.0, SERVER.0, 64)
+        .tcp(CLIENT.1, SERVER.1, 1000, 8192)
+        .write(&mut whole, &adu)
+        .unwrap();
+    let frags = fragment_ipv4(&whole, 48);
+    // A classic pcap whose last record keeps 20 bytes fewer than the packet had.
+    let mut pcap = Vec::new();
+    for v in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
+        pcap.extend(v.to_le_bytes());
+    }
+    for (i, f) in frags.iter().enumerate() {
+        let keep = if i + 1 == frags.len() {
+            f.len() - 20
+        } else {
+            f.len()
+        };
+        for v in [1_700_000_000u32, i as u32, keep as u32, f.len() as u32] {
+            pcap.extend(v.to_le_bytes());
+        }
+        pcap.extend(&f[..keep]);
+    }
+    let dir = scratch("frag-cut");
+    let path = dir.join("frag.pcap");
+    std::fs::write(&path, pcap).unwrap();
+    let (events, report) = replay_file(&path);
+    assert_eq!(report.stats.ip_fragments, frags.len() as u64);
+    assert_eq!(report.stats.defrag.reassembled, 0);
+    assert_eq!(report.stats.defrag.unfinished, 1);
+    assert_eq!(report.stats.truncated_packets, 1);
+    assert_eq!(report.stats.checksum_errors.tcp, 0);
+    assert!(events.is_empty(), "{events:?}");
+}
+
 /// IPv6 fragments whose fragmentable part starts with an extension header (Destination
 /// Options, RFC 8200 4.5): each fragment's data is what follows its Fragment header, and the
 /// reassembled datagram's headers are walked to TCP. The write is seen (a monitor that could

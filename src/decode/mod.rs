@@ -426,6 +426,11 @@ pub fn decode<'a>(linktype: LinkType, data: &'a [u8], stats: &mut Stats) -> Deco
     }
     if let Some((id, offset, more_fragments)) = ip.frag {
         stats.ip_fragments += 1;
+        if !ip.complete {
+            // Cut by the snaplen: its datagram can never be whole (the rest of it times out,
+            // or is dropped at the end, counted), and a last fragment's length would lie.
+            return Decode::Ignored;
+        }
         return Decode::Fragment(Fragment {
             vlan,
             src: ip.src,
