@@ -63,6 +63,33 @@ impl<K: Copy + Eq + std::hash::Hash, V: Copy, const N: usize> SmallMap<K, V, N> 
         }
     }
 
+    /// Removes what `k` holds when `take` says so of it, in one search: `Ok` with it removed,
+    /// `Err(true)` when `k` holds something `take` refused, `Err(false)` when it holds nothing.
+    pub fn remove_if(&mut self, k: &K, take: impl FnOnce(&V) -> bool) -> Result<V, bool> {
+        match self {
+            SmallMap::Few(few) => {
+                let at = few.iter().position(|(x, _)| x == k).ok_or(false)?;
+                if !take(&few[at].1) {
+                    return Err(true);
+                }
+                Ok(few.remove(at).1)
+            }
+            SmallMap::Many(many) => {
+                let std::collections::hash_map::Entry::Occupied(e) = many.entry(*k) else {
+                    return Err(false);
+                };
+                if !take(e.get()) {
+                    return Err(true);
+                }
+                let v = e.remove();
+                if many.is_empty() {
+                    *self = SmallMap::default();
+                }
+                Ok(v)
+            }
+        }
+    }
+
     pub fn remove(&mut self, k: &K) -> Option<V> {
         match self {
             SmallMap::Few(few) => {
