@@ -526,16 +526,25 @@ fn fragment_ipv4(packet: &[u8], chunk: usize) -> Vec<Vec<u8>> {
     out
 }
 
+/// A Modbus/TCP write of `values` to holding registers 10.. of unit 1 (transaction 9).
+fn write_registers_adu(values: &[u16]) -> Vec<u8> {
+    let bytes = 2 * values.len() as u16;
+    let mut adu = vec![0, 9, 0, 0];
+    adu.extend_from_slice(&(7 + bytes).to_be_bytes());
+    adu.extend_from_slice(&[1, 16, 0, 10]);
+    adu.extend_from_slice(&(values.len() as u16).to_be_bytes());
+    adu.push(bytes as u8);
+    for v in values {
+        adu.extend_from_slice(&v.to_be_bytes());
+    }
+    adu
+}
+
 #[test]
 fn modbus_in_fragmented_ip_is_reassembled() {
     // A write of 100 registers (a 213-byte ADU) sent in 5 IPv4 fragments, the last one first.
     let values: Vec<u16> = (0..100).collect();
-    let mut adu = vec![0, 9, 0, 0];
-    adu.extend_from_slice(&(7 + 200u16).to_be_bytes());
-    adu.extend_from_slice(&[1, 16, 0, 10, 0, 100, 200]);
-    for v in &values {
-        adu.extend_from_slice(&v.to_be_bytes());
-    }
+    let adu = write_registers_adu(&values);
     let mut whole = Vec::new();
     etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
         .ipv4(CLIENT.0, SERVER.0, 64)
@@ -618,12 +627,7 @@ fn a_fragment_cut_by_the_snaplen_completes_nothing() {
 #[test]
 fn ipv6_fragments_with_options_after_the_fragment_header_are_reassembled() {
     let values: Vec<u16> = (0..20).collect();
-    let mut adu = vec![0, 9, 0, 0];
-    adu.extend_from_slice(&(7 + 40u16).to_be_bytes());
-    adu.extend_from_slice(&[1, 16, 0, 10, 0, 20, 40]);
-    for v in &values {
-        adu.extend_from_slice(&v.to_be_bytes());
-    }
+    let adu = write_registers_adu(&values);
     let (src, dst) = ([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], {
         let mut d = [0u8; 16];
         d[0] = 0xfd;
