@@ -98,3 +98,39 @@ fn an_unknown_key_is_named() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/otwatch.toml"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A value the file gives that its flag refuses (`workers = 0`) is an error naming the file and
+/// the key, not a flag the user never typed; the same value on the command line is clap's own
+/// error about the flag.
+#[test]
+fn a_value_the_flag_refuses_names_the_file_and_key() {
+    let dir = common::scratch("config-value");
+    let config = dir.join("otwatch.toml");
+    std::fs::write(&config, "[capture]\nworkers = 0\n").unwrap();
+    let run = |extra: &[&str]| {
+        let out = Command::new(OTWATCH)
+            .args(["replay", "--config"])
+            .arg(&config)
+            .args(extra)
+            .arg(scenario())
+            .output()
+            .expect("otwatch");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(&[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("otwatch.toml: [capture] workers: invalid value '0'"),
+        "{stderr}"
+    );
+    // The command line's own value overrides the file's.
+    let (code, stderr) = run(&["--workers", "1", "-q"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    std::fs::write(&config, "[capture]\nworkers = 2\n").unwrap();
+    let (code, stderr) = run(&["--workers", "0"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(!stderr.contains("[capture]"), "{stderr}");
+}

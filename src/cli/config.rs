@@ -5,13 +5,13 @@
 //! parsed, the file becomes the flags it stands for, placed ahead of the user's own; a flag the
 //! user gives (or one that conflicts with it, such as `--baseline` against the file's `learn`)
 //! drops the file's. A key of the other command (`capture.speed` for `live`) is left out, so
-//! one file serves both. An unknown section or key, or a value of the wrong kind, is an error
-//! that names it.
+//! one file serves both. An unknown section or key, a value of the wrong kind, or a value its
+//! flag refuses (`workers = 0`) is an error that names the file and the key.
 
 use std::ffi::OsString;
 use std::path::Path;
 
-use clap::CommandFactory;
+use clap::{CommandFactory, Parser};
 
 /// (section, key, flag): every key the file takes, and the flag it stands for.
 pub(crate) const KEYS: &[(&str, &str, &str)] = &[
@@ -69,6 +69,7 @@ pub(crate) fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
     };
     let given = given_flags(cmd, &args[2..]);
     let mut out: Vec<OsString> = args[..2].to_vec();
+    let mut from_file = Vec::new();
     for (flag, value) in flags {
         let Some(arg) = cmd.get_arguments().find(|a| a.get_long() == Some(flag)) else {
             continue;
@@ -92,6 +93,7 @@ pub(crate) fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
         if overridden {
             continue;
         }
+        from_file.push(flag);
         // `--flag=value` in one argument: a value that starts with `-` stays a value.
         out.push(match value {
             Some(v) => format!("--{flag}={v}").into(),
@@ -99,6 +101,33 @@ pub(crate) fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
         });
     }
     out.extend_from_slice(&args[2..]);
+    // A value the file gave that its flag refuses (`workers = 0`): the error names the file and
+    // the key, not a flag the user never typed. Other errors are the command line's own.
+    if let Err(e) = super::Cli::try_parse_from(&out) {
+        use clap::error::{ContextKind, ContextValue};
+        if let Some(ContextValue::String(bad)) = e.get(ContextKind::InvalidArg) {
+            let long = bad
+                .trim_start_matches("--")
+                .split([' ', '='])
+                .next()
+                .unwrap_or("");
+            if let Some(&(section, key, _)) = KEYS
+                .iter()
+                .find(|k| k.2 == long && from_file.contains(&k.2))
+            {
+                let why = e.to_string();
+                let why = why
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim_start_matches("error: ");
+                return Err(format!(
+                    "--config {}: [{section}] {key}: {why}",
+                    path.display()
+                ));
+            }
+        }
+    }
     Ok(out)
 }
 
