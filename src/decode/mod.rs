@@ -84,7 +84,10 @@ const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86DD;
 /// 802.1Q, 802.1ad (QinQ outer tag) and the pre-standard QinQ tag.
 const VLAN_TAGS: [u16; 3] = [0x8100, 0x88A8, 0x9100];
-const MAX_VLAN_TAGS: usize = 3;
+/// VLAN tags, and MPLS labels, walked at most (tshark walks any number; a real frame has a few).
+const MAX_VLAN_TAGS: usize = 8;
+const MPLS: [u16; 2] = [0x8847, 0x8848];
+const MAX_MPLS_LABELS: usize = 8;
 
 fn is_af_inet6(af: u32) -> bool {
     // Linux 10, the BSDs 24, FreeBSD 28, macOS 30.
@@ -124,31 +127,52 @@ pub(crate) fn ip_bytes(linktype: LinkType, data: &[u8]) -> Option<&[u8]> {
     }
 }
 
+/// What follows an ether type: its VLAN tags (802.1Q, QinQ; the first one's id is the VLAN)
+/// and MPLS labels down to the bottom of the stack, whose payload's version nibble says IPv4 or
+/// IPv6. `None` when a tag or label is cut short.
+fn tagged(mut ether_type: u16, data: &[u8]) -> Option<(u16, u16, &[u8])> {
+    let be16 = |b: &[u8], at: usize| b.get(at..at + 2).map(|x| u16::from_be_bytes([x[0], x[1]]));
+    let mut at = 0;
+    let mut vlan = 0;
+    for i in 0..MAX_VLAN_TAGS {
+        if !VLAN_TAGS.contains(&ether_type) {
+            break;
+        }
+        let tci = be16(data, at)?;
+        if i == 0 {
+            vlan = tci & 0x0fff;
+        }
+        ether_type = be16(data, at + 2)?;
+        at += 4;
+    }
+    if MPLS.contains(&ether_type) {
+        ether_type = 0;
+        for _ in 0..MAX_MPLS_LABELS {
+            let label = data.get(at..at + 4)?;
+            at += 4;
+            // Bottom of stack: the payload follows.
+            if label[2] & 1 == 1 {
+                ether_type = match data.get(at)? >> 4 {
+                    4 => ETHERTYPE_IPV4,
+                    6 => ETHERTYPE_IPV6,
+                    _ => 0,
+                };
+                break;
+            }
+        }
+    }
+    Some((vlan, ether_type, data.get(at..)?))
+}
+
 /// `None` when the link header is cut short.
 fn link_header(linktype: LinkType, data: &[u8]) -> Option<(u16, u16, &[u8])> {
     let be16 = |b: &[u8], at: usize| b.get(at..at + 2).map(|x| u16::from_be_bytes([x[0], x[1]]));
     match linktype {
-        LinkType::ETHERNET => {
-            let mut ether_type = be16(data, 12)?;
-            let mut at = 14;
-            let mut vlan = 0;
-            for i in 0..MAX_VLAN_TAGS {
-                if !VLAN_TAGS.contains(&ether_type) {
-                    break;
-                }
-                let tci = be16(data, at)?;
-                if i == 0 {
-                    vlan = tci & 0x0fff;
-                }
-                ether_type = be16(data, at + 2)?;
-                at += 4;
-            }
-            Some((vlan, ether_type, data.get(at..)?))
-        }
+        LinkType::ETHERNET => tagged(be16(data, 12)?, data.get(14..)?),
         // Linux cooked v1: 16-byte header, protocol (ether type) in the last two bytes.
-        LinkType::LINUX_SLL => Some((0, be16(data, 14)?, data.get(16..)?)),
+        LinkType::LINUX_SLL => tagged(be16(data, 14)?, data.get(16..)?),
         // Linux cooked v2: 20-byte header, protocol (ether type) in the first two bytes.
-        LinkType::LINUX_SLL2 => Some((0, be16(data, 0)?, data.get(20..)?)),
+        LinkType::LINUX_SLL2 => tagged(be16(data, 0)?, data.get(20..)?),
         LinkType::NULL | LinkType::LOOP => {
             let hdr = data.get(..4)?;
             let raw = [hdr[0], hdr[1], hdr[2], hdr[3]];
@@ -687,6 +711,61 @@ pub fn assert_agrees_with_etherparse(bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// VLAN tags (up to eight, the first one's id the VLAN) and MPLS labels down to the bottom
+    /// of the stack, after Ethernet and after Linux cooked headers, as tshark reads them. Before,
+    /// more than three tags, tags in SLL/SLL2 and MPLS were counted as non-IP.
+    #[test]
+    fn vlan_tags_and_mpls_labels_are_walked_to_ip() {
+        let ip = [
+            0x45, 0, 0, 20, 0, 0, 0, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        let tags = |n: usize, inner: u16| {
+            let mut v = Vec::new();
+            for i in 0..n {
+                v.extend_from_slice(&(100 + i as u16).to_be_bytes());
+                let next = if i + 1 == n { inner } else { 0x8100 };
+                v.extend_from_slice(&next.to_be_bytes());
+            }
+            v
+        };
+        // Ethernet, 5 tags.
+        let mut eth = vec![0u8; 12];
+        eth.extend_from_slice(&[0x81, 0x00]);
+        eth.extend(tags(5, 0x0800));
+        eth.extend_from_slice(&ip);
+        assert_eq!(
+            link_header(LinkType::ETHERNET, &eth),
+            Some((100, 0x0800, &ip[..]))
+        );
+        // Ethernet, MPLS: two labels, the second the bottom of the stack.
+        let mut mpls = vec![0u8; 12];
+        mpls.extend_from_slice(&[0x88, 0x47, 0, 1, 0, 64, 0, 2, 1, 64]);
+        mpls.extend_from_slice(&ip);
+        assert_eq!(
+            link_header(LinkType::ETHERNET, &mpls),
+            Some((0, 0x0800, &ip[..]))
+        );
+        // SLL with a tag; SLL2 with one.
+        let mut sll = vec![0u8; 14];
+        sll.extend_from_slice(&[0x81, 0x00]);
+        sll.extend(tags(1, 0x0800));
+        sll.extend_from_slice(&ip);
+        assert_eq!(
+            link_header(LinkType::LINUX_SLL, &sll),
+            Some((100, 0x0800, &ip[..]))
+        );
+        let mut sll2 = vec![0x81, 0x00];
+        sll2.extend(vec![0u8; 18]);
+        sll2.extend(tags(1, 0x86dd));
+        sll2.extend_from_slice(&ip);
+        assert_eq!(
+            link_header(LinkType::LINUX_SLL2, &sll2),
+            Some((100, 0x86dd, &ip[..]))
+        );
+        // A label stack cut short is a link error, not a read past the end.
+        assert_eq!(link_header(LinkType::ETHERNET, &mpls[..16]), None);
+    }
 
     /// An IPv6 fragment header followed by a hop-by-hop header that is not there: etherparse's
     /// lax parse stops inside the chain, and walking it must stay within the bytes.
