@@ -526,6 +526,17 @@ fn fragment_ipv4(packet: &[u8], chunk: usize) -> Vec<Vec<u8>> {
     out
 }
 
+/// One Ethernet/IPv4 TCP segment from CLIENT to SERVER carrying `payload`.
+fn client_segment(payload: &[u8]) -> Vec<u8> {
+    let mut whole = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(CLIENT.0, SERVER.0, 64)
+        .tcp(CLIENT.1, SERVER.1, 1000, 8192)
+        .write(&mut whole, payload)
+        .unwrap();
+    whole
+}
+
 /// A Modbus/TCP write of `values` to holding registers 10.. of unit 1 (transaction 9).
 fn write_registers_adu(values: &[u16]) -> Vec<u8> {
     let bytes = 2 * values.len() as u16;
@@ -545,12 +556,7 @@ fn modbus_in_fragmented_ip_is_reassembled() {
     // A write of 100 registers (a 213-byte ADU) sent in 5 IPv4 fragments, the last one first.
     let values: Vec<u16> = (0..100).collect();
     let adu = write_registers_adu(&values);
-    let mut whole = Vec::new();
-    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4(CLIENT.0, SERVER.0, 64)
-        .tcp(CLIENT.1, SERVER.1, 1000, 8192)
-        .write(&mut whole, &adu)
-        .unwrap();
+    let whole = client_segment(&adu);
     let mut frags = fragment_ipv4(&whole, 48);
     assert_eq!(frags.len(), 5);
     frags.rotate_right(1);
@@ -585,12 +591,7 @@ fn modbus_in_fragmented_ip_is_reassembled() {
 #[test]
 fn a_fragment_cut_by_the_snaplen_completes_nothing() {
     let adu = [0, 9, 0, 0, 0, 6, 1, 3, 0, 0, 0, 10].repeat(12);
-    let mut whole = Vec::new();
-    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4(CLIENT.0, SERVER.0, 64)
-        .tcp(CLIENT.1, SERVER.1, 1000, 8192)
-        .write(&mut whole, &adu)
-        .unwrap();
+    let whole = client_segment(&adu);
     let frags = fragment_ipv4(&whole, 48);
     // A classic pcap whose last record keeps 20 bytes fewer than the packet had.
     let mut pcap = Vec::new();
