@@ -1052,7 +1052,6 @@ pub fn observe(
             e.values.is_some()
         }
     };
-    let mut bare = std::collections::HashSet::new();
     for e in all.iter().filter(carries) {
         let (space, start) = match &e.tag {
             // An array's element (the path's member segment) is the tag's address plus its index.
@@ -1069,9 +1068,7 @@ pub fn observe(
             ),
         };
         let values = e.values.as_deref().unwrap_or_default();
-        // An access without values already there (thousands of the same write packed in one
-        // Multiple Service Packet) is not repeated: one check says what all would.
-        if values.is_empty() && bare.insert((space, start)) {
+        if values.is_empty() {
             o.accesses.push(Access {
                 space,
                 start,
