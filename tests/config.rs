@@ -72,6 +72,26 @@ fn the_file_gives_flags_and_the_command_line_overrides_it() {
     let from_flag = sensors(&alerts);
     assert!(!from_flag.is_empty());
     assert!(from_flag.iter().all(|s| s == "from-flag"), "{from_flag:?}");
+    assert!(out.stderr.is_empty(), "quiet = true, not overridden");
+    // A switch the file turns on is turned off by `--switch=false`; `-q` before the capture
+    // takes no value from it.
+    for (flag, summary) in [
+        ("--quiet=false", true),
+        ("--quiet=true", false),
+        ("-q", false),
+    ] {
+        let out = Command::new(OTWATCH)
+            .args(["replay", flag, "--sensor-name", "s", "--baseline"])
+            .arg(&baseline)
+            .arg("--config")
+            .arg(&config)
+            .arg(scenario())
+            .output()
+            .expect("otwatch");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{flag}: {stderr}");
+        assert_eq!(stderr.contains("packets"), summary, "{flag}: {stderr}");
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -218,7 +218,7 @@ fn flags_of(text: &str, sub: &str) -> Result<Vec<(&'static str, Option<String>)>
             let is_switch = cmd
                 .find_subcommand(if known(flag) { sub } else { other(sub) })
                 .and_then(|c| c.get_arguments().find(|a| a.get_long() == Some(flag)))
-                .is_some_and(|a| !a.get_action().takes_values());
+                .is_some_and(is_switch);
             // A switch that is off is the default: nothing to pass.
             let off = matches!(value_kind, toml::Value::Boolean(false));
             if is_switch != value.is_none() {
@@ -237,6 +237,12 @@ fn flags_of(text: &str, sub: &str) -> Result<Vec<(&'static str, Option<String>)>
         }
     }
     Ok(out)
+}
+
+/// A switch: `--quiet` alone, or `--quiet=true|false` (a file's `quiet = true` is undone on the
+/// command line by `--quiet=false`).
+pub(crate) fn is_switch(a: &clap::Arg) -> bool {
+    !a.get_action().takes_values() || a.get_num_args().is_some_and(|n| n.min_values() == 0)
 }
 
 fn other(sub: &str) -> &'static str {

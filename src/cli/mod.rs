@@ -34,8 +34,8 @@ pub(crate) enum Command {
         /// Write one JSON object per protocol PDU (JSON Lines) to PATH, or to stdout with `-`.
         #[arg(long, value_name = "PATH|-")]
         events: Option<PathBuf>,
-        /// Do not print the summary on stderr.
-        #[arg(long, short)]
+        /// Do not print the summary on stderr (`--quiet=false` undoes `quiet = true` of `--config`).
+        #[arg(long, short, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
         quiet: bool,
         /// Dissect with N worker threads. Each owns the flows between the host pairs given to
         /// it (at a pair's first packet, the least-loaded worker); one more thread reads, puts
@@ -88,8 +88,8 @@ pub(crate) enum Command {
         /// Write one JSON object per protocol PDU (JSON Lines) to PATH, or to stdout with `-`.
         #[arg(long, value_name = "PATH|-")]
         events: Option<PathBuf>,
-        /// Do not print the summary on stderr.
-        #[arg(long, short)]
+        /// Do not print the summary on stderr (`--quiet=false` undoes `quiet = true` of `--config`).
+        #[arg(long, short, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
         quiet: bool,
         /// After opening the capture socket, drop privileges to this user.
         #[arg(long, value_name = "NAME")]
@@ -101,10 +101,10 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 4 * 1024 * 1024)]
         block_size: u32,
         /// Do not put the interface in promiscuous mode.
-        #[arg(long)]
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
         no_promiscuous: bool,
         /// Capture through libpcap instead of the AF_PACKET ring (builds with `--features libpcap`).
-        #[arg(long)]
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
         libpcap: bool,
         /// BPF filter (tcpdump syntax); implies --libpcap.
         #[arg(long, value_name = "EXPR")]
@@ -256,7 +256,7 @@ pub(crate) struct DetectArgs {
     #[arg(long, value_name = "json|cef", default_value = "json", value_parser = ["json", "cef"], requires = "syslog")]
     pub(crate) syslog_format: String,
     /// Send every event (its JSON line) to the syslog collector too, severity informational.
-    #[arg(long, requires = "syslog")]
+    #[arg(long, requires = "syslog", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
     pub(crate) syslog_events: bool,
     /// The largest syslog message (bytes) the collector takes whole: a larger one is not sent,
     /// and counted as a failure (rsyslog takes 8 KiB by default and splits longer ones).
