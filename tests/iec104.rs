@@ -629,3 +629,143 @@ fn iec104_other_bytes_and_gaps() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// File transfer (IEC 60870-5-101 §7.4.11) is taken as DNP3's file objects are: a file the
+/// controlling station writes to the station (file ready, section ready, segments, last section
+/// in the control direction) or deletes is a program download; one it reads (select or call a
+/// file or section) is a program upload. Calling the directory, the station's own file
+/// announcements and the acknowledgements are neither.
+#[test]
+fn iec104_file_transfer_is_a_program_download_or_upload() {
+    let mut l = Link::new();
+    l.send(0, MASTER, &[0x68, 4, 0x07, 0, 0, 0]); // STARTDT act
+    l.send(10, STATION, &[0x68, 4, 0x0b, 0, 0, 0]); // STARTDT con
+    for s in 0..8u64 {
+        let t = 1000 + s * 10_000;
+        l.i_frame(t, MASTER, &asdu(100, 6, &[(0, vec![20])]));
+        l.i_frame(t + 20, STATION, &asdu(100, 7, &[(0, vec![20])]));
+        l.i_frame(t + 60, STATION, &asdu(100, 10, &[(0, vec![20])]));
+    }
+    // (frame, expected alert type or none): each step's first frame.
+    let mut steps: Vec<(u64, Option<&str>)> = Vec::new();
+    let mut step = |l: &mut Link, t: u64, from: usize, a: Vec<u8>, want: Option<&'static str>| {
+        steps.push((l.packets.len() as u64 + 1, want));
+        l.i_frame(t, from, &a);
+    };
+    let file = 0x0201u16.to_le_bytes();
+    let (nof, ioa) = (|extra: &[u8]| [&file[..], extra].concat(), 5000);
+    let t = 100_000;
+    // The station announces a disturbance record; the master calls the directory: neither.
+    step(
+        &mut l,
+        t,
+        STATION,
+        asdu(120, 3, &[(ioa, nof(&[0x10, 0, 0, 0]))]),
+        None,
+    );
+    step(
+        &mut l,
+        t + 100,
+        MASTER,
+        asdu(122, 5, &[(ioa, nof(&[0, 0]))]),
+        None,
+    );
+    // The master selects and calls the file, then acknowledges it: an upload.
+    step(
+        &mut l,
+        t + 200,
+        MASTER,
+        asdu(122, 13, &[(ioa, nof(&[0, 1]))]),
+        Some("program_upload"),
+    );
+    step(
+        &mut l,
+        t + 300,
+        STATION,
+        asdu(121, 13, &[(ioa, nof(&[1, 0x10, 0, 0, 0]))]),
+        None,
+    );
+    step(
+        &mut l,
+        t + 400,
+        MASTER,
+        asdu(124, 13, &[(ioa, nof(&[0, 1]))]),
+        None,
+    );
+    // The master writes a file: file ready, a segment, the last section: a download.
+    step(
+        &mut l,
+        t + 500,
+        MASTER,
+        asdu(120, 13, &[(ioa + 1, nof(&[4, 0, 0, 0]))]),
+        Some("program_download"),
+    );
+    step(
+        &mut l,
+        t + 600,
+        STATION,
+        asdu(122, 13, &[(ioa + 1, nof(&[0, 2]))]),
+        None,
+    );
+    step(
+        &mut l,
+        t + 700,
+        MASTER,
+        asdu(125, 13, &[(ioa + 1, nof(&[1, 4, 1, 2, 3, 4]))]),
+        Some("program_download"),
+    );
+    step(
+        &mut l,
+        t + 800,
+        MASTER,
+        asdu(123, 13, &[(ioa + 1, nof(&[1, 1, 10]))]),
+        Some("program_download"),
+    );
+    let dir = common::scratch("iec104-file");
+    let path = dir.join("iec104.pcap");
+    common::write_pcap_at(&path, &l.packets);
+    let (events, _) = common::replay_file(&path);
+    let qualifiers: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.pdu {
+            otwatch::event::Pdu::Iec104(p) if p.type_id == Some(122) => p
+                .objects
+                .as_ref()
+                .and_then(|o| o.first())
+                .and_then(|o| o.qualifier),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(qualifiers, [0, 1, 2], "the SCQ of each F_SC_NA_1");
+    // Each step's command, as detection sees it.
+    for (frame, want) in &steps {
+        let ev = events
+            .iter()
+            .find(|e| e.frame == *frame)
+            .expect("the step's event");
+        let o = otwatch::detection::observe::observe(ev).expect("an observation");
+        let command = o.command.map(|c| match c {
+            otwatch_models::Command::ProgramDownload => "program_download",
+            otwatch_models::Command::ProgramUpload => "program_upload",
+            other => panic!("frame {frame}: {other:?}"),
+        });
+        assert_eq!(command, *want, "frame {frame}");
+        assert_eq!(
+            o.write,
+            command == Some("program_download"),
+            "frame {frame}"
+        );
+    }
+    // And the alerts they raise, at the first frame of each.
+    let (alerts, _) = common::detect_files(common::Learn::For(60.0), &[(&path, &|_| true)]);
+    for t in ["program_upload", "program_download"] {
+        let first = steps.iter().find(|s| s.1 == Some(t)).expect("a step").0;
+        assert!(
+            alerts
+                .iter()
+                .any(|a| a.r#type == t && a.frames.contains(&first)),
+            "{t} at frame {first}: {alerts:#?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

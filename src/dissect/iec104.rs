@@ -496,18 +496,29 @@ pub fn observe(
     if matches!(cot, 6..=9 | 44..=47) && p.common_address != Some(BROADCAST) {
         o.corr = Some(u32::from(t) << 24 | (first_ioa & 0x00ff_ffff));
     }
-    // Clock synchronisation is routine (at every connection, or on a schedule): not a write.
-    o.write = request && (id.is_process_command() || id.is_parameter() || t == 105);
     let qualifier = p
         .objects
         .as_ref()
         .and_then(|v| v.first())
         .and_then(|ob| ob.qualifier);
-    // Reset process: QRP 1 restarts the process; 2 only clears the event buffer.
     o.command = match (t, qualifier) {
+        // Reset process: QRP 1 restarts the process; 2 only clears the event buffer.
         (105, Some(1)) if request => Some(Command::Restart),
+        // File transfer (101 §7.4.11.2), as DNP3's file objects are taken: the controlling
+        // station writes a file to the station with file ready, section ready, segments and
+        // last section in the control direction, or deletes one (F_SC_NA_1, SCQ 4)...
+        (120 | 121 | 123 | 125, _) | (122, Some(4)) if request => Some(Command::ProgramDownload),
+        // ... and reads one by selecting or calling a file or a section (SCQ 1, 2, 5, 6), or
+        // an archive file by querying a log (F_SC_NB_1). Calling the directory is neither.
+        (122, Some(1 | 2 | 5 | 6)) | (127, _) if request => Some(Command::ProgramUpload),
         _ => None,
     };
+    // Clock synchronisation is routine (at every connection, or on a schedule): not a write.
+    o.write = request
+        && (id.is_process_command()
+            || id.is_parameter()
+            || t == 105
+            || o.command == Some(Command::ProgramDownload));
     // End of initialisation: the station (re)started.
     o.device_restarted = !request && t == 70;
     if o.exception || p.error.is_some() {

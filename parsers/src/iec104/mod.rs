@@ -554,6 +554,10 @@ pub fn decode_element(t: TypeId, b: &[u8]) -> Option<Element> {
             let t: &[u8; 7] = b.get(..7)?.try_into().ok()?;
             e.cp56 = Some(Cp56::parse(t));
         }
+        // F_SC_NA_1's select and call qualifier (SCQ, its low four bits: 1 select file, 2 call
+        // file, 3 deactivate, 4 delete file, 5 select section, 6 call section, 7 deactivate
+        // section), after the file's name (2 octets) and the section's (1).
+        Layout::File if t.0 == 122 => e.qualifier = Some(*b.get(3)? & 0x0f),
         Layout::Read | Layout::File | Layout::Segment => {}
     }
     let tag = &b[spec.size.min(b.len())..];
