@@ -134,3 +134,54 @@ fn a_damaged_gzip_is_reported_for_a_person() {
     assert!(!out.status.success());
     assert!(err.contains("gzip CRC check failed"), "{err}");
 }
+
+/// Bytes after the last gzip member that are not a member: every packet before them is read,
+/// and the file is reported corrupt (not cut short), with one worker and with two (which
+/// decompresses the whole file first). A gzip file that ends too soon is truncated.
+#[test]
+fn trailing_bytes_after_a_gzip_capture_are_corruption_not_truncation() {
+    let capture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/modbus_example.pcap");
+    let whole = member(&std::fs::read(&capture).unwrap());
+    let dir = common::scratch("gztrail");
+    let trailing = dir.join("trailing.pcap.gz");
+    std::fs::write(
+        &trailing,
+        [&whole[..], b"trailing bytes, not gzip"].concat(),
+    )
+    .unwrap();
+    let cut = dir.join("cut.pcap.gz");
+    std::fs::write(&cut, &whole[..whole.len() - 6]).unwrap();
+    let packets = {
+        let (code, err, _) = run_measured(&["replay", capture.to_str().unwrap()]);
+        assert_eq!(code, Some(0), "{err}");
+        let line = err
+            .lines()
+            .find(|l| l.contains(" packets,"))
+            .expect("summary");
+        let n = line
+            .split(" packets,")
+            .next()
+            .and_then(|h| h.rsplit(' ').next());
+        format!(", {} packets,", n.expect("a packet count"))
+    };
+    for workers in ["1", "2"] {
+        let (code, err, _) =
+            run_measured(&["replay", "--workers", workers, trailing.to_str().unwrap()]);
+        assert_ne!(code, Some(0), "{err}");
+        assert!(
+            err.contains("corrupt at") && err.contains("not a gzip member"),
+            "{err}"
+        );
+        assert!(
+            err.contains(&packets),
+            "every packet read: {packets}\n{err}"
+        );
+        let (code, err, _) = run_measured(&["replay", "--workers", workers, cut.to_str().unwrap()]);
+        assert_ne!(code, Some(0), "{err}");
+        assert!(
+            err.contains("truncated at") && err.contains("cut short"),
+            "{err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

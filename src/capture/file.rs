@@ -151,11 +151,33 @@ fn gzip_error(e: &std::io::Error) -> String {
     } else if text.contains("corrupt deflate stream") {
         "the gzip data is corrupt (not a valid deflate stream)".into()
     } else if text.contains("invalid gzip header") {
-        "the gzip header is damaged".into()
+        "bytes that are not a gzip member follow (a damaged member header, or trailing bytes after the last member)".into()
     } else if e.kind() == std::io::ErrorKind::UnexpectedEof {
         "the gzip file is cut short".into()
     } else {
         format!("gzip stream broken ({text})")
+    }
+}
+
+/// The error a broken gzip stream leaves, after the `offset` bytes that decompressed cleanly:
+/// truncated when the compressed file ends too soon, corrupt when its bytes are wrong.
+fn gzip_failure(path: &Path, e: &std::io::Error, offset: u64) -> CaptureError {
+    let (path, packets) = (path.to_owned(), 0);
+    let detail = format!("{}; the offset is in the decompressed data", gzip_error(e));
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        CaptureError::Truncated {
+            path,
+            offset,
+            packets,
+            detail,
+        }
+    } else {
+        CaptureError::Corrupt {
+            path,
+            offset,
+            packets,
+            detail,
+        }
     }
 }
 
@@ -323,12 +345,7 @@ impl CaptureFile {
                     return Err(not_capture(gzip_error(&e)));
                 }
                 // Keep what decompressed cleanly; report the damage after those packets.
-                deferred = Some(CaptureError::Truncated {
-                    path: path.to_owned(),
-                    offset: g.window.len() as u64,
-                    packets: 0,
-                    detail: format!("{}; the offset is in the decompressed data", gzip_error(&e)),
-                });
+                deferred = Some(gzip_failure(path, &e, g.window.len() as u64));
             }
             Buffer::Gzip(g)
         } else {
@@ -396,12 +413,7 @@ impl CaptureFile {
             if let Err(e) = g.refill(consumed, 2 * GZIP_LOOKAHEAD) {
                 tmp.write_all(&g.window).map_err(open_err)?;
                 written += g.window.len() as u64;
-                cap.st.deferred = Some(CaptureError::Truncated {
-                    path: path.to_owned(),
-                    offset: written,
-                    packets: 0,
-                    detail: format!("{}; the offset is in the decompressed data", gzip_error(&e)),
-                });
+                cap.st.deferred = Some(gzip_failure(path, &e, written));
                 break;
             }
         }
@@ -554,6 +566,26 @@ fn detect_format(data: &[u8]) -> Result<Format, String> {
     }
 }
 
+/// The total length of the pcapng block at the start of `rest`, as the block says (in the
+/// section's byte order; a section header's own from its byte-order magic), if plausible.
+fn block_len(rest: &[u8], big_endian: bool) -> Option<usize> {
+    let word = |at: usize, be: bool| {
+        rest.get(at..at + 4).map(|b| {
+            let b = [b[0], b[1], b[2], b[3]];
+            if be {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            }
+        })
+    };
+    let be = match rest.get(..4) {
+        Some([0x0a, 0x0d, 0x0d, 0x0a]) => rest.get(8..12) == Some(&[0x1a, 0x2b, 0x3c, 0x4d]),
+        _ => big_endian,
+    };
+    word(4, be).filter(|&len| len >= 12).map(|len| len as usize)
+}
+
 /// Timestamp units per second from a pcapng `if_tsresol` (default 6: microseconds): 10^n, or
 /// 2^n when the top bit is set. (pcap-parser 0.17 rejects every binary resolution, so this is
 /// computed here.)
@@ -618,15 +650,7 @@ impl PacketSource for CaptureFile {
                 st.base += offset as u64;
                 st.offset -= offset;
                 if let Err(e) = refilled {
-                    st.deferred = Some(CaptureError::Truncated {
-                        path: st.path.clone(),
-                        offset: st.base + g.window.len() as u64,
-                        packets: 0,
-                        detail: format!(
-                            "{}; the offset is in the decompressed data",
-                            gzip_error(&e)
-                        ),
-                    });
+                    st.deferred = Some(gzip_failure(&st.path, &e, st.base + g.window.len() as u64));
                 }
             }
         }
@@ -728,7 +752,23 @@ impl FileCursor {
                     let (after, block) = match parsed {
                         Ok(ok) => ok,
                         Err(e) => {
-                            let (truncated, detail) = describe(&e);
+                            let (mut truncated, mut detail) = describe(&e);
+                            // The parser says "incomplete" of a field that runs past the end
+                            // of its block too: when the whole block is in the file, the block
+                            // is corrupt, not the file cut short.
+                            match block_len(rest, *big_endian) {
+                                Some(len) if truncated && len <= rest.len() => {
+                                    truncated = false;
+                                    detail = "a field runs past the end of its block".into();
+                                }
+                                Some(len) if truncated => {
+                                    detail = format!(
+                                        "a block of {len} bytes, {} of them in the file",
+                                        rest.len()
+                                    );
+                                }
+                                _ => {}
+                            }
                             return Some(Err(self.fail(truncated, detail)));
                         }
                     };
@@ -952,6 +992,50 @@ mod tests {
             let got = read_all(pcapng(be, 65, 0, &[(3, spb)]));
             assert_eq!(got.len(), 1);
             assert_eq!(got[0].2, data[..65]);
+        }
+    }
+
+    fn read_to_error(bytes: Vec<u8>) -> CaptureError {
+        let mut cap = CaptureFile::from_bytes(Path::new("t.pcapng"), bytes).expect("a capture");
+        loop {
+            match cap.next_packet() {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return e,
+                None => panic!("no error"),
+            }
+        }
+    }
+
+    /// A packet block whose captured length runs past its own end, in a file that holds the
+    /// whole block, is corrupt; a block the file cuts short is truncated, and says how much of
+    /// it there is.
+    #[test]
+    fn pcapng_corrupt_and_cut_short_blocks_are_told_apart() {
+        let data: Vec<u8> = (0..60).collect();
+        for be in [false, true] {
+            let mut bad = packet_body(be, false, 0, &data);
+            let caplen = if be {
+                200u32.to_be_bytes()
+            } else {
+                200u32.to_le_bytes()
+            };
+            bad[12..16].copy_from_slice(&caplen);
+            let good = (6, packet_body(be, false, 0, &data));
+            let file = pcapng(be, 0, 0, &[good.clone(), (6, bad), good.clone()]);
+            let e = read_to_error(file).to_string();
+            assert!(
+                e.contains("corrupt at") && e.contains("a field runs past the end of its block"),
+                "{e}"
+            );
+            let mut file = pcapng(be, 0, 0, &[good.clone(), good]);
+            let whole = file.len();
+            file.truncate(whole - 62);
+            let e = read_to_error(file).to_string();
+            assert!(
+                e.contains("truncated at")
+                    && e.contains("a block of 92 bytes, 30 of them in the file"),
+                "{e}"
+            );
         }
     }
 }
