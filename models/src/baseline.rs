@@ -13,7 +13,10 @@ use crate::obs::{Channel, Proto};
 use crate::ranges::Ranges;
 
 pub const FORMAT: &str = "otwatch-baseline";
-pub const VERSION: u32 = 1;
+/// The baseline file's version. 2: S7 address spaces are an item's area and DB with bits apart
+/// from bytes, and the behaviour model's features are this otwatch's; a version 1 file, which
+/// may hold neither, is refused rather than read with another meaning.
+pub const VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BaselineError {
@@ -27,7 +30,7 @@ pub enum BaselineError {
         path: String,
         source: serde_json::Error,
     },
-    #[error("{path}: baseline format {found:?} version {version} (this otwatch reads {FORMAT:?} version {VERSION})")]
+    #[error("{path}: baseline format {found:?} version {version} (this otwatch reads {FORMAT:?} version {VERSION}: learn the baseline again with this otwatch)")]
     Version {
         path: String,
         found: String,
