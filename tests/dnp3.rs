@@ -510,3 +510,59 @@ fn the_master_is_the_client_whoever_opened_the_connection() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Points a request names by index without a value (a control relay output block, a read of
+/// chosen points: qualifier 0x28) are accesses at their indexes, so operating or reading a
+/// point learning never saw is out of range; they were all taken as index 0. An authenticate
+/// response (131) is the outstation's answer, as every function from 129 up is (IEEE 1815-2012
+/// 4.2.2.5), not a request of the master's.
+#[test]
+fn points_named_by_index_are_accesses_there_and_131_is_a_response() {
+    // Direct operate (5) of a CROB on points 3000 and 3001, and 7 (qualifier 0x28).
+    let mut operate = vec![0xC1, 0x05, 12, 1, 0x28, 3, 0];
+    for i in [3000u16, 3001, 7] {
+        operate.extend_from_slice(&i.to_le_bytes());
+        operate.extend_from_slice(&[0x41, 1, 100, 0, 0, 0, 0, 0, 0, 0, 0]);
+    }
+    // A read (1) of analog input 3000 (g30v1, qualifier 0x28).
+    let mut read = vec![0xC2, 0x01, 30, 1, 0x28, 1, 0];
+    read.extend_from_slice(&3000u16.to_le_bytes());
+    let auth_response = [0xC3, 131, 0x00, 0x00];
+    let frames = [
+        link_frames(true, 1, 10, &operate, 0).concat(),
+        link_frames(true, 1, 10, &read, 1).concat(),
+        link_frames(false, 10, 1, &auth_response, 0).concat(),
+    ];
+    let (mut m, mut o) = (1u32, 1u32);
+    let mut packets = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        let master = i < 2;
+        let seq = if master { &mut m } else { &mut o };
+        packets.push(tcp(master, *seq, f));
+        *seq += f.len() as u32;
+    }
+    let (events, _, _w) = replay_packets("dnp3-index", &packets);
+    let obs: Vec<_> = events
+        .iter()
+        .filter_map(otwatch::detection::observe::observe)
+        .filter(|o| o.function < 0x100)
+        .collect();
+    let accesses = |o: &otwatch_models::Observation| {
+        o.accesses
+            .iter()
+            .map(|a| (a.space, a.start, a.count, a.write))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(obs.len(), 3, "{obs:#?}");
+    assert_eq!(obs[0].function, 5);
+    assert_eq!(accesses(&obs[0]), [(12, 3000, 2, true), (12, 7, 1, true)]);
+    assert_eq!(obs[1].function, 1);
+    assert_eq!(accesses(&obs[1]), [(30, 3000, 1, false)]);
+    assert_eq!(obs[2].function, 131);
+    assert_eq!(obs[2].kind, otwatch_models::Kind::Response);
+    assert_eq!(
+        obs[2].src().to_string(),
+        "10.0.1.2",
+        "sent by the outstation"
+    );
+}

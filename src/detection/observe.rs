@@ -328,9 +328,11 @@ fn dnp3(
 
 /// The kind of a DNP3 application PDU by its function.
 pub(crate) fn dnp3_kind(fc: u8) -> Kind {
+    // IEEE 1815-2012 4.2.2.5: 129 and up are the outstation's (131, authenticate response,
+    // answers the master's authentication requests); 130 arrives unasked.
     match fc {
-        129 => Kind::Response,
         130 => Kind::Unsolicited,
+        129.. => Kind::Response,
         _ => Kind::Request,
     }
 }
@@ -399,16 +401,22 @@ pub(crate) fn dnp3_app<P>(
         let space = u32::from(ob.group);
         let mut with_values = false;
         let write = request && o.write;
-        // Consecutive indexes with numeric values make one access (a range response is one).
+        // A point without a value still names its index (a control relay output block, a
+        // point a read asks for by index); times, classes, files and authentication have none.
+        let addressable = !matches!(ob.group, 50..=52 | 60 | 70 | 120..=122);
+        // Consecutive indexes with numeric values make one access (a range response is one), as
+        // do consecutive indexes without values.
         let mut run: Option<Access> = None;
+        let mut run_index_only = false;
         for (index, value) in ob.points {
-            let Some(v) = value else {
+            let index_only = value.is_none();
+            if index_only && !addressable {
                 continue;
-            };
+            }
             // A float that is not a number (NaN, infinite: an analog's own encoding allows
             // them) keeps its address, without a value, as an S7 REAL does: it has no place in
             // an envelope, and a baseline could not hold it.
-            let v = v.filter(|x| x.is_finite());
+            let v = value.flatten().filter(|x| x.is_finite());
             with_values = true;
             match (&mut run, v) {
                 (Some(a), Some(v))
@@ -418,7 +426,13 @@ pub(crate) fn dnp3_app<P>(
                     a.values.push(v);
                     a.count += 1;
                 }
+                (Some(a), None)
+                    if index_only && run_index_only && a.start.wrapping_add(a.count) == index =>
+                {
+                    a.count += 1;
+                }
                 _ => {
+                    run_index_only = index_only;
                     o.accesses.extend(run.take());
                     run = Some(Access {
                         space,
