@@ -129,3 +129,94 @@ fn plc_stop_upload_and_pi_services_in_the_corpus() {
     let (events, _) = replay_file(&dir.join("s7/S7-1200-Uploading-OB1-TIAV12.pcap"));
     assert!(events.iter().any(|e| e.s7commplus().is_some()));
 }
+
+/// TCP packets of one ISO-on-TCP conversation (port 102): each payload an S7 PDU in a COTP data
+/// TPDU, the client's and the server's in turn as given.
+fn iso_conversation(pdus: &[(bool, Vec<u8>)]) -> Vec<Vec<u8>> {
+    let (client, server) = (([10, 0, 7, 1], 40002u16), ([10, 0, 7, 2], 102u16));
+    let (mut cseq, mut sseq) = (1u32, 1u32);
+    pdus.iter()
+        .map(|(from_client, s7)| {
+            let mut p = vec![3, 0, 0, 0, 0x02, 0xf0, 0x80];
+            p.extend_from_slice(s7);
+            let len = (p.len() as u16).to_be_bytes();
+            p[2..4].copy_from_slice(&len);
+            let (src, dst, seq) = if *from_client {
+                (client, server, &mut cseq)
+            } else {
+                (server, client, &mut sseq)
+            };
+            let mut out = Vec::new();
+            etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 7, 1], [2, 0, 0, 0, 7, 2])
+                .ipv4(src.0, dst.0, 64)
+                .tcp(src.1, dst.1, *seq, 8192)
+                .write(&mut out, &p)
+                .unwrap();
+            *seq += p.len() as u32;
+            out
+        })
+        .collect()
+}
+
+/// An S7comm PDU: header (ROSCTR, reference), parameter, data.
+fn s7_pdu(rosctr: u8, pdu_ref: u16, param: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x32, rosctr, 0, 0];
+    p.extend_from_slice(&pdu_ref.to_be_bytes());
+    p.extend_from_slice(&(param.len() as u16).to_be_bytes());
+    p.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    if rosctr == 2 || rosctr == 3 {
+        p.extend_from_slice(&[0, 0]);
+    }
+    p.extend_from_slice(param);
+    p.extend_from_slice(data);
+    p
+}
+
+/// A job the parser rejects keeps the function its parameter starts with: a PLC stop with a
+/// byte too many (tshark: "PLC Stop") is still a PLC stop, and malformed. Programmer commands
+/// that change the process (modify variable, force) or erase the program (memory reset) are
+/// writes, the last a program download; reading a variable's status is neither.
+#[test]
+fn a_malformed_stop_is_a_stop_and_programmer_commands_that_change_the_plc_are_writes() {
+    let mut stop = vec![0x29, 0, 0, 0, 0, 0, 9];
+    stop.extend_from_slice(b"P_PROGRAM");
+    stop.push(0);
+    // Userdata request, programmer commands (group 1), the subfunction; a data part that is
+    // only its header.
+    let userdata = |sub: u8, pdu_ref: u16| {
+        s7_pdu(
+            7,
+            pdu_ref,
+            &[0x00, 0x01, 0x12, 0x04, 0x11, 0x41, sub, 0x00],
+            &[0xff, 0x09, 0x00, 0x00],
+        )
+    };
+    let pdus = [
+        (true, s7_pdu(1, 1, &[0xf0, 0, 0, 1, 0, 1, 0x01, 0xe0], &[])),
+        (true, s7_pdu(1, 2, &stop, &[])),
+        (true, userdata(0x08, 3)),
+        (true, userdata(0x09, 4)),
+        (true, userdata(0x0c, 5)),
+        (true, userdata(0x02, 6)),
+    ];
+    let dir = common::scratch("s7-commands");
+    let path = dir.join("s7.pcap");
+    common::write_pcap(&path, &iso_conversation(&pdus));
+    let (events, _) = replay_file(&path);
+    let obs: Vec<_> = s7(&events)
+        .filter_map(|(e, _)| otwatch::detection::observe::observe(e))
+        .map(|o| (o.function, o.write, o.command, o.malformed.is_some()))
+        .collect();
+    use otwatch_models::Command;
+    assert_eq!(
+        obs,
+        [
+            (0xf0, false, None, false),
+            (0x29, true, Some(Command::PlcStop), true),
+            (0x1108, true, None, false),
+            (0x1109, true, None, false),
+            (0x110c, true, Some(Command::ProgramDownload), false),
+            (0x1102, false, None, false),
+        ]
+    );
+}

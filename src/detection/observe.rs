@@ -565,6 +565,20 @@ pub(crate) fn s7<'a>(
                 _ => Kind::Response,
             };
             o.exception = u.error_code.is_some_and(|e| e != 0);
+            let request = o.kind == Kind::Request;
+            let (group, sub) = (u.group & 0xf, u.subfunction);
+            // Programmer commands that change the process (modify variable, force) or erase
+            // the program (memory reset), and NC program transfers. Setting the clock is
+            // routine (as IEC 104's clock synchronisation is): not a write.
+            o.write =
+                request && matches!((group, sub), (0x1, 0x08 | 0x09 | 0x0c) | (0xf, 0x01..=0x04));
+            if request {
+                o.command = match (group, sub) {
+                    (0x1, 0x0c) | (0xf, 0x01..=0x04) => Some(Command::ProgramDownload),
+                    (0xf, 0x06..=0x08) => Some(Command::ProgramUpload),
+                    _ => None,
+                };
+            }
             return;
         }
         None => {

@@ -502,10 +502,18 @@ impl S7Flow {
                 if ctx.sink.wants_events() && payload.first() == Some(&s7::S7COMM_PROTOCOL_ID) {
                     let mut event = ctx.event("s7comm", dir);
                     let header = s7::S7Header::read(payload);
+                    // The function is the parameter's first byte: a job the rest of which does
+                    // not parse (a PLC stop with a byte too many) is still the job it says.
+                    let function = header
+                        .filter(|h| h.rosctr != s7::Rosctr::USERDATA && h.param_len > 0)
+                        .and_then(|h| payload.get(h.header_len()))
+                        .map(|&f| s7::FunctionCode(f));
                     event.pdu = crate::event::Pdu::S7comm(S7Event {
                         rosctr: header.map_or(0, |h| h.rosctr.0),
                         rosctr_name: header.and_then(|h| h.rosctr.name()),
                         pdu_ref: header.map_or(0, |h| h.pdu_ref),
+                        function: function.map(|f| f.0),
+                        function_name: function.and_then(|f| f.name()),
                         error: Some(err.kind.as_str()),
                         ..Default::default()
                     });
