@@ -142,6 +142,8 @@ impl<'a> IntoIterator for &'a Counts {
 pub struct ProtoStats {
     /// PDUs by function code (exception bit cleared for Modbus).
     pub pdus: [u64; 256],
+    /// PDUs that have no function code, by kind (S7 `userdata`, S7 `ack` without parameters).
+    pub other_pdus: Counts,
     pub exceptions: u64,
     /// Malformed PDUs by reason.
     pub parse_errors: Counts,
@@ -162,6 +164,7 @@ impl Default for ProtoStats {
     fn default() -> Self {
         ProtoStats {
             pdus: [0; 256],
+            other_pdus: Counts::default(),
             exceptions: 0,
             parse_errors: Counts::default(),
             resync_skipped_bytes: 0,
@@ -176,11 +179,16 @@ impl Default for ProtoStats {
 
 impl ProtoStats {
     pub fn total_pdus(&self) -> u64 {
-        self.pdus.iter().sum()
+        self.pdus.iter().sum::<u64>() + self.other_pdus.values().sum::<u64>()
     }
 
     pub fn count_pdu(&mut self, function: u8) {
         self.pdus[usize::from(function)] += 1;
+    }
+
+    /// A PDU without a function code, counted by its kind.
+    pub fn count_other_pdu(&mut self, kind: &'static str) {
+        self.other_pdus.add(kind, 1);
     }
 
     pub fn count(&mut self, counter: &'static str) {
@@ -282,6 +290,9 @@ impl Merge for ProtoStats {
     fn merge(&mut self, other: &Self) {
         for (a, b) in self.pdus.iter_mut().zip(other.pdus.iter()) {
             *a += b;
+        }
+        for (k, v) in &other.other_pdus {
+            self.other_pdus.add(k, *v);
         }
         self.exceptions += other.exceptions;
         self.resync_skipped_bytes += other.resync_skipped_bytes;

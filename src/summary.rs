@@ -63,6 +63,8 @@ fn proto_lines(
         if by.len() > SHOWN {
             list.push(format!("{} other functions {rest}", by.len() - SHOWN));
         }
+        // PDUs without a function code (S7 userdata and bare acks), by kind.
+        list.extend(p.other_pdus.iter().map(|(kind, n)| format!("{kind} {n}")));
         let _ = writeln!(out, "    functions: {}", list.join(", "));
     }
     if errors > 0 {

@@ -55,6 +55,12 @@ fn identity_and_rack_slot_from_s7ident() {
         .find(|(_, s)| s.function_name == Some("start_upload"))
         .expect("upload");
     assert_eq!(upload.1.block_type, Some("sdb"));
+    // Every S7 PDU is counted, as tshark counts them (6 jobs, 4 acks, 2 ack_data, 10
+    // userdata): those without a function code by their kind.
+    let st = &report.stats[otwatch::dissect::registry::S7COMM];
+    assert_eq!(st.total_pdus(), 22);
+    let other: Vec<_> = st.other_pdus.iter().map(|(k, n)| (k, *n)).collect();
+    assert_eq!(other, [("ack", 4), ("userdata", 10)]);
 }
 
 #[test]

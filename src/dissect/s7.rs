@@ -529,8 +529,8 @@ impl S7Flow {
         // PDUs by parameter function; userdata (no parameter function) and bare acks apart.
         match (h.rosctr, function) {
             (_, Some(f)) => ctx.stats[S7COMM].count_pdu(f.0),
-            (s7::Rosctr::USERDATA, None) => ctx.stats[S7COMM].count("userdata_pdus"),
-            _ => ctx.stats[S7COMM].count("acks_without_parameters"),
+            (s7::Rosctr::USERDATA, None) => ctx.stats[S7COMM].count_other_pdu("userdata"),
+            _ => ctx.stats[S7COMM].count_other_pdu("ack"),
         }
         if h.error.is_some_and(|e| e.is_error()) {
             ctx.stats[S7COMM].exceptions += 1;

@@ -68,6 +68,12 @@ fn proto_families(stats: &Stats, out: &mut Vec<Family>) {
                 n as f64,
             );
         }
+        for (kind, n) in &p.other_pdus {
+            pdus.push(
+                vec![("proto", name.to_string()), ("function", kind.to_string())],
+                *n as f64,
+            );
+        }
         exc.push(vec![("proto", name.to_string())], p.exceptions as f64);
         for (reason, n) in &p.parse_errors {
             errs.push(
