@@ -48,7 +48,7 @@ impl Proto {
     pub fn unit_name(self) -> &'static str {
         match self {
             Proto::Dnp3 => "link addresses",
-            Proto::S7comm | Proto::S7commplus => "rack/slot",
+            Proto::S7comm | Proto::S7commplus => "",
             Proto::Tcp | Proto::Udp => "port",
             Proto::Iec104 => "common address",
             // Modbus, and a new protocol until it says otherwise.
@@ -130,8 +130,11 @@ impl Proto {
 }
 
 /// A client/server pair on one protocol and one unit: Modbus unit id, DNP3 master and outstation
-/// link addresses (`master << 16 | outstation`), S7 rack and slot (`rack << 8 | slot`, or 0 when
-/// the connection setup was not seen), or the server's port for other TCP/UDP conversations.
+/// link addresses (`master << 16 | outstation`), IEC 104 common address, or the server's port
+/// for other TCP/UDP conversations. S7 has none (0): the rack and slot are said only when a
+/// connection is set up, and a sensor picks most HMI connections up mid-stream, so a unit
+/// learned as unknown would turn into a new channel at the next reconnection. The rack and slot
+/// a client connects to are in the COTP events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Channel {
     pub proto: Proto,
@@ -172,7 +175,7 @@ impl Channel {
     pub fn unit_text(&self) -> String {
         match self.proto {
             Proto::Dnp3 => format!("{}->{}", self.unit >> 16, self.unit & 0xffff),
-            Proto::S7comm | Proto::S7commplus => format!("{}/{}", self.unit >> 8, self.unit & 0xff),
+            Proto::S7comm | Proto::S7commplus => String::new(),
             _ => self.unit.to_string(),
         }
     }
@@ -182,13 +185,15 @@ impl std::fmt::Display for Channel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} {} -> {} {} {}",
+            "{} {} -> {}",
             self.proto.name(),
             self.client,
-            self.server,
-            self.proto.unit_name(),
-            self.unit_text()
-        )
+            self.server
+        )?;
+        match self.proto.unit_name() {
+            "" => Ok(()),
+            name => write!(f, " {name} {}", self.unit_text()),
+        }
     }
 }
 
@@ -360,4 +365,33 @@ pub(crate) fn register_read(client: u8, start: u32, values: &[f64], ts: i64) -> 
         values: values.iter().copied().collect(),
     });
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A channel names its unit where the protocol has one; S7's (always 0) is left out rather
+    /// than shown as a rack and slot nobody said.
+    #[test]
+    fn a_channel_names_its_unit_where_the_protocol_has_one() {
+        let ch = |proto, unit| Channel {
+            proto,
+            client: IpAddr::from([10, 0, 0, 1]),
+            server: IpAddr::from([10, 0, 0, 2]),
+            unit,
+        };
+        assert_eq!(
+            ch(Proto::Modbus, 1).to_string(),
+            "modbus 10.0.0.1 -> 10.0.0.2 unit 1"
+        );
+        assert_eq!(
+            ch(Proto::Dnp3, 3 << 16 | 4).to_string(),
+            "dnp3 10.0.0.1 -> 10.0.0.2 link addresses 3->4"
+        );
+        assert_eq!(
+            ch(Proto::S7comm, 0).to_string(),
+            "s7comm 10.0.0.1 -> 10.0.0.2"
+        );
+    }
 }

@@ -488,12 +488,27 @@ pub struct AnyPointer {
 }
 
 impl AnyPointer {
+    /// Timers and counters (S7 and IEC) are numbered, not addressed by byte and bit: their
+    /// address is the number (Wireshark: "Number (T/C/BLOCK)").
+    const fn numbered(&self) -> bool {
+        matches!(self.area.0, 0x1c..=0x1f)
+    }
+
+    /// The byte address, or a timer's or counter's number.
     pub const fn byte_address(&self) -> u32 {
-        self.address >> 3
+        if self.numbered() {
+            self.address
+        } else {
+            self.address >> 3
+        }
     }
 
     pub const fn bit(&self) -> u8 {
-        (self.address & 0x7) as u8
+        if self.numbered() {
+            0
+        } else {
+            (self.address & 0x7) as u8
+        }
     }
 
     /// Bytes the elements occupy, when the transport size has a known width.
@@ -1096,6 +1111,22 @@ mod tests {
 
     fn pdu_of(bytes: &[u8]) -> S7Pdu<'_> {
         parse_s7comm(s7_of(bytes)).unwrap()
+    }
+
+    /// Timer 10 and counter 10 are numbers (tshark: "(T 10)", "(C 10)"); M1.2 is byte 1, bit 2.
+    #[test]
+    fn timers_and_counters_are_numbered() {
+        let at = |area: u8, address: u32| AnyPointer {
+            transport_size: TransportSize(0x1d),
+            count: 1,
+            db: 0,
+            area: Area(area),
+            address,
+        };
+        for area in [0x1c, 0x1d, 0x1e, 0x1f] {
+            assert_eq!((at(area, 10).byte_address(), at(area, 10).bit()), (10, 0));
+        }
+        assert_eq!((at(0x83, 10).byte_address(), at(0x83, 10).bit()), (1, 2));
     }
 
     #[test]
