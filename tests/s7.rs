@@ -226,3 +226,36 @@ fn a_malformed_stop_is_a_stop_and_programmer_commands_that_change_the_plc_are_wr
         ]
     );
 }
+
+/// Jobs waiting for their acks are bounded by their items too, not only their number (64 jobs
+/// of 256 items each held 10 MB per flow): past 1024 items the oldest job is forgotten and
+/// counted, and a later job's ack still finds its job.
+#[test]
+fn remembered_jobs_are_bounded_by_their_items() {
+    let read = |pdu_ref: u16| {
+        let mut param = vec![0x04, 200];
+        for i in 0..200u32 {
+            param.extend_from_slice(&[0x12, 0x0a, 0x10, 0x02, 0, 1, 0, 1, 0x84]);
+            param.extend_from_slice(&(i << 3).to_be_bytes()[1..]);
+        }
+        s7_pdu(1, pdu_ref, &param, &[])
+    };
+    let mut pdus: Vec<(bool, Vec<u8>)> = (1..=10).map(|r| (true, read(r))).collect();
+    // The ack of the last job: one byte per item.
+    let mut data = Vec::new();
+    for _ in 0..200 {
+        data.extend_from_slice(&[0xff, 0x04, 0x00, 0x08, 0x2a, 0x00]);
+    }
+    data.pop(); // no fill byte after the last item
+    pdus.push((false, s7_pdu(3, 10, &[0x04, 200], &data)));
+    let dir = common::scratch("s7-jobs");
+    let path = dir.join("s7.pcap");
+    common::write_pcap(&path, &iso_conversation(&pdus));
+    let (events, report) = replay_file(&path);
+    let st = &report.stats[otwatch::dissect::registry::S7COMM];
+    assert_eq!(st.outstanding_bound_drops, 5, "jobs 1 to 5 forgotten");
+    let ack = s7(&events).last().expect("the ack").1;
+    assert_eq!(ack.request_frame, Some(10), "the last job still matched");
+    assert_eq!(ack.items.len(), 200);
+    assert!(ack.items.iter().all(|i| i.area == Some(0x84)));
+}

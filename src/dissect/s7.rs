@@ -27,6 +27,9 @@ pub const MAX_BUFFERED: usize = s7::TPKT_MAX_LEN;
 pub const MAX_OUTSTANDING: usize = 64;
 /// Items listed per event (S7 PDUs carry at most a few dozen).
 pub const MAX_ITEMS_PER_EVENT: usize = 256;
+/// Items of the jobs remembered per flow until their acks (a job holds at most
+/// [`MAX_ITEMS_PER_EVENT`]): 64 jobs of 256 raw items each held 10 MB per flow.
+pub const MAX_JOB_ITEMS: usize = 1024;
 /// Bytes of an item's value shown (hex) in an event.
 pub const MAX_VALUE_BYTES: usize = 64;
 
@@ -353,6 +356,8 @@ pub struct S7Flow {
     resync: [bool; 2],
     cotp: [CotpReassembler; 2],
     jobs: VecDeque<Job>,
+    /// Items of the jobs held.
+    job_items: usize,
     /// Per direction: pieces of SZL responses split over several PDUs, by data unit reference.
     szl: [Vec<(u8, Vec<u8>)>; 2],
     /// Upload id -> the block being uploaded.
@@ -566,11 +571,8 @@ impl S7Flow {
                     .take(MAX_ITEMS_PER_EVENT)
                     .map(|s| spec_item(&s))
                     .collect_items();
-                self.remember(
-                    h.pdu_ref,
-                    ctx.frame,
-                    ev.items.iter().map(JobItem::of).collect(),
-                );
+                let addresses = ev.items.iter().map(JobItem::of).collect();
+                self.remember(ctx, h.pdu_ref, addresses);
             }
             S7Body::WriteVarRequest { items, values } => {
                 ev.items = items
@@ -584,7 +586,7 @@ impl S7Flow {
                     })
                     .collect_items();
                 let addresses = ev.items.iter().map(JobItem::of).collect();
-                self.remember(h.pdu_ref, ctx.frame, addresses);
+                self.remember(ctx, h.pdu_ref, addresses);
             }
             S7Body::ReadVarResponse { items } => {
                 let job = self.take(h.pdu_ref);
@@ -695,7 +697,7 @@ impl S7Flow {
             S7Body::ReadVarRequest { items } => {
                 let job = job_items(items.iter().map(|s| JobItem::spec(&s)));
                 observe_s7(&head, job.iter().map(JobItem::view), &mut o);
-                self.remember(h.pdu_ref, ctx.frame, job);
+                self.remember(ctx, h.pdu_ref, job);
             }
             S7Body::WriteVarRequest { items, values } => {
                 let job = job_items(
@@ -710,7 +712,7 @@ impl S7Flow {
                     ..a.view()
                 });
                 observe_s7(&head, views, &mut o);
-                self.remember(h.pdu_ref, ctx.frame, job);
+                self.remember(ctx, h.pdu_ref, job);
             }
             S7Body::ReadVarResponse { items } => {
                 let job = self.take(h.pdu_ref);
@@ -816,21 +818,40 @@ impl S7Flow {
         }
     }
 
-    fn remember(&mut self, pdu_ref: u16, frame: u64, items: JobItems) {
-        self.remember_job(Job {
-            pdu_ref,
-            frame,
-            items,
-            block: None,
-        });
+    fn remember(&mut self, ctx: &mut Ctx<'_>, pdu_ref: u16, items: JobItems) {
+        let frame = ctx.frame;
+        self.remember_job(
+            ctx,
+            Job {
+                pdu_ref,
+                frame,
+                items,
+                block: None,
+            },
+        );
     }
 
-    fn remember_job(&mut self, job: Job) {
-        self.jobs.retain(|j| j.pdu_ref != job.pdu_ref);
-        if self.jobs.len() >= MAX_OUTSTANDING {
-            self.jobs.pop_front();
+    /// Keeps a job until its ack: at most [`MAX_OUTSTANDING`] jobs and [`MAX_JOB_ITEMS`] items
+    /// per flow, the oldest forgotten past either (counted as `outstanding_bound_drops`).
+    fn remember_job(&mut self, ctx: &mut Ctx<'_>, job: Job) {
+        if let Some(i) = self.jobs.iter().position(|j| j.pdu_ref == job.pdu_ref) {
+            self.forget(i);
         }
+        while !self.jobs.is_empty()
+            && (self.jobs.len() >= MAX_OUTSTANDING
+                || self.job_items + job.items.len() > MAX_JOB_ITEMS)
+        {
+            self.forget(0);
+            ctx.stats[S7COMM].outstanding_bound_drops += 1;
+        }
+        self.job_items += job.items.len();
         self.jobs.push_back(job);
+    }
+
+    fn forget(&mut self, i: usize) -> Option<Job> {
+        let job = self.jobs.remove(i)?;
+        self.job_items -= job.items.len();
+        Some(job)
     }
 
     /// Ties the steps of an upload together: the start_upload job names the block, its ack
@@ -839,12 +860,13 @@ impl S7Flow {
         let function = ev.function.map(s7::FunctionCode);
         match (rosctr, function) {
             (s7::Rosctr::JOB, Some(s7::FunctionCode::START_UPLOAD)) => {
-                self.remember_job(Job {
+                let job = Job {
                     pdu_ref: ev.pdu_ref,
                     frame: ctx.frame,
                     items: JobItems::new(),
                     block: ev.block_number.map(|n| Box::new((ev.block_type, n))),
-                });
+                };
+                self.remember_job(ctx, job);
             }
             (s7::Rosctr::ACK_DATA, Some(s7::FunctionCode::START_UPLOAD)) => {
                 let job = self.take(ev.pdu_ref);
@@ -880,7 +902,7 @@ impl S7Flow {
 
     fn take(&mut self, pdu_ref: u16) -> Option<Job> {
         let i = self.jobs.iter().position(|j| j.pdu_ref == pdu_ref)?;
-        self.jobs.remove(i)
+        self.forget(i)
     }
 }
 
