@@ -584,3 +584,45 @@ fn a_known_ip_behind_a_new_mac_is_reported() {
     assert!(run(Learn::For(60.0), &steady, None).is_empty());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Modbus encapsulated interface transport (43) is one function per MEI type: a client that
+/// read the device identification (14) in learning and then speaks CANopen's general reference
+/// (13), which reaches the object dictionary, uses a new function.
+#[test]
+fn modbus_43_is_a_function_per_mei_type() {
+    let adu = |tid: u16, pdu: &[u8]| {
+        let mut a = tid.to_be_bytes().to_vec();
+        a.extend_from_slice(&[0, 0]);
+        a.extend_from_slice(&(pdu.len() as u16 + 1).to_be_bytes());
+        a.push(1);
+        a.extend_from_slice(pdu);
+        a
+    };
+    let segments: Vec<Segment> = [
+        adu(1, &[43, 14, 1, 0]),
+        adu(2, &[43, 13, 0, 0, 1, 0x10, 0x18, 0, 0, 0]),
+    ]
+    .into_iter()
+    .scan(0, |off, data| {
+        let s = Segment {
+            from: Side::Client,
+            offset: *off,
+            data,
+            captured: true,
+        };
+        *off += s.data.len();
+        Some(s)
+    })
+    .collect();
+    let dir = scratch("mb43");
+    let path = dir.join("mb43.pcap");
+    write_conversation(&path, true, &segments);
+    let (events, _) = replay_file(&path);
+    let functions: Vec<u32> = events
+        .iter()
+        .filter_map(otwatch::detection::observe::observe)
+        .filter(|o| o.channel.proto == otwatch_models::Proto::Modbus)
+        .map(|o| o.function)
+        .collect();
+    assert_eq!(functions, [43 | 14 << 8, 43 | 13 << 8]);
+}

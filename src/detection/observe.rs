@@ -117,6 +117,8 @@ pub(crate) struct ModbusHead {
     pub exception: bool,
     pub error: Option<&'static str>,
     pub subfunction: Option<u16>,
+    /// Encapsulated interface transport's (43) MEI type.
+    pub mei_type: Option<u8>,
     pub address: Option<u16>,
     pub quantity: Option<u16>,
     pub write_address: Option<u16>,
@@ -133,6 +135,7 @@ impl ModbusHead {
             exception: m.exception_code.is_some(),
             error: m.error,
             subfunction: m.subfunction,
+            mei_type: m.mei_type,
             address: m.address,
             quantity: m.quantity,
             write_address: m.write_address,
@@ -151,6 +154,12 @@ pub(crate) fn modbus(m: &ModbusHead, values: AccessValues, o: &mut Observation) 
     o.malformed = m.error;
     let request = o.kind == Kind::Request;
     let fc = m.function_code;
+    // Encapsulated interface transport is several functions by its MEI type: reading the
+    // device identification (14) is not CANopen's general reference (13), which reaches the
+    // object dictionary. The function is `43 | mei << 8`.
+    if let (43, Some(mei)) = (fc, m.mei_type) {
+        o.function = 43 | u32::from(mei) << 8;
+    }
     o.write = request && matches!(fc, 5 | 6 | 15 | 16 | 21 | 22 | 23);
     // Diagnostics: restart communications (1) and force listen-only mode (4) take a device off
     // the bus.

@@ -456,6 +456,13 @@ fn head(
             PduBody::Diagnostics { subfunction, .. } => Some(subfunction.0),
             _ => None,
         },
+        mei_type: match &pdu.body {
+            PduBody::ReadDeviceIdRequest { .. } | PduBody::ReadDeviceIdResponse { .. } => {
+                Some(0x0E)
+            }
+            PduBody::EncapsulatedOther { mei_type, .. } => Some(*mei_type),
+            _ => None,
+        },
         // Responses that do not repeat the address carry their request's.
         address: pdu.address().or(req.and_then(|r| r.address)),
         quantity: pdu.quantity().or(req.and_then(|r| r.quantity)),
