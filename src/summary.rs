@@ -38,7 +38,13 @@ fn proto_lines(
 ) {
     let total = p.total_pdus();
     let errors: u64 = p.parse_errors.values().sum();
-    if total == 0 && errors == 0 && p.resync_skipped_bytes == 0 && p.unidentified_flows == 0 {
+    // A protocol that counted anything is shown, if only link frames and a discarded fragment.
+    if total == 0
+        && errors == 0
+        && p.resync_skipped_bytes == 0
+        && p.unidentified_flows == 0
+        && p.counters.values().all(|&n| n == 0)
+    {
         return;
     }
     let _ = writeln!(

@@ -69,6 +69,10 @@ pub enum DiscardReason {
     Restarted,
     /// The pushed segment had no octets at all, not even a transport header.
     Empty,
+    /// The segment repeats the last one taken, sequence number and octets: a link layer retry
+    /// (IEEE 1815-2012: a confirmed frame sent again when its acknowledgement was lost, which
+    /// the outstation takes once). It is passed over; the fragment in progress goes on.
+    Repeated,
 }
 
 impl DiscardReason {
@@ -80,6 +84,7 @@ impl DiscardReason {
             Self::Overflow => "overflow",
             Self::Restarted => "restarted",
             Self::Empty => "empty",
+            Self::Repeated => "repeated_segment",
         }
     }
 }
@@ -146,11 +151,11 @@ enum State {
     Assembling {
         next_seq: u8,
         segments: usize,
+        /// Octets of the last segment taken (the end of the buffer), to know it repeated.
+        last_len: usize,
     },
     /// Dropping the rest of a fragment that overflowed, until its FIN.
-    Skipping {
-        next_seq: u8,
-    },
+    Skipping { next_seq: u8 },
 }
 
 /// Reassembles transport segments into application fragments, within a byte bound.
@@ -261,7 +266,17 @@ impl TransportReassembler {
                     octets: payload.len(),
                 })
             }
-            State::Assembling { next_seq, segments } => {
+            State::Assembling {
+                next_seq,
+                segments,
+                last_len,
+            } => {
+                if self.repeats(header, payload, next_seq, last_len) {
+                    return TransportOutcome::Discarded(Discard {
+                        reason: DiscardReason::Repeated,
+                        octets: payload.len(),
+                    });
+                }
                 if header.seq() != next_seq {
                     return TransportOutcome::Discarded(self.drop_fragment(
                         DiscardReason::SequenceError,
@@ -295,6 +310,7 @@ impl TransportReassembler {
                     self.state = State::Assembling {
                         next_seq: header.next_seq(),
                         segments,
+                        last_len: payload.len(),
                     };
                     TransportOutcome::InProgress {
                         len: self.buf.len(),
@@ -306,8 +322,34 @@ impl TransportReassembler {
         }
     }
 
+    /// Whether a segment is the last one taken sent again: the sequence number before
+    /// `next_seq`, the same FIR bit as the fragment's place says, and the same octets.
+    fn repeats(
+        &self,
+        header: TransportHeader,
+        payload: &[u8],
+        next_seq: u8,
+        last_len: usize,
+    ) -> bool {
+        header.next_seq() == next_seq
+            && last_len == payload.len()
+            && header.fir() == (self.buf.len() == last_len)
+            && self.buf.ends_with(payload)
+    }
+
     /// A segment with FIR: abandons what is in progress and starts over.
     fn start<'a>(&'a mut self, header: TransportHeader, payload: &'a [u8]) -> TransportOutcome<'a> {
+        if let State::Assembling {
+            next_seq, last_len, ..
+        } = self.state
+        {
+            if self.repeats(header, payload, next_seq, last_len) {
+                return TransportOutcome::Discarded(Discard {
+                    reason: DiscardReason::Repeated,
+                    octets: payload.len(),
+                });
+            }
+        }
         let restarted = match self.state {
             State::Assembling { .. } => Some(Discard {
                 reason: DiscardReason::Restarted,
@@ -339,6 +381,7 @@ impl TransportReassembler {
         self.state = State::Assembling {
             next_seq: header.next_seq(),
             segments: 1,
+            last_len: payload.len(),
         };
         TransportOutcome::InProgress {
             len: self.buf.len(),
@@ -414,6 +457,38 @@ mod tests {
             "no heap for single-segment fragments"
         );
         assert_eq!(r.pending_len(), 0);
+    }
+
+    /// A link layer retry sends a segment again, sequence number and octets: it is passed over
+    /// (the outstation takes it once) and the fragment goes on, whether the first segment or a
+    /// middle one was repeated. A segment with the same number and other octets is a sequence
+    /// error, as before.
+    #[test]
+    fn a_repeated_segment_is_passed_over() {
+        let (first, middle, last) = (
+            segment(0x41, &[1, 2]),
+            segment(0x02, &[3]),
+            segment(0x83, &[4]),
+        );
+        for repeated in 0..2 {
+            let mut r = TransportReassembler::new();
+            for (i, seg) in [&first, &middle].into_iter().enumerate() {
+                assert_eq!(r.push(seg).discard(), None);
+                if i == repeated {
+                    let again = r.push(seg).discard().map(|d| d.reason);
+                    assert_eq!(again, Some(DiscardReason::Repeated), "segment {i}");
+                }
+            }
+            assert_eq!(r.push(&last).fragment(), Some(&[1u8, 2, 3, 4][..]));
+        }
+        let mut r = TransportReassembler::new();
+        r.push(&first);
+        r.push(&middle);
+        let other = segment(0x02, &[9]);
+        assert_eq!(
+            r.push(&other).discard().map(|d| d.reason),
+            Some(DiscardReason::SequenceError)
+        );
     }
 
     #[test]
