@@ -235,6 +235,7 @@ impl Feed for RingFeed<'_> {
             kernel_drops: l.kernel_drops,
             ring_freezes: l.kernel_freeze_q_cnt,
             queue_drops: 0,
+            unread_at_stop: 0,
         })
     }
 }

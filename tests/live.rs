@@ -1207,6 +1207,14 @@ fn a_stopped_live_capture_reads_what_its_ring_already_holds() {
             stderr.contains(&format!("otwatch live on {CAP_IF}: {expected} packets,")),
             "workers {workers}: every frame read: {stderr}"
         );
+        // The capture's accounting: every frame the kernel put in the ring was read, none is
+        // said to be left in it.
+        assert!(
+            stderr.contains(&format!(
+                "capture: {expected} packets received, kernel drops 0,"
+            )) && !stderr.contains("left in the ring"),
+            "workers {workers}: {stderr}"
+        );
         let written = std::fs::read_to_string(&events_path).expect("events");
         assert_eq!(
             written.lines().count(),

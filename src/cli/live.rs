@@ -52,6 +52,7 @@ pub(crate) fn live_counters(source: &mut LiveSource) -> otwatch::metrics::LiveCo
                 kernel_drops: l.kernel_drops,
                 ring_freezes: l.kernel_freeze_q_cnt,
                 queue_drops: 0,
+                unread_at_stop: 0,
             }
         }
         #[cfg(feature = "libpcap")]
@@ -61,6 +62,7 @@ pub(crate) fn live_counters(source: &mut LiveSource) -> otwatch::metrics::LiveCo
                 kernel_drops: l.dropped + l.if_dropped,
                 ring_freezes: 0,
                 queue_drops: 0,
+                unread_at_stop: 0,
             }
         }
     }
@@ -224,15 +226,19 @@ pub(crate) fn run_live(
         Some(f) => f.active_flows,
         None => open_at_end,
     };
-    let (captured, drops, freezes) = match &mut source {
+    // Read once reading is over: what the kernel put in the ring and nobody read (a busy link
+    // past the stop's drain, or frames that came while the outputs finished) is said, not
+    // hidden in the packets received.
+    let (captured, drops, freezes, unread) = match &mut source {
         LiveSource::Ring(r) => {
             let l = r.stats();
-            (l.packets, l.kernel_drops, l.kernel_freeze_q_cnt)
+            let unread = l.packets.saturating_sub(l.kernel_drops + l.delivered);
+            (l.packets, l.kernel_drops, l.kernel_freeze_q_cnt, unread)
         }
         #[cfg(feature = "libpcap")]
         LiveSource::Pcap(p) => {
             let l = p.stats();
-            (l.received, l.dropped + l.if_dropped, 0)
+            (l.received, l.dropped + l.if_dropped, 0, 0)
         }
     };
     let stats = match &mut fanout {
@@ -259,6 +265,7 @@ pub(crate) fn run_live(
             kernel_drops: drops,
             ring_freezes: freezes,
             queue_drops: fanout.as_ref().map_or(0, |f| f.queue_drops),
+            unread_at_stop: unread,
         });
         if let Some(f) = &fanout {
             m.workers = f.worker_packets.clone();
@@ -276,9 +283,14 @@ pub(crate) fn run_live(
     if !quiet {
         let text = summary::render(&report, &format!("otwatch live on {iface}:"));
         let _ = std::io::stderr().write_all(text.as_bytes());
+        let unread = if unread > 0 {
+            format!(", left in the ring at the stop {unread}")
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             std::io::stderr(),
-            "  capture: {captured} packets received, kernel drops {drops}, ring freezes {freezes}"
+            "  capture: {captured} packets received, kernel drops {drops}, ring freezes {freezes}{unread}"
         );
         if let Some(f) = &fanout {
             let per: Vec<String> = f.worker_packets.iter().map(|n| n.to_string()).collect();

@@ -8,6 +8,9 @@ pub struct LiveCounters {
     pub kernel_drops: u64,
     pub ring_freezes: u64,
     pub queue_drops: u64,
+    /// Packets the kernel put in the ring that were not read when the capture stopped (known
+    /// at the end of the run).
+    pub unread_at_stop: u64,
 }
 
 /// The detection state, for its gauges and counters.
@@ -150,6 +153,7 @@ pub fn families(i: &Inputs<'_>) -> Vec<Family> {
         ("kernel", live.kernel_drops),
         ("ring", live.ring_freezes),
         ("queue", live.queue_drops),
+        ("stop", live.unread_at_stop),
         (
             "reassembly",
             s.tcp.ooo_bound_gaps + s.tcp.buffer_bound_drops,
