@@ -863,3 +863,50 @@ fn enip_a_stop_after_a_nop_on_a_new_connection_is_seen() {
     let types: BTreeSet<&str> = alerts.iter().map(|a| a.r#type).collect();
     assert_eq!(types, BTreeSet::from(["plc_stop"]));
 }
+
+/// A ListIdentity exchange over UDP with 44818 at both ends (a scanner that sends from the
+/// port): whichever datagram comes first, the device is the server, its reply a response. The
+/// first datagram's sender was taken for the client, so a capture that began with a reply read
+/// the device as a client sending requests.
+#[test]
+fn enip_udp_list_identity_between_two_44818_ports_keeps_the_device_the_server() {
+    let datagram = |from_device: bool, payload: &[u8]| {
+        let (scanner, device) = ([10, 0, 0, 9], [10, 0, 0, 5]);
+        let (src, dst) = if from_device {
+            (device, scanner)
+        } else {
+            (scanner, device)
+        };
+        let mut out = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(src, dst, 64)
+            .udp(44818, 44818)
+            .write(&mut out, payload)
+            .expect("packet");
+        out
+    };
+    let request = encap(0x63, 0, &[]);
+    let reply = encap(0x63, 0, &[0, 0]);
+    for reply_first in [true, false] {
+        let mut packets = vec![datagram(true, &reply), datagram(false, &request)];
+        if !reply_first {
+            packets.reverse();
+        }
+        let at = |i: u64| std::time::Duration::from_millis(1_700_000_000_000 + i);
+        let packets: Vec<_> = (0..).map(at).zip(packets).collect();
+        let events = replay_packets("enip-udp-both", &packets);
+        let seen: Vec<_> = events
+            .iter()
+            .filter(|e| matches!(e.pdu, otwatch::event::Pdu::Enip(_)))
+            .map(|e| (e.src_ip.to_string(), e.direction.name()))
+            .collect();
+        let mut want = vec![
+            ("10.0.0.5".to_string(), "response"),
+            ("10.0.0.9".to_string(), "request"),
+        ];
+        if !reply_first {
+            want.reverse();
+        }
+        assert_eq!(seen, want, "reply first: {reply_first}");
+    }
+}

@@ -944,6 +944,17 @@ pub const IO_SPACE: u32 = 0x2222;
 /// sender to the receiver that awaits no answer, addressed by the length of its data (its
 /// connection id changes with every Forward Open), so the poll model learns each connection's
 /// period (its RPI) and a broken cycle or a silent producer is found as for a polling master.
+/// The direction of a UDP datagram from port 44818 to port 44818, by its encapsulation header:
+/// a ListIdentity, ListServices or ListInterfaces request carries no data, its reply does
+/// (CIP Vol 2, 2-4). `Some(true)`: the sender is the client (the scanner).
+pub fn udp_direction(payload: &[u8]) -> Option<bool> {
+    let h = payload.get(..24)?;
+    let command = u16::from_le_bytes([h[0], h[1]]);
+    let length = usize::from(u16::from_le_bytes([h[2], h[3]]));
+    let list = matches!(command, 0x0004 | 0x0063 | 0x0064);
+    (list && payload.len() == 24 + length).then_some(length == 0)
+}
+
 pub fn observe(
     p: &EnipEvent,
     request: bool,

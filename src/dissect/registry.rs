@@ -45,6 +45,10 @@ pub struct ProtoSpec {
     /// Recognises the protocol from a flow's first payload on any port, and says whether the
     /// sender is the client (master). Only for protocols whose framing validates itself strongly.
     pub probe: Option<Probe>,
+    /// Says, from a UDP datagram between two of its server ports (a ListIdentity reply from
+    /// 44818 to a scanner that sent from 44818), whether the sender is the client; without
+    /// it, or when it cannot tell, the first datagram's sender is.
+    pub udp_direction: Option<Probe>,
     /// The name of a function code (the code counted per PDU).
     pub function_name: fn(u8) -> Option<&'static str>,
     /// The most bytes its dissector may leave unconsumed (a partial PDU).
@@ -95,6 +99,7 @@ pub static PROTOCOLS: [ProtoSpec; COUNT] = [
         ports: &[otwatch_parsers::modbus::DEFAULT_PORT],
         udp_ports: &[],
         probe: None,
+        udp_direction: None,
         function_name: modbus_function,
         max_buffered: otwatch_parsers::modbus::MAX_ADU_LEN,
         new: Some(|| Box::<super::modbus::ModbusFlow>::default()),
@@ -105,6 +110,7 @@ pub static PROTOCOLS: [ProtoSpec; COUNT] = [
         ports: &[super::dnp3::DEFAULT_PORT],
         udp_ports: &[],
         probe: Some(super::dnp3::probe),
+        udp_direction: None,
         function_name: dnp3_function,
         max_buffered: super::dnp3::MAX_BUFFERED,
         new: Some(|| Box::<super::dnp3::Dnp3Flow>::default()),
@@ -115,6 +121,7 @@ pub static PROTOCOLS: [ProtoSpec; COUNT] = [
         ports: &[super::s7::DEFAULT_PORT],
         udp_ports: &[],
         probe: None,
+        udp_direction: None,
         function_name: s7_function,
         max_buffered: super::s7::MAX_BUFFERED,
         new: Some(|| Box::<super::s7::S7Flow>::default()),
@@ -125,6 +132,7 @@ pub static PROTOCOLS: [ProtoSpec; COUNT] = [
         ports: &[],
         udp_ports: &[],
         probe: None,
+        udp_direction: None,
         function_name: s7plus_opcode,
         max_buffered: 0,
         new: None,
@@ -135,6 +143,7 @@ pub static PROTOCOLS: [ProtoSpec; COUNT] = [
         ports: &[super::iec104::DEFAULT_PORT],
         udp_ports: &[],
         probe: None,
+        udp_direction: None,
         function_name: iec104_type,
         max_buffered: super::iec104::MAX_BUFFERED,
         new: Some(|| Box::<super::iec104::Iec104Flow>::default()),
@@ -145,6 +154,7 @@ pub static PROTOCOLS: [ProtoSpec; COUNT] = [
         ports: &[super::enip::DEFAULT_PORT],
         udp_ports: &[otwatch_parsers::enip::IO_PORT],
         probe: None,
+        udp_direction: Some(super::enip::udp_direction),
         function_name: cip_service,
         max_buffered: super::enip::MAX_BUFFERED,
         new: Some(|| Box::<super::enip::EnipFlow>::default()),
@@ -273,6 +283,14 @@ impl ProtoId {
 
     /// A protocol recognised from the first payload of a flow on a port that names none, and
     /// whether the sender is the client (master).
+    /// For a UDP datagram between two server ports of one protocol, the protocol and whether
+    /// the sender is the client, when the protocol can tell from the payload.
+    pub fn udp_direction(port: u16, payload: &[u8]) -> Option<(ProtoId, bool)> {
+        let p = Self::for_server_port(port, true)?;
+        let direction = p.spec().udp_direction?;
+        direction(payload).map(|from_client| (p, from_client))
+    }
+
     pub fn probe(payload: &[u8]) -> Option<(ProtoId, bool)> {
         Self::all().find_map(|p| {
             let probe = p.spec().probe?;

@@ -210,6 +210,12 @@ impl FlowTable {
                     return;
                 }
             }
+        } else if udp && sport == dport && !self.flows.contains_key(&key) {
+            // Both ends on the server port: the first datagram may be a reply (a device
+            // answering a scanner that broadcast from the port), which the payload tells.
+            if let Transport::Udp { payload, .. } = pkt.transport {
+                probed = ProtoId::udp_direction(dport, payload);
+            }
         }
         if self.flows.len() >= self.max_flows && !self.flows.contains_key(&key) {
             // A SYN flood must not lock the plant's flows out for the idle timeout: make room.
