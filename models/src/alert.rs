@@ -121,7 +121,20 @@ impl AlertKey {
         }
     }
 
-    /// About a client and a server, whatever the unit.
+    /// The types keyed by [`AlertKey::pair`]: their `unit` is 0 whatever the channel's.
+    pub const PAIR_TYPES: [&'static str; 4] = [
+        "unauthorized_write",
+        "address_out_of_range",
+        "response_timeout",
+        "device_restarted",
+    ];
+
+    /// Whether alerts of this type are keyed by their client and server, whatever the unit.
+    pub fn keyed_by_pair(r#type: &str) -> bool {
+        Self::PAIR_TYPES.contains(&r#type)
+    }
+
+    /// About a client and a server, whatever the unit (its type one of [`Self::PAIR_TYPES`]).
     pub fn pair(
         r#type: &'static str,
         proto: Proto,
@@ -129,6 +142,7 @@ impl AlertKey {
         server: IpAddr,
         extra: u64,
     ) -> Self {
+        debug_assert!(Self::keyed_by_pair(r#type), "{type} is not a pair type");
         AlertKey {
             r#type,
             proto: Some(proto),

@@ -852,3 +852,301 @@ mod clock_step_tests {
         assert!(missing[0].ts < T0 + 35 * NANOS, "reported in the new time");
     }
 }
+
+/// What a read-only review of the engine found (session 13), each held by a test that fails
+/// without its fix.
+#[cfg(test)]
+mod review_tests {
+    use super::*;
+    use crate::obs::{Access, Channel, Kind, Observation, Proto};
+    use std::net::IpAddr;
+    use std::sync::Arc;
+
+    const T0: i64 = 1_700_000_000 * NANOS;
+
+    fn ms(t: f64) -> i64 {
+        T0 + (t * 1e9) as i64
+    }
+
+    /// A Modbus request of `fc` from 10.0.0.`client` to 192.168.1.10 on `unit` at `t` s,
+    /// reading (or writing `value` to) holding register `address`; and its answer 10 ms later.
+    fn exchange(
+        client: u8,
+        unit: u32,
+        fc: u32,
+        t: f64,
+        address: u32,
+        value: Option<f64>,
+    ) -> [Observation; 2] {
+        let channel = Channel {
+            proto: Proto::Modbus,
+            client: IpAddr::from([10, 0, 0, client]),
+            server: IpAddr::from([192, 168, 1, 10]),
+            unit,
+        };
+        let frame = (t * 1000.0) as u64 + 1;
+        let mut req = Observation::new(ms(t), Arc::from("t"), frame, channel, Kind::Request, fc);
+        req.corr = Some(frame as u32);
+        req.write = value.is_some() && fc == 6;
+        let mut resp = req.clone();
+        resp.kind = Kind::Response;
+        resp.ts += NANOS / 100;
+        resp.frame += 1;
+        resp.write = false;
+        let access = |write: bool, v: Option<f64>| Access {
+            space: 4,
+            start: address,
+            count: 1,
+            write,
+            values: v.into_iter().collect(),
+        };
+        if fc == 6 {
+            req.accesses.push(access(true, value));
+        } else if fc == 3 {
+            req.accesses.push(access(false, None));
+            resp.accesses.push(access(false, value));
+        }
+        [req, resp]
+    }
+
+    fn run(engine: &mut Engine, obs: impl IntoIterator<Item = Observation>, out: &mut Vec<Alert>) {
+        for o in obs {
+            engine.observe(&o, out);
+        }
+    }
+
+    fn learning(secs: i64) -> Engine {
+        Engine::learning(EngineConfig {
+            learn_for: Some(secs * NANOS),
+            ..EngineConfig::default()
+        })
+    }
+
+    fn types(out: &[Alert]) -> Vec<&'static str> {
+        out.iter().map(|a| a.r#type).collect()
+    }
+
+    /// A learned poll that is already dead when detection starts is missing three periods
+    /// on, as one that stops later is.
+    #[test]
+    fn a_poll_dead_when_detection_starts_is_missing() {
+        let mut engine = learning(20);
+        let mut out = Vec::new();
+        for s in 0..20 {
+            run(
+                &mut engine,
+                exchange(1, 1, 3, f64::from(s), 0, Some(100.0)),
+                &mut out,
+            );
+            run(
+                &mut engine,
+                exchange(1, 1, 4, f64::from(s) + 0.5, 0, None),
+                &mut out,
+            );
+        }
+        // Detection: the fc 3 poll goes on, the fc 4 poll does not.
+        for s in 20..40 {
+            run(
+                &mut engine,
+                exchange(1, 1, 3, f64::from(s), 0, Some(100.0)),
+                &mut out,
+            );
+            engine.tick(ms(f64::from(s) + 0.5), &mut out);
+        }
+        let missing: Vec<_> = out
+            .iter()
+            .filter(|a| a.r#type == "poll_cycle_broken" && a.message.contains("missing"))
+            .map(|a| a.message.clone())
+            .collect();
+        assert_eq!(missing.len(), 1, "{:?}", types(&out));
+        assert!(missing[0].contains("function 4"), "{missing:?}");
+        assert!(
+            !out.iter()
+                .any(|a| a.r#type == "poll_cycle_broken" && !a.message.contains("missing")),
+            "the first poll after the start is no broken interval: {:?}",
+            out.iter().map(|a| &a.message).collect::<Vec<_>>()
+        );
+    }
+
+    /// Four new functions within two seconds are a scan wherever they fall, also across the
+    /// minute that a tumbling window, restarted by the client's routine polls, ended at.
+    #[test]
+    fn a_scan_across_a_minute_edge_is_a_scan() {
+        for offset in [-0.7, -0.2, 0.3, 0.8] {
+            let mut engine = learning(60);
+            let mut out = Vec::new();
+            let mut t = 0.0;
+            while t < 200.0 {
+                run(&mut engine, exchange(1, 1, 3, t, 0, Some(100.0)), &mut out);
+                t += 1.0;
+            }
+            let mut engine2 = learning(60);
+            let mut out2 = Vec::new();
+            let mut t = 0.0;
+            let scan = [1u32, 2, 4, 17];
+            let mut next = 0;
+            while t < 200.0 {
+                run(
+                    &mut engine2,
+                    exchange(1, 1, 3, t, 0, Some(100.0)),
+                    &mut out2,
+                );
+                // The scan's requests straddle 120 s (the detection window's edge at 60 + 60).
+                while next < scan.len() && 119.0 + offset + 0.5 * next as f64 <= t + 1.0 {
+                    let at = 119.0 + offset + 0.5 * next as f64;
+                    run(
+                        &mut engine2,
+                        exchange(1, 1, scan[next], at, 0, None),
+                        &mut out2,
+                    );
+                    next += 1;
+                }
+                t += 1.0;
+            }
+            assert!(!types(&out).contains(&"scan"), "routine polls are no scan");
+            assert!(
+                types(&out2).contains(&"scan"),
+                "offset {offset}: {:?}",
+                types(&out2)
+            );
+        }
+    }
+
+    /// A write out of a point's envelope is its own cause, high, not folded into an earlier
+    /// medium alert about a read of the same point.
+    #[test]
+    fn a_bad_write_is_not_folded_into_an_earlier_bad_read() {
+        let mut engine = learning(60);
+        let mut out = Vec::new();
+        for s in 0..60 {
+            let v = 100.0 + f64::from(s % 3);
+            run(
+                &mut engine,
+                exchange(1, 1, 3, f64::from(s), 0, Some(v)),
+                &mut out,
+            );
+            if s % 10 == 5 {
+                run(
+                    &mut engine,
+                    exchange(1, 1, 6, f64::from(s) + 0.5, 0, Some(101.0)),
+                    &mut out,
+                );
+            }
+        }
+        run(
+            &mut engine,
+            exchange(1, 1, 3, 60.0, 0, Some(500.0)),
+            &mut out,
+        );
+        run(
+            &mut engine,
+            exchange(1, 1, 6, 61.5, 0, Some(9000.0)),
+            &mut out,
+        );
+        // Reading back what the write put there is the write's effect: no cause of its own.
+        run(
+            &mut engine,
+            exchange(1, 1, 3, 62.0, 0, Some(9000.0)),
+            &mut out,
+        );
+        let values: Vec<_> = out
+            .iter()
+            .filter(|a| a.r#type == "value_out_of_range")
+            .map(|a| a.severity)
+            .collect();
+        assert_eq!(
+            values,
+            [Severity::Medium, Severity::High],
+            "{:?}",
+            types(&out)
+        );
+    }
+
+    /// A pair's alert is a hint only when every channel between the two is under-learned: a
+    /// unit 0 channel read three times does not lower a write on the well-learned unit 1.
+    #[test]
+    fn a_weak_unit_0_channel_does_not_soften_the_pair() {
+        let mut engine = learning(60);
+        let mut out = Vec::new();
+        for s in 0..60 {
+            run(
+                &mut engine,
+                exchange(1, 1, 3, f64::from(s), 0, Some(100.0)),
+                &mut out,
+            );
+            if s < 3 {
+                run(
+                    &mut engine,
+                    exchange(1, 0, 3, f64::from(s) + 0.5, 0, Some(100.0)),
+                    &mut out,
+                );
+            }
+        }
+        run(
+            &mut engine,
+            exchange(1, 1, 6, 60.5, 0, Some(100.0)),
+            &mut out,
+        );
+        let write: Vec<_> = out
+            .iter()
+            .filter(|a| a.r#type == "unauthorized_write")
+            .map(|a| (a.severity, a.low_confidence))
+            .collect();
+        assert_eq!(write, [(Severity::Critical, false)], "{:?}", types(&out));
+    }
+
+    /// A device's silence is learned from its OT PDUs, and counts the quiet learning saw after
+    /// its last one: a host seen only in conversations of other protocols has no silence clock
+    /// (they are observed once, however long they go on), and one that read in a single burst
+    /// early in learning is allowed the rest of learning's quiet.
+    #[test]
+    fn silences_are_learned_from_ot_pdus_up_to_the_end_of_learning() {
+        let mut engine = Engine::learning(EngineConfig::default());
+        let mut out = Vec::new();
+        for s in 0..60 {
+            run(
+                &mut engine,
+                exchange(1, 1, 3, f64::from(s), 0, Some(100.0)),
+                &mut out,
+            );
+        }
+        // 10.0.0.7 reads three times at 5 s.
+        for k in 0..3 {
+            run(
+                &mut engine,
+                exchange(7, 1, 3, 5.0 + 0.2 * f64::from(k), 0, Some(100.0)),
+                &mut out,
+            );
+        }
+        // 10.0.0.9 opens four conversations of another protocol.
+        for k in 0..4u16 {
+            let ch = Channel {
+                proto: Proto::Tcp,
+                client: IpAddr::from([10, 0, 0, 9]),
+                server: IpAddr::from([192, 168, 1, 20]),
+                unit: u32::from(80 + k),
+            };
+            let o = Observation::new(
+                ms(1.0 + f64::from(k)),
+                Arc::from("t"),
+                9,
+                ch,
+                Kind::Conversation,
+                0,
+            );
+            engine.observe(&o, &mut out);
+        }
+        let baseline = engine.finish(&mut out).expect("a baseline");
+        let silence = |ip: [u8; 4]| {
+            baseline
+                .assets
+                .iter()
+                .find(|a| a.ip == IpAddr::from(ip))
+                .expect("an asset")
+                .max_silence
+        };
+        assert_eq!(silence([10, 0, 0, 9]), None);
+        let ews = silence([10, 0, 0, 7]).expect("a silence");
+        assert!(ews > 50.0, "the quiet after its burst: {ews}");
+    }
+}

@@ -456,15 +456,20 @@ impl Learner {
         }
         let sender = if o.src() == ch.client { ends.0 } else { ends.1 };
         if let Some((_, a)) = sender.and_then(|i| self.assets.get_mut(i)) {
-            // A gap is measured within one capture: the time between two captures learned
-            // one after the other (yesterday's and today's) is no silence of the device.
-            if let Some((generation, prev)) = a.last_sent {
-                if generation == self.generation {
-                    a.max_gap = a.max_gap.max(secs(prev, o.ts));
+            // A device's silence is learned from its OT PDUs only: a conversation of another
+            // protocol is observed once, however long it goes on, and detection would find
+            // the device silent while it talks.
+            if ch.proto.is_ot() {
+                // A gap is measured within one capture: the time between two captures learned
+                // one after the other (yesterday's and today's) is no silence of the device.
+                if let Some((generation, prev)) = a.last_sent {
+                    if generation == self.generation {
+                        a.max_gap = a.max_gap.max(secs(prev, o.ts));
+                    }
                 }
+                a.last_sent = Some((self.generation, o.ts));
+                a.sent += 1;
             }
-            a.last_sent = Some((self.generation, o.ts));
-            a.sent += 1;
             if let Some(id) = &o.identity {
                 a.identity = Some(id.clone());
             }
@@ -627,10 +632,18 @@ impl Learner {
     /// The baseline. Windows still open are not used: they are incomplete.
     pub fn finish(self) -> Baseline {
         let first = self.first_ts.unwrap_or(0);
+        let (end, generation) = (self.last_ts, self.generation);
         let mut assets: Vec<Asset> = self
             .assets
             .into_iter()
             .map(|(ip, a)| {
+                // Learning watched the device stay quiet from its last PDU to the end too (a
+                // device that reads in bursts a minute apart, one burst learned).
+                let trailing = a
+                    .last_sent
+                    .filter(|(g, _)| *g == generation)
+                    .map_or(0.0, |(_, t)| secs(t, end));
+                let max_gap = a.max_gap.max(trailing);
                 let mut roles = Vec::new();
                 if a.client {
                     roles.push("client".to_string());
@@ -644,7 +657,7 @@ impl Learner {
                     roles,
                     identity: a.identity,
                     macs: a.macs.iter().map(|m| mac_text(*m)).collect(),
-                    max_silence: (a.sent >= 3).then_some(a.max_gap),
+                    max_silence: (a.sent >= 3).then_some(max_gap),
                 }
             })
             .collect();

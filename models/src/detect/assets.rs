@@ -13,14 +13,56 @@ pub(super) struct AssetRt {
     pub(super) silent: bool,
 }
 
+/// What a client did new in the last [`SCAN_WINDOW`]: each new unit, function, address or
+/// port with the time it was first seen, and the frames that brought them. A sliding window:
+/// what is older than the window is forgotten when the oldest item ages out, so a scan is
+/// caught whenever it falls (a tumbling window restarted by the client's own routine requests
+/// split a scan that crossed its edge).
 #[derive(Default)]
 pub(super) struct ScanRt {
+    /// The time of the oldest item held (or of the request that found the window empty).
     pub(super) start: i64,
-    pub(super) units: FastSet<(IpAddr, u32)>,
-    pub(super) functions: FastSet<(IpAddr, u32)>,
-    pub(super) addresses: FastSet<(IpAddr, u32, u32)>,
-    pub(super) ports: FastSet<(IpAddr, u32)>,
-    pub(super) frames: Vec<u64>,
+    pub(super) units: FastMap<(IpAddr, u32), i64>,
+    pub(super) functions: FastMap<(IpAddr, u32), i64>,
+    pub(super) addresses: FastMap<(IpAddr, u32, u32), i64>,
+    pub(super) ports: FastMap<(IpAddr, u32), i64>,
+    /// The first frames (at most 8) that brought something new, with their times.
+    pub(super) frames: Vec<(i64, u64)>,
+}
+
+impl ScanRt {
+    /// Forgets what was first seen before `cutoff`; the window then starts at its oldest item
+    /// left, or at `now` when none is.
+    fn slide(&mut self, cutoff: i64, now: i64) {
+        self.units.retain(|_, t| *t >= cutoff);
+        self.functions.retain(|_, t| *t >= cutoff);
+        self.addresses.retain(|_, t| *t >= cutoff);
+        self.ports.retain(|_, t| *t >= cutoff);
+        self.frames.retain(|f| f.0 >= cutoff);
+        let oldest = [
+            self.units.values().min(),
+            self.functions.values().min(),
+            self.addresses.values().min(),
+            self.ports.values().min(),
+        ];
+        self.start = oldest.into_iter().flatten().copied().min().unwrap_or(now);
+    }
+
+    /// Notes `key` in `set` as new at `o`'s time (its first sighting kept), with `o`'s frame.
+    pub(super) fn note<K: std::hash::Hash + Eq>(
+        set: &mut FastMap<K, i64>,
+        frames: &mut Vec<(i64, u64)>,
+        key: K,
+        o: &Observation,
+    ) {
+        if set.len() >= SCAN_SET_BOUND || set.contains_key(&key) {
+            return;
+        }
+        set.insert(key, o.ts);
+        if frames.len() < 8 && frames.last().map(|f| f.1) != Some(o.frame) {
+            frames.push((o.ts, o.frame));
+        }
+    }
 }
 
 /// A UDP conversation of a protocol otwatch does not dissect to a broadcast or multicast
@@ -93,14 +135,14 @@ pub(super) fn scan_window<'a>(
         }
     };
     let s = &mut scans.windows[at];
-    if o.ts.saturating_sub(s.start) > SCAN_WINDOW || o.ts < s.start {
+    if o.ts < s.start {
+        // The clock stepped back: start afresh.
         *s = ScanRt {
             start: o.ts,
             ..ScanRt::default()
         };
-    }
-    if s.frames.len() < 8 {
-        s.frames.push(o.frame);
+    } else if o.ts.saturating_sub(s.start) > SCAN_WINDOW {
+        s.slide(o.ts.saturating_sub(SCAN_WINDOW), o.ts);
     }
     s
 }
@@ -138,7 +180,7 @@ pub(super) fn scan_alert(
             "{} is walking {what} it never used in learning",
             o.channel.client
         );
-        al.frames = s.frames.iter().copied().collect();
+        al.frames = s.frames.iter().map(|f| f.1).collect();
         *al.learned = json!({"window_s": SCAN_WINDOW / NANOS, "thresholds": {"units": SCAN_UNITS, "functions": SCAN_FUNCTIONS, "addresses": SCAN_ADDRESSES, "ports": SCAN_PORTS}});
         *al.observed =
             json!({"new_units": u, "new_functions": f, "new_addresses": a, "new_ports": p});
@@ -238,16 +280,19 @@ impl Detector {
                 None => &mut none,
             };
             let s = scan_window(&mut self.scans, &mut self.scan_resets, o, place);
-            if new_unit && s.units.len() < SCAN_SET_BOUND {
-                s.units.insert((ch.server, ch.unit));
+            if new_unit {
+                ScanRt::note(&mut s.units, &mut s.frames, (ch.server, ch.unit), o);
             }
-            if fnew && s.functions.len() < SCAN_SET_BOUND {
-                s.functions.insert((ch.server, o.function));
+            if fnew {
+                ScanRt::note(&mut s.functions, &mut s.frames, (ch.server, o.function), o);
             }
             for (space, start) in new_addresses {
-                if s.addresses.len() < SCAN_SET_BOUND {
-                    s.addresses.insert((ch.server, space, start));
-                }
+                ScanRt::note(
+                    &mut s.addresses,
+                    &mut s.frames,
+                    (ch.server, space, start),
+                    o,
+                );
             }
             scan_alert(s, &mut self.raised, o, out);
         }

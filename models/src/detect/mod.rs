@@ -459,9 +459,16 @@ impl Detector {
         at
     }
 
-    /// Starts the silence clocks of every learned asset at `now`.
+    /// Starts the silence clocks of every learned asset, and the clock of every learned poll,
+    /// at `now`: a poll that is already dead when detection starts is missing three periods on,
+    /// as one that stops later is.
     fn start(&mut self, now: i64) {
         self.started = true;
+        for s in &mut self.chans.slots {
+            for (_, p) in &mut s.polls {
+                p.last = Some((now, 0));
+            }
+        }
         for a in &self.baseline.assets {
             if let Some(gap) = a.max_silence {
                 let Some(&dev) = self.device_index.get(&a.ip) else {
@@ -494,12 +501,19 @@ impl Detector {
             if crate::engine::needs_no_baseline(a.r#type) {
                 continue;
             }
-            let weak = self.weak_channels.contains(&Channel {
-                proto,
-                client: k.a,
-                server: k.b,
-                unit: k.unit,
-            }) || k.unit == 0 && self.weak_pairs.contains(&(proto, k.a, k.b));
+            // A pair's alert (its key's unit 0 whatever the channel's) is weak when every
+            // channel between them is; a channel's when that channel is (a weak unit 0 channel
+            // says nothing of the pair's other units).
+            let weak = if AlertKey::keyed_by_pair(a.r#type) {
+                self.weak_pairs.contains(&(proto, k.a, k.b))
+            } else {
+                self.weak_channels.contains(&Channel {
+                    proto,
+                    client: k.a,
+                    server: k.b,
+                    unit: k.unit,
+                })
+            };
             if weak && !a.low_confidence {
                 a.low_confidence = true;
                 a.severity = a.severity.lowered();
@@ -616,9 +630,7 @@ impl Detector {
         let ch = &o.channel;
         if !known && !background(ch) {
             let s = scan_window(&mut self.scans, &mut self.scan_resets, o, &mut None);
-            if s.ports.len() < SCAN_SET_BOUND {
-                s.ports.insert((ch.server, ch.unit));
-            }
+            ScanRt::note(&mut s.ports, &mut s.frames, (ch.server, ch.unit), o);
             scan_alert(s, &mut self.raised, o, out);
         }
     }

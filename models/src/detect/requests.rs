@@ -315,7 +315,9 @@ impl Detector {
         };
         if let Ok(at) = polls.binary_search_by(|(k, _)| k.cmp(&key)) {
             let p = &mut polls[at].1;
-            if let Some((prev, prev_frame)) = p.last {
+            // Frame 0: the clock detection (or a clock step) started the poll at, no request:
+            // no interval to judge yet.
+            if let Some((prev, prev_frame)) = p.last.filter(|l| l.1 > 0) {
                 let gap = secs(prev, o.ts);
                 let m = &p.model;
                 let early = m.period - poll_tolerance(m);

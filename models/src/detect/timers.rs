@@ -171,13 +171,16 @@ impl Detector {
                     a.frames.push(e.2);
                 }
             }
+            // The incident's requests (the last ones that timed out within the window), not
+            // only this tick's.
+            let n = rt.timeouts.len();
             a.message = format!(
-                "{ch}: {} request(s) unanswered after {timeout:.3} s ({MIN_UNANSWERED} or more within {} s)",
-                expired.len(),
+                "{ch}: {n} requests unanswered within {} s, each for more than {timeout:.3} s",
                 window / NANOS
             );
             *a.learned = json!({"timeout_s": timeout, "min_unanswered": MIN_UNANSWERED, "window_s": window / NANOS});
-            *a.observed = json!({"unanswered": expired.len(), "first_request_frame": frame, "first_request_ts_ns": ts});
+            *a.observed =
+                json!({"unanswered": n, "first_request_frame": frame, "first_request_ts_ns": ts});
             out.push(a);
         }
         let polls = self
@@ -203,7 +206,12 @@ impl Detector {
                 p.missing_alerted = true;
                 let key = AlertKey::channel("poll_cycle_broken", ch, poll_extra(m));
                 out.push(Alert {
-                    frames: smallvec::smallvec![frame],
+                    // No frame when the poll never came since detection started.
+                    frames: if frame > 0 {
+                        smallvec::smallvec![frame]
+                    } else {
+                        smallvec::SmallVec::new()
+                    },
                     message: format!(
                         "{ch}: poll of function {} {} {}+{} missing: none for {:.3} s, learned every {:.3} s",
                         m.function,
@@ -281,7 +289,8 @@ impl Detector {
         }
         for s in &mut self.chans.slots {
             for (_, p) in &mut s.polls {
-                p.last = None;
+                // Counted from the step: a poll dead since is missing three periods on.
+                p.last = Some((now, 0));
                 p.missing_alerted = false;
                 p.broken.clear();
             }

@@ -322,19 +322,21 @@ pub(super) fn check_values_now(
             if !(outside(p.hard_bounds) || jumped) {
                 continue;
             }
+            // A write of a point is another cause than a read of it: an attacker's write is
+            // not folded into an earlier glitch the point read. A read of what a flagged write
+            // put there is that write's effect, not a cause of its own.
+            let key = |write: bool| {
+                let extra = u64::from(acc.space) << 33 | u64::from(write) << 32 | u64::from(addr);
+                AlertKey::point("value_out_of_range", ch, extra)
+            };
+            if !acc.write && raised.contains(&key(true)) {
+                continue;
+            }
             let margin = p.soft;
             let space = ch.proto.space_name(acc.space);
             if let Some(mut a) = fresh(
                 raised,
-                alert(
-                    o,
-                    AlertKey::point(
-                        "value_out_of_range",
-                        ch,
-                        u64::from(acc.space) << 32 | u64::from(addr),
-                    ),
-                    write_severity(acc.write),
-                ),
+                alert(o, key(acc.write), write_severity(acc.write)),
                 out,
             ) {
                 a.message = format!(
