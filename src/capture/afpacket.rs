@@ -100,6 +100,15 @@ pub struct LiveStats {
     pub vlan_restored: u64,
 }
 
+impl LiveStats {
+    /// Packets the kernel put in the ring that this source never handed out: at the end of a
+    /// run, what was left in the ring when reading stopped (a busy link past the stop's drain).
+    pub fn unread(&self) -> u64 {
+        self.packets
+            .saturating_sub(self.kernel_drops.saturating_add(self.delivered))
+    }
+}
+
 /// A live AF_PACKET TPACKET_V3 capture on one interface. See the module documentation.
 pub struct AfPacketSource {
     iface: String,
@@ -939,6 +948,21 @@ pub fn link_warning(iface: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+
+    /// What the kernel counted, less what it dropped and what was read, is what was left.
+    #[test]
+    fn unread_is_what_the_kernel_kept_and_nobody_read() {
+        let l = super::LiveStats {
+            packets: 100,
+            kernel_drops: 7,
+            delivered: 90,
+            ..super::LiveStats::default()
+        };
+        assert_eq!(l.unread(), 3);
+        let all_read = super::LiveStats { delivered: 93, ..l };
+        assert_eq!(all_read.unread(), 0);
+    }
+
     /// `--user` naming a uid-0 account is refused before anything changes: setuid(0) would
     /// drop nothing, and the run would keep every capability.
     #[test]

@@ -98,9 +98,62 @@ impl AsRef<[u8]> for Raw {
     }
 }
 
+/// The members of a gzip file one after the other, as one stream. Between members, and after
+/// the last, the bytes must start another member: bytes that do not (of any length) are an
+/// error, `invalid gzip header` (flate2's `MultiGzDecoder` took fewer than ten for a member cut
+/// short).
+struct Members {
+    /// `None` only while one member's decoder is swapped for the next's.
+    member: Option<flate2::bufread::GzDecoder<std::io::Cursor<Raw>>>,
+}
+
+impl Members {
+    fn new(raw: Raw) -> Members {
+        Members {
+            member: Some(flate2::bufread::GzDecoder::new(std::io::Cursor::new(raw))),
+        }
+    }
+
+    fn cursor(&self) -> Option<&std::io::Cursor<Raw>> {
+        self.member.as_ref().map(|m| m.get_ref())
+    }
+}
+
+impl Read for Members {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let Some(member) = self.member.as_mut() else {
+                return Ok(0);
+            };
+            let n = member.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            // The member ended (its trailer checked): what follows it, if anything, starts the
+            // next one. A bufread decoder stops at the member's last byte.
+            let cursor = member.get_ref();
+            let rest = &cursor.get_ref().as_ref()
+                [(cursor.position() as usize).min(cursor.get_ref().as_ref().len())..];
+            if rest.is_empty() {
+                return Ok(0);
+            }
+            if !rest.starts_with(&[0x1f, 0x8b]) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "invalid gzip header",
+                ));
+            }
+            let Some(done) = self.member.take() else {
+                return Ok(0);
+            };
+            self.member = Some(flate2::bufread::GzDecoder::new(done.into_inner()));
+        }
+    }
+}
+
 /// A gzip capture decompressed a window at a time.
 struct GzipWindow {
-    decoder: flate2::read::MultiGzDecoder<std::io::Cursor<Raw>>,
+    decoder: Members,
     window: Vec<u8>,
     /// The stream ended (cleanly or not).
     eof: bool,
@@ -109,7 +162,7 @@ struct GzipWindow {
 impl GzipWindow {
     fn new(raw: Raw) -> GzipWindow {
         GzipWindow {
-            decoder: flate2::read::MultiGzDecoder::new(std::io::Cursor::new(raw)),
+            decoder: Members::new(raw),
             window: Vec::new(),
             eof: false,
         }
@@ -117,7 +170,7 @@ impl GzipWindow {
 
     /// Compressed bytes consumed so far (for the progress bar).
     fn compressed_pos(&self) -> u64 {
-        self.decoder.get_ref().position()
+        self.decoder.cursor().map_or(0, |c| c.position())
     }
 
     /// Drops the `consumed` bytes before the read position and decompresses until `ahead`
@@ -580,7 +633,8 @@ fn block_len(rest: &[u8], big_endian: bool) -> Option<usize> {
         })
     };
     let be = match rest.get(..4) {
-        Some([0x0a, 0x0d, 0x0d, 0x0a]) => rest.get(8..12) == Some(&[0x1a, 0x2b, 0x3c, 0x4d]),
+        // A section header's own byte order, from its magic (cut before it: unknown).
+        Some([0x0a, 0x0d, 0x0d, 0x0a]) => rest.get(8..12)? == [0x1a, 0x2b, 0x3c, 0x4d],
         _ => big_endian,
     };
     word(4, be).filter(|&len| len >= 12).map(|len| len as usize)

@@ -232,8 +232,7 @@ pub(crate) fn run_live(
     let (captured, drops, freezes, unread) = match &mut source {
         LiveSource::Ring(r) => {
             let l = r.stats();
-            let unread = l.packets.saturating_sub(l.kernel_drops + l.delivered);
-            (l.packets, l.kernel_drops, l.kernel_freeze_q_cnt, unread)
+            (l.packets, l.kernel_drops, l.kernel_freeze_q_cnt, l.unread())
         }
         #[cfg(feature = "libpcap")]
         LiveSource::Pcap(p) => {

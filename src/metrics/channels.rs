@@ -120,12 +120,17 @@ impl ChannelMetrics {
             let Some(c) = self.channels.get(ch) else {
                 continue;
             };
-            let labels = vec![
+            let mut labels = vec![
                 ("proto", ch.proto.name().to_string()),
                 ("client", ch.client.to_string()),
                 ("server", ch.server.to_string()),
-                ("unit", ch.unit_text()),
             ];
+            // S7 channels have no unit: no label, rather than an empty one (remote-write
+            // forbids empty label values).
+            let unit = ch.unit_text();
+            if !unit.is_empty() {
+                labels.push(("unit", unit));
+            }
             req.push(labels.clone(), c.requests as f64);
             lat.samples.push(Sample {
                 labels: labels.clone(),
@@ -191,5 +196,48 @@ mod tests {
         assert_eq!(c.polls.count(), 2, "100 -> 101 and 42 -> 43 s");
         assert_eq!(c.polls.sum, 2.0);
         assert_eq!(c.latency.count(), 0);
+    }
+
+    /// A Modbus channel's series carry its unit; an S7 channel's carry no `unit` label (it has
+    /// none), rather than an empty one.
+    #[test]
+    fn an_s7_channel_has_no_unit_label() {
+        let mut m = ChannelMetrics::new(8);
+        for (proto, unit) in [
+            (otwatch_models::Proto::Modbus, 1),
+            (otwatch_models::Proto::S7comm, 0),
+        ] {
+            let ch = Channel {
+                proto,
+                client: IpAddr::from([10, 0, 0, 1]),
+                server: IpAddr::from([10, 0, 0, 2]),
+                unit,
+            };
+            m.observe(&Observation::new(
+                1,
+                Arc::from("t"),
+                1,
+                ch,
+                Kind::Request,
+                4,
+            ));
+        }
+        let mut fams = Vec::new();
+        m.families(&mut fams);
+        for f in &fams {
+            for sample in &f.samples {
+                let get = |k: &str| {
+                    sample
+                        .labels
+                        .iter()
+                        .find(|l| l.0 == k)
+                        .map(|l| l.1.as_str())
+                };
+                match get("proto") {
+                    Some("modbus") => assert_eq!(get("unit"), Some("1"), "{}", f.name),
+                    _ => assert_eq!(get("unit"), None, "{}", f.name),
+                }
+            }
+        }
     }
 }

@@ -488,8 +488,10 @@ pub struct AnyPointer {
 }
 
 impl AnyPointer {
-    /// Timers and counters (S7 and IEC) are numbered, not addressed by byte and bit: their
-    /// address is the number (Wireshark: "Number (T/C/BLOCK)").
+    /// Timers and counters are numbered, not addressed by byte and bit: their address is the
+    /// number (Wireshark for S7's 0x1C/0x1D: "Number (T/C/BLOCK)"; the S7-200's IEC timers and
+    /// counters, 0x1E/0x1F, which tshark shows as byte.bit, are addressed by number by libnodave
+    /// and snap7 too).
     const fn numbered(&self) -> bool {
         matches!(self.area.0, 0x1c..=0x1f)
     }
