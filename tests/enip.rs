@@ -910,3 +910,37 @@ fn enip_udp_list_identity_between_two_44818_ports_keeps_the_device_the_server() 
         assert_eq!(seen, want, "reply first: {reply_first}");
     }
 }
+
+/// A CIP reply is matched to its request (the sender context of SendRRData), so ENIP channels
+/// learn their latency and get response timeouts: on the cpppo scenario the learned latency is
+/// tshark's `enip.time`, sample for sample (240 replies, median 3.535 ms, max 10.432 ms).
+#[test]
+fn enip_replies_are_matched_and_their_latency_is_tsharks() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios/enip_steady.pcap");
+    let baseline = common::learn_files(&[(&path, &common::all_frames)]);
+    let latency = baseline
+        .channels
+        .iter()
+        .filter(|c| c.channel.proto == otwatch_models::Proto::Enip)
+        .find_map(|c| c.latency.clone())
+        .expect("an ENIP channel with a latency");
+    let mut tshark: Vec<f64> = if common::tshark_or_skip() {
+        common::tshark_fields(&path, "enip.time", &["enip.time"])
+            .iter()
+            .filter_map(|f| f.first()?.parse().ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    tshark.sort_by(f64::total_cmp);
+    if !tshark.is_empty() {
+        assert_eq!(latency.samples as usize, tshark.len());
+        assert!(
+            (latency.max - tshark[tshark.len() - 1]).abs() < 1e-6,
+            "{latency:?}"
+        );
+    }
+    assert_eq!(latency.samples, 240);
+    assert!((latency.p50 - 0.003535).abs() < 1e-6, "{latency:?}");
+    assert!((latency.max - 0.010432).abs() < 1e-6, "{latency:?}");
+}

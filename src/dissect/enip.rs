@@ -54,6 +54,11 @@ pub struct EnipEvent {
     pub io: Option<IoEvent>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'static str>,
+    /// What ties a reply to its request for detection (the sender context of SendRRData, the
+    /// connection's sequence count of SendUnitData), folded to 32 bits: response timeouts and
+    /// latencies. Not in the event (its JSON is unchanged).
+    #[serde(skip)]
+    pub corr: Option<u32>,
 }
 
 /// A CIP message.
@@ -672,6 +677,7 @@ impl EnipFlow {
                                 Some(s) => 1 << 32 | u64::from(s),
                                 None => u64::from_le_bytes(encap.context),
                             };
+                            ev.corr = Some((key ^ key >> 32) as u32);
                             let c = match parse_cip(body) {
                                 Ok(m) => {
                                     ctx.stats[ENIP].count_pdu(m.service.0);
@@ -1028,6 +1034,7 @@ pub fn observe(
     }
     let mut o = base(Proto::Enip, 0, kind, u32::from(inner.service));
     o.function_name = inner.service_name;
+    o.corr = p.corr;
     o.malformed = c.error.or(all.iter().find_map(|e| e.error));
     o.exception = c.status.is_some_and(|s| s != 0 && s != 0x06)
         || !request && p.status.is_some_and(|s| s != 0);
