@@ -355,6 +355,7 @@ fn dashboards_and_rules_are_valid() {
         let mut q = e
             .replace("$__rate_interval", "5m")
             .replace("${__rate_interval}", "5m")
+            .replace("$__interval_ms", "60000")
             .replace("$__interval", "1m")
             .replace("$__range", "1h");
         // Label variables are used as `label=~"$var"`.

@@ -5,8 +5,11 @@ use super::*;
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+/// Edges between the usual polling periods (0.05, 0.1, 0.2-0.25, 0.5, 1, 2-3, 5, 10, 15, 30,
+/// 60, 120, 300, 600 s), so a steady poll's intervals fill one bucket: with edges at 1 and 2 s
+/// an exact 1 s poll straddled two, and its quantiles were seconds off.
 const POLL_BUCKETS: &[f64] = &[
-    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    0.035, 0.075, 0.15, 0.35, 0.75, 1.5, 3.5, 7.5, 12.5, 20.0, 45.0, 90.0, 200.0, 450.0, 900.0,
 ];
 /// Poll keys remembered per channel for intervals.
 const POLL_KEYS_PER_CHANNEL: usize = 64;
@@ -27,6 +30,8 @@ pub struct ChannelMetrics {
     max_channels: usize,
     pub overflow: u64,
     assets: FastMap<IpAddr, ()>,
+    /// An observation reached these series (detection or per-channel series make them).
+    observed: bool,
 }
 
 /// Distinct hosts counted for `otwatch_assets_seen`, at most.
@@ -40,6 +45,7 @@ impl ChannelMetrics {
             max_channels,
             overflow: 0,
             assets: FastMap::default(),
+            observed: false,
         }
     }
 
@@ -57,6 +63,7 @@ impl ChannelMetrics {
     }
 
     pub fn observe(&mut self, o: &Observation) {
+        self.observed = true;
         let ch = o.channel;
         if o.kind == Kind::Conversation {
             self.count_assets(&ch);
@@ -66,7 +73,10 @@ impl ChannelMetrics {
             // A channel's hosts are counted once, when it is first seen.
             self.count_assets(&ch);
             if self.channels.len() >= self.max_channels {
-                self.overflow += 1;
+                // A cap of 0 is a choice (no per-channel series), not an overflow.
+                if self.max_channels > 0 {
+                    self.overflow += 1;
+                }
                 return;
             }
             self.order.push(ch);
@@ -150,14 +160,18 @@ impl ChannelMetrics {
             )
             .with(Vec::new(), self.overflow as f64),
         );
-        out.push(
-            Family::new(
-                "otwatch_assets_seen",
-                MetricKind::Gauge,
-                "Distinct hosts seen in dissected or reported conversations.",
-            )
-            .with(Vec::new(), self.assets.len() as f64),
-        );
+        // Hosts are counted from observations: with a cap of 0 and no detection there are
+        // none, and the gauge is left out rather than said to be 0.
+        if self.enabled() || self.observed {
+            out.push(
+                Family::new(
+                    "otwatch_assets_seen",
+                    MetricKind::Gauge,
+                    "Distinct hosts seen in dissected or reported conversations.",
+                )
+                .with(Vec::new(), self.assets.len() as f64),
+            );
+        }
     }
 }
 
@@ -196,6 +210,47 @@ mod tests {
         assert_eq!(c.polls.count(), 2, "100 -> 101 and 42 -> 43 s");
         assert_eq!(c.polls.sum, 2.0);
         assert_eq!(c.latency.count(), 0);
+    }
+
+    /// A cap of 0 is a choice: observations (detection makes them) count their hosts and no
+    /// overflow; without any observation the hosts gauge is left out, not said to be 0.
+    #[test]
+    fn a_cap_of_zero_counts_no_overflow_and_no_false_zero() {
+        let names = |m: &ChannelMetrics| {
+            let mut fams = Vec::new();
+            m.families(&mut fams);
+            fams.iter()
+                .map(|f| (f.name, f.samples.first().map(|s| s.value.clone())))
+                .collect::<Vec<_>>()
+        };
+        let mut m = ChannelMetrics::new(0);
+        assert!(!names(&m).iter().any(|n| n.0 == "otwatch_assets_seen"));
+        let ch = Channel {
+            proto: otwatch_models::Proto::Modbus,
+            client: IpAddr::from([10, 0, 0, 1]),
+            server: IpAddr::from([10, 0, 0, 2]),
+            unit: 1,
+        };
+        for _ in 0..3 {
+            m.observe(&Observation::new(
+                1,
+                Arc::from("t"),
+                1,
+                ch,
+                Kind::Request,
+                3,
+            ));
+        }
+        assert_eq!(m.overflow, 0);
+        let got = names(&m);
+        let assets = got
+            .iter()
+            .find(|n| n.0 == "otwatch_assets_seen")
+            .expect("assets");
+        assert!(
+            matches!(assets.1, Some(Value::Number(n)) if n == 2.0),
+            "{got:?}"
+        );
     }
 
     /// A Modbus channel's series carry its unit; an S7 channel's carry no `unit` label (it has
