@@ -1149,4 +1149,91 @@ mod review_tests {
         let ews = silence([10, 0, 0, 7]).expect("a silence");
         assert!(ews > 50.0, "the quiet after its burst: {ews}");
     }
+
+    /// A write the dissector rejected (malformed) in learning does not make its client a
+    /// writer: its real write later is `unauthorized_write`.
+    #[test]
+    fn a_malformed_write_in_learning_makes_no_writer() {
+        let mut engine = learning(60);
+        let mut out = Vec::new();
+        for s in 0..60 {
+            run(
+                &mut engine,
+                exchange(1, 1, 3, f64::from(s), 0, Some(100.0)),
+                &mut out,
+            );
+        }
+        let [mut bad, _] = exchange(1, 1, 6, 30.5, 0, Some(100.0));
+        bad.malformed = Some("byte_count_mismatch");
+        engine.observe(&bad, &mut out);
+        run(
+            &mut engine,
+            exchange(1, 1, 6, 61.5, 0, Some(100.0)),
+            &mut out,
+        );
+        assert!(
+            types(&out).contains(&"unauthorized_write"),
+            "{:?}",
+            types(&out)
+        );
+    }
+
+    /// The latency learned is a sample of the whole learning run, not of its last 8192
+    /// answers: answers of 40 ms for most of learning, then 5 ms, learn a median of 40 ms.
+    #[test]
+    fn the_learned_latency_samples_the_whole_run() {
+        let mut engine = Engine::learning(EngineConfig::default());
+        let mut out = Vec::new();
+        for n in 0..20_000u32 {
+            let t = f64::from(n) * 0.05;
+            let [req, mut resp] = exchange(1, 1, 3, t, 0, None);
+            resp.ts = req.ts + if n < 12_000 { 40 } else { 5 } * NANOS / 1000;
+            run(&mut engine, [req, resp], &mut out);
+        }
+        let baseline = engine.finish(&mut out).expect("a baseline");
+        let l = baseline.channels[0].latency.clone().expect("a latency");
+        assert_eq!(l.samples, 20_000);
+        assert!(
+            (l.p50 - 0.040).abs() < 1e-9 && (l.max - 0.040).abs() < 1e-9,
+            "{l:?}"
+        );
+    }
+
+    /// Learned devices talking over their IPv6 link-local addresses (from their learned
+    /// Ethernet addresses) are not new devices, whichever end receives; a known device's DHCP
+    /// request from 0.0.0.0 is no device at all.
+    #[test]
+    fn link_local_receivers_and_the_unspecified_address_are_no_new_devices() {
+        let mac = |n: u8| [2, 0, 0, 0, 0, n];
+        let mut engine = learning(60);
+        let mut out = Vec::new();
+        for s in 0..60 {
+            let [mut req, mut resp] = exchange(1, 1, 3, f64::from(s), 0, Some(100.0));
+            req.src_mac = Some(mac(1));
+            resp.src_mac = Some(mac(10));
+            run(&mut engine, [req, resp], &mut out);
+        }
+        let ll = |n: u16| IpAddr::from([0xfe80, 0, 0, 0, 0, 0, 0, n]);
+        let [mut req, mut resp] = exchange(1, 1, 3, 61.0, 0, Some(100.0));
+        req.channel.client = ll(1);
+        req.channel.server = ll(10);
+        resp.channel = req.channel;
+        req.src_mac = Some(mac(1));
+        resp.src_mac = Some(mac(10));
+        let dhcp = Channel {
+            proto: Proto::Udp,
+            client: IpAddr::from([0, 0, 0, 0]),
+            server: IpAddr::from([255, 255, 255, 255]),
+            unit: 67,
+        };
+        let mut discover =
+            Observation::new(ms(62.0), Arc::from("t"), 9, dhcp, Kind::Conversation, 0);
+        discover.src_mac = Some(mac(10));
+        run(&mut engine, [req, resp, discover], &mut out);
+        assert!(
+            !types(&out).contains(&"new_asset"),
+            "{:?}",
+            out.iter().map(|a| &a.message).collect::<Vec<_>>()
+        );
+    }
 }

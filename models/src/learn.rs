@@ -110,6 +110,14 @@ fn connection(o: &Observation) -> u32 {
     })
 }
 
+/// A well-mixed 64-bit hash of `x` (splitmix64's finaliser): a reproducible draw.
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// DNP3 functions that get no response: confirm (0), direct operate without acknowledgement
 /// (6), the no-ack freezes (8, 10, 12) and the no-ack authentication request (33).
 fn expects_response(o: &Observation) -> bool {
@@ -494,11 +502,17 @@ impl Learner {
         match o.kind {
             Kind::Request => {
                 c.requests += 1;
-                *c.functions.entry(o.function).or_default() += 1;
-                c.wrote |= o.write;
+                // A request the dissector rejected wrote nothing and used no function the
+                // server knows: learning it would make a fuzzer or a prober a writer, whose
+                // real writes later raise no `unauthorized_write`.
+                let accepted = o.malformed.is_none();
+                if accepted {
+                    *c.functions.entry(o.function).or_default() += 1;
+                    c.wrote |= o.write;
+                }
                 c.awaited += u64::from(c.pending.request(o));
                 c.max_req = c.max_req.max(c.req_rate.add(o.ts));
-                for a in &o.accesses {
+                for a in o.accesses.iter().filter(|_| accepted) {
                     let map = if a.write { &mut c.writes } else { &mut c.reads };
                     let end = a.start.saturating_add(a.count.max(1) - 1);
                     match map.get_mut(&a.space) {
@@ -534,9 +548,15 @@ impl Learner {
                         if c.latencies.len() < MAX_LATENCIES {
                             c.latencies.push(l);
                         } else {
-                            // Keep a spread over the whole learning period.
-                            let i = (c.latency_seen % MAX_LATENCIES as u64) as usize;
-                            c.latencies[i] = l;
+                            // A uniform sample of the whole learning period (reservoir
+                            // sampling): the n-th answer replaces a kept one with probability
+                            // MAX_LATENCIES / n. A ring kept only the last ones, so a learning
+                            // run whose answers sped up at its end learned only the fast ones.
+                            // The draw is a hash of n: the same capture learns the same.
+                            let j = splitmix(c.latency_seen) % c.latency_seen;
+                            if let Some(slot) = c.latencies.get_mut(j as usize) {
+                                *slot = l;
+                            }
                         }
                     }
                 }

@@ -74,11 +74,14 @@ pub(super) fn background(ch: &Channel) -> bool {
 }
 
 /// Broadcast and multicast destinations are not devices. IPv4 `x.x.x.255` is taken for a /24
-/// broadcast, the usual plant subnet.
+/// broadcast, the usual plant subnet. Nor is the unspecified address (0.0.0.0, `::`): a known
+/// device asking DHCP for its address, or an IPv6 duplicate address check, sends from it.
 pub(super) fn is_group_address(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => v4.is_multicast() || v4.is_broadcast() || v4.octets()[3] == 255,
-        IpAddr::V6(v6) => v6.is_multicast(),
+        IpAddr::V4(v4) => {
+            v4.is_multicast() || v4.is_broadcast() || v4.is_unspecified() || v4.octets()[3] == 255
+        }
+        IpAddr::V6(v6) => v6.is_multicast() || v6.is_unspecified(),
     }
 }
 
@@ -255,11 +258,13 @@ impl Detector {
     /// A known device under its IPv6 link-local address: `ip` sent this PDU from an Ethernet
     /// address a learned asset used. A link-local address is never routed, so the Ethernet
     /// address is the device's own, not a router's.
+    /// A link-local address that only receives this PDU is judged when it sends (its own
+    /// Ethernet address then known): a request would flag the server's and its answer the
+    /// client's, both learned devices.
     pub(super) fn known_link_local(&self, o: &Observation, ip: IpAddr) -> bool {
         let IpAddr::V6(v6) = ip else { return false };
         v6.segments()[0] & 0xffc0 == 0xfe80
-            && ip == o.src()
-            && o.src_mac.is_some_and(|m| self.learned_macs.contains(&m))
+            && (ip != o.src() || o.src_mac.is_some_and(|m| self.learned_macs.contains(&m)))
     }
 
     /// What this request adds to its client's scan window, and a scan alert when it is one.
