@@ -40,6 +40,10 @@ pub struct FlowStats {
     pub untracked_packets: u64,
     /// Connections that reused the 5-tuple of an earlier one (new SYN): the old flow was closed.
     pub reused: u64,
+    /// SYNs with a new initial sequence number on an open connection that the server did not
+    /// answer with its SYN-ACK (by the time it answered, or not at all): they changed nothing
+    /// (RFC 5961: such a SYN gets a challenge ACK). A spoofed SYN is one.
+    pub syn_on_open: u64,
     /// Conversations of undissected protocols reported once each (`tcp`/`udp` events).
     pub talkers: u64,
     /// Conversations forgotten because the talker memory was full (reported again if seen
@@ -276,6 +280,7 @@ merge_sums!(FlowStats {
     table_full_drops,
     untracked_packets,
     reused,
+    syn_on_open,
     talkers,
     talkers_full
 });

@@ -137,6 +137,10 @@ pub fn render(report: &ReplayReport, heading: &str) -> String {
         ("evicted to make room (table full)", s.flows.evicted_full),
         ("table full drops", s.flows.table_full_drops),
         ("5-tuple reused", s.flows.reused),
+        (
+            "SYNs on an open connection (held, unanswered)",
+            s.flows.syn_on_open,
+        ),
         ("open at end", report.active_flows_at_end as u64),
         ("packets of untracked flows", s.flows.untracked_packets),
         ("conversations of other protocols", s.flows.talkers),

@@ -367,6 +367,54 @@ fn a_new_connection_starts_afresh(client_syn: bool) {
     );
 }
 
+/// A request sent again at the same place with other bytes (the classic evasion: a first
+/// copy the receiver refuses, for a bad checksum say, then the one it takes) is counted as a
+/// conflict; the first copy stays what was delivered, as Linux keeps it. An exact
+/// retransmission is no conflict.
+#[test]
+fn a_copy_sent_again_with_other_bytes_is_a_conflict() {
+    let mut segs = baseline();
+    let mut other = segs[2].clone();
+    other.data = read_holding_request(101, 1, 4000, 3);
+    assert_eq!(other.data.len(), segs[2].data.len());
+    let exact = segs[4].clone();
+    segs.insert(3, other);
+    segs.insert(6, exact);
+    let dir = scratch("conflict");
+    let path = dir.join("conflict.pcap");
+    write_conversation(&path, true, &segs);
+    let (events, report) = replay_file(&path);
+    assert_eq!(summary(&events), expected(&[], &[]));
+    assert_eq!(report.stats.tcp.retransmitted_segments, 2);
+    assert_eq!(report.stats.tcp.conflicting_overlaps, 1);
+}
+
+/// A SYN with a new sequence number in the middle of an open connection, which the server
+/// does not answer with a SYN-ACK (RFC 5961: a challenge ACK, nothing changes), changes nothing
+/// here either: a spoofed one moved the client's stream 500 000 bytes ahead, and every real
+/// request after it, writes too, was dropped as a retransmission. It is counted.
+#[test]
+fn a_syn_the_server_does_not_answer_leaves_the_open_connection_alone() {
+    let mut packets = conversation_packets(CLIENT_ISN, SERVER_ISN, true, &baseline());
+    let mut syn = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(CLIENT.0, SERVER.0, 64)
+        .tcp(CLIENT.1, SERVER.1, CLIENT_ISN.wrapping_add(500_000), 8192)
+        .syn()
+        .write(&mut syn, &[])
+        .unwrap();
+    // After the handshake and the first exchange.
+    packets.insert(5, syn);
+    let dir = scratch("spoofed-syn");
+    let path = dir.join("syn.pcap");
+    write_pcap(&path, &packets);
+    let (events, report) = replay_file(&path);
+    assert_eq!(summary(&events), expected(&[], &[]));
+    assert_eq!(report.stats.flows.reused, 0);
+    assert_eq!(report.stats.flows.syn_on_open, 1);
+    assert_eq!(report.stats.tcp.retransmitted_segments, 0);
+}
+
 /// Request 1's second half arrives early with its real bytes, then the whole request with a
 /// forged address in that half, starting before it: the bytes held first win there too, and
 /// the conflict is counted.

@@ -105,6 +105,14 @@ pub struct Flow {
     carried_data: bool,
     /// Indexed by [`Dir::index`].
     streams: [TcpStream; 2],
+    /// A SYN with a new initial sequence number on this open connection (its direction's index
+    /// and ISN), held until the other end answers it with a SYN-ACK: a server takes a new
+    /// connection on the 5-tuple only then (RFC 9293 3.10.7.4, RFC 5961 4: a SYN on an
+    /// established connection gets a challenge ACK and changes nothing), and a spoofed SYN that
+    /// moved the stream's position would hide the real client's requests.
+    pending_syn: Option<(usize, u32)>,
+    /// A FIN or a RST was seen: a SYN may open the next connection at once (TIME-WAIT reuse).
+    closing: bool,
 }
 
 /// What the flow table needs to know about the packet in hand.
@@ -251,14 +259,42 @@ impl FlowTable {
         // finish the old one (its data, its protocol state) and start afresh. A SYN-ACK too,
         // for the capture may have missed the client's SYN: the old connection's partial PDU
         // must not be glued to the new one's first.
-        if let Transport::Tcp { flags, seq, .. } = pkt.transport {
+        if let Transport::Tcp {
+            flags, seq, ack, ..
+        } = pkt.transport
+        {
             let dir = direction(flow, sender);
+            flow.closing |= flags.fin || flags.rst;
             if flags.syn && flow.streams[dir.index()].is_new_connection(seq) {
+                // A SYN on a connection that carried data and did not end waits for its answer.
+                if !flags.ack && flow.carried_data && !flow.closing {
+                    // A later SYN replaces an earlier one held (that one went unanswered).
+                    if flow
+                        .pending_syn
+                        .replace((dir.index(), seq))
+                        .is_some_and(|p| p.1 != seq)
+                    {
+                        stats.flows.syn_on_open += 1;
+                    }
+                    return;
+                }
+                // A SYN-ACK answering the held SYN: the new connection is the held SYN's.
+                let answered = flow
+                    .pending_syn
+                    .filter(|&(d, isn)| flags.ack && d != dir.index() && ack == isn.wrapping_add(1))
+                    .map(|p| p.1);
+                if answered.is_some() {
+                    flow.pending_syn = None;
+                }
                 self.next_id += 1;
                 // A probed protocol stays; a SYN's sender is the client, a SYN-ACK's the
                 // server.
                 let probed = flow.probed.map(|(p, _)| (p, !flags.ack));
-                let fresh = new_flow(self.next_id, pkt, sender, receiver, info, probed);
+                let mut fresh = new_flow(self.next_id, pkt, sender, receiver, info, probed);
+                if let Some(isn) = answered {
+                    // The client's stream starts after the held SYN's ISN.
+                    fresh.streams[Dir::ToServer.index()].on_syn(isn);
+                }
                 let old = std::mem::replace(flow, fresh);
                 stats.flows.reused += 1;
                 stats.flows.created += 1;
@@ -380,6 +416,10 @@ fn close_flow(
     stats: &mut Stats,
     sink: &mut dyn EventSink,
 ) {
+    // A SYN held on the open connection that no SYN-ACK answered changed nothing.
+    if flow.pending_syn.is_some() {
+        stats.flows.syn_on_open += 1;
+    }
     let mut ctx = Ctx {
         ts_nanos: flow.last_seen,
         frame: flow.last_frame,
@@ -456,6 +496,8 @@ fn new_flow(
         probed,
         carried_data: false,
         streams: Default::default(),
+        pending_syn: None,
+        closing: false,
     }
 }
 

@@ -4,8 +4,14 @@
 //!   anywhere); the dissector resynchronises on its own framing.
 //! - Zero-copy fast path: a segment that is the next expected one and finds no buffered tail is
 //!   dissected straight from the packet; only the unconsumed tail of a partial PDU is copied.
-//! - Retransmissions are dropped; overlaps are trimmed so the bytes seen first win, both against
-//!   delivered data and between out-of-order segments; differing overlaps are counted.
+//! - Retransmissions are dropped; overlaps are trimmed so the bytes seen first win against
+//!   delivered data and between out-of-order segments, as Linux keeps them. Differing overlaps
+//!   are counted (`conflicting_overlaps`, `otwatch_transport_events_total`): between held
+//!   segments, and a copy of the last segment delivered sent again at its place with other
+//!   bytes (its first 32 compared). Not yet: an in-order segment over bytes held out of order
+//!   is delivered, the held copy trimmed, uncompared (Linux trims the held one too).
+//! - A SYN with a new ISN on an open connection that carried data is held until the other end
+//!   answers it with a SYN-ACK (`flow/mod.rs`); unanswered, it changes nothing.
 //! - Out-of-order segments wait in a buffer keyed by absolute stream offset (no sequence wrap
 //!   issues), bounded per stream and across all streams of the pipeline.
 //! - Gaps: when a buffer bound is hit, when the peer acknowledges bytes the capture never saw, or
@@ -69,7 +75,22 @@ pub struct TcpStream {
     peer_ack: Option<u32>,
     /// Initial sequence number, when the stream's SYN was seen (as opposed to picked up mid-stream).
     isn: Option<u32>,
+    /// The last segment delivered whole: its sequence number, length and first bytes. A copy
+    /// sent again at the same place with other bytes (a write behind a read whose checksum
+    /// the receiver refused, say) is a conflict, counted; the first copy stays delivered.
+    last: Option<LastSegment>,
 }
+
+/// What [`TcpStream::last`] keeps of a segment.
+#[derive(Debug, Clone, Copy)]
+struct LastSegment {
+    seq: u32,
+    len: usize,
+    head: [u8; LAST_HEAD],
+}
+
+/// Bytes of the last segment kept to compare a copy with (a PDU's header and function).
+const LAST_HEAD: usize = 32;
 
 impl TcpStream {
     /// The SYN (or SYN-ACK) of this direction: data starts at `isn + 1`. A repeated SYN with the
@@ -155,6 +176,12 @@ impl TcpStream {
             let behind = rel.unsigned_abs() as usize;
             if behind >= data.len() {
                 ctx.stats.tcp.retransmitted_segments += 1;
+                if let Some(last) = self.last.filter(|l| l.seq == seq && l.len == data.len()) {
+                    let n = data.len().min(LAST_HEAD);
+                    if last.head[..n] != data[..n] {
+                        ctx.stats.tcp.conflicting_overlaps += 1;
+                    }
+                }
                 return;
             }
             ctx.stats.tcp.overlapping_segments += 1;
@@ -162,6 +189,16 @@ impl TcpStream {
             rel = 0;
         }
         if rel == 0 {
+            if data.len() == payload.len() {
+                let mut head = [0; LAST_HEAD];
+                let n = data.len().min(LAST_HEAD);
+                head[..n].copy_from_slice(&data[..n]);
+                self.last = Some(LastSegment {
+                    seq,
+                    len: data.len(),
+                    head,
+                });
+            }
             self.deliver(data, app, ctx, dir);
             self.drain_ooo(app, ctx, dir, false);
             return;

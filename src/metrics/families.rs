@@ -143,6 +143,30 @@ pub fn families(i: &Inputs<'_>) -> Vec<Family> {
         )
         .with(Vec::new(), i.capture_ts as f64 / 1e9),
     );
+    // What the TCP and IP layers saw that an evasion would show: segments sent again with
+    // other bytes, SYNs on open connections, fragments overlapping with other bytes.
+    let mut transport = Family::new(
+        "otwatch_transport_events_total",
+        MetricKind::Counter,
+        "TCP and IP events that an evasion would show, and reassembly's ordinary work, by event.",
+    );
+    for (event, n) in [
+        ("tcp_conflicting_overlap", s.tcp.conflicting_overlaps),
+        ("tcp_overlapping_segment", s.tcp.overlapping_segments),
+        ("tcp_retransmitted_segment", s.tcp.retransmitted_segments),
+        ("tcp_out_of_order_segment", s.tcp.out_of_order_segments),
+        ("tcp_gap", s.tcp.gaps),
+        ("tcp_midstream_pickup", s.tcp.midstream_pickups),
+        ("tcp_syn_on_open_connection", s.flows.syn_on_open),
+        (
+            "ip_fragment_conflicting_overlap",
+            s.defrag.conflicting_overlaps,
+        ),
+        ("ip_fragment_invalid", s.defrag.invalid),
+    ] {
+        transport.push(vec![("event", event.to_string())], n as f64);
+    }
+    out.push(transport);
     let live = i.live.unwrap_or_default();
     let mut drops = Family::new(
         "otwatch_drops_total",
