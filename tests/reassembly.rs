@@ -367,6 +367,30 @@ fn a_new_connection_starts_afresh(client_syn: bool) {
     );
 }
 
+/// A SPAN port hands the server's acknowledgement of two requests over before the first of
+/// them: the hole it acknowledges is skipped from the next packet on, and that packet is the
+/// late request, so nothing is lost (the request was dropped as a retransmission).
+#[test]
+fn an_acknowledgement_ahead_of_its_segment_loses_nothing() {
+    let segs = baseline();
+    // Request 1 before request 0; response 0 (acknowledging both) before request 0.
+    let order = [2, 1, 0, 3];
+    let mut reordered: Vec<Segment> = order.iter().map(|&i| segs[i].clone()).collect();
+    reordered.extend(segs[4..].iter().cloned());
+    let dir = scratch("ack-ahead");
+    let path = dir.join("ack.pcap");
+    write_conversation(&path, true, &reordered);
+    let (events, report) = replay_file(&path);
+    let mut rows = summary(&events);
+    rows.sort();
+    // Every request; response 0, seen before its request, is the one left unmatched.
+    let mut want = expected(&[], &[0]);
+    want.sort();
+    assert_eq!(rows, want);
+    assert_eq!(report.stats.tcp.gaps, 0);
+    assert_eq!(report.stats.tcp.retransmitted_segments, 0);
+}
+
 /// A request sent again at the same place with other bytes (the classic evasion: a first
 /// copy the receiver refuses, for a bad checksum say, then the one it takes) is counted as a
 /// conflict; the first copy stays what was delivered, as Linux keeps it. An exact

@@ -75,6 +75,12 @@ pub struct TcpStream {
     peer_ack: Option<u32>,
     /// Initial sequence number, when the stream's SYN was seen (as opposed to picked up mid-stream).
     isn: Option<u32>,
+    /// The packet (frame, time) that first found the hole before the held data acknowledged:
+    /// the hole is skipped from the next packet on, not at once. A SPAN port may hand the
+    /// peer's acknowledgement over before the segment it acknowledges; skipping at once lost
+    /// that segment as a retransmission when it came, and a spoofed acknowledgement did the same
+    /// to every reordering.
+    acked_hole: Option<(u64, i64)>,
     /// The last segment delivered whole: its sequence number, length and first bytes. A copy
     /// sent again at the same place with other bytes (a write behind a read whose checksum
     /// the receiver refused, say) is a conflict, counted; the first copy stays delivered.
@@ -130,10 +136,21 @@ impl TcpStream {
         {
             let first_seq = next.wrapping_add((first - self.next_off) as u32);
             // The peer has everything up to the data we hold: the hole before it was sent and
-            // received, just not captured. It will never come; stop waiting for it.
+            // received, just not captured. It will never come; stop waiting for it, from the
+            // next packet on (it may be that segment, handed over late).
             if seq_diff(ack, first_seq) < 0 {
                 break;
             }
+            let here = (ctx.frame, ctx.ts_nanos);
+            match self.acked_hole {
+                Some(noticed) if noticed != here => {}
+                Some(_) => break,
+                None => {
+                    self.acked_hole = Some(here);
+                    break;
+                }
+            }
+            self.acked_hole = None;
             self.skip_gap(app, ctx, dir);
         }
     }
@@ -189,6 +206,8 @@ impl TcpStream {
             rel = 0;
         }
         if rel == 0 {
+            // A hole filled is no hole to skip.
+            self.acked_hole = None;
             if data.len() == payload.len() {
                 let mut head = [0; LAST_HEAD];
                 let n = data.len().min(LAST_HEAD);
