@@ -330,7 +330,8 @@ impl FlowTable {
                     this.on_syn(seq);
                 }
                 if flags.ack {
-                    peer.on_peer_ack(ack, &mut flow.app, &mut ctx, peer_dir);
+                    let answer = !payload.is_empty();
+                    peer.on_peer_ack(ack, answer, &mut flow.app, &mut ctx, peer_dir);
                 }
                 this.on_segment(seq, flags.syn, payload, &mut flow.app, &mut ctx, dir);
             }

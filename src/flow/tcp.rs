@@ -123,14 +123,25 @@ impl TcpStream {
 
     /// The peer acknowledged everything before `ack`. Bytes acknowledged but never captured are a
     /// capture loss: once later data is waiting, skip the hole instead of waiting for it.
-    pub fn on_peer_ack(&mut self, ack: u32, app: &mut App, ctx: &mut Ctx<'_>, dir: Dir) {
+    /// `answer`: the acknowledgement came with data of the peer's (an answer, which the
+    /// acknowledged bytes came before): the hole is skipped at once, so that what waited behind
+    /// it is dissected before the answer. A bare acknowledgement gives the late segment one
+    /// packet to come.
+    pub fn on_peer_ack(
+        &mut self,
+        ack: u32,
+        answer: bool,
+        app: &mut App,
+        ctx: &mut Ctx<'_>,
+        dir: Dir,
+    ) {
         if self.peer_ack.is_none_or(|p| seq_diff(ack, p) > 0) {
             self.peer_ack = Some(ack);
         }
-        self.skip_acked_holes(app, ctx, dir);
+        self.skip_acked_holes(answer, app, ctx, dir);
     }
 
-    fn skip_acked_holes(&mut self, app: &mut App, ctx: &mut Ctx<'_>, dir: Dir) {
+    fn skip_acked_holes(&mut self, at_once: bool, app: &mut App, ctx: &mut Ctx<'_>, dir: Dir) {
         while let (Some(ack), Some(next), Some((&first, _))) =
             (self.peer_ack, self.next_seq, self.ooo.first_key_value())
         {
@@ -143,6 +154,7 @@ impl TcpStream {
             }
             let here = (ctx.frame, ctx.ts_nanos);
             match self.acked_hole {
+                _ if at_once => {}
                 Some(noticed) if noticed != here => {}
                 Some(_) => break,
                 None => {
@@ -235,7 +247,7 @@ impl TcpStream {
             ctx.stats.tcp.ooo_bound_gaps += 1;
             self.skip_gap(app, ctx, dir);
         }
-        self.skip_acked_holes(app, ctx, dir);
+        self.skip_acked_holes(false, app, ctx, dir);
     }
 
     /// Buffer an out-of-order segment. Bytes already held win over a later copy wherever the
