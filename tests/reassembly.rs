@@ -429,6 +429,27 @@ fn a_copy_sent_again_with_other_bytes_is_a_conflict() {
     assert_eq!(report.stats.tcp.conflicting_overlaps, 1);
 }
 
+/// Request 1 held out of order, then one in-order segment carrying request 0 and another
+/// request 1 over the held bytes: the in-order segment is delivered (the held copy trimmed,
+/// as Linux trims its queued one) and the difference is counted as a conflict.
+#[test]
+fn an_in_order_segment_over_other_held_bytes_is_a_conflict() {
+    let segs = baseline();
+    let (q0, q1) = (segs[0].data.clone(), segs[2].data.clone());
+    let other = read_holding_request(101, 1, 4000, 3);
+    let both = Segment {
+        data: [q0.clone(), other].concat(),
+        ..segs[0].clone()
+    };
+    let mut reordered = vec![segs[2].clone(), both];
+    reordered.extend(segs[1..].iter().filter(|s| s.data != q1).cloned());
+    let dir = scratch("held-conflict");
+    let path = dir.join("held.pcap");
+    write_conversation(&path, true, &reordered);
+    let (_, report) = replay_file(&path);
+    assert_eq!(report.stats.tcp.conflicting_overlaps, 1);
+}
+
 /// A SYN with a new sequence number in the middle of an open connection, which the server
 /// does not answer with a SYN-ACK (RFC 5961: a challenge ACK, nothing changes), changes nothing
 /// here either: a spoofed one moved the client's stream 500 000 bytes ahead, and every real

@@ -8,8 +8,8 @@
 //!   delivered data and between out-of-order segments, as Linux keeps them. Differing overlaps
 //!   are counted (`conflicting_overlaps`, `otwatch_transport_events_total`): between held
 //!   segments, and a copy of the last segment delivered sent again at its place with other
-//!   bytes (its first 32 compared). Not yet: an in-order segment over bytes held out of order
-//!   is delivered, the held copy trimmed, uncompared (Linux trims the held one too).
+//!   bytes (its first 32 compared), and an in-order segment over bytes held out of order (it
+//!   is delivered and the held copy trimmed, as Linux trims its queued one).
 //! - A SYN with a new ISN on an open connection that carried data is held until the other end
 //!   answers it with a SYN-ACK (`flow/mod.rs`); unanswered, it changes nothing.
 //! - Out-of-order segments wait in a buffer keyed by absolute stream offset (no sequence wrap
@@ -220,6 +220,12 @@ impl TcpStream {
         if rel == 0 {
             // A hole filled is no hole to skip.
             self.acked_hole = None;
+            // Bytes held out of order that this in-order segment covers too: it is delivered
+            // and they are trimmed (as Linux trims its queued copy); other bytes there are a
+            // conflict, counted.
+            if !self.ooo.is_empty() && self.differs_from_held(data) {
+                ctx.stats.tcp.conflicting_overlaps += 1;
+            }
             if data.len() == payload.len() {
                 let mut head = [0; LAST_HEAD];
                 let n = data.len().min(LAST_HEAD);
@@ -248,6 +254,16 @@ impl TcpStream {
             self.skip_gap(app, ctx, dir);
         }
         self.skip_acked_holes(false, app, ctx, dir);
+    }
+
+    /// Whether `data`, about to be delivered at the stream's position, differs from bytes held
+    /// out of order where the two overlap.
+    fn differs_from_held(&self, data: &[u8]) -> bool {
+        let (off, end) = (self.next_off, self.next_off + data.len() as u64);
+        self.ooo.range(off..end).any(|(&k, held)| {
+            let to = end.min(k + held.data.len() as u64);
+            held.data[..(to - k) as usize] != data[(k - off) as usize..(to - off) as usize]
+        })
     }
 
     /// Buffer an out-of-order segment. Bytes already held win over a later copy wherever the
