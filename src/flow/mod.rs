@@ -264,7 +264,9 @@ impl FlowTable {
         } = pkt.transport
         {
             let dir = direction(flow, sender);
-            flow.closing |= flags.fin || flags.rst;
+            if flags.fin || flags.rst {
+                flow.closing = true;
+            }
             if flags.syn && flow.streams[dir.index()].is_new_connection(seq) {
                 // A SYN on a connection that carried data and did not end waits for its answer.
                 if !flags.ack && flow.carried_data && !flow.closing {

@@ -8,7 +8,7 @@
 //!   delivered data and between out-of-order segments, as Linux keeps them. Differing overlaps
 //!   are counted (`conflicting_overlaps`, `otwatch_transport_events_total`): between held
 //!   segments, and a copy of the last segment delivered sent again at its place with other
-//!   bytes (its first 32 compared), and an in-order segment over bytes held out of order (it
+//!   bytes (its first and last 16 compared), and an in-order segment over bytes held out of order (it
 //!   is delivered and the held copy trimmed, as Linux trims its queued one).
 //! - A SYN with a new ISN on an open connection that carried data is held until the other end
 //!   answers it with a SYN-ACK (`flow/mod.rs`); unanswered, it changes nothing.
@@ -81,22 +81,45 @@ pub struct TcpStream {
     /// that segment as a retransmission when it came, and a spoofed acknowledgement did the same
     /// to every reordering.
     acked_hole: Option<(u64, i64)>,
-    /// The last segment delivered whole: its sequence number, length and first bytes. A copy
+    /// The last segment delivered whole: its sequence number, length and a sample of its bytes. A copy
     /// sent again at the same place with other bytes (a write behind a read whose checksum
     /// the receiver refused, say) is a conflict, counted; the first copy stays delivered.
     last: Option<LastSegment>,
 }
 
-/// What [`TcpStream::last`] keeps of a segment.
+/// What [`TcpStream::last`] keeps of a segment: its place, its length and a sample of its
+/// bytes ([`sample`]).
 #[derive(Debug, Clone, Copy)]
 struct LastSegment {
     seq: u32,
     len: usize,
-    head: [u8; LAST_HEAD],
+    sample: [u64; 4],
 }
 
-/// Bytes of the last segment kept to compare a copy with (a PDU's header and function).
-const LAST_HEAD: usize = 32;
+/// The first and last 16 bytes of a segment as four words (all of a segment of up to 32 bytes,
+/// which most OT requests are; a PDU's header, function and addresses, and its end): a few
+/// loads per delivered segment, no copy.
+#[inline]
+fn sample(d: &[u8]) -> [u64; 4] {
+    let word = |at: usize| -> u64 {
+        match d.get(at..at + 8) {
+            Some(w) => u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]),
+            // Shorter than a word: byte by byte (rare).
+            None => d
+                .iter()
+                .skip(at)
+                .take(8)
+                .fold(0u64, |acc, &b| acc << 8 | u64::from(b)),
+        }
+    };
+    let n = d.len();
+    [
+        word(0),
+        word(8.min(n)),
+        word(n.saturating_sub(16)),
+        word(n.saturating_sub(8)),
+    ]
+}
 
 impl TcpStream {
     /// The SYN (or SYN-ACK) of this direction: data starts at `isn + 1`. A repeated SYN with the
@@ -127,6 +150,7 @@ impl TcpStream {
     /// acknowledged bytes came before): the hole is skipped at once, so that what waited behind
     /// it is dissected before the answer. A bare acknowledgement gives the late segment one
     /// packet to come.
+    #[inline]
     pub fn on_peer_ack(
         &mut self,
         ack: u32,
@@ -138,7 +162,10 @@ impl TcpStream {
         if self.peer_ack.is_none_or(|p| seq_diff(ack, p) > 0) {
             self.peer_ack = Some(ack);
         }
-        self.skip_acked_holes(answer, app, ctx, dir);
+        // Mostly nothing is held: no hole to skip.
+        if !self.ooo.is_empty() {
+            self.skip_acked_holes(answer, app, ctx, dir);
+        }
     }
 
     fn skip_acked_holes(&mut self, at_once: bool, app: &mut App, ctx: &mut Ctx<'_>, dir: Dir) {
@@ -206,8 +233,7 @@ impl TcpStream {
             if behind >= data.len() {
                 ctx.stats.tcp.retransmitted_segments += 1;
                 if let Some(last) = self.last.filter(|l| l.seq == seq && l.len == data.len()) {
-                    let n = data.len().min(LAST_HEAD);
-                    if last.head[..n] != data[..n] {
+                    if last.sample != sample(data) {
                         ctx.stats.tcp.conflicting_overlaps += 1;
                     }
                 }
@@ -227,13 +253,10 @@ impl TcpStream {
                 ctx.stats.tcp.conflicting_overlaps += 1;
             }
             if data.len() == payload.len() {
-                let mut head = [0; LAST_HEAD];
-                let n = data.len().min(LAST_HEAD);
-                head[..n].copy_from_slice(&data[..n]);
                 self.last = Some(LastSegment {
                     seq,
                     len: data.len(),
-                    head,
+                    sample: sample(data),
                 });
             }
             self.deliver(data, app, ctx, dir);
