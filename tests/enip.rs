@@ -944,3 +944,30 @@ fn enip_replies_are_matched_and_their_latency_is_tsharks() {
     assert!((latency.p50 - 0.003535).abs() < 1e-6, "{latency:?}");
     assert!((latency.max - 0.010432).abs() < 1e-6, "{latency:?}");
 }
+
+/// An encapsulation error reply without data (a bad session handle, what a PLC that restarted
+/// answers) answers its SendRRData request: they share the sender context, and detection
+/// matches them (it raised `response_timeout` for requests answered within milliseconds).
+#[test]
+fn enip_an_error_reply_answers_its_request() {
+    // Get_Attribute_Single of the Identity object's vendor (class 1, instance 1, attribute 1).
+    let get = [0x0e, 0x03, 0x20, 0x01, 0x24, 0x01, 0x30, 0x01];
+    let mut request = encap(0x6f, 7, &send_rr(&[&get]));
+    request[12..20].copy_from_slice(&42u64.to_le_bytes());
+    let mut reply = encap(0x6f, 7, &[]);
+    reply[8..12].copy_from_slice(&0x64u32.to_le_bytes());
+    reply[12..20].copy_from_slice(&42u64.to_le_bytes());
+    let packets = tcp_conversation(44818, true, &[(0, true, request), (2, false, reply)]);
+    let events = replay_packets("enip-error-reply", &packets);
+    let obs: Vec<_> = events
+        .iter()
+        .filter_map(otwatch::detection::observe::observe)
+        .filter(|o| o.channel.proto == otwatch_models::Proto::Enip)
+        .map(|o| (o.kind, o.corr, o.exception))
+        .collect();
+    use otwatch_models::Kind;
+    assert_eq!(obs.len(), 2, "{obs:?}");
+    assert_eq!((obs[0].0, obs[1].0), (Kind::Request, Kind::Response));
+    assert!(obs[0].1.is_some() && obs[0].1 == obs[1].1, "{obs:?}");
+    assert!(obs[1].2, "the error reply is an exception");
+}

@@ -157,6 +157,9 @@ fn trailing_bytes_after_a_gzip_capture_are_corruption_not_truncation() {
         .collect();
     let cut = dir.join("cut.pcap.gz");
     std::fs::write(&cut, &whole[..whole.len() - 6]).unwrap();
+    // A second member cut after its first byte is cut short too.
+    let lone = dir.join("lone.pcap.gz");
+    std::fs::write(&lone, [&whole[..], &[0x1f]].concat()).unwrap();
     let packets = {
         let (code, err, _) = run_measured(&["replay", capture.to_str().unwrap()]);
         assert_eq!(code, Some(0), "{err}");
@@ -184,12 +187,15 @@ fn trailing_bytes_after_a_gzip_capture_are_corruption_not_truncation() {
                 "every packet read: {packets}\n{err}"
             );
         }
-        let (code, err, _) = run_measured(&["replay", "--workers", workers, cut.to_str().unwrap()]);
-        assert_ne!(code, Some(0), "{err}");
-        assert!(
-            err.contains("truncated at") && err.contains("cut short"),
-            "{err}"
-        );
+        for cut in [&cut, &lone] {
+            let (code, err, _) =
+                run_measured(&["replay", "--workers", workers, cut.to_str().unwrap()]);
+            assert_ne!(code, Some(0), "{err}");
+            assert!(
+                err.contains("truncated at") && err.contains("cut short"),
+                "{err}"
+            );
+        }
     }
     let _ = std::fs::remove_dir_all(dir);
 }

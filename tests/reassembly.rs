@@ -822,3 +822,177 @@ fn a_stream_picked_up_again_far_away_is_not_dropped_or_waited_for() {
         );
     }
 }
+
+/// One TCP packet between CLIENT and SERVER: from the server's end (port 502) or the client's,
+/// with its sequence number, its acknowledgement (if any), SYN and RST, and payload.
+fn tcp_packet(
+    from_server: bool,
+    seq: u32,
+    ack: Option<u32>,
+    syn: bool,
+    rst: bool,
+    payload: &[u8],
+) -> Vec<u8> {
+    let (src, dst) = if from_server {
+        (SERVER, CLIENT)
+    } else {
+        (CLIENT, SERVER)
+    };
+    let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(src.0, dst.0, 64)
+        .tcp(src.1, dst.1, seq, 8192);
+    let b = if syn { b.syn() } else { b };
+    let b = if rst { b.rst() } else { b };
+    let b = match ack {
+        Some(a) => b.ack(a),
+        None => b,
+    };
+    let mut out = Vec::new();
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
+/// A held SYN opens its connection when its SYN-ACK comes, when the capture missed the SYN-ACK
+/// but the new connection's first data starts right after the SYN's ISN, and when the SYN is
+/// sent again after a challenge ACK and a RST (no SYN left unanswered then); the device on port
+/// 502 that dialled out keeps its own stream's start.
+#[test]
+fn a_held_syn_opens_its_connection_by_its_answer_or_its_first_data() {
+    let n = 2 * N as usize;
+    // 1. The SYN-ACK was not captured: the new connection's data, from an ISN behind the old
+    // stream's position (a stack that reused its ISN after a reboot).
+    let mut packets = conversation_packets(CLIENT_ISN, SERVER_ISN, true, &baseline());
+    let isn = CLIENT_ISN.wrapping_sub(50_000);
+    packets.push(tcp_packet(false, isn, None, true, false, &[]));
+    let mut second = conversation_packets(isn, 0x0900_0000, true, &baseline());
+    second.drain(..2); // the SYN (pushed above) and the SYN-ACK (missed)
+    packets.extend(second);
+    // 2. A SYN with a new ISN, the server's challenge ACK, the client's RST, the same SYN
+    // again, then its handshake and data.
+    let isn2 = 0x2000_0000;
+    let third = conversation_packets(isn2, 0x0a00_0000, true, &baseline());
+    packets.push(third[0].clone());
+    packets.push(tcp_packet(
+        true,
+        0x0900_0001,
+        Some(isn.wrapping_add(1)),
+        false,
+        false,
+        &[],
+    ));
+    packets.push(tcp_packet(
+        false,
+        isn.wrapping_add(1),
+        None,
+        false,
+        true,
+        &[],
+    ));
+    packets.extend(third);
+    let dir = scratch("held-syn");
+    let path = dir.join("held.pcap");
+    write_pcap(&path, &packets);
+    let (events, report) = replay_file(&path);
+    assert_eq!(events.len(), 3 * n, "every PDU of the three connections");
+    assert_eq!(report.stats.flows.syn_on_open, 0);
+    assert_eq!(report.stats.flows.reused, 2);
+    assert_eq!(report.stats.tcp.retransmitted_segments, 0);
+    // 3. The device on port 502 sends the SYN of the next connection (it dialled out), the
+    // other end answers: both streams start at their ISNs, no mid-stream pickup.
+    let mut packets = conversation_packets(CLIENT_ISN, SERVER_ISN, true, &baseline());
+    let (s_isn, c_isn) = (0x3000_0000u32, 0x4000_0000u32);
+    packets.push(tcp_packet(true, s_isn, None, true, false, &[]));
+    packets.push(tcp_packet(
+        false,
+        c_isn,
+        Some(s_isn.wrapping_add(1)),
+        true,
+        false,
+        &[],
+    ));
+    packets.push(tcp_packet(
+        true,
+        s_isn.wrapping_add(1),
+        Some(c_isn.wrapping_add(1)),
+        false,
+        false,
+        &response(0),
+    ));
+    packets.push(tcp_packet(
+        false,
+        c_isn.wrapping_add(1),
+        Some(s_isn.wrapping_add(1)),
+        false,
+        false,
+        &request(1),
+    ));
+    let path = dir.join("dialout.pcap");
+    write_pcap(&path, &packets);
+    let (events, report) = replay_file(&path);
+    assert_eq!(events.len(), n + 2);
+    assert_eq!(report.stats.tcp.midstream_pickups, 0);
+    assert_eq!(report.stats.flows.reused, 1);
+}
+
+/// A hole the server acknowledged with a bare ACK, on a connection that then goes quiet: the
+/// data behind it is dissected at the next sweep (10 s of capture time), not when the flow
+/// idles out ten minutes later.
+#[test]
+fn a_hole_acknowledged_on_a_quiet_connection_is_skipped_at_the_next_sweep() {
+    let segs = baseline();
+    let (l0, l1) = (segs[0].data.len(), segs[2].data.len());
+    // Request 0 lost; request 1 held; a bare ACK of both; then silence on this connection
+    // while another one (other ports) keeps the capture's clock going for a minute.
+    let mut packets: Vec<(std::time::Duration, Vec<u8>)> = Vec::new();
+    let t = |ms: u64| std::time::Duration::from_millis(1_700_000_000_000 + ms);
+    let c1 = CLIENT_ISN.wrapping_add(1);
+    for p in conversation_packets(CLIENT_ISN, SERVER_ISN, true, &[]) {
+        packets.push((t(0), p));
+    }
+    packets.push((
+        t(0),
+        tcp_packet(
+            false,
+            c1.wrapping_add(l0 as u32),
+            Some(SERVER_ISN + 1),
+            false,
+            false,
+            &segs[2].data,
+        ),
+    ));
+    packets.push((
+        t(1),
+        tcp_packet(
+            true,
+            SERVER_ISN + 1,
+            Some(c1.wrapping_add((l0 + l1) as u32)),
+            false,
+            false,
+            &[],
+        ),
+    ));
+    for i in 0..60u64 {
+        let mut other = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 3], [2, 0, 0, 0, 0, 2])
+            .ipv4([10, 0, 0, 3], SERVER.0, 64)
+            .tcp(40000, 502, 1000 + 12 * i as u32, 8192)
+            .write(&mut other, &read_holding_request(i as u16, 1, 0, 1))
+            .unwrap();
+        packets.push((t(1000 * (i + 1)), other));
+    }
+    let dir = scratch("quiet-hole");
+    let path = dir.join("quiet.pcap");
+    common::write_pcap_at(&path, &packets);
+    let (events, _) = replay_file(&path);
+    let at = events
+        .iter()
+        .position(|e| e.src_port == CLIENT.1)
+        .expect("request 1");
+    // The other connection's requests come one a second: the sweep 10 s on comes after
+    // about ten of them, the flow's idling out after all 60.
+    assert!(
+        (5..20).contains(&at),
+        "dissected at the sweep after 10 s: event {at} of {}",
+        events.len()
+    );
+}

@@ -1049,6 +1049,25 @@ mod review_tests {
             exchange(1, 1, 3, 62.0, 0, Some(9000.0)),
             &mut out,
         );
+        // Back to normal, then a read excursion of its own: another occurrence of the read
+        // cause (the read-back above was none).
+        run(
+            &mut engine,
+            exchange(1, 1, 3, 63.0, 0, Some(101.0)),
+            &mut out,
+        );
+        run(
+            &mut engine,
+            exchange(1, 1, 3, 64.0, 0, Some(9999.0)),
+            &mut out,
+        );
+        let mut end = Vec::new();
+        engine.finish(&mut end);
+        let read_count = end
+            .iter()
+            .find(|a| a.r#type == "value_out_of_range" && a.severity == Severity::Medium)
+            .map(|a| a.count);
+        assert_eq!(read_count, Some(2), "the 500 and the 9999 reads");
         let values: Vec<_> = out
             .iter()
             .filter(|a| a.r#type == "value_out_of_range")

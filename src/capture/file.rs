@@ -137,6 +137,10 @@ impl Read for Members {
             if rest.is_empty() {
                 return Ok(0);
             }
+            // A lone 0x1f: a member cut after its first byte.
+            if rest == [0x1f] {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
             if !rest.starts_with(&[0x1f, 0x8b]) {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,

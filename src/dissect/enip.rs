@@ -646,6 +646,12 @@ impl EnipFlow {
             ..Default::default()
         };
         let request = dir == Dir::ToServer;
+        // An unconnected request and its reply share the sender context, an error reply
+        // without data too (a bad session handle after a restart): it answers its request.
+        if encap.command == Command::SEND_RR_DATA {
+            let key = u64::from_le_bytes(encap.context);
+            ev.corr = Some((key ^ key >> 32) as u32);
+        }
         if encap.status != 0 {
             // An encapsulation error reply (bad session, unsupported command): an exception,
             // whatever it carries.
@@ -1013,6 +1019,7 @@ pub fn observe(
                 );
                 o.function_name = p.command_name;
                 o.exception = true;
+                o.corr = p.corr;
                 return Some(o);
             }
         }

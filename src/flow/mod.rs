@@ -113,6 +113,8 @@ pub struct Flow {
     pending_syn: Option<(usize, u32)>,
     /// A FIN or a RST was seen: a SYN may open the next connection at once (TIME-WAIT reuse).
     closing: bool,
+    /// In [`FlowTable::holes_waiting`].
+    hole_listed: bool,
 }
 
 /// What the flow table needs to know about the packet in hand.
@@ -140,6 +142,10 @@ pub struct FlowTable {
     /// away finds nothing idle, and skips its scan of the table.
     seen_since: i64,
     next_id: u64,
+    /// Flows with a hole the peer acknowledged that waits for the flow's next packet: skipped
+    /// at the next sweep if none came (a flow that went quiet after a bare acknowledgement
+    /// would hold the data behind the hole until it idled out).
+    holes_waiting: Vec<FlowKey>,
 }
 
 impl Default for FlowTable {
@@ -159,6 +165,7 @@ impl FlowTable {
             last_sweep: i64::MIN,
             seen_since: i64::MAX,
             next_id: 0,
+            holes_waiting: Vec::new(),
         }
     }
 
@@ -260,14 +267,33 @@ impl FlowTable {
         // for the capture may have missed the client's SYN: the old connection's partial PDU
         // must not be glued to the new one's first.
         if let Transport::Tcp {
-            flags, seq, ack, ..
+            flags,
+            seq,
+            ack,
+            payload,
+            ..
         } = pkt.transport
         {
             let dir = direction(flow, sender);
             if flags.fin || flags.rst {
                 flow.closing = true;
             }
-            if flags.syn && flow.streams[dir.index()].is_new_connection(seq) {
+            // The held SYN's first data, right after its ISN: the connection it opened, whose
+            // SYN-ACK the capture missed.
+            let opened = flow.pending_syn.filter(|&(d, isn)| {
+                !flags.syn && d == dir.index() && !payload.is_empty() && seq == isn.wrapping_add(1)
+            });
+            if let Some((_, isn)) = opened {
+                flow.pending_syn = None;
+                self.next_id += 1;
+                let mut fresh = new_flow(self.next_id, pkt, sender, receiver, info, flow.probed);
+                let d = direction(&fresh, sender).index();
+                fresh.streams[d].on_syn(isn);
+                let old = std::mem::replace(flow, fresh);
+                stats.flows.reused += 1;
+                stats.flows.created += 1;
+                close_flow(old, &mut self.shared, stats, sink);
+            } else if flags.syn && flow.streams[dir.index()].is_new_connection(seq) {
                 // A SYN on a connection that carried data and did not end waits for its answer.
                 if !flags.ack && flow.carried_data && !flow.closing {
                     // A later SYN replaces an earlier one held (that one went unanswered).
@@ -285,7 +311,13 @@ impl FlowTable {
                     .pending_syn
                     .filter(|&(d, isn)| flags.ack && d != dir.index() && ack == isn.wrapping_add(1))
                     .map(|p| p.1);
-                if answered.is_some() {
+                // The held SYN sent again (after a challenge ACK and a RST): the connection it
+                // opens is the held one's, no SYN left unanswered.
+                if answered.is_some()
+                    || flow
+                        .pending_syn
+                        .is_some_and(|(d, isn)| !flags.ack && d == dir.index() && isn == seq)
+                {
                     flow.pending_syn = None;
                 }
                 self.next_id += 1;
@@ -294,8 +326,11 @@ impl FlowTable {
                 let probed = flow.probed.map(|(p, _)| (p, !flags.ack));
                 let mut fresh = new_flow(self.next_id, pkt, sender, receiver, info, probed);
                 if let Some(isn) = answered {
-                    // The client's stream starts after the held SYN's ISN.
-                    fresh.streams[Dir::ToServer.index()].on_syn(isn);
+                    // The stream of the held SYN's sender (this SYN-ACK's receiver: the client
+                    // by the SYN, or the server when a device on a well-known port dialled out)
+                    // starts after its ISN.
+                    let d = direction(&fresh, receiver).index();
+                    fresh.streams[d].on_syn(isn);
                 }
                 let old = std::mem::replace(flow, fresh);
                 stats.flows.reused += 1;
@@ -336,6 +371,10 @@ impl FlowTable {
                     peer.on_peer_ack(ack, answer, &mut flow.app, &mut ctx, peer_dir);
                 }
                 this.on_segment(seq, flags.syn, payload, &mut flow.app, &mut ctx, dir);
+                if (this.hole_waits() || peer.hole_waits()) && !flow.hole_listed {
+                    flow.hole_listed = true;
+                    self.holes_waiting.push(key);
+                }
             }
         }
     }
@@ -367,6 +406,25 @@ impl FlowTable {
     /// Evict idle flows (oldest first), flushing their streams.
     pub fn sweep(&mut self, now: i64, stats: &mut Stats, sink: &mut dyn EventSink) {
         self.last_sweep = now;
+        for key in std::mem::take(&mut self.holes_waiting) {
+            let Some(flow) = self.flows.get_mut(&key) else {
+                continue;
+            };
+            flow.hole_listed = false;
+            let mut ctx = Ctx {
+                ts_nanos: flow.last_seen,
+                frame: flow.last_frame,
+                source: &flow.source,
+                endpoints: &flow.endpoints,
+                macs: None,
+                shared: &mut self.shared,
+                stats,
+                sink,
+            };
+            let [to_server, to_client] = &mut flow.streams;
+            to_server.skip_waiting_hole(&mut flow.app, &mut ctx, Dir::ToServer);
+            to_client.skip_waiting_hole(&mut flow.app, &mut ctx, Dir::ToClient);
+        }
         let timeout = self.idle_timeout;
         // Busy flows only grow newer: while the oldest is within the timeout, no scan (on a
         // site whose flows all stay busy, one scan in 60 instead of one every 10 s).
@@ -501,6 +559,7 @@ fn new_flow(
         streams: Default::default(),
         pending_syn: None,
         closing: false,
+        hole_listed: false,
     }
 }
 

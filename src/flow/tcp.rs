@@ -140,6 +140,19 @@ impl TcpStream {
         }
     }
 
+    /// A hole the peer acknowledged waits for the next packet (or the next sweep) to be skipped.
+    pub fn hole_waits(&self) -> bool {
+        self.acked_hole.is_some()
+    }
+
+    /// Skips a hole that waited since the last sweep: the flow got no packet since.
+    pub fn skip_waiting_hole(&mut self, app: &mut App, ctx: &mut Ctx<'_>, dir: Dir) {
+        if self.acked_hole.is_some() {
+            self.skip_acked_holes(true, app, ctx, dir);
+            self.acked_hole = None;
+        }
+    }
+
     pub fn is_idle(&self) -> bool {
         self.tail.is_empty() && self.ooo.is_empty()
     }

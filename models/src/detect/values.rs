@@ -323,13 +323,14 @@ pub(super) fn check_values_now(
                 continue;
             }
             // A write of a point is another cause than a read of it: an attacker's write is
-            // not folded into an earlier glitch the point read. A read of what a flagged write
-            // put there is that write's effect, not a cause of its own.
+            // not folded into an earlier glitch the point read.
             let key = |write: bool| {
                 let extra = u64::from(acc.space) << 33 | u64::from(write) << 32 | u64::from(addr);
                 AlertKey::point("value_out_of_range", ch, extra)
             };
-            if !acc.write && raised.contains(&key(true)) {
+            // The read of what a flagged write put there: the point still holds the value it
+            // was last given (a later excursion, after a normal reading, is alerted).
+            if !acc.write && previous == Some(v) && raised.contains(&key(true)) {
                 continue;
             }
             let margin = p.soft;
