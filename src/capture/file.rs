@@ -219,21 +219,35 @@ fn gzip_error(e: &std::io::Error) -> String {
 /// The error a broken gzip stream leaves, after the `offset` bytes that decompressed cleanly:
 /// truncated when the compressed file ends too soon, corrupt when its bytes are wrong.
 fn gzip_failure(path: &Path, e: &std::io::Error, offset: u64) -> CaptureError {
-    let (path, packets) = (path.to_owned(), 0);
     let detail = format!("{}; the offset is in the decompressed data", gzip_error(e));
-    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        CaptureError::Truncated {
-            path,
-            offset,
-            packets,
-            detail,
-        }
-    } else {
-        CaptureError::Corrupt {
-            path,
-            offset,
-            packets,
-            detail,
+    let truncated = e.kind() == std::io::ErrorKind::UnexpectedEof;
+    CaptureError::damaged(truncated, path.to_owned(), offset, 0, detail)
+}
+
+impl CaptureError {
+    /// A file damaged at `offset` after `packets` packets: truncated (it ends too soon) or
+    /// corrupt (its bytes are wrong).
+    fn damaged(
+        truncated: bool,
+        path: PathBuf,
+        offset: u64,
+        packets: u64,
+        detail: String,
+    ) -> CaptureError {
+        if truncated {
+            CaptureError::Truncated {
+                path,
+                offset,
+                packets,
+                detail,
+            }
+        } else {
+            CaptureError::Corrupt {
+                path,
+                offset,
+                packets,
+                detail,
+            }
         }
     }
 }
@@ -552,26 +566,8 @@ impl FileCursor {
             }
         }
         self.done = true;
-        let (path, offset, packets) = (
-            self.path.clone(),
-            self.base + self.offset as u64,
-            self.packets,
-        );
-        if truncated {
-            CaptureError::Truncated {
-                path,
-                offset,
-                packets,
-                detail,
-            }
-        } else {
-            CaptureError::Corrupt {
-                path,
-                offset,
-                packets,
-                detail,
-            }
-        }
+        let offset = self.base + self.offset as u64;
+        CaptureError::damaged(truncated, self.path.clone(), offset, self.packets, detail)
     }
 
     fn finish<'a>(&mut self) -> Option<Result<Packet<'a>, CaptureError>> {

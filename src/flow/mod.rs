@@ -289,10 +289,7 @@ impl FlowTable {
                 let mut fresh = new_flow(self.next_id, pkt, sender, receiver, info, flow.probed);
                 let d = direction(&fresh, sender).index();
                 fresh.streams[d].on_syn(isn);
-                let old = std::mem::replace(flow, fresh);
-                stats.flows.reused += 1;
-                stats.flows.created += 1;
-                close_flow(old, &mut self.shared, stats, sink);
+                reopen(flow, fresh, &mut self.shared, stats, sink);
             } else if flags.syn && flow.streams[dir.index()].is_new_connection(seq) {
                 // A SYN on a connection that carried data and did not end waits for its answer.
                 if !flags.ack && flow.carried_data && !flow.closing {
@@ -332,10 +329,7 @@ impl FlowTable {
                     let d = direction(&fresh, receiver).index();
                     fresh.streams[d].on_syn(isn);
                 }
-                let old = std::mem::replace(flow, fresh);
-                stats.flows.reused += 1;
-                stats.flows.created += 1;
-                close_flow(old, &mut self.shared, stats, sink);
+                reopen(flow, fresh, &mut self.shared, stats, sink);
             }
         }
         let dir = direction(flow, sender);
@@ -471,6 +465,20 @@ fn direction(flow: &Flow, sender: (IpAddr, u16)) -> Dir {
 
 /// Flush a flow's streams and end its protocol state. What this delivers is stamped with the
 /// flow's own last packet (or the held segment's), never with an unrelated packet.
+/// A new connection on the 5-tuple: `fresh` takes the flow's place, and the old one is closed.
+fn reopen(
+    flow: &mut Flow,
+    fresh: Flow,
+    shared: &mut crate::dissect::Shared,
+    stats: &mut Stats,
+    sink: &mut dyn EventSink,
+) {
+    let old = std::mem::replace(flow, fresh);
+    stats.flows.reused += 1;
+    stats.flows.created += 1;
+    close_flow(old, shared, stats, sink);
+}
+
 fn close_flow(
     mut flow: Flow,
     shared: &mut crate::dissect::Shared,
