@@ -1255,4 +1255,36 @@ mod review_tests {
             out.iter().map(|a| &a.message).collect::<Vec<_>>()
         );
     }
+
+    /// A write the server refused with an exception in learning (a prober's) wrote nothing: its
+    /// client is no writer, and its real write later is `unauthorized_write`. A client with one
+    /// accepted write is one.
+    #[test]
+    fn a_refused_write_in_learning_makes_no_writer() {
+        for accepted in [false, true] {
+            let mut engine = learning(60);
+            let mut out = Vec::new();
+            for s in 0..60 {
+                run(
+                    &mut engine,
+                    exchange(1, 1, 3, f64::from(s), 0, Some(100.0)),
+                    &mut out,
+                );
+            }
+            let [req, mut resp] = exchange(1, 1, 6, 30.5, 0, Some(100.0));
+            resp.exception = !accepted;
+            run(&mut engine, [req, resp], &mut out);
+            run(
+                &mut engine,
+                exchange(1, 1, 6, 61.5, 0, Some(100.0)),
+                &mut out,
+            );
+            assert_eq!(
+                types(&out).contains(&"unauthorized_write"),
+                !accepted,
+                "accepted {accepted}: {:?}",
+                types(&out)
+            );
+        }
+    }
 }

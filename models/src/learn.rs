@@ -110,6 +110,9 @@ fn connection(o: &Observation) -> u32 {
     })
 }
 
+/// Writes awaiting their answer per channel, for `ChanLearn::writes_refused`.
+const MAX_PENDING_WRITES: usize = 16;
+
 /// A well-mixed 64-bit hash of `x` (splitmix64's finaliser): a reproducible draw.
 fn splitmix(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -336,7 +339,12 @@ struct ChanLearn {
     requests: u64,
     responses: u64,
     exceptions: u64,
-    wrote: bool,
+    /// Write requests accepted by the dissector, and those the server refused with an
+    /// exception: a client whose every write was refused (a prober) wrote nothing.
+    writes_sent: u64,
+    writes_refused: u64,
+    /// Correlation ids of writes awaiting their answer (at most [`MAX_PENDING_WRITES`]).
+    pending_writes: Vec<u32>,
     reads: BTreeMap<u32, Ranges>,
     writes: BTreeMap<u32, Ranges>,
     polls: FastMap<PollKey, PollAcc>,
@@ -508,7 +516,15 @@ impl Learner {
                 let accepted = o.malformed.is_none();
                 if accepted {
                     *c.functions.entry(o.function).or_default() += 1;
-                    c.wrote |= o.write;
+                    if o.write {
+                        c.writes_sent += 1;
+                        if let Some(corr) = o.corr {
+                            if c.pending_writes.len() >= MAX_PENDING_WRITES {
+                                c.pending_writes.remove(0);
+                            }
+                            c.pending_writes.push(corr);
+                        }
+                    }
                 }
                 c.awaited += u64::from(c.pending.request(o));
                 c.max_req = c.max_req.max(c.req_rate.add(o.ts));
@@ -540,6 +556,13 @@ impl Learner {
                 if o.exception {
                     c.exceptions += 1;
                     c.max_exc = c.max_exc.max(c.exc_rate.add(o.ts));
+                }
+                // The answer to a write: refused, the write wrote nothing.
+                if let Some(corr) = o.corr.filter(|_| o.kind == Kind::Response) {
+                    if let Some(i) = c.pending_writes.iter().position(|&w| w == corr) {
+                        c.pending_writes.remove(i);
+                        c.writes_refused += u64::from(o.exception);
+                    }
                 }
                 if o.kind == Kind::Response {
                     if let Some((l, _)) = c.pending.response(o) {
@@ -733,7 +756,7 @@ impl Learner {
                     requests: c.requests,
                     responses: c.responses,
                     exceptions: c.exceptions,
-                    wrote: c.wrote,
+                    wrote: c.writes_sent > c.writes_refused,
                     reads: c.reads,
                     writes: c.writes,
                     points: Vec::new(),
