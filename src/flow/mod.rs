@@ -405,19 +405,16 @@ impl FlowTable {
                 continue;
             };
             flow.hole_listed = false;
-            let mut ctx = Ctx {
-                ts_nanos: flow.last_seen,
-                frame: flow.last_frame,
-                source: &flow.source,
-                endpoints: &flow.endpoints,
-                macs: None,
-                shared: &mut self.shared,
+            without_packet(
+                flow,
+                &mut self.shared,
                 stats,
                 sink,
-            };
-            let [to_server, to_client] = &mut flow.streams;
-            to_server.skip_waiting_hole(&mut flow.app, &mut ctx, Dir::ToServer);
-            to_client.skip_waiting_hole(&mut flow.app, &mut ctx, Dir::ToClient);
+                |[to_server, to_client], app, ctx| {
+                    to_server.skip_waiting_hole(app, ctx, Dir::ToServer);
+                    to_client.skip_waiting_hole(app, ctx, Dir::ToClient);
+                },
+            );
         }
         let timeout = self.idle_timeout;
         // Busy flows only grow newer: while the oldest is within the timeout, no scan (on a
@@ -489,6 +486,30 @@ fn close_flow(
     if flow.pending_syn.is_some() {
         stats.flows.syn_on_open += 1;
     }
+    without_packet(
+        &mut flow,
+        shared,
+        stats,
+        sink,
+        |[to_server, to_client], app, ctx| {
+            to_server.flush(app, ctx, Dir::ToServer);
+            to_client.flush(app, ctx, Dir::ToClient);
+            to_server.release(ctx);
+            to_client.release(ctx);
+            app.on_close(ctx);
+        },
+    );
+}
+
+/// Runs `f` on a flow's streams and dissector outside any packet (a sweep, the flow's end),
+/// with a context at the flow's last packet.
+fn without_packet(
+    flow: &mut Flow,
+    shared: &mut crate::dissect::Shared,
+    stats: &mut Stats,
+    sink: &mut dyn EventSink,
+    f: impl FnOnce(&mut [TcpStream; 2], &mut App, &mut Ctx<'_>),
+) {
     let mut ctx = Ctx {
         ts_nanos: flow.last_seen,
         frame: flow.last_frame,
@@ -499,12 +520,7 @@ fn close_flow(
         stats,
         sink,
     };
-    let [to_server, to_client] = &mut flow.streams;
-    to_server.flush(&mut flow.app, &mut ctx, Dir::ToServer);
-    to_client.flush(&mut flow.app, &mut ctx, Dir::ToClient);
-    to_server.release(&mut ctx);
-    to_client.release(&mut ctx);
-    flow.app.on_close(&mut ctx);
+    f(&mut flow.streams, &mut flow.app, &mut ctx);
 }
 
 /// A new flow. Evidence for the roles, strongest first: a dissected protocol's well-known port
