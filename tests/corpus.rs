@@ -479,6 +479,11 @@ struct S7Frame {
     byte_addresses: Vec<u32>,
     userdata: Vec<(u8, u8)>,
     szl_ids: Vec<u16>,
+    /// The addresses of test jobs (variable status, modify variable, force): memory area
+    /// code, DB number, start address.
+    tis_areas: Vec<u8>,
+    tis_dbs: Vec<u16>,
+    tis_starts: Vec<u32>,
 }
 
 fn hex_or_dec<T: TryFrom<u64>>(v: &str) -> Option<T> {
@@ -530,12 +535,20 @@ fn tshark_s7(path: &Path) -> BTreeMap<u64, S7Frame> {
             "s7comm.param.userdata.subfunc",
         ])
         .args(["-e", "s7comm.data.userdata.szl_id"])
+        .args([
+            "-e",
+            "s7comm.varstat.req.memory_area",
+            "-e",
+            "s7comm.varstat.req.db_number",
+            "-e",
+            "s7comm.varstat.req.startaddress",
+        ])
         .output()
         .expect("run tshark");
     let mut by_frame = BTreeMap::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let f: Vec<&str> = line.split('\t').collect();
-        if f.len() < 10 {
+        if f.len() < 13 {
             continue;
         }
         let Ok(frame) = f[0].parse::<u64>() else {
@@ -573,6 +586,9 @@ fn tshark_s7(path: &Path) -> BTreeMap<u64, S7Frame> {
                 byte_addresses: hlist(f[6]),
                 userdata,
                 szl_ids: hlist(f[9]),
+                tis_areas: hlist(f[10]),
+                tis_dbs: hlist(f[11]),
+                tis_starts: hlist(f[12]),
             },
         );
     }
@@ -599,6 +615,11 @@ fn otwatch_s7(events: &[Event]) -> BTreeMap<u64, S7Frame> {
         if let Some(u) = &s.userdata {
             f.userdata.push((u.group, u.subfunction));
             f.szl_ids.extend(u.szl_id);
+            for i in s.items.iter().filter(|i| i.tis_area.is_some()) {
+                f.tis_areas.extend(i.tis_area);
+                f.tis_dbs.extend(i.db);
+                f.tis_starts.extend(i.address);
+            }
         }
     }
     by_frame

@@ -139,29 +139,33 @@ fn plc_stop_upload_and_pi_services_in_the_corpus() {
 /// TCP packets of one ISO-on-TCP conversation (port 102): each payload an S7 PDU in a COTP data
 /// TPDU, the client's and the server's in turn as given.
 fn iso_conversation(pdus: &[(bool, Vec<u8>)]) -> Vec<Vec<u8>> {
-    let (client, server) = (([10, 0, 7, 1], 40002u16), ([10, 0, 7, 2], 102u16));
-    let (mut cseq, mut sseq) = (1u32, 1u32);
+    let mut seqs = (1u32, 1u32);
     pdus.iter()
-        .map(|(from_client, s7)| {
-            let mut p = vec![3, 0, 0, 0, 0x02, 0xf0, 0x80];
-            p.extend_from_slice(s7);
-            let len = (p.len() as u16).to_be_bytes();
-            p[2..4].copy_from_slice(&len);
-            let (src, dst, seq) = if *from_client {
-                (client, server, &mut cseq)
-            } else {
-                (server, client, &mut sseq)
-            };
-            let mut out = Vec::new();
-            etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 7, 1], [2, 0, 0, 0, 7, 2])
-                .ipv4(src.0, dst.0, 64)
-                .tcp(src.1, dst.1, *seq, 8192)
-                .write(&mut out, &p)
-                .unwrap();
-            *seq += p.len() as u32;
-            out
-        })
+        .map(|(from_client, s7)| iso_segment(*from_client, s7, &mut seqs))
         .collect()
+}
+
+/// One packet of the ISO-on-TCP conversation of 10.0.7.1:40002 with 10.0.7.2:102: an S7 PDU in
+/// a COTP data TPDU, from the client or the server; `seqs` are their next sequence numbers.
+fn iso_segment(from_client: bool, s7: &[u8], seqs: &mut (u32, u32)) -> Vec<u8> {
+    let (client, server) = (([10, 0, 7, 1], 40002u16), ([10, 0, 7, 2], 102u16));
+    let mut p = vec![3, 0, 0, 0, 0x02, 0xf0, 0x80];
+    p.extend_from_slice(s7);
+    let len = (p.len() as u16).to_be_bytes();
+    p[2..4].copy_from_slice(&len);
+    let (src, dst, seq) = if from_client {
+        (client, server, &mut seqs.0)
+    } else {
+        (server, client, &mut seqs.1)
+    };
+    let mut out = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 7, 1], [2, 0, 0, 0, 7, 2])
+        .ipv4(src.0, dst.0, 64)
+        .tcp(src.1, dst.1, *seq, 8192)
+        .write(&mut out, &p)
+        .unwrap();
+    *seq += p.len() as u32;
+    out
 }
 
 /// An S7comm PDU: header (ROSCTR, reference), parameter, data.
@@ -258,4 +262,123 @@ fn remembered_jobs_are_bounded_by_their_items() {
     assert_eq!(ack.request_frame, Some(10), "the last job still matched");
     assert_eq!(ack.items.len(), 200);
     assert!(ack.items.iter().all(|i| i.area == Some(0x84)));
+}
+
+/// A userdata test job of the programmer commands (group 1): variable status (0x02), modify
+/// variable (0x08) or force (0x09), with its TIS addresses `(area code, repetition factor or
+/// bit, DB, byte address)` and, for modify and force, one value each.
+fn tis_job(pdu_ref: u16, sub: u8, items: &[(u8, u8, u16, u16, &[u8])]) -> Vec<u8> {
+    let params = [0u8, 0, 0, 1, 0, 1, 0, 6, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 0];
+    let mut tis = (items.len() as u16).to_be_bytes().to_vec();
+    for &(area, rep, db, start, _) in items {
+        tis.extend_from_slice(&[area, rep]);
+        tis.extend_from_slice(&db.to_be_bytes());
+        tis.extend_from_slice(&start.to_be_bytes());
+    }
+    if sub != 0x02 {
+        for &(.., value) in items {
+            tis.extend_from_slice(&[0x00, 0x09]);
+            tis.extend_from_slice(&(value.len() as u16).to_be_bytes());
+            tis.extend_from_slice(value);
+            if value.len() % 2 == 1 {
+                tis.push(0);
+            }
+        }
+    }
+    let mut body = (params.len() as u16).to_be_bytes().to_vec();
+    body.extend_from_slice(&(tis.len() as u16).to_be_bytes());
+    body.extend_from_slice(&params);
+    body.extend_from_slice(&tis);
+    let mut data = vec![0xff, 0x09];
+    data.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    data.extend_from_slice(&body);
+    s7_pdu(
+        7,
+        pdu_ref,
+        &[0x00, 0x01, 0x12, 0x08, 0x12, 0x41, sub, 0, 0, 0, 0, 0],
+        &data,
+    )
+}
+
+/// The PLC's answer to a test job (as step7_s300_rwVarTab.pcapng's: "object does not exist",
+/// the results follow in a push).
+fn tis_answer(pdu_ref: u16, sub: u8) -> Vec<u8> {
+    let param = [0x00, 0x01, 0x12, 0x08, 0x12, 0x81, sub, 2, 0, 0, 0, 0];
+    s7_pdu(7, pdu_ref, &param, &[0x0a, 0x00, 0x00, 0x00])
+}
+
+/// A variable table at work: the addresses of variable status, modify variable and force jobs
+/// are decoded (Wireshark's TIS items) as the S7ANY addresses of the same memory, and detection
+/// checks them against the learned ranges as it checks write jobs. The engineering station
+/// that modified MW4 while learning modifies it again (nothing) and then a word of DB 7, and
+/// forces Q0.3 (a function it never used): two writes outside everything learned.
+#[test]
+fn modify_and_force_are_checked_where_they_write() {
+    use common::{all_frames, detect_files, Learn};
+    let mut jobs: Vec<(f64, Vec<u8>)> = Vec::new();
+    for k in 0..20u16 {
+        // Variable status of MB0..MB5 every 5 s.
+        jobs.push((
+            1.0 + 5.0 * f64::from(k),
+            tis_job(k, 0x02, &[(0x01, 6, 0, 0, &[])]),
+        ));
+    }
+    let mw4 = |r: u16| tis_job(r, 0x08, &[(0x02, 1, 0, 4, &[0xde, 0xad])]);
+    jobs.push((12.0, mw4(100)));
+    jobs.push((32.0, mw4(101)));
+    jobs.push((70.0, mw4(102)));
+    let db7 = tis_job(103, 0x08, &[(0x72, 1, 7, 300, &[0x00, 0x2a])]);
+    jobs.push((80.0, db7));
+    jobs.push((90.0, tis_job(104, 0x09, &[(0x20, 3, 0, 0, &[0x01])])));
+    jobs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut seqs = (1u32, 1u32);
+    let mut packets = Vec::new();
+    let t0 = common::packet_time(0);
+    for (at, job) in &jobs {
+        let (pdu_ref, sub) = (u16::from_be_bytes([job[4], job[5]]), job[16]);
+        let ts = t0 + std::time::Duration::from_secs_f64(*at);
+        packets.push((ts, iso_segment(true, job, &mut seqs)));
+        let answer = tis_answer(pdu_ref, sub);
+        let later = ts + std::time::Duration::from_millis(20);
+        packets.push((later, iso_segment(false, &answer, &mut seqs)));
+    }
+    let dir = common::scratch("s7-tis");
+    let path = dir.join("tis.pcap");
+    common::write_pcap_at(&path, &packets);
+
+    // The events: the addresses as Wireshark shows them, in S7ANY terms.
+    let (events, _) = replay_file(&path);
+    let modify = s7(&events)
+        .map(|(_, s)| s)
+        .find(|s| s.pdu_ref == 103)
+        .expect("the modify of DB 7");
+    let i = &modify.items[0];
+    assert_eq!(
+        (i.tis_area, i.area, i.db, i.address, i.transport_size),
+        (Some(0x72), Some(0x84), Some(7), Some(300), Some(4))
+    );
+    let force = s7(&events).map(|(_, s)| s).find(|s| s.pdu_ref == 104);
+    let i = &force.expect("the force").items[0];
+    assert_eq!((i.area, i.address, i.bit), (Some(0x82), Some(0), Some(3)));
+
+    let alerts: Vec<_> = detect_files(Learn::For(60.0), &[(&path, &all_frames)])
+        .0
+        .into_iter()
+        .filter(|a| a.state == otwatch_models::AlertState::First)
+        .collect();
+    let out: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.r#type == "address_out_of_range")
+        .map(|a| (a.observed["space"].clone(), a.observed["start"].clone()))
+        .collect();
+    assert_eq!(out.len(), 2, "{alerts:#?}");
+    assert_eq!(out[0].1, 300, "{alerts:#?}");
+    assert_eq!(out[1].1, 3, "Q0.3 as bit address 3: {alerts:#?}");
+    let other: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.r#type != "address_out_of_range")
+        .map(|a| a.r#type)
+        .collect();
+    // Forcing is new for this station too.
+    assert_eq!(other, ["new_function_code"]);
 }

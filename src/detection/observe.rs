@@ -587,6 +587,16 @@ pub(crate) fn s7<'a>(
                     (0xf, 0x06..=0x08) => Some(Command::ProgramUpload),
                     _ => None,
                 };
+                // Variable status reads, modify variable and force write: their addresses
+                // are the PLC's memory as read/write jobs name it, checked against the same
+                // learned ranges.
+                if group == 0x1 && matches!(sub, 0x02 | 0x08 | 0x09) {
+                    o.accesses
+                        .reserve(crate::dissect::s7::claimed_room(items.size_hint()));
+                    for item in items {
+                        s7_item(&item, o.write, &mut o.accesses);
+                    }
+                }
             }
             return;
         }

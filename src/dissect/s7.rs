@@ -39,6 +39,11 @@ pub struct S7Item {
     /// Syntax id of the address (0x10 S7ANY; others are kept raw).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub syntax_id: Option<u8>,
+    /// A test job's address (variable status, modify variable, force): its memory area code
+    /// as sent (Wireshark's `s7comm.varstat.req.memory_area`); `area` and `transport_size`
+    /// say the same as an S7ANY address would.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tis_area: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub area: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -648,6 +653,9 @@ impl S7Flow {
                 let mut out = userdata(u);
                 self.join_szl(ctx, dir, u, &mut out);
                 ev.userdata = Some(out);
+                if let UserdataBody::Tis(job) = &u.body {
+                    ev.items = tis_items(job, detail);
+                }
             }
             _ => {}
         }
@@ -953,12 +961,45 @@ fn spec_item(spec: &VarSpec<'_>) -> S7Item {
     JobItem::spec(spec).item()
 }
 
+/// The items of a variable status, modify variable or force job: each TIS address as the S7ANY
+/// address of the same memory (area, transport size, DB, byte address, bit, elements), its
+/// code as sent in `tis_area`, and for modify and force the value written.
+fn tis_items(job: &s7::TisJob<'_>, detail: bool) -> Vec<S7Item> {
+    let mut values = job.values.iter();
+    job.iter()
+        .take(MAX_ITEMS_PER_EVENT)
+        .map(|a| {
+            let area = a.area.area();
+            let mut item = S7Item {
+                tis_area: Some(a.area.0),
+                area: area.map(|x| x.0),
+                area_name: area.and_then(|x| x.name()),
+                db: Some(a.db),
+                address: Some(u32::from(a.start)),
+                bit: a.bit(),
+                transport_size: a.area.transport_size().map(|t| t.0),
+                length: Some(u32::from(a.count())),
+                ..Default::default()
+            };
+            if let Some(v) = values.next() {
+                value_into(&mut item, v.return_code, v.data, detail);
+            }
+            item
+        })
+        .collect_items()
+}
+
 fn data_into(item: &mut S7Item, data: &DataItem<'_>, detail: bool) {
-    item.data_length = Some(data.data.len() as u32);
-    item.return_code = Some(data.return_code.0);
-    item.return_code_name = data.return_code.name();
-    if detail && !data.data.is_empty() {
-        let shown = &data.data[..data.data.len().min(MAX_VALUE_BYTES)];
+    value_into(item, data.return_code, data.data, detail);
+}
+
+/// An item's data: its length, return code and (`detail`) its first bytes.
+fn value_into(item: &mut S7Item, return_code: s7::ReturnCode, data: &[u8], detail: bool) {
+    item.data_length = Some(data.len() as u32);
+    item.return_code = Some(return_code.0);
+    item.return_code_name = return_code.name();
+    if detail && !data.is_empty() {
+        let shown = &data[..data.len().min(MAX_VALUE_BYTES)];
         item.value = Some(crate::event::Hex::from(shown));
     }
 }

@@ -434,12 +434,83 @@ code_point! {
     }
 }
 
+code_point! {
+    /// Memory area and element type of a TIS address: the high nibble is the area (M, I, Q,
+    /// peripheral inputs, DB), the low nibble the element (bit, byte, word, double word);
+    /// timers and counters have one code each (Wireshark's `userdata_tis_varstat_area_names`).
+    TisArea(u8), "tis_area" {
+        MX = 0x00 => "mx",
+        MB = 0x01 => "mb",
+        MW = 0x02 => "mw",
+        MD = 0x03 => "md",
+        IX = 0x10 => "ix",
+        IB = 0x11 => "ib",
+        IW = 0x12 => "iw",
+        ID = 0x13 => "id",
+        QX = 0x20 => "qx",
+        QB = 0x21 => "qb",
+        QW = 0x22 => "qw",
+        QD = 0x23 => "qd",
+        PIB = 0x31 => "pib",
+        PIW = 0x32 => "piw",
+        PID = 0x33 => "pid",
+        TIMER = 0x54 => "timer",
+        COUNTER = 0x64 => "counter",
+        DBX = 0x70 => "dbx",
+        DBB = 0x71 => "dbb",
+        DBW = 0x72 => "dbw",
+        DBD = 0x73 => "dbd",
+    }
+}
+
+impl TisArea {
+    /// The same memory as an S7ANY pointer names it, `None` for codes outside the table.
+    pub const fn area(&self) -> Option<Area> {
+        Some(match self.0 {
+            0x00..=0x03 => Area::FLAGS,
+            0x10..=0x13 => Area::INPUTS,
+            0x20..=0x23 => Area::OUTPUTS,
+            0x31..=0x33 => Area::PERIPHERAL,
+            0x54 => Area::TIMERS,
+            0x64 => Area::COUNTERS,
+            0x70..=0x73 => Area::DATA_BLOCKS,
+            _ => return None,
+        })
+    }
+
+    /// The element as an S7ANY transport size: bit, byte, word, double word, timer, counter.
+    pub const fn transport_size(&self) -> Option<TransportSize> {
+        if self.area().is_none() {
+            return None;
+        }
+        Some(match self.0 {
+            0x54 => TransportSize::TIMER,
+            0x64 => TransportSize::COUNTER,
+            v => match v & 0x0f {
+                0 => TransportSize::BIT,
+                1 => TransportSize::BYTE,
+                2 => TransportSize::WORD,
+                _ => TransportSize::DWORD,
+            },
+        })
+    }
+
+    /// Bit areas (MX, IX, QX, DBX): the address's second byte is a bit position, not a count.
+    pub const fn is_bit(&self) -> bool {
+        self.0 & 0x0f == 0 && !matches!(self.0, 0x54 | 0x64)
+    }
+}
+
 /// Userdata subfunction. Its meaning depends on the function group, so the name does too: see
 /// [`Self::name_in`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Subfunction(pub u8);
 
 impl Subfunction {
+    // Programmer commands (group 1): test and installation jobs.
+    pub const VARIABLE_STATUS: Self = Self(0x02);
+    pub const MODIFY_VARIABLE: Self = Self(0x08);
+    pub const FORCE: Self = Self(0x09);
     // CPU functions (group 4).
     pub const READ_SZL: Self = Self(0x01);
     pub const MESSAGE_SERVICE: Self = Self(0x02);

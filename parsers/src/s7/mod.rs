@@ -33,13 +33,14 @@ mod proptests;
 mod s7comm;
 mod s7plus;
 mod szl;
+mod tis;
 mod tpkt;
 mod userdata;
 
 pub use codes::{
     Area, BlockType, CotpParamCode, CotpPduType, DataTransportSize, ErrorClass, FunctionCode,
     FunctionGroup, ParamErrorCode, PlusFunction, PlusOpcode, PlusVersion, ReturnCode, Rosctr,
-    Subfunction, SyntaxId, SzlId, TransportSize, UserdataMethod, UserdataType,
+    Subfunction, SyntaxId, SzlId, TisArea, TransportSize, UserdataMethod, UserdataType,
 };
 pub use cotp::{
     parse_cotp, CotpBody, CotpConnection, CotpError, CotpErrorKind, CotpParam, CotpParams,
@@ -57,6 +58,7 @@ pub use szl::{
     ComponentIdRecord, ComponentIdRecords, ModuleIdRecord, ModuleIdRecords, ModuleVersion, SzlList,
     SzlRecords, SzlRecordsIter,
 };
+pub use tis::{TisAddress, TisJob, TisValue, TisValues, TisValuesIter, TIS_ADDRESS_LEN};
 pub use tpkt::{
     find_tpkt_resync, parse_tpkt, Tpkt, TpktError, TpktHeader, TpktResult, RESYNC_PROBE_LEN,
 };

@@ -9,6 +9,7 @@ use core::marker::PhantomData;
 use super::field::{data_item, ud_param as field};
 use super::s7comm::BlockRef;
 use super::szl::SzlList;
+use super::tis::TisJob;
 use super::{
     be_u16, BlockType, DataTransportSize, FunctionGroup, ParamErrorCode, ReturnCode, S7Error,
     S7ErrorKind, Subfunction, SzlId, UserdataMethod, UserdataType,
@@ -92,6 +93,9 @@ pub enum UserdataBody<'a> {
     BlockInfoRequest(BlockRef),
     /// Time functions: the clock read (response) or set (request).
     Clock(S7DateTime),
+    /// Programmer commands / variable status, modify variable and force requests: the
+    /// addresses the test job reads or writes and, for modify and force, the values.
+    Tis(TisJob<'a>),
     /// Any other service, an error response, or data that does not have the expected layout:
     /// [`Userdata::data`] holds it.
     Raw,
@@ -211,6 +215,13 @@ fn body<'a>(param: &UserdataParam, data: &UserdataData<'a>) -> UserdataBody<'a> 
         }
         (FunctionGroup::BLOCK_FUNCTIONS, Subfunction::GET_BLOCK_INFO) if request => {
             BlockRef::parse(bytes).map(UserdataBody::BlockInfoRequest)
+        }
+        (
+            FunctionGroup::PROGRAMMER_COMMANDS,
+            sub
+            @ (Subfunction::VARIABLE_STATUS | Subfunction::MODIFY_VARIABLE | Subfunction::FORCE),
+        ) if request && param.last_data_unit != Some(false) => {
+            TisJob::parse(bytes, sub != Subfunction::VARIABLE_STATUS).map(UserdataBody::Tis)
         }
         (FunctionGroup::TIME_FUNCTIONS, sub) => {
             let read = matches!(
