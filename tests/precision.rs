@@ -948,3 +948,24 @@ fn lines_name_the_sensor_and_join_on_the_flow() {
     }
     assert!(joined > 0, "an alert about a PDU joins its flow's events");
 }
+
+/// A master polling every 5 s whose clock drifts after learning (5.01 s a poll): the poll's
+/// phase creeps to the end of detection's 5-s behaviour windows until a request's answer falls
+/// in the next window. That window has a request and no answer, and no latency: no change of
+/// behaviour (it raised `behaviour_anomaly` when a missing latency counted as 0 ms).
+#[test]
+fn a_poll_drifting_across_the_behaviour_windows_is_no_anomaly() {
+    let dir = scratch("drift");
+    let ms = std::time::Duration::from_millis;
+    let mut exchanges = Vec::new();
+    let mut at = T0 + ms(4_500);
+    for i in 0..140u16 {
+        let resp = Some((at + ms(20), read_holding_response(i, 1, &[7; 10])));
+        exchanges.push((at, read_holding_request(i, 1, 0, 10), resp));
+        at += if i < 60 { ms(5_000) } else { ms(5_010) };
+    }
+    let path = dir.join("drift.pcap");
+    modbus_exchanges(&path, exchanges);
+    let alerts = detect_files(Learn::For(300.0), &[(&path, &all_frames)]).0;
+    assert!(firsts(&alerts).is_empty(), "{alerts:#?}");
+}

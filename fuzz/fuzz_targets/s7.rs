@@ -200,6 +200,13 @@ fn walk_userdata(userdata: &Userdata<'_>) {
         UserdataBody::BlockEntries(entries) => {
             assert_eq!(entries.iter().count(), entries.len());
         }
+        UserdataBody::Tis(job) => {
+            for a in job.iter() {
+                let _ = (a.area.area(), a.area.transport_size(), a.bit(), a.count());
+            }
+            let values = job.values.iter().count();
+            assert!(values <= job.values.len() && job.values.len() <= job.addresses.len());
+        }
         _ => {}
     }
 }

@@ -9,7 +9,9 @@ use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
 /// Latency enters as the window's median only: one slow response is not a change of behaviour
-/// (a sustained one is; `latency_shift` watches each channel for that).
+/// (a sustained one is; `latency_shift` watches each channel for that). A window without an
+/// answered request has no latency: the feature is missing (NaN), not zero, and weighs nothing
+/// in the distance (a poll whose answer falls in the next window is no change of behaviour).
 pub const FEATURES: [&str; 7] = [
     "requests",
     "responses",
@@ -104,7 +106,7 @@ impl WindowAcc {
         // The middle element in total order: a selection, not a sort.
         let mid = self.latencies.len() / 2;
         let p50 = if self.latencies.is_empty() {
-            0.0
+            f64::NAN
         } else {
             *self.latencies.select_nth_unstable_by(mid, f64::total_cmp).1
         };
@@ -120,8 +122,9 @@ impl WindowAcc {
     }
 }
 
+/// Features on a log scale; a missing one (NaN) stays missing.
 fn transform(x: &[f64; N]) -> [f64; N] {
-    x.map(|v| v.max(0.0).ln_1p())
+    x.map(|v| if v.is_nan() { v } else { v.max(0.0).ln_1p() })
 }
 
 impl BehaviourModel {
@@ -131,21 +134,18 @@ impl BehaviourModel {
             return None;
         }
         let t: Vec<[f64; N]> = samples.iter().map(transform).collect();
-        let n = t.len() as f64;
+        // Means and spreads over the windows that have the feature.
         let mut mean = vec![0.0; N];
         let mut std = vec![0.0; N];
-        for row in &t {
-            for j in 0..N {
-                mean[j] += row[j] / n;
-            }
-        }
-        for row in &t {
-            for j in 0..N {
-                std[j] += (row[j] - mean[j]).powi(2) / n;
-            }
-        }
-        for s in &mut std {
-            *s = s.sqrt().max(MIN_STD);
+        for j in 0..N {
+            let present = || t.iter().map(|row| row[j]).filter(|v| !v.is_nan());
+            let n = present().count().max(1) as f64;
+            mean[j] = present().map(|v| v / n).sum::<f64>();
+            std[j] = present()
+                .map(|v| (v - mean[j]).powi(2) / n)
+                .sum::<f64>()
+                .sqrt()
+                .max(MIN_STD);
         }
         // k-means on at most MAX_FIT windows, evenly spread over learning; the threshold below
         // still looks at every window.
@@ -154,7 +154,7 @@ impl BehaviourModel {
         let mut data = Array2::<f64>::zeros((fit.len(), N));
         for (r, &i) in fit.iter().enumerate() {
             for j in 0..N {
-                data[[r, j]] = (t[i][j] - mean[j]) / std[j];
+                data[[r, j]] = standard(t[i][j], mean[j], std[j]);
             }
         }
         let k = (fit.len() / 8).clamp(1, 6);
@@ -193,8 +193,11 @@ impl BehaviourModel {
         let t = transform(x);
         let z: Vec<f64> = (0..N)
             .map(|j| {
-                (t[j] - self.mean.get(j).copied().unwrap_or(0.0))
-                    / self.std.get(j).copied().unwrap_or(1.0)
+                standard(
+                    t[j],
+                    self.mean.get(j).copied().unwrap_or(0.0),
+                    self.std.get(j).copied().unwrap_or(1.0),
+                )
             })
             .collect();
         self.centroids
@@ -210,9 +213,21 @@ impl BehaviourModel {
     }
 }
 
+/// A feature in standardised units; a missing one is taken at the mean (0: no evidence).
+fn standard(v: f64, mean: f64, std: f64) -> f64 {
+    if v.is_nan() {
+        0.0
+    } else {
+        (v - mean) / std
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Index of `latency_p50_ms`, the feature a window can lack.
+    const LATENCY: usize = N - 1;
 
     /// Distinct values are counted once, in place and past the move to a hash set.
     #[test]
@@ -257,5 +272,37 @@ mod tests {
         let json = serde_json::to_string(&m).expect("json");
         let back: BehaviourModel = serde_json::from_str(&json).expect("parse");
         assert_eq!(back, m);
+    }
+
+    /// One poll a window, answered in 20 ms: a window whose request was answered only in the
+    /// next one (the poll's phase drifted to the window's end) has no latency, and the next one
+    /// two answers. Neither is unlike learning; a window without answers to many requests is.
+    #[test]
+    fn a_window_without_answers_has_no_latency_not_a_zero_one() {
+        let train: Vec<[f64; N]> = (0..40)
+            .map(|i| [1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 20.0 + f64::from(i % 3)])
+            .collect();
+        let m = BehaviourModel::train(5.0, &train).expect("model");
+        let mut straddle = WindowAcc {
+            requests: 1,
+            ..Default::default()
+        };
+        let x = straddle.features();
+        assert!(x[LATENCY].is_nan());
+        assert!(
+            m.distance(&x) <= m.threshold,
+            "{} > {}",
+            m.distance(&x),
+            m.threshold
+        );
+        let next = [1.0, 2.0, 0.0, 0.0, 1.0, 1.0, 20.0];
+        assert!(m.distance(&next) <= m.threshold);
+        let unanswered = [50.0, 0.0, 0.0, 0.0, 1.0, 1.0, f64::NAN];
+        assert!(m.distance(&unanswered) > m.threshold);
+        // Learning's windows without answers do not pull the latency's mean to zero.
+        let mut with_gaps = train.clone();
+        with_gaps.extend((0..10).map(|_| [1.0, 0.0, 0.0, 0.0, 1.0, 1.0, f64::NAN]));
+        let g = BehaviourModel::train(5.0, &with_gaps).expect("model");
+        assert!((g.mean[LATENCY] - m.mean[LATENCY]).abs() < 1e-9);
     }
 }
