@@ -427,6 +427,40 @@ fn a_copy_sent_again_with_other_bytes_is_a_conflict() {
     assert_eq!(summary(&events), expected(&[], &[]));
     assert_eq!(report.stats.tcp.retransmitted_segments, 2);
     assert_eq!(report.stats.tcp.conflicting_overlaps, 1);
+    // The frame of the other copy: after the handshake, the first three segments.
+    assert_eq!(stream_conflicts(&path), [(3 + 4, 1)]);
+}
+
+/// The `tcp_stream_conflict` alerts detection raises on a capture (no baseline needed): the
+/// frame of each cause's first line and its final count. Each names the client as the
+/// sender, on the TCP conversation to port 502.
+fn stream_conflicts(path: &std::path::Path) -> Vec<(u64, u64)> {
+    let alerts = detect_files(Learn::Everything, &[(path, &all_frames)]).0;
+    let mine: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.r#type == "tcp_stream_conflict")
+        .collect();
+    assert!(
+        alerts.len() == mine.len(),
+        "only stream conflicts: {alerts:#?}"
+    );
+    for a in &mine {
+        assert_eq!(a.proto, otwatch_models::Proto::Tcp);
+        assert_eq!(a.key.unit, 502);
+        assert_eq!(a.src_ip, std::net::IpAddr::from(CLIENT.0), "{a:?}");
+    }
+    let count = |a: &otwatch_models::Alert| a.count;
+    mine.iter()
+        .filter(|a| a.state == otwatch_models::AlertState::First)
+        .map(|a| {
+            let last = mine
+                .iter()
+                .rev()
+                .find(|b| b.id == a.id)
+                .map_or(0, |b| count(b));
+            (a.frames.iter().next().copied().unwrap_or(0), last)
+        })
+        .collect()
 }
 
 /// Request 1 held out of order, then one in-order segment carrying request 0 and another
@@ -448,6 +482,7 @@ fn an_in_order_segment_over_other_held_bytes_is_a_conflict() {
     write_conversation(&path, true, &reordered);
     let (_, report) = replay_file(&path);
     assert_eq!(report.stats.tcp.conflicting_overlaps, 1);
+    assert_eq!(stream_conflicts(&path).len(), 1);
 }
 
 /// A SYN with a new sequence number in the middle of an open connection, which the server

@@ -398,7 +398,7 @@ pub fn techniques(r#type: &str) -> &'static [Technique] {
 }
 
 /// Alert types, for documentation and metrics.
-pub const TYPES: [&str; 22] = [
+pub const TYPES: [&str; 23] = [
     "new_asset",
     "new_channel",
     "new_function_code",
@@ -421,6 +421,7 @@ pub const TYPES: [&str; 22] = [
     "traffic_flood",
     "device_restarted",
     "behaviour_anomaly",
+    "tcp_stream_conflict",
 ];
 
 struct Entry {

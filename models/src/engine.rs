@@ -150,7 +150,9 @@ impl Engine {
             self.scratch.clear();
         }
         always(o, &self.book, &mut self.scratch);
+        // A stream anomaly is no traffic of its channel: nothing to learn or compare.
         match &mut self.phase {
+            _ if o.stream_anomaly.is_some() => {}
             Phase::Learning(l) => l.observe(o),
             Phase::Detecting(d) => d.observe(o, &mut self.scratch),
             Phase::Empty => {}
@@ -274,11 +276,13 @@ pub(crate) fn needs_no_baseline(r#type: &str) -> bool {
             | "malformed_pdu"
             | "crc_error"
             | "device_restarted"
+            | "tcp_stream_conflict"
     )
 }
 
 /// Alerts that need no baseline: commands that stop, start, reprogram or restart a device,
-/// malformed PDUs, CRC errors, and a device reporting its own restart. Raised while learning too.
+/// malformed PDUs, CRC errors, a device reporting its own restart, and TCP streams that
+/// contradict themselves. Raised while learning too.
 /// A cause already in the book goes out bare: its text was built the first time.
 fn always(o: &Observation, book: &AlertBook, out: &mut Vec<Alert>) {
     let ch = &o.channel;
@@ -328,6 +332,18 @@ fn always(o: &Observation, book: &AlertBook, out: &mut Vec<Alert>) {
                     o.src()
                 ),
                 json!({"reason": reason, "function": o.function}),
+            )
+        });
+    }
+    if let Some(what) = o.stream_anomaly {
+        let key = AlertKey::channel("tcp_stream_conflict", ch, 0);
+        push(key, Severity::Medium, &|| {
+            (
+                format!(
+                    "{ch}: {} sent bytes that contradict bytes it sent before at the same place of the TCP stream (a stream-reassembly evasion, or a broken TCP stack); the first ones were dissected",
+                    o.src()
+                ),
+                json!({"anomaly": what}),
             )
         });
     }

@@ -275,6 +275,10 @@ pub struct Observation {
     pub src_mac: Option<[u8; 6]>,
     /// The transport ports of the packet, from [`Observation::src`] to [`Observation::dst`].
     pub ports: Option<Ports>,
+    /// Not a PDU: the TCP stream of the channel (`Proto::Tcp`, the server's port as its unit)
+    /// carried a segment whose bytes contradict bytes already seen at the same stream
+    /// position (`conflicting_overlap`). Raised as `tcp_stream_conflict`; not learned.
+    pub stream_anomaly: Option<&'static str>,
 }
 
 /// Transport ports of a PDU or an alert, from its source to its destination.
@@ -327,6 +331,7 @@ impl Observation {
             identity: None,
             src_mac: None,
             ports: None,
+            stream_anomaly: None,
         }
     }
 

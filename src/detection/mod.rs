@@ -212,7 +212,7 @@ impl Detection {
         if !self.scratch.is_empty() {
             self.scratch.clear();
         }
-        if let Some(m) = &mut self.metrics {
+        if let (Some(m), None) = (&mut self.metrics, o.stream_anomaly) {
             m.channels.observe(o);
         }
         if let Some(e) = &mut self.engine {

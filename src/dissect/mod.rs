@@ -166,6 +166,12 @@ impl Ctx<'_> {
     /// records ([`Ctx::observation`]), without its event (nobody reads events); counted as one
     /// event, as [`Ctx::emit`] counts one.
     pub fn emit_observed(&mut self, dir: Dir, obs: &mut Observation) {
+        self.hand_over(dir, obs);
+        self.stats.events += 1;
+    }
+
+    /// An observation of the current packet, sent in `dir`, to the sink.
+    fn hand_over(&mut self, dir: Dir, obs: &mut Observation) {
         let (src, dst) = self.ends(dir);
         obs.src_mac = self.macs_from(src.0).map(|m| m.0 .0);
         obs.ports = crate::detection::observe::ports(src, dst, self.endpoints.transport, obs.src());
@@ -176,7 +182,20 @@ impl Ctx<'_> {
             dst,
         };
         self.sink.observed(key, obs);
-        self.stats.events += 1;
+    }
+
+    /// The current packet, sent in `dir`, carries bytes that contradict bytes the TCP stream
+    /// already had at the same place: counted, and for detection an observation of the
+    /// stream (its channel the TCP conversation: `Proto::Tcp`, the server's port as unit),
+    /// which raises `tcp_stream_conflict`. No event: it is no PDU.
+    pub fn stream_conflict(&mut self, dir: Dir) {
+        self.stats.tcp.conflicting_overlaps += 1;
+        if !self.wants_observations() {
+            return;
+        }
+        let mut obs = self.observation(Proto::Tcp, u32::from(self.endpoints.server.1), dir, 0);
+        obs.stream_anomaly = Some("conflicting_overlap");
+        self.hand_over(dir, &mut obs);
     }
 }
 

@@ -247,7 +247,7 @@ impl TcpStream {
                 ctx.stats.tcp.retransmitted_segments += 1;
                 if let Some(last) = self.last.filter(|l| l.seq == seq && l.len == data.len()) {
                     if last.sample != sample(data) {
-                        ctx.stats.tcp.conflicting_overlaps += 1;
+                        ctx.stream_conflict(dir);
                     }
                 }
                 return;
@@ -263,7 +263,7 @@ impl TcpStream {
             // and they are trimmed (as Linux trims its queued copy); other bytes there are a
             // conflict, counted.
             if !self.ooo.is_empty() && self.differs_from_held(data) {
-                ctx.stats.tcp.conflicting_overlaps += 1;
+                ctx.stream_conflict(dir);
             }
             if data.len() == payload.len() {
                 self.last = Some(LastSegment {
@@ -277,7 +277,7 @@ impl TcpStream {
             return;
         }
         ctx.stats.tcp.out_of_order_segments += 1;
-        self.hold(self.next_off + rel as u64, data, ctx);
+        self.hold(self.next_off + rel as u64, data, ctx, dir);
         while self.ooo_bytes > MAX_OOO_BYTES
             || self.ooo.len() > MAX_OOO_SEGMENTS
             || ctx.stats.tcp.ooo_bytes_held > MAX_OOO_BYTES_TOTAL as u64
@@ -306,7 +306,7 @@ impl TcpStream {
     /// two overlap, whichever starts first: only the parts of `data` that no held segment
     /// covers are kept (so the held segments never overlap), and a copy whose overlapping
     /// bytes differ is counted as a conflict.
-    fn hold(&mut self, off: u64, data: &[u8], ctx: &mut Ctx<'_>) {
+    fn hold(&mut self, off: u64, data: &[u8], ctx: &mut Ctx<'_>, dir: Dir) {
         let (frame, ts_nanos) = (ctx.frame, ctx.ts_nanos);
         let end = off + data.len() as u64;
         // The held segment that starts at or before `off` may reach over it.
@@ -334,7 +334,7 @@ impl TcpStream {
             uncovered.push((pos, end));
         }
         if conflict {
-            ctx.stats.tcp.conflicting_overlaps += 1;
+            ctx.stream_conflict(dir);
         }
         for (a, b) in uncovered {
             let piece = &data[(a - off) as usize..(b - off) as usize];
