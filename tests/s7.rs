@@ -309,9 +309,10 @@ fn tis_answer(pdu_ref: u16, sub: u8) -> Vec<u8> {
 
 /// A variable table at work: the addresses of variable status, modify variable and force jobs
 /// are decoded (Wireshark's TIS items) as the S7ANY addresses of the same memory, and detection
-/// checks them against the learned ranges as it checks write jobs. The engineering station
+/// checks those modify and force write against the learned ranges as it checks write jobs. The engineering station
 /// that modified MW4 while learning modifies it again (nothing) and then a word of DB 7, and
-/// forces Q0.3 (a function it never used): two writes outside everything learned.
+/// forces Q0.3 (a function it never used) and modifies timer 7: three writes outside
+/// everything learned.
 #[test]
 fn modify_and_force_are_checked_where_they_write() {
     use common::{all_frames, detect_files, Learn};
@@ -330,6 +331,7 @@ fn modify_and_force_are_checked_where_they_write() {
     let db7 = tis_job(103, 0x08, &[(0x72, 1, 7, 300, &[0x00, 0x2a])]);
     jobs.push((80.0, db7));
     jobs.push((90.0, tis_job(104, 0x09, &[(0x20, 3, 0, 0, &[0x01])])));
+    jobs.push((95.0, tis_job(105, 0x08, &[(0x54, 1, 0, 7, &[0x12, 0x34])])));
     jobs.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut seqs = (1u32, 1u32);
     let mut packets = Vec::new();
@@ -360,6 +362,24 @@ fn modify_and_force_are_checked_where_they_write() {
     let force = s7(&events).map(|(_, s)| s).find(|s| s.pdu_ref == 104);
     let i = &force.expect("the force").items[0];
     assert_eq!((i.area, i.address, i.bit), (Some(0x82), Some(0), Some(3)));
+    // What detection takes: writes; a word's value is not taken (INT? a REAL's half?), a
+    // bit's is; the variable status reads nothing it checks.
+    let accesses = |pdu_ref: u16| {
+        let e = s7(&events)
+            .find(|(_, s)| s.pdu_ref == pdu_ref)
+            .expect("pdu")
+            .0;
+        let o = otwatch::detection::observe::observe(e).expect("observation");
+        o.accesses
+            .iter()
+            .map(|a| (a.start, a.count, a.write, a.values.to_vec()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(accesses(103), [(300, 2, true, vec![])]);
+    assert_eq!(accesses(104), [(3, 1, true, vec![1.0])]);
+    // A timer is one address, whatever its two bytes.
+    assert_eq!(accesses(105), [(7, 1, true, vec![])]);
+    assert_eq!(accesses(0), []);
 
     let alerts: Vec<_> = detect_files(Learn::For(60.0), &[(&path, &all_frames)])
         .0
@@ -371,9 +391,13 @@ fn modify_and_force_are_checked_where_they_write() {
         .filter(|a| a.r#type == "address_out_of_range")
         .map(|a| (a.observed["space"].clone(), a.observed["start"].clone()))
         .collect();
-    assert_eq!(out.len(), 2, "{alerts:#?}");
+    assert_eq!(out.len(), 3, "{alerts:#?}");
     assert_eq!(out[0].1, 300, "{alerts:#?}");
     assert_eq!(out[1].1, 3, "Q0.3 as bit address 3: {alerts:#?}");
+    assert_eq!(
+        (&out[2].0, &out[2].1),
+        (&serde_json::json!("T"), &serde_json::json!(7))
+    );
     let other: Vec<_> = alerts
         .iter()
         .filter(|a| a.r#type != "address_out_of_range")

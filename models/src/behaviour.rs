@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 /// Latency enters as the window's median only: one slow response is not a change of behaviour
 /// (a sustained one is; `latency_shift` watches each channel for that). A window without an
-/// answered request has no latency: the feature is missing (NaN), not zero, and weighs nothing
-/// in the distance (a poll whose answer falls in the next window is no change of behaviour).
+/// answered request has no latency: the feature is missing (NaN), not zero, and is left out
+/// of the distance (a poll whose answer falls in the next window is no change of behaviour).
 pub const FEATURES: [&str; 7] = [
     "requests",
     "responses",
@@ -191,13 +191,11 @@ impl BehaviourModel {
     /// Distance of a raw feature vector to the nearest centroid, in standardised units.
     pub fn distance(&self, x: &[f64; N]) -> f64 {
         let t = transform(x);
+        // Missing features (NaN) stay missing, and are left out of the distance.
         let z: Vec<f64> = (0..N)
             .map(|j| {
-                standard(
-                    t[j],
-                    self.mean.get(j).copied().unwrap_or(0.0),
-                    self.std.get(j).copied().unwrap_or(1.0),
-                )
+                (t[j] - self.mean.get(j).copied().unwrap_or(0.0))
+                    / self.std.get(j).copied().unwrap_or(1.0)
             })
             .collect();
         self.centroids
@@ -205,6 +203,7 @@ impl BehaviourModel {
             .map(|c| {
                 c.iter()
                     .zip(&z)
+                    .filter(|(_, b)| !b.is_nan())
                     .map(|(a, b)| (a - b).powi(2))
                     .sum::<f64>()
                     .sqrt()
@@ -213,7 +212,8 @@ impl BehaviourModel {
     }
 }
 
-/// A feature in standardised units; a missing one is taken at the mean (0: no evidence).
+/// A feature in standardised units for k-means, which needs every coordinate: a missing one
+/// is taken at the mean (0).
 fn standard(v: f64, mean: f64, std: f64) -> f64 {
     if v.is_nan() {
         0.0

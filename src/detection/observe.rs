@@ -587,14 +587,18 @@ pub(crate) fn s7<'a>(
                     (0xf, 0x06..=0x08) => Some(Command::ProgramUpload),
                     _ => None,
                 };
-                // Variable status reads, modify variable and force write: their addresses
-                // are the PLC's memory as read/write jobs name it, checked against the same
-                // learned ranges.
-                if group == 0x1 && matches!(sub, 0x02 | 0x08 | 0x09) {
+                // Modify variable and force write the PLC's memory as write var jobs name it,
+                // checked against the same learned ranges. Their values are taken for bits
+                // and bytes only: a TIS address says word or double word, not INT, DINT or
+                // REAL. (Variable status reads: an engineering station's table, not checked.)
+                if group == 0x1 && matches!(sub, 0x08 | 0x09) {
                     o.accesses
                         .reserve(crate::dissect::s7::claimed_room(items.size_hint()));
-                    for item in items {
-                        s7_item(&item, o.write, &mut o.accesses);
+                    for mut item in items {
+                        if !matches!(item.addr.transport_size, Some(1 | 2)) {
+                            item.bytes = &[];
+                        }
+                        s7_item(&item, true, &mut o.accesses);
                     }
                 }
             }
@@ -679,6 +683,18 @@ fn s7_item(item: &S7ItemView<'_>, write: bool, out: &mut Accesses) {
     let bytes = item.bytes;
     let length = a.length.unwrap_or(1).max(1);
     let transport = a.transport_size.unwrap_or(2);
+    if matches!(transport, 0x1c..=0x1f) {
+        // Timers and counters are numbered: one address each, whatever their bytes (two, an
+        // S5TIME or BCD count: no value learned).
+        out.push(Access {
+            space,
+            start: address,
+            count: length,
+            write,
+            values: AccessValues::new(),
+        });
+        return;
+    }
     if transport == 1 {
         out.push(Access {
             space: space | S7_BIT_SPACE,
