@@ -242,6 +242,7 @@ fn feed(data: &[u8], sink: &mut dyn EventSink) -> u64 {
                 linktype: LinkType::ETHERNET,
                 orig_len: f.len() as u32,
                 data: &f,
+                csum_not_ready: false,
             };
             pipeline.process(&pkt, &source, sink);
             sink.after_packet(&pipeline.stats, pipeline.active_flows(), ts);

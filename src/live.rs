@@ -155,6 +155,7 @@ pub fn run_fanout_stage(
                 linktype: LinkType::ETHERNET,
                 orig_len,
                 data,
+                csum_not_ready: p.csum_not_ready,
             };
             pipeline.process(&pkt, name, sink);
         },
@@ -205,6 +206,7 @@ impl Feed for RingFeed<'_> {
                     linktype: LinkType::ETHERNET,
                     orig_len: p.orig_len,
                     data,
+                    csum_not_ready: p.csum_not_ready,
                 };
                 let refused = f(Next::Packet {
                     pkt,

@@ -212,6 +212,7 @@ pub fn replay_sharded(
                 linktype: d.linktype,
                 orig_len: d.orig_len,
                 data,
+                csum_not_ready: false,
             };
             pipeline.process(&pkt, &sources[d.file], sink);
         }

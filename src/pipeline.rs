@@ -77,7 +77,7 @@ impl Pipeline {
             source,
             macs,
         };
-        match decode::decode(pkt.linktype, pkt.data, &mut self.stats) {
+        match decode::decode(pkt.linktype, pkt.data, !pkt.csum_not_ready, &mut self.stats) {
             Decode::Packet(d) => {
                 if let Some(ring) = &self.evidence {
                     if let Ok(mut r) = ring.lock() {

@@ -14,6 +14,9 @@ pub struct ChecksumErrors {
     pub ipv4: u64,
     pub tcp: u64,
     pub udp: u64,
+    /// TCP/UDP checksums not verified: the capture host's own packets, which its NIC
+    /// completes (live capture with checksum offload).
+    pub offloaded: u64,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -264,7 +267,12 @@ macro_rules! merge_sums {
 }
 
 merge_sums!(LayerErrors { link, ip, tcp, udp });
-merge_sums!(ChecksumErrors { ipv4, tcp, udp });
+merge_sums!(ChecksumErrors {
+    ipv4,
+    tcp,
+    udp,
+    offloaded
+});
 merge_sums!(DefragStats {
     reassembled,
     timeouts,

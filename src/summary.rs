@@ -170,6 +170,10 @@ pub fn render(report: &ReplayReport, heading: &str) -> String {
         ("bad IPv4 checksums", s.checksum_errors.ipv4),
         ("bad TCP checksums", s.checksum_errors.tcp),
         ("bad UDP checksums", s.checksum_errors.udp),
+        (
+            "checksums left to the NIC (own packets)",
+            s.checksum_errors.offloaded,
+        ),
     ]);
     if !decode.is_empty() {
         let _ = writeln!(out, "  decode: {decode}");

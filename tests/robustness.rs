@@ -47,6 +47,7 @@ fn run(packets: &[(LinkType, Vec<u8>)]) -> VecSink {
             linktype: *linktype,
             orig_len: data.len() as u32,
             data,
+            csum_not_ready: false,
         };
         pipeline.process(&pkt, &source, &mut sink);
     }
@@ -140,6 +141,7 @@ fn run_detection(packets: &[Vec<u8>]) -> Vec<otwatch_models::Alert> {
                 linktype: LinkType::ETHERNET,
                 orig_len: data.len() as u32,
                 data,
+                csum_not_ready: false,
             };
             pipeline.process(&pkt, &source, &mut sink);
             sink.after_packet(&pipeline.stats, pipeline.active_flows(), pkt.ts_nanos);

@@ -668,6 +668,7 @@ impl AfPacketSource {
             orig_len: h.tp_len,
             frame: self.frame,
             vlan,
+            csum_not_ready: h.tp_status & libc::TP_STATUS_CSUMNOTREADY != 0,
         }
     }
 
@@ -688,6 +689,7 @@ impl AfPacketSource {
             linktype: LinkType::ETHERNET,
             orig_len,
             data,
+            csum_not_ready: p.csum_not_ready,
         }
     }
 }
@@ -753,6 +755,9 @@ pub struct RawPacket {
     pub frame: u64,
     /// An 802.1Q tag the kernel stripped (TPID, TCI): the worker puts it back.
     pub vlan: Option<(u16, u16)>,
+    /// The capture host's own packet, its transport checksum left to the NIC
+    /// (`TP_STATUS_CSUMNOTREADY`).
+    pub csum_not_ready: bool,
 }
 
 /// The workers' handle on the ring in fan-out mode: read a packet in place, then say it is done;

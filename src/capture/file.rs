@@ -784,6 +784,7 @@ impl FileCursor {
                                 linktype,
                                 orig_len: block.origlen,
                                 data: block.data,
+                                csum_not_ready: false,
                             }));
                         }
                         Err(e) => {
@@ -897,6 +898,7 @@ impl FileCursor {
                             linktype,
                             orig_len,
                             data,
+                            csum_not_ready: false,
                         }));
                     }
                 }

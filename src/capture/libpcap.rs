@@ -77,6 +77,7 @@ impl PcapSource {
                     linktype: self.linktype,
                     orig_len: p.header.len,
                     data: p.data,
+                    csum_not_ready: false,
                 }))
             }
             Err(pcap::Error::TimeoutExpired) => {

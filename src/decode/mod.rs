@@ -8,7 +8,8 @@
 //!
 //! Truncated packets (snaplen) are decoded laxly: the transport payload is what was captured, and
 //! the flow layer sees the missing tail as a gap. Checksums are verified and counted, never used to
-//! drop data (capture hosts with checksum offload write bogus ones on their own traffic).
+//! drop data (capture hosts with checksum offload write bogus ones on their own traffic; live
+//! capture says which of its packets those are, and their TCP/UDP checksum is not verified).
 
 pub mod defrag;
 
@@ -422,7 +423,14 @@ fn ip_layer_sliced(l3: &[u8]) -> Option<IpLayer<'_>> {
 /// Decode one link-layer frame. The link header is sliced here (a few fixed offsets), IPv4 and
 /// TCP too (`ipv4_layer`, `tcp_segment`); IPv6 and UDP by etherparse's slices. Nothing is
 /// copied: the result borrows the packet.
-pub fn decode<'a>(linktype: LinkType, data: &'a [u8], stats: &mut Stats) -> Decode<'a> {
+/// `verify`: whether the TCP/UDP checksum can be verified (not on a packet the capture host
+/// sent with checksum offload: [`crate::capture::Packet::csum_not_ready`]).
+pub fn decode<'a>(
+    linktype: LinkType,
+    data: &'a [u8],
+    verify: bool,
+    stats: &mut Stats,
+) -> Decode<'a> {
     let (vlan, ether_type, l3) = match link_layer(linktype, data) {
         Ok(l) => l,
         Err(LinkIssue::Unsupported) => {
@@ -473,6 +481,7 @@ pub fn decode<'a>(linktype: LinkType, data: &'a [u8], stats: &mut Stats) -> Deco
         ip.protocol,
         ip.payload,
         ip.complete,
+        !verify,
         stats,
     )
 }
@@ -494,11 +503,13 @@ pub fn decode_transport<'a>(
         }
         IpAddr::V4(_) => (protocol, payload),
     };
-    transport(vlan, src, dst, protocol, payload, true, stats)
+    transport(vlan, src, dst, protocol, payload, true, false, stats)
 }
 
-/// TCP or UDP. `complete`: the IP payload was captured whole, so its checksum can be verified.
+/// TCP or UDP. `complete`: the IP payload was captured whole, so its checksum can be verified;
+/// `offloaded`: the capture host's own packet, whose checksum its NIC fills in: not verified.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn transport<'a>(
     vlan: u16,
     src: IpAddr,
@@ -506,15 +517,20 @@ fn transport<'a>(
     protocol: IpNumber,
     payload: &'a [u8],
     complete: bool,
+    offloaded: bool,
     stats: &mut Stats,
 ) -> Decode<'a> {
+    if offloaded && matches!(protocol, IpNumber::TCP | IpNumber::UDP) {
+        stats.checksum_errors.offloaded += 1;
+    }
+    let verify = complete && !offloaded;
     let transport = match protocol {
         IpNumber::TCP => {
             let Some(tcp) = tcp_segment(payload) else {
                 stats.decode_errors.tcp += 1;
                 return Decode::Error;
             };
-            if complete && !transport_checksum_ok(payload, 6, src, dst) {
+            if verify && !transport_checksum_ok(payload, 6, src, dst) {
                 stats.checksum_errors.tcp += 1;
             }
             tcp
@@ -530,7 +546,7 @@ fn transport<'a>(
                 stats.decode_errors.udp += 1;
                 return Decode::Error;
             };
-            if complete && !udp_checksum_ok(&udp, src, dst) {
+            if verify && !udp_checksum_ok(&udp, src, dst) {
                 stats.checksum_errors.udp += 1;
             }
             Transport::Udp {
@@ -782,7 +798,7 @@ mod tests {
         // Two bytes of a hop-by-hop header that claims 2048.
         frame.extend_from_slice(&[6, 0xff]);
         let mut stats = Stats::default();
-        let _ = decode(LinkType::ETHERNET, &frame, &mut stats);
+        let _ = decode(LinkType::ETHERNET, &frame, true, &mut stats);
         let fragment = |first, chain: &[u8]| {
             ipv6_fragment_header(first, chain).map(|f| (f.id, f.offset, f.more, f.next, f.data_at))
         };

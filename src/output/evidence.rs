@@ -218,6 +218,7 @@ mod tests {
                     orig_len: 4000,
                     linktype: LinkType::ETHERNET,
                     data: &data,
+                    csum_not_ready: false,
                 };
                 ring.record(src, dst, &pkt, &source);
             }
