@@ -268,6 +268,21 @@ fn remembered_jobs_are_bounded_by_their_items() {
 /// variable (0x08) or force (0x09), with its TIS addresses `(area code, repetition factor or
 /// bit, DB, byte address)` and, for modify and force, one value each.
 fn tis_job(pdu_ref: u16, sub: u8, items: &[(u8, u8, u16, u16, &[u8])]) -> Vec<u8> {
+    tis_userdata(pdu_ref, sub, tis_body(sub, items))
+}
+
+/// A replace job (programmer commands 0x12) carrying the job [`tis_job`] would send.
+fn tis_replace(pdu_ref: u16, sub: u8, items: &[(u8, u8, u16, u16, &[u8])]) -> Vec<u8> {
+    let mut block = vec![0x00, 0x00, sub, 0x01];
+    block.extend_from_slice(&tis_body(sub, items));
+    let mut body = vec![0x00, 0x00];
+    body.extend_from_slice(&(block.len() as u16).to_be_bytes());
+    body.extend_from_slice(&block);
+    tis_userdata(pdu_ref, 0x12, body)
+}
+
+/// A test job's sizes, parameters and data.
+fn tis_body(sub: u8, items: &[(u8, u8, u16, u16, &[u8])]) -> Vec<u8> {
     let params = [0u8, 0, 0, 1, 0, 1, 0, 6, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 0];
     let mut tis = (items.len() as u16).to_be_bytes().to_vec();
     for &(area, rep, db, start, _) in items {
@@ -289,6 +304,11 @@ fn tis_job(pdu_ref: u16, sub: u8, items: &[(u8, u8, u16, u16, &[u8])]) -> Vec<u8
     body.extend_from_slice(&(tis.len() as u16).to_be_bytes());
     body.extend_from_slice(&params);
     body.extend_from_slice(&tis);
+    body
+}
+
+/// A programmer commands request with subfunction `sub` and its data part's `body`.
+fn tis_userdata(pdu_ref: u16, sub: u8, body: Vec<u8>) -> Vec<u8> {
     let mut data = vec![0xff, 0x09];
     data.extend_from_slice(&(body.len() as u16).to_be_bytes());
     data.extend_from_slice(&body);
@@ -309,10 +329,10 @@ fn tis_answer(pdu_ref: u16, sub: u8) -> Vec<u8> {
 
 /// A variable table at work: the addresses of variable status, modify variable and force jobs
 /// are decoded (Wireshark's TIS items) as the S7ANY addresses of the same memory, and detection
-/// checks those modify and force write against the learned ranges as it checks write jobs. The engineering station
-/// that modified MW4 while learning modifies it again (nothing) and then a word of DB 7, and
-/// forces Q0.3 (a function it never used) and modifies timer 7: three writes outside
-/// everything learned.
+/// checks those modify and force write against the learned ranges as it checks write jobs.
+/// The engineering station that modified MW4 while learning modifies it again (nothing), then
+/// a word of DB 7, forces Q0.3 (a function it never used), modifies timer 7, and replaces a job
+/// with a modify of DB 9 (also new): four writes outside everything learned.
 #[test]
 fn modify_and_force_are_checked_where_they_write() {
     use common::{all_frames, detect_files, Learn};
@@ -332,6 +352,8 @@ fn modify_and_force_are_checked_where_they_write() {
     jobs.push((80.0, db7));
     jobs.push((90.0, tis_job(104, 0x09, &[(0x20, 3, 0, 0, &[0x01])])));
     jobs.push((95.0, tis_job(105, 0x08, &[(0x54, 1, 0, 7, &[0x12, 0x34])])));
+    // A modify of DB 9 carried by a replace job.
+    jobs.push((97.0, tis_replace(106, 0x08, &[(0x72, 1, 9, 40, &[0, 1])])));
     jobs.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut seqs = (1u32, 1u32);
     let mut packets = Vec::new();
@@ -379,6 +401,17 @@ fn modify_and_force_are_checked_where_they_write() {
     assert_eq!(accesses(104), [(3, 1, true, vec![1.0])]);
     // A timer is one address, whatever its two bytes.
     assert_eq!(accesses(105), [(7, 1, true, vec![])]);
+    // A replace job writes what the job it carries writes.
+    assert_eq!(accesses(106), [(40, 2, true, vec![])]);
+    let replace = s7(&events)
+        .find(|(_, s)| s.pdu_ref == 106)
+        .expect("replace")
+        .1;
+    let u = replace.userdata.as_ref().expect("userdata");
+    assert_eq!(
+        (u.subfunction_name, u.job_subfunction_name),
+        (Some("replace_job"), Some("modify_variable"))
+    );
     assert_eq!(accesses(0), []);
 
     let alerts: Vec<_> = detect_files(Learn::For(60.0), &[(&path, &all_frames)])
@@ -391,18 +424,22 @@ fn modify_and_force_are_checked_where_they_write() {
         .filter(|a| a.r#type == "address_out_of_range")
         .map(|a| (a.observed["space"].clone(), a.observed["start"].clone()))
         .collect();
-    assert_eq!(out.len(), 3, "{alerts:#?}");
+    assert_eq!(out.len(), 4, "{alerts:#?}");
     assert_eq!(out[0].1, 300, "{alerts:#?}");
     assert_eq!(out[1].1, 3, "Q0.3 as bit address 3: {alerts:#?}");
     assert_eq!(
         (&out[2].0, &out[2].1),
         (&serde_json::json!("T"), &serde_json::json!(7))
     );
+    assert_eq!(
+        (&out[3].0, &out[3].1),
+        (&serde_json::json!("DB9"), &serde_json::json!(40))
+    );
     let other: Vec<_> = alerts
         .iter()
         .filter(|a| a.r#type != "address_out_of_range")
         .map(|a| a.r#type)
         .collect();
-    // Forcing is new for this station too.
-    assert_eq!(other, ["new_function_code"]);
+    // Forcing and replacing a job are new for this station too.
+    assert_eq!(other, ["new_function_code", "new_function_code"]);
 }

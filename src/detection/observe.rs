@@ -575,7 +575,8 @@ pub(crate) fn s7<'a>(
             };
             o.exception = u.error_code.is_some_and(|e| e != 0);
             let request = o.kind == Kind::Request;
-            let (group, sub) = (u.group & 0xf, u.subfunction);
+            // A replace job is the job it carries.
+            let (group, sub) = (u.group & 0xf, u.job_subfunction.unwrap_or(u.subfunction));
             // Programmer commands that change the process (modify variable, force) or erase
             // the program (memory reset), and NC program transfers. Setting the clock is
             // routine (as IEC 104's clock synchronisation is): not a write.

@@ -141,6 +141,12 @@ pub struct S7Userdata {
     /// Block functions / time functions, briefly.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// A replace job (programmer commands 0x12): the job it carries (modify variable, force
+    /// or variable status), whose addresses are the event's `items`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_subfunction: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_subfunction_name: Option<&'static str>,
 }
 
 /// The `s7comm` object of an event (docs/events.md).
@@ -1031,6 +1037,10 @@ fn userdata(u: &Userdata<'_>) -> S7Userdata {
                 block.block_type.name().unwrap_or("block"),
                 block.number
             ));
+        }
+        UserdataBody::Tis(job) if job.function != p.subfunction => {
+            out.job_subfunction = Some(job.function.0);
+            out.job_subfunction_name = job.function.name_in(p.group);
         }
         UserdataBody::Clock(t) => {
             out.detail = Some(format!(

@@ -511,6 +511,8 @@ impl Subfunction {
     pub const VARIABLE_STATUS: Self = Self(0x02);
     pub const MODIFY_VARIABLE: Self = Self(0x08);
     pub const FORCE: Self = Self(0x09);
+    /// A job set up before (a variable table's modify, say) replaced by the one it carries.
+    pub const REPLACE_JOB: Self = Self(0x12);
     // CPU functions (group 4).
     pub const READ_SZL: Self = Self(0x01);
     pub const MESSAGE_SERVICE: Self = Self(0x02);

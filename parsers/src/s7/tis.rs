@@ -19,12 +19,16 @@
 //! A value is return code, transport size, length (2), data, and a fill byte after odd data
 //! (after the last item too). The length counts bits for transport sizes BYTE/WORD/DWORD (4)
 //! and INTEGER (5), bytes for the others.
+//!
+//! A replace job request (0x12) carries the job that replaces one set up before, in its TIS
+//! data: 2 reserved bytes, the job's subfunction, its sequence number, then the job as above
+//! (parameter size, data size, parameters, data); Wireshark's `s7comm_decode_ud_tis_jobs`.
 
 use core::iter::FusedIterator;
 
 #[cfg(test)]
 use super::{Area, TransportSize};
-use super::{DataTransportSize, ReturnCode, TisArea};
+use super::{DataTransportSize, ReturnCode, Subfunction, TisArea};
 
 /// Bytes of one TIS address.
 pub const TIS_ADDRESS_LEN: usize = 6;
@@ -174,9 +178,12 @@ fn split_value(bytes: &[u8]) -> Option<(TisValue<'_>, &[u8])> {
     ))
 }
 
-/// A variable status, modify variable or force request.
+/// A variable status, modify variable or force request, or one carried by a replace job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TisJob<'a> {
+    /// Which job: variable status, modify variable or force (for a replace job, the job it
+    /// carries).
+    pub function: Subfunction,
     /// The TIS parameters (trigger type, frequency, answer size, trigger event...), raw.
     pub params: &'a [u8],
     /// The addresses, in order.
@@ -186,31 +193,43 @@ pub struct TisJob<'a> {
 }
 
 impl<'a> TisJob<'a> {
-    /// The job in a userdata data part (after its four-byte header); `with_values` for modify
-    /// and force. `None` when the sizes do not frame the parts or the addresses do not fit.
-    pub(super) fn parse(bytes: &'a [u8], with_values: bool) -> Option<Self> {
-        let (&[p0, p1, d0, d1], rest) = bytes.split_first_chunk::<4>()?;
-        let (param_len, data_len) = (
-            usize::from(u16::from_be_bytes([p0, p1])),
-            usize::from(u16::from_be_bytes([d0, d1])),
-        );
-        let params = rest.get(..param_len)?;
-        let data = rest.get(param_len..param_len.checked_add(data_len)?)?;
+    /// The job of a userdata request with subfunction `sub`, from its data part (after the
+    /// four-byte header). `None` when the sizes do not frame the parts, the addresses do not
+    /// fit, or a replace job carries another kind of job.
+    pub(super) fn parse(bytes: &'a [u8], sub: Subfunction) -> Option<Self> {
+        if sub != Subfunction::REPLACE_JOB {
+            return Self::of(sub, bytes);
+        }
+        let (_, data) = sized(bytes)?;
+        // The replacing job: reserved (2), its subfunction, its sequence number, then the job.
+        let (&[_, _, function, _], job) = data.split_first_chunk::<4>()?;
+        match Subfunction(function) {
+            f @ (Subfunction::VARIABLE_STATUS
+            | Subfunction::MODIFY_VARIABLE
+            | Subfunction::FORCE) => Self::of(f, job),
+            _ => None,
+        }
+    }
+
+    /// A variable status, modify or force job: sizes, parameters, then its data.
+    fn of(function: Subfunction, bytes: &'a [u8]) -> Option<Self> {
+        let (params, data) = sized(bytes)?;
         let (&[c0, c1], items) = data.split_first_chunk::<2>()?;
         let count = u16::from_be_bytes([c0, c1]);
         let address_bytes = items.get(..usize::from(count) * TIS_ADDRESS_LEN)?;
         let (addresses, []) = address_bytes.as_chunks::<TIS_ADDRESS_LEN>() else {
             return None;
         };
-        let values = if with_values {
+        let values = if function == Subfunction::VARIABLE_STATUS {
+            TisValues::default()
+        } else {
             TisValues {
                 bytes: &items[address_bytes.len()..],
                 count,
             }
-        } else {
-            TisValues::default()
         };
         Some(TisJob {
+            function,
             params,
             addresses,
             values,
@@ -221,6 +240,16 @@ impl<'a> TisJob<'a> {
     pub fn iter(&self) -> impl ExactSizeIterator<Item = TisAddress> + Clone + 'a {
         self.addresses.iter().map(|&a| TisAddress::from(a))
     }
+}
+
+/// The parameters and data of a TIS job: parameter size, data size, then the two parts.
+fn sized(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (&[p0, p1, d0, d1], rest) = bytes.split_first_chunk::<4>()?;
+    let param_len = usize::from(u16::from_be_bytes([p0, p1]));
+    let data_len = usize::from(u16::from_be_bytes([d0, d1]));
+    let params = rest.get(..param_len)?;
+    let data = rest.get(param_len..param_len.checked_add(data_len)?)?;
+    Some((params, data))
 }
 
 #[cfg(test)]
@@ -244,7 +273,7 @@ mod tests {
 
     #[test]
     fn a_modify_job_as_wireshark_reads_it() {
-        let job = TisJob::parse(&MODIFY, true).expect("job");
+        let job = TisJob::parse(&MODIFY, Subfunction::MODIFY_VARIABLE).expect("job");
         assert_eq!(job.params.len(), 20);
         let a: Vec<_> = job.iter().collect();
         assert_eq!(a.len(), 3);
@@ -261,10 +290,27 @@ mod tests {
         let v: Vec<_> = job.values.iter().map(|v| v.data).collect();
         assert_eq!(v, [&[0x41, 0x33, 0x85, 0x1f][..], &[0xde, 0xad], &[0x01]]);
         // Variable status carries no values.
-        assert!(TisJob::parse(&MODIFY, false)
+        assert!(TisJob::parse(&MODIFY, Subfunction::VARIABLE_STATUS)
             .expect("job")
             .values
             .is_empty());
+    }
+
+    /// A replace job carrying the modify above (Wireshark: reserved 2 bytes, the job's
+    /// subfunction and sequence number, then the job), and one carrying a job of another kind.
+    #[test]
+    fn a_replace_job_carries_its_job() {
+        let mut block = vec![0x00, 0x00, 0x08, 0x01];
+        block.extend_from_slice(&MODIFY);
+        let mut bytes = vec![0x00, 0x00];
+        bytes.extend_from_slice(&(block.len() as u16).to_be_bytes());
+        bytes.extend_from_slice(&block);
+        let job = TisJob::parse(&bytes, Subfunction::REPLACE_JOB).expect("job");
+        assert_eq!(job.function, Subfunction::MODIFY_VARIABLE);
+        assert_eq!(job.iter().count(), 3);
+        assert_eq!(job.values.iter().count(), 3);
+        bytes[6] = 0x01; // block status: not a job with addresses
+        assert!(TisJob::parse(&bytes, Subfunction::REPLACE_JOB).is_none());
     }
 
     #[test]
@@ -283,10 +329,10 @@ mod tests {
         // More items claimed than the data holds: not a job.
         let mut short = MODIFY;
         short[25] = 9;
-        assert!(TisJob::parse(&short, true).is_none());
+        assert!(TisJob::parse(&short, Subfunction::MODIFY_VARIABLE).is_none());
         // Sizes that overrun the data.
-        assert!(TisJob::parse(&MODIFY[..40], true).is_none());
-        assert!(TisJob::parse(&[], true).is_none());
+        assert!(TisJob::parse(&MODIFY[..40], Subfunction::MODIFY_VARIABLE).is_none());
+        assert!(TisJob::parse(&[], Subfunction::MODIFY_VARIABLE).is_none());
     }
 
     #[test]

@@ -93,8 +93,9 @@ pub enum UserdataBody<'a> {
     BlockInfoRequest(BlockRef),
     /// Time functions: the clock read (response) or set (request).
     Clock(S7DateTime),
-    /// Programmer commands / variable status, modify variable and force requests: the
-    /// addresses the test job reads or writes and, for modify and force, the values.
+    /// Programmer commands / variable status, modify variable and force requests, and a
+    /// replace job request carrying one of them: the addresses the test job reads or writes
+    /// and, for modify and force, the values ([`TisJob::function`] says which job).
     Tis(TisJob<'a>),
     /// Any other service, an error response, or data that does not have the expected layout:
     /// [`Userdata::data`] holds it.
@@ -218,10 +219,12 @@ fn body<'a>(param: &UserdataParam, data: &UserdataData<'a>) -> UserdataBody<'a> 
         }
         (
             FunctionGroup::PROGRAMMER_COMMANDS,
-            sub
-            @ (Subfunction::VARIABLE_STATUS | Subfunction::MODIFY_VARIABLE | Subfunction::FORCE),
+            sub @ (Subfunction::VARIABLE_STATUS
+            | Subfunction::MODIFY_VARIABLE
+            | Subfunction::FORCE
+            | Subfunction::REPLACE_JOB),
         ) if request && param.last_data_unit != Some(false) => {
-            TisJob::parse(bytes, sub != Subfunction::VARIABLE_STATUS).map(UserdataBody::Tis)
+            TisJob::parse(bytes, sub).map(UserdataBody::Tis)
         }
         (FunctionGroup::TIME_FUNCTIONS, sub) => {
             let read = matches!(
