@@ -87,7 +87,12 @@ impl Pipeline {
                 self.flows.process(&d, &info, &mut self.stats, sink)
             }
             Decode::Fragment(f) => {
-                if let Some(dg) = self.defrag.add(&f, pkt.ts_nanos, &mut self.stats) {
+                let conflicts = self.stats.defrag.conflicting_overlaps;
+                let whole = self.defrag.add(&f, pkt.ts_nanos, &mut self.stats);
+                if self.stats.defrag.conflicting_overlaps > conflicts && sink.wants_observations() {
+                    fragment_conflict(&f, &info, sink);
+                }
+                if let Some(dg) = whole {
                     let decoded = decode::decode_transport(
                         dg.vlan,
                         dg.src,
@@ -121,6 +126,39 @@ impl Pipeline {
         self.flows.sweep(now, &mut self.stats, &mut sorted);
         sorted.release();
     }
+}
+
+/// A fragment whose bytes contradict another fragment's of its datagram: an observation for
+/// detection (`overlap_conflict`), on the conversation of its protocol from its sender to its
+/// receiver (ports are in the first fragment only).
+fn fragment_conflict(f: &decode::Fragment<'_>, info: &PacketInfo<'_>, sink: &mut dyn EventSink) {
+    let proto = match f.protocol {
+        etherparse::IpNumber::UDP => otwatch_models::Proto::Udp,
+        _ => otwatch_models::Proto::Tcp,
+    };
+    let channel = otwatch_models::Channel {
+        proto,
+        client: f.src,
+        server: f.dst,
+        unit: 0,
+    };
+    let mut obs = Observation::new(
+        info.ts_nanos,
+        Arc::clone(info.source),
+        info.frame,
+        channel,
+        otwatch_models::Kind::Request,
+        0,
+    );
+    obs.stream_anomaly = Some("ip_fragment_conflicting_overlap");
+    obs.src_mac = info.macs.map(|(s, _)| s.0);
+    let key = FlushKey {
+        ts: info.ts_nanos,
+        frame: info.frame,
+        src: (f.src, 0),
+        dst: (f.dst, 0),
+    };
+    sink.observed(key, &mut obs);
 }
 
 /// Holds the events of a flush (or a sweep), to hand them on in a defined order.

@@ -431,14 +431,14 @@ fn a_copy_sent_again_with_other_bytes_is_a_conflict() {
     assert_eq!(stream_conflicts(&path), [(3 + 4, 1)]);
 }
 
-/// The `tcp_stream_conflict` alerts detection raises on a capture (no baseline needed): the
+/// The `overlap_conflict` alerts detection raises on a capture (no baseline needed): the
 /// frame of each cause's first line and its final count. Each names the client as the
 /// sender, on the TCP conversation to port 502.
 fn stream_conflicts(path: &std::path::Path) -> Vec<(u64, u64)> {
     let alerts = detect_files(Learn::Everything, &[(path, &all_frames)]).0;
     let mine: Vec<_> = alerts
         .iter()
-        .filter(|a| a.r#type == "tcp_stream_conflict")
+        .filter(|a| a.r#type == "overlap_conflict")
         .collect();
     assert!(
         alerts.len() == mine.len(),
@@ -446,6 +446,9 @@ fn stream_conflicts(path: &std::path::Path) -> Vec<(u64, u64)> {
     );
     for a in &mine {
         assert_eq!(a.proto, otwatch_models::Proto::Tcp);
+        if a.state == otwatch_models::AlertState::First {
+            assert_eq!(a.observed["anomaly"], "tcp_conflicting_overlap");
+        }
         assert_eq!(a.key.unit, 502);
         assert_eq!(a.src_ip, std::net::IpAddr::from(CLIENT.0), "{a:?}");
     }
@@ -726,6 +729,40 @@ fn modbus_in_fragmented_ip_is_reassembled() {
         events[0].frame, 5,
         "completed by the last fragment to arrive"
     );
+}
+
+/// A fragment sent twice with other bytes (the IP layer's overlap evasion: which copy a PLC's
+/// stack keeps is its own choice) is counted and raised as `overlap_conflict` on the
+/// conversation of its protocol, from its sender; the first copy is what was reassembled.
+#[test]
+fn a_fragment_sent_again_with_other_bytes_is_a_conflict() {
+    let values: Vec<u16> = (0..100).collect();
+    let whole = client_segment(&write_registers_adu(&values));
+    let mut frags = fragment_ipv4(&whole, 48);
+    let mut other = frags[2].clone();
+    let last = other.len() - 1;
+    other[last] ^= 0xff;
+    frags.insert(3, other);
+    let dir = scratch("frag-conflict");
+    let path = dir.join("frag.pcap");
+    write_pcap(&path, &frags);
+    let (events, report) = replay_file(&path);
+    assert_eq!(report.stats.defrag.conflicting_overlaps, 1);
+    assert_eq!(events.len(), 1);
+    let m = events[0].modbus().expect("the write");
+    assert_eq!(m.values, Some(Values::Registers(values)), "the first copy");
+    let alerts = detect_files(Learn::Everything, &[(&path, &all_frames)]).0;
+    let firsts: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.state == otwatch_models::AlertState::First)
+        .collect();
+    assert_eq!(firsts.len(), 1, "{alerts:#?}");
+    let a = firsts[0];
+    assert_eq!(a.r#type, "overlap_conflict");
+    assert_eq!(a.observed["anomaly"], "ip_fragment_conflicting_overlap");
+    assert_eq!(a.proto, otwatch_models::Proto::Tcp);
+    assert_eq!(a.src_ip, std::net::IpAddr::from(CLIENT.0));
+    assert_eq!(a.frames.first(), Some(&4), "the second copy");
 }
 
 /// A fragment cut by the snaplen never completes its datagram (tshark does not reassemble it

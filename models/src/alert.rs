@@ -421,7 +421,7 @@ pub const TYPES: [&str; 23] = [
     "traffic_flood",
     "device_restarted",
     "behaviour_anomaly",
-    "tcp_stream_conflict",
+    "overlap_conflict",
 ];
 
 struct Entry {

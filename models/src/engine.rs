@@ -276,13 +276,13 @@ pub(crate) fn needs_no_baseline(r#type: &str) -> bool {
             | "malformed_pdu"
             | "crc_error"
             | "device_restarted"
-            | "tcp_stream_conflict"
+            | "overlap_conflict"
     )
 }
 
 /// Alerts that need no baseline: commands that stop, start, reprogram or restart a device,
-/// malformed PDUs, CRC errors, a device reporting its own restart, and TCP streams that
-/// contradict themselves. Raised while learning too.
+/// malformed PDUs, CRC errors, a device reporting its own restart, and TCP streams or IP
+/// datagrams that contradict themselves. Raised while learning too.
 /// A cause already in the book goes out bare: its text was built the first time.
 fn always(o: &Observation, book: &AlertBook, out: &mut Vec<Alert>) {
     let ch = &o.channel;
@@ -336,12 +336,14 @@ fn always(o: &Observation, book: &AlertBook, out: &mut Vec<Alert>) {
         });
     }
     if let Some(what) = o.stream_anomaly {
-        let key = AlertKey::channel("tcp_stream_conflict", ch, 0);
+        // Reasons are static strings: the address names one.
+        let key = AlertKey::channel("overlap_conflict", ch, what.as_ptr() as u64);
         push(key, Severity::Medium, &|| {
             (
                 format!(
-                    "{ch}: {} sent bytes that contradict bytes it sent before at the same place of the TCP stream (a stream-reassembly evasion, or a broken TCP stack); the first ones were dissected",
-                    o.src()
+                    "{ch}: {} sent bytes that contradict bytes it sent before at the same place of the {} (a reassembly evasion, or a broken stack); the first ones were dissected",
+                    o.src(),
+                    if what.starts_with("ip_") { "IP datagram" } else { "TCP stream" },
                 ),
                 json!({"anomaly": what}),
             )

@@ -275,9 +275,12 @@ pub struct Observation {
     pub src_mac: Option<[u8; 6]>,
     /// The transport ports of the packet, from [`Observation::src`] to [`Observation::dst`].
     pub ports: Option<Ports>,
-    /// Not a PDU: the TCP stream of the channel (`Proto::Tcp`, the server's port as its unit)
-    /// carried a segment whose bytes contradict bytes already seen at the same stream
-    /// position (`conflicting_overlap`). Raised as `tcp_stream_conflict`; not learned.
+    /// Not a PDU: a TCP segment whose bytes contradict bytes already seen at the same place of
+    /// its stream (`tcp_conflicting_overlap`; the channel is the TCP conversation, `Proto::Tcp`
+    /// with the server's port as its unit), or an IP fragment whose bytes contradict another
+    /// fragment's of the same datagram (`ip_fragment_conflicting_overlap`; `Proto::Tcp` or
+    /// `Proto::Udp` by the datagram's protocol, from its sender to its receiver, unit 0).
+    /// Raised as `overlap_conflict`; not learned.
     pub stream_anomaly: Option<&'static str>,
 }
 

@@ -187,14 +187,14 @@ impl Ctx<'_> {
     /// The current packet, sent in `dir`, carries bytes that contradict bytes the TCP stream
     /// already had at the same place: counted, and for detection an observation of the
     /// stream (its channel the TCP conversation: `Proto::Tcp`, the server's port as unit),
-    /// which raises `tcp_stream_conflict`. No event: it is no PDU.
+    /// which raises `overlap_conflict`. No event: it is no PDU.
     pub fn stream_conflict(&mut self, dir: Dir) {
         self.stats.tcp.conflicting_overlaps += 1;
         if !self.wants_observations() {
             return;
         }
         let mut obs = self.observation(Proto::Tcp, u32::from(self.endpoints.server.1), dir, 0);
-        obs.stream_anomaly = Some("conflicting_overlap");
+        obs.stream_anomaly = Some("tcp_conflicting_overlap");
         self.hand_over(dir, &mut obs);
     }
 }
