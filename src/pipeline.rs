@@ -129,12 +129,15 @@ impl Pipeline {
 }
 
 /// A fragment whose bytes contradict another fragment's of its datagram: an observation for
-/// detection (`overlap_conflict`), on the conversation of its protocol from its sender to its
-/// receiver (ports are in the first fragment only).
+/// detection (`overlap_conflict`), on the conversation of its protocol (TCP or UDP; other
+/// protocols' are only counted) from its sender to its receiver (ports are in the first
+/// fragment only).
 fn fragment_conflict(f: &decode::Fragment<'_>, info: &PacketInfo<'_>, sink: &mut dyn EventSink) {
     let proto = match f.protocol {
         etherparse::IpNumber::UDP => otwatch_models::Proto::Udp,
-        _ => otwatch_models::Proto::Tcp,
+        etherparse::IpNumber::TCP => otwatch_models::Proto::Tcp,
+        // ICMP and the rest carry no plant traffic: counted only.
+        _ => return,
     };
     let channel = otwatch_models::Channel {
         proto,

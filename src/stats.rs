@@ -14,8 +14,8 @@ pub struct ChecksumErrors {
     pub ipv4: u64,
     pub tcp: u64,
     pub udp: u64,
-    /// TCP/UDP checksums not verified: the capture host's own packets, which its NIC
-    /// completes (live capture with checksum offload).
+    /// TCP/UDP checksums not verified, not computed yet (live capture with checksum offload:
+    /// the capture host's own packets, or a local VM's or container's).
     pub offloaded: u64,
 }
 

@@ -171,7 +171,7 @@ pub fn render(report: &ReplayReport, heading: &str) -> String {
         ("bad TCP checksums", s.checksum_errors.tcp),
         ("bad UDP checksums", s.checksum_errors.udp),
         (
-            "checksums left to the NIC (own packets)",
+            "checksums not yet computed (offloaded)",
             s.checksum_errors.offloaded,
         ),
     ]);

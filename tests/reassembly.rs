@@ -431,6 +431,43 @@ fn a_copy_sent_again_with_other_bytes_is_a_conflict() {
     assert_eq!(stream_conflicts(&path), [(3 + 4, 1)]);
 }
 
+/// A longer copy at the last segment's place whose first bytes differ (a read the PLC refused,
+/// then a write and a read in its place) is a conflict too. A keep-alive probe (one garbage byte just behind the stream's end) is none,
+/// even when the last segment was that one byte.
+#[test]
+fn copies_of_other_lengths_conflict_and_keep_alives_do_not() {
+    let mut segs = baseline();
+    let q1 = segs[2].clone();
+    let mut longer = q1.clone();
+    longer.data = [read_holding_request(101, 1, 4000, 3), request(5)].concat();
+    segs.insert(3, longer);
+    let dir = scratch("longer");
+    let path = dir.join("longer.pcap");
+    write_conversation(&path, true, &segs);
+    let (_, report) = replay_file(&path);
+    assert_eq!(report.stats.tcp.conflicting_overlaps, 1);
+    assert_eq!(stream_conflicts(&path), [(3 + 4, 1)]);
+
+    // Request 1 sent as 11 + 1 bytes, then a keep-alive probe of one 0x00 byte at its last
+    // byte's place, from the client.
+    let mut segs = baseline();
+    let [a, b] = split(&segs[2], 11);
+    segs.splice(2..3, [a, b.clone()]);
+    let mut probe = b;
+    probe.data = vec![0x00];
+    segs.insert(4, probe);
+    let dir = scratch("keepalive");
+    let path = dir.join("keepalive.pcap");
+    write_conversation(&path, true, &segs);
+    let (events, report) = replay_file(&path);
+    assert_eq!(summary(&events), expected(&[], &[]));
+    assert_eq!(
+        report.stats.tcp.conflicting_overlaps, 0,
+        "{:?}",
+        report.stats.tcp
+    );
+}
+
 /// The `overlap_conflict` alerts detection raises on a capture (no baseline needed): the
 /// frame of each cause's first line and its final count. Each names the client as the
 /// sender, on the TCP conversation to port 502.

@@ -615,7 +615,12 @@ fn repeat(e: &mut Entry, a: &mut Alert, realert_nanos: i64, lines: &mut u64) -> 
     e.last.ts = a.ts;
     e.last.frames = std::mem::take(&mut a.frames);
     std::mem::swap(&mut e.last.source, &mut a.source);
-    e.last.ports = a.ports;
+    // The latest occurrence's ports when it went the same way as the first; a cause seen both
+    // ways (a malformed PDU from each side) must not pair the first's addresses with the
+    // other way's ports: a flow id of a flow that never was.
+    if (a.src_ip, a.dst_ip) == (e.last.src_ip, e.last.dst_ip) {
+        e.last.ports = a.ports;
+    }
     if ts.saturating_sub(e.last_emitted) >= realert_nanos {
         e.last_emitted = ts;
         e.emitted_count = e.count;
@@ -695,6 +700,53 @@ mod tests {
             .find(|l| l.key == AlertKey::overflow("new_asset"));
         // The overflow entry counts all four occurrences past the bound.
         assert_eq!(overflow.map(|l| l.count), Some(4));
+    }
+
+    /// A cause seen both ways (a malformed PDU from the client, then from the server): its repeat
+    /// lines keep the first's addresses, and take a later occurrence's ports only when it went
+    /// the same way, so that the line's ports and addresses are one flow's.
+    #[test]
+    fn repeat_lines_pair_addresses_with_their_own_ports() {
+        let mut book = AlertBook::new(0);
+        let (client, server): (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
+        let ch = crate::obs::Channel {
+            proto: Proto::Modbus,
+            client,
+            server,
+            unit: 1,
+        };
+        let key = AlertKey::channel("malformed_pdu", &ch, 0);
+        let occurrence = |from_client: bool, client_port: u16, ts: i64| {
+            let (src, dst) = if from_client {
+                (client, server)
+            } else {
+                (server, client)
+            };
+            let mut a = Alert::new(None, key, Severity::Medium, Proto::Modbus, src, dst, ts);
+            let ports = crate::obs::Ports {
+                src: client_port,
+                dst: 502,
+                udp: false,
+            };
+            a.ports = Some(if from_client { ports } else { ports.reversed() });
+            a
+        };
+        let lines: Vec<Alert> = [(true, 40000, 1), (false, 40000, 2), (true, 40001, 3)]
+            .into_iter()
+            .filter_map(|(c, p, ts)| book.raise_with(&mut occurrence(c, p, ts), |_| {}))
+            .collect();
+        let seen: Vec<_> = lines
+            .iter()
+            .map(|l| (l.src_ip, l.ports.map(|p| (p.src, p.dst))))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (client, Some((40000, 502))),
+                (client, Some((40000, 502))),
+                (client, Some((40001, 502))),
+            ]
+        );
     }
 
     /// Keys that are equal hash the same, wherever their type's text lies (the same type named

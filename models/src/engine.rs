@@ -336,8 +336,13 @@ fn always(o: &Observation, book: &AlertBook, out: &mut Vec<Alert>) {
         });
     }
     if let Some(what) = o.stream_anomaly {
-        // Reasons are static strings: the address names one.
-        let key = AlertKey::channel("overlap_conflict", ch, what.as_ptr() as u64);
+        // One cause per layer (TCP, IP fragments) and per sender.
+        let layer: u64 = if what.starts_with("ip_") { 2 } else { 1 };
+        let key = AlertKey::channel(
+            "overlap_conflict",
+            ch,
+            layer << 1 | u64::from(o.src() == ch.server),
+        );
         push(key, Severity::Medium, &|| {
             (
                 format!(

@@ -755,8 +755,7 @@ pub struct RawPacket {
     pub frame: u64,
     /// An 802.1Q tag the kernel stripped (TPID, TCI): the worker puts it back.
     pub vlan: Option<(u16, u16)>,
-    /// The capture host's own packet, its transport checksum left to the NIC
-    /// (`TP_STATUS_CSUMNOTREADY`).
+    /// Its transport checksum not computed yet (checksum offload, `TP_STATUS_CSUMNOTREADY`).
     pub csum_not_ready: bool,
 }
 

@@ -52,9 +52,10 @@ pub struct Packet<'a> {
     /// Length of the packet on the wire; `data.len()` is smaller when the capture cut it.
     pub orig_len: u32,
     pub data: &'a [u8],
-    /// A packet the capture host sent itself whose transport checksum its NIC fills in (live
-    /// capture with checksum offload: Linux's `TP_STATUS_CSUMNOTREADY`): the field holds no
-    /// checksum yet, so it is not verified (counted as offloaded, not as bad).
+    /// A packet whose transport checksum is not computed yet (live capture with checksum
+    /// offload, Linux's `TP_STATUS_CSUMNOTREADY`: the capture host's own packets, or a local
+    /// VM's or container's over a veth, tap or virtio interface): it is not verified (counted
+    /// as offloaded, not as bad).
     pub csum_not_ready: bool,
 }
 

@@ -120,19 +120,22 @@ impl Defragmenter {
         if dg.data.len() < end {
             dg.data.resize(end, 0);
         }
+        // One conflict per fragment, however many of its blocks differ.
+        let mut conflict = false;
         for (i, chunk) in frag.payload.chunks(8).enumerate() {
             let block = frag.offset / 8 + i;
             let at = block * 8;
             if dg.block_set(block) {
-                if dg.data.get(at..at + chunk.len()) != Some(chunk) {
-                    stats.defrag.conflicting_overlaps += 1;
-                }
+                conflict |= dg.data.get(at..at + chunk.len()) != Some(chunk);
                 continue;
             }
             if let Some(dst) = dg.data.get_mut(at..at + chunk.len()) {
                 dst.copy_from_slice(chunk);
             }
             dg.set_block(block);
+        }
+        if conflict {
+            stats.defrag.conflicting_overlaps += 1;
         }
         if !dg.complete() {
             return None;

@@ -243,13 +243,13 @@ impl TcpStream {
         let mut data = payload;
         if rel < 0 {
             let behind = rel.unsigned_abs() as usize;
+            // A keep-alive probe: one garbage byte (Windows) just behind the stream's end.
+            let keep_alive = rel == -1 && data.len() == 1;
+            if !keep_alive && self.contradicts_last(seq, data) {
+                ctx.stream_conflict(dir);
+            }
             if behind >= data.len() {
                 ctx.stats.tcp.retransmitted_segments += 1;
-                if let Some(last) = self.last.filter(|l| l.seq == seq && l.len == data.len()) {
-                    if last.sample != sample(data) {
-                        ctx.stream_conflict(dir);
-                    }
-                }
                 return;
             }
             ctx.stats.tcp.overlapping_segments += 1;
@@ -290,6 +290,20 @@ impl TcpStream {
             self.skip_gap(app, ctx, dir);
         }
         self.skip_acked_holes(false, app, ctx, dir);
+    }
+
+    /// Whether a copy sent again at the place of the last segment delivered (`seq`) differs
+    /// from it where they overlap, as far as the sample tells: the same length or longer, its
+    /// sample of the last segment's length; shorter, the first 16 bytes when both have them.
+    fn contradicts_last(&self, seq: u32, data: &[u8]) -> bool {
+        let Some(last) = self.last.filter(|l| l.seq == seq) else {
+            return false;
+        };
+        match data.get(..last.len) {
+            Some(same) => last.sample != sample(same),
+            None if data.len() >= 16 && last.len >= 16 => last.sample[..2] != sample(data)[..2],
+            None => false,
+        }
     }
 
     /// Whether `data`, about to be delivered at the stream's position, differs from bytes held
