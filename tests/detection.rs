@@ -626,3 +626,61 @@ fn modbus_43_is_a_function_per_mei_type() {
         .collect();
     assert_eq!(functions, [43 | 14 << 8, 43 | 13 << 8]);
 }
+
+/// Schneider UMAS (Modbus function code 90) is many functions by its own code: a PLC stop,
+/// a start, a program download and an upload from a programming station are the commands
+/// they are (raised while learning too), each its own function (`90 | umas << 8`).
+#[test]
+fn umas_stop_start_download_and_upload_are_commands() {
+    let umas = |tid: u16, f: u8| {
+        let mut adu = tid.to_be_bytes().to_vec();
+        adu.extend_from_slice(&[0, 0, 0, 5, 0, 0x5A, 0x01, f, 0x00]);
+        adu
+    };
+    let mut segs = Vec::new();
+    let mut offset = 0;
+    for (tid, f) in [(1, 0x12), (2, 0x41), (3, 0x30), (4, 0x33), (5, 0x40)] {
+        let data = umas(tid, f);
+        let len = data.len();
+        segs.push(Segment {
+            from: Side::Client,
+            offset,
+            data,
+            captured: true,
+        });
+        offset += len;
+    }
+    let dir = scratch("umas");
+    let path = dir.join("umas.pcap");
+    write_conversation(&path, true, &segs);
+    let (events, _) = replay_file(&path);
+    let named: Vec<_> = events
+        .iter()
+        .filter_map(|e| e.modbus()?.subfunction_name)
+        .collect();
+    assert_eq!(
+        named,
+        [
+            "keep_alive",
+            "stop_plc",
+            "initialize_download",
+            "initialize_upload",
+            "start_plc"
+        ]
+    );
+    let alerts = run(Learn::Everything, &path, None);
+    let raised: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.state == otwatch_models::AlertState::First)
+        .map(|a| (a.r#type, a.observed["function"].as_u64()))
+        .collect();
+    assert_eq!(
+        raised,
+        [
+            ("plc_stop", Some(90 | 0x41 << 8)),
+            ("program_download", Some(90 | 0x30 << 8)),
+            ("program_upload", Some(90 | 0x33 << 8)),
+            ("plc_start", Some(90 | 0x40 << 8)),
+        ]
+    );
+}

@@ -161,6 +161,22 @@ pub(crate) fn modbus(m: &ModbusHead, values: AccessValues, o: &mut Observation) 
         o.function = 43 | u32::from(mei) << 8;
     }
     o.write = request && matches!(fc, 5 | 6 | 15 | 16 | 21 | 22 | 23);
+    // Schneider UMAS (90) is many functions by its own code (`90 | umas << 8`): the PLC's
+    // programming, start and stop among them.
+    if let (90, Some(umas), true) = (fc, m.subfunction, request) {
+        o.function = 90 | u32::from(umas) << 8;
+        o.function_name = otwatch_parsers::modbus::umas_function_name(umas as u8);
+        o.command = match umas {
+            0x30..=0x32 => Some(Command::ProgramDownload),
+            0x33..=0x35 => Some(Command::ProgramUpload),
+            0x40 => Some(Command::PlcStart),
+            0x41 => Some(Command::PlcStop),
+            _ => None,
+        };
+        // Writes of variables, coils and registers, and of I/O objects; and what changes the
+        // program or the PLC's state.
+        o.write = matches!(umas, 0x23 | 0x25 | 0x71 | 0x30..=0x32 | 0x40 | 0x41);
+    }
     // Diagnostics: restart communications (1) and force listen-only mode (4) take a device off
     // the bus.
     if request && fc == 8 && matches!(m.subfunction, Some(1 | 4)) {

@@ -11,8 +11,8 @@ use crate::dissect::registry::MODBUS;
 use std::collections::VecDeque;
 
 use otwatch_parsers::modbus::{
-    self, AduResult, Direction, FunctionCode, MbapHeader, ModbusAdu, ModbusPdu, PduBody,
-    MBAP_HEADER_LEN,
+    self, umas_function_name, AduResult, Direction, FunctionCode, MbapHeader, ModbusAdu, ModbusPdu,
+    PduBody, MBAP_HEADER_LEN,
 };
 
 use super::{hex, Ctx, Dir};
@@ -217,7 +217,9 @@ impl ModbusFlow {
                         ctx.emit_observed(dir, &mut o);
                     } else {
                         let mut ev = ctx.event("modbus", dir);
-                        let mut m = build_event(adu, &pdu, pending.as_ref(), ctx.ts_nanos, true);
+                        let request = dir == Dir::ToServer;
+                        let mut m =
+                            build_event(adu, &pdu, pending.as_ref(), ctx.ts_nanos, request, true);
                         m.values = carried(&pdu, pending.as_ref()).map(Carried::values);
                         ev.pdu = crate::event::Pdu::Modbus(m);
                         ctx.emit(ev);
@@ -411,7 +413,7 @@ fn observation(
     pdu: &ModbusPdu<'_>,
     req: Option<&Pending>,
 ) -> Observation {
-    let m = head(adu, pdu, req, ctx.ts_nanos);
+    let m = head(adu, pdu, req, ctx.ts_nanos, dir == Dir::ToServer);
     let mut o = ctx.observation(
         otwatch_models::Proto::Modbus,
         u32::from(adu.header.unit_id),
@@ -431,11 +433,13 @@ fn observation(
 }
 
 /// What the observation of a well-formed PDU reads; [`build_event`] starts from it too.
+/// `request`: sent to the server.
 fn head(
     adu: &ModbusAdu<'_>,
     pdu: &ModbusPdu<'_>,
     req: Option<&Pending>,
     now: i64,
+    request: bool,
 ) -> crate::detection::observe::ModbusHead {
     let (write_address, write_quantity) = match &pdu.body {
         PduBody::ReadWriteMultipleRequest {
@@ -454,6 +458,11 @@ fn head(
         error: None,
         subfunction: match &pdu.body {
             PduBody::Diagnostics { subfunction, .. } => Some(subfunction.0),
+            // Schneider UMAS: a request's second byte (after the session key) is its function;
+            // a response's is its status.
+            PduBody::Other { data } if pdu.function == FunctionCode::UMAS && request => {
+                data.get(1).map(|&f| u16::from(f))
+            }
             _ => None,
         },
         mei_type: match &pdu.body {
@@ -478,10 +487,11 @@ fn build_event(
     pdu: &ModbusPdu<'_>,
     req: Option<&Pending>,
     now: i64,
+    request: bool,
     detail: bool,
 ) -> ModbusEvent {
     // What an observation reads, made once for both (`head`).
-    let h = head(adu, pdu, req, now);
+    let h = head(adu, pdu, req, now, request);
     let mut ev = ModbusEvent {
         transaction_id: h.transaction_id,
         unit_id: adu.header.unit_id,
@@ -531,6 +541,9 @@ fn build_event(
             ev.data = detail.then(|| hex(events));
         }
         PduBody::ReportServerIdResponse { data } | PduBody::Other { data } => {
+            if pdu.function == FunctionCode::UMAS {
+                ev.subfunction_name = h.subfunction.and_then(|f| umas_function_name(f as u8));
+            }
             ev.data = detail.then(|| hex(data))
         }
         PduBody::ReadFileRecordRequest { records } if detail => {

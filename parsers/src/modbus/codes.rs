@@ -27,6 +27,9 @@ impl FunctionCode {
     pub const READ_WRITE_MULTIPLE_REGISTERS: Self = Self(23);
     pub const READ_FIFO_QUEUE: Self = Self(24);
     pub const ENCAPSULATED_INTERFACE: Self = Self(43);
+    /// Schneider Electric's UMAS (user-defined): Unity/EcoStruxure programming and diagnostics
+    /// of Modicon PLCs. Its own function is the data's second byte ([`umas_function_name`]).
+    pub const UMAS: Self = Self(90);
 
     /// Set in the function code byte of an exception response (AP §7).
     pub const EXCEPTION_BIT: u8 = 0x80;
@@ -243,6 +246,44 @@ impl fmt::Display for DiagnosticSubfunction {
             None => write!(f, "diagnostic_subfunction_{}", self.0),
         }
     }
+}
+
+/// snake_case name of a Schneider UMAS function (the second data byte of a function code 90
+/// request, after the session key), as Kaspersky ICS CERT's "The secrets of Schneider
+/// Electric's UMAS protocol" (2022) lists them; `None` for others. Downloads go from the
+/// programming station to the PLC, uploads from the PLC to it.
+pub const fn umas_function_name(code: u8) -> Option<&'static str> {
+    Some(match code {
+        0x01 => "init_comm",
+        0x02 => "read_id",
+        0x03 => "read_project_info",
+        0x04 => "read_plc_info",
+        0x06 => "read_card_info",
+        0x0A => "repeat",
+        0x10 => "take_plc_reservation",
+        0x11 => "release_plc_reservation",
+        0x12 => "keep_alive",
+        0x20 => "read_memory_block",
+        0x22 => "read_variables",
+        0x23 => "write_variables",
+        0x24 => "read_coils_registers",
+        0x25 => "write_coils_registers",
+        0x30 => "initialize_download",
+        0x31 => "download_block",
+        0x32 => "end_download",
+        0x33 => "initialize_upload",
+        0x34 => "upload_block",
+        0x35 => "end_upload",
+        0x39 => "read_ethernet_master_data",
+        0x40 => "start_plc",
+        0x41 => "stop_plc",
+        0x50 => "monitor_plc",
+        0x58 => "check_plc",
+        0x70 => "read_io_object",
+        0x71 => "write_io_object",
+        0x73 => "get_status_module",
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

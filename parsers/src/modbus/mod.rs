@@ -22,7 +22,7 @@ mod pdu;
 #[cfg(test)]
 mod proptests;
 
-pub use codes::{DiagnosticSubfunction, ExceptionCode, FunctionCode};
+pub use codes::{umas_function_name, DiagnosticSubfunction, ExceptionCode, FunctionCode};
 pub use data::{
     Bits, BitsIter, DeviceIdObject, DeviceIdObjects, DeviceIdObjectsIter, FileRecord,
     FileRecordRef, FileRecordRequests, FileRecordRequestsIter, FileRecordResponses,
