@@ -134,6 +134,24 @@ fn plc_stop_upload_and_pi_services_in_the_corpus() {
     assert!(s7(&events).any(|(_, s)| s.pi_service.as_deref() == Some("_INSE")));
     let (events, _) = replay_file(&dir.join("s7/S7-1200-Uploading-OB1-TIAV12.pcap"));
     assert!(events.iter().any(|e| e.s7commplus().is_some()));
+    // snap7's everything: copy RAM to ROM (_MODU, frame 59) is a program download, as the
+    // stop (57) and the start (63) are commands; compressing memory (_GARB, 61) is neither.
+    let path = s7dir.join("snap7_s300_everything.pcapng");
+    let alerts = common::detect_files(common::Learn::Everything, &[(&path, &common::all_frames)]).0;
+    let commands: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.state == otwatch_models::AlertState::First)
+        .filter_map(|a| Some((a.r#type, *a.frames.first()?)))
+        .filter(|(t, _)| ["plc_stop", "plc_start", "program_download"].contains(t))
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            ("plc_stop", 57),
+            ("program_download", 59),
+            ("plc_start", 63)
+        ]
+    );
 }
 
 /// TCP packets of one ISO-on-TCP conversation (port 102): each payload an S7 PDU in a COTP data

@@ -408,6 +408,10 @@ pub(crate) fn dnp3_app<P>(
     o.device_restarted = iin & IIN_DEVICE_RESTART != 0;
     o.exception = iin & IIN_REQUEST_ERRORS != 0;
     let request = kind == Kind::Request;
+    // Writes, operates, freeze-and-clears, application control, files. Enabling or disabling
+    // unsolicited responses and assigning classes (20-22) change what the outstation reports,
+    // but masters send them at every start, and outstations refuse them often (a refused
+    // write makes no writer): they are functions, new ones raised as such, not writes.
     o.write = request && matches!(fc, 2..=6 | 9 | 10 | 15..=19 | 25 | 27 | 31);
     o.command = match fc {
         13 | 14 => Some(Command::Restart),
@@ -640,7 +644,8 @@ pub(crate) fn s7<'a>(
             0x1d..=0x1f => Some(Command::ProgramUpload),
             0x28 => match s.pi_service {
                 Some("P_PROGRAM") => Some(Command::PlcStart),
-                Some("_INSE" | "_DELE") => Some(Command::ProgramDownload),
+                // Insert, delete, and copy RAM to ROM (the program kept as the PLC's own).
+                Some("_INSE" | "_INS2" | "_DELE" | "_MODU") => Some(Command::ProgramDownload),
                 _ => None,
             },
             _ => None,
