@@ -461,3 +461,68 @@ fn modify_and_force_are_checked_where_they_write() {
     // Forcing and replacing a job are new for this station too.
     assert_eq!(other, ["new_function_code", "new_function_code"]);
 }
+
+/// Write var jobs to addresses of another syntax than S7ANY (here Sinumerik NCK, syntax id
+/// 0x82: area and unit, column, line, module, line count) are checked too, each address by its
+/// bytes' hash: the station that wrote one NCK variable while learning writes it again
+/// (nothing), then another (`address_out_of_range`).
+#[test]
+fn writes_to_addresses_of_other_syntaxes_are_checked() {
+    use common::{all_frames, detect_files, Learn};
+    let nck_write = |pdu_ref: u16, column: u16| {
+        let mut param = vec![0x05, 1, 0x12, 0x08, 0x82, 0x41];
+        param.extend_from_slice(&column.to_be_bytes());
+        param.extend_from_slice(&[0x00, 0x01, 0x7f, 0x01]);
+        s7_pdu(1, pdu_ref, &param, &[0x00, 0x04, 0x00, 0x10, 0x12, 0x34])
+    };
+    let ack = |pdu_ref: u16| s7_pdu(3, pdu_ref, &[0x05, 1], &[0xff]);
+    let mut seqs = (1u32, 1u32);
+    let mut packets = Vec::new();
+    let t0 = common::packet_time(0);
+    // Reads of one NCK variable every 5 s would be a poll; writes are sparse: at 10, 30, 50 s
+    // while learning, then at 70 s (the same) and 80 s (column 9, never written).
+    for (k, (at, column)) in [(10, 1), (30, 1), (50, 1), (70, 1), (80, 9)]
+        .into_iter()
+        .enumerate()
+    {
+        let ts = t0 + std::time::Duration::from_secs(at);
+        let r = k as u16 + 1;
+        packets.push((ts, iso_segment(true, &nck_write(r, column), &mut seqs)));
+        let later = ts + std::time::Duration::from_millis(20);
+        packets.push((later, iso_segment(false, &ack(r), &mut seqs)));
+    }
+    let dir = common::scratch("s7-nck");
+    let path = dir.join("nck.pcap");
+    common::write_pcap_at(&path, &packets);
+    let (events, _) = replay_file(&path);
+    let job = s7(&events)
+        .find(|(_, s)| s.pdu_ref == 5)
+        .expect("the last write")
+        .1;
+    assert_eq!(job.items[0].syntax_id, Some(0x82));
+    assert!(job.items[0].raw_address.is_some());
+    let alerts: Vec<_> = detect_files(Learn::For(60.0), &[(&path, &all_frames)])
+        .0
+        .into_iter()
+        .filter(|a| a.state == otwatch_models::AlertState::First)
+        .collect();
+    let out: Vec<_> = alerts
+        .iter()
+        .map(|a| {
+            (
+                a.r#type,
+                a.observed["space"].clone(),
+                a.frames.first().copied(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        out,
+        [(
+            "address_out_of_range",
+            serde_json::json!("syntax0x82"),
+            Some(9)
+        )],
+        "{alerts:#?}"
+    );
+}

@@ -102,6 +102,8 @@ impl Proto {
                     0x84 => format!("DB{db}"),
                     0x1c => "C".into(),
                     0x1d => "T".into(),
+                    // Addresses of another syntax (NCK, Drive ES, symbolic), by their hash.
+                    0xff => format!("syntax{db:#04x}"),
                     _ => format!("area{area:#04x}"),
                 };
                 format!("{name}{bits}")

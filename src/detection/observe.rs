@@ -507,6 +507,9 @@ pub(crate) fn dnp3_app<P>(
 pub(crate) struct S7ItemView<'a> {
     pub addr: S7Address,
     pub dbread: &'a [crate::dissect::s7::S7DbRead],
+    /// An address of another syntax than S7ANY (Sinumerik NCK, Drive ES, symbolic): its
+    /// syntax id and its bytes as hex.
+    pub raw: Option<(u8, &'a str)>,
     pub return_code: Option<u8>,
     pub bytes: &'a [u8],
 }
@@ -541,6 +544,7 @@ impl<'a> S7ItemView<'a> {
         S7ItemView {
             addr: S7Address::of(item),
             dbread: &item.dbread,
+            raw: item.syntax_id.zip(item.raw_address.as_deref()),
             return_code: item.return_code,
             bytes: item.value.as_ref().map_or(&[], |h| &h.0),
         }
@@ -680,6 +684,18 @@ pub(crate) fn s7<'a>(
     }
 }
 
+/// The area of S7 addresses of another syntax than S7ANY (no S7ANY area has this code): their
+/// space is `S7_RAW_AREA << 16 | syntax id`.
+pub const S7_RAW_AREA: u32 = 0xff;
+
+/// A stable number for a name or an address's bytes (32-bit FNV-1a): Logix tags and S7
+/// addresses of other syntaxes are addressed by it.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
 /// Bytes as values: a run longer than the inline room is collected into a vector of its exact
 /// length and handed over (one allocation, no growth).
 fn byte_values(bytes: &[u8]) -> AccessValues {
@@ -699,6 +715,17 @@ fn s7_item(item: &S7ItemView<'_>, write: bool, out: &mut Accesses) {
     }
     let a = &item.addr;
     let (Some(area), Some(address)) = (a.area, a.address) else {
+        // Another syntax's address: one address, its bytes' hash, in a space of its syntax,
+        // so that a write to an address never written is one all the same.
+        if let Some((syntax, raw)) = item.raw {
+            out.push(Access {
+                space: S7_RAW_AREA << 16 | u32::from(syntax),
+                start: fnv1a(raw.as_bytes()),
+                count: 1,
+                write,
+                values: AccessValues::new(),
+            });
+        }
         return;
     };
     let space = u32::from(area) << 16 | u32::from(a.db.unwrap_or(0));

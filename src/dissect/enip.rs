@@ -930,9 +930,7 @@ fn all_messages<'e>(c: &'e CipEvent, out: &mut Vec<&'e CipEvent>) {
 
 /// A stable number for a tag name (FNV-1a), its address in the tag space.
 fn tag_address(tag: &str) -> u32 {
-    tag.bytes().fold(0x811c_9dc5u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
+    crate::detection::observe::fnv1a(tag.as_bytes())
 }
 
 /// Logix tags, as an address space of their own.

@@ -340,6 +340,9 @@ impl JobItem {
         crate::detection::observe::S7ItemView {
             addr: self.addr,
             dbread: self.raw.as_ref().map_or(&[], |r| &r.1),
+            raw: self
+                .syntax_id
+                .zip(self.raw.as_ref().and_then(|r| r.0.as_deref())),
             return_code: None,
             bytes: &[],
         }
