@@ -282,6 +282,16 @@ fn remembered_jobs_are_bounded_by_their_items() {
     assert!(ack.items.iter().all(|i| i.area == Some(0x84)));
 }
 
+/// The first line of each cause detection raises on `path`, learning its first 60 s.
+fn first_lines_learning_60s(path: &Path) -> Vec<otwatch_models::Alert> {
+    use common::{all_frames, detect_files, Learn};
+    detect_files(Learn::For(60.0), &[(path, &all_frames)])
+        .0
+        .into_iter()
+        .filter(|a| a.state == otwatch_models::AlertState::First)
+        .collect()
+}
+
 /// A userdata test job of the programmer commands (group 1): variable status (0x02), modify
 /// variable (0x08) or force (0x09), with its TIS addresses `(area code, repetition factor or
 /// bit, DB, byte address)` and, for modify and force, one value each.
@@ -353,7 +363,6 @@ fn tis_answer(pdu_ref: u16, sub: u8) -> Vec<u8> {
 /// with a modify of DB 9 (also new): four writes outside everything learned.
 #[test]
 fn modify_and_force_are_checked_where_they_write() {
-    use common::{all_frames, detect_files, Learn};
     let mut jobs: Vec<(f64, Vec<u8>)> = Vec::new();
     for k in 0..20u16 {
         // Variable status of MB0..MB5 every 5 s.
@@ -432,11 +441,7 @@ fn modify_and_force_are_checked_where_they_write() {
     );
     assert_eq!(accesses(0), []);
 
-    let alerts: Vec<_> = detect_files(Learn::For(60.0), &[(&path, &all_frames)])
-        .0
-        .into_iter()
-        .filter(|a| a.state == otwatch_models::AlertState::First)
-        .collect();
+    let alerts = first_lines_learning_60s(&path);
     let out: Vec<_> = alerts
         .iter()
         .filter(|a| a.r#type == "address_out_of_range")
@@ -468,7 +473,6 @@ fn modify_and_force_are_checked_where_they_write() {
 /// (nothing), then another (`address_out_of_range`).
 #[test]
 fn writes_to_addresses_of_other_syntaxes_are_checked() {
-    use common::{all_frames, detect_files, Learn};
     let nck_write = |pdu_ref: u16, column: u16| {
         let mut param = vec![0x05, 1, 0x12, 0x08, 0x82, 0x41];
         param.extend_from_slice(&column.to_be_bytes());
@@ -501,11 +505,7 @@ fn writes_to_addresses_of_other_syntaxes_are_checked() {
         .1;
     assert_eq!(job.items[0].syntax_id, Some(0x82));
     assert!(job.items[0].raw_address.is_some());
-    let alerts: Vec<_> = detect_files(Learn::For(60.0), &[(&path, &all_frames)])
-        .0
-        .into_iter()
-        .filter(|a| a.state == otwatch_models::AlertState::First)
-        .collect();
+    let alerts = first_lines_learning_60s(&path);
     let out: Vec<_> = alerts
         .iter()
         .map(|a| {
