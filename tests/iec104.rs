@@ -769,3 +769,43 @@ fn iec104_file_transfer_is_a_program_download_or_upload() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Counter interrogations (C_CI_NA_1) read the counters (QCC FRZ 0) or freeze them (1): no
+/// writes. Freezing with reset (2) or resetting (3) changes the station's totals: a write, and
+/// from a master that never wrote, an unauthorized one.
+#[test]
+fn a_counter_interrogation_that_resets_is_a_write() {
+    let mut l = Link::new();
+    l.send(0, MASTER, &[0x68, 4, 0x07, 0, 0, 0]); // STARTDT act
+    l.send(10, STATION, &[0x68, 4, 0x0b, 0, 0, 0]); // STARTDT con
+                                                    // Two minutes of counter reads every 10 s (QCC 5: all counters, no freeze), then a freeze
+                                                    // (0x45) and a reset (0xc5).
+    for (s, qcc) in (0..12u64)
+        .map(|s| (s, 0x05))
+        .chain([(12, 0x45), (13, 0xc5)])
+    {
+        let t = 1000 + s * 10_000;
+        l.i_frame(t, MASTER, &asdu(101, 6, &[(0, vec![qcc])]));
+        l.i_frame(t + 20, STATION, &asdu(101, 7, &[(0, vec![qcc])]));
+    }
+    let dir = common::scratch("iec104-qcc");
+    let path = dir.join("iec104.pcap");
+    common::write_pcap_at(&path, &l.packets);
+    let (events, _) = common::replay_file(&path);
+    let writes: Vec<_> = events
+        .iter()
+        .filter_map(otwatch::detection::observe::observe)
+        .filter(|o| o.kind == otwatch_models::Kind::Request && o.function == 101)
+        .map(|o| o.write)
+        .collect();
+    let mut want = vec![false; 13];
+    want.push(true);
+    assert_eq!(writes, want);
+    let (alerts, _) = common::detect_files(common::Learn::For(60.0), &[(&path, &|_| true)]);
+    let firsts: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.state == otwatch_models::AlertState::First)
+        .map(|a| a.r#type)
+        .collect();
+    assert_eq!(firsts, ["unauthorized_write"]);
+}

@@ -514,10 +514,13 @@ pub fn observe(
         _ => None,
     };
     // Clock synchronisation is routine (at every connection, or on a schedule): not a write.
+    // A counter interrogation that resets the counters (QCC FRZ 2, freeze with reset, or 3,
+    // reset) changes the station's totals, as DNP3's freeze-and-clear does.
     o.write = request
         && (id.is_process_command()
             || id.is_parameter()
             || t == 105
+            || (t == 101 && qualifier.is_some_and(|qcc| qcc >> 6 >= 2))
             || o.command == Some(Command::ProgramDownload));
     // End of initialisation: the station (re)started.
     o.device_restarted = !request && t == 70;
