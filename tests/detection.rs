@@ -684,3 +684,62 @@ fn umas_stop_start_download_and_upload_are_commands() {
         ]
     );
 }
+
+/// Modbus write file record (21) writes records: one address each in the file records space
+/// (`file << 16 | record`). The client that wrote file 4 record 1 while learning writes it
+/// again (nothing), then file 9 record 7, far from anything written (`address_out_of_range`).
+#[test]
+fn file_record_writes_are_checked_where_they_write() {
+    let write = |tid: u16, file: u16, record: u16| {
+        let mut pdu = vec![0x15, 9, 6];
+        for v in [file, record, 1, 0x1234] {
+            pdu.extend_from_slice(&v.to_be_bytes());
+        }
+        let mut adu = tid.to_be_bytes().to_vec();
+        adu.extend_from_slice(&[0, 0, 0, pdu.len() as u8 + 1, 1]);
+        adu.extend_from_slice(&pdu);
+        adu
+    };
+    let capture = |name: &str, writes: &[(u16, u16)]| {
+        let mut segs = Vec::new();
+        let mut offset = 0;
+        for (k, &(file, record)) in writes.iter().enumerate() {
+            let data = write(k as u16 + 1, file, record);
+            let len = data.len();
+            segs.push(Segment {
+                from: Side::Client,
+                offset,
+                data,
+                captured: true,
+            });
+            offset += len;
+        }
+        let dir = scratch(name);
+        let path = dir.join("fc21.pcap");
+        write_conversation(&path, true, &segs);
+        (dir, path)
+    };
+    let (_d1, learned) = capture("fc21-learn", &[(4, 1), (4, 1)]);
+    let (_d2, later) = capture("fc21-detect", &[(4, 1), (9, 7)]);
+    let baseline = learn_files(&[(&learned, &all_frames)]);
+    let alerts = run(Learn::Baseline(Box::new(baseline)), &later, None);
+    let out: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.state == otwatch_models::AlertState::First)
+        .map(|a| {
+            (
+                a.r#type,
+                a.observed["space"].clone(),
+                a.observed["start"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        out,
+        [(
+            "address_out_of_range",
+            serde_json::json!("file_records"),
+            serde_json::json!(9 << 16 | 7)
+        )]
+    );
+}

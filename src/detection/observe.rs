@@ -88,6 +88,12 @@ fn observe_pdu(ev: &Event) -> Option<Observation> {
                 None => AccessValues::new(),
             };
             modbus(&ModbusHead::of(m), values, &mut o);
+            if let Some(records) = &m.file_records {
+                file_record_writes(
+                    records.iter().map(|r| (r.file_number, r.record_number)),
+                    &mut o,
+                );
+            }
             Some(o)
         }
         Pdu::Dnp3(d) => dnp3(d, ev, base),
@@ -243,6 +249,25 @@ pub(crate) fn modbus(m: &ModbusHead, values: AccessValues, o: &mut Observation) 
             values
         },
     });
+}
+
+/// The records a Modbus write file record request (21) writes, `(file, record)`, as accesses
+/// of the file records space (6), one address each: `file << 16 | record` (a record's
+/// registers are no one point: no values). Nothing for other PDUs, responses (they echo the
+/// request) or a malformed request.
+pub(crate) fn file_record_writes(records: impl Iterator<Item = (u16, u16)>, o: &mut Observation) {
+    if o.function != 21 || o.kind != Kind::Request || o.malformed.is_some() {
+        return;
+    }
+    for (file, record) in records {
+        o.accesses.push(Access {
+            space: 6,
+            start: u32::from(file) << 16 | u32::from(record),
+            count: 1,
+            write: true,
+            values: AccessValues::new(),
+        });
+    }
 }
 
 /// Modbus device identification (43/14) objects, by id and value, joined: vendor, product

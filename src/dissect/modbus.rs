@@ -422,6 +422,12 @@ fn observation(
     );
     let values = carried(pdu, req).map_or_else(AccessValues::new, Carried::numbers);
     crate::detection::observe::modbus(&m, values, &mut o);
+    if let PduBody::WriteFileRecord { records } = &pdu.body {
+        crate::detection::observe::file_record_writes(
+            records.iter().map(|r| (r.file_number, r.record_number)),
+            &mut o,
+        );
+    }
     if let PduBody::ReadDeviceIdResponse { objects, .. } = &pdu.body {
         o.identity = crate::detection::observe::modbus_identity(
             objects
