@@ -627,6 +627,23 @@ fn modbus_43_is_a_function_per_mei_type() {
     assert_eq!(functions, [43 | 14 << 8, 43 | 13 << 8]);
 }
 
+/// The client's side of a Modbus/TCP conversation: one segment per ADU, back to back.
+fn client_stream(adus: impl IntoIterator<Item = Vec<u8>>) -> Vec<Segment> {
+    let mut offset = 0;
+    adus.into_iter()
+        .map(|data| {
+            let at = offset;
+            offset += data.len();
+            Segment {
+                from: Side::Client,
+                offset: at,
+                data,
+                captured: true,
+            }
+        })
+        .collect()
+}
+
 /// Schneider UMAS (Modbus function code 90) is many functions by its own code: a PLC stop,
 /// a start, a program download and an upload from a programming station are the commands
 /// they are (raised while learning too), each its own function (`90 | umas << 8`).
@@ -637,19 +654,9 @@ fn umas_stop_start_download_and_upload_are_commands() {
         adu.extend_from_slice(&[0, 0, 0, 5, 0, 0x5A, 0x01, f, 0x00]);
         adu
     };
-    let mut segs = Vec::new();
-    let mut offset = 0;
-    for (tid, f) in [(1, 0x12), (2, 0x41), (3, 0x30), (4, 0x33), (5, 0x40)] {
-        let data = umas(tid, f);
-        let len = data.len();
-        segs.push(Segment {
-            from: Side::Client,
-            offset,
-            data,
-            captured: true,
-        });
-        offset += len;
-    }
+    let segs = client_stream(
+        [(1, 0x12), (2, 0x41), (3, 0x30), (4, 0x33), (5, 0x40)].map(|(tid, f)| umas(tid, f)),
+    );
     let dir = scratch("umas");
     let path = dir.join("umas.pcap");
     write_conversation(&path, true, &segs);
@@ -701,19 +708,12 @@ fn file_record_writes_are_checked_where_they_write() {
         adu
     };
     let capture = |name: &str, writes: &[(u16, u16)]| {
-        let mut segs = Vec::new();
-        let mut offset = 0;
-        for (k, &(file, record)) in writes.iter().enumerate() {
-            let data = write(k as u16 + 1, file, record);
-            let len = data.len();
-            segs.push(Segment {
-                from: Side::Client,
-                offset,
-                data,
-                captured: true,
-            });
-            offset += len;
-        }
+        let segs = client_stream(
+            writes
+                .iter()
+                .enumerate()
+                .map(|(k, &(file, record))| write(k as u16 + 1, file, record)),
+        );
         let dir = scratch(name);
         let path = dir.join("fc21.pcap");
         write_conversation(&path, true, &segs);
