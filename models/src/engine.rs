@@ -337,7 +337,8 @@ fn always(o: &Observation, book: &AlertBook, out: &mut Vec<Alert>) {
     }
     if let Some(what) = o.stream_anomaly {
         // One cause per layer (TCP, IP fragments) and per sender.
-        let layer: u64 = if what.starts_with("ip_") { 2 } else { 1 };
+        let ip = what.starts_with("ip_");
+        let layer: u64 = if ip { 2 } else { 1 };
         let key = AlertKey::channel(
             "overlap_conflict",
             ch,
@@ -348,7 +349,7 @@ fn always(o: &Observation, book: &AlertBook, out: &mut Vec<Alert>) {
                 format!(
                     "{ch}: {} sent bytes that contradict bytes it sent before at the same place of the {} (a reassembly evasion, or a broken stack); the first ones were dissected",
                     o.src(),
-                    if what.starts_with("ip_") { "IP datagram" } else { "TCP stream" },
+                    if ip { "IP datagram" } else { "TCP stream" },
                 ),
                 json!({"anomaly": what}),
             )

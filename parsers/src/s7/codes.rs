@@ -497,7 +497,7 @@ impl TisArea {
 
     /// Bit areas (MX, IX, QX, DBX): the address's second byte is a bit position, not a count.
     pub const fn is_bit(&self) -> bool {
-        self.0 & 0x0f == 0 && !matches!(self.0, 0x54 | 0x64)
+        self.0 & 0x0f == 0 && self.area().is_some()
     }
 }
 
