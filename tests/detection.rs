@@ -262,17 +262,17 @@ fn a_saved_baseline_detects_like_a_learned_one() {
         .expect_err("foreign file")
         .to_string();
     assert!(err.contains("x.json") && err.contains("version 9"), "{err}");
-    // A version 1 file (S7 spaces and behaviour features of another meaning) is refused, and
-    // the message says what to do.
+    // A version 2 file (UMAS and CIP object-specific functions of another meaning) is refused,
+    // and the message says what to do.
     let saved = std::fs::read_to_string(dir.join("b.json")).expect("saved");
-    let v1 = saved.replacen("\"version\": 2,", "\"version\": 1,", 1);
-    assert_ne!(saved, v1, "the saved file says version 2");
+    let v1 = saved.replacen("\"version\": 3,", "\"version\": 2,", 1);
+    assert_ne!(saved, v1, "the saved file says version 3");
     std::fs::write(dir.join("v1.json"), v1).expect("write");
     let err = otwatch_models::Baseline::load(&dir.join("v1.json"))
-        .expect_err("version 1")
+        .expect_err("version 2")
         .to_string();
     assert!(
-        err.contains("version 1") && err.contains("learn the baseline again"),
+        err.contains("version 2") && err.contains("learn the baseline again"),
         "{err}"
     );
     let _ = std::fs::remove_dir_all(dir);

@@ -15,8 +15,11 @@ use crate::ranges::Ranges;
 pub const FORMAT: &str = "otwatch-baseline";
 /// The baseline file's version. 2: S7 address spaces are an item's area and DB with bits apart
 /// from bytes, and the behaviour model's features are this otwatch's; a version 1 file, which
-/// may hold neither, is refused rather than read with another meaning.
-pub const VERSION: u32 = 2;
+/// may hold neither, is refused rather than read with another meaning. 3: functions that are a
+/// code and a sub-code (Modbus UMAS `90 | umas << 8`, CIP object-specific services per class)
+/// and S7 timers and counters one address each; a version 2 file would make every UMAS or
+/// object-specific request a new function.
+pub const VERSION: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BaselineError {

@@ -117,6 +117,21 @@ impl Proto {
         }
     }
 
+    /// A function as alert texts name it: the number, and its name when it has one. A CIP
+    /// object-specific service on a class (`0x1000000 | class << 8 | service`) reads as its
+    /// service and class.
+    pub fn function_text(self, function: u32, name: Option<&str>) -> String {
+        match (self, name) {
+            (_, Some(n)) => format!("{function} ({n})"),
+            (Proto::Enip, None) if function >> 24 == 1 => format!(
+                "{function:#x} (service {:#04x} of class {:#x})",
+                function & 0xff,
+                (function >> 8) & 0xffff
+            ),
+            (_, None) => function.to_string(),
+        }
+    }
+
     /// True where a space holds single bits, whose values are process state, not measurements.
     pub fn bit_space(self, space: u32) -> bool {
         match self {

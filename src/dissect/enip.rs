@@ -945,6 +945,29 @@ const LIST_IDENTITY_FUNCTION: u32 = 0x1_0000 | 0x63;
 const IO_FUNCTION: u32 = 0x2_0000;
 pub const IO_SPACE: u32 = 0x2222;
 
+/// Object-specific services (CIP Vol 1, A-3: 0x4B-0x63) mean what their class says: 0x4C is
+/// Read Tag on a symbolic path and an unlock on the Logix controller object (0x8E); 0x4B and 0x4F
+/// walk Logix programs and routines (0x68-0x70) in an upload. Such a service is its own function
+/// per class, `OBJECT_SERVICE | class << 8 | service` (classes above 0xFFFF folded to 16 bits).
+/// A symbolic path's (Logix tag services), the tag object's (0x6B) and the Connection
+/// Manager's (class 6: Forward Open, Unconnected Send) keep their service code.
+const OBJECT_SERVICE: u32 = 0x100_0000;
+
+/// The function detection keys a CIP message by ([`OBJECT_SERVICE`]).
+fn cip_function(e: &CipEvent) -> u32 {
+    match e.class {
+        Some(class)
+            if (0x4b..=0x63).contains(&e.service)
+                && e.tag.is_none()
+                && class != 6
+                && class != TAG_SPACE =>
+        {
+            OBJECT_SERVICE | (class & 0xffff) << 8 | u32::from(e.service)
+        }
+        _ => u32::from(e.service),
+    }
+}
+
 /// The observation an ENIP event stands for: CIP messages (the function is the service of the
 /// innermost request an Unconnected Send carries, else the message's own), malformed messages,
 /// ListIdentity replies (the identity), and connected I/O packets; other encapsulation
@@ -1037,7 +1060,7 @@ pub fn observe(
             None => break,
         }
     }
-    let mut o = base(Proto::Enip, 0, kind, u32::from(inner.service));
+    let mut o = base(Proto::Enip, 0, kind, cip_function(inner));
     o.function_name = inner.service_name;
     o.corr = p.corr;
     o.malformed = c.error.or(all.iter().find_map(|e| e.error));
@@ -1375,6 +1398,37 @@ mod tests {
         let o = observed(&us(&stop, &[1, 0, 0xe0, 0]));
         assert_eq!(o.command, Some(Cmd::PlcStop));
         assert_eq!(o.malformed, Some("unconnected_send"));
+    }
+
+    /// An object-specific service is a function per class: the unlock of a Logix controller
+    /// (0x4C on class 0x8E, cip_unlock_cpu.pcap) is not the Read Tag of a symbolic path, nor
+    /// the same service on a program object; common services, the Connection Manager's and
+    /// the tag object's keep their code, through an Unconnected Send too.
+    #[test]
+    fn object_specific_services_are_functions_per_class() {
+        let unlock = observed(&req(0x4c, 0x8e, &[]));
+        assert_eq!(unlock.function, OBJECT_SERVICE | 0x8e << 8 | 0x4c);
+        let mut read_tag = vec![0x4c, 3, 0x91, 4];
+        read_tag.extend(b"Temp");
+        read_tag.extend([1, 0]);
+        assert_eq!(observed(&read_tag).function, 0x4c);
+        let program = observed(&req(0x4b, 0x68, &[]));
+        assert_eq!(program.function, OBJECT_SERVICE | 0x68 << 8 | 0x4b);
+        assert_ne!(program.function, observed(&req(0x4b, 0x6d, &[])).function);
+        assert_eq!(observed(&req(0x55, 0x6b, &[])).function, 0x55);
+        assert_eq!(observed(&req(0x54, 6, &[])).function, 0x54);
+        assert_eq!(observed(&req(0x0e, 0x8e, &[1, 0])).function, 0x0e);
+        let routed = observed(&us(&req(0x4c, 0x8e, &[]), &[1, 0]));
+        assert_eq!(routed.function, unlock.function);
+        // Alert texts name the service and the class.
+        assert_eq!(
+            Proto::Enip.function_text(unlock.function, unlock.function_name),
+            "0x1008e4c (service 0x4c of class 0x8e)"
+        );
+        assert_eq!(
+            Proto::Enip.function_text(0x4c, Some("read_tag")),
+            "76 (read_tag)"
+        );
     }
 
     /// An encapsulation error reply (status 0x64, invalid session handle: what session

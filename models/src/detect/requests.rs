@@ -111,11 +111,8 @@ impl Detector {
                 out,
             ) {
                 a.message = format!(
-                    "{ch}: function {}{} never used {} in learning",
-                    o.function,
-                    o.function_name
-                        .map(|n| format!(" ({n})"))
-                        .unwrap_or_default(),
+                    "{ch}: function {} never used {} in learning",
+                    ch.proto.function_text(o.function, o.function_name),
                     if model.is_some() {
                         "on this channel"
                     } else {
