@@ -282,6 +282,22 @@ fn remembered_jobs_are_bounded_by_their_items() {
     assert!(ack.items.iter().all(|i| i.area == Some(0x84)));
 }
 
+/// Each alert's type, the space it names, and its first frame.
+fn type_space_frame(
+    alerts: &[otwatch_models::Alert],
+) -> Vec<(&'static str, serde_json::Value, Option<u64>)> {
+    alerts
+        .iter()
+        .map(|a| {
+            (
+                a.r#type,
+                a.observed["space"].clone(),
+                a.frames.first().copied(),
+            )
+        })
+        .collect()
+}
+
 /// The first line of each cause detection raises on `path`, learning its first 60 s.
 fn first_lines_learning_60s(path: &Path) -> Vec<otwatch_models::Alert> {
     use common::{all_frames, detect_files, Learn};
@@ -506,16 +522,7 @@ fn writes_to_addresses_of_other_syntaxes_are_checked() {
     assert_eq!(job.items[0].syntax_id, Some(0x82));
     assert!(job.items[0].raw_address.is_some());
     let alerts = first_lines_learning_60s(&path);
-    let out: Vec<_> = alerts
-        .iter()
-        .map(|a| {
-            (
-                a.r#type,
-                a.observed["space"].clone(),
-                a.frames.first().copied(),
-            )
-        })
-        .collect();
+    let out = type_space_frame(&alerts);
     assert_eq!(
         out,
         [(
@@ -523,6 +530,186 @@ fn writes_to_addresses_of_other_syntaxes_are_checked() {
             serde_json::json!("syntax0x82"),
             Some(9)
         )],
+        "{alerts:#?}"
+    );
+}
+
+/// An S7comm-plus V2 PDU around a data part.
+fn plus_pdu(data: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x72, 0x02];
+    p.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    p.extend_from_slice(data);
+    p.extend_from_slice(&[0x72, 0x02, 0x00, 0x00]);
+    p
+}
+
+/// An S7comm-plus request: function, sequence number, session id, then `payload` (what the
+/// request addresses, and its object qualifier).
+fn plus_request(function: u16, seq: u16, session: u32, payload: &[u8]) -> Vec<u8> {
+    let mut d = vec![0x31, 0, 0];
+    d.extend_from_slice(&function.to_be_bytes());
+    d.extend_from_slice(&[0, 0]);
+    d.extend_from_slice(&seq.to_be_bytes());
+    d.extend_from_slice(&session.to_be_bytes());
+    d.push(0x34);
+    d.extend_from_slice(payload);
+    d.extend_from_slice(&[0x00, 0x00, 0x04, 0xe8, 0x00, 0x00, 0x00, 0x00]);
+    plus_pdu(&d)
+}
+
+/// Its response: return value 0, then `payload`.
+fn plus_response(function: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
+    let mut d = vec![0x32, 0, 0];
+    d.extend_from_slice(&function.to_be_bytes());
+    d.extend_from_slice(&[0, 0]);
+    d.extend_from_slice(&seq.to_be_bytes());
+    d.push(0x34);
+    d.push(0x00);
+    d.extend_from_slice(payload);
+    plus_pdu(&d)
+}
+
+const SET_MULTI: u16 = 0x0542;
+const GET_MULTI: u16 = 0x054c;
+const SET_VARIABLE: u16 = 0x04f2;
+const CREATE_OBJECT: u16 = 0x04ca;
+
+/// Get/SetMultiVariables of one variable of DB3 (symbol CRC 0, the values' sub-area 0x9F6, one
+/// LID); a set writes BOOL true.
+fn db3_variable(set: bool, lid: u8) -> Vec<u8> {
+    let mut p = vec![
+        0, 0, 0, 0, 1, 5, 0x00, 0x88, 0xd0, 0xb8, 0x80, 0x03, 0x02, 0x93, 0x76, lid,
+    ];
+    if set {
+        p.extend_from_slice(&[0x01, 0x00, 0x01, 0x01]);
+    }
+    p
+}
+
+/// An S7comm-plus request and its reply: at (seconds), function, session id, the request's
+/// payload, the reply's.
+type PlusExchange = (u64, u16, u32, Vec<u8>, Vec<u8>);
+
+/// A capture of one HMI session with an S7-1500 at `requests`' times (seconds): each request
+/// answered 20 ms later.
+fn plus_conversation(name: &str, requests: &[PlusExchange]) -> (common::Scratch, PathBuf) {
+    let mut seqs = (1u32, 1u32);
+    let mut packets = Vec::new();
+    let t0 = common::packet_time(0);
+    for (k, (at, function, session, request, reply)) in requests.iter().enumerate() {
+        let ts = t0 + std::time::Duration::from_secs(*at);
+        let seq = k as u16 + 1;
+        let pdu = plus_request(*function, seq, *session, request);
+        packets.push((ts, iso_segment(true, &pdu, &mut seqs)));
+        let later = ts + std::time::Duration::from_millis(20);
+        let answer = plus_response(*function, seq, reply);
+        packets.push((later, iso_segment(false, &answer, &mut seqs)));
+    }
+    let dir = common::scratch(name);
+    let path = dir.join("plus.pcap");
+    common::write_pcap_at(&path, &packets);
+    (dir, path)
+}
+
+/// An HMI's S7comm-plus housekeeping makes it no writer: setting its session's attributes
+/// (the session is the first object the CreateObject reply hands out), the settings of an
+/// object created for it, and a subscription's settings (attribute 1053) on any object. Its
+/// first write of a PLC variable after learning is then an `unauthorized_write`. (Before, every
+/// SetVariable, SetMultiVariables and DeleteObject was a write: every HMI was a writer.)
+#[test]
+fn s7commplus_session_housekeeping_is_no_write() {
+    let session = 0x388;
+    let mut requests = vec![
+        (
+            1,
+            CREATE_OBJECT,
+            0x120,
+            vec![0, 0, 1, 0x1d, 0],
+            vec![0x02, 0x87, 0x08, 0x87, 0x09],
+        ),
+        (
+            2,
+            SET_MULTI,
+            session,
+            vec![0, 0, 3, 0x88, 1, 1, 0x82, 0x32, 1, 0, 4, 1],
+            vec![],
+        ),
+        (
+            30,
+            SET_VARIABLE,
+            session,
+            vec![0x10, 0, 0, 0x6a, 1, 0x88, 0x1d, 0, 7, 0, 6],
+            vec![],
+        ),
+        (
+            40,
+            SET_VARIABLE,
+            session,
+            vec![0, 0, 3, 0x89, 1, 0xa7, 0x08, 0, 4, 1],
+            vec![],
+        ),
+    ];
+    for at in (5..=65).step_by(5) {
+        requests.push((at, GET_MULTI, session, db3_variable(false, 0x0a), vec![]));
+    }
+    requests.push((70, SET_MULTI, session, db3_variable(true, 0x0a), vec![]));
+    requests.sort_by_key(|r| r.0);
+    let write_at = requests.iter().position(|r| r.0 == 70).unwrap();
+    let (_dir, path) = plus_conversation("s7plus-housekeeping", &requests);
+    let (events, _) = replay_file(&path);
+    let plus: Vec<_> = events.iter().filter_map(|e| e.s7commplus()).collect();
+    assert_eq!(plus[1].created_objects, [0x388, 0x389]);
+    let own: Vec<_> = plus
+        .iter()
+        .filter(|p| p.own_object)
+        .map(|p| p.object_id)
+        .collect();
+    assert_eq!(
+        own,
+        [Some(0x388), Some(0x389)],
+        "the session and the object created"
+    );
+    let write = plus
+        .iter()
+        .find(|p| p.sequence == Some(write_at as u16 + 1))
+        .unwrap();
+    assert_eq!((write.items[0].area, write.items[0].db), ("DB", Some(3)));
+    assert_eq!(write.items[0].lids, [0x9f6, 0x0a]);
+    let alerts = first_lines_learning_60s(&path);
+    let out: Vec<_> = alerts
+        .iter()
+        .map(|a| (a.r#type, a.frames.first().copied()))
+        .collect();
+    assert_eq!(
+        out,
+        [("unauthorized_write", Some(2 * write_at as u64 + 1))],
+        "{alerts:#?}"
+    );
+}
+
+/// A learned S7comm-plus writer's writes are checked by variable (its DB and LIDs): the one
+/// it wrote while learning again (nothing), then another of the same DB
+/// (`address_out_of_range`, space DB3).
+#[test]
+fn s7commplus_variable_writes_are_checked() {
+    let session = 0x388;
+    let mut requests = vec![(
+        1,
+        CREATE_OBJECT,
+        0x120,
+        vec![0, 0, 1, 0x1d, 0],
+        vec![0x01, 0x87, 0x08],
+    )];
+    for at in [10, 30, 50, 70] {
+        requests.push((at, SET_MULTI, session, db3_variable(true, 0x0a), vec![]));
+    }
+    requests.push((80, SET_MULTI, session, db3_variable(true, 0x0b), vec![]));
+    let (_dir, path) = plus_conversation("s7plus-writes", &requests);
+    let alerts = first_lines_learning_60s(&path);
+    let out = type_space_frame(&alerts);
+    assert_eq!(
+        out,
+        [("address_out_of_range", serde_json::json!("DB3"), Some(11))],
         "{alerts:#?}"
     );
 }

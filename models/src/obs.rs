@@ -104,6 +104,8 @@ impl Proto {
                     0x1d => "T".into(),
                     // Addresses of another syntax (NCK, Drive ES, symbolic), by their hash.
                     0xff => format!("syntax{db:#04x}"),
+                    // S7comm-plus: attributes of the PLC's objects, by their hash.
+                    0xfe => "objects".into(),
                     _ => format!("area{area:#04x}"),
                 };
                 format!("{name}{bits}")

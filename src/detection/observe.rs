@@ -888,6 +888,75 @@ pub(crate) fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation>
     } else {
         p.sequence.map(u32::from)
     };
-    o.write = o.kind == Kind::Request && p.function.is_some_and(|f| PlusFunction(f).is_write());
+    let set = o.kind == Kind::Request && p.function.is_some_and(|f| PlusFunction(f).is_write());
+    o.write = set;
+    if o.kind != Kind::Request {
+        return Some(o);
+    }
+    // PLC variables (Get/SetMultiVariables of object id 0): an access each, in the space of
+    // its area (DB n, I, Q, M, C, T, as S7comm's), addressed by its LIDs; the attributes set of
+    // an object not the connection's own are accesses of the `objects` space.
+    for item in &p.items {
+        let space = match item.area {
+            "DB" => 0x84 << 16 | u32::from(item.db.unwrap_or(0)),
+            "I" => 0x81 << 16,
+            "Q" => 0x82 << 16,
+            "M" => 0x83 << 16,
+            "C" => 0x1c << 16,
+            "T" => 0x1d << 16,
+            // An object's attributes read (the PLC's state, diagnostics) are not process data.
+            _ if item.own_object || !set => continue,
+            _ => S7PLUS_OBJECTS << 16,
+        };
+        let mut key = Vec::with_capacity(4 * (item.lids.len() + 1));
+        if space == S7PLUS_OBJECTS << 16 {
+            key.extend(item.access_area.to_be_bytes());
+        }
+        key.extend(item.lids.iter().flat_map(|l| l.to_be_bytes()));
+        o.accesses.push(Access {
+            space,
+            start: fnv1a(&key),
+            count: 1,
+            write: set,
+            values: Default::default(),
+        });
+    }
+    if let Some(id) = p.object_id {
+        // The connection's own objects (its session, its subscriptions), and a subscription's
+        // settings on any object, are the client's housekeeping, not a write to the plant.
+        let housekeeping = p.own_object
+            || !p.attributes.is_empty() && p.attributes.iter().all(|a| SUBSCRIPTION.contains(a));
+        if housekeeping {
+            o.write = false;
+        } else if set {
+            let attributes: &[u32] = if p.attributes.is_empty() {
+                &[0]
+            } else {
+                &p.attributes
+            };
+            for a in attributes {
+                let key = [id.to_be_bytes(), a.to_be_bytes()].concat();
+                o.accesses.push(Access {
+                    space: S7PLUS_OBJECTS << 16,
+                    start: fnv1a(&key),
+                    count: 1,
+                    write: true,
+                    values: Default::default(),
+                });
+            }
+        }
+    } else if !p.items.is_empty() && p.error.is_none() {
+        // Variables only: a write if it wrote anything not the connection's own.
+        o.write = set && o.accesses.iter().any(|a| a.write);
+    }
     Some(o)
 }
+
+/// The S7 area code of the S7comm-plus `objects` space: attributes of the PLC's objects that a
+/// request sets or deletes, each addressed by the FNV-1a hash of the object id and attribute.
+pub const S7PLUS_OBJECTS: u32 = 0xfe;
+
+/// S7comm-plus attributes of subscriptions (the plugin's `id_number_names`): the set of
+/// addresses (1048), the update rate (1049), unsubscribe (1051) and the number of updates
+/// sent unasked (1053), which an HMI sets again and again on its own subscription.
+const SUBSCRIPTION: [u32; 4] = [1048, 1049, 1051, 1053];

@@ -12,8 +12,9 @@ use crate::dissect::registry::{S7COMM, S7COMMPLUS};
 use std::collections::VecDeque;
 
 use otwatch_parsers::s7::{
-    self, CotpBody, CotpConnection, CotpReassembler, DataItem, Reassembled, S7Body, S7Payload,
-    S7Pdu, S7PlusPdu, TpktResult, Userdata, UserdataBody, VarAddress, VarSpec,
+    self, CotpBody, CotpConnection, CotpReassembler, DataItem, PlusFunction, PlusOpcode,
+    Reassembled, S7Body, S7Payload, S7Pdu, S7PlusPdu, TpktResult, Userdata, UserdataBody,
+    VarAddress, VarSpec,
 };
 use serde::Serialize;
 
@@ -221,6 +222,43 @@ pub struct S7PlusEvent {
     /// A message (not a keep-alive, fragment or unrecognised body).
     #[serde(skip)]
     pub is_message: bool,
+    /// Requests of SetVariable, DeleteObject and Get/SetMultiVariables of an object: the
+    /// object (a Get's link id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_id: Option<u32>,
+    /// The object is this connection's own: its session, or one the PLC created for it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub own_object: bool,
+    /// The object's attributes the request names.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<u32>,
+    /// Get/SetMultiVariables of PLC variables: their addresses.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<S7PlusItem>,
+    /// CreateObject replies: the objects created.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub created_objects: Vec<u32>,
+    /// What the request addresses did not decode to its end (`truncated`, `length_mismatch`,
+    /// `invalid_value`: a SetVariable of several attributes, whose values are not decoded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
+}
+
+/// A variable (or an object's attribute) a Get/SetMultiVariables request names.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct S7PlusItem {
+    /// `DB`, `I`, `Q`, `M`, `C`, `T`, or `object` (the access area is an object's id).
+    pub area: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db: Option<u16>,
+    pub access_area: u32,
+    pub symbol_crc: u32,
+    /// The access sub-area (a DB's values 0x9F6, I/Q/M/C/T 0xE98, or an attribute) and the
+    /// LIDs that follow it.
+    pub lids: Vec<u32>,
+    /// An object's item: the object is this connection's own.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub own_object: bool,
 }
 
 /// The `cotp` object of an event: connection setup and teardown.
@@ -376,7 +414,13 @@ pub struct S7Flow {
     szl: [Vec<(u8, Vec<u8>)>; 2],
     /// Upload id -> the block being uploaded.
     uploads: VecDeque<(u32, (Option<&'static str>, u32))>,
+    /// S7comm-plus: the objects the PLC created for this connection (its session first, then
+    /// subscriptions...), from CreateObject replies; the latest [`MAX_OWN_OBJECTS`].
+    plus_objects: VecDeque<u32>,
 }
+
+/// Objects created for one connection that are remembered as its own.
+pub const MAX_OWN_OBJECTS: usize = 64;
 
 fn text(data: &[u8]) -> String {
     String::from_utf8_lossy(s7::trim_text(data)).into_owned()
@@ -509,7 +553,7 @@ impl S7Flow {
     fn on_payload(&mut self, ctx: &mut Ctx<'_>, dir: Dir, payload: &[u8]) {
         match s7::parse_s7_payload(payload) {
             Ok(S7Payload::S7comm(pdu)) => self.on_s7comm(ctx, dir, &pdu),
-            Ok(S7Payload::S7commPlus(pdu)) => on_s7plus(ctx, dir, &pdu),
+            Ok(S7Payload::S7commPlus(pdu)) => self.on_s7plus(ctx, dir, &pdu),
             Ok(S7Payload::Other(_)) => ctx.stats[S7COMM].count("other_iso_payloads"),
             Err(err) => {
                 let proto = if payload.first() == Some(&s7::S7PLUS_PROTOCOL_ID) {
@@ -1102,45 +1146,124 @@ fn component_name(index: u16) -> Option<&'static str> {
     })
 }
 
-fn on_s7plus(ctx: &mut Ctx<'_>, dir: Dir, pdu: &S7PlusPdu<'_>) {
-    let message = pdu.message();
-    match message.and_then(|m| m.function) {
-        Some(f) => ctx.stats[S7COMMPLUS].count(f.name().unwrap_or("other_function")),
-        None => ctx.stats[S7COMMPLUS].count("without_function"),
-    }
-    ctx.stats[S7COMMPLUS].count_pdu(message.map_or(0, |m| m.opcode.0));
-    if !ctx.sink.wants_events() {
-        return;
-    }
-    let kind = match pdu.body {
-        s7::S7PlusBody::KeepAlive { .. } => "keep_alive",
-        s7::S7PlusBody::ExtendedKeepAlive(_) => "extended_keep_alive",
-        s7::S7PlusBody::Message(_) => "message",
-        s7::S7PlusBody::Fragment(_) => "fragment",
-        s7::S7PlusBody::Unrecognized(_) => "unrecognized",
-    };
-    let ev = S7PlusEvent {
-        version: pdu.version.0,
-        integrity_protected: pdu.is_integrity_protected(),
-        opcode: message.map(|m| m.opcode.0),
-        opcode_name: message.and_then(|m| m.opcode.name()),
-        function: message.and_then(|m| m.function).map(|f| f.0),
-        function_name: message.and_then(|m| m.function).and_then(|f| f.name()),
-        sequence: message.and_then(|m| m.sequence),
-        session_id: message.and_then(|m| m.session_id),
-        kind,
-        is_message: message.is_some(),
-    };
-    if !ctx.wants_event_out() && ctx.wants_observations() {
-        // Detection without an events output: the observation without the event (a PDU that
-        // makes none, a keep-alive, still goes out as an event, for what counts events).
-        let o = ctx.observation(otwatch_models::Proto::S7commplus, 0, dir, 0);
-        if let Some(mut o) = crate::detection::observe::s7plus(&ev, o) {
-            ctx.emit_observed(dir, &mut o);
+impl S7Flow {
+    fn on_s7plus(&mut self, ctx: &mut Ctx<'_>, dir: Dir, pdu: &S7PlusPdu<'_>) {
+        let message = pdu.message();
+        match message.and_then(|m| m.function) {
+            Some(f) => ctx.stats[S7COMMPLUS].count(f.name().unwrap_or("other_function")),
+            None => ctx.stats[S7COMMPLUS].count("without_function"),
+        }
+        ctx.stats[S7COMMPLUS].count_pdu(message.map_or(0, |m| m.opcode.0));
+        // The objects the PLC creates for this connection are its own: changing or deleting
+        // them (closing the session, a subscription's settings) writes nothing of the plant's.
+        let mut created = Vec::new();
+        if let Some(m) = message.filter(|m| {
+            dir == Dir::ToClient
+                && m.function == Some(PlusFunction::CREATE_OBJECT)
+                && m.opcode != PlusOpcode::REQUEST
+        }) {
+            if let Some(ids) = s7::created_objects(m.payload) {
+                for id in ids {
+                    if self.plus_objects.len() == MAX_OWN_OBJECTS {
+                        self.plus_objects.pop_front();
+                    }
+                    self.plus_objects.push_back(id);
+                    created.push(id);
+                }
+            }
+        }
+        if !ctx.sink.wants_events() {
             return;
         }
+        let kind = match pdu.body {
+            s7::S7PlusBody::KeepAlive { .. } => "keep_alive",
+            s7::S7PlusBody::ExtendedKeepAlive(_) => "extended_keep_alive",
+            s7::S7PlusBody::Message(_) => "message",
+            s7::S7PlusBody::Fragment(_) => "fragment",
+            s7::S7PlusBody::Unrecognized(_) => "unrecognized",
+        };
+        let mut ev = S7PlusEvent {
+            version: pdu.version.0,
+            integrity_protected: pdu.is_integrity_protected(),
+            opcode: message.map(|m| m.opcode.0),
+            opcode_name: message.and_then(|m| m.opcode.name()),
+            function: message.and_then(|m| m.function).map(|f| f.0),
+            function_name: message.and_then(|m| m.function).and_then(|f| f.name()),
+            sequence: message.and_then(|m| m.sequence),
+            session_id: message.and_then(|m| m.session_id),
+            kind,
+            is_message: message.is_some(),
+            created_objects: created,
+            ..Default::default()
+        };
+        if let Some(m) = message.filter(|m| m.opcode == PlusOpcode::REQUEST) {
+            self.plus_target(&m, &mut ev);
+        }
+        if !ctx.wants_event_out() && ctx.wants_observations() {
+            // Detection without an events output: the observation without the event (a PDU that
+            // makes none, a keep-alive, still goes out as an event, for what counts events).
+            let o = ctx.observation(otwatch_models::Proto::S7commplus, 0, dir, 0);
+            if let Some(mut o) = crate::detection::observe::s7plus(&ev, o) {
+                ctx.emit_observed(dir, &mut o);
+                return;
+            }
+        }
+        let mut event = ctx.event("s7commplus", dir);
+        event.pdu = crate::event::Pdu::S7commplus(ev);
+        ctx.emit(event);
     }
-    let mut event = ctx.event("s7commplus", dir);
-    event.pdu = crate::event::Pdu::S7commplus(ev);
-    ctx.emit(event);
+
+    /// What a request addresses, into its event.
+    fn plus_target(&self, m: &s7::S7PlusMessage<'_>, ev: &mut S7PlusEvent) {
+        let Some(target) = m.function.and_then(|f| s7::request_target(f, m.payload)) else {
+            return;
+        };
+        let own = |id: u32| m.session_id == Some(id) || self.plus_objects.contains(&id);
+        match target {
+            Err(e) => ev.error = Some(e.kind.as_str()),
+            Ok(s7::PlusTarget::Object { id, attributes }) => {
+                (ev.object_id, ev.own_object) = (Some(id), own(id));
+                for a in attributes {
+                    match a {
+                        Ok(a) => ev.attributes.push(a),
+                        Err(e) => ev.error = Some(e.kind.as_str()),
+                    }
+                }
+            }
+            Ok(s7::PlusTarget::Items(items)) => {
+                for item in items {
+                    let item = match item {
+                        Ok(item) => item,
+                        Err(e) => {
+                            ev.error = Some(e.kind.as_str());
+                            break;
+                        }
+                    };
+                    let area = s7::PlusArea::of(item.access_area);
+                    let mut lids = Vec::with_capacity(item.lid_count as usize + 1);
+                    lids.push(item.sub_area);
+                    lids.extend(item.lids());
+                    ev.items.push(S7PlusItem {
+                        area: match area {
+                            Some(s7::PlusArea::Db(_)) => "DB",
+                            Some(s7::PlusArea::Inputs) => "I",
+                            Some(s7::PlusArea::Outputs) => "Q",
+                            Some(s7::PlusArea::Flags) => "M",
+                            Some(s7::PlusArea::Counters) => "C",
+                            Some(s7::PlusArea::Timers) => "T",
+                            None => "object",
+                        },
+                        db: match area {
+                            Some(s7::PlusArea::Db(n)) => Some(n),
+                            _ => None,
+                        },
+                        access_area: item.access_area,
+                        symbol_crc: item.symbol_crc,
+                        lids,
+                        own_object: area.is_none() && own(item.access_area),
+                    });
+                }
+            }
+        }
+    }
 }

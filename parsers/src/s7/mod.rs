@@ -28,6 +28,7 @@
 
 mod codes;
 mod cotp;
+mod plusobj;
 #[cfg(test)]
 mod proptests;
 mod s7comm;
@@ -46,6 +47,10 @@ pub use cotp::{
     parse_cotp, CotpBody, CotpConnection, CotpError, CotpErrorKind, CotpParam, CotpParams,
     CotpParamsIter, CotpReassembler, CotpTpdu, DiscardReason, RackSlot, Reassembled, Tsap,
     DEFAULT_REASSEMBLY_LIMIT,
+};
+pub use plusobj::{
+    created_objects, request_target, varuint32, PlusArea, PlusAttributes, PlusItemAddress,
+    PlusItems, PlusTarget, DB_AREA, DB_VALUES, IQMCT_VALUES,
 };
 pub use s7comm::{
     parse_s7comm, AnyPointer, BlockControl, BlockFile, BlockRef, DataItem, DataItems,

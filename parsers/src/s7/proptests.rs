@@ -140,6 +140,35 @@ fn walk_plus(pdu: &S7PlusPdu<'_>) {
             message.opcode.name(),
         );
         assert!(message.session_id.is_none() || message.opcode == PlusOpcode::REQUEST);
+        walk_plus_payload(message.payload);
+    }
+}
+
+/// What requests address and CreateObject replies hand out, read from any bytes as each
+/// function's: every walk ends within the bytes.
+pub(super) fn walk_plus_payload(payload: &[u8]) {
+    for f in [
+        PlusFunction::SET_MULTI_VARIABLES,
+        PlusFunction::GET_MULTI_VARIABLES,
+        PlusFunction::SET_VARIABLE,
+        PlusFunction::DELETE_OBJECT,
+    ] {
+        match super::request_target(f, payload) {
+            Some(Ok(super::PlusTarget::Items(items))) => {
+                for item in items.flatten() {
+                    assert!(item.lids().count() <= item.lids.len());
+                    let _ = super::PlusArea::of(item.access_area);
+                }
+            }
+            Some(Ok(super::PlusTarget::Object { attributes, .. })) => {
+                assert!(attributes.count() <= payload.len());
+            }
+            Some(Err(e)) => assert!(e.offset <= payload.len()),
+            None => unreachable!("{f} has a target"),
+        }
+    }
+    if let Some(ids) = super::created_objects(payload) {
+        assert!(ids.count() <= 255);
     }
 }
 
@@ -281,6 +310,21 @@ proptest! {
         walk_payload(&s7);
         s7[0] = S7PLUS_PROTOCOL_ID;
         walk_payload(&s7);
+        walk_plus_payload(&bytes);
+    }
+
+    /// Requests of small counts and VLQs, which arbitrary bytes seldom make: object id 0 or
+    /// not, then VLQ-shaped bytes.
+    #[test]
+    fn s7plus_targets_end_within_their_bytes(
+        object in prop_oneof![Just(0u32), any::<u32>()],
+        counts in vec(0u8..6, 2),
+        vlqs in vec(prop_oneof![0u8..0x80, 0x80u8..=0xff], 0..80),
+    ) {
+        let mut b = object.to_be_bytes().to_vec();
+        b.extend(counts);
+        b.extend(vlqs);
+        walk_plus_payload(&b);
     }
 
     #[test]

@@ -1,0 +1,475 @@
+//! What an S7comm-plus request addresses, read from the start of its data (the object and
+//! attribute tree [`super::S7PlusMessage::payload`] holds), and the object ids a CreateObject
+//! reply hands out. Values are not decoded.
+//!
+//! Layout after the s7commwireshark plugin's `packet-s7comm_plus.c` (VLQ: its `varuint32`):
+//!
+//! ```text
+//! Get/SetMultiVariables: object id u32 | item count VLQ
+//!     object id 0: field count VLQ, then item addresses, each: symbol CRC VLQ | access area VLQ
+//!                  | LID count VLQ | access sub-area VLQ | (LID count - 1) LIDs VLQ
+//!     else:        attribute count VLQ, attribute ids VLQ (a Get's object id is a link id)
+//!     (Set: then the values, item number and value each)
+//! SetVariable:     object id u32 | item count VLQ | (attribute id VLQ | value) per item
+//! DeleteObject:    object id u32
+//! CreateObject reply: return value VLQ (64 bits) | object id count u8 | object ids VLQ
+//! ```
+//!
+//! The access area of a PLC variable is a data block, `0x8A0E << 16 | number`, or one of the
+//! I, Q, M, C and T areas (0x50 to 0x54); other values are the ids of objects (the session, the
+//! PLC's own objects), whose attributes the sub-area and LIDs then name.
+
+use super::{be_u32, PlusFunction, S7Error, S7ErrorKind};
+
+/// Reads one of the plugin's `varuint32`: seven bits a byte, the most significant first, the
+/// high bit set on every byte but the last, at most five bytes (the plugin stops there, and
+/// drops bits above 32).
+pub fn varuint32(bytes: &[u8], at: &mut usize) -> Option<u32> {
+    let mut value: u32 = 0;
+    for _ in 0..5 {
+        let b = *bytes.get(*at)?;
+        *at += 1;
+        value = value << 7 | u32::from(b & 0x7f);
+        if b & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    Some(value)
+}
+
+/// Reads one of the plugin's `varuint64` (up to nine bytes, the ninth whole); only skipped
+/// past here.
+fn skip_varuint64(bytes: &[u8], at: &mut usize) -> Option<()> {
+    for i in 0..9 {
+        let b = *bytes.get(*at)?;
+        *at += 1;
+        if i == 8 || b & 0x80 == 0 {
+            return Some(());
+        }
+    }
+    None
+}
+
+/// The access area of a data block: `DB_AREA << 16 | number`.
+pub const DB_AREA: u32 = 0x8a0e;
+/// The access sub-area of a data block's values (the plugin's `S7COMMP_VAR_ITEM_BASE_AREA_DB`).
+pub const DB_VALUES: u32 = 0x09f6;
+/// The access sub-area of the I/Q/M/C/T areas (`S7COMMP_VAR_ITEM_BASE_AREA_IQMCT`).
+pub const IQMCT_VALUES: u32 = 0x0e98;
+
+/// The I, Q, M, C and T areas' access area codes (the plugin's `S7COMMP_VAR_ITEM_AREA2_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlusArea {
+    Db(u16),
+    Inputs,
+    Outputs,
+    Flags,
+    Counters,
+    Timers,
+}
+
+impl PlusArea {
+    /// The PLC memory area an access area names, if any (else it is an object's id).
+    pub const fn of(access_area: u32) -> Option<PlusArea> {
+        if access_area >> 16 == DB_AREA {
+            return Some(PlusArea::Db(access_area as u16));
+        }
+        Some(match access_area {
+            0x50 => PlusArea::Inputs,
+            0x51 => PlusArea::Outputs,
+            0x52 => PlusArea::Flags,
+            0x53 => PlusArea::Counters,
+            0x54 => PlusArea::Timers,
+            _ => return None,
+        })
+    }
+}
+
+/// A variable (or an object's attribute) a Get/SetMultiVariables request names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlusItemAddress<'a> {
+    pub symbol_crc: u32,
+    /// A data block or the I/Q/M/C/T areas ([`PlusArea::of`]), or an object's id.
+    pub access_area: u32,
+    /// The first LID: what of the area (a DB's values, [`DB_VALUES`]) or which attribute.
+    pub sub_area: u32,
+    /// The LIDs after the sub-area, the path to the variable inside its area, undecoded
+    /// (`lid_count` VLQs).
+    pub lids: &'a [u8],
+    pub lid_count: u32,
+}
+
+impl<'a> PlusItemAddress<'a> {
+    /// The LIDs after the sub-area.
+    pub fn lids(&self) -> impl Iterator<Item = u32> + 'a {
+        let (bytes, mut at) = (self.lids, 0);
+        core::iter::from_fn(move || varuint32(bytes, &mut at))
+    }
+}
+
+/// What a request of one of the functions [`request_target`] reads addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlusTarget<'a> {
+    /// Get/SetMultiVariables of object id 0: item addresses.
+    Items(PlusItems<'a>),
+    /// SetVariable, DeleteObject, or Get/SetMultiVariables of an object: its id and the
+    /// attributes named (none for a delete).
+    Object {
+        id: u32,
+        attributes: PlusAttributes<'a>,
+    },
+}
+
+/// The item addresses of a Get/SetMultiVariables request, in order; an item that does not
+/// decode ends the walk with its error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlusItems<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    /// Items still to read.
+    pub remaining: u32,
+    /// Offset of `bytes` in the payload, for errors.
+    base: usize,
+}
+
+impl<'a> Iterator for PlusItems<'a> {
+    type Item = Result<PlusItemAddress<'a>, S7Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        let item = self.item();
+        if item.is_err() {
+            self.remaining = 0;
+        }
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.remaining as usize))
+    }
+}
+
+impl<'a> PlusItems<'a> {
+    fn item(&mut self) -> Result<PlusItemAddress<'a>, S7Error> {
+        let (b, at) = (self.bytes, &mut self.at);
+        let truncated = |at: usize| S7Error::new(S7ErrorKind::Truncated, self.base + at);
+        let symbol_crc = varuint32(b, at).ok_or_else(|| truncated(b.len()))?;
+        let access_area = varuint32(b, at).ok_or_else(|| truncated(b.len()))?;
+        let count_at = *at;
+        let count = varuint32(b, at).ok_or_else(|| truncated(b.len()))?;
+        if count == 0 {
+            return Err(S7Error::new(
+                S7ErrorKind::InvalidValue,
+                self.base + count_at,
+            ));
+        }
+        let sub_area = varuint32(b, at).ok_or_else(|| truncated(b.len()))?;
+        let start = *at;
+        for _ in 1..count {
+            varuint32(b, at).ok_or_else(|| truncated(b.len()))?;
+        }
+        Ok(PlusItemAddress {
+            symbol_crc,
+            access_area,
+            sub_area,
+            lids: &b[start..*at],
+            lid_count: count - 1,
+        })
+    }
+}
+
+/// Attribute ids, in order; one that does not decode ends the walk with its error, and so do
+/// attributes left undecoded (a SetVariable's after the first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlusAttributes<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    pub remaining: u32,
+    base: usize,
+    undecoded: bool,
+}
+
+impl Iterator for PlusAttributes<'_> {
+    type Item = Result<u32, S7Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return std::mem::take(&mut self.undecoded)
+                .then(|| Err(S7Error::new(S7ErrorKind::InvalidValue, self.base + self.at)));
+        }
+        self.remaining -= 1;
+        match varuint32(self.bytes, &mut self.at) {
+            Some(id) => Some(Ok(id)),
+            None => {
+                (self.remaining, self.undecoded) = (0, false);
+                Some(Err(S7Error::new(
+                    S7ErrorKind::Truncated,
+                    self.base + self.bytes.len(),
+                )))
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (
+            0,
+            Some(self.remaining as usize + usize::from(self.undecoded)),
+        )
+    }
+}
+
+/// What a request addresses, from its payload: for Get/SetMultiVariables, SetVariable and
+/// DeleteObject; `None` for other functions. A count larger than the bytes that could hold it
+/// is an error (each item takes at least four bytes, each attribute one).
+pub fn request_target(
+    function: PlusFunction,
+    payload: &[u8],
+) -> Option<Result<PlusTarget<'_>, S7Error>> {
+    let multi = matches!(
+        function,
+        PlusFunction::SET_MULTI_VARIABLES | PlusFunction::GET_MULTI_VARIABLES
+    );
+    if !multi
+        && !matches!(
+            function,
+            PlusFunction::SET_VARIABLE | PlusFunction::DELETE_OBJECT
+        )
+    {
+        return None;
+    }
+    Some(target(function, multi, payload))
+}
+
+fn target(function: PlusFunction, multi: bool, payload: &[u8]) -> Result<PlusTarget<'_>, S7Error> {
+    let truncated = S7Error::new(S7ErrorKind::Truncated, payload.len());
+    let id = be_u32(payload, 0..4).ok_or(truncated)?;
+    let empty = PlusAttributes {
+        bytes: &[],
+        at: 0,
+        remaining: 0,
+        base: 4,
+        undecoded: false,
+    };
+    if function == PlusFunction::DELETE_OBJECT {
+        return Ok(PlusTarget::Object {
+            id,
+            attributes: empty,
+        });
+    }
+    let mut at = 4;
+    let count_at = at;
+    let mut count = varuint32(payload, &mut at).ok_or(truncated)?;
+    let mut undecoded = false;
+    if multi {
+        // Object id 0: the number of the addresses' fields, read past (not relied on); else
+        // the number of attribute ids (the item count counts the values).
+        let second = varuint32(payload, &mut at).ok_or(truncated)?;
+        if id != 0 {
+            count = second;
+        }
+    } else if count > 1 {
+        // SetVariable: each attribute id is followed by its value, which is not decoded; the
+        // attributes after the first stand as one error.
+        (count, undecoded) = (1, true);
+    }
+    let rest = &payload[at..];
+    let least = if multi && id == 0 { 4 } else { 1 };
+    if count as usize > rest.len() / least {
+        return Err(S7Error::new(S7ErrorKind::LengthMismatch, count_at));
+    }
+    Ok(if multi && id == 0 {
+        PlusTarget::Items(PlusItems {
+            bytes: rest,
+            at: 0,
+            remaining: count,
+            base: at,
+        })
+    } else {
+        PlusTarget::Object {
+            id,
+            attributes: PlusAttributes {
+                bytes: rest,
+                at: 0,
+                remaining: count,
+                base: at,
+                undecoded,
+            },
+        }
+    })
+}
+
+/// Object ids a CreateObject reply hands out (the first is a new session's id), from its
+/// payload; `None` if they do not decode.
+pub fn created_objects(payload: &[u8]) -> Option<impl Iterator<Item = u32> + '_> {
+    let mut at = 0;
+    skip_varuint64(payload, &mut at)?;
+    let count = *payload.get(at)?;
+    at += 1;
+    let mut left = count;
+    Some(core::iter::from_fn(move || {
+        if left == 0 {
+            return None;
+        }
+        left -= 1;
+        let id = varuint32(payload, &mut at);
+        if id.is_none() {
+            left = 0;
+        }
+        id
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        s.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn varuint32_as_the_plugin_reads_it() {
+        for (bytes, value, len) in [
+            ("00", 0, 1),
+            ("7f", 0x7f, 1),
+            ("81 49", 0xc9, 2),
+            ("93 76", 0x9f6, 2),
+            ("88 d0 b8 80 03", 0x8a0e_0003, 5),
+            ("81 80 80 80 6a", 0x1000_006a, 5),
+            ("8f ff ff ff ff", 0xffff_ffff, 5),
+        ] {
+            let b = hex(bytes);
+            let mut at = 0;
+            assert_eq!(varuint32(&b, &mut at), Some(value), "{bytes}");
+            assert_eq!(at, len, "{bytes}");
+        }
+        let mut at = 0;
+        assert_eq!(varuint32(&hex("81 80"), &mut at), None);
+    }
+
+    /// s7-1200-hmi.pcap frame 61: an HMI writes a string variable of DB3 (SetMultiVariables,
+    /// object id 0, one item).
+    #[test]
+    fn a_variable_write_names_its_data_block_and_lids() {
+        let payload = hex(
+            "00 00 00 00 01 07 8e fa a6 a8 5c 88 d0 b8 80 03 04 93 76 0e 00 82 00 \
+             01 10 02 82 00 fe 03 4d 4d 4d",
+        );
+        let Some(Ok(PlusTarget::Items(mut items))) =
+            request_target(PlusFunction::SET_MULTI_VARIABLES, &payload)
+        else {
+            panic!("items");
+        };
+        let item = items.next().unwrap().unwrap();
+        assert_eq!(item.access_area, 0x8a0e_0003);
+        assert_eq!(PlusArea::of(item.access_area), Some(PlusArea::Db(3)));
+        assert_eq!(item.sub_area, DB_VALUES);
+        assert_eq!(item.lids().collect::<Vec<_>>(), [0x0e, 0x00, 0x100]);
+        assert_eq!(item.lid_count, 3);
+        assert!(items.next().is_none());
+    }
+
+    /// s7-1200-hmi.pcap frame 15: session setup sets attributes of the session object (its
+    /// id is the session's); s7comm_plus.pcap frame 7: SetVariable of attribute 1053 of a
+    /// subscription; S7-1511_db2_var1_HMI.pcap frame 36: the session deleted.
+    #[test]
+    fn object_requests_name_the_object_and_attributes() {
+        let setup = hex("00 00 03 be 01 01 82 32 01 00 17 00 00 01 3a");
+        let Some(Ok(PlusTarget::Object { id, attributes })) =
+            request_target(PlusFunction::SET_MULTI_VARIABLES, &setup)
+        else {
+            panic!("object");
+        };
+        assert_eq!(id, 0x3be);
+        assert_eq!(attributes.map(Result::unwrap).collect::<Vec<_>>(), [0x132]);
+        let set = hex("70 00 0e 51 01 88 1d 00 07 00 ce 00 00 04 e8");
+        let Some(Ok(PlusTarget::Object { id, attributes })) =
+            request_target(PlusFunction::SET_VARIABLE, &set)
+        else {
+            panic!("object");
+        };
+        assert_eq!(id, 0x7000_0e51);
+        assert_eq!(attributes.map(Result::unwrap).collect::<Vec<_>>(), [1053]);
+        let delete = hex("00 00 03 88 00 00 00 04 e8");
+        let Some(Ok(PlusTarget::Object { id, attributes })) =
+            request_target(PlusFunction::DELETE_OBJECT, &delete)
+        else {
+            panic!("object");
+        };
+        assert_eq!((id, attributes.count()), (0x388, 0));
+        // A SetVariable of two attributes: the first, then an error for the rest.
+        let two = hex("00 00 00 34 02 90 77 00 04 01 90 78 00 04 03");
+        let Some(Ok(PlusTarget::Object { id, attributes })) =
+            request_target(PlusFunction::SET_VARIABLE, &two)
+        else {
+            panic!("object");
+        };
+        let got: Vec<_> = attributes.collect();
+        assert_eq!((id, got.len(), got[0]), (0x34, 2, Ok(0x877)));
+        assert!(got[1].is_err());
+        assert!(request_target(PlusFunction::EXPLORE, &delete).is_none());
+    }
+
+    #[test]
+    fn reads_and_what_does_not_decode() {
+        // s7-1200-hmi.pcap frame 25: two variables of DB3 read.
+        let read = hex(
+            "00 00 00 00 02 0c 81 ff cc b5 77 88 d0 b8 80 03 02 93 76 0a \
+             8e fa a6 a8 5c 88 d0 b8 80 03 04 93 76 0e 00 82 00 00 00 04 e8",
+        );
+        let Some(Ok(PlusTarget::Items(items))) =
+            request_target(PlusFunction::GET_MULTI_VARIABLES, &read)
+        else {
+            panic!("items");
+        };
+        let lids: Vec<Vec<u32>> = items.map(|i| i.unwrap().lids().collect()).collect();
+        assert_eq!(lids, [vec![0x0a], vec![0x0e, 0x00, 0x100]]);
+        // Cut inside the second item: the first decodes, the second is the error.
+        let cut = &read[..26];
+        let Some(Ok(PlusTarget::Items(items))) =
+            request_target(PlusFunction::GET_MULTI_VARIABLES, cut)
+        else {
+            panic!("items");
+        };
+        let got: Vec<_> = items.collect();
+        assert!(got[0].is_ok() && got[1].is_err() && got.len() == 2);
+        // A count no payload could hold; a short object id.
+        let huge = hex("00 00 00 00 8f ff ff ff 7f 00 00");
+        assert!(matches!(
+            request_target(PlusFunction::GET_MULTI_VARIABLES, &huge),
+            Some(Err(_))
+        ));
+        assert!(matches!(
+            request_target(PlusFunction::DELETE_OBJECT, &[0, 0]),
+            Some(Err(_))
+        ));
+    }
+
+    /// S7-1511_db3_var1_HMI.pcap frame 13: a session's CreateObject reply (return value 0,
+    /// two ids); V13_1200_TP1200sim…Timer_sync.pcapng frame 33: a subscription's.
+    #[test]
+    fn create_object_replies_hand_out_ids() {
+        let session = hex("00 02 87 08 87 09 a1 00 00 01 20");
+        assert_eq!(
+            created_objects(&session).unwrap().collect::<Vec<_>>(),
+            [0x388, 0x389]
+        );
+        let subscription = hex("00 01 81 80 80 80 6a 00 00 00 00");
+        assert_eq!(
+            created_objects(&subscription).unwrap().collect::<Vec<_>>(),
+            [0x1000_006a]
+        );
+        assert_eq!(
+            created_objects(&hex("11 02 87 60"))
+                .unwrap()
+                .collect::<Vec<_>>(),
+            [0x3e0]
+        );
+        assert!(created_objects(&[]).is_none());
+    }
+}
