@@ -77,7 +77,11 @@ fn walk_fragment(fragment: &[u8]) {
         assert!(fragment.len() < 4);
         return;
     };
-    let _ = (app.function.name(), app.function.to_string(), app.control.seq());
+    let _ = (
+        app.function.name(),
+        app.function.to_string(),
+        app.control.seq(),
+    );
     if let Some(iin) = app.iin {
         let _ = (iin.names().count(), iin.to_string());
     }

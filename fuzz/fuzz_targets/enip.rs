@@ -7,10 +7,10 @@
 
 use libfuzzer_sys::fuzz_target;
 use otwatch_parsers::enip::{
-    multiple_service, parse_cip, parse_cpf, parse_encap, parse_forward_open, parse_forward_open_reply,
-    parse_identity,
-    parse_identity_attribute_list, parse_identity_attributes, parse_send_data, read_tag_values, unconnected_send, write_tag_values,
-    Epath, Framed, Service, HEADER_LEN,
+    multiple_service, parse_cip, parse_cpf, parse_encap, parse_forward_open,
+    parse_forward_open_reply, parse_identity, parse_identity_attribute_list,
+    parse_identity_attributes, parse_send_data, read_tag_values, unconnected_send,
+    write_tag_values, Epath, Framed, Service, HEADER_LEN,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -38,9 +38,19 @@ fn walk_cip(b: &[u8], depth: u8) {
     let Ok(m) = parse_cip(b) else { return };
     if let Some(p) = m.path {
         assert!(p.segments().count() <= p.bytes().len());
-        let _ = (p.class(), p.instance(), p.attribute(), p.member(), p.symbol());
+        let _ = (
+            p.class(),
+            p.instance(),
+            p.attribute(),
+            p.member(),
+            p.symbol(),
+        );
     }
-    let _ = (m.service.name(), m.service.logix_name(), m.service.connection_manager_name());
+    let _ = (
+        m.service.name(),
+        m.service.logix_name(),
+        m.service.connection_manager_name(),
+    );
     if depth == 0 {
         return;
     }

@@ -60,7 +60,12 @@ fn walk_pdu_both_directions(pdu: &[u8]) {
 
 /// Touches every accessor and runs every iterator to its end, checking the counts agree.
 fn walk_pdu(pdu: &ModbusPdu<'_>) {
-    let _ = (pdu.exception(), pdu.address(), pdu.quantity(), pdu.body.coil_on());
+    let _ = (
+        pdu.exception(),
+        pdu.address(),
+        pdu.quantity(),
+        pdu.body.coil_on(),
+    );
     let _ = (pdu.function.name(), pdu.function.to_string());
     match pdu.body {
         PduBody::ReadBitsResponse { bits } | PduBody::WriteMultipleCoilsRequest { bits, .. } => {

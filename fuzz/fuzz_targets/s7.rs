@@ -7,10 +7,11 @@
 
 use libfuzzer_sys::fuzz_target;
 use otwatch_parsers::s7::{
-    find_tpkt_resync, parse_cotp, parse_s7_payload, parse_s7comm, parse_s7plus, parse_tpkt,
-    CotpBody, CotpReassembler, DataItems, Reassembled, S7Body, S7Payload, S7Pdu, S7PlusPdu,
-    TpktResult, Userdata, UserdataBody, VarSpecs, RESYNC_PROBE_LEN, S7COMM_PROTOCOL_ID,
-    S7PLUS_PROTOCOL_ID, TPKT_HEADER_LEN, TPKT_MAX_LEN,
+    created_objects, find_tpkt_resync, parse_cotp, parse_s7_payload, parse_s7comm, parse_s7plus,
+    parse_tpkt, request_target, CotpBody, CotpReassembler, DataItems, PlusArea, PlusFunction,
+    PlusTarget, Reassembled, S7Body, S7Payload, S7Pdu, S7PlusPdu, TpktResult, Userdata,
+    UserdataBody, VarSpecs, RESYNC_PROBE_LEN, S7COMM_PROTOCOL_ID, S7PLUS_PROTOCOL_ID,
+    TPKT_HEADER_LEN, TPKT_MAX_LEN,
 };
 
 /// A small bound, so that the fuzzer reaches the overflow path.
@@ -18,6 +19,7 @@ const REASSEMBLY_LIMIT: usize = 2048;
 
 fuzz_target!(|data: &[u8]| {
     walk_stream(data);
+    walk_plus_payload(data);
     // The input as a bare TPDU and as a bare payload too, so the decoders see lengths framing
     // would not let through.
     if let Ok(tpdu) = parse_cotp(data) {
@@ -51,7 +53,9 @@ fn walk_stream(mut input: &[u8]) {
                         match tpdu.body {
                             CotpBody::ConnectionRequest(c) | CotpBody::ConnectionConfirm(c) => {
                                 let _ = (c.class(), c.tpdu_size(), c.calling_tsap());
-                                let _ = c.called_tsap().map(|t| (t.rack_slot(), t.connection_type()));
+                                let _ = c
+                                    .called_tsap()
+                                    .map(|t| (t.rack_slot(), t.connection_type()));
                                 for param in c.params {
                                     let _ = (param.code.name(), param.value.len());
                                 }
@@ -131,7 +135,11 @@ fn walk_s7(pdu: &S7Pdu<'_>) {
             assert_eq!(return_codes.iter().count(), return_codes.len());
         }
         S7Body::BlockControl(control) => {
-            let _ = (control.more_follows(), control.block(), control.payload.map(<[u8]>::len));
+            let _ = (
+                control.more_follows(),
+                control.block(),
+                control.payload.map(<[u8]>::len),
+            );
         }
         S7Body::PiService(pi) => {
             let _ = (pi.service_str(), pi.argument());
@@ -148,7 +156,12 @@ fn walk_specs(specs: VarSpecs<'_>) {
     let mut n = 0;
     for spec in specs {
         if let Some(any) = spec.any() {
-            let _ = (any.byte_address(), any.bit(), any.byte_len(), any.area.name());
+            let _ = (
+                any.byte_address(),
+                any.bit(),
+                any.byte_len(),
+                any.area.name(),
+            );
         }
         if let Some(areas) = spec.dbread_areas() {
             let _ = areas.map(|a| usize::from(a.length)).sum::<usize>();
@@ -174,7 +187,10 @@ fn walk_items(items: DataItems<'_>) {
 }
 
 fn walk_userdata(userdata: &Userdata<'_>) {
-    let _ = (userdata.param.subfunction_name(), userdata.param.more_follows());
+    let _ = (
+        userdata.param.subfunction_name(),
+        userdata.param.more_follows(),
+    );
     if let Some(data) = userdata.data {
         assert_eq!(usize::from(data.length), data.data.len());
     }
@@ -182,10 +198,17 @@ fn walk_userdata(userdata: &Userdata<'_>) {
         UserdataBody::SzlResponse(list) => {
             let count = list.records.iter().count();
             assert_eq!(count, list.records.len());
-            let _ = (list.order_number(), list.firmware_version(), list.serial_number());
+            let _ = (
+                list.order_number(),
+                list.firmware_version(),
+                list.serial_number(),
+            );
             if let Some(records) = list.module_identification() {
                 for record in records.iter() {
-                    let _ = (record.order_number(), record.version().map(|v| v.to_string()));
+                    let _ = (
+                        record.order_number(),
+                        record.version().map(|v| v.to_string()),
+                    );
                 }
             }
             if let Some(records) = list.component_identification() {
@@ -214,7 +237,39 @@ fn walk_userdata(userdata: &Userdata<'_>) {
 fn walk_plus(pdu: &S7PlusPdu<'_>) {
     let _ = (pdu.is_integrity_protected(), pdu.version.name());
     if let Some(message) = pdu.message() {
-        let _ = (message.function.map(|f| f.to_string()), message.opcode.name());
+        let _ = (
+            message.function.map(|f| f.to_string()),
+            message.opcode.name(),
+        );
         let _ = (message.sequence, message.session_id, message.payload.len());
+        walk_plus_payload(message.payload);
+    }
+}
+
+/// What a request addresses and a CreateObject reply hands out, the bytes read as each
+/// function's.
+fn walk_plus_payload(payload: &[u8]) {
+    for f in [
+        PlusFunction::SET_MULTI_VARIABLES,
+        PlusFunction::GET_MULTI_VARIABLES,
+        PlusFunction::SET_VARIABLE,
+        PlusFunction::DELETE_OBJECT,
+    ] {
+        match request_target(f, payload) {
+            Some(Ok(PlusTarget::Items(items))) => {
+                for item in items.flatten() {
+                    assert!(item.lids().count() <= item.lids.len());
+                    let _ = PlusArea::of(item.access_area);
+                }
+            }
+            Some(Ok(PlusTarget::Object { attributes, .. })) => {
+                assert!(attributes.count() <= payload.len());
+            }
+            Some(Err(e)) => assert!(e.offset <= payload.len()),
+            None => unreachable!(),
+        }
+    }
+    if let Some(ids) = created_objects(payload) {
+        assert!(ids.count() <= 255);
     }
 }
