@@ -1312,3 +1312,72 @@ mod review_tests {
         }
     }
 }
+
+#[cfg(test)]
+mod member_tests {
+    use std::net::IpAddr;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::obs::{Channel, Proto};
+
+    /// A CIP Multiple Service Packet (0x0A) at `t` s carrying the services `members`, and its
+    /// answer.
+    fn packet(t: i64, members: &[u32]) -> [Observation; 2] {
+        let channel = Channel {
+            proto: Proto::Enip,
+            client: IpAddr::from([10, 0, 0, 1]),
+            server: IpAddr::from([10, 0, 0, 2]),
+            unit: 0,
+        };
+        let ts = 1_700_000_000 * NANOS + t * NANOS;
+        let mut req = Observation::new(
+            ts,
+            Arc::from("t"),
+            t as u64 * 2 + 1,
+            channel,
+            Kind::Request,
+            0x0a,
+        );
+        req.corr = Some(t as u32);
+        req.members = members.to_vec();
+        let mut resp = req.clone();
+        (resp.kind, resp.ts, resp.frame, resp.members) =
+            (Kind::Response, ts + NANOS / 100, req.frame + 1, Vec::new());
+        [req, resp]
+    }
+
+    /// The services a request carries are the channel's functions: learned, and one never
+    /// carried in learning is a `new_function_code` of its own (a Logix upload's services on
+    /// program objects inside Multiple Service Packets), once.
+    #[test]
+    fn a_new_service_inside_a_multiple_service_packet_is_a_new_function() {
+        let mut engine = Engine::learning(EngineConfig {
+            learn_for: Some(30 * NANOS),
+            ..EngineConfig::default()
+        });
+        let mut out = Vec::new();
+        for t in 0..40 {
+            for o in packet(t, &[0x03, 0x4c]) {
+                engine.observe(&o, &mut out);
+            }
+        }
+        assert!(out.is_empty(), "{out:#?}");
+        let upload = 0x100_6c4b;
+        for t in 40..43 {
+            for o in packet(t, &[0x03, upload]) {
+                engine.observe(&o, &mut out);
+            }
+        }
+        let got: Vec<_> = out
+            .iter()
+            .filter(|a| a.state == crate::alert::AlertState::First)
+            .map(|a| (a.r#type, a.observed["function"].clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [("new_function_code", serde_json::json!(upload))],
+            "{out:#?}"
+        );
+    }
+}

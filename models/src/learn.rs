@@ -516,6 +516,9 @@ impl Learner {
                 let accepted = o.malformed.is_none();
                 if accepted {
                     *c.functions.entry(o.function).or_default() += 1;
+                    for f in &o.members {
+                        *c.functions.entry(*f).or_default() += 1;
+                    }
                     if o.write {
                         c.writes_sent += 1;
                         if let Some(corr) = o.corr {

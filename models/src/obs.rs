@@ -275,6 +275,10 @@ pub struct Observation {
     /// conversations, 0.
     pub function: u32,
     pub function_name: Option<&'static str>,
+    /// The functions of the requests a request carries besides its own (the services of a CIP
+    /// Multiple Service Packet), each once: learned as the channel's functions, and a new one
+    /// is a `new_function_code`.
+    pub members: Vec<u32>,
     /// A request that changes the server's data or state.
     pub write: bool,
     /// Request/response correlation: Modbus transaction id, S7 PDU reference, DNP3 sequence.
@@ -341,6 +345,7 @@ impl Observation {
             kind,
             function,
             function_name: None,
+            members: Vec::new(),
             write: false,
             corr: None,
             latency: None,

@@ -953,6 +953,9 @@ pub const IO_SPACE: u32 = 0x2222;
 /// Manager's (class 6: Forward Open, Unconnected Send) keep their service code.
 const OBJECT_SERVICE: u32 = 0x100_0000;
 
+/// Distinct functions of the services one request carries that detection checks.
+const MAX_MEMBERS: usize = 16;
+
 /// The function detection keys a CIP message by ([`OBJECT_SERVICE`]).
 fn cip_function(e: &CipEvent) -> u32 {
     match e.class {
@@ -1062,6 +1065,21 @@ pub fn observe(
     }
     let mut o = base(Proto::Enip, 0, kind, cip_function(inner));
     o.function_name = inner.service_name;
+    // The services a Multiple Service Packet carries are functions of the channel too (a
+    // Logix program upload is object-specific services inside them).
+    if request {
+        for e in &all {
+            let carrier = e.service == 0x0a || e.service == 0x52 && e.class == Some(6);
+            let f = cip_function(e);
+            if !carrier
+                && f != o.function
+                && !o.members.contains(&f)
+                && o.members.len() < MAX_MEMBERS
+            {
+                o.members.push(f);
+            }
+        }
+    }
     o.corr = p.corr;
     o.malformed = c.error.or(all.iter().find_map(|e| e.error));
     o.exception = c.status.is_some_and(|s| s != 0 && s != 0x06)
@@ -1420,6 +1438,12 @@ mod tests {
         assert_eq!(observed(&req(0x0e, 0x8e, &[1, 0])).function, 0x0e);
         let routed = observed(&us(&req(0x4c, 0x8e, &[]), &[1, 0]));
         assert_eq!(routed.function, unlock.function);
+        // A Multiple Service Packet is its own function; what it carries are its members,
+        // each once.
+        let get = req(0x0e, 1, &[0x30, 7]);
+        let packet = observed(&msp(&[req(0x4c, 0x8e, &[]), get.clone(), get]));
+        assert_eq!(packet.function, 0x0a);
+        assert_eq!(packet.members, [unlock.function, 0x0e]);
         // Alert texts name the service and the class.
         assert_eq!(
             Proto::Enip.function_text(unlock.function, unlock.function_name),

@@ -73,14 +73,16 @@ impl Detector {
             && model.is_some()
             && slot.is_some_and(|s| s.fleet.binary_search(&o.function).is_ok());
         // Function codes: the channel's own, or for a new channel, any the server was asked.
-        let function_known = fleet_writer
-            || match model {
-                Some(m) => m.functions.contains_key(&o.function),
-                None => self
-                    .server_functions
-                    .get(&(ch.proto, ch.server))
-                    .is_some_and(|f| f.contains(&o.function)),
-            };
+        let learned = |f: u32| match model {
+            Some(m) => m.functions.contains_key(&f),
+            None => self
+                .server_functions
+                .get(&(ch.proto, ch.server))
+                .is_some_and(|fs| fs.contains(&f)),
+        };
+        let function_known = fleet_writer || learned(o.function);
+        // The functions of the requests it carries (a Multiple Service Packet's), too.
+        let new_members: Vec<u32> = o.members.iter().copied().filter(|&f| !learned(f)).collect();
         let mut new_unit = false;
         // A command (stop, start, download, restart) or an unauthorized write is the account of
         // this PDU: its new function code and written range are part of it.
@@ -92,7 +94,12 @@ impl Detector {
                 Some(s) => s.writer,
                 None => self.writers.contains(&(ch.proto, ch.client, ch.server)),
             };
-        if !function_known && !command && !unauthorized {
+        let own = (!function_known).then_some((o.function, o.function_name));
+        let members = new_members.iter().map(|&f| (f, None));
+        for (function, name) in own.into_iter().chain(members) {
+            if command || unauthorized {
+                break;
+            }
             let funcs: BTreeSet<u32> = match model {
                 Some(m) => m.functions.keys().copied().collect(),
                 None => self
@@ -105,14 +112,14 @@ impl Detector {
                 &mut self.raised,
                 alert(
                     o,
-                    AlertKey::channel("new_function_code", ch, u64::from(o.function)),
+                    AlertKey::channel("new_function_code", ch, u64::from(function)),
                     Severity::High,
                 ),
                 out,
             ) {
                 a.message = format!(
                     "{ch}: function {} never used {} in learning",
-                    ch.proto.function_text(o.function, o.function_name),
+                    ch.proto.function_text(function, name),
                     if model.is_some() {
                         "on this channel"
                     } else {
@@ -121,7 +128,7 @@ impl Detector {
                 );
                 *a.learned = json!({});
                 capped_list(&mut a.learned, "functions", funcs);
-                *a.observed = json!({"function": o.function, "name": o.function_name});
+                *a.observed = json!({"function": function, "name": name});
                 out.push(a);
             }
         }
