@@ -55,6 +55,64 @@ pub(super) fn accesses_json(o: &Observation) -> serde_json::Value {
 }
 
 impl Detector {
+    /// Whether the channel used `function` in learning (a new channel: whether its server was
+    /// asked it, `server_functions`).
+    fn function_learned(
+        server_functions: &FastMap<(Proto, IpAddr), BTreeSet<u32>>,
+        ch: &Channel,
+        model: Option<&ChannelModel>,
+        function: u32,
+    ) -> bool {
+        match model {
+            Some(m) => m.functions.contains_key(&function),
+            None => server_functions
+                .get(&(ch.proto, ch.server))
+                .is_some_and(|f| f.contains(&function)),
+        }
+    }
+
+    /// `new_function_code` for `function` of the request `o`.
+    #[cold]
+    fn new_function(
+        raised: &mut FastSet<AlertKey>,
+        server_functions: &FastMap<(Proto, IpAddr), BTreeSet<u32>>,
+        (o, function, name): (&Observation, u32, Option<&'static str>),
+        model: Option<&ChannelModel>,
+        out: &mut Vec<Alert>,
+    ) {
+        let ch = &o.channel;
+        let funcs: BTreeSet<u32> = match model {
+            Some(m) => m.functions.keys().copied().collect(),
+            None => server_functions
+                .get(&(ch.proto, ch.server))
+                .cloned()
+                .unwrap_or_default(),
+        };
+        if let Some(mut a) = fresh(
+            raised,
+            alert(
+                o,
+                AlertKey::channel("new_function_code", ch, u64::from(function)),
+                Severity::High,
+            ),
+            out,
+        ) {
+            a.message = format!(
+                "{ch}: function {} never used {} in learning",
+                ch.proto.function_text(function, name),
+                if model.is_some() {
+                    "on this channel"
+                } else {
+                    "with this server"
+                }
+            );
+            *a.learned = json!({});
+            capped_list(&mut a.learned, "functions", funcs);
+            *a.observed = json!({"function": function, "name": name});
+            out.push(a);
+        }
+    }
+
     /// The function code (new on the channel, or for a new channel new to the server), a new
     /// unit, and a write by a client that never wrote: (function known, new unit, unauthorized).
     pub(super) fn check_function(
@@ -73,16 +131,8 @@ impl Detector {
             && model.is_some()
             && slot.is_some_and(|s| s.fleet.binary_search(&o.function).is_ok());
         // Function codes: the channel's own, or for a new channel, any the server was asked.
-        let learned = |f: u32| match model {
-            Some(m) => m.functions.contains_key(&f),
-            None => self
-                .server_functions
-                .get(&(ch.proto, ch.server))
-                .is_some_and(|fs| fs.contains(&f)),
-        };
-        let function_known = fleet_writer || learned(o.function);
-        // The functions of the requests it carries (a Multiple Service Packet's), too.
-        let new_members: Vec<u32> = o.members.iter().copied().filter(|&f| !learned(f)).collect();
+        let function_known =
+            fleet_writer || Self::function_learned(&self.server_functions, ch, model, o.function);
         let mut new_unit = false;
         // A command (stop, start, download, restart) or an unauthorized write is the account of
         // this PDU: its new function code and written range are part of it.
@@ -94,42 +144,17 @@ impl Detector {
                 Some(s) => s.writer,
                 None => self.writers.contains(&(ch.proto, ch.client, ch.server)),
             };
-        let own = (!function_known).then_some((o.function, o.function_name));
-        let members = new_members.iter().map(|&f| (f, None));
-        for (function, name) in own.into_iter().chain(members) {
-            if command || unauthorized {
-                break;
+        if !command && !unauthorized {
+            let (raised, functions) = (&mut self.raised, &self.server_functions);
+            if !function_known {
+                let new = (o, o.function, o.function_name);
+                Self::new_function(raised, functions, new, model, out);
             }
-            let funcs: BTreeSet<u32> = match model {
-                Some(m) => m.functions.keys().copied().collect(),
-                None => self
-                    .server_functions
-                    .get(&(ch.proto, ch.server))
-                    .cloned()
-                    .unwrap_or_default(),
-            };
-            if let Some(mut a) = fresh(
-                &mut self.raised,
-                alert(
-                    o,
-                    AlertKey::channel("new_function_code", ch, u64::from(function)),
-                    Severity::High,
-                ),
-                out,
-            ) {
-                a.message = format!(
-                    "{ch}: function {} never used {} in learning",
-                    ch.proto.function_text(function, name),
-                    if model.is_some() {
-                        "on this channel"
-                    } else {
-                        "with this server"
-                    }
-                );
-                *a.learned = json!({});
-                capped_list(&mut a.learned, "functions", funcs);
-                *a.observed = json!({"function": function, "name": name});
-                out.push(a);
+            // The functions of the requests it carries (a Multiple Service Packet's), too.
+            for &f in &o.members {
+                if !Self::function_learned(functions, ch, model, f) {
+                    Self::new_function(raised, functions, (o, f, None), model, out);
+                }
             }
         }
         // A learned channel's unit is one its server was learned with.
