@@ -1379,5 +1379,10 @@ mod member_tests {
             [("new_function_code", serde_json::json!(upload))],
             "{out:#?}"
         );
+        let message = &out[0].message;
+        assert!(
+            message.ends_with("inside 10 never used on this channel in learning"),
+            "{message}"
+        );
     }
 }

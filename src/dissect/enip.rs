@@ -899,9 +899,14 @@ fn writes(e: &CipEvent) -> bool {
 }
 
 /// What detection reads of a message kept for it only ([`hidden_messages`]): a request's write
-/// or command (0x05-0x07: reset, start, stop, or a write on other objects), or an error.
+/// or command (0x05-0x07: reset, start, stop, or a write on other objects), an object-specific
+/// service on a class (a function of its own, [`cip_function`]), or an error.
 fn matters(e: &CipEvent) -> bool {
-    e.error.is_some() || !e.response && (writes(e) || matches!(e.service, 0x05..=0x07))
+    e.error.is_some()
+        || !e.response
+            && (writes(e)
+                || matches!(e.service, 0x05..=0x07)
+                || cip_function(e) != u32::from(e.service))
 }
 
 /// The hidden messages kept so far, by identity: the same one again adds nothing for
@@ -953,8 +958,9 @@ pub const IO_SPACE: u32 = 0x2222;
 /// Manager's (class 6: Forward Open, Unconnected Send) keep their service code.
 const OBJECT_SERVICE: u32 = 0x100_0000;
 
-/// Distinct functions of the services one request carries that detection checks.
-const MAX_MEMBERS: usize = 16;
+/// Distinct functions of the services one request carries that detection checks; one more is
+/// malformed (`too_many_functions`).
+const MAX_MEMBERS: usize = 64;
 
 /// The function detection keys a CIP message by ([`OBJECT_SERVICE`]).
 fn cip_function(e: &CipEvent) -> u32 {
@@ -1065,23 +1071,25 @@ pub fn observe(
     }
     let mut o = base(Proto::Enip, 0, kind, cip_function(inner));
     o.function_name = inner.service_name;
+    o.corr = p.corr;
+    o.malformed = c.error.or(all.iter().find_map(|e| e.error));
     // The services a Multiple Service Packet carries are functions of the channel too (a
     // Logix program upload is object-specific services inside them).
     if request {
         for e in &all {
             let carrier = e.service == 0x0a || e.service == 0x52 && e.class == Some(6);
             let f = cip_function(e);
-            if !carrier
-                && f != o.function
-                && !o.members.contains(&f)
-                && o.members.len() < MAX_MEMBERS
-            {
-                o.members.push(f);
+            if carrier || f == o.function || o.members.contains(&f) {
+                continue;
             }
+            if o.members.len() == MAX_MEMBERS {
+                // More distinct services in one request than any client sends.
+                o.malformed = o.malformed.or(Some("too_many_functions"));
+                break;
+            }
+            o.members.push(f);
         }
     }
-    o.corr = p.corr;
-    o.malformed = c.error.or(all.iter().find_map(|e| e.error));
     o.exception = c.status.is_some_and(|s| s != 0 && s != 0x06)
         || !request && p.status.is_some_and(|s| s != 0);
     o.write = request && all.iter().any(|e| writes(e));
@@ -1444,6 +1452,21 @@ mod tests {
         let packet = observed(&msp(&[req(0x4c, 0x8e, &[]), get.clone(), get]));
         assert_eq!(packet.function, 0x0a);
         assert_eq!(packet.members, [unlock.function, 0x0e]);
+        // Behind the 64 messages events list, an object-specific service is still a member.
+        let mut parts = vec![req(0x0e, 1, &[0x30, 7]); MAX_ITEMS];
+        parts.push(req(0x4c, 0x8e, &[]));
+        assert_eq!(observed(&msp(&parts)).members, [0x0e, unlock.function]);
+        // More distinct services than any client sends in one request is malformed.
+        let many: Vec<_> = (0..=MAX_MEMBERS as u8)
+            .map(|c| req(0x4b, 0x20 + c, &[]))
+            .collect();
+        let o = observed(&msp(&many));
+        assert_eq!(
+            (o.members.len(), o.malformed),
+            (MAX_MEMBERS, Some("too_many_functions"))
+        );
+        let fits = observed(&msp(&many[..MAX_MEMBERS]));
+        assert_eq!((fits.members.len(), fits.malformed), (MAX_MEMBERS, None));
         // Alert texts name the service and the class.
         assert_eq!(
             Proto::Enip.function_text(unlock.function, unlock.function_name),

@@ -97,8 +97,18 @@ impl Detector {
             ),
             out,
         ) {
+            // A function carried inside the request (a Multiple Service Packet's service)
+            // says what carried it.
+            let inside = if function == o.function {
+                String::new()
+            } else {
+                format!(
+                    " inside {}",
+                    ch.proto.function_text(o.function, o.function_name)
+                )
+            };
             a.message = format!(
-                "{ch}: function {} never used {} in learning",
+                "{ch}: function {}{inside} never used {} in learning",
                 ch.proto.function_text(function, name),
                 if model.is_some() {
                     "on this channel"
