@@ -593,6 +593,16 @@ type PlusExchange = (u64, u16, u32, Vec<u8>, Vec<u8>);
 /// A capture of one HMI session with an S7-1500 at `requests`' times (seconds): each request
 /// answered 20 ms later.
 fn plus_conversation(name: &str, requests: &[PlusExchange]) -> (common::Scratch, PathBuf) {
+    plus_conversation_split(name, requests, None)
+}
+
+/// [`plus_conversation`], the request at `split.0` s sent as two PDUs, its data part cut after
+/// `split.1` bytes (the first PDU without the trailer), each in a COTP data TPDU of its own.
+fn plus_conversation_split(
+    name: &str,
+    requests: &[PlusExchange],
+    split: Option<(u64, usize)>,
+) -> (common::Scratch, PathBuf) {
     let mut seqs = (1u32, 1u32);
     let mut packets = Vec::new();
     let t0 = common::packet_time(0);
@@ -600,7 +610,18 @@ fn plus_conversation(name: &str, requests: &[PlusExchange]) -> (common::Scratch,
         let ts = t0 + std::time::Duration::from_secs(*at);
         let seq = k as u16 + 1;
         let pdu = plus_request(*function, seq, *session, request);
-        packets.push((ts, iso_segment(true, &pdu, &mut seqs)));
+        match split {
+            Some((when, cut)) if when == *at => {
+                let data = &pdu[4..pdu.len() - 4];
+                let mut first = vec![0x72, 0x02];
+                first.extend_from_slice(&(cut as u16).to_be_bytes());
+                first.extend_from_slice(&data[..cut]);
+                packets.push((ts, iso_segment(true, &first, &mut seqs)));
+                let ts = ts + std::time::Duration::from_millis(1);
+                packets.push((ts, iso_segment(true, &plus_pdu(&data[cut..]), &mut seqs)));
+            }
+            _ => packets.push((ts, iso_segment(true, &pdu, &mut seqs))),
+        }
         let later = ts + std::time::Duration::from_millis(20);
         let answer = plus_response(*function, seq, reply);
         packets.push((later, iso_segment(false, &answer, &mut seqs)));
@@ -611,13 +632,10 @@ fn plus_conversation(name: &str, requests: &[PlusExchange]) -> (common::Scratch,
     (dir, path)
 }
 
-/// An HMI's S7comm-plus housekeeping makes it no writer: setting its session's attributes
-/// (the session is the first object the CreateObject reply hands out), the settings of an
-/// object created for it, and a subscription's settings (attribute 1053) on any object. Its
-/// first write of a PLC variable after learning is then an `unauthorized_write`. (Before, every
-/// SetVariable, SetMultiVariables and DeleteObject was a write: every HMI was a writer.)
-#[test]
-fn s7commplus_session_housekeeping_is_no_write() {
+/// An HMI's learning: its session created (the reply hands out 0x388, the session, and
+/// 0x389), the session's attributes set, a subscription's settings (attribute 1053) on the
+/// object created for it, and reads of one DB3 variable every 5 s to 65 s; then `after`.
+fn hmi_session(after: Vec<PlusExchange>) -> Vec<PlusExchange> {
     let session = 0x388;
     let mut requests = vec![
         (
@@ -638,53 +656,131 @@ fn s7commplus_session_housekeeping_is_no_write() {
             30,
             SET_VARIABLE,
             session,
-            vec![0x10, 0, 0, 0x6a, 1, 0x88, 0x1d, 0, 7, 0, 6],
-            vec![],
-        ),
-        (
-            40,
-            SET_VARIABLE,
-            session,
-            vec![0, 0, 3, 0x89, 1, 0xa7, 0x08, 0, 4, 1],
+            vec![0, 0, 3, 0x89, 1, 0x88, 0x1d, 0, 7, 0, 6],
             vec![],
         ),
     ];
     for at in (5..=65).step_by(5) {
         requests.push((at, GET_MULTI, session, db3_variable(false, 0x0a), vec![]));
     }
-    requests.push((70, SET_MULTI, session, db3_variable(true, 0x0a), vec![]));
+    requests.extend(after);
     requests.sort_by_key(|r| r.0);
-    let write_at = requests.iter().position(|r| r.0 == 70).unwrap();
+    requests
+}
+
+/// The first-line alerts of `requests`, learning 60 s, as (type, first frame), with the frame
+/// of the request at `at` s.
+fn plus_alerts(
+    name: &str,
+    requests: &[PlusExchange],
+    at: u64,
+) -> (Vec<(&'static str, Option<u64>)>, u64) {
+    let k = requests
+        .iter()
+        .position(|r| r.0 == at)
+        .expect("a request then");
+    let (_dir, path) = plus_conversation(name, requests);
+    let alerts = first_lines_learning_60s(&path);
+    let out = alerts
+        .iter()
+        .map(|a| (a.r#type, a.frames.first().copied()))
+        .collect();
+    (out, 2 * k as u64 + 1)
+}
+
+/// An HMI's S7comm-plus housekeeping makes it no writer: setting its session's attributes
+/// (the session is the first object the CreateObject reply hands out) and a subscription's
+/// settings (attribute 1053) on an object created for it. Its first write of a PLC variable
+/// after learning is then an `unauthorized_write`. (Before, every SetVariable,
+/// SetMultiVariables and DeleteObject was a write: every HMI was a writer.)
+#[test]
+fn s7commplus_session_housekeeping_is_no_write() {
+    let session = 0x388;
+    let write = (70, SET_MULTI, session, db3_variable(true, 0x0a), vec![]);
+    let requests = hmi_session(vec![write]);
     let (_dir, path) = plus_conversation("s7plus-housekeeping", &requests);
     let (events, _) = replay_file(&path);
     let plus: Vec<_> = events.iter().filter_map(|e| e.s7commplus()).collect();
     assert_eq!(plus[1].created_objects, [0x388, 0x389]);
     let own: Vec<_> = plus
         .iter()
-        .filter(|p| p.own_object)
-        .map(|p| p.object_id)
+        .filter_map(|p| Some((p.object_id?, p.own_object?)))
         .collect();
-    assert_eq!(
-        own,
-        [Some(0x388), Some(0x389)],
-        "the session and the object created"
-    );
-    let write = plus
-        .iter()
-        .find(|p| p.sequence == Some(write_at as u16 + 1))
-        .unwrap();
-    assert_eq!((write.items[0].area, write.items[0].db), ("DB", Some(3)));
-    assert_eq!(write.items[0].lids, [0x9f6, 0x0a]);
-    let alerts = first_lines_learning_60s(&path);
-    let out: Vec<_> = alerts
-        .iter()
-        .map(|a| (a.r#type, a.frames.first().copied()))
-        .collect();
-    assert_eq!(
-        out,
-        [("unauthorized_write", Some(2 * write_at as u64 + 1))],
-        "{alerts:#?}"
-    );
+    assert_eq!(own, [(0x388, "session"), (0x389, "created")]);
+    let last = plus.iter().rev().find(|p| p.opcode == Some(0x31)).unwrap();
+    assert_eq!((last.items[0].area, last.items[0].db), ("DB", Some(3)));
+    assert_eq!(last.items[0].lids, [0x9f6, 0x0a]);
+    let (out, frame) = plus_alerts("s7plus-housekeeping", &requests, 70);
+    assert_eq!(out, [("unauthorized_write", Some(frame))]);
+}
+
+/// What cannot pass for housekeeping (the review of 2026-12-06): a SetVariable of an object
+/// created for the connection whose first attribute is a subscription setting and whose second
+/// (not decoded) may be anything; a DeleteObject of DB1 whose request names DB1 as its session (the
+/// session is what the CreateObject reply handed out, not what a request says); a
+/// subscription's settings on an object not created for this connection (another HMI's); and
+/// any other attribute of an object created for it. Each is an `unauthorized_write`.
+#[test]
+fn s7commplus_housekeeping_cannot_hide_a_write() {
+    let session = 0x388;
+    let attacks = [
+        (
+            "two attributes",
+            (
+                SET_VARIABLE,
+                session,
+                vec![
+                    0, 0, 3, 0x89, 2, 0x88, 0x1d, 0, 7, 0, 6, 0x9d, 0x18, 0, 4, 1,
+                ],
+            ),
+        ),
+        (
+            "forged session",
+            (0x04d4, 0x8a0e_0001, vec![0x8a, 0x0e, 0, 1]),
+        ),
+        (
+            "another's subscription",
+            (
+                SET_VARIABLE,
+                session,
+                vec![0x10, 0, 0, 0x6a, 1, 0x88, 0x1b, 0, 1, 1],
+            ),
+        ),
+        (
+            "created object's other attribute",
+            (
+                SET_VARIABLE,
+                session,
+                vec![0, 0, 3, 0x89, 1, 0xa7, 0x08, 0, 4, 1],
+            ),
+        ),
+    ];
+    for (what, (function, header_session, payload)) in attacks {
+        let requests = hmi_session(vec![(70, function, header_session, payload, vec![])]);
+        let (out, frame) = plus_alerts("s7plus-attack", &requests, 70);
+        assert_eq!(out, [("unauthorized_write", Some(frame))], "{what}");
+    }
+}
+
+/// A connection picked up after its start (no CreateObject seen): its session is the one its
+/// first request names, and a subscription's settings on any object are housekeeping (the
+/// subscription's creation was not seen); a DB write after learning is `unauthorized_write`.
+#[test]
+fn s7commplus_mid_session_housekeeping() {
+    let session = 0x7000_0e4d;
+    let mut requests = vec![(
+        3,
+        SET_VARIABLE,
+        session,
+        vec![0x70, 0, 0x0e, 0x51, 1, 0x88, 0x1d, 0, 7, 0, 6],
+        vec![],
+    )];
+    for at in (5..=65).step_by(5) {
+        requests.push((at, GET_MULTI, session, db3_variable(false, 0x0a), vec![]));
+    }
+    requests.push((70, SET_MULTI, session, db3_variable(true, 0x0a), vec![]));
+    let (out, frame) = plus_alerts("s7plus-midstream", &requests, 70);
+    assert_eq!(out, [("unauthorized_write", Some(frame))]);
 }
 
 /// A learned S7comm-plus writer's writes are checked by variable (its DB and LIDs): the one
@@ -712,4 +808,39 @@ fn s7commplus_variable_writes_are_checked() {
         [("address_out_of_range", serde_json::json!("DB3"), Some(11))],
         "{alerts:#?}"
     );
+}
+
+/// A write split over two PDUs (as a message too large for one is) is joined and checked: the
+/// HMI's first DB write is an `unauthorized_write`, stamped with the frame of the last piece,
+/// whether the cut leaves the second piece starting with an opcode-like byte or not.
+#[test]
+fn s7commplus_split_messages_are_joined() {
+    // LID 0x32, the opcode of a response: cut before it (at 29), the last piece starts with it.
+    let write = db3_variable(true, 0x32);
+    for cut in [6, 14, 29] {
+        let requests = hmi_session(vec![(70, SET_MULTI, 0x388, write.clone(), vec![])]);
+        let k = requests.iter().position(|r| r.0 == 70).unwrap() as u64;
+        let (_dir, path) = plus_conversation_split("s7plus-split", &requests, Some((70, cut)));
+        let (events, report) = replay_file(&path);
+        let plus: Vec<_> = events.iter().filter_map(|e| e.s7commplus()).collect();
+        // The first piece, the joined message, its answer.
+        let kinds: Vec<_> = plus[plus.len() - 3..].iter().map(|p| p.kind).collect();
+        assert_eq!(kinds, ["fragment", "message", "message"], "cut {cut}");
+        let joined = plus[plus.len() - 2];
+        assert_eq!(
+            joined.function_name,
+            Some("set_multi_variables"),
+            "cut {cut}"
+        );
+        assert_eq!(joined.items[0].lids, [0x9f6, 0x32], "cut {cut}");
+        let counters = &report.stats[otwatch::dissect::registry::S7COMMPLUS].counters;
+        assert_eq!(counters.get("joined_messages"), Some(&1), "cut {cut}");
+        let alerts = first_lines_learning_60s(&path);
+        let out: Vec<_> = alerts
+            .iter()
+            .map(|a| (a.r#type, a.frames.first().copied()))
+            .collect();
+        // The request's two pieces are frames 2k+1 and 2k+2.
+        assert_eq!(out, [("unauthorized_write", Some(2 * k + 2))], "cut {cut}");
+    }
 }

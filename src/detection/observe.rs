@@ -893,10 +893,15 @@ pub(crate) fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation>
     if o.kind != Kind::Request {
         return Some(o);
     }
-    // PLC variables (Get/SetMultiVariables of object id 0): an access each, in the space of
+    // PLC variables written (SetMultiVariables of object id 0): an access each, in the space of
     // its area (DB n, I, Q, M, C, T, as S7comm's), addressed by its LIDs; the attributes set of
-    // an object not the connection's own are accesses of the `objects` space.
-    for item in &p.items {
+    // an object not the connection's session are accesses of the `objects` space. Reads are
+    // not checked: a hashed address has no neighbourhood, and an HMI opening a screen reads
+    // variables it never read before.
+    let subscription = |attributes: &[u32]| {
+        !attributes.is_empty() && attributes.iter().all(|a| SUBSCRIPTION.contains(a))
+    };
+    for item in p.items.iter().filter(|_| set) {
         let space = match item.area {
             "DB" => 0x84 << 16 | u32::from(item.db.unwrap_or(0)),
             "I" => 0x81 << 16,
@@ -904,9 +909,11 @@ pub(crate) fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation>
             "M" => 0x83 << 16,
             "C" => 0x1c << 16,
             "T" => 0x1d << 16,
-            // An object's attributes read (the PLC's state, diagnostics) are not process data.
-            _ if item.own_object || !set => continue,
-            _ => S7PLUS_OBJECTS << 16,
+            _ => match item.own_object {
+                Some("session") => continue,
+                Some(_) if subscription(&item.lids[..item.lids.len().min(1)]) => continue,
+                _ => S7PLUS_OBJECTS << 16,
+            },
         };
         let mut key = Vec::with_capacity(4 * (item.lids.len() + 1));
         if space == S7PLUS_OBJECTS << 16 {
@@ -917,15 +924,25 @@ pub(crate) fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation>
             space,
             start: fnv1a(&key),
             count: 1,
-            write: set,
+            write: true,
             values: Default::default(),
         });
     }
     if let Some(id) = p.object_id {
-        // The connection's own objects (its session, its subscriptions), and a subscription's
-        // settings on any object, are the client's housekeeping, not a write to the plant.
-        let housekeeping = p.own_object
-            || !p.attributes.is_empty() && p.attributes.iter().all(|a| SUBSCRIPTION.contains(a));
+        // Housekeeping, no write to the plant: setting up, changing or closing the session;
+        // deleting an object the PLC created for this connection, or changing a subscription's
+        // settings (attributes 1048-1053) on one; on a connection picked up after its start
+        // (nothing created seen), a subscription's settings on any object. Anything the
+        // request names that did not decode (a SetVariable's attributes after the first) is
+        // not housekeeping.
+        let delete = p.function == Some(PlusFunction::DELETE_OBJECT.0);
+        let settings = || subscription(&p.attributes);
+        let housekeeping = p.error.is_none()
+            && match p.own_object {
+                Some("session") => true,
+                Some(_) => delete || settings(),
+                None => p.nothing_created && settings(),
+            };
         if housekeeping {
             o.write = false;
         } else if set {
@@ -947,7 +964,7 @@ pub(crate) fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation>
         }
     } else if !p.items.is_empty() && p.error.is_none() {
         // Variables only: a write if it wrote anything not the connection's own.
-        o.write = set && o.accesses.iter().any(|a| a.write);
+        o.write = set && !o.accesses.is_empty();
     }
     Some(o)
 }

@@ -226,9 +226,14 @@ pub struct S7PlusEvent {
     /// object (a Get's link id).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub object_id: Option<u32>,
-    /// The object is this connection's own: its session, or one the PLC created for it.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub own_object: bool,
+    /// The object is this connection's own: `session` (the first object a CreateObject reply
+    /// on this connection handed out; on a connection picked up after that, the session id of
+    /// its first request), or `created` (another object the PLC created for it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub own_object: Option<&'static str>,
+    /// No CreateObject reply was seen on this connection (picked up after its start).
+    #[serde(skip)]
+    pub nothing_created: bool,
     /// The object's attributes the request names.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attributes: Vec<u32>,
@@ -256,9 +261,9 @@ pub struct S7PlusItem {
     /// The access sub-area (a DB's values 0x9F6, I/Q/M/C/T 0xE98, or an attribute) and the
     /// LIDs that follow it.
     pub lids: Vec<u32>,
-    /// An object's item: the object is this connection's own.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub own_object: bool,
+    /// An object's item: the object is this connection's own (`session`, `created`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub own_object: Option<&'static str>,
 }
 
 /// The `cotp` object of an event: connection setup and teardown.
@@ -414,10 +419,22 @@ pub struct S7Flow {
     szl: [Vec<(u8, Vec<u8>)>; 2],
     /// Upload id -> the block being uploaded.
     uploads: VecDeque<(u32, (Option<&'static str>, u32))>,
-    /// S7comm-plus: the objects the PLC created for this connection (its session first, then
-    /// subscriptions...), from CreateObject replies; the latest [`MAX_OWN_OBJECTS`].
+    /// S7comm-plus: the objects the PLC created for this connection, from CreateObject
+    /// replies; the latest [`MAX_OWN_OBJECTS`].
     plus_objects: VecDeque<u32>,
+    /// S7comm-plus: the session, the first object a CreateObject reply handed out; on a
+    /// connection picked up after that, the session id its first request names (pinned: a
+    /// later request cannot name another).
+    plus_session: Option<u32>,
+    /// Objects CreateObject replies handed out on this connection.
+    plus_created: u64,
+    /// S7comm-plus, per direction: the pieces so far of a message split over several PDUs
+    /// (V1/V2), joined when the piece with the trailer comes.
+    plus_pieces: [Vec<u8>; 2],
 }
+
+/// Largest S7comm-plus message joined from pieces; a longer one is dropped (counted).
+pub const MAX_PLUS_MESSAGE: usize = 64 * 1024;
 
 /// Objects created for one connection that are remembered as its own.
 pub const MAX_OWN_OBJECTS: usize = 64;
@@ -479,10 +496,77 @@ impl S7Flow {
     fn release(&mut self, ctx: &mut Ctx<'_>, d: usize) {
         let szl: usize = self.szl[d].iter().map(|(_, b)| b.len()).sum();
         let held = (self.cotp[d].buffered() + szl) as u64;
+        let held = held + self.plus_pieces[d].len() as u64;
         let gauge = &mut ctx.stats.tcp.s7_reassembly_bytes;
         *gauge = gauge.saturating_sub(held);
         self.cotp[d] = CotpReassembler::new();
         self.szl[d].clear();
+        self.plus_pieces[d] = Vec::new();
+    }
+
+    /// An S7comm-plus PDU that is a piece of a message split over several (V1/V2): the first
+    /// (no trailer, an opcode first) starts the message, the ones after it add to it, and the
+    /// one with the trailer ends it. Returns the joined message when it ends; PDUs that are no
+    /// piece of one return `None` and are dissected alone.
+    fn plus_piece(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        dir: Dir,
+        payload: &[u8],
+    ) -> Option<(s7::PlusVersion, Vec<u8>)> {
+        let (version, data, trailer) = s7::s7plus_piece(payload)?;
+        let d = dir.index();
+        let pieces = &mut self.plus_pieces[d];
+        let starts = !trailer && matches!(data.first(), Some(0x31..=0x33));
+        if pieces.is_empty() && !starts {
+            return None;
+        }
+        if starts && !pieces.is_empty() {
+            // A new message: the one before it was never ended.
+            let gauge = &mut ctx.stats.tcp.s7_reassembly_bytes;
+            *gauge = gauge.saturating_sub(pieces.len() as u64);
+            pieces.clear();
+            ctx.stats[S7COMMPLUS].count_error("unended_message");
+        }
+        let gauge = &mut ctx.stats.tcp.s7_reassembly_bytes;
+        if pieces.len() + data.len() > MAX_PLUS_MESSAGE || *gauge > MAX_REASSEMBLY_BYTES_TOTAL {
+            *gauge = gauge.saturating_sub(pieces.len() as u64);
+            self.plus_pieces[d] = Vec::new();
+            ctx.stats[S7COMMPLUS].count("message_reassembly_bound_drops");
+            return None;
+        }
+        pieces.extend_from_slice(data);
+        *gauge += data.len() as u64;
+        if !trailer {
+            return None;
+        }
+        let whole = std::mem::take(pieces);
+        *gauge = gauge.saturating_sub(whole.len() as u64);
+        Some((version, whole))
+    }
+
+    /// A message joined from pieces, dissected as one PDU of `version` (stamped with the frame
+    /// of its last piece).
+    fn on_joined_plus(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        dir: Dir,
+        version: s7::PlusVersion,
+        whole: &[u8],
+    ) {
+        match s7::parse_s7plus_message(whole) {
+            Ok(body) => {
+                ctx.stats[S7COMMPLUS].count("joined_messages");
+                let pdu = S7PlusPdu {
+                    version,
+                    data_len: whole.len().min(usize::from(u16::MAX)) as u16,
+                    has_trailer: true,
+                    body,
+                };
+                self.on_s7plus(ctx, dir, &pdu);
+            }
+            Err(err) => ctx.stats[S7COMMPLUS].count_error(err.kind.as_str()),
+        }
     }
 
     fn on_tpdu(&mut self, ctx: &mut Ctx<'_>, dir: Dir, tpdu: &[u8]) {
@@ -551,6 +635,11 @@ impl S7Flow {
     }
 
     fn on_payload(&mut self, ctx: &mut Ctx<'_>, dir: Dir, payload: &[u8]) {
+        if payload.first() == Some(&s7::S7PLUS_PROTOCOL_ID) {
+            if let Some((version, whole)) = self.plus_piece(ctx, dir, payload) {
+                return self.on_joined_plus(ctx, dir, version, &whole);
+            }
+        }
         match s7::parse_s7_payload(payload) {
             Ok(S7Payload::S7comm(pdu)) => self.on_s7comm(ctx, dir, &pdu),
             Ok(S7Payload::S7commPlus(pdu)) => self.on_s7plus(ctx, dir, &pdu),
@@ -1164,6 +1253,10 @@ impl S7Flow {
         }) {
             if let Some(ids) = s7::created_objects(m.payload) {
                 for id in ids {
+                    if self.plus_objects.is_empty() && self.plus_created == 0 {
+                        self.plus_session = Some(id);
+                    }
+                    self.plus_created += 1;
                     if self.plus_objects.len() == MAX_OWN_OBJECTS {
                         self.plus_objects.pop_front();
                     }
@@ -1214,11 +1307,24 @@ impl S7Flow {
     }
 
     /// What a request addresses, into its event.
-    fn plus_target(&self, m: &s7::S7PlusMessage<'_>, ev: &mut S7PlusEvent) {
+    fn plus_target(&mut self, m: &s7::S7PlusMessage<'_>, ev: &mut S7PlusEvent) {
         let Some(target) = m.function.and_then(|f| s7::request_target(f, m.payload)) else {
             return;
         };
-        let own = |id: u32| m.session_id == Some(id) || self.plus_objects.contains(&id);
+        // A connection picked up after its CreateObject: the session its first request names.
+        if self.plus_created == 0 && self.plus_session.is_none() {
+            self.plus_session = m.session_id;
+        }
+        ev.nothing_created = self.plus_created == 0;
+        let own = |id: u32| {
+            if self.plus_session == Some(id) {
+                Some("session")
+            } else if self.plus_objects.contains(&id) {
+                Some("created")
+            } else {
+                None
+            }
+        };
         match target {
             Err(e) => ev.error = Some(e.kind.as_str()),
             Ok(s7::PlusTarget::Object { id, attributes }) => {
@@ -1260,7 +1366,11 @@ impl S7Flow {
                         access_area: item.access_area,
                         symbol_crc: item.symbol_crc,
                         lids,
-                        own_object: area.is_none() && own(item.access_area),
+                        own_object: if area.is_none() {
+                            own(item.access_area)
+                        } else {
+                            None
+                        },
                     });
                 }
             }

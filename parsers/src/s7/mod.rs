@@ -58,7 +58,9 @@ pub use s7comm::{
     ReturnCodes, S7Body, S7Header, S7Pdu, SetupCommunication, VarAddress, VarSpec, VarSpecs,
     VarSpecsIter,
 };
-pub use s7plus::{parse_s7plus, S7PlusBody, S7PlusMessage, S7PlusPdu};
+pub use s7plus::{
+    parse_s7plus, parse_s7plus_message, s7plus_piece, S7PlusBody, S7PlusMessage, S7PlusPdu,
+};
 pub use szl::{
     ComponentIdRecord, ComponentIdRecords, ModuleIdRecord, ModuleIdRecords, ModuleVersion, SzlList,
     SzlRecords, SzlRecordsIter,

@@ -126,27 +126,7 @@ pub fn parse_s7plus(pdu: &[u8]) -> Result<S7PlusPdu<'_>, S7Error> {
             body: S7PlusBody::KeepAlive { sequence, reserved },
         });
     }
-    let Some(data_len) = be_u16(pdu, field::DATA_LEN) else {
-        return Err(err(S7ErrorKind::Truncated, pdu.len()));
-    };
-    let data_end = field::DATA + usize::from(data_len);
-    let Some(data) = pdu.get(field::DATA..data_end) else {
-        return Err(err(S7ErrorKind::Truncated, pdu.len()));
-    };
-    let has_trailer = match pdu.get(data_end..).unwrap_or_default() {
-        [] => false,
-        [S7PLUS_PROTOCOL_ID, _, _, _] => true,
-        [S7PLUS_PROTOCOL_ID, ..] if pdu.len() - data_end < field::TRAILER_LEN => {
-            return Err(err(S7ErrorKind::Truncated, pdu.len()));
-        }
-        [S7PLUS_PROTOCOL_ID, ..] => {
-            return Err(err(
-                S7ErrorKind::TrailingBytes,
-                data_end + field::TRAILER_LEN,
-            ));
-        }
-        _ => return Err(err(S7ErrorKind::InvalidValue, data_end)),
-    };
+    let (data_len, data, has_trailer) = frame(pdu)?;
     let body = if version == PlusVersion::EXTENDED_KEEP_ALIVE {
         S7PlusBody::ExtendedKeepAlive(data)
     } else {
@@ -173,6 +153,53 @@ pub fn parse_s7plus(pdu: &[u8]) -> Result<S7PlusPdu<'_>, S7Error> {
         has_trailer,
         body,
     })
+}
+
+/// The framing of a PDU that is not a keep-alive: the length field, the data part (a V3 digest
+/// still in it), and whether the trailer closes it.
+fn frame(pdu: &[u8]) -> Result<(u16, &[u8], bool), S7Error> {
+    let err = S7Error::new;
+    let Some(data_len) = be_u16(pdu, field::DATA_LEN) else {
+        return Err(err(S7ErrorKind::Truncated, pdu.len()));
+    };
+    let data_end = field::DATA + usize::from(data_len);
+    let Some(data) = pdu.get(field::DATA..data_end) else {
+        return Err(err(S7ErrorKind::Truncated, pdu.len()));
+    };
+    let has_trailer = match pdu.get(data_end..).unwrap_or_default() {
+        [] => false,
+        [S7PLUS_PROTOCOL_ID, _, _, _] => true,
+        [S7PLUS_PROTOCOL_ID, ..] if pdu.len() - data_end < field::TRAILER_LEN => {
+            return Err(err(S7ErrorKind::Truncated, pdu.len()));
+        }
+        [S7PLUS_PROTOCOL_ID, ..] => {
+            return Err(err(
+                S7ErrorKind::TrailingBytes,
+                data_end + field::TRAILER_LEN,
+            ));
+        }
+        _ => return Err(err(S7ErrorKind::InvalidValue, data_end)),
+    };
+    Ok((data_len, data, has_trailer))
+}
+
+/// A piece of a message split over several PDUs, or the whole of one, for joining: the data
+/// part of a V1 or V2 PDU (which carry no digest) and whether the trailer closes it. `None`
+/// for other versions and what does not frame.
+pub fn s7plus_piece(pdu: &[u8]) -> Option<(PlusVersion, &[u8], bool)> {
+    let version = PlusVersion(*pdu.get(field::VERSION)?);
+    if pdu.first() != Some(&S7PLUS_PROTOCOL_ID) || !matches!(version.0, 0x01 | 0x02) {
+        return None;
+    }
+    let (_, data, trailer) = frame(pdu).ok()?;
+    Some((version, data, trailer))
+}
+
+/// A message joined from the data parts of the PDUs it was split over (V1 and V2: no digest),
+/// the first starting with its opcode: its fixed fields, or [`S7PlusBody::Unrecognized`] for an
+/// unknown opcode. Offsets in errors are into `data`.
+pub fn parse_s7plus_message(data: &[u8]) -> Result<S7PlusBody<'_>, S7Error> {
+    message(None, data, 0)
 }
 
 /// The fixed fields of a whole message's data part, `rest_at` being its offset in the PDU.
