@@ -8,10 +8,10 @@
 use libfuzzer_sys::fuzz_target;
 use otwatch_parsers::s7::{
     created_objects, find_tpkt_resync, parse_cotp, parse_s7_payload, parse_s7comm, parse_s7plus,
-    parse_tpkt, request_target, CotpBody, CotpReassembler, DataItems, PlusArea, PlusFunction,
-    PlusTarget, Reassembled, S7Body, S7Payload, S7Pdu, S7PlusPdu, TpktResult, Userdata,
-    UserdataBody, VarSpecs, RESYNC_PROBE_LEN, S7COMM_PROTOCOL_ID, S7PLUS_PROTOCOL_ID,
-    TPKT_HEADER_LEN, TPKT_MAX_LEN,
+    parse_s7plus_message, parse_tpkt, request_target, s7plus_piece, CotpBody, CotpReassembler,
+    DataItems, PlusArea, PlusFunction, PlusTarget, Reassembled, S7Body, S7Payload, S7Pdu,
+    S7PlusBody, S7PlusPdu, TpktResult, Userdata, UserdataBody, VarSpecs, RESYNC_PROBE_LEN,
+    S7COMM_PROTOCOL_ID, S7PLUS_PROTOCOL_ID, TPKT_HEADER_LEN, TPKT_MAX_LEN,
 };
 
 /// A small bound, so that the fuzzer reaches the overflow path.
@@ -268,6 +268,13 @@ fn walk_plus_payload(payload: &[u8]) {
             Some(Err(e)) => assert!(e.offset <= payload.len()),
             None => unreachable!(),
         }
+    }
+    // As a message joined from pieces, and as a piece.
+    if let Ok(S7PlusBody::Message(m)) = parse_s7plus_message(payload) {
+        assert!(m.payload.len() < payload.len());
+    }
+    if let Some((_, data, _)) = s7plus_piece(payload) {
+        assert!(data.len() <= payload.len());
     }
     if let Some(ids) = created_objects(payload) {
         let _ = ids.count();

@@ -167,6 +167,13 @@ pub(super) fn walk_plus_payload(payload: &[u8]) {
             None => unreachable!("{f} has a target"),
         }
     }
+    // As a message joined from pieces, and as a piece.
+    if let Ok(super::S7PlusBody::Message(m)) = super::parse_s7plus_message(payload) {
+        assert!(m.payload.len() < payload.len());
+    }
+    if let Some((_, data, _)) = super::s7plus_piece(payload) {
+        assert!(data.len() <= payload.len());
+    }
     if let Some(ids) = super::created_objects(payload) {
         let _ = ids.count();
     }
