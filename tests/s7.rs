@@ -557,14 +557,16 @@ fn plus_request(function: u16, seq: u16, session: u32, payload: &[u8]) -> Vec<u8
     plus_pdu(&d)
 }
 
-/// Its response: return value 0, then `payload`.
+/// Its response: `payload`, which starts with the return value; none is return value 0 (success).
 fn plus_response(function: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
     let mut d = vec![0x32, 0, 0];
     d.extend_from_slice(&function.to_be_bytes());
     d.extend_from_slice(&[0, 0]);
     d.extend_from_slice(&seq.to_be_bytes());
     d.push(0x34);
-    d.push(0x00);
+    if payload.is_empty() {
+        d.push(0x00);
+    }
     d.extend_from_slice(payload);
     plus_pdu(&d)
 }
@@ -596,29 +598,54 @@ fn plus_conversation(name: &str, requests: &[PlusExchange]) -> (common::Scratch,
     plus_conversation_split(name, requests, None)
 }
 
-/// [`plus_conversation`], the request at `split.0` s sent as two PDUs, its data part cut after
-/// `split.1` bytes (the first PDU without the trailer), each in a COTP data TPDU of its own.
+/// The PDUs of an S7comm-plus data part sent in pieces, cut at `cuts` (offsets into the data
+/// part), each piece a PDU of `version` (V3: opening with a 32-byte digest) and the last with
+/// the trailer.
+fn plus_pieces(version: u8, data: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+    let mut bounds = vec![0];
+    bounds.extend_from_slice(cuts);
+    bounds.push(data.len());
+    bounds
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| {
+            let mut part = Vec::new();
+            if version == 3 {
+                part.push(32);
+                part.extend_from_slice(&[0xa5; 32]);
+            }
+            part.extend_from_slice(&data[w[0]..w[1]]);
+            let mut p = vec![0x72, version];
+            p.extend_from_slice(&(part.len() as u16).to_be_bytes());
+            p.extend_from_slice(&part);
+            if i + 2 == bounds.len() {
+                p.extend_from_slice(&[0x72, version, 0x00, 0x00]);
+            }
+            p
+        })
+        .collect()
+}
+
+/// [`plus_conversation`], the request at `split.0` s sent in pieces of version `split.1`, cut
+/// at `split.2` ([`plus_pieces`]), each in a COTP data TPDU of its own, 1 ms apart.
 fn plus_conversation_split(
     name: &str,
     requests: &[PlusExchange],
-    split: Option<(u64, usize)>,
+    split: Option<(u64, u8, &[usize])>,
 ) -> (common::Scratch, PathBuf) {
     let mut seqs = (1u32, 1u32);
     let mut packets = Vec::new();
     let t0 = common::packet_time(0);
     for (k, (at, function, session, request, reply)) in requests.iter().enumerate() {
-        let ts = t0 + std::time::Duration::from_secs(*at);
+        let mut ts = t0 + std::time::Duration::from_secs(*at);
         let seq = k as u16 + 1;
         let pdu = plus_request(*function, seq, *session, request);
         match split {
-            Some((when, cut)) if when == *at => {
-                let data = &pdu[4..pdu.len() - 4];
-                let mut first = vec![0x72, 0x02];
-                first.extend_from_slice(&(cut as u16).to_be_bytes());
-                first.extend_from_slice(&data[..cut]);
-                packets.push((ts, iso_segment(true, &first, &mut seqs)));
-                let ts = ts + std::time::Duration::from_millis(1);
-                packets.push((ts, iso_segment(true, &plus_pdu(&data[cut..]), &mut seqs)));
+            Some((when, version, cuts)) if when == *at => {
+                for piece in plus_pieces(version, &pdu[4..pdu.len() - 4], cuts) {
+                    packets.push((ts, iso_segment(true, &piece, &mut seqs)));
+                    ts += std::time::Duration::from_millis(1);
+                }
             }
             _ => packets.push((ts, iso_segment(true, &pdu, &mut seqs))),
         }
@@ -643,7 +670,7 @@ fn hmi_session(after: Vec<PlusExchange>) -> Vec<PlusExchange> {
             CREATE_OBJECT,
             0x120,
             vec![0, 0, 1, 0x1d, 0],
-            vec![0x02, 0x87, 0x08, 0x87, 0x09],
+            vec![0x00, 0x02, 0x87, 0x08, 0x87, 0x09],
         ),
         (
             2,
@@ -794,7 +821,7 @@ fn s7commplus_variable_writes_are_checked() {
         CREATE_OBJECT,
         0x120,
         vec![0, 0, 1, 0x1d, 0],
-        vec![0x01, 0x87, 0x08],
+        vec![0x00, 0x01, 0x87, 0x08],
     )];
     for at in [10, 30, 50, 70] {
         requests.push((at, SET_MULTI, session, db3_variable(true, 0x0a), vec![]));
@@ -810,37 +837,98 @@ fn s7commplus_variable_writes_are_checked() {
     );
 }
 
-/// A write split over two PDUs (as a message too large for one is) is joined and checked: the
-/// HMI's first DB write is an `unauthorized_write`, stamped with the frame of the last piece,
-/// whether the cut leaves the second piece starting with an opcode-like byte or not.
+/// On a connection picked up after its start, the session is one the PLC accepted: a request
+/// that names DB1 as its session, which the PLC refuses, does not make DB1 the session, and
+/// deleting DB1 then is a write. Once the session is known, a request must name it as its own
+/// for its settings to be housekeeping, and a later CreateObject (a subscription) does not
+/// replace it.
+#[test]
+fn s7commplus_a_refused_session_is_not_pinned() {
+    let db1 = 0x8a0e_0001;
+    let refused = vec![0x9c, 0x4d];
+    let mut requests = vec![(3, GET_MULTI, db1, db3_variable(false, 0x0a), refused)];
+    for at in (5..=65).step_by(5) {
+        requests.push((at, GET_MULTI, 0x999, db3_variable(false, 0x0a), vec![]));
+    }
+    let delete = (70, 0x04d4, db1, vec![0x8a, 0x0e, 0, 1], vec![]);
+    requests.push(delete);
+    let (out, frame) = plus_alerts("s7plus-refused-pin", &requests, 70);
+    assert_eq!(out, [("unauthorized_write", Some(frame))]);
+
+    // Session 0x999 accepted; a subscription created at 30 s (not the session); its session's
+    // close at 70 s is housekeeping; a SetVariable of the session's object sent under another
+    // session id is not.
+    let mut requests = vec![(
+        30,
+        CREATE_OBJECT,
+        0x999,
+        vec![0, 0, 0x09, 0x99, 0],
+        vec![0x00, 0x01, 0x87, 0x10],
+    )];
+    for at in (5..=65).step_by(5) {
+        requests.push((at, GET_MULTI, 0x999, db3_variable(false, 0x0a), vec![]));
+    }
+    requests.sort_by_key(|r| r.0);
+    let mut close = requests.clone();
+    close.push((70, 0x04d4, 0x999, vec![0, 0, 0x09, 0x99], vec![]));
+    let (out, _) = plus_alerts("s7plus-pinned-close", &close, 70);
+    assert_eq!(out, [], "the session's close");
+    let mut other = requests;
+    let set = vec![0, 0, 0x09, 0x99, 1, 0x82, 0x32, 0, 4, 1];
+    other.push((70, SET_VARIABLE, 0x777, set, vec![]));
+    let (out, frame) = plus_alerts("s7plus-pinned-other", &other, 70);
+    assert_eq!(out, [("unauthorized_write", Some(frame))]);
+}
+
+/// A write split over several PDUs (as a message too large for one is) is joined as the
+/// s7commwireshark plugin joins it and checked: the HMI's first DB write is an
+/// `unauthorized_write`, stamped with the frame of the last piece. Wherever the cuts fall: a
+/// piece may start with an opcode-like byte (0x31, 0x32: a continuation all the same, or a
+/// client could make the joiner drop the header it already holds), and V3 pieces each open
+/// with their digest.
 #[test]
 fn s7commplus_split_messages_are_joined() {
-    // LID 0x32, the opcode of a response: cut before it (at 29), the last piece starts with it.
-    let write = db3_variable(true, 0x32);
-    for cut in [6, 14, 29] {
+    // LIDs 0x31 and 0x32: the opcodes of a request and a response, at data offsets 29 and 39
+    // of a two-item write.
+    let mut write = vec![0, 0, 0, 0, 2, 10];
+    for lid in [0x31, 0x32] {
+        write.extend_from_slice(&[0x00, 0x88, 0xd0, 0xb8, 0x80, 0x03, 0x02, 0x93, 0x76, lid]);
+    }
+    write.extend_from_slice(&[0x01, 0x00, 0x01, 0x01, 0x02, 0x00, 0x01, 0x01]);
+    let cases: [(u8, &[usize]); 5] = [
+        (2, &[6]),
+        (2, &[14]),
+        (2, &[10, 29]),
+        (2, &[29, 39]),
+        (3, &[7, 29, 40]),
+    ];
+    for (version, cuts) in cases {
+        let what = format!("V{version} cut at {cuts:?}");
         let requests = hmi_session(vec![(70, SET_MULTI, 0x388, write.clone(), vec![])]);
         let k = requests.iter().position(|r| r.0 == 70).unwrap() as u64;
-        let (_dir, path) = plus_conversation_split("s7plus-split", &requests, Some((70, cut)));
+        let split = Some((70, version, cuts));
+        let (_dir, path) = plus_conversation_split("s7plus-split", &requests, split);
         let (events, report) = replay_file(&path);
         let plus: Vec<_> = events.iter().filter_map(|e| e.s7commplus()).collect();
-        // The first piece, the joined message, its answer.
-        let kinds: Vec<_> = plus[plus.len() - 3..].iter().map(|p| p.kind).collect();
-        assert_eq!(kinds, ["fragment", "message", "message"], "cut {cut}");
+        // The pieces before the last, the joined message, its answer.
+        let n = cuts.len();
+        let kinds: Vec<_> = plus[plus.len() - n - 2..].iter().map(|p| p.kind).collect();
+        let mut expected = vec!["fragment"; n];
+        expected.extend(["message", "message"]);
+        assert_eq!(kinds, expected, "{what}");
         let joined = plus[plus.len() - 2];
-        assert_eq!(
-            joined.function_name,
-            Some("set_multi_variables"),
-            "cut {cut}"
-        );
-        assert_eq!(joined.items[0].lids, [0x9f6, 0x32], "cut {cut}");
+        assert_eq!(joined.function_name, Some("set_multi_variables"), "{what}");
+        let lids: Vec<_> = joined.items.iter().map(|i| i.lids.clone()).collect();
+        assert_eq!(lids, [[0x9f6, 0x31], [0x9f6, 0x32]], "{what}");
         let counters = &report.stats[otwatch::dissect::registry::S7COMMPLUS].counters;
-        assert_eq!(counters.get("joined_messages"), Some(&1), "cut {cut}");
+        assert_eq!(counters.get("joined_messages"), Some(&1), "{what}");
         let alerts = first_lines_learning_60s(&path);
         let out: Vec<_> = alerts
             .iter()
             .map(|a| (a.r#type, a.frames.first().copied()))
             .collect();
-        // The request's two pieces are frames 2k+1 and 2k+2.
-        assert_eq!(out, [("unauthorized_write", Some(2 * k + 2))], "cut {cut}");
+        // The request's pieces are frames 2k+1 to 2k+1+n.
+        let last = 2 * k + 1 + n as u64;
+        assert_eq!(out, [("unauthorized_write", Some(last))], "{what}");
     }
 }

@@ -870,7 +870,7 @@ fn dbread(item: &S7ItemView<'_>, out: &mut Accesses) {
 /// An S7comm-plus PDU's observation, `o` being its header's ([`crate::dissect::Ctx::observation`]);
 /// none for what is not a message.
 pub(crate) fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation> {
-    if !p.is_message {
+    if !p.is_message || p.session_life {
         return None;
     }
     o.kind = match p.opcode.map(PlusOpcode) {
@@ -880,9 +880,10 @@ pub(crate) fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation>
     };
     o.function = u32::from(p.function.unwrap_or(0));
     o.function_name = p.function_name;
-    // An Explore (browsing the PLC's objects) is answered with a large response split into
-    // fragments, whose header otwatch does not join back (S7comm-plus is dissected by its
-    // headers): its answer cannot be matched, so it is not awaited (no timeout, no latency).
+    o.malformed = p.malformed;
+    // An Explore (browsing the PLC's objects) is answered with a large response split over
+    // many PDUs, which can pass the joining bound (1 MiB) or start before a capture does: it is
+    // not awaited (no timeout, no latency), so that an answer not joined is no timeout.
     o.corr = if p.function == Some(PlusFunction::EXPLORE.0) {
         None
     } else {

@@ -234,6 +234,15 @@ pub struct S7PlusEvent {
     /// No CreateObject reply was seen on this connection (picked up after its start).
     #[serde(skip)]
     pub nothing_created: bool,
+    /// A request (and its answer) of the session's own life: its creation, set-up and close.
+    /// Not observed: it is no function of the plant's, and an HMI that reconnects after
+    /// learning does it again.
+    #[serde(skip)]
+    pub session_life: bool,
+    /// A request that could not be checked (`joined_message`: split over PDUs, and the joined
+    /// message did not decode or was too long to join).
+    #[serde(skip)]
+    pub malformed: Option<&'static str>,
     /// The object's attributes the request names.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attributes: Vec<u32>,
@@ -423,18 +432,48 @@ pub struct S7Flow {
     /// replies; the latest [`MAX_OWN_OBJECTS`].
     plus_objects: VecDeque<u32>,
     /// S7comm-plus: the session, the first object a CreateObject reply handed out; on a
-    /// connection picked up after that, the session id its first request names (pinned: a
-    /// later request cannot name another).
+    /// connection picked up after that, the session id of a request the PLC answered with
+    /// success (pinned: a later request cannot name another).
     plus_session: Option<u32>,
     /// Objects CreateObject replies handed out on this connection.
     plus_created: u64,
+    /// A connection picked up after its start: the last request's (sequence, session id),
+    /// which becomes the session when the PLC answers it with success.
+    plus_candidate: Option<(u16, u32)>,
+    /// A COTP connection request or confirm was seen: the connection was followed from its
+    /// start, and its session is only what a CreateObject reply hands out.
+    cotp_connected: bool,
+    /// The sequence number of the last request of the session's own life, whose answer is
+    /// not observed either.
+    plus_life_seq: Option<u16>,
     /// S7comm-plus, per direction: the pieces so far of a message split over several PDUs
     /// (V1/V2), joined when the piece with the trailer comes.
     plus_pieces: [Vec<u8>; 2],
+    /// Per direction: skipping the rest of a message too long to join.
+    plus_dropping: [bool; 2],
 }
 
-/// Largest S7comm-plus message joined from pieces; a longer one is dropped (counted).
-pub const MAX_PLUS_MESSAGE: usize = 64 * 1024;
+/// What an S7comm-plus PDU is to the joining of split messages ([`S7Flow::plus_piece`]).
+enum Piece {
+    /// A whole message in one PDU, or no message (a keep-alive): dissected alone.
+    No,
+    /// A piece held (without the trailer): dissected alone too, as a `fragment`.
+    Held,
+    /// The last piece: the message joined.
+    Whole(s7::PlusVersion, Vec<u8>),
+    /// A piece that made the message too long to join: it is dropped.
+    TooLong,
+    /// A later piece of a message too long to join.
+    Dropped,
+}
+
+/// Largest S7comm-plus message joined from pieces; a longer one is dropped (counted, and from
+/// the client a malformed request: it was not checked).
+pub const MAX_PLUS_MESSAGE: usize = 1024 * 1024;
+
+/// S7comm-plus: the server session container (ObjectServerSessionContainer), in which a
+/// CreateObject makes a new session.
+pub const SESSION_CONTAINER: u32 = 0x11d;
 
 /// Objects created for one connection that are remembered as its own.
 pub const MAX_OWN_OBJECTS: usize = 64;
@@ -502,71 +541,86 @@ impl S7Flow {
         self.cotp[d] = CotpReassembler::new();
         self.szl[d].clear();
         self.plus_pieces[d] = Vec::new();
+        self.plus_dropping[d] = false;
     }
 
-    /// An S7comm-plus PDU that is a piece of a message split over several (V1/V2): the first
-    /// (no trailer, an opcode first) starts the message, the ones after it add to it, and the
-    /// one with the trailer ends it. Returns the joined message when it ends; PDUs that are no
-    /// piece of one return `None` and are dissected alone.
-    fn plus_piece(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        dir: Dir,
-        payload: &[u8],
-    ) -> Option<(s7::PlusVersion, Vec<u8>)> {
-        let (version, data, trailer) = s7::s7plus_piece(payload)?;
+    /// An S7comm-plus PDU as a piece of a message split over several, as the s7commwireshark
+    /// plugin joins them: a PDU without the trailer starts a message (or continues the one
+    /// being joined), and the next PDU with the trailer ends it. Anything else is no piece.
+    fn plus_piece(&mut self, ctx: &mut Ctx<'_>, dir: Dir, payload: &[u8]) -> Piece {
+        let Some((version, data, trailer)) = s7::s7plus_piece(payload) else {
+            return Piece::No;
+        };
         let d = dir.index();
-        let pieces = &mut self.plus_pieces[d];
-        let starts = !trailer && matches!(data.first(), Some(0x31..=0x33));
-        if pieces.is_empty() && !starts {
-            return None;
+        if self.plus_dropping[d] {
+            // The rest of a message too long to join: skipped to its end.
+            self.plus_dropping[d] = !trailer;
+            return Piece::Dropped;
         }
-        if starts && !pieces.is_empty() {
-            // A new message: the one before it was never ended.
-            let gauge = &mut ctx.stats.tcp.s7_reassembly_bytes;
-            *gauge = gauge.saturating_sub(pieces.len() as u64);
-            pieces.clear();
-            ctx.stats[S7COMMPLUS].count_error("unended_message");
+        let pieces = &mut self.plus_pieces[d];
+        if trailer && pieces.is_empty() {
+            return Piece::No;
         }
         let gauge = &mut ctx.stats.tcp.s7_reassembly_bytes;
         if pieces.len() + data.len() > MAX_PLUS_MESSAGE || *gauge > MAX_REASSEMBLY_BYTES_TOTAL {
             *gauge = gauge.saturating_sub(pieces.len() as u64);
             self.plus_pieces[d] = Vec::new();
+            self.plus_dropping[d] = !trailer;
             ctx.stats[S7COMMPLUS].count("message_reassembly_bound_drops");
-            return None;
+            return Piece::TooLong;
         }
         pieces.extend_from_slice(data);
         *gauge += data.len() as u64;
         if !trailer {
-            return None;
+            return Piece::Held;
         }
         let whole = std::mem::take(pieces);
         *gauge = gauge.saturating_sub(whole.len() as u64);
-        Some((version, whole))
+        Piece::Whole(version, whole)
     }
 
     /// A message joined from pieces, dissected as one PDU of `version` (stamped with the frame
-    /// of its last piece).
+    /// of its last piece). One that does not decode, or was too long to join, is an event
+    /// with its `error`; from the client, a malformed request (it was not checked).
     fn on_joined_plus(
         &mut self,
         ctx: &mut Ctx<'_>,
         dir: Dir,
         version: s7::PlusVersion,
-        whole: &[u8],
+        whole: Result<&[u8], &'static str>,
     ) {
-        match s7::parse_s7plus_message(whole) {
-            Ok(body) => {
+        let error = match whole.map(s7::parse_s7plus_message) {
+            Ok(Ok(body)) => {
                 ctx.stats[S7COMMPLUS].count("joined_messages");
                 let pdu = S7PlusPdu {
                     version,
-                    data_len: whole.len().min(usize::from(u16::MAX)) as u16,
+                    data_len: 0,
                     has_trailer: true,
                     body,
                 };
-                self.on_s7plus(ctx, dir, &pdu);
+                return self.on_s7plus(ctx, dir, &pdu);
             }
-            Err(err) => ctx.stats[S7COMMPLUS].count_error(err.kind.as_str()),
+            Ok(Err(e)) => {
+                ctx.stats[S7COMMPLUS].count_error("joined_message");
+                e.kind.as_str()
+            }
+            Err(e) => e,
+        };
+        if !ctx.sink.wants_events() {
+            return;
         }
+        let ev = S7PlusEvent {
+            version: version.0,
+            integrity_protected: version == s7::PlusVersion::V3,
+            opcode: (dir == Dir::ToServer).then_some(PlusOpcode::REQUEST.0),
+            opcode_name: (dir == Dir::ToServer).then_some("request"),
+            kind: "message",
+            error: Some(error),
+            malformed: (dir == Dir::ToServer).then_some("joined_message"),
+            is_message: dir == Dir::ToServer,
+            ..Default::default()
+        };
+        self.emit_plus(ctx, dir, ev);
     }
 
     fn on_tpdu(&mut self, ctx: &mut Ctx<'_>, dir: Dir, tpdu: &[u8]) {
@@ -610,6 +664,7 @@ impl S7Flow {
                 return;
             }
             CotpBody::ConnectionRequest(c) | CotpBody::ConnectionConfirm(c) => {
+                self.cotp_connected = true;
                 connection(&mut ev, &c)
             }
             CotpBody::DisconnectRequest {
@@ -636,8 +691,16 @@ impl S7Flow {
 
     fn on_payload(&mut self, ctx: &mut Ctx<'_>, dir: Dir, payload: &[u8]) {
         if payload.first() == Some(&s7::S7PLUS_PROTOCOL_ID) {
-            if let Some((version, whole)) = self.plus_piece(ctx, dir, payload) {
-                return self.on_joined_plus(ctx, dir, version, &whole);
+            match self.plus_piece(ctx, dir, payload) {
+                Piece::No | Piece::Held => {}
+                Piece::Whole(version, whole) => {
+                    return self.on_joined_plus(ctx, dir, version, Ok(&whole))
+                }
+                Piece::TooLong => {
+                    let version = s7::PlusVersion(payload.get(1).copied().unwrap_or(0));
+                    return self.on_joined_plus(ctx, dir, version, Err("message_too_long"));
+                }
+                Piece::Dropped => return,
             }
         }
         match s7::parse_s7_payload(payload) {
@@ -1253,7 +1316,8 @@ impl S7Flow {
         }) {
             if let Some(ids) = s7::created_objects(m.payload) {
                 for id in ids {
-                    if self.plus_objects.is_empty() && self.plus_created == 0 {
+                    // The first object handed out is the session, unless one is known.
+                    if self.plus_session.is_none() {
                         self.plus_session = Some(id);
                     }
                     self.plus_created += 1;
@@ -1263,6 +1327,23 @@ impl S7Flow {
                     self.plus_objects.push_back(id);
                     created.push(id);
                 }
+            }
+        }
+        // A connection picked up after its start (no COTP connection seen, nothing created):
+        // its session is the one a request named that the PLC answered with success.
+        if let Some(m) = message.filter(|_| self.plus_session.is_none() && !self.cotp_connected) {
+            match (dir, m.opcode) {
+                (Dir::ToServer, PlusOpcode::REQUEST) => {
+                    self.plus_candidate = m.sequence.zip(m.session_id);
+                }
+                (Dir::ToClient, PlusOpcode::RESPONSE | PlusOpcode::RESPONSE2) => {
+                    if let Some((seq, session)) = self.plus_candidate {
+                        if m.sequence == Some(seq) && m.payload.first() == Some(&0) {
+                            self.plus_session = Some(session);
+                        }
+                    }
+                }
+                _ => {}
             }
         }
         if !ctx.sink.wants_events() {
@@ -1291,7 +1372,20 @@ impl S7Flow {
         };
         if let Some(m) = message.filter(|m| m.opcode == PlusOpcode::REQUEST) {
             self.plus_target(&m, &mut ev);
+            // The session's own life: created (CreateObject in the server session container,
+            // 0x11D), set up and closed (its own attributes set, itself deleted).
+            let create_session = m.function == Some(PlusFunction::CREATE_OBJECT)
+                && m.payload.get(..4) == Some(&SESSION_CONTAINER.to_be_bytes()[..]);
+            let on_session = ev.own_object == Some("session") && ev.error.is_none();
+            ev.session_life = create_session || on_session;
+            self.plus_life_seq = if ev.session_life { m.sequence } else { None };
+        } else if let Some(m) = message.filter(|_| dir == Dir::ToClient) {
+            ev.session_life = self.plus_life_seq.is_some() && m.sequence == self.plus_life_seq;
         }
+        self.emit_plus(ctx, dir, ev);
+    }
+
+    fn emit_plus(&self, ctx: &mut Ctx<'_>, dir: Dir, ev: S7PlusEvent) {
         if !ctx.wants_event_out() && ctx.wants_observations() {
             // Detection without an events output: the observation without the event (a PDU that
             // makes none, a keep-alive, still goes out as an event, for what counts events).
@@ -1311,13 +1405,10 @@ impl S7Flow {
         let Some(target) = m.function.and_then(|f| s7::request_target(f, m.payload)) else {
             return;
         };
-        // A connection picked up after its CreateObject: the session its first request names.
-        if self.plus_created == 0 && self.plus_session.is_none() {
-            self.plus_session = m.session_id;
-        }
         ev.nothing_created = self.plus_created == 0;
+        // The session is what the request names as its own too.
         let own = |id: u32| {
-            if self.plus_session == Some(id) {
+            if self.plus_session == Some(id) && m.session_id == Some(id) {
                 Some("session")
             } else if self.plus_objects.contains(&id) {
                 Some("created")

@@ -184,19 +184,27 @@ fn frame(pdu: &[u8]) -> Result<(u16, &[u8], bool), S7Error> {
 }
 
 /// A piece of a message split over several PDUs, or the whole of one, for joining: the data
-/// part of a V1 or V2 PDU (which carry no digest) and whether the trailer closes it. `None`
-/// for other versions and what does not frame.
+/// part of a V1, V2 or V3 PDU, and whether the trailer closes it. A V3 piece's digest, which
+/// opens every piece (s7commwireshark: "every fragment has an integrity part" from firmware
+/// 1.5), is left out. `None` for other versions and what does not frame.
 pub fn s7plus_piece(pdu: &[u8]) -> Option<(PlusVersion, &[u8], bool)> {
     let version = PlusVersion(*pdu.get(field::VERSION)?);
-    if pdu.first() != Some(&S7PLUS_PROTOCOL_ID) || !matches!(version.0, 0x01 | 0x02) {
+    let v3 = version == PlusVersion::V3;
+    if pdu.first() != Some(&S7PLUS_PROTOCOL_ID)
+        || !(v3 || matches!(version, PlusVersion::V1 | PlusVersion::V2))
+    {
         return None;
     }
-    let (_, data, trailer) = frame(pdu).ok()?;
+    let (_, mut data, trailer) = frame(pdu).ok()?;
+    if v3 {
+        let (&digest_len, after) = data.split_first()?;
+        data = after.get(usize::from(digest_len)..)?;
+    }
     Some((version, data, trailer))
 }
 
-/// A message joined from the data parts of the PDUs it was split over (V1 and V2: no digest),
-/// the first starting with its opcode: its fixed fields, or [`S7PlusBody::Unrecognized`] for an
+/// A message joined from the data parts of the PDUs it was split over (their digests left
+/// out, [`s7plus_piece`]), the first starting with its opcode: its fixed fields, or [`S7PlusBody::Unrecognized`] for an
 /// unknown opcode. Offsets in errors are into `data`.
 pub fn parse_s7plus_message(data: &[u8]) -> Result<S7PlusBody<'_>, S7Error> {
     message(None, data, 0)
