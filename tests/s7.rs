@@ -932,3 +932,58 @@ fn s7commplus_split_messages_are_joined() {
         assert_eq!(out, [("unauthorized_write", Some(last))], "{what}");
     }
 }
+
+/// A message longer than the joining bound (1 MiB) cannot be checked: from the client it is a
+/// malformed request (`malformed_pdu`, stamped with the piece that passed the bound), its
+/// later pieces are skipped to its end, and what follows is dissected again.
+#[test]
+fn s7commplus_a_message_too_long_to_join_is_malformed() {
+    // A GetMultiVariables (a function learned) padded past the bound.
+    let piece = 65_000;
+    let head = plus_request(GET_MULTI, 800, 0x388, &db3_variable(false, 0x0a));
+    let mut data = head[4..head.len() - 4].to_vec();
+    data.resize(17 * piece + 10, 0);
+    let cuts: Vec<usize> = (1..=17).map(|i| i * piece).collect();
+    let mut requests = hmi_session(vec![]);
+    requests.retain(|r| r.0 <= 65);
+    let dir = common::scratch("s7plus-long");
+    // The learning's packets, then the long message at 70 s and a DB write at 75 s.
+    let mut seqs = (1u32, 1u32);
+    let mut packets = Vec::new();
+    let t0 = common::packet_time(0);
+    for (k, (at, function, session, request, reply)) in requests.iter().enumerate() {
+        let ts = t0 + std::time::Duration::from_secs(*at);
+        let pdu = plus_request(*function, k as u16 + 1, *session, request);
+        packets.push((ts, iso_segment(true, &pdu, &mut seqs)));
+        let answer = plus_response(*function, k as u16 + 1, reply);
+        let later = ts + std::time::Duration::from_millis(20);
+        packets.push((later, iso_segment(false, &answer, &mut seqs)));
+    }
+    let mut ts = t0 + std::time::Duration::from_secs(70);
+    for p in plus_pieces(2, &data, &cuts) {
+        packets.push((ts, iso_segment(true, &p, &mut seqs)));
+        ts += std::time::Duration::from_millis(1);
+    }
+    let passed = packets.len() as u64 - 1;
+    let write = plus_request(SET_MULTI, 900, 0x388, &db3_variable(true, 0x0a));
+    let ts = t0 + std::time::Duration::from_secs(75);
+    packets.push((ts, iso_segment(true, &write, &mut seqs)));
+    let path = dir.join("long.pcap");
+    common::write_pcap_at(&path, &packets);
+    let (_, report) = replay_file(&path);
+    let counters = &report.stats[otwatch::dissect::registry::S7COMMPLUS].counters;
+    assert_eq!(counters.get("message_reassembly_bound_drops"), Some(&1));
+    let alerts = first_lines_learning_60s(&path);
+    let out: Vec<_> = alerts
+        .iter()
+        .map(|a| (a.r#type, a.frames.first().copied()))
+        .collect();
+    assert_eq!(
+        out,
+        [
+            ("malformed_pdu", Some(passed)),
+            ("unauthorized_write", Some(packets.len() as u64))
+        ],
+        "{alerts:#?}"
+    );
+}

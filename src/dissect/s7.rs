@@ -451,6 +451,8 @@ pub struct S7Flow {
     plus_pieces: [Vec<u8>; 2],
     /// Per direction: skipping the rest of a message too long to join.
     plus_dropping: [bool; 2],
+    /// Per direction: the function the first piece of the message being joined names.
+    plus_head: [Option<u16>; 2],
 }
 
 /// What an S7comm-plus PDU is to the joining of split messages ([`S7Flow::plus_piece`]).
@@ -569,6 +571,12 @@ impl S7Flow {
             ctx.stats[S7COMMPLUS].count("message_reassembly_bound_drops");
             return Piece::TooLong;
         }
+        if pieces.is_empty() {
+            // The function the first piece names, for a message that will not decode.
+            self.plus_head[d] = (data.first() == Some(&PlusOpcode::REQUEST.0))
+                .then(|| data.get(3..5).map(|f| u16::from_be_bytes([f[0], f[1]])))
+                .flatten();
+        }
         pieces.extend_from_slice(data);
         *gauge += data.len() as u64;
         if !trailer {
@@ -614,6 +622,8 @@ impl S7Flow {
             integrity_protected: version == s7::PlusVersion::V3,
             opcode: (dir == Dir::ToServer).then_some(PlusOpcode::REQUEST.0),
             opcode_name: (dir == Dir::ToServer).then_some("request"),
+            function: self.plus_head[dir.index()],
+            function_name: self.plus_head[dir.index()].and_then(|f| PlusFunction(f).name()),
             kind: "message",
             error: Some(error),
             malformed: (dir == Dir::ToServer).then_some("joined_message"),
