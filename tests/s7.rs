@@ -282,6 +282,14 @@ fn remembered_jobs_are_bounded_by_their_items() {
     assert!(ack.items.iter().all(|i| i.area == Some(0x84)));
 }
 
+/// Each alert's type and its first frame.
+fn type_frame(alerts: &[otwatch_models::Alert]) -> Vec<(&'static str, Option<u64>)> {
+    alerts
+        .iter()
+        .map(|a| (a.r#type, a.frames.first().copied()))
+        .collect()
+}
+
 /// Each alert's type, the space it names, and its first frame.
 fn type_space_frame(
     alerts: &[otwatch_models::Alert],
@@ -708,10 +716,7 @@ fn plus_alerts(
         .expect("a request then");
     let (_dir, path) = plus_conversation(name, requests);
     let alerts = first_lines_learning_60s(&path);
-    let out = alerts
-        .iter()
-        .map(|a| (a.r#type, a.frames.first().copied()))
-        .collect();
+    let out = type_frame(&alerts);
     (out, 2 * k as u64 + 1)
 }
 
@@ -872,7 +877,11 @@ fn s7commplus_a_refused_session_is_not_pinned() {
     let mut close = requests.clone();
     close.push((70, 0x04d4, 0x999, vec![0, 0, 0x09, 0x99], vec![]));
     let (out, _) = plus_alerts("s7plus-pinned-close", &close, 70);
-    assert_eq!(out, [], "the session's close");
+    assert_eq!(
+        out,
+        [],
+        "the session's close (a function of every client's)"
+    );
     let mut other = requests;
     let set = vec![0, 0, 0x09, 0x99, 1, 0x82, 0x32, 0, 4, 1];
     other.push((70, SET_VARIABLE, 0x777, set, vec![]));
@@ -923,17 +932,33 @@ fn s7commplus_split_messages_are_joined() {
         let counters = &report.stats[otwatch::dissect::registry::S7COMMPLUS].counters;
         assert_eq!(counters.get("joined_messages"), Some(&1), "{what}");
         let alerts = first_lines_learning_60s(&path);
-        let out: Vec<_> = alerts
-            .iter()
-            .map(|a| (a.r#type, a.frames.first().copied()))
-            .collect();
+        let out = type_frame(&alerts);
         // The request's pieces are frames 2k+1 to 2k+1+n.
         let last = 2 * k + 1 + n as u64;
         assert_eq!(out, [("unauthorized_write", Some(last))], "{what}");
     }
 }
 
-/// A message longer than the joining bound (1 MiB) cannot be checked: from the client it is a
+/// The packets of `requests`, each answered 20 ms later ([`plus_conversation`]), the TCP
+/// sequence numbers from `seqs`.
+fn plus_exchanges(
+    requests: &[PlusExchange],
+    seqs: &mut (u32, u32),
+) -> Vec<(std::time::Duration, Vec<u8>)> {
+    let t0 = common::packet_time(0);
+    let mut packets = Vec::new();
+    for (k, (at, function, session, request, reply)) in requests.iter().enumerate() {
+        let ts = t0 + std::time::Duration::from_secs(*at);
+        let pdu = plus_request(*function, k as u16 + 1, *session, request);
+        packets.push((ts, iso_segment(true, &pdu, seqs)));
+        let answer = plus_response(*function, k as u16 + 1, reply);
+        let later = ts + std::time::Duration::from_millis(20);
+        packets.push((later, iso_segment(false, &answer, seqs)));
+    }
+    packets
+}
+
+/// A message longer than the joining bound (256 KiB) cannot be checked: from the client it is a
 /// malformed request (`malformed_pdu`, stamped with the piece that passed the bound), its
 /// later pieces are skipped to its end, and what follows is dissected again.
 #[test]
@@ -942,29 +967,23 @@ fn s7commplus_a_message_too_long_to_join_is_malformed() {
     let piece = 65_000;
     let head = plus_request(GET_MULTI, 800, 0x388, &db3_variable(false, 0x0a));
     let mut data = head[4..head.len() - 4].to_vec();
-    data.resize(17 * piece + 10, 0);
-    let cuts: Vec<usize> = (1..=17).map(|i| i * piece).collect();
+    // The piece that passes the bound, counted from 1; two more after it.
+    let over = otwatch::dissect::s7::MAX_PLUS_MESSAGE / piece + 1;
+    data.resize((over + 2) * piece + 10, 0);
+    let cuts: Vec<usize> = (1..=over + 2).map(|i| i * piece).collect();
     let mut requests = hmi_session(vec![]);
     requests.retain(|r| r.0 <= 65);
     let dir = common::scratch("s7plus-long");
     // The learning's packets, then the long message at 70 s and a DB write at 75 s.
     let mut seqs = (1u32, 1u32);
-    let mut packets = Vec::new();
+    let mut packets = plus_exchanges(&requests, &mut seqs);
     let t0 = common::packet_time(0);
-    for (k, (at, function, session, request, reply)) in requests.iter().enumerate() {
-        let ts = t0 + std::time::Duration::from_secs(*at);
-        let pdu = plus_request(*function, k as u16 + 1, *session, request);
-        packets.push((ts, iso_segment(true, &pdu, &mut seqs)));
-        let answer = plus_response(*function, k as u16 + 1, reply);
-        let later = ts + std::time::Duration::from_millis(20);
-        packets.push((later, iso_segment(false, &answer, &mut seqs)));
-    }
     let mut ts = t0 + std::time::Duration::from_secs(70);
+    let passed = packets.len() as u64 + over as u64;
     for p in plus_pieces(2, &data, &cuts) {
         packets.push((ts, iso_segment(true, &p, &mut seqs)));
         ts += std::time::Duration::from_millis(1);
     }
-    let passed = packets.len() as u64 - 1;
     let write = plus_request(SET_MULTI, 900, 0x388, &db3_variable(true, 0x0a));
     let ts = t0 + std::time::Duration::from_secs(75);
     packets.push((ts, iso_segment(true, &write, &mut seqs)));
@@ -974,16 +993,106 @@ fn s7commplus_a_message_too_long_to_join_is_malformed() {
     let counters = &report.stats[otwatch::dissect::registry::S7COMMPLUS].counters;
     assert_eq!(counters.get("message_reassembly_bound_drops"), Some(&1));
     let alerts = first_lines_learning_60s(&path);
-    let out: Vec<_> = alerts
-        .iter()
-        .map(|a| (a.r#type, a.frames.first().copied()))
-        .collect();
+    let out = type_frame(&alerts);
     assert_eq!(
         out,
         [
             ("malformed_pdu", Some(passed)),
             ("unauthorized_write", Some(packets.len() as u64))
         ],
+        "{alerts:#?}"
+    );
+}
+
+/// A client cannot make the session of a connection picked up mid-session an object of its
+/// choice by sending, under the sequence number of a good request, another that names the
+/// object as its session: an answer matched to two requests naming different ids confirms
+/// neither. The session is then the id the HMI's answered reads name, and a stop of the CPU
+/// object (0x34) sent under the object's id as session is an `unauthorized_write`.
+#[test]
+fn s7commplus_a_session_cannot_be_pinned_by_a_repeated_sequence() {
+    let (hmi, target) = (0x999, 0x34);
+    let mut seqs = (1u32, 1u32);
+    let mut packets = Vec::new();
+    let t0 = common::packet_time(0);
+    let at = |ms: u64| t0 + std::time::Duration::from_millis(ms);
+    let read = db3_variable(false, 0x0a);
+    for (k, seq) in (7u16..10).enumerate() {
+        let ms = 1000 * k as u64 + 1000;
+        let good = plus_request(GET_MULTI, seq, hmi, &read);
+        packets.push((at(ms), iso_segment(true, &good, &mut seqs)));
+        let forged = plus_request(GET_MULTI, seq, target, &read);
+        packets.push((at(ms + 1), iso_segment(true, &forged, &mut seqs)));
+        let answer = plus_response(GET_MULTI, seq, &[]);
+        packets.push((at(ms + 20), iso_segment(false, &answer, &mut seqs)));
+    }
+    for (k, s) in (5..=65).step_by(5).enumerate() {
+        let seq = 100 + k as u16;
+        let good = plus_request(GET_MULTI, seq, hmi, &read);
+        packets.push((at(s * 1000), iso_segment(true, &good, &mut seqs)));
+        let answer = plus_response(GET_MULTI, seq, &[]);
+        packets.push((at(s * 1000 + 20), iso_segment(false, &answer, &mut seqs)));
+    }
+    let stop = vec![0, 0, 0, 0x34, 1, 0x9d, 0x18, 0, 4, 1];
+    let request = plus_request(SET_VARIABLE, 200, target, &stop);
+    packets.push((at(70_000), iso_segment(true, &request, &mut seqs)));
+    let dir = common::scratch("s7plus-forged-pin");
+    let path = dir.join("pin.pcap");
+    common::write_pcap_at(&path, &packets);
+    let (events, _) = replay_file(&path);
+    let last = events
+        .iter()
+        .filter_map(|e| e.s7commplus())
+        .next_back()
+        .unwrap();
+    assert_eq!((last.object_id, last.own_object), (Some(0x34), None));
+    let alerts = first_lines_learning_60s(&path);
+    let out = type_frame(&alerts);
+    assert_eq!(
+        out,
+        [("unauthorized_write", Some(packets.len() as u64))],
+        "{alerts:#?}"
+    );
+}
+
+/// A V3 message whose next piece does not frame as a piece (no digest where one belongs) is a
+/// failed join: from the client, a malformed request of the function its first piece named,
+/// not silence.
+#[test]
+fn s7commplus_a_v3_piece_that_does_not_frame_is_malformed() {
+    let mut requests = hmi_session(vec![]);
+    requests.retain(|r| r.0 <= 65);
+    let write = plus_request(SET_MULTI, 900, 0x388, &db3_variable(true, 0x0a));
+    let data = &write[4..write.len() - 4];
+    // The first piece with its digest; the last without one (its first byte, 0xff, read as a
+    // digest length, runs past it).
+    let first = plus_pieces(3, &data[..20], &[]).remove(0);
+    let first = first[..first.len() - 4].to_vec();
+    let mut last = vec![0x72, 0x03];
+    let rest: Vec<u8> = std::iter::once(0xff)
+        .chain(data[20..].iter().copied())
+        .collect();
+    last.extend_from_slice(&(rest.len() as u16).to_be_bytes());
+    last.extend_from_slice(&rest);
+    last.extend_from_slice(&[0x72, 0x03, 0x00, 0x00]);
+    let dir = common::scratch("s7plus-v3-broken");
+    let mut seqs = (1u32, 1u32);
+    let mut packets = plus_exchanges(&requests, &mut seqs);
+    let t0 = common::packet_time(0);
+    let ts = t0 + std::time::Duration::from_secs(70);
+    packets.push((ts, iso_segment(true, &first, &mut seqs)));
+    let ts = ts + std::time::Duration::from_millis(1);
+    packets.push((ts, iso_segment(true, &last, &mut seqs)));
+    let path = dir.join("v3.pcap");
+    common::write_pcap_at(&path, &packets);
+    let alerts = first_lines_learning_60s(&path);
+    let out = type_frame(&alerts);
+    // The first piece named SetMultiVariables: a write that could not be checked, by a
+    // client that never wrote.
+    let frame = Some(packets.len() as u64);
+    assert_eq!(
+        out,
+        [("malformed_pdu", frame), ("unauthorized_write", frame)],
         "{alerts:#?}"
     );
 }

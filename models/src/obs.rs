@@ -119,6 +119,13 @@ impl Proto {
         }
     }
 
+    /// A function every client of the protocol uses, never new to a channel: S7comm-plus's
+    /// session life (its creation, set-up and close, function 0x10000), which an HMI that
+    /// reconnects after learning does again.
+    pub fn routine_function(self, function: u32) -> bool {
+        self == Proto::S7commplus && function == 0x1_0000
+    }
+
     /// A function as alert texts name it: the number, and its name when it has one. A CIP
     /// object-specific service on a class (`0x1000000 | class << 8 | service`) reads as its
     /// service and class.

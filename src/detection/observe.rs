@@ -870,7 +870,7 @@ fn dbread(item: &S7ItemView<'_>, out: &mut Accesses) {
 /// An S7comm-plus PDU's observation, `o` being its header's ([`crate::dissect::Ctx::observation`]);
 /// none for what is not a message.
 pub(crate) fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation> {
-    if !p.is_message || p.session_life {
+    if !p.is_message {
         return None;
     }
     o.kind = match p.opcode.map(PlusOpcode) {
@@ -889,6 +889,11 @@ pub(crate) fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation>
     } else {
         p.sequence.map(u32::from)
     };
+    if p.session_life {
+        // The session's creation, set-up and close: one function, no write.
+        (o.function, o.function_name) = (S7PLUS_SESSION, Some("session"));
+        return Some(o);
+    }
     let set = o.kind == Kind::Request && p.function.is_some_and(|f| PlusFunction(f).is_write());
     o.write = set;
     if o.kind != Kind::Request {
@@ -969,6 +974,10 @@ pub(crate) fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation>
     }
     Some(o)
 }
+
+/// The function of an S7comm-plus session's own life (creation, set-up, close), above the
+/// protocol's 16-bit function codes.
+pub const S7PLUS_SESSION: u32 = 0x1_0000;
 
 /// The S7 area code of the S7comm-plus `objects` space: attributes of the PLC's objects that a
 /// request sets or deletes, each addressed by the FNV-1a hash of the object id and attribute.

@@ -234,9 +234,10 @@ pub struct S7PlusEvent {
     /// No CreateObject reply was seen on this connection (picked up after its start).
     #[serde(skip)]
     pub nothing_created: bool,
-    /// A request (and its answer) of the session's own life: its creation, set-up and close.
-    /// Not observed: it is no function of the plant's, and an HMI that reconnects after
-    /// learning does it again.
+    /// A request of the session's own life: its creation (in the server session container),
+    /// its set-up (ServerSessionVersion set) and its close (itself deleted). Observed as the
+    /// one function `session`, whichever of them: an HMI that reconnects after learning does
+    /// them all again.
     #[serde(skip)]
     pub session_life: bool,
     /// A request that could not be checked (`joined_message`: split over PDUs, and the joined
@@ -437,15 +438,14 @@ pub struct S7Flow {
     plus_session: Option<u32>,
     /// Objects CreateObject replies handed out on this connection.
     plus_created: u64,
-    /// A connection picked up after its start: the last request's (sequence, session id),
-    /// which becomes the session when the PLC answers it with success.
-    plus_candidate: Option<(u16, u32)>,
+    /// A connection picked up after its start: requests awaiting their answer, (sequence,
+    /// session id named, or `None` when two requests of one sequence named different ones).
+    plus_asked: VecDeque<(u16, Option<u32>)>,
+    /// The session id answered with success so far, and how many times in a row.
+    plus_candidate: Option<(u32, u8)>,
     /// A COTP connection request or confirm was seen: the connection was followed from its
     /// start, and its session is only what a CreateObject reply hands out.
     cotp_connected: bool,
-    /// The sequence number of the last request of the session's own life, whose answer is
-    /// not observed either.
-    plus_life_seq: Option<u16>,
     /// S7comm-plus, per direction: the pieces so far of a message split over several PDUs
     /// (V1/V2), joined when the piece with the trailer comes.
     plus_pieces: [Vec<u8>; 2],
@@ -463,19 +463,29 @@ enum Piece {
     Held,
     /// The last piece: the message joined.
     Whole(s7::PlusVersion, Vec<u8>),
-    /// A piece that made the message too long to join: it is dropped.
-    TooLong,
-    /// A later piece of a message too long to join.
+    /// The join failed: the message too long (`message_too_long`), the S7 reassembly budget
+    /// spent (`reassembly_budget`), or a piece that does not frame (`piece_does_not_frame`).
+    /// What was held is dropped.
+    Failed(&'static str),
+    /// A later piece of a message not joined.
     Dropped,
 }
 
 /// Largest S7comm-plus message joined from pieces; a longer one is dropped (counted, and from
-/// the client a malformed request: it was not checked).
-pub const MAX_PLUS_MESSAGE: usize = 1024 * 1024;
+/// the client a malformed request: it was not checked). 256 KiB: 256 connections holding one
+/// each spend the S7 reassembly budget.
+pub const MAX_PLUS_MESSAGE: usize = 256 * 1024;
 
 /// S7comm-plus: the server session container (ObjectServerSessionContainer), in which a
 /// CreateObject makes a new session.
 pub const SESSION_CONTAINER: u32 = 0x11d;
+/// S7comm-plus: the session's attribute a client sets once, right after creating it
+/// (ServerSessionVersion, 306).
+pub const SESSION_VERSION: u32 = 306;
+
+/// Answers with success in a row that make a session id named by a connection picked up after
+/// its start its session.
+pub const PIN_ANSWERS: u8 = 3;
 
 /// Objects created for one connection that are remembered as its own.
 pub const MAX_OWN_OBJECTS: usize = 64;
@@ -550,12 +560,21 @@ impl S7Flow {
     /// plugin joins them: a PDU without the trailer starts a message (or continues the one
     /// being joined), and the next PDU with the trailer ends it. Anything else is no piece.
     fn plus_piece(&mut self, ctx: &mut Ctx<'_>, dir: Dir, payload: &[u8]) -> Piece {
+        let d = dir.index();
         let Some((version, data, trailer)) = s7::s7plus_piece(payload) else {
+            // A data PDU that does not frame as a piece (a V3 piece without its digest) while
+            // a message is being joined: the join failed.
+            let data_pdu = matches!(payload.get(1), Some(0x01..=0x03));
+            if data_pdu && !self.plus_pieces[d].is_empty() {
+                let held = std::mem::take(&mut self.plus_pieces[d]);
+                let gauge = &mut ctx.stats.tcp.s7_reassembly_bytes;
+                *gauge = gauge.saturating_sub(held.len() as u64);
+                return Piece::Failed("piece_does_not_frame");
+            }
             return Piece::No;
         };
-        let d = dir.index();
         if self.plus_dropping[d] {
-            // The rest of a message too long to join: skipped to its end.
+            // The rest of a message not joined: skipped to its end.
             self.plus_dropping[d] = !trailer;
             return Piece::Dropped;
         }
@@ -563,19 +582,24 @@ impl S7Flow {
         if trailer && pieces.is_empty() {
             return Piece::No;
         }
-        let gauge = &mut ctx.stats.tcp.s7_reassembly_bytes;
-        if pieces.len() + data.len() > MAX_PLUS_MESSAGE || *gauge > MAX_REASSEMBLY_BYTES_TOTAL {
-            *gauge = gauge.saturating_sub(pieces.len() as u64);
-            self.plus_pieces[d] = Vec::new();
-            self.plus_dropping[d] = !trailer;
-            ctx.stats[S7COMMPLUS].count("message_reassembly_bound_drops");
-            return Piece::TooLong;
-        }
         if pieces.is_empty() {
             // The function the first piece names, for a message that will not decode.
             self.plus_head[d] = (data.first() == Some(&PlusOpcode::REQUEST.0))
                 .then(|| data.get(3..5).map(|f| u16::from_be_bytes([f[0], f[1]])))
                 .flatten();
+        }
+        let gauge = &mut ctx.stats.tcp.s7_reassembly_bytes;
+        let too_long = pieces.len() + data.len() > MAX_PLUS_MESSAGE;
+        if too_long || *gauge > MAX_REASSEMBLY_BYTES_TOTAL {
+            *gauge = gauge.saturating_sub(pieces.len() as u64);
+            self.plus_pieces[d] = Vec::new();
+            self.plus_dropping[d] = !trailer;
+            if too_long {
+                ctx.stats[S7COMMPLUS].count("message_reassembly_bound_drops");
+                return Piece::Failed("message_too_long");
+            }
+            ctx.stats[S7COMM].count("reassembly_budget_drops");
+            return Piece::Failed("reassembly_budget");
         }
         pieces.extend_from_slice(data);
         *gauge += data.len() as u64;
@@ -626,7 +650,9 @@ impl S7Flow {
             function_name: self.plus_head[dir.index()].and_then(|f| PlusFunction(f).name()),
             kind: "message",
             error: Some(error),
-            malformed: (dir == Dir::ToServer).then_some("joined_message"),
+            // A budget spent is the monitor's limit, counted, not the message's fault.
+            malformed: (dir == Dir::ToServer && error != "reassembly_budget")
+                .then_some("joined_message"),
             is_message: dir == Dir::ToServer,
             ..Default::default()
         };
@@ -706,9 +732,9 @@ impl S7Flow {
                 Piece::Whole(version, whole) => {
                     return self.on_joined_plus(ctx, dir, version, Ok(&whole))
                 }
-                Piece::TooLong => {
+                Piece::Failed(why) => {
                     let version = s7::PlusVersion(payload.get(1).copied().unwrap_or(0));
-                    return self.on_joined_plus(ctx, dir, version, Err("message_too_long"));
+                    return self.on_joined_plus(ctx, dir, version, Err(why));
                 }
                 Piece::Dropped => return,
             }
@@ -1342,19 +1368,7 @@ impl S7Flow {
         // A connection picked up after its start (no COTP connection seen, nothing created):
         // its session is the one a request named that the PLC answered with success.
         if let Some(m) = message.filter(|_| self.plus_session.is_none() && !self.cotp_connected) {
-            match (dir, m.opcode) {
-                (Dir::ToServer, PlusOpcode::REQUEST) => {
-                    self.plus_candidate = m.sequence.zip(m.session_id);
-                }
-                (Dir::ToClient, PlusOpcode::RESPONSE | PlusOpcode::RESPONSE2) => {
-                    if let Some((seq, session)) = self.plus_candidate {
-                        if m.sequence == Some(seq) && m.payload.first() == Some(&0) {
-                            self.plus_session = Some(session);
-                        }
-                    }
-                }
-                _ => {}
-            }
+            self.plus_pin(dir, m);
         }
         if !ctx.sink.wants_events() {
             return;
@@ -1387,10 +1401,10 @@ impl S7Flow {
             let create_session = m.function == Some(PlusFunction::CREATE_OBJECT)
                 && m.payload.get(..4) == Some(&SESSION_CONTAINER.to_be_bytes()[..]);
             let on_session = ev.own_object == Some("session") && ev.error.is_none();
-            ev.session_life = create_session || on_session;
-            self.plus_life_seq = if ev.session_life { m.sequence } else { None };
-        } else if let Some(m) = message.filter(|_| dir == Dir::ToClient) {
-            ev.session_life = self.plus_life_seq.is_some() && m.sequence == self.plus_life_seq;
+            let set_up = m.function == Some(PlusFunction::SET_MULTI_VARIABLES)
+                && ev.attributes == [SESSION_VERSION];
+            let close = m.function == Some(PlusFunction::DELETE_OBJECT);
+            ev.session_life = create_session || on_session && (set_up || close);
         }
         self.emit_plus(ctx, dir, ev);
     }
@@ -1408,6 +1422,49 @@ impl S7Flow {
         let mut event = ctx.event("s7commplus", dir);
         event.pdu = crate::event::Pdu::S7commplus(ev);
         ctx.emit(event);
+    }
+
+    /// On a connection picked up after its start, the session is the id its requests name
+    /// that the PLC answered with success [`PIN_ANSWERS`] times in a row, each answer matched
+    /// to one request of its sequence number (two requests of one sequence naming different
+    /// ids confirm nothing).
+    fn plus_pin(&mut self, dir: Dir, m: s7::S7PlusMessage<'_>) {
+        let Some(seq) = m.sequence else { return };
+        match (dir, m.opcode) {
+            (Dir::ToServer, PlusOpcode::REQUEST) => {
+                match self.plus_asked.iter_mut().find(|(s, _)| *s == seq) {
+                    Some((_, named)) if *named != m.session_id => *named = None,
+                    Some(_) => {}
+                    None => {
+                        if self.plus_asked.len() == MAX_OWN_OBJECTS {
+                            self.plus_asked.pop_front();
+                        }
+                        self.plus_asked.push_back((seq, m.session_id));
+                    }
+                }
+            }
+            (Dir::ToClient, PlusOpcode::RESPONSE | PlusOpcode::RESPONSE2) => {
+                let Some(i) = self.plus_asked.iter().position(|(s, _)| *s == seq) else {
+                    return;
+                };
+                let named = self.plus_asked.remove(i).and_then(|(_, n)| n);
+                let success = m.payload.first() == Some(&0);
+                self.plus_candidate = match (named, self.plus_candidate) {
+                    (Some(id), Some((c, n))) if success && id == c => {
+                        Some((id, n.saturating_add(1)))
+                    }
+                    (Some(id), _) if success => Some((id, 1)),
+                    _ => None,
+                };
+                if let Some((id, n)) = self.plus_candidate {
+                    if n >= PIN_ANSWERS {
+                        self.plus_session = Some(id);
+                        self.plus_asked.clear();
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 
     /// What a request addresses, into its event.

@@ -141,8 +141,9 @@ impl Detector {
             && model.is_some()
             && slot.is_some_and(|s| s.fleet.binary_search(&o.function).is_ok());
         // Function codes: the channel's own, or for a new channel, any the server was asked.
-        let function_known =
-            fleet_writer || Self::function_learned(&self.server_functions, ch, model, o.function);
+        let function_known = fleet_writer
+            || ch.proto.routine_function(o.function)
+            || Self::function_learned(&self.server_functions, ch, model, o.function);
         let mut new_unit = false;
         // A command (stop, start, download, restart) or an unauthorized write is the account of
         // this PDU: its new function code and written range are part of it.
