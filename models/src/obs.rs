@@ -120,10 +120,10 @@ impl Proto {
     }
 
     /// A function every client of the protocol uses, never new to a channel: S7comm-plus's
-    /// session life (its creation, set-up and close, function 0x10000), which an HMI that
-    /// reconnects after learning does again.
+    /// session life ([`S7PLUS_SESSION`]), which an HMI that reconnects after learning does
+    /// again.
     pub fn routine_function(self, function: u32) -> bool {
-        self == Proto::S7commplus && function == 0x1_0000
+        self == Proto::S7commplus && function == S7PLUS_SESSION
     }
 
     /// A function as alert texts name it: the number, and its name when it has one. A CIP
@@ -313,6 +313,10 @@ pub struct Observation {
     /// Raised as `overlap_conflict`; not learned.
     pub stream_anomaly: Option<&'static str>,
 }
+
+/// The function of an S7comm-plus session's own life (its creation, set-up and close), above
+/// the protocol's 16-bit function codes.
+pub const S7PLUS_SESSION: u32 = 0x1_0000;
 
 /// Transport ports of a PDU or an alert, from its source to its destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

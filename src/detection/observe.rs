@@ -882,7 +882,7 @@ pub(crate) fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation>
     o.function_name = p.function_name;
     o.malformed = p.malformed;
     // An Explore (browsing the PLC's objects) is answered with a large response split over
-    // many PDUs, which can pass the joining bound (1 MiB) or start before a capture does: it is
+    // many PDUs, which can pass the joining bound (256 KiB) or start before a capture does: it is
     // not awaited (no timeout, no latency), so that an answer not joined is no timeout.
     o.corr = if p.function == Some(PlusFunction::EXPLORE.0) {
         None
@@ -975,9 +975,8 @@ pub(crate) fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation>
     Some(o)
 }
 
-/// The function of an S7comm-plus session's own life (creation, set-up, close), above the
-/// protocol's 16-bit function codes.
-pub const S7PLUS_SESSION: u32 = 0x1_0000;
+/// The function of an S7comm-plus session's own life (creation, set-up, close).
+pub use otwatch_models::obs::S7PLUS_SESSION;
 
 /// The S7 area code of the S7comm-plus `objects` space: attributes of the PLC's objects that a
 /// request sets or deletes, each addressed by the FNV-1a hash of the object id and attribute.

@@ -447,7 +447,7 @@ pub struct S7Flow {
     /// start, and its session is only what a CreateObject reply hands out.
     cotp_connected: bool,
     /// S7comm-plus, per direction: the pieces so far of a message split over several PDUs
-    /// (V1/V2), joined when the piece with the trailer comes.
+    /// (their digests left out), joined when the piece with the trailer comes.
     plus_pieces: [Vec<u8>; 2],
     /// Per direction: skipping the rest of a message too long to join.
     plus_dropping: [bool; 2],
@@ -1366,7 +1366,7 @@ impl S7Flow {
             }
         }
         // A connection picked up after its start (no COTP connection seen, nothing created):
-        // its session is the one a request named that the PLC answered with success.
+        // its session is one its requests name that the PLC answers with success.
         if let Some(m) = message.filter(|_| self.plus_session.is_none() && !self.cotp_connected) {
             self.plus_pin(dir, m);
         }
@@ -1397,7 +1397,7 @@ impl S7Flow {
         if let Some(m) = message.filter(|m| m.opcode == PlusOpcode::REQUEST) {
             self.plus_target(&m, &mut ev);
             // The session's own life: created (CreateObject in the server session container,
-            // 0x11D), set up and closed (its own attributes set, itself deleted).
+            // 0x11D), set up (its ServerSessionVersion set) and closed (itself deleted).
             let create_session = m.function == Some(PlusFunction::CREATE_OBJECT)
                 && m.payload.get(..4) == Some(&SESSION_CONTAINER.to_be_bytes()[..]);
             let on_session = ev.own_object == Some("session") && ev.error.is_none();
