@@ -817,7 +817,7 @@ fn s7commplus_mid_session_housekeeping() {
 
 /// A learned S7comm-plus writer's writes are checked by variable (its DB and LIDs): the one
 /// it wrote while learning again (nothing), then another of the same DB
-/// (`address_out_of_range`, space DB3).
+/// (`address_out_of_range`, space DB3). Its reads of 20 variables never read are not checked.
 #[test]
 fn s7commplus_variable_writes_are_checked() {
     let session = 0x388;
@@ -831,13 +831,21 @@ fn s7commplus_variable_writes_are_checked() {
     for at in [10, 30, 50, 70] {
         requests.push((at, SET_MULTI, session, db3_variable(true, 0x0a), vec![]));
     }
+    // Reads are learned as a function (not as addresses).
+    requests.push((55, GET_MULTI, session, db3_variable(false, 0x0a), vec![]));
+    requests.sort_by_key(|r| r.0);
     requests.push((80, SET_MULTI, session, db3_variable(true, 0x0b), vec![]));
+    // Reads of variables never read are not checked (no address_out_of_range, no scan).
+    for (k, lid) in (0x20..0x34).enumerate() {
+        let read = db3_variable(false, lid);
+        requests.push((85 + k as u64, GET_MULTI, session, read, vec![]));
+    }
     let (_dir, path) = plus_conversation("s7plus-writes", &requests);
     let alerts = first_lines_learning_60s(&path);
     let out = type_space_frame(&alerts);
     assert_eq!(
         out,
-        [("address_out_of_range", serde_json::json!("DB3"), Some(11))],
+        [("address_out_of_range", serde_json::json!("DB3"), Some(13))],
         "{alerts:#?}"
     );
 }
