@@ -667,6 +667,13 @@ fn plus_conversation_split(
     (dir, path)
 }
 
+/// An HMI's reads of one DB3 variable every 5 s from 5 s to 65 s, in `session`.
+fn hmi_polls(session: u32) -> impl Iterator<Item = PlusExchange> {
+    (5..=65)
+        .step_by(5)
+        .map(move |at| (at, GET_MULTI, session, db3_variable(false, 0x0a), vec![]))
+}
+
 /// An HMI's learning: its session created (the reply hands out 0x388, the session, and
 /// 0x389), the session's attributes set, a subscription's settings (attribute 1053) on the
 /// object created for it, and reads of one DB3 variable every 5 s to 65 s; then `after`.
@@ -695,9 +702,7 @@ fn hmi_session(after: Vec<PlusExchange>) -> Vec<PlusExchange> {
             vec![],
         ),
     ];
-    for at in (5..=65).step_by(5) {
-        requests.push((at, GET_MULTI, session, db3_variable(false, 0x0a), vec![]));
-    }
+    requests.extend(hmi_polls(session));
     requests.extend(after);
     requests.sort_by_key(|r| r.0);
     requests
@@ -807,9 +812,7 @@ fn s7commplus_mid_session_housekeeping() {
         vec![0x70, 0, 0x0e, 0x51, 1, 0x88, 0x1d, 0, 7, 0, 6],
         vec![],
     )];
-    for at in (5..=65).step_by(5) {
-        requests.push((at, GET_MULTI, session, db3_variable(false, 0x0a), vec![]));
-    }
+    requests.extend(hmi_polls(session));
     requests.push((70, SET_MULTI, session, db3_variable(true, 0x0a), vec![]));
     let (out, frame) = plus_alerts("s7plus-midstream", &requests, 70);
     assert_eq!(out, [("unauthorized_write", Some(frame))]);
@@ -860,9 +863,7 @@ fn s7commplus_a_refused_session_is_not_pinned() {
     let db1 = 0x8a0e_0001;
     let refused = vec![0x9c, 0x4d];
     let mut requests = vec![(3, GET_MULTI, db1, db3_variable(false, 0x0a), refused)];
-    for at in (5..=65).step_by(5) {
-        requests.push((at, GET_MULTI, 0x999, db3_variable(false, 0x0a), vec![]));
-    }
+    requests.extend(hmi_polls(0x999));
     let delete = (70, 0x04d4, db1, vec![0x8a, 0x0e, 0, 1], vec![]);
     requests.push(delete);
     let (out, frame) = plus_alerts("s7plus-refused-pin", &requests, 70);
@@ -878,9 +879,7 @@ fn s7commplus_a_refused_session_is_not_pinned() {
         vec![0, 0, 0x09, 0x99, 0],
         vec![0x00, 0x01, 0x87, 0x10],
     )];
-    for at in (5..=65).step_by(5) {
-        requests.push((at, GET_MULTI, 0x999, db3_variable(false, 0x0a), vec![]));
-    }
+    requests.extend(hmi_polls(0x999));
     requests.sort_by_key(|r| r.0);
     let mut close = requests.clone();
     close.push((70, 0x04d4, 0x999, vec![0, 0, 0x09, 0x99], vec![]));

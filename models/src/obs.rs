@@ -132,7 +132,7 @@ impl Proto {
     pub fn function_text(self, function: u32, name: Option<&str>) -> String {
         match (self, name) {
             (_, Some(n)) => format!("{function} ({n})"),
-            (Proto::Enip, None) if function >> 24 == 1 => format!(
+            (Proto::Enip, None) if function & !0xff_ffff == CIP_OBJECT_SERVICE => format!(
                 "{function:#x} (service {:#04x} of class {:#x})",
                 function & 0xff,
                 (function >> 8) & 0xffff
@@ -313,6 +313,10 @@ pub struct Observation {
     /// Raised as `overlap_conflict`; not learned.
     pub stream_anomaly: Option<&'static str>,
 }
+
+/// The tag of a CIP object-specific service's function: `CIP_OBJECT_SERVICE | class << 8 |
+/// service` (EtherNet/IP; its dissector keys services 0x4B-0x63 on a class so).
+pub const CIP_OBJECT_SERVICE: u32 = 0x100_0000;
 
 /// The function of an S7comm-plus session's own life (its creation, set-up and close), above
 /// the protocol's 16-bit function codes.

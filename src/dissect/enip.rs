@@ -956,7 +956,7 @@ pub const IO_SPACE: u32 = 0x2222;
 /// per class, `OBJECT_SERVICE | class << 8 | service` (classes above 0xFFFF folded to 16 bits).
 /// A symbolic path's (Logix tag services), the tag object's (0x6B) and the Connection
 /// Manager's (class 6: Forward Open, Unconnected Send) keep their service code.
-const OBJECT_SERVICE: u32 = 0x100_0000;
+use otwatch_models::obs::CIP_OBJECT_SERVICE as OBJECT_SERVICE;
 
 /// Distinct functions of the services one request carries that detection checks; one more is
 /// malformed (`too_many_functions`).
