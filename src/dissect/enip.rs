@@ -950,12 +950,12 @@ const LIST_IDENTITY_FUNCTION: u32 = 0x1_0000 | 0x63;
 const IO_FUNCTION: u32 = 0x2_0000;
 pub const IO_SPACE: u32 = 0x2222;
 
-/// Object-specific services (CIP Vol 1, A-3: 0x4B-0x63) mean what their class says: 0x4C is
-/// Read Tag on a symbolic path and an unlock on the Logix controller object (0x8E); 0x4B and 0x4F
-/// walk Logix programs and routines (0x68-0x70) in an upload. Such a service is its own function
-/// per class, `OBJECT_SERVICE | class << 8 | service` (classes above 0xFFFF folded to 16 bits).
-/// A symbolic path's (Logix tag services), the tag object's (0x6B) and the Connection
-/// Manager's (class 6: Forward Open, Unconnected Send) keep their service code.
+// Object-specific services (CIP Vol 1, A-3: 0x4B-0x63) mean what their class says: 0x4C is
+// Read Tag on a symbolic path and an unlock on the Logix controller object (0x8E); 0x4B and 0x4F
+// walk Logix programs and routines (0x68-0x70) in an upload. Such a service is its own function
+// per class, `OBJECT_SERVICE | class << 8 | service` (classes above 0xFFFF folded to 16 bits).
+// A symbolic path's (Logix tag services), the tag object's (0x6B) and the Connection
+// Manager's (class 6: Forward Open, Unconnected Send) keep their service code.
 use otwatch_models::obs::CIP_OBJECT_SERVICE as OBJECT_SERVICE;
 
 /// Distinct functions of the services one request carries that detection checks; one more is
