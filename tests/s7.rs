@@ -1103,3 +1103,72 @@ fn s7commplus_a_v3_piece_that_does_not_frame_is_malformed() {
         "{alerts:#?}"
     );
 }
+
+/// A SetVariable of the CPU's operating state request (object 52, attribute 2167, a DINT), as
+/// Thomas Wiens' S7CommPlusDriver's `SetPlcOperatingState` sends it.
+fn cpu_state(value: &[u8]) -> Vec<u8> {
+    let mut p = vec![0, 0, 0, 0x34, 1, 0x90, 0x77, 0x00];
+    p.extend_from_slice(value);
+    p
+}
+
+/// S7comm-plus's PLC stop and start (the CPU's operating state asked for: 1 stop, 3 run, 4 run
+/// redundant) are `plc_stop` and `plc_start`, in learning as after it, and say nothing else
+/// (the HMI that sends them never wrote: the write is the command). A reset of the retentive
+/// data (2) and a value that is no integer (a REAL) are stops. The events carry the state
+/// asked for.
+#[test]
+fn s7commplus_plc_stop_and_start() {
+    let session = 0x388;
+    let stop = cpu_state(&[0x08, 0x01]);
+    let run = cpu_state(&[0x08, 0x03]);
+    let reset = cpu_state(&[0x08, 0x02]);
+    let real = cpu_state(&[0x0e, 0x3f, 0x80, 0, 0]);
+    let redundant = cpu_state(&[0x08, 0x04]);
+    let requests = hmi_session(vec![
+        (41, SET_VARIABLE, session, stop.clone(), vec![]),
+        (43, SET_VARIABLE, session, run.clone(), vec![]),
+        (70, SET_VARIABLE, session, stop, vec![]),
+        (72, SET_VARIABLE, session, run, vec![]),
+        (74, SET_VARIABLE, session, reset, vec![]),
+        (76, SET_VARIABLE, session, real, vec![]),
+        (78, SET_VARIABLE, session, redundant, vec![]),
+    ]);
+    let (_dir, path) = plus_conversation("s7plus-cpu-state", &requests);
+    let (events, _) = replay_file(&path);
+    let asked: Vec<_> = events
+        .iter()
+        .filter_map(|e| e.s7commplus())
+        .filter(|p| p.cpu_state_request)
+        .map(|p| p.requested_state)
+        .collect();
+    assert_eq!(
+        asked,
+        [Some(1), Some(3), Some(1), Some(3), Some(2), None, Some(4)],
+        "{events:#?}"
+    );
+    let frame = |at: u64| 2 * requests.iter().position(|r| r.0 == at).unwrap() as u64 + 1;
+    use common::{all_frames, detect_files, Learn};
+    let alerts = detect_files(Learn::For(60.0), &[(&path, &all_frames)]).0;
+    let firsts: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.state == otwatch_models::AlertState::First)
+        .cloned()
+        .collect();
+    // One cause per command and channel: the first lines are the stop and start in learning,
+    // and the last lines count every one.
+    assert_eq!(
+        type_frame(&firsts),
+        [
+            ("plc_stop", Some(frame(41))),
+            ("plc_start", Some(frame(43)))
+        ],
+        "{alerts:#?}"
+    );
+    let ends: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.state == otwatch_models::AlertState::End)
+        .map(|a| (a.r#type, a.count))
+        .collect();
+    assert_eq!(ends, [("plc_stop", 4), ("plc_start", 3)], "{alerts:#?}");
+}

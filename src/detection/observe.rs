@@ -899,6 +899,17 @@ pub(crate) fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation>
     if o.kind != Kind::Request {
         return Some(o);
     }
+    if p.cpu_state_request {
+        // The CPU's operating state asked for: run (3, or 4 redundant) is a start; stop (1),
+        // a reset of the retentive data (2, in stop), and any other value or one that does not
+        // decode (the PLC refuses it, but it was an attempt) are a stop. A command, as
+        // S7comm's PLC stop: a write, and nothing else to check.
+        o.command = Some(match p.requested_state {
+            Some(3 | 4) => Command::PlcStart,
+            _ => Command::PlcStop,
+        });
+        return Some(o);
+    }
     // PLC variables written (SetMultiVariables of object id 0): an access each, in the space of
     // its area (DB n, I, Q, M, C, T, as S7comm's), addressed by its LIDs; the attributes set of
     // an object not the connection's session are accesses of the `objects` space. Reads are

@@ -257,6 +257,14 @@ pub struct S7PlusEvent {
     /// `invalid_value`: a SetVariable of several attributes, whose values are not decoded).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'static str>,
+    /// A SetVariable of the CPU's operating state request (object 52, attribute 2167): a
+    /// command to stop or start the PLC.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cpu_state_request: bool,
+    /// The operating state it asks for, when its value is one integer: 1 stop, 2 reset of the
+    /// retentive data, 3 run, 4 run (redundant).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_state: Option<i64>,
 }
 
 /// A variable (or an object's attribute) a Get/SetMultiVariables request names.
@@ -1492,6 +1500,13 @@ impl S7Flow {
                         Ok(a) => ev.attributes.push(a),
                         Err(e) => ev.error = Some(e.kind.as_str()),
                     }
+                }
+                if m.function == Some(PlusFunction::SET_VARIABLE)
+                    && id == s7::CPU_EXEC_UNIT
+                    && ev.attributes.first() == Some(&s7::OPERATING_STATE_REQ)
+                {
+                    ev.cpu_state_request = true;
+                    ev.requested_state = s7::set_variable_value(m.payload);
                 }
             }
             Ok(s7::PlusTarget::Items(items)) => {

@@ -49,8 +49,9 @@ pub use cotp::{
     DEFAULT_REASSEMBLY_LIMIT,
 };
 pub use plusobj::{
-    created_objects, request_target, varuint32, PlusArea, PlusAttributes, PlusItemAddress,
-    PlusItems, PlusTarget, DB_AREA, DB_VALUES, IQMCT_VALUES,
+    created_objects, request_target, set_variable_value, varint32, varuint32, PlusArea,
+    PlusAttributes, PlusItemAddress, PlusItems, PlusTarget, CPU_EXEC_UNIT, DB_AREA, DB_VALUES,
+    IQMCT_VALUES, OPERATING_STATE_REQ,
 };
 pub use s7comm::{
     parse_s7comm, AnyPointer, BlockControl, BlockFile, BlockRef, DataItem, DataItems,

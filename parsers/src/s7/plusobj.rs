@@ -18,6 +18,11 @@
 //! The access area of a PLC variable is a data block, `0x8A0E << 16 | number`, or one of the
 //! I, Q, M, C and T areas (0x50 to 0x54); other values are the ids of objects (the session, the
 //! PLC's own objects), whose attributes the sub-area and LIDs then name.
+//!
+//! One value is decoded: the one a SetVariable of the CPU's operating state request
+//! ([`CPU_EXEC_UNIT`], [`OPERATING_STATE_REQ`]) writes ([`set_variable_value`]). A value is a
+//! flags byte (0 for one value, array bits otherwise), a datatype byte and the value, whose
+//! layout the datatype gives (the plugin's `s7commp_decode_value`).
 
 use super::{be_u32, PlusFunction, S7Error, S7ErrorKind};
 
@@ -30,6 +35,27 @@ pub fn varuint32(bytes: &[u8], at: &mut usize) -> Option<u32> {
         let b = *bytes.get(*at)?;
         *at += 1;
         value = value << 7 | u32::from(b & 0x7f);
+        if b & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    Some(value)
+}
+
+/// Reads one of the plugin's `varint32`: as [`varuint32`], but the first byte's bit 6 is the
+/// sign: when set, the value starts from -64 (all ones above its six low bits) instead of 0.
+pub fn varint32(bytes: &[u8], at: &mut usize) -> Option<i32> {
+    let mut value: i32 = 0;
+    for i in 0..5 {
+        let mut b = *bytes.get(*at)?;
+        *at += 1;
+        if i == 0 && b & 0x40 != 0 {
+            b &= 0xbf;
+            value = -64;
+        } else {
+            value = value.wrapping_shl(7);
+        }
+        value = value.wrapping_add(i32::from(b & 0x7f));
         if b & 0x80 == 0 {
             return Some(value);
         }
@@ -105,6 +131,54 @@ impl<'a> PlusItemAddress<'a> {
         let (bytes, mut at) = (self.lids, 0);
         core::iter::from_fn(move || varuint32(bytes, &mut at))
     }
+}
+
+/// The object of the CPU's execution unit (`NativeObjects_theCPUexecUnit_Rid` in Thomas Wiens'
+/// S7CommPlusDriver).
+pub const CPU_EXEC_UNIT: u32 = 52;
+/// Its attribute a client sets to ask for an operating state (`CPUexecUnit_operatingStateReq`,
+/// 0x877): 1 stop, 3 run in the driver's `SetPlcOperatingState`; 2 (a reset of the retentive
+/// data) and 4 (run, redundant) besides in the values another client took from TIA Portal
+/// captures.
+pub const OPERATING_STATE_REQ: u32 = 2167;
+
+/// The value a SetVariable request writes to its first attribute, when it is one integer
+/// (flags 0; BOOL, USINT, UINT, UDINT, SINT, INT, DINT, BYTE, WORD or DWORD); `None` when the
+/// payload ends first, or the value is anything else (an array, a real, a string...).
+/// The layout is the one the driver writes: object id u32 | item count VLQ | attribute id VLQ
+/// | flags u8 | datatype u8 | value.
+pub fn set_variable_value(payload: &[u8]) -> Option<i64> {
+    let mut at = 4;
+    payload.get(..4)?;
+    if varuint32(payload, &mut at)? == 0 {
+        return None;
+    }
+    varuint32(payload, &mut at)?;
+    let (flags, datatype) = (*payload.get(at)?, *payload.get(at + 1)?);
+    at += 2;
+    if flags != 0 {
+        return None;
+    }
+    let fixed = |n: usize| -> Option<u64> {
+        let b = payload.get(at..at + n)?;
+        Some(b.iter().fold(0, |v, &x| v << 8 | u64::from(x)))
+    };
+    Some(match datatype {
+        // BOOL, USINT, BYTE
+        0x01 | 0x02 | 0x0a => fixed(1)? as i64,
+        // UINT, WORD
+        0x03 | 0x0b => fixed(2)? as i64,
+        // UDINT
+        0x04 => i64::from(varuint32(payload, &mut at)?),
+        // SINT, INT
+        0x06 => i64::from(fixed(1)? as u8 as i8),
+        0x07 => i64::from(fixed(2)? as u16 as i16),
+        // DINT
+        0x08 => i64::from(varint32(payload, &mut at)?),
+        // DWORD
+        0x0c => fixed(4)? as i64,
+        _ => return None,
+    })
 }
 
 /// What a request of one of the functions [`request_target`] reads addresses.
@@ -350,6 +424,67 @@ mod tests {
         }
         let mut at = 0;
         assert_eq!(varuint32(&hex("81 80"), &mut at), None);
+    }
+
+    /// The signed VLQ, with the encodings of Thomas Wiens' S7CommPlusDriver (its compact form,
+    /// which the PLC sends back too): bit 6 of the first byte is the sign.
+    #[test]
+    fn varint32_as_the_plugin_reads_it() {
+        for (bytes, value) in [
+            ("00", 0),
+            ("01", 1),
+            ("3f", 63),
+            ("80 40", 64),
+            ("7f", -1),
+            ("ff 40", -64),
+            ("ff 3f", -65),
+            ("bf 7f", 8191),
+            ("ff c0 00", -8192),
+            ("87 ff ff ff 7f", i32::MAX),
+            ("88 80 80 80 00", i32::MIN),
+        ] {
+            let b = hex(bytes);
+            let mut at = 0;
+            assert_eq!(varint32(&b, &mut at), Some(value), "{bytes}");
+            assert_eq!(at, b.len(), "{bytes}");
+        }
+        let mut at = 0;
+        assert_eq!(varint32(&hex("ff"), &mut at), None);
+    }
+
+    /// The operating state a SetVariable of the CPU's execution unit asks for, laid out as the
+    /// S7CommPlusDriver's `SetPlcOperatingState` writes it: object 52, one item, attribute 2167
+    /// (VLQ 90 77), then flags 0, DINT (8) and the state (1 stop, 3 run); then the object
+    /// qualifier, which is not read.
+    #[test]
+    fn the_value_of_a_set_variable() {
+        let stop = hex("00 00 00 34 01 90 77 00 08 01 00 00 04 e8");
+        assert_eq!(set_variable_value(&stop), Some(1));
+        let Ok(PlusTarget::Object { id, attributes }) =
+            request_target(PlusFunction::SET_VARIABLE, &stop).unwrap()
+        else {
+            panic!("an object");
+        };
+        assert_eq!(id, CPU_EXEC_UNIT);
+        assert_eq!(attributes.collect::<Vec<_>>(), [Ok(OPERATING_STATE_REQ)]);
+        for (bytes, value) in [
+            ("00 00 00 34 01 90 77 00 08 03", Some(3)),
+            ("00 00 00 34 01 90 77 00 08 7f", Some(-1)),
+            // UDINT, INT, USINT, DWORD.
+            ("00 00 00 34 01 90 77 00 04 81 00", Some(128)),
+            ("00 00 00 34 01 90 77 00 07 ff fe", Some(-2)),
+            ("00 00 00 34 01 90 77 00 02 02", Some(2)),
+            ("00 00 00 34 01 90 77 00 0c 00 00 01 00", Some(256)),
+            // An array (flags 0x10), a REAL, no item, cut short.
+            ("00 00 00 34 01 90 77 10 08 01 01", None),
+            ("00 00 00 34 01 90 77 00 0e 3f 80 00 00", None),
+            ("00 00 00 34 00", None),
+            ("00 00 00 34 01 90 77 00 07 ff", None),
+            ("00 00 00 34 01 90 77 00", None),
+            ("00 00 00", None),
+        ] {
+            assert_eq!(set_variable_value(&hex(bytes)), value, "{bytes}");
+        }
     }
 
     /// s7-1200-hmi.pcap frame 61: an HMI writes a string variable of DB3 (SetMultiVariables,

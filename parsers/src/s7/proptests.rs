@@ -177,6 +177,11 @@ pub(super) fn walk_plus_payload(payload: &[u8]) {
     if let Some(ids) = super::created_objects(payload) {
         let _ = ids.count();
     }
+    // A SetVariable's value (an operating state asked for), and the signed VLQ anywhere.
+    let _ = super::set_variable_value(payload);
+    let mut at = 0;
+    while super::varint32(payload, &mut at).is_some() {}
+    assert!(at <= payload.len());
 }
 
 /// Any payload through the dispatcher, and through both parsers directly.
