@@ -818,12 +818,9 @@ fn s7commplus_mid_session_housekeeping() {
     assert_eq!(out, [("unauthorized_write", Some(frame))]);
 }
 
-/// A learned S7comm-plus writer's writes are checked by variable (its DB and LIDs): the one
-/// it wrote while learning again (nothing), then another of the same DB
-/// (`address_out_of_range`, space DB3). Its reads of 20 variables never read are not checked.
-#[test]
-fn s7commplus_variable_writes_are_checked() {
-    let session = 0x388;
+/// A writer's session (0x388, created at 1 s) and its writes of one DB3 variable at `times`
+/// (seconds).
+fn db3_writer(times: &[u64]) -> Vec<PlusExchange> {
     let mut requests = vec![(
         1,
         CREATE_OBJECT,
@@ -831,9 +828,19 @@ fn s7commplus_variable_writes_are_checked() {
         vec![0, 0, 1, 0x1d, 0],
         vec![0x00, 0x01, 0x87, 0x08],
     )];
-    for at in [10, 30, 50, 70] {
-        requests.push((at, SET_MULTI, session, db3_variable(true, 0x0a), vec![]));
+    for &at in times {
+        requests.push((at, SET_MULTI, 0x388, db3_variable(true, 0x0a), vec![]));
     }
+    requests
+}
+
+/// A learned S7comm-plus writer's writes are checked by variable (its DB and LIDs): the one
+/// it wrote while learning again (nothing), then another of the same DB
+/// (`address_out_of_range`, space DB3). Its reads of 20 variables never read are not checked.
+#[test]
+fn s7commplus_variable_writes_are_checked() {
+    let session = 0x388;
+    let mut requests = db3_writer(&[10, 30, 50, 70]);
     // Reads are learned as a function (not as addresses).
     requests.push((55, GET_MULTI, session, db3_variable(false, 0x0a), vec![]));
     requests.sort_by_key(|r| r.0);
@@ -1112,6 +1119,18 @@ fn cpu_state(value: &[u8]) -> Vec<u8> {
     p
 }
 
+/// The operating states the S7comm-plus requests of a capture ask for (one per request that
+/// sets the state request).
+fn states_asked(path: &Path) -> Vec<Option<i64>> {
+    let (events, _) = replay_file(path);
+    events
+        .iter()
+        .filter_map(|e| e.s7commplus())
+        .filter(|p| p.cpu_state_request)
+        .map(|p| p.requested_state)
+        .collect()
+}
+
 /// S7comm-plus's PLC stop and start (the CPU's operating state asked for: 1 stop, 3 run, 4 run
 /// redundant) are `plc_stop` and `plc_start`, in learning as after it, and say nothing else
 /// (the HMI that sends them never wrote: the write is the command). A reset of the retentive
@@ -1135,17 +1154,10 @@ fn s7commplus_plc_stop_and_start() {
         (78, SET_VARIABLE, session, redundant, vec![]),
     ]);
     let (_dir, path) = plus_conversation("s7plus-cpu-state", &requests);
-    let (events, _) = replay_file(&path);
-    let asked: Vec<_> = events
-        .iter()
-        .filter_map(|e| e.s7commplus())
-        .filter(|p| p.cpu_state_request)
-        .map(|p| p.requested_state)
-        .collect();
+    let asked = states_asked(&path);
     assert_eq!(
         asked,
-        [Some(1), Some(3), Some(1), Some(3), Some(2), None, Some(4)],
-        "{events:#?}"
+        [Some(1), Some(3), Some(1), Some(3), Some(2), None, Some(4)]
     );
     let frame = |at: u64| 2 * requests.iter().position(|r| r.0 == at).unwrap() as u64 + 1;
     use common::{all_frames, detect_files, Learn};
@@ -1171,4 +1183,34 @@ fn s7commplus_plc_stop_and_start() {
         .map(|a| (a.r#type, a.count))
         .collect();
     assert_eq!(ends, [("plc_stop", 4), ("plc_start", 3)], "{alerts:#?}");
+}
+
+/// The state request set by SetMultiVariables is the same command: of object id 0 beside a
+/// DB3 variable (a learned writer's variable never written, which the command accounts for, as
+/// any command's writes), and of the object 52 itself (run: `plc_start`).
+#[test]
+fn s7commplus_a_state_request_in_a_set_multi_variables() {
+    let session = 0x388;
+    let mut requests = db3_writer(&[10, 30, 50, 60]);
+    let mut with_write = vec![0, 0, 0, 0, 2, 9];
+    with_write.extend_from_slice(&[0x00, 0x88, 0xd0, 0xb8, 0x80, 0x03, 0x02, 0x93, 0x76, 0x0b]);
+    with_write.extend_from_slice(&[0x00, 0x34, 0x01, 0x90, 0x77]);
+    with_write.extend_from_slice(&[0x01, 0x00, 0x01, 0x01, 0x02, 0x00, 0x08, 0x01]);
+    let run = vec![0, 0, 0, 0x34, 1, 1, 0x90, 0x77, 0x01, 0x00, 0x08, 0x03];
+    requests.push((70, SET_MULTI, session, with_write, vec![]));
+    requests.push((72, SET_MULTI, session, run, vec![]));
+    let (_dir, path) = plus_conversation("s7plus-multi-state", &requests);
+    let asked = states_asked(&path);
+    assert_eq!(asked, [Some(1), Some(3)]);
+    let alerts = first_lines_learning_60s(&path);
+    let mut out = type_space_frame(&alerts);
+    out.sort_by_key(|a| a.0);
+    assert_eq!(
+        out,
+        [
+            ("plc_start", serde_json::json!(null), Some(13)),
+            ("plc_stop", serde_json::json!(null), Some(11)),
+        ],
+        "{alerts:#?}"
+    );
 }

@@ -8,7 +8,7 @@
 use libfuzzer_sys::fuzz_target;
 use otwatch_parsers::s7::{
     created_objects, find_tpkt_resync, parse_cotp, parse_s7_payload, parse_s7comm, parse_s7plus,
-    parse_s7plus_message, parse_tpkt, request_target, s7plus_piece, set_variable_value, varint32,
+    parse_s7plus_message, parse_tpkt, request_target, requested_cpu_state, s7plus_piece, varint32,
     CotpBody, CotpReassembler, DataItems, PlusArea, PlusFunction, PlusTarget, Reassembled, S7Body,
     S7Payload, S7Pdu, S7PlusBody, S7PlusPdu, TpktResult, Userdata, UserdataBody, VarSpecs,
     RESYNC_PROBE_LEN, S7COMM_PROTOCOL_ID, S7PLUS_PROTOCOL_ID, TPKT_HEADER_LEN, TPKT_MAX_LEN,
@@ -279,8 +279,13 @@ fn walk_plus_payload(payload: &[u8]) {
     if let Some(ids) = created_objects(payload) {
         let _ = ids.count();
     }
-    // A SetVariable's value (an operating state asked for), and the signed VLQ anywhere.
-    let _ = set_variable_value(payload);
+    // The CPU operating state a Set asks for, and the signed VLQ anywhere.
+    for f in [
+        PlusFunction::SET_VARIABLE,
+        PlusFunction::SET_MULTI_VARIABLES,
+    ] {
+        let _ = requested_cpu_state(f, payload);
+    }
     let mut at = 0;
     while varint32(payload, &mut at).is_some() {}
     assert!(at <= payload.len());

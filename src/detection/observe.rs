@@ -4,7 +4,9 @@ use std::net::IpAddr;
 
 use otwatch_models::obs::S7_BIT_SPACE;
 use otwatch_models::{Access, AccessValues, Accesses, Channel, Command, Kind, Observation, Proto};
-use otwatch_parsers::s7::{PlusFunction, PlusOpcode, UserdataType};
+use otwatch_parsers::s7::{
+    PlusFunction, PlusOpcode, UserdataType, CPU_EXEC_UNIT, OPERATING_STATE_REQ,
+};
 
 use crate::dissect::dnp3::Dnp3Event;
 use crate::dissect::s7::{S7Event, S7PlusEvent};
@@ -903,13 +905,16 @@ pub(crate) fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation>
         // The CPU's operating state asked for: run (3, or 4 redundant) is a start; stop (1),
         // a reset of the retentive data (2, in stop), and any other value or one that does not
         // decode (the PLC refuses it, but it was an attempt) are a stop. A command, as
-        // S7comm's PLC stop: a write, and nothing else to check.
+        // S7comm's PLC stop: a write; whatever else the request sets is checked as below.
         o.command = Some(match p.requested_state {
             Some(3 | 4) => Command::PlcStart,
             _ => Command::PlcStop,
         });
-        return Some(o);
     }
+    // The state request itself is the command, not an object's attribute written.
+    let state_request = |area: u32, first: Option<&u32>| {
+        p.cpu_state_request && area == CPU_EXEC_UNIT && first == Some(&OPERATING_STATE_REQ)
+    };
     // PLC variables written (SetMultiVariables of object id 0): an access each, in the space of
     // its area (DB n, I, Q, M, C, T, as S7comm's), addressed by its LIDs; the attributes set of
     // an object not the connection's session are accesses of the `objects` space. Reads are
@@ -918,7 +923,11 @@ pub(crate) fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation>
     let subscription = |attributes: &[u32]| {
         !attributes.is_empty() && attributes.iter().all(|a| SUBSCRIPTION.contains(a))
     };
-    for item in p.items.iter().filter(|_| set) {
+    for item in p
+        .items
+        .iter()
+        .filter(|i| set && !state_request(i.access_area, i.lids.first()))
+    {
         let space = match item.area {
             "DB" => 0x84 << 16 | u32::from(item.db.unwrap_or(0)),
             "I" => 0x81 << 16,
@@ -968,7 +977,7 @@ pub(crate) fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation>
             } else {
                 &p.attributes
             };
-            for a in attributes {
+            for a in attributes.iter().filter(|a| !state_request(id, Some(a))) {
                 let key = [id.to_be_bytes(), a.to_be_bytes()].concat();
                 o.accesses.push(Access {
                     space: S7PLUS_OBJECTS << 16,
@@ -980,8 +989,9 @@ pub(crate) fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation>
             }
         }
     } else if !p.items.is_empty() && p.error.is_none() {
-        // Variables only: a write if it wrote anything not the connection's own.
-        o.write = set && !o.accesses.is_empty();
+        // Variables only: a write if it wrote anything not the connection's own (or the
+        // state request).
+        o.write = set && (!o.accesses.is_empty() || p.cpu_state_request);
     }
     Some(o)
 }

@@ -257,8 +257,8 @@ pub struct S7PlusEvent {
     /// `invalid_value`: a SetVariable of several attributes, whose values are not decoded).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'static str>,
-    /// A SetVariable of the CPU's operating state request (object 52, attribute 2167): a
-    /// command to stop or start the PLC.
+    /// The request sets the CPU's operating state request (object 52, attribute 2167; by
+    /// SetVariable or SetMultiVariables): a command to stop or start the PLC.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub cpu_state_request: bool,
     /// The operating state it asks for, when its value is one integer: 1 stop, 2 reset of the
@@ -1480,6 +1480,12 @@ impl S7Flow {
         let Some(target) = m.function.and_then(|f| s7::request_target(f, m.payload)) else {
             return;
         };
+        if let Some(state) = m
+            .function
+            .and_then(|f| s7::requested_cpu_state(f, m.payload))
+        {
+            (ev.cpu_state_request, ev.requested_state) = (true, state);
+        }
         ev.nothing_created = self.plus_created == 0;
         // The session is what the request names as its own too.
         let own = |id: u32| {
@@ -1500,13 +1506,6 @@ impl S7Flow {
                         Ok(a) => ev.attributes.push(a),
                         Err(e) => ev.error = Some(e.kind.as_str()),
                     }
-                }
-                if m.function == Some(PlusFunction::SET_VARIABLE)
-                    && id == s7::CPU_EXEC_UNIT
-                    && ev.attributes.first() == Some(&s7::OPERATING_STATE_REQ)
-                {
-                    ev.cpu_state_request = true;
-                    ev.requested_state = s7::set_variable_value(m.payload);
                 }
             }
             Ok(s7::PlusTarget::Items(items)) => {

@@ -49,7 +49,7 @@ pub use cotp::{
     DEFAULT_REASSEMBLY_LIMIT,
 };
 pub use plusobj::{
-    created_objects, request_target, set_variable_value, varint32, varuint32, PlusArea,
+    created_objects, request_target, requested_cpu_state, varint32, varuint32, PlusArea,
     PlusAttributes, PlusItemAddress, PlusItems, PlusTarget, CPU_EXEC_UNIT, DB_AREA, DB_VALUES,
     IQMCT_VALUES, OPERATING_STATE_REQ,
 };

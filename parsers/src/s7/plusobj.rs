@@ -142,43 +142,123 @@ pub const CPU_EXEC_UNIT: u32 = 52;
 /// captures.
 pub const OPERATING_STATE_REQ: u32 = 2167;
 
-/// The value a SetVariable request writes to its first attribute, when it is one integer
-/// (flags 0; BOOL, USINT, UINT, UDINT, SINT, INT, DINT, BYTE, WORD or DWORD); `None` when the
-/// payload ends first, or the value is anything else (an array, a real, a string...).
-/// The layout is the one the driver writes: object id u32 | item count VLQ | attribute id VLQ
-/// | flags u8 | datatype u8 | value.
-pub fn set_variable_value(payload: &[u8]) -> Option<i64> {
+/// Whether a request sets the CPU's operating state request ([`CPU_EXEC_UNIT`]'s attribute
+/// [`OPERATING_STATE_REQ`]): `Some` with the state asked for when its value is one integer,
+/// `Some(None)` when the value does not decode (or sits behind values that cannot be walked
+/// past), `None` when the request does not name it. The forms:
+///
+/// ```text
+/// SetVariable:  object id 52 u32 | item count VLQ | attribute id 2167 VLQ | value
+///               (as the driver's `SetPlcOperatingState` writes it)
+/// SetMultiVariables of object 52: object id u32 | item count VLQ | attribute count VLQ |
+///               attribute ids VLQ | (item number VLQ | value) per item
+/// SetMultiVariables of object id 0: ... | item addresses | (item number VLQ | value) per
+///               item; the item whose access area is 52 and sub-area 2167
+/// ```
+///
+/// A value is a flags byte (0: one value), a datatype byte and the value (the plugin's
+/// `s7commp_decode_value`).
+pub fn requested_cpu_state(function: PlusFunction, payload: &[u8]) -> Option<Option<i64>> {
+    let id = be_u32(payload, 0..4)?;
     let mut at = 4;
-    payload.get(..4)?;
-    if varuint32(payload, &mut at)? == 0 {
+    if function == PlusFunction::SET_VARIABLE {
+        if id != CPU_EXEC_UNIT || varuint32(payload, &mut at)? == 0 {
+            return None;
+        }
+        if varuint32(payload, &mut at)? != OPERATING_STATE_REQ {
+            return None;
+        }
+        return Some(scalar(payload, &mut at).flatten());
+    }
+    if function != PlusFunction::SET_MULTI_VARIABLES || id != CPU_EXEC_UNIT && id != 0 {
         return None;
     }
-    varuint32(payload, &mut at)?;
-    let (flags, datatype) = (*payload.get(at)?, *payload.get(at + 1)?);
-    at += 2;
+    let values = varuint32(payload, &mut at)?;
+    let second = varuint32(payload, &mut at)?;
+    // Which item (counted from 1) names the state request.
+    let mut item = None;
+    if id == CPU_EXEC_UNIT {
+        for k in 1..=second {
+            let a = varuint32(payload, &mut at);
+            if a == Some(OPERATING_STATE_REQ) && item.is_none() {
+                item = Some(k);
+            }
+            if a.is_none() {
+                return item.map(|_| None);
+            }
+        }
+    } else {
+        let mut items = PlusItems {
+            bytes: &payload[at..],
+            at: 0,
+            remaining: values,
+            base: at,
+        };
+        let mut k = 0;
+        for address in &mut items {
+            k += 1;
+            let Ok(address) = address else {
+                return item.map(|_| None);
+            };
+            if address.access_area == CPU_EXEC_UNIT
+                && address.sub_area == OPERATING_STATE_REQ
+                && item.is_none()
+            {
+                item = Some(k);
+            }
+        }
+        at += items.at;
+    }
+    let item = item?;
+    for _ in 0..values {
+        let Some(number) = varuint32(payload, &mut at) else {
+            break;
+        };
+        if number == item {
+            return Some(scalar(payload, &mut at).flatten());
+        }
+        if scalar(payload, &mut at).is_none() {
+            break;
+        }
+    }
+    Some(None)
+}
+
+/// One value at `at`, when it is a single value (flags 0) whose length its datatype gives:
+/// the integer (BOOL, USINT, UINT, UDINT, SINT, INT, DINT, BYTE, WORD, DWORD), or
+/// `Some(None)` for a REAL, an LREAL, a ULINT or an LINT, walked past. `None` for anything else
+/// (an array, a string, a struct...), or when the payload ends first: not walked past.
+fn scalar(payload: &[u8], at: &mut usize) -> Option<Option<i64>> {
+    let (flags, datatype) = (*payload.get(*at)?, *payload.get(*at + 1)?);
     if flags != 0 {
         return None;
     }
-    let fixed = |n: usize| -> Option<u64> {
-        let b = payload.get(at..at + n)?;
+    let mut p = *at + 2;
+    let mut fixed = |n: usize| -> Option<u64> {
+        let b = payload.get(p..p + n)?;
+        p += n;
         Some(b.iter().fold(0, |v, &x| v << 8 | u64::from(x)))
     };
-    Some(match datatype {
+    let value = match datatype {
         // BOOL, USINT, BYTE
-        0x01 | 0x02 | 0x0a => fixed(1)? as i64,
+        0x01 | 0x02 | 0x0a => Some(fixed(1)? as i64),
         // UINT, WORD
-        0x03 | 0x0b => fixed(2)? as i64,
-        // UDINT
-        0x04 => i64::from(varuint32(payload, &mut at)?),
+        0x03 | 0x0b => Some(fixed(2)? as i64),
         // SINT, INT
-        0x06 => i64::from(fixed(1)? as u8 as i8),
-        0x07 => i64::from(fixed(2)? as u16 as i16),
-        // DINT
-        0x08 => i64::from(varint32(payload, &mut at)?),
-        // DWORD
-        0x0c => fixed(4)? as i64,
+        0x06 => Some(i64::from(fixed(1)? as u8 as i8)),
+        0x07 => Some(i64::from(fixed(2)? as u16 as i16)),
+        // DWORD; REAL and LREAL (no integer)
+        0x0c => Some(fixed(4)? as i64),
+        0x0e => fixed(4).map(|_| None)?,
+        0x0f => fixed(8).map(|_| None)?,
+        // UDINT, DINT; ULINT and LINT (no state)
+        0x04 => Some(i64::from(varuint32(payload, &mut p)?)),
+        0x08 => Some(i64::from(varint32(payload, &mut p)?)),
+        0x05 | 0x09 => skip_varuint64(payload, &mut p).map(|_| None)?,
         _ => return None,
-    })
+    };
+    *at = p;
+    Some(value)
 }
 
 /// What a request of one of the functions [`request_target`] reads addresses.
@@ -458,33 +538,82 @@ mod tests {
     /// qualifier, which is not read.
     #[test]
     fn the_value_of_a_set_variable() {
+        const SET: PlusFunction = PlusFunction::SET_VARIABLE;
         let stop = hex("00 00 00 34 01 90 77 00 08 01 00 00 04 e8");
-        assert_eq!(set_variable_value(&stop), Some(1));
-        let Ok(PlusTarget::Object { id, attributes }) =
-            request_target(PlusFunction::SET_VARIABLE, &stop).unwrap()
-        else {
+        assert_eq!(requested_cpu_state(SET, &stop), Some(Some(1)));
+        let Ok(PlusTarget::Object { id, attributes }) = request_target(SET, &stop).unwrap() else {
             panic!("an object");
         };
         assert_eq!(id, CPU_EXEC_UNIT);
         assert_eq!(attributes.collect::<Vec<_>>(), [Ok(OPERATING_STATE_REQ)]);
         for (bytes, value) in [
-            ("00 00 00 34 01 90 77 00 08 03", Some(3)),
-            ("00 00 00 34 01 90 77 00 08 7f", Some(-1)),
+            ("00 00 00 34 01 90 77 00 08 03", Some(Some(3))),
+            ("00 00 00 34 01 90 77 00 08 7f", Some(Some(-1))),
             // UDINT, INT, USINT, DWORD.
-            ("00 00 00 34 01 90 77 00 04 81 00", Some(128)),
-            ("00 00 00 34 01 90 77 00 07 ff fe", Some(-2)),
-            ("00 00 00 34 01 90 77 00 02 02", Some(2)),
-            ("00 00 00 34 01 90 77 00 0c 00 00 01 00", Some(256)),
-            // An array (flags 0x10), a REAL, no item, cut short.
-            ("00 00 00 34 01 90 77 10 08 01 01", None),
-            ("00 00 00 34 01 90 77 00 0e 3f 80 00 00", None),
+            ("00 00 00 34 01 90 77 00 04 81 00", Some(Some(128))),
+            ("00 00 00 34 01 90 77 00 07 ff fe", Some(Some(-2))),
+            ("00 00 00 34 01 90 77 00 02 02", Some(Some(2))),
+            ("00 00 00 34 01 90 77 00 0c 00 00 01 00", Some(Some(256))),
+            // The state request with a value that is no integer: an array (flags 0x10), a
+            // REAL, cut short.
+            ("00 00 00 34 01 90 77 10 08 01 01", Some(None)),
+            ("00 00 00 34 01 90 77 00 0e 3f 80 00 00", Some(None)),
+            ("00 00 00 34 01 90 77 00 07 ff", Some(None)),
+            ("00 00 00 34 01 90 77 00", Some(None)),
+            // Not the state request: no item, another attribute, another object, too short.
             ("00 00 00 34 00", None),
-            ("00 00 00 34 01 90 77 00 07 ff", None),
-            ("00 00 00 34 01 90 77 00", None),
+            ("00 00 00 34 01 90 78 00 08 01", None),
+            ("00 00 00 35 01 90 77 00 08 01", None),
             ("00 00 00", None),
         ] {
-            assert_eq!(set_variable_value(&hex(bytes)), value, "{bytes}");
+            assert_eq!(requested_cpu_state(SET, &hex(bytes)), value, "{bytes}");
         }
+    }
+
+    /// The state request set by SetMultiVariables, of the object (its attributes, then the
+    /// values by item number) or of object id 0 (an item address of access area 52, sub-area
+    /// 2167), behind other values; a Get names it without setting it.
+    #[test]
+    fn the_state_request_in_a_set_multi_variables() {
+        const MULTI: PlusFunction = PlusFunction::SET_MULTI_VARIABLES;
+        for (bytes, value) in [
+            // Object 52, attributes 1053 and 2167: an INT 6, then the DINT 1.
+            (
+                "00 00 00 34 02 02 88 1d 90 77 01 00 07 00 06 02 00 08 01",
+                Some(Some(1)),
+            ),
+            // Behind a WSTRING, which is not walked past.
+            (
+                "00 00 00 34 02 02 88 1d 90 77 01 00 15 02 41 42 02 00 08 01",
+                Some(None),
+            ),
+            // Object id 0: a DB3 variable (BOOL true), then the state request (DINT 3).
+            (
+                "00 00 00 00 02 09 00 88 d0 b8 80 03 02 93 76 0a 00 34 01 90 77 \
+                 01 00 01 01 02 00 08 03",
+                Some(Some(3)),
+            ),
+            // A REAL first, walked past.
+            (
+                "00 00 00 00 02 09 00 88 d0 b8 80 03 02 93 76 0a 00 34 01 90 77 \
+                 01 00 0e 3f 80 00 00 02 00 08 01",
+                Some(Some(1)),
+            ),
+            // The DB3 variable alone; another object's attributes; cut in the addresses.
+            (
+                "00 00 00 00 01 05 00 88 d0 b8 80 03 02 93 76 0a 01 00 01 01",
+                None,
+            ),
+            ("00 00 00 35 01 01 90 77 01 00 08 01", None),
+            ("00 00 00 34 02 02 90 77", Some(None)),
+        ] {
+            assert_eq!(requested_cpu_state(MULTI, &hex(bytes)), value, "{bytes}");
+        }
+        let get = hex("00 00 00 34 01 01 90 77");
+        assert_eq!(
+            requested_cpu_state(PlusFunction::GET_MULTI_VARIABLES, &get),
+            None
+        );
     }
 
     /// s7-1200-hmi.pcap frame 61: an HMI writes a string variable of DB3 (SetMultiVariables,

@@ -177,8 +177,13 @@ pub(super) fn walk_plus_payload(payload: &[u8]) {
     if let Some(ids) = super::created_objects(payload) {
         let _ = ids.count();
     }
-    // A SetVariable's value (an operating state asked for), and the signed VLQ anywhere.
-    let _ = super::set_variable_value(payload);
+    // The CPU operating state a Set asks for, and the signed VLQ anywhere.
+    for f in [
+        PlusFunction::SET_VARIABLE,
+        PlusFunction::SET_MULTI_VARIABLES,
+    ] {
+        let _ = super::requested_cpu_state(f, payload);
+    }
     let mut at = 0;
     while super::varint32(payload, &mut at).is_some() {}
     assert!(at <= payload.len());
