@@ -1214,3 +1214,84 @@ fn s7commplus_a_state_request_in_a_set_multi_variables() {
         "{alerts:#?}"
     );
 }
+
+/// A GetMultiVariables or SetMultiVariables of the DB3 variable of LID `lid` (symbol CRC 0, one
+/// item); a set writes the INT `value`.
+fn db3_int(set: bool, lid: u8, value: i16) -> Vec<u8> {
+    let mut p = db3_variable(false, lid);
+    if set {
+        p.extend_from_slice(&[0x01, 0x00, 0x07]);
+        p.extend_from_slice(&value.to_be_bytes());
+    }
+    p
+}
+
+/// A GetMultiVariables response: return value 0, item 1 an INT `value`, the list's end, no
+/// errors.
+fn int_reply(value: i16) -> Vec<u8> {
+    let mut p = vec![0x00, 0x01, 0x00, 0x07];
+    p.extend_from_slice(&value.to_be_bytes());
+    p.extend_from_slice(&[0x00, 0x00]);
+    p
+}
+
+/// S7comm-plus values are checked against the envelopes learned from them: an HMI reads a DB3
+/// INT (100 to 106) every 5 s and writes it (103) while learning; after learning, a read of
+/// 5000 and a write of 9000 are each `value_out_of_range` (a read and a write, two causes),
+/// and a read and a write inside the envelope raise nothing. The events carry the values, the
+/// response's on its request's items.
+#[test]
+fn s7commplus_values_are_checked_against_envelopes() {
+    let session = 0x388;
+    let mut requests = db3_writer(&[]);
+    let read = |at: u64, value: i16| {
+        (
+            at,
+            GET_MULTI,
+            session,
+            db3_int(false, 0x0a, 0),
+            int_reply(value),
+        )
+    };
+    let write = |at: u64, value: i16| (at, SET_MULTI, session, db3_int(true, 0x0a, value), vec![]);
+    for at in (5..=65).step_by(5) {
+        requests.push(read(at, 100 + (at % 7) as i16));
+    }
+    for at in [12, 32, 52] {
+        requests.push(write(at, 103));
+    }
+    requests.sort_by_key(|r| r.0);
+    requests.extend([
+        read(70, 104),
+        write(72, 101),
+        read(75, 5000),
+        write(80, 9000),
+    ]);
+    let (_dir, path) = plus_conversation("s7plus-values", &requests);
+    let (events, _) = replay_file(&path);
+    let values: Vec<_> = events
+        .iter()
+        .filter_map(|e| e.s7commplus())
+        .filter_map(|p| Some((p.opcode?, p.items.first()?.value?)))
+        .collect();
+    assert_eq!(values[..3], [(0x32, 105.0), (0x32, 103.0), (0x31, 103.0)]);
+    assert_eq!(values[values.len() - 2..], [(0x32, 5000.0), (0x31, 9000.0)]);
+    let k = |at: u64| requests.iter().position(|r| r.0 == at).unwrap() as u64;
+    let alerts = first_lines_learning_60s(&path);
+    assert_eq!(
+        type_space_frame(&alerts),
+        [
+            (
+                "value_out_of_range",
+                serde_json::json!("DB3"),
+                Some(2 * k(75) + 2)
+            ),
+            (
+                "value_out_of_range",
+                serde_json::json!("DB3"),
+                Some(2 * k(80) + 1)
+            ),
+        ],
+        "{alerts:#?}"
+    );
+}

@@ -9,7 +9,7 @@ use otwatch_parsers::s7::{
 };
 
 use crate::dissect::dnp3::Dnp3Event;
-use crate::dissect::s7::{S7Event, S7PlusEvent};
+use crate::dissect::s7::{S7Event, S7PlusEvent, S7PlusItem};
 use crate::event::{Direction, Event, ModbusEvent, Pdu, Values};
 
 /// The observation an event stands for; `None` for events detection has no use for (COTP
@@ -899,6 +899,19 @@ pub(crate) fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation>
     let set = o.kind == Kind::Request && p.function.is_some_and(|f| PlusFunction(f).is_write());
     o.write = set;
     if o.kind != Kind::Request {
+        // The values a GetMultiVariables response reads, by its request's variables: checked
+        // against their envelopes (no range: a hashed address has no neighbourhood).
+        for item in &p.items {
+            if let (Some(space), Some(v)) = (variable_space(item), item.value) {
+                o.accesses.push(Access {
+                    space,
+                    start: variable_address(space, item),
+                    count: 1,
+                    write: false,
+                    values: smallvec::smallvec![v],
+                });
+            }
+        }
         return Some(o);
     }
     if p.cpu_state_request {
@@ -916,9 +929,10 @@ pub(crate) fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation>
         p.cpu_state_request && area == CPU_EXEC_UNIT && first == Some(&OPERATING_STATE_REQ)
     };
     // PLC variables written (SetMultiVariables of object id 0): an access each, in the space of
-    // its area (DB n, I, Q, M, C, T, as S7comm's), addressed by its LIDs; the attributes set of
-    // an object not the connection's session are accesses of the `objects` space. Reads are
-    // not checked: a hashed address has no neighbourhood, and an HMI opening a screen reads
+    // its area (DB n, I, Q, M, C, T, as S7comm's), addressed by its LIDs, with the value written
+    // when it is one number; the attributes set of an object not the connection's session are
+    // accesses of the `objects` space. A read's addresses are not checked (its values are, on
+    // its response): a hashed address has no neighbourhood, and an HMI opening a screen reads
     // variables it never read before.
     let subscription = |attributes: &[u32]| {
         !attributes.is_empty() && attributes.iter().all(|a| SUBSCRIPTION.contains(a))
@@ -928,30 +942,20 @@ pub(crate) fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation>
         .iter()
         .filter(|i| set && !state_request(i.access_area, i.lids.first()))
     {
-        let space = match item.area {
-            "DB" => 0x84 << 16 | u32::from(item.db.unwrap_or(0)),
-            "I" => 0x81 << 16,
-            "Q" => 0x82 << 16,
-            "M" => 0x83 << 16,
-            "C" => 0x1c << 16,
-            "T" => 0x1d << 16,
-            _ => match item.own_object {
+        let space = match variable_space(item) {
+            Some(space) => space,
+            None => match item.own_object {
                 Some("session") => continue,
                 Some(_) if subscription(&item.lids[..item.lids.len().min(1)]) => continue,
                 _ => S7PLUS_OBJECTS << 16,
             },
         };
-        let mut key = Vec::with_capacity(4 * (item.lids.len() + 1));
-        if space == S7PLUS_OBJECTS << 16 {
-            key.extend(item.access_area.to_be_bytes());
-        }
-        key.extend(item.lids.iter().flat_map(|l| l.to_be_bytes()));
         o.accesses.push(Access {
             space,
-            start: fnv1a(&key),
+            start: variable_address(space, item),
             count: 1,
             write: true,
-            values: Default::default(),
+            values: item.value.into_iter().collect(),
         });
     }
     if let Some(id) = p.object_id {
@@ -994,6 +998,31 @@ pub(crate) fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation>
         o.write = set && (!o.accesses.is_empty() || p.cpu_state_request);
     }
     Some(o)
+}
+
+/// The S7 space of an S7comm-plus item's PLC variable (DB n, I, Q, M, C, T, as S7comm's);
+/// `None` for an object's attribute.
+fn variable_space(item: &S7PlusItem) -> Option<u32> {
+    Some(match item.area {
+        "DB" => 0x84 << 16 | u32::from(item.db.unwrap_or(0)),
+        "I" => 0x81 << 16,
+        "Q" => 0x82 << 16,
+        "M" => 0x83 << 16,
+        "C" => 0x1c << 16,
+        "T" => 0x1d << 16,
+        _ => return None,
+    })
+}
+
+/// An S7comm-plus item's address in its space: the FNV-1a hash of its LIDs (an object's
+/// attribute: of the object id and its LIDs).
+fn variable_address(space: u32, item: &S7PlusItem) -> u32 {
+    let mut key = Vec::with_capacity(4 * (item.lids.len() + 1));
+    if space == S7PLUS_OBJECTS << 16 {
+        key.extend(item.access_area.to_be_bytes());
+    }
+    key.extend(item.lids.iter().flat_map(|l| l.to_be_bytes()));
+    fnv1a(&key)
 }
 
 /// The function of an S7comm-plus session's own life (creation, set-up, close).

@@ -282,6 +282,10 @@ pub struct S7PlusItem {
     /// An object's item: the object is this connection's own (`session`, `created`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub own_object: Option<&'static str>,
+    /// The value written (SetMultiVariables) or read (on the GetMultiVariables response, whose
+    /// items are its request's), when it is one number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
 }
 
 /// The `cotp` object of an event: connection setup and teardown.
@@ -430,9 +434,7 @@ pub const MAX_REASSEMBLY_BYTES_TOTAL: u64 = 64 * 1024 * 1024;
 pub struct S7Flow {
     resync: [bool; 2],
     cotp: [CotpReassembler; 2],
-    jobs: VecDeque<Job>,
-    /// Items of the jobs held.
-    job_items: usize,
+    jobs: Outstanding<Job>,
     /// Per direction: pieces of SZL responses split over several PDUs, by data unit reference.
     szl: [Vec<(u8, Vec<u8>)>; 2],
     /// Upload id -> the block being uploaded.
@@ -461,6 +463,96 @@ pub struct S7Flow {
     plus_dropping: [bool; 2],
     /// Per direction: the function the first piece of the message being joined names.
     plus_head: [Option<u16>; 2],
+    /// S7comm-plus GetMultiVariables requests of PLC variables awaiting their response, by
+    /// sequence number: their items, whose values the response carries by item number.
+    plus_reads: Outstanding<(u16, Vec<S7PlusItem>)>,
+}
+
+/// Requests awaiting their answer, each with its items: at most [`MAX_OUTSTANDING`] requests
+/// and [`MAX_JOB_ITEMS`] items per flow, the oldest forgotten past either (counted as
+/// `outstanding_bound_drops`).
+#[derive(Debug)]
+struct Outstanding<T> {
+    queue: VecDeque<T>,
+    /// Items of the requests held.
+    items: usize,
+}
+
+impl<T> Default for Outstanding<T> {
+    fn default() -> Self {
+        Outstanding {
+            queue: VecDeque::new(),
+            items: 0,
+        }
+    }
+}
+
+/// A request held in [`Outstanding`]: its key (S7comm's PDU reference, S7comm-plus' sequence
+/// number) and how many items it holds.
+trait Held {
+    fn key(&self) -> u16;
+    fn items(&self) -> usize;
+}
+
+impl Held for Job {
+    fn key(&self) -> u16 {
+        self.pdu_ref
+    }
+    fn items(&self) -> usize {
+        self.items.len()
+    }
+}
+
+impl Held for (u16, Vec<S7PlusItem>) {
+    fn key(&self) -> u16 {
+        self.0
+    }
+    fn items(&self) -> usize {
+        self.1.len()
+    }
+}
+
+impl<T: Held> Outstanding<T> {
+    /// Holds `request` (replacing one of its key); returns how many older ones it forgot.
+    fn remember(&mut self, request: T) -> u64 {
+        self.take(request.key());
+        let mut dropped = 0;
+        while !self.queue.is_empty()
+            && (self.queue.len() >= MAX_OUTSTANDING || self.items + request.items() > MAX_JOB_ITEMS)
+        {
+            self.forget(0);
+            dropped += 1;
+        }
+        self.items += request.items();
+        self.queue.push_back(request);
+        dropped
+    }
+
+    fn forget(&mut self, i: usize) -> Option<T> {
+        let request = self.queue.remove(i)?;
+        self.items -= request.items();
+        Some(request)
+    }
+
+    /// The request of `key`, no longer held.
+    fn take(&mut self, key: u16) -> Option<T> {
+        let i = self.queue.iter().position(|r| r.key() == key)?;
+        self.forget(i)
+    }
+}
+
+/// Each item's value from a value list (item numbers count from 1), when it is one number.
+fn set_values(items: &mut [S7PlusItem], values: s7::PlusValues<'_>) {
+    for (n, v) in values {
+        let Some(item) = (n as usize).checked_sub(1).and_then(|k| items.get_mut(k)) else {
+            continue;
+        };
+        item.value = match v {
+            s7::PlusValue::Int(v) => Some(v as f64),
+            s7::PlusValue::Real(v) => Some(v),
+            s7::PlusValue::Other => None,
+        };
+    }
 }
 
 /// What an S7comm-plus PDU is to the joining of split messages ([`S7Flow::plus_piece`]).
@@ -1088,27 +1180,9 @@ impl S7Flow {
         );
     }
 
-    /// Keeps a job until its ack: at most [`MAX_OUTSTANDING`] jobs and [`MAX_JOB_ITEMS`] items
-    /// per flow, the oldest forgotten past either (counted as `outstanding_bound_drops`).
+    /// Keeps a job until its ack ([`Outstanding`]).
     fn remember_job(&mut self, ctx: &mut Ctx<'_>, job: Job) {
-        if let Some(i) = self.jobs.iter().position(|j| j.pdu_ref == job.pdu_ref) {
-            self.forget(i);
-        }
-        while !self.jobs.is_empty()
-            && (self.jobs.len() >= MAX_OUTSTANDING
-                || self.job_items + job.items.len() > MAX_JOB_ITEMS)
-        {
-            self.forget(0);
-            ctx.stats[S7COMM].outstanding_bound_drops += 1;
-        }
-        self.job_items += job.items.len();
-        self.jobs.push_back(job);
-    }
-
-    fn forget(&mut self, i: usize) -> Option<Job> {
-        let job = self.jobs.remove(i)?;
-        self.job_items -= job.items.len();
-        Some(job)
+        ctx.stats[S7COMM].outstanding_bound_drops += self.jobs.remember(job);
     }
 
     /// Ties the steps of an upload together: the start_upload job names the block, its ack
@@ -1158,8 +1232,7 @@ impl S7Flow {
     }
 
     fn take(&mut self, pdu_ref: u16) -> Option<Job> {
-        let i = self.jobs.iter().position(|j| j.pdu_ref == pdu_ref)?;
-        self.forget(i)
+        self.jobs.take(pdu_ref)
     }
 }
 
@@ -1402,8 +1475,20 @@ impl S7Flow {
             created_objects: created,
             ..Default::default()
         };
+        if let Some(m) = message.filter(|m| {
+            m.opcode == PlusOpcode::RESPONSE
+                && m.function == Some(PlusFunction::GET_MULTI_VARIABLES)
+        }) {
+            self.plus_read_values(&m, &mut ev);
+        }
         if let Some(m) = message.filter(|m| m.opcode == PlusOpcode::REQUEST) {
             self.plus_target(&m, &mut ev);
+            self.remember_read(ctx, &m, &ev);
+            if m.function == Some(PlusFunction::SET_MULTI_VARIABLES) {
+                if let Some(values) = s7::set_multi_values(m.payload) {
+                    set_values(&mut ev.items, values);
+                }
+            }
             // The session's own life: created (CreateObject in the server session container,
             // 0x11D), set up (its ServerSessionVersion set) and closed (itself deleted).
             let create_session = m.function == Some(PlusFunction::CREATE_OBJECT)
@@ -1475,6 +1560,30 @@ impl S7Flow {
         }
     }
 
+    /// A GetMultiVariables request of PLC variables: its items kept for the values of its
+    /// response.
+    fn remember_read(&mut self, ctx: &mut Ctx<'_>, m: &s7::S7PlusMessage<'_>, ev: &S7PlusEvent) {
+        let (Some(seq), Some(PlusFunction::GET_MULTI_VARIABLES)) = (m.sequence, m.function) else {
+            return;
+        };
+        if ev.items.is_empty() || ev.items.len() > MAX_JOB_ITEMS {
+            return;
+        }
+        let dropped = self.plus_reads.remember((seq, ev.items.clone()));
+        ctx.stats[S7COMMPLUS].outstanding_bound_drops += dropped;
+    }
+
+    /// A GetMultiVariables response: its request's items, with the values it carries.
+    fn plus_read_values(&mut self, m: &s7::S7PlusMessage<'_>, ev: &mut S7PlusEvent) {
+        let Some((_, mut items)) = m.sequence.and_then(|seq| self.plus_reads.take(seq)) else {
+            return;
+        };
+        if let Some(values) = s7::get_multi_values(m.payload) {
+            set_values(&mut items, values);
+        }
+        ev.items = items;
+    }
+
     /// What a request addresses, into its event.
     fn plus_target(&mut self, m: &s7::S7PlusMessage<'_>, ev: &mut S7PlusEvent) {
         let Some(target) = m.function.and_then(|f| s7::request_target(f, m.payload)) else {
@@ -1543,6 +1652,7 @@ impl S7Flow {
                         } else {
                             None
                         },
+                        value: None,
                     });
                 }
             }

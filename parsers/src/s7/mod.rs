@@ -49,9 +49,9 @@ pub use cotp::{
     DEFAULT_REASSEMBLY_LIMIT,
 };
 pub use plusobj::{
-    created_objects, request_target, requested_cpu_state, varint32, varuint32, PlusArea,
-    PlusAttributes, PlusItemAddress, PlusItems, PlusTarget, CPU_EXEC_UNIT, DB_AREA, DB_VALUES,
-    IQMCT_VALUES, OPERATING_STATE_REQ,
+    created_objects, get_multi_values, request_target, requested_cpu_state, set_multi_values,
+    varint32, varuint32, PlusArea, PlusAttributes, PlusItemAddress, PlusItems, PlusTarget,
+    PlusValue, PlusValues, CPU_EXEC_UNIT, DB_AREA, DB_VALUES, IQMCT_VALUES, OPERATING_STATE_REQ,
 };
 pub use s7comm::{
     parse_s7comm, AnyPointer, BlockControl, BlockFile, BlockRef, DataItem, DataItems,

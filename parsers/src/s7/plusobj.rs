@@ -155,12 +155,13 @@ pub const OPERATING_STATE_REQ: u32 = 2167;
 /// SetMultiVariables of object id 0: ... | item addresses | (item number VLQ | value) per
 ///               item; the item whose access area is 52 and sub-area 2167
 /// ```
-///
-/// A value is a flags byte (0: one value), a datatype byte and the value (the plugin's
-/// `s7commp_decode_value`).
 pub fn requested_cpu_state(function: PlusFunction, payload: &[u8]) -> Option<Option<i64>> {
     let id = be_u32(payload, 0..4)?;
     let mut at = 4;
+    let int = |v: PlusValue| match v {
+        PlusValue::Int(v) => Some(v),
+        _ => None,
+    };
     if function == PlusFunction::SET_VARIABLE {
         if id != CPU_EXEC_UNIT || varuint32(payload, &mut at)? == 0 {
             return None;
@@ -168,28 +169,41 @@ pub fn requested_cpu_state(function: PlusFunction, payload: &[u8]) -> Option<Opt
         if varuint32(payload, &mut at)? != OPERATING_STATE_REQ {
             return None;
         }
-        return Some(scalar(payload, &mut at).flatten());
+        return Some(value(payload, &mut at).and_then(int));
     }
     if function != PlusFunction::SET_MULTI_VARIABLES || id != CPU_EXEC_UNIT && id != 0 {
         return None;
     }
+    let mut item = None;
+    let values = set_multi_walk(payload, |k, area, sub_area| {
+        let named = area == CPU_EXEC_UNIT && sub_area == OPERATING_STATE_REQ;
+        if named && item.is_none() {
+            item = Some(k);
+        }
+    });
+    let item = item?;
+    Some(
+        values
+            .and_then(|mut v| v.find(|(n, _)| *n == item))
+            .and_then(|(_, v)| int(v)),
+    )
+}
+
+/// Walks a SetMultiVariables request's addresses, calling `named(k, area, sub_area)` for each
+/// (counted from 1): of object id 0, an item address's access area and sub-area; of an object,
+/// the object id and each attribute. Then its values, when the addresses decoded to their end.
+fn set_multi_walk(payload: &[u8], mut named: impl FnMut(u32, u32, u32)) -> Option<PlusValues<'_>> {
+    let id = be_u32(payload, 0..4)?;
+    let mut at = 4;
     let values = varuint32(payload, &mut at)?;
     let second = varuint32(payload, &mut at)?;
-    // Which item (counted from 1) names the state request.
-    let mut item = None;
-    if id == CPU_EXEC_UNIT {
+    if id != 0 {
         for k in 1..=second {
-            let a = varuint32(payload, &mut at);
-            if a == Some(OPERATING_STATE_REQ) && item.is_none() {
-                item = Some(k);
-            }
-            if a.is_none() {
-                return item.map(|_| None);
-            }
+            named(k, id, varuint32(payload, &mut at)?);
         }
     } else {
         let mut items = PlusItems {
-            bytes: &payload[at..],
+            bytes: payload.get(at..)?,
             at: 0,
             remaining: values,
             base: at,
@@ -197,68 +211,145 @@ pub fn requested_cpu_state(function: PlusFunction, payload: &[u8]) -> Option<Opt
         let mut k = 0;
         for address in &mut items {
             k += 1;
-            let Ok(address) = address else {
-                return item.map(|_| None);
-            };
-            if address.access_area == CPU_EXEC_UNIT
-                && address.sub_area == OPERATING_STATE_REQ
-                && item.is_none()
-            {
-                item = Some(k);
-            }
+            let address = address.ok()?;
+            named(k, address.access_area, address.sub_area);
         }
         at += items.at;
     }
-    let item = item?;
-    for _ in 0..values {
-        let Some(number) = varuint32(payload, &mut at) else {
-            break;
-        };
-        if number == item {
-            return Some(scalar(payload, &mut at).flatten());
-        }
-        if scalar(payload, &mut at).is_none() {
-            break;
-        }
-    }
-    Some(None)
+    Some(PlusValues {
+        bytes: payload,
+        at,
+        remaining: values,
+    })
 }
 
-/// One value at `at`, when it is a single value (flags 0) whose length its datatype gives:
-/// the integer (BOOL, USINT, UINT, UDINT, SINT, INT, DINT, BYTE, WORD, DWORD), or
-/// `Some(None)` for a REAL, an LREAL, a ULINT or an LINT, walked past. `None` for anything else
-/// (an array, a string, a struct...), or when the payload ends first: not walked past.
-fn scalar(payload: &[u8], at: &mut usize) -> Option<Option<i64>> {
-    let (flags, datatype) = (*payload.get(*at)?, *payload.get(*at + 1)?);
-    if flags != 0 {
-        return None;
+/// The values a SetMultiVariables request writes, after its addresses (`None` when they do not
+/// decode): each item's number (from 1, in the order of the addresses) and value.
+pub fn set_multi_values(payload: &[u8]) -> Option<PlusValues<'_>> {
+    set_multi_walk(payload, |_, _, _| ())
+}
+
+/// The values a GetMultiVariables response carries, after its return value: each item's
+/// number (from 1, in the order of the request's addresses) and value. Items that failed are
+/// in a list of errors after these, which is not read.
+pub fn get_multi_values(payload: &[u8]) -> Option<PlusValues<'_>> {
+    let mut at = 0;
+    skip_varuint64(payload, &mut at)?;
+    Some(PlusValues {
+        bytes: payload,
+        at,
+        remaining: u32::MAX,
+    })
+}
+
+/// One value of an S7comm-plus request or response.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PlusValue {
+    /// BOOL, USINT, UINT, UDINT, SINT, INT, DINT, BYTE, WORD or DWORD.
+    Int(i64),
+    /// REAL or LREAL.
+    Real(f64),
+    /// Walked past, not a number here: an array of fixed-size or VLQ elements, a ULINT or an
+    /// LINT, a NULL.
+    Other,
+}
+
+/// The (item number, value) pairs of a value list, in order; the walk ends at item number 0
+/// (the list's end), at the count of values, or at a value it cannot walk past (a string, a
+/// struct, a blob...).
+#[derive(Debug, Clone)]
+pub struct PlusValues<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    remaining: u32,
+}
+
+impl Iterator for PlusValues<'_> {
+    type Item = (u32, PlusValue);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        let walked = varuint32(self.bytes, &mut self.at)
+            .filter(|n| *n != 0)
+            .and_then(|n| Some((n, value(self.bytes, &mut self.at)?)));
+        if walked.is_none() {
+            self.remaining = 0;
+        }
+        walked
     }
+}
+
+/// The size of a datatype's value when it is fixed (the plugin's `S7COMMP_ITEM_DATATYPE_*`),
+/// 0 for the VLQ ones (UDINT, ULINT, DINT, LINT), `None` for the others.
+fn value_size(datatype: u8) -> Option<usize> {
+    Some(match datatype {
+        // NULL
+        0x00 => 0,
+        // BOOL, USINT, SINT, BYTE
+        0x01 | 0x02 | 0x06 | 0x0a => 1,
+        // UINT, INT, WORD
+        0x03 | 0x07 | 0x0b => 2,
+        // DWORD, REAL
+        0x0c | 0x0e => 4,
+        // LWORD, LREAL
+        0x0d | 0x0f => 8,
+        // UDINT, ULINT, DINT, LINT
+        0x04 | 0x05 | 0x08 | 0x09 => 0,
+        _ => return None,
+    })
+}
+
+/// One value at `at`: a flags byte (0: one value; 0x10 or 0x20: an array or address array,
+/// its element count VLQ then the elements; 0x80, seen from S7-1500s, changes neither), a
+/// datatype byte and the value (the plugin's `s7commp_decode_value`). `None`, with `at` left
+/// where it was, for a value that cannot be walked past (a sparse array, a string, a
+/// struct...), or when the payload ends first.
+fn value(payload: &[u8], at: &mut usize) -> Option<PlusValue> {
+    let (flags, datatype) = (*payload.get(*at)?, *payload.get(*at + 1)?);
+    let size = value_size(datatype)?;
     let mut p = *at + 2;
-    let mut fixed = |n: usize| -> Option<u64> {
-        let b = payload.get(p..p + n)?;
-        p += n;
-        Some(b.iter().fold(0, |v, &x| v << 8 | u64::from(x)))
+    let one = |p: &mut usize| -> Option<PlusValue> {
+        if size == 0 && datatype != 0 {
+            return Some(match datatype {
+                0x04 => PlusValue::Int(i64::from(varuint32(payload, p)?)),
+                0x08 => PlusValue::Int(i64::from(varint32(payload, p)?)),
+                _ => skip_varuint64(payload, p).map(|_| PlusValue::Other)?,
+            });
+        }
+        let b = payload.get(*p..*p + size)?;
+        *p += size;
+        let u = b.iter().fold(0u64, |v, &x| v << 8 | u64::from(x));
+        Some(match datatype {
+            0x00 | 0x0d => PlusValue::Other,
+            0x06 => PlusValue::Int(i64::from(u as u8 as i8)),
+            0x07 => PlusValue::Int(i64::from(u as u16 as i16)),
+            0x0e => PlusValue::Real(f64::from(f32::from_bits(u as u32))),
+            0x0f => PlusValue::Real(f64::from_bits(u)),
+            _ => PlusValue::Int(u as i64),
+        })
     };
-    let value = match datatype {
-        // BOOL, USINT, BYTE
-        0x01 | 0x02 | 0x0a => Some(fixed(1)? as i64),
-        // UINT, WORD
-        0x03 | 0x0b => Some(fixed(2)? as i64),
-        // SINT, INT
-        0x06 => Some(i64::from(fixed(1)? as u8 as i8)),
-        0x07 => Some(i64::from(fixed(2)? as u16 as i16)),
-        // DWORD; REAL and LREAL (no integer)
-        0x0c => Some(fixed(4)? as i64),
-        0x0e => fixed(4).map(|_| None)?,
-        0x0f => fixed(8).map(|_| None)?,
-        // UDINT, DINT; ULINT and LINT (no state)
-        0x04 => Some(i64::from(varuint32(payload, &mut p)?)),
-        0x08 => Some(i64::from(varint32(payload, &mut p)?)),
-        0x05 | 0x09 => skip_varuint64(payload, &mut p).map(|_| None)?,
+    // 0x80: "unknown, seen in S7-1500" (the plugin), which it reads past.
+    let v = match flags & !0x80 {
+        0x00 => one(&mut p)?,
+        // An array, an address array: the element count, then the elements.
+        0x10 | 0x20 => {
+            let count = varuint32(payload, &mut p)?;
+            // Each element takes at least one byte (a NULL none: nothing to walk).
+            if datatype == 0 || count as usize > payload.len() - p.min(payload.len()) {
+                return None;
+            }
+            for _ in 0..count {
+                one(&mut p)?;
+            }
+            PlusValue::Other
+        }
         _ => return None,
     };
     *at = p;
-    Some(value)
+    Some(v)
 }
 
 /// What a request of one of the functions [`request_target`] reads addresses.
@@ -614,6 +705,55 @@ mod tests {
             requested_cpu_state(PlusFunction::GET_MULTI_VARIABLES, &get),
             None
         );
+    }
+
+    /// Value lists: s7-1200-hmi.pcap frame 22 (a GetMultiVariables response: three DINTs, 1,
+    /// 50 and 50, then the list's end), frame 27's start (a BYTE 3, then a USINT array, here
+    /// of three elements); values of each kind; a SetMultiVariables' values after its
+    /// addresses.
+    #[test]
+    fn value_lists() {
+        let frame22 = hex("00 01 00 08 01 02 00 08 32 03 00 08 32 00 00 00 00 00 00");
+        let got: Vec<_> = get_multi_values(&frame22).unwrap().collect();
+        use PlusValue::*;
+        assert_eq!(got, [(1, Int(1)), (2, Int(50)), (3, Int(50))]);
+        let frame27 = hex("00 01 00 0a 03 02 10 02 03 fe 01 4d 00 00");
+        let got: Vec<_> = get_multi_values(&frame27).unwrap().collect();
+        assert_eq!(got, [(1, Int(3)), (2, Other)]);
+        for (bytes, v) in [
+            ("01 00 01 01", Some(Int(1))),
+            ("01 00 03 ff ff", Some(Int(65535))),
+            ("01 00 06 ff", Some(Int(-1))),
+            ("01 00 07 80 00", Some(Int(-32768))),
+            ("01 00 04 8f ff ff ff 7f", Some(Int(0xffff_ffff))),
+            ("01 00 08 ff 3f", Some(Int(-65))),
+            ("01 00 0c 80 00 00 00", Some(Int(0x8000_0000))),
+            ("01 00 0e 3f c0 00 00", Some(Real(1.5))),
+            ("01 00 0f bf f8 00 00 00 00 00 00", Some(Real(-1.5))),
+            ("01 00 05 81 00", Some(Other)),
+            ("01 00 0d 00 00 00 00 00 00 00 01", Some(Other)),
+            ("01 10 08 02 7f 01", Some(Other)),
+            ("01 20 04 01 05", Some(Other)),
+            // S7-1511_db2_var1_HMI.pcap frame 21: flags 0x80, a BYTE 26.
+            ("01 80 0a 1a", Some(Int(26))),
+            ("01 00 00", Some(Other)),
+            // A WSTRING, a sparse array, an array longer than its bytes, cut short.
+            ("01 00 15 01 41", None),
+            ("01 40 08 01 01 00", None),
+            ("01 10 02 05 01 02", None),
+            ("01 00 0e 3f c0", None),
+        ] {
+            let b = hex(&format!("00 {bytes}"));
+            let got: Vec<_> = get_multi_values(&b).unwrap().collect();
+            assert_eq!(got.first().map(|g| g.1), v, "{bytes}");
+        }
+        let db3 = hex(
+            "00 00 00 00 02 09 00 88 d0 b8 80 03 02 93 76 0a 00 88 d0 b8 80 03 02 93 76 0b \
+             01 00 07 00 2a 02 00 0e 42 28 00 00 00 00",
+        );
+        let got: Vec<_> = set_multi_values(&db3).unwrap().collect();
+        assert_eq!(got, [(1, Int(42)), (2, Real(42.0))]);
+        assert!(set_multi_values(&db3[..20]).is_none());
     }
 
     /// s7-1200-hmi.pcap frame 61: an HMI writes a string variable of DB3 (SetMultiVariables,
