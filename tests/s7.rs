@@ -858,6 +858,11 @@ fn s7commplus_variable_writes_are_checked() {
         [("address_out_of_range", serde_json::json!("DB3"), Some(13))],
         "{alerts:#?}"
     );
+    assert!(
+        alerts[0].message.contains("write of DB3 variable #"),
+        "{}",
+        alerts[0].message
+    );
 }
 
 /// On a connection picked up after its start, the session is one the PLC accepted: a request
@@ -1293,5 +1298,11 @@ fn s7commplus_values_are_checked_against_envelopes() {
             ),
         ],
         "{alerts:#?}"
+    );
+    // The address is the hash of the variable's LIDs, and the text says so.
+    let texts: Vec<_> = alerts.iter().map(|a| a.message.as_str()).collect();
+    assert!(
+        texts.iter().all(|t| t.contains(" DB3 variable #")),
+        "{texts:?}"
     );
 }

@@ -56,6 +56,25 @@ impl Proto {
         }
     }
 
+    /// An address of this protocol as an alert's text says it: the number, but for an
+    /// S7comm-plus variable, whose address is the FNV-1a hash of its LIDs (the request's event
+    /// names them), `variable #` and the hash in hex.
+    pub fn address_text(self, address: u32) -> String {
+        match self {
+            Proto::S7commplus => format!("variable #{address:08x}"),
+            _ => address.to_string(),
+        }
+    }
+
+    /// The addresses `start..=end` as an alert's text says them ([`Proto::address_text`]; an
+    /// S7comm-plus access names one variable).
+    pub fn range_text(self, start: u32, end: u32) -> String {
+        match self {
+            Proto::S7commplus if start == end => self.address_text(start),
+            _ => format!("{start}..={end}"),
+        }
+    }
+
     /// A readable name for an address space of this protocol (see [`Access::space`]).
     pub fn space_name(self, space: u32) -> String {
         if space == u32::MAX {

@@ -273,10 +273,8 @@ impl Detector {
                 ),
                 out,
             ) {
-                a.message = format!(
-                    "{ch}: {rw} of {space} {}..={hi} outside the learned ranges",
-                    acc.start
-                );
+                let at = ch.proto.range_text(acc.start, hi);
+                a.message = format!("{ch}: {rw} of {space} {at} outside the learned ranges");
                 *a.learned = json!({"space": space});
                 capped_list(
                     &mut a.learned,

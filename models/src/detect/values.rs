@@ -341,8 +341,9 @@ pub(super) fn check_values_now(
                 out,
             ) {
                 a.message = format!(
-                    "{} {space} {addr} {} {v}, learned {}..={} (step at most {})",
+                    "{} {space} {} {} {v}, learned {}..={} (step at most {})",
                     ch.server,
+                    ch.proto.address_text(addr),
                     if acc.write { "written as" } else { "reads" },
                     p.min,
                     p.max,
