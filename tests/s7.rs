@@ -641,26 +641,37 @@ fn plus_conversation_split(
     requests: &[PlusExchange],
     split: Option<(u64, u8, &[usize])>,
 ) -> (common::Scratch, PathBuf) {
-    let mut seqs = (1u32, 1u32);
-    let mut packets = Vec::new();
-    let t0 = common::packet_time(0);
+    let mut pdus = Vec::new();
     for (k, (at, function, session, request, reply)) in requests.iter().enumerate() {
-        let mut ts = t0 + std::time::Duration::from_secs(*at);
+        let mut ms = at * 1000;
         let seq = k as u16 + 1;
         let pdu = plus_request(*function, seq, *session, request);
         match split {
             Some((when, version, cuts)) if when == *at => {
                 for piece in plus_pieces(version, &pdu[4..pdu.len() - 4], cuts) {
-                    packets.push((ts, iso_segment(true, &piece, &mut seqs)));
-                    ts += std::time::Duration::from_millis(1);
+                    pdus.push((ms, true, piece));
+                    ms += 1;
                 }
             }
-            _ => packets.push((ts, iso_segment(true, &pdu, &mut seqs))),
+            _ => pdus.push((ms, true, pdu)),
         }
-        let later = ts + std::time::Duration::from_millis(20);
-        let answer = plus_response(*function, seq, reply);
-        packets.push((later, iso_segment(false, &answer, &mut seqs)));
+        pdus.push((ms + 20, false, plus_response(*function, seq, reply)));
     }
+    plus_capture(name, &pdus)
+}
+
+/// A capture of S7comm-plus PDUs on one connection: (milliseconds, from the client, the TPKT
+/// payload), in order.
+fn plus_capture(name: &str, pdus: &[(u64, bool, Vec<u8>)]) -> (common::Scratch, PathBuf) {
+    let mut seqs = (1u32, 1u32);
+    let t0 = common::packet_time(0);
+    let packets: Vec<_> = pdus
+        .iter()
+        .map(|(ms, client, pdu)| {
+            let ts = t0 + std::time::Duration::from_millis(*ms);
+            (ts, iso_segment(*client, pdu, &mut seqs))
+        })
+        .collect();
     let dir = common::scratch(name);
     let path = dir.join("plus.pcap");
     common::write_pcap_at(&path, &packets);
@@ -1139,8 +1150,9 @@ fn states_asked(path: &Path) -> Vec<Option<i64>> {
 /// S7comm-plus's PLC stop and start (the CPU's operating state asked for: 1 stop, 3 run, 4 run
 /// redundant) are `plc_stop` and `plc_start`, in learning as after it, and say nothing else
 /// (the HMI that sends them never wrote: the write is the command). A reset of the retentive
-/// data (2) and a value that is no integer (a REAL) are stops. The events carry the state
-/// asked for.
+/// data (2) and a value that is no integer (a REAL) are stops, and so is a stop as a
+/// SetVariable's second item (the review of 2026-12-06). The events carry the state asked
+/// for.
 #[test]
 fn s7commplus_plc_stop_and_start() {
     let session = 0x388;
@@ -1149,6 +1161,10 @@ fn s7commplus_plc_stop_and_start() {
     let reset = cpu_state(&[0x08, 0x02]);
     let real = cpu_state(&[0x0e, 0x3f, 0x80, 0, 0]);
     let redundant = cpu_state(&[0x08, 0x04]);
+    // Two items: attribute 1053 (an INT 0), then the state request (stop).
+    let second = vec![
+        0, 0, 0, 0x34, 2, 0x88, 0x1d, 0, 7, 0, 0, 0x90, 0x77, 0, 8, 1,
+    ];
     let requests = hmi_session(vec![
         (41, SET_VARIABLE, session, stop.clone(), vec![]),
         (43, SET_VARIABLE, session, run.clone(), vec![]),
@@ -1157,12 +1173,22 @@ fn s7commplus_plc_stop_and_start() {
         (74, SET_VARIABLE, session, reset, vec![]),
         (76, SET_VARIABLE, session, real, vec![]),
         (78, SET_VARIABLE, session, redundant, vec![]),
+        (80, SET_VARIABLE, session, second, vec![]),
     ]);
     let (_dir, path) = plus_conversation("s7plus-cpu-state", &requests);
     let asked = states_asked(&path);
     assert_eq!(
         asked,
-        [Some(1), Some(3), Some(1), Some(3), Some(2), None, Some(4)]
+        [
+            Some(1),
+            Some(3),
+            Some(1),
+            Some(3),
+            Some(2),
+            None,
+            Some(4),
+            Some(1)
+        ]
     );
     let frame = |at: u64| 2 * requests.iter().position(|r| r.0 == at).unwrap() as u64 + 1;
     use common::{all_frames, detect_files, Learn};
@@ -1187,7 +1213,7 @@ fn s7commplus_plc_stop_and_start() {
         .filter(|a| a.state == otwatch_models::AlertState::End)
         .map(|a| (a.r#type, a.count))
         .collect();
-    assert_eq!(ends, [("plc_stop", 4), ("plc_start", 3)], "{alerts:#?}");
+    assert_eq!(ends, [("plc_stop", 5), ("plc_start", 3)], "{alerts:#?}");
 }
 
 /// The state request set by SetMultiVariables is the same command: of object id 0 beside a
@@ -1305,4 +1331,121 @@ fn s7commplus_values_are_checked_against_envelopes() {
         texts.iter().all(|t| t.contains(" DB3 variable #")),
         "{texts:?}"
     );
+}
+
+/// A GetMultiVariables response's values go to its own request's items (the review of
+/// 2026-12-06): a "response" the client sends is not the PLC's (its 101 is no reading, and the
+/// PLC's 5000 that follows is checked); two requests of one sequence number outstanding at
+/// once forget both (the answers' values, a REAL read as the INT's, are nobody's); a REAL NaN
+/// written is no value.
+#[test]
+fn s7commplus_values_match_their_requests() {
+    let session = 0x388;
+    let read = |seq: u16| plus_request(GET_MULTI, seq, session, &db3_int(false, 0x0a, 0));
+    let mut pdus = Vec::new();
+    for (k, at) in (5..=65).step_by(5).enumerate() {
+        let seq = k as u16 + 1;
+        pdus.push((at * 1000, true, read(seq)));
+        let reply = plus_response(GET_MULTI, seq, &int_reply(100 + (at % 7) as i16));
+        pdus.push((at * 1000 + 20, false, reply));
+    }
+    // The client answers its own request, then the PLC does.
+    pdus.push((70_000, true, read(100)));
+    pdus.push((70_010, true, plus_response(GET_MULTI, 100, &int_reply(101))));
+    pdus.push((
+        70_020,
+        false,
+        plus_response(GET_MULTI, 100, &int_reply(5000)),
+    ));
+    // Sequence 200 asked twice before its answers: the DB3 INT, then a REAL of DB3 (LID 0x0b).
+    pdus.push((75_000, true, read(200)));
+    pdus.push((
+        75_001,
+        true,
+        plus_request(GET_MULTI, 200, session, &db3_int(false, 0x0b, 0)),
+    ));
+    pdus.push((
+        75_020,
+        false,
+        plus_response(GET_MULTI, 200, &int_reply(-30000)),
+    ));
+    let real = [0x00, 0x01, 0x00, 0x0e, 0x41, 0xa8, 0x00, 0x00, 0x00, 0x00];
+    pdus.push((75_021, false, plus_response(GET_MULTI, 200, &real)));
+    // A REAL NaN written.
+    let mut nan = db3_variable(false, 0x0a);
+    nan.extend_from_slice(&[0x01, 0x00, 0x0e, 0x7f, 0xc0, 0x00, 0x00]);
+    pdus.push((80_000, true, plus_request(SET_MULTI, 300, session, &nan)));
+    pdus.push((80_020, false, plus_response(SET_MULTI, 300, &[])));
+    let (_dir, path) = plus_capture("s7plus-matching", &pdus);
+    let (events, _) = replay_file(&path);
+    let late: Vec<_> = events
+        .iter()
+        .filter_map(|e| Some((e.frame, e.s7commplus()?)))
+        .filter(|(_, p)| p.sequence >= Some(100))
+        .map(|(_, p)| {
+            (
+                p.opcode,
+                p.items.iter().map(|i| i.value).collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        late,
+        [
+            (Some(0x31), vec![None]),
+            (Some(0x32), vec![]),
+            (Some(0x32), vec![Some(5000.0)]),
+            (Some(0x31), vec![None]),
+            (Some(0x31), vec![None]),
+            (Some(0x32), vec![]),
+            (Some(0x32), vec![]),
+            (Some(0x31), vec![None]),
+            (Some(0x32), vec![]),
+        ]
+    );
+    let alerts = first_lines_learning_60s(&path);
+    let out: Vec<_> = type_space_frame(&alerts)
+        .into_iter()
+        .filter(|a| a.0 == "value_out_of_range")
+        .collect();
+    assert_eq!(
+        out,
+        [("value_out_of_range", serde_json::json!("DB3"), Some(29))],
+        "{alerts:#?}"
+    );
+}
+
+/// What S7comm-plus reads awaiting their answers hold is bounded by their LIDs too (the
+/// review of 2026-12-06: a LID path is as long as the message, and 64 requests of one item
+/// each held 70 MB): a request of one item with 1100 LIDs is not held (counted), its response
+/// carries no items; two of 600 LIDs each, the first is forgotten (counted) and the second's
+/// response gets its value.
+#[test]
+fn s7commplus_reads_held_are_bounded_by_their_lids() {
+    let session = 0x388;
+    let deep = |lids: usize, seq: u16| {
+        let mut p = vec![0, 0, 0, 0, 1, 5, 0x00, 0x88, 0xd0, 0xb8, 0x80, 0x03];
+        let count = lids as u16 + 1;
+        p.extend_from_slice(&[0x80 | (count >> 7) as u8, (count & 0x7f) as u8, 0x93, 0x76]);
+        p.extend(std::iter::repeat_n(0x01, lids));
+        plus_request(GET_MULTI, seq, session, &p)
+    };
+    let pdus = vec![
+        (1_000, true, deep(1100, 1)),
+        (1_020, false, plus_response(GET_MULTI, 1, &int_reply(7))),
+        (2_000, true, deep(600, 2)),
+        (2_001, true, deep(600, 3)),
+        (2_020, false, plus_response(GET_MULTI, 3, &int_reply(8))),
+    ];
+    let (_dir, path) = plus_capture("s7plus-deep", &pdus);
+    let (events, report) = replay_file(&path);
+    let st = &report.stats[otwatch::dissect::registry::S7COMMPLUS];
+    assert_eq!(st.outstanding_bound_drops, 2);
+    let answers: Vec<_> = events
+        .iter()
+        .filter_map(|e| e.s7commplus())
+        .filter(|p| p.opcode == Some(0x32))
+        .map(|p| p.items.iter().map(|i| i.value).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(answers, [vec![], vec![Some(8.0)]]);
 }

@@ -469,8 +469,8 @@ pub struct S7Flow {
 }
 
 /// Requests awaiting their answer, each with its items: at most [`MAX_OUTSTANDING`] requests
-/// and [`MAX_JOB_ITEMS`] items per flow, the oldest forgotten past either (counted as
-/// `outstanding_bound_drops`).
+/// and [`MAX_JOB_ITEMS`] items per flow (an S7comm-plus item's LIDs count as items), the oldest
+/// forgotten past either (counted as `outstanding_bound_drops`).
 #[derive(Debug)]
 struct Outstanding<T> {
     queue: VecDeque<T>,
@@ -507,9 +507,15 @@ impl Held for (u16, Vec<S7PlusItem>) {
     fn key(&self) -> u16 {
         self.0
     }
+    /// An item and each of its LIDs count (a LID path is as long as the message allows).
     fn items(&self) -> usize {
-        self.1.len()
+        plus_weight(&self.1)
     }
+}
+
+/// What S7comm-plus items weigh in [`Outstanding`]: one each, and one per LID.
+fn plus_weight(items: &[S7PlusItem]) -> usize {
+    items.iter().map(|i| 1 + i.lids.len()).sum()
 }
 
 impl<T: Held> Outstanding<T> {
@@ -541,7 +547,8 @@ impl<T: Held> Outstanding<T> {
     }
 }
 
-/// Each item's value from a value list (item numbers count from 1), when it is one number.
+/// Each item's value from a value list (item numbers count from 1), when it is one finite
+/// number (a NaN or an infinity is no value, as the other dissectors hand on none).
 fn set_values(items: &mut [S7PlusItem], values: s7::PlusValues<'_>) {
     for (n, v) in values {
         let Some(item) = (n as usize).checked_sub(1).and_then(|k| items.get_mut(k)) else {
@@ -549,8 +556,8 @@ fn set_values(items: &mut [S7PlusItem], values: s7::PlusValues<'_>) {
         };
         item.value = match v {
             s7::PlusValue::Int(v) => Some(v as f64),
-            s7::PlusValue::Real(v) => Some(v),
-            s7::PlusValue::Other => None,
+            s7::PlusValue::Real(v) if v.is_finite() => Some(v),
+            s7::PlusValue::Real(_) | s7::PlusValue::Other => None,
         };
     }
 }
@@ -1476,14 +1483,17 @@ impl S7Flow {
             ..Default::default()
         };
         if let Some(m) = message.filter(|m| {
-            m.opcode == PlusOpcode::RESPONSE
+            dir == Dir::ToClient
+                && m.opcode == PlusOpcode::RESPONSE
                 && m.function == Some(PlusFunction::GET_MULTI_VARIABLES)
         }) {
             self.plus_read_values(&m, &mut ev);
         }
         if let Some(m) = message.filter(|m| m.opcode == PlusOpcode::REQUEST) {
             self.plus_target(&m, &mut ev);
-            self.remember_read(ctx, &m, &ev);
+            if dir == Dir::ToServer {
+                self.remember_read(ctx, &m, &ev);
+            }
             if m.function == Some(PlusFunction::SET_MULTI_VARIABLES) {
                 if let Some(values) = s7::set_multi_values(m.payload) {
                     set_values(&mut ev.items, values);
@@ -1560,13 +1570,21 @@ impl S7Flow {
         }
     }
 
-    /// A GetMultiVariables request of PLC variables: its items kept for the values of its
-    /// response.
+    /// A GetMultiVariables request of PLC variables (from the client): its items kept for the
+    /// values of its response (from the PLC). A sequence number asked again before its answer
+    /// came forgets both requests: which one an answer is for is not known.
     fn remember_read(&mut self, ctx: &mut Ctx<'_>, m: &s7::S7PlusMessage<'_>, ev: &S7PlusEvent) {
         let (Some(seq), Some(PlusFunction::GET_MULTI_VARIABLES)) = (m.sequence, m.function) else {
             return;
         };
-        if ev.items.is_empty() || ev.items.len() > MAX_JOB_ITEMS {
+        if self.plus_reads.take(seq).is_some() {
+            return;
+        }
+        if ev.items.is_empty() {
+            return;
+        }
+        if plus_weight(&ev.items) > MAX_JOB_ITEMS {
+            ctx.stats[S7COMMPLUS].outstanding_bound_drops += 1;
             return;
         }
         let dropped = self.plus_reads.remember((seq, ev.items.clone()));

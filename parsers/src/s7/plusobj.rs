@@ -1,6 +1,6 @@
 //! What an S7comm-plus request addresses, read from the start of its data (the object and
 //! attribute tree [`super::S7PlusMessage::payload`] holds), and the object ids a CreateObject
-//! reply hands out. Values are not decoded.
+//! reply hands out; and the values requests write and responses read.
 //!
 //! Layout after the s7commwireshark plugin's `packet-s7comm_plus.c` (VLQ: its `varuint32`):
 //!
@@ -13,16 +13,20 @@
 //! SetVariable:     object id u32 | item count VLQ | (attribute id VLQ | value) per item
 //! DeleteObject:    object id u32
 //! CreateObject reply: return value VLQ (64 bits) | object id count u8 | object ids VLQ
+//! GetMultiVariables reply: return value VLQ (64 bits) | (item number VLQ | value) per item,
+//!                  ended by item number 0 | the failed items' errors
 //! ```
 //!
 //! The access area of a PLC variable is a data block, `0x8A0E << 16 | number`, or one of the
 //! I, Q, M, C and T areas (0x50 to 0x54); other values are the ids of objects (the session, the
 //! PLC's own objects), whose attributes the sub-area and LIDs then name.
 //!
-//! One value is decoded: the one a SetVariable of the CPU's operating state request
-//! ([`CPU_EXEC_UNIT`], [`OPERATING_STATE_REQ`]) writes ([`set_variable_value`]). A value is a
-//! flags byte (0 for one value, array bits otherwise), a datatype byte and the value, whose
-//! layout the datatype gives (the plugin's `s7commp_decode_value`).
+//! A value is a flags byte, a datatype byte and the value, whose layout the datatype gives (the
+//! plugin's `s7commp_decode_value`): one number is decoded ([`PlusValue`]), everything else the
+//! plugin knows is walked past ([`value`]). The values: what SetMultiVariables writes
+//! ([`set_multi_values`]), what a GetMultiVariables response reads ([`get_multi_values`]), and
+//! the state a request that sets the CPU's operating state request ([`CPU_EXEC_UNIT`],
+//! [`OPERATING_STATE_REQ`]) asks for ([`requested_cpu_state`]).
 
 use super::{be_u32, PlusFunction, S7Error, S7ErrorKind};
 
@@ -158,35 +162,66 @@ pub const OPERATING_STATE_REQ: u32 = 2167;
 pub fn requested_cpu_state(function: PlusFunction, payload: &[u8]) -> Option<Option<i64>> {
     let id = be_u32(payload, 0..4)?;
     let mut at = 4;
-    let int = |v: PlusValue| match v {
-        PlusValue::Int(v) => Some(v),
-        _ => None,
+    // Several state requests in one: a stop if any is not a run.
+    let mut state: Option<Option<i64>> = None;
+    let mut asked = |v: Option<PlusValue>| {
+        let v = match v {
+            Some(PlusValue::Int(v)) => Some(v),
+            _ => None,
+        };
+        let run = |s: Option<i64>| matches!(s, Some(3 | 4));
+        if state.is_none_or(run) && !(state.is_some() && run(v)) {
+            state = Some(v);
+        }
     };
     if function == PlusFunction::SET_VARIABLE {
-        if id != CPU_EXEC_UNIT || varuint32(payload, &mut at)? == 0 {
+        if id != CPU_EXEC_UNIT {
             return None;
         }
-        if varuint32(payload, &mut at)? != OPERATING_STATE_REQ {
-            return None;
+        // (attribute id VLQ | value) per item; a value that cannot be walked past hides the
+        // rest, which may name the state request: a stop, on this object.
+        let count = varuint32(payload, &mut at)?;
+        for k in 1..=count {
+            let Some(attribute) = varuint32(payload, &mut at) else {
+                asked(None);
+                break;
+            };
+            let v = value(payload, &mut at);
+            if attribute == OPERATING_STATE_REQ {
+                asked(v);
+            }
+            if v.is_none() {
+                if k < count {
+                    asked(None);
+                }
+                break;
+            }
         }
-        return Some(value(payload, &mut at).and_then(int));
+        return state;
     }
     if function != PlusFunction::SET_MULTI_VARIABLES || id != CPU_EXEC_UNIT && id != 0 {
         return None;
     }
-    let mut item = None;
+    let mut items = Vec::new();
     let values = set_multi_walk(payload, |k, area, sub_area| {
-        let named = area == CPU_EXEC_UNIT && sub_area == OPERATING_STATE_REQ;
-        if named && item.is_none() {
-            item = Some(k);
+        if area == CPU_EXEC_UNIT && sub_area == OPERATING_STATE_REQ && items.len() < 16 {
+            items.push(k);
         }
     });
-    let item = item?;
-    Some(
-        values
-            .and_then(|mut v| v.find(|(n, _)| *n == item))
-            .and_then(|(_, v)| int(v)),
-    )
+    if items.is_empty() {
+        return None;
+    }
+    let mut found = 0;
+    for (n, v) in values.into_iter().flatten() {
+        if items.contains(&n) {
+            found += 1;
+            asked(Some(v));
+        }
+    }
+    if found < items.len() {
+        asked(None);
+    }
+    state
 }
 
 /// Walks a SetMultiVariables request's addresses, calling `named(k, area, sub_area)` for each
@@ -282,74 +317,109 @@ impl Iterator for PlusValues<'_> {
     }
 }
 
-/// The size of a datatype's value when it is fixed (the plugin's `S7COMMP_ITEM_DATATYPE_*`),
-/// 0 for the VLQ ones (UDINT, ULINT, DINT, LINT), `None` for the others.
-fn value_size(datatype: u8) -> Option<usize> {
+/// How deep structs may nest in a value before the walk gives up (the plugin recurses without
+/// a bound; a crafted value must not exhaust the stack).
+const MAX_STRUCT_DEPTH: u32 = 8;
+
+/// One value at `at` (the plugin's `s7commp_decode_value`): a flags byte, a datatype byte and
+/// the value. Flags: 0x10 an array and 0x20 an address array (an element count VLQ, then the
+/// elements), 0x40 a sparse array (key VLQ and element pairs, ended by key 0); the plugin reads
+/// other bits past (0x80 is seen from S7-1500s), and so does this. Every datatype the plugin
+/// knows is walked past: fixed sizes, VLQs, a WSTRING's and a BLOB's length and bytes, a
+/// struct's 4 bytes and then its members (an id and value list ended by id 0). `None`, with
+/// `at` left where it was, for a datatype the plugin does not know, or when the payload ends
+/// first.
+fn value(payload: &[u8], at: &mut usize) -> Option<PlusValue> {
+    value_at(payload, at, 0)
+}
+
+fn value_at(payload: &[u8], at: &mut usize, depth: u32) -> Option<PlusValue> {
+    let (flags, datatype) = (*payload.get(*at)?, *payload.get(*at + 1)?);
+    let (array, sparse) = (flags & 0x30 != 0, flags & 0x40 != 0);
+    let mut p = *at + 2;
+    let count = if array {
+        varuint32(payload, &mut p)?
+    } else {
+        1
+    };
+    // Each element of an array but a NULL takes a byte at least: a count beyond the bytes is
+    // no value (a sparse array's keys take a byte each).
+    if array && (datatype == 0 || count as usize > payload.len().saturating_sub(p)) {
+        return None;
+    }
+    let mut v = PlusValue::Other;
+    let mut k = 0;
+    while sparse || k < count {
+        k += 1;
+        if sparse && varuint32(payload, &mut p)? == 0 {
+            break;
+        }
+        v = element(payload, &mut p, datatype)?;
+    }
+    if datatype == 0x17 {
+        // A struct: its members follow, an id and value list.
+        if depth >= MAX_STRUCT_DEPTH {
+            return None;
+        }
+        loop {
+            if varuint32(payload, &mut p)? == 0 {
+                break;
+            }
+            value_at(payload, &mut p, depth + 1)?;
+        }
+    }
+    *at = p;
+    Some(if array || sparse { PlusValue::Other } else { v })
+}
+
+/// One element of a value's datatype at `p`, as [`value`] reads it.
+fn element(payload: &[u8], p: &mut usize, datatype: u8) -> Option<PlusValue> {
+    let mut fixed = |n: usize| -> Option<u64> {
+        let b = payload.get(*p..*p + n)?;
+        *p += n;
+        Some(b.iter().fold(0u64, |v, &x| v << 8 | u64::from(x)))
+    };
     Some(match datatype {
-        // NULL
-        0x00 => 0,
-        // BOOL, USINT, SINT, BYTE
-        0x01 | 0x02 | 0x06 | 0x0a => 1,
-        // UINT, INT, WORD
-        0x03 | 0x07 | 0x0b => 2,
-        // DWORD, REAL
-        0x0c | 0x0e => 4,
-        // LWORD, LREAL
-        0x0d | 0x0f => 8,
-        // UDINT, ULINT, DINT, LINT
-        0x04 | 0x05 | 0x08 | 0x09 => 0,
+        // NULL: nothing follows.
+        0x00 => PlusValue::Other,
+        // BOOL, USINT, BYTE; SINT
+        0x01 | 0x02 | 0x0a => PlusValue::Int(fixed(1)? as i64),
+        0x06 => PlusValue::Int(i64::from(fixed(1)? as u8 as i8)),
+        // UINT, WORD; INT
+        0x03 | 0x0b => PlusValue::Int(fixed(2)? as i64),
+        0x07 => PlusValue::Int(i64::from(fixed(2)? as u16 as i16)),
+        // DWORD; REAL; RID and a struct's 4 bytes (no number)
+        0x0c => PlusValue::Int(fixed(4)? as i64),
+        0x0e => PlusValue::Real(f64::from(f32::from_bits(fixed(4)? as u32))),
+        0x12 | 0x17 => fixed(4).map(|_| PlusValue::Other)?,
+        // LREAL; LWORD and TIMESTAMP (no number)
+        0x0f => PlusValue::Real(f64::from_bits(fixed(8)?)),
+        0x0d | 0x10 => fixed(8).map(|_| PlusValue::Other)?,
+        // UDINT; DINT; AID and VARIANT (no number)
+        0x04 => PlusValue::Int(i64::from(varuint32(payload, p)?)),
+        0x08 => PlusValue::Int(i64::from(varint32(payload, p)?)),
+        0x13 | 0x16 => varuint32(payload, p).map(|_| PlusValue::Other)?,
+        // ULINT, LINT, TIMESPAN: 64-bit VLQs (no number here)
+        0x05 | 0x09 | 0x11 => skip_varuint64(payload, p).map(|_| PlusValue::Other)?,
+        // WSTRING: a length and the bytes; BLOB: a reserved byte, a length and the bytes.
+        0x15 | 0x14 => {
+            if datatype == 0x14 {
+                fixed(1)?;
+            }
+            let n = varuint32(payload, p)? as usize;
+            fixed_skip(payload, p, n)?;
+            PlusValue::Other
+        }
         _ => return None,
     })
 }
 
-/// One value at `at`: a flags byte (0: one value; 0x10 or 0x20: an array or address array,
-/// its element count VLQ then the elements; 0x80, seen from S7-1500s, changes neither), a
-/// datatype byte and the value (the plugin's `s7commp_decode_value`). `None`, with `at` left
-/// where it was, for a value that cannot be walked past (a sparse array, a string, a
-/// struct...), or when the payload ends first.
-fn value(payload: &[u8], at: &mut usize) -> Option<PlusValue> {
-    let (flags, datatype) = (*payload.get(*at)?, *payload.get(*at + 1)?);
-    let size = value_size(datatype)?;
-    let mut p = *at + 2;
-    let one = |p: &mut usize| -> Option<PlusValue> {
-        if size == 0 && datatype != 0 {
-            return Some(match datatype {
-                0x04 => PlusValue::Int(i64::from(varuint32(payload, p)?)),
-                0x08 => PlusValue::Int(i64::from(varint32(payload, p)?)),
-                _ => skip_varuint64(payload, p).map(|_| PlusValue::Other)?,
-            });
-        }
-        let b = payload.get(*p..*p + size)?;
-        *p += size;
-        let u = b.iter().fold(0u64, |v, &x| v << 8 | u64::from(x));
-        Some(match datatype {
-            0x00 | 0x0d => PlusValue::Other,
-            0x06 => PlusValue::Int(i64::from(u as u8 as i8)),
-            0x07 => PlusValue::Int(i64::from(u as u16 as i16)),
-            0x0e => PlusValue::Real(f64::from(f32::from_bits(u as u32))),
-            0x0f => PlusValue::Real(f64::from_bits(u)),
-            _ => PlusValue::Int(u as i64),
-        })
-    };
-    // 0x80: "unknown, seen in S7-1500" (the plugin), which it reads past.
-    let v = match flags & !0x80 {
-        0x00 => one(&mut p)?,
-        // An array, an address array: the element count, then the elements.
-        0x10 | 0x20 => {
-            let count = varuint32(payload, &mut p)?;
-            // Each element takes at least one byte (a NULL none: nothing to walk).
-            if datatype == 0 || count as usize > payload.len() - p.min(payload.len()) {
-                return None;
-            }
-            for _ in 0..count {
-                one(&mut p)?;
-            }
-            PlusValue::Other
-        }
-        _ => return None,
-    };
-    *at = p;
-    Some(v)
+/// Walks `n` bytes at `p`, when there are.
+fn fixed_skip(payload: &[u8], p: &mut usize, n: usize) -> Option<()> {
+    let end = p.checked_add(n)?;
+    payload.get(*p..end)?;
+    *p = end;
+    Some(())
 }
 
 /// What a request of one of the functions [`request_target`] reads addresses.
@@ -651,8 +721,26 @@ mod tests {
             ("00 00 00 34 01 90 77 00 0e 3f 80 00 00", Some(None)),
             ("00 00 00 34 01 90 77 00 07 ff", Some(None)),
             ("00 00 00 34 01 90 77 00", Some(None)),
-            // Not the state request: no item, another attribute, another object, too short.
+            // The state request behind another attribute's value (the plugin reads every
+            // pair); a start and a stop in one (a stop); behind a value that cannot be walked
+            // past (a stop: it may be there).
+            (
+                "00 00 00 34 02 88 1d 00 07 00 00 90 77 00 08 01",
+                Some(Some(1)),
+            ),
+            (
+                "00 00 00 34 02 90 77 00 08 03 90 77 00 08 01",
+                Some(Some(1)),
+            ),
+            (
+                "00 00 00 34 02 90 77 00 08 01 90 77 00 08 03",
+                Some(Some(1)),
+            ),
+            ("00 00 00 34 02 88 1d 00 18 01 90 77 00 08 03", Some(None)),
+            // Not the state request: no item, another attribute, another object, too short;
+            // one item of another attribute whose value is not walked past.
             ("00 00 00 34 00", None),
+            ("00 00 00 34 01 88 1d 00 18 01", None),
             ("00 00 00 34 01 90 78 00 08 01", None),
             ("00 00 00 35 01 90 77 00 08 01", None),
             ("00 00 00", None),
@@ -673,9 +761,14 @@ mod tests {
                 "00 00 00 34 02 02 88 1d 90 77 01 00 07 00 06 02 00 08 01",
                 Some(Some(1)),
             ),
-            // Behind a WSTRING, which is not walked past.
+            // Behind a WSTRING, walked past; behind a datatype the plugin does not know
+            // (0x18), which is not.
             (
                 "00 00 00 34 02 02 88 1d 90 77 01 00 15 02 41 42 02 00 08 01",
+                Some(Some(1)),
+            ),
+            (
+                "00 00 00 34 02 02 88 1d 90 77 01 00 18 02 41 42 02 00 08 01",
                 Some(None),
             ),
             // Object id 0: a DB3 variable (BOOL true), then the state request (DINT 3).
@@ -696,6 +789,11 @@ mod tests {
                 None,
             ),
             ("00 00 00 35 01 01 90 77 01 00 08 01", None),
+            // The state request named twice: a start and a stop (a stop).
+            (
+                "00 00 00 34 02 02 90 77 90 77 01 00 08 03 02 00 08 01",
+                Some(Some(1)),
+            ),
             ("00 00 00 34 02 02 90 77", Some(None)),
         ] {
             assert_eq!(requested_cpu_state(MULTI, &hex(bytes)), value, "{bytes}");
@@ -737,10 +835,27 @@ mod tests {
             // S7-1511_db2_var1_HMI.pcap frame 21: flags 0x80, a BYTE 26.
             ("01 80 0a 1a", Some(Int(26))),
             ("01 00 00", Some(Other)),
-            // A WSTRING, a sparse array, an array longer than its bytes, cut short.
-            ("01 00 15 01 41", None),
-            ("01 40 08 01 01 00", None),
+            // Walked past, no number: a WSTRING, a BLOB, a TIMESTAMP, a TIMESPAN, a RID, an
+            // AID, a sparse array (keys 1 and 2, then 0), a struct (4 bytes, then members 5
+            // and 6, an INT and a nested struct with one member, then 0); flags 0x01.
+            ("01 00 15 01 41", Some(Other)),
+            ("01 00 14 00 02 aa bb", Some(Other)),
+            ("01 00 10 00 00 00 00 00 00 00 01", Some(Other)),
+            ("01 00 11 81 00", Some(Other)),
+            ("01 00 12 00 00 00 01", Some(Other)),
+            ("01 00 13 81 00", Some(Other)),
+            ("01 40 08 01 7f 02 01 00", Some(Other)),
+            (
+                "01 00 17 00 00 00 01 05 00 07 00 2a 06 00 17 00 00 00 02 07 00 01 01 00 00",
+                Some(Other),
+            ),
+            ("01 01 07 23 28", Some(Int(9000))),
+            // Not walked past: a datatype the plugin does not know, an array longer than its
+            // bytes, a WSTRING longer than its bytes, a struct without its end, cut short.
+            ("01 00 18 01 41", None),
             ("01 10 02 05 01 02", None),
+            ("01 00 15 05 41", None),
+            ("01 00 17 00 00 00 01 05 00 07 00 2a", None),
             ("01 00 0e 3f c0", None),
         ] {
             let b = hex(&format!("00 {bytes}"));
@@ -753,6 +868,16 @@ mod tests {
         );
         let got: Vec<_> = set_multi_values(&db3).unwrap().collect();
         assert_eq!(got, [(1, Int(42)), (2, Real(42.0))]);
+        // Past a TIMESTAMP to the next item's value (S7-1511-opc-request-all-types has one).
+        let after = hex("00 01 80 10 00 00 00 00 00 00 00 01 02 00 07 00 2a 00");
+        let got: Vec<_> = get_multi_values(&after).unwrap().collect();
+        assert_eq!(got, [(1, Other), (2, Int(42))]);
+        // Structs nested deeper than the walk goes are not walked past.
+        let mut deep = hex("00 01");
+        for _ in 0..10 {
+            deep.extend_from_slice(&hex("00 17 00 00 00 01 05"));
+        }
+        assert_eq!(get_multi_values(&deep).unwrap().count(), 0);
         assert!(set_multi_values(&db3[..20]).is_none());
     }
 
