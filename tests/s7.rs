@@ -1333,44 +1333,35 @@ fn s7commplus_values_are_checked_against_envelopes() {
     );
 }
 
-/// A GetMultiVariables response's values go to its own request's items (the review of
+/// A GetMultiVariables response's values go to its own request's items (the reviews of
 /// 2026-12-06): a "response" the client sends is not the PLC's (its 101 is no reading, and the
-/// PLC's 5000 that follows is checked); two requests of one sequence number outstanding at
-/// once forget both (the answers' values, a REAL read as the INT's, are nobody's); a REAL NaN
-/// written is no value.
+/// PLC's 5000 that follows is checked); a sequence number asked three times before its answers
+/// matches no answer (a REAL's 21.0 is not read as the INT's); a REAL NaN written is outside
+/// the envelope (`value_out_of_range`).
 #[test]
 fn s7commplus_values_match_their_requests() {
     let session = 0x388;
-    let read = |seq: u16| plus_request(GET_MULTI, seq, session, &db3_int(false, 0x0a, 0));
+    let read = |seq: u16, lid: u8| plus_request(GET_MULTI, seq, session, &db3_int(false, lid, 0));
+    let answer = |seq: u16, value: i16| plus_response(GET_MULTI, seq, &int_reply(value));
     let mut pdus = Vec::new();
     for (k, at) in (5..=65).step_by(5).enumerate() {
         let seq = k as u16 + 1;
-        pdus.push((at * 1000, true, read(seq)));
-        let reply = plus_response(GET_MULTI, seq, &int_reply(100 + (at % 7) as i16));
-        pdus.push((at * 1000 + 20, false, reply));
+        pdus.push((at * 1000, true, read(seq, 0x0a)));
+        pdus.push((at * 1000 + 20, false, answer(seq, 100 + (at % 7) as i16)));
     }
     // The client answers its own request, then the PLC does.
-    pdus.push((70_000, true, read(100)));
-    pdus.push((70_010, true, plus_response(GET_MULTI, 100, &int_reply(101))));
-    pdus.push((
-        70_020,
-        false,
-        plus_response(GET_MULTI, 100, &int_reply(5000)),
-    ));
-    // Sequence 200 asked twice before its answers: the DB3 INT, then a REAL of DB3 (LID 0x0b).
-    pdus.push((75_000, true, read(200)));
-    pdus.push((
-        75_001,
-        true,
-        plus_request(GET_MULTI, 200, session, &db3_int(false, 0x0b, 0)),
-    ));
-    pdus.push((
-        75_020,
-        false,
-        plus_response(GET_MULTI, 200, &int_reply(-30000)),
-    ));
+    pdus.push((70_000, true, read(100, 0x0a)));
+    pdus.push((70_010, true, answer(100, 101)));
+    pdus.push((70_020, false, answer(100, 5000)));
+    // Sequence 200 asked three times before its answers: a REAL of DB3 (LID 0x0b), again, then
+    // the DB3 INT; the REAL's answers come first (21.0), then the INT's.
     let real = [0x00, 0x01, 0x00, 0x0e, 0x41, 0xa8, 0x00, 0x00, 0x00, 0x00];
+    pdus.push((75_000, true, read(200, 0x0b)));
+    pdus.push((75_001, true, read(200, 0x0b)));
+    pdus.push((75_002, true, read(200, 0x0a)));
+    pdus.push((75_020, false, plus_response(GET_MULTI, 200, &real)));
     pdus.push((75_021, false, plus_response(GET_MULTI, 200, &real)));
+    pdus.push((75_022, false, answer(200, -30000)));
     // A REAL NaN written.
     let mut nan = db3_variable(false, 0x0a);
     nan.extend_from_slice(&[0x01, 0x00, 0x0e, 0x7f, 0xc0, 0x00, 0x00]);
@@ -1378,28 +1369,30 @@ fn s7commplus_values_match_their_requests() {
     pdus.push((80_020, false, plus_response(SET_MULTI, 300, &[])));
     let (_dir, path) = plus_capture("s7plus-matching", &pdus);
     let (events, _) = replay_file(&path);
+    // The values of the last requests and answers (a NaN shown as "NaN").
     let late: Vec<_> = events
         .iter()
-        .filter_map(|e| Some((e.frame, e.s7commplus()?)))
-        .filter(|(_, p)| p.sequence >= Some(100))
-        .map(|(_, p)| {
-            (
-                p.opcode,
-                p.items.iter().map(|i| i.value).collect::<Vec<_>>(),
-            )
+        .filter_map(|e| e.s7commplus())
+        .filter(|p| p.sequence >= Some(100))
+        .map(|p| {
+            let values = p.items.iter().map(|i| i.value.map(|v| format!("{v}")));
+            (p.opcode, values.collect::<Vec<_>>())
         })
         .collect();
+    let v = |x: &str| vec![Some(x.to_string())];
     assert_eq!(
         late,
         [
             (Some(0x31), vec![None]),
             (Some(0x32), vec![]),
-            (Some(0x32), vec![Some(5000.0)]),
+            (Some(0x32), v("5000")),
+            (Some(0x31), vec![None]),
             (Some(0x31), vec![None]),
             (Some(0x31), vec![None]),
             (Some(0x32), vec![]),
             (Some(0x32), vec![]),
-            (Some(0x31), vec![None]),
+            (Some(0x32), vec![]),
+            (Some(0x31), v("NaN")),
             (Some(0x32), vec![]),
         ]
     );
@@ -1410,7 +1403,10 @@ fn s7commplus_values_match_their_requests() {
         .collect();
     assert_eq!(
         out,
-        [("value_out_of_range", serde_json::json!("DB3"), Some(29))],
+        [
+            ("value_out_of_range", serde_json::json!("DB3"), Some(29)),
+            ("value_out_of_range", serde_json::json!("DB3"), Some(36)),
+        ],
         "{alerts:#?}"
     );
 }

@@ -466,6 +466,9 @@ pub struct S7Flow {
     /// S7comm-plus GetMultiVariables requests of PLC variables awaiting their response, by
     /// sequence number: their items, whose values the response carries by item number.
     plus_reads: Outstanding<(u16, Vec<S7PlusItem>)>,
+    /// Sequence numbers asked again before their answer came: no answer to them is matched
+    /// (the latest [`MAX_OUTSTANDING`]).
+    plus_reused: VecDeque<u16>,
 }
 
 /// Requests awaiting their answer, each with its items: at most [`MAX_OUTSTANDING`] requests
@@ -547,17 +550,33 @@ impl<T: Held> Outstanding<T> {
     }
 }
 
-/// Each item's value from a value list (item numbers count from 1), when it is one finite
-/// number (a NaN or an infinity is no value, as the other dissectors hand on none).
-fn set_values(items: &mut [S7PlusItem], values: s7::PlusValues<'_>) {
-    for (n, v) in values {
+/// Each item's value from a value list (item numbers count from 1), when it is one number (a
+/// NaN or an infinity too: out of any envelope). A list whose walk did not end where the list
+/// ends ([`s7::PlusValues::complete`]) gives only the values before the first it walked past
+/// without a number: after that one, the walk may have been misaligned.
+fn set_values(items: &mut [S7PlusItem], mut values: s7::PlusValues<'_>) {
+    let mut walked = Vec::new();
+    for (n, v) in values.by_ref() {
+        walked.push((n, v));
+        if walked.len() > items.len() {
+            break;
+        }
+    }
+    if !values.complete() {
+        let reliable = walked
+            .iter()
+            .position(|(_, v)| *v == s7::PlusValue::Other)
+            .unwrap_or(walked.len());
+        walked.truncate(reliable);
+    }
+    for (n, v) in walked {
         let Some(item) = (n as usize).checked_sub(1).and_then(|k| items.get_mut(k)) else {
             continue;
         };
         item.value = match v {
             s7::PlusValue::Int(v) => Some(v as f64),
-            s7::PlusValue::Real(v) if v.is_finite() => Some(v),
-            s7::PlusValue::Real(_) | s7::PlusValue::Other => None,
+            s7::PlusValue::Real(v) => Some(v),
+            s7::PlusValue::Other => None,
         };
     }
 }
@@ -1572,12 +1591,20 @@ impl S7Flow {
 
     /// A GetMultiVariables request of PLC variables (from the client): its items kept for the
     /// values of its response (from the PLC). A sequence number asked again before its answer
-    /// came forgets both requests: which one an answer is for is not known.
+    /// came forgets its requests, and no later request of it is held: which one an answer is
+    /// for is not known.
     fn remember_read(&mut self, ctx: &mut Ctx<'_>, m: &s7::S7PlusMessage<'_>, ev: &S7PlusEvent) {
         let (Some(seq), Some(PlusFunction::GET_MULTI_VARIABLES)) = (m.sequence, m.function) else {
             return;
         };
+        if self.plus_reused.contains(&seq) {
+            return;
+        }
         if self.plus_reads.take(seq).is_some() {
+            if self.plus_reused.len() == MAX_OUTSTANDING {
+                self.plus_reused.pop_front();
+            }
+            self.plus_reused.push_back(seq);
             return;
         }
         if ev.items.is_empty() {

@@ -1037,6 +1037,30 @@ mod tests {
         assert_eq!(candidates(-500.0, 7), 1);
     }
 
+    /// A NaN is outside every envelope (no comparison holds for it: a NaN setpoint makes the
+    /// PLC's own comparisons all false), each time it comes, and it leaves the point's last
+    /// value as it was: the next value's step counts from the last number. A point learned from
+    /// fewer than three samples is checked for nothing, a NaN neither.
+    #[test]
+    fn a_nan_is_outside_every_envelope() {
+        let mut d = Detector::new(baseline_after_a_triangle(false));
+        let t1 = T0 + 100 * NANOS;
+        let mut candidates = |address: u32, v: f64, k: i64| {
+            let mut out = Vec::new();
+            d.observe(&read(1, address, &[v], t1 + k * 1000), &mut out);
+            out.iter()
+                .filter(|a| a.r#type == "value_out_of_range")
+                .count()
+        };
+        assert_eq!(candidates(100, 5.0, 0), 0);
+        assert_eq!(candidates(100, f64::NAN, 1), 1);
+        assert_eq!(candidates(100, f64::NAN, 2), 1);
+        // 6 after 5 (the NaNs left no step): inside.
+        assert_eq!(candidates(100, 6.0, 3), 0);
+        // Register 101 was learned from no value: nothing is checked there.
+        assert_eq!(candidates(101, f64::NAN, 4), 0);
+    }
+
     /// The cache of looked-up address runs is bounded: reads of ever new runs fill it and it is
     /// cleared, never held past its bound by more than one PDU's runs; and values are checked
     /// as before once it was cleared.

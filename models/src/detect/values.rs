@@ -259,6 +259,22 @@ fn next_outside(
         let Some(h) = hot.get_mut(place as usize) else {
             continue;
         };
+        if v.is_nan() {
+            // Outside any envelope (NaN compares with nothing: a NaN setpoint makes every
+            // comparison in the PLC's logic false), for a point that is checked; the point's
+            // last value stays the last number, for the next value's step.
+            if h.soft_bounds.0.is_finite() || h.soft_bounds.1.is_finite() {
+                *from = i;
+                *changed |= any;
+                return Some(Outside {
+                    index: i - 1,
+                    value: v,
+                    place,
+                    previous: h.seen.then_some(f64::from_bits(h.last)),
+                });
+            }
+            continue;
+        }
         let bits = v.to_bits();
         if h.quiet & (h.last == bits) {
             // What a point's next value most often is: the same, inside its bounds again.
@@ -317,7 +333,7 @@ pub(super) fn check_values_now(
                 continue;
             };
             let addr = acc.start.wrapping_add(i as u32);
-            let outside = |(lo, hi): (f64, f64)| v < lo || v > hi;
+            let outside = |(lo, hi): (f64, f64)| v < lo || v > hi || v.is_nan();
             let jumped = previous.is_some_and(|last| (v - last).abs() > p.jump);
             if !(outside(p.hard_bounds) || jumped) {
                 continue;

@@ -181,6 +181,7 @@ pub fn requested_cpu_state(function: PlusFunction, payload: &[u8]) -> Option<Opt
         // (attribute id VLQ | value) per item; a value that cannot be walked past hides the
         // rest, which may name the state request: a stop, on this object.
         let count = varuint32(payload, &mut at)?;
+        let mut walked = true;
         for k in 1..=count {
             let Some(attribute) = varuint32(payload, &mut at) else {
                 asked(None);
@@ -191,34 +192,49 @@ pub fn requested_cpu_state(function: PlusFunction, payload: &[u8]) -> Option<Opt
                 asked(v);
             }
             if v.is_none() {
+                walked = false;
                 if k < count {
                     asked(None);
                 }
                 break;
             }
         }
+        // Walked to the end, the object qualifier follows; where it does not, a value was
+        // misread and the state request may be behind it.
+        if walked && count > 1 && !qualifier_at(payload, at) {
+            asked(None);
+        }
         return state;
     }
     if function != PlusFunction::SET_MULTI_VARIABLES || id != CPU_EXEC_UNIT && id != 0 {
         return None;
     }
-    let mut items = Vec::new();
+    // The items that name the state request (past 16, the rest are a stop).
+    let (mut items, mut more) = (Vec::new(), false);
     let values = set_multi_walk(payload, |k, area, sub_area| {
-        if area == CPU_EXEC_UNIT && sub_area == OPERATING_STATE_REQ && items.len() < 16 {
-            items.push(k);
+        if area == CPU_EXEC_UNIT && sub_area == OPERATING_STATE_REQ {
+            if items.len() < 16 {
+                items.push(k);
+            } else {
+                more = true;
+            }
         }
     });
     if items.is_empty() {
         return None;
     }
     let mut found = 0;
-    for (n, v) in values.into_iter().flatten() {
-        if items.contains(&n) {
-            found += 1;
-            asked(Some(v));
+    let mut complete = false;
+    if let Some(mut values) = values {
+        for (n, v) in &mut values {
+            if items.contains(&n) {
+                found += 1;
+                asked(Some(v));
+            }
         }
+        complete = values.complete();
     }
-    if found < items.len() {
+    if more || found < items.len() || !complete {
         asked(None);
     }
     state
@@ -255,6 +271,8 @@ fn set_multi_walk(payload: &[u8], mut named: impl FnMut(u32, u32, u32)) -> Optio
         bytes: payload,
         at,
         remaining: values,
+        request: true,
+        walk: Walk::Going,
     })
 }
 
@@ -274,6 +292,8 @@ pub fn get_multi_values(payload: &[u8]) -> Option<PlusValues<'_>> {
         bytes: payload,
         at,
         remaining: u32::MAX,
+        request: false,
+        walk: Walk::Going,
     })
 }
 
@@ -282,38 +302,83 @@ pub fn get_multi_values(payload: &[u8]) -> Option<PlusValues<'_>> {
 pub enum PlusValue {
     /// BOOL, USINT, UINT, UDINT, SINT, INT, DINT, BYTE, WORD or DWORD.
     Int(i64),
-    /// REAL or LREAL.
+    /// REAL or LREAL (a NaN or an infinity too).
     Real(f64),
-    /// Walked past, not a number here: an array of fixed-size or VLQ elements, a ULINT or an
-    /// LINT, a NULL.
+    /// Walked past, not a number here: an array, a string, a struct, a timestamp...
     Other,
 }
 
 /// The (item number, value) pairs of a value list, in order; the walk ends at item number 0
-/// (the list's end), at the count of values, or at a value it cannot walk past (a string, a
-/// struct, a blob...).
+/// (the list's end), at the count of values, or at a value it cannot walk past. Whether it
+/// ended where the list ends: [`PlusValues::complete`].
 #[derive(Debug, Clone)]
 pub struct PlusValues<'a> {
     bytes: &'a [u8],
     at: usize,
     remaining: u32,
+    /// A request's list (a SetMultiVariables'), which the object qualifier follows.
+    request: bool,
+    walk: Walk,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Walk {
+    Going,
+    /// Item number 0 read: the list's end.
+    Terminated,
+    /// As many values as the request counts.
+    Counted,
+    /// A value not walked past, or the bytes ended.
+    Broken,
+}
+
+impl PlusValues<'_> {
+    /// Whether the walk, done, ended where the list ends: a response's at its terminator, a
+    /// request's where the object qualifier (`00 00 04 E8`, id 1256 as a u32) starts, after its
+    /// terminator or its count of values. When not, a value walked past may have been misread
+    /// (the plugin's versions read some datatypes differently), and the values after the
+    /// first that is no number may be anything.
+    pub fn complete(&self) -> bool {
+        match self.walk {
+            Walk::Going | Walk::Broken => false,
+            Walk::Terminated if !self.request => true,
+            Walk::Terminated | Walk::Counted => self.request && qualifier_at(self.bytes, self.at),
+        }
+    }
+}
+
+/// The object qualifier at `at`, or after one byte (a list's terminator).
+pub(crate) fn qualifier_at(bytes: &[u8], at: usize) -> bool {
+    const QUALIFIER: [u8; 4] = [0, 0, 0x04, 0xe8];
+    let rest = bytes.get(at..).unwrap_or_default();
+    rest.starts_with(&QUALIFIER) || rest.get(1..).is_some_and(|r| r.starts_with(&QUALIFIER))
 }
 
 impl Iterator for PlusValues<'_> {
     type Item = (u32, PlusValue);
 
     fn next(&mut self) -> Option<Self::Item> {
+        if self.walk != Walk::Going {
+            return None;
+        }
         if self.remaining == 0 {
+            self.walk = Walk::Counted;
             return None;
         }
         self.remaining -= 1;
-        let walked = varuint32(self.bytes, &mut self.at)
-            .filter(|n| *n != 0)
-            .and_then(|n| Some((n, value(self.bytes, &mut self.at)?)));
-        if walked.is_none() {
-            self.remaining = 0;
+        let Some(n) = varuint32(self.bytes, &mut self.at) else {
+            self.walk = Walk::Broken;
+            return None;
+        };
+        if n == 0 {
+            self.walk = Walk::Terminated;
+            return None;
         }
-        walked
+        let v = value(self.bytes, &mut self.at);
+        if v.is_none() {
+            self.walk = Walk::Broken;
+        }
+        Some((n, v?))
     }
 }
 
@@ -321,58 +386,133 @@ impl Iterator for PlusValues<'_> {
 /// a bound; a crafted value must not exhaust the stack).
 const MAX_STRUCT_DEPTH: u32 = 8;
 
-/// One value at `at` (the plugin's `s7commp_decode_value`): a flags byte, a datatype byte and
-/// the value. Flags: 0x10 an array and 0x20 an address array (an element count VLQ, then the
-/// elements), 0x40 a sparse array (key VLQ and element pairs, ended by key 0); the plugin reads
-/// other bits past (0x80 is seen from S7-1500s), and so does this. Every datatype the plugin
-/// knows is walked past: fixed sizes, VLQs, a WSTRING's and a BLOB's length and bytes, a
-/// struct's 4 bytes and then its members (an id and value list ended by id 0). `None`, with
-/// `at` left where it was, for a datatype the plugin does not know, or when the payload ends
-/// first.
+const STRUCT: u8 = 0x17;
+const VARIANT: u8 = 0x16;
+
+/// One value at `at`, walked as the s7commwireshark plugin's current `s7commp_decode_value`
+/// walks it: a flags byte, a datatype byte and the value.
+/// - Flags: 0x10 an array and 0x20 an address array (an element count VLQ, then the
+///   elements), 0x40 a sparse array (key VLQ and element pairs, ended by key 0); other bits
+///   are read past (0x80 is seen from S7-1500s). A struct is no array: with 0x20, a count of
+///   member lists follows its value.
+/// - A VARIANT (not in a sparse array) is a flags byte, a datatype byte and that type's value;
+///   a BLOB a root id VLQ (above 1: 8 bytes and a blob type, 0 a member list, 2 or 3 bytes
+///   with their length) and its length and bytes; a struct 4 bytes (its type), then its
+///   members as an id and value list ended by id 0, or, packed (types 0x90000000 to 0x9FFFFFFF
+///   and 0x02000000 to 0x02FFFFFF, such as DTL), 8 bytes, transport flags VLQ, a byte count
+///   VLQ (twice with flag 0x400) and the bytes.
+///
+/// `None`, with `at` left where it was, for a datatype the plugin does not know, structs
+/// nested deeper than [`MAX_STRUCT_DEPTH`], or when the payload ends first.
 fn value(payload: &[u8], at: &mut usize) -> Option<PlusValue> {
     value_at(payload, at, 0)
 }
 
 fn value_at(payload: &[u8], at: &mut usize, depth: u32) -> Option<PlusValue> {
+    if depth > MAX_STRUCT_DEPTH {
+        return None;
+    }
     let (flags, datatype) = (*payload.get(*at)?, *payload.get(*at + 1)?);
-    let (array, sparse) = (flags & 0x30 != 0, flags & 0x40 != 0);
+    let is_struct = datatype == STRUCT;
+    let array = flags & 0x30 != 0 && !is_struct;
+    let sparse = flags & 0x40 != 0;
     let mut p = *at + 2;
-    let count = if array {
+    let count = if sparse {
+        u32::MAX
+    } else if array {
         varuint32(payload, &mut p)?
     } else {
         1
     };
     // Each element of an array but a NULL takes a byte at least: a count beyond the bytes is
     // no value (a sparse array's keys take a byte each).
-    if array && (datatype == 0 || count as usize > payload.len().saturating_sub(p)) {
+    if array && !sparse && (datatype == 0 || count as usize > payload.len().saturating_sub(p)) {
         return None;
     }
     let mut v = PlusValue::Other;
-    let mut k = 0;
-    while sparse || k < count {
-        k += 1;
+    let mut struct_type = None;
+    for _ in 0..count {
         if sparse && varuint32(payload, &mut p)? == 0 {
             break;
         }
-        v = element(payload, &mut p, datatype)?;
-    }
-    if datatype == 0x17 {
-        // A struct: its members follow, an id and value list.
-        if depth >= MAX_STRUCT_DEPTH {
-            return None;
+        let mut d = datatype;
+        if d == VARIANT && !sparse {
+            // Its own flags byte, then its type.
+            d = *payload.get(p + 1)?;
+            p += 2;
         }
-        loop {
-            if varuint32(payload, &mut p)? == 0 {
-                break;
+        v = match d {
+            STRUCT => {
+                let b = payload.get(p..p + 4)?;
+                p += 4;
+                struct_type = Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                PlusValue::Other
             }
-            value_at(payload, &mut p, depth + 1)?;
+            0x14 => {
+                blob(payload, &mut p, depth)?;
+                PlusValue::Other
+            }
+            _ => element(payload, &mut p, d)?,
+        };
+    }
+    // After a struct's value (not one inside a VARIANT): with flag 0x20 a count of member
+    // lists; packed, its bytes; else its member list.
+    let lists = is_struct && flags & 0x20 != 0;
+    if lists {
+        for _ in 0..varuint32(payload, &mut p)? {
+            id_list(payload, &mut p, depth + 1)?;
         }
+    }
+    let packed = |t: u32| t > 0x9000_0000 && t < 0x9fff_ffff || t > 0x0200_0000 && t < 0x02ff_ffff;
+    match struct_type.filter(|_| is_struct) {
+        Some(t) if packed(t) => {
+            fixed_skip(payload, &mut p, 8)?;
+            let transport = varuint32(payload, &mut p)?;
+            let mut n = varuint32(payload, &mut p)?;
+            if transport & 0x400 != 0 {
+                n = varuint32(payload, &mut p)?;
+            }
+            fixed_skip(payload, &mut p, n as usize)?;
+        }
+        _ if is_struct && !lists => id_list(payload, &mut p, depth + 1)?,
+        _ => {}
     }
     *at = p;
-    Some(if array || sparse { PlusValue::Other } else { v })
+    Some(if array || sparse || is_struct {
+        PlusValue::Other
+    } else {
+        v
+    })
 }
 
-/// One element of a value's datatype at `p`, as [`value`] reads it.
+/// A member list: (id VLQ | value) pairs, ended by id 0.
+fn id_list(payload: &[u8], p: &mut usize, depth: u32) -> Option<()> {
+    loop {
+        if varuint32(payload, p)? == 0 {
+            return Some(());
+        }
+        value_at(payload, p, depth)?;
+    }
+}
+
+/// A BLOB: a root id VLQ; above 1, 8 bytes and a blob type (0: a member list; 2 or 3: a length
+/// and the bytes); else a length and the bytes.
+fn blob(payload: &[u8], p: &mut usize, depth: u32) -> Option<()> {
+    if varuint32(payload, p)? > 1 {
+        fixed_skip(payload, p, 8)?;
+        let kind = *payload.get(*p)?;
+        *p += 1;
+        match kind {
+            0 => return id_list(payload, p, depth + 1),
+            2 | 3 => {}
+            _ => return None,
+        }
+    }
+    let n = varuint32(payload, p)? as usize;
+    fixed_skip(payload, p, n)
+}
+
+/// One element of a datatype at `p` (not a struct or a BLOB: [`value_at`] walks those).
 fn element(payload: &[u8], p: &mut usize, datatype: u8) -> Option<PlusValue> {
     let mut fixed = |n: usize| -> Option<u64> {
         let b = payload.get(*p..*p + n)?;
@@ -388,24 +528,21 @@ fn element(payload: &[u8], p: &mut usize, datatype: u8) -> Option<PlusValue> {
         // UINT, WORD; INT
         0x03 | 0x0b => PlusValue::Int(fixed(2)? as i64),
         0x07 => PlusValue::Int(i64::from(fixed(2)? as u16 as i16)),
-        // DWORD; REAL; RID and a struct's 4 bytes (no number)
+        // DWORD; REAL; RID (no number)
         0x0c => PlusValue::Int(fixed(4)? as i64),
         0x0e => PlusValue::Real(f64::from(f32::from_bits(fixed(4)? as u32))),
-        0x12 | 0x17 => fixed(4).map(|_| PlusValue::Other)?,
+        0x12 => fixed(4).map(|_| PlusValue::Other)?,
         // LREAL; LWORD and TIMESTAMP (no number)
         0x0f => PlusValue::Real(f64::from_bits(fixed(8)?)),
         0x0d | 0x10 => fixed(8).map(|_| PlusValue::Other)?,
-        // UDINT; DINT; AID and VARIANT (no number)
+        // UDINT; DINT; AID and a sparse array's VARIANT (no number)
         0x04 => PlusValue::Int(i64::from(varuint32(payload, p)?)),
         0x08 => PlusValue::Int(i64::from(varint32(payload, p)?)),
         0x13 | 0x16 => varuint32(payload, p).map(|_| PlusValue::Other)?,
         // ULINT, LINT, TIMESPAN: 64-bit VLQs (no number here)
         0x05 | 0x09 | 0x11 => skip_varuint64(payload, p).map(|_| PlusValue::Other)?,
-        // WSTRING: a length and the bytes; BLOB: a reserved byte, a length and the bytes.
-        0x15 | 0x14 => {
-            if datatype == 0x14 {
-                fixed(1)?;
-            }
+        // WSTRING: a length and the bytes.
+        0x15 => {
             let n = varuint32(payload, p)? as usize;
             fixed_skip(payload, p, n)?;
             PlusValue::Other
@@ -737,6 +874,16 @@ mod tests {
                 Some(Some(1)),
             ),
             ("00 00 00 34 02 88 1d 00 18 01 90 77 00 08 03", Some(None)),
+            // Two items ending where the object qualifier starts: a run; ending elsewhere (a
+            // value misread): a stop.
+            (
+                "00 00 00 34 02 88 1d 00 07 00 00 90 77 00 08 03 00 00 04 e8",
+                Some(Some(3)),
+            ),
+            (
+                "00 00 00 34 02 88 1d 00 07 00 00 90 77 00 08 03 01 02 03 04",
+                Some(None),
+            ),
             // Not the state request: no item, another attribute, another object, too short;
             // one item of another attribute whose value is not walked past.
             ("00 00 00 34 00", None),
@@ -758,13 +905,13 @@ mod tests {
         for (bytes, value) in [
             // Object 52, attributes 1053 and 2167: an INT 6, then the DINT 1.
             (
-                "00 00 00 34 02 02 88 1d 90 77 01 00 07 00 06 02 00 08 01",
+                "00 00 00 34 02 02 88 1d 90 77 01 00 07 00 06 02 00 08 01 00 00 00 04 e8",
                 Some(Some(1)),
             ),
             // Behind a WSTRING, walked past; behind a datatype the plugin does not know
             // (0x18), which is not.
             (
-                "00 00 00 34 02 02 88 1d 90 77 01 00 15 02 41 42 02 00 08 01",
+                "00 00 00 34 02 02 88 1d 90 77 01 00 15 02 41 42 02 00 08 01 00 00 00 04 e8",
                 Some(Some(1)),
             ),
             (
@@ -774,13 +921,13 @@ mod tests {
             // Object id 0: a DB3 variable (BOOL true), then the state request (DINT 3).
             (
                 "00 00 00 00 02 09 00 88 d0 b8 80 03 02 93 76 0a 00 34 01 90 77 \
-                 01 00 01 01 02 00 08 03",
+                 01 00 01 01 02 00 08 03 00 00 00 04 e8",
                 Some(Some(3)),
             ),
             // A REAL first, walked past.
             (
                 "00 00 00 00 02 09 00 88 d0 b8 80 03 02 93 76 0a 00 34 01 90 77 \
-                 01 00 0e 3f 80 00 00 02 00 08 01",
+                 01 00 0e 3f 80 00 00 02 00 08 01 00 00 00 04 e8",
                 Some(Some(1)),
             ),
             // The DB3 variable alone; another object's attributes; cut in the addresses.
@@ -791,13 +938,32 @@ mod tests {
             ("00 00 00 35 01 01 90 77 01 00 08 01", None),
             // The state request named twice: a start and a stop (a stop).
             (
-                "00 00 00 34 02 02 90 77 90 77 01 00 08 03 02 00 08 01",
+                "00 00 00 34 02 02 90 77 90 77 01 00 08 03 02 00 08 01 00 00 00 04 e8",
                 Some(Some(1)),
             ),
             ("00 00 00 34 02 02 90 77", Some(None)),
+            // A run whose list does not end where the object qualifier starts (a value
+            // misread, or cut): a stop.
+            (
+                "00 00 00 34 01 01 90 77 01 00 08 03 00 00 00 05 e8",
+                Some(None),
+            ),
+            (
+                "00 00 00 34 01 01 90 77 01 00 08 03 00 00 00 04 e8",
+                Some(Some(3)),
+            ),
         ] {
             assert_eq!(requested_cpu_state(MULTI, &hex(bytes)), value, "{bytes}");
         }
+        // Seventeen state requests, sixteen runs and then a stop: a stop (past 16 items, the
+        // rest are not read; the second review of 2026-12-06 found a start here).
+        let mut many = hex("00 00 00 34 11 11");
+        many.extend((0..17).flat_map(|_| [0x90, 0x77]));
+        for k in 1..=17u8 {
+            many.extend_from_slice(&[k, 0x00, 0x08, if k == 17 { 1 } else { 3 }]);
+        }
+        many.extend_from_slice(&hex("00 00 00 04 e8"));
+        assert_eq!(requested_cpu_state(MULTI, &many), Some(None));
         let get = hex("00 00 00 34 01 01 90 77");
         assert_eq!(
             requested_cpu_state(PlusFunction::GET_MULTI_VARIABLES, &get),
@@ -872,6 +1038,26 @@ mod tests {
         let after = hex("00 01 80 10 00 00 00 00 00 00 00 01 02 00 07 00 2a 00");
         let got: Vec<_> = get_multi_values(&after).unwrap().collect();
         assert_eq!(got, [(1, Other), (2, Int(42))]);
+        // The forms the plugin's current version walks its own way (the second review of
+        // 2026-12-06), each walked past to the next item's INT 9000: a packed struct (a DTL's
+        // type, 8 bytes, transport flags, 12 bytes); a BLOB of root id 2 (8 bytes, type 2, 2
+        // bytes); a VARIANT (its flags, INT 42: a number); a sparse array with the array flag
+        // (no count); a struct with the array flag (one struct); a struct with the address
+        // array flag (its value, then one member list).
+        for (first, v) in [
+            ("00 17 02 00 00 44 00 00 00 00 00 00 00 01 00 0c 01 02 03 04 05 06 07 08 09 0a 0b 0c", Other),
+            ("00 14 02 00 00 00 00 00 00 00 00 02 02 aa bb", Other),
+            ("00 16 00 07 00 2a", Int(42)),
+            ("50 02 01 05 00", Other),
+            ("10 17 00 00 00 01 00", Other),
+            ("20 17 00 00 00 01 01 05 00 07 00 2a 00", Other),
+        ] {
+            let b = hex(&format!("00 01 {first} 02 00 07 23 28 00"));
+            let mut values = get_multi_values(&b).unwrap();
+            let got: Vec<_> = values.by_ref().collect();
+            assert_eq!(got, [(1, v), (2, Int(9000))], "{first}");
+            assert!(values.complete(), "{first}");
+        }
         // Structs nested deeper than the walk goes are not walked past.
         let mut deep = hex("00 01");
         for _ in 0..10 {
