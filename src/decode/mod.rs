@@ -131,7 +131,19 @@ pub(crate) fn ip_bytes(linktype: LinkType, data: &[u8]) -> Option<&[u8]> {
 /// What follows an ether type: its VLAN tags (802.1Q, QinQ; the first one's id is the VLAN)
 /// and MPLS labels down to the bottom of the stack, whose payload's version nibble says IPv4 or
 /// IPv6. `None` when a tag or label is cut short.
-fn tagged(mut ether_type: u16, data: &[u8]) -> Option<(u16, u16, &[u8])> {
+#[inline]
+fn tagged(ether_type: u16, data: &[u8]) -> Option<(u16, u16, &[u8])> {
+    // Most frames: IP right after the link header. (When the compiler stopped inlining the walk
+    // below, looking the ether type up in the tag lists cost steady-site's dissection 4.8% more
+    // instructions; with this test first, 1.3% fewer than when it was inlined.)
+    if ether_type == ETHERTYPE_IPV4 || ether_type == ETHERTYPE_IPV6 {
+        return Some((0, ether_type, data));
+    }
+    tags(ether_type, data)
+}
+
+/// [`tagged`] past the IP fast path.
+fn tags(mut ether_type: u16, data: &[u8]) -> Option<(u16, u16, &[u8])> {
     let be16 = |b: &[u8], at: usize| b.get(at..at + 2).map(|x| u16::from_be_bytes([x[0], x[1]]));
     let mut at = 0;
     let mut vlan = 0;
