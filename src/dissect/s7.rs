@@ -551,9 +551,10 @@ impl<T: Held> Outstanding<T> {
 }
 
 /// Each item's value from a value list (item numbers count from 1), when it is one number (a
-/// NaN or an infinity too: out of any envelope). A list whose walk did not end where the list
-/// ends ([`s7::PlusValues::complete`]) gives only the values before the first it walked past
-/// without a number: after that one, the walk may have been misaligned.
+/// NaN or an infinity too: out of any envelope). Only the values before the first that the
+/// PLC may read otherwise ([`s7::PlusValue::Uncertain`]) are given; and, from a list whose walk
+/// did not end where the list ends ([`s7::PlusValues::complete`]), only those before the first
+/// walked past without a number: after either, the walk may have been misaligned.
 fn set_values(items: &mut [S7PlusItem], mut values: s7::PlusValues<'_>) {
     let mut walked = Vec::new();
     for (n, v) in values.by_ref() {
@@ -562,13 +563,16 @@ fn set_values(items: &mut [S7PlusItem], mut values: s7::PlusValues<'_>) {
             break;
         }
     }
-    if !values.complete() {
-        let reliable = walked
-            .iter()
-            .position(|(_, v)| *v == s7::PlusValue::Other)
-            .unwrap_or(walked.len());
-        walked.truncate(reliable);
-    }
+    let complete = values.complete();
+    let reliable = walked
+        .iter()
+        .position(|(_, v)| match v {
+            s7::PlusValue::Uncertain => true,
+            s7::PlusValue::Other => !complete,
+            _ => false,
+        })
+        .unwrap_or(walked.len());
+    walked.truncate(reliable);
     for (n, v) in walked {
         let Some(item) = (n as usize).checked_sub(1).and_then(|k| items.get_mut(k)) else {
             continue;
@@ -576,7 +580,7 @@ fn set_values(items: &mut [S7PlusItem], mut values: s7::PlusValues<'_>) {
         item.value = match v {
             s7::PlusValue::Int(v) => Some(v as f64),
             s7::PlusValue::Real(v) => Some(v),
-            s7::PlusValue::Other => None,
+            s7::PlusValue::Other | s7::PlusValue::Uncertain => None,
         };
     }
 }

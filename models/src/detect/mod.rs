@@ -1059,6 +1059,16 @@ mod tests {
         assert_eq!(candidates(100, 6.0, 3), 0);
         // Register 101 was learned from no value: nothing is checked there.
         assert_eq!(candidates(101, f64::NAN, 4), 0);
+        // A NaN read after a flagged write of the point is that write's effect (the third
+        // review of 2026-12-06): the write raises, the read nothing more.
+        let mut engine = engine_after_a_triangle(false);
+        let mut write = read(1, 100, &[f64::NAN], t1);
+        (write.kind, write.accesses[0].write) = (Kind::Request, true);
+        assert_eq!(value_alerts(&mut engine, write), 1);
+        assert_eq!(
+            value_alerts(&mut engine, read(1, 100, &[f64::NAN], t1 + 1000)),
+            0
+        );
     }
 
     /// The cache of looked-up address runs is bounded: reads of ever new runs fill it and it is

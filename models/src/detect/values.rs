@@ -346,7 +346,9 @@ pub(super) fn check_values_now(
             };
             // The read of what a flagged write put there: the point still holds the value it
             // was last given (a later excursion, after a normal reading, is alerted).
-            if !acc.write && previous == Some(v) && raised.contains(&key(true)) {
+            // (A NaN leaves no last value: after a flagged write of the point, a NaN read is
+            // taken for its effect.)
+            if !acc.write && (previous == Some(v) || v.is_nan()) && raised.contains(&key(true)) {
                 continue;
             }
             let margin = p.soft;

@@ -191,6 +191,11 @@ pub fn requested_cpu_state(function: PlusFunction, payload: &[u8]) -> Option<Opt
             if attribute == OPERATING_STATE_REQ {
                 asked(v);
             }
+            // Past a value the PLC may read otherwise, the next attribute may be the state
+            // request.
+            if v == Some(PlusValue::Uncertain) && k < count {
+                asked(None);
+            }
             if v.is_none() {
                 walked = false;
                 if k < count {
@@ -223,18 +228,27 @@ pub fn requested_cpu_state(function: PlusFunction, payload: &[u8]) -> Option<Opt
     if items.is_empty() {
         return None;
     }
-    let mut found = 0;
-    let mut complete = false;
+    let mut found = Vec::new();
+    let (mut complete, mut uncertain) = (false, false);
     if let Some(mut values) = values {
         for (n, v) in &mut values {
+            uncertain |= v == PlusValue::Uncertain;
             if items.contains(&n) {
-                found += 1;
+                found.push(n);
                 asked(Some(v));
             }
         }
         complete = values.complete();
     }
-    if more || found < items.len() || !complete {
+    // Of the object: as many values as attributes.
+    let mut at = 4;
+    let counts = (varuint32(payload, &mut at), varuint32(payload, &mut at));
+    let counted = id == 0 || counts.0 == counts.1;
+    // Every state request read once, from a list read to its end without a value the PLC may
+    // read otherwise; else what it asks for is not known.
+    found.sort_unstable();
+    let once = found.len() == items.len() && found.windows(2).all(|w| w[0] != w[1]);
+    if more || !once || !complete || !counted || uncertain {
         asked(None);
     }
     state
@@ -304,8 +318,13 @@ pub enum PlusValue {
     Int(i64),
     /// REAL or LREAL (a NaN or an infinity too).
     Real(f64),
-    /// Walked past, not a number here: an array, a string, a struct, a timestamp...
+    /// Walked past, not a number here: an array, a string, a timestamp...
     Other,
+    /// Walked past by the plugin's current rules, which its versions do not share: a BLOB, a
+    /// VARIANT, a struct, a sparse or address array. Whether the PLC reads it so is not known,
+    /// so what follows it in the list may be misread (a sender can build one that reads one
+    /// way here and another there).
+    Uncertain,
 }
 
 /// The (item number, value) pairs of a value list, in order; the walk ends at item number 0
@@ -478,7 +497,10 @@ fn value_at(payload: &[u8], at: &mut usize, depth: u32) -> Option<PlusValue> {
         _ => {}
     }
     *at = p;
-    Some(if array || sparse || is_struct {
+    let uncertain = is_struct || sparse || flags & 0x20 != 0 || matches!(datatype, 0x14 | VARIANT);
+    Some(if uncertain {
+        PlusValue::Uncertain
+    } else if array {
         PlusValue::Other
     } else {
         v
@@ -874,6 +896,14 @@ mod tests {
                 Some(Some(1)),
             ),
             ("00 00 00 34 02 88 1d 00 18 01 90 77 00 08 03", Some(None)),
+            // A BLOB the plugin's versions read differently, which here swallows the next
+            // attribute's first byte (the third review of 2026-12-06): a stop, though the walk
+            // ends at the object qualifier.
+            (
+                "00 00 00 34 02 88 1d 00 14 02 09 00 00 00 00 00 00 00 02 01 90 77 00 08 01 \
+                 00 00 04 e8",
+                Some(None),
+            ),
             // Two items ending where the object qualifier starts: a run; ending elsewhere (a
             // value misread): a stop.
             (
@@ -936,6 +966,12 @@ mod tests {
                 None,
             ),
             ("00 00 00 35 01 01 90 77 01 00 08 01", None),
+            // Three values for two attributes, one a BLOB that may hide one (the third review
+            // of 2026-12-06): a stop, though a run is read.
+            (
+                "00 00 00 34 03 02 88 1d 90 77 02 00 08 03 01 00 14 00 01 aa 00 00 00 04 e8",
+                Some(None),
+            ),
             // The state request named twice: a start and a stop (a stop).
             (
                 "00 00 00 34 02 02 90 77 90 77 01 00 08 03 02 00 08 01 00 00 00 04 e8",
@@ -997,7 +1033,7 @@ mod tests {
             ("01 00 05 81 00", Some(Other)),
             ("01 00 0d 00 00 00 00 00 00 00 01", Some(Other)),
             ("01 10 08 02 7f 01", Some(Other)),
-            ("01 20 04 01 05", Some(Other)),
+            ("01 20 04 01 05", Some(Uncertain)),
             // S7-1511_db2_var1_HMI.pcap frame 21: flags 0x80, a BYTE 26.
             ("01 80 0a 1a", Some(Int(26))),
             ("01 00 00", Some(Other)),
@@ -1005,15 +1041,15 @@ mod tests {
             // AID, a sparse array (keys 1 and 2, then 0), a struct (4 bytes, then members 5
             // and 6, an INT and a nested struct with one member, then 0); flags 0x01.
             ("01 00 15 01 41", Some(Other)),
-            ("01 00 14 00 02 aa bb", Some(Other)),
+            ("01 00 14 00 02 aa bb", Some(Uncertain)),
             ("01 00 10 00 00 00 00 00 00 00 01", Some(Other)),
             ("01 00 11 81 00", Some(Other)),
             ("01 00 12 00 00 00 01", Some(Other)),
             ("01 00 13 81 00", Some(Other)),
-            ("01 40 08 01 7f 02 01 00", Some(Other)),
+            ("01 40 08 01 7f 02 01 00", Some(Uncertain)),
             (
                 "01 00 17 00 00 00 01 05 00 07 00 2a 06 00 17 00 00 00 02 07 00 01 01 00 00",
-                Some(Other),
+                Some(Uncertain),
             ),
             ("01 01 07 23 28", Some(Int(9000))),
             // Not walked past: a datatype the plugin does not know, an array longer than its
@@ -1039,18 +1075,19 @@ mod tests {
         let got: Vec<_> = get_multi_values(&after).unwrap().collect();
         assert_eq!(got, [(1, Other), (2, Int(42))]);
         // The forms the plugin's current version walks its own way (the second review of
-        // 2026-12-06), each walked past to the next item's INT 9000: a packed struct (a DTL's
-        // type, 8 bytes, transport flags, 12 bytes); a BLOB of root id 2 (8 bytes, type 2, 2
-        // bytes); a VARIANT (its flags, INT 42: a number); a sparse array with the array flag
-        // (no count); a struct with the array flag (one struct); a struct with the address
-        // array flag (its value, then one member list).
+        // 2026-12-06), each walked past to the next item's INT 9000, and uncertain (its older
+        // versions read them otherwise): a packed struct (a DTL's type, 8 bytes, transport
+        // flags, 12 bytes); a BLOB of root id 2 (8 bytes, type 2, 2 bytes); a VARIANT (its
+        // flags, an INT 42); a sparse array with the array flag (no count); a struct with the
+        // array flag (one struct); a struct with the address array flag (its value, then one
+        // member list).
         for (first, v) in [
-            ("00 17 02 00 00 44 00 00 00 00 00 00 00 01 00 0c 01 02 03 04 05 06 07 08 09 0a 0b 0c", Other),
-            ("00 14 02 00 00 00 00 00 00 00 00 02 02 aa bb", Other),
-            ("00 16 00 07 00 2a", Int(42)),
-            ("50 02 01 05 00", Other),
-            ("10 17 00 00 00 01 00", Other),
-            ("20 17 00 00 00 01 01 05 00 07 00 2a 00", Other),
+            ("00 17 02 00 00 44 00 00 00 00 00 00 00 01 00 0c 01 02 03 04 05 06 07 08 09 0a 0b 0c", Uncertain),
+            ("00 14 02 00 00 00 00 00 00 00 00 02 02 aa bb", Uncertain),
+            ("00 16 00 07 00 2a", Uncertain),
+            ("50 02 01 05 00", Uncertain),
+            ("10 17 00 00 00 01 00", Uncertain),
+            ("20 17 00 00 00 01 01 05 00 07 00 2a 00", Uncertain),
         ] {
             let b = hex(&format!("00 01 {first} 02 00 07 23 28 00"));
             let mut values = get_multi_values(&b).unwrap();
