@@ -214,3 +214,15 @@ proptest! {
         }
     }
 }
+
+/// The `observations` fuzz target's first crash (session 16): two segments of one TCP stream
+/// that contradict each other. The conflict's observation comes without an event in both
+/// ways (it is no PDU), which the harness took for a dissector building its own observation
+/// while the events were asked for.
+#[test]
+fn a_stream_conflict_is_observed_both_ways() {
+    let data = [
+        0x75, 0xff, 0xff, 0xff, 0x01, 0x00, 0x35, 0xff, 0xff, 0xff, 0x48, 0xff, 0x48,
+    ];
+    otwatch::fuzzing::observations(&data);
+}
