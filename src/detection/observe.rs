@@ -718,7 +718,12 @@ pub const S7_RAW_AREA: u32 = 0xff;
 /// A stable number for a name or an address's bytes (32-bit FNV-1a): Logix tags and S7
 /// addresses of other syntaxes are addressed by it.
 pub(crate) fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5u32, |h, &b| {
+    fnv1a_of(bytes.iter().copied())
+}
+
+/// [`fnv1a`] of bytes as they come, with nothing collected.
+fn fnv1a_of(bytes: impl IntoIterator<Item = u8>) -> u32 {
+    bytes.into_iter().fold(0x811c_9dc5u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     })
 }
@@ -1017,12 +1022,9 @@ fn variable_space(item: &S7PlusItem) -> Option<u32> {
 /// An S7comm-plus item's address in its space: the FNV-1a hash of its LIDs (an object's
 /// attribute: of the object id and its LIDs).
 fn variable_address(space: u32, item: &S7PlusItem) -> u32 {
-    let mut key = Vec::with_capacity(4 * (item.lids.len() + 1));
-    if space == S7PLUS_OBJECTS << 16 {
-        key.extend(item.access_area.to_be_bytes());
-    }
-    key.extend(item.lids.iter().flat_map(|l| l.to_be_bytes()));
-    fnv1a(&key)
+    let object = (space == S7PLUS_OBJECTS << 16).then(|| item.access_area.to_be_bytes());
+    let lids = item.lids.iter().flat_map(|l| l.to_be_bytes());
+    fnv1a_of(object.into_iter().flatten().chain(lids))
 }
 
 /// The function of an S7comm-plus session's own life (creation, set-up, close).

@@ -1638,12 +1638,6 @@ impl S7Flow {
         let Some(target) = m.function.and_then(|f| s7::request_target(f, m.payload)) else {
             return;
         };
-        if let Some(state) = m
-            .function
-            .and_then(|f| s7::requested_cpu_state(f, m.payload))
-        {
-            (ev.cpu_state_request, ev.requested_state) = (true, state);
-        }
         ev.nothing_created = self.plus_created == 0;
         // The session is what the request names as its own too.
         let own = |id: u32| {
@@ -1705,6 +1699,20 @@ impl S7Flow {
                     });
                 }
             }
+        }
+        // The CPU's operating state request: only a request of object 52, one naming an item
+        // of access area 52, or one whose addressing did not decode can hold it (an ordinary
+        // variable write is not walked again).
+        let cpu = s7::CPU_EXEC_UNIT;
+        let may_name = m.payload.get(..4) == Some(&cpu.to_be_bytes()[..])
+            || ev.error.is_some()
+            || ev.items.iter().any(|i| i.access_area == cpu);
+        if let Some(state) = m
+            .function
+            .filter(|_| may_name)
+            .and_then(|f| s7::requested_cpu_state(f, m.payload))
+        {
+            (ev.cpu_state_request, ev.requested_state) = (true, state);
         }
     }
 }
