@@ -116,6 +116,30 @@ impl std::fmt::Display for Mac {
     }
 }
 
+/// A packet's Ethernet destination and source, as its first 12 bytes: read in place, made into
+/// [`Mac`]s only where an event or an observation names them (copying them for every packet
+/// cost a store-forwarding stall a packet: six-byte arrays stored in pieces, read back whole).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkAddrs<'a>(pub &'a [u8; 12]);
+
+impl LinkAddrs<'_> {
+    /// The Ethernet header's addresses, when the link layer is Ethernet.
+    pub fn of(linktype: crate::capture::LinkType, data: &[u8]) -> Option<LinkAddrs<'_>> {
+        match (linktype, data.first_chunk::<12>()) {
+            (crate::capture::LinkType::ETHERNET, Some(h)) => Some(LinkAddrs(h)),
+            _ => None,
+        }
+    }
+
+    pub fn src(self) -> Mac {
+        Mac(std::array::from_fn(|i| self.0[6 + i]))
+    }
+
+    pub fn dst(self) -> Mac {
+        Mac(std::array::from_fn(|i| self.0[i]))
+    }
+}
+
 impl Serialize for Mac {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)

@@ -61,36 +61,29 @@ impl Pipeline {
         sink.before_packet(pkt.ts_nanos);
         self.stats.packets += 1;
         self.stats.bytes += u64::from(pkt.orig_len);
-        let macs = match (pkt.linktype, pkt.data.get(..12)) {
-            (crate::capture::LinkType::ETHERNET, Some(h)) => {
-                let mut dst = [0u8; 6];
-                let mut src = [0u8; 6];
-                dst.copy_from_slice(&h[..6]);
-                src.copy_from_slice(&h[6..12]);
-                Some((crate::event::Mac(src), crate::event::Mac(dst)))
-            }
-            _ => None,
-        };
         let info = PacketInfo {
             ts_nanos: pkt.ts_nanos,
             frame: pkt.frame,
             source,
-            macs,
+            macs: crate::event::LinkAddrs::of(pkt.linktype, pkt.data),
         };
-        match decode::decode(pkt.linktype, pkt.data, !pkt.csum_not_ready, &mut self.stats) {
+        // Matched in place: moved out, the decoded packet was copied in pieces just after
+        // `decode` wrote it (a store-forwarding stall on every packet).
+        let decoded = decode::decode(pkt.linktype, pkt.data, !pkt.csum_not_ready, &mut self.stats);
+        match &decoded {
             Decode::Packet(d) => {
                 if let Some(ring) = &self.evidence {
                     if let Ok(mut r) = ring.lock() {
                         r.record(d.src, d.dst, pkt, source);
                     }
                 }
-                self.flows.process(&d, &info, &mut self.stats, sink)
+                self.flows.process(d, &info, &mut self.stats, sink)
             }
             Decode::Fragment(f) => {
                 let conflicts = self.stats.defrag.conflicting_overlaps;
-                let whole = self.defrag.add(&f, pkt.ts_nanos, &mut self.stats);
+                let whole = self.defrag.add(f, pkt.ts_nanos, &mut self.stats);
                 if self.stats.defrag.conflicting_overlaps > conflicts && sink.wants_observations() {
-                    fragment_conflict(&f, &info, sink);
+                    fragment_conflict(f, &info, sink);
                 }
                 if let Some(dg) = whole {
                     let decoded = decode::decode_transport(
@@ -154,7 +147,7 @@ fn fragment_conflict(f: &decode::Fragment<'_>, info: &PacketInfo<'_>, sink: &mut
         0,
     );
     obs.stream_anomaly = Some("ip_fragment_conflicting_overlap");
-    obs.src_mac = info.macs.map(|(s, _)| s.0);
+    obs.src_mac = info.macs.map(|m| m.src().0);
     let key = FlushKey {
         ts: info.ts_nanos,
         frame: info.frame,

@@ -762,7 +762,9 @@ impl FileCursor {
                     } else {
                         pcap_parser::pcap::parse_pcap_frame(rest)
                     };
-                    match parsed {
+                    // Read in place: moved out, the parser's result was copied whole just after
+                    // it was written in pieces (a store-forwarding stall on every packet).
+                    match &parsed {
                         Ok((after, block)) => {
                             if block.caplen > MAX_CAPLEN {
                                 let detail =
@@ -790,7 +792,7 @@ impl FileCursor {
                         Err(e) => {
                             // A caplen larger than the rest of the file is reported by the parser as
                             // Incomplete: say which it was.
-                            let (truncated, detail) = describe(&e);
+                            let (truncated, detail) = describe(e);
                             return Some(Err(self.fail(truncated, detail)));
                         }
                     }

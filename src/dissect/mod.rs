@@ -67,7 +67,7 @@ pub struct Ctx<'a> {
     pub source: &'a Arc<str>,
     pub endpoints: &'a Endpoints,
     /// The current packet's sender IP and its Ethernet source and destination.
-    pub macs: Option<(IpAddr, crate::event::Mac, crate::event::Mac)>,
+    pub macs: Option<(IpAddr, crate::event::LinkAddrs<'a>)>,
     pub shared: &'a mut Shared,
     pub stats: &'a mut Stats,
     pub sink: &'a mut dyn EventSink,
@@ -86,8 +86,13 @@ impl Ctx<'_> {
     /// sent by the PDU's sender, except when a flow's end flushes data (then the addresses are
     /// the other way round).
     fn macs_from(&self, src: IpAddr) -> Option<(crate::event::Mac, crate::event::Mac)> {
-        self.macs
-            .map(|(ip, s, d)| if ip == src { (s, d) } else { (d, s) })
+        self.macs.map(|(ip, m)| {
+            if ip == src {
+                (m.src(), m.dst())
+            } else {
+                (m.dst(), m.src())
+            }
+        })
     }
 
     /// An event skeleton for a PDU travelling in `dir`, completed by the current packet.

@@ -123,7 +123,7 @@ pub struct PacketInfo<'a> {
     pub frame: u64,
     pub source: &'a Arc<str>,
     /// Ethernet source and destination of the packet, when the link layer is Ethernet.
-    pub macs: Option<(crate::event::Mac, crate::event::Mac)>,
+    pub macs: Option<crate::event::LinkAddrs<'a>>,
 }
 
 /// Keys are attacker-controlled on a SPAN port: a per-process random seed keeps the table from
@@ -338,7 +338,7 @@ impl FlowTable {
             frame: info.frame,
             source: info.source,
             endpoints: &flow.endpoints,
-            macs: info.macs.map(|(s, d)| (pkt.src, s, d)),
+            macs: info.macs.map(|m| (pkt.src, m)),
             shared: &mut self.shared,
             stats,
             sink,
@@ -677,10 +677,10 @@ impl Talkers {
             direction: crate::event::Direction::Request,
             src_mac: info
                 .macs
-                .map(|(s, d)| if client == pkt.src { s } else { d }),
+                .map(|m| if client == pkt.src { m.src() } else { m.dst() }),
             dst_mac: info
                 .macs
-                .map(|(s, d)| if client == pkt.src { d } else { s }),
+                .map(|m| if client == pkt.src { m.dst() } else { m.src() }),
             pdu: crate::event::Pdu::Conversation {
                 udp: protocol == 17,
             },
