@@ -209,7 +209,7 @@ impl Feed for RingFeed<'_> {
                     csum_not_ready: p.csum_not_ready,
                 };
                 let refused = f(Next::Packet {
-                    pkt,
+                    pkt: &pkt,
                     source: self.name,
                     handle: p,
                     restart: false,

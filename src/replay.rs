@@ -270,15 +270,19 @@ impl crate::run::Feed for FileFeed<'_> {
                     pb.set_message(format!("{:.0} packets/s", self.n as f64 / secs));
                 }
             }
-            let (next, base) = match &mut self.current {
-                Some(Current::Streaming(cap)) => (cap.next_packet(), None),
-                Some(Current::Split(data, cursor)) => {
-                    (cursor.next_in(data), Some(data.as_ptr() as usize))
-                }
-                None => (None, None),
+            let base = match &self.current {
+                Some(Current::Split(data, _)) => Some(data.as_ptr() as usize),
+                _ => None,
+            };
+            // Not in a tuple with `base`: the packet is then written where the reader made it,
+            // not copied whole right after (a store-forwarding stall a packet).
+            let next = match &mut self.current {
+                Some(Current::Streaming(cap)) => cap.next_packet(),
+                Some(Current::Split(data, cursor)) => cursor.next_in(data),
+                None => None,
             };
             let pkt = match next {
-                Some(Ok(pkt)) => pkt,
+                Some(Ok(ref pkt)) => pkt,
                 Some(Err(e)) => {
                     self.close_current(Some(e));
                     continue;

@@ -93,7 +93,7 @@ impl Feed for LiveFeed<'_> {
             LiveSource::Pcap(p) => p.next_packet_timeout(),
         };
         match next {
-            Ok(Some(pkt)) => {
+            Ok(Some(ref pkt)) => {
                 self.drain.frame();
                 f(Next::Packet {
                     pkt,

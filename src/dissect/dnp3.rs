@@ -226,7 +226,7 @@ impl Dnp3Flow {
         ctx.stats[DNP3].count_error("bad_header_crc");
         ctx.stats[DNP3].count("crc_errors");
         let function = header.control.function();
-        let ev = Dnp3Event {
+        let mut ev = Dnp3Event {
             link_src: header.source,
             link_dst: header.destination,
             link_function: function.code(),
@@ -237,7 +237,7 @@ impl Dnp3Flow {
             error: Some("header_crc"),
             ..Default::default()
         };
-        self.emit(ctx, dir, ev, None);
+        self.emit(ctx, dir, &mut ev, None);
         true
     }
 
@@ -250,12 +250,12 @@ impl Dnp3Flow {
         }
         if !frame.carries_user_data() {
             ctx.stats[DNP3].count("link_only_frames");
-            self.emit(ctx, dir, ev, None);
+            self.emit(ctx, dir, &mut ev, None);
             return;
         }
         if !frame.data_crc_ok {
             // Corrupt bytes must not reach the application layer: report the frame alone.
-            self.emit(ctx, dir, ev, None);
+            self.emit(ctx, dir, &mut ev, None);
             return;
         }
         let key = (
@@ -296,10 +296,10 @@ impl Dnp3Flow {
                             ev.segments = Some(segments);
                             direct = app_event(&mut ev, fragment, ctx, dir);
                         }
-                        self.emit(ctx, dir, ev, direct);
+                        self.emit(ctx, dir, &mut ev, direct);
                     } else {
                         ev.error = Some("channel_bound");
-                        self.emit(ctx, dir, ev, None);
+                        self.emit(ctx, dir, &mut ev, None);
                     }
                     return;
                 }
@@ -322,9 +322,8 @@ impl Dnp3Flow {
                 fragment, segments, ..
             } => {
                 ev.segments = Some(segments);
-                let direct = app_event(&mut ev, fragment, ctx, dir);
-                // Moved, not cloned: the fragment borrows the reassembler until below.
-                complete = Some((std::mem::take(&mut ev), direct));
+                // Emitted below: the fragment borrows the reassembler until then.
+                complete = Some(app_event(&mut ev, fragment, ctx, dir));
                 self.overflowing.remove(&key);
             }
             TransportOutcome::InProgress { .. } => {
@@ -344,12 +343,12 @@ impl Dnp3Flow {
             reassembler.shrink();
             ctx.stats[DNP3].count("reassembly_budget_drops");
         }
-        if let Some((ev, direct)) = complete {
-            self.emit(ctx, dir, ev, direct);
+        if let Some(direct) = complete {
+            self.emit(ctx, dir, &mut ev, direct);
         } else if overflow && self.overflowing.insert(key) {
             // A fragment larger than anything reassembled: say so once, it may be an attack.
             ev.error = Some("fragment_too_large");
-            self.emit(ctx, dir, ev, None);
+            self.emit(ctx, dir, &mut ev, None);
         }
     }
 
@@ -358,7 +357,7 @@ impl Dnp3Flow {
         &mut self,
         ctx: &mut Ctx<'_>,
         dir: Dir,
-        ev: Dnp3Event,
+        ev: &mut Dnp3Event,
         direct: Option<Box<Observation>>,
     ) {
         if !ctx.sink.wants_events() {
@@ -371,7 +370,8 @@ impl Dnp3Flow {
         // `direction` follows the flow's roles (the outstation serves); the DIR bit, which any
         // sender can set, stays in `from_master`.
         let mut event = ctx.event("dnp3", dir);
-        event.pdu = crate::event::Pdu::Dnp3(ev);
+        // Taken only here: moved into every call, the event was copied twice a frame.
+        event.pdu = crate::event::Pdu::Dnp3(std::mem::take(ev));
         ctx.emit(event);
     }
 }
