@@ -215,21 +215,34 @@ struct Pending {
     attribute: Option<u32>,
     member: Option<u32>,
     tag: Option<String>,
-    /// The embedded requests' paths, one level down and without their own items.
-    items: Option<Vec<CipEvent>>,
+    /// The embedded requests' paths, one level down.
+    items: Option<Vec<PathOf>>,
+}
+
+/// What a pending request keeps of an embedded message: its service and path (a whole
+/// `CipEvent` cloned per embedded request, and dropped, cost more than the rest of its reading).
+#[derive(Debug, Clone)]
+struct PathOf {
+    service: u8,
+    class: Option<u32>,
+    instance: Option<u32>,
+    attribute: Option<u32>,
+    member: Option<u32>,
+    tag: Option<String>,
 }
 
 /// A request's embedded messages as a pending entry keeps them: their paths, not their own
 /// embedded messages (bounded memory).
-fn summaries(items: &Option<Vec<CipEvent>>) -> Option<Vec<CipEvent>> {
+fn summaries(items: &Option<Vec<CipEvent>>) -> Option<Vec<PathOf>> {
     items.as_ref().map(|v| {
         v.iter()
-            .map(|i| CipEvent {
-                items: None,
-                route: None,
-                connection: None,
-                values: None,
-                ..i.clone()
+            .map(|i| PathOf {
+                service: i.service,
+                class: i.class,
+                instance: i.instance,
+                attribute: i.attribute,
+                member: i.member,
+                tag: i.tag.clone(),
             })
             .collect()
     })
@@ -465,7 +478,7 @@ fn cip_event(m: &Cip<'_>, depth: u8, budget: &mut Budget) -> CipEvent {
         );
     }
     if !parts.is_empty() {
-        let mut items = Vec::new();
+        let mut items = Vec::with_capacity(parts.len().min(budget.items));
         let mut rest: &[&[u8]] = &[];
         if depth == 0 {
             rest = &parts;
@@ -829,14 +842,14 @@ impl EnipFlow {
         c.member = p.member;
         c.tag = p.tag;
         c.service_name = name_of(c.service, c.class, c.tag.is_some());
-        if let (Some(items), Some(req)) = (&mut c.items, &p.items) {
+        if let (Some(items), Some(req)) = (&mut c.items, p.items) {
             for (r, q) in items.iter_mut().zip(req) {
                 if r.service == q.service {
                     r.class = q.class;
                     r.instance = q.instance;
                     r.attribute = q.attribute;
                     r.member = q.member;
-                    r.tag = q.tag.clone();
+                    r.tag = q.tag;
                     r.service_name = name_of(r.service, r.class, r.tag.is_some());
                 }
             }
