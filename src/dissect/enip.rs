@@ -209,18 +209,13 @@ impl Connections {
 #[derive(Debug, Clone)]
 struct Pending {
     key: u64,
-    service: u8,
-    class: Option<u32>,
-    instance: Option<u32>,
-    attribute: Option<u32>,
-    member: Option<u32>,
-    tag: Option<String>,
+    path: PathOf,
     /// The embedded requests' paths, one level down.
     items: Option<Vec<PathOf>>,
 }
 
-/// What a pending request keeps of an embedded message: its service and path (a whole
-/// `CipEvent` cloned per embedded request, and dropped, cost more than the rest of its reading).
+/// What a pending request keeps of a message: its service and path (a whole `CipEvent`
+/// cloned per embedded request, and dropped, cost more than the rest of its reading).
 #[derive(Debug, Clone)]
 struct PathOf {
     service: u8,
@@ -231,21 +226,33 @@ struct PathOf {
     tag: Option<String>,
 }
 
+impl PathOf {
+    fn of(c: &CipEvent) -> PathOf {
+        PathOf {
+            service: c.service,
+            class: c.class,
+            instance: c.instance,
+            attribute: c.attribute,
+            member: c.member,
+            tag: c.tag.clone(),
+        }
+    }
+
+    /// The request's path on its reply, whose service is then named by it.
+    fn put_on(self, c: &mut CipEvent) {
+        c.class = self.class;
+        c.instance = self.instance;
+        c.attribute = self.attribute;
+        c.member = self.member;
+        c.tag = self.tag;
+        c.service_name = name_of(c.service, c.class, c.tag.is_some());
+    }
+}
+
 /// A request's embedded messages as a pending entry keeps them: their paths, not their own
 /// embedded messages (bounded memory).
 fn summaries(items: &Option<Vec<CipEvent>>) -> Option<Vec<PathOf>> {
-    items.as_ref().map(|v| {
-        v.iter()
-            .map(|i| PathOf {
-                service: i.service,
-                class: i.class,
-                instance: i.instance,
-                attribute: i.attribute,
-                member: i.member,
-                tag: i.tag.clone(),
-            })
-            .collect()
-    })
+    items.as_ref().map(|v| v.iter().map(PathOf::of).collect())
 }
 
 #[derive(Debug, Default)]
@@ -791,20 +798,15 @@ impl EnipFlow {
             }
             self.pending.push_back(Pending {
                 key,
-                service: c.service,
-                class: c.class,
-                instance: c.instance,
-                attribute: c.attribute,
-                member: c.member,
-                tag: c.tag.clone(),
+                path: PathOf::of(c),
                 items: summaries(&c.items),
             });
             return false;
         }
         // An Unconnected Send's reply is its embedded request's reply.
         let unconnected = |p: &Pending| {
-            p.service == 0x52
-                && p.class == Some(6)
+            p.path.service == 0x52
+                && p.path.class == Some(6)
                 && p.items
                     .as_ref()
                     .and_then(|v| v.first())
@@ -813,11 +815,11 @@ impl EnipFlow {
         let Some(i) = self
             .pending
             .iter()
-            .position(|p| p.key == key && (p.service == c.service || unconnected(p)))
+            .position(|p| p.key == key && (p.path.service == c.service || unconnected(p)))
         else {
             return false;
         };
-        let Some(mut p) = self.pending.remove(i) else {
+        let Some(p) = self.pending.remove(i) else {
             return false;
         };
         // Older requests with the same key were never answered: they cannot be any more.
@@ -827,30 +829,22 @@ impl EnipFlow {
             k > i || q.key != key
         });
         let routed = unconnected(&p);
-        if routed {
-            if let Some(inner) = p.items.take().and_then(|v| v.into_iter().next()) {
-                p.class = inner.class;
-                p.instance = inner.instance;
-                p.attribute = inner.attribute;
-                p.member = inner.member;
-                p.tag = inner.tag;
+        let Pending {
+            mut path, items, ..
+        } = p;
+        let items = if routed {
+            if let Some(inner) = items.and_then(|v| v.into_iter().next()) {
+                path = inner;
             }
-        }
-        c.class = p.class;
-        c.instance = p.instance;
-        c.attribute = p.attribute;
-        c.member = p.member;
-        c.tag = p.tag;
-        c.service_name = name_of(c.service, c.class, c.tag.is_some());
-        if let (Some(items), Some(req)) = (&mut c.items, p.items) {
-            for (r, q) in items.iter_mut().zip(req) {
+            None
+        } else {
+            items
+        };
+        path.put_on(c);
+        if let (Some(replies), Some(requests)) = (&mut c.items, items) {
+            for (r, q) in replies.iter_mut().zip(requests) {
                 if r.service == q.service {
-                    r.class = q.class;
-                    r.instance = q.instance;
-                    r.attribute = q.attribute;
-                    r.member = q.member;
-                    r.tag = q.tag;
-                    r.service_name = name_of(r.service, r.class, r.tag.is_some());
+                    q.put_on(r);
                 }
             }
         }
