@@ -114,9 +114,10 @@ impl super::Dissector for ModbusFlow {
                 }
                 continue;
             }
-            match modbus::parse_adu(rest) {
+            // Read in place, as the PDU below (a store-forwarding stall an ADU when moved).
+            match &modbus::parse_adu(rest) {
                 AduResult::Complete { adu, consumed } => {
-                    self.on_adu(ctx, dir, &adu);
+                    self.on_adu(ctx, dir, adu);
                     off += consumed;
                 }
                 AduResult::Incomplete { .. } => break,
@@ -193,7 +194,9 @@ impl ModbusFlow {
         if *row >= 2 && !self.confirmed {
             self.confirm(ctx);
         }
-        match modbus::parse_pdu(adu.pdu, direction(dir)) {
+        // Read in place: moved out, the parser's record was copied whole just after it was
+        // written field by field (a store-forwarding stall a PDU).
+        match &modbus::parse_pdu(adu.pdu, direction(dir)) {
             Ok(pdu) => {
                 if !self.confirmed {
                     self.confirm(ctx);
@@ -213,14 +216,14 @@ impl ModbusFlow {
                     if !ctx.wants_event_out() && ctx.wants_observations() {
                         // Detection without an events output: the observation straight from
                         // the parser's record, without the event's values, strings and lists.
-                        let mut o = observation(ctx, dir, adu, &pdu, pending.as_ref());
+                        let mut o = observation(ctx, dir, adu, pdu, pending.as_ref());
                         ctx.emit_observed(dir, &mut o);
                     } else {
                         let mut ev = ctx.event("modbus", dir);
                         let request = dir == Dir::ToServer;
                         let mut m =
-                            build_event(adu, &pdu, pending.as_ref(), ctx.ts_nanos, request, true);
-                        m.values = carried(&pdu, pending.as_ref()).map(Carried::values);
+                            build_event(adu, pdu, pending.as_ref(), ctx.ts_nanos, request, true);
+                        m.values = carried(pdu, pending.as_ref()).map(Carried::values);
                         ev.pdu = crate::event::Pdu::Modbus(m);
                         ctx.emit(ev);
                     }
@@ -314,13 +317,11 @@ impl ModbusFlow {
                 && p.unit_id == header.unit_id
                 && p.function == fc
         });
-        match i.and_then(|i| self.outstanding.remove(i)) {
-            Some(p) => Some(p),
-            None => {
-                ctx.stats[MODBUS].unmatched_responses += 1;
-                None
-            }
+        let found = i.and_then(|i| self.outstanding.remove(i));
+        if found.is_none() {
+            ctx.stats[MODBUS].unmatched_responses += 1;
         }
+        found
     }
 }
 

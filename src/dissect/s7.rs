@@ -789,7 +789,10 @@ impl S7Flow {
     }
 
     fn on_tpdu(&mut self, ctx: &mut Ctx<'_>, dir: Dir, tpdu: &[u8]) {
-        let cotp = match s7::parse_cotp(tpdu) {
+        // Read in place (moved out, the parser's record was copied whole just after it was
+        // written field by field: a store-forwarding stall a TPDU).
+        let parsed = s7::parse_cotp(tpdu);
+        let cotp = match &parsed {
             Ok(c) => c,
             Err(err) => {
                 ctx.stats[S7COMM].count_error(err.kind.as_str());

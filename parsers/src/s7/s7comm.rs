@@ -281,6 +281,10 @@ impl<'a> Parts<'a> {
     }
 }
 
+// `job` and `ack_data` are inlined into `parse_s7comm`, their one caller: called, each body
+// came back through memory and was copied whole into the PDU just after it was written field
+// by field (a store-forwarding stall, 3% of steady-site's dissection).
+#[inline(always)]
 fn job<'a>(p: &Parts<'a>) -> Result<S7Body<'a>, S7Error> {
     let Some(&function) = p.params.get(param::FUNCTION) else {
         return Err(p.param_err(S7ErrorKind::Truncated, 0));
@@ -315,6 +319,7 @@ fn job<'a>(p: &Parts<'a>) -> Result<S7Body<'a>, S7Error> {
     })
 }
 
+#[inline(always)]
 fn ack_data<'a>(p: &Parts<'a>) -> Result<S7Body<'a>, S7Error> {
     let Some(&function) = p.params.get(param::FUNCTION) else {
         p.no_data()?;
