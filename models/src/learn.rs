@@ -43,6 +43,9 @@ const MIN_POLL_INTERVALS: usize = 5;
 #[derive(Debug, Clone, Default)]
 pub struct RateCounter {
     buckets: [u32; RATE_WINDOW_SECS as usize],
+    /// The sum of `buckets`, kept as they change: summed after each count, the buckets were
+    /// read whole just after one of them was written (a store-forwarding stall a request).
+    total: u64,
     /// The second of the newest bucket.
     head: i64,
     started: bool,
@@ -60,7 +63,9 @@ impl RateCounter {
         if sec > self.head {
             let steps = (sec - self.head).min(n);
             for k in 1..=steps {
-                self.buckets[(self.head + k).rem_euclid(n) as usize] = 0;
+                let b = &mut self.buckets[(self.head + k).rem_euclid(n) as usize];
+                self.total -= u64::from(*b);
+                *b = 0;
             }
             self.head = sec;
         }
@@ -72,8 +77,11 @@ impl RateCounter {
             sec.min(self.head)
         };
         let b = &mut self.buckets[at.rem_euclid(n) as usize];
-        *b = b.saturating_add(1);
-        self.buckets.iter().map(|&c| u64::from(c)).sum()
+        if *b < u32::MAX {
+            *b += 1;
+            self.total += 1;
+        }
+        self.total
     }
 }
 
@@ -1089,6 +1097,52 @@ mod tests {
         assert_eq!(r.add(100 * NANOS), 1);
         // Old timestamps still count, in the oldest bucket.
         assert_eq!(r.add(50 * NANOS), 2);
+    }
+
+    /// The running total is the window's count: times forward, a little back, far back and
+    /// far ahead, against the events counted again from scratch.
+    #[test]
+    fn rate_counter_total_is_the_window_count() {
+        let mut r = RateCounter::default();
+        let mut counted: Vec<i64> = Vec::new();
+        let mut seed: u32 = 0x2545_f491;
+        let mut now = 1_000i64;
+        for _ in 0..5_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            let ts_sec = match seed % 16 {
+                0 => now - 3,
+                1 => now - 40,
+                2 => {
+                    now += 25;
+                    now
+                }
+                3..=6 => {
+                    now += 1;
+                    now
+                }
+                _ => now,
+            };
+            let got = r.add(ts_sec * NANOS + i64::from(seed % 1000));
+            // Where each event was counted: its own second while in the window, else the oldest.
+            let head = now.max(r.head);
+            let at = if ts_sec + RATE_WINDOW_SECS <= head {
+                head - RATE_WINDOW_SECS + 1
+            } else {
+                ts_sec.min(head)
+            };
+            counted.push(at);
+            let expected = counted
+                .iter()
+                .filter(|&&s| s > head - RATE_WINDOW_SECS)
+                .count() as u64;
+            assert_eq!(got, expected, "at {ts_sec}, head {head}");
+            assert_eq!(
+                r.total,
+                r.buckets.iter().map(|&c| u64::from(c)).sum::<u64>()
+            );
+        }
     }
 
     /// Twelve channels, each polled at its own rate, over 60 windows of 1 s.

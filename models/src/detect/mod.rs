@@ -135,18 +135,29 @@ struct Chans {
 }
 
 impl Chans {
-    /// A channel's runtime state (made on first use) and where it lives; `known` is its place
-    /// in `slots` when learned.
+    /// A channel's runtime state (made on first use); `known` is its place in `slots` when
+    /// learned.
     #[inline]
-    fn rt(&mut self, ch: &Channel, known: Option<usize>) -> (RtAt, &mut ChanRt) {
+    fn rt(&mut self, ch: &Channel, known: Option<usize>) -> &mut ChanRt {
         match known.and_then(|i| self.slots.get_mut(i).map(|s| (i, s))) {
             Some((i, s)) => {
                 if s.rt.known.is_none() {
                     s.rt.known = Some(i);
                 }
-                (RtAt::Slot(i), &mut s.rt)
+                &mut s.rt
             }
-            None => (RtAt::Other(*ch), self.others.entry(*ch).or_default()),
+            None => self.others.entry(*ch).or_default(),
+        }
+    }
+
+    /// Where [`Chans::rt`] keeps a channel's runtime state. Apart from it: returned with the
+    /// state, the place came back through memory and was read whole just after it was written
+    /// in pieces (a store-forwarding stall a PDU), and it is needed only when a window opens.
+    #[inline]
+    fn place(&self, ch: &Channel, known: Option<usize>) -> RtAt {
+        match known.filter(|&i| i < self.slots.len()) {
+            Some(i) => RtAt::Slot(i),
+            None => RtAt::Other(*ch),
         }
     }
 
@@ -685,7 +696,8 @@ impl Detector {
             return;
         }
         let model = known.map(|i| &self.baseline.channels[i]);
-        let (at, rt) = self.chans.rt(ch, known);
+        let at = self.chans.place(ch, known);
+        let rt = self.chans.rt(ch, known);
         set_source(&mut rt.source, &o.source);
         rt.ports = o.ports.map(Ports::reversed).or(rt.ports);
         let matched = if o.kind == Kind::Response {

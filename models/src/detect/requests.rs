@@ -298,7 +298,8 @@ impl Detector {
         out: &mut Vec<Alert>,
     ) {
         let ch = &o.channel;
-        let (at, rt) = self.chans.rt(ch, known);
+        let at = self.chans.place(ch, known);
+        let rt = self.chans.rt(ch, known);
         set_source(&mut rt.source, &o.source);
         rt.ports = o.ports.or(rt.ports);
         rt.pending.request(o);
