@@ -128,7 +128,9 @@ pub struct PacketInfo<'a> {
 
 /// Keys are attacker-controlled on a SPAN port: a per-process random seed keeps the table from
 /// being flooded into one bucket, and foldhash is several times cheaper than SipHash here.
-type FlowMap = HashMap<FlowKey, Flow, foldhash::fast::RandomState>;
+/// Flows are boxed: the table's entries stay small (the key and a pointer, where a flow is
+/// 560 bytes), and a flow leaving the table is not copied out of it.
+type FlowMap = HashMap<FlowKey, Box<Flow>, foldhash::fast::RandomState>;
 
 pub struct FlowTable {
     flows: FlowMap,
@@ -241,7 +243,7 @@ impl FlowTable {
             }
         }
         // Nearly every packet finds its flow: a plain lookup, and an entry only for a new one.
-        let flow = match self.flows.get_mut(&key) {
+        let flow: &mut Flow = match self.flows.get_mut(&key) {
             Some(flow) => flow,
             None => {
                 stats.flows.created += 1;
@@ -249,7 +251,7 @@ impl FlowTable {
                 let id = self.next_id;
                 self.flows
                     .entry(key)
-                    .or_insert_with(|| new_flow(id, pkt, sender, receiver, info, probed))
+                    .or_insert_with(|| Box::new(new_flow(id, pkt, sender, receiver, info, probed)))
             }
         };
         flow.last_seen = now;
@@ -390,9 +392,9 @@ impl FlowTable {
         // Closed in creation order, so output does not depend on hash order.
         victims.sort_unstable_by_key(|v| v.2);
         for (_, _, _, key) in victims {
-            if let Some(flow) = self.flows.remove(&key) {
+            if let Some(mut flow) = self.flows.remove(&key) {
                 stats.flows.evicted_full += 1;
-                close_flow(flow, &mut self.shared, stats, sink);
+                close_flow(&mut flow, &mut self.shared, stats, sink);
             }
         }
     }
@@ -434,9 +436,9 @@ impl FlowTable {
         self.seen_since = oldest_kept;
         idle.sort_unstable_by_key(|&(id, _)| id);
         for (_, key) in idle {
-            if let Some(flow) = self.flows.remove(&key) {
+            if let Some(mut flow) = self.flows.remove(&key) {
                 stats.flows.evicted_idle += 1;
-                close_flow(flow, &mut self.shared, stats, sink);
+                close_flow(&mut flow, &mut self.shared, stats, sink);
             }
         }
     }
@@ -444,10 +446,10 @@ impl FlowTable {
     /// End of input: flush and close every flow, in creation order.
     pub fn close_all(&mut self, stats: &mut Stats, sink: &mut dyn EventSink) {
         self.seen_since = i64::MAX;
-        let mut flows: Vec<Flow> = self.flows.drain().map(|(_, f)| f).collect();
+        let mut flows: Vec<Box<Flow>> = self.flows.drain().map(|(_, f)| f).collect();
         flows.sort_unstable_by_key(|f| f.id);
-        for flow in flows {
-            close_flow(flow, &mut self.shared, stats, sink);
+        for mut flow in flows {
+            close_flow(&mut flow, &mut self.shared, stats, sink);
         }
     }
 }
@@ -470,14 +472,14 @@ fn reopen(
     stats: &mut Stats,
     sink: &mut dyn EventSink,
 ) {
-    let old = std::mem::replace(flow, fresh);
+    let mut old = std::mem::replace(flow, fresh);
     stats.flows.reused += 1;
     stats.flows.created += 1;
-    close_flow(old, shared, stats, sink);
+    close_flow(&mut old, shared, stats, sink);
 }
 
 fn close_flow(
-    mut flow: Flow,
+    flow: &mut Flow,
     shared: &mut crate::dissect::Shared,
     stats: &mut Stats,
     sink: &mut dyn EventSink,
@@ -487,7 +489,7 @@ fn close_flow(
         stats.flows.syn_on_open += 1;
     }
     without_packet(
-        &mut flow,
+        flow,
         shared,
         stats,
         sink,
