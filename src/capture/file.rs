@@ -622,6 +622,14 @@ fn detect_format(data: &[u8]) -> Result<Format, String> {
 /// The total length of the pcapng block at the start of `rest`, as the block says (in the
 /// section's byte order; a section header's own from its byte-order magic), if plausible.
 fn block_len(rest: &[u8], big_endian: bool) -> Option<usize> {
+    block_len_field(rest, big_endian)
+        .filter(|&len| len >= 12)
+        .map(|len| len as usize)
+}
+
+/// The length field of the pcapng block at the start of `rest`, whatever it says; `None` when
+/// the file ends before it.
+fn block_len_field(rest: &[u8], big_endian: bool) -> Option<u32> {
     let word = |at: usize, be: bool| {
         rest.get(at..at + 4).map(|b| {
             let b = [b[0], b[1], b[2], b[3]];
@@ -637,7 +645,7 @@ fn block_len(rest: &[u8], big_endian: bool) -> Option<usize> {
         Some([0x0a, 0x0d, 0x0d, 0x0a]) => rest.get(8..12)? == [0x1a, 0x2b, 0x3c, 0x4d],
         _ => big_endian,
     };
-    word(4, be).filter(|&len| len >= 12).map(|len| len as usize)
+    word(4, be)
 }
 
 /// Timestamp units per second from a pcapng `if_tsresol` (default 6: microseconds): 10^n, or
@@ -801,6 +809,14 @@ impl FileCursor {
                     big_endian,
                     interfaces,
                 } => {
+                    // Judge the block's length before its data, as a pcap record's: shorter
+                    // than a block's own type and two lengths, it is corrupt. (pcap-parser
+                    // 0.17 subtracts 12 from it unchecked: a panic with overflow checks, and
+                    // a wrapped length told as a file cut short without them.)
+                    if let Some(len) = block_len_field(rest, *big_endian).filter(|&l| l < 12) {
+                        let detail = format!("implausible block length {len}");
+                        return Some(Err(self.fail(false, detail)));
+                    }
                     let parsed = if *big_endian {
                         pcap_parser::pcapng::parse_block_be(rest)
                     } else {
@@ -1067,6 +1083,47 @@ mod tests {
     /// A packet block whose captured length runs past its own end, in a file that holds the
     /// whole block, is corrupt; a block the file cuts short is truncated, and says how much of
     /// it there is.
+    #[test]
+    fn a_pcapng_block_shorter_than_its_header_is_corrupt() {
+        // The `capture` fuzz target's input: a Process Information Block (0x80000001) whose
+        // length is 10, after a section header. pcap-parser took 12 from the length unchecked.
+        let crash: &[u8] = &[
+            0x0a, 0x0d, 0x0d, 0x0a, 0x25, 0x00, 0x00, 0x00, 0x4d, 0x3c, 0x2b, 0x1a, 0x3c, 0x2b,
+            0x1a, 0x0d, 0x0a, 0x0a, 0xff, 0xff, 0x0d, 0x0d, 0xfd, 0xff, 0xff, 0xfe, 0xf2, 0xf5,
+            0xf5, 0x00, 0x0a, 0x0d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x0d, 0x0d, 0x0a, 0x00,
+            0x00, 0x00, 0x4b, 0x1a, 0x2b, 0x3c, 0x4d, 0x0a, 0x0a, 0x0d, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x09, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x40, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x03, 0x00, 0x00, 0x80, 0x00, 0x00, 0x00, 0xb5, 0x1a, 0x2b, 0x3c, 0x4d, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xfb, 0x00,
+            0x80, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x0a, 0xa1, 0xce, 0x3f, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x05, 0x03, 0x00, 0x00, 0x4e, 0xff, 0x00, 0x00, 0x00, 0x00,
+            0x03,
+        ];
+        let e = read_to_error(crash.to_vec()).to_string();
+        assert!(
+            e.contains("corrupt at byte offset 112") && e.contains("implausible block length 10"),
+            "{e}"
+        );
+        // Every length below 12, in either byte order, after a good section header.
+        for be in [false, true] {
+            for len in 0u32..12 {
+                let mut file = pcapng(be, 0, 0, &[]);
+                let at = file.len();
+                let word = |v: u32| if be { v.to_be_bytes() } else { v.to_le_bytes() };
+                file.extend_from_slice(&word(0x8000_0001));
+                file.extend_from_slice(&word(len));
+                file.extend_from_slice(&[0; 16]);
+                let e = read_to_error(file).to_string();
+                assert!(
+                    e.contains(&format!("corrupt at byte offset {at}"))
+                        && e.contains(&format!("implausible block length {len}")),
+                    "{e}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn pcapng_corrupt_and_cut_short_blocks_are_told_apart() {
         let data: Vec<u8> = (0..60).collect();
