@@ -380,6 +380,57 @@ fn float_response(seq: u8, values: &[f32]) -> Vec<u8> {
     f
 }
 
+/// An analog float read as NaN, on a point learned from finite readings, is outside its
+/// envelope (`value_out_of_range`: a NaN makes every comparison in the logic false); the same
+/// polls with a finite reading there raise nothing.
+#[test]
+fn a_nan_reading_of_a_learned_point_is_out_of_range() {
+    let dir = scratch("dnp3-nan");
+    for (name, odd) in [("nan", f32::NAN), ("finite", 20.5f32)] {
+        let mut packets = Vec::new();
+        let (mut master, mut outstation) = (1u32, 1u32);
+        let mut odd_frame = 0;
+        for i in 0..40u8 {
+            let t = std::time::Duration::from_secs(1_700_000_000 + 2 * u64::from(i));
+            let request = link_frames(true, 1, 10, &read_request(i & 0x0f), i & 0x3f).concat();
+            let v = if i == 35 {
+                odd
+            } else {
+                20.0 + f32::from(i % 3) * 0.5
+            };
+            let response =
+                link_frames(false, 10, 1, &float_response(i & 0x0f, &[v, 5.0]), i & 0x3f).concat();
+            packets.push((t, tcp(true, master, &request)));
+            packets.push((
+                t + std::time::Duration::from_millis(20),
+                tcp(false, outstation, &response),
+            ));
+            if i == 35 {
+                odd_frame = packets.len() as u64;
+            }
+            master += request.len() as u32;
+            outstation += response.len() as u32;
+        }
+        let path = dir.join(format!("{name}.pcap"));
+        write_pcap_at(&path, &packets);
+        let (alerts, _) = detect_files(Learn::For(60.0), &[(&path, &all_frames)]);
+        let out: Vec<_> = alerts
+            .iter()
+            .filter(|a| {
+                a.r#type == "value_out_of_range" && a.state == otwatch_models::AlertState::First
+            })
+            .map(|a| (a.message.clone(), a.frames.to_vec()))
+            .collect();
+        if name == "nan" {
+            let said = "10.0.1.2 g30 0 reads NaN, learned 20..=21 (step at most 1)".to_string();
+            assert_eq!(out, [(said, vec![odd_frame])], "{alerts:#?}");
+        } else {
+            assert!(out.is_empty(), "{alerts:#?}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// An analog float that is infinite or NaN (the encoding allows both) is no sample: learning
 /// makes envelopes of the finite values only, and the baseline saved from it loads again (a
 /// saved infinity was written as `null`, which no longer loaded).

@@ -419,8 +419,9 @@ fn float(v: f32) -> Vec<u8> {
 
 /// Detection on IEC 104: two minutes of a controlling station's general interrogations (every
 /// 10 s, answered with four float measurands) and the station's spontaneous updates are learned;
-/// then a single command the master never sent, a measurand far outside its envelope and a
-/// reset process command are each caught, and the steady traffic around them raises nothing.
+/// then a single command the master never sent, a measurand far outside its envelope, a reset
+/// process command and a measurand that is NaN are each caught, and the steady traffic around
+/// them raises nothing.
 #[test]
 fn iec104_detection() {
     let mut l = Link::new();
@@ -457,6 +458,11 @@ fn iec104_detection() {
             attacks.push(l.packets.len() as u64 + 1);
             l.i_frame(t + 5000, MASTER, &asdu(105, 6, &[(0, vec![1])]));
         }
+        if s == 19 {
+            // A measurand that is NaN (a short float's encoding allows it).
+            attacks.push(l.packets.len() as u64 + 1);
+            l.i_frame(t + 5000, STATION, &asdu(13, 3, &[(102, float(f32::NAN))]));
+        }
     }
     let dir = common::scratch("iec104-detect");
     let path = dir.join("iec104.pcap");
@@ -489,6 +495,7 @@ fn iec104_detection() {
     assert!(caught(attacks[0], "unauthorized_write"), "{first:#?}");
     assert!(caught(attacks[1], "value_out_of_range"), "{first:#?}");
     assert!(caught(attacks[2], "device_restart_command"), "{first:#?}");
+    assert!(caught(attacks[3], "value_out_of_range"), "{first:#?}");
     // Nothing else: every alert names an attack frame (or the confirmation of the command).
     for a in &first {
         assert!(

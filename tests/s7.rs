@@ -200,6 +200,30 @@ fn s7_pdu(rosctr: u8, pdu_ref: u16, param: &[u8], data: &[u8]) -> Vec<u8> {
     p
 }
 
+/// A capture of write jobs at the given seconds of capture time (`job(k, reference)`, the
+/// references 1, 2, ...), each acknowledged 20 ms later, in one ISO-on-TCP conversation.
+fn write_jobs(
+    name: &str,
+    times: &[u64],
+    job: impl Fn(usize, u16) -> Vec<u8>,
+) -> (common::Scratch, PathBuf) {
+    let ack = |pdu_ref: u16| s7_pdu(3, pdu_ref, &[0x05, 1], &[0xff]);
+    let mut seqs = (1u32, 1u32);
+    let mut packets = Vec::new();
+    let t0 = common::packet_time(0);
+    for (k, at) in times.iter().enumerate() {
+        let ts = t0 + std::time::Duration::from_secs(*at);
+        let r = k as u16 + 1;
+        packets.push((ts, iso_segment(true, &job(k, r), &mut seqs)));
+        let later = ts + std::time::Duration::from_millis(20);
+        packets.push((later, iso_segment(false, &ack(r), &mut seqs)));
+    }
+    let dir = common::scratch(name);
+    let path = dir.join("jobs.pcap");
+    common::write_pcap_at(&path, &packets);
+    (dir, path)
+}
+
 /// A job the parser rejects keeps the function its parameter starts with: a PLC stop with a
 /// byte too many (tshark: "PLC Stop") is still a PLC stop, and malformed. Programmer commands
 /// that change the process (modify variable, force) or erase the program (memory reset) are
@@ -503,25 +527,12 @@ fn writes_to_addresses_of_other_syntaxes_are_checked() {
         param.extend_from_slice(&[0x00, 0x01, 0x7f, 0x01]);
         s7_pdu(1, pdu_ref, &param, &[0x00, 0x04, 0x00, 0x10, 0x12, 0x34])
     };
-    let ack = |pdu_ref: u16| s7_pdu(3, pdu_ref, &[0x05, 1], &[0xff]);
-    let mut seqs = (1u32, 1u32);
-    let mut packets = Vec::new();
-    let t0 = common::packet_time(0);
     // Reads of one NCK variable every 5 s would be a poll; writes are sparse: at 10, 30, 50 s
     // while learning, then at 70 s (the same) and 80 s (column 9, never written).
-    for (k, (at, column)) in [(10, 1), (30, 1), (50, 1), (70, 1), (80, 9)]
-        .into_iter()
-        .enumerate()
-    {
-        let ts = t0 + std::time::Duration::from_secs(at);
-        let r = k as u16 + 1;
-        packets.push((ts, iso_segment(true, &nck_write(r, column), &mut seqs)));
-        let later = ts + std::time::Duration::from_millis(20);
-        packets.push((later, iso_segment(false, &ack(r), &mut seqs)));
-    }
-    let dir = common::scratch("s7-nck");
-    let path = dir.join("nck.pcap");
-    common::write_pcap_at(&path, &packets);
+    let columns = [1, 1, 1, 1, 9];
+    let (_dir, path) = write_jobs("s7-nck", &[10, 30, 50, 70, 80], |k, r| {
+        nck_write(r, columns[k])
+    });
     let (events, _) = replay_file(&path);
     let job = s7(&events)
         .find(|(_, s)| s.pdu_ref == 5)
@@ -538,6 +549,31 @@ fn writes_to_addresses_of_other_syntaxes_are_checked() {
             serde_json::json!("syntax0x82"),
             Some(9)
         )],
+        "{alerts:#?}"
+    );
+}
+
+/// A REAL written as NaN to a DB word learned from finite writes is outside its envelope
+/// (`value_out_of_range`: a NaN setpoint makes every comparison in the PLC's logic false); a
+/// finite write inside it after raises nothing.
+#[test]
+fn a_real_written_as_nan_is_out_of_range() {
+    // Write Var of one REAL (S7ANY, transport size REAL), DB5.DBD4.
+    let write = |pdu_ref: u16, v: f32| {
+        let param = [
+            0x05, 1, 0x12, 0x0a, 0x10, 0x08, 0x00, 0x01, 0x00, 0x05, 0x84, 0x00, 0x00, 0x20,
+        ];
+        let mut data = vec![0x00, 0x07, 0x00, 0x04];
+        data.extend_from_slice(&v.to_be_bytes());
+        s7_pdu(1, pdu_ref, &param, &data)
+    };
+    let values = [20.0, 20.5, 21.0, 20.5, 20.0, f32::NAN, 20.5];
+    let times = [10, 20, 30, 40, 50, 70, 80];
+    let (_dir, path) = write_jobs("s7-real-nan", &times, |k, r| write(r, values[k]));
+    let alerts = first_lines_learning_60s(&path);
+    assert_eq!(
+        type_space_frame(&alerts),
+        [("value_out_of_range", serde_json::json!("DB5"), Some(11))],
         "{alerts:#?}"
     );
 }

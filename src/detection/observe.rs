@@ -470,9 +470,10 @@ pub(crate) fn dnp3_app<P>(
                 continue;
             }
             // A float that is not a number (NaN, infinite: an analog's own encoding allows
-            // them) keeps its address, without a value, as an S7 REAL does: it has no place in
-            // an envelope, and a baseline could not hold it.
-            let v = value.flatten().filter(|x| x.is_finite());
+            // them) is a value: learning takes no sample of it (an envelope holds finite
+            // bounds), and detection finds it outside every envelope of a checked point (a NaN
+            // setpoint makes every comparison in the outstation's logic false).
+            let v = value.flatten();
             with_values = true;
             match (&mut run, v) {
                 (Some(a), Some(v))
@@ -806,8 +807,7 @@ fn s7_item(item: &S7ItemView<'_>, write: bool, out: &mut Accesses) {
         }
     };
     // One access per decoded element (events carry at most the first 64 bytes of a value),
-    // and one without values for the rest of the item's range. An element that decodes to no
-    // number (a REAL that is NaN or infinite) keeps its address, without a value.
+    // and one without values for the rest of the item's range.
     let total = length.saturating_mul(size);
     let mut covered: u32 = 0;
     if size == 1 && !bytes.is_empty() {
@@ -834,11 +834,8 @@ fn s7_item(item: &S7ItemView<'_>, write: bool, out: &mut Accesses) {
                 start: address.saturating_add(covered),
                 count: size,
                 write,
-                values: if v.is_finite() {
-                    smallvec::smallvec![v]
-                } else {
-                    AccessValues::new()
-                },
+                // A REAL that is NaN or infinite is a value too (as the DNP3 floats above).
+                values: smallvec::smallvec![v],
             });
             covered = covered.saturating_add(size);
         }

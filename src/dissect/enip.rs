@@ -1146,39 +1146,16 @@ pub fn observe(
                 },
             ),
         };
+        // The values from the element on, as one run; a REAL that is NaN or infinite is a
+        // value too (outside every envelope; learning takes no sample of it).
         let values = e.values.as_deref().unwrap_or_default();
-        if values.is_empty() {
-            o.accesses.push(Access {
-                space,
-                start,
-                count: 1,
-                write: request,
-                values: Default::default(),
-            });
-        }
-        // Each run of finite values from its element on: a REAL that is NaN or infinite has no
-        // place in an envelope (a write of one still counts as a write of that element).
-        let mut at = 0;
-        while at < values.len() {
-            let run = values[at..]
-                .iter()
-                .take_while(|v| v.is_finite())
-                .count()
-                .max(1);
-            let finite: otwatch_models::AccessValues = values[at..at + run]
-                .iter()
-                .copied()
-                .filter(|v| v.is_finite())
-                .collect();
-            o.accesses.push(Access {
-                space,
-                start: start.wrapping_add(at as u32),
-                count: run as u32,
-                write: request,
-                values: finite,
-            });
-            at += run;
-        }
+        o.accesses.push(Access {
+            space,
+            start,
+            count: values.len().max(1) as u32,
+            write: request,
+            values: values.iter().copied().collect(),
+        });
     }
     Some(o)
 }
@@ -1255,7 +1232,8 @@ mod tests {
             (a.start, a.count, a.write, a.values.as_slice()),
             (tag_address("Setpoint") + 1, 1, true, &[150.0][..])
         );
-        // NaN and infinities have no place in an envelope: the runs around them are kept.
+        // NaN and infinities are values too, in their places (detection finds them outside
+        // every envelope; learning takes no sample of them).
         let read = CipEvent {
             service: 0x4c,
             response: true,
@@ -1273,17 +1251,13 @@ mod tests {
         let got: Vec<_> = o
             .accesses
             .iter()
-            .map(|a| (a.start - r, a.count, a.values.to_vec()))
+            .map(|a| {
+                let values: Vec<_> = a.values.iter().map(|v| format!("{v}")).collect();
+                (a.start - r, a.count, values)
+            })
             .collect();
-        assert_eq!(
-            got,
-            [
-                (0, 2, vec![1.0, 2.0]),
-                (2, 1, vec![]),
-                (3, 1, vec![]),
-                (4, 1, vec![5.0])
-            ]
-        );
+        let want: Vec<String> = ["1", "2", "NaN", "inf", "5"].map(String::from).to_vec();
+        assert_eq!(got, [(0, 5, want)]);
     }
 
     #[test]

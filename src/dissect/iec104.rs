@@ -539,9 +539,8 @@ pub fn observe(
     for ob in p.objects.iter().flatten() {
         let values = match ob.value {
             _ if space == 15 => Default::default(),
-            Some(v) if (measured || o.write) && v.number().is_finite() => {
-                std::iter::once(v.number() * scale).collect()
-            }
+            // A short float that is NaN or infinite is a value too (outside every envelope).
+            Some(v) if measured || o.write => std::iter::once(v.number() * scale).collect(),
             _ => Default::default(),
         };
         if !measured && !o.write {
