@@ -468,19 +468,17 @@ pub fn decode<'a>(
     // Each way of reading the IP layer goes on by itself (`after_ip` is inlined into both):
     // merged into one value, the layer went through memory in pieces and was read back whole,
     // a store-forwarding stall on every packet.
-    match ipv4_layer(l3) {
-        Some(Some(ip)) => after_ip(vlan, ip, verify, stats),
-        Some(None) => {
+    let sliced = match ipv4_layer(l3) {
+        Some(Some(ip)) => return after_ip(vlan, ip, verify, stats),
+        Some(None) => None,
+        None => ip_layer_sliced(l3),
+    };
+    match sliced {
+        Some(ip) => after_ip(vlan, ip, verify, stats),
+        None => {
             stats.decode_errors.ip += 1;
             Decode::Error
         }
-        None => match ip_layer_sliced(l3) {
-            Some(ip) => after_ip(vlan, ip, verify, stats),
-            None => {
-                stats.decode_errors.ip += 1;
-                Decode::Error
-            }
-        },
     }
 }
 
