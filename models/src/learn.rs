@@ -94,8 +94,9 @@ pub struct Pending {
 
 /// A request's time, frame and connection ([`connection`]), by its correlation id. A channel
 /// waits for one or a few answers at a time: they are held in place while there are at most
-/// four.
-pub type CorrMap = crate::small::SmallMap<u32, (i64, u64, u32), 4>;
+/// four. The connection is held as a word: as a half word, copying an entry read a word of
+/// which only half had been stored (a store-forwarding stall for every request).
+pub type CorrMap = crate::small::SmallMap<u32, (i64, u64, u64), 4>;
 
 /// A request older than this is no longer answered: a response with its correlation id (a
 /// transaction id reused after a request the capture saw unanswered) is not its answer.
@@ -106,7 +107,7 @@ pub const MAX_ANSWER_AGE: i64 = 60 * NANOS;
 /// server, unit) has several TCP connections, and transaction ids repeat across them. Over UDP
 /// only the server's port counts: a DNP3 outstation may answer to a fixed port, not to the one
 /// the request came from.
-fn connection(o: &Observation) -> u32 {
+fn connection(o: &Observation) -> u64 {
     o.ports.map_or(0, |p| {
         let (client, server) = if o.kind == Kind::Request {
             (p.src, p.dst)
@@ -114,7 +115,7 @@ fn connection(o: &Observation) -> u32 {
             (p.dst, p.src)
         };
         let client = if p.udp { 0 } else { client };
-        u32::from(client) << 16 | u32::from(server) | 1 << 31
+        u64::from(client) << 16 | u64::from(server) | 1 << 31
     })
 }
 
@@ -998,7 +999,7 @@ mod tests {
     #[test]
     fn corr_map_is_a_map() {
         let mut m = CorrMap::default();
-        let mut model: HashMap<u32, (i64, u64, u32)> = HashMap::new();
+        let mut model: HashMap<u32, (i64, u64, u64)> = HashMap::new();
         let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut went_many = false;
         for step in 0..20_000i64 {
