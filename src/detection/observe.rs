@@ -104,7 +104,10 @@ fn observe_pdu(ev: &Event) -> Option<Observation> {
             s7(&S7Head::of(s), s.items.iter().map(S7ItemView::of), &mut o);
             Some(o)
         }
-        Pdu::S7commplus(p) => s7plus(p, base(Proto::S7commplus, 0, kind, 0)),
+        Pdu::S7commplus(p) => {
+            let mut o = base(Proto::S7commplus, 0, kind, 0);
+            s7plus(p, &mut o).then_some(o)
+        }
         Pdu::Cotp(_) => None,
         Pdu::Iec104(p) => crate::dissect::iec104::observe(p, request, base),
         Pdu::Enip(p) => crate::dissect::enip::observe(p, request, base),
@@ -871,11 +874,11 @@ fn dbread(item: &S7ItemView<'_>, out: &mut Accesses) {
     }
 }
 
-/// An S7comm-plus PDU's observation, `o` being its header's ([`crate::dissect::Ctx::observation`]);
-/// none for what is not a message.
-pub(crate) fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation> {
+/// Fills in an S7comm-plus PDU's observation, `o` being its header's
+/// ([`crate::dissect::Ctx::observation`]); false (and `o` of no use) for what is not a message.
+pub(crate) fn s7plus(p: &S7PlusEvent, o: &mut Observation) -> bool {
     if !p.is_message {
-        return None;
+        return false;
     }
     o.kind = match p.opcode.map(PlusOpcode) {
         Some(PlusOpcode::REQUEST) => Kind::Request,
@@ -896,7 +899,7 @@ pub(crate) fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation>
     if p.session_life {
         // The session's creation, set-up and close: one function, no write.
         (o.function, o.function_name) = (S7PLUS_SESSION, Some("session"));
-        return Some(o);
+        return true;
     }
     let set = o.kind == Kind::Request && p.function.is_some_and(|f| PlusFunction(f).is_write());
     o.write = set;
@@ -914,7 +917,7 @@ pub(crate) fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation>
                 });
             }
         }
-        return Some(o);
+        return true;
     }
     if p.cpu_state_request {
         // The CPU's operating state asked for: run (3, or 4 redundant) is a start; stop (1),
@@ -999,7 +1002,7 @@ pub(crate) fn s7plus(p: &S7PlusEvent, mut o: Observation) -> Option<Observation>
         // state request).
         o.write = set && (!o.accesses.is_empty() || p.cpu_state_request);
     }
-    Some(o)
+    true
 }
 
 /// The S7 space of an S7comm-plus item's PLC variable (DB n, I, Q, M, C, T, as S7comm's);

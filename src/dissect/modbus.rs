@@ -17,7 +17,7 @@ use otwatch_parsers::modbus::{
 
 use super::{hex, Ctx, Dir};
 use crate::event::{DeviceIdObject, Event, FileRecord, ModbusEvent, Values};
-use otwatch_models::{AccessValues, Observation};
+use otwatch_models::{AccessValues, Observation, Proto};
 use otwatch_parsers::modbus::{Bits, Registers};
 
 /// Requests remembered per flow while waiting for their response. Modbus/TCP clients pipeline a
@@ -216,7 +216,9 @@ impl ModbusFlow {
                     if !ctx.wants_event_out() && ctx.wants_observations() {
                         // Detection without an events output: the observation straight from
                         // the parser's record, without the event's values, strings and lists.
-                        let mut o = observation(ctx, dir, adu, pdu, pending.as_ref());
+                        let unit = u32::from(adu.header.unit_id);
+                        let mut o = ctx.observation(Proto::Modbus, unit, dir, 0);
+                        observe_into(&mut o, ctx.ts_nanos, dir, adu, pdu, pending.as_ref());
                         ctx.emit_observed(dir, &mut o);
                     } else {
                         let mut ev = ctx.event("modbus", dir);
@@ -406,27 +408,24 @@ impl Carried<'_> {
 
 /// The observation of a well-formed PDU, from the parser's record: what
 /// [`crate::detection::observe::observe`] makes of its event, without building the event (its
-/// values, strings and lists).
-fn observation(
-    ctx: &Ctx<'_>,
+/// values, strings and lists). Filled in where the caller made it ([`Ctx::observation`]): an
+/// observation returned was copied whole on its way.
+fn observe_into(
+    o: &mut Observation,
+    now: i64,
     dir: Dir,
     adu: &ModbusAdu<'_>,
     pdu: &ModbusPdu<'_>,
     req: Option<&Pending>,
-) -> Observation {
-    let m = head(adu, pdu, req, ctx.ts_nanos, dir == Dir::ToServer);
-    let mut o = ctx.observation(
-        otwatch_models::Proto::Modbus,
-        u32::from(adu.header.unit_id),
-        dir,
-        u32::from(m.function_code),
-    );
+) {
+    let m = head(adu, pdu, req, now, dir == Dir::ToServer);
+    o.function = u32::from(m.function_code);
     let values = carried(pdu, req).map_or_else(AccessValues::new, Carried::numbers);
-    crate::detection::observe::modbus(&m, values, &mut o);
+    crate::detection::observe::modbus(&m, values, o);
     if let PduBody::WriteFileRecord { records } = &pdu.body {
         crate::detection::observe::file_record_writes(
             records.iter().map(|r| (r.file_number, r.record_number)),
-            &mut o,
+            o,
         );
     }
     if let PduBody::ReadDeviceIdResponse { objects, .. } = &pdu.body {
@@ -436,7 +435,6 @@ fn observation(
                 .map(|ob| (ob.id, String::from_utf8_lossy(ob.value))),
         );
     }
-    o
 }
 
 /// What the observation of a well-formed PDU reads; [`build_event`] starts from it too.

@@ -336,35 +336,50 @@ struct JobItem {
 impl JobItem {
     /// A request's item specification.
     fn spec(spec: &VarSpec<'_>) -> Self {
-        let mut item = JobItem {
-            syntax_id: Some(spec.syntax_id.0),
-            ..Default::default()
-        };
+        let mut item = JobItem::default();
+        item.fill(spec);
+        item
+    }
+
+    /// Makes this (a default item) a request's item specification, field by field where it
+    /// is: built apart and moved in, the item was written in pieces and read whole at once (a
+    /// store-forwarding stall an item). A raw address (rare) is built apart.
+    #[inline(always)]
+    fn fill(&mut self, spec: &VarSpec<'_>) {
         match spec.address {
             VarAddress::Any(any) => {
-                item.addr = S7Address {
-                    area: Some(any.area.0),
-                    db: Some(any.db),
-                    address: Some(any.byte_address()),
-                    bit: Some(any.bit()),
-                    transport_size: Some(any.transport_size.0),
-                    length: Some(u32::from(any.count)),
-                };
+                self.syntax_id = Some(spec.syntax_id.0);
+                let a = &mut self.addr;
+                a.area = Some(any.area.0);
+                a.db = Some(any.db);
+                a.address = Some(any.byte_address());
+                a.bit = Some(any.bit());
+                a.transport_size = Some(any.transport_size.0);
+                a.length = Some(u32::from(any.count));
             }
-            VarAddress::Raw(raw) => {
-                let dbread = spec.dbread_areas().map_or_else(Vec::new, |areas| {
-                    areas
-                        .map(|a| S7DbRead {
-                            db: a.db,
-                            start: a.start,
-                            length: a.length,
-                        })
-                        .collect()
-                });
-                item.raw = Some(Box::new((Some(hex(raw)), dbread)));
-            }
+            VarAddress::Raw(raw) => *self = Self::raw_spec(spec, raw),
         }
-        item
+    }
+
+    /// [`JobItem::spec`] of an address of another syntax than S7ANY: its text, and the DB
+    /// reads it names.
+    #[cold]
+    #[inline(never)]
+    fn raw_spec(spec: &VarSpec<'_>, raw: &[u8]) -> Self {
+        let dbread = spec.dbread_areas().map_or_else(Vec::new, |areas| {
+            areas
+                .map(|a| S7DbRead {
+                    db: a.db,
+                    start: a.start,
+                    length: a.length,
+                })
+                .collect()
+        });
+        JobItem {
+            syntax_id: Some(spec.syntax_id.0),
+            raw: Some(Box::new((Some(hex(raw)), dbread))),
+            ..Default::default()
+        }
     }
 
     /// The address part of an event's item.
@@ -1084,17 +1099,12 @@ impl S7Flow {
         let none = JobItem::default();
         match &pdu.body {
             S7Body::ReadVarRequest { items } => {
-                let job = job_items(items.iter().map(|s| JobItem::spec(&s)));
+                let job = job_items(items.iter());
                 observe_s7(&head, job.iter().map(JobItem::view), &mut o);
                 self.remember(ctx, h.pdu_ref, job);
             }
             S7Body::WriteVarRequest { items, values } => {
-                let job = job_items(
-                    items
-                        .iter()
-                        .zip(values.iter())
-                        .map(|(s, _)| JobItem::spec(&s)),
-                );
+                let job = job_items(items.iter().zip(values.iter()).map(|(s, _)| s));
                 let views = job.iter().zip(values.iter()).map(|(a, v)| S7ItemView {
                     return_code: Some(v.return_code.0),
                     bytes: &v.data[..shown(v.data)],
@@ -1296,10 +1306,16 @@ pub(crate) fn claimed_room(hint: (usize, Option<usize>)) -> usize {
     hint.1.unwrap_or(hint.0).min(32)
 }
 
-/// A job's items (at most `MAX_ITEMS_PER_EVENT`), with room for as many as the PDU claims.
-fn job_items(items: impl Iterator<Item = JobItem>) -> JobItems {
-    let mut job = JobItems::with_capacity(claimed_room(items.size_hint()));
-    job.extend(items.take(MAX_ITEMS_PER_EVENT));
+/// A job's items (at most `MAX_ITEMS_PER_EVENT`), with room for as many as the PDU claims; each
+/// filled in its place ([`JobItem::fill`]).
+fn job_items<'a>(specs: impl Iterator<Item = VarSpec<'a>>) -> JobItems {
+    let mut job = JobItems::with_capacity(claimed_room(specs.size_hint()));
+    for spec in specs.take(MAX_ITEMS_PER_EVENT) {
+        job.push(JobItem::default());
+        if let Some(item) = job.last_mut() {
+            item.fill(&spec);
+        }
+    }
     // A job is kept until its ack: no room kept for items a PDU claimed and did not carry.
     if job.spilled() && job.len() < job.capacity() {
         job.shrink_to_fit();
@@ -1549,8 +1565,8 @@ impl S7Flow {
         if !ctx.wants_event_out() && ctx.wants_observations() {
             // Detection without an events output: the observation without the event (a PDU that
             // makes none, a keep-alive, still goes out as an event, for what counts events).
-            let o = ctx.observation(otwatch_models::Proto::S7commplus, 0, dir, 0);
-            if let Some(mut o) = crate::detection::observe::s7plus(&ev, o) {
+            let mut o = ctx.observation(otwatch_models::Proto::S7commplus, 0, dir, 0);
+            if crate::detection::observe::s7plus(&ev, &mut o) {
                 ctx.emit_observed(dir, &mut o);
                 return;
             }

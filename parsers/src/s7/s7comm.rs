@@ -528,6 +528,7 @@ impl AnyPointer {
 
 /// Splits one variable specification off the front: type, length, then `length` bytes
 /// starting with the syntax id.
+#[inline]
 fn split_var_spec(bytes: &[u8]) -> Option<(VarSpec<'_>, &[u8])> {
     let spec_type = *bytes.get(var_spec::SPEC_TYPE)?;
     let length = *bytes.get(var_spec::LENGTH)?;
@@ -600,6 +601,10 @@ pub struct VarSpecsIter<'a> {
 impl<'a> Iterator for VarSpecsIter<'a> {
     type Item = VarSpec<'a>;
 
+    // Inlined into its callers (another crate's dissector): called, the item came back through
+    // memory and was read whole just after it was written in pieces (a store-forwarding stall
+    // an item).
+    #[inline]
     fn next(&mut self) -> Option<VarSpec<'a>> {
         if self.left == 0 {
             return None;
@@ -653,6 +658,7 @@ impl DataItem<'_> {
 /// Splits one data item off the front. The walk follows Wireshark: a four-byte head; data only
 /// when the return code carries it (success, or reserved in write jobs), `length` bits or bytes
 /// by transport size; a fill byte after odd-length data unless this is the last item.
+#[inline]
 fn split_data_item(bytes: &[u8], is_last: bool) -> Option<(DataItem<'_>, &[u8])> {
     let (head, rest) = bytes.split_first_chunk::<{ data_item::DATA }>()?;
     let return_code = ReturnCode(*head.get(data_item::RETURN_CODE)?);
@@ -737,6 +743,8 @@ pub struct DataItemsIter<'a> {
 impl<'a> Iterator for DataItemsIter<'a> {
     type Item = DataItem<'a>;
 
+    // Inlined, as `VarSpecsIter::next` is.
+    #[inline]
     fn next(&mut self) -> Option<DataItem<'a>> {
         if self.left == 0 {
             return None;
