@@ -363,6 +363,9 @@ impl Ports {
 
 impl Observation {
     /// A bare observation, for building in converters and tests.
+    // Inlined into the dissectors (another crate): called, the observation was written to
+    // memory by a call every PDU.
+    #[inline]
     pub fn new(
         ts: i64,
         source: Arc<str>,
@@ -397,6 +400,7 @@ impl Observation {
     }
 
     /// The IP the PDU came from.
+    #[inline]
     pub fn src(&self) -> IpAddr {
         match self.kind {
             Kind::Request | Kind::Conversation => self.channel.client,
@@ -404,6 +408,7 @@ impl Observation {
         }
     }
 
+    #[inline]
     pub fn dst(&self) -> IpAddr {
         match self.kind {
             Kind::Request | Kind::Conversation => self.channel.server,

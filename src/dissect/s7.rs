@@ -1309,7 +1309,13 @@ pub(crate) fn claimed_room(hint: (usize, Option<usize>)) -> usize {
 /// A job's items (at most `MAX_ITEMS_PER_EVENT`), with room for as many as the PDU claims; each
 /// filled in its place ([`JobItem::fill`]).
 fn job_items<'a>(specs: impl Iterator<Item = VarSpec<'a>>) -> JobItems {
-    let mut job = JobItems::with_capacity(claimed_room(specs.size_hint()));
+    // Room asked for only past the inline room: made with a capacity, the list came back
+    // through memory from a call and was read whole just after it was written in pieces.
+    let mut job = JobItems::new();
+    let room = claimed_room(specs.size_hint());
+    if room > job.inline_size() {
+        job.reserve_exact(room);
+    }
     for spec in specs.take(MAX_ITEMS_PER_EVENT) {
         job.push(JobItem::default());
         if let Some(item) = job.last_mut() {

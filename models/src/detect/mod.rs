@@ -115,7 +115,9 @@ struct Slot {
 /// A learned device: its Ethernet addresses and, once detection started, its silence clock.
 struct Device {
     ip: IpAddr,
-    macs: Option<Vec<[u8; 6]>>,
+    /// Held in place for one or two (a device has one, a redundant one two): every PDU of a
+    /// learned device reads them.
+    macs: Option<smallvec::SmallVec<[[u8; 6]; 2]>>,
     rt: Option<AssetRt>,
 }
 
