@@ -213,6 +213,9 @@ pub struct Detector {
     run_elements: usize,
     window_nanos: i64,
     window_index: Option<i64>,
+    /// Where the window after `window_index` starts (`i64::MIN` before the first): an
+    /// observation before it needs no window rolled, known without a division.
+    window_end: i64,
     /// The window detection started in: partial, so not scored.
     first_window: Option<i64>,
     last_tick: i64,
@@ -336,6 +339,7 @@ impl Detector {
                 .map_or(10 * NANOS, |m| (m.window * NANOS as f64) as i64)
                 .max(NANOS),
             window_index: None,
+            window_end: i64::MIN,
             first_window: None,
             last_tick: i64::MIN,
             next_due: i64::MIN,

@@ -300,19 +300,28 @@ impl Detector {
         }
         self.active_windows.clear();
         self.window_index = None;
+        self.window_end = i64::MIN;
         self.first_window = None;
         self.next_due = i64::MIN;
     }
 
     /// Behaviour windows: score the channels' windows that ended before `ts`.
     pub(super) fn roll_windows(&mut self, ts: i64, out: &mut Vec<Alert>) {
+        // Most observations fall in the current window: known without a 64-bit division
+        // (about a hundredth of detection's time when each had one).
+        if ts < self.window_end {
+            return;
+        }
         let idx = ts.div_euclid(self.window_nanos);
         let cur = *self.window_index.get_or_insert(idx);
         let first = *self.first_window.get_or_insert(idx);
+        let end_of = |i: i64| i.saturating_add(1).saturating_mul(self.window_nanos);
+        self.window_end = end_of(cur);
         if idx <= cur {
             return;
         }
         self.window_index = Some(idx);
+        self.window_end = end_of(idx);
         let active = std::mem::take(&mut self.active_windows);
         let base = Arc::clone(&self.baseline);
         let Some(model) = base.behaviour.as_ref() else {
