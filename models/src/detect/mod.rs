@@ -652,6 +652,12 @@ impl Detector {
         }
     }
 
+    /// A request: its function, a write by a client that never wrote, the addresses it
+    /// touches, the values it writes, scanning, the request rate and the poll cycle (the rate
+    /// only for a channel with runtime state, `tracked`). The checks that read the channel's
+    /// model find it in the baseline themselves ([`Detector::model`]): a second handle on the
+    /// baseline for the request touched its reference count twice, atomic operations that
+    /// wait for all pending stores.
     fn request(
         &mut self,
         o: &Observation,
@@ -659,32 +665,20 @@ impl Detector {
         tracked: bool,
         out: &mut Vec<Alert>,
     ) {
-        // The baseline is only read here; a second handle so the runtime state can be updated.
-        let base = std::sync::Arc::clone(&self.baseline);
-        self.request_with(o, known.map(|i| (i, &base.channels[i])), tracked, out);
-    }
-
-    /// A request: its function, a write by a client that never wrote, the addresses it
-    /// touches, the values it writes, scanning, the request rate and the poll cycle (the rate
-    /// only for a channel with runtime state, `tracked`).
-    fn request_with(
-        &mut self,
-        o: &Observation,
-        known: Option<(usize, &ChannelModel)>,
-        tracked: bool,
-        out: &mut Vec<Alert>,
-    ) {
-        let model = known.map(|(_, m)| m);
-        let known = known.map(|(i, _)| i);
-        let (function_known, new_unit, unauthorized) = self.check_function(o, known, model, out);
-        let new_addresses = self.check_ranges(o, model, unauthorized, out);
+        let (function_known, new_unit, unauthorized) = self.check_function(o, known, out);
+        let new_addresses = self.check_ranges(o, known, unauthorized, out);
         // Written values against the point envelopes.
         self.check_values(o, known, out);
         self.note_scan(o, known, !function_known, new_unit, new_addresses, out);
         if tracked {
-            self.check_rate(o, model, known, out);
+            self.check_rate(o, known, out);
         }
         self.check_poll(o, known, out);
+    }
+
+    /// The model of a learned channel (`known`: its place in the baseline).
+    fn model(baseline: &Baseline, known: Option<usize>) -> Option<&ChannelModel> {
+        known.map(|i| &baseline.channels[i])
     }
 
     /// A response: its values, then (`tracked`: a channel with runtime state) what it answers,

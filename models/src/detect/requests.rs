@@ -129,10 +129,10 @@ impl Detector {
         &mut self,
         o: &Observation,
         known: Option<usize>,
-        model: Option<&ChannelModel>,
         out: &mut Vec<Alert>,
     ) -> (bool, bool, bool) {
         let ch = &o.channel;
+        let model = Self::model(&self.baseline, known);
         let slot = known.and_then(|i| self.chans.slots.get(i));
         // A master that wrote with this function to other servers in learning, writing to a
         // server it already talks to, is the site's master at work: its write is checked for
@@ -216,11 +216,12 @@ impl Detector {
     pub(super) fn check_ranges(
         &mut self,
         o: &Observation,
-        model: Option<&ChannelModel>,
+        known: Option<usize>,
         unauthorized: bool,
         out: &mut Vec<Alert>,
     ) -> Vec<(u32, u32)> {
         let ch = &o.channel;
+        let model = Self::model(&self.baseline, known);
         let command = o.command.is_some();
         let mut new_addresses = Vec::new();
         for acc in &o.accesses {
@@ -293,11 +294,11 @@ impl Detector {
     pub(super) fn check_rate(
         &mut self,
         o: &Observation,
-        model: Option<&ChannelModel>,
         known: Option<usize>,
         out: &mut Vec<Alert>,
     ) {
         let ch = &o.channel;
+        let model = Self::model(&self.baseline, known);
         let at = self.chans.place(ch, known);
         let rt = self.chans.rt(ch, known);
         set_source(&mut rt.source, &o.source);
