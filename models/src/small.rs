@@ -95,7 +95,11 @@ where
     /// Removes the entry at `at` of those held in place (the later ones move down one).
     fn take_at(len: &mut usize, slots: &mut [(K, V); N], at: usize) -> V {
         let v = slots[at].1;
-        slots.copy_within(at + 1..*len, at);
+        // Most often the last (a channel waits for one answer at a time): nothing moves, and
+        // no call to move nothing.
+        if at + 1 < *len {
+            slots.copy_within(at + 1..*len, at);
+        }
         *len -= 1;
         v
     }
