@@ -5,6 +5,9 @@ use super::*;
 
 pub(super) struct AssetRt {
     pub(super) threshold: f64,
+    /// `threshold` in nanoseconds, worked out once: every PDU of the device moves its timer
+    /// (a float product and its conversion to an integer a PDU).
+    pub(super) threshold_nanos: i64,
     pub(super) last: i64,
     pub(super) last_frame: u64,
     pub(super) source: Option<Arc<str>>,

@@ -104,6 +104,9 @@ struct Slot {
     /// Its client's and its server's device state, in `Detector::devices`.
     client_device: Option<usize>,
     server_device: Option<usize>,
+    /// How long its requests wait for their response ([`timeout_for`]), in nanoseconds:
+    /// worked out once, not per request.
+    timeout: i64,
     /// Its runtime state; `rt.known` is set once the channel has been seen.
     rt: ChanRt,
     /// Its learned polls, sorted by key.
@@ -432,6 +435,7 @@ impl Detector {
                     .copied(),
                 client_device: d.device_index.get(&ch.client).copied(),
                 server_device: d.device_index.get(&ch.server).copied(),
+                timeout: nanos(timeout_for(c.latency.as_ref())),
                 rt: ChanRt::default(),
                 polls: Vec::new(),
                 scan: None,
@@ -449,6 +453,7 @@ impl Detector {
                 let key = (p.function, p.space, p.start, p.count);
                 let rt = PollRt {
                     model: p.clone(),
+                    missing_after: nanos(poll_missing_after(p)),
                     last: None,
                     missing_alerted: false,
                     broken: VecDeque::new(),
@@ -491,8 +496,10 @@ impl Detector {
                 let Some(&dev) = self.device_index.get(&a.ip) else {
                     continue;
                 };
+                let threshold = (SILENCE_FACTOR * gap).max(MIN_SILENCE);
                 self.devices[dev].rt = Some(AssetRt {
-                    threshold: (SILENCE_FACTOR * gap).max(MIN_SILENCE),
+                    threshold,
+                    threshold_nanos: nanos(threshold),
                     last: now,
                     last_frame: 0,
                     source: None,
@@ -636,7 +643,7 @@ impl Detector {
                 a.last = o.ts;
                 a.last_frame = o.frame;
             }
-            self.next_due = self.next_due.min(o.ts.saturating_add(nanos(a.threshold)));
+            self.next_due = self.next_due.min(o.ts.saturating_add(a.threshold_nanos));
             set_source(&mut a.source, &o.source);
             a.peer = Some(o.dst());
             a.proto = ch.proto;

@@ -5,6 +5,9 @@ use super::*;
 
 pub(super) struct PollRt {
     pub(super) model: PollModel,
+    /// When it is missing after a poll ([`poll_missing_after`]), in nanoseconds: worked out
+    /// once, not per request.
+    pub(super) missing_after: i64,
     pub(super) last: Option<(i64, u64)>,
     pub(super) missing_alerted: bool,
     /// Time and frames (previous poll, this one) of its last `POLL_BROKEN` broken intervals.
@@ -299,6 +302,11 @@ impl Detector {
     ) {
         let ch = &o.channel;
         let model = Self::model(&self.baseline, known);
+        // A learned channel's timeout was worked out once (its slot's is its model's).
+        let timeout = match known.and_then(|i| self.chans.slots.get(i)) {
+            Some(s) => s.timeout,
+            None => nanos(timeout_for(model.and_then(|m| m.latency.as_ref()))),
+        };
         let at = self.chans.place(ch, known);
         let rt = self.chans.rt(ch, known);
         set_source(&mut rt.source, &o.source);
@@ -309,9 +317,7 @@ impl Detector {
         }
         rt.window.add(o, None);
         if o.corr.is_some() {
-            self.next_due = self.next_due.min(
-                o.ts.saturating_add(nanos(timeout_for(model.and_then(|m| m.latency.as_ref())))),
-            );
+            self.next_due = self.next_due.min(o.ts.saturating_add(timeout));
         }
         let n = rt.req_rate.add(o.ts);
         let limit = match model {
@@ -409,8 +415,7 @@ impl Detector {
             }
             p.last = Some((o.ts, o.frame));
             p.missing_alerted = false;
-            let missing = poll_missing_after(&p.model);
-            self.next_due = self.next_due.min(o.ts.saturating_add(nanos(missing)));
+            self.next_due = self.next_due.min(o.ts.saturating_add(p.missing_after));
         }
     }
 }

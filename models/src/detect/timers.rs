@@ -200,7 +200,7 @@ impl Detector {
             let m = &p.model;
             let late = poll_missing_after(m);
             if !p.missing_alerted && secs(last, now) <= late {
-                next = next.min(last.saturating_add(nanos(late)));
+                next = next.min(last.saturating_add(p.missing_after));
             }
             if !p.missing_alerted && secs(last, now) > late {
                 p.missing_alerted = true;
@@ -234,7 +234,7 @@ impl Detector {
         {
             let quiet = secs(a.last, now);
             if !a.silent && quiet <= a.threshold {
-                next = next.min(a.last.saturating_add(nanos(a.threshold)));
+                next = next.min(a.last.saturating_add(a.threshold_nanos));
             }
             if !a.silent && quiet > a.threshold {
                 a.silent = true;
