@@ -539,15 +539,22 @@ impl<T: Held> Outstanding<T> {
     /// Holds `request` (replacing one of its key); returns how many older ones it forgot.
     fn remember(&mut self, request: T) -> u64 {
         self.take(request.key());
+        self.queue.push_back(request);
+        self.held()
+    }
+
+    /// The bounds, once the request held last is complete: the oldest others forgotten past
+    /// either; returns how many.
+    fn held(&mut self) -> u64 {
+        let new = self.queue.back().map_or(0, T::items);
         let mut dropped = 0;
-        while !self.queue.is_empty()
-            && (self.queue.len() >= MAX_OUTSTANDING || self.items + request.items() > MAX_JOB_ITEMS)
+        while self.queue.len() > 1
+            && (self.queue.len() > MAX_OUTSTANDING || self.items + new > MAX_JOB_ITEMS)
         {
             self.forget(0);
             dropped += 1;
         }
-        self.items += request.items();
-        self.queue.push_back(request);
+        self.items += new;
         dropped
     }
 
@@ -1099,19 +1106,21 @@ impl S7Flow {
         let none = JobItem::default();
         match &pdu.body {
             S7Body::ReadVarRequest { items } => {
-                let job = job_items(items.iter());
+                let job = self.new_job(ctx.frame, h.pdu_ref);
+                job_items(job, items.iter());
                 observe_s7(&head, job.iter().map(JobItem::view), &mut o);
-                self.remember(ctx, h.pdu_ref, job);
+                self.job_held(ctx);
             }
             S7Body::WriteVarRequest { items, values } => {
-                let job = job_items(items.iter().zip(values.iter()).map(|(s, _)| s));
+                let job = self.new_job(ctx.frame, h.pdu_ref);
+                job_items(job, items.iter().zip(values.iter()).map(|(s, _)| s));
                 let views = job.iter().zip(values.iter()).map(|(a, v)| S7ItemView {
                     return_code: Some(v.return_code.0),
                     bytes: &v.data[..shown(v.data)],
                     ..a.view()
                 });
                 observe_s7(&head, views, &mut o);
-                self.remember(ctx, h.pdu_ref, job);
+                self.job_held(ctx);
             }
             S7Body::ReadVarResponse { items } => {
                 let job = self.take(h.pdu_ref);
@@ -1235,6 +1244,29 @@ impl S7Flow {
         ctx.stats[S7COMM].outstanding_bound_drops += self.jobs.remember(job);
     }
 
+    /// A read or write job of `pdu_ref`, sent in `frame`, kept until its ack as
+    /// [`S7Flow::remember`] keeps one, its items to be filled in where it is kept; then
+    /// [`S7Flow::job_held`]. Built apart and moved in, a job was written in pieces and copied
+    /// whole twice on its way (a store-forwarding stall a job).
+    fn new_job(&mut self, frame: u64, pdu_ref: u16) -> &mut JobItems {
+        let jobs = &mut self.jobs;
+        jobs.take(pdu_ref);
+        // Written where it is kept: `push_back` built it on the stack and copied it in.
+        jobs.queue.extend(std::iter::once_with(|| Job {
+            pdu_ref,
+            frame,
+            items: JobItems::new(),
+            block: None,
+        }));
+        let last = jobs.queue.len() - 1;
+        &mut jobs.queue[last].items
+    }
+
+    /// The job [`S7Flow::new_job`] made is complete: the bounds on jobs kept.
+    fn job_held(&mut self, ctx: &mut Ctx<'_>) {
+        ctx.stats[S7COMM].outstanding_bound_drops += self.jobs.held();
+    }
+
     /// Ties the steps of an upload together: the start_upload job names the block, its ack
     /// the upload id; upload and end_upload carry only the id.
     fn track_upload(&mut self, ctx: &mut Ctx<'_>, rosctr: s7::Rosctr, ev: &mut S7Event) {
@@ -1306,12 +1338,11 @@ pub(crate) fn claimed_room(hint: (usize, Option<usize>)) -> usize {
     hint.1.unwrap_or(hint.0).min(32)
 }
 
-/// A job's items (at most `MAX_ITEMS_PER_EVENT`), with room for as many as the PDU claims; each
-/// filled in its place ([`JobItem::fill`]).
-fn job_items<'a>(specs: impl Iterator<Item = VarSpec<'a>>) -> JobItems {
+/// Fills in a job's items (at most `MAX_ITEMS_PER_EVENT`; `job` empty), with room for as many as
+/// the PDU claims; each filled in its place ([`JobItem::fill`]).
+fn job_items<'a>(job: &mut JobItems, specs: impl Iterator<Item = VarSpec<'a>>) {
     // Room asked for only past the inline room: made with a capacity, the list came back
     // through memory from a call and was read whole just after it was written in pieces.
-    let mut job = JobItems::new();
     let room = claimed_room(specs.size_hint());
     if room > job.inline_size() {
         job.reserve_exact(room);
@@ -1326,7 +1357,6 @@ fn job_items<'a>(specs: impl Iterator<Item = VarSpec<'a>>) -> JobItems {
     if job.spilled() && job.len() < job.capacity() {
         job.shrink_to_fit();
     }
-    job
 }
 
 /// Collecting a PDU's items with room for them at once ([`claimed_room`]).
