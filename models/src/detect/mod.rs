@@ -70,11 +70,41 @@ pub(crate) const MAX_SCAN_CLIENTS: usize = 10_000;
 /// read larger than a sixteenth of it is not remembered. At most 32 bytes an element: 8 MiB.
 const MAX_MEMO_ELEMENTS: usize = 256 * 1024;
 
+/// A channel's last [`LATENCY_RECENT`] latencies, held in place as a ring: what reads them (their
+/// largest, their median) does not need their order. (In a `VecDeque` they were behind a
+/// pointer, and every response took the oldest out through a call.)
+#[derive(Default)]
+struct Recent {
+    values: [f64; LATENCY_RECENT],
+    len: usize,
+    /// Where the next one goes (the oldest, once full).
+    next: usize,
+}
+
+impl Recent {
+    /// Holds `v`; returns the oldest, which it replaced, once the ring is full.
+    fn push(&mut self, v: f64) -> Option<f64> {
+        let slot = &mut self.values[self.next];
+        self.next = (self.next + 1) % LATENCY_RECENT;
+        if self.len < LATENCY_RECENT {
+            *slot = v;
+            self.len += 1;
+            None
+        } else {
+            Some(std::mem::replace(slot, v))
+        }
+    }
+
+    fn as_slice(&self) -> &[f64] {
+        &self.values[..self.len]
+    }
+}
+
 #[derive(Default)]
 struct ChanRt {
     known: Option<usize>,
     pending: Pending,
-    recent: VecDeque<f64>,
+    recent: Recent,
     /// How many of `recent` are a slowdown by themselves ([`timers::slowed`]): none, and their
     /// median is none either (the common case costs no pass over the window).
     slow_recent: usize,
@@ -746,20 +776,18 @@ impl Detector {
         // A channel's model is the same for all its responses: each latency is classed once.
         let l = model.and_then(|m| m.latency.as_ref());
         let slow = |v: f64| l.is_some_and(|l| slowed(l, v));
-        rt.recent.push_back(latency);
+        let oldest = rt.recent.push(latency);
         rt.slow_recent += usize::from(slow(latency));
-        if rt.recent.len() > LATENCY_RECENT {
-            if let Some(v) = rt.recent.pop_front() {
-                rt.slow_recent = rt.slow_recent.saturating_sub(usize::from(slow(v)));
-            }
+        if let Some(v) = oldest {
+            rt.slow_recent = rt.slow_recent.saturating_sub(usize::from(slow(v)));
         }
         let Some(l) = l else {
             return;
         };
-        if l.samples < 20 || rt.recent.len() < LATENCY_RECENT || rt.slow_recent == 0 {
+        if l.samples < 20 || rt.recent.len < LATENCY_RECENT || rt.slow_recent == 0 {
             return;
         }
-        if let Some(median) = recent_slowdown(l, &rt.recent) {
+        if let Some(median) = recent_slowdown(l, rt.recent.as_slice()) {
             if let Some(mut a) = fresh(
                 &mut self.raised,
                 alert(
@@ -922,10 +950,10 @@ mod tests {
                 max: p99 * 1.5,
             };
             let scale = [0.01, 0.2, 1.0, 3.0, 10.0][(next() * 5.0) as usize % 5];
-            let window: VecDeque<f64> = (0..LATENCY_RECENT)
+            let window: Vec<f64> = (0..LATENCY_RECENT)
                 .map(|_| p50 * scale * (0.2 + 2.0 * next()))
                 .collect();
-            let mut sorted: Vec<f64> = window.iter().copied().collect();
+            let mut sorted = window.clone();
             sorted.sort_by(f64::total_cmp);
             let median = sorted[sorted.len() / 2];
             let expected = slowed(&l, median).then_some(median);
@@ -942,7 +970,7 @@ mod tests {
                     p99: 0.1,
                     max: 0.1
                 },
-                &VecDeque::new()
+                &[]
             ),
             None
         );

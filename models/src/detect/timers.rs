@@ -60,7 +60,7 @@ pub(super) fn again_within<T>(
 /// threshold holds for every value above it, so when the largest latency is no slowdown the
 /// median (below it) is not either: the common case costs a pass over the window, not a
 /// selection.
-pub(super) fn recent_slowdown(l: &LatencyModel, recent: &VecDeque<f64>) -> Option<f64> {
+pub(super) fn recent_slowdown(l: &LatencyModel, recent: &[f64]) -> Option<f64> {
     let hi = recent.iter().fold(f64::NEG_INFINITY, |hi, &v| hi.max(v));
     if !slowed(l, hi) {
         return None;
