@@ -68,6 +68,36 @@ impl ScanRt {
     }
 }
 
+/// `new_asset` for the sender of `o`, a known device, sending from `mac`, not one of the
+/// `learned`.
+#[cold]
+#[inline(never)]
+fn new_mac(
+    raised: &mut FastSet<AlertKey>,
+    o: &Observation,
+    mac: [u8; 6],
+    learned: &[[u8; 6]],
+    out: &mut Vec<Alert>,
+) {
+    let ip = o.src();
+    let key = AlertKey {
+        extra: mac.iter().fold(1u64, |acc, b| acc << 8 | u64::from(*b)),
+        ..AlertKey::host("new_asset", ip)
+    };
+    if let Some(mut a) = fresh(raised, alert(o, key, Severity::High), out) {
+        let learned_text: Vec<String> =
+            learned.iter().map(|m| crate::learn::mac_text(*m)).collect();
+        a.message = format!(
+            "{ip} sends from Ethernet address {}, learned {}",
+            crate::learn::mac_text(mac),
+            learned_text.join(", ")
+        );
+        *a.learned = json!({"macs": learned_text});
+        *a.observed = json!({"ip": ip, "mac": crate::learn::mac_text(mac)});
+        out.push(a);
+    }
+}
+
 /// A UDP conversation of a protocol otwatch does not dissect to a broadcast or multicast
 /// address: hosts' housekeeping (NetBIOS, LLMNR, mDNS, SSDP, DHCP), which no OT process depends
 /// on. A new device behind it is still reported (`new_asset`); the conversation itself is not.
@@ -216,46 +246,39 @@ impl Detector {
             if !self.assets.contains(&ip) && !is_group_address(ip) && !self.known_link_local(o, ip)
             {
                 new_device = true;
-                if let Some(mut a) = fresh(
-                    &mut self.raised,
-                    alert(o, AlertKey::host("new_asset", ip), Severity::High),
-                    out,
-                ) {
-                    a.message = format!(
-                        "{ip}: a device learning never saw, as {} {role}",
-                        ch.proto.name()
-                    );
-                    *a.learned = json!({"assets": self.baseline.assets.len()});
-                    *a.observed = json!({"ip": ip, "role": role, "proto": ch.proto});
-                    out.push(a);
-                }
+                self.new_asset(o, (ip, role), out);
             }
         }
         // A known device sending from an Ethernet address it never used: replaced hardware,
         // or someone else answering for its IP.
-        let ip = o.src();
         let learned = device.and_then(|d| self.devices.get(d)?.macs.as_ref());
         if let (Some(mac), Some(learned)) = (o.src_mac, learned) {
             if !learned.is_empty() && !learned.contains(&mac) {
-                let key = AlertKey {
-                    extra: mac.iter().fold(1u64, |acc, b| acc << 8 | u64::from(*b)),
-                    ..AlertKey::host("new_asset", ip)
-                };
-                if let Some(mut a) = fresh(&mut self.raised, alert(o, key, Severity::High), out) {
-                    let learned_text: Vec<String> =
-                        learned.iter().map(|m| crate::learn::mac_text(*m)).collect();
-                    a.message = format!(
-                        "{ip} sends from Ethernet address {}, learned {}",
-                        crate::learn::mac_text(mac),
-                        learned_text.join(", ")
-                    );
-                    *a.learned = json!({"macs": learned_text});
-                    *a.observed = json!({"ip": ip, "mac": crate::learn::mac_text(mac)});
-                    out.push(a);
-                }
+                new_mac(&mut self.raised, o, mac, learned, out);
             }
         }
         new_device
+    }
+
+    /// `new_asset` for `ip`, an end (`role`) of `o` learning never saw. Out of line, as the
+    /// detector's other alert texts.
+    #[cold]
+    #[inline(never)]
+    fn new_asset(&mut self, o: &Observation, (ip, role): (IpAddr, &str), out: &mut Vec<Alert>) {
+        let ch = &o.channel;
+        if let Some(mut a) = fresh(
+            &mut self.raised,
+            alert(o, AlertKey::host("new_asset", ip), Severity::High),
+            out,
+        ) {
+            a.message = format!(
+                "{ip}: a device learning never saw, as {} {role}",
+                ch.proto.name()
+            );
+            *a.learned = json!({"assets": self.baseline.assets.len()});
+            *a.observed = json!({"ip": ip, "role": role, "proto": ch.proto});
+            out.push(a);
+        }
     }
 
     /// A known device under its IPv6 link-local address: `ip` sent this PDU from an Ethernet

@@ -318,6 +318,17 @@ fn fresh(raised: &mut FastSet<AlertKey>, mut a: Alert, out: &mut Vec<Alert>) -> 
     }
 }
 
+/// [`fresh`] for an occurrence about the channel of `o` (of no cause but its type).
+fn fresh_channel(
+    raised: &mut FastSet<AlertKey>,
+    o: &Observation,
+    (r#type, severity): (&'static str, Severity),
+    out: &mut Vec<Alert>,
+) -> Option<Alert> {
+    let key = AlertKey::channel(r#type, &o.channel, 0);
+    fresh(raised, alert(o, key, severity), out)
+}
+
 /// An access alert: high for a write, medium for a read.
 fn write_severity(write: bool) -> Severity {
     if write {
@@ -619,34 +630,7 @@ impl Detector {
         // A new device makes its channel new: only the device is reported (one PDU, one
         // account), and no text is built for what would be dropped.
         if known.is_none() && !new_device && !background(ch) {
-            if let Some(mut a) = fresh(
-                &mut self.raised,
-                alert(
-                    o,
-                    AlertKey::channel("new_channel", ch, 0),
-                    if ch.proto.is_ot() {
-                        Severity::High
-                    } else {
-                        Severity::Medium
-                    },
-                ),
-                out,
-            ) {
-                a.message = format!("{ch}: a conversation learning never saw");
-                *a.learned = json!({});
-                capped_list(
-                    &mut a.learned,
-                    "server_clients",
-                    self.baseline
-                        .channels
-                        .iter()
-                        .filter(|c| c.channel.server == ch.server && c.channel.proto == ch.proto)
-                        .map(|c| c.channel.client)
-                        .collect::<BTreeSet<_>>(),
-                );
-                *a.observed = json!({"client": ch.client, "server": ch.server, "proto": ch.proto, "unit": ch.unit_text()});
-                out.push(a);
-            }
+            self.new_channel(o, out);
         }
         // A learned channel always keeps runtime state (the baseline bounds them). Past the
         // bound, a channel learning never saw and that has none is checked against the
@@ -677,6 +661,35 @@ impl Detector {
             set_source(&mut a.source, &o.source);
             a.peer = Some(o.dst());
             a.proto = ch.proto;
+        }
+    }
+
+    /// `new_channel` for `o`, whose channel learning never saw (out of line, as the texts
+    /// below).
+    #[cold]
+    #[inline(never)]
+    fn new_channel(&mut self, o: &Observation, out: &mut Vec<Alert>) {
+        let ch = &o.channel;
+        let severity = if ch.proto.is_ot() {
+            Severity::High
+        } else {
+            Severity::Medium
+        };
+        if let Some(mut a) = fresh_channel(&mut self.raised, o, ("new_channel", severity), out) {
+            a.message = format!("{ch}: a conversation learning never saw");
+            *a.learned = json!({});
+            capped_list(
+                &mut a.learned,
+                "server_clients",
+                self.baseline
+                    .channels
+                    .iter()
+                    .filter(|c| c.channel.server == ch.server && c.channel.proto == ch.proto)
+                    .map(|c| c.channel.client)
+                    .collect::<BTreeSet<_>>(),
+            );
+            *a.observed = json!({"client": ch.client, "server": ch.server, "proto": ch.proto, "unit": ch.unit_text()});
+            out.push(a);
         }
     }
 
@@ -751,23 +764,7 @@ impl Detector {
             let learned = model.map_or(0, |m| m.max_exceptions_per_window);
             let limit = learned.saturating_mul(2).max(learned.saturating_add(5));
             if n > limit {
-                if let Some(mut a) = fresh(
-                    &mut self.raised,
-                    alert(
-                        o,
-                        AlertKey::channel("exception_burst", ch, 0),
-                        Severity::Medium,
-                    ),
-                    out,
-                ) {
-                    a.message = format!(
-                        "{ch}: {n} exception responses in {} s, learned at most {learned}",
-                        crate::learn::RATE_WINDOW_SECS
-                    );
-                    *a.learned = json!({"max_exceptions_per_window": learned, "limit": limit});
-                    *a.observed = json!({"exceptions_in_window": n});
-                    out.push(a);
-                }
+                exception_burst(&mut self.raised, o, (n, learned, limit), out);
             }
         }
         let Some((latency, req_frame)) = matched else {
@@ -788,29 +785,60 @@ impl Detector {
             return;
         }
         if let Some(median) = recent_slowdown(l, rt.recent.as_slice()) {
-            if let Some(mut a) = fresh(
-                &mut self.raised,
-                alert(
-                    o,
-                    AlertKey::channel("latency_shift", ch, 0),
-                    Severity::Medium,
-                ),
-                out,
-            ) {
-                a.message = format!(
-                    "{ch}: response time up: median of the last {LATENCY_RECENT} is {:.1} ms, learned p50 {:.1} ms, p99 {:.1} ms",
-                    median * 1e3,
-                    l.p50 * 1e3,
-                    l.p99 * 1e3
-                );
-                a.frames = smallvec::smallvec![req_frame, o.frame];
-                *a.learned =
-                    json!({"p50_s": l.p50, "p95_s": l.p95, "p99_s": l.p99, "max_s": l.max});
-                *a.observed =
-                    json!({"median_s": median, "last_s": latency, "responses": LATENCY_RECENT});
-                out.push(a);
-            }
+            latency_shift(&mut self.raised, o, l, (median, latency, req_frame), out);
         }
+    }
+}
+
+// The alerts' texts are built out of line (cold), apart from the checks that raise them: inlined,
+// they made the hot paths' functions large and their frames fat for code that seldom runs.
+
+/// `exception_burst` for the response `o`: `n` exceptions in the rate window, `learned` at
+/// most in learning, over `limit`.
+#[cold]
+#[inline(never)]
+fn exception_burst(
+    raised: &mut FastSet<AlertKey>,
+    o: &Observation,
+    (n, learned, limit): (u64, u64, u64),
+    out: &mut Vec<Alert>,
+) {
+    let ch = &o.channel;
+    let kind = ("exception_burst", Severity::Medium);
+    if let Some(mut a) = fresh_channel(raised, o, kind, out) {
+        a.message = format!(
+            "{ch}: {n} exception responses in {} s, learned at most {learned}",
+            crate::learn::RATE_WINDOW_SECS
+        );
+        *a.learned = json!({"max_exceptions_per_window": learned, "limit": limit});
+        *a.observed = json!({"exceptions_in_window": n});
+        out.push(a);
+    }
+}
+
+/// `latency_shift` for the response `o`: the `median` of the last latencies against the
+/// learned `l`, with the last one (`latency`) and its request's frame.
+#[cold]
+#[inline(never)]
+fn latency_shift(
+    raised: &mut FastSet<AlertKey>,
+    o: &Observation,
+    l: &LatencyModel,
+    (median, latency, req_frame): (f64, f64, u64),
+    out: &mut Vec<Alert>,
+) {
+    let ch = &o.channel;
+    if let Some(mut a) = fresh_channel(raised, o, ("latency_shift", Severity::Medium), out) {
+        a.message = format!(
+            "{ch}: response time up: median of the last {LATENCY_RECENT} is {:.1} ms, learned p50 {:.1} ms, p99 {:.1} ms",
+            median * 1e3,
+            l.p50 * 1e3,
+            l.p99 * 1e3
+        );
+        a.frames = smallvec::smallvec![req_frame, o.frame];
+        *a.learned = json!({"p50_s": l.p50, "p95_s": l.p95, "p99_s": l.p99, "max_s": l.max});
+        *a.observed = json!({"median_s": median, "last_s": latency, "responses": LATENCY_RECENT});
+        out.push(a);
     }
 }
 

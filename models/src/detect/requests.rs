@@ -57,6 +57,113 @@ pub(super) fn accesses_json(o: &Observation) -> serde_json::Value {
     )
 }
 
+/// `address_out_of_range` for the access `acc` of `o` (its last address `hi`), outside the
+/// `learned` ranges. Out of line, as the detector's other alert texts.
+#[cold]
+#[inline(never)]
+fn address_out_of_range(
+    raised: &mut FastSet<AlertKey>,
+    o: &Observation,
+    (acc, hi): (&crate::obs::Access, u32),
+    learned: Option<&Ranges>,
+    out: &mut Vec<Alert>,
+) {
+    let ch = &o.channel;
+    let learned = learned.cloned();
+    let rw = if acc.write { "write" } else { "read" };
+    let space = ch.proto.space_name(acc.space);
+    if let Some(mut a) = fresh(
+        raised,
+        alert(
+            o,
+            AlertKey::pair(
+                "address_out_of_range",
+                ch.proto,
+                ch.client,
+                ch.server,
+                u64::from(acc.space) << 1 | u64::from(acc.write),
+            ),
+            write_severity(acc.write),
+        ),
+        out,
+    ) {
+        let at = ch.proto.range_text(acc.start, hi);
+        a.message = format!("{ch}: {rw} of {space} {at} outside the learned ranges");
+        *a.learned = json!({"space": space});
+        capped_list(
+            &mut a.learned,
+            "ranges",
+            learned.map(|r| r.0).unwrap_or_default(),
+        );
+        *a.observed = json!({"space": space, "start": acc.start, "count": acc.count, "access": rw});
+        out.push(a);
+    }
+}
+
+/// `traffic_flood` for the request `o`: `n` requests in the rate window, over `limit` (`model`:
+/// the channel's, if learned). Out of line, as the detector's other alert texts.
+#[cold]
+#[inline(never)]
+fn traffic_flood(
+    raised: &mut FastSet<AlertKey>,
+    o: &Observation,
+    model: Option<&ChannelModel>,
+    (n, limit): (u64, u64),
+    out: &mut Vec<Alert>,
+) {
+    let ch = &o.channel;
+    if let Some(mut a) = fresh_channel(raised, o, ("traffic_flood", Severity::High), out) {
+        a.message = format!(
+            "{ch}: {n} requests in {} s, learned at most {}",
+            crate::learn::RATE_WINDOW_SECS,
+            model.map_or(0, |m| m.max_requests_per_window)
+        );
+        *a.learned = json!({"max_requests_per_window": model.map(|m| m.max_requests_per_window), "window_s": crate::learn::RATE_WINDOW_SECS, "limit": limit});
+        *a.observed = json!({"requests_in_window": n});
+        out.push(a);
+    }
+}
+
+/// `poll_cycle_broken` for the request `o` of the poll `p`, `gap` after the previous (`what`:
+/// early or late). Out of line, as the detector's other alert texts.
+#[cold]
+#[inline(never)]
+fn poll_cycle_broken(
+    raised: &mut FastSet<AlertKey>,
+    o: &Observation,
+    p: &PollRt,
+    (gap, what): (f64, &str),
+    out: &mut Vec<Alert>,
+) {
+    let ch = &o.channel;
+    let m = &p.model;
+    if let Some(mut a) = fresh(
+        raised,
+        alert(
+            o,
+            AlertKey::channel("poll_cycle_broken", ch, poll_extra(m)),
+            Severity::Medium,
+        ),
+        out,
+    ) {
+        a.message = format!(
+            "{ch}: poll of function {} {} {}+{} broken {POLL_BROKEN} times within {:.0} s; the last one {what}: {:.3} s after the previous, learned every {:.3} s",
+            m.function,
+            ch.proto.space_name(m.space),
+            m.start,
+            m.count,
+            poll_window(m),
+            gap,
+            m.period
+        );
+        a.frames = p.broken.iter().flat_map(|b| [b.1 .0, b.1 .1]).collect();
+        *a.learned =
+            json!({"period_s": m.period, "jitter_s": m.jitter, "window_s": poll_window(m)});
+        *a.observed = json!({"interval_s": gap, "kind": what, "broken_intervals": POLL_BROKEN});
+        out.push(a);
+    }
+}
+
 impl Detector {
     /// Whether the channel used `function` in learning (a new channel: whether its server was
     /// asked it, `server_functions`).
@@ -182,37 +289,45 @@ impl Detector {
             new_unit = true;
         }
         if unauthorized && !command {
-            if let Some(mut a) = fresh(
-                &mut self.raised,
-                alert(
-                    o,
-                    AlertKey::pair("unauthorized_write", ch.proto, ch.client, ch.server, 0),
-                    Severity::Critical,
-                ),
-                out,
-            ) {
-                a.message = format!(
-                    "{} wrote to {} ({}{}) and never wrote to it in learning",
-                    ch.client,
-                    ch.server,
-                    ch.proto.name(),
-                    o.function_name.map(|n| format!(" {n}")).unwrap_or_default()
-                );
-                *a.learned = json!({});
-                capped_list(
-                    &mut a.learned,
-                    "writers",
-                    self.writers
-                        .iter()
-                        .filter(|w| w.2 == ch.server)
-                        .map(|w| w.1)
-                        .collect::<BTreeSet<_>>(),
-                );
-                *a.observed = json!({"function": o.function, "name": o.function_name, "accesses": accesses_json(o)});
-                out.push(a);
-            }
+            self.unauthorized_write(o, out);
         }
         (function_known, new_unit, unauthorized)
+    }
+
+    /// `unauthorized_write` for `o`. Out of line, as the detector's other alert texts.
+    #[cold]
+    #[inline(never)]
+    fn unauthorized_write(&mut self, o: &Observation, out: &mut Vec<Alert>) {
+        let ch = &o.channel;
+        if let Some(mut a) = fresh(
+            &mut self.raised,
+            alert(
+                o,
+                AlertKey::pair("unauthorized_write", ch.proto, ch.client, ch.server, 0),
+                Severity::Critical,
+            ),
+            out,
+        ) {
+            a.message = format!(
+                "{} wrote to {} ({}{}) and never wrote to it in learning",
+                ch.client,
+                ch.server,
+                ch.proto.name(),
+                o.function_name.map(|n| format!(" {n}")).unwrap_or_default()
+            );
+            *a.learned = json!({});
+            capped_list(
+                &mut a.learned,
+                "writers",
+                self.writers
+                    .iter()
+                    .filter(|w| w.2 == ch.server)
+                    .map(|w| w.1)
+                    .collect::<BTreeSet<_>>(),
+            );
+            *a.observed = json!({"function": o.function, "name": o.function_name, "accesses": accesses_json(o)});
+            out.push(a);
+        }
     }
 
     /// Accesses outside the learned address ranges; returns the new (space, start) pairs.
@@ -259,36 +374,7 @@ impl Detector {
             {
                 continue;
             }
-            let learned = learned.cloned();
-            let rw = if acc.write { "write" } else { "read" };
-            let space = ch.proto.space_name(acc.space);
-            if let Some(mut a) = fresh(
-                &mut self.raised,
-                alert(
-                    o,
-                    AlertKey::pair(
-                        "address_out_of_range",
-                        ch.proto,
-                        ch.client,
-                        ch.server,
-                        u64::from(acc.space) << 1 | u64::from(acc.write),
-                    ),
-                    write_severity(acc.write),
-                ),
-                out,
-            ) {
-                let at = ch.proto.range_text(acc.start, hi);
-                a.message = format!("{ch}: {rw} of {space} {at} outside the learned ranges");
-                *a.learned = json!({"space": space});
-                capped_list(
-                    &mut a.learned,
-                    "ranges",
-                    learned.map(|r| r.0).unwrap_or_default(),
-                );
-                *a.observed =
-                    json!({"space": space, "start": acc.start, "count": acc.count, "access": rw});
-                out.push(a);
-            }
+            address_out_of_range(&mut self.raised, o, (acc, hi), learned, out);
         }
         new_addresses
     }
@@ -326,20 +412,7 @@ impl Detector {
             None => NEW_CHANNEL_FLOOD,
         };
         if n > limit {
-            if let Some(mut a) = fresh(
-                &mut self.raised,
-                alert(o, AlertKey::channel("traffic_flood", ch, 0), Severity::High),
-                out,
-            ) {
-                a.message = format!(
-                    "{ch}: {n} requests in {} s, learned at most {}",
-                    crate::learn::RATE_WINDOW_SECS,
-                    model.map_or(0, |m| m.max_requests_per_window)
-                );
-                *a.learned = json!({"max_requests_per_window": model.map(|m| m.max_requests_per_window), "window_s": crate::learn::RATE_WINDOW_SECS, "limit": limit});
-                *a.observed = json!({"requests_in_window": n});
-                out.push(a);
-            }
+            traffic_flood(&mut self.raised, o, model, (n, limit), out);
         }
     }
 
@@ -351,7 +424,6 @@ impl Detector {
         known: Option<usize>,
         out: &mut Vec<Alert>,
     ) {
-        let ch = &o.channel;
         let key = poll_key(o);
         let Some(polls) = known
             .and_then(|i| self.chans.slots.get_mut(i))
@@ -387,30 +459,7 @@ impl Detector {
                     );
                 if sustained {
                     let what = if gap < early { "off-period" } else { "late" };
-                    if let Some(mut a) = fresh(
-                        &mut self.raised,
-                        alert(
-                            o,
-                            AlertKey::channel("poll_cycle_broken", ch, poll_extra(m)),
-                            Severity::Medium,
-                        ),
-                        out,
-                    ) {
-                        a.message = format!(
-                            "{ch}: poll of function {} {} {}+{} broken {POLL_BROKEN} times within {:.0} s; the last one {what}: {:.3} s after the previous, learned every {:.3} s",
-                            m.function,
-                            ch.proto.space_name(m.space),
-                            m.start,
-                            m.count,
-                            poll_window(m),
-                            gap,
-                            m.period
-                        );
-                        a.frames = p.broken.iter().flat_map(|b| [b.1 .0, b.1 .1]).collect();
-                        *a.learned = json!({"period_s": m.period, "jitter_s": m.jitter, "window_s": poll_window(m)});
-                        *a.observed = json!({"interval_s": gap, "kind": what, "broken_intervals": POLL_BROKEN});
-                        out.push(a);
-                    }
+                    poll_cycle_broken(&mut self.raised, o, p, (gap, what), out);
                 }
             }
             p.last = Some((o.ts, o.frame));

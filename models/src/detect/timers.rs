@@ -306,12 +306,20 @@ impl Detector {
     }
 
     /// Behaviour windows: score the channels' windows that ended before `ts`.
+    #[inline]
     pub(super) fn roll_windows(&mut self, ts: i64, out: &mut Vec<Alert>) {
         // Most observations fall in the current window: known without a 64-bit division
-        // (about a hundredth of detection's time when each had one).
+        // (about a hundredth of detection's time when each had one), and without a call.
         if ts < self.window_end {
             return;
         }
+        self.roll_windows_due(ts, out);
+    }
+
+    /// [`Detector::roll_windows`] past the current window's end. Out of line: inlined, it made
+    /// every observation's call into the detector set up a large frame.
+    #[inline(never)]
+    fn roll_windows_due(&mut self, ts: i64, out: &mut Vec<Alert>) {
         let idx = ts.div_euclid(self.window_nanos);
         let cur = *self.window_index.get_or_insert(idx);
         let first = *self.first_window.get_or_insert(idx);
