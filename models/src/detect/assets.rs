@@ -207,6 +207,20 @@ pub(super) fn scan_alert(
     } else {
         return;
     };
+    scan(s, raised, o, (what, [u, f, a, p]), out);
+}
+
+/// `scan` for `o`'s client, walking `what` (its window's counts of new units, functions,
+/// addresses and ports). Out of line, as the detector's other alert texts.
+#[cold]
+#[inline(never)]
+fn scan(
+    s: &ScanRt,
+    raised: &mut FastSet<AlertKey>,
+    o: &Observation,
+    (what, [u, f, a, p]): (&str, [usize; 4]),
+    out: &mut Vec<Alert>,
+) {
     if let Some(mut al) = fresh(
         raised,
         alert(o, AlertKey::host("scan", o.channel.client), Severity::High),

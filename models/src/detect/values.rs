@@ -351,30 +351,41 @@ pub(super) fn check_values_now(
             if !acc.write && (previous == Some(v) || v.is_nan()) && raised.contains(&key(true)) {
                 continue;
             }
-            let margin = p.soft;
-            let space = ch.proto.space_name(acc.space);
-            if let Some(mut a) = fresh(
-                raised,
-                alert(o, key(acc.write), write_severity(acc.write)),
-                out,
-            ) {
-                a.message = format!(
-                    "{} {space} {} {} {v}, learned {}..={} (step at most {})",
-                    ch.server,
-                    ch.proto.address_text(addr),
-                    if acc.write { "written as" } else { "reads" },
-                    p.min,
-                    p.max,
-                    p.max_step
-                );
-                *a.learned = json!({"min": p.min, "max": p.max, "max_step": p.max_step, "samples": p.samples, "margin": margin});
-                *a.observed =
-                    json!({"space": space, "address": addr, "value": v, "write": acc.write});
-                out.push(a);
-            }
+            value_out_of_range(raised, o, key(acc.write), (acc, addr, v), p, out);
         }
     }
     changed
+}
+
+/// `value_out_of_range` (`key`) for the value `v` of address `addr` in the access `acc` of
+/// `o`, outside its point's envelope `p`. Out of line, as the detector's other alert texts.
+#[cold]
+#[inline(never)]
+fn value_out_of_range(
+    raised: &mut FastSet<AlertKey>,
+    o: &Observation,
+    key: AlertKey,
+    (acc, addr, v): (&crate::obs::Access, u32, f64),
+    p: &PointEnv,
+    out: &mut Vec<Alert>,
+) {
+    let ch = &o.channel;
+    let margin = p.soft;
+    let space = ch.proto.space_name(acc.space);
+    if let Some(mut a) = fresh(raised, alert(o, key, write_severity(acc.write)), out) {
+        a.message = format!(
+            "{} {space} {} {} {v}, learned {}..={} (step at most {})",
+            ch.server,
+            ch.proto.address_text(addr),
+            if acc.write { "written as" } else { "reads" },
+            p.min,
+            p.max,
+            p.max_step
+        );
+        *a.learned = json!({"min": p.min, "max": p.max, "max_step": p.max_step, "samples": p.samples, "margin": margin});
+        *a.observed = json!({"space": space, "address": addr, "value": v, "write": acc.write});
+        out.push(a);
+    }
 }
 
 impl Detector {
