@@ -40,8 +40,9 @@ const OUT_CAPACITY: usize = 8192;
 /// steady-site with two workers, 86 000 observations freed across cores (mimalloc's cross-thread
 /// free on the reader, the thread that bounds two workers); with as many, a few hundred. The
 /// reader hands back every observation it is done with (the queue's room bounds them); the
-/// worker takes them all back whenever it needs one, when idle and every 4096 packets, keeps
-/// the small ones ([`small_enough_to_keep`]) and frees the others on its own core. Each kept
+/// worker takes them all back whenever it needs one and has none kept, when idle and every 4096
+/// packets, keeps the small ones (as the reader judged them: [`Spare`]) and frees the others on
+/// its own core. Each kept
 /// one still holds what it held until it is filled again: at most about 12 MB per worker stay
 /// held after a burst (8192 x (about 300 bytes + 4 accesses + 128 values)); between two
 /// take-backs the queue's 8192 slots can hold large ones too, as the output queue can.
@@ -58,6 +59,25 @@ fn small_enough_to_keep(o: &Observation) -> bool {
             .sum::<usize>()
             <= 128
 }
+/// An observation the reader is done with, on its way back to its worker, with whether the
+/// worker should keep it to fill again ([`small_enough_to_keep`]): judged on the reader, which
+/// has just read it, so that the worker takes it back without touching it (its lines are long
+/// gone from the worker's cache; reading them there cost a miss per observation, the worker's
+/// costliest load after the queue's slots).
+pub(crate) struct Spare {
+    obs: Box<Observation>,
+    keep: bool,
+}
+
+impl Spare {
+    fn of(obs: Box<Observation>) -> Spare {
+        Spare {
+            keep: small_enough_to_keep(&obs),
+            obs,
+        }
+    }
+}
+
 /// Workers publish their counters this often (metrics while running).
 const STATS_EVERY: Duration = Duration::from_secs(1);
 
@@ -70,13 +90,17 @@ pub(crate) enum Job<P> {
     Sweep(u64, i64),
 }
 
-/// What a worker hands back for one event.
+/// What a worker hands back for one event. Small (32 bytes, two to a cache line): each slot
+/// of the queue is a cache line the worker must take back from the reader's core to write it,
+/// and an item of 80 bytes (with its flush key inline) made that the worker's costliest store.
 pub(crate) struct Item {
     seq: u64,
-    key: FlushKey,
     obs: Option<Box<Observation>>,
     /// Boxed: an event is large, and most runs carry none.
     event: Option<Box<Event>>,
+    /// The order of an item of a job every worker does under one `seq` (a flush, a sweep):
+    /// their items are sorted by it. None for a packet's, which come from one worker in order.
+    key: Option<Box<FlushKey>>,
 }
 
 /// A value on a cache line of its own. What one core writes for every packet must not share a
@@ -114,12 +138,14 @@ struct ItemSink {
     /// Observations the reader is done with, to be filled again: what they hold is then
     /// allocated, freed and reference-counted on this worker's core only (the reader dropping
     /// them made every observation a cross-core free and a shared reference count).
-    spare: rtrb::Consumer<Box<Observation>>,
+    spare: rtrb::Consumer<Spare>,
     /// The small ones taken back, at most [`SPARE_CAPACITY`]; boxed, because the box itself
     /// is what goes to the reader again.
     #[allow(clippy::vec_box)]
     kept: Vec<Box<Observation>>,
     wants: Wants,
+    /// The current job is a flush or a sweep: its items carry their keys.
+    keyed: bool,
 }
 
 impl EventSink for ItemSink {
@@ -157,18 +183,23 @@ impl EventSink for ItemSink {
 }
 
 impl ItemSink {
-    /// An observation to fill again, if one came back.
+    /// An observation to fill again, if one came back: those kept first, the queue only
+    /// when they ran out (the queue's index is written by the reader for every observation it
+    /// hands back; reading it for every one the worker fills moved its cache line between the
+    /// cores each time).
     fn spare_box(&mut self) -> Option<Box<Observation>> {
-        self.take_back();
+        if self.kept.is_empty() {
+            self.take_back();
+        }
         self.kept.pop()
     }
 
     /// Takes back every observation the reader returned: the small ones are kept (the first
     /// [`SPARE_CAPACITY`]), the others freed here, on the core that allocated what they hold.
     fn take_back(&mut self) {
-        while let Ok(b) = self.spare.pop() {
-            if self.kept.len() < SPARE_CAPACITY && small_enough_to_keep(&b) {
-                self.kept.push(b);
+        while let Ok(s) = self.spare.pop() {
+            if s.keep && self.kept.len() < SPARE_CAPACITY {
+                self.kept.push(s.obs);
             }
         }
     }
@@ -190,25 +221,23 @@ impl ItemSink {
     }
 
     fn push_boxed(&mut self, key: FlushKey, obs: Option<Box<Observation>>, event: Option<Event>) {
-        let mut item = Item {
+        // Lossless: the reader always drains (it only ever waits by draining). Room first, so
+        // that the item is written once, into its slot: an item built aside to be pushed again
+        // after a full queue was written field by field and then read whole for the slot, a
+        // load that waited for the stores to reach the cache (a quarter of a worker's time).
+        while self.out.is_full() {
+            if self.out.is_abandoned() {
+                return;
+            }
+            std::thread::yield_now();
+        }
+        // Cannot fail: only this thread fills the queue, and it has room.
+        let _ = self.out.push(Item {
             seq: self.seq,
-            key,
             obs,
             event: event.map(Box::new),
-        };
-        // Lossless: the reader always drains (it only ever waits by draining).
-        loop {
-            match self.out.push(item) {
-                Ok(()) => return,
-                Err(rtrb::PushError::Full(back)) => {
-                    if self.out.is_abandoned() {
-                        return;
-                    }
-                    item = back;
-                    std::thread::yield_now();
-                }
-            }
-        }
+            key: self.keyed.then(|| Box::new(key)),
+        });
     }
 }
 
@@ -228,7 +257,7 @@ impl Drop for DiedGuard<'_> {
 pub(crate) struct WorkerEnds<P> {
     jobs: rtrb::Consumer<Job<P>>,
     out: rtrb::Producer<Item>,
-    spare: rtrb::Consumer<Box<Observation>>,
+    spare: rtrb::Consumer<Spare>,
     done: Arc<CachePadded<AtomicU64>>,
     counters: Arc<Mutex<(Stats, usize)>>,
 }
@@ -293,6 +322,7 @@ pub(crate) fn run_worker<P>(
         spare,
         kept: Vec::new(),
         wants,
+        keyed: false,
     };
     // The reader sweeps idle flows for every worker at once (Job::Sweep).
     pipeline.reader_sweeps = true;
@@ -330,14 +360,18 @@ pub(crate) fn run_worker<P>(
             }
             Ok(Job::Sweep(seq, now)) => {
                 sink.seq = seq;
+                sink.keyed = true;
                 guarded(&mut pipeline, |pipeline| pipeline.sweep(now, &mut sink));
+                sink.keyed = false;
                 done.0.store(seq + 1, Ordering::Release);
             }
             Ok(Job::Flush(seq)) => {
                 sink.seq = seq;
                 // Open when the input ended (the last flush is the end's), as one worker reports.
                 open_at_flush = pipeline.active_flows();
+                sink.keyed = true;
                 guarded(&mut pipeline, |pipeline| pipeline.finish(&mut sink));
+                sink.keyed = false;
                 done.0.store(seq + 1, Ordering::Release);
             }
             // Abandoned, then empty: nothing more can come (a job pushed between a failed pop
@@ -394,7 +428,7 @@ struct Lane<P> {
     jobs: Option<rtrb::Producer<Job<P>>>,
     out: rtrb::Consumer<Item>,
     /// Released observations, back to the worker to be filled again (dropped here when full).
-    spare: rtrb::Producer<Box<Observation>>,
+    spare: rtrb::Producer<Spare>,
     done: Arc<CachePadded<AtomicU64>>,
     counters: Arc<Mutex<(Stats, usize)>>,
     /// Items taken from the worker, not yet released.
@@ -812,7 +846,7 @@ impl<P> Shards<P> {
                     if let Some(o) = Self::release(item, stage) {
                         // Back to its worker, which keeps it or frees it; one that finds the
                         // queue full (the worker has plenty) is dropped here.
-                        let _ = lane.spare.push(o);
+                        let _ = lane.spare.push(Spare::of(o));
                     }
                 }
             }
@@ -826,7 +860,7 @@ impl<P> Shards<P> {
                 }
             }
         }
-        self.batch.sort_by_key(|i| i.key);
+        self.batch.sort_by_key(|i| i.key.as_deref().copied());
         // Drained in place: the batch keeps its allocation for the next flush.
         let mut batch = std::mem::take(&mut self.batch);
         for item in batch.drain(..) {
@@ -942,6 +976,7 @@ mod tests {
             out,
             spare,
             kept: Vec::new(),
+            keyed: false,
             wants: Wants {
                 observations: true,
                 events: false,
@@ -949,7 +984,9 @@ mod tests {
             },
         };
         for (accesses, values) in [(5, 1), (1, 2), (1, 1000), (2, 3)] {
-            assert!(back.push(Box::new(read(accesses, values))).is_ok());
+            assert!(back
+                .push(Spare::of(Box::new(read(accesses, values))))
+                .is_ok());
         }
         let first = sink.spare_box().expect("a small one was returned");
         assert_eq!(back.slots(), SPARE_CAPACITY, "all were taken back");
@@ -962,7 +999,7 @@ mod tests {
         assert!(sink.spare_box().is_none());
         // At most SPARE_CAPACITY are kept; the rest of a full queue is freed.
         for _ in 0..2 {
-            while back.push(Box::new(read(1, 1))).is_ok() {}
+            while back.push(Spare::of(Box::new(read(1, 1)))).is_ok() {}
             sink.take_back();
         }
         assert_eq!(sink.kept.len(), SPARE_CAPACITY);
@@ -1078,10 +1115,15 @@ mod tests {
                     spare: e.spare,
                     kept: Vec::new(),
                     wants,
+                    keyed: false,
                 };
                 (e.jobs, sink, e.done)
             })
             .collect();
+        enum Kind {
+            Packet,
+            Other,
+        }
         // Worker `w` does its next packet or flush (and the sweeps before it): one event per
         // packet (its frame, port 0); for a flush, one event whose port is 10 - w (worker 1's
         // sorts first).
@@ -1089,12 +1131,14 @@ mod tests {
             let (jobs, sink, done) = &mut workers[w];
             loop {
                 let job = jobs.pop().expect("a job is waiting");
-                let (seq, ev) = match job {
-                    Job::Packet(seq, frame) => (seq, Some(event(frame, 0))),
-                    Job::Flush(seq) => (seq, Some(event(100, 10 - w as u64))),
-                    Job::Sweep(seq, _) => (seq, None),
+                let (seq, ev, job_kind) = match job {
+                    Job::Packet(seq, frame) => (seq, Some(event(frame, 0)), Kind::Packet),
+                    Job::Flush(seq) => (seq, Some(event(100, 10 - w as u64)), Kind::Other),
+                    Job::Sweep(seq, _) => (seq, None, Kind::Other),
                 };
                 sink.seq = seq;
+                // As `run_worker` does: a flush's items carry their keys.
+                sink.keyed = !matches!(job_kind, Kind::Packet);
                 let last = ev.is_some();
                 if let Some(ev) = ev {
                     sink.emit(ev);

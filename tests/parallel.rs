@@ -482,3 +482,69 @@ fn idle_flows_are_swept_at_the_same_packet_with_several_workers() {
         "events differ (or come in another order) with 2 workers"
     );
 }
+
+/// A flush or a sweep is one job for every worker: its events, from several workers, come out
+/// in the order one worker gives them (time, frame, flow), not worker by worker. Two host
+/// pairs on different workers each hold a request behind a hole; the second worker's was sent
+/// first. The flows close at the end of input (a flush), or idle while a third pair talks on
+/// (a sweep).
+#[test]
+fn a_flush_and_a_sweep_of_several_workers_come_out_in_one_workers_order() {
+    let server = [192, 168, 1, 10];
+    let (first, second, busy) = ([10, 0, 0, 1], [10, 0, 0, 2], [10, 0, 0, 3]);
+    let t0 = std::time::Duration::from_secs(1_700_000_000);
+    let ms = std::time::Duration::from_millis;
+    // `first` takes worker 0 at its first packet, `second` worker 1 (it had none).
+    let quiet = vec![
+        (t0, segment(first, server, 40000, 1000, &modbus_read(1))),
+        (
+            t0 + ms(1),
+            segment(second, server, 40001, 2000, &modbus_read(2)),
+        ),
+        // 12 bytes lost on each, then a request held behind the hole until the flow closes:
+        // the second pair's first.
+        (
+            t0 + ms(2),
+            segment(second, server, 40001, 2024, &modbus_read(4)),
+        ),
+        (
+            t0 + ms(3),
+            segment(first, server, 40000, 1024, &modbus_read(3)),
+        ),
+    ];
+    let mut swept = quiet.clone();
+    for i in 0..240u32 {
+        let at = t0 + std::time::Duration::from_secs(5 * u64::from(i) + 1);
+        swept.push((
+            at,
+            segment(
+                busy,
+                server,
+                40002,
+                5000 + 12 * i,
+                &modbus_read(100 + i as u16),
+            ),
+        ));
+    }
+    let dir = common::scratch("parallel-flush-order");
+    for (name, packets) in [("flush", &quiet), ("sweep", &swept)] {
+        let path = dir.join(format!("{name}.pcap"));
+        common::write_pcap_at(&path, packets);
+        let (one, _) = run(std::slice::from_ref(&path), 1);
+        let (two, _) = run(std::slice::from_ref(&path), 2);
+        let at = |tid: u32| {
+            one.iter()
+                .position(|e| e.contains(&format!("\"transaction_id\":{tid},")))
+                .unwrap_or_else(|| panic!("{name}: request {tid} is delivered"))
+        };
+        assert!(
+            at(4) < at(3),
+            "{name}: the second pair's held request first"
+        );
+        assert!(
+            one == two,
+            "{name}: events differ (or come in another order) with 2 workers"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
