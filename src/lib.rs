@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod output;
 pub mod parallel;
 pub mod pipeline;
+mod prefetch;
 pub mod replay;
 pub mod run;
 pub mod shards;

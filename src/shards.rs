@@ -48,6 +48,9 @@ const OUT_CAPACITY: usize = 8192;
 /// take-backs the queue's 8192 slots can hold large ones too, as the output queue can.
 const SPARE_CAPACITY: usize = OUT_CAPACITY;
 
+/// The cache lines an observation spans.
+const OBSERVATION_LINES: usize = std::mem::size_of::<Observation>().div_ceil(64);
+
 /// Whether a released observation is small enough to be kept to be filled again; a larger one
 /// is freed by the worker when it comes back.
 fn small_enough_to_keep(o: &Observation) -> bool {
@@ -843,6 +846,11 @@ impl<P> Shards<P> {
             // A packet's items: one worker's, in its order.
             while lane.held.front().is_some_and(|i| i.seq == seq) {
                 if let Some(item) = lane.held.pop_front() {
+                    // The next observation was written on the worker's core: asked for now,
+                    // its lines cross while this one goes through detection.
+                    if let Some(o) = lane.held.front().and_then(|i| i.obs.as_deref()) {
+                        crate::prefetch::prefetch_lines(o, OBSERVATION_LINES);
+                    }
                     if let Some(o) = Self::release(item, stage) {
                         // Back to its worker, which keeps it or frees it; one that finds the
                         // queue full (the worker has plenty) is dropped here.

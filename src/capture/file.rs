@@ -672,19 +672,11 @@ fn ts_units_per_sec(tsresol: u8) -> Option<u64> {
 /// How far ahead of the next record the reader asks for the file's bytes.
 const PREFETCH_AHEAD: usize = 512;
 
-/// Asks the CPU for the cache line of `data` at `at` ahead of its use: a hint, which reads
-/// nothing (nor asks for an address past the end).
+/// Asks the CPU for the cache line of `data` at `at` ahead of its use (nothing past the end).
 #[inline(always)]
 fn prefetch(data: &[u8], at: usize) {
-    #[cfg(target_arch = "x86_64")]
     if let Some(b) = data.get(at) {
-        // SAFETY: a prefetch is a hint that neither reads nor writes memory (it cannot fault);
-        // SSE, its target feature, is part of every x86-64 CPU; and the address is in `data`.
-        unsafe {
-            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
-                std::ptr::from_ref(b).cast(),
-            );
-        }
+        crate::prefetch::prefetch_lines(b, 1);
     }
 }
 
