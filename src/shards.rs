@@ -42,10 +42,10 @@ const OUT_CAPACITY: usize = 8192;
 /// reader hands back every observation it is done with (the queue's room bounds them); the
 /// worker takes them all back whenever it needs one and has none kept, when idle and every 4096
 /// packets, keeps the small ones (as the reader judged them: [`Spare`]) and frees the others on
-/// its own core. Each kept
-/// one still holds what it held until it is filled again: at most about 12 MB per worker stay
-/// held after a burst (8192 x (about 300 bytes + 4 accesses + 128 values)); between two
-/// take-backs the queue's 8192 slots can hold large ones too, as the output queue can.
+/// its own core. Each kept one still holds what it held until it is filled again: at most about
+/// 12 MB per worker stay held after a burst (8192 x (about 300 bytes + 4 accesses + 128
+/// values)); between two take-backs the queue's 8192 slots can hold large ones too, as the
+/// output queue can.
 const SPARE_CAPACITY: usize = OUT_CAPACITY;
 
 /// The cache lines an observation spans.
