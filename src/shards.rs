@@ -973,8 +973,9 @@ mod tests {
         assert!(!small_enough_to_keep(&emptied), "its room is still held");
     }
 
-    /// The worker takes back everything the reader returned, keeps the small ones (at most
-    /// `SPARE_CAPACITY`) and frees the large ones: none of them waits in the queue.
+    /// When it has none kept, the worker takes back everything the reader returned, keeps the
+    /// small ones (at most `SPARE_CAPACITY`) and frees the large ones; while it has some kept,
+    /// it leaves the queue alone.
     #[test]
     fn a_worker_takes_back_every_spare_and_keeps_only_small_ones() {
         let (mut back, spare) = rtrb::RingBuffer::new(SPARE_CAPACITY);
@@ -999,7 +1000,16 @@ mod tests {
         let first = sink.spare_box().expect("a small one was returned");
         assert_eq!(back.slots(), SPARE_CAPACITY, "all were taken back");
         assert_eq!(sink.kept.len(), 1, "the two large ones were freed");
+        // One more returned while one is kept: it waits in the queue.
+        assert!(back.push(Spare::of(Box::new(read(1, 4)))).is_ok());
         let second = sink.spare_box().expect("the other small one");
+        assert_eq!(back.slots(), SPARE_CAPACITY - 1, "the queue left alone");
+        assert!(sink.kept.is_empty());
+        let third = sink.spare_box().expect("the one from the queue");
+        assert_eq!(
+            (third.accesses.len(), third.accesses[0].values.len()),
+            (1, 4)
+        );
         let sizes = |o: &Observation| (o.accesses.len(), o.accesses[0].values.len());
         let mut got = [sizes(&first), sizes(&second)];
         got.sort_unstable();
