@@ -194,7 +194,13 @@ impl ItemSink {
         if self.kept.is_empty() {
             self.take_back();
         }
-        self.kept.pop()
+        let spare = self.kept.pop();
+        // The next one to fill was last read on the reader's core: asked for now, to be
+        // written, its lines come while this observation's packet is dissected.
+        if let Some(next) = self.kept.last() {
+            crate::prefetch::prefetch_lines_for_write(&**next, OBSERVATION_LINES);
+        }
+        spare
     }
 
     /// Takes back every observation the reader returned: the small ones are kept (the first
