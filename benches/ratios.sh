@@ -12,13 +12,18 @@
 # CAPTURE: e.g. /tmp/bench-ics.pcap (churn) or a steady-state capture (benches/README.md).
 # LEARN: the learning window for detection (default 60s). ROUNDS: default 5; medians reported.
 # Needs: a release build (cargo build --release) and pcapwalk built from ../shared/bench/pcapwalk
-# (PCAPWALK=path, default /tmp/pcapwalk/target/release/pcapwalk).
+# (PCAPWALK=path, default /tmp/pcapwalk/target/release/pcapwalk). With the handoff example built
+# (cargo build --release --example handoff; HANDOFF=path) each round also measures how long the
+# two cores take to hand a cache line over, and the two-worker figures are given again over the
+# rounds whose cores were near (under twice the least handoff): a virtual machine's vCPUs can
+# move apart (about 30 ns to 160 ns here) and two workers then run at about half speed.
 set -eu
 cap=${1:?usage: ratios.sh CAPTURE [LEARN] [ROUNDS]}
 learn=${2:-60s}
 rounds=${3:-5}
 otw=${OTWATCH:-target/release/otwatch}
 walk=${PCAPWALK:-/tmp/pcapwalk/target/release/pcapwalk}
+handoff=${HANDOFF:-target/release/examples/handoff}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -44,9 +49,14 @@ i=0
 while [ "$i" -lt "$rounds" ]; do
     secs "$walk" sum "$cap" >>"$tmp/walk"
     secs "$otw" replay --quiet "$cap" >>"$tmp/dissect"
-    secs "$otw" replay --quiet --workers 2 "$cap" >>"$tmp/dissect2"
+    h=0
+    if [ -x "$handoff" ]; then h=$("$handoff" 200000); fi
+    a=$(secs "$otw" replay --quiet --workers 2 "$cap")
     secs "$otw" replay --quiet --learn "$learn" --alerts /dev/null "$cap" >>"$tmp/detect"
-    secs "$otw" replay --quiet --workers 2 --learn "$learn" --alerts /dev/null "$cap" >>"$tmp/detect2"
+    b=$(secs "$otw" replay --quiet --workers 2 --learn "$learn" --alerts /dev/null "$cap")
+    echo "$a" >>"$tmp/dissect2"
+    echo "$b" >>"$tmp/detect2"
+    echo "$h $a $b" >>"$tmp/rounds"
     secs_two "$otw" replay --quiet --learn "$learn" --alerts /dev/null "$cap" >>"$tmp/pair"
     i=$((i + 1))
 done
@@ -60,3 +70,15 @@ printf 'dissect, 2 workers    %8.3f s  %12.0f packets/s  %5.2fx faster than 1\n'
 printf 'detect, 1 worker      %8.3f s  %12.0f packets/s  %5.2fx dissection\n' "$t" "$(echo "$packets / $t" | bc -l)" "$(echo "$t / $d" | bc -l)"
 printf 'detect, 2 workers     %8.3f s  %12.0f packets/s  %5.2fx faster than 1\n' "$t2" "$(echo "$packets / $t2" | bc -l)" "$(echo "$t / $t2" | bc -l)"
 printf 'ceiling for two       %8.3f s  (two 1-worker detections at once) %5.2fx: 2 workers reach %.0f%% of it\n' "$p" "$(echo "2 * $t / $p" | bc -l)" "$(echo "100 * ($t / $t2) / (2 * $t / $p)" | bc -l)"
+if [ -x "$handoff" ]; then
+    least=$(awk '{print $1}' "$tmp/rounds" | sort -n | head -1)
+    awk -v l="$least" '$1 < 2 * l' "$tmp/rounds" >"$tmp/near"
+    awk '{print $1}' "$tmp/rounds" >"$tmp/h"
+    printf 'handoff between cores %8.1f ns median (least %.1f, most %.1f)\n' "$(median "$tmp/h")" "$least" "$(sort -n "$tmp/h" | tail -1)"
+    n=$(wc -l <"$tmp/near")
+    if [ "$n" -lt "$rounds" ] && [ "$n" -gt 0 ]; then
+        awk '{print $2}' "$tmp/near" >"$tmp/nd2"
+        awk '{print $3}' "$tmp/near" >"$tmp/nt2"
+        printf '  %d of %d rounds with the cores near: 2 workers %5.2fx (dissect), %5.2fx (detect)\n' "$n" "$rounds" "$(echo "$d / $(median "$tmp/nd2")" | bc -l)" "$(echo "$t / $(median "$tmp/nt2")" | bc -l)"
+    fi
+fi
