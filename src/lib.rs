@@ -4,6 +4,7 @@
 
 pub mod alloc;
 pub mod capture;
+pub mod cpus;
 pub mod decode;
 pub mod detection;
 pub mod dissect;

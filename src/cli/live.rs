@@ -175,6 +175,9 @@ pub(crate) fn run_live(
     if let Some(w) = otwatch::capture::afpacket::link_warning(iface) {
         eprintln!("otwatch: warning: {w}");
     }
+    if let Some(w) = otwatch::cpus::spread_warning_here(opts.workers) {
+        eprintln!("otwatch: warning: {w}");
+    }
     let mut null = NullSink;
     let inner: &mut dyn EventSink = match &mut json {
         Some(j) => j,

@@ -49,6 +49,9 @@ pub(crate) fn run_replay(
     if opts.speed.is_some() && workers > 1 {
         return fail("--speed paces one worker: drop --workers");
     }
+    if let Some(w) = otwatch::cpus::spread_warning_here(workers) {
+        eprintln!("otwatch: warning: {w}");
+    }
     let mut pipeline = Pipeline::new();
     pipeline.evidence = rings.as_ref().and_then(|r| r.first().cloned());
     let mut null = NullSink;
