@@ -20,30 +20,25 @@ use std::time::Instant;
 #[repr(align(128))]
 struct Line(AtomicU64);
 
-/// Pins the calling thread to the `nth` CPU of those the process may run on (nothing when it
-/// cannot: the figure is then the scheduler's as much as the caches').
+/// Pins the calling thread to `cpu`; whether it could.
 #[cfg(target_os = "linux")]
-fn pin_to_nth_allowed_cpu(nth: usize) {
-    // SAFETY: `set` is a plain bit set the libc calls fill and read; pid 0 is this thread.
+fn pin(cpu: usize) -> bool {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return false;
+    }
+    // SAFETY: `one` is a zeroed `cpu_set_t` and its size is the one passed; `cpu` is below
+    // CPU_SETSIZE, so CPU_SET stays inside it; pid 0 is the calling thread.
     unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return;
-        }
-        let Some(cpu) = (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| libc::CPU_ISSET(c, &set))
-            .nth(nth)
-        else {
-            return;
-        };
         let mut one: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut one);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) == 0
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn pin_to_nth_allowed_cpu(_: usize) {}
+fn pin(_: usize) -> bool {
+    false
+}
 
 /// Waits for the counter to reach `turn`, then passes it on: `turns` times, every other turn.
 fn bounce(line: &Line, first: u64, turns: u64) {
@@ -63,17 +58,31 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
     let turns = 2 * rounds.max(1);
+    // Two threads spinning on one CPU would each wait for the scheduler's slice: no figure.
+    let cpus = otwatch::cpus::allowed();
+    let (Some(&first), Some(&second)) = (cpus.first(), cpus.get(1)) else {
+        eprintln!("handoff: needs two CPUs to run on, has {}", cpus.len());
+        std::process::exit(2);
+    };
+    if !pin(first) {
+        eprintln!("handoff: could not pin to CPU {first}");
+        std::process::exit(2);
+    }
     let line = Arc::new(Line(AtomicU64::new(0)));
     let other = {
         let line = Arc::clone(&line);
         std::thread::spawn(move || {
-            pin_to_nth_allowed_cpu(1);
+            if !pin(second) {
+                eprintln!("handoff: could not pin to CPU {second}");
+                std::process::exit(2);
+            }
             bounce(&line, 1, turns);
         })
     };
-    pin_to_nth_allowed_cpu(0);
     let start = Instant::now();
     bounce(&line, 0, turns);
-    let _ = other.join();
+    if other.join().is_err() {
+        std::process::exit(2);
+    }
     println!("{:.1}", start.elapsed().as_nanos() as f64 / turns as f64);
 }

@@ -11,11 +11,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The CPUs of `allowed` grouped by the last-level cache they share, as sysfs under `sys`
-/// (normally `/sys`) describes it; groups in the order of their lowest CPU. A CPU whose caches
-/// cannot be read is left out, so an unreadable sysfs gives no groups.
+/// (normally `/sys`) describes it; each group sorted, the groups in the order of their lowest
+/// CPU. A CPU whose caches cannot be read is left out, so an unreadable sysfs gives no groups.
 pub fn last_level_groups(sys: &Path, allowed: &[usize]) -> Vec<Vec<usize>> {
+    let mut cpus = allowed.to_vec();
+    cpus.sort_unstable();
+    cpus.dedup();
     let mut groups: BTreeMap<Vec<usize>, Vec<usize>> = BTreeMap::new();
-    for &cpu in allowed {
+    for cpu in cpus {
         if let Some(shared) = last_level_shared(sys, cpu) {
             groups.entry(shared).or_default().push(cpu);
         }
@@ -74,30 +77,30 @@ pub fn parse_cpu_list(list: &str) -> Option<Vec<usize>> {
     Some(cpus)
 }
 
-/// The CPUs this process may run on (none where that cannot be asked).
+/// The CPUs this process may run on, as Linux lists them (`Cpus_allowed_list` of
+/// /proc/self/status: any number of CPUs, where a fixed-size mask for sched_getaffinity is
+/// refused beyond 1024); none where that cannot be read.
 pub fn allowed() -> Vec<usize> {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: `set` is a plain bit set that sched_getaffinity fills; pid 0 is this thread,
-        // whose mask is the process's at start.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-                return Vec::new();
-            }
-            (0..libc::CPU_SETSIZE as usize)
-                .filter(|&c| libc::CPU_ISSET(c, &set))
-                .collect()
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    Vec::new()
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .and_then(|list| parse_cpu_list(list.trim()))
+        })
+        .unwrap_or_default()
 }
 
+/// Groups listed in a warning at most.
+const LISTED_GROUPS: usize = 8;
+
 /// A warning for `workers` workers when the allowed CPUs sit under several last-level caches
-/// (`groups`, from [`last_level_groups`]); none for one worker or one cache.
+/// (`groups`, from [`last_level_groups`]); none for one worker or one cache, nor when no cache
+/// is shared by two CPUs (what some virtual machines show: no layout to go by). It suggests the
+/// largest group, and fewer workers when that group has no CPU for each worker and the reader.
 pub fn spread_warning(workers: usize, groups: &[Vec<usize>]) -> Option<String> {
-    if workers < 2 || groups.len() < 2 {
+    if workers < 2 || groups.len() < 2 || groups.iter().all(|g| g.len() < 2) {
         return None;
     }
     let text = |g: &[usize]| {
@@ -117,14 +120,31 @@ pub fn spread_warning(workers: usize, groups: &[Vec<usize>]) -> Option<String> {
         }
         runs.join(",")
     };
-    let listed: Vec<String> = groups.iter().map(|g| text(g)).collect();
+    let mut listed: Vec<String> = groups.iter().take(LISTED_GROUPS).map(|g| text(g)).collect();
+    if groups.len() > LISTED_GROUPS {
+        listed.push("...".into());
+    }
+    // The largest group; of equal ones, the first.
+    let largest = groups.iter().fold(
+        &groups[0],
+        |best, g| if g.len() > best.len() { g } else { best },
+    );
+    let fewer = if largest.len() > workers {
+        String::new()
+    } else {
+        let n = largest.len().saturating_sub(1).max(1);
+        format!(
+            ", with at most {n} worker{} (the reader is a thread too)",
+            if n == 1 { "" } else { "s" }
+        )
+    };
     Some(format!(
         "the {workers} workers may run on CPUs under {} last-level caches ({}): every packet \
-         crosses between threads, far slower between caches; pin otwatch to one (e.g. taskset \
-         -c {})",
+         crosses between threads, far slower between caches; run otwatch on one cache's CPUs \
+         (e.g. taskset -c {}, or CPUAffinity= under systemd){fewer}",
         groups.len(),
         listed.join(" | "),
-        listed[0]
+        text(largest),
     ))
 }
 
@@ -205,11 +225,20 @@ mod tests {
         let one = last_level_groups(sys.path(), &[1, 2]);
         assert_eq!(one, vec![vec![1, 2]]);
         assert_eq!(spread_warning(2, &one), None);
-        // Across two: a warning that names both and suggests the first.
-        let two = last_level_groups(sys.path(), &[2, 3, 4]);
+        // Across two: a warning that names both and suggests the larger, with fewer workers
+        // (two CPUs: the reader and one worker).
+        let two = last_level_groups(sys.path(), &[4, 2, 3, 2]);
+        assert_eq!(two, vec![vec![2, 3], vec![4]]);
         let w = spread_warning(2, &two).expect("a warning");
         assert!(w.contains("2 last-level caches (2-3 | 4)"), "{w}");
-        assert!(w.contains("taskset -c 2-3"), "{w}");
+        assert!(w.contains("taskset -c 2-3,"), "{w}");
+        assert!(w.contains("at most 1 worker (the reader"), "{w}");
+        // The larger group second, with room for every worker and the reader.
+        let wide = last_level_groups(sys.path(), &[3, 4, 5, 6, 7]);
+        let w = spread_warning(2, &wide).expect("a warning");
+        assert!(w.contains("(3 | 4-7)"), "{w}");
+        assert!(w.contains("taskset -c 4-7,"), "{w}");
+        assert!(!w.contains("at most"), "{w}");
         // One worker hands nothing across.
         assert_eq!(spread_warning(1, &two), None);
     }
@@ -223,6 +252,11 @@ mod tests {
         let none = Scratch::new("none");
         assert!(last_level_groups(none.path(), &[0, 1]).is_empty());
         assert_eq!(spread_warning(2, &[]), None);
+        // No cache shared by two CPUs: a layout that says nothing (some virtual machines).
+        let alone = fake_sys("alone", 4, 1);
+        let groups = last_level_groups(alone.path(), &[0, 1, 2, 3]);
+        assert_eq!(groups.len(), 4);
+        assert_eq!(spread_warning(2, &groups), None);
     }
 
     #[test]
@@ -244,7 +278,10 @@ mod tests {
     #[test]
     fn this_machines_cpus_are_found_under_its_caches() {
         let allowed = allowed();
-        assert!(!allowed.is_empty());
+        if allowed.is_empty() {
+            eprintln!("skipped: /proc/self/status lists no allowed CPUs here");
+            return;
+        }
         let groups = last_level_groups(Path::new("/sys"), &allowed);
         if groups.is_empty() {
             eprintln!("skipped: this machine's sysfs lists no caches");
