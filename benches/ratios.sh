@@ -96,6 +96,6 @@ if [ -s "$tmp/h" ]; then
     if [ "$nd" -gt 0 ] && [ "$nt" -gt 0 ]; then
         printf '  with the cores near (under %s ns; %d and %d of %d runs): 2 workers %5.2fx (dissect), %5.2fx (detect)\n' "$near" "$nd" "$nt" "$rounds" "$(echo "$d / $(median "$tmp/near-dissect2")" | bc -l)" "$(echo "$t / $(median "$tmp/near-detect2")" | bc -l)"
     else
-        printf '  no two-worker run had the cores near (under %s ns): the two-worker figures are the far cores'"'"'\n' "$near"
+        printf '  no two-worker run had the cores near (under %s ns): the figures above are with them far apart\n' "$near"
     fi
 fi
