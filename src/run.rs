@@ -158,7 +158,10 @@ impl<'a> Inline<'a> {
     /// Closes every flow (a new capture, or the end of the input).
     pub fn finish(&mut self) {
         let sink = &mut *self.sink;
-        guarded(self.pipeline, |p| p.finish(sink));
+        guarded(self.pipeline, |p| {
+            p.finish(sink);
+            sink.drain();
+        });
     }
 }
 

@@ -743,3 +743,100 @@ fn file_record_writes_are_checked_where_they_write() {
         )]
     );
 }
+
+/// One pipeline's detection takes its observations in batches (`Detection::batch`): held,
+/// then run before the clock ticks, before the metrics publish or sample, before an event, when
+/// the batch is full and at the end. The alert lines are the same, in the same order, as with
+/// each observation run at once (ids and times included), and so is every OpenMetrics sample
+/// (per-channel series and alerts by type at each capture time): on every scenario, learning
+/// its clean first minute, timers among the alerts, a flood among the captures.
+#[test]
+fn batches_of_observations_raise_the_same_lines_in_the_same_order() {
+    use otwatch::detection::{alert_json, DetectSink, Detection, MetricsHub};
+    use otwatch_models::{Engine, EngineConfig};
+    let dir = scratch("batches");
+    let run = |path: &Path, batch: usize, metrics: bool| -> (Vec<String>, String) {
+        let mut det = Detection::new(
+            Engine::learning(EngineConfig {
+                learn_for: Some(60_000_000_000),
+                ..EngineConfig::default()
+            }),
+            None,
+        );
+        det.kept = Some(Vec::new());
+        det.batch = batch;
+        let om = dir.join("samples.om");
+        if metrics {
+            let mut hub = MetricsHub::new(64);
+            hub.recorder = Some(otwatch::metrics::OpenMetricsRecorder::new(10.0));
+            hub.recorder_path = Some(om.clone());
+            det.metrics = Some(hub);
+        }
+        let mut pipeline = otwatch::pipeline::Pipeline::new();
+        let mut null = otwatch::event::NullSink;
+        {
+            let mut sink = DetectSink {
+                detection: &mut det,
+                inner: &mut null,
+            };
+            otwatch::replay::replay(&[path.to_path_buf()], &mut sink, &mut pipeline);
+        }
+        let _ = det.finish();
+        let mut samples = String::new();
+        if metrics {
+            det.finish_metrics(&pipeline.stats, 0)
+                .expect("OpenMetrics file");
+            samples = std::fs::read_to_string(&om).expect("OpenMetrics file");
+        }
+        let kept = det.kept.take().unwrap_or_default();
+        (
+            kept.iter().map(|a| alert_json(a).to_string()).collect(),
+            samples,
+        )
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(fixture("scenarios"))
+        .expect("scenarios")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "pcap"))
+        .collect();
+    files.sort();
+    let (mut all, mut timers) = (0, 0);
+    for path in &files {
+        let one = run(path, 1, false);
+        for batch in [2, 7, otwatch::detection::DEFAULT_BATCH] {
+            assert_eq!(
+                run(path, batch, false),
+                one,
+                "{}, batch {batch}",
+                path.display()
+            );
+        }
+        let with_metrics = run(path, 1, true);
+        assert_eq!(with_metrics.0, one.0, "{}: metrics on", path.display());
+        assert!(
+            with_metrics.1.contains("otwatch_requests_total{"),
+            "{}: no per-channel series",
+            path.display()
+        );
+        let batched = run(path, otwatch::detection::DEFAULT_BATCH, true);
+        assert_eq!(
+            batched,
+            with_metrics,
+            "{}: batched, metrics on",
+            path.display()
+        );
+        all += one.0.len();
+        timers += one
+            .0
+            .iter()
+            .filter(|l| l.contains("\"device_silent\"") || l.contains("\"response_timeout\""))
+            .count();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        files.len() >= 20 && all > 0,
+        "{} files, {all} lines",
+        files.len()
+    );
+    assert!(timers > 0, "no timer among {all} lines");
+}

@@ -158,6 +158,8 @@ impl Detection {
         let (publish, push) = m.due(before / 16 != m.packets / 16);
         let record = m.recorder.as_ref().is_some_and(|r| r.due(ts));
         if publish || push || record {
+            // The metrics count every observation up to this packet.
+            self.drain();
             let (stats, active_flows) = counters();
             let stats = &stats;
             let state = self.detection_state();
