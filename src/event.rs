@@ -392,8 +392,8 @@ pub trait EventSink {
     fn after_packet(&mut self, _stats: &crate::stats::Stats, _active_flows: usize, _ts: i64) {}
     /// Capture counters of a live source.
     fn live_counters(&mut self, _counters: crate::metrics::LiveCounters) {}
-    /// The end of the input: what the sink holds back for a batch is done now (detection's
-    /// held observations, [`crate::detection::Detection::hold`]).
+    /// The end of the input or of one capture of several: what the sink holds back for a
+    /// batch is done now (detection's held observations, [`crate::detection::Detection::hold`]).
     fn drain(&mut self) {}
 }
 

@@ -158,10 +158,9 @@ impl<'a> Inline<'a> {
     /// Closes every flow (a new capture, or the end of the input).
     pub fn finish(&mut self) {
         let sink = &mut *self.sink;
-        guarded(self.pipeline, |p| {
-            p.finish(sink);
-            sink.drain();
-        });
+        guarded(self.pipeline, |p| p.finish(&mut *sink));
+        // By itself: a panic in the flush must not leave observations held.
+        guarded(self.pipeline, |_| sink.drain());
     }
 }
 

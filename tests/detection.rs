@@ -744,18 +744,54 @@ fn file_record_writes_are_checked_where_they_write() {
     );
 }
 
+/// The scenarios `names` merged into one capture at `out`: each shifted to start when the
+/// first does, the packets in time order. Their flows are apart (each protocol its port), so
+/// the observations some dissectors build and the events others emit come interleaved.
+fn merged(names: &[&str], out: &Path) -> PathBuf {
+    use otwatch::capture::{CaptureFile, PacketSource};
+    let mut packets: Vec<(i64, usize, Vec<u8>, u32)> = Vec::new();
+    let mut start = None;
+    for (n, name) in names.iter().enumerate() {
+        let mut cap = CaptureFile::open(&fixture(&format!("scenarios/{name}.pcap"))).expect("open");
+        let mut shift = None;
+        while let Some(p) = cap.next_packet() {
+            let p = p.expect("packet");
+            let first = *start.get_or_insert(p.ts_nanos);
+            let d = *shift.get_or_insert(first - p.ts_nanos);
+            packets.push((p.ts_nanos + d, n, p.data.to_vec(), p.orig_len));
+        }
+    }
+    packets.sort_by_key(|p| (p.0, p.1));
+    let mut bytes = Vec::new();
+    for v in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    for (ts, _, data, orig_len) in &packets {
+        let (sec, usec) = (ts / 1_000_000_000, ts % 1_000_000_000 / 1000);
+        for v in [sec as u32, usec as u32, data.len() as u32, *orig_len] {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        bytes.extend_from_slice(data);
+    }
+    std::fs::write(out, bytes).expect("write the merged capture");
+    out.to_path_buf()
+}
+
 /// One pipeline's detection takes its observations in batches (`Detection::batch`): held,
 /// then run before the clock ticks, before the metrics publish or sample, before an event, when
-/// the batch is full and at the end. The alert lines are the same, in the same order, as with
-/// each observation run at once (ids and times included), and so is every OpenMetrics sample
-/// (per-channel series and alerts by type at each capture time): on every scenario, learning
-/// its clean first minute, timers among the alerts, a flood among the captures.
+/// the batch is full, at a new capture and at the end. The alert lines are the same, in the same
+/// order, as with each observation run at once (ids and times included), and so are what the
+/// engine has seen when the replay ends and every OpenMetrics sample (per-channel series and alerts by type at each capture time): on every
+/// scenario (the hour-long ones too), learning its clean first minute, timers among the alerts,
+/// a flood among the captures; on four protocols' scenarios merged into one capture
+/// (observations held while events come); and on two captures, the later one first (a new
+/// capture, and the clock stepping back).
 #[test]
 fn batches_of_observations_raise_the_same_lines_in_the_same_order() {
     use otwatch::detection::{alert_json, DetectSink, Detection, MetricsHub};
     use otwatch_models::{Engine, EngineConfig};
     let dir = scratch("batches");
-    let run = |path: &Path, batch: usize, metrics: bool| -> (Vec<String>, String) {
+    let run = |paths: &[PathBuf], batch: usize, metrics: bool| -> (Vec<String>, String) {
         let mut det = Detection::new(
             Engine::learning(EngineConfig {
                 learn_for: Some(60_000_000_000),
@@ -779,14 +815,17 @@ fn batches_of_observations_raise_the_same_lines_in_the_same_order() {
                 detection: &mut det,
                 inner: &mut null,
             };
-            otwatch::replay::replay(&[path.to_path_buf()], &mut sink, &mut pipeline);
+            otwatch::replay::replay(paths, &mut sink, &mut pipeline);
         }
+        // What the summary reads before the outputs finish (whether learning ended): the
+        // engine has seen every observation once the replay is over.
+        let engine = det.engine.as_ref().expect("engine");
+        let mut samples = format!("{} {}\n", engine.observations, engine.is_learning());
         let _ = det.finish();
-        let mut samples = String::new();
         if metrics {
             det.finish_metrics(&pipeline.stats, 0)
                 .expect("OpenMetrics file");
-            samples = std::fs::read_to_string(&om).expect("OpenMetrics file");
+            samples += &std::fs::read_to_string(&om).expect("OpenMetrics file");
         }
         let kept = det.kept.take().unwrap_or_default();
         (
@@ -794,37 +833,37 @@ fn batches_of_observations_raise_the_same_lines_in_the_same_order() {
             samples,
         )
     };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(fixture("scenarios"))
+    let mut runs: Vec<Vec<PathBuf>> = std::fs::read_dir(fixture("scenarios"))
         .expect("scenarios")
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "pcap"))
+        .filter(|p| {
+            p.to_string_lossy().ends_with(".pcap") || p.to_string_lossy().ends_with(".pcap.gz")
+        })
+        .map(|p| vec![p])
         .collect();
-    files.sort();
+    runs.sort();
+    let scenarios = runs.len();
+    let mixed = ["modbus_write", "enip_write", "iec104_command", "s7_write"];
+    runs.push(vec![merged(&mixed, &dir.join("mixed.pcap"))]);
+    runs.push(vec![
+        fixture("scenarios/modbus_flood.pcap"),
+        fixture("scenarios/modbus_steady.pcap"),
+    ]);
     let (mut all, mut timers) = (0, 0);
-    for path in &files {
-        let one = run(path, 1, false);
+    for paths in &runs {
+        let name = format!("{paths:?}");
+        let one = run(paths, 1, false);
         for batch in [2, 7, otwatch::detection::DEFAULT_BATCH] {
-            assert_eq!(
-                run(path, batch, false),
-                one,
-                "{}, batch {batch}",
-                path.display()
-            );
+            assert_eq!(run(paths, batch, false), one, "{name}, batch {batch}");
         }
-        let with_metrics = run(path, 1, true);
-        assert_eq!(with_metrics.0, one.0, "{}: metrics on", path.display());
+        let with_metrics = run(paths, 1, true);
+        assert_eq!(with_metrics.0, one.0, "{name}: metrics on");
         assert!(
             with_metrics.1.contains("otwatch_requests_total{"),
-            "{}: no per-channel series",
-            path.display()
+            "{name}: no per-channel series"
         );
-        let batched = run(path, otwatch::detection::DEFAULT_BATCH, true);
-        assert_eq!(
-            batched,
-            with_metrics,
-            "{}: batched, metrics on",
-            path.display()
-        );
+        let batched = run(paths, otwatch::detection::DEFAULT_BATCH, true);
+        assert_eq!(batched, with_metrics, "{name}: batched, metrics on");
         all += one.0.len();
         timers += one
             .0
@@ -832,11 +871,19 @@ fn batches_of_observations_raise_the_same_lines_in_the_same_order() {
             .filter(|l| l.contains("\"device_silent\"") || l.contains("\"response_timeout\""))
             .count();
     }
+    let mixed_lines = run(&runs[scenarios], 1, false).0;
     let _ = std::fs::remove_dir_all(&dir);
     assert!(
-        files.len() >= 20 && all > 0,
-        "{} files, {all} lines",
-        files.len()
+        scenarios >= 25 && all > 0,
+        "{scenarios} scenarios, {all} lines"
     );
     assert!(timers > 0, "no timer among {all} lines");
+    for proto in ["modbus", "enip", "iec104", "s7comm"] {
+        assert!(
+            mixed_lines
+                .iter()
+                .any(|l| l.contains(&format!("\"proto\":\"{proto}\""))),
+            "the merged capture raises nothing of {proto}: {mixed_lines:?}"
+        );
+    }
 }

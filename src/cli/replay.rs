@@ -68,6 +68,11 @@ pub(crate) fn run_replay(
             otwatch::parallel::replay_sharded(pcaps, &mut stage, workers, rings)
         }
         Some(det) => {
+            if opts.speed.is_some() {
+                // Paced, a capture's quiet gap takes its time: an alert must not wait for the
+                // packet after it in a batch.
+                det.batch = 1;
+            }
             let mut sink = DetectSink {
                 detection: det,
                 inner,

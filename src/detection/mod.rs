@@ -125,6 +125,9 @@ pub struct Detection {
     held: usize,
     /// Observations a batch holds ([`DEFAULT_BATCH`]); 1 runs each at once.
     pub batch: usize,
+    /// Tests: observing the observation of this frame panics, as a bug would.
+    #[cfg(test)]
+    panic_on_frame: Option<u64>,
 }
 
 impl Detection {
@@ -154,6 +157,8 @@ impl Detection {
             slots: Vec::new(),
             held: 0,
             batch: DEFAULT_BATCH,
+            #[cfg(test)]
+            panic_on_frame: None,
         }
     }
 
@@ -228,6 +233,12 @@ impl Detection {
 
     /// One observation, in capture order.
     pub fn observe(&mut self, o: &otwatch_models::Observation) {
+        #[cfg(test)]
+        assert!(
+            self.panic_on_frame != Some(o.frame),
+            "a bug, on frame {}",
+            o.frame
+        );
         // Empty but for a panic caught mid-observation (the capture loop goes on after one).
         if !self.scratch.is_empty() {
             self.scratch.clear();
@@ -259,8 +270,9 @@ impl Detection {
 
     /// One observation, in capture order, lent by the pipeline that built it: held for the
     /// next batch ([`Detection::batch`]), or run at once when a batch is not taken. What is
-    /// held is run before anything else reaches detection (the clock, an event, the end), so
-    /// the engine sees everything in the same order either way, and raises the same alerts.
+    /// held is run before anything else reaches detection or reads it (the clock, an event, a
+    /// metrics sample, a new capture, the end), so the engine sees everything in the same order
+    /// either way, and raises the same alerts.
     pub fn hold(&mut self, obs: &mut otwatch_models::Observation) {
         if !self.batching() {
             return self.observe(obs);
@@ -275,18 +287,34 @@ impl Detection {
         }
     }
 
-    /// Runs the observations held, in order. (A panic inside one, a bug the capture loop goes
-    /// on after, loses the rest of its batch.)
+    /// Runs the observations held, in order. A panic inside one (a bug, which the capture loop
+    /// counts and goes on after) loses that observation only, as it would unbatched: the rest
+    /// of the batch is run, then the panic goes on (the first, if several).
     pub fn drain(&mut self) {
         let held = std::mem::take(&mut self.held);
         if held == 0 {
             return;
         }
         let slots = std::mem::take(&mut self.slots);
-        for o in &slots[..held] {
-            self.observe(o);
+        let (mut next, mut panicked) = (0, None);
+        while next < held {
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                while let Some(o) = slots[..held].get(next) {
+                    next += 1;
+                    self.observe(o);
+                }
+            }));
+            if let Err(payload) = run {
+                panicked.get_or_insert(payload);
+            }
         }
         self.slots = slots;
+        // A burst (a packet of many PDUs, a sweep) held more than a batch: the slots past it
+        // would keep what they last held for the rest of the run.
+        self.slots.truncate(self.batch.max(DEFAULT_BATCH));
+        if let Some(payload) = panicked {
+            std::panic::resume_unwind(payload);
+        }
     }
 
     /// The clock moved with no event (a quiet live link).
@@ -609,7 +637,43 @@ impl DetectSink<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{TickClock, TICK_EVERY_NANOS as TICK};
+    use super::{Detection, TickClock, TICK_EVERY_NANOS as TICK};
+
+    /// A panic while a batch runs (a bug in detection) loses the observation it was in, as it
+    /// would unbatched: the rest of the batch is run before the panic goes on to the capture
+    /// loop, and nothing stays held.
+    #[test]
+    fn a_panic_in_a_batch_loses_only_its_observation() {
+        use otwatch_models::{Channel, Engine, EngineConfig, Kind, Observation, Proto};
+        let mut det = Detection::new(Engine::learning(EngineConfig::default()), None);
+        det.panic_on_frame = Some(3);
+        let source: std::sync::Arc<str> = std::sync::Arc::from("test");
+        let channel = Channel {
+            proto: Proto::Modbus,
+            client: [10, 0, 0, 1].into(),
+            server: [10, 0, 0, 2].into(),
+            unit: 1,
+        };
+        for frame in 1..=5 {
+            let mut o = Observation::new(
+                frame as i64 * 1_000_000,
+                std::sync::Arc::clone(&source),
+                frame,
+                channel,
+                Kind::Request,
+                3,
+            );
+            det.hold(&mut o);
+        }
+        let seen = |d: &Detection| d.engine.as_ref().map_or(0, |e| e.observations);
+        assert_eq!(seen(&det), 0, "held, not run");
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| det.drain()));
+        assert!(run.is_err(), "the panic goes on");
+        assert_eq!(seen(&det), 4, "frames 1, 2, 4 and 5 were run");
+        assert_eq!(det.held, 0);
+        det.drain();
+        assert_eq!(seen(&det), 4, "nothing was left held");
+    }
 
     /// The clock ticks a tick after the last, not for a packet a little older (reordering), and
     /// back before the second packet in a row a tick or more before it (a step back); one such
