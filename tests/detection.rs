@@ -749,7 +749,7 @@ fn file_record_writes_are_checked_where_they_write() {
 /// the observations some dissectors build and the events others emit come interleaved.
 fn merged(names: &[&str], out: &Path) -> PathBuf {
     use otwatch::capture::{CaptureFile, PacketSource};
-    let mut packets: Vec<(i64, usize, Vec<u8>, u32)> = Vec::new();
+    let mut packets: Vec<(i64, usize, Vec<u8>)> = Vec::new();
     let mut start = None;
     for (n, name) in names.iter().enumerate() {
         let mut cap = CaptureFile::open(&fixture(&format!("scenarios/{name}.pcap"))).expect("open");
@@ -758,22 +758,15 @@ fn merged(names: &[&str], out: &Path) -> PathBuf {
             let p = p.expect("packet");
             let first = *start.get_or_insert(p.ts_nanos);
             let d = *shift.get_or_insert(first - p.ts_nanos);
-            packets.push((p.ts_nanos + d, n, p.data.to_vec(), p.orig_len));
+            packets.push((p.ts_nanos + d, n, p.data.to_vec()));
         }
     }
     packets.sort_by_key(|p| (p.0, p.1));
-    let mut bytes = Vec::new();
-    for v in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
-        bytes.extend_from_slice(&v.to_le_bytes());
-    }
-    for (ts, _, data, orig_len) in &packets {
-        let (sec, usec) = (ts / 1_000_000_000, ts % 1_000_000_000 / 1000);
-        for v in [sec as u32, usec as u32, data.len() as u32, *orig_len] {
-            bytes.extend_from_slice(&v.to_le_bytes());
-        }
-        bytes.extend_from_slice(data);
-    }
-    std::fs::write(out, bytes).expect("write the merged capture");
+    let timed: Vec<_> = packets
+        .into_iter()
+        .map(|(ts, _, data)| (std::time::Duration::from_nanos(ts as u64), data))
+        .collect();
+    write_pcap_at(out, &timed);
     out.to_path_buf()
 }
 
