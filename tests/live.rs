@@ -1404,12 +1404,14 @@ fn content_alerts(text: &str) -> std::collections::BTreeSet<(String, String, Str
         .collect()
 }
 
-/// `otwatch live --workers 2` runs detection, with alerts and evidence: with a baseline learned
-/// from a scenario's clean prefix, the scenario's frames sent through the veth raise the same
-/// content alerts (restart command, scan, new devices...) as a one-worker replay of the
-/// scenario with that baseline, and every alert line names an evidence file that exists.
+/// `otwatch live` runs detection: with a baseline learned from a scenario's clean prefix, the
+/// scenario's frames sent through the veth raise the same content alerts (restart command,
+/// scan, new devices...) as a one-worker replay of the scenario with that baseline, while it
+/// runs. With two workers, alerts and evidence: every alert line names an evidence file that
+/// exists. With one worker and alerts alone, detection takes its observations in batches: the
+/// alerts come all the same while it runs, before the capture is stopped.
 #[test]
-fn live_fanout_with_two_workers_detects_like_a_replay() {
+fn live_detection_with_one_and_two_workers_is_like_a_replay() {
     use std::io::BufRead;
     skip_unless_able!();
     let scenario =
@@ -1441,59 +1443,71 @@ fn live_fanout_with_two_workers_detects_like_a_replay() {
         types.contains("device_restart_command") && types.contains("scan"),
         "the scenario's attacks: {expected:?}"
     );
-    let veth = Veth::new("det");
-    let alerts_path = dir.join("alerts.jsonl");
-    let evidence = dir.join("evidence");
-    let child = Command::new("ip")
-        .args(["netns", "exec", &veth.cap_ns, otwatch, "live", "-i", CAP_IF])
-        .args(["--workers", "2", "--ring-blocks", "64", "--baseline"])
-        .arg(&baseline)
-        .arg("--alerts")
-        .arg(&alerts_path)
-        .arg("--evidence")
-        .arg(&evidence)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start otwatch live");
-    let mut child = child;
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = std::io::BufReader::new(stderr).lines();
-    // Capturing once it says so.
-    for line in lines.by_ref() {
-        if line.expect("stderr line").contains("capturing on") {
-            break;
+    for (workers, with_evidence) in [("2", true), ("1", false)] {
+        let veth = Veth::new(&format!("det{workers}"));
+        let alerts_path = dir.join(format!("alerts-{workers}.jsonl"));
+        let evidence = dir.join(format!("evidence-{workers}"));
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &veth.cap_ns, otwatch, "live", "-i", CAP_IF])
+            .args(["--workers", workers, "--ring-blocks", "64", "--baseline"])
+            .arg(&baseline)
+            .arg("--alerts")
+            .arg(&alerts_path);
+        if with_evidence {
+            command.arg("--evidence").arg(&evidence);
         }
-    }
-    send_from_peer(&veth, ethernet_frames(&scenario));
-    let started = Instant::now();
-    let mut live = Default::default();
-    while started.elapsed() < SAFETY_TIMEOUT {
-        live = content_alerts(&std::fs::read_to_string(&alerts_path).unwrap_or_default());
-        if live.is_superset(&expected) {
-            break;
+        let mut child = command
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start otwatch live");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        // Capturing once it says so.
+        for line in lines.by_ref() {
+            if line.expect("stderr line").contains("capturing on") {
+                break;
+            }
         }
-        thread::sleep(Duration::from_millis(50));
-    }
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let status = child.wait().expect("otwatch live exits");
-    let text = std::fs::read_to_string(&alerts_path).expect("alerts");
-    let live_final = content_alerts(&text);
-    assert_eq!(status.code(), Some(0), "{}", rest.join("\n"));
-    assert!(rest.iter().any(|l| l.contains("workers: 2")), "{rest:?}");
-    assert_eq!(live_final, expected, "live alerts, then the replay's");
-    assert_eq!(live, expected);
-    for line in text.lines() {
-        let a: serde_json::Value = serde_json::from_str(line).expect("alert json");
-        if a["repeat"] == true {
-            continue;
+        send_from_peer(&veth, ethernet_frames(&scenario));
+        let started = Instant::now();
+        let mut live = Default::default();
+        while started.elapsed() < SAFETY_TIMEOUT {
+            live = content_alerts(&std::fs::read_to_string(&alerts_path).unwrap_or_default());
+            if live.is_superset(&expected) {
+                break;
+            }
+            thread::sleep(Duration::from_millis(50));
         }
-        let file = a["evidence"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no evidence: {a}"));
-        assert!(Path::new(file).is_file(), "{file}");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        let status = child.wait().expect("otwatch live exits");
+        let text = std::fs::read_to_string(&alerts_path).expect("alerts");
+        let live_final = content_alerts(&text);
+        assert_eq!(status.code(), Some(0), "{}", rest.join("\n"));
+        if workers == "2" {
+            assert!(rest.iter().any(|l| l.contains("workers: 2")), "{rest:?}");
+        }
+        assert_eq!(
+            live_final, expected,
+            "{workers} worker(s): live alerts, then the replay's"
+        );
+        assert_eq!(
+            live, expected,
+            "{workers} worker(s): the alerts while it ran"
+        );
+        for line in text.lines().filter(|_| with_evidence) {
+            let a: serde_json::Value = serde_json::from_str(line).expect("alert json");
+            if a["repeat"] == true {
+                continue;
+            }
+            let file = a["evidence"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no evidence: {a}"));
+            assert!(Path::new(file).is_file(), "{file}");
+        }
+        drop(veth);
     }
     let _ = std::fs::remove_dir_all(&dir);
-    drop(veth);
 }
