@@ -744,6 +744,22 @@ fn file_record_writes_are_checked_where_they_write() {
     );
 }
 
+/// Detection learning for the first minute of capture time, keeping its alert lines, with
+/// batches of `batch` observations.
+fn learning_a_minute(batch: usize) -> otwatch::detection::Detection {
+    use otwatch_models::{Engine, EngineConfig};
+    let mut det = otwatch::detection::Detection::new(
+        Engine::learning(EngineConfig {
+            learn_for: Some(60_000_000_000),
+            ..EngineConfig::default()
+        }),
+        None,
+    );
+    det.kept = Some(Vec::new());
+    det.batch = batch;
+    det
+}
+
 /// The scenarios `names` merged into one capture at `out`: each shifted to start when the
 /// first does, the packets in time order. Their flows are apart (each protocol its port), so
 /// the observations some dissectors build and the events others emit come interleaved.
@@ -781,19 +797,10 @@ fn merged(names: &[&str], out: &Path) -> PathBuf {
 /// capture, and the clock stepping back).
 #[test]
 fn batches_of_observations_raise_the_same_lines_in_the_same_order() {
-    use otwatch::detection::{alert_json, DetectSink, Detection, MetricsHub};
-    use otwatch_models::{Engine, EngineConfig};
+    use otwatch::detection::{alert_json, DetectSink, MetricsHub};
     let dir = scratch("batches");
     let run = |paths: &[PathBuf], batch: usize, metrics: bool| -> (Vec<String>, String) {
-        let mut det = Detection::new(
-            Engine::learning(EngineConfig {
-                learn_for: Some(60_000_000_000),
-                ..EngineConfig::default()
-            }),
-            None,
-        );
-        det.kept = Some(Vec::new());
-        det.batch = batch;
+        let mut det = learning_a_minute(batch);
         let om = dir.join("samples.om");
         if metrics {
             let mut hub = MetricsHub::new(64);
@@ -879,4 +886,112 @@ fn batches_of_observations_raise_the_same_lines_in_the_same_order() {
             "the merged capture raises nothing of {proto}: {mixed_lines:?}"
         );
     }
+}
+
+/// A live link's packets, then one turn with none (the link gone quiet), then the end.
+struct QuietAfter {
+    packets: Vec<(i64, u64, Vec<u8>)>,
+    at: usize,
+    idled: bool,
+    source: std::sync::Arc<str>,
+}
+
+impl otwatch::run::Feed for QuietAfter {
+    type Handle = ();
+    const LIVE: bool = true;
+
+    fn next<T>(&mut self, _: std::time::Duration, mut take: T) -> bool
+    where
+        T: FnMut(otwatch::run::Next<'_, ()>) -> Option<()>,
+    {
+        if let Some((ts, frame, data)) = self.packets.get(self.at) {
+            self.at += 1;
+            let pkt = otwatch::capture::Packet {
+                ts_nanos: *ts,
+                frame: *frame,
+                linktype: otwatch::capture::LinkType::ETHERNET,
+                orig_len: data.len() as u32,
+                data,
+                csum_not_ready: false,
+            };
+            let source = &self.source;
+            take(otwatch::run::Next::Packet {
+                pkt: &pkt,
+                source,
+                handle: (),
+                restart: false,
+            });
+            return true;
+        }
+        if std::mem::replace(&mut self.idled, true) {
+            return false;
+        }
+        take(otwatch::run::Next::Idle);
+        true
+    }
+}
+
+/// Live, with one worker, detection holds its observations for a batch: when the link goes
+/// quiet, its idle tick runs what is held. The PDU that raised a scenario's first alert,
+/// the last one sent in a burst, has its alert written before the capture ends, as with
+/// each observation run at once.
+#[test]
+fn a_quiet_live_link_runs_the_held_observations() {
+    use otwatch::capture::{CaptureFile, PacketSource};
+    use otwatch::detection::{alert_json, DetectSink};
+    let path = fixture("scenarios/modbus_write.pcap");
+    let mut cap = CaptureFile::open(&path).expect("open");
+    let mut packets = Vec::new();
+    while let Some(p) = cap.next_packet() {
+        let p = p.expect("packet");
+        packets.push((p.ts_nanos, p.frame, p.data.to_vec()));
+    }
+    // The alerts raised up to the idle tick, by a run over `packets` with `batch`.
+    let alerts = |packets: &[(i64, u64, Vec<u8>)], batch: usize| {
+        let mut det = learning_a_minute(batch);
+        let mut pipeline = otwatch::pipeline::Pipeline::new();
+        let mut null = otwatch::event::NullSink;
+        let mut sink = DetectSink {
+            detection: &mut det,
+            inner: &mut null,
+        };
+        let mut feed = QuietAfter {
+            packets: packets.to_vec(),
+            at: 0,
+            idled: false,
+            source: std::sync::Arc::from("live"),
+        };
+        otwatch::run::Inline::new(&mut pipeline, &mut sink).run(&mut feed);
+        det.kept.take().unwrap_or_default()
+    };
+    let all = alerts(&packets, 1);
+    let first = all
+        .iter()
+        .find(|a| a.r#type == "unauthorized_write")
+        .expect("the scenario's write");
+    let last = *first.frames.iter().max().expect("its frames");
+    // Its last 20 packets a millisecond apart: the detection clock does not tick among
+    // them (every 250 ms of capture time), so their observations wait in the batch.
+    let mut sent = packets[..last as usize].to_vec();
+    let from = sent.len().saturating_sub(20);
+    let start = sent[from].0;
+    for (k, p) in sent[from..].iter_mut().enumerate() {
+        p.0 = start + k as i64 * 1_000_000;
+    }
+    let sent = &sent[..];
+    let last_ts = sent[sent.len() - 1].0;
+    // The idle tick's own alerts fall at the wall clock's time: only those before it.
+    let lines = |batch| -> Vec<String> {
+        alerts(sent, batch)
+            .iter()
+            .filter(|a| a.ts <= last_ts)
+            .map(|a| alert_json(a).to_string())
+            .collect()
+    };
+    let at_once = lines(1);
+    assert!(
+        at_once.iter().any(|l| l.contains("unauthorized_write")),
+        "{at_once:?}"
+    );
+    assert_eq!(lines(otwatch::detection::DEFAULT_BATCH), at_once);
 }
