@@ -157,15 +157,26 @@ pub fn packets(data: &[u8]) {
 
 /// The two ways to an observation agree: the packets `data` describes (as for [`packets`])
 /// give the same observations, in the same order, when the dissectors build them from their
-/// events and when they build them from the parsers' records (no events output on).
+/// events and when they build them from the parsers' records (no events output on). And the
+/// counts are the same either way, and with nobody reading the records (dissection alone),
+/// but for the counts of events themselves.
 pub fn observations(data: &[u8]) {
+    let mut alone = feed(data, &mut NullSink);
     for detail in [true, false] {
         let mut from_events = ObservationLog::new(true, detail);
         let events = feed(data, &mut from_events);
         let mut direct = ObservationLog::new(false, detail);
         let counted = feed(data, &mut direct);
         assert_eq!(from_events.seen, direct.seen);
-        assert_eq!(events, counted, "events counted");
+        assert_eq!(events, counted, "counts");
+        // Events (and the conversations of other protocols, counted as their events are made)
+        // are made only for a reader.
+        (alone.events, alone.flows.talkers, alone.flows.talkers_full) = (
+            events.events,
+            events.flows.talkers,
+            events.flows.talkers_full,
+        );
+        assert_eq!(alone, events, "counts of dissection alone");
     }
 }
 
@@ -228,8 +239,8 @@ impl EventSink for ObservationLog {
 }
 
 /// The packets `data` describes, through one pipeline into `sink`, then the end of input;
-/// returns the events the pipeline counted.
-fn feed(data: &[u8], sink: &mut dyn EventSink) -> u64 {
+/// returns what the pipeline counted.
+fn feed(data: &[u8], sink: &mut dyn EventSink) -> crate::stats::Stats {
     let source: Arc<str> = Arc::from("fuzz");
     let mut pipeline = Pipeline::new();
     let mut seqs = [1000u32, 5000u32];
@@ -254,7 +265,7 @@ fn feed(data: &[u8], sink: &mut dyn EventSink) -> u64 {
         }
     }
     pipeline.finish(sink);
-    pipeline.stats.events
+    pipeline.stats
 }
 
 /// Baseline loading on `data` as the file's text; a baseline that loads is described and

@@ -716,3 +716,62 @@ fn s7comm_agrees_with_tshark() {
         problems.join("\n")
     );
 }
+
+/// A pipeline's counts (the summary, the metrics' protocol counters) are the same whoever reads
+/// its records: nobody (dissection alone, where dissectors skip what only records need), an
+/// events output, or detection without one (observations built from the parsers' records). On
+/// every capture of the corpus and of fixtures/. The counts of events aside (the events, the
+/// conversations of other protocols): with nobody reading, no event is made.
+#[test]
+fn the_counts_are_the_same_whoever_reads_the_records() {
+    use otwatch::event::{NullSink, VecSink};
+    use otwatch::fuzzing::ObservationLog;
+    use otwatch::pipeline::Pipeline;
+    use otwatch::replay::replay;
+    let mut files = common::captures_under(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures"),
+        &["pcap", "pcapng", "gz"],
+    );
+    if let Some(dir) = common::corpus_dir() {
+        files.extend(captures(&dir));
+    }
+    let mut problems = Vec::new();
+    for path in &files {
+        let counts = |sink: &mut dyn otwatch::event::EventSink| {
+            let mut pipeline = Pipeline::new();
+            let _ = replay(std::slice::from_ref(path), sink, &mut pipeline);
+            let mut stats = pipeline.stats;
+            stats.events = 0;
+            // The conversations of other protocols are counted as their `tcp`/`udp` events
+            // are made: only for a reader.
+            (stats.flows.talkers, stats.flows.talkers_full) = (0, 0);
+            stats
+        };
+        let alone = counts(&mut NullSink);
+        let with_events = counts(&mut VecSink::default());
+        let with_observations = counts(&mut ObservationLog::new(false, true));
+        for (how, other) in [
+            ("events", &with_events),
+            ("observations", &with_observations),
+        ] {
+            if alone != *other {
+                // The lines of the two counts' listings that differ.
+                let (a, b) = (format!("{alone:#?}"), format!("{other:#?}"));
+                let diff: Vec<String> = a
+                    .lines()
+                    .zip(b.lines())
+                    .filter(|(x, y)| x != y)
+                    .map(|(x, y)| format!("  alone {} / with {how} {}", x.trim(), y.trim()))
+                    .collect();
+                problems.push(format!("{}:\n{}", path.display(), diff.join("\n")));
+            }
+        }
+    }
+    assert!(files.len() > 20, "only {} captures", files.len());
+    assert!(
+        problems.is_empty(),
+        "{} capture(s) count differently:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}

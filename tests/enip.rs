@@ -838,6 +838,18 @@ fn enip_a_stop_in_an_extra_data_item_is_seen() {
         common::detect_files(common::Learn::Everything, &[(&path, &common::all_frames)]);
     let types: BTreeSet<&str> = alerts.iter().map(|a| a.r#type).collect();
     assert_eq!(types, BTreeSet::from(["plc_stop", "malformed_pdu"]));
+    // Counted so whoever reads the records: nobody (dissection alone counts the messages
+    // without making their events), or an events output.
+    for sink in [
+        &mut otwatch::event::NullSink as &mut dyn otwatch::event::EventSink,
+        &mut otwatch::event::VecSink::default(),
+    ] {
+        let mut pipeline = otwatch::pipeline::Pipeline::new();
+        let _ = otwatch::replay::replay(std::slice::from_ref(&path), sink, &mut pipeline);
+        let enip = &pipeline.stats[otwatch::dissect::registry::ENIP];
+        assert_eq!(enip.parse_errors.get("several_data_items"), Some(&1));
+        assert_eq!((enip.pdus[0x07], enip.pdus[0x0e]), (1, 1));
+    }
 }
 
 /// On a connection whose handshake was seen, the stream starts at a message: a NOP first (a

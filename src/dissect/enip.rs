@@ -682,6 +682,7 @@ impl EnipFlow {
                 if encap.status == 0 || !encap.data.is_empty() =>
             {
                 match enip::parse_send_data(encap.data) {
+                    Ok((_, _, cpf)) if !ctx.sink.wants_events() => count_messages(ctx, &cpf),
                     Ok((_, _, cpf)) => {
                         let mut seq = None;
                         for item in cpf.items() {
@@ -706,11 +707,7 @@ impl EnipFlow {
                             ev.corr = Some((key ^ key >> 32) as u32);
                             let c = match parse_cip(body) {
                                 Ok(m) => {
-                                    ctx.stats[ENIP].count_pdu(m.service.0);
-                                    // 0x06 (partial transfer) is how fragmented reads go.
-                                    if m.general_status.is_some_and(|s| s != 0 && s != 0x06) {
-                                        ctx.stats[ENIP].exceptions += 1;
-                                    }
+                                    count_message(ctx, &m);
                                     let mut budget = Budget {
                                         items: MAX_ITEMS,
                                         hidden: MAX_HIDDEN,
@@ -892,6 +889,41 @@ impl EnipFlow {
                 ..Default::default()
             });
             ctx.emit(e);
+        }
+    }
+}
+
+/// A CIP message's counts: its service, and an exception where its status is one.
+fn count_message(ctx: &mut Ctx<'_>, m: &Cip<'_>) {
+    ctx.stats[ENIP].count_pdu(m.service.0);
+    // 0x06 (partial transfer) is how fragmented reads go.
+    if m.general_status.is_some_and(|s| s != 0 && s != 0x06) {
+        ctx.stats[ENIP].exceptions += 1;
+    }
+}
+
+/// The counts of a send-data message's CIP messages when nobody reads its record (no events,
+/// no detection): what [`EnipFlow::on_message`] counts of them, without making their events.
+/// The walk of embedded messages, the tag values and the matching of replies to requests feed
+/// only the records, and are skipped.
+fn count_messages(ctx: &mut Ctx<'_>, cpf: &enip::Cpf<'_>) {
+    let mut items = 0;
+    for item in cpf.items() {
+        let body = match item.kind {
+            ItemType::UNCONNECTED_DATA => item.data,
+            ItemType::CONNECTED_DATA => item.data.get(2..).unwrap_or(&[]),
+            _ => continue,
+        };
+        if body.is_empty() {
+            continue;
+        }
+        match parse_cip(body) {
+            Ok(m) => count_message(ctx, &m),
+            Err(e) => ctx.stats[ENIP].count_error(e.reason()),
+        }
+        items += 1;
+        if items > 1 {
+            ctx.stats[ENIP].count_error("several_data_items");
         }
     }
 }
