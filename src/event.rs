@@ -323,30 +323,23 @@ pub struct ModbusEvent {
     pub error_offset: Option<usize>,
 }
 
-/// Takes a lent observation ([`EventSink::observed`]) into `keep` (a recycled box), leaving
-/// `keep`'s old contents in its place; without a box, a new one, and an empty observation of
-/// the same channel left behind.
+/// Takes a lent observation ([`EventSink::observed`]), leaving `keep` (a recycled box) in its
+/// place; without a box, an empty observation of the same channel in a new one.
 pub fn take_observation(
-    obs: &mut otwatch_models::Observation,
+    obs: &mut Box<otwatch_models::Observation>,
     keep: Option<Box<otwatch_models::Observation>>,
 ) -> Box<otwatch_models::Observation> {
-    match keep {
-        Some(mut b) => {
-            std::mem::swap(&mut *b, obs);
-            b
-        }
-        None => {
-            let empty = otwatch_models::Observation::new(
-                0,
-                std::sync::Arc::clone(&obs.source),
-                0,
-                obs.channel,
-                obs.kind,
-                0,
-            );
-            Box::new(std::mem::replace(obs, empty))
-        }
-    }
+    let keep = keep.unwrap_or_else(|| {
+        Box::new(otwatch_models::Observation::new(
+            0,
+            std::sync::Arc::clone(&obs.source),
+            0,
+            obs.channel,
+            obs.kind,
+            0,
+        ))
+    });
+    std::mem::replace(obs, keep)
 }
 
 /// Where events go. The pipeline calls `emit` in capture order.
@@ -375,10 +368,11 @@ pub trait EventSink {
     /// One PDU whose observation its dissector built, without its event (asked for only when
     /// [`EventSink::wants_observations`] and not [`EventSink::wants_event_out`]); `key` is the
     /// event's [`FlushKey`] (it orders a flush). A sink that says it wants observations must
-    /// take them here: this default drops them. Lent, not given: a sink that only reads it
-    /// (detection on the capture thread) costs no move of it; a sink that keeps it takes it
-    /// ([`take_observation`]), and the dissector drops what is left.
-    fn observed(&mut self, _key: FlushKey, _obs: &mut otwatch_models::Observation) {
+    /// take them here: this default drops them. Lent in its box, not given: a sink that only
+    /// reads it costs no move of it; a sink that keeps it takes the box and leaves another in
+    /// its place ([`take_observation`]: one it is done with), which the dissector builds the
+    /// next observation in.
+    fn observed(&mut self, _key: FlushKey, _obs: &mut Box<otwatch_models::Observation>) {
         debug_assert!(
             !self.wants_observations(),
             "a sink that wants observations must take them in `observed`"

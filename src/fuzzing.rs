@@ -210,7 +210,11 @@ impl EventSink for ObservationLog {
         }
     }
 
-    fn observed(&mut self, _key: crate::event::FlushKey, obs: &mut otwatch_models::Observation) {
+    fn observed(
+        &mut self,
+        _key: crate::event::FlushKey,
+        obs: &mut Box<otwatch_models::Observation>,
+    ) {
         // A stream that contradicts itself is no PDU: its observation comes without an event
         // either way (`Ctx::stream_conflict`).
         let anomaly = obs.stream_anomaly.is_some();

@@ -138,14 +138,14 @@ fn fragment_conflict(f: &decode::Fragment<'_>, info: &PacketInfo<'_>, sink: &mut
         server: f.dst,
         unit: 0,
     };
-    let mut obs = Observation::new(
+    let mut obs = Box::new(Observation::new(
         info.ts_nanos,
         Arc::clone(info.source),
         info.frame,
         channel,
         otwatch_models::Kind::Request,
         0,
-    );
+    ));
     obs.stream_anomaly = Some("ip_fragment_conflicting_overlap");
     obs.src_mac = info.macs.map(|m| m.src().0);
     let key = FlushKey {
@@ -196,7 +196,7 @@ impl EventSink for SortedFlush<'_> {
         self.held
             .push((event.flush_key(), Held::Event(Box::new(event))));
     }
-    fn observed(&mut self, key: FlushKey, obs: &mut Observation) {
+    fn observed(&mut self, key: FlushKey, obs: &mut Box<Observation>) {
         let obs = crate::event::take_observation(obs, None);
         self.held.push((key, Held::Observed(obs)));
     }

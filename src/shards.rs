@@ -163,7 +163,7 @@ impl EventSink for ItemSink {
         self.push(key, obs, event);
     }
 
-    fn observed(&mut self, key: FlushKey, obs: &mut Observation) {
+    fn observed(&mut self, key: FlushKey, obs: &mut Box<Observation>) {
         let obs = crate::event::take_observation(obs, self.spare_box());
         self.push_boxed(key, Some(obs), None);
     }

@@ -399,6 +399,64 @@ impl Observation {
         }
     }
 
+    /// Makes this observation (one already run, recycled) a bare one, as [`Observation::new`]
+    /// makes it: its lists emptied in place (their room kept for the next PDU), `source` taken
+    /// only when it is another than the one held (the reference count stays on this core).
+    #[inline]
+    pub fn reset(
+        &mut self,
+        ts: i64,
+        source: &Arc<str>,
+        frame: u64,
+        channel: Channel,
+        kind: Kind,
+        function: u32,
+    ) {
+        // Every field by name: a field added to `Observation` must be reset here too.
+        let Observation {
+            ts: o_ts,
+            source: o_source,
+            frame: o_frame,
+            channel: o_channel,
+            kind: o_kind,
+            function: o_function,
+            function_name,
+            members,
+            write,
+            corr,
+            latency,
+            accesses,
+            exception,
+            malformed,
+            crc_error,
+            command,
+            device_restarted,
+            identity,
+            src_mac,
+            ports,
+            stream_anomaly,
+        } = self;
+        (*o_ts, *o_frame, *o_channel, *o_kind, *o_function) = (ts, frame, channel, kind, function);
+        if !Arc::ptr_eq(o_source, source) {
+            *o_source = Arc::clone(source);
+        }
+        *function_name = None;
+        members.clear();
+        *write = false;
+        *corr = None;
+        *latency = None;
+        accesses.clear();
+        *exception = false;
+        *malformed = None;
+        *crc_error = false;
+        *command = None;
+        *device_restarted = false;
+        *identity = None;
+        *src_mac = None;
+        *ports = None;
+        *stream_anomaly = None;
+    }
+
     /// The IP the PDU came from.
     #[inline]
     pub fn src(&self) -> IpAddr {
@@ -442,16 +500,80 @@ pub(crate) fn register_read(client: u8, start: u32, values: &[f64], ts: i64) -> 
 mod tests {
     use super::*;
 
-    /// A channel names its unit where the protocol has one; S7's (always 0) is left out rather
-    /// than shown as a rack and slot nobody said.
-    #[test]
-    fn a_channel_names_its_unit_where_the_protocol_has_one() {
-        let ch = |proto, unit| Channel {
+    /// A channel of `proto` from 10.0.0.1 to 10.0.0.2.
+    fn ch(proto: Proto, unit: u32) -> Channel {
+        Channel {
             proto,
             client: IpAddr::from([10, 0, 0, 1]),
             server: IpAddr::from([10, 0, 0, 2]),
             unit,
+        }
+    }
+
+    /// An observation reset for another PDU is the bare one `new` makes: nothing of the PDU it
+    /// held before is left (the dissectors build each observation in one the detector has run).
+    #[test]
+    fn a_reset_observation_is_a_new_one() {
+        let (old_source, source): (Arc<str>, Arc<str>) = (Arc::from("a.pcap"), Arc::from("b"));
+        // Every field set, by name (a field added to `Observation` must be added here).
+        let mut o = Observation {
+            ts: 1,
+            source: Arc::clone(&old_source),
+            frame: 2,
+            channel: ch(Proto::Dnp3, 7),
+            kind: Kind::Unsolicited,
+            function: 130,
+            function_name: Some("unsolicited_response"),
+            members: vec![1, 2],
+            write: true,
+            corr: Some(3),
+            latency: Some(0.5),
+            accesses: std::iter::repeat_n(
+                Access {
+                    space: 4,
+                    start: 10,
+                    count: 3,
+                    write: true,
+                    values: [1.0, 2.0, 3.0].into_iter().collect(),
+                },
+                2,
+            )
+            .collect(),
+            exception: true,
+            malformed: Some("truncated"),
+            crc_error: true,
+            command: Some(Command::PlcStop),
+            device_restarted: true,
+            identity: Some("6ES7 315".into()),
+            src_mac: Some([2, 0, 0, 0, 0, 1]),
+            ports: Some(Ports {
+                src: 1,
+                dst: 2,
+                udp: true,
+            }),
+            stream_anomaly: Some("tcp_conflicting_overlap"),
         };
+        o.reset(5, &source, 6, ch(Proto::Modbus, 1), Kind::Request, 3);
+        let new = Observation::new(
+            5,
+            Arc::clone(&source),
+            6,
+            ch(Proto::Modbus, 1),
+            Kind::Request,
+            3,
+        );
+        assert_eq!(format!("{o:?}"), format!("{new:?}"));
+        assert!(Arc::ptr_eq(&o.source, &source));
+        // The same source again is kept, not cloned.
+        let before = Arc::strong_count(&source);
+        o.reset(7, &source, 8, ch(Proto::Modbus, 1), Kind::Response, 3);
+        assert_eq!(Arc::strong_count(&source), before);
+    }
+
+    /// A channel names its unit where the protocol has one; S7's (always 0) is left out rather
+    /// than shown as a rack and slot nobody said.
+    #[test]
+    fn a_channel_names_its_unit_where_the_protocol_has_one() {
         assert_eq!(
             ch(Proto::Modbus, 1).to_string(),
             "modbus 10.0.0.1 -> 10.0.0.2 unit 1"

@@ -120,8 +120,11 @@ pub struct Detection {
     clock: TickClock,
     /// Observations held for the next batch ([`Detection::hold`]): the first `held` of
     /// `slots`, in capture order. The slots after them hold observations already run, each
-    /// swapped for the next one lent (whose dissector drops it): a batch moves nothing else.
-    slots: Vec<otwatch_models::Observation>,
+    /// given back to the dissector for the next one lent (their boxes change places): a batch
+    /// moves nothing else.
+    /// Boxed, each: a box is what changes places with the dissector's.
+    #[allow(clippy::vec_box)]
+    slots: Vec<Box<otwatch_models::Observation>>,
     held: usize,
     /// Observations a batch holds ([`DEFAULT_BATCH`]); 1 runs each at once.
     pub batch: usize,
@@ -273,13 +276,15 @@ impl Detection {
     /// held is run before anything else reaches detection or reads it (the clock, an event, a
     /// metrics sample, a new capture, the end), so the engine sees everything in the same order
     /// either way, and raises the same alerts.
-    pub fn hold(&mut self, obs: &mut otwatch_models::Observation) {
+    pub fn hold(&mut self, obs: &mut Box<otwatch_models::Observation>) {
         if !self.batching() {
             return self.observe(obs);
         }
+        // The boxes change places: the dissector builds its next observation in the one this
+        // slot held (run already).
         match self.slots.get_mut(self.held) {
-            Some(slot) => swap_observations(slot, obs),
-            None => self.slots.push(*crate::event::take_observation(obs, None)),
+            Some(slot) => std::mem::swap(slot, obs),
+            None => self.slots.push(crate::event::take_observation(obs, None)),
         }
         self.held += 1;
         if self.held >= MAX_HELD {
@@ -552,13 +557,6 @@ impl Detection {
     }
 }
 
-/// Swaps two observations. Out of line, the swap is compiled with 16-byte moves; inlined into
-/// [`Detection::hold`], with 8-byte ones, twice the instructions.
-#[inline(never)]
-fn swap_observations(a: &mut otwatch_models::Observation, b: &mut otwatch_models::Observation) {
-    std::mem::swap(a, b);
-}
-
 /// An event sink that feeds detection and passes events on to `inner`.
 pub struct DetectSink<'a> {
     pub detection: &'a mut Detection,
@@ -620,7 +618,11 @@ impl EventSink for DetectSink<'_> {
         self.event_out(event);
     }
 
-    fn observed(&mut self, _key: crate::event::FlushKey, obs: &mut otwatch_models::Observation) {
+    fn observed(
+        &mut self,
+        _key: crate::event::FlushKey,
+        obs: &mut Box<otwatch_models::Observation>,
+    ) {
         self.detection.hold(obs);
     }
 }
@@ -655,14 +657,14 @@ mod tests {
             unit: 1,
         };
         for frame in 1..=5 {
-            let mut o = Observation::new(
+            let mut o = Box::new(Observation::new(
                 frame as i64 * 1_000_000,
                 std::sync::Arc::clone(&source),
                 frame,
                 channel,
                 Kind::Request,
                 3,
-            );
+            ));
             det.hold(&mut o);
         }
         let seen = |d: &Detection| d.engine.as_ref().map_or(0, |e| e.observations);

@@ -363,8 +363,8 @@ impl Dnp3Flow {
         if !ctx.sink.wants_events() {
             return;
         }
-        if let Some(mut o) = direct {
-            ctx.emit_observed(dir, &mut o);
+        if let Some(o) = direct {
+            ctx.emit_observed(dir, o);
             return;
         }
         // `direction` follows the flow's roles (the outstation serves); the DIR bit, which any
@@ -437,7 +437,7 @@ fn app_event(
             }
             whole += 1;
         }
-        return direct.then(|| Box::new(app_observation(ev, &app, whole, ctx, dir)));
+        return direct.then(|| app_observation(ev, &app, whole, ctx, dir));
     }
     let mut objects = Vec::new();
     // Without detail (per-channel metrics only) the object headers are kept, not the points.
@@ -470,9 +470,9 @@ fn app_observation(
     ev: &Dnp3Event,
     app: &AppFragment<'_>,
     whole: usize,
-    ctx: &Ctx<'_>,
+    ctx: &mut Ctx<'_>,
     dir: Dir,
-) -> Observation {
+) -> Box<Observation> {
     use crate::detection::observe::{dnp3_app, dnp3_kind, Dnp3Head, Dnp3ObjectView};
     let (master, outstation) = if ev.from_master {
         (ev.link_src, ev.link_dst)

@@ -58,6 +58,9 @@ pub struct Endpoints {
 #[derive(Default)]
 pub struct Shared {
     pub enip: enip::Connections,
+    /// The box the next observation is built in ([`Ctx::observation`]): what the sink gave
+    /// back for the last one (an observation it has run, whose lists keep their room).
+    spare_observation: Option<Box<Observation>>,
 }
 
 /// What a dissector needs to know about the packet being processed, and where its output goes.
@@ -145,8 +148,16 @@ impl Ctx<'_> {
 
     /// The observation of a PDU travelling in `dir`, as
     /// [`crate::detection::observe::observe`] makes it from the event's header: the dissector
-    /// fills in the rest, then hands it to [`Ctx::emit_observed`].
-    pub fn observation(&self, proto: Proto, unit: u32, dir: Dir, function: u32) -> Observation {
+    /// fills in the rest, then hands it to [`Ctx::emit_observed`]. Built in the box the sink
+    /// gave back for the last one: neither the box nor its lists are allocated again, and what
+    /// the sink gave back is not dropped.
+    pub fn observation(
+        &mut self,
+        proto: Proto,
+        unit: u32,
+        dir: Dir,
+        function: u32,
+    ) -> Box<Observation> {
         let kind = match dir {
             Dir::ToServer => Kind::Request,
             Dir::ToClient => Kind::Response,
@@ -157,26 +168,46 @@ impl Ctx<'_> {
             server: self.endpoints.server.0,
             unit,
         };
-        Observation::new(
-            self.ts_nanos,
-            Arc::clone(self.source),
-            self.frame,
-            channel,
-            kind,
-            function,
-        )
+        match self.shared.spare_observation.take() {
+            Some(mut o) => {
+                o.reset(
+                    self.ts_nanos,
+                    self.source,
+                    self.frame,
+                    channel,
+                    kind,
+                    function,
+                );
+                o
+            }
+            None => Box::new(Observation::new(
+                self.ts_nanos,
+                Arc::clone(self.source),
+                self.frame,
+                channel,
+                kind,
+                function,
+            )),
+        }
     }
 
     /// A PDU travelling in `dir` whose observation the dissector built from the parser's
     /// records ([`Ctx::observation`]), without its event (nobody reads events); counted as one
     /// event, as [`Ctx::emit`] counts one.
-    pub fn emit_observed(&mut self, dir: Dir, obs: &mut Observation) {
+    pub fn emit_observed(&mut self, dir: Dir, obs: Box<Observation>) {
         self.hand_over(dir, obs);
         self.stats.events += 1;
     }
 
-    /// An observation of the current packet, sent in `dir`, to the sink.
-    fn hand_over(&mut self, dir: Dir, obs: &mut Observation) {
+    /// An observation made by [`Ctx::observation`] and not handed over: its box is kept for
+    /// the next.
+    pub fn keep_spare(&mut self, obs: Box<Observation>) {
+        self.shared.spare_observation = Some(obs);
+    }
+
+    /// An observation of the current packet, sent in `dir`, to the sink; the box it gives back
+    /// is kept for the next.
+    fn hand_over(&mut self, dir: Dir, mut obs: Box<Observation>) {
         let (src, dst) = self.ends(dir);
         obs.src_mac = self.macs_from(src.0).map(|m| m.0 .0);
         obs.ports = crate::detection::observe::ports(src, dst, self.endpoints.transport, obs.src());
@@ -186,7 +217,8 @@ impl Ctx<'_> {
             src,
             dst,
         };
-        self.sink.observed(key, obs);
+        self.sink.observed(key, &mut obs);
+        self.shared.spare_observation = Some(obs);
     }
 
     /// The current packet, sent in `dir`, carries bytes that contradict bytes the TCP stream
@@ -200,7 +232,7 @@ impl Ctx<'_> {
         }
         let mut obs = self.observation(Proto::Tcp, u32::from(self.endpoints.server.1), dir, 0);
         obs.stream_anomaly = Some("tcp_conflicting_overlap");
-        self.hand_over(dir, &mut obs);
+        self.hand_over(dir, obs);
     }
 }
 

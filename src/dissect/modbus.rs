@@ -219,7 +219,7 @@ impl ModbusFlow {
                         let unit = u32::from(adu.header.unit_id);
                         let mut o = ctx.observation(Proto::Modbus, unit, dir, 0);
                         observe_into(&mut o, ctx.ts_nanos, dir, adu, pdu, pending.as_ref());
-                        ctx.emit_observed(dir, &mut o);
+                        ctx.emit_observed(dir, o);
                     } else {
                         let mut ev = ctx.event("modbus", dir);
                         let request = dir == Dir::ToServer;

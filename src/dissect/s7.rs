@@ -1147,9 +1147,12 @@ impl S7Flow {
                     });
                 observe_s7(&head, views, &mut o);
             }
-            _ => return false,
+            _ => {
+                ctx.keep_spare(o);
+                return false;
+            }
         }
-        ctx.emit_observed(dir, &mut o);
+        ctx.emit_observed(dir, o);
         true
     }
 
@@ -1603,9 +1606,10 @@ impl S7Flow {
             // makes none, a keep-alive, still goes out as an event, for what counts events).
             let mut o = ctx.observation(otwatch_models::Proto::S7commplus, 0, dir, 0);
             if crate::detection::observe::s7plus(&ev, &mut o) {
-                ctx.emit_observed(dir, &mut o);
+                ctx.emit_observed(dir, o);
                 return;
             }
+            ctx.keep_spare(o);
         }
         let mut event = ctx.event("s7commplus", dir);
         event.pdu = crate::event::Pdu::S7commplus(ev);
