@@ -98,10 +98,10 @@ fn push_ahead<T>(jobs: &mut rtrb::Producer<T>, job: T) -> Result<(), rtrb::PushE
         return jobs.push(job);
     };
     let (first, second) = chunk.as_mut_slices();
-    let ahead = match first.len().checked_sub(PUSH_AHEAD + 1) {
-        Some(_) => first.get(PUSH_AHEAD),
-        None => second.get(PUSH_AHEAD - first.len()),
-    };
+    // Past the ring's end, the chunk goes on at its start.
+    let ahead = first
+        .get(PUSH_AHEAD)
+        .or_else(|| second.get(PUSH_AHEAD - first.len()));
     if let Some(slot) = ahead {
         crate::prefetch::prefetch_lines_for_write(slot, 1);
     }
@@ -971,22 +971,26 @@ mod tests {
     /// free (near full, where it asks for nothing ahead, and full, where it hands the job back).
     #[test]
     fn push_ahead_pushes_in_order_near_full_and_full() {
-        let (mut tx, mut rx) = rtrb::RingBuffer::new(PUSH_AHEAD + 3);
+        let capacity = PUSH_AHEAD + 3;
+        let (mut tx, mut rx) = rtrb::RingBuffer::new(capacity);
         let mut next = 0u32;
         let mut expected = 0u32;
         // Fill to various depths and drain part, so that pushes meet every free count and
         // every place of the wrap.
         for round in 0..50usize {
-            loop {
+            let mut full = false;
+            for _ in 0..=capacity {
                 match push_ahead(&mut tx, next) {
                     Ok(()) => next += 1,
                     Err(rtrb::PushError::Full(back)) => {
                         assert_eq!(back, next, "the job handed back");
                         assert_eq!(tx.slots(), 0, "refused only when full");
+                        full = true;
                         break;
                     }
                 }
             }
+            assert!(full, "more pushed than the ring holds");
             for _ in 0..=(round % (PUSH_AHEAD + 3)) {
                 assert_eq!(rx.pop().ok(), Some(expected));
                 expected += 1;
