@@ -190,6 +190,9 @@ pub struct ObservationLog {
     pub seen: Vec<String>,
     /// How many were handed over by their dissectors.
     pub direct: usize,
+    /// The boxes taken, given back three observations later, as detection's batch gives back
+    /// the boxes it has run: the dissectors build in boxes that held other observations.
+    taken: std::collections::VecDeque<Box<otwatch_models::Observation>>,
 }
 
 impl ObservationLog {
@@ -199,6 +202,7 @@ impl ObservationLog {
             detail,
             seen: Vec::new(),
             direct: 0,
+            taken: std::collections::VecDeque::new(),
         }
     }
 }
@@ -226,6 +230,11 @@ impl EventSink for ObservationLog {
             self.direct += 1;
         }
         self.seen.push(format!("{obs:?}"));
+        let back = (self.taken.len() >= 3)
+            .then(|| self.taken.pop_front())
+            .flatten();
+        self.taken
+            .push_back(crate::event::take_observation(obs, back));
     }
 
     fn wants_events(&self) -> bool {

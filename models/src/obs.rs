@@ -361,6 +361,10 @@ impl Ports {
     }
 }
 
+/// Entries of an observation's lists (accesses, members) whose room [`Observation::reset`]
+/// keeps: a list that grew past it is freed.
+pub const KEPT_ROOM: usize = 16;
+
 impl Observation {
     /// A bare observation, for building in converters and tests.
     // Inlined into the dissectors (another crate): called, the observation was written to
@@ -400,8 +404,9 @@ impl Observation {
     }
 
     /// Makes this observation (one already run, recycled) a bare one, as [`Observation::new`]
-    /// makes it: its lists emptied in place (their room kept for the next PDU), `source` taken
-    /// only when it is another than the one held (the reference count stays on this core).
+    /// makes it: its lists emptied in place (their room kept for the next PDU, up to
+    /// [`KEPT_ROOM`] entries), `source` taken only when it is another than the one held (the
+    /// reference count stays on this core).
     #[inline]
     pub fn reset(
         &mut self,
@@ -441,11 +446,21 @@ impl Observation {
             *o_source = Arc::clone(source);
         }
         *function_name = None;
-        members.clear();
+        // Room kept for the next PDU, up to a bound: a box recycled for the whole run must not
+        // keep what one large PDU (thousands of DNP3 object headers) once needed.
+        if members.capacity() > KEPT_ROOM {
+            *members = Vec::new();
+        } else {
+            members.clear();
+        }
         *write = false;
         *corr = None;
         *latency = None;
-        accesses.clear();
+        if accesses.capacity() > KEPT_ROOM {
+            *accesses = Accesses::new();
+        } else {
+            accesses.clear();
+        }
         *exception = false;
         *malformed = None;
         *crc_error = false;
@@ -564,10 +579,20 @@ mod tests {
         );
         assert_eq!(format!("{o:?}"), format!("{new:?}"));
         assert!(Arc::ptr_eq(&o.source, &source));
-        // The same source again is kept, not cloned.
-        let before = Arc::strong_count(&source);
+        // The lists' room is kept (the two accesses' and members'), up to a bound.
+        assert!(o.accesses.capacity() >= 2 && o.members.capacity() >= 2);
+        let access = |start| Access {
+            space: 4,
+            start,
+            count: 1,
+            write: false,
+            values: AccessValues::new(),
+        };
+        o.accesses.extend((0..=KEPT_ROOM as u32).map(access));
+        o.members.extend(0..=KEPT_ROOM as u32);
         o.reset(7, &source, 8, ch(Proto::Modbus, 1), Kind::Response, 3);
-        assert_eq!(Arc::strong_count(&source), before);
+        assert!(o.accesses.is_empty() && o.members.is_empty());
+        assert!(o.accesses.capacity() <= KEPT_ROOM && o.members.capacity() <= KEPT_ROOM);
     }
 
     /// A channel names its unit where the protocol has one; S7's (always 0) is left out rather

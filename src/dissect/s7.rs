@@ -1147,10 +1147,8 @@ impl S7Flow {
                     });
                 observe_s7(&head, views, &mut o);
             }
-            _ => {
-                ctx.keep_spare(o);
-                return false;
-            }
+            // Not reached: the bodies above are the ones checked at the start.
+            _ => return false,
         }
         ctx.emit_observed(dir, o);
         true
