@@ -236,6 +236,17 @@ pub struct Stats {
     pub worker_panics: u64,
 }
 
+impl Stats {
+    /// These counts but those of events themselves (`events`, and the conversations of other
+    /// protocols, counted as their `tcp`/`udp` events are made): what is the same whoever
+    /// reads the records, nobody (dissection alone), an events output or detection.
+    pub fn without_event_counts(mut self) -> Stats {
+        self.events = 0;
+        (self.flows.talkers, self.flows.talkers_full) = (0, 0);
+        self
+    }
+}
+
 impl std::ops::Index<crate::dissect::ProtoId> for Stats {
     type Output = ProtoStats;
     fn index(&self, p: crate::dissect::ProtoId) -> &ProtoStats {
