@@ -55,12 +55,7 @@ const OBSERVATION_LINES: usize = std::mem::size_of::<Observation>().div_ceil(64)
 /// is freed by the worker when it comes back.
 fn small_enough_to_keep(o: &Observation) -> bool {
     // By room held, not by length: an emptied list can hold much.
-    o.accesses.capacity() <= 4
-        && o.accesses
-            .iter()
-            .map(|a| a.values.capacity())
-            .sum::<usize>()
-            <= 128
+    o.accesses.capacity() <= 4 && o.values.capacity() <= 128
 }
 /// An observation the reader is done with, on its way back to its worker, with whether the
 /// worker should keep it to fill again ([`small_enough_to_keep`]): judged on the reader, which
@@ -1005,7 +1000,7 @@ mod tests {
 
     /// A Modbus read of `accesses` accesses of `values` values each.
     fn read(accesses: usize, values: usize) -> Observation {
-        use otwatch_models::{Access, Channel, Kind, Proto};
+        use otwatch_models::{Channel, Kind, Proto};
         let channel = Channel {
             proto: Proto::Modbus,
             client: [10, 0, 0, 1].into(),
@@ -1014,13 +1009,13 @@ mod tests {
         };
         let mut o = Observation::new(0, "t".into(), 1, channel, Kind::Response, 3);
         for i in 0..accesses {
-            o.accesses.push(Access {
-                space: 4,
-                start: i as u32,
-                count: values as u32,
-                write: false,
-                values: std::iter::repeat_n(1.0, values).collect(),
-            });
+            o.push_access(
+                4,
+                i as u32,
+                values as u32,
+                false,
+                std::iter::repeat_n(1.0, values),
+            );
         }
         o
     }
@@ -1036,7 +1031,7 @@ mod tests {
         assert!(!small_enough_to_keep(&read(1, 129)));
         assert!(!small_enough_to_keep(&read(5, 1)));
         let mut emptied = read(1, 1000);
-        emptied.accesses[0].values.clear();
+        emptied.values.clear();
         assert!(!small_enough_to_keep(&emptied), "its room is still held");
     }
 
@@ -1073,11 +1068,8 @@ mod tests {
         assert_eq!(back.slots(), SPARE_CAPACITY - 1, "the queue left alone");
         assert!(sink.kept.is_empty());
         let third = sink.spare_box().expect("the one from the queue");
-        assert_eq!(
-            (third.accesses.len(), third.accesses[0].values.len()),
-            (1, 4)
-        );
-        let sizes = |o: &Observation| (o.accesses.len(), o.accesses[0].values.len());
+        assert_eq!((third.accesses.len(), third.accesses[0].values.len), (1, 4));
+        let sizes = |o: &Observation| (o.accesses.len(), o.accesses[0].values.len);
         let mut got = [sizes(&first), sizes(&second)];
         got.sort_unstable();
         assert_eq!(got, [(1, 2), (2, 3)]);

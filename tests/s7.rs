@@ -469,7 +469,7 @@ fn modify_and_force_are_checked_where_they_write() {
         let o = otwatch::detection::observe::observe(e).expect("observation");
         o.accesses
             .iter()
-            .map(|a| (a.start, a.count, a.write, a.values.to_vec()))
+            .map(|a| (a.start, a.count, a.write, o.values_of(a).to_vec()))
             .collect::<Vec<_>>()
     };
     assert_eq!(accesses(103), [(300, 2, true, vec![])]);

@@ -892,7 +892,7 @@ mod clock_step_tests {
 #[cfg(test)]
 mod review_tests {
     use super::*;
-    use crate::obs::{Access, Channel, Kind, Observation, Proto};
+    use crate::obs::{Channel, Kind, Observation, Proto};
     use std::net::IpAddr;
     use std::sync::Arc;
 
@@ -927,18 +927,11 @@ mod review_tests {
         resp.ts += NANOS / 100;
         resp.frame += 1;
         resp.write = false;
-        let access = |write: bool, v: Option<f64>| Access {
-            space: 4,
-            start: address,
-            count: 1,
-            write,
-            values: v.into_iter().collect(),
-        };
         if fc == 6 {
-            req.accesses.push(access(true, value));
+            req.push_access(4, address, 1, true, value);
         } else if fc == 3 {
-            req.accesses.push(access(false, None));
-            resp.accesses.push(access(false, value));
+            req.push_access(4, address, 1, false, None);
+            resp.push_access(4, address, 1, false, value);
         }
         [req, resp]
     }

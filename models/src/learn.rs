@@ -619,7 +619,7 @@ impl Learner {
                 server.learn(
                     a.space,
                     a.start,
-                    &a.values,
+                    o.values_of(a),
                     &mut self.point_count,
                     &mut self.run_elements,
                     &mut self.dropped.points,

@@ -265,15 +265,52 @@ pub enum Command {
     Restart,
 }
 
-/// The values of one access.
-pub type AccessValues = smallvec::SmallVec<[f64; 2]>;
+/// Where an access's values are in its observation's [`Observation::values`]: `len` values
+/// from `at` (none: [`ValuesAt::NONE`]). Read them with [`Observation::values_of`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ValuesAt {
+    pub at: u32,
+    pub len: u32,
+}
+
+impl ValuesAt {
+    /// No values.
+    pub const NONE: ValuesAt = ValuesAt { at: 0, len: 0 };
+
+    /// `values` appended to `buf` (an observation's [`Observation::values`]), and where they
+    /// are.
+    #[inline]
+    pub fn push(buf: &mut Vec<f64>, values: impl IntoIterator<Item = f64>) -> ValuesAt {
+        let at = buf.len();
+        buf.extend(values);
+        ValuesAt::span(at, buf.len())
+    }
+
+    /// The values `at..end` of a buffer.
+    #[inline]
+    pub fn span(at: usize, end: usize) -> ValuesAt {
+        // An observation's values stay far below 2^32 (a PDU is at most 64 KiB); saturated
+        // all the same, so that a span past the buffer reads as none, never panics.
+        let at = u32::try_from(at).unwrap_or(u32::MAX);
+        let end = u32::try_from(end).unwrap_or(u32::MAX);
+        ValuesAt {
+            at,
+            len: end.saturating_sub(at),
+        }
+    }
+
+    #[inline]
+    pub fn is_empty(self) -> bool {
+        self.len == 0
+    }
+}
 
 /// The accesses of one PDU. One inline (most PDUs read or write one range): an observation
 /// then costs no allocation for them.
 pub type Accesses = smallvec::SmallVec<[Access; 1]>;
 
 /// One read or write of a contiguous address range.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Access {
     /// Address space: Modbus table (0 coils, 1 discrete inputs, 3 input registers, 4 holding
     /// registers, 6 file records), S7 `area << 16 | db`, DNP3 object group.
@@ -282,9 +319,11 @@ pub struct Access {
     /// Number of addresses (registers, bits, bytes or points); at least 1.
     pub count: u32,
     pub write: bool,
-    /// Values of `start`, `start + 1`, … where the PDU carries them. Inline up to two (an S7
-    /// element, a Modbus write): most accesses then cost no allocation.
-    pub values: AccessValues,
+    /// Values of `start`, `start + 1`, … where the PDU carries them, in the observation's
+    /// [`Observation::values`] ([`Observation::values_of`]): all of a PDU's values in one
+    /// buffer whose room a recycled observation keeps, so that an access costs no allocation
+    /// and emptying the list visits none.
+    pub values: ValuesAt,
 }
 
 #[derive(Debug, Clone)]
@@ -312,6 +351,8 @@ pub struct Observation {
     /// Response time, when the dissector matched the request itself.
     pub latency: Option<f64>,
     pub accesses: Accesses,
+    /// The values of every access, each access's in a run of its own ([`Access::values`]).
+    pub values: Vec<f64>,
     pub exception: bool,
     pub malformed: Option<&'static str>,
     pub crc_error: bool,
@@ -365,6 +406,10 @@ impl Ports {
 /// keeps: a list that grew past it is freed.
 pub const KEPT_ROOM: usize = 16;
 
+/// Values whose room [`Observation::reset`] keeps: a buffer that grew past it (a PDU of more
+/// values than a plant's polls carry: its 8 KiB) is freed.
+pub const KEPT_VALUES: usize = 1024;
+
 impl Observation {
     /// A bare observation, for building in converters and tests.
     // Inlined into the dissectors (another crate): called, the observation was written to
@@ -391,6 +436,7 @@ impl Observation {
             corr: None,
             latency: None,
             accesses: Accesses::new(),
+            values: Vec::new(),
             exception: false,
             malformed: None,
             crc_error: false,
@@ -431,6 +477,7 @@ impl Observation {
             corr,
             latency,
             accesses,
+            values,
             exception,
             malformed,
             crc_error,
@@ -459,7 +506,13 @@ impl Observation {
         if accesses.capacity() > KEPT_ROOM {
             *accesses = Accesses::new();
         } else {
+            // Accesses are `Copy`: nothing to visit.
             accesses.clear();
+        }
+        if values.capacity() > KEPT_VALUES {
+            *values = Vec::new();
+        } else {
+            values.clear();
         }
         *exception = false;
         *malformed = None;
@@ -470,6 +523,36 @@ impl Observation {
         *src_mac = None;
         *ports = None;
         *stream_anomaly = None;
+    }
+
+    /// The values of `a`, one of this observation's accesses (none for a span outside the
+    /// buffer: never a panic).
+    #[inline]
+    pub fn values_of(&self, a: &Access) -> &[f64] {
+        let at = a.values.at as usize;
+        self.values
+            .get(at..at.saturating_add(a.values.len as usize))
+            .unwrap_or_default()
+    }
+
+    /// Appends an access of `values` (none for an empty iterator).
+    #[inline]
+    pub fn push_access(
+        &mut self,
+        space: u32,
+        start: u32,
+        count: u32,
+        write: bool,
+        values: impl IntoIterator<Item = f64>,
+    ) {
+        let values = ValuesAt::push(&mut self.values, values);
+        self.accesses.push(Access {
+            space,
+            start,
+            count,
+            write,
+            values,
+        });
     }
 
     /// The IP the PDU came from.
@@ -501,13 +584,7 @@ pub(crate) fn register_read(client: u8, start: u32, values: &[f64], ts: i64) -> 
         unit: 1,
     };
     let mut o = Observation::new(ts, Arc::from("t"), 1, channel, Kind::Response, 3);
-    o.accesses.push(Access {
-        space: 4,
-        start,
-        count: values.len() as u32,
-        write: false,
-        values: values.iter().copied().collect(),
-    });
+    o.push_access(4, start, values.len() as u32, false, values.iter().copied());
     o
 }
 
@@ -543,17 +620,17 @@ mod tests {
             write: true,
             corr: Some(3),
             latency: Some(0.5),
-            accesses: std::iter::repeat_n(
-                Access {
+            accesses: [0, 3]
+                .map(|at| Access {
                     space: 4,
                     start: 10,
                     count: 3,
                     write: true,
-                    values: [1.0, 2.0, 3.0].into_iter().collect(),
-                },
-                2,
-            )
-            .collect(),
+                    values: ValuesAt { at, len: 3 },
+                })
+                .into_iter()
+                .collect(),
+            values: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
             exception: true,
             malformed: Some("truncated"),
             crc_error: true,
@@ -579,20 +656,39 @@ mod tests {
         );
         assert_eq!(format!("{o:?}"), format!("{new:?}"));
         assert!(Arc::ptr_eq(&o.source, &source));
-        // The lists' room is kept (the two accesses' and members'), up to a bound.
+        // The lists' room is kept (the two accesses', their values' and members'), up to a
+        // bound.
         assert!(o.accesses.capacity() >= 2 && o.members.capacity() >= 2);
-        let access = |start| Access {
-            space: 4,
-            start,
-            count: 1,
-            write: false,
-            values: AccessValues::new(),
-        };
-        o.accesses.extend((0..=KEPT_ROOM as u32).map(access));
+        assert!(o.values.capacity() >= 6);
+        for start in 0..=KEPT_ROOM as u32 {
+            o.push_access(4, start, 1, false, None);
+        }
         o.members.extend(0..=KEPT_ROOM as u32);
+        o.push_access(4, 0, 1, false, (0..=KEPT_VALUES).map(|v| v as f64));
         o.reset(7, &source, 8, ch(Proto::Modbus, 1), Kind::Response, 3);
-        assert!(o.accesses.is_empty() && o.members.is_empty());
+        assert!(o.accesses.is_empty() && o.members.is_empty() && o.values.is_empty());
         assert!(o.accesses.capacity() <= KEPT_ROOM && o.members.capacity() <= KEPT_ROOM);
+        assert!(o.values.capacity() <= KEPT_VALUES);
+    }
+
+    /// Each access reads its own values out of the observation's one buffer, and a span that
+    /// is not in it (a bug) reads as none.
+    #[test]
+    fn each_access_reads_its_own_values() {
+        let mut o = register_read(1, 10, &[1.0, 2.0], 0);
+        o.push_access(4, 20, 3, false, None);
+        o.push_access(4, 30, 3, true, [7.0, 8.0, 9.0]);
+        let values: Vec<&[f64]> = o.accesses.iter().map(|a| o.values_of(a)).collect();
+        assert_eq!(values, [&[1.0, 2.0][..], &[], &[7.0, 8.0, 9.0]]);
+        let mut outside = o.accesses[2];
+        outside.values.at = 4;
+        assert_eq!(o.values_of(&outside), &[] as &[f64]);
+        outside.values = ValuesAt {
+            at: u32::MAX,
+            len: u32::MAX,
+        };
+        assert_eq!(o.values_of(&outside), &[] as &[f64]);
+        assert_eq!(ValuesAt::span(3, 1), ValuesAt { at: 3, len: 0 });
     }
 
     /// A channel names its unit where the protocol has one; S7's (always 0) is left out rather

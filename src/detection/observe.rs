@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use otwatch_models::obs::S7_BIT_SPACE;
-use otwatch_models::{Access, AccessValues, Accesses, Channel, Command, Kind, Observation, Proto};
+use otwatch_models::{Access, Channel, Command, Kind, Observation, Proto, ValuesAt};
 use otwatch_parsers::s7::{
     PlusFunction, PlusOpcode, UserdataType, CPU_EXEC_UNIT, OPERATING_STATE_REQ,
 };
@@ -84,10 +84,13 @@ fn observe_pdu(ev: &Event) -> Option<Observation> {
                 kind,
                 u32::from(m.function_code),
             );
-            let values: AccessValues = match &m.values {
-                Some(Values::Registers(r)) => r.iter().map(|&v| f64::from(v)).collect(),
-                Some(Values::Bits(b)) => b.iter().map(|&v| f64::from(u8::from(v))).collect(),
-                None => AccessValues::new(),
+            let buf = &mut o.values;
+            let values = match &m.values {
+                Some(Values::Registers(r)) => ValuesAt::push(buf, r.iter().map(|&v| f64::from(v))),
+                Some(Values::Bits(b)) => {
+                    ValuesAt::push(buf, b.iter().map(|&v| f64::from(u8::from(v))))
+                }
+                None => ValuesAt::NONE,
             };
             modbus(&ModbusHead::of(m), values, &mut o);
             if let Some(records) = &m.file_records {
@@ -155,9 +158,10 @@ impl ModbusHead {
     }
 }
 
-/// A Modbus PDU's observation from its head, `values` being the values it carries (the
-/// event's, or the parser's when the dissector builds the observation itself).
-pub(crate) fn modbus(m: &ModbusHead, values: AccessValues, o: &mut Observation) {
+/// A Modbus PDU's observation from its head, `values` being where the values it carries (the
+/// event's, or the parser's when the dissector builds the observation itself) are in
+/// `o.values`.
+pub(crate) fn modbus(m: &ModbusHead, values: ValuesAt, o: &mut Observation) {
     o.function_name = m.function;
     o.corr = Some(u32::from(m.transaction_id));
     o.latency = m.response_time;
@@ -210,10 +214,7 @@ pub(crate) fn modbus(m: &ModbusHead, values: AccessValues, o: &mut Observation) 
     if !request && write {
         return;
     }
-    let count = m
-        .quantity
-        .map_or(values.len().max(1) as u32, u32::from)
-        .max(1);
+    let count = m.quantity.map_or(values.len.max(1), u32::from).max(1);
     if fc == 23 {
         if request {
             if let (Some(wa), Some(wq)) = (m.write_address, m.write_quantity) {
@@ -230,7 +231,7 @@ pub(crate) fn modbus(m: &ModbusHead, values: AccessValues, o: &mut Observation) 
                 start: address,
                 count,
                 write: false,
-                values: AccessValues::new(),
+                values: ValuesAt::NONE,
             });
         } else {
             o.accesses.push(Access {
@@ -249,7 +250,7 @@ pub(crate) fn modbus(m: &ModbusHead, values: AccessValues, o: &mut Observation) 
         count,
         write,
         values: if request && !write {
-            AccessValues::new()
+            ValuesAt::NONE
         } else {
             values
         },
@@ -270,7 +271,7 @@ pub(crate) fn file_record_writes(records: impl Iterator<Item = (u16, u16)>, o: &
             start: u32::from(file) << 16 | u32::from(record),
             count: 1,
             write: true,
-            values: AccessValues::new(),
+            values: ValuesAt::NONE,
         });
     }
 }
@@ -479,11 +480,14 @@ pub(crate) fn dnp3_app<P>(
             let v = value.flatten();
             with_values = true;
             match (&mut run, v) {
+                // The run's values are the last in `o.values`: it grows in place.
                 (Some(a), Some(v))
-                    if a.values.len() as u32 == a.count
-                        && a.start.wrapping_add(a.count) == index =>
+                    if a.values.len == a.count
+                        && a.start.wrapping_add(a.count) == index
+                        && (a.values.at + a.values.len) as usize == o.values.len() =>
                 {
-                    a.values.push(v);
+                    o.values.push(v);
+                    a.values.len += 1;
                     a.count += 1;
                 }
                 (Some(a), None)
@@ -499,7 +503,7 @@ pub(crate) fn dnp3_app<P>(
                         start: index,
                         count: 1,
                         write,
-                        values: v.into_iter().collect(),
+                        values: ValuesAt::push(&mut o.values, v),
                     });
                 }
             }
@@ -518,7 +522,7 @@ pub(crate) fn dnp3_app<P>(
                     start: u32::from(ob.variation),
                     count: 1,
                     write: request && o.write,
-                    values: AccessValues::new(),
+                    values: ValuesAt::NONE,
                 });
                 continue;
             }
@@ -528,7 +532,7 @@ pub(crate) fn dnp3_app<P>(
             start,
             count: count.max(1),
             write: request && o.write,
-            values: AccessValues::new(),
+            values: ValuesAt::NONE,
         });
     }
 }
@@ -654,7 +658,7 @@ pub(crate) fn s7<'a>(
                         if !matches!(item.addr.transport_size, Some(1 | 2)) {
                             item.bytes = &[];
                         }
-                        s7_item(&item, true, &mut o.accesses);
+                        s7_item(&item, true, o);
                     }
                 }
             }
@@ -702,13 +706,13 @@ pub(crate) fn s7<'a>(
         let mut any_failed = false;
         for item in items {
             any_failed |= failed(&item);
-            s7_item(&item, write, &mut o.accesses);
+            s7_item(&item, write, o);
         }
         o.exception = any_failed;
         if any_failed {
-            // Dropped, not cleared: a cleared list would keep its room (a reused observation
-            // holds what it held, src/shards.rs).
-            o.accesses = Accesses::new();
+            // None of them (their room kept for the next PDU).
+            o.accesses.clear();
+            o.values.clear();
         }
     } else {
         o.exception = header_error || items.any(|i| failed(&i));
@@ -732,23 +736,20 @@ fn fnv1a_of(bytes: impl IntoIterator<Item = u8>) -> u32 {
     })
 }
 
-/// Bytes as values: a run longer than the inline room is collected into a vector of its exact
-/// length and handed over (one allocation, no growth).
-fn byte_values(bytes: &[u8]) -> AccessValues {
-    if bytes.len() <= AccessValues::new().inline_size() {
-        bytes.iter().map(|&b| f64::from(b)).collect()
-    } else {
-        AccessValues::from_vec(bytes.iter().map(|&b| f64::from(b)).collect())
-    }
+/// Bytes as values, appended to an observation's values.
+#[inline]
+fn byte_values(buf: &mut Vec<f64>, bytes: &[u8]) -> ValuesAt {
+    ValuesAt::push(buf, bytes.iter().map(|&b| f64::from(b)))
 }
 
 /// One S7 item as accesses: bits by bit address (`byte * 8 + bit`), other transport sizes by
 /// byte address, one access per element with its decoded value (BYTE/CHAR, WORD, INT, DWORD,
 /// DINT, REAL); bytes read are one access for the run.
-fn s7_item(item: &S7ItemView<'_>, write: bool, out: &mut Accesses) {
+fn s7_item(item: &S7ItemView<'_>, write: bool, o: &mut Observation) {
     if !item.dbread.is_empty() {
-        return dbread(item, out);
+        return dbread(item, o);
     }
+    let (out, buf) = (&mut o.accesses, &mut o.values);
     let a = &item.addr;
     let (Some(area), Some(address)) = (a.area, a.address) else {
         // Another syntax's address: one address, its bytes' hash, in a space of its syntax,
@@ -759,7 +760,7 @@ fn s7_item(item: &S7ItemView<'_>, write: bool, out: &mut Accesses) {
                 start: fnv1a(raw.as_bytes()),
                 count: 1,
                 write,
-                values: AccessValues::new(),
+                values: ValuesAt::NONE,
             });
         }
         return;
@@ -776,7 +777,7 @@ fn s7_item(item: &S7ItemView<'_>, write: bool, out: &mut Accesses) {
             start: address,
             count: length,
             write,
-            values: AccessValues::new(),
+            values: ValuesAt::NONE,
         });
         return;
     }
@@ -786,11 +787,7 @@ fn s7_item(item: &S7ItemView<'_>, write: bool, out: &mut Accesses) {
             start: address.saturating_mul(8) | u32::from(a.bit.unwrap_or(0) & 7),
             count: 1,
             write,
-            values: bytes
-                .first()
-                .map(|b| f64::from(b & 1))
-                .into_iter()
-                .collect(),
+            values: ValuesAt::push(buf, bytes.first().map(|b| f64::from(b & 1))),
         });
         return;
     }
@@ -825,11 +822,12 @@ fn s7_item(item: &S7ItemView<'_>, write: bool, out: &mut Accesses) {
             start: address,
             count: covered,
             write,
-            values: byte_values(bytes),
+            values: byte_values(buf, bytes),
         });
     } else {
         let elements = bytes.chunks_exact(size as usize);
         out.reserve(elements.len() + 1);
+        buf.reserve(elements.len());
         for chunk in elements {
             let v = decode(chunk);
             out.push(Access {
@@ -838,7 +836,7 @@ fn s7_item(item: &S7ItemView<'_>, write: bool, out: &mut Accesses) {
                 count: size,
                 write,
                 // A REAL that is NaN or infinite is a value too (as the DNP3 floats above).
-                values: smallvec::smallvec![v],
+                values: ValuesAt::push(buf, [v]),
             });
             covered = covered.saturating_add(size);
         }
@@ -849,14 +847,14 @@ fn s7_item(item: &S7ItemView<'_>, write: bool, out: &mut Accesses) {
             start: address.saturating_add(covered),
             count: total - covered,
             write,
-            values: AccessValues::new(),
+            values: ValuesAt::NONE,
         });
     }
 }
 
 /// A DBREAD item (read only): one access per area, a DB's bytes from its start address, with
 /// the response's bytes shared out to the areas in order (as BYTE reads: one point per byte).
-fn dbread(item: &S7ItemView<'_>, out: &mut Accesses) {
+fn dbread(item: &S7ItemView<'_>, o: &mut Observation) {
     /// Area code of data blocks, as an S7ANY address of a DB gives it.
     const DB_AREA: u32 = 0x84;
     let mut bytes = item.bytes;
@@ -864,12 +862,13 @@ fn dbread(item: &S7ItemView<'_>, out: &mut Accesses) {
         let count = u32::from(a.length).max(1);
         let (mine, rest) = bytes.split_at(bytes.len().min(usize::from(a.length)));
         bytes = rest;
-        out.push(Access {
+        let values = byte_values(&mut o.values, mine);
+        o.accesses.push(Access {
             space: DB_AREA << 16 | u32::from(a.db),
             start: u32::from(a.start),
             count,
             write: false,
-            values: byte_values(mine),
+            values,
         });
     }
 }
@@ -908,13 +907,7 @@ pub(crate) fn s7plus(p: &S7PlusEvent, o: &mut Observation) -> bool {
         // against their envelopes (no range: a hashed address has no neighbourhood).
         for item in &p.items {
             if let (Some(space), Some(v)) = (variable_space(item), item.value) {
-                o.accesses.push(Access {
-                    space,
-                    start: variable_address(space, item),
-                    count: 1,
-                    write: false,
-                    values: smallvec::smallvec![v],
-                });
+                o.push_access(space, variable_address(space, item), 1, false, [v]);
             }
         }
         return true;
@@ -955,13 +948,7 @@ pub(crate) fn s7plus(p: &S7PlusEvent, o: &mut Observation) -> bool {
                 _ => S7PLUS_OBJECTS << 16,
             },
         };
-        o.accesses.push(Access {
-            space,
-            start: variable_address(space, item),
-            count: 1,
-            write: true,
-            values: item.value.into_iter().collect(),
-        });
+        o.push_access(space, variable_address(space, item), 1, true, item.value);
     }
     if let Some(id) = p.object_id {
         // Housekeeping, no write to the plant: setting up, changing or closing the session;

@@ -1181,13 +1181,13 @@ pub fn observe(
         // The values from the element on, as one run; a REAL that is NaN or infinite is a
         // value too (outside every envelope; learning takes no sample of it).
         let values = e.values.as_deref().unwrap_or_default();
-        o.accesses.push(Access {
+        o.push_access(
             space,
             start,
-            count: values.len().max(1) as u32,
-            write: request,
-            values: values.iter().copied().collect(),
-        });
+            values.len().max(1) as u32,
+            request,
+            values.iter().copied(),
+        );
     }
     Some(o)
 }
@@ -1246,7 +1246,7 @@ mod tests {
             (a.space, a.start, a.count, a.write),
             (TAG_SPACE, tag_address("Temp") + 2, 2, false)
         );
-        assert_eq!(a.values.as_slice(), [20.5, 21.5]);
+        assert_eq!(o.values_of(a), [20.5, 21.5]);
         let write = CipEvent {
             service: 0x4d,
             member: Some(1),
@@ -1261,7 +1261,7 @@ mod tests {
         let o = observe(&ev, true, base).unwrap();
         let a = &o.accesses[0];
         assert_eq!(
-            (a.start, a.count, a.write, a.values.as_slice()),
+            (a.start, a.count, a.write, o.values_of(a)),
             (tag_address("Setpoint") + 1, 1, true, &[150.0][..])
         );
         // NaN and infinities are values too, in their places (detection finds them outside
@@ -1284,7 +1284,7 @@ mod tests {
             .accesses
             .iter()
             .map(|a| {
-                let values: Vec<_> = a.values.iter().map(|v| format!("{v}")).collect();
+                let values: Vec<_> = o.values_of(a).iter().map(|v| format!("{v}")).collect();
                 (a.start - r, a.count, values)
             })
             .collect();

@@ -451,7 +451,7 @@ pub fn observe(
     request: bool,
     base: impl Fn(otwatch_models::Proto, u32, otwatch_models::Kind, u32) -> otwatch_models::Observation,
 ) -> Option<otwatch_models::Observation> {
-    use otwatch_models::{Access, Command, Kind, Proto};
+    use otwatch_models::{Access, Command, Kind, Proto, ValuesAt};
     let malformed = p.error.or(p.seq_error.map(|e| match e {
         "gap" => "sequence_gap",
         _ => "sequence_duplicate",
@@ -537,15 +537,15 @@ pub fn observe(
         1.0
     };
     for ob in p.objects.iter().flatten() {
-        let values = match ob.value {
-            _ if space == 15 => Default::default(),
-            // A short float that is NaN or infinite is a value too (outside every envelope).
-            Some(v) if measured || o.write => std::iter::once(v.number() * scale).collect(),
-            _ => Default::default(),
-        };
         if !measured && !o.write {
             continue;
         }
+        let values = match ob.value {
+            _ if space == 15 => Default::default(),
+            // A short float that is NaN or infinite is a value too (outside every envelope).
+            Some(v) => ValuesAt::push(&mut o.values, [v.number() * scale]),
+            _ => Default::default(),
+        };
         o.accesses.push(Access {
             space,
             start: ob.ioa,

@@ -17,7 +17,7 @@ use otwatch_parsers::modbus::{
 
 use super::{hex, Ctx, Dir};
 use crate::event::{DeviceIdObject, Event, FileRecord, ModbusEvent, Values};
-use otwatch_models::{AccessValues, Observation, Proto};
+use otwatch_models::{Observation, Proto, ValuesAt};
 use otwatch_parsers::modbus::{Bits, Registers};
 
 /// Requests remembered per flow while waiting for their response. Modbus/TCP clients pipeline a
@@ -395,13 +395,13 @@ impl Carried<'_> {
         }
     }
 
-    /// As an observation has them.
-    fn numbers(self) -> AccessValues {
+    /// As an observation has them: appended to its values.
+    fn numbers(self, buf: &mut Vec<f64>) -> ValuesAt {
         match self {
-            Carried::Registers(r) => r.iter().map(f64::from).collect(),
-            Carried::Bits(b) => b.iter().map(|v| f64::from(u8::from(v))).collect(),
-            Carried::Register(v) => smallvec::smallvec![f64::from(v)],
-            Carried::Coil(v) => smallvec::smallvec![f64::from(u8::from(v))],
+            Carried::Registers(r) => ValuesAt::push(buf, r.iter().map(f64::from)),
+            Carried::Bits(b) => ValuesAt::push(buf, b.iter().map(|v| f64::from(u8::from(v)))),
+            Carried::Register(v) => ValuesAt::push(buf, [f64::from(v)]),
+            Carried::Coil(v) => ValuesAt::push(buf, [f64::from(u8::from(v))]),
         }
     }
 }
@@ -420,7 +420,7 @@ fn observe_into(
 ) {
     let m = head(adu, pdu, req, now, dir == Dir::ToServer);
     o.function = u32::from(m.function_code);
-    let values = carried(pdu, req).map_or_else(AccessValues::new, Carried::numbers);
+    let values = carried(pdu, req).map_or(ValuesAt::NONE, |c| c.numbers(&mut o.values));
     crate::detection::observe::modbus(&m, values, o);
     if let PduBody::WriteFileRecord { records } = &pdu.body {
         crate::detection::observe::file_record_writes(

@@ -1075,9 +1075,8 @@ mod tests {
         let mut engine = engine_after_a_triangle(false);
         let twice = |ts: i64| {
             let mut o = read(1, 100, &[25.0], ts);
-            let mut second = o.accesses[0].clone();
-            second.values = crate::obs::AccessValues::from_elem(0.0, 1);
-            o.accesses.push(second);
+            let a = o.accesses[0];
+            o.push_access(a.space, a.start, a.count, a.write, [0.0]);
             o
         };
         let t1 = T0 + 100 * NANOS;

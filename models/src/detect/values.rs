@@ -175,7 +175,7 @@ pub(super) struct ValueMemo {
 
 impl ValueMemo {
     fn layout_of(a: &crate::obs::Access) -> (u32, u32, u32, bool, usize) {
-        (a.space, a.start, a.count, a.write, a.values.len())
+        (a.space, a.start, a.count, a.write, a.values.len as usize)
     }
 
     fn matches(&self, o: &Observation) -> bool {
@@ -192,14 +192,15 @@ impl ValueMemo {
         // values is in its layout): compared run by run, not through one flattened iterator.
         let mut rest = self.values.as_slice();
         for a in &o.accesses {
-            let Some((mine, after)) = rest.split_at_checked(a.values.len()) else {
+            let values = o.values_of(a);
+            let Some((mine, after)) = rest.split_at_checked(values.len()) else {
                 return false;
             };
             // Without an early exit, so that the compiler compares several values at once:
             // the runs are polls' values, and a run that differs is the rarer case.
             let differ = mine
                 .iter()
-                .zip(&a.values)
+                .zip(values)
                 .fold(0u64, |d, (m, v)| d | (m ^ v.to_bits()));
             if differ != 0 {
                 return false;
@@ -217,7 +218,7 @@ impl ValueMemo {
             values: o
                 .accesses
                 .iter()
-                .flat_map(|a| a.values.iter().map(|v| v.to_bits()))
+                .flat_map(|a| o.values_of(a).iter().map(|v| v.to_bits()))
                 .collect(),
         }
     }
@@ -317,10 +318,10 @@ pub(super) fn check_values_now(
         if ch.proto.bit_space(acc.space) || o.exception || acc.values.is_empty() {
             continue;
         }
+        let values = o.values_of(acc);
         // Values beyond u32::MAX addresses do not exist: an access holds far fewer.
-        let count = u32::try_from(acc.values.len()).unwrap_or(u32::MAX);
+        let count = u32::try_from(values.len()).unwrap_or(u32::MAX);
         let (hot, envs, places) = points.run(acc.space, acc.start, count);
-        let values: &[f64] = &acc.values;
         let mut from = 0;
         while let Some(Outside {
             index: i,
