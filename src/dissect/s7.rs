@@ -1103,6 +1103,17 @@ impl S7Flow {
             }
         };
         let mut o = ctx.observation(otwatch_models::Proto::S7comm, 0, dir, 0);
+        if detail
+            && matches!(
+                pdu.body,
+                S7Body::WriteVarRequest { .. } | S7Body::ReadVarResponse { .. }
+            )
+        {
+            // Room for every value at once (a byte each at most, of the data the header
+            // claims): a box without room (a new one) grew its values four or five times.
+            let claimed = usize::from(h.data_len).min(otwatch_models::obs::KEPT_VALUES);
+            o.values.reserve(claimed);
+        }
         let none = JobItem::default();
         match &pdu.body {
             S7Body::ReadVarRequest { items } => {
