@@ -822,11 +822,6 @@ impl S7Flow {
             }
         };
         ctx.stats[S7COMM].count("cotp_tpdus");
-        let mut ev = CotpEvent {
-            pdu_type: cotp.pdu_type.0,
-            pdu_type_name: cotp.pdu_type.name(),
-            ..Default::default()
-        };
         match cotp.body {
             CotpBody::Data { payload, eot, .. } => {
                 let d = dir.index();
@@ -851,8 +846,21 @@ impl S7Flow {
                     ctx.stats[S7COMM].count("reassembly_budget_drops");
                 }
                 self.cotp[d] = if release { CotpReassembler::new() } else { r };
-                return;
             }
+            _ => self.cotp_control(ctx, dir, cotp),
+        }
+    }
+
+    /// A COTP TPDU that carries no data (connection set-up and release): its event. Out of line
+    /// (rare, once per connection), so that the data path stays on few instruction cache lines.
+    #[inline(never)]
+    fn cotp_control(&mut self, ctx: &mut Ctx<'_>, dir: Dir, cotp: &s7::CotpTpdu<'_>) {
+        let mut ev = CotpEvent {
+            pdu_type: cotp.pdu_type.0,
+            pdu_type_name: cotp.pdu_type.name(),
+            ..Default::default()
+        };
+        match cotp.body {
             CotpBody::ConnectionRequest(c) | CotpBody::ConnectionConfirm(c) => {
                 self.cotp_connected = true;
                 connection(&mut ev, &c)
@@ -908,6 +916,19 @@ impl S7Flow {
             // Another ISO-on-TCP user (MMS, ICCP, RDP's X.224 data...): not decoded.
             Some(_) => return ctx.stats[S7COMM].count("other_iso_payloads"),
         };
+        self.payload_failed(ctx, dir, payload, failed);
+    }
+
+    /// A payload whose S7comm or S7comm-plus PDU did not parse: counted, and for S7comm an
+    /// event of what its header says. Out of line (rare), as [`S7Flow::cotp_control`].
+    #[inline(never)]
+    fn payload_failed(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        dir: Dir,
+        payload: &[u8],
+        failed: otwatch_parsers::s7::S7Error,
+    ) {
         let proto = if payload.first() == Some(&s7::S7PLUS_PROTOCOL_ID) {
             &mut ctx.stats[S7COMMPLUS]
         } else {
@@ -955,6 +976,17 @@ impl S7Flow {
         {
             return;
         }
+        self.s7comm_event(ctx, dir, pdu);
+    }
+
+    /// The event of an S7comm PDU ([`S7Flow::on_s7comm`]). Out of line: with detection and no
+    /// events output, most PDUs (read and write jobs and their acks) take
+    /// [`S7Flow::var_observation`] instead, and this code, as large again as the rest, spread
+    /// their path over twice the instruction cache lines.
+    #[inline(never)]
+    fn s7comm_event(&mut self, ctx: &mut Ctx<'_>, dir: Dir, pdu: &S7Pdu<'_>) {
+        let h = &pdu.header;
+        let function = pdu.function();
         // Item values only when something reads them (per-channel metrics need the addresses).
         let detail = ctx.sink.wants_detail();
         let mut ev = S7Event {
