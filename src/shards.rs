@@ -59,7 +59,7 @@ fn small_enough_to_keep(o: &Observation) -> bool {
     // data at once): with 128, steady-site's 222-byte reads came back too large, and every one
     // made its values' room again on a new box (2.753 G instructions with two workers, 2.741 G
     // with 256).
-    o.accesses.capacity() <= 4 && o.values.capacity() <= 256
+    o.accesses.capacity() <= 4 && o.values.capacity() <= otwatch_models::obs::VALUES_AT_ONCE
 }
 /// An observation the reader is done with, on its way back to its worker, with whether the
 /// worker should keep it to fill again ([`small_enough_to_keep`]): judged on the reader, which
@@ -1028,7 +1028,8 @@ mod tests {
     /// values, or of many accesses, emptied, is still freed when it comes back.
     #[test]
     fn only_small_observations_are_kept_as_spares() {
-        // An S7 read of 222 bytes, a Modbus read of 125 registers: kept.
+        // A read of 222 values (steady-site's S7 reads carry 222 data bytes), a Modbus read of
+        // 125 registers: kept.
         assert!(small_enough_to_keep(&read(1, 222)));
         assert!(small_enough_to_keep(&read(1, 125)));
         assert!(small_enough_to_keep(&read(4, 64)));
@@ -1037,6 +1038,101 @@ mod tests {
         let mut emptied = read(1, 1000);
         emptied.values.clear();
         assert!(!small_enough_to_keep(&emptied), "its room is still held");
+    }
+
+    /// The S7 dissector's observations of reads leave boxes worth keeping as spares, however
+    /// much data a read carries: the room it makes for a response's values at once is bounded
+    /// by what a spare may hold, not by the PDU's data (a 900-byte item shows 64 values).
+    #[test]
+    fn an_s7_read_of_much_data_leaves_a_box_worth_keeping() {
+        struct Boxes(Vec<(usize, bool)>);
+        impl EventSink for Boxes {
+            fn emit(&mut self, _event: Event) {}
+            fn observed(&mut self, _key: FlushKey, obs: &mut Box<Observation>) {
+                self.0.push((obs.values.len(), small_enough_to_keep(obs)));
+            }
+            fn wants_events(&self) -> bool {
+                true
+            }
+            fn wants_detail(&self) -> bool {
+                true
+            }
+            fn wants_observations(&self) -> bool {
+                true
+            }
+            fn wants_event_out(&self) -> bool {
+                false
+            }
+        }
+        // An S7 PDU in a COTP data TPDU in TPKT, in a TCP segment of 10.0.7.1:40002 <->
+        // 10.0.7.2:102.
+        let mut seqs = [1u32, 1u32];
+        let mut segment = |from_client: bool, s7: &[u8]| {
+            let mut p = vec![3, 0, 0, 0, 0x02, 0xf0, 0x80];
+            p.extend_from_slice(s7);
+            let len = (p.len() as u16).to_be_bytes();
+            p[2..4].copy_from_slice(&len);
+            let seq = &mut seqs[usize::from(!from_client)];
+            let (client, server) = (([10, 0, 7, 1], 40002), ([10, 0, 7, 2], 102));
+            let (src, dst) = if from_client {
+                (client, server)
+            } else {
+                (server, client)
+            };
+            let mut out = Vec::new();
+            etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 7, 1], [2, 0, 0, 0, 7, 2])
+                .ipv4(src.0, dst.0, 64)
+                .tcp(src.1, dst.1, *seq, 8192)
+                .write(&mut out, &p)
+                .expect("a packet");
+            *seq += p.len() as u32;
+            out
+        };
+        let s7 = |rosctr: u8, param: &[u8], data: &[u8]| {
+            let mut p = vec![0x32, rosctr, 0, 0, 0, 1];
+            p.extend_from_slice(&(param.len() as u16).to_be_bytes());
+            p.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            if rosctr == 3 {
+                p.extend_from_slice(&[0, 0]);
+            }
+            p.extend_from_slice(param);
+            p.extend_from_slice(data);
+            p
+        };
+        let mut packets = Vec::new();
+        for bytes in [900u16, 200] {
+            // Read Var of DB1.DBB0, `bytes` bytes; the answer: success, `bytes` bytes.
+            let [hi, lo] = bytes.to_be_bytes();
+            let job = s7(
+                1,
+                &[0x04, 1, 0x12, 0x0a, 0x10, 0x02, hi, lo, 0, 1, 0x84, 0, 0, 0],
+                &[],
+            );
+            let [bh, bl] = (bytes * 8).to_be_bytes();
+            let mut data = vec![0xff, 0x04, bh, bl];
+            data.extend((0..bytes).map(|b| b as u8));
+            let answer = s7(3, &[0x04, 1], &data);
+            packets.push(segment(true, &job));
+            packets.push(segment(false, &answer));
+        }
+        let mut pipeline = Pipeline::new();
+        let mut sink = Boxes(Vec::new());
+        let source: std::sync::Arc<str> = "t".into();
+        for (k, data) in packets.iter().enumerate() {
+            let pkt = crate::capture::Packet {
+                ts_nanos: 1_700_000_000_000_000_000 + k as i64 * 1_000_000,
+                frame: k as u64 + 1,
+                linktype: crate::capture::LinkType::ETHERNET,
+                orig_len: data.len() as u32,
+                data,
+                csum_not_ready: false,
+            };
+            pipeline.process(&pkt, &source, &mut sink);
+        }
+        // Two jobs (no values) and two answers (the first 64 bytes of each item are shown).
+        let values: Vec<usize> = sink.0.iter().map(|(v, _)| *v).collect();
+        assert_eq!(values, [0, 64, 0, 64]);
+        assert!(sink.0.iter().all(|(_, keep)| *keep), "{:?}", sink.0);
     }
 
     /// When it has none kept, the worker takes back everything the reader returned, keeps the

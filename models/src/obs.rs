@@ -410,6 +410,11 @@ pub const KEPT_ROOM: usize = 16;
 /// values than a plant's polls carry: its 8 KiB) is freed.
 pub const KEPT_VALUES: usize = 1024;
 
+/// Values a dissector makes room for at once, at most, when it knows a PDU's size before its
+/// values (an S7 read's data): a box with room for more is not kept as a worker's spare
+/// (src/shards.rs), so a larger PDU grows its room as it goes instead.
+pub const VALUES_AT_ONCE: usize = 256;
+
 impl Observation {
     /// A bare observation, for building in converters and tests.
     // Inlined into the dissectors (another crate): called, the observation was written to
@@ -451,8 +456,8 @@ impl Observation {
 
     /// Makes this observation (one already run, recycled) a bare one, as [`Observation::new`]
     /// makes it: its lists emptied in place (their room kept for the next PDU, up to
-    /// [`KEPT_ROOM`] entries), `source` taken only when it is another than the one held (the
-    /// reference count stays on this core).
+    /// [`KEPT_ROOM`] accesses or members and [`KEPT_VALUES`] values), `source` taken only when
+    /// it is another than the one held (the reference count stays on this core).
     #[inline]
     pub fn reset(
         &mut self,

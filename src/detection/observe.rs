@@ -484,7 +484,7 @@ pub(crate) fn dnp3_app<P>(
                 (Some(a), Some(v))
                     if a.values.len == a.count
                         && a.start.wrapping_add(a.count) == index
-                        && (a.values.at + a.values.len) as usize == o.values.len() =>
+                        && a.values.at as usize + a.values.len as usize == o.values.len() =>
                 {
                     o.values.push(v);
                     a.values.len += 1;
@@ -710,7 +710,7 @@ pub(crate) fn s7<'a>(
         }
         o.exception = any_failed;
         if any_failed {
-            // None of them (their room kept for the next PDU).
+            // None of them (the room stays with the box, as `Observation::reset` bounds it).
             o.accesses.clear();
             o.values.clear();
         }
