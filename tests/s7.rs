@@ -186,6 +186,68 @@ fn iso_segment(from_client: bool, s7: &[u8], seqs: &mut (u32, u32)) -> Vec<u8> {
     out
 }
 
+/// The S7 dissector's observations of reads leave boxes a worker keeps as spares, however much
+/// data a read carries: the room it makes for a response's values at once is bounded by what a
+/// spare may hold (`VALUES_AT_ONCE`, src/shards.rs), not by the PDU's data (a 900-byte item
+/// shows 64 values; room for 900 had such a box freed, not kept, at every read).
+#[test]
+fn an_s7_read_of_much_data_makes_room_for_what_a_spare_holds() {
+    struct Room(Vec<(usize, usize)>);
+    impl otwatch::event::EventSink for Room {
+        fn emit(&mut self, _event: Event) {}
+        fn observed(
+            &mut self,
+            _key: otwatch::event::FlushKey,
+            obs: &mut Box<otwatch_models::Observation>,
+        ) {
+            self.0.push((obs.values.len(), obs.values.capacity()));
+        }
+        fn wants_observations(&self) -> bool {
+            true
+        }
+        fn wants_event_out(&self) -> bool {
+            false
+        }
+    }
+    let mut pdus = Vec::new();
+    for (pdu_ref, bytes) in [(1u16, 900u16), (2, 200)] {
+        // Read Var of DB1.DBB0, `bytes` bytes; the answer: success, `bytes` bytes.
+        let [hi, lo] = bytes.to_be_bytes();
+        let item = [0x12, 0x0a, 0x10, 0x02, hi, lo, 0, 1, 0x84, 0, 0, 0];
+        let mut param = vec![0x04, 1];
+        param.extend_from_slice(&item);
+        let [bh, bl] = (bytes * 8).to_be_bytes();
+        let mut data = vec![0xff, 0x04, bh, bl];
+        data.extend((0..bytes).map(|b| b as u8));
+        pdus.push((true, s7_pdu(1, pdu_ref, &param, &[])));
+        pdus.push((false, s7_pdu(3, pdu_ref, &[0x04, 1], &data)));
+    }
+    let mut pipeline = otwatch::pipeline::Pipeline::new();
+    let mut sink = Room(Vec::new());
+    let source: std::sync::Arc<str> = "t".into();
+    for (k, data) in iso_conversation(&pdus).iter().enumerate() {
+        let pkt = otwatch::capture::Packet {
+            ts_nanos: 1_700_000_000_000_000_000 + k as i64 * 1_000_000,
+            frame: k as u64 + 1,
+            linktype: otwatch::capture::LinkType::ETHERNET,
+            orig_len: data.len() as u32,
+            data,
+            csum_not_ready: false,
+        };
+        pipeline.process(&pkt, &source, &mut sink);
+    }
+    // Two jobs (no values) and two answers (the first 64 bytes of each item shown).
+    let values: Vec<usize> = sink.0.iter().map(|(v, _)| *v).collect();
+    assert_eq!(values, [0, 64, 0, 64]);
+    assert!(
+        sink.0
+            .iter()
+            .all(|(_, room)| *room <= otwatch_models::obs::VALUES_AT_ONCE),
+        "{:?}",
+        sink.0
+    );
+}
+
 /// An S7comm PDU: header (ROSCTR, reference), parameter, data.
 fn s7_pdu(rosctr: u8, pdu_ref: u16, param: &[u8], data: &[u8]) -> Vec<u8> {
     let mut p = vec![0x32, rosctr, 0, 0];
