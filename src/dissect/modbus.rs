@@ -303,8 +303,15 @@ impl ModbusFlow {
         address: Option<u16>,
         quantity: Option<u16>,
     ) {
-        self.outstanding
-            .retain(|p| p.transaction_id != header.transaction_id);
+        // At most one is held under an id (this replacement keeps it so): found and removed,
+        // not a walk that rebuilds the queue (`retain`'s code, on every request).
+        if let Some(i) = self
+            .outstanding
+            .iter()
+            .position(|p| p.transaction_id == header.transaction_id)
+        {
+            self.outstanding.remove(i);
+        }
         if self.outstanding.len() >= MAX_OUTSTANDING {
             self.outstanding.pop_front();
             ctx.stats[MODBUS].outstanding_bound_drops += 1;
@@ -326,7 +333,12 @@ impl ModbusFlow {
                 && p.unit_id == header.unit_id
                 && p.function == fc
         });
-        let found = i.and_then(|i| self.outstanding.remove(i));
+        let found = match i {
+            // The oldest, mostly: answers come in order.
+            Some(0) => self.outstanding.pop_front(),
+            Some(i) => self.outstanding.remove(i),
+            None => None,
+        };
         if found.is_none() {
             ctx.stats[MODBUS].unmatched_responses += 1;
         }
