@@ -18,6 +18,18 @@ use crate::stats::Stats;
 use otwatch_models::{Channel, Kind, Observation, Proto};
 
 /// Bytes as lowercase hex, for event fields that carry raw data.
+/// The request at `i` of a queue of requests awaiting their answers, taken out. Answers come in
+/// order, mostly: the oldest is popped from the front, without the general removal's code (a
+/// call, and copies of the ring's halves) on every answer.
+#[inline]
+pub(crate) fn take_answered<T>(queue: &mut std::collections::VecDeque<T>, i: usize) -> Option<T> {
+    if i == 0 {
+        queue.pop_front()
+    } else {
+        queue.remove(i)
+    }
+}
+
 pub(crate) fn hex(data: &[u8]) -> String {
     use std::fmt::Write;
     data.iter()

@@ -333,12 +333,7 @@ impl ModbusFlow {
                 && p.unit_id == header.unit_id
                 && p.function == fc
         });
-        let found = match i {
-            // The oldest, mostly: answers come in order.
-            Some(0) => self.outstanding.pop_front(),
-            Some(i) => self.outstanding.remove(i),
-            None => None,
-        };
+        let found = i.and_then(|i| super::take_answered(&mut self.outstanding, i));
         if found.is_none() {
             ctx.stats[MODBUS].unmatched_responses += 1;
         }

@@ -559,13 +559,7 @@ impl<T: Held> Outstanding<T> {
     }
 
     fn forget(&mut self, i: usize) -> Option<T> {
-        // Answers come in order, mostly: the oldest taken from the front, without the
-        // general removal's code (a call and its copies of the ring's halves, on every ack).
-        let request = if i == 0 {
-            self.queue.pop_front()
-        } else {
-            self.queue.remove(i)
-        }?;
+        let request = super::take_answered(&mut self.queue, i)?;
         self.items -= request.items();
         Some(request)
     }
