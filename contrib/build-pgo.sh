@@ -1,0 +1,88 @@
+#!/bin/sh
+# The build a sensor should run: otwatch optimised with a profile of its own runs
+# (profile-guided optimisation, PGO) and fat LTO (Cargo.toml's `dist` profile).
+# benches/README.md ("Session 24") has what it gains. The plain `cargo build --release` stays
+# the build that needs nothing but the Rust toolchain, and the quick one.
+#
+#   contrib/build-pgo.sh [CAPTURE_OR_DIR...]
+#
+# Builds target/pgo/otwatch in three steps:
+#   1. an instrumented build (-Cprofile-generate), in target/pgo-work/gen;
+#   2. training: it replays the training captures in each of the ways a sensor runs (dissection
+#      alone; learning; detection against the baseline it learned; the same with two workers;
+#      learning and detection with events out), and llvm-profdata merges their counts;
+#   3. the build again, with the merged profile (-Cprofile-use), in target/pgo-work/use.
+#
+# The training captures: the arguments (captures, or directories searched for .pcap, .pcapng
+# and .pcap.gz), by default fixtures/ and the corpus ($OTWATCH_CORPUS, else ../shared/pcaps,
+# where there is one). Not the benchmark captures: the gains in benches/README.md are measured
+# on captures the profile never saw. tests/pgo.rs checks that the build does what the plain
+# one does (OTWATCH_PGO_BIN=target/pgo/otwatch cargo test --test pgo).
+#
+# Needs the toolchain's own llvm-profdata (its LLVM must read what rustc's LLVM wrote):
+#   rustup component add llvm-tools
+set -eu
+cd "$(dirname "$0")/.."
+host=$(rustc -vV | sed -n 's/^host: //p')
+profdata="$(rustc --print sysroot)/lib/rustlib/$host/bin/llvm-profdata"
+if [ ! -x "$profdata" ]; then
+    echo "build-pgo: $profdata not found; install it with: rustup component add llvm-tools" >&2
+    exit 2
+fi
+if [ $# -eq 0 ]; then
+    set -- fixtures
+    corpus=${OTWATCH_CORPUS:-../shared/pcaps}
+    [ -d "$corpus" ] && set -- "$@" "$corpus"
+fi
+work=$PWD/target/pgo-work
+list=$work/captures
+rm -rf "$work/profiles"
+mkdir -p "$work/profiles" target/pgo
+find "$@" -type f \( -name '*.pcap' -o -name '*.pcapng' -o -name '*.pcap.gz' \) | sort >"$list"
+if [ ! -s "$list" ]; then
+    echo "build-pgo: no capture to train on in: $*" >&2
+    exit 2
+fi
+echo "build-pgo: training on $(wc -l <"$list") captures" >&2
+
+# With --target, RUSTFLAGS reach otwatch and its dependencies but not build scripts or
+# procedural macros, which would otherwise write profiles of their own as they run.
+build() { # RUSTFLAGS-to-add TARGET-DIR
+    RUSTFLAGS="${RUSTFLAGS:-} $1" cargo build --profile dist --locked --bin otwatch \
+        --target "$host" --target-dir "$2"
+}
+
+build "-Cprofile-generate=$work/profiles" "$work/gen"
+gen="$work/gen/$host/dist/otwatch"
+set -f
+IFS='
+'
+# shellcheck disable=SC2046 # one argument per line of the list
+set -- $(cat "$list")
+unset IFS
+set +f
+# A training run that finds damage in a capture exits 1, and its profile is written all the
+# same; any other failure (a usage error, a panic) stops the build.
+train() { # WHAT OTWATCH-ARGUMENTS...
+    echo "build-pgo: training: $1" >&2
+    shift
+    status=0
+    "$gen" "$@" >/dev/null 2>"$work/training.err" || status=$?
+    if [ "$status" -gt 1 ]; then
+        tail -5 "$work/training.err" >&2
+        echo "build-pgo: the training run failed (exit status $status)" >&2
+        exit 1
+    fi
+}
+base=$work/baseline.json
+train "dissection alone" replay --quiet "$@"
+train "learning a baseline" learn "$@" -o "$base"
+train "detection against it" replay --quiet --baseline "$base" --alerts /dev/null "$@"
+train "detection, two workers" replay --quiet --workers 2 --baseline "$base" --alerts /dev/null "$@"
+train "learning and detection, events out" replay --quiet --learn 60s --alerts /dev/null \
+    --events /dev/null "$@"
+"$profdata" merge -o "$work/otwatch.profdata" "$work/profiles"
+
+build "-Cprofile-use=$work/otwatch.profdata" "$work/use"
+cp "$work/use/$host/dist/otwatch" target/pgo/otwatch
+echo "build-pgo: target/pgo/otwatch" >&2
