@@ -15,26 +15,53 @@
 #
 # The training captures: the arguments (captures, or directories searched for .pcap, .pcapng
 # and .pcap.gz), by default fixtures/ and the corpus ($OTWATCH_CORPUS, else ../shared/pcaps,
-# where there is one). Not the benchmark captures: the gains in benches/README.md are measured
-# on captures the profile never saw. tests/pgo.rs checks that the build does what the plain
-# one does (OTWATCH_PGO_BIN=target/pgo/otwatch cargo test --test pgo).
+# where there is one). The benchmark captures are made of the corpus's traffic: a profile
+# trained without the captures they are made of gave the same gains (benches/README.md).
+# tests/pgo.rs checks that the build does what the plain one does
+# (OTWATCH_PGO_BIN=target/pgo/otwatch cargo test --test pgo).
 #
 # Needs the toolchain's own llvm-profdata (its LLVM must read what rustc's LLVM wrote):
 #   rustup component add llvm-tools
 set -eu
-cd "$(dirname "$0")/.."
+here=$PWD
+root=$(cd "$(dirname "$0")/.." && pwd)
+# The captures are named from where the script was started: made absolute before the cd.
+absolute() { case $1 in /*) echo "$1" ;; *) echo "$here/$1" ;; esac; }
+for a in "$@"; do
+    p=$(absolute "$a")
+    if [ ! -e "$p" ]; then
+        echo "build-pgo: $a: no such capture or directory" >&2
+        exit 2
+    fi
+    set -- "$@" "$p"
+    shift
+done
+if [ $# -eq 0 ]; then
+    set -- "$root/fixtures"
+    if [ -n "${OTWATCH_CORPUS:-}" ]; then
+        set -- "$@" "$(absolute "$OTWATCH_CORPUS")"
+    elif [ -d "$root/../shared/pcaps" ]; then
+        set -- "$@" "$root/../shared/pcaps"
+    fi
+fi
+cd "$root"
 host=$(rustc -vV | sed -n 's/^host: //p')
 profdata="$(rustc --print sysroot)/lib/rustlib/$host/bin/llvm-profdata"
 if [ ! -x "$profdata" ]; then
     echo "build-pgo: $profdata not found; install it with: rustup component add llvm-tools" >&2
     exit 2
 fi
-if [ $# -eq 0 ]; then
-    set -- fixtures
-    corpus=${OTWATCH_CORPUS:-../shared/pcaps}
-    [ -d "$corpus" ] && set -- "$@" "$corpus"
+# The profile's flags go to cargo in CARGO_ENCODED_RUSTFLAGS (one flag per 0x1f-separated
+# field: a path with a space stays one flag), after the words of RUSTFLAGS. That variable
+# overrides RUSTFLAGS and any `rustflags` of a .cargo/config.toml (this repository has none);
+# set already, the profile's flags could not be added to it.
+if [ -n "${CARGO_ENCODED_RUSTFLAGS:-}" ]; then
+    echo "build-pgo: CARGO_ENCODED_RUSTFLAGS is set: give extra flags in RUSTFLAGS instead" >&2
+    exit 2
 fi
-work=$PWD/target/pgo-work
+sep=$(printf '\037')
+extra=$(printf '%s' "${RUSTFLAGS:-}" | awk -v s="$sep" '{ for (i = 1; i <= NF; i++) printf "%s%s", $i, s }')
+work=$root/target/pgo-work
 list=$work/captures
 rm -rf "$work/profiles"
 mkdir -p "$work/profiles" target/pgo
@@ -45,10 +72,10 @@ if [ ! -s "$list" ]; then
 fi
 echo "build-pgo: training on $(wc -l <"$list") captures" >&2
 
-# With --target, RUSTFLAGS reach otwatch and its dependencies but not build scripts or
+# With --target, the flags reach otwatch and its dependencies but not build scripts or
 # procedural macros, which would otherwise write profiles of their own as they run.
-build() { # RUSTFLAGS-to-add TARGET-DIR
-    RUSTFLAGS="${RUSTFLAGS:-} $1" cargo build --profile dist --locked --bin otwatch \
+build() { # FLAG TARGET-DIR
+    CARGO_ENCODED_RUSTFLAGS="$extra$1" cargo build --profile dist --locked --bin otwatch \
         --target "$host" --target-dir "$2"
 }
 
@@ -62,13 +89,14 @@ set -- $(cat "$list")
 unset IFS
 set +f
 # A training run that finds damage in a capture exits 1, and its profile is written all the
-# same; any other failure (a usage error, a panic) stops the build.
+# same; any other failure (a usage error, a panic, a worker's panic that the summary reports
+# as a BUG line) stops the build.
 train() { # WHAT OTWATCH-ARGUMENTS...
     echo "build-pgo: training: $1" >&2
     shift
     status=0
     "$gen" "$@" >/dev/null 2>"$work/training.err" || status=$?
-    if [ "$status" -gt 1 ]; then
+    if [ "$status" -gt 1 ] || grep -q 'BUG:' "$work/training.err"; then
         tail -5 "$work/training.err" >&2
         echo "build-pgo: the training run failed (exit status $status)" >&2
         exit 1
@@ -82,6 +110,12 @@ train "detection, two workers" replay --quiet --workers 2 --baseline "$base" --a
 train "learning and detection, events out" replay --quiet --learn 60s --alerts /dev/null \
     --events /dev/null "$@"
 "$profdata" merge -o "$work/otwatch.profdata" "$work/profiles"
+# A profile of otwatch's own functions, or the build below would be a plain one.
+functions=$("$profdata" show "$work/otwatch.profdata" | sed -n 's/^Total functions: //p')
+if [ "${functions:-0}" -lt 1000 ]; then
+    echo "build-pgo: the profile holds ${functions:-no} functions: the training did not run" >&2
+    exit 1
+fi
 
 build "-Cprofile-use=$work/otwatch.profdata" "$work/use"
 cp "$work/use/$host/dist/otwatch" target/pgo/otwatch
