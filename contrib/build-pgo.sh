@@ -5,6 +5,7 @@
 # the build that needs nothing but the Rust toolchain, and the quick one.
 #
 #   contrib/build-pgo.sh [CAPTURE_OR_DIR...]
+#   OTWATCH_FEATURES=libpcap contrib/build-pgo.sh      # with cargo features
 #
 # Builds target/pgo/otwatch in three steps:
 #   1. an instrumented build (-Cprofile-generate), in target/pgo-work/gen;
@@ -74,9 +75,11 @@ echo "build-pgo: training on $(wc -l <"$list") captures" >&2
 
 # With --target, the flags reach otwatch and its dependencies but not build scripts or
 # procedural macros, which would otherwise write profiles of their own as they run.
+# OTWATCH_FEATURES: cargo features for both builds (e.g. libpcap, for `live --libpcap`).
+features=${OTWATCH_FEATURES:+--features=$OTWATCH_FEATURES}
 build() { # FLAG TARGET-DIR
     CARGO_ENCODED_RUSTFLAGS="$extra$1" cargo build --profile dist --locked --bin otwatch \
-        --target "$host" --target-dir "$2"
+        --target "$host" --target-dir "$2" ${features:+"$features"}
 }
 
 build "-Cprofile-generate=$work/profiles" "$work/gen"
