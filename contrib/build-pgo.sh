@@ -92,14 +92,14 @@ set -- $(cat "$list")
 unset IFS
 set +f
 # A training run that finds damage in a capture exits 1, and its profile is written all the
-# same; any other failure (a usage error, a panic, a worker's panic that the summary reports
-# as a BUG line) stops the build.
+# same; any other failure (a usage error, a panic, or a worker's panic, which exits 1 too and
+# says "made a worker panic" even with --quiet) stops the build.
 train() { # WHAT OTWATCH-ARGUMENTS...
     echo "build-pgo: training: $1" >&2
     shift
     status=0
     "$gen" "$@" >/dev/null 2>"$work/training.err" || status=$?
-    if [ "$status" -gt 1 ] || grep -q 'BUG:' "$work/training.err"; then
+    if [ "$status" -gt 1 ] || grep -q 'worker panic' "$work/training.err"; then
         tail -5 "$work/training.err" >&2
         echo "build-pgo: the training run failed (exit status $status)" >&2
         exit 1
