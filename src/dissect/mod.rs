@@ -17,7 +17,6 @@ use crate::event::{Event, EventSink, FlushKey, Timestamp};
 use crate::stats::Stats;
 use otwatch_models::{Channel, Kind, Observation, Proto};
 
-/// Bytes as lowercase hex, for event fields that carry raw data.
 /// The request at `i` of a queue of requests awaiting their answers, taken out. Answers come in
 /// order, mostly: the oldest is popped from the front, without the general removal's code (a
 /// call, and copies of the ring's halves) on every answer.
@@ -30,6 +29,7 @@ pub(crate) fn take_answered<T>(queue: &mut std::collections::VecDeque<T>, i: usi
     }
 }
 
+/// Bytes as lowercase hex, for event fields that carry raw data.
 pub(crate) fn hex(data: &[u8]) -> String {
     use std::fmt::Write;
     data.iter()
