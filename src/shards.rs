@@ -54,12 +54,16 @@ const OBSERVATION_LINES: usize = std::mem::size_of::<Observation>().div_ceil(64)
 /// Whether a released observation is small enough to be kept to be filled again; a larger one
 /// is freed by the worker when it comes back.
 fn small_enough_to_keep(o: &Observation) -> bool {
-    // By room held, not by length: an emptied list can hold much. Room for 256 values keeps the
-    // boxes of S7 reads of up to 256 data bytes (the S7 dissector makes room for a response's
-    // data at once): with 128, steady-site's 222-byte reads came back too large, and every one
+    // By room held, not by length: an emptied list can hold much. Room for 2048 bytes keeps the
+    // boxes of S7 reads of up to 2048 data bytes (the S7 dissector makes room for a response's
+    // data at once, and holds runs of bytes as bytes): with room for 128 values (when a byte
+    // was held as a number), steady-site's 222-byte reads came back too large, and every one
     // made its values' room again on a new box (2.753 G instructions with two workers, 2.741 G
     // with 256).
-    o.accesses.capacity() <= 4 && o.values.capacity() <= otwatch_models::obs::VALUES_AT_ONCE
+    use otwatch_models::obs::{BYTES_AT_ONCE, VALUES_AT_ONCE};
+    o.accesses.capacity() <= 4
+        && o.values.capacity() <= VALUES_AT_ONCE
+        && o.bytes.capacity() <= BYTES_AT_ONCE
 }
 /// An observation the reader is done with, on its way back to its worker, with whether the
 /// worker should keep it to fill again ([`small_enough_to_keep`]): judged on the reader, which

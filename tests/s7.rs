@@ -187,9 +187,9 @@ fn iso_segment(from_client: bool, s7: &[u8], seqs: &mut (u32, u32)) -> Vec<u8> {
 }
 
 /// The S7 dissector's observations of reads leave boxes a worker keeps as spares, however much
-/// data a read carries: the room it makes for a response's values at once is bounded by what a
-/// spare may hold (`VALUES_AT_ONCE`, src/shards.rs), not by the PDU's data (a 900-byte item
-/// shows 64 values; room for 900 had such a box freed, not kept, at every read).
+/// data a read carries: the room it makes for a response's bytes at once is bounded by what a
+/// spare may hold (`BYTES_AT_ONCE`, src/shards.rs), not by the PDU's data (a 3000-byte item
+/// shows 64 values; room for 3000 would have such a box freed, not kept, at every read).
 #[test]
 fn an_s7_read_of_much_data_makes_room_for_what_a_spare_holds() {
     struct Room(Vec<(usize, usize)>);
@@ -200,7 +200,7 @@ fn an_s7_read_of_much_data_makes_room_for_what_a_spare_holds() {
             _key: otwatch::event::FlushKey,
             obs: &mut Box<otwatch_models::Observation>,
         ) {
-            self.0.push((obs.values.len(), obs.values.capacity()));
+            self.0.push((obs.bytes.len(), obs.bytes.capacity()));
         }
         fn wants_observations(&self) -> bool {
             true
@@ -210,7 +210,7 @@ fn an_s7_read_of_much_data_makes_room_for_what_a_spare_holds() {
         }
     }
     let mut pdus = Vec::new();
-    for (pdu_ref, bytes) in [(1u16, 900u16), (2, 200)] {
+    for (pdu_ref, bytes) in [(1u16, 3000u16), (2, 200)] {
         // Read Var of DB1.DBB0, `bytes` bytes; the answer: success, `bytes` bytes.
         let [hi, lo] = bytes.to_be_bytes();
         let item = [0x12, 0x0a, 0x10, 0x02, hi, lo, 0, 1, 0x84, 0, 0, 0];
@@ -236,13 +236,13 @@ fn an_s7_read_of_much_data_makes_room_for_what_a_spare_holds() {
         };
         pipeline.process(&pkt, &source, &mut sink);
     }
-    // Two jobs (no values) and two answers (the first 64 bytes of each item shown).
+    // Two jobs (no values) and two answers (the first 64 bytes of each item shown, as bytes).
     let values: Vec<usize> = sink.0.iter().map(|(v, _)| *v).collect();
     assert_eq!(values, [0, 64, 0, 64]);
     assert!(
         sink.0
             .iter()
-            .all(|(_, room)| *room <= otwatch_models::obs::VALUES_AT_ONCE),
+            .all(|(_, room)| *room <= otwatch_models::obs::BYTES_AT_ONCE),
         "{:?}",
         sink.0
     );

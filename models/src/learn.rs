@@ -239,7 +239,7 @@ impl ServerLearn {
         &mut self,
         space: u32,
         start: u32,
-        values: &[f64],
+        values: crate::obs::Values<'_>,
         count: &mut usize,
         run_elements: &mut usize,
         dropped: &mut u64,
@@ -248,7 +248,7 @@ impl ServerLearn {
         // A value that is not a finite number (the dissectors hand on none) is no sample: an
         // envelope holds finite bounds, and a saved baseline could not hold others.
         if let Some(places) = self.runs.get(&(space, start, len)) {
-            for (&v, &place) in values.iter().zip(places.iter()) {
+            for (v, &place) in values.iter().zip(places.iter()) {
                 match self.points.get_mut(place as usize) {
                     Some((_, p)) if v.is_finite() => p.add(v),
                     Some(_) => {}
@@ -260,7 +260,7 @@ impl ServerLearn {
         let mut places = Vec::with_capacity(values.len());
         // A run with such a value is not remembered: its address may get a point later.
         let mut hole = false;
-        for (i, &v) in values.iter().enumerate() {
+        for (i, v) in values.iter().enumerate() {
             let key = u64::from(space) << 32 | u64::from(start.wrapping_add(i as u32));
             let place = match self.index.get(&key) {
                 Some(&at) => {

@@ -18,7 +18,9 @@ pub mod small;
 pub use alert::{Alert, AlertBook, AlertKey, AlertKind, AlertState, Severity};
 pub use baseline::{Baseline, BaselineError};
 pub use engine::{Engine, EngineConfig};
-pub use obs::{Access, Accesses, Channel, Command, Kind, Observation, Ports, Proto, ValuesAt};
+pub use obs::{
+    Access, Accesses, Channel, Command, Kind, Observation, Ports, Proto, Values, ValuesAt,
+};
 
 /// Nanoseconds per second, for capture timestamps.
 pub const NANOS: i64 = 1_000_000_000;

@@ -265,8 +265,10 @@ pub enum Command {
     Restart,
 }
 
-/// Where an access's values are in its observation's [`Observation::values`]: `len` values
-/// from `at` (none: [`ValuesAt::NONE`]). Read them with [`Observation::values_of`].
+/// Where an access's values are in its observation: `len` values from `at` of
+/// [`Observation::values`], or, for a run of bytes ([`ValuesAt::push_bytes`]: `at` has
+/// [`ValuesAt::BYTES`] set), of [`Observation::bytes`] (none: [`ValuesAt::NONE`]). Read them
+/// with [`Observation::values_of`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ValuesAt {
     pub at: u32,
@@ -277,6 +279,9 @@ impl ValuesAt {
     /// No values.
     pub const NONE: ValuesAt = ValuesAt { at: 0, len: 0 };
 
+    /// Set in `at` for a run of [`Observation::bytes`]; the rest of `at` is where it starts.
+    pub const BYTES: u32 = 1 << 31;
+
     /// `values` appended to `buf` (an observation's [`Observation::values`]), and where they
     /// are.
     #[inline]
@@ -284,6 +289,20 @@ impl ValuesAt {
         let at = buf.len();
         buf.extend(values);
         ValuesAt::span(at, buf.len())
+    }
+
+    /// Values that are bytes (an S7 byte run's), appended as they are to `buf` (an
+    /// observation's [`Observation::bytes`]): a byte each, not the eight of a number, to copy,
+    /// to hand to another core and to compare.
+    #[inline]
+    pub fn push_bytes(buf: &mut Vec<u8>, bytes: &[u8]) -> ValuesAt {
+        let at = buf.len();
+        buf.extend_from_slice(bytes);
+        let mut run = ValuesAt::span(at, buf.len());
+        // Far below 2^31 (a PDU's values); saturated, so that a span past the buffer reads as
+        // none, never panics.
+        run.at = run.at.min(Self::BYTES - 1) | Self::BYTES;
+        run
     }
 
     /// The values `at..end` of a buffer.
@@ -302,6 +321,75 @@ impl ValuesAt {
     #[inline]
     pub fn is_empty(self) -> bool {
         self.len == 0
+    }
+
+    /// A run of [`Observation::bytes`], not of [`Observation::values`].
+    #[inline]
+    pub fn in_bytes(self) -> bool {
+        self.at & Self::BYTES != 0
+    }
+}
+
+/// The values of one access ([`Observation::values_of`]): numbers, or bytes whose values are
+/// the bytes' (an S7 byte run), held as they came.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Values<'a> {
+    Numbers(&'a [f64]),
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Values<'a> {
+    #[inline]
+    pub fn len(self) -> usize {
+        match self {
+            Values::Numbers(v) => v.len(),
+            Values::Bytes(b) => b.len(),
+        }
+    }
+
+    #[inline]
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+
+    /// The values, as numbers.
+    #[inline]
+    pub fn iter(self) -> ValuesIter<'a> {
+        match self {
+            Values::Numbers(v) => ValuesIter::Numbers(v.iter()),
+            Values::Bytes(b) => ValuesIter::Bytes(b.iter()),
+        }
+    }
+
+    pub fn to_vec(self) -> Vec<f64> {
+        self.iter().collect()
+    }
+}
+
+/// The values of one access as numbers ([`Values::iter`]).
+#[derive(Debug, Clone)]
+pub enum ValuesIter<'a> {
+    Numbers(std::slice::Iter<'a, f64>),
+    Bytes(std::slice::Iter<'a, u8>),
+}
+
+impl Iterator for ValuesIter<'_> {
+    type Item = f64;
+
+    #[inline]
+    fn next(&mut self) -> Option<f64> {
+        match self {
+            ValuesIter::Numbers(v) => v.next().copied(),
+            ValuesIter::Bytes(b) => b.next().map(|&b| f64::from(b)),
+        }
+    }
+
+    #[inline]
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            ValuesIter::Numbers(v) => v.size_hint(),
+            ValuesIter::Bytes(b) => b.size_hint(),
+        }
     }
 }
 
@@ -351,8 +439,11 @@ pub struct Observation {
     /// Response time, when the dissector matched the request itself.
     pub latency: Option<f64>,
     pub accesses: Accesses,
-    /// The values of every access, each access's in a run of its own ([`Access::values`]).
+    /// The values of every access, each access's in a run of its own ([`Access::values`]),
+    /// but for runs of bytes.
     pub values: Vec<f64>,
+    /// The runs of bytes ([`ValuesAt::push_bytes`]).
+    pub bytes: Vec<u8>,
     pub exception: bool,
     pub malformed: Option<&'static str>,
     pub crc_error: bool,
@@ -410,10 +501,18 @@ pub const KEPT_ROOM: usize = 16;
 /// values than a plant's polls carry: its 8 KiB) is freed.
 pub const KEPT_VALUES: usize = 1024;
 
+/// Bytes whose room [`Observation::reset`] keeps (runs of bytes: the memory of
+/// [`KEPT_VALUES`]).
+pub const KEPT_BYTES: usize = 8 * KEPT_VALUES;
+
 /// Values a dissector makes room for at once, at most, when it knows a PDU's size before its
 /// values (an S7 read's data): a box with room for more is not kept as a worker's spare
 /// (src/shards.rs), so a larger PDU grows its room as it goes instead.
 pub const VALUES_AT_ONCE: usize = 256;
+
+/// Bytes (of runs of bytes) a dissector makes room for at once, at most: the memory of
+/// [`VALUES_AT_ONCE`].
+pub const BYTES_AT_ONCE: usize = 8 * VALUES_AT_ONCE;
 
 impl Observation {
     /// A bare observation, for building in converters and tests.
@@ -442,6 +541,7 @@ impl Observation {
             latency: None,
             accesses: Accesses::new(),
             values: Vec::new(),
+            bytes: Vec::new(),
             exception: false,
             malformed: None,
             crc_error: false,
@@ -483,6 +583,7 @@ impl Observation {
             latency,
             accesses,
             values,
+            bytes,
             exception,
             malformed,
             crc_error,
@@ -519,6 +620,11 @@ impl Observation {
         } else {
             values.clear();
         }
+        if bytes.capacity() > KEPT_BYTES {
+            *bytes = Vec::new();
+        } else {
+            bytes.clear();
+        }
         *exception = false;
         *malformed = None;
         *crc_error = false;
@@ -533,11 +639,15 @@ impl Observation {
     /// The values of `a`, one of this observation's accesses (none for a span outside the
     /// buffer: never a panic).
     #[inline]
-    pub fn values_of(&self, a: &Access) -> &[f64] {
-        let at = a.values.at as usize;
-        self.values
-            .get(at..at.saturating_add(a.values.len as usize))
-            .unwrap_or_default()
+    pub fn values_of(&self, a: &Access) -> Values<'_> {
+        let run = a.values;
+        let at = (run.at & !ValuesAt::BYTES) as usize;
+        let span = at..at.saturating_add(run.len as usize);
+        if run.in_bytes() {
+            Values::Bytes(self.bytes.get(span).unwrap_or_default())
+        } else {
+            Values::Numbers(self.values.get(span).unwrap_or_default())
+        }
     }
 
     /// Appends an access of `values` (none for an empty iterator).
@@ -636,6 +746,7 @@ mod tests {
                 .into_iter()
                 .collect(),
             values: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            bytes: vec![7, 8],
             exception: true,
             malformed: Some("truncated"),
             crc_error: true,
@@ -664,35 +775,67 @@ mod tests {
         // The lists' room is kept (the two accesses', their values' and members'), up to a
         // bound.
         assert!(o.accesses.capacity() >= 2 && o.members.capacity() >= 2);
-        assert!(o.values.capacity() >= 6);
+        assert!(o.values.capacity() >= 6 && o.bytes.capacity() >= 2);
         for start in 0..=KEPT_ROOM as u32 {
             o.push_access(4, start, 1, false, None);
         }
         o.members.extend(0..=KEPT_ROOM as u32);
         o.push_access(4, 0, 1, false, (0..=KEPT_VALUES).map(|v| v as f64));
+        ValuesAt::push_bytes(&mut o.bytes, &[0; KEPT_BYTES + 1]);
         o.reset(7, &source, 8, ch(Proto::Modbus, 1), Kind::Response, 3);
         assert!(o.accesses.is_empty() && o.members.is_empty() && o.values.is_empty());
+        assert!(o.bytes.is_empty());
         assert!(o.accesses.capacity() <= KEPT_ROOM && o.members.capacity() <= KEPT_ROOM);
-        assert!(o.values.capacity() <= KEPT_VALUES);
+        assert!(o.values.capacity() <= KEPT_VALUES && o.bytes.capacity() <= KEPT_BYTES);
     }
 
-    /// Each access reads its own values out of the observation's one buffer, and a span that
-    /// is not in it (a bug) reads as none.
+    /// Each access reads its own values out of the observation's buffers (numbers, or bytes),
+    /// and a span that is not in them (a bug) reads as none.
     #[test]
     fn each_access_reads_its_own_values() {
         let mut o = register_read(1, 10, &[1.0, 2.0], 0);
         o.push_access(4, 20, 3, false, None);
+        let bytes = ValuesAt::push_bytes(&mut o.bytes, &[5, 0, 255]);
+        o.accesses.push(Access {
+            space: 4,
+            start: 25,
+            count: 3,
+            write: false,
+            values: bytes,
+        });
         o.push_access(4, 30, 3, true, [7.0, 8.0, 9.0]);
-        let values: Vec<&[f64]> = o.accesses.iter().map(|a| o.values_of(a)).collect();
-        assert_eq!(values, [&[1.0, 2.0][..], &[], &[7.0, 8.0, 9.0]]);
-        let mut outside = o.accesses[2];
+        let values: Vec<Values> = o.accesses.iter().map(|a| o.values_of(a)).collect();
+        assert_eq!(
+            values,
+            [
+                Values::Numbers(&[1.0, 2.0]),
+                Values::Numbers(&[]),
+                Values::Bytes(&[5, 0, 255]),
+                Values::Numbers(&[7.0, 8.0, 9.0])
+            ]
+        );
+        assert_eq!(values[2].to_vec(), [5.0, 0.0, 255.0]);
+        assert_eq!(values[3].to_vec(), [7.0, 8.0, 9.0]);
+        assert_eq!((values[2].len(), values[1].is_empty()), (3, true));
+        // A second run of bytes starts where the first ended.
+        let more = ValuesAt::push_bytes(&mut o.bytes, &[1]);
+        assert_eq!(
+            (more.in_bytes(), more.at & !ValuesAt::BYTES, more.len),
+            (true, 3, 1)
+        );
+        let mut outside = o.accesses[3];
         outside.values.at = 4;
-        assert_eq!(o.values_of(&outside), &[] as &[f64]);
+        assert_eq!(o.values_of(&outside), Values::Numbers(&[]));
         outside.values = ValuesAt {
             at: u32::MAX,
             len: u32::MAX,
         };
-        assert_eq!(o.values_of(&outside), &[] as &[f64]);
+        assert_eq!(o.values_of(&outside), Values::Bytes(&[]));
+        outside.values = ValuesAt {
+            at: ValuesAt::BYTES | 2,
+            len: 3,
+        };
+        assert_eq!(o.values_of(&outside), Values::Bytes(&[]));
         assert_eq!(ValuesAt::span(3, 1), ValuesAt { at: 3, len: 0 });
     }
 

@@ -736,12 +736,6 @@ fn fnv1a_of(bytes: impl IntoIterator<Item = u8>) -> u32 {
     })
 }
 
-/// Bytes as values, appended to an observation's values.
-#[inline]
-fn byte_values(buf: &mut Vec<f64>, bytes: &[u8]) -> ValuesAt {
-    ValuesAt::push(buf, bytes.iter().map(|&b| f64::from(b)))
-}
-
 /// One S7 item as accesses: bits by bit address (`byte * 8 + bit`), other transport sizes by
 /// byte address, one access per element with its decoded value (BYTE/CHAR, WORD, INT, DWORD,
 /// DINT, REAL); bytes read are one access for the run.
@@ -822,7 +816,7 @@ fn s7_item(item: &S7ItemView<'_>, write: bool, o: &mut Observation) {
             start: address,
             count: covered,
             write,
-            values: byte_values(buf, bytes),
+            values: ValuesAt::push_bytes(&mut o.bytes, bytes),
         });
     } else {
         let elements = bytes.chunks_exact(size as usize);
@@ -862,7 +856,7 @@ fn dbread(item: &S7ItemView<'_>, o: &mut Observation) {
         let count = u32::from(a.length).max(1);
         let (mine, rest) = bytes.split_at(bytes.len().min(usize::from(a.length)));
         bytes = rest;
-        let values = byte_values(&mut o.values, mine);
+        let values = ValuesAt::push_bytes(&mut o.bytes, mine);
         o.accesses.push(Access {
             space: DB_AREA << 16 | u32::from(a.db),
             start: u32::from(a.start),

@@ -1246,7 +1246,7 @@ mod tests {
             (a.space, a.start, a.count, a.write),
             (TAG_SPACE, tag_address("Temp") + 2, 2, false)
         );
-        assert_eq!(o.values_of(a), [20.5, 21.5]);
+        assert_eq!(o.values_of(a).to_vec(), [20.5, 21.5]);
         let write = CipEvent {
             service: 0x4d,
             member: Some(1),
@@ -1261,8 +1261,8 @@ mod tests {
         let o = observe(&ev, true, base).unwrap();
         let a = &o.accesses[0];
         assert_eq!(
-            (a.start, a.count, a.write, o.values_of(a)),
-            (tag_address("Setpoint") + 1, 1, true, &[150.0][..])
+            (a.start, a.count, a.write, o.values_of(a).to_vec()),
+            (tag_address("Setpoint") + 1, 1, true, vec![150.0])
         );
         // NaN and infinities are values too, in their places (detection finds them outside
         // every envelope; learning takes no sample of them).

@@ -1142,11 +1142,10 @@ impl S7Flow {
             )
         {
             // Room for every value at once (a byte each at most, of the data the header
-            // claims): a box without room (a new one) grew its values four or five times. At
-            // most what a kept spare may hold: a 900-byte read shows 64 values, and room for
-            // 900 would have its box freed, not kept, on every such PDU.
-            let claimed = usize::from(h.data_len).min(otwatch_models::obs::VALUES_AT_ONCE);
-            o.values.reserve(claimed);
+            // claims; a run of bytes is held as bytes): a box without room (a new one) grew
+            // its values four or five times. At most what a kept spare may hold.
+            let claimed = usize::from(h.data_len).min(otwatch_models::obs::BYTES_AT_ONCE);
+            o.bytes.reserve(claimed);
         }
         let none = JobItem::default();
         match &pdu.body {

@@ -51,7 +51,7 @@ pub(super) fn accesses_json(o: &Observation) -> serde_json::Value {
             .iter()
             .map(|a| {
                 json!({"space": o.channel.proto.space_name(a.space), "start": a.start, "count": a.count,
-                       "values": o.values_of(a).iter().take(16).collect::<Vec<_>>()})
+                       "values": o.values_of(a).iter().take(16).collect::<Vec<f64>>()})
             })
             .collect(),
     )

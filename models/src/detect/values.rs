@@ -2,6 +2,7 @@
 //! with a per-server memo of the accesses already found inside them.
 
 use super::*;
+use crate::obs::Values;
 
 pub(super) struct PointEnv {
     pub(super) min: f64,
@@ -167,15 +168,25 @@ impl ServerPoints {
 /// What a read looked like when its values were last checked.
 pub(super) struct ValueMemo {
     pub(super) epoch: u64,
-    /// Space, start, count, write and number of values of every access.
-    pub(super) layout: Vec<(u32, u32, u32, bool, usize)>,
-    /// Every value, in order, as bits (exact comparison).
+    /// Space, start, count, write, number of values and whether they are bytes, of every
+    /// access.
+    pub(super) layout: Vec<(u32, u32, u32, bool, usize, bool)>,
+    /// Every value held as a number, in order, as bits (exact comparison).
     pub(super) values: Vec<u64>,
+    /// Every value held as a byte ([`Values::Bytes`]), in order.
+    pub(super) bytes: Vec<u8>,
 }
 
 impl ValueMemo {
-    fn layout_of(a: &crate::obs::Access) -> (u32, u32, u32, bool, usize) {
-        (a.space, a.start, a.count, a.write, a.values.len as usize)
+    fn layout_of(a: &crate::obs::Access) -> (u32, u32, u32, bool, usize, bool) {
+        (
+            a.space,
+            a.start,
+            a.count,
+            a.write,
+            a.values.len as usize,
+            a.values.in_bytes(),
+        )
     }
 
     fn matches(&self, o: &Observation) -> bool {
@@ -189,43 +200,69 @@ impl ValueMemo {
             return false;
         }
         // The layouts agree, so the values line up access by access (each access's count of
-        // values is in its layout): compared run by run, not through one flattened iterator.
-        let mut rest = self.values.as_slice();
+        // values, and whether they are bytes, is in its layout): compared run by run, not
+        // through one flattened iterator.
+        let (mut rest, mut rest_bytes) = (self.values.as_slice(), self.bytes.as_slice());
         for a in &o.accesses {
-            let values = o.values_of(a);
-            let Some((mine, after)) = rest.split_at_checked(values.len()) else {
-                return false;
-            };
-            // Without an early exit, so that the compiler compares several values at once:
-            // the runs are polls' values, and a run that differs is the rarer case.
-            let differ = mine
-                .iter()
-                .zip(values)
-                .fold(0u64, |d, (m, v)| d | (m ^ v.to_bits()));
-            if differ != 0 {
-                return false;
+            match o.values_of(a) {
+                Values::Numbers(values) => {
+                    let Some((mine, after)) = rest.split_at_checked(values.len()) else {
+                        return false;
+                    };
+                    // Without an early exit, so that the compiler compares several values at
+                    // once: the runs are polls' values, and a run that differs is the rarer
+                    // case.
+                    let differ = mine
+                        .iter()
+                        .zip(values)
+                        .fold(0u64, |d, (m, v)| d | (m ^ v.to_bits()));
+                    if differ != 0 {
+                        return false;
+                    }
+                    rest = after;
+                }
+                Values::Bytes(bytes) => {
+                    let Some((mine, after)) = rest_bytes.split_at_checked(bytes.len()) else {
+                        return false;
+                    };
+                    if mine != bytes {
+                        return false;
+                    }
+                    rest_bytes = after;
+                }
             }
-            rest = after;
         }
-        rest.is_empty()
+        rest.is_empty() && rest_bytes.is_empty()
     }
 
     /// The memo of `o` (vectors of exactly its size).
     fn of(epoch: u64, o: &Observation) -> Self {
+        let size = |in_bytes: bool| -> usize {
+            (o.accesses.iter())
+                .filter(|a| a.values.in_bytes() == in_bytes)
+                .map(|a| o.values_of(a).len())
+                .sum()
+        };
+        let mut values = Vec::with_capacity(size(false));
+        let mut bytes = Vec::with_capacity(size(true));
+        for a in &o.accesses {
+            match o.values_of(a) {
+                Values::Numbers(v) => values.extend(v.iter().map(|v| v.to_bits())),
+                Values::Bytes(b) => bytes.extend_from_slice(b),
+            }
+        }
         ValueMemo {
             epoch,
             layout: o.accesses.iter().map(Self::layout_of).collect(),
-            values: o
-                .accesses
-                .iter()
-                .flat_map(|a| o.values_of(a).iter().map(|v| v.to_bits()))
-                .collect(),
+            values,
+            bytes,
         }
     }
 
-    /// What it holds, in elements (an access or a value), for the cache's bound.
+    /// What it holds, in elements (an access or a value; eight bytes one), for the cache's
+    /// bound.
     fn elements(&self) -> usize {
-        self.layout.len() + self.values.len()
+        self.layout.len() + self.values.len() + self.bytes.len().div_ceil(8)
     }
 }
 
@@ -244,9 +281,9 @@ struct Outside {
 /// learned from fewer than three samples has no bounds. Apart from the checks that follow, so
 /// that this loop, run for every value, stays short.
 #[inline(never)]
-fn next_outside(
+fn next_outside<T: Copy + Into<f64>>(
     hot: &mut [PointHot],
-    values: &[f64],
+    values: &[T],
     places: &[u32],
     from: &mut usize,
     changed: &mut bool,
@@ -255,7 +292,7 @@ fn next_outside(
     let mut any = false;
     let mut i = *from;
     while i < n {
-        let (v, place) = (values[i], places[i]);
+        let (v, place): (f64, u32) = (values[i].into(), places[i]);
         i += 1;
         let Some(h) = hot.get_mut(place as usize) else {
             continue;
@@ -328,8 +365,10 @@ pub(super) fn check_values_now(
             value: v,
             place,
             previous,
-        }) = next_outside(hot, values, places, &mut from, &mut changed)
-        {
+        }) = match values {
+            Values::Numbers(v) => next_outside(hot, v, places, &mut from, &mut changed),
+            Values::Bytes(b) => next_outside(hot, b, places, &mut from, &mut changed),
+        } {
             let Some(p) = envs.get(place as usize) else {
                 continue;
             };
