@@ -298,11 +298,26 @@ impl ValuesAt {
     pub fn push_bytes(buf: &mut Vec<u8>, bytes: &[u8]) -> ValuesAt {
         let at = buf.len();
         buf.extend_from_slice(bytes);
-        let mut run = ValuesAt::span(at, buf.len());
+        ValuesAt::bytes_span(at, buf.len())
+    }
+
+    /// The bytes `at..end` of an observation's [`Observation::bytes`].
+    #[inline]
+    fn bytes_span(at: usize, end: usize) -> ValuesAt {
+        let mut run = ValuesAt::span(at, end);
         // Far below 2^31 (a PDU's values); saturated, so that a span past the buffer reads as
         // none, never panics.
         run.at = run.at.min(Self::BYTES - 1) | Self::BYTES;
         run
+    }
+
+    /// Bits (0 or 1 each), appended as bytes to `buf` (an observation's
+    /// [`Observation::bytes`]), as [`ValuesAt::push_bytes`].
+    #[inline]
+    pub fn push_bits(buf: &mut Vec<u8>, bits: impl IntoIterator<Item = bool>) -> ValuesAt {
+        let at = buf.len();
+        buf.extend(bits.into_iter().map(u8::from));
+        ValuesAt::bytes_span(at, buf.len())
     }
 
     /// The values `at..end` of a buffer.

@@ -84,12 +84,11 @@ fn observe_pdu(ev: &Event) -> Option<Observation> {
                 kind,
                 u32::from(m.function_code),
             );
-            let buf = &mut o.values;
             let values = match &m.values {
-                Some(Values::Registers(r)) => ValuesAt::push(buf, r.iter().map(|&v| f64::from(v))),
-                Some(Values::Bits(b)) => {
-                    ValuesAt::push(buf, b.iter().map(|&v| f64::from(u8::from(v))))
+                Some(Values::Registers(r)) => {
+                    ValuesAt::push(&mut o.values, r.iter().map(|&v| f64::from(v)))
                 }
+                Some(Values::Bits(b)) => ValuesAt::push_bits(&mut o.bytes, b.iter().copied()),
                 None => ValuesAt::NONE,
             };
             modbus(&ModbusHead::of(m), values, &mut o);

@@ -409,13 +409,13 @@ impl Carried<'_> {
         }
     }
 
-    /// As an observation has them: appended to its values.
-    fn numbers(self, buf: &mut Vec<f64>) -> ValuesAt {
+    /// As an observation has them: registers appended to its values, bits to its bytes.
+    fn numbers(self, o: &mut Observation) -> ValuesAt {
         match self {
-            Carried::Registers(r) => ValuesAt::push(buf, r.iter().map(f64::from)),
-            Carried::Bits(b) => ValuesAt::push(buf, b.iter().map(|v| f64::from(u8::from(v)))),
-            Carried::Register(v) => ValuesAt::push(buf, [f64::from(v)]),
-            Carried::Coil(v) => ValuesAt::push(buf, [f64::from(u8::from(v))]),
+            Carried::Registers(r) => ValuesAt::push(&mut o.values, r.iter().map(f64::from)),
+            Carried::Bits(b) => ValuesAt::push_bits(&mut o.bytes, b.iter()),
+            Carried::Register(v) => ValuesAt::push(&mut o.values, [f64::from(v)]),
+            Carried::Coil(v) => ValuesAt::push_bits(&mut o.bytes, [v]),
         }
     }
 }
@@ -454,7 +454,7 @@ fn observe_into(
 ) {
     let m = head(adu, pdu, req, now, dir == Dir::ToServer);
     o.function = u32::from(m.function_code);
-    let values = carried(pdu, req).map_or(ValuesAt::NONE, |c| c.numbers(&mut o.values));
+    let values = carried(pdu, req).map_or(ValuesAt::NONE, |c| c.numbers(o));
     crate::detection::observe::modbus(&m, values, o);
     if let PduBody::WriteFileRecord { records } = &pdu.body {
         crate::detection::observe::file_record_writes(
@@ -662,4 +662,45 @@ fn build_event(
         _ => {}
     }
     ev
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use otwatch_models::{Channel, Kind, Values as ObsValues};
+
+    /// Registers are held as numbers and coils as bytes (0 or 1 each, not a number of eight
+    /// bytes), each access reading back the values the PDU carried.
+    #[test]
+    fn registers_are_numbers_and_coils_are_bytes() {
+        let channel = Channel {
+            proto: Proto::Modbus,
+            client: [10, 0, 0, 1].into(),
+            server: [10, 0, 0, 2].into(),
+            unit: 1,
+        };
+        let mut o = Observation::new(0, "t".into(), 1, channel, Kind::Response, 1);
+        let registers = Registers::new(&[0x01, 0x02, 0xff, 0xff]).unwrap();
+        let r = Carried::Registers(registers).numbers(&mut o);
+        let b = Carried::Bits(Bits::new(&[0b0000_0101, 0b1], 9)).numbers(&mut o);
+        let c = Carried::Coil(true).numbers(&mut o);
+        let w = Carried::Register(7).numbers(&mut o);
+        let of = |values| {
+            o.values_of(&otwatch_models::Access {
+                space: 0,
+                start: 0,
+                count: 1,
+                write: false,
+                values,
+            })
+        };
+        assert_eq!(of(r), ObsValues::Numbers(&[258.0, 65535.0]));
+        assert_eq!(of(b), ObsValues::Bytes(&[1, 0, 1, 0, 0, 0, 0, 0, 1]));
+        assert_eq!(of(c), ObsValues::Bytes(&[1]));
+        assert_eq!(of(w), ObsValues::Numbers(&[7.0]));
+        assert_eq!(
+            of(b).to_vec(),
+            [1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+        );
+    }
 }
