@@ -266,8 +266,9 @@ pub enum Command {
 }
 
 /// Where an access's values are in its observation: `len` values from `at` of
-/// [`Observation::values`], or, for a run of bytes ([`ValuesAt::push_bytes`]: `at` has
-/// [`ValuesAt::BYTES`] set), of [`Observation::bytes`] (none: [`ValuesAt::NONE`]). Read them
+/// [`Observation::values`], or, for a run held as it came on the wire (`at` has
+/// [`ValuesAt::BYTES`] set: [`ValuesAt::push_bytes`], [`ValuesAt::push_bits`],
+/// [`ValuesAt::push_words`]), of [`Observation::bytes`] (none: [`ValuesAt::NONE`]). Read them
 /// with [`Observation::values_of`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ValuesAt {
@@ -279,8 +280,13 @@ impl ValuesAt {
     /// No values.
     pub const NONE: ValuesAt = ValuesAt { at: 0, len: 0 };
 
-    /// Set in `at` for a run of [`Observation::bytes`]; the rest of `at` is where it starts.
+    /// Set in `at` for a run of [`Observation::bytes`]; the rest of `at` (but
+    /// [`ValuesAt::WORDS`]) is the byte where it starts.
     pub const BYTES: u32 = 1 << 31;
+
+    /// Set in `at` with [`ValuesAt::BYTES`] for a run of big-endian 16-bit words (two bytes a
+    /// value, `len` values).
+    pub const WORDS: u32 = 1 << 30;
 
     /// `values` appended to `buf` (an observation's [`Observation::values`]), and where they
     /// are.
@@ -298,17 +304,7 @@ impl ValuesAt {
     pub fn push_bytes(buf: &mut Vec<u8>, bytes: &[u8]) -> ValuesAt {
         let at = buf.len();
         buf.extend_from_slice(bytes);
-        ValuesAt::bytes_span(at, buf.len())
-    }
-
-    /// The bytes `at..end` of an observation's [`Observation::bytes`].
-    #[inline]
-    fn bytes_span(at: usize, end: usize) -> ValuesAt {
-        let mut run = ValuesAt::span(at, end);
-        // Far below 2^31 (a PDU's values); saturated, so that a span past the buffer reads as
-        // none, never panics.
-        run.at = run.at.min(Self::BYTES - 1) | Self::BYTES;
-        run
+        ValuesAt::in_buffer(at, buf.len(), 0)
     }
 
     /// Bits (0 or 1 each), appended as bytes to `buf` (an observation's
@@ -317,7 +313,38 @@ impl ValuesAt {
     pub fn push_bits(buf: &mut Vec<u8>, bits: impl IntoIterator<Item = bool>) -> ValuesAt {
         let at = buf.len();
         buf.extend(bits.into_iter().map(u8::from));
-        ValuesAt::bytes_span(at, buf.len())
+        ValuesAt::in_buffer(at, buf.len(), 0)
+    }
+
+    /// Big-endian 16-bit words (Modbus registers, as on the wire), appended as they are to
+    /// `buf` (an observation's [`Observation::bytes`]): two bytes a value, not eight.
+    #[inline]
+    pub fn push_words(buf: &mut Vec<u8>, words: &[[u8; 2]]) -> ValuesAt {
+        let at = buf.len();
+        buf.extend_from_slice(words.as_flattened());
+        ValuesAt::in_buffer(at, buf.len(), Self::WORDS)
+    }
+
+    /// 16-bit values (an event's registers), appended to `buf` as [`ValuesAt::push_words`]
+    /// appends them from the wire.
+    pub fn push_u16s(buf: &mut Vec<u8>, values: impl IntoIterator<Item = u16>) -> ValuesAt {
+        let at = buf.len();
+        buf.extend(values.into_iter().flat_map(u16::to_be_bytes));
+        ValuesAt::in_buffer(at, buf.len(), Self::WORDS)
+    }
+
+    /// The bytes `at..end` of an observation's [`Observation::bytes`], of values of one byte
+    /// (`words` 0) or two ([`ValuesAt::WORDS`]).
+    #[inline]
+    fn in_buffer(at: usize, end: usize, words: u32) -> ValuesAt {
+        let mut run = ValuesAt::span(at, end);
+        if words != 0 {
+            run.len /= 2;
+        }
+        // Far below 2^30 (a PDU's values); saturated, so that a span past the buffer reads as
+        // none, never panics.
+        run.at = run.at.min(Self::WORDS - 1) | Self::BYTES | words;
+        run
     }
 
     /// The values `at..end` of a buffer.
@@ -343,14 +370,23 @@ impl ValuesAt {
     pub fn in_bytes(self) -> bool {
         self.at & Self::BYTES != 0
     }
+
+    /// How the run holds its values: 0 (numbers), [`ValuesAt::BYTES`] (bytes) or
+    /// `BYTES | WORDS` (words).
+    #[inline]
+    pub fn form(self) -> u32 {
+        self.at & (Self::BYTES | Self::WORDS)
+    }
 }
 
-/// The values of one access ([`Observation::values_of`]): numbers, or bytes whose values are
-/// the bytes' (an S7 byte run), held as they came.
+/// The values of one access ([`Observation::values_of`]): numbers, or values held as they
+/// came on the wire: bytes (an S7 byte run, Modbus coils) or big-endian 16-bit words (Modbus
+/// registers).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Values<'a> {
     Numbers(&'a [f64]),
     Bytes(&'a [u8]),
+    Words(&'a [[u8; 2]]),
 }
 
 impl<'a> Values<'a> {
@@ -359,6 +395,7 @@ impl<'a> Values<'a> {
         match self {
             Values::Numbers(v) => v.len(),
             Values::Bytes(b) => b.len(),
+            Values::Words(w) => w.len(),
         }
     }
 
@@ -373,6 +410,7 @@ impl<'a> Values<'a> {
         match self {
             Values::Numbers(v) => ValuesIter::Numbers(v.iter()),
             Values::Bytes(b) => ValuesIter::Bytes(b.iter()),
+            Values::Words(w) => ValuesIter::Words(w.iter()),
         }
     }
 
@@ -386,6 +424,7 @@ impl<'a> Values<'a> {
 pub enum ValuesIter<'a> {
     Numbers(std::slice::Iter<'a, f64>),
     Bytes(std::slice::Iter<'a, u8>),
+    Words(std::slice::Iter<'a, [u8; 2]>),
 }
 
 impl Iterator for ValuesIter<'_> {
@@ -396,6 +435,7 @@ impl Iterator for ValuesIter<'_> {
         match self {
             ValuesIter::Numbers(v) => v.next().copied(),
             ValuesIter::Bytes(b) => b.next().map(|&b| f64::from(b)),
+            ValuesIter::Words(w) => w.next().map(|&w| f64::from(u16::from_be_bytes(w))),
         }
     }
 
@@ -404,6 +444,7 @@ impl Iterator for ValuesIter<'_> {
         match self {
             ValuesIter::Numbers(v) => v.size_hint(),
             ValuesIter::Bytes(b) => b.size_hint(),
+            ValuesIter::Words(w) => w.size_hint(),
         }
     }
 }
@@ -656,12 +697,25 @@ impl Observation {
     #[inline]
     pub fn values_of(&self, a: &Access) -> Values<'_> {
         let run = a.values;
-        let at = (run.at & !ValuesAt::BYTES) as usize;
-        let span = at..at.saturating_add(run.len as usize);
-        if run.in_bytes() {
-            Values::Bytes(self.bytes.get(span).unwrap_or_default())
-        } else {
-            Values::Numbers(self.values.get(span).unwrap_or_default())
+        let at = (run.at & !(ValuesAt::BYTES | ValuesAt::WORDS)) as usize;
+        let len = run.len as usize;
+        match run.form() {
+            0 => Values::Numbers(
+                self.values
+                    .get(at..at.saturating_add(len))
+                    .unwrap_or_default(),
+            ),
+            ValuesAt::BYTES => Values::Bytes(
+                self.bytes
+                    .get(at..at.saturating_add(len))
+                    .unwrap_or_default(),
+            ),
+            _ => {
+                let bytes = (self.bytes)
+                    .get(at..at.saturating_add(len.saturating_mul(2)))
+                    .unwrap_or_default();
+                Values::Words(bytes.as_chunks::<2>().0)
+            }
         }
     }
 
@@ -845,7 +899,7 @@ mod tests {
             at: u32::MAX,
             len: u32::MAX,
         };
-        assert_eq!(o.values_of(&outside), Values::Bytes(&[]));
+        assert_eq!(o.values_of(&outside), Values::Words(&[]));
         outside.values = ValuesAt {
             at: ValuesAt::BYTES | 2,
             len: 3,

@@ -85,9 +85,7 @@ fn observe_pdu(ev: &Event) -> Option<Observation> {
                 u32::from(m.function_code),
             );
             let values = match &m.values {
-                Some(Values::Registers(r)) => {
-                    ValuesAt::push(&mut o.values, r.iter().map(|&v| f64::from(v)))
-                }
+                Some(Values::Registers(r)) => ValuesAt::push_u16s(&mut o.bytes, r.iter().copied()),
                 Some(Values::Bits(b)) => ValuesAt::push_bits(&mut o.bytes, b.iter().copied()),
                 None => ValuesAt::NONE,
             };
@@ -712,6 +710,7 @@ pub(crate) fn s7<'a>(
             // None of them (the room stays with the box, as `Observation::reset` bounds it).
             o.accesses.clear();
             o.values.clear();
+            o.bytes.clear();
         }
     } else {
         o.exception = header_error || items.any(|i| failed(&i));

@@ -409,12 +409,13 @@ impl Carried<'_> {
         }
     }
 
-    /// As an observation has them: registers appended to its values, bits to its bytes.
+    /// As an observation has them: as they came on the wire, in its bytes (registers as
+    /// big-endian words, bits a byte each).
     fn numbers(self, o: &mut Observation) -> ValuesAt {
         match self {
-            Carried::Registers(r) => ValuesAt::push(&mut o.values, r.iter().map(f64::from)),
+            Carried::Registers(r) => ValuesAt::push_words(&mut o.bytes, r.as_bytes().as_chunks().0),
             Carried::Bits(b) => ValuesAt::push_bits(&mut o.bytes, b.iter()),
-            Carried::Register(v) => ValuesAt::push(&mut o.values, [f64::from(v)]),
+            Carried::Register(v) => ValuesAt::push_words(&mut o.bytes, &[v.to_be_bytes()]),
             Carried::Coil(v) => ValuesAt::push_bits(&mut o.bytes, [v]),
         }
     }
@@ -669,10 +670,11 @@ mod tests {
     use super::*;
     use otwatch_models::{Channel, Kind, Values as ObsValues};
 
-    /// Registers are held as numbers and coils as bytes (0 or 1 each, not a number of eight
-    /// bytes), each access reading back the values the PDU carried.
+    /// Registers are held as big-endian words and coils as bytes (0 or 1 each), as they came
+    /// on the wire (not a number of eight bytes each), each access reading back the values the
+    /// PDU carried.
     #[test]
-    fn registers_are_numbers_and_coils_are_bytes() {
+    fn registers_are_words_and_coils_are_bytes() {
         let channel = Channel {
             proto: Proto::Modbus,
             client: [10, 0, 0, 1].into(),
@@ -694,10 +696,11 @@ mod tests {
                 values,
             })
         };
-        assert_eq!(of(r), ObsValues::Numbers(&[258.0, 65535.0]));
+        assert_eq!(of(r), ObsValues::Words(&[[1, 2], [0xff, 0xff]]));
+        assert_eq!(of(r).to_vec(), [258.0, 65535.0]);
         assert_eq!(of(b), ObsValues::Bytes(&[1, 0, 1, 0, 0, 0, 0, 0, 1]));
         assert_eq!(of(c), ObsValues::Bytes(&[1]));
-        assert_eq!(of(w), ObsValues::Numbers(&[7.0]));
+        assert_eq!(of(w), ObsValues::Words(&[[0, 7]]));
         assert_eq!(
             of(b).to_vec(),
             [1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]

@@ -1067,6 +1067,48 @@ mod tests {
         );
     }
 
+    /// A read of register 100 by client 1 whose value `v` is held as `form`: a number, a byte
+    /// (an S7 byte run) or a big-endian word (a Modbus register).
+    fn read_held(form: u8, v: u8, ts: i64) -> Observation {
+        let mut o = read(1, 100, &[], ts);
+        let values = match form {
+            0 => crate::obs::ValuesAt::push(&mut o.values, [f64::from(v)]),
+            1 => crate::obs::ValuesAt::push_bytes(&mut o.bytes, &[v]),
+            _ => crate::obs::ValuesAt::push_words(&mut o.bytes, &[[0, v]]),
+        };
+        o.accesses[0].values = values;
+        o
+    }
+
+    /// The memo of unchanged reads compares their values exactly however they are held: a read
+    /// of the same layout as one remembered, one value changed, is checked, and raises.
+    #[test]
+    fn the_memo_compares_values_in_every_form() {
+        use crate::engine::{Engine, EngineConfig};
+        for form in 0..3 {
+            let mut learner = Engine::learning(EngineConfig::default());
+            let mut out = Vec::new();
+            for i in 0..40u8 {
+                let k = i % 20;
+                let v = if k <= 10 { k } else { 20 - k };
+                learner.observe(&read_held(form, v, T0 + i64::from(i) * NANOS), &mut out);
+            }
+            let mut d = Detector::new(learner.finish(&mut out).expect("a baseline"));
+            let t1 = T0 + 100 * NANOS;
+            let mut candidates = |v: u8, k: i64| {
+                let mut out = Vec::new();
+                d.observe(&read_held(form, v, t1 + k * 1000), &mut out);
+                out.iter()
+                    .filter(|a| a.r#type == "value_out_of_range")
+                    .count()
+            };
+            // The second read of 5 changes no point: it is remembered.
+            assert_eq!((candidates(5, 0), candidates(5, 1)), (0, 0), "form {form}");
+            assert_eq!(candidates(200, 2), 1, "form {form}");
+            assert_eq!(candidates(5, 3), 0, "form {form}");
+        }
+    }
+
     /// A read that carries one point twice (overlapping S7 items, repeated DNP3 events) leaves
     /// the point at its second value: the same read again is a jump from that value, and must
     /// be checked, not remembered as unchanged.

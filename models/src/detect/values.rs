@@ -168,24 +168,25 @@ impl ServerPoints {
 /// What a read looked like when its values were last checked.
 pub(super) struct ValueMemo {
     pub(super) epoch: u64,
-    /// Space, start, count, write, number of values and whether they are bytes, of every
-    /// access.
-    pub(super) layout: Vec<(u32, u32, u32, bool, usize, bool)>,
+    /// Space, start, count, write, number of values and how they are held
+    /// ([`crate::obs::ValuesAt::form`]), of every access.
+    pub(super) layout: Vec<(u32, u32, u32, bool, usize, u32)>,
     /// Every value held as a number, in order, as bits (exact comparison).
     pub(super) values: Vec<u64>,
-    /// Every value held as a byte ([`Values::Bytes`]), in order.
+    /// The bytes of every value held as it came on the wire ([`Values::Bytes`],
+    /// [`Values::Words`]), in order.
     pub(super) bytes: Vec<u8>,
 }
 
 impl ValueMemo {
-    fn layout_of(a: &crate::obs::Access) -> (u32, u32, u32, bool, usize, bool) {
+    fn layout_of(a: &crate::obs::Access) -> (u32, u32, u32, bool, usize, u32) {
         (
             a.space,
             a.start,
             a.count,
             a.write,
             a.values.len as usize,
-            a.values.in_bytes(),
+            a.values.form(),
         )
     }
 
@@ -200,8 +201,8 @@ impl ValueMemo {
             return false;
         }
         // The layouts agree, so the values line up access by access (each access's count of
-        // values, and whether they are bytes, is in its layout): compared run by run, not
-        // through one flattened iterator.
+        // values, and how they are held, is in its layout): compared run by run, not through
+        // one flattened iterator.
         let (mut rest, mut rest_bytes) = (self.values.as_slice(), self.bytes.as_slice());
         for a in &o.accesses {
             match o.values_of(a) {
@@ -222,47 +223,78 @@ impl ValueMemo {
                     rest = after;
                 }
                 Values::Bytes(bytes) => {
-                    let Some((mine, after)) = rest_bytes.split_at_checked(bytes.len()) else {
-                        return false;
-                    };
-                    if mine != bytes {
+                    if !same_bytes(&mut rest_bytes, bytes) {
                         return false;
                     }
-                    rest_bytes = after;
+                }
+                Values::Words(words) => {
+                    if !same_bytes(&mut rest_bytes, words.as_flattened()) {
+                        return false;
+                    }
                 }
             }
         }
         rest.is_empty() && rest_bytes.is_empty()
     }
 
-    /// The memo of `o` (vectors of exactly its size).
-    fn of(epoch: u64, o: &Observation) -> Self {
-        let size = |in_bytes: bool| -> usize {
-            (o.accesses.iter())
-                .filter(|a| a.values.in_bytes() == in_bytes)
-                .map(|a| o.values_of(a).len())
-                .sum()
-        };
-        let mut values = Vec::with_capacity(size(false));
-        let mut bytes = Vec::with_capacity(size(true));
+    /// Makes this the memo of `o` at `epoch`, in the room it has (a memo replaced by the next
+    /// one of its read, which is most often the same size: no allocation).
+    fn fill(&mut self, epoch: u64, o: &Observation) {
+        self.epoch = epoch;
+        self.layout.clear();
+        self.values.clear();
+        self.bytes.clear();
+        self.layout.extend(o.accesses.iter().map(Self::layout_of));
         for a in &o.accesses {
             match o.values_of(a) {
-                Values::Numbers(v) => values.extend(v.iter().map(|v| v.to_bits())),
-                Values::Bytes(b) => bytes.extend_from_slice(b),
+                Values::Numbers(v) => self.values.extend(v.iter().map(|v| v.to_bits())),
+                Values::Bytes(b) => self.bytes.extend_from_slice(b),
+                Values::Words(w) => self.bytes.extend_from_slice(w.as_flattened()),
             }
-        }
-        ValueMemo {
-            epoch,
-            layout: o.accesses.iter().map(Self::layout_of).collect(),
-            values,
-            bytes,
         }
     }
 
-    /// What it holds, in elements (an access or a value; eight bytes one), for the cache's
-    /// bound.
+    /// What it holds room for, in elements (an access or a value; eight bytes one), for the
+    /// cache's bound.
     fn elements(&self) -> usize {
-        self.layout.len() + self.values.len() + self.bytes.len().div_ceil(8)
+        self.layout.capacity() + self.values.capacity() + self.bytes.capacity().div_ceil(8)
+    }
+}
+
+/// Whether `bytes` are the next of `rest`, which then moves past them.
+fn same_bytes(rest: &mut &[u8], bytes: &[u8]) -> bool {
+    match rest.split_at_checked(bytes.len()) {
+        Some((mine, after)) if mine == bytes => {
+            *rest = after;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// A value as an access holds it ([`Values`]): a number, a byte, or a big-endian word.
+trait Held: Copy {
+    fn number(self) -> f64;
+}
+
+impl Held for f64 {
+    #[inline]
+    fn number(self) -> f64 {
+        self
+    }
+}
+
+impl Held for u8 {
+    #[inline]
+    fn number(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+impl Held for [u8; 2] {
+    #[inline]
+    fn number(self) -> f64 {
+        f64::from(u16::from_be_bytes(self))
     }
 }
 
@@ -281,7 +313,7 @@ struct Outside {
 /// learned from fewer than three samples has no bounds. Apart from the checks that follow, so
 /// that this loop, run for every value, stays short.
 #[inline(never)]
-fn next_outside<T: Copy + Into<f64>>(
+fn next_outside<T: Held>(
     hot: &mut [PointHot],
     values: &[T],
     places: &[u32],
@@ -292,7 +324,7 @@ fn next_outside<T: Copy + Into<f64>>(
     let mut any = false;
     let mut i = *from;
     while i < n {
-        let (v, place): (f64, u32) = (values[i].into(), places[i]);
+        let (v, place) = (values[i].number(), places[i]);
         i += 1;
         let Some(h) = hot.get_mut(place as usize) else {
             continue;
@@ -368,6 +400,7 @@ pub(super) fn check_values_now(
         }) = match values {
             Values::Numbers(v) => next_outside(hot, v, places, &mut from, &mut changed),
             Values::Bytes(b) => next_outside(hot, b, places, &mut from, &mut changed),
+            Values::Words(w) => next_outside(hot, w, places, &mut from, &mut changed),
         } {
             let Some(p) = envs.get(place as usize) else {
                 continue;
@@ -484,11 +517,17 @@ impl Detector {
             server.epoch += 1;
         }
         let old = server.memo.remove(&key);
-        if let Some(old) = old {
+        if let Some(old) = &old {
             self.memo_elements -= old.elements();
         }
         if out.len() == before && !changed {
-            let memo = ValueMemo::of(epoch, o);
+            let mut memo = old.unwrap_or_else(|| ValueMemo {
+                epoch,
+                layout: Vec::new(),
+                values: Vec::new(),
+                bytes: Vec::new(),
+            });
+            memo.fill(epoch, o);
             let n = memo.elements();
             if n <= MAX_MEMO_ELEMENTS / 16 {
                 if self.memo_elements + n > MAX_MEMO_ELEMENTS {
