@@ -54,16 +54,16 @@ const OBSERVATION_LINES: usize = std::mem::size_of::<Observation>().div_ceil(64)
 /// Whether a released observation is small enough to be kept to be filled again; a larger one
 /// is freed by the worker when it comes back.
 fn small_enough_to_keep(o: &Observation) -> bool {
-    // By room held, not by length: an emptied list can hold much. Room for 2048 bytes keeps the
-    // boxes of S7 reads of up to 2048 data bytes (the S7 dissector makes room for a response's
-    // data at once, and holds runs of bytes as bytes): with room for 128 values (when a byte
-    // was held as a number), steady-site's 222-byte reads came back too large, and every one
-    // made its values' room again on a new box (2.753 G instructions with two workers, 2.741 G
-    // with 256).
-    use otwatch_models::obs::{BYTES_AT_ONCE, VALUES_AT_ONCE};
-    o.accesses.capacity() <= 4
-        && o.values.capacity() <= VALUES_AT_ONCE
-        && o.bytes.capacity() <= BYTES_AT_ONCE
+    // By room held, not by length: an emptied list can hold much. Room for 2048 bytes of values
+    // keeps the boxes of S7 reads of up to 2048 data bytes (the S7 dissector makes room for a
+    // response's data at once, and holds byte runs as bytes): with room for 128 values (when a
+    // byte was held as a number), steady-site's 222-byte reads came back too large, and every
+    // one made its values' room again on a new box (2.753 G instructions with two workers,
+    // 2.741 G with 256).
+    // Numbers and bytes together (a number is eight bytes), so that a kept spare holds no more
+    // room for values than when every value was a number: 2 KiB.
+    let room = o.values.capacity() * std::mem::size_of::<f64>() + o.bytes.capacity();
+    o.accesses.capacity() <= 4 && room <= otwatch_models::obs::BYTES_AT_ONCE
 }
 /// An observation the reader is done with, on its way back to its worker, with whether the
 /// worker should keep it to fill again ([`small_enough_to_keep`]): judged on the reader, which
@@ -1006,7 +1006,7 @@ mod tests {
         assert_eq!(expected, next);
     }
 
-    /// A Modbus read of `accesses` accesses of `values` values each.
+    /// A read of `accesses` accesses of `values` values each, held as numbers.
     fn read(accesses: usize, values: usize) -> Observation {
         use otwatch_models::{Channel, Kind, Proto};
         let channel = Channel {
@@ -1032,8 +1032,7 @@ mod tests {
     /// values, or of many accesses, emptied, is still freed when it comes back.
     #[test]
     fn only_small_observations_are_kept_as_spares() {
-        // A read of 222 values (steady-site's S7 reads carry 222 data bytes), a Modbus read of
-        // 125 registers: kept.
+        // A read of 222 numbers, of 125: kept.
         assert!(small_enough_to_keep(&read(1, 222)));
         assert!(small_enough_to_keep(&read(1, 125)));
         assert!(small_enough_to_keep(&read(4, 64)));
@@ -1042,6 +1041,19 @@ mod tests {
         let mut emptied = read(1, 1000);
         emptied.values.clear();
         assert!(!small_enough_to_keep(&emptied), "its room is still held");
+        // Values held as bytes (steady-site's S7 reads carry 222 data bytes) count a byte each,
+        // and with the numbers' room: 2048 bytes in all.
+        let with_bytes = |numbers: usize, bytes: usize| {
+            let mut o = read(1, numbers);
+            otwatch_models::ValuesAt::push_bytes(&mut o.bytes, &vec![0; bytes]);
+            o.bytes.shrink_to_fit();
+            o
+        };
+        assert!(small_enough_to_keep(&with_bytes(0, 222)));
+        assert!(small_enough_to_keep(&with_bytes(0, 2048)));
+        assert!(!small_enough_to_keep(&with_bytes(0, 2049)));
+        assert!(small_enough_to_keep(&with_bytes(128, 1024)));
+        assert!(!small_enough_to_keep(&with_bytes(128, 1025)));
     }
 
     /// When it has none kept, the worker takes back everything the reader returned, keeps the

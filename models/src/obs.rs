@@ -338,12 +338,18 @@ impl ValuesAt {
     #[inline]
     fn in_buffer(at: usize, end: usize, words: u32) -> ValuesAt {
         let mut run = ValuesAt::span(at, end);
+        if run.at >= Self::WORDS {
+            // Far past a PDU's values (at most 64 KiB): where the flags begin, `at` cannot be
+            // told, so the run is none (never another run's bytes, never a panic).
+            return ValuesAt {
+                at: Self::BYTES | words,
+                len: 0,
+            };
+        }
         if words != 0 {
             run.len /= 2;
         }
-        // Far below 2^30 (a PDU's values); saturated, so that a span past the buffer reads as
-        // none, never panics.
-        run.at = run.at.min(Self::WORDS - 1) | Self::BYTES | words;
+        run.at |= Self::BYTES | words;
         run
     }
 
@@ -375,7 +381,11 @@ impl ValuesAt {
     /// `BYTES | WORDS` (words).
     #[inline]
     pub fn form(self) -> u32 {
-        self.at & (Self::BYTES | Self::WORDS)
+        if self.in_bytes() {
+            self.at & (Self::BYTES | Self::WORDS)
+        } else {
+            0
+        }
     }
 }
 
@@ -464,8 +474,9 @@ pub struct Access {
     pub count: u32,
     pub write: bool,
     /// Values of `start`, `start + 1`, … where the PDU carries them, in the observation's
-    /// [`Observation::values`] ([`Observation::values_of`]): all of a PDU's values in one
-    /// buffer whose room a recycled observation keeps, so that an access costs no allocation
+    /// buffers ([`Observation::values`] for numbers, [`Observation::bytes`] for values held as
+    /// they came on the wire; read with [`Observation::values_of`]): a PDU's values share
+    /// buffers whose room a recycled observation keeps, so that an access costs no allocation
     /// and emptying the list visits none.
     pub values: ValuesAt,
 }
@@ -495,10 +506,11 @@ pub struct Observation {
     /// Response time, when the dissector matched the request itself.
     pub latency: Option<f64>,
     pub accesses: Accesses,
-    /// The values of every access, each access's in a run of its own ([`Access::values`]),
-    /// but for runs of bytes.
+    /// The values held as numbers, each access's in a run of its own ([`Access::values`]).
     pub values: Vec<f64>,
-    /// The runs of bytes ([`ValuesAt::push_bytes`]).
+    /// The values held as they came on the wire, each access's in a run of its own: bytes
+    /// (S7 byte runs, Modbus coils: [`ValuesAt::push_bytes`], [`ValuesAt::push_bits`]) and
+    /// big-endian words (Modbus registers: [`ValuesAt::push_words`]).
     pub bytes: Vec<u8>,
     pub exception: bool,
     pub malformed: Option<&'static str>,
@@ -557,8 +569,8 @@ pub const KEPT_ROOM: usize = 16;
 /// values than a plant's polls carry: its 8 KiB) is freed.
 pub const KEPT_VALUES: usize = 1024;
 
-/// Bytes whose room [`Observation::reset`] keeps (runs of bytes: the memory of
-/// [`KEPT_VALUES`]).
+/// Bytes (of values held as they came) whose room [`Observation::reset`] keeps, besides the
+/// numbers' [`KEPT_VALUES`]: at most 16 KiB of values a box in all.
 pub const KEPT_BYTES: usize = 8 * KEPT_VALUES;
 
 /// Values a dissector makes room for at once, at most, when it knows a PDU's size before its
@@ -566,8 +578,9 @@ pub const KEPT_BYTES: usize = 8 * KEPT_VALUES;
 /// (src/shards.rs), so a larger PDU grows its room as it goes instead.
 pub const VALUES_AT_ONCE: usize = 256;
 
-/// Bytes (of runs of bytes) a dissector makes room for at once, at most: the memory of
-/// [`VALUES_AT_ONCE`].
+/// Bytes (of values held as they came) a dissector makes room for at once, at most: the
+/// memory of [`VALUES_AT_ONCE`]. A worker keeps a box as a spare only while its numbers and
+/// bytes together hold at most this much room (src/shards.rs).
 pub const BYTES_AT_ONCE: usize = 8 * VALUES_AT_ONCE;
 
 impl Observation {
@@ -612,7 +625,8 @@ impl Observation {
 
     /// Makes this observation (one already run, recycled) a bare one, as [`Observation::new`]
     /// makes it: its lists emptied in place (their room kept for the next PDU, up to
-    /// [`KEPT_ROOM`] accesses or members and [`KEPT_VALUES`] values), `source` taken only when
+    /// [`KEPT_ROOM`] accesses or members, [`KEPT_VALUES`] numbers and [`KEPT_BYTES`] bytes of
+    /// values held as they came), `source` taken only when
     /// it is another than the one held (the reference count stays on this core).
     #[inline]
     pub fn reset(
@@ -697,25 +711,28 @@ impl Observation {
     #[inline]
     pub fn values_of(&self, a: &Access) -> Values<'_> {
         let run = a.values;
-        let at = (run.at & !(ValuesAt::BYTES | ValuesAt::WORDS)) as usize;
         let len = run.len as usize;
-        match run.form() {
-            0 => Values::Numbers(
+        if !run.in_bytes() {
+            // Numbers: the whole of `at` is where they start.
+            let at = run.at as usize;
+            return Values::Numbers(
                 self.values
                     .get(at..at.saturating_add(len))
                     .unwrap_or_default(),
-            ),
-            ValuesAt::BYTES => Values::Bytes(
+            );
+        }
+        let at = (run.at & !(ValuesAt::BYTES | ValuesAt::WORDS)) as usize;
+        if run.at & ValuesAt::WORDS == 0 {
+            Values::Bytes(
                 self.bytes
                     .get(at..at.saturating_add(len))
                     .unwrap_or_default(),
-            ),
-            _ => {
-                let bytes = (self.bytes)
-                    .get(at..at.saturating_add(len.saturating_mul(2)))
-                    .unwrap_or_default();
-                Values::Words(bytes.as_chunks::<2>().0)
-            }
+            )
+        } else {
+            let bytes = (self.bytes)
+                .get(at..at.saturating_add(len.saturating_mul(2)))
+                .unwrap_or_default();
+            Values::Words(bytes.as_chunks::<2>().0)
         }
     }
 
@@ -906,6 +923,19 @@ mod tests {
         };
         assert_eq!(o.values_of(&outside), Values::Bytes(&[]));
         assert_eq!(ValuesAt::span(3, 1), ValuesAt { at: 3, len: 0 });
+        // A numbers run whose start has the words flag's bit is numbers all the same.
+        outside.values = ValuesAt {
+            at: ValuesAt::WORDS,
+            len: 1,
+        };
+        assert_eq!(o.values_of(&outside), Values::Numbers(&[]));
+        // A run of bytes past where the flags begin is none, of either form.
+        for words in [0, ValuesAt::WORDS] {
+            let far = ValuesAt::in_buffer(1 << 30, (1 << 30) + 4, words);
+            assert_eq!((far.len, far.in_bytes()), (0, true));
+            outside.values = far;
+            assert!(o.values_of(&outside).is_empty());
+        }
     }
 
     /// A channel names its unit where the protocol has one; S7's (always 0) is left out rather

@@ -1141,9 +1141,10 @@ impl S7Flow {
                 S7Body::WriteVarRequest { .. } | S7Body::ReadVarResponse { .. }
             )
         {
-            // Room for every value at once (a byte each at most, of the data the header
-            // claims; a run of bytes is held as bytes): a box without room (a new one) grew
-            // its values four or five times. At most what a kept spare may hold.
+            // Room at once for the data the header claims, as the bytes the byte runs (the
+            // usual S7 read) are held as: a box without room (a new one) grew its values four
+            // or five times. At most what a kept spare may hold. A read of WORDs, INTs or REALs
+            // makes its numbers' room as they come.
             let claimed = usize::from(h.data_len).min(otwatch_models::obs::BYTES_AT_ONCE);
             o.bytes.reserve(claimed);
         }

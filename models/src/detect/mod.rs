@@ -66,8 +66,9 @@ pub(crate) const MAX_RUNTIME_CHANNELS: usize = 20_000;
 
 pub(crate) const MAX_SCAN_CLIENTS: usize = 10_000;
 
-/// Accesses and values the value memo holds at most, in all (a cache: cleared when full); one
-/// read larger than a sixteenth of it is not remembered. At most 32 bytes an element: 8 MiB.
+/// Accesses and values the value memo holds room for at most, in all (a cache: cleared when
+/// full; eight bytes of values held as bytes count as one); one read larger than a sixteenth of
+/// it is not remembered. At most 32 bytes an element: 8 MiB.
 const MAX_MEMO_ELEMENTS: usize = 256 * 1024;
 
 /// A channel's last [`LATENCY_RECENT`] latencies, held in place as a ring: what reads them (their
@@ -241,6 +242,8 @@ pub struct Detector {
     raised_clears: u64,
     /// Elements held by the servers' value memos (their bound).
     memo_elements: usize,
+    /// Reads whose values the memo found unchanged (their check skipped).
+    memo_hits: u64,
     /// Addresses in the servers' caches of looked-up runs, all together (bounded by
     /// `values::MAX_RUN_ELEMENTS`).
     run_elements: usize,
@@ -376,6 +379,7 @@ impl Detector {
             raised: FastSet::default(),
             raised_clears: 0,
             memo_elements: 0,
+            memo_hits: 0,
             run_elements: 0,
             window_nanos: baseline
                 .behaviour
@@ -1067,21 +1071,31 @@ mod tests {
         );
     }
 
-    /// A read of register 100 by client 1 whose value `v` is held as `form`: a number, a byte
-    /// (an S7 byte run) or a big-endian word (a Modbus register).
-    fn read_held(form: u8, v: u8, ts: i64) -> Observation {
+    /// A read by client 1 of registers 100, 101, … whose values `vs` are held as `form`: one
+    /// access each, as numbers, bytes (an S7 byte run) or big-endian words (a Modbus register).
+    fn read_held(form: u8, vs: &[u8], ts: i64) -> Observation {
         let mut o = read(1, 100, &[], ts);
-        let values = match form {
-            0 => crate::obs::ValuesAt::push(&mut o.values, [f64::from(v)]),
-            1 => crate::obs::ValuesAt::push_bytes(&mut o.bytes, &[v]),
-            _ => crate::obs::ValuesAt::push_words(&mut o.bytes, &[[0, v]]),
-        };
-        o.accesses[0].values = values;
+        o.accesses.clear();
+        for (i, &v) in vs.iter().enumerate() {
+            let values = match form {
+                0 => crate::obs::ValuesAt::push(&mut o.values, [f64::from(v)]),
+                1 => crate::obs::ValuesAt::push_bytes(&mut o.bytes, &[v]),
+                _ => crate::obs::ValuesAt::push_words(&mut o.bytes, &[[0, v]]),
+            };
+            o.accesses.push(crate::obs::Access {
+                space: 4,
+                start: 100 + i as u32,
+                count: 1,
+                write: false,
+                values,
+            });
+        }
         o
     }
 
-    /// The memo of unchanged reads compares their values exactly however they are held: a read
-    /// of the same layout as one remembered, one value changed, is checked, and raises.
+    /// The memo of unchanged reads compares their values exactly however they are held, access
+    /// by access: a read of the same layout as one remembered, with one value changed (of its
+    /// first access or of its second), is checked, and raises.
     #[test]
     fn the_memo_compares_values_in_every_form() {
         use crate::engine::{Engine, EngineConfig};
@@ -1091,21 +1105,33 @@ mod tests {
             for i in 0..40u8 {
                 let k = i % 20;
                 let v = if k <= 10 { k } else { 20 - k };
-                learner.observe(&read_held(form, v, T0 + i64::from(i) * NANOS), &mut out);
+                let ts = T0 + i64::from(i) * NANOS;
+                learner.observe(&read_held(form, &[v, v], ts), &mut out);
             }
             let mut d = Detector::new(learner.finish(&mut out).expect("a baseline"));
             let t1 = T0 + 100 * NANOS;
-            let mut candidates = |v: u8, k: i64| {
+            let mut k = 0;
+            let mut candidates = |d: &mut Detector, vs: &[u8]| {
                 let mut out = Vec::new();
-                d.observe(&read_held(form, v, t1 + k * 1000), &mut out);
+                k += 1;
+                d.observe(&read_held(form, vs, t1 + k * 1000), &mut out);
                 out.iter()
                     .filter(|a| a.r#type == "value_out_of_range")
                     .count()
             };
-            // The second read of 5 changes no point: it is remembered.
-            assert_eq!((candidates(5, 0), candidates(5, 1)), (0, 0), "form {form}");
-            assert_eq!(candidates(200, 2), 1, "form {form}");
-            assert_eq!(candidates(5, 3), 0, "form {form}");
+            let remembered = |d: &Detector| d.points.iter().map(|s| s.memo.len()).sum::<usize>();
+            for changed in [[200, 5], [5, 200]] {
+                // The second read of the same values changes no point: it is remembered, and
+                // the third is found in the memo.
+                assert_eq!(candidates(&mut d, &[5, 5]), 0, "form {form}");
+                assert_eq!(candidates(&mut d, &[5, 5]), 0, "form {form}");
+                assert_eq!(remembered(&d), 1, "form {form}");
+                let hits = d.memo_hits;
+                assert_eq!(candidates(&mut d, &[5, 5]), 0, "form {form}");
+                assert_eq!(d.memo_hits, hits + 1, "form {form}");
+                assert_eq!(candidates(&mut d, &changed), 1, "form {form} {changed:?}");
+                assert_eq!((remembered(&d), d.memo_hits), (0, hits + 1), "form {form}");
+            }
         }
     }
 

@@ -252,6 +252,16 @@ impl ValueMemo {
                 Values::Words(w) => self.bytes.extend_from_slice(w.as_flattened()),
             }
         }
+        // The room a larger read of the same layout once needed is not kept for long: it counts
+        // against the memo's bound.
+        fn fit<T>(v: &mut Vec<T>) {
+            if v.capacity() > 4 * v.len() + 16 {
+                v.shrink_to_fit();
+            }
+        }
+        fit(&mut self.layout);
+        fit(&mut self.values);
+        fit(&mut self.bytes);
     }
 
     /// What it holds room for, in elements (an access or a value; eight bytes one), for the
@@ -507,6 +517,7 @@ impl Detector {
             .get(&key)
             .is_some_and(|m| m.epoch == epoch && m.matches(o))
         {
+            self.memo_hits += 1;
             return;
         }
         let before = out.len();
