@@ -54,14 +54,13 @@ const OBSERVATION_LINES: usize = std::mem::size_of::<Observation>().div_ceil(64)
 /// Whether a released observation is small enough to be kept to be filled again; a larger one
 /// is freed by the worker when it comes back.
 fn small_enough_to_keep(o: &Observation) -> bool {
-    // By room held, not by length: an emptied list can hold much. Room for 2048 bytes of values
-    // keeps the boxes of S7 reads of up to 2048 data bytes (the S7 dissector makes room for a
-    // response's data at once, and holds byte runs as bytes): with room for 128 values (when a
-    // byte was held as a number), steady-site's 222-byte reads came back too large, and every
-    // one made its values' room again on a new box (2.753 G instructions with two workers,
-    // 2.741 G with 256).
-    // Numbers and bytes together (a number is eight bytes), so that a kept spare holds no more
-    // room for values than when every value was a number: 2 KiB.
+    // By room held, not by length: an emptied list can hold much. Numbers and bytes count
+    // together (a number is eight bytes), up to 2 KiB, as much as when every value was a
+    // number: the boxes of S7 reads of up to 2048 data bytes are kept (the S7 dissector makes
+    // room for a response's data at once, and holds byte runs as bytes). With room for 128
+    // values (when a byte was held as a number), steady-site's 222-byte reads came back too
+    // large, and every one made its values' room again on a new box (2.753 G instructions with
+    // two workers, 2.741 G with 256).
     let room = o.values.capacity() * std::mem::size_of::<f64>() + o.bytes.capacity();
     o.accesses.capacity() <= 4 && room <= otwatch_models::obs::BYTES_AT_ONCE
 }

@@ -411,7 +411,7 @@ impl Carried<'_> {
 
     /// As an observation has them: as they came on the wire, in its bytes (registers as
     /// big-endian words, bits a byte each).
-    fn numbers(self, o: &mut Observation) -> ValuesAt {
+    fn held(self, o: &mut Observation) -> ValuesAt {
         match self {
             Carried::Registers(r) => ValuesAt::push_words(&mut o.bytes, r.as_bytes().as_chunks().0),
             Carried::Bits(b) => ValuesAt::push_bits(&mut o.bytes, b.iter()),
@@ -455,7 +455,7 @@ fn observe_into(
 ) {
     let m = head(adu, pdu, req, now, dir == Dir::ToServer);
     o.function = u32::from(m.function_code);
-    let values = carried(pdu, req).map_or(ValuesAt::NONE, |c| c.numbers(o));
+    let values = carried(pdu, req).map_or(ValuesAt::NONE, |c| c.held(o));
     crate::detection::observe::modbus(&m, values, o);
     if let PduBody::WriteFileRecord { records } = &pdu.body {
         crate::detection::observe::file_record_writes(
@@ -683,10 +683,10 @@ mod tests {
         };
         let mut o = Observation::new(0, "t".into(), 1, channel, Kind::Response, 1);
         let registers = Registers::new(&[0x01, 0x02, 0xff, 0xff]).unwrap();
-        let r = Carried::Registers(registers).numbers(&mut o);
-        let b = Carried::Bits(Bits::new(&[0b0000_0101, 0b1], 9)).numbers(&mut o);
-        let c = Carried::Coil(true).numbers(&mut o);
-        let w = Carried::Register(7).numbers(&mut o);
+        let r = Carried::Registers(registers).held(&mut o);
+        let b = Carried::Bits(Bits::new(&[0b0000_0101, 0b1], 9)).held(&mut o);
+        let c = Carried::Coil(true).held(&mut o);
+        let w = Carried::Register(7).held(&mut o);
         let of = |values| {
             o.values_of(&otwatch_models::Access {
                 space: 0,
