@@ -478,14 +478,31 @@ impl Detector {
     /// again and no point of the server changed since (its epoch), it is skipped. Exact: the
     /// memo is compared in full.
     /// `known`: the channel's place in `slots`, if learned.
+    ///
+    /// A PDU that carries no values (most requests) costs a test here, not a call.
+    #[inline]
     pub(super) fn check_values(
         &mut self,
         o: &Observation,
         known: Option<usize>,
         out: &mut Vec<Alert>,
     ) {
+        if (o.values.is_empty() && o.bytes.is_empty()) || o.exception {
+            return;
+        }
+        self.check_carried_values(o, known, out);
+    }
+
+    /// [`Detector::check_values`] for a PDU that carries values.
+    #[inline(never)]
+    fn check_carried_values(
+        &mut self,
+        o: &Observation,
+        known: Option<usize>,
+        out: &mut Vec<Alert>,
+    ) {
         let ch = &o.channel;
-        if o.exception || o.accesses.iter().all(|a| a.values.is_empty()) {
+        if o.accesses.iter().all(|a| a.values.is_empty()) {
             return;
         }
         if self.run_elements > MAX_RUN_ELEMENTS {
