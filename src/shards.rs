@@ -604,20 +604,14 @@ impl<P> Shards<P> {
     ) -> Result<(), P> {
         // At most `window` packets in flight, so that what the merge holds back for a slow
         // worker stays bounded (the per-worker queues alone would let the others run ahead).
-        let mut waited = None;
-        while self.next_seq.saturating_sub(self.oldest_unfinished()) >= self.window {
-            self.merge(stage);
-            if self.next_seq.saturating_sub(self.oldest_unfinished()) < self.window {
-                break;
-            }
-            if !lossless {
-                return Err(p);
-            }
-            reader_pause(&mut waited);
+        if self.next_seq.saturating_sub(self.oldest_unfinished()) >= self.window
+            && !self.wait_for_window(lossless, stage)
+        {
+            return Err(p);
         }
         if crate::flow::SweepClock::due(&mut self.last_sweep, ts) {
             // Before the packet, as a pipeline sweeping by itself does.
-            self.broadcast(|seq| Job::Sweep(seq, ts), ts, stage);
+            self.sweep(ts, stage);
         }
         // A step back ticks after what came before (the sweep included) and before this packet,
         // as on one worker.
@@ -628,43 +622,86 @@ impl<P> Shards<P> {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let mut job = Job::Packet(seq, p);
-        loop {
-            let Some(jobs) = self.lanes[w].jobs.as_mut() else {
-                return Err(match job {
-                    Job::Packet(_, p) => p,
-                    Job::Flush(_) | Job::Sweep(..) => return Ok(()),
-                });
-            };
-            match push_ahead(jobs, job) {
-                Ok(()) => break,
-                Err(rtrb::PushError::Full(back)) if lossless => {
-                    job = back;
-                    // Push again once an eighth of the queue is free, not at each freed slot:
-                    // pushing one job per slot the worker frees bounced the queue's indices
-                    // between the two cores for every packet.
-                    loop {
-                        if self.merge(stage) == 0 {
-                            reader_pause(&mut waited);
-                        }
-                        match self.lanes[w].jobs.as_ref() {
-                            Some(j)
-                                if !j.is_abandoned() && j.slots() < j.buffer().capacity() / 8 => {}
-                            _ => break,
-                        }
-                    }
-                }
-                Err(rtrb::PushError::Full(Job::Packet(_, p))) => {
-                    self.tick_after(seq, ts);
-                    return Err(p);
-                }
-                Err(rtrb::PushError::Full(Job::Flush(_) | Job::Sweep(..))) => return Ok(()),
+        let Some(jobs) = self.lanes[w].jobs.as_mut() else {
+            return Err(p);
+        };
+        match push_ahead(jobs, Job::Packet(seq, p)) {
+            Ok(()) => {}
+            Err(rtrb::PushError::Full(job)) if lossless => self.push_when_full(w, job, stage)?,
+            Err(rtrb::PushError::Full(Job::Packet(_, p))) => {
+                self.tick_after(seq, ts);
+                return Err(p);
             }
+            Err(rtrb::PushError::Full(Job::Flush(_) | Job::Sweep(..))) => return Ok(()),
         }
         // A lane's number fits (at most `cli::MAX_WORKERS` workers).
         self.in_flight.push_back((seq, ts, w as u32));
         self.tick_after(seq, ts);
         Ok(())
+    }
+
+    /// [`Shards::push`] with `window` packets in flight: merges (and, `lossless`, waits) until
+    /// there is room; false when there is none and the packet is to be lost (live capture).
+    /// Out of line, as the other waits: inlined, their loops made every packet's call set up
+    /// for them.
+    #[cold]
+    #[inline(never)]
+    fn wait_for_window(&mut self, lossless: bool, stage: &mut Stage<'_>) -> bool {
+        let mut waited = None;
+        loop {
+            self.merge(stage);
+            if self.next_seq.saturating_sub(self.oldest_unfinished()) < self.window {
+                return true;
+            }
+            if !lossless {
+                return false;
+            }
+            reader_pause(&mut waited);
+        }
+    }
+
+    /// The sweep job for every worker at capture time `ts` (out of line: every 10 s of capture).
+    #[cold]
+    #[inline(never)]
+    fn sweep(&mut self, ts: i64, stage: &mut Stage<'_>) {
+        self.broadcast(|seq| Job::Sweep(seq, ts), ts, stage);
+    }
+
+    /// [`Shards::push`] of `job` to worker `w`, whose queue was full: waits (merging) until it
+    /// has room. The packet comes back only if the reader hung up on the worker meanwhile.
+    #[cold]
+    #[inline(never)]
+    fn push_when_full(
+        &mut self,
+        w: usize,
+        mut job: Job<P>,
+        stage: &mut Stage<'_>,
+    ) -> Result<(), P> {
+        let mut waited = None;
+        loop {
+            // Push again once an eighth of the queue is free, not at each freed slot:
+            // pushing one job per slot the worker frees bounced the queue's indices
+            // between the two cores for every packet.
+            loop {
+                if self.merge(stage) == 0 {
+                    reader_pause(&mut waited);
+                }
+                match self.lanes[w].jobs.as_ref() {
+                    Some(j) if !j.is_abandoned() && j.slots() < j.buffer().capacity() / 8 => {}
+                    _ => break,
+                }
+            }
+            let Some(jobs) = self.lanes[w].jobs.as_mut() else {
+                return match job {
+                    Job::Packet(_, p) => Err(p),
+                    Job::Flush(_) | Job::Sweep(..) => Ok(()),
+                };
+            };
+            match push_ahead(jobs, job) {
+                Ok(()) => return Ok(()),
+                Err(rtrb::PushError::Full(back)) => job = back,
+            }
+        }
     }
 
     fn tick_after(&mut self, seq: u64, ts: i64) {
@@ -830,17 +867,26 @@ impl<P> Shards<P> {
             self.released_ts = self.released_ts.max(ts);
         }
         if self.released > 0 {
-            // What `finish` carried for a worker that died (taken first: a panic below must not
-            // leave it to be handed on again and again).
-            let released = std::mem::take(&mut self.released);
-            if let Some(d) = stage.detection.as_deref_mut() {
-                let lanes = &self.lanes;
-                d.metrics_progress(released, self.released_ts, || sum_counters(lanes));
-            }
+            self.release_died(stage);
         }
     }
 
-    /// The metrics hear of the finished jobs before `seq` (see [`Shards::merge`]).
+    /// What `finish` carried for a worker that died, to the metrics (taken first: a panic in
+    /// them must not leave it to be handed on again and again). Out of line: it never happens
+    /// but for a bug.
+    #[cold]
+    #[inline(never)]
+    fn release_died(&mut self, stage: &mut Stage<'_>) {
+        let released = std::mem::take(&mut self.released);
+        if let Some(d) = stage.detection.as_deref_mut() {
+            let lanes = &self.lanes;
+            d.metrics_progress(released, self.released_ts, || sum_counters(lanes));
+        }
+    }
+
+    /// The metrics hear of the finished jobs before `seq` (see [`Shards::merge`]). Out of line:
+    /// only with metrics.
+    #[inline(never)]
     fn hear_until(&mut self, seq: u64, stage: &mut Stage<'_>) {
         while let Some(&(job, ts, own, count)) = self.heard.front() {
             if job >= seq {
@@ -893,6 +939,14 @@ impl<P> Shards<P> {
             }
             return;
         }
+        self.release_flush(seq, stage);
+    }
+
+    /// [`Shards::release_seq`] of a job every worker did (a flush, a sweep): their items in
+    /// flush-key order. Out of line: a packet's items, from one worker, are the common case.
+    #[cold]
+    #[inline(never)]
+    fn release_flush(&mut self, seq: u64, stage: &mut Stage<'_>) {
         self.batch.clear();
         for lane in &mut self.lanes {
             while lane.held.front().is_some_and(|i| i.seq == seq) {
@@ -917,12 +971,19 @@ impl<P> Shards<P> {
             d.observe(o);
         }
         if let Some(e) = item.event {
-            if let Some(d) = stage.detection.as_deref_mut() {
-                d.event_out(&e);
-            }
-            stage.events.emit(*e);
+            Self::release_event(e, stage);
         }
         item.obs
+    }
+
+    /// [`Shards::release`] of an item's event (only with an events output). Out of line, so
+    /// that releasing an observation, the common case, sets up nothing for it.
+    #[inline(never)]
+    fn release_event(e: Box<Event>, stage: &mut Stage<'_>) {
+        if let Some(d) = stage.detection.as_deref_mut() {
+            d.event_out(&e);
+        }
+        stage.events.emit(*e);
     }
 
     /// Hangs up on the workers, then merges until they have finished everything. `running`
@@ -1187,6 +1248,71 @@ mod tests {
                 .collect();
             assert_eq!(got.len(), expected.len(), "{workers} workers");
             assert!(got == expected, "{workers} workers: out of order");
+        }
+    }
+
+    /// Live capture (not lossless): a packet that finds no room is handed back, whether the
+    /// packets in flight are at their bound (one worker, one slot) or the worker's queue is
+    /// full (three workers, one slot each). The worker holds the first of the first six
+    /// packets it gets until they have all been handed out, and its queue holds one more: at
+    /// least four of them are lost. What was taken comes out, every event of it, in the order
+    /// it was handed out.
+    #[test]
+    fn a_lossy_push_loses_only_the_packets_it_hands_back() {
+        for workers in [1, 3] {
+            let gate = std::sync::atomic::AtomicBool::new(false);
+            let mut sink = VecSink::default();
+            let mut stage = Stage {
+                detection: None,
+                events: &mut sink,
+            };
+            let wants = Wants::of(None, &*stage.events);
+            let (mut shards, ends) = Shards::<(u64, u64)>::new(workers, 1, None);
+            let mut expected = Vec::new();
+            let mut lost = Vec::new();
+            std::thread::scope(|scope| {
+                for ends in ends {
+                    let gate = &gate;
+                    scope.spawn(move || {
+                        run_worker(ends, Pipeline::new(), wants, |&(frame, n), _, sink| {
+                            while frame <= 6 && !gate.load(Ordering::Acquire) {
+                                std::thread::yield_now();
+                            }
+                            for k in 0..n {
+                                sink.emit(event(frame, k));
+                            }
+                        })
+                    });
+                }
+                let mut push = |shards: &mut Shards<(u64, u64)>, stage: &mut Stage<'_>, frame| {
+                    let n = frame % 3 + 1;
+                    match shards.push(0, (frame, n), frame as i64, false, stage) {
+                        Ok(()) => expected.extend((0..n).map(|k| (frame, k))),
+                        Err(back) => {
+                            assert_eq!(back, (frame, n), "the packet handed back");
+                            lost.push(frame);
+                        }
+                    }
+                };
+                for frame in 1..=6 {
+                    push(&mut shards, &mut stage, frame);
+                }
+                gate.store(true, Ordering::Release);
+                for frame in 7..=200 {
+                    push(&mut shards, &mut stage, frame);
+                    shards.merge_sometimes(&mut stage);
+                }
+                shards.flush(&mut stage);
+                shards.finish(&mut stage, || true);
+            });
+            let early = lost.iter().filter(|&&f| f <= 6).count();
+            assert!(early >= 4, "{workers} workers: {lost:?} lost");
+            let got: Vec<(u64, u64)> = sink
+                .0
+                .iter()
+                .map(|e| (e.frame, u64::from(e.src_port)))
+                .collect();
+            assert!(got == expected, "{workers} workers: {got:?}");
         }
     }
 
