@@ -1,5 +1,6 @@
 //! Dissectors that build observations straight from the parser's records (Modbus, S7comm
-//! reads and writes, DNP3 application PDUs: detection without an events output) give exactly the observations that
+//! reads and writes, S7comm-plus, DNP3 application PDUs, EtherNet/IP, IEC 104 I frames:
+//! detection without an events output) give exactly the observations that
 //! detection makes from the same PDUs' events, in the same order: on the fixtures always, and
 //! on every corpus capture when OTWATCH_CORPUS is set.
 
@@ -42,6 +43,11 @@ fn direct_observations_are_those_of_the_events_on_the_fixtures() {
         ("s7comm_downloading_block_db1.pcap", false),
         ("dnp3_example.pcap", true),
         ("s7comm_plus.pcap", true),
+        ("scenarios/enip_steady.pcap", true),
+        ("scenarios/enip_write.pcap", true),
+        ("scenarios/enip_reset.pcap", true),
+        ("scenarios/iec104_steady.pcap", true),
+        ("scenarios/iec104_command.pcap", true),
     ] {
         let n = check(&dir.join(name), true);
         assert_eq!(check(&dir.join(name), false), n, "{name}");

@@ -118,6 +118,36 @@ fn observe_pdu(ev: &Event) -> Option<Observation> {
     }
 }
 
+/// The observation of a PDU of `proto` from its event: made by `base` (unit 0, a request or a
+/// response as `request` says), then filled in by `fill`, the dissector's own (which says
+/// whether the PDU has one); the dissector fills the same in its own box when it builds the
+/// observation itself ([`crate::dissect::Ctx::emit_record`]).
+pub(crate) fn observe_with(
+    proto: Proto,
+    request: bool,
+    base: impl Fn(Proto, u32, Kind, u32) -> Observation,
+    fill: impl FnOnce(&mut Observation) -> bool,
+) -> Option<Observation> {
+    let kind = if request {
+        Kind::Request
+    } else {
+        Kind::Response
+    };
+    let mut o = base(proto, 0, kind, 0);
+    fill(&mut o).then_some(o)
+}
+
+/// A PDU that did not decode (`error`; none without one), in `o` as the dissector's
+/// `observe_into` received it (its kind the direction's): function 0x100, malformed.
+pub(crate) fn malformed_into(o: &mut Observation, error: Option<&'static str>) -> bool {
+    let Some(e) = error else {
+        return false;
+    };
+    o.function = 0x100;
+    o.malformed = Some(e);
+    true
+}
+
 /// What a Modbus PDU's observation reads: its event object's header fields, or the same made
 /// from the parser's record when the dissector builds the observation itself.
 pub(crate) struct ModbusHead {

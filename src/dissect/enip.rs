@@ -606,13 +606,16 @@ impl super::Dissector for EnipFlow {
                     }
                     ctx.stats[ENIP].count_error(err.reason());
                     if ctx.sink.wants_events() {
-                        let mut ev = ctx.event("enip", dir);
-                        ev.pdu = crate::event::Pdu::Enip(EnipEvent {
-                            command: rest.get(..2).map(|c| u16::from_le_bytes([c[0], c[1]])),
-                            error: Some(err.reason()),
-                            ..Default::default()
-                        });
-                        ctx.emit(ev);
+                        let command = rest.get(..2).map(|c| u16::from_le_bytes([c[0], c[1]]));
+                        emit(
+                            ctx,
+                            dir,
+                            EnipEvent {
+                                command,
+                                error: Some(err.reason()),
+                                ..Default::default()
+                            },
+                        );
                     }
                     off += n;
                 }
@@ -775,9 +778,7 @@ impl EnipFlow {
             c => ctx.stats[ENIP].count(c.name().unwrap_or("other_command")),
         }
         if ctx.sink.wants_events() {
-            let mut e = ctx.event("enip", dir);
-            e.pdu = crate::event::Pdu::Enip(ev);
-            ctx.emit(e);
+            emit(ctx, dir, ev);
         }
     }
 
@@ -853,12 +854,15 @@ impl EnipFlow {
         let Ok(cpf) = enip::parse_cpf(data) else {
             ctx.stats[ENIP].count_error("io_cpf");
             if ctx.sink.wants_events() {
-                let mut e = ctx.event("enip", dir);
-                e.pdu = crate::event::Pdu::Enip(EnipEvent {
-                    error: Some("io_cpf"),
-                    ..Default::default()
-                });
-                ctx.emit(e);
+                let error = Some("io_cpf");
+                emit(
+                    ctx,
+                    dir,
+                    EnipEvent {
+                        error,
+                        ..Default::default()
+                    },
+                );
             }
             return;
         };
@@ -883,14 +887,33 @@ impl EnipFlow {
         };
         io.api_ms = ctx.shared.enip.api_ms(from, to, io.connection_id);
         if ctx.sink.wants_events() {
-            let mut e = ctx.event("enip", dir);
-            e.pdu = crate::event::Pdu::Enip(EnipEvent {
-                io: Some(io),
-                ..Default::default()
-            });
-            ctx.emit(e);
+            let io = Some(io);
+            emit(
+                ctx,
+                dir,
+                EnipEvent {
+                    io,
+                    ..Default::default()
+                },
+            );
         }
     }
+}
+
+/// A PDU's record to the sink ([`Ctx::emit_record`]): with detection and no events output,
+/// its observation straight from the record, as Modbus, S7 and DNP3 build theirs.
+fn emit(ctx: &mut Ctx<'_>, dir: Dir, p: EnipEvent) {
+    let fill = |p: &EnipEvent, o: &mut otwatch_models::Observation| {
+        // A routed reply's identity is a module's behind the device: not the asset's.
+        o.identity = p
+            .identity
+            .as_ref()
+            .filter(|i| !i.routed)
+            .map(|i| i.describe());
+        observe_into(p, dir == Dir::ToServer, o)
+    };
+    let what = (otwatch_models::Proto::Enip, "enip");
+    ctx.emit_record(dir, what, p, fill, crate::event::Pdu::Enip);
 }
 
 /// A CIP message's counts: its service, and an exception where its status is one.
@@ -1041,14 +1064,23 @@ pub fn observe(
     request: bool,
     base: impl Fn(otwatch_models::Proto, u32, otwatch_models::Kind, u32) -> otwatch_models::Observation,
 ) -> Option<otwatch_models::Observation> {
-    use otwatch_models::{Access, Command as Cmd, Kind, Proto};
+    let fill = |o: &mut _| observe_into(p, request, o);
+    crate::detection::observe::observe_with(otwatch_models::Proto::Enip, request, base, fill)
+}
+
+/// [`observe`] into `o`, an observation of the PDU's channel (EtherNet/IP, unit 0) as its
+/// direction makes it (a request from the client, a response from the server) with every
+/// other field empty: whether the PDU has one. The dissector builds it this way in the box it
+/// keeps, with no event ([`emit`]).
+pub fn observe_into(p: &EnipEvent, request: bool, o: &mut otwatch_models::Observation) -> bool {
+    use otwatch_models::{Access, Command as Cmd, Kind};
     let kind = if request {
         Kind::Request
     } else {
         Kind::Response
     };
     if let Some(io) = &p.io {
-        let mut o = base(Proto::Enip, 0, Kind::Request, IO_FUNCTION);
+        (o.kind, o.function) = (Kind::Request, IO_FUNCTION);
         if !request {
             // The channel goes from the sender (both ends of an I/O flow are often 2222).
             o.channel = otwatch_models::Channel {
@@ -1067,36 +1099,27 @@ pub fn observe(
             write: false,
             values: Default::default(),
         });
-        return Some(o);
+        return true;
     }
     let Some(c) = &p.cip else {
         // A ListIdentity reply: the device says who it is (the asset's identity).
         if p.identity.is_some() && !request {
-            let mut o = base(Proto::Enip, 0, Kind::Response, LIST_IDENTITY_FUNCTION);
+            (o.kind, o.function) = (Kind::Response, LIST_IDENTITY_FUNCTION);
             o.function_name = Some("list_identity");
-            return Some(o);
+            return true;
         }
         // An encapsulation error reply (a bad session handle, an unsupported command or
         // protocol version: what session guessing gets back): an exception of its command.
         if let (false, Some(status), Some(command)) = (request, p.status, p.command) {
             if status != 0 && p.error.is_none() {
-                let mut o = base(
-                    Proto::Enip,
-                    0,
-                    Kind::Response,
-                    0x1_0000 | u32::from(command),
-                );
+                (o.kind, o.function) = (Kind::Response, 0x1_0000 | u32::from(command));
                 o.function_name = p.command_name;
                 o.exception = true;
                 o.corr = p.corr;
-                return Some(o);
+                return true;
             }
         }
-        return p.error.map(|e| {
-            let mut o = base(Proto::Enip, 0, kind, 0x100);
-            o.malformed = Some(e);
-            o
-        });
+        return crate::detection::observe::malformed_into(o, p.error);
     };
     let mut all = Vec::new();
     all_messages(c, &mut all);
@@ -1108,7 +1131,7 @@ pub fn observe(
             None => break,
         }
     }
-    let mut o = base(Proto::Enip, 0, kind, cip_function(inner));
+    (o.kind, o.function) = (kind, cip_function(inner));
     o.function_name = inner.service_name;
     o.corr = p.corr;
     o.malformed = c.error.or(all.iter().find_map(|e| e.error));
@@ -1189,7 +1212,7 @@ pub fn observe(
             values.iter().copied(),
         );
     }
-    Some(o)
+    true
 }
 
 #[cfg(test)]

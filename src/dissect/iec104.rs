@@ -225,11 +225,9 @@ impl super::Dissector for Iec104Flow {
                     if self.confirmed && !self.garbage_reported[d] {
                         self.garbage_reported[d] = true;
                         if ctx.sink.wants_events() {
-                            let mut ev = ctx.event("iec104", dir);
                             let mut m = malformed(rest, error);
                             m.common_address = self.common_address;
-                            ev.pdu = crate::event::Pdu::Iec104(m);
-                            ctx.emit(ev);
+                            emit(ctx, dir, m);
                         }
                     }
                     // A bad control field with a good length: skip the APDU and go on; a bad
@@ -328,9 +326,7 @@ impl Iec104Flow {
             }
         }
         if ctx.sink.wants_events() {
-            let mut e = ctx.event("iec104", dir);
-            e.pdu = crate::event::Pdu::Iec104(ev);
-            ctx.emit(e);
+            emit(ctx, dir, ev);
         }
     }
 
@@ -444,6 +440,15 @@ pub fn space(t: u8) -> u32 {
     })
 }
 
+/// A frame's record to the sink ([`Ctx::emit_record`]): with detection and no events output,
+/// an I frame's (or a malformed frame's) observation straight from the record; S and U frames,
+/// which have none, as events.
+fn emit(ctx: &mut Ctx<'_>, dir: Dir, p: Iec104Event) {
+    let fill = |p: &Iec104Event, o: &mut _| observe_into(p, dir == Dir::ToServer, o);
+    let what = (otwatch_models::Proto::Iec104, "iec104");
+    ctx.emit_record(dir, what, p, fill, crate::event::Pdu::Iec104);
+}
+
 /// The observation an IEC 104 event stands for: I frames only (S and U frames are the link's
 /// housekeeping), or a frame that did not decode.
 pub fn observe(
@@ -451,23 +456,23 @@ pub fn observe(
     request: bool,
     base: impl Fn(otwatch_models::Proto, u32, otwatch_models::Kind, u32) -> otwatch_models::Observation,
 ) -> Option<otwatch_models::Observation> {
-    use otwatch_models::{Access, Command, Kind, Proto, ValuesAt};
+    let fill = |o: &mut _| observe_into(p, request, o);
+    crate::detection::observe::observe_with(otwatch_models::Proto::Iec104, request, base, fill)
+}
+
+/// [`observe`] into `o`, an observation of the PDU's connection (IEC 104, unit 0) as its
+/// direction makes it (a request from the controlling station, a response from the
+/// controlled one) with every other field empty: whether the frame has one. The dissector
+/// builds it this way in the box it keeps, with no event.
+pub fn observe_into(p: &Iec104Event, request: bool, o: &mut otwatch_models::Observation) -> bool {
+    use otwatch_models::{Access, Command, Kind, ValuesAt};
     let malformed = p.error.or(p.seq_error.map(|e| match e {
         "gap" => "sequence_gap",
         _ => "sequence_duplicate",
     }));
     let Some(t) = p.type_id else {
         // A frame that did not frame: malformed, on the connection's unit 0.
-        let kind = if request {
-            Kind::Request
-        } else {
-            Kind::Response
-        };
-        return p.error.map(|e| {
-            let mut o = base(Proto::Iec104, 0, kind, 0x100);
-            o.malformed = Some(e);
-            o
-        });
+        return crate::detection::observe::malformed_into(o, p.error);
     };
     let cot = p.cot.unwrap_or(0);
     // From the controlling station: a request. From the controlled station: the confirmation
@@ -480,7 +485,7 @@ pub fn observe(
         _ => Kind::Unsolicited,
     };
     let unit = u32::from(p.common_address.unwrap_or(0));
-    let mut o = base(Proto::Iec104, unit, kind, u32::from(t));
+    (o.kind, o.function, o.channel.unit) = (kind, u32::from(t), unit);
     o.function_name = p.type_name;
     o.malformed = malformed;
     o.exception = p.negative == Some(true) || (44..=47).contains(&cot);
@@ -525,7 +530,7 @@ pub fn observe(
     // End of initialisation: the station (re)started.
     o.device_restarted = !request && t == 70;
     if o.exception || p.error.is_some() {
-        return Some(o);
+        return true;
     }
     let space = space(t);
     let measured = !request && t < 45;
@@ -554,5 +559,5 @@ pub fn observe(
             values,
         });
     }
-    Some(o)
+    true
 }

@@ -203,6 +203,33 @@ impl Ctx<'_> {
         }
     }
 
+    /// A PDU's record (`record`, of `proto`) to the sink. With detection and no events output,
+    /// its observation is built in the box the pipeline keeps by `fill` (which says whether the
+    /// PDU has one; the box comes as [`Ctx::observation`] makes it, unit 0), with no event, and
+    /// the observations detection holds in its batch are not run early for it. Otherwise, or
+    /// when it has none (a keep-alive, an S or U frame: still counted as an event), its event
+    /// `name` of `wrap(record)`.
+    pub fn emit_record<R>(
+        &mut self,
+        dir: Dir,
+        (proto, name): (Proto, &'static str),
+        record: R,
+        fill: impl FnOnce(&R, &mut Observation) -> bool,
+        wrap: impl FnOnce(R) -> crate::event::Pdu,
+    ) {
+        if !self.wants_event_out() && self.wants_observations() {
+            let mut o = self.observation(proto, 0, dir, 0);
+            if fill(&record, &mut o) {
+                self.emit_observed(dir, o);
+                return;
+            }
+            self.keep_spare(o);
+        }
+        let mut event = self.event(name, dir);
+        event.pdu = wrap(record);
+        self.emit(event);
+    }
+
     /// A PDU travelling in `dir` whose observation the dissector built from the parser's
     /// records ([`Ctx::observation`]), without its event (nobody reads events); counted as one
     /// event, as [`Ctx::emit`] counts one.

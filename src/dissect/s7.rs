@@ -1643,20 +1643,12 @@ impl S7Flow {
         self.emit_plus(ctx, dir, ev);
     }
 
+    /// Detection without an events output: the observation without the event (a PDU that
+    /// makes none, a keep-alive, still goes out as an event, for what counts events).
     fn emit_plus(&self, ctx: &mut Ctx<'_>, dir: Dir, ev: S7PlusEvent) {
-        if !ctx.wants_event_out() && ctx.wants_observations() {
-            // Detection without an events output: the observation without the event (a PDU that
-            // makes none, a keep-alive, still goes out as an event, for what counts events).
-            let mut o = ctx.observation(otwatch_models::Proto::S7commplus, 0, dir, 0);
-            if crate::detection::observe::s7plus(&ev, &mut o) {
-                ctx.emit_observed(dir, o);
-                return;
-            }
-            ctx.keep_spare(o);
-        }
-        let mut event = ctx.event("s7commplus", dir);
-        event.pdu = crate::event::Pdu::S7commplus(ev);
-        ctx.emit(event);
+        let what = (otwatch_models::Proto::S7commplus, "s7commplus");
+        let fill = crate::detection::observe::s7plus;
+        ctx.emit_record(dir, what, ev, fill, crate::event::Pdu::S7commplus);
     }
 
     /// On a connection picked up after its start, the session is the id its requests name
