@@ -10,11 +10,12 @@
 #   - each thread does its share alone (the reader, the calling thread, reads, hands out,
 #     merges and runs detection), so one worker's total / the busiest thread's is the most two
 #     workers can gain with a core for each thread;
-#   - on two cores the three threads share two: one worker's total / (two workers' total / 2)
-#     is the most they can gain there, and less, as scheduling is never perfect.
+#   - on two cores the three threads share two: one worker's total / (two workers' total / 2,
+#     or the busiest thread's where that is more) is the most they can gain there, and less,
+#     as scheduling is never perfect.
 # Instructions are not time (cache misses, the cores' hand-over), but they are what the code
 # asks of the machine: a change that takes work off the reader or the hand-over shows here
-# whatever the host is doing. Needs valgrind and a release build (OTWATCH=path; default
+# whatever the host is doing. Needs valgrind, bc and a release build (OTWATCH=path; default
 # target/release/otwatch). A 300 MB capture takes a few minutes.
 set -eu
 cap=${1:?usage: threads.sh CAPTURE [LEARN]}
@@ -27,10 +28,21 @@ summary() { # callgrind output file -> its instruction count
     sed -n 's/^summary: //p' "$1" | head -1
 }
 
-valgrind --tool=callgrind --callgrind-out-file="$tmp/one" \
-    "$otw" replay --quiet --learn "$learn" --alerts /dev/null "$cap" >/dev/null 2>&1
-valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$tmp/two" \
-    "$otw" replay --quiet --workers 2 --learn "$learn" --alerts /dev/null "$cap" >/dev/null 2>&1
+run() { # what, then the command: its output kept, and shown if it fails
+    what=$1
+    shift
+    if ! "$@" >"$tmp/log" 2>&1; then
+        echo "threads.sh: $what failed:" >&2
+        tail -5 "$tmp/log" >&2
+        exit 1
+    fi
+}
+
+run "one worker under callgrind" valgrind --tool=callgrind --callgrind-out-file="$tmp/one" \
+    "$otw" replay --quiet --learn "$learn" --alerts /dev/null "$cap"
+run "two workers under callgrind" valgrind --tool=callgrind --separate-threads=yes \
+    --callgrind-out-file="$tmp/two" \
+    "$otw" replay --quiet --workers 2 --learn "$learn" --alerts /dev/null "$cap"
 
 one=$(summary "$tmp/one")
 reader=$(summary "$tmp/two-01")

@@ -1252,11 +1252,13 @@ mod tests {
     }
 
     /// Live capture (not lossless): a packet that finds no room is handed back, whether the
-    /// packets in flight are at their bound (one worker, one slot) or the worker's queue is
-    /// full (three workers, one slot each). The worker holds the first of the first six
-    /// packets it gets until they have all been handed out, and its queue holds one more: at
-    /// least four of them are lost. What was taken comes out, every event of it, in the order
-    /// it was handed out.
+    /// packets in flight are at their bound (one worker, one slot) or, with three workers of
+    /// one slot each, the worker's queue is full (or the bound is reached first, while the
+    /// other two finish the sweep). The worker holds the first of the first six packets it
+    /// gets until they have all been handed out, and its queue holds one more: at least four
+    /// of them are lost. What was taken comes out, every event of it, in the order it was
+    /// handed out. Nothing is asserted before the worker is let go and the workers are hung
+    /// up on: a failure fails the test, it does not hang it.
     #[test]
     fn a_lossy_push_loses_only_the_packets_it_hands_back() {
         for workers in [1, 3] {
@@ -1270,6 +1272,7 @@ mod tests {
             let (mut shards, ends) = Shards::<(u64, u64)>::new(workers, 1, None);
             let mut expected = Vec::new();
             let mut lost = Vec::new();
+            let mut wrong_back = Vec::new();
             std::thread::scope(|scope| {
                 for ends in ends {
                     let gate = &gate;
@@ -1289,7 +1292,9 @@ mod tests {
                     match shards.push(0, (frame, n), frame as i64, false, stage) {
                         Ok(()) => expected.extend((0..n).map(|k| (frame, k))),
                         Err(back) => {
-                            assert_eq!(back, (frame, n), "the packet handed back");
+                            if back != (frame, n) {
+                                wrong_back.push((frame, back));
+                            }
                             lost.push(frame);
                         }
                     }
@@ -1305,6 +1310,7 @@ mod tests {
                 shards.flush(&mut stage);
                 shards.finish(&mut stage, || true);
             });
+            assert!(wrong_back.is_empty(), "handed back: {wrong_back:?}");
             let early = lost.iter().filter(|&&f| f <= 6).count();
             assert!(early >= 4, "{workers} workers: {lost:?} lost");
             let got: Vec<(u64, u64)> = sink
