@@ -442,7 +442,7 @@ pub fn space(t: u8) -> u32 {
 
 /// A frame's record to the sink ([`Ctx::emit_record`]): with detection and no events output,
 /// an I frame's (or a malformed frame's) observation straight from the record; S and U frames,
-/// which have none, as events.
+/// which have none, only counted.
 fn emit(ctx: &mut Ctx<'_>, dir: Dir, p: Iec104Event) {
     let fill = |p: &Iec104Event, o: &mut _| observe_into(p, dir == Dir::ToServer, o);
     let what = (otwatch_models::Proto::Iec104, "iec104");

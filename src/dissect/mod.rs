@@ -206,9 +206,10 @@ impl Ctx<'_> {
     /// A PDU's record (`record`, of `proto`) to the sink. With detection and no events output,
     /// its observation is built in the box the pipeline keeps by `fill` (which says whether the
     /// PDU has one; the box comes as [`Ctx::observation`] makes it, unit 0), with no event, and
-    /// the observations detection holds in its batch are not run early for it. Otherwise, or
-    /// when it has none (a keep-alive, an S or U frame: still counted as an event), its event
-    /// `name` of `wrap(record)`.
+    /// the observations detection holds in its batch are not run early for it; a PDU that has
+    /// none (a keep-alive, an S or U frame) is only counted as an event, as the sink would do
+    /// nothing else with it (its event would make no observation, and nobody reads events).
+    /// Otherwise its event `name` of `wrap(record)`.
     pub fn emit_record<R>(
         &mut self,
         dir: Dir,
@@ -221,9 +222,11 @@ impl Ctx<'_> {
             let mut o = self.observation(proto, 0, dir, 0);
             if fill(&record, &mut o) {
                 self.emit_observed(dir, o);
-                return;
+            } else {
+                self.keep_spare(o);
+                self.stats.events += 1;
             }
-            self.keep_spare(o);
+            return;
         }
         let mut event = self.event(name, dir);
         event.pdu = wrap(record);

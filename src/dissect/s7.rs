@@ -1643,8 +1643,8 @@ impl S7Flow {
         self.emit_plus(ctx, dir, ev);
     }
 
-    /// Detection without an events output: the observation without the event (a PDU that
-    /// makes none, a keep-alive, still goes out as an event, for what counts events).
+    /// Detection without an events output: the observation without the event (a keep-alive,
+    /// which makes none, is only counted as an event).
     fn emit_plus(&self, ctx: &mut Ctx<'_>, dir: Dir, ev: S7PlusEvent) {
         let what = (otwatch_models::Proto::S7commplus, "s7commplus");
         let fill = crate::detection::observe::s7plus;
