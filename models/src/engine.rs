@@ -272,6 +272,14 @@ impl Engine {
     }
 }
 
+/// One observation, then the clock's tick at its time, as the capture loop ticks after a
+/// packet (timers fire only at ticks).
+#[cfg(test)]
+fn see(engine: &mut Engine, o: &Observation, out: &mut Vec<Alert>) {
+    engine.observe(o, out);
+    engine.tick(o.ts, out);
+}
+
 /// The alert types [`always`] raises: they need no baseline, so what learning saw of their
 /// channel does not lower them.
 pub(crate) fn needs_no_baseline(r#type: &str) -> bool {
@@ -571,11 +579,11 @@ mod tests {
         let mut engine = Engine::detecting(baseline, EngineConfig::default());
         // Both polls go on from the learned NIC, then the poll of 0..9 stops.
         for s in 20..30 {
-            engine.observe(&poll(0, s * NANOS, 1), &mut out);
-            engine.observe(&poll(100, s * NANOS + NANOS / 2, 1), &mut out);
+            see(&mut engine, &poll(0, s * NANOS, 1), &mut out);
+            see(&mut engine, &poll(100, s * NANOS + NANOS / 2, 1), &mut out);
         }
         for s in 30..40 {
-            engine.observe(&poll(100, s * NANOS + NANOS / 2, 1), &mut out);
+            see(&mut engine, &poll(100, s * NANOS + NANOS / 2, 1), &mut out);
         }
         let firsts: Vec<&Alert> = out.iter().filter(|a| !a.repeat).collect();
         let texts: Vec<&str> = firsts.iter().map(|a| a.message.as_str()).collect();
@@ -668,8 +676,9 @@ mod tests {
         let mut out = Vec::new();
         // Learning: the client (MAC ..01) polls the server (MAC ..02) every second on unit 1.
         for s in 0..20 {
-            engine.observe(&pdu(1, Kind::Request, s * NANOS, 1), &mut out);
-            engine.observe(
+            see(&mut engine, &pdu(1, Kind::Request, s * NANOS, 1), &mut out);
+            see(
+                &mut engine,
                 &pdu(1, Kind::Response, s * NANOS + NANOS / 100, 2),
                 &mut out,
             );
@@ -677,9 +686,17 @@ mod tests {
         assert!(out.is_empty());
         // Detection: one poll from another NIC, then the client is quiet; the server answers
         // on unit 2, which learning never saw, from another NIC too, every second.
-        engine.observe(&pdu(1, Kind::Request, 20 * NANOS, 0x91), &mut out);
+        see(
+            &mut engine,
+            &pdu(1, Kind::Request, 20 * NANOS, 0x91),
+            &mut out,
+        );
         for s in 21..40 {
-            engine.observe(&pdu(2, Kind::Response, s * NANOS, 0x92), &mut out);
+            see(
+                &mut engine,
+                &pdu(2, Kind::Response, s * NANOS, 0x92),
+                &mut out,
+            );
         }
         let firsts: Vec<&Alert> = out.iter().filter(|a| !a.repeat).collect();
         let of = |t: &str, ip: IpAddr| {
@@ -938,7 +955,7 @@ mod review_tests {
 
     fn run(engine: &mut Engine, obs: impl IntoIterator<Item = Observation>, out: &mut Vec<Alert>) {
         for o in obs {
-            engine.observe(&o, out);
+            see(engine, &o, out);
         }
     }
 
@@ -1387,5 +1404,162 @@ mod member_tests {
             message.ends_with("inside 10 never used on this channel in learning"),
             "{message}"
         );
+    }
+}
+
+/// What a channel's state does depends only on its own PDUs and the clock's ticks: engines that
+/// each see some channels' observations and all the ticks raise, between them, what one engine
+/// that sees everything raises (the ground for running channels' detection apart).
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+    use crate::obs::{Channel, Kind, Observation, Proto};
+    use std::net::IpAddr;
+    use std::sync::Arc;
+
+    const T0: i64 = 1_700_000_000 * NANOS;
+
+    fn at(t: f64) -> i64 {
+        T0 + (t * 1e9) as i64
+    }
+
+    /// A read of holding register `address` by 10.0.0.`site` from 192.168.`site`.10 at `t` s,
+    /// and its answer 10 ms later (none when `answered` is false).
+    fn read(site: u8, t: f64, address: u32, answered: bool) -> Vec<Observation> {
+        let channel = Channel {
+            proto: Proto::Modbus,
+            client: IpAddr::from([10, 0, 0, site]),
+            server: IpAddr::from([192, 168, site, 10]),
+            unit: 1,
+        };
+        let frame = (t * 1000.0) as u64 * 4 + u64::from(site);
+        let mut req = Observation::new(at(t), Arc::from("t"), frame, channel, Kind::Request, 3);
+        req.corr = Some(frame as u32);
+        req.push_access(4, address, 1, false, None);
+        let mut resp = req.clone();
+        resp.kind = Kind::Response;
+        resp.ts += NANOS / 100;
+        resp.frame += 2;
+        resp.accesses.clear();
+        resp.push_access(4, address, 1, false, Some(7.0));
+        if answered {
+            vec![req, resp]
+        } else {
+            vec![req]
+        }
+    }
+
+    /// Site 1's reads (`site1`: at 0.11 s past each second), and site 2's at 0.07 s and 0.57 s
+    /// past each (`site2`). None falls on a tick (0.93 s past each second).
+    fn traffic(
+        from: u32,
+        to: u32,
+        site1: impl Fn(u32) -> Vec<Observation>,
+        site2: bool,
+    ) -> Vec<Observation> {
+        let mut obs = Vec::new();
+        for s in from..to {
+            obs.extend(site1(s));
+            if site2 {
+                obs.extend(read(2, f64::from(s) + 0.07, 0, true));
+                obs.extend(read(2, f64::from(s) + 0.57, 1, true));
+            }
+        }
+        obs
+    }
+
+    /// Runs `obs` (in time order) with a tick every second, 0.93 s past it, after the
+    /// observations before it, up to `end` s; returns the alerts as (type, ts, src, dst, message), sorted.
+    fn detect(
+        baseline: &Baseline,
+        obs: &[Observation],
+        end: f64,
+    ) -> Vec<(String, i64, IpAddr, IpAddr, String)> {
+        let mut engine = Engine::detecting(baseline.clone(), EngineConfig::default());
+        let mut out = Vec::new();
+        let mut next = obs.iter().peekable();
+        let mut tick = at(120.93);
+        while tick <= at(end) {
+            while let Some(o) = next.next_if(|o| o.ts <= tick) {
+                engine.observe(o, &mut out);
+            }
+            engine.tick(tick, &mut out);
+            tick += NANOS;
+        }
+        out.extend(engine.book.finish());
+        let mut got: Vec<_> = out
+            .iter()
+            .map(|a| {
+                (
+                    a.r#type.to_string(),
+                    a.ts,
+                    a.src_ip,
+                    a.dst_ip,
+                    a.message.clone(),
+                )
+            })
+            .collect();
+        got.sort();
+        got
+    }
+
+    #[test]
+    fn channels_apart_raise_what_they_raise_together() {
+        let mut learner = Engine::learning(EngineConfig::default());
+        let mut out = Vec::new();
+        for o in traffic(0, 120, |s| read(1, f64::from(s) + 0.11, 0, true), true) {
+            see(&mut learner, &o, &mut out);
+        }
+        let baseline = learner.finish(&mut out).expect("a baseline");
+        assert!(baseline.behaviour.is_some(), "a behaviour model is learned");
+        // Site 1: a burst of reads of new addresses at 150 s (an unusual window), then its
+        // server stops answering at 170 s. Site 2: its client stops polling at 185 s.
+        let site1 = |s: u32| {
+            let mut obs = read(1, f64::from(s) + 0.11, 0, s < 170);
+            if s == 150 {
+                for k in 0..40 {
+                    let t = f64::from(s) + 0.11 + 0.001 * f64::from(k + 1);
+                    obs.extend(read(1, t, 100 + k, true));
+                }
+            }
+            obs
+        };
+        let one = traffic(120, 200, site1, false);
+        let two = traffic(120, 185, |_| Vec::new(), true);
+        let mut both = traffic(120, 200, site1, false);
+        both.extend(two.iter().cloned());
+        both.sort_by_key(|o| (o.ts, o.frame));
+        let together = detect(&baseline, &both, 200.0);
+        // Each engine apart sees only its site: the other site's devices and polls are silent
+        // to it, and what it says of them is left out.
+        let of_site = |site: u8| {
+            move |a: &(String, i64, IpAddr, IpAddr, String)| {
+                [a.2, a.3].iter().any(|ip| match ip {
+                    IpAddr::V4(v4) => v4.octets()[3] == site || v4.octets()[2] == site,
+                    IpAddr::V6(_) => false,
+                })
+            }
+        };
+        let mut apart: Vec<_> = detect(&baseline, &one, 200.0)
+            .into_iter()
+            .filter(of_site(1))
+            .collect();
+        apart.extend(
+            detect(&baseline, &two, 200.0)
+                .into_iter()
+                .filter(of_site(2)),
+        );
+        apart.sort();
+        let types: std::collections::BTreeSet<&str> =
+            together.iter().map(|a| a.0.as_str()).collect();
+        for t in [
+            "behaviour_anomaly",
+            "response_timeout",
+            "poll_cycle_broken",
+            "device_silent",
+        ] {
+            assert!(types.contains(t), "{t} is raised: {together:#?}");
+        }
+        assert_eq!(together, apart);
     }
 }

@@ -55,9 +55,6 @@ const SCAN_PORTS: usize = 8;
 /// memory a scanner could fill.
 const SCAN_SET_BOUND: usize = 4096;
 
-/// Timers (timeouts, missed polls, silence) are checked at most this often in capture time.
-const TICK: i64 = NANOS / 4;
-
 /// Causes whose text was built, remembered at most.
 const MAX_RAISED: usize = 100_000;
 
@@ -117,6 +114,10 @@ struct ChanRt {
     ports: Option<Ports>,
     /// Request time and frame of the channel's last `MIN_UNANSWERED` timeouts.
     timeouts: VecDeque<(i64, u64)>,
+    /// Where `window` ends (capture time): set when its first PDU comes in.
+    window_end: i64,
+    /// In [`Windows::active`].
+    listed: bool,
 }
 
 /// A learned channel: what its checks read that is fixed once detection starts, and its
@@ -247,19 +248,12 @@ pub struct Detector {
     /// Addresses in the servers' caches of looked-up runs, all together (bounded by
     /// `values::MAX_RUN_ELEMENTS`).
     run_elements: usize,
-    window_nanos: i64,
-    window_index: Option<i64>,
-    /// Where the window after `window_index` starts (`i64::MIN` before the first): an
-    /// observation before it needs no window rolled, known without a division.
-    window_end: i64,
-    /// The window detection started in: partial, so not scored.
-    first_window: Option<i64>,
+    /// The channels' behaviour windows.
+    windows: Windows,
     last_tick: i64,
     /// The earliest time a timer (timeout, missing poll, silence) can fire: ticks before it
     /// have nothing to do, so they cost a comparison, not a walk over every channel.
     next_due: i64,
-    /// Channels whose current behaviour window has activity.
-    active_windows: Vec<RtAt>,
     started: bool,
     /// PDUs of channels learning never saw beyond `MAX_RUNTIME_CHANNELS` (checked against the
     /// baseline, with no timing state kept for them).
@@ -381,17 +375,18 @@ impl Detector {
             memo_elements: 0,
             memo_hits: 0,
             run_elements: 0,
-            window_nanos: baseline
-                .behaviour
-                .as_ref()
-                .map_or(10 * NANOS, |m| (m.window * NANOS as f64) as i64)
-                .max(NANOS),
-            window_index: None,
-            window_end: i64::MIN,
-            first_window: None,
+            windows: Windows {
+                nanos: baseline
+                    .behaviour
+                    .as_ref()
+                    .map_or(10 * NANOS, |m| (m.window * NANOS as f64) as i64)
+                    .max(NANOS),
+                first: None,
+                due: i64::MAX,
+                active: Vec::new(),
+            },
             last_tick: i64::MIN,
             next_due: i64::MIN,
-            active_windows: Vec::new(),
             started: false,
             untracked_channels: 0,
             scan_resets: 0,
@@ -531,6 +526,7 @@ impl Detector {
     /// as one that stops later is.
     fn start(&mut self, now: i64) {
         self.started = true;
+        self.windows.first = Some(now.div_euclid(self.windows.nanos));
         for s in &mut self.chans.slots {
             for (_, p) in &mut s.polls {
                 p.last = Some((now, 0));
@@ -610,12 +606,14 @@ impl Detector {
         self.raised_clears
     }
 
+    /// One observation. What fires with time (timeouts, missing polls, silent devices, the
+    /// behaviour windows that ended) fires at the clock's ticks ([`Detector::tick`]), not at
+    /// observations: what a channel's state does then depends only on its own PDUs and the
+    /// ticks, not on other channels' PDUs between them.
     pub fn observe(&mut self, o: &Observation, out: &mut Vec<Alert>) {
         if !self.started {
             self.start(o.ts);
         }
-        self.tick(o.ts, out);
-        self.roll_windows(o.ts, out);
         self.observe_pdu(o, out);
     }
 
@@ -759,10 +757,16 @@ impl Detector {
         } else {
             None
         };
-        if rt.window.is_empty() {
-            self.active_windows.push(at);
-        }
-        rt.window.add(o, matched.map(|m| m.0));
+        let latency = matched.map(|m| m.0);
+        into_window(
+            &mut self.windows,
+            &self.baseline,
+            &self.weak_channels,
+            (at, &mut *rt),
+            o,
+            latency,
+            out,
+        );
         if o.exception {
             let n = rt.exc_rate.add(o.ts);
             let learned = model.map_or(0, |m| m.max_exceptions_per_window);

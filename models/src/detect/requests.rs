@@ -398,10 +398,15 @@ impl Detector {
         set_source(&mut rt.source, &o.source);
         rt.ports = o.ports.or(rt.ports);
         rt.pending.request(o);
-        if rt.window.is_empty() {
-            self.active_windows.push(at);
-        }
-        rt.window.add(o, None);
+        into_window(
+            &mut self.windows,
+            &self.baseline,
+            &self.weak_channels,
+            (at, &mut *rt),
+            o,
+            None,
+            out,
+        );
         if o.corr.is_some() {
             self.next_due = self.next_due.min(o.ts.saturating_add(timeout));
         }

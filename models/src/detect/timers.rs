@@ -87,15 +87,14 @@ pub(super) fn slowed(l: &LatencyModel, median: f64) -> bool {
 }
 
 impl Detector {
-    /// Timers: response timeouts, polls that stopped, silent devices. Capture time.
+    /// The clock's tick: timers (response timeouts, polls that stopped, silent devices) and the
+    /// behaviour windows that ended. Capture time. Only ticks fire them, so that what a
+    /// channel's state does depends on its own PDUs and the ticks, whichever other channels'
+    /// PDUs came between; the capture loop ticks every quarter of a second of capture time.
     #[inline]
     pub fn tick(&mut self, now: i64, out: &mut Vec<Alert>) {
-        // Most calls (one per observation) come before the next tick or the next timer due:
-        // the same test as below, without a call.
-        if self.started
-            && now >= self.last_tick
-            && (now < self.next_due || now.saturating_sub(self.last_tick) < TICK)
-        {
+        // Most ticks come before the next timer due and the next window's end.
+        if self.started && now >= self.last_tick && now < self.next_due && now < self.windows.due {
             return;
         }
         self.tick_due(now, out);
@@ -107,15 +106,24 @@ impl Detector {
             // down when detection starts is still reported.
             self.start(now);
         }
-        let clock_went_back = now < self.last_tick;
-        if !self.started
-            || !clock_went_back
-                && (now < self.next_due || now.saturating_sub(self.last_tick) < TICK)
-        {
-            return;
-        }
-        self.last_tick = now;
         let first_new = out.len();
+        if now < self.last_tick || now >= self.next_due {
+            self.fire_timers(now, out);
+        }
+        if now >= self.windows.due {
+            self.roll_windows(now, out);
+        }
+        // The timers live in hash maps, whose order differs from run to run, and the windows
+        // in the order their channels became active: the alerts of one tick go out in a
+        // defined order (the alert book keeps the last occurrence's frames).
+        out[first_new..].sort_by(|a, b| {
+            (a.r#type, a.src_ip, a.dst_ip, &a.frames, &a.message)
+                .cmp(&(b.r#type, b.src_ip, b.dst_ip, &b.frames, &b.message))
+        });
+    }
+
+    fn fire_timers(&mut self, now: i64, out: &mut Vec<Alert>) {
+        self.last_tick = now;
         // Walk every timer, fire the expired ones, and find the next one due.
         let mut next = i64::MAX;
         let base = Arc::clone(&self.baseline);
@@ -263,12 +271,6 @@ impl Detector {
             }
         }
         self.next_due = next;
-        // The timers live in hash maps, whose order differs from run to run: the alerts of one
-        // tick go out in a defined order (the alert book keeps the last occurrence's frames).
-        out[first_new..].sort_by(|a, b| {
-            (a.r#type, a.src_ip, a.dst_ip, &a.frames, &a.message)
-                .cmp(&(b.r#type, b.src_ip, b.dst_ip, &b.frames, &b.message))
-        });
     }
 
     /// The capture clock stepped back to `now` (a capture that starts before the last one
@@ -284,6 +286,7 @@ impl Detector {
             rt.req_rate = RateCounter::default();
             rt.exc_rate = RateCounter::default();
             rt.window = WindowAcc::default();
+            rt.listed = false;
             rt.pending.map = CorrMap::default();
             rt.timeouts.clear();
         }
@@ -298,76 +301,115 @@ impl Detector {
         for a in self.devices.iter_mut().filter_map(|d| d.rt.as_mut()) {
             a.last = a.last.min(now);
         }
-        self.active_windows.clear();
-        self.window_index = None;
-        self.window_end = i64::MIN;
-        self.first_window = None;
+        self.windows.active.clear();
+        self.windows.due = i64::MAX;
+        // The window of the step is partial.
+        self.windows.first = Some(now.div_euclid(self.windows.nanos));
         self.next_due = i64::MIN;
     }
 
-    /// Behaviour windows: score the channels' windows that ended before `ts`.
-    #[inline]
-    pub(super) fn roll_windows(&mut self, ts: i64, out: &mut Vec<Alert>) {
-        // Most observations fall in the current window: known without a 64-bit division
-        // (about a hundredth of detection's time when each had one), and without a call.
-        if ts < self.window_end {
-            return;
-        }
-        self.roll_windows_due(ts, out);
-    }
-
-    /// [`Detector::roll_windows`] past the current window's end. Out of line: inlined, it made
-    /// every observation's call into the detector set up a large frame.
+    /// Behaviour windows: scores the channels' windows that ended by `now`.
+    #[cold]
     #[inline(never)]
-    fn roll_windows_due(&mut self, ts: i64, out: &mut Vec<Alert>) {
-        let idx = ts.div_euclid(self.window_nanos);
-        let cur = *self.window_index.get_or_insert(idx);
-        let first = *self.first_window.get_or_insert(idx);
-        let end_of = |i: i64| i.saturating_add(1).saturating_mul(self.window_nanos);
-        self.window_end = end_of(cur);
-        if idx <= cur {
-            return;
-        }
-        self.window_index = Some(idx);
-        self.window_end = end_of(idx);
-        let active = std::mem::take(&mut self.active_windows);
+    fn roll_windows(&mut self, now: i64, out: &mut Vec<Alert>) {
         let base = Arc::clone(&self.baseline);
-        let Some(model) = base.behaviour.as_ref() else {
-            for &at in &active {
-                if let Some((_, rt)) = self.chans.rt_of(&base, at) {
-                    rt.window = WindowAcc::default();
-                }
-            }
-            return;
-        };
-        for &at in &active {
-            let Some((ref ch, rt)) = self.chans.rt_of(&base, at) else {
-                continue;
+        let mut active = std::mem::take(&mut self.windows.active);
+        let mut due = i64::MAX;
+        active.retain(|&at| {
+            let Some((ch, rt)) = self.chans.rt_of(&base, at) else {
+                return false;
             };
-            let mut w = std::mem::take(&mut rt.window);
-            // A channel learning saw too little of (under-learned: docs/alerts.md) has no
-            // behaviour to be unlike: its few learned windows say nothing of its normal spread.
-            if w.is_empty() || rt.known.is_none() || cur == first || self.weak_channels.contains(ch)
-            {
-                continue;
+            if !rt.window.is_empty() && rt.window_end > now {
+                due = due.min(rt.window_end);
+                return true;
             }
-            let x = w.features();
-            let d = model.distance(&x);
-            if d > model.threshold {
-                let end = (cur + 1) * self.window_nanos;
-                let key = AlertKey::channel("behaviour_anomaly", ch, 0);
-                out.push(Alert {
-                    frames: [w.first_frame, Some(w.last_frame)].into_iter().flatten().collect(),
-                    message: format!(
-                        "{ch}: a {} s window unlike any in learning (distance {d:.2}, threshold {:.2})",
-                        model.window, model.threshold
-                    ),
-                    learned: json!({"threshold": model.threshold, "max_training_distance": model.max_training_distance}).into(),
-                    observed: json!({"distance": d, "window_end_ns": end, "features": model.features.iter().zip(x).map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, serde_json::Value>>()}).into(),
-                    // Raised now, when the window is found closed: lines stay in time order.
-                    ..channel_alert(ch, Some(rt), ts, key, Severity::Low)
-                });
-            }
+            close_window(&self.windows, &base, &self.weak_channels, &ch, rt, now, out);
+            rt.listed = false;
+            false
+        });
+        self.windows.active = active;
+        self.windows.due = due;
+    }
+}
+
+/// The channels' behaviour windows: each channel's runs from the first PDU it has after the
+/// last one ended, on one grid (window `i` is `[i * nanos, (i + 1) * nanos)`), and is scored
+/// when a PDU of its channel or a tick finds it ended.
+pub(super) struct Windows {
+    pub(super) nanos: i64,
+    /// The window detection started in (or the clock stepped back in): partial, so not scored.
+    pub(super) first: Option<i64>,
+    /// The earliest end of the windows in `active`.
+    pub(super) due: i64,
+    /// Channels whose window has activity.
+    pub(super) active: Vec<RtAt>,
+}
+
+/// Puts `o` into its channel's behaviour window (`rt`, found at `at`), scoring the one it held
+/// first when `o` is past its end.
+#[inline]
+pub(super) fn into_window(
+    windows: &mut Windows,
+    base: &Baseline,
+    weak: &FastSet<Channel>,
+    (at, rt): (RtAt, &mut ChanRt),
+    o: &Observation,
+    latency: Option<f64>,
+    out: &mut Vec<Alert>,
+) {
+    if o.ts >= rt.window_end && !rt.window.is_empty() {
+        close_window(windows, base, weak, &o.channel, rt, o.ts, out);
+    }
+    if rt.window.is_empty() {
+        rt.window_end =
+            o.ts.div_euclid(windows.nanos)
+                .saturating_add(1)
+                .saturating_mul(windows.nanos);
+        windows.due = windows.due.min(rt.window_end);
+        if !rt.listed {
+            rt.listed = true;
+            windows.active.push(at);
         }
+    }
+    rt.window.add(o, latency);
+}
+
+/// Scores the window `rt` holds (of channel `ch`), found ended at `ts`, and empties it.
+#[cold]
+#[inline(never)]
+fn close_window(
+    windows: &Windows,
+    base: &Baseline,
+    weak: &FastSet<Channel>,
+    ch: &Channel,
+    rt: &mut ChanRt,
+    ts: i64,
+    out: &mut Vec<Alert>,
+) {
+    let mut w = std::mem::take(&mut rt.window);
+    let Some(model) = base.behaviour.as_ref() else {
+        return;
+    };
+    let index = rt.window_end.div_euclid(windows.nanos).saturating_sub(1);
+    // A channel learning saw too little of (under-learned: docs/alerts.md) has no behaviour
+    // to be unlike: its few learned windows say nothing of its normal spread.
+    if w.is_empty() || rt.known.is_none() || windows.first == Some(index) || weak.contains(ch) {
+        return;
+    }
+    let x = w.features();
+    let d = model.distance(&x);
+    if d > model.threshold {
+        let key = AlertKey::channel("behaviour_anomaly", ch, 0);
+        out.push(Alert {
+            frames: [w.first_frame, Some(w.last_frame)].into_iter().flatten().collect(),
+            message: format!(
+                "{ch}: a {} s window unlike any in learning (distance {d:.2}, threshold {:.2})",
+                model.window, model.threshold
+            ),
+            learned: json!({"threshold": model.threshold, "max_training_distance": model.max_training_distance}).into(),
+            observed: json!({"distance": d, "window_end_ns": rt.window_end, "features": model.features.iter().zip(x).map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, serde_json::Value>>()}).into(),
+            // Raised when the window is found ended: lines stay in time order.
+            ..channel_alert(ch, Some(rt), ts, key, Severity::Low)
+        });
     }
 }
