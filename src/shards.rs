@@ -522,6 +522,8 @@ pub(crate) struct Shards<P> {
     /// When detection's clock ticks, decided here as on one worker.
     tick_clock: TickClock,
     clock: bool,
+    /// Whether detection was told the first packet's time ([`Detection::begin`]).
+    begun: bool,
     /// The flow tables' sweep clock, for every worker ([`crate::flow::SweepClock`]).
     last_sweep: i64,
     /// Packets in flight at most (handed out, not yet finished by every earlier worker).
@@ -580,6 +582,7 @@ impl<P> Shards<P> {
             ticks: VecDeque::new(),
             tick_clock: TickClock::default(),
             clock: detection.is_some_and(|d| d.engine.is_some()),
+            begun: false,
             last_sweep: i64::MIN,
             window: (workers.max(1) * capacity) as u64,
             released_ts: 0,
@@ -608,6 +611,9 @@ impl<P> Shards<P> {
             && !self.wait_for_window(lossless, stage)
         {
             return Err(p);
+        }
+        if !self.begun {
+            self.begin(ts, stage);
         }
         if crate::flow::SweepClock::due(&mut self.last_sweep, ts) {
             // Before the packet, as a pipeline sweeping by itself does.
@@ -657,6 +663,17 @@ impl<P> Shards<P> {
                 return false;
             }
             reader_pause(&mut waited);
+        }
+    }
+
+    /// The first packet is at `ts`: learning lasts from it, as on one worker (where the
+    /// pipeline tells detection before each packet's observations).
+    #[cold]
+    #[inline(never)]
+    fn begin(&mut self, ts: i64, stage: &mut Stage<'_>) {
+        self.begun = true;
+        if let Some(d) = stage.detection.as_deref_mut() {
+            d.begin(ts);
         }
     }
 

@@ -559,3 +559,85 @@ fn a_flush_and_a_sweep_of_several_workers_come_out_in_one_workers_order() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--learn` counts from the capture's first packet, not its first OT PDU, with one worker and
+/// with two: a capture that opens with an ARP request, 30 s before a Modbus poll, and a Modbus poll from then on
+/// learns until 60 s, so a write at 70 s is detected (counted from the first PDU, learning
+/// would have lasted until 90 s and learned the write).
+#[test]
+fn learning_lasts_from_the_first_packet() {
+    use common::{
+        conversation_packets, read_holding_request, read_holding_response, Segment, Side,
+    };
+    use std::time::Duration;
+    let dir = common::scratch("learn-first-packet");
+    let t0 = 1_700_000_000_000u64;
+    // Other traffic first, which makes no observation: an ARP request.
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&[2, 0, 0, 0, 0, 7, 0x08, 0x06]);
+    arp.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 7, 10, 9, 9, 1]);
+    arp.extend_from_slice(&[0, 0, 0, 0, 0, 0, 10, 9, 9, 2]);
+    let mut timed = vec![(Duration::from_millis(t0), arp)];
+    // The poll, one a second from 30 s to 100 s, and a write of register 5 at 70.5 s.
+    let write = |tid: u16| {
+        let mut v = tid.to_be_bytes().to_vec();
+        v.extend_from_slice(&[0, 0, 0, 6, 1, 6, 0, 5, 0, 42]);
+        v
+    };
+    let mut segments = Vec::new();
+    let mut times = Vec::new();
+    let (mut c, mut s) = (0usize, 0usize);
+    let mut exchange = |req: Vec<u8>, resp: Vec<u8>, at: u64| {
+        let (rl, pl) = (req.len(), resp.len());
+        segments.push(Segment {
+            from: Side::Client,
+            offset: c,
+            data: req,
+            captured: true,
+        });
+        segments.push(Segment {
+            from: Side::Server,
+            offset: s,
+            data: resp,
+            captured: true,
+        });
+        times.extend([at, at + 10]);
+        c += rl;
+        s += pl;
+    };
+    for k in 0..70u16 {
+        let tid = k + 1;
+        exchange(
+            read_holding_request(tid, 1, 0, 2),
+            read_holding_response(tid, 1, &[1, 2]),
+            t0 + 30_000 + u64::from(k) * 1000,
+        );
+        if k == 40 {
+            exchange(write(1000), write(1000), t0 + 70_500);
+        }
+    }
+    let packets = conversation_packets(common::CLIENT_ISN, common::SERVER_ISN, true, &segments);
+    let handshake = [t0 + 29_000, t0 + 29_001, t0 + 29_002];
+    for (p, at) in packets.into_iter().zip(handshake.into_iter().chain(times)) {
+        timed.push((Duration::from_millis(at), p));
+    }
+    let capture = dir.join("late-poll.pcap");
+    common::write_pcap_at(&capture, &timed);
+    for workers in ["1", "2"] {
+        let alerts = dir.join(format!("alerts-{workers}.jsonl"));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_otwatch"))
+            .args(["replay", "--quiet", "--learn", "60s", "--workers", workers])
+            .arg("--alerts")
+            .arg(&alerts)
+            .arg(&capture)
+            .output()
+            .expect("run otwatch");
+        assert!(out.status.success(), "{out:?}");
+        let text = std::fs::read_to_string(&alerts).expect("alerts");
+        assert!(
+            text.lines().any(|l| l.contains("\"unauthorized_write\"")),
+            "{workers} worker(s): the write at 70 s is detected: {text}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

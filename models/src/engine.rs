@@ -48,6 +48,8 @@ pub struct Engine {
     tick_high: i64,
     /// Times the capture clock stepped back by more than [`CLOCK_STEP_BACK`].
     pub clock_steps: u64,
+    /// Whether the capture's first moment was seen ([`Engine::begin`]).
+    begun: bool,
 }
 
 /// The clock ticking back by more than this is a step of the capture clock (a capture that
@@ -68,6 +70,7 @@ impl Engine {
             observations: 0,
             tick_high: i64::MIN,
             clock_steps: 0,
+            begun: false,
         }
     }
 
@@ -82,6 +85,7 @@ impl Engine {
             observations: 0,
             tick_high: i64::MIN,
             clock_steps: 0,
+            begun: false,
         }
     }
 
@@ -116,6 +120,25 @@ impl Engine {
         ]
     }
 
+    /// The capture's first moment, `ts` (its first packet, which the capture loop tells before
+    /// the packet's observations): learning lasts `learn_for` from it. Without it, the first
+    /// observation starts learning's clock. Later calls change nothing.
+    #[inline]
+    pub fn begin(&mut self, ts: i64) {
+        if !self.begun {
+            self.begin_at(ts);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn begin_at(&mut self, ts: i64) {
+        self.begun = true;
+        if let (Phase::Learning(_), Some(d)) = (&self.phase, self.config.learn_for) {
+            self.learn_until = Some(ts.saturating_add(d));
+        }
+    }
+
     /// Ends learning once `now` reached its end: one comparison while learning, none after.
     #[inline]
     fn switch_if_due(&mut self, now: i64) {
@@ -137,11 +160,7 @@ impl Engine {
     /// One observation; alert lines to write are appended to `out`.
     pub fn observe(&mut self, o: &Observation, out: &mut Vec<Alert>) {
         self.observations += 1;
-        if self.learn_until.is_none() {
-            if let (Phase::Learning(_), Some(d)) = (&self.phase, self.config.learn_for) {
-                self.learn_until = Some(o.ts.saturating_add(d));
-            }
-        }
+        self.begin(o.ts);
         self.switch_if_due(o.ts);
         self.book.see(o.ts);
         // Empty but for a panic caught mid-observation (the capture loop goes on after one):

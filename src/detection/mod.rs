@@ -532,11 +532,23 @@ impl Detection {
         s
     }
 
-    /// Before a packet's PDUs: the clock ticks back to it if it stepped back
+    /// Before a packet's PDUs: learning's clock starts at the first packet
+    /// ([`Engine::begin`]), and the clock ticks back to it if it stepped back
     /// ([`TickClock::back`]).
     pub fn before_packet(&mut self, ts: i64) {
-        if self.engine.is_some() && self.clock.back(ts) {
-            self.tick(ts);
+        if let Some(e) = &mut self.engine {
+            e.begin(ts);
+            if self.clock.back(ts) {
+                self.tick(ts);
+            }
+        }
+    }
+
+    /// The capture's first packet is at `ts` (N workers: the reader tells it before the
+    /// packet's observations come back): learning lasts from it.
+    pub fn begin(&mut self, ts: i64) {
+        if let Some(e) = &mut self.engine {
+            e.begin(ts);
         }
     }
 
