@@ -74,15 +74,22 @@ fn host_pair_of_any(linktype: LinkType, data: &[u8]) -> Option<HostPair> {
 /// Host pairs given a worker, at most; a pair first seen beyond it goes by hash.
 pub const MAX_OWNED_PAIRS: usize = 65_536;
 
-/// Which worker owns each host pair. A pair is given one at its first packet, the worker handed
-/// the fewest packets so far, and keeps it: both directions and every fragment go to it, and so
-/// do all flows between the two hosts. A plant has few host pairs of very different weight (a
+/// Which worker owns each host pair. A pair is given one at its first packet and keeps it: both
+/// directions and every fragment go to it, and so do all flows between the two hosts. A pair
+/// whose first packet has a dissected protocol's server port on one side (and not on both) goes
+/// to the worker that owns that server, when one does: all of a server's clients are one
+/// worker's, so what detection keeps per server (its value envelopes, their memo) is in one
+/// place. Otherwise it goes to the worker handed the fewest packets so far (and, for a server,
+/// makes it the server's). A plant has few host pairs of very different weight (a
 /// SCADA master polling a handful of PLCs), and a hash put steady-site's two heavy pairs on one
 /// worker as often as not; first sight to the least loaded spreads them. The table is bounded
 /// ([`MAX_OWNED_PAIRS`]): a flood of new pairs goes by a symmetric hash instead, so a pair's
 /// worker never changes. Not IP: worker 0.
 pub(crate) struct PairOwners {
     owners: HashMap<HostPair, u16, foldhash::fast::RandomState>,
+    /// The worker of each server (its address, and whether IPv6) that a pair was given for,
+    /// bounded as `owners`.
+    servers: HashMap<(u128, bool), u16, foldhash::fast::RandomState>,
     /// The owners of recent pairs, direct-mapped by [`pair_hash`]: a hit costs a compare, where
     /// the map's lookup cost the reader 70 instructions a packet (bench-ics).
     recent: Vec<Option<(HostPair, u16)>>,
@@ -98,6 +105,7 @@ impl Default for PairOwners {
     fn default() -> Self {
         PairOwners {
             owners: HashMap::default(),
+            servers: HashMap::default(),
             recent: vec![None; RECENT],
         }
     }
@@ -126,14 +134,88 @@ impl PairOwners {
             None if self.owners.len() >= MAX_OWNED_PAIRS || workers > usize::from(u16::MAX) => {
                 return shard_of_words(pair.0, pair.1, workers);
             }
-            None => {
-                let w = (0..workers).min_by_key(|&w| load(w)).unwrap_or(0);
-                self.owners.insert(pair, w as u16);
-                w
-            }
+            None => self.new_pair(pair, server_of(linktype, data), workers, load),
         };
         self.recent[slot] = Some((pair, w as u16));
         w
+    }
+}
+
+impl PairOwners {
+    /// The worker for a pair first seen, with `server` on one side when its first packet
+    /// says so: the server's worker, or the least loaded (out of line: once per pair).
+    #[cold]
+    #[inline(never)]
+    fn new_pair(
+        &mut self,
+        pair: HostPair,
+        server: Option<(u128, bool)>,
+        workers: usize,
+        load: impl Fn(usize) -> u64,
+    ) -> usize {
+        let w = match server.and_then(|s| self.servers.get(&s)) {
+            Some(&w) => usize::from(w),
+            None => (0..workers).min_by_key(|&w| load(w)).unwrap_or(0),
+        };
+        if let Some(s) = server {
+            if self.servers.len() < MAX_OWNED_PAIRS {
+                self.servers.entry(s).or_insert(w as u16);
+            }
+        }
+        self.owners.insert(pair, w as u16);
+        w
+    }
+}
+
+/// The server of a TCP or UDP packet: the end whose port is a dissected protocol's server port,
+/// when one end's is and the other's is not (its address as [`host_pair`] gives it, and whether
+/// IPv6). `None` for a fragment after the first, IPv6 with extension headers, or anything else.
+fn server_of(linktype: LinkType, data: &[u8]) -> Option<(u128, bool)> {
+    let ip = crate::decode::ip_bytes(linktype, data)?;
+    let be = |b: &[u8]| b.iter().fold(0u128, |acc, &x| acc << 8 | u128::from(x));
+    let (proto, transport, src, dst, v6) = match ip.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let fragment = u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]) & 0x1fff;
+            if fragment != 0 {
+                return None;
+            }
+            (
+                *ip.get(9)?,
+                ip.get(ihl..)?,
+                be(ip.get(12..16)?),
+                be(ip.get(16..20)?),
+                false,
+            )
+        }
+        6 => (
+            *ip.get(6)?,
+            ip.get(40..)?,
+            be(ip.get(8..24)?),
+            be(ip.get(24..40)?),
+            true,
+        ),
+        _ => return None,
+    };
+    let udp = match proto {
+        6 => false,
+        17 => true,
+        _ => return None,
+    };
+    let port = |at: usize| {
+        Some(u16::from_be_bytes([
+            *transport.get(at)?,
+            *transport.get(at + 1)?,
+        ]))
+    };
+    let (sport, dport) = (port(0)?, port(2)?);
+    match (
+        crate::dissect::App::is_server_port(sport, udp),
+        crate::dissect::App::is_server_port(dport, udp),
+    ) {
+        (true, false) => Some((src, v6)),
+        (false, true) => Some((dst, v6)),
+        _ => None,
     }
 }
 
@@ -349,6 +431,68 @@ mod tests {
         let cut = frame(v4(7), server, 0);
         assert_eq!(owners.owner(LinkType::ETHERNET, &cut[..30], 3, |_| 9), 0);
         assert_eq!(owners.owners.len(), 5);
+    }
+
+    /// A TCP packet from `a`:`sport` to `b`:`dport` (IPv4 or IPv6), over Ethernet.
+    fn tcp(a: IpAddr, sport: u16, b: IpAddr, dport: u16) -> Vec<u8> {
+        let eth = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let ip = match (a, b) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => eth.ipv4(a.octets(), b.octets(), 64),
+            (IpAddr::V6(a), IpAddr::V6(b)) => eth.ipv6(a.octets(), b.octets(), 64),
+            _ => unreachable!(),
+        };
+        let mut out = Vec::new();
+        ip.tcp(sport, dport, 1, 8192)
+            .write(&mut out, &[0; 12])
+            .expect("build packet");
+        out
+    }
+
+    /// All of a server's clients go to the worker that got the server's first pair, whatever
+    /// the loads, both ways; a pair whose first packet names no server (a later fragment, no
+    /// server port or two) goes to the least loaded, and a pair keeps its worker.
+    #[test]
+    fn a_servers_clients_go_to_its_worker() {
+        let mut owners = PairOwners::default();
+        let loads = std::cell::Cell::new([0u64; 2]);
+        let mut owner = |data: Vec<u8>| {
+            let snapshot = loads.get();
+            let w = owners.owner(LinkType::ETHERNET, &data, 2, |w| snapshot[w]);
+            let mut l = loads.get();
+            l[w] += 100;
+            loads.set(l);
+            w
+        };
+        let (plc, plc2) = (v4(1000), v4(2000));
+        assert_eq!(owner(tcp(v4(1), 50_000, plc, 502)), 0);
+        // Worker 0 is the busier: a second client of the PLC still goes to it, both ways.
+        assert_eq!(owner(tcp(plc, 502, v4(2), 50_001)), 0);
+        assert_eq!(owner(tcp(v4(2), 50_001, plc, 502)), 0);
+        assert_eq!(owner(tcp(v4(1), 50_000, plc, 502)), 0);
+        // Another server takes the least loaded, and keeps its clients there.
+        assert_eq!(owner(tcp(v4(1), 50_002, plc2, 102)), 1);
+        assert_eq!(owner(tcp(v4(3), 50_003, plc2, 102)), 1);
+        // No server port, or one on both sides: the least loaded.
+        let before = loads.get();
+        let least = usize::from(before[1] < before[0]);
+        assert_eq!(owner(tcp(v4(4), 40_000, plc, 40_001)), least);
+        let before = loads.get();
+        let least = usize::from(before[1] < before[0]);
+        assert_eq!(owner(tcp(v4(5), 502, plc2, 102)), least);
+        // A pair first seen by a fragment after the first names no server either.
+        let mut fragment = tcp(v4(6), 50_004, plc, 502);
+        fragment[20] = 0x00;
+        fragment[21] = 0x10;
+        let before = loads.get();
+        let least = usize::from(before[1] < before[0]);
+        assert_eq!(owner(fragment), least);
+        // IPv6 the same.
+        let (c6, s6): (IpAddr, IpAddr) = ("fd00::1".parse().unwrap(), "fd00::10".parse().unwrap());
+        let w6 = owner(tcp(c6, 50_000, s6, 20_000));
+        assert_eq!(
+            owner(tcp(s6, 20_000, "fd00::2".parse().unwrap(), 50_001)),
+            w6
+        );
     }
 
     /// Past the table's bound a new pair goes by a symmetric hash: the same worker every time

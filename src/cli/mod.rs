@@ -38,7 +38,8 @@ pub(crate) enum Command {
         #[arg(long, short, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
         quiet: bool,
         /// Dissect with N worker threads. Each owns the flows between the host pairs given to
-        /// it (at a pair's first packet, the least-loaded worker); one more thread reads, puts
+        /// it (at a pair's first packet, the worker of its server if another pair gave the
+        /// server one, else the least-loaded); one more thread reads, puts
         /// the workers' output back in capture order and runs
         /// detection, so events and alerts are those of one worker.
         #[arg(long, default_value_t = 1, value_name = "N", value_parser = parse_workers)]
