@@ -110,7 +110,7 @@ impl Engine {
     /// metrics. Learning's bounds are in the baseline's `unlearned`.
     pub fn bounds_hit(&self) -> [(&'static str, u64); 3] {
         let (channels, scans) = match &self.phase {
-            Phase::Detecting(d) => (d.untracked_channels, d.scan_resets),
+            Phase::Detecting(d) => (d.untracked_channels, d.across.scan_resets),
             _ => (0, 0),
         };
         [

@@ -4,6 +4,7 @@
 use super::*;
 
 pub(super) struct AssetRt {
+    pub(super) ip: IpAddr,
     pub(super) threshold: f64,
     /// `threshold` in nanoseconds, worked out once: every PDU of the device moves its timer
     /// (a float product and its conversion to an integer a PDU).
@@ -324,7 +325,7 @@ impl Detector {
                 Some(slot) => &mut slot.scan,
                 None => &mut none,
             };
-            let s = scan_window(&mut self.scans, &mut self.scan_resets, o, place);
+            let s = self.across.scan_window(o, place);
             if new_unit {
                 ScanRt::note(&mut s.units, &mut s.frames, (ch.server, ch.unit), o);
             }

@@ -15,11 +15,13 @@ use crate::obs::{Channel, Kind, Observation, Ports, Proto};
 use crate::ranges::Ranges;
 use crate::{secs, NANOS};
 
+mod across;
 mod assets;
 mod requests;
 mod timers;
 mod values;
 
+use across::*;
 use assets::*;
 use requests::*;
 use timers::*;
@@ -147,13 +149,12 @@ struct Slot {
     scan: ScanPlace,
 }
 
-/// A learned device: its Ethernet addresses and, once detection started, its silence clock.
+/// A learned device with Ethernet addresses or a silence clock (the clock itself is in
+/// [`Across`], at the same place).
 struct Device {
-    ip: IpAddr,
     /// Held in place for one or two (a device has one, a redundant one two): every PDU of a
     /// learned device reads them.
     macs: Option<smallvec::SmallVec<[[u8; 6]; 2]>>,
-    rt: Option<AssetRt>,
 }
 
 /// Where a channel's runtime state lives.
@@ -237,7 +238,8 @@ pub struct Detector {
     /// `point_servers` finds one.
     points: Vec<ServerPoints>,
     point_servers: FastMap<(Proto, IpAddr, u32), usize>,
-    scans: Scans,
+    /// What spans channels: devices' silence clocks, clients' scan windows.
+    pub(crate) across: Across,
     /// Causes raised so far (their text was built once).
     raised: FastSet<AlertKey>,
     raised_clears: u64,
@@ -258,8 +260,6 @@ pub struct Detector {
     /// PDUs of channels learning never saw beyond `MAX_RUNTIME_CHANNELS` (checked against the
     /// baseline, with no timing state kept for them).
     pub untracked_channels: u64,
-    /// Times the scan table was full and started afresh.
-    pub scan_resets: u64,
 }
 
 /// A bare occurrence about the PDU `o` (no text yet).
@@ -369,7 +369,7 @@ impl Detector {
             client_servers: FastSet::default(),
             points: Vec::new(),
             point_servers: FastMap::default(),
-            scans: Scans::default(),
+            across: Across::default(),
             raised: FastSet::default(),
             raised_clears: 0,
             memo_elements: 0,
@@ -389,7 +389,6 @@ impl Detector {
             next_due: i64::MIN,
             started: false,
             untracked_channels: 0,
-            scan_resets: 0,
             baseline: std::sync::Arc::new(baseline),
         };
         let base = Arc::clone(&d.baseline);
@@ -512,11 +511,7 @@ impl Detector {
         let next = self.devices.len();
         let at = *self.device_index.entry(ip).or_insert(next);
         if at == next {
-            self.devices.push(Device {
-                ip,
-                macs: None,
-                rt: None,
-            });
+            self.devices.push(Device { macs: None });
         }
         at
     }
@@ -538,16 +533,20 @@ impl Detector {
                     continue;
                 };
                 let threshold = (SILENCE_FACTOR * gap).max(MIN_SILENCE);
-                self.devices[dev].rt = Some(AssetRt {
-                    threshold,
-                    threshold_nanos: nanos(threshold),
-                    last: now,
-                    last_frame: 0,
-                    source: None,
-                    proto: a.protocols.first().copied().unwrap_or(Proto::Tcp),
-                    peer: None,
-                    silent: false,
-                });
+                self.across.clock(
+                    dev,
+                    AssetRt {
+                        ip: a.ip,
+                        threshold,
+                        threshold_nanos: nanos(threshold),
+                        last: now,
+                        last_frame: 0,
+                        source: None,
+                        proto: a.protocols.first().copied().unwrap_or(Proto::Tcp),
+                        peer: None,
+                        silent: false,
+                    },
+                );
             }
         }
     }
@@ -650,19 +649,8 @@ impl Detector {
             Kind::Response | Kind::Unsolicited => self.response(o, known, tracked, out),
             Kind::Conversation => self.conversation(o, known.is_some(), out),
         }
-        if let Some(a) = device.and_then(|d| self.devices.get_mut(d)?.rt.as_mut()) {
-            if a.silent {
-                a.silent = false;
-            }
-            // A PDU out of a TCP hole carries its own, older time: the device was heard later.
-            if o.ts >= a.last {
-                a.last = o.ts;
-                a.last_frame = o.frame;
-            }
-            self.next_due = self.next_due.min(o.ts.saturating_add(a.threshold_nanos));
-            set_source(&mut a.source, &o.source);
-            a.peer = Some(o.dst());
-            a.proto = ch.proto;
+        if let Some(d) = device {
+            self.across.heard(d, o);
         }
     }
 
@@ -698,7 +686,7 @@ impl Detector {
     fn conversation(&mut self, o: &Observation, known: bool, out: &mut Vec<Alert>) {
         let ch = &o.channel;
         if !known && !background(ch) {
-            let s = scan_window(&mut self.scans, &mut self.scan_resets, o, &mut None);
+            let s = self.across.scan_window(o, &mut None);
             ScanRt::note(&mut s.ports, &mut s.frames, (ch.server, ch.unit), o);
             scan_alert(s, &mut self.raised, o, out);
         }

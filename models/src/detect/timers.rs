@@ -94,7 +94,12 @@ impl Detector {
     #[inline]
     pub fn tick(&mut self, now: i64, out: &mut Vec<Alert>) {
         // Most ticks come before the next timer due and the next window's end.
-        if self.started && now >= self.last_tick && now < self.next_due && now < self.windows.due {
+        if self.started
+            && now >= self.last_tick
+            && now < self.next_due
+            && now < self.windows.due
+            && now < self.across.due
+        {
             return;
         }
         self.tick_due(now, out);
@@ -107,8 +112,12 @@ impl Detector {
             self.start(now);
         }
         let first_new = out.len();
-        if now < self.last_tick || now >= self.next_due {
+        let clock_back = now < self.last_tick;
+        if clock_back || now >= self.next_due {
             self.fire_timers(now, out);
+        }
+        if clock_back || now >= self.across.due {
+            self.across.silences(now, out);
         }
         if now >= self.windows.due {
             self.roll_windows(now, out);
@@ -235,41 +244,6 @@ impl Detector {
                 });
             }
         }
-        for (ip, a) in self
-            .devices
-            .iter_mut()
-            .filter_map(|d| Some((&d.ip, d.rt.as_mut()?)))
-        {
-            let quiet = secs(a.last, now);
-            if !a.silent && quiet <= a.threshold {
-                next = next.min(a.last.saturating_add(a.threshold_nanos));
-            }
-            if !a.silent && quiet > a.threshold {
-                a.silent = true;
-                out.push(Alert {
-                    frames: if a.last_frame > 0 {
-                        smallvec::smallvec![a.last_frame]
-                    } else {
-                        crate::alert::Frames::new()
-                    },
-                    message: format!(
-                        "{ip} has sent nothing for {quiet:.1} s (alert after {:.1} s)",
-                        a.threshold
-                    ),
-                    learned: json!({"silence_threshold_s": a.threshold}).into(),
-                    observed: json!({"silent_for_s": quiet}).into(),
-                    ..Alert::new(
-                        a.source.clone(),
-                        AlertKey::host("device_silent", *ip),
-                        Severity::High,
-                        a.proto,
-                        *ip,
-                        a.peer.unwrap_or(*ip),
-                        now,
-                    )
-                });
-            }
-        }
         self.next_due = next;
     }
 
@@ -281,6 +255,7 @@ impl Detector {
     /// dropped, the next one being partial; a device's silence counts from the step at the
     /// latest.
     pub fn clock_back(&mut self, now: i64) {
+        self.across.clock_back(now);
         let learned = self.chans.slots.iter_mut().map(|s| &mut s.rt);
         for rt in learned.chain(self.chans.others.values_mut()) {
             rt.req_rate = RateCounter::default();
@@ -297,9 +272,6 @@ impl Detector {
                 p.missing_alerted = false;
                 p.broken.clear();
             }
-        }
-        for a in self.devices.iter_mut().filter_map(|d| d.rt.as_mut()) {
-            a.last = a.last.min(now);
         }
         self.windows.active.clear();
         self.windows.due = i64::MAX;
