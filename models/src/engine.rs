@@ -4,7 +4,7 @@ use serde_json::json;
 
 use crate::alert::{Alert, AlertBook, AlertKey, Severity};
 use crate::baseline::Baseline;
-use crate::detect::Detector;
+use crate::detect::{Detector, Heard, Note};
 use crate::learn::Learner;
 use crate::obs::{Command, Kind, Observation};
 use crate::NANOS;
@@ -170,13 +170,9 @@ impl Engine {
         }
         // Most observations carry nothing `always` raises: tested here, its closures and texts
         // out of line (inlined, their set-up ran for every observation).
-        if o.command.is_some()
-            || o.malformed.is_some()
-            || o.stream_anomaly.is_some()
-            || o.crc_error
-            || o.device_restarted
-        {
-            always(o, &self.book, &mut self.scratch);
+        if carries_always(o) {
+            let book = &self.book;
+            always(o, &|k| book.contains(k), &mut self.scratch);
         }
         // A stream anomaly is no traffic of its channel: nothing to learn or compare.
         match &mut self.phase {
@@ -189,43 +185,48 @@ impl Engine {
         if !self.scratch.is_empty() {
             let mut cands = std::mem::take(&mut self.scratch);
             crate::detect::suppress_implied(&mut cands);
-            // Raised in place (an alert is large, and a flood has one per PDU): what the book
-            // keeps is moved out of the candidates, which are then cleared. The detector's set
-            // of causes marked raised evolves as when every candidate was marked in turn: a
-            // mark is skipped only where it would change nothing (a bare occurrence whose
-            // cause the detector found marked, with no clear of the set since).
-            let clears = match &self.phase {
-                Phase::Detecting(d) => d.raised_clears(),
-                _ => 0,
-            };
-            for a in &mut cands {
-                let mut detector = match &mut self.phase {
-                    Phase::Detecting(d) => Some(d),
-                    _ => None,
-                };
-                let (key, skipped) = (a.key, a.text_skipped);
-                let mut started = false;
-                let line = self.book.raise_with(a, |a| {
-                    started = true;
-                    if let Some(d) = detector.as_deref_mut() {
-                        d.soften(std::slice::from_mut(a));
-                        d.mark_raised(a.key);
-                    }
-                });
-                // An occurrence of an entry already in the book keeps its first line's
-                // severity: it is not softened.
-                if let (false, Some(d)) = (started, detector) {
-                    if !(skipped && d.raised_clears() == clears) {
-                        d.mark_raised(key);
-                    }
-                }
-                if let Some(line) = line {
-                    out.push(line);
-                }
-            }
-            cands.clear();
+            self.raise_found(&mut cands, out);
             self.scratch = cands;
         }
+    }
+
+    /// One observation's candidates (after the implied ones were dropped), raised in place (an
+    /// alert is large, and a flood has one per PDU): what the book keeps is moved out of the
+    /// candidates, which are then cleared. The detector's set of causes marked raised evolves
+    /// as when every candidate was marked in turn: a mark is skipped only where it would change
+    /// nothing (a bare occurrence whose cause the detector found marked, with no clear of the
+    /// set since). With N workers, the candidates a worker found ([`crate::split`]).
+    pub fn raise_found(&mut self, cands: &mut Vec<Alert>, out: &mut Vec<Alert>) {
+        let clears = match &self.phase {
+            Phase::Detecting(d) => d.raised_clears(),
+            _ => 0,
+        };
+        for a in cands.iter_mut() {
+            let mut detector = match &mut self.phase {
+                Phase::Detecting(d) => Some(d),
+                _ => None,
+            };
+            let (key, skipped) = (a.key, a.text_skipped);
+            let mut started = false;
+            let line = self.book.raise_with(a, |a| {
+                started = true;
+                if let Some(d) = detector.as_deref_mut() {
+                    d.soften(std::slice::from_mut(a));
+                    d.mark_raised(a.key);
+                }
+            });
+            // An occurrence of an entry already in the book keeps its first line's
+            // severity: it is not softened.
+            if let (false, Some(d)) = (started, detector) {
+                if !(skipped && d.raised_clears() == clears) {
+                    d.mark_raised(key);
+                }
+            }
+            if let Some(line) = line {
+                out.push(line);
+            }
+        }
+        cands.clear();
     }
 
     /// Advances the clock without an observation (live capture on a quiet link). The clock
@@ -233,6 +234,25 @@ impl Engine {
     /// than [`CLOCK_STEP_BACK`] before the latest is a step back. Observations do not move it
     /// back (a PDU out of a TCP hole carries its own, older time).
     pub fn tick(&mut self, now: i64, out: &mut Vec<Alert>) {
+        self.tick_found(now, &[], None, out);
+    }
+
+    /// [`Engine::tick`] with N workers checking the channels ([`crate::split`]): `heard`, what
+    /// each worker heard of the learned devices since its last tick, and `found`, what the
+    /// workers' timers and windows raised at this tick, go in with what is kept here (the
+    /// devices' silence), in the order one engine gives a tick's alerts.
+    pub fn tick_found(
+        &mut self,
+        now: i64,
+        heard: &[Heard],
+        found: Option<&mut Vec<Alert>>,
+        out: &mut Vec<Alert>,
+    ) {
+        if let Phase::Detecting(d) = &mut self.phase {
+            for h in heard {
+                d.across.apply(h);
+            }
+        }
         if now < self.tick_high.saturating_sub(CLOCK_STEP_BACK) {
             self.clock_stepped_back(now);
         }
@@ -242,6 +262,10 @@ impl Engine {
         if let Phase::Detecting(d) = &mut self.phase {
             let mut cands = std::mem::take(&mut self.scratch);
             d.tick(now, &mut cands);
+            if let Some(found) = found.filter(|f| !f.is_empty()) {
+                cands.append(found);
+                cands.sort_by(crate::detect::tick_order);
+            }
             d.soften(&mut cands);
             for a in &mut cands {
                 if let Some(line) = self.book.raise(a) {
@@ -250,6 +274,44 @@ impl Engine {
             }
             cands.clear();
             self.scratch = cands;
+        }
+    }
+
+    /// N workers: what a worker's detection says of what spans channels about one observation
+    /// ([`crate::split`]); `source`, the capture's name its last scan note named.
+    pub fn note(&mut self, note: Note, source: &std::sync::Arc<str>, out: &mut Vec<Alert>) {
+        let Phase::Detecting(d) = &mut self.phase else {
+            return;
+        };
+        match note {
+            Note::Claim(i) => d.claimed(i),
+            Note::Scan(scan) => {
+                self.book.see(scan.ts);
+                let mut cands = std::mem::take(&mut self.scratch);
+                d.scan_noted(scan, source, &mut cands);
+                if !cands.is_empty() {
+                    self.raise_found(&mut cands, out);
+                }
+                self.scratch = cands;
+            }
+        }
+    }
+
+    /// Detection's clock saw `ts` (N workers: the latest observation a worker saw).
+    pub fn see(&mut self, ts: i64) {
+        self.book.see(ts);
+    }
+
+    /// The latest time the clock ticked to (since it last stepped back).
+    pub fn tick_high(&self) -> i64 {
+        self.tick_high
+    }
+
+    /// Detection starts at `now` (its clocks: polls, silences, the first behaviour window),
+    /// if it has not yet.
+    pub fn start_at(&mut self, now: i64) {
+        if let Phase::Detecting(d) = &mut self.phase {
+            d.start_at(now);
         }
     }
 
@@ -299,6 +361,17 @@ fn see(engine: &mut Engine, o: &Observation, out: &mut Vec<Alert>) {
     engine.tick(o.ts, out);
 }
 
+/// Whether `o` carries something [`always`] raises (most do not: tested before the call, its
+/// closures and texts out of line).
+#[inline]
+pub(crate) fn carries_always(o: &Observation) -> bool {
+    o.command.is_some()
+        || o.malformed.is_some()
+        || o.stream_anomaly.is_some()
+        || o.crc_error
+        || o.device_restarted
+}
+
 /// The alert types [`always`] raises: they need no baseline, so what learning saw of their
 /// channel does not lower them.
 pub(crate) fn needs_no_baseline(r#type: &str) -> bool {
@@ -321,12 +394,12 @@ pub(crate) fn needs_no_baseline(r#type: &str) -> bool {
 /// datagrams that contradict themselves. Raised while learning too.
 /// A cause already in the book goes out bare: its text was built the first time.
 #[inline(never)]
-fn always(o: &Observation, book: &AlertBook, out: &mut Vec<Alert>) {
+pub(crate) fn always(o: &Observation, known: &dyn Fn(&AlertKey) -> bool, out: &mut Vec<Alert>) {
     let ch = &o.channel;
     let mut push =
         |key: AlertKey, sev: Severity, text: &dyn Fn() -> (String, serde_json::Value)| {
             let mut a = crate::detect::alert(o, key, sev);
-            if !book.contains(&key) {
+            if !known(&key) {
                 let (message, observed) = text();
                 (a.message, a.observed) = (message, observed.into());
             }
@@ -1445,20 +1518,25 @@ mod split_tests {
     /// A read of holding register `address` by 10.0.0.`site` from 192.168.`site`.10 at `t` s,
     /// and its answer 10 ms later (none when `answered` is false).
     fn read(site: u8, t: f64, address: u32, answered: bool) -> Vec<Observation> {
+        exchange(site, site, t, address, answered)
+    }
+
+    /// [`read`] by 10.0.0.`client` from 192.168.`site`.10.
+    fn exchange(client: u8, site: u8, t: f64, address: u32, answered: bool) -> Vec<Observation> {
         let channel = Channel {
             proto: Proto::Modbus,
-            client: IpAddr::from([10, 0, 0, site]),
+            client: IpAddr::from([10, 0, 0, client]),
             server: IpAddr::from([192, 168, site, 10]),
             unit: 1,
         };
-        let frame = (t * 1000.0) as u64 * 4 + u64::from(site);
+        let frame = (t * 1000.0) as u64 * 32 + u64::from(client);
         let mut req = Observation::new(at(t), Arc::from("t"), frame, channel, Kind::Request, 3);
         req.corr = Some(frame as u32);
         req.push_access(4, address, 1, false, None);
         let mut resp = req.clone();
         resp.kind = Kind::Response;
         resp.ts += NANOS / 100;
-        resp.frame += 2;
+        resp.frame += 16;
         resp.accesses.clear();
         resp.push_access(4, address, 1, false, Some(7.0));
         if answered {
@@ -1466,6 +1544,19 @@ mod split_tests {
         } else {
             vec![req]
         }
+    }
+
+    /// Site 1 in detection: a burst of reads of new addresses at 150 s (an unusual window),
+    /// then its server stops answering at 170 s.
+    fn site1(s: u32) -> Vec<Observation> {
+        let mut obs = read(1, f64::from(s) + 0.11, 0, s < 170);
+        if s == 150 {
+            for k in 0..40 {
+                let t = f64::from(s) + 0.11 + 0.001 * f64::from(k + 1);
+                obs.extend(read(1, t, 100 + k, true));
+            }
+        }
+        obs
     }
 
     /// Site 1's reads (`site1`: at 0.11 s past each second), and site 2's at 0.07 s and 0.57 s
@@ -1494,18 +1585,7 @@ mod split_tests {
         obs: &[Observation],
         end: f64,
     ) -> Vec<(String, i64, IpAddr, IpAddr, String)> {
-        let mut engine = Engine::detecting(baseline.clone(), EngineConfig::default());
-        let mut out = Vec::new();
-        let mut next = obs.iter().peekable();
-        let mut tick = at(120.93);
-        while tick <= at(end) {
-            while let Some(o) = next.next_if(|o| o.ts <= tick) {
-                engine.observe(o, &mut out);
-            }
-            engine.tick(tick, &mut out);
-            tick += NANOS;
-        }
-        out.extend(engine.book.finish());
+        let out = one_engine(baseline, obs, end);
         let mut got: Vec<_> = out
             .iter()
             .map(|a| {
@@ -1531,18 +1611,7 @@ mod split_tests {
         }
         let baseline = learner.finish(&mut out).expect("a baseline");
         assert!(baseline.behaviour.is_some(), "a behaviour model is learned");
-        // Site 1: a burst of reads of new addresses at 150 s (an unusual window), then its
-        // server stops answering at 170 s. Site 2: its client stops polling at 185 s.
-        let site1 = |s: u32| {
-            let mut obs = read(1, f64::from(s) + 0.11, 0, s < 170);
-            if s == 150 {
-                for k in 0..40 {
-                    let t = f64::from(s) + 0.11 + 0.001 * f64::from(k + 1);
-                    obs.extend(read(1, t, 100 + k, true));
-                }
-            }
-            obs
-        };
+        // Site 1 as `site1` has it; site 2's client stops polling at 185 s.
         let one = traffic(120, 200, site1, false);
         let two = traffic(120, 185, |_| Vec::new(), true);
         let mut both = traffic(120, 200, site1, false);
@@ -1580,5 +1649,165 @@ mod split_tests {
             assert!(types.contains(t), "{t} is raised: {together:#?}");
         }
         assert_eq!(together, apart);
+    }
+
+    /// One engine's alerts on `obs` (in time order), detection started at 120 s, with a tick
+    /// every second, 0.93 s past it, after the observations before it, up to `end` s.
+    fn one_engine(baseline: &Baseline, obs: &[Observation], end: f64) -> Vec<Alert> {
+        let mut engine = Engine::detecting(baseline.clone(), EngineConfig::default());
+        engine.start_at(at(120.0));
+        let mut out = Vec::new();
+        let mut next = obs.iter().peekable();
+        let mut tick = at(120.93);
+        while tick <= at(end) {
+            while let Some(o) = next.next_if(|o| o.ts <= tick) {
+                engine.observe(o, &mut out);
+            }
+            engine.tick(tick, &mut out);
+            tick += NANOS;
+        }
+        out.extend(engine.book.finish());
+        out
+    }
+
+    /// The alerts as (type, ts, src, dst, message, count), sorted.
+    fn lines(out: &[Alert]) -> Vec<(String, i64, IpAddr, IpAddr, String, u64)> {
+        let mut got: Vec<_> = out
+            .iter()
+            .map(|a| {
+                let (t, ts, s, d, m) = (
+                    a.r#type.to_string(),
+                    a.ts,
+                    a.src_ip,
+                    a.dst_ip,
+                    a.message.clone(),
+                );
+                (t, ts, s, d, m, a.count)
+            })
+            .collect();
+        got.sort();
+        got
+    }
+
+    /// Runs `obs` as [`detect`] does, with `workers` workers each checking the channels whose
+    /// server `owner` gives it, and a stage where their output meets.
+    fn detect_split(
+        baseline: &Baseline,
+        obs: &[Observation],
+        end: f64,
+        workers: usize,
+        owner: impl Fn(&Observation) -> usize,
+        one: bool,
+    ) -> Vec<(String, i64, IpAddr, IpAddr, String, u64)> {
+        let start = at(120.0);
+        let mut out = Vec::new();
+        let mut next = obs.iter().peekable();
+        let mut tick = at(120.93);
+        if one {
+            return lines(&one_engine(baseline, obs, end));
+        }
+        let shared = Arc::new(baseline.clone());
+        let mut stage = Engine::detecting(baseline.clone(), EngineConfig::default());
+        stage.start_at(start);
+        let mut w: Vec<crate::split::WorkerEngine> = (0..workers)
+            .map(|_| crate::split::WorkerEngine::new(Arc::clone(&shared), start, stage.tick_high()))
+            .collect();
+        let mut sources: Vec<Option<Arc<str>>> = vec![None; workers];
+        let (mut found, mut notes, mut heard) = (Vec::new(), Vec::new(), Vec::new());
+        while tick <= at(end) {
+            while let Some(o) = next.next_if(|o| o.ts <= tick) {
+                let at = owner(o);
+                w[at].observe(o, &mut found, &mut notes);
+                stage.raise_found(&mut found, &mut out);
+                for n in notes.drain(..) {
+                    if let crate::detect::Note::Scan(crate::detect::ScanNote {
+                        source: Some(s),
+                        ..
+                    }) = &n
+                    {
+                        sources[at] = Some(Arc::clone(s));
+                    }
+                    let source = sources[at].clone().unwrap_or_else(|| Arc::from(""));
+                    stage.note(n, &source, &mut out);
+                }
+            }
+            for worker in &mut w {
+                let seen = worker.tick(tick, &mut found, &mut heard);
+                stage.see(seen);
+            }
+            stage.tick_found(tick, &heard, Some(&mut found), &mut out);
+            heard.clear();
+            tick += NANOS;
+        }
+        out.extend(stage.book.finish());
+        lines(&out)
+    }
+
+    /// Workers that each check the channels of their servers, and a stage where their output
+    /// meets, raise what one engine raises (as a multiset: each line, its time and its count),
+    /// what spans channels included: a client that scans addresses across two servers, each
+    /// another worker's, and falls silent after its last PDU on either.
+    #[test]
+    fn workers_and_a_stage_raise_what_one_engine_raises() {
+        // The roaming client 10.0.0.9 reads both servers, at 0.31 s and 0.81 s past each second.
+        let roaming = |from: u32, to: u32, extra: &dyn Fn(u32) -> Vec<Observation>| {
+            let mut obs = Vec::new();
+            for s in from..to {
+                obs.extend(exchange(9, 1, f64::from(s) + 0.31, 0, true));
+                obs.extend(exchange(9, 2, f64::from(s) + 0.81, 0, true));
+                obs.extend(extra(s));
+            }
+            obs
+        };
+        let mut learner = Engine::learning(EngineConfig::default());
+        let mut out = Vec::new();
+        let mut learning = traffic(0, 120, |s| read(1, f64::from(s) + 0.11, 0, true), true);
+        learning.extend(roaming(0, 120, &|_| Vec::new()));
+        learning.sort_by_key(|o| (o.ts, o.frame));
+        for o in &learning {
+            see(&mut learner, o, &mut out);
+        }
+        let baseline = learner.finish(&mut out).expect("a baseline");
+        // The roaming client walks 9 new addresses on each server at 160 s, and stops at 175 s.
+        let walk = |s: u32| {
+            let mut obs = Vec::new();
+            if s == 160 {
+                for k in 0..9u32 {
+                    let t = f64::from(s) + 0.4 + 0.01 * f64::from(k);
+                    obs.extend(exchange(9, 1 + (k % 2) as u8, t, 200 + 3 * k, true));
+                    obs.extend(exchange(9, 2 - (k % 2) as u8, t + 0.005, 300 + 3 * k, true));
+                }
+            }
+            obs
+        };
+        let mut all = traffic(120, 200, site1, false);
+        all.extend(traffic(120, 185, |_| Vec::new(), true));
+        all.extend(roaming(120, 175, &walk));
+        all.sort_by_key(|o| (o.ts, o.frame));
+        let by_server = |o: &Observation| match o.channel.server {
+            IpAddr::V4(v4) => usize::from(v4.octets()[2] == 2),
+            IpAddr::V6(_) => 0,
+        };
+        let one = detect_split(&baseline, &all, 200.0, 1, by_server, true);
+        let split = detect_split(&baseline, &all, 200.0, 2, by_server, false);
+        let types: std::collections::BTreeSet<&str> = one.iter().map(|a| a.0.as_str()).collect();
+        for t in [
+            "behaviour_anomaly",
+            "response_timeout",
+            "poll_cycle_broken",
+            "device_silent",
+            "scan",
+            "address_out_of_range",
+        ] {
+            assert!(types.contains(t), "{t} is raised: {one:#?}");
+        }
+        assert!(
+            one.iter()
+                .any(|a| a.0 == "device_silent" && a.2 == IpAddr::from([10, 0, 0, 9])),
+            "the roaming client falls silent: {one:#?}"
+        );
+        assert_eq!(one, split);
+        // One worker with a stage is one engine too.
+        assert_eq!(one, detect_split(&baseline, &all, 200.0, 1, |_| 0, false));
     }
 }

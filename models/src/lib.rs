@@ -14,6 +14,7 @@ pub mod learn;
 pub mod obs;
 mod ranges;
 pub mod small;
+pub mod split;
 
 pub use alert::{Alert, AlertBook, AlertKey, AlertKind, AlertState, Severity};
 pub use baseline::{Baseline, BaselineError};

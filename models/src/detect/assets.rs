@@ -318,29 +318,18 @@ impl Detector {
         new_addresses: Vec<(u32, u32)>,
         out: &mut Vec<Alert>,
     ) {
-        let ch = &o.channel;
-        if ch.proto.is_ot() {
+        if o.channel.proto.is_ot() {
             let mut none = None;
             let place = match known.and_then(|i| self.chans.slots.get_mut(i)) {
                 Some(slot) => &mut slot.scan,
                 None => &mut none,
             };
-            let s = self.across.scan_window(o, place);
-            if new_unit {
-                ScanRt::note(&mut s.units, &mut s.frames, (ch.server, ch.unit), o);
-            }
-            if fnew {
-                ScanRt::note(&mut s.functions, &mut s.frames, (ch.server, o.function), o);
-            }
-            for (space, start) in new_addresses {
-                ScanRt::note(
-                    &mut s.addresses,
-                    &mut s.frames,
-                    (ch.server, space, start),
-                    o,
-                );
-            }
-            scan_alert(s, &mut self.raised, o, out);
+            let new = ScanNew {
+                unit: new_unit,
+                function: fnew,
+                addresses: new_addresses,
+            };
+            self.across.scan(o, place, new, &mut self.raised, out);
         }
     }
 }

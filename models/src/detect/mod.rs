@@ -22,8 +22,10 @@ mod timers;
 mod values;
 
 use across::*;
+pub use across::{Heard, Note, ScanNew, ScanNote};
 use assets::*;
 use requests::*;
+pub use timers::tick_order;
 use timers::*;
 use values::*;
 
@@ -147,6 +149,8 @@ struct Slot {
     polls: Vec<(PollKey, PollRt)>,
     /// Where its client's scan window was last found.
     scan: ScanPlace,
+    /// Seen on this worker ([`Detector::claims`]).
+    claimed: bool,
 }
 
 /// A learned device with Ethernet addresses or a silence clock (the clock itself is in
@@ -257,6 +261,12 @@ pub struct Detector {
     /// have nothing to do, so they cost a comparison, not a walk over every channel.
     next_due: i64,
     started: bool,
+    /// When the learned polls' clocks started (detection's start, or the clock's last step
+    /// back).
+    poll_origin: i64,
+    /// A worker's detector ([`crate::split`]): a learned channel's polls are its own from the
+    /// channel's first PDU here (the stage follows them until then), not from the start.
+    claims: bool,
     /// PDUs of channels learning never saw beyond `MAX_RUNTIME_CHANNELS` (checked against the
     /// baseline, with no timing state kept for them).
     pub untracked_channels: u64,
@@ -388,6 +398,8 @@ impl Detector {
             last_tick: i64::MIN,
             next_due: i64::MIN,
             started: false,
+            poll_origin: i64::MIN,
+            claims: false,
             untracked_channels: 0,
             baseline: std::sync::Arc::new(baseline),
         };
@@ -478,6 +490,7 @@ impl Detector {
                 rt: ChanRt::default(),
                 polls: Vec::new(),
                 scan: None,
+                claimed: false,
             };
             d.chans.slots.push(slot);
         }
@@ -506,6 +519,67 @@ impl Detector {
         d
     }
 
+    /// Detection against `baseline`, shared (N workers check channels against one baseline).
+    pub fn shared(baseline: Arc<Baseline>) -> Self {
+        // Built as from its own copy; then the copy is dropped for the shared one.
+        let mut d = Detector::new(Baseline::clone(&baseline));
+        d.baseline = baseline;
+        d
+    }
+
+    /// A worker's detector ([`crate::split`]): what spans channels goes out, and a learned
+    /// channel's polls are followed here from its first PDU.
+    pub(crate) fn on_worker(&mut self) {
+        self.across.send_out();
+        self.claims = true;
+    }
+
+    /// A worker follows the learned channel at `i` from now: the stage no longer does.
+    pub(crate) fn claimed(&mut self, i: u32) {
+        if let Some(s) = self.chans.slots.get_mut(i as usize) {
+            s.polls.clear();
+        }
+    }
+
+    /// The learned channel at `i` is seen here first: its polls are followed from when the
+    /// stage started following them.
+    #[cold]
+    #[inline(never)]
+    fn claim(&mut self, i: usize) {
+        let origin = self.poll_origin;
+        if let Some(s) = self.chans.slots.get_mut(i) {
+            s.claimed = true;
+            for (_, p) in &mut s.polls {
+                p.last = Some((origin, 0));
+                self.next_due = self.next_due.min(origin.saturating_add(p.missing_after));
+            }
+            self.across.claimed(i as u32);
+        }
+    }
+
+    /// Starts detection's clocks at `now` if they have not started.
+    pub fn start_at(&mut self, now: i64) {
+        if !self.started {
+            self.start(now);
+        }
+    }
+
+    /// What a worker's scan note adds to its client's scan window (kept here): the note's
+    /// PDU made again, as far as [`Across::scan`] reads it.
+    pub(crate) fn scan_noted(&mut self, note: ScanNote, source: &Arc<str>, out: &mut Vec<Alert>) {
+        let mut o = Observation::new(
+            note.ts,
+            Arc::clone(source),
+            note.frame,
+            note.channel,
+            note.kind,
+            note.function,
+        );
+        o.ports = note.ports;
+        self.across
+            .scan(&o, &mut None, note.new, &mut self.raised, out);
+    }
+
     /// A device's place in `devices`, made if new.
     fn device(&mut self, ip: IpAddr) -> usize {
         let next = self.devices.len();
@@ -522,9 +596,12 @@ impl Detector {
     fn start(&mut self, now: i64) {
         self.started = true;
         self.windows.first = Some(now.div_euclid(self.windows.nanos));
-        for s in &mut self.chans.slots {
-            for (_, p) in &mut s.polls {
-                p.last = Some((now, 0));
+        self.poll_origin = now;
+        if !self.claims {
+            for s in &mut self.chans.slots {
+                for (_, p) in &mut s.polls {
+                    p.last = Some((now, 0));
+                }
             }
         }
         for a in &self.baseline.assets {
@@ -600,6 +677,11 @@ impl Detector {
         self.raised.insert(key);
     }
 
+    /// Whether the cause `key` is marked raised (its text was built).
+    pub(crate) fn is_marked(&self, key: &AlertKey) -> bool {
+        self.raised.contains(key)
+    }
+
     /// How many times the set of causes marked raised was full and started afresh.
     pub fn raised_clears(&self) -> u64 {
         self.raised_clears
@@ -619,6 +701,11 @@ impl Detector {
     fn observe_pdu(&mut self, o: &Observation, out: &mut Vec<Alert>) {
         let ch = &o.channel;
         let known = self.channels.get(ch).copied();
+        if let (true, Some(i)) = (self.claims, known) {
+            if self.chans.slots.get(i).is_some_and(|s| !s.claimed) {
+                self.claim(i);
+            }
+        }
         let slot = known.and_then(|i| self.chans.slots.get(i));
         let ends_known = slot.is_some_and(|s| s.ends_known);
         // The device that sent it, when it is a learned one with a state.
@@ -686,9 +773,8 @@ impl Detector {
     fn conversation(&mut self, o: &Observation, known: bool, out: &mut Vec<Alert>) {
         let ch = &o.channel;
         if !known && !background(ch) {
-            let s = self.across.scan_window(o, &mut None);
-            ScanRt::note(&mut s.ports, &mut s.frames, (ch.server, ch.unit), o);
-            scan_alert(s, &mut self.raised, o, out);
+            self.across
+                .scan(o, &mut None, ScanNew::default(), &mut self.raised, out);
         }
     }
 

@@ -125,10 +125,7 @@ impl Detector {
         // The timers live in hash maps, whose order differs from run to run, and the windows
         // in the order their channels became active: the alerts of one tick go out in a
         // defined order (the alert book keeps the last occurrence's frames).
-        out[first_new..].sort_by(|a, b| {
-            (a.r#type, a.src_ip, a.dst_ip, &a.frames, &a.message)
-                .cmp(&(b.r#type, b.src_ip, b.dst_ip, &b.frames, &b.message))
-        });
+        out[first_new..].sort_by(tick_order);
     }
 
     fn fire_timers(&mut self, now: i64, out: &mut Vec<Alert>) {
@@ -265,7 +262,12 @@ impl Detector {
             rt.pending.map = CorrMap::default();
             rt.timeouts.clear();
         }
+        self.poll_origin = now;
         for s in &mut self.chans.slots {
+            // On a worker, only the channels it follows.
+            if self.claims && !s.claimed {
+                continue;
+            }
             for (_, p) in &mut s.polls {
                 // Counted from the step: a poll dead since is missing three periods on.
                 p.last = Some((now, 0));
@@ -302,6 +304,12 @@ impl Detector {
         self.windows.active = active;
         self.windows.due = due;
     }
+}
+
+/// The order of one tick's alerts, whatever order the timers were walked in.
+pub fn tick_order(a: &Alert, b: &Alert) -> std::cmp::Ordering {
+    (a.r#type, a.src_ip, a.dst_ip, &a.frames, &a.message)
+        .cmp(&(b.r#type, b.src_ip, b.dst_ip, &b.frames, &b.message))
 }
 
 /// The channels' behaviour windows: each channel's runs from the first PDU it has after the
