@@ -299,7 +299,17 @@ where
 {
     let workers = workers.max(1);
     let wants = Wants::of(stage.detection.as_deref(), &*stage.events);
-    let (shards, ends) = Shards::<F::Handle>::new(workers, capacity, stage.detection.as_deref());
+    let (mut shards, ends) =
+        Shards::<F::Handle>::new(workers, capacity, stage.detection.as_deref());
+    // Channels checked on the workers, when nothing on the stage reads every observation.
+    shards.split_detection(
+        !wants.events
+            && stage
+                .detection
+                .as_deref()
+                .is_some_and(crate::detection::Detection::split_ok)
+            && std::env::var_os("OTWATCH_DETECT_ON_READER").is_none(),
+    );
     let died = AtomicBool::new(false);
     let mut report = ShardedReport::default();
     std::thread::scope(|scope| {

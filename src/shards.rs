@@ -24,7 +24,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use otwatch_models::Observation;
+use otwatch_models::detect::{Heard, Note};
+use otwatch_models::split::WorkerEngine;
+use otwatch_models::{Alert, Baseline, Observation};
 
 use crate::detection::observe::observe;
 use crate::detection::{Detection, TickClock};
@@ -118,6 +120,43 @@ pub(crate) enum Job<P> {
     Flush(u64),
     /// Close the flows idle at this capture time (the reader's sweep clock).
     Sweep(u64, i64),
+    /// Check the channels this worker owns from now on ([`otwatch_models::split`]).
+    Detect(u64, Arc<WorkerStart>),
+    /// Detection's clock ticks at this capture time (channels checked on the workers).
+    Tick(u64, i64),
+}
+
+/// What a worker needs to check its channels: the baseline, when detection started and how
+/// far the clock had ticked.
+pub(crate) struct WorkerStart {
+    baseline: Arc<Baseline>,
+    start: i64,
+    tick_high: i64,
+}
+
+/// What an item carries besides an observation. Boxed in the item, whatever its size.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Payload {
+    /// An event, for an events output.
+    Event(Event),
+    /// A candidate alert a worker's detection found in one observation.
+    Alert(Alert),
+    /// What a worker's detection says of what spans channels about one observation.
+    Note(Note),
+    /// A worker's share of a tick: what its timers and windows raised, the learned devices it
+    /// heard since its last tick, and the latest observation it saw.
+    Tick {
+        found: Vec<Alert>,
+        heard: Vec<Heard>,
+        seen: i64,
+    },
+    /// At a flush: the observations a worker checked and the PDUs it left out past the runtime
+    /// bound since it last said, and the latest observation it saw.
+    Counts {
+        observations: u64,
+        untracked: u64,
+        seen: i64,
+    },
 }
 
 /// What a worker hands back for one event. Small (32 bytes, two to a cache line): each slot
@@ -126,8 +165,8 @@ pub(crate) enum Job<P> {
 pub(crate) struct Item {
     seq: u64,
     obs: Option<Box<Observation>>,
-    /// Boxed: an event is large, and most runs carry none.
-    event: Option<Box<Event>>,
+    /// Boxed: an event is large, and most runs carry none (nor alerts, nor notes).
+    payload: Option<Box<Payload>>,
     /// The order of an item of a job every worker does under one `seq` (a flush, a sweep):
     /// their items are sorted by it. None for a packet's, which come from one worker in order.
     key: Option<Box<FlushKey>>,
@@ -176,7 +215,22 @@ struct ItemSink {
     wants: Wants,
     /// The current job is a flush or a sweep: its items carry their keys.
     keyed: bool,
+    /// The channels this worker owns are checked here, once the reader says so.
+    engine: Option<WorkerEngine>,
+    found: Vec<Alert>,
+    notes: Vec<Note>,
+    /// The engine's counts last handed on: observations, PDUs past the runtime bound.
+    counted: (u64, u64),
+    /// Observations held to be checked in a batch (their packet's `seq`, their key): the
+    /// dissectors' code and detection's do not fit the instruction cache together, and each
+    /// runs from a warm one in turns, as on one worker ([`Detection::hold`]). While some are
+    /// held, the worker says it finished only the packets before the first.
+    #[allow(clippy::vec_box)]
+    held: Vec<(u64, FlushKey, Box<Observation>)>,
 }
+
+/// Observations a worker holds for a batch of checks.
+const WORKER_BATCH: usize = 64;
 
 impl EventSink for ItemSink {
     fn emit(&mut self, event: Event) {
@@ -187,10 +241,30 @@ impl EventSink for ItemSink {
         };
         let key = event.flush_key();
         let event = self.wants.events.then_some(event);
+        if self.engine.is_some() {
+            if let Some(o) = obs {
+                let mut b = match self.kept.pop() {
+                    Some(mut b) => {
+                        *b = o;
+                        b
+                    }
+                    None => Box::new(o),
+                };
+                self.hold(key, &mut b);
+            }
+            if let Some(e) = event {
+                self.drain_held();
+                self.push_boxed(key, None, Some(Payload::Event(e)));
+            }
+            return;
+        }
         self.push(key, obs, event);
     }
 
     fn observed(&mut self, key: FlushKey, obs: &mut Box<Observation>) {
+        if self.engine.is_some() {
+            return self.hold(key, obs);
+        }
         let obs = crate::event::take_observation(obs, self.spare_box());
         self.push_boxed(key, Some(obs), None);
     }
@@ -213,6 +287,142 @@ impl EventSink for ItemSink {
 }
 
 impl ItemSink {
+    fn new(out: rtrb::Producer<Item>, spare: rtrb::Consumer<Spare>, wants: Wants) -> Self {
+        ItemSink {
+            seq: 0,
+            out,
+            spare,
+            kept: Vec::new(),
+            wants,
+            keyed: false,
+            engine: None,
+            found: Vec::new(),
+            notes: Vec::new(),
+            counted: (0, 0),
+            held: Vec::new(),
+        }
+    }
+
+    /// Holds `obs` for the next batch of checks (its box changes places with one checked
+    /// already); a flush's or a sweep's is checked at once, after those held.
+    fn hold(&mut self, key: FlushKey, obs: &mut Box<Observation>) {
+        if self.keyed {
+            self.drain_held();
+            return self.check(key, obs);
+        }
+        let b = crate::event::take_observation(obs, self.kept.pop());
+        self.held.push((self.seq, key, b));
+        if self.held.len() >= WORKER_BATCH {
+            self.drain_held();
+        }
+    }
+
+    /// Checks the observations held, in order, each under its packet's `seq`. A panic in one (a
+    /// bug) loses that one; the rest are checked.
+    fn drain_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let seq = self.seq;
+        let mut held = std::mem::take(&mut self.held);
+        let mut next = 0;
+        while next < held.len() {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                while let Some((s, key, o)) = held.get(next) {
+                    next += 1;
+                    self.seq = *s;
+                    self.check(*key, o);
+                }
+            }));
+        }
+        self.seq = seq;
+        for (_, _, b) in held.drain(..) {
+            if self.kept.len() < SPARE_CAPACITY && small_enough_to_keep(&b) {
+                self.kept.push(b);
+            }
+        }
+        self.held = held;
+    }
+
+    /// The packets before `next` are finished, but for those whose observations are held.
+    fn finished_before(&self, next: u64) -> u64 {
+        self.held.first().map_or(next, |h| h.0)
+    }
+
+    /// Checks `o` against the channels' baseline here; what the stage needs of it (the alerts
+    /// it raised, its notes) goes to the reader.
+    fn check(&mut self, key: FlushKey, o: &Observation) {
+        let Some(engine) = &mut self.engine else {
+            return;
+        };
+        engine.observe(o, &mut self.found, &mut self.notes);
+        if self.found.is_empty() && self.notes.is_empty() {
+            return;
+        }
+        self.hand_on(key);
+    }
+
+    /// The alerts found and the notes made, to the reader. Out of line: most observations
+    /// have a note at most.
+    #[inline(never)]
+    fn hand_on(&mut self, key: FlushKey) {
+        let mut found = std::mem::take(&mut self.found);
+        for a in found.drain(..) {
+            self.push_boxed(key, None, Some(Payload::Alert(a)));
+        }
+        self.found = found;
+        let mut notes = std::mem::take(&mut self.notes);
+        for n in notes.drain(..) {
+            self.push_boxed(key, None, Some(Payload::Note(n)));
+        }
+        self.notes = notes;
+    }
+
+    /// The clock's tick at `now`: the worker's share of it to the reader.
+    fn tick(&mut self, now: i64) {
+        self.drain_held();
+        let Some(engine) = &mut self.engine else {
+            return;
+        };
+        let (mut found, mut heard) = (Vec::new(), Vec::new());
+        let seen = engine.tick(now, &mut found, &mut heard);
+        self.push_boxed(
+            no_key(now),
+            None,
+            Some(Payload::Tick { found, heard, seen }),
+        );
+    }
+
+    /// The engine's counts since they were last handed on, to the reader.
+    fn counts(&mut self) {
+        let Some(engine) = &self.engine else {
+            return;
+        };
+        let now = (engine.observations, engine.untracked_channels());
+        let (observations, untracked) = (now.0 - self.counted.0, now.1 - self.counted.1);
+        self.counted = now;
+        let seen = engine.seen();
+        self.push_boxed(
+            no_key(seen),
+            None,
+            Some(Payload::Counts {
+                observations,
+                untracked,
+                seen,
+            }),
+        );
+    }
+
+    /// The current job is a flush or a sweep (`keyed`), or no longer: its items are ordered
+    /// with every worker's, so the first scan note of each names its capture.
+    fn keyed(&mut self, keyed: bool) {
+        self.drain_held();
+        self.keyed = keyed;
+        if let Some(e) = &mut self.engine {
+            e.forget_source();
+        }
+    }
+
     /// An observation to fill again, if one came back: those kept first, the queue only
     /// when they ran out (the queue's index is written by the reader for every observation it
     /// hands back; reading it for every one the worker fills moved its cache line between the
@@ -243,6 +453,7 @@ impl ItemSink {
     /// One PDU's item to the reader: its observation (in a spare box when one is back), its
     /// event.
     fn push(&mut self, key: FlushKey, obs: Option<Observation>, event: Option<Event>) {
+        let event = event.map(Payload::Event);
         if obs.is_none() && event.is_none() {
             return;
         }
@@ -256,7 +467,12 @@ impl ItemSink {
         self.push_boxed(key, obs, event);
     }
 
-    fn push_boxed(&mut self, key: FlushKey, obs: Option<Box<Observation>>, event: Option<Event>) {
+    fn push_boxed(
+        &mut self,
+        key: FlushKey,
+        obs: Option<Box<Observation>>,
+        payload: Option<Payload>,
+    ) {
         // Lossless: the reader always drains (it only ever waits by draining). Room first, so
         // that the item is written once, into its slot: an item built aside to be pushed again
         // after a full queue was written field by field and then read whole for the slot, a
@@ -271,9 +487,20 @@ impl ItemSink {
         let _ = self.out.push(Item {
             seq: self.seq,
             obs,
-            event: event.map(Box::new),
+            payload: payload.map(Box::new),
             key: self.keyed.then(|| Box::new(key)),
         });
+    }
+}
+
+/// The key of an item no flush orders (a tick's share): never read, the job being unkeyed.
+fn no_key(ts: i64) -> FlushKey {
+    let none = (std::net::IpAddr::from([0, 0, 0, 0]), 0);
+    FlushKey {
+        ts,
+        frame: 0,
+        src: none,
+        dst: none,
     }
 }
 
@@ -352,14 +579,7 @@ pub(crate) fn run_worker<P>(
         done,
         counters,
     } = ends;
-    let mut sink = ItemSink {
-        seq: 0,
-        out,
-        spare,
-        kept: Vec::new(),
-        wants,
-        keyed: false,
-    };
+    let mut sink = ItemSink::new(out, spare, wants);
     // The reader sweeps idle flows for every worker at once (Job::Sweep).
     pipeline.reader_sweeps = true;
     let mut last_counters = Instant::now();
@@ -371,6 +591,8 @@ pub(crate) fn run_worker<P>(
     };
     let mut idle = 0u32;
     let mut open_at_flush = 0;
+    // The packets before this one were dissected (their observations may still be held).
+    let mut packets_done = 0;
     loop {
         let job = jobs.pop();
         if job.is_ok() {
@@ -383,7 +605,9 @@ pub(crate) fn run_worker<P>(
                 // pipeline, and the packet still counts as finished (the merge never waits for
                 // it), so the other workers' output keeps flowing. Counted and reported.
                 guarded(&mut pipeline, |pipeline| process(&p, pipeline, &mut sink));
-                done.0.store(seq + 1, Ordering::Release);
+                packets_done = seq + 1;
+                done.0
+                    .store(sink.finished_before(seq + 1), Ordering::Release);
                 n += 1;
                 // Every 4096 packets: the metrics' counters lag by at most that per worker; and
                 // what the reader handed back is taken back (large ones freed), should no
@@ -396,25 +620,51 @@ pub(crate) fn run_worker<P>(
             }
             Ok(Job::Sweep(seq, now)) => {
                 sink.seq = seq;
-                sink.keyed = true;
+                sink.keyed(true);
                 guarded(&mut pipeline, |pipeline| pipeline.sweep(now, &mut sink));
-                sink.keyed = false;
+                sink.keyed(false);
                 done.0.store(seq + 1, Ordering::Release);
             }
             Ok(Job::Flush(seq)) => {
                 sink.seq = seq;
                 // Open when the input ended (the last flush is the end's), as one worker reports.
                 open_at_flush = pipeline.active_flows();
-                sink.keyed = true;
+                sink.keyed(true);
                 guarded(&mut pipeline, |pipeline| pipeline.finish(&mut sink));
-                sink.keyed = false;
+                sink.keyed(false);
+                sink.counts();
+                done.0.store(seq + 1, Ordering::Release);
+            }
+            Ok(Job::Detect(seq, start)) => {
+                sink.engine = Some(WorkerEngine::new(
+                    Arc::clone(&start.baseline),
+                    start.start,
+                    start.tick_high,
+                ));
+                done.0.store(seq + 1, Ordering::Release);
+            }
+            Ok(Job::Tick(seq, now)) => {
+                sink.seq = seq;
+                sink.tick(now);
                 done.0.store(seq + 1, Ordering::Release);
             }
             // Abandoned, then empty: nothing more can come (a job pushed between a failed pop
             // and the hang-up is still there).
-            Err(_) if jobs.is_abandoned() && jobs.is_empty() => break,
+            Err(_) if jobs.is_abandoned() && jobs.is_empty() => {
+                if !sink.held.is_empty() {
+                    sink.drain_held();
+                    done.0.store(packets_done, Ordering::Release);
+                }
+                break;
+            }
             Err(_) if jobs.is_abandoned() => continue,
             Err(_) => {
+                // Nothing to do: what is held is checked, and its packets are finished.
+                if !sink.held.is_empty() {
+                    sink.drain_held();
+                    done.0.store(packets_done, Ordering::Release);
+                    continue;
+                }
                 if last_counters.elapsed() >= STATS_EVERY {
                     last_counters = Instant::now();
                     publish(&pipeline);
@@ -471,6 +721,8 @@ struct Lane<P> {
     held: VecDeque<Item>,
     /// The worker's `done` as the last merge read it.
     done_seen: u64,
+    /// The capture the worker's last scan note named.
+    source: Option<Arc<str>>,
 }
 
 /// The lane of a job handed to every worker ([`InFlight`]).
@@ -524,6 +776,11 @@ pub(crate) struct Shards<P> {
     clock: bool,
     /// Whether detection was told the first packet's time ([`Detection::begin`]).
     begun: bool,
+    /// Whether detection may go to the workers ([`Shards::split_detection`]), and when it goes
+    /// (before the first packet at or past this time), or whether it went.
+    split: bool,
+    hand_at: Option<i64>,
+    on_workers: bool,
     /// The flow tables' sweep clock, for every worker ([`crate::flow::SweepClock`]).
     last_sweep: i64,
     /// Packets in flight at most (handed out, not yet finished by every earlier worker).
@@ -573,6 +830,7 @@ impl<P> Shards<P> {
                 counters,
                 held: VecDeque::new(),
                 done_seen: 0,
+                source: None,
             });
         }
         let shards = Shards {
@@ -583,6 +841,9 @@ impl<P> Shards<P> {
             tick_clock: TickClock::default(),
             clock: detection.is_some_and(|d| d.engine.is_some()),
             begun: false,
+            split: false,
+            hand_at: None,
+            on_workers: false,
             last_sweep: i64::MIN,
             window: (workers.max(1) * capacity) as u64,
             released_ts: 0,
@@ -623,8 +884,15 @@ impl<P> Shards<P> {
         // as on one worker.
         if self.clock && self.tick_clock.back(ts) {
             if let Some(before) = self.next_seq.checked_sub(1) {
-                self.ticks.push_back((before, ts));
+                self.tick_at(before, ts, stage);
             }
+            // Learning's end moves with the step: known once the stage has ticked.
+            if self.hand_at.is_some() {
+                self.hand_at = Some(i64::MIN);
+            }
+        }
+        if self.hand_at.is_some_and(|at| ts >= at) {
+            self.hand_detection(ts, stage);
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -635,14 +903,14 @@ impl<P> Shards<P> {
             Ok(()) => {}
             Err(rtrb::PushError::Full(job)) if lossless => self.push_when_full(w, job, stage)?,
             Err(rtrb::PushError::Full(Job::Packet(_, p))) => {
-                self.tick_after(seq, ts);
+                self.tick_after(seq, ts, stage);
                 return Err(p);
             }
-            Err(rtrb::PushError::Full(Job::Flush(_) | Job::Sweep(..))) => return Ok(()),
+            Err(rtrb::PushError::Full(_)) => return Ok(()),
         }
         // A lane's number fits (at most `cli::MAX_WORKERS` workers).
         self.in_flight.push_back((seq, ts, w as u32));
-        self.tick_after(seq, ts);
+        self.tick_after(seq, ts, stage);
         Ok(())
     }
 
@@ -674,7 +942,23 @@ impl<P> Shards<P> {
         self.begun = true;
         if let Some(d) = stage.detection.as_deref_mut() {
             d.begin(ts);
+            if self.split {
+                // A saved baseline: now; learning for a while: at its end; from everything:
+                // never.
+                self.hand_at = d.engine.as_ref().and_then(|e| match e.baseline() {
+                    Some(_) => Some(i64::MIN),
+                    None => e.learning_until(),
+                });
+            }
         }
+    }
+
+    /// Detection's channel checks run on the workers once learning has ended (or from the
+    /// first packet with a saved baseline); the stage keeps what spans channels and the alert
+    /// book ([`otwatch_models::split`]). For runs that read no observation on the stage
+    /// ([`Detection::split_ok`]) and write no events.
+    pub fn split_detection(&mut self, on: bool) {
+        self.split = on;
     }
 
     /// The sweep job for every worker at capture time `ts` (out of line: every 10 s of capture).
@@ -711,7 +995,7 @@ impl<P> Shards<P> {
             let Some(jobs) = self.lanes[w].jobs.as_mut() else {
                 return match job {
                     Job::Packet(_, p) => Err(p),
-                    Job::Flush(_) | Job::Sweep(..) => Ok(()),
+                    _ => Ok(()),
                 };
             };
             match push_ahead(jobs, job) {
@@ -721,10 +1005,63 @@ impl<P> Shards<P> {
         }
     }
 
-    fn tick_after(&mut self, seq: u64, ts: i64) {
+    fn tick_after(&mut self, seq: u64, ts: i64, stage: &mut Stage<'_>) {
         if self.clock && self.tick_clock.due(ts) {
-            self.ticks.push_back((seq, ts));
+            self.tick_at(seq, ts, stage);
         }
+    }
+
+    /// Detection's clock ticks at `ts` after the job `seq`: on the stage, and first on every
+    /// worker when they check the channels (a job of its own, after `seq`).
+    fn tick_at(&mut self, seq: u64, ts: i64, stage: &mut Stage<'_>) {
+        if self.on_workers {
+            return self.tick_workers(ts, stage);
+        }
+        self.ticks.push_back((seq, ts));
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn tick_workers(&mut self, ts: i64, stage: &mut Stage<'_>) {
+        let seq = self.broadcast(|seq| Job::Tick(seq, ts), ts, stage);
+        self.ticks.push_back((seq, ts));
+    }
+
+    /// Detection goes to the workers before the packet at `ts` ([`Shards::split_detection`]):
+    /// with a saved baseline at the first packet, when learning at the first packet past its
+    /// end. Everything before is merged first (the stage learned from it), then every worker
+    /// is handed the baseline; they check the channels they own from the next packet on.
+    #[cold]
+    #[inline(never)]
+    fn hand_detection(&mut self, ts: i64, stage: &mut Stage<'_>) {
+        let mut waited = None;
+        while !self.idle() {
+            if self.merge(stage) == 0 {
+                reader_pause(&mut waited);
+            }
+        }
+        let Some(d) = stage.detection.as_deref_mut() else {
+            self.hand_at = None;
+            return;
+        };
+        d.end_learning_by(ts);
+        let Some(e) = d.engine.as_ref() else {
+            self.hand_at = None;
+            return;
+        };
+        let Some(baseline) = e.shared_baseline() else {
+            // Still learning: its end moved (the clock stepped back).
+            self.hand_at = e.learning_until();
+            return;
+        };
+        let start = Arc::new(WorkerStart {
+            baseline,
+            start: ts,
+            tick_high: e.tick_high(),
+        });
+        self.hand_at = None;
+        self.on_workers = true;
+        self.broadcast(|seq| Job::Detect(seq, Arc::clone(&start)), ts, stage);
     }
 
     /// The first packet handed out that some worker has not finished (as of the last merge,
@@ -741,7 +1078,7 @@ impl<P> Shards<P> {
 
     /// One job for every worker under one `seq`, waiting (and merging) for room: a flush or a
     /// sweep is never lost, in live capture either.
-    fn broadcast(&mut self, job: impl Fn(u64) -> Job<P>, ts: i64, stage: &mut Stage<'_>) {
+    fn broadcast(&mut self, job: impl Fn(u64) -> Job<P>, ts: i64, stage: &mut Stage<'_>) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         // In flight before any worker has it: while the reader waits for a full queue below it
@@ -759,6 +1096,7 @@ impl<P> Shards<P> {
                 }
             }
         }
+        seq
     }
 
     /// The clock moved to `now` without a packet (a quiet live link): detection ticks, and the
@@ -767,7 +1105,19 @@ impl<P> Shards<P> {
         if self.clock {
             self.tick_clock.last = now;
         }
+        if self.on_workers {
+            // The workers' share first: the stage ticks when the merge reaches it.
+            self.tick_workers(now, stage);
+            self.events_tick(now, stage);
+            return;
+        }
         stage.tick(now);
+    }
+
+    /// The events output's clock (a quiet live link), when detection ticks through the merge.
+    #[cold]
+    fn events_tick(&mut self, now: i64, stage: &mut Stage<'_>) {
+        stage.events.tick(now);
     }
 
     /// Merges every 64 packets handed out (often enough to keep the held items few, rarely
@@ -947,7 +1297,7 @@ impl<P> Shards<P> {
                     if let Some(o) = lane.held.front().and_then(|i| i.obs.as_deref()) {
                         crate::prefetch::prefetch_lines(o, OBSERVATION_LINES);
                     }
-                    if let Some(o) = Self::release(item, stage) {
+                    if let Some(o) = Self::release(item, stage, &mut lane.source) {
                         // Back to its worker, which keeps it or frees it; one that finds the
                         // queue full (the worker has plenty) is dropped here.
                         let _ = lane.spare.push(Spare::of(o));
@@ -976,31 +1326,72 @@ impl<P> Shards<P> {
         // Drained in place: the batch keeps its allocation for the next flush.
         let mut batch = std::mem::take(&mut self.batch);
         for item in batch.drain(..) {
-            // A flush's items come from every worker: their observations are dropped here.
-            Self::release(item, stage);
+            // A flush's items come from every worker: their observations are dropped here
+            // (and their scan notes each name their capture).
+            Self::release(item, stage, &mut None);
         }
         self.batch = batch;
     }
 
     /// Hands an item on; returns its observation, done with.
-    fn release(item: Item, stage: &mut Stage<'_>) -> Option<Box<Observation>> {
+    fn release(
+        item: Item,
+        stage: &mut Stage<'_>,
+        source: &mut Option<Arc<str>>,
+    ) -> Option<Box<Observation>> {
         if let (Some(d), Some(o)) = (stage.detection.as_deref_mut(), &item.obs) {
             d.observe(o);
         }
-        if let Some(e) = item.event {
-            Self::release_event(e, stage);
+        if let Some(p) = item.payload {
+            Self::release_payload(*p, stage, source);
         }
         item.obs
     }
 
-    /// [`Shards::release`] of an item's event (only with an events output). Out of line, so
-    /// that releasing an observation, the common case, sets up nothing for it.
+    /// [`Shards::release`] of an item's event (only with an events output), or of what a
+    /// worker's detection found. Out of line, so that releasing an observation, the common case
+    /// while learning, sets up nothing for it. `source`: the capture the worker's last scan
+    /// note named.
     #[inline(never)]
-    fn release_event(e: Box<Event>, stage: &mut Stage<'_>) {
+    fn release_payload(p: Payload, stage: &mut Stage<'_>, source: &mut Option<Arc<str>>) {
+        let Payload::Event(e) = p else {
+            if let Some(d) = stage.detection.as_deref_mut() {
+                Self::release_found(p, d, source);
+            }
+            return;
+        };
         if let Some(d) = stage.detection.as_deref_mut() {
             d.event_out(&e);
         }
-        stage.events.emit(*e);
+        stage.events.emit(e);
+    }
+
+    /// What a worker's detection handed on, to the stage ([`otwatch_models::split`]).
+    fn release_found(p: Payload, d: &mut Detection, source: &mut Option<Arc<str>>) {
+        match p {
+            Payload::Event(_) => {}
+            Payload::Alert(a) => d.found(a),
+            Payload::Note(n) => {
+                if let Note::Scan(otwatch_models::detect::ScanNote {
+                    source: Some(s), ..
+                }) = &n
+                {
+                    *source = Some(Arc::clone(s));
+                }
+                let named = source.get_or_insert_with(|| Arc::from(""));
+                d.note(n, &Arc::clone(named));
+            }
+            Payload::Tick {
+                mut found,
+                mut heard,
+                seen,
+            } => d.tick_share(&mut found, &mut heard, seen),
+            Payload::Counts {
+                observations,
+                untracked,
+                seen,
+            } => d.worker_counts(observations, untracked, seen),
+        }
     }
 
     /// Hangs up on the workers, then merges until they have finished everything. `running`
@@ -1140,18 +1531,12 @@ mod tests {
     fn a_worker_takes_back_every_spare_and_keeps_only_small_ones() {
         let (mut back, spare) = rtrb::RingBuffer::new(SPARE_CAPACITY);
         let (out, _out_rx) = rtrb::RingBuffer::new(4);
-        let mut sink = ItemSink {
-            seq: 0,
-            out,
-            spare,
-            kept: Vec::new(),
-            keyed: false,
-            wants: Wants {
-                observations: true,
-                events: false,
-                detail: false,
-            },
+        let wants = Wants {
+            observations: true,
+            events: false,
+            detail: false,
         };
+        let mut sink = ItemSink::new(out, spare, wants);
         for (accesses, values) in [(5, 1), (1, 2), (1, 1000), (2, 3)] {
             assert!(back
                 .push(Spare::of(Box::new(read(accesses, values))))
@@ -1355,14 +1740,7 @@ mod tests {
         let mut workers: Vec<Worker> = ends
             .into_iter()
             .map(|e| {
-                let sink = ItemSink {
-                    seq: 0,
-                    out: e.out,
-                    spare: e.spare,
-                    kept: Vec::new(),
-                    wants,
-                    keyed: false,
-                };
+                let sink = ItemSink::new(e.out, e.spare, wants);
                 (e.jobs, sink, e.done)
             })
             .collect();
@@ -1380,7 +1758,9 @@ mod tests {
                 let (seq, ev, job_kind) = match job {
                     Job::Packet(seq, frame) => (seq, Some(event(frame, 0)), Kind::Packet),
                     Job::Flush(seq) => (seq, Some(event(100, 10 - w as u64)), Kind::Other),
-                    Job::Sweep(seq, _) => (seq, None, Kind::Other),
+                    Job::Sweep(seq, _) | Job::Tick(seq, _) | Job::Detect(seq, _) => {
+                        (seq, None, Kind::Other)
+                    }
                 };
                 sink.seq = seq;
                 // As `run_worker` does: a flush's items carry their keys.

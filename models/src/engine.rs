@@ -50,6 +50,8 @@ pub struct Engine {
     pub clock_steps: u64,
     /// Whether the capture's first moment was seen ([`Engine::begin`]).
     begun: bool,
+    /// PDUs of channels past the runtime bound, on N workers.
+    worker_untracked: u64,
 }
 
 /// The clock ticking back by more than this is a step of the capture clock (a capture that
@@ -71,6 +73,7 @@ impl Engine {
             tick_high: i64::MIN,
             clock_steps: 0,
             begun: false,
+            worker_untracked: 0,
         }
     }
 
@@ -86,11 +89,20 @@ impl Engine {
             tick_high: i64::MIN,
             clock_steps: 0,
             begun: false,
+            worker_untracked: 0,
         }
     }
 
     pub fn is_learning(&self) -> bool {
         matches!(self.phase, Phase::Learning(_))
+    }
+
+    /// The baseline in use, shared (N workers check against it).
+    pub fn shared_baseline(&self) -> Option<std::sync::Arc<Baseline>> {
+        match &self.phase {
+            Phase::Detecting(d) => Some(std::sync::Arc::clone(&d.baseline)),
+            _ => None,
+        }
     }
 
     /// The baseline in use, once learning has ended (or was loaded).
@@ -110,7 +122,10 @@ impl Engine {
     /// metrics. Learning's bounds are in the baseline's `unlearned`.
     pub fn bounds_hit(&self) -> [(&'static str, u64); 3] {
         let (channels, scans) = match &self.phase {
-            Phase::Detecting(d) => (d.untracked_channels, d.across.scan_resets),
+            Phase::Detecting(d) => (
+                d.untracked_channels + self.worker_untracked,
+                d.across.scan_resets,
+            ),
             _ => (0, 0),
         };
         [
@@ -134,9 +149,39 @@ impl Engine {
     #[inline(never)]
     fn begin_at(&mut self, ts: i64) {
         self.begun = true;
-        if let (Phase::Learning(_), Some(d)) = (&self.phase, self.config.learn_for) {
-            self.learn_until = Some(ts.saturating_add(d));
+        match (&mut self.phase, self.config.learn_for) {
+            (Phase::Learning(_), Some(d)) => self.learn_until = Some(ts.saturating_add(d)),
+            // A saved baseline: detection's clocks start at the first packet.
+            (Phase::Detecting(d), _) => d.start_at(ts),
+            _ => {}
         }
+    }
+
+    /// Whether learning ends by `ts`: the capture loop ends it before the first packet at or
+    /// past its end ([`Engine::end_learning`]), and N workers then take up detection.
+    #[inline]
+    pub fn learning_ends_by(&self, ts: i64) -> bool {
+        self.learn_until.is_some_and(|until| ts >= until)
+    }
+
+    /// When learning ends, if it ends with time ([`Engine::begin`] first).
+    pub fn learning_until(&self) -> Option<i64> {
+        self.learn_until
+    }
+
+    /// Ends learning before a packet at `ts`: detection starts there.
+    #[cold]
+    #[inline(never)]
+    pub fn end_learning(&mut self, ts: i64) {
+        self.switch();
+        self.start_at(ts);
+    }
+
+    /// N workers' share of the counts: observations they checked, and PDUs of channels past
+    /// the runtime bound ([`Engine::bounds_hit`]).
+    pub fn add_worker_counts(&mut self, observations: u64, untracked: u64) {
+        self.observations += observations;
+        self.worker_untracked += untracked;
     }
 
     /// Ends learning once `now` reached its end: one comparison while learning, none after.
@@ -588,12 +633,15 @@ mod tests {
         let baseline = learner.finish(&mut out).expect("a baseline");
         let mut engine = Engine::detecting(baseline, EngineConfig::default());
         let mut ts = T0 + NANOS;
-        engine.observe(&read(1, 0, 2, ts), &mut out);
-        // As many new clients as the table holds: it is full, and starts afresh once.
+        // The learned client reads an address it never read: its window is made, and its
+        // channel remembers where.
+        engine.observe(&read(1, 7, 2, ts), &mut out);
+        // As many new clients as the table holds, each reading an address learning never saw
+        // (only what is new counts toward a scan): it is full, and starts afresh once.
         let max = crate::detect::MAX_SCAN_CLIENTS as u32;
         for client in 2..=max + 1 {
             ts += 1000;
-            engine.observe(&request(client, ts), &mut out);
+            engine.observe(&read(client, 500, 3, ts), &mut out);
         }
         assert_eq!(engine.bounds_hit()[1], ("scan_clients", 1));
         out.clear();

@@ -98,6 +98,17 @@ impl WorkerEngine {
         self.seen
     }
 
+    /// The latest observation's time seen so far.
+    pub fn seen(&self) -> i64 {
+        self.seen
+    }
+
+    /// The next scan note names its capture (a note may be handed on apart from this worker's
+    /// earlier ones: a flush's are ordered with every worker's).
+    pub fn forget_source(&mut self) {
+        self.detector.across.forget_source();
+    }
+
     /// PDUs of channels learning never saw beyond the runtime bound (see
     /// [`Engine::bounds_hit`](crate::Engine::bounds_hit)).
     pub fn untracked_channels(&self) -> u64 {

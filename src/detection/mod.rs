@@ -128,9 +128,19 @@ pub struct Detection {
     held: usize,
     /// Observations a batch holds ([`DEFAULT_BATCH`]); 1 runs each at once.
     pub batch: usize,
+    /// What N workers found for the next tick, and a scratch list ([`Detection::found`]).
+    split: SplitShare,
     /// Tests: observing the observation of this frame panics, as a bug would.
     #[cfg(test)]
     panic_on_frame: Option<u64>,
+}
+
+/// What N workers checking the channels handed the stage for its next tick.
+#[derive(Default)]
+struct SplitShare {
+    found: Vec<otwatch_models::Alert>,
+    heard: Vec<otwatch_models::detect::Heard>,
+    one: Vec<otwatch_models::Alert>,
 }
 
 impl Detection {
@@ -160,6 +170,7 @@ impl Detection {
             slots: Vec::new(),
             held: 0,
             batch: DEFAULT_BATCH,
+            split: SplitShare::default(),
             #[cfg(test)]
             panic_on_frame: None,
         }
@@ -328,10 +339,75 @@ impl Detection {
         self.clock.last = now;
         let mut lines = std::mem::take(&mut self.scratch);
         if let Some(e) = &mut self.engine {
-            e.tick(now, &mut lines);
+            // With N workers checking the channels, what they found at this tick goes in.
+            e.tick_found(
+                now,
+                &self.split.heard,
+                Some(&mut self.split.found),
+                &mut lines,
+            );
+            self.split.heard.clear();
         }
         self.write(&mut lines);
         self.scratch = lines;
+    }
+
+    /// Whether N workers can check the channels, the stage keeping what spans them
+    /// ([`otwatch_models::split`]): detection on, and nothing that reads every observation
+    /// on the stage (per-channel metrics, events to syslog).
+    pub fn split_ok(&self) -> bool {
+        self.engine.is_some()
+            && !self.metrics.as_ref().is_some_and(|m| m.channels.enabled())
+            && !self.wants_event_lines()
+    }
+
+    /// N workers: a candidate alert a worker found in one observation, raised here.
+    pub fn found(&mut self, a: otwatch_models::Alert) {
+        let mut lines = std::mem::take(&mut self.scratch);
+        let mut one = std::mem::take(&mut self.split.one);
+        one.push(a);
+        if let Some(e) = &mut self.engine {
+            e.raise_found(&mut one, &mut lines);
+        }
+        one.clear();
+        self.split.one = one;
+        self.write(&mut lines);
+        self.scratch = lines;
+    }
+
+    /// N workers: what a worker's detection says of what spans channels about one
+    /// observation; `source`, the capture its last scan note named.
+    pub fn note(&mut self, n: otwatch_models::detect::Note, source: &Arc<str>) {
+        let mut lines = std::mem::take(&mut self.scratch);
+        if let Some(e) = &mut self.engine {
+            e.note(n, source, &mut lines);
+        }
+        self.write(&mut lines);
+        self.scratch = lines;
+    }
+
+    /// N workers: a worker's share of the next tick (what its timers and windows raised, the
+    /// devices it heard), and the latest observation it saw.
+    pub fn tick_share(
+        &mut self,
+        found: &mut Vec<otwatch_models::Alert>,
+        heard: &mut Vec<otwatch_models::detect::Heard>,
+        seen: i64,
+    ) {
+        self.split.found.append(found);
+        self.split.heard.append(heard);
+        if let Some(e) = &mut self.engine {
+            e.see(seen);
+        }
+    }
+
+    /// N workers: the observations a worker checked and the PDUs it left out past the runtime
+    /// bound, since it last said, and the latest observation it saw.
+    pub fn worker_counts(&mut self, observations: u64, untracked: u64, seen: i64) {
+        if let Some(e) = &mut self.engine {
+            e.add_worker_counts(observations, untracked);
+            e.see(seen);
+        }
     }
 
     /// End of input: last lines of repeated causes; the baseline (learned or loaded).
@@ -540,6 +616,19 @@ impl Detection {
             e.begin(ts);
             if self.clock.back(ts) {
                 self.tick(ts);
+            }
+            self.end_learning_by(ts);
+        }
+    }
+
+    /// Learning ends before the first packet at or past its end (N workers take up detection
+    /// there: [`crate::shards`]); detection starts at that packet's time.
+    #[inline]
+    pub fn end_learning_by(&mut self, ts: i64) {
+        if self.engine.as_ref().is_some_and(|e| e.learning_ends_by(ts)) {
+            self.drain();
+            if let Some(e) = &mut self.engine {
+                e.end_learning(ts);
             }
         }
     }

@@ -200,6 +200,13 @@ impl Across {
         }
     }
 
+    /// The next scan note names its capture (sending out).
+    pub(crate) fn forget_source(&mut self) {
+        if let Some(b) = &mut self.out {
+            b.source = None;
+        }
+    }
+
     /// The notes made since the last call, in order (sending out).
     pub(crate) fn take_notes(&mut self, into: &mut Vec<Note>) {
         if let Some(b) = &mut self.out {

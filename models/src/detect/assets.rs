@@ -309,6 +309,10 @@ impl Detector {
     }
 
     /// What this request adds to its client's scan window, and a scan alert when it is one.
+    /// Only a request that brings something learning never saw (a unit, a function, addresses)
+    /// counts: a scan is walking what is new, and the client's routine requests between its
+    /// probes are not more of it (nor do they change the window: what it forgets with time it
+    /// forgets when it is next looked at). With N workers, only these go to the stage.
     pub(super) fn note_scan(
         &mut self,
         o: &Observation,
@@ -318,7 +322,7 @@ impl Detector {
         new_addresses: Vec<(u32, u32)>,
         out: &mut Vec<Alert>,
     ) {
-        if o.channel.proto.is_ot() {
+        if o.channel.proto.is_ot() && (fnew || new_unit || !new_addresses.is_empty()) {
             let mut none = None;
             let place = match known.and_then(|i| self.chans.slots.get_mut(i)) {
                 Some(slot) => &mut slot.scan,
