@@ -89,7 +89,16 @@ fn every_corpus_capture_gives_the_same_events_with_several_workers() {
 
 /// The alert lines of a replay with detection (learning for `learn_s` seconds of capture time),
 /// with 1 or N workers: sorted, ids aside, evidence reduced to whether a file was written.
-fn alerts(files: &[PathBuf], learn: &Learn, workers: usize, evidence: &Path) -> Vec<String> {
+/// What a run's detection did: its alert lines (sorted, ids aside, whether each got evidence),
+/// the observations it saw, those the workers checked, and whether it was still learning.
+struct Detected {
+    lines: Vec<String>,
+    observations: u64,
+    on_workers: u64,
+    learning: bool,
+}
+
+fn alerts(files: &[PathBuf], learn: &Learn, workers: usize, evidence: &Path) -> Detected {
     use otwatch::detection::{alert_json, DetectSink, Detection};
     use otwatch::shards::Stage;
     use otwatch_models::{Engine, EngineConfig};
@@ -123,8 +132,13 @@ fn alerts(files: &[PathBuf], learn: &Learn, workers: usize, evidence: &Path) -> 
         };
         otwatch::parallel::replay_sharded(files, &mut stage, workers, Some(rings));
     }
+    // Learning still (no packet came past its end): the workers never checked a channel.
+    let learning = det.engine.as_ref().is_some_and(|e| e.is_learning());
     det.finish();
     assert_eq!(det.outputs.total(), 0, "{:?}", det.outputs.report());
+    let engine = det.engine.as_ref().expect("an engine");
+    let observations = engine.observations;
+    let on_workers = det.worker_observations();
     let mut lines: Vec<String> = det
         .kept
         .take()
@@ -140,7 +154,12 @@ fn alerts(files: &[PathBuf], learn: &Learn, workers: usize, evidence: &Path) -> 
         })
         .collect();
     lines.sort();
-    lines
+    Detected {
+        lines,
+        observations,
+        on_workers,
+        learning,
+    }
 }
 
 fn check_alerts(files: &[PathBuf], learn_s: f64) -> usize {
@@ -149,9 +168,23 @@ fn check_alerts(files: &[PathBuf], learn_s: f64) -> usize {
 
 fn check_alerts_with(files: &[PathBuf], learn: &Learn) -> usize {
     let dir = common::scratch("parallel-alerts");
-    let one = alerts(files, learn, 1, &dir.join("1"));
+    let Detected {
+        lines: one,
+        observations,
+        learning,
+        ..
+    } = alerts(files, learn, 1, &dir.join("1"));
     for workers in [2, 3] {
-        let many = alerts(files, learn, workers, &dir.join(workers.to_string()));
+        let run = alerts(files, learn, workers, &dir.join(workers.to_string()));
+        // The channels were checked on the workers once learning had ended, and every
+        // observation was seen once, as with one worker.
+        assert_eq!(run.observations, observations, "{files:?}: observations");
+        assert!(
+            learning || run.on_workers > 0,
+            "{files:?}: detection ran on the workers ({} observations)",
+            run.on_workers
+        );
+        let many = run.lines;
         if one != many {
             let only_one: Vec<_> = one.iter().filter(|a| !many.contains(a)).take(3).collect();
             let only_many: Vec<_> = many.iter().filter(|a| !one.contains(a)).take(3).collect();

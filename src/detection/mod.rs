@@ -141,6 +141,8 @@ struct SplitShare {
     found: Vec<otwatch_models::Alert>,
     heard: Vec<otwatch_models::detect::Heard>,
     one: Vec<otwatch_models::Alert>,
+    /// Observations the workers checked.
+    observations: u64,
 }
 
 impl Detection {
@@ -361,6 +363,12 @@ impl Detection {
             && !self.wants_event_lines()
     }
 
+    /// Observations checked on N workers (their channels' checks; what spans channels is
+    /// kept here).
+    pub fn worker_observations(&self) -> u64 {
+        self.split.observations
+    }
+
     /// N workers: a candidate alert a worker found in one observation, raised here.
     pub fn found(&mut self, a: otwatch_models::Alert) {
         let mut lines = std::mem::take(&mut self.scratch);
@@ -404,6 +412,7 @@ impl Detection {
     /// N workers: the observations a worker checked and the PDUs it left out past the runtime
     /// bound, since it last said, and the latest observation it saw.
     pub fn worker_counts(&mut self, observations: u64, untracked: u64, seen: i64) {
+        self.split.observations += observations;
         if let Some(e) = &mut self.engine {
             e.add_worker_counts(observations, untracked);
             e.see(seen);
@@ -565,6 +574,12 @@ impl Detection {
                 }
             }
             s.push('\n');
+            if self.split.observations > 0 {
+                s.push_str(&format!(
+                    "  detection: {} of {} observations checked on the workers that own their channels\n",
+                    self.split.observations, engine.observations
+                ));
+            }
             let hit: Vec<String> = engine
                 .bounds_hit()
                 .iter()
