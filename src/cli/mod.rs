@@ -39,9 +39,9 @@ pub(crate) enum Command {
         quiet: bool,
         /// Dissect with N worker threads. Each owns the flows between the host pairs given to
         /// it (at a pair's first packet, the worker of its server if another pair gave the
-        /// server one, else the least-loaded); one more thread reads, puts
-        /// the workers' output back in capture order and runs
-        /// detection, so events and alerts are those of one worker.
+        /// server one, else the least-loaded) and, once learning has ended, checks their
+        /// channels; one more thread reads, puts the workers' output back in capture order and
+        /// keeps what spans channels, so events and alerts are those of one worker.
         #[arg(long, default_value_t = 1, value_name = "N", value_parser = parse_workers)]
         workers: usize,
         #[command(flatten)]
@@ -112,7 +112,7 @@ pub(crate) enum Command {
         bpf: Option<String>,
         /// Dissect with N worker threads fed from the ring without copying (the capture thread
         /// gives each host pair a worker, a worker whose queue is full loses the packet, counted;
-        /// it merges their output back into capture order and runs detection).
+        /// it merges their output back into capture order; the workers check their channels).
         #[arg(long, default_value_t = 1, value_name = "N", value_parser = parse_workers)]
         workers: usize,
         #[command(flatten)]
