@@ -1858,4 +1858,82 @@ mod split_tests {
         // One worker with a stage is one engine too.
         assert_eq!(one, detect_split(&baseline, &all, 200.0, 1, |_| 0, false));
     }
+
+    /// Random traffic (seeded): clients polling servers of three sites, then in detection
+    /// reads of addresses learning never saw, new clients, polls that stop and servers that
+    /// stop answering, at random. One engine, two workers and three (each owning the servers of
+    /// some sites) raise the same alerts, each line with its time and count.
+    #[test]
+    fn random_traffic_raises_the_same_alerts_on_one_engine_or_workers() {
+        for seed in 1..=10u64 {
+            let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            let mut next = move |n: u64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % n
+            };
+            // Client c polls site (c % 3) + 1, and client 2 site 3 too.
+            let polls: Vec<(u8, u8, f64)> = (1..=4u8)
+                .map(|c| (c, c % 3 + 1, 0.05 * f64::from(c)))
+                .chain(std::iter::once((2, 3, 0.61)))
+                .collect();
+            let mut learning = Vec::new();
+            for s in 0..120 {
+                for &(c, site, off) in &polls {
+                    learning.extend(exchange(c, site, f64::from(s) + off, 0, true));
+                }
+            }
+            learning.sort_by_key(|o| (o.ts, o.frame));
+            let mut learner = Engine::learning(EngineConfig::default());
+            let mut out = Vec::new();
+            for o in &learning {
+                see(&mut learner, o, &mut out);
+            }
+            let baseline = learner.finish(&mut out).expect("a baseline");
+            // Detection: each poll stops at a random second (or never), its server stops
+            // answering at another; now and then a read of a new address, or a new client.
+            let stops: Vec<(u32, u32)> = polls
+                .iter()
+                .map(|_| (150 + next(80) as u32, 140 + next(90) as u32))
+                .collect();
+            let mut all = Vec::new();
+            for s in 120..200u32 {
+                for (&(c, site, off), &(stop, mute)) in polls.iter().zip(&stops) {
+                    if s < stop {
+                        let t = f64::from(s) + off;
+                        all.extend(exchange(c, site, t, 0, s < mute));
+                    }
+                }
+                if next(4) == 0 {
+                    let (c, site) = (1 + next(4) as u8, 1 + next(3) as u8);
+                    let t = f64::from(s) + 0.3 + 0.01 * next(50) as f64;
+                    all.extend(exchange(c, site, t, 100 + next(40) as u32, true));
+                }
+                if next(10) == 0 {
+                    let (c, site) = (20 + next(5) as u8, 1 + next(3) as u8);
+                    let t = f64::from(s) + 0.7 + 0.01 * next(20) as f64;
+                    all.extend(exchange(c, site, t, next(3) as u32, next(2) == 0));
+                }
+            }
+            all.sort_by_key(|o| (o.ts, o.frame));
+            let site_of = |o: &Observation| match o.channel.server {
+                IpAddr::V4(v4) => usize::from(v4.octets()[2]),
+                IpAddr::V6(_) => 0,
+            };
+            let one = detect_split(&baseline, &all, 200.0, 1, |_| 0, true);
+            assert!(!one.is_empty(), "seed {seed}: alerts are raised");
+            for workers in [2, 3] {
+                let split = detect_split(
+                    &baseline,
+                    &all,
+                    200.0,
+                    workers,
+                    |o| site_of(o) % workers,
+                    false,
+                );
+                assert_eq!(one, split, "seed {seed}, {workers} workers");
+            }
+        }
+    }
 }
