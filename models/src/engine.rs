@@ -1861,7 +1861,8 @@ mod split_tests {
 
     /// Random traffic (seeded): clients polling servers of three sites, then in detection
     /// reads of addresses learning never saw, new clients, polls that stop and servers that
-    /// stop answering, at random. One engine, two workers and three (each owning the servers of
+    /// stop answering, at random, and a client quiet when detection starts that comes back
+    /// with one of its two polls. One engine, two workers and three (each owning the servers of
     /// some sites) raise the same alerts, each line with its time and count.
     #[test]
     fn random_traffic_raises_the_same_alerts_on_one_engine_or_workers() {
@@ -1883,6 +1884,9 @@ mod split_tests {
                 for &(c, site, off) in &polls {
                     learning.extend(exchange(c, site, f64::from(s) + off, 0, true));
                 }
+                // Client 5 polls two blocks of site 2.
+                learning.extend(exchange(5, 2, f64::from(s) + 0.83, 0, true));
+                learning.extend(exchange(5, 2, f64::from(s) + 0.88, 1, true));
             }
             learning.sort_by_key(|o| (o.ts, o.frame));
             let mut learner = Engine::learning(EngineConfig::default());
@@ -1897,8 +1901,13 @@ mod split_tests {
                 .iter()
                 .map(|_| (150 + next(80) as u32, 140 + next(90) as u32))
                 .collect();
+            // Client 5 is quiet when detection starts, and comes back with one of its polls.
+            let back = 125 + next(30) as u32;
             let mut all = Vec::new();
             for s in 120..200u32 {
+                if s >= back {
+                    all.extend(exchange(5, 2, f64::from(s) + 0.83, 0, true));
+                }
                 for (&(c, site, off), &(stop, mute)) in polls.iter().zip(&stops) {
                     if s < stop {
                         let t = f64::from(s) + off;

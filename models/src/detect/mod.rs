@@ -264,6 +264,8 @@ pub struct Detector {
     /// When the learned polls' clocks started (detection's start, or the clock's last step
     /// back).
     poll_origin: i64,
+    /// The clock's latest tick (every tick, whether a timer was due or not).
+    ticked: i64,
     /// A worker's detector ([`crate::split`]): a learned channel's polls are its own from the
     /// channel's first PDU here (the stage follows them until then), not from the start.
     claims: bool,
@@ -399,6 +401,7 @@ impl Detector {
             next_due: i64::MIN,
             started: false,
             poll_origin: i64::MIN,
+            ticked: i64::MIN,
             claims: false,
             untracked_channels: 0,
             baseline: std::sync::Arc::new(baseline),
@@ -546,12 +549,18 @@ impl Detector {
     #[cold]
     #[inline(never)]
     fn claim(&mut self, i: usize) {
-        let origin = self.poll_origin;
+        let (origin, ticked) = (self.poll_origin, self.ticked);
         if let Some(s) = self.chans.slots.get_mut(i) {
             s.claimed = true;
             for (_, p) in &mut s.polls {
                 p.last = Some((origin, 0));
-                self.next_due = self.next_due.min(origin.saturating_add(p.missing_after));
+                // The stage, which watched the poll until now, found it missing at the first
+                // tick past its bound (it fires at every tick from then): the worker, which saw
+                // the same ticks, takes it up as reported.
+                p.missing_alerted = secs(origin, ticked) > poll_missing_after(&p.model);
+                if !p.missing_alerted {
+                    self.next_due = self.next_due.min(origin.saturating_add(p.missing_after));
+                }
             }
             self.across.claimed(i as u32);
         }

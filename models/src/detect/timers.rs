@@ -93,6 +93,7 @@ impl Detector {
     /// PDUs came between; the capture loop ticks every quarter of a second of capture time.
     #[inline]
     pub fn tick(&mut self, now: i64, out: &mut Vec<Alert>) {
+        self.ticked = now;
         // Most ticks come before the next timer due and the next window's end.
         if self.started
             && now >= self.last_tick
