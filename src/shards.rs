@@ -227,6 +227,8 @@ struct ItemSink {
     /// held, the worker says it finished only the packets before the first.
     #[allow(clippy::vec_box)]
     held: Vec<(u64, FlushKey, Box<Observation>)>,
+    /// Panics in this worker's detection (a bug), caught: counted with the pipeline's.
+    panics: u64,
 }
 
 /// Observations a worker holds for a batch of checks.
@@ -300,6 +302,17 @@ impl ItemSink {
             notes: Vec::new(),
             counted: (0, 0),
             held: Vec::new(),
+            panics: 0,
+        }
+    }
+
+    /// Runs `work` (detection's, on this worker) and counts a panic in it (a bug): the worker
+    /// goes on, as one worker goes on after a panic in detection, and the merge never waits
+    /// for what a dead worker would not finish.
+    fn guard(&mut self, work: impl FnOnce(&mut ItemSink)) {
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(self)));
+        if run.is_err() {
+            self.panics += 1;
         }
     }
 
@@ -327,13 +340,16 @@ impl ItemSink {
         let mut held = std::mem::take(&mut self.held);
         let mut next = 0;
         while next < held.len() {
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 while let Some((s, key, o)) = held.get(next) {
                     next += 1;
                     self.seq = *s;
                     self.check(*key, o);
                 }
             }));
+            if run.is_err() {
+                self.panics += 1;
+            }
         }
         self.seq = seq;
         for (_, _, b) in held.drain(..) {
@@ -355,6 +371,11 @@ impl ItemSink {
         let Some(engine) = &mut self.engine else {
             return;
         };
+        if self.keyed {
+            // A flush's or a sweep's items are ordered with every worker's: each scan note
+            // names its capture.
+            engine.forget_source();
+        }
         engine.observe(o, &mut self.found, &mut self.notes);
         if self.found.is_empty() && self.notes.is_empty() {
             return;
@@ -391,6 +412,8 @@ impl ItemSink {
             None,
             Some(Payload::Tick { found, heard, seen }),
         );
+        // The counts too, for the metrics and summary of a run that goes on (live).
+        self.counts();
     }
 
     /// The engine's counts since they were last handed on, to the reader.
@@ -605,6 +628,9 @@ pub(crate) fn run_worker<P>(
                 // pipeline, and the packet still counts as finished (the merge never waits for
                 // it), so the other workers' output keeps flowing. Counted and reported.
                 guarded(&mut pipeline, |pipeline| process(&p, pipeline, &mut sink));
+                if sink.panics > 0 {
+                    pipeline.stats.worker_panics += std::mem::take(&mut sink.panics);
+                }
                 packets_done = seq + 1;
                 done.0
                     .store(sink.finished_before(seq + 1), Ordering::Release);
@@ -623,6 +649,7 @@ pub(crate) fn run_worker<P>(
                 sink.keyed(true);
                 guarded(&mut pipeline, |pipeline| pipeline.sweep(now, &mut sink));
                 sink.keyed(false);
+                pipeline.stats.worker_panics += std::mem::take(&mut sink.panics);
                 done.0.store(seq + 1, Ordering::Release);
             }
             Ok(Job::Flush(seq)) => {
@@ -632,20 +659,25 @@ pub(crate) fn run_worker<P>(
                 sink.keyed(true);
                 guarded(&mut pipeline, |pipeline| pipeline.finish(&mut sink));
                 sink.keyed(false);
-                sink.counts();
+                sink.guard(ItemSink::counts);
+                pipeline.stats.worker_panics += std::mem::take(&mut sink.panics);
                 done.0.store(seq + 1, Ordering::Release);
             }
             Ok(Job::Detect(seq, start)) => {
-                sink.engine = Some(WorkerEngine::new(
-                    Arc::clone(&start.baseline),
-                    start.start,
-                    start.tick_high,
-                ));
+                sink.guard(|sink| {
+                    sink.engine = Some(WorkerEngine::new(
+                        Arc::clone(&start.baseline),
+                        start.start,
+                        start.tick_high,
+                    ));
+                });
+                pipeline.stats.worker_panics += std::mem::take(&mut sink.panics);
                 done.0.store(seq + 1, Ordering::Release);
             }
             Ok(Job::Tick(seq, now)) => {
                 sink.seq = seq;
-                sink.tick(now);
+                sink.guard(|sink| sink.tick(now));
+                pipeline.stats.worker_panics += std::mem::take(&mut sink.panics);
                 done.0.store(seq + 1, Ordering::Release);
             }
             // Abandoned, then empty: nothing more can come (a job pushed between a failed pop
@@ -662,6 +694,7 @@ pub(crate) fn run_worker<P>(
                 // Nothing to do: what is held is checked, and its packets are finished.
                 if !sink.held.is_empty() {
                     sink.drain_held();
+                    pipeline.stats.worker_panics += std::mem::take(&mut sink.panics);
                     done.0.store(packets_done, Ordering::Release);
                     continue;
                 }
@@ -776,6 +809,9 @@ pub(crate) struct Shards<P> {
     clock: bool,
     /// Whether detection was told the first packet's time ([`Detection::begin`]).
     begun: bool,
+    /// Whether the last packet was handed out losslessly (replay) or not (live): a tick's
+    /// broadcast waits for a full queue only in replay.
+    lossless: bool,
     /// Whether detection may go to the workers ([`Shards::split_detection`]), and when it goes
     /// (before the first packet at or past this time), or whether it went.
     split: bool,
@@ -841,6 +877,7 @@ impl<P> Shards<P> {
             tick_clock: TickClock::default(),
             clock: detection.is_some_and(|d| d.engine.is_some()),
             begun: false,
+            lossless: true,
             split: false,
             hand_at: None,
             on_workers: false,
@@ -866,6 +903,7 @@ impl<P> Shards<P> {
         lossless: bool,
         stage: &mut Stage<'_>,
     ) -> Result<(), P> {
+        self.lossless = lossless;
         // At most `window` packets in flight, so that what the merge holds back for a slow
         // worker stays bounded (the per-worker queues alone would let the others run ahead).
         if self.next_seq.saturating_sub(self.oldest_unfinished()) >= self.window
@@ -942,14 +980,14 @@ impl<P> Shards<P> {
         self.begun = true;
         if let Some(d) = stage.detection.as_deref_mut() {
             d.begin(ts);
-            if self.split {
-                // A saved baseline: now; learning for a while: at its end; from everything:
-                // never.
-                self.hand_at = d.engine.as_ref().and_then(|e| match e.baseline() {
-                    Some(_) => Some(i64::MIN),
-                    None => e.learning_until(),
-                });
-            }
+            // A saved baseline: now (to the workers); learning for a while: at its end (to the
+            // workers, or ended on the stage before that packet, as one worker ends it);
+            // from everything: never.
+            let split = self.split;
+            self.hand_at = d.engine.as_ref().and_then(|e| match e.baseline() {
+                Some(_) => split.then_some(i64::MIN),
+                None => e.learning_until(),
+            });
         }
     }
 
@@ -1023,14 +1061,35 @@ impl<P> Shards<P> {
     #[cold]
     #[inline(never)]
     fn tick_workers(&mut self, ts: i64, stage: &mut Stage<'_>) {
-        let seq = self.broadcast(|seq| Job::Tick(seq, ts), ts, stage);
+        let seq = if self.lossless {
+            self.broadcast(|seq| Job::Tick(seq, ts), ts, stage)
+        } else {
+            self.broadcast_lossy(|seq| Job::Tick(seq, ts), ts)
+        };
         self.ticks.push_back((seq, ts));
     }
 
-    /// Detection goes to the workers before the packet at `ts` ([`Shards::split_detection`]):
-    /// with a saved baseline at the first packet, when learning at the first packet past its
-    /// end. Everything before is merged first (the stage learned from it), then every worker
-    /// is handed the baseline; they check the channels they own from the next packet on.
+    /// [`Shards::broadcast`] for live capture, which must not stall on a slow worker: a worker
+    /// whose queue is full does not get the job (a tick: its timers fire at the next one).
+    fn broadcast_lossy(&mut self, job: impl Fn(u64) -> Job<P>, ts: i64) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.in_flight.push_back((seq, ts, EVERY_LANE));
+        for lane in &mut self.lanes {
+            if let Some(jobs) = lane.jobs.as_mut() {
+                let _ = jobs.push(job(seq));
+            }
+        }
+        seq
+    }
+
+    /// Learning ends before the packet at `ts` (the first at or past its end; or a quiet live
+    /// link's tick), and detection goes to the workers ([`Shards::split_detection`]; with a
+    /// saved baseline at the first packet). Everything before is merged first (the stage
+    /// learned from it) and learning ends on the stage, as one worker ends it before that
+    /// packet; then every worker is handed the baseline, and checks the channels it owns from
+    /// the next packet on. Also after a clock step back while learning: its end moved with
+    /// the step, and is known once the stage has ticked back.
     #[cold]
     #[inline(never)]
     fn hand_detection(&mut self, ts: i64, stage: &mut Stage<'_>) {
@@ -1049,6 +1108,11 @@ impl<P> Shards<P> {
             self.hand_at = None;
             return;
         };
+        if !self.split {
+            // The reader runs all of detection: learning ended here, before this packet.
+            self.hand_at = e.learning_until();
+            return;
+        }
         let Some(baseline) = e.shared_baseline() else {
             // Still learning: its end moved (the clock stepped back).
             self.hand_at = e.learning_until();
@@ -1104,6 +1168,10 @@ impl<P> Shards<P> {
     pub fn tick_now(&mut self, now: i64, stage: &mut Stage<'_>) {
         if self.clock {
             self.tick_clock.last = now;
+        }
+        // Learning ends at this tick, as on one worker (the workers then start here).
+        if self.hand_at.is_some_and(|at| now >= at) {
+            self.hand_detection(now, stage);
         }
         if self.on_workers {
             // The workers' share first: the stage ticks when the merge reaches it.
