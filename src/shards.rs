@@ -3,15 +3,19 @@
 //! The reader (replay's file reader, or live's capture thread) numbers every packet (`seq`) and
 //! hands it to the worker that owns its host pair, over that worker's lock-free SPSC queue
 //! (rtrb). A worker runs its own [`Pipeline`] (flows, dissectors, evidence ring) and turns each
-//! event into what the run needs: the compact observation detection and per-channel metrics
-//! read (built on the worker, so that work is parallel too), and the event itself when an
-//! events output is on. Each goes back over a second SPSC queue, tagged with its packet's
-//! `seq`; after each packet the worker publishes the last `seq` it finished.
+//! event into what the run needs: while learning (or with per-channel metrics, events to
+//! syslog), the compact observation detection and per-channel metrics read (built on the
+//! worker, so that work is parallel too); once learning has ended, its own channels' checks
+//! ([`otwatch_models::split::WorkerEngine`], from [`Job::Detect`]) and only what they found
+//! and what spans channels ([`Payload`]); and the event itself when an events output is on.
+//! Each goes back over a second SPSC queue, tagged with its packet's `seq`; after each packet
+//! the worker publishes the last `seq` it finished (but for observations it holds for a batch).
 //!
 //! The reader merges: an item is released once every worker has finished every packet before
-//! it, so detection sees observations in the order one worker would have produced them, and
-//! its clock ticks after the same packets (the reader decides the ticks from the timestamps of
-//! all packets, as [`crate::detection::TickClock`] does on one worker). A flush (the end of the
+//! it, so the stage sees observations (and the workers' findings) in the order one worker
+//! would have produced them, and detection's clock ticks after the same packets (the reader
+//! decides the ticks from the timestamps of all packets, as [`crate::detection::TickClock`]
+//! does on one worker, and ticks the workers with [`Job::Tick`]). A flush (the end of the
 //! input, or a capture that starts before the last one ended) goes to every worker under one
 //! `seq`, and its events are ordered by [`crate::event::FlushKey`], as one worker orders them.
 //!
@@ -705,7 +709,7 @@ pub(crate) fn run_worker<P>(
                 // What came back while the worker had nothing to fill: large ones freed now.
                 sink.take_back();
                 // Briefly polite, then asleep: an idle worker must not take a core from the
-                // reader, which runs detection.
+                // reader, which reads, merges and keeps what spans channels.
                 idle += 1;
                 if idle < 64 {
                     std::thread::yield_now();
