@@ -380,6 +380,8 @@ impl ItemSink {
             // names its capture.
             engine.forget_source();
         }
+        #[cfg(test)]
+        tests::panic_if_asked(o);
         engine.observe(o, &mut self.found, &mut self.notes);
         if self.found.is_empty() && self.notes.is_empty() {
             return;
@@ -1508,6 +1510,64 @@ impl<P> Shards<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Tests: the capture whose first observation checked on a worker panics, as a bug would.
+    static PANIC_IN: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+    pub(super) fn panic_if_asked(o: &Observation) {
+        let asked = PANIC_IN.lock().is_ok_and(|mut p| {
+            let hit = p.as_deref() == Some(&*o.source);
+            if hit {
+                *p = None;
+            }
+            hit
+        });
+        assert!(!asked, "a bug, on frame {}", o.frame);
+    }
+
+    /// A panic in a worker's detection (a bug) loses the observation it was in and is counted
+    /// as a worker's panic; the run goes on to its end, the reader never waiting for what the
+    /// worker would not finish, and the workers check the rest.
+    #[test]
+    fn a_panic_in_a_workers_detection_is_counted_and_the_run_goes_on() {
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/scenarios/modbus_write.pcap");
+        let dir = std::env::temp_dir().join(format!("otwatch-worker-panic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let capture = dir.join("panics.pcap");
+        std::fs::copy(&fixture, &capture).expect("copy the fixture");
+        *PANIC_IN.lock().expect("the hook") = Some(capture.display().to_string());
+        let config = otwatch_models::EngineConfig {
+            learn_for: Some(60 * otwatch_models::NANOS),
+            ..otwatch_models::EngineConfig::default()
+        };
+        let mut det = Detection::new(otwatch_models::Engine::learning(config), None);
+        let mut events = crate::event::NullSink;
+        let report = {
+            let mut stage = Stage {
+                detection: Some(&mut det),
+                events: &mut events,
+            };
+            crate::parallel::replay_sharded(std::slice::from_ref(&capture), &mut stage, 2, None)
+        };
+        *PANIC_IN.lock().expect("the hook") = None;
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(report.stats.worker_panics, 1, "the panic is counted");
+        assert!(
+            det.worker_observations() > 0,
+            "the workers went on checking"
+        );
+        let one = crate::replay::replay(
+            std::slice::from_ref(&fixture),
+            &mut crate::event::NullSink,
+            &mut Pipeline::new(),
+        );
+        assert_eq!(
+            report.stats.packets, one.stats.packets,
+            "every packet was read"
+        );
+        let _ = det.finish();
+    }
     use crate::event::{Direction, Pdu, Timestamp, VecSink};
 
     /// `push_ahead` is a queue's push: in order through every wrap of the ring, whatever is
