@@ -3,11 +3,11 @@
 //! The reader (replay's file reader, or live's capture thread) numbers every packet (`seq`) and
 //! hands it to the worker that owns its host pair, over that worker's lock-free SPSC queue
 //! (rtrb). A worker runs its own [`Pipeline`] (flows, dissectors, evidence ring) and turns each
-//! event into what the run needs: while learning (or with per-channel metrics, events to
-//! syslog), the compact observation detection and per-channel metrics read (built on the
-//! worker, so that work is parallel too); once learning has ended, its own channels' checks
+//! event into what the run needs: while learning (or with events out or to syslog), the
+//! compact observation detection and per-channel metrics read (built on the worker, so that
+//! work is parallel too); once learning has ended, its own channels' checks
 //! ([`otwatch_models::split::WorkerEngine`], from [`Job::Detect`]) and only what they found
-//! and what spans channels ([`Payload`]); and the event itself when an events output is on.
+//! and what spans channels ([`Payload`]), with the observation for per-channel metrics; and the event itself when an events output is on.
 //! Each goes back over a second SPSC queue, tagged with its packet's `seq`; after each packet
 //! the worker publishes the last `seq` it finished (but for observations it holds for a batch).
 //!
@@ -153,6 +153,9 @@ pub(crate) enum Payload {
         found: Vec<Alert>,
         heard: Vec<Heard>,
         seen: i64,
+        /// The counts since they were last handed on (as [`Payload::Counts`]).
+        observations: u64,
+        untracked: u64,
     },
     /// At a flush: the observations a worker checked and the PDUs it left out past the runtime
     /// bound since it last said, and the latest observation it saw.
@@ -192,6 +195,9 @@ pub(crate) struct Wants {
     pub events: bool,
     /// Point values and item data in the events.
     pub detail: bool,
+    /// The observations on the reader for per-channel metrics, when the workers check the
+    /// channels.
+    pub channel_metrics: bool,
 }
 
 impl Wants {
@@ -200,6 +206,7 @@ impl Wants {
             observations: detection.is_some_and(Detection::wants_observations),
             events: events.wants_events() || detection.is_some_and(Detection::wants_event_lines),
             detail: detection.is_some_and(|d| d.engine.is_some()) || events.wants_detail(),
+            channel_metrics: detection.is_some_and(Detection::wants_channel_metrics),
         }
     }
 }
@@ -249,7 +256,12 @@ impl EventSink for ItemSink {
         let event = self.wants.events.then_some(event);
         if self.engine.is_some() {
             if let Some(o) = obs {
-                let mut b = match self.kept.pop() {
+                let spare = if self.wants.channel_metrics {
+                    self.spare_box()
+                } else {
+                    self.kept.pop()
+                };
+                let mut b = match spare {
                     Some(mut b) => {
                         *b = o;
                         b
@@ -325,9 +337,19 @@ impl ItemSink {
     fn hold(&mut self, key: FlushKey, obs: &mut Box<Observation>) {
         if self.keyed {
             self.drain_held();
-            return self.check(key, obs);
+            self.check(key, obs);
+            if self.wants.channel_metrics {
+                let b = crate::event::take_observation(obs, self.spare_box());
+                self.push_boxed(key, Some(b), None);
+            }
+            return;
         }
-        let b = crate::event::take_observation(obs, self.kept.pop());
+        let spare = if self.wants.channel_metrics {
+            self.spare_box()
+        } else {
+            self.kept.pop()
+        };
+        let b = crate::event::take_observation(obs, spare);
         self.held.push((self.seq, key, b));
         if self.held.len() >= WORKER_BATCH {
             self.drain_held();
@@ -356,11 +378,17 @@ impl ItemSink {
             }
         }
         self.seq = seq;
-        for (_, _, b) in held.drain(..) {
-            if self.kept.len() < SPARE_CAPACITY && small_enough_to_keep(&b) {
+        for (s, key, b) in held.drain(..) {
+            if self.wants.channel_metrics {
+                // Per-channel metrics are kept on the reader: the observation goes there too,
+                // after what its checks found (and comes back to be filled again).
+                self.seq = s;
+                self.push_boxed(key, Some(b), None);
+            } else if self.kept.len() < SPARE_CAPACITY && small_enough_to_keep(&b) {
                 self.kept.push(b);
             }
         }
+        self.seq = seq;
         self.held = held;
     }
 
@@ -413,24 +441,39 @@ impl ItemSink {
         };
         let (mut found, mut heard) = (Vec::new(), Vec::new());
         let seen = engine.tick(now, &mut found, &mut heard);
+        // The counts too, for the metrics and summary of a run that goes on (live).
+        let (observations, untracked) = self.counted_since();
         self.push_boxed(
             no_key(now),
             None,
-            Some(Payload::Tick { found, heard, seen }),
+            Some(Payload::Tick {
+                found,
+                heard,
+                seen,
+                observations,
+                untracked,
+            }),
         );
-        // The counts too, for the metrics and summary of a run that goes on (live).
-        self.counts();
+    }
+
+    /// The engine's counts since they were last handed on: observations, PDUs past the runtime
+    /// bound.
+    fn counted_since(&mut self) -> (u64, u64) {
+        let Some(engine) = &self.engine else {
+            return (0, 0);
+        };
+        let now = (engine.observations, engine.untracked_channels());
+        let since = (now.0 - self.counted.0, now.1 - self.counted.1);
+        self.counted = now;
+        since
     }
 
     /// The engine's counts since they were last handed on, to the reader.
     fn counts(&mut self) {
-        let Some(engine) = &self.engine else {
+        let Some(seen) = self.engine.as_ref().map(WorkerEngine::seen) else {
             return;
         };
-        let now = (engine.observations, engine.untracked_channels());
-        let (observations, untracked) = (now.0 - self.counted.0, now.1 - self.counted.1);
-        self.counted = now;
-        let seen = engine.seen();
+        let (observations, untracked) = self.counted_since();
         self.push_boxed(
             no_key(seen),
             None,
@@ -1129,6 +1172,7 @@ impl<P> Shards<P> {
             start: ts,
             tick_high: e.tick_high(),
         });
+        d.hand_to_workers();
         self.hand_at = None;
         self.on_workers = true;
         self.broadcast(|seq| Job::Detect(seq, Arc::clone(&start)), ts, stage);
@@ -1414,7 +1458,12 @@ impl<P> Shards<P> {
         source: &mut Option<Arc<str>>,
     ) -> Option<Box<Observation>> {
         if let (Some(d), Some(o)) = (stage.detection.as_deref_mut(), &item.obs) {
-            d.observe(o);
+            // Once the workers check the channels, an observation comes for the metrics only.
+            if d.channels_on_workers() {
+                d.observe_metrics(o);
+            } else {
+                d.observe(o);
+            }
         }
         if let Some(p) = item.payload {
             Self::release_payload(*p, stage, source);
@@ -1459,7 +1508,12 @@ impl<P> Shards<P> {
                 mut found,
                 mut heard,
                 seen,
-            } => d.tick_share(&mut found, &mut heard, seen),
+                observations,
+                untracked,
+            } => {
+                d.tick_share(&mut found, &mut heard, seen);
+                d.worker_counts(observations, untracked, seen);
+            }
             Payload::Counts {
                 observations,
                 untracked,
@@ -1667,6 +1721,7 @@ mod tests {
             observations: true,
             events: false,
             detail: false,
+            channel_metrics: false,
         };
         let mut sink = ItemSink::new(out, spare, wants);
         for (accesses, values) in [(5, 1), (1, 2), (1, 1000), (2, 3)] {

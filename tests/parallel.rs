@@ -402,7 +402,7 @@ fn replay_with_two_workers_ends_with_the_same_metrics() {
     for workers in ["1", "2"] {
         let om = dir.join(format!("metrics-{workers}.txt"));
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_otwatch"))
-            .args(["replay", "--quiet", "--learn", "60s", "--workers", workers])
+            .args(["replay", "--learn", "60s", "--workers", workers])
             .arg("--alerts")
             .arg(dir.join(format!("alerts-{workers}.jsonl")))
             .arg("--evidence")
@@ -413,6 +413,13 @@ fn replay_with_two_workers_ends_with_the_same_metrics() {
             .output()
             .expect("run otwatch");
         assert!(out.status.success(), "{out:?}");
+        // With per-channel metrics too, the workers check the channels once learning ended.
+        let summary = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            summary.contains("checked on the workers"),
+            workers == "2",
+            "{summary}"
+        );
         finals.push(final_sample(&om));
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -143,6 +143,8 @@ struct SplitShare {
     one: Vec<otwatch_models::Alert>,
     /// Observations the workers checked.
     observations: u64,
+    /// Whether the workers check the channels.
+    on_workers: bool,
 }
 
 impl Detection {
@@ -355,12 +357,34 @@ impl Detection {
     }
 
     /// Whether N workers can check the channels, the stage keeping what spans them
-    /// ([`otwatch_models::split`]): detection on, and nothing that reads every observation
-    /// on the stage (per-channel metrics, events to syslog).
+    /// ([`otwatch_models::split`]): detection on, and no events to syslog (which go out
+    /// between the alerts, in the order one worker makes them). Per-channel metrics still
+    /// get every observation ([`Detection::observe_metrics`]).
     pub fn split_ok(&self) -> bool {
-        self.engine.is_some()
-            && !self.metrics.as_ref().is_some_and(|m| m.channels.enabled())
-            && !self.wants_event_lines()
+        self.engine.is_some() && !self.wants_event_lines()
+    }
+
+    /// Whether per-channel metrics read observations.
+    pub fn wants_channel_metrics(&self) -> bool {
+        self.metrics.as_ref().is_some_and(|m| m.channels.enabled())
+    }
+
+    /// Whether N workers check the channels now (their observations come for the metrics
+    /// only).
+    pub fn channels_on_workers(&self) -> bool {
+        self.split.on_workers
+    }
+
+    /// N workers check the channels from now on.
+    pub fn hand_to_workers(&mut self) {
+        self.split.on_workers = true;
+    }
+
+    /// An observation for the per-channel metrics only (N workers checked it).
+    pub fn observe_metrics(&mut self, o: &otwatch_models::Observation) {
+        if let (Some(m), None) = (&mut self.metrics, o.stream_anomaly) {
+            m.channels.observe(o);
+        }
     }
 
     /// Observations checked on N workers (their channels' checks; what spans channels is
