@@ -256,11 +256,7 @@ impl EventSink for ItemSink {
         let event = self.wants.events.then_some(event);
         if self.engine.is_some() {
             if let Some(o) = obs {
-                let spare = if self.wants.channel_metrics {
-                    self.spare_box()
-                } else {
-                    self.kept.pop()
-                };
+                let spare = self.box_to_hold();
                 let mut b = match spare {
                     Some(mut b) => {
                         *b = o;
@@ -332,6 +328,16 @@ impl ItemSink {
         }
     }
 
+    /// A box to hold the next observation in, one checked already: with per-channel metrics
+    /// one the reader gave back (the observations go there), else one kept here.
+    fn box_to_hold(&mut self) -> Option<Box<Observation>> {
+        if self.wants.channel_metrics {
+            self.spare_box()
+        } else {
+            self.kept.pop()
+        }
+    }
+
     /// Holds `obs` for the next batch of checks (its box changes places with one checked
     /// already); a flush's or a sweep's is checked at once, after those held.
     fn hold(&mut self, key: FlushKey, obs: &mut Box<Observation>) {
@@ -344,11 +350,7 @@ impl ItemSink {
             }
             return;
         }
-        let spare = if self.wants.channel_metrics {
-            self.spare_box()
-        } else {
-            self.kept.pop()
-        };
+        let spare = self.box_to_hold();
         let b = crate::event::take_observation(obs, spare);
         self.held.push((self.seq, key, b));
         if self.held.len() >= WORKER_BATCH {
