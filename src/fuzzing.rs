@@ -178,6 +178,14 @@ pub fn observations(data: &[u8]) {
     }
 }
 
+/// Detection's split agrees with one engine: on the observations `data` describes (a site's
+/// learned polls, then requests of every kind among them), one engine, and two or three
+/// workers with a stage, raise the same alerts. The harness is
+/// [`otwatch_models::fuzzing::split`]; it is here with the others, for `fuzz/`.
+pub fn split(data: &[u8]) {
+    otwatch_models::fuzzing::split(data);
+}
+
 /// Keeps every observation a pipeline gives, as text. With `events` it asks for the events
 /// and makes the observations from them; without, the dissectors that can build observations
 /// of their own hand them over ([`EventSink::observed`]). `detail`: values and item data wanted

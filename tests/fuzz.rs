@@ -91,6 +91,13 @@ proptest! {
     }
 
     #[test]
+    fn the_split_of_detection_agrees_with_one_engine(
+        data in prop::collection::vec(any::<u8>(), 0..2048),
+    ) {
+        otwatch::fuzzing::split(&data);
+    }
+
+    #[test]
     fn observations_from_records_and_from_events_agree(
         data in prop::collection::vec(any::<u8>(), 0..4096),
     ) {

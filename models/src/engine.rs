@@ -1553,15 +1553,10 @@ mod member_tests {
 #[cfg(test)]
 mod split_tests {
     use super::*;
+    use crate::fuzzing::{at, lines, one_engine};
     use crate::obs::{Channel, Kind, Observation, Proto};
     use std::net::IpAddr;
     use std::sync::Arc;
-
-    const T0: i64 = 1_700_000_000 * NANOS;
-
-    fn at(t: f64) -> i64 {
-        T0 + (t * 1e9) as i64
-    }
 
     /// A read of holding register `address` by 10.0.0.`site` from 192.168.`site`.10 at `t` s,
     /// and its answer 10 ms later (none when `answered` is false).
@@ -1699,44 +1694,6 @@ mod split_tests {
         assert_eq!(together, apart);
     }
 
-    /// One engine's alerts on `obs` (in time order), detection started at 120 s, with a tick
-    /// every second, 0.93 s past it, after the observations before it, up to `end` s.
-    fn one_engine(baseline: &Baseline, obs: &[Observation], end: f64) -> Vec<Alert> {
-        let mut engine = Engine::detecting(baseline.clone(), EngineConfig::default());
-        engine.start_at(at(120.0));
-        let mut out = Vec::new();
-        let mut next = obs.iter().peekable();
-        let mut tick = at(120.93);
-        while tick <= at(end) {
-            while let Some(o) = next.next_if(|o| o.ts <= tick) {
-                engine.observe(o, &mut out);
-            }
-            engine.tick(tick, &mut out);
-            tick += NANOS;
-        }
-        out.extend(engine.book.finish());
-        out
-    }
-
-    /// The alerts as (type, ts, src, dst, message, count), sorted.
-    fn lines(out: &[Alert]) -> Vec<(String, i64, IpAddr, IpAddr, String, u64)> {
-        let mut got: Vec<_> = out
-            .iter()
-            .map(|a| {
-                let (t, ts, s, d, m) = (
-                    a.r#type.to_string(),
-                    a.ts,
-                    a.src_ip,
-                    a.dst_ip,
-                    a.message.clone(),
-                );
-                (t, ts, s, d, m, a.count)
-            })
-            .collect();
-        got.sort();
-        got
-    }
-
     /// Runs `obs` as [`detect`] does, with `workers` workers each checking the channels whose
     /// server `owner` gives it, and a stage where their output meets.
     fn detect_split(
@@ -1747,48 +1704,12 @@ mod split_tests {
         owner: impl Fn(&Observation) -> usize,
         one: bool,
     ) -> Vec<(String, i64, IpAddr, IpAddr, String, u64)> {
-        let start = at(120.0);
-        let mut out = Vec::new();
-        let mut next = obs.iter().peekable();
-        let mut tick = at(120.93);
         if one {
             return lines(&one_engine(baseline, obs, end));
         }
-        let shared = Arc::new(baseline.clone());
-        let mut stage = Engine::detecting(baseline.clone(), EngineConfig::default());
-        stage.start_at(start);
-        let mut w: Vec<crate::split::WorkerEngine> = (0..workers)
-            .map(|_| crate::split::WorkerEngine::new(Arc::clone(&shared), start, stage.tick_high()))
-            .collect();
-        let mut sources: Vec<Option<Arc<str>>> = vec![None; workers];
-        let (mut found, mut notes, mut heard) = (Vec::new(), Vec::new(), Vec::new());
-        while tick <= at(end) {
-            while let Some(o) = next.next_if(|o| o.ts <= tick) {
-                let at = owner(o);
-                w[at].observe(o, &mut found, &mut notes);
-                stage.raise_found(&mut found, &mut out);
-                for n in notes.drain(..) {
-                    if let crate::detect::Note::Scan(crate::detect::ScanNote {
-                        source: Some(s),
-                        ..
-                    }) = &n
-                    {
-                        sources[at] = Some(Arc::clone(s));
-                    }
-                    let source = sources[at].clone().unwrap_or_else(|| Arc::from(""));
-                    stage.note(n, &source, &mut out);
-                }
-            }
-            for worker in &mut w {
-                let seen = worker.tick(tick, &mut found, &mut heard);
-                stage.see(seen);
-            }
-            stage.tick_found(tick, &heard, Some(&mut found), &mut out);
-            heard.clear();
-            tick += NANOS;
-        }
-        out.extend(stage.book.finish());
-        lines(&out)
+        lines(&crate::fuzzing::workers_and_stage(
+            baseline, obs, end, workers, owner,
+        ))
     }
 
     /// Workers that each check the channels of their servers, and a stage where their output

@@ -10,6 +10,7 @@ pub mod baseline;
 pub mod behaviour;
 pub mod detect;
 pub mod engine;
+pub mod fuzzing;
 pub mod learn;
 pub mod obs;
 mod ranges;

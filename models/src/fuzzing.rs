@@ -1,0 +1,385 @@
+//! A differential harness for detection's split ([`crate::split`]): on the observations an
+//! input describes, one engine, and two or three workers with a stage, must raise the same
+//! alerts (as a multiset, each line with its time and count). `fuzz/` runs it under libFuzzer
+//! (`cargo fuzz run split`); `cargo test` runs it on pseudo-random inputs.
+//!
+//! The input describes a site: polls learned for two minutes, then eighty seconds of detection
+//! in which each poll may stop, or its server stop answering, and requests of any kind come
+//! between them (new functions, addresses, clients, writes, exceptions, S7 as well as Modbus),
+//! so that every check runs: scans across servers, timeouts, missing polls, silent devices,
+//! behaviour windows. Each server's channels are one worker's, as `otwatch`'s pair owner gives
+//! them (a pair to the worker of its server); clients roam across workers.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::detect::{Note, ScanNote};
+use crate::split::WorkerEngine;
+use crate::{Alert, Baseline, Channel, Engine, EngineConfig, Kind, Observation, Proto, NANOS};
+
+/// The harness's epoch (capture time 0 s).
+const T0: i64 = 1_700_000_000 * NANOS;
+
+/// Learning lasts this long, from 0 s; detection starts there.
+pub const LEARN_SECS: u32 = 120;
+
+/// Detection ends here.
+pub const END_SECS: u32 = 200;
+
+/// Capture time `t` s past the harness's epoch.
+pub fn at(t: f64) -> i64 {
+    T0 + (t * 1e9) as i64
+}
+
+/// An alert as the comparison sees it: type, time, source, destination, message, count.
+pub type Line = (String, i64, IpAddr, IpAddr, String, u64);
+
+/// The alerts as [`Line`]s, sorted.
+pub fn lines(out: &[Alert]) -> Vec<Line> {
+    let mut got: Vec<Line> = out
+        .iter()
+        .map(|a| {
+            (
+                a.r#type.to_string(),
+                a.ts,
+                a.src_ip,
+                a.dst_ip,
+                a.message.clone(),
+                a.count,
+            )
+        })
+        .collect();
+    got.sort();
+    got
+}
+
+/// One engine's alerts on `obs` (in capture order) against `baseline`, detection started at
+/// [`LEARN_SECS`], the clock ticking every second (0.93 s past it, after the observations
+/// before it) up to `end` s.
+pub fn one_engine(baseline: &Baseline, obs: &[Observation], end: f64) -> Vec<Alert> {
+    let mut engine = Engine::detecting(baseline.clone(), EngineConfig::default());
+    engine.start_at(at(f64::from(LEARN_SECS)));
+    let mut out = Vec::new();
+    let mut next = obs.iter().peekable();
+    let mut tick = at(f64::from(LEARN_SECS) + 0.93);
+    while tick <= at(end) {
+        while let Some(o) = next.next_if(|o| o.ts <= tick) {
+            engine.observe(o, &mut out);
+        }
+        engine.tick(tick, &mut out);
+        tick += NANOS;
+    }
+    // The book's end lines (the baseline it gives back is the one given).
+    engine.finish(&mut out);
+    out
+}
+
+/// [`one_engine`]'s run with `workers` workers, each checking the channels `owner` gives it,
+/// and a stage where their output meets in capture order, as `otwatch`'s merge hands it on.
+pub fn workers_and_stage(
+    baseline: &Baseline,
+    obs: &[Observation],
+    end: f64,
+    workers: usize,
+    owner: impl Fn(&Observation) -> usize,
+) -> Vec<Alert> {
+    let start = at(f64::from(LEARN_SECS));
+    let mut out = Vec::new();
+    let mut next = obs.iter().peekable();
+    let mut tick = at(f64::from(LEARN_SECS) + 0.93);
+    let shared = Arc::new(baseline.clone());
+    let mut stage = Engine::detecting(baseline.clone(), EngineConfig::default());
+    stage.start_at(start);
+    let mut w: Vec<WorkerEngine> = (0..workers)
+        .map(|_| WorkerEngine::new(Arc::clone(&shared), start, stage.tick_high()))
+        .collect();
+    let mut sources: Vec<Option<Arc<str>>> = vec![None; workers];
+    let (mut found, mut notes, mut heard) = (Vec::new(), Vec::new(), Vec::new());
+    while tick <= at(end) {
+        while let Some(o) = next.next_if(|o| o.ts <= tick) {
+            let at = owner(o) % workers;
+            w[at].observe(o, &mut found, &mut notes);
+            stage.raise_found(&mut found, &mut out);
+            for n in notes.drain(..) {
+                if let Note::Scan(ScanNote {
+                    source: Some(s), ..
+                }) = &n
+                {
+                    sources[at] = Some(Arc::clone(s));
+                }
+                let source = sources[at].clone().unwrap_or_else(|| Arc::from(""));
+                stage.note(n, &source, &mut out);
+            }
+        }
+        for worker in &mut w {
+            let seen = worker.tick(tick, &mut found, &mut heard);
+            stage.see(seen);
+        }
+        stage.tick_found(tick, &heard, Some(&mut found), &mut out);
+        heard.clear();
+        tick += NANOS;
+    }
+    stage.finish(&mut out);
+    out
+}
+
+/// The functions a record's low three bits choose (Modbus codes; an S7 record maps them on
+/// S7's read, write and setup jobs).
+const FUNCTIONS: [u32; 8] = [3, 3, 4, 1, 6, 16, 5, 8];
+
+/// One request (and its answer) a record of the input describes.
+#[derive(Clone, Copy)]
+struct Exchange {
+    client: u8,
+    site: u8,
+    unit: u32,
+    proto: Proto,
+    function: u32,
+    address: u32,
+    answered: bool,
+    exception: bool,
+    value: f64,
+}
+
+impl Exchange {
+    /// `who` chooses the client, server and unit; `what` the function, the answer and the
+    /// address; `extra` the protocol, a shift of the address and the value.
+    fn of(who: u8, what: u8, extra: u8) -> Exchange {
+        let proto = if extra >> 6 == 3 {
+            Proto::S7comm
+        } else {
+            Proto::Modbus
+        };
+        let code = FUNCTIONS[usize::from(what & 7)];
+        let function = match (proto, code) {
+            (Proto::S7comm, 3 | 4 | 1) => 4,
+            (Proto::S7comm, 8) => 240,
+            (Proto::S7comm, _) => 5,
+            _ => code,
+        };
+        Exchange {
+            client: 1 + (who & 7),
+            site: 1 + (who >> 3) % 3,
+            unit: u32::from(proto == Proto::Modbus) * (1 + u32::from(who >> 5 & 1)),
+            proto,
+            function,
+            address: u32::from(what >> 5) * 4 + u32::from(extra & 0x0f) * 100,
+            answered: what & 8 == 0,
+            exception: what & 0x10 != 0,
+            value: f64::from(extra & 0x30),
+        }
+    }
+
+    fn write(&self) -> bool {
+        matches!(
+            (self.proto, self.function),
+            (Proto::Modbus, 5 | 6 | 16) | (Proto::S7comm, 5)
+        )
+    }
+
+    /// The request at `t` s, and its answer 10 ms later when there is one; `corr` correlates
+    /// them.
+    fn observations(&self, t: f64, corr: u32, out: &mut Vec<Observation>) {
+        let channel = Channel {
+            proto: self.proto,
+            client: IpAddr::from([10, 0, 0, self.client]),
+            server: IpAddr::from([192, 168, self.site, 10]),
+            unit: self.unit,
+        };
+        let write = self.write();
+        let space = if self.proto == Proto::S7comm {
+            0x84_0001
+        } else {
+            4
+        };
+        let mut req = Observation::new(
+            at(t),
+            Arc::from("fuzz"),
+            0,
+            channel,
+            Kind::Request,
+            self.function,
+        );
+        req.corr = Some(corr);
+        req.write = write;
+        req.function_name = Some("f");
+        let value = Some(self.value);
+        req.push_access(space, self.address, 2, write, value.filter(|_| write));
+        if !self.answered {
+            out.push(req);
+            return;
+        }
+        let mut resp = req.clone();
+        resp.kind = Kind::Response;
+        resp.ts += NANOS / 100;
+        resp.write = false;
+        resp.exception = self.exception;
+        resp.accesses.clear();
+        resp.values.clear();
+        if !write && !self.exception {
+            resp.push_access(
+                space,
+                self.address,
+                2,
+                false,
+                [self.value, self.value + 1.0],
+            );
+        }
+        out.push(req);
+        out.push(resp);
+    }
+}
+
+/// Sorted by capture time (stable: an answer after its request), then numbered as frames.
+fn in_capture_order(mut obs: Vec<Observation>) -> Vec<Observation> {
+    obs.sort_by_key(|o| o.ts);
+    for (i, o) in obs.iter_mut().enumerate() {
+        o.frame = i as u64 + 1;
+    }
+    obs
+}
+
+/// The records a harness input makes at most (the rest of the input is ignored).
+const MAX_RECORDS: usize = 1024;
+
+/// Runs the input (see the module's documentation) through one engine and through two and
+/// three workers with a stage; panics if their alerts differ.
+///
+/// Input: a byte, then `1 + byte % 6` polls of four bytes (who, what, when in the second,
+/// how it ends or starts late), then records of four bytes (who, what, time step in 5 ms, extra) placed in
+/// detection.
+pub fn split(data: &[u8]) {
+    split_with(data, |_| ());
+}
+
+/// [`split`], handing one engine's alerts to `seen` when they agree.
+fn split_with(data: &[u8], seen: impl FnOnce(&[Line])) {
+    let Some((&head, rest)) = data.split_first() else {
+        return;
+    };
+    let polls = 1 + usize::from(head % 6);
+    let Some((polls, rest)) = rest.split_at_checked(polls * 4) else {
+        return;
+    };
+    let polls: Vec<(Exchange, f64, u8, bool)> = polls
+        .chunks_exact(4)
+        .map(|p| {
+            let e = Exchange::of(p[0], p[1] & 0xe7, 0);
+            (e, f64::from(p[2]) / 256.0, p[3], p[1] & 0x08 != 0)
+        })
+        .collect();
+    let mut corr = 0u32;
+    let mut learning = Vec::new();
+    for s in 0..LEARN_SECS {
+        for (e, offset, _, _) in &polls {
+            corr += 1;
+            e.observations(f64::from(s) + offset, corr, &mut learning);
+        }
+    }
+    let learning = in_capture_order(learning);
+    let mut learner = Engine::learning(EngineConfig::default());
+    let mut out = Vec::new();
+    for o in &learning {
+        learner.observe(o, &mut out);
+        learner.tick(o.ts, &mut out);
+    }
+    let Some(baseline) = learner.finish(&mut out) else {
+        return;
+    };
+    // Detection: each poll goes on until its stop second (at or past the end: never); with
+    // the end byte's high bit, its server stops answering there instead. A poll that starts
+    // late (the what byte's bit 3) is quiet from detection's start until then, and back
+    // from there.
+    let mut detection = Vec::new();
+    for s in LEARN_SECS..END_SECS {
+        for &(e, offset, end, late) in &polls {
+            let stop = LEARN_SECS + u32::from(end & 0x7f);
+            let mute = end & 0x80 != 0;
+            if (late && s < stop) || (!late && s >= stop && !mute) {
+                continue;
+            }
+            let mut e = e;
+            e.answered &= late || s < stop;
+            corr += 1;
+            e.observations(f64::from(s) + offset, corr, &mut detection);
+        }
+    }
+    let mut t = f64::from(LEARN_SECS);
+    for r in rest.chunks_exact(4).take(MAX_RECORDS) {
+        t += f64::from(r[2]) * 0.005;
+        if t >= f64::from(END_SECS) {
+            break;
+        }
+        corr += 1;
+        Exchange::of(r[0], r[1], r[3]).observations(t, corr, &mut detection);
+    }
+    let detection = in_capture_order(detection);
+    let end = f64::from(END_SECS);
+    let one = lines(&one_engine(&baseline, &detection, end));
+    let site = |o: &Observation| match o.channel.server {
+        IpAddr::V4(v4) => usize::from(v4.octets()[2]),
+        IpAddr::V6(_) => 0,
+    };
+    for workers in [2, 3] {
+        let split = lines(&workers_and_stage(
+            &baseline, &detection, end, workers, site,
+        ));
+        assert_eq!(
+            one, split,
+            "{workers} workers and a stage, against one engine"
+        );
+    }
+    seen(&one);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pseudo-random inputs (xorshift), each of its own length.
+    fn inputs(n: u64) -> impl Iterator<Item = Vec<u8>> {
+        (1..=n).map(|seed| {
+            let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            let mut byte = move || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            };
+            let len = 40 + usize::from(byte()) * 4;
+            (0..len).map(|_| byte()).collect()
+        })
+    }
+
+    /// The harness on pseudo-random inputs: one engine and the split agree, and what they
+    /// raise is not nothing (the inputs reach the checks the split divides).
+    #[test]
+    fn the_split_raises_what_one_engine_raises_on_random_inputs() {
+        let mut types = std::collections::BTreeSet::new();
+        for input in inputs(40) {
+            split(&input);
+            types.extend(kinds(&input));
+        }
+        for t in [
+            "scan",
+            "response_timeout",
+            "device_silent",
+            "new_function_code",
+            "address_out_of_range",
+            "new_channel",
+            "behaviour_anomaly",
+            "poll_cycle_broken",
+            "unauthorized_write",
+            "value_out_of_range",
+        ] {
+            assert!(types.contains(t), "{t} is raised: {types:?}");
+        }
+    }
+
+    /// The alert types one engine raises on `input`, as [`split`] builds it.
+    fn kinds(input: &[u8]) -> Vec<String> {
+        let mut got = Vec::new();
+        split_with(input, |one| got = one.iter().map(|l| l.0.clone()).collect());
+        got
+    }
+}
