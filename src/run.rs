@@ -301,13 +301,14 @@ where
     let wants = Wants::of(stage.detection.as_deref(), &*stage.events);
     let (mut shards, ends) =
         Shards::<F::Handle>::new(workers, capacity, stage.detection.as_deref());
-    // Channels checked on the workers, when nothing on the stage reads every observation.
+    // Channels checked on the workers, when nothing on the stage reads every observation
+    // (events to syslog go out between the alerts). An events output takes the events the
+    // workers hand on; their observations are checked where they were made.
     shards.split_detection(
-        !wants.events
-            && stage
-                .detection
-                .as_deref()
-                .is_some_and(crate::detection::Detection::split_ok)
+        stage
+            .detection
+            .as_deref()
+            .is_some_and(crate::detection::Detection::split_ok)
             && std::env::var_os("OTWATCH_DETECT_ON_READER").is_none(),
     );
     let died = AtomicBool::new(false);

@@ -93,12 +93,20 @@ fn every_corpus_capture_gives_the_same_events_with_several_workers() {
 /// the observations it saw, those the workers checked, and whether it was still learning.
 struct Detected {
     lines: Vec<String>,
+    /// The events output's lines, in order (with `events`).
+    events: Vec<String>,
     observations: u64,
     on_workers: u64,
     learning: bool,
 }
 
-fn alerts(files: &[PathBuf], learn: &Learn, workers: usize, evidence: &Path) -> Detected {
+/// Detection on `files` with `workers` workers; `events`: with an events output too.
+fn alerts(
+    files: &[PathBuf],
+    learn: &Learn,
+    (workers, events): (usize, bool),
+    evidence: &Path,
+) -> Detected {
     use otwatch::detection::{alert_json, DetectSink, Detection};
     use otwatch::shards::Stage;
     use otwatch_models::{Engine, EngineConfig};
@@ -116,19 +124,20 @@ fn alerts(files: &[PathBuf], learn: &Learn, workers: usize, evidence: &Path) -> 
     let rings = det
         .with_evidence_rings(evidence, workers)
         .expect("evidence dir");
-    let mut events = otwatch::event::NullSink;
+    let (mut kept, mut none) = (VecSink::default(), otwatch::event::NullSink);
+    let events: &mut dyn otwatch::event::EventSink = if events { &mut kept } else { &mut none };
     if workers == 1 {
         let mut pipeline = Pipeline::new();
         pipeline.evidence = rings.first().cloned();
         let mut sink = DetectSink {
             detection: &mut det,
-            inner: &mut events,
+            inner: events,
         };
         replay(files, &mut sink, &mut pipeline);
     } else {
         let mut stage = Stage {
             detection: Some(&mut det),
-            events: &mut events,
+            events,
         };
         otwatch::parallel::replay_sharded(files, &mut stage, workers, Some(rings));
     }
@@ -154,8 +163,10 @@ fn alerts(files: &[PathBuf], learn: &Learn, workers: usize, evidence: &Path) -> 
         })
         .collect();
     lines.sort();
+    let events = kept.0.iter().map(|e| serde_json::to_string(e).unwrap());
     Detected {
         lines,
+        events: events.collect(),
         observations,
         on_workers,
         learning,
@@ -167,15 +178,31 @@ fn check_alerts(files: &[PathBuf], learn_s: f64) -> usize {
 }
 
 fn check_alerts_with(files: &[PathBuf], learn: &Learn) -> usize {
+    check_detection(files, learn, false)
+}
+
+/// [`check_alerts_with`]; `events`: with an events output too, whose lines must be the same
+/// and in the same order.
+fn check_detection(files: &[PathBuf], learn: &Learn, events: bool) -> usize {
     let dir = common::scratch("parallel-alerts");
     let Detected {
         lines: one,
+        events: one_events,
         observations,
         learning,
         ..
-    } = alerts(files, learn, 1, &dir.join("1"));
+    } = alerts(files, learn, (1, events), &dir.join("1"));
     for workers in [2, 3] {
-        let run = alerts(files, learn, workers, &dir.join(workers.to_string()));
+        let run = alerts(
+            files,
+            learn,
+            (workers, events),
+            &dir.join(workers.to_string()),
+        );
+        assert!(
+            run.events == one_events,
+            "{files:?}: events differ (or come in another order) with {workers} workers"
+        );
         // The channels were checked on the workers once learning had ended, and every
         // observation was seen once, as with one worker.
         assert_eq!(run.observations, observations, "{files:?}: observations");
@@ -219,6 +246,31 @@ fn scenarios_raise_the_same_alerts_with_several_workers() {
     assert!(caps.len() >= 10, "{} scenarios", caps.len());
     // Not a vacuous comparison: the scenarios' attacks raise alerts.
     assert!(total >= 20, "{total} alert lines over the scenarios");
+}
+
+/// With an events output too, the workers check the channels: the scenarios raise the same
+/// alerts as with one worker, and the events come out the same and in the same order.
+#[test]
+fn scenarios_with_an_events_output_raise_the_same_alerts_with_several_workers() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios");
+    let mut total = 0;
+    let names = [
+        "modbus_write",
+        "modbus_restart_scan",
+        "s7_stop",
+        "dnp3_operate",
+        "iec104_silent",
+        "enip_write",
+    ];
+    for name in names {
+        let file = dir.join(format!("{name}.pcap"));
+        // Learning on the clean minute the labels give every scenario.
+        total += check_detection(&[file], &Learn::For(60.0), true);
+    }
+    assert!(
+        total >= names.len(),
+        "{total} alert lines over the scenarios"
+    );
 }
 
 /// The same on every labelled capture of the corpus (../shared/pcaps/labelled), learning on
