@@ -36,15 +36,29 @@ pub fn ports(
     transport: &str,
     obs_src: IpAddr,
 ) -> Option<otwatch_models::Ports> {
+    match transport {
+        "tcp" | "udp" => Some(ports_of(src, dst, transport == "udp", obs_src)),
+        _ => None,
+    }
+}
+
+/// [`ports`] of a PDU the dissectors hand over (over UDP, else TCP).
+#[inline]
+pub fn ports_of(
+    src: (IpAddr, u16),
+    dst: (IpAddr, u16),
+    udp: bool,
+    obs_src: IpAddr,
+) -> otwatch_models::Ports {
     let ports = otwatch_models::Ports {
         src: src.1,
         dst: dst.1,
-        udp: transport == "udp",
+        udp,
     };
-    match transport {
-        "tcp" | "udp" if src.0 == obs_src => Some(ports),
-        "tcp" | "udp" => Some(ports.reversed()),
-        _ => None,
+    if src.0 == obs_src {
+        ports
+    } else {
+        ports.reversed()
     }
 }
 

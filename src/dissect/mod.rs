@@ -62,7 +62,19 @@ impl Dir {
 pub struct Endpoints {
     pub client: (IpAddr, u16),
     pub server: (IpAddr, u16),
-    pub transport: &'static str,
+    /// Over UDP (else TCP).
+    pub udp: bool,
+}
+
+impl Endpoints {
+    /// The transport's name, as events write it.
+    pub fn transport(&self) -> &'static str {
+        if self.udp {
+            "udp"
+        } else {
+            "tcp"
+        }
+    }
 }
 
 /// What dissectors know across flows, per pipeline (a worker owns its host pairs, so the flows
@@ -123,7 +135,7 @@ impl Ctx<'_> {
             source: Arc::clone(self.source),
             frame: self.frame,
             proto,
-            transport: self.endpoints.transport,
+            transport: self.endpoints.transport(),
             src_ip: src.0,
             src_port: src.1,
             dst_ip: dst.0,
@@ -132,7 +144,7 @@ impl Ctx<'_> {
             src_mac: macs.map(|m| m.0),
             dst_mac: macs.map(|m| m.1),
             pdu: crate::event::Pdu::Conversation {
-                udp: self.endpoints.transport == "udp",
+                udp: self.endpoints.udp,
             },
         }
     }
@@ -252,7 +264,12 @@ impl Ctx<'_> {
     fn hand_over(&mut self, dir: Dir, mut obs: Box<Observation>) {
         let (src, dst) = self.ends(dir);
         obs.src_mac = self.macs_from(src.0).map(|m| m.0 .0);
-        obs.ports = crate::detection::observe::ports(src, dst, self.endpoints.transport, obs.src());
+        obs.ports = Some(crate::detection::observe::ports_of(
+            src,
+            dst,
+            self.endpoints.udp,
+            obs.src(),
+        ));
         let key = FlushKey {
             ts: self.ts_nanos,
             frame: self.frame,

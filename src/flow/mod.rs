@@ -561,16 +561,12 @@ fn new_flow(
     } else {
         (receiver, sender)
     };
-    let transport = match pkt.transport {
-        Transport::Tcp { .. } => "tcp",
-        Transport::Udp { .. } => "udp",
-    };
     Flow {
         id,
         endpoints: Endpoints {
             client,
             server,
-            transport,
+            udp: matches!(pkt.transport, Transport::Udp { .. }),
         },
         last_seen: info.ts_nanos,
         last_frame: info.frame,
