@@ -90,6 +90,10 @@ pub(crate) struct PairOwners {
     /// The worker of each server (its address, and whether IPv6) that a pair was given for,
     /// bounded as `owners`.
     servers: HashMap<(u128, bool), u16, foldhash::fast::RandomState>,
+    /// The worker of each address of a pair whose first packet named no server (a ping, a
+    /// later fragment, server ports on both sides), bounded as `owners`: should the address
+    /// turn out a server, its clients go where that pair went.
+    unnamed: HashMap<(u128, bool), u16, foldhash::fast::RandomState>,
     /// The owners of recent pairs, direct-mapped by [`pair_hash`]: a hit costs a compare, where
     /// the map's lookup cost the reader 70 instructions a packet (bench-ics).
     recent: Vec<Option<(HostPair, u16)>>,
@@ -106,6 +110,7 @@ impl Default for PairOwners {
         PairOwners {
             owners: HashMap::default(),
             servers: HashMap::default(),
+            unnamed: HashMap::default(),
             recent: vec![None; RECENT],
         }
     }
@@ -143,7 +148,9 @@ impl PairOwners {
 
 impl PairOwners {
     /// The worker for a pair first seen, with `server` on one side when its first packet
-    /// says so: the server's worker, or the least loaded (out of line: once per pair).
+    /// says so: the server's worker (or that of a pair with the server that named none);
+    /// when it names none, the worker of either end as a server; else the least loaded (out
+    /// of line: once per pair).
     #[cold]
     #[inline(never)]
     fn new_pair(
@@ -153,14 +160,27 @@ impl PairOwners {
         workers: usize,
         load: impl Fn(usize) -> u64,
     ) -> usize {
-        let w = match server.and_then(|s| self.servers.get(&s)) {
+        let (a, b, v6) = pair;
+        let known = match server {
+            Some(s) => self.servers.get(&s).or_else(|| self.unnamed.get(&s)),
+            None => self
+                .servers
+                .get(&(a, v6))
+                .or_else(|| self.servers.get(&(b, v6))),
+        };
+        let w = match known {
             Some(&w) => usize::from(w),
             None => (0..workers).min_by_key(|&w| load(w)).unwrap_or(0),
         };
-        if let Some(s) = server {
-            if self.servers.len() < MAX_OWNED_PAIRS {
+        match server {
+            Some(s) if self.servers.len() < MAX_OWNED_PAIRS => {
                 self.servers.entry(s).or_insert(w as u16);
             }
+            None if self.unnamed.len() < MAX_OWNED_PAIRS => {
+                self.unnamed.entry((a, v6)).or_insert(w as u16);
+                self.unnamed.entry((b, v6)).or_insert(w as u16);
+            }
+            _ => {}
         }
         self.owners.insert(pair, w as u16);
         w
@@ -450,7 +470,8 @@ mod tests {
 
     /// All of a server's clients go to the worker that got the server's first pair, whatever
     /// the loads, both ways; a pair whose first packet names no server (a later fragment, no
-    /// server port or two) goes to the least loaded, and a pair keeps its worker.
+    /// server port or two) goes to the worker of an end that is a known server, else to the
+    /// least loaded; and a pair keeps its worker.
     #[test]
     fn a_servers_clients_go_to_its_worker() {
         let mut owners = PairOwners::default();
@@ -472,20 +493,27 @@ mod tests {
         // Another server takes the least loaded, and keeps its clients there.
         assert_eq!(owner(tcp(v4(1), 50_002, plc2, 102)), 1);
         assert_eq!(owner(tcp(v4(3), 50_003, plc2, 102)), 1);
-        // No server port, or one on both sides: the least loaded.
-        let before = loads.get();
-        let least = usize::from(before[1] < before[0]);
-        assert_eq!(owner(tcp(v4(4), 40_000, plc, 40_001)), least);
-        let before = loads.get();
-        let least = usize::from(before[1] < before[0]);
-        assert_eq!(owner(tcp(v4(5), 502, plc2, 102)), least);
+        // No server port, or one on both sides: the worker of the end that is a known server,
+        // whatever the loads.
+        assert_eq!(owner(tcp(v4(4), 40_000, plc, 40_001)), 0);
+        assert_eq!(owner(tcp(v4(5), 502, plc2, 102)), 1);
         // A pair first seen by a fragment after the first names no server either.
         let mut fragment = tcp(v4(6), 50_004, plc, 502);
         fragment[20] = 0x00;
         fragment[21] = 0x10;
+        assert_eq!(owner(fragment), 0);
+        // Between two addresses neither of which is a known server: the least loaded. Should
+        // one turn out a server (a ping before the polls), its clients follow.
+        let plc3 = v4(3000);
         let before = loads.get();
         let least = usize::from(before[1] < before[0]);
-        assert_eq!(owner(fragment), least);
+        assert_eq!(owner(tcp(v4(7), 40_002, plc3, 40_003)), least);
+        // Its worker is now much the busier.
+        let mut l = loads.get();
+        l[least] += 10_000;
+        loads.set(l);
+        assert_eq!(owner(tcp(v4(10), 50_007, plc3, 502)), least);
+        assert_eq!(owner(tcp(plc3, 502, v4(11), 50_008)), least);
         // IPv6 the same.
         let (c6, s6): (IpAddr, IpAddr) = ("fd00::1".parse().unwrap(), "fd00::10".parse().unwrap());
         let w6 = owner(tcp(c6, 50_000, s6, 20_000));
