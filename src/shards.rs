@@ -3,11 +3,12 @@
 //! The reader (replay's file reader, or live's capture thread) numbers every packet (`seq`) and
 //! hands it to the worker that owns its host pair, over that worker's lock-free SPSC queue
 //! (rtrb). A worker runs its own [`Pipeline`] (flows, dissectors, evidence ring) and turns each
-//! event into what the run needs: while learning (or with events out or to syslog), the
-//! compact observation detection and per-channel metrics read (built on the worker, so that
-//! work is parallel too); once learning has ended, its own channels' checks
+//! event into what the run needs: while learning (or with events to syslog), the compact
+//! observation detection and per-channel metrics read (built on the worker, so that work is
+//! parallel too); once learning has ended, its own channels' checks
 //! ([`otwatch_models::split::WorkerEngine`], from [`Job::Detect`]) and only what they found
-//! and what spans channels ([`Payload`]), with the observation for per-channel metrics; and the event itself when an events output is on.
+//! and what spans channels ([`Payload`]), with the observation for per-channel metrics; and
+//! the event itself when an events output is on (after its observation's checks).
 //! Each goes back over a second SPSC queue, tagged with its packet's `seq`; after each packet
 //! the worker publishes the last `seq` it finished (but for observations it holds for a batch).
 //!
@@ -232,18 +233,28 @@ struct ItemSink {
     notes: Vec<Note>,
     /// The engine's counts last handed on: observations, PDUs past the runtime bound.
     counted: (u64, u64),
-    /// Observations held to be checked in a batch (their packet's `seq`, their key): the
-    /// dissectors' code and detection's do not fit the instruction cache together, and each
-    /// runs from a warm one in turns, as on one worker ([`Detection::hold`]). While some are
-    /// held, the worker says it finished only the packets before the first.
-    #[allow(clippy::vec_box)]
-    held: Vec<(u64, FlushKey, Box<Observation>)>,
+    /// PDUs held to be checked in a batch: the dissectors' code and detection's do not fit the
+    /// instruction cache together, and each runs from a warm one in turns, as on one worker
+    /// ([`Detection::hold`]). While some are held, the worker says it finished only the
+    /// packets before the first.
+    held: Vec<Held>,
     /// Panics in this worker's detection (a bug), caught: counted with the pipeline's.
     panics: u64,
 }
 
 /// Observations a worker holds for a batch of checks.
 const WORKER_BATCH: usize = 64;
+
+/// A PDU held for a batch of checks ([`ItemSink::held`]): its packet's `seq`, its key, its
+/// observation (none for an event detection has no use for), and its event when an events
+/// output takes them (handed on after the observation's checks, so that the worker's items
+/// stay in packet order).
+struct Held {
+    seq: u64,
+    key: FlushKey,
+    obs: Option<Box<Observation>>,
+    event: Option<Event>,
+}
 
 impl EventSink for ItemSink {
     fn emit(&mut self, event: Event) {
@@ -255,22 +266,14 @@ impl EventSink for ItemSink {
         let key = event.flush_key();
         let event = self.wants.events.then_some(event);
         if self.engine.is_some() {
-            if let Some(o) = obs {
-                let spare = self.box_to_hold();
-                let mut b = match spare {
-                    Some(mut b) => {
-                        *b = o;
-                        b
-                    }
-                    None => Box::new(o),
-                };
-                self.hold(key, &mut b);
-            }
-            if let Some(e) = event {
-                self.drain_held();
-                self.push_boxed(key, None, Some(Payload::Event(e)));
-            }
-            return;
+            let obs = obs.map(|o| match self.box_to_hold() {
+                Some(mut b) => {
+                    *b = o;
+                    b
+                }
+                None => Box::new(o),
+            });
+            return self.hold_pdu(key, obs, event);
         }
         self.push(key, obs, event);
     }
@@ -341,25 +344,39 @@ impl ItemSink {
     /// Holds `obs` for the next batch of checks (its box changes places with one checked
     /// already); a flush's or a sweep's is checked at once, after those held.
     fn hold(&mut self, key: FlushKey, obs: &mut Box<Observation>) {
-        if self.keyed {
-            self.drain_held();
-            self.check(key, obs);
-            if self.wants.channel_metrics {
-                let b = crate::event::take_observation(obs, self.spare_box());
-                self.push_boxed(key, Some(b), None);
-            }
-            return;
-        }
         let spare = self.box_to_hold();
         let b = crate::event::take_observation(obs, spare);
-        self.held.push((self.seq, key, b));
+        self.hold_pdu(key, Some(b), None);
+    }
+
+    /// Holds a PDU (its observation, its event) for the next batch of checks; a flush's or a
+    /// sweep's is checked and handed on at once, after those held.
+    fn hold_pdu(&mut self, key: FlushKey, obs: Option<Box<Observation>>, event: Option<Event>) {
+        if obs.is_none() && event.is_none() {
+            return;
+        }
+        let mut h = Held {
+            seq: self.seq,
+            key,
+            obs,
+            event,
+        };
+        if self.keyed {
+            self.drain_held();
+            if let Some(o) = &h.obs {
+                self.check(key, o);
+            }
+            return self.hand_on_held(&mut h);
+        }
+        self.held.push(h);
         if self.held.len() >= WORKER_BATCH {
             self.drain_held();
         }
     }
 
-    /// Checks the observations held, in order, each under its packet's `seq`. A panic in one (a
-    /// bug) loses that one; the rest are checked.
+    /// Checks the PDUs held, in order, each under its packet's `seq`, and hands each on after
+    /// its checks. A panic in one's checks (a bug) loses those checks only; its event and the
+    /// rest are handed on.
     fn drain_held(&mut self) {
         if self.held.is_empty() {
             return;
@@ -369,34 +386,47 @@ impl ItemSink {
         let mut next = 0;
         while next < held.len() {
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                while let Some((s, key, o)) = held.get(next) {
+                while let Some(h) = held.get_mut(next) {
                     next += 1;
-                    self.seq = *s;
-                    self.check(*key, o);
+                    self.seq = h.seq;
+                    if let Some(o) = &h.obs {
+                        self.check(h.key, o);
+                    }
+                    self.hand_on_held(h);
                 }
             }));
             if run.is_err() {
                 self.panics += 1;
+                // The one whose checks panicked is still handed on.
+                if let Some(h) = held.get_mut(next - 1) {
+                    self.hand_on_held(h);
+                }
             }
         }
-        self.seq = seq;
-        for (s, key, b) in held.drain(..) {
-            if self.wants.channel_metrics {
-                // Per-channel metrics are kept on the reader: the observation goes there too,
-                // after what its checks found (and comes back to be filled again).
-                self.seq = s;
-                self.push_boxed(key, Some(b), None);
-            } else if self.kept.len() < SPARE_CAPACITY && small_enough_to_keep(&b) {
-                self.kept.push(b);
-            }
-        }
+        held.clear();
         self.seq = seq;
         self.held = held;
     }
 
+    /// A held PDU, checked, to the reader: its observation when per-channel metrics are kept
+    /// there (after what its checks found; it comes back to be filled again), else kept to be
+    /// filled again here; then its event.
+    fn hand_on_held(&mut self, h: &mut Held) {
+        if let Some(b) = h.obs.take() {
+            if self.wants.channel_metrics {
+                self.push_boxed(h.key, Some(b), None);
+            } else if self.kept.len() < SPARE_CAPACITY && small_enough_to_keep(&b) {
+                self.kept.push(b);
+            }
+        }
+        if let Some(e) = h.event.take() {
+            self.push_boxed(h.key, None, Some(Payload::Event(e)));
+        }
+    }
+
     /// The packets before `next` are finished, but for those whose observations are held.
     fn finished_before(&self, next: u64) -> u64 {
-        self.held.first().map_or(next, |h| h.0)
+        self.held.first().map_or(next, |h| h.seq)
     }
 
     /// Checks `o` against the channels' baseline here; what the stage needs of it (the alerts
@@ -1045,7 +1075,7 @@ impl<P> Shards<P> {
     /// Detection's channel checks run on the workers once learning has ended (or from the
     /// first packet with a saved baseline); the stage keeps what spans channels and the alert
     /// book ([`otwatch_models::split`]). For runs that read no observation on the stage
-    /// ([`Detection::split_ok`]) and write no events.
+    /// ([`Detection::split_ok`]: no events to syslog, which go out between the alerts).
     pub fn split_detection(&mut self, on: bool) {
         self.split = on;
     }
