@@ -85,6 +85,11 @@ pub const MAX_OWNED_PAIRS: usize = 65_536;
 /// worker as often as not; first sight to the least loaded spreads them. The table is bounded
 /// ([`MAX_OWNED_PAIRS`]): a flood of new pairs goes by a symmetric hash instead, so a pair's
 /// worker never changes. Not IP: worker 0.
+///
+/// A pair whose first packet names no server goes with an end that is a known server, else to
+/// the least loaded; should an end turn out a server later, its clients follow that pair: when
+/// another pair names it (`unnamed`), or when the pair's own first TCP or UDP packet after a
+/// ping does (a pair first seen without TCP or UDP is watched until then: [`WATCHED`]).
 pub(crate) struct PairOwners {
     owners: HashMap<HostPair, u16, foldhash::fast::RandomState>,
     /// The worker of each server (its address, and whether IPv6) that a pair was given for,
@@ -98,6 +103,11 @@ pub(crate) struct PairOwners {
     /// the map's lookup cost the reader 70 instructions a packet (bench-ics).
     recent: Vec<Option<(HostPair, u16)>>,
 }
+
+/// The mark, on a pair's worker in `owners` and `recent`, of a pair first seen with no TCP or
+/// UDP header (a ping, a later fragment): its next packets are looked at until one has, and
+/// the server that one names (if any) is recorded as the pair's worker's. Workers are fewer.
+const WATCHED: u16 = 0x8000;
 
 /// Two addresses in order, and whether they are IPv6 ([`host_pair`]).
 type HostPair = (u128, u128, bool);
@@ -131,18 +141,51 @@ impl PairOwners {
         let slot = (pair_hash(pair.0, pair.1) >> 56) as usize % RECENT;
         if let Some((p, w)) = self.recent[slot] {
             if p == pair {
+                if w & WATCHED != 0 {
+                    return self.watched(pair, slot, w, server_of(linktype, data));
+                }
                 return usize::from(w);
             }
         }
         let w = match self.owners.get(&pair) {
-            Some(&w) => usize::from(w),
-            None if self.owners.len() >= MAX_OWNED_PAIRS || workers > usize::from(u16::MAX) => {
+            Some(&w) if w & WATCHED != 0 => {
+                self.recent[slot] = Some((pair, w));
+                return self.watched(pair, slot, w, server_of(linktype, data));
+            }
+            Some(&w) => w,
+            None if self.owners.len() >= MAX_OWNED_PAIRS || workers >= usize::from(WATCHED) => {
                 return shard_of_words(pair.0, pair.1, workers);
             }
             None => self.new_pair(pair, server_of(linktype, data), workers, load),
         };
-        self.recent[slot] = Some((pair, w as u16));
-        w
+        self.recent[slot] = Some((pair, w));
+        usize::from(w & !WATCHED)
+    }
+
+    /// A packet of a pair first seen with no TCP or UDP header (`w`: its worker, marked
+    /// [`WATCHED`]); `seen`: what [`server_of`] read of this one. Once it has one, the server it
+    /// names (if any) is its worker's when no other pair gave the server one, and the pair is
+    /// no longer watched (out of line: a ping's packets until then).
+    #[cold]
+    #[inline(never)]
+    fn watched(
+        &mut self,
+        pair: HostPair,
+        slot: usize,
+        w: u16,
+        seen: Option<Option<(u128, bool)>>,
+    ) -> usize {
+        let w = w & !WATCHED;
+        if let Some(server) = seen {
+            if let Some(s) = server {
+                if self.servers.len() < MAX_OWNED_PAIRS {
+                    self.servers.entry(s).or_insert(w);
+                }
+            }
+            self.owners.insert(pair, w);
+            self.recent[slot] = Some((pair, w));
+        }
+        usize::from(w)
     }
 }
 
@@ -151,15 +194,18 @@ impl PairOwners {
     /// says so: the server's worker (or that of a pair with the server that named none);
     /// when it names none, the worker of either end as a server; else the least loaded (out
     /// of line: once per pair).
+    /// `seen`: what [`server_of`] read of the pair's first packet. Returns the worker, marked
+    /// [`WATCHED`] for a pair first seen with no TCP or UDP header.
     #[cold]
     #[inline(never)]
     fn new_pair(
         &mut self,
         pair: HostPair,
-        server: Option<(u128, bool)>,
+        seen: Option<Option<(u128, bool)>>,
         workers: usize,
         load: impl Fn(usize) -> u64,
-    ) -> usize {
+    ) -> u16 {
+        let server = seen.flatten();
         let (a, b, v6) = pair;
         let known = match server {
             Some(s) => self.servers.get(&s).or_else(|| self.unnamed.get(&s)),
@@ -182,15 +228,21 @@ impl PairOwners {
             }
             _ => {}
         }
-        self.owners.insert(pair, w as u16);
+        let w = if seen.is_none() {
+            w as u16 | WATCHED
+        } else {
+            w as u16
+        };
+        self.owners.insert(pair, w);
         w
     }
 }
 
 /// The server of a TCP or UDP packet: the end whose port is a dissected protocol's server port,
 /// when one end's is and the other's is not (its address as [`host_pair`] gives it, and whether
-/// IPv6). `None` for a fragment after the first, IPv6 with extension headers, or anything else.
-fn server_of(linktype: LinkType, data: &[u8]) -> Option<(u128, bool)> {
+/// IPv6); `Some(None)` when no end's is, or both. `None` when the packet has no TCP or UDP
+/// header to read: a fragment after the first, IPv6 with extension headers, ICMP, anything else.
+fn server_of(linktype: LinkType, data: &[u8]) -> Option<Option<(u128, bool)>> {
     let ip = crate::decode::ip_bytes(linktype, data)?;
     let be = |b: &[u8]| b.iter().fold(0u128, |acc, &x| acc << 8 | u128::from(x));
     let (proto, transport, src, dst, v6) = match ip.first()? >> 4 {
@@ -229,14 +281,16 @@ fn server_of(linktype: LinkType, data: &[u8]) -> Option<(u128, bool)> {
         ]))
     };
     let (sport, dport) = (port(0)?, port(2)?);
-    match (
-        crate::dissect::App::is_server_port(sport, udp),
-        crate::dissect::App::is_server_port(dport, udp),
-    ) {
-        (true, false) => Some((src, v6)),
-        (false, true) => Some((dst, v6)),
-        _ => None,
-    }
+    Some(
+        match (
+            crate::dissect::App::is_server_port(sport, udp),
+            crate::dissect::App::is_server_port(dport, udp),
+        ) {
+            (true, false) => Some((src, v6)),
+            (false, true) => Some((dst, v6)),
+            _ => None,
+        },
+    )
 }
 
 /// The worker for a pair by hash: the high bits of [`pair_hash`] times the number of workers
@@ -468,6 +522,74 @@ mod tests {
         out
     }
 
+    /// The worker of two that `owners` gives the packet `data`, each worker's load being 100
+    /// per packet handed to it so far (`loads`, which a test may raise).
+    fn owner_of(owners: &mut PairOwners, loads: &std::cell::Cell<[u64; 2]>, data: &[u8]) -> usize {
+        let snapshot = loads.get();
+        let w = owners.owner(LinkType::ETHERNET, data, 2, |w| snapshot[w]);
+        let mut l = loads.get();
+        l[w] += 100;
+        loads.set(l);
+        w
+    }
+
+    /// An ICMP echo request from `a` to `b` (no TCP or UDP header: a pair first seen by one
+    /// names no server).
+    fn ping(a: IpAddr, b: IpAddr) -> Vec<u8> {
+        let eth = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let mut out = Vec::new();
+        match (a, b) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => eth
+                .ipv4(a.octets(), b.octets(), 64)
+                .icmpv4_echo_request(1, 1)
+                .write(&mut out, &[0; 8]),
+            (IpAddr::V6(a), IpAddr::V6(b)) => eth
+                .ipv6(a.octets(), b.octets(), 64)
+                .icmpv6_echo_request(1, 1)
+                .write(&mut out, &[0; 8]),
+            _ => unreachable!(),
+        }
+        .expect("build packet");
+        out
+    }
+
+    /// A PLC pinged by a monitoring host, then by the SCADA host that goes on to poll it on
+    /// the same pair: the PLC's other clients go with the SCADA host's pair (the first pair
+    /// that named the PLC a server), whatever the loads and the ping that came first. IPv4
+    /// and IPv6; and a ping between a known server and a new host goes with the server.
+    #[test]
+    fn a_pinged_plcs_clients_go_with_the_pair_that_polls_it() {
+        for v6 in [false, true] {
+            let ip = |i: u32| {
+                if v6 {
+                    IpAddr::V6(std::net::Ipv6Addr::from(0xfd00_u128 << 112 | u128::from(i)))
+                } else {
+                    v4(i)
+                }
+            };
+            let mut owners = PairOwners::default();
+            let loads = std::cell::Cell::new([0u64; 2]);
+            let mut owner = |data: Vec<u8>| owner_of(&mut owners, &loads, &data);
+            let (nms, scada, plc) = (ip(1), ip(2), ip(1000));
+            assert_eq!(owner(ping(nms, plc)), 0);
+            // Worker 0 is the busier: the SCADA host's ping goes to worker 1, and so does the
+            // pair's every packet, its polls included.
+            assert_eq!(owner(ping(scada, plc)), 1);
+            assert_eq!(owner(ping(plc, scada)), 1);
+            assert_eq!(owner(tcp(scada, 50_000, plc, 502)), 1);
+            assert_eq!(owner(tcp(plc, 502, scada, 50_000)), 1);
+            // Worker 1 is now much the busier: a new client of the PLC goes to it all the same.
+            let mut l = loads.get();
+            l[1] += 10_000;
+            loads.set(l);
+            assert_eq!(owner(tcp(ip(3), 50_001, plc, 502)), 1);
+            // A ping between the PLC and a new host goes with the PLC.
+            assert_eq!(owner(ping(ip(4), plc)), 1);
+            // The monitoring host's pair keeps its worker.
+            assert_eq!(owner(ping(nms, plc)), 0);
+        }
+    }
+
     /// All of a server's clients go to the worker that got the server's first pair, whatever
     /// the loads, both ways; a pair whose first packet names no server (a later fragment, no
     /// server port or two) goes to the worker of an end that is a known server, else to the
@@ -476,14 +598,7 @@ mod tests {
     fn a_servers_clients_go_to_its_worker() {
         let mut owners = PairOwners::default();
         let loads = std::cell::Cell::new([0u64; 2]);
-        let mut owner = |data: Vec<u8>| {
-            let snapshot = loads.get();
-            let w = owners.owner(LinkType::ETHERNET, &data, 2, |w| snapshot[w]);
-            let mut l = loads.get();
-            l[w] += 100;
-            loads.set(l);
-            w
-        };
+        let mut owner = |data: Vec<u8>| owner_of(&mut owners, &loads, &data);
         let (plc, plc2) = (v4(1000), v4(2000));
         assert_eq!(owner(tcp(v4(1), 50_000, plc, 502)), 0);
         // Worker 0 is the busier: a second client of the PLC still goes to it, both ways.
@@ -494,13 +609,21 @@ mod tests {
         assert_eq!(owner(tcp(v4(1), 50_002, plc2, 102)), 1);
         assert_eq!(owner(tcp(v4(3), 50_003, plc2, 102)), 1);
         // No server port, or one on both sides: the worker of the end that is a known server,
-        // whatever the loads.
+        // the busier each time.
+        let busier = |w: usize| {
+            let mut l = loads.get();
+            l[w] = l[1 - w] + 10_000;
+            loads.set(l);
+        };
+        busier(0);
         assert_eq!(owner(tcp(v4(4), 40_000, plc, 40_001)), 0);
+        busier(1);
         assert_eq!(owner(tcp(v4(5), 502, plc2, 102)), 1);
         // A pair first seen by a fragment after the first names no server either.
         let mut fragment = tcp(v4(6), 50_004, plc, 502);
         fragment[20] = 0x00;
         fragment[21] = 0x10;
+        busier(0);
         assert_eq!(owner(fragment), 0);
         // Between two addresses neither of which is a known server: the least loaded. Should
         // one turn out a server (a ping before the polls), its clients follow.

@@ -39,7 +39,8 @@ pub(crate) enum Command {
         quiet: bool,
         /// Dissect with N worker threads. Each owns the flows between the host pairs given to
         /// it (at a pair's first packet, the worker of its server if another pair gave the
-        /// server one, else the least-loaded) and, once learning has ended, checks their
+        /// server one, else the least-loaded; docs/pipeline.md has the details) and, once
+        /// learning has ended, checks their
         /// channels; one more thread reads, puts the workers' output back in capture order and
         /// keeps what spans channels, so events and alerts are those of one worker.
         #[arg(long, default_value_t = 1, value_name = "N", value_parser = parse_workers)]

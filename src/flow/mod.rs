@@ -566,7 +566,7 @@ fn new_flow(
         endpoints: Endpoints {
             client,
             server,
-            udp: matches!(pkt.transport, Transport::Udp { .. }),
+            udp,
         },
         last_seen: info.ts_nanos,
         last_frame: info.frame,
