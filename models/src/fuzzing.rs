@@ -74,8 +74,8 @@ pub fn one_engine(baseline: &Baseline, obs: &[Observation], end: f64) -> Vec<Ale
     out
 }
 
-/// [`one_engine`]'s run with `workers` workers, each checking the channels `owner` gives it,
-/// and a stage where their output meets in capture order, as `otwatch`'s merge hands it on.
+/// [`one_engine`]'s run with `workers` workers, each checking the channels `owner` gives it
+/// (a worker's index, below `workers`), and a stage where their output meets in capture order, as `otwatch`'s merge hands it on.
 pub fn workers_and_stage(
     baseline: &Baseline,
     obs: &[Observation],
@@ -97,7 +97,7 @@ pub fn workers_and_stage(
     let (mut found, mut notes, mut heard) = (Vec::new(), Vec::new(), Vec::new());
     while tick <= at(end) {
         while let Some(o) = next.next_if(|o| o.ts <= tick) {
-            let at = owner(o) % workers;
+            let at = owner(o);
             w[at].observe(o, &mut found, &mut notes);
             stage.raise_found(&mut found, &mut out);
             for n in notes.drain(..) {
@@ -245,8 +245,8 @@ const MAX_RECORDS: usize = 1024;
 /// Runs the input (see the module's documentation) through one engine and through two and
 /// three workers with a stage; panics if their alerts differ.
 ///
-/// Input: a byte, then `1 + byte % 6` polls of four bytes (who, what, when in the second,
-/// how it ends or starts late), then records of four bytes (who, what, time step in 5 ms, extra) placed in
+/// Input: a byte, then `1 + byte % 6` polls of four bytes (who, with S7 for its high bit;
+/// what; when in the second; how it ends or starts late), then records of four bytes (who, what, time step in 5 ms, extra) placed in
 /// detection.
 pub fn split(data: &[u8]) {
     split_with(data, |_| ());
@@ -264,7 +264,9 @@ fn split_with(data: &[u8], seen: impl FnOnce(&[Line])) {
     let polls: Vec<(Exchange, f64, u8, bool)> = polls
         .chunks_exact(4)
         .map(|p| {
-            let e = Exchange::of(p[0], p[1] & 0xe7, 0);
+            // The who byte's high bit makes the poll S7's (as an extra byte of 0xc0 does).
+            let s7 = if p[0] & 0x80 != 0 { 0xc0 } else { 0 };
+            let e = Exchange::of(p[0] & 0x7f, p[1] & 0xe7, s7);
             (e, f64::from(p[2]) / 256.0, p[3], p[1] & 0x08 != 0)
         })
         .collect();
@@ -322,7 +324,11 @@ fn split_with(data: &[u8], seen: impl FnOnce(&[Line])) {
     };
     for workers in [2, 3] {
         let split = lines(&workers_and_stage(
-            &baseline, &detection, end, workers, site,
+            &baseline,
+            &detection,
+            end,
+            workers,
+            |o| site(o) % workers,
         ));
         assert_eq!(
             one, split,
@@ -356,7 +362,7 @@ mod tests {
     #[test]
     fn the_split_raises_what_one_engine_raises_on_random_inputs() {
         let mut types = std::collections::BTreeSet::new();
-        for input in inputs(40) {
+        for input in inputs(64) {
             split(&input);
             types.extend(kinds(&input));
         }
