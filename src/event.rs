@@ -182,13 +182,40 @@ impl Serialize for Direction {
 
 pub use crate::dissect::registry::Pdu;
 
+/// An event's transport, written `tcp` or `udp`.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum L4 {
+    Tcp,
+    Udp,
+}
+
+impl L4 {
+    /// The transport of a flow over UDP when `udp`, else over TCP.
+    pub fn of(udp: bool) -> L4 {
+        if udp {
+            L4::Udp
+        } else {
+            L4::Tcp
+        }
+    }
+
+    /// Its name, as the events write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            L4::Tcp => "tcp",
+            L4::Udp => "udp",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Event {
     pub ts: Timestamp,
     pub source: std::sync::Arc<str>,
     pub frame: u64,
     pub proto: &'static str,
-    pub transport: &'static str,
+    pub transport: L4,
     pub src_ip: IpAddr,
     pub src_port: u16,
     pub dst_ip: IpAddr,
@@ -486,12 +513,12 @@ impl EventSink for JsonLinesSink {
 /// events), and the sensor, appended to the event's JSON object.
 pub(crate) fn event_flow_members(line: &mut Vec<u8>, event: &Event, sensor: Option<&str>) {
     use crate::output::flow_ids;
-    let ports = matches!(event.transport, "tcp" | "udp").then_some(otwatch_models::Ports {
+    let ports = otwatch_models::Ports {
         src: event.src_port,
         dst: event.dst_port,
-        udp: event.transport == "udp",
-    });
-    let ids = ports.and_then(|p| flow_ids::ids(event.src_ip, event.dst_ip, p));
+        udp: event.transport == L4::Udp,
+    };
+    let ids = flow_ids::ids(event.src_ip, event.dst_ip, ports);
     let mut strings = Vec::with_capacity(2);
     if let Some((c, _)) = &ids {
         strings.push(("community_id", c.as_str()));

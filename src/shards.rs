@@ -1791,7 +1791,7 @@ mod tests {
             source: Arc::from("test"),
             frame,
             proto: "tcp",
-            transport: "tcp",
+            transport: crate::event::L4::Tcp,
             src_ip: std::net::IpAddr::from([10, 0, 0, 1]),
             src_port: k as u16,
             dst_ip: std::net::IpAddr::from([10, 0, 0, 2]),

@@ -238,7 +238,7 @@ fn dnp3_over_udp() {
     assert_eq!(events.len(), 2);
     assert!(events
         .iter()
-        .all(|e| e.transport == "udp" && e.proto == "dnp3"));
+        .all(|e| e.transport.name() == "udp" && e.proto == "dnp3"));
     assert_eq!(
         events[1].dnp3().unwrap().objects.as_ref().unwrap()[0]
             .points

@@ -18,31 +18,18 @@ pub fn observe(ev: &Event) -> Option<Observation> {
     let mut o = observe_pdu(ev)?;
     o.identity = identity(ev);
     o.src_mac = ev.src_mac.map(|m| m.0);
-    o.ports = ports(
+    o.ports = Some(ports_of(
         (ev.src_ip, ev.src_port),
         (ev.dst_ip, ev.dst_port),
-        ev.transport,
+        ev.transport == crate::event::L4::Udp,
         o.src(),
-    );
+    ));
     Some(o)
 }
 
 /// An observation's ports, from `obs_src` ([`Observation::src`]) to its other end, for a PDU
-/// sent from `src` to `dst` over `transport`: the same two ends, in the same order or the
+/// sent from `src` to `dst` (over UDP, else TCP): the same two ends, in the same order or the
 /// other.
-pub fn ports(
-    src: (IpAddr, u16),
-    dst: (IpAddr, u16),
-    transport: &str,
-    obs_src: IpAddr,
-) -> Option<otwatch_models::Ports> {
-    match transport {
-        "tcp" | "udp" => Some(ports_of(src, dst, transport == "udp", obs_src)),
-        _ => None,
-    }
-}
-
-/// [`ports`] of a PDU the dissectors hand over (over UDP, else TCP).
 #[inline]
 pub fn ports_of(
     src: (IpAddr, u16),

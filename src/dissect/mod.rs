@@ -66,17 +66,6 @@ pub struct Endpoints {
     pub udp: bool,
 }
 
-impl Endpoints {
-    /// The transport's name, as events write it.
-    pub fn transport(&self) -> &'static str {
-        if self.udp {
-            "udp"
-        } else {
-            "tcp"
-        }
-    }
-}
-
 /// What dissectors know across flows, per pipeline (a worker owns its host pairs, so the flows
 /// of two hosts share one): a protocol that needs it adds its own member.
 #[derive(Default)]
@@ -135,7 +124,7 @@ impl Ctx<'_> {
             source: Arc::clone(self.source),
             frame: self.frame,
             proto,
-            transport: self.endpoints.transport(),
+            transport: crate::event::L4::of(self.endpoints.udp),
             src_ip: src.0,
             src_port: src.1,
             dst_ip: dst.0,

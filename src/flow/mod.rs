@@ -667,7 +667,7 @@ impl Talkers {
             source: Arc::clone(info.source),
             frame: info.frame,
             proto: if protocol == 6 { "tcp" } else { "udp" },
-            transport: if protocol == 6 { "tcp" } else { "udp" },
+            transport: crate::event::L4::of(protocol != 6),
             src_ip: client,
             src_port: client_port,
             dst_ip: server,
