@@ -1454,8 +1454,11 @@ fn live_detection_with_one_and_two_workers_is_like_a_replay() {
             .arg(&baseline)
             .arg("--alerts")
             .arg(&alerts_path);
+        let events = dir.join(format!("events-{workers}.jsonl"));
         if with_evidence {
+            // Evidence and an events output: the workers check the channels all the same.
             command.arg("--evidence").arg(&evidence);
+            command.arg("--events").arg(&events);
         }
         let mut child = command
             .stderr(std::process::Stdio::piped())
@@ -1488,6 +1491,12 @@ fn live_detection_with_one_and_two_workers_is_like_a_replay() {
         assert_eq!(status.code(), Some(0), "{}", rest.join("\n"));
         if workers == "2" {
             assert!(rest.iter().any(|l| l.contains("workers: 2")), "{rest:?}");
+            assert!(
+                rest.iter().any(|l| l.contains("checked on the workers")),
+                "{rest:?}"
+            );
+            let written = std::fs::read_to_string(&events).expect("events");
+            assert!(written.lines().count() > 100, "events written");
         }
         assert_eq!(
             live_final, expected,
