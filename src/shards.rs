@@ -238,6 +238,8 @@ struct ItemSink {
     /// ([`Detection::hold`]). While some are held, the worker says it finished only the
     /// packets before the first.
     held: Vec<Held>,
+    /// The events of the PDUs held that have one, in order.
+    held_events: VecDeque<Event>,
     /// Panics in this worker's detection (a bug), caught: counted with the pipeline's.
     panics: u64,
 }
@@ -246,14 +248,15 @@ struct ItemSink {
 const WORKER_BATCH: usize = 64;
 
 /// A PDU held for a batch of checks ([`ItemSink::held`]): its packet's `seq`, its key, its
-/// observation (none for an event detection has no use for), and its event when an events
-/// output takes them (handed on after the observation's checks, so that the worker's items
-/// stay in packet order).
+/// observation (none for an event detection has no use for), and whether it has an event for
+/// an events output (the next of [`ItemSink::held_events`]: an event is large, and a batch's
+/// entries are written and read in turns), handed on after the observation's checks, so that
+/// the worker's items stay in packet order.
 struct Held {
     seq: u64,
     key: FlushKey,
     obs: Option<Box<Observation>>,
-    event: Option<Event>,
+    event: bool,
 }
 
 impl EventSink for ItemSink {
@@ -273,7 +276,18 @@ impl EventSink for ItemSink {
                 }
                 None => Box::new(o),
             });
-            return self.hold_pdu(key, obs, event);
+            if obs.is_none() && event.is_none() {
+                return;
+            }
+            let has_event = event.is_some();
+            // Its event waits with the events held before it (after them, if checked at once).
+            self.held_events.extend(event);
+            return self.hold_entry(Held {
+                seq: self.seq,
+                key,
+                obs,
+                event: has_event,
+            });
         }
         self.push(key, obs, event);
     }
@@ -317,6 +331,7 @@ impl ItemSink {
             notes: Vec::new(),
             counted: (0, 0),
             held: Vec::new(),
+            held_events: VecDeque::new(),
             panics: 0,
         }
     }
@@ -346,25 +361,22 @@ impl ItemSink {
     fn hold(&mut self, key: FlushKey, obs: &mut Box<Observation>) {
         let spare = self.box_to_hold();
         let b = crate::event::take_observation(obs, spare);
-        self.hold_pdu(key, Some(b), None);
-    }
-
-    /// Holds a PDU (its observation, its event) for the next batch of checks; a flush's or a
-    /// sweep's is checked and handed on at once, after those held.
-    fn hold_pdu(&mut self, key: FlushKey, obs: Option<Box<Observation>>, event: Option<Event>) {
-        if obs.is_none() && event.is_none() {
-            return;
-        }
-        let mut h = Held {
+        self.hold_entry(Held {
             seq: self.seq,
             key,
-            obs,
-            event,
-        };
+            obs: Some(b),
+            event: false,
+        });
+    }
+
+    /// Holds a PDU for the next batch of checks (its event, if it has one, already last of
+    /// `held_events`); a flush's or a sweep's is checked and handed on at once, after those
+    /// held.
+    fn hold_entry(&mut self, mut h: Held) {
         if self.keyed {
             self.drain_held();
             if let Some(o) = &h.obs {
-                self.check(key, o);
+                self.check(h.key, o);
             }
             return self.hand_on_held(&mut h);
         }
@@ -419,8 +431,10 @@ impl ItemSink {
                 self.kept.push(b);
             }
         }
-        if let Some(e) = h.event.take() {
-            self.push_boxed(h.key, None, Some(Payload::Event(e)));
+        if std::mem::take(&mut h.event) {
+            if let Some(e) = self.held_events.pop_front() {
+                self.push_boxed(h.key, None, Some(Payload::Event(e)));
+            }
         }
     }
 
