@@ -1728,6 +1728,51 @@ mod tests {
         o
     }
 
+    /// With per-channel metrics, a worker's items go out in packet order: each held
+    /// observation's alerts, then the observation itself, then the next one's (a batch's
+    /// observations after all of its alerts left a packet's items behind later packets').
+    /// Against an empty baseline each new client's first request raises alerts.
+    #[test]
+    fn a_workers_items_stay_in_packet_order_with_channel_metrics() {
+        let (out, mut items) = rtrb::RingBuffer::new(1024);
+        let (_back, spare) = rtrb::RingBuffer::new(SPARE_CAPACITY);
+        let wants = Wants {
+            observations: true,
+            events: false,
+            detail: true,
+            channel_metrics: true,
+        };
+        let mut sink = ItemSink::new(out, spare, wants);
+        let baseline = Arc::new(Baseline::default());
+        sink.engine = Some(WorkerEngine::new(baseline, 0, 0));
+        for seq in 0..8u64 {
+            let mut o = Box::new(read(1, 1));
+            o.kind = otwatch_models::Kind::Request;
+            o.channel.client = [10, 0, 0, 10 + seq as u8].into();
+            (o.ts, o.frame) = (seq as i64 + 1, seq + 1);
+            sink.seq = seq;
+            let key = FlushKey {
+                ts: o.ts,
+                frame: o.frame,
+                src: (o.channel.client, 40_000),
+                dst: (o.channel.server, 502),
+            };
+            sink.observed(key, &mut o);
+        }
+        assert_eq!(sink.finished_before(8), 0, "held for a batch");
+        sink.drain_held();
+        let mut seqs = Vec::new();
+        let (mut alerts, mut observations) = (0, 0);
+        while let Ok(item) = items.pop() {
+            seqs.push(item.seq);
+            alerts += usize::from(matches!(item.payload.as_deref(), Some(Payload::Alert(_))));
+            observations += usize::from(item.obs.is_some());
+        }
+        assert_eq!(observations, 8);
+        assert!(alerts >= 8, "{alerts} alerts");
+        assert!(seqs.windows(2).all(|w| w[0] <= w[1]), "{seqs:?}");
+    }
+
     /// A spare is judged by the room it holds, not by what it holds now: a read of many
     /// values, or of many accesses, emptied, is still freed when it comes back.
     #[test]
