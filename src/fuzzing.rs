@@ -55,6 +55,15 @@ type NextPacket<'a> = (Vec<Vec<u8>>, u64, &'a [u8]);
 /// one server, with the fuzzer choosing port, direction, flags, sequence jumps, time and payload;
 /// sometimes cut into IP fragments. Returns the frames and the rest of the input.
 fn next_packet<'a>(data: &'a [u8], seqs: &mut [u32; 2]) -> Option<NextPacket<'a>> {
+    next_packet_between(data, seqs, ([10, 0, 0, 1], [10, 0, 0, 2]))
+}
+
+/// [`next_packet`] between the client and the server `hosts`.
+fn next_packet_between<'a>(
+    data: &'a [u8],
+    seqs: &mut [u32; 2],
+    hosts: ([u8; 4], [u8; 4]),
+) -> Option<NextPacket<'a>> {
     let (head, rest) = data.split_at_checked(RECORD_HEADER)?;
     let (sel, delta, step, len) = (
         head[0],
@@ -66,7 +75,7 @@ fn next_packet<'a>(data: &'a [u8], seqs: &mut [u32; 2]) -> Option<NextPacket<'a>
     let port = PORTS[usize::from(sel & 3) | usize::from(step >> 7) << 2];
     let to_server = sel & 4 == 0;
     let udp = sel & 8 != 0;
-    let (client, server) = (([10, 0, 0, 1], 40000u16), ([10, 0, 0, 2], port));
+    let (client, server) = ((hosts.0, 40000u16), (hosts.1, port));
     let (src, dst) = if to_server {
         (client, server)
     } else {
@@ -265,7 +274,7 @@ fn feed(data: &[u8], sink: &mut dyn EventSink) -> crate::stats::Stats {
     let source: Arc<str> = Arc::from("fuzz");
     let mut pipeline = Pipeline::new();
     let mut seqs = [1000u32, 5000u32];
-    let mut ts = 1_700_000_000_000_000_000i64;
+    let mut ts = FUZZ_EPOCH;
     let mut rest = data;
     let mut frame_no = 0u64;
     while let Some((frames, step, next)) = next_packet(rest, &mut seqs) {
@@ -287,6 +296,127 @@ fn feed(data: &[u8], sink: &mut dyn EventSink) -> crate::stats::Stats {
     }
     pipeline.finish(sink);
     pipeline.stats
+}
+
+/// One worker and two give the same events, in the same order, and the same alerts (a
+/// multiset, ids aside), with the same observations checked: the packets of three host pairs
+/// (`data` cut in three by its first byte, each part's packets as [`packets`] describes them,
+/// between its own client and one of two servers), merged in time order, written as a capture
+/// and replayed both ways, learning for its first second. Differential: the N-worker pipeline
+/// (hand-out by host pair, the merge, detection split between the workers and the stage)
+/// against one worker.
+pub fn workers(data: &[u8]) {
+    let Some((&cut, rest)) = data.split_first() else {
+        return;
+    };
+    let a = rest.len() * usize::from(cut & 0x0f) / 16;
+    let b = a + (rest.len() - a) * usize::from(cut >> 4) / 16;
+    let mut frames: Vec<(i64, Vec<u8>)> = Vec::new();
+    for (k, part) in [&rest[..a], &rest[a..b], &rest[b..]]
+        .into_iter()
+        .enumerate()
+    {
+        let hosts = ([10, 0, 0, 1 + k as u8], [10, 0, 1, 1 + (k % 2) as u8]);
+        let (mut seqs, mut ts, mut rest) = ([1000u32, 5000u32], FUZZ_EPOCH, part);
+        while let Some((fs, step, next)) = next_packet_between(rest, &mut seqs, hosts) {
+            rest = next;
+            ts = ts.saturating_add(step as i64);
+            frames.extend(fs.into_iter().map(|f| (ts, f)));
+            if frames.len() >= MAX_PACKETS {
+                break;
+            }
+        }
+    }
+    // In time order; a stable sort keeps each part's packets of one time in their order.
+    frames.sort_by_key(|f| f.0);
+    // A file of its own: tests run harnesses on several threads of one process.
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("otwatch-fuzz-workers-{}-{run}.pcap", std::process::id());
+    let path = std::env::temp_dir().join(name);
+    if write_pcap(&path, &frames).is_err() {
+        return;
+    }
+    let one = detect_with(&path, 1);
+    let two = detect_with(&path, 2);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(one.0, two.0, "observations checked");
+    assert!(
+        one.1 == two.1,
+        "events differ (or come in another order) with two workers"
+    );
+    assert_eq!(one.2, two.2, "alerts with two workers");
+}
+
+/// The capture time of the fuzz harnesses' first packet.
+const FUZZ_EPOCH: i64 = 1_700_000_000_000_000_000;
+
+/// `frames` (capture time in nanoseconds, Ethernet frame) as a nanosecond pcap at `path`.
+fn write_pcap(path: &Path, frames: &[(i64, Vec<u8>)]) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(24 + frames.iter().map(|f| 16 + f.1.len()).sum::<usize>());
+    out.extend_from_slice(&0xa1b2_3c4du32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&65_535u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    for (ts, f) in frames {
+        let (secs, nanos) = (ts.div_euclid(1_000_000_000), ts.rem_euclid(1_000_000_000));
+        out.extend_from_slice(&(secs as u32).to_le_bytes());
+        out.extend_from_slice(&(nanos as u32).to_le_bytes());
+        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        out.extend_from_slice(f);
+    }
+    std::fs::write(path, out)
+}
+
+/// Detection on the capture at `path` with `workers` workers, learning for its first second:
+/// the observations it checked, the events' lines in order, and the alerts' lines (ids aside)
+/// sorted.
+fn detect_with(path: &Path, workers: usize) -> (u64, Vec<String>, Vec<String>) {
+    let config = EngineConfig {
+        learn_for: Some(1_000_000_000),
+        ..EngineConfig::default()
+    };
+    let mut det = Detection::new(Engine::learning(config), None);
+    det.kept = Some(Vec::new());
+    let mut events = VecSink::default();
+    let files = [path.to_path_buf()];
+    if workers == 1 {
+        let mut sink = DetectSink {
+            detection: &mut det,
+            inner: &mut events,
+        };
+        crate::replay::replay(&files, &mut sink, &mut Pipeline::new());
+    } else {
+        let mut stage = crate::shards::Stage {
+            detection: Some(&mut det),
+            events: &mut events,
+        };
+        crate::parallel::replay_sharded(&files, &mut stage, workers, None);
+    }
+    det.finish();
+    let observations = det.engine.as_ref().map_or(0, |e| e.observations);
+    let mut alerts: Vec<String> = det
+        .kept
+        .take()
+        .unwrap_or_default()
+        .iter()
+        .map(|a| {
+            let mut v = crate::output::alerts::alert_json(a);
+            if let Some(m) = v.as_object_mut() {
+                m.remove("id");
+            }
+            v.to_string()
+        })
+        .collect();
+    alerts.sort();
+    let events = events
+        .0
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap_or_default());
+    (observations, events.collect(), alerts)
 }
 
 /// Baseline loading on `data` as the file's text; a baseline that loads is described and

@@ -43,6 +43,57 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     gz.finish().unwrap()
 }
 
+/// Packet records (as `otwatch::fuzzing`'s packet harnesses read them: selector, sequence
+/// jump, time step, length, payload) of Modbus/TCP polls between one client and its server:
+/// each step a read of holding registers and its answer, or, by `kind`, a write, a read of
+/// another block, an exception, a request left unanswered, or a long silence; `at` picks the
+/// block, `v` the value.
+fn modbus_records(steps: &[(u8, u8, u8)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut record = |to_server: bool, step: u8, pdu: &[u8], tid: u16| {
+        let mut adu = tid.to_be_bytes().to_vec();
+        adu.extend_from_slice(&[0, 0]);
+        adu.extend_from_slice(&(pdu.len() as u16 + 1).to_be_bytes());
+        adu.push(1);
+        adu.extend_from_slice(pdu);
+        out.extend_from_slice(&[if to_server { 0 } else { 4 }, 0, 0, step, adu.len() as u8]);
+        out.extend_from_slice(&adu);
+    };
+    for (i, &(kind, at, v)) in steps.iter().enumerate() {
+        let tid = i as u16;
+        let start = u16::from(at) * 10;
+        let read = [3, (start >> 8) as u8, start as u8, 0, 2];
+        let answer = [3, 4, 0, v % 4, 0, 1];
+        // Two polls a second; a silence of twelve seconds now and then.
+        let pause = if kind == 7 { 240 } else { 10 };
+        match kind {
+            0..=3 => {
+                record(true, pause, &[3, 0, 0, 0, 2], tid);
+                record(false, 1, &[3, 4, 0, v % 4, 0, 1], tid);
+            }
+            4 => {
+                record(
+                    true,
+                    pause,
+                    &[6, (start >> 8) as u8, start as u8, 0, v],
+                    tid,
+                );
+                record(false, 1, &[6, (start >> 8) as u8, start as u8, 0, v], tid);
+            }
+            5 => {
+                record(true, pause, &read, tid);
+                record(false, 1, &answer, tid);
+            }
+            6 => {
+                record(true, pause, &read, tid);
+                record(false, 1, &[0x83, 2], tid);
+            }
+            _ => record(true, pause, &read, tid),
+        }
+    }
+    out
+}
+
 /// A learned baseline's JSON, once per test binary.
 fn baseline_text() -> &'static str {
     static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -88,6 +139,32 @@ proptest! {
         data in prop::collection::vec(any::<u8>(), 0..4096),
     ) {
         otwatch::fuzzing::packets(&data);
+    }
+
+    #[test]
+    fn one_worker_and_two_agree_on_fuzzed_packets(
+        data in prop::collection::vec(any::<u8>(), 0..3000),
+    ) {
+        otwatch::fuzzing::workers(&data);
+    }
+
+    #[test]
+    fn one_worker_and_two_agree_on_modbus_polls_and_their_breaks(
+        pairs in prop::collection::vec(
+            prop::collection::vec((0u8..8, 0u8..4, any::<u8>()), 20..80),
+            3,
+        ),
+    ) {
+        let parts: Vec<Vec<u8>> = pairs.iter().map(|p| modbus_records(p)).collect();
+        // The first byte cuts the rest in three, one part a host pair.
+        let total = parts.iter().map(Vec::len).sum::<usize>().max(1);
+        let a = (parts[0].len() * 16 / total).min(15);
+        let b = (parts[1].len() * 16 / (total - parts[0].len()).max(1)).min(15);
+        let mut data = vec![(b << 4 | a) as u8];
+        for p in &parts {
+            data.extend_from_slice(p);
+        }
+        otwatch::fuzzing::workers(&data);
     }
 
     #[test]
