@@ -433,7 +433,7 @@ impl ItemSink {
         }
         if std::mem::take(&mut h.event) {
             if let Some(e) = self.held_events.pop_front() {
-                self.push_boxed(h.key, None, Some(Payload::Event(e)));
+                self.push_boxed(h.key, None, Some(Box::new(Payload::Event(e))));
             }
         }
     }
@@ -469,12 +469,12 @@ impl ItemSink {
     fn hand_on(&mut self, key: FlushKey) {
         let mut found = std::mem::take(&mut self.found);
         for a in found.drain(..) {
-            self.push_boxed(key, None, Some(Payload::Alert(a)));
+            self.push_boxed(key, None, Some(Box::new(Payload::Alert(a))));
         }
         self.found = found;
         let mut notes = std::mem::take(&mut self.notes);
         for n in notes.drain(..) {
-            self.push_boxed(key, None, Some(Payload::Note(n)));
+            self.push_boxed(key, None, Some(Box::new(Payload::Note(n))));
         }
         self.notes = notes;
     }
@@ -492,13 +492,13 @@ impl ItemSink {
         self.push_boxed(
             no_key(now),
             None,
-            Some(Payload::Tick {
+            Some(Box::new(Payload::Tick {
                 found,
                 heard,
                 seen,
                 observations,
                 untracked,
-            }),
+            })),
         );
     }
 
@@ -523,11 +523,11 @@ impl ItemSink {
         self.push_boxed(
             no_key(seen),
             None,
-            Some(Payload::Counts {
+            Some(Box::new(Payload::Counts {
                 observations,
                 untracked,
                 seen,
-            }),
+            })),
         );
     }
 
@@ -571,7 +571,7 @@ impl ItemSink {
     /// One PDU's item to the reader: its observation (in a spare box when one is back), its
     /// event.
     fn push(&mut self, key: FlushKey, obs: Option<Observation>, event: Option<Event>) {
-        let event = event.map(Payload::Event);
+        let event = event.map(|e| Box::new(Payload::Event(e)));
         if obs.is_none() && event.is_none() {
             return;
         }
@@ -589,7 +589,7 @@ impl ItemSink {
         &mut self,
         key: FlushKey,
         obs: Option<Box<Observation>>,
-        payload: Option<Payload>,
+        payload: Option<Box<Payload>>,
     ) {
         // Lossless: the reader always drains (it only ever waits by draining). Room first, so
         // that the item is written once, into its slot: an item built aside to be pushed again
@@ -605,7 +605,7 @@ impl ItemSink {
         let _ = self.out.push(Item {
             seq: self.seq,
             obs,
-            payload: payload.map(Box::new),
+            payload,
             key: self.keyed.then(|| Box::new(key)),
         });
     }
@@ -1512,7 +1512,7 @@ impl<P> Shards<P> {
             }
         }
         if let Some(p) = item.payload {
-            Self::release_payload(*p, stage, source);
+            Self::release_payload(p, stage, source);
         }
         item.obs
     }
@@ -1522,7 +1522,16 @@ impl<P> Shards<P> {
     /// while learning, sets up nothing for it. `source`: the capture the worker's last scan
     /// note named.
     #[inline(never)]
-    fn release_payload(p: Payload, stage: &mut Stage<'_>, source: &mut Option<Arc<str>>) {
+    fn release_payload(mut p: Box<Payload>, stage: &mut Stage<'_>, source: &mut Option<Arc<str>>) {
+        // A candidate alert (one per PDU under a flood) is raised where it lies: moved out of
+        // its box and on to the book, it was copied three times (the box holds an event's room).
+        if let Payload::Alert(a) = &mut *p {
+            if let Some(d) = stage.detection.as_deref_mut() {
+                d.found(a);
+            }
+            return;
+        }
+        let p = *p;
         let Payload::Event(e) = p else {
             if let Some(d) = stage.detection.as_deref_mut() {
                 Self::release_found(p, d, source);
@@ -1539,7 +1548,7 @@ impl<P> Shards<P> {
     fn release_found(p: Payload, d: &mut Detection, source: &mut Option<Arc<str>>) {
         match p {
             Payload::Event(_) => {}
-            Payload::Alert(a) => d.found(a),
+            Payload::Alert(mut a) => d.found(&mut a),
             Payload::Note(n) => {
                 if let Note::Scan(otwatch_models::detect::ScanNote {
                     source: Some(s), ..

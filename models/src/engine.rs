@@ -242,36 +242,54 @@ impl Engine {
     /// nothing (a bare occurrence whose cause the detector found marked, with no clear of the
     /// set since). With N workers, the candidates a worker found ([`crate::split`]).
     pub fn raise_found(&mut self, cands: &mut Vec<Alert>, out: &mut Vec<Alert>) {
-        let clears = match &self.phase {
-            Phase::Detecting(d) => d.raised_clears(),
-            _ => 0,
-        };
+        let clears = self.raised_clears();
         for a in cands.iter_mut() {
-            let mut detector = match &mut self.phase {
-                Phase::Detecting(d) => Some(d),
-                _ => None,
-            };
-            let (key, skipped) = (a.key, a.text_skipped);
-            let mut started = false;
-            let line = self.book.raise_with(a, |a| {
-                started = true;
-                if let Some(d) = detector.as_deref_mut() {
-                    d.soften(std::slice::from_mut(a));
-                    d.mark_raised(a.key);
-                }
-            });
-            // An occurrence of an entry already in the book keeps its first line's
-            // severity: it is not softened.
-            if let (false, Some(d)) = (started, detector) {
-                if !(skipped && d.raised_clears() == clears) {
-                    d.mark_raised(key);
-                }
-            }
-            if let Some(line) = line {
-                out.push(line);
-            }
+            self.raise_in(a, clears, out);
         }
         cands.clear();
+    }
+
+    /// [`Engine::raise_found`] of one candidate, raised in place: what the book keeps is moved
+    /// out of it. With N workers, each candidate a worker found, as it comes.
+    pub fn raise_one(&mut self, a: &mut Alert, out: &mut Vec<Alert>) {
+        let clears = self.raised_clears();
+        self.raise_in(a, clears, out);
+    }
+
+    /// The times the detector's set of causes marked raised was cleared (none while learning).
+    fn raised_clears(&self) -> u64 {
+        match &self.phase {
+            Phase::Detecting(d) => d.raised_clears(),
+            _ => 0,
+        }
+    }
+
+    /// One candidate to the book; `clears`, [`Engine::raised_clears`] before its observation's
+    /// first candidate.
+    fn raise_in(&mut self, a: &mut Alert, clears: u64, out: &mut Vec<Alert>) {
+        let mut detector = match &mut self.phase {
+            Phase::Detecting(d) => Some(d),
+            _ => None,
+        };
+        let (key, skipped) = (a.key, a.text_skipped);
+        let mut started = false;
+        let line = self.book.raise_with(a, |a| {
+            started = true;
+            if let Some(d) = detector.as_deref_mut() {
+                d.soften(std::slice::from_mut(a));
+                d.mark_raised(a.key);
+            }
+        });
+        // An occurrence of an entry already in the book keeps its first line's
+        // severity: it is not softened.
+        if let (false, Some(d)) = (started, detector) {
+            if !(skipped && d.raised_clears() == clears) {
+                d.mark_raised(key);
+            }
+        }
+        if let Some(line) = line {
+            out.push(line);
+        }
     }
 
     /// Advances the clock without an observation (live capture on a quiet link). The clock

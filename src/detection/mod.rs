@@ -140,7 +140,6 @@ pub struct Detection {
 struct SplitShare {
     found: Vec<otwatch_models::Alert>,
     heard: Vec<otwatch_models::detect::Heard>,
-    one: Vec<otwatch_models::Alert>,
     /// Observations the workers checked.
     observations: u64,
     /// Whether the workers check the channels.
@@ -394,15 +393,11 @@ impl Detection {
     }
 
     /// N workers: a candidate alert a worker found in one observation, raised here.
-    pub fn found(&mut self, a: otwatch_models::Alert) {
+    pub fn found(&mut self, a: &mut otwatch_models::Alert) {
         let mut lines = std::mem::take(&mut self.scratch);
-        let mut one = std::mem::take(&mut self.split.one);
-        one.push(a);
         if let Some(e) = &mut self.engine {
-            e.raise_found(&mut one, &mut lines);
+            e.raise_one(a, &mut lines);
         }
-        one.clear();
-        self.split.one = one;
         self.write(&mut lines);
         self.scratch = lines;
     }
