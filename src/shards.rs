@@ -90,6 +90,20 @@ impl Spare {
     }
 }
 
+/// What the reader hands back to a worker: an observation to fill again, or a list of
+/// candidate alerts raised (`Payload::Alerts`), whose remains the worker drops and whose
+/// room and box it fills again. Dropped on the reader, every candidate of a flood freed
+/// memory the worker had allocated and let go of a reference to the capture's name the worker
+/// had taken: each a cache line crossing between the cores (the reference count's, one
+/// line for every alert of a capture).
+pub(crate) enum Back {
+    Observation(Spare),
+    Alerts(Box<Payload>),
+}
+
+/// Lists of raised alerts a worker keeps to fill again.
+const SPENT_KEPT: usize = 64;
+
 /// Workers publish their counters this often (metrics while running).
 const STATS_EVERY: Duration = Duration::from_secs(1);
 
@@ -144,8 +158,9 @@ pub(crate) struct WorkerStart {
 pub(crate) enum Payload {
     /// An event, for an events output.
     Event(Event),
-    /// A candidate alert a worker's detection found in one observation.
-    Alert(Alert),
+    /// The candidate alerts a worker's detection found in one observation (their list moves
+    /// as it is: an alert is large, and a flood has one or two per PDU).
+    Alerts(Vec<Alert>),
     /// What a worker's detection says of what spans channels about one observation.
     Note(Note),
     /// A worker's share of a tick: what its timers and windows raised, the learned devices it
@@ -219,11 +234,15 @@ struct ItemSink {
     /// Observations the reader is done with, to be filled again: what they hold is then
     /// allocated, freed and reference-counted on this worker's core only (the reader dropping
     /// them made every observation a cross-core free and a shared reference count).
-    spare: rtrb::Consumer<Spare>,
+    spare: rtrb::Consumer<Back>,
     /// The small ones taken back, at most [`SPARE_CAPACITY`]; boxed, because the box itself
     /// is what goes to the reader again.
     #[allow(clippy::vec_box)]
     kept: Vec<Box<Observation>>,
+    /// Lists of candidate alerts back from the reader, emptied, at most [`SPENT_KEPT`]; boxed,
+    /// as they go to the reader again.
+    #[allow(clippy::vec_box)]
+    spent: Vec<Box<Payload>>,
     wants: Wants,
     /// The current job is a flush or a sweep: its items carry their keys.
     keyed: bool,
@@ -318,12 +337,13 @@ impl EventSink for ItemSink {
 }
 
 impl ItemSink {
-    fn new(out: rtrb::Producer<Item>, spare: rtrb::Consumer<Spare>, wants: Wants) -> Self {
+    fn new(out: rtrb::Producer<Item>, spare: rtrb::Consumer<Back>, wants: Wants) -> Self {
         ItemSink {
             seq: 0,
             out,
             spare,
             kept: Vec::new(),
+            spent: Vec::new(),
             wants,
             keyed: false,
             engine: None,
@@ -467,16 +487,37 @@ impl ItemSink {
     /// have a note at most.
     #[inline(never)]
     fn hand_on(&mut self, key: FlushKey) {
-        let mut found = std::mem::take(&mut self.found);
-        for a in found.drain(..) {
-            self.push_boxed(key, None, Some(Box::new(Payload::Alert(a))));
+        if !self.found.is_empty() {
+            let payload = self.alerts_payload();
+            self.push_boxed(key, None, Some(payload));
         }
-        self.found = found;
         let mut notes = std::mem::take(&mut self.notes);
         for n in notes.drain(..) {
             self.push_boxed(key, None, Some(Box::new(Payload::Note(n))));
         }
         self.notes = notes;
+    }
+
+    /// The candidate alerts found, as a list in a box to the reader: a box and a list back
+    /// from it when there is one (the list found so far goes in the box, and the emptied one
+    /// takes its place, its room filled next), else new ones.
+    fn alerts_payload(&mut self) -> Box<Payload> {
+        let mut found = std::mem::take(&mut self.found);
+        if self.spent.is_empty() {
+            self.take_back();
+        }
+        let Some(mut b) = self.spent.pop() else {
+            // Written into its box: built aside, the list was copied in with an event's room.
+            return Box::write(Box::new_uninit(), Payload::Alerts(found));
+        };
+        match &mut *b {
+            Payload::Alerts(list) => {
+                std::mem::swap(list, &mut found);
+                self.found = found;
+            }
+            other => *other = Payload::Alerts(found),
+        }
+        b
     }
 
     /// The clock's tick at `now`: the worker's share of it to the reader.
@@ -561,9 +602,21 @@ impl ItemSink {
     /// Takes back every observation the reader returned: the small ones are kept (the first
     /// [`SPARE_CAPACITY`]), the others freed here, on the core that allocated what they hold.
     fn take_back(&mut self) {
-        while let Ok(s) = self.spare.pop() {
-            if s.keep && self.kept.len() < SPARE_CAPACITY {
-                self.kept.push(s.obs);
+        while let Ok(back) = self.spare.pop() {
+            match back {
+                Back::Observation(s) => {
+                    if s.keep && self.kept.len() < SPARE_CAPACITY {
+                        self.kept.push(s.obs);
+                    }
+                }
+                Back::Alerts(mut b) => {
+                    if let Payload::Alerts(list) = &mut *b {
+                        list.clear();
+                    }
+                    if self.spent.len() < SPENT_KEPT {
+                        self.spent.push(b);
+                    }
+                }
             }
         }
     }
@@ -638,7 +691,7 @@ impl Drop for DiedGuard<'_> {
 pub(crate) struct WorkerEnds<P> {
     jobs: rtrb::Consumer<Job<P>>,
     out: rtrb::Producer<Item>,
-    spare: rtrb::Consumer<Spare>,
+    spare: rtrb::Consumer<Back>,
     done: Arc<CachePadded<AtomicU64>>,
     counters: Arc<Mutex<(Stats, usize)>>,
 }
@@ -842,7 +895,7 @@ struct Lane<P> {
     jobs: Option<rtrb::Producer<Job<P>>>,
     out: rtrb::Consumer<Item>,
     /// Released observations, back to the worker to be filled again (dropped here when full).
-    spare: rtrb::Producer<Spare>,
+    spare: rtrb::Producer<Back>,
     done: Arc<CachePadded<AtomicU64>>,
     counters: Arc<Mutex<(Stats, usize)>>,
     /// Items taken from the worker, not yet released.
@@ -1461,10 +1514,14 @@ impl<P> Shards<P> {
                     if let Some(o) = lane.held.front().and_then(|i| i.obs.as_deref()) {
                         crate::prefetch::prefetch_lines(o, OBSERVATION_LINES);
                     }
-                    if let Some(o) = Self::release(item, stage, &mut lane.source) {
-                        // Back to its worker, which keeps it or frees it; one that finds the
-                        // queue full (the worker has plenty) is dropped here.
-                        let _ = lane.spare.push(Spare::of(o));
+                    let (obs, spent) = Self::release(item, stage, &mut lane.source);
+                    // Back to its worker, which keeps it or frees it; one that finds the
+                    // queue full (the worker has plenty) is dropped here.
+                    if let Some(o) = obs {
+                        let _ = lane.spare.push(Back::Observation(Spare::of(o)));
+                    }
+                    if let Some(b) = spent {
+                        let _ = lane.spare.push(Back::Alerts(b));
                     }
                 }
             }
@@ -1497,12 +1554,13 @@ impl<P> Shards<P> {
         self.batch = batch;
     }
 
-    /// Hands an item on; returns its observation, done with.
+    /// Hands an item on; returns its observation, done with, and its list of candidate
+    /// alerts, raised.
     fn release(
         item: Item,
         stage: &mut Stage<'_>,
         source: &mut Option<Arc<str>>,
-    ) -> Option<Box<Observation>> {
+    ) -> (Option<Box<Observation>>, Option<Box<Payload>>) {
         if let (Some(d), Some(o)) = (stage.detection.as_deref_mut(), &item.obs) {
             // Once the workers check the channels, an observation comes for the metrics only.
             if d.channels_on_workers() {
@@ -1511,10 +1569,10 @@ impl<P> Shards<P> {
                 d.observe(o);
             }
         }
-        if let Some(p) = item.payload {
-            Self::release_payload(p, stage, source);
-        }
-        item.obs
+        let spent = item
+            .payload
+            .and_then(|p| Self::release_payload(p, stage, source));
+        (item.obs, spent)
     }
 
     /// [`Shards::release`] of an item's event (only with an events output), or of what a
@@ -1522,33 +1580,39 @@ impl<P> Shards<P> {
     /// while learning, sets up nothing for it. `source`: the capture the worker's last scan
     /// note named.
     #[inline(never)]
-    fn release_payload(mut p: Box<Payload>, stage: &mut Stage<'_>, source: &mut Option<Arc<str>>) {
-        // A candidate alert (one per PDU under a flood) is raised where it lies: moved out of
-        // its box and on to the book, it was copied three times (the box holds an event's room).
-        if let Payload::Alert(a) = &mut *p {
+    fn release_payload(
+        mut p: Box<Payload>,
+        stage: &mut Stage<'_>,
+        source: &mut Option<Arc<str>>,
+    ) -> Option<Box<Payload>> {
+        // Candidate alerts (one or two per PDU under a flood) are raised where they lie: each
+        // moved out of a box of its own and on to the book was copied three times (the box
+        // holds an event's room). The list, raised, goes back to its worker.
+        if let Payload::Alerts(found) = &mut *p {
             if let Some(d) = stage.detection.as_deref_mut() {
-                d.found(a);
+                d.found(found);
             }
-            return;
+            return Some(p);
         }
         let p = *p;
         let Payload::Event(e) = p else {
             if let Some(d) = stage.detection.as_deref_mut() {
                 Self::release_found(p, d, source);
             }
-            return;
+            return None;
         };
         if let Some(d) = stage.detection.as_deref_mut() {
             d.event_out(&e);
         }
         stage.events.emit(e);
+        None
     }
 
     /// What a worker's detection handed on, to the stage ([`otwatch_models::split`]).
     fn release_found(p: Payload, d: &mut Detection, source: &mut Option<Arc<str>>) {
         match p {
             Payload::Event(_) => {}
-            Payload::Alert(mut a) => d.found(&mut a),
+            Payload::Alerts(mut found) => d.found(&mut found),
             Payload::Note(n) => {
                 if let Note::Scan(otwatch_models::detect::ScanNote {
                     source: Some(s), ..
@@ -1774,12 +1838,84 @@ mod tests {
         let (mut alerts, mut observations) = (0, 0);
         while let Ok(item) = items.pop() {
             seqs.push(item.seq);
-            alerts += usize::from(matches!(item.payload.as_deref(), Some(Payload::Alert(_))));
+            if let Some(Payload::Alerts(found)) = item.payload.as_deref() {
+                alerts += found.len();
+            }
             observations += usize::from(item.obs.is_some());
         }
         assert_eq!(observations, 8);
         assert!(alerts >= 8, "{alerts} alerts");
         assert!(seqs.windows(2).all(|w| w[0] <= w[1]), "{seqs:?}");
+    }
+
+    /// A list of candidate alerts the reader raised goes back to its worker: what is left of
+    /// the alerts is dropped there (with their references to the capture's name, a count the
+    /// worker's core keeps), and the worker's next lists go out in the boxes that came back.
+    #[test]
+    fn raised_alert_lists_come_back_to_their_worker() {
+        let (out, mut items) = rtrb::RingBuffer::new(1024);
+        let (mut back, spare) = rtrb::RingBuffer::new(SPARE_CAPACITY);
+        let wants = Wants {
+            observations: true,
+            events: false,
+            detail: true,
+            channel_metrics: false,
+        };
+        let mut sink = ItemSink::new(out, spare, wants);
+        sink.engine = Some(WorkerEngine::new(Arc::new(Baseline::default()), 0, 0));
+        let source: Arc<str> = Arc::from("capture.pcap");
+        // A new client's request: against an empty baseline, it raises alerts.
+        let request = |sink: &mut ItemSink, seq: u64| {
+            let mut o = Box::new(read(1, 1));
+            o.source = Arc::clone(&source);
+            o.kind = otwatch_models::Kind::Request;
+            o.channel.client = [10, 0, 0, 10 + seq as u8].into();
+            (o.ts, o.frame) = (seq as i64 + 1, seq + 1);
+            sink.seq = seq;
+            let key = no_key(o.ts);
+            sink.observed(key, &mut o);
+            sink.drain_held();
+        };
+        let lists = |items: &mut rtrb::Consumer<Item>| {
+            let mut lists = Vec::new();
+            while let Ok(item) = items.pop() {
+                if let Some(p) = item.payload.filter(|p| matches!(**p, Payload::Alerts(_))) {
+                    lists.push(p);
+                }
+            }
+            lists
+        };
+        request(&mut sink, 0);
+        let first = lists(&mut items);
+        let alerts: usize = first
+            .iter()
+            .map(|p| match &**p {
+                Payload::Alerts(found) => found.len(),
+                _ => 0,
+            })
+            .sum();
+        assert!(alerts > 0, "no alerts");
+        let boxes: Vec<*const Payload> = first.iter().map(|p| &raw const **p).collect();
+        let before = Arc::strong_count(&source);
+        for p in first {
+            assert!(back.push(Back::Alerts(p)).is_ok());
+        }
+        sink.take_back();
+        assert_eq!(
+            before - Arc::strong_count(&source),
+            alerts,
+            "the alerts were dropped where they were made"
+        );
+        assert_eq!(sink.spent.len(), boxes.len(), "kept to be filled again");
+        request(&mut sink, 1);
+        let second = lists(&mut items);
+        assert!(!second.is_empty(), "no alerts");
+        for p in &second {
+            assert!(
+                boxes.contains(&(&raw const **p)),
+                "a list went out in a new box"
+            );
+        }
     }
 
     /// A spare is judged by the room it holds, not by what it holds now: a read of many
@@ -1826,14 +1962,18 @@ mod tests {
         let mut sink = ItemSink::new(out, spare, wants);
         for (accesses, values) in [(5, 1), (1, 2), (1, 1000), (2, 3)] {
             assert!(back
-                .push(Spare::of(Box::new(read(accesses, values))))
+                .push(Back::Observation(Spare::of(Box::new(read(
+                    accesses, values
+                )))))
                 .is_ok());
         }
         let first = sink.spare_box().expect("a small one was returned");
         assert_eq!(back.slots(), SPARE_CAPACITY, "all were taken back");
         assert_eq!(sink.kept.len(), 1, "the two large ones were freed");
         // One more returned while one is kept: it waits in the queue.
-        assert!(back.push(Spare::of(Box::new(read(1, 4)))).is_ok());
+        assert!(back
+            .push(Back::Observation(Spare::of(Box::new(read(1, 4)))))
+            .is_ok());
         let second = sink.spare_box().expect("the other small one");
         assert_eq!(back.slots(), SPARE_CAPACITY - 1, "the queue left alone");
         assert!(sink.kept.is_empty());
@@ -1846,7 +1986,10 @@ mod tests {
         assert!(sink.spare_box().is_none());
         // At most SPARE_CAPACITY are kept; the rest of a full queue is freed.
         for _ in 0..2 {
-            while back.push(Spare::of(Box::new(read(1, 1)))).is_ok() {}
+            while back
+                .push(Back::Observation(Spare::of(Box::new(read(1, 1)))))
+                .is_ok()
+            {}
             sink.take_back();
         }
         assert_eq!(sink.kept.len(), SPARE_CAPACITY);

@@ -242,18 +242,17 @@ impl Engine {
     /// nothing (a bare occurrence whose cause the detector found marked, with no clear of the
     /// set since). With N workers, the candidates a worker found ([`crate::split`]).
     pub fn raise_found(&mut self, cands: &mut Vec<Alert>, out: &mut Vec<Alert>) {
+        self.raise_each(cands, out);
+        cands.clear();
+    }
+
+    /// [`Engine::raise_found`], the candidates left where they are (what the book keeps moved
+    /// out of them) for the caller to drop: with N workers, on the worker that made them.
+    pub fn raise_each(&mut self, cands: &mut [Alert], out: &mut Vec<Alert>) {
         let clears = self.raised_clears();
         for a in cands.iter_mut() {
             self.raise_in(a, clears, out);
         }
-        cands.clear();
-    }
-
-    /// [`Engine::raise_found`] of one candidate, raised in place: what the book keeps is moved
-    /// out of it. With N workers, each candidate a worker found, as it comes.
-    pub fn raise_one(&mut self, a: &mut Alert, out: &mut Vec<Alert>) {
-        let clears = self.raised_clears();
-        self.raise_in(a, clears, out);
     }
 
     /// The times the detector's set of causes marked raised was cleared (none while learning).

@@ -77,7 +77,12 @@ impl WorkerEngine {
                     d.mark_raised(a.key);
                 }
             }
-            found.append(&mut self.scratch);
+            if found.is_empty() {
+                // The list itself, not a copy of each alert (a flood has one or two a PDU).
+                std::mem::swap(found, &mut self.scratch);
+            } else {
+                found.append(&mut self.scratch);
+            }
         }
         d.across.take_notes(notes);
     }

@@ -392,11 +392,12 @@ impl Detection {
         self.split.observations
     }
 
-    /// N workers: a candidate alert a worker found in one observation, raised here.
-    pub fn found(&mut self, a: &mut otwatch_models::Alert) {
+    /// N workers: the candidate alerts a worker found in one observation, raised here (what
+    /// is left of them goes back to the worker).
+    pub fn found(&mut self, found: &mut [otwatch_models::Alert]) {
         let mut lines = std::mem::take(&mut self.scratch);
         if let Some(e) = &mut self.engine {
-            e.raise_one(a, &mut lines);
+            e.raise_each(found, &mut lines);
         }
         self.write(&mut lines);
         self.scratch = lines;
