@@ -1801,23 +1801,31 @@ mod tests {
         o
     }
 
+    /// A worker's sink checking its channels against an empty baseline (each new client's
+    /// first request raises alerts), with the reader's ends of its queues.
+    fn checking_sink(
+        channel_metrics: bool,
+    ) -> (ItemSink, rtrb::Consumer<Item>, rtrb::Producer<Back>) {
+        let (out, items) = rtrb::RingBuffer::new(1024);
+        let (back, spare) = rtrb::RingBuffer::new(SPARE_CAPACITY);
+        let wants = Wants {
+            observations: true,
+            events: false,
+            detail: true,
+            channel_metrics,
+        };
+        let mut sink = ItemSink::new(out, spare, wants);
+        sink.engine = Some(WorkerEngine::new(Arc::new(Baseline::default()), 0, 0));
+        (sink, items, back)
+    }
+
     /// With per-channel metrics, a worker's items go out in packet order: each held
     /// observation's alerts, then the observation itself, then the next one's (a batch's
     /// observations after all of its alerts left a packet's items behind later packets').
     /// Against an empty baseline each new client's first request raises alerts.
     #[test]
     fn a_workers_items_stay_in_packet_order_with_channel_metrics() {
-        let (out, mut items) = rtrb::RingBuffer::new(1024);
-        let (_back, spare) = rtrb::RingBuffer::new(SPARE_CAPACITY);
-        let wants = Wants {
-            observations: true,
-            events: false,
-            detail: true,
-            channel_metrics: true,
-        };
-        let mut sink = ItemSink::new(out, spare, wants);
-        let baseline = Arc::new(Baseline::default());
-        sink.engine = Some(WorkerEngine::new(baseline, 0, 0));
+        let (mut sink, mut items, _back) = checking_sink(true);
         for seq in 0..8u64 {
             let mut o = Box::new(read(1, 1));
             o.kind = otwatch_models::Kind::Request;
@@ -1853,16 +1861,7 @@ mod tests {
     /// worker's core keeps), and the worker's next lists go out in the boxes that came back.
     #[test]
     fn raised_alert_lists_come_back_to_their_worker() {
-        let (out, mut items) = rtrb::RingBuffer::new(1024);
-        let (mut back, spare) = rtrb::RingBuffer::new(SPARE_CAPACITY);
-        let wants = Wants {
-            observations: true,
-            events: false,
-            detail: true,
-            channel_metrics: false,
-        };
-        let mut sink = ItemSink::new(out, spare, wants);
-        sink.engine = Some(WorkerEngine::new(Arc::new(Baseline::default()), 0, 0));
+        let (mut sink, mut items, mut back) = checking_sink(false);
         let source: Arc<str> = Arc::from("capture.pcap");
         // A new client's request: against an empty baseline, it raises alerts.
         let request = |sink: &mut ItemSink, seq: u64| {
