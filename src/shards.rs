@@ -52,7 +52,8 @@ const OUT_CAPACITY: usize = 8192;
 /// its own core. Each kept one still holds what it held until it is filled again: at most about
 /// 20 MB per worker stay held after a burst (8192 x (about 300 bytes + 4 accesses + room for 256
 /// values)); between two take-backs the queue's 8192 slots can hold large ones too, as the
-/// output queue can.
+/// output queue can. The raised lists of candidate alerts go back through the same queue
+/// ([`Back`]): at most one item in eight of a packet's goes back, either way.
 const SPARE_CAPACITY: usize = OUT_CAPACITY;
 
 /// The cache lines an observation spans.
@@ -101,8 +102,10 @@ pub(crate) enum Back {
     Alerts(Box<Payload>),
 }
 
-/// Lists of raised alerts a worker keeps to fill again.
+/// Lists of raised alerts a worker keeps to fill again, and the most room a kept one may hold
+/// (in alerts: most observations raise one or two).
 const SPENT_KEPT: usize = 64;
+const SPENT_ROOM: usize = 16;
 
 /// Workers publish their counters this often (metrics while running).
 const STATS_EVERY: Duration = Duration::from_secs(1);
@@ -231,9 +234,10 @@ impl Wants {
 struct ItemSink {
     seq: u64,
     out: rtrb::Producer<Item>,
-    /// Observations the reader is done with, to be filled again: what they hold is then
-    /// allocated, freed and reference-counted on this worker's core only (the reader dropping
-    /// them made every observation a cross-core free and a shared reference count).
+    /// Observations and lists of candidate alerts the reader is done with, to be filled again:
+    /// what they hold is then allocated, freed and reference-counted on this worker's core
+    /// only (the reader dropping them made every one a cross-core free and a shared reference
+    /// count).
     spare: rtrb::Consumer<Back>,
     /// The small ones taken back, at most [`SPARE_CAPACITY`]; boxed, because the box itself
     /// is what goes to the reader again.
@@ -429,6 +433,10 @@ impl ItemSink {
             }));
             if run.is_err() {
                 self.panics += 1;
+                // What its checks found before the panic is lost with them, not handed on with
+                // the next one's.
+                self.found.clear();
+                self.notes.clear();
                 // The one whose checks panicked is still handed on.
                 if let Some(h) = held.get_mut(next - 1) {
                     self.hand_on_held(h);
@@ -600,7 +608,9 @@ impl ItemSink {
     }
 
     /// Takes back every observation the reader returned: the small ones are kept (the first
-    /// [`SPARE_CAPACITY`]), the others freed here, on the core that allocated what they hold.
+    /// [`SPARE_CAPACITY`]), the others freed here, on the core that allocated what they hold;
+    /// and every list of candidate alerts, emptied here (the first [`SPENT_KEPT`] of small
+    /// room kept).
     fn take_back(&mut self) {
         while let Ok(back) = self.spare.pop() {
             match back {
@@ -610,10 +620,12 @@ impl ItemSink {
                     }
                 }
                 Back::Alerts(mut b) => {
-                    if let Payload::Alerts(list) = &mut *b {
-                        list.clear();
-                    }
-                    if self.spent.len() < SPENT_KEPT {
+                    let Payload::Alerts(list) = &mut *b else {
+                        continue;
+                    };
+                    list.clear();
+                    // A list that once held many keeps its room: not kept to be filled again.
+                    if self.spent.len() < SPENT_KEPT && list.capacity() <= SPENT_ROOM {
                         self.spent.push(b);
                     }
                 }
@@ -894,7 +906,8 @@ struct Lane<P> {
     /// `None` once the reader hung up.
     jobs: Option<rtrb::Producer<Job<P>>>,
     out: rtrb::Consumer<Item>,
-    /// Released observations, back to the worker to be filled again (dropped here when full).
+    /// Released observations and raised lists of candidate alerts, back to the worker to be
+    /// filled again (dropped here when the queue is full).
     spare: rtrb::Producer<Back>,
     done: Arc<CachePadded<AtomicU64>>,
     counters: Arc<Mutex<(Stats, usize)>>,
@@ -1515,8 +1528,8 @@ impl<P> Shards<P> {
                         crate::prefetch::prefetch_lines(o, OBSERVATION_LINES);
                     }
                     let (obs, spent) = Self::release(item, stage, &mut lane.source);
-                    // Back to its worker, which keeps it or frees it; one that finds the
-                    // queue full (the worker has plenty) is dropped here.
+                    // Back to its worker, which keeps it or frees it; one that finds the queue
+                    // full (the worker has not taken back for a while) is dropped here.
                     if let Some(o) = obs {
                         let _ = lane.spare.push(Back::Observation(Spare::of(o)));
                     }
@@ -1547,9 +1560,10 @@ impl<P> Shards<P> {
         // Drained in place: the batch keeps its allocation for the next flush.
         let mut batch = std::mem::take(&mut self.batch);
         for item in batch.drain(..) {
-            // A flush's items come from every worker: their observations are dropped here
-            // (and their scan notes each name their capture).
-            Self::release(item, stage, &mut None);
+            // A flush's items come from every worker: their observations and lists of alerts
+            // are dropped here (a flush or a sweep is rare), and their scan notes each name
+            // their capture.
+            let _ = Self::release(item, stage, &mut None);
         }
         self.batch = batch;
     }
@@ -1611,8 +1625,8 @@ impl<P> Shards<P> {
     /// What a worker's detection handed on, to the stage ([`otwatch_models::split`]).
     fn release_found(p: Payload, d: &mut Detection, source: &mut Option<Arc<str>>) {
         match p {
-            Payload::Event(_) => {}
-            Payload::Alerts(mut found) => d.found(&mut found),
+            // Handed on before (`release_payload`).
+            Payload::Event(_) | Payload::Alerts(_) => {}
             Payload::Note(n) => {
                 if let Note::Scan(otwatch_models::detect::ScanNote {
                     source: Some(s), ..
@@ -1908,13 +1922,23 @@ mod tests {
         assert_eq!(sink.spent.len(), boxes.len(), "kept to be filled again");
         request(&mut sink, 1);
         let second = lists(&mut items);
-        assert!(!second.is_empty(), "no alerts");
+        let client: std::net::IpAddr = [10, 0, 0, 11].into();
+        let mut again = 0;
         for p in &second {
             assert!(
                 boxes.contains(&(&raw const **p)),
                 "a list went out in a new box"
             );
+            let Payload::Alerts(found) = &**p else {
+                continue;
+            };
+            // The second request's own, none of the first's left in a list filled again.
+            for a in found {
+                assert!(a.src_ip == client || a.dst_ip == client, "{a:?}");
+            }
+            again += found.len();
         }
+        assert_eq!(again, alerts, "the same request from a new client");
     }
 
     /// A spare is judged by the room it holds, not by what it holds now: a read of many

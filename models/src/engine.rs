@@ -240,14 +240,15 @@ impl Engine {
     /// candidates, which are then cleared. The detector's set of causes marked raised evolves
     /// as when every candidate was marked in turn: a mark is skipped only where it would change
     /// nothing (a bare occurrence whose cause the detector found marked, with no clear of the
-    /// set since). With N workers, the candidates a worker found ([`crate::split`]).
+    /// set since).
     pub fn raise_found(&mut self, cands: &mut Vec<Alert>, out: &mut Vec<Alert>) {
         self.raise_each(cands, out);
         cands.clear();
     }
 
     /// [`Engine::raise_found`], the candidates left where they are (what the book keeps moved
-    /// out of them) for the caller to drop: with N workers, on the worker that made them.
+    /// out of them) for the caller to drop. With N workers, the candidates a worker found
+    /// ([`crate::split`]), dropped on that worker.
     pub fn raise_each(&mut self, cands: &mut [Alert], out: &mut Vec<Alert>) {
         let clears = self.raised_clears();
         for a in cands.iter_mut() {

@@ -52,8 +52,9 @@ impl WorkerEngine {
     }
 
     /// One observation: the candidate alerts it raises go to `found` (to the stage's
-    /// [`Engine::raise_found`](crate::Engine::raise_found)), and what it says of what spans
-    /// channels to `notes` ([`Engine::note`](crate::Engine::note)).
+    /// [`Engine::raise_each`](crate::Engine::raise_each); an empty `found` may change places
+    /// with this engine's list, room and all), and what it says of what spans channels to
+    /// `notes` ([`Engine::note`](crate::Engine::note)).
     pub fn observe(&mut self, o: &Observation, found: &mut Vec<Alert>, notes: &mut Vec<Note>) {
         self.observations += 1;
         self.seen = self.seen.max(o.ts);
