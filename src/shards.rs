@@ -53,7 +53,7 @@ const OUT_CAPACITY: usize = 8192;
 /// 20 MB per worker stay held after a burst (8192 x (about 300 bytes + 4 accesses + room for 256
 /// values)); between two take-backs the queue's 8192 slots can hold large ones too, as the
 /// output queue can. The raised lists of candidate alerts go back through the same queue
-/// ([`Back`]): at most one item in eight of a packet's goes back, either way.
+/// ([`Back`]): an item hands back at most one observation or one list.
 const SPARE_CAPACITY: usize = OUT_CAPACITY;
 
 /// The cache lines an observation spans.
