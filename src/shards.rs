@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use otwatch_models::detect::{Heard, Note};
 use otwatch_models::split::WorkerEngine;
-use otwatch_models::{Alert, Baseline, Observation};
+use otwatch_models::{Alert, Baseline, Found, Observation};
 
 use crate::detection::observe::observe;
 use crate::detection::{Detection, TickClock};
@@ -163,7 +163,7 @@ pub(crate) enum Payload {
     Event(Event),
     /// The candidate alerts a worker's detection found in one observation (their list moves
     /// as it is: an alert is large, and a flood has one or two per PDU).
-    Alerts(Vec<Alert>),
+    Alerts(Found),
     /// What a worker's detection says of what spans channels about one observation.
     Note(Note),
     /// A worker's share of a tick: what its timers and windows raised, the learned devices it
@@ -252,7 +252,7 @@ struct ItemSink {
     keyed: bool,
     /// The channels this worker owns are checked here, once the reader says so.
     engine: Option<WorkerEngine>,
-    found: Vec<Alert>,
+    found: Found,
     notes: Vec<Note>,
     /// The engine's counts last handed on: observations, PDUs past the runtime bound.
     counted: (u64, u64),
@@ -351,7 +351,7 @@ impl ItemSink {
             wants,
             keyed: false,
             engine: None,
-            found: Vec::new(),
+            found: Found::default(),
             notes: Vec::new(),
             counted: (0, 0),
             held: Vec::new(),
@@ -625,7 +625,10 @@ impl ItemSink {
                     };
                     list.clear();
                     // A list that once held many keeps its room: not kept to be filled again.
-                    if self.spent.len() < SPENT_KEPT && list.capacity() <= SPENT_ROOM {
+                    if self.spent.len() < SPENT_KEPT
+                        && list.alerts.capacity() <= SPENT_ROOM
+                        && list.bare.capacity() <= SPENT_ROOM
+                    {
                         self.spent.push(b);
                     }
                 }
@@ -1933,7 +1936,7 @@ mod tests {
                 continue;
             };
             // The second request's own, none of the first's left in a list filled again.
-            for a in found {
+            for a in &found.to_alerts() {
                 assert!(a.src_ip == client || a.dst_ip == client, "{a:?}");
             }
             again += found.len();

@@ -46,7 +46,10 @@ impl Severity {
 }
 
 /// What makes two alerts the same cause: a type and what it is about. Cheap to build and hash,
-/// so a flood of occurrences costs a lookup each, not a message each.
+/// so a flood of occurrences costs a lookup each, not a message each. Its hash is made once,
+/// when it is built ([`AlertKey::new`]; the fields are read-only): a flood's occurrence is
+/// looked up three or four times (the detector's marks, the book, its type's overflow entry),
+/// and hashing the fields each time was most of each lookup.
 #[derive(Debug, Clone, Copy, Eq)]
 pub struct AlertKey {
     pub r#type: &'static str,
@@ -55,6 +58,8 @@ pub struct AlertKey {
     pub b: IpAddr,
     pub unit: u32,
     pub extra: u64,
+    /// The fields' hash ([`AlertKey::new`]).
+    hash: u64,
 }
 
 impl PartialEq for AlertKey {
@@ -62,7 +67,8 @@ impl PartialEq for AlertKey {
         // The type is almost always the same literal: compare where it is before what it says
         // (a flood compares keys per PDU).
         let same_type = std::ptr::eq(self.r#type, other.r#type) || self.r#type == other.r#type;
-        same_type
+        self.hash == other.hash
+            && same_type
             && self.proto == other.proto
             && self.a == other.a
             && self.b == other.b
@@ -71,30 +77,44 @@ impl PartialEq for AlertKey {
     }
 }
 
-/// Hashed as four words (a flood looks a key up three times per PDU, and hashing the type's
-/// text and each address byte by byte was most of a lookup): the type by what it says, as `eq`
-/// compares it (its length and its first and last eight bytes), the two addresses, and the
-/// protocol, unit and extra.
+/// The hash made when the key was built: a map mixes it with its own seed.
 impl std::hash::Hash for AlertKey {
     #[inline]
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        let t = self.r#type.as_bytes();
-        let word = |b: &[u8]| {
-            let mut w = [0u8; 8];
-            w[..b.len()].copy_from_slice(b);
-            u64::from_le_bytes(w)
-        };
-        let (head, tail) = if t.len() >= 8 {
-            (word(&t[..8]), word(&t[t.len() - 8..]))
-        } else {
-            (word(t), 0)
-        };
-        h.write_u128(u128::from(head) << 64 | u128::from(tail.rotate_left(17) ^ t.len() as u64));
-        h.write_u128(ip_word(self.a));
-        h.write_u128(ip_word(self.b));
-        let proto = self.proto.map_or(0, |p| p as u64 + 1);
-        h.write_u128(u128::from(self.extra) << 64 | u128::from(self.unit) << 8 | u128::from(proto));
+        h.write_u64(self.hash);
     }
+}
+
+/// The fields' hash, made once per key: the type by what it says, as `eq` compares it (its
+/// length and its first and last eight bytes), the two addresses, and the protocol, unit and
+/// extra, as four words.
+fn fields_hash(
+    r#type: &str,
+    proto: Option<Proto>,
+    a: IpAddr,
+    b: IpAddr,
+    unit: u32,
+    extra: u64,
+) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let t = r#type.as_bytes();
+    let word = |b: &[u8]| {
+        let mut w = [0u8; 8];
+        w[..b.len()].copy_from_slice(b);
+        u64::from_le_bytes(w)
+    };
+    let (head, tail) = if t.len() >= 8 {
+        (word(&t[..8]), word(&t[t.len() - 8..]))
+    } else {
+        (word(t), 0)
+    };
+    let mut h = foldhash::fast::FixedState::with_seed(0x006f_7477_6174_6368).build_hasher();
+    h.write_u128(u128::from(head) << 64 | u128::from(tail.rotate_left(17) ^ t.len() as u64));
+    h.write_u128(ip_word(a));
+    h.write_u128(ip_word(b));
+    let proto = proto.map_or(0, |p| p as u64 + 1);
+    h.write_u128(u128::from(extra) << 64 | u128::from(unit) << 8 | u128::from(proto));
+    h.finish()
 }
 
 /// An address as one number (IPv4 tagged apart from IPv6's mapped form).
@@ -109,16 +129,30 @@ fn ip_word(ip: IpAddr) -> u128 {
 const NO_IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
 
 impl AlertKey {
-    /// About one channel (`extra`: what on it, e.g. a function code).
-    pub fn channel(r#type: &'static str, ch: &crate::obs::Channel, extra: u64) -> Self {
+    /// A key of these fields (its hash made now).
+    #[inline]
+    pub fn new(
+        r#type: &'static str,
+        proto: Option<Proto>,
+        a: IpAddr,
+        b: IpAddr,
+        unit: u32,
+        extra: u64,
+    ) -> Self {
         AlertKey {
             r#type,
-            proto: Some(ch.proto),
-            a: ch.client,
-            b: ch.server,
-            unit: ch.unit,
+            proto,
+            a,
+            b,
+            unit,
             extra,
+            hash: fields_hash(r#type, proto, a, b, unit, extra),
         }
+    }
+
+    /// About one channel (`extra`: what on it, e.g. a function code).
+    pub fn channel(r#type: &'static str, ch: &crate::obs::Channel, extra: u64) -> Self {
+        Self::new(r#type, Some(ch.proto), ch.client, ch.server, ch.unit, extra)
     }
 
     /// The types keyed by [`AlertKey::pair`]: their `unit` is 0 whatever the channel's.
@@ -143,49 +177,26 @@ impl AlertKey {
         extra: u64,
     ) -> Self {
         debug_assert!(Self::keyed_by_pair(r#type), "{type} is not a pair type");
-        AlertKey {
-            r#type,
-            proto: Some(proto),
-            a: client,
-            b: server,
-            unit: 0,
-            extra,
-        }
+        Self::new(r#type, Some(proto), client, server, 0, extra)
     }
 
     /// About one host, whatever the protocol.
     pub fn host(r#type: &'static str, ip: IpAddr) -> Self {
-        AlertKey {
-            r#type,
-            proto: None,
-            a: ip,
-            b: NO_IP,
-            unit: 0,
-            extra: 0,
-        }
+        Self::host_about(r#type, ip, 0)
+    }
+
+    /// About one host, whatever the protocol, and `extra` (what about it).
+    pub fn host_about(r#type: &'static str, ip: IpAddr, extra: u64) -> Self {
+        Self::new(r#type, None, ip, NO_IP, 0, extra)
     }
 
     /// About a point of a server (`extra`: space and address).
     pub fn point(r#type: &'static str, ch: &crate::obs::Channel, extra: u64) -> Self {
-        AlertKey {
-            r#type,
-            proto: Some(ch.proto),
-            a: ch.server,
-            b: NO_IP,
-            unit: ch.unit,
-            extra,
-        }
+        Self::new(r#type, Some(ch.proto), ch.server, NO_IP, ch.unit, extra)
     }
 
     fn overflow(r#type: &'static str) -> Self {
-        AlertKey {
-            r#type,
-            proto: None,
-            a: NO_IP,
-            b: NO_IP,
-            unit: u32::MAX,
-            extra: u64::MAX,
-        }
+        Self::new(r#type, None, NO_IP, NO_IP, u32::MAX, u64::MAX)
     }
 }
 
@@ -251,8 +262,9 @@ pub struct Alert {
     pub observed: Members,
     /// Set by the caller when evidence was written.
     pub evidence: Option<String>,
-    /// Set by the detector when it built this occurrence without its text, its cause being
-    /// marked raised already: marking it again would change nothing.
+    /// Set on the alert a bare occurrence stands for ([`Bare::alert`]: no text, its cause
+    /// marked raised already, so marking it again would change nothing), when the book had no
+    /// entry to count it into.
     pub text_skipped: bool,
 }
 
@@ -286,6 +298,117 @@ impl From<serde_json::Value> for Members {
 }
 
 /// One shared empty source name, so building an alert allocates none.
+/// An occurrence of a cause the detector found marked raised (its text built once already):
+/// what the book needs of it, as [`crate::detect::alert`] would make its alert, without the
+/// alert's room. A flood makes one or two per PDU: built, moved (with N workers, from a
+/// worker's core to the reader's and back) and dropped, a whole alert each cost as much as
+/// the checks that found it. `at`: its place among its observation's other candidates, which
+/// are whole alerts (before the `at`-th of them). Its capture is its observation's, given
+/// apart ([`Found::source`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bare {
+    pub key: AlertKey,
+    pub ts: i64,
+    pub frame: u64,
+    pub src_ip: IpAddr,
+    pub dst_ip: IpAddr,
+    pub ports: Option<crate::obs::Ports>,
+    pub severity: Severity,
+    pub proto: Proto,
+    pub at: u32,
+}
+
+impl Bare {
+    /// The alert it stands for (`source`: its capture), as the detector made a bare
+    /// occurrence before there were these: no text, marked `text_skipped`.
+    pub fn alert(&self, source: &Arc<str>) -> Alert {
+        let mut a = Alert::new(
+            Some(Arc::clone(source)),
+            self.key,
+            self.severity,
+            self.proto,
+            self.src_ip,
+            self.dst_ip,
+            self.ts,
+        );
+        a.ports = self.ports;
+        a.frames.push(self.frame);
+        a.text_skipped = true;
+        a
+    }
+}
+
+/// The candidate alerts of one observation: those whose text was built (`alerts`), and the
+/// bare occurrences of causes already raised among them (`bare`, each with its place), all
+/// of the capture `source` (set where there are bare ones; the whole alerts name their own).
+/// With N workers a worker hands one on per observation that raised any, and the list comes
+/// back to be filled again.
+#[derive(Debug, Default)]
+pub struct Found {
+    pub alerts: Vec<Alert>,
+    pub bare: Vec<Bare>,
+    pub source: Option<Arc<str>>,
+}
+
+impl Found {
+    pub fn is_empty(&self) -> bool {
+        self.alerts.is_empty() && self.bare.is_empty()
+    }
+
+    /// How many candidates it holds.
+    pub fn len(&self) -> usize {
+        self.alerts.len() + self.bare.len()
+    }
+
+    /// Empties it, its room kept (and its capture, to be named again at no cost).
+    pub fn clear(&mut self) {
+        self.alerts.clear();
+        self.bare.clear();
+    }
+
+    /// Moves `other`'s candidates after its own (`other`'s bare ones placed after its own
+    /// whole alerts); `source` names their capture when `other` has bare ones.
+    pub fn append(&mut self, other: &mut Found, source: &Arc<str>) {
+        if !other.bare.is_empty() {
+            self.name_source(source);
+        }
+        if self.is_empty() {
+            std::mem::swap(&mut self.alerts, &mut other.alerts);
+            std::mem::swap(&mut self.bare, &mut other.bare);
+            return;
+        }
+        let offset = self.alerts.len() as u32;
+        self.bare.extend(other.bare.drain(..).map(|b| Bare {
+            at: b.at + offset,
+            ..b
+        }));
+        self.alerts.append(&mut other.alerts);
+    }
+
+    /// Its bare candidates are of the capture `source` (the name cloned only when it changed:
+    /// its reference count is shared by every thread that holds the name).
+    pub fn name_source(&mut self, source: &Arc<str>) {
+        if !self.source.as_ref().is_some_and(|s| Arc::ptr_eq(s, source)) {
+            self.source = Some(Arc::clone(source));
+        }
+    }
+
+    /// Every candidate as a whole alert, in order (tests, and what wants alerts only).
+    pub fn to_alerts(&self) -> Vec<Alert> {
+        let source = self.source.clone().unwrap_or_else(empty_source);
+        let mut out = Vec::with_capacity(self.len());
+        let mut bare = self.bare.iter().peekable();
+        for (i, a) in self.alerts.iter().enumerate() {
+            while let Some(b) = bare.next_if(|b| b.at as usize <= i) {
+                out.push(b.alert(&source));
+            }
+            out.push(a.clone());
+        }
+        out.extend(bare.map(|b| b.alert(&source)));
+        out
+    }
+}
+
 fn empty_source() -> Arc<str> {
     static EMPTY: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
     Arc::clone(EMPTY.get_or_init(|| Arc::from("")))
@@ -515,6 +638,42 @@ impl AlertBook {
     /// An occurrence of an entry already there (most of them, under a flood) is only counted:
     /// it keeps the severity and text of the entry's first line, so what `first` does is for
     /// first lines only.
+    /// [`AlertBook::raise`] of a bare occurrence (of the capture `source`) of a cause the book
+    /// holds, or of one whose type overflowed into the entry it holds for that: counted as
+    /// `raise` counts an occurrence, the line to write, if any, to `out`. False when the book
+    /// has no entry for it: the caller raises it whole ([`Bare::alert`]).
+    pub fn raise_bare(&mut self, b: &Bare, source: &Arc<str>, out: &mut Vec<Alert>) -> bool {
+        let e = match self.entries.get_mut(&b.key) {
+            Some(e) => e,
+            None => {
+                let t = b.key.r#type;
+                if self
+                    .per_type
+                    .get(t)
+                    .is_none_or(|&n| n < MAX_CAUSES_PER_TYPE)
+                {
+                    return false;
+                }
+                let Some(e) = self.entries.get_mut(&AlertKey::overflow(t)) else {
+                    return false;
+                };
+                self.overflowed += 1;
+                e
+            }
+        };
+        self.clock = self.clock.max(b.ts);
+        e.last.frames.clear();
+        e.last.frames.push(b.frame);
+        if !Arc::ptr_eq(&e.last.source, source) {
+            e.last.source = Arc::clone(source);
+        }
+        let at = (b.ts, b.src_ip, b.dst_ip, b.ports);
+        if let Some(line) = repeat_at(e, at, self.realert_nanos, &mut self.lines) {
+            out.push(line);
+        }
+        true
+    }
+
     pub fn raise_with(&mut self, a: &mut Alert, first: impl FnOnce(&mut Alert)) -> Option<Alert> {
         // A repeat of a known cause (the common case under a flood): one lookup.
         if let Some(e) = self.entries.get_mut(&a.key) {
@@ -608,18 +767,28 @@ impl AlertBook {
 /// Another occurrence of the cause `e`: it keeps the text of the cause's first line, with this
 /// occurrence's time and frames; a line when the re-alert interval has passed since the last.
 fn repeat(e: &mut Entry, a: &mut Alert, realert_nanos: i64, lines: &mut u64) -> Option<Alert> {
-    let ts = a.ts;
+    e.last.frames = std::mem::take(&mut a.frames);
+    std::mem::swap(&mut e.last.source, &mut a.source);
+    repeat_at(e, (a.ts, a.src_ip, a.dst_ip, a.ports), realert_nanos, lines)
+}
+
+/// [`repeat`] but for the frames and capture (set by the caller): an occurrence at `ts` from
+/// `src` to `dst` (`ports`).
+fn repeat_at(
+    e: &mut Entry,
+    (ts, src, dst, ports): (i64, IpAddr, IpAddr, Option<crate::obs::Ports>),
+    realert_nanos: i64,
+    lines: &mut u64,
+) -> Option<Alert> {
     e.count += 1;
     e.first_seen = e.first_seen.min(ts);
     e.last_seen = e.last_seen.max(ts);
-    e.last.ts = a.ts;
-    e.last.frames = std::mem::take(&mut a.frames);
-    std::mem::swap(&mut e.last.source, &mut a.source);
+    e.last.ts = ts;
     // The latest occurrence's ports when it went the same way as the first; a cause seen both
     // ways (a malformed PDU from each side) must not pair the first's addresses with the
     // other way's ports: a flow id of a flow that never was.
-    if (a.src_ip, a.dst_ip) == (e.last.src_ip, e.last.dst_ip) {
-        e.last.ports = a.ports;
+    if (src, dst) == (e.last.src_ip, e.last.dst_ip) {
+        e.last.ports = ports;
     }
     if ts.saturating_sub(e.last_emitted) >= realert_nanos {
         e.last_emitted = ts;
@@ -702,6 +871,83 @@ mod tests {
         assert_eq!(overflow.map(|l| l.count), Some(4));
     }
 
+    /// A bare occurrence of a cause the book holds is counted as the whole alert it stands for
+    /// would be: the same lines (counts, times, frames, ports, capture) and the same end lines,
+    /// over causes seen both ways, captures that change, re-alert intervals that pass, and a
+    /// type past its bound (counted into its overflow entry); one the book does not hold is
+    /// handed back to be raised whole.
+    #[test]
+    fn a_bare_occurrence_is_counted_as_its_whole_alert() {
+        let captures: [Arc<str>; 2] = [Arc::from("a.pcap"), Arc::from("b.pcap")];
+        let host = |n: u32| -> IpAddr { std::net::Ipv4Addr::from(0x0a00_0000 + n).into() };
+        // Occurrence `i`: of one of the type's causes, past its bound for some, from either
+        // end, at a time that lets the re-alert interval (1000) pass now and then.
+        let bare = |i: u32| {
+            let n = i % (MAX_CAUSES_PER_TYPE as u32 + 7);
+            let (src, dst) = if i.is_multiple_of(3) {
+                (host(n), host(1 << 20))
+            } else {
+                (host(1 << 20), host(n))
+            };
+            Bare {
+                key: AlertKey::host("new_asset", host(n)),
+                ts: i64::from(i) * 37,
+                frame: u64::from(i) + 1,
+                src_ip: src,
+                dst_ip: dst,
+                ports: Some(crate::obs::Ports {
+                    src: 1000 + (i % 5) as u16,
+                    dst: 502,
+                    udp: false,
+                }),
+                severity: Severity::High,
+                proto: Proto::Modbus,
+                at: 0,
+            }
+        };
+        // The capture changes twice (a replay of three files), not with the cause.
+        let source = |i: u32| &captures[(i / 5000 % 2) as usize];
+        let (mut whole, mut bared) = (AlertBook::new(1000), AlertBook::new(1000));
+        let (mut lines_whole, mut lines_bared) = (Vec::new(), Vec::new());
+        let mut handed_back = 0;
+        for i in 0..3 * (MAX_CAUSES_PER_TYPE as u32 + 7) {
+            let b = bare(i);
+            lines_whole.extend(whole.raise(&mut b.alert(source(i))));
+            if !bared.raise_bare(&b, source(i), &mut lines_bared) {
+                handed_back += 1;
+                lines_bared.extend(bared.raise(&mut b.alert(source(i))));
+            }
+        }
+        // Each cause's first occurrence (the overflow entry's first included) was not held.
+        assert_eq!(handed_back, MAX_CAUSES_PER_TYPE + 1);
+        assert_eq!(whole.overflowed, bared.overflowed);
+        assert!(whole.overflowed > 0);
+        let fields = |l: &Alert| {
+            (
+                (l.id, l.line, l.state, l.key, l.ts, l.count),
+                (l.first_seen, l.last_seen, l.src_ip, l.dst_ip, l.ports),
+                (l.source.to_string(), l.frames.clone(), l.text_skipped),
+            )
+        };
+        let updates = lines_whole.iter().filter(|l| l.repeat).count();
+        assert!(updates > 100, "{updates} update lines");
+        assert_eq!(
+            lines_whole.iter().map(fields).collect::<Vec<_>>(),
+            lines_bared.iter().map(fields).collect::<Vec<_>>()
+        );
+        let (end_whole, end_bared) = (whole.finish(), bared.finish());
+        for name in ["a.pcap", "b.pcap"] {
+            assert!(
+                end_whole.iter().any(|l| l.source.as_ref() == name),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            end_whole.iter().map(fields).collect::<Vec<_>>(),
+            end_bared.iter().map(fields).collect::<Vec<_>>()
+        );
+    }
+
     /// A cause seen both ways (a malformed PDU from the client, then from the server): its repeat
     /// lines keep the first's addresses, and take a later occurrence's ports only when it went
     /// the same way, so that the line's ports and addresses are one flow's.
@@ -782,25 +1028,12 @@ mod tests {
             AlertKey::channel("value_out_of_rangf", &ch, 7),
             AlertKey::channel("walue_out_of_range", &ch, 7),
             AlertKey::channel("value_out_of_range", &ch, 8),
-            AlertKey {
-                proto: None,
-                ..base
-            },
-            AlertKey {
-                proto: Some(Proto::Dnp3),
-                ..base
-            },
-            AlertKey {
-                a: ch.server,
-                b: ch.client,
-                ..base
-            },
-            AlertKey { a: v6, ..base },
-            AlertKey { unit: 2, ..base },
-            AlertKey {
-                extra: 7 << 40,
-                ..base
-            },
+            AlertKey::new(base.r#type, None, base.a, base.b, base.unit, base.extra),
+            AlertKey::new(base.r#type, Some(Proto::Dnp3), base.a, base.b, base.unit, 7),
+            AlertKey::new(base.r#type, base.proto, ch.server, ch.client, base.unit, 7),
+            AlertKey::new(base.r#type, base.proto, v6, base.b, base.unit, 7),
+            AlertKey::new(base.r#type, base.proto, base.a, base.b, 2, 7),
+            AlertKey::new(base.r#type, base.proto, base.a, base.b, base.unit, 7 << 40),
         ];
         for other in others {
             assert_ne!(base, other);

@@ -2,7 +2,9 @@
 
 use serde_json::json;
 
-use crate::alert::{Alert, AlertBook, AlertKey, Severity};
+use std::sync::Arc;
+
+use crate::alert::{Alert, AlertBook, AlertKey, Bare, Found, Severity};
 use crate::baseline::Baseline;
 use crate::detect::{Detector, Heard, Note};
 use crate::learn::Learner;
@@ -42,7 +44,7 @@ pub struct Engine {
     learn_until: Option<i64>,
     config: EngineConfig,
     book: AlertBook,
-    scratch: Vec<Alert>,
+    scratch: Found,
     pub observations: u64,
     /// The latest time the clock ticked to since it last stepped back.
     tick_high: i64,
@@ -68,7 +70,7 @@ impl Engine {
             learn_until: None,
             book: AlertBook::new((config.realert_secs * NANOS as f64) as i64),
             config,
-            scratch: Vec::new(),
+            scratch: Found::default(),
             observations: 0,
             tick_high: i64::MIN,
             clock_steps: 0,
@@ -84,7 +86,7 @@ impl Engine {
             learn_until: None,
             book: AlertBook::new((config.realert_secs * NANOS as f64) as i64),
             config,
-            scratch: Vec::new(),
+            scratch: Found::default(),
             observations: 0,
             tick_high: i64::MIN,
             clock_steps: 0,
@@ -217,18 +219,26 @@ impl Engine {
         // out of line (inlined, their set-up ran for every observation).
         if carries_always(o) {
             let book = &self.book;
-            always(o, &|k| book.contains(k), &mut self.scratch);
+            always(o, &|k| book.contains(k), &mut self.scratch.alerts);
         }
         // A stream anomaly is no traffic of its channel: nothing to learn or compare.
         match &mut self.phase {
             _ if o.stream_anomaly.is_some() => {}
             Phase::Learning(l) => l.observe(o),
-            Phase::Detecting(d) => d.observe(o, &mut self.scratch),
+            Phase::Detecting(d) => {
+                d.observe(o, &mut self.scratch.alerts);
+                if !d.raised.bare.is_empty() {
+                    d.take_bare(&mut self.scratch.bare);
+                }
+            }
             Phase::Empty => {}
         }
         // Most observations raise nothing.
         if !self.scratch.is_empty() {
             let mut cands = std::mem::take(&mut self.scratch);
+            if !cands.bare.is_empty() {
+                cands.name_source(&o.source);
+            }
             crate::detect::suppress_implied(&mut cands);
             self.raise_found(&mut cands, out);
             self.scratch = cands;
@@ -241,18 +251,52 @@ impl Engine {
     /// as when every candidate was marked in turn: a mark is skipped only where it would change
     /// nothing (a bare occurrence whose cause the detector found marked, with no clear of the
     /// set since).
-    pub fn raise_found(&mut self, cands: &mut Vec<Alert>, out: &mut Vec<Alert>) {
+    pub fn raise_found(&mut self, cands: &mut Found, out: &mut Vec<Alert>) {
         self.raise_each(cands, out);
         cands.clear();
     }
 
     /// [`Engine::raise_found`], the candidates left where they are (what the book keeps moved
-    /// out of them) for the caller to drop. With N workers, the candidates a worker found
-    /// ([`crate::split`]), dropped on that worker.
-    pub fn raise_each(&mut self, cands: &mut [Alert], out: &mut Vec<Alert>) {
+    /// out of the whole alerts) for the caller to drop. With N workers, the candidates a
+    /// worker found ([`crate::split`]), dropped on that worker. A bare occurrence is raised in
+    /// its place among the whole alerts, as the alert it stands for would be.
+    pub fn raise_each(&mut self, cands: &mut Found, out: &mut Vec<Alert>) {
         let clears = self.raised_clears();
-        for a in cands.iter_mut() {
+        let Found {
+            alerts,
+            bare,
+            source,
+        } = cands;
+        if bare.is_empty() {
+            for a in alerts.iter_mut() {
+                self.raise_in(a, clears, out);
+            }
+            return;
+        }
+        let source = source.clone().unwrap_or_else(|| Arc::from(""));
+        let mut bare = bare.iter().peekable();
+        for (i, a) in alerts.iter_mut().enumerate() {
+            while let Some(b) = bare.next_if(|b| b.at as usize <= i) {
+                self.raise_bare(b, &source, clears, out);
+            }
             self.raise_in(a, clears, out);
+        }
+        for b in bare {
+            self.raise_bare(b, &source, clears, out);
+        }
+    }
+
+    /// [`Engine::raise_in`] of a bare occurrence (of the capture `source`): counted by the
+    /// book, and its cause marked again only where the set of marks was cleared since its
+    /// observation's candidates began; raised whole where the book has no entry for it.
+    fn raise_bare(&mut self, b: &Bare, source: &Arc<str>, clears: u64, out: &mut Vec<Alert>) {
+        if !self.book.raise_bare(b, source, out) {
+            return self.raise_in(&mut b.alert(source), clears, out);
+        }
+        if let Phase::Detecting(d) = &mut self.phase {
+            if d.raised_clears() != clears {
+                d.mark_raised(b.key);
+            }
         }
     }
 
@@ -323,8 +367,10 @@ impl Engine {
         self.book.see(now);
         self.switch_if_due(now);
         if let Phase::Detecting(d) = &mut self.phase {
-            let mut cands = std::mem::take(&mut self.scratch);
+            let mut cands = std::mem::take(&mut self.scratch.alerts);
             d.tick(now, &mut cands);
+            // Timers and windows raise whole alerts (no bare occurrence comes of a tick).
+            debug_assert!(d.raised.bare.is_empty(), "a tick's bare occurrence");
             if let Some(found) = found.filter(|f| !f.is_empty()) {
                 cands.append(found);
                 cands.sort_by(crate::detect::tick_order);
@@ -336,7 +382,7 @@ impl Engine {
                 }
             }
             cands.clear();
-            self.scratch = cands;
+            self.scratch.alerts = cands;
         }
     }
 
@@ -351,8 +397,12 @@ impl Engine {
             Note::Scan(scan) => {
                 self.book.see(scan.ts);
                 let mut cands = std::mem::take(&mut self.scratch);
-                d.scan_noted(scan, source, &mut cands);
+                d.scan_noted(scan, source, &mut cands.alerts);
+                d.take_bare(&mut cands.bare);
                 if !cands.is_empty() {
+                    if !cands.bare.is_empty() {
+                        cands.name_source(source);
+                    }
                     self.raise_found(&mut cands, out);
                 }
                 self.scratch = cands;

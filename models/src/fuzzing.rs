@@ -95,11 +95,12 @@ pub fn workers_and_stage(
         .collect();
     let mut sources: Vec<Option<Arc<str>>> = vec![None; workers];
     let (mut found, mut notes, mut heard) = (Vec::new(), Vec::new(), Vec::new());
+    let mut cands = crate::alert::Found::default();
     while tick <= at(end) {
         while let Some(o) = next.next_if(|o| o.ts <= tick) {
             let at = owner(o);
-            w[at].observe(o, &mut found, &mut notes);
-            stage.raise_found(&mut found, &mut out);
+            w[at].observe(o, &mut cands, &mut notes);
+            stage.raise_found(&mut cands, &mut out);
             for n in notes.drain(..) {
                 if let Note::Scan(ScanNote {
                     source: Some(s), ..

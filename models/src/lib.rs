@@ -17,7 +17,7 @@ mod ranges;
 pub mod small;
 pub mod split;
 
-pub use alert::{Alert, AlertBook, AlertKey, AlertKind, AlertState, Severity};
+pub use alert::{Alert, AlertBook, AlertKey, AlertKind, AlertState, Bare, Found, Severity};
 pub use baseline::{Baseline, BaselineError};
 pub use engine::{Engine, EngineConfig};
 pub use obs::{

@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use crate::alert::Alert;
+use crate::alert::{Alert, Found};
 use crate::baseline::Baseline;
 use crate::detect::{suppress_implied, Detector, Heard, Note};
 use crate::engine::{always, carries_always, CLOCK_STEP_BACK};
@@ -26,7 +26,7 @@ use crate::obs::Observation;
 /// A worker's share of detection: the channels it owns.
 pub struct WorkerEngine {
     detector: Box<Detector>,
-    scratch: Vec<Alert>,
+    scratch: Found,
     /// The latest time the clock ticked to since it last stepped back.
     tick_high: i64,
     /// The latest observation's time (the alert book's end lines are at the latest seen).
@@ -44,7 +44,7 @@ impl WorkerEngine {
         detector.start_at(start);
         WorkerEngine {
             detector,
-            scratch: Vec::new(),
+            scratch: Found::default(),
             tick_high,
             seen: i64::MIN,
             observations: 0,
@@ -52,10 +52,11 @@ impl WorkerEngine {
     }
 
     /// One observation: the candidate alerts it raises go to `found` (to the stage's
-    /// [`Engine::raise_each`](crate::Engine::raise_each); an empty `found` may change places
-    /// with this engine's list, room and all), and what it says of what spans channels to
-    /// `notes` ([`Engine::note`](crate::Engine::note)).
-    pub fn observe(&mut self, o: &Observation, found: &mut Vec<Alert>, notes: &mut Vec<Note>) {
+    /// [`Engine::raise_each`](crate::Engine::raise_each); an empty `found` changes places with
+    /// this engine's lists, room and all, and names the observation's capture for its bare
+    /// occurrences), and what it says of what spans channels to `notes`
+    /// ([`Engine::note`](crate::Engine::note)).
+    pub fn observe(&mut self, o: &Observation, found: &mut Found, notes: &mut Vec<Note>) {
         self.observations += 1;
         self.seen = self.seen.max(o.ts);
         if !self.scratch.is_empty() {
@@ -64,26 +65,25 @@ impl WorkerEngine {
         let d = &mut *self.detector;
         if carries_always(o) {
             let raised = &*d;
-            always(o, &|k| raised.is_marked(k), &mut self.scratch);
+            always(o, &|k| raised.is_marked(k), &mut self.scratch.alerts);
         }
         if o.stream_anomaly.is_none() {
-            d.observe(o, &mut self.scratch);
+            d.observe(o, &mut self.scratch.alerts);
+            if !d.raised.bare.is_empty() {
+                d.take_bare(&mut self.scratch.bare);
+            }
         }
         if !self.scratch.is_empty() {
             suppress_implied(&mut self.scratch);
             // Their texts were built here: the stage's book will hold them, and later
             // occurrences need none.
-            for a in &self.scratch {
+            for a in &self.scratch.alerts {
                 if !a.text_skipped {
                     d.mark_raised(a.key);
                 }
             }
-            if found.is_empty() {
-                // The list itself, not a copy of each alert (a flood has one or two a PDU).
-                std::mem::swap(found, &mut self.scratch);
-            } else {
-                found.append(&mut self.scratch);
-            }
+            // The lists themselves, not a copy of each alert (a flood has one or two a PDU).
+            found.append(&mut self.scratch, &o.source);
         }
         d.across.take_notes(notes);
     }

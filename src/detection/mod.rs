@@ -394,7 +394,7 @@ impl Detection {
 
     /// N workers: the candidate alerts a worker found in one observation, raised here (what
     /// is left of them goes back to the worker).
-    pub fn found(&mut self, found: &mut [otwatch_models::Alert]) {
+    pub fn found(&mut self, found: &mut otwatch_models::Found) {
         let mut lines = std::mem::take(&mut self.scratch);
         if let Some(e) = &mut self.engine {
             e.raise_each(found, &mut lines);

@@ -152,7 +152,7 @@ impl Across {
         o: &Observation,
         place: &mut ScanPlace,
         new: ScanNew,
-        raised: &mut FastSet<AlertKey>,
+        raised: &mut Raised,
         out: &mut Vec<Alert>,
     ) {
         if let Some(b) = &mut self.out {

@@ -74,18 +74,16 @@ impl ScanRt {
 #[cold]
 #[inline(never)]
 fn new_mac(
-    raised: &mut FastSet<AlertKey>,
+    raised: &mut Raised,
     o: &Observation,
     mac: [u8; 6],
     learned: &[[u8; 6]],
     out: &mut Vec<Alert>,
 ) {
     let ip = o.src();
-    let key = AlertKey {
-        extra: mac.iter().fold(1u64, |acc, b| acc << 8 | u64::from(*b)),
-        ..AlertKey::host("new_asset", ip)
-    };
-    if let Some(mut a) = fresh(raised, alert(o, key, Severity::High), out) {
+    let mac_extra = mac.iter().fold(1u64, |acc, b| acc << 8 | u64::from(*b));
+    let key = AlertKey::host_about("new_asset", ip, mac_extra);
+    if let Some(mut a) = fresh(raised, o, (key, Severity::High), out) {
         let learned_text: Vec<String> =
             learned.iter().map(|m| crate::learn::mac_text(*m)).collect();
         a.message = format!(
@@ -185,12 +183,7 @@ pub(super) fn scan_window<'a>(
 }
 
 /// A scan alert when the client's window holds enough new units, functions, addresses or ports.
-pub(super) fn scan_alert(
-    s: &ScanRt,
-    raised: &mut FastSet<AlertKey>,
-    o: &Observation,
-    out: &mut Vec<Alert>,
-) {
+pub(super) fn scan_alert(s: &ScanRt, raised: &mut Raised, o: &Observation, out: &mut Vec<Alert>) {
     let (u, f, a, p) = (
         s.units.len(),
         s.functions.len(),
@@ -217,14 +210,15 @@ pub(super) fn scan_alert(
 #[inline(never)]
 fn scan(
     s: &ScanRt,
-    raised: &mut FastSet<AlertKey>,
+    raised: &mut Raised,
     o: &Observation,
     (what, [u, f, a, p]): (&str, [usize; 4]),
     out: &mut Vec<Alert>,
 ) {
     if let Some(mut al) = fresh(
         raised,
-        alert(o, AlertKey::host("scan", o.channel.client), Severity::High),
+        o,
+        (AlertKey::host("scan", o.channel.client), Severity::High),
         out,
     ) {
         al.message = format!(
@@ -283,7 +277,8 @@ impl Detector {
         let ch = &o.channel;
         if let Some(mut a) = fresh(
             &mut self.raised,
-            alert(o, AlertKey::host("new_asset", ip), Severity::High),
+            o,
+            (AlertKey::host("new_asset", ip), Severity::High),
             out,
         ) {
             a.message = format!(

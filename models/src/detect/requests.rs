@@ -62,7 +62,7 @@ pub(super) fn accesses_json(o: &Observation) -> serde_json::Value {
 #[cold]
 #[inline(never)]
 fn address_out_of_range(
-    raised: &mut FastSet<AlertKey>,
+    raised: &mut Raised,
     o: &Observation,
     (acc, hi): (&crate::obs::Access, u32),
     learned: Option<&Ranges>,
@@ -74,8 +74,8 @@ fn address_out_of_range(
     let space = ch.proto.space_name(acc.space);
     if let Some(mut a) = fresh(
         raised,
-        alert(
-            o,
+        o,
+        (
             AlertKey::pair(
                 "address_out_of_range",
                 ch.proto,
@@ -105,7 +105,7 @@ fn address_out_of_range(
 #[cold]
 #[inline(never)]
 fn traffic_flood(
-    raised: &mut FastSet<AlertKey>,
+    raised: &mut Raised,
     o: &Observation,
     model: Option<&ChannelModel>,
     (n, limit): (u64, u64),
@@ -129,7 +129,7 @@ fn traffic_flood(
 #[cold]
 #[inline(never)]
 fn poll_cycle_broken(
-    raised: &mut FastSet<AlertKey>,
+    raised: &mut Raised,
     o: &Observation,
     p: &PollRt,
     (gap, what): (f64, &str),
@@ -139,8 +139,8 @@ fn poll_cycle_broken(
     let m = &p.model;
     if let Some(mut a) = fresh(
         raised,
-        alert(
-            o,
+        o,
+        (
             AlertKey::channel("poll_cycle_broken", ch, poll_extra(m)),
             Severity::Medium,
         ),
@@ -184,7 +184,7 @@ impl Detector {
     /// `new_function_code` for `function` of the request `o`.
     #[cold]
     fn new_function(
-        raised: &mut FastSet<AlertKey>,
+        raised: &mut Raised,
         server_functions: &FastMap<(Proto, IpAddr), BTreeSet<u32>>,
         (o, function, name): (&Observation, u32, Option<&'static str>),
         model: Option<&ChannelModel>,
@@ -200,8 +200,8 @@ impl Detector {
         };
         if let Some(mut a) = fresh(
             raised,
-            alert(
-                o,
+            o,
+            (
                 AlertKey::channel("new_function_code", ch, u64::from(function)),
                 Severity::High,
             ),
@@ -301,8 +301,8 @@ impl Detector {
         let ch = &o.channel;
         if let Some(mut a) = fresh(
             &mut self.raised,
-            alert(
-                o,
+            o,
+            (
                 AlertKey::pair("unauthorized_write", ch.proto, ch.client, ch.server, 0),
                 Severity::Critical,
             ),

@@ -387,7 +387,7 @@ fn next_outside<T: Held>(
 /// value changed.
 pub(super) fn check_values_now(
     points: &mut ServerPoints,
-    raised: &mut FastSet<AlertKey>,
+    raised: &mut Raised,
     o: &Observation,
     out: &mut Vec<Alert>,
 ) -> bool {
@@ -445,7 +445,7 @@ pub(super) fn check_values_now(
 #[cold]
 #[inline(never)]
 fn value_out_of_range(
-    raised: &mut FastSet<AlertKey>,
+    raised: &mut Raised,
     o: &Observation,
     key: AlertKey,
     (acc, addr, v): (&crate::obs::Access, u32, f64),
@@ -455,7 +455,7 @@ fn value_out_of_range(
     let ch = &o.channel;
     let margin = p.soft;
     let space = ch.proto.space_name(acc.space);
-    if let Some(mut a) = fresh(raised, alert(o, key, write_severity(acc.write)), out) {
+    if let Some(mut a) = fresh(raised, o, (key, write_severity(acc.write)), out) {
         a.message = format!(
             "{} {space} {} {} {v}, learned {}..={} (step at most {})",
             ch.server,
