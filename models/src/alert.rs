@@ -587,9 +587,20 @@ pub fn capped_list<T: serde::Serialize>(
 /// `overflow` entry, so spoofed addresses cannot grow the book without bound.
 pub const MAX_CAUSES_PER_TYPE: usize = 4096;
 
+/// One alert type's share of the book: its causes kept so far, and the entry that its causes
+/// past the bound share (apart from the other entries: under a flood of new causes, most
+/// occurrences are counted into it, and finding it was two more lookups, one of them hashing
+/// the type's name).
+struct TypeSlot {
+    name: &'static str,
+    causes: usize,
+    overflow: Option<Entry>,
+}
+
 pub struct AlertBook {
     entries: HashMap<AlertKey, Entry, foldhash::fast::RandomState>,
-    per_type: HashMap<&'static str, usize, foldhash::fast::RandomState>,
+    /// Per alert type (a few dozen at most: the types are the code's).
+    types: Vec<TypeSlot>,
     next_id: u64,
     /// Lines written so far.
     lines: u64,
@@ -604,7 +615,7 @@ impl AlertBook {
     pub fn new(realert_nanos: i64) -> Self {
         AlertBook {
             entries: HashMap::default(),
-            per_type: HashMap::default(),
+            types: Vec::new(),
             next_id: 0,
             lines: 0,
             clock: i64::MIN,
@@ -613,17 +624,36 @@ impl AlertBook {
         }
     }
 
+    /// The causes it holds (an overflow entry counts as one).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.overflows().count()
     }
 
     /// True when the cause was raised before: its text need not be built again.
     pub fn contains(&self, key: &AlertKey) -> bool {
-        self.entries.contains_key(key)
+        self.entries.contains_key(key) || self.overflows().any(|e| e.last.key == *key)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
+    }
+
+    /// The entries of the types past their bound.
+    fn overflows(&self) -> impl Iterator<Item = &Entry> {
+        self.types.iter().filter_map(|t| t.overflow.as_ref())
+    }
+
+    /// Where the type named `t` is in `types`, added if new ([`find_type`]).
+    fn type_at(&mut self, t: &'static str) -> usize {
+        if let Some(i) = find_type(&self.types, t) {
+            return i;
+        }
+        self.types.push(TypeSlot {
+            name: t,
+            causes: 0,
+            overflow: None,
+        });
+        self.types.len() - 1
     }
 
     /// Records an occurrence; returns the line to write, if any. What the book keeps of `a` is
@@ -633,31 +663,28 @@ impl AlertBook {
         self.raise_with(a, |_| ())
     }
 
-    /// As [`AlertBook::raise`], calling `first` on the alert (with its own key) just before
-    /// it starts an entry of the book: a new cause, or the first past the bound of its type.
-    /// An occurrence of an entry already there (most of them, under a flood) is only counted:
-    /// it keeps the severity and text of the entry's first line, so what `first` does is for
-    /// first lines only.
     /// [`AlertBook::raise`] of a bare occurrence (of the capture `source`) of a cause the book
     /// holds, or of one whose type overflowed into the entry it holds for that: counted as
     /// `raise` counts an occurrence, the line to write, if any, to `out`. False when the book
     /// has no entry for it: the caller raises it whole ([`Bare::alert`]).
     pub fn raise_bare(&mut self, b: &Bare, source: &Arc<str>, out: &mut Vec<Alert>) -> bool {
-        let e = match self.entries.get_mut(&b.key) {
+        let AlertBook {
+            entries,
+            types,
+            overflowed,
+            ..
+        } = self;
+        let e = match entries.get_mut(&b.key) {
             Some(e) => e,
             None => {
-                let t = b.key.r#type;
-                if self
-                    .per_type
-                    .get(t)
-                    .is_none_or(|&n| n < MAX_CAUSES_PER_TYPE)
-                {
-                    return false;
-                }
-                let Some(e) = self.entries.get_mut(&AlertKey::overflow(t)) else {
+                let t = find_type(types, b.key.r#type);
+                let Some(t) = t.filter(|&t| types[t].causes >= MAX_CAUSES_PER_TYPE) else {
                     return false;
                 };
-                self.overflowed += 1;
+                let Some(e) = types[t].overflow.as_mut() else {
+                    return false;
+                };
+                *overflowed += 1;
                 e
             }
         };
@@ -674,16 +701,21 @@ impl AlertBook {
         true
     }
 
+    /// As [`AlertBook::raise`], calling `first` on the alert (with its own key) just before
+    /// it starts an entry of the book: a new cause, or the first past the bound of its type.
+    /// An occurrence of an entry already there (most of them, under a flood) is only counted:
+    /// it keeps the severity and text of the entry's first line, so what `first` does is for
+    /// first lines only.
     pub fn raise_with(&mut self, a: &mut Alert, first: impl FnOnce(&mut Alert)) -> Option<Alert> {
         // A repeat of a known cause (the common case under a flood): one lookup.
         if let Some(e) = self.entries.get_mut(&a.key) {
             self.clock = self.clock.max(a.ts);
             return repeat(e, a, self.realert_nanos, &mut self.lines);
         }
-        let n = self.per_type.entry(a.r#type).or_default();
-        let overflow = *n >= MAX_CAUSES_PER_TYPE;
+        let t = self.type_at(a.r#type);
+        let overflow = self.types[t].causes >= MAX_CAUSES_PER_TYPE;
         if !overflow {
-            *n += 1;
+            self.types[t].causes += 1;
         }
         let ts = a.ts;
         self.clock = self.clock.max(ts);
@@ -692,7 +724,7 @@ impl AlertBook {
         if overflow {
             self.overflowed += 1;
             let key = AlertKey::overflow(a.r#type);
-            if let Some(e) = self.entries.get_mut(&key) {
+            if let Some(e) = self.types[t].overflow.as_mut() {
                 a.key = key;
                 return repeat(e, a, self.realert_nanos, &mut self.lines);
             }
@@ -724,14 +756,19 @@ impl AlertBook {
         };
         self.lines += 1;
         let line = stamp(&e, AlertState::First, self.lines);
-        self.entries.insert(line.key, e);
+        if overflow {
+            self.types[t].overflow = Some(e);
+        } else {
+            self.entries.insert(line.key, e);
+        }
         Some(line)
     }
 
     /// The capture clock stepped back to `now`: a cause's re-alert interval counts from the
     /// step at the latest (it would otherwise wait for the clock to catch up).
     pub fn clock_back(&mut self, now: i64) {
-        for e in self.entries.values_mut() {
+        let overflows = self.types.iter_mut().filter_map(|t| t.overflow.as_mut());
+        for e in self.entries.values_mut().chain(overflows) {
             e.last_emitted = e.last_emitted.min(now);
         }
     }
@@ -745,9 +782,8 @@ impl AlertBook {
     /// latest time seen (so the lines stay in capture-time order).
     pub fn finish(&mut self) -> Vec<Alert> {
         let clock = self.clock;
-        let mut out: Vec<Alert> = self
-            .entries
-            .values_mut()
+        let overflows = self.types.iter_mut().filter_map(|t| t.overflow.as_mut());
+        let mut out: Vec<Alert> = (self.entries.values_mut().chain(overflows))
             .map(|e| {
                 e.emitted_count = e.count;
                 let mut a = stamp(e, AlertState::End, 0);
@@ -762,6 +798,13 @@ impl AlertBook {
         }
         out
     }
+}
+
+/// Where the type named `t` is in `types`: by where its name is (the same literal, almost
+/// always), then by what it says.
+fn find_type(types: &[TypeSlot], t: &'static str) -> Option<usize> {
+    (types.iter().position(|s| std::ptr::eq(s.name, t)))
+        .or_else(|| types.iter().position(|s| s.name == t))
 }
 
 /// Another occurrence of the cause `e`: it keeps the text of the cause's first line, with this
@@ -863,12 +906,29 @@ mod tests {
             .iter()
             .all(|l| l.severity == Severity::Low && !l.repeat));
         assert_eq!(book.overflowed, 2 * 2);
+        // The overflow entry is one cause among the type's.
+        assert_eq!(book.len(), MAX_CAUSES_PER_TYPE + 1);
+        // A type's name where another literal of it is (built at run time here) is the same
+        // type: its causes go on counting against the same bound.
+        let elsewhere: &'static str = Box::leak("new_asset".to_string().into_boxed_str());
+        let server = std::net::Ipv4Addr::from(0x0b00_0000).into();
+        let mut a = Alert::new(
+            None,
+            AlertKey::host(elsewhere, server),
+            Severity::High,
+            Proto::Modbus,
+            server,
+            NO_IP,
+            9,
+        );
+        assert!(book.raise_with(&mut a, |_| panic!("a new entry")).is_none());
+        assert_eq!(book.overflowed, 2 * 2 + 1);
         let end = book.finish();
         let overflow = end
             .iter()
             .find(|l| l.key == AlertKey::overflow("new_asset"));
-        // The overflow entry counts all four occurrences past the bound.
-        assert_eq!(overflow.map(|l| l.count), Some(4));
+        // The overflow entry counts all five occurrences past the bound.
+        assert_eq!(overflow.map(|l| l.count), Some(5));
     }
 
     /// A bare occurrence of a cause the book holds is counted as the whole alert it stands for
