@@ -161,8 +161,8 @@ pub(crate) struct WorkerStart {
 pub(crate) enum Payload {
     /// An event, for an events output.
     Event(Event),
-    /// The candidate alerts a worker's detection found in one observation (their list moves
-    /// as it is: an alert is large, and a flood has one or two per PDU).
+    /// The candidate alerts a worker's detection found in one observation (their lists move
+    /// as they are: a flood has one or two per PDU).
     Alerts(Found),
     /// What a worker's detection says of what spans channels about one observation.
     Note(Note),

@@ -47,9 +47,10 @@ impl Severity {
 
 /// What makes two alerts the same cause: a type and what it is about. Cheap to build and hash,
 /// so a flood of occurrences costs a lookup each, not a message each. Its hash is made once,
-/// when it is built ([`AlertKey::new`]; the fields are read-only): a flood's occurrence is
-/// looked up three or four times (the detector's marks, the book, its type's overflow entry),
-/// and hashing the fields each time was most of each lookup.
+/// when it is built ([`AlertKey::new`] and the constructors on it; the fields are for reading:
+/// one assigned would leave the hash behind): a flood's occurrence is looked up two or three
+/// times (the detector's marks, the book), and hashing the fields each time was most of each
+/// lookup.
 #[derive(Debug, Clone, Copy, Eq)]
 pub struct AlertKey {
     pub r#type: &'static str,
@@ -85,6 +86,17 @@ impl std::hash::Hash for AlertKey {
     }
 }
 
+/// The hasher of keys' fields: seeded once per process, at random (the addresses come off the
+/// wire, and a seed known in advance would let spoofed ones be chosen to collide).
+fn key_hasher() -> &'static foldhash::fast::FixedState {
+    static STATE: std::sync::OnceLock<foldhash::fast::FixedState> = std::sync::OnceLock::new();
+    STATE.get_or_init(|| {
+        use std::hash::BuildHasher;
+        let seed = foldhash::fast::RandomState::default().hash_one(0x6f74_7761_7463_u64);
+        foldhash::fast::FixedState::with_seed(seed)
+    })
+}
+
 /// The fields' hash, made once per key: the type by what it says, as `eq` compares it (its
 /// length and its first and last eight bytes), the two addresses, and the protocol, unit and
 /// extra, as four words.
@@ -108,7 +120,7 @@ fn fields_hash(
     } else {
         (word(t), 0)
     };
-    let mut h = foldhash::fast::FixedState::with_seed(0x006f_7477_6174_6368).build_hasher();
+    let mut h = key_hasher().build_hasher();
     h.write_u128(u128::from(head) << 64 | u128::from(tail.rotate_left(17) ^ t.len() as u64));
     h.write_u128(ip_word(a));
     h.write_u128(ip_word(b));
@@ -263,8 +275,8 @@ pub struct Alert {
     /// Set by the caller when evidence was written.
     pub evidence: Option<String>,
     /// Set on the alert a bare occurrence stands for ([`Bare::alert`]: no text, its cause
-    /// marked raised already, so marking it again would change nothing), when the book had no
-    /// entry to count it into.
+    /// marked raised already, so marking it again would change nothing); the engine raises
+    /// one when the book had no entry to count its bare occurrence into.
     pub text_skipped: bool,
 }
 
@@ -297,7 +309,6 @@ impl From<serde_json::Value> for Members {
     }
 }
 
-/// One shared empty source name, so building an alert allocates none.
 /// An occurrence of a cause the detector found marked raised (its text built once already):
 /// what the book needs of it, as [`crate::detect::alert`] would make its alert, without the
 /// alert's room. A flood makes one or two per PDU: built, moved (with N workers, from a
@@ -409,6 +420,7 @@ impl Found {
     }
 }
 
+/// One shared empty source name, so building an alert allocates none.
 fn empty_source() -> Arc<str> {
     static EMPTY: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
     Arc::clone(EMPTY.get_or_init(|| Arc::from("")))

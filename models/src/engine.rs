@@ -369,8 +369,9 @@ impl Engine {
         if let Phase::Detecting(d) = &mut self.phase {
             let mut cands = std::mem::take(&mut self.scratch.alerts);
             d.tick(now, &mut cands);
-            // Timers and windows raise whole alerts (no bare occurrence comes of a tick).
-            debug_assert!(d.raised.bare.is_empty(), "a tick's bare occurrence");
+            // Timers and windows raise whole alerts (no bare occurrence comes of a tick); any
+            // left are an observation's that a panic cut short, dropped with its candidates.
+            d.raised.bare.clear();
             if let Some(found) = found.filter(|f| !f.is_empty()) {
                 cands.append(found);
                 cands.sort_by(crate::detect::tick_order);

@@ -75,12 +75,10 @@ impl WorkerEngine {
         }
         if !self.scratch.is_empty() {
             suppress_implied(&mut self.scratch);
-            // Their texts were built here: the stage's book will hold them, and later
-            // occurrences need none.
+            // Their texts were built here (the whole alerts: the bare records are of causes
+            // marked already): the stage's book will hold them, and later occurrences need none.
             for a in &self.scratch.alerts {
-                if !a.text_skipped {
-                    d.mark_raised(a.key);
-                }
+                d.mark_raised(a.key);
             }
             // The lists themselves, not a copy of each alert (a flood has one or two a PDU).
             found.append(&mut self.scratch, &o.source);

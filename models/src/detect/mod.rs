@@ -609,6 +609,7 @@ impl Detector {
     /// What a worker's scan note adds to its client's scan window (kept here): the note's
     /// PDU made again, as far as [`Across::scan`] reads it.
     pub(crate) fn scan_noted(&mut self, note: ScanNote, source: &Arc<str>, out: &mut Vec<Alert>) {
+        self.raised.bare.clear();
         let mut o = Observation::new(
             note.ts,
             Arc::clone(source),
@@ -748,6 +749,9 @@ impl Detector {
         if !self.started {
             self.start(o.ts);
         }
+        // Empty but after a panic caught mid-observation: its bare occurrences go with it, as
+        // its other candidates do.
+        self.raised.bare.clear();
         self.observe_pdu(o, out);
     }
 
@@ -1341,22 +1345,59 @@ mod tests {
     fn a_value_outside_is_raised_each_time_it_is_read() {
         let mut d = Detector::new(baseline_after_a_triangle(false));
         let t1 = T0 + 100 * NANOS;
+        // As the engine takes them: whole alerts (their causes marked raised after), and bare
+        // occurrences of causes marked already.
         let mut candidates = |v: f64, k: i64| {
             let mut out = Vec::new();
             d.observe(&read(1, 100, &[v], t1 + k * 1000), &mut out);
-            out.iter()
-                .filter(|a| a.r#type == "value_out_of_range")
+            let mut bare = Vec::new();
+            d.take_bare(&mut bare);
+            for a in &out {
+                d.mark_raised(a.key);
+            }
+            let types = out.iter().map(|a| a.r#type);
+            types
+                .chain(bare.iter().map(|b| b.key.r#type))
+                .filter(|&t| t == "value_out_of_range")
                 .count()
         };
         assert_eq!(candidates(5.0, 0), 0);
         assert_eq!(candidates(5.0, 1), 0);
-        for k in 2..5 {
+        // The same read again and again: the first raises its text, the next ones are bare.
+        for k in 2..6 {
             assert_eq!(candidates(500.0, k), 1, "read {k}");
         }
         // Back inside: a jump is looked for only outside the soft bounds.
-        assert_eq!(candidates(5.0, 5), 0);
         assert_eq!(candidates(5.0, 6), 0);
-        assert_eq!(candidates(-500.0, 7), 1);
+        assert_eq!(candidates(5.0, 7), 0);
+        assert_eq!(candidates(-500.0, 8), 1);
+    }
+
+    /// A panic caught in the middle of an observation leaves what it had found behind: the
+    /// next observation's candidates do not take its bare occurrences, as they never took its
+    /// whole alerts (the engine clears those).
+    #[test]
+    fn a_cut_short_observation_leaves_no_bare_occurrence_behind() {
+        let mut d = Detector::new(baseline_after_a_triangle(false));
+        let t1 = T0 + 100 * NANOS;
+        let o = read(1, 100, &[5.0], t1);
+        let key = AlertKey::channel("value_out_of_range", &o.channel, 7);
+        d.raised.bare.push(Bare {
+            key,
+            ts: o.ts,
+            frame: o.frame,
+            src_ip: o.src(),
+            dst_ip: o.dst(),
+            ports: None,
+            severity: Severity::High,
+            proto: o.channel.proto,
+            at: 3,
+        });
+        let mut out = Vec::new();
+        d.observe(&o, &mut out);
+        let mut bare = Vec::new();
+        d.take_bare(&mut bare);
+        assert!(out.is_empty() && bare.is_empty(), "{out:?} {bare:?}");
     }
 
     /// A NaN is outside every envelope (no comparison holds for it: a NaN setpoint makes the

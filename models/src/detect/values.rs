@@ -473,7 +473,7 @@ fn value_out_of_range(
 
 impl Detector {
     /// Values against the learned envelopes. Most polls read back what they read last time. A
-    /// check that raised nothing and changed nothing (every point already held these values)
+    /// check that raised nothing (no alert, no bare occurrence) and changed nothing (every point already held these values)
     /// gives the same result when run again on the same state; so when the same read comes
     /// again and no point of the server changed since (its epoch), it is skipped. Exact: the
     /// memo is compared in full.
@@ -537,7 +537,9 @@ impl Detector {
             self.memo_hits += 1;
             return;
         }
-        let before = out.len();
+        // What the check raised: whole alerts, and bare occurrences of causes marked already
+        // (a point that stays outside raises one at every read: no memo for it).
+        let before = (out.len(), self.raised.bare.len());
         let cached = server.run_elements;
         let changed = check_values_now(server, &mut self.raised, o, out);
         self.run_elements += server.run_elements - cached;
@@ -548,7 +550,7 @@ impl Detector {
         if let Some(old) = &old {
             self.memo_elements -= old.elements();
         }
-        if out.len() == before && !changed {
+        if (out.len(), self.raised.bare.len()) == before && !changed {
             let mut memo = old.unwrap_or_else(|| ValueMemo {
                 epoch,
                 layout: Vec::new(),
