@@ -635,7 +635,7 @@ fn under_learned_channels_raise_low_confidence_alerts() {
     let new_fc = of_type(&alerts, "new_function_code");
     assert_eq!(new_fc.len(), 2, "{alerts:#?}");
     for a in new_fc {
-        let unit2 = a.key.unit == 2;
+        let unit2 = a.key.unit() == 2;
         assert_eq!(a.low_confidence, unit2, "{a:#?}");
         let expected = if unit2 { "medium" } else { "high" };
         assert_eq!(a.severity.name(), expected, "{a:#?}");

@@ -486,7 +486,7 @@ fn stream_conflicts(path: &std::path::Path) -> Vec<(u64, u64)> {
         if a.state == otwatch_models::AlertState::First {
             assert_eq!(a.observed["anomaly"], "tcp_conflicting_overlap");
         }
-        assert_eq!(a.key.unit, 502);
+        assert_eq!(a.key.unit(), 502);
         assert_eq!(a.src_ip, std::net::IpAddr::from(CLIENT.0), "{a:?}");
     }
     let count = |a: &otwatch_models::Alert| a.count;

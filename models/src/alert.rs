@@ -47,18 +47,18 @@ impl Severity {
 
 /// What makes two alerts the same cause: a type and what it is about. Cheap to build and hash,
 /// so a flood of occurrences costs a lookup each, not a message each. Its hash is made once,
-/// when it is built ([`AlertKey::new`] and the constructors on it; the fields are for reading:
-/// one assigned would leave the hash behind): a flood's occurrence is looked up two or three
-/// times (the detector's marks, the book), and hashing the fields each time was most of each
-/// lookup.
+/// when it is built ([`AlertKey::new`] and the constructors on it; its fields are read by
+/// their getters, so that none can be changed apart from the hash): a flood's occurrence is
+/// looked up two or three times (the detector's marks, the book), and hashing the fields each
+/// time was most of each lookup.
 #[derive(Debug, Clone, Copy, Eq)]
 pub struct AlertKey {
-    pub r#type: &'static str,
-    pub proto: Option<Proto>,
-    pub a: IpAddr,
-    pub b: IpAddr,
-    pub unit: u32,
-    pub extra: u64,
+    r#type: &'static str,
+    proto: Option<Proto>,
+    a: IpAddr,
+    b: IpAddr,
+    unit: u32,
+    extra: u64,
     /// The fields' hash ([`AlertKey::new`]).
     hash: u64,
 }
@@ -160,6 +160,36 @@ impl AlertKey {
             extra,
             hash: fields_hash(r#type, proto, a, b, unit, extra),
         }
+    }
+
+    /// The alert type it is a cause of.
+    pub fn type_name(&self) -> &'static str {
+        self.r#type
+    }
+
+    /// The protocol (none for a host's causes).
+    pub fn proto(&self) -> Option<Proto> {
+        self.proto
+    }
+
+    /// What it is about: the client (a channel's, a pair's), the host, or the server (a point's).
+    pub fn a(&self) -> IpAddr {
+        self.a
+    }
+
+    /// The server (a channel's, a pair's); unspecified for a host's or a point's.
+    pub fn b(&self) -> IpAddr {
+        self.b
+    }
+
+    /// The unit (a channel's, a point's; 0 for a pair's).
+    pub fn unit(&self) -> u32 {
+        self.unit
+    }
+
+    /// What on it (a function code, a point's space and address, a reason's address).
+    pub fn extra(&self) -> u64 {
+        self.extra
     }
 
     /// About one channel (`extra`: what on it, e.g. a function code).

@@ -679,7 +679,7 @@ impl Detector {
         }
         for a in alerts {
             let k = a.key;
-            let Some(proto) = k.proto else { continue };
+            let Some(proto) = k.proto() else { continue };
             // What needs no baseline (commands, malformed PDUs, CRC errors, restarts) keeps its
             // weight whatever learning saw.
             if crate::engine::needs_no_baseline(a.r#type) {
@@ -689,13 +689,13 @@ impl Detector {
             // channel between them is; a channel's when that channel is (a weak unit 0 channel
             // says nothing of the pair's other units).
             let weak = if AlertKey::keyed_by_pair(a.r#type) {
-                self.weak_pairs.contains(&(proto, k.a, k.b))
+                self.weak_pairs.contains(&(proto, k.a(), k.b()))
             } else {
                 self.weak_channels.contains(&Channel {
                     proto,
-                    client: k.a,
-                    server: k.b,
-                    unit: k.unit,
+                    client: k.a(),
+                    server: k.b(),
+                    unit: k.unit(),
                 })
             };
             if weak && !a.low_confidence {
@@ -992,7 +992,7 @@ pub(crate) fn suppress_implied(found: &mut Found) {
     // nothing): what implies something.
     let (mut new_asset, mut command, mut unauthorized) = (false, false, false);
     let types = found.alerts.iter().map(|a| a.r#type);
-    for t in types.chain(found.bare.iter().map(|b| b.key.r#type)) {
+    for t in types.chain(found.bare.iter().map(|b| b.key.type_name())) {
         match t {
             "new_asset" => new_asset = true,
             "plc_stop"
@@ -1012,7 +1012,7 @@ pub(crate) fn suppress_implied(found: &mut Found) {
         (new_asset && t == "new_channel")
             || (command && matches!(t, "unauthorized_write" | "new_function_code"))
             || (unauthorized && t == "new_function_code")
-            || (unauthorized && t == "address_out_of_range" && key.extra & 1 == 1)
+            || (unauthorized && t == "address_out_of_range" && key.extra() & 1 == 1)
     };
     let Found { alerts, bare, .. } = found;
     // The bare ones keep their places among the whole alerts that stay.
@@ -1030,7 +1030,7 @@ pub(crate) fn suppress_implied(found: &mut Found) {
     for b in &mut bare[next..] {
         b.at = kept;
     }
-    bare.retain(|b| !implied(b.key.r#type, &b.key));
+    bare.retain(|b| !implied(b.key.type_name(), &b.key));
 }
 
 #[cfg(test)]
@@ -1076,9 +1076,9 @@ mod tests {
                         || (unauthorized && a.r#type == "new_function_code")
                         || (unauthorized
                             && a.r#type == "address_out_of_range"
-                            && a.key.extra & 1 == 1))
+                            && a.key.extra() & 1 == 1))
                 })
-                .map(|a| (a.r#type, a.key.extra))
+                .map(|a| (a.r#type, a.key.extra()))
                 .collect()
         };
         let ch = Channel {
@@ -1124,7 +1124,7 @@ mod tests {
                 }
                 suppress_implied(&mut found);
                 let got: Vec<_> = (found.to_alerts().iter())
-                    .map(|a| (a.r#type, a.key.extra))
+                    .map(|a| (a.r#type, a.key.extra()))
                     .collect();
                 assert_eq!(got, want, "types {set:#b}, bare {mix:#b}");
                 assert!(
@@ -1357,7 +1357,7 @@ mod tests {
             }
             let types = out.iter().map(|a| a.r#type);
             types
-                .chain(bare.iter().map(|b| b.key.r#type))
+                .chain(bare.iter().map(|b| b.key.type_name()))
                 .filter(|&t| t == "value_out_of_range")
                 .count()
         };
