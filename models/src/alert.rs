@@ -434,20 +434,44 @@ impl Found {
         }
     }
 
+    /// The capture of its bare records (an empty name where none was given).
+    pub fn bare_source(&self) -> Arc<str> {
+        self.source.clone().unwrap_or_else(empty_source)
+    }
+
+    /// Its candidates in their order: each bare record in its place among the whole alerts.
+    pub fn in_order(&mut self, mut each: impl FnMut(Candidate<'_>)) {
+        let mut bare = self.bare.iter().peekable();
+        for (i, a) in self.alerts.iter_mut().enumerate() {
+            while let Some(b) = bare.next_if(|b| b.at as usize <= i) {
+                each(Candidate::Bare(b));
+            }
+            each(Candidate::Whole(a));
+        }
+        bare.for_each(|b| each(Candidate::Bare(b)));
+    }
+
     /// Every candidate as a whole alert, in order (tests, and what wants alerts only).
     pub fn to_alerts(&self) -> Vec<Alert> {
-        let source = self.source.clone().unwrap_or_else(empty_source);
+        let source = self.bare_source();
+        let mut copy = Found {
+            alerts: self.alerts.clone(),
+            bare: self.bare.clone(),
+            source: None,
+        };
         let mut out = Vec::with_capacity(self.len());
-        let mut bare = self.bare.iter().peekable();
-        for (i, a) in self.alerts.iter().enumerate() {
-            while let Some(b) = bare.next_if(|b| b.at as usize <= i) {
-                out.push(b.alert(&source));
-            }
-            out.push(a.clone());
-        }
-        out.extend(bare.map(|b| b.alert(&source)));
+        copy.in_order(|c| match c {
+            Candidate::Whole(a) => out.push(a.clone()),
+            Candidate::Bare(b) => out.push(b.alert(&source)),
+        });
         out
     }
+}
+
+/// One candidate of a [`Found`] ([`Found::in_order`]).
+pub enum Candidate<'a> {
+    Whole(&'a mut Alert),
+    Bare(&'a Bare),
 }
 
 /// One shared empty source name, so building an alert allocates none.

@@ -4,7 +4,7 @@ use serde_json::json;
 
 use std::sync::Arc;
 
-use crate::alert::{Alert, AlertBook, AlertKey, Bare, Found, Severity};
+use crate::alert::{Alert, AlertBook, AlertKey, Bare, Candidate, Found, Severity};
 use crate::baseline::Baseline;
 use crate::detect::{Detector, Heard, Note};
 use crate::learn::Learner;
@@ -262,28 +262,17 @@ impl Engine {
     /// its place among the whole alerts, as the alert it stands for would be.
     pub fn raise_each(&mut self, cands: &mut Found, out: &mut Vec<Alert>) {
         let clears = self.raised_clears();
-        let Found {
-            alerts,
-            bare,
-            source,
-        } = cands;
-        if bare.is_empty() {
-            for a in alerts.iter_mut() {
+        if cands.bare.is_empty() {
+            for a in &mut cands.alerts {
                 self.raise_in(a, clears, out);
             }
             return;
         }
-        let source = source.clone().unwrap_or_else(|| Arc::from(""));
-        let mut bare = bare.iter().peekable();
-        for (i, a) in alerts.iter_mut().enumerate() {
-            while let Some(b) = bare.next_if(|b| b.at as usize <= i) {
-                self.raise_bare(b, &source, clears, out);
-            }
-            self.raise_in(a, clears, out);
-        }
-        for b in bare {
-            self.raise_bare(b, &source, clears, out);
-        }
+        let source = cands.bare_source();
+        cands.in_order(|c| match c {
+            Candidate::Whole(a) => self.raise_in(a, clears, out),
+            Candidate::Bare(b) => self.raise_bare(b, &source, clears, out),
+        });
     }
 
     /// [`Engine::raise_in`] of a bare occurrence (of the capture `source`): counted by the
