@@ -16,7 +16,52 @@ pub fn community_id(src: IpAddr, dst: IpAddr, p: Ports) -> Option<String> {
 /// every event and alert line of the flow (and in every run and sensor): the first 53 bits of
 /// the Community ID hash, so that JSON readers that hold numbers as doubles keep it exact. Not
 /// Suricata's own `flow_id`, which is random per run.
+///
+/// Made once per flow in a while: the last flows' are kept ([`RECENT`]), since an events file
+/// writes one line per PDU and a flow's PDUs come in runs, and making them (a SHA-1 whose
+/// result the crate gives as hex, read back to bytes and written in base64) costs about 6 000
+/// instructions, as much as the rest of an event's line.
 pub fn ids(src: IpAddr, dst: IpAddr, p: Ports) -> Option<(String, u64)> {
+    let key = (src, dst, p);
+    let slot = slot_of(&key);
+    RECENT.with_borrow_mut(|recent| {
+        let entry = &mut recent[slot];
+        match entry {
+            Some((k, made)) if *k == key => made.clone(),
+            _ => {
+                let made = make_ids(src, dst, p);
+                *entry = Some((key, made.clone()));
+                made
+            }
+        }
+    })
+}
+
+/// How many flows' identifiers [`RECENT`] keeps: a few polling connections and a sweep's
+/// last ones.
+const RECENT_FLOWS: usize = 64;
+
+/// A flow's addresses and ports, as [`ids`] takes them.
+type FlowKey = (IpAddr, IpAddr, Ports);
+
+thread_local! {
+    /// The identifiers of the last flows [`ids`] was asked for, each at the place its key
+    /// hashes to (a newer flow at the same place takes it). Per thread: the reader and each
+    /// worker write lines of their own.
+    #[allow(clippy::type_complexity)]
+    static RECENT: std::cell::RefCell<[Option<(FlowKey, Option<(String, u64)>)>; RECENT_FLOWS]> =
+        const { std::cell::RefCell::new([const { None }; RECENT_FLOWS]) };
+}
+
+/// The place of `key` in [`RECENT`] (a fixed hash: the table is a cache, and a collision only
+/// costs the identifiers being made again).
+fn slot_of(key: &FlowKey) -> usize {
+    use std::hash::BuildHasher as _;
+    foldhash::fast::FixedState::with_seed(0).hash_one(key) as usize % RECENT_FLOWS
+}
+
+/// [`ids`], made.
+fn make_ids(src: IpAddr, dst: IpAddr, p: Ports) -> Option<(String, u64)> {
     use base64::Engine as _;
     let proto = if p.udp { 17 } else { 6 };
     let hex =
@@ -85,6 +130,33 @@ mod tests {
         assert!(id < 1 << 53);
         // "1:" + hex of wCb3OG7y… = c026f7386ef2…: its first 64 bits, shifted to 53.
         assert_eq!(id, 0xc026_f738_6ef2_0055 >> 11);
+    }
+
+    /// The kept identifiers are those of the flow asked for: flows that share a place, asked
+    /// for in turn, each get their own, either way round.
+    #[test]
+    fn kept_identifiers_are_the_flows_own() {
+        let flows: Vec<(IpAddr, IpAddr, Ports)> = (0..4 * RECENT_FLOWS as u16)
+            .map(|i| {
+                let p = Ports {
+                    src: 40000 + i,
+                    dst: 502,
+                    udp: i % 3 == 0,
+                };
+                let (a, b) = if i % 2 == 0 {
+                    ([10, 0, 0, 1].into(), [10, 0, 0, 2].into())
+                } else {
+                    ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap())
+                };
+                (a, b, p)
+            })
+            .collect();
+        for _ in 0..3 {
+            for &(a, b, p) in flows.iter().chain(flows.iter().rev()) {
+                assert_eq!(ids(a, b, p), make_ids(a, b, p));
+                assert_eq!(ids(b, a, p.reversed()), make_ids(a, b, p));
+            }
+        }
     }
 
     #[test]
