@@ -1638,7 +1638,7 @@ impl<P> Shards<P> {
                     *source = Some(Arc::clone(s));
                 }
                 let named = source.get_or_insert_with(|| Arc::from(""));
-                d.note(n, &Arc::clone(named));
+                d.note(n, named);
             }
             Payload::Tick {
                 mut found,
