@@ -172,7 +172,9 @@ impl Pending {
 
 #[derive(Default)]
 struct AssetLearn {
-    protocols: BTreeSet<Proto>,
+    /// In the order first seen (sorted at the end): most devices speak one or two, and a set's
+    /// insert for both ends of every PDU cost 55 instructions each.
+    protocols: Vec<Proto>,
     client: bool,
     server: bool,
     identity: Option<String>,
@@ -248,13 +250,18 @@ impl ServerLearn {
         // A value that is not a finite number (the dissectors hand on none) is no sample: an
         // envelope holds finite bounds, and a saved baseline could not hold others.
         if let Some(places) = self.runs.get(&(space, start, len)) {
-            for (v, &place) in values.iter().zip(places.iter()) {
-                match self.points.get_mut(place as usize) {
+            // By `for_each`: the values' kind is matched once for the run ([`ValuesIter`]).
+            let (points, mut places) = (&mut self.points, places.iter());
+            values.iter().for_each(|v| {
+                let Some(&place) = places.next() else {
+                    return;
+                };
+                match points.get_mut(place as usize) {
                     Some((_, p)) if v.is_finite() => p.add(v),
                     Some(_) => {}
                     None => *dropped += 1,
                 }
-            }
+            });
             return;
         }
         let mut places = Vec::with_capacity(values.len());
@@ -472,7 +479,9 @@ impl Learner {
             let Some((_, a)) = at.and_then(|i| self.assets.get_mut(i)) else {
                 continue;
             };
-            a.protocols.insert(ch.proto);
+            if !a.protocols.contains(&ch.proto) {
+                a.protocols.push(ch.proto);
+            }
             if client {
                 a.client = true;
             } else {
@@ -708,7 +717,11 @@ impl Learner {
                 }
                 Asset {
                     ip,
-                    protocols: a.protocols.into_iter().collect(),
+                    protocols: {
+                        let mut p = a.protocols;
+                        p.sort();
+                        p
+                    },
                     roles,
                     identity: a.identity,
                     macs: a.macs.iter().map(|m| mac_text(*m)).collect(),

@@ -19,6 +19,10 @@ impl Ranges {
         let v = &mut self.0;
         // First range that ends at or after lo - 1 (could merge).
         let i = v.partition_point(|r| r[1].saturating_add(1) < lo);
+        // Already there, the common case (a poll learned again): nothing to merge.
+        if v.get(i).is_some_and(|r| r[0] <= lo && hi <= r[1]) {
+            return;
+        }
         let mut j = i;
         let (mut nlo, mut nhi) = (lo, hi);
         while j < v.len() && v[j][0] <= hi.saturating_add(1) {
@@ -76,6 +80,45 @@ mod tests {
         assert_eq!(r.0, vec![[0, 100]]);
         assert!(r.covers(0, 100));
         assert!(!r.covers(50, 101));
+    }
+
+    /// Against the set of addresses inserted, over many random inserts (repeats among them,
+    /// as a poll's): the ranges cover exactly those addresses, sorted, apart and not adjacent.
+    #[test]
+    fn inserts_keep_exactly_the_addresses_seen() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u32| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % u64::from(n)) as u32
+        };
+        for _ in 0..200 {
+            let (mut r, mut seen) = (Ranges::default(), std::collections::BTreeSet::new());
+            let mut inserted = Vec::new();
+            for _ in 0..60 {
+                // A new range, or one inserted before again, or part of one.
+                let (lo, hi) = match (inserted.len(), next(3)) {
+                    (n, 0) if n > 0 => inserted[next(n as u32) as usize],
+                    (n, 1) if n > 0 => {
+                        let (lo, hi): (u32, u32) = inserted[next(n as u32) as usize];
+                        let a = lo + next(hi - lo + 1);
+                        (a, a + next(hi - a + 1))
+                    }
+                    _ => {
+                        let lo = next(400);
+                        (lo, lo + next(12))
+                    }
+                };
+                inserted.push((lo, hi));
+                r.insert(lo, hi);
+                seen.extend(lo..=hi);
+                let covered: std::collections::BTreeSet<u32> =
+                    r.0.iter().flat_map(|[a, b]| *a..=*b).collect();
+                assert_eq!(covered, seen, "after [{lo}, {hi}]: {:?}", r.0);
+                assert!(r.0.windows(2).all(|w| w[0][1] + 1 < w[1][0]), "{:?}", r.0);
+            }
+        }
     }
 
     #[test]
