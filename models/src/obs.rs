@@ -449,6 +449,19 @@ impl Iterator for ValuesIter<'_> {
         }
     }
 
+    /// Each value's kind is matched once for the run, not once a value (`for_each` and the
+    /// folds that use it).
+    #[inline]
+    fn fold<B, F: FnMut(B, f64) -> B>(self, init: B, mut f: F) -> B {
+        match self {
+            ValuesIter::Numbers(v) => v.fold(init, |acc, &x| f(acc, x)),
+            ValuesIter::Bytes(b) => b.fold(init, |acc, &x| f(acc, f64::from(x))),
+            ValuesIter::Words(w) => {
+                w.fold(init, |acc, &x| f(acc, f64::from(u16::from_be_bytes(x))))
+            }
+        }
+    }
+
     #[inline]
     fn size_hint(&self) -> (usize, Option<usize>) {
         match self {
@@ -792,6 +805,32 @@ pub(crate) fn register_read(client: u8, start: u32, values: &[f64], ts: i64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Folding the values (`for_each`, `sum`: the kind matched once) gives what taking them one
+    /// by one gives, for every kind.
+    #[test]
+    fn folded_values_are_the_values_one_by_one() {
+        let numbers = [1.5, -2.0, f64::NAN, 7.0];
+        let bytes = [0u8, 1, 0x80, 0xff];
+        let words = [[0u8, 1], [0x80, 0], [0xff, 0xff]];
+        for v in [
+            Values::Numbers(&numbers),
+            Values::Bytes(&bytes),
+            Values::Words(&words),
+        ] {
+            // A `for` loop takes them by `next`.
+            let mut by_next = Vec::new();
+            for x in v.iter() {
+                by_next.push(x.to_bits());
+            }
+            let mut folded = Vec::new();
+            v.iter().for_each(|x| folded.push(x.to_bits()));
+            assert_eq!(folded, by_next);
+            assert_eq!(v.iter().fold(0, |n, _| n + 1), v.len());
+        }
+        let b: Vec<f64> = Values::Words(&words).iter().collect();
+        assert_eq!(b, [1.0, 32768.0, 65535.0]);
+    }
 
     /// A channel of `proto` from 10.0.0.1 to 10.0.0.2.
     fn ch(proto: Proto, unit: u32) -> Channel {
