@@ -449,8 +449,8 @@ impl Iterator for ValuesIter<'_> {
         }
     }
 
-    /// Each value's kind is matched once for the run, not once a value (`for_each` and the
-    /// folds that use it).
+    /// The values' kind is matched once for the run, not once a value (`for_each`, `sum`,
+    /// `count` and the rest that go by `fold`).
     #[inline]
     fn fold<B, F: FnMut(B, f64) -> B>(self, init: B, mut f: F) -> B {
         match self {
@@ -806,8 +806,8 @@ pub(crate) fn register_read(client: u8, start: u32, values: &[f64], ts: i64) -> 
 mod tests {
     use super::*;
 
-    /// Folding the values (`for_each`, `sum`: the kind matched once) gives what taking them one
-    /// by one gives, for every kind.
+    /// Folding the values (`for_each` and a counting `fold`: the kind matched once) gives
+    /// what taking them one by one gives, for every kind.
     #[test]
     fn folded_values_are_the_values_one_by_one() {
         let numbers = [1.5, -2.0, f64::NAN, 7.0];

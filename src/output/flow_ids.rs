@@ -17,10 +17,10 @@ pub fn community_id(src: IpAddr, dst: IpAddr, p: Ports) -> Option<String> {
 /// the Community ID hash, so that JSON readers that hold numbers as doubles keep it exact. Not
 /// Suricata's own `flow_id`, which is random per run.
 ///
-/// Made once per flow in a while: the last flows' are kept ([`RECENT`]), since an events file
-/// writes one line per PDU and a flow's PDUs come in runs, and making them (a SHA-1 whose
-/// result the crate gives as hex, read back to bytes and written in base64) costs about 6 000
-/// instructions, as much as the rest of an event's line.
+/// Made once per flow in a while: those of up to 64 recent flows are kept ([`RECENT`], one flow
+/// per place), since an events file writes one line per PDU and a flow's PDUs come in runs, and
+/// making them (a SHA-1 whose result the crate gives as hex, read back to bytes and written in
+/// base64) costs about 6 000 instructions, as much as the rest of an event's line.
 pub fn ids(src: IpAddr, dst: IpAddr, p: Ports) -> Option<(String, u64)> {
     let key = (src, dst, p);
     let slot = slot_of(&key);
@@ -37,8 +37,8 @@ pub fn ids(src: IpAddr, dst: IpAddr, p: Ports) -> Option<(String, u64)> {
     })
 }
 
-/// How many flows' identifiers [`RECENT`] keeps: a few polling connections and a sweep's
-/// last ones.
+/// The places in [`RECENT`], each for one flow's identifiers: at most this many flows' are kept
+/// (two flows whose keys share a place take it in turns).
 const RECENT_FLOWS: usize = 64;
 
 /// A flow's addresses and ports, as [`ids`] takes them.
@@ -157,6 +157,28 @@ mod tests {
                 assert_eq!(ids(b, a, p.reversed()), make_ids(a, b, p));
             }
         }
+        // Flows that differ in one thing only, the ports the same: over UDP or TCP, another
+        // host, another address family. Each asked for right after the other.
+        let p = Ports {
+            src: 40000,
+            dst: 502,
+            udp: false,
+        };
+        let udp = Ports { udp: true, ..p };
+        let v4: (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
+        let other: (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [10, 0, 0, 3].into());
+        let v6: (IpAddr, IpAddr) = (
+            "::ffff:10.0.0.1".parse().unwrap(),
+            "::ffff:10.0.0.2".parse().unwrap(),
+        );
+        for _ in 0..2 {
+            for ((a, b), p) in [(v4, p), (v4, udp), (other, p), (v6, p), (v4, p)] {
+                assert_eq!(ids(a, b, p), make_ids(a, b, p), "{a} {b} {p:?}");
+            }
+        }
+        assert_ne!(make_ids(v4.0, v4.1, p), make_ids(v4.0, v4.1, udp));
+        assert_ne!(make_ids(v4.0, v4.1, p), make_ids(other.0, other.1, p));
+        assert_ne!(make_ids(v4.0, v4.1, p), make_ids(v6.0, v6.1, p));
     }
 
     #[test]
