@@ -123,18 +123,10 @@ impl Serialize for Hex {
 pub struct Mac(pub [u8; 6]);
 
 impl Mac {
-    /// `aa:bb:cc:dd:ee:ff`, in `buf`. Written by hand: through the formatter (`{:02x}` six
-    /// times) an address cost about 2 200 instructions, a third of an event's line.
+    /// `aa:bb:cc:dd:ee:ff`, in `buf`, as baselines and alerts write it
+    /// ([`otwatch_models::learn::mac_text_in`]: not through the formatter).
     fn text(self, buf: &mut [u8; 17]) -> &str {
-        for (i, b) in self.0.iter().enumerate() {
-            buf[3 * i] = HEX_DIGITS[usize::from(b >> 4)];
-            buf[3 * i + 1] = HEX_DIGITS[usize::from(b & 0xf)];
-            if let Some(colon) = buf.get_mut(3 * i + 2) {
-                *colon = b':';
-            }
-        }
-        // Only ASCII hex digits and colons were written.
-        std::str::from_utf8(buf).unwrap_or_default()
+        otwatch_models::learn::mac_text_in(self.0, buf)
     }
 }
 
@@ -600,6 +592,7 @@ mod tests {
                 m[0], m[1], m[2], m[3], m[4], m[5]
             );
             assert_eq!(Mac(m).to_string(), want);
+            assert_eq!(otwatch_models::learn::mac_text(m), want);
             assert_eq!(
                 serde_json::to_string(&Mac(m)).unwrap(),
                 format!("\"{want}\"")
