@@ -467,22 +467,7 @@ fn cip_event(m: &Cip<'_>, depth: u8, budget: &mut Budget) -> CipEvent {
         }
     };
     if let Some(route) = route {
-        e.route = Some(
-            route
-                .segments()
-                .filter_map(|s| match s {
-                    Segment::Port { port, link } => Some(format!(
-                        "{port}/{}",
-                        link.iter()
-                            .map(|b| b.to_string())
-                            .collect::<Vec<_>>()
-                            .join(".")
-                    )),
-                    _ => None,
-                })
-                .collect::<Vec<_>>()
-                .join(","),
-        );
+        e.route = Some(route_text(&route));
     }
     if !parts.is_empty() {
         let mut items = Vec::with_capacity(parts.len().min(budget.items));
@@ -530,6 +515,49 @@ fn cip_event(m: &Cip<'_>, depth: u8, budget: &mut Budget) -> CipEvent {
         }
     }
     e
+}
+
+/// An Unconnected Send's route as events show it: its port segments as `port/link`, the
+/// link address's bytes in decimal joined with `.`, the segments joined with `,`
+/// (`1/0,2/10.0.0.5`). Written into one string: a string per byte and per segment, joined,
+/// cost about 1 200 instructions a message (8% of detection's instructions on the EtherNet/IP
+/// scenario's steady hour, whose requests all go through an Unconnected Send).
+fn route_text(route: &Epath<'_>) -> String {
+    let mut text = String::new();
+    for segment in route.segments() {
+        if let Segment::Port { port, link } = segment {
+            if !text.is_empty() {
+                text.push(',');
+            }
+            push_decimal(&mut text, u32::from(port));
+            text.push('/');
+            for (i, b) in link.iter().enumerate() {
+                if i > 0 {
+                    text.push('.');
+                }
+                push_decimal(&mut text, u32::from(*b));
+            }
+        }
+    }
+    text
+}
+
+/// `n` in decimal at the end of `text`.
+fn push_decimal(text: &mut String, n: u32) {
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        text.push(char::from(d));
+    }
 }
 
 /// What a successful reply says once its request is known (`c` has the request's path): who
@@ -1244,6 +1272,72 @@ mod tests {
             items,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn routes_read_as_port_and_link_pairs() {
+        // As the text was made before: a string per byte and per segment, joined.
+        fn joined(route: &Epath<'_>) -> String {
+            route
+                .segments()
+                .filter_map(|s| match s {
+                    Segment::Port { port, link } => Some(format!(
+                        "{port}/{}",
+                        link.iter()
+                            .map(|b| b.to_string())
+                            .collect::<Vec<_>>()
+                            .join(".")
+                    )),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut checked = 0;
+        for _ in 0..5000 {
+            // Random paths, mostly port segments (short and extended link addresses, ports
+            // up to 0xFFFF), with logical segments among them.
+            let mut path = Vec::new();
+            for _ in 0..next() % 5 {
+                match next() % 4 {
+                    0 => path.extend([0x20, (next() % 256) as u8]),
+                    1 => path.extend([(next() % 15) as u8 + 1, (next() % 256) as u8]),
+                    2 => {
+                        let link: Vec<u8> =
+                            (0..next() % 17).map(|_| (next() % 256) as u8).collect();
+                        path.extend([0x1f, link.len() as u8]);
+                        path.extend((next() % 0x1_0000).to_le_bytes().iter().take(2));
+                        path.extend(&link);
+                        if link.len() % 2 == 1 {
+                            path.push(0);
+                        }
+                    }
+                    _ => {
+                        let link: Vec<u8> =
+                            (0..next() % 17).map(|_| (next() % 256) as u8).collect();
+                        path.extend([0x10 | ((next() % 15) as u8 + 1), link.len() as u8]);
+                        path.extend(&link);
+                        if link.len() % 2 == 1 {
+                            path.push(0);
+                        }
+                    }
+                }
+            }
+            if let Ok(route) = Epath::parse(&path) {
+                assert_eq!(route_text(&route), joined(&route), "{path:02x?}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 2500, "only {checked} paths parsed");
+        let route = Epath::parse(&[0x01, 0x00, 0x12, 0x04, 10, 0, 0, 5]).expect("a route");
+        assert_eq!(route_text(&route), "1/0,2/10.0.0.5");
     }
 
     #[test]
