@@ -508,23 +508,24 @@ impl EventSink for JsonLinesSink {
     }
 
     fn emit(&mut self, event: Event) {
+        use crate::output::json;
         let sensor = self.sensor.as_deref();
         if self.eve {
             // A line that cannot be made is counted as a failed write, as any other.
             self.out.line(|b| {
                 let mut native = Vec::with_capacity(512);
-                serde_json::to_writer(&mut native, &event).map_err(|e| e.to_string())?;
+                json::to_writer(&mut native, &event).map_err(|e| e.to_string())?;
                 event_flow_members(&mut native, &event, sensor);
                 let eve = crate::output::eve::event(&native)
                     .ok_or_else(|| "an event line that is not a JSON object".to_string())?;
-                serde_json::to_writer(b, &eve).map_err(|e| e.to_string())
+                json::to_writer(b, &eve).map_err(|e| e.to_string())
             });
             return;
         }
         self.out.line(|b| {
-            serde_json::to_writer(&mut *b, &event)?;
+            json::to_writer(&mut *b, &event)?;
             event_flow_members(b, &event, sensor);
-            Ok::<(), serde_json::Error>(())
+            Ok::<(), json::Error>(())
         });
     }
 }

@@ -59,8 +59,8 @@ pub fn write_alert_line(
     w: &mut Vec<u8>,
     a: &Alert,
     sensor: Option<&str>,
-) -> serde_json::Result<()> {
-    serde_json::to_writer(w, &line_of(a, sensor))
+) -> Result<(), crate::output::json::Error> {
+    crate::output::json::to_writer(w, &line_of(a, sensor))
 }
 
 /// The members of `a`'s line, in the contract's order.

@@ -6,6 +6,8 @@ use std::net::IpAddr;
 
 use otwatch_models::Ports;
 
+use crate::output::json::push_str;
+
 /// The Community ID flow hash (v1, seed 0) of the flow between `src` and `dst`: the value Zeek,
 /// Suricata and tshark's `communityid` give it, whichever direction a packet went.
 pub fn community_id(src: IpAddr, dst: IpAddr, p: Ports) -> Option<String> {
@@ -94,13 +96,13 @@ pub fn append_members(line: &mut Vec<u8>, strings: &[(&str, &str)], numbers: &[(
     };
     for (k, v) in strings {
         sep(line);
-        let _ = serde_json::to_writer(&mut *line, k);
+        push_str(line, k);
         line.push(b':');
-        let _ = serde_json::to_writer(&mut *line, v);
+        push_str(line, v);
     }
     for (k, v) in numbers {
         sep(line);
-        let _ = serde_json::to_writer(&mut *line, k);
+        push_str(line, k);
         line.push(b':');
         line.extend_from_slice(v.to_string().as_bytes());
     }

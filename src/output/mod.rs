@@ -16,6 +16,7 @@ pub mod alerts;
 pub mod eve;
 pub mod evidence;
 pub mod flow_ids;
+pub mod json;
 pub mod outbox;
 pub mod remote_write;
 pub mod syslog;
