@@ -104,7 +104,7 @@ pub fn append_members(line: &mut Vec<u8>, strings: &[(&str, &str)], numbers: &[(
         sep(line);
         push_str(line, k);
         line.push(b':');
-        line.extend_from_slice(v.to_string().as_bytes());
+        let _ = crate::output::json::to_writer(line, v);
     }
     line.push(b'}');
 }
