@@ -224,19 +224,20 @@ impl Detection {
     /// An event, in capture order, for the outputs detection owns (`--syslog-events`): its
     /// JSON line as an events file has it.
     pub fn event_out(&mut self, ev: &Event) {
+        use crate::output::json;
         let (Some(s), true) = (&mut self.syslog, self.syslog_events) else {
             return;
         };
         let mut line = Vec::with_capacity(512);
-        let made = serde_json::to_writer(&mut line, ev).is_ok() && {
+        let made = json::to_writer(&mut line, ev).is_ok() && {
             crate::event::event_flow_members(&mut line, ev, self.sensor.as_deref());
             !self.eve
-                || match crate::output::eve::event(&line).map(|v| serde_json::to_vec(&v)) {
-                    Some(Ok(eve)) => {
-                        line = eve;
-                        true
+                || match crate::output::eve::event(&line) {
+                    Some(eve) => {
+                        line.clear();
+                        json::to_writer(&mut line, &eve).is_ok()
                     }
-                    _ => false,
+                    None => false,
                 }
         };
         if made {
@@ -548,7 +549,7 @@ impl Detection {
                 }
                 let eve = self.eve.then(|| crate::output::eve::alert(&a, &json));
                 if let Some(out) = &mut self.out {
-                    out.line(|b| serde_json::to_writer(b, eve.as_ref().unwrap_or(&json)));
+                    out.line(|b| crate::output::json::to_writer(b, eve.as_ref().unwrap_or(&json)));
                 }
                 if let Some(s) = &mut self.syslog {
                     s.alert(&a, &json, eve.as_ref());
