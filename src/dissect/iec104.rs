@@ -375,42 +375,61 @@ impl Iec104Flow {
 /// `Display` writes 473.45313, ryu the even 473.45312): those take `Display`'s way.
 fn shortest(f: f32) -> f64 {
     let mut buffer = ryu::Buffer::new();
-    let text = buffer.format(f);
-    match text.parse::<f64>() {
-        Ok(v) if f.is_finite() && !halfway_above(f, text) => v,
+    match f.is_finite().then(|| decimal(buffer.format(f))) {
+        Some((digits, e)) if !halfway_above(f, digits, e) => {
+            let magnitude = match e {
+                // Clinger's fast path: the digits (at most nine) and 10^|e| are exact in an
+                // f64, so one multiplication or division rounds once, to the nearest: the
+                // f64 that parsing the text gives.
+                0..=22 => digits as f64 * POWERS_OF_TEN[e as usize],
+                -22..=-1 => digits as f64 / POWERS_OF_TEN[e.unsigned_abs() as usize],
+                _ => format!("{digits}e{e}").parse().unwrap_or(f64::NAN),
+            };
+            if f.is_sign_negative() {
+                -magnitude
+            } else {
+                magnitude
+            }
+        }
         _ => f.to_string().parse().unwrap_or(f64::from(f)),
     }
 }
 
-/// Whether `f` lies exactly halfway between ryu's shortest decimal `text` (finite) and the
-/// next one up in its last digit, `(2D + 1) / 2 × 10^E` for `text` = D × 10^E with D's
-/// trailing zeros taken off: integer arithmetic on the float's odd mantissa.
-fn halfway_above(f: f32, text: &str) -> bool {
+/// 10^0 to 10^22, each exact in an f64.
+const POWERS_OF_TEN: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// ryu's text of a finite float as D × 10^e, D without trailing zeros (0 for zero).
+fn decimal(text: &str) -> (u64, i32) {
     let (mantissa, exponent) = match text.split_once('e') {
         Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
         None => (text, 0),
     };
-    let mut digits = 0u64;
-    let mut e = exponent;
-    let mut after_point = false;
+    let (mut digits, mut e, mut after_point) = (0u64, exponent, false);
     for c in mantissa.bytes() {
         match c {
             b'0'..=b'9' => {
                 digits = digits * 10 + u64::from(c - b'0');
-                if after_point {
-                    e -= 1;
-                }
+                e -= i32::from(after_point);
             }
             b'.' => after_point = true,
             _ => {}
         }
     }
-    if digits == 0 {
-        return false;
-    }
-    while digits.is_multiple_of(10) {
+    while digits != 0 && digits.is_multiple_of(10) {
         digits /= 10;
         e += 1;
+    }
+    (digits, e)
+}
+
+/// Whether `f` lies exactly halfway between its shortest decimal D × 10^e and the next one up
+/// in its last digit, (2D + 1) / 2 × 10^e: integer arithmetic on the float's odd mantissa.
+fn halfway_above(f: f32, digits: u64, e: i32) -> bool {
+    if digits == 0 {
+        return false;
     }
     // |f| = odd × 2^q.
     let bits = f.to_bits();
