@@ -366,7 +366,6 @@ impl Iec104Flow {
     }
 }
 
-/// The event's ASDU members; the objects only when someone reads them (`detail`).
 /// A short float as the f64 of its shortest decimal (0.16875, not the 0.16875000298023224 of its
 /// exact widening): what parsing its `Display` text gives, as events have always shown it.
 /// `Display` took about 1 000 instructions a value (40% of detection on an IEC 104 site's
@@ -383,7 +382,11 @@ fn shortest(f: f32) -> f64 {
                 // f64 that parsing the text gives.
                 0..=22 => digits as f64 * POWERS_OF_TEN[e as usize],
                 -22..=-1 => digits as f64 / POWERS_OF_TEN[e.unsigned_abs() as usize],
-                _ => format!("{digits}e{e}").parse().unwrap_or(f64::NAN),
+                // (Digits and an exponent always parse; were they not to, the exact
+                // widening, as the old formula fell back to.)
+                _ => format!("{digits}e{e}")
+                    .parse()
+                    .unwrap_or(f64::from(f.abs())),
             };
             if f.is_sign_negative() {
                 -magnitude
@@ -403,6 +406,8 @@ const POWERS_OF_TEN: [f64; 23] = [
 
 /// ryu's text of a finite float as D × 10^e, D without trailing zeros (0 for zero).
 fn decimal(text: &str) -> (u64, i32) {
+    // ryu writes `-`, digits, a point and an exponent `e-7` or `e30`: the exponent always
+    // parses (0 would only make a wrong "halfway", which takes `Display`'s way, never a value).
     let (mantissa, exponent) = match text.split_once('e') {
         Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
         None => (text, 0),
@@ -455,6 +460,7 @@ fn halfway_above(f: f32, digits: u64, e: i32) -> bool {
     }
 }
 
+/// The event's ASDU members; the objects only when someone reads them (`detail`).
 fn fill(ev: &mut Iec104Event, a: &Asdu<'_>, detail: bool) {
     ev.type_id = Some(a.type_id.0);
     ev.type_name = a.type_id.name();
@@ -658,8 +664,8 @@ mod tests {
     }
 
     /// Every exponent with its edge mantissas, both signs, some decimals, and 200 000
-    /// pseudo-random bit patterns; all 2^32 floats with `OTWATCH_EXHAUSTIVE=1` (a release
-    /// build takes some minutes).
+    /// pseudo-random bit patterns; all 2^32 floats with `OTWATCH_EXHAUSTIVE=1` (tens of
+    /// minutes, even in a release build).
     #[test]
     fn short_floats_read_as_their_display_text() {
         let check = |bits: u32| {
@@ -677,7 +683,15 @@ mod tests {
                 }
             }
         }
-        for v in [0.1f32, 0.16875, 21.5, 1e7, 1e-7, 16_777_217.0, 123_456.79] {
+        // Halfway floats, 473.453125 and 2097152.25: `Display` writes 473.45313 and
+        // 2097152.3, ryu the even 473.45312 and 2097152.2.
+        let halfway = [f32::from_bits(0x43ec_ba00), f32::from_bits(0x4a00_0001)];
+        assert_eq!(halfway.map(|f| f.to_string()), ["473.45313", "2097152.3"]);
+        assert_eq!(halfway.map(f64::from), [473.453125, 2_097_152.25]);
+        for v in [0.1f32, 0.16875, 21.5, 1e7, 1e-7, 16_777_217.0, 123_456.79]
+            .into_iter()
+            .chain(halfway)
+        {
             check(v.to_bits());
             check((-v).to_bits());
         }

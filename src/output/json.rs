@@ -3,7 +3,7 @@
 //!
 //! serde_json looks every byte of every string up in a table and writes each run between
 //! escapes through its writer: on the events output (steady-site, one line per PDU) that was a
-//! third of the run's instructions, keys included. This serializer finds the bytes to escape
+//! 39% of the run's instructions (3.09 G of 7.96 G), keys included. This serializer finds the bytes to escape
 //! a word at a time (a quote, a backslash or a control character: what serde_json escapes, and
 //! as it escapes them) and copies the runs between them into the line; a string shorter than
 //! 16 bytes (most keys, names and addresses) goes in as whole words cut back to its length,
@@ -165,11 +165,16 @@ pub fn push_str(out: &mut Vec<u8>, s: &str) {
         }
     }
     out.push(b'"');
+    push_contents(out, bytes);
+    out.push(b'"');
+}
+
+/// A string's bytes, escaped, without its quotes.
+fn push_contents(out: &mut Vec<u8>, bytes: &[u8]) {
     match first_escape(bytes) {
         None => out.extend_from_slice(bytes),
         Some(at) => push_escaped(out, bytes, at),
     }
-    out.push(b'"');
 }
 
 /// `bytes`, whose first byte to escape is at `at`, escaped.
@@ -234,7 +239,7 @@ impl Json<'_> {
 }
 
 /// A sequence or an object being written: whether the next member is its first.
-pub struct Compound<'s, 'a> {
+struct Compound<'s, 'a> {
     ser: &'s mut Json<'a>,
     first: bool,
 }
@@ -309,6 +314,23 @@ impl<'s, 'a> ser::Serializer for &'s mut Json<'a> {
 
     fn serialize_bytes(self, v: &[u8]) -> Result<()> {
         formatted(self.out, |f, out| f.write_byte_array(out, v));
+        Ok(())
+    }
+
+    /// Text written straight into the line, escaped piece by piece as it comes (as serde_json
+    /// does): no `String` for it.
+    fn collect_str<T: Display + ?Sized>(self, value: &T) -> Result<()> {
+        struct Escaping<'b>(&'b mut Vec<u8>);
+        impl fmt::Write for Escaping<'_> {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                push_contents(self.0, s.as_bytes());
+                Ok(())
+            }
+        }
+        self.out.push(b'"');
+        fmt::write(&mut Escaping(self.out), format_args!("{value}"))
+            .map_err(|_| Error("a value's Display failed".to_string()))?;
+        self.out.push(b'"');
         Ok(())
     }
 
@@ -761,14 +783,19 @@ mod tests {
 
     #[test]
     fn every_byte_below_0x80_is_escaped_as_serde_json_escapes_it() {
-        // Each ASCII byte alone, and at every place of strings long enough for words.
-        for b in 0u8..0x80 {
-            let c = char::from(b);
-            for at in 0..20 {
-                let s: String = (0..20).map(|i| if i == at { c } else { 'x' }).collect();
-                assert_eq!(ours(&s), theirs(&s), "byte {b:#04x} at {at}");
+        // Each ASCII byte, and characters whose UTF-8 bytes are 0x80 and above (U+00A0: C2 A0;
+        // U+00BF; U+07FF; U+FFFF; U+10FFFF), at every place of strings of every length
+        // around the words and the short strings' fast path (0 to 24 bytes).
+        let others = ['\u{a0}', '\u{bf}', '\u{7ff}', '\u{ffff}', '\u{10ffff}'];
+        for c in (0u8..0x80).map(char::from).chain(others) {
+            for len in 1..=24 {
+                for at in 0..len {
+                    let s: String = (0..len).map(|i| if i == at { c } else { 'x' }).collect();
+                    assert_eq!(ours(&s), theirs(&s), "{c:?} at {at} of {len}");
+                }
             }
         }
+        assert_eq!(ours(""), theirs(""));
     }
 
     #[derive(serde::Serialize)]
@@ -847,11 +874,65 @@ mod tests {
 
     #[test]
     fn keys_serde_json_refuses_are_refused() {
-        let m: std::collections::BTreeMap<Vec<u8>, u8> = [(vec![1], 1)].into_iter().collect();
-        assert!(serde_json::to_vec(&m).is_err());
-        assert!(to_writer(&mut Vec::new(), &m).is_err());
-        let m: std::collections::HashMap<Option<u8>, u8> = [(None, 1)].into_iter().collect();
-        assert!(serde_json::to_vec(&m).is_err());
-        assert!(to_writer(&mut Vec::new(), &m).is_err());
+        use std::collections::BTreeMap;
+        let refused = |ours: Result<()>, theirs: serde_json::Result<Vec<u8>>| {
+            assert!(ours.is_err() && theirs.is_err());
+        };
+        let m: BTreeMap<Vec<u8>, u8> = [(vec![1], 1)].into_iter().collect();
+        refused(to_writer(&mut Vec::new(), &m), serde_json::to_vec(&m));
+        let m: BTreeMap<Option<u8>, u8> = [(None, 1)].into_iter().collect();
+        refused(to_writer(&mut Vec::new(), &m), serde_json::to_vec(&m));
+        for k in [f64::NAN, f64::INFINITY] {
+            let m: Vec<(f64, u8)> = vec![(k, 1)];
+            let m = Pairs(&m);
+            refused(to_writer(&mut Vec::new(), &m), serde_json::to_vec(&m));
+        }
+    }
+
+    /// A map of any key type, in the order given.
+    struct Pairs<'a, K, V>(&'a [(K, V)]);
+    impl<K: Serialize, V: Serialize> Serialize for Pairs<'_, K, V> {
+        fn serialize<S: ser::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+        }
+    }
+
+    #[derive(serde::Serialize)]
+    struct Newtype(i16);
+
+    /// Text through `collect_str`, in several pieces, escapes among them.
+    struct Shown;
+    impl Serialize for Shown {
+        fn serialize<S: ser::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            s.collect_str(&format_args!("a\"{}\n{}\u{1}", "é\\", 42))
+        }
+    }
+
+    #[test]
+    fn keys_and_text_serde_json_takes_are_its_bytes() {
+        let keys: Vec<u8> = [
+            ours(&Pairs(&[(Some('k'), 1), (None::<char>, 2)][..1])),
+            ours(&Pairs(&[(Newtype(-3), 1)])),
+            ours(&Pairs(&[(E::Unit, 1)])),
+            ours(&Pairs(&[(1.5f64, 1), (-0.0, 2)])),
+            ours(&Pairs(&[(2.5f32, true)])),
+            ours(&Pairs(&[(u128::MAX, ()), (0, ())])),
+            ours(&Shown),
+        ]
+        .concat();
+        let theirs: Vec<u8> = [
+            theirs(&Pairs(&[(Some('k'), 1), (None::<char>, 2)][..1])),
+            theirs(&Pairs(&[(Newtype(-3), 1)])),
+            theirs(&Pairs(&[(E::Unit, 1)])),
+            theirs(&Pairs(&[(1.5f64, 1), (-0.0, 2)])),
+            theirs(&Pairs(&[(2.5f32, true)])),
+            theirs(&Pairs(&[(u128::MAX, ()), (0, ())])),
+            theirs(&Shown),
+        ]
+        .concat();
+        assert_eq!(
+            String::from_utf8_lossy(&keys),
+            String::from_utf8_lossy(&theirs)
+        );
     }
 }
