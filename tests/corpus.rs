@@ -717,6 +717,19 @@ fn s7comm_agrees_with_tshark() {
     );
 }
 
+/// Every capture of fixtures/, and of the corpus when `OTWATCH_CORPUS` names it (the skip
+/// reported when it does not).
+fn fixtures_and_corpus() -> Vec<PathBuf> {
+    let mut files = common::captures_under(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures"),
+        &["pcap", "pcapng", "gz"],
+    );
+    if let Some(dir) = common::corpus_dir() {
+        files.extend(captures(&dir));
+    }
+    files
+}
+
 /// A pipeline's counts (the summary, the metrics' protocol counters) are the same whoever reads
 /// its records: nobody (dissection alone, where dissectors skip what only records need), an
 /// events output, or detection without one (observations built from the parsers' records). On
@@ -728,13 +741,7 @@ fn the_counts_are_the_same_whoever_reads_the_records() {
     use otwatch::fuzzing::ObservationLog;
     use otwatch::pipeline::Pipeline;
     use otwatch::replay::replay;
-    let mut files = common::captures_under(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures"),
-        &["pcap", "pcapng", "gz"],
-    );
-    if let Some(dir) = common::corpus_dir() {
-        files.extend(captures(&dir));
-    }
+    let files = fixtures_and_corpus();
     let (mut problems, mut compared) = (Vec::new(), 0);
     for path in &files {
         let counts = |sink: &mut dyn otwatch::event::EventSink| {
@@ -788,13 +795,7 @@ fn every_event_is_serde_jsons_bytes() {
     use otwatch::event::VecSink;
     use otwatch::pipeline::Pipeline;
     use otwatch::replay::replay;
-    let mut files = common::captures_under(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures"),
-        &["pcap", "pcapng", "gz"],
-    );
-    if let Some(dir) = common::corpus_dir() {
-        files.extend(captures(&dir));
-    }
+    let files = fixtures_and_corpus();
     let (mut events, mut ours) = (0, Vec::new());
     for path in &files {
         let mut sink = VecSink::default();

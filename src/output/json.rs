@@ -229,7 +229,16 @@ struct Json<'a> {
     out: &'a mut Vec<u8>,
 }
 
-impl Json<'_> {
+impl<'a> Json<'a> {
+    /// A sequence (`[`) or an object (`{`) started, its first member to come.
+    fn open<'s>(&'s mut self, opener: u8) -> Compound<'s, 'a> {
+        self.out.push(opener);
+        Compound {
+            ser: self,
+            first: true,
+        }
+    }
+
     /// An enum's variant with data is an object of one member, the variant: its start.
     fn open_variant(&mut self, variant: &str) {
         self.out.push(b'{');
@@ -382,11 +391,7 @@ impl<'s, 'a> ser::Serializer for &'s mut Json<'a> {
     }
 
     fn serialize_seq(self, _len: Option<usize>) -> Result<Compound<'s, 'a>> {
-        self.out.push(b'[');
-        Ok(Compound {
-            ser: self,
-            first: true,
-        })
+        Ok(self.open(b'['))
     }
 
     fn serialize_tuple(self, len: usize) -> Result<Compound<'s, 'a>> {
@@ -409,11 +414,7 @@ impl<'s, 'a> ser::Serializer for &'s mut Json<'a> {
     }
 
     fn serialize_map(self, _len: Option<usize>) -> Result<Compound<'s, 'a>> {
-        self.out.push(b'{');
-        Ok(Compound {
-            ser: self,
-            first: true,
-        })
+        Ok(self.open(b'{'))
     }
 
     fn serialize_struct(self, _name: &'static str, len: usize) -> Result<Compound<'s, 'a>> {
