@@ -472,9 +472,12 @@ impl Iterator for ValuesIter<'_> {
     }
 }
 
-/// The accesses of one PDU. One inline (most PDUs read or write one range): an observation
-/// then costs no allocation for them.
-pub type Accesses = smallvec::SmallVec<[Access; 1]>;
+/// The accesses of one PDU. A plain `Vec`: an observation's box is recycled with its room
+/// ([`Observation::reset`]), so a PDU's accesses cost no allocation once the box has held as
+/// many. (Until session 33 one was kept inline, a `SmallVec`, from before boxes were recycled:
+/// every push and walk then asked where the list was, and an S7 read of several items went to
+/// the heap all the same.)
+pub type Accesses = Vec<Access>;
 
 /// One read or write of a contiguous address range.
 #[derive(Debug, Clone, Copy, PartialEq)]
