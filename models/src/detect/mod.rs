@@ -151,6 +151,122 @@ struct Slot {
     scan: ScanPlace,
     /// Seen on this worker ([`Detector::claims`]).
     claimed: bool,
+    /// Requests on it that the function, unit, writer and address checks found nothing in.
+    clean: CleanRequests,
+}
+
+/// Requests on a learned channel that the function, unit, writer and address checks
+/// ([`Detector::check_function`], [`Detector::check_ranges`], and so the scan note) found
+/// nothing in, by what those checks read of a request: its function, whether it writes, and
+/// the ranges it touches. Those checks read nothing else of it, and otherwise only what is
+/// fixed once detection starts (the baseline and what the detector made of it): the same
+/// request again finds nothing again, and is not checked again. Requests with a command or
+/// member functions are not held.
+///
+/// A master polls a device with the same few requests every cycle, in the same order, or asks
+/// the same again and again: they are held in the order they first came (at most
+/// [`CLEAN_REQUESTS`]), and a lookup tries the one found last and the one after it first, so
+/// that either finds its request at the first or second comparison.
+#[derive(Default)]
+struct CleanRequests {
+    held: Vec<CleanRequest>,
+    /// The one found (or held) last.
+    last: usize,
+}
+
+struct CleanRequest {
+    function: u32,
+    write: bool,
+    /// Space, start, count and write of each access.
+    accesses: Vec<(u32, u32, u32, bool)>,
+}
+
+/// Clean requests held per channel, and the accesses one may have.
+const CLEAN_REQUESTS: usize = 16;
+const CLEAN_ACCESSES: usize = 16;
+
+impl CleanRequest {
+    fn is(&self, o: &Observation) -> bool {
+        self.function == o.function
+            && self.write == o.write
+            && self.accesses.len() == o.accesses.len()
+            && self
+                .accesses
+                .iter()
+                .zip(&o.accesses)
+                .all(|(&(space, start, count, write), a)| {
+                    (space, start, count, write) == (a.space, a.start, a.count, a.write)
+                })
+    }
+}
+
+impl CleanRequests {
+    /// Whether `o` (a request) is one of those held: the one found last first (a run of the
+    /// same request), then the one after it (a poll cycle), then any.
+    #[inline]
+    fn holds(&mut self, o: &Observation) -> bool {
+        if o.command.is_some() || !o.members.is_empty() {
+            return false;
+        }
+        let n = self.held.len();
+        let after = if self.last + 1 < n { self.last + 1 } else { 0 };
+        for i in [self.last, after] {
+            if self.held.get(i).is_some_and(|c| c.is(o)) {
+                self.last = i;
+                return true;
+            }
+        }
+        self.find(o)
+    }
+
+    /// [`CleanRequests::holds`] when `o` is not one of the two expected: any of them.
+    #[inline(never)]
+    fn find(&mut self, o: &Observation) -> bool {
+        match self.held.iter().position(|c| c.is(o)) {
+            Some(i) => {
+                self.last = i;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Holds `o`, a request the checks found nothing in (once [`CLEAN_REQUESTS`] are, in place
+    /// of the one where the last lookup started).
+    #[cold]
+    #[inline(never)]
+    fn hold(&mut self, o: &Observation) {
+        if o.command.is_some() || !o.members.is_empty() || o.accesses.len() > CLEAN_ACCESSES {
+            return;
+        }
+        let accesses = o
+            .accesses
+            .iter()
+            .map(|a| (a.space, a.start, a.count, a.write));
+        if self.held.len() < CLEAN_REQUESTS {
+            self.held.push(CleanRequest {
+                function: o.function,
+                write: o.write,
+                accesses: accesses.collect(),
+            });
+            self.last = self.held.len() - 1;
+            return;
+        }
+        // In place of the one after the one found last (what a cycle that changed would have
+        // asked next), which is then the one found last.
+        let at = if self.last + 1 < CLEAN_REQUESTS {
+            self.last + 1
+        } else {
+            0
+        };
+        self.last = at;
+        if let Some(c) = self.held.get_mut(at) {
+            c.function = o.function;
+            c.write = o.write;
+            c.accesses.clear();
+            c.accesses.extend(accesses);
+        }
+    }
 }
 
 /// A learned device with Ethernet addresses or a silence clock (the clock itself is in
@@ -222,6 +338,9 @@ pub struct Detector {
     pub baseline: std::sync::Arc<Baseline>,
     /// Learned channels: their place in the baseline and in `slots`.
     channels: FastMap<Channel, usize>,
+    /// The channel looked up last in `channels` and what it found: a request and its answer
+    /// come one after the other on their channel, and `channels` does not change once built.
+    last_channel: Option<(Channel, Option<usize>)>,
     chans: Chans,
     assets: FastSet<IpAddr>,
     /// Learned devices with Ethernet addresses or a silence clock; `device_index` finds one.
@@ -388,6 +507,7 @@ impl Detector {
     pub fn new(baseline: Baseline) -> Self {
         let mut d = Detector {
             channels: FastMap::default(),
+            last_channel: None,
             chans: Chans {
                 slots: Vec::with_capacity(baseline.channels.len()),
                 others: FastMap::default(),
@@ -527,6 +647,7 @@ impl Detector {
                 polls: Vec::new(),
                 scan: None,
                 claimed: false,
+                clean: CleanRequests::default(),
             };
             d.chans.slots.push(slot);
         }
@@ -757,7 +878,14 @@ impl Detector {
 
     fn observe_pdu(&mut self, o: &Observation, out: &mut Vec<Alert>) {
         let ch = &o.channel;
-        let known = self.channels.get(ch).copied();
+        let known = match self.last_channel {
+            Some((c, k)) if c == *ch => k,
+            _ => {
+                let k = self.channels.get(ch).copied();
+                self.last_channel = Some((*ch, k));
+                k
+            }
+        };
         if let (true, Some(i)) = (self.claims, known) {
             if self.chans.slots.get(i).is_some_and(|s| !s.claimed) {
                 self.claim(i);
@@ -848,11 +976,21 @@ impl Detector {
         tracked: bool,
         out: &mut Vec<Alert>,
     ) {
-        let (function_known, new_unit, unauthorized) = self.check_function(o, known, out);
-        let new_addresses = self.check_ranges(o, known, unauthorized, out);
-        // Written values against the point envelopes.
-        self.check_values(o, known, out);
-        self.note_scan(o, known, !function_known, new_unit, new_addresses, out);
+        let slot = known.and_then(|i| self.chans.slots.get_mut(i));
+        if slot.is_some_and(|s| s.clean.holds(o)) {
+            // The checks below found nothing in this very request: they would again.
+            self.check_values(o, known, out);
+        } else {
+            let (function_known, new_unit, unauthorized) = self.check_function(o, known, out);
+            let new_addresses = self.check_ranges(o, known, unauthorized, out);
+            let clean = function_known && !new_unit && !unauthorized && new_addresses.is_empty();
+            // Written values against the point envelopes.
+            self.check_values(o, known, out);
+            self.note_scan(o, known, !function_known, new_unit, new_addresses, out);
+            if let (true, Some(s)) = (clean, known.and_then(|i| self.chans.slots.get_mut(i))) {
+                s.clean.hold(o);
+            }
+        }
         if tracked {
             self.check_rate(o, known, out);
         }
@@ -1464,5 +1602,88 @@ mod tests {
             .filter(|a| a.r#type == "value_out_of_range")
             .count();
         assert_eq!(jumps, 1);
+    }
+
+    /// A request of a learned channel that the function, unit, writer and address checks
+    /// found nothing in is held and not checked again ([`CleanRequests`]); a request that
+    /// differs from it in any of what those checks read (its function, its ranges' space,
+    /// start or count, whether it writes) is checked, and raises, however often the clean one
+    /// came before and after it. More clean requests than are held, in turn, raise nothing.
+    #[test]
+    fn a_request_like_a_clean_one_is_still_checked() {
+        use crate::engine::{Engine, EngineConfig};
+        let channel = Channel {
+            proto: Proto::Modbus,
+            client: IpAddr::from([10, 0, 0, 1]),
+            server: IpAddr::from([192, 168, 1, 10]),
+            unit: 1,
+        };
+        // `write`: whether the request writes, and whether its access does.
+        let request =
+            |(function, space, start, count, write): (u32, u32, u32, u32, (bool, bool)),
+             ts: i64| {
+                let mut o =
+                    Observation::new(ts, Arc::from("t"), 1, channel, Kind::Request, function);
+                o.write = write.0;
+                o.push_access(space, start, count, write.1, std::iter::empty());
+                o
+            };
+        // Learned: reads of holding registers 100..=109 and of 20 blocks 200.., each once a
+        // second.
+        let learned = |k: u32| {
+            (
+                3,
+                4,
+                if k == 0 { 100 } else { 200 + 10 * k },
+                10,
+                (false, false),
+            )
+        };
+        let mut learner = Engine::learning(EngineConfig::default());
+        let mut out = Vec::new();
+        for i in 0..40 {
+            for k in 0..=20u32 {
+                let ts = T0 + i64::from(i) * NANOS + i64::from(k) * 1000;
+                learner.observe(&request(learned(k), ts), &mut out);
+            }
+        }
+        let baseline = learner.finish(&mut out).expect("a baseline");
+        let mut ts = T0 + 41 * NANOS;
+        // The detector itself: each occurrence of a cause comes as a whole alert (an engine
+        // raises a cause's first, and counts the others).
+        let mut raised = |detector: &mut Detector, shape| {
+            ts += NANOS;
+            let mut out = Vec::new();
+            detector.observe(&request(shape, ts), &mut out);
+            out.into_iter().map(|a| a.r#type).collect::<Vec<_>>()
+        };
+        // Each differs from the learned read in one thing the checks read.
+        let differing = [
+            ((3, 4, 100, 20, (false, false)), "address_out_of_range"),
+            ((3, 4, 150, 10, (false, false)), "address_out_of_range"),
+            ((3, 3, 100, 10, (false, false)), "address_out_of_range"),
+            ((16, 4, 100, 10, (true, true)), "unauthorized_write"),
+            // A function that writes, by what it is, the same registers it reads.
+            ((3, 4, 100, 10, (true, false)), "unauthorized_write"),
+            ((4, 4, 100, 10, (false, false)), "new_function_code"),
+        ];
+        let mut detector = Detector::new(baseline.clone());
+        for (shape, expected) in differing {
+            for _ in 0..3 {
+                assert_eq!(raised(&mut detector, learned(0)), Vec::<&str>::new());
+            }
+            for _ in 0..2 {
+                let types = raised(&mut detector, shape);
+                assert!(types.contains(&expected), "{shape:?}: {types:?}");
+            }
+            assert_eq!(raised(&mut detector, learned(0)), Vec::<&str>::new());
+        }
+        // All 21 learned requests in turn, more than a channel holds: nothing.
+        let mut detector = Detector::new(baseline);
+        for _ in 0..3 {
+            for k in 0..=20 {
+                assert_eq!(raised(&mut detector, learned(k)), Vec::<&str>::new(), "{k}");
+            }
+        }
     }
 }
