@@ -410,6 +410,15 @@ impl Engine {
         self.tick_high
     }
 
+    /// Detection checks every request in full, those its channel held as clean too (the
+    /// detector's [`crate::detect`] `CleanRequests`): for the differential harness
+    /// ([`crate::fuzzing`]), which holds the two ways to the same alerts.
+    pub fn check_every_request(&mut self) {
+        if let Phase::Detecting(d) = &mut self.phase {
+            d.check_every_request();
+        }
+    }
+
     /// Detection starts at `now` (its clocks: polls, silences, the first behaviour window),
     /// if it has not yet.
     pub fn start_at(&mut self, now: i64) {

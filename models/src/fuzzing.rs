@@ -57,7 +57,21 @@ pub fn lines(out: &[Alert]) -> Vec<Line> {
 /// [`LEARN_SECS`], the clock ticking every second (0.93 s past it, after the observations
 /// before it) up to `end` s.
 pub fn one_engine(baseline: &Baseline, obs: &[Observation], end: f64) -> Vec<Alert> {
+    one_engine_checking(baseline, obs, end, false)
+}
+
+/// [`one_engine`]; with `every_request`, one that checks every request in full
+/// ([`Engine::check_every_request`]).
+fn one_engine_checking(
+    baseline: &Baseline,
+    obs: &[Observation],
+    end: f64,
+    every_request: bool,
+) -> Vec<Alert> {
     let mut engine = Engine::detecting(baseline.clone(), EngineConfig::default());
+    if every_request {
+        engine.check_every_request();
+    }
     engine.start_at(at(f64::from(LEARN_SECS)));
     let mut out = Vec::new();
     let mut next = obs.iter().peekable();
@@ -243,8 +257,8 @@ fn in_capture_order(mut obs: Vec<Observation>) -> Vec<Observation> {
 /// The records a harness input makes at most (the rest of the input is ignored).
 const MAX_RECORDS: usize = 1024;
 
-/// Runs the input (see the module's documentation) through one engine and through two and
-/// three workers with a stage; panics if their alerts differ.
+/// Runs the input (see the module's documentation) through one engine, one that checks every
+/// request in full, and two and three workers with a stage; panics if their alerts differ.
 ///
 /// Input: a byte, then `1 + byte % 6` polls of four bytes (who, with S7 for its high bit;
 /// what; when in the second; how it ends or starts late), then records of four bytes (who, what, time step in 5 ms, extra) placed in
@@ -319,6 +333,12 @@ fn split_with(data: &[u8], seen: impl FnOnce(&[Line])) {
     let detection = in_capture_order(detection);
     let end = f64::from(END_SECS);
     let one = lines(&one_engine(&baseline, &detection, end));
+    // Requests a channel holds as clean are not checked again: checked, they raise nothing.
+    assert_eq!(
+        one,
+        lines(&one_engine_checking(&baseline, &detection, end, true)),
+        "one engine checking every request in full, against one that holds clean requests"
+    );
     let site = |o: &Observation| match o.channel.server {
         IpAddr::V4(v4) => usize::from(v4.octets()[2]),
         IpAddr::V6(_) => 0,
