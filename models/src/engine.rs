@@ -412,7 +412,8 @@ impl Engine {
 
     /// Detection checks every request in full, those its channel held as clean too (the
     /// detector's [`crate::detect`] `CleanRequests`): for the differential harness
-    /// ([`crate::fuzzing`]), which holds the two ways to the same alerts.
+    /// ([`crate::fuzzing`]), which holds the two ways to the same alerts. Only an engine that
+    /// is detecting (made with a baseline, or past learning): otherwise nothing is done.
     pub fn check_every_request(&mut self) {
         if let Phase::Detecting(d) = &mut self.phase {
             d.check_every_request();
