@@ -154,11 +154,20 @@ struct Exchange {
     answered: bool,
     exception: bool,
     value: f64,
+    /// Addresses the access spans (and values its answer carries).
+    count: u32,
+    /// A second access, 50 addresses on.
+    second: bool,
+    /// A member function (as a Multiple Service Packet carries), which learning never saw.
+    member: bool,
 }
 
 impl Exchange {
-    /// `who` chooses the client, server and unit; `what` the function, the answer and the
-    /// address; `extra` the protocol, a shift of the address and the value.
+    /// `who` chooses the client, server and unit (its high bit, a second access); `what` the
+    /// function, the answer and the address; `extra` the protocol (its top two bits: 3, S7;
+    /// 1, three addresses instead of two; 2, a member function), a shift of the address and
+    /// the value. Polls (who below 0x80, extra 0 or 0xc0) have one access of two addresses
+    /// and no member.
     fn of(who: u8, what: u8, extra: u8) -> Exchange {
         let proto = if extra >> 6 == 3 {
             Proto::S7comm
@@ -182,6 +191,9 @@ impl Exchange {
             answered: what & 8 == 0,
             exception: what & 0x10 != 0,
             value: f64::from(extra & 0x30),
+            count: if extra >> 6 == 1 { 3 } else { 2 },
+            second: who & 0x80 != 0,
+            member: extra >> 6 == 2,
         }
     }
 
@@ -219,7 +231,13 @@ impl Exchange {
         req.write = write;
         req.function_name = Some("f");
         let value = Some(self.value);
-        req.push_access(space, self.address, 2, write, value.filter(|_| write));
+        let starts = [Some(self.address), self.second.then_some(self.address + 50)];
+        for start in starts.into_iter().flatten() {
+            req.push_access(space, start, self.count, write, value.filter(|_| write));
+        }
+        if self.member {
+            req.members.push(0x4c);
+        }
         if !self.answered {
             out.push(req);
             return;
@@ -231,14 +249,12 @@ impl Exchange {
         resp.exception = self.exception;
         resp.accesses.clear();
         resp.values.clear();
+        resp.members.clear();
         if !write && !self.exception {
-            resp.push_access(
-                space,
-                self.address,
-                2,
-                false,
-                [self.value, self.value + 1.0],
-            );
+            for start in starts.into_iter().flatten() {
+                let values = (0..self.count).map(|i| self.value + f64::from(i));
+                resp.push_access(space, start, self.count, false, values);
+            }
         }
         out.push(req);
         out.push(resp);
@@ -261,8 +277,13 @@ const MAX_RECORDS: usize = 1024;
 /// request in full, and two and three workers with a stage; panics if their alerts differ.
 ///
 /// Input: a byte, then `1 + byte % 6` polls of four bytes (who, with S7 for its high bit;
-/// what; when in the second; how it ends or starts late), then records of four bytes (who, what, time step in 5 ms, extra) placed in
-/// detection.
+/// what; when in the second; how it ends or starts late), then records of five bytes (who,
+/// what, time step in 5 ms, extra, and a fifth) placed in detection. The fifth byte's top two
+/// bits: 2, the record is on the channel of the poll its low three bits choose (as a probe or
+/// a write aimed at a learned channel is); 3, it is that poll's own request, changed in one
+/// thing the what byte's low three bits choose (its count, a second access, a member
+/// function, its address, its function; or nothing). Its bits 3-4: how many times more the
+/// record comes, a second apart.
 pub fn split(data: &[u8]) {
     split_with(data, |_| ());
 }
@@ -322,13 +343,51 @@ fn split_with(data: &[u8], seen: impl FnOnce(&[Line])) {
         }
     }
     let mut t = f64::from(LEARN_SECS);
-    for r in rest.chunks_exact(4).take(MAX_RECORDS) {
+    for r in rest.chunks_exact(5).take(MAX_RECORDS) {
         t += f64::from(r[2]) * 0.005;
         if t >= f64::from(END_SECS) {
             break;
         }
-        corr += 1;
-        Exchange::of(r[0], r[1], r[3]).observations(t, corr, &mut detection);
+        let poll = polls.get(usize::from(r[4] & 7) % polls.len()).map(|p| p.0);
+        let e = match (r[4] >> 6, poll) {
+            // The poll's own request, changed in one thing (or in none).
+            (3, Some(mut p)) => {
+                match r[1] & 7 {
+                    0 => p.count = 3,
+                    1 => p.second = true,
+                    2 => p.member = true,
+                    3 => p.address += 4 * (1 + u32::from(r[3] & 3)),
+                    4 => {
+                        let s7 = if p.proto == Proto::S7comm { 0xc0 } else { 0 };
+                        p.function = Exchange::of(r[0], r[1] >> 3, s7).function;
+                    }
+                    _ => {}
+                }
+                p
+            }
+            // Another request on the poll's channel, of its protocol.
+            (2, Some(p)) => {
+                let extra = match (p.proto, r[3] >> 6) {
+                    (Proto::S7comm, _) => r[3] | 0xc0,
+                    (_, 3) => r[3] & 0x3f,
+                    _ => r[3],
+                };
+                Exchange {
+                    client: p.client,
+                    site: p.site,
+                    unit: p.unit,
+                    ..Exchange::of(r[0], r[1], extra)
+                }
+            }
+            _ => Exchange::of(r[0], r[1], r[3]),
+        };
+        for again in 0..=(r[4] >> 3 & 3) {
+            let at = t + f64::from(again);
+            if at < f64::from(END_SECS) {
+                corr += 1;
+                e.observations(at, corr, &mut detection);
+            }
+        }
     }
     let detection = in_capture_order(detection);
     let end = f64::from(END_SECS);
