@@ -183,7 +183,7 @@ struct CleanRequest {
     accesses: Vec<(u32, u32, u32, bool)>,
 }
 
-/// Clean requests held per channel, the accesses one may have, and the accesses all channels'
+/// Clean requests held per channel, the accesses one may have, and the accesses all channels
 /// hold at most together (16 bytes each: 4 MiB).
 const CLEAN_REQUESTS: usize = 16;
 const CLEAN_ACCESSES: usize = 16;
@@ -205,11 +205,17 @@ impl CleanRequest {
 }
 
 impl CleanRequests {
+    /// Whether `o` may be held: no command, no member functions, at most [`CLEAN_ACCESSES`].
+    #[inline]
+    fn may_hold(o: &Observation) -> bool {
+        o.command.is_none() && o.members.is_empty() && o.accesses.len() <= CLEAN_ACCESSES
+    }
+
     /// Whether `o` (a request) is one of those held: the one found last first (a run of the
     /// same request), then the one after it (a poll cycle), then any.
     #[inline]
     fn holds(&mut self, o: &Observation) -> bool {
-        if o.command.is_some() || !o.members.is_empty() || o.accesses.len() > CLEAN_ACCESSES {
+        if !Self::may_hold(o) {
             return false;
         }
         let n = self.held.len();
@@ -241,9 +247,7 @@ impl CleanRequests {
     #[cold]
     #[inline(never)]
     fn hold(&mut self, o: &Observation, budget: &mut usize) {
-        if o.command.is_some()
-            || !o.members.is_empty()
-            || o.accesses.len() > CLEAN_ACCESSES
+        if !Self::may_hold(o)
             || self.held.len() >= CLEAN_REQUESTS
             || *budget + o.accesses.len().max(1) > CLEAN_BUDGET
         {
