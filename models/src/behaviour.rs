@@ -102,6 +102,19 @@ impl WindowAcc {
         }
     }
 
+    /// [`WindowAcc::add`] for a request with no latency whose function and addresses this
+    /// window has already (the same request again).
+    #[inline]
+    pub fn add_again(&mut self, o: &crate::Observation) {
+        debug_assert!(o.kind == crate::Kind::Request && self.functions.contains_key(&o.function));
+        self.first_frame.get_or_insert(o.frame);
+        self.last_frame = o.frame;
+        self.requests += 1;
+        if o.write {
+            self.writes += 1;
+        }
+    }
+
     pub fn features(&mut self) -> [f64; N] {
         // The middle element in total order: a selection, not a sort.
         let mid = self.latencies.len() / 2;

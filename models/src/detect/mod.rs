@@ -120,6 +120,8 @@ struct ChanRt {
     timeouts: VecDeque<(i64, u64)>,
     /// Where `window` ends (capture time): set when its first PDU comes in.
     window_end: i64,
+    /// How many windows have begun (each at the first PDU into an empty one).
+    window_gen: u64,
     /// In [`Windows::active`].
     listed: bool,
 }
@@ -181,6 +183,12 @@ struct CleanRequest {
     write: bool,
     /// Space, start, count and write of each access.
     accesses: Vec<(u32, u32, u32, bool)>,
+    /// Its place in its slot's `polls` (which is built once, and only ever emptied after),
+    /// found when it was held: a poll's key is read from what is compared here.
+    poll: Option<u32>,
+    /// The behaviour window it was last counted in (`ChanRt::window_gen`; 0: none): counted
+    /// again in the same one, it adds no function or address the window does not have.
+    window: u64,
 }
 
 /// Clean requests held per channel, the accesses one may have, and the accesses all channels
@@ -213,17 +221,18 @@ impl CleanRequests {
 
     /// Whether `o` (a request) is one of those held: the one found last first (a run of the
     /// same request), then the one after it (a poll cycle), then any.
+    /// Its place in `held`, if so.
     #[inline]
-    fn holds(&mut self, o: &Observation) -> bool {
+    fn holds(&mut self, o: &Observation) -> Option<usize> {
         if !Self::may_hold(o) {
-            return false;
+            return None;
         }
         let n = self.held.len();
         let after = if self.last + 1 < n { self.last + 1 } else { 0 };
         for i in [self.last, after] {
             if self.held.get(i).is_some_and(|c| c.is(o)) {
                 self.last = i;
-                return true;
+                return Some(i);
             }
         }
         self.find(o)
@@ -231,14 +240,10 @@ impl CleanRequests {
 
     /// [`CleanRequests::holds`] when `o` is not one of the two expected: any of them.
     #[inline(never)]
-    fn find(&mut self, o: &Observation) -> bool {
-        match self.held.iter().position(|c| c.is(o)) {
-            Some(i) => {
-                self.last = i;
-                true
-            }
-            None => false,
-        }
+    fn find(&mut self, o: &Observation) -> Option<usize> {
+        let i = self.held.iter().position(|c| c.is(o))?;
+        self.last = i;
+        Some(i)
     }
 
     /// Holds `o`, a request the checks found nothing in, while the channel holds fewer than
@@ -246,7 +251,7 @@ impl CleanRequests {
     /// what they hold).
     #[cold]
     #[inline(never)]
-    fn hold(&mut self, o: &Observation, budget: &mut usize) {
+    fn hold(&mut self, o: &Observation, budget: &mut usize, polls: &[(PollKey, PollRt)]) {
         if !Self::may_hold(o)
             || self.held.len() >= CLEAN_REQUESTS
             || *budget + o.accesses.len().max(1) > CLEAN_BUDGET
@@ -262,6 +267,8 @@ impl CleanRequests {
                 .iter()
                 .map(|a| (a.space, a.start, a.count, a.write))
                 .collect(),
+            poll: poll_at(polls, o).map(|at| at as u32),
+            window: 0,
         });
         self.last = self.held.len() - 1;
     }
@@ -304,6 +311,25 @@ impl Chans {
             }
             None => self.others.entry(*ch).or_default(),
         }
+    }
+
+    /// [`Chans::rt`] for a request, with (`held`: its place among the requests its slot holds
+    /// as clean) the behaviour window that request was last counted in.
+    #[inline]
+    fn rt_held(
+        &mut self,
+        ch: &Channel,
+        known: Option<usize>,
+        held: Option<usize>,
+    ) -> (&mut ChanRt, Option<&mut u64>) {
+        if let (Some(i), Some(h)) = (known, held) {
+            let seen = |s: &Slot| s.rt.known.is_some() && h < s.clean.held.len();
+            if self.slots.get(i).is_some_and(seen) {
+                let s = &mut self.slots[i];
+                return (&mut s.rt, Some(&mut s.clean.held[h].window));
+            }
+        }
+        (self.rt(ch, known), None)
     }
 
     /// Where [`Chans::rt`] keeps a channel's runtime state. Apart from it: returned with the
@@ -989,7 +1015,11 @@ impl Detector {
         out: &mut Vec<Alert>,
     ) {
         let slot = known.and_then(|i| self.chans.slots.get_mut(i));
-        if !self.check_all && slot.is_some_and(|s| s.clean.holds(o)) {
+        let held = match slot {
+            Some(s) if !self.check_all => s.clean.holds(o),
+            _ => None,
+        };
+        if held.is_some() {
             // The checks below found nothing in this very request: they would again.
             self.check_values(o, known, out);
         } else {
@@ -1000,13 +1030,13 @@ impl Detector {
             self.check_values(o, known, out);
             self.note_scan(o, known, !function_known, new_unit, new_addresses, out);
             if let (true, Some(s)) = (clean, known.and_then(|i| self.chans.slots.get_mut(i))) {
-                s.clean.hold(o, &mut self.clean_held);
+                s.clean.hold(o, &mut self.clean_held, &s.polls);
             }
         }
         if tracked {
-            self.check_rate(o, known, out);
+            self.check_rate(o, (known, held), out);
         }
-        self.check_poll(o, known, out);
+        self.check_poll(o, (known, held), out);
     }
 
     /// The model of a learned channel (`known`: its place in the baseline).
@@ -1044,8 +1074,7 @@ impl Detector {
             &self.baseline,
             &self.weak_channels,
             (at, &mut *rt),
-            o,
-            latency,
+            (o, latency, None),
             out,
         );
         if o.exception {
@@ -1772,5 +1801,101 @@ mod tests {
                 assert_eq!(raised(&mut detector, &read(k)), Vec::<&str>::new(), "{k}");
             }
         }
+    }
+
+    /// A request a channel holds as clean goes into its behaviour window and its poll as any
+    /// request does: the window's counts, functions and addresses and the polls' state are
+    /// those of a detector that checks every request, PDU by PDU, across windows ended by a
+    /// PDU and by a tick, with requests that are not held in between.
+    #[test]
+    fn a_held_request_counts_in_its_window_and_poll() {
+        use crate::engine::{Engine, EngineConfig};
+        let mut frame = 0;
+        let mut observation = |function: u32, start: u32, count: u32, ts: i64| {
+            let channel = Channel {
+                proto: Proto::Modbus,
+                client: IpAddr::from([10, 0, 0, 1]),
+                server: IpAddr::from([192, 168, 1, 10]),
+                unit: 1,
+            };
+            frame += 1;
+            let mut o = Observation::new(ts, Arc::from("t"), frame, channel, Kind::Request, 0);
+            o.function = function;
+            o.write = function == 16;
+            o.push_access(4, start, count, o.write, std::iter::empty());
+            o
+        };
+        // Learned: three reads a second, each its own poll.
+        let mut learner = Engine::learning(EngineConfig::default());
+        let mut out = Vec::new();
+        for i in 0..40 {
+            for (k, start) in [100, 200, 300].into_iter().enumerate() {
+                let ts = T0 + i * NANOS + k as i64 * 1000;
+                learner.observe(&observation(3, start, 10, ts), &mut out);
+            }
+        }
+        let baseline = learner.finish(&mut out).expect("a baseline");
+        // What a slot's window and polls hold.
+        let state = |d: &mut Detector| {
+            let s = &mut d.chans.slots[0];
+            let w = &mut s.rt.window;
+            let polls: Vec<_> = (s.polls.iter())
+                .map(|(k, p)| (*k, p.last, p.missing_alerted, p.broken.clone()))
+                .collect();
+            let features = w.features().map(f64::to_bits);
+            (
+                features,
+                w.first_frame,
+                w.last_frame,
+                s.rt.window_end,
+                polls,
+            )
+        };
+        let mut held = Detector::new(baseline.clone());
+        let mut every = Detector::new(baseline);
+        every.check_every_request();
+        let mut ts = T0 + 41 * NANOS;
+        // (function, start, count, seconds after the one before); a tick where the function
+        // is 0.
+        let steps = [
+            (3, 100, 10, 0.5),
+            (3, 200, 10, 0.001),
+            (3, 100, 10, 0.3),
+            (3, 300, 10, 0.7),
+            (3, 100, 10, 0.001),
+            (3, 100, 12, 0.2),  // out of range: not held
+            (16, 200, 10, 0.2), // a write: not held
+            (3, 200, 10, 0.1),
+            (3, 300, 10, 6.0), // the window ended: a new one
+            (3, 300, 10, 0.001),
+            (3, 100, 10, 0.4),
+            (0, 0, 0, 7.0), // a tick past the window's end
+            (3, 100, 10, 0.01),
+            (3, 200, 10, 0.5),
+            (3, 100, 10, 0.5),
+            (3, 100, 10, 1.0),
+            (3, 200, 10, 4.0),
+            (3, 100, 10, 1.0),
+        ];
+        let mut hits = 0;
+        for (i, &(function, start, count, after)) in steps.iter().enumerate() {
+            ts += (after * NANOS as f64) as i64;
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            if function == 0 {
+                held.tick(ts, &mut a);
+                every.tick(ts, &mut b);
+            } else {
+                let o = observation(function, start, count, ts);
+                let clean = &held.chans.slots[0].clean;
+                hits += usize::from(clean.held.iter().any(|c| c.is(&o)));
+                held.observe(&o, &mut a);
+                every.observe(&o, &mut b);
+            }
+            let types = |v: Vec<Alert>| v.into_iter().map(|a| a.r#type).collect::<Vec<_>>();
+            assert_eq!(types(a), types(b), "step {i}");
+            assert_eq!(state(&mut held), state(&mut every), "step {i}");
+        }
+        // The steps reach the held requests, in a window they were counted in and not.
+        assert!(hits >= 10, "{hits}");
     }
 }

@@ -383,7 +383,7 @@ impl Detector {
     pub(super) fn check_rate(
         &mut self,
         o: &Observation,
-        known: Option<usize>,
+        (known, held): (Option<usize>, Option<usize>),
         out: &mut Vec<Alert>,
     ) {
         let ch = &o.channel;
@@ -394,7 +394,7 @@ impl Detector {
             None => nanos(timeout_for(model.and_then(|m| m.latency.as_ref()))),
         };
         let at = self.chans.place(ch, known);
-        let rt = self.chans.rt(ch, known);
+        let (rt, counted) = self.chans.rt_held(ch, known, held);
         set_source(&mut rt.source, &o.source);
         rt.ports = o.ports.or(rt.ports);
         rt.pending.request(o);
@@ -403,8 +403,7 @@ impl Detector {
             &self.baseline,
             &self.weak_channels,
             (at, &mut *rt),
-            o,
-            None,
+            (o, None, counted),
             out,
         );
         if o.corr.is_some() {
@@ -426,18 +425,18 @@ impl Detector {
     pub(super) fn check_poll(
         &mut self,
         o: &Observation,
-        known: Option<usize>,
+        (known, held): (Option<usize>, Option<usize>),
         out: &mut Vec<Alert>,
     ) {
-        let key = poll_key(o);
-        let Some(polls) = known
-            .and_then(|i| self.chans.slots.get_mut(i))
-            .map(|s| &mut s.polls)
-        else {
+        let Some(s) = known.and_then(|i| self.chans.slots.get_mut(i)) else {
             return;
         };
-        if let Ok(at) = polls.binary_search_by(|(k, _)| k.cmp(&key)) {
-            let p = &mut polls[at].1;
+        // A request the channel holds as clean kept its poll's place.
+        let at = match held.and_then(|h| s.clean.held.get(h)) {
+            Some(c) => c.poll.map(|at| at as usize),
+            None => poll_at(&s.polls, o),
+        };
+        if let Some(p) = at.and_then(|at| s.polls.get_mut(at)).map(|p| &mut p.1) {
             // Frame 0: the clock detection (or a clock step) started the poll at, no request:
             // no interval to judge yet.
             if let Some((prev, prev_frame)) = p.last.filter(|l| l.1 > 0) {
@@ -472,4 +471,10 @@ impl Detector {
             self.next_due = self.next_due.min(o.ts.saturating_add(p.missing_after));
         }
     }
+}
+
+/// The place of `o`'s poll (a request) in a channel's `polls`, sorted by key.
+pub(super) fn poll_at(polls: &[(PollKey, PollRt)], o: &Observation) -> Option<usize> {
+    let key = poll_key(o);
+    polls.binary_search_by(|(k, _)| k.cmp(&key)).ok()
 }

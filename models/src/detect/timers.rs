@@ -334,8 +334,7 @@ pub(super) fn into_window(
     base: &Baseline,
     weak: &FastSet<Channel>,
     (at, rt): (RtAt, &mut ChanRt),
-    o: &Observation,
-    latency: Option<f64>,
+    (o, latency, counted): (&Observation, Option<f64>, Option<&mut u64>),
     out: &mut Vec<Alert>,
 ) {
     if o.ts >= rt.window_end && !rt.window.is_empty() {
@@ -347,12 +346,23 @@ pub(super) fn into_window(
                 .saturating_add(1)
                 .saturating_mul(windows.nanos);
         windows.due = windows.due.min(rt.window_end);
+        rt.window_gen += 1;
         if !rt.listed {
             rt.listed = true;
             windows.active.push(at);
         }
     }
-    rt.window.add(o, latency);
+    // A clean request held by its channel (`counted`: the window it was last counted in) and
+    // counted in this window already: its function and addresses are in it. The window is
+    // only ever emptied whole, and the next PDU into it begins a new one.
+    match counted {
+        Some(w) if *w == rt.window_gen => rt.window.add_again(o),
+        Some(w) => {
+            *w = rt.window_gen;
+            rt.window.add(o, latency);
+        }
+        None => rt.window.add(o, latency),
+    }
 }
 
 /// Scores the window `rt` holds (of channel `ch`), found ended at `ts`, and empties it.
