@@ -979,7 +979,6 @@ fn count_messages(ctx: &mut Ctx<'_>, cpf: &enip::Cpf<'_>) {
     }
 }
 
-/// Every message of a CIP message, the embedded ones at every depth, in order.
 /// A message that writes: Set_Attribute_Single/All/List, Create, Delete, Set_Member, and the
 /// Logix tag writes.
 fn writes(e: &CipEvent) -> bool {
@@ -1015,6 +1014,7 @@ type HiddenKey = (
     Option<&'static str>,
 );
 
+/// Every message of a CIP message, the embedded ones at every depth, in order.
 fn all_messages<'e>(c: &'e CipEvent, out: &mut Vec<&'e CipEvent>) {
     out.push(c);
     for i in c.items.iter().flatten() {

@@ -358,8 +358,8 @@ pub(super) fn into_window(
     match counted {
         Some(w) if *w == rt.window_gen => rt.window.add_again(o),
         Some(w) => {
-            *w = rt.window_gen;
             rt.window.add(o, latency);
+            *w = rt.window_gen;
         }
         None => rt.window.add(o, latency),
     }
