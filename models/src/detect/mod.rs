@@ -192,10 +192,12 @@ struct CleanRequest {
 }
 
 /// Clean requests held per channel, the accesses one may have, and the accesses all channels
-/// hold at most together (16 bytes each: 4 MiB).
+/// hold at most together (16 bytes each: 4 MiB; a request without any counts as one, so the
+/// requests' own 48 bytes come to at most 12 MiB more).
 const CLEAN_REQUESTS: usize = 16;
 const CLEAN_ACCESSES: usize = 16;
 const CLEAN_BUDGET: usize = 256 * 1024;
+const _: () = assert!(std::mem::size_of::<CleanRequest>() <= 48);
 
 impl CleanRequest {
     fn is(&self, o: &Observation) -> bool {
