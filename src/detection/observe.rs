@@ -188,7 +188,9 @@ impl ModbusHead {
 
 /// A Modbus PDU's observation from its head, `values` being where the values it carries (the
 /// event's, or the parser's when the dissector builds the observation itself) are in
-/// `o.bytes` (registers as big-endian words, coils a byte each).
+/// `o.bytes` (registers as big-endian words, coils a byte each). Inlined with the dissector's
+/// `head`, whose fields then go straight into the observation.
+#[inline(always)]
 pub(crate) fn modbus(m: &ModbusHead, values: ValuesAt, o: &mut Observation) {
     o.function_name = m.function;
     o.corr = Some(u32::from(m.transaction_id));
