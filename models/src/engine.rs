@@ -410,7 +410,7 @@ impl Engine {
         self.tick_high
     }
 
-    /// Detection checks every request in full, those its channel held as clean too (the
+    /// Detection checks every request in full, those its channel would hold as clean too (the
     /// detector's [`crate::detect`] `CleanRequests`): for the differential harness
     /// ([`crate::fuzzing`]), which holds the two ways to the same alerts. Only an engine that
     /// is detecting (made with a baseline, or past learning): otherwise nothing is done.

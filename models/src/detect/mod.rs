@@ -753,9 +753,9 @@ impl Detector {
         }
     }
 
-    /// Checks every request in full, those a channel holds as clean too ([`CleanRequests`]):
-    /// the differential harness ([`crate::fuzzing`]) holds the two ways to the same alerts.
-    /// (Requests are still held; they are not looked up.)
+    /// Checks every request in full, those a channel would hold as clean too
+    /// ([`CleanRequests`]): the differential harness ([`crate::fuzzing`]) holds the two ways to
+    /// the same alerts. Nothing is looked up, so nothing is held.
     pub fn check_every_request(&mut self) {
         self.check_all = true;
     }
